@@ -1,1 +1,247 @@
-//! lockstep-vendors
+//! Lockstep's vendor edge: the [`LockPort`] the sagas call to put credentials on doors and
+//! take them off again, one adapter per lock vendor speaking that vendor's real HTTP API,
+//! and, beside each adapter, a simulator that speaks the same API with fault injection so
+//! the adapter (and the whole system) can be tested without the vendor (DESIGN §6).
+//!
+//! Every vendor error is mapped here, inside the adapter, onto [`VendorError`]; no
+//! `reqwest`, `serde_json` or vendor type crosses this crate's boundary, and no error,
+//! log line or `Debug` output carries a PIN, a token, a client secret or a `vendorRef`.
+//!
+//! Architecture Invariant: this crate depends only on `lockstep-domain` among Lockstep's
+//! crates. It must never depend on persistence, actors, the orchestrator or config: those
+//! depend on it, and an adapter knows nothing of sagas, stores or breakers (the breaker
+//! only reads [`VendorError::is_vendor_unwell`]).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lockstep_domain::{
+    DeviceRef, DomainError, KeyCredentialKind, Pin, ValidityWindow, VendorCode, VendorRef,
+};
+use thiserror::Error;
+
+pub mod ttlock;
+
+pub use ttlock::{TtlockAdapter, TtlockConfig};
+
+/// What an adapter can do (spec 003 §2 LockCapabilities).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LockCapabilities {
+    /// Can deliver a mobile key (a phone app key).
+    pub mobile_key: bool,
+    /// Can encode RFID cards.
+    pub card_encoding: bool,
+    /// Can put a keypad PIN on a lock.
+    pub pin: bool,
+    /// Can issue QR codes.
+    pub qr: bool,
+    /// Can issue NFC tags.
+    pub nfc: bool,
+    /// Can delete a credential remotely.
+    pub remote_revoke: bool,
+    /// Can create a credential remotely.
+    pub remote_issue: bool,
+    /// Can issue credentials that the lock validates without a connection.
+    pub offline_issuance: bool,
+    /// Can scope a master key to floors.
+    pub scope_floors: bool,
+    /// Can scope a master key to common areas.
+    pub scope_areas: bool,
+}
+
+/// One credential to create on one device.
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    /// The lock.
+    pub device: DeviceRef,
+    /// What kind of credential.
+    pub kind: KeyCredentialKind,
+    /// Our stable name for the object at the vendor: the credential id plus device, e.g.
+    /// "key_01H...". Used to find it again (reconcile before retry).
+    pub label: String,
+    /// The digits, `Some` for `pin_code`.
+    pub pin: Option<Pin>,
+    /// When the credential opens the door.
+    pub validity: ValidityWindow,
+}
+
+/// One object the vendor holds on a device.
+#[derive(Clone, Debug)]
+pub struct VendorEntry {
+    /// The vendor's reference (redacted in `Debug`).
+    pub vendor_ref: VendorRef,
+    /// The name it carries at the vendor (our label, for objects we created).
+    pub label: String,
+    /// Start of validity.
+    pub valid_from: DateTime<Utc>,
+    /// End of validity (`DateTime::<Utc>::MAX_UTC` for a permanent object).
+    pub valid_until: DateTime<Utc>,
+}
+
+/// The port the sagas use to reach a lock vendor (DESIGN §6).
+#[async_trait::async_trait]
+pub trait LockPort: Send + Sync + std::fmt::Debug {
+    /// Which vendor this adapter speaks to.
+    fn vendor(&self) -> VendorCode;
+    /// What it can do.
+    fn capabilities(&self) -> LockCapabilities;
+    /// Creates the credential. Not idempotent at TTLock: callers reconcile first with `find`.
+    async fn issue(&self, req: &IssueRequest) -> Result<VendorRef, VendorError>;
+    /// Finds an object we created earlier by its label (and, for PINs, its digits).
+    /// `Ok(None)` when absent.
+    async fn find(&self, req: &IssueRequest) -> Result<Option<VendorRef>, VendorError>;
+    /// Deletes it. Deleting something already gone is `Ok(())` (idempotent).
+    async fn revoke(&self, device: &DeviceRef, vendor_ref: &VendorRef) -> Result<(), VendorError>;
+    /// Everything the device holds (drift reconciliation, tests).
+    async fn list(&self, device: &DeviceRef) -> Result<Vec<VendorEntry>, VendorError>;
+    /// A cheap probe of the vendor's API.
+    async fn health(&self) -> Result<(), VendorError>;
+}
+
+/// What can go wrong at a vendor, in vendor-neutral terms.
+///
+/// Details are written by the adapter from fixed phrases and vendor error codes: they
+/// never contain a PIN, a token, a secret or a `vendorRef`, and never the text of a
+/// transport error (whose URL may carry an access token).
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum VendorError {
+    /// Transport error, timeout or 5xx: the vendor is unwell.
+    #[error("vendor unavailable: {detail}")]
+    Unavailable {
+        /// What happened.
+        detail: String,
+    },
+    /// HTTP 429 or the vendor's rate-limit code.
+    #[error("vendor rate limit reached")]
+    RateLimited {
+        /// How long the vendor asked us to wait, when it said.
+        retry_after: Option<Duration>,
+    },
+    /// The vendor refuses a PIN that the lock already holds.
+    #[error("pin already in use on the lock")]
+    PinCollision,
+    /// A business refusal of this request (no gateway, lock full, bad parameter...).
+    #[error("vendor refused the request: {code}: {detail}")]
+    Refused {
+        /// A stable lowercase code (e.g. `storage_full`, `gateway_offline`, `errcode_-4043`).
+        code: String,
+        /// What it means.
+        detail: String,
+    },
+    /// The vendor rejected our client credentials or account.
+    #[error("vendor rejected our credentials: {detail}")]
+    Auth {
+        /// Which part was rejected.
+        detail: String,
+    },
+    /// The object does not exist at the vendor.
+    #[error("not found at vendor")]
+    NotFound,
+}
+
+/// `Refused` codes that describe a passing state of the lock or its gateway: the same
+/// request may succeed a little later.
+const TRANSIENT_REFUSALS: &[&str] = &[
+    "gateway_busy",
+    "gateway_offline",
+    "lock_busy",
+    "lock_offline",
+    "clock_skew",
+];
+
+impl VendorError {
+    /// Whether this error says the vendor as a whole is unwell. DESIGN §6: the breaker
+    /// counts only transport errors, timeouts, 5xx and 429; a business refusal is this
+    /// request's failure, not the vendor's.
+    pub fn is_vendor_unwell(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::RateLimited { .. })
+    }
+
+    /// Whether the same request may succeed if tried again later: vendor unwell, or a
+    /// refusal caused by a passing state of the lock or its gateway (busy, offline).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Unavailable { .. } | Self::RateLimited { .. } => true,
+            Self::Refused { code, .. } => TRANSIENT_REFUSALS.contains(&code.as_str()),
+            Self::PinCollision | Self::Auth { .. } | Self::NotFound => false,
+        }
+    }
+
+    /// The domain error for a failed issue.
+    pub fn to_domain_issue(&self) -> DomainError {
+        match self {
+            Self::Unavailable { .. } | Self::RateLimited { .. } => DomainError::VendorUnreachable,
+            other => DomainError::KeyIssueFailed {
+                detail: other.neutral_detail(),
+            },
+        }
+    }
+
+    /// The domain error for a failed revoke.
+    pub fn to_domain_revoke(&self) -> DomainError {
+        match self {
+            Self::Unavailable { .. } | Self::RateLimited { .. } => DomainError::VendorUnreachable,
+            other => DomainError::KeyRevokeFailed {
+                detail: other.neutral_detail(),
+            },
+        }
+    }
+
+    fn neutral_detail(&self) -> String {
+        match self {
+            Self::PinCollision => "pin already in use on the lock".to_owned(),
+            Self::Refused { code, detail } => format!("{code}: {detail}"),
+            Self::Auth { detail } => format!("vendor rejected our credentials: {detail}"),
+            Self::NotFound => "not found at vendor".to_owned(),
+            Self::Unavailable { detail } => format!("vendor unavailable: {detail}"),
+            Self::RateLimited { .. } => "vendor rate limit reached".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transport_and_rate_limit_errors_count_against_the_vendor() {
+        let unwell = [
+            VendorError::Unavailable {
+                detail: "timeout".into(),
+            },
+            VendorError::RateLimited { retry_after: None },
+        ];
+        let request_failures = [
+            VendorError::PinCollision,
+            VendorError::Refused {
+                code: "no_gateway".into(),
+                detail: "x".into(),
+            },
+            VendorError::Auth { detail: "x".into() },
+            VendorError::NotFound,
+        ];
+        for e in &unwell {
+            assert!(e.is_vendor_unwell(), "{e:?}");
+            assert!(e.is_retryable(), "{e:?}");
+            assert_eq!(e.to_domain_issue(), DomainError::VendorUnreachable);
+            assert_eq!(e.to_domain_revoke(), DomainError::VendorUnreachable);
+        }
+        for e in &request_failures {
+            assert!(!e.is_vendor_unwell(), "{e:?}");
+            assert!(!e.is_retryable(), "{e:?}");
+            assert!(matches!(
+                e.to_domain_issue(),
+                DomainError::KeyIssueFailed { .. }
+            ));
+            assert!(matches!(
+                e.to_domain_revoke(),
+                DomainError::KeyRevokeFailed { .. }
+            ));
+        }
+        let busy = VendorError::Refused {
+            code: "gateway_busy".into(),
+            detail: "x".into(),
+        };
+        assert!(busy.is_retryable() && !busy.is_vendor_unwell());
+    }
+}

@@ -1,0 +1,289 @@
+//! The actor tree (DESIGN §2):
+//!
+//! ```text
+//! Router ── PropertyActor (tenant, property) ── CredentialActor (saga subject)
+//! ```
+//!
+//! A `CredentialActor` is the single writer of one saga subject (a reservation and the
+//! credentials it owns): it drains the subject's persistent mailbox in id order, one step
+//! at a time, and passivates when idle. Order and durability come from the mailbox in the
+//! store, not from actix: an actor that dies loses nothing, and the next wake (intake, a
+//! partition tick) rehydrates it from storage.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use lockstep_domain::{PropertyId, TenantId};
+use lockstep_persistence::SubjectRef;
+use tracing::{debug, warn, Instrument};
+
+use crate::runtime::Runtime;
+use crate::step::{self, StepError};
+
+/// Work may be waiting for `subject`.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Wake(pub SubjectRef);
+
+/// Stop every actor working on `partition` (ownership lost).
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct ReleasePartition(pub i32);
+
+/// Number of live credential actors (tests, metrics).
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "usize")]
+pub struct LiveActors;
+
+/// Routes wakes to property actors, creating them on demand.
+pub struct Router {
+    rt: Runtime,
+    properties: HashMap<(TenantId, PropertyId), Addr<PropertyActor>>,
+}
+
+impl Router {
+    /// A router over `rt`.
+    pub fn new(rt: Runtime) -> Self {
+        Self {
+            rt,
+            properties: HashMap::new(),
+        }
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+}
+
+impl Handler<Wake> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: Wake, _ctx: &mut Self::Context) {
+        if !self.rt.fences.owns(msg.0.partition) {
+            debug!(partition = msg.0.partition, "wake for a partition not owned here");
+            return;
+        }
+        let key = (msg.0.tenant_id, msg.0.property_id.clone());
+        let addr = match self.properties.get(&key) {
+            Some(a) if a.connected() => a.clone(),
+            _ => {
+                let a = PropertyActor::new(self.rt.clone(), key.0, key.1.clone()).start();
+                self.rt.metrics.live_actors.with_label_values(&["property"]).set(self.properties.len() as i64 + 1);
+                self.properties.insert(key, a.clone());
+                a
+            }
+        };
+        addr.do_send(msg);
+    }
+}
+
+impl Handler<ReleasePartition> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: ReleasePartition, _ctx: &mut Self::Context) {
+        for addr in self.properties.values() {
+            addr.do_send(msg);
+        }
+    }
+}
+
+impl Handler<LiveActors> for Router {
+    type Result = ResponseFuture<usize>;
+    fn handle(&mut self, _msg: LiveActors, _ctx: &mut Self::Context) -> Self::Result {
+        let addrs: Vec<_> = self.properties.values().cloned().collect();
+        Box::pin(async move {
+            let mut n = 0;
+            for a in addrs {
+                n += a.send(LiveActors).await.unwrap_or(0);
+            }
+            n
+        })
+    }
+}
+
+/// One per (tenant, property): owns the property's credential actors.
+pub struct PropertyActor {
+    rt: Runtime,
+    tenant: TenantId,
+    property: PropertyId,
+    subjects: HashMap<String, (i32, Addr<CredentialActor>)>,
+}
+
+impl PropertyActor {
+    fn new(rt: Runtime, tenant: TenantId, property: PropertyId) -> Self {
+        Self {
+            rt,
+            tenant,
+            property,
+            subjects: HashMap::new(),
+        }
+    }
+}
+
+impl Actor for PropertyActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Wake> for PropertyActor {
+    type Result = ();
+    fn handle(&mut self, msg: Wake, _ctx: &mut Self::Context) {
+        debug_assert_eq!(msg.0.tenant_id, self.tenant);
+        debug_assert_eq!(msg.0.property_id, self.property);
+        self.subjects.retain(|_, (_, a)| a.connected());
+        let addr = match self.subjects.get(&msg.0.subject) {
+            Some((_, a)) => a.clone(),
+            None => {
+                let a = CredentialActor::new(self.rt.clone(), msg.0.clone()).start();
+                self.subjects.insert(msg.0.subject.clone(), (msg.0.partition, a.clone()));
+                a
+            }
+        };
+        addr.do_send(msg);
+    }
+}
+
+impl Handler<ReleasePartition> for PropertyActor {
+    type Result = ();
+    fn handle(&mut self, msg: ReleasePartition, _ctx: &mut Self::Context) {
+        self.subjects.retain(|_, (p, a)| {
+            if *p == msg.0 {
+                a.do_send(Stop);
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+impl Handler<LiveActors> for PropertyActor {
+    type Result = usize;
+    fn handle(&mut self, _msg: LiveActors, _ctx: &mut Self::Context) -> usize {
+        self.subjects.retain(|_, (_, a)| a.connected());
+        self.subjects.len()
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stop;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Drained {
+    fenced: bool,
+}
+
+/// The single writer of one saga subject.
+pub struct CredentialActor {
+    rt: Runtime,
+    subject: SubjectRef,
+    running: bool,
+    again: bool,
+    idle_generation: u64,
+}
+
+impl CredentialActor {
+    fn new(rt: Runtime, subject: SubjectRef) -> Self {
+        Self {
+            rt,
+            subject,
+            running: false,
+            again: false,
+            idle_generation: 0,
+        }
+    }
+
+    fn start_drain(&mut self, ctx: &mut Context<Self>) {
+        self.running = true;
+        self.again = false;
+        self.idle_generation += 1;
+        let rt = self.rt.clone();
+        let subject = self.subject.clone();
+        let me = ctx.address();
+        let span = tracing::info_span!("drain", tenant = %subject.tenant_id, property = %subject.property_id, subject = %subject.subject);
+        // The drain runs as its own task so a slow vendor never blocks the arbiter; the
+        // actor only learns when it is done.
+        actix::spawn(
+            async move {
+                let fenced = matches!(drain(&rt, &subject).await, Err(StepError::Fenced));
+                me.do_send(Drained { fenced });
+            }
+            .instrument(span),
+        );
+    }
+}
+
+impl Actor for CredentialActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        self.rt.metrics.live_actors.with_label_values(&["credential"]).inc();
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.rt.metrics.live_actors.with_label_values(&["credential"]).dec();
+    }
+}
+
+impl Handler<Wake> for CredentialActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Wake, ctx: &mut Self::Context) {
+        if self.running {
+            self.again = true;
+        } else {
+            self.start_drain(ctx);
+        }
+    }
+}
+
+impl Handler<Drained> for CredentialActor {
+    type Result = ();
+    fn handle(&mut self, msg: Drained, ctx: &mut Self::Context) {
+        self.running = false;
+        if msg.fenced {
+            warn!(partition = self.subject.partition, "partition fenced; stopping its actor");
+            ctx.stop();
+            return;
+        }
+        if self.again {
+            self.start_drain(ctx);
+            return;
+        }
+        // Passivate after a quiet period; a wake in between cancels it.
+        let generation = self.idle_generation;
+        ctx.run_later(self.rt.settings.passivate_after, move |act, ctx| {
+            if !act.running && act.idle_generation == generation {
+                ctx.stop();
+            }
+        });
+    }
+}
+
+impl Handler<Stop> for CredentialActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// Handles every due entry of the subject, in order. A failed step becomes a durable
+/// retry timer on its entry; the drain then moves on to entries that are due.
+async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
+    loop {
+        if !rt.fences.owns(subject.partition) {
+            return Err(StepError::Fenced);
+        }
+        let now = rt.clock.now();
+        let Some(entry) = rt.store.next_mailbox_entry(subject.tenant_id, &subject.subject, now).await? else {
+            return Ok(());
+        };
+        match step::run(rt, &entry).await {
+            Ok(()) => {}
+            Err(StepError::Fenced) => return Err(StepError::Fenced),
+            Err(StepError::Retry(why)) => {
+                warn!(entry = entry.id, attempts = entry.attempts + 1, error = %why, "saga step failed; retry scheduled");
+                rt.metrics.saga_steps.with_label_values(&["any", "retry"]).inc();
+                step::reschedule(rt, &entry, &why).await?;
+            }
+        }
+    }
+}

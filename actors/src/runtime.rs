@@ -1,0 +1,173 @@
+//! What every actor shares: the store, the vendor ports, the clock, partition fences,
+//! metrics and (test-only) failpoints.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use lockstep_domain::{Clock, VendorAdapterId};
+use lockstep_persistence::{Fence, Store};
+use lockstep_vendors::LockPort;
+
+use crate::metrics::Metrics;
+
+/// Vendor adapters by id.
+#[derive(Debug, Default, Clone)]
+pub struct PortRegistry {
+    ports: Arc<RwLock<HashMap<VendorAdapterId, Arc<dyn LockPort>>>>,
+}
+
+impl PortRegistry {
+    /// Registers (or replaces) the adapter serving `id`.
+    pub fn insert(&self, id: VendorAdapterId, port: Arc<dyn LockPort>) {
+        self.ports
+            .write()
+            .expect("port registry lock is never poisoned")
+            .insert(id, port);
+    }
+
+    /// The adapter serving `id`.
+    pub fn get(&self, id: &VendorAdapterId) -> Option<Arc<dyn LockPort>> {
+        self.ports
+            .read()
+            .expect("port registry lock is never poisoned")
+            .get(id)
+            .cloned()
+    }
+}
+
+/// Fences of the partitions this node owns (DESIGN §4). A partition not in the book is
+/// not owned: its work is not done here.
+#[derive(Debug, Default, Clone)]
+pub struct FenceBook {
+    fences: Arc<RwLock<HashMap<i32, Fence>>>,
+    /// Whether commits carry fences at all (off only for single-node embedded mode).
+    pub enforce: bool,
+}
+
+impl FenceBook {
+    /// A book that fences every commit.
+    pub fn enforcing() -> Self {
+        Self {
+            fences: Arc::default(),
+            enforce: true,
+        }
+    }
+
+    /// Records ownership.
+    pub fn set(&self, fence: Fence) {
+        self.fences
+            .write()
+            .expect("fence book lock is never poisoned")
+            .insert(fence.partition, fence);
+    }
+
+    /// Drops ownership.
+    pub fn remove(&self, partition: i32) {
+        self.fences
+            .write()
+            .expect("fence book lock is never poisoned")
+            .remove(&partition);
+    }
+
+    /// The fence of a partition, if owned.
+    pub fn get(&self, partition: i32) -> Option<Fence> {
+        self.fences
+            .read()
+            .expect("fence book lock is never poisoned")
+            .get(&partition)
+            .copied()
+    }
+
+    /// Whether work of `partition` may run here.
+    pub fn owns(&self, partition: i32) -> bool {
+        !self.enforce || self.get(partition).is_some()
+    }
+
+    /// The fence to put on a commit of `partition`.
+    pub fn for_commit(&self, partition: i32) -> Option<Fence> {
+        if self.enforce {
+            self.get(partition)
+        } else {
+            None
+        }
+    }
+}
+
+/// Crash-test hooks, off unless set through the environment. `hang_after_vendor_issue =
+/// N` makes the Nth successful vendor issue of this process hang *before* its result is
+/// committed, printing `failpoint hit: hang_after_vendor_issue` to stderr, so a test can
+/// SIGKILL the process exactly between a vendor call and its commit.
+#[derive(Debug, Default)]
+pub struct Failpoints {
+    hang_after_vendor_issue: Option<u64>,
+    issues: AtomicU64,
+}
+
+impl Failpoints {
+    /// Reads `LOCKSTEP_FAILPOINT_HANG_AFTER_VENDOR_ISSUE`.
+    pub fn from_env() -> Self {
+        Self {
+            hang_after_vendor_issue: std::env::var("LOCKSTEP_FAILPOINT_HANG_AFTER_VENDOR_ISSUE")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            issues: AtomicU64::new(0),
+        }
+    }
+
+    /// Called after each successful vendor issue, before its commit.
+    pub async fn after_vendor_issue(&self) {
+        let n = self.issues.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.hang_after_vendor_issue == Some(n) {
+            eprintln!("failpoint hit: hang_after_vendor_issue");
+            tracing::warn!(n, "failpoint hit: hang_after_vendor_issue");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Shared handles.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// Storage.
+    pub store: Arc<dyn Store>,
+    /// Vendor adapters.
+    pub ports: PortRegistry,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Owned partitions.
+    pub fences: FenceBook,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Crash-test hooks.
+    pub failpoints: Arc<Failpoints>,
+    /// Settings of the saga.
+    pub settings: SagaSettings,
+}
+
+/// Tunables of the saga executor.
+#[derive(Debug, Clone)]
+pub struct SagaSettings {
+    /// Issuance attempts before a credential fails with `vendor_unreachable`.
+    pub max_issue_attempts: i32,
+    /// First retry delay.
+    pub retry_base: std::time::Duration,
+    /// Longest retry delay.
+    pub retry_cap: std::time::Duration,
+    /// Per vendor call timeout.
+    pub vendor_call_timeout: std::time::Duration,
+    /// How long an idle credential actor lives before it passivates.
+    pub passivate_after: std::time::Duration,
+}
+
+impl Default for SagaSettings {
+    fn default() -> Self {
+        Self {
+            max_issue_attempts: 40,
+            retry_base: std::time::Duration::from_millis(500),
+            retry_cap: std::time::Duration::from_secs(300),
+            vendor_call_timeout: std::time::Duration::from_secs(15),
+            passivate_after: std::time::Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,872 @@
+//! A TTLock Open API v3 simulator with fault injection (DESIGN §6), built on actix-web.
+//!
+//! It speaks the subset of the API the adapter uses, with TTLock's paths, form-encoded
+//! requests, JSON replies and errcodes: `POST /oauth2/token`, `POST /v3/keyboardPwd/add`,
+//! `POST /v3/keyboardPwd/delete`, `GET /v3/lock/listKeyboardPwd`, `GET /v3/lock/list`. It
+//! validates `clientId`/`accessToken` (tokens are those it issued), refuses unknown locks
+//! (-1003), missing parameters (-3), a passcode already on the lock (-3007) and a 251st
+//! passcode (-3009).
+//!
+//! Faults ([`SimFaults`]) are set from Rust through [`SimHandle`] or from another process
+//! with `POST /_sim/faults` (a JSON object; the keys given replace the current values).
+//! Inspection over HTTP: `GET /_sim/faults`, `GET /_sim/counters`,
+//! `GET /_sim/locks/{lockId}/passcodes`; control: `POST /_sim/locks/{lockId}` (adds a lock),
+//! `POST /_sim/tokens/expire` (every issued token answers 10004 from then on).
+//!
+//! The server runs on a thread of its own with its own actix `System`, so
+//! [`TtlockSimulator::start`] works the same from `#[tokio::main]`, `#[actix_web::main]`
+//! or a test, and returns once the socket is bound.
+//!
+//! The simulator's data are fake: PINs it stores are visible through its inspection API
+//! on purpose. It never logs them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use chrono::{DateTime, Utc};
+use lockstep_domain::{Clock, SystemClock};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::errors as code;
+use super::wire::{self, ErrorResponse};
+use super::{md5_hex, Secret, TtlockConfig};
+
+/// A lock holds at most this many custom passcodes (TTLock's documented limit).
+pub const MAX_PASSCODES_PER_LOCK: usize = 250;
+/// `clientId` of the default account.
+pub const SIM_CLIENT_ID: &str = "sim-client-id";
+/// `clientSecret` of the default account.
+pub const SIM_CLIENT_SECRET: &str = "sim-client-secret";
+/// Username of the default account.
+pub const SIM_USERNAME: &str = "sim-user";
+/// Password (in clear) of the default account.
+pub const SIM_PASSWORD: &str = "sim-password";
+
+/// An account the simulator accepts at `/oauth2/token`.
+#[derive(Clone, Debug)]
+pub struct SimAccount {
+    /// Application id.
+    pub client_id: String,
+    /// Application secret.
+    pub client_secret: Secret,
+    /// App account username.
+    pub username: String,
+    /// Lowercase hex MD5 of the account password.
+    pub password_md5: String,
+}
+
+impl SimAccount {
+    /// An account from the password in clear.
+    pub fn new(
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        username: impl Into<String>,
+        password: &str,
+    ) -> Self {
+        Self {
+            client_id: client_id.into(),
+            client_secret: Secret::new(client_secret),
+            username: username.into(),
+            password_md5: md5_hex(password),
+        }
+    }
+}
+
+impl Default for SimAccount {
+    /// The account of [`SIM_CLIENT_ID`], [`SIM_CLIENT_SECRET`], [`SIM_USERNAME`],
+    /// [`SIM_PASSWORD`].
+    fn default() -> Self {
+        Self::new(SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_USERNAME, SIM_PASSWORD)
+    }
+}
+
+/// What the simulator starts with.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Accepted accounts.
+    pub accounts: Vec<SimAccount>,
+    /// Locks that exist (`lockId`s).
+    pub locks: Vec<i64>,
+    /// `expires_in` of issued tokens, seconds (TTLock: 90 days).
+    pub token_ttl_secs: i64,
+    /// Time for token expiry and `sendDate`.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            accounts: vec![SimAccount::default()],
+            locks: Vec::new(),
+            token_ttl_secs: 90 * 24 * 3600,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Fault switches. Over HTTP, a JSON object with any subset of these keys.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimFaults {
+    /// Every vendor call answers 503.
+    pub outage: bool,
+    /// Fixed delay before each vendor call is handled.
+    pub latency_ms: u64,
+    /// Extra random delay, uniform in `0..=latency_jitter_ms`.
+    pub latency_jitter_ms: u64,
+    /// Share of vendor calls answered 500 without being applied (0.0 to 1.0).
+    pub error_rate: f64,
+    /// More calls than this within one second are answered 429 with `Retry-After: 1`.
+    pub rate_limit_per_sec: Option<u32>,
+    /// Share of adds and deletes that are applied but answered 500: the vendor acted and
+    /// we never heard (0.0 to 1.0).
+    pub lose_response_rate: f64,
+    /// The next N adds are refused as duplicates (-3007).
+    pub force_pin_collision_next: u32,
+}
+
+/// One passcode held by a simulated lock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimPasscode {
+    /// Its id (the adapter's `vendorRef`).
+    pub keyboard_pwd_id: i64,
+    /// The lock.
+    pub lock_id: i64,
+    /// The digits.
+    pub keyboard_pwd: String,
+    /// Its name.
+    pub keyboard_pwd_name: String,
+    /// 2 permanent, 3 period.
+    pub keyboard_pwd_type: i64,
+    /// Start, epoch ms.
+    pub start_date: i64,
+    /// End, epoch ms.
+    pub end_date: i64,
+    /// Creation, epoch ms.
+    pub send_date: i64,
+}
+
+/// How many calls the simulator has seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SimCounters {
+    /// Tokens issued.
+    pub tokens_issued: u64,
+    /// Passcodes added (including those whose response was then lost).
+    pub adds: u64,
+    /// Passcodes deleted (including those whose response was then lost).
+    pub deletes: u64,
+    /// List pages served.
+    pub lists: u64,
+    /// Calls answered with an injected 5xx/429 before being applied.
+    pub rejected_by_faults: u64,
+    /// Calls applied whose response was then replaced by a 500.
+    pub lost_responses: u64,
+}
+
+struct IssuedToken {
+    client_id: String,
+    expires_at: DateTime<Utc>,
+    revoked: bool,
+}
+
+struct SimState {
+    accounts: Vec<SimAccount>,
+    locks: BTreeMap<i64, Vec<SimPasscode>>,
+    tokens: HashMap<String, IssuedToken>,
+    faults: SimFaults,
+    counters: SimCounters,
+    next_pwd_id: i64,
+    token_ttl_secs: i64,
+    rate_window: Option<(DateTime<Utc>, u32)>,
+}
+
+/// Inspects and steers a running simulator from Rust. Cheap to clone.
+#[derive(Clone)]
+pub struct SimHandle {
+    state: Arc<Mutex<SimState>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle").finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    fn new(config: SimConfig) -> Self {
+        let state = SimState {
+            accounts: config.accounts,
+            locks: config.locks.into_iter().map(|l| (l, Vec::new())).collect(),
+            tokens: HashMap::new(),
+            faults: SimFaults::default(),
+            counters: SimCounters::default(),
+            next_pwd_id: 3_234_293,
+            token_ttl_secs: config.token_ttl_secs,
+            rate_window: None,
+        };
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            clock: config.clock,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
+        // A panic inside `f` cannot leave the state half-written in a way that matters
+        // to a simulator, so a poisoned lock is simply taken over.
+        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Adds a lock (no-op if it exists).
+    pub fn add_lock(&self, lock_id: i64) {
+        self.with(|s| {
+            s.locks.entry(lock_id).or_default();
+        });
+    }
+
+    /// Adds an accepted account.
+    pub fn add_account(&self, account: SimAccount) {
+        self.with(|s| s.accounts.push(account));
+    }
+
+    /// The passcodes of one lock, oldest first (empty for an unknown lock).
+    pub fn passcodes(&self, lock_id: i64) -> Vec<SimPasscode> {
+        self.with(|s| s.locks.get(&lock_id).cloned().unwrap_or_default())
+    }
+
+    /// Every passcode of every lock.
+    pub fn all_passcodes(&self) -> Vec<SimPasscode> {
+        self.with(|s| s.locks.values().flatten().cloned().collect())
+    }
+
+    /// Puts a passcode on a lock directly (no HTTP, no fault). `None` if the lock is
+    /// unknown.
+    pub fn seed_passcode(
+        &self,
+        lock_id: i64,
+        pin: &str,
+        name: &str,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Option<i64> {
+        let now = self.clock.now().timestamp_millis();
+        self.with(|s| {
+            let id = s.next_pwd_id;
+            let lock = s.locks.get_mut(&lock_id)?;
+            lock.push(SimPasscode {
+                keyboard_pwd_id: id,
+                lock_id,
+                keyboard_pwd: pin.to_owned(),
+                keyboard_pwd_name: name.to_owned(),
+                keyboard_pwd_type: wire::PASSCODE_TYPE_PERIOD,
+                start_date: start_ms,
+                end_date: end_ms,
+                send_date: now,
+            });
+            s.next_pwd_id += 1;
+            Some(id)
+        })
+    }
+
+    /// Number of successful adds (responses lost or not).
+    pub fn add_call_count(&self) -> u64 {
+        self.with(|s| s.counters.adds)
+    }
+
+    /// Number of successful deletes.
+    pub fn delete_call_count(&self) -> u64 {
+        self.with(|s| s.counters.deletes)
+    }
+
+    /// Number of list pages served.
+    pub fn list_call_count(&self) -> u64 {
+        self.with(|s| s.counters.lists)
+    }
+
+    /// Number of tokens issued.
+    pub fn token_call_count(&self) -> u64 {
+        self.with(|s| s.counters.tokens_issued)
+    }
+
+    /// All counters.
+    pub fn counters(&self) -> SimCounters {
+        self.with(|s| s.counters)
+    }
+
+    /// The current faults.
+    pub fn faults(&self) -> SimFaults {
+        self.with(|s| s.faults.clone())
+    }
+
+    /// Replaces the faults.
+    pub fn set_faults(&self, faults: SimFaults) {
+        self.with(|s| {
+            s.faults = faults;
+            s.rate_window = None;
+        });
+    }
+
+    /// Changes some faults.
+    pub fn update_faults(&self, f: impl FnOnce(&mut SimFaults)) {
+        self.with(|s| {
+            f(&mut s.faults);
+            s.rate_window = None;
+        });
+    }
+
+    /// Makes every token issued so far answer 10004 (expired), as after 90 days.
+    pub fn expire_all_tokens(&self) {
+        self.with(|s| s.tokens.values_mut().for_each(|t| t.revoked = true));
+    }
+}
+
+/// Starts simulators.
+#[derive(Debug)]
+pub struct TtlockSimulator;
+
+impl TtlockSimulator {
+    /// Starts a simulator with the default account and no locks on `bind` (port 0 picks
+    /// a free port) and returns once it listens.
+    pub fn start(bind: SocketAddr) -> io::Result<RunningSimulator> {
+        Self::start_with(bind, SimConfig::default())
+    }
+
+    /// Starts a simulator with `config`.
+    pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
+        let handle = SimHandle::new(config);
+        let data = web::Data::new(handle.clone());
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<io::Result<(SocketAddr, ServerHandle)>>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
+        std::thread::Builder::new()
+            .name("ttlock-simulator".into())
+            .spawn(move || {
+                let system = actix_web::rt::System::new();
+                let result = system.block_on(async move {
+                    let bound = HttpServer::new(move || {
+                        App::new().app_data(data.clone()).configure(routes)
+                    })
+                    .workers(1)
+                    .disable_signals()
+                    .shutdown_timeout(1)
+                    .bind(bind);
+                    let server = match bound {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return Ok(());
+                        }
+                    };
+                    let Some(addr) = server.addrs().first().copied() else {
+                        let _ = ready_tx.send(Err(io::Error::other("no address bound")));
+                        return Ok(());
+                    };
+                    let running = server.run();
+                    let _ = ready_tx.send(Ok((addr, running.handle())));
+                    running.await
+                });
+                let _ = done_tx.send(result);
+            })?;
+        let (addr, server) = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("simulator thread ended before binding"))??;
+        info!(vendor = "ttlock", %addr, "ttlock simulator listening");
+        Ok(RunningSimulator {
+            addr,
+            handle,
+            server,
+            done: Some(done_rx),
+        })
+    }
+}
+
+/// A simulator serving in the background; stopped when dropped.
+#[derive(Debug)]
+pub struct RunningSimulator {
+    addr: SocketAddr,
+    handle: SimHandle,
+    server: ServerHandle,
+    done: Option<tokio::sync::oneshot::Receiver<io::Result<()>>>,
+}
+
+impl RunningSimulator {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`, the adapter's `api_base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Control of the simulator's state.
+    pub fn handle(&self) -> SimHandle {
+        self.handle.clone()
+    }
+
+    /// An adapter config for the default account ([`SIM_CLIENT_ID`]...).
+    pub fn default_adapter_config(&self) -> TtlockConfig {
+        TtlockConfig::new(
+            self.base_url(),
+            SIM_CLIENT_ID,
+            Secret::new(SIM_CLIENT_SECRET),
+            SIM_USERNAME,
+            Secret::new(SIM_PASSWORD),
+        )
+    }
+
+    /// Waits until the server ends (after [`RunningSimulator::stop`] from elsewhere, or a
+    /// failure).
+    pub async fn wait(&mut self) -> io::Result<()> {
+        match self.done.take() {
+            Some(rx) => rx.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the server and waits for it to end.
+    pub async fn stop(mut self) -> io::Result<()> {
+        self.server.stop(true).await;
+        self.wait().await
+    }
+}
+
+impl Drop for RunningSimulator {
+    fn drop(&mut self) {
+        // `stop` sends the command at once; the returned future only awaits completion.
+        drop(self.server.stop(false));
+    }
+}
+
+/// Runs a simulator until it fails or the process receives Ctrl-C: for a standalone
+/// simulator process (the main binary's `simulate ttlock` command, chaos tests).
+pub async fn run_standalone(
+    bind: SocketAddr,
+    seed_locks: Vec<i64>,
+    accounts: Vec<SimAccount>,
+) -> io::Result<()> {
+    let config = SimConfig {
+        accounts: if accounts.is_empty() {
+            vec![SimAccount::default()]
+        } else {
+            accounts
+        },
+        locks: seed_locks,
+        ..SimConfig::default()
+    };
+    let mut sim = TtlockSimulator::start_with(bind, config)?;
+    tokio::select! {
+        r = sim.wait() => r,
+        r = tokio::signal::ctrl_c() => {
+            r?;
+            info!(vendor = "ttlock", "ttlock simulator stopping");
+            sim.stop().await
+        }
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/oauth2/token", web::post().to(token))
+        .route("/v3/keyboardPwd/add", web::post().to(add_passcode))
+        .route("/v3/keyboardPwd/delete", web::post().to(delete_passcode))
+        .route("/v3/lock/listKeyboardPwd", web::get().to(list_passcodes))
+        .route("/v3/lock/list", web::get().to(list_locks))
+        .route("/_sim/faults", web::get().to(get_faults))
+        .route("/_sim/faults", web::post().to(post_faults))
+        .route("/_sim/counters", web::get().to(get_counters))
+        .route("/_sim/locks/{lock_id}", web::post().to(post_lock))
+        .route(
+            "/_sim/locks/{lock_id}/passcodes",
+            web::get().to(get_lock_passcodes),
+        )
+        .route("/_sim/tokens/expire", web::post().to(post_expire_tokens));
+}
+
+type Params = HashMap<String, String>;
+
+/// A TTLock business error, answered with HTTP 200 and `{errcode, errmsg}`.
+struct Refusal {
+    errcode: i64,
+    errmsg: &'static str,
+}
+
+impl From<Refusal> for HttpResponse {
+    fn from(r: Refusal) -> Self {
+        HttpResponse::Ok().json(ErrorResponse {
+            errcode: r.errcode,
+            errmsg: r.errmsg.to_owned(),
+            description: None,
+        })
+    }
+}
+
+fn errcode(errcode: i64, errmsg: &'static str) -> Refusal {
+    Refusal { errcode, errmsg }
+}
+
+fn param<'a>(p: &'a Params, key: &str) -> Result<&'a str, Refusal> {
+    match p.get(key).map(|v| v.trim()) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(errcode(code::INVALID_PARAMETER, "Invalid Parameter.")),
+    }
+}
+
+fn param_i64(p: &Params, key: &str) -> Result<i64, Refusal> {
+    param(p, key)?
+        .parse()
+        .map_err(|_| errcode(code::INVALID_PARAMETER, "Invalid Parameter."))
+}
+
+fn roll(rate: f64) -> bool {
+    rate > 0.0 && rand::thread_rng().gen::<f64>() < rate
+}
+
+/// Applies latency, outage, rate limit and error rate to a vendor call.
+async fn gate(h: &SimHandle) -> Option<HttpResponse> {
+    let faults = h.faults();
+    let jitter = if faults.latency_jitter_ms > 0 {
+        rand::thread_rng().gen_range(0..=faults.latency_jitter_ms)
+    } else {
+        0
+    };
+    let delay = faults.latency_ms + jitter;
+    if delay > 0 {
+        actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let now = h.clock.now();
+    h.with(|s| {
+        let refuse = if s.faults.outage {
+            Some(HttpResponse::ServiceUnavailable().body("service unavailable"))
+        } else if let Some(limit) = s.faults.rate_limit_per_sec {
+            let window = match s.rate_window {
+                Some((start, n)) if now - start < chrono::Duration::seconds(1) => (start, n + 1),
+                _ => (now, 1),
+            };
+            s.rate_window = Some(window);
+            (window.1 > limit).then(|| {
+                HttpResponse::TooManyRequests()
+                    .insert_header(("Retry-After", "1"))
+                    .body("too many requests")
+            })
+        } else {
+            None
+        };
+        let refuse = refuse.or_else(|| {
+            roll(s.faults.error_rate)
+                .then(|| HttpResponse::InternalServerError().body("internal server error"))
+        });
+        if refuse.is_some() {
+            s.counters.rejected_by_faults += 1;
+        }
+        refuse
+    })
+}
+
+/// Checks `clientId`, `accessToken` and `date` of an API call.
+fn authorize(s: &SimState, p: &Params, now: DateTime<Utc>) -> Result<(), Refusal> {
+    let client_id = param(p, "clientId")?;
+    let token = param(p, "accessToken")?;
+    param_i64(p, "date")?;
+    match s.tokens.get(token) {
+        None => Err(errcode(code::INVALID_TOKEN, "invalid token")),
+        Some(t) if t.revoked || now >= t.expires_at => {
+            Err(errcode(code::TOKEN_EXPIRED, "invalid grant"))
+        }
+        Some(t) if t.client_id != client_id => Err(errcode(code::INVALID_CLIENT, "invalid client")),
+        Some(_) => Ok(()),
+    }
+}
+
+fn lost_or(h: &SimHandle, lost: bool, ok: HttpResponse) -> HttpResponse {
+    if lost {
+        h.with(|s| s.counters.lost_responses += 1);
+        HttpResponse::InternalServerError().body("internal server error")
+    } else {
+        ok
+    }
+}
+
+fn new_secret_hex() -> String {
+    let bytes: [u8; 16] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn token(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let now = h.clock.now();
+    let issue = || -> Result<HttpResponse, Refusal> {
+        let client_id = param(&form, "clientId")?;
+        let client_secret = param(&form, "clientSecret")?;
+        let username = param(&form, "username")?;
+        let password = param(&form, "password")?;
+        h.with(|s| {
+            let Some((idx, account)) = s
+                .accounts
+                .iter()
+                .enumerate()
+                .find(|(_, a)| a.client_id == client_id)
+            else {
+                return Err(errcode(code::INVALID_CLIENT_ID, "invalid client_id"));
+            };
+            if account.client_secret.expose() != client_secret {
+                return Err(errcode(code::INVALID_CLIENT, "invalid client"));
+            }
+            if account.username != username || account.password_md5 != password {
+                return Err(errcode(code::INVALID_ACCOUNT, "invalid account"));
+            }
+            let uid = 1000 + i64::try_from(idx).unwrap_or(0);
+            let access_token = new_secret_hex();
+            s.tokens.insert(
+                access_token.clone(),
+                IssuedToken {
+                    client_id: client_id.to_owned(),
+                    expires_at: now + chrono::Duration::seconds(s.token_ttl_secs),
+                    revoked: false,
+                },
+            );
+            s.counters.tokens_issued += 1;
+            Ok(HttpResponse::Ok().json(wire::TokenResponse {
+                access_token,
+                uid: Some(uid),
+                refresh_token: Some(new_secret_hex()),
+                expires_in: s.token_ttl_secs,
+            }))
+        })
+    };
+    issue().unwrap_or_else(HttpResponse::from)
+}
+
+async fn add_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let now = h.clock.now();
+    let res = h.with(|s| -> Result<(i64, bool), Refusal> {
+        authorize(s, &form, now)?;
+        let lock_id = param_i64(&form, "lockId")?;
+        let pwd = param(&form, "keyboardPwd")?.to_owned();
+        param_i64(&form, "addType")?;
+        let pwd_type = match form.get("keyboardPwdType") {
+            Some(_) => param_i64(&form, "keyboardPwdType")?,
+            None => wire::PASSCODE_TYPE_PERIOD,
+        };
+        let (start, end) = if pwd_type == wire::PASSCODE_TYPE_PERIOD {
+            (param_i64(&form, "startDate")?, param_i64(&form, "endDate")?)
+        } else {
+            (0, 0)
+        };
+        let name = form.get("keyboardPwdName").cloned().unwrap_or_default();
+        if !s.locks.contains_key(&lock_id) {
+            return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
+        }
+        if !(4..=9).contains(&pwd.len()) || !pwd.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(errcode(code::PASSCODE_LENGTH, "invalid passcode length"));
+        }
+        if s.faults.force_pin_collision_next > 0 {
+            s.faults.force_pin_collision_next -= 1;
+            return Err(errcode(
+                code::DUPLICATE_PASSCODE,
+                "same passcode already exists",
+            ));
+        }
+        let id = s.next_pwd_id;
+        let lose = roll(s.faults.lose_response_rate);
+        let lock = s.locks.entry(lock_id).or_default();
+        if lock.iter().any(|p| p.keyboard_pwd == pwd) {
+            return Err(errcode(
+                code::DUPLICATE_PASSCODE,
+                "same passcode already exists",
+            ));
+        }
+        if lock.len() >= MAX_PASSCODES_PER_LOCK {
+            return Err(errcode(
+                code::PASSCODE_STORAGE_FULL,
+                "passcode storage is full",
+            ));
+        }
+        lock.push(SimPasscode {
+            keyboard_pwd_id: id,
+            lock_id,
+            keyboard_pwd: pwd,
+            keyboard_pwd_name: name,
+            keyboard_pwd_type: pwd_type,
+            start_date: start,
+            end_date: end,
+            send_date: now.timestamp_millis(),
+        });
+        s.next_pwd_id += 1;
+        s.counters.adds += 1;
+        Ok((id, lose))
+    });
+    match res {
+        Ok((id, lost)) => lost_or(
+            &h,
+            lost,
+            HttpResponse::Ok().json(wire::AddPasscodeResponse {
+                keyboard_pwd_id: id,
+            }),
+        ),
+        Err(r) => r.into(),
+    }
+}
+
+async fn delete_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let now = h.clock.now();
+    let res = h.with(|s| -> Result<bool, Refusal> {
+        authorize(s, &form, now)?;
+        let lock_id = param_i64(&form, "lockId")?;
+        let pwd_id = param_i64(&form, "keyboardPwdId")?;
+        param_i64(&form, "deleteType")?;
+        let lose = roll(s.faults.lose_response_rate);
+        let Some(lock) = s.locks.get_mut(&lock_id) else {
+            return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
+        };
+        let Some(pos) = lock.iter().position(|p| p.keyboard_pwd_id == pwd_id) else {
+            return Err(errcode(code::PASSCODE_NOT_FOUND, "passcode does not exist"));
+        };
+        lock.remove(pos);
+        s.counters.deletes += 1;
+        Ok(lose)
+    });
+    match res {
+        Ok(lost) => lost_or(&h, lost, errcode(code::OK, "none error message").into()),
+        Err(r) => r.into(),
+    }
+}
+
+async fn list_passcodes(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let now = h.clock.now();
+    let res = h.with(|s| -> Result<HttpResponse, Refusal> {
+        authorize(s, &query, now)?;
+        let lock_id = param_i64(&query, "lockId")?;
+        let page_no = param_i64(&query, "pageNo")?.max(1);
+        let page_size = param_i64(&query, "pageSize")?.clamp(1, wire::MAX_PAGE_SIZE);
+        param_i64(&query, "orderBy")?;
+        let Some(lock) = s.locks.get(&lock_id) else {
+            return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
+        };
+        let total = i64::try_from(lock.len()).unwrap_or(i64::MAX);
+        let pages = (total + page_size - 1) / page_size;
+        // orderBy=1 (newest first) is the only order the adapter asks for.
+        let skip = usize::try_from((page_no - 1) * page_size).unwrap_or(usize::MAX);
+        let take = usize::try_from(page_size).unwrap_or(usize::MAX);
+        let list = lock
+            .iter()
+            .rev()
+            .skip(skip)
+            .take(take)
+            .map(|p| wire::PasscodeRecord {
+                keyboard_pwd_id: p.keyboard_pwd_id,
+                lock_id: p.lock_id,
+                keyboard_pwd: p.keyboard_pwd.clone(),
+                keyboard_pwd_name: Some(p.keyboard_pwd_name.clone()),
+                keyboard_pwd_type: p.keyboard_pwd_type,
+                start_date: Some(p.start_date),
+                end_date: Some(p.end_date),
+                send_date: Some(p.send_date),
+                is_custom: Some(1),
+                sender_username: Some(SIM_USERNAME.to_owned()),
+            })
+            .collect();
+        s.counters.lists += 1;
+        Ok(HttpResponse::Ok().json(wire::ListPasscodesResponse {
+            list,
+            page_no,
+            page_size,
+            pages,
+            total,
+        }))
+    });
+    res.unwrap_or_else(HttpResponse::from)
+}
+
+async fn list_locks(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let now = h.clock.now();
+    let res = h.with(|s| -> Result<HttpResponse, Refusal> {
+        authorize(s, &query, now)?;
+        let page_no = param_i64(&query, "pageNo")?.max(1);
+        let page_size = param_i64(&query, "pageSize")?.clamp(1, 10_000);
+        let total = i64::try_from(s.locks.len()).unwrap_or(i64::MAX);
+        let skip = usize::try_from((page_no - 1) * page_size).unwrap_or(usize::MAX);
+        let take = usize::try_from(page_size).unwrap_or(usize::MAX);
+        let list = s
+            .locks
+            .keys()
+            .skip(skip)
+            .take(take)
+            .map(|id| wire::LockRecord {
+                lock_id: *id,
+                lock_alias: Some(format!("sim lock {id}")),
+            })
+            .collect();
+        Ok(HttpResponse::Ok().json(wire::ListLocksResponse {
+            list,
+            page_no,
+            page_size,
+            pages: (total + page_size - 1) / page_size,
+            total,
+        }))
+    });
+    res.unwrap_or_else(HttpResponse::from)
+}
+
+async fn get_faults(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.faults())
+}
+
+async fn post_faults(h: web::Data<SimHandle>, body: web::Json<serde_json::Value>) -> HttpResponse {
+    let serde_json::Value::Object(patch) = body.into_inner() else {
+        return HttpResponse::BadRequest().body("expected a json object");
+    };
+    let mut current = match serde_json::to_value(h.faults()) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    current.extend(patch);
+    match serde_json::from_value::<SimFaults>(serde_json::Value::Object(current)) {
+        Ok(faults) => {
+            h.set_faults(faults.clone());
+            HttpResponse::Ok().json(faults)
+        }
+        Err(e) => HttpResponse::BadRequest().body(format!("invalid faults: {e}")),
+    }
+}
+
+async fn get_counters(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.counters())
+}
+
+async fn post_lock(h: web::Data<SimHandle>, path: web::Path<i64>) -> HttpResponse {
+    h.add_lock(path.into_inner());
+    HttpResponse::NoContent().finish()
+}
+
+async fn get_lock_passcodes(h: web::Data<SimHandle>, path: web::Path<i64>) -> HttpResponse {
+    HttpResponse::Ok().json(h.passcodes(path.into_inner()))
+}
+
+async fn post_expire_tokens(h: web::Data<SimHandle>) -> HttpResponse {
+    h.expire_all_tokens();
+    HttpResponse::NoContent().finish()
+}

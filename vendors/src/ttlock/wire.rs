@@ -1,0 +1,333 @@
+//! TTLock Open API v3 bodies exactly as TTLock sends and expects them (camelCase forms and
+//! JSON, dates in epoch milliseconds), shared by the adapter and the simulator, with
+//! `TryFrom` into Lockstep's types.
+//!
+//! Types that carry a token, a secret, a PIN or a `keyboardPwdId` deliberately do not
+//! derive `Debug`, so they cannot be logged by accident.
+
+use chrono::{DateTime, Utc};
+use lockstep_domain::VendorRef;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use thiserror::Error;
+
+use crate::VendorEntry;
+
+/// `keyboardPwdType` for a period (time-limited) passcode.
+pub const PASSCODE_TYPE_PERIOD: i64 = 3;
+/// `keyboardPwdType` for a permanent passcode.
+pub const PASSCODE_TYPE_PERMANENT: i64 = 2;
+/// `addType`/`deleteType` 2: done remotely through the gateway (or a WiFi lock).
+pub const VIA_GATEWAY: i64 = 2;
+/// Largest `pageSize` TTLock accepts for list endpoints.
+pub const MAX_PAGE_SIZE: i64 = 200;
+
+/// A body we could not read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("malformed vendor body: {field}: {reason}")]
+pub struct WireError {
+    /// Which field (or `body`).
+    pub field: &'static str,
+    /// What is wrong (never the value itself).
+    pub reason: &'static str,
+}
+
+/// `POST /oauth2/token` form (resource-owner password grant).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRequest<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Application secret.
+    pub client_secret: &'a str,
+    /// TTLock app account.
+    pub username: &'a str,
+    /// Lowercase hex MD5 of the account password.
+    pub password: &'a str,
+}
+
+/// `POST /oauth2/token` success body.
+#[derive(Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: String,
+    /// The account's user id.
+    #[serde(default)]
+    pub uid: Option<i64>,
+    /// The refresh token.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// Lifetime of the access token, in seconds.
+    pub expires_in: i64,
+}
+
+/// The body of every business error (HTTP 200), and of a successful delete (`errcode` 0).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// 0 on success.
+    pub errcode: i64,
+    /// TTLock's message (English).
+    #[serde(default)]
+    pub errmsg: String,
+    /// A longer description, when TTLock sends one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `POST /v3/keyboardPwd/add` form.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddPasscodeRequest<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// The lock.
+    pub lock_id: i64,
+    /// The digits.
+    pub keyboard_pwd: &'a str,
+    /// Our label.
+    pub keyboard_pwd_name: &'a str,
+    /// [`PASSCODE_TYPE_PERIOD`].
+    pub keyboard_pwd_type: i64,
+    /// Start of validity, epoch ms.
+    pub start_date: i64,
+    /// End of validity, epoch ms.
+    pub end_date: i64,
+    /// [`VIA_GATEWAY`].
+    pub add_type: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// `POST /v3/keyboardPwd/add` success body.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddPasscodeResponse {
+    /// TTLock's id of the new passcode: our `vendorRef`.
+    pub keyboard_pwd_id: i64,
+}
+
+/// `POST /v3/keyboardPwd/delete` form.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletePasscodeRequest<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// The lock.
+    pub lock_id: i64,
+    /// The passcode.
+    pub keyboard_pwd_id: i64,
+    /// [`VIA_GATEWAY`].
+    pub delete_type: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// `GET /v3/lock/listKeyboardPwd` query.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListPasscodesQuery<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// The lock.
+    pub lock_id: i64,
+    /// From 1.
+    pub page_no: i64,
+    /// At most [`MAX_PAGE_SIZE`].
+    pub page_size: i64,
+    /// 1: newest first.
+    pub order_by: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// One page of `GET /v3/lock/listKeyboardPwd`.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ListPasscodesResponse {
+    /// The passcodes on this page.
+    pub list: Vec<PasscodeRecord>,
+    /// This page, from 1.
+    pub page_no: i64,
+    /// Page size.
+    pub page_size: i64,
+    /// Number of pages.
+    pub pages: i64,
+    /// Number of passcodes.
+    pub total: i64,
+}
+
+/// One passcode as TTLock lists it.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct PasscodeRecord {
+    /// TTLock's id: our `vendorRef`.
+    pub keyboard_pwd_id: i64,
+    /// The lock.
+    #[serde(default)]
+    pub lock_id: i64,
+    /// The digits (documented as a string; accepted as a number too).
+    #[serde(deserialize_with = "lenient_string")]
+    pub keyboard_pwd: String,
+    /// Its name (our label, for passcodes we created).
+    #[serde(default)]
+    pub keyboard_pwd_name: Option<String>,
+    /// Passcode type. Documented as Int, but the documented example sends `"3"`.
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub keyboard_pwd_type: i64,
+    /// Start of validity, epoch ms (0 or absent for permanent passcodes).
+    #[serde(default)]
+    pub start_date: Option<i64>,
+    /// End of validity, epoch ms (0 or absent for permanent passcodes).
+    #[serde(default)]
+    pub end_date: Option<i64>,
+    /// When it was created, epoch ms.
+    #[serde(default)]
+    pub send_date: Option<i64>,
+    /// 1 for a custom passcode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_custom: Option<i64>,
+    /// Who created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_username: Option<String>,
+}
+
+/// `GET /v3/lock/list` query (used as the health probe).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListLocksQuery<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// From 1.
+    pub page_no: i64,
+    /// Page size.
+    pub page_size: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// One page of `GET /v3/lock/list`.
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ListLocksResponse {
+    /// The locks.
+    pub list: Vec<LockRecord>,
+    /// This page.
+    pub page_no: i64,
+    /// Page size.
+    pub page_size: i64,
+    /// Number of pages.
+    pub pages: i64,
+    /// Number of locks.
+    pub total: i64,
+}
+
+/// One lock of `GET /v3/lock/list`.
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LockRecord {
+    /// The lock id.
+    pub lock_id: i64,
+    /// Its name.
+    pub lock_alias: Option<String>,
+}
+
+/// A TTLock reply: either the expected body or a non-zero `errcode`.
+pub enum Reply<T> {
+    /// Success.
+    Ok(T),
+    /// A business error.
+    Err {
+        /// TTLock's code.
+        errcode: i64,
+    },
+}
+
+/// Reads an HTTP 200 body: a non-zero `errcode` is an error whatever else the body holds;
+/// otherwise the body must be a `T`.
+pub fn parse_reply<T: DeserializeOwned>(body: &[u8]) -> Result<Reply<T>, WireError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| WireError {
+        field: "body",
+        reason: "not json",
+    })?;
+    if let Some(code) = value.get("errcode") {
+        let code = code.as_i64().ok_or(WireError {
+            field: "errcode",
+            reason: "not an integer",
+        })?;
+        if code != 0 {
+            return Ok(Reply::Err { errcode: code });
+        }
+    }
+    serde_json::from_value(value)
+        .map(Reply::Ok)
+        .map_err(|_| WireError {
+            field: "body",
+            reason: "unexpected shape",
+        })
+}
+
+/// Epoch milliseconds of `t`.
+pub fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(ms: i64, field: &'static str) -> Result<DateTime<Utc>, WireError> {
+    DateTime::from_timestamp_millis(ms).ok_or(WireError {
+        field,
+        reason: "out of range",
+    })
+}
+
+impl TryFrom<PasscodeRecord> for VendorEntry {
+    type Error = WireError;
+
+    fn try_from(r: PasscodeRecord) -> Result<Self, Self::Error> {
+        // Permanent passcodes carry 0 (or nothing) for their dates.
+        let valid_from = match r.start_date {
+            Some(ms) if ms > 0 => from_ms(ms, "startDate")?,
+            _ => DateTime::<Utc>::UNIX_EPOCH,
+        };
+        let valid_until = match r.end_date {
+            Some(ms) if ms > 0 => from_ms(ms, "endDate")?,
+            _ => DateTime::<Utc>::MAX_UTC,
+        };
+        Ok(VendorEntry {
+            vendor_ref: VendorRef::new(r.keyboard_pwd_id.to_string()),
+            label: r.keyboard_pwd_name.unwrap_or_default(),
+            valid_from,
+            valid_until,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IntOrString {
+    Int(i64),
+    Str(String),
+}
+
+fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    match IntOrString::deserialize(d)? {
+        IntOrString::Int(n) => Ok(n),
+        IntOrString::Str(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom("expected an integer")),
+    }
+}
+
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match IntOrString::deserialize(d)? {
+        IntOrString::Int(n) => n.to_string(),
+        IntOrString::Str(s) => s,
+    })
+}

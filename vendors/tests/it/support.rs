@@ -1,0 +1,84 @@
+//! Starts a simulator on loopback port 0 and an adapter pointed at it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use lockstep_domain::{
+    Clock, DeviceRef, KeyCredentialKind, Pin, SystemClock, ValidityWindow, VendorRef,
+};
+use lockstep_vendors::ttlock::simulator::{SIM_CLIENT_SECRET, SIM_PASSWORD};
+use lockstep_vendors::ttlock::{RunningSimulator, SimHandle, TtlockConfig, TtlockSimulator};
+use lockstep_vendors::{IssueRequest, TtlockAdapter, VendorError};
+
+/// The lock of the documented examples.
+pub const LOCK: i64 = 24451;
+
+pub struct Env {
+    pub sim: RunningSimulator,
+    pub handle: SimHandle,
+    pub adapter: TtlockAdapter,
+}
+
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+}
+
+pub fn spawn() -> Env {
+    spawn_with(|_| {}, Arc::new(SystemClock))
+}
+
+pub fn spawn_with(tweak: impl FnOnce(&mut TtlockConfig), clock: Arc<dyn Clock>) -> Env {
+    let sim = TtlockSimulator::start(loopback()).expect("simulator binds on loopback");
+    let handle = sim.handle();
+    handle.add_lock(LOCK);
+    let mut config = sim.default_adapter_config();
+    tweak(&mut config);
+    let adapter = TtlockAdapter::new(config, clock).expect("adapter builds");
+    Env {
+        sim,
+        handle,
+        adapter,
+    }
+}
+
+pub fn device() -> DeviceRef {
+    DeviceRef::new(LOCK.to_string())
+}
+
+/// A stay from tomorrow, whole seconds (TTLock dates are ms; keep them exact).
+pub fn window() -> ValidityWindow {
+    let from: DateTime<Utc> = (Utc::now() + Duration::days(1))
+        .duration_trunc(Duration::seconds(1))
+        .expect("truncation to seconds is in range");
+    ValidityWindow::new(from, from + Duration::days(3)).expect("from < until")
+}
+
+pub fn pin_request(label: &str, pin: &str) -> IssueRequest {
+    IssueRequest {
+        device: device(),
+        kind: KeyCredentialKind::PinCode,
+        label: label.to_owned(),
+        pin: Some(Pin::parse(pin).expect("valid pin")),
+        validity: window(),
+    }
+}
+
+/// Asserts that nothing secret shows in any rendering of `err`: the PIN, the vendorRef,
+/// the client secret, the account password.
+pub fn assert_redacted(err: &VendorError, pin: Option<&str>, vendor_ref: Option<&VendorRef>) {
+    let mut forbidden: Vec<String> = vec![SIM_CLIENT_SECRET.to_owned(), SIM_PASSWORD.to_owned()];
+    forbidden.extend(pin.map(str::to_owned));
+    forbidden.extend(vendor_ref.map(|r| r.expose().to_owned()));
+    let renderings = [
+        format!("{err:?}"),
+        format!("{err}"),
+        format!("{:?}", err.to_domain_issue()),
+        format!("{:?}", err.to_domain_revoke()),
+    ];
+    for r in &renderings {
+        for f in &forbidden {
+            assert!(!r.contains(f.as_str()), "{r:?} leaks a secret value");
+        }
+    }
+}

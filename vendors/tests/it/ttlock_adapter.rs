@@ -1,0 +1,435 @@
+//! The TTLock adapter against the simulator over loopback HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use lockstep_domain::{DeviceRef, KeyCredentialKind, ManualClock, SystemClock, VendorRef};
+use lockstep_vendors::ttlock::{Secret, SimFaults};
+use lockstep_vendors::{LockPort, TtlockAdapter, VendorError};
+
+use crate::support::{assert_redacted, device, pin_request, spawn, spawn_with, LOCK};
+
+#[tokio::test]
+async fn issued_pin_is_listed_with_its_window() -> anyhow::Result<()> {
+    let env = spawn();
+    let req = pin_request("key_01HISSUE:24451", "482913");
+    let vref = env.adapter.issue(&req).await?;
+
+    let entries = env.adapter.list(&device()).await?;
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0];
+    assert_eq!(e.vendor_ref, vref);
+    assert_eq!(e.label, req.label);
+    assert_eq!(e.valid_from, req.validity.from());
+    assert_eq!(e.valid_until, req.validity.until());
+
+    let at_sim = env.handle.passcodes(LOCK);
+    assert_eq!(at_sim.len(), 1);
+    assert_eq!(at_sim[0].keyboard_pwd, "482913");
+    assert_eq!(at_sim[0].keyboard_pwd_type, 3);
+    assert_eq!(at_sim[0].keyboard_pwd_id.to_string(), vref.expose());
+    assert_eq!(env.handle.add_call_count(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn find_by_label_returns_the_issued_ref_and_none_when_absent() -> anyhow::Result<()> {
+    let env = spawn();
+    let req = pin_request("key_01HFIND:24451", "551203");
+    assert!(env.adapter.find(&req).await?.is_none());
+    let vref = env.adapter.issue(&req).await?;
+    assert_eq!(env.adapter.find(&req).await?, Some(vref));
+    let other = pin_request("key_01HOTHER:24451", "771234");
+    assert!(env.adapter.find(&other).await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn find_by_digits_needs_the_same_window() -> anyhow::Result<()> {
+    let env = spawn();
+    let req = pin_request("key_01HDIGITS:24451", "650913");
+    let vref = env.adapter.issue(&req).await?;
+    // Same digits and window under another name (renamed at the vendor): ours.
+    let renamed = pin_request("key_01HRENAMED:24451", "650913");
+    assert_eq!(env.adapter.find(&renamed).await?, Some(vref));
+    // Same digits, different window: another guest's PIN, not ours.
+    let mut other = pin_request("key_01HGUEST:24451", "650913");
+    other.validity = lockstep_domain::ValidityWindow::new(
+        req.validity.from() + chrono::Duration::days(10),
+        req.validity.until() + chrono::Duration::days(10),
+    )?;
+    assert!(env.adapter.find(&other).await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn revoke_removes_the_pin_and_a_second_revoke_is_ok() -> anyhow::Result<()> {
+    let env = spawn();
+    let req = pin_request("key_01HREVOKE:24451", "902177");
+    let vref = env.adapter.issue(&req).await?;
+    env.adapter.revoke(&device(), &vref).await?;
+    assert!(env.adapter.list(&device()).await?.is_empty());
+    assert!(env.handle.passcodes(LOCK).is_empty());
+    env.adapter.revoke(&device(), &vref).await?;
+    assert_eq!(env.handle.delete_call_count(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn duplicate_pin_is_a_pin_collision() -> anyhow::Result<()> {
+    let env = spawn();
+    let first = env
+        .adapter
+        .issue(&pin_request("key_01HA:24451", "313131"))
+        .await?;
+    let err = env
+        .adapter
+        .issue(&pin_request("key_01HB:24451", "313131"))
+        .await
+        .expect_err("second identical pin is refused");
+    assert_eq!(err, VendorError::PinCollision);
+    assert!(!err.is_vendor_unwell());
+    assert!(!err.is_retryable());
+    assert_redacted(&err, Some("313131"), Some(&first));
+
+    env.handle.update_faults(|f| f.force_pin_collision_next = 1);
+    let err = env
+        .adapter
+        .issue(&pin_request("key_01HC:24451", "424242"))
+        .await
+        .expect_err("forced collision");
+    assert_eq!(err, VendorError::PinCollision);
+    env.adapter
+        .issue(&pin_request("key_01HC:24451", "424242"))
+        .await?;
+    assert_eq!(env.handle.passcodes(LOCK).len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn outage_is_unavailable_and_counts_against_the_vendor() {
+    let env = spawn();
+    env.handle.update_faults(|f| f.outage = true);
+    let err = env
+        .adapter
+        .issue(&pin_request("key_01HOUT:24451", "123987"))
+        .await
+        .expect_err("outage");
+    assert!(matches!(err, VendorError::Unavailable { .. }), "{err:?}");
+    assert!(err.is_vendor_unwell());
+    assert!(err.is_retryable());
+    assert_eq!(
+        err.to_domain_issue(),
+        lockstep_domain::DomainError::VendorUnreachable
+    );
+    assert_redacted(&err, Some("123987"), None);
+    assert!(env.adapter.health().await.is_err());
+    env.handle.update_faults(|f| f.outage = false);
+    assert!(env.adapter.health().await.is_ok());
+}
+
+#[tokio::test]
+async fn error_rate_one_answers_500_as_unavailable() {
+    let env = spawn();
+    env.handle.update_faults(|f| f.error_rate = 1.0);
+    let err = env.adapter.health().await.expect_err("500");
+    assert_eq!(
+        err,
+        VendorError::Unavailable {
+            detail: "http status 500".into()
+        }
+    );
+    assert!(env.handle.counters().rejected_by_faults >= 1);
+}
+
+#[tokio::test]
+async fn rate_limit_is_rate_limited_with_retry_after() -> anyhow::Result<()> {
+    let env = spawn();
+    env.adapter.health().await?; // token cached before the limit applies
+    env.handle.update_faults(|f| f.rate_limit_per_sec = Some(1));
+    let mut results = Vec::new();
+    for (i, pin) in ["610001", "610002", "610003"].iter().enumerate() {
+        let req = pin_request(&format!("key_01HRL{i}:24451"), pin);
+        results.push(env.adapter.issue(&req).await);
+    }
+    let limited: Vec<&VendorError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(!limited.is_empty(), "three calls in a second exceed 1/s");
+    for err in limited {
+        assert_eq!(
+            *err,
+            VendorError::RateLimited {
+                retry_after: Some(Duration::from_secs(1))
+            }
+        );
+        assert!(err.is_vendor_unwell());
+        assert_redacted(err, None, None);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn lost_add_response_is_found_afterwards_exactly_once() -> anyhow::Result<()> {
+    let env = spawn();
+    env.adapter.health().await?;
+    env.handle.update_faults(|f| f.lose_response_rate = 1.0);
+    let req = pin_request("key_01HLOST:24451", "738291");
+    let err = env.adapter.issue(&req).await.expect_err("response lost");
+    assert!(err.is_vendor_unwell(), "{err:?}");
+    assert_redacted(&err, Some("738291"), None);
+    env.handle.update_faults(|f| f.lose_response_rate = 0.0);
+
+    // Reconcile before retry: the vendor did act.
+    let found = env.adapter.find(&req).await?.expect("the add was applied");
+    let at_sim = env.handle.passcodes(LOCK);
+    assert_eq!(at_sim.len(), 1);
+    assert_eq!(at_sim[0].keyboard_pwd_id.to_string(), found.expose());
+    assert_eq!(env.handle.add_call_count(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn lost_delete_response_then_retry_is_ok() -> anyhow::Result<()> {
+    let env = spawn();
+    let vref = env
+        .adapter
+        .issue(&pin_request("key_01HLD:24451", "828282"))
+        .await?;
+    env.handle.update_faults(|f| f.lose_response_rate = 1.0);
+    let err = env
+        .adapter
+        .revoke(&device(), &vref)
+        .await
+        .expect_err("response lost");
+    assert_redacted(&err, Some("828282"), Some(&vref));
+    env.handle.update_faults(|f| f.lose_response_rate = 0.0);
+    env.adapter.revoke(&device(), &vref).await?;
+    assert!(env.handle.passcodes(LOCK).is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn expired_token_is_refreshed_transparently() -> anyhow::Result<()> {
+    let env = spawn();
+    env.adapter
+        .issue(&pin_request("key_01HT1:24451", "111222"))
+        .await?;
+    assert_eq!(env.handle.token_call_count(), 1);
+    env.handle.expire_all_tokens();
+    env.adapter
+        .issue(&pin_request("key_01HT2:24451", "333444"))
+        .await?;
+    assert_eq!(env.handle.token_call_count(), 2);
+    assert_eq!(env.handle.add_call_count(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn token_is_fetched_again_before_it_expires_on_our_clock() -> anyhow::Result<()> {
+    let clock = ManualClock::new(Utc::now());
+    let env = spawn_with(|_| {}, Arc::new(clock.clone()));
+    env.adapter.health().await?;
+    env.adapter.health().await?;
+    assert_eq!(env.handle.token_call_count(), 1, "the token is cached");
+    clock.advance(chrono::Duration::days(90));
+    env.adapter.health().await?;
+    assert_eq!(env.handle.token_call_count(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn slow_vendor_times_out_as_unavailable() {
+    let env = spawn_with(
+        |c| c.call_timeout = Duration::from_millis(300),
+        Arc::new(SystemClock),
+    );
+    env.handle.update_faults(|f| {
+        f.latency_ms = 2_000;
+        f.latency_jitter_ms = 10;
+    });
+    let err = env.adapter.health().await.expect_err("timeout");
+    assert_eq!(
+        err,
+        VendorError::Unavailable {
+            detail: "timeout".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn full_lock_is_refused_not_unwell() {
+    let env = spawn();
+    let w = crate::support::window();
+    for i in 0..250 {
+        env.handle.seed_passcode(
+            LOCK,
+            &format!("{}", 500_000 + i),
+            &format!("seed{i}"),
+            w.from().timestamp_millis(),
+            w.until().timestamp_millis(),
+        );
+    }
+    let err = env
+        .adapter
+        .issue(&pin_request("key_01HFULL:24451", "987650"))
+        .await
+        .expect_err("full");
+    match &err {
+        VendorError::Refused { code, .. } => assert_eq!(code, "storage_full"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(!err.is_vendor_unwell());
+    assert!(matches!(
+        err.to_domain_issue(),
+        lockstep_domain::DomainError::KeyIssueFailed { .. }
+    ));
+    assert_redacted(&err, Some("987650"), None);
+}
+
+#[tokio::test]
+async fn list_pages_through_every_page() -> anyhow::Result<()> {
+    let env = spawn();
+    let w = crate::support::window();
+    for i in 0..230 {
+        env.handle.seed_passcode(
+            LOCK,
+            &format!("{}", 700_000 + i),
+            &format!("seed{i}"),
+            w.from().timestamp_millis(),
+            w.until().timestamp_millis(),
+        );
+    }
+    let entries = env.adapter.list(&device()).await?;
+    assert_eq!(entries.len(), 230);
+    assert_eq!(env.handle.list_call_count(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_lock_and_bad_refs_are_refused() {
+    let env = spawn();
+    let mut req = pin_request("key_01HNOLOCK:99", "246810");
+    req.device = DeviceRef::new("99");
+    let err = env.adapter.issue(&req).await.expect_err("unknown lock");
+    assert!(
+        matches!(&err, VendorError::Refused { code, .. } if code == "lock_not_found"),
+        "{err:?}"
+    );
+    assert_redacted(&err, Some("246810"), None);
+
+    let bad_ref = VendorRef::new("not-a-number-kbpwd");
+    let err = env
+        .adapter
+        .revoke(&device(), &bad_ref)
+        .await
+        .expect_err("bad ref");
+    assert_redacted(&err, None, Some(&bad_ref));
+
+    let mut card = pin_request("key_01HCARD:24451", "135790");
+    card.kind = KeyCredentialKind::RfidCard;
+    let err = env.adapter.issue(&card).await.expect_err("unsupported");
+    assert!(matches!(&err, VendorError::Refused { code, .. } if code == "unsupported_kind"));
+}
+
+#[tokio::test]
+async fn wrong_client_secret_is_an_auth_error() {
+    let env = spawn_with(
+        |c| c.client_secret = Secret::new("wrong-secret-value"),
+        Arc::new(SystemClock),
+    );
+    let err = env
+        .adapter
+        .issue(&pin_request("key_01HAUTH:24451", "192837"))
+        .await
+        .expect_err("auth");
+    assert!(matches!(err, VendorError::Auth { .. }), "{err:?}");
+    assert!(!err.is_vendor_unwell());
+    assert_redacted(&err, Some("192837"), None);
+    assert!(!format!("{err:?}").contains("wrong-secret-value"));
+
+    let env = spawn_with(
+        |c| c.password = Secret::new("wrong-password"),
+        Arc::new(SystemClock),
+    );
+    let err = env.adapter.health().await.expect_err("auth");
+    assert!(matches!(err, VendorError::Auth { .. }), "{err:?}");
+    assert!(!format!("{err:?}").contains("wrong-password"));
+}
+
+#[tokio::test]
+async fn unreachable_vendor_is_unavailable() {
+    // Bind then drop a simulator: its port refuses connections.
+    let base = {
+        let env = spawn();
+        let base = env.sim.base_url();
+        env.sim.stop().await.expect("stops");
+        base
+    };
+    let mut cfg = lockstep_vendors::ttlock::TtlockConfig::new(
+        base,
+        "c",
+        Secret::new("s"),
+        "u",
+        Secret::new("p"),
+    );
+    cfg.call_timeout = Duration::from_secs(2);
+    let adapter = TtlockAdapter::new(cfg, Arc::new(SystemClock)).expect("builds");
+    let err = adapter.health().await.expect_err("nothing listens");
+    assert!(err.is_vendor_unwell(), "{err:?}");
+}
+
+#[tokio::test]
+async fn every_error_kind_renders_without_secrets() -> anyhow::Result<()> {
+    let env = spawn();
+    let req = pin_request("key_01HRED:24451", "564738");
+    let vref = env.adapter.issue(&req).await?;
+    let mut errors = Vec::new();
+    errors.push(env.adapter.issue(&req).await.expect_err("collision"));
+    env.handle.set_faults(SimFaults {
+        outage: true,
+        ..SimFaults::default()
+    });
+    errors.push(env.adapter.issue(&req).await.expect_err("outage"));
+    env.handle.set_faults(SimFaults {
+        rate_limit_per_sec: Some(0),
+        ..SimFaults::default()
+    });
+    errors.push(env.adapter.revoke(&device(), &vref).await.expect_err("429"));
+    env.handle.set_faults(SimFaults::default());
+    let mut other = req.clone();
+    other.device = DeviceRef::new("404");
+    errors.push(env.adapter.issue(&other).await.expect_err("refused"));
+    errors.push(VendorError::NotFound);
+    let bad = spawn_with(
+        |c| c.client_secret = Secret::new("nope"),
+        Arc::new(SystemClock),
+    );
+    errors.push(bad.adapter.issue(&req).await.expect_err("auth"));
+
+    let kinds: std::collections::BTreeSet<&str> = errors
+        .iter()
+        .map(|e| match e {
+            VendorError::Unavailable { .. } => "unavailable",
+            VendorError::RateLimited { .. } => "rate_limited",
+            VendorError::PinCollision => "pin_collision",
+            VendorError::Refused { .. } => "refused",
+            VendorError::Auth { .. } => "auth",
+            VendorError::NotFound => "not_found",
+        })
+        .collect();
+    assert_eq!(kinds.len(), 6, "{kinds:?}");
+    for e in &errors {
+        assert_redacted(e, Some("564738"), Some(&vref));
+    }
+    Ok(())
+}
+
+#[test]
+fn adapter_debug_shows_no_secret() {
+    let env = spawn();
+    let s = format!("{:?}", env.adapter);
+    assert!(!s.contains(lockstep_vendors::ttlock::simulator::SIM_CLIENT_SECRET));
+    assert!(!s.contains(lockstep_vendors::ttlock::simulator::SIM_PASSWORD));
+    assert_eq!(env.adapter.vendor(), lockstep_domain::VendorCode::Ttlock);
+    assert!(env.adapter.capabilities().pin);
+}
