@@ -1,1 +1,538 @@
-//! lockstep-config
+//! Lockstep's configuration: a TOML file (optional) overlaid by `LOCKSTEP__`-prefixed
+//! environment variables, parsed into a raw serde struct with defaults and then validated
+//! into [`Settings`] (ripgrep's two steps). A bad value names its key and why.
+//!
+//! Architecture Invariant: this crate knows nothing of the runtime; it depends on no other
+//! Lockstep crate, and it never reads a secret's value (secrets are references resolved by
+//! the secret store at start-up).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration error, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has the wrong shape.
+    #[error("config is invalid: {0}")]
+    Parse(String),
+    /// A value is out of range or inconsistent.
+    #[error("config key `{key}` is invalid: {reason}")]
+    Invalid {
+        /// Dotted key.
+        key: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Where a secret's value comes from. The value itself is never stored in the config.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecretSource {
+    /// An environment variable's name.
+    Env(String),
+    /// A file's path (its content, trimmed).
+    File(PathBuf),
+    /// Inline value: development and the demo only.
+    Value(String),
+}
+
+/// Which deployment.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// SQLite, in-process bus, built-in simulators, demo tenant.
+    #[default]
+    Embedded,
+    /// Postgres and RabbitMQ.
+    Production,
+}
+
+/// Raw config as read.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSettings {
+    /// Mode.
+    pub mode: Mode,
+    /// Node name (partition ownership, logs).
+    pub node_id: Option<String>,
+    /// HTTP.
+    pub http: RawHttp,
+    /// Storage.
+    pub database: RawDatabase,
+    /// Encryption at rest.
+    pub encryption: RawEncryption,
+    /// RabbitMQ (production).
+    pub amqp: RawAmqp,
+    /// Saga tunables.
+    pub saga: RawSaga,
+    /// Demo tenant and simulator (embedded).
+    pub demo: RawDemo,
+    /// Properties, adapters and devices to register at start-up.
+    pub properties: Vec<RawProperty>,
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHttp {
+    /// Listen address.
+    pub bind: Option<String>,
+    /// Bearer token of trusted platform services (intake in embedded mode, reads).
+    pub service_token: Option<SecretSource>,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawDatabase {
+    /// SQLite file (embedded).
+    pub sqlite_path: Option<PathBuf>,
+    /// Service role URL (production; runs under RLS).
+    pub url: Option<SecretSource>,
+    /// Worker role URL (production; the narrow cross-tenant path).
+    pub worker_url: Option<SecretSource>,
+    /// Owner role URL (migrations).
+    pub owner_url: Option<SecretSource>,
+    /// Pool size of the service role.
+    pub max_connections: Option<u32>,
+    /// Run migrations at start-up.
+    pub migrate_on_start: Option<bool>,
+}
+
+/// Encryption settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawEncryption {
+    /// Key version label.
+    pub key_version: Option<String>,
+    /// 64 hex digits.
+    pub key: Option<SecretSource>,
+}
+
+/// RabbitMQ settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAmqp {
+    /// Broker URL.
+    pub url: Option<SecretSource>,
+    /// Topic exchange of the platform.
+    pub exchange: Option<String>,
+    /// Prefix of Lockstep's own queues and exchanges.
+    pub prefix: Option<String>,
+    /// Number of partition queues.
+    pub partitions: Option<u32>,
+    /// This node's index (home partitions).
+    pub node_index: Option<u32>,
+    /// Number of nodes (home partitions).
+    pub node_count: Option<u32>,
+    /// Tick interval, ms.
+    pub tick_interval_ms: Option<u64>,
+    /// Delay before subscribing to non-home partitions as standby, ms.
+    pub standby_delay_ms: Option<u64>,
+    /// Deliveries before a message is dead-lettered.
+    pub delivery_limit: Option<u32>,
+}
+
+/// Saga tunables.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSaga {
+    /// Issue attempts before failing.
+    pub max_issue_attempts: Option<i32>,
+    /// First retry delay, ms.
+    pub retry_base_ms: Option<u64>,
+    /// Longest retry delay, ms.
+    pub retry_cap_ms: Option<u64>,
+    /// Vendor call timeout, ms.
+    pub vendor_call_timeout_ms: Option<u64>,
+    /// Idle time before a credential actor passivates, ms.
+    pub passivate_after_ms: Option<u64>,
+}
+
+/// Demo settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawDemo {
+    /// Seed the demo tenant and run the built-in TTLock simulator.
+    pub enabled: Option<bool>,
+    /// Simulator listen address.
+    pub simulator_bind: Option<String>,
+}
+
+/// A property with its adapters and devices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProperty {
+    /// Tenant UUID.
+    pub tenant_id: String,
+    /// Property id.
+    pub property_id: String,
+    /// Adapters.
+    #[serde(default)]
+    pub adapters: Vec<RawAdapter>,
+    /// Devices.
+    #[serde(default)]
+    pub devices: Vec<RawDevice>,
+}
+
+/// A vendor adapter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdapter {
+    /// `vad_…` id.
+    pub id: String,
+    /// Vendor code (`ttlock`).
+    pub vendor: String,
+    /// `sandbox` or `production`.
+    #[serde(default = "sandbox")]
+    pub environment: String,
+    /// API base URL.
+    pub api_base_url: String,
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret.
+    pub client_secret: SecretSource,
+    /// Account user name.
+    pub username: String,
+    /// Account password.
+    pub password: SecretSource,
+}
+
+fn sandbox() -> String {
+    "sandbox".into()
+}
+
+/// A lock.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    /// `lck_…` id.
+    pub id: String,
+    /// Adapter id.
+    pub adapter: String,
+    /// The vendor's device id (TTLock `lockId`).
+    pub vendor_device_ref: String,
+    /// Label.
+    pub label: String,
+    /// Rooms it opens.
+    pub rooms: Vec<String>,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Mode.
+    pub mode: Mode,
+    /// Node name.
+    pub node_id: String,
+    /// HTTP listen address.
+    pub http_bind: SocketAddr,
+    /// Service token source.
+    pub service_token: Option<SecretSource>,
+    /// SQLite file.
+    pub sqlite_path: PathBuf,
+    /// Postgres URLs (production).
+    pub postgres: Option<PostgresSettings>,
+    /// Encryption key version.
+    pub key_version: String,
+    /// Encryption key source (`None` in embedded mode: generated into the data dir).
+    pub key: Option<SecretSource>,
+    /// RabbitMQ (production).
+    pub amqp: Option<AmqpSettings>,
+    /// Saga tunables.
+    pub saga: SagaTunables,
+    /// Demo on.
+    pub demo: bool,
+    /// Simulator bind.
+    pub simulator_bind: SocketAddr,
+    /// Properties.
+    pub properties: Vec<RawProperty>,
+}
+
+/// Postgres URLs.
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    /// Service role.
+    pub url: SecretSource,
+    /// Worker role.
+    pub worker_url: SecretSource,
+    /// Owner role, for migrations.
+    pub owner_url: Option<SecretSource>,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Migrate at start.
+    pub migrate_on_start: bool,
+}
+
+/// RabbitMQ settings.
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    /// URL.
+    pub url: SecretSource,
+    /// Platform exchange.
+    pub exchange: String,
+    /// Prefix of Lockstep's queues.
+    pub prefix: String,
+    /// Partitions.
+    pub partitions: u32,
+    /// Node index.
+    pub node_index: u32,
+    /// Node count.
+    pub node_count: u32,
+    /// Tick interval.
+    pub tick_interval: Duration,
+    /// Standby delay.
+    pub standby_delay: Duration,
+    /// Delivery limit.
+    pub delivery_limit: u32,
+}
+
+/// Saga tunables.
+#[derive(Debug, Clone)]
+pub struct SagaTunables {
+    /// Issue attempts.
+    pub max_issue_attempts: i32,
+    /// First retry delay.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_cap: Duration,
+    /// Vendor call timeout.
+    pub vendor_call_timeout: Duration,
+    /// Passivation.
+    pub passivate_after: Duration,
+}
+
+/// Environment prefix.
+pub const ENV_PREFIX: &str = "LOCKSTEP__";
+
+/// Reads the file (if any) and the environment, then validates.
+pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    let mut table = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?;
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigError::Parse(e.to_string()))?
+        }
+        None => toml::Table::new(),
+    };
+    overlay_env(&mut table, std::env::vars());
+    let raw: RawSettings = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+    validate(raw)
+}
+
+/// Applies `LOCKSTEP__A__B=value` as `a.b = value` (a TOML literal when it parses as one,
+/// else a string).
+pub fn overlay_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) {
+    for (k, v) in vars {
+        let Some(path) = k.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let keys: Vec<String> = path.split("__").map(|s| s.to_lowercase()).collect();
+        let value = format!("x = {v}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("x"))
+            .unwrap_or(toml::Value::String(v));
+        let mut cur = &mut *table;
+        for (i, key) in keys.iter().enumerate() {
+            if i + 1 == keys.len() {
+                cur.insert(key.clone(), value.clone());
+            } else {
+                let entry = cur
+                    .entry(key.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if !entry.is_table() {
+                    *entry = toml::Value::Table(toml::Table::new());
+                }
+                let Some(next) = entry.as_table_mut() else { break };
+                cur = next;
+            }
+        }
+    }
+}
+
+fn addr(key: &str, v: Option<&str>, default: &str) -> Result<SocketAddr, ConfigError> {
+    v.unwrap_or(default)
+        .parse()
+        .map_err(|_| invalid(key, "must be an address like 127.0.0.1:8080"))
+}
+
+/// Validates raw settings.
+pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
+    let ms = Duration::from_millis;
+    let saga = SagaTunables {
+        max_issue_attempts: raw.saga.max_issue_attempts.unwrap_or(40),
+        retry_base: ms(raw.saga.retry_base_ms.unwrap_or(500)),
+        retry_cap: ms(raw.saga.retry_cap_ms.unwrap_or(300_000)),
+        vendor_call_timeout: ms(raw.saga.vendor_call_timeout_ms.unwrap_or(15_000)),
+        passivate_after: ms(raw.saga.passivate_after_ms.unwrap_or(30_000)),
+    };
+    if saga.max_issue_attempts < 1 {
+        return Err(invalid("saga.max_issue_attempts", "must be at least 1"));
+    }
+    if saga.retry_base > saga.retry_cap {
+        return Err(invalid("saga.retry_base_ms", "must not exceed saga.retry_cap_ms"));
+    }
+    let (postgres, amqp) = match raw.mode {
+        Mode::Embedded => (None, None),
+        Mode::Production => {
+            let url = raw
+                .database
+                .url
+                .clone()
+                .ok_or_else(|| invalid("database.url", "production mode needs the service role's Postgres URL"))?;
+            let worker_url = raw
+                .database
+                .worker_url
+                .clone()
+                .ok_or_else(|| invalid("database.worker_url", "production mode needs the worker role's Postgres URL"))?;
+            let a = &raw.amqp;
+            let partitions = a.partitions.unwrap_or(8);
+            if !(1..=1024).contains(&partitions) {
+                return Err(invalid("amqp.partitions", "must be 1 to 1024"));
+            }
+            let node_count = a.node_count.unwrap_or(1).max(1);
+            let node_index = a.node_index.unwrap_or(0);
+            if node_index >= node_count {
+                return Err(invalid("amqp.node_index", "must be below amqp.node_count"));
+            }
+            let delivery_limit = a.delivery_limit.unwrap_or(5);
+            if delivery_limit < 1 {
+                return Err(invalid("amqp.delivery_limit", "must be at least 1"));
+            }
+            (
+                Some(PostgresSettings {
+                    url,
+                    worker_url,
+                    owner_url: raw.database.owner_url.clone(),
+                    max_connections: raw.database.max_connections.unwrap_or(10),
+                    migrate_on_start: raw.database.migrate_on_start.unwrap_or(false),
+                }),
+                Some(AmqpSettings {
+                    url: a
+                        .url
+                        .clone()
+                        .ok_or_else(|| invalid("amqp.url", "production mode needs the RabbitMQ URL"))?,
+                    exchange: a.exchange.clone().unwrap_or_else(|| "melmastoon.events".into()),
+                    prefix: a.prefix.clone().unwrap_or_else(|| "lockstep".into()),
+                    partitions,
+                    node_index,
+                    node_count,
+                    tick_interval: ms(a.tick_interval_ms.unwrap_or(2_000)),
+                    standby_delay: ms(a.standby_delay_ms.unwrap_or(5_000)),
+                    delivery_limit,
+                }),
+            )
+        }
+    };
+    if raw.mode == Mode::Production && raw.encryption.key.is_none() {
+        return Err(invalid("encryption.key", "production mode needs an encryption key (64 hex digits)"));
+    }
+    Ok(Settings {
+        mode: raw.mode,
+        node_id: raw.node_id.unwrap_or_else(|| format!("node-{}", std::process::id())),
+        http_bind: addr("http.bind", raw.http.bind.as_deref(), "127.0.0.1:8080")?,
+        service_token: raw.http.service_token,
+        sqlite_path: raw
+            .database
+            .sqlite_path
+            .unwrap_or_else(|| PathBuf::from(".lockstep/lockstep.sqlite")),
+        postgres,
+        key_version: raw.encryption.key_version.unwrap_or_else(|| "local-v1".into()),
+        key: raw.encryption.key,
+        amqp,
+        saga,
+        demo: raw.demo.enabled.unwrap_or(raw.mode == Mode::Embedded),
+        simulator_bind: addr("demo.simulator_bind", raw.demo.simulator_bind.as_deref(), "127.0.0.1:0")?,
+        properties: raw.properties,
+    })
+}
+
+/// Resolves a secret reference to its value.
+pub fn resolve_secret(s: &SecretSource) -> Result<String, ConfigError> {
+    match s {
+        SecretSource::Value(v) => Ok(v.clone()),
+        SecretSource::Env(name) => std::env::var(name)
+            .map_err(|_| invalid(&format!("env:{name}"), "environment variable is not set")),
+        SecretSource::File(p) => std::fs::read_to_string(p)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| invalid(&format!("file:{}", p.display()), e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_to_embedded_mode_with_a_demo() {
+        let s = validate(RawSettings::default()).unwrap();
+        assert_eq!(s.mode, Mode::Embedded);
+        assert!(s.demo);
+        assert!(s.postgres.is_none() && s.amqp.is_none());
+    }
+
+    #[test]
+    fn production_mode_names_the_missing_key() {
+        let raw = RawSettings {
+            mode: Mode::Production,
+            ..Default::default()
+        };
+        let e = validate(raw).unwrap_err().to_string();
+        assert!(e.contains("database.url"), "{e}");
+    }
+
+    #[test]
+    fn environment_overlays_nested_keys() {
+        let mut t = toml::Table::new();
+        overlay_env(
+            &mut t,
+            vec![
+                ("LOCKSTEP__HTTP__BIND".to_string(), "127.0.0.1:9999".to_string()),
+                ("LOCKSTEP__AMQP__PARTITIONS".to_string(), "4".to_string()),
+                ("OTHER".to_string(), "x".to_string()),
+            ]
+            .into_iter(),
+        );
+        let raw: RawSettings = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!(raw.http.bind.as_deref(), Some("127.0.0.1:9999"));
+        assert_eq!(raw.amqp.partitions, Some(4));
+    }
+
+    #[test]
+    fn a_bad_address_is_refused_with_its_key() {
+        let raw = RawSettings {
+            http: RawHttp {
+                bind: Some("nowhere".into()),
+                service_token: None,
+            },
+            ..Default::default()
+        };
+        let e = validate(raw).unwrap_err().to_string();
+        assert!(e.contains("http.bind"), "{e}");
+    }
+}

@@ -1,1 +1,12 @@
-//! lockstep-orchestrator
+//! The `lockstep` binary's library: CLI, wiring, REST API, the event contract, the
+//! RabbitMQ and in-process buses, intake and the outbox publisher.
+//!
+//! Architecture Invariant: this is the only crate that knows HTTP routes and AMQP; it
+//! talks to the saga only through `Wake` messages and the store.
+
+pub mod app;
+pub mod bus;
+pub mod http;
+pub mod intake;
+pub mod schema;
+pub mod seed;

@@ -1,1 +1,67 @@
-fn main() {}
+//! `lockstep`: the physical-access boundary service.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(name = "lockstep", version, about = "Reservation and shift events in, working door credentials out")]
+struct Cli {
+    /// TOML config file (production mode). Without it, Lockstep runs embedded: SQLite,
+    /// in-process bus, built-in TTLock simulator and a demo tenant.
+    #[arg(long, global = true, env = "LOCKSTEP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    json_logs: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Apply database migrations (Postgres: as the owner role) and exit.
+    Migrate,
+    /// Run a standalone TTLock simulator.
+    Simulator {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        bind: std::net::SocketAddr,
+        /// Lock ids to create (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1001,1002,1003,1004")]
+        locks: Vec<i64>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("LOCKSTEP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if cli.json_logs {
+        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let system = actix::System::new();
+    system.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Simulator { bind, locks } => {
+                println!("ttlock simulator on http://{bind}");
+                lockstep_vendors::ttlock::run_standalone(bind, locks, Vec::new())
+                    .await
+                    .context("running the simulator")
+            }
+            Command::Migrate => {
+                let settings = lockstep_config::load(cli.config.as_deref())?;
+                lockstep_orchestrator::app::migrate(&settings).await
+            }
+            Command::Serve => {
+                let settings = lockstep_config::load(cli.config.as_deref())?;
+                lockstep_orchestrator::app::serve(settings).await
+            }
+        }
+    })
+}

@@ -1,0 +1,237 @@
+//! Builds and runs the service from validated settings: store, vendor ports, actors, the
+//! bus of the mode, background workers, and the HTTP server.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use lockstep_actors::{Failpoints, FenceBook, Metrics, PortRegistry, Router, Runtime, SagaSettings};
+use lockstep_config::{resolve_secret, Mode, Settings};
+use lockstep_domain::{Clock, SystemClock};
+use lockstep_persistence::{pg, sqlite::SqliteStore, Cipher, PgStore, Store};
+use lockstep_vendors::ttlock::RunningSimulator;
+use tracing::{info, warn};
+
+use crate::bus;
+use crate::schema::EventSchemas;
+
+/// What request handlers and background workers share.
+#[derive(Debug)]
+pub struct Shared {
+    /// Runtime handles.
+    pub rt: Runtime,
+    /// The actor router.
+    pub router: Addr<Router>,
+    /// Event contract.
+    pub schemas: EventSchemas,
+    /// Service bearer token.
+    pub service_token: Option<String>,
+    /// This node's name.
+    pub node_id: String,
+    /// Whether the bus is connected (readiness).
+    pub bus_ready: AtomicBool,
+    /// Recently produced events (embedded mode).
+    pub recent_events: Mutex<VecDeque<serde_json::Value>>,
+}
+
+/// Reads the key from settings, or (embedded) from `<data dir>/encryption.key`, creating it.
+fn cipher(settings: &Settings) -> anyhow::Result<Cipher> {
+    let hex = match &settings.key {
+        Some(src) => resolve_secret(src)?,
+        None => {
+            let path = settings.sqlite_path.with_file_name("encryption.key");
+            read_or_create(&path, Cipher::generate_hex)?
+        }
+    };
+    Cipher::from_hex(&settings.key_version, &hex).map_err(|e| anyhow::anyhow!("encryption.key: {e}"))
+}
+
+fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
+    if let Ok(v) = std::fs::read_to_string(path) {
+        return Ok(v.trim().to_owned());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let v = make();
+    write_private(path, &v)?;
+    Ok(v)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(value.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
+    std::fs::write(path, value).with_context(|| format!("creating {}", path.display()))
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let cipher = cipher(settings)?;
+    match &settings.postgres {
+        None => {
+            if let Some(dir) = settings.sqlite_path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let path = settings.sqlite_path.to_string_lossy().into_owned();
+            Ok(Arc::new(SqliteStore::open(&path, cipher).await.context("opening the SQLite store")?))
+        }
+        Some(pgs) => {
+            if pgs.migrate_on_start {
+                let owner = pgs
+                    .owner_url
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("database.owner_url is needed with migrate_on_start"))?;
+                pg::migrate(&resolve_secret(owner)?).await.context("running migrations")?;
+            }
+            let store = PgStore::connect(&resolve_secret(&pgs.url)?, &resolve_secret(&pgs.worker_url)?, cipher, pgs.max_connections)
+                .await
+                .context("connecting to Postgres")?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Runs `lockstep migrate`.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    match &settings.postgres {
+        Some(pgs) => {
+            let owner = pgs
+                .owner_url
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("config key `database.owner_url` is needed to migrate"))?;
+            pg::migrate(&resolve_secret(owner)?).await?;
+        }
+        None => {
+            // Opening the SQLite store applies its migrations.
+            open_store(settings).await?;
+        }
+    }
+    info!("migrations applied");
+    Ok(())
+}
+
+/// Runs the service until it is stopped.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = open_store(&settings).await?;
+    let ports = PortRegistry::default();
+    let metrics = Metrics::new();
+
+    let mut properties = settings.properties.clone();
+    let mut _simulator: Option<RunningSimulator> = None;
+    if settings.demo {
+        let (sim, property) = crate::seed::demo(settings.simulator_bind)?;
+        info!(url = %sim.base_url(), "built-in TTLock simulator listening");
+        _simulator = Some(sim);
+        properties.push(property);
+    }
+    for p in &properties {
+        crate::seed::register_property(store.as_ref(), &ports, clock.clone(), p).await?;
+    }
+
+    let service_token = match &settings.service_token {
+        Some(src) => Some(resolve_secret(src)?),
+        None if settings.mode == Mode::Embedded => {
+            let path = settings.sqlite_path.with_file_name("service-token");
+            let token = read_or_create(&path, || Cipher::generate_hex()[..40].to_owned())?;
+            info!(path = %path.display(), "service token for the HTTP API is in this file");
+            Some(token)
+        }
+        None => {
+            warn!("no http.service_token configured: the API refuses every authenticated call");
+            None
+        }
+    };
+
+    let fences = if settings.amqp.is_some() { FenceBook::enforcing() } else { FenceBook::default() };
+    let rt = Runtime {
+        store: store.clone(),
+        ports,
+        clock: clock.clone(),
+        fences,
+        metrics,
+        failpoints: Arc::new(Failpoints::from_env()),
+        settings: SagaSettings {
+            max_issue_attempts: settings.saga.max_issue_attempts,
+            retry_base: settings.saga.retry_base,
+            retry_cap: settings.saga.retry_cap,
+            vendor_call_timeout: settings.saga.vendor_call_timeout,
+            passivate_after: settings.saga.passivate_after,
+        },
+    };
+    let router = Router::new(rt.clone()).start();
+    let shared = Arc::new(Shared {
+        rt,
+        router,
+        schemas: EventSchemas::new(),
+        service_token,
+        node_id: settings.node_id.clone(),
+        bus_ready: AtomicBool::new(settings.amqp.is_none()),
+        recent_events: Mutex::new(VecDeque::new()),
+    });
+
+    match &settings.amqp {
+        None => {
+            actix::spawn(bus::embedded::ticker(shared.clone(), Duration::from_secs(1)));
+            actix::spawn(bus::embedded::publisher(shared.clone()));
+        }
+        Some(a) => {
+            let url = resolve_secret(&a.url)?;
+            actix::spawn(bus::amqp::run(shared.clone(), a.clone(), url));
+        }
+    }
+    actix::spawn(refresh_gauges(shared.clone()));
+
+    let embedded = settings.mode == Mode::Embedded;
+    let data = web::Data::new(shared.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .configure(|cfg| crate::http::configure(cfg, embedded))
+    })
+    .workers(2)
+    .bind(settings.http_bind)
+    .with_context(|| format!("binding {}", settings.http_bind))?;
+    let addrs: Vec<SocketAddr> = server.addrs();
+    for a in &addrs {
+        // Tests and scripts wait for this line to learn the port.
+        info!(addr = %a, "http listening");
+        println!("lockstep http listening on http://{a}");
+    }
+    server.run().await?;
+    Ok(())
+}
+
+async fn refresh_gauges(shared: Arc<Shared>) {
+    loop {
+        let now = shared.rt.clock.now();
+        let m = &shared.rt.metrics;
+        if let Ok((n, oldest)) = shared.rt.store.mailbox_depth().await {
+            m.mailbox_open.set(n);
+            m.mailbox_oldest_due_age_seconds.set(oldest.map(|t| (now - t).num_seconds().max(0)).unwrap_or(0));
+        }
+        if let Ok((n, oldest)) = shared.rt.store.outbox_lag().await {
+            m.outbox_unpublished.set(n);
+            m.outbox_oldest_age_seconds.set(oldest.map(|t| (now - t).num_seconds().max(0)).unwrap_or(0));
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}

@@ -1,0 +1,4 @@
+//! The two buses: in-process (embedded) and RabbitMQ (production).
+
+pub mod amqp;
+pub mod embedded;

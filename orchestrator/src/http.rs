@@ -1,0 +1,279 @@
+//! The REST surface of this issue: reads of credentials (never a vendorRef or PIN, I-8),
+//! health, readiness, metrics, and in embedded mode the HTTP intake of events. One place
+//! maps domain and store errors to status + `{code, message, details}`.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use lockstep_domain::{DomainError, KeyCredential, KeyCredentialId, ReservationId, TenantId};
+use lockstep_persistence::{CredentialDevice, StoreError};
+use serde_json::json;
+
+use crate::app::Shared;
+use crate::intake::{self, IntakeError};
+
+/// An API error: the spec's code, a message for people, details for programs.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: serde_json::Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: json!({}),
+        }
+    }
+
+    fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "MELMASTOON.GENERAL.UNAUTHENTICATED", "a valid bearer token is required")
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(json!({
+            "code": self.code,
+            "message": self.message,
+            "details": self.details,
+        }))
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut details = json!({});
+        if let Some(sub) = e.sub_code() {
+            details["subCode"] = json!(sub);
+        }
+        if let DomainError::Validation { field, reason } = &e {
+            details["field"] = json!(field);
+            details["reason"] = json!(reason);
+        }
+        Self {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+            details,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error serving a request");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "MELMASTOON.GENERAL.UNAVAILABLE", "storage is unavailable; retry later")
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Checks the service bearer token. (Issue 6 replaces this with the platform's JWTs.)
+fn authenticate(req: &HttpRequest, shared: &Shared) -> Result<(), ApiError> {
+    let Some(expected) = shared.service_token.as_deref() else {
+        return Err(ApiError::unauthorized());
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(ApiError::unauthorized)?;
+    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+fn tenant(req: &HttpRequest) -> Result<TenantId, ApiError> {
+    let raw = req
+        .headers()
+        .get("x-tenant-id")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::from(DomainError::validation("X-Tenant-Id", "header is required")))?;
+    Ok(TenantId::parse(raw)?)
+}
+
+/// The API view of a credential: every field of spec `003` §1.1 but `vendorRef`, plus the
+/// door truth per device (DESIGN §3.5).
+pub fn credential_json(c: &KeyCredential, devices: &[CredentialDevice]) -> serde_json::Value {
+    let ts = |t: Option<lockstep_domain::Timestamp>| t.map(|t| t.to_rfc3339());
+    json!({
+        "id": c.id().as_str(),
+        "tenantId": c.tenant_id().to_string(),
+        "propertyId": c.property_id().as_str(),
+        "holderKind": c.holder_kind().as_str(),
+        "reservationId": c.reservation_id().map(|r| r.as_str()),
+        "guestId": c.guest_id().map(|r| r.as_str()),
+        "staffUserId": c.staff_user_id().map(|r| r.as_str()),
+        "kind": c.kind().as_str(),
+        "rooms": c.rooms().iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "scope": { "floors": c.scope().floors, "areas": c.scope().areas },
+        "validFrom": c.validity().from().to_rfc3339(),
+        "validUntil": c.validity().until().to_rfc3339(),
+        "state": c.state().as_str(),
+        "vendor": c.vendor().as_str(),
+        "vendorAdapterId": c.vendor_adapter_id().as_str(),
+        "provisional": c.provisional(),
+        "issuedAt": ts(c.issued_at()),
+        "revokedAt": ts(c.revoked_at()),
+        "failureReason": c.failure_reason().map(|r| r.as_str()),
+        "suspendReason": c.suspend_reason().map(|r| r.as_str()),
+        "revokeReason": c.revoke_reason().map(|r| r.as_str()),
+        "replacesId": c.replaces_id().map(|r| r.as_str()),
+        "replacedById": c.replaced_by_id().map(|r| r.as_str()),
+        "version": c.version(),
+        "doorSync": devices.iter().map(|d| json!({
+            "deviceId": d.device_id.as_str(),
+            "desired": d.desired.as_str(),
+            "sync": d.sync.as_str(),
+            "attempts": d.attempts,
+            "lastError": d.last_error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+async fn get_credential(req: HttpRequest, path: web::Path<String>, shared: web::Data<Arc<Shared>>) -> Result<HttpResponse, ApiError> {
+    authenticate(&req, &shared)?;
+    let tenant = tenant(&req)?;
+    let id = KeyCredentialId::parse(&path.into_inner())?;
+    let cred = shared
+        .rt
+        .store
+        .get_credential(tenant, &id)
+        .await?
+        .ok_or(DomainError::NotFound { entity: "key_credential" })?;
+    let devices = shared.rt.store.credential_devices(tenant, &id).await?;
+    Ok(HttpResponse::Ok().json(credential_json(&cred, &devices)))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListQuery {
+    reservation_id: Option<String>,
+}
+
+async fn list_credentials(req: HttpRequest, q: web::Query<ListQuery>, shared: web::Data<Arc<Shared>>) -> Result<HttpResponse, ApiError> {
+    authenticate(&req, &shared)?;
+    let tenant = tenant(&req)?;
+    let Some(reservation) = &q.reservation_id else {
+        return Err(DomainError::validation("reservationId", "is required (other filters come with the full API)").into());
+    };
+    let reservation = ReservationId::parse(reservation)?;
+    let creds = shared.rt.store.credentials_by_reservation(tenant, &reservation).await?;
+    let mut items = Vec::with_capacity(creds.len());
+    for c in &creds {
+        let devices = shared.rt.store.credential_devices(tenant, c.id()).await?;
+        items.push(credential_json(c, &devices));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "nextCursor": null })))
+}
+
+async fn post_intake(req: HttpRequest, body: web::Bytes, shared: web::Data<Arc<Shared>>) -> Result<HttpResponse, ApiError> {
+    authenticate(&req, &shared)?;
+    let rt = &shared.rt;
+    match intake::accept(&shared.schemas, rt.store.as_ref(), rt.clock.as_ref(), &shared.router, &rt.metrics, &body, 0, None).await {
+        Ok(outcome) => Ok(HttpResponse::Accepted().json(json!({
+            "outcome": match outcome { lockstep_persistence::IntakeOutcome::Accepted => "accepted", lockstep_persistence::IntakeOutcome::Duplicate => "duplicate" }
+        }))),
+        Err(IntakeError::Rejected(r)) => {
+            rt.metrics.dead_letters.with_label_values(&[r.label()]).inc();
+            let mut e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "MELMASTOON.GENERAL.VALIDATION_FAILED", "the event was refused");
+            e.details = json!({ "reason": r.label(), "detail": r.to_string() });
+            Err(e)
+        }
+        Err(IntakeError::Store(e)) => Err(e.into()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    limit: Option<usize>,
+}
+
+async fn recent_events(req: HttpRequest, q: web::Query<EventsQuery>, shared: web::Data<Arc<Shared>>) -> Result<HttpResponse, ApiError> {
+    authenticate(&req, &shared)?;
+    let tenant = tenant(&req)?.to_string();
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let events = shared.recent_events.lock().map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "MELMASTOON.GENERAL.INTERNAL", "event buffer unavailable"))?;
+    let items: Vec<_> = events
+        .iter()
+        .rev()
+        .filter(|e| e.get("tenantId").and_then(|t| t.as_str()) == Some(tenant.as_str()))
+        .take(limit)
+        .cloned()
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn readyz(shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    let store_ok = shared.rt.store.mailbox_depth().await.is_ok();
+    let bus_ok = shared.bus_ready.load(std::sync::atomic::Ordering::SeqCst);
+    let status = if store_ok && bus_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    HttpResponse::build(status).json(json!({ "store": store_ok, "bus": bus_ok }))
+}
+
+async fn metrics(shared: web::Data<Arc<Shared>>) -> HttpResponse {
+    let encoder = prometheus::TextEncoder::new();
+    match encoder.encode_to_string(&shared.rt.metrics.registry.gather()) {
+        Ok(body) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(body),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(StatusCode::NOT_FOUND, "MELMASTOON.GENERAL.NOT_FOUND", "no such route"))
+}
+
+/// Routes.
+pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
+    let json_limit = web::JsonConfig::default().limit(64 * 1024);
+    let query_errors = web::QueryConfig::default().error_handler(|e, _| {
+        let mut err = ApiError::new(StatusCode::BAD_REQUEST, "MELMASTOON.GENERAL.VALIDATION_FAILED", "invalid query string");
+        err.details = json!({ "reason": e.to_string() });
+        err.into()
+    });
+    cfg.app_data(json_limit)
+        .app_data(query_errors)
+        .app_data(web::PayloadConfig::new(crate::schema::MAX_MESSAGE_BYTES))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/api/v1/key-credentials", web::get().to(list_credentials))
+        .route("/api/v1/key-credentials/{id}", web::get().to(get_credential));
+    if embedded {
+        cfg.route("/api/v1/intake", web::post().to(post_intake))
+            .route("/api/v1/events", web::get().to(recent_events));
+    }
+    cfg.default_service(web::to(not_found));
+}

@@ -1,0 +1,168 @@
+//! Registers the configured properties (adapters and devices) at start-up, and the demo
+//! tenant with its built-in TTLock simulator in embedded mode.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use lockstep_actors::PortRegistry;
+use lockstep_config::{resolve_secret, RawAdapter, RawDevice, RawProperty, SecretSource};
+use lockstep_domain::{
+    Clock, DeviceRef, LockDeviceId, PropertyId, RoomId, TenantId, VendorAdapterId, VendorCode,
+};
+use lockstep_persistence::{AdapterRecord, DeviceRecord, Store};
+use lockstep_vendors::ttlock::{RunningSimulator, Secret, TtlockSimulator};
+use lockstep_vendors::{LockCapabilities, LockPort, TtlockAdapter, TtlockConfig};
+use serde_json::json;
+
+/// The demo tenant (embedded mode).
+pub const DEMO_TENANT: &str = "00000000-0000-4000-8000-00000000d3e0";
+/// The demo property.
+pub const DEMO_PROPERTY: &str = "ppt_demo";
+/// The demo adapter.
+pub const DEMO_ADAPTER: &str = "vad_01J00000000000000000000001";
+/// The demo locks: (device id, TTLock lockId, room).
+pub const DEMO_LOCKS: &[(&str, i64, &str)] = &[
+    ("lck_01J00000000000000000000101", 1001, "rmu_101"),
+    ("lck_01J00000000000000000000102", 1002, "rmu_102"),
+    ("lck_01J00000000000000000000103", 1003, "rmu_103"),
+    ("lck_01J00000000000000000000104", 1004, "rmu_104"),
+];
+
+fn caps_json(c: &LockCapabilities) -> serde_json::Value {
+    json!({
+        "mobileKey": c.mobile_key, "cardEncoding": c.card_encoding, "pin": c.pin, "qr": c.qr,
+        "nfc": c.nfc, "remoteRevoke": c.remote_revoke, "remoteIssue": c.remote_issue,
+        "offlineIssuance": c.offline_issuance, "scopeFloors": c.scope_floors, "scopeAreas": c.scope_areas,
+    })
+}
+
+fn secret_pointer(s: &SecretSource) -> serde_json::Value {
+    // V-2: only where the secret lives, never its bytes.
+    match s {
+        SecretSource::Env(n) => json!({ "env": n }),
+        SecretSource::File(p) => json!({ "file": p.display().to_string() }),
+        SecretSource::Value(_) => json!({ "inline": true }),
+    }
+}
+
+/// Registers one property's adapters (building their ports) and devices.
+pub async fn register_property(
+    store: &dyn Store,
+    ports: &PortRegistry,
+    clock: Arc<dyn Clock>,
+    p: &RawProperty,
+) -> anyhow::Result<()> {
+    let tenant = TenantId::parse(&p.tenant_id).map_err(|e| anyhow::anyhow!("properties.tenant_id: {e:?}"))?;
+    let property = PropertyId::parse(&p.property_id).map_err(|e| anyhow::anyhow!("properties.property_id: {e:?}"))?;
+    for a in &p.adapters {
+        register_adapter(store, ports, clock.clone(), tenant, &property, a).await?;
+    }
+    for d in &p.devices {
+        register_device(store, tenant, &property, d).await?;
+    }
+    Ok(())
+}
+
+async fn register_adapter(
+    store: &dyn Store,
+    ports: &PortRegistry,
+    clock: Arc<dyn Clock>,
+    tenant: TenantId,
+    property: &PropertyId,
+    a: &RawAdapter,
+) -> anyhow::Result<()> {
+    let id = VendorAdapterId::parse(&a.id).map_err(|e| anyhow::anyhow!("adapters.id: {e:?}"))?;
+    let vendor = VendorCode::parse(&a.vendor).map_err(|e| anyhow::anyhow!("adapters.vendor: {e:?}"))?;
+    if vendor != VendorCode::Ttlock {
+        anyhow::bail!("adapters.vendor: only ttlock is available in this release");
+    }
+    let cfg = TtlockConfig::new(
+        a.api_base_url.clone(),
+        a.client_id.clone(),
+        Secret::new(resolve_secret(&a.client_secret)?),
+        a.username.clone(),
+        Secret::new(resolve_secret(&a.password)?),
+    );
+    let port = TtlockAdapter::new(cfg, clock.clone()).map_err(|e| anyhow::anyhow!("building the ttlock adapter: {e}"))?;
+    let caps = port.capabilities();
+    ports.insert(id.clone(), Arc::new(port));
+    store
+        .upsert_adapter(&AdapterRecord {
+            id,
+            tenant_id: tenant,
+            property_id: property.clone(),
+            vendor,
+            environment: a.environment.clone(),
+            capabilities: caps_json(&caps),
+            config: json!({
+                "apiBaseUrl": a.api_base_url,
+                "clientId": a.client_id,
+                "username": a.username,
+                "clientSecret": secret_pointer(&a.client_secret),
+                "password": secret_pointer(&a.password),
+            }),
+            now: clock.now(),
+        })
+        .await
+        .context("registering an adapter")?;
+    Ok(())
+}
+
+async fn register_device(store: &dyn Store, tenant: TenantId, property: &PropertyId, d: &RawDevice) -> anyhow::Result<()> {
+    let rooms = d
+        .rooms
+        .iter()
+        .map(|r| RoomId::parse(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("devices.rooms: {e:?}"))?;
+    store
+        .upsert_device(&DeviceRecord {
+            id: LockDeviceId::parse(&d.id).map_err(|e| anyhow::anyhow!("devices.id: {e:?}"))?,
+            tenant_id: tenant,
+            property_id: property.clone(),
+            vendor: VendorCode::Ttlock,
+            vendor_adapter_id: VendorAdapterId::parse(&d.adapter).map_err(|e| anyhow::anyhow!("devices.adapter: {e:?}"))?,
+            device_ref: DeviceRef::new(d.vendor_device_ref.clone()),
+            label: d.label.clone(),
+            capabilities: json!({ "pin": true }),
+            rooms,
+            now: lockstep_domain::SystemClock.now(),
+        })
+        .await
+        .context("registering a device")?;
+    Ok(())
+}
+
+/// Starts the built-in TTLock simulator with the demo locks and returns the demo property.
+pub fn demo(bind: std::net::SocketAddr) -> anyhow::Result<(RunningSimulator, RawProperty)> {
+    let sim = TtlockSimulator::start(bind).context("starting the built-in TTLock simulator")?;
+    for (_, lock, _) in DEMO_LOCKS {
+        sim.handle().add_lock(*lock);
+    }
+    let cfg = sim.default_adapter_config();
+    let property = RawProperty {
+        tenant_id: DEMO_TENANT.into(),
+        property_id: DEMO_PROPERTY.into(),
+        adapters: vec![RawAdapter {
+            id: DEMO_ADAPTER.into(),
+            vendor: "ttlock".into(),
+            environment: "sandbox".into(),
+            api_base_url: cfg.api_base_url.clone(),
+            client_id: cfg.client_id.clone(),
+            client_secret: SecretSource::Value(cfg.client_secret.expose().to_owned()),
+            username: cfg.username.clone(),
+            password: SecretSource::Value(cfg.password.expose().to_owned()),
+        }],
+        devices: DEMO_LOCKS
+            .iter()
+            .map(|(id, lock, room)| RawDevice {
+                id: (*id).into(),
+                adapter: DEMO_ADAPTER.into(),
+                vendor_device_ref: lock.to_string(),
+                label: format!("Room {} door", room.trim_start_matches("rmu_")),
+                rooms: vec![(*room).into()],
+            })
+            .collect(),
+    };
+    Ok((sim, property))
+}
