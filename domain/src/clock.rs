@@ -41,18 +41,27 @@ impl ManualClock {
 
     /// Moves the clock forward by `by`.
     pub fn advance(&self, by: Duration) {
-        let mut now = self.now.lock().expect("manual clock mutex is never poisoned");
+        let mut now = self
+            .now
+            .lock()
+            .expect("manual clock mutex is never poisoned");
         *now += by;
     }
 
     /// Sets the clock to `to`.
     pub fn set(&self, to: Timestamp) {
-        *self.now.lock().expect("manual clock mutex is never poisoned") = to;
+        *self
+            .now
+            .lock()
+            .expect("manual clock mutex is never poisoned") = to;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        *self.now.lock().expect("manual clock mutex is never poisoned")
+        *self
+            .now
+            .lock()
+            .expect("manual clock mutex is never poisoned")
     }
 }

@@ -19,8 +19,7 @@ use crate::clock::Timestamp;
 use crate::errors::DomainError;
 use crate::events::{DomainEvent, DomainEventKind};
 use crate::ids::{
-    GuestId, KeyCredentialId, PropertyId, ReservationId, RoomId, TenantId, UserId,
-    VendorAdapterId,
+    GuestId, KeyCredentialId, PropertyId, ReservationId, RoomId, TenantId, UserId, VendorAdapterId,
 };
 use crate::validity::ValidityWindow;
 
@@ -401,7 +400,10 @@ impl KeyCredential {
         )?;
         check_provisional(input.provisional, &input.validity)?;
         if input.idempotency_key.is_empty() {
-            return Err(DomainError::validation("idempotencyKey", "must not be empty"));
+            return Err(DomainError::validation(
+                "idempotencyKey",
+                "must not be empty",
+            ));
         }
         let mut c = Self {
             id: input.id,
@@ -440,9 +442,17 @@ impl KeyCredential {
 
     /// Rebuilds an aggregate from storage, re-checking I-1..I-3, I-7 and I-12.
     pub fn restore(s: KeyCredentialSnapshot) -> Result<Self, DomainError> {
-        check_holder(s.holder_kind, &s.reservation_id, &s.guest_id, &s.staff_user_id)?;
+        check_holder(
+            s.holder_kind,
+            &s.reservation_id,
+            &s.guest_id,
+            &s.staff_user_id,
+        )?;
         if s.holder_kind == HolderKind::Guest && s.rooms.is_empty() {
-            return Err(DomainError::validation("rooms", "stored guest credential has no room (I-12)"));
+            return Err(DomainError::validation(
+                "rooms",
+                "stored guest credential has no room (I-12)",
+            ));
         }
         check_provisional(s.provisional, &s.validity)?;
         Ok(Self {
@@ -572,7 +582,9 @@ impl KeyCredential {
                 self.push_event(DomainEventKind::Issued, issued_at);
                 Ok(Transition::Applied)
             }
-            KeyCredentialState::Active if self.issued_at.is_some() => Ok(Transition::AlreadyApplied),
+            KeyCredentialState::Active if self.issued_at.is_some() => {
+                Ok(Transition::AlreadyApplied)
+            }
             _ => Err(self.illegal("mark_active")),
         }
     }
@@ -657,7 +669,11 @@ impl KeyCredential {
 
     /// Updates validity end, rooms or scope of an active|suspended credential. Appends
     /// `KeyCredentialUpdated`. I-1, I-7, I-11 and I-12 still hold afterwards.
-    pub fn update(&mut self, input: UpdateInput, now: Timestamp) -> Result<Transition, DomainError> {
+    pub fn update(
+        &mut self,
+        input: UpdateInput,
+        now: Timestamp,
+    ) -> Result<Transition, DomainError> {
         if !matches!(
             self.state,
             KeyCredentialState::Active | KeyCredentialState::Suspended

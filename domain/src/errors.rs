@@ -107,7 +107,9 @@ impl DomainError {
     /// The HTTP status of spec `003` §8.
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::VendorUnreachable | Self::KeyIssueFailed { .. } | Self::KeyRevokeFailed { .. } => 502,
+            Self::VendorUnreachable
+            | Self::KeyIssueFailed { .. }
+            | Self::KeyRevokeFailed { .. } => 502,
             Self::DeviceNotPaired => 409,
             Self::CredentialExpired | Self::OfflineCertExpired => 410,
             Self::CardEncoderOffline => 503,
@@ -127,25 +129,79 @@ mod tests {
     #[test]
     fn codes_and_statuses_follow_spec_003_section_8() {
         let cases: Vec<(DomainError, &str, u16)> = vec![
-            (DomainError::VendorUnreachable, "MELMASTOON.LOCK.VENDOR_UNREACHABLE", 502),
-            (DomainError::KeyIssueFailed { detail: String::new() }, "MELMASTOON.LOCK.KEY_ISSUE_FAILED", 502),
-            (DomainError::KeyRevokeFailed { detail: String::new() }, "MELMASTOON.LOCK.KEY_REVOKE_FAILED", 502),
-            (DomainError::DeviceNotPaired, "MELMASTOON.LOCK.DEVICE_NOT_PAIRED", 409),
-            (DomainError::CredentialExpired, "MELMASTOON.LOCK.CREDENTIAL_EXPIRED", 410),
-            (DomainError::CardEncoderOffline, "MELMASTOON.LOCK.CARD_ENCODER_OFFLINE", 503),
-            (DomainError::CrossTenantReference { field: "rooms" }, "MELMASTOON.GENERAL.CROSS_TENANT_REFERENCE", 422),
-            (DomainError::InvalidStateTransition { from: "revoked", action: "suspend" }, "MELMASTOON.GENERAL.VALIDATION_FAILED", 422),
-            (DomainError::WebhookSignatureInvalid, "MELMASTOON.LOCK.WEBHOOK_SIGNATURE_INVALID", 401),
-            (DomainError::OfflineCertExpired, "MELMASTOON.LOCK.CREDENTIAL_EXPIRED", 410),
+            (
+                DomainError::VendorUnreachable,
+                "MELMASTOON.LOCK.VENDOR_UNREACHABLE",
+                502,
+            ),
+            (
+                DomainError::KeyIssueFailed {
+                    detail: String::new(),
+                },
+                "MELMASTOON.LOCK.KEY_ISSUE_FAILED",
+                502,
+            ),
+            (
+                DomainError::KeyRevokeFailed {
+                    detail: String::new(),
+                },
+                "MELMASTOON.LOCK.KEY_REVOKE_FAILED",
+                502,
+            ),
+            (
+                DomainError::DeviceNotPaired,
+                "MELMASTOON.LOCK.DEVICE_NOT_PAIRED",
+                409,
+            ),
+            (
+                DomainError::CredentialExpired,
+                "MELMASTOON.LOCK.CREDENTIAL_EXPIRED",
+                410,
+            ),
+            (
+                DomainError::CardEncoderOffline,
+                "MELMASTOON.LOCK.CARD_ENCODER_OFFLINE",
+                503,
+            ),
+            (
+                DomainError::CrossTenantReference { field: "rooms" },
+                "MELMASTOON.GENERAL.CROSS_TENANT_REFERENCE",
+                422,
+            ),
+            (
+                DomainError::InvalidStateTransition {
+                    from: "revoked",
+                    action: "suspend",
+                },
+                "MELMASTOON.GENERAL.VALIDATION_FAILED",
+                422,
+            ),
+            (
+                DomainError::WebhookSignatureInvalid,
+                "MELMASTOON.LOCK.WEBHOOK_SIGNATURE_INVALID",
+                401,
+            ),
+            (
+                DomainError::OfflineCertExpired,
+                "MELMASTOON.LOCK.CREDENTIAL_EXPIRED",
+                410,
+            ),
         ];
         for (e, code, status) in cases {
             assert_eq!(e.code(), code, "{e:?}");
             assert_eq!(e.http_status(), status, "{e:?}");
         }
         assert_eq!(
-            DomainError::InvalidStateTransition { from: "revoked", action: "suspend" }.sub_code(),
+            DomainError::InvalidStateTransition {
+                from: "revoked",
+                action: "suspend"
+            }
+            .sub_code(),
             Some("invalid_state_transition")
         );
-        assert_eq!(DomainError::OfflineCertExpired.sub_code(), Some("offline_cert_expired"));
+        assert_eq!(
+            DomainError::OfflineCertExpired.sub_code(),
+            Some("offline_cert_expired")
+        );
     }
 }

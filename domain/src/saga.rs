@@ -190,19 +190,26 @@ mod tests {
             panic!("confirm must apply")
         };
         assert!(matches!(commands.as_slice(), [SagaCommand::Issue { .. }]));
-        assert_eq!(decide(&next, &confirmed(1)), Decision::Ignore(Ignored::Stale));
+        assert_eq!(
+            decide(&next, &confirmed(1)),
+            Decision::Ignore(Ignored::Stale)
+        );
     }
 
     #[test]
     fn cancel_before_confirm_issues_no_key() {
         let s = ReservationSaga::default();
-        let Decision::Apply { next, commands } = decide(&s, &ReservationEvent::Cancelled { revision: 2 })
+        let Decision::Apply { next, commands } =
+            decide(&s, &ReservationEvent::Cancelled { revision: 2 })
         else {
             panic!("cancel must apply")
         };
         assert!(commands.is_empty());
         // the earlier confirm, delivered late, is stale
-        assert_eq!(decide(&next, &confirmed(1)), Decision::Ignore(Ignored::Stale));
+        assert_eq!(
+            decide(&next, &confirmed(1)),
+            Decision::Ignore(Ignored::Stale)
+        );
         // even a confirm with a higher revision never issues after a cancel
         assert_eq!(
             decide(&next, &confirmed(3)),
@@ -224,7 +231,8 @@ mod tests {
                 cancelled: false,
                 credential: Some((id.clone(), state)),
             };
-            let Decision::Apply { commands, .. } = decide(&s, &ReservationEvent::Cancelled { revision: 2 })
+            let Decision::Apply { commands, .. } =
+                decide(&s, &ReservationEvent::Cancelled { revision: 2 })
             else {
                 panic!("cancel must apply")
             };

@@ -1,1 +1,173 @@
-//! lockstep-persistence
+//! Lockstep's storage: one set of store traits (`Store`) implemented for Postgres
+//! (production) and SQLite (embedded), their migrations, the persistent mailbox and durable
+//! timers, inbox and outbox, the door-truth rows and the audit trail, and the envelope
+//! encryption of PINs, vendor refs and device refs at rest.
+//!
+//! Architecture Invariant: only this crate writes SQL. It depends on `domain` and on no
+//! crate above it (no actors, no vendors, no HTTP, no broker). Every write of a saga step
+//! goes through [`Store::commit`] as one transaction: state, door truth, outbox, audit
+//! and mailbox progress land together or not at all (DESIGN §3).
+
+pub mod crypto;
+pub mod migrate;
+pub mod model;
+pub mod pg;
+pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use crypto::Cipher;
+pub use model::*;
+pub use pg::PgStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use lockstep_domain::{
+    KeyCredential, KeyCredentialId, PropertyId, ReservationId, RoomId, TenantId, Timestamp,
+};
+
+/// Errors of the store. Messages never carry secrets or vendor refs.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The partition's epoch moved: another node owns it now (DESIGN §4).
+    #[error("partition fenced: another node owns it")]
+    Fenced,
+    /// An optimistic version check failed.
+    #[error("concurrent modification of {entity}")]
+    Conflict {
+        /// What.
+        entity: &'static str,
+    },
+    /// A constraint of the schema refused the write.
+    #[error("constraint violated: {0}")]
+    Constraint(String),
+    /// Stored data failed to decode or decrypt.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() || db.is_check_violation() || db.is_foreign_key_violation()
+            {
+                return StoreError::Constraint(db.message().to_owned());
+            }
+        }
+        StoreError::Database(e.to_string())
+    }
+}
+
+impl From<lockstep_domain::DomainError> for StoreError {
+    fn from(e: lockstep_domain::DomainError) -> Self {
+        StoreError::Corrupt(format!("{e:?}"))
+    }
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The store, as the actors and the orchestrator see it. Tenant-scoped calls take the
+/// tenant and run under it (Postgres: `set_config('app.tenant_id', …, true)` inside the
+/// transaction, so RLS applies). Calls marked *worker path* are the narrow cross-tenant
+/// path (DESIGN §5).
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Inbox dedupe and mailbox insert in one transaction (DESIGN §3.1). Acknowledge the
+    /// broker only after this returns.
+    async fn intake(&self, msg: &IntakeMessage, fence: Option<Fence>)
+        -> StoreResult<IntakeOutcome>;
+
+    /// The oldest open, due mailbox entry of a subject.
+    async fn next_mailbox_entry(
+        &self,
+        tenant: TenantId,
+        subject: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<MailboxEntry>>;
+
+    /// Subjects with due work in a partition (all partitions when `None`); worker path.
+    async fn due_subjects(
+        &self,
+        partition: Option<i32>,
+        now: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<SubjectRef>>;
+
+    /// Open mailbox entries and the due time of the oldest (metrics); worker path.
+    async fn mailbox_depth(&self) -> StoreResult<(i64, Option<Timestamp>)>;
+
+    /// Applies one saga step atomically.
+    async fn commit(&self, uow: UnitOfWork) -> StoreResult<()>;
+
+    /// The stored saga state of a subject.
+    async fn load_saga(
+        &self,
+        tenant: TenantId,
+        subject: &str,
+    ) -> StoreResult<Option<serde_json::Value>>;
+
+    /// One credential.
+    async fn get_credential(
+        &self,
+        tenant: TenantId,
+        id: &KeyCredentialId,
+    ) -> StoreResult<Option<KeyCredential>>;
+
+    /// Credentials of a reservation, oldest first.
+    async fn credentials_by_reservation(
+        &self,
+        tenant: TenantId,
+        reservation: &ReservationId,
+    ) -> StoreResult<Vec<KeyCredential>>;
+
+    /// Door truth and vendor intents of a credential, decrypted.
+    async fn credential_devices(
+        &self,
+        tenant: TenantId,
+        id: &KeyCredentialId,
+    ) -> StoreResult<Vec<CredentialDevice>>;
+
+    /// Live devices serving any of the rooms, with the rooms each serves.
+    async fn devices_for_rooms(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+        rooms: &[RoomId],
+    ) -> StoreResult<Vec<Device>>;
+
+    /// Creates or updates a vendor adapter row.
+    async fn upsert_adapter(&self, adapter: &AdapterRecord) -> StoreResult<()>;
+
+    /// Creates or updates a device and its room links.
+    async fn upsert_device(&self, device: &DeviceRecord) -> StoreResult<()>;
+
+    /// Unpublished outbox rows due for a publish attempt; worker path.
+    async fn unpublished(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<OutboxRow>>;
+
+    /// Marks rows published after a clean broker ack; worker path.
+    async fn mark_published(&self, ids: &[String], now: Timestamp) -> StoreResult<()>;
+
+    /// Records a failed publish and when to try again; worker path.
+    async fn mark_publish_failed(
+        &self,
+        id: &str,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// Unpublished outbox rows and the age basis of the oldest (metrics); worker path.
+    async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)>;
+
+    /// Takes ownership of a partition: bumps its epoch and returns the new fence; worker
+    /// path. Commits carrying an older fence fail with [`StoreError::Fenced`].
+    async fn take_partition(
+        &self,
+        partition: i32,
+        owner: &str,
+        now: Timestamp,
+    ) -> StoreResult<Fence>;
+}

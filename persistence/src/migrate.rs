@@ -1,0 +1,26 @@
+//! A small migration runner: the SQL files under `migrations/<backend>/`, embedded in the
+//! binary, applied in order once each and recorded in `_lockstep_migrations`.
+
+/// One migration.
+pub struct Migration {
+    /// Ordinal.
+    pub version: i64,
+    /// Name.
+    pub name: &'static str,
+    /// SQL.
+    pub sql: &'static str,
+}
+
+/// Postgres migrations.
+pub const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../migrations/postgres/0001_init.sql"),
+}];
+
+/// SQLite migrations.
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../migrations/sqlite/0001_init.sql"),
+}];

@@ -1,0 +1,455 @@
+//! What the store reads and writes, as plain data.
+
+use lockstep_domain::credential::KeyCredentialSnapshot;
+use lockstep_domain::{
+    DeviceRef, KeyCredentialId, LockDeviceId, Pin, PropertyId, RoomId, TenantId, Timestamp,
+    VendorAdapterId, VendorCode, VendorRef,
+};
+
+/// Ownership of a partition at an epoch (DESIGN §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// Partition number.
+    pub partition: i32,
+    /// Epoch taken.
+    pub epoch: i64,
+}
+
+/// A consumed message on its way into the mailbox.
+#[derive(Clone, Debug)]
+pub struct IntakeMessage {
+    /// Broker message id (envelope id), the dedupe key with `consumer`.
+    pub message_id: String,
+    /// Consumer name.
+    pub consumer: String,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Property.
+    pub property_id: PropertyId,
+    /// Partition.
+    pub partition: i32,
+    /// Saga subject (e.g. `reservation:rsv_…`).
+    pub subject: String,
+    /// Topic subject.
+    pub topic: String,
+    /// Validated envelope.
+    pub payload: serde_json::Value,
+    /// When received.
+    pub received_at: Timestamp,
+}
+
+/// Result of intake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntakeOutcome {
+    /// Stored in the mailbox.
+    Accepted,
+    /// Seen before: nothing stored.
+    Duplicate,
+}
+
+/// What a mailbox entry asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MailboxKind {
+    /// A consumed event.
+    Event {
+        /// Message id.
+        message_id: String,
+        /// Topic.
+        topic: String,
+    },
+    /// Drive a credential's vendor operations to completion.
+    Drive {
+        /// Which credential.
+        credential_id: KeyCredentialId,
+    },
+}
+
+/// One mailbox entry.
+#[derive(Clone, Debug)]
+pub struct MailboxEntry {
+    /// Id (the per-subject order).
+    pub id: i64,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Property.
+    pub property_id: PropertyId,
+    /// Partition.
+    pub partition: i32,
+    /// Subject.
+    pub subject: String,
+    /// What it asks.
+    pub kind: MailboxKind,
+    /// Payload (the event envelope for events).
+    pub payload: serde_json::Value,
+    /// Due time.
+    pub due_at: Timestamp,
+    /// Attempts so far.
+    pub attempts: i32,
+}
+
+/// A subject with due work.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SubjectRef {
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Property.
+    pub property_id: PropertyId,
+    /// Partition.
+    pub partition: i32,
+    /// Subject.
+    pub subject: String,
+}
+
+/// Progress on a mailbox entry.
+#[derive(Clone, Debug)]
+pub enum MailboxUpdate {
+    /// Finished.
+    Done {
+        /// Entry.
+        id: i64,
+        /// Short outcome (`applied`, `ignored:stale`, ...).
+        outcome: String,
+    },
+    /// Try again at `due_at` (a durable timer).
+    Retry {
+        /// Entry.
+        id: i64,
+        /// When.
+        due_at: Timestamp,
+        /// Attempts so far.
+        attempts: i32,
+        /// Last error, vendor-neutral and secret-free.
+        last_error: String,
+    },
+}
+
+/// Schedules (or brings forward) the one open drive entry of a credential.
+#[derive(Clone, Debug)]
+pub struct ScheduleDrive {
+    /// Property.
+    pub property_id: PropertyId,
+    /// Partition.
+    pub partition: i32,
+    /// Subject.
+    pub subject: String,
+    /// Credential.
+    pub credential_id: KeyCredentialId,
+    /// When.
+    pub due_at: Timestamp,
+}
+
+/// Whether a credential should exist on a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Desired {
+    /// Should be at the door.
+    Present,
+    /// Should be gone from the door.
+    Absent,
+}
+
+/// Whether the door agrees with `Desired` (DESIGN §3.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncState {
+    /// Not yet confirmed by the vendor.
+    Pending,
+    /// Confirmed.
+    Confirmed,
+    /// Given up.
+    Failed,
+}
+
+impl Desired {
+    /// Column value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Present => "present",
+            Self::Absent => "absent",
+        }
+    }
+    /// Parses a column value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "present" => Some(Self::Present),
+            "absent" => Some(Self::Absent),
+            _ => None,
+        }
+    }
+}
+
+impl SyncState {
+    /// Column value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Confirmed => "confirmed",
+            Self::Failed => "failed",
+        }
+    }
+    /// Parses a column value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "confirmed" => Some(Self::Confirmed),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One (credential, device) row, decrypted.
+#[derive(Clone, Debug)]
+pub struct CredentialDevice {
+    /// Credential.
+    pub credential_id: KeyCredentialId,
+    /// Device.
+    pub device_id: LockDeviceId,
+    /// The vendor's id of the device.
+    pub device_ref: DeviceRef,
+    /// Adapter serving the device.
+    pub vendor_adapter_id: VendorAdapterId,
+    /// Target.
+    pub desired: Desired,
+    /// Door truth.
+    pub sync: SyncState,
+    /// PIN, for `pin_code`.
+    pub pin: Option<Pin>,
+    /// The vendor's reference, once known.
+    pub vendor_ref: Option<VendorRef>,
+    /// Vendor attempts made (>0 means a call may have reached the vendor).
+    pub attempts: i32,
+    /// PIN collisions so far.
+    pub pin_collisions: i32,
+    /// Last error.
+    pub last_error: Option<String>,
+}
+
+/// Write of one (credential, device) row. `pin`/`vendor_ref` `None` keep the stored value.
+#[derive(Clone, Debug)]
+pub struct DeviceSyncWrite {
+    /// Credential.
+    pub credential_id: KeyCredentialId,
+    /// Device.
+    pub device_id: LockDeviceId,
+    /// Target.
+    pub desired: Desired,
+    /// Door truth.
+    pub sync: SyncState,
+    /// New PIN.
+    pub pin: Option<Pin>,
+    /// New vendor ref.
+    pub vendor_ref: Option<VendorRef>,
+    /// Attempts.
+    pub attempts: i32,
+    /// PIN collisions.
+    pub pin_collisions: i32,
+    /// Last error.
+    pub last_error: Option<String>,
+}
+
+impl DeviceSyncWrite {
+    /// A write that keeps everything of `d` (then change what the step changes).
+    pub fn from_current(d: &CredentialDevice) -> Self {
+        Self {
+            credential_id: d.credential_id.clone(),
+            device_id: d.device_id.clone(),
+            desired: d.desired,
+            sync: d.sync,
+            pin: None,
+            vendor_ref: None,
+            attempts: d.attempts,
+            pin_collisions: d.pin_collisions,
+            last_error: d.last_error.clone(),
+        }
+    }
+}
+
+/// Write of the credential aggregate.
+#[derive(Clone, Debug)]
+pub struct CredentialWrite {
+    /// State after the step.
+    pub snapshot: KeyCredentialSnapshot,
+    /// Version read before the step; `None` inserts a new credential.
+    pub expected_version: Option<i64>,
+}
+
+/// A row of the transactional outbox.
+#[derive(Clone, Debug)]
+pub struct OutboxRow {
+    /// Event id (ULID).
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Aggregate.
+    pub aggregate_id: String,
+    /// Subject / routing key.
+    pub topic: String,
+    /// Event data.
+    pub payload: serde_json::Value,
+    /// Full envelope as published.
+    pub envelope: serde_json::Value,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Publish attempts so far.
+    pub publish_attempts: i32,
+}
+
+/// A row of `lock_audit`.
+#[derive(Clone, Debug)]
+pub struct AuditRow {
+    /// Id.
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Property.
+    pub property_id: PropertyId,
+    /// Credential.
+    pub credential_id: Option<KeyCredentialId>,
+    /// Device.
+    pub device_id: Option<LockDeviceId>,
+    /// `saga`, `operator`, `webhook`.
+    pub actor_kind: String,
+    /// Action.
+    pub action: String,
+    /// Reason.
+    pub reason: Option<String>,
+    /// Vendor.
+    pub vendor: Option<VendorCode>,
+    /// Trace id.
+    pub trace_id: Option<String>,
+    /// When.
+    pub created_at: Timestamp,
+    /// Extra facts (never PII, secrets or vendor refs).
+    pub payload: serde_json::Value,
+}
+
+/// One saga step's writes, applied in one transaction by [`crate::Store::commit`].
+#[derive(Clone, Debug)]
+pub struct UnitOfWork {
+    /// Tenant the step runs under.
+    pub tenant_id: TenantId,
+    /// Partition fence checked before commit.
+    pub fence: Option<Fence>,
+    /// Time of the step.
+    pub now: Timestamp,
+    /// Aggregate write.
+    pub credential: Option<CredentialWrite>,
+    /// Door-truth writes.
+    pub devices: Vec<DeviceSyncWrite>,
+    /// Saga state write: (subject, state).
+    pub saga: Option<(String, serde_json::Value)>,
+    /// Outbox rows.
+    pub outbox: Vec<OutboxRow>,
+    /// Audit rows.
+    pub audit: Vec<AuditRow>,
+    /// Mailbox progress.
+    pub mailbox: Vec<MailboxUpdate>,
+    /// Drives to schedule.
+    pub schedule: Vec<ScheduleDrive>,
+}
+
+impl UnitOfWork {
+    /// An empty unit of work.
+    pub fn new(tenant_id: TenantId, fence: Option<Fence>, now: Timestamp) -> Self {
+        Self {
+            tenant_id,
+            fence,
+            now,
+            credential: None,
+            devices: Vec::new(),
+            saga: None,
+            outbox: Vec::new(),
+            audit: Vec::new(),
+            mailbox: Vec::new(),
+            schedule: Vec::new(),
+        }
+    }
+}
+
+/// A device of the registry, decrypted.
+#[derive(Clone, Debug)]
+pub struct Device {
+    /// Id.
+    pub id: LockDeviceId,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Property.
+    pub property_id: PropertyId,
+    /// Vendor.
+    pub vendor: VendorCode,
+    /// Adapter.
+    pub vendor_adapter_id: VendorAdapterId,
+    /// Vendor device id.
+    pub device_ref: DeviceRef,
+    /// Label.
+    pub label: String,
+    /// Rooms it serves (of those asked for, in `devices_for_rooms`).
+    pub rooms: Vec<RoomId>,
+}
+
+/// A vendor adapter row.
+#[derive(Clone, Debug)]
+pub struct AdapterRecord {
+    /// Id.
+    pub id: VendorAdapterId,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Property.
+    pub property_id: PropertyId,
+    /// Vendor.
+    pub vendor: VendorCode,
+    /// `sandbox` or `production`.
+    pub environment: String,
+    /// Capabilities as JSON.
+    pub capabilities: serde_json::Value,
+    /// Non-secret config (URLs, rate limits, secret pointers), encrypted at rest.
+    pub config: serde_json::Value,
+    /// When.
+    pub now: Timestamp,
+}
+
+/// A device registration.
+#[derive(Clone, Debug)]
+pub struct DeviceRecord {
+    /// Id.
+    pub id: LockDeviceId,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Property.
+    pub property_id: PropertyId,
+    /// Vendor.
+    pub vendor: VendorCode,
+    /// Adapter.
+    pub vendor_adapter_id: VendorAdapterId,
+    /// Vendor device id.
+    pub device_ref: DeviceRef,
+    /// Label.
+    pub label: String,
+    /// Capabilities as JSON.
+    pub capabilities: serde_json::Value,
+    /// Rooms.
+    pub rooms: Vec<RoomId>,
+    /// When.
+    pub now: Timestamp,
+}
+
+/// Encryption contexts: a ciphertext is bound to the row it belongs to.
+pub mod context {
+    use lockstep_domain::{KeyCredentialId, LockDeviceId, VendorAdapterId};
+
+    /// PIN of (credential, device).
+    pub fn pin(c: &KeyCredentialId, d: &LockDeviceId) -> String {
+        format!("pin:{c}:{d}")
+    }
+    /// Vendor ref of (credential, device).
+    pub fn vendor_ref(c: &KeyCredentialId, d: &LockDeviceId) -> String {
+        format!("vref:{c}:{d}")
+    }
+    /// Vendor device ref of a device.
+    pub fn device_ref(d: &LockDeviceId) -> String {
+        format!("dref:{d}")
+    }
+    /// Adapter config.
+    pub fn adapter_config(a: &VendorAdapterId) -> String {
+        format!("vadcfg:{a}")
+    }
+}

@@ -1,0 +1,896 @@
+//! The Postgres store (production). Two pools: `app` runs as the service role under RLS
+//! with the tenant set per transaction; `worker` runs as the narrow cross-tenant role
+//! used only by the outbox publisher and the partition scanner (DESIGN §5).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use lockstep_domain::credential::KeyCredentialSnapshot;
+use lockstep_domain::{
+    DeviceRef, FailureReason, HolderKind, KeyCredential, KeyCredentialId, KeyCredentialKind,
+    KeyCredentialScope, KeyCredentialState, LockDeviceId, Pin, PropertyId, ReservationId,
+    RevokeReason, RoomId, SuspendReason, TenantId, Timestamp, ValidityWindow, VendorAdapterId,
+    VendorCode, VendorRef,
+};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use crate::crypto::Cipher;
+use crate::model::*;
+use crate::{migrate, Store, StoreError, StoreResult};
+
+/// Postgres store.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    app: PgPool,
+    worker: PgPool,
+    cipher: Cipher,
+}
+
+/// Runs the Postgres migrations as the owner role (`lockstep migrate`).
+pub async fn migrate(owner_url: &str) -> StoreResult<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(owner_url)
+        .await?;
+    // Under the same lock as the migrations: two concurrent `CREATE TABLE IF NOT EXISTS`
+    // can both miss the table and one then fails on the catalog's unique index.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(7410019)")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS _lockstep_migrations (version bigint PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    for m in migrate::POSTGRES {
+        let mut tx = pool.begin().await?;
+        // serialize concurrent migrators
+        sqlx::query("SELECT pg_advisory_xact_lock(7410019)")
+            .execute(&mut *tx)
+            .await?;
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM _lockstep_migrations WHERE version = $1")
+                .bind(m.version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if done.is_none() {
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO _lockstep_migrations (version, name) VALUES ($1, $2)")
+                .bind(m.version)
+                .bind(m.name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    }
+    pool.close().await;
+    Ok(())
+}
+
+impl PgStore {
+    /// Connects the service pool and the worker pool.
+    pub async fn connect(
+        app_url: &str,
+        worker_url: &str,
+        cipher: Cipher,
+        max_connections: u32,
+    ) -> StoreResult<Self> {
+        let app = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(app_url)
+            .await?;
+        let worker = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(worker_url)
+            .await?;
+        Ok(Self {
+            app,
+            worker,
+            cipher,
+        })
+    }
+
+    /// The service pool (tests use it to prove isolation).
+    pub fn app_pool(&self) -> &PgPool {
+        &self.app
+    }
+
+    async fn begin_tenant(&self, tenant: TenantId) -> StoreResult<Transaction<'static, Postgres>> {
+        let mut tx = self.app.begin().await?;
+        // Transaction-local: gone at commit, so a pooled connection carries no tenant into
+        // the next transaction (DESIGN §5).
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    async fn check_fence(
+        tx: &mut Transaction<'static, Postgres>,
+        fence: Option<Fence>,
+    ) -> StoreResult<()> {
+        if let Some(f) = fence {
+            let epoch: Option<i64> = sqlx::query_scalar(
+                "SELECT epoch FROM partition_epochs WHERE partition = $1 FOR SHARE",
+            )
+            .bind(f.partition)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if epoch != Some(f.epoch) {
+                return Err(StoreError::Fenced);
+            }
+        }
+        Ok(())
+    }
+
+    async fn rooms_of(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        id: &str,
+    ) -> StoreResult<Vec<RoomId>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT room_id FROM key_credential_rooms WHERE key_credential_id = $1 ORDER BY room_id",
+        )
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?;
+        rows.iter()
+            .map(|r| RoomId::parse(r).map_err(StoreError::from))
+            .collect()
+    }
+}
+
+pub(crate) fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+pub(crate) fn scope_to_json(s: &KeyCredentialScope) -> serde_json::Value {
+    serde_json::json!({ "floors": s.floors, "areas": s.areas })
+}
+
+pub(crate) fn scope_from_json(v: &serde_json::Value) -> KeyCredentialScope {
+    let list = |k: &str| -> Vec<String> {
+        v.get(k)
+            .and_then(|x| x.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    KeyCredentialScope {
+        floors: list("floors"),
+        areas: list("areas"),
+    }
+}
+
+pub(crate) fn opt_parse<T>(
+    v: Option<String>,
+    f: impl Fn(&str) -> Result<T, lockstep_domain::DomainError>,
+) -> StoreResult<Option<T>> {
+    v.map(|s| f(&s).map_err(StoreError::from)).transpose()
+}
+
+fn credential_from_row(row: &PgRow, rooms: Vec<RoomId>) -> StoreResult<KeyCredential> {
+    let tenant: uuid::Uuid = row.try_get("tenant_id")?;
+    let snap = KeyCredentialSnapshot {
+        id: KeyCredentialId::parse(row.try_get::<&str, _>("id")?)?,
+        tenant_id: TenantId::from_uuid(tenant),
+        property_id: PropertyId::parse(row.try_get::<&str, _>("property_id")?)?,
+        holder_kind: HolderKind::parse(row.try_get::<&str, _>("holder_kind")?)?,
+        reservation_id: opt_parse(row.try_get("reservation_id")?, ReservationId::parse)?,
+        guest_id: opt_parse(row.try_get("guest_id")?, lockstep_domain::GuestId::parse)?,
+        staff_user_id: opt_parse(
+            row.try_get("staff_user_id")?,
+            lockstep_domain::UserId::parse,
+        )?,
+        kind: KeyCredentialKind::parse(row.try_get::<&str, _>("kind")?)?,
+        rooms,
+        scope: scope_from_json(&row.try_get::<serde_json::Value, _>("scope")?),
+        validity: ValidityWindow::new(row.try_get("valid_from")?, row.try_get("valid_until")?)?,
+        state: KeyCredentialState::parse(row.try_get::<&str, _>("state")?)?,
+        vendor: VendorCode::parse(row.try_get::<&str, _>("vendor")?)?,
+        vendor_adapter_id: VendorAdapterId::parse(row.try_get::<&str, _>("vendor_adapter_id")?)?,
+        provisional: row.try_get("provisional")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        issued_at: row.try_get("issued_at")?,
+        suspended_at: row.try_get("suspended_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        failure_reason: opt_parse(row.try_get("failure_reason")?, FailureReason::parse)?,
+        suspend_reason: opt_parse(row.try_get("suspend_reason")?, SuspendReason::parse)?,
+        revoke_reason: opt_parse(row.try_get("revoke_reason")?, RevokeReason::parse)?,
+        replaces_id: opt_parse(row.try_get("replaces_id")?, KeyCredentialId::parse)?,
+        replaced_by_id: opt_parse(row.try_get("replaced_by_id")?, KeyCredentialId::parse)?,
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    };
+    Ok(KeyCredential::restore(snap)?)
+}
+
+fn mailbox_from_row(row: &PgRow) -> StoreResult<MailboxEntry> {
+    let kind: &str = row.try_get("kind")?;
+    let kind = match kind {
+        "event" => MailboxKind::Event {
+            message_id: row
+                .try_get::<Option<String>, _>("message_id")?
+                .ok_or_else(|| corrupt("event without message id"))?,
+            topic: row
+                .try_get::<Option<String>, _>("topic")?
+                .ok_or_else(|| corrupt("event without topic"))?,
+        },
+        "drive" => MailboxKind::Drive {
+            credential_id: KeyCredentialId::parse(
+                &row.try_get::<Option<String>, _>("credential_id")?
+                    .ok_or_else(|| corrupt("drive without credential"))?,
+            )?,
+        },
+        _ => return Err(corrupt("unknown mailbox kind")),
+    };
+    Ok(MailboxEntry {
+        id: row.try_get("id")?,
+        tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
+        property_id: PropertyId::parse(row.try_get::<&str, _>("property_id")?)?,
+        partition: row.try_get("partition")?,
+        subject: row.try_get("subject")?,
+        kind,
+        payload: row.try_get("payload")?,
+        due_at: row.try_get("due_at")?,
+        attempts: row.try_get("attempts")?,
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn intake(
+        &self,
+        msg: &IntakeMessage,
+        fence: Option<Fence>,
+    ) -> StoreResult<IntakeOutcome> {
+        let mut tx = self.begin_tenant(msg.tenant_id).await?;
+        Self::check_fence(&mut tx, fence).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO inbox (message_id, consumer_name, tenant_id, topic, processed_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&msg.message_id)
+        .bind(&msg.consumer)
+        .bind(msg.tenant_id.as_uuid())
+        .bind(&msg.topic)
+        .bind(msg.received_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(IntakeOutcome::Duplicate);
+        }
+        sqlx::query(
+            "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, message_id, topic, payload, due_at, created_at) VALUES ($1, $2, $3, $4, 'event', $5, $6, $7, $8, $8)",
+        )
+        .bind(msg.tenant_id.as_uuid())
+        .bind(msg.property_id.as_str())
+        .bind(msg.partition)
+        .bind(&msg.subject)
+        .bind(&msg.message_id)
+        .bind(&msg.topic)
+        .bind(&msg.payload)
+        .bind(msg.received_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(IntakeOutcome::Accepted)
+    }
+
+    async fn next_mailbox_entry(
+        &self,
+        tenant: TenantId,
+        subject: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<MailboxEntry>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let row = sqlx::query(
+            "SELECT * FROM mailbox WHERE tenant_id = $1 AND subject = $2 AND done_at IS NULL AND due_at <= $3 ORDER BY id LIMIT 1",
+        )
+        .bind(tenant.as_uuid())
+        .bind(subject)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.as_ref().map(mailbox_from_row).transpose()
+    }
+
+    async fn due_subjects(
+        &self,
+        partition: Option<i32>,
+        now: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<SubjectRef>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, property_id, partition, subject, min(due_at) AS due FROM mailbox WHERE done_at IS NULL AND due_at <= $1 AND ($2::int IS NULL OR partition = $2) GROUP BY tenant_id, property_id, partition, subject ORDER BY due LIMIT $3",
+        )
+        .bind(now)
+        .bind(partition)
+        .bind(limit)
+        .fetch_all(&self.worker)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SubjectRef {
+                    tenant_id: TenantId::from_uuid(r.try_get("tenant_id")?),
+                    property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
+                    partition: r.try_get("partition")?,
+                    subject: r.try_get("subject")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mailbox_depth(&self) -> StoreResult<(i64, Option<Timestamp>)> {
+        let row = sqlx::query(
+            "SELECT count(*) AS n, min(due_at) AS oldest FROM mailbox WHERE done_at IS NULL",
+        )
+        .fetch_one(&self.worker)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("oldest")?))
+    }
+
+    async fn commit(&self, uow: UnitOfWork) -> StoreResult<()> {
+        let tenant = uow.tenant_id;
+        let t = tenant.as_uuid();
+        let mut tx = self.begin_tenant(tenant).await?;
+        Self::check_fence(&mut tx, uow.fence).await?;
+
+        if let Some(w) = &uow.credential {
+            let s = &w.snapshot;
+            let args = (
+                s.id.as_str(),
+                s.property_id.as_str(),
+                s.holder_kind.as_str(),
+                s.reservation_id.as_ref().map(|r| r.as_str().to_owned()),
+                s.guest_id.as_ref().map(|r| r.as_str().to_owned()),
+                s.staff_user_id.as_ref().map(|r| r.as_str().to_owned()),
+            );
+            match w.expected_version {
+                None => {
+                    sqlx::query(
+                        "INSERT INTO key_credentials (id, tenant_id, property_id, holder_kind, reservation_id, guest_id, staff_user_id, kind, scope, valid_from, valid_until, state, vendor, vendor_adapter_id, provisional, idempotency_key, issued_at, suspended_at, revoked_at, failure_reason, suspend_reason, revoke_reason, replaces_id, replaced_by_id, version, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27)",
+                    )
+                    .bind(args.0)
+                    .bind(t)
+                    .bind(args.1)
+                    .bind(args.2)
+                    .bind(args.3)
+                    .bind(args.4)
+                    .bind(args.5)
+                    .bind(s.kind.as_str())
+                    .bind(scope_to_json(&s.scope))
+                    .bind(s.validity.from())
+                    .bind(s.validity.until())
+                    .bind(s.state.as_str())
+                    .bind(s.vendor.as_str())
+                    .bind(s.vendor_adapter_id.as_str())
+                    .bind(s.provisional)
+                    .bind(&s.idempotency_key)
+                    .bind(s.issued_at)
+                    .bind(s.suspended_at)
+                    .bind(s.revoked_at)
+                    .bind(s.failure_reason.map(|r| r.as_str()))
+                    .bind(s.suspend_reason.map(|r| r.as_str()))
+                    .bind(s.revoke_reason.map(|r| r.as_str()))
+                    .bind(s.replaces_id.as_ref().map(|r| r.as_str().to_owned()))
+                    .bind(s.replaced_by_id.as_ref().map(|r| r.as_str().to_owned()))
+                    .bind(s.version)
+                    .bind(s.created_at)
+                    .bind(s.updated_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Some(expected) => {
+                    let n = sqlx::query(
+                        "UPDATE key_credentials SET scope = $3, valid_from = $4, valid_until = $5, state = $6, issued_at = $7, suspended_at = $8, revoked_at = $9, failure_reason = $10, suspend_reason = $11, revoke_reason = $12, replaced_by_id = $13, version = $14, updated_at = $15 WHERE id = $1 AND version = $2",
+                    )
+                    .bind(args.0)
+                    .bind(expected)
+                    .bind(scope_to_json(&s.scope))
+                    .bind(s.validity.from())
+                    .bind(s.validity.until())
+                    .bind(s.state.as_str())
+                    .bind(s.issued_at)
+                    .bind(s.suspended_at)
+                    .bind(s.revoked_at)
+                    .bind(s.failure_reason.map(|r| r.as_str()))
+                    .bind(s.suspend_reason.map(|r| r.as_str()))
+                    .bind(s.revoke_reason.map(|r| r.as_str()))
+                    .bind(s.replaced_by_id.as_ref().map(|r| r.as_str().to_owned()))
+                    .bind(s.version)
+                    .bind(s.updated_at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if n != 1 {
+                        return Err(StoreError::Conflict {
+                            entity: "key_credentials",
+                        });
+                    }
+                    sqlx::query("DELETE FROM key_credential_rooms WHERE key_credential_id = $1")
+                        .bind(args.0)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            for room in &s.rooms {
+                sqlx::query("INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id) VALUES ($1, $2, $3)")
+                    .bind(t)
+                    .bind(args.0)
+                    .bind(room.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+
+        for d in &uow.devices {
+            let pin = d
+                .pin
+                .as_ref()
+                .map(|p| {
+                    self.cipher.encrypt(
+                        p.expose().as_bytes(),
+                        &context::pin(&d.credential_id, &d.device_id),
+                    )
+                })
+                .transpose()?;
+            let vref = d
+                .vendor_ref
+                .as_ref()
+                .map(|v| {
+                    self.cipher.encrypt(
+                        v.expose().as_bytes(),
+                        &context::vendor_ref(&d.credential_id, &d.device_id),
+                    )
+                })
+                .transpose()?;
+            sqlx::query(
+                "INSERT INTO key_credential_devices (tenant_id, key_credential_id, device_id, desired, sync, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version, attempts, pin_collisions, last_error, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) \
+                 ON CONFLICT (key_credential_id, device_id) DO UPDATE SET desired = EXCLUDED.desired, sync = EXCLUDED.sync, \
+                 pin_ciphertext = COALESCE(EXCLUDED.pin_ciphertext, key_credential_devices.pin_ciphertext), pin_kms_version = COALESCE(EXCLUDED.pin_kms_version, key_credential_devices.pin_kms_version), \
+                 vendor_ref_ciphertext = COALESCE(EXCLUDED.vendor_ref_ciphertext, key_credential_devices.vendor_ref_ciphertext), vendor_ref_kms_version = COALESCE(EXCLUDED.vendor_ref_kms_version, key_credential_devices.vendor_ref_kms_version), \
+                 attempts = EXCLUDED.attempts, pin_collisions = EXCLUDED.pin_collisions, last_error = EXCLUDED.last_error, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(t)
+            .bind(d.credential_id.as_str())
+            .bind(d.device_id.as_str())
+            .bind(d.desired.as_str())
+            .bind(d.sync.as_str())
+            .bind(pin.as_ref().map(|p| p.0.clone()))
+            .bind(pin.as_ref().map(|p| p.1.clone()))
+            .bind(vref.as_ref().map(|p| p.0.clone()))
+            .bind(vref.as_ref().map(|p| p.1.clone()))
+            .bind(d.attempts)
+            .bind(d.pin_collisions)
+            .bind(&d.last_error)
+            .bind(uow.now)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if let Some((subject, state)) = &uow.saga {
+            sqlx::query(
+                "INSERT INTO key_credential_saga (tenant_id, subject, state, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, subject) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at",
+            )
+            .bind(t)
+            .bind(subject)
+            .bind(state)
+            .bind(uow.now)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        for o in &uow.outbox {
+            sqlx::query(
+                "INSERT INTO outbox (id, tenant_id, aggregate_id, topic, payload, envelope, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            )
+            .bind(&o.id)
+            .bind(t)
+            .bind(&o.aggregate_id)
+            .bind(&o.topic)
+            .bind(&o.payload)
+            .bind(&o.envelope)
+            .bind(o.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        for a in &uow.audit {
+            sqlx::query(
+                "INSERT INTO lock_audit (id, tenant_id, property_id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+            )
+            .bind(&a.id)
+            .bind(t)
+            .bind(a.property_id.as_str())
+            .bind(a.credential_id.as_ref().map(|c| c.as_str().to_owned()))
+            .bind(a.device_id.as_ref().map(|c| c.as_str().to_owned()))
+            .bind(&a.actor_kind)
+            .bind(&a.action)
+            .bind(&a.reason)
+            .bind(a.vendor.map(|v| v.as_str()))
+            .bind(&a.trace_id)
+            .bind(a.created_at)
+            .bind(&a.payload)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        for m in &uow.mailbox {
+            let n = match m {
+                MailboxUpdate::Done { id, outcome } => sqlx::query(
+                    "UPDATE mailbox SET done_at = $2, outcome = $3 WHERE id = $1 AND done_at IS NULL",
+                )
+                .bind(id)
+                .bind(uow.now)
+                .bind(outcome)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+                MailboxUpdate::Retry { id, due_at, attempts, last_error } => sqlx::query(
+                    "UPDATE mailbox SET due_at = $2, attempts = $3, last_error = $4 WHERE id = $1 AND done_at IS NULL",
+                )
+                .bind(id)
+                .bind(due_at)
+                .bind(attempts)
+                .bind(last_error)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+            };
+            if n != 1 {
+                return Err(StoreError::Conflict { entity: "mailbox" });
+            }
+        }
+
+        for s in &uow.schedule {
+            let n = sqlx::query(
+                "UPDATE mailbox SET due_at = LEAST(due_at, $3) WHERE tenant_id = $1 AND credential_id = $2 AND kind = 'drive' AND done_at IS NULL",
+            )
+            .bind(t)
+            .bind(s.credential_id.as_str())
+            .bind(s.due_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                sqlx::query(
+                    "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, credential_id, due_at, created_at) VALUES ($1, $2, $3, $4, 'drive', $5, $6, $7)",
+                )
+                .bind(t)
+                .bind(s.property_id.as_str())
+                .bind(s.partition)
+                .bind(&s.subject)
+                .bind(s.credential_id.as_str())
+                .bind(s.due_at)
+                .bind(uow.now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_saga(
+        &self,
+        tenant: TenantId,
+        subject: &str,
+    ) -> StoreResult<Option<serde_json::Value>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let v = sqlx::query_scalar(
+            "SELECT state FROM key_credential_saga WHERE tenant_id = $1 AND subject = $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(subject)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(v)
+    }
+
+    async fn get_credential(
+        &self,
+        tenant: TenantId,
+        id: &KeyCredentialId,
+    ) -> StoreResult<Option<KeyCredential>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let row = sqlx::query("SELECT * FROM key_credentials WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let out = match row {
+            None => None,
+            Some(row) => {
+                let rooms = self.rooms_of(&mut tx, id.as_str()).await?;
+                Some(credential_from_row(&row, rooms)?)
+            }
+        };
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn credentials_by_reservation(
+        &self,
+        tenant: TenantId,
+        reservation: &ReservationId,
+    ) -> StoreResult<Vec<KeyCredential>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let rows = sqlx::query("SELECT * FROM key_credentials WHERE tenant_id = $1 AND reservation_id = $2 ORDER BY created_at, id")
+            .bind(tenant.as_uuid())
+            .bind(reservation.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let rooms = self.rooms_of(&mut tx, &id).await?;
+            out.push(credential_from_row(row, rooms)?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn credential_devices(
+        &self,
+        tenant: TenantId,
+        id: &KeyCredentialId,
+    ) -> StoreResult<Vec<CredentialDevice>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let rows = sqlx::query(
+            "SELECT c.*, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.vendor_adapter_id FROM key_credential_devices c JOIN lock_devices d ON d.id = c.device_id AND d.tenant_id = c.tenant_id WHERE c.key_credential_id = $1 ORDER BY c.device_id",
+        )
+        .bind(id.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                let credential_id =
+                    KeyCredentialId::parse(r.try_get::<&str, _>("key_credential_id")?)?;
+                let device_id = LockDeviceId::parse(r.try_get::<&str, _>("device_id")?)?;
+                let dref = self.cipher.decrypt_string(
+                    r.try_get::<&[u8], _>("vendor_device_ref_ciphertext")?,
+                    r.try_get("vendor_device_ref_kms_version")?,
+                    &context::device_ref(&device_id),
+                )?;
+                let pin = match (
+                    r.try_get::<Option<Vec<u8>>, _>("pin_ciphertext")?,
+                    r.try_get::<Option<String>, _>("pin_kms_version")?,
+                ) {
+                    (Some(ct), Some(v)) => Some(Pin::parse(&self.cipher.decrypt_string(
+                        &ct,
+                        &v,
+                        &context::pin(&credential_id, &device_id),
+                    )?)?),
+                    _ => None,
+                };
+                let vendor_ref = match (
+                    r.try_get::<Option<Vec<u8>>, _>("vendor_ref_ciphertext")?,
+                    r.try_get::<Option<String>, _>("vendor_ref_kms_version")?,
+                ) {
+                    (Some(ct), Some(v)) => Some(VendorRef::new(self.cipher.decrypt_string(
+                        &ct,
+                        &v,
+                        &context::vendor_ref(&credential_id, &device_id),
+                    )?)),
+                    _ => None,
+                };
+                Ok(CredentialDevice {
+                    credential_id,
+                    device_ref: DeviceRef::new(dref),
+                    vendor_adapter_id: VendorAdapterId::parse(
+                        r.try_get::<&str, _>("vendor_adapter_id")?,
+                    )?,
+                    desired: Desired::parse(r.try_get("desired")?)
+                        .ok_or_else(|| corrupt("desired"))?,
+                    sync: SyncState::parse(r.try_get("sync")?).ok_or_else(|| corrupt("sync"))?,
+                    pin,
+                    vendor_ref,
+                    attempts: r.try_get("attempts")?,
+                    pin_collisions: r.try_get("pin_collisions")?,
+                    last_error: r.try_get("last_error")?,
+                    device_id,
+                })
+            })
+            .collect()
+    }
+
+    async fn devices_for_rooms(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+        rooms: &[RoomId],
+    ) -> StoreResult<Vec<Device>> {
+        let room_ids: Vec<String> = rooms.iter().map(|r| r.as_str().to_owned()).collect();
+        let mut tx = self.begin_tenant(tenant).await?;
+        let rows = sqlx::query(
+            "SELECT d.id, d.tenant_id, d.property_id, d.vendor, d.vendor_adapter_id, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.label, r.room_id FROM lock_devices d JOIN lock_device_rooms r ON r.device_id = d.id AND r.tenant_id = d.tenant_id WHERE d.tenant_id = $1 AND d.property_id = $2 AND d.decommissioned_at IS NULL AND r.room_id = ANY($3) ORDER BY d.id, r.room_id",
+        )
+        .bind(tenant.as_uuid())
+        .bind(property.as_str())
+        .bind(&room_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut by_id: BTreeMap<String, Device> = BTreeMap::new();
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let room = RoomId::parse(r.try_get::<&str, _>("room_id")?)?;
+            if let Some(d) = by_id.get_mut(&id) {
+                d.rooms.push(room);
+                continue;
+            }
+            let device_id = LockDeviceId::parse(&id)?;
+            let dref = self.cipher.decrypt_string(
+                r.try_get::<&[u8], _>("vendor_device_ref_ciphertext")?,
+                r.try_get("vendor_device_ref_kms_version")?,
+                &context::device_ref(&device_id),
+            )?;
+            by_id.insert(
+                id,
+                Device {
+                    id: device_id,
+                    tenant_id: TenantId::from_uuid(r.try_get("tenant_id")?),
+                    property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
+                    vendor: VendorCode::parse(r.try_get::<&str, _>("vendor")?)?,
+                    vendor_adapter_id: VendorAdapterId::parse(
+                        r.try_get::<&str, _>("vendor_adapter_id")?,
+                    )?,
+                    device_ref: DeviceRef::new(dref),
+                    label: r.try_get("label")?,
+                    rooms: vec![room],
+                },
+            );
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    async fn upsert_adapter(&self, a: &AdapterRecord) -> StoreResult<()> {
+        let (ct, ver) = self.cipher.encrypt(
+            a.config.to_string().as_bytes(),
+            &context::adapter_config(&a.id),
+        )?;
+        let mut tx = self.begin_tenant(a.tenant_id).await?;
+        sqlx::query(
+            "INSERT INTO vendor_adapters (id, tenant_id, property_id, vendor, environment, capabilities, config_ciphertext, config_kms_version, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9) \
+             ON CONFLICT (id) DO UPDATE SET capabilities = EXCLUDED.capabilities, config_ciphertext = EXCLUDED.config_ciphertext, config_kms_version = EXCLUDED.config_kms_version, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(a.id.as_str())
+        .bind(a.tenant_id.as_uuid())
+        .bind(a.property_id.as_str())
+        .bind(a.vendor.as_str())
+        .bind(&a.environment)
+        .bind(&a.capabilities)
+        .bind(ct)
+        .bind(ver)
+        .bind(a.now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn upsert_device(&self, d: &DeviceRecord) -> StoreResult<()> {
+        let (ct, ver) = self.cipher.encrypt(
+            d.device_ref.expose().as_bytes(),
+            &context::device_ref(&d.id),
+        )?;
+        let mut tx = self.begin_tenant(d.tenant_id).await?;
+        sqlx::query(
+            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) \
+             ON CONFLICT (id) DO UPDATE SET label = EXCLUDED.label, capabilities = EXCLUDED.capabilities, vendor_device_ref_ciphertext = EXCLUDED.vendor_device_ref_ciphertext, vendor_device_ref_kms_version = EXCLUDED.vendor_device_ref_kms_version",
+        )
+        .bind(d.id.as_str())
+        .bind(d.tenant_id.as_uuid())
+        .bind(d.property_id.as_str())
+        .bind(d.vendor.as_str())
+        .bind(d.vendor_adapter_id.as_str())
+        .bind(ct)
+        .bind(ver)
+        .bind(&d.label)
+        .bind(&d.capabilities)
+        .bind(d.now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM lock_device_rooms WHERE device_id = $1")
+            .bind(d.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        for room in &d.rooms {
+            sqlx::query(
+                "INSERT INTO lock_device_rooms (tenant_id, device_id, room_id) VALUES ($1, $2, $3)",
+            )
+            .bind(d.tenant_id.as_uuid())
+            .bind(d.id.as_str())
+            .bind(room.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unpublished(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, aggregate_id, topic, payload, envelope, created_at, publish_attempts FROM outbox WHERE published_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.worker)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    tenant_id: TenantId::from_uuid(r.try_get("tenant_id")?),
+                    aggregate_id: r.try_get("aggregate_id")?,
+                    topic: r.try_get("topic")?,
+                    payload: r.try_get("payload")?,
+                    envelope: r.try_get("envelope")?,
+                    created_at: r.try_get("created_at")?,
+                    publish_attempts: r.try_get("publish_attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_published(&self, ids: &[String], now: Timestamp) -> StoreResult<()> {
+        sqlx::query("UPDATE outbox SET published_at = $2, publish_attempts = publish_attempts + 1, last_error = NULL WHERE id = ANY($1) AND published_at IS NULL")
+            .bind(ids)
+            .bind(now)
+            .execute(&self.worker)
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_publish_failed(
+        &self,
+        id: &str,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1 AND published_at IS NULL")
+            .bind(id)
+            .bind(error)
+            .bind(next_attempt_at)
+            .execute(&self.worker)
+            .await?;
+        Ok(())
+    }
+
+    async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)> {
+        let row = sqlx::query("SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&self.worker)
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("oldest")?))
+    }
+
+    async fn take_partition(
+        &self,
+        partition: i32,
+        owner: &str,
+        now: Timestamp,
+    ) -> StoreResult<Fence> {
+        let epoch: i64 = sqlx::query_scalar(
+            "INSERT INTO partition_epochs (partition, epoch, owner, taken_at) VALUES ($1, 1, $2, $3) ON CONFLICT (partition) DO UPDATE SET epoch = partition_epochs.epoch + 1, owner = EXCLUDED.owner, taken_at = EXCLUDED.taken_at RETURNING epoch",
+        )
+        .bind(partition)
+        .bind(owner)
+        .bind(now)
+        .fetch_one(&self.worker)
+        .await?;
+        Ok(Fence { partition, epoch })
+    }
+}

@@ -1,0 +1,983 @@
+//! The SQLite store (embedded mode), a port of [`crate::pg::PgStore`] with the same
+//! behaviour. There is no row-level security in SQLite: every tenant-scoped query filters on
+//! `tenant_id` itself, so tenant scoping holds by query.
+//!
+//! Concurrency (DESIGN §5): the file runs in WAL mode with foreign keys on and a busy
+//! timeout. All writes go through one pool of exactly one connection and every write
+//! transaction starts with `BEGIN IMMEDIATE`, so a write never starts deferred and then
+//! fails to upgrade with `SQLITE_BUSY`; reads use a separate pool of query-only
+//! connections, which WAL lets run beside the writer. The single writer also makes the
+//! partition fence check atomic with the commit it guards.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::DateTime;
+use lockstep_domain::credential::KeyCredentialSnapshot;
+use lockstep_domain::{
+    DeviceRef, FailureReason, HolderKind, KeyCredential, KeyCredentialId, KeyCredentialKind,
+    KeyCredentialState, LockDeviceId, Pin, PropertyId, ReservationId, RevokeReason, RoomId,
+    SuspendReason, TenantId, Timestamp, ValidityWindow, VendorAdapterId, VendorCode, VendorRef,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::crypto::Cipher;
+use crate::model::*;
+use crate::pg::{corrupt, opt_parse, scope_from_json, scope_to_json};
+use crate::{migrate, Store, StoreError, StoreResult};
+
+/// How long a connection waits for a lock held by another connection (or process).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read connections beside the one writer.
+const READERS: u32 = 4;
+
+/// Most bound values per statement when a list is spelled out as `IN (?, ?, …)`; well
+/// under SQLite's limit on host parameters.
+const IN_CHUNK: usize = 500;
+
+/// SQLite store.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    cipher: Cipher,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database at `path_or_url` — a file path or a
+    /// `sqlite:` URL — and applies the SQLite migrations. An in-memory database is not
+    /// supported: the reader pool must see the writer's file.
+    pub async fn open(path_or_url: &str, cipher: Cipher) -> StoreResult<Self> {
+        let base = if path_or_url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(path_or_url)?
+        } else {
+            SqliteConnectOptions::new().filename(path_or_url)
+        };
+        let base = base
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(base.clone().create_if_missing(true))
+            .await?;
+        migrate_sqlite(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(base.create_if_missing(false).pragma("query_only", "ON"))
+            .await?;
+        Ok(Self {
+            writer,
+            reader,
+            cipher,
+        })
+    }
+
+    /// The read pool (query-only connections); tests use it to look at raw rows.
+    pub fn read_pool(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    /// Closes both pools, waiting for open connections to finish.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    /// A write transaction on the single writer connection. `BEGIN IMMEDIATE` takes the
+    /// write lock up front (DESIGN §5).
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The single writer makes this read and the commit that follows atomic: no
+    /// `take_partition` can run in between.
+    async fn check_fence(
+        tx: &mut Transaction<'static, Sqlite>,
+        fence: Option<Fence>,
+    ) -> StoreResult<()> {
+        if let Some(f) = fence {
+            let epoch: Option<i64> =
+                sqlx::query_scalar("SELECT epoch FROM partition_epochs WHERE partition = ?")
+                    .bind(f.partition)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            if epoch != Some(f.epoch) {
+                return Err(StoreError::Fenced);
+            }
+        }
+        Ok(())
+    }
+
+    async fn rooms_of(
+        tx: &mut Transaction<'static, Sqlite>,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<Vec<RoomId>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT room_id FROM key_credential_rooms WHERE tenant_id = ? AND key_credential_id = ? ORDER BY room_id",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?;
+        rows.iter()
+            .map(|r| RoomId::parse(r).map_err(StoreError::from))
+            .collect()
+    }
+}
+
+/// Applies the SQLite migrations once each, recording them in `_lockstep_migrations`.
+/// `BEGIN IMMEDIATE` serializes concurrent migrators on the same file.
+async fn migrate_sqlite(pool: &SqlitePool) -> StoreResult<()> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS _lockstep_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    for m in migrate::SQLITE {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM _lockstep_migrations WHERE version = ?")
+                .bind(m.version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if done.is_none() {
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO _lockstep_migrations (version, name, applied_at) VALUES (?, ?, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Timestamps are stored as Unix milliseconds.
+fn ms(t: Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+fn ts(v: i64) -> StoreResult<Timestamp> {
+    DateTime::from_timestamp_millis(v).ok_or_else(|| corrupt("timestamp out of range"))
+}
+
+fn opt_ts(v: Option<i64>) -> StoreResult<Option<Timestamp>> {
+    v.map(ts).transpose()
+}
+
+/// JSON is stored as text.
+fn json_from(s: &str) -> StoreResult<serde_json::Value> {
+    serde_json::from_str(s).map_err(|_| corrupt("stored json does not parse"))
+}
+
+fn tenant_from(row: &SqliteRow) -> StoreResult<TenantId> {
+    Ok(TenantId::parse(row.try_get::<&str, _>("tenant_id")?)?)
+}
+
+/// `?, ?, …` with `n` placeholders.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+fn credential_from_row(row: &SqliteRow, rooms: Vec<RoomId>) -> StoreResult<KeyCredential> {
+    let snap = KeyCredentialSnapshot {
+        id: KeyCredentialId::parse(row.try_get::<&str, _>("id")?)?,
+        tenant_id: tenant_from(row)?,
+        property_id: PropertyId::parse(row.try_get::<&str, _>("property_id")?)?,
+        holder_kind: HolderKind::parse(row.try_get::<&str, _>("holder_kind")?)?,
+        reservation_id: opt_parse(row.try_get("reservation_id")?, ReservationId::parse)?,
+        guest_id: opt_parse(row.try_get("guest_id")?, lockstep_domain::GuestId::parse)?,
+        staff_user_id: opt_parse(
+            row.try_get("staff_user_id")?,
+            lockstep_domain::UserId::parse,
+        )?,
+        kind: KeyCredentialKind::parse(row.try_get::<&str, _>("kind")?)?,
+        rooms,
+        scope: scope_from_json(&json_from(row.try_get::<&str, _>("scope")?)?),
+        validity: ValidityWindow::new(
+            ts(row.try_get("valid_from")?)?,
+            ts(row.try_get("valid_until")?)?,
+        )?,
+        state: KeyCredentialState::parse(row.try_get::<&str, _>("state")?)?,
+        vendor: VendorCode::parse(row.try_get::<&str, _>("vendor")?)?,
+        vendor_adapter_id: VendorAdapterId::parse(row.try_get::<&str, _>("vendor_adapter_id")?)?,
+        provisional: row.try_get("provisional")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        issued_at: opt_ts(row.try_get("issued_at")?)?,
+        suspended_at: opt_ts(row.try_get("suspended_at")?)?,
+        revoked_at: opt_ts(row.try_get("revoked_at")?)?,
+        failure_reason: opt_parse(row.try_get("failure_reason")?, FailureReason::parse)?,
+        suspend_reason: opt_parse(row.try_get("suspend_reason")?, SuspendReason::parse)?,
+        revoke_reason: opt_parse(row.try_get("revoke_reason")?, RevokeReason::parse)?,
+        replaces_id: opt_parse(row.try_get("replaces_id")?, KeyCredentialId::parse)?,
+        replaced_by_id: opt_parse(row.try_get("replaced_by_id")?, KeyCredentialId::parse)?,
+        version: row.try_get("version")?,
+        created_at: ts(row.try_get("created_at")?)?,
+        updated_at: ts(row.try_get("updated_at")?)?,
+    };
+    Ok(KeyCredential::restore(snap)?)
+}
+
+fn mailbox_from_row(row: &SqliteRow) -> StoreResult<MailboxEntry> {
+    let kind: &str = row.try_get("kind")?;
+    let kind = match kind {
+        "event" => MailboxKind::Event {
+            message_id: row
+                .try_get::<Option<String>, _>("message_id")?
+                .ok_or_else(|| corrupt("event without message id"))?,
+            topic: row
+                .try_get::<Option<String>, _>("topic")?
+                .ok_or_else(|| corrupt("event without topic"))?,
+        },
+        "drive" => MailboxKind::Drive {
+            credential_id: KeyCredentialId::parse(
+                &row.try_get::<Option<String>, _>("credential_id")?
+                    .ok_or_else(|| corrupt("drive without credential"))?,
+            )?,
+        },
+        _ => return Err(corrupt("unknown mailbox kind")),
+    };
+    Ok(MailboxEntry {
+        id: row.try_get("id")?,
+        tenant_id: tenant_from(row)?,
+        property_id: PropertyId::parse(row.try_get::<&str, _>("property_id")?)?,
+        partition: row.try_get("partition")?,
+        subject: row.try_get("subject")?,
+        kind,
+        payload: json_from(row.try_get::<&str, _>("payload")?)?,
+        due_at: ts(row.try_get("due_at")?)?,
+        attempts: row.try_get("attempts")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn intake(
+        &self,
+        msg: &IntakeMessage,
+        fence: Option<Fence>,
+    ) -> StoreResult<IntakeOutcome> {
+        let tenant = msg.tenant_id.to_string();
+        let mut tx = self.begin_write().await?;
+        Self::check_fence(&mut tx, fence).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO inbox (message_id, consumer_name, tenant_id, topic, processed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&msg.message_id)
+        .bind(&msg.consumer)
+        .bind(&tenant)
+        .bind(&msg.topic)
+        .bind(ms(msg.received_at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(IntakeOutcome::Duplicate);
+        }
+        sqlx::query(
+            "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, message_id, topic, payload, due_at, created_at) VALUES (?1, ?2, ?3, ?4, 'event', ?5, ?6, ?7, ?8, ?8)",
+        )
+        .bind(&tenant)
+        .bind(msg.property_id.as_str())
+        .bind(msg.partition)
+        .bind(&msg.subject)
+        .bind(&msg.message_id)
+        .bind(&msg.topic)
+        .bind(msg.payload.to_string())
+        .bind(ms(msg.received_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(IntakeOutcome::Accepted)
+    }
+
+    async fn next_mailbox_entry(
+        &self,
+        tenant: TenantId,
+        subject: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<MailboxEntry>> {
+        let row = sqlx::query(
+            "SELECT * FROM mailbox WHERE tenant_id = ? AND subject = ? AND done_at IS NULL AND due_at <= ? ORDER BY id LIMIT 1",
+        )
+        .bind(tenant.to_string())
+        .bind(subject)
+        .bind(ms(now))
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(mailbox_from_row).transpose()
+    }
+
+    async fn due_subjects(
+        &self,
+        partition: Option<i32>,
+        now: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<SubjectRef>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, property_id, partition, subject, min(due_at) AS due FROM mailbox WHERE done_at IS NULL AND due_at <= ?1 AND (?2 IS NULL OR partition = ?2) GROUP BY tenant_id, property_id, partition, subject ORDER BY due LIMIT ?3",
+        )
+        .bind(ms(now))
+        .bind(partition)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SubjectRef {
+                    tenant_id: tenant_from(r)?,
+                    property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
+                    partition: r.try_get("partition")?,
+                    subject: r.try_get("subject")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mailbox_depth(&self) -> StoreResult<(i64, Option<Timestamp>)> {
+        let row = sqlx::query(
+            "SELECT count(*) AS n, min(due_at) AS oldest FROM mailbox WHERE done_at IS NULL",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok((row.try_get("n")?, opt_ts(row.try_get("oldest")?)?))
+    }
+
+    async fn commit(&self, uow: UnitOfWork) -> StoreResult<()> {
+        let t = uow.tenant_id.to_string();
+        let now = ms(uow.now);
+        // Encrypt before taking the write lock: the single writer is the bottleneck.
+        let mut device_secrets = Vec::with_capacity(uow.devices.len());
+        for d in &uow.devices {
+            let pin = d
+                .pin
+                .as_ref()
+                .map(|p| {
+                    self.cipher.encrypt(
+                        p.expose().as_bytes(),
+                        &context::pin(&d.credential_id, &d.device_id),
+                    )
+                })
+                .transpose()?;
+            let vref = d
+                .vendor_ref
+                .as_ref()
+                .map(|v| {
+                    self.cipher.encrypt(
+                        v.expose().as_bytes(),
+                        &context::vendor_ref(&d.credential_id, &d.device_id),
+                    )
+                })
+                .transpose()?;
+            device_secrets.push((pin, vref));
+        }
+
+        let mut tx = self.begin_write().await?;
+        Self::check_fence(&mut tx, uow.fence).await?;
+
+        if let Some(w) = &uow.credential {
+            let s = &w.snapshot;
+            match w.expected_version {
+                None => {
+                    sqlx::query(
+                        "INSERT INTO key_credentials (id, tenant_id, property_id, holder_kind, reservation_id, guest_id, staff_user_id, kind, scope, valid_from, valid_until, state, vendor, vendor_adapter_id, provisional, idempotency_key, issued_at, suspended_at, revoked_at, failure_reason, suspend_reason, revoke_reason, replaces_id, replaced_by_id, version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    )
+                    .bind(s.id.as_str())
+                    .bind(&t)
+                    .bind(s.property_id.as_str())
+                    .bind(s.holder_kind.as_str())
+                    .bind(s.reservation_id.as_ref().map(|r| r.as_str()))
+                    .bind(s.guest_id.as_ref().map(|r| r.as_str()))
+                    .bind(s.staff_user_id.as_ref().map(|r| r.as_str()))
+                    .bind(s.kind.as_str())
+                    .bind(scope_to_json(&s.scope).to_string())
+                    .bind(ms(s.validity.from()))
+                    .bind(ms(s.validity.until()))
+                    .bind(s.state.as_str())
+                    .bind(s.vendor.as_str())
+                    .bind(s.vendor_adapter_id.as_str())
+                    .bind(s.provisional)
+                    .bind(&s.idempotency_key)
+                    .bind(s.issued_at.map(ms))
+                    .bind(s.suspended_at.map(ms))
+                    .bind(s.revoked_at.map(ms))
+                    .bind(s.failure_reason.map(|r| r.as_str()))
+                    .bind(s.suspend_reason.map(|r| r.as_str()))
+                    .bind(s.revoke_reason.map(|r| r.as_str()))
+                    .bind(s.replaces_id.as_ref().map(|r| r.as_str()))
+                    .bind(s.replaced_by_id.as_ref().map(|r| r.as_str()))
+                    .bind(s.version)
+                    .bind(ms(s.created_at))
+                    .bind(ms(s.updated_at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Some(expected) => {
+                    let n = sqlx::query(
+                        "UPDATE key_credentials SET scope = ?, valid_from = ?, valid_until = ?, state = ?, issued_at = ?, suspended_at = ?, revoked_at = ?, failure_reason = ?, suspend_reason = ?, revoke_reason = ?, replaced_by_id = ?, version = ?, updated_at = ? WHERE id = ? AND tenant_id = ? AND version = ?",
+                    )
+                    .bind(scope_to_json(&s.scope).to_string())
+                    .bind(ms(s.validity.from()))
+                    .bind(ms(s.validity.until()))
+                    .bind(s.state.as_str())
+                    .bind(s.issued_at.map(ms))
+                    .bind(s.suspended_at.map(ms))
+                    .bind(s.revoked_at.map(ms))
+                    .bind(s.failure_reason.map(|r| r.as_str()))
+                    .bind(s.suspend_reason.map(|r| r.as_str()))
+                    .bind(s.revoke_reason.map(|r| r.as_str()))
+                    .bind(s.replaced_by_id.as_ref().map(|r| r.as_str()))
+                    .bind(s.version)
+                    .bind(ms(s.updated_at))
+                    .bind(s.id.as_str())
+                    .bind(&t)
+                    .bind(expected)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if n != 1 {
+                        return Err(StoreError::Conflict {
+                            entity: "key_credentials",
+                        });
+                    }
+                    sqlx::query(
+                        "DELETE FROM key_credential_rooms WHERE tenant_id = ? AND key_credential_id = ?",
+                    )
+                    .bind(&t)
+                    .bind(s.id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            for room in &s.rooms {
+                sqlx::query(
+                    "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id) VALUES (?, ?, ?)",
+                )
+                .bind(&t)
+                .bind(s.id.as_str())
+                .bind(room.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+
+        for (d, (pin, vref)) in uow.devices.iter().zip(device_secrets) {
+            let (pin_ct, pin_ver) = pin.unzip();
+            let (vref_ct, vref_ver) = vref.unzip();
+            // The composite foreign keys already tie the row to the tenant; the WHERE on
+            // the upsert keeps the update tenant-scoped by query as well.
+            let n = sqlx::query(
+                "INSERT INTO key_credential_devices (tenant_id, key_credential_id, device_id, desired, sync, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version, attempts, pin_collisions, last_error, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
+                 ON CONFLICT (key_credential_id, device_id) DO UPDATE SET desired = excluded.desired, sync = excluded.sync, \
+                 pin_ciphertext = COALESCE(excluded.pin_ciphertext, key_credential_devices.pin_ciphertext), pin_kms_version = COALESCE(excluded.pin_kms_version, key_credential_devices.pin_kms_version), \
+                 vendor_ref_ciphertext = COALESCE(excluded.vendor_ref_ciphertext, key_credential_devices.vendor_ref_ciphertext), vendor_ref_kms_version = COALESCE(excluded.vendor_ref_kms_version, key_credential_devices.vendor_ref_kms_version), \
+                 attempts = excluded.attempts, pin_collisions = excluded.pin_collisions, last_error = excluded.last_error, updated_at = excluded.updated_at \
+                 WHERE key_credential_devices.tenant_id = excluded.tenant_id",
+            )
+            .bind(&t)
+            .bind(d.credential_id.as_str())
+            .bind(d.device_id.as_str())
+            .bind(d.desired.as_str())
+            .bind(d.sync.as_str())
+            .bind(pin_ct)
+            .bind(pin_ver)
+            .bind(vref_ct)
+            .bind(vref_ver)
+            .bind(d.attempts)
+            .bind(d.pin_collisions)
+            .bind(&d.last_error)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n != 1 {
+                return Err(StoreError::Constraint(
+                    "key_credential_devices row belongs to another tenant".into(),
+                ));
+            }
+        }
+
+        if let Some((subject, state)) = &uow.saga {
+            sqlx::query(
+                "INSERT INTO key_credential_saga (tenant_id, subject, state, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, subject) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+            )
+            .bind(&t)
+            .bind(subject)
+            .bind(state.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        for o in &uow.outbox {
+            sqlx::query(
+                "INSERT INTO outbox (id, tenant_id, aggregate_id, topic, payload, envelope, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+            )
+            .bind(&o.id)
+            .bind(&t)
+            .bind(&o.aggregate_id)
+            .bind(&o.topic)
+            .bind(o.payload.to_string())
+            .bind(o.envelope.to_string())
+            .bind(ms(o.created_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        for a in &uow.audit {
+            sqlx::query(
+                "INSERT INTO lock_audit (id, tenant_id, property_id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            )
+            .bind(&a.id)
+            .bind(&t)
+            .bind(a.property_id.as_str())
+            .bind(a.credential_id.as_ref().map(|c| c.as_str()))
+            .bind(a.device_id.as_ref().map(|c| c.as_str()))
+            .bind(&a.actor_kind)
+            .bind(&a.action)
+            .bind(&a.reason)
+            .bind(a.vendor.map(|v| v.as_str()))
+            .bind(&a.trace_id)
+            .bind(ms(a.created_at))
+            .bind(a.payload.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        for m in &uow.mailbox {
+            let n = match m {
+                MailboxUpdate::Done { id, outcome } => sqlx::query(
+                    "UPDATE mailbox SET done_at = ?, outcome = ? WHERE id = ? AND tenant_id = ? AND done_at IS NULL",
+                )
+                .bind(now)
+                .bind(outcome)
+                .bind(id)
+                .bind(&t)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+                MailboxUpdate::Retry {
+                    id,
+                    due_at,
+                    attempts,
+                    last_error,
+                } => sqlx::query(
+                    "UPDATE mailbox SET due_at = ?, attempts = ?, last_error = ? WHERE id = ? AND tenant_id = ? AND done_at IS NULL",
+                )
+                .bind(ms(*due_at))
+                .bind(attempts)
+                .bind(last_error)
+                .bind(id)
+                .bind(&t)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+            };
+            if n != 1 {
+                return Err(StoreError::Conflict { entity: "mailbox" });
+            }
+        }
+
+        for s in &uow.schedule {
+            let n = sqlx::query(
+                "UPDATE mailbox SET due_at = MIN(due_at, ?) WHERE tenant_id = ? AND credential_id = ? AND kind = 'drive' AND done_at IS NULL",
+            )
+            .bind(ms(s.due_at))
+            .bind(&t)
+            .bind(s.credential_id.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                sqlx::query(
+                    "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, credential_id, due_at, created_at) VALUES (?, ?, ?, ?, 'drive', ?, ?, ?)",
+                )
+                .bind(&t)
+                .bind(s.property_id.as_str())
+                .bind(s.partition)
+                .bind(&s.subject)
+                .bind(s.credential_id.as_str())
+                .bind(ms(s.due_at))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_saga(
+        &self,
+        tenant: TenantId,
+        subject: &str,
+    ) -> StoreResult<Option<serde_json::Value>> {
+        let v: Option<String> = sqlx::query_scalar(
+            "SELECT state FROM key_credential_saga WHERE tenant_id = ? AND subject = ?",
+        )
+        .bind(tenant.to_string())
+        .bind(subject)
+        .fetch_optional(&self.reader)
+        .await?;
+        v.as_deref().map(json_from).transpose()
+    }
+
+    async fn get_credential(
+        &self,
+        tenant: TenantId,
+        id: &KeyCredentialId,
+    ) -> StoreResult<Option<KeyCredential>> {
+        let t = tenant.to_string();
+        // A read transaction: the row and its rooms come from one snapshot.
+        let mut tx = self.reader.begin().await?;
+        let row = sqlx::query("SELECT * FROM key_credentials WHERE tenant_id = ? AND id = ?")
+            .bind(&t)
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let out = match row {
+            None => None,
+            Some(row) => {
+                let rooms = Self::rooms_of(&mut tx, &t, id.as_str()).await?;
+                Some(credential_from_row(&row, rooms)?)
+            }
+        };
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn credentials_by_reservation(
+        &self,
+        tenant: TenantId,
+        reservation: &ReservationId,
+    ) -> StoreResult<Vec<KeyCredential>> {
+        let t = tenant.to_string();
+        let mut tx = self.reader.begin().await?;
+        let rows = sqlx::query(
+            "SELECT * FROM key_credentials WHERE tenant_id = ? AND reservation_id = ? ORDER BY created_at, id",
+        )
+        .bind(&t)
+        .bind(reservation.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let rooms = Self::rooms_of(&mut tx, &t, &id).await?;
+            out.push(credential_from_row(row, rooms)?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn credential_devices(
+        &self,
+        tenant: TenantId,
+        id: &KeyCredentialId,
+    ) -> StoreResult<Vec<CredentialDevice>> {
+        let rows = sqlx::query(
+            "SELECT c.*, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.vendor_adapter_id FROM key_credential_devices c JOIN lock_devices d ON d.id = c.device_id AND d.tenant_id = c.tenant_id WHERE c.tenant_id = ? AND c.key_credential_id = ? ORDER BY c.device_id",
+        )
+        .bind(tenant.to_string())
+        .bind(id.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let credential_id =
+                    KeyCredentialId::parse(r.try_get::<&str, _>("key_credential_id")?)?;
+                let device_id = LockDeviceId::parse(r.try_get::<&str, _>("device_id")?)?;
+                let dref = self.cipher.decrypt_string(
+                    r.try_get::<&[u8], _>("vendor_device_ref_ciphertext")?,
+                    r.try_get("vendor_device_ref_kms_version")?,
+                    &context::device_ref(&device_id),
+                )?;
+                let pin = match (
+                    r.try_get::<Option<Vec<u8>>, _>("pin_ciphertext")?,
+                    r.try_get::<Option<String>, _>("pin_kms_version")?,
+                ) {
+                    (Some(ct), Some(v)) => Some(Pin::parse(&self.cipher.decrypt_string(
+                        &ct,
+                        &v,
+                        &context::pin(&credential_id, &device_id),
+                    )?)?),
+                    _ => None,
+                };
+                let vendor_ref = match (
+                    r.try_get::<Option<Vec<u8>>, _>("vendor_ref_ciphertext")?,
+                    r.try_get::<Option<String>, _>("vendor_ref_kms_version")?,
+                ) {
+                    (Some(ct), Some(v)) => Some(VendorRef::new(self.cipher.decrypt_string(
+                        &ct,
+                        &v,
+                        &context::vendor_ref(&credential_id, &device_id),
+                    )?)),
+                    _ => None,
+                };
+                Ok(CredentialDevice {
+                    credential_id,
+                    device_ref: DeviceRef::new(dref),
+                    vendor_adapter_id: VendorAdapterId::parse(
+                        r.try_get::<&str, _>("vendor_adapter_id")?,
+                    )?,
+                    desired: Desired::parse(r.try_get("desired")?)
+                        .ok_or_else(|| corrupt("desired"))?,
+                    sync: SyncState::parse(r.try_get("sync")?).ok_or_else(|| corrupt("sync"))?,
+                    pin,
+                    vendor_ref,
+                    attempts: r.try_get("attempts")?,
+                    pin_collisions: r.try_get("pin_collisions")?,
+                    last_error: r.try_get("last_error")?,
+                    device_id,
+                })
+            })
+            .collect()
+    }
+
+    async fn devices_for_rooms(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+        rooms: &[RoomId],
+    ) -> StoreResult<Vec<Device>> {
+        let t = tenant.to_string();
+        let mut rows = Vec::new();
+        // No `ANY($n)` in SQLite: the room list is spelled out, in chunks.
+        let mut tx = self.reader.begin().await?;
+        for chunk in rooms.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT d.id, d.tenant_id, d.property_id, d.vendor, d.vendor_adapter_id, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.label, r.room_id FROM lock_devices d JOIN lock_device_rooms r ON r.device_id = d.id AND r.tenant_id = d.tenant_id WHERE d.tenant_id = ? AND d.property_id = ? AND d.decommissioned_at IS NULL AND r.room_id IN ({}) ORDER BY d.id, r.room_id",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(&t).bind(property.as_str());
+            for room in chunk {
+                q = q.bind(room.as_str());
+            }
+            rows.extend(q.fetch_all(&mut *tx).await?);
+        }
+        tx.commit().await?;
+        let mut by_id: BTreeMap<String, Device> = BTreeMap::new();
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let room = RoomId::parse(r.try_get::<&str, _>("room_id")?)?;
+            if let Some(d) = by_id.get_mut(&id) {
+                d.rooms.push(room);
+                continue;
+            }
+            let device_id = LockDeviceId::parse(&id)?;
+            let dref = self.cipher.decrypt_string(
+                r.try_get::<&[u8], _>("vendor_device_ref_ciphertext")?,
+                r.try_get("vendor_device_ref_kms_version")?,
+                &context::device_ref(&device_id),
+            )?;
+            by_id.insert(
+                id,
+                Device {
+                    id: device_id,
+                    tenant_id: tenant_from(r)?,
+                    property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
+                    vendor: VendorCode::parse(r.try_get::<&str, _>("vendor")?)?,
+                    vendor_adapter_id: VendorAdapterId::parse(
+                        r.try_get::<&str, _>("vendor_adapter_id")?,
+                    )?,
+                    device_ref: DeviceRef::new(dref),
+                    label: r.try_get("label")?,
+                    rooms: vec![room],
+                },
+            );
+        }
+        for d in by_id.values_mut() {
+            // Chunks each come sorted; across chunks they need merging.
+            d.rooms.sort();
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    async fn upsert_adapter(&self, a: &AdapterRecord) -> StoreResult<()> {
+        let (ct, ver) = self.cipher.encrypt(
+            a.config.to_string().as_bytes(),
+            &context::adapter_config(&a.id),
+        )?;
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "INSERT INTO vendor_adapters (id, tenant_id, property_id, vendor, environment, capabilities, config_ciphertext, config_kms_version, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?9) \
+             ON CONFLICT (id) DO UPDATE SET capabilities = excluded.capabilities, config_ciphertext = excluded.config_ciphertext, config_kms_version = excluded.config_kms_version, updated_at = excluded.updated_at \
+             WHERE vendor_adapters.tenant_id = excluded.tenant_id",
+        )
+        .bind(a.id.as_str())
+        .bind(a.tenant_id.to_string())
+        .bind(a.property_id.as_str())
+        .bind(a.vendor.as_str())
+        .bind(&a.environment)
+        .bind(a.capabilities.to_string())
+        .bind(ct)
+        .bind(ver)
+        .bind(ms(a.now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            // Postgres refuses this through RLS.
+            return Err(StoreError::Constraint(
+                "vendor adapter id belongs to another tenant".into(),
+            ));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn upsert_device(&self, d: &DeviceRecord) -> StoreResult<()> {
+        let (ct, ver) = self.cipher.encrypt(
+            d.device_ref.expose().as_bytes(),
+            &context::device_ref(&d.id),
+        )?;
+        let t = d.tenant_id.to_string();
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at) VALUES (?,?,?,?,?,?,?,?,?,?) \
+             ON CONFLICT (id) DO UPDATE SET label = excluded.label, capabilities = excluded.capabilities, vendor_device_ref_ciphertext = excluded.vendor_device_ref_ciphertext, vendor_device_ref_kms_version = excluded.vendor_device_ref_kms_version \
+             WHERE lock_devices.tenant_id = excluded.tenant_id",
+        )
+        .bind(d.id.as_str())
+        .bind(&t)
+        .bind(d.property_id.as_str())
+        .bind(d.vendor.as_str())
+        .bind(d.vendor_adapter_id.as_str())
+        .bind(ct)
+        .bind(ver)
+        .bind(&d.label)
+        .bind(d.capabilities.to_string())
+        .bind(ms(d.now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            // Postgres refuses this through RLS.
+            return Err(StoreError::Constraint(
+                "lock device id belongs to another tenant".into(),
+            ));
+        }
+        sqlx::query("DELETE FROM lock_device_rooms WHERE tenant_id = ? AND device_id = ?")
+            .bind(&t)
+            .bind(d.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        for room in &d.rooms {
+            sqlx::query(
+                "INSERT INTO lock_device_rooms (tenant_id, device_id, room_id) VALUES (?, ?, ?)",
+            )
+            .bind(&t)
+            .bind(d.id.as_str())
+            .bind(room.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unpublished(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, aggregate_id, topic, payload, envelope, created_at, publish_attempts FROM outbox WHERE published_at IS NULL AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+        )
+        .bind(ms(now))
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    tenant_id: tenant_from(r)?,
+                    aggregate_id: r.try_get("aggregate_id")?,
+                    topic: r.try_get("topic")?,
+                    payload: json_from(r.try_get::<&str, _>("payload")?)?,
+                    envelope: json_from(r.try_get::<&str, _>("envelope")?)?,
+                    created_at: ts(r.try_get("created_at")?)?,
+                    publish_attempts: r.try_get("publish_attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_published(&self, ids: &[String], now: Timestamp) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "UPDATE outbox SET published_at = ?, publish_attempts = publish_attempts + 1, last_error = NULL WHERE published_at IS NULL AND id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(ms(now));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_publish_failed(
+        &self,
+        id: &str,
+        error: &str,
+        next_attempt_at: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ? AND published_at IS NULL",
+        )
+        .bind(error)
+        .bind(ms(next_attempt_at))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)> {
+        let row = sqlx::query(
+            "SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok((row.try_get("n")?, opt_ts(row.try_get("oldest")?)?))
+    }
+
+    async fn take_partition(
+        &self,
+        partition: i32,
+        owner: &str,
+        now: Timestamp,
+    ) -> StoreResult<Fence> {
+        let mut tx = self.begin_write().await?;
+        let epoch: i64 = sqlx::query_scalar(
+            "INSERT INTO partition_epochs (partition, epoch, owner, taken_at) VALUES (?, 1, ?, ?) ON CONFLICT (partition) DO UPDATE SET epoch = partition_epochs.epoch + 1, owner = excluded.owner, taken_at = excluded.taken_at RETURNING epoch",
+        )
+        .bind(partition)
+        .bind(owner)
+        .bind(ms(now))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Fence { partition, epoch })
+    }
+}

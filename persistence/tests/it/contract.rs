@@ -1,0 +1,904 @@
+//! The store contract: what every backend must do, one `async fn` per behaviour, run
+//! against each backend by `store_contract_tests!`.
+
+use anyhow::{ensure, Context};
+use lockstep_domain::{
+    FailureReason, KeyCredentialScope, KeyCredentialState, RevokeReason, SuspendReason, TenantId,
+    ValidityWindow, VendorRef,
+};
+use lockstep_persistence::{
+    CredentialWrite, Desired, IntakeOutcome, MailboxKind, MailboxUpdate, ScheduleDrive, StoreError,
+    SyncState, UnitOfWork,
+};
+
+use crate::support::*;
+
+fn snapshot_text(c: &lockstep_domain::KeyCredential) -> String {
+    format!("{:?}", c.snapshot())
+}
+
+/// DESIGN §3.1: inbox dedupe on (message id, consumer); the mailbox gets the event once.
+pub async fn intake_stores_once_and_rejects_duplicate_message_id(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let msg = intake_msg(tenant, "reservation:rsv-1", random_partition(), t0());
+    assert_eq!(store.intake(&msg, None).await?, IntakeOutcome::Accepted);
+    assert_eq!(store.intake(&msg, None).await?, IntakeOutcome::Duplicate);
+    assert_eq!(b.count("inbox", tenant).await?, 1);
+    assert_eq!(b.count("mailbox", tenant).await?, 1);
+
+    // The same message for another consumer is a delivery of its own.
+    let mut other = msg.clone();
+    other.consumer = "lockstep.other".into();
+    assert_eq!(store.intake(&other, None).await?, IntakeOutcome::Accepted);
+    assert_eq!(b.count("mailbox", tenant).await?, 2);
+
+    // The inbox key includes the tenant: another tenant's message with the same id is
+    // not a duplicate (DESIGN §5: unique keys include tenant_id).
+    let mut foreign = msg.clone();
+    foreign.tenant_id = TenantId::generate();
+    assert_eq!(store.intake(&foreign, None).await?, IntakeOutcome::Accepted);
+    assert_eq!(b.count("mailbox", tenant).await?, 2);
+
+    let entry = store
+        .next_mailbox_entry(tenant, "reservation:rsv-1", t0())
+        .await?
+        .context("entry")?;
+    assert_eq!(entry.tenant_id, tenant);
+    assert_eq!(entry.property_id, property());
+    assert_eq!(entry.partition, msg.partition);
+    assert_eq!(entry.payload, msg.payload);
+    assert_eq!(entry.due_at, t0());
+    assert_eq!(entry.attempts, 0);
+    assert_eq!(
+        entry.kind,
+        MailboxKind::Event {
+            message_id: msg.message_id.clone(),
+            topic: msg.topic.clone()
+        }
+    );
+    Ok(())
+}
+
+/// The mailbox hands out the oldest due entry of a subject; entries due later wait.
+pub async fn next_mailbox_entry_returns_oldest_due_entry_and_skips_later_ones(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let partition = random_partition();
+    let subject = "reservation:rsv-order";
+    let m1 = intake_msg(tenant, subject, partition, at(0));
+    let m2 = intake_msg(tenant, subject, partition, at(1));
+    let m3 = intake_msg(tenant, subject, partition, at(3_600));
+    for m in [&m1, &m2, &m3] {
+        store.intake(m, None).await?;
+    }
+    // Another subject of the same tenant does not interleave.
+    store
+        .intake(
+            &intake_msg(tenant, "reservation:other", partition, at(0)),
+            None,
+        )
+        .await?;
+
+    let now = at(5);
+    let e1 = store
+        .next_mailbox_entry(tenant, subject, now)
+        .await?
+        .context("e1")?;
+    ensure!(
+        matches!(&e1.kind, MailboxKind::Event { message_id, .. } if *message_id == m1.message_id)
+    );
+
+    // Nothing is due before the first entry's time.
+    assert!(store
+        .next_mailbox_entry(tenant, subject, at(-1))
+        .await?
+        .is_none());
+
+    let mut done = UnitOfWork::new(tenant, None, now);
+    done.mailbox.push(MailboxUpdate::Done {
+        id: e1.id,
+        outcome: "applied".into(),
+    });
+    store.commit(done).await?;
+    let e2 = store
+        .next_mailbox_entry(tenant, subject, now)
+        .await?
+        .context("e2")?;
+    ensure!(
+        matches!(&e2.kind, MailboxKind::Event { message_id, .. } if *message_id == m2.message_id)
+    );
+    assert!(e2.id > e1.id);
+
+    // A retry moves e2 into the future: the due-later entries wait.
+    let mut retry = UnitOfWork::new(tenant, None, now);
+    retry.mailbox.push(MailboxUpdate::Retry {
+        id: e2.id,
+        due_at: at(60),
+        attempts: 1,
+        last_error: "vendor timeout".into(),
+    });
+    store.commit(retry).await?;
+    assert!(store
+        .next_mailbox_entry(tenant, subject, now)
+        .await?
+        .is_none());
+    let again = store
+        .next_mailbox_entry(tenant, subject, at(60))
+        .await?
+        .context("retried")?;
+    assert_eq!((again.id, again.attempts, again.due_at), (e2.id, 1, at(60)));
+    let e3 = store
+        .next_mailbox_entry(tenant, subject, at(7_200))
+        .await?
+        .context("e2 again")?;
+    assert_eq!(e3.id, e2.id, "order is by id among due entries");
+
+    // The scanner sees both subjects of the partition as due.
+    let due = store.due_subjects(Some(partition), now, 100).await?;
+    let mut subjects: Vec<_> = due.iter().map(|s| s.subject.as_str()).collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        vec!["reservation:other"],
+        "rsv-order's open entries are due later"
+    );
+    let due_later = store.due_subjects(Some(partition), at(7_200), 100).await?;
+    assert_eq!(due_later.len(), 2);
+    assert!(due_later
+        .iter()
+        .all(|s| s.tenant_id == tenant && s.partition == partition));
+    let (depth, oldest) = store.mailbox_depth().await?;
+    assert!(depth >= 3);
+    assert!(oldest.is_some());
+    Ok(())
+}
+
+/// A saga step's writes (credential, door truth, saga, outbox, audit, mailbox progress,
+/// drive) are all visible after `commit`.
+pub async fn commit_of_new_credential_makes_all_its_rows_visible(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let rsv = reservation();
+    let subject = subject_of(&rsv);
+    let partition = random_partition();
+    store
+        .intake(&intake_msg(tenant, &subject, partition, t0()), None)
+        .await?;
+    let entry = store
+        .next_mailbox_entry(tenant, &subject, t0())
+        .await?
+        .context("entry")?;
+
+    let cred = new_credential(&reg, &rsv, &["r102", "r101"], t0())?;
+    let mut uow = insert(cred.snapshot(), t0());
+    uow.devices.push(device_write(
+        cred.id(),
+        &reg.devices[0],
+        Some("4829"),
+        None,
+    )?);
+    let saga = serde_json::json!({ "credentials": [cred.id().as_str()], "revision": 1 });
+    uow.saga = Some((subject.clone(), saga.clone()));
+    let outbox = outbox_row(tenant, cred.id().as_str(), t0());
+    uow.outbox.push(outbox.clone());
+    uow.audit.push(audit_row(tenant, cred.id(), t0()));
+    uow.mailbox.push(MailboxUpdate::Done {
+        id: entry.id,
+        outcome: "applied".into(),
+    });
+    uow.schedule.push(ScheduleDrive {
+        property_id: property(),
+        partition,
+        subject: subject.clone(),
+        credential_id: cred.id().clone(),
+        due_at: t0(),
+    });
+    store.commit(uow).await?;
+
+    let got = store
+        .get_credential(tenant, cred.id())
+        .await?
+        .context("credential")?;
+    assert_eq!(snapshot_text(&got), snapshot_text(&cred));
+    let by_rsv = store.credentials_by_reservation(tenant, &rsv).await?;
+    assert_eq!(by_rsv.len(), 1);
+    assert_eq!(by_rsv[0].id(), cred.id());
+
+    let devices = store.credential_devices(tenant, cred.id()).await?;
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].device_id, reg.devices[0]);
+    assert_eq!(
+        (devices[0].desired, devices[0].sync),
+        (Desired::Present, SyncState::Pending)
+    );
+
+    assert_eq!(store.load_saga(tenant, &subject).await?, Some(saga));
+
+    let rows: Vec<_> = store
+        .unpublished(at(1), 100_000)
+        .await?
+        .into_iter()
+        .filter(|r| r.tenant_id == tenant)
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].id, outbox.id);
+    assert_eq!(rows[0].aggregate_id, outbox.aggregate_id);
+    assert_eq!(rows[0].topic, outbox.topic);
+    assert_eq!(rows[0].payload, outbox.payload);
+    assert_eq!(rows[0].envelope, outbox.envelope);
+    assert_eq!(rows[0].created_at, outbox.created_at);
+
+    assert_eq!(b.count("lock_audit", tenant).await?, 1);
+
+    // The event entry is done; what is left is the drive.
+    let next = store
+        .next_mailbox_entry(tenant, &subject, t0())
+        .await?
+        .context("drive")?;
+    assert_eq!(
+        next.kind,
+        MailboxKind::Drive {
+            credential_id: cred.id().clone()
+        }
+    );
+    assert_eq!(
+        b.count_where(
+            "mailbox",
+            tenant,
+            "done_at IS NOT NULL AND outcome = 'applied'"
+        )
+        .await?,
+        1
+    );
+    Ok(())
+}
+
+/// Every field of the aggregate survives storage, including lineage, reasons, timestamps,
+/// scope and an update that replaces the rooms.
+pub async fn get_credential_round_trips_every_field(b: &Backend) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let rsv = reservation();
+
+    let first = new_credential(&reg, &rsv, &["r101"], at(0))?;
+    store.commit(insert(first.snapshot(), at(0))).await?;
+
+    // A replacement with every optional field set.
+    let mut s = new_credential(&reg, &rsv, &["r103", "r102"], at(10))?.snapshot();
+    s.scope = KeyCredentialScope {
+        floors: vec!["3".into(), "4".into()],
+        areas: vec!["gym".into()],
+    };
+    s.validity = ValidityWindow::new(at(100), at(100 + 47 * 3_600))?;
+    s.provisional = true;
+    s.state = KeyCredentialState::Suspended;
+    s.issued_at = Some(at(20));
+    s.suspended_at = Some(at(30));
+    s.revoked_at = Some(at(40));
+    s.failure_reason = Some(FailureReason::VendorRefused);
+    s.suspend_reason = Some(SuspendReason::FraudReview);
+    s.revoke_reason = Some(RevokeReason::Security);
+    s.replaces_id = Some(first.id().clone());
+    s.version = 7;
+    s.updated_at = at(50);
+    let second = lockstep_domain::KeyCredential::restore(s)?;
+    store.commit(insert(second.snapshot(), at(50))).await?;
+
+    // Update the first: lineage, state, window, rooms, scope.
+    let mut u = first.snapshot();
+    u.replaced_by_id = Some(second.id().clone());
+    u.state = KeyCredentialState::Revoked;
+    u.revoked_at = Some(at(60));
+    u.revoke_reason = Some(RevokeReason::Replaced);
+    u.validity = ValidityWindow::new(at(3_600), at(86_400))?;
+    u.rooms = vec![room("r102"), room("r103")];
+    u.scope = KeyCredentialScope {
+        floors: vec![],
+        areas: vec!["lobby".into()],
+    };
+    u.version = 2;
+    u.updated_at = at(60);
+    let first_updated = lockstep_domain::KeyCredential::restore(u.clone())?;
+    let mut uow = UnitOfWork::new(tenant, None, at(60));
+    uow.credential = Some(CredentialWrite {
+        snapshot: u,
+        expected_version: Some(1),
+    });
+    store.commit(uow).await?;
+
+    let got1 = store
+        .get_credential(tenant, first.id())
+        .await?
+        .context("first")?;
+    let got2 = store
+        .get_credential(tenant, second.id())
+        .await?
+        .context("second")?;
+    assert_eq!(snapshot_text(&got1), snapshot_text(&first_updated));
+    assert_eq!(snapshot_text(&got2), snapshot_text(&second));
+
+    let by_rsv = store.credentials_by_reservation(tenant, &rsv).await?;
+    let ids: Vec<_> = by_rsv.iter().map(|c| c.id().clone()).collect();
+    assert_eq!(
+        ids,
+        vec![first.id().clone(), second.id().clone()],
+        "oldest first"
+    );
+    Ok(())
+}
+
+/// Optimistic concurrency: a stale `expected_version` is a `Conflict` and the step's
+/// other writes do not land.
+pub async fn commit_with_stale_version_conflicts_and_changes_nothing(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let rsv = reservation();
+    let subject = subject_of(&rsv);
+    let cred = new_credential(&reg, &rsv, &["r101"], t0())?;
+    store.commit(insert(cred.snapshot(), t0())).await?;
+
+    let mut s = cred.snapshot();
+    s.state = KeyCredentialState::Pending;
+    s.version = 3;
+    let mut uow = UnitOfWork::new(tenant, None, at(1));
+    uow.credential = Some(CredentialWrite {
+        snapshot: s,
+        expected_version: Some(2),
+    });
+    uow.devices.push(device_write(
+        cred.id(),
+        &reg.devices[0],
+        Some("1234"),
+        None,
+    )?);
+    uow.saga = Some((subject.clone(), serde_json::json!({ "x": 1 })));
+    let outbox = outbox_row(tenant, cred.id().as_str(), at(1));
+    uow.outbox.push(outbox.clone());
+    uow.audit.push(audit_row(tenant, cred.id(), at(1)));
+    let err = store
+        .commit(uow)
+        .await
+        .expect_err("stale version must fail");
+    ensure!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                entity: "key_credentials"
+            }
+        ),
+        "got {err:?}"
+    );
+
+    let got = store
+        .get_credential(tenant, cred.id())
+        .await?
+        .context("credential")?;
+    assert_eq!(
+        (got.version(), got.state()),
+        (1, KeyCredentialState::Requested)
+    );
+    assert!(store
+        .credential_devices(tenant, cred.id())
+        .await?
+        .is_empty());
+    assert_eq!(store.load_saga(tenant, &subject).await?, None);
+    assert!(
+        !store
+            .unpublished(at(2), 100_000)
+            .await?
+            .iter()
+            .any(|r| r.id == outbox.id),
+        "outbox row of the failed commit is absent"
+    );
+    assert_eq!(b.count("lock_audit", tenant).await?, 0);
+    Ok(())
+}
+
+/// Atomicity: a step whose last write fails (a mailbox entry already done) leaves no trace
+/// of its earlier writes.
+pub async fn failed_commit_rolls_back_every_write_of_the_step(b: &Backend) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let rsv = reservation();
+    let subject = subject_of(&rsv);
+    store
+        .intake(
+            &intake_msg(tenant, &subject, random_partition(), t0()),
+            None,
+        )
+        .await?;
+    let entry = store
+        .next_mailbox_entry(tenant, &subject, t0())
+        .await?
+        .context("entry")?;
+    let cred = new_credential(&reg, &rsv, &["r101"], t0())?;
+    let mut first = insert(cred.snapshot(), t0());
+    first.mailbox.push(MailboxUpdate::Done {
+        id: entry.id,
+        outcome: "applied".into(),
+    });
+    store.commit(first).await?;
+
+    // A second step finishing the same entry: everything before the mailbox write runs,
+    // then the entry is found done.
+    let mut s = cred.snapshot();
+    s.state = KeyCredentialState::Pending;
+    s.version = 2;
+    let mut uow = UnitOfWork::new(tenant, None, at(1));
+    uow.credential = Some(CredentialWrite {
+        snapshot: s,
+        expected_version: Some(1),
+    });
+    uow.devices.push(device_write(
+        cred.id(),
+        &reg.devices[0],
+        Some("1234"),
+        None,
+    )?);
+    uow.saga = Some((subject.clone(), serde_json::json!({ "x": 1 })));
+    let outbox = outbox_row(tenant, cred.id().as_str(), at(1));
+    uow.outbox.push(outbox.clone());
+    uow.audit.push(audit_row(tenant, cred.id(), at(1)));
+    uow.mailbox.push(MailboxUpdate::Done {
+        id: entry.id,
+        outcome: "again".into(),
+    });
+    let err = store
+        .commit(uow)
+        .await
+        .expect_err("mailbox entry is already done");
+    ensure!(
+        matches!(err, StoreError::Conflict { entity: "mailbox" }),
+        "got {err:?}"
+    );
+
+    let got = store
+        .get_credential(tenant, cred.id())
+        .await?
+        .context("credential")?;
+    assert_eq!(
+        (got.version(), got.state()),
+        (1, KeyCredentialState::Requested)
+    );
+    assert!(store
+        .credential_devices(tenant, cred.id())
+        .await?
+        .is_empty());
+    assert_eq!(store.load_saga(tenant, &subject).await?, None);
+    assert!(!store
+        .unpublished(at(2), 100_000)
+        .await?
+        .iter()
+        .any(|r| r.id == outbox.id));
+    assert_eq!(b.count("lock_audit", tenant).await?, 0);
+    Ok(())
+}
+
+/// DESIGN §4: once another node takes the partition, commits and intakes under the old
+/// epoch fail with `Fenced` and change nothing.
+pub async fn commit_with_old_fence_is_fenced_after_partition_is_taken(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let p = random_partition();
+    let f1 = store.take_partition(p, "node-a", t0()).await?;
+    assert_eq!(f1.partition, p);
+
+    let mut ok = UnitOfWork::new(tenant, Some(f1), t0());
+    ok.saga = Some(("s".into(), serde_json::json!(1)));
+    store.commit(ok).await?;
+    assert_eq!(
+        store
+            .intake(&intake_msg(tenant, "s", p, t0()), Some(f1))
+            .await?,
+        IntakeOutcome::Accepted
+    );
+
+    let f2 = store.take_partition(p, "node-b", at(1)).await?;
+    assert_eq!(f2.epoch, f1.epoch + 1);
+
+    let mut stale = UnitOfWork::new(tenant, Some(f1), at(2));
+    stale.saga = Some(("s".into(), serde_json::json!(2)));
+    let err = store.commit(stale).await.expect_err("old fence");
+    ensure!(matches!(err, StoreError::Fenced), "got {err:?}");
+    assert_eq!(
+        store.load_saga(tenant, "s").await?,
+        Some(serde_json::json!(1))
+    );
+    let err = store
+        .intake(&intake_msg(tenant, "s", p, at(2)), Some(f1))
+        .await
+        .expect_err("old fence");
+    ensure!(matches!(err, StoreError::Fenced), "got {err:?}");
+    assert_eq!(b.count("mailbox", tenant).await?, 1);
+
+    // A fence for a partition nobody took is fenced too.
+    let never = lockstep_persistence::Fence {
+        partition: random_partition(),
+        epoch: 1,
+    };
+    let err = store
+        .commit(UnitOfWork::new(tenant, Some(never), at(2)))
+        .await
+        .expect_err("untaken partition");
+    ensure!(matches!(err, StoreError::Fenced), "got {err:?}");
+
+    let mut fresh = UnitOfWork::new(tenant, Some(f2), at(3));
+    fresh.saga = Some(("s".into(), serde_json::json!(3)));
+    store.commit(fresh).await?;
+    assert_eq!(
+        store.load_saga(tenant, "s").await?,
+        Some(serde_json::json!(3))
+    );
+    Ok(())
+}
+
+/// One open drive entry per credential: scheduling again brings it forward (never later)
+/// instead of inserting another.
+pub async fn schedule_drive_keeps_one_open_entry_and_brings_it_forward(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let rsv = reservation();
+    let subject = subject_of(&rsv);
+    let cred = new_credential(&reg, &rsv, &["r101"], t0())?;
+    let drive = |due| ScheduleDrive {
+        property_id: property(),
+        partition: 7,
+        subject: subject.clone(),
+        credential_id: cred.id().clone(),
+        due_at: due,
+    };
+    let mut uow = insert(cred.snapshot(), t0());
+    uow.schedule.push(drive(at(600)));
+    store.commit(uow).await?;
+    assert_eq!(b.open_drives(tenant, cred.id()).await?, 1);
+
+    for due in [at(60), at(1_800)] {
+        let mut uow = UnitOfWork::new(tenant, None, t0());
+        uow.schedule.push(drive(due));
+        store.commit(uow).await?;
+        assert_eq!(b.open_drives(tenant, cred.id()).await?, 1);
+    }
+    assert!(store
+        .next_mailbox_entry(tenant, &subject, at(59))
+        .await?
+        .is_none());
+    let e = store
+        .next_mailbox_entry(tenant, &subject, at(60))
+        .await?
+        .context("drive")?;
+    assert_eq!(e.due_at, at(60), "brought forward, not pushed back");
+    assert_eq!(
+        e.kind,
+        MailboxKind::Drive {
+            credential_id: cred.id().clone()
+        }
+    );
+
+    // Once done, the next schedule opens a new entry.
+    let mut uow = UnitOfWork::new(tenant, None, at(60));
+    uow.mailbox.push(MailboxUpdate::Done {
+        id: e.id,
+        outcome: "driven".into(),
+    });
+    uow.schedule.push(drive(at(120)));
+    store.commit(uow).await?;
+    assert_eq!(b.open_drives(tenant, cred.id()).await?, 1);
+    let next = store
+        .next_mailbox_entry(tenant, &subject, at(120))
+        .await?
+        .context("new drive")?;
+    assert_ne!(next.id, e.id);
+    assert_eq!(b.count("mailbox", tenant).await?, 2);
+    Ok(())
+}
+
+/// PINs and vendor refs are stored encrypted, come back decrypted, and a write without
+/// them keeps the stored ones (spec 004 §5).
+pub async fn pin_and_vendor_ref_round_trip_and_are_encrypted_at_rest(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let cred = new_credential(&reg, &reservation(), &["r101"], t0())?;
+    let mut uow = insert(cred.snapshot(), t0());
+    uow.devices.push(device_write(
+        cred.id(),
+        &reg.devices[0],
+        Some("48291375"),
+        Some("ttlock-kbpwd-99887766"),
+    )?);
+    uow.devices
+        .push(device_write(cred.id(), &reg.devices[1], None, None)?);
+    store.commit(uow).await?;
+
+    let devices = store.credential_devices(tenant, cred.id()).await?;
+    assert_eq!(devices.len(), 2);
+    let d0 = devices
+        .iter()
+        .find(|d| d.device_id == reg.devices[0])
+        .context("d0")?;
+    assert_eq!(d0.pin.as_ref().map(|p| p.expose()), Some("48291375"));
+    assert_eq!(
+        d0.vendor_ref.as_ref().map(VendorRef::expose),
+        Some("ttlock-kbpwd-99887766")
+    );
+    assert_eq!(
+        d0.device_ref.expose(),
+        format!("ttlock-lock-{}", reg.devices[0])
+    );
+    assert_eq!(d0.vendor_adapter_id, reg.adapter);
+    let d1 = devices
+        .iter()
+        .find(|d| d.device_id == reg.devices[1])
+        .context("d1")?;
+    assert!(d1.pin.is_none() && d1.vendor_ref.is_none());
+
+    let raw = b.raw_secret_columns(tenant, cred.id()).await?;
+    assert_eq!(raw.len(), 2, "one PIN and one vendor ref ciphertext");
+    for blob in &raw {
+        assert!(
+            !blob.windows(8).any(|w| w == b"48291375"),
+            "PIN digits in the clear"
+        );
+        assert!(
+            !blob.windows(8).any(|w| w == b"99887766"),
+            "vendor ref in the clear"
+        );
+    }
+
+    // Confirm without re-sending secrets: they are kept.
+    let mut w = lockstep_persistence::DeviceSyncWrite::from_current(d0);
+    w.sync = SyncState::Confirmed;
+    w.attempts = 1;
+    w.last_error = Some("earlier timeout".into());
+    let mut uow = UnitOfWork::new(tenant, None, at(1));
+    uow.devices.push(w);
+    store.commit(uow).await?;
+    let devices = store.credential_devices(tenant, cred.id()).await?;
+    let d0 = devices
+        .iter()
+        .find(|d| d.device_id == reg.devices[0])
+        .context("d0")?;
+    assert_eq!(d0.pin.as_ref().map(|p| p.expose()), Some("48291375"));
+    assert_eq!(
+        d0.vendor_ref.as_ref().map(VendorRef::expose),
+        Some("ttlock-kbpwd-99887766")
+    );
+    assert_eq!(
+        (d0.sync, d0.attempts, d0.last_error.as_deref()),
+        (SyncState::Confirmed, 1, Some("earlier timeout"))
+    );
+
+    // A new PIN (collision) replaces the old one.
+    let mut w = lockstep_persistence::DeviceSyncWrite::from_current(d0);
+    w.pin = Some(lockstep_domain::Pin::parse("5551234")?);
+    w.pin_collisions = 1;
+    let mut uow = UnitOfWork::new(tenant, None, at(2));
+    uow.devices.push(w);
+    store.commit(uow).await?;
+    let devices = store.credential_devices(tenant, cred.id()).await?;
+    let d0 = devices
+        .iter()
+        .find(|d| d.device_id == reg.devices[0])
+        .context("d0")?;
+    assert_eq!(
+        (d0.pin.as_ref().map(|p| p.expose()), d0.pin_collisions),
+        (Some("5551234"), 1)
+    );
+    Ok(())
+}
+
+/// DESIGN §3.6: a row stays unpublished until `mark_published`.
+pub async fn mark_published_removes_row_from_unpublished(b: &Backend) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let o1 = outbox_row(tenant, "agg-1", t0());
+    let o2 = outbox_row(tenant, "agg-1", at(1));
+    let mut uow = UnitOfWork::new(tenant, None, t0());
+    uow.outbox.extend([o1.clone(), o2.clone()]);
+    store.commit(uow).await?;
+
+    let mine = |rows: Vec<lockstep_persistence::OutboxRow>| -> Vec<String> {
+        rows.into_iter()
+            .filter(|r| r.tenant_id == tenant)
+            .map(|r| r.id)
+            .collect()
+    };
+    // Not due before it was created.
+    assert!(!mine(store.unpublished(at(-1), 100_000).await?).contains(&o1.id));
+    assert_eq!(
+        mine(store.unpublished(at(2), 100_000).await?),
+        vec![o1.id.clone(), o2.id.clone()]
+    );
+    let (lag, oldest) = store.outbox_lag().await?;
+    assert!(lag >= 2 && oldest.is_some());
+
+    store
+        .mark_published(std::slice::from_ref(&o1.id), at(3))
+        .await?;
+    assert_eq!(
+        mine(store.unpublished(at(4), 100_000).await?),
+        vec![o2.id.clone()]
+    );
+    // Publishing again is harmless.
+    store
+        .mark_published(&[o1.id.clone(), o2.id.clone()], at(5))
+        .await?;
+    store.mark_published(&[], at(5)).await?;
+    assert!(mine(store.unpublished(at(6), 100_000).await?).is_empty());
+    Ok(())
+}
+
+/// A failed publish counts the attempt and defers the row to its next attempt time.
+pub async fn mark_publish_failed_defers_the_row(b: &Backend) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let o = outbox_row(tenant, "agg-2", t0());
+    let mut uow = UnitOfWork::new(tenant, None, t0());
+    uow.outbox.push(o.clone());
+    store.commit(uow).await?;
+
+    store
+        .mark_publish_failed(&o.id, "broker nack", at(60))
+        .await?;
+    let find = |rows: Vec<lockstep_persistence::OutboxRow>| rows.into_iter().find(|r| r.id == o.id);
+    assert!(
+        find(store.unpublished(at(59), 100_000).await?).is_none(),
+        "deferred"
+    );
+    let row = find(store.unpublished(at(60), 100_000).await?).context("due again")?;
+    assert_eq!(row.publish_attempts, 1);
+    Ok(())
+}
+
+/// Device lookup by room is scoped to the tenant and to the rooms asked for.
+pub async fn devices_for_rooms_returns_only_own_devices_of_asked_rooms(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let a = seed_registry(store, TenantId::generate()).await?;
+    // Tenant B has a device for a room with the same id.
+    let bb = seed_registry(store, TenantId::generate()).await?;
+
+    let found = store
+        .devices_for_rooms(
+            a.tenant,
+            &property(),
+            &[room("r101"), room("r103"), room("r999")],
+        )
+        .await?;
+    let mut expected = vec![
+        (a.devices[0].clone(), vec![room("r101")]),
+        (a.devices[1].clone(), vec![room("r103")]),
+    ];
+    expected.sort();
+    let mut got: Vec<_> = found
+        .iter()
+        .map(|d| (d.id.clone(), d.rooms.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(got, expected);
+    for d in &found {
+        assert_eq!(d.tenant_id, a.tenant);
+        assert_eq!(d.vendor_adapter_id, a.adapter);
+        assert_eq!(d.device_ref.expose(), format!("ttlock-lock-{}", d.id));
+        assert!(!bb.devices.contains(&d.id));
+    }
+
+    let both = store
+        .devices_for_rooms(a.tenant, &property(), &[room("r101"), room("r102")])
+        .await?;
+    assert_eq!(both.len(), 1);
+    assert_eq!(both[0].rooms, vec![room("r101"), room("r102")]);
+
+    assert!(store
+        .devices_for_rooms(a.tenant, &property(), &[])
+        .await?
+        .is_empty());
+    let other_property = lockstep_domain::PropertyId::parse("prop-2")?;
+    assert!(store
+        .devices_for_rooms(a.tenant, &other_property, &[room("r101")])
+        .await?
+        .is_empty());
+    Ok(())
+}
+
+/// Tenant scoping: what tenant A wrote is invisible to reads for tenant B, and B cannot
+/// progress A's mailbox.
+pub async fn tenant_b_cannot_see_or_touch_tenant_a_data(b: &Backend) -> anyhow::Result<()> {
+    let store = b.store();
+    let a = TenantId::generate();
+    let other = TenantId::generate();
+    let seeded = seed_everything(store, a).await?;
+    let id = seeded.credential.id();
+
+    // A sees its data.
+    assert!(store.get_credential(a, id).await?.is_some());
+    let entry = store
+        .next_mailbox_entry(a, &seeded.subject, t0())
+        .await?
+        .context("a's entry")?;
+
+    assert!(store.get_credential(other, id).await?.is_none());
+    assert!(store
+        .credentials_by_reservation(other, &seeded.reservation)
+        .await?
+        .is_empty());
+    assert!(store
+        .next_mailbox_entry(other, &seeded.subject, at(86_400))
+        .await?
+        .is_none());
+    assert_eq!(store.load_saga(other, &seeded.subject).await?, None);
+    assert!(store.credential_devices(other, id).await?.is_empty());
+    assert!(store
+        .devices_for_rooms(other, &property(), &[room("r101")])
+        .await?
+        .is_empty());
+
+    let mut uow = UnitOfWork::new(other, None, at(1));
+    uow.mailbox.push(MailboxUpdate::Done {
+        id: entry.id,
+        outcome: "stolen".into(),
+    });
+    let err = store
+        .commit(uow)
+        .await
+        .expect_err("another tenant's mailbox entry");
+    ensure!(
+        matches!(err, StoreError::Conflict { entity: "mailbox" }),
+        "got {err:?}"
+    );
+
+    let mut s = seeded.credential.snapshot();
+    s.version = 2;
+    let mut uow = UnitOfWork::new(other, None, at(1));
+    uow.credential = Some(CredentialWrite {
+        snapshot: s,
+        expected_version: Some(1),
+    });
+    let err = store
+        .commit(uow)
+        .await
+        .expect_err("another tenant's credential");
+    ensure!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                entity: "key_credentials"
+            }
+        ),
+        "got {err:?}"
+    );
+    assert_eq!(
+        store
+            .get_credential(a, id)
+            .await?
+            .context("still there")?
+            .version(),
+        1
+    );
+    assert!(store
+        .next_mailbox_entry(a, &seeded.subject, t0())
+        .await?
+        .is_some());
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Postgres-only guarantees: row-level security over every tenant table, no tenant
+//! carried over on a pooled connection, and an append-only audit for the service role
+//! (spec 004 §4, DESIGN §5).
+
+use anyhow::{ensure, Context};
+use lockstep_domain::TenantId;
+use lockstep_persistence::testing::{shared_pg_database, test_cipher};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row, Transaction};
+
+use crate::support::seed_everything;
+
+/// Every table with a `tenant_id` column. A new tenant table must be added here, and
+/// gets RLS checked by the tests below.
+const TENANT_TABLES: &[&str] = &[
+    "inbox",
+    "key_credential_devices",
+    "key_credential_rooms",
+    "key_credential_saga",
+    "key_credentials",
+    "lock_audit",
+    "lock_device_rooms",
+    "lock_devices",
+    "mailbox",
+    "outbox",
+    "vendor_adapters",
+];
+
+async fn pool(url: &str, max: u32) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max)
+        .connect(url)
+        .await?)
+}
+
+async fn begin_as(
+    pool: &PgPool,
+    tenant: Option<TenantId>,
+) -> anyhow::Result<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    if let Some(t) = tenant {
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(t.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(tx)
+}
+
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned())
+}
+
+/// Runs `sql` in a savepoint and expects it to fail with `code`.
+async fn expect_refused(
+    tx: &mut Transaction<'static, Postgres>,
+    sql: &str,
+    binds: &[String],
+    code: &str,
+) -> anyhow::Result<String> {
+    let mut sp = sqlx::Connection::begin(&mut **tx).await?;
+    let mut q = sqlx::query(sql);
+    for b in binds {
+        q = q.bind(b);
+    }
+    let res = q.execute(&mut *sp).await;
+    sp.rollback().await?;
+    match res {
+        Ok(r) => anyhow::bail!(
+            "`{sql}` succeeded ({} rows) but must be refused",
+            r.rows_affected()
+        ),
+        Err(e) => {
+            ensure!(
+                sqlstate(&e).as_deref() == Some(code),
+                "`{sql}` failed with {e} (want SQLSTATE {code})"
+            );
+            Ok(e.to_string())
+        }
+    }
+}
+
+/// Spec 004 §4: for every tenant table, the service role under tenant A can neither see,
+/// update nor insert tenant B's rows, and sees nothing at all without a tenant. The table
+/// list comes from the catalog, so a new tenant table without a policy fails here.
+#[tokio::test]
+async fn rls_isolates_tenants_on_every_tenant_table() -> anyhow::Result<()> {
+    let db = shared_pg_database().await?;
+    let store = db.connect_store(test_cipher(), 2).await?;
+    let a = TenantId::generate();
+    let b = TenantId::generate();
+    seed_everything(&store, a).await?;
+    seed_everything(&store, b).await?;
+
+    // The catalog, read as the owner (information_schema would hide tables without grants).
+    let owner = pool(&db.owner_url, 1).await?;
+    let rows = sqlx::query(
+        "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, \
+                (SELECT count(*) FROM pg_policies p WHERE p.schemaname = 'public' AND p.tablename = c.relname) AS policies \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') \
+           AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped) \
+         ORDER BY c.relname",
+    )
+    .fetch_all(&owner)
+    .await?;
+    let tables: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get("relname"))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(tables, TENANT_TABLES, "tenant tables of the schema");
+    for r in &rows {
+        let name: String = r.try_get("relname")?;
+        ensure!(
+            r.try_get::<bool, _>("relrowsecurity")?,
+            "{name}: row level security not enabled"
+        );
+        ensure!(
+            r.try_get::<bool, _>("relforcerowsecurity")?,
+            "{name}: row level security not forced"
+        );
+        ensure!(r.try_get::<i64, _>("policies")? >= 1, "{name}: no policy");
+    }
+    let bypass: bool =
+        sqlx::query_scalar("SELECT rolbypassrls FROM pg_roles WHERE rolname = 'lockstep_app'")
+            .fetch_one(&owner)
+            .await?;
+    ensure!(!bypass, "lockstep_app must not bypass RLS");
+    let updatable: Vec<String> = sqlx::query_scalar(
+        "SELECT t FROM unnest($1::text[]) AS t WHERE has_table_privilege('lockstep_app', 'public.' || t, 'UPDATE') ORDER BY t",
+    )
+    .bind(TENANT_TABLES)
+    .fetch_all(&owner)
+    .await?;
+    owner.close().await;
+    assert_eq!(
+        updatable.len(),
+        TENANT_TABLES.len() - 2,
+        "all but inbox and lock_audit: {updatable:?}"
+    );
+
+    let app = pool(&db.app_url, 1).await?;
+    let mut tx = begin_as(&app, Some(a)).await?;
+    let (ta, tb) = (a.to_string(), b.to_string());
+    for table in TENANT_TABLES {
+        let own: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE tenant_id = $1::uuid"
+        ))
+        .bind(&ta)
+        .fetch_one(&mut *tx)
+        .await?;
+        ensure!(own > 0, "{table}: the seed wrote no row for tenant A");
+        let theirs: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE tenant_id = $1::uuid"
+        ))
+        .bind(&tb)
+        .fetch_one(&mut *tx)
+        .await?;
+        assert_eq!(
+            theirs, 0,
+            "{table}: tenant B's rows are visible under tenant A"
+        );
+        let all_visible: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {table} WHERE tenant_id <> $1::uuid"
+        ))
+        .bind(&ta)
+        .fetch_one(&mut *tx)
+        .await?;
+        assert_eq!(all_visible, 0, "{table}: other tenants' rows are visible");
+
+        if updatable.iter().any(|t| t == table) {
+            let n = sqlx::query(&format!(
+                "UPDATE {table} SET tenant_id = tenant_id WHERE tenant_id = $1::uuid"
+            ))
+            .bind(&tb)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            assert_eq!(n, 0, "{table}: an update reached tenant B's rows");
+            // Moving an own row to tenant B breaks WITH CHECK.
+            let msg = expect_refused(
+                &mut tx,
+                &format!("UPDATE {table} SET tenant_id = $1::uuid WHERE tenant_id = $2::uuid"),
+                &[tb.clone(), ta.clone()],
+                "42501",
+            )
+            .await?;
+            ensure!(msg.contains("row-level security"), "{table}: {msg}");
+        }
+
+        // A copy of an own row relabelled as tenant B is refused by WITH CHECK (checked
+        // before unique keys, so the copied key does not matter).
+        let msg = expect_refused(
+            &mut tx,
+            &format!(
+                "INSERT INTO {table} SELECT (jsonb_populate_record(NULL::{table}, to_jsonb(r) || jsonb_build_object('tenant_id', $1::text))).* FROM {table} r WHERE r.tenant_id = $2::uuid LIMIT 1"
+            ),
+            &[tb.clone(), ta.clone()],
+            "42501",
+        )
+        .await?;
+        ensure!(msg.contains("row-level security"), "{table}: {msg}");
+    }
+    tx.commit().await?;
+
+    // Without a tenant, nothing is visible.
+    let mut tx = begin_as(&app, None).await?;
+    for table in TENANT_TABLES {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut *tx)
+            .await?;
+        assert_eq!(n, 0, "{table}: rows visible without a tenant");
+    }
+    tx.commit().await?;
+    app.close().await;
+    Ok(())
+}
+
+/// DESIGN §5: the tenant is set with `set_config(…, true)`, so it ends with the
+/// transaction and a pooled connection carries no tenant into the next one.
+#[tokio::test]
+async fn pooled_connection_carries_no_tenant_into_next_transaction() -> anyhow::Result<()> {
+    let db = shared_pg_database().await?;
+    let store = db.connect_store(test_cipher(), 1).await?;
+    let a = TenantId::generate();
+    seed_everything(&store, a).await?;
+
+    // One connection, so both transactions run on it.
+    let app = pool(&db.app_url, 1).await?;
+    let mut tx = begin_as(&app, Some(a)).await?;
+    let pid1: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM key_credentials")
+        .fetch_one(&mut *tx)
+        .await?;
+    assert_eq!(n, 1);
+    tx.commit().await?;
+
+    let mut tx = begin_as(&app, None).await?;
+    let pid2: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await?;
+    assert_eq!(pid1, pid2, "same pooled connection");
+    let setting: Option<String> =
+        sqlx::query_scalar("SELECT current_setting('app.tenant_id', true)")
+            .fetch_one(&mut *tx)
+            .await?;
+    ensure!(
+        setting.as_deref().unwrap_or("").is_empty(),
+        "tenant leaked: {setting:?}"
+    );
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM key_credentials")
+        .fetch_one(&mut *tx)
+        .await?;
+    assert_eq!(n, 0);
+    tx.commit().await?;
+
+    // The store's own pool behaves the same (it has one connection here).
+    let setting: Option<String> =
+        sqlx::query_scalar("SELECT current_setting('app.tenant_id', true)")
+            .fetch_one(store.app_pool())
+            .await?;
+    ensure!(
+        setting.as_deref().unwrap_or("").is_empty(),
+        "store pool leaked tenant: {setting:?}"
+    );
+    app.close().await;
+    Ok(())
+}
+
+/// The audit trail is append-only for the service role: UPDATE and DELETE are refused.
+#[tokio::test]
+async fn lock_audit_is_append_only_for_the_service_role() -> anyhow::Result<()> {
+    let db = shared_pg_database().await?;
+    let store = db.connect_store(test_cipher(), 1).await?;
+    let a = TenantId::generate();
+    seed_everything(&store, a).await?;
+
+    let app = pool(&db.app_url, 1).await?;
+    let mut tx = begin_as(&app, Some(a)).await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM lock_audit")
+        .fetch_one(&mut *tx)
+        .await?;
+    assert_eq!(n, 1);
+    for sql in [
+        "UPDATE lock_audit SET reason = 'rewritten' WHERE tenant_id = $1::uuid",
+        "DELETE FROM lock_audit WHERE tenant_id = $1::uuid",
+    ] {
+        let msg = expect_refused(&mut tx, sql, &[a.to_string()], "42501").await?;
+        ensure!(msg.contains("permission denied"), "{sql}: {msg}");
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM lock_audit")
+        .fetch_one(&mut *tx)
+        .await?;
+    assert_eq!(n, 1);
+    tx.commit().await?;
+    app.close().await;
+    Ok(())
+}
+
+/// Migrations are recorded and running them again is a no-op.
+#[tokio::test]
+async fn pg_migrate_twice_is_a_no_op() -> anyhow::Result<()> {
+    let db = shared_pg_database().await?;
+    lockstep_persistence::pg::migrate(&db.owner_url).await?;
+    let owner = pool(&db.owner_url, 1).await?;
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _lockstep_migrations ORDER BY version")
+            .fetch_all(&owner)
+            .await
+            .context("migrations table")?;
+    let expected: Vec<i64> = lockstep_persistence::migrate::POSTGRES
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(versions, expected);
+    owner.close().await;
+    Ok(())
+}

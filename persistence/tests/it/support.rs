@@ -1,0 +1,418 @@
+//! Backends under test and fixtures shared by the cases.
+
+use anyhow::Context;
+use chrono::{DateTime, Duration};
+use lockstep_domain::credential::KeyCredentialSnapshot;
+use lockstep_domain::{
+    DeviceRef, GuestId, HolderKind, IssueIntent, KeyCredential, KeyCredentialId, KeyCredentialKind,
+    KeyCredentialScope, LockDeviceId, Pin, PropertyId, ReservationId, RoomId, ScopedRoom, TenantId,
+    Timestamp, ValidityWindow, VendorAdapterId, VendorCode, VendorRef,
+};
+use lockstep_persistence::testing::{shared_pg_database, test_cipher, TempSqlite};
+use lockstep_persistence::{
+    AdapterRecord, AuditRow, CredentialWrite, Desired, DeviceRecord, DeviceSyncWrite,
+    IntakeMessage, OutboxRow, PgStore, SqliteStore, Store, SyncState, UnitOfWork,
+};
+use sqlx::Row;
+
+/// A store under test, with raw access to its tables for what the trait cannot show.
+pub enum Backend {
+    /// Postgres, on the binary's shared test database.
+    Pg(PgStore),
+    /// SQLite, on a temp file of its own (removed when the backend drops).
+    Sqlite(SqliteStore, #[allow(dead_code)] TempSqlite),
+}
+
+impl Backend {
+    /// A Postgres store on the shared test database.
+    pub async fn postgres() -> anyhow::Result<Self> {
+        let db = shared_pg_database().await?;
+        Ok(Self::Pg(db.connect_store(test_cipher(), 3).await?))
+    }
+
+    /// A SQLite store on a fresh temp file.
+    pub async fn sqlite() -> anyhow::Result<Self> {
+        let file = TempSqlite::new();
+        let store = file.open(test_cipher()).await?;
+        Ok(Self::Sqlite(store, file))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        match self {
+            Self::Pg(s) => s,
+            Self::Sqlite(s, _) => s,
+        }
+    }
+
+    /// Rows of `table` belonging to `tenant`, counted directly (Postgres: as the service
+    /// role under the tenant, so RLS applies).
+    pub async fn count(&self, table: &str, tenant: TenantId) -> anyhow::Result<i64> {
+        self.count_where(table, tenant, "TRUE").await
+    }
+
+    /// Open drive entries of a credential.
+    pub async fn open_drives(
+        &self,
+        tenant: TenantId,
+        credential: &KeyCredentialId,
+    ) -> anyhow::Result<i64> {
+        // Ids are ours (prefix + ULID): safe to inline.
+        let cond = format!(
+            "kind = 'drive' AND done_at IS NULL AND credential_id = '{}'",
+            credential.as_str()
+        );
+        self.count_where("mailbox", tenant, &cond).await
+    }
+
+    /// Counts `table` rows of the tenant matching a trusted SQL condition.
+    pub async fn count_where(
+        &self,
+        table: &str,
+        tenant: TenantId,
+        cond: &str,
+    ) -> anyhow::Result<i64> {
+        match self {
+            Self::Pg(s) => {
+                let mut tx = s.app_pool().begin().await?;
+                sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                    .bind(tenant.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                let n: i64 = sqlx::query_scalar(&format!(
+                    "SELECT count(*) FROM {table} WHERE tenant_id = $1 AND ({cond})"
+                ))
+                .bind(tenant.as_uuid())
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+            Self::Sqlite(s, _) => Ok(sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM {table} WHERE tenant_id = ? AND ({cond})"
+            ))
+            .bind(tenant.to_string())
+            .fetch_one(s.read_pool())
+            .await?),
+        }
+    }
+
+    /// The raw secret columns (PIN and vendor ref ciphertexts) of a credential's device
+    /// rows, as stored.
+    pub async fn raw_secret_columns(
+        &self,
+        tenant: TenantId,
+        credential: &KeyCredentialId,
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
+        let rows = match self {
+            Self::Pg(s) => {
+                let mut tx = s.app_pool().begin().await?;
+                sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                    .bind(tenant.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                let rows = sqlx::query(
+                    "SELECT pin_ciphertext, vendor_ref_ciphertext FROM key_credential_devices WHERE key_credential_id = $1",
+                )
+                .bind(credential.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok((
+                            r.try_get("pin_ciphertext")?,
+                            r.try_get("vendor_ref_ciphertext")?,
+                        ))
+                    })
+                    .collect::<Result<Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>, sqlx::Error>>()?
+            }
+            Self::Sqlite(s, _) => {
+                let rows = sqlx::query(
+                    "SELECT pin_ciphertext, vendor_ref_ciphertext FROM key_credential_devices WHERE tenant_id = ? AND key_credential_id = ?",
+                )
+                .bind(tenant.to_string())
+                .bind(credential.as_str())
+                .fetch_all(s.read_pool())
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok((
+                            r.try_get("pin_ciphertext")?,
+                            r.try_get("vendor_ref_ciphertext")?,
+                        ))
+                    })
+                    .collect::<Result<Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>, sqlx::Error>>()?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .flat_map(|(a, b)| [a, b])
+            .flatten()
+            .collect())
+    }
+}
+
+/// A fixed, millisecond-precise instant: SQLite stores milliseconds and Postgres
+/// microseconds, so round trips compare equal only at millisecond precision.
+pub fn t0() -> Timestamp {
+    DateTime::from_timestamp_millis(1_767_225_600_123).expect("constant timestamp is in range")
+}
+
+/// `t0` plus whole seconds.
+pub fn at(secs: i64) -> Timestamp {
+    t0() + Duration::seconds(secs)
+}
+
+/// A partition number no other test uses (partitions are global, not per tenant).
+pub fn random_partition() -> i32 {
+    1_000 + (uuid::Uuid::new_v4().as_u128() % 1_000_000_000) as i32
+}
+
+/// A globally unique message id (the inbox key is not tenant-scoped).
+pub fn message_id() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+/// The property every fixture uses.
+pub fn property() -> PropertyId {
+    PropertyId::parse("prop-1").expect("valid property id")
+}
+
+/// A room id.
+pub fn room(s: &str) -> RoomId {
+    RoomId::parse(s).expect("valid room id")
+}
+
+/// A tenant's registry: one adapter, two devices (d1 serves r101 and r102, d2 serves r103).
+pub struct Registry {
+    /// Tenant.
+    pub tenant: TenantId,
+    /// Adapter.
+    pub adapter: VendorAdapterId,
+    /// d1, d2.
+    pub devices: [LockDeviceId; 2],
+}
+
+/// Registers an adapter and two devices for `tenant`.
+pub async fn seed_registry(store: &dyn Store, tenant: TenantId) -> anyhow::Result<Registry> {
+    let adapter = VendorAdapterId::generate();
+    store
+        .upsert_adapter(&AdapterRecord {
+            id: adapter.clone(),
+            tenant_id: tenant,
+            property_id: property(),
+            vendor: VendorCode::Ttlock,
+            environment: "sandbox".into(),
+            capabilities: serde_json::json!({ "pin_code": true }),
+            config: serde_json::json!({ "baseUrl": "http://127.0.0.1:1" }),
+            now: t0(),
+        })
+        .await
+        .context("upsert adapter")?;
+    let d1 = LockDeviceId::generate();
+    let d2 = LockDeviceId::generate();
+    for (id, rooms) in [
+        (&d1, vec![room("r101"), room("r102")]),
+        (&d2, vec![room("r103")]),
+    ] {
+        store
+            .upsert_device(&DeviceRecord {
+                id: id.clone(),
+                tenant_id: tenant,
+                property_id: property(),
+                vendor: VendorCode::Ttlock,
+                vendor_adapter_id: adapter.clone(),
+                device_ref: DeviceRef::new(format!("ttlock-lock-{id}")),
+                label: format!("door {id}"),
+                capabilities: serde_json::json!({ "pin_code": true }),
+                rooms,
+                now: t0(),
+            })
+            .await
+            .context("upsert device")?;
+    }
+    Ok(Registry {
+        tenant,
+        adapter,
+        devices: [d1, d2],
+    })
+}
+
+/// A new guest credential of the registry's tenant for `rooms`, requested at `now`.
+pub fn new_credential(
+    reg: &Registry,
+    reservation: &ReservationId,
+    rooms: &[&str],
+    now: Timestamp,
+) -> anyhow::Result<KeyCredential> {
+    Ok(KeyCredential::request(
+        IssueIntent {
+            id: KeyCredentialId::generate(),
+            tenant_id: reg.tenant,
+            property_id: property(),
+            holder_kind: HolderKind::Guest,
+            reservation_id: Some(reservation.clone()),
+            guest_id: Some(GuestId::parse("guest-1")?),
+            staff_user_id: None,
+            kind: KeyCredentialKind::PinCode,
+            rooms: rooms
+                .iter()
+                .map(|r| ScopedRoom {
+                    tenant_id: reg.tenant,
+                    property_id: property(),
+                    room_id: room(r),
+                })
+                .collect(),
+            scope: KeyCredentialScope::default(),
+            validity: ValidityWindow::new(at(3_600), at(3 * 86_400))?,
+            vendor: VendorCode::Ttlock,
+            vendor_adapter_id: reg.adapter.clone(),
+            provisional: false,
+            idempotency_key: format!("idem-{}", ulid::Ulid::new()),
+            replaces_id: None,
+            trace_id: None,
+        },
+        now,
+    )?)
+}
+
+/// A fresh reservation id.
+pub fn reservation() -> ReservationId {
+    ReservationId::parse(&format!("rsv-{}", ulid::Ulid::new())).expect("valid reservation id")
+}
+
+/// The saga subject of a reservation.
+pub fn subject_of(r: &ReservationId) -> String {
+    format!("reservation:{}", r.as_str())
+}
+
+/// A unit of work inserting `snapshot` as a new credential.
+pub fn insert(snapshot: KeyCredentialSnapshot, now: Timestamp) -> UnitOfWork {
+    let mut uow = UnitOfWork::new(snapshot.tenant_id, None, now);
+    uow.credential = Some(CredentialWrite {
+        snapshot,
+        expected_version: None,
+    });
+    uow
+}
+
+/// An event for `subject`, received at `received_at`.
+pub fn intake_msg(
+    tenant: TenantId,
+    subject: &str,
+    partition: i32,
+    received_at: Timestamp,
+) -> IntakeMessage {
+    IntakeMessage {
+        message_id: message_id(),
+        consumer: "lockstep.reservations".into(),
+        tenant_id: tenant,
+        property_id: property(),
+        partition,
+        subject: subject.to_owned(),
+        topic: "reservation.confirmed".into(),
+        payload: serde_json::json!({ "revision": 1, "note": "test" }),
+        received_at,
+    }
+}
+
+/// An outbox row of `tenant`.
+pub fn outbox_row(tenant: TenantId, aggregate: &str, created_at: Timestamp) -> OutboxRow {
+    let id = ulid::Ulid::new().to_string();
+    OutboxRow {
+        id: id.clone(),
+        tenant_id: tenant,
+        aggregate_id: aggregate.to_owned(),
+        topic: "key_credential.requested".into(),
+        payload: serde_json::json!({ "keyCredentialId": aggregate }),
+        envelope: serde_json::json!({ "id": id, "data": { "keyCredentialId": aggregate } }),
+        created_at,
+        publish_attempts: 0,
+    }
+}
+
+/// An audit row of `tenant` about a credential.
+pub fn audit_row(
+    tenant: TenantId,
+    credential: &KeyCredentialId,
+    created_at: Timestamp,
+) -> AuditRow {
+    AuditRow {
+        id: ulid::Ulid::new().to_string(),
+        tenant_id: tenant,
+        property_id: property(),
+        credential_id: Some(credential.clone()),
+        device_id: None,
+        actor_kind: "saga".into(),
+        action: "requested".into(),
+        reason: None,
+        vendor: Some(VendorCode::Ttlock),
+        trace_id: Some("trace-1".into()),
+        created_at,
+        payload: serde_json::json!({ "step": 1 }),
+    }
+}
+
+/// A pending `present` device write, with an optional PIN and vendor ref.
+pub fn device_write(
+    credential: &KeyCredentialId,
+    device: &LockDeviceId,
+    pin: Option<&str>,
+    vref: Option<&str>,
+) -> anyhow::Result<DeviceSyncWrite> {
+    Ok(DeviceSyncWrite {
+        credential_id: credential.clone(),
+        device_id: device.clone(),
+        desired: Desired::Present,
+        sync: SyncState::Pending,
+        pin: pin.map(Pin::parse).transpose()?,
+        vendor_ref: vref.map(VendorRef::new),
+        attempts: 0,
+        pin_collisions: 0,
+        last_error: None,
+    })
+}
+
+/// What [`seed_everything`] wrote.
+pub struct Seeded {
+    /// The credential.
+    pub credential: KeyCredential,
+    /// Its reservation.
+    pub reservation: ReservationId,
+    /// The saga subject.
+    pub subject: String,
+}
+
+/// Writes at least one row of every tenant table for `tenant`, through the store: adapter,
+/// devices and their rooms, an intake (inbox + mailbox), a credential with rooms, a device
+/// row, saga state, an outbox row and an audit row.
+pub async fn seed_everything(store: &dyn Store, tenant: TenantId) -> anyhow::Result<Seeded> {
+    let registry = seed_registry(store, tenant).await?;
+    let reservation = reservation();
+    let subject = subject_of(&reservation);
+    store
+        .intake(
+            &intake_msg(tenant, &subject, random_partition(), t0()),
+            None,
+        )
+        .await?;
+    let credential = new_credential(&registry, &reservation, &["r101"], t0())?;
+    let mut uow = insert(credential.snapshot(), t0());
+    uow.devices.push(device_write(
+        credential.id(),
+        &registry.devices[0],
+        Some("482913"),
+        Some("vref-1"),
+    )?);
+    uow.saga = Some((subject.clone(), serde_json::json!({ "step": "requested" })));
+    uow.outbox
+        .push(outbox_row(tenant, credential.id().as_str(), t0()));
+    uow.audit.push(audit_row(tenant, credential.id(), t0()));
+    store.commit(uow).await?;
+    Ok(Seeded {
+        credential,
+        reservation,
+        subject,
+    })
+}
