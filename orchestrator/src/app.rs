@@ -140,6 +140,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     if settings.demo {
         let (sim, property) = crate::seed::demo(settings.simulator_bind)?;
         info!(url = %sim.base_url(), "built-in TTLock simulator listening");
+        println!("ttlock simulator listening on {}", sim.base_url());
         _simulator = Some(sim);
         properties.push(property);
     }

@@ -1,0 +1,136 @@
+//! Embedded mode, exactly as the README's first command starts it: no config, SQLite, the
+//! built-in TTLock simulator and the demo tenant.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+const DEMO_TENANT: &str = "00000000-0000-4000-8000-00000000d3e0";
+
+/// The README quickstart: a reservation becomes an active credential with a PIN at the
+/// simulator; a cancellation removes it; bad input gets a 4xx with the spec's code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() -> anyhow::Result<()> {
+    let dir = scratch("embedded");
+    let node = Lockstep::spawn(&dir, &[], &[("LOCKSTEP__HTTP__BIND", "127.0.0.1:0".into())]).await?;
+    let sim_url = node
+        .log_text()
+        .lines()
+        .find(|l| l.starts_with("ttlock simulator listening on "))
+        .and_then(|l| l.split("listening on ").nth(1))
+        .map(|s| s.trim().to_owned())
+        .expect("the simulator's address is printed");
+    let token = std::fs::read_to_string(dir.join(".lockstep/service-token"))?;
+    let client = reqwest::Client::new();
+
+    // no token: 401 with a code, nothing stored
+    let r = client.post(format!("{}/api/v1/intake", node.http)).body("{}").send().await?;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await?["code"], "MELMASTOON.GENERAL.UNAUTHENTICATED");
+
+    let event = confirmed("evt-q1", DEMO_TENANT, "ppt_demo", "rsv_q1", 1, &["rmu_101"], "2027-03-01T14:00:00Z", "2027-03-03T11:00:00Z");
+    let r = client.post(format!("{}/api/v1/intake", node.http)).bearer_auth(&token).body(event.clone()).send().await?;
+    assert_eq!(r.status(), 202);
+    // the same event again is a duplicate
+    let r = client.post(format!("{}/api/v1/intake", node.http)).bearer_auth(&token).body(event).send().await?;
+    assert_eq!(r.json::<Value>().await?["outcome"], "duplicate");
+
+    let get = |client: reqwest::Client, http: String, token: String| async move {
+        let r = client
+            .get(format!("{http}/api/v1/key-credentials?reservationId=rsv_q1"))
+            .bearer_auth(token)
+            .header("x-tenant-id", DEMO_TENANT)
+            .send()
+            .await
+            .ok()?;
+        r.json::<Value>().await.ok()
+    };
+    let active = wait_for("an active credential", Duration::from_secs(30), || {
+        let (c, h, t) = (client.clone(), node.http.clone(), token.clone());
+        async move { get(c, h, t).await.filter(|v| v["items"][0]["state"] == "active") }
+    })
+    .await?;
+    let cred = &active["items"][0];
+    assert_eq!(cred["kind"], "pin_code");
+    assert_eq!(cred["doorSync"][0]["sync"], "confirmed");
+    let id = cred["id"].as_str().unwrap().to_owned();
+
+    // the PIN is at the simulator's lock 1001 (room 101), with the stay's window
+    let passcodes: Value = reqwest::get(format!("{sim_url}/_sim/locks/1001/passcodes")).await?.json().await?;
+    let ours: Vec<&Value> = passcodes.as_array().unwrap().iter().filter(|p| p["keyboardPwdName"] == id.as_str()).collect();
+    assert_eq!(ours.len(), 1);
+    assert_eq!(ours[0]["keyboardPwd"].as_str().unwrap().len(), 6);
+    let from = chrono::DateTime::parse_from_rfc3339("2027-03-01T14:00:00Z")?.timestamp_millis();
+    assert_eq!(ours[0]["startDate"], from, "the passcode starts with the stay");
+    // I-8: neither the vendor's reference nor the PIN is in the API
+    let one: Value = client
+        .get(format!("{}/api/v1/key-credentials/{id}", node.http))
+        .bearer_auth(&token)
+        .header("x-tenant-id", DEMO_TENANT)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let text = one.to_string();
+    assert!(!text.contains(&ours[0]["keyboardPwdId"].to_string()));
+    assert!(!text.contains(ours[0]["keyboardPwd"].as_str().unwrap()));
+
+    // another tenant sees nothing
+    let r = client
+        .get(format!("{}/api/v1/key-credentials/{id}", node.http))
+        .bearer_auth(&token)
+        .header("x-tenant-id", "11111111-1111-4111-8111-111111111111")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await?["code"], "MELMASTOON.GENERAL.NOT_FOUND");
+
+    // a malformed event is refused with its reason
+    let r = client.post(format!("{}/api/v1/intake", node.http)).bearer_auth(&token).body("{\"id\":1}").send().await?;
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await?;
+    assert_eq!(body["code"], "MELMASTOON.GENERAL.VALIDATION_FAILED");
+    assert_eq!(body["details"]["reason"], "malformed");
+
+    // cancel: revoked, and the passcode is gone from the lock
+    let r = client
+        .post(format!("{}/api/v1/intake", node.http))
+        .bearer_auth(&token)
+        .body(cancelled("evt-q2", DEMO_TENANT, "ppt_demo", "rsv_q1", 2))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    wait_for("the passcode removed", Duration::from_secs(30), || {
+        let url = format!("{sim_url}/_sim/locks/1001/passcodes");
+        let id = id.clone();
+        async move {
+            let v: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+            (!v.as_array()?.iter().any(|p| p["keyboardPwdName"] == id.as_str())).then_some(())
+        }
+    })
+    .await?;
+    let revoked = wait_for("revoked with the door confirmed", Duration::from_secs(30), || {
+        let (c, h, t) = (client.clone(), node.http.clone(), token.clone());
+        async move { get(c, h, t).await.filter(|v| v["items"][0]["state"] == "revoked" && v["items"][0]["doorSync"][0]["sync"] == "confirmed") }
+    })
+    .await?;
+    assert_eq!(revoked["items"][0]["revokeReason"], "cancellation");
+
+    // the events were produced, without PIN or vendor ref
+    let events: Value = client
+        .get(format!("{}/api/v1/events", node.http))
+        .bearer_auth(&token)
+        .header("x-tenant-id", DEMO_TENANT)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let subjects: Vec<&str> = events["items"].as_array().unwrap().iter().filter_map(|e| e["subject"].as_str()).collect();
+    for s in ["melmastoon.lock.credential.requested.v1", "melmastoon.lock.credential.issued.v1", "melmastoon.lock.credential.revoked.v1"] {
+        assert!(subjects.contains(&s), "{s} produced: {subjects:?}");
+    }
+    assert!(!events.to_string().contains(ours[0]["keyboardPwd"].as_str().unwrap()));
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the `lockstep` binary, driven the way its users drive it: events
+//! on RabbitMQ or over HTTP, reads over the API, the vendor's state at its simulator.
+//! Real PostgreSQL and RabbitMQ (started by `scripts/services`), one database and one
+//! vhost per test.
+
+mod contract;
+mod embedded;
+mod harness;
+mod production;
