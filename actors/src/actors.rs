@@ -59,7 +59,10 @@ impl Handler<Wake> for Router {
     type Result = ();
     fn handle(&mut self, msg: Wake, _ctx: &mut Self::Context) {
         if !self.rt.fences.owns(msg.0.partition) {
-            debug!(partition = msg.0.partition, "wake for a partition not owned here");
+            debug!(
+                partition = msg.0.partition,
+                "wake for a partition not owned here"
+            );
             return;
         }
         let key = (msg.0.tenant_id, msg.0.property_id.clone());
@@ -67,7 +70,11 @@ impl Handler<Wake> for Router {
             Some(a) if a.connected() => a.clone(),
             _ => {
                 let a = PropertyActor::new(self.rt.clone(), key.0, key.1.clone()).start();
-                self.rt.metrics.live_actors.with_label_values(&["property"]).set(self.properties.len() as i64 + 1);
+                self.rt
+                    .metrics
+                    .live_actors
+                    .with_label_values(&["property"])
+                    .set(self.properties.len() as i64 + 1);
                 self.properties.insert(key, a.clone());
                 a
             }
@@ -132,7 +139,8 @@ impl Handler<Wake> for PropertyActor {
             Some((_, a)) => a.clone(),
             None => {
                 let a = CredentialActor::new(self.rt.clone(), msg.0.clone()).start();
-                self.subjects.insert(msg.0.subject.clone(), (msg.0.partition, a.clone()));
+                self.subjects
+                    .insert(msg.0.subject.clone(), (msg.0.partition, a.clone()));
                 a
             }
         };
@@ -216,11 +224,19 @@ impl Actor for CredentialActor {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Self::Context) {
-        self.rt.metrics.live_actors.with_label_values(&["credential"]).inc();
+        self.rt
+            .metrics
+            .live_actors
+            .with_label_values(&["credential"])
+            .inc();
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.rt.metrics.live_actors.with_label_values(&["credential"]).dec();
+        self.rt
+            .metrics
+            .live_actors
+            .with_label_values(&["credential"])
+            .dec();
     }
 }
 
@@ -240,7 +256,10 @@ impl Handler<Drained> for CredentialActor {
     fn handle(&mut self, msg: Drained, ctx: &mut Self::Context) {
         self.running = false;
         if msg.fenced {
-            warn!(partition = self.subject.partition, "partition fenced; stopping its actor");
+            warn!(
+                partition = self.subject.partition,
+                "partition fenced; stopping its actor"
+            );
             ctx.stop();
             return;
         }
@@ -273,7 +292,11 @@ async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
             return Err(StepError::Fenced);
         }
         let now = rt.clock.now();
-        let Some(entry) = rt.store.next_mailbox_entry(subject.tenant_id, &subject.subject, now).await? else {
+        let Some(entry) = rt
+            .store
+            .next_mailbox_entry(subject.tenant_id, &subject.subject, now)
+            .await?
+        else {
             return Ok(());
         };
         match step::run(rt, &entry).await {
@@ -281,7 +304,10 @@ async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
             Err(StepError::Fenced) => return Err(StepError::Fenced),
             Err(StepError::Retry(why)) => {
                 warn!(entry = entry.id, attempts = entry.attempts + 1, error = %why, "saga step failed; retry scheduled");
-                rt.metrics.saga_steps.with_label_values(&["any", "retry"]).inc();
+                rt.metrics
+                    .saga_steps
+                    .with_label_values(&["any", "retry"])
+                    .inc();
                 step::reschedule(rt, &entry, &why).await?;
             }
         }

@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use lockstep_domain::saga::ReservationEvent;
-use lockstep_domain::{DomainError, GuestId, PropertyId, ReservationId, RoomId, TenantId, ValidityWindow};
+use lockstep_domain::{
+    DomainError, GuestId, PropertyId, ReservationId, RoomId, TenantId, ValidityWindow,
+};
 use serde::Deserialize;
 
 /// Subjects Lockstep consumes (spec `002`, "Key events (consumed)") and handles today.
@@ -13,10 +15,7 @@ pub const RESERVATION_CONFIRMED: &str = "melmastoon.reservation.confirmed.v1";
 pub const RESERVATION_CANCELLED: &str = "melmastoon.reservation.cancelled.v1";
 
 /// Every subject of spec `002` Lockstep binds its intake queue to.
-pub const CONSUMED_SUBJECTS: &[&str] = &[
-    RESERVATION_CONFIRMED,
-    RESERVATION_CANCELLED,
-];
+pub const CONSUMED_SUBJECTS: &[&str] = &[RESERVATION_CONFIRMED, RESERVATION_CANCELLED];
 
 /// The envelope every event travels in.
 #[derive(Debug, Clone, Deserialize)]
@@ -116,7 +115,9 @@ impl Rejection {
 
 fn domain(e: DomainError) -> Rejection {
     match e {
-        DomainError::Validation { field, reason } => Rejection::Invalid(format!("{field}: {reason}")),
+        DomainError::Validation { field, reason } => {
+            Rejection::Invalid(format!("{field}: {reason}"))
+        }
         other => Rejection::Invalid(other.code().to_owned()),
     }
 }
@@ -127,7 +128,8 @@ fn data<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, Reje
 
 /// Parses a validated envelope into a domain event.
 pub fn parse(envelope: &serde_json::Value) -> Result<Parsed, Rejection> {
-    let env: Envelope = serde_json::from_value(envelope.clone()).map_err(|e| Rejection::Malformed(e.to_string()))?;
+    let env: Envelope = serde_json::from_value(envelope.clone())
+        .map_err(|e| Rejection::Malformed(e.to_string()))?;
     let tenant_id = TenantId::parse(&env.tenant_id).map_err(domain)?;
     let property_id = PropertyId::parse(&env.property_id).map_err(domain)?;
     if env.id.is_empty() || env.id.len() > 64 {
@@ -143,7 +145,9 @@ pub fn parse(envelope: &serde_json::Value) -> Result<Parsed, Rejection> {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(domain)?;
             if rooms.is_empty() {
-                return Err(Rejection::Invalid("roomIds: at least one room (I-12)".into()));
+                return Err(Rejection::Invalid(
+                    "roomIds: at least one room (I-12)".into(),
+                ));
             }
             (
                 ReservationId::parse(&d.reservation_id).map_err(domain)?,
@@ -159,7 +163,9 @@ pub fn parse(envelope: &serde_json::Value) -> Result<Parsed, Rejection> {
             let d: ReservationCancelled = data(&env.data)?;
             (
                 ReservationId::parse(&d.reservation_id).map_err(domain)?,
-                ReservationEvent::Cancelled { revision: d.revision },
+                ReservationEvent::Cancelled {
+                    revision: d.revision,
+                },
             )
         }
         _ => return Err(Rejection::UnknownSubject),

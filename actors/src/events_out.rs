@@ -33,7 +33,10 @@ pub fn outbox_row(e: &DomainEvent, created_at: Timestamp) -> OutboxRow {
             obj.insert("reason".into(), json!(reason));
         }
         if matches!(e.kind, DomainEventKind::Revoked { .. }) {
-            obj.insert("metadata".into(), json!({ "wasProvisional": e.provisional }));
+            obj.insert(
+                "metadata".into(),
+                json!({ "wasProvisional": e.provisional }),
+            );
         }
     }
     let envelope = json!({

@@ -46,13 +46,15 @@ impl Default for Metrics {
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric names are valid");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("metric names are valid");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
@@ -61,26 +63,78 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
         let vendor_call_seconds = HistogramVec::new(
-            HistogramOpts::new("lockstep_vendor_call_duration_seconds", "Vendor API call latency")
-                .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            HistogramOpts::new(
+                "lockstep_vendor_call_duration_seconds",
+                "Vendor API call latency",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             &["vendor", "op"],
         )
         .expect("metric names are valid");
-        r.register(Box::new(vendor_call_seconds.clone())).expect("metric registered once");
-        let live_actors = IntGaugeVec::new(Opts::new("lockstep_actors_live", "Live actors by kind"), &["kind"])
-            .expect("metric names are valid");
-        r.register(Box::new(live_actors.clone())).expect("metric registered once");
+        r.register(Box::new(vendor_call_seconds.clone()))
+            .expect("metric registered once");
+        let live_actors = IntGaugeVec::new(
+            Opts::new("lockstep_actors_live", "Live actors by kind"),
+            &["kind"],
+        )
+        .expect("metric names are valid");
+        r.register(Box::new(live_actors.clone()))
+            .expect("metric registered once");
         Self {
-            intake_messages: counter(&r, "lockstep_intake_messages_total", "Consumed messages by outcome", &["outcome"]),
-            dead_letters: counter(&r, "lockstep_intake_dead_letters_total", "Messages sent to the dead-letter queue by reason", &["reason"]),
-            vendor_calls: counter(&r, "lockstep_vendor_calls_total", "Vendor API calls by outcome", &["vendor", "op", "outcome"]),
-            saga_steps: counter(&r, "lockstep_saga_steps_total", "Saga steps by step and outcome", &["step", "outcome"]),
-            outbox_published: counter(&r, "lockstep_outbox_published_total", "Outbox rows published with a clean broker ack", &["subject"]),
-            outbox_failures: counter(&r, "lockstep_outbox_publish_failures_total", "Outbox publish failures by reason", &["reason"]),
+            intake_messages: counter(
+                &r,
+                "lockstep_intake_messages_total",
+                "Consumed messages by outcome",
+                &["outcome"],
+            ),
+            dead_letters: counter(
+                &r,
+                "lockstep_intake_dead_letters_total",
+                "Messages sent to the dead-letter queue by reason",
+                &["reason"],
+            ),
+            vendor_calls: counter(
+                &r,
+                "lockstep_vendor_calls_total",
+                "Vendor API calls by outcome",
+                &["vendor", "op", "outcome"],
+            ),
+            saga_steps: counter(
+                &r,
+                "lockstep_saga_steps_total",
+                "Saga steps by step and outcome",
+                &["step", "outcome"],
+            ),
+            outbox_published: counter(
+                &r,
+                "lockstep_outbox_published_total",
+                "Outbox rows published with a clean broker ack",
+                &["subject"],
+            ),
+            outbox_failures: counter(
+                &r,
+                "lockstep_outbox_publish_failures_total",
+                "Outbox publish failures by reason",
+                &["reason"],
+            ),
             mailbox_open: gauge(&r, "lockstep_mailbox_open_entries", "Open mailbox entries"),
-            mailbox_oldest_due_age_seconds: gauge(&r, "lockstep_mailbox_oldest_due_age_seconds", "Age of the oldest due open mailbox entry"),
-            outbox_unpublished: gauge(&r, "lockstep_outbox_unpublished_rows", "Unpublished outbox rows"),
-            outbox_oldest_age_seconds: gauge(&r, "lockstep_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished outbox row"),
+            mailbox_oldest_due_age_seconds: gauge(
+                &r,
+                "lockstep_mailbox_oldest_due_age_seconds",
+                "Age of the oldest due open mailbox entry",
+            ),
+            outbox_unpublished: gauge(
+                &r,
+                "lockstep_outbox_unpublished_rows",
+                "Unpublished outbox rows",
+            ),
+            outbox_oldest_age_seconds: gauge(
+                &r,
+                "lockstep_outbox_oldest_unpublished_age_seconds",
+                "Age of the oldest unpublished outbox row",
+            ),
             partitions_owned: gauge(&r, "lockstep_partitions_owned", "Partitions this node owns"),
             vendor_call_seconds,
             live_actors,

@@ -51,7 +51,10 @@ impl From<StoreError> for StepError {
 pub fn backoff(rt: &Runtime, attempt: i32) -> Duration {
     let base = rt.settings.retry_base.as_millis() as u64;
     let cap = rt.settings.retry_cap.as_millis() as u64;
-    let exp = base.saturating_mul(1u64 << attempt.clamp(0, 20)).min(cap).max(1);
+    let exp = base
+        .saturating_mul(1u64 << attempt.clamp(0, 20))
+        .min(cap)
+        .max(1);
     Duration::from_millis(rand::thread_rng().gen_range(exp / 2..=exp))
 }
 
@@ -96,7 +99,8 @@ async fn load_saga(rt: &Runtime, entry: &MailboxEntry) -> Result<ReservationSaga
     };
     let credential = match v.get("credentialId").and_then(|c| c.as_str()) {
         Some(id) => {
-            let id = KeyCredentialId::parse(id).map_err(|e| StepError::Retry(format!("corrupt saga state: {e:?}")))?;
+            let id = KeyCredentialId::parse(id)
+                .map_err(|e| StepError::Retry(format!("corrupt saga state: {e:?}")))?;
             // The saga decides on the credential's current state, read from its row.
             let state = rt
                 .store
@@ -110,12 +114,21 @@ async fn load_saga(rt: &Runtime, entry: &MailboxEntry) -> Result<ReservationSaga
     };
     Ok(ReservationSaga {
         revision: v.get("revision").and_then(|r| r.as_i64()),
-        cancelled: v.get("cancelled").and_then(|c| c.as_bool()).unwrap_or(false),
+        cancelled: v
+            .get("cancelled")
+            .and_then(|c| c.as_bool())
+            .unwrap_or(false),
         credential,
     })
 }
 
-fn audit(c: &KeyCredential, action: &str, reason: Option<&str>, now: Timestamp, payload: serde_json::Value) -> AuditRow {
+fn audit(
+    c: &KeyCredential,
+    action: &str,
+    reason: Option<&str>,
+    now: Timestamp,
+    payload: serde_json::Value,
+) -> AuditRow {
     AuditRow {
         id: ulid::Ulid::new().to_string(),
         tenant_id: c.tenant_id(),
@@ -136,7 +149,13 @@ fn audit(c: &KeyCredential, action: &str, reason: Option<&str>, now: Timestamp, 
 fn flush_events(c: &mut KeyCredential, uow: &mut UnitOfWork) {
     for e in c.take_pending_events() {
         uow.outbox.push(events_out::outbox_row(&e, uow.now));
-        let mut row = audit(c, e.kind.audit_action(), e.kind.reason(), uow.now, json!({ "version": e.version }));
+        let mut row = audit(
+            c,
+            e.kind.audit_action(),
+            e.kind.reason(),
+            uow.now,
+            json!({ "version": e.version }),
+        );
         row.trace_id = e.trace_id.clone();
         uow.audit.push(row);
     }
@@ -157,44 +176,81 @@ async fn on_event(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
         Ok(p) => p,
         Err(e) => {
             // Intake validated it; a stored entry that no longer parses is recorded, not retried.
-            uow.mailbox.push(MailboxUpdate::Done { id: entry.id, outcome: format!("rejected:{}", e.label()) });
+            uow.mailbox.push(MailboxUpdate::Done {
+                id: entry.id,
+                outcome: format!("rejected:{}", e.label()),
+            });
             rt.store.commit(uow).await?;
-            rt.metrics.saga_steps.with_label_values(&[topic_step(topic), "rejected"]).inc();
+            rt.metrics
+                .saga_steps
+                .with_label_values(&[topic_step(topic), "rejected"])
+                .inc();
             return Ok(());
         }
     };
     let state = load_saga(rt, entry).await?;
     match saga::decide(&state, &parsed.event) {
         Decision::Ignore(why) => {
-            uow.mailbox.push(MailboxUpdate::Done { id: entry.id, outcome: format!("ignored:{why:?}").to_lowercase() });
+            uow.mailbox.push(MailboxUpdate::Done {
+                id: entry.id,
+                outcome: format!("ignored:{why:?}").to_lowercase(),
+            });
             rt.store.commit(uow).await?;
-            rt.metrics.saga_steps.with_label_values(&[topic_step(topic), "ignored"]).inc();
+            rt.metrics
+                .saga_steps
+                .with_label_values(&[topic_step(topic), "ignored"])
+                .inc();
             Ok(())
         }
         Decision::Apply { mut next, commands } => {
             for cmd in commands {
                 match cmd {
-                    SagaCommand::Issue { kind, guest_id, rooms, validity } => {
-                        let devices = rt.store.devices_for_rooms(entry.tenant_id, &entry.property_id, &rooms).await?;
-                        let served: std::collections::BTreeSet<_> = devices.iter().flat_map(|d| d.rooms.iter().cloned()).collect();
-                        let adapter = devices.first().map(|d| (d.vendor, d.vendor_adapter_id.clone()));
+                    SagaCommand::Issue {
+                        kind,
+                        guest_id,
+                        rooms,
+                        validity,
+                    } => {
+                        let devices = rt
+                            .store
+                            .devices_for_rooms(entry.tenant_id, &entry.property_id, &rooms)
+                            .await?;
+                        let served: std::collections::BTreeSet<_> = devices
+                            .iter()
+                            .flat_map(|d| d.rooms.iter().cloned())
+                            .collect();
+                        let adapter = devices
+                            .first()
+                            .map(|d| (d.vendor, d.vendor_adapter_id.clone()));
                         let (vendor, adapter_id) = match adapter {
                             Some(a) => a,
-                            None => (VendorCode::Ttlock, lockstep_domain::VendorAdapterId::from_ulid(ulid::Ulid::nil())),
+                            None => (
+                                VendorCode::Ttlock,
+                                lockstep_domain::VendorAdapterId::from_ulid(ulid::Ulid::nil()),
+                            ),
                         };
                         let intent = IssueIntent {
                             id: KeyCredentialId::generate(),
                             tenant_id: entry.tenant_id,
                             property_id: entry.property_id.clone(),
                             holder_kind: HolderKind::Guest,
-                            reservation_id: Some(lockstep_domain::ReservationId::parse(entry.subject.trim_start_matches("reservation:")).map_err(|e| StepError::Retry(format!("{e:?}")))?),
+                            reservation_id: Some(
+                                lockstep_domain::ReservationId::parse(
+                                    entry.subject.trim_start_matches("reservation:"),
+                                )
+                                .map_err(|e| StepError::Retry(format!("{e:?}")))?,
+                            ),
                             guest_id: Some(guest_id),
                             staff_user_id: None,
                             kind,
                             // I-11: the rooms were resolved in this tenant's and property's registry.
                             rooms: rooms
                                 .iter()
-                                .map(|r| ScopedRoom { tenant_id: entry.tenant_id, property_id: entry.property_id.clone(), room_id: r.clone() })
+                                .map(|r| ScopedRoom {
+                                    tenant_id: entry.tenant_id,
+                                    property_id: entry.property_id.clone(),
+                                    room_id: r.clone(),
+                                })
                                 .collect(),
                             scope: Default::default(),
                             validity,
@@ -205,11 +261,17 @@ async fn on_event(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
                             replaces_id: None,
                             trace_id: parsed.trace_id.clone(),
                         };
-                        let mut cred = KeyCredential::request(intent, now).map_err(|e| StepError::Retry(format!("{e:?}")))?;
+                        let mut cred = KeyCredential::request(intent, now)
+                            .map_err(|e| StepError::Retry(format!("{e:?}")))?;
                         let all_served = rooms.iter().all(|r| served.contains(r));
                         if !all_served || kind != KeyCredentialKind::PinCode {
-                            let reason = if all_served { FailureReason::KindUnsupported } else { FailureReason::NoCapableDevice };
-                            cred.mark_failed(reason, now).map_err(|e| StepError::Retry(format!("{e:?}")))?;
+                            let reason = if all_served {
+                                FailureReason::KindUnsupported
+                            } else {
+                                FailureReason::NoCapableDevice
+                            };
+                            cred.mark_failed(reason, now)
+                                .map_err(|e| StepError::Retry(format!("{e:?}")))?;
                         } else {
                             for d in &devices {
                                 uow.devices.push(DeviceSyncWrite {
@@ -236,12 +298,23 @@ async fn on_event(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
                         flush_events(&mut cred, &mut uow);
                         uow.credential = Some(write_credential(&cred, None));
                     }
-                    SagaCommand::Revoke { credential_id, reason } => {
-                        let mut cred = rt.store.get_credential(entry.tenant_id, &credential_id).await?.ok_or_else(|| StepError::Retry("credential vanished".into()))?;
+                    SagaCommand::Revoke {
+                        credential_id,
+                        reason,
+                    } => {
+                        let mut cred = rt
+                            .store
+                            .get_credential(entry.tenant_id, &credential_id)
+                            .await?
+                            .ok_or_else(|| StepError::Retry("credential vanished".into()))?;
                         let expected = cred.version();
                         cred.set_trace_id(parsed.trace_id.clone());
-                        cred.revoke(reason, now).map_err(|e| StepError::Retry(format!("{e:?}")))?;
-                        let devices = rt.store.credential_devices(entry.tenant_id, &credential_id).await?;
+                        cred.revoke(reason, now)
+                            .map_err(|e| StepError::Retry(format!("{e:?}")))?;
+                        let devices = rt
+                            .store
+                            .credential_devices(entry.tenant_id, &credential_id)
+                            .await?;
                         plan_removal(&devices, &mut uow);
                         if uow.devices.iter().any(|d| d.sync == SyncState::Pending) {
                             uow.schedule.push(ScheduleDrive {
@@ -256,11 +329,19 @@ async fn on_event(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
                         uow.credential = Some(write_credential(&cred, Some(expected)));
                     }
                     SagaCommand::FailCancelledMidFlight { credential_id } => {
-                        let mut cred = rt.store.get_credential(entry.tenant_id, &credential_id).await?.ok_or_else(|| StepError::Retry("credential vanished".into()))?;
+                        let mut cred = rt
+                            .store
+                            .get_credential(entry.tenant_id, &credential_id)
+                            .await?
+                            .ok_or_else(|| StepError::Retry("credential vanished".into()))?;
                         let expected = cred.version();
                         cred.set_trace_id(parsed.trace_id.clone());
-                        cred.mark_failed(FailureReason::CancelledMidFlight, now).map_err(|e| StepError::Retry(format!("{e:?}")))?;
-                        let devices = rt.store.credential_devices(entry.tenant_id, &credential_id).await?;
+                        cred.mark_failed(FailureReason::CancelledMidFlight, now)
+                            .map_err(|e| StepError::Retry(format!("{e:?}")))?;
+                        let devices = rt
+                            .store
+                            .credential_devices(entry.tenant_id, &credential_id)
+                            .await?;
                         plan_removal(&devices, &mut uow);
                         flush_events(&mut cred, &mut uow);
                         uow.credential = Some(write_credential(&cred, Some(expected)));
@@ -268,9 +349,15 @@ async fn on_event(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
                 }
             }
             uow.saga = Some((entry.subject.clone(), saga_to_json(&next)));
-            uow.mailbox.push(MailboxUpdate::Done { id: entry.id, outcome: "applied".into() });
+            uow.mailbox.push(MailboxUpdate::Done {
+                id: entry.id,
+                outcome: "applied".into(),
+            });
             rt.store.commit(uow).await?;
-            rt.metrics.saga_steps.with_label_values(&[topic_step(topic), "applied"]).inc();
+            rt.metrics
+                .saga_steps
+                .with_label_values(&[topic_step(topic), "applied"])
+                .inc();
             Ok(())
         }
     }
@@ -282,7 +369,11 @@ fn plan_removal(devices: &[CredentialDevice], uow: &mut UnitOfWork) {
     for d in devices {
         let mut w = DeviceSyncWrite::from_current(d);
         w.desired = Desired::Absent;
-        w.sync = if d.attempts == 0 && d.vendor_ref.is_none() { SyncState::Confirmed } else { SyncState::Pending };
+        w.sync = if d.attempts == 0 && d.vendor_ref.is_none() {
+            SyncState::Confirmed
+        } else {
+            SyncState::Pending
+        };
         uow.devices.push(w);
     }
 }
@@ -305,14 +396,26 @@ fn issue_request(cred: &KeyCredential, d: &CredentialDevice) -> IssueRequest {
     }
 }
 
-async fn timed<T>(rt: &Runtime, port: &dyn LockPort, op: &'static str, fut: impl std::future::Future<Output = Result<T, VendorError>>) -> Result<T, VendorError> {
+async fn timed<T>(
+    rt: &Runtime,
+    port: &dyn LockPort,
+    op: &'static str,
+    fut: impl std::future::Future<Output = Result<T, VendorError>>,
+) -> Result<T, VendorError> {
     let vendor = port.vendor().as_str();
+    // A latency histogram measures real elapsed time, whatever the business clock says.
+    #[allow(clippy::disallowed_methods)]
     let started = std::time::Instant::now();
     let res = match tokio::time::timeout(rt.settings.vendor_call_timeout, fut).await {
         Ok(r) => r,
-        Err(_) => Err(VendorError::Unavailable { detail: format!("{op} timed out") }),
+        Err(_) => Err(VendorError::Unavailable {
+            detail: format!("{op} timed out"),
+        }),
     };
-    rt.metrics.vendor_call_seconds.with_label_values(&[vendor, op]).observe(started.elapsed().as_secs_f64());
+    rt.metrics
+        .vendor_call_seconds
+        .with_label_values(&[vendor, op])
+        .observe(started.elapsed().as_secs_f64());
     let outcome = match &res {
         Ok(_) => "ok",
         Err(VendorError::Unavailable { .. }) => "unavailable",
@@ -322,24 +425,41 @@ async fn timed<T>(rt: &Runtime, port: &dyn LockPort, op: &'static str, fut: impl
         Err(VendorError::Auth { .. }) => "auth",
         Err(VendorError::NotFound) => "not_found",
     };
-    rt.metrics.vendor_calls.with_label_values(&[vendor, op, outcome]).inc();
+    rt.metrics
+        .vendor_calls
+        .with_label_values(&[vendor, op, outcome])
+        .inc();
     res
 }
 
 /// Drives a credential's per-device vendor operations until every device agrees with what
 /// is desired, one vendor call and one commit at a time; revocations before issuances.
-async fn drive(rt: &Runtime, entry: &MailboxEntry, credential_id: &KeyCredentialId) -> Result<(), StepError> {
+async fn drive(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+    credential_id: &KeyCredentialId,
+) -> Result<(), StepError> {
     loop {
         let now = rt.clock.now();
         let fence = rt.fences.for_commit(entry.partition);
-        let Some(mut cred) = rt.store.get_credential(entry.tenant_id, credential_id).await? else {
+        let Some(mut cred) = rt
+            .store
+            .get_credential(entry.tenant_id, credential_id)
+            .await?
+        else {
             let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
-            uow.mailbox.push(MailboxUpdate::Done { id: entry.id, outcome: "missing".into() });
+            uow.mailbox.push(MailboxUpdate::Done {
+                id: entry.id,
+                outcome: "missing".into(),
+            });
             rt.store.commit(uow).await?;
             return Ok(());
         };
         let expected = cred.version();
-        let devices = rt.store.credential_devices(entry.tenant_id, credential_id).await?;
+        let devices = rt
+            .store
+            .credential_devices(entry.tenant_id, credential_id)
+            .await?;
         let next = devices
             .iter()
             .filter(|d| d.sync == SyncState::Pending)
@@ -347,17 +467,31 @@ async fn drive(rt: &Runtime, entry: &MailboxEntry, credential_id: &KeyCredential
         let Some(d) = next else {
             // Everything agrees: activate a pending credential whose devices all hold it.
             let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
-            if cred.state() == KeyCredentialState::Pending && devices.iter().all(|d| d.desired == Desired::Present && d.sync == SyncState::Confirmed) {
-                cred.mark_active(now).map_err(|e| StepError::Retry(format!("{e:?}")))?;
+            if cred.state() == KeyCredentialState::Pending
+                && devices
+                    .iter()
+                    .all(|d| d.desired == Desired::Present && d.sync == SyncState::Confirmed)
+            {
+                cred.mark_active(now)
+                    .map_err(|e| StepError::Retry(format!("{e:?}")))?;
                 flush_events(&mut cred, &mut uow);
                 uow.credential = Some(write_credential(&cred, Some(expected)));
             }
-            uow.mailbox.push(MailboxUpdate::Done { id: entry.id, outcome: "applied".into() });
+            uow.mailbox.push(MailboxUpdate::Done {
+                id: entry.id,
+                outcome: "applied".into(),
+            });
             rt.store.commit(uow).await?;
-            rt.metrics.saga_steps.with_label_values(&["drive", "applied"]).inc();
+            rt.metrics
+                .saga_steps
+                .with_label_values(&["drive", "applied"])
+                .inc();
             return Ok(());
         };
-        let port = rt.ports.get(&d.vendor_adapter_id).ok_or_else(|| StepError::Retry("no adapter registered for device".into()))?;
+        let port = rt
+            .ports
+            .get(&d.vendor_adapter_id)
+            .ok_or_else(|| StepError::Retry("no adapter registered for device".into()))?;
         let req = issue_request(&cred, d);
         let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
         let mut w = DeviceSyncWrite::from_current(d);
@@ -366,7 +500,9 @@ async fn drive(rt: &Runtime, entry: &MailboxEntry, credential_id: &KeyCredential
                 let vref = match &d.vendor_ref {
                     Some(v) => Some(v.clone()),
                     // a previous issue attempt may have reached the vendor: look first
-                    None if d.attempts > 0 => timed(rt, port.as_ref(), "find", port.find(&req)).await.map_err(retry)?,
+                    None if d.attempts > 0 => timed(rt, port.as_ref(), "find", port.find(&req))
+                        .await
+                        .map_err(retry)?,
                     None => None,
                 };
                 if let Some(v) = &vref {
@@ -377,19 +513,33 @@ async fn drive(rt: &Runtime, entry: &MailboxEntry, credential_id: &KeyCredential
                 }
                 w.sync = SyncState::Confirmed;
                 w.last_error = None;
-                let mut row = audit(&cred, "vendor_removed", None, now, json!({ "found": vref.is_some() }));
+                let mut row = audit(
+                    &cred,
+                    "vendor_removed",
+                    None,
+                    now,
+                    json!({ "found": vref.is_some() }),
+                );
                 row.device_id = Some(d.device_id.clone());
                 uow.audit.push(row);
                 uow.devices.push(w);
                 rt.store.commit(uow).await?;
             }
             Desired::Present => {
-                if cred.state() != KeyCredentialState::Requested && cred.state() != KeyCredentialState::Pending {
-                    return Err(StepError::Retry(format!("credential {} cannot be issued", cred.state().as_str())));
+                if cred.state() != KeyCredentialState::Requested
+                    && cred.state() != KeyCredentialState::Pending
+                {
+                    return Err(StepError::Retry(format!(
+                        "credential {} cannot be issued",
+                        cred.state().as_str()
+                    )));
                 }
                 // Reconcile before retrying: a call that may have landed is looked up first.
                 if d.attempts > 0 {
-                    if let Some(v) = timed(rt, port.as_ref(), "find", port.find(&req)).await.map_err(retry)? {
+                    if let Some(v) = timed(rt, port.as_ref(), "find", port.find(&req))
+                        .await
+                        .map_err(retry)?
+                    {
                         w.vendor_ref = Some(v);
                         w.sync = SyncState::Confirmed;
                         w.last_error = None;
@@ -399,12 +549,21 @@ async fn drive(rt: &Runtime, entry: &MailboxEntry, credential_id: &KeyCredential
                     }
                 }
                 if d.attempts >= rt.settings.max_issue_attempts {
-                    fail_credential(rt, entry, &mut cred, expected, &devices, FailureReason::VendorUnreachable).await?;
+                    fail_credential(
+                        rt,
+                        entry,
+                        &mut cred,
+                        expected,
+                        &devices,
+                        FailureReason::VendorUnreachable,
+                    )
+                    .await?;
                     continue;
                 }
                 // Commit the intent (and requested → pending) before the call.
                 if cred.state() == KeyCredentialState::Requested {
-                    cred.mark_pending(now).map_err(|e| StepError::Retry(format!("{e:?}")))?;
+                    cred.mark_pending(now)
+                        .map_err(|e| StepError::Retry(format!("{e:?}")))?;
                     uow.credential = Some(write_credential(&cred, Some(expected)));
                 }
                 w.attempts += 1;
@@ -413,7 +572,11 @@ async fn drive(rt: &Runtime, entry: &MailboxEntry, credential_id: &KeyCredential
                 match timed(rt, port.as_ref(), "issue", port.issue(&req)).await {
                     Ok(vref) => {
                         rt.failpoints.after_vendor_issue().await;
-                        let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), rt.clock.now());
+                        let mut uow = UnitOfWork::new(
+                            entry.tenant_id,
+                            rt.fences.for_commit(entry.partition),
+                            rt.clock.now(),
+                        );
                         w.vendor_ref = Some(vref);
                         w.sync = SyncState::Confirmed;
                         w.last_error = None;
@@ -421,15 +584,34 @@ async fn drive(rt: &Runtime, entry: &MailboxEntry, credential_id: &KeyCredential
                         rt.store.commit(uow).await?;
                     }
                     Err(VendorError::PinCollision) => {
-                        let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), rt.clock.now());
+                        let mut uow = UnitOfWork::new(
+                            entry.tenant_id,
+                            rt.fences.for_commit(entry.partition),
+                            rt.clock.now(),
+                        );
                         w.pin_collisions += 1;
                         if w.pin_collisions >= MAX_PIN_COLLISIONS {
                             uow.devices.push(w);
                             rt.store.commit(uow).await?;
-                            let mut cred = rt.store.get_credential(entry.tenant_id, credential_id).await?.ok_or_else(|| StepError::Retry("credential vanished".into()))?;
+                            let mut cred = rt
+                                .store
+                                .get_credential(entry.tenant_id, credential_id)
+                                .await?
+                                .ok_or_else(|| StepError::Retry("credential vanished".into()))?;
                             let expected = cred.version();
-                            let devices = rt.store.credential_devices(entry.tenant_id, credential_id).await?;
-                            fail_credential(rt, entry, &mut cred, expected, &devices, FailureReason::PinCollisionExhausted).await?;
+                            let devices = rt
+                                .store
+                                .credential_devices(entry.tenant_id, credential_id)
+                                .await?;
+                            fail_credential(
+                                rt,
+                                entry,
+                                &mut cred,
+                                expected,
+                                &devices,
+                                FailureReason::PinCollisionExhausted,
+                            )
+                            .await?;
                         } else {
                             // The refused call created nothing: a fresh PIN, attempts reset.
                             w.pin = Some(Pin::generate(Pin::DEFAULT_LEN));
@@ -440,10 +622,25 @@ async fn drive(rt: &Runtime, entry: &MailboxEntry, credential_id: &KeyCredential
                     }
                     Err(e) if e.is_retryable() => return Err(retry(e)),
                     Err(_) => {
-                        let mut cred = rt.store.get_credential(entry.tenant_id, credential_id).await?.ok_or_else(|| StepError::Retry("credential vanished".into()))?;
+                        let mut cred = rt
+                            .store
+                            .get_credential(entry.tenant_id, credential_id)
+                            .await?
+                            .ok_or_else(|| StepError::Retry("credential vanished".into()))?;
                         let expected = cred.version();
-                        let devices = rt.store.credential_devices(entry.tenant_id, credential_id).await?;
-                        fail_credential(rt, entry, &mut cred, expected, &devices, FailureReason::VendorRefused).await?;
+                        let devices = rt
+                            .store
+                            .credential_devices(entry.tenant_id, credential_id)
+                            .await?;
+                        fail_credential(
+                            rt,
+                            entry,
+                            &mut cred,
+                            expected,
+                            &devices,
+                            FailureReason::VendorRefused,
+                        )
+                        .await?;
                     }
                 }
             }
@@ -466,7 +663,8 @@ async fn fail_credential(
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
     let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
-    cred.mark_failed(reason, now).map_err(|e| StepError::Retry(format!("{e:?}")))?;
+    cred.mark_failed(reason, now)
+        .map_err(|e| StepError::Retry(format!("{e:?}")))?;
     plan_removal(devices, &mut uow);
     flush_events(cred, &mut uow);
     uow.credential = Some(write_credential(cred, Some(expected)));

@@ -368,7 +368,9 @@ pub fn overlay_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, 
                 if !entry.is_table() {
                     *entry = toml::Value::Table(toml::Table::new());
                 }
-                let Some(next) = entry.as_table_mut() else { break };
+                let Some(next) = entry.as_table_mut() else {
+                    break;
+                };
                 cur = next;
             }
         }
@@ -395,21 +397,26 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         return Err(invalid("saga.max_issue_attempts", "must be at least 1"));
     }
     if saga.retry_base > saga.retry_cap {
-        return Err(invalid("saga.retry_base_ms", "must not exceed saga.retry_cap_ms"));
+        return Err(invalid(
+            "saga.retry_base_ms",
+            "must not exceed saga.retry_cap_ms",
+        ));
     }
     let (postgres, amqp) = match raw.mode {
         Mode::Embedded => (None, None),
         Mode::Production => {
-            let url = raw
-                .database
-                .url
-                .clone()
-                .ok_or_else(|| invalid("database.url", "production mode needs the service role's Postgres URL"))?;
-            let worker_url = raw
-                .database
-                .worker_url
-                .clone()
-                .ok_or_else(|| invalid("database.worker_url", "production mode needs the worker role's Postgres URL"))?;
+            let url = raw.database.url.clone().ok_or_else(|| {
+                invalid(
+                    "database.url",
+                    "production mode needs the service role's Postgres URL",
+                )
+            })?;
+            let worker_url = raw.database.worker_url.clone().ok_or_else(|| {
+                invalid(
+                    "database.worker_url",
+                    "production mode needs the worker role's Postgres URL",
+                )
+            })?;
             let a = &raw.amqp;
             let partitions = a.partitions.unwrap_or(8);
             if !(1..=1024).contains(&partitions) {
@@ -433,11 +440,13 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
                     migrate_on_start: raw.database.migrate_on_start.unwrap_or(false),
                 }),
                 Some(AmqpSettings {
-                    url: a
-                        .url
+                    url: a.url.clone().ok_or_else(|| {
+                        invalid("amqp.url", "production mode needs the RabbitMQ URL")
+                    })?,
+                    exchange: a
+                        .exchange
                         .clone()
-                        .ok_or_else(|| invalid("amqp.url", "production mode needs the RabbitMQ URL"))?,
-                    exchange: a.exchange.clone().unwrap_or_else(|| "melmastoon.events".into()),
+                        .unwrap_or_else(|| "melmastoon.events".into()),
                     prefix: a.prefix.clone().unwrap_or_else(|| "lockstep".into()),
                     partitions,
                     node_index,
@@ -450,11 +459,16 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         }
     };
     if raw.mode == Mode::Production && raw.encryption.key.is_none() {
-        return Err(invalid("encryption.key", "production mode needs an encryption key (64 hex digits)"));
+        return Err(invalid(
+            "encryption.key",
+            "production mode needs an encryption key (64 hex digits)",
+        ));
     }
     Ok(Settings {
         mode: raw.mode,
-        node_id: raw.node_id.unwrap_or_else(|| format!("node-{}", std::process::id())),
+        node_id: raw
+            .node_id
+            .unwrap_or_else(|| format!("node-{}", std::process::id())),
         http_bind: addr("http.bind", raw.http.bind.as_deref(), "127.0.0.1:8080")?,
         service_token: raw.http.service_token,
         sqlite_path: raw
@@ -462,12 +476,19 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             .sqlite_path
             .unwrap_or_else(|| PathBuf::from(".lockstep/lockstep.sqlite")),
         postgres,
-        key_version: raw.encryption.key_version.unwrap_or_else(|| "local-v1".into()),
+        key_version: raw
+            .encryption
+            .key_version
+            .unwrap_or_else(|| "local-v1".into()),
         key: raw.encryption.key,
         amqp,
         saga,
         demo: raw.demo.enabled.unwrap_or(raw.mode == Mode::Embedded),
-        simulator_bind: addr("demo.simulator_bind", raw.demo.simulator_bind.as_deref(), "127.0.0.1:0")?,
+        simulator_bind: addr(
+            "demo.simulator_bind",
+            raw.demo.simulator_bind.as_deref(),
+            "127.0.0.1:18080",
+        )?,
         properties: raw.properties,
     })
 }
@@ -512,7 +533,10 @@ mod tests {
         overlay_env(
             &mut t,
             vec![
-                ("LOCKSTEP__HTTP__BIND".to_string(), "127.0.0.1:9999".to_string()),
+                (
+                    "LOCKSTEP__HTTP__BIND".to_string(),
+                    "127.0.0.1:9999".to_string(),
+                ),
                 ("LOCKSTEP__AMQP__PARTITIONS".to_string(), "4".to_string()),
                 ("OTHER".to_string(), "x".to_string()),
             ]

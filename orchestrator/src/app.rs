@@ -11,7 +11,9 @@ use std::time::Duration;
 use actix::{Actor, Addr};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
-use lockstep_actors::{Failpoints, FenceBook, Metrics, PortRegistry, Router, Runtime, SagaSettings};
+use lockstep_actors::{
+    Failpoints, FenceBook, Metrics, PortRegistry, Router, Runtime, SagaSettings,
+};
 use lockstep_config::{resolve_secret, Mode, Settings};
 use lockstep_domain::{Clock, SystemClock};
 use lockstep_persistence::{pg, sqlite::SqliteStore, Cipher, PgStore, Store};
@@ -49,7 +51,8 @@ fn cipher(settings: &Settings) -> anyhow::Result<Cipher> {
             read_or_create(&path, Cipher::generate_hex)?
         }
     };
-    Cipher::from_hex(&settings.key_version, &hex).map_err(|e| anyhow::anyhow!("encryption.key: {e}"))
+    Cipher::from_hex(&settings.key_version, &hex)
+        .map_err(|e| anyhow::anyhow!("encryption.key: {e}"))
 }
 
 fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
@@ -88,22 +91,33 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     match &settings.postgres {
         None => {
             if let Some(dir) = settings.sqlite_path.parent() {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
             }
             let path = settings.sqlite_path.to_string_lossy().into_owned();
-            Ok(Arc::new(SqliteStore::open(&path, cipher).await.context("opening the SQLite store")?))
+            Ok(Arc::new(
+                SqliteStore::open(&path, cipher)
+                    .await
+                    .context("opening the SQLite store")?,
+            ))
         }
         Some(pgs) => {
             if pgs.migrate_on_start {
-                let owner = pgs
-                    .owner_url
-                    .as_ref()
-                    .ok_or_else(|| anyhow::anyhow!("database.owner_url is needed with migrate_on_start"))?;
-                pg::migrate(&resolve_secret(owner)?).await.context("running migrations")?;
+                let owner = pgs.owner_url.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!("database.owner_url is needed with migrate_on_start")
+                })?;
+                pg::migrate(&resolve_secret(owner)?)
+                    .await
+                    .context("running migrations")?;
             }
-            let store = PgStore::connect(&resolve_secret(&pgs.url)?, &resolve_secret(&pgs.worker_url)?, cipher, pgs.max_connections)
-                .await
-                .context("connecting to Postgres")?;
+            let store = PgStore::connect(
+                &resolve_secret(&pgs.url)?,
+                &resolve_secret(&pgs.worker_url)?,
+                cipher,
+                pgs.max_connections,
+            )
+            .await
+            .context("connecting to Postgres")?;
             Ok(Arc::new(store))
         }
     }
@@ -113,10 +127,9 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     match &settings.postgres {
         Some(pgs) => {
-            let owner = pgs
-                .owner_url
-                .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("config key `database.owner_url` is needed to migrate"))?;
+            let owner = pgs.owner_url.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("config key `database.owner_url` is needed to migrate")
+            })?;
             pg::migrate(&resolve_secret(owner)?).await?;
         }
         None => {
@@ -162,7 +175,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     };
 
-    let fences = if settings.amqp.is_some() { FenceBook::enforcing() } else { FenceBook::default() };
+    let fences = if settings.amqp.is_some() {
+        FenceBook::enforcing()
+    } else {
+        FenceBook::default()
+    };
     let rt = Runtime {
         store: store.clone(),
         ports,
@@ -191,7 +208,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     match &settings.amqp {
         None => {
-            actix::spawn(bus::embedded::ticker(shared.clone(), Duration::from_secs(1)));
+            actix::spawn(bus::embedded::ticker(
+                shared.clone(),
+                Duration::from_secs(1),
+            ));
             actix::spawn(bus::embedded::publisher(shared.clone()));
         }
         Some(a) => {
@@ -227,11 +247,13 @@ async fn refresh_gauges(shared: Arc<Shared>) {
         let m = &shared.rt.metrics;
         if let Ok((n, oldest)) = shared.rt.store.mailbox_depth().await {
             m.mailbox_open.set(n);
-            m.mailbox_oldest_due_age_seconds.set(oldest.map(|t| (now - t).num_seconds().max(0)).unwrap_or(0));
+            m.mailbox_oldest_due_age_seconds
+                .set(oldest.map(|t| (now - t).num_seconds().max(0)).unwrap_or(0));
         }
         if let Ok((n, oldest)) = shared.rt.store.outbox_lag().await {
             m.outbox_unpublished.set(n);
-            m.outbox_oldest_age_seconds.set(oldest.map(|t| (now - t).num_seconds().max(0)).unwrap_or(0));
+            m.outbox_oldest_age_seconds
+                .set(oldest.map(|t| (now - t).num_seconds().max(0)).unwrap_or(0));
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }

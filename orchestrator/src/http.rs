@@ -33,7 +33,11 @@ impl ApiError {
     }
 
     fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "MELMASTOON.GENERAL.UNAUTHENTICATED", "a valid bearer token is required")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "MELMASTOON.GENERAL.UNAUTHENTICATED",
+            "a valid bearer token is required",
+        )
     }
 }
 
@@ -58,7 +62,8 @@ impl ResponseError for ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
-        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut details = json!({});
         if let Some(sub) = e.sub_code() {
             details["subCode"] = json!(sub);
@@ -79,7 +84,11 @@ impl From<DomainError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store error serving a request");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "MELMASTOON.GENERAL.UNAVAILABLE", "storage is unavailable; retry later")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "MELMASTOON.GENERAL.UNAVAILABLE",
+            "storage is unavailable; retry later",
+        )
     }
 }
 
@@ -113,7 +122,9 @@ fn tenant(req: &HttpRequest) -> Result<TenantId, ApiError> {
         .headers()
         .get("x-tenant-id")
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::from(DomainError::validation("X-Tenant-Id", "header is required")))?;
+        .ok_or_else(|| {
+            ApiError::from(DomainError::validation("X-Tenant-Id", "header is required"))
+        })?;
     Ok(TenantId::parse(raw)?)
 }
 
@@ -156,7 +167,11 @@ pub fn credential_json(c: &KeyCredential, devices: &[CredentialDevice]) -> serde
     })
 }
 
-async fn get_credential(req: HttpRequest, path: web::Path<String>, shared: web::Data<Arc<Shared>>) -> Result<HttpResponse, ApiError> {
+async fn get_credential(
+    req: HttpRequest,
+    path: web::Path<String>,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
     authenticate(&req, &shared)?;
     let tenant = tenant(&req)?;
     let id = KeyCredentialId::parse(&path.into_inner())?;
@@ -165,7 +180,9 @@ async fn get_credential(req: HttpRequest, path: web::Path<String>, shared: web::
         .store
         .get_credential(tenant, &id)
         .await?
-        .ok_or(DomainError::NotFound { entity: "key_credential" })?;
+        .ok_or(DomainError::NotFound {
+            entity: "key_credential",
+        })?;
     let devices = shared.rt.store.credential_devices(tenant, &id).await?;
     Ok(HttpResponse::Ok().json(credential_json(&cred, &devices)))
 }
@@ -176,14 +193,26 @@ struct ListQuery {
     reservation_id: Option<String>,
 }
 
-async fn list_credentials(req: HttpRequest, q: web::Query<ListQuery>, shared: web::Data<Arc<Shared>>) -> Result<HttpResponse, ApiError> {
+async fn list_credentials(
+    req: HttpRequest,
+    q: web::Query<ListQuery>,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
     authenticate(&req, &shared)?;
     let tenant = tenant(&req)?;
     let Some(reservation) = &q.reservation_id else {
-        return Err(DomainError::validation("reservationId", "is required (other filters come with the full API)").into());
+        return Err(DomainError::validation(
+            "reservationId",
+            "is required (other filters come with the full API)",
+        )
+        .into());
     };
     let reservation = ReservationId::parse(reservation)?;
-    let creds = shared.rt.store.credentials_by_reservation(tenant, &reservation).await?;
+    let creds = shared
+        .rt
+        .store
+        .credentials_by_reservation(tenant, &reservation)
+        .await?;
     let mut items = Vec::with_capacity(creds.len());
     for c in &creds {
         let devices = shared.rt.store.credential_devices(tenant, c.id()).await?;
@@ -192,7 +221,11 @@ async fn list_credentials(req: HttpRequest, q: web::Query<ListQuery>, shared: we
     Ok(HttpResponse::Ok().json(json!({ "items": items, "nextCursor": null })))
 }
 
-async fn post_intake(req: HttpRequest, body: web::Bytes, shared: web::Data<Arc<Shared>>) -> Result<HttpResponse, ApiError> {
+async fn post_intake(
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
     authenticate(&req, &shared)?;
     let rt = &shared.rt;
     match intake::accept(&shared.schemas, rt.store.as_ref(), rt.clock.as_ref(), &shared.router, &rt.metrics, &body, 0, None).await {
@@ -215,11 +248,21 @@ struct EventsQuery {
     limit: Option<usize>,
 }
 
-async fn recent_events(req: HttpRequest, q: web::Query<EventsQuery>, shared: web::Data<Arc<Shared>>) -> Result<HttpResponse, ApiError> {
+async fn recent_events(
+    req: HttpRequest,
+    q: web::Query<EventsQuery>,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
     authenticate(&req, &shared)?;
     let tenant = tenant(&req)?.to_string();
     let limit = q.limit.unwrap_or(100).min(1000);
-    let events = shared.recent_events.lock().map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "MELMASTOON.GENERAL.INTERNAL", "event buffer unavailable"))?;
+    let events = shared.recent_events.lock().map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "MELMASTOON.GENERAL.INTERNAL",
+            "event buffer unavailable",
+        )
+    })?;
     let items: Vec<_> = events
         .iter()
         .rev()
@@ -237,7 +280,11 @@ async fn healthz() -> HttpResponse {
 async fn readyz(shared: web::Data<Arc<Shared>>) -> HttpResponse {
     let store_ok = shared.rt.store.mailbox_depth().await.is_ok();
     let bus_ok = shared.bus_ready.load(std::sync::atomic::Ordering::SeqCst);
-    let status = if store_ok && bus_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if store_ok && bus_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     HttpResponse::build(status).json(json!({ "store": store_ok, "bus": bus_ok }))
 }
 
@@ -252,14 +299,22 @@ async fn metrics(shared: web::Data<Arc<Shared>>) -> HttpResponse {
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(StatusCode::NOT_FOUND, "MELMASTOON.GENERAL.NOT_FOUND", "no such route"))
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "MELMASTOON.GENERAL.NOT_FOUND",
+        "no such route",
+    ))
 }
 
 /// Routes.
 pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
     let json_limit = web::JsonConfig::default().limit(64 * 1024);
     let query_errors = web::QueryConfig::default().error_handler(|e, _| {
-        let mut err = ApiError::new(StatusCode::BAD_REQUEST, "MELMASTOON.GENERAL.VALIDATION_FAILED", "invalid query string");
+        let mut err = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MELMASTOON.GENERAL.VALIDATION_FAILED",
+            "invalid query string",
+        );
         err.details = json!({ "reason": e.to_string() });
         err.into()
     });
@@ -270,7 +325,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
         .route("/api/v1/key-credentials", web::get().to(list_credentials))
-        .route("/api/v1/key-credentials/{id}", web::get().to(get_credential));
+        .route(
+            "/api/v1/key-credentials/{id}",
+            web::get().to(get_credential),
+        );
     if embedded {
         cfg.route("/api/v1/intake", web::post().to(post_intake))
             .route("/api/v1/events", web::get().to(recent_events));

@@ -38,7 +38,10 @@ pub async fn accept(
     let (envelope, parsed) = match schemas.check_consumed(bytes) {
         Ok(v) => v,
         Err(r) => {
-            metrics.intake_messages.with_label_values(&["rejected"]).inc();
+            metrics
+                .intake_messages
+                .with_label_values(&["rejected"])
+                .inc();
             return Err(r.into());
         }
     };
@@ -56,7 +59,10 @@ pub async fn accept(
     let outcome = store.intake(&msg, fence).await?;
     match outcome {
         IntakeOutcome::Accepted => {
-            metrics.intake_messages.with_label_values(&["accepted"]).inc();
+            metrics
+                .intake_messages
+                .with_label_values(&["accepted"])
+                .inc();
             router.do_send(Wake(SubjectRef {
                 tenant_id: msg.tenant_id,
                 property_id: msg.property_id,
@@ -64,7 +70,10 @@ pub async fn accept(
                 subject: msg.subject,
             }));
         }
-        IntakeOutcome::Duplicate => metrics.intake_messages.with_label_values(&["duplicate"]).inc(),
+        IntakeOutcome::Duplicate => metrics
+            .intake_messages
+            .with_label_values(&["duplicate"])
+            .inc(),
     }
     Ok(outcome)
 }

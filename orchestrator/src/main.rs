@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
-#[command(name = "lockstep", version, about = "Reservation and shift events in, working door credentials out")]
+#[command(
+    name = "lockstep",
+    version,
+    about = "Reservation and shift events in, working door credentials out"
+)]
 struct Cli {
     /// TOML config file (production mode). Without it, Lockstep runs embedded: SQLite,
     /// in-process bus, built-in TTLock simulator and a demo tenant.
@@ -43,9 +47,15 @@ fn main() -> anyhow::Result<()> {
     // Colours only on a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if cli.json_logs {
-        tracing_subscriber::fmt().with_env_filter(filter).json().init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .init();
     }
     let system = actix::System::new();
     system.block_on(async move {

@@ -83,13 +83,19 @@ impl EventSchemas {
     /// schema, then parses it into domain values.
     pub fn check_consumed(&self, bytes: &[u8]) -> Result<(Value, Parsed), Rejection> {
         if bytes.len() > MAX_MESSAGE_BYTES {
-            return Err(Rejection::Malformed(format!("message over {MAX_MESSAGE_BYTES} bytes")));
+            return Err(Rejection::Malformed(format!(
+                "message over {MAX_MESSAGE_BYTES} bytes"
+            )));
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| Rejection::Malformed(format!("not JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Rejection::Malformed(format!("not JSON: {e}")))?;
         if let Some(e) = first_error(&self.envelope, &value, "envelope") {
             return Err(Rejection::Malformed(e));
         }
-        let subject = value.get("subject").and_then(Value::as_str).unwrap_or_default();
+        let subject = value
+            .get("subject")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let Some(schema) = self.consumed.get(subject) else {
             return Err(Rejection::UnknownSubject);
         };
@@ -106,8 +112,14 @@ impl EventSchemas {
         if let Some(e) = first_error(&self.envelope, envelope, "envelope") {
             return Err(e);
         }
-        let subject = envelope.get("subject").and_then(Value::as_str).unwrap_or_default();
-        let schema = self.produced.get(subject).ok_or_else(|| format!("no schema for {subject}"))?;
+        let subject = envelope
+            .get("subject")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let schema = self
+            .produced
+            .get(subject)
+            .ok_or_else(|| format!("no schema for {subject}"))?;
         let data = envelope.get("data").cloned().unwrap_or(Value::Null);
         match first_error(schema, &data, "data") {
             Some(e) => Err(e),

@@ -52,8 +52,10 @@ pub async fn register_property(
     clock: Arc<dyn Clock>,
     p: &RawProperty,
 ) -> anyhow::Result<()> {
-    let tenant = TenantId::parse(&p.tenant_id).map_err(|e| anyhow::anyhow!("properties.tenant_id: {e:?}"))?;
-    let property = PropertyId::parse(&p.property_id).map_err(|e| anyhow::anyhow!("properties.property_id: {e:?}"))?;
+    let tenant = TenantId::parse(&p.tenant_id)
+        .map_err(|e| anyhow::anyhow!("properties.tenant_id: {e:?}"))?;
+    let property = PropertyId::parse(&p.property_id)
+        .map_err(|e| anyhow::anyhow!("properties.property_id: {e:?}"))?;
     for a in &p.adapters {
         register_adapter(store, ports, clock.clone(), tenant, &property, a).await?;
     }
@@ -72,7 +74,8 @@ async fn register_adapter(
     a: &RawAdapter,
 ) -> anyhow::Result<()> {
     let id = VendorAdapterId::parse(&a.id).map_err(|e| anyhow::anyhow!("adapters.id: {e:?}"))?;
-    let vendor = VendorCode::parse(&a.vendor).map_err(|e| anyhow::anyhow!("adapters.vendor: {e:?}"))?;
+    let vendor =
+        VendorCode::parse(&a.vendor).map_err(|e| anyhow::anyhow!("adapters.vendor: {e:?}"))?;
     if vendor != VendorCode::Ttlock {
         anyhow::bail!("adapters.vendor: only ttlock is available in this release");
     }
@@ -83,7 +86,8 @@ async fn register_adapter(
         a.username.clone(),
         Secret::new(resolve_secret(&a.password)?),
     );
-    let port = TtlockAdapter::new(cfg, clock.clone()).map_err(|e| anyhow::anyhow!("building the ttlock adapter: {e}"))?;
+    let port = TtlockAdapter::new(cfg, clock.clone())
+        .map_err(|e| anyhow::anyhow!("building the ttlock adapter: {e}"))?;
     let caps = port.capabilities();
     ports.insert(id.clone(), Arc::new(port));
     store
@@ -108,7 +112,12 @@ async fn register_adapter(
     Ok(())
 }
 
-async fn register_device(store: &dyn Store, tenant: TenantId, property: &PropertyId, d: &RawDevice) -> anyhow::Result<()> {
+async fn register_device(
+    store: &dyn Store,
+    tenant: TenantId,
+    property: &PropertyId,
+    d: &RawDevice,
+) -> anyhow::Result<()> {
     let rooms = d
         .rooms
         .iter()
@@ -121,7 +130,8 @@ async fn register_device(store: &dyn Store, tenant: TenantId, property: &Propert
             tenant_id: tenant,
             property_id: property.clone(),
             vendor: VendorCode::Ttlock,
-            vendor_adapter_id: VendorAdapterId::parse(&d.adapter).map_err(|e| anyhow::anyhow!("devices.adapter: {e:?}"))?,
+            vendor_adapter_id: VendorAdapterId::parse(&d.adapter)
+                .map_err(|e| anyhow::anyhow!("devices.adapter: {e:?}"))?,
             device_ref: DeviceRef::new(d.vendor_device_ref.clone()),
             label: d.label.clone(),
             capabilities: json!({ "pin": true }),

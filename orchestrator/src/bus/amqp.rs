@@ -26,8 +26,8 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use lockstep_actors::events_in::{Rejection, CONSUMED_SUBJECTS};
 use lockstep_actors::{ReleasePartition, Wake};
@@ -84,10 +84,19 @@ fn s(v: &str) -> ShortString {
 
 fn quorum_args(names: &Names, delivery_limit: u32, single_active: bool) -> FieldTable {
     let mut t = FieldTable::default();
-    t.insert(s("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
+    t.insert(
+        s("x-queue-type"),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
     // A message that keeps crashing its consumer is dead-lettered, not redelivered forever.
-    t.insert(s("x-delivery-limit"), AMQPValue::LongInt(delivery_limit as i32));
-    t.insert(s("x-dead-letter-exchange"), AMQPValue::LongString(LongString::from(names.dlx.as_str())));
+    t.insert(
+        s("x-delivery-limit"),
+        AMQPValue::LongInt(delivery_limit as i32),
+    );
+    t.insert(
+        s("x-dead-letter-exchange"),
+        AMQPValue::LongString(LongString::from(names.dlx.as_str())),
+    );
     if single_active {
         t.insert(s("x-single-active-consumer"), AMQPValue::Boolean(true));
     }
@@ -97,26 +106,85 @@ fn quorum_args(names: &Names, delivery_limit: u32, single_active: bool) -> Field
 /// Declares the topology (idempotent).
 pub async fn declare_topology(ch: &Channel, settings: &AmqpSettings) -> anyhow::Result<()> {
     let names = Names::new(settings);
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    ch.exchange_declare(s(&names.events), ExchangeKind::Topic, durable, FieldTable::default()).await?;
-    ch.exchange_declare(s(&names.dlx), ExchangeKind::Fanout, durable, FieldTable::default()).await?;
-    ch.exchange_declare(s(&names.partitions), ExchangeKind::Custom("x-consistent-hash".into()), durable, FieldTable::default())
-        .await
-        .context("declaring the consistent-hash exchange (is rabbitmq_consistent_hash_exchange enabled?)")?;
-    let qdurable = QueueDeclareOptions { durable: true, ..Default::default() };
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(
+        s(&names.events),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        s(&names.dlx),
+        ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        s(&names.partitions),
+        ExchangeKind::Custom("x-consistent-hash".into()),
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .context(
+        "declaring the consistent-hash exchange (is rabbitmq_consistent_hash_exchange enabled?)",
+    )?;
+    let qdurable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     let mut dlq_args = FieldTable::default();
-    dlq_args.insert(s("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
+    dlq_args.insert(
+        s("x-queue-type"),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
     ch.queue_declare(s(&names.dlq), qdurable, dlq_args).await?;
-    ch.queue_bind(s(&names.dlq), s(&names.dlx), s(""), QueueBindOptions::default(), FieldTable::default()).await?;
-    ch.queue_declare(s(&names.intake), qdurable, quorum_args(&names, settings.delivery_limit, false)).await?;
+    ch.queue_bind(
+        s(&names.dlq),
+        s(&names.dlx),
+        s(""),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_declare(
+        s(&names.intake),
+        qdurable,
+        quorum_args(&names, settings.delivery_limit, false),
+    )
+    .await?;
     for subject in CONSUMED_SUBJECTS {
-        ch.queue_bind(s(&names.intake), s(&names.events), s(subject), QueueBindOptions::default(), FieldTable::default()).await?;
+        ch.queue_bind(
+            s(&names.intake),
+            s(&names.events),
+            s(subject),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     }
     for i in 0..settings.partitions {
         let q = names.partition(i);
-        ch.queue_declare(s(&q), qdurable, quorum_args(&names, settings.delivery_limit, true)).await?;
+        ch.queue_declare(
+            s(&q),
+            qdurable,
+            quorum_args(&names, settings.delivery_limit, true),
+        )
+        .await?;
         // binding key = weight of the queue on the hash ring
-        ch.queue_bind(s(&q), s(&names.partitions), s("1"), QueueBindOptions::default(), FieldTable::default()).await?;
+        ch.queue_bind(
+            s(&q),
+            s(&names.partitions),
+            s("1"),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -147,9 +215,13 @@ fn release_all(shared: &Shared, settings: &AmqpSettings) {
 }
 
 async fn serve_once(shared: Arc<Shared>, settings: &AmqpSettings, url: &str) -> anyhow::Result<()> {
-    let conn = Connection::connect(url, ConnectionProperties::default().with_connection_name(format!("lockstep {}", shared.node_id).into()))
-        .await
-        .context("connecting to rabbitmq")?;
+    let conn = Connection::connect(
+        url,
+        ConnectionProperties::default()
+            .with_connection_name(format!("lockstep {}", shared.node_id).into()),
+    )
+    .await
+    .context("connecting to rabbitmq")?;
     let setup = conn.create_channel().await?;
     declare_topology(&setup, settings).await?;
     let names = Names::new(settings);
@@ -172,7 +244,8 @@ async fn serve_once(shared: Arc<Shared>, settings: &AmqpSettings, url: &str) -> 
         tasks.spawn(tick_loop(ch, names.clone(), settings.clone()));
     }
     // Home partitions first; the others after a delay, as standby (DESIGN §4).
-    let (home, standby): (Vec<u32>, Vec<u32>) = (0..settings.partitions).partition(|p| p % settings.node_count == settings.node_index);
+    let (home, standby): (Vec<u32>, Vec<u32>) =
+        (0..settings.partitions).partition(|p| p % settings.node_count == settings.node_index);
     for (delay, list) in [(Duration::ZERO, home), (settings.standby_delay, standby)] {
         for p in list {
             let ch = conn.create_channel().await?;
@@ -200,16 +273,36 @@ fn persistent(message_id: Option<&str>) -> BasicProperties {
     p
 }
 
-async fn dead_letter(ch: &Channel, names: &Names, d: &Delivery, why: &Rejection) -> anyhow::Result<()> {
+async fn dead_letter(
+    ch: &Channel,
+    names: &Names,
+    d: &Delivery,
+    why: &Rejection,
+) -> anyhow::Result<()> {
     let mut headers = FieldTable::default();
-    headers.insert(s(REASON_HEADER), AMQPValue::LongString(LongString::from(why.label())));
+    headers.insert(
+        s(REASON_HEADER),
+        AMQPValue::LongString(LongString::from(why.label())),
+    );
     let mut detail = why.to_string();
     detail.truncate(500);
-    headers.insert(s("x-lockstep-detail"), AMQPValue::LongString(LongString::from(detail.as_str())));
-    headers.insert(s("x-original-routing-key"), AMQPValue::LongString(LongString::from(d.routing_key.as_str())));
+    headers.insert(
+        s("x-lockstep-detail"),
+        AMQPValue::LongString(LongString::from(detail.as_str())),
+    );
+    headers.insert(
+        s("x-original-routing-key"),
+        AMQPValue::LongString(LongString::from(d.routing_key.as_str())),
+    );
     let props = persistent(None).with_headers(headers);
     let confirm = ch
-        .basic_publish(s(&names.dlx), d.routing_key.clone(), BasicPublishOptions::default(), &d.data, props)
+        .basic_publish(
+            s(&names.dlx),
+            d.routing_key.clone(),
+            BasicPublishOptions::default(),
+            &d.data,
+            props,
+        )
         .await?
         .await?;
     if !matches!(confirm, Confirmation::Ack(None)) {
@@ -221,7 +314,12 @@ async fn dead_letter(ch: &Channel, names: &Names, d: &Delivery, why: &Rejection)
 async fn intake_loop(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::Result<()> {
     ch.basic_qos(64, BasicQosOptions::default()).await?;
     let mut consumer = ch
-        .basic_consume(s(&names.intake), s(&format!("{}-intake", shared.node_id)), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            s(&names.intake),
+            s(&format!("{}-intake", shared.node_id)),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     while let Some(d) = consumer.next().await {
         let d = d?;
@@ -229,8 +327,18 @@ async fn intake_loop(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::
             Err(why) => {
                 warn!(reason = why.label(), routing_key = %d.routing_key, "message dead-lettered");
                 dead_letter(&ch, &names, &d, &why).await?;
-                shared.rt.metrics.dead_letters.with_label_values(&[why.label()]).inc();
-                shared.rt.metrics.intake_messages.with_label_values(&["dead_lettered"]).inc();
+                shared
+                    .rt
+                    .metrics
+                    .dead_letters
+                    .with_label_values(&[why.label()])
+                    .inc();
+                shared
+                    .rt
+                    .metrics
+                    .intake_messages
+                    .with_label_values(&["dead_lettered"])
+                    .inc();
                 d.acker.ack(BasicAckOptions::default()).await?;
             }
             Ok((_, parsed)) => {
@@ -240,7 +348,10 @@ async fn intake_loop(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::
                     .basic_publish(
                         s(&names.partitions),
                         s(&key),
-                        BasicPublishOptions { mandatory: true, ..Default::default() },
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..Default::default()
+                        },
                         &d.data,
                         persistent(Some(&parsed.message_id)),
                     )
@@ -250,7 +361,12 @@ async fn intake_loop(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::
                     d.acker.ack(BasicAckOptions::default()).await?;
                 } else {
                     warn!("partition republish was not confirmed; requeueing");
-                    d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                    d.acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await?;
                 }
             }
         }
@@ -266,7 +382,11 @@ fn is_tick(d: &Delivery) -> bool {
 }
 
 async fn take(shared: &Shared, partition: i32) -> anyhow::Result<()> {
-    let fence = shared.rt.store.take_partition(partition, &shared.node_id, shared.rt.clock.now()).await?;
+    let fence = shared
+        .rt
+        .store
+        .take_partition(partition, &shared.node_id, shared.rt.clock.now())
+        .await?;
     shared.rt.fences.set(fence);
     shared.rt.metrics.partitions_owned.inc();
     info!(partition, epoch = fence.epoch, "partition taken");
@@ -275,7 +395,12 @@ async fn take(shared: &Shared, partition: i32) -> anyhow::Result<()> {
 }
 
 async fn wake_due(shared: &Shared, partition: i32) {
-    match shared.rt.store.due_subjects(Some(partition), shared.rt.clock.now(), 10_000).await {
+    match shared
+        .rt
+        .store
+        .due_subjects(Some(partition), shared.rt.clock.now(), 10_000)
+        .await
+    {
         Ok(subjects) => {
             for sref in subjects {
                 shared.router.do_send(Wake(sref));
@@ -285,12 +410,23 @@ async fn wake_due(shared: &Shared, partition: i32) {
     }
 }
 
-async fn partition_loop(shared: Arc<Shared>, ch: Channel, names: Names, p: u32, delay: Duration) -> anyhow::Result<()> {
+async fn partition_loop(
+    shared: Arc<Shared>,
+    ch: Channel,
+    names: Names,
+    p: u32,
+    delay: Duration,
+) -> anyhow::Result<()> {
     tokio::time::sleep(delay).await;
     let partition = p as i32;
     ch.basic_qos(32, BasicQosOptions::default()).await?;
     let mut consumer = ch
-        .basic_consume(s(&names.partition(p)), s(&format!("{}-p{p}", shared.node_id)), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            s(&names.partition(p)),
+            s(&format!("{}-p{p}", shared.node_id)),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     while let Some(d) = consumer.next().await {
         let d = d?;
@@ -306,7 +442,18 @@ async fn partition_loop(shared: Arc<Shared>, ch: Channel, names: Names, p: u32, 
         loop {
             let rt = &shared.rt;
             let fence = rt.fences.get(partition);
-            match intake::accept(&shared.schemas, rt.store.as_ref(), rt.clock.as_ref(), &shared.router, &rt.metrics, &d.data, partition, fence).await {
+            match intake::accept(
+                &shared.schemas,
+                rt.store.as_ref(),
+                rt.clock.as_ref(),
+                &shared.router,
+                &rt.metrics,
+                &d.data,
+                partition,
+                fence,
+            )
+            .await
+            {
                 Ok(_) => {
                     d.acker.ack(BasicAckOptions::default()).await?;
                     break;
@@ -314,8 +461,16 @@ async fn partition_loop(shared: Arc<Shared>, ch: Channel, names: Names, p: u32, 
                 Err(IntakeError::Rejected(why)) => {
                     // validated at intake already; the queue's DLX keeps it with the broker's reason
                     warn!(reason = why.label(), "partition message refused");
-                    rt.metrics.dead_letters.with_label_values(&[why.label()]).inc();
-                    d.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await?;
+                    rt.metrics
+                        .dead_letters
+                        .with_label_values(&[why.label()])
+                        .inc();
+                    d.acker
+                        .nack(BasicNackOptions {
+                            requeue: false,
+                            ..Default::default()
+                        })
+                        .await?;
                     break;
                 }
                 Err(IntakeError::Store(StoreError::Fenced)) => {
@@ -323,14 +478,24 @@ async fn partition_loop(shared: Arc<Shared>, ch: Channel, names: Names, p: u32, 
                     rt.fences.remove(partition);
                     rt.metrics.partitions_owned.dec();
                     shared.router.do_send(ReleasePartition(partition));
-                    d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                    d.acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await?;
                     break;
                 }
                 Err(IntakeError::Store(e)) => {
                     tries += 1;
                     warn!(partition, tries, error = %e, "storing a message failed; retrying");
                     if tries >= 10 {
-                        d.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                        d.acker
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await?;
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(250 * u64::from(tries))).await;
@@ -347,8 +512,17 @@ async fn tick_loop(ch: Channel, names: Names, settings: AmqpSettings) -> anyhow:
         for p in 0..settings.partitions {
             let mut headers = FieldTable::default();
             headers.insert(s(TICK_HEADER), AMQPValue::Boolean(true));
-            let props = BasicProperties::default().with_headers(headers).with_expiration(s(&ttl));
-            ch.basic_publish(s(""), s(&names.partition(p)), BasicPublishOptions::default(), b"{}", props).await?;
+            let props = BasicProperties::default()
+                .with_headers(headers)
+                .with_expiration(s(&ttl));
+            ch.basic_publish(
+                s(""),
+                s(&names.partition(p)),
+                BasicPublishOptions::default(),
+                b"{}",
+                props,
+            )
+            .await?;
         }
         tokio::time::sleep(settings.tick_interval).await;
     }
@@ -366,7 +540,16 @@ async fn outbox_loop(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::
         for r in &rows {
             let body = serde_json::to_vec(&r.envelope)?;
             let confirm = ch
-                .basic_publish(s(&names.events), s(&r.topic), BasicPublishOptions { mandatory: true, ..Default::default() }, &body, persistent(Some(&r.id)))
+                .basic_publish(
+                    s(&names.events),
+                    s(&r.topic),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &body,
+                    persistent(Some(&r.id)),
+                )
                 .await?;
             pending.push((r, confirm));
         }
@@ -382,17 +565,35 @@ async fn outbox_loop(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::
             };
             match failure {
                 None => {
-                    shared.rt.metrics.outbox_published.with_label_values(&[&r.topic]).inc();
+                    shared
+                        .rt
+                        .metrics
+                        .outbox_published
+                        .with_label_values(&[&r.topic])
+                        .inc();
                     published.push(r.id.clone());
                 }
                 Some(reason) => {
-                    shared.rt.metrics.outbox_failures.with_label_values(&[reason]).inc();
+                    shared
+                        .rt
+                        .metrics
+                        .outbox_failures
+                        .with_label_values(&[reason])
+                        .inc();
                     let backoff = chrono::Duration::seconds(1i64 << r.publish_attempts.clamp(0, 8));
                     warn!(subject = %r.topic, event_id = %r.id, reason, "outbox publish failed");
-                    shared.rt.store.mark_publish_failed(&r.id, reason, now + backoff).await?;
+                    shared
+                        .rt
+                        .store
+                        .mark_publish_failed(&r.id, reason, now + backoff)
+                        .await?;
                 }
             }
         }
-        shared.rt.store.mark_published(&published, shared.rt.clock.now()).await?;
+        shared
+            .rt
+            .store
+            .mark_published(&published, shared.rt.clock.now())
+            .await?;
     }
 }

@@ -46,7 +46,12 @@ pub async fn publisher(shared: Arc<Shared>) {
                     }
                 }
                 for r in &rows {
-                    shared.rt.metrics.outbox_published.with_label_values(&[&r.topic]).inc();
+                    shared
+                        .rt
+                        .metrics
+                        .outbox_published
+                        .with_label_values(&[&r.topic])
+                        .inc();
                 }
                 if let Err(e) = shared.rt.store.mark_published(&ids, now).await {
                     warn!(error = %e, "marking outbox rows published failed");

@@ -26,9 +26,17 @@ fn credential() -> KeyCredential {
             guest_id: Some(lockstep_domain::GuestId::parse("gst_1").unwrap()),
             staff_user_id: None,
             kind: KeyCredentialKind::PinCode,
-            rooms: vec![ScopedRoom { tenant_id: tenant, property_id: property, room_id: RoomId::parse("rmu_1").unwrap() }],
+            rooms: vec![ScopedRoom {
+                tenant_id: tenant,
+                property_id: property,
+                room_id: RoomId::parse("rmu_1").unwrap(),
+            }],
             scope: Default::default(),
-            validity: ValidityWindow::new(Utc.with_ymd_and_hms(2027, 1, 1, 14, 0, 0).unwrap(), Utc.with_ymd_and_hms(2027, 1, 2, 11, 0, 0).unwrap()).unwrap(),
+            validity: ValidityWindow::new(
+                Utc.with_ymd_and_hms(2027, 1, 1, 14, 0, 0).unwrap(),
+                Utc.with_ymd_and_hms(2027, 1, 2, 11, 0, 0).unwrap(),
+            )
+            .unwrap(),
             vendor: VendorCode::Ttlock,
             vendor_adapter_id: VendorAdapterId::generate(),
             provisional: false,
@@ -52,12 +60,15 @@ fn every_produced_event_conforms_to_its_schema() {
     a.revoke(RevokeReason::Cancellation, now).unwrap();
     events.extend(a.take_pending_events());
     let mut b = credential();
-    b.mark_failed(FailureReason::CancelledMidFlight, now).unwrap();
+    b.mark_failed(FailureReason::CancelledMidFlight, now)
+        .unwrap();
     events.extend(b.take_pending_events());
     assert_eq!(events.len(), 5);
     for e in &events {
         let row = events_out::outbox_row(e, now);
-        schemas.check_produced(&row.envelope).unwrap_or_else(|err| panic!("{}: {err}", e.kind.subject()));
+        schemas
+            .check_produced(&row.envelope)
+            .unwrap_or_else(|err| panic!("{}: {err}", e.kind.subject()));
         assert_eq!(row.envelope["subject"], e.kind.subject());
     }
 }
@@ -66,17 +77,86 @@ fn every_produced_event_conforms_to_its_schema() {
 fn consumed_envelopes_are_refused_for_the_right_reason() {
     let s = EventSchemas::new();
     let tenant = "5f0c7a4e-7a2b-4c1d-9e8f-0a1b2c3d4e5f";
-    let good = confirmed("e1", tenant, "ppt_1", "rsv_1", 1, &["rmu_1"], "2027-01-01T14:00:00Z", "2027-01-02T11:00:00Z");
+    let good = confirmed(
+        "e1",
+        tenant,
+        "ppt_1",
+        "rsv_1",
+        1,
+        &["rmu_1"],
+        "2027-01-01T14:00:00Z",
+        "2027-01-02T11:00:00Z",
+    );
     assert!(s.check_consumed(&good).is_ok());
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"{".to_vec(), "malformed"),
         (b"[]".to_vec(), "malformed"),
         (vec![b' '; 70_000], "malformed"),
-        (confirmed("e1", "tnt_not_a_uuid", "ppt_1", "rsv_1", 1, &["rmu_1"], "2027-01-01T14:00:00Z", "2027-01-02T11:00:00Z"), "malformed"),
-        (confirmed("e1", tenant, "ppt_1", "rsv_1", 0, &["rmu_1"], "2027-01-01T14:00:00Z", "2027-01-02T11:00:00Z"), "invalid_payload"),
-        (confirmed("e1", tenant, "ppt_1", "rsv_1", 1, &[], "2027-01-01T14:00:00Z", "2027-01-02T11:00:00Z"), "invalid_payload"),
-        (confirmed("e1", tenant, "ppt_1", "rsv_1", 1, &["rmu_1"], "2027-01-03T14:00:00Z", "2027-01-02T11:00:00Z"), "invalid_payload"),
-        (confirmed("e1", tenant, "ppt_1", "rsv 1; drop", 1, &["rmu_1"], "2027-01-01T14:00:00Z", "2027-01-02T11:00:00Z"), "invalid_payload"),
+        (
+            confirmed(
+                "e1",
+                "tnt_not_a_uuid",
+                "ppt_1",
+                "rsv_1",
+                1,
+                &["rmu_1"],
+                "2027-01-01T14:00:00Z",
+                "2027-01-02T11:00:00Z",
+            ),
+            "malformed",
+        ),
+        (
+            confirmed(
+                "e1",
+                tenant,
+                "ppt_1",
+                "rsv_1",
+                0,
+                &["rmu_1"],
+                "2027-01-01T14:00:00Z",
+                "2027-01-02T11:00:00Z",
+            ),
+            "invalid_payload",
+        ),
+        (
+            confirmed(
+                "e1",
+                tenant,
+                "ppt_1",
+                "rsv_1",
+                1,
+                &[],
+                "2027-01-01T14:00:00Z",
+                "2027-01-02T11:00:00Z",
+            ),
+            "invalid_payload",
+        ),
+        (
+            confirmed(
+                "e1",
+                tenant,
+                "ppt_1",
+                "rsv_1",
+                1,
+                &["rmu_1"],
+                "2027-01-03T14:00:00Z",
+                "2027-01-02T11:00:00Z",
+            ),
+            "invalid_payload",
+        ),
+        (
+            confirmed(
+                "e1",
+                tenant,
+                "ppt_1",
+                "rsv 1; drop",
+                1,
+                &["rmu_1"],
+                "2027-01-01T14:00:00Z",
+                "2027-01-02T11:00:00Z",
+            ),
+            "invalid_payload",
+        ),
     ];
     for (body, want) in cases {
         let got = s.check_consumed(&body).expect_err("must be refused");
@@ -84,8 +164,18 @@ fn consumed_envelopes_are_refused_for_the_right_reason() {
     }
     let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
     v["subject"] = "melmastoon.reservation.confirmed.v9".into();
-    assert_eq!(s.check_consumed(&serde_json::to_vec(&v).unwrap()).unwrap_err(), Rejection::UnknownSubject);
+    assert_eq!(
+        s.check_consumed(&serde_json::to_vec(&v).unwrap())
+            .unwrap_err(),
+        Rejection::UnknownSubject
+    );
     v["subject"] = "melmastoon.reservation.confirmed.v1".into();
     v["data"]["pii"] = "guest@example.com".into();
-    assert_eq!(s.check_consumed(&serde_json::to_vec(&v).unwrap()).unwrap_err().label(), "invalid_payload", "unknown fields (PII) are refused");
+    assert_eq!(
+        s.check_consumed(&serde_json::to_vec(&v).unwrap())
+            .unwrap_err()
+            .label(),
+        "invalid_payload",
+        "unknown fields (PII) are refused"
+    );
 }

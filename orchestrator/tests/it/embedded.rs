@@ -12,9 +12,18 @@ const DEMO_TENANT: &str = "00000000-0000-4000-8000-00000000d3e0";
 /// The README quickstart: a reservation becomes an active credential with a PIN at the
 /// simulator; a cancellation removes it; bad input gets a 4xx with the spec's code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() -> anyhow::Result<()> {
+async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() -> anyhow::Result<()>
+{
     let dir = scratch("embedded");
-    let node = Lockstep::spawn(&dir, &[], &[("LOCKSTEP__HTTP__BIND", "127.0.0.1:0".into())]).await?;
+    let node = Lockstep::spawn(
+        &dir,
+        &[],
+        &[
+            ("LOCKSTEP__HTTP__BIND", "127.0.0.1:0".into()),
+            ("LOCKSTEP__DEMO__SIMULATOR_BIND", "127.0.0.1:0".into()),
+        ],
+    )
+    .await?;
     let sim_url = node
         .log_text()
         .lines()
@@ -26,20 +35,48 @@ async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() ->
     let client = reqwest::Client::new();
 
     // no token: 401 with a code, nothing stored
-    let r = client.post(format!("{}/api/v1/intake", node.http)).body("{}").send().await?;
+    let r = client
+        .post(format!("{}/api/v1/intake", node.http))
+        .body("{}")
+        .send()
+        .await?;
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<Value>().await?["code"], "MELMASTOON.GENERAL.UNAUTHENTICATED");
+    assert_eq!(
+        r.json::<Value>().await?["code"],
+        "MELMASTOON.GENERAL.UNAUTHENTICATED"
+    );
 
-    let event = confirmed("evt-q1", DEMO_TENANT, "ppt_demo", "rsv_q1", 1, &["rmu_101"], "2027-03-01T14:00:00Z", "2027-03-03T11:00:00Z");
-    let r = client.post(format!("{}/api/v1/intake", node.http)).bearer_auth(&token).body(event.clone()).send().await?;
+    let event = confirmed(
+        "evt-q1",
+        DEMO_TENANT,
+        "ppt_demo",
+        "rsv_q1",
+        1,
+        &["rmu_101"],
+        "2027-03-01T14:00:00Z",
+        "2027-03-03T11:00:00Z",
+    );
+    let r = client
+        .post(format!("{}/api/v1/intake", node.http))
+        .bearer_auth(&token)
+        .body(event.clone())
+        .send()
+        .await?;
     assert_eq!(r.status(), 202);
     // the same event again is a duplicate
-    let r = client.post(format!("{}/api/v1/intake", node.http)).bearer_auth(&token).body(event).send().await?;
+    let r = client
+        .post(format!("{}/api/v1/intake", node.http))
+        .bearer_auth(&token)
+        .body(event)
+        .send()
+        .await?;
     assert_eq!(r.json::<Value>().await?["outcome"], "duplicate");
 
     let get = |client: reqwest::Client, http: String, token: String| async move {
         let r = client
-            .get(format!("{http}/api/v1/key-credentials?reservationId=rsv_q1"))
+            .get(format!(
+                "{http}/api/v1/key-credentials?reservationId=rsv_q1"
+            ))
             .bearer_auth(token)
             .header("x-tenant-id", DEMO_TENANT)
             .send()
@@ -49,7 +86,11 @@ async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() ->
     };
     let active = wait_for("an active credential", Duration::from_secs(30), || {
         let (c, h, t) = (client.clone(), node.http.clone(), token.clone());
-        async move { get(c, h, t).await.filter(|v| v["items"][0]["state"] == "active") }
+        async move {
+            get(c, h, t)
+                .await
+                .filter(|v| v["items"][0]["state"] == "active")
+        }
     })
     .await?;
     let cred = &active["items"][0];
@@ -58,12 +99,23 @@ async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() ->
     let id = cred["id"].as_str().unwrap().to_owned();
 
     // the PIN is at the simulator's lock 1001 (room 101), with the stay's window
-    let passcodes: Value = reqwest::get(format!("{sim_url}/_sim/locks/1001/passcodes")).await?.json().await?;
-    let ours: Vec<&Value> = passcodes.as_array().unwrap().iter().filter(|p| p["keyboardPwdName"] == id.as_str()).collect();
+    let passcodes: Value = reqwest::get(format!("{sim_url}/_sim/locks/1001/passcodes"))
+        .await?
+        .json()
+        .await?;
+    let ours: Vec<&Value> = passcodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["keyboardPwdName"] == id.as_str())
+        .collect();
     assert_eq!(ours.len(), 1);
     assert_eq!(ours[0]["keyboardPwd"].as_str().unwrap().len(), 6);
     let from = chrono::DateTime::parse_from_rfc3339("2027-03-01T14:00:00Z")?.timestamp_millis();
-    assert_eq!(ours[0]["startDate"], from, "the passcode starts with the stay");
+    assert_eq!(
+        ours[0]["startDate"], from,
+        "the passcode starts with the stay"
+    );
     // I-8: neither the vendor's reference nor the PIN is in the API
     let one: Value = client
         .get(format!("{}/api/v1/key-credentials/{id}", node.http))
@@ -85,10 +137,18 @@ async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() ->
         .send()
         .await?;
     assert_eq!(r.status(), 404);
-    assert_eq!(r.json::<Value>().await?["code"], "MELMASTOON.GENERAL.NOT_FOUND");
+    assert_eq!(
+        r.json::<Value>().await?["code"],
+        "MELMASTOON.GENERAL.NOT_FOUND"
+    );
 
     // a malformed event is refused with its reason
-    let r = client.post(format!("{}/api/v1/intake", node.http)).bearer_auth(&token).body("{\"id\":1}").send().await?;
+    let r = client
+        .post(format!("{}/api/v1/intake", node.http))
+        .bearer_auth(&token)
+        .body("{\"id\":1}")
+        .send()
+        .await?;
     assert_eq!(r.status(), 422);
     let body: Value = r.json().await?;
     assert_eq!(body["code"], "MELMASTOON.GENERAL.VALIDATION_FAILED");
@@ -107,14 +167,26 @@ async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() ->
         let id = id.clone();
         async move {
             let v: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
-            (!v.as_array()?.iter().any(|p| p["keyboardPwdName"] == id.as_str())).then_some(())
+            (!v.as_array()?
+                .iter()
+                .any(|p| p["keyboardPwdName"] == id.as_str()))
+            .then_some(())
         }
     })
     .await?;
-    let revoked = wait_for("revoked with the door confirmed", Duration::from_secs(30), || {
-        let (c, h, t) = (client.clone(), node.http.clone(), token.clone());
-        async move { get(c, h, t).await.filter(|v| v["items"][0]["state"] == "revoked" && v["items"][0]["doorSync"][0]["sync"] == "confirmed") }
-    })
+    let revoked = wait_for(
+        "revoked with the door confirmed",
+        Duration::from_secs(30),
+        || {
+            let (c, h, t) = (client.clone(), node.http.clone(), token.clone());
+            async move {
+                get(c, h, t).await.filter(|v| {
+                    v["items"][0]["state"] == "revoked"
+                        && v["items"][0]["doorSync"][0]["sync"] == "confirmed"
+                })
+            }
+        },
+    )
     .await?;
     assert_eq!(revoked["items"][0]["revokeReason"], "cancellation");
 
@@ -127,10 +199,21 @@ async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() ->
         .await?
         .json()
         .await?;
-    let subjects: Vec<&str> = events["items"].as_array().unwrap().iter().filter_map(|e| e["subject"].as_str()).collect();
-    for s in ["melmastoon.lock.credential.requested.v1", "melmastoon.lock.credential.issued.v1", "melmastoon.lock.credential.revoked.v1"] {
+    let subjects: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["subject"].as_str())
+        .collect();
+    for s in [
+        "melmastoon.lock.credential.requested.v1",
+        "melmastoon.lock.credential.issued.v1",
+        "melmastoon.lock.credential.revoked.v1",
+    ] {
         assert!(subjects.contains(&s), "{s} produced: {subjects:?}");
     }
-    assert!(!events.to_string().contains(ours[0]["keyboardPwd"].as_str().unwrap()));
+    assert!(!events
+        .to_string()
+        .contains(ours[0]["keyboardPwd"].as_str().unwrap()));
     Ok(())
 }

@@ -1,4 +1,8 @@
 //! Spawning the binary, fresh databases and vhosts, waiting on conditions.
+//!
+//! Deadlines here are wall-clock on purpose: they bound how long a test waits for a real
+//! process, not any business time.
+#![allow(clippy::disallowed_methods)]
 
 use std::fs::File;
 use std::io::Read;
@@ -50,7 +54,10 @@ impl Lockstep {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockstep"));
         cmd.args(args)
             .current_dir(dir)
-            .env("LOCKSTEP_LOG", "info,lapin=warn,sqlx=warn,actix_server=warn")
+            .env(
+                "LOCKSTEP_LOG",
+                "info,lapin=warn,sqlx=warn,actix_server=warn",
+            )
             .stdout(Stdio::from(out.try_clone()?))
             .stderr(Stdio::from(out));
         for (k, v) in env {
@@ -90,10 +97,16 @@ impl Lockstep {
                 return Ok(line.to_owned());
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("lockstep exited ({status}) before logging {needle:?}; log:\n{}", tail(&self.log_text()));
+                bail!(
+                    "lockstep exited ({status}) before logging {needle:?}; log:\n{}",
+                    tail(&self.log_text())
+                );
             }
             if Instant::now() > deadline {
-                bail!("timed out waiting for {needle:?}; log:\n{}", tail(&self.log_text()));
+                bail!(
+                    "timed out waiting for {needle:?}; log:\n{}",
+                    tail(&self.log_text())
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -129,7 +142,10 @@ pub struct Vhost {
 impl Vhost {
     /// Creates the vhost and gives the `lockstep` user every permission on it.
     pub fn fresh() -> anyhow::Result<Self> {
-        let name = format!("lockstep_t_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let name = format!(
+            "lockstep_t_{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
         rabbitmqctl(&["add_vhost", &name])?;
         rabbitmqctl(&["set_permissions", "-p", &name, "lockstep", ".*", ".*", ".*"])?;
         let url = format!("amqp://lockstep:lockstep@127.0.0.1:5672/{name}");
@@ -150,7 +166,10 @@ fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
         .output()
         .context("running rabbitmqctl (is RabbitMQ installed? run scripts/services)")?;
     if !out.status.success() {
-        bail!("rabbitmqctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "rabbitmqctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -172,7 +191,10 @@ impl Broker {
         ch.exchange_declare(
             "melmastoon.events".into(),
             ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await?;
@@ -196,13 +218,31 @@ impl Broker {
 
     /// Declares `queue` bound to `pattern` and collects every message into the returned
     /// buffer (body as JSON, or a string; headers kept).
-    pub async fn collect(&self, queue: &str, exchange: &str, pattern: &str) -> anyhow::Result<Collected> {
+    pub async fn collect(
+        &self,
+        queue: &str,
+        exchange: &str,
+        pattern: &str,
+    ) -> anyhow::Result<Collected> {
         self.ch
-            .queue_declare(queue.into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await?;
         if !exchange.is_empty() {
             self.ch
-                .queue_bind(queue.into(), exchange.into(), pattern.into(), QueueBindOptions::default(), FieldTable::default())
+                .queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    pattern.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
                 .await?;
         }
         self.consume(queue).await
@@ -213,12 +253,22 @@ impl Broker {
         let buf = Collected::default();
         let mut consumer = self
             .ch
-            .basic_consume(queue.into(), format!("test-{}", ulid::Ulid::new()).as_str().into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .basic_consume(
+                queue.into(),
+                format!("test-{}", ulid::Ulid::new()).as_str().into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await?;
         let sink = buf.clone();
         tokio::spawn(async move {
             while let Some(Ok(d)) = consumer.next().await {
-                let body = serde_json::from_slice(&d.data).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&d.data).into_owned()));
+                let body = serde_json::from_slice(&d.data).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&d.data).into_owned())
+                });
                 let reason = d
                     .properties
                     .headers()
@@ -228,7 +278,9 @@ impl Broker {
                         AMQPValue::LongString(s) => Some(s.to_string()),
                         _ => None,
                     });
-                sink.0.lock().unwrap().push(json!({ "body": body, "reason": reason, "routingKey": d.routing_key.as_str() }));
+                sink.0.lock().unwrap().push(
+                    json!({ "body": body, "reason": reason, "routingKey": d.routing_key.as_str() }),
+                );
             }
         });
         Ok(buf)
@@ -265,7 +317,17 @@ pub fn simulator(locks: &[i64]) -> anyhow::Result<RunningSimulator> {
 }
 
 /// A `reservation.confirmed.v1` envelope.
-pub fn confirmed(id: &str, tenant: &str, property: &str, reservation: &str, revision: i64, rooms: &[&str], from: &str, until: &str) -> Vec<u8> {
+#[allow(clippy::too_many_arguments)]
+pub fn confirmed(
+    id: &str,
+    tenant: &str,
+    property: &str,
+    reservation: &str,
+    revision: i64,
+    rooms: &[&str],
+    from: &str,
+    until: &str,
+) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "id": id,
         "subject": "melmastoon.reservation.confirmed.v1",
@@ -285,7 +347,13 @@ pub fn confirmed(id: &str, tenant: &str, property: &str, reservation: &str, revi
 }
 
 /// A `reservation.cancelled.v1` envelope.
-pub fn cancelled(id: &str, tenant: &str, property: &str, reservation: &str, revision: i64) -> Vec<u8> {
+pub fn cancelled(
+    id: &str,
+    tenant: &str,
+    property: &str,
+    reservation: &str,
+    revision: i64,
+) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "id": id,
         "subject": "melmastoon.reservation.cancelled.v1",
@@ -306,7 +374,12 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Reads one metric's value from the text exposition.
 pub async fn metric(http: &str, name_with_labels: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{http}/metrics")).await.ok()?.text().await.ok()?;
+    let text = reqwest::get(format!("{http}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     text.lines()
         .find(|l| l.starts_with(name_with_labels))
         .and_then(|l| l.rsplit(' ').next())
@@ -317,7 +390,13 @@ pub async fn metric(http: &str, name_with_labels: &str) -> Option<f64> {
 pub async fn wait_ready(node: &Lockstep) -> anyhow::Result<()> {
     wait_for("readyz", Duration::from_secs(60), || {
         let url = format!("{}/readyz", node.http);
-        async move { reqwest::get(url).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        async move {
+            reqwest::get(url)
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        }
     })
     .await
 }

@@ -13,13 +13,21 @@ use crate::harness::*;
 const TENANT: &str = "5f0c7a4e-7a2b-4c1d-9e8f-0a1b2c3d4e5f";
 
 /// (property, lock ids): two properties, eight locks, one room per lock.
-const PROPERTIES: &[(&str, &[i64])] = &[("ppt_e2e_a", &[5001, 5002, 5003, 5004]), ("ppt_e2e_b", &[6001, 6002, 6003, 6004])];
+const PROPERTIES: &[(&str, &[i64])] = &[
+    ("ppt_e2e_a", &[5001, 5002, 5003, 5004]),
+    ("ppt_e2e_b", &[6001, 6002, 6003, 6004]),
+];
 
 fn room(lock: i64) -> String {
     format!("rmu_{lock}")
 }
 
-fn write_config(dir: &Path, db: &PgTestDb, vhost: &Vhost, sim: &RunningSimulator) -> anyhow::Result<std::path::PathBuf> {
+fn write_config(
+    dir: &Path,
+    db: &PgTestDb,
+    vhost: &Vhost,
+    sim: &RunningSimulator,
+) -> anyhow::Result<std::path::PathBuf> {
     let cfg = sim.default_adapter_config();
     let mut toml = format!(
         r#"mode = "production"
@@ -105,7 +113,10 @@ fn adapter_id(i: usize) -> String {
 }
 
 fn all_locks() -> Vec<i64> {
-    PROPERTIES.iter().flat_map(|(_, l)| l.iter().copied()).collect()
+    PROPERTIES
+        .iter()
+        .flat_map(|(_, l)| l.iter().copied())
+        .collect()
 }
 
 struct Stay {
@@ -119,7 +130,10 @@ struct Stay {
 /// `n` stays spread round-robin over every room; a room's stays follow each other by day
 /// and never overlap.
 fn stays(n: usize) -> Vec<Stay> {
-    let rooms: Vec<(&'static str, i64)> = PROPERTIES.iter().flat_map(|(p, l)| l.iter().map(move |l| (*p, *l))).collect();
+    let rooms: Vec<(&'static str, i64)> = PROPERTIES
+        .iter()
+        .flat_map(|(p, l)| l.iter().map(move |l| (*p, *l)))
+        .collect();
     let base = Utc.with_ymd_and_hms(2027, 1, 1, 14, 0, 0).unwrap();
     (0..n)
         .map(|i| {
@@ -137,7 +151,10 @@ fn stays(n: usize) -> Vec<Stay> {
         .collect()
 }
 
-fn publish_confirmed<'a>(broker: &'a Broker, s: &'a Stay) -> impl std::future::Future<Output = anyhow::Result<()>> + 'a {
+fn publish_confirmed<'a>(
+    broker: &'a Broker,
+    s: &'a Stay,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + 'a {
     let body = confirmed(
         &format!("evt-c-{}", s.reservation),
         TENANT,
@@ -148,13 +165,18 @@ fn publish_confirmed<'a>(broker: &'a Broker, s: &'a Stay) -> impl std::future::F
         &s.from.to_rfc3339(),
         &s.until.to_rfc3339(),
     );
-    async move { broker.publish("melmastoon.reservation.confirmed.v1", &body).await }
+    async move {
+        broker
+            .publish("melmastoon.reservation.confirmed.v1", &body)
+            .await
+    }
 }
 
 /// Issue 3, point 3: 1,000 reservations through RabbitMQ, SIGKILLed twice (each time
 /// exactly between a vendor call and its commit), then 100 cancellations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousand_reservations_survive_sigkill_between_vendor_call_and_commit() -> anyhow::Result<()> {
+async fn thousand_reservations_survive_sigkill_between_vendor_call_and_commit() -> anyhow::Result<()>
+{
     const N: usize = 1000;
     const CANCEL: usize = 100;
     let dir = scratch("e2e");
@@ -164,11 +186,18 @@ async fn thousand_reservations_survive_sigkill_between_vendor_call_and_commit() 
     let config = write_config(&dir, &db, &vhost, &sim)?;
     let config_arg = config.to_string_lossy().into_owned();
     let broker = Broker::connect(&vhost.url).await?;
-    let produced = broker.collect("it.lock-events", "melmastoon.events", "melmastoon.lock.#").await?;
+    let produced = broker
+        .collect("it.lock-events", "melmastoon.events", "melmastoon.lock.#")
+        .await?;
     let stays = stays(N);
 
     // Run 1: hangs right after its 150th successful vendor issue, before the commit.
-    let mut node = Lockstep::spawn(&dir, &["--config", &config_arg], &[("LOCKSTEP_FAILPOINT_HANG_AFTER_VENDOR_ISSUE", "150".into())]).await?;
+    let mut node = Lockstep::spawn(
+        &dir,
+        &["--config", &config_arg],
+        &[("LOCKSTEP_FAILPOINT_HANG_AFTER_VENDOR_ISSUE", "150".into())],
+    )
+    .await?;
     wait_ready(&node).await?;
     for s in &stays {
         publish_confirmed(&broker, s).await?;
@@ -177,13 +206,26 @@ async fn thousand_reservations_survive_sigkill_between_vendor_call_and_commit() 
     for s in stays.iter().take(50) {
         publish_confirmed(&broker, s).await?;
     }
-    node.wait_log("failpoint hit: hang_after_vendor_issue", Duration::from_secs(180)).await?;
+    node.wait_log(
+        "failpoint hit: hang_after_vendor_issue",
+        Duration::from_secs(180),
+    )
+    .await?;
     node.kill();
     let after_first_kill = sim.handle().all_passcodes().len();
 
     // Run 2: killed the same way after 300 more issues.
-    let mut node = Lockstep::spawn(&dir, &["--config", &config_arg], &[("LOCKSTEP_FAILPOINT_HANG_AFTER_VENDOR_ISSUE", "300".into())]).await?;
-    node.wait_log("failpoint hit: hang_after_vendor_issue", Duration::from_secs(180)).await?;
+    let mut node = Lockstep::spawn(
+        &dir,
+        &["--config", &config_arg],
+        &[("LOCKSTEP_FAILPOINT_HANG_AFTER_VENDOR_ISSUE", "300".into())],
+    )
+    .await?;
+    node.wait_log(
+        "failpoint hit: hang_after_vendor_issue",
+        Duration::from_secs(180),
+    )
+    .await?;
     node.kill();
     let after_second_kill = sim.handle().all_passcodes().len();
 
@@ -202,34 +244,73 @@ async fn thousand_reservations_survive_sigkill_between_vendor_call_and_commit() 
         .into_iter()
         .filter(|m| m["body"]["subject"] == "melmastoon.lock.credential.issued.v1")
         .collect();
-    let issued_ids: BTreeSet<String> = issued_events.iter().filter_map(|m| m["body"]["data"]["keyId"].as_str().map(str::to_owned)).collect();
+    let issued_ids: BTreeSet<String> = issued_events
+        .iter()
+        .filter_map(|m| m["body"]["data"]["keyId"].as_str().map(str::to_owned))
+        .collect();
     assert_eq!(issued_ids, issued, "issued set is stable");
-    assert_eq!(issued_ids.len(), N, "exactly 1,000 distinct credentials issued");
+    assert_eq!(
+        issued_ids.len(),
+        N,
+        "exactly 1,000 distinct credentials issued"
+    );
     let key_to_reservation: BTreeMap<String, String> = issued_events
         .iter()
-        .map(|m| (m["body"]["data"]["keyId"].as_str().unwrap().to_owned(), m["body"]["data"]["reservationId"].as_str().unwrap().to_owned()))
+        .map(|m| {
+            (
+                m["body"]["data"]["keyId"].as_str().unwrap().to_owned(),
+                m["body"]["data"]["reservationId"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
         .collect();
     let reservations: BTreeSet<&String> = key_to_reservation.values().collect();
-    assert_eq!(reservations.len(), N, "one credential per reservation, none duplicated");
+    assert_eq!(
+        reservations.len(),
+        N,
+        "one credential per reservation, none duplicated"
+    );
 
     // The door: exactly 1,000 passcodes, one per credential, with the reservation's window.
     let passcodes = sim.handle().all_passcodes();
-    let by_stay: BTreeMap<&str, &Stay> = stays.iter().map(|s| (s.reservation.as_str(), s)).collect();
+    let by_stay: BTreeMap<&str, &Stay> =
+        stays.iter().map(|s| (s.reservation.as_str(), s)).collect();
     assert_eq!(passcodes.len(), N, "exactly 1,000 passcodes at the vendor");
-    let names: BTreeSet<&str> = passcodes.iter().map(|p| p.keyboard_pwd_name.as_str()).collect();
+    let names: BTreeSet<&str> = passcodes
+        .iter()
+        .map(|p| p.keyboard_pwd_name.as_str())
+        .collect();
     assert_eq!(names.len(), N, "no credential has two passcodes");
     for p in &passcodes {
-        let reservation = key_to_reservation.get(&p.keyboard_pwd_name).expect("every passcode belongs to an issued credential");
+        let reservation = key_to_reservation
+            .get(&p.keyboard_pwd_name)
+            .expect("every passcode belongs to an issued credential");
         let stay = by_stay[reservation.as_str()];
-        assert_eq!(p.start_date, stay.from.timestamp_millis(), "window start of {reservation}");
-        assert_eq!(p.end_date, stay.until.timestamp_millis(), "window end of {reservation}");
-        assert_eq!(p.lock_id.to_string(), stay.room.trim_start_matches("rmu_"), "room of {reservation}");
+        assert_eq!(
+            p.start_date,
+            stay.from.timestamp_millis(),
+            "window start of {reservation}"
+        );
+        assert_eq!(
+            p.end_date,
+            stay.until.timestamp_millis(),
+            "window end of {reservation}"
+        );
+        assert_eq!(
+            p.lock_id.to_string(),
+            stay.room.trim_start_matches("rmu_"),
+            "room of {reservation}"
+        );
     }
 
     // Cancel 100: 100 revoked.v1, 900 passcodes left, none of the cancelled ones.
     for (i, s) in stays.iter().take(CANCEL).enumerate() {
         let body = cancelled(&format!("evt-x-{i}"), TENANT, s.property, &s.reservation, 2);
-        broker.publish("melmastoon.reservation.cancelled.v1", &body).await?;
+        broker
+            .publish("melmastoon.reservation.cancelled.v1", &body)
+            .await?;
     }
     let revoked = wait_for("100 distinct revoked.v1", Duration::from_secs(120), || {
         let ids = produced.key_ids("melmastoon.lock.credential.revoked.v1");
@@ -237,21 +318,34 @@ async fn thousand_reservations_survive_sigkill_between_vendor_call_and_commit() 
     })
     .await?;
     assert_eq!(revoked.len(), CANCEL);
-    let cancelled_reservations: BTreeSet<&str> = stays.iter().take(CANCEL).map(|s| s.reservation.as_str()).collect();
+    let cancelled_reservations: BTreeSet<&str> = stays
+        .iter()
+        .take(CANCEL)
+        .map(|s| s.reservation.as_str())
+        .collect();
     for k in &revoked {
-        assert!(cancelled_reservations.contains(key_to_reservation[k].as_str()), "only cancelled reservations are revoked");
+        assert!(
+            cancelled_reservations.contains(key_to_reservation[k].as_str()),
+            "only cancelled reservations are revoked"
+        );
     }
     let left = wait_for("900 passcodes left", Duration::from_secs(60), || {
         let n = sim.handle().all_passcodes();
         async move { (n.len() == N - CANCEL).then_some(n) }
     })
     .await?;
-    assert!(left.iter().all(|p| !revoked.contains(&p.keyboard_pwd_name)), "no revoked credential is left at the door");
+    assert!(
+        left.iter().all(|p| !revoked.contains(&p.keyboard_pwd_name)),
+        "no revoked credential is left at the door"
+    );
 
     // And the API agrees: a cancelled reservation's credential is revoked, confirmed absent.
     let client = reqwest::Client::new();
     let body: serde_json::Value = client
-        .get(format!("{}/api/v1/key-credentials?reservationId={}", node.http, stays[0].reservation))
+        .get(format!(
+            "{}/api/v1/key-credentials?reservationId={}",
+            node.http, stays[0].reservation
+        ))
         .bearer_auth("it-service-token")
         .header("x-tenant-id", TENANT)
         .send()
@@ -259,8 +353,15 @@ async fn thousand_reservations_survive_sigkill_between_vendor_call_and_commit() 
         .json()
         .await?;
     assert_eq!(body["items"][0]["state"], "revoked");
-    assert!(body["items"][0]["doorSync"].as_array().unwrap().iter().all(|d| d["desired"] == "absent" && d["sync"] == "confirmed"));
-    assert!(!body.to_string().contains("keyboardPwdId"), "no vendor ref in the API");
+    assert!(body["items"][0]["doorSync"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["desired"] == "absent" && d["sync"] == "confirmed"));
+    assert!(
+        !body.to_string().contains("keyboardPwdId"),
+        "no vendor ref in the API"
+    );
 
     let counters = sim.handle().counters();
     println!(
@@ -272,30 +373,73 @@ async fn thousand_reservations_survive_sigkill_between_vendor_call_and_commit() 
 
 /// Bad input is dead-lettered with a reason, counted, and never blocks good input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_and_unknown_messages_go_to_the_dead_letter_queue_with_a_reason() -> anyhow::Result<()> {
+async fn malformed_and_unknown_messages_go_to_the_dead_letter_queue_with_a_reason(
+) -> anyhow::Result<()> {
     let dir = scratch("dlq");
     let db = fresh_pg_database().await?;
     let vhost = Vhost::fresh()?;
     let sim = simulator(&all_locks())?;
     let config = write_config(&dir, &db, &vhost, &sim)?;
     let broker = Broker::connect(&vhost.url).await?;
-    let produced = broker.collect("it.lock-events", "melmastoon.events", "melmastoon.lock.#").await?;
+    let produced = broker
+        .collect("it.lock-events", "melmastoon.events", "melmastoon.lock.#")
+        .await?;
     let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
     wait_ready(&node).await?;
     let dlq = broker.consume("lockstep.dlq").await?;
 
-    broker.publish("melmastoon.reservation.confirmed.v1", b"this is not json").await?;
+    broker
+        .publish("melmastoon.reservation.confirmed.v1", b"this is not json")
+        .await?;
     // a version Lockstep does not consume, published on a bound routing key
-    let mut v2: serde_json::Value = serde_json::from_slice(&confirmed("evt-v2", TENANT, "ppt_e2e_a", "rsv_v2", 1, &["rmu_5001"], "2027-01-01T14:00:00Z", "2027-01-02T10:00:00Z"))?;
+    let mut v2: serde_json::Value = serde_json::from_slice(&confirmed(
+        "evt-v2",
+        TENANT,
+        "ppt_e2e_a",
+        "rsv_v2",
+        1,
+        &["rmu_5001"],
+        "2027-01-01T14:00:00Z",
+        "2027-01-02T10:00:00Z",
+    ))?;
     v2["subject"] = "melmastoon.reservation.confirmed.v2".into();
-    broker.publish("melmastoon.reservation.confirmed.v1", &serde_json::to_vec(&v2)?).await?;
+    broker
+        .publish(
+            "melmastoon.reservation.confirmed.v1",
+            &serde_json::to_vec(&v2)?,
+        )
+        .await?;
     // I-1 broken: the stay ends before it starts
     broker
-        .publish("melmastoon.reservation.confirmed.v1", &confirmed("evt-bad", TENANT, "ppt_e2e_a", "rsv_bad", 1, &["rmu_5001"], "2027-01-03T14:00:00Z", "2027-01-02T10:00:00Z"))
+        .publish(
+            "melmastoon.reservation.confirmed.v1",
+            &confirmed(
+                "evt-bad",
+                TENANT,
+                "ppt_e2e_a",
+                "rsv_bad",
+                1,
+                &["rmu_5001"],
+                "2027-01-03T14:00:00Z",
+                "2027-01-02T10:00:00Z",
+            ),
+        )
         .await?;
     // and a good one after them
     broker
-        .publish("melmastoon.reservation.confirmed.v1", &confirmed("evt-good", TENANT, "ppt_e2e_a", "rsv_good", 1, &["rmu_5002"], "2027-01-01T14:00:00Z", "2027-01-02T10:00:00Z"))
+        .publish(
+            "melmastoon.reservation.confirmed.v1",
+            &confirmed(
+                "evt-good",
+                TENANT,
+                "ppt_e2e_a",
+                "rsv_good",
+                1,
+                &["rmu_5002"],
+                "2027-01-01T14:00:00Z",
+                "2027-01-02T10:00:00Z",
+            ),
+        )
         .await?;
 
     let dead = wait_for("3 dead letters", Duration::from_secs(60), || {
@@ -303,15 +447,30 @@ async fn malformed_and_unknown_messages_go_to_the_dead_letter_queue_with_a_reaso
         async move { (all.len() >= 3).then_some(all) }
     })
     .await?;
-    let reasons: BTreeSet<String> = dead.iter().filter_map(|m| m["reason"].as_str().map(str::to_owned)).collect();
-    assert_eq!(reasons, ["invalid_payload", "malformed", "unknown_subject"].into_iter().map(String::from).collect());
+    let reasons: BTreeSet<String> = dead
+        .iter()
+        .filter_map(|m| m["reason"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        reasons,
+        ["invalid_payload", "malformed", "unknown_subject"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    );
     wait_for("the good event issued", Duration::from_secs(60), || {
-        let n = produced.key_ids("melmastoon.lock.credential.issued.v1").len();
+        let n = produced
+            .key_ids("melmastoon.lock.credential.issued.v1")
+            .len();
         async move { (n == 1).then_some(()) }
     })
     .await?;
     for reason in ["malformed", "unknown_subject", "invalid_payload"] {
-        let v = metric(&node.http, &format!("lockstep_intake_dead_letters_total{{reason=\"{reason}\"}}")).await;
+        let v = metric(
+            &node.http,
+            &format!("lockstep_intake_dead_letters_total{{reason=\"{reason}\"}}"),
+        )
+        .await;
         assert_eq!(v, Some(1.0), "dead letters counted for {reason}");
     }
     Ok(())
@@ -330,19 +489,53 @@ async fn a_returned_publish_is_a_failure_and_is_retried_until_delivered() -> any
     let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
     wait_ready(&node).await?;
     broker
-        .publish("melmastoon.reservation.confirmed.v1", &confirmed("evt-r1", TENANT, "ppt_e2e_b", "rsv_r1", 1, &["rmu_6001"], "2027-01-01T14:00:00Z", "2027-01-02T10:00:00Z"))
+        .publish(
+            "melmastoon.reservation.confirmed.v1",
+            &confirmed(
+                "evt-r1",
+                TENANT,
+                "ppt_e2e_b",
+                "rsv_r1",
+                1,
+                &["rmu_6001"],
+                "2027-01-01T14:00:00Z",
+                "2027-01-02T10:00:00Z",
+            ),
+        )
         .await?;
-    wait_for("a returned publish counted", Duration::from_secs(60), || {
-        let http = node.http.clone();
-        async move { metric(&http, "lockstep_outbox_publish_failures_total{reason=\"returned\"}").await.filter(|v| *v >= 1.0) }
-    })
+    wait_for(
+        "a returned publish counted",
+        Duration::from_secs(60),
+        || {
+            let http = node.http.clone();
+            async move {
+                metric(
+                    &http,
+                    "lockstep_outbox_publish_failures_total{reason=\"returned\"}",
+                )
+                .await
+                .filter(|v| *v >= 1.0)
+            }
+        },
+    )
     .await?;
     // Now a consumer binds: the same events arrive.
-    let produced = broker.collect("it.late-events", "melmastoon.events", "melmastoon.lock.#").await?;
-    wait_for("requested and issued delivered after the retry", Duration::from_secs(60), || {
-        let ok = !produced.key_ids("melmastoon.lock.credential.requested.v1").is_empty() && !produced.key_ids("melmastoon.lock.credential.issued.v1").is_empty();
-        async move { ok.then_some(()) }
-    })
+    let produced = broker
+        .collect("it.late-events", "melmastoon.events", "melmastoon.lock.#")
+        .await?;
+    wait_for(
+        "requested and issued delivered after the retry",
+        Duration::from_secs(60),
+        || {
+            let ok = !produced
+                .key_ids("melmastoon.lock.credential.requested.v1")
+                .is_empty()
+                && !produced
+                    .key_ids("melmastoon.lock.credential.issued.v1")
+                    .is_empty();
+            async move { ok.then_some(()) }
+        },
+    )
     .await?;
     Ok(())
 }

@@ -48,9 +48,10 @@ pub fn device() -> DeviceRef {
 
 /// A stay from tomorrow, whole seconds (TTLock dates are ms; keep them exact).
 pub fn window() -> ValidityWindow {
-    let from: DateTime<Utc> = (Utc::now() + Duration::days(1))
-        .duration_trunc(Duration::seconds(1))
-        .expect("truncation to seconds is in range");
+    let from: DateTime<Utc> = (lockstep_domain::Clock::now(&lockstep_domain::SystemClock)
+        + Duration::days(1))
+    .duration_trunc(Duration::seconds(1))
+    .expect("truncation to seconds is in range");
     ValidityWindow::new(from, from + Duration::days(3)).expect("from < until")
 }
 

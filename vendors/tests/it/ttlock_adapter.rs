@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use lockstep_domain::{DeviceRef, KeyCredentialKind, ManualClock, SystemClock, VendorRef};
 use lockstep_vendors::ttlock::{Secret, SimFaults};
 use lockstep_vendors::{LockPort, TtlockAdapter, VendorError};
@@ -226,7 +225,7 @@ async fn expired_token_is_refreshed_transparently() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn token_is_fetched_again_before_it_expires_on_our_clock() -> anyhow::Result<()> {
-    let clock = ManualClock::new(Utc::now());
+    let clock = ManualClock::new(lockstep_domain::Clock::now(&lockstep_domain::SystemClock));
     let env = spawn_with(|_| {}, Arc::new(clock.clone()));
     env.adapter.health().await?;
     env.adapter.health().await?;
