@@ -548,7 +548,8 @@ async fn drive(
                         continue;
                     }
                 }
-                if d.attempts >= rt.settings.max_issue_attempts {
+                // The saga's retries are exhausted: fail and clean up (failed.v1).
+                if entry.attempts >= rt.settings.max_issue_attempts {
                     fail_credential(
                         rt,
                         entry,
@@ -620,7 +621,18 @@ async fn drive(
                             rt.store.commit(uow).await?;
                         }
                     }
-                    Err(e) if e.is_retryable() => return Err(retry(e)),
+                    Err(e) if e.is_retryable() => {
+                        // Door truth shows why it is still pending.
+                        let mut uow = UnitOfWork::new(
+                            entry.tenant_id,
+                            rt.fences.for_commit(entry.partition),
+                            rt.clock.now(),
+                        );
+                        w.last_error = Some(e.to_string());
+                        uow.devices.push(w);
+                        rt.store.commit(uow).await?;
+                        return Err(retry(e));
+                    }
                     Err(_) => {
                         let mut cred = rt
                             .store

@@ -24,13 +24,7 @@ async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() ->
         ],
     )
     .await?;
-    let sim_url = node
-        .log_text()
-        .lines()
-        .find(|l| l.starts_with("ttlock simulator listening on "))
-        .and_then(|l| l.split("listening on ").nth(1))
-        .map(|s| s.trim().to_owned())
-        .expect("the simulator's address is printed");
+    let sim_url = sim_url(&node);
     let token = std::fs::read_to_string(dir.join(".lockstep/service-token"))?;
     let client = reqwest::Client::new();
 
@@ -215,5 +209,209 @@ async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() ->
     assert!(!events
         .to_string()
         .contains(ours[0]["keyboardPwd"].as_str().unwrap()));
+    Ok(())
+}
+
+fn sim_url(node: &Lockstep) -> String {
+    node.log_text()
+        .lines()
+        .find(|l| l.starts_with("ttlock simulator listening on "))
+        .and_then(|l| l.split("listening on ").nth(1))
+        .map(|s| s.trim().to_owned())
+        .expect("the simulator's address is printed")
+}
+
+async fn embedded_node(name: &str) -> anyhow::Result<(Lockstep, String, String)> {
+    let dir = scratch(name);
+    let node = Lockstep::spawn(
+        &dir,
+        &[],
+        &[
+            ("LOCKSTEP__HTTP__BIND", "127.0.0.1:0".into()),
+            ("LOCKSTEP__DEMO__SIMULATOR_BIND", "127.0.0.1:0".into()),
+            ("LOCKSTEP__SAGA__RETRY_BASE_MS", "50".into()),
+            ("LOCKSTEP__SAGA__RETRY_CAP_MS", "200".into()),
+        ],
+    )
+    .await?;
+    let token = std::fs::read_to_string(dir.join(".lockstep/service-token"))?;
+    let sim = sim_url(&node);
+    Ok((node, token, sim))
+}
+
+async fn credential_of(node: &Lockstep, token: &str, reservation: &str) -> Option<Value> {
+    let v: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/key-credentials?reservationId={reservation}",
+            node.http
+        ))
+        .bearer_auth(token)
+        .header("x-tenant-id", DEMO_TENANT)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    v["items"].get(0).cloned()
+}
+
+async fn post_event(node: &Lockstep, token: &str, body: Vec<u8>) -> anyhow::Result<()> {
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/intake", node.http))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 202, "intake answered {}", r.status());
+    Ok(())
+}
+
+async fn set_faults(sim: &str, faults: Value) -> anyhow::Result<()> {
+    let r = reqwest::Client::new()
+        .post(format!("{sim}/_sim/faults"))
+        .json(&faults)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        r.status().is_success(),
+        "simulator refused faults: {}",
+        r.status()
+    );
+    Ok(())
+}
+
+async fn passcodes(sim: &str, lock: i64) -> anyhow::Result<Vec<Value>> {
+    let v: Value = reqwest::get(format!("{sim}/_sim/locks/{lock}/passcodes"))
+        .await?
+        .json()
+        .await?;
+    Ok(v.as_array().cloned().unwrap_or_default())
+}
+
+/// Spec `002` "PIN collision": a refused duplicate PIN is regenerated from the CSPRNG, at
+/// most 3 attempts; the third collision fails the credential as `pin_collision_exhausted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_collisions_regenerate_and_the_third_fails_the_credential() -> anyhow::Result<()> {
+    let (node, token, sim) = embedded_node("collision").await?;
+
+    set_faults(&sim, serde_json::json!({ "force_pin_collision_next": 2 })).await?;
+    post_event(
+        &node,
+        &token,
+        confirmed(
+            "evt-c1",
+            DEMO_TENANT,
+            "ppt_demo",
+            "rsv_c1",
+            1,
+            &["rmu_102"],
+            "2027-04-01T14:00:00Z",
+            "2027-04-02T11:00:00Z",
+        ),
+    )
+    .await?;
+    let c1 = wait_for(
+        "rsv_c1 active after two collisions",
+        Duration::from_secs(30),
+        || async {
+            credential_of(&node, &token, "rsv_c1")
+                .await
+                .filter(|c| c["state"] == "active")
+        },
+    )
+    .await?;
+    let at_lock: Vec<Value> = passcodes(&sim, 1002)
+        .await?
+        .into_iter()
+        .filter(|p| p["keyboardPwdName"] == c1["id"])
+        .collect();
+    assert_eq!(at_lock.len(), 1, "one passcode after regenerating");
+
+    set_faults(&sim, serde_json::json!({ "force_pin_collision_next": 3 })).await?;
+    post_event(
+        &node,
+        &token,
+        confirmed(
+            "evt-c2",
+            DEMO_TENANT,
+            "ppt_demo",
+            "rsv_c2",
+            1,
+            &["rmu_103"],
+            "2027-04-01T14:00:00Z",
+            "2027-04-02T11:00:00Z",
+        ),
+    )
+    .await?;
+    let c2 = wait_for("rsv_c2 failed", Duration::from_secs(30), || async {
+        credential_of(&node, &token, "rsv_c2")
+            .await
+            .filter(|c| c["state"] == "failed")
+    })
+    .await?;
+    assert_eq!(c2["failureReason"], "pin_collision_exhausted");
+    assert!(
+        passcodes(&sim, 1003).await?.is_empty(),
+        "nothing left at the door"
+    );
+    Ok(())
+}
+
+/// A vendor outage parks the issue on a durable retry timer; when the vendor is back the
+/// credential becomes active with exactly one passcode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_retries_on_a_timer_until_the_vendor_is_back() -> anyhow::Result<()> {
+    let (node, token, sim) = embedded_node("outage").await?;
+    set_faults(&sim, serde_json::json!({ "outage": true })).await?;
+    post_event(
+        &node,
+        &token,
+        confirmed(
+            "evt-o1",
+            DEMO_TENANT,
+            "ppt_demo",
+            "rsv_o1",
+            1,
+            &["rmu_104"],
+            "2027-05-01T14:00:00Z",
+            "2027-05-02T11:00:00Z",
+        ),
+    )
+    .await?;
+    let pending = wait_for(
+        "the failure shown in the door truth",
+        Duration::from_secs(30),
+        || async {
+            credential_of(&node, &token, "rsv_o1")
+                .await
+                .filter(|c| c["state"] == "pending" && c["doorSync"][0]["lastError"].is_string())
+        },
+    )
+    .await?;
+    assert_eq!(pending["doorSync"][0]["sync"], "pending");
+    // retried on its timer: the reconcile lookup ran too, and failed the same way
+    wait_for("a retry after the first failure", Duration::from_secs(30), || async {
+        metric(&node.http, "lockstep_vendor_calls_total{op=\"find\",outcome=\"unavailable\",vendor=\"ttlock\"}").await.filter(|v| *v >= 1.0)
+    })
+    .await?;
+    assert!(passcodes(&sim, 1004).await?.is_empty());
+    set_faults(&sim, serde_json::json!({ "outage": false })).await?;
+    let c = wait_for(
+        "active after the outage",
+        Duration::from_secs(30),
+        || async {
+            credential_of(&node, &token, "rsv_o1")
+                .await
+                .filter(|c| c["state"] == "active")
+        },
+    )
+    .await?;
+    let ours: Vec<Value> = passcodes(&sim, 1004)
+        .await?
+        .into_iter()
+        .filter(|p| p["keyboardPwdName"] == c["id"])
+        .collect();
+    assert_eq!(ours.len(), 1);
     Ok(())
 }
