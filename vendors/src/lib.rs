@@ -90,6 +90,9 @@ pub trait LockPort: Send + Sync + std::fmt::Debug {
     /// Finds an object we created earlier by its label (and, for PINs, its digits).
     /// `Ok(None)` when absent.
     async fn find(&self, req: &IssueRequest) -> Result<Option<VendorRef>, VendorError>;
+    /// Changes the validity window of an object created by `issue` (same device, same vendorRef).
+    /// The PIN/credential itself is unchanged. Changing something already gone is `Err(NotFound)`.
+    async fn update(&self, req: &IssueRequest, vendor_ref: &VendorRef) -> Result<(), VendorError>;
     /// Deletes it. Deleting something already gone is `Ok(())` (idempotent).
     async fn revoke(&self, device: &DeviceRef, vendor_ref: &VendorRef) -> Result<(), VendorError>;
     /// Everything the device holds (drift reconciliation, tests).
@@ -155,6 +158,18 @@ impl VendorError {
     /// request's failure, not the vendor's.
     pub fn is_vendor_unwell(&self) -> bool {
         matches!(self, Self::Unavailable { .. } | Self::RateLimited { .. })
+    }
+
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Unavailable { .. } => "unavailable",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::PinCollision => "pin_collision",
+            Self::Refused { .. } => "refused",
+            Self::Auth { .. } => "auth",
+            Self::NotFound => "not_found",
+        }
     }
 
     /// Whether the same request may succeed if tried again later: vendor unwell, or a

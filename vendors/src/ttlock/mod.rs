@@ -11,6 +11,12 @@
 //!   passcode's `keyboardPwdName` is the request's label.
 //! - `POST /v3/keyboardPwd/delete` with `deleteType=2` → `{errcode: 0}`; -2009 (passcode
 //!   does not exist) counts as success, so revoke is idempotent.
+//! - `POST /v3/keyboardPwd/change` with `changeType=2` and both `startDate` and `endDate`
+//!   (the docs require the pair when the period changes) → `{errcode: 0}`; used by `update`
+//!   to move a passcode's window. Neither `keyboardPwdName` nor `newKeyboardPwd` is sent, so
+//!   the name and digits stay. -2009 is `NotFound` here: a window cannot be moved on a
+//!   passcode that is gone. Setting a window is idempotent, so a retry after a lost
+//!   response is safe.
 //! - `GET /v3/lock/listKeyboardPwd` paged by 200, `orderBy=1` → `{list, pages, ...}`;
 //!   used by `list` and by `find` (reconcile before retry, since add is not idempotent).
 //! - `GET /v3/lock/list` with `pageSize=1` as the health probe.
@@ -541,6 +547,34 @@ impl LockPort for TtlockAdapter {
             }
         }
         Ok(None)
+    }
+
+    async fn update(&self, req: &IssueRequest, vendor_ref: &VendorRef) -> Result<(), VendorError> {
+        let lock_id = lock_id(&req.device)?;
+        if !matches!(req.kind, KeyCredentialKind::PinCode) {
+            return Err(VendorError::Refused {
+                code: "unsupported_kind".into(),
+                detail: "this adapter updates pin codes only".into(),
+            });
+        }
+        let keyboard_pwd_id = passcode_id(vendor_ref)?;
+        let url = self.url("/v3/keyboardPwd/change");
+        let _: wire::ErrorResponse = self
+            .authed("change_passcode", |token| {
+                self.http.post(&url).form(&wire::ChangePasscodeRequest {
+                    client_id: &self.config.client_id,
+                    access_token: token,
+                    lock_id,
+                    keyboard_pwd_id,
+                    start_date: wire::to_ms(req.validity.from()),
+                    end_date: wire::to_ms(req.validity.until()),
+                    change_type: VIA_GATEWAY,
+                    date: self.now_ms(),
+                })
+            })
+            .await?;
+        debug!(vendor = VENDOR, lock_id, "passcode window changed");
+        Ok(())
     }
 
     async fn revoke(&self, device: &DeviceRef, vendor_ref: &VendorRef) -> Result<(), VendorError> {

@@ -2,10 +2,16 @@
 //!
 //! It speaks the subset of the API the adapter uses, with TTLock's paths, form-encoded
 //! requests, JSON replies and errcodes: `POST /oauth2/token`, `POST /v3/keyboardPwd/add`,
-//! `POST /v3/keyboardPwd/delete`, `GET /v3/lock/listKeyboardPwd`, `GET /v3/lock/list`. It
-//! validates `clientId`/`accessToken` (tokens are those it issued), refuses unknown locks
-//! (-1003), missing parameters (-3), a passcode already on the lock (-3007) and a 251st
-//! passcode (-3009).
+//! `POST /v3/keyboardPwd/delete`, `POST /v3/keyboardPwd/change`,
+//! `GET /v3/lock/listKeyboardPwd`, `GET /v3/lock/list`. It validates
+//! `clientId`/`accessToken` (tokens are those it issued), refuses unknown locks (-1003),
+//! unknown passcodes (-2009), missing parameters (-3), a passcode already on the lock
+//! (-3007) and a 251st passcode (-3009).
+//!
+//! `change` follows the documented rules: `keyboardPwdName` and `newKeyboardPwd` are
+//! optional, `changeType` defaults to 1, and the window moves only when `startDate` and
+//! `endDate` are both sent (the docs: without `startDate` the call succeeds but the period
+//! does not change; the same is inferred for a missing `endDate`).
 //!
 //! Faults ([`SimFaults`]) are set from Rust through [`SimHandle`] or from another process
 //! with `POST /_sim/faults` (a JSON object; the keys given replace the current values).
@@ -125,8 +131,8 @@ pub struct SimFaults {
     pub error_rate: f64,
     /// More calls than this within one second are answered 429 with `Retry-After: 1`.
     pub rate_limit_per_sec: Option<u32>,
-    /// Share of adds and deletes that are applied but answered 500: the vendor acted and
-    /// we never heard (0.0 to 1.0).
+    /// Share of adds, deletes and changes that are applied but answered 500: the vendor
+    /// acted and we never heard (0.0 to 1.0).
     pub lose_response_rate: f64,
     /// The next N adds are refused as duplicates (-3007).
     pub force_pin_collision_next: u32,
@@ -163,6 +169,8 @@ pub struct SimCounters {
     pub adds: u64,
     /// Passcodes deleted (including those whose response was then lost).
     pub deletes: u64,
+    /// Passcodes changed (including those whose response was then lost).
+    pub changes: u64,
     /// List pages served.
     pub lists: u64,
     /// Calls answered with an injected 5xx/429 before being applied.
@@ -285,6 +293,11 @@ impl SimHandle {
     /// Number of successful deletes.
     pub fn delete_call_count(&self) -> u64 {
         self.with(|s| s.counters.deletes)
+    }
+
+    /// Number of successful changes.
+    pub fn change_call_count(&self) -> u64 {
+        self.with(|s| s.counters.changes)
     }
 
     /// Number of list pages served.
@@ -479,6 +492,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/oauth2/token", web::post().to(token))
         .route("/v3/keyboardPwd/add", web::post().to(add_passcode))
         .route("/v3/keyboardPwd/delete", web::post().to(delete_passcode))
+        .route("/v3/keyboardPwd/change", web::post().to(change_passcode))
         .route("/v3/lock/listKeyboardPwd", web::get().to(list_passcodes))
         .route("/v3/lock/list", web::get().to(list_locks))
         .route("/_sim/faults", web::get().to(get_faults))
@@ -671,7 +685,7 @@ async fn add_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpR
         if !s.locks.contains_key(&lock_id) {
             return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
         }
-        if !(4..=9).contains(&pwd.len()) || !pwd.bytes().all(|b| b.is_ascii_digit()) {
+        if !valid_digits(&pwd) {
             return Err(errcode(code::PASSCODE_LENGTH, "invalid passcode length"));
         }
         if s.faults.force_pin_collision_next > 0 {
@@ -741,6 +755,90 @@ async fn delete_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> Ht
         };
         lock.remove(pos);
         s.counters.deletes += 1;
+        Ok(lose)
+    });
+    match res {
+        Ok(lost) => lost_or(&h, lost, errcode(code::OK, "none error message").into()),
+        Err(r) => r.into(),
+    }
+}
+
+fn valid_digits(pwd: &str) -> bool {
+    (4..=9).contains(&pwd.len()) && pwd.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An optional parameter: absent or blank is `None`, present but not an integer is -3.
+fn opt_param_i64(p: &Params, key: &str) -> Result<Option<i64>, Refusal> {
+    match p.get(key).map(|v| v.trim()) {
+        Some(v) if !v.is_empty() => v
+            .parse()
+            .map(Some)
+            .map_err(|_| errcode(code::INVALID_PARAMETER, "Invalid Parameter.")),
+        _ => Ok(None),
+    }
+}
+
+async fn change_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let now = h.clock.now();
+    let res = h.with(|s| -> Result<bool, Refusal> {
+        authorize(s, &form, now)?;
+        let lock_id = param_i64(&form, "lockId")?;
+        let pwd_id = param_i64(&form, "keyboardPwdId")?;
+        // Documented default 1 (sync after a bluetooth change); 2 and 3 act remotely. The
+        // simulator has no lock to talk to, so all three just record the change.
+        if let Some(change_type) = opt_param_i64(&form, "changeType")? {
+            if !(1..=3).contains(&change_type) {
+                return Err(errcode(code::INVALID_PARAMETER, "Invalid Parameter."));
+            }
+        }
+        let start = opt_param_i64(&form, "startDate")?;
+        let end = opt_param_i64(&form, "endDate")?;
+        let window = start.zip(end);
+        let name = form
+            .get("keyboardPwdName")
+            .filter(|n| !n.trim().is_empty())
+            .cloned();
+        let new_pwd = form
+            .get("newKeyboardPwd")
+            .map(|p| p.trim())
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+        let lose = roll(s.faults.lose_response_rate);
+        let Some(lock) = s.locks.get_mut(&lock_id) else {
+            return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
+        };
+        let Some(pos) = lock.iter().position(|p| p.keyboard_pwd_id == pwd_id) else {
+            return Err(errcode(code::PASSCODE_NOT_FOUND, "passcode does not exist"));
+        };
+        if let Some(pwd) = &new_pwd {
+            if !valid_digits(pwd) {
+                return Err(errcode(code::PASSCODE_LENGTH, "invalid passcode length"));
+            }
+            if lock
+                .iter()
+                .any(|p| p.keyboard_pwd_id != pwd_id && &p.keyboard_pwd == pwd)
+            {
+                return Err(errcode(
+                    code::DUPLICATE_PASSCODE,
+                    "same passcode already exists",
+                ));
+            }
+        }
+        let p = &mut lock[pos];
+        if let Some((start, end)) = window {
+            p.start_date = start;
+            p.end_date = end;
+        }
+        if let Some(name) = name {
+            p.keyboard_pwd_name = name;
+        }
+        if let Some(pwd) = new_pwd {
+            p.keyboard_pwd = pwd;
+        }
+        s.counters.changes += 1;
         Ok(lose)
     });
     match res {

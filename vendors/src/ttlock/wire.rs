@@ -17,7 +17,8 @@ use crate::VendorEntry;
 pub const PASSCODE_TYPE_PERIOD: i64 = 3;
 /// `keyboardPwdType` for a permanent passcode.
 pub const PASSCODE_TYPE_PERMANENT: i64 = 2;
-/// `addType`/`deleteType` 2: done remotely through the gateway (or a WiFi lock).
+/// `addType`/`deleteType`/`changeType` 2: done remotely through the gateway (or a WiFi
+/// lock).
 pub const VIA_GATEWAY: i64 = 2;
 /// Largest `pageSize` TTLock accepts for list endpoints.
 pub const MAX_PAGE_SIZE: i64 = 200;
@@ -122,6 +123,32 @@ pub struct DeletePasscodeRequest<'a> {
     pub keyboard_pwd_id: i64,
     /// [`VIA_GATEWAY`].
     pub delete_type: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// `POST /v3/keyboardPwd/change` form, as the adapter sends it: a new validity window only.
+///
+/// TTLock's optional `keyboardPwdName` and `newKeyboardPwd` are never sent (the name and
+/// the digits stay as they are); the docs require `startDate` and `endDate` together when
+/// the period changes. The success body is `{errcode: 0}` ([`ErrorResponse`]).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangePasscodeRequest<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// The lock.
+    pub lock_id: i64,
+    /// The passcode.
+    pub keyboard_pwd_id: i64,
+    /// New start of validity, epoch ms.
+    pub start_date: i64,
+    /// New end of validity, epoch ms.
+    pub end_date: i64,
+    /// [`VIA_GATEWAY`].
+    pub change_type: i64,
     /// Now, epoch ms.
     pub date: i64,
 }

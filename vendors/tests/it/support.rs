@@ -55,6 +55,15 @@ pub fn window() -> ValidityWindow {
     ValidityWindow::new(from, from + Duration::days(3)).expect("from < until")
 }
 
+/// `w` moved later by `days` (a changed stay).
+pub fn shifted(w: &ValidityWindow, days: i64) -> ValidityWindow {
+    ValidityWindow::new(
+        w.from() + Duration::days(days),
+        w.until() + Duration::days(days),
+    )
+    .expect("from < until")
+}
+
 pub fn pin_request(label: &str, pin: &str) -> IssueRequest {
     IssueRequest {
         device: device(),

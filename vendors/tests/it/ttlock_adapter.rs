@@ -7,7 +7,7 @@ use lockstep_domain::{DeviceRef, KeyCredentialKind, ManualClock, SystemClock, Ve
 use lockstep_vendors::ttlock::{Secret, SimFaults};
 use lockstep_vendors::{LockPort, TtlockAdapter, VendorError};
 
-use crate::support::{assert_redacted, device, pin_request, spawn, spawn_with, LOCK};
+use crate::support::{assert_redacted, device, pin_request, shifted, spawn, spawn_with, LOCK};
 
 #[tokio::test]
 async fn issued_pin_is_listed_with_its_window() -> anyhow::Result<()> {
@@ -73,6 +73,157 @@ async fn revoke_removes_the_pin_and_a_second_revoke_is_ok() -> anyhow::Result<()
     env.adapter.revoke(&device(), &vref).await?;
     assert_eq!(env.handle.delete_call_count(), 1);
     Ok(())
+}
+
+#[tokio::test]
+async fn update_moves_the_window_and_keeps_pin_and_label() -> anyhow::Result<()> {
+    let env = spawn();
+    let mut req = pin_request("key_01HUPDATE:24451", "584736");
+    let vref = env.adapter.issue(&req).await?;
+    // Check-out moved two days later, check-in one day earlier.
+    let longer = lockstep_domain::ValidityWindow::new(
+        req.validity.from() - chrono::Duration::days(1),
+        req.validity.until() + chrono::Duration::days(2),
+    )?;
+    req.validity = longer;
+    env.adapter.update(&req, &vref).await?;
+
+    let entries = env.adapter.list(&device()).await?;
+    assert_eq!(entries.len(), 1);
+    let e = &entries[0];
+    assert_eq!(e.vendor_ref, vref, "same object at the vendor");
+    assert_eq!(e.label, req.label, "the name is not touched");
+    assert_eq!(e.valid_from, longer.from());
+    assert_eq!(e.valid_until, longer.until());
+    let at_sim = env.handle.passcodes(LOCK);
+    assert_eq!(at_sim.len(), 1);
+    assert_eq!(at_sim[0].keyboard_pwd, "584736", "the pin is not touched");
+    assert_eq!(env.handle.change_call_count(), 1);
+    assert_eq!(env.handle.add_call_count(), 1);
+    // find still recognises it with the new window (by label, and by digits + window).
+    assert_eq!(env.adapter.find(&req).await?, Some(vref.clone()));
+    let mut renamed = req.clone();
+    renamed.label = "key_01HRENAMEDUPD:24451".to_owned();
+    assert_eq!(env.adapter.find(&renamed).await?, Some(vref));
+    Ok(())
+}
+
+#[tokio::test]
+async fn update_of_a_deleted_passcode_is_not_found() -> anyhow::Result<()> {
+    let env = spawn();
+    let mut req = pin_request("key_01HUPDGONE:24451", "917364");
+    let vref = env.adapter.issue(&req).await?;
+    env.adapter.revoke(&device(), &vref).await?;
+    req.validity = shifted(&req.validity, 1);
+    let err = env
+        .adapter
+        .update(&req, &vref)
+        .await
+        .expect_err("nothing to change");
+    assert_eq!(err, VendorError::NotFound);
+    assert!(!err.is_vendor_unwell());
+    assert!(!err.is_retryable());
+    assert_redacted(&err, Some("917364"), Some(&vref));
+    assert_eq!(env.handle.change_call_count(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn lost_update_response_then_retry_leaves_one_passcode_with_the_new_window(
+) -> anyhow::Result<()> {
+    let env = spawn();
+    let mut req = pin_request("key_01HUPDLOST:24451", "463728");
+    let vref = env.adapter.issue(&req).await?;
+    req.validity = shifted(&req.validity, 2);
+    env.handle.update_faults(|f| f.lose_response_rate = 1.0);
+    let err = env
+        .adapter
+        .update(&req, &vref)
+        .await
+        .expect_err("response lost");
+    assert!(err.is_vendor_unwell() && err.is_retryable(), "{err:?}");
+    assert_redacted(&err, Some("463728"), Some(&vref));
+    assert_eq!(env.handle.counters().lost_responses, 1);
+    env.handle.update_faults(|f| f.lose_response_rate = 0.0);
+
+    // Setting a window is idempotent: the retry just sets it again.
+    env.adapter.update(&req, &vref).await?;
+    let entries = env.adapter.list(&device()).await?;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].vendor_ref, vref);
+    assert_eq!(entries[0].valid_from, req.validity.from());
+    assert_eq!(entries[0].valid_until, req.validity.until());
+    assert_eq!(env.handle.passcodes(LOCK).len(), 1);
+    assert_eq!(env.handle.change_call_count(), 2);
+    assert_eq!(env.handle.add_call_count(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn update_during_outage_is_unavailable_and_changes_nothing() -> anyhow::Result<()> {
+    let env = spawn();
+    let mut req = pin_request("key_01HUPDOUT:24451", "372819");
+    let original = req.validity;
+    let vref = env.adapter.issue(&req).await?;
+    env.handle.update_faults(|f| f.outage = true);
+    req.validity = shifted(&req.validity, 1);
+    let err = env.adapter.update(&req, &vref).await.expect_err("outage");
+    assert!(matches!(err, VendorError::Unavailable { .. }), "{err:?}");
+    assert!(err.is_vendor_unwell());
+    assert_eq!(
+        err.to_domain_issue(),
+        lockstep_domain::DomainError::VendorUnreachable
+    );
+    assert_redacted(&err, Some("372819"), Some(&vref));
+    env.handle.update_faults(|f| f.outage = false);
+    let at_sim = env.handle.passcodes(LOCK);
+    assert_eq!(at_sim[0].start_date, original.from().timestamp_millis());
+    assert_eq!(at_sim[0].end_date, original.until().timestamp_millis());
+    assert_eq!(env.handle.change_call_count(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn update_refreshes_an_expired_token() -> anyhow::Result<()> {
+    let env = spawn();
+    let mut req = pin_request("key_01HUPDTOK:24451", "283746");
+    let vref = env.adapter.issue(&req).await?;
+    env.handle.expire_all_tokens();
+    req.validity = shifted(&req.validity, 1);
+    env.adapter.update(&req, &vref).await?;
+    assert_eq!(env.handle.token_call_count(), 2);
+    assert_eq!(
+        env.handle.passcodes(LOCK)[0].start_date,
+        req.validity.from().timestamp_millis()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn update_refuses_bad_refs_and_other_kinds_without_calling() {
+    let env = spawn();
+    let req = pin_request("key_01HUPDBAD:24451", "192038");
+    let bad_ref = VendorRef::new("not-a-number-kbpwd");
+    let err = env
+        .adapter
+        .update(&req, &bad_ref)
+        .await
+        .expect_err("bad ref");
+    assert!(
+        matches!(&err, VendorError::Refused { code, .. } if code == "invalid_vendor_ref"),
+        "{err:?}"
+    );
+    assert_redacted(&err, Some("192038"), Some(&bad_ref));
+    let mut card = req.clone();
+    card.kind = KeyCredentialKind::RfidCard;
+    let err = env
+        .adapter
+        .update(&card, &VendorRef::new("3234293"))
+        .await
+        .expect_err("unsupported");
+    assert!(matches!(&err, VendorError::Refused { code, .. } if code == "unsupported_kind"));
+    assert_eq!(env.handle.change_call_count(), 0);
+    assert_eq!(env.handle.token_call_count(), 0);
 }
 
 #[tokio::test]
@@ -389,21 +540,61 @@ async fn every_error_kind_renders_without_secrets() -> anyhow::Result<()> {
         ..SimFaults::default()
     });
     errors.push(env.adapter.issue(&req).await.expect_err("outage"));
+    errors.push(
+        env.adapter
+            .update(&req, &vref)
+            .await
+            .expect_err("update outage"),
+    );
     env.handle.set_faults(SimFaults {
         rate_limit_per_sec: Some(0),
         ..SimFaults::default()
     });
     errors.push(env.adapter.revoke(&device(), &vref).await.expect_err("429"));
+    errors.push(
+        env.adapter
+            .update(&req, &vref)
+            .await
+            .expect_err("update 429"),
+    );
+    env.handle.set_faults(SimFaults {
+        lose_response_rate: 1.0,
+        ..SimFaults::default()
+    });
+    errors.push(
+        env.adapter
+            .update(&req, &vref)
+            .await
+            .expect_err("update lost"),
+    );
     env.handle.set_faults(SimFaults::default());
     let mut other = req.clone();
     other.device = DeviceRef::new("404");
     errors.push(env.adapter.issue(&other).await.expect_err("refused"));
-    errors.push(VendorError::NotFound);
+    errors.push(
+        env.adapter
+            .update(&other, &vref)
+            .await
+            .expect_err("update on an unknown lock"),
+    );
+    env.adapter.revoke(&device(), &vref).await?;
+    errors.push(
+        env.adapter
+            .update(&req, &vref)
+            .await
+            .expect_err("update of a deleted passcode"),
+    );
     let bad = spawn_with(
         |c| c.client_secret = Secret::new("nope"),
         Arc::new(SystemClock),
     );
     errors.push(bad.adapter.issue(&req).await.expect_err("auth"));
+    errors.push(
+        bad.adapter
+            .update(&req, &vref)
+            .await
+            .expect_err("update auth"),
+    );
 
     let kinds: std::collections::BTreeSet<&str> = errors
         .iter()

@@ -101,3 +101,168 @@ async fn starts_inside_an_actix_system() -> anyhow::Result<()> {
     sim.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn change_validates_like_add_and_delete() -> anyhow::Result<()> {
+    let env = spawn();
+    let base = env.sim.base_url();
+    let http = reqwest::Client::new();
+    let id = env
+        .handle
+        .seed_passcode(LOCK, "246813", "seeded", 1_000_000, 2_000_000)
+        .expect("lock exists");
+    let other = env
+        .handle
+        .seed_passcode(LOCK, "135792", "other", 1_000_000, 2_000_000)
+        .expect("lock exists");
+    let token = crate::ttlock_docs_examples::token_for(&base, &env.handle).await;
+    let change = |extra: Vec<(&'static str, String)>| {
+        let mut form: Vec<(&'static str, String)> = vec![
+            (
+                "clientId",
+                lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID.to_owned(),
+            ),
+            ("accessToken", token.clone()),
+            ("date", "1".to_owned()),
+        ];
+        form.extend(extra);
+        let http = http.clone();
+        let url = format!("{base}/v3/keyboardPwd/change");
+        async move {
+            let body = http
+                .post(url)
+                .form(&form)
+                .send()
+                .await
+                .expect("call")
+                .bytes()
+                .await
+                .expect("body");
+            match wire::parse_reply::<ErrorResponse>(&body) {
+                Ok(Reply::Err { errcode }) => errcode,
+                Ok(Reply::Ok(r)) => r.errcode,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let lock = ("lockId", LOCK.to_string());
+    let pwd_id = ("keyboardPwdId", id.to_string());
+    // Missing keyboardPwdId, bad changeType: -3.
+    assert_eq!(change(vec![lock.clone()]).await, -3);
+    assert_eq!(
+        change(vec![
+            lock.clone(),
+            pwd_id.clone(),
+            ("changeType", "x".into())
+        ])
+        .await,
+        -3
+    );
+    // Unknown lock, unknown passcode.
+    assert_eq!(
+        change(vec![("lockId", "99".into()), pwd_id.clone()]).await,
+        -1003
+    );
+    assert_eq!(
+        change(vec![lock.clone(), ("keyboardPwdId", "1".into())]).await,
+        -2009
+    );
+    // A new pin that another passcode holds: -3007; too short: -3006.
+    assert_eq!(
+        change(vec![
+            lock.clone(),
+            pwd_id.clone(),
+            ("newKeyboardPwd", "135792".into())
+        ])
+        .await,
+        -3007
+    );
+    assert_eq!(
+        change(vec![
+            lock.clone(),
+            pwd_id.clone(),
+            ("newKeyboardPwd", "12".into())
+        ])
+        .await,
+        -3006
+    );
+    // Only endDate: accepted, but the period does not move (documented for startDate).
+    assert_eq!(
+        change(vec![
+            lock.clone(),
+            pwd_id.clone(),
+            ("endDate", "9000000".into()),
+            ("changeType", "2".into())
+        ])
+        .await,
+        0
+    );
+    let p = env.handle.passcodes(LOCK)[0].clone();
+    assert_eq!((p.start_date, p.end_date), (1_000_000, 2_000_000));
+    // Name only, without changeType (documented).
+    assert_eq!(
+        change(vec![
+            lock.clone(),
+            pwd_id.clone(),
+            ("keyboardPwdName", "renamed".into())
+        ])
+        .await,
+        0
+    );
+    let all = env.handle.passcodes(LOCK);
+    assert_eq!(all[0].keyboard_pwd_name, "renamed");
+    assert_eq!(all[0].keyboard_pwd, "246813");
+    assert_eq!(all[1].keyboard_pwd_id, other);
+    assert_eq!(
+        all[1].keyboard_pwd_name, "other",
+        "the other passcode is untouched"
+    );
+    assert_eq!(env.handle.change_call_count(), 2);
+    // Unknown token.
+    let body = http
+        .post(format!("{base}/v3/keyboardPwd/change"))
+        .form(&[
+            ("clientId", "sim-client-id"),
+            ("accessToken", "not-issued"),
+            ("date", "1"),
+            ("lockId", "24451"),
+            ("keyboardPwdId", "1"),
+        ])
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    assert!(matches!(
+        wire::parse_reply::<ErrorResponse>(&body),
+        Ok(Reply::Err { errcode: 10003 })
+    ));
+    // Faults apply: outage and 429 before anything is changed.
+    env.handle.update_faults(|f| f.outage = true);
+    let status = http
+        .post(format!("{base}/v3/keyboardPwd/change"))
+        .form(&[("lockId", "24451")])
+        .send()
+        .await?
+        .status();
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    env.handle.set_faults(SimFaults {
+        rate_limit_per_sec: Some(0),
+        ..SimFaults::default()
+    });
+    let status = http
+        .post(format!("{base}/v3/keyboardPwd/change"))
+        .form(&[("lockId", "24451")])
+        .send()
+        .await?
+        .status();
+    assert_eq!(status, reqwest::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(env.handle.change_call_count(), 2);
+    let counters: serde_json::Value = http
+        .get(format!("{base}/_sim/counters"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(counters["changes"], 2);
+    Ok(())
+}
