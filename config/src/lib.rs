@@ -88,6 +88,37 @@ pub struct RawSettings {
     pub demo: RawDemo,
     /// Properties, adapters and devices to register at start-up.
     pub properties: Vec<RawProperty>,
+    /// Vendor circuit breakers.
+    pub breaker: RawBreaker,
+    /// The clock (chaos runs play hours in minutes).
+    pub clock: RawClock,
+}
+
+/// Circuit breaker tunables (spec `002`: trip on > 25 % errors or p99 > 5 s).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Sliding window, ms.
+    pub window_ms: Option<u64>,
+    /// Calls in the window before the breaker may trip.
+    pub min_calls: Option<u32>,
+    /// Error share that trips it (strictly greater), 0..1.
+    pub error_rate: Option<f64>,
+    /// p99 latency that trips it, ms.
+    pub p99_ms: Option<u64>,
+    /// How long it stays open before probing, ms.
+    pub open_ms: Option<u64>,
+    /// Concurrent probes while half-open.
+    pub half_open_probes: Option<u32>,
+}
+
+/// Clock settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawClock {
+    /// Business time runs this many times faster than the wall clock (chaos tests only;
+    /// 1 in production).
+    pub scale: Option<f64>,
 }
 
 /// HTTP settings.
@@ -192,6 +223,27 @@ pub struct RawProperty {
     /// Devices.
     #[serde(default)]
     pub devices: Vec<RawDevice>,
+    /// The property's KeyKindPolicy (spec `003` §4); defaults when absent.
+    #[serde(default)]
+    pub policy: Option<RawPolicy>,
+}
+
+/// A property's KeyKindPolicy (validated by the domain, K-1 and K-2).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Kinds tried first, in order.
+    pub preferred_order: Option<Vec<String>>,
+    /// Kinds tried after a failure of the preferred ones.
+    pub fallback_chain: Option<Vec<String>>,
+    /// Cap on extending validUntil, hours (K-2: ≤ 720).
+    pub max_valid_until_extension_hours: Option<i32>,
+    /// Kinds that need an ID-document check first.
+    pub id_verify_required_for: Option<Vec<String>>,
+    /// Hours after `reservation.no_show` before the credential is suspended.
+    pub no_show_suspend_after_hours: Option<i32>,
+    /// Kinds a desktop may mint offline.
+    pub allow_offline_issuance_kinds: Option<Vec<String>>,
 }
 
 /// A vendor adapter.
@@ -215,6 +267,9 @@ pub struct RawAdapter {
     pub username: String,
     /// Account password.
     pub password: SecretSource,
+    /// Calls per minute the vendor account allows (TTLock's default is 100).
+    #[serde(default)]
+    pub rate_limit_per_min: Option<u32>,
 }
 
 fn sandbox() -> String {
@@ -266,6 +321,10 @@ pub struct Settings {
     pub simulator_bind: SocketAddr,
     /// Properties.
     pub properties: Vec<RawProperty>,
+    /// Breaker tunables, as given (defaults are the domain's).
+    pub breaker: RawBreaker,
+    /// Clock scale (1.0 = wall time).
+    pub clock_scale: f64,
 }
 
 /// Postgres URLs.
@@ -490,6 +549,14 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             "127.0.0.1:18080",
         )?,
         properties: raw.properties,
+        breaker: raw.breaker,
+        clock_scale: {
+            let scale = raw.clock.scale.unwrap_or(1.0);
+            if !(1.0..=100_000.0).contains(&scale) {
+                return Err(invalid("clock.scale", "must be between 1 and 100000"));
+            }
+            scale
+        },
     })
 }
 

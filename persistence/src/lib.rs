@@ -38,6 +38,10 @@ pub enum StoreError {
         /// What.
         entity: &'static str,
     },
+    /// I-9: a live guest credential of another reservation already holds one of the rooms
+    /// for an overlapping window. Retrying cannot succeed: fail the newcomer.
+    #[error("I-9: another reservation's credential overlaps this one on a room")]
+    Overlap,
     /// A constraint of the schema refused the write.
     #[error("constraint violated: {0}")]
     Constraint(String),
@@ -52,6 +56,13 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &e {
+            // Postgres: exclusion_violation of `ex_kcr_no_overlap`; SQLite: the trigger's
+            // message.
+            if db.code().as_deref() == Some(OVERLAP_SQLSTATE)
+                || db.message().starts_with(OVERLAP_TRIGGER_PREFIX)
+            {
+                return StoreError::Overlap;
+            }
             if db.is_unique_violation() || db.is_check_violation() || db.is_foreign_key_violation()
             {
                 return StoreError::Constraint(db.message().to_owned());
@@ -66,6 +77,11 @@ impl From<lockstep_domain::DomainError> for StoreError {
         StoreError::Corrupt(format!("{e:?}"))
     }
 }
+
+/// SQLSTATE of an exclusion-constraint violation (Postgres).
+const OVERLAP_SQLSTATE: &str = "23P01";
+/// How the SQLite I-9 triggers' messages begin.
+const OVERLAP_TRIGGER_PREFIX: &str = "I-9:";
 
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -170,4 +186,42 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         owner: &str,
         now: Timestamp,
     ) -> StoreResult<Fence>;
+
+    /// Creates or replaces the key-kind policy of (tenant, property). A stored policy
+    /// keeps its id. K-1 (non-empty preferred order) and K-2 (at most 720 hours) violations
+    /// fail with [`StoreError::Constraint`].
+    async fn upsert_policy(&self, policy: &PolicyRecord) -> StoreResult<()>;
+
+    /// The key-kind policy of a property.
+    async fn get_policy(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Option<PolicyRecord>>;
+
+    /// A staff user's master keys not revoked, oldest first.
+    async fn active_masters_of_user(
+        &self,
+        tenant: TenantId,
+        staff_user_id: &str,
+    ) -> StoreResult<Vec<MasterKeyRecord>>;
+
+    /// The master key backed by a credential, revoked or not.
+    async fn master_by_credential(
+        &self,
+        tenant: TenantId,
+        credential: &KeyCredentialId,
+    ) -> StoreResult<Option<MasterKeyRecord>>;
+
+    /// Credentials of a property in any of `states` (every state when empty), oldest
+    /// first, with what routes each to its saga (bulk revoke on property deactivation).
+    async fn credentials_of_property(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+        states: &[&str],
+    ) -> StoreResult<Vec<PropertyCredential>>;
+
+    /// Door truth not yet confirmed at the door, across tenants; worker path.
+    async fn door_backlog(&self) -> StoreResult<DoorBacklog>;
 }

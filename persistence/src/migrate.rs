@@ -12,15 +12,29 @@ pub struct Migration {
 }
 
 /// Postgres migrations.
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "i9_master_keys_policies",
+        sql: include_str!("../migrations/postgres/0002_i9_master_keys_policies.sql"),
+    },
+];
 
 /// SQLite migrations.
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/sqlite/0001_init.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "i9_master_keys_policies",
+        sql: include_str!("../migrations/sqlite/0002_i9_master_keys_policies.sql"),
+    },
+];

@@ -345,6 +345,8 @@ pub struct UnitOfWork {
     pub mailbox: Vec<MailboxUpdate>,
     /// Drives to schedule.
     pub schedule: Vec<ScheduleDrive>,
+    /// Master key write (insert, or set `revoked_at`).
+    pub master: Option<MasterKeyWrite>,
 }
 
 impl UnitOfWork {
@@ -361,8 +363,115 @@ impl UnitOfWork {
             audit: Vec::new(),
             mailbox: Vec::new(),
             schedule: Vec::new(),
+            master: None,
         }
     }
+}
+
+/// A row of `master_keys` (spec 004 §3): a staff member's master key, backed by a
+/// `staff_master` credential (M-1, enforced by a foreign key).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MasterKeyRecord {
+    /// Id (`mky_…`).
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Property.
+    pub property_id: PropertyId,
+    /// Staff user holding the key.
+    pub staff_user_id: String,
+    /// Shift the key was issued for, if any.
+    pub shift_id: Option<String>,
+    /// The `staff_master` credential behind the key.
+    pub key_credential_id: KeyCredentialId,
+    /// The kind of scope (e.g. `floors`, `areas`, `property`); M-2 allows one active key
+    /// per (property, staff user, scope kind), enforced by a partial unique index.
+    pub scope_kind: String,
+    /// Scope as JSON.
+    pub scope: serde_json::Value,
+    /// Start of validity.
+    pub valid_from: Timestamp,
+    /// End of validity (exclusive).
+    pub valid_until: Timestamp,
+    /// When issued.
+    pub issued_at: Timestamp,
+    /// When revoked.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A master key write inside a [`UnitOfWork`].
+// One per unit of work, moved once: boxing the record would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum MasterKeyWrite {
+    /// Inserts a new key. A second active key of the same (tenant, property, staff user,
+    /// scope kind) fails with [`crate::StoreError::Constraint`] (M-2); renewal is revoke,
+    /// then insert.
+    Insert(MasterKeyRecord),
+    /// Sets `revoked_at` (the first revocation time is kept; revoking again is a no-op).
+    /// An unknown id fails with [`crate::StoreError::Conflict`].
+    Revoke {
+        /// Master key id.
+        id: String,
+        /// When.
+        revoked_at: Timestamp,
+    },
+}
+
+/// A property's key-kind policy (`key_kind_policies`, spec 003 §4, spec 004 §3). One per
+/// (tenant, property). Kinds are the wire names (`pin_code`, `rfid_card`, …).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyRecord {
+    /// Id (`kkp_…`); an upsert of an existing (tenant, property) keeps the stored id.
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Property.
+    pub property_id: PropertyId,
+    /// Kinds in order of preference; non-empty (K-1, checked by the schema).
+    pub preferred_order: Vec<String>,
+    /// Kinds to fall back to.
+    pub fallback_chain: Vec<String>,
+    /// At most 720 (K-2, checked by the schema).
+    pub max_valid_until_extension_hours: i32,
+    /// Kinds that need ID verification.
+    pub id_verify_required_for: Vec<String>,
+    /// Hours after check-in time before a no-show's credentials are suspended.
+    pub no_show_suspend_after_hours: i32,
+    /// Kinds the offline adapter may mint.
+    pub allow_offline_issuance_kinds: Vec<String>,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// A credential of a property, with what routes it to its saga: the reservation for a
+/// guest credential, the staff user (and shift) for a master credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PropertyCredential {
+    /// Credential.
+    pub id: KeyCredentialId,
+    /// State (`requested`, `pending`, `active`, `suspended`, `revoked`, `failed`).
+    pub state: String,
+    /// `guest` or `staff_master`.
+    pub holder_kind: String,
+    /// Reservation, for a guest credential.
+    pub reservation_id: Option<String>,
+    /// Staff user, for a master credential.
+    pub staff_user_id: Option<String>,
+    /// Shift of the master key backed by the credential, if any.
+    pub shift_id: Option<String>,
+}
+
+/// Door truth not yet confirmed, across tenants (metrics; DESIGN §3.5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DoorBacklog {
+    /// (credential, device) rows that should be gone from the door and are not confirmed
+    /// gone: "revoked" that is not yet a shut door.
+    pub pending_removals: i64,
+    /// `updated_at` of the oldest of those.
+    pub oldest_pending_removal: Option<Timestamp>,
+    /// Rows that should be at the door and are not confirmed there.
+    pub pending_issues: i64,
 }
 
 /// A device of the registry, decrypted.

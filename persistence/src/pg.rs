@@ -424,13 +424,65 @@ impl Store for PgStore {
                         .await?;
                 }
             }
-            for room in &s.rooms {
-                sqlx::query("INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id) VALUES ($1, $2, $3)")
+            // The room links copy property, reservation, holder, state and window from the
+            // row just written, so I-9's exclusion constraint sees the credential as it is
+            // now (DESIGN §12). Rooms go in sorted order (the aggregate sorts them), so two
+            // racing writers meet on the same room first and cannot deadlock.
+            let rooms: Vec<&str> = s.rooms.iter().map(|r| r.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id, property_id, reservation_id, is_master, state, validity) \
+                 SELECT c.tenant_id, c.id, r.room_id, c.property_id, c.reservation_id, c.holder_kind = 'staff_master', c.state, tstzrange(c.valid_from, c.valid_until, '[)') \
+                 FROM key_credentials c CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS r(room_id, n) WHERE c.tenant_id = $1 AND c.id = $3 ORDER BY r.n",
+            )
+            .bind(t)
+            .bind(&rooms)
+            .bind(args.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if let Some(m) = &uow.master {
+            match m {
+                MasterKeyWrite::Insert(k) => {
+                    if k.tenant_id != tenant {
+                        return Err(StoreError::Constraint(
+                            "master key of another tenant".into(),
+                        ));
+                    }
+                    sqlx::query(
+                        "INSERT INTO master_keys (id, tenant_id, property_id, staff_user_id, shift_id, key_credential_id, scope_kind, scope, valid_from, valid_until, issued_at, revoked_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                    )
+                    .bind(&k.id)
                     .bind(t)
-                    .bind(args.0)
-                    .bind(room.as_str())
+                    .bind(k.property_id.as_str())
+                    .bind(&k.staff_user_id)
+                    .bind(&k.shift_id)
+                    .bind(k.key_credential_id.as_str())
+                    .bind(&k.scope_kind)
+                    .bind(&k.scope)
+                    .bind(k.valid_from)
+                    .bind(k.valid_until)
+                    .bind(k.issued_at)
+                    .bind(k.revoked_at)
                     .execute(&mut *tx)
                     .await?;
+                }
+                MasterKeyWrite::Revoke { id, revoked_at } => {
+                    let n = sqlx::query(
+                        "UPDATE master_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE tenant_id = $1 AND id = $2",
+                    )
+                    .bind(t)
+                    .bind(id)
+                    .bind(revoked_at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if n != 1 {
+                        return Err(StoreError::Conflict {
+                            entity: "master_keys",
+                        });
+                    }
+                }
             }
         }
 
@@ -893,4 +945,158 @@ impl Store for PgStore {
         .await?;
         Ok(Fence { partition, epoch })
     }
+
+    async fn upsert_policy(&self, p: &PolicyRecord) -> StoreResult<()> {
+        let mut tx = self.begin_tenant(p.tenant_id).await?;
+        sqlx::query(
+            "INSERT INTO key_kind_policies (id, tenant_id, property_id, preferred_order, fallback_chain, max_valid_until_extension_hours, id_verify_required_for, no_show_suspend_after_hours, allow_offline_issuance_kinds, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) \
+             ON CONFLICT (tenant_id, property_id) DO UPDATE SET preferred_order = EXCLUDED.preferred_order, fallback_chain = EXCLUDED.fallback_chain, max_valid_until_extension_hours = EXCLUDED.max_valid_until_extension_hours, \
+             id_verify_required_for = EXCLUDED.id_verify_required_for, no_show_suspend_after_hours = EXCLUDED.no_show_suspend_after_hours, allow_offline_issuance_kinds = EXCLUDED.allow_offline_issuance_kinds, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(&p.id)
+        .bind(p.tenant_id.as_uuid())
+        .bind(p.property_id.as_str())
+        .bind(serde_json::json!(p.preferred_order))
+        .bind(serde_json::json!(p.fallback_chain))
+        .bind(p.max_valid_until_extension_hours)
+        .bind(serde_json::json!(p.id_verify_required_for))
+        .bind(p.no_show_suspend_after_hours)
+        .bind(serde_json::json!(p.allow_offline_issuance_kinds))
+        .bind(p.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_policy(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Option<PolicyRecord>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let row = sqlx::query(
+            "SELECT * FROM key_kind_policies WHERE tenant_id = $1 AND property_id = $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(property.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(PolicyRecord {
+            id: r.try_get("id")?,
+            tenant_id: TenantId::from_uuid(r.try_get("tenant_id")?),
+            property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
+            preferred_order: string_list(r.try_get("preferred_order")?)?,
+            fallback_chain: string_list(r.try_get("fallback_chain")?)?,
+            max_valid_until_extension_hours: r.try_get("max_valid_until_extension_hours")?,
+            id_verify_required_for: string_list(r.try_get("id_verify_required_for")?)?,
+            no_show_suspend_after_hours: r.try_get("no_show_suspend_after_hours")?,
+            allow_offline_issuance_kinds: string_list(r.try_get("allow_offline_issuance_kinds")?)?,
+            updated_at: r.try_get("updated_at")?,
+        }))
+    }
+
+    async fn active_masters_of_user(
+        &self,
+        tenant: TenantId,
+        staff_user_id: &str,
+    ) -> StoreResult<Vec<MasterKeyRecord>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM master_keys WHERE tenant_id = $1 AND staff_user_id = $2 AND revoked_at IS NULL ORDER BY issued_at, id",
+        )
+        .bind(tenant.as_uuid())
+        .bind(staff_user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(master_from_row).collect()
+    }
+
+    async fn master_by_credential(
+        &self,
+        tenant: TenantId,
+        credential: &KeyCredentialId,
+    ) -> StoreResult<Option<MasterKeyRecord>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let row = sqlx::query(
+            "SELECT * FROM master_keys WHERE tenant_id = $1 AND key_credential_id = $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(credential.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.as_ref().map(master_from_row).transpose()
+    }
+
+    async fn credentials_of_property(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+        states: &[&str],
+    ) -> StoreResult<Vec<PropertyCredential>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let rows = sqlx::query(
+            "SELECT c.id, c.state, c.holder_kind, c.reservation_id, c.staff_user_id, m.shift_id FROM key_credentials c \
+             LEFT JOIN master_keys m ON m.tenant_id = c.tenant_id AND m.key_credential_id = c.id \
+             WHERE c.tenant_id = $1 AND c.property_id = $2 AND (cardinality($3::text[]) = 0 OR c.state = ANY($3)) ORDER BY c.created_at, c.id",
+        )
+        .bind(tenant.as_uuid())
+        .bind(property.as_str())
+        .bind(states)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PropertyCredential {
+                    id: KeyCredentialId::parse(r.try_get::<&str, _>("id")?)?,
+                    state: r.try_get("state")?,
+                    holder_kind: r.try_get("holder_kind")?,
+                    reservation_id: r.try_get("reservation_id")?,
+                    staff_user_id: r.try_get("staff_user_id")?,
+                    shift_id: r.try_get("shift_id")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn door_backlog(&self) -> StoreResult<DoorBacklog> {
+        let row = sqlx::query(
+            "SELECT count(*) FILTER (WHERE desired = 'absent') AS removals, min(updated_at) FILTER (WHERE desired = 'absent') AS oldest, \
+             count(*) FILTER (WHERE desired = 'present') AS issues FROM key_credential_devices WHERE sync = 'pending'",
+        )
+        .fetch_one(&self.worker)
+        .await?;
+        Ok(DoorBacklog {
+            pending_removals: row.try_get("removals")?,
+            oldest_pending_removal: row.try_get("oldest")?,
+            pending_issues: row.try_get("issues")?,
+        })
+    }
+}
+
+/// A JSON array of strings.
+pub(crate) fn string_list(v: serde_json::Value) -> StoreResult<Vec<String>> {
+    serde_json::from_value(v).map_err(|_| corrupt("expected a JSON array of strings"))
+}
+
+fn master_from_row(r: &PgRow) -> StoreResult<MasterKeyRecord> {
+    Ok(MasterKeyRecord {
+        id: r.try_get("id")?,
+        tenant_id: TenantId::from_uuid(r.try_get("tenant_id")?),
+        property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
+        staff_user_id: r.try_get("staff_user_id")?,
+        shift_id: r.try_get("shift_id")?,
+        key_credential_id: KeyCredentialId::parse(r.try_get::<&str, _>("key_credential_id")?)?,
+        scope_kind: r.try_get("scope_kind")?,
+        scope: r.try_get("scope")?,
+        valid_from: r.try_get("valid_from")?,
+        valid_until: r.try_get("valid_until")?,
+        issued_at: r.try_get("issued_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
 }

@@ -28,7 +28,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use crate::crypto::Cipher;
 use crate::model::*;
-use crate::pg::{corrupt, opt_parse, scope_from_json, scope_to_json};
+use crate::pg::{corrupt, opt_parse, scope_from_json, scope_to_json, string_list};
 use crate::{migrate, Store, StoreError, StoreResult};
 
 /// How long a connection waits for a lock held by another connection (or process).
@@ -462,15 +462,65 @@ impl Store for SqliteStore {
                     .await?;
                 }
             }
+            // The room links copy property, reservation, holder, state and window from the
+            // row just written, so the I-9 triggers see the credential as it is now
+            // (DESIGN §12).
             for room in &s.rooms {
                 sqlx::query(
-                    "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id) VALUES (?, ?, ?)",
+                    "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id, property_id, reservation_id, is_master, state, valid_from, valid_until) \
+                     SELECT c.tenant_id, c.id, ?, c.property_id, c.reservation_id, c.holder_kind = 'staff_master', c.state, c.valid_from, c.valid_until \
+                     FROM key_credentials c WHERE c.tenant_id = ? AND c.id = ?",
                 )
+                .bind(room.as_str())
                 .bind(&t)
                 .bind(s.id.as_str())
-                .bind(room.as_str())
                 .execute(&mut *tx)
                 .await?;
+            }
+        }
+
+        if let Some(m) = &uow.master {
+            match m {
+                MasterKeyWrite::Insert(k) => {
+                    if k.tenant_id != uow.tenant_id {
+                        return Err(StoreError::Constraint(
+                            "master key of another tenant".into(),
+                        ));
+                    }
+                    sqlx::query(
+                        "INSERT INTO master_keys (id, tenant_id, property_id, staff_user_id, shift_id, key_credential_id, scope_kind, scope, valid_from, valid_until, issued_at, revoked_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    )
+                    .bind(&k.id)
+                    .bind(&t)
+                    .bind(k.property_id.as_str())
+                    .bind(&k.staff_user_id)
+                    .bind(&k.shift_id)
+                    .bind(k.key_credential_id.as_str())
+                    .bind(&k.scope_kind)
+                    .bind(k.scope.to_string())
+                    .bind(ms(k.valid_from))
+                    .bind(ms(k.valid_until))
+                    .bind(ms(k.issued_at))
+                    .bind(k.revoked_at.map(ms))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                MasterKeyWrite::Revoke { id, revoked_at } => {
+                    let n = sqlx::query(
+                        "UPDATE master_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE tenant_id = ? AND id = ?",
+                    )
+                    .bind(ms(*revoked_at))
+                    .bind(&t)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if n != 1 {
+                        return Err(StoreError::Conflict {
+                            entity: "master_keys",
+                        });
+                    }
+                }
             }
         }
 
@@ -980,4 +1030,154 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(Fence { partition, epoch })
     }
+
+    async fn upsert_policy(&self, p: &PolicyRecord) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO key_kind_policies (id, tenant_id, property_id, preferred_order, fallback_chain, max_valid_until_extension_hours, id_verify_required_for, no_show_suspend_after_hours, allow_offline_issuance_kinds, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) \
+             ON CONFLICT (tenant_id, property_id) DO UPDATE SET preferred_order = excluded.preferred_order, fallback_chain = excluded.fallback_chain, max_valid_until_extension_hours = excluded.max_valid_until_extension_hours, \
+             id_verify_required_for = excluded.id_verify_required_for, no_show_suspend_after_hours = excluded.no_show_suspend_after_hours, allow_offline_issuance_kinds = excluded.allow_offline_issuance_kinds, updated_at = excluded.updated_at",
+        )
+        .bind(&p.id)
+        .bind(p.tenant_id.to_string())
+        .bind(p.property_id.as_str())
+        .bind(serde_json::json!(p.preferred_order).to_string())
+        .bind(serde_json::json!(p.fallback_chain).to_string())
+        .bind(p.max_valid_until_extension_hours)
+        .bind(serde_json::json!(p.id_verify_required_for).to_string())
+        .bind(p.no_show_suspend_after_hours)
+        .bind(serde_json::json!(p.allow_offline_issuance_kinds).to_string())
+        .bind(ms(p.updated_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_policy(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Option<PolicyRecord>> {
+        let row =
+            sqlx::query("SELECT * FROM key_kind_policies WHERE tenant_id = ? AND property_id = ?")
+                .bind(tenant.to_string())
+                .bind(property.as_str())
+                .fetch_optional(&self.reader)
+                .await?;
+        let Some(r) = row else { return Ok(None) };
+        let list = |col: &str| -> StoreResult<Vec<String>> {
+            string_list(json_from(r.try_get::<&str, _>(col)?)?)
+        };
+        Ok(Some(PolicyRecord {
+            id: r.try_get("id")?,
+            tenant_id: tenant_from(&r)?,
+            property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
+            preferred_order: list("preferred_order")?,
+            fallback_chain: list("fallback_chain")?,
+            max_valid_until_extension_hours: r.try_get("max_valid_until_extension_hours")?,
+            id_verify_required_for: list("id_verify_required_for")?,
+            no_show_suspend_after_hours: r.try_get("no_show_suspend_after_hours")?,
+            allow_offline_issuance_kinds: list("allow_offline_issuance_kinds")?,
+            updated_at: ts(r.try_get("updated_at")?)?,
+        }))
+    }
+
+    async fn active_masters_of_user(
+        &self,
+        tenant: TenantId,
+        staff_user_id: &str,
+    ) -> StoreResult<Vec<MasterKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM master_keys WHERE tenant_id = ? AND staff_user_id = ? AND revoked_at IS NULL ORDER BY issued_at, id",
+        )
+        .bind(tenant.to_string())
+        .bind(staff_user_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(master_from_row).collect()
+    }
+
+    async fn master_by_credential(
+        &self,
+        tenant: TenantId,
+        credential: &KeyCredentialId,
+    ) -> StoreResult<Option<MasterKeyRecord>> {
+        let row =
+            sqlx::query("SELECT * FROM master_keys WHERE tenant_id = ? AND key_credential_id = ?")
+                .bind(tenant.to_string())
+                .bind(credential.as_str())
+                .fetch_optional(&self.reader)
+                .await?;
+        row.as_ref().map(master_from_row).transpose()
+    }
+
+    async fn credentials_of_property(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+        states: &[&str],
+    ) -> StoreResult<Vec<PropertyCredential>> {
+        // Six states at most: the list is spelled out.
+        let filter = if states.is_empty() {
+            String::new()
+        } else {
+            format!(" AND c.state IN ({})", placeholders(states.len()))
+        };
+        let sql = format!(
+            "SELECT c.id, c.state, c.holder_kind, c.reservation_id, c.staff_user_id, m.shift_id FROM key_credentials c \
+             LEFT JOIN master_keys m ON m.tenant_id = c.tenant_id AND m.key_credential_id = c.id \
+             WHERE c.tenant_id = ? AND c.property_id = ?{filter} ORDER BY c.created_at, c.id"
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(property.as_str());
+        for st in states {
+            q = q.bind(*st);
+        }
+        let rows = q.fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PropertyCredential {
+                    id: KeyCredentialId::parse(r.try_get::<&str, _>("id")?)?,
+                    state: r.try_get("state")?,
+                    holder_kind: r.try_get("holder_kind")?,
+                    reservation_id: r.try_get("reservation_id")?,
+                    staff_user_id: r.try_get("staff_user_id")?,
+                    shift_id: r.try_get("shift_id")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn door_backlog(&self) -> StoreResult<DoorBacklog> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(desired = 'absent'), 0) AS removals, MIN(CASE WHEN desired = 'absent' THEN updated_at END) AS oldest, \
+             COALESCE(SUM(desired = 'present'), 0) AS issues FROM key_credential_devices WHERE sync = 'pending'",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(DoorBacklog {
+            pending_removals: row.try_get("removals")?,
+            oldest_pending_removal: opt_ts(row.try_get("oldest")?)?,
+            pending_issues: row.try_get("issues")?,
+        })
+    }
+}
+
+fn master_from_row(r: &SqliteRow) -> StoreResult<MasterKeyRecord> {
+    Ok(MasterKeyRecord {
+        id: r.try_get("id")?,
+        tenant_id: tenant_from(r)?,
+        property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
+        staff_user_id: r.try_get("staff_user_id")?,
+        shift_id: r.try_get("shift_id")?,
+        key_credential_id: KeyCredentialId::parse(r.try_get::<&str, _>("key_credential_id")?)?,
+        scope_kind: r.try_get("scope_kind")?,
+        scope: json_from(r.try_get::<&str, _>("scope")?)?,
+        valid_from: ts(r.try_get("valid_from")?)?,
+        valid_until: ts(r.try_get("valid_until")?)?,
+        issued_at: ts(r.try_get("issued_at")?)?,
+        revoked_at: opt_ts(r.try_get("revoked_at")?)?,
+    })
 }

@@ -7,8 +7,8 @@ use lockstep_domain::{
     ValidityWindow, VendorRef,
 };
 use lockstep_persistence::{
-    CredentialWrite, Desired, IntakeOutcome, MailboxKind, MailboxUpdate, ScheduleDrive, StoreError,
-    SyncState, UnitOfWork,
+    CredentialWrite, Desired, DoorBacklog, IntakeOutcome, MailboxKind, MailboxUpdate,
+    MasterKeyWrite, PropertyCredential, ScheduleDrive, StoreError, SyncState, UnitOfWork,
 };
 
 use crate::support::*;
@@ -900,5 +900,530 @@ pub async fn tenant_b_cannot_see_or_touch_tenant_a_data(b: &Backend) -> anyhow::
         .next_mailbox_entry(a, &seeded.subject, t0())
         .await?
         .is_some());
+    Ok(())
+}
+
+fn is_overlap(r: &Result<(), StoreError>) -> bool {
+    matches!(r, Err(StoreError::Overlap))
+}
+
+/// I-9 (DESIGN §12): a Jan 3–4 stay inside another reservation's Jan 1–5 on the same
+/// room is refused with `Overlap`, whole step and all, on insert and when an update
+/// widens a window or adds a room.
+pub async fn i9_refuses_an_overlapping_stay_of_another_reservation(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let a = stay(&reg, &reservation(), &["r101"], day(0), day(4))?;
+    store.commit(insert(a.snapshot(), t0())).await?;
+
+    let rsv_b = reservation();
+    let inside = stay(&reg, &rsv_b, &["r101"], day(2), day(3))?;
+    let mut uow = insert(inside.snapshot(), t0());
+    uow.saga = Some((subject_of(&rsv_b), serde_json::json!({ "x": 1 })));
+    uow.outbox
+        .push(outbox_row(tenant, inside.id().as_str(), t0()));
+    let res = store.commit(uow).await;
+    ensure!(is_overlap(&res), "Jan 3–4 inside Jan 1–5: {res:?}");
+    assert!(store.get_credential(tenant, inside.id()).await?.is_none());
+    assert_eq!(store.load_saga(tenant, &subject_of(&rsv_b)).await?, None);
+
+    // Partial overlaps at either end, and a multi-room credential touching the room.
+    for (from, until, rooms) in [
+        (day(-1), day(1), vec!["r101"]),
+        (day(3), day(6), vec!["r101"]),
+        (day(-5), day(10), vec!["r101"]),
+        (day(1), day(2), vec!["r101", "r102"]),
+    ] {
+        let c = stay(&reg, &reservation(), &rooms, from, until)?;
+        let res = store.commit(insert(c.snapshot(), t0())).await;
+        ensure!(is_overlap(&res), "{from}..{until} {rooms:?}: {res:?}");
+    }
+    // Suspended and pending credentials hold the room too.
+    let a = set_state(store, &a, KeyCredentialState::Pending, at(1)).await?;
+    let c = stay(&reg, &reservation(), &["r101"], day(1), day(2))?;
+    ensure!(is_overlap(&store.commit(insert(c.snapshot(), t0())).await));
+    let a = set_state(store, &a, KeyCredentialState::Suspended, at(2)).await?;
+    ensure!(is_overlap(&store.commit(insert(c.snapshot(), t0())).await));
+    let _ = a;
+
+    // Updates: a later stay on r102 cannot widen into A's window, nor add r101.
+    let later = stay(&reg, &reservation(), &["r102"], day(4), day(6))?;
+    store.commit(insert(later.snapshot(), t0())).await?;
+    let mut wider = later.snapshot();
+    wider.validity = ValidityWindow::new(day(3), day(6))?;
+    wider.rooms = vec![room("r101"), room("r102")];
+    let res = update(store, &later, wider, at(3)).await;
+    ensure!(
+        matches!(
+            res.as_ref().map_err(|e| e.downcast_ref::<StoreError>()),
+            Err(Some(StoreError::Overlap))
+        ),
+        "widening into A's stay: {res:?}"
+    );
+    let got = store
+        .get_credential(tenant, later.id())
+        .await?
+        .context("later")?;
+    assert_eq!(
+        snapshot_text(&got),
+        snapshot_text(&later),
+        "update rolled back"
+    );
+    Ok(())
+}
+
+/// I-9 allows: a second credential of the same stay on the room (two cards, a PIN and a
+/// mobile key), an adjacent stay (until == next from), a master key over a guest room,
+/// a revoked or failed credential's window, the same room of another tenant.
+pub async fn i9_allows_same_stay_adjacent_stay_master_and_terminal_windows(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let rsv_a = reservation();
+    let a = stay(&reg, &rsv_a, &["r101"], day(0), day(4))?;
+    store.commit(insert(a.snapshot(), t0())).await?;
+
+    let second_card = stay(&reg, &rsv_a, &["r101", "r102"], day(0), day(4))?;
+    store.commit(insert(second_card.snapshot(), t0())).await?;
+    let mobile = stay(&reg, &rsv_a, &["r101"], day(1), day(5))?;
+    store.commit(insert(mobile.snapshot(), t0())).await?;
+
+    let before = stay(&reg, &reservation(), &["r101"], day(-2), day(0))?;
+    store.commit(insert(before.snapshot(), t0())).await?;
+    let after = stay(&reg, &reservation(), &["r101"], day(5), day(7))?;
+    store.commit(insert(after.snapshot(), t0())).await?;
+
+    let master = master_credential(&reg, "staff-1", &["r101", "r102"], day(-10), day(10))?;
+    store.commit(insert(master.snapshot(), t0())).await?;
+    let master = set_state(store, &master, KeyCredentialState::Active, at(1)).await?;
+    let _ = master;
+
+    // A failed credential of another reservation: inserted failed, it holds nothing.
+    let mut failed = stay(&reg, &reservation(), &["r101"], day(1), day(2))?.snapshot();
+    failed.state = KeyCredentialState::Failed;
+    failed.failure_reason = Some(FailureReason::VendorRefused);
+    store.commit(insert(failed, t0())).await?;
+
+    // Another tenant's room of the same name and property.
+    let reg2 = seed_registry(store, TenantId::generate()).await?;
+    let foreign = stay(&reg2, &reservation(), &["r101"], day(0), day(4))?;
+    store.commit(insert(foreign.snapshot(), t0())).await?;
+
+    // A later stay is refused while A lives and admitted once A and its siblings are
+    // revoked (the room links follow the state).
+    let newcomer = stay(&reg, &reservation(), &["r101"], day(2), day(3))?;
+    ensure!(is_overlap(
+        &store.commit(insert(newcomer.snapshot(), t0())).await
+    ));
+    for c in [&a, &second_card, &mobile] {
+        set_state(store, c, KeyCredentialState::Revoked, at(5)).await?;
+    }
+    store.commit(insert(newcomer.snapshot(), t0())).await?;
+    Ok(())
+}
+
+/// The room links follow every update of the credential: moving a stay to another room or
+/// shortening its window frees what it left.
+pub async fn i9_room_links_follow_rooms_and_window_of_the_credential(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let a = stay(&reg, &reservation(), &["r101"], day(0), day(4))?;
+    store.commit(insert(a.snapshot(), t0())).await?;
+
+    // Shorten A to Jan 1–2: Jan 3–4 is free.
+    let mut s = a.snapshot();
+    s.validity = ValidityWindow::new(day(0), day(1))?;
+    let a = update(store, &a, s, at(1)).await?;
+    let b1 = stay(&reg, &reservation(), &["r101"], day(2), day(3))?;
+    store.commit(insert(b1.snapshot(), t0())).await?;
+
+    // Move A to r103: r101 on Jan 1–2 is free.
+    let mut s = a.snapshot();
+    s.rooms = vec![room("r103")];
+    let a = update(store, &a, s, at(2)).await?;
+    let b2 = stay(&reg, &reservation(), &["r101"], day(0), day(1))?;
+    store.commit(insert(b2.snapshot(), t0())).await?;
+    // ... and r103 is taken.
+    let b3 = stay(&reg, &reservation(), &["r103"], day(0), day(1))?;
+    ensure!(is_overlap(&store.commit(insert(b3.snapshot(), t0())).await));
+    let _ = a;
+    Ok(())
+}
+
+/// Two store instances (two pools, as two processes) race to commit overlapping
+/// credentials of different reservations for the same rooms: each round exactly one
+/// wins and the loser gets `Overlap` (not a deadlock, not a busy error).
+pub async fn i9_racing_stores_admit_exactly_one_overlapping_credential(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let [s1, s2] = b.twin_stores().await?;
+    const ROUNDS: usize = 30;
+    let mut wins = [0usize; 2];
+    for round in 0..ROUNDS {
+        let (ra, rb) = (format!("ra{round}"), format!("rb{round}"));
+        let rooms = [ra.as_str(), rb.as_str()];
+        let c1 = stay(&reg, &reservation(), &rooms, day(0), day(4))?;
+        let c2 = stay(&reg, &reservation(), &rooms, day(3), day(8))?;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let spawn = |s: std::sync::Arc<dyn lockstep_persistence::Store>,
+                     c: lockstep_domain::KeyCredential| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                s.commit(insert(c.snapshot(), t0())).await
+            })
+        };
+        let h1 = spawn(s1.clone(), c1.clone());
+        let h2 = spawn(s2.clone(), c2.clone());
+        let (r1, r2) = (h1.await?, h2.await?);
+        match (&r1, &r2) {
+            (Ok(()), Err(StoreError::Overlap)) => wins[0] += 1,
+            (Err(StoreError::Overlap), Ok(())) => wins[1] += 1,
+            _ => anyhow::bail!("round {round}: want exactly one winner, got {r1:?} / {r2:?}"),
+        }
+        let stored = [
+            store.get_credential(tenant, c1.id()).await?.is_some(),
+            store.get_credential(tenant, c2.id()).await?.is_some(),
+        ];
+        assert_eq!(stored, [r1.is_ok(), r2.is_ok()], "round {round}");
+        let cond = format!("room_id IN ('{ra}', '{rb}')");
+        assert_eq!(
+            b.count_where("key_credential_rooms", tenant, &cond).await?,
+            2,
+            "round {round}: the winner's two room links only"
+        );
+    }
+    assert_eq!(wins[0] + wins[1], ROUNDS);
+    Ok(())
+}
+
+/// Master keys (spec 004, M-1, M-2): written inside the unit of work, read back by staff
+/// user and by credential; one active key per (property, staff user, scope kind); a
+/// revoke frees the slot; the credential must be a staff master credential.
+pub async fn master_keys_insert_revoke_and_one_active_per_scope_kind(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let mc1 = master_credential(&reg, "staff-7", &["r101"], day(0), day(1))?;
+    let mk1 = master_key(&mc1, "floors");
+    let mut uow = insert(mc1.snapshot(), t0());
+    uow.master = Some(MasterKeyWrite::Insert(mk1.clone()));
+    store.commit(uow).await?;
+    assert_eq!(
+        store.active_masters_of_user(tenant, "staff-7").await?,
+        vec![mk1.clone()]
+    );
+    assert_eq!(
+        store.master_by_credential(tenant, mc1.id()).await?,
+        Some(mk1.clone())
+    );
+
+    // M-2: a second active "floors" key of the same staff user is refused, step and all.
+    let mc2 = master_credential(&reg, "staff-7", &["r102"], day(0), day(1))?;
+    let mut mk2 = master_key(&mc2, "floors");
+    mk2.issued_at = at(10);
+    let mut uow = insert(mc2.snapshot(), at(10));
+    uow.master = Some(MasterKeyWrite::Insert(mk2.clone()));
+    let res = store.commit(uow).await;
+    ensure!(
+        matches!(res, Err(StoreError::Constraint(_))),
+        "M-2: {res:?}"
+    );
+    assert!(store.get_credential(tenant, mc2.id()).await?.is_none());
+
+    // Another scope kind is fine.
+    let mc3 = master_credential(&reg, "staff-7", &["r103"], day(0), day(1))?;
+    let mut mk3 = master_key(&mc3, "areas");
+    mk3.issued_at = at(20);
+    let mut uow = insert(mc3.snapshot(), at(20));
+    uow.master = Some(MasterKeyWrite::Insert(mk3.clone()));
+    store.commit(uow).await?;
+    assert_eq!(
+        store.active_masters_of_user(tenant, "staff-7").await?,
+        vec![mk1.clone(), mk3.clone()]
+    );
+
+    // Revoke mk1; revoking again keeps the first time; the renewal then goes in.
+    for when in [at(30), at(40)] {
+        let mut uow = UnitOfWork::new(tenant, None, when);
+        uow.master = Some(MasterKeyWrite::Revoke {
+            id: mk1.id.clone(),
+            revoked_at: when,
+        });
+        store.commit(uow).await?;
+    }
+    let got = store
+        .master_by_credential(tenant, mc1.id())
+        .await?
+        .context("mk1")?;
+    assert_eq!(got.revoked_at, Some(at(30)));
+    assert_eq!(
+        store.active_masters_of_user(tenant, "staff-7").await?,
+        vec![mk3.clone()]
+    );
+    let mut uow = insert(mc2.snapshot(), at(50));
+    uow.master = Some(MasterKeyWrite::Insert(mk2.clone()));
+    store.commit(uow).await?;
+    assert_eq!(
+        store.active_masters_of_user(tenant, "staff-7").await?,
+        vec![mk2.clone(), mk3.clone()]
+    );
+
+    // Unknown key: Conflict.
+    let mut uow = UnitOfWork::new(tenant, None, at(60));
+    uow.master = Some(MasterKeyWrite::Revoke {
+        id: "mky_unknown".into(),
+        revoked_at: at(60),
+    });
+    let res = store.commit(uow).await;
+    ensure!(
+        matches!(
+            res,
+            Err(StoreError::Conflict {
+                entity: "master_keys"
+            })
+        ),
+        "{res:?}"
+    );
+
+    // M-1: a guest credential cannot back a master key; one key per credential.
+    let guest = stay(&reg, &reservation(), &["r101"], day(20), day(21))?;
+    store.commit(insert(guest.snapshot(), t0())).await?;
+    let mut on_guest = master_key(&mc1, "doors");
+    on_guest.key_credential_id = guest.id().clone();
+    on_guest.staff_user_id = "staff-8".into();
+    let mut uow = UnitOfWork::new(tenant, None, at(70));
+    uow.master = Some(MasterKeyWrite::Insert(on_guest));
+    let res = store.commit(uow).await;
+    ensure!(
+        matches!(res, Err(StoreError::Constraint(_))),
+        "M-1: {res:?}"
+    );
+    let mut twice = master_key(&mc3, "doors");
+    twice.staff_user_id = "staff-8".into();
+    let mut uow = UnitOfWork::new(tenant, None, at(70));
+    uow.master = Some(MasterKeyWrite::Insert(twice));
+    let res = store.commit(uow).await;
+    ensure!(
+        matches!(res, Err(StoreError::Constraint(_))),
+        "second key on one credential: {res:?}"
+    );
+
+    // Tenant scoping.
+    let other = TenantId::generate();
+    assert!(store
+        .active_masters_of_user(other, "staff-7")
+        .await?
+        .is_empty());
+    assert_eq!(store.master_by_credential(other, mc1.id()).await?, None);
+    let mut foreign = master_key(&mc1, "elsewhere");
+    foreign.tenant_id = other;
+    let mut uow = UnitOfWork::new(tenant, None, at(80));
+    uow.master = Some(MasterKeyWrite::Insert(foreign));
+    ensure!(matches!(
+        store.commit(uow).await,
+        Err(StoreError::Constraint(_))
+    ));
+    Ok(())
+}
+
+/// Key-kind policies: one per (tenant, property); an upsert replaces the fields and keeps
+/// the stored id; K-1 (non-empty preferred order) and K-2 (≤ 720 hours) are enforced.
+pub async fn policy_upsert_round_trips_keeps_id_and_enforces_k1_k2(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    assert_eq!(store.get_policy(tenant, &property()).await?, None);
+    let p1 = policy(tenant);
+    store.upsert_policy(&p1).await?;
+    assert_eq!(
+        store.get_policy(tenant, &property()).await?,
+        Some(p1.clone())
+    );
+
+    let mut p2 = policy(tenant);
+    p2.preferred_order = vec!["rfid_card".into()];
+    p2.fallback_chain = vec![];
+    p2.max_valid_until_extension_hours = 720;
+    p2.id_verify_required_for = vec![];
+    p2.no_show_suspend_after_hours = 6;
+    p2.allow_offline_issuance_kinds = vec!["pin_code".into()];
+    p2.updated_at = at(100);
+    store.upsert_policy(&p2).await?;
+    let mut want = p2.clone();
+    want.id = p1.id.clone();
+    assert_eq!(
+        store.get_policy(tenant, &property()).await?,
+        Some(want.clone())
+    );
+
+    for (what, bad) in [
+        ("K-1 empty preferred order", {
+            let mut p = p2.clone();
+            p.preferred_order.clear();
+            p
+        }),
+        ("K-2 over 720 hours", {
+            let mut p = p2.clone();
+            p.max_valid_until_extension_hours = 721;
+            p
+        }),
+    ] {
+        let res = store.upsert_policy(&bad).await;
+        ensure!(
+            matches!(res, Err(StoreError::Constraint(_))),
+            "{what}: {res:?}"
+        );
+    }
+    assert_eq!(store.get_policy(tenant, &property()).await?, Some(want));
+
+    assert_eq!(
+        store.get_policy(TenantId::generate(), &property()).await?,
+        None
+    );
+    assert_eq!(
+        store
+            .get_policy(tenant, &lockstep_domain::PropertyId::parse("prop-2")?)
+            .await?,
+        None
+    );
+    Ok(())
+}
+
+/// Bulk revoke support: a property's credentials in the asked states, oldest first, each
+/// with what routes it to its saga (reservation; staff user and shift).
+pub async fn credentials_of_property_filters_states_and_routes_to_subjects(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let rsv = reservation();
+    let guest = stay(&reg, &rsv, &["r101"], day(0), day(2))?;
+    store.commit(insert(guest.snapshot(), at(1))).await?;
+    let gone = stay(&reg, &reservation(), &["r102"], day(0), day(2))?;
+    store.commit(insert(gone.snapshot(), at(2))).await?;
+    set_state(store, &gone, KeyCredentialState::Revoked, at(3)).await?;
+    let master = master_credential(&reg, "staff-9", &[], day(0), day(1))?;
+    let mut uow = insert(master.snapshot(), at(4));
+    uow.master = Some(MasterKeyWrite::Insert(master_key(&master, "floors")));
+    store.commit(uow).await?;
+    let mut elsewhere = stay(&reg, &reservation(), &["r101"], day(0), day(2))?.snapshot();
+    elsewhere.property_id = lockstep_domain::PropertyId::parse("prop-2")?;
+    store.commit(insert(elsewhere, at(5))).await?;
+
+    let live = store
+        .credentials_of_property(
+            tenant,
+            &property(),
+            &["requested", "pending", "active", "suspended"],
+        )
+        .await?;
+    assert_eq!(
+        live,
+        vec![
+            PropertyCredential {
+                id: guest.id().clone(),
+                state: "requested".into(),
+                holder_kind: "guest".into(),
+                reservation_id: Some(rsv.as_str().to_owned()),
+                staff_user_id: None,
+                shift_id: None,
+            },
+            PropertyCredential {
+                id: master.id().clone(),
+                state: "requested".into(),
+                holder_kind: "staff_master".into(),
+                reservation_id: None,
+                staff_user_id: Some("staff-9".into()),
+                shift_id: Some("shift-1".into()),
+            },
+        ]
+    );
+    let all: Vec<_> = store
+        .credentials_of_property(tenant, &property(), &[])
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c.state))
+        .collect();
+    assert_eq!(
+        all,
+        vec![
+            (guest.id().clone(), "requested".to_owned()),
+            (gone.id().clone(), "revoked".to_owned()),
+            (master.id().clone(), "requested".to_owned()),
+        ]
+    );
+    let revoked = store
+        .credentials_of_property(tenant, &property(), &["revoked"])
+        .await?;
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(&revoked[0].id, gone.id());
+    assert!(store
+        .credentials_of_property(TenantId::generate(), &property(), &[])
+        .await?
+        .is_empty());
+    Ok(())
+}
+
+/// The "revocations not yet confirmed at the door" gauge (DESIGN §3.5), across tenants on
+/// the worker path: pending removals and their oldest `updated_at`, pending issues.
+pub async fn door_backlog_counts_unconfirmed_removals_and_issues(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    // Totals are global: a database of its own.
+    let b = b.isolated().await?;
+    let store = b.store();
+    assert_eq!(store.door_backlog().await?, DoorBacklog::default());
+
+    let long_ago = t0() - chrono::Duration::days(400);
+    let mut rows = Vec::new(); // (tenant, desired, sync, now)
+    for (i, tenant) in [TenantId::generate(), TenantId::generate()]
+        .into_iter()
+        .enumerate()
+    {
+        let reg = seed_registry(store, tenant).await?;
+        let specs = [
+            (Desired::Absent, SyncState::Pending),
+            (Desired::Absent, SyncState::Confirmed),
+            (Desired::Absent, SyncState::Failed),
+            (Desired::Present, SyncState::Pending),
+            (Desired::Present, SyncState::Confirmed),
+        ];
+        for (j, (desired, sync)) in specs.into_iter().enumerate() {
+            let room = format!("r{j}");
+            let c = stay(&reg, &reservation(), &[room.as_str()], day(0), day(1))?;
+            let now = long_ago + chrono::Duration::days((10 * i + j) as i64);
+            let mut uow = insert(c.snapshot(), now);
+            let mut w = device_write(c.id(), &reg.devices[0], None, None)?;
+            w.desired = desired;
+            w.sync = sync;
+            uow.devices.push(w);
+            store.commit(uow).await?;
+            rows.push((tenant, desired, sync, now));
+        }
+    }
+    assert_eq!(
+        store.door_backlog().await?,
+        DoorBacklog {
+            pending_removals: 2,
+            oldest_pending_removal: Some(long_ago),
+            pending_issues: 2,
+        }
+    );
     Ok(())
 }

@@ -28,12 +28,21 @@ macro_rules! store_contract_tests {
             mark_publish_failed_defers_the_row,
             devices_for_rooms_returns_only_own_devices_of_asked_rooms,
             tenant_b_cannot_see_or_touch_tenant_a_data,
+            i9_refuses_an_overlapping_stay_of_another_reservation,
+            i9_allows_same_stay_adjacent_stay_master_and_terminal_windows,
+            i9_room_links_follow_rooms_and_window_of_the_credential,
+            i9_racing_stores_admit_exactly_one_overlapping_credential,
+            master_keys_insert_revoke_and_one_active_per_scope_kind,
+            policy_upsert_round_trips_keeps_id_and_enforces_k1_k2,
+            credentials_of_property_filters_states_and_routes_to_subjects,
+            door_backlog_counts_unconfirmed_removals_and_issues,
         );
     };
     (@cases $backend:ident; $($case:ident),+ $(,)?) => {
         mod $backend {
             $(
-                #[tokio::test]
+                // Two worker threads: racing cases really run side by side.
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() -> anyhow::Result<()> {
                     let backend = crate::support::Backend::$backend().await?;
                     crate::contract::$case(&backend).await

@@ -18,10 +18,12 @@ const TENANT_TABLES: &[&str] = &[
     "key_credential_rooms",
     "key_credential_saga",
     "key_credentials",
+    "key_kind_policies",
     "lock_audit",
     "lock_device_rooms",
     "lock_devices",
     "mailbox",
+    "master_keys",
     "outbox",
     "vendor_adapters",
 ];
@@ -236,7 +238,7 @@ async fn pooled_connection_carries_no_tenant_into_next_transaction() -> anyhow::
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM key_credentials")
         .fetch_one(&mut *tx)
         .await?;
-    assert_eq!(n, 1);
+    assert_eq!(n, 2, "the seed's guest and master credentials");
     tx.commit().await?;
 
     let mut tx = begin_as(&app, None).await?;
@@ -318,5 +320,175 @@ async fn pg_migrate_twice_is_a_no_op() -> anyhow::Result<()> {
         .collect();
     assert_eq!(versions, expected);
     owner.close().await;
+    Ok(())
+}
+
+/// Migration 0002 backfills the I-9 copies of the room links of credentials written under
+/// 0001 (FORCE RLS would hide them from the owner), and the exclusion constraint then
+/// guards them.
+#[tokio::test]
+async fn pg_migration_0002_backfills_room_links_of_existing_credentials() -> anyhow::Result<()> {
+    use lockstep_persistence::testing::{admin_url, DB_PREFIX};
+    use lockstep_persistence::{migrate, StoreError};
+    use std::str::FromStr;
+
+    let admin = sqlx::postgres::PgConnectOptions::from_str(&admin_url())?;
+    let name = format!(
+        "{DB_PREFIX}{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let admin_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(admin.clone())
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&admin_pool)
+        .await?;
+    admin_pool.close().await;
+    let owner_url = sqlx::ConnectOptions::to_url_lossy(&admin.clone().database(&name)).to_string();
+
+    // The schema as 0001 left it, with data.
+    let owner = pool(&owner_url, 1).await?;
+    sqlx::raw_sql(
+        "CREATE TABLE _lockstep_migrations (version bigint PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(&owner)
+    .await?;
+    sqlx::raw_sql(migrate::POSTGRES[0].sql)
+        .execute(&owner)
+        .await?;
+    sqlx::query("INSERT INTO _lockstep_migrations (version, name) VALUES (1, 'init')")
+        .execute(&owner)
+        .await?;
+    let tenant = TenantId::generate();
+    let mut tx = begin_as(&owner, Some(tenant)).await?;
+    for (id, holder, rsv, staff, state) in [
+        ("kc_a", "guest", Some("rsv-a"), None, "active"),
+        ("kc_m", "staff_master", None, Some("staff-1"), "active"),
+        ("kc_r", "guest", Some("rsv-r"), None, "revoked"),
+    ] {
+        sqlx::query(
+            "INSERT INTO key_credentials (id, tenant_id, property_id, holder_kind, reservation_id, guest_id, staff_user_id, kind, valid_from, valid_until, state, vendor, vendor_adapter_id, idempotency_key, created_at, updated_at) \
+             VALUES ($1, $2, 'prop-1', $3, $4, CASE WHEN $4::text IS NULL THEN NULL ELSE 'guest-1' END, $5, 'pin_code', $6, $7, $8, 'ttlock', 'vad_1', $1, $6, $6)",
+        )
+        .bind(id)
+        .bind(tenant.as_uuid())
+        .bind(holder)
+        .bind(rsv)
+        .bind(staff)
+        .bind(crate::support::day(0))
+        .bind(crate::support::day(4))
+        .bind(state)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id) VALUES ($1, $2, 'r101')")
+            .bind(tenant.as_uuid())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+
+    lockstep_persistence::pg::migrate(&owner_url).await?;
+
+    let mut tx = begin_as(&owner, Some(tenant)).await?;
+    let rows = sqlx::query(
+        "SELECT key_credential_id, property_id, reservation_id, is_master, state, lower(validity) AS f, upper(validity) AS u, lower_inc(validity) AS li, upper_inc(validity) AS ui \
+         FROM key_credential_rooms ORDER BY key_credential_id",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    owner.close().await;
+    let got: Vec<(String, String, Option<String>, bool, String)> = rows
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get("key_credential_id")?,
+                r.try_get("property_id")?,
+                r.try_get("reservation_id")?,
+                r.try_get("is_master")?,
+                r.try_get("state")?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    assert_eq!(
+        got,
+        vec![
+            (
+                "kc_a".into(),
+                "prop-1".into(),
+                Some("rsv-a".into()),
+                false,
+                "active".into()
+            ),
+            ("kc_m".into(), "prop-1".into(), None, true, "active".into()),
+            (
+                "kc_r".into(),
+                "prop-1".into(),
+                Some("rsv-r".into()),
+                false,
+                "revoked".into()
+            ),
+        ]
+    );
+    for r in &rows {
+        assert_eq!(
+            r.try_get::<chrono::DateTime<chrono::Utc>, _>("f")?,
+            crate::support::day(0)
+        );
+        assert_eq!(
+            r.try_get::<chrono::DateTime<chrono::Utc>, _>("u")?,
+            crate::support::day(4)
+        );
+        ensure!(
+            r.try_get::<bool, _>("li")? && !r.try_get::<bool, _>("ui")?,
+            "[)"
+        );
+    }
+
+    // The backfilled link now holds r101 against another reservation's stay.
+    let db = lockstep_persistence::testing::PgTestDb {
+        name: name.clone(),
+        owner_url: owner_url.clone(),
+        app_url: sqlx::ConnectOptions::to_url_lossy(
+            &admin
+                .clone()
+                .database(&name)
+                .username("lockstep_app")
+                .password("lockstep_app"),
+        )
+        .to_string(),
+        worker_url: sqlx::ConnectOptions::to_url_lossy(
+            &admin
+                .clone()
+                .database(&name)
+                .username("lockstep_worker")
+                .password("lockstep_worker"),
+        )
+        .to_string(),
+    };
+    let store = db.connect_store(test_cipher(), 1).await?;
+    let reg = crate::support::Registry {
+        tenant,
+        adapter: lockstep_domain::VendorAdapterId::generate(),
+        devices: [
+            lockstep_domain::LockDeviceId::generate(),
+            lockstep_domain::LockDeviceId::generate(),
+        ],
+    };
+    let c = crate::support::stay(
+        &reg,
+        &crate::support::reservation(),
+        &["r101"],
+        crate::support::day(2),
+        crate::support::day(3),
+    )?;
+    let res = lockstep_persistence::Store::commit(
+        &store,
+        crate::support::insert(c.snapshot(), crate::support::t0()),
+    )
+    .await;
+    ensure!(matches!(res, Err(StoreError::Overlap)), "{res:?}");
     Ok(())
 }

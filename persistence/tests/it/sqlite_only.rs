@@ -49,7 +49,9 @@ async fn sqlite_concurrent_writes_never_fail_busy() -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for i in 0..40 {
         let store = store.clone();
-        let cred = new_credential(&reg, &reservation(), &["r101"], t0())?;
+        // A room each: different reservations on one room at once would break I-9.
+        let room = format!("r{i}");
+        let cred = new_credential(&reg, &reservation(), &[room.as_str()], t0())?;
         tasks.push(tokio::spawn(async move {
             let subject = format!("reservation:rsv-{i}");
             let outcome = store
@@ -124,5 +126,132 @@ async fn sqlite_lock_audit_is_append_only() -> anyhow::Result<()> {
         .await?;
     assert_eq!(n, 1);
     conn.close().await?;
+    Ok(())
+}
+
+/// (credential, property, reservation, is_master, state, valid_from, valid_until).
+type RoomLink = (String, String, Option<String>, bool, String, i64, i64);
+
+/// Migration 0002 rebuilds the room links with the I-9 copies of credentials written
+/// under 0001, and the triggers then guard them.
+#[tokio::test]
+async fn sqlite_migration_0002_backfills_room_links_of_existing_credentials() -> anyhow::Result<()>
+{
+    use lockstep_persistence::{migrate, StoreError};
+    use sqlx::Row;
+
+    let file = TempSqlite::new();
+    let tenant = TenantId::generate();
+    let mut conn = SqliteConnectOptions::from_str(&format!("sqlite://{}", file.path.display()))?
+        .create_if_missing(true)
+        .foreign_keys(true)
+        .connect()
+        .await?;
+    sqlx::raw_sql(
+        "CREATE TABLE _lockstep_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .execute(&mut conn)
+    .await?;
+    sqlx::raw_sql(migrate::SQLITE[0].sql)
+        .execute(&mut conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO _lockstep_migrations (version, name, applied_at) VALUES (1, 'init', 0)",
+    )
+    .execute(&mut conn)
+    .await?;
+    let (from, until) = (day(0).timestamp_millis(), day(4).timestamp_millis());
+    for (id, holder, rsv, staff, state) in [
+        ("kc_a", "guest", Some("rsv-a"), None, "active"),
+        ("kc_m", "staff_master", None, Some("staff-1"), "active"),
+        ("kc_r", "guest", Some("rsv-r"), None, "revoked"),
+    ] {
+        sqlx::query(
+            "INSERT INTO key_credentials (id, tenant_id, property_id, holder_kind, reservation_id, guest_id, staff_user_id, kind, valid_from, valid_until, state, vendor, vendor_adapter_id, idempotency_key, created_at, updated_at) \
+             VALUES (?1, ?2, 'prop-1', ?3, ?4, CASE WHEN ?4 IS NULL THEN NULL ELSE 'guest-1' END, ?5, 'pin_code', ?6, ?7, ?8, 'ttlock', 'vad_1', ?1, ?6, ?6)",
+        )
+        .bind(id)
+        .bind(tenant.to_string())
+        .bind(holder)
+        .bind(rsv)
+        .bind(staff)
+        .bind(from)
+        .bind(until)
+        .bind(state)
+        .execute(&mut conn)
+        .await?;
+        sqlx::query("INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id) VALUES (?, ?, 'r101')")
+            .bind(tenant.to_string())
+            .bind(id)
+            .execute(&mut conn)
+            .await?;
+    }
+    conn.close().await?;
+
+    let store = file.open(test_cipher()).await?;
+    let rows = sqlx::query(
+        "SELECT key_credential_id, property_id, reservation_id, is_master, state, valid_from, valid_until FROM key_credential_rooms ORDER BY key_credential_id",
+    )
+    .fetch_all(store.read_pool())
+    .await?;
+    let got: Vec<RoomLink> = rows
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get("key_credential_id")?,
+                r.try_get("property_id")?,
+                r.try_get("reservation_id")?,
+                r.try_get("is_master")?,
+                r.try_get("state")?,
+                r.try_get("valid_from")?,
+                r.try_get("valid_until")?,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    assert_eq!(
+        got,
+        vec![
+            (
+                "kc_a".into(),
+                "prop-1".into(),
+                Some("rsv-a".into()),
+                false,
+                "active".into(),
+                from,
+                until
+            ),
+            (
+                "kc_m".into(),
+                "prop-1".into(),
+                None,
+                true,
+                "active".into(),
+                from,
+                until
+            ),
+            (
+                "kc_r".into(),
+                "prop-1".into(),
+                Some("rsv-r".into()),
+                false,
+                "revoked".into(),
+                from,
+                until
+            ),
+        ]
+    );
+
+    let reg = Registry {
+        tenant,
+        adapter: lockstep_domain::VendorAdapterId::generate(),
+        devices: [
+            lockstep_domain::LockDeviceId::generate(),
+            lockstep_domain::LockDeviceId::generate(),
+        ],
+    };
+    let c = stay(&reg, &reservation(), &["r101"], day(2), day(3))?;
+    let res = store.commit(insert(c.snapshot(), t0())).await;
+    ensure!(matches!(res, Err(StoreError::Overlap)), "{res:?}");
+    store.close().await;
     Ok(())
 }

@@ -9,11 +9,16 @@ use lockstep_domain::{
     Timestamp, ValidityWindow, VendorAdapterId, VendorCode, VendorRef,
 };
 use lockstep_persistence::testing::{shared_pg_database, test_cipher, TempSqlite};
+
+use lockstep_domain::{KeyCredentialState, UserId};
+use lockstep_persistence::testing::fresh_pg_database;
 use lockstep_persistence::{
     AdapterRecord, AuditRow, CredentialWrite, Desired, DeviceRecord, DeviceSyncWrite,
-    IntakeMessage, OutboxRow, PgStore, SqliteStore, Store, SyncState, UnitOfWork,
+    IntakeMessage, MasterKeyRecord, MasterKeyWrite, OutboxRow, PgStore, PolicyRecord, SqliteStore,
+    Store, SyncState, UnitOfWork,
 };
 use sqlx::Row;
+use std::sync::Arc;
 
 /// A store under test, with raw access to its tables for what the trait cannot show.
 pub enum Backend {
@@ -35,6 +40,36 @@ impl Backend {
         let file = TempSqlite::new();
         let store = file.open(test_cipher()).await?;
         Ok(Self::Sqlite(store, file))
+    }
+
+    /// The same backend on a database of its own (Postgres: a fresh database; SQLite: a
+    /// fresh file), for cases that look at cross-tenant totals.
+    pub async fn isolated(&self) -> anyhow::Result<Self> {
+        match self {
+            Self::Pg(_) => {
+                let db = fresh_pg_database().await?;
+                Ok(Self::Pg(db.connect_store(test_cipher(), 3).await?))
+            }
+            Self::Sqlite(..) => Self::sqlite().await,
+        }
+    }
+
+    /// Two more store instances on this backend's database, each with pools of its own,
+    /// as two processes would have.
+    pub async fn twin_stores(&self) -> anyhow::Result<[Arc<dyn Store>; 2]> {
+        match self {
+            Self::Pg(_) => {
+                let db = shared_pg_database().await?;
+                Ok([
+                    Arc::new(db.connect_store(test_cipher(), 3).await?),
+                    Arc::new(db.connect_store(test_cipher(), 3).await?),
+                ])
+            }
+            Self::Sqlite(_, file) => Ok([
+                Arc::new(file.open(test_cipher()).await?),
+                Arc::new(file.open(test_cipher()).await?),
+            ]),
+        }
     }
 
     /// The store.
@@ -277,6 +312,115 @@ pub fn new_credential(
     )?)
 }
 
+/// `t0` plus whole days.
+pub fn day(n: i64) -> Timestamp {
+    t0() + Duration::days(n)
+}
+
+/// A new guest credential of `reservation` on `rooms` valid over `[from, until)`.
+pub fn stay(
+    reg: &Registry,
+    reservation: &ReservationId,
+    rooms: &[&str],
+    from: Timestamp,
+    until: Timestamp,
+) -> anyhow::Result<KeyCredential> {
+    let mut s = new_credential(reg, reservation, rooms, t0())?.snapshot();
+    s.validity = ValidityWindow::new(from, until)?;
+    Ok(KeyCredential::restore(s)?)
+}
+
+/// A new `staff_master` credential of `staff` on `rooms` valid over `[from, until)`.
+pub fn master_credential(
+    reg: &Registry,
+    staff: &str,
+    rooms: &[&str],
+    from: Timestamp,
+    until: Timestamp,
+) -> anyhow::Result<KeyCredential> {
+    // Requested as a guest credential (which needs a room), then made a master one.
+    let mut s = new_credential(reg, &reservation(), &["r101"], t0())?.snapshot();
+    s.rooms = rooms.iter().map(|r| room(r)).collect();
+    s.holder_kind = HolderKind::StaffMaster;
+    s.reservation_id = None;
+    s.guest_id = None;
+    s.staff_user_id = Some(UserId::parse(staff)?);
+    s.validity = ValidityWindow::new(from, until)?;
+    Ok(KeyCredential::restore(s)?)
+}
+
+/// The master key row backed by `credential`.
+pub fn master_key(credential: &KeyCredential, scope_kind: &str) -> MasterKeyRecord {
+    let s = credential.snapshot();
+    MasterKeyRecord {
+        id: format!("mky_{}", ulid::Ulid::new()),
+        tenant_id: s.tenant_id,
+        property_id: s.property_id.clone(),
+        staff_user_id: s
+            .staff_user_id
+            .as_ref()
+            .map(|u| u.as_str().to_owned())
+            .unwrap_or_default(),
+        shift_id: Some("shift-1".into()),
+        key_credential_id: s.id.clone(),
+        scope_kind: scope_kind.to_owned(),
+        scope: serde_json::json!({ "floors": ["3"] }),
+        valid_from: s.validity.from(),
+        valid_until: s.validity.until(),
+        issued_at: s.created_at,
+        revoked_at: None,
+    }
+}
+
+/// A policy of `tenant` for the fixture property.
+pub fn policy(tenant: TenantId) -> PolicyRecord {
+    PolicyRecord {
+        id: format!("kkp_{}", ulid::Ulid::new()),
+        tenant_id: tenant,
+        property_id: property(),
+        preferred_order: vec!["mobile_app".into(), "pin_code".into()],
+        fallback_chain: vec!["rfid_card".into()],
+        max_valid_until_extension_hours: 168,
+        id_verify_required_for: vec!["mobile_app".into()],
+        no_show_suspend_after_hours: 2,
+        allow_offline_issuance_kinds: vec!["rfid_card".into(), "pin_code".into()],
+        updated_at: t0(),
+    }
+}
+
+/// Writes `credential` moved to `state` (version bumped), expecting its current version.
+pub async fn set_state(
+    store: &dyn Store,
+    credential: &KeyCredential,
+    state: KeyCredentialState,
+    now: Timestamp,
+) -> anyhow::Result<KeyCredential> {
+    let mut s = credential.snapshot();
+    s.state = state;
+    if state == KeyCredentialState::Revoked {
+        s.revoked_at = Some(now);
+    }
+    update(store, credential, s, now).await
+}
+
+/// Writes `snapshot` (its version bumped) over `credential`, expecting its current version.
+pub async fn update(
+    store: &dyn Store,
+    credential: &KeyCredential,
+    mut snapshot: KeyCredentialSnapshot,
+    now: Timestamp,
+) -> anyhow::Result<KeyCredential> {
+    snapshot.version = credential.version() + 1;
+    snapshot.updated_at = now;
+    let mut uow = UnitOfWork::new(snapshot.tenant_id, None, now);
+    uow.credential = Some(CredentialWrite {
+        snapshot: snapshot.clone(),
+        expected_version: Some(credential.version()),
+    });
+    store.commit(uow).await?;
+    Ok(KeyCredential::restore(snapshot)?)
+}
+
 /// A fresh reservation id.
 pub fn reservation() -> ReservationId {
     ReservationId::parse(&format!("rsv-{}", ulid::Ulid::new())).expect("valid reservation id")
@@ -386,7 +530,8 @@ pub struct Seeded {
 
 /// Writes at least one row of every tenant table for `tenant`, through the store: adapter,
 /// devices and their rooms, an intake (inbox + mailbox), a credential with rooms, a device
-/// row, saga state, an outbox row and an audit row.
+/// row, saga state, an outbox row and an audit row; a master credential with its master
+/// key; the property's key-kind policy.
 pub async fn seed_everything(store: &dyn Store, tenant: TenantId) -> anyhow::Result<Seeded> {
     let registry = seed_registry(store, tenant).await?;
     let reservation = reservation();
@@ -410,6 +555,13 @@ pub async fn seed_everything(store: &dyn Store, tenant: TenantId) -> anyhow::Res
         .push(outbox_row(tenant, credential.id().as_str(), t0()));
     uow.audit.push(audit_row(tenant, credential.id(), t0()));
     store.commit(uow).await?;
+
+    // A master key over the same room, and the property's policy.
+    let master = master_credential(&registry, "staff-1", &["r101"], day(0), day(1))?;
+    let mut uow = insert(master.snapshot(), t0());
+    uow.master = Some(MasterKeyWrite::Insert(master_key(&master, "floors")));
+    store.commit(uow).await?;
+    store.upsert_policy(&policy(tenant)).await?;
     Ok(Seeded {
         credential,
         reservation,
