@@ -1,21 +1,59 @@
-//! Consumed events: the envelope and payloads the reservation system publishes
+//! Consumed events: the envelope and payloads other services publish
 //! (`docs/events/*.schema.json` is the contract; the orchestrator validates against it at
-//! intake, and these serde types turn a validated envelope into domain values).
+//! intake, and these serde types turn a validated envelope into domain values), plus the
+//! internal events a saga sends itself (timers, feedback), which never leave Lockstep.
 
 use chrono::{DateTime, Utc};
+use lockstep_domain::master::{CommonArea, MasterScope};
 use lockstep_domain::saga::ReservationEvent;
+use lockstep_domain::shift::ShiftEvent;
 use lockstep_domain::{
-    DomainError, GuestId, PropertyId, ReservationId, RoomId, TenantId, ValidityWindow,
+    DomainError, GuestId, PropertyId, ReservationId, RoomId, ShiftId, TenantId, UserId,
+    ValidityWindow,
 };
 use serde::Deserialize;
 
-/// Subjects Lockstep consumes (spec `002`, "Key events (consumed)") and handles today.
+/// `reservation.confirmed.v1`.
 pub const RESERVATION_CONFIRMED: &str = "melmastoon.reservation.confirmed.v1";
 /// `reservation.cancelled.v1`.
 pub const RESERVATION_CANCELLED: &str = "melmastoon.reservation.cancelled.v1";
+/// `reservation.checked_out.v1`.
+pub const RESERVATION_CHECKED_OUT: &str = "melmastoon.reservation.checked_out.v1";
+/// `reservation.dates_changed.v1`.
+pub const RESERVATION_DATES_CHANGED: &str = "melmastoon.reservation.dates_changed.v1";
+/// `reservation.no_show.v1`.
+pub const RESERVATION_NO_SHOW: &str = "melmastoon.reservation.no_show.v1";
+/// `reservation.fraud_flagged.v1`.
+pub const RESERVATION_FRAUD_FLAGGED: &str = "melmastoon.reservation.fraud_flagged.v1";
+/// `staff.shift.started.v1`.
+pub const SHIFT_STARTED: &str = "melmastoon.staff.shift.started.v1";
+/// `staff.shift.ended.v1`.
+pub const SHIFT_ENDED: &str = "melmastoon.staff.shift.ended.v1";
+/// `tenant.property.deactivated.v1`.
+pub const PROPERTY_DEACTIVATED: &str = "melmastoon.tenant.property.deactivated.v1";
+/// `iam.user.deactivated.v1`.
+pub const USER_DEACTIVATED: &str = "melmastoon.iam.user.deactivated.v1";
 
-/// Every subject of spec `002` Lockstep binds its intake queue to.
-pub const CONSUMED_SUBJECTS: &[&str] = &[RESERVATION_CONFIRMED, RESERVATION_CANCELLED];
+/// Every subject of spec `002` ("Key events (consumed)") Lockstep binds its intake to.
+pub const CONSUMED_SUBJECTS: &[&str] = &[
+    RESERVATION_CONFIRMED,
+    RESERVATION_CANCELLED,
+    RESERVATION_CHECKED_OUT,
+    RESERVATION_DATES_CHANGED,
+    RESERVATION_NO_SHOW,
+    RESERVATION_FRAUD_FLAGGED,
+    SHIFT_STARTED,
+    SHIFT_ENDED,
+    PROPERTY_DEACTIVATED,
+    USER_DEACTIVATED,
+];
+
+/// Internal: the no-show suspension timer of a reservation saga fired.
+pub const INTERNAL_NO_SHOW_DUE: &str = "lockstep.internal.no_show_suspend_due";
+/// Internal: a saga's credential changed state in a drive step.
+pub const INTERNAL_CREDENTIAL_OBSERVED: &str = "lockstep.internal.credential_observed";
+/// Internal: revoke one credential on behalf of a property-wide or user-wide event.
+pub const INTERNAL_REVOKE: &str = "lockstep.internal.revoke";
 
 /// The envelope every event travels in.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,8 +67,9 @@ pub struct Envelope {
     pub time: DateTime<Utc>,
     /// Tenant (UUID).
     pub tenant_id: String,
-    /// Property.
-    pub property_id: String,
+    /// Property (absent only on `iam.user.deactivated.v1`).
+    #[serde(default)]
+    pub property_id: Option<String>,
     /// Optional trace id.
     #[serde(default)]
     pub trace_id: Option<String>,
@@ -38,35 +77,110 @@ pub struct Envelope {
     pub data: serde_json::Value,
 }
 
-/// `reservation.confirmed.v1` data.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReservationConfirmed {
-    /// Reservation.
-    pub reservation_id: String,
-    /// Per-reservation revision, increasing with every event of the reservation.
-    pub revision: i64,
-    /// Guest id (never a name, phone or e-mail: PII stays out of Lockstep).
-    pub guest_id: String,
-    /// Rooms of the stay.
-    pub room_ids: Vec<String>,
-    /// Start of access (check-in time).
-    pub valid_from: DateTime<Utc>,
-    /// End of access (check-out time).
-    pub valid_until: DateTime<Utc>,
+struct Confirmed {
+    reservation_id: String,
+    revision: i64,
+    guest_id: String,
+    room_ids: Vec<String>,
+    valid_from: DateTime<Utc>,
+    valid_until: DateTime<Utc>,
 }
 
-/// `reservation.cancelled.v1` data.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReservationCancelled {
-    /// Reservation.
-    pub reservation_id: String,
-    /// Per-reservation revision.
-    pub revision: i64,
-    /// Free-text reason code of the reservation system (recorded, not interpreted).
+struct Revised {
+    reservation_id: String,
+    revision: i64,
     #[serde(default)]
-    pub reason: Option<String>,
+    #[allow(dead_code)] // recorded upstream; Lockstep does not interpret it
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DatesChanged {
+    reservation_id: String,
+    revision: i64,
+    valid_from: DateTime<Utc>,
+    valid_until: DateTime<Utc>,
+    #[serde(default)]
+    room_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Scope {
+    kind: String,
+    #[serde(default)]
+    room_ids: Vec<String>,
+    #[serde(default)]
+    floor: Option<String>,
+    #[serde(default)]
+    areas: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ShiftStarted {
+    shift_id: String,
+    staff_user_id: String,
+    scope: Scope,
+    valid_from: DateTime<Utc>,
+    valid_until: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ShiftEnded {
+    shift_id: String,
+    staff_user_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PropertyDeactivated {
+    #[serde(default)]
+    #[allow(dead_code)] // recorded upstream
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UserDeactivated {
+    user_id: String,
+}
+
+/// What a consumed event means, in domain terms.
+#[derive(Debug, Clone)]
+pub enum Consumed {
+    /// An input of a reservation's saga.
+    Reservation {
+        /// Reservation.
+        reservation_id: ReservationId,
+        /// Input.
+        event: ReservationEvent,
+    },
+    /// An input of a shift's saga. The staff member comes with it so the saga can be
+    /// addressed and M-2 checked.
+    Shift {
+        /// Shift.
+        shift_id: ShiftId,
+        /// Staff member.
+        staff_user_id: UserId,
+        /// Input.
+        event: ShiftEvent,
+        /// Rooms the scope names (floor, assigned rooms, a room).
+        scope_rooms: Vec<RoomId>,
+    },
+    /// Revoke every live credential of the property.
+    PropertyDeactivated,
+    /// Revoke every live master of the user (fanned out per property at intake).
+    UserDeactivated {
+        /// The user.
+        user_id: UserId,
+    },
 }
 
 /// A consumed event, parsed and converted into domain values.
@@ -78,14 +192,14 @@ pub struct Parsed {
     pub subject: String,
     /// Tenant.
     pub tenant_id: TenantId,
-    /// Property.
-    pub property_id: PropertyId,
+    /// Property (`None` only for a user deactivation before its fan-out).
+    pub property_id: Option<PropertyId>,
     /// Trace id.
     pub trace_id: Option<String>,
     /// Saga subject key, e.g. `reservation:rsv_123`.
     pub saga_subject: String,
-    /// The domain event.
-    pub event: ReservationEvent,
+    /// What it means.
+    pub event: Consumed,
 }
 
 /// Why a message was refused (it goes to the dead-letter queue with this reason).
@@ -126,57 +240,179 @@ fn data<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, Reje
     serde_json::from_value(v.clone()).map_err(|e| Rejection::Invalid(e.to_string()))
 }
 
-/// Parses a validated envelope into a domain event.
+fn rooms(ids: &[String]) -> Result<Vec<RoomId>, Rejection> {
+    ids.iter()
+        .map(|r| RoomId::parse(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(domain)
+}
+
+fn scope(s: &Scope) -> Result<MasterScope, Rejection> {
+    let one_room = || -> Result<RoomId, Rejection> {
+        match s.room_ids.as_slice() {
+            [r] => RoomId::parse(r).map_err(domain),
+            _ => Err(Rejection::Invalid(
+                "scope.roomIds: a room scope names exactly one room".into(),
+            )),
+        }
+    };
+    Ok(match s.kind.as_str() {
+        "room" => MasterScope::Room {
+            room_id: one_room()?,
+        },
+        "floor" => MasterScope::Floor {
+            floor: s.floor.clone().ok_or_else(|| {
+                Rejection::Invalid("scope.floor: required for a floor scope".into())
+            })?,
+        },
+        "rooms_assigned" => MasterScope::RoomsAssigned,
+        "rooms_all" => MasterScope::RoomsAll,
+        "areas" => MasterScope::Areas {
+            areas: s
+                .areas
+                .iter()
+                .map(|a| CommonArea::parse(a).map_err(domain))
+                .collect::<Result<Vec<_>, _>>()?,
+        },
+        "areas_all" => MasterScope::AreasAll,
+        "back_of_house" => MasterScope::BackOfHouse,
+        _ => return Err(Rejection::Invalid("scope.kind: unknown".into())),
+    })
+}
+
+/// Parses a validated envelope into domain values.
 pub fn parse(envelope: &serde_json::Value) -> Result<Parsed, Rejection> {
     let env: Envelope = serde_json::from_value(envelope.clone())
         .map_err(|e| Rejection::Malformed(e.to_string()))?;
     let tenant_id = TenantId::parse(&env.tenant_id).map_err(domain)?;
-    let property_id = PropertyId::parse(&env.property_id).map_err(domain)?;
+    let property_id = env
+        .property_id
+        .as_deref()
+        .map(PropertyId::parse)
+        .transpose()
+        .map_err(domain)?;
     if env.id.is_empty() || env.id.len() > 64 {
         return Err(Rejection::Malformed("id must be 1 to 64 characters".into()));
     }
-    let (reservation, event) = match env.subject.as_str() {
+    let reservation =
+        |id: &str, event: ReservationEvent| -> Result<(String, Consumed), Rejection> {
+            let reservation_id = ReservationId::parse(id).map_err(domain)?;
+            Ok((
+                lockstep_domain::saga::subject_for_reservation(&reservation_id),
+                Consumed::Reservation {
+                    reservation_id,
+                    event,
+                },
+            ))
+        };
+    let window = |from, until| ValidityWindow::new(from, until).map_err(domain);
+    let (saga_subject, event) = match env.subject.as_str() {
         RESERVATION_CONFIRMED => {
-            let d: ReservationConfirmed = data(&env.data)?;
-            let rooms = d
-                .room_ids
-                .iter()
-                .map(|r| RoomId::parse(r))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(domain)?;
+            let d: Confirmed = data(&env.data)?;
+            let rooms = rooms(&d.room_ids)?;
             if rooms.is_empty() {
                 return Err(Rejection::Invalid(
                     "roomIds: at least one room (I-12)".into(),
                 ));
             }
-            (
-                ReservationId::parse(&d.reservation_id).map_err(domain)?,
+            reservation(
+                &d.reservation_id,
                 ReservationEvent::Confirmed {
                     revision: d.revision,
                     guest_id: GuestId::parse(&d.guest_id).map_err(domain)?,
                     rooms,
-                    validity: ValidityWindow::new(d.valid_from, d.valid_until).map_err(domain)?,
+                    validity: window(d.valid_from, d.valid_until)?,
+                },
+            )?
+        }
+        RESERVATION_CANCELLED
+        | RESERVATION_CHECKED_OUT
+        | RESERVATION_NO_SHOW
+        | RESERVATION_FRAUD_FLAGGED => {
+            let d: Revised = data(&env.data)?;
+            let revision = d.revision;
+            let event = match env.subject.as_str() {
+                RESERVATION_CANCELLED => ReservationEvent::Cancelled { revision },
+                RESERVATION_CHECKED_OUT => ReservationEvent::CheckedOut { revision },
+                RESERVATION_NO_SHOW => ReservationEvent::NoShow { revision },
+                _ => ReservationEvent::FraudFlagged { revision },
+            };
+            reservation(&d.reservation_id, event)?
+        }
+        RESERVATION_DATES_CHANGED => {
+            let d: DatesChanged = data(&env.data)?;
+            let new_rooms = d.room_ids.as_deref().map(rooms).transpose()?;
+            reservation(
+                &d.reservation_id,
+                ReservationEvent::DatesChanged {
+                    revision: d.revision,
+                    validity: window(d.valid_from, d.valid_until)?,
+                    rooms: new_rooms,
+                },
+            )?
+        }
+        SHIFT_STARTED => {
+            let d: ShiftStarted = data(&env.data)?;
+            let shift_id = ShiftId::parse(&d.shift_id).map_err(domain)?;
+            (
+                lockstep_domain::shift::subject_for_shift(&shift_id),
+                Consumed::Shift {
+                    staff_user_id: UserId::parse(&d.staff_user_id).map_err(domain)?,
+                    event: ShiftEvent::Started {
+                        shift_id: shift_id.clone(),
+                        staff_user_id: UserId::parse(&d.staff_user_id).map_err(domain)?,
+                        scope: scope(&d.scope)?,
+                        validity: window(d.valid_from, d.valid_until)?,
+                    },
+                    scope_rooms: rooms(&d.scope.room_ids)?,
+                    shift_id,
                 },
             )
         }
-        RESERVATION_CANCELLED => {
-            let d: ReservationCancelled = data(&env.data)?;
+        SHIFT_ENDED => {
+            let d: ShiftEnded = data(&env.data)?;
+            let shift_id = ShiftId::parse(&d.shift_id).map_err(domain)?;
             (
-                ReservationId::parse(&d.reservation_id).map_err(domain)?,
-                ReservationEvent::Cancelled {
-                    revision: d.revision,
+                lockstep_domain::shift::subject_for_shift(&shift_id),
+                Consumed::Shift {
+                    staff_user_id: UserId::parse(&d.staff_user_id).map_err(domain)?,
+                    event: ShiftEvent::Ended {
+                        shift_id: shift_id.clone(),
+                    },
+                    scope_rooms: Vec::new(),
+                    shift_id,
                 },
+            )
+        }
+        PROPERTY_DEACTIVATED => {
+            let _: PropertyDeactivated = data(&env.data)?;
+            let p = property_id
+                .as_ref()
+                .ok_or_else(|| Rejection::Invalid("propertyId: required".into()))?;
+            (format!("property:{p}"), Consumed::PropertyDeactivated)
+        }
+        USER_DEACTIVATED => {
+            let d: UserDeactivated = data(&env.data)?;
+            let user_id = UserId::parse(&d.user_id).map_err(domain)?;
+            (
+                format!("user:{user_id}"),
+                Consumed::UserDeactivated { user_id },
             )
         }
         _ => return Err(Rejection::UnknownSubject),
     };
+    if property_id.is_none() && !matches!(event, Consumed::UserDeactivated { .. }) {
+        return Err(Rejection::Malformed(
+            "propertyId is required for this subject".into(),
+        ));
+    }
     Ok(Parsed {
         message_id: env.id,
         subject: env.subject,
         tenant_id,
         property_id,
         trace_id: env.trace_id,
-        saga_subject: format!("reservation:{reservation}"),
+        saga_subject,
         event,
     })
 }

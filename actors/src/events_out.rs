@@ -2,7 +2,7 @@
 //! (`docs/events/lock.credential.*.schema.json`). Never a PIN, a vendorRef, or guest PII
 //! (I-8, epic `000` "PII minimised in events").
 
-use lockstep_domain::{DomainEvent, DomainEventKind, Timestamp};
+use lockstep_domain::{DomainEvent, DomainEventKind, HolderKind, RevokeReason, Timestamp};
 use lockstep_persistence::OutboxRow;
 use serde_json::json;
 
@@ -58,4 +58,24 @@ pub fn outbox_row(e: &DomainEvent, created_at: Timestamp) -> OutboxRow {
         created_at,
         publish_attempts: 0,
     }
+}
+
+/// The master-key event of spec `002` that accompanies a staff credential's transition:
+/// `master_key.issued.v1` when it becomes active, `master_key.expired.v1` when the shift's
+/// end revokes it.
+pub fn master_row(e: &DomainEvent, created_at: Timestamp) -> Option<OutboxRow> {
+    if e.holder_kind != HolderKind::StaffMaster {
+        return None;
+    }
+    let subject = match e.kind {
+        DomainEventKind::Issued => "melmastoon.lock.master_key.issued.v1",
+        DomainEventKind::Revoked {
+            reason: RevokeReason::Expired,
+        } => "melmastoon.lock.master_key.expired.v1",
+        _ => return None,
+    };
+    let mut row = outbox_row(e, created_at);
+    row.envelope["subject"] = json!(subject);
+    row.topic = subject.to_owned();
+    Some(row)
 }

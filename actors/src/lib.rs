@@ -6,12 +6,16 @@
 //! and no broker: the orchestrator feeds it `Wake`s.
 
 pub mod actors;
+pub mod breaker;
 pub mod events_in;
 pub mod events_out;
 pub mod metrics;
 pub mod runtime;
+pub mod saga_codec;
 pub mod step;
+pub mod vendor;
 
 pub use actors::{LiveActors, ReleasePartition, Router, Wake};
 pub use metrics::Metrics;
-pub use runtime::{Failpoints, FenceBook, PortRegistry, Runtime, SagaSettings};
+pub use runtime::{Failpoints, FenceBook, Runtime, SagaSettings};
+pub use vendor::{AdapterInfo, PortRegistry, VendorDeps, VendorOp, VendorReply, WorkerSettings};

@@ -36,6 +36,18 @@ pub struct Metrics {
     pub live_actors: IntGaugeVec,
     /// Partitions owned by this node.
     pub partitions_owned: IntGauge,
+    /// Vendor workers restarted by their supervisor (panic or wedged call).
+    pub vendor_worker_restarts: IntCounterVec,
+    /// Breaker state per (vendor, environment): 1 for the current state, 0 for the others.
+    pub breaker_state: IntGaugeVec,
+    /// Breaker transitions by target state.
+    pub breaker_transitions: IntCounterVec,
+    /// Door truth: revocations not yet confirmed at the door (DESIGN §3.5).
+    pub door_pending_removals: IntGauge,
+    /// Door truth: age of the oldest unconfirmed revocation.
+    pub door_oldest_pending_removal_age_seconds: IntGauge,
+    /// Door truth: issuances and updates not yet confirmed at the door.
+    pub door_pending_issues: IntGauge,
 }
 
 impl Default for Metrics {
@@ -82,7 +94,39 @@ impl Metrics {
         .expect("metric names are valid");
         r.register(Box::new(live_actors.clone()))
             .expect("metric registered once");
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "lockstep_vendor_breaker_state",
+                "Vendor circuit breaker state (1 = current)",
+            ),
+            &["vendor", "environment", "state"],
+        )
+        .expect("metric names are valid");
+        r.register(Box::new(breaker_state.clone()))
+            .expect("metric registered once");
         Self {
+            breaker_state,
+            door_pending_removals: gauge(
+                &r,
+                "lockstep_door_pending_removals",
+                "Revocations not yet confirmed at the door",
+            ),
+            door_oldest_pending_removal_age_seconds: gauge(
+                &r,
+                "lockstep_door_oldest_pending_removal_age_seconds",
+                "Age of the oldest revocation not yet confirmed at the door",
+            ),
+            door_pending_issues: gauge(
+                &r,
+                "lockstep_door_pending_issues",
+                "Issuances and updates not yet confirmed at the door",
+            ),
+            breaker_transitions: counter(
+                &r,
+                "lockstep_vendor_breaker_transitions_total",
+                "Vendor circuit breaker transitions by target state",
+                &["vendor", "environment", "to"],
+            ),
             intake_messages: counter(
                 &r,
                 "lockstep_intake_messages_total",
@@ -136,6 +180,12 @@ impl Metrics {
                 "Age of the oldest unpublished outbox row",
             ),
             partitions_owned: gauge(&r, "lockstep_partitions_owned", "Partitions this node owns"),
+            vendor_worker_restarts: counter(
+                &r,
+                "lockstep_vendor_worker_restarts_total",
+                "Vendor workers restarted by their supervisor",
+                &["vendor"],
+            ),
             vendor_call_seconds,
             live_actors,
             registry: r,

@@ -5,36 +5,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use lockstep_domain::{Clock, VendorAdapterId};
+use lockstep_domain::Clock;
 use lockstep_persistence::{Fence, Store};
-use lockstep_vendors::LockPort;
 
 use crate::metrics::Metrics;
-
-/// Vendor adapters by id.
-#[derive(Debug, Default, Clone)]
-pub struct PortRegistry {
-    ports: Arc<RwLock<HashMap<VendorAdapterId, Arc<dyn LockPort>>>>,
-}
-
-impl PortRegistry {
-    /// Registers (or replaces) the adapter serving `id`.
-    pub fn insert(&self, id: VendorAdapterId, port: Arc<dyn LockPort>) {
-        self.ports
-            .write()
-            .expect("port registry lock is never poisoned")
-            .insert(id, port);
-    }
-
-    /// The adapter serving `id`.
-    pub fn get(&self, id: &VendorAdapterId) -> Option<Arc<dyn LockPort>> {
-        self.ports
-            .read()
-            .expect("port registry lock is never poisoned")
-            .get(id)
-            .cloned()
-    }
-}
+use crate::vendor::PortRegistry;
 
 /// Fences of the partitions this node owns (DESIGN §4). A partition not in the book is
 /// not owned: its work is not done here.

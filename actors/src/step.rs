@@ -1,27 +1,43 @@
-//! Carries out one mailbox entry: a consumed event (decided by the domain saga) or a drive
-//! of a credential's vendor operations. Every step ends in one [`Store::commit`]; every
-//! vendor call is preceded by a commit of its intent (DESIGN §3.4) and, when a previous
-//! attempt may have reached the vendor, by a reconcile (`find`) so a retry never creates a
-//! second credential at the door.
+//! Carries out one mailbox entry: a consumed event (decided by the domain sagas), one of a
+//! saga's internal events (its timers and feedback), or a drive of a credential's vendor
+//! operations. Every step ends in one [`Store::commit`]; every vendor call is preceded by a
+//! commit of its intent (DESIGN §3.4) and, when a previous attempt may have reached the
+//! vendor, by a reconcile (`find`) so a retry never creates a second credential at the door.
+//!
+//! Sagas are single writers of their subject (a reservation, a shift). Property- and
+//! user-wide events never write another subject's credentials directly: they send each
+//! owning subject an internal event, and its own actor carries it out.
 
 use std::time::Duration;
 
-use lockstep_domain::saga::{self, Decision, ReservationSaga, SagaCommand};
+use backon::BackoffBuilder;
+use lockstep_domain::master::{resolve_scope, LayoutRoom, MasterScope, PropertyLayout};
+use lockstep_domain::saga::{
+    self, Decision, ReservationEvent, ReservationSaga, SagaCommand, SagaContext,
+};
+use lockstep_domain::shift::{
+    ActiveMaster, ShiftCommand, ShiftContext, ShiftDecision, ShiftEvent, ShiftSaga,
+};
 use lockstep_domain::{
-    FailureReason, HolderKind, IssueIntent, KeyCredential, KeyCredentialId, KeyCredentialKind,
-    KeyCredentialState, Pin, ScopedRoom, Timestamp, VendorCode,
+    DeviceRef, DomainError, FailureReason, HolderKind, IssueIntent, KeyCredential, KeyCredentialId,
+    KeyCredentialKind, KeyCredentialState, KeyKindPolicy, KeyKindPolicyId, LockCapabilities,
+    MasterKeyId, Pin, ReservationId, RevokeReason, RoomId, ScopedRoom, ShiftId, SuspendReason,
+    Timestamp, UpdateInput, UserId, VendorAdapterId, VendorCode, VendorRef,
 };
 use lockstep_persistence::{
-    AuditRow, CredentialDevice, CredentialWrite, Desired, DeviceSyncWrite, MailboxEntry,
-    MailboxKind, MailboxUpdate, ScheduleDrive, StoreError, SyncState, UnitOfWork,
+    AuditRow, CredentialDevice, CredentialWrite, Desired, DeviceSyncWrite, InternalEvent,
+    MailboxEntry, MailboxKind, MailboxUpdate, MasterKeyRecord, MasterKeyWrite, ScheduleDrive,
+    StoreError, SyncState, UnitOfWork,
 };
-use lockstep_vendors::{IssueRequest, LockPort, VendorError};
-use rand::Rng;
+use lockstep_vendors::{IssueRequest, VendorError};
 use serde_json::json;
+use tracing::warn;
 
-use crate::events_in;
+use crate::events_in::{self, Consumed};
 use crate::events_out;
 use crate::runtime::Runtime;
+use crate::saga_codec;
+use crate::vendor::{VendorOp, VendorReply};
 
 /// PIN collisions tolerated before the credential fails (spec `002`, "PIN collision").
 pub const MAX_PIN_COLLISIONS: i32 = 3;
@@ -46,16 +62,26 @@ impl From<StoreError> for StepError {
     }
 }
 
-/// The delay before retry number `attempt` (1-based): exponential from `base`, capped,
-/// with full jitter so a recovering vendor is not hit by a synchronized wave.
+fn domain_err(e: DomainError) -> StepError {
+    StepError::Retry(format!("{e:?}"))
+}
+
+/// The delay before retry number `attempt` (1-based): backon's exponential policy from
+/// `retry_base`, doubling, capped at `retry_cap`, with jitter so a recovering vendor is not
+/// hit by a synchronized wave. The wait itself is a due time in the mailbox (a durable
+/// timer), not a sleep.
 pub fn backoff(rt: &Runtime, attempt: i32) -> Duration {
-    let base = rt.settings.retry_base.as_millis() as u64;
-    let cap = rt.settings.retry_cap.as_millis() as u64;
-    let exp = base
-        .saturating_mul(1u64 << attempt.clamp(0, 20))
-        .min(cap)
-        .max(1);
-    Duration::from_millis(rand::thread_rng().gen_range(exp / 2..=exp))
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(rt.settings.retry_base)
+        .with_max_delay(rt.settings.retry_cap)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build();
+    delays
+        .nth(attempt.clamp(1, 64) as usize - 1)
+        .unwrap_or(rt.settings.retry_cap)
+        .min(rt.settings.retry_cap * 2)
 }
 
 fn later(now: Timestamp, d: Duration) -> Timestamp {
@@ -65,6 +91,9 @@ fn later(now: Timestamp, d: Duration) -> Timestamp {
 /// Runs one mailbox entry to its commit.
 pub async fn run(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
     match &entry.kind {
+        MailboxKind::Event { topic, .. } if topic.starts_with("lockstep.internal.") => {
+            internal(rt, entry, topic).await
+        }
         MailboxKind::Event { topic, .. } => on_event(rt, entry, topic).await,
         MailboxKind::Drive { credential_id } => drive(rt, entry, credential_id).await,
     }
@@ -83,43 +112,6 @@ pub async fn reschedule(rt: &Runtime, entry: &MailboxEntry, error: &str) -> Resu
     });
     rt.store.commit(uow).await?;
     Ok(())
-}
-
-fn saga_to_json(s: &ReservationSaga) -> serde_json::Value {
-    json!({
-        "revision": s.revision,
-        "cancelled": s.cancelled,
-        "credentialId": s.credential.as_ref().map(|(id, _)| id.as_str()),
-    })
-}
-
-async fn load_saga(rt: &Runtime, entry: &MailboxEntry) -> Result<ReservationSaga, StepError> {
-    let Some(v) = rt.store.load_saga(entry.tenant_id, &entry.subject).await? else {
-        return Ok(ReservationSaga::default());
-    };
-    let credential = match v.get("credentialId").and_then(|c| c.as_str()) {
-        Some(id) => {
-            let id = KeyCredentialId::parse(id)
-                .map_err(|e| StepError::Retry(format!("corrupt saga state: {e:?}")))?;
-            // The saga decides on the credential's current state, read from its row.
-            let state = rt
-                .store
-                .get_credential(entry.tenant_id, &id)
-                .await?
-                .map(|c| c.state())
-                .ok_or_else(|| StepError::Retry("saga names a missing credential".into()))?;
-            Some((id, state))
-        }
-        None => None,
-    };
-    Ok(ReservationSaga {
-        revision: v.get("revision").and_then(|r| r.as_i64()),
-        cancelled: v
-            .get("cancelled")
-            .and_then(|c| c.as_bool())
-            .unwrap_or(false),
-        credential,
-    })
 }
 
 fn audit(
@@ -149,6 +141,9 @@ fn audit(
 fn flush_events(c: &mut KeyCredential, uow: &mut UnitOfWork) {
     for e in c.take_pending_events() {
         uow.outbox.push(events_out::outbox_row(&e, uow.now));
+        if let Some(row) = events_out::master_row(&e, uow.now) {
+            uow.outbox.push(row);
+        }
         let mut row = audit(
             c,
             e.kind.audit_action(),
@@ -161,212 +156,605 @@ fn flush_events(c: &mut KeyCredential, uow: &mut UnitOfWork) {
     }
 }
 
-fn write_credential(c: &KeyCredential, expected: Option<i64>) -> CredentialWrite {
-    CredentialWrite {
-        snapshot: c.snapshot(),
-        expected_version: expected,
+fn done(entry: &MailboxEntry, outcome: impl Into<String>) -> MailboxUpdate {
+    MailboxUpdate::Done {
+        id: entry.id,
+        outcome: outcome.into(),
+    }
+}
+
+/// An internal event for `subject`, due at `due_at`.
+fn internal_event(
+    entry: &MailboxEntry,
+    subject: &str,
+    topic: &str,
+    payload: serde_json::Value,
+    due_at: Timestamp,
+) -> InternalEvent {
+    InternalEvent {
+        property_id: entry.property_id.clone(),
+        partition: entry.partition,
+        subject: subject.to_owned(),
+        topic: topic.to_owned(),
+        payload,
+        due_at,
+    }
+}
+
+/// Tells a reservation saga what became of its credential (active, failed): the saga then
+/// updates, suspends or falls back to the next kind.
+fn observe(entry: &MailboxEntry, c: &KeyCredential, uow: &mut UnitOfWork) {
+    if !entry.subject.starts_with("reservation:") {
+        return;
+    }
+    uow.events.push(internal_event(
+        entry,
+        &entry.subject,
+        events_in::INTERNAL_CREDENTIAL_OBSERVED,
+        json!({
+            "credentialId": c.id().as_str(),
+            "state": c.state().as_str(),
+            "failureReason": c.failure_reason().map(|f| f.as_str()),
+        }),
+        uow.now,
+    ));
+}
+
+/// Credentials touched by one step, each with the version it was read at (`None`: new).
+#[derive(Default)]
+struct Touched {
+    creds: Vec<(KeyCredential, Option<i64>)>,
+}
+
+impl Touched {
+    async fn get(
+        &mut self,
+        rt: &Runtime,
+        tenant: lockstep_domain::TenantId,
+        id: &KeyCredentialId,
+    ) -> Result<Option<usize>, StepError> {
+        if let Some(i) = self.creds.iter().position(|(c, _)| c.id() == id) {
+            return Ok(Some(i));
+        }
+        match rt.store.get_credential(tenant, id).await? {
+            None => Ok(None),
+            Some(c) => {
+                let v = c.version();
+                self.creds.push((c, Some(v)));
+                Ok(Some(self.creds.len() - 1))
+            }
+        }
+    }
+
+    fn into_uow(mut self, uow: &mut UnitOfWork) {
+        for (c, expected) in &mut self.creds {
+            flush_events(c, uow);
+            uow.credentials.push(CredentialWrite {
+                snapshot: c.snapshot(),
+                expected_version: *expected,
+            });
+        }
     }
 }
 
 async fn on_event(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(), StepError> {
     let now = rt.clock.now();
-    let fence = rt.fences.for_commit(entry.partition);
-    let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
     let parsed = match events_in::parse(&entry.payload) {
         Ok(p) => p,
         Err(e) => {
             // Intake validated it; a stored entry that no longer parses is recorded, not retried.
-            uow.mailbox.push(MailboxUpdate::Done {
-                id: entry.id,
-                outcome: format!("rejected:{}", e.label()),
-            });
+            let mut uow =
+                UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+            uow.mailbox
+                .push(done(entry, format!("rejected:{}", e.label())));
             rt.store.commit(uow).await?;
             rt.metrics
                 .saga_steps
-                .with_label_values(&[topic_step(topic), "rejected"])
+                .with_label_values(&[step_label(topic), "rejected"])
                 .inc();
             return Ok(());
         }
     };
-    let state = load_saga(rt, entry).await?;
-    match saga::decide(&state, &parsed.event) {
-        Decision::Ignore(why) => {
-            uow.mailbox.push(MailboxUpdate::Done {
-                id: entry.id,
-                outcome: format!("ignored:{why:?}").to_lowercase(),
-            });
-            rt.store.commit(uow).await?;
-            rt.metrics
-                .saga_steps
-                .with_label_values(&[topic_step(topic), "ignored"])
-                .inc();
-            Ok(())
+    match parsed.event {
+        Consumed::Reservation {
+            reservation_id,
+            event,
+        } => {
+            reservation_step(
+                rt,
+                entry,
+                &reservation_id,
+                event,
+                parsed.trace_id,
+                step_label(topic),
+            )
+            .await
         }
-        Decision::Apply { mut next, commands } => {
-            for cmd in commands {
-                match cmd {
-                    SagaCommand::Issue {
-                        kind,
-                        guest_id,
-                        rooms,
-                        validity,
-                    } => {
-                        let devices = rt
-                            .store
-                            .devices_for_rooms(entry.tenant_id, &entry.property_id, &rooms)
-                            .await?;
-                        let served: std::collections::BTreeSet<_> = devices
-                            .iter()
-                            .flat_map(|d| d.rooms.iter().cloned())
-                            .collect();
-                        let adapter = devices
-                            .first()
-                            .map(|d| (d.vendor, d.vendor_adapter_id.clone()));
-                        let (vendor, adapter_id) = match adapter {
-                            Some(a) => a,
-                            None => (
-                                VendorCode::Ttlock,
-                                lockstep_domain::VendorAdapterId::from_ulid(ulid::Ulid::nil()),
-                            ),
-                        };
-                        let intent = IssueIntent {
-                            id: KeyCredentialId::generate(),
-                            tenant_id: entry.tenant_id,
-                            property_id: entry.property_id.clone(),
-                            holder_kind: HolderKind::Guest,
-                            reservation_id: Some(
-                                lockstep_domain::ReservationId::parse(
-                                    entry.subject.trim_start_matches("reservation:"),
-                                )
-                                .map_err(|e| StepError::Retry(format!("{e:?}")))?,
-                            ),
-                            guest_id: Some(guest_id),
-                            staff_user_id: None,
-                            kind,
-                            // I-11: the rooms were resolved in this tenant's and property's registry.
-                            rooms: rooms
-                                .iter()
-                                .map(|r| ScopedRoom {
-                                    tenant_id: entry.tenant_id,
-                                    property_id: entry.property_id.clone(),
-                                    room_id: r.clone(),
-                                })
-                                .collect(),
-                            scope: Default::default(),
-                            validity,
-                            vendor,
-                            vendor_adapter_id: adapter_id,
-                            provisional: false,
-                            idempotency_key: parsed.message_id.clone(),
-                            replaces_id: None,
-                            trace_id: parsed.trace_id.clone(),
-                        };
-                        let mut cred = KeyCredential::request(intent, now)
-                            .map_err(|e| StepError::Retry(format!("{e:?}")))?;
-                        let all_served = rooms.iter().all(|r| served.contains(r));
-                        if !all_served || kind != KeyCredentialKind::PinCode {
-                            let reason = if all_served {
-                                FailureReason::KindUnsupported
-                            } else {
-                                FailureReason::NoCapableDevice
-                            };
-                            cred.mark_failed(reason, now)
-                                .map_err(|e| StepError::Retry(format!("{e:?}")))?;
-                        } else {
-                            for d in &devices {
-                                uow.devices.push(DeviceSyncWrite {
-                                    credential_id: cred.id().clone(),
-                                    device_id: d.id.clone(),
-                                    desired: Desired::Present,
-                                    sync: SyncState::Pending,
-                                    pin: Some(Pin::generate(Pin::DEFAULT_LEN)),
-                                    vendor_ref: None,
-                                    attempts: 0,
-                                    pin_collisions: 0,
-                                    last_error: None,
-                                });
-                            }
-                            uow.schedule.push(ScheduleDrive {
-                                property_id: entry.property_id.clone(),
-                                partition: entry.partition,
-                                subject: entry.subject.clone(),
-                                credential_id: cred.id().clone(),
-                                due_at: now,
-                            });
-                        }
-                        next.credential = Some((cred.id().clone(), cred.state()));
-                        flush_events(&mut cred, &mut uow);
-                        uow.credential = Some(write_credential(&cred, None));
-                    }
-                    SagaCommand::Revoke {
-                        credential_id,
-                        reason,
-                    } => {
-                        let mut cred = rt
-                            .store
-                            .get_credential(entry.tenant_id, &credential_id)
-                            .await?
-                            .ok_or_else(|| StepError::Retry("credential vanished".into()))?;
-                        let expected = cred.version();
-                        cred.set_trace_id(parsed.trace_id.clone());
-                        cred.revoke(reason, now)
-                            .map_err(|e| StepError::Retry(format!("{e:?}")))?;
-                        let devices = rt
-                            .store
-                            .credential_devices(entry.tenant_id, &credential_id)
-                            .await?;
-                        plan_removal(&devices, &mut uow);
-                        if uow.devices.iter().any(|d| d.sync == SyncState::Pending) {
-                            uow.schedule.push(ScheduleDrive {
-                                property_id: entry.property_id.clone(),
-                                partition: entry.partition,
-                                subject: entry.subject.clone(),
-                                credential_id: credential_id.clone(),
-                                due_at: now,
-                            });
-                        }
-                        flush_events(&mut cred, &mut uow);
-                        uow.credential = Some(write_credential(&cred, Some(expected)));
-                    }
-                    SagaCommand::FailCancelledMidFlight { credential_id } => {
-                        let mut cred = rt
-                            .store
-                            .get_credential(entry.tenant_id, &credential_id)
-                            .await?
-                            .ok_or_else(|| StepError::Retry("credential vanished".into()))?;
-                        let expected = cred.version();
-                        cred.set_trace_id(parsed.trace_id.clone());
-                        cred.mark_failed(FailureReason::CancelledMidFlight, now)
-                            .map_err(|e| StepError::Retry(format!("{e:?}")))?;
-                        let devices = rt
-                            .store
-                            .credential_devices(entry.tenant_id, &credential_id)
-                            .await?;
-                        plan_removal(&devices, &mut uow);
-                        flush_events(&mut cred, &mut uow);
-                        uow.credential = Some(write_credential(&cred, Some(expected)));
-                    }
+        Consumed::Shift {
+            staff_user_id,
+            event,
+            scope_rooms,
+            shift_id,
+        } => {
+            shift_step(
+                rt,
+                entry,
+                &shift_id,
+                &staff_user_id,
+                event,
+                &scope_rooms,
+                step_label(topic),
+            )
+            .await
+        }
+        Consumed::PropertyDeactivated => property_deactivated(rt, entry).await,
+        Consumed::UserDeactivated { user_id } => user_deactivated(rt, entry, &user_id).await,
+    }
+}
+
+async fn internal(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(), StepError> {
+    match topic {
+        events_in::INTERNAL_NO_SHOW_DUE => {
+            let id = reservation_of(entry)?;
+            reservation_step(
+                rt,
+                entry,
+                &id,
+                ReservationEvent::NoShowSuspendDue,
+                None,
+                "no_show_timer",
+            )
+            .await
+        }
+        events_in::INTERNAL_CREDENTIAL_OBSERVED => {
+            let id = reservation_of(entry)?;
+            let p = &entry.payload;
+            let event = ReservationEvent::CredentialObserved {
+                credential_id: KeyCredentialId::parse(
+                    p["credentialId"].as_str().unwrap_or_default(),
+                )
+                .map_err(domain_err)?,
+                state: KeyCredentialState::parse(p["state"].as_str().unwrap_or_default())
+                    .map_err(domain_err)?,
+                failure_reason: p["failureReason"]
+                    .as_str()
+                    .map(FailureReason::parse)
+                    .transpose()
+                    .map_err(domain_err)?,
+            };
+            reservation_step(rt, entry, &id, event, None, "observed").await
+        }
+        events_in::INTERNAL_REVOKE => {
+            let p = &entry.payload;
+            let id = KeyCredentialId::parse(p["credentialId"].as_str().unwrap_or_default())
+                .map_err(domain_err)?;
+            let reason = RevokeReason::parse(p["reason"].as_str().unwrap_or("security"))
+                .map_err(domain_err)?;
+            if let Some(user) = p["userId"].as_str() {
+                if entry.subject.starts_with("shift:") {
+                    let user = UserId::parse(user).map_err(domain_err)?;
+                    let shift = ShiftId::parse(entry.subject.trim_start_matches("shift:"))
+                        .map_err(domain_err)?;
+                    return shift_step(
+                        rt,
+                        entry,
+                        &shift,
+                        &user.clone(),
+                        ShiftEvent::UserDeactivated {
+                            staff_user_id: user,
+                        },
+                        &[],
+                        "user_deactivated",
+                    )
+                    .await;
                 }
             }
-            uow.saga = Some((entry.subject.clone(), saga_to_json(&next)));
-            uow.mailbox.push(MailboxUpdate::Done {
-                id: entry.id,
-                outcome: "applied".into(),
-            });
+            revoke_one(rt, entry, &id, reason).await
+        }
+        _ => {
+            let mut uow = UnitOfWork::new(
+                entry.tenant_id,
+                rt.fences.for_commit(entry.partition),
+                rt.clock.now(),
+            );
+            uow.mailbox.push(done(entry, "rejected:unknown_internal"));
             rt.store.commit(uow).await?;
-            rt.metrics
-                .saga_steps
-                .with_label_values(&[topic_step(topic), "applied"])
-                .inc();
             Ok(())
         }
     }
 }
 
+fn reservation_of(entry: &MailboxEntry) -> Result<ReservationId, StepError> {
+    ReservationId::parse(entry.subject.trim_start_matches("reservation:")).map_err(domain_err)
+}
+
+fn step_label(topic: &str) -> &'static str {
+    match topic {
+        events_in::RESERVATION_CONFIRMED => "reservation_confirmed",
+        events_in::RESERVATION_CANCELLED => "reservation_cancelled",
+        events_in::RESERVATION_CHECKED_OUT => "reservation_checked_out",
+        events_in::RESERVATION_DATES_CHANGED => "reservation_dates_changed",
+        events_in::RESERVATION_NO_SHOW => "reservation_no_show",
+        events_in::RESERVATION_FRAUD_FLAGGED => "reservation_fraud_flagged",
+        events_in::SHIFT_STARTED => "shift_started",
+        events_in::SHIFT_ENDED => "shift_ended",
+        events_in::PROPERTY_DEACTIVATED => "property_deactivated",
+        events_in::USER_DEACTIVATED => "user_deactivated",
+        _ => "other",
+    }
+}
+
+/// The property's KeyKindPolicy, or the default one (spec `003` §4).
+async fn policy(rt: &Runtime, entry: &MailboxEntry) -> Result<KeyKindPolicy, StepError> {
+    let now = rt.clock.now();
+    let Some(p) = rt
+        .store
+        .get_policy(entry.tenant_id, &entry.property_id)
+        .await?
+    else {
+        return Ok(KeyKindPolicy::default_for(
+            KeyKindPolicyId::generate(),
+            entry.tenant_id,
+            entry.property_id.clone(),
+            now,
+        ));
+    };
+    let kinds = |v: &[String]| -> Result<Vec<KeyCredentialKind>, StepError> {
+        v.iter()
+            .map(|k| KeyCredentialKind::parse(k).map_err(domain_err))
+            .collect()
+    };
+    KeyKindPolicy::new(lockstep_domain::KeyKindPolicyInput {
+        id: KeyKindPolicyId::parse(&p.id).unwrap_or_else(|_| KeyKindPolicyId::generate()),
+        tenant_id: entry.tenant_id,
+        property_id: entry.property_id.clone(),
+        preferred_order: kinds(&p.preferred_order)?,
+        fallback_chain: kinds(&p.fallback_chain)?,
+        max_valid_until_extension_hours: Some(i64::from(p.max_valid_until_extension_hours)),
+        id_verify_required_for: kinds(&p.id_verify_required_for)?,
+        no_show_suspend_after_hours: Some(i64::from(p.no_show_suspend_after_hours)),
+        allow_offline_issuance_kinds: kinds(&p.allow_offline_issuance_kinds)?,
+        updated_at: p.updated_at,
+    })
+    .map_err(domain_err)
+}
+
+/// What the adapters serving `rooms` can do (the first device's adapter; I-6).
+async fn capabilities(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+    rooms: &[RoomId],
+) -> Result<LockCapabilities, StepError> {
+    let devices = rt
+        .store
+        .devices_for_rooms(entry.tenant_id, &entry.property_id, rooms)
+        .await?;
+    Ok(devices
+        .first()
+        .and_then(|d| rt.ports.port(&d.vendor_adapter_id))
+        .map(|p| p.capabilities())
+        .unwrap_or_default())
+}
+
+async fn reservation_step(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+    reservation_id: &ReservationId,
+    event: ReservationEvent,
+    trace_id: Option<String>,
+    label: &'static str,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let state = match rt.store.load_saga(entry.tenant_id, &entry.subject).await? {
+        Some(v) => {
+            saga_codec::reservation_from_json(&v).map_err(|e| StepError::Retry(e.to_string()))?
+        }
+        None => ReservationSaga::default(),
+    };
+    let rooms: Vec<RoomId> = match &event {
+        ReservationEvent::Confirmed { rooms, .. } => rooms.clone(),
+        ReservationEvent::DatesChanged { rooms: Some(r), .. } => r.clone(),
+        _ => state
+            .rooms
+            .as_ref()
+            .map(|r| r.value.clone())
+            .unwrap_or_default(),
+    };
+    let policy = policy(rt, entry).await?;
+    let ctx = SagaContext {
+        policy: &policy,
+        caps: capabilities(rt, entry, &rooms).await?,
+        // No ID-document service feeds Lockstep yet: kinds that need one are not chosen.
+        id_verified: false,
+        new_credential_id: KeyCredentialId::generate(),
+    };
+    let fence = rt.fences.for_commit(entry.partition);
+    let (next, commands) = match saga::decide(&state, &event, &ctx) {
+        Decision::Ignore(why) => {
+            let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
+            uow.mailbox
+                .push(done(entry, format!("ignored:{why:?}").to_lowercase()));
+            rt.store.commit(uow).await?;
+            rt.metrics
+                .saga_steps
+                .with_label_values(&[label, "ignored"])
+                .inc();
+            return Ok(());
+        }
+        Decision::Apply { next, commands } => (next, commands),
+    };
+    // A commit refused by I-9 is redone with the new credential failed as `room_conflict`.
+    let mut conflicted: Option<KeyCredentialId> = None;
+    loop {
+        let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
+        let mut touched = Touched::default();
+        let mut issued = None;
+        for cmd in &commands {
+            match cmd {
+                SagaCommand::Issue {
+                    credential_id,
+                    kind,
+                    guest_id,
+                    rooms,
+                    validity,
+                    replaces,
+                } => {
+                    let intent = Intent {
+                        id: credential_id.clone(),
+                        holder: Holder::Guest {
+                            reservation_id: reservation_id.clone(),
+                            guest_id: guest_id.clone(),
+                        },
+                        kind: *kind,
+                        rooms: rooms.clone(),
+                        scope: Default::default(),
+                        validity: *validity,
+                        replaces: replaces.clone(),
+                        trace_id: trace_id.clone(),
+                        idempotency_key: format!("{}:{}", entry.subject, credential_id),
+                    };
+                    let force_fail = (conflicted.as_ref() == Some(credential_id))
+                        .then_some(FailureReason::RoomConflict);
+                    issue(rt, entry, &mut uow, &mut touched, intent, force_fail).await?;
+                    issued = Some(credential_id.clone());
+                }
+                SagaCommand::Update {
+                    credential_id,
+                    valid_until,
+                    rooms,
+                } => {
+                    update(
+                        rt,
+                        entry,
+                        &mut uow,
+                        &mut touched,
+                        credential_id,
+                        *valid_until,
+                        rooms,
+                    )
+                    .await?;
+                }
+                SagaCommand::Suspend {
+                    credential_id,
+                    reason,
+                } => {
+                    suspend(rt, entry, &mut uow, &mut touched, credential_id, *reason).await?;
+                }
+                SagaCommand::Revoke {
+                    credential_id,
+                    reason,
+                } => {
+                    revoke(
+                        rt,
+                        entry,
+                        &mut uow,
+                        &mut touched,
+                        credential_id,
+                        *reason,
+                        trace_id.clone(),
+                    )
+                    .await?;
+                }
+                SagaCommand::FailCancelledMidFlight { credential_id } => {
+                    fail_mid_flight(rt, entry, &mut uow, &mut touched, credential_id).await?;
+                }
+                SagaCommand::ScheduleNoShowSuspend { after_hours, .. } => {
+                    let due = now + chrono::Duration::hours(*after_hours);
+                    uow.events.push(internal_event(
+                        entry,
+                        &entry.subject,
+                        events_in::INTERNAL_NO_SHOW_DUE,
+                        json!({}),
+                        due,
+                    ));
+                }
+                SagaCommand::EscortRequired { reason } => {
+                    warn!(subject = %entry.subject, reason = reason.as_str(), "no key kind left: manual escort required");
+                    rt.metrics
+                        .saga_steps
+                        .with_label_values(&["escort_required", reason.as_str()])
+                        .inc();
+                    uow.audit.push(AuditRow {
+                        id: ulid::Ulid::new().to_string(),
+                        tenant_id: entry.tenant_id,
+                        property_id: entry.property_id.clone(),
+                        credential_id: None,
+                        device_id: None,
+                        actor_kind: "saga".into(),
+                        action: "escort_required".into(),
+                        reason: Some(reason.as_str().into()),
+                        vendor: None,
+                        trace_id: trace_id.clone(),
+                        created_at: now,
+                        payload: json!({ "subject": entry.subject }),
+                    });
+                }
+            }
+        }
+        touched.into_uow(&mut uow);
+        uow.saga = Some((
+            entry.subject.clone(),
+            saga_codec::reservation_to_json(&next),
+        ));
+        uow.mailbox.push(done(entry, "applied"));
+        match rt.store.commit(uow).await {
+            Ok(()) => break,
+            Err(StoreError::Overlap) if conflicted.is_none() && issued.is_some() => {
+                conflicted = issued;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rt.metrics
+        .saga_steps
+        .with_label_values(&[label, "applied"])
+        .inc();
+    Ok(())
+}
+
+enum Holder {
+    Guest {
+        reservation_id: ReservationId,
+        guest_id: lockstep_domain::GuestId,
+    },
+    Staff {
+        staff_user_id: UserId,
+    },
+}
+
+struct Intent {
+    id: KeyCredentialId,
+    holder: Holder,
+    kind: KeyCredentialKind,
+    rooms: Vec<RoomId>,
+    scope: lockstep_domain::KeyCredentialScope,
+    validity: lockstep_domain::ValidityWindow,
+    replaces: Option<KeyCredentialId>,
+    trace_id: Option<String>,
+    idempotency_key: String,
+}
+
+/// Requests a credential; with every room served, writes its door-truth rows (PINs for
+/// `pin_code`) and schedules its drive; otherwise (or when `force_fail`) fails it at once
+/// and tells the saga.
+async fn issue(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+    uow: &mut UnitOfWork,
+    touched: &mut Touched,
+    intent: Intent,
+    force_fail: Option<FailureReason>,
+) -> Result<(), StepError> {
+    let now = uow.now;
+    let devices = rt
+        .store
+        .devices_for_rooms(entry.tenant_id, &entry.property_id, &intent.rooms)
+        .await?;
+    let served: std::collections::BTreeSet<&RoomId> =
+        devices.iter().flat_map(|d| d.rooms.iter()).collect();
+    let (vendor, adapter_id) = devices
+        .first()
+        .map(|d| (d.vendor, d.vendor_adapter_id.clone()))
+        .unwrap_or((
+            VendorCode::Ttlock,
+            VendorAdapterId::from_ulid(ulid::Ulid::nil()),
+        ));
+    let (holder_kind, reservation_id, guest_id, staff_user_id) = match intent.holder {
+        Holder::Guest {
+            reservation_id,
+            guest_id,
+        } => (
+            HolderKind::Guest,
+            Some(reservation_id),
+            Some(guest_id),
+            None,
+        ),
+        Holder::Staff { staff_user_id } => {
+            (HolderKind::StaffMaster, None, None, Some(staff_user_id))
+        }
+    };
+    let mut cred = KeyCredential::request(
+        IssueIntent {
+            id: intent.id.clone(),
+            tenant_id: entry.tenant_id,
+            property_id: entry.property_id.clone(),
+            holder_kind,
+            reservation_id,
+            guest_id,
+            staff_user_id,
+            kind: intent.kind,
+            // I-11: rooms resolved in this tenant's and property's registry.
+            rooms: intent
+                .rooms
+                .iter()
+                .map(|r| ScopedRoom {
+                    tenant_id: entry.tenant_id,
+                    property_id: entry.property_id.clone(),
+                    room_id: r.clone(),
+                })
+                .collect(),
+            scope: intent.scope,
+            validity: intent.validity,
+            vendor,
+            vendor_adapter_id: adapter_id,
+            provisional: false,
+            idempotency_key: intent.idempotency_key,
+            replaces_id: intent.replaces.clone(),
+            trace_id: intent.trace_id,
+        },
+        now,
+    )
+    .map_err(domain_err)?;
+    let unserved = intent.rooms.iter().any(|r| !served.contains(r));
+    if let Some(reason) = force_fail.or(unserved.then_some(FailureReason::NoCapableDevice)) {
+        cred.mark_failed(reason, now).map_err(domain_err)?;
+        observe(entry, &cred, uow);
+    } else {
+        for d in &devices {
+            uow.devices.push(DeviceSyncWrite {
+                credential_id: cred.id().clone(),
+                device_id: d.id.clone(),
+                desired: Desired::Present,
+                sync: SyncState::Pending,
+                pin: (intent.kind == KeyCredentialKind::PinCode)
+                    .then(|| Pin::generate(Pin::DEFAULT_LEN)),
+                vendor_ref: None,
+                attempts: 0,
+                pin_collisions: 0,
+                last_error: None,
+            });
+        }
+        schedule(entry, uow, cred.id());
+    }
+    if let Some(old) = &intent.replaces {
+        if let Some(i) = touched.get(rt, entry.tenant_id, old).await? {
+            // Lineage (I-4): the revoked credential names its replacement.
+            let _ = touched.creds[i].0.link_replacement(cred.id().clone(), now);
+        }
+    }
+    touched.creds.push((cred, None));
+    Ok(())
+}
+
+fn schedule(entry: &MailboxEntry, uow: &mut UnitOfWork, id: &KeyCredentialId) {
+    uow.schedule.push(ScheduleDrive {
+        property_id: entry.property_id.clone(),
+        partition: entry.partition,
+        subject: entry.subject.clone(),
+        credential_id: id.clone(),
+        due_at: uow.now,
+    });
+}
+
 /// Every device should lose the credential. A device never called (attempts 0) holds
 /// nothing: confirmed absent at once. Otherwise a delete is pending.
-fn plan_removal(devices: &[CredentialDevice], uow: &mut UnitOfWork) {
+fn plan_removal(devices: &[CredentialDevice], uow: &mut UnitOfWork) -> bool {
+    let mut pending = false;
     for d in devices {
+        if d.desired == Desired::Absent && d.sync == SyncState::Confirmed {
+            continue;
+        }
         let mut w = DeviceSyncWrite::from_current(d);
         w.desired = Desired::Absent;
         w.sync = if d.attempts == 0 && d.vendor_ref.is_none() {
@@ -374,16 +762,542 @@ fn plan_removal(devices: &[CredentialDevice], uow: &mut UnitOfWork) {
         } else {
             SyncState::Pending
         };
+        pending |= w.sync == SyncState::Pending;
         uow.devices.push(w);
+    }
+    pending
+}
+
+/// A transition that no longer applies (the credential moved on meanwhile) is skipped, and
+/// the saga is told where the credential really is.
+fn skipped(
+    entry: &MailboxEntry,
+    c: &KeyCredential,
+    uow: &mut UnitOfWork,
+    e: DomainError,
+) -> Result<(), StepError> {
+    match e {
+        DomainError::InvalidStateTransition { .. } => {
+            observe(entry, c, uow);
+            Ok(())
+        }
+        other => Err(domain_err(other)),
     }
 }
 
-fn topic_step(topic: &str) -> &'static str {
-    match topic {
-        events_in::RESERVATION_CONFIRMED => "reservation_confirmed",
-        events_in::RESERVATION_CANCELLED => "reservation_cancelled",
-        _ => "other",
+async fn revoke(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+    uow: &mut UnitOfWork,
+    touched: &mut Touched,
+    id: &KeyCredentialId,
+    reason: RevokeReason,
+    trace_id: Option<String>,
+) -> Result<(), StepError> {
+    let Some(i) = touched.get(rt, entry.tenant_id, id).await? else {
+        return Ok(());
+    };
+    let c = &mut touched.creds[i].0;
+    c.set_trace_id(trace_id);
+    if let Err(e) = c.revoke(reason, uow.now) {
+        return skipped(entry, c, uow, e);
     }
+    let devices = rt.store.credential_devices(entry.tenant_id, id).await?;
+    if plan_removal(&devices, uow) {
+        schedule(entry, uow, id);
+    }
+    if c.holder_kind() == HolderKind::StaffMaster {
+        if let Some(m) = rt.store.master_by_credential(entry.tenant_id, id).await? {
+            uow.master = Some(MasterKeyWrite::Revoke {
+                id: m.id,
+                revoked_at: uow.now,
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn fail_mid_flight(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+    uow: &mut UnitOfWork,
+    touched: &mut Touched,
+    id: &KeyCredentialId,
+) -> Result<(), StepError> {
+    let Some(i) = touched.get(rt, entry.tenant_id, id).await? else {
+        return Ok(());
+    };
+    let c = &mut touched.creds[i].0;
+    if let Err(e) = c.mark_failed(FailureReason::CancelledMidFlight, uow.now) {
+        return skipped(entry, c, uow, e);
+    }
+    let devices = rt.store.credential_devices(entry.tenant_id, id).await?;
+    if plan_removal(&devices, uow) {
+        schedule(entry, uow, id);
+    }
+    if c.holder_kind() == HolderKind::StaffMaster {
+        if let Some(m) = rt.store.master_by_credential(entry.tenant_id, id).await? {
+            uow.master = Some(MasterKeyWrite::Revoke {
+                id: m.id,
+                revoked_at: uow.now,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Suspension at a door that cannot disable a passcode is its removal (the PIN is kept,
+/// encrypted, for an unsuspend); the credential's state says `suspended`.
+async fn suspend(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+    uow: &mut UnitOfWork,
+    touched: &mut Touched,
+    id: &KeyCredentialId,
+    reason: SuspendReason,
+) -> Result<(), StepError> {
+    let Some(i) = touched.get(rt, entry.tenant_id, id).await? else {
+        return Ok(());
+    };
+    let c = &mut touched.creds[i].0;
+    if let Err(e) = c.suspend(reason, uow.now) {
+        return skipped(entry, c, uow, e);
+    }
+    let devices = rt.store.credential_devices(entry.tenant_id, id).await?;
+    if plan_removal(&devices, uow) {
+        schedule(entry, uow, id);
+    }
+    Ok(())
+}
+
+/// Moves an active or suspended credential's end and rooms; the door follows: devices of
+/// new rooms get it, devices of dropped rooms lose it, the others get the new window.
+async fn update(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+    uow: &mut UnitOfWork,
+    touched: &mut Touched,
+    id: &KeyCredentialId,
+    valid_until: Timestamp,
+    rooms: &[RoomId],
+) -> Result<(), StepError> {
+    let Some(i) = touched.get(rt, entry.tenant_id, id).await? else {
+        return Ok(());
+    };
+    let c = &mut touched.creds[i].0;
+    let input = UpdateInput {
+        valid_until: Some(valid_until),
+        rooms: Some(
+            rooms
+                .iter()
+                .map(|r| ScopedRoom {
+                    tenant_id: entry.tenant_id,
+                    property_id: entry.property_id.clone(),
+                    room_id: r.clone(),
+                })
+                .collect(),
+        ),
+        scope: None,
+    };
+    if let Err(e) = c.update(input, uow.now) {
+        return skipped(entry, c, uow, e);
+    }
+    let active = c.state() == KeyCredentialState::Active;
+    let wanted = rt
+        .store
+        .devices_for_rooms(entry.tenant_id, &entry.property_id, rooms)
+        .await?;
+    let current = rt.store.credential_devices(entry.tenant_id, id).await?;
+    let pin = current.iter().find_map(|d| d.pin.clone());
+    let mut changed = false;
+    for d in &current {
+        let keep = wanted.iter().any(|w| w.id == d.device_id);
+        let mut w = DeviceSyncWrite::from_current(d);
+        if keep && active {
+            // the window moved: the vendor must be told
+            w.desired = Desired::Present;
+            w.sync = SyncState::Pending;
+        } else if !keep {
+            w.desired = Desired::Absent;
+            w.sync = if d.attempts == 0 && d.vendor_ref.is_none() {
+                SyncState::Confirmed
+            } else {
+                SyncState::Pending
+            };
+        } else {
+            continue;
+        }
+        changed |= w.sync == SyncState::Pending;
+        uow.devices.push(w);
+    }
+    for d in wanted
+        .iter()
+        .filter(|w| !current.iter().any(|c| c.device_id == w.id))
+    {
+        uow.devices.push(DeviceSyncWrite {
+            credential_id: id.clone(),
+            device_id: d.id.clone(),
+            desired: if active {
+                Desired::Present
+            } else {
+                Desired::Absent
+            },
+            sync: if active {
+                SyncState::Pending
+            } else {
+                SyncState::Confirmed
+            },
+            pin: pin.clone().or_else(|| {
+                (c.kind() == KeyCredentialKind::PinCode).then(|| Pin::generate(Pin::DEFAULT_LEN))
+            }),
+            vendor_ref: None,
+            attempts: 0,
+            pin_collisions: 0,
+            last_error: None,
+        });
+        changed |= active;
+    }
+    if changed {
+        schedule(entry, uow, id);
+    }
+    Ok(())
+}
+
+/// An internal revoke on behalf of a property- or user-wide event, in the owning subject.
+async fn revoke_one(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+    id: &KeyCredentialId,
+    reason: RevokeReason,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut touched = Touched::default();
+    let state = match touched.get(rt, entry.tenant_id, id).await? {
+        Some(i) => touched.creds[i].0.state(),
+        None => KeyCredentialState::Revoked,
+    };
+    match state {
+        KeyCredentialState::Requested => {
+            fail_mid_flight(rt, entry, &mut uow, &mut touched, id).await?
+        }
+        KeyCredentialState::Pending
+        | KeyCredentialState::Active
+        | KeyCredentialState::Suspended => {
+            revoke(rt, entry, &mut uow, &mut touched, id, reason, None).await?;
+        }
+        KeyCredentialState::Revoked | KeyCredentialState::Failed => {}
+    }
+    for (c, _) in &touched.creds {
+        if c.is_terminal() {
+            observe(entry, c, &mut uow);
+        }
+    }
+    touched.into_uow(&mut uow);
+    uow.mailbox.push(done(entry, "applied"));
+    rt.store.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["internal_revoke", "applied"])
+        .inc();
+    Ok(())
+}
+
+/// `tenant.property.deactivated`: every live credential of the property is revoked
+/// (`security`), each by the saga that owns it.
+async fn property_deactivated(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let live = rt
+        .store
+        .credentials_of_property(
+            entry.tenant_id,
+            &entry.property_id,
+            &["requested", "pending", "active", "suspended"],
+        )
+        .await?;
+    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    for c in &live {
+        let subject = match (&c.reservation_id, &c.shift_id) {
+            (Some(r), _) => format!("reservation:{r}"),
+            (None, Some(s)) => format!("shift:{s}"),
+            (None, None) => continue,
+        };
+        uow.events.push(internal_event(
+            entry,
+            &subject,
+            events_in::INTERNAL_REVOKE,
+            json!({ "credentialId": c.id.as_str(), "reason": "security" }),
+            now,
+        ));
+    }
+    uow.mailbox
+        .push(done(entry, format!("fanned_out:{}", live.len())));
+    rt.store.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["property_deactivated", "applied"])
+        .inc();
+    Ok(())
+}
+
+/// `iam.user.deactivated`, already fanned out to this property: each of the user's live
+/// masters here is revoked by its shift's saga.
+async fn user_deactivated(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+    user: &UserId,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let masters = rt
+        .store
+        .active_masters_of_user(entry.tenant_id, user.as_str())
+        .await?;
+    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut n = 0;
+    for m in masters
+        .iter()
+        .filter(|m| m.property_id == entry.property_id)
+    {
+        let subject = match &m.shift_id {
+            Some(s) => format!("shift:{s}"),
+            None => continue,
+        };
+        n += 1;
+        uow.events.push(internal_event(
+            entry,
+            &subject,
+            events_in::INTERNAL_REVOKE,
+            json!({ "credentialId": m.key_credential_id.as_str(), "reason": "security", "userId": user.as_str() }),
+            now,
+        ));
+    }
+    uow.mailbox.push(done(entry, format!("fanned_out:{n}")));
+    rt.store.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["user_deactivated", "applied"])
+        .inc();
+    Ok(())
+}
+
+fn scope_kind(s: &str) -> Option<lockstep_domain::master::MasterScopeKind> {
+    use lockstep_domain::master::MasterScopeKind as K;
+    Some(match s {
+        "room" => K::Room,
+        "floor" => K::Floor,
+        "rooms_assigned" => K::RoomsAssigned,
+        "rooms_all" => K::RoomsAll,
+        "areas" => K::Areas,
+        "areas_all" => K::AreasAll,
+        "back_of_house" => K::BackOfHouse,
+        _ => return None,
+    })
+}
+
+async fn shift_step(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+    shift_id: &ShiftId,
+    staff_user_id: &UserId,
+    event: ShiftEvent,
+    scope_rooms: &[RoomId],
+    label: &'static str,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let mut state = match rt.store.load_saga(entry.tenant_id, &entry.subject).await? {
+        Some(v) => saga_codec::shift_from_json(&v).map_err(|e| StepError::Retry(e.to_string()))?,
+        None => ShiftSaga::default(),
+    };
+    // The master's state as its row says (the shift saga reads it rather than observing).
+    if let Some(m) = &mut state.master {
+        if let Some(c) = rt
+            .store
+            .get_credential(entry.tenant_id, &m.credential_id)
+            .await?
+        {
+            m.state = c.state();
+        }
+    }
+    let active_masters = rt
+        .store
+        .active_masters_of_user(entry.tenant_id, staff_user_id.as_str())
+        .await?
+        .into_iter()
+        .filter(|m| {
+            m.property_id == entry.property_id && m.shift_id.as_deref() != Some(shift_id.as_str())
+        })
+        .filter_map(|m| {
+            Some(ActiveMaster {
+                master_key_id: MasterKeyId::parse(&m.id).ok()?,
+                credential_id: m.key_credential_id.clone(),
+                scope_kind: scope_kind(&m.scope_kind)?,
+            })
+        })
+        .collect();
+    let ctx = ShiftContext {
+        new_credential_id: KeyCredentialId::generate(),
+        new_master_key_id: MasterKeyId::generate(),
+        active_masters,
+    };
+    let fence = rt.fences.for_commit(entry.partition);
+    let (next, commands) = match lockstep_domain::shift::decide_shift(&state, &event, &ctx) {
+        ShiftDecision::Ignore(why) => {
+            let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
+            uow.mailbox
+                .push(done(entry, format!("ignored:{why:?}").to_lowercase()));
+            rt.store.commit(uow).await?;
+            rt.metrics
+                .saga_steps
+                .with_label_values(&[label, "ignored"])
+                .inc();
+            return Ok(());
+        }
+        ShiftDecision::Apply { next, commands } => (next, commands),
+    };
+    // M-2 renewal revokes the previous master first: its master row write goes in an
+    // earlier commit, because a unit of work carries one master write.
+    let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
+    let mut touched = Touched::default();
+    for cmd in &commands {
+        match cmd {
+            ShiftCommand::RevokeMaster {
+                credential_id,
+                reason,
+            } => {
+                if uow.master.is_some() {
+                    touched.into_uow(&mut uow);
+                    rt.store
+                        .commit(std::mem::replace(
+                            &mut uow,
+                            UnitOfWork::new(entry.tenant_id, fence, now),
+                        ))
+                        .await?;
+                    touched = Touched::default();
+                }
+                revoke(
+                    rt,
+                    entry,
+                    &mut uow,
+                    &mut touched,
+                    credential_id,
+                    *reason,
+                    None,
+                )
+                .await?;
+            }
+            ShiftCommand::FailMasterMidFlight { credential_id } => {
+                fail_mid_flight(rt, entry, &mut uow, &mut touched, credential_id).await?;
+            }
+            ShiftCommand::IssueMaster {
+                credential_id,
+                master_key_id,
+                shift_id,
+                staff_user_id,
+                scope,
+                validity,
+                replaces,
+            } => {
+                if uow.master.is_some() {
+                    touched.into_uow(&mut uow);
+                    rt.store
+                        .commit(std::mem::replace(
+                            &mut uow,
+                            UnitOfWork::new(entry.tenant_id, fence, now),
+                        ))
+                        .await?;
+                    touched = Touched::default();
+                }
+                let all = rt
+                    .store
+                    .property_rooms(entry.tenant_id, &entry.property_id)
+                    .await?;
+                let floor = match scope {
+                    MasterScope::Floor { floor } => floor.clone(),
+                    _ => String::new(),
+                };
+                let layout = PropertyLayout {
+                    rooms: all
+                        .iter()
+                        .map(|r| LayoutRoom {
+                            room_id: r.clone(),
+                            // The event names the floor's rooms; other rooms are on no floor Lockstep knows.
+                            floor: if scope_rooms.contains(r) {
+                                floor.clone()
+                            } else {
+                                String::new()
+                            },
+                        })
+                        .collect(),
+                    assigned_rooms: scope_rooms.to_vec(),
+                };
+                let caps = capabilities(rt, entry, &all).await?;
+                let policy = policy(rt, entry).await?;
+                let (resolved, kind) = match (
+                    resolve_scope(scope, &caps, &layout),
+                    policy.choose_kind(&caps, false),
+                ) {
+                    (Ok(r), Ok(k)) => (r, k),
+                    (r, k) => {
+                        warn!(subject = %entry.subject, scope_ok = r.is_ok(), kind_ok = k.is_ok(), "master key cannot be issued");
+                        (
+                            lockstep_domain::master::ResolvedScope {
+                                rooms: Vec::new(),
+                                floors: Vec::new(),
+                                areas: Vec::new(),
+                            },
+                            KeyCredentialKind::PinCode,
+                        )
+                    }
+                };
+                let impossible = resolved.rooms.is_empty() && resolved.areas.is_empty();
+                let intent = Intent {
+                    id: credential_id.clone(),
+                    holder: Holder::Staff {
+                        staff_user_id: staff_user_id.clone(),
+                    },
+                    kind,
+                    rooms: resolved.rooms.clone(),
+                    scope: resolved.credential_scope(),
+                    validity: *validity,
+                    replaces: replaces.clone(),
+                    trace_id: None,
+                    idempotency_key: format!("{}:{}", entry.subject, credential_id),
+                };
+                issue(
+                    rt,
+                    entry,
+                    &mut uow,
+                    &mut touched,
+                    intent,
+                    impossible.then_some(FailureReason::KindUnsupported),
+                )
+                .await?;
+                uow.master = Some(MasterKeyWrite::Insert(MasterKeyRecord {
+                    id: master_key_id.as_str().to_owned(),
+                    tenant_id: entry.tenant_id,
+                    property_id: entry.property_id.clone(),
+                    staff_user_id: staff_user_id.as_str().to_owned(),
+                    shift_id: Some(shift_id.as_str().to_owned()),
+                    key_credential_id: credential_id.clone(),
+                    scope_kind: scope.kind().as_str().to_owned(),
+                    scope: saga_codec::scope_to_json(scope),
+                    valid_from: validity.from(),
+                    valid_until: validity.until(),
+                    issued_at: now,
+                    revoked_at: impossible.then_some(now),
+                }));
+            }
+        }
+    }
+    touched.into_uow(&mut uow);
+    uow.saga = Some((entry.subject.clone(), saga_codec::shift_to_json(&next)));
+    uow.mailbox.push(done(entry, "applied"));
+    rt.store.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&[label, "applied"])
+        .inc();
+    Ok(())
 }
 
 fn issue_request(cred: &KeyCredential, d: &CredentialDevice) -> IssueRequest {
@@ -396,50 +1310,99 @@ fn issue_request(cred: &KeyCredential, d: &CredentialDevice) -> IssueRequest {
     }
 }
 
-async fn timed<T>(
+fn unexpected(op: &str) -> VendorError {
+    VendorError::Unavailable {
+        detail: format!("unexpected reply to {op}"),
+    }
+}
+
+async fn vendor_find(
     rt: &Runtime,
-    port: &dyn LockPort,
-    op: &'static str,
-    fut: impl std::future::Future<Output = Result<T, VendorError>>,
-) -> Result<T, VendorError> {
-    let vendor = port.vendor().as_str();
-    // A latency histogram measures real elapsed time, whatever the business clock says.
-    #[allow(clippy::disallowed_methods)]
-    let started = std::time::Instant::now();
-    let res = match tokio::time::timeout(rt.settings.vendor_call_timeout, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(VendorError::Unavailable {
-            detail: format!("{op} timed out"),
-        }),
-    };
-    rt.metrics
-        .vendor_call_seconds
-        .with_label_values(&[vendor, op])
-        .observe(started.elapsed().as_secs_f64());
-    let outcome = match &res {
-        Ok(_) => "ok",
-        Err(VendorError::Unavailable { .. }) => "unavailable",
-        Err(VendorError::RateLimited { .. }) => "rate_limited",
-        Err(VendorError::PinCollision) => "pin_collision",
-        Err(VendorError::Refused { .. }) => "refused",
-        Err(VendorError::Auth { .. }) => "auth",
-        Err(VendorError::NotFound) => "not_found",
-    };
-    rt.metrics
-        .vendor_calls
-        .with_label_values(&[vendor, op, outcome])
-        .inc();
-    res
+    adapter: &VendorAdapterId,
+    req: &IssueRequest,
+) -> Result<Option<VendorRef>, VendorError> {
+    match rt.ports.call(adapter, VendorOp::Find(req.clone())).await? {
+        VendorReply::Found(v) => Ok(v),
+        _ => Err(unexpected("find")),
+    }
+}
+
+async fn vendor_issue(
+    rt: &Runtime,
+    adapter: &VendorAdapterId,
+    req: &IssueRequest,
+) -> Result<VendorRef, VendorError> {
+    match rt.ports.call(adapter, VendorOp::Issue(req.clone())).await? {
+        VendorReply::Issued(v) => Ok(v),
+        _ => Err(unexpected("issue")),
+    }
+}
+
+async fn vendor_update(
+    rt: &Runtime,
+    adapter: &VendorAdapterId,
+    req: &IssueRequest,
+    vref: &VendorRef,
+) -> Result<(), VendorError> {
+    match rt
+        .ports
+        .call(adapter, VendorOp::Update(req.clone(), vref.clone()))
+        .await?
+    {
+        VendorReply::Done => Ok(()),
+        _ => Err(unexpected("update")),
+    }
+}
+
+async fn vendor_revoke(
+    rt: &Runtime,
+    adapter: &VendorAdapterId,
+    device: &DeviceRef,
+    vref: &VendorRef,
+) -> Result<(), VendorError> {
+    match rt
+        .ports
+        .call(adapter, VendorOp::Revoke(device.clone(), vref.clone()))
+        .await?
+    {
+        VendorReply::Done => Ok(()),
+        _ => Err(unexpected("revoke")),
+    }
+}
+
+fn retry(e: VendorError) -> StepError {
+    StepError::Retry(e.to_string())
+}
+
+/// Whether a consumed event for this subject is waiting: the drive then yields between
+/// vendor calls, so a cancellation that arrives while an issue is in flight is recorded
+/// before the credential could become active (DESIGN §3.5).
+async fn event_waiting(rt: &Runtime, entry: &MailboxEntry) -> Result<bool, StepError> {
+    Ok(matches!(
+        rt.store
+            .next_mailbox_entry(entry.tenant_id, &entry.subject, rt.clock.now())
+            .await?,
+        Some(MailboxEntry {
+            kind: MailboxKind::Event { .. },
+            ..
+        })
+    ))
 }
 
 /// Drives a credential's per-device vendor operations until every device agrees with what
-/// is desired, one vendor call and one commit at a time; revocations before issuances.
+/// is desired, one vendor call and one commit at a time; removals before issuances.
 async fn drive(
     rt: &Runtime,
     entry: &MailboxEntry,
     credential_id: &KeyCredentialId,
 ) -> Result<(), StepError> {
+    let mut first = true;
     loop {
+        if !first && event_waiting(rt, entry).await? {
+            // The drive entry stays open and due: it resumes after the event.
+            return Ok(());
+        }
+        first = false;
         let now = rt.clock.now();
         let fence = rt.fences.for_commit(entry.partition);
         let Some(mut cred) = rt
@@ -448,10 +1411,7 @@ async fn drive(
             .await?
         else {
             let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
-            uow.mailbox.push(MailboxUpdate::Done {
-                id: entry.id,
-                outcome: "missing".into(),
-            });
+            uow.mailbox.push(done(entry, "missing"));
             rt.store.commit(uow).await?;
             return Ok(());
         };
@@ -472,15 +1432,15 @@ async fn drive(
                     .iter()
                     .all(|d| d.desired == Desired::Present && d.sync == SyncState::Confirmed)
             {
-                cred.mark_active(now)
-                    .map_err(|e| StepError::Retry(format!("{e:?}")))?;
+                cred.mark_active(now).map_err(domain_err)?;
+                observe(entry, &cred, &mut uow);
                 flush_events(&mut cred, &mut uow);
-                uow.credential = Some(write_credential(&cred, Some(expected)));
+                uow.credentials.push(CredentialWrite {
+                    snapshot: cred.snapshot(),
+                    expected_version: Some(expected),
+                });
             }
-            uow.mailbox.push(MailboxUpdate::Done {
-                id: entry.id,
-                outcome: "applied".into(),
-            });
+            uow.mailbox.push(done(entry, "applied"));
             rt.store.commit(uow).await?;
             rt.metrics
                 .saga_steps
@@ -488,180 +1448,166 @@ async fn drive(
                 .inc();
             return Ok(());
         };
-        let port = rt
-            .ports
-            .get(&d.vendor_adapter_id)
-            .ok_or_else(|| StepError::Retry("no adapter registered for device".into()))?;
+        let adapter = d.vendor_adapter_id.clone();
         let req = issue_request(&cred, d);
         let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
         let mut w = DeviceSyncWrite::from_current(d);
-        match d.desired {
-            Desired::Absent => {
-                let vref = match &d.vendor_ref {
-                    Some(v) => Some(v.clone()),
-                    // a previous issue attempt may have reached the vendor: look first
-                    None if d.attempts > 0 => timed(rt, port.as_ref(), "find", port.find(&req))
-                        .await
-                        .map_err(retry)?,
-                    None => None,
-                };
-                if let Some(v) = &vref {
-                    match timed(rt, port.as_ref(), "revoke", port.revoke(&d.device_ref, v)).await {
-                        Ok(()) | Err(VendorError::NotFound) => {}
-                        Err(e) => return Err(retry(e)),
-                    }
+        let holds = matches!(
+            cred.state(),
+            KeyCredentialState::Requested
+                | KeyCredentialState::Pending
+                | KeyCredentialState::Active
+        );
+        if d.desired == Desired::Absent || !holds {
+            let vref = match &d.vendor_ref {
+                Some(v) => Some(v.clone()),
+                // a previous issue attempt may have reached the vendor: look first
+                None if d.attempts > 0 => vendor_find(rt, &adapter, &req).await.map_err(retry)?,
+                None => None,
+            };
+            if let Some(v) = &vref {
+                match vendor_revoke(rt, &adapter, &d.device_ref, v).await {
+                    Ok(()) | Err(VendorError::NotFound) => {}
+                    Err(e) => return Err(retry(e)),
                 }
+            }
+            w.desired = Desired::Absent;
+            w.sync = SyncState::Confirmed;
+            w.last_error = None;
+            let mut row = audit(
+                &cred,
+                "vendor_removed",
+                None,
+                now,
+                json!({ "found": vref.is_some() }),
+            );
+            row.device_id = Some(d.device_id.clone());
+            uow.audit.push(row);
+            uow.devices.push(w);
+            rt.store.commit(uow).await?;
+            continue;
+        }
+        // An object the vendor holds already: move its window (dates changed).
+        if let Some(v) = &d.vendor_ref {
+            match vendor_update(rt, &adapter, &req, v).await {
+                Ok(()) => {
+                    w.sync = SyncState::Confirmed;
+                    w.last_error = None;
+                    uow.devices.push(w);
+                    rt.store.commit(uow).await?;
+                    continue;
+                }
+                // Gone at the vendor (removed while suspended): create it again below.
+                Err(VendorError::NotFound) => {}
+                Err(e) => return Err(retry(e)),
+            }
+        }
+        // Reconcile before retrying: a call that may have landed is looked up first.
+        if d.attempts > 0 {
+            if let Some(v) = vendor_find(rt, &adapter, &req).await.map_err(retry)? {
+                w.vendor_ref = Some(v);
                 w.sync = SyncState::Confirmed;
                 w.last_error = None;
-                let mut row = audit(
-                    &cred,
-                    "vendor_removed",
-                    None,
-                    now,
-                    json!({ "found": vref.is_some() }),
-                );
-                row.device_id = Some(d.device_id.clone());
-                uow.audit.push(row);
+                uow.devices.push(w);
+                rt.store.commit(uow).await?;
+                continue;
+            }
+        }
+        // The saga's retries are exhausted: fail and clean up (failed.v1).
+        if entry.attempts >= rt.settings.max_issue_attempts
+            && cred.state() != KeyCredentialState::Active
+        {
+            fail_credential(
+                rt,
+                entry,
+                &mut cred,
+                expected,
+                &devices,
+                FailureReason::VendorUnreachable,
+            )
+            .await?;
+            continue;
+        }
+        // Commit the intent (and requested → pending) before the call.
+        if cred.state() == KeyCredentialState::Requested {
+            cred.mark_pending(now).map_err(domain_err)?;
+            uow.credentials.push(CredentialWrite {
+                snapshot: cred.snapshot(),
+                expected_version: Some(expected),
+            });
+        }
+        w.attempts += 1;
+        uow.devices.push(w.clone());
+        rt.store.commit(uow).await?;
+        let fresh = || {
+            UnitOfWork::new(
+                entry.tenant_id,
+                rt.fences.for_commit(entry.partition),
+                rt.clock.now(),
+            )
+        };
+        match vendor_issue(rt, &adapter, &req).await {
+            Ok(vref) => {
+                rt.failpoints.after_vendor_issue().await;
+                let mut uow = fresh();
+                w.vendor_ref = Some(vref);
+                w.sync = SyncState::Confirmed;
+                w.last_error = None;
                 uow.devices.push(w);
                 rt.store.commit(uow).await?;
             }
-            Desired::Present => {
-                if cred.state() != KeyCredentialState::Requested
-                    && cred.state() != KeyCredentialState::Pending
-                {
-                    return Err(StepError::Retry(format!(
-                        "credential {} cannot be issued",
-                        cred.state().as_str()
-                    )));
-                }
-                // Reconcile before retrying: a call that may have landed is looked up first.
-                if d.attempts > 0 {
-                    if let Some(v) = timed(rt, port.as_ref(), "find", port.find(&req))
-                        .await
-                        .map_err(retry)?
-                    {
-                        w.vendor_ref = Some(v);
-                        w.sync = SyncState::Confirmed;
-                        w.last_error = None;
-                        uow.devices.push(w);
-                        rt.store.commit(uow).await?;
-                        continue;
-                    }
-                }
-                // The saga's retries are exhausted: fail and clean up (failed.v1).
-                if entry.attempts >= rt.settings.max_issue_attempts {
-                    fail_credential(
+            Err(VendorError::PinCollision) => {
+                let mut uow = fresh();
+                w.pin_collisions += 1;
+                if w.pin_collisions >= MAX_PIN_COLLISIONS {
+                    uow.devices.push(w);
+                    rt.store.commit(uow).await?;
+                    refail(
                         rt,
                         entry,
-                        &mut cred,
-                        expected,
-                        &devices,
-                        FailureReason::VendorUnreachable,
+                        credential_id,
+                        FailureReason::PinCollisionExhausted,
                     )
                     .await?;
-                    continue;
-                }
-                // Commit the intent (and requested → pending) before the call.
-                if cred.state() == KeyCredentialState::Requested {
-                    cred.mark_pending(now)
-                        .map_err(|e| StepError::Retry(format!("{e:?}")))?;
-                    uow.credential = Some(write_credential(&cred, Some(expected)));
-                }
-                w.attempts += 1;
-                uow.devices.push(w.clone());
-                rt.store.commit(uow).await?;
-                match timed(rt, port.as_ref(), "issue", port.issue(&req)).await {
-                    Ok(vref) => {
-                        rt.failpoints.after_vendor_issue().await;
-                        let mut uow = UnitOfWork::new(
-                            entry.tenant_id,
-                            rt.fences.for_commit(entry.partition),
-                            rt.clock.now(),
-                        );
-                        w.vendor_ref = Some(vref);
-                        w.sync = SyncState::Confirmed;
-                        w.last_error = None;
-                        uow.devices.push(w);
-                        rt.store.commit(uow).await?;
-                    }
-                    Err(VendorError::PinCollision) => {
-                        let mut uow = UnitOfWork::new(
-                            entry.tenant_id,
-                            rt.fences.for_commit(entry.partition),
-                            rt.clock.now(),
-                        );
-                        w.pin_collisions += 1;
-                        if w.pin_collisions >= MAX_PIN_COLLISIONS {
-                            uow.devices.push(w);
-                            rt.store.commit(uow).await?;
-                            let mut cred = rt
-                                .store
-                                .get_credential(entry.tenant_id, credential_id)
-                                .await?
-                                .ok_or_else(|| StepError::Retry("credential vanished".into()))?;
-                            let expected = cred.version();
-                            let devices = rt
-                                .store
-                                .credential_devices(entry.tenant_id, credential_id)
-                                .await?;
-                            fail_credential(
-                                rt,
-                                entry,
-                                &mut cred,
-                                expected,
-                                &devices,
-                                FailureReason::PinCollisionExhausted,
-                            )
-                            .await?;
-                        } else {
-                            // The refused call created nothing: a fresh PIN, attempts reset.
-                            w.pin = Some(Pin::generate(Pin::DEFAULT_LEN));
-                            w.attempts = 0;
-                            uow.devices.push(w);
-                            rt.store.commit(uow).await?;
-                        }
-                    }
-                    Err(e) if e.is_retryable() => {
-                        // Door truth shows why it is still pending.
-                        let mut uow = UnitOfWork::new(
-                            entry.tenant_id,
-                            rt.fences.for_commit(entry.partition),
-                            rt.clock.now(),
-                        );
-                        w.last_error = Some(e.to_string());
-                        uow.devices.push(w);
-                        rt.store.commit(uow).await?;
-                        return Err(retry(e));
-                    }
-                    Err(_) => {
-                        let mut cred = rt
-                            .store
-                            .get_credential(entry.tenant_id, credential_id)
-                            .await?
-                            .ok_or_else(|| StepError::Retry("credential vanished".into()))?;
-                        let expected = cred.version();
-                        let devices = rt
-                            .store
-                            .credential_devices(entry.tenant_id, credential_id)
-                            .await?;
-                        fail_credential(
-                            rt,
-                            entry,
-                            &mut cred,
-                            expected,
-                            &devices,
-                            FailureReason::VendorRefused,
-                        )
-                        .await?;
-                    }
+                } else {
+                    // The refused call created nothing: a fresh PIN, attempts reset.
+                    w.pin = Some(Pin::generate(Pin::DEFAULT_LEN));
+                    w.attempts = 0;
+                    uow.devices.push(w);
+                    rt.store.commit(uow).await?;
                 }
             }
+            Err(e) if e.is_retryable() => {
+                // Door truth shows why it is still pending.
+                let mut uow = fresh();
+                w.last_error = Some(e.to_string());
+                uow.devices.push(w);
+                rt.store.commit(uow).await?;
+                return Err(retry(e));
+            }
+            Err(_) => refail(rt, entry, credential_id, FailureReason::VendorRefused).await?,
         }
     }
 }
 
-fn retry(e: VendorError) -> StepError {
-    StepError::Retry(e.to_string())
+async fn refail(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+    id: &KeyCredentialId,
+    reason: FailureReason,
+) -> Result<(), StepError> {
+    let mut cred = rt
+        .store
+        .get_credential(entry.tenant_id, id)
+        .await?
+        .ok_or_else(|| StepError::Retry("credential vanished".into()))?;
+    let expected = cred.version();
+    if cred.state() == KeyCredentialState::Active {
+        // An update of an active credential was refused: the door keeps its old window.
+        return Ok(());
+    }
+    let devices = rt.store.credential_devices(entry.tenant_id, id).await?;
+    fail_credential(rt, entry, &mut cred, expected, &devices, reason).await
 }
 
 /// Fails the credential and removes it from every device that may hold it (compensation).
@@ -675,11 +1621,14 @@ async fn fail_credential(
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
     let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
-    cred.mark_failed(reason, now)
-        .map_err(|e| StepError::Retry(format!("{e:?}")))?;
+    cred.mark_failed(reason, now).map_err(domain_err)?;
     plan_removal(devices, &mut uow);
+    observe(entry, cred, &mut uow);
     flush_events(cred, &mut uow);
-    uow.credential = Some(write_credential(cred, Some(expected)));
+    uow.credentials.push(CredentialWrite {
+        snapshot: cred.snapshot(),
+        expected_version: Some(expected),
+    });
     rt.store.commit(uow).await?;
     Ok(())
 }

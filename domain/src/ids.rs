@@ -152,6 +152,8 @@ foreign_id!(/// A guest of the guest service (never more than the id: PII stays 
     GuestId);
 foreign_id!(/// A user of the IAM service (staff).
     UserId);
+foreign_id!(/// A shift of the staff service (the subject of a master key's saga).
+    ShiftId);
 
 /// A tenant: a UUID, as spec `004` declares `tenant_id uuid`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,22 +1,34 @@
 //! Lockstep's pure domain: ids, the `KeyCredential` aggregate and its state machine,
 //! invariants of spec `003`, domain events, domain errors with their canonical codes, the
-//! `Clock` port, and the saga decisions (saga state + event → commands).
+//! `Clock` port, the saga decisions (saga state + event → commands) for reservations and
+//! shifts, the `KeyKindPolicy`, master-key scopes, adapter capabilities, and the circuit
+//! breaker's state machine.
 //!
 //! Architecture Invariant: this crate does no I/O, has no async, names no vendor wire
 //! format, and depends on no framework (no serde, sqlx, actix, reqwest). Every other crate
 //! may depend on it; it depends on none of them.
 
+pub mod breaker;
+pub mod capabilities;
 pub mod clock;
 pub mod credential;
 pub mod errors;
 pub mod events;
 pub mod ids;
+pub mod master;
 pub mod pin;
+pub mod policy;
 pub mod saga;
 pub mod secret;
+pub mod shift;
 pub mod validity;
 
-pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use breaker::{
+    Admission, Breaker, BreakerPolicy, CircuitState, HealthSnapshot, Outcome,
+    Transition as CircuitTransition,
+};
+pub use capabilities::LockCapabilities;
+pub use clock::{Clock, ManualClock, ScaledClock, SystemClock, Timestamp};
 pub use credential::{
     FailureReason, HolderKind, IssueIntent, KeyCredential, KeyCredentialKind, KeyCredentialScope,
     KeyCredentialState, RevokeReason, ScopedRoom, SuspendReason, Transition, UpdateInput,
@@ -25,6 +37,11 @@ pub use credential::{
 pub use errors::DomainError;
 pub use events::{DomainEvent, DomainEventKind};
 pub use ids::*;
+pub use master::{
+    check_single_active_master, resolve_scope, CommonArea, LayoutRoom, MasterKey, MasterScope,
+    MasterScopeKind, PropertyLayout, ResolvedScope,
+};
 pub use pin::Pin;
+pub use policy::{KeyKindPolicy, KeyKindPolicyInput};
 pub use secret::{DeviceRef, VendorRef};
 pub use validity::ValidityWindow;

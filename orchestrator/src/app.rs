@@ -12,10 +12,12 @@ use actix::{Actor, Addr};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use lockstep_actors::{
-    Failpoints, FenceBook, Metrics, PortRegistry, Router, Runtime, SagaSettings,
+    Failpoints, FenceBook, Metrics, PortRegistry, Router, Runtime, SagaSettings, VendorDeps,
+    WorkerSettings,
 };
 use lockstep_config::{resolve_secret, Mode, Settings};
-use lockstep_domain::{Clock, SystemClock};
+use lockstep_domain::breaker::BreakerPolicy;
+use lockstep_domain::{Clock, ScaledClock, SystemClock};
 use lockstep_persistence::{pg, sqlite::SqliteStore, Cipher, PgStore, Store};
 use lockstep_vendors::ttlock::RunningSimulator;
 use tracing::{info, warn};
@@ -143,7 +145,20 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 
 /// Runs the service until it is stopped.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let clock: Arc<dyn Clock> = if settings.clock_scale > 1.0 {
+        // chaos runs only: business time runs `scale` times faster than the wall
+        warn!(scale = settings.clock_scale, "running on a scaled clock");
+        Arc::new(
+            ScaledClock::new(
+                Arc::new(SystemClock),
+                SystemClock.now(),
+                settings.clock_scale,
+            )
+            .map_err(|e| anyhow::anyhow!("clock.scale: {e:?}"))?,
+        )
+    } else {
+        Arc::new(SystemClock)
+    };
     let store = open_store(&settings).await?;
     let ports = PortRegistry::default();
     let metrics = Metrics::new();
@@ -157,8 +172,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         _simulator = Some(sim);
         properties.push(property);
     }
+    let worker = WorkerSettings {
+        timeout: settings.saga.vendor_call_timeout,
+        ..WorkerSettings::default()
+    };
+    let deps = VendorDeps {
+        clock: clock.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        worker,
+        breaker: breaker_policy(&settings)?,
+    };
     for p in &properties {
-        crate::seed::register_property(store.as_ref(), &ports, clock.clone(), p).await?;
+        crate::seed::register_property(store.as_ref(), &ports, &deps, p).await?;
+        crate::seed::register_policy(store.as_ref(), clock.as_ref(), p).await?;
     }
 
     let service_token = match &settings.service_token {
@@ -241,6 +268,34 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The breaker policy: the domain's defaults (spec `002`) with the configured overrides.
+fn breaker_policy(settings: &Settings) -> anyhow::Result<BreakerPolicy> {
+    let b = &settings.breaker;
+    let ms = |v: u64| chrono::Duration::milliseconds(v as i64);
+    let mut p = BreakerPolicy::default();
+    if let Some(v) = b.window_ms {
+        p.window = ms(v);
+    }
+    if let Some(v) = b.min_calls {
+        p.min_calls = v;
+    }
+    if let Some(v) = b.error_rate {
+        p.error_rate = v;
+    }
+    if let Some(v) = b.p99_ms {
+        p.p99_latency = ms(v);
+    }
+    if let Some(v) = b.open_ms {
+        p.open_for = ms(v);
+    }
+    if let Some(v) = b.half_open_probes {
+        p.half_open_probes = v;
+    }
+    p.validate()
+        .map_err(|e| anyhow::anyhow!("config key `breaker` is invalid: {e:?}"))?;
+    Ok(p)
+}
+
 async fn refresh_gauges(shared: Arc<Shared>) {
     loop {
         let now = shared.rt.clock.now();
@@ -249,6 +304,15 @@ async fn refresh_gauges(shared: Arc<Shared>) {
             m.mailbox_open.set(n);
             m.mailbox_oldest_due_age_seconds
                 .set(oldest.map(|t| (now - t).num_seconds().max(0)).unwrap_or(0));
+        }
+        if let Ok(b) = shared.rt.store.door_backlog().await {
+            m.door_pending_removals.set(b.pending_removals);
+            m.door_pending_issues.set(b.pending_issues);
+            m.door_oldest_pending_removal_age_seconds.set(
+                b.oldest_pending_removal
+                    .map(|t| (now - t).num_seconds().max(0))
+                    .unwrap_or(0),
+            );
         }
         if let Ok((n, oldest)) = shared.rt.store.outbox_lag().await {
             m.outbox_unpublished.set(n);

@@ -2,9 +2,10 @@
 //! wake the subject's actor. The caller acknowledges its transport only after this returns.
 
 use actix::Addr;
-use lockstep_actors::events_in::Rejection;
+use lockstep_actors::events_in::{Consumed, Parsed, Rejection};
 use lockstep_actors::{Metrics, Router, Wake};
 use lockstep_domain::Clock;
+use lockstep_domain::PropertyId;
 use lockstep_persistence::{Fence, IntakeMessage, IntakeOutcome, Store, StoreError, SubjectRef};
 
 use crate::schema::EventSchemas;
@@ -21,6 +22,25 @@ pub enum IntakeError {
     /// The store failed: do not acknowledge; the transport redelivers.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The properties where the user of a `iam.user.deactivated` holds a live master key.
+pub async fn user_properties(
+    store: &dyn Store,
+    parsed: &Parsed,
+) -> Result<Vec<PropertyId>, IntakeError> {
+    let Consumed::UserDeactivated { user_id } = &parsed.event else {
+        return Err(Rejection::Malformed("propertyId is required".into()).into());
+    };
+    let mut props: Vec<PropertyId> = store
+        .active_masters_of_user(parsed.tenant_id, user_id.as_str())
+        .await?
+        .into_iter()
+        .map(|m| m.property_id)
+        .collect();
+    props.sort();
+    props.dedup();
+    Ok(props)
 }
 
 /// Validates and stores one message for `partition`; wakes its subject when stored.
@@ -45,35 +65,52 @@ pub async fn accept(
             return Err(r.into());
         }
     };
-    let msg = IntakeMessage {
-        message_id: parsed.message_id.clone(),
-        consumer: CONSUMER.into(),
-        tenant_id: parsed.tenant_id,
-        property_id: parsed.property_id.clone(),
-        partition,
-        subject: parsed.saga_subject.clone(),
-        topic: parsed.subject.clone(),
-        payload: envelope,
-        received_at: clock.now(),
+    let received_at = clock.now();
+    // A user deactivation names no property: fan it out to every property where the user
+    // holds a live master key (DESIGN §4), one stored message per property.
+    let fan_out = matches!(parsed.event, Consumed::UserDeactivated { .. });
+    let properties = match &parsed.property_id {
+        Some(p) => vec![p.clone()],
+        None => user_properties(store, &parsed).await?,
     };
-    let outcome = store.intake(&msg, fence).await?;
-    match outcome {
-        IntakeOutcome::Accepted => {
-            metrics
+    let mut outcome = IntakeOutcome::Duplicate;
+    for property_id in properties {
+        // One user deactivation is one message per property: each copy is deduped alone.
+        let message_id = if fan_out {
+            format!("{}:{}", parsed.message_id, property_id)
+        } else {
+            parsed.message_id.clone()
+        };
+        let msg = IntakeMessage {
+            message_id,
+            consumer: CONSUMER.into(),
+            tenant_id: parsed.tenant_id,
+            property_id,
+            partition,
+            subject: parsed.saga_subject.clone(),
+            topic: parsed.subject.clone(),
+            payload: envelope.clone(),
+            received_at,
+        };
+        match store.intake(&msg, fence).await? {
+            IntakeOutcome::Accepted => {
+                outcome = IntakeOutcome::Accepted;
+                metrics
+                    .intake_messages
+                    .with_label_values(&["accepted"])
+                    .inc();
+                router.do_send(Wake(SubjectRef {
+                    tenant_id: msg.tenant_id,
+                    property_id: msg.property_id,
+                    partition,
+                    subject: msg.subject,
+                }));
+            }
+            IntakeOutcome::Duplicate => metrics
                 .intake_messages
-                .with_label_values(&["accepted"])
-                .inc();
-            router.do_send(Wake(SubjectRef {
-                tenant_id: msg.tenant_id,
-                property_id: msg.property_id,
-                partition,
-                subject: msg.subject,
-            }));
+                .with_label_values(&["duplicate"])
+                .inc(),
         }
-        IntakeOutcome::Duplicate => metrics
-            .intake_messages
-            .with_label_values(&["duplicate"])
-            .inc(),
     }
     Ok(outcome)
 }

@@ -15,6 +15,38 @@ const CONSUMED: &[(&str, &str)] = &[
         events_in::RESERVATION_CANCELLED,
         include_str!("../../docs/events/melmastoon.reservation.cancelled.v1.schema.json"),
     ),
+    (
+        events_in::RESERVATION_CHECKED_OUT,
+        include_str!("../../docs/events/melmastoon.reservation.checked_out.v1.schema.json"),
+    ),
+    (
+        events_in::RESERVATION_DATES_CHANGED,
+        include_str!("../../docs/events/melmastoon.reservation.dates_changed.v1.schema.json"),
+    ),
+    (
+        events_in::RESERVATION_NO_SHOW,
+        include_str!("../../docs/events/melmastoon.reservation.no_show.v1.schema.json"),
+    ),
+    (
+        events_in::RESERVATION_FRAUD_FLAGGED,
+        include_str!("../../docs/events/melmastoon.reservation.fraud_flagged.v1.schema.json"),
+    ),
+    (
+        events_in::SHIFT_STARTED,
+        include_str!("../../docs/events/melmastoon.staff.shift.started.v1.schema.json"),
+    ),
+    (
+        events_in::SHIFT_ENDED,
+        include_str!("../../docs/events/melmastoon.staff.shift.ended.v1.schema.json"),
+    ),
+    (
+        events_in::PROPERTY_DEACTIVATED,
+        include_str!("../../docs/events/melmastoon.tenant.property.deactivated.v1.schema.json"),
+    ),
+    (
+        events_in::USER_DEACTIVATED,
+        include_str!("../../docs/events/melmastoon.iam.user.deactivated.v1.schema.json"),
+    ),
 ];
 
 /// Produced schemas, by subject.

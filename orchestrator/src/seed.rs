@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use lockstep_actors::PortRegistry;
+use lockstep_actors::{AdapterInfo, PortRegistry, VendorDeps};
 use lockstep_config::{resolve_secret, RawAdapter, RawDevice, RawProperty, SecretSource};
 use lockstep_domain::{
-    Clock, DeviceRef, LockDeviceId, PropertyId, RoomId, TenantId, VendorAdapterId, VendorCode,
+    Clock, DeviceRef, KeyCredentialKind, KeyKindPolicy, KeyKindPolicyId, KeyKindPolicyInput,
+    LockDeviceId, PropertyId, RoomId, TenantId, VendorAdapterId, VendorCode,
 };
-use lockstep_persistence::{AdapterRecord, DeviceRecord, Store};
+use lockstep_persistence::{AdapterRecord, DeviceRecord, PolicyRecord, Store};
 use lockstep_vendors::ttlock::{RunningSimulator, Secret, TtlockSimulator};
 use lockstep_vendors::{LockCapabilities, LockPort, TtlockAdapter, TtlockConfig};
 use serde_json::json;
@@ -49,7 +50,7 @@ fn secret_pointer(s: &SecretSource) -> serde_json::Value {
 pub async fn register_property(
     store: &dyn Store,
     ports: &PortRegistry,
-    clock: Arc<dyn Clock>,
+    deps: &VendorDeps,
     p: &RawProperty,
 ) -> anyhow::Result<()> {
     let tenant = TenantId::parse(&p.tenant_id)
@@ -57,7 +58,7 @@ pub async fn register_property(
     let property = PropertyId::parse(&p.property_id)
         .map_err(|e| anyhow::anyhow!("properties.property_id: {e:?}"))?;
     for a in &p.adapters {
-        register_adapter(store, ports, clock.clone(), tenant, &property, a).await?;
+        register_adapter(store, ports, deps, tenant, &property, a).await?;
     }
     for d in &p.devices {
         register_device(store, tenant, &property, d).await?;
@@ -68,7 +69,7 @@ pub async fn register_property(
 async fn register_adapter(
     store: &dyn Store,
     ports: &PortRegistry,
-    clock: Arc<dyn Clock>,
+    deps: &VendorDeps,
     tenant: TenantId,
     property: &PropertyId,
     a: &RawAdapter,
@@ -86,10 +87,24 @@ async fn register_adapter(
         a.username.clone(),
         Secret::new(resolve_secret(&a.password)?),
     );
+    let clock = deps.clock.clone();
     let port = TtlockAdapter::new(cfg, clock.clone())
         .map_err(|e| anyhow::anyhow!("building the ttlock adapter: {e}"))?;
     let caps = port.capabilities();
-    ports.insert(id.clone(), Arc::new(port));
+    let mut deps = deps.clone();
+    if let Some(per_minute) = a.rate_limit_per_min {
+        deps.worker.per_minute = per_minute;
+    }
+    ports.insert(
+        AdapterInfo {
+            id: id.clone(),
+            tenant_id: tenant,
+            property_id: property.clone(),
+            environment: a.environment.clone(),
+        },
+        Arc::new(port),
+        &deps,
+    );
     store
         .upsert_adapter(&AdapterRecord {
             id,
@@ -162,6 +177,7 @@ pub fn demo(bind: std::net::SocketAddr) -> anyhow::Result<(RunningSimulator, Raw
             client_secret: SecretSource::Value(cfg.client_secret.expose().to_owned()),
             username: cfg.username.clone(),
             password: SecretSource::Value(cfg.password.expose().to_owned()),
+            rate_limit_per_min: None,
         }],
         devices: DEMO_LOCKS
             .iter()
@@ -173,6 +189,86 @@ pub fn demo(bind: std::net::SocketAddr) -> anyhow::Result<(RunningSimulator, Raw
                 rooms: vec![(*room).into()],
             })
             .collect(),
+        policy: None,
     };
     Ok((sim, property))
+}
+
+/// Stores the property's configured KeyKindPolicy after the domain validated it (K-1, K-2);
+/// a property without one uses the domain's default.
+pub async fn register_policy(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    p: &RawProperty,
+) -> anyhow::Result<()> {
+    let Some(raw) = &p.policy else { return Ok(()) };
+    let tenant = TenantId::parse(&p.tenant_id)
+        .map_err(|e| anyhow::anyhow!("properties.tenant_id: {e:?}"))?;
+    let property = PropertyId::parse(&p.property_id)
+        .map_err(|e| anyhow::anyhow!("properties.property_id: {e:?}"))?;
+    let now = clock.now();
+    let defaults =
+        KeyKindPolicy::default_for(KeyKindPolicyId::generate(), tenant, property.clone(), now);
+    let kinds = |key: &str,
+                 v: &Option<Vec<String>>,
+                 d: &[KeyCredentialKind]|
+     -> anyhow::Result<Vec<KeyCredentialKind>> {
+        match v {
+            None => Ok(d.to_vec()),
+            Some(list) => list
+                .iter()
+                .map(|k| {
+                    KeyCredentialKind::parse(k)
+                        .map_err(|_| anyhow::anyhow!("properties.policy.{key}: unknown kind {k:?}"))
+                })
+                .collect(),
+        }
+    };
+    let policy = KeyKindPolicy::new(KeyKindPolicyInput {
+        id: defaults.id().clone(),
+        tenant_id: tenant,
+        property_id: property.clone(),
+        preferred_order: kinds(
+            "preferred_order",
+            &raw.preferred_order,
+            defaults.preferred_order(),
+        )?,
+        fallback_chain: kinds(
+            "fallback_chain",
+            &raw.fallback_chain,
+            defaults.fallback_chain(),
+        )?,
+        max_valid_until_extension_hours: raw.max_valid_until_extension_hours.map(i64::from),
+        id_verify_required_for: kinds(
+            "id_verify_required_for",
+            &raw.id_verify_required_for,
+            defaults.id_verify_required_for(),
+        )?,
+        no_show_suspend_after_hours: raw.no_show_suspend_after_hours.map(i64::from),
+        allow_offline_issuance_kinds: kinds(
+            "allow_offline_issuance_kinds",
+            &raw.allow_offline_issuance_kinds,
+            defaults.allow_offline_issuance_kinds(),
+        )?,
+        updated_at: now,
+    })
+    .map_err(|e| anyhow::anyhow!("properties.policy of {}: {e:?}", p.property_id))?;
+    let names =
+        |v: &[KeyCredentialKind]| v.iter().map(|k| k.as_str().to_owned()).collect::<Vec<_>>();
+    store
+        .upsert_policy(&PolicyRecord {
+            id: policy.id().as_str().to_owned(),
+            tenant_id: tenant,
+            property_id: property,
+            preferred_order: names(policy.preferred_order()),
+            fallback_chain: names(policy.fallback_chain()),
+            max_valid_until_extension_hours: policy.max_valid_until_extension_hours() as i32,
+            id_verify_required_for: names(policy.id_verify_required_for()),
+            no_show_suspend_after_hours: policy.no_show_suspend_after_hours() as i32,
+            allow_offline_issuance_kinds: names(policy.allow_offline_issuance_kinds()),
+            updated_at: now,
+        })
+        .await
+        .context("storing the key-kind policy")?;
+    Ok(())
 }

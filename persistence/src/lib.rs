@@ -155,6 +155,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         rooms: &[RoomId],
     ) -> StoreResult<Vec<Device>>;
 
+    /// Every room with a live lock at the property (master-key scopes `rooms_all`).
+    async fn property_rooms(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Vec<RoomId>>;
+
     /// Creates or updates a vendor adapter row.
     async fn upsert_adapter(&self, adapter: &AdapterRecord) -> StoreResult<()>;
 

@@ -138,6 +138,23 @@ pub struct ScheduleDrive {
     pub due_at: Timestamp,
 }
 
+/// An event a saga sends itself: a durable timer or feedback from its own steps.
+#[derive(Clone, Debug)]
+pub struct InternalEvent {
+    /// Property.
+    pub property_id: PropertyId,
+    /// Partition.
+    pub partition: i32,
+    /// Saga subject.
+    pub subject: String,
+    /// Internal topic (`lockstep.internal.*`).
+    pub topic: String,
+    /// Payload.
+    pub payload: serde_json::Value,
+    /// When it is due.
+    pub due_at: Timestamp,
+}
+
 /// Whether a credential should exist on a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Desired {
@@ -332,7 +349,7 @@ pub struct UnitOfWork {
     /// Time of the step.
     pub now: Timestamp,
     /// Aggregate write.
-    pub credential: Option<CredentialWrite>,
+    pub credentials: Vec<CredentialWrite>,
     /// Door-truth writes.
     pub devices: Vec<DeviceSyncWrite>,
     /// Saga state write: (subject, state).
@@ -345,6 +362,8 @@ pub struct UnitOfWork {
     pub mailbox: Vec<MailboxUpdate>,
     /// Drives to schedule.
     pub schedule: Vec<ScheduleDrive>,
+    /// Internal events for a saga (its timers and feedback), due at a time.
+    pub events: Vec<InternalEvent>,
     /// Master key write (insert, or set `revoked_at`).
     pub master: Option<MasterKeyWrite>,
 }
@@ -356,7 +375,8 @@ impl UnitOfWork {
             tenant_id,
             fence,
             now,
-            credential: None,
+            credentials: Vec::new(),
+            events: Vec::new(),
             devices: Vec::new(),
             saga: None,
             outbox: Vec::new(),

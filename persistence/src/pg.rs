@@ -294,7 +294,7 @@ impl Store for PgStore {
     ) -> StoreResult<Option<MailboxEntry>> {
         let mut tx = self.begin_tenant(tenant).await?;
         let row = sqlx::query(
-            "SELECT * FROM mailbox WHERE tenant_id = $1 AND subject = $2 AND done_at IS NULL AND due_at <= $3 ORDER BY id LIMIT 1",
+            "SELECT * FROM mailbox WHERE tenant_id = $1 AND subject = $2 AND done_at IS NULL AND due_at <= $3 ORDER BY (kind = 'drive'), id LIMIT 1",
         )
         .bind(tenant.as_uuid())
         .bind(subject)
@@ -346,7 +346,7 @@ impl Store for PgStore {
         let mut tx = self.begin_tenant(tenant).await?;
         Self::check_fence(&mut tx, uow.fence).await?;
 
-        if let Some(w) = &uow.credential {
+        for w in &uow.credentials {
             let s = &w.snapshot;
             let args = (
                 s.id.as_str(),
@@ -631,6 +631,23 @@ impl Store for PgStore {
             }
         }
 
+        for e in &uow.events {
+            sqlx::query(
+                "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, message_id, topic, payload, due_at, created_at) VALUES ($1, $2, $3, $4, 'event', $5, $6, $7, $8, $9)",
+            )
+            .bind(t)
+            .bind(e.property_id.as_str())
+            .bind(e.partition)
+            .bind(&e.subject)
+            .bind(ulid::Ulid::new().to_string())
+            .bind(&e.topic)
+            .bind(&e.payload)
+            .bind(e.due_at)
+            .bind(uow.now)
+            .execute(&mut *tx)
+            .await?;
+        }
+
         tx.commit().await?;
         Ok(())
     }
@@ -807,6 +824,25 @@ impl Store for PgStore {
             );
         }
         Ok(by_id.into_values().collect())
+    }
+
+    async fn property_rooms(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Vec<RoomId>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT r.room_id FROM lock_device_rooms r JOIN lock_devices d ON d.id = r.device_id AND d.tenant_id = r.tenant_id WHERE d.tenant_id = $1 AND d.property_id = $2 AND d.decommissioned_at IS NULL ORDER BY r.room_id",
+        )
+        .bind(tenant.as_uuid())
+        .bind(property.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| RoomId::parse(r).map_err(StoreError::from))
+            .collect()
     }
 
     async fn upsert_adapter(&self, a: &AdapterRecord) -> StoreResult<()> {

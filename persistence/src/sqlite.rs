@@ -311,7 +311,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<Option<MailboxEntry>> {
         let row = sqlx::query(
-            "SELECT * FROM mailbox WHERE tenant_id = ? AND subject = ? AND done_at IS NULL AND due_at <= ? ORDER BY id LIMIT 1",
+            "SELECT * FROM mailbox WHERE tenant_id = ? AND subject = ? AND done_at IS NULL AND due_at <= ? ORDER BY (kind = 'drive'), id LIMIT 1",
         )
         .bind(tenant.to_string())
         .bind(subject)
@@ -388,7 +388,7 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         Self::check_fence(&mut tx, uow.fence).await?;
 
-        if let Some(w) = &uow.credential {
+        for w in &uow.credentials {
             let s = &w.snapshot;
             match w.expected_version {
                 None => {
@@ -667,6 +667,23 @@ impl Store for SqliteStore {
             }
         }
 
+        for e in &uow.events {
+            sqlx::query(
+                "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, message_id, topic, payload, due_at, created_at) VALUES (?, ?, ?, ?, 'event', ?, ?, ?, ?, ?)",
+            )
+            .bind(&t)
+            .bind(e.property_id.as_str())
+            .bind(e.partition)
+            .bind(&e.subject)
+            .bind(ulid::Ulid::new().to_string())
+            .bind(&e.topic)
+            .bind(e.payload.to_string())
+            .bind(ms(e.due_at))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+
         tx.commit().await?;
         Ok(())
     }
@@ -855,6 +872,23 @@ impl Store for SqliteStore {
             d.rooms.sort();
         }
         Ok(by_id.into_values().collect())
+    }
+
+    async fn property_rooms(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Vec<RoomId>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT r.room_id FROM lock_device_rooms r JOIN lock_devices d ON d.id = r.device_id AND d.tenant_id = r.tenant_id WHERE d.tenant_id = ? AND d.property_id = ? AND d.decommissioned_at IS NULL ORDER BY r.room_id",
+        )
+        .bind(tenant.to_string())
+        .bind(property.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| RoomId::parse(r).map_err(StoreError::from))
+            .collect()
     }
 
     async fn upsert_adapter(&self, a: &AdapterRecord) -> StoreResult<()> {

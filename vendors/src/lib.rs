@@ -24,30 +24,9 @@ pub mod ttlock;
 
 pub use ttlock::{TtlockAdapter, TtlockConfig};
 
-/// What an adapter can do (spec 003 §2 LockCapabilities).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct LockCapabilities {
-    /// Can deliver a mobile key (a phone app key).
-    pub mobile_key: bool,
-    /// Can encode RFID cards.
-    pub card_encoding: bool,
-    /// Can put a keypad PIN on a lock.
-    pub pin: bool,
-    /// Can issue QR codes.
-    pub qr: bool,
-    /// Can issue NFC tags.
-    pub nfc: bool,
-    /// Can delete a credential remotely.
-    pub remote_revoke: bool,
-    /// Can create a credential remotely.
-    pub remote_issue: bool,
-    /// Can issue credentials that the lock validates without a connection.
-    pub offline_issuance: bool,
-    /// Can scope a master key to floors.
-    pub scope_floors: bool,
-    /// Can scope a master key to common areas.
-    pub scope_areas: bool,
-}
+/// What an adapter can do (spec `003` §2), owned by the domain (the sagas filter kinds
+/// with it, I-6).
+pub use lockstep_domain::LockCapabilities;
 
 /// One credential to create on one device.
 #[derive(Clone, Debug)]

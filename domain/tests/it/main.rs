@@ -1,9 +1,15 @@
 //! Lockstep domain: the one integration-test binary of the crate (STYLE "Tests").
 
+mod breaker;
 mod builders;
+mod clock;
 mod events;
 mod invariants;
+mod master;
+mod policy;
+mod reservation_saga;
 mod saga_props;
+mod shift_saga;
 mod state_machine_props;
 
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};

@@ -341,23 +341,57 @@ async fn intake_loop(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::
                     .inc();
                 d.acker.ack(BasicAckOptions::default()).await?;
             }
-            Ok((_, parsed)) => {
-                // Single writer per property: the hash key is tenant/property.
-                let key = format!("{}/{}", parsed.tenant_id, parsed.property_id);
-                let confirm = ch
-                    .basic_publish(
-                        s(&names.partitions),
-                        s(&key),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..Default::default()
-                        },
-                        &d.data,
-                        persistent(Some(&parsed.message_id)),
-                    )
-                    .await?
-                    .await?;
-                if matches!(confirm, Confirmation::Ack(None)) {
+            Ok((mut envelope, parsed)) => {
+                // A user deactivation names no property: one copy per property where the
+                // user holds a master key, each to that property's partition (DESIGN §4).
+                let copies: Vec<(String, Vec<u8>)> = match &parsed.property_id {
+                    Some(p) => vec![(format!("{}/{}", parsed.tenant_id, p), d.data.clone())],
+                    None => {
+                        let props = match intake::user_properties(shared.rt.store.as_ref(), &parsed)
+                            .await
+                        {
+                            Ok(p) => p,
+                            Err(e) => {
+                                warn!(error = %e, "fan-out lookup failed; requeueing");
+                                d.acker
+                                    .nack(BasicNackOptions {
+                                        requeue: true,
+                                        ..Default::default()
+                                    })
+                                    .await?;
+                                continue;
+                            }
+                        };
+                        let mut out = Vec::with_capacity(props.len());
+                        for p in props {
+                            envelope["propertyId"] = serde_json::json!(p.as_str());
+                            out.push((
+                                format!("{}/{}", parsed.tenant_id, p),
+                                serde_json::to_vec(&envelope)?,
+                            ));
+                        }
+                        out
+                    }
+                };
+                let mut confirmed = true;
+                for (key, body) in &copies {
+                    // Single writer per property: the hash key is tenant/property.
+                    let confirm = ch
+                        .basic_publish(
+                            s(&names.partitions),
+                            s(key),
+                            BasicPublishOptions {
+                                mandatory: true,
+                                ..Default::default()
+                            },
+                            body,
+                            persistent(Some(&parsed.message_id)),
+                        )
+                        .await?
+                        .await?;
+                    confirmed &= matches!(confirm, Confirmation::Ack(None));
+                }
+                if confirmed {
                     d.acker.ack(BasicAckOptions::default()).await?;
                 } else {
                     warn!("partition republish was not confirmed; requeueing");

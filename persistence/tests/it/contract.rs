@@ -309,7 +309,7 @@ pub async fn get_credential_round_trips_every_field(b: &Backend) -> anyhow::Resu
     u.updated_at = at(60);
     let first_updated = lockstep_domain::KeyCredential::restore(u.clone())?;
     let mut uow = UnitOfWork::new(tenant, None, at(60));
-    uow.credential = Some(CredentialWrite {
+    uow.credentials.push(CredentialWrite {
         snapshot: u,
         expected_version: Some(1),
     });
@@ -353,7 +353,7 @@ pub async fn commit_with_stale_version_conflicts_and_changes_nothing(
     s.state = KeyCredentialState::Pending;
     s.version = 3;
     let mut uow = UnitOfWork::new(tenant, None, at(1));
-    uow.credential = Some(CredentialWrite {
+    uow.credentials.push(CredentialWrite {
         snapshot: s,
         expected_version: Some(2),
     });
@@ -438,7 +438,7 @@ pub async fn failed_commit_rolls_back_every_write_of_the_step(b: &Backend) -> an
     s.state = KeyCredentialState::Pending;
     s.version = 2;
     let mut uow = UnitOfWork::new(tenant, None, at(1));
-    uow.credential = Some(CredentialWrite {
+    uow.credentials.push(CredentialWrite {
         snapshot: s,
         expected_version: Some(1),
     });
@@ -871,7 +871,7 @@ pub async fn tenant_b_cannot_see_or_touch_tenant_a_data(b: &Backend) -> anyhow::
     let mut s = seeded.credential.snapshot();
     s.version = 2;
     let mut uow = UnitOfWork::new(other, None, at(1));
-    uow.credential = Some(CredentialWrite {
+    uow.credentials.push(CredentialWrite {
         snapshot: s,
         expected_version: Some(1),
     });

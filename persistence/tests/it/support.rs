@@ -413,7 +413,7 @@ pub async fn update(
     snapshot.version = credential.version() + 1;
     snapshot.updated_at = now;
     let mut uow = UnitOfWork::new(snapshot.tenant_id, None, now);
-    uow.credential = Some(CredentialWrite {
+    uow.credentials.push(CredentialWrite {
         snapshot: snapshot.clone(),
         expected_version: Some(credential.version()),
     });
@@ -434,7 +434,7 @@ pub fn subject_of(r: &ReservationId) -> String {
 /// A unit of work inserting `snapshot` as a new credential.
 pub fn insert(snapshot: KeyCredentialSnapshot, now: Timestamp) -> UnitOfWork {
     let mut uow = UnitOfWork::new(snapshot.tenant_id, None, now);
-    uow.credential = Some(CredentialWrite {
+    uow.credentials.push(CredentialWrite {
         snapshot,
         expected_version: None,
     });

@@ -1,0 +1,5 @@
+//! Actor-level tests: the real actor tree, store (SQLite) and TTLock simulator in one
+//! process, with faults injected at the vendor edge.
+
+mod rig;
+mod supervision;

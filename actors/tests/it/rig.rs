@@ -1,0 +1,307 @@
+//! A whole runtime in one process: SQLite store, actors, the TTLock simulator behind a
+//! port that can panic or hang on demand.
+#![allow(clippy::disallowed_methods)] // test deadlines are wall-clock
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr};
+use async_trait::async_trait;
+use lockstep_actors::{
+    AdapterInfo, Failpoints, FenceBook, Metrics, PortRegistry, Router, Runtime, SagaSettings,
+    VendorDeps, Wake, WorkerSettings,
+};
+use lockstep_domain::breaker::BreakerPolicy;
+use lockstep_domain::{
+    Clock, DeviceRef, LockDeviceId, PropertyId, RoomId, SystemClock, TenantId, VendorAdapterId,
+    VendorCode, VendorRef,
+};
+use lockstep_persistence::testing::{test_cipher, TempSqlite};
+use lockstep_persistence::{DeviceRecord, IntakeMessage, Store, SubjectRef};
+use lockstep_vendors::ttlock::RunningSimulator;
+use lockstep_vendors::{
+    IssueRequest, LockCapabilities, LockPort, TtlockAdapter, VendorEntry, VendorError,
+};
+use serde_json::json;
+
+/// A port that wraps a real adapter and misbehaves on demand.
+#[derive(Debug)]
+pub struct FaultyPort {
+    inner: TtlockAdapter,
+    /// Next N issues panic.
+    pub panic_issues: AtomicU32,
+    /// Next N issues hang forever.
+    pub hang_issues: AtomicU32,
+    /// Order in which calls reached the vendor ("issue"/"revoke").
+    pub log: Mutex<Vec<&'static str>>,
+}
+
+#[async_trait]
+impl LockPort for FaultyPort {
+    fn vendor(&self) -> VendorCode {
+        self.inner.vendor()
+    }
+    fn capabilities(&self) -> LockCapabilities {
+        self.inner.capabilities()
+    }
+    async fn issue(&self, req: &IssueRequest) -> Result<VendorRef, VendorError> {
+        if take(&self.panic_issues) {
+            panic!("injected vendor worker panic");
+        }
+        if take(&self.hang_issues) {
+            std::future::pending::<()>().await;
+        }
+        self.log.lock().unwrap().push("issue");
+        self.inner.issue(req).await
+    }
+    async fn find(&self, req: &IssueRequest) -> Result<Option<VendorRef>, VendorError> {
+        self.inner.find(req).await
+    }
+    async fn update(&self, req: &IssueRequest, vendor_ref: &VendorRef) -> Result<(), VendorError> {
+        self.inner.update(req, vendor_ref).await
+    }
+    async fn revoke(&self, device: &DeviceRef, vendor_ref: &VendorRef) -> Result<(), VendorError> {
+        self.log.lock().unwrap().push("revoke");
+        self.inner.revoke(device, vendor_ref).await
+    }
+    async fn list(&self, device: &DeviceRef) -> Result<Vec<VendorEntry>, VendorError> {
+        self.inner.list(device).await
+    }
+    async fn health(&self) -> Result<(), VendorError> {
+        self.inner.health().await
+    }
+}
+
+fn take(n: &AtomicU32) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+        .is_ok()
+}
+
+/// The runtime under test.
+pub struct Rig {
+    pub rt: Runtime,
+    pub router: Addr<Router>,
+    pub sim: RunningSimulator,
+    pub port: Arc<FaultyPort>,
+    pub tenant: TenantId,
+    pub property: PropertyId,
+    _db: TempSqlite,
+}
+
+/// Locks 1..=4 serve rooms rmu_1..rmu_4.
+pub const LOCKS: &[i64] = &[1, 2, 3, 4];
+
+impl Rig {
+    /// Starts everything; call inside an actix system (`#[actix_rt::test]`).
+    pub async fn start(worker: WorkerSettings) -> anyhow::Result<Self> {
+        let db = TempSqlite::new();
+        let store: Arc<dyn Store> = Arc::new(db.open(test_cipher()).await?);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let metrics = Metrics::new();
+        let sim = lockstep_vendors::ttlock::TtlockSimulator::start("127.0.0.1:0".parse()?)?;
+        for l in LOCKS {
+            sim.handle().add_lock(*l);
+        }
+        let port = Arc::new(FaultyPort {
+            inner: TtlockAdapter::new(sim.default_adapter_config(), clock.clone())?,
+            panic_issues: AtomicU32::new(0),
+            hang_issues: AtomicU32::new(0),
+            log: Mutex::new(Vec::new()),
+        });
+        let tenant = TenantId::generate();
+        let property = PropertyId::parse("ppt_rig")?;
+        let adapter = VendorAdapterId::generate();
+        let ports = PortRegistry::default();
+        let deps = VendorDeps {
+            clock: clock.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            worker,
+            breaker: BreakerPolicy::default(),
+        };
+        ports.insert(
+            AdapterInfo {
+                id: adapter.clone(),
+                tenant_id: tenant,
+                property_id: property.clone(),
+                environment: "sandbox".into(),
+            },
+            port.clone(),
+            &deps,
+        );
+        store
+            .upsert_adapter(&lockstep_persistence::AdapterRecord {
+                id: adapter.clone(),
+                tenant_id: tenant,
+                property_id: property.clone(),
+                vendor: VendorCode::Ttlock,
+                environment: "sandbox".into(),
+                capabilities: json!({}),
+                config: json!({}),
+                now: clock.now(),
+            })
+            .await?;
+        for l in LOCKS {
+            store
+                .upsert_device(&DeviceRecord {
+                    id: LockDeviceId::from_ulid(ulid::Ulid::from_parts(*l as u64, 1)),
+                    tenant_id: tenant,
+                    property_id: property.clone(),
+                    vendor: VendorCode::Ttlock,
+                    vendor_adapter_id: adapter.clone(),
+                    device_ref: DeviceRef::new(l.to_string()),
+                    label: format!("lock {l}"),
+                    capabilities: json!({}),
+                    rooms: vec![RoomId::parse(&format!("rmu_{l}"))?],
+                    now: clock.now(),
+                })
+                .await?;
+        }
+        let rt = Runtime {
+            store,
+            ports,
+            clock,
+            fences: FenceBook::default(),
+            metrics,
+            failpoints: Arc::new(Failpoints::default()),
+            settings: SagaSettings {
+                retry_base: Duration::from_millis(20),
+                retry_cap: Duration::from_millis(100),
+                ..SagaSettings::default()
+            },
+        };
+        let router = Router::new(rt.clone()).start();
+        // Fire due timers the way the buses' ticks do.
+        let (store, clock, r) = (rt.store.clone(), rt.clock.clone(), router.clone());
+        actix::spawn(async move {
+            loop {
+                if let Ok(subjects) = store.due_subjects(None, clock.now(), 1000).await {
+                    for s in subjects {
+                        r.do_send(Wake(s));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Ok(Self {
+            rt,
+            router,
+            sim,
+            port,
+            tenant,
+            property,
+            _db: db,
+        })
+    }
+
+    /// Delivers an event envelope the way intake does, and wakes its subject.
+    pub async fn deliver(
+        &self,
+        id: &str,
+        subject: &str,
+        data: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let reservation = data["reservationId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let envelope = json!({
+            "id": id, "subject": subject, "time": "2026-11-24T10:00:00Z",
+            "tenantId": self.tenant.to_string(), "propertyId": self.property.as_str(), "data": data,
+        });
+        let msg = IntakeMessage {
+            message_id: id.into(),
+            consumer: "test".into(),
+            tenant_id: self.tenant,
+            property_id: self.property.clone(),
+            partition: 0,
+            subject: format!("reservation:{reservation}"),
+            topic: subject.into(),
+            payload: envelope,
+            received_at: self.rt.clock.now(),
+        };
+        self.rt.store.intake(&msg, None).await?;
+        self.router.do_send(Wake(SubjectRef {
+            tenant_id: self.tenant,
+            property_id: self.property.clone(),
+            partition: 0,
+            subject: msg.subject,
+        }));
+        Ok(())
+    }
+
+    /// A confirmed stay on `room` (1..=4).
+    pub async fn confirm(&self, reservation: &str, room: i64) -> anyhow::Result<()> {
+        self.deliver(
+            &format!("c-{reservation}"),
+            "melmastoon.reservation.confirmed.v1",
+            json!({ "reservationId": reservation, "revision": 1, "guestId": "gst_1", "roomIds": [format!("rmu_{room}")],
+                    "validFrom": "2027-06-01T14:00:00Z", "validUntil": "2027-06-02T11:00:00Z" }),
+        )
+        .await
+    }
+
+    /// Its cancellation.
+    pub async fn cancel(&self, reservation: &str) -> anyhow::Result<()> {
+        self.deliver(
+            &format!("x-{reservation}"),
+            "melmastoon.reservation.cancelled.v1",
+            json!({ "reservationId": reservation, "revision": 2 }),
+        )
+        .await
+    }
+
+    /// The state of a reservation's credential, with its door truth.
+    pub async fn state(
+        &self,
+        reservation: &str,
+    ) -> anyhow::Result<Option<(String, Vec<(String, String)>)>> {
+        let creds = self
+            .rt
+            .store
+            .credentials_by_reservation(
+                self.tenant,
+                &lockstep_domain::ReservationId::parse(reservation)?,
+            )
+            .await?;
+        let Some(c) = creds.first() else {
+            return Ok(None);
+        };
+        let devices = self
+            .rt
+            .store
+            .credential_devices(self.tenant, c.id())
+            .await?;
+        Ok(Some((
+            c.state().as_str().to_owned(),
+            devices
+                .iter()
+                .map(|d| (d.desired.as_str().to_owned(), d.sync.as_str().to_owned()))
+                .collect(),
+        )))
+    }
+
+    /// Waits until the reservation's credential is in `state` with every device confirmed.
+    pub async fn wait_settled(&self, reservation: &str, state: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((s, devices)) = self.state(reservation).await? {
+                if s == state && devices.iter().all(|(_, sync)| sync == "confirmed") {
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{reservation} never settled as {state}: {:?}",
+                self.state(reservation).await?
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Passcodes at a lock.
+    pub fn passcodes(&self, lock: i64) -> usize {
+        self.sim.handle().passcodes(lock).len()
+    }
+}

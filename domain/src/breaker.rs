@@ -1,0 +1,338 @@
+//! The circuit breaker of one (vendor, environment), as a pure state machine (DESIGN §2
+//! BreakerActor, §6, spec `002`: trip open on >25 % errors or p99 > 5 s). Time is passed
+//! in; the actor owns the instance, asks [`Breaker::admit`] before each vendor call and
+//! reports each call with [`Breaker::record`].
+//!
+//! ```text
+//! closed --(window ≥ min_calls and error rate > 25 % or p99 > 5 s)--> open
+//! open   --(open_for elapsed)--> half_open (up to half_open_probes concurrent probes)
+//! half_open --(a probe succeeds)--> closed      half_open --(a probe fails)--> open
+//! ```
+
+use std::collections::VecDeque;
+
+use chrono::Duration;
+
+use crate::clock::Timestamp;
+use crate::errors::DomainError;
+
+/// The state of a circuit (spec `003` §3 `CircuitState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CircuitState {
+    /// Calls flow.
+    Closed,
+    /// V-3: calls fail at once, without an outbound call.
+    Open,
+    /// A few probes test the vendor.
+    HalfOpen,
+}
+
+impl CircuitState {
+    /// The spec's wire spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// Tuning of a breaker.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BreakerPolicy {
+    /// Sliding window of calls considered (default 60 s).
+    pub window: Duration,
+    /// Fewest calls in the window before it may trip (default 10).
+    pub min_calls: u32,
+    /// Trip when the window's error rate is strictly greater (default 0.25).
+    pub error_rate: f64,
+    /// Trip when the window's p99 latency is strictly greater (default 5 s).
+    pub p99_latency: Duration,
+    /// How long an open circuit rejects before probing (default 30 s).
+    pub open_for: Duration,
+    /// Concurrent probes admitted while half-open (default 3).
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self {
+            window: Duration::seconds(60),
+            min_calls: 10,
+            error_rate: 0.25,
+            p99_latency: Duration::seconds(5),
+            open_for: Duration::seconds(30),
+            half_open_probes: 3,
+        }
+    }
+}
+
+impl BreakerPolicy {
+    /// Refuses a policy that could never trip or never recover.
+    pub fn validate(&self) -> Result<(), DomainError> {
+        if self.window <= Duration::zero() || self.open_for <= Duration::zero() {
+            return Err(DomainError::validation(
+                "breaker",
+                "window and open_for must be positive",
+            ));
+        }
+        if self.p99_latency <= Duration::zero() {
+            return Err(DomainError::validation(
+                "breaker.p99_latency",
+                "must be positive",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.error_rate) {
+            return Err(DomainError::validation(
+                "breaker.error_rate",
+                "must be in [0, 1)",
+            ));
+        }
+        if self.min_calls == 0 || self.half_open_probes == 0 {
+            return Err(DomainError::validation(
+                "breaker",
+                "min_calls and half_open_probes must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// May a call go out?
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Closed: call.
+    Allowed,
+    /// Half-open: call as a probe; its outcome decides the circuit.
+    Probe,
+    /// V-3: open (or every probe slot taken): fail with `VENDOR_UNREACHABLE`, no call.
+    Rejected,
+}
+
+/// The outcome of one vendor call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// DESIGN §6: only what says the vendor is unwell counts as an error (transport
+    /// errors, timeouts, 5xx, 429); a business refusal is `false`.
+    pub unwell: bool,
+    /// How long the call took.
+    pub latency: Duration,
+}
+
+/// A change of circuit state (emits `lock.vendor_adapter.health_changed.v1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// Before.
+    pub from: CircuitState,
+    /// After.
+    pub to: CircuitState,
+}
+
+/// Spec `003` §3 `AdapterHealthSnapshot` (without `lastError`, which the actor adds).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthSnapshot {
+    /// Calls in the window.
+    pub window_size: u32,
+    /// Errors in the window, percent.
+    pub error_rate_pct: f64,
+    /// p95 latency of the window, ms.
+    pub p95_latency_ms: u64,
+    /// p99 latency of the window, ms.
+    pub p99_latency_ms: u64,
+    /// Circuit.
+    pub circuit: CircuitState,
+    /// When it last tripped open.
+    pub last_tripped_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Call {
+    at: Timestamp,
+    unwell: bool,
+    latency: Duration,
+}
+
+/// One breaker.
+#[derive(Clone, Debug)]
+pub struct Breaker {
+    policy: BreakerPolicy,
+    state: CircuitState,
+    calls: VecDeque<Call>,
+    opened_at: Option<Timestamp>,
+    last_tripped_at: Option<Timestamp>,
+    probes_in_flight: u32,
+}
+
+/// Nearest-rank percentile (`q` in (0, 1]) of sorted latencies; zero when empty. With fewer
+/// than 100 calls p99 is the slowest call.
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::zero();
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(policy: BreakerPolicy) -> Result<Self, DomainError> {
+        policy.validate()?;
+        Ok(Self {
+            policy,
+            state: CircuitState::Closed,
+            calls: VecDeque::new(),
+            opened_at: None,
+            last_tripped_at: None,
+            probes_in_flight: 0,
+        })
+    }
+
+    /// Its policy.
+    pub fn policy(&self) -> &BreakerPolicy {
+        &self.policy
+    }
+
+    /// The state as stored (an open circuit whose `open_for` has passed stays `Open` until
+    /// [`Self::poll`] or [`Self::admit`] moves it).
+    pub fn state(&self) -> CircuitState {
+        self.state
+    }
+
+    fn prune(&mut self, now: Timestamp) {
+        let horizon = now - self.policy.window;
+        while self.calls.front().is_some_and(|c| c.at <= horizon) {
+            self.calls.pop_front();
+        }
+    }
+
+    fn sorted_latencies(&self) -> Vec<Duration> {
+        let mut l: Vec<Duration> = self.calls.iter().map(|c| c.latency).collect();
+        l.sort();
+        l
+    }
+
+    fn move_to(&mut self, to: CircuitState, now: Timestamp) -> Option<Transition> {
+        let from = self.state;
+        if from == to {
+            return None;
+        }
+        self.state = to;
+        match to {
+            CircuitState::Open => {
+                self.opened_at = Some(now);
+                self.last_tripped_at = Some(now);
+                self.probes_in_flight = 0;
+            }
+            CircuitState::HalfOpen => self.probes_in_flight = 0,
+            CircuitState::Closed => {
+                // A closed circuit starts a fresh window: the errors that tripped it are
+                // history, and counting them again would re-trip at once.
+                self.calls.clear();
+                self.opened_at = None;
+                self.probes_in_flight = 0;
+            }
+        }
+        Some(Transition { from, to })
+    }
+
+    /// Moves an open circuit to half-open once `open_for` has passed. The actor calls it on
+    /// its timer to learn of the transition; [`Self::admit`] does it too.
+    pub fn poll(&mut self, now: Timestamp) -> Option<Transition> {
+        match (self.state, self.opened_at) {
+            (CircuitState::Open, Some(at)) if now - at >= self.policy.open_for => {
+                self.move_to(CircuitState::HalfOpen, now)
+            }
+            _ => None,
+        }
+    }
+
+    /// May a call go out now? V-3: an open circuit rejects without a call until `open_for`
+    /// has passed; then half-open admits up to `half_open_probes` concurrent probes.
+    pub fn admit(&mut self, now: Timestamp) -> Admission {
+        self.poll(now);
+        match self.state {
+            CircuitState::Closed => Admission::Allowed,
+            CircuitState::Open => Admission::Rejected,
+            CircuitState::HalfOpen => {
+                if self.probes_in_flight < self.policy.half_open_probes {
+                    self.probes_in_flight += 1;
+                    Admission::Probe
+                } else {
+                    Admission::Rejected
+                }
+            }
+        }
+    }
+
+    fn should_trip(&self) -> bool {
+        let n = self.calls.len();
+        if n < self.policy.min_calls as usize {
+            return false;
+        }
+        let errors = self.calls.iter().filter(|c| c.unwell).count();
+        let rate = errors as f64 / n as f64;
+        rate > self.policy.error_rate
+            || percentile(&self.sorted_latencies(), 0.99) > self.policy.p99_latency
+    }
+
+    /// Records one call's outcome. Closed: trips open when the window (with at least
+    /// `min_calls`) has an error rate above `error_rate` or a p99 above `p99_latency`.
+    /// Half-open: any outcome is probe evidence (a call that finishes now tells as much as a
+    /// probe); a healthy one closes, an unwell or too slow one re-opens. Open: the outcome
+    /// only joins the window.
+    pub fn record(&mut self, now: Timestamp, outcome: Outcome) -> Option<Transition> {
+        self.prune(now);
+        self.calls.push_back(Call {
+            at: now,
+            unwell: outcome.unwell,
+            latency: outcome.latency,
+        });
+        match self.state {
+            CircuitState::Closed if self.should_trip() => self.move_to(CircuitState::Open, now),
+            CircuitState::Closed | CircuitState::Open => None,
+            CircuitState::HalfOpen => {
+                self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
+                if outcome.unwell || outcome.latency > self.policy.p99_latency {
+                    self.move_to(CircuitState::Open, now)
+                } else {
+                    self.move_to(CircuitState::Closed, now)
+                }
+            }
+        }
+    }
+
+    /// The circuit as it stands at `now`: an open circuit whose `open_for` has passed
+    /// reads as half-open even before [`Self::poll`] moved it.
+    pub fn circuit_at(&self, now: Timestamp) -> CircuitState {
+        match (self.state, self.opened_at) {
+            (CircuitState::Open, Some(at)) if now - at >= self.policy.open_for => {
+                CircuitState::HalfOpen
+            }
+            (s, _) => s,
+        }
+    }
+
+    /// The health snapshot at `now` (spec `003` §3), over the calls inside the window.
+    pub fn snapshot(&self, now: Timestamp) -> HealthSnapshot {
+        let horizon = now - self.policy.window;
+        let live: Vec<&Call> = self.calls.iter().filter(|c| c.at > horizon).collect();
+        let n = live.len();
+        let errors = live.iter().filter(|c| c.unwell).count();
+        let mut sorted: Vec<Duration> = live.iter().map(|c| c.latency).collect();
+        sorted.sort();
+        let ms = |d: Duration| u64::try_from(d.num_milliseconds()).unwrap_or(0);
+        HealthSnapshot {
+            window_size: u32::try_from(n).unwrap_or(u32::MAX),
+            error_rate_pct: if n == 0 {
+                0.0
+            } else {
+                errors as f64 * 100.0 / n as f64
+            },
+            p95_latency_ms: ms(percentile(&sorted, 0.95)),
+            p99_latency_ms: ms(percentile(&sorted, 0.99)),
+            circuit: self.circuit_at(now),
+            last_tripped_at: self.last_tripped_at,
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The circuit breaker state machine (DESIGN §2, §6; spec `002`; V-3).
+
+use chrono::Duration;
+use lockstep_domain::{
+    Admission, Breaker, BreakerPolicy, CircuitState, CircuitTransition, Outcome, Timestamp,
+};
+use proptest::prelude::*;
+
+use crate::builders::*;
+
+fn t0() -> Timestamp {
+    created_at()
+}
+
+fn ok(ms: i64) -> Outcome {
+    Outcome {
+        unwell: false,
+        latency: Duration::milliseconds(ms),
+    }
+}
+
+fn bad() -> Outcome {
+    Outcome {
+        unwell: true,
+        latency: Duration::milliseconds(100),
+    }
+}
+
+fn breaker() -> Breaker {
+    Breaker::new(BreakerPolicy::default()).unwrap()
+}
+
+/// Records `n` calls, one per 100 ms from `t0`, the last `errors` of them unwell; returns
+/// the last transition.
+fn feed(b: &mut Breaker, n: usize, errors: usize) -> Option<CircuitTransition> {
+    let mut last = None;
+    for i in 0..n {
+        let o = if i >= n - errors { bad() } else { ok(50) };
+        if let Some(t) = b.record(t0() + Duration::milliseconds(100 * i as i64), o) {
+            last = Some(t);
+        }
+    }
+    last
+}
+
+fn tripped(b: &mut Breaker) -> Timestamp {
+    feed(b, 10, 10);
+    assert_eq!(b.state(), CircuitState::Open);
+    t0() + Duration::milliseconds(900)
+}
+
+#[test]
+fn circuit_states_have_the_spec_spelling() {
+    assert_eq!(CircuitState::Closed.as_str(), "closed");
+    assert_eq!(CircuitState::Open.as_str(), "open");
+    assert_eq!(CircuitState::HalfOpen.as_str(), "half_open");
+}
+
+#[test]
+fn trips_open_above_25_percent_errors_with_min_calls() {
+    let mut b = breaker();
+    let t = feed(&mut b, 12, 4); // 3 of 11 = 27 % at the eleventh call
+    assert_eq!(
+        t,
+        Some(CircuitTransition {
+            from: CircuitState::Closed,
+            to: CircuitState::Open
+        })
+    );
+    assert_eq!(
+        b.snapshot(t0() + Duration::seconds(2)).last_tripped_at,
+        Some(t0() + Duration::milliseconds(1000))
+    );
+}
+
+#[test]
+fn exactly_25_percent_does_not_trip() {
+    let mut b = breaker();
+    assert_eq!(feed(&mut b, 12, 3), None);
+    assert_eq!(b.state(), CircuitState::Closed);
+}
+
+#[test]
+fn does_not_trip_below_min_calls() {
+    let mut b = breaker();
+    assert_eq!(feed(&mut b, 9, 9), None);
+    assert_eq!(b.admit(t0() + Duration::seconds(1)), Admission::Allowed);
+}
+
+#[test]
+fn business_refusals_do_not_count_as_errors() {
+    let mut b = breaker();
+    // DESIGN §6: a refusal is reported as unwell = false
+    for i in 0..20 {
+        assert_eq!(b.record(t0() + Duration::milliseconds(i), ok(30)), None);
+    }
+    assert_eq!(b.snapshot(t0() + Duration::seconds(1)).error_rate_pct, 0.0);
+}
+
+#[test]
+fn trips_on_p99_above_5_seconds() {
+    let mut b = breaker();
+    for i in 0..9 {
+        assert_eq!(b.record(t0() + Duration::milliseconds(i), ok(100)), None);
+    }
+    let t = b.record(t0() + Duration::milliseconds(10), ok(5_001));
+    assert_eq!(t.map(|t| t.to), Some(CircuitState::Open));
+    // exactly 5 s is not greater
+    let mut b = breaker();
+    for i in 0..10 {
+        assert_eq!(b.record(t0() + Duration::milliseconds(i), ok(5_000)), None);
+    }
+}
+
+#[test]
+fn old_calls_leave_the_window() {
+    let mut b = breaker();
+    feed(&mut b, 5, 5);
+    // 61 s later the five errors are gone; five more errors are still below min calls
+    for i in 0..5 {
+        assert_eq!(
+            b.record(
+                t0() + Duration::seconds(61) + Duration::milliseconds(i),
+                bad()
+            ),
+            None
+        );
+    }
+    assert_eq!(b.snapshot(t0() + Duration::seconds(62)).window_size, 5);
+}
+
+#[test]
+fn open_rejects_without_a_call_until_open_for_has_passed() {
+    let mut b = breaker();
+    let at = tripped(&mut b);
+    assert_eq!(b.admit(at + Duration::seconds(29)), Admission::Rejected);
+    assert_eq!(
+        b.snapshot(at + Duration::seconds(29)).circuit,
+        CircuitState::Open
+    );
+}
+
+#[test]
+fn half_open_after_open_for_admits_the_configured_probes() {
+    let mut b = breaker();
+    let at = tripped(&mut b) + Duration::seconds(30);
+    assert_eq!(
+        b.poll(at),
+        Some(CircuitTransition {
+            from: CircuitState::Open,
+            to: CircuitState::HalfOpen
+        })
+    );
+    assert_eq!(b.admit(at), Admission::Probe);
+    assert_eq!(b.admit(at), Admission::Probe);
+    assert_eq!(b.admit(at), Admission::Probe);
+    assert_eq!(
+        b.admit(at),
+        Admission::Rejected,
+        "three concurrent probes at most"
+    );
+}
+
+#[test]
+fn a_successful_probe_closes() {
+    let mut b = breaker();
+    let at = tripped(&mut b) + Duration::seconds(30);
+    assert_eq!(b.admit(at), Admission::Probe);
+    assert_eq!(
+        b.record(at, ok(80)),
+        Some(CircuitTransition {
+            from: CircuitState::HalfOpen,
+            to: CircuitState::Closed
+        })
+    );
+    assert_eq!(b.admit(at), Admission::Allowed);
+    assert_eq!(
+        b.snapshot(at).window_size,
+        0,
+        "a closed circuit starts a fresh window"
+    );
+}
+
+#[test]
+fn a_failed_probe_reopens() {
+    let mut b = breaker();
+    let at = tripped(&mut b) + Duration::seconds(30);
+    assert_eq!(b.admit(at), Admission::Probe);
+    assert_eq!(
+        b.record(at, bad()),
+        Some(CircuitTransition {
+            from: CircuitState::HalfOpen,
+            to: CircuitState::Open
+        })
+    );
+    assert_eq!(b.admit(at + Duration::seconds(29)), Admission::Rejected);
+    assert_eq!(b.admit(at + Duration::seconds(30)), Admission::Probe);
+}
+
+#[test]
+fn snapshot_reports_rates_and_percentiles() {
+    let mut b = breaker();
+    for i in 0..20 {
+        let o = if i < 2 { bad() } else { ok(10 * (i + 1)) };
+        b.record(t0() + Duration::milliseconds(i), o);
+    }
+    let s = b.snapshot(t0() + Duration::seconds(1));
+    assert_eq!(s.window_size, 20);
+    assert!((s.error_rate_pct - 10.0).abs() < 1e-9);
+    assert_eq!(s.p99_latency_ms, 200);
+    assert_eq!(s.p95_latency_ms, 190);
+    assert_eq!(s.circuit, CircuitState::Closed);
+}
+
+#[test]
+fn invalid_policies_are_refused() {
+    for p in [
+        BreakerPolicy {
+            min_calls: 0,
+            ..BreakerPolicy::default()
+        },
+        BreakerPolicy {
+            half_open_probes: 0,
+            ..BreakerPolicy::default()
+        },
+        BreakerPolicy {
+            error_rate: 1.5,
+            ..BreakerPolicy::default()
+        },
+        BreakerPolicy {
+            open_for: Duration::zero(),
+            ..BreakerPolicy::default()
+        },
+    ] {
+        assert!(Breaker::new(p).is_err(), "{p:?}");
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Admit,
+    Record(bool, i64),
+}
+
+proptest! {
+    #![proptest_config(crate::proptest_config("breaker_never_allows_a_call_while_open_before_open_for"))]
+
+    /// V-3: from the moment the circuit opens until `open_for` has passed, nothing is
+    /// admitted; and every admitted probe count stays within `half_open_probes`.
+    #[test]
+    fn breaker_never_allows_a_call_while_open_before_open_for(
+        steps in proptest::collection::vec((prop_oneof![
+            2 => Just(Step::Admit),
+            3 => (any::<bool>(), 1i64..7_000).prop_map(|(u, l)| Step::Record(u, l)),
+        ], 0i64..4_000), 1..200),
+    ) {
+        let mut b = breaker();
+        let mut now = t0();
+        let mut opened_at: Option<Timestamp> = None;
+        let mut probes = 0u32;
+        for (step, gap_ms) in steps {
+            now += Duration::milliseconds(gap_ms);
+            match step {
+                Step::Admit => {
+                    let a = b.admit(now);
+                    if let Some(at) = opened_at {
+                        if now - at < Duration::seconds(30) {
+                            prop_assert_eq!(a, Admission::Rejected, "admitted {:?} while open", a);
+                        }
+                    }
+                    if a == Admission::Probe { probes += 1; prop_assert!(probes <= 3); }
+                }
+                Step::Record(unwell, l) => {
+                    if let Some(t) = b.record(now, Outcome { unwell, latency: Duration::milliseconds(l) }) {
+                        prop_assert_ne!(t.from, t.to);
+                        probes = 0;
+                        opened_at = (t.to == CircuitState::Open).then_some(now);
+                    } else if b.state() == CircuitState::HalfOpen {
+                        probes = probes.saturating_sub(1);
+                    }
+                }
+            }
+            if b.state() != CircuitState::Open { opened_at = None; }
+        }
+    }
+}
