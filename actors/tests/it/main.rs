@@ -2,4 +2,5 @@
 //! process, with faults injected at the vendor edge.
 
 mod rig;
+mod saga;
 mod supervision;

@@ -282,6 +282,52 @@ impl Rig {
         )))
     }
 
+    /// The reservation's credentials.
+    pub async fn credentials(
+        &self,
+        reservation: &str,
+    ) -> anyhow::Result<Vec<lockstep_domain::KeyCredential>> {
+        Ok(self
+            .rt
+            .store
+            .credentials_by_reservation(
+                self.tenant,
+                &lockstep_domain::ReservationId::parse(reservation)?,
+            )
+            .await?)
+    }
+
+    /// Subjects of the produced events of a credential (nothing publishes in the rig).
+    pub async fn outbox_subjects(&self, credential: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .rt
+            .store
+            .unpublished(self.rt.clock.now(), 10_000)
+            .await?
+            .into_iter()
+            .filter(|r| r.aggregate_id == credential)
+            .map(|r| r.topic)
+            .collect())
+    }
+
+    /// Waits until the reservation's credential is in `state`.
+    pub async fn wait_state(&self, reservation: &str, state: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((s, _)) = self.state(reservation).await? {
+                if s == state {
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{reservation} never reached {state}: {:?}",
+                self.state(reservation).await?
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits until the reservation's credential is in `state` with every device confirmed.
     pub async fn wait_settled(&self, reservation: &str, state: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);

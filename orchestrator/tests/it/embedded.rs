@@ -415,3 +415,107 @@ async fn an_outage_retries_on_a_timer_until_the_vendor_is_back() -> anyhow::Resu
     assert_eq!(ours.len(), 1);
     Ok(())
 }
+
+/// Issue 4, point 3: a durable timer scheduled before a SIGKILL fires exactly once after
+/// the restart. The no-show suspension waits the policy's 2 hours, on a clock running 1,800
+/// times faster than the wall (2 h = 4 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_scheduled_before_sigkill_fires_exactly_once_after_restart() -> anyhow::Result<()> {
+    let dir = scratch("timer-restart");
+    let env = [
+        ("LOCKSTEP__HTTP__BIND", "127.0.0.1:0".to_string()),
+        ("LOCKSTEP__DEMO__SIMULATOR_BIND", "127.0.0.1:0".to_string()),
+        ("LOCKSTEP__CLOCK__SCALE", "1800".to_string()),
+    ];
+    let mut node = Lockstep::spawn(&dir, &[], &env).await?;
+    let token = std::fs::read_to_string(dir.join(".lockstep/service-token"))?;
+    post_event(
+        &node,
+        &token,
+        confirmed(
+            "evt-t1",
+            DEMO_TENANT,
+            "ppt_demo",
+            "rsv_t1",
+            1,
+            &["rmu_101"],
+            "2027-07-01T14:00:00Z",
+            "2027-07-03T11:00:00Z",
+        ),
+    )
+    .await?;
+    wait_for("rsv_t1 active", Duration::from_secs(30), || async {
+        credential_of(&node, &token, "rsv_t1")
+            .await
+            .filter(|c| c["state"] == "active")
+    })
+    .await?;
+    let no_show = serde_json::to_vec(&serde_json::json!({
+        "id": "evt-t2", "subject": "melmastoon.reservation.no_show.v1", "time": "2026-11-24T10:00:00Z",
+        "tenantId": DEMO_TENANT, "propertyId": "ppt_demo", "data": { "reservationId": "rsv_t1", "revision": 2 }
+    }))?;
+    post_event(&node, &token, no_show).await?;
+    // The timer is scheduled once the no-show step has committed.
+    wait_for("the no-show step applied", Duration::from_secs(10), || {
+        let http = node.http.clone();
+        async move {
+            metric(
+                &http,
+                "lockstep_saga_steps_total{outcome=\"applied\",step=\"reservation_no_show\"}",
+            )
+            .await
+            .filter(|v| *v >= 1.0)
+        }
+    })
+    .await?;
+    let before = credential_of(&node, &token, "rsv_t1")
+        .await
+        .expect("credential");
+    assert_eq!(
+        before["state"], "active",
+        "the timer has not fired before the kill"
+    );
+    node.kill();
+
+    let node = Lockstep::spawn(&dir, &[], &env).await?;
+    let suspended = wait_for(
+        "suspended after the restart",
+        Duration::from_secs(60),
+        || async {
+            credential_of(&node, &token, "rsv_t1")
+                .await
+                .filter(|c| c["state"] == "suspended")
+        },
+    )
+    .await?;
+    assert_eq!(suspended["suspendReason"], "no_show");
+    // Give a second firing every chance to happen, then count.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/events?limit=1000", node.http))
+        .bearer_auth(&token)
+        .header("x-tenant-id", DEMO_TENANT)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = suspended["id"].as_str().unwrap();
+    let fired = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["subject"] == "melmastoon.lock.credential.suspended.v1" && e["data"]["keyId"] == id
+        })
+        .count();
+    assert_eq!(fired, 1, "the timer fired exactly once");
+    assert_eq!(
+        metric(
+            &node.http,
+            "lockstep_saga_steps_total{outcome=\"applied\",step=\"no_show_timer\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    Ok(())
+}
