@@ -146,8 +146,18 @@ impl BreakerActor {
                 )
             })
             .collect();
+        let resume =
+            (to == CircuitState::Closed && from != CircuitState::Closed).then_some(self.vendor);
         ctx.spawn(
             async move {
+                // Recovered: the parked backlog drains now, revocations first (DESIGN §7);
+                // the next tick wakes them in due order.
+                if let Some(vendor) = resume {
+                    match store.resume_parked(vendor, now).await {
+                        Ok(n) => info!(vendor = vendor.as_str(), resumed = n, "vendor recovered; parked work resumed"),
+                        Err(e) => warn!(error = %e, "resuming parked work failed; it resumes on its own timers"),
+                    }
+                }
                 for (tenant, row) in rows {
                     let mut uow = UnitOfWork::new(tenant, None, now);
                     uow.outbox.push(row);

@@ -24,6 +24,7 @@ pub use sqlite::SqliteStore;
 use async_trait::async_trait;
 use lockstep_domain::{
     KeyCredential, KeyCredentialId, PropertyId, ReservationId, RoomId, TenantId, Timestamp,
+    VendorCode,
 };
 
 /// Errors of the store. Messages never carry secrets or vendor refs.
@@ -167,6 +168,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Creates or updates a device and its room links.
     async fn upsert_device(&self, device: &DeviceRecord) -> StoreResult<()>;
+
+    /// A vendor is healthy again: brings its parked drives forward so the backlog drains
+    /// now, removals due first (DESIGN §7); worker path. Returns how many were resumed.
+    async fn resume_parked(&self, vendor: VendorCode, now: Timestamp) -> StoreResult<u64>;
 
     /// Unpublished outbox rows due for a publish attempt; worker path.
     async fn unpublished(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<OutboxRow>>;

@@ -23,6 +23,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "i9_master_keys_policies",
         sql: include_str!("../migrations/postgres/0002_i9_master_keys_policies.sql"),
     },
+    Migration {
+        version: 3,
+        name: "resume_parked",
+        sql: include_str!("../migrations/postgres/0003_resume_parked.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -36,5 +41,10 @@ pub const SQLITE: &[Migration] = &[
         version: 2,
         name: "i9_master_keys_policies",
         sql: include_str!("../migrations/sqlite/0002_i9_master_keys_policies.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "resume_parked",
+        sql: include_str!("../migrations/sqlite/0003_resume_parked.sql"),
     },
 ];

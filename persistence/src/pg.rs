@@ -910,6 +910,28 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn resume_parked(&self, vendor: VendorCode, now: Timestamp) -> StoreResult<u64> {
+        let mut tx = self.worker.begin().await?;
+        let removals = sqlx::query(
+            "UPDATE mailbox m SET due_at = $2 - interval '1 second' FROM key_credentials c WHERE m.kind = 'drive' AND m.done_at IS NULL AND m.due_at > $2 - interval '1 second' AND c.tenant_id = m.tenant_id AND c.id = m.credential_id AND c.vendor = $1 AND EXISTS (SELECT 1 FROM key_credential_devices d WHERE d.tenant_id = m.tenant_id AND d.key_credential_id = m.credential_id AND d.desired = 'absent' AND d.sync = 'pending')",
+        )
+        .bind(vendor.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let others = sqlx::query(
+            "UPDATE mailbox m SET due_at = $2 FROM key_credentials c WHERE m.kind = 'drive' AND m.done_at IS NULL AND m.due_at > $2 AND c.tenant_id = m.tenant_id AND c.id = m.credential_id AND c.vendor = $1",
+        )
+        .bind(vendor.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(removals + others)
+    }
+
     async fn unpublished(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<OutboxRow>> {
         let rows = sqlx::query(
             "SELECT id, tenant_id, aggregate_id, topic, payload, envelope, created_at, publish_attempts FROM outbox WHERE published_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",

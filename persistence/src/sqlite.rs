@@ -974,6 +974,30 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn resume_parked(&self, vendor: VendorCode, now: Timestamp) -> StoreResult<u64> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let removals = sqlx::query(
+            "UPDATE mailbox SET due_at = ? WHERE kind = 'drive' AND done_at IS NULL AND due_at > ? AND credential_id IN (SELECT c.id FROM key_credentials c WHERE c.tenant_id = mailbox.tenant_id AND c.vendor = ?) AND EXISTS (SELECT 1 FROM key_credential_devices d WHERE d.tenant_id = mailbox.tenant_id AND d.key_credential_id = mailbox.credential_id AND d.desired = 'absent' AND d.sync = 'pending')",
+        )
+        .bind(ms(now) - 1000)
+        .bind(ms(now) - 1000)
+        .bind(vendor.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let others = sqlx::query(
+            "UPDATE mailbox SET due_at = ? WHERE kind = 'drive' AND done_at IS NULL AND due_at > ? AND credential_id IN (SELECT c.id FROM key_credentials c WHERE c.tenant_id = mailbox.tenant_id AND c.vendor = ?)",
+        )
+        .bind(ms(now))
+        .bind(ms(now))
+        .bind(vendor.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(removals + others)
+    }
+
     async fn unpublished(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<OutboxRow>> {
         let rows = sqlx::query(
             "SELECT id, tenant_id, aggregate_id, topic, payload, envelope, created_at, publish_attempts FROM outbox WHERE published_at IS NULL AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",

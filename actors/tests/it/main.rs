@@ -1,6 +1,7 @@
 //! Actor-level tests: the real actor tree, store (SQLite) and TTLock simulator in one
 //! process, with faults injected at the vendor edge.
 
+mod breaker;
 mod rig;
 mod saga;
 mod supervision;

@@ -86,6 +86,7 @@ pub struct Rig {
     pub port: Arc<FaultyPort>,
     pub tenant: TenantId,
     pub property: PropertyId,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     _db: TempSqlite,
 }
 
@@ -93,11 +94,31 @@ pub struct Rig {
 pub const LOCKS: &[i64] = &[1, 2, 3, 4];
 
 impl Rig {
-    /// Starts everything; call inside an actix system (`#[actix_rt::test]`).
+    /// Starts everything on the wall clock; call inside an actix system.
     pub async fn start(worker: WorkerSettings) -> anyhow::Result<Self> {
+        let saga = SagaSettings {
+            retry_base: Duration::from_millis(20),
+            retry_cap: Duration::from_millis(100),
+            ..SagaSettings::default()
+        };
+        Self::start_with(
+            worker,
+            Arc::new(SystemClock),
+            BreakerPolicy::default(),
+            saga,
+        )
+        .await
+    }
+
+    /// Starts everything on `clock` with `breaker`; call inside an actix system.
+    pub async fn start_with(
+        worker: WorkerSettings,
+        clock: Arc<dyn Clock>,
+        breaker: BreakerPolicy,
+        saga: SagaSettings,
+    ) -> anyhow::Result<Self> {
         let db = TempSqlite::new();
         let store: Arc<dyn Store> = Arc::new(db.open(test_cipher()).await?);
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Metrics::new();
         let sim = lockstep_vendors::ttlock::TtlockSimulator::start("127.0.0.1:0".parse()?)?;
         for l in LOCKS {
@@ -118,7 +139,7 @@ impl Rig {
             store: store.clone(),
             metrics: metrics.clone(),
             worker,
-            breaker: BreakerPolicy::default(),
+            breaker,
         };
         ports.insert(
             AdapterInfo {
@@ -165,17 +186,19 @@ impl Rig {
             fences: FenceBook::default(),
             metrics,
             failpoints: Arc::new(Failpoints::default()),
-            settings: SagaSettings {
-                retry_base: Duration::from_millis(20),
-                retry_cap: Duration::from_millis(100),
-                ..SagaSettings::default()
-            },
+            settings: saga,
         };
         let router = Router::new(rt.clone()).start();
         // Fire due timers the way the buses' ticks do.
-        let (store, clock, r) = (rt.store.clone(), rt.clock.clone(), router.clone());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (store, clock, r, halt) = (
+            rt.store.clone(),
+            rt.clock.clone(),
+            router.clone(),
+            stop.clone(),
+        );
         actix::spawn(async move {
-            loop {
+            while !halt.load(Ordering::SeqCst) {
                 if let Ok(subjects) = store.due_subjects(None, clock.now(), 1000).await {
                     for s in subjects {
                         r.do_send(Wake(s));
@@ -191,8 +214,16 @@ impl Rig {
             port,
             tenant,
             property,
+            stop,
             _db: db,
         })
+    }
+
+    /// Ends the test cleanly: stops the ticker and lets in-flight store calls finish, so
+    /// no pooled connection is dropped while the test runtime shuts down.
+    pub async fn finish(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     /// Delivers an event envelope the way intake does, and wakes its subject.
@@ -238,6 +269,18 @@ impl Rig {
             "melmastoon.reservation.confirmed.v1",
             json!({ "reservationId": reservation, "revision": 1, "guestId": "gst_1", "roomIds": [format!("rmu_{room}")],
                     "validFrom": "2027-06-01T14:00:00Z", "validUntil": "2027-06-02T11:00:00Z" }),
+        )
+        .await
+    }
+
+    /// A confirmed stay on `room` (1..=4) on day `day` of June 2027 (stays on one room on
+    /// different days never overlap, I-9).
+    pub async fn confirm_on(&self, reservation: &str, room: i64, day: u32) -> anyhow::Result<()> {
+        self.deliver(
+            &format!("c-{reservation}"),
+            "melmastoon.reservation.confirmed.v1",
+            json!({ "reservationId": reservation, "revision": 1, "guestId": "gst_1", "roomIds": [format!("rmu_{room}")],
+                    "validFrom": format!("2027-06-{day:02}T14:00:00Z"), "validUntil": format!("2027-06-{:02}T11:00:00Z", day + 1) }),
         )
         .await
     }
@@ -344,6 +387,32 @@ impl Rig {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The metrics as `/metrics` renders them.
+    pub fn metrics_text(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.rt.metrics.registry.gather())
+            .unwrap_or_default()
+    }
+
+    /// One sample of the metrics text (0 when absent).
+    pub fn metric(&self, name_with_labels: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .find(|l| l.starts_with(name_with_labels))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// The sum of every sample of `family` whose labels contain `label`.
+    pub fn metric_sum(&self, family: &str, label: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .filter(|l| l.starts_with(family) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum()
     }
 
     /// Passcodes at a lock.

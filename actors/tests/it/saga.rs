@@ -48,6 +48,7 @@ async fn cancel_while_the_vendor_is_slow_to_issue_leaves_no_passcode_at_the_door
         subjects.iter().any(|s| s.ends_with("failed.v1")),
         "{subjects:?}"
     );
+    rig.finish().await;
     Ok(())
 }
 
@@ -63,5 +64,6 @@ async fn cancel_before_the_first_vendor_call_issues_nothing() -> anyhow::Result<
         "no credential for a cancelled stay"
     );
     assert_eq!(rig.sim.handle().counters().adds, 0);
+    rig.finish().await;
     Ok(())
 }

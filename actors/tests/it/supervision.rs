@@ -26,6 +26,7 @@ async fn a_panicking_vendor_worker_is_restarted_and_its_call_retried() -> anyhow
     // the restarted worker keeps serving
     rig.confirm("rsv_p2", 2).await?;
     rig.wait_settled("rsv_p2", "active").await?;
+    rig.finish().await;
     Ok(())
 }
 
@@ -48,6 +49,7 @@ async fn a_wedged_vendor_call_times_out_restarts_the_worker_and_is_retried() -> 
             .get(),
         1
     );
+    rig.finish().await;
     Ok(())
 }
 
@@ -82,5 +84,6 @@ async fn a_worker_serves_revocations_before_issuances() -> anyhow::Result<()> {
         revoke_at < 3,
         "the revocation overtook queued issuances: {log:?}"
     );
+    rig.finish().await;
     Ok(())
 }
