@@ -196,6 +196,8 @@ pub struct Parsed {
     pub property_id: Option<PropertyId>,
     /// Trace id.
     pub trace_id: Option<String>,
+    /// When the publisher created it.
+    pub time: DateTime<Utc>,
     /// Saga subject key, e.g. `reservation:rsv_123`.
     pub saga_subject: String,
     /// What it means.
@@ -412,6 +414,7 @@ pub fn parse(envelope: &serde_json::Value) -> Result<Parsed, Rejection> {
         tenant_id,
         property_id,
         trace_id: env.trace_id,
+        time: env.time,
         saga_subject,
         event,
     })

@@ -227,6 +227,8 @@ impl Touched {
     }
 
     fn into_uow(mut self, uow: &mut UnitOfWork) {
+        // New credentials first: an updated one may name a new one (replaced_by_id).
+        self.creds.sort_by_key(|(_, expected)| expected.is_some());
         for (c, expected) in &mut self.creds {
             flush_events(c, uow);
             uow.credentials.push(CredentialWrite {
@@ -451,6 +453,17 @@ async fn reservation_step(
         }
         None => ReservationSaga::default(),
     };
+    let mut state = state;
+    // Decide on the truth: the credential's stored state, absorbed forward-only.
+    if let Some(tracked) = state.credential.clone() {
+        if let Some(c) = rt
+            .store
+            .get_credential(entry.tenant_id, &tracked.id)
+            .await?
+        {
+            state.observe(c.id(), c.state(), c.failure_reason());
+        }
+    }
     let rooms: Vec<RoomId> = match &event {
         ReservationEvent::Confirmed { rooms, .. } => rooms.clone(),
         ReservationEvent::DatesChanged { rooms: Some(r), .. } => r.clone(),
@@ -1134,6 +1147,18 @@ async fn shift_step(
             })
         })
         .collect();
+    // A start for a user deactivated before it (reordered delivery) is that deactivation.
+    let deactivated = rt
+        .store
+        .user_deactivated_at(entry.tenant_id, staff_user_id.as_str())
+        .await?
+        .is_some();
+    let event = match event {
+        ShiftEvent::Started { .. } if deactivated => ShiftEvent::UserDeactivated {
+            staff_user_id: staff_user_id.clone(),
+        },
+        other => other,
+    };
     let ctx = ShiftContext {
         new_credential_id: KeyCredentialId::generate(),
         new_master_key_id: MasterKeyId::generate(),

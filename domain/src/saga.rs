@@ -119,6 +119,27 @@ pub struct ReservationSaga {
 }
 
 impl ReservationSaga {
+    /// Absorbs where the saga's credential really is. Observations only move it forward (a
+    /// redelivered "active" must not undo a suspension the saga commanded since); I-4/I-5:
+    /// nothing leaves revoked or failed. The actor also calls this with the credential's
+    /// stored state before every decision, so the saga never decides on a stale view (a
+    /// checkout that meets a key activated since the saga last heard of it revokes it).
+    pub fn observe(
+        &mut self,
+        credential_id: &KeyCredentialId,
+        state: KeyCredentialState,
+        failure_reason: Option<FailureReason>,
+    ) {
+        if let Some(c) = &mut self.credential {
+            if &c.id == credential_id && progress_rank(state) > progress_rank(c.state) {
+                c.state = state;
+                if state == KeyCredentialState::Failed {
+                    c.failure_reason = Some(failure_reason.unwrap_or(FailureReason::VendorRefused));
+                }
+            }
+        }
+    }
+
     /// Whether the reservation was cancelled.
     pub fn cancelled(&self) -> bool {
         self.ended.is_some_and(|e| e.reason == StayEnd::Cancelled)
@@ -354,17 +375,7 @@ fn absorb(
         failure_reason,
     } = event
     {
-        if let Some(c) = &mut s.credential {
-            // Observations only move the credential forward (a redelivered "active" must not
-            // undo a suspension the saga commanded since); I-4/I-5: nothing leaves revoked
-            // or failed.
-            if &c.id == credential_id && progress_rank(*state) > progress_rank(c.state) {
-                c.state = *state;
-                if *state == KeyCredentialState::Failed {
-                    c.failure_reason = Some(failure_reason.unwrap_or(FailureReason::VendorRefused));
-                }
-            }
-        }
+        s.observe(credential_id, *state, *failure_reason);
         return vec![];
     }
     // Facts are frozen once the stay ended: only the credential's fate still matters.
@@ -489,17 +500,17 @@ fn reconcile(s: &mut ReservationSaga, ctx: &SagaContext<'_>) -> Vec<SagaCommand>
     if let Some(end) = s.ended {
         if let Some(c) = &mut s.credential {
             match c.state {
-                // Never reached the vendor: nothing to delete, fail it (spec `003` FailureReason).
-                KeyCredentialState::Requested => {
+                // Not confirmed by the vendor yet (never called, or the call in flight): it is
+                // cancelled mid-flight (spec `003` FailureReason, issue 4); whatever the vendor
+                // created meanwhile is removed by the door-truth rows.
+                KeyCredentialState::Requested | KeyCredentialState::Pending => {
                     out.push(SagaCommand::FailCancelledMidFlight {
                         credential_id: c.id.clone(),
                     });
                     c.state = KeyCredentialState::Failed;
                     c.failure_reason = Some(FailureReason::CancelledMidFlight);
                 }
-                KeyCredentialState::Pending
-                | KeyCredentialState::Active
-                | KeyCredentialState::Suspended => {
+                KeyCredentialState::Active | KeyCredentialState::Suspended => {
                     out.push(SagaCommand::Revoke {
                         credential_id: c.id.clone(),
                         reason: end.reason.revoke_reason(),

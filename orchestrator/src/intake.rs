@@ -25,6 +25,9 @@ pub enum IntakeError {
 }
 
 /// The properties where the user of a `iam.user.deactivated` holds a live master key.
+///
+/// Also records the deactivation itself, so a shift start that arrives after it (reordered
+/// delivery) issues no master key even where the user holds none yet.
 pub async fn user_properties(
     store: &dyn Store,
     parsed: &Parsed,
@@ -32,6 +35,9 @@ pub async fn user_properties(
     let Consumed::UserDeactivated { user_id } = &parsed.event else {
         return Err(Rejection::Malformed("propertyId is required".into()).into());
     };
+    store
+        .record_user_deactivated(parsed.tenant_id, user_id.as_str(), parsed.time)
+        .await?;
     let mut props: Vec<PropertyId> = store
         .active_masters_of_user(parsed.tenant_id, user_id.as_str())
         .await?

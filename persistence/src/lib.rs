@@ -156,6 +156,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         rooms: &[RoomId],
     ) -> StoreResult<Vec<Device>>;
 
+    /// Records that a user was deactivated (idempotent: the first time is kept).
+    async fn record_user_deactivated(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// When a user was deactivated, if ever.
+    async fn user_deactivated_at(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+    ) -> StoreResult<Option<Timestamp>>;
+
     /// Every room with a live lock at the property (master-key scopes `rooms_all`).
     async fn property_rooms(
         &self,

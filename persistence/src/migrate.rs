@@ -28,6 +28,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "resume_parked",
         sql: include_str!("../migrations/postgres/0003_resume_parked.sql"),
     },
+    Migration {
+        version: 4,
+        name: "deactivated_users",
+        sql: include_str!("../migrations/postgres/0004_deactivated_users.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -46,5 +51,10 @@ pub const SQLITE: &[Migration] = &[
         version: 3,
         name: "resume_parked",
         sql: include_str!("../migrations/sqlite/0003_resume_parked.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "deactivated_users",
+        sql: include_str!("../migrations/sqlite/0004_deactivated_users.sql"),
     },
 ];

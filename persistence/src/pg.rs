@@ -826,6 +826,40 @@ impl Store for PgStore {
         Ok(by_id.into_values().collect())
     }
 
+    async fn record_user_deactivated(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        sqlx::query("INSERT INTO deactivated_users (tenant_id, user_id, deactivated_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(tenant.as_uuid())
+            .bind(user_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn user_deactivated_at(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+    ) -> StoreResult<Option<Timestamp>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let at = sqlx::query_scalar(
+            "SELECT deactivated_at FROM deactivated_users WHERE tenant_id = $1 AND user_id = $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(at)
+    }
+
     async fn property_rooms(
         &self,
         tenant: TenantId,

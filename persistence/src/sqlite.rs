@@ -874,6 +874,38 @@ impl Store for SqliteStore {
         Ok(by_id.into_values().collect())
     }
 
+    async fn record_user_deactivated(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT INTO deactivated_users (tenant_id, user_id, deactivated_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(tenant.to_string())
+            .bind(user_id)
+            .bind(ms(at))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn user_deactivated_at(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+    ) -> StoreResult<Option<Timestamp>> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT deactivated_at FROM deactivated_users WHERE tenant_id = ? AND user_id = ?",
+        )
+        .bind(tenant.to_string())
+        .bind(user_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(at.and_then(chrono::DateTime::from_timestamp_millis))
+    }
+
     async fn property_rooms(
         &self,
         tenant: TenantId,

@@ -226,19 +226,30 @@ impl Rig {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    /// Delivers an event envelope the way intake does, and wakes its subject.
+    /// Delivers a reservation event the way intake does, and wakes its subject.
     pub async fn deliver(
         &self,
         id: &str,
-        subject: &str,
+        topic: &str,
         data: serde_json::Value,
     ) -> anyhow::Result<()> {
-        let reservation = data["reservationId"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let subject = format!(
+            "reservation:{}",
+            data["reservationId"].as_str().unwrap_or_default()
+        );
+        self.deliver_to(&subject, id, topic, data).await
+    }
+
+    /// Delivers an event to a saga `subject` the way intake does, and wakes it.
+    pub async fn deliver_to(
+        &self,
+        subject: &str,
+        id: &str,
+        topic: &str,
+        data: serde_json::Value,
+    ) -> anyhow::Result<()> {
         let envelope = json!({
-            "id": id, "subject": subject, "time": "2026-11-24T10:00:00Z",
+            "id": id, "subject": topic, "time": "2026-11-24T10:00:00Z",
             "tenantId": self.tenant.to_string(), "propertyId": self.property.as_str(), "data": data,
         });
         let msg = IntakeMessage {
@@ -247,8 +258,8 @@ impl Rig {
             tenant_id: self.tenant,
             property_id: self.property.clone(),
             partition: 0,
-            subject: format!("reservation:{reservation}"),
-            topic: subject.into(),
+            subject: subject.into(),
+            topic: topic.into(),
             payload: envelope,
             received_at: self.rt.clock.now(),
         };
@@ -260,6 +271,31 @@ impl Rig {
             subject: msg.subject,
         }));
         Ok(())
+    }
+
+    /// Waits until no mailbox work is open and the door agrees with every credential.
+    pub async fn wait_quiet(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            let (open, _) = self.rt.store.mailbox_depth().await?;
+            let door = self.rt.store.door_backlog().await?;
+            if open == 0 && door.pending_removals == 0 && door.pending_issues == 0 {
+                // quiet for a moment: nothing in flight re-opened work
+                match quiet_since {
+                    Some(t) if t.elapsed() > Duration::from_millis(300) => return Ok(()),
+                    Some(_) => {}
+                    None => quiet_since = Some(Instant::now()),
+                }
+            } else {
+                quiet_since = None;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "never quiet: {open} open entries, door {door:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// A confirmed stay on `room` (1..=4).

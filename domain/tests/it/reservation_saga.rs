@@ -350,7 +350,7 @@ fn checkout_revokes_with_reason_checkout_once() {
 }
 
 #[test]
-fn cancel_revokes_what_reached_the_vendor_and_fails_what_did_not() {
+fn cancel_fails_what_the_vendor_has_not_confirmed_and_revokes_the_rest() {
     let p = default_policy();
     for (state, expected) in [
         (
@@ -360,10 +360,10 @@ fn cancel_revokes_what_reached_the_vendor_and_fails_what_did_not() {
             },
         ),
         (
+            // issue in flight: cancelled mid-flight (the door rows remove what it created)
             KeyCredentialState::Pending,
-            SagaCommand::Revoke {
+            SagaCommand::FailCancelledMidFlight {
                 credential_id: credential_id(1),
-                reason: RevokeReason::Cancellation,
             },
         ),
         (

@@ -5,5 +5,6 @@
 
 mod contract;
 mod embedded;
+mod events_table;
 mod harness;
 mod production;

@@ -1427,3 +1427,23 @@ pub async fn door_backlog_counts_unconfirmed_removals_and_issues(
     );
     Ok(())
 }
+
+/// A user's deactivation is kept, once, per tenant: a later shift start is refused by it.
+pub async fn user_deactivation_is_recorded_once_per_tenant(b: &Backend) -> anyhow::Result<()> {
+    let store = b.store();
+    let (a, other) = (TenantId::generate(), TenantId::generate());
+    assert_eq!(store.user_deactivated_at(a, "usr_1").await?, None);
+    store.record_user_deactivated(a, "usr_1", t0()).await?;
+    store.record_user_deactivated(a, "usr_1", day(1)).await?;
+    assert_eq!(
+        store.user_deactivated_at(a, "usr_1").await?,
+        Some(t0()),
+        "the first time is kept"
+    );
+    assert_eq!(
+        store.user_deactivated_at(other, "usr_1").await?,
+        None,
+        "tenant scoped"
+    );
+    Ok(())
+}

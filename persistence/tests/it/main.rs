@@ -36,6 +36,7 @@ macro_rules! store_contract_tests {
             policy_upsert_round_trips_keeps_id_and_enforces_k1_k2,
             credentials_of_property_filters_states_and_routes_to_subjects,
             door_backlog_counts_unconfirmed_removals_and_issues,
+            user_deactivation_is_recorded_once_per_tenant,
         );
     };
     (@cases $backend:ident; $($case:ident),+ $(,)?) => {

@@ -13,6 +13,7 @@ use crate::support::seed_everything;
 /// Every table with a `tenant_id` column. A new tenant table must be added here, and
 /// gets RLS checked by the tests below.
 const TENANT_TABLES: &[&str] = &[
+    "deactivated_users",
     "inbox",
     "key_credential_devices",
     "key_credential_rooms",
@@ -139,8 +140,8 @@ async fn rls_isolates_tenants_on_every_tenant_table() -> anyhow::Result<()> {
     owner.close().await;
     assert_eq!(
         updatable.len(),
-        TENANT_TABLES.len() - 2,
-        "all but inbox and lock_audit: {updatable:?}"
+        TENANT_TABLES.len() - 3,
+        "all but inbox, lock_audit and deactivated_users (insert-only): {updatable:?}"
     );
 
     let app = pool(&db.app_url, 1).await?;

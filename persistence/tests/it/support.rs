@@ -562,6 +562,9 @@ pub async fn seed_everything(store: &dyn Store, tenant: TenantId) -> anyhow::Res
     uow.master = Some(MasterKeyWrite::Insert(master_key(&master, "floors")));
     store.commit(uow).await?;
     store.upsert_policy(&policy(tenant)).await?;
+    store
+        .record_user_deactivated(tenant, "staff-gone", t0())
+        .await?;
     Ok(Seeded {
         credential,
         reservation,
