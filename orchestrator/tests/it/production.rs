@@ -539,3 +539,140 @@ async fn a_returned_publish_is_a_failure_and_is_retried_until_delivered() -> any
     .await?;
     Ok(())
 }
+
+/// I-9, across processes: two `lockstep` nodes on one database race overlapping stays of
+/// different reservations for the same rooms; for every room exactly one stay gets a key,
+/// the other fails as `room_conflict`, and the door holds exactly one passcode. Each node
+/// has its own vhost on purpose: that defeats the partitions' single writer (as a split
+/// brain would), so storage alone (the exclusion constraint) must hold the line; the two
+/// nodes also fence each other's partition epochs, which their commits survive by retrying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_racing_overlapping_stays_admit_exactly_one_per_room() -> anyhow::Result<()> {
+    let dir = scratch("i9-race");
+    let db = fresh_pg_database().await?;
+    let sim = simulator(&all_locks())?;
+    let (vhost_a, vhost_b) = (Vhost::fresh()?, Vhost::fresh()?);
+    let dir_a = dir.join("a");
+    let dir_b = dir.join("b");
+    std::fs::create_dir_all(&dir_a)?;
+    std::fs::create_dir_all(&dir_b)?;
+    let config_a = write_config(&dir_a, &db, &vhost_a, &sim)?;
+    let config_b = write_config(&dir_b, &db, &vhost_b, &sim)?;
+    let node_a = Lockstep::spawn(
+        &dir_a,
+        &["--config", &config_a.to_string_lossy()],
+        &[("LOCKSTEP__NODE_ID", "node-a".into())],
+    )
+    .await?;
+    let node_b = Lockstep::spawn(
+        &dir_b,
+        &["--config", &config_b.to_string_lossy()],
+        &[("LOCKSTEP__NODE_ID", "node-b".into())],
+    )
+    .await?;
+    wait_ready(&node_a).await?;
+    wait_ready(&node_b).await?;
+    let (broker_a, broker_b) = (
+        Broker::connect(&vhost_a.url).await?,
+        Broker::connect(&vhost_b.url).await?,
+    );
+
+    // For each room, node A gets Jan 1–5 and node B a Jan 3–4 stay of another reservation.
+    let rooms: Vec<(&str, i64)> = PROPERTIES
+        .iter()
+        .flat_map(|(p, l)| l.iter().map(move |l| (*p, *l)))
+        .collect();
+    let mut a_bodies = Vec::new();
+    let mut b_bodies = Vec::new();
+    for (property, lock) in &rooms {
+        let room = room(*lock);
+        a_bodies.push(confirmed(
+            &format!("evt-a-{lock}"),
+            TENANT,
+            property,
+            &format!("rsv_a{lock}"),
+            1,
+            &[&room],
+            "2027-09-01T14:00:00Z",
+            "2027-09-05T11:00:00Z",
+        ));
+        b_bodies.push(confirmed(
+            &format!("evt-b-{lock}"),
+            TENANT,
+            property,
+            &format!("rsv_b{lock}"),
+            1,
+            &[&room],
+            "2027-09-03T14:00:00Z",
+            "2027-09-04T11:00:00Z",
+        ));
+    }
+    let (ra, rb) = tokio::join!(
+        async {
+            for b in &a_bodies {
+                broker_a
+                    .publish("melmastoon.reservation.confirmed.v1", b)
+                    .await?;
+            }
+            anyhow::Ok(())
+        },
+        async {
+            for b in &b_bodies {
+                broker_b
+                    .publish("melmastoon.reservation.confirmed.v1", b)
+                    .await?;
+            }
+            anyhow::Ok(())
+        }
+    );
+    ra?;
+    rb?;
+
+    let client = reqwest::Client::new();
+    let state = |http: String, reservation: String| {
+        let client = client.clone();
+        async move {
+            let v: serde_json::Value = client
+                .get(format!(
+                    "{http}/api/v1/key-credentials?reservationId={reservation}"
+                ))
+                .bearer_auth("it-service-token")
+                .header("x-tenant-id", TENANT)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let c = v["items"].get(0)?.clone();
+            matches!(c["state"].as_str(), Some("active") | Some("failed")).then_some(c)
+        }
+    };
+    let mut winners = 0;
+    for (_, lock) in &rooms {
+        let a = wait_for("node A's stay settled", Duration::from_secs(60), || {
+            state(node_a.http.clone(), format!("rsv_a{lock}"))
+        })
+        .await?;
+        let b = wait_for("node B's stay settled", Duration::from_secs(60), || {
+            state(node_b.http.clone(), format!("rsv_b{lock}"))
+        })
+        .await?;
+        let active = [&a, &b].iter().filter(|c| c["state"] == "active").count();
+        assert_eq!(
+            active, 1,
+            "room {lock}: exactly one of two overlapping stays is active: {a} / {b}"
+        );
+        let loser = if a["state"] == "failed" { &a } else { &b };
+        assert_eq!(loser["failureReason"], "room_conflict", "room {lock}");
+        let at_door = sim.handle().passcodes(*lock);
+        assert_eq!(at_door.len(), 1, "room {lock}: one passcode at the door");
+        winners += usize::from(a["state"] == "active");
+    }
+    println!(
+        "i9 race: {} rooms, node A won {winners}, node B won {}",
+        rooms.len(),
+        rooms.len() - winners
+    );
+    Ok(())
+}
