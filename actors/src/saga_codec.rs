@@ -97,6 +97,7 @@ pub fn reservation_to_json(s: &ReservationSaga) -> Value {
         })),
         "triedKinds": s.tried_kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
         "gaveUp": s.gave_up.map(|f| f.as_str()),
+        "suspensionClearedThrough": s.suspension_cleared_through,
     })
 }
 
@@ -186,6 +187,7 @@ pub fn reservation_from_json(v: &Value) -> Result<ReservationSaga, Corrupt> {
             })
             .unwrap_or_default(),
         gave_up: parse_with(opt(v, "gaveUp"), FailureReason::parse, "gaveUp")?,
+        suspension_cleared_through: opt(v, "suspensionClearedThrough").and_then(Value::as_i64),
     })
 }
 

@@ -326,6 +326,8 @@ async fn internal(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
             };
             reservation_step(rt, entry, &id, event, None, "observed").await
         }
+        events_in::INTERNAL_UNSUSPEND => operator_unsuspend(rt, entry).await,
+        events_in::INTERNAL_REPLACE => operator_replace(rt, entry).await,
         events_in::INTERNAL_REVOKE => {
             let p = &entry.payload;
             let id = KeyCredentialId::parse(p["credentialId"].as_str().unwrap_or_default())
@@ -1012,6 +1014,152 @@ async fn revoke_one(
     rt.metrics
         .saga_steps
         .with_label_values(&["internal_revoke", "applied"])
+        .inc();
+    Ok(())
+}
+
+fn credential_of_payload(entry: &MailboxEntry) -> Result<KeyCredentialId, StepError> {
+    KeyCredentialId::parse(entry.payload["credentialId"].as_str().unwrap_or_default())
+        .map_err(domain_err)
+}
+
+async fn reservation_saga(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+) -> Result<Option<ReservationSaga>, StepError> {
+    if !entry.subject.starts_with("reservation:") {
+        return Ok(None);
+    }
+    Ok(Some(
+        match rt.store.load_saga(entry.tenant_id, &entry.subject).await? {
+            Some(v) => saga_codec::reservation_from_json(&v)
+                .map_err(|e| StepError::Retry(e.to_string()))?,
+            None => ReservationSaga::default(),
+        },
+    ))
+}
+
+/// An operator unsuspends a credential: it returns to the door (its PIN kept), and the
+/// reservation's saga stops holding it back.
+async fn operator_unsuspend(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let id = credential_of_payload(entry)?;
+    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut touched = Touched::default();
+    let mut outcome = "applied";
+    if let Some(i) = touched.get(rt, entry.tenant_id, &id).await? {
+        let c = &mut touched.creds[i].0;
+        match c.unsuspend(now) {
+            Ok(_) => {
+                for d in rt.store.credential_devices(entry.tenant_id, &id).await? {
+                    let mut w = DeviceSyncWrite::from_current(&d);
+                    w.desired = Desired::Present;
+                    w.sync = SyncState::Pending;
+                    uow.devices.push(w);
+                }
+                schedule(entry, &mut uow, &id);
+                if let Some(mut saga) = reservation_saga(rt, entry).await? {
+                    saga.operator_unsuspended(&id);
+                    uow.saga = Some((
+                        entry.subject.clone(),
+                        saga_codec::reservation_to_json(&saga),
+                    ));
+                }
+            }
+            Err(_) => outcome = "rejected:not_suspended",
+        }
+    }
+    touched.into_uow(&mut uow);
+    uow.mailbox.push(done(entry, outcome));
+    rt.store.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["operator_unsuspend", outcome])
+        .inc();
+    Ok(())
+}
+
+/// Lost-key replace: the old credential is revoked (`lost`) and a new one of the same kind,
+/// rooms and window is issued, in one unit of work, with lineage both ways (I-4,
+/// `linkReplacement`); the reservation's saga follows the new one.
+async fn operator_replace(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let id = credential_of_payload(entry)?;
+    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut touched = Touched::default();
+    let Some(i) = touched.get(rt, entry.tenant_id, &id).await? else {
+        uow.mailbox.push(done(entry, "rejected:unknown_credential"));
+        rt.store.commit(uow).await?;
+        return Ok(());
+    };
+    let old = touched.creds[i].0.clone();
+    let replaceable = matches!(
+        old.state(),
+        KeyCredentialState::Active | KeyCredentialState::Suspended
+    ) && old.holder_kind() == HolderKind::Guest;
+    if !replaceable {
+        // masters are renewed by their shift; terminal credentials have nothing to replace
+        uow.mailbox.push(done(entry, "rejected:not_replaceable"));
+        rt.store.commit(uow).await?;
+        return Ok(());
+    }
+    revoke(
+        rt,
+        entry,
+        &mut uow,
+        &mut touched,
+        &id,
+        RevokeReason::Lost,
+        None,
+    )
+    .await?;
+    let new_id = KeyCredentialId::generate();
+    let (Some(reservation_id), Some(guest_id)) =
+        (old.reservation_id().cloned(), old.guest_id().cloned())
+    else {
+        return Err(StepError::Retry(
+            "guest credential without reservation (I-2)".into(),
+        ));
+    };
+    let intent = Intent {
+        id: new_id.clone(),
+        holder: Holder::Guest {
+            reservation_id,
+            guest_id,
+        },
+        kind: old.kind(),
+        rooms: old.rooms().to_vec(),
+        scope: old.scope().clone(),
+        validity: old.validity(),
+        replaces: Some(id.clone()),
+        trace_id: None,
+        idempotency_key: format!("{}:replace:{}", entry.subject, id),
+    };
+    issue(rt, entry, &mut uow, &mut touched, intent, None).await?;
+    if let Some(mut saga) = reservation_saga(rt, entry).await? {
+        saga.adopt_replacement(
+            &id,
+            lockstep_domain::saga::TrackedCredential {
+                id: new_id,
+                kind: old.kind(),
+                state: KeyCredentialState::Requested,
+                failure_reason: None,
+                validity: old.validity(),
+                rooms: old.rooms().to_vec(),
+                issued_until: old.validity().until(),
+            },
+        );
+        uow.saga = Some((
+            entry.subject.clone(),
+            saga_codec::reservation_to_json(&saga),
+        ));
+    }
+    touched.into_uow(&mut uow);
+    uow.mailbox.push(done(entry, "applied"));
+    rt.store.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["operator_replace", "applied"])
         .inc();
     Ok(())
 }

@@ -116,9 +116,33 @@ pub struct ReservationSaga {
     pub tried_kinds: Vec<KeyCredentialKind>,
     /// Set when no kind is left ("manual escort", spec `002`): the saga stops issuing.
     pub gave_up: Option<FailureReason>,
+    /// An operator unsuspended the key with the saga at this revision: flags up to it no
+    /// longer suspend.
+    pub suspension_cleared_through: Option<i64>,
 }
 
 impl ReservationSaga {
+    /// An operator unsuspended the saga's credential: the review is over, so the facts that
+    /// asked for the suspension (fraud flag, a no-show that fired) no longer hold it back.
+    pub fn operator_unsuspended(&mut self, credential_id: &KeyCredentialId) {
+        if let Some(c) = &mut self.credential {
+            if &c.id == credential_id && c.state == KeyCredentialState::Suspended {
+                c.state = KeyCredentialState::Active;
+                self.fraud_flagged = false;
+                self.no_show_suspend_due = false;
+                self.suspension_cleared_through = Some(self.revision.unwrap_or(0));
+            }
+        }
+    }
+
+    /// An operator replaced the saga's credential (lost key): the saga follows the new one,
+    /// so a later cancellation or checkout revokes it.
+    pub fn adopt_replacement(&mut self, old: &KeyCredentialId, new: TrackedCredential) {
+        if self.credential.as_ref().is_some_and(|c| &c.id == old) {
+            self.credential = Some(new);
+        }
+    }
+
     /// Absorbs where the saga's credential really is. Observations only move it forward (a
     /// redelivered "active" must not undo a suspension the saga commanded since); I-4/I-5:
     /// nothing leaves revoked or failed. The actor also calls this with the credential's
@@ -427,8 +451,17 @@ fn absorb(
                 });
             }
         }
-        ReservationEvent::FraudFlagged { .. } => s.fraud_flagged = true,
-        ReservationEvent::NoShowSuspendDue => s.no_show_suspend_due = true,
+        // An operator's unsuspend outranks the flags that came before it.
+        ReservationEvent::FraudFlagged { revision } => {
+            if s.suspension_cleared_through.is_none_or(|r| *revision > r) {
+                s.fraud_flagged = true;
+            }
+        }
+        ReservationEvent::NoShowSuspendDue => {
+            if s.suspension_cleared_through.is_none() {
+                s.no_show_suspend_due = true;
+            }
+        }
         ReservationEvent::CredentialObserved { .. } => {}
     }
     commands

@@ -273,6 +273,34 @@ impl Rig {
         Ok(())
     }
 
+    /// Enqueues an operator command (an internal event) for a saga subject, as the REST API
+    /// does, and wakes the subject.
+    pub async fn command(
+        &self,
+        subject: &str,
+        topic: &str,
+        payload: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let now = self.rt.clock.now();
+        let mut uow = lockstep_persistence::UnitOfWork::new(self.tenant, None, now);
+        uow.events.push(lockstep_persistence::InternalEvent {
+            property_id: self.property.clone(),
+            partition: 0,
+            subject: subject.into(),
+            topic: topic.into(),
+            payload,
+            due_at: now,
+        });
+        self.rt.store.commit(uow).await?;
+        self.router.do_send(Wake(SubjectRef {
+            tenant_id: self.tenant,
+            property_id: self.property.clone(),
+            partition: 0,
+            subject: subject.into(),
+        }));
+        Ok(())
+    }
+
     /// Waits until no mailbox work is open and the door agrees with every credential.
     pub async fn wait_quiet(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -1,4 +1,5 @@
 //! Saga behaviour on the real actor tree: compensation (issue 4, point 5).
+#![allow(clippy::disallowed_methods)] // test deadlines are wall-clock
 
 use std::time::Duration;
 
@@ -64,6 +65,102 @@ async fn cancel_before_the_first_vendor_call_issues_nothing() -> anyhow::Result<
         "no credential for a cancelled stay"
     );
     assert_eq!(rig.sim.handle().counters().adds, 0);
+    rig.finish().await;
+    Ok(())
+}
+
+/// Unsuspend (an operator's, through the subject's actor): the key returns to the door with
+/// its PIN, and a stale fraud flag does not suspend it again.
+#[actix_rt::test]
+async fn an_operator_unsuspend_returns_the_key_to_the_door() -> anyhow::Result<()> {
+    let rig = Rig::start(WorkerSettings::default()).await?;
+    rig.confirm("rsv_u1", 1).await?;
+    rig.wait_settled("rsv_u1", "active").await?;
+    let pin_before = rig.sim.handle().passcodes(1)[0].keyboard_pwd.clone();
+    rig.deliver(
+        "f-u1",
+        "melmastoon.reservation.fraud_flagged.v1",
+        serde_json::json!({ "reservationId": "rsv_u1", "revision": 2 }),
+    )
+    .await?;
+    rig.wait_settled("rsv_u1", "suspended").await?;
+    assert_eq!(rig.passcodes(1), 0, "suspended: nothing at the door");
+    let id = rig.credentials("rsv_u1").await?[0].id().as_str().to_owned();
+    rig.command(
+        "reservation:rsv_u1",
+        "lockstep.internal.unsuspend",
+        serde_json::json!({ "credentialId": id }),
+    )
+    .await?;
+    rig.wait_settled("rsv_u1", "active").await?;
+    let back = rig.sim.handle().passcodes(1);
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        back[0].keyboard_pwd, pin_before,
+        "the guest's PIN is unchanged"
+    );
+    // the same flag delivered again (another message id) is stale now
+    rig.deliver(
+        "f-u1-again",
+        "melmastoon.reservation.fraud_flagged.v1",
+        serde_json::json!({ "reservationId": "rsv_u1", "revision": 2 }),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rig.wait_settled("rsv_u1", "active").await?;
+    rig.finish().await;
+    Ok(())
+}
+
+/// Lost-key replace: revoke + re-issue as one unit with lineage both ways (I-4,
+/// linkReplacement); the saga follows the new key, so a cancel revokes it.
+#[actix_rt::test]
+async fn a_lost_key_is_replaced_with_lineage_and_the_saga_follows_the_new_key() -> anyhow::Result<()>
+{
+    let rig = Rig::start(WorkerSettings::default()).await?;
+    rig.confirm("rsv_l1", 2).await?;
+    rig.wait_settled("rsv_l1", "active").await?;
+    let old = rig.credentials("rsv_l1").await?[0].id().clone();
+    rig.command(
+        "reservation:rsv_l1",
+        "lockstep.internal.replace",
+        serde_json::json!({ "credentialId": old.as_str() }),
+    )
+    .await?;
+    // settled: two credentials, the old revoked (lost), the new active
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (old_c, new_c) = loop {
+        let creds = rig.credentials("rsv_l1").await?;
+        if creds.len() == 2 && creds.iter().any(|c| c.state().as_str() == "active") {
+            let o = creds.iter().find(|c| c.id() == &old).cloned().unwrap();
+            let n = creds.iter().find(|c| c.id() != &old).cloned().unwrap();
+            break (o, n);
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "never replaced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(old_c.state().as_str(), "revoked");
+    assert_eq!(old_c.revoke_reason().map(|r| r.as_str()), Some("lost"));
+    assert_eq!(old_c.replaced_by_id(), Some(new_c.id()));
+    assert_eq!(new_c.replaces_id(), Some(&old));
+    let at_door = rig.sim.handle().passcodes(2);
+    assert_eq!(at_door.len(), 1, "only the new key opens the door");
+    assert_eq!(at_door[0].keyboard_pwd_name, new_c.id().as_str());
+    rig.cancel("rsv_l1").await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while rig.passcodes(2) != 0
+        || rig
+            .credentials("rsv_l1")
+            .await?
+            .iter()
+            .any(|c| c.state().as_str() == "active")
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the new key was not revoked by the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     rig.finish().await;
     Ok(())
 }

@@ -616,3 +616,60 @@ fn property_deactivation_revokes_every_live_credential_for_security() {
         ]
     );
 }
+
+#[test]
+fn an_operator_unsuspend_clears_the_facts_that_held_the_key_back() {
+    let p = default_policy();
+    let mut s = issued_in(&p, KeyCredentialState::Active);
+    let (next, _) = apply(decide(
+        &s,
+        &ReservationEvent::FraudFlagged { revision: 2 },
+        &ctx(&p, 9),
+    ));
+    s = next;
+    let id = s.credential.as_ref().unwrap().id.clone();
+    s.observe(&id, KeyCredentialState::Suspended, None);
+    s.operator_unsuspended(&id);
+    assert!(!s.fraud_flagged);
+    assert_eq!(
+        s.credential.as_ref().unwrap().state,
+        KeyCredentialState::Active
+    );
+    // the next input (a late fact) does not re-suspend it
+    let stale_flag = ReservationEvent::FraudFlagged { revision: 2 };
+    let commands = match decide(&s, &stale_flag, &ctx(&p, 9)) {
+        Decision::Apply { commands, .. } => commands,
+        Decision::Ignore(_) => vec![],
+    };
+    assert!(
+        !commands
+            .iter()
+            .any(|c| matches!(c, SagaCommand::Suspend { .. })),
+        "{commands:?}"
+    );
+}
+
+#[test]
+fn a_replacement_is_followed_so_a_cancel_revokes_the_new_key() {
+    let p = default_policy();
+    let mut s = issued_in(&p, KeyCredentialState::Active);
+    let old = s.credential.as_ref().unwrap().clone();
+    let new = lockstep_domain::saga::TrackedCredential {
+        id: credential_id(7),
+        state: KeyCredentialState::Active,
+        ..old.clone()
+    };
+    s.adopt_replacement(&old.id, new);
+    let (_, commands) = apply(decide(
+        &s,
+        &ReservationEvent::Cancelled { revision: 5 },
+        &ctx(&p, 9),
+    ));
+    assert_eq!(
+        commands,
+        vec![SagaCommand::Revoke {
+            credential_id: credential_id(7),
+            reason: RevokeReason::Cancellation
+        }]
+    );
+}
