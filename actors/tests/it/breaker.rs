@@ -150,6 +150,23 @@ async fn an_hour_long_outage_opens_the_breaker_and_the_backlog_drains_revocation
         .expect("revocations reached the vendor");
     let issues_before = log[..last_revoke].iter().filter(|c| **c == "issue").count();
     assert!(issues_before <= 3, "revocations drained first: {log:?}");
+    // Every state change was also a health_changed.v1 event of the adapter.
+    let health: Vec<String> = rig
+        .rt
+        .store
+        .unpublished(clock.now(), 100_000)
+        .await?
+        .into_iter()
+        .filter(|r| r.topic == "melmastoon.lock.vendor_adapter.health_changed.v1")
+        .filter_map(|r| r.payload["circuit"].as_str().map(str::to_owned))
+        .collect();
+    for state in ["open", "half_open", "closed"] {
+        assert!(
+            health.iter().any(|c| c == state),
+            "a health_changed.v1 to {state}: {} events",
+            health.len()
+        );
+    }
     println!(
         "breaker: one simulated hour: {refused_total} calls refused while open, {probes} reached the vendor, {retries} saga retries; drain order {log:?}"
     );

@@ -164,3 +164,96 @@ async fn a_lost_key_is_replaced_with_lineage_and_the_saga_follows_the_new_key() 
     rig.finish().await;
     Ok(())
 }
+
+/// KeyKindPolicy (spec `002` "mobile_app → pin_code → manual escort"): the preferred kind
+/// is refused by the vendor (this TTLock adapter issues PINs only), so the saga falls back
+/// to the next kind; the guest ends with an active PIN and the first credential failed.
+#[actix_rt::test]
+async fn a_refused_kind_falls_back_along_the_policy_chain() -> anyhow::Result<()> {
+    let rig = Rig::start(WorkerSettings::default()).await?;
+    rig.rt
+        .store
+        .upsert_policy(&lockstep_persistence::PolicyRecord {
+            id: lockstep_domain::KeyKindPolicyId::generate()
+                .as_str()
+                .to_owned(),
+            tenant_id: rig.tenant,
+            property_id: rig.property.clone(),
+            preferred_order: vec!["mobile_app".into()],
+            fallback_chain: vec!["pin_code".into()],
+            max_valid_until_extension_hours: 168,
+            id_verify_required_for: vec![],
+            no_show_suspend_after_hours: 2,
+            allow_offline_issuance_kinds: vec!["pin_code".into()],
+            updated_at: lockstep_domain::Clock::now(rig.rt.clock.as_ref()),
+        })
+        .await?;
+    rig.confirm("rsv_f1", 3).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let creds = loop {
+        let creds = rig.credentials("rsv_f1").await?;
+        if creds.iter().any(|c| c.state().as_str() == "active") {
+            break creds;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no fallback: {:?}",
+            creds
+                .iter()
+                .map(|c| (c.kind(), c.state()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let kinds: Vec<(&str, &str)> = creds
+        .iter()
+        .map(|c| (c.kind().as_str(), c.state().as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("mobile_app", "failed"), ("pin_code", "active")]
+    );
+    assert_eq!(rig.passcodes(3), 1);
+    rig.finish().await;
+    Ok(())
+}
+
+/// Passivation: idle credential actors stop (the gauge says how many live) and the next
+/// event rehydrates the subject from storage.
+#[actix_rt::test]
+async fn idle_actors_passivate_and_rehydrate_on_the_next_event() -> anyhow::Result<()> {
+    let rig = Rig::start_with(
+        WorkerSettings::default(),
+        std::sync::Arc::new(lockstep_domain::SystemClock),
+        lockstep_domain::breaker::BreakerPolicy::default(),
+        lockstep_actors::SagaSettings {
+            passivate_after: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .await?;
+    rig.confirm("rsv_z1", 4).await?;
+    rig.wait_settled("rsv_z1", "active").await?;
+    let live = || {
+        rig.rt
+            .metrics
+            .live_actors
+            .with_label_values(&["credential"])
+            .get()
+    };
+    assert!(live() >= 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while live() != 0 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "actors never passivated: {}",
+            live()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rig.cancel("rsv_z1").await?;
+    rig.wait_settled("rsv_z1", "revoked").await?;
+    assert_eq!(rig.passcodes(4), 0);
+    rig.finish().await;
+    Ok(())
+}
