@@ -67,6 +67,32 @@ pub const PRODUCED: &[(&str, &str)] = &[
         "melmastoon.lock.credential.revoked.v1",
         include_str!("../../docs/events/melmastoon.lock.credential.revoked.v1.schema.json"),
     ),
+    (
+        "melmastoon.lock.credential.suspended.v1",
+        include_str!("../../docs/events/melmastoon.lock.credential.suspended.v1.schema.json"),
+    ),
+    (
+        "melmastoon.lock.credential.unsuspended.v1",
+        include_str!("../../docs/events/melmastoon.lock.credential.unsuspended.v1.schema.json"),
+    ),
+    (
+        "melmastoon.lock.credential.updated.v1",
+        include_str!("../../docs/events/melmastoon.lock.credential.updated.v1.schema.json"),
+    ),
+    (
+        "melmastoon.lock.master_key.issued.v1",
+        include_str!("../../docs/events/melmastoon.lock.master_key.issued.v1.schema.json"),
+    ),
+    (
+        "melmastoon.lock.master_key.expired.v1",
+        include_str!("../../docs/events/melmastoon.lock.master_key.expired.v1.schema.json"),
+    ),
+    (
+        "melmastoon.lock.vendor_adapter.health_changed.v1",
+        include_str!(
+            "../../docs/events/melmastoon.lock.vendor_adapter.health_changed.v1.schema.json"
+        ),
+    ),
 ];
 
 const ENVELOPE: &str = include_str!("../../docs/events/envelope.schema.json");

@@ -49,6 +49,42 @@ fn credential() -> KeyCredential {
     .unwrap()
 }
 
+fn master() -> KeyCredential {
+    let tenant = TenantId::generate();
+    let property = PropertyId::parse("ppt_1").unwrap();
+    KeyCredential::request(
+        IssueIntent {
+            id: KeyCredentialId::generate(),
+            tenant_id: tenant,
+            property_id: property.clone(),
+            holder_kind: HolderKind::StaffMaster,
+            reservation_id: None,
+            guest_id: None,
+            staff_user_id: Some(lockstep_domain::UserId::parse("usr_1").unwrap()),
+            kind: KeyCredentialKind::PinCode,
+            rooms: vec![ScopedRoom {
+                tenant_id: tenant,
+                property_id: property,
+                room_id: RoomId::parse("rmu_1").unwrap(),
+            }],
+            scope: Default::default(),
+            validity: ValidityWindow::new(
+                Utc.with_ymd_and_hms(2027, 1, 1, 6, 0, 0).unwrap(),
+                Utc.with_ymd_and_hms(2027, 1, 1, 14, 0, 0).unwrap(),
+            )
+            .unwrap(),
+            vendor: VendorCode::Ttlock,
+            vendor_adapter_id: VendorAdapterId::generate(),
+            provisional: false,
+            idempotency_key: "shift-1".into(),
+            replaces_id: None,
+            trace_id: None,
+        },
+        Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn every_produced_event_conforms_to_its_schema() {
     let schemas = EventSchemas::new();
@@ -63,7 +99,42 @@ fn every_produced_event_conforms_to_its_schema() {
     b.mark_failed(FailureReason::CancelledMidFlight, now)
         .unwrap();
     events.extend(b.take_pending_events());
-    assert_eq!(events.len(), 5);
+    let mut c = credential();
+    c.mark_pending(now).unwrap();
+    c.mark_active(now).unwrap();
+    c.suspend(lockstep_domain::SuspendReason::FraudReview, now)
+        .unwrap();
+    c.unsuspend(now).unwrap();
+    c.update(
+        lockstep_domain::UpdateInput {
+            valid_until: Some(Utc.with_ymd_and_hms(2027, 1, 3, 11, 0, 0).unwrap()),
+            ..Default::default()
+        },
+        now,
+    )
+    .unwrap();
+    events.extend(c.take_pending_events());
+    let mut m = master();
+    m.mark_pending(now).unwrap();
+    m.mark_active(now).unwrap();
+    m.revoke(RevokeReason::Expired, now).unwrap();
+    let master_events = m.take_pending_events();
+    let master_rows: Vec<_> = master_events
+        .iter()
+        .filter_map(|e| events_out::master_row(e, now))
+        .collect();
+    assert_eq!(
+        master_rows.len(),
+        2,
+        "master_key.issued and master_key.expired"
+    );
+    events.extend(master_events);
+    assert_eq!(events.len(), 13);
+    for row in master_rows {
+        schemas
+            .check_produced(&row.envelope)
+            .unwrap_or_else(|err| panic!("{}: {err}", row.topic));
+    }
     for e in &events {
         let row = events_out::outbox_row(e, now);
         schemas
