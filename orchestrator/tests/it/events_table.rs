@@ -76,88 +76,21 @@ fn write_config(
     vhost: &Vhost,
     sim: &RunningSimulator,
 ) -> anyhow::Result<PathBuf> {
-    let cfg = sim.default_adapter_config();
-    let mut toml = format!(
-        r#"mode = "production"
-node_id = "it-events"
-
-[http]
-bind = "127.0.0.1:0"
-service_token = {{ value = "{TOKEN}" }}
-
-[database]
-url = {{ value = "{app}" }}
-worker_url = {{ value = "{worker}" }}
-max_connections = 8
-
-[encryption]
-key = {{ value = "{key}" }}
-
-[amqp]
-url = {{ value = "{amqp}" }}
-partitions = 4
-tick_interval_ms = 250
-standby_delay_ms = 0
-delivery_limit = 5
-
-[saga]
-retry_base_ms = 100
-retry_cap_ms = 1000
-vendor_call_timeout_ms = 5000
-
-[demo]
-enabled = false
-"#,
-        app = db.app_url,
-        worker = db.worker_url,
-        key = "22".repeat(32),
-        amqp = vhost.url,
-    );
-    for (i, (property, locks)) in properties().iter().enumerate() {
-        // V-1: one adapter per (tenant, property, vendor, environment).
-        let adapter = format!("vad_01J{:0>23}", 700 + i);
-        toml.push_str(&format!(
-            r#"
-[[properties]]
-tenant_id = "{TENANT}"
-property_id = "{property}"
-
-[properties.policy]
-no_show_suspend_after_hours = 0
-max_valid_until_extension_hours = 168
-
-[[properties.adapters]]
-id = "{adapter}"
-vendor = "ttlock"
-api_base_url = "{url}"
-client_id = "{client_id}"
-client_secret = {{ value = "{secret}" }}
-username = "{username}"
-password = {{ value = "{password}" }}
-"#,
-            url = cfg.api_base_url,
-            client_id = cfg.client_id,
-            secret = cfg.client_secret.expose(),
-            username = cfg.username,
-            password = cfg.password.expose(),
-        ));
-        for lock in locks {
-            toml.push_str(&format!(
-                r#"
-[[properties.devices]]
-id = "lck_01J{lock:0>23}"
-adapter = "{adapter}"
-vendor_device_ref = "{lock}"
-label = "Room {lock}"
-rooms = ["{room}"]
-"#,
-                room = room(*lock)
-            ));
-        }
-    }
-    let path = dir.join("lockstep.toml");
-    std::fs::write(&path, toml)?;
-    Ok(path)
+    write_production_config(
+        dir,
+        db,
+        vhost,
+        sim,
+        &ProdConfig {
+            node_id: "it-events",
+            token: TOKEN,
+            tenant: TENANT,
+            properties: properties(),
+            policy: Some("no_show_suspend_after_hours = 0\nmax_valid_until_extension_hours = 168"),
+            adapter_base: 700,
+            tick_ms: 250,
+        },
+    )
 }
 
 /// One envelope as the platform's publishers send it.

@@ -400,3 +400,108 @@ pub async fn wait_ready(node: &Lockstep) -> anyhow::Result<()> {
     })
     .await
 }
+
+/// A production-mode configuration of a test: one TTLock adapter per property on the
+/// in-process simulator, one room per lock (`rmu_<lock>`).
+pub struct ProdConfig<'a> {
+    /// Node name.
+    pub node_id: &'a str,
+    /// Service bearer token.
+    pub token: &'a str,
+    /// Tenant UUID of every property.
+    pub tenant: &'a str,
+    /// (property, lock ids).
+    pub properties: Vec<(&'a str, Vec<i64>)>,
+    /// Body of a `[properties.policy]` table, if any.
+    pub policy: Option<&'a str>,
+    /// First number of the adapters' ULIDs.
+    pub adapter_base: usize,
+    /// Partition tick, ms.
+    pub tick_ms: u64,
+}
+
+/// Writes `lockstep.toml` for `c` into `dir`.
+pub fn write_production_config(
+    dir: &Path,
+    db: &lockstep_persistence::testing::PgTestDb,
+    vhost: &Vhost,
+    sim: &RunningSimulator,
+    c: &ProdConfig<'_>,
+) -> anyhow::Result<PathBuf> {
+    let cfg = sim.default_adapter_config();
+    let mut toml = format!(
+        r#"mode = "production"
+node_id = "{node_id}"
+
+[http]
+bind = "127.0.0.1:0"
+service_token = {{ value = "{token}" }}
+
+[database]
+url = {{ value = "{app}" }}
+worker_url = {{ value = "{worker}" }}
+max_connections = 8
+
+[encryption]
+key = {{ value = "{key}" }}
+
+[amqp]
+url = {{ value = "{amqp}" }}
+partitions = 4
+tick_interval_ms = {tick}
+standby_delay_ms = 0
+delivery_limit = 5
+
+[saga]
+retry_base_ms = 100
+retry_cap_ms = 1000
+vendor_call_timeout_ms = 5000
+
+[demo]
+enabled = false
+"#,
+        node_id = c.node_id,
+        token = c.token,
+        app = db.app_url,
+        worker = db.worker_url,
+        key = "11".repeat(32),
+        amqp = vhost.url,
+        tick = c.tick_ms,
+    );
+    for (i, (property, locks)) in c.properties.iter().enumerate() {
+        // V-1: one adapter per (tenant, property, vendor, environment).
+        let adapter = format!("vad_01J{:0>23}", c.adapter_base + i);
+        toml.push_str(&format!(
+            "\n[[properties]]\ntenant_id = \"{tenant}\"\nproperty_id = \"{property}\"\n",
+            tenant = c.tenant
+        ));
+        if let Some(policy) = c.policy {
+            toml.push_str(&format!("\n[properties.policy]\n{policy}\n"));
+        }
+        toml.push_str(&format!(
+            r#"
+[[properties.adapters]]
+id = "{adapter}"
+vendor = "ttlock"
+api_base_url = "{url}"
+client_id = "{client_id}"
+client_secret = {{ value = "{secret}" }}
+username = "{username}"
+password = {{ value = "{password}" }}
+"#,
+            url = cfg.api_base_url,
+            client_id = cfg.client_id,
+            secret = cfg.client_secret.expose(),
+            username = cfg.username,
+            password = cfg.password.expose(),
+        ));
+        for lock in locks {
+            toml.push_str(&format!(
+                "\n[[properties.devices]]\nid = \"lck_01J{lock:0>23}\"\nadapter = \"{adapter}\"\nvendor_device_ref = \"{lock}\"\nlabel = \"Room {lock}\"\nrooms = [\"rmu_{lock}\"]\n"
+            ));
+        }
+    }
+    let path = dir.join("lockstep.toml");
+    std::fs::write(&path, toml)?;
+    Ok(path)
+}

@@ -28,89 +28,23 @@ fn write_config(
     vhost: &Vhost,
     sim: &RunningSimulator,
 ) -> anyhow::Result<std::path::PathBuf> {
-    let cfg = sim.default_adapter_config();
-    let mut toml = format!(
-        r#"mode = "production"
-node_id = "it-node"
-
-[http]
-bind = "127.0.0.1:0"
-service_token = {{ value = "it-service-token" }}
-
-[database]
-url = {{ value = "{app}" }}
-worker_url = {{ value = "{worker}" }}
-max_connections = 8
-
-[encryption]
-key = {{ value = "{key}" }}
-
-[amqp]
-url = {{ value = "{amqp}" }}
-partitions = 4
-tick_interval_ms = 500
-standby_delay_ms = 0
-delivery_limit = 5
-
-[saga]
-retry_base_ms = 100
-retry_cap_ms = 1000
-vendor_call_timeout_ms = 5000
-
-[demo]
-enabled = false
-"#,
-        app = db.app_url,
-        worker = db.worker_url,
-        key = "11".repeat(32),
-        amqp = vhost.url,
-    );
-    for (i, (property, locks)) in PROPERTIES.iter().enumerate() {
-        // V-1: one adapter per (tenant, property, vendor, environment).
-        let adapter = adapter_id(i);
-        toml.push_str(&format!(
-            r#"
-[[properties]]
-tenant_id = "{TENANT}"
-property_id = "{property}"
-
-[[properties.adapters]]
-id = "{adapter}"
-vendor = "ttlock"
-api_base_url = "{url}"
-client_id = "{client_id}"
-client_secret = {{ value = "{secret}" }}
-username = "{username}"
-password = {{ value = "{password}" }}
-"#,
-            url = cfg.api_base_url,
-            client_id = cfg.client_id,
-            secret = cfg.client_secret.expose(),
-            username = cfg.username,
-            password = cfg.password.expose(),
-        ));
-        for lock in *locks {
-            toml.push_str(&format!(
-                r#"
-[[properties.devices]]
-id = "lck_01J{lock:0>23}"
-adapter = "{adapter}"
-vendor_device_ref = "{lock}"
-label = "Room {lock}"
-rooms = ["{room}"]
-"#,
-                room = room(*lock)
-            ));
-        }
-    }
-    let path = dir.join("lockstep.toml");
-    std::fs::write(&path, toml)?;
-    Ok(path)
+    write_production_config(
+        dir,
+        db,
+        vhost,
+        sim,
+        &ProdConfig {
+            node_id: "it-node",
+            token: "it-service-token",
+            tenant: TENANT,
+            properties: PROPERTIES.iter().map(|(p, l)| (*p, l.to_vec())).collect(),
+            policy: None,
+            adapter_base: 900,
+            tick_ms: 500,
+        },
+    )
 }
 
-fn adapter_id(i: usize) -> String {
-    format!("vad_01J{:0>23}", 900 + i)
-}
 
 fn all_locks() -> Vec<i64> {
     PROPERTIES
