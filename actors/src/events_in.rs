@@ -52,6 +52,8 @@ pub const CONSUMED_SUBJECTS: &[&str] = &[
 pub const INTERNAL_NO_SHOW_DUE: &str = "lockstep.internal.no_show_suspend_due";
 /// Internal: a saga's credential changed state in a drive step.
 pub const INTERNAL_CREDENTIAL_OBSERVED: &str = "lockstep.internal.credential_observed";
+/// Internal: a credential reached its `validUntil` (DESIGN §12: revoke it as `expired`).
+pub const INTERNAL_EXPIRE: &str = "lockstep.internal.expire";
 /// Internal (operator): unsuspend a credential (`POST …/unsuspend`, issue 6).
 pub const INTERNAL_UNSUSPEND: &str = "lockstep.internal.unsuspend";
 /// Internal (operator): lost-key replace, revoke + re-issue as one unit (`POST …/replace`).

@@ -326,6 +326,26 @@ async fn internal(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
             };
             reservation_step(rt, entry, &id, event, None, "observed").await
         }
+        events_in::INTERNAL_EXPIRE => {
+            let id = credential_of_payload(entry)?;
+            let due = match rt.store.get_credential(entry.tenant_id, &id).await? {
+                Some(c) => c.validity().until() <= rt.clock.now(),
+                None => false,
+            };
+            if due {
+                revoke_one(rt, entry, &id, RevokeReason::Expired).await
+            } else {
+                // the end moved later (a newer timer exists) or the credential is gone
+                let mut uow = UnitOfWork::new(
+                    entry.tenant_id,
+                    rt.fences.for_commit(entry.partition),
+                    rt.clock.now(),
+                );
+                uow.mailbox.push(done(entry, "not_due"));
+                rt.store.commit(uow).await?;
+                Ok(())
+            }
+        }
         events_in::INTERNAL_UNSUSPEND => operator_unsuspend(rt, entry).await,
         events_in::INTERNAL_REPLACE => operator_replace(rt, entry).await,
         events_in::INTERNAL_REVOKE => {
@@ -741,6 +761,7 @@ async fn issue(
             });
         }
         schedule(entry, uow, cred.id());
+        expire_at(entry, uow, cred.id(), intent.validity.until());
     }
     if let Some(old) = &intent.replaces {
         if let Some(i) = touched.get(rt, entry.tenant_id, old).await? {
@@ -750,6 +771,18 @@ async fn issue(
     }
     touched.creds.push((cred, None));
     Ok(())
+}
+
+/// A durable timer that revokes the credential as `expired` at its end (DESIGN §12), so
+/// the record and the door agree even where the lock's own window would close it anyway.
+fn expire_at(entry: &MailboxEntry, uow: &mut UnitOfWork, id: &KeyCredentialId, at: Timestamp) {
+    uow.events.push(internal_event(
+        entry,
+        &entry.subject,
+        events_in::INTERNAL_EXPIRE,
+        json!({ "credentialId": id.as_str() }),
+        at,
+    ));
 }
 
 fn schedule(entry: &MailboxEntry, uow: &mut UnitOfWork, id: &KeyCredentialId) {
@@ -917,6 +950,8 @@ async fn update(
     if let Err(e) = c.update(input, uow.now) {
         return skipped(entry, c, uow, e);
     }
+    // the end moved: a timer for the new end (the old one finds nothing due and ends)
+    expire_at(entry, uow, id, valid_until);
     let active = c.state() == KeyCredentialState::Active;
     let wanted = rt
         .store

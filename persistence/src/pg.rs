@@ -144,6 +144,11 @@ impl PgStore {
     }
 }
 
+/// Whether a database error is Postgres breaking a deadlock or a serialization conflict.
+fn is_transient(msg: &str) -> bool {
+    msg.contains("deadlock detected") || msg.contains("could not serialize access")
+}
+
 pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
 }
@@ -341,315 +346,331 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, uow: UnitOfWork) -> StoreResult<()> {
-        let tenant = uow.tenant_id;
-        let t = tenant.as_uuid();
-        let mut tx = self.begin_tenant(tenant).await?;
-        Self::check_fence(&mut tx, uow.fence).await?;
+        // A commit is a pure transaction built from data: when Postgres aborts it to break a
+        // deadlock or a serialization conflict (two commits racing on the I-9 exclusion
+        // index can deadlock instead of one seeing the violation), it is run again.
+        let mut attempt = 0u64;
+        loop {
+            let res: StoreResult<()> = async {
+                let tenant = uow.tenant_id;
+                let t = tenant.as_uuid();
+                let mut tx = self.begin_tenant(tenant).await?;
+                Self::check_fence(&mut tx, uow.fence).await?;
 
-        for w in &uow.credentials {
-            let s = &w.snapshot;
-            let args = (
-                s.id.as_str(),
-                s.property_id.as_str(),
-                s.holder_kind.as_str(),
-                s.reservation_id.as_ref().map(|r| r.as_str().to_owned()),
-                s.guest_id.as_ref().map(|r| r.as_str().to_owned()),
-                s.staff_user_id.as_ref().map(|r| r.as_str().to_owned()),
-            );
-            match w.expected_version {
-                None => {
+                for w in &uow.credentials {
+                    let s = &w.snapshot;
+                    let args = (
+                        s.id.as_str(),
+                        s.property_id.as_str(),
+                        s.holder_kind.as_str(),
+                        s.reservation_id.as_ref().map(|r| r.as_str().to_owned()),
+                        s.guest_id.as_ref().map(|r| r.as_str().to_owned()),
+                        s.staff_user_id.as_ref().map(|r| r.as_str().to_owned()),
+                    );
+                    match w.expected_version {
+                        None => {
+                            sqlx::query(
+                                "INSERT INTO key_credentials (id, tenant_id, property_id, holder_kind, reservation_id, guest_id, staff_user_id, kind, scope, valid_from, valid_until, state, vendor, vendor_adapter_id, provisional, idempotency_key, issued_at, suspended_at, revoked_at, failure_reason, suspend_reason, revoke_reason, replaces_id, replaced_by_id, version, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27)",
+                            )
+                            .bind(args.0)
+                            .bind(t)
+                            .bind(args.1)
+                            .bind(args.2)
+                            .bind(args.3)
+                            .bind(args.4)
+                            .bind(args.5)
+                            .bind(s.kind.as_str())
+                            .bind(scope_to_json(&s.scope))
+                            .bind(s.validity.from())
+                            .bind(s.validity.until())
+                            .bind(s.state.as_str())
+                            .bind(s.vendor.as_str())
+                            .bind(s.vendor_adapter_id.as_str())
+                            .bind(s.provisional)
+                            .bind(&s.idempotency_key)
+                            .bind(s.issued_at)
+                            .bind(s.suspended_at)
+                            .bind(s.revoked_at)
+                            .bind(s.failure_reason.map(|r| r.as_str()))
+                            .bind(s.suspend_reason.map(|r| r.as_str()))
+                            .bind(s.revoke_reason.map(|r| r.as_str()))
+                            .bind(s.replaces_id.as_ref().map(|r| r.as_str().to_owned()))
+                            .bind(s.replaced_by_id.as_ref().map(|r| r.as_str().to_owned()))
+                            .bind(s.version)
+                            .bind(s.created_at)
+                            .bind(s.updated_at)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        Some(expected) => {
+                            let n = sqlx::query(
+                                "UPDATE key_credentials SET scope = $3, valid_from = $4, valid_until = $5, state = $6, issued_at = $7, suspended_at = $8, revoked_at = $9, failure_reason = $10, suspend_reason = $11, revoke_reason = $12, replaced_by_id = $13, version = $14, updated_at = $15 WHERE id = $1 AND version = $2",
+                            )
+                            .bind(args.0)
+                            .bind(expected)
+                            .bind(scope_to_json(&s.scope))
+                            .bind(s.validity.from())
+                            .bind(s.validity.until())
+                            .bind(s.state.as_str())
+                            .bind(s.issued_at)
+                            .bind(s.suspended_at)
+                            .bind(s.revoked_at)
+                            .bind(s.failure_reason.map(|r| r.as_str()))
+                            .bind(s.suspend_reason.map(|r| r.as_str()))
+                            .bind(s.revoke_reason.map(|r| r.as_str()))
+                            .bind(s.replaced_by_id.as_ref().map(|r| r.as_str().to_owned()))
+                            .bind(s.version)
+                            .bind(s.updated_at)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                            if n != 1 {
+                                return Err(StoreError::Conflict {
+                                    entity: "key_credentials",
+                                });
+                            }
+                            sqlx::query("DELETE FROM key_credential_rooms WHERE key_credential_id = $1")
+                                .bind(args.0)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                    // The room links copy property, reservation, holder, state and window from the
+                    // row just written, so I-9's exclusion constraint sees the credential as it is
+                    // now (DESIGN §12). Rooms go in sorted order (the aggregate sorts them), so two
+                    // racing writers meet on the same room first and cannot deadlock.
+                    let rooms: Vec<&str> = s.rooms.iter().map(|r| r.as_str()).collect();
                     sqlx::query(
-                        "INSERT INTO key_credentials (id, tenant_id, property_id, holder_kind, reservation_id, guest_id, staff_user_id, kind, scope, valid_from, valid_until, state, vendor, vendor_adapter_id, provisional, idempotency_key, issued_at, suspended_at, revoked_at, failure_reason, suspend_reason, revoke_reason, replaces_id, replaced_by_id, version, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27)",
+                        "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id, property_id, reservation_id, is_master, state, validity) \
+                         SELECT c.tenant_id, c.id, r.room_id, c.property_id, c.reservation_id, c.holder_kind = 'staff_master', c.state, tstzrange(c.valid_from, c.valid_until, '[)') \
+                         FROM key_credentials c CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS r(room_id, n) WHERE c.tenant_id = $1 AND c.id = $3 ORDER BY r.n",
                     )
-                    .bind(args.0)
                     .bind(t)
-                    .bind(args.1)
-                    .bind(args.2)
-                    .bind(args.3)
-                    .bind(args.4)
-                    .bind(args.5)
-                    .bind(s.kind.as_str())
-                    .bind(scope_to_json(&s.scope))
-                    .bind(s.validity.from())
-                    .bind(s.validity.until())
-                    .bind(s.state.as_str())
-                    .bind(s.vendor.as_str())
-                    .bind(s.vendor_adapter_id.as_str())
-                    .bind(s.provisional)
-                    .bind(&s.idempotency_key)
-                    .bind(s.issued_at)
-                    .bind(s.suspended_at)
-                    .bind(s.revoked_at)
-                    .bind(s.failure_reason.map(|r| r.as_str()))
-                    .bind(s.suspend_reason.map(|r| r.as_str()))
-                    .bind(s.revoke_reason.map(|r| r.as_str()))
-                    .bind(s.replaces_id.as_ref().map(|r| r.as_str().to_owned()))
-                    .bind(s.replaced_by_id.as_ref().map(|r| r.as_str().to_owned()))
-                    .bind(s.version)
-                    .bind(s.created_at)
-                    .bind(s.updated_at)
+                    .bind(&rooms)
+                    .bind(args.0)
                     .execute(&mut *tx)
                     .await?;
                 }
-                Some(expected) => {
-                    let n = sqlx::query(
-                        "UPDATE key_credentials SET scope = $3, valid_from = $4, valid_until = $5, state = $6, issued_at = $7, suspended_at = $8, revoked_at = $9, failure_reason = $10, suspend_reason = $11, revoke_reason = $12, replaced_by_id = $13, version = $14, updated_at = $15 WHERE id = $1 AND version = $2",
+
+                if let Some(m) = &uow.master {
+                    match m {
+                        MasterKeyWrite::Insert(k) => {
+                            if k.tenant_id != tenant {
+                                return Err(StoreError::Constraint(
+                                    "master key of another tenant".into(),
+                                ));
+                            }
+                            sqlx::query(
+                                "INSERT INTO master_keys (id, tenant_id, property_id, staff_user_id, shift_id, key_credential_id, scope_kind, scope, valid_from, valid_until, issued_at, revoked_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                            )
+                            .bind(&k.id)
+                            .bind(t)
+                            .bind(k.property_id.as_str())
+                            .bind(&k.staff_user_id)
+                            .bind(&k.shift_id)
+                            .bind(k.key_credential_id.as_str())
+                            .bind(&k.scope_kind)
+                            .bind(&k.scope)
+                            .bind(k.valid_from)
+                            .bind(k.valid_until)
+                            .bind(k.issued_at)
+                            .bind(k.revoked_at)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        MasterKeyWrite::Revoke { id, revoked_at } => {
+                            let n = sqlx::query(
+                                "UPDATE master_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE tenant_id = $1 AND id = $2",
+                            )
+                            .bind(t)
+                            .bind(id)
+                            .bind(revoked_at)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                            if n != 1 {
+                                return Err(StoreError::Conflict {
+                                    entity: "master_keys",
+                                });
+                            }
+                        }
+                    }
+                }
+
+                for d in &uow.devices {
+                    let pin = d
+                        .pin
+                        .as_ref()
+                        .map(|p| {
+                            self.cipher.encrypt(
+                                p.expose().as_bytes(),
+                                &context::pin(&d.credential_id, &d.device_id),
+                            )
+                        })
+                        .transpose()?;
+                    let vref = d
+                        .vendor_ref
+                        .as_ref()
+                        .map(|v| {
+                            self.cipher.encrypt(
+                                v.expose().as_bytes(),
+                                &context::vendor_ref(&d.credential_id, &d.device_id),
+                            )
+                        })
+                        .transpose()?;
+                    sqlx::query(
+                        "INSERT INTO key_credential_devices (tenant_id, key_credential_id, device_id, desired, sync, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version, attempts, pin_collisions, last_error, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) \
+                         ON CONFLICT (key_credential_id, device_id) DO UPDATE SET desired = EXCLUDED.desired, sync = EXCLUDED.sync, \
+                         pin_ciphertext = COALESCE(EXCLUDED.pin_ciphertext, key_credential_devices.pin_ciphertext), pin_kms_version = COALESCE(EXCLUDED.pin_kms_version, key_credential_devices.pin_kms_version), \
+                         vendor_ref_ciphertext = COALESCE(EXCLUDED.vendor_ref_ciphertext, key_credential_devices.vendor_ref_ciphertext), vendor_ref_kms_version = COALESCE(EXCLUDED.vendor_ref_kms_version, key_credential_devices.vendor_ref_kms_version), \
+                         attempts = EXCLUDED.attempts, pin_collisions = EXCLUDED.pin_collisions, last_error = EXCLUDED.last_error, updated_at = EXCLUDED.updated_at",
                     )
-                    .bind(args.0)
-                    .bind(expected)
-                    .bind(scope_to_json(&s.scope))
-                    .bind(s.validity.from())
-                    .bind(s.validity.until())
-                    .bind(s.state.as_str())
-                    .bind(s.issued_at)
-                    .bind(s.suspended_at)
-                    .bind(s.revoked_at)
-                    .bind(s.failure_reason.map(|r| r.as_str()))
-                    .bind(s.suspend_reason.map(|r| r.as_str()))
-                    .bind(s.revoke_reason.map(|r| r.as_str()))
-                    .bind(s.replaced_by_id.as_ref().map(|r| r.as_str().to_owned()))
-                    .bind(s.version)
-                    .bind(s.updated_at)
+                    .bind(t)
+                    .bind(d.credential_id.as_str())
+                    .bind(d.device_id.as_str())
+                    .bind(d.desired.as_str())
+                    .bind(d.sync.as_str())
+                    .bind(pin.as_ref().map(|p| p.0.clone()))
+                    .bind(pin.as_ref().map(|p| p.1.clone()))
+                    .bind(vref.as_ref().map(|p| p.0.clone()))
+                    .bind(vref.as_ref().map(|p| p.1.clone()))
+                    .bind(d.attempts)
+                    .bind(d.pin_collisions)
+                    .bind(&d.last_error)
+                    .bind(uow.now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+
+                if let Some((subject, state)) = &uow.saga {
+                    sqlx::query(
+                        "INSERT INTO key_credential_saga (tenant_id, subject, state, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, subject) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at",
+                    )
+                    .bind(t)
+                    .bind(subject)
+                    .bind(state)
+                    .bind(uow.now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+
+                for o in &uow.outbox {
+                    sqlx::query(
+                        "INSERT INTO outbox (id, tenant_id, aggregate_id, topic, payload, envelope, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                    )
+                    .bind(&o.id)
+                    .bind(t)
+                    .bind(&o.aggregate_id)
+                    .bind(&o.topic)
+                    .bind(&o.payload)
+                    .bind(&o.envelope)
+                    .bind(o.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+
+                for a in &uow.audit {
+                    sqlx::query(
+                        "INSERT INTO lock_audit (id, tenant_id, property_id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                    )
+                    .bind(&a.id)
+                    .bind(t)
+                    .bind(a.property_id.as_str())
+                    .bind(a.credential_id.as_ref().map(|c| c.as_str().to_owned()))
+                    .bind(a.device_id.as_ref().map(|c| c.as_str().to_owned()))
+                    .bind(&a.actor_kind)
+                    .bind(&a.action)
+                    .bind(&a.reason)
+                    .bind(a.vendor.map(|v| v.as_str()))
+                    .bind(&a.trace_id)
+                    .bind(a.created_at)
+                    .bind(&a.payload)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+
+                for m in &uow.mailbox {
+                    let n = match m {
+                        MailboxUpdate::Done { id, outcome } => sqlx::query(
+                            "UPDATE mailbox SET done_at = $2, outcome = $3 WHERE id = $1 AND done_at IS NULL",
+                        )
+                        .bind(id)
+                        .bind(uow.now)
+                        .bind(outcome)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected(),
+                        MailboxUpdate::Retry { id, due_at, attempts, last_error } => sqlx::query(
+                            "UPDATE mailbox SET due_at = $2, attempts = $3, last_error = $4 WHERE id = $1 AND done_at IS NULL",
+                        )
+                        .bind(id)
+                        .bind(due_at)
+                        .bind(attempts)
+                        .bind(last_error)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected(),
+                    };
+                    if n != 1 {
+                        return Err(StoreError::Conflict { entity: "mailbox" });
+                    }
+                }
+
+                for s in &uow.schedule {
+                    let n = sqlx::query(
+                        "UPDATE mailbox SET due_at = LEAST(due_at, $3) WHERE tenant_id = $1 AND credential_id = $2 AND kind = 'drive' AND done_at IS NULL",
+                    )
+                    .bind(t)
+                    .bind(s.credential_id.as_str())
+                    .bind(s.due_at)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                    if n != 1 {
-                        return Err(StoreError::Conflict {
-                            entity: "key_credentials",
-                        });
-                    }
-                    sqlx::query("DELETE FROM key_credential_rooms WHERE key_credential_id = $1")
-                        .bind(args.0)
+                    if n == 0 {
+                        sqlx::query(
+                            "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, credential_id, due_at, created_at) VALUES ($1, $2, $3, $4, 'drive', $5, $6, $7)",
+                        )
+                        .bind(t)
+                        .bind(s.property_id.as_str())
+                        .bind(s.partition)
+                        .bind(&s.subject)
+                        .bind(s.credential_id.as_str())
+                        .bind(s.due_at)
+                        .bind(uow.now)
                         .execute(&mut *tx)
                         .await?;
-                }
-            }
-            // The room links copy property, reservation, holder, state and window from the
-            // row just written, so I-9's exclusion constraint sees the credential as it is
-            // now (DESIGN §12). Rooms go in sorted order (the aggregate sorts them), so two
-            // racing writers meet on the same room first and cannot deadlock.
-            let rooms: Vec<&str> = s.rooms.iter().map(|r| r.as_str()).collect();
-            sqlx::query(
-                "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id, property_id, reservation_id, is_master, state, validity) \
-                 SELECT c.tenant_id, c.id, r.room_id, c.property_id, c.reservation_id, c.holder_kind = 'staff_master', c.state, tstzrange(c.valid_from, c.valid_until, '[)') \
-                 FROM key_credentials c CROSS JOIN unnest($2::text[]) WITH ORDINALITY AS r(room_id, n) WHERE c.tenant_id = $1 AND c.id = $3 ORDER BY r.n",
-            )
-            .bind(t)
-            .bind(&rooms)
-            .bind(args.0)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        if let Some(m) = &uow.master {
-            match m {
-                MasterKeyWrite::Insert(k) => {
-                    if k.tenant_id != tenant {
-                        return Err(StoreError::Constraint(
-                            "master key of another tenant".into(),
-                        ));
                     }
+                }
+
+                for e in &uow.events {
                     sqlx::query(
-                        "INSERT INTO master_keys (id, tenant_id, property_id, staff_user_id, shift_id, key_credential_id, scope_kind, scope, valid_from, valid_until, issued_at, revoked_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                        "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, message_id, topic, payload, due_at, created_at) VALUES ($1, $2, $3, $4, 'event', $5, $6, $7, $8, $9)",
                     )
-                    .bind(&k.id)
                     .bind(t)
-                    .bind(k.property_id.as_str())
-                    .bind(&k.staff_user_id)
-                    .bind(&k.shift_id)
-                    .bind(k.key_credential_id.as_str())
-                    .bind(&k.scope_kind)
-                    .bind(&k.scope)
-                    .bind(k.valid_from)
-                    .bind(k.valid_until)
-                    .bind(k.issued_at)
-                    .bind(k.revoked_at)
+                    .bind(e.property_id.as_str())
+                    .bind(e.partition)
+                    .bind(&e.subject)
+                    .bind(ulid::Ulid::new().to_string())
+                    .bind(&e.topic)
+                    .bind(&e.payload)
+                    .bind(e.due_at)
+                    .bind(uow.now)
                     .execute(&mut *tx)
                     .await?;
                 }
-                MasterKeyWrite::Revoke { id, revoked_at } => {
-                    let n = sqlx::query(
-                        "UPDATE master_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE tenant_id = $1 AND id = $2",
-                    )
-                    .bind(t)
-                    .bind(id)
-                    .bind(revoked_at)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if n != 1 {
-                        return Err(StoreError::Conflict {
-                            entity: "master_keys",
-                        });
-                    }
+
+                tx.commit().await?;
+                Ok(())
                 }
+            .await;
+            match res {
+                Err(StoreError::Database(msg)) if attempt < 4 && is_transient(&msg) => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5 * attempt)).await;
+                }
+                other => return other,
             }
         }
-
-        for d in &uow.devices {
-            let pin = d
-                .pin
-                .as_ref()
-                .map(|p| {
-                    self.cipher.encrypt(
-                        p.expose().as_bytes(),
-                        &context::pin(&d.credential_id, &d.device_id),
-                    )
-                })
-                .transpose()?;
-            let vref = d
-                .vendor_ref
-                .as_ref()
-                .map(|v| {
-                    self.cipher.encrypt(
-                        v.expose().as_bytes(),
-                        &context::vendor_ref(&d.credential_id, &d.device_id),
-                    )
-                })
-                .transpose()?;
-            sqlx::query(
-                "INSERT INTO key_credential_devices (tenant_id, key_credential_id, device_id, desired, sync, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version, attempts, pin_collisions, last_error, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) \
-                 ON CONFLICT (key_credential_id, device_id) DO UPDATE SET desired = EXCLUDED.desired, sync = EXCLUDED.sync, \
-                 pin_ciphertext = COALESCE(EXCLUDED.pin_ciphertext, key_credential_devices.pin_ciphertext), pin_kms_version = COALESCE(EXCLUDED.pin_kms_version, key_credential_devices.pin_kms_version), \
-                 vendor_ref_ciphertext = COALESCE(EXCLUDED.vendor_ref_ciphertext, key_credential_devices.vendor_ref_ciphertext), vendor_ref_kms_version = COALESCE(EXCLUDED.vendor_ref_kms_version, key_credential_devices.vendor_ref_kms_version), \
-                 attempts = EXCLUDED.attempts, pin_collisions = EXCLUDED.pin_collisions, last_error = EXCLUDED.last_error, updated_at = EXCLUDED.updated_at",
-            )
-            .bind(t)
-            .bind(d.credential_id.as_str())
-            .bind(d.device_id.as_str())
-            .bind(d.desired.as_str())
-            .bind(d.sync.as_str())
-            .bind(pin.as_ref().map(|p| p.0.clone()))
-            .bind(pin.as_ref().map(|p| p.1.clone()))
-            .bind(vref.as_ref().map(|p| p.0.clone()))
-            .bind(vref.as_ref().map(|p| p.1.clone()))
-            .bind(d.attempts)
-            .bind(d.pin_collisions)
-            .bind(&d.last_error)
-            .bind(uow.now)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        if let Some((subject, state)) = &uow.saga {
-            sqlx::query(
-                "INSERT INTO key_credential_saga (tenant_id, subject, state, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, subject) DO UPDATE SET state = EXCLUDED.state, updated_at = EXCLUDED.updated_at",
-            )
-            .bind(t)
-            .bind(subject)
-            .bind(state)
-            .bind(uow.now)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        for o in &uow.outbox {
-            sqlx::query(
-                "INSERT INTO outbox (id, tenant_id, aggregate_id, topic, payload, envelope, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-            )
-            .bind(&o.id)
-            .bind(t)
-            .bind(&o.aggregate_id)
-            .bind(&o.topic)
-            .bind(&o.payload)
-            .bind(&o.envelope)
-            .bind(o.created_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        for a in &uow.audit {
-            sqlx::query(
-                "INSERT INTO lock_audit (id, tenant_id, property_id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
-            )
-            .bind(&a.id)
-            .bind(t)
-            .bind(a.property_id.as_str())
-            .bind(a.credential_id.as_ref().map(|c| c.as_str().to_owned()))
-            .bind(a.device_id.as_ref().map(|c| c.as_str().to_owned()))
-            .bind(&a.actor_kind)
-            .bind(&a.action)
-            .bind(&a.reason)
-            .bind(a.vendor.map(|v| v.as_str()))
-            .bind(&a.trace_id)
-            .bind(a.created_at)
-            .bind(&a.payload)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        for m in &uow.mailbox {
-            let n = match m {
-                MailboxUpdate::Done { id, outcome } => sqlx::query(
-                    "UPDATE mailbox SET done_at = $2, outcome = $3 WHERE id = $1 AND done_at IS NULL",
-                )
-                .bind(id)
-                .bind(uow.now)
-                .bind(outcome)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-                MailboxUpdate::Retry { id, due_at, attempts, last_error } => sqlx::query(
-                    "UPDATE mailbox SET due_at = $2, attempts = $3, last_error = $4 WHERE id = $1 AND done_at IS NULL",
-                )
-                .bind(id)
-                .bind(due_at)
-                .bind(attempts)
-                .bind(last_error)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-            };
-            if n != 1 {
-                return Err(StoreError::Conflict { entity: "mailbox" });
-            }
-        }
-
-        for s in &uow.schedule {
-            let n = sqlx::query(
-                "UPDATE mailbox SET due_at = LEAST(due_at, $3) WHERE tenant_id = $1 AND credential_id = $2 AND kind = 'drive' AND done_at IS NULL",
-            )
-            .bind(t)
-            .bind(s.credential_id.as_str())
-            .bind(s.due_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
-                sqlx::query(
-                    "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, credential_id, due_at, created_at) VALUES ($1, $2, $3, $4, 'drive', $5, $6, $7)",
-                )
-                .bind(t)
-                .bind(s.property_id.as_str())
-                .bind(s.partition)
-                .bind(&s.subject)
-                .bind(s.credential_id.as_str())
-                .bind(s.due_at)
-                .bind(uow.now)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-
-        for e in &uow.events {
-            sqlx::query(
-                "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, message_id, topic, payload, due_at, created_at) VALUES ($1, $2, $3, $4, 'event', $5, $6, $7, $8, $9)",
-            )
-            .bind(t)
-            .bind(e.property_id.as_str())
-            .bind(e.partition)
-            .bind(&e.subject)
-            .bind(ulid::Ulid::new().to_string())
-            .bind(&e.topic)
-            .bind(&e.payload)
-            .bind(e.due_at)
-            .bind(uow.now)
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn load_saga(

@@ -306,7 +306,13 @@ impl Rig {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut quiet_since: Option<Instant> = None;
         loop {
-            let (open, _) = self.rt.store.mailbox_depth().await?;
+            // future timers (validity expiry) stay open; quiet means nothing is due
+            let open = self
+                .rt
+                .store
+                .due_subjects(None, self.rt.clock.now(), 1)
+                .await?
+                .len();
             let door = self.rt.store.door_backlog().await?;
             if open == 0 && door.pending_removals == 0 && door.pending_issues == 0 {
                 // quiet for a moment: nothing in flight re-opened work
@@ -320,7 +326,7 @@ impl Rig {
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "never quiet: {open} open entries, door {door:?}"
+                "never quiet: {open} subjects with due work, door {door:?}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -257,3 +257,34 @@ async fn idle_actors_passivate_and_rehydrate_on_the_next_event() -> anyhow::Resu
     rig.finish().await;
     Ok(())
 }
+
+/// DESIGN §12: at `validUntil` a durable timer revokes the credential as `expired`, so the
+/// record and the door agree.
+#[actix_rt::test]
+async fn a_credential_is_revoked_as_expired_at_its_end() -> anyhow::Result<()> {
+    let rig = Rig::start(WorkerSettings::default()).await?;
+    let now = lockstep_domain::Clock::now(rig.rt.clock.as_ref());
+    let (from, until) = (
+        now - chrono::Duration::hours(1),
+        now + chrono::Duration::milliseconds(1500),
+    );
+    rig.deliver(
+        "c-e1",
+        "melmastoon.reservation.confirmed.v1",
+        serde_json::json!({ "reservationId": "rsv_e1", "revision": 1, "guestId": "gst_1", "roomIds": ["rmu_1"],
+                            "validFrom": from.to_rfc3339(), "validUntil": until.to_rfc3339() }),
+    )
+    .await?;
+    rig.wait_settled("rsv_e1", "active").await?;
+    assert_eq!(rig.passcodes(1), 1);
+    rig.wait_settled("rsv_e1", "revoked").await?;
+    let c = &rig.credentials("rsv_e1").await?[0];
+    assert_eq!(c.revoke_reason().map(|r| r.as_str()), Some("expired"));
+    assert!(
+        lockstep_domain::Clock::now(rig.rt.clock.as_ref()) >= until,
+        "not before its end"
+    );
+    assert_eq!(rig.passcodes(1), 0, "gone from the door");
+    rig.finish().await;
+    Ok(())
+}

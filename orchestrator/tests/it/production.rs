@@ -45,7 +45,6 @@ fn write_config(
     )
 }
 
-
 fn all_locks() -> Vec<i64> {
     PROPERTIES
         .iter()
