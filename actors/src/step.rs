@@ -816,6 +816,30 @@ fn plan_removal(devices: &[CredentialDevice], uow: &mut UnitOfWork) -> bool {
     pending
 }
 
+/// Takes the credential off every device that may hold it (a drive deletes what the vendor
+/// has) and, for a master whose credential ended, closes its `MasterKey` record.
+async fn off_the_door(
+    rt: &Runtime,
+    entry: &MailboxEntry,
+    uow: &mut UnitOfWork,
+    id: &KeyCredentialId,
+    end_master: bool,
+) -> Result<(), StepError> {
+    let devices = rt.store.credential_devices(entry.tenant_id, id).await?;
+    if plan_removal(&devices, uow) {
+        schedule(entry, uow, id);
+    }
+    if end_master {
+        if let Some(m) = rt.store.master_by_credential(entry.tenant_id, id).await? {
+            uow.master = Some(MasterKeyWrite::Revoke {
+                id: m.id,
+                revoked_at: uow.now,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A transition that no longer applies (the credential moved on meanwhile) is skipped, and
 /// the saga is told where the credential really is.
 fn skipped(
@@ -850,19 +874,8 @@ async fn revoke(
     if let Err(e) = c.revoke(reason, uow.now) {
         return skipped(entry, c, uow, e);
     }
-    let devices = rt.store.credential_devices(entry.tenant_id, id).await?;
-    if plan_removal(&devices, uow) {
-        schedule(entry, uow, id);
-    }
-    if c.holder_kind() == HolderKind::StaffMaster {
-        if let Some(m) = rt.store.master_by_credential(entry.tenant_id, id).await? {
-            uow.master = Some(MasterKeyWrite::Revoke {
-                id: m.id,
-                revoked_at: uow.now,
-            });
-        }
-    }
-    Ok(())
+    let is_master = c.holder_kind() == HolderKind::StaffMaster;
+    off_the_door(rt, entry, uow, id, is_master).await
 }
 
 async fn fail_mid_flight(
@@ -879,19 +892,8 @@ async fn fail_mid_flight(
     if let Err(e) = c.mark_failed(FailureReason::CancelledMidFlight, uow.now) {
         return skipped(entry, c, uow, e);
     }
-    let devices = rt.store.credential_devices(entry.tenant_id, id).await?;
-    if plan_removal(&devices, uow) {
-        schedule(entry, uow, id);
-    }
-    if c.holder_kind() == HolderKind::StaffMaster {
-        if let Some(m) = rt.store.master_by_credential(entry.tenant_id, id).await? {
-            uow.master = Some(MasterKeyWrite::Revoke {
-                id: m.id,
-                revoked_at: uow.now,
-            });
-        }
-    }
-    Ok(())
+    let is_master = c.holder_kind() == HolderKind::StaffMaster;
+    off_the_door(rt, entry, uow, id, is_master).await
 }
 
 /// Suspension at a door that cannot disable a passcode is its removal (the PIN is kept,
@@ -911,11 +913,7 @@ async fn suspend(
     if let Err(e) = c.suspend(reason, uow.now) {
         return skipped(entry, c, uow, e);
     }
-    let devices = rt.store.credential_devices(entry.tenant_id, id).await?;
-    if plan_removal(&devices, uow) {
-        schedule(entry, uow, id);
-    }
-    Ok(())
+    off_the_door(rt, entry, uow, id, false).await
 }
 
 /// Moves an active or suspended credential's end and rooms; the door follows: devices of
