@@ -20,7 +20,11 @@ use lockstep_domain::{
 };
 use thiserror::Error;
 
+pub mod brivo;
+pub mod kisi;
+pub mod salto;
 pub mod ttlock;
+pub mod vostio;
 
 pub use ttlock::{TtlockAdapter, TtlockConfig};
 

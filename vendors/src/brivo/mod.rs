@@ -1,0 +1,1 @@
+//! brivo adapter: being written (issue 5).

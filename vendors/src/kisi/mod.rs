@@ -1,0 +1,1 @@
+//! kisi adapter: being written (issue 5).

@@ -1,0 +1,1 @@
+//! salto adapter: being written (issue 5).

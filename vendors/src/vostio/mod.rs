@@ -1,0 +1,1 @@
+//! vostio adapter: being written (issue 5).

@@ -1,0 +1,1 @@
+//! brivo adapter tests: being written (issue 5).

@@ -1,0 +1,1 @@
+//! kisi adapter tests: being written (issue 5).

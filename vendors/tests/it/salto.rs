@@ -1,0 +1,1 @@
+//! salto adapter tests: being written (issue 5).

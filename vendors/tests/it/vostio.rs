@@ -1,0 +1,1 @@
+//! vostio adapter tests: being written (issue 5).
