@@ -54,6 +54,8 @@ pub const INTERNAL_NO_SHOW_DUE: &str = "lockstep.internal.no_show_suspend_due";
 pub const INTERNAL_CREDENTIAL_OBSERVED: &str = "lockstep.internal.credential_observed";
 /// Internal: a credential reached its `validUntil` (DESIGN §12: revoke it as `expired`).
 pub const INTERNAL_EXPIRE: &str = "lockstep.internal.expire";
+/// Internal: drift found a credential missing at a device; its saga re-issues it there.
+pub const INTERNAL_REISSUE: &str = "lockstep.internal.reissue";
 /// Internal (operator): unsuspend a credential (`POST …/unsuspend`, issue 6).
 pub const INTERNAL_UNSUSPEND: &str = "lockstep.internal.unsuspend";
 /// Internal (operator): lost-key replace, revoke + re-issue as one unit (`POST …/replace`).

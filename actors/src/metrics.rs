@@ -48,6 +48,12 @@ pub struct Metrics {
     pub door_oldest_pending_removal_age_seconds: IntGauge,
     /// Door truth: issuances and updates not yet confirmed at the door.
     pub door_pending_issues: IntGauge,
+    /// Drift: Lockstep objects found at a device that should not be there, deleted.
+    pub drift_orphans_deleted: IntCounterVec,
+    /// Drift: credentials missing at a device, re-issued.
+    pub drift_missing_reissued: IntCounterVec,
+    /// Drift reconciliation runs.
+    pub drift_runs: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -106,6 +112,24 @@ impl Metrics {
             .expect("metric registered once");
         Self {
             breaker_state,
+            drift_orphans_deleted: counter(
+                &r,
+                "lockstep_drift_orphans_deleted_total",
+                "Lockstep objects found at a device that should not be there, deleted",
+                &["vendor"],
+            ),
+            drift_missing_reissued: counter(
+                &r,
+                "lockstep_drift_missing_reissued_total",
+                "Credentials missing at a device, re-issued",
+                &["vendor"],
+            ),
+            drift_runs: counter(
+                &r,
+                "lockstep_drift_runs_total",
+                "Drift reconciliation runs",
+                &["outcome"],
+            ),
             door_pending_removals: gauge(
                 &r,
                 "lockstep_door_pending_removals",

@@ -346,6 +346,7 @@ async fn internal(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
                 Ok(())
             }
         }
+        events_in::INTERNAL_REISSUE => reissue_on_device(rt, entry).await,
         events_in::INTERNAL_UNSUSPEND => operator_unsuspend(rt, entry).await,
         events_in::INTERNAL_REPLACE => operator_replace(rt, entry).await,
         events_in::INTERNAL_REVOKE => {
@@ -1070,6 +1071,47 @@ async fn reservation_saga(
             None => ReservationSaga::default(),
         },
     ))
+}
+
+/// Drift found the credential missing at a device: if it should still be there, its door
+/// truth goes back to pending and the drive puts it back (same PIN; the vendor's update
+/// answers NotFound and the drive issues it anew).
+async fn reissue_on_device(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let id = credential_of_payload(entry)?;
+    let device = entry.payload["deviceId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let live = rt
+        .store
+        .get_credential(entry.tenant_id, &id)
+        .await?
+        .is_some_and(|c| {
+            matches!(
+                c.state(),
+                KeyCredentialState::Active | KeyCredentialState::Pending
+            )
+        });
+    let mut outcome = "not_needed";
+    if live {
+        for d in rt.store.credential_devices(entry.tenant_id, &id).await? {
+            if d.device_id.as_str() == device
+                && d.desired == Desired::Present
+                && d.sync == SyncState::Confirmed
+            {
+                let mut w = DeviceSyncWrite::from_current(&d);
+                w.sync = SyncState::Pending;
+                uow.devices.push(w);
+                schedule(entry, &mut uow, &id);
+                outcome = "applied";
+            }
+        }
+    }
+    uow.mailbox.push(done(entry, outcome));
+    rt.store.commit(uow).await?;
+    Ok(())
 }
 
 /// An operator unsuspends a credential: it returns to the door (its PIN kept), and the

@@ -92,6 +92,16 @@ pub struct RawSettings {
     pub breaker: RawBreaker,
     /// The clock (chaos runs play hours in minutes).
     pub clock: RawClock,
+    /// Drift reconciliation.
+    pub drift: RawDrift,
+}
+
+/// Drift reconciliation (DESIGN §6).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawDrift {
+    /// How often each owned property's devices are compared with the vendor, ms (0: never).
+    pub interval_ms: Option<u64>,
 }
 
 /// Circuit breaker tunables (spec `002`: trip on > 25 % errors or p99 > 5 s).
@@ -325,6 +335,8 @@ pub struct Settings {
     pub breaker: RawBreaker,
     /// Clock scale (1.0 = wall time).
     pub clock_scale: f64,
+    /// Drift reconciliation interval (`None`: off).
+    pub drift_interval: Option<Duration>,
 }
 
 /// Postgres URLs.
@@ -550,6 +562,10 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         )?,
         properties: raw.properties,
         breaker: raw.breaker,
+        drift_interval: match raw.drift.interval_ms.unwrap_or(900_000) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        },
         clock_scale: {
             let scale = raw.clock.scale.unwrap_or(1.0);
             if !(1.0..=100_000.0).contains(&scale) {

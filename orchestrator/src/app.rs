@@ -247,6 +247,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     }
     actix::spawn(refresh_gauges(shared.clone()));
+    if let Some(every) = settings.drift_interval {
+        actix::spawn(drift_loop(
+            shared.clone(),
+            every,
+            settings.amqp.as_ref().map(|a| a.partitions),
+        ));
+    }
 
     let embedded = settings.mode == Mode::Embedded;
     let data = web::Data::new(shared.clone());
@@ -266,6 +273,40 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     server.run().await?;
     Ok(())
+}
+
+/// Drift reconciliation (DESIGN §6): every `every`, the properties of the partitions this
+/// node owns (all of them in embedded mode) are compared with what their vendors hold.
+async fn drift_loop(shared: Arc<Shared>, every: Duration, partitions: Option<u32>) {
+    loop {
+        tokio::time::sleep(every).await;
+        let owned: Vec<i32> = match partitions {
+            None => vec![0],
+            Some(n) => (0..n as i32)
+                .filter(|p| shared.rt.fences.get(*p).is_some())
+                .collect(),
+        };
+        for p in owned {
+            let props = match shared.rt.store.properties_in_partition(p).await {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!(partition = p, error = %e, "drift: listing properties failed");
+                    continue;
+                }
+            };
+            for (tenant, property) in props {
+                match lockstep_actors::drift::reconcile_property(&shared.rt, tenant, &property, p)
+                    .await
+                {
+                    Ok(r) if r.orphans_deleted + r.missing_reissued > 0 => {
+                        info!(%property, orphans = r.orphans_deleted, missing = r.missing_reissued, "drift repaired");
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(%property, error = %e, "drift reconciliation failed"),
+                }
+            }
+        }
+    }
 }
 
 /// The breaker policy: the domain's defaults (spec `002`) with the configured overrides.

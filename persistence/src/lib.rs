@@ -23,8 +23,8 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use lockstep_domain::{
-    KeyCredential, KeyCredentialId, PropertyId, ReservationId, RoomId, TenantId, Timestamp,
-    VendorCode,
+    KeyCredential, KeyCredentialId, LockDeviceId, PropertyId, ReservationId, RoomId, TenantId,
+    Timestamp, VendorCode,
 };
 
 /// Errors of the store. Messages never carry secrets or vendor refs.
@@ -114,6 +114,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> StoreResult<Vec<SubjectRef>>;
 
+    /// The (tenant, property) pairs with work in a partition (drift reconciliation); worker
+    /// path.
+    async fn properties_in_partition(
+        &self,
+        partition: i32,
+    ) -> StoreResult<Vec<(TenantId, PropertyId)>>;
+
     /// Open mailbox entries and the due time of the oldest (metrics); worker path.
     async fn mailbox_depth(&self) -> StoreResult<(i64, Option<Timestamp>)>;
 
@@ -146,6 +153,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         tenant: TenantId,
         id: &KeyCredentialId,
+    ) -> StoreResult<Vec<CredentialDevice>>;
+
+    /// Door truth and vendor intents of every credential on a device (drift reconciliation).
+    async fn device_credentials(
+        &self,
+        tenant: TenantId,
+        device: &LockDeviceId,
     ) -> StoreResult<Vec<CredentialDevice>>;
 
     /// Live devices serving any of the rooms, with the rooms each serves.

@@ -50,6 +50,52 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// A door-truth row, decrypted.
+    fn credential_device_from_row(&self, r: &SqliteRow) -> StoreResult<CredentialDevice> {
+        let credential_id = KeyCredentialId::parse(r.try_get::<&str, _>("key_credential_id")?)?;
+        let device_id = LockDeviceId::parse(r.try_get::<&str, _>("device_id")?)?;
+        let dref = self.cipher.decrypt_string(
+            r.try_get::<&[u8], _>("vendor_device_ref_ciphertext")?,
+            r.try_get("vendor_device_ref_kms_version")?,
+            &context::device_ref(&device_id),
+        )?;
+        let pin = match (
+            r.try_get::<Option<Vec<u8>>, _>("pin_ciphertext")?,
+            r.try_get::<Option<String>, _>("pin_kms_version")?,
+        ) {
+            (Some(ct), Some(v)) => Some(Pin::parse(&self.cipher.decrypt_string(
+                &ct,
+                &v,
+                &context::pin(&credential_id, &device_id),
+            )?)?),
+            _ => None,
+        };
+        let vendor_ref = match (
+            r.try_get::<Option<Vec<u8>>, _>("vendor_ref_ciphertext")?,
+            r.try_get::<Option<String>, _>("vendor_ref_kms_version")?,
+        ) {
+            (Some(ct), Some(v)) => Some(VendorRef::new(self.cipher.decrypt_string(
+                &ct,
+                &v,
+                &context::vendor_ref(&credential_id, &device_id),
+            )?)),
+            _ => None,
+        };
+        Ok(CredentialDevice {
+            credential_id,
+            device_ref: DeviceRef::new(dref),
+            vendor_adapter_id: VendorAdapterId::parse(r.try_get::<&str, _>("vendor_adapter_id")?)?,
+            desired: Desired::parse(r.try_get("desired")?).ok_or_else(|| corrupt("desired"))?,
+            sync: SyncState::parse(r.try_get("sync")?).ok_or_else(|| corrupt("sync"))?,
+            pin,
+            vendor_ref,
+            attempts: r.try_get("attempts")?,
+            pin_collisions: r.try_get("pin_collisions")?,
+            last_error: r.try_get("last_error")?,
+            device_id,
+        })
+    }
+
     /// Opens (creating it if missing) the database at `path_or_url` — a file path or a
     /// `sqlite:` URL — and applies the SQLite migrations. An in-memory database is not
     /// supported: the reader pool must see the writer's file.
@@ -343,6 +389,26 @@ impl Store for SqliteStore {
                     partition: r.try_get("partition")?,
                     subject: r.try_get("subject")?,
                 })
+            })
+            .collect()
+    }
+
+    async fn properties_in_partition(
+        &self,
+        partition: i32,
+    ) -> StoreResult<Vec<(TenantId, PropertyId)>> {
+        let rows =
+            sqlx::query("SELECT DISTINCT tenant_id, property_id FROM mailbox WHERE partition = ?")
+                .bind(partition)
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                let t: String = r.try_get("tenant_id")?;
+                Ok((
+                    TenantId::parse(&t)?,
+                    PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
+                ))
             })
             .collect()
     }
@@ -764,54 +830,24 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.iter()
-            .map(|r| {
-                let credential_id =
-                    KeyCredentialId::parse(r.try_get::<&str, _>("key_credential_id")?)?;
-                let device_id = LockDeviceId::parse(r.try_get::<&str, _>("device_id")?)?;
-                let dref = self.cipher.decrypt_string(
-                    r.try_get::<&[u8], _>("vendor_device_ref_ciphertext")?,
-                    r.try_get("vendor_device_ref_kms_version")?,
-                    &context::device_ref(&device_id),
-                )?;
-                let pin = match (
-                    r.try_get::<Option<Vec<u8>>, _>("pin_ciphertext")?,
-                    r.try_get::<Option<String>, _>("pin_kms_version")?,
-                ) {
-                    (Some(ct), Some(v)) => Some(Pin::parse(&self.cipher.decrypt_string(
-                        &ct,
-                        &v,
-                        &context::pin(&credential_id, &device_id),
-                    )?)?),
-                    _ => None,
-                };
-                let vendor_ref = match (
-                    r.try_get::<Option<Vec<u8>>, _>("vendor_ref_ciphertext")?,
-                    r.try_get::<Option<String>, _>("vendor_ref_kms_version")?,
-                ) {
-                    (Some(ct), Some(v)) => Some(VendorRef::new(self.cipher.decrypt_string(
-                        &ct,
-                        &v,
-                        &context::vendor_ref(&credential_id, &device_id),
-                    )?)),
-                    _ => None,
-                };
-                Ok(CredentialDevice {
-                    credential_id,
-                    device_ref: DeviceRef::new(dref),
-                    vendor_adapter_id: VendorAdapterId::parse(
-                        r.try_get::<&str, _>("vendor_adapter_id")?,
-                    )?,
-                    desired: Desired::parse(r.try_get("desired")?)
-                        .ok_or_else(|| corrupt("desired"))?,
-                    sync: SyncState::parse(r.try_get("sync")?).ok_or_else(|| corrupt("sync"))?,
-                    pin,
-                    vendor_ref,
-                    attempts: r.try_get("attempts")?,
-                    pin_collisions: r.try_get("pin_collisions")?,
-                    last_error: r.try_get("last_error")?,
-                    device_id,
-                })
-            })
+            .map(|r| self.credential_device_from_row(r))
+            .collect()
+    }
+
+    async fn device_credentials(
+        &self,
+        tenant: TenantId,
+        device: &LockDeviceId,
+    ) -> StoreResult<Vec<CredentialDevice>> {
+        let rows = sqlx::query(
+            "SELECT c.*, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.vendor_adapter_id FROM key_credential_devices c JOIN lock_devices d ON d.id = c.device_id AND d.tenant_id = c.tenant_id WHERE c.tenant_id = ? AND c.device_id = ? ORDER BY c.key_credential_id",
+        )
+        .bind(tenant.to_string())
+        .bind(device.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| self.credential_device_from_row(r))
             .collect()
     }
 

@@ -288,3 +288,85 @@ async fn a_credential_is_revoked_as_expired_at_its_end() -> anyhow::Result<()> {
     rig.finish().await;
     Ok(())
 }
+
+/// Issue 5, point 5 (DESIGN §6): passcodes added and removed behind Lockstep's back are
+/// found and repaired by the next reconciliation; a passcode someone else made is left.
+#[actix_rt::test]
+async fn drift_reconciliation_deletes_orphans_and_reissues_what_went_missing() -> anyhow::Result<()>
+{
+    use lockstep_vendors::LockPort as _;
+    let rig = Rig::start(WorkerSettings::default()).await?;
+    rig.confirm_on("rsv_d1", 1, 20).await?;
+    rig.confirm_on("rsv_d2", 2, 20).await?;
+    rig.wait_settled("rsv_d1", "active").await?;
+    rig.wait_settled("rsv_d2", "active").await?;
+    let d1 = rig.credentials("rsv_d1").await?[0].id().as_str().to_owned();
+    let pin_d1 = rig.sim.handle().passcodes(1)[0].keyboard_pwd.clone();
+
+    // Behind Lockstep's back: rsv_d1's passcode is deleted at the lock, a stale Lockstep
+    // passcode appears on lock 2, and the front desk adds one of its own on lock 3.
+    let lock1 = lockstep_domain::DeviceRef::new("1");
+    let held = rig.port.list(&lock1).await?;
+    rig.port.revoke(&lock1, &held[0].vendor_ref).await?;
+    let (start, end) = (1_800_000_000_000i64, 1_800_086_400_000i64);
+    let stale = lockstep_domain::KeyCredentialId::generate();
+    rig.sim
+        .handle()
+        .seed_passcode(2, "734519", stale.as_str(), start, end);
+    rig.sim
+        .handle()
+        .seed_passcode(3, "246810", "Front desk", start, end);
+    assert_eq!(
+        (rig.passcodes(1), rig.passcodes(2), rig.passcodes(3)),
+        (0, 2, 1)
+    );
+
+    let report = lockstep_actors::drift::reconcile_property(&rig.rt, rig.tenant, &rig.property, 0)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(
+        (
+            report.devices,
+            report.orphans_deleted,
+            report.missing_reissued
+        ),
+        (4, 1, 1),
+        "{report:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while rig.passcodes(1) != 1 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the missing passcode was not re-issued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back = &rig.sim.handle().passcodes(1)[0];
+    assert_eq!(back.keyboard_pwd_name, d1);
+    assert_eq!(back.keyboard_pwd, pin_d1, "the guest's PIN is the same");
+    assert_eq!(
+        rig.passcodes(2),
+        1,
+        "only rsv_d2's passcode is left on lock 2"
+    );
+    assert_eq!(
+        rig.passcodes(3),
+        1,
+        "the front desk's own passcode is left alone"
+    );
+    assert_eq!(
+        rig.metric_sum("lockstep_drift_orphans_deleted_total{", "ttlock"),
+        1.0
+    );
+    assert_eq!(
+        rig.metric_sum("lockstep_drift_missing_reissued_total{", "ttlock"),
+        1.0
+    );
+    // a second run finds nothing to do
+    let again = lockstep_actors::drift::reconcile_property(&rig.rt, rig.tenant, &rig.property, 0)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!((again.orphans_deleted, again.missing_reissued), (0, 0));
+    rig.finish().await;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! Drift reconciliation (DESIGN §6): what each device holds at the vendor is compared with
+//! what Lockstep believes. An object Lockstep created (its label is one of our credential
+//! ids) that should not be there is an orphan and is deleted at once (idempotent at the
+//! vendor, no state of ours changes); a credential that should be at the door but is not
+//! is missing, and its owning saga is told to re-issue it (an internal event, so the
+//! subject's single writer does the work). Both are counted and audited. Objects other
+//! people created at the lock are left alone.
+
+use std::collections::{HashMap, HashSet};
+
+use lockstep_domain::{HolderKind, KeyCredentialId, PropertyId, TenantId};
+use lockstep_persistence::{AuditRow, Desired, Device, InternalEvent, SyncState, UnitOfWork};
+use lockstep_vendors::VendorEntry;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::events_in;
+use crate::runtime::Runtime;
+use crate::step::StepError;
+use crate::vendor::{VendorOp, VendorReply};
+
+/// What one reconciliation found and did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DriftReport {
+    /// Devices listed.
+    pub devices: usize,
+    /// Orphans deleted at the vendor.
+    pub orphans_deleted: usize,
+    /// Missing credentials sent back to their sagas for re-issue.
+    pub missing_reissued: usize,
+}
+
+/// The saga subject that owns a credential.
+async fn subject_of(
+    rt: &Runtime,
+    tenant: TenantId,
+    id: &KeyCredentialId,
+) -> Result<Option<String>, StepError> {
+    let Some(c) = rt.store.get_credential(tenant, id).await? else {
+        return Ok(None);
+    };
+    Ok(match c.holder_kind() {
+        HolderKind::Guest => c.reservation_id().map(|r| format!("reservation:{r}")),
+        HolderKind::StaffMaster => rt
+            .store
+            .master_by_credential(tenant, id)
+            .await?
+            .and_then(|m| m.shift_id)
+            .map(|s| format!("shift:{s}")),
+    })
+}
+
+/// Reconciles every device of a property.
+pub async fn reconcile_property(
+    rt: &Runtime,
+    tenant: TenantId,
+    property: &PropertyId,
+    partition: i32,
+) -> Result<DriftReport, StepError> {
+    let rooms = rt.store.property_rooms(tenant, property).await?;
+    let devices = rt.store.devices_for_rooms(tenant, property, &rooms).await?;
+    let mut report = DriftReport::default();
+    for d in &devices {
+        match reconcile_device(rt, tenant, property, partition, d).await {
+            Ok(r) => {
+                report.devices += 1;
+                report.orphans_deleted += r.orphans_deleted;
+                report.missing_reissued += r.missing_reissued;
+            }
+            // one unreachable lock must not stop the others; the next run tries again
+            Err(e) => warn!(device = %d.id, error = %e, "drift reconciliation of a device failed"),
+        }
+    }
+    rt.metrics
+        .drift_runs
+        .with_label_values(&["completed"])
+        .inc();
+    Ok(report)
+}
+
+async fn reconcile_device(
+    rt: &Runtime,
+    tenant: TenantId,
+    property: &PropertyId,
+    partition: i32,
+    d: &Device,
+) -> Result<DriftReport, StepError> {
+    let now = rt.clock.now();
+    let vendor = d.vendor.as_str();
+    let entries: Vec<VendorEntry> = match rt
+        .ports
+        .call(&d.vendor_adapter_id, VendorOp::List(d.device_ref.clone()))
+        .await
+    {
+        Ok(VendorReply::Entries(e)) => e,
+        Ok(_) => return Err(StepError::Retry("unexpected reply to list".into())),
+        Err(e) => return Err(StepError::Retry(e.to_string())),
+    };
+    let rows = rt.store.device_credentials(tenant, &d.id).await?;
+    let ours: HashMap<&str, _> = rows.iter().map(|r| (r.credential_id.as_str(), r)).collect();
+    let mut report = DriftReport::default();
+    let mut uow = UnitOfWork::new(tenant, None, now);
+    let mut seen: HashSet<&str> = HashSet::new();
+    for e in &entries {
+        // Only what Lockstep created is Lockstep's to judge.
+        let Ok(id) = KeyCredentialId::parse(&e.label) else {
+            continue;
+        };
+        seen.insert(e.label.as_str());
+        let wanted = ours
+            .get(e.label.as_str())
+            .is_some_and(|r| r.desired == Desired::Present || r.sync == SyncState::Pending);
+        if wanted {
+            continue;
+        }
+        match rt
+            .ports
+            .call(
+                &d.vendor_adapter_id,
+                VendorOp::Revoke(d.device_ref.clone(), e.vendor_ref.clone()),
+            )
+            .await
+        {
+            Ok(_) | Err(lockstep_vendors::VendorError::NotFound) => {
+                report.orphans_deleted += 1;
+                rt.metrics
+                    .drift_orphans_deleted
+                    .with_label_values(&[vendor])
+                    .inc();
+                info!(device = %d.id, credential = %id, "drift: orphan deleted at the vendor");
+                uow.audit.push(drift_audit(
+                    tenant,
+                    property,
+                    &id,
+                    d,
+                    "drift_orphan_deleted",
+                    now,
+                ));
+            }
+            Err(err) => {
+                warn!(device = %d.id, error = %err, "drift: deleting an orphan failed; next run retries")
+            }
+        }
+    }
+    for r in rows
+        .iter()
+        .filter(|r| r.desired == Desired::Present && r.sync == SyncState::Confirmed)
+    {
+        if seen.contains(r.credential_id.as_str()) {
+            continue;
+        }
+        let Some(subject) = subject_of(rt, tenant, &r.credential_id).await? else {
+            continue;
+        };
+        report.missing_reissued += 1;
+        rt.metrics
+            .drift_missing_reissued
+            .with_label_values(&[vendor])
+            .inc();
+        info!(device = %d.id, credential = %r.credential_id, "drift: missing at the door; re-issuing");
+        uow.audit.push(drift_audit(
+            tenant,
+            property,
+            &r.credential_id,
+            d,
+            "drift_missing_reissued",
+            now,
+        ));
+        uow.events.push(InternalEvent {
+            property_id: property.clone(),
+            partition,
+            subject,
+            topic: events_in::INTERNAL_REISSUE.into(),
+            payload: json!({ "credentialId": r.credential_id.as_str(), "deviceId": d.id.as_str() }),
+            due_at: now,
+        });
+    }
+    if !uow.audit.is_empty() || !uow.events.is_empty() {
+        rt.store.commit(uow).await?;
+    }
+    Ok(report)
+}
+
+fn drift_audit(
+    tenant: TenantId,
+    property: &PropertyId,
+    id: &KeyCredentialId,
+    d: &Device,
+    action: &str,
+    now: lockstep_domain::Timestamp,
+) -> AuditRow {
+    AuditRow {
+        id: ulid::Ulid::new().to_string(),
+        tenant_id: tenant,
+        property_id: property.clone(),
+        credential_id: Some(id.clone()),
+        device_id: Some(d.id.clone()),
+        actor_kind: "saga".into(),
+        action: action.into(),
+        reason: Some("drift".into()),
+        vendor: Some(d.vendor),
+        trace_id: None,
+        created_at: now,
+        payload: json!({}),
+    }
+}
