@@ -11,7 +11,8 @@ use lockstep_domain::{
     LockDeviceId, PropertyId, RoomId, TenantId, VendorAdapterId, VendorCode,
 };
 use lockstep_persistence::{AdapterRecord, DeviceRecord, PolicyRecord, Store};
-use lockstep_vendors::ttlock::{RunningSimulator, Secret, TtlockSimulator};
+use lockstep_vendors::secrets::SecretRef;
+use lockstep_vendors::ttlock::{RotatingSecrets, RunningSimulator, Secret, TtlockSimulator};
 use lockstep_vendors::{LockCapabilities, LockPort, TtlockAdapter, TtlockConfig};
 use serde_json::json;
 
@@ -35,6 +36,14 @@ fn caps_json(c: &LockCapabilities) -> serde_json::Value {
         "nfc": c.nfc, "remoteRevoke": c.remote_revoke, "remoteIssue": c.remote_issue,
         "offlineIssuance": c.offline_issuance, "scopeFloors": c.scope_floors, "scopeAreas": c.scope_areas,
     })
+}
+
+fn secret_ref(s: &SecretSource) -> SecretRef {
+    match s {
+        SecretSource::Env(n) => SecretRef::Env(n.clone()),
+        SecretSource::File(p) => SecretRef::File(p.clone()),
+        SecretSource::Value(v) => SecretRef::Value(Secret::new(v.clone())),
+    }
 }
 
 fn secret_pointer(s: &SecretSource) -> serde_json::Value {
@@ -80,13 +89,19 @@ async fn register_adapter(
     if vendor != VendorCode::Ttlock {
         anyhow::bail!("adapters.vendor: only ttlock is available in this release");
     }
-    let cfg = TtlockConfig::new(
+    let mut cfg = TtlockConfig::new(
         a.api_base_url.clone(),
         a.client_id.clone(),
         Secret::new(resolve_secret(&a.client_secret)?),
         a.username.clone(),
         Secret::new(resolve_secret(&a.password)?),
     );
+    // Read at each token fetch: replacing a secret file (or variable) rotates it without a
+    // restart (US-MEL-0081).
+    cfg.rotating = Some(RotatingSecrets {
+        client_secret: secret_ref(&a.client_secret),
+        password: secret_ref(&a.password),
+    });
     let clock = deps.clock.clone();
     let port = TtlockAdapter::new(cfg, clock.clone())
         .map_err(|e| anyhow::anyhow!("building the ttlock adapter: {e}"))?;

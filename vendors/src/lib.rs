@@ -23,6 +23,7 @@ use thiserror::Error;
 pub mod brivo;
 pub mod kisi;
 pub mod salto;
+pub mod secrets;
 pub mod ttlock;
 pub mod vostio;
 

@@ -104,6 +104,9 @@ pub struct TtlockConfig {
     pub username: String,
     /// That account's password in clear; the adapter sends its MD5 as TTLock requires.
     pub password: Secret,
+    /// Where to read the client secret and the password at each token fetch (rotation
+    /// without restart, US-MEL-0081); `None` uses the fixed values above.
+    pub rotating: Option<RotatingSecrets>,
     /// Timeout of each HTTP call.
     pub call_timeout: Duration,
 }
@@ -124,11 +127,21 @@ impl TtlockConfig {
             api_base_url: api_base_url.into(),
             client_id: client_id.into(),
             client_secret,
+            rotating: None,
             username: username.into(),
             password,
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
         }
     }
+}
+
+/// References to the secrets of a TTLock account, read at each token fetch.
+#[derive(Clone, Debug)]
+pub struct RotatingSecrets {
+    /// The application's `clientSecret`.
+    pub client_secret: crate::secrets::SecretRef,
+    /// The account password in clear.
+    pub password: crate::secrets::SecretRef,
 }
 
 /// Lowercase hex MD5 of `s`, as TTLock wants account passwords.
@@ -142,6 +155,8 @@ pub fn md5_hex(s: &str) -> String {
 struct CachedToken {
     value: Secret,
     refresh_at: DateTime<Utc>,
+    /// The client secret the token was fetched with: a rotated secret fetches a new one.
+    fetched_with: Secret,
 }
 
 /// The TTLock [`LockPort`].
@@ -213,8 +228,10 @@ impl TtlockAdapter {
     /// The cached token, or a fresh one when none is cached or it is about to expire.
     async fn access_token(&self) -> Result<Secret, VendorError> {
         let mut slot = self.token.lock().await;
+        let (secret, _) = self.current_secrets()?;
         if let Some(t) = slot.as_ref() {
-            if self.clock.now() < t.refresh_at {
+            // A rotated secret is used at once, before the vendor retires the old one.
+            if self.clock.now() < t.refresh_at && t.fetched_with == secret {
                 return Ok(t.value.clone());
             }
         }
@@ -232,12 +249,24 @@ impl TtlockAdapter {
         }
     }
 
+    /// The client secret and the password's MD5 as they are now.
+    fn current_secrets(&self) -> Result<(Secret, Secret), VendorError> {
+        match &self.config.rotating {
+            None => Ok((self.config.client_secret.clone(), self.password_md5.clone())),
+            Some(r) => Ok((
+                r.client_secret.current()?,
+                Secret::new(md5_hex(r.password.current()?.expose())),
+            )),
+        }
+    }
+
     async fn fetch_token(&self) -> Result<CachedToken, VendorError> {
+        let (client_secret, password_md5) = self.current_secrets()?;
         let form = wire::TokenRequest {
             client_id: &self.config.client_id,
-            client_secret: self.config.client_secret.expose(),
+            client_secret: client_secret.expose(),
             username: &self.config.username,
-            password: self.password_md5.expose(),
+            password: password_md5.expose(),
         };
         let rb = self.http.post(self.url("/oauth2/token")).form(&form);
         let reply: wire::TokenResponse = match self.exchange("token", rb).await {
@@ -261,6 +290,7 @@ impl TtlockAdapter {
         Ok(CachedToken {
             value: Secret::new(reply.access_token),
             refresh_at,
+            fetched_with: client_secret,
         })
     }
 

@@ -246,6 +246,15 @@ impl SimHandle {
         self.with(|s| s.accounts.push(account));
     }
 
+    /// Stops accepting every account whose client secret is `client_secret` (the end of a
+    /// rotation's overlap: the old secret is rejected from now on).
+    pub fn remove_accounts_with_secret(&self, client_secret: &str) {
+        self.with(|s| {
+            s.accounts
+                .retain(|a| a.client_secret.expose() != client_secret)
+        });
+    }
+
     /// The passcodes of one lock, oldest first (empty for an unknown lock).
     pub fn passcodes(&self, lock_id: i64) -> Vec<SimPasscode> {
         self.with(|s| s.locks.get(&lock_id).cloned().unwrap_or_default())
@@ -626,11 +635,20 @@ async fn token(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse
         let username = param(&form, "username")?;
         let password = param(&form, "password")?;
         h.with(|s| {
+            // During a rotation's overlap one client id has two secrets: either is accepted.
             let Some((idx, account)) = s
                 .accounts
                 .iter()
                 .enumerate()
-                .find(|(_, a)| a.client_id == client_id)
+                .find(|(_, a)| {
+                    a.client_id == client_id && a.client_secret.expose() == client_secret
+                })
+                .or_else(|| {
+                    s.accounts
+                        .iter()
+                        .enumerate()
+                        .find(|(_, a)| a.client_id == client_id)
+                })
             else {
                 return Err(errcode(code::INVALID_CLIENT_ID, "invalid client_id"));
             };

@@ -1,10 +1,11 @@
 //! Integration tests of `lockstep-vendors`: one binary (STYLE: one per crate).
 
-mod support;
-mod vostio;
-mod salto;
-mod kisi;
 mod brivo;
+mod kisi;
+mod salto;
+mod support;
 mod ttlock_adapter;
 mod ttlock_docs_examples;
+mod ttlock_rotation;
 mod ttlock_simulator;
+mod vostio;

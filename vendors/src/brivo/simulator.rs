@@ -1,0 +1,1133 @@
+//! A Brivo API v1 simulator with fault injection (DESIGN §6), built on actix-web.
+//!
+//! It speaks the subset of the API the adapter uses, with Brivo's paths, JSON bodies,
+//! `{data, offset, pageSize, count}` listings and `{code, message}` errors:
+//! `POST /oauth/token` (password grant, `Authorization: Basic`), and under `/v1/api`:
+//! `GET /access-points`, `GET|POST /groups`, `PUT /groups/{g}/access/access-points/{ap}`,
+//! `PUT /groups/{g}/users/{u}`, `GET /groups/{g}/users`, `POST /users`,
+//! `GET|PATCH|DELETE /users/{u}`, `GET /users/{externalId}/external`. Every API call needs the
+//! `api-key` header (else 403 `<h1>Developer Inactive</h1>`, as Brivo's gateway answers) and a
+//! bearer token the simulator issued (else 401). It refuses unknown access points, groups
+//! and users (404), a second user with the same `externalId` or the same PIN (400), and
+//! bodies without the required fields (400).
+//!
+//! Faults ([`SimFaults`]) are set from Rust through [`SimHandle`] or from another process
+//! with `POST /_sim/faults` (a JSON object; the keys given replace the current values).
+//! Inspection over HTTP: `GET /_sim/faults`, `GET /_sim/counters`, `GET /_sim/users`;
+//! control: `POST /_sim/access-points/{id}` (adds an access point), `POST /_sim/tokens/expire`
+//! (every issued token answers 401 from then on).
+//!
+//! The server runs on a thread of its own with its own actix `System`, so
+//! [`BrivoSimulator::start`] works from any runtime or a plain test, and returns once the
+//! socket is bound. Its data are fake: PINs are visible through its inspection API on
+//! purpose. It never logs them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use chrono::{DateTime, Utc};
+use lockstep_domain::{Clock, SystemClock};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::errors::{DUPLICATE_EXTERNAL_ID_MESSAGE, DUPLICATE_PIN_MESSAGE};
+use super::wire::{self, ApiError};
+use super::{BrivoConfig, BrivoCredentials, Secret};
+
+/// Api key the simulator accepts.
+pub const SIM_API_KEY: &str = "sim-api-key";
+/// Client id of the simulator's application.
+pub const SIM_CLIENT_ID: &str = "sim-client-id";
+/// Its client secret.
+pub const SIM_CLIENT_SECRET: &str = "sim-client-secret";
+/// The administrator's username.
+pub const SIM_USERNAME: &str = "sim-admin";
+/// The administrator's password.
+pub const SIM_PASSWORD: &str = "sim-password";
+/// The always-on schedule ("24x7 - Always On") every simulator knows.
+pub const SIM_SCHEDULE_ID: i64 = 439_955;
+
+/// What the simulator starts with.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Access points that exist (ids).
+    pub access_points: Vec<i64>,
+    /// `expires_in` of issued tokens, seconds.
+    pub token_ttl_secs: i64,
+    /// Time for token expiry.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            access_points: Vec::new(),
+            token_ttl_secs: 3600,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Fault switches. Over HTTP, a JSON object with any subset of these keys.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimFaults {
+    /// Every call answers 503.
+    pub outage: bool,
+    /// Fixed delay before each call is handled.
+    pub latency_ms: u64,
+    /// Extra random delay, uniform in `0..=latency_jitter_ms`.
+    pub latency_jitter_ms: u64,
+    /// Share of calls answered 500 without being applied (0.0 to 1.0).
+    pub error_rate: f64,
+    /// More calls than this within one second are answered 429 with `Retry-After: 1`.
+    pub rate_limit_per_sec: Option<u32>,
+    /// Share of writes (create, patch, delete, group changes) applied but answered 500.
+    pub lose_response_rate: f64,
+    /// The next N user creations carrying a PIN are refused as duplicate PINs.
+    pub force_pin_collision_next: u32,
+}
+
+/// One user held by the simulator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimUser {
+    /// Its id (the adapter's `vendorRef`).
+    pub id: i64,
+    /// Its external id.
+    pub external_id: Option<String>,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// The PIN.
+    pub pin: Option<String>,
+    /// Start of the PIN's validity.
+    pub effective_from: Option<DateTime<Utc>>,
+    /// End of the PIN's validity.
+    pub effective_to: Option<DateTime<Utc>>,
+    /// Groups it belongs to.
+    pub groups: BTreeSet<i64>,
+}
+
+/// How many calls the simulator has seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SimCounters {
+    /// Tokens issued.
+    pub tokens_issued: u64,
+    /// Users created (including those whose response was then lost).
+    pub users_created: u64,
+    /// Users patched.
+    pub users_patched: u64,
+    /// Users deleted.
+    pub users_deleted: u64,
+    /// Groups created.
+    pub groups_created: u64,
+    /// Group memberships put.
+    pub memberships_put: u64,
+    /// Listing pages served.
+    pub lists: u64,
+    /// Calls answered with an injected 5xx/429 before being applied.
+    pub rejected_by_faults: u64,
+    /// Calls applied whose response was then replaced by a 500.
+    pub lost_responses: u64,
+}
+
+#[derive(Clone, Debug)]
+struct SimGroup {
+    name: String,
+    access_points: BTreeMap<i64, i64>,
+}
+
+struct IssuedToken {
+    expires_at: DateTime<Utc>,
+    revoked: bool,
+}
+
+struct SimState {
+    access_points: BTreeSet<i64>,
+    groups: BTreeMap<i64, SimGroup>,
+    users: BTreeMap<i64, SimUser>,
+    tokens: HashMap<String, IssuedToken>,
+    faults: SimFaults,
+    counters: SimCounters,
+    next_id: i64,
+    token_ttl_secs: i64,
+    rate_window: Option<(DateTime<Utc>, u32)>,
+}
+
+/// Inspects and steers a running simulator from Rust. Cheap to clone.
+#[derive(Clone)]
+pub struct SimHandle {
+    state: Arc<Mutex<SimState>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle").finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    fn new(config: SimConfig) -> Self {
+        let state = SimState {
+            access_points: config.access_points.into_iter().collect(),
+            groups: BTreeMap::new(),
+            users: BTreeMap::new(),
+            tokens: HashMap::new(),
+            faults: SimFaults::default(),
+            counters: SimCounters::default(),
+            next_id: 442_211,
+            token_ttl_secs: config.token_ttl_secs,
+            rate_window: None,
+        };
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            clock: config.clock,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
+        // A panic inside `f` cannot leave the state half-written in a way that matters to a
+        // simulator, so a poisoned lock is simply taken over.
+        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Adds an access point (no-op if it exists).
+    pub fn add_access_point(&self, id: i64) {
+        self.with(|s| {
+            s.access_points.insert(id);
+        });
+    }
+
+    /// Every user, by id.
+    pub fn users(&self) -> Vec<SimUser> {
+        self.with(|s| s.users.values().cloned().collect())
+    }
+
+    /// The users that may open access point `ap` (members of a group with a permission on
+    /// it).
+    pub fn users_on(&self, ap: i64) -> Vec<SimUser> {
+        self.with(|s| {
+            let groups: BTreeSet<i64> = s
+                .groups
+                .iter()
+                .filter(|(_, g)| g.access_points.contains_key(&ap))
+                .map(|(id, _)| *id)
+                .collect();
+            s.users
+                .values()
+                .filter(|u| !u.groups.is_disjoint(&groups))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Names of the groups, by id.
+    pub fn group_names(&self) -> BTreeMap<i64, String> {
+        self.with(|s| s.groups.iter().map(|(k, g)| (*k, g.name.clone())).collect())
+    }
+
+    /// All counters.
+    pub fn counters(&self) -> SimCounters {
+        self.with(|s| s.counters)
+    }
+
+    /// The current faults.
+    pub fn faults(&self) -> SimFaults {
+        self.with(|s| s.faults.clone())
+    }
+
+    /// Replaces the faults.
+    pub fn set_faults(&self, faults: SimFaults) {
+        self.with(|s| {
+            s.faults = faults;
+            s.rate_window = None;
+        });
+    }
+
+    /// Changes some faults.
+    pub fn update_faults(&self, f: impl FnOnce(&mut SimFaults)) {
+        self.with(|s| {
+            f(&mut s.faults);
+            s.rate_window = None;
+        });
+    }
+
+    /// Makes every token issued so far answer 401.
+    pub fn expire_all_tokens(&self) {
+        self.with(|s| s.tokens.values_mut().for_each(|t| t.revoked = true));
+    }
+
+    /// Issues a bearer token directly (no HTTP, no fault): for tests replaying documented
+    /// requests.
+    pub fn issue_token(&self) -> String {
+        let now = self.clock.now();
+        self.with(|s| new_token(s, now))
+    }
+}
+
+fn new_token(s: &mut SimState, now: DateTime<Utc>) -> String {
+    let token = new_secret_hex();
+    s.tokens.insert(
+        token.clone(),
+        IssuedToken {
+            expires_at: now + chrono::Duration::seconds(s.token_ttl_secs),
+            revoked: false,
+        },
+    );
+    s.counters.tokens_issued += 1;
+    token
+}
+
+/// Starts simulators.
+#[derive(Debug)]
+pub struct BrivoSimulator;
+
+impl BrivoSimulator {
+    /// Starts a simulator with no access points on `bind` (port 0 picks a free port) and
+    /// returns once it listens.
+    pub fn start(bind: SocketAddr) -> io::Result<RunningSimulator> {
+        Self::start_with(bind, SimConfig::default())
+    }
+
+    /// Starts a simulator with `config`.
+    pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
+        let handle = SimHandle::new(config);
+        let data = web::Data::new(handle.clone());
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<io::Result<(SocketAddr, ServerHandle)>>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
+        std::thread::Builder::new()
+            .name("brivo-simulator".into())
+            .spawn(move || {
+                let system = actix_web::rt::System::new();
+                let result = system.block_on(async move {
+                    let bound = HttpServer::new(move || {
+                        App::new().app_data(data.clone()).configure(routes)
+                    })
+                    .workers(1)
+                    .disable_signals()
+                    .shutdown_timeout(1)
+                    .bind(bind);
+                    let server = match bound {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return Ok(());
+                        }
+                    };
+                    let Some(addr) = server.addrs().first().copied() else {
+                        let _ = ready_tx.send(Err(io::Error::other("no address bound")));
+                        return Ok(());
+                    };
+                    let running = server.run();
+                    let _ = ready_tx.send(Ok((addr, running.handle())));
+                    running.await
+                });
+                let _ = done_tx.send(result);
+            })?;
+        let (addr, server) = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("simulator thread ended before binding"))??;
+        info!(vendor = "brivo", %addr, "brivo simulator listening");
+        Ok(RunningSimulator {
+            addr,
+            handle,
+            server,
+            done: Some(done_rx),
+        })
+    }
+}
+
+/// A simulator serving in the background; stopped when dropped.
+#[derive(Debug)]
+pub struct RunningSimulator {
+    addr: SocketAddr,
+    handle: SimHandle,
+    server: ServerHandle,
+    done: Option<tokio::sync::oneshot::Receiver<io::Result<()>>>,
+}
+
+impl RunningSimulator {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`: both the adapter's `api_base_url` and `auth_base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Control of the simulator's state.
+    pub fn handle(&self) -> SimHandle {
+        self.handle.clone()
+    }
+
+    /// An adapter config for the simulator's application and administrator.
+    pub fn default_adapter_config(&self) -> BrivoConfig {
+        BrivoConfig::new(
+            self.base_url(),
+            self.base_url(),
+            BrivoCredentials {
+                api_key: Secret::new(SIM_API_KEY),
+                client_id: SIM_CLIENT_ID.to_owned(),
+                client_secret: Secret::new(SIM_CLIENT_SECRET),
+                username: SIM_USERNAME.to_owned(),
+                password: Secret::new(SIM_PASSWORD),
+            },
+            SIM_SCHEDULE_ID,
+        )
+    }
+
+    /// Waits until the server ends.
+    pub async fn wait(&mut self) -> io::Result<()> {
+        match self.done.take() {
+            Some(rx) => rx.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the server and waits for it to end.
+    pub async fn stop(mut self) -> io::Result<()> {
+        self.server.stop(true).await;
+        self.wait().await
+    }
+}
+
+impl Drop for RunningSimulator {
+    fn drop(&mut self) {
+        // `stop` sends the command at once; the returned future only awaits completion.
+        drop(self.server.stop(false));
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/oauth/token", web::post().to(token))
+        .route("/v1/api/access-points", web::get().to(list_access_points))
+        .route("/v1/api/groups", web::get().to(list_groups))
+        .route("/v1/api/groups", web::post().to(create_group))
+        .route(
+            "/v1/api/groups/{group_id}/access/access-points/{ap_id}",
+            web::put().to(grant_access_point),
+        )
+        .route(
+            "/v1/api/groups/{group_id}/users/{user_id}",
+            web::put().to(add_user_to_group),
+        )
+        .route(
+            "/v1/api/groups/{group_id}/users",
+            web::get().to(list_group_users),
+        )
+        .route("/v1/api/users", web::post().to(create_user))
+        .route(
+            "/v1/api/users/{external_id}/external",
+            web::get().to(get_user_by_external_id),
+        )
+        .route("/v1/api/users/{user_id}", web::get().to(get_user))
+        .route("/v1/api/users/{user_id}", web::patch().to(patch_user))
+        .route("/v1/api/users/{user_id}", web::delete().to(delete_user))
+        .route("/_sim/faults", web::get().to(get_faults))
+        .route("/_sim/faults", web::post().to(post_faults))
+        .route("/_sim/counters", web::get().to(get_counters))
+        .route("/_sim/users", web::get().to(get_users))
+        .route(
+            "/_sim/access-points/{id}",
+            web::post().to(post_access_point),
+        )
+        .route("/_sim/tokens/expire", web::post().to(post_expire_tokens));
+}
+
+type Params = HashMap<String, String>;
+
+/// A Brivo error answer: the status and `{code, message}`.
+struct Refusal {
+    status: u16,
+    message: &'static str,
+}
+
+impl From<Refusal> for HttpResponse {
+    fn from(r: Refusal) -> Self {
+        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+        HttpResponse::build(status).json(ApiError {
+            code: i64::from(r.status),
+            message: r.message.to_owned(),
+        })
+    }
+}
+
+/// An error answer of a handler, boxed (an `HttpResponse` is large).
+struct Reject(Box<HttpResponse>);
+
+impl From<Refusal> for Reject {
+    fn from(r: Refusal) -> Self {
+        Self(Box::new(r.into()))
+    }
+}
+
+impl From<HttpResponse> for Reject {
+    fn from(r: HttpResponse) -> Self {
+        Self(Box::new(r))
+    }
+}
+
+fn refuse(status: u16, message: &'static str) -> Refusal {
+    Refusal { status, message }
+}
+
+fn roll(rate: f64) -> bool {
+    rate > 0.0 && rand::thread_rng().gen::<f64>() < rate
+}
+
+fn new_secret_hex() -> String {
+    let bytes: [u8; 16] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Standard base64 with padding (for the `Authorization: Basic` check).
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Applies latency, outage, rate limit and error rate to a call.
+async fn gate(h: &SimHandle) -> Option<HttpResponse> {
+    let faults = h.faults();
+    let jitter = if faults.latency_jitter_ms > 0 {
+        rand::thread_rng().gen_range(0..=faults.latency_jitter_ms)
+    } else {
+        0
+    };
+    let delay = faults.latency_ms + jitter;
+    if delay > 0 {
+        actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let now = h.clock.now();
+    h.with(|s| {
+        let refused = if s.faults.outage {
+            Some(HttpResponse::ServiceUnavailable().json(ApiError {
+                code: 503,
+                message: "Service unavailable".into(),
+            }))
+        } else if let Some(limit) = s.faults.rate_limit_per_sec {
+            let window = match s.rate_window {
+                Some((start, n)) if now - start < chrono::Duration::seconds(1) => (start, n + 1),
+                _ => (now, 1),
+            };
+            s.rate_window = Some(window);
+            (window.1 > limit).then(|| {
+                HttpResponse::TooManyRequests()
+                    .insert_header(("Retry-After", "1"))
+                    .json(ApiError {
+                        code: 429,
+                        message: "Too many requests".into(),
+                    })
+            })
+        } else {
+            None
+        };
+        let refused = refused.or_else(|| {
+            roll(s.faults.error_rate).then(|| {
+                HttpResponse::InternalServerError().json(ApiError {
+                    code: 500,
+                    message: "Internal server error".into(),
+                })
+            })
+        });
+        if refused.is_some() {
+            s.counters.rejected_by_faults += 1;
+        }
+        refused
+    })
+}
+
+/// Checks the `api-key` header and the bearer token of an API call.
+fn authorize(s: &SimState, req: &HttpRequest, now: DateTime<Utc>) -> Result<(), Reject> {
+    let key_ok = req
+        .headers()
+        .get("api-key")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == SIM_API_KEY);
+    if !key_ok {
+        return Err(HttpResponse::Forbidden()
+            .content_type("text/html")
+            .body("<h1>Developer Inactive</h1>")
+            .into());
+    }
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("bearer ")
+                .or_else(|| v.strip_prefix("Bearer "))
+        });
+    let unauthorized = |desc: &str| {
+        HttpResponse::Unauthorized().json(wire::OAuthError {
+            error: "invalid_token".into(),
+            error_description: Some(desc.to_owned()),
+        })
+    };
+    match token.and_then(|t| s.tokens.get(t)) {
+        None => Err(unauthorized("Invalid access token").into()),
+        Some(t) if t.revoked || now >= t.expires_at => {
+            Err(unauthorized("Access token expired").into())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn lost_or(h: &SimHandle, lost: bool, ok: HttpResponse) -> HttpResponse {
+    if lost {
+        h.with(|s| s.counters.lost_responses += 1);
+        HttpResponse::InternalServerError().json(ApiError {
+            code: 500,
+            message: "Internal server error".into(),
+        })
+    } else {
+        ok
+    }
+}
+
+/// Runs `f` on the state after the faults and authorization checks.
+async fn api(
+    h: &SimHandle,
+    req: &HttpRequest,
+    f: impl FnOnce(&mut SimState) -> Result<HttpResponse, Reject>,
+) -> HttpResponse {
+    if let Some(r) = gate(h).await {
+        return r;
+    }
+    let now = h.clock.now();
+    h.with(|s| {
+        authorize(s, req, now)?;
+        f(s)
+    })
+    .unwrap_or_else(|r| *r.0)
+}
+
+async fn token(h: web::Data<SimHandle>, req: HttpRequest, form: web::Form<Params>) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let oauth = |status: StatusCode, error: &str, desc: &str| {
+        HttpResponse::build(status).json(wire::OAuthError {
+            error: error.to_owned(),
+            error_description: Some(desc.to_owned()),
+        })
+    };
+    let key_ok = req
+        .headers()
+        .get("api-key")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == SIM_API_KEY);
+    if !key_ok {
+        return HttpResponse::Forbidden()
+            .content_type("text/html")
+            .body("<h1>Developer Inactive</h1>");
+    }
+    let expected = format!(
+        "Basic {}",
+        base64(format!("{SIM_CLIENT_ID}:{SIM_CLIENT_SECRET}").as_bytes())
+    );
+    let basic_ok = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == expected);
+    if !basic_ok {
+        return oauth(StatusCode::UNAUTHORIZED, "unauthorized", "Bad credentials");
+    }
+    if form.get("grant_type").map(String::as_str) != Some("password") {
+        return oauth(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Unsupported grant type",
+        );
+    }
+    if form.get("username").map(String::as_str) != Some(SIM_USERNAME)
+        || form.get("password").map(String::as_str) != Some(SIM_PASSWORD)
+    {
+        return oauth(StatusCode::BAD_REQUEST, "invalid_grant", "Bad credentials");
+    }
+    let now = h.clock.now();
+    h.with(|s| {
+        let access_token = new_token(s, now);
+        HttpResponse::Ok().json(wire::TokenResponse {
+            access_token,
+            token_type: Some("bearer".into()),
+            refresh_token: Some(new_secret_hex()),
+            expires_in: s.token_ttl_secs,
+        })
+    })
+}
+
+fn page_params(q: &Params) -> Result<(usize, usize), Reject> {
+    let num = |key: &str, default: i64| -> Result<i64, Reject> {
+        match q.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| refuse(400, "Invalid criteria provided").into()),
+        }
+    };
+    let offset = num("offset", 0)?;
+    let page_size = num("pageSize", 20)?;
+    if offset < 0 || !(1..=wire::MAX_PAGE_SIZE).contains(&page_size) {
+        return Err(refuse(400, "Invalid criteria provided").into());
+    }
+    Ok((
+        usize::try_from(offset).unwrap_or(0),
+        usize::try_from(page_size).unwrap_or(20),
+    ))
+}
+
+fn page<T: Serialize>(all: Vec<T>, offset: usize, page_size: usize) -> HttpResponse {
+    let count = all.len();
+    let data: Vec<T> = all.into_iter().skip(offset).take(page_size).collect();
+    HttpResponse::Ok().json(wire::Page {
+        data,
+        offset: i64::try_from(offset).unwrap_or(i64::MAX),
+        page_size: i64::try_from(page_size).unwrap_or(i64::MAX),
+        count: i64::try_from(count).unwrap_or(i64::MAX),
+    })
+}
+
+async fn list_access_points(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    q: web::Query<Params>,
+) -> HttpResponse {
+    api(&h, &req, |s| {
+        let (offset, size) = page_params(&q)?;
+        s.counters.lists += 1;
+        let all: Vec<wire::AccessPoint> = s
+            .access_points
+            .iter()
+            .map(|id| wire::AccessPoint {
+                id: *id,
+                name: format!("Door {id}"),
+                control_panel_id: Some(1111),
+                site_id: Some(11111),
+                site_name: Some("Site 1".into()),
+            })
+            .collect();
+        Ok(page(all, offset, size))
+    })
+    .await
+}
+
+async fn list_groups(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    q: web::Query<Params>,
+) -> HttpResponse {
+    api(&h, &req, |s| {
+        let (offset, size) = page_params(&q)?;
+        // `name__eq:x` is documented as "name contains x".
+        let needle = match q.get("filter") {
+            None => None,
+            Some(f) => Some(
+                f.strip_prefix("name__eq:")
+                    .ok_or_else(|| Reject::from(refuse(400, "Invalid criteria provided")))?
+                    .to_owned(),
+            ),
+        };
+        s.counters.lists += 1;
+        let all: Vec<wire::Group> = s
+            .groups
+            .iter()
+            .filter(|(_, g)| needle.as_deref().is_none_or(|n| g.name.contains(n)))
+            .map(|(id, g)| wire::Group {
+                id: *id,
+                name: g.name.clone(),
+            })
+            .collect();
+        Ok(page(all, offset, size))
+    })
+    .await
+}
+
+async fn create_group(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let lost = roll(h.faults().lose_response_rate);
+    let res = api(&h, &req, |s| {
+        let body: wire::CreateGroupRequest = serde_json::from_slice(&body).map_err(|_| {
+            Reject::from(refuse(
+                400,
+                "Group creation requires a name parameter of 35 characters or less",
+            ))
+        })?;
+        if body.name.is_empty() || body.name.chars().count() > 35 {
+            return Err(refuse(
+                400,
+                "Group creation requires a name parameter of 35 characters or less",
+            )
+            .into());
+        }
+        let id = s.next_id;
+        s.next_id += 1;
+        s.groups.insert(
+            id,
+            SimGroup {
+                name: body.name.clone(),
+                access_points: BTreeMap::new(),
+            },
+        );
+        s.counters.groups_created += 1;
+        Ok(HttpResponse::Ok().json(wire::Group {
+            id,
+            name: body.name,
+        }))
+    })
+    .await;
+    lost_if_ok(&h, lost, res)
+}
+
+/// Replaces a success by a lost response when `lost`.
+fn lost_if_ok(h: &SimHandle, lost: bool, res: HttpResponse) -> HttpResponse {
+    if res.status().is_success() {
+        lost_or(h, lost, res)
+    } else {
+        res
+    }
+}
+
+async fn grant_access_point(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<(i64, i64)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (group_id, ap) = path.into_inner();
+    let lost = roll(h.faults().lose_response_rate);
+    let res = api(&h, &req, |s| {
+        let body: wire::AccessPermissionRequest = serde_json::from_slice(&body)
+            .map_err(|_| Reject::from(refuse(400, "The request body is not formatted properly")))?;
+        if !s.access_points.contains(&ap) {
+            return Err(refuse(404, "Unknown Access Point").into());
+        }
+        if body.schedule.id != SIM_SCHEDULE_ID {
+            return Err(refuse(404, "The requested resource was not found.").into());
+        }
+        let Some(group) = s.groups.get_mut(&group_id) else {
+            return Err(refuse(404, "Group not found/ Unknown Group").into());
+        };
+        group.access_points.insert(ap, body.schedule.id);
+        Ok(HttpResponse::Ok().json(serde_json::json!({
+            "accessPoint": {"id": ap, "name": format!("Door {ap}")},
+            "schedule": {"id": body.schedule.id, "name": "24x7 - Always On"},
+            "privacyModeOverride": body.privacy_mode_override.unwrap_or(false),
+        })))
+    })
+    .await;
+    lost_if_ok(&h, lost, res)
+}
+
+async fn add_user_to_group(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<(i64, i64)>,
+) -> HttpResponse {
+    let (group_id, user_id) = path.into_inner();
+    let lost = roll(h.faults().lose_response_rate);
+    let res = api(&h, &req, |s| {
+        if !s.groups.contains_key(&group_id) {
+            return Err(refuse(404, "Group not found").into());
+        }
+        let Some(user) = s.users.get_mut(&user_id) else {
+            return Err(refuse(400, "Invalid criteria provided").into());
+        };
+        user.groups.insert(group_id);
+        s.counters.memberships_put += 1;
+        Ok(HttpResponse::NoContent().finish())
+    })
+    .await;
+    lost_if_ok(&h, lost, res)
+}
+
+/// A user as the group listing shows it (no PIN).
+fn summary(u: &SimUser) -> wire::User {
+    wire::User {
+        pin: None,
+        ..full(u)
+    }
+}
+
+/// A user as retrievals show it.
+fn full(u: &SimUser) -> wire::User {
+    wire::User {
+        id: u.id,
+        external_id: u.external_id.clone(),
+        first_name: Some(u.first_name.clone()),
+        last_name: Some(u.last_name.clone()),
+        pin: u.pin.clone(),
+        effective_from: u.effective_from.map(wire::format_time),
+        effective_to: u.effective_to.map(wire::format_time),
+        suspended: Some(false),
+    }
+}
+
+async fn list_group_users(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+    q: web::Query<Params>,
+) -> HttpResponse {
+    let group_id = path.into_inner();
+    api(&h, &req, |s| {
+        let (offset, size) = page_params(&q)?;
+        if !s.groups.contains_key(&group_id) {
+            return Err(refuse(404, "Group not found").into());
+        }
+        s.counters.lists += 1;
+        let all: Vec<wire::User> = s
+            .users
+            .values()
+            .filter(|u| u.groups.contains(&group_id))
+            .map(summary)
+            .collect();
+        Ok(page(all, offset, size))
+    })
+    .await
+}
+
+fn optional_time(v: Option<&str>, field: &'static str) -> Result<Option<DateTime<Utc>>, Refusal> {
+    v.map(|t| wire::parse_time(t, field))
+        .transpose()
+        .map_err(|_| refuse(400, "Invalid criteria provided"))
+}
+
+fn valid_pin(pin: &str) -> bool {
+    (4..=9).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit())
+}
+
+async fn create_user(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let lost = roll(h.faults().lose_response_rate);
+    let res = api(&h, &req, |s| {
+        let body: wire::CreateUserRequest = serde_json::from_slice(&body)
+            .map_err(|_| Reject::from(refuse(400, "Invalid criteria provided")))?;
+        if body.first_name.trim().is_empty() || body.last_name.trim().is_empty() {
+            return Err(refuse(400, "Invalid criteria provided").into());
+        }
+        let from = optional_time(body.effective_from.as_deref(), "effectiveFrom")?;
+        let to = optional_time(body.effective_to.as_deref(), "effectiveTo")?;
+        if let (Some(f), Some(t)) = (from, to) {
+            if f >= t {
+                return Err(refuse(400, "Invalid criteria provided").into());
+            }
+        }
+        if let Some(ext) = &body.external_id {
+            if s.users
+                .values()
+                .any(|u| u.external_id.as_deref() == Some(ext))
+            {
+                return Err(refuse(400, DUPLICATE_EXTERNAL_ID_MESSAGE).into());
+            }
+        }
+        if let Some(pin) = &body.pin {
+            if !valid_pin(pin) {
+                return Err(refuse(400, "Invalid criteria provided").into());
+            }
+            if s.faults.force_pin_collision_next > 0 {
+                s.faults.force_pin_collision_next -= 1;
+                return Err(refuse(400, DUPLICATE_PIN_MESSAGE).into());
+            }
+            if s.users.values().any(|u| u.pin.as_deref() == Some(pin)) {
+                return Err(refuse(400, DUPLICATE_PIN_MESSAGE).into());
+            }
+        }
+        let id = s.next_id;
+        s.next_id += 1;
+        let user = SimUser {
+            id,
+            external_id: body.external_id,
+            first_name: body.first_name,
+            last_name: body.last_name,
+            pin: body.pin,
+            effective_from: from,
+            effective_to: to,
+            groups: BTreeSet::new(),
+        };
+        let reply = full(&user);
+        s.users.insert(id, user);
+        s.counters.users_created += 1;
+        Ok(HttpResponse::Ok().json(reply))
+    })
+    .await;
+    lost_if_ok(&h, lost, res)
+}
+
+async fn get_user_by_external_id(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let ext = path.into_inner();
+    api(&h, &req, |s| {
+        s.users
+            .values()
+            .find(|u| u.external_id.as_deref() == Some(ext.as_str()))
+            .map(|u| HttpResponse::Ok().json(full(u)))
+            .ok_or_else(|| refuse(404, "User not found").into())
+    })
+    .await
+}
+
+async fn get_user(h: web::Data<SimHandle>, req: HttpRequest, path: web::Path<i64>) -> HttpResponse {
+    let id = path.into_inner();
+    api(&h, &req, |s| {
+        s.users
+            .get(&id)
+            .map(|u| HttpResponse::Ok().json(full(u)))
+            .ok_or_else(|| refuse(404, "User not found").into())
+    })
+    .await
+}
+
+async fn patch_user(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let lost = roll(h.faults().lose_response_rate);
+    let res = api(&h, &req, |s| {
+        let body: wire::PatchUserRequest = serde_json::from_slice(&body)
+            .map_err(|_| Reject::from(refuse(400, "Invalid criteria provided")))?;
+        let from = optional_time(body.effective_from.as_deref(), "effectiveFrom")?;
+        let to = optional_time(body.effective_to.as_deref(), "effectiveTo")?;
+        if let Some(pin) = &body.pin {
+            if !valid_pin(pin) {
+                return Err(refuse(400, "Invalid criteria provided").into());
+            }
+            if s.users
+                .values()
+                .any(|u| u.id != id && u.pin.as_deref() == Some(pin))
+            {
+                return Err(refuse(400, DUPLICATE_PIN_MESSAGE).into());
+            }
+        }
+        let Some(user) = s.users.get_mut(&id) else {
+            return Err(refuse(404, "User not found").into());
+        };
+        let new_from = from.or(user.effective_from);
+        let new_to = to.or(user.effective_to);
+        if let (Some(f), Some(t)) = (new_from, new_to) {
+            if f >= t {
+                return Err(refuse(400, "Invalid criteria provided").into());
+            }
+        }
+        user.effective_from = new_from;
+        user.effective_to = new_to;
+        if let Some(pin) = body.pin {
+            user.pin = Some(pin);
+        }
+        let reply = full(user);
+        s.counters.users_patched += 1;
+        Ok(HttpResponse::Ok().json(reply))
+    })
+    .await;
+    lost_if_ok(&h, lost, res)
+}
+
+async fn delete_user(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let lost = roll(h.faults().lose_response_rate);
+    let res = api(&h, &req, |s| {
+        if s.users.remove(&id).is_none() {
+            return Err(refuse(404, "User not found").into());
+        }
+        s.counters.users_deleted += 1;
+        Ok(HttpResponse::NoContent().finish())
+    })
+    .await;
+    lost_if_ok(&h, lost, res)
+}
+
+async fn get_faults(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.faults())
+}
+
+async fn post_faults(h: web::Data<SimHandle>, body: web::Json<serde_json::Value>) -> HttpResponse {
+    let serde_json::Value::Object(patch) = body.into_inner() else {
+        return HttpResponse::BadRequest().body("expected a json object");
+    };
+    let mut current = match serde_json::to_value(h.faults()) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    current.extend(patch);
+    match serde_json::from_value::<SimFaults>(serde_json::Value::Object(current)) {
+        Ok(faults) => {
+            h.set_faults(faults.clone());
+            HttpResponse::Ok().json(faults)
+        }
+        Err(e) => HttpResponse::BadRequest().body(format!("invalid faults: {e}")),
+    }
+}
+
+async fn get_counters(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.counters())
+}
+
+async fn get_users(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.users())
+}
+
+async fn post_access_point(h: web::Data<SimHandle>, path: web::Path<i64>) -> HttpResponse {
+    h.add_access_point(path.into_inner());
+    HttpResponse::NoContent().finish()
+}
+
+async fn post_expire_tokens(h: web::Data<SimHandle>) -> HttpResponse {
+    h.expire_all_tokens();
+    HttpResponse::NoContent().finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base64;
+
+    #[test]
+    fn base64_matches_the_documented_client_signature() {
+        // apidocs.brivo.com, Authentication: ABC-123-456:qwerty98765.
+        assert_eq!(
+            base64(b"ABC-123-456:qwerty98765"),
+            "QUJDLTEyMy00NTY6cXdlcnR5OTg3NjU="
+        );
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+    }
+}

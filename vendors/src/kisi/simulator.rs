@@ -1,0 +1,1045 @@
+//! A Kisi REST API simulator with fault injection (DESIGN §6), built on actix-web.
+//!
+//! It speaks the subset of the API the adapter uses, with Kisi's paths, JSON bodies wrapped
+//! in a root key, HTTP statuses and error bodies (`{"code", "error"}`, and
+//! `{"errors": {field: [..]}}` for 422): `GET /places`, `GET|POST /users`,
+//! `GET /group_locks`, `GET|POST /role_assignments`,
+//! `GET|PATCH|DELETE /role_assignments/{id}`. Every call needs
+//! `Authorization: KISI-LOGIN <key>` with a key it knows (401 `000401` otherwise).
+//! It refuses unknown groups and users (404 `000404`), a missing or malformed field, a
+//! role other than `group_basic`/`group_manager`, a window whose end is not after its start
+//! (422), a taken email (422) and a `GET /group_locks` without `group_id` (400). The
+//! create request is accepted in its current form (`applies_to_*`, `assignee_*`) and in the
+//! deprecated form the public guides still show (`user_id`, `group_id`). Lists are paged
+//! with `limit` (at most 250) and `offset` and answer `X-Collection-Range: start-end/total`.
+//!
+//! Faults ([`SimFaults`]) are set from Rust through [`SimHandle`] or from another process
+//! with `POST /_sim/faults` (a JSON object; the keys given replace the current values).
+//! Inspection over HTTP: `GET /_sim/faults`, `GET /_sim/counters`, `GET /_sim/users`,
+//! `GET /_sim/groups/{group_id}/role_assignments`; control:
+//! `POST /_sim/groups/{group_id}/locks/{lock_id}` (adds a group granting a lock).
+//!
+//! Kisi has no keypad PINs, so there is no PIN-collision fault: a role assignment cannot
+//! collide with another.
+//!
+//! The server runs on a thread of its own with its own actix `System`, so
+//! [`KisiSimulator::start`] works the same from `#[tokio::main]`, `#[actix_web::main]` or a
+//! test, and returns once the socket is bound.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use chrono::{DateTime, Utc};
+use lockstep_domain::{Clock, SystemClock};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::errors as code;
+use super::wire::{
+    self, from_kisi_time, to_kisi_time, ErrorBody, RoleAssignment, ValidationErrors,
+    APPLIES_TO_GROUP, ASSIGNEE_USER, MAX_PAGE_SIZE, ROLE_GROUP_BASIC, ROLE_GROUP_MANAGER,
+};
+use super::{KisiConfig, Secret};
+
+/// The API key of the default configuration.
+pub const SIM_API_KEY: &str = "sim-kisi-api-key";
+/// The id of the one place the simulator has.
+pub const SIM_PLACE_ID: i64 = 3289;
+
+/// What the simulator starts with.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Accepted API keys.
+    pub api_keys: Vec<Secret>,
+    /// Groups and the locks each grants.
+    pub groups: Vec<(i64, Vec<i64>)>,
+    /// Time for `created_at` and the rate-limit window.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: vec![Secret::new(SIM_API_KEY)],
+            groups: Vec::new(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Fault switches. Over HTTP, a JSON object with any subset of these keys.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimFaults {
+    /// Every API call answers 503.
+    pub outage: bool,
+    /// Fixed delay before each API call is handled.
+    pub latency_ms: u64,
+    /// Extra random delay, uniform in `0..=latency_jitter_ms`.
+    pub latency_jitter_ms: u64,
+    /// Share of API calls answered 500 without being applied (0.0 to 1.0).
+    pub error_rate: f64,
+    /// More calls than this within one second are answered 429 with `Retry-After: 1`.
+    pub rate_limit_per_sec: Option<u32>,
+    /// Share of role-assignment creates, updates and deletes that are applied but answered
+    /// 500: the vendor acted and we never heard (0.0 to 1.0). User creation is not
+    /// affected (it is a prerequisite the adapter re-finds anyway).
+    pub lose_response_rate: f64,
+}
+
+/// A user held by the simulator.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SimUser {
+    /// Its id.
+    pub id: i64,
+    /// Email (unique, compared case-insensitively).
+    pub email: String,
+    /// Name.
+    pub name: String,
+    /// Metadata.
+    pub metadata: BTreeMap<String, serde_json::Value>,
+    /// Notes.
+    pub notes: Option<String>,
+}
+
+/// A group role assignment held by the simulator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SimRoleAssignment {
+    /// Its id (the adapter's `vendorRef`).
+    pub id: i64,
+    /// The group.
+    pub group_id: i64,
+    /// The user.
+    pub user_id: i64,
+    /// The role.
+    pub role_id: String,
+    /// Whether the user was to be emailed.
+    pub notify: bool,
+    /// Start of validity.
+    pub valid_from: Option<DateTime<Utc>>,
+    /// End of validity.
+    pub valid_until: Option<DateTime<Utc>>,
+    /// Creation.
+    pub created_at: DateTime<Utc>,
+    /// Last update.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How many calls the simulator has seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SimCounters {
+    /// Users created.
+    pub users_created: u64,
+    /// Role assignments created (including those whose response was then lost).
+    pub creates: u64,
+    /// Role assignments updated (including those whose response was then lost).
+    pub updates: u64,
+    /// Role assignments deleted (including those whose response was then lost).
+    pub deletes: u64,
+    /// Role-assignment list pages served.
+    pub lists: u64,
+    /// Calls refused for a missing or unknown API key.
+    pub unauthorized: u64,
+    /// Calls answered with an injected 5xx/429 before being applied.
+    pub rejected_by_faults: u64,
+    /// Calls applied whose response was then replaced by a 500.
+    pub lost_responses: u64,
+}
+
+struct SimState {
+    api_keys: Vec<Secret>,
+    groups: BTreeMap<i64, BTreeSet<i64>>,
+    users: BTreeMap<i64, SimUser>,
+    assignments: BTreeMap<i64, SimRoleAssignment>,
+    faults: SimFaults,
+    counters: SimCounters,
+    next_user_id: i64,
+    next_assignment_id: i64,
+    next_group_lock_id: i64,
+    rate_window: Option<(DateTime<Utc>, u32)>,
+}
+
+/// Inspects and steers a running simulator from Rust. Cheap to clone.
+#[derive(Clone)]
+pub struct SimHandle {
+    state: Arc<Mutex<SimState>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle").finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    fn new(config: SimConfig) -> Self {
+        let state = SimState {
+            api_keys: config.api_keys,
+            groups: config
+                .groups
+                .into_iter()
+                .map(|(g, locks)| (g, locks.into_iter().collect()))
+                .collect(),
+            users: BTreeMap::new(),
+            assignments: BTreeMap::new(),
+            faults: SimFaults::default(),
+            counters: SimCounters::default(),
+            next_user_id: 70_001,
+            next_assignment_id: 910_001,
+            next_group_lock_id: 5_001,
+            rate_window: None,
+        };
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            clock: config.clock,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
+        // A panic inside `f` cannot leave the state half-written in a way that matters
+        // to a simulator, so a poisoned lock is simply taken over.
+        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Adds a group granting `lock_id` (or adds the lock to an existing group).
+    pub fn add_group_lock(&self, group_id: i64, lock_id: i64) {
+        self.with(|s| {
+            s.groups.entry(group_id).or_default().insert(lock_id);
+        });
+    }
+
+    /// Adds a group granting no lock.
+    pub fn add_group(&self, group_id: i64) {
+        self.with(|s| {
+            s.groups.entry(group_id).or_default();
+        });
+    }
+
+    /// Accepts another API key.
+    pub fn add_api_key(&self, key: &str) {
+        self.with(|s| s.api_keys.push(Secret::new(key)));
+    }
+
+    /// Every user.
+    pub fn users(&self) -> Vec<SimUser> {
+        self.with(|s| s.users.values().cloned().collect())
+    }
+
+    /// The role assignments of one group, oldest first.
+    pub fn role_assignments(&self, group_id: i64) -> Vec<SimRoleAssignment> {
+        self.with(|s| {
+            s.assignments
+                .values()
+                .filter(|a| a.group_id == group_id)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Every role assignment.
+    pub fn all_role_assignments(&self) -> Vec<SimRoleAssignment> {
+        self.with(|s| s.assignments.values().cloned().collect())
+    }
+
+    /// Puts a member on a group directly (no HTTP, no fault): a user with `email` and
+    /// `name` (created if needed) with `group_basic` for the window. `None` if the group is
+    /// unknown. Returns the role assignment id.
+    pub fn seed_member(
+        &self,
+        group_id: i64,
+        email: &str,
+        name: &str,
+        valid_from: Option<DateTime<Utc>>,
+        valid_until: Option<DateTime<Utc>>,
+    ) -> Option<i64> {
+        let now = self.clock.now();
+        self.with(|s| {
+            if !s.groups.contains_key(&group_id) {
+                return None;
+            }
+            let user_id = match s
+                .users
+                .values()
+                .find(|u| u.email.eq_ignore_ascii_case(email))
+            {
+                Some(u) => u.id,
+                None => {
+                    let id = s.next_user_id;
+                    s.next_user_id += 1;
+                    s.users.insert(
+                        id,
+                        SimUser {
+                            id,
+                            email: email.to_owned(),
+                            name: name.to_owned(),
+                            metadata: BTreeMap::new(),
+                            notes: None,
+                        },
+                    );
+                    id
+                }
+            };
+            let id = s.next_assignment_id;
+            s.next_assignment_id += 1;
+            s.assignments.insert(
+                id,
+                SimRoleAssignment {
+                    id,
+                    group_id,
+                    user_id,
+                    role_id: ROLE_GROUP_BASIC.to_owned(),
+                    notify: false,
+                    valid_from,
+                    valid_until,
+                    created_at: now,
+                    updated_at: now,
+                },
+            );
+            Some(id)
+        })
+    }
+
+    /// Number of role assignments created (responses lost or not).
+    pub fn create_call_count(&self) -> u64 {
+        self.with(|s| s.counters.creates)
+    }
+
+    /// Number of role assignments updated.
+    pub fn update_call_count(&self) -> u64 {
+        self.with(|s| s.counters.updates)
+    }
+
+    /// Number of role assignments deleted.
+    pub fn delete_call_count(&self) -> u64 {
+        self.with(|s| s.counters.deletes)
+    }
+
+    /// All counters.
+    pub fn counters(&self) -> SimCounters {
+        self.with(|s| s.counters)
+    }
+
+    /// The current faults.
+    pub fn faults(&self) -> SimFaults {
+        self.with(|s| s.faults.clone())
+    }
+
+    /// Replaces the faults.
+    pub fn set_faults(&self, faults: SimFaults) {
+        self.with(|s| {
+            s.faults = faults;
+            s.rate_window = None;
+        });
+    }
+
+    /// Changes some faults.
+    pub fn update_faults(&self, f: impl FnOnce(&mut SimFaults)) {
+        self.with(|s| {
+            f(&mut s.faults);
+            s.rate_window = None;
+        });
+    }
+}
+
+/// Starts simulators.
+#[derive(Debug)]
+pub struct KisiSimulator;
+
+impl KisiSimulator {
+    /// Starts a simulator with the default API key ([`SIM_API_KEY`]) and no groups on `bind`
+    /// (port 0 picks a free port) and returns once it listens.
+    pub fn start(bind: SocketAddr) -> io::Result<RunningSimulator> {
+        Self::start_with(bind, SimConfig::default())
+    }
+
+    /// Starts a simulator with `config`.
+    pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
+        let handle = SimHandle::new(config);
+        let data = web::Data::new(handle.clone());
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<io::Result<(SocketAddr, ServerHandle)>>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
+        std::thread::Builder::new()
+            .name("kisi-simulator".into())
+            .spawn(move || {
+                let system = actix_web::rt::System::new();
+                let result = system.block_on(async move {
+                    let bound = HttpServer::new(move || {
+                        App::new().app_data(data.clone()).configure(routes)
+                    })
+                    .workers(1)
+                    .disable_signals()
+                    .shutdown_timeout(1)
+                    .bind(bind);
+                    let server = match bound {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return Ok(());
+                        }
+                    };
+                    let Some(addr) = server.addrs().first().copied() else {
+                        let _ = ready_tx.send(Err(io::Error::other("no address bound")));
+                        return Ok(());
+                    };
+                    let running = server.run();
+                    let _ = ready_tx.send(Ok((addr, running.handle())));
+                    running.await
+                });
+                let _ = done_tx.send(result);
+            })?;
+        let (addr, server) = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("simulator thread ended before binding"))??;
+        info!(vendor = "kisi", %addr, "kisi simulator listening");
+        Ok(RunningSimulator {
+            addr,
+            handle,
+            server,
+            done: Some(done_rx),
+        })
+    }
+}
+
+/// A simulator serving in the background; stopped when dropped.
+#[derive(Debug)]
+pub struct RunningSimulator {
+    addr: SocketAddr,
+    handle: SimHandle,
+    server: ServerHandle,
+    done: Option<tokio::sync::oneshot::Receiver<io::Result<()>>>,
+}
+
+impl RunningSimulator {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`, the adapter's `api_base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Control of the simulator's state.
+    pub fn handle(&self) -> SimHandle {
+        self.handle.clone()
+    }
+
+    /// An adapter config for the default API key.
+    pub fn default_adapter_config(&self) -> KisiConfig {
+        KisiConfig::new(self.base_url(), Secret::new(SIM_API_KEY))
+    }
+
+    /// Waits until the server ends.
+    pub async fn wait(&mut self) -> io::Result<()> {
+        match self.done.take() {
+            Some(rx) => rx.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the server and waits for it to end.
+    pub async fn stop(mut self) -> io::Result<()> {
+        self.server.stop(true).await;
+        self.wait().await
+    }
+}
+
+impl Drop for RunningSimulator {
+    fn drop(&mut self) {
+        // `stop` sends the command at once; the returned future only awaits completion.
+        drop(self.server.stop(false));
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/places", web::get().to(list_places))
+        .route("/users", web::get().to(list_users))
+        .route("/users", web::post().to(create_user))
+        .route("/group_locks", web::get().to(list_group_locks))
+        .route("/role_assignments", web::get().to(list_assignments))
+        .route("/role_assignments", web::post().to(create_assignment))
+        .route("/role_assignments/{id}", web::get().to(get_assignment))
+        .route("/role_assignments/{id}", web::patch().to(update_assignment))
+        .route(
+            "/role_assignments/{id}",
+            web::delete().to(delete_assignment),
+        )
+        .route("/_sim/faults", web::get().to(get_faults))
+        .route("/_sim/faults", web::post().to(post_faults))
+        .route("/_sim/counters", web::get().to(get_counters))
+        .route("/_sim/users", web::get().to(get_users))
+        .route(
+            "/_sim/groups/{group_id}/locks/{lock_id}",
+            web::post().to(post_group_lock),
+        )
+        .route(
+            "/_sim/groups/{group_id}/role_assignments",
+            web::get().to(get_group_assignments),
+        );
+}
+
+type Params = HashMap<String, String>;
+
+/// A Kisi error reply.
+struct Refusal(Box<HttpResponse>);
+
+impl Refusal {
+    fn new(r: HttpResponse) -> Self {
+        Self(Box::new(r))
+    }
+}
+
+/// A validity window as the simulator stores it.
+type Window = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+fn error(status: StatusCode, code: &str, msg: &str) -> Refusal {
+    Refusal::new(HttpResponse::build(status).json(ErrorBody {
+        code: Some(code.to_owned()),
+        error: Some(msg.to_owned()),
+    }))
+}
+
+fn not_found() -> Refusal {
+    error(StatusCode::NOT_FOUND, code::NOT_FOUND, "Not found.")
+}
+
+fn invalid(field: &str, msg: &str) -> Refusal {
+    let mut errors = BTreeMap::new();
+    errors.insert(field.to_owned(), vec![msg.to_owned()]);
+    Refusal::new(HttpResponse::UnprocessableEntity().json(ValidationErrors { errors }))
+}
+
+fn roll(rate: f64) -> bool {
+    rate > 0.0 && rand::thread_rng().gen::<f64>() < rate
+}
+
+/// Applies latency, outage, rate limit and error rate, then checks the API key.
+async fn gate(h: &SimHandle, req: &HttpRequest) -> Result<(), Refusal> {
+    let faults = h.faults();
+    let jitter = if faults.latency_jitter_ms > 0 {
+        rand::thread_rng().gen_range(0..=faults.latency_jitter_ms)
+    } else {
+        0
+    };
+    let delay = faults.latency_ms + jitter;
+    if delay > 0 {
+        actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let now = h.clock.now();
+    let auth = req
+        .headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    h.with(|s| {
+        let refuse = if s.faults.outage {
+            Some(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::UNEXPECTED,
+                "Service unavailable.",
+            ))
+        } else if let Some(limit) = s.faults.rate_limit_per_sec {
+            let window = match s.rate_window {
+                Some((start, n)) if now - start < chrono::Duration::seconds(1) => (start, n + 1),
+                _ => (now, 1),
+            };
+            s.rate_window = Some(window);
+            (window.1 > limit).then(|| {
+                Refusal::new(
+                    HttpResponse::TooManyRequests()
+                        .insert_header(("Retry-After", "1"))
+                        .json(ErrorBody {
+                            code: Some(code::TOO_MANY_REQUESTS.to_owned()),
+                            error: Some("Too many requests.".to_owned()),
+                        }),
+                )
+            })
+        } else {
+            None
+        };
+        let refuse = refuse.or_else(|| {
+            roll(s.faults.error_rate).then(|| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    code::UNEXPECTED,
+                    "An unexpected issue occured.",
+                )
+            })
+        });
+        if let Some(r) = refuse {
+            s.counters.rejected_by_faults += 1;
+            return Err(r);
+        }
+        let key = auth
+            .as_deref()
+            .and_then(|a| a.strip_prefix("KISI-LOGIN "))
+            .map(str::trim);
+        if key.is_some_and(|k| s.api_keys.iter().any(|a| a.expose() == k)) {
+            Ok(())
+        } else {
+            s.counters.unauthorized += 1;
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                code::UNAUTHORIZED,
+                "Unauthorized.",
+            ))
+        }
+    })
+}
+
+fn lost_or(h: &SimHandle, lost: bool, ok: HttpResponse) -> HttpResponse {
+    if lost {
+        h.with(|s| s.counters.lost_responses += 1);
+        HttpResponse::InternalServerError().json(ErrorBody {
+            code: Some(code::UNEXPECTED.to_owned()),
+            error: Some("An unexpected issue occured.".to_owned()),
+        })
+    } else {
+        ok
+    }
+}
+
+fn opt_i64(p: &Params, key: &str) -> Result<Option<i64>, Refusal> {
+    match p.get(key).map(|v| v.trim()) {
+        Some(v) if !v.is_empty() => v.parse().map(Some).map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "000400",
+                "A parameter is not an integer.",
+            )
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// `limit` (default `default`, at most `max`) and `offset` (default 0).
+fn page(p: &Params, default: i64, max: i64) -> Result<(usize, usize), Refusal> {
+    let limit = opt_i64(p, "limit")?.unwrap_or(default).clamp(1, max);
+    let offset = opt_i64(p, "offset")?.unwrap_or(0).clamp(0, 20_000);
+    Ok((
+        usize::try_from(offset).unwrap_or(0),
+        usize::try_from(limit).unwrap_or(1),
+    ))
+}
+
+/// A paged JSON array with `X-Collection-Range`.
+fn paged<T: Serialize>(items: Vec<T>, offset: usize, limit: usize) -> HttpResponse {
+    let total = items.len();
+    let page: Vec<T> = items.into_iter().skip(offset).take(limit).collect();
+    let end = (offset + page.len()).saturating_sub(1).max(offset);
+    HttpResponse::Ok()
+        .insert_header((
+            wire::COLLECTION_RANGE_HEADER,
+            format!("{offset}-{end}/{total}"),
+        ))
+        .json(page)
+}
+
+fn user_json(u: &SimUser) -> wire::User {
+    wire::User {
+        id: u.id,
+        resource_type: Some("User".to_owned()),
+        name: Some(u.name.clone()),
+        email: Some(u.email.clone()),
+        metadata: Some(u.metadata.clone()),
+        notes: u.notes.clone(),
+        access_enabled: Some(true),
+        created_at: None,
+        updated_at: None,
+    }
+}
+
+fn assignment_json(s: &SimState, a: &SimRoleAssignment) -> RoleAssignment {
+    let user = s.users.get(&a.user_id).map(|u| wire::Ref {
+        id: u.id,
+        resource_type: Some("User".to_owned()),
+        name: Some(u.name.clone()),
+        email: Some(u.email.clone()),
+    });
+    let group = wire::Ref {
+        id: a.group_id,
+        resource_type: Some("Group".to_owned()),
+        name: Some(format!("sim group {}", a.group_id)),
+        email: None,
+    };
+    RoleAssignment {
+        id: a.id,
+        resource_type: Some("RoleAssignment".to_owned()),
+        role_id: Some(a.role_id.clone()),
+        notify: Some(a.notify),
+        applies_to_type: Some(APPLIES_TO_GROUP.to_owned()),
+        applies_to_id: Some(a.group_id),
+        applies_to: Some(group),
+        assignee_type: Some(ASSIGNEE_USER.to_owned()),
+        assignee_id: Some(a.user_id),
+        assignee: user.clone(),
+        user_id: Some(a.user_id),
+        user,
+        group_id: Some(a.group_id),
+        kind: Some("group".to_owned()),
+        scope: Some("group".to_owned()),
+        valid_from: a.valid_from.map(to_kisi_time),
+        valid_until: a.valid_until.map(to_kisi_time),
+        created_at: Some(to_kisi_time(a.created_at)),
+        updated_at: Some(to_kisi_time(a.updated_at)),
+    }
+}
+
+async fn list_places(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    q: web::Query<Params>,
+) -> HttpResponse {
+    let run = async {
+        gate(&h, &req).await?;
+        let (offset, limit) = page(&q, 10, 100)?;
+        Ok::<_, Refusal>(paged(
+            vec![wire::Place {
+                id: SIM_PLACE_ID,
+                name: Some("Sim place".to_owned()),
+            }],
+            offset,
+            limit,
+        ))
+    };
+    run.await.unwrap_or_else(|r: Refusal| *r.0)
+}
+
+async fn list_users(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    q: web::Query<Params>,
+) -> HttpResponse {
+    let run = async {
+        gate(&h, &req).await?;
+        let (offset, limit) = page(&q, 50, 100)?;
+        let email = q.get("email").map(|e| e.trim().to_ascii_lowercase());
+        let query = q.get("query").map(|e| e.trim().to_ascii_lowercase());
+        let users: Vec<wire::User> = h.with(|s| {
+            s.users
+                .values()
+                .filter(|u| {
+                    email
+                        .as_ref()
+                        .is_none_or(|e| &u.email.to_ascii_lowercase() == e)
+                })
+                .filter(|u| {
+                    query.as_ref().is_none_or(|t| {
+                        u.email.to_ascii_lowercase().contains(t)
+                            || u.name.to_ascii_lowercase().contains(t)
+                    })
+                })
+                .map(user_json)
+                .collect()
+        });
+        Ok::<_, Refusal>(paged(users, offset, limit))
+    };
+    run.await.unwrap_or_else(|r: Refusal| *r.0)
+}
+
+async fn create_user(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let run = async {
+        gate(&h, &req).await?;
+        let body: wire::CreateUserRequest =
+            serde_json::from_slice(&body).map_err(|_| invalid("user", "is missing or invalid"))?;
+        let u = body.user;
+        let email = u.email.trim().to_owned();
+        if email.is_empty() || !email.contains('@') {
+            return Err(invalid("email", "can't be blank or invalid"));
+        }
+        h.with(|s| {
+            if s.users
+                .values()
+                .any(|x| x.email.eq_ignore_ascii_case(&email))
+            {
+                return Err(invalid("email", "has already been taken"));
+            }
+            let id = s.next_user_id;
+            s.next_user_id += 1;
+            let user = SimUser {
+                id,
+                name: u.name.unwrap_or_default(),
+                email,
+                metadata: u.metadata,
+                notes: u.notes,
+            };
+            let reply = HttpResponse::Ok().json(user_json(&user));
+            s.users.insert(id, user);
+            s.counters.users_created += 1;
+            Ok(reply)
+        })
+    };
+    run.await.unwrap_or_else(|r: Refusal| *r.0)
+}
+
+async fn list_group_locks(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    q: web::Query<Params>,
+) -> HttpResponse {
+    let run = async {
+        gate(&h, &req).await?;
+        let (offset, limit) = page(&q, 10, i64::from(MAX_PAGE_SIZE))?;
+        let Some(group_id) = opt_i64(&q, "group_id")? else {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "000400",
+                "group_id is required.",
+            ));
+        };
+        let lock_filter = opt_i64(&q, "lock_id")?;
+        let links = h.with(|s| {
+            let Some(locks) = s.groups.get(&group_id) else {
+                return Err(not_found());
+            };
+            let base = s.next_group_lock_id;
+            Ok(locks
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| lock_filter.is_none_or(|f| f == **l))
+                .map(|(i, l)| wire::GroupLock {
+                    id: base + i64::try_from(i).unwrap_or(0) + group_id * 1_000,
+                    group_id,
+                    lock_id: *l,
+                    place_id: Some(SIM_PLACE_ID),
+                })
+                .collect::<Vec<_>>())
+        })?;
+        Ok(paged(links, offset, limit))
+    };
+    run.await.unwrap_or_else(|r: Refusal| *r.0)
+}
+
+async fn list_assignments(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    q: web::Query<Params>,
+) -> HttpResponse {
+    let run = async {
+        gate(&h, &req).await?;
+        let (offset, limit) = page(&q, 10, i64::from(MAX_PAGE_SIZE))?;
+        let applies_to_type = q.get("applies_to_type").map(String::as_str);
+        if applies_to_type.is_some_and(|t| t != APPLIES_TO_GROUP) {
+            // The simulator holds group assignments only.
+            return Ok(paged(Vec::<RoleAssignment>::new(), offset, limit));
+        }
+        let assignee_type = q.get("assignee_type").map(String::as_str);
+        if assignee_type.is_some_and(|t| t != ASSIGNEE_USER) {
+            return Ok(paged(Vec::<RoleAssignment>::new(), offset, limit));
+        }
+        let group = opt_i64(&q, "applies_to_id")?.or(opt_i64(&q, "group_id")?);
+        let user = opt_i64(&q, "assignee_id")?.or(opt_i64(&q, "user_id")?);
+        let role = q.get("role_id").cloned();
+        let items = h.with(|s| {
+            s.counters.lists += 1;
+            s.assignments
+                .values()
+                .filter(|a| group.is_none_or(|g| a.group_id == g))
+                .filter(|a| user.is_none_or(|u| a.user_id == u))
+                .filter(|a| role.as_ref().is_none_or(|r| &a.role_id == r))
+                .map(|a| assignment_json(s, a))
+                .collect::<Vec<_>>()
+        });
+        Ok::<_, Refusal>(paged(items, offset, limit))
+    };
+    run.await.unwrap_or_else(|r: Refusal| *r.0)
+}
+
+fn parse_window(from: Option<&str>, until: Option<&str>) -> Result<Window, Refusal> {
+    let from = from
+        .map(|s| from_kisi_time(s, "valid_from"))
+        .transpose()
+        .map_err(|_| invalid("valid_from", "is not a valid time"))?;
+    let until = until
+        .map(|s| from_kisi_time(s, "valid_until"))
+        .transpose()
+        .map_err(|_| invalid("valid_until", "is not a valid time"))?;
+    if let (Some(f), Some(u)) = (from, until) {
+        if u <= f {
+            return Err(invalid("valid_until", "must be after valid_from"));
+        }
+    }
+    Ok((from, until))
+}
+
+async fn create_assignment(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let run = async {
+        gate(&h, &req).await?;
+        let body: wire::CreateRoleAssignmentRequest = serde_json::from_slice(&body)
+            .map_err(|_| invalid("role_assignment", "is missing or invalid"))?;
+        let r = body.role_assignment;
+        let group_id = match r.applies_to_type.as_deref() {
+            Some(APPLIES_TO_GROUP) => r.applies_to_id,
+            Some(_) => return Err(invalid("applies_to_type", "is not supported")),
+            None => r.group_id,
+        }
+        .ok_or_else(|| invalid("applies_to_id", "can't be blank"))?;
+        let user_id = match r.assignee_type.as_deref() {
+            Some(ASSIGNEE_USER) => r.assignee_id,
+            Some(_) => return Err(invalid("assignee_type", "is not supported")),
+            None => r.user_id,
+        }
+        .ok_or_else(|| invalid("assignee_id", "can't be blank"))?;
+        if r.role_id != ROLE_GROUP_BASIC && r.role_id != ROLE_GROUP_MANAGER {
+            return Err(invalid("role_id", "is not included in the list"));
+        }
+        let (valid_from, valid_until) =
+            parse_window(r.valid_from.as_deref(), r.valid_until.as_deref())?;
+        let now = h.clock.now();
+        let (reply, lost) = h.with(|s| {
+            if !s.groups.contains_key(&group_id) || !s.users.contains_key(&user_id) {
+                return Err(not_found());
+            }
+            let id = s.next_assignment_id;
+            s.next_assignment_id += 1;
+            let a = SimRoleAssignment {
+                id,
+                group_id,
+                user_id,
+                role_id: r.role_id.clone(),
+                notify: r.notify.unwrap_or(false),
+                valid_from,
+                valid_until,
+                created_at: now,
+                updated_at: now,
+            };
+            let reply = HttpResponse::Ok().json(assignment_json(s, &a));
+            s.assignments.insert(id, a);
+            s.counters.creates += 1;
+            Ok((reply, roll(s.faults.lose_response_rate)))
+        })?;
+        Ok(lost_or(&h, lost, reply))
+    };
+    run.await.unwrap_or_else(|r: Refusal| *r.0)
+}
+
+async fn get_assignment(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let run = async {
+        gate(&h, &req).await?;
+        h.with(|s| match s.assignments.get(&id) {
+            Some(a) => Ok(HttpResponse::Ok().json(assignment_json(s, a))),
+            None => Err(not_found()),
+        })
+    };
+    run.await.unwrap_or_else(|r: Refusal| *r.0)
+}
+
+async fn update_assignment(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let run = async {
+        gate(&h, &req).await?;
+        let body: wire::UpdateRoleAssignmentRequest = serde_json::from_slice(&body)
+            .map_err(|_| invalid("role_assignment", "is missing or invalid"))?;
+        let p = body.role_assignment;
+        if let Some(role) = &p.role_id {
+            if role != ROLE_GROUP_BASIC && role != ROLE_GROUP_MANAGER {
+                return Err(invalid("role_id", "is not included in the list"));
+            }
+        }
+        let now = h.clock.now();
+        let lost = h.with(|s| {
+            let Some(a) = s.assignments.get_mut(&id) else {
+                return Err(not_found());
+            };
+            // Fields not sent keep their value; the window is checked as it will be.
+            let from = p.valid_from.clone().or(a.valid_from.map(to_kisi_time));
+            let until = p.valid_until.clone().or(a.valid_until.map(to_kisi_time));
+            let (from, until) = parse_window(from.as_deref(), until.as_deref())?;
+            a.valid_from = from;
+            a.valid_until = until;
+            if let Some(role) = p.role_id {
+                a.role_id = role;
+            }
+            a.updated_at = now;
+            s.counters.updates += 1;
+            Ok(roll(s.faults.lose_response_rate))
+        })?;
+        Ok(lost_or(&h, lost, HttpResponse::NoContent().finish()))
+    };
+    run.await.unwrap_or_else(|r: Refusal| *r.0)
+}
+
+async fn delete_assignment(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let run = async {
+        gate(&h, &req).await?;
+        let lost = h.with(|s| {
+            if s.assignments.remove(&id).is_none() {
+                return Err(not_found());
+            }
+            s.counters.deletes += 1;
+            Ok(roll(s.faults.lose_response_rate))
+        })?;
+        Ok(lost_or(&h, lost, HttpResponse::NoContent().finish()))
+    };
+    run.await.unwrap_or_else(|r: Refusal| *r.0)
+}
+
+async fn get_faults(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.faults())
+}
+
+async fn post_faults(h: web::Data<SimHandle>, body: web::Json<serde_json::Value>) -> HttpResponse {
+    let serde_json::Value::Object(patch) = body.into_inner() else {
+        return HttpResponse::BadRequest().body("expected a json object");
+    };
+    let mut current = match serde_json::to_value(h.faults()) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    current.extend(patch);
+    match serde_json::from_value::<SimFaults>(serde_json::Value::Object(current)) {
+        Ok(faults) => {
+            h.set_faults(faults.clone());
+            HttpResponse::Ok().json(faults)
+        }
+        Err(e) => HttpResponse::BadRequest().body(format!("invalid faults: {e}")),
+    }
+}
+
+async fn get_counters(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.counters())
+}
+
+async fn get_users(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.users())
+}
+
+async fn post_group_lock(h: web::Data<SimHandle>, path: web::Path<(i64, i64)>) -> HttpResponse {
+    let (group_id, lock_id) = path.into_inner();
+    h.add_group_lock(group_id, lock_id);
+    HttpResponse::NoContent().finish()
+}
+
+async fn get_group_assignments(h: web::Data<SimHandle>, path: web::Path<i64>) -> HttpResponse {
+    HttpResponse::Ok().json(h.role_assignments(path.into_inner()))
+}

@@ -1,0 +1,1086 @@
+//! A Vostio simulator with fault injection (DESIGN §6), built on actix-web.
+//!
+//! It speaks the reconstructed API the adapter uses (see the module doc of
+//! [`super`]: not from public docs): `POST /oauth2/token` (RFC 6749 client-credentials
+//! grant, client credentials in HTTP Basic or in the form), and under `/api`:
+//! `GET /v1/environments/{env}`, `POST|GET /v1/environments/{env}/keys`,
+//! `PATCH|DELETE /v1/environments/{env}/keys/{keyId}`. It validates bearer tokens (those
+//! it issued; 401 `unauthorized`), the client's right to the environment (403
+//! `forbidden`), unknown environments (404 `environment_not_found`), unknown doors (404
+//! `door_not_found`), unknown keys (404 `key_not_found`), malformed bodies (400
+//! `validation_failed`), empty windows (400 `invalid_validity`), key types other than
+//! `mobileKey`/`card` (422 `key_type_not_supported`) and a full door (422
+//! `key_limit_reached`).
+//!
+//! Faults ([`SimFaults`]) are set from Rust through [`SimHandle`] or from another process
+//! with `POST /_sim/faults` (a JSON object; the keys given replace the current values).
+//! Inspection over HTTP: `GET /_sim/faults`, `GET /_sim/counters`,
+//! `GET /_sim/environments/{env}/keys`; control: `POST /_sim/environments/{env}/doors/{door}`
+//! (adds an environment and a door), `POST /_sim/tokens/expire` (every issued token
+//! answers 401 from then on). Vostio holds no PINs, so there is no PIN-collision switch;
+//! `door_offline` stands in for the lock-side refusal.
+//!
+//! The server runs on a thread of its own with its own actix `System`, so
+//! [`VostioSimulator::start`] works the same from `#[tokio::main]`, `#[actix_web::main]`
+//! or a test, and returns once the socket is bound.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use chrono::{DateTime, Utc};
+use lockstep_domain::{Clock, SystemClock};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::errors::{self as code, oauth};
+use super::wire::{self, ApiErrorResponse, OAuthErrorResponse};
+use super::{Secret, VostioConfig};
+
+/// A door holds at most this many keys (reconstructed limit).
+pub const MAX_KEYS_PER_DOOR: usize = 500;
+/// Client id of the default client.
+pub const SIM_CLIENT_ID: &str = "sim-vostio-client";
+/// Client secret of the default client.
+pub const SIM_CLIENT_SECRET: &str = "sim-vostio-secret";
+/// The environment the default client may use.
+pub const SIM_ENVIRONMENT: &str = "env-0001";
+
+/// A client the simulator accepts at `/oauth2/token`.
+#[derive(Clone, Debug)]
+pub struct SimClient {
+    /// Client id.
+    pub client_id: String,
+    /// Client secret.
+    pub client_secret: Secret,
+    /// Environments its tokens may use.
+    pub environments: Vec<String>,
+}
+
+impl SimClient {
+    /// A client allowed into `environments`.
+    pub fn new(
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        environments: Vec<String>,
+    ) -> Self {
+        Self {
+            client_id: client_id.into(),
+            client_secret: Secret::new(client_secret),
+            environments,
+        }
+    }
+}
+
+impl Default for SimClient {
+    /// [`SIM_CLIENT_ID`] / [`SIM_CLIENT_SECRET`], allowed into [`SIM_ENVIRONMENT`].
+    fn default() -> Self {
+        Self::new(
+            SIM_CLIENT_ID,
+            SIM_CLIENT_SECRET,
+            vec![SIM_ENVIRONMENT.to_owned()],
+        )
+    }
+}
+
+/// What the simulator starts with.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Accepted clients.
+    pub clients: Vec<SimClient>,
+    /// Environments and their doors.
+    pub environments: BTreeMap<String, Vec<String>>,
+    /// `expires_in` of issued tokens, seconds.
+    pub token_ttl_secs: i64,
+    /// Time for token expiry, rate windows and `createdAt`.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for SimConfig {
+    /// The default client and [`SIM_ENVIRONMENT`] without doors.
+    fn default() -> Self {
+        Self {
+            clients: vec![SimClient::default()],
+            environments: BTreeMap::from([(SIM_ENVIRONMENT.to_owned(), Vec::new())]),
+            token_ttl_secs: 3600,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Fault switches. Over HTTP, a JSON object with any subset of these keys.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimFaults {
+    /// Every vendor call answers 503.
+    pub outage: bool,
+    /// Fixed delay before each vendor call is handled.
+    pub latency_ms: u64,
+    /// Extra random delay, uniform in `0..=latency_jitter_ms`.
+    pub latency_jitter_ms: u64,
+    /// Share of vendor calls answered 500 without being applied (0.0 to 1.0).
+    pub error_rate: f64,
+    /// More calls than this within one second are answered 429 with `Retry-After: 1`.
+    pub rate_limit_per_sec: Option<u32>,
+    /// Share of creates, updates and deletes that are applied but answered 500: the
+    /// vendor acted and we never heard (0.0 to 1.0).
+    pub lose_response_rate: f64,
+    /// Creates, updates and deletes are refused with 422 `door_offline`.
+    pub door_offline: bool,
+}
+
+/// One key held by a simulated environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimKey {
+    /// Its id (the adapter's `vendorRef`).
+    pub id: String,
+    /// `mobileKey` or `card`.
+    pub key_type: String,
+    /// `active` or `pendingEncoding`.
+    pub status: String,
+    /// The creator's external id (`None` for front-desk keys).
+    pub external_id: Option<String>,
+    /// Vostio's key-holder id.
+    pub key_holder_id: String,
+    /// The holder's external id.
+    pub key_holder_external_id: Option<String>,
+    /// Doors it opens.
+    pub door_ids: Vec<String>,
+    /// Start of validity.
+    pub valid_from: DateTime<Utc>,
+    /// End of validity (`None`: never expires).
+    pub valid_to: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl SimKey {
+    fn record(&self) -> wire::KeyRecord {
+        wire::KeyRecord {
+            id: self.id.clone(),
+            key_type: self.key_type.clone(),
+            status: self.status.clone(),
+            external_id: self.external_id.clone(),
+            key_holder: wire::KeyHolder {
+                id: Some(self.key_holder_id.clone()),
+                external_id: self.key_holder_external_id.clone(),
+            },
+            access_rights: self
+                .door_ids
+                .iter()
+                .map(|d| wire::AccessRight { door_id: d.clone() })
+                .collect(),
+            valid_from: self.valid_from,
+            valid_to: self.valid_to,
+            created_at: Some(self.created_at),
+        }
+    }
+}
+
+/// How many calls the simulator has seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SimCounters {
+    /// Tokens issued.
+    pub tokens_issued: u64,
+    /// Keys created (including those whose response was then lost).
+    pub creates: u64,
+    /// Keys updated (including those whose response was then lost).
+    pub updates: u64,
+    /// Keys deleted (including those whose response was then lost).
+    pub deletes: u64,
+    /// List pages served.
+    pub lists: u64,
+    /// Calls answered with an injected 5xx/429 before being applied.
+    pub rejected_by_faults: u64,
+    /// Calls applied whose response was then replaced by a 500.
+    pub lost_responses: u64,
+}
+
+struct IssuedToken {
+    client_id: String,
+    expires_at: DateTime<Utc>,
+    revoked: bool,
+}
+
+#[derive(Default)]
+struct SimEnvironment {
+    doors: BTreeSet<String>,
+    keys: Vec<SimKey>,
+}
+
+struct SimState {
+    clients: Vec<SimClient>,
+    environments: BTreeMap<String, SimEnvironment>,
+    tokens: HashMap<String, IssuedToken>,
+    faults: SimFaults,
+    counters: SimCounters,
+    token_ttl_secs: i64,
+    rate_window: Option<(DateTime<Utc>, u32)>,
+}
+
+/// Inspects and steers a running simulator from Rust. Cheap to clone.
+#[derive(Clone)]
+pub struct SimHandle {
+    state: Arc<Mutex<SimState>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle").finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    fn new(config: SimConfig) -> Self {
+        let environments = config
+            .environments
+            .into_iter()
+            .map(|(env, doors)| {
+                (
+                    env,
+                    SimEnvironment {
+                        doors: doors.into_iter().collect(),
+                        keys: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let state = SimState {
+            clients: config.clients,
+            environments,
+            tokens: HashMap::new(),
+            faults: SimFaults::default(),
+            counters: SimCounters::default(),
+            token_ttl_secs: config.token_ttl_secs,
+            rate_window: None,
+        };
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            clock: config.clock,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
+        // A panic inside `f` cannot leave the state half-written in a way that matters
+        // to a simulator, so a poisoned lock is simply taken over.
+        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Adds a door to an environment, creating the environment if needed.
+    pub fn add_door(&self, environment: &str, door_id: &str) {
+        self.with(|s| {
+            s.environments
+                .entry(environment.to_owned())
+                .or_default()
+                .doors
+                .insert(door_id.to_owned());
+        });
+    }
+
+    /// Adds an accepted client.
+    pub fn add_client(&self, client: SimClient) {
+        self.with(|s| s.clients.push(client));
+    }
+
+    /// The keys of one environment, oldest first (empty for an unknown environment).
+    pub fn keys(&self, environment: &str) -> Vec<SimKey> {
+        self.with(|s| {
+            s.environments
+                .get(environment)
+                .map(|e| e.keys.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The keys of one environment that open `door_id`.
+    pub fn keys_on_door(&self, environment: &str, door_id: &str) -> Vec<SimKey> {
+        self.keys(environment)
+            .into_iter()
+            .filter(|k| k.door_ids.iter().any(|d| d == door_id))
+            .collect()
+    }
+
+    /// Puts a key on a door directly (no HTTP, no fault), e.g. a front-desk key made in
+    /// the Vostio portal (`external_id: None`). `None` if the environment or door is
+    /// unknown.
+    pub fn seed_key(
+        &self,
+        environment: &str,
+        door_id: &str,
+        external_id: Option<&str>,
+        valid_from: DateTime<Utc>,
+        valid_to: Option<DateTime<Utc>>,
+    ) -> Option<String> {
+        let now = self.clock.now();
+        self.with(|s| {
+            let env = s.environments.get_mut(environment)?;
+            if !env.doors.contains(door_id) {
+                return None;
+            }
+            let id = new_id("k");
+            env.keys.push(SimKey {
+                id: id.clone(),
+                key_type: wire::KEY_TYPE_CARD.to_owned(),
+                status: wire::STATUS_ACTIVE.to_owned(),
+                external_id: external_id.map(str::to_owned),
+                key_holder_id: new_id("kh"),
+                key_holder_external_id: external_id.map(str::to_owned),
+                door_ids: vec![door_id.to_owned()],
+                valid_from,
+                valid_to,
+                created_at: now,
+            });
+            Some(id)
+        })
+    }
+
+    /// All counters.
+    pub fn counters(&self) -> SimCounters {
+        self.with(|s| s.counters)
+    }
+
+    /// Number of successful creates (responses lost or not).
+    pub fn create_call_count(&self) -> u64 {
+        self.with(|s| s.counters.creates)
+    }
+
+    /// Number of tokens issued.
+    pub fn token_call_count(&self) -> u64 {
+        self.with(|s| s.counters.tokens_issued)
+    }
+
+    /// The current faults.
+    pub fn faults(&self) -> SimFaults {
+        self.with(|s| s.faults.clone())
+    }
+
+    /// Replaces the faults.
+    pub fn set_faults(&self, faults: SimFaults) {
+        self.with(|s| {
+            s.faults = faults;
+            s.rate_window = None;
+        });
+    }
+
+    /// Changes some faults.
+    pub fn update_faults(&self, f: impl FnOnce(&mut SimFaults)) {
+        self.with(|s| {
+            f(&mut s.faults);
+            s.rate_window = None;
+        });
+    }
+
+    /// Makes every token issued so far answer 401, as after its expiry.
+    pub fn expire_all_tokens(&self) {
+        self.with(|s| s.tokens.values_mut().for_each(|t| t.revoked = true));
+    }
+}
+
+/// Starts simulators.
+#[derive(Debug)]
+pub struct VostioSimulator;
+
+impl VostioSimulator {
+    /// Starts a simulator with the default client and [`SIM_ENVIRONMENT`] (no doors) on
+    /// `bind` (port 0 picks a free port) and returns once it listens.
+    pub fn start(bind: SocketAddr) -> io::Result<RunningSimulator> {
+        Self::start_with(bind, SimConfig::default())
+    }
+
+    /// Starts a simulator with `config`.
+    pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
+        let handle = SimHandle::new(config);
+        let data = web::Data::new(handle.clone());
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<io::Result<(SocketAddr, ServerHandle)>>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
+        std::thread::Builder::new()
+            .name("vostio-simulator".into())
+            .spawn(move || {
+                let system = actix_web::rt::System::new();
+                let result = system.block_on(async move {
+                    let bound = HttpServer::new(move || {
+                        App::new().app_data(data.clone()).configure(routes)
+                    })
+                    .workers(1)
+                    .disable_signals()
+                    .shutdown_timeout(1)
+                    .bind(bind);
+                    let server = match bound {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return Ok(());
+                        }
+                    };
+                    let Some(addr) = server.addrs().first().copied() else {
+                        let _ = ready_tx.send(Err(io::Error::other("no address bound")));
+                        return Ok(());
+                    };
+                    let running = server.run();
+                    let _ = ready_tx.send(Ok((addr, running.handle())));
+                    running.await
+                });
+                let _ = done_tx.send(result);
+            })?;
+        let (addr, server) = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("simulator thread ended before binding"))??;
+        info!(vendor = "vostio", %addr, "vostio simulator listening");
+        Ok(RunningSimulator {
+            addr,
+            handle,
+            server,
+            done: Some(done_rx),
+        })
+    }
+}
+
+/// A simulator serving in the background; stopped when dropped.
+#[derive(Debug)]
+pub struct RunningSimulator {
+    addr: SocketAddr,
+    handle: SimHandle,
+    server: ServerHandle,
+    done: Option<tokio::sync::oneshot::Receiver<io::Result<()>>>,
+}
+
+impl RunningSimulator {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://<addr>/api`, the adapter's `cloud_base_url`.
+    pub fn cloud_base_url(&self) -> String {
+        format!("{}/api", self.base_url())
+    }
+
+    /// `http://<addr>/oauth2/token`, the adapter's `oauth_token_url`.
+    pub fn oauth_token_url(&self) -> String {
+        format!("{}/oauth2/token", self.base_url())
+    }
+
+    /// Control of the simulator's state.
+    pub fn handle(&self) -> SimHandle {
+        self.handle.clone()
+    }
+
+    /// An adapter config for the default client and [`SIM_ENVIRONMENT`].
+    pub fn default_adapter_config(&self) -> VostioConfig {
+        VostioConfig::new(
+            self.cloud_base_url(),
+            self.oauth_token_url(),
+            Secret::new(SIM_CLIENT_ID),
+            Secret::new(SIM_CLIENT_SECRET),
+            SIM_ENVIRONMENT,
+        )
+    }
+
+    /// Waits until the server ends.
+    pub async fn wait(&mut self) -> io::Result<()> {
+        match self.done.take() {
+            Some(rx) => rx.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the server and waits for it to end.
+    pub async fn stop(mut self) -> io::Result<()> {
+        self.server.stop(true).await;
+        self.wait().await
+    }
+}
+
+impl Drop for RunningSimulator {
+    fn drop(&mut self) {
+        // `stop` sends the command at once; the returned future only awaits completion.
+        drop(self.server.stop(false));
+    }
+}
+
+/// Runs a simulator until it fails or the process receives Ctrl-C: for a standalone
+/// simulator process (chaos tests). `doors` go into [`SIM_ENVIRONMENT`].
+pub async fn run_standalone(bind: SocketAddr, doors: Vec<String>) -> io::Result<()> {
+    let config = SimConfig {
+        environments: BTreeMap::from([(SIM_ENVIRONMENT.to_owned(), doors)]),
+        ..SimConfig::default()
+    };
+    let mut sim = VostioSimulator::start_with(bind, config)?;
+    tokio::select! {
+        r = sim.wait() => r,
+        r = tokio::signal::ctrl_c() => {
+            r?;
+            info!(vendor = "vostio", "vostio simulator stopping");
+            sim.stop().await
+        }
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/oauth2/token", web::post().to(token))
+        .route("/api/v1/environments/{env}", web::get().to(get_environment))
+        .route(
+            "/api/v1/environments/{env}/keys",
+            web::post().to(create_key),
+        )
+        .route("/api/v1/environments/{env}/keys", web::get().to(list_keys))
+        .route(
+            "/api/v1/environments/{env}/keys/{key}",
+            web::patch().to(update_key),
+        )
+        .route(
+            "/api/v1/environments/{env}/keys/{key}",
+            web::delete().to(delete_key),
+        )
+        .route("/_sim/faults", web::get().to(get_faults))
+        .route("/_sim/faults", web::post().to(post_faults))
+        .route("/_sim/counters", web::get().to(get_counters))
+        .route(
+            "/_sim/environments/{env}/doors/{door}",
+            web::post().to(post_door),
+        )
+        .route("/_sim/environments/{env}/keys", web::get().to(get_env_keys))
+        .route("/_sim/tokens/expire", web::post().to(post_expire_tokens));
+}
+
+/// An API error: status and `{code, message}`.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+}
+
+impl From<Refusal> for HttpResponse {
+    fn from(r: Refusal) -> Self {
+        let mut resp = HttpResponse::build(r.status);
+        if r.status == StatusCode::UNAUTHORIZED {
+            resp.insert_header(("WWW-Authenticate", "Bearer error=\"invalid_token\""));
+        }
+        resp.json(ApiErrorResponse {
+            code: r.code.to_owned(),
+            message: r.message.to_owned(),
+            correlation_id: Some(new_id("corr")),
+        })
+    }
+}
+
+fn refusal(status: u16, code: &'static str, message: &'static str) -> Refusal {
+    Refusal {
+        status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        code,
+        message,
+    }
+}
+
+fn oauth_error(status: StatusCode, error: &str) -> HttpResponse {
+    HttpResponse::build(status).json(OAuthErrorResponse {
+        error: error.to_owned(),
+        error_description: None,
+    })
+}
+
+fn roll(rate: f64) -> bool {
+    rate > 0.0 && rand::thread_rng().gen::<f64>() < rate
+}
+
+fn new_id(prefix: &str) -> String {
+    let bytes: [u8; 12] = rand::thread_rng().gen();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}-{hex}")
+}
+
+fn new_secret_hex() -> String {
+    let bytes: [u8; 24] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Applies latency, outage, rate limit and error rate to a vendor call.
+async fn gate(h: &SimHandle) -> Option<HttpResponse> {
+    let faults = h.faults();
+    let jitter = if faults.latency_jitter_ms > 0 {
+        rand::thread_rng().gen_range(0..=faults.latency_jitter_ms)
+    } else {
+        0
+    };
+    let delay = faults.latency_ms + jitter;
+    if delay > 0 {
+        actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let now = h.clock.now();
+    h.with(|s| {
+        let refuse = if s.faults.outage {
+            Some(refusal(503, code::UNAVAILABLE, "service unavailable").into())
+        } else if let Some(limit) = s.faults.rate_limit_per_sec {
+            let window = match s.rate_window {
+                Some((start, n)) if now - start < chrono::Duration::seconds(1) => (start, n + 1),
+                _ => (now, 1),
+            };
+            s.rate_window = Some(window);
+            (window.1 > limit).then(|| {
+                let mut r: HttpResponse =
+                    refusal(429, code::RATE_LIMITED, "too many requests").into();
+                r.headers_mut().insert(
+                    actix_web::http::header::RETRY_AFTER,
+                    actix_web::http::header::HeaderValue::from_static("1"),
+                );
+                r
+            })
+        } else {
+            None
+        };
+        let refuse = refuse.or_else(|| {
+            roll(s.faults.error_rate)
+                .then(|| refusal(500, code::INTERNAL, "internal server error").into())
+        });
+        if refuse.is_some() {
+            s.counters.rejected_by_faults += 1;
+        }
+        refuse
+    })
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Checks the bearer token and the client's right to `env`; the environment must exist.
+fn authorize<'s>(
+    s: &'s mut SimState,
+    req: &HttpRequest,
+    env: &str,
+    now: DateTime<Utc>,
+) -> Result<&'s mut SimEnvironment, Refusal> {
+    let unauthorized = || refusal(401, code::UNAUTHORIZED, "invalid or expired token");
+    let token = bearer(req).ok_or_else(unauthorized)?;
+    let issued = s.tokens.get(token).ok_or_else(unauthorized)?;
+    if issued.revoked || now >= issued.expires_at {
+        return Err(unauthorized());
+    }
+    let allowed = s
+        .clients
+        .iter()
+        .any(|c| c.client_id == issued.client_id && c.environments.iter().any(|e| e == env));
+    if !allowed {
+        return Err(refusal(403, code::FORBIDDEN, "environment not granted"));
+    }
+    s.environments
+        .get_mut(env)
+        .ok_or_else(|| refusal(404, code::ENVIRONMENT_NOT_FOUND, "environment not found"))
+}
+
+fn lost_or(h: &SimHandle, lost: bool, ok: HttpResponse) -> HttpResponse {
+    if lost {
+        h.with(|s| s.counters.lost_responses += 1);
+        refusal(500, code::INTERNAL, "internal server error").into()
+    } else {
+        ok
+    }
+}
+
+/// The client id and secret from HTTP Basic (RFC 6749 §2.3.1) or, failing that, the form.
+fn client_credentials(
+    req: &HttpRequest,
+    form: &HashMap<String, String>,
+) -> Option<(String, String)> {
+    let basic = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b64| base64_decode(b64.trim()))
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|pair| {
+            pair.split_once(':')
+                .map(|(id, secret)| (id.to_owned(), secret.to_owned()))
+        });
+    basic.or_else(|| {
+        Some((
+            form.get("client_id")?.clone(),
+            form.get("client_secret")?.clone(),
+        ))
+    })
+}
+
+/// Standard base64 (with padding) decoding, enough for an HTTP Basic header.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let bytes = s.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            acc |= val(*c)? << (18 - 6 * i);
+        }
+        let n = match chunk.len() {
+            4 => 3,
+            3 => 2,
+            2 => 1,
+            _ => return None,
+        };
+        for i in 0..n {
+            out.push(((acc >> (16 - 8 * i)) & 0xff) as u8);
+        }
+    }
+    Some(out)
+}
+
+async fn token(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    form: web::Form<HashMap<String, String>>,
+) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    if form.get("grant_type").map(String::as_str) != Some(wire::GRANT_CLIENT_CREDENTIALS) {
+        return oauth_error(StatusCode::BAD_REQUEST, oauth::UNSUPPORTED_GRANT_TYPE);
+    }
+    let Some((client_id, secret)) = client_credentials(&req, &form) else {
+        return oauth_error(StatusCode::UNAUTHORIZED, oauth::INVALID_CLIENT);
+    };
+    let now = h.clock.now();
+    h.with(|s| {
+        let known = s
+            .clients
+            .iter()
+            .any(|c| c.client_id == client_id && c.client_secret.expose() == secret);
+        if !known {
+            return oauth_error(StatusCode::UNAUTHORIZED, oauth::INVALID_CLIENT);
+        }
+        let access_token = new_secret_hex();
+        s.tokens.insert(
+            access_token.clone(),
+            IssuedToken {
+                client_id,
+                expires_at: now + chrono::Duration::seconds(s.token_ttl_secs),
+                revoked: false,
+            },
+        );
+        s.counters.tokens_issued += 1;
+        HttpResponse::Ok().json(wire::TokenResponse {
+            access_token,
+            token_type: "Bearer".to_owned(),
+            expires_in: s.token_ttl_secs,
+        })
+    })
+}
+
+async fn get_environment(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let env = path.into_inner();
+    let now = h.clock.now();
+    h.with(|s| match authorize(s, &req, &env, now) {
+        Ok(_) => HttpResponse::Ok().json(wire::EnvironmentRecord {
+            name: format!("sim hotel {env}"),
+            id: env,
+            time_zone: Some("Europe/Stockholm".to_owned()),
+        }),
+        Err(r) => r.into(),
+    })
+}
+
+async fn create_key(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let env = path.into_inner();
+    let now = h.clock.now();
+    let res = h.with(|s| -> Result<(wire::KeyRecord, bool), Refusal> {
+        let door_offline = s.faults.door_offline;
+        let lose = roll(s.faults.lose_response_rate);
+        let environment = authorize(s, &req, &env, now)?;
+        let create: wire::CreateKeyRequest = serde_json::from_slice(&body)
+            .map_err(|_| refusal(400, code::VALIDATION_FAILED, "malformed body"))?;
+        let status = match create.key_type.as_str() {
+            wire::KEY_TYPE_MOBILE => wire::STATUS_ACTIVE,
+            wire::KEY_TYPE_CARD => wire::STATUS_PENDING_ENCODING,
+            _ => {
+                return Err(refusal(
+                    422,
+                    code::KEY_TYPE_NOT_SUPPORTED,
+                    "key type not supported",
+                ))
+            }
+        };
+        if create.access_rights.is_empty() || create.external_id.trim().is_empty() {
+            return Err(refusal(400, code::VALIDATION_FAILED, "missing field"));
+        }
+        if create.valid_from >= create.valid_to {
+            return Err(refusal(
+                400,
+                code::INVALID_VALIDITY,
+                "validFrom must precede validTo",
+            ));
+        }
+        for right in &create.access_rights {
+            if !environment.doors.contains(&right.door_id) {
+                return Err(refusal(404, code::DOOR_NOT_FOUND, "door not found"));
+            }
+            let held = environment
+                .keys
+                .iter()
+                .filter(|k| k.door_ids.contains(&right.door_id))
+                .count();
+            if held >= MAX_KEYS_PER_DOOR {
+                return Err(refusal(422, code::KEY_LIMIT_REACHED, "door is full"));
+            }
+        }
+        if door_offline {
+            return Err(refusal(422, code::DOOR_OFFLINE, "door offline"));
+        }
+        let key = SimKey {
+            id: new_id("k"),
+            key_type: create.key_type,
+            status: status.to_owned(),
+            external_id: Some(create.external_id),
+            key_holder_id: new_id("kh"),
+            key_holder_external_id: create.key_holder.external_id,
+            door_ids: create
+                .access_rights
+                .into_iter()
+                .map(|a| a.door_id)
+                .collect(),
+            valid_from: create.valid_from,
+            valid_to: Some(create.valid_to),
+            created_at: now,
+        };
+        let record = key.record();
+        environment.keys.push(key);
+        s.counters.creates += 1;
+        Ok((record, lose))
+    });
+    match res {
+        Ok((record, lost)) => lost_or(&h, lost, HttpResponse::Created().json(record)),
+        Err(r) => r.into(),
+    }
+}
+
+async fn list_keys(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<wire::ListKeysQuery>,
+) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let env = path.into_inner();
+    let now = h.clock.now();
+    let res = h.with(|s| -> Result<wire::ListKeysResponse, Refusal> {
+        let environment = authorize(s, &req, &env, now)?;
+        let size = query
+            .page_size
+            .unwrap_or(wire::MAX_PAGE_SIZE)
+            .clamp(1, wire::MAX_PAGE_SIZE) as usize;
+        let offset = match &query.page_token {
+            Some(t) => t
+                .parse::<usize>()
+                .map_err(|_| refusal(400, code::VALIDATION_FAILED, "bad page token"))?,
+            None => 0,
+        };
+        let matching: Vec<&SimKey> = environment
+            .keys
+            .iter()
+            .filter(|k| {
+                query
+                    .door_id
+                    .as_ref()
+                    .is_none_or(|d| k.door_ids.contains(d))
+                    && query
+                        .external_id
+                        .as_ref()
+                        .is_none_or(|e| k.external_id.as_ref() == Some(e))
+            })
+            .collect();
+        let items: Vec<wire::KeyRecord> = matching
+            .iter()
+            .skip(offset)
+            .take(size)
+            .map(|k| k.record())
+            .collect();
+        let next = offset + items.len();
+        let page = wire::ListKeysResponse {
+            next_page_token: (next < matching.len()).then(|| next.to_string()),
+            items,
+        };
+        s.counters.lists += 1;
+        Ok(page)
+    });
+    match res {
+        Ok(page) => HttpResponse::Ok().json(page),
+        Err(r) => r.into(),
+    }
+}
+
+async fn update_key(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let (env, key_id) = path.into_inner();
+    let now = h.clock.now();
+    let res = h.with(|s| -> Result<(wire::KeyRecord, bool), Refusal> {
+        let door_offline = s.faults.door_offline;
+        let lose = roll(s.faults.lose_response_rate);
+        let environment = authorize(s, &req, &env, now)?;
+        let update: wire::UpdateKeyRequest = serde_json::from_slice(&body)
+            .map_err(|_| refusal(400, code::VALIDATION_FAILED, "malformed body"))?;
+        let key = environment
+            .keys
+            .iter_mut()
+            .find(|k| k.id == key_id)
+            .ok_or_else(|| refusal(404, code::KEY_NOT_FOUND, "key not found"))?;
+        if update.valid_from >= update.valid_to {
+            return Err(refusal(
+                400,
+                code::INVALID_VALIDITY,
+                "validFrom must precede validTo",
+            ));
+        }
+        if door_offline {
+            return Err(refusal(422, code::DOOR_OFFLINE, "door offline"));
+        }
+        key.valid_from = update.valid_from;
+        key.valid_to = Some(update.valid_to);
+        let record = key.record();
+        s.counters.updates += 1;
+        Ok((record, lose))
+    });
+    match res {
+        Ok((record, lost)) => lost_or(&h, lost, HttpResponse::Ok().json(record)),
+        Err(r) => r.into(),
+    }
+}
+
+async fn delete_key(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let (env, key_id) = path.into_inner();
+    let now = h.clock.now();
+    let res = h.with(|s| -> Result<bool, Refusal> {
+        let door_offline = s.faults.door_offline;
+        let lose = roll(s.faults.lose_response_rate);
+        let environment = authorize(s, &req, &env, now)?;
+        let pos = environment
+            .keys
+            .iter()
+            .position(|k| k.id == key_id)
+            .ok_or_else(|| refusal(404, code::KEY_NOT_FOUND, "key not found"))?;
+        if door_offline {
+            return Err(refusal(422, code::DOOR_OFFLINE, "door offline"));
+        }
+        environment.keys.remove(pos);
+        s.counters.deletes += 1;
+        Ok(lose)
+    });
+    match res {
+        Ok(lost) => lost_or(&h, lost, HttpResponse::NoContent().finish()),
+        Err(r) => r.into(),
+    }
+}
+
+async fn get_faults(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.faults())
+}
+
+async fn post_faults(h: web::Data<SimHandle>, body: web::Json<serde_json::Value>) -> HttpResponse {
+    let serde_json::Value::Object(patch) = body.into_inner() else {
+        return HttpResponse::BadRequest().body("expected a json object");
+    };
+    let mut current = match serde_json::to_value(h.faults()) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    current.extend(patch);
+    match serde_json::from_value::<SimFaults>(serde_json::Value::Object(current)) {
+        Ok(faults) => {
+            h.set_faults(faults.clone());
+            HttpResponse::Ok().json(faults)
+        }
+        Err(e) => HttpResponse::BadRequest().body(format!("invalid faults: {e}")),
+    }
+}
+
+async fn get_counters(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.counters())
+}
+
+async fn post_door(h: web::Data<SimHandle>, path: web::Path<(String, String)>) -> HttpResponse {
+    let (env, door) = path.into_inner();
+    h.add_door(&env, &door);
+    HttpResponse::NoContent().finish()
+}
+
+async fn get_env_keys(h: web::Data<SimHandle>, path: web::Path<String>) -> HttpResponse {
+    HttpResponse::Ok().json(h.keys(&path.into_inner()))
+}
+
+async fn post_expire_tokens(h: web::Data<SimHandle>) -> HttpResponse {
+    h.expire_all_tokens();
+    HttpResponse::NoContent().finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes_basic_credentials() {
+        // "user:pa ss" in standard base64.
+        assert_eq!(
+            base64_decode("dXNlcjpwYSBzcw==").as_deref(),
+            Some(&b"user:pa ss"[..])
+        );
+        assert_eq!(base64_decode("YQ").as_deref(), Some(&b"a"[..]));
+        assert!(base64_decode("!!!").is_none());
+    }
+}
