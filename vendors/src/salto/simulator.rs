@@ -1,0 +1,1229 @@
+//! A Salto KS Connect API simulator with fault injection (DESIGN §6), built on actix-web.
+//!
+//! It speaks the subset of the API the adapter uses, with Salto's paths, JSON bodies,
+//! `{items, next_page_link, count}` pages (`$top`/`$skip`) and `{ErrorCode, Message}`
+//! errors, and plays the identity server too (`POST /connect/token`, HTTP Basic client
+//! authentication, password grant). It validates bearer tokens (those it issued; 401
+//! otherwise), the site id (404), unknown users, groups, locks and schedules (404),
+//! malformed bodies (400), a PIN another user of the site holds (409, `ErrorCode` 1301)
+//! and a PIN on a site user created without `use_pin` (400).
+//!
+//! Faults ([`SimFaults`]) are set from Rust through [`SimHandle`] or with
+//! `POST /_sim/faults` (a JSON object; the keys given replace the current values).
+//! Inspection over HTTP: `GET /_sim/faults`, `GET /_sim/counters`,
+//! `GET /_sim/access_groups`, `GET /_sim/users`; control: `POST /_sim/locks/{lock_id}`
+//! (adds a lock; body `{"lock_type": "..."}` optional, default `escutcheon_pin`),
+//! `POST /_sim/tokens/expire` (every issued token answers 401 from then on).
+//!
+//! The server runs on a thread of its own with its own actix `System`, so
+//! [`SaltoSimulator::start`] works the same from any runtime or a test, and returns once
+//! the socket is bound. Its data are fake: PINs it stores are visible through its
+//! inspection API on purpose. It never logs them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use chrono::{DateTime, Utc};
+use lockstep_domain::{Clock, SystemClock};
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::errors as code;
+use super::wire::{self, ApiError, OAuthError};
+use super::{SaltoConfig, Secret};
+
+/// The site of the default configuration.
+pub const SIM_SITE_ID: &str = "00d20e57-9ac2-4b76-a65d-7911bfb00da2";
+/// OAuth client id of the default account.
+pub const SIM_CLIENT_ID: &str = "sim-salto-client";
+/// Its client secret.
+pub const SIM_CLIENT_SECRET: &str = "sim-salto-client-secret";
+/// The default system user.
+pub const SIM_USERNAME: &str = "system@sim.example";
+/// Its password.
+pub const SIM_PASSWORD: &str = "sim-salto-password";
+/// Lock type of locks added without one (a keypad escutcheon, as measured).
+pub const KEYPAD_LOCK_TYPE: &str = "escutcheon_pin";
+
+/// What the simulator starts with.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The one site it serves.
+    pub site_id: String,
+    /// Accepted OAuth client id.
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: Secret,
+    /// Accepted system user.
+    pub username: String,
+    /// Its password.
+    pub password: Secret,
+    /// Locks of the site: id → `lock_type`.
+    pub locks: BTreeMap<String, String>,
+    /// Largest page served whatever `$top` asks (Salto: 100).
+    pub max_page_size: usize,
+    /// `expires_in` of issued tokens, seconds (Salto: 3600).
+    pub token_ttl_secs: i64,
+    /// Time for token expiry and the rate-limit window.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            site_id: SIM_SITE_ID.to_owned(),
+            client_id: SIM_CLIENT_ID.to_owned(),
+            client_secret: Secret::new(SIM_CLIENT_SECRET),
+            username: SIM_USERNAME.to_owned(),
+            password: Secret::new(SIM_PASSWORD),
+            locks: BTreeMap::new(),
+            max_page_size: wire::PAGE_SIZE as usize,
+            token_ttl_secs: 3600,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Fault switches. Over HTTP, a JSON object with any subset of these keys.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimFaults {
+    /// Every call answers 503.
+    pub outage: bool,
+    /// Fixed delay before each call is handled.
+    pub latency_ms: u64,
+    /// Extra random delay, uniform in `0..=latency_jitter_ms`.
+    pub latency_jitter_ms: u64,
+    /// Share of calls answered 500 without being applied (0.0 to 1.0).
+    pub error_rate: f64,
+    /// More calls than this within one second are answered 429 with `Retry-After: 1`.
+    pub rate_limit_per_sec: Option<u32>,
+    /// Share of writes (POST, PUT, PATCH, DELETE) applied but answered 500.
+    pub lose_response_rate: f64,
+    /// The next write of this operation is applied but answered 500 (one shot). Names:
+    /// `create_site_user`, `delete_site_user`, `set_pin`, `create_access_group`,
+    /// `delete_access_group`, `add_group_user`, `add_group_lock`, `create_time_schedule`,
+    /// `update_time_schedule`.
+    pub lose_response_on: Option<String>,
+    /// The next N PIN settings are refused as in use (409).
+    pub force_pin_collision_next: u32,
+}
+
+/// A site user held by the simulator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SimSiteUser {
+    /// Site user id.
+    pub id: String,
+    /// Platform user id.
+    pub user_id: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Alias.
+    pub alias: String,
+    /// Whether it may use a PIN.
+    pub use_pin: bool,
+    /// Its PIN, once set.
+    pub pin: Option<String>,
+}
+
+/// An access group held by the simulator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SimAccessGroup {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub customer_reference: String,
+    /// Platform user ids of its members.
+    pub user_ids: Vec<String>,
+    /// Its locks.
+    pub lock_ids: Vec<String>,
+    /// Its time schedules (with ids).
+    pub time_schedules: Vec<wire::TimeSchedule>,
+}
+
+/// How many calls the simulator has seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SimCounters {
+    /// Tokens issued.
+    pub tokens_issued: u64,
+    /// Site users created.
+    pub users_created: u64,
+    /// Site users deleted.
+    pub users_deleted: u64,
+    /// PINs set.
+    pub pins_set: u64,
+    /// Access groups created.
+    pub groups_created: u64,
+    /// Access groups deleted.
+    pub groups_deleted: u64,
+    /// Time schedules created.
+    pub schedules_created: u64,
+    /// Time schedules changed.
+    pub schedules_updated: u64,
+    /// Members and locks added to groups.
+    pub group_links_added: u64,
+    /// Read calls served.
+    pub reads: u64,
+    /// Calls answered with an injected 5xx/429 before being applied.
+    pub rejected_by_faults: u64,
+    /// Writes applied whose response was then replaced by a 500.
+    pub lost_responses: u64,
+}
+
+struct IssuedToken {
+    expires_at: DateTime<Utc>,
+    revoked: bool,
+}
+
+struct SimState {
+    config: SimConfig,
+    users: Vec<SimSiteUser>,
+    groups: Vec<SimAccessGroup>,
+    tokens: HashMap<String, IssuedToken>,
+    faults: SimFaults,
+    counters: SimCounters,
+    next_id: u64,
+    rate_window: Option<(DateTime<Utc>, u32)>,
+}
+
+impl SimState {
+    fn new_id(&mut self, kind: u32) -> String {
+        self.next_id += 1;
+        format!("{kind:08x}-5a17-4000-8000-{:012x}", self.next_id)
+    }
+}
+
+/// Inspects and steers a running simulator from Rust. Cheap to clone.
+#[derive(Clone)]
+pub struct SimHandle {
+    state: Arc<Mutex<SimState>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle").finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    fn new(config: SimConfig) -> Self {
+        let clock = config.clock.clone();
+        let state = SimState {
+            config,
+            users: Vec::new(),
+            groups: Vec::new(),
+            tokens: HashMap::new(),
+            faults: SimFaults::default(),
+            counters: SimCounters::default(),
+            next_id: 0,
+            rate_window: None,
+        };
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            clock,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
+        // A panic inside `f` cannot leave the state half-written in a way that matters
+        // to a simulator, so a poisoned lock is simply taken over.
+        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Adds a lock with a keypad (`escutcheon_pin`), or replaces its type.
+    pub fn add_lock(&self, lock_id: &str) {
+        self.add_lock_of_type(lock_id, KEYPAD_LOCK_TYPE);
+    }
+
+    /// Adds a lock of `lock_type` (e.g. `cylinder`, which has no keypad).
+    pub fn add_lock_of_type(&self, lock_id: &str, lock_type: &str) {
+        self.with(|s| {
+            s.config
+                .locks
+                .insert(lock_id.to_owned(), lock_type.to_owned());
+        });
+    }
+
+    /// Every access group.
+    pub fn access_groups(&self) -> Vec<SimAccessGroup> {
+        self.with(|s| s.groups.clone())
+    }
+
+    /// Every site user.
+    pub fn site_users(&self) -> Vec<SimSiteUser> {
+        self.with(|s| s.users.clone())
+    }
+
+    /// All counters.
+    pub fn counters(&self) -> SimCounters {
+        self.with(|s| s.counters)
+    }
+
+    /// The current faults.
+    pub fn faults(&self) -> SimFaults {
+        self.with(|s| s.faults.clone())
+    }
+
+    /// Replaces the faults.
+    pub fn set_faults(&self, faults: SimFaults) {
+        self.with(|s| {
+            s.faults = faults;
+            s.rate_window = None;
+        });
+    }
+
+    /// Changes some faults.
+    pub fn update_faults(&self, f: impl FnOnce(&mut SimFaults)) {
+        self.with(|s| {
+            f(&mut s.faults);
+            s.rate_window = None;
+        });
+    }
+
+    /// Makes every token issued so far answer 401, as after its hour.
+    pub fn expire_all_tokens(&self) {
+        self.with(|s| s.tokens.values_mut().for_each(|t| t.revoked = true));
+    }
+}
+
+/// Starts simulators.
+#[derive(Debug)]
+pub struct SaltoSimulator;
+
+impl SaltoSimulator {
+    /// Starts a simulator with the default site and account and no locks on `bind` (port
+    /// 0 picks a free port) and returns once it listens.
+    pub fn start(bind: SocketAddr) -> io::Result<RunningSimulator> {
+        Self::start_with(bind, SimConfig::default())
+    }
+
+    /// Starts a simulator with `config`.
+    pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
+        let handle = SimHandle::new(config);
+        let data = web::Data::new(handle.clone());
+        let (ready_tx, ready_rx) =
+            std::sync::mpsc::channel::<io::Result<(SocketAddr, ServerHandle)>>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
+        std::thread::Builder::new()
+            .name("salto-simulator".into())
+            .spawn(move || {
+                let system = actix_web::rt::System::new();
+                let result = system.block_on(async move {
+                    let bound = HttpServer::new(move || {
+                        App::new().app_data(data.clone()).configure(routes)
+                    })
+                    .workers(1)
+                    .disable_signals()
+                    .shutdown_timeout(1)
+                    .bind(bind);
+                    let server = match bound {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return Ok(());
+                        }
+                    };
+                    let Some(addr) = server.addrs().first().copied() else {
+                        let _ = ready_tx.send(Err(io::Error::other("no address bound")));
+                        return Ok(());
+                    };
+                    let running = server.run();
+                    let _ = ready_tx.send(Ok((addr, running.handle())));
+                    running.await
+                });
+                let _ = done_tx.send(result);
+            })?;
+        let (addr, server) = ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("simulator thread ended before binding"))??;
+        info!(vendor = "salto", %addr, "salto simulator listening");
+        Ok(RunningSimulator {
+            addr,
+            handle,
+            server,
+            done: Some(done_rx),
+        })
+    }
+}
+
+/// A simulator serving in the background; stopped when dropped.
+#[derive(Debug)]
+pub struct RunningSimulator {
+    addr: SocketAddr,
+    handle: SimHandle,
+    server: ServerHandle,
+    done: Option<tokio::sync::oneshot::Receiver<io::Result<()>>>,
+}
+
+impl RunningSimulator {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`: both the adapter's `api_base_url` and `identity_base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Control of the simulator's state.
+    pub fn handle(&self) -> SimHandle {
+        self.handle.clone()
+    }
+
+    /// An adapter config for the default site and account.
+    pub fn default_adapter_config(&self) -> SaltoConfig {
+        SaltoConfig::new(
+            self.base_url(),
+            self.base_url(),
+            SIM_SITE_ID,
+            SIM_CLIENT_ID,
+            Secret::new(SIM_CLIENT_SECRET),
+            SIM_USERNAME,
+            Secret::new(SIM_PASSWORD),
+        )
+    }
+
+    /// Waits until the server ends.
+    pub async fn wait(&mut self) -> io::Result<()> {
+        match self.done.take() {
+            Some(rx) => rx.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the server and waits for it to end.
+    pub async fn stop(mut self) -> io::Result<()> {
+        self.server.stop(true).await;
+        self.wait().await
+    }
+}
+
+impl Drop for RunningSimulator {
+    fn drop(&mut self) {
+        // `stop` sends the command at once; the returned future only awaits completion.
+        drop(self.server.stop(false));
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/connect/token", web::post().to(token))
+        .route("/v1.2/sites/{site}", web::get().to(get_site))
+        .route("/v1.2/sites/{site}/locks/{lock}", web::get().to(get_lock))
+        .route("/v1.2/sites/{site}/users", web::get().to(list_users))
+        .route("/v1.2/sites/{site}/users", web::post().to(create_user))
+        .route(
+            "/v1.2/sites/{site}/users/{user}",
+            web::delete().to(delete_user),
+        )
+        .route(
+            "/v1.2/sites/{site}/users/{user}/pin",
+            web::put().to(set_pin),
+        )
+        .route(
+            "/v1.2/sites/{site}/access_groups",
+            web::get().to(list_groups),
+        )
+        .route(
+            "/v1.2/sites/{site}/access_groups",
+            web::post().to(create_group),
+        )
+        .route(
+            "/v1.2/sites/{site}/access_groups/{group}",
+            web::get().to(get_group),
+        )
+        .route(
+            "/v1.2/sites/{site}/access_groups/{group}",
+            web::delete().to(delete_group),
+        )
+        .route(
+            "/v1.2/sites/{site}/access_groups/{group}/users",
+            web::get().to(list_group_users),
+        )
+        .route(
+            "/v1.2/sites/{site}/access_groups/{group}/users",
+            web::post().to(add_group_user),
+        )
+        .route(
+            "/v1.1/sites/{site}/access_groups/{group}/locks",
+            web::get().to(list_group_locks),
+        )
+        .route(
+            "/v1.1/sites/{site}/access_groups/{group}/locks",
+            web::post().to(add_group_lock),
+        )
+        .route(
+            "/v1.1/sites/{site}/access_groups/{group}/time_schedules",
+            web::get().to(list_schedules),
+        )
+        .route(
+            "/v1.1/sites/{site}/access_groups/{group}/time_schedules",
+            web::post().to(create_schedule),
+        )
+        .route(
+            "/v1.1/sites/{site}/access_groups/{group}/time_schedules/{schedule}",
+            web::patch().to(update_schedule),
+        )
+        .route("/_sim/faults", web::get().to(get_faults))
+        .route("/_sim/faults", web::post().to(post_faults))
+        .route("/_sim/counters", web::get().to(get_counters))
+        .route("/_sim/access_groups", web::get().to(sim_groups))
+        .route("/_sim/users", web::get().to(sim_users))
+        .route("/_sim/locks/{lock}", web::post().to(sim_add_lock))
+        .route("/_sim/tokens/expire", web::post().to(sim_expire_tokens));
+}
+
+/// A Connect API error: status and `{ErrorCode, Message}`.
+struct Refusal {
+    status: StatusCode,
+    code: i64,
+    message: &'static str,
+}
+
+impl From<Refusal> for HttpResponse {
+    fn from(r: Refusal) -> Self {
+        HttpResponse::build(r.status).json(ApiError {
+            error_code: r.code,
+            message: r.message.to_owned(),
+        })
+    }
+}
+
+fn not_found(message: &'static str) -> Refusal {
+    Refusal {
+        status: StatusCode::NOT_FOUND,
+        code: code::NOT_FOUND,
+        message,
+    }
+}
+
+fn bad_request(message: &'static str) -> Refusal {
+    Refusal {
+        status: StatusCode::BAD_REQUEST,
+        code: code::INVALID_PARAMETER,
+        message,
+    }
+}
+
+fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|_| bad_request("The request body is not valid"))
+}
+
+fn roll(rate: f64) -> bool {
+    rate > 0.0 && rand::thread_rng().gen::<f64>() < rate
+}
+
+/// Applies latency, outage, rate limit and error rate to a call.
+async fn gate(h: &SimHandle) -> Option<HttpResponse> {
+    let faults = h.faults();
+    let jitter = if faults.latency_jitter_ms > 0 {
+        rand::thread_rng().gen_range(0..=faults.latency_jitter_ms)
+    } else {
+        0
+    };
+    let delay = faults.latency_ms + jitter;
+    if delay > 0 {
+        actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let now = h.clock.now();
+    h.with(|s| {
+        let refuse = if s.faults.outage {
+            Some(HttpResponse::ServiceUnavailable().body("service unavailable"))
+        } else if let Some(limit) = s.faults.rate_limit_per_sec {
+            let window = match s.rate_window {
+                Some((start, n)) if now - start < chrono::Duration::seconds(1) => (start, n + 1),
+                _ => (now, 1),
+            };
+            s.rate_window = Some(window);
+            (window.1 > limit).then(|| {
+                HttpResponse::TooManyRequests()
+                    .insert_header(("Retry-After", "1"))
+                    .body("too many requests")
+            })
+        } else {
+            None
+        };
+        let refuse = refuse.or_else(|| {
+            roll(s.faults.error_rate)
+                .then(|| HttpResponse::InternalServerError().body("internal server error"))
+        });
+        if refuse.is_some() {
+            s.counters.rejected_by_faults += 1;
+        }
+        refuse
+    })
+}
+
+/// Runs one Connect API call: faults, bearer token, site, then `f`; a write may then
+/// have its response lost.
+async fn run(
+    h: &SimHandle,
+    req: &HttpRequest,
+    site: &str,
+    write: Option<&'static str>,
+    f: impl FnOnce(&mut SimState) -> Result<HttpResponse, Refusal>,
+) -> HttpResponse {
+    if let Some(r) = gate(h).await {
+        return r;
+    }
+    let now = h.clock.now();
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    h.with(|s| {
+        let valid = bearer
+            .as_deref()
+            .and_then(|b| s.tokens.get(b))
+            .is_some_and(|t| !t.revoked && now < t.expires_at);
+        if !valid {
+            return HttpResponse::Unauthorized().finish();
+        }
+        if site != s.config.site_id {
+            return not_found("Site not found").into();
+        }
+        let out = match f(s) {
+            Ok(out) => out,
+            Err(r) => return r.into(),
+        };
+        let Some(op) = write else {
+            s.counters.reads += 1;
+            return out;
+        };
+        let targeted = s.faults.lose_response_on.as_deref() == Some(op);
+        if targeted {
+            s.faults.lose_response_on = None;
+        }
+        if targeted || roll(s.faults.lose_response_rate) {
+            s.counters.lost_responses += 1;
+            return HttpResponse::InternalServerError().json(ApiError {
+                error_code: code::INTERNAL,
+                message: "Internal server error".to_owned(),
+            });
+        }
+        out
+    })
+}
+
+/// One page of `items` as Salto pages: `$top` (at most the configured size) and `$skip`.
+fn page<T: Serialize>(
+    s: &SimState,
+    req: &HttpRequest,
+    items: Vec<T>,
+) -> Result<HttpResponse, Refusal> {
+    let q = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .map_err(|_| bad_request("Invalid query"))?;
+    let num = |k: &str, default: usize| -> Result<usize, Refusal> {
+        match q.get(k) {
+            Some(v) => v.trim().parse().map_err(|_| bad_request("Invalid query")),
+            None => Ok(default),
+        }
+    };
+    let max = s.config.max_page_size.max(1);
+    let top = num("$top", max)?.clamp(1, max);
+    let skip = num("$skip", 0)?;
+    let total = items.len();
+    let next =
+        (skip + top < total).then(|| format!("{}?$top={top}&$skip={}", req.path(), skip + top));
+    let items: Vec<T> = items.into_iter().skip(skip).take(top).collect();
+    Ok(HttpResponse::Ok().json(wire::Page {
+        items,
+        next_page_link: next,
+        count: None,
+    }))
+}
+
+fn group_mut<'a>(s: &'a mut SimState, id: &str) -> Result<&'a mut SimAccessGroup, Refusal> {
+    s.groups
+        .iter_mut()
+        .find(|g| g.id == id)
+        .ok_or_else(|| not_found("Access group not found"))
+}
+
+fn to_wire_user(u: &SimSiteUser) -> wire::SiteUser {
+    wire::SiteUser {
+        id: u.id.clone(),
+        user: wire::UserRef {
+            id: u.user_id.clone(),
+            first_name: Some(u.first_name.clone()),
+            last_name: Some(u.last_name.clone()),
+            email: None,
+        },
+        alias: Some(u.alias.clone()),
+        subscription_state: Some("subscribed".to_owned()),
+        use_pin: Some(u.use_pin),
+        blocked: Some(false),
+    }
+}
+
+fn new_secret_hex() -> String {
+    let bytes: [u8; 24] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn oauth_error(status: StatusCode, error: &str) -> HttpResponse {
+    HttpResponse::build(status).json(OAuthError {
+        error: error.to_owned(),
+        error_description: None,
+    })
+}
+
+async fn token(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    form: web::Form<HashMap<String, String>>,
+) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let now = h.clock.now();
+    let basic = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(decode_base64)
+        .and_then(|b| String::from_utf8(b).ok());
+    h.with(|s| {
+        let client_ok = basic
+            .as_deref()
+            .and_then(|b| b.split_once(':'))
+            .is_some_and(|(id, secret)| {
+                id == s.config.client_id && secret == s.config.client_secret.expose()
+            });
+        if !client_ok {
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+        }
+        if form.get("grant_type").map(String::as_str) != Some("password") {
+            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+        }
+        if form.get("username") != Some(&s.config.username)
+            || form.get("password").map(String::as_str) != Some(s.config.password.expose())
+        {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+        }
+        let scope_ok = form
+            .get("scope")
+            .is_some_and(|sc| sc.split(' ').any(|x| x == wire::SCOPE_FULL_ACCESS));
+        if !scope_ok {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope");
+        }
+        let access_token = new_secret_hex();
+        s.tokens.insert(
+            access_token.clone(),
+            IssuedToken {
+                expires_at: now + chrono::Duration::seconds(s.config.token_ttl_secs),
+                revoked: false,
+            },
+        );
+        s.counters.tokens_issued += 1;
+        HttpResponse::Ok().json(wire::TokenResponse {
+            access_token,
+            expires_in: s.config.token_ttl_secs,
+            token_type: Some("Bearer".to_owned()),
+            scope: Some(wire::SCOPE_FULL_ACCESS.to_owned()),
+        })
+    })
+}
+
+async fn get_site(h: web::Data<SimHandle>, req: HttpRequest, p: web::Path<String>) -> HttpResponse {
+    run(&h, &req, &p, None, |s| {
+        Ok(HttpResponse::Ok().json(wire::Site {
+            id: s.config.site_id.clone(),
+            customer_reference: Some("Simulated hotel".to_owned()),
+            site_uid: Some("SIM0000000001".to_owned()),
+            time_zone: Some("Etc/UTC".to_owned()),
+            pin_enabled: Some(true),
+            subscription_valid: Some(true),
+        }))
+    })
+    .await
+}
+
+async fn get_lock(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (site, lock) = p.into_inner();
+    run(&h, &req, &site, None, |s| {
+        let lock_type = s
+            .config
+            .locks
+            .get(&lock)
+            .ok_or_else(|| not_found("Lock not found"))?;
+        Ok(HttpResponse::Ok().json(wire::Lock {
+            id: lock.clone(),
+            customer_reference: Some(format!("Door {lock}")),
+            lock_type: Some(lock_type.clone()),
+            online: Some(true),
+            floor: None,
+        }))
+    })
+    .await
+}
+
+async fn list_users(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<String>,
+) -> HttpResponse {
+    run(&h, &req, &p, None, |s| {
+        let items: Vec<wire::SiteUser> = s.users.iter().map(to_wire_user).collect();
+        page(s, &req, items)
+    })
+    .await
+}
+
+async fn create_user(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    run(&h, &req, &p, Some("create_site_user"), |s| {
+        let b: wire::CreateSiteUser = json_body(&body)?;
+        if b.first_name.trim().is_empty() && b.last_name.trim().is_empty() {
+            return Err(bad_request("A name is required"));
+        }
+        let id = s.new_id(0x5173);
+        let user_id = s.new_id(0x0e5e);
+        let user = SimSiteUser {
+            id,
+            user_id,
+            first_name: b.first_name,
+            last_name: b.last_name,
+            alias: b.alias,
+            use_pin: b.use_pin,
+            pin: None,
+        };
+        let reply = to_wire_user(&user);
+        s.users.push(user);
+        s.counters.users_created += 1;
+        Ok(HttpResponse::Created().json(reply))
+    })
+    .await
+}
+
+async fn delete_user(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (site, user) = p.into_inner();
+    run(&h, &req, &site, Some("delete_site_user"), |s| {
+        let pos = s
+            .users
+            .iter()
+            .position(|u| u.id == user)
+            .ok_or_else(|| not_found("User not found"))?;
+        let removed = s.users.remove(pos);
+        for g in &mut s.groups {
+            g.user_ids.retain(|id| *id != removed.user_id);
+        }
+        s.counters.users_deleted += 1;
+        Ok(HttpResponse::NoContent().finish())
+    })
+    .await
+}
+
+async fn set_pin(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (site, user) = p.into_inner();
+    run(&h, &req, &site, Some("set_pin"), |s| {
+        let b: HashMap<String, String> = json_body(&body)?;
+        let pin = b.get("pin").cloned().unwrap_or_default();
+        if !(4..=8).contains(&pin.len()) || !pin.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad_request("The pin must have 4 to 8 digits"));
+        }
+        let Some(pos) = s.users.iter().position(|u| u.id == user) else {
+            return Err(not_found("User not found"));
+        };
+        if !s.users[pos].use_pin {
+            return Err(bad_request("The user does not use a pin"));
+        }
+        let collision = s
+            .users
+            .iter()
+            .any(|u| u.id != user && u.pin.as_deref() == Some(pin.as_str()));
+        if s.faults.force_pin_collision_next > 0 || collision {
+            s.faults.force_pin_collision_next = s.faults.force_pin_collision_next.saturating_sub(1);
+            return Err(Refusal {
+                status: StatusCode::CONFLICT,
+                code: code::PIN_IN_USE,
+                message: "The pin is already in use",
+            });
+        }
+        s.users[pos].pin = Some(pin.clone());
+        s.counters.pins_set += 1;
+        Ok(HttpResponse::Ok().json(pin))
+    })
+    .await
+}
+
+async fn list_groups(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<String>,
+) -> HttpResponse {
+    run(&h, &req, &p, None, |s| {
+        let items: Vec<wire::AccessGroup> = s
+            .groups
+            .iter()
+            .map(|g| wire::AccessGroup {
+                id: g.id.clone(),
+                customer_reference: Some(g.customer_reference.clone()),
+            })
+            .collect();
+        page(s, &req, items)
+    })
+    .await
+}
+
+async fn create_group(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    run(&h, &req, &p, Some("create_access_group"), |s| {
+        let b: wire::CreateAccessGroup = json_body(&body)?;
+        if b.customer_reference.trim().is_empty() {
+            return Err(bad_request("A name is required"));
+        }
+        let id = s.new_id(0xa6);
+        s.groups.push(SimAccessGroup {
+            id: id.clone(),
+            customer_reference: b.customer_reference.clone(),
+            user_ids: Vec::new(),
+            lock_ids: Vec::new(),
+            time_schedules: Vec::new(),
+        });
+        s.counters.groups_created += 1;
+        Ok(HttpResponse::Created().json(wire::AccessGroup {
+            id,
+            customer_reference: Some(b.customer_reference),
+        }))
+    })
+    .await
+}
+
+async fn get_group(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (site, group) = p.into_inner();
+    run(&h, &req, &site, None, |s| {
+        let g = group_mut(s, &group)?;
+        Ok(HttpResponse::Ok().json(wire::AccessGroup {
+            id: g.id.clone(),
+            customer_reference: Some(g.customer_reference.clone()),
+        }))
+    })
+    .await
+}
+
+async fn delete_group(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (site, group) = p.into_inner();
+    run(&h, &req, &site, Some("delete_access_group"), |s| {
+        let pos = s
+            .groups
+            .iter()
+            .position(|g| g.id == group)
+            .ok_or_else(|| not_found("Access group not found"))?;
+        s.groups.remove(pos);
+        s.counters.groups_deleted += 1;
+        Ok(HttpResponse::NoContent().finish())
+    })
+    .await
+}
+
+async fn list_group_users(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (site, group) = p.into_inner();
+    run(&h, &req, &site, None, |s| {
+        let ids = group_mut(s, &group)?.user_ids.clone();
+        let items: Vec<wire::GroupUser> = ids
+            .iter()
+            .filter_map(|id| s.users.iter().find(|u| &u.user_id == id))
+            .map(|u| wire::GroupUser {
+                id: u.user_id.clone(),
+                first_name: Some(u.first_name.clone()),
+                last_name: Some(u.last_name.clone()),
+            })
+            .collect();
+        page(s, &req, items)
+    })
+    .await
+}
+
+async fn add_group_user(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (site, group) = p.into_inner();
+    run(&h, &req, &site, Some("add_group_user"), |s| {
+        let b: wire::AddGroupUser = json_body(&body)?;
+        let Some(u) = s.users.iter().find(|u| u.user_id == b.user_id).cloned() else {
+            return Err(not_found("User not found"));
+        };
+        let g = group_mut(s, &group)?;
+        if !g.user_ids.contains(&u.user_id) {
+            g.user_ids.push(u.user_id.clone());
+        }
+        s.counters.group_links_added += 1;
+        Ok(HttpResponse::Created().json(wire::GroupUser {
+            id: u.user_id,
+            first_name: Some(u.first_name),
+            last_name: Some(u.last_name),
+        }))
+    })
+    .await
+}
+
+async fn list_group_locks(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (site, group) = p.into_inner();
+    run(&h, &req, &site, None, |s| {
+        let items: Vec<wire::GroupLock> = group_mut(s, &group)?
+            .lock_ids
+            .iter()
+            .map(|id| wire::GroupLock {
+                id: id.clone(),
+                customer_reference: Some(format!("Door {id}")),
+            })
+            .collect();
+        page(s, &req, items)
+    })
+    .await
+}
+
+async fn add_group_lock(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (site, group) = p.into_inner();
+    run(&h, &req, &site, Some("add_group_lock"), |s| {
+        let b: wire::AddGroupLock = json_body(&body)?;
+        if !s.config.locks.contains_key(&b.lock_id) {
+            return Err(not_found("Lock not found"));
+        }
+        let g = group_mut(s, &group)?;
+        if !g.lock_ids.contains(&b.lock_id) {
+            g.lock_ids.push(b.lock_id.clone());
+        }
+        s.counters.group_links_added += 1;
+        Ok(HttpResponse::Created().json(wire::GroupLock {
+            customer_reference: Some(format!("Door {}", b.lock_id)),
+            id: b.lock_id,
+        }))
+    })
+    .await
+}
+
+async fn list_schedules(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (site, group) = p.into_inner();
+    run(&h, &req, &site, None, |s| {
+        let items = group_mut(s, &group)?.time_schedules.clone();
+        page(s, &req, items)
+    })
+    .await
+}
+
+/// Checks a schedule body: dates readable and in order, times readable.
+fn valid_schedule(b: &wire::TimeSchedule) -> Result<(), Refusal> {
+    let offset = super::utc();
+    let (from, until) = b
+        .utc_window(offset)
+        .map_err(|_| bad_request("Invalid date"))?;
+    let time_ok = |t: &str| chrono::NaiveTime::parse_from_str(t, "%H:%M:%S").is_ok();
+    if from >= until || !time_ok(&b.start_time) || !time_ok(&b.end_time) {
+        return Err(bad_request("Invalid time schedule"));
+    }
+    Ok(())
+}
+
+async fn create_schedule(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (site, group) = p.into_inner();
+    run(&h, &req, &site, Some("create_time_schedule"), |s| {
+        let mut b: wire::TimeSchedule = json_body(&body)?;
+        valid_schedule(&b)?;
+        let id = s.new_id(0x75);
+        b.id = Some(id);
+        group_mut(s, &group)?.time_schedules.push(b.clone());
+        s.counters.schedules_created += 1;
+        Ok(HttpResponse::Created().json(b))
+    })
+    .await
+}
+
+async fn update_schedule(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    p: web::Path<(String, String, String)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let (site, group, schedule) = p.into_inner();
+    run(&h, &req, &site, Some("update_time_schedule"), |s| {
+        let mut b: wire::TimeSchedule = json_body(&body)?;
+        valid_schedule(&b)?;
+        let g = group_mut(s, &group)?;
+        let Some(slot) = g
+            .time_schedules
+            .iter_mut()
+            .find(|t| t.id.as_deref() == Some(schedule.as_str()))
+        else {
+            return Err(not_found("Time schedule not found"));
+        };
+        b.id = Some(schedule.clone());
+        *slot = b.clone();
+        s.counters.schedules_updated += 1;
+        Ok(HttpResponse::Ok().json(b))
+    })
+    .await
+}
+
+async fn get_faults(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.faults())
+}
+
+async fn post_faults(h: web::Data<SimHandle>, body: web::Json<serde_json::Value>) -> HttpResponse {
+    let serde_json::Value::Object(patch) = body.into_inner() else {
+        return HttpResponse::BadRequest().body("expected a json object");
+    };
+    let mut current = match serde_json::to_value(h.faults()) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    current.extend(patch);
+    match serde_json::from_value::<SimFaults>(serde_json::Value::Object(current)) {
+        Ok(faults) => {
+            h.set_faults(faults.clone());
+            HttpResponse::Ok().json(faults)
+        }
+        Err(e) => HttpResponse::BadRequest().body(format!("invalid faults: {e}")),
+    }
+}
+
+async fn get_counters(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.counters())
+}
+
+async fn sim_groups(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.access_groups())
+}
+
+async fn sim_users(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(h.site_users())
+}
+
+#[derive(Deserialize)]
+struct AddLockBody {
+    lock_type: Option<String>,
+}
+
+async fn sim_add_lock(
+    h: web::Data<SimHandle>,
+    p: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let lock_type = serde_json::from_slice::<AddLockBody>(&body)
+        .ok()
+        .and_then(|b| b.lock_type)
+        .unwrap_or_else(|| KEYPAD_LOCK_TYPE.to_owned());
+    h.add_lock_of_type(&p, &lock_type);
+    HttpResponse::NoContent().finish()
+}
+
+async fn sim_expire_tokens(h: web::Data<SimHandle>) -> HttpResponse {
+    h.expire_all_tokens();
+    HttpResponse::NoContent().finish()
+}
+
+/// Standard base64 (with or without padding), for HTTP Basic credentials.
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let bytes: Vec<u8> = s.trim().bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= val(c)? << (18 - 6 * i);
+        }
+        let [_, a, b, c] = acc.to_be_bytes();
+        match chunk.len() {
+            4 => out.extend([a, b, c]),
+            3 => out.extend([a, b]),
+            2 => out.push(a),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes_basic_credentials() {
+        // "Aladdin:open sesame", RFC 7617's example.
+        assert_eq!(
+            decode_base64("QWxhZGRpbjpvcGVuIHNlc2FtZQ==").as_deref(),
+            Some(&b"Aladdin:open sesame"[..])
+        );
+        assert_eq!(decode_base64("YQ").as_deref(), Some(&b"a"[..]));
+        assert_eq!(decode_base64("!!!!"), None);
+    }
+}
