@@ -187,6 +187,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         crate::seed::register_property(store.as_ref(), &ports, &deps, p).await?;
         crate::seed::register_policy(store.as_ref(), clock.as_ref(), p).await?;
     }
+    // The demo also puts one property on each other vendor's simulator.
+    let _vendor_demo = if settings.demo {
+        Some(crate::seed::demo_vendors(store.as_ref(), &ports, &deps).await?)
+    } else {
+        None
+    };
 
     let service_token = match &settings.service_token {
         Some(src) => Some(resolve_secret(src)?),

@@ -148,6 +148,16 @@ async fn register_device(
     property: &PropertyId,
     d: &RawDevice,
 ) -> anyhow::Result<()> {
+    register_device_of(store, tenant, property, VendorCode::Ttlock, d).await
+}
+
+async fn register_device_of(
+    store: &dyn Store,
+    tenant: TenantId,
+    property: &PropertyId,
+    vendor: VendorCode,
+    d: &RawDevice,
+) -> anyhow::Result<()> {
     let rooms = d
         .rooms
         .iter()
@@ -159,7 +169,7 @@ async fn register_device(
             id: LockDeviceId::parse(&d.id).map_err(|e| anyhow::anyhow!("devices.id: {e:?}"))?,
             tenant_id: tenant,
             property_id: property.clone(),
-            vendor: VendorCode::Ttlock,
+            vendor,
             vendor_adapter_id: VendorAdapterId::parse(&d.adapter)
                 .map_err(|e| anyhow::anyhow!("devices.adapter: {e:?}"))?,
             device_ref: DeviceRef::new(d.vendor_device_ref.clone()),
@@ -286,4 +296,177 @@ pub async fn register_policy(
         .await
         .context("storing the key-kind policy")?;
     Ok(())
+}
+
+/// The demo's simulators of the other vendors, each serving one property of the demo tenant
+/// (issue 5: the same reservation events produce credentials at every vendor).
+pub struct VendorDemo {
+    /// Keeps the simulators running.
+    pub simulators: Vec<Box<dyn std::any::Any>>,
+}
+
+/// One demo property on another vendor: (property, adapter id, vendor, port, devices as
+/// (device id, vendor device ref, room)).
+type DemoProperty = (
+    &'static str,
+    &'static str,
+    VendorCode,
+    Arc<dyn LockPort>,
+    Vec<(&'static str, String, &'static str)>,
+);
+
+/// Starts the Salto, Vostio, Kisi and Brivo simulators on loopback and registers one demo
+/// property on each.
+pub async fn demo_vendors(
+    store: &dyn Store,
+    ports: &PortRegistry,
+    deps: &VendorDeps,
+) -> anyhow::Result<VendorDemo> {
+    use lockstep_vendors::{brivo, kisi, salto, vostio};
+    let any = || -> std::net::SocketAddr { std::net::SocketAddr::from(([127, 0, 0, 1], 0)) };
+    let clock = deps.clock.clone();
+    let mut simulators: Vec<Box<dyn std::any::Any>> = Vec::new();
+    let mut properties: Vec<DemoProperty> = Vec::new();
+
+    let s = salto::SaltoSimulator::start(any()).context("starting the Salto simulator")?;
+    for l in ["salto-lock-101", "salto-lock-102"] {
+        s.handle().add_lock(l);
+    }
+    println!("salto simulator listening on {}", s.base_url());
+    let port: Arc<dyn LockPort> = Arc::new(
+        salto::SaltoAdapter::new(s.default_adapter_config(), clock.clone())
+            .map_err(|e| anyhow::anyhow!("salto adapter: {e}"))?,
+    );
+    properties.push((
+        "ppt_demo_salto",
+        "vad_01J00000000000000000000002",
+        VendorCode::Salto,
+        port,
+        vec![
+            (
+                "lck_01J00000000000000000000201",
+                "salto-lock-101".into(),
+                "rmu_s101",
+            ),
+            (
+                "lck_01J00000000000000000000202",
+                "salto-lock-102".into(),
+                "rmu_s102",
+            ),
+        ],
+    ));
+    simulators.push(Box::new(s));
+
+    let v = vostio::VostioSimulator::start(any()).context("starting the Vostio simulator")?;
+    let cfg = v.default_adapter_config();
+    for d in ["door-201", "door-202"] {
+        v.handle().add_door(&cfg.environment_ref, d);
+    }
+    println!("vostio simulator listening on {}", v.base_url());
+    let port: Arc<dyn LockPort> = Arc::new(
+        vostio::VostioAdapter::new(cfg, clock.clone())
+            .map_err(|e| anyhow::anyhow!("vostio adapter: {e}"))?,
+    );
+    properties.push((
+        "ppt_demo_vostio",
+        "vad_01J00000000000000000000003",
+        VendorCode::AssaAbloy,
+        port,
+        vec![
+            (
+                "lck_01J00000000000000000000301",
+                "door-201".into(),
+                "rmu_v201",
+            ),
+            (
+                "lck_01J00000000000000000000302",
+                "door-202".into(),
+                "rmu_v202",
+            ),
+        ],
+    ));
+    simulators.push(Box::new(v));
+
+    let k = kisi::KisiSimulator::start(any()).context("starting the Kisi simulator")?;
+    for l in [301, 302] {
+        k.handle().add_group_lock(1, l);
+    }
+    println!("kisi simulator listening on {}", k.base_url());
+    let port: Arc<dyn LockPort> = Arc::new(
+        kisi::KisiAdapter::new(k.default_adapter_config(), clock.clone())
+            .map_err(|e| anyhow::anyhow!("kisi adapter: {e}"))?,
+    );
+    properties.push((
+        "ppt_demo_kisi",
+        "vad_01J00000000000000000000004",
+        VendorCode::Kisi,
+        port,
+        vec![
+            ("lck_01J00000000000000000000401", "1:301".into(), "rmu_k301"),
+            ("lck_01J00000000000000000000402", "1:302".into(), "rmu_k302"),
+        ],
+    ));
+    simulators.push(Box::new(k));
+
+    let b = brivo::BrivoSimulator::start(any()).context("starting the Brivo simulator")?;
+    for ap in [401, 402] {
+        b.handle().add_access_point(ap);
+    }
+    println!("brivo simulator listening on {}", b.base_url());
+    let port: Arc<dyn LockPort> = Arc::new(
+        brivo::BrivoAdapter::new(b.default_adapter_config(), clock.clone())
+            .map_err(|e| anyhow::anyhow!("brivo adapter: {e}"))?,
+    );
+    properties.push((
+        "ppt_demo_brivo",
+        "vad_01J00000000000000000000005",
+        VendorCode::Brivo,
+        port,
+        vec![
+            ("lck_01J00000000000000000000501", "401".into(), "rmu_b401"),
+            ("lck_01J00000000000000000000502", "402".into(), "rmu_b402"),
+        ],
+    ));
+    simulators.push(Box::new(b));
+
+    let tenant = TenantId::parse(DEMO_TENANT).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    for (property, adapter, vendor, port, devices) in properties {
+        let property = PropertyId::parse(property).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let id = VendorAdapterId::parse(adapter).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let caps = port.capabilities();
+        ports.insert(
+            AdapterInfo {
+                id: id.clone(),
+                tenant_id: tenant,
+                property_id: property.clone(),
+                environment: "sandbox".into(),
+            },
+            port,
+            deps,
+        );
+        store
+            .upsert_adapter(&AdapterRecord {
+                id: id.clone(),
+                tenant_id: tenant,
+                property_id: property.clone(),
+                vendor,
+                environment: "sandbox".into(),
+                capabilities: caps_json(&caps),
+                config: json!({ "demo": true }),
+                now: clock.now(),
+            })
+            .await
+            .context("registering a demo adapter")?;
+        for (device, vendor_ref, room) in devices {
+            let d = RawDevice {
+                id: device.into(),
+                adapter: adapter.into(),
+                vendor_device_ref: vendor_ref,
+                label: format!("Room {}", room.trim_start_matches("rmu_")),
+                rooms: vec![room.into()],
+            };
+            register_device_of(store, tenant, &property, vendor, &d).await?;
+        }
+    }
+    Ok(VendorDemo { simulators })
 }

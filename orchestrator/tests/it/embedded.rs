@@ -519,3 +519,200 @@ async fn a_timer_scheduled_before_sigkill_fires_exactly_once_after_restart() -> 
     );
     Ok(())
 }
+
+/// Issue 5, point 3: one demo property per vendor; the same reservation event produces an
+/// active credential, confirmed at each vendor's simulator. The kind follows each
+/// property's capabilities (PIN where the locks take one, a mobile key where not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_vendor_of_the_demo_turns_the_same_reservation_into_an_active_credential(
+) -> anyhow::Result<()> {
+    let (node, token, _) = embedded_node("vendors").await?;
+    let cases = [
+        ("ppt_demo", "rmu_101", "ttlock", "pin_code"),
+        ("ppt_demo_salto", "rmu_s101", "salto", "pin_code"),
+        ("ppt_demo_vostio", "rmu_v201", "assa-abloy", "mobile_app"),
+        ("ppt_demo_kisi", "rmu_k301", "kisi", "mobile_app"),
+        ("ppt_demo_brivo", "rmu_b401", "brivo", "pin_code"),
+    ];
+    for (property, room, _, _) in &cases {
+        let reservation = format!("rsv_{}", property.trim_start_matches("ppt_"));
+        post_event(
+            &node,
+            &token,
+            confirmed(
+                &format!("evt-{reservation}"),
+                DEMO_TENANT,
+                property,
+                &reservation,
+                1,
+                &[room],
+                "2027-10-01T14:00:00Z",
+                "2027-10-03T11:00:00Z",
+            ),
+        )
+        .await?;
+    }
+    for (property, _, vendor, kind) in &cases {
+        let reservation = format!("rsv_{}", property.trim_start_matches("ppt_"));
+        let c = wait_for(
+            &format!("{vendor}: active"),
+            Duration::from_secs(30),
+            || async {
+                credential_of(&node, &token, &reservation)
+                    .await
+                    .filter(|c| c["state"] == "active")
+            },
+        )
+        .await?;
+        assert_eq!(c["vendor"], *vendor);
+        assert_eq!(c["kind"], *kind, "{vendor}: the kind its locks can take");
+        assert!(
+            c["doorSync"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["sync"] == "confirmed"),
+            "{vendor}: confirmed at the simulator"
+        );
+    }
+    // and a cancellation removes them at every vendor
+    for (property, _, _, _) in &cases {
+        let reservation = format!("rsv_{}", property.trim_start_matches("ppt_"));
+        post_event(
+            &node,
+            &token,
+            cancelled(
+                &format!("evt-x-{reservation}"),
+                DEMO_TENANT,
+                property,
+                &reservation,
+                2,
+            ),
+        )
+        .await?;
+    }
+    for (property, _, vendor, _) in &cases {
+        let reservation = format!("rsv_{}", property.trim_start_matches("ppt_"));
+        wait_for(
+            &format!("{vendor}: revoked at the door"),
+            Duration::from_secs(30),
+            || async {
+                credential_of(&node, &token, &reservation)
+                    .await
+                    .filter(|c| {
+                        c["state"] == "revoked"
+                            && c["doorSync"][0]["desired"] == "absent"
+                            && c["doorSync"][0]["sync"] == "confirmed"
+                    })
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// I-9 across processes: two `lockstep` processes on one database file, each fed one side of
+/// every overlapping pair at the same moment (no partition serializes them here). For each
+/// room exactly one stay becomes active and the other fails as `room_conflict`: storage
+/// alone holds the line (the SQLite triggers; the Postgres exclusion constraint is raced by
+/// the persistence contract suite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_racing_overlapping_stays_admit_exactly_one_per_room() -> anyhow::Result<()> {
+    let dir = scratch("i9-two-processes");
+    let env = [
+        ("LOCKSTEP__HTTP__BIND", "127.0.0.1:0".to_string()),
+        ("LOCKSTEP__DEMO__SIMULATOR_BIND", "127.0.0.1:0".to_string()),
+    ];
+    let a = Lockstep::spawn(&dir, &[], &env).await?;
+    let b = Lockstep::spawn(&dir, &[], &env).await?;
+    let token = std::fs::read_to_string(dir.join(".lockstep/service-token"))?;
+    let rooms = ["rmu_101", "rmu_102", "rmu_103", "rmu_104"];
+    let (ra, rb) = tokio::join!(
+        async {
+            for r in &rooms {
+                post_event(
+                    &a,
+                    &token,
+                    confirmed(
+                        &format!("evt-a-{r}"),
+                        DEMO_TENANT,
+                        "ppt_demo",
+                        &format!("rsv_a_{r}"),
+                        1,
+                        &[r],
+                        "2027-11-01T14:00:00Z",
+                        "2027-11-05T11:00:00Z",
+                    ),
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        },
+        async {
+            for r in &rooms {
+                post_event(
+                    &b,
+                    &token,
+                    confirmed(
+                        &format!("evt-b-{r}"),
+                        DEMO_TENANT,
+                        "ppt_demo",
+                        &format!("rsv_b_{r}"),
+                        1,
+                        &[r],
+                        "2027-11-03T14:00:00Z",
+                        "2027-11-04T11:00:00Z",
+                    ),
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        }
+    );
+    ra?;
+    rb?;
+    let mut a_won = 0;
+    for r in &rooms {
+        let settled = |node: &Lockstep, reservation: String| {
+            let (http, token) = (node.http.clone(), token.clone());
+            async move {
+                let v: Value = reqwest::Client::new()
+                    .get(format!(
+                        "{http}/api/v1/key-credentials?reservationId={reservation}"
+                    ))
+                    .bearer_auth(token)
+                    .header("x-tenant-id", DEMO_TENANT)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let c = v["items"].get(0)?.clone();
+                matches!(c["state"].as_str(), Some("active") | Some("failed")).then_some(c)
+            }
+        };
+        let ca = wait_for("stay A settled", Duration::from_secs(60), || {
+            settled(&a, format!("rsv_a_{r}"))
+        })
+        .await?;
+        let cb = wait_for("stay B settled", Duration::from_secs(60), || {
+            settled(&b, format!("rsv_b_{r}"))
+        })
+        .await?;
+        let active = [&ca, &cb].iter().filter(|c| c["state"] == "active").count();
+        assert_eq!(
+            active, 1,
+            "{r}: exactly one of two overlapping stays is active: {ca} / {cb}"
+        );
+        let loser = if ca["state"] == "failed" { &ca } else { &cb };
+        assert_eq!(loser["failureReason"], "room_conflict", "{r}");
+        a_won += usize::from(ca["state"] == "active");
+    }
+    println!(
+        "i9 race across processes: {} rooms, process A won {a_won}, process B won {}",
+        rooms.len(),
+        rooms.len() - a_won
+    );
+    Ok(())
+}
