@@ -256,27 +256,51 @@ pub struct RawPolicy {
     pub allow_offline_issuance_kinds: Option<Vec<String>>,
 }
 
-/// A vendor adapter.
+/// A vendor adapter. Which fields a vendor needs:
+/// - `ttlock`: `api_base_url`, `client_id`, `client_secret`, `username`, `password`;
+/// - `salto`: `api_base_url`, `auth_base_url` (identity server), `site_id`, `client_id`,
+///   `client_secret`, `username`, `password`;
+/// - `assa-abloy` (Vostio): `api_base_url`, `auth_base_url` (OAuth token URL),
+///   `site_id` (environment ref), `client_id`, `client_secret`;
+/// - `kisi`: `api_base_url`, `api_key`;
+/// - `brivo`: `api_base_url`, `auth_base_url`, `api_key`, `client_id`, `client_secret`,
+///   `username`, `password`, `access_schedule_id`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdapter {
     /// `vad_…` id.
     pub id: String,
-    /// Vendor code (`ttlock`).
+    /// Vendor code (`ttlock`, `salto`, `assa-abloy`, `kisi`, `brivo`).
     pub vendor: String,
     /// `sandbox` or `production`.
     #[serde(default = "sandbox")]
     pub environment: String,
     /// API base URL.
     pub api_base_url: String,
+    /// Identity / OAuth server URL, where the vendor has one apart.
+    #[serde(default)]
+    pub auth_base_url: Option<String>,
     /// OAuth client id.
-    pub client_id: String,
+    #[serde(default)]
+    pub client_id: Option<String>,
     /// OAuth client secret.
-    pub client_secret: SecretSource,
+    #[serde(default)]
+    pub client_secret: Option<SecretSource>,
     /// Account user name.
-    pub username: String,
+    #[serde(default)]
+    pub username: Option<String>,
     /// Account password.
-    pub password: SecretSource,
+    #[serde(default)]
+    pub password: Option<SecretSource>,
+    /// API key.
+    #[serde(default)]
+    pub api_key: Option<SecretSource>,
+    /// The vendor's site (Salto) or environment (Vostio).
+    #[serde(default)]
+    pub site_id: Option<String>,
+    /// Brivo: the always-on schedule of the door permissions.
+    #[serde(default)]
+    pub access_schedule_id: Option<i64>,
     /// Calls per minute the vendor account allows (TTLock's default is 100).
     #[serde(default)]
     pub rate_limit_per_min: Option<u32>,

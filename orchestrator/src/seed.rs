@@ -70,9 +70,110 @@ pub async fn register_property(
         register_adapter(store, ports, deps, tenant, &property, a).await?;
     }
     for d in &p.devices {
-        register_device(store, tenant, &property, d).await?;
+        let vendor = p
+            .adapters
+            .iter()
+            .find(|a| a.id == d.adapter)
+            .map(|a| VendorCode::parse(&a.vendor))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("adapters.vendor: {e:?}"))?
+            .unwrap_or(VendorCode::Ttlock);
+        register_device_of(store, tenant, &property, vendor, d).await?;
     }
     Ok(())
+}
+
+/// Builds the port of a configured adapter; names the missing key when one is needed.
+fn build_port(
+    a: &RawAdapter,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(VendorCode, Arc<dyn LockPort>)> {
+    use lockstep_vendors::{brivo, kisi, salto, vostio};
+    let vendor =
+        VendorCode::parse(&a.vendor).map_err(|e| anyhow::anyhow!("adapters.vendor: {e:?}"))?;
+    let need = |v: &Option<String>, key: &str| -> anyhow::Result<String> {
+        v.clone()
+            .ok_or_else(|| anyhow::anyhow!("adapters.{key} is required for {}", a.vendor))
+    };
+    let secret = |v: &Option<SecretSource>, key: &str| -> anyhow::Result<String> {
+        let src = v
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("adapters.{key} is required for {}", a.vendor))?;
+        Ok(resolve_secret(src)?)
+    };
+    let err = |e: lockstep_vendors::VendorError| {
+        anyhow::anyhow!("building the {} adapter: {e}", a.vendor)
+    };
+    let port: Arc<dyn LockPort> = match vendor {
+        VendorCode::Ttlock => {
+            let mut cfg = TtlockConfig::new(
+                a.api_base_url.clone(),
+                need(&a.client_id, "client_id")?,
+                Secret::new(secret(&a.client_secret, "client_secret")?),
+                need(&a.username, "username")?,
+                Secret::new(secret(&a.password, "password")?),
+            );
+            // Read at each token fetch: replacing a secret file (or variable) rotates it
+            // without a restart (US-MEL-0081).
+            if let (Some(cs), Some(pw)) = (&a.client_secret, &a.password) {
+                cfg.rotating = Some(RotatingSecrets {
+                    client_secret: secret_ref(cs),
+                    password: secret_ref(pw),
+                });
+            }
+            Arc::new(TtlockAdapter::new(cfg, clock).map_err(err)?)
+        }
+        VendorCode::Salto => {
+            let cfg = salto::SaltoConfig::new(
+                a.api_base_url.clone(),
+                need(&a.auth_base_url, "auth_base_url")?,
+                need(&a.site_id, "site_id")?,
+                need(&a.client_id, "client_id")?,
+                salto::Secret::new(secret(&a.client_secret, "client_secret")?),
+                need(&a.username, "username")?,
+                salto::Secret::new(secret(&a.password, "password")?),
+            );
+            Arc::new(salto::SaltoAdapter::new(cfg, clock).map_err(err)?)
+        }
+        VendorCode::AssaAbloy => {
+            let cfg = vostio::VostioConfig::new(
+                a.api_base_url.clone(),
+                need(&a.auth_base_url, "auth_base_url")?,
+                vostio::Secret::new(need(&a.client_id, "client_id")?),
+                vostio::Secret::new(secret(&a.client_secret, "client_secret")?),
+                need(&a.site_id, "site_id")?,
+            );
+            Arc::new(vostio::VostioAdapter::new(cfg, clock).map_err(err)?)
+        }
+        VendorCode::Kisi => {
+            let cfg = kisi::KisiConfig::new(
+                a.api_base_url.clone(),
+                kisi::Secret::new(secret(&a.api_key, "api_key")?),
+            );
+            Arc::new(kisi::KisiAdapter::new(cfg, clock).map_err(err)?)
+        }
+        VendorCode::Brivo => {
+            let cfg = brivo::BrivoConfig::new(
+                a.api_base_url.clone(),
+                need(&a.auth_base_url, "auth_base_url")?,
+                brivo::BrivoCredentials {
+                    api_key: brivo::Secret::new(secret(&a.api_key, "api_key")?),
+                    client_id: need(&a.client_id, "client_id")?,
+                    client_secret: brivo::Secret::new(secret(&a.client_secret, "client_secret")?),
+                    username: need(&a.username, "username")?,
+                    password: brivo::Secret::new(secret(&a.password, "password")?),
+                },
+                a.access_schedule_id.ok_or_else(|| {
+                    anyhow::anyhow!("adapters.access_schedule_id is required for brivo")
+                })?,
+            );
+            Arc::new(brivo::BrivoAdapter::new(cfg, clock).map_err(err)?)
+        }
+        VendorCode::GenericWiegand => {
+            anyhow::bail!("adapters.vendor: generic-wiegand comes with the desktop relay")
+        }
+    };
+    Ok((vendor, port))
 }
 
 async fn register_adapter(
@@ -84,27 +185,8 @@ async fn register_adapter(
     a: &RawAdapter,
 ) -> anyhow::Result<()> {
     let id = VendorAdapterId::parse(&a.id).map_err(|e| anyhow::anyhow!("adapters.id: {e:?}"))?;
-    let vendor =
-        VendorCode::parse(&a.vendor).map_err(|e| anyhow::anyhow!("adapters.vendor: {e:?}"))?;
-    if vendor != VendorCode::Ttlock {
-        anyhow::bail!("adapters.vendor: only ttlock is available in this release");
-    }
-    let mut cfg = TtlockConfig::new(
-        a.api_base_url.clone(),
-        a.client_id.clone(),
-        Secret::new(resolve_secret(&a.client_secret)?),
-        a.username.clone(),
-        Secret::new(resolve_secret(&a.password)?),
-    );
-    // Read at each token fetch: replacing a secret file (or variable) rotates it without a
-    // restart (US-MEL-0081).
-    cfg.rotating = Some(RotatingSecrets {
-        client_secret: secret_ref(&a.client_secret),
-        password: secret_ref(&a.password),
-    });
     let clock = deps.clock.clone();
-    let port = TtlockAdapter::new(cfg, clock.clone())
-        .map_err(|e| anyhow::anyhow!("building the ttlock adapter: {e}"))?;
+    let (vendor, port) = build_port(a, clock.clone())?;
     let caps = port.capabilities();
     let mut deps = deps.clone();
     if let Some(per_minute) = a.rate_limit_per_min {
@@ -117,7 +199,7 @@ async fn register_adapter(
             property_id: property.clone(),
             environment: a.environment.clone(),
         },
-        Arc::new(port),
+        port,
         &deps,
     );
     store
@@ -128,12 +210,16 @@ async fn register_adapter(
             vendor,
             environment: a.environment.clone(),
             capabilities: caps_json(&caps),
+            // V-2: the non-secret settings and where each secret lives, never its bytes.
             config: json!({
                 "apiBaseUrl": a.api_base_url,
+                "authBaseUrl": a.auth_base_url,
                 "clientId": a.client_id,
                 "username": a.username,
-                "clientSecret": secret_pointer(&a.client_secret),
-                "password": secret_pointer(&a.password),
+                "siteId": a.site_id,
+                "clientSecret": a.client_secret.as_ref().map(secret_pointer),
+                "password": a.password.as_ref().map(secret_pointer),
+                "apiKey": a.api_key.as_ref().map(secret_pointer),
             }),
             now: clock.now(),
         })
@@ -142,15 +228,7 @@ async fn register_adapter(
     Ok(())
 }
 
-async fn register_device(
-    store: &dyn Store,
-    tenant: TenantId,
-    property: &PropertyId,
-    d: &RawDevice,
-) -> anyhow::Result<()> {
-    register_device_of(store, tenant, property, VendorCode::Ttlock, d).await
-}
-
+/// Registers a device of `vendor` with its rooms.
 async fn register_device_of(
     store: &dyn Store,
     tenant: TenantId,
@@ -198,10 +276,14 @@ pub fn demo(bind: std::net::SocketAddr) -> anyhow::Result<(RunningSimulator, Raw
             vendor: "ttlock".into(),
             environment: "sandbox".into(),
             api_base_url: cfg.api_base_url.clone(),
-            client_id: cfg.client_id.clone(),
-            client_secret: SecretSource::Value(cfg.client_secret.expose().to_owned()),
-            username: cfg.username.clone(),
-            password: SecretSource::Value(cfg.password.expose().to_owned()),
+            auth_base_url: None,
+            client_id: Some(cfg.client_id.clone()),
+            client_secret: Some(SecretSource::Value(cfg.client_secret.expose().to_owned())),
+            username: Some(cfg.username.clone()),
+            password: Some(SecretSource::Value(cfg.password.expose().to_owned())),
+            api_key: None,
+            site_id: None,
+            access_schedule_id: None,
             rate_limit_per_min: None,
         }],
         devices: DEMO_LOCKS

@@ -716,3 +716,119 @@ async fn two_processes_racing_overlapping_stays_admit_exactly_one_per_room() -> 
     );
     Ok(())
 }
+
+/// Issue 5: a property is put on a vendor by configuration alone. Salto (a PIN on a keypad
+/// lock) and Kisi (a mobile key) adapters in the TOML file, pointing at simulators run by
+/// the test; a reservation at each becomes a credential that the vendor holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_vendor_is_configured_by_toml_alone() -> anyhow::Result<()> {
+    use lockstep_vendors::{kisi, salto};
+    let s = salto::SaltoSimulator::start("127.0.0.1:0".parse()?)?;
+    s.handle().add_lock("lock-a");
+    let k = kisi::KisiSimulator::start("127.0.0.1:0".parse()?)?;
+    k.handle().add_group_lock(7, 70);
+    let dir = scratch("by-config");
+    let toml = format!(
+        r#"
+[demo]
+enabled = false
+
+[http]
+bind = "127.0.0.1:0"
+service_token = {{ value = "cfg-token" }}
+
+[[properties]]
+tenant_id = "{DEMO_TENANT}"
+property_id = "ppt_salto"
+
+[[properties.adapters]]
+id = "vad_01J0000000000000000000S001"
+vendor = "salto"
+api_base_url = "{salto}"
+auth_base_url = "{salto}"
+site_id = "{site}"
+client_id = "{sc}"
+client_secret = {{ value = "{ss}" }}
+username = "{su}"
+password = {{ value = "{sp}" }}
+
+[[properties.devices]]
+id = "lck_01J0000000000000000000S001"
+adapter = "vad_01J0000000000000000000S001"
+vendor_device_ref = "lock-a"
+label = "Room A"
+rooms = ["rmu_a"]
+
+[[properties]]
+tenant_id = "{DEMO_TENANT}"
+property_id = "ppt_kisi"
+
+[[properties.adapters]]
+id = "vad_01J0000000000000000000K001"
+vendor = "kisi"
+api_base_url = "{kisi}"
+api_key = {{ value = "{kk}" }}
+
+[[properties.devices]]
+id = "lck_01J0000000000000000000K001"
+adapter = "vad_01J0000000000000000000K001"
+vendor_device_ref = "7:70"
+label = "Desk 70"
+rooms = ["rmu_k"]
+"#,
+        salto = s.base_url(),
+        site = salto::simulator::SIM_SITE_ID,
+        sc = salto::simulator::SIM_CLIENT_ID,
+        ss = salto::simulator::SIM_CLIENT_SECRET,
+        su = salto::simulator::SIM_USERNAME,
+        sp = salto::simulator::SIM_PASSWORD,
+        kisi = k.base_url(),
+        kk = kisi::simulator::SIM_API_KEY,
+    );
+    let config = dir.join("lockstep.toml");
+    std::fs::write(&config, toml)?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    for (property, room, reservation) in [
+        ("ppt_salto", "rmu_a", "rsv_cfg_s"),
+        ("ppt_kisi", "rmu_k", "rsv_cfg_k"),
+    ] {
+        post_event(
+            &node,
+            "cfg-token",
+            confirmed(
+                &format!("evt-{reservation}"),
+                DEMO_TENANT,
+                property,
+                reservation,
+                1,
+                &[room],
+                "2027-12-01T14:00:00Z",
+                "2027-12-02T11:00:00Z",
+            ),
+        )
+        .await?;
+    }
+    for reservation in ["rsv_cfg_s", "rsv_cfg_k"] {
+        wait_for(
+            &format!("{reservation} active"),
+            Duration::from_secs(30),
+            || async {
+                credential_of(&node, "cfg-token", reservation)
+                    .await
+                    .filter(|c| c["state"] == "active")
+            },
+        )
+        .await?;
+    }
+    assert_eq!(
+        s.handle().access_groups().len(),
+        1,
+        "Salto holds the credential"
+    );
+    assert_eq!(
+        k.handle().role_assignments(7).len(),
+        1,
+        "Kisi holds the credential"
+    );
+    Ok(())
+}
