@@ -113,7 +113,9 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
-            per_minute: 6_000,
+            // Simulators and test accounts: effectively unlimited. A real vendor account's
+            // limit is configured per adapter (`rate_limit_per_min`; TTLock's is 100).
+            per_minute: 60_000,
             concurrency: 8,
             timeout: Duration::from_secs(15),
         }
@@ -144,8 +146,12 @@ impl VendorWorker {
         settings: WorkerSettings,
     ) -> Self {
         let per_minute = NonZeroU32::new(settings.per_minute.max(1)).expect("max(1) is non-zero");
+        // Evenly spaced calls (burst 1): governor's default burst is the whole minute's
+        // quota, and even a one-second burst plus the steady rate can exceed a vendor that
+        // counts per second. Spacing still delivers the configured rate.
+        let one = NonZeroU32::new(1).expect("1 is non-zero");
         let limiter = Arc::new(RateLimiter::direct_with_clock(
-            Quota::per_minute(per_minute),
+            Quota::per_minute(per_minute).allow_burst(one),
             LimiterClock(clock.clone()),
         ));
         Self {

@@ -2,6 +2,7 @@
 //! process, with faults injected at the vendor edge.
 
 mod breaker;
+mod contract;
 mod model;
 mod rig;
 mod saga;
