@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, SystemClock};
 use rand::Rng;
@@ -303,42 +303,8 @@ impl BrivoSimulator {
     /// Starts a simulator with `config`.
     pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
         let handle = SimHandle::new(config);
-        let data = web::Data::new(handle.clone());
-        let (ready_tx, ready_rx) =
-            std::sync::mpsc::channel::<io::Result<(SocketAddr, ServerHandle)>>();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
-        std::thread::Builder::new()
-            .name("brivo-simulator".into())
-            .spawn(move || {
-                let system = actix_web::rt::System::new();
-                let result = system.block_on(async move {
-                    let bound = HttpServer::new(move || {
-                        App::new().app_data(data.clone()).configure(routes)
-                    })
-                    .workers(1)
-                    .disable_signals()
-                    .shutdown_timeout(1)
-                    .bind(bind);
-                    let server = match bound {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return Ok(());
-                        }
-                    };
-                    let Some(addr) = server.addrs().first().copied() else {
-                        let _ = ready_tx.send(Err(io::Error::other("no address bound")));
-                        return Ok(());
-                    };
-                    let running = server.run();
-                    let _ = ready_tx.send(Ok((addr, running.handle())));
-                    running.await
-                });
-                let _ = done_tx.send(result);
-            })?;
-        let (addr, server) = ready_rx
-            .recv()
-            .map_err(|_| io::Error::other("simulator thread ended before binding"))??;
+        let served = crate::sim_server::serve("brivo-simulator", bind, handle.clone(), routes)?;
+        let (addr, server, done_rx) = (served.addr, served.server, served.done);
         info!(vendor = "brivo", %addr, "brivo simulator listening");
         Ok(RunningSimulator {
             addr,
