@@ -34,7 +34,15 @@ pub const PROPERTY_DEACTIVATED: &str = "melmastoon.tenant.property.deactivated.v
 /// `iam.user.deactivated.v1`.
 pub const USER_DEACTIVATED: &str = "melmastoon.iam.user.deactivated.v1";
 
-/// Every subject of spec `002` ("Key events (consumed)") Lockstep binds its intake to.
+/// `booking.confirmed.v1` (coworking, spec `001`).
+pub const BOOKING_CONFIRMED: &str = "melmastoon.booking.confirmed.v1";
+/// `booking.cancelled.v1` (coworking, spec `001`).
+pub const BOOKING_CANCELLED: &str = "melmastoon.booking.cancelled.v1";
+/// `booking.completed.v1` (coworking, spec `001`).
+pub const BOOKING_COMPLETED: &str = "melmastoon.booking.completed.v1";
+
+/// Every subject of spec `002` ("Key events (consumed)") Lockstep binds its intake to,
+/// and the coworking bookings of spec `001`.
 pub const CONSUMED_SUBJECTS: &[&str] = &[
     RESERVATION_CONFIRMED,
     RESERVATION_CANCELLED,
@@ -46,6 +54,9 @@ pub const CONSUMED_SUBJECTS: &[&str] = &[
     SHIFT_ENDED,
     PROPERTY_DEACTIVATED,
     USER_DEACTIVATED,
+    BOOKING_CONFIRMED,
+    BOOKING_CANCELLED,
+    BOOKING_COMPLETED,
 ];
 
 /// Internal: the no-show suspension timer of a reservation saga fired.
@@ -115,6 +126,27 @@ struct DatesChanged {
     valid_until: DateTime<Utc>,
     #[serde(default)]
     room_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BookingConfirmed {
+    booking_id: String,
+    revision: i64,
+    member_id: String,
+    room_ids: Vec<String>,
+    valid_from: DateTime<Utc>,
+    valid_until: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BookingEnded {
+    booking_id: String,
+    revision: i64,
+    #[serde(default)]
+    #[allow(dead_code)] // recorded upstream
+    reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -360,6 +392,39 @@ pub fn parse(envelope: &serde_json::Value) -> Result<Parsed, Rejection> {
                     rooms: new_rooms,
                 },
             )?
+        }
+        // A coworking booking is a stay like a reservation (spec `001`): the member holds
+        // the key, the booking is the saga's subject.
+        BOOKING_CONFIRMED => {
+            let d: BookingConfirmed = data(&env.data)?;
+            let rooms = rooms(&d.room_ids)?;
+            if rooms.is_empty() {
+                return Err(Rejection::Invalid(
+                    "roomIds: at least one space (I-12)".into(),
+                ));
+            }
+            reservation(
+                &d.booking_id,
+                ReservationEvent::Confirmed {
+                    revision: d.revision,
+                    guest_id: GuestId::parse(&d.member_id).map_err(domain)?,
+                    rooms,
+                    validity: window(d.valid_from, d.valid_until)?,
+                },
+            )?
+        }
+        BOOKING_CANCELLED | BOOKING_COMPLETED => {
+            let d: BookingEnded = data(&env.data)?;
+            let event = if env.subject == BOOKING_CANCELLED {
+                ReservationEvent::Cancelled {
+                    revision: d.revision,
+                }
+            } else {
+                ReservationEvent::CheckedOut {
+                    revision: d.revision,
+                }
+            };
+            reservation(&d.booking_id, event)?
         }
         SHIFT_STARTED => {
             let d: ShiftStarted = data(&env.data)?;

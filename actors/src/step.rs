@@ -405,6 +405,9 @@ fn step_label(topic: &str) -> &'static str {
         events_in::SHIFT_ENDED => "shift_ended",
         events_in::PROPERTY_DEACTIVATED => "property_deactivated",
         events_in::USER_DEACTIVATED => "user_deactivated",
+        events_in::BOOKING_CONFIRMED => "booking_confirmed",
+        events_in::BOOKING_CANCELLED => "booking_cancelled",
+        events_in::BOOKING_COMPLETED => "booking_completed",
         _ => "other",
     }
 }

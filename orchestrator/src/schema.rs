@@ -44,6 +44,18 @@ const CONSUMED: &[(&str, &str)] = &[
         include_str!("../../docs/events/melmastoon.tenant.property.deactivated.v1.schema.json"),
     ),
     (
+        events_in::BOOKING_CONFIRMED,
+        include_str!("../../docs/events/melmastoon.booking.confirmed.v1.schema.json"),
+    ),
+    (
+        events_in::BOOKING_CANCELLED,
+        include_str!("../../docs/events/melmastoon.booking.cancelled.v1.schema.json"),
+    ),
+    (
+        events_in::BOOKING_COMPLETED,
+        include_str!("../../docs/events/melmastoon.booking.completed.v1.schema.json"),
+    ),
+    (
         events_in::USER_DEACTIVATED,
         include_str!("../../docs/events/melmastoon.iam.user.deactivated.v1.schema.json"),
     ),

@@ -611,6 +611,105 @@ async fn every_vendor_of_the_demo_turns_the_same_reservation_into_an_active_cred
     Ok(())
 }
 
+/// Spec `001`, coworking: a member's booking of a space becomes a mobile key at the Kisi
+/// demo property; `booking.completed` revokes it as a checkout, `booking.cancelled` of a
+/// second booking as a cancellation, and a booking without spaces is refused (I-12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coworking_booking_becomes_a_key_and_its_end_revokes_it() -> anyhow::Result<()> {
+    let (node, token, _) = embedded_node("booking").await?;
+    let booking = |id: &str, subject: &str, data: Value| {
+        serde_json::to_vec(&serde_json::json!({
+            "id": id,
+            "subject": subject,
+            "time": "2026-11-24T10:00:00Z",
+            "tenantId": DEMO_TENANT,
+            "propertyId": "ppt_demo_kisi",
+            "data": data,
+        }))
+        .expect("a JSON value serializes")
+    };
+    let confirm = |id: &str, bkg: &str, room: &str| {
+        booking(
+            id,
+            "melmastoon.booking.confirmed.v1",
+            serde_json::json!({
+                "bookingId": bkg, "revision": 1, "memberId": "mbr_ada",
+                "roomIds": [room],
+                "validFrom": "2027-04-01T08:00:00Z", "validUntil": "2027-04-01T18:00:00Z",
+            }),
+        )
+    };
+    post_event(&node, &token, confirm("evt-b1", "bkg_one", "rmu_k302")).await?;
+    post_event(&node, &token, confirm("evt-b2", "bkg_two", "rmu_k301")).await?;
+    for b in ["bkg_one", "bkg_two"] {
+        let c = wait_for(&format!("{b}: active"), Duration::from_secs(30), || async {
+            credential_of(&node, &token, b)
+                .await
+                .filter(|c| c["state"] == "active")
+        })
+        .await?;
+        assert_eq!(c["vendor"], "kisi");
+        assert_eq!(c["kind"], "mobile_app");
+        assert_eq!(c["doorSync"][0]["sync"], "confirmed");
+    }
+
+    // I-12: a booking without a space is refused with its reason, nothing issued
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/intake", node.http))
+        .bearer_auth(&token)
+        .body(booking(
+            "evt-b3",
+            "melmastoon.booking.confirmed.v1",
+            serde_json::json!({
+                "bookingId": "bkg_empty", "revision": 1, "memberId": "mbr_ada", "roomIds": [],
+                "validFrom": "2027-04-01T08:00:00Z", "validUntil": "2027-04-01T18:00:00Z",
+            }),
+        ))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 422);
+    assert_eq!(
+        r.json::<Value>().await?["code"],
+        "MELMASTOON.GENERAL.VALIDATION_FAILED"
+    );
+
+    post_event(
+        &node,
+        &token,
+        booking(
+            "evt-b4",
+            "melmastoon.booking.completed.v1",
+            serde_json::json!({ "bookingId": "bkg_one", "revision": 2 }),
+        ),
+    )
+    .await?;
+    post_event(
+        &node,
+        &token,
+        booking(
+            "evt-b5",
+            "melmastoon.booking.cancelled.v1",
+            serde_json::json!({ "bookingId": "bkg_two", "revision": 2, "reason": "member" }),
+        ),
+    )
+    .await?;
+    for (b, reason) in [("bkg_one", "checkout"), ("bkg_two", "cancellation")] {
+        let c = wait_for(
+            &format!("{b}: revoked at the door"),
+            Duration::from_secs(30),
+            || async {
+                credential_of(&node, &token, b)
+                    .await
+                    .filter(|c| c["state"] == "revoked" && c["doorSync"][0]["sync"] == "confirmed")
+            },
+        )
+        .await?;
+        assert_eq!(c["revokeReason"], reason, "{b}");
+    }
+    assert!(credential_of(&node, &token, "bkg_empty").await.is_none());
+    Ok(())
+}
+
 /// I-9 across processes: two `lockstep` processes on one database file, each fed one side of
 /// every overlapping pair at the same moment (no partition serializes them here). For each
 /// room exactly one stay becomes active and the other fails as `room_conflict`: storage
