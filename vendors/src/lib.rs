@@ -24,7 +24,7 @@ pub mod brivo;
 pub mod kisi;
 pub mod salto;
 pub mod secrets;
-mod sim_server;
+pub mod sim_server;
 pub mod ttlock;
 pub mod vostio;
 

@@ -8,24 +8,62 @@ use std::net::SocketAddr;
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpServer};
 
-/// A started server.
-pub(crate) struct Served {
+/// A simulator serving in the background, with `H` the control of its state; stopped
+/// when dropped.
+#[derive(Debug)]
+pub struct Running<H> {
+    addr: SocketAddr,
+    handle: H,
+    server: ServerHandle,
+    done: Option<tokio::sync::oneshot::Receiver<io::Result<()>>>,
+}
+
+impl<H: Clone> Running<H> {
     /// The bound address.
-    pub(crate) addr: SocketAddr,
-    /// Stops the server.
-    pub(crate) server: ServerHandle,
-    /// Resolves when the server ended.
-    pub(crate) done: tokio::sync::oneshot::Receiver<io::Result<()>>,
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Control of the simulator's state.
+    pub fn handle(&self) -> H {
+        self.handle.clone()
+    }
+
+    /// Waits until the server ends.
+    pub async fn wait(&mut self) -> io::Result<()> {
+        match self.done.take() {
+            Some(rx) => rx.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the server and waits for it to end.
+    pub async fn stop(mut self) -> io::Result<()> {
+        self.server.stop(true).await;
+        self.wait().await
+    }
+}
+
+impl<H> Drop for Running<H> {
+    fn drop(&mut self) {
+        // `stop` sends the command at once; the returned future only awaits completion.
+        drop(self.server.stop(false));
+    }
 }
 
 /// Serves `routes` with `state` as app data on `bind` (port 0 picks a free port).
-pub(crate) fn serve<T: Send + Sync + 'static>(
+pub(crate) fn serve<T: Clone + Send + Sync + 'static>(
     thread: &str,
     bind: SocketAddr,
     state: T,
     routes: fn(&mut web::ServiceConfig),
-) -> io::Result<Served> {
-    let data = web::Data::new(state);
+) -> io::Result<Running<T>> {
+    let data = web::Data::new(state.clone());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<(SocketAddr, ServerHandle)>>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<io::Result<()>>();
     std::thread::Builder::new()
@@ -59,9 +97,10 @@ pub(crate) fn serve<T: Send + Sync + 'static>(
     let (addr, server) = ready_rx
         .recv()
         .map_err(|_| io::Error::other("simulator thread ended before binding"))??;
-    Ok(Served {
+    Ok(Running {
         addr,
+        handle: state,
         server,
-        done: done_rx,
+        done: Some(done_rx),
     })
 }

@@ -28,7 +28,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -303,43 +302,16 @@ impl BrivoSimulator {
     /// Starts a simulator with `config`.
     pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
         let handle = SimHandle::new(config);
-        let served = crate::sim_server::serve("brivo-simulator", bind, handle.clone(), routes)?;
-        let (addr, server, done_rx) = (served.addr, served.server, served.done);
-        info!(vendor = "brivo", %addr, "brivo simulator listening");
-        Ok(RunningSimulator {
-            addr,
-            handle,
-            server,
-            done: Some(done_rx),
-        })
+        let running = crate::sim_server::serve("brivo-simulator", bind, handle, routes)?;
+        info!(vendor = "brivo", addr = %running.addr(), "brivo simulator listening");
+        Ok(running)
     }
 }
 
 /// A simulator serving in the background; stopped when dropped.
-#[derive(Debug)]
-pub struct RunningSimulator {
-    addr: SocketAddr,
-    handle: SimHandle,
-    server: ServerHandle,
-    done: Option<tokio::sync::oneshot::Receiver<io::Result<()>>>,
-}
+pub type RunningSimulator = crate::sim_server::Running<SimHandle>;
 
 impl RunningSimulator {
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://<addr>`: both the adapter's `api_base_url` and `auth_base_url`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Control of the simulator's state.
-    pub fn handle(&self) -> SimHandle {
-        self.handle.clone()
-    }
-
     /// An adapter config for the simulator's application and administrator.
     pub fn default_adapter_config(&self) -> BrivoConfig {
         BrivoConfig::new(
@@ -354,27 +326,6 @@ impl RunningSimulator {
             },
             SIM_SCHEDULE_ID,
         )
-    }
-
-    /// Waits until the server ends.
-    pub async fn wait(&mut self) -> io::Result<()> {
-        match self.done.take() {
-            Some(rx) => rx.await.unwrap_or(Ok(())),
-            None => Ok(()),
-        }
-    }
-
-    /// Stops the server and waits for it to end.
-    pub async fn stop(mut self) -> io::Result<()> {
-        self.server.stop(true).await;
-        self.wait().await
-    }
-}
-
-impl Drop for RunningSimulator {
-    fn drop(&mut self) {
-        // `stop` sends the command at once; the returned future only awaits completion.
-        drop(self.server.stop(false));
     }
 }
 

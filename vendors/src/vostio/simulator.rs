@@ -30,7 +30,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -399,38 +398,16 @@ impl VostioSimulator {
     /// Starts a simulator with `config`.
     pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
         let handle = SimHandle::new(config);
-        let served = crate::sim_server::serve("vostio-simulator", bind, handle.clone(), routes)?;
-        let (addr, server, done_rx) = (served.addr, served.server, served.done);
-        info!(vendor = "vostio", %addr, "vostio simulator listening");
-        Ok(RunningSimulator {
-            addr,
-            handle,
-            server,
-            done: Some(done_rx),
-        })
+        let running = crate::sim_server::serve("vostio-simulator", bind, handle, routes)?;
+        info!(vendor = "vostio", addr = %running.addr(), "vostio simulator listening");
+        Ok(running)
     }
 }
 
 /// A simulator serving in the background; stopped when dropped.
-#[derive(Debug)]
-pub struct RunningSimulator {
-    addr: SocketAddr,
-    handle: SimHandle,
-    server: ServerHandle,
-    done: Option<tokio::sync::oneshot::Receiver<io::Result<()>>>,
-}
+pub type RunningSimulator = crate::sim_server::Running<SimHandle>;
 
 impl RunningSimulator {
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://<addr>`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
     /// `http://<addr>/api`, the adapter's `cloud_base_url`.
     pub fn cloud_base_url(&self) -> String {
         format!("{}/api", self.base_url())
@@ -439,11 +416,6 @@ impl RunningSimulator {
     /// `http://<addr>/oauth2/token`, the adapter's `oauth_token_url`.
     pub fn oauth_token_url(&self) -> String {
         format!("{}/oauth2/token", self.base_url())
-    }
-
-    /// Control of the simulator's state.
-    pub fn handle(&self) -> SimHandle {
-        self.handle.clone()
     }
 
     /// An adapter config for the default client and [`SIM_ENVIRONMENT`].
@@ -455,27 +427,6 @@ impl RunningSimulator {
             Secret::new(SIM_CLIENT_SECRET),
             SIM_ENVIRONMENT,
         )
-    }
-
-    /// Waits until the server ends.
-    pub async fn wait(&mut self) -> io::Result<()> {
-        match self.done.take() {
-            Some(rx) => rx.await.unwrap_or(Ok(())),
-            None => Ok(()),
-        }
-    }
-
-    /// Stops the server and waits for it to end.
-    pub async fn stop(mut self) -> io::Result<()> {
-        self.server.stop(true).await;
-        self.wait().await
-    }
-}
-
-impl Drop for RunningSimulator {
-    fn drop(&mut self) {
-        // `stop` sends the command at once; the returned future only awaits completion.
-        drop(self.server.stop(false));
     }
 }
 
