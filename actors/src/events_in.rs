@@ -139,14 +139,36 @@ struct BookingConfirmed {
     valid_until: DateTime<Utc>,
 }
 
+impl From<BookingConfirmed> for Confirmed {
+    fn from(b: BookingConfirmed) -> Self {
+        Self {
+            reservation_id: b.booking_id,
+            revision: b.revision,
+            guest_id: b.member_id,
+            room_ids: b.room_ids,
+            valid_from: b.valid_from,
+            valid_until: b.valid_until,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct BookingEnded {
     booking_id: String,
     revision: i64,
     #[serde(default)]
-    #[allow(dead_code)] // recorded upstream
     reason: Option<String>,
+}
+
+impl From<BookingEnded> for Revised {
+    fn from(b: BookingEnded) -> Self {
+        Self {
+            reservation_id: b.booking_id,
+            revision: b.revision,
+            reason: b.reason,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,8 +371,14 @@ pub fn parse(envelope: &serde_json::Value) -> Result<Parsed, Rejection> {
         };
     let window = |from, until| ValidityWindow::new(from, until).map_err(domain);
     let (saga_subject, event) = match env.subject.as_str() {
-        RESERVATION_CONFIRMED => {
-            let d: Confirmed = data(&env.data)?;
+        // A coworking booking is a stay like a reservation (spec `001`): the booking is the
+        // saga's subject and the member holds the key.
+        RESERVATION_CONFIRMED | BOOKING_CONFIRMED => {
+            let d: Confirmed = if env.subject == BOOKING_CONFIRMED {
+                data::<BookingConfirmed>(&env.data)?.into()
+            } else {
+                data(&env.data)?
+            };
             let rooms = rooms(&d.room_ids)?;
             if rooms.is_empty() {
                 return Err(Rejection::Invalid(
@@ -370,12 +398,21 @@ pub fn parse(envelope: &serde_json::Value) -> Result<Parsed, Rejection> {
         RESERVATION_CANCELLED
         | RESERVATION_CHECKED_OUT
         | RESERVATION_NO_SHOW
-        | RESERVATION_FRAUD_FLAGGED => {
-            let d: Revised = data(&env.data)?;
+        | RESERVATION_FRAUD_FLAGGED
+        | BOOKING_CANCELLED
+        | BOOKING_COMPLETED => {
+            let d: Revised = match env.subject.as_str() {
+                BOOKING_CANCELLED | BOOKING_COMPLETED => data::<BookingEnded>(&env.data)?.into(),
+                _ => data(&env.data)?,
+            };
             let revision = d.revision;
             let event = match env.subject.as_str() {
-                RESERVATION_CANCELLED => ReservationEvent::Cancelled { revision },
-                RESERVATION_CHECKED_OUT => ReservationEvent::CheckedOut { revision },
+                RESERVATION_CANCELLED | BOOKING_CANCELLED => {
+                    ReservationEvent::Cancelled { revision }
+                }
+                RESERVATION_CHECKED_OUT | BOOKING_COMPLETED => {
+                    ReservationEvent::CheckedOut { revision }
+                }
                 RESERVATION_NO_SHOW => ReservationEvent::NoShow { revision },
                 _ => ReservationEvent::FraudFlagged { revision },
             };
@@ -392,39 +429,6 @@ pub fn parse(envelope: &serde_json::Value) -> Result<Parsed, Rejection> {
                     rooms: new_rooms,
                 },
             )?
-        }
-        // A coworking booking is a stay like a reservation (spec `001`): the member holds
-        // the key, the booking is the saga's subject.
-        BOOKING_CONFIRMED => {
-            let d: BookingConfirmed = data(&env.data)?;
-            let rooms = rooms(&d.room_ids)?;
-            if rooms.is_empty() {
-                return Err(Rejection::Invalid(
-                    "roomIds: at least one space (I-12)".into(),
-                ));
-            }
-            reservation(
-                &d.booking_id,
-                ReservationEvent::Confirmed {
-                    revision: d.revision,
-                    guest_id: GuestId::parse(&d.member_id).map_err(domain)?,
-                    rooms,
-                    validity: window(d.valid_from, d.valid_until)?,
-                },
-            )?
-        }
-        BOOKING_CANCELLED | BOOKING_COMPLETED => {
-            let d: BookingEnded = data(&env.data)?;
-            let event = if env.subject == BOOKING_CANCELLED {
-                ReservationEvent::Cancelled {
-                    revision: d.revision,
-                }
-            } else {
-                ReservationEvent::CheckedOut {
-                    revision: d.revision,
-                }
-            };
-            reservation(&d.booking_id, event)?
         }
         SHIFT_STARTED => {
             let d: ShiftStarted = data(&env.data)?;
