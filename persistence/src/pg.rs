@@ -803,9 +803,9 @@ impl Store for PgStore {
         id: &KeyCredentialId,
     ) -> StoreResult<Vec<CredentialDevice>> {
         let mut tx = self.begin_tenant(tenant).await?;
-        let rows = sqlx::query(
-            "SELECT c.*, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.vendor_adapter_id FROM key_credential_devices c JOIN lock_devices d ON d.id = c.device_id AND d.tenant_id = c.tenant_id WHERE c.key_credential_id = $1 ORDER BY c.device_id",
-        )
+        let rows = sqlx::query(credential_device_select!(
+            "WHERE c.key_credential_id = $1 ORDER BY c.device_id"
+        ))
         .bind(id.as_str())
         .fetch_all(&mut *tx)
         .await?;
@@ -821,9 +821,9 @@ impl Store for PgStore {
         device: &LockDeviceId,
     ) -> StoreResult<Vec<CredentialDevice>> {
         let mut tx = self.begin_tenant(tenant).await?;
-        let rows = sqlx::query(
-            "SELECT c.*, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.vendor_adapter_id FROM key_credential_devices c JOIN lock_devices d ON d.id = c.device_id AND d.tenant_id = c.tenant_id WHERE c.device_id = $1 ORDER BY c.key_credential_id",
-        )
+        let rows = sqlx::query(credential_device_select!(
+            "WHERE c.device_id = $1 ORDER BY c.key_credential_id"
+        ))
         .bind(device.as_str())
         .fetch_all(&mut *tx)
         .await?;

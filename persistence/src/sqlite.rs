@@ -822,9 +822,9 @@ impl Store for SqliteStore {
         tenant: TenantId,
         id: &KeyCredentialId,
     ) -> StoreResult<Vec<CredentialDevice>> {
-        let rows = sqlx::query(
-            "SELECT c.*, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.vendor_adapter_id FROM key_credential_devices c JOIN lock_devices d ON d.id = c.device_id AND d.tenant_id = c.tenant_id WHERE c.tenant_id = ? AND c.key_credential_id = ? ORDER BY c.device_id",
-        )
+        let rows = sqlx::query(credential_device_select!(
+            "WHERE c.tenant_id = ? AND c.key_credential_id = ? ORDER BY c.device_id"
+        ))
         .bind(tenant.to_string())
         .bind(id.as_str())
         .fetch_all(&self.reader)
@@ -839,9 +839,9 @@ impl Store for SqliteStore {
         tenant: TenantId,
         device: &LockDeviceId,
     ) -> StoreResult<Vec<CredentialDevice>> {
-        let rows = sqlx::query(
-            "SELECT c.*, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.vendor_adapter_id FROM key_credential_devices c JOIN lock_devices d ON d.id = c.device_id AND d.tenant_id = c.tenant_id WHERE c.tenant_id = ? AND c.device_id = ? ORDER BY c.key_credential_id",
-        )
+        let rows = sqlx::query(credential_device_select!(
+            "WHERE c.tenant_id = ? AND c.device_id = ? ORDER BY c.key_credential_id"
+        ))
         .bind(tenant.to_string())
         .bind(device.as_str())
         .fetch_all(&self.reader)
