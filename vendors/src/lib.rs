@@ -127,6 +127,21 @@ pub enum VendorError {
     NotFound,
 }
 
+/// Why one HTTP exchange of an adapter failed.
+pub(crate) enum CallError {
+    /// The vendor refused the access token (HTTP 401, TTLock errcode 10003/10004): fetch
+    /// a new token and retry.
+    StaleToken,
+    /// Anything else.
+    Vendor(VendorError),
+}
+
+impl From<VendorError> for CallError {
+    fn from(e: VendorError) -> Self {
+        Self::Vendor(e)
+    }
+}
+
 /// `Refused` codes that describe a passing state of the lock or its gateway: the same
 /// request may succeed a little later.
 const TRANSIENT_REFUSALS: &[&str] = &[

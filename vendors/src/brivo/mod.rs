@@ -70,7 +70,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use self::errors::{classify_api, classify_token, StatusAction};
-use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
+use crate::{CallError, IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
     BrivoSimulator, RunningSimulator, SimConfig, SimCounters, SimFaults, SimHandle, SimUser,
@@ -180,19 +180,6 @@ impl fmt::Debug for BrivoAdapter {
             .field("api_base_url", &self.config.api_base_url)
             .field("client_id", &self.config.credentials.client_id)
             .finish_non_exhaustive()
-    }
-}
-
-/// Why one HTTP exchange failed.
-enum CallError {
-    /// 401: fetch a new token and retry.
-    StaleToken,
-    Vendor(VendorError),
-}
-
-impl From<VendorError> for CallError {
-    fn from(e: VendorError) -> Self {
-        Self::Vendor(e)
     }
 }
 

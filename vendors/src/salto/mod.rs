@@ -81,7 +81,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use self::errors::{classify, classify_token_error, StatusAction};
-use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
+use crate::{CallError, IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
     RunningSimulator, SaltoSimulator, SimAccessGroup, SimConfig, SimCounters, SimFaults, SimHandle,
@@ -210,19 +210,6 @@ impl fmt::Debug for SaltoAdapter {
             .field("api_base_url", &self.api)
             .field("client_id", &self.config.client_id)
             .finish_non_exhaustive()
-    }
-}
-
-/// Why one HTTP exchange failed.
-enum CallError {
-    /// 401: fetch a new token and retry.
-    StaleToken,
-    Vendor(VendorError),
-}
-
-impl From<VendorError> for CallError {
-    fn from(e: VendorError) -> Self {
-        Self::Vendor(e)
     }
 }
 

@@ -55,7 +55,7 @@ use tracing::{debug, warn};
 
 use self::errors::{classify, ErrcodeAction};
 use self::wire::{Reply, VIA_GATEWAY};
-use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
+use crate::{CallError, IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
     run_standalone, RunningSimulator, SimAccount, SimConfig, SimCounters, SimFaults, SimHandle,
@@ -175,19 +175,6 @@ impl fmt::Debug for TtlockAdapter {
             .field("api_base_url", &self.base)
             .field("client_id", &self.config.client_id)
             .finish_non_exhaustive()
-    }
-}
-
-/// Why one HTTP exchange failed.
-enum CallError {
-    /// errcode 10003/10004: fetch a new token and retry.
-    StaleToken,
-    Vendor(VendorError),
-}
-
-impl From<VendorError> for CallError {
-    fn from(e: VendorError) -> Self {
-        Self::Vendor(e)
     }
 }
 

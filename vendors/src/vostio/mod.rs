@@ -61,7 +61,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use self::errors::{classify, classify_token, FailureAction};
-use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
+use crate::{CallError, IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
     RunningSimulator, SimClient, SimConfig, SimCounters, SimFaults, SimHandle, SimKey,
@@ -164,19 +164,6 @@ impl fmt::Debug for VostioAdapter {
             .field("cloud_base_url", &self.config.cloud_base_url)
             .field("environment_ref", &self.config.environment_ref)
             .finish_non_exhaustive()
-    }
-}
-
-/// Why one HTTP exchange failed.
-enum CallError {
-    /// HTTP 401: fetch a new token and retry.
-    StaleToken,
-    Vendor(VendorError),
-}
-
-impl From<VendorError> for CallError {
-    fn from(e: VendorError) -> Self {
-        Self::Vendor(e)
     }
 }
 
