@@ -19,4 +19,7 @@ pub mod vendor;
 pub use actors::{LiveActors, ReleasePartition, Router, Wake};
 pub use metrics::Metrics;
 pub use runtime::{Failpoints, FenceBook, Runtime, SagaSettings};
-pub use vendor::{AdapterInfo, PortRegistry, VendorDeps, VendorOp, VendorReply, WorkerSettings};
+pub use vendor::{
+    AdapterInfo, PortRegistry, RateLimit, StoreLimiter, VendorDeps, VendorOp, VendorReply,
+    WorkerSettings,
+};

@@ -1,49 +1,32 @@
-//! Vendor workers (DESIGN §2): one supervised actor per adapter instance. It holds the
-//! adapter's rate limiter (governor, on our `Clock`), serves revocations before issuances,
-//! and runs each call under `catch_unwind` and a timeout. A caught panic or a timeout stops
+//! Vendor workers (DESIGN §2): one supervised actor per adapter instance. It serves
+//! revocations before issuances and runs each call under `catch_unwind` and a timeout. The
+//! vendor account's rate limit is taken per HTTP request inside the adapter (its
+//! `RateGate`); the registry installs one limiter per account, shared by every adapter on
+//! it and, through the store's GCRA row, by every node (DESIGN §6). A caught panic or a timeout stops
 //! the worker; its actix `Supervisor` restarts it with fresh state, every call it held
 //! fails as `Unavailable`, and the saga retries them from the mailbox: nothing is lost.
 
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::FutureExt;
-use governor::clock::Clock as GovernorClockTrait;
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use lockstep_domain::breaker::{Admission, BreakerPolicy};
 use lockstep_domain::{
     Clock, DeviceRef, PropertyId, TenantId, VendorAdapterId, VendorCode, VendorRef,
 };
 use lockstep_persistence::Store;
+use lockstep_vendors::rate::{self, AccountLimiter, LocalLimiter};
 use lockstep_vendors::{IssueRequest, LockPort, VendorEntry, VendorError};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
 use crate::breaker::{Admit, BreakerActor, Record, Serve};
 use crate::metrics::Metrics;
-
-/// governor's clock, read from our `Clock` port (DESIGN §9): on a scaled or manual clock
-/// the rate limit scales with it.
-#[derive(Clone, Debug)]
-pub struct LimiterClock(pub Arc<dyn Clock>);
-
-impl GovernorClockTrait for LimiterClock {
-    type Instant = Nanos;
-    fn now(&self) -> Nanos {
-        let t = self.0.now();
-        let nanos = t.timestamp_nanos_opt().unwrap_or(i64::MAX).max(0) as u64;
-        Nanos::from(nanos)
-    }
-}
-
-type Limiter = RateLimiter<NotKeyed, InMemoryState, LimiterClock, NoOpMiddleware<Nanos>>;
 
 /// What to ask a vendor.
 #[derive(Debug, Clone)]
@@ -99,11 +82,41 @@ pub enum VendorReply {
 #[rtype(result = "Result<VendorReply, VendorError>")]
 pub struct Call(pub VendorOp);
 
+/// A vendor account's request rate (spec `003` §6 `rateLimitPerMin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    /// What the vendor documents for an account (TTLock 100/min, Vostio 30/s, Kisi 5/s);
+    /// no limit for a vendor that documents none.
+    VendorDefault,
+    /// No limit: simulators and test accounts.
+    Unlimited,
+    /// This many requests a minute, evenly spaced.
+    PerMinute(NonZeroU32),
+}
+
+impl RateLimit {
+    /// From configuration: unset is the vendor's default, 0 is no limit.
+    pub fn from_config(per_minute: Option<u32>) -> Self {
+        match per_minute {
+            None => Self::VendorDefault,
+            Some(n) => NonZeroU32::new(n).map_or(Self::Unlimited, Self::PerMinute),
+        }
+    }
+
+    fn resolve(self, port: &dyn LockPort) -> Option<NonZeroU32> {
+        match self {
+            Self::VendorDefault => port.default_rate_per_minute().and_then(NonZeroU32::new),
+            Self::Unlimited => None,
+            Self::PerMinute(n) => Some(n),
+        }
+    }
+}
+
 /// Settings of a worker.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    /// Calls per minute allowed by the vendor account.
-    pub per_minute: u32,
+    /// Requests the vendor account allows.
+    pub rate: RateLimit,
     /// Calls in flight at once.
     pub concurrency: usize,
     /// Per-call timeout.
@@ -113,11 +126,19 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
-            // Simulators and test accounts: effectively unlimited. A real vendor account's
-            // limit is configured per adapter (`rate_limit_per_min`; TTLock's is 100).
-            per_minute: 60_000,
+            rate: RateLimit::VendorDefault,
             concurrency: 8,
             timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// The defaults with no rate limit: for simulators and test accounts.
+    pub fn simulator() -> Self {
+        Self {
+            rate: RateLimit::Unlimited,
+            ..Self::default()
         }
     }
 }
@@ -128,8 +149,6 @@ type Reply = oneshot::Sender<Result<VendorReply, VendorError>>;
 pub struct VendorWorker {
     port: Arc<dyn LockPort>,
     breaker: Addr<BreakerActor>,
-    limiter: Arc<Limiter>,
-    clock: Arc<dyn Clock>,
     metrics: Metrics,
     settings: WorkerSettings,
     removals: VecDeque<(VendorOp, Reply)>,
@@ -141,24 +160,12 @@ impl VendorWorker {
     fn new(
         port: Arc<dyn LockPort>,
         breaker: Addr<BreakerActor>,
-        clock: Arc<dyn Clock>,
         metrics: Metrics,
         settings: WorkerSettings,
     ) -> Self {
-        let per_minute = NonZeroU32::new(settings.per_minute.max(1)).expect("max(1) is non-zero");
-        // Evenly spaced calls (burst 1): governor's default burst is the whole minute's
-        // quota, and even a one-second burst plus the steady rate can exceed a vendor that
-        // counts per second. Spacing still delivers the configured rate.
-        let one = NonZeroU32::new(1).expect("1 is non-zero");
-        let limiter = Arc::new(RateLimiter::direct_with_clock(
-            Quota::per_minute(per_minute).allow_burst(one),
-            LimiterClock(clock.clone()),
-        ));
         Self {
             port,
             breaker,
-            limiter,
-            clock,
             metrics,
             settings,
             removals: VecDeque::new(),
@@ -180,8 +187,6 @@ impl VendorWorker {
             let fut = run_call(
                 self.port.clone(),
                 self.breaker.clone(),
-                self.limiter.clone(),
-                self.clock.clone(),
                 self.metrics.clone(),
                 self.settings.timeout,
                 op,
@@ -215,8 +220,6 @@ enum CallOutcome {
 async fn run_call(
     port: Arc<dyn LockPort>,
     breaker: Addr<BreakerActor>,
-    limiter: Arc<Limiter>,
-    clock: Arc<dyn Clock>,
     metrics: Metrics,
     timeout: Duration,
     op: VendorOp,
@@ -233,14 +236,12 @@ async fn run_call(
             detail: "circuit open".into(),
         }));
     }
-    // Wait for the vendor account's rate limit, measured on our clock.
-    while let Err(not_until) = limiter.check() {
-        let wait = not_until.wait_time_from(LimiterClock(clock.clone()).now());
-        tokio::time::sleep(wait.clamp(Duration::from_millis(1), Duration::from_millis(100))).await;
-    }
     // A latency histogram measures real elapsed time, whatever the business clock says.
     #[allow(clippy::disallowed_methods)]
     let started = std::time::Instant::now();
+    // Real time the call's requests waited for the account's rate limit: it extends the
+    // timeout (a queue is not a wedge) and is left out of the latency the breaker judges.
+    let waited: rate::WaitMeter = Arc::new(AtomicU64::new(0));
     let call = async {
         match op {
             VendorOp::Issue(req) => port.issue(&req).await.map(VendorReply::Issued),
@@ -251,7 +252,8 @@ async fn run_call(
             VendorOp::Health => port.health().await.map(|()| VendorReply::Done),
         }
     };
-    let outcome = match tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind()).await {
+    let call = rate::metered(waited.clone(), AssertUnwindSafe(call).catch_unwind());
+    let outcome = match timeout_beyond_waits(timeout, &waited, call).await {
         Ok(Ok(res)) => CallOutcome::Answered(res),
         Ok(Err(_)) => {
             error!(
@@ -270,7 +272,9 @@ async fn run_call(
             CallOutcome::TimedOut
         }
     };
-    let latency = started.elapsed();
+    let latency = started
+        .elapsed()
+        .saturating_sub(Duration::from_nanos(waited.load(Ordering::Relaxed)));
     metrics
         .vendor_call_seconds
         .with_label_values(&[vendor, label])
@@ -293,6 +297,31 @@ async fn run_call(
         .with_label_values(&[vendor, label, result])
         .inc();
     outcome
+}
+
+/// `tokio::time::timeout`, except that real time spent waiting at the rate gate (counted in
+/// `waited`) does not count towards `limit`.
+async fn timeout_beyond_waits<F: std::future::Future>(
+    limit: Duration,
+    waited: &rate::WaitMeter,
+    fut: F,
+) -> Result<F::Output, ()> {
+    tokio::pin!(fut);
+    let mut excused = 0u64;
+    let mut deadline = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::select! {
+            out = &mut fut => return Ok(out),
+            () = tokio::time::sleep_until(deadline) => {
+                let total = waited.load(Ordering::Relaxed);
+                if total == excused {
+                    return Err(());
+                }
+                deadline += Duration::from_nanos(total - excused);
+                excused = total;
+            }
+        }
+    }
 }
 
 impl Actor for VendorWorker {
@@ -363,6 +392,9 @@ pub struct AdapterInfo {
 
 type BreakerKey = (VendorCode, String);
 
+/// One limiter per vendor account of a tenant (spec `003` §6; DESIGN §6).
+type AccountKey = (TenantId, String);
+
 /// An adapter and the address of its supervised worker.
 type Worker = (Arc<dyn LockPort>, Addr<VendorWorker>);
 
@@ -372,6 +404,7 @@ type Worker = (Arc<dyn LockPort>, Addr<VendorWorker>);
 pub struct PortRegistry {
     workers: Arc<RwLock<HashMap<VendorAdapterId, Worker>>>,
     breakers: Arc<RwLock<HashMap<BreakerKey, Addr<BreakerActor>>>>,
+    limiters: Arc<RwLock<HashMap<AccountKey, Arc<dyn AccountLimiter>>>>,
 }
 
 impl PortRegistry {
@@ -401,14 +434,31 @@ impl PortRegistry {
             property_id: info.property_id.clone(),
             adapter_id: info.id.clone(),
         });
-        let (p, b, clock, metrics, settings) = (
+        if let Some(per_minute) = deps.worker.rate.resolve(port.as_ref()) {
+            let limiter = self
+                .limiters
+                .write()
+                .expect("limiter map lock is never poisoned")
+                .entry((info.tenant_id, port.account()))
+                .or_insert_with(|| {
+                    Arc::new(StoreLimiter::new(
+                        deps.store.clone(),
+                        info.tenant_id,
+                        port.account(),
+                        per_minute,
+                        deps.clock.clone(),
+                    ))
+                })
+                .clone();
+            port.rate_gate().install(limiter);
+        }
+        let (p, b, metrics, settings) = (
             port.clone(),
             breaker,
-            deps.clock.clone(),
             deps.metrics.clone(),
             deps.worker.clone(),
         );
-        let addr = Supervisor::start(move |_| VendorWorker::new(p, b, clock, metrics, settings));
+        let addr = Supervisor::start(move |_| VendorWorker::new(p, b, metrics, settings));
         self.workers
             .write()
             .expect("port registry lock is never poisoned")
@@ -445,6 +495,90 @@ impl PortRegistry {
             Err(_) => Err(VendorError::Unavailable {
                 detail: "vendor worker restarted".into(),
             }),
+        }
+    }
+}
+
+/// A vendor account's limit shared by every node through the store's GCRA row (DESIGN §6).
+/// Each request takes the account's next slot in one statement and sleeps until it. Should
+/// the store fail, the account falls back to this process's own limiter at the same rate:
+/// the vendor's 429s and the breaker cover the gap, and no call is refused for it.
+pub struct StoreLimiter {
+    store: Arc<dyn Store>,
+    tenant: TenantId,
+    account: String,
+    interval_us: i64,
+    clock: Arc<dyn Clock>,
+    local: LocalLimiter,
+    warned: Mutex<bool>,
+}
+
+impl std::fmt::Debug for StoreLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreLimiter")
+            .field("interval_us", &self.interval_us)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreLimiter {
+    /// `per_minute` requests a minute for `account` of `tenant`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        tenant: TenantId,
+        account: String,
+        per_minute: NonZeroU32,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            store,
+            tenant,
+            account,
+            interval_us: (60_000_000 / i64::from(per_minute.get())).max(1),
+            local: LocalLimiter::new(per_minute, clock.clone()),
+            clock,
+            warned: Mutex::new(false),
+        }
+    }
+
+    fn store_failed(&self, e: &lockstep_persistence::StoreError) {
+        let mut warned = self.warned.lock().expect("never poisoned");
+        if !*warned {
+            warn!(error = %e, "shared rate limit unavailable; limiting this node alone");
+            *warned = true;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl AccountLimiter for StoreLimiter {
+    async fn acquire(&self) {
+        let now = self.clock.now().timestamp_micros();
+        match self
+            .store
+            .reserve_rate_slot(self.tenant, &self.account, now, self.interval_us)
+            .await
+        {
+            Ok(slot) => {
+                if let Some(at) = chrono::DateTime::from_timestamp_micros(slot) {
+                    rate::sleep_until(self.clock.as_ref(), at).await;
+                }
+            }
+            Err(e) => {
+                self.store_failed(&e);
+                self.local.acquire().await;
+            }
+        }
+    }
+
+    async fn hold_until(&self, until: chrono::DateTime<chrono::Utc>) {
+        self.local.hold_until(until).await;
+        if let Err(e) = self
+            .store
+            .hold_rate_until(self.tenant, &self.account, until.timestamp_micros())
+            .await
+        {
+            self.store_failed(&e);
         }
     }
 }

@@ -301,7 +301,8 @@ pub struct RawAdapter {
     /// Brivo: the always-on schedule of the door permissions.
     #[serde(default)]
     pub access_schedule_id: Option<i64>,
-    /// Calls per minute the vendor account allows (TTLock's default is 100).
+    /// Requests per minute the vendor account allows. Unset: the vendor's documented limit
+    /// (TTLock 100); 0: no limit (simulators, test accounts).
     #[serde(default)]
     pub rate_limit_per_min: Option<u32>,
 }

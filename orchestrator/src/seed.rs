@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use lockstep_actors::{AdapterInfo, PortRegistry, VendorDeps};
+use lockstep_actors::{AdapterInfo, PortRegistry, RateLimit, VendorDeps};
 use lockstep_config::{resolve_secret, RawAdapter, RawDevice, RawProperty, SecretSource};
 use lockstep_domain::{
     Clock, DeviceRef, KeyCredentialKind, KeyKindPolicy, KeyKindPolicyId, KeyKindPolicyInput,
@@ -189,9 +189,8 @@ async fn register_adapter(
     let (vendor, port) = build_port(a, clock.clone())?;
     let caps = port.capabilities();
     let mut deps = deps.clone();
-    if let Some(per_minute) = a.rate_limit_per_min {
-        deps.worker.per_minute = per_minute;
-    }
+    // Unset: what the vendor documents (TTLock 100/min); 0: none (simulators, test accounts).
+    deps.worker.rate = RateLimit::from_config(a.rate_limit_per_min);
     ports.insert(
         AdapterInfo {
             id: id.clone(),
@@ -284,7 +283,8 @@ pub fn demo(bind: std::net::SocketAddr) -> anyhow::Result<(RunningSimulator, Raw
             api_key: None,
             site_id: None,
             access_schedule_id: None,
-            rate_limit_per_min: None,
+            // the built-in simulator is a test account: no rate limit
+            rate_limit_per_min: Some(0),
         }],
         devices: DEMO_LOCKS
             .iter()
@@ -407,6 +407,10 @@ pub async fn demo_vendors(
     use lockstep_vendors::{brivo, kisi, salto, vostio};
     let any = || -> std::net::SocketAddr { std::net::SocketAddr::from(([127, 0, 0, 1], 0)) };
     let clock = deps.clock.clone();
+    // the built-in simulators are test accounts: no rate limit
+    let mut deps = deps.clone();
+    deps.worker.rate = RateLimit::Unlimited;
+    let deps = &deps;
     let mut simulators: Vec<Box<dyn std::any::Any>> = Vec::new();
     let mut properties: Vec<DemoProperty> = Vec::new();
 

@@ -198,6 +198,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         user_id: &str,
     ) -> StoreResult<Option<Timestamp>>;
 
+    /// GCRA over a vendor account's request rate, shared by every node (DESIGN §6): takes
+    /// the account's next slot, no earlier than `now_us` and `interval_us` after the slot
+    /// before it, and returns it (µs since the epoch): the request may be sent then.
+    async fn reserve_rate_slot(
+        &self,
+        tenant: TenantId,
+        account: &str,
+        now_us: i64,
+        interval_us: i64,
+    ) -> StoreResult<i64>;
+
+    /// The vendor answered 429 with Retry-After: no slot of the account before `until_us`.
+    async fn hold_rate_until(
+        &self,
+        tenant: TenantId,
+        account: &str,
+        until_us: i64,
+    ) -> StoreResult<()>;
+
     /// Every room with a live lock at the property (master-key scopes `rooms_all`).
     async fn property_rooms(
         &self,

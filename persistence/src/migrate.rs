@@ -33,6 +33,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "deactivated_users",
         sql: include_str!("../migrations/postgres/0004_deactivated_users.sql"),
     },
+    Migration {
+        version: 5,
+        name: "vendor_rate_limits",
+        sql: include_str!("../migrations/postgres/0005_vendor_rate_limits.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -56,5 +61,10 @@ pub const SQLITE: &[Migration] = &[
         version: 4,
         name: "deactivated_users",
         sql: include_str!("../migrations/sqlite/0004_deactivated_users.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "vendor_rate_limits",
+        sql: include_str!("../migrations/sqlite/0005_vendor_rate_limits.sql"),
     },
 ];

@@ -917,6 +917,54 @@ impl Store for PgStore {
         Ok(at)
     }
 
+    async fn reserve_rate_slot(
+        &self,
+        tenant: TenantId,
+        account: &str,
+        now_us: i64,
+        interval_us: i64,
+    ) -> StoreResult<i64> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        // One statement: the row lock orders concurrent reservations of every node.
+        let slot: i64 = sqlx::query_scalar(
+            "INSERT INTO vendor_rate_limits AS r (tenant_id, account_key, tat_us) \
+             VALUES ($1, $2, $3 + $4) \
+             ON CONFLICT (tenant_id, account_key) \
+             DO UPDATE SET tat_us = GREATEST(r.tat_us, $3) + $4 \
+             RETURNING tat_us - $4",
+        )
+        .bind(tenant.as_uuid())
+        .bind(account)
+        .bind(now_us)
+        .bind(interval_us)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(slot)
+    }
+
+    async fn hold_rate_until(
+        &self,
+        tenant: TenantId,
+        account: &str,
+        until_us: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        sqlx::query(
+            "INSERT INTO vendor_rate_limits AS r (tenant_id, account_key, tat_us) \
+             VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id, account_key) \
+             DO UPDATE SET tat_us = GREATEST(r.tat_us, $3)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(account)
+        .bind(until_us)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn property_rooms(
         &self,
         tenant: TenantId,

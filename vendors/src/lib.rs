@@ -22,6 +22,7 @@ use thiserror::Error;
 
 pub mod brivo;
 pub mod kisi;
+pub mod rate;
 pub mod salto;
 pub mod secrets;
 pub mod sim_server;
@@ -70,6 +71,14 @@ pub trait LockPort: Send + Sync + std::fmt::Debug {
     fn vendor(&self) -> VendorCode;
     /// What it can do.
     fn capabilities(&self) -> LockCapabilities;
+    /// The vendor account this adapter calls as, as a key naming no secret (a secret-valued
+    /// identity appears only as its fingerprint): adapters on one account share one rate
+    /// limit, whichever property or node they serve (DESIGN §6).
+    fn account(&self) -> String;
+    /// Where every request of this adapter takes the account's rate limit.
+    fn rate_gate(&self) -> &rate::RateGate;
+    /// The request rate per minute the vendor documents for an account, if it publishes one.
+    fn default_rate_per_minute(&self) -> Option<u32>;
     /// Creates the credential. Not idempotent at TTLock: callers reconcile first with `find`.
     async fn issue(&self, req: &IssueRequest) -> Result<VendorRef, VendorError>;
     /// Finds an object we created earlier by its label (and, for PINs, its digits).

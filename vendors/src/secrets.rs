@@ -10,6 +10,16 @@ use std::sync::{Arc, RwLock};
 use crate::ttlock::Secret;
 use crate::VendorError;
 
+/// The SHA-256 of a secret's bytes, in hex (spec `003` §3 `fingerprint`: change detection).
+/// It tells two secrets apart without revealing either.
+pub fn fingerprint(secret: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A secret's location.
 #[derive(Clone)]
 pub enum SecretRef {

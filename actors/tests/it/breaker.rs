@@ -51,7 +51,7 @@ async fn an_hour_long_outage_opens_the_breaker_and_the_backlog_drains_revocation
         // one call at a time, so the drain order is the worker's choice
         WorkerSettings {
             concurrency: 1,
-            ..WorkerSettings::default()
+            ..WorkerSettings::simulator()
         },
         clock.clone(),
         BreakerPolicy {

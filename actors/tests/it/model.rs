@@ -147,7 +147,7 @@ async fn random_interleavings_under_vendor_faults_leave_the_door_as_the_model_sa
         let rig = Rig::start_with(
             WorkerSettings {
                 timeout: Duration::from_millis(300),
-                ..WorkerSettings::default()
+                ..WorkerSettings::simulator()
             },
             Arc::new(SystemClock),
             BreakerPolicy {

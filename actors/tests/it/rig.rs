@@ -45,6 +45,15 @@ impl LockPort for FaultyPort {
     fn capabilities(&self) -> LockCapabilities {
         self.inner.capabilities()
     }
+    fn account(&self) -> String {
+        self.inner.account()
+    }
+    fn rate_gate(&self) -> &lockstep_vendors::rate::RateGate {
+        self.inner.rate_gate()
+    }
+    fn default_rate_per_minute(&self) -> Option<u32> {
+        self.inner.default_rate_per_minute()
+    }
     async fn issue(&self, req: &IssueRequest) -> Result<VendorRef, VendorError> {
         if take(&self.panic_issues) {
             panic!("injected vendor worker panic");

@@ -13,7 +13,7 @@ use crate::rig::Rig;
 #[actix_rt::test]
 async fn cancel_while_the_vendor_is_slow_to_issue_leaves_no_passcode_at_the_door(
 ) -> anyhow::Result<()> {
-    let rig = Rig::start(WorkerSettings::default()).await?;
+    let rig = Rig::start(WorkerSettings::simulator()).await?;
     rig.sim.handle().update_faults(|f| f.latency_ms = 700);
     rig.confirm("rsv_k1", 1).await?;
     // The issue is in flight once the intent (requested → pending) is committed.
@@ -56,7 +56,7 @@ async fn cancel_while_the_vendor_is_slow_to_issue_leaves_no_passcode_at_the_door
 /// A cancel before the vendor was ever called issues nothing at all.
 #[actix_rt::test]
 async fn cancel_before_the_first_vendor_call_issues_nothing() -> anyhow::Result<()> {
-    let rig = Rig::start(WorkerSettings::default()).await?;
+    let rig = Rig::start(WorkerSettings::simulator()).await?;
     rig.cancel("rsv_k2").await?;
     rig.confirm("rsv_k2", 2).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -73,7 +73,7 @@ async fn cancel_before_the_first_vendor_call_issues_nothing() -> anyhow::Result<
 /// its PIN, and a stale fraud flag does not suspend it again.
 #[actix_rt::test]
 async fn an_operator_unsuspend_returns_the_key_to_the_door() -> anyhow::Result<()> {
-    let rig = Rig::start(WorkerSettings::default()).await?;
+    let rig = Rig::start(WorkerSettings::simulator()).await?;
     rig.confirm("rsv_u1", 1).await?;
     rig.wait_settled("rsv_u1", "active").await?;
     let pin_before = rig.sim.handle().passcodes(1)[0].keyboard_pwd.clone();
@@ -117,7 +117,7 @@ async fn an_operator_unsuspend_returns_the_key_to_the_door() -> anyhow::Result<(
 #[actix_rt::test]
 async fn a_lost_key_is_replaced_with_lineage_and_the_saga_follows_the_new_key() -> anyhow::Result<()>
 {
-    let rig = Rig::start(WorkerSettings::default()).await?;
+    let rig = Rig::start(WorkerSettings::simulator()).await?;
     rig.confirm("rsv_l1", 2).await?;
     rig.wait_settled("rsv_l1", "active").await?;
     let old = rig.credentials("rsv_l1").await?[0].id().clone();
@@ -170,7 +170,7 @@ async fn a_lost_key_is_replaced_with_lineage_and_the_saga_follows_the_new_key() 
 /// to the next kind; the guest ends with an active PIN and the first credential failed.
 #[actix_rt::test]
 async fn a_refused_kind_falls_back_along_the_policy_chain() -> anyhow::Result<()> {
-    let rig = Rig::start(WorkerSettings::default()).await?;
+    let rig = Rig::start(WorkerSettings::simulator()).await?;
     rig.rt
         .store
         .upsert_policy(&lockstep_persistence::PolicyRecord {
@@ -223,7 +223,7 @@ async fn a_refused_kind_falls_back_along_the_policy_chain() -> anyhow::Result<()
 #[actix_rt::test]
 async fn idle_actors_passivate_and_rehydrate_on_the_next_event() -> anyhow::Result<()> {
     let rig = Rig::start_with(
-        WorkerSettings::default(),
+        WorkerSettings::simulator(),
         std::sync::Arc::new(lockstep_domain::SystemClock),
         lockstep_domain::breaker::BreakerPolicy::default(),
         lockstep_actors::SagaSettings {
@@ -262,7 +262,7 @@ async fn idle_actors_passivate_and_rehydrate_on_the_next_event() -> anyhow::Resu
 /// record and the door agree.
 #[actix_rt::test]
 async fn a_credential_is_revoked_as_expired_at_its_end() -> anyhow::Result<()> {
-    let rig = Rig::start(WorkerSettings::default()).await?;
+    let rig = Rig::start(WorkerSettings::simulator()).await?;
     let now = lockstep_domain::Clock::now(rig.rt.clock.as_ref());
     let (from, until) = (
         now - chrono::Duration::hours(1),
@@ -295,7 +295,7 @@ async fn a_credential_is_revoked_as_expired_at_its_end() -> anyhow::Result<()> {
 async fn drift_reconciliation_deletes_orphans_and_reissues_what_went_missing() -> anyhow::Result<()>
 {
     use lockstep_vendors::LockPort as _;
-    let rig = Rig::start(WorkerSettings::default()).await?;
+    let rig = Rig::start(WorkerSettings::simulator()).await?;
     rig.confirm_on("rsv_d1", 1, 20).await?;
     rig.confirm_on("rsv_d2", 2, 20).await?;
     rig.wait_settled("rsv_d1", "active").await?;

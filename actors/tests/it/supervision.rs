@@ -10,7 +10,7 @@ use crate::rig::Rig;
 
 #[actix_rt::test]
 async fn a_panicking_vendor_worker_is_restarted_and_its_call_retried() -> anyhow::Result<()> {
-    let rig = Rig::start(WorkerSettings::default()).await?;
+    let rig = Rig::start(WorkerSettings::simulator()).await?;
     rig.port.panic_issues.store(1, Ordering::SeqCst);
     rig.confirm("rsv_p1", 1).await?;
     rig.wait_settled("rsv_p1", "active").await?;
@@ -34,7 +34,7 @@ async fn a_panicking_vendor_worker_is_restarted_and_its_call_retried() -> anyhow
 async fn a_wedged_vendor_call_times_out_restarts_the_worker_and_is_retried() -> anyhow::Result<()> {
     let rig = Rig::start(WorkerSettings {
         timeout: Duration::from_millis(300),
-        ..WorkerSettings::default()
+        ..WorkerSettings::simulator()
     })
     .await?;
     rig.port.hang_issues.store(1, Ordering::SeqCst);
@@ -58,7 +58,7 @@ async fn a_worker_serves_revocations_before_issuances() -> anyhow::Result<()> {
     // One call at a time and a slow vendor, so calls queue up in the worker.
     let rig = Rig::start(WorkerSettings {
         concurrency: 1,
-        ..WorkerSettings::default()
+        ..WorkerSettings::simulator()
     })
     .await?;
     rig.confirm("rsv_r1", 1).await?;

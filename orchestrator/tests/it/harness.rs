@@ -488,6 +488,7 @@ client_id = "{client_id}"
 client_secret = {{ value = "{secret}" }}
 username = "{username}"
 password = {{ value = "{password}" }}
+rate_limit_per_min = 0
 "#,
             url = cfg.api_base_url,
             client_id = cfg.client_id,

@@ -1447,3 +1447,62 @@ pub async fn user_deactivation_is_recorded_once_per_tenant(b: &Backend) -> anyho
     );
     Ok(())
 }
+
+/// DESIGN §6: the GCRA row of a vendor account. Slots are `interval` apart and never in the
+/// past; a 429's hold pushes the next slot past it; accounts and tenants are independent.
+pub async fn rate_slots_are_spaced_held_and_kept_per_tenant_account(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let (a, other) = (TenantId::generate(), TenantId::generate());
+    let now = 1_800_000_000_000_000_i64;
+    let every = 600_000; // 100 a minute
+                         // three requests at once: the first goes now, the others one interval apart
+    let mut slots = Vec::new();
+    for _ in 0..3 {
+        slots.push(
+            store
+                .reserve_rate_slot(a, "ttlock|x|app", now, every)
+                .await?,
+        );
+    }
+    assert_eq!(slots, vec![now, now + every, now + 2 * every]);
+    // an idle account does not bank slots: after a long pause the next one is "now"
+    let later = now + 3_600_000_000;
+    assert_eq!(
+        store
+            .reserve_rate_slot(a, "ttlock|x|app", later, every)
+            .await?,
+        later
+    );
+    // Retry-After: nothing before the hold, then spacing again from it
+    store
+        .hold_rate_until(a, "ttlock|x|app", later + 30_000_000)
+        .await?;
+    assert_eq!(
+        store
+            .reserve_rate_slot(a, "ttlock|x|app", later + 1, every)
+            .await?,
+        later + 30_000_000
+    );
+    // a hold never pulls the account back
+    store.hold_rate_until(a, "ttlock|x|app", later).await?;
+    assert_eq!(
+        store
+            .reserve_rate_slot(a, "ttlock|x|app", later + 2, every)
+            .await?,
+        later + 30_000_000 + every
+    );
+    // another account, and the same account name of another tenant, start fresh
+    assert_eq!(
+        store.reserve_rate_slot(a, "kisi|y|key", now, every).await?,
+        now
+    );
+    assert_eq!(
+        store
+            .reserve_rate_slot(other, "ttlock|x|app", now, every)
+            .await?,
+        now
+    );
+    Ok(())
+}

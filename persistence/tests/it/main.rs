@@ -37,6 +37,7 @@ macro_rules! store_contract_tests {
             credentials_of_property_filters_states_and_routes_to_subjects,
             door_backlog_counts_unconfirmed_removals_and_issues,
             user_deactivation_is_recorded_once_per_tenant,
+            rate_slots_are_spaced_held_and_kept_per_tenant_account,
         );
     };
     (@cases $backend:ident; $($case:ident),+ $(,)?) => {

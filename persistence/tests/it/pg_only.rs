@@ -27,6 +27,7 @@ const TENANT_TABLES: &[&str] = &[
     "master_keys",
     "outbox",
     "vendor_adapters",
+    "vendor_rate_limits",
 ];
 
 async fn pool(url: &str, max: u32) -> anyhow::Result<PgPool> {

@@ -565,6 +565,9 @@ pub async fn seed_everything(store: &dyn Store, tenant: TenantId) -> anyhow::Res
     store
         .record_user_deactivated(tenant, "staff-gone", t0())
         .await?;
+    store
+        .reserve_rate_slot(tenant, "ttlock|seed|app", 0, 600_000)
+        .await?;
     Ok(Seeded {
         credential,
         reservation,

@@ -62,7 +62,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorCode, VendorRef};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -169,6 +169,8 @@ pub struct BrivoAdapter {
     token_url: Url,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
+    /// The account's request rate, installed by the runtime (DESIGN §6).
+    gate: crate::rate::RateGate,
     token: Mutex<Option<CachedToken>>,
     /// Access point id → id of our group holding its permission.
     groups: Mutex<HashMap<i64, i64>>,
@@ -224,6 +226,7 @@ impl BrivoAdapter {
             token_url,
             http,
             clock,
+            gate: crate::rate::RateGate::default(),
             token: Mutex::new(None),
             groups: Mutex::new(HashMap::new()),
         })
@@ -272,7 +275,11 @@ impl BrivoAdapter {
                 username: &creds.username,
                 password: creds.password.expose(),
             });
-        let resp = rb.send().await.map_err(|e| transport("token", &e))?;
+        let resp = self
+            .gate
+            .send(self.clock.as_ref(), rb)
+            .await
+            .map_err(|e| transport("token", &e))?;
         let status = resp.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(self.rate_limited("token", &resp));
@@ -307,11 +314,7 @@ impl BrivoAdapter {
     }
 
     fn rate_limited(&self, op: &'static str, resp: &reqwest::Response) -> VendorError {
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, self.clock.now()));
+        let retry_after = crate::rate::retry_after(resp.headers(), self.clock.now());
         warn!(
             vendor = VENDOR,
             op,
@@ -375,7 +378,11 @@ impl BrivoAdapter {
         op: &'static str,
         rb: RequestBuilder,
     ) -> Result<Option<T>, CallError> {
-        let resp = rb.send().await.map_err(|e| transport_call(op, &e))?;
+        let resp = self
+            .gate
+            .send(self.clock.as_ref(), rb)
+            .await
+            .map_err(|e| transport_call(op, &e))?;
         let status = resp.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(self.rate_limited(op, &resp).into());
@@ -620,20 +627,26 @@ fn transport_call(op: &'static str, e: &reqwest::Error) -> CallError {
     CallError::Vendor(transport(op, e))
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
-fn parse_retry_after(v: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
 #[async_trait::async_trait]
 impl LockPort for BrivoAdapter {
     fn vendor(&self) -> VendorCode {
         VendorCode::Brivo
+    }
+
+    fn account(&self) -> String {
+        format!(
+            "brivo|{}|{}",
+            self.config.api_base_url, self.config.credentials.client_id
+        )
+    }
+
+    fn rate_gate(&self) -> &crate::rate::RateGate {
+        &self.gate
+    }
+
+    fn default_rate_per_minute(&self) -> Option<u32> {
+        // Brivo documents no rate limit
+        None
     }
 
     fn capabilities(&self) -> LockCapabilities {
@@ -792,19 +805,6 @@ impl LockPort for BrivoAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
-            .map(|d| d.with_timezone(&Utc))
-            .unwrap();
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-    }
 
     #[test]
     fn secrets_do_not_show_in_debug() {

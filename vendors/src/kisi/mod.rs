@@ -62,9 +62,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorCode, VendorRef};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
@@ -199,6 +198,8 @@ pub struct KisiAdapter {
     email_suffix: String,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
+    /// The account's request rate, installed by the runtime (DESIGN §6).
+    gate: crate::rate::RateGate,
     /// Devices whose group was seen to grant their lock.
     checked_devices: Mutex<HashSet<KisiDevice>>,
 }
@@ -249,6 +250,7 @@ impl KisiAdapter {
             email_suffix,
             http,
             clock,
+            gate: crate::rate::RateGate::default(),
             checked_devices: Mutex::new(HashSet::new()),
         })
     }
@@ -265,8 +267,8 @@ impl KisiAdapter {
     /// Sends one request; any non-2xx status becomes a [`VendorError`].
     async fn exchange(&self, op: &'static str, rb: RequestBuilder) -> Result<Reply, VendorError> {
         let resp = self
-            .authed(rb)
-            .send()
+            .gate
+            .send(self.clock.as_ref(), self.authed(rb))
             .await
             .map_err(|e| transport(op, &e))?;
         let status = resp.status();
@@ -276,10 +278,7 @@ impl KisiAdapter {
             .and_then(|v| v.to_str().ok())
             .and_then(wire::collection_total);
         let retry_after = if status == StatusCode::TOO_MANY_REQUESTS {
-            resp.headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, self.clock.now()))
+            crate::rate::retry_after(resp.headers(), self.clock.now())
         } else {
             None
         };
@@ -508,20 +507,27 @@ fn transport(op: &'static str, e: &reqwest::Error) -> VendorError {
     }
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
-fn parse_retry_after(v: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
 #[async_trait::async_trait]
 impl LockPort for KisiAdapter {
     fn vendor(&self) -> VendorCode {
         VendorCode::Kisi
+    }
+
+    fn account(&self) -> String {
+        format!(
+            "kisi|{}|key:{}",
+            self.config.api_base_url,
+            crate::secrets::fingerprint(self.config.api_key.expose())
+        )
+    }
+
+    fn rate_gate(&self) -> &crate::rate::RateGate {
+        &self.gate
+    }
+
+    fn default_rate_per_minute(&self) -> Option<u32> {
+        // Kisi: 5 requests a second per user (the API key's)
+        Some(300)
     }
 
     fn capabilities(&self) -> LockCapabilities {
@@ -701,19 +707,6 @@ mod tests {
         );
         assert_eq!(user_email("", "g.example"), "lockstep@g.example");
         assert!(user_email(&"x".repeat(200), "d").len() <= 64 + 2);
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
-            .map(|d| d.with_timezone(&Utc))
-            .unwrap();
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

@@ -73,7 +73,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorCode, VendorRef};
-use reqwest::header::RETRY_AFTER;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -201,6 +200,8 @@ pub struct SaltoAdapter {
     site: String,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
+    /// The account's request rate, installed by the runtime (DESIGN §6).
+    gate: crate::rate::RateGate,
     token: Mutex<Option<CachedToken>>,
 }
 
@@ -253,6 +254,7 @@ impl SaltoAdapter {
             site,
             http,
             clock,
+            gate: crate::rate::RateGate::default(),
             token: Mutex::new(None),
         })
     }
@@ -295,15 +297,17 @@ impl SaltoAdapter {
             password: self.config.password.expose(),
             scope: &self.config.scope,
         };
-        let resp = self
+        let rb = self
             .http
             .post(format!("{}/connect/token", self.identity))
             .basic_auth(
                 &self.config.client_id,
                 Some(self.config.client_secret.expose()),
             )
-            .form(&form)
-            .send()
+            .form(&form);
+        let resp = self
+            .gate
+            .send(self.clock.as_ref(), rb)
             .await
             .map_err(|e| transport(op, &e))?;
         let status = resp.status();
@@ -348,10 +352,7 @@ impl SaltoAdapter {
         headers: &reqwest::header::HeaderMap,
     ) -> Option<VendorError> {
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, self.clock.now()));
+            let retry_after = crate::rate::retry_after(headers, self.clock.now());
             warn!(
                 vendor = VENDOR,
                 op,
@@ -421,7 +422,11 @@ impl SaltoAdapter {
         rb: RequestBuilder,
         pin_route: bool,
     ) -> Result<Body, CallError> {
-        let resp = rb.send().await.map_err(|e| transport(op, &e))?;
+        let resp = self
+            .gate
+            .send(self.clock.as_ref(), rb)
+            .await
+            .map_err(|e| transport(op, &e))?;
         let status = resp.status();
         if let Some(e) = self.unwell(op, status, resp.headers()) {
             return Err(e.into());
@@ -715,16 +720,6 @@ fn transport(op: &'static str, e: &reqwest::Error) -> VendorError {
     }
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
-fn parse_retry_after(v: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
 fn unsupported(detail: &str) -> VendorError {
     VendorError::Refused {
         code: "unsupported_kind".into(),
@@ -736,6 +731,22 @@ fn unsupported(detail: &str) -> VendorError {
 impl LockPort for SaltoAdapter {
     fn vendor(&self) -> VendorCode {
         VendorCode::Salto
+    }
+
+    fn account(&self) -> String {
+        format!(
+            "salto|{}|{}",
+            self.config.api_base_url, self.config.client_id
+        )
+    }
+
+    fn rate_gate(&self) -> &crate::rate::RateGate {
+        &self.gate
+    }
+
+    fn default_rate_per_minute(&self) -> Option<u32> {
+        // Salto documents no rate limit
+        None
     }
 
     fn capabilities(&self) -> LockCapabilities {
@@ -990,19 +1001,6 @@ impl LockPort for SaltoAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
-            .map(|d| d.with_timezone(&Utc))
-            .unwrap();
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-    }
 
     #[test]
     fn only_uuid_like_ids_become_path_segments() {

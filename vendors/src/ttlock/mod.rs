@@ -47,7 +47,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorCode, VendorRef};
 use md5::{Digest, Md5};
-use reqwest::header::RETRY_AFTER;
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
@@ -166,6 +165,8 @@ pub struct TtlockAdapter {
     password_md5: Secret,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
+    /// The account's request rate, installed by the runtime (DESIGN §6).
+    gate: crate::rate::RateGate,
     token: Mutex<Option<CachedToken>>,
 }
 
@@ -200,6 +201,7 @@ impl TtlockAdapter {
             password_md5,
             http,
             clock,
+            gate: crate::rate::RateGate::default(),
             token: Mutex::new(None),
         })
     }
@@ -317,14 +319,14 @@ impl TtlockAdapter {
         op: &'static str,
         rb: RequestBuilder,
     ) -> Result<T, CallError> {
-        let resp = rb.send().await.map_err(|e| transport(op, &e))?;
+        let resp = self
+            .gate
+            .send(self.clock.as_ref(), rb)
+            .await
+            .map_err(|e| transport(op, &e))?;
         let status = resp.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, self.clock.now()));
+            let retry_after = crate::rate::retry_after(resp.headers(), self.clock.now());
             warn!(
                 vendor = VENDOR,
                 op,
@@ -473,16 +475,6 @@ fn transport(op: &'static str, e: &reqwest::Error) -> CallError {
     })
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
-fn parse_retry_after(v: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
 /// Same minute: TTLock keeps validity "accurate to the minute".
 fn same_minute(a_ms: Option<i64>, b: DateTime<Utc>) -> bool {
     a_ms.is_some_and(|a| a.div_euclid(60_000) == wire::to_ms(b).div_euclid(60_000))
@@ -492,6 +484,22 @@ fn same_minute(a_ms: Option<i64>, b: DateTime<Utc>) -> bool {
 impl LockPort for TtlockAdapter {
     fn vendor(&self) -> VendorCode {
         VendorCode::Ttlock
+    }
+
+    fn account(&self) -> String {
+        format!(
+            "ttlock|{}|{}",
+            self.config.api_base_url, self.config.client_id
+        )
+    }
+
+    fn rate_gate(&self) -> &crate::rate::RateGate {
+        &self.gate
+    }
+
+    fn default_rate_per_minute(&self) -> Option<u32> {
+        // TTLock Open API: 100 calls a minute per app
+        Some(100)
     }
 
     fn capabilities(&self) -> LockCapabilities {
@@ -661,19 +669,6 @@ mod tests {
     fn md5_matches_the_documented_example() {
         // The token docs: "123456" → e10adc3949ba59abbe56e057f20f883e.
         assert_eq!(md5_hex("123456"), "e10adc3949ba59abbe56e057f20f883e");
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
-            .map(|d| d.with_timezone(&Utc))
-            .unwrap();
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]

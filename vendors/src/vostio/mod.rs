@@ -40,8 +40,9 @@
 //!
 //! Inferred beyond the reconstruction:
 //! - HTTP 429 carries `Retry-After` (seconds or an HTTP date); 5xx is the vendor unwell.
-//! - The configured `rateLimitPerSec` (default 30) is enforced by the caller's shared
-//!   limiter (DESIGN §6: one GCRA row per vendor account), not by this adapter.
+//! - The configured `rateLimitPerSec` (default 30) is the account's default request rate:
+//!   every request passes the adapter's `RateGate`, whose limiter the runtime shares per
+//!   account (DESIGN §6: one GCRA row per vendor account).
 //! - Timestamps are sent as RFC 3339 UTC; Vostio is assumed to keep them to the second.
 
 pub mod errors;
@@ -54,7 +55,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, DeviceRef, VendorCode, VendorRef};
-use reqwest::header::RETRY_AFTER;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
@@ -111,7 +111,7 @@ pub struct VostioConfig {
     pub client_secret: Secret,
     /// `environmentRef`: the tenant's Vostio environment id.
     pub environment_ref: String,
-    /// `rateLimitPerSec`: for the caller's shared limiter; the adapter does not throttle.
+    /// `rateLimitPerSec`: the account's default request rate (see [`crate::rate`]).
     pub rate_limit_per_sec: u32,
     /// Timeout of each HTTP call.
     pub call_timeout: Duration,
@@ -155,6 +155,8 @@ pub struct VostioAdapter {
     environment_url: String,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
+    /// The account's request rate, installed by the runtime (DESIGN §6).
+    gate: crate::rate::RateGate,
     token: Mutex<Option<CachedToken>>,
 }
 
@@ -197,6 +199,7 @@ impl VostioAdapter {
             config,
             http,
             clock,
+            gate: crate::rate::RateGate::default(),
             token: Mutex::new(None),
         })
     }
@@ -229,7 +232,7 @@ impl VostioAdapter {
 
     async fn fetch_token(&self) -> Result<CachedToken, VendorError> {
         let op = "token";
-        let resp = self
+        let rb = self
             .http
             .post(&self.config.oauth_token_url)
             .basic_auth(
@@ -239,8 +242,10 @@ impl VostioAdapter {
             .form(&wire::TokenRequest {
                 grant_type: wire::GRANT_CLIENT_CREDENTIALS.to_owned(),
                 scope: None,
-            })
-            .send()
+            });
+        let resp = self
+            .gate
+            .send(self.clock.as_ref(), rb)
             .await
             .map_err(|e| transport(op, &e))?;
         let status = resp.status();
@@ -283,10 +288,7 @@ impl VostioAdapter {
     }
 
     fn retry_after(&self, resp: &Response) -> Option<Duration> {
-        resp.headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, self.clock.now()))
+        crate::rate::retry_after(resp.headers(), self.clock.now())
     }
 
     /// One authenticated call; on a stale token, fetches a new one and retries once.
@@ -326,8 +328,9 @@ impl VostioAdapter {
         op: &'static str,
         rb: RequestBuilder,
     ) -> Result<Option<T>, CallError> {
-        let resp = rb
-            .send()
+        let resp = self
+            .gate
+            .send(self.clock.as_ref(), rb)
             .await
             .map_err(|e| CallError::from(transport(op, &e)))?;
         let status = resp.status();
@@ -456,16 +459,6 @@ fn transport(op: &'static str, e: &reqwest::Error) -> VendorError {
     }
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
-fn parse_retry_after(v: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
-    Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
 #[async_trait::async_trait]
 impl LockPort for VostioAdapter {
     fn vendor(&self) -> VendorCode {
@@ -475,6 +468,22 @@ impl LockPort for VostioAdapter {
     /// Spec `003` §6.1: Vostio scopes masters to floors and areas natively; it holds mobile
     /// keys and encoded cards, issued and revoked from the cloud; no PINs, QR or NFC tags,
     /// and no offline issuance.
+    fn account(&self) -> String {
+        format!(
+            "vostio|{}|{}",
+            self.config.cloud_base_url, self.config.environment_ref
+        )
+    }
+
+    fn rate_gate(&self) -> &crate::rate::RateGate {
+        &self.gate
+    }
+
+    fn default_rate_per_minute(&self) -> Option<u32> {
+        // `rateLimitPerSec` (30 by default)
+        Some(self.config.rate_limit_per_sec.saturating_mul(60))
+    }
+
     fn capabilities(&self) -> LockCapabilities {
         LockCapabilities {
             mobile_key: true,
@@ -593,19 +602,6 @@ impl LockPort for VostioAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let now = DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
-            .map(|d| d.with_timezone(&Utc))
-            .expect("valid date");
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-    }
 
     #[test]
     fn secrets_do_not_show_in_debug() {
