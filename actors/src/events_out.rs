@@ -79,3 +79,127 @@ pub fn master_row(e: &DomainEvent, created_at: Timestamp) -> Option<OutboxRow> {
     row.topic = subject.to_owned();
     Some(row)
 }
+
+/// The subjects of the device registry's events (spec `002`).
+pub mod device {
+    /// A new lock paired to a property.
+    pub const REGISTERED: &str = "melmastoon.lock.device.registered.v1";
+    /// Health degradation crossed a threshold (clock skew).
+    pub const HEALTH_ALERT: &str = "melmastoon.lock.device.health_alert.v1";
+    /// Battery below its threshold (D-4).
+    pub const BATTERY_LOW: &str = "melmastoon.lock.device.battery_low.v1";
+    /// Device marked offline.
+    pub const OFFLINE: &str = "melmastoon.lock.device.offline.v1";
+    /// Device recovered.
+    pub const ONLINE: &str = "melmastoon.lock.device.online.v1";
+}
+
+/// Who a device event is about. The vendor's device reference is not part of it: it
+/// identifies a lock at the vendor and stays in the encrypted column.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceSubject<'a> {
+    /// Tenant.
+    pub tenant_id: lockstep_domain::TenantId,
+    /// Property.
+    pub property_id: &'a lockstep_domain::PropertyId,
+    /// Device.
+    pub device_id: &'a lockstep_domain::LockDeviceId,
+    /// Vendor.
+    pub vendor: lockstep_domain::VendorCode,
+}
+
+/// The outbox row of a device event: `fields` are merged into the common payload.
+pub fn device_row(
+    subject: &str,
+    d: DeviceSubject<'_>,
+    fields: serde_json::Value,
+    at: Timestamp,
+) -> OutboxRow {
+    let id = ulid::Ulid::new().to_string();
+    let mut data = json!({
+        "deviceId": d.device_id.as_str(),
+        "tenantId": d.tenant_id.to_string(),
+        "propertyId": d.property_id.as_str(),
+        "vendor": d.vendor.as_str(),
+        "occurredAt": at.to_rfc3339(),
+    });
+    if let (Some(obj), serde_json::Value::Object(extra)) = (data.as_object_mut(), fields) {
+        obj.extend(extra);
+    }
+    let envelope = json!({
+        "id": id, "subject": subject, "time": at.to_rfc3339(),
+        "tenantId": d.tenant_id.to_string(), "propertyId": d.property_id.as_str(),
+        "traceId": null, "data": data,
+    });
+    OutboxRow {
+        id,
+        tenant_id: d.tenant_id,
+        aggregate_id: d.device_id.as_str().to_owned(),
+        topic: subject.into(),
+        payload: data,
+        envelope,
+        created_at: at,
+        publish_attempts: 0,
+    }
+}
+
+/// The events a device's health signals raise, each with a bounded metric label. A clock
+/// skew at the warning level (over 5 minutes) is a log line and a metric, not an event; at
+/// the alert level (over 10 minutes) it is a `health_alert`.
+pub fn device_signal_rows(
+    d: DeviceSubject<'_>,
+    signals: &[lockstep_domain::DeviceSignal],
+    health: &lockstep_domain::DeviceHealth,
+    at: Timestamp,
+) -> Vec<OutboxRow> {
+    use lockstep_domain::{DeviceSignal, SkewLevel};
+    signals
+        .iter()
+        .filter_map(|s| match s {
+            DeviceSignal::Offline => Some(device_row(
+                device::OFFLINE,
+                d,
+                json!({ "online": false }),
+                at,
+            )),
+            DeviceSignal::Online => {
+                Some(device_row(device::ONLINE, d, json!({ "online": true }), at))
+            }
+            DeviceSignal::BatteryLow { percent, threshold } => Some(device_row(
+                device::BATTERY_LOW,
+                d,
+                json!({ "batteryPercent": percent, "lowThresholdPercent": threshold }),
+                at,
+            )),
+            DeviceSignal::ClockSkew {
+                level: SkewLevel::Alert,
+                skew_ms,
+            } => Some(device_row(
+                device::HEALTH_ALERT,
+                d,
+                json!({
+                    "check": "clock_skew",
+                    "clockSkewMs": skew_ms,
+                    "online": health.online,
+                }),
+                at,
+            )),
+            DeviceSignal::ClockSkew { .. } => None,
+        })
+        .collect()
+}
+
+/// A bounded metric label for a signal.
+pub fn device_signal_label(s: &lockstep_domain::DeviceSignal) -> &'static str {
+    use lockstep_domain::{DeviceSignal, SkewLevel};
+    match s {
+        DeviceSignal::Offline => "offline",
+        DeviceSignal::Online => "online",
+        DeviceSignal::BatteryLow { .. } => "battery_low",
+        DeviceSignal::ClockSkew {
+            level: SkewLevel::Alert,
+            ..
+        } => "clock_skew_alert",
+        DeviceSignal::ClockSkew { .. } => "clock_skew_warn",
+    }
+}

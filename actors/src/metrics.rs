@@ -54,6 +54,11 @@ pub struct Metrics {
     pub drift_missing_reissued: IntCounterVec,
     /// Drift reconciliation runs.
     pub drift_runs: IntCounterVec,
+    /// Device health probes, by vendor and outcome (`ok`, `vendor_error`).
+    pub device_probes: IntCounterVec,
+    /// Device health signals raised (offline, online, battery_low, clock_skew_warn,
+    /// clock_skew_alert), by vendor.
+    pub device_signals: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -129,6 +134,18 @@ impl Metrics {
                 "lockstep_drift_runs_total",
                 "Drift reconciliation runs",
                 &["outcome"],
+            ),
+            device_probes: counter(
+                &r,
+                "lockstep_device_probes_total",
+                "Device health probes",
+                &["vendor", "outcome"],
+            ),
+            device_signals: counter(
+                &r,
+                "lockstep_device_signals_total",
+                "Device health signals raised (offline, online, battery_low, clock skew)",
+                &["vendor", "signal"],
             ),
             door_pending_removals: gauge(
                 &r,

@@ -21,7 +21,7 @@ use lockstep_domain::{
 };
 use lockstep_persistence::Store;
 use lockstep_vendors::rate::{self, AccountLimiter, LocalLimiter};
-use lockstep_vendors::{IssueRequest, LockPort, VendorEntry, VendorError};
+use lockstep_vendors::{DeviceProbe, IssueRequest, LockPort, VendorEntry, VendorError};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
@@ -41,8 +41,10 @@ pub enum VendorOp {
     Revoke(DeviceRef, VendorRef),
     /// List a device.
     List(DeviceRef),
-    /// Probe.
+    /// Probe the vendor.
     Health,
+    /// Read one device's health.
+    Probe(DeviceRef),
 }
 
 impl VendorOp {
@@ -55,6 +57,7 @@ impl VendorOp {
             Self::Revoke(..) => "revoke",
             Self::List(_) => "list",
             Self::Health => "health",
+            Self::Probe(_) => "probe",
         }
     }
 
@@ -75,6 +78,8 @@ pub enum VendorReply {
     Done,
     /// Listed.
     Entries(Vec<VendorEntry>),
+    /// A device's health.
+    Probed(DeviceProbe),
 }
 
 /// A call through the worker.
@@ -250,6 +255,7 @@ async fn run_call(
             VendorOp::Revoke(d, v) => port.revoke(&d, &v).await.map(|()| VendorReply::Done),
             VendorOp::List(d) => port.list(&d).await.map(VendorReply::Entries),
             VendorOp::Health => port.health().await.map(|()| VendorReply::Done),
+            VendorOp::Probe(d) => port.probe(&d).await.map(VendorReply::Probed),
         }
     };
     let call = rate::metered(waited.clone(), AssertUnwindSafe(call).catch_unwind());

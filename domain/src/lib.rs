@@ -1,8 +1,8 @@
 //! Lockstep's pure domain: ids, the `KeyCredential` aggregate and its state machine,
 //! invariants of spec `003`, domain events, domain errors with their canonical codes, the
 //! `Clock` port, the saga decisions (saga state + event → commands) for reservations and
-//! shifts, the `KeyKindPolicy`, master-key scopes, adapter capabilities, and the circuit
-//! breaker's state machine.
+//! shifts, the `KeyKindPolicy`, master-key scopes, adapter capabilities, device health
+//! signals, and the circuit breaker's state machine.
 //!
 //! Architecture Invariant: this crate does no I/O, has no async, names no vendor wire
 //! format, and depends on no framework (no serde, sqlx, actix, reqwest). Every other crate
@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod capabilities;
 pub mod clock;
 pub mod credential;
+pub mod device;
 pub mod errors;
 pub mod events;
 pub mod ids;
@@ -34,6 +35,7 @@ pub use credential::{
     KeyCredentialState, RevokeReason, ScopedRoom, SuspendReason, Transition, UpdateInput,
     VendorCode,
 };
+pub use device::{assess, BatteryThreshold, DeviceHealth, DeviceSignal, SkewLevel};
 pub use errors::DomainError;
 pub use events::{DomainEvent, DomainEventKind};
 pub use ids::*;

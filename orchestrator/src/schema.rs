@@ -100,6 +100,26 @@ pub const PRODUCED: &[(&str, &str)] = &[
         include_str!("../../docs/events/melmastoon.lock.master_key.expired.v1.schema.json"),
     ),
     (
+        "melmastoon.lock.device.registered.v1",
+        include_str!("../../docs/events/melmastoon.lock.device.registered.v1.schema.json"),
+    ),
+    (
+        "melmastoon.lock.device.health_alert.v1",
+        include_str!("../../docs/events/melmastoon.lock.device.health_alert.v1.schema.json"),
+    ),
+    (
+        "melmastoon.lock.device.battery_low.v1",
+        include_str!("../../docs/events/melmastoon.lock.device.battery_low.v1.schema.json"),
+    ),
+    (
+        "melmastoon.lock.device.offline.v1",
+        include_str!("../../docs/events/melmastoon.lock.device.offline.v1.schema.json"),
+    ),
+    (
+        "melmastoon.lock.device.online.v1",
+        include_str!("../../docs/events/melmastoon.lock.device.online.v1.schema.json"),
+    ),
+    (
         "melmastoon.lock.vendor_adapter.health_changed.v1",
         include_str!(
             "../../docs/events/melmastoon.lock.vendor_adapter.health_changed.v1.schema.json"

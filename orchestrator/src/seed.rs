@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use lockstep_actors::{AdapterInfo, PortRegistry, RateLimit, VendorDeps};
+use lockstep_actors::{events_out, AdapterInfo, PortRegistry, RateLimit, VendorDeps};
 use lockstep_config::{resolve_secret, RawAdapter, RawDevice, RawProperty, SecretSource};
 use lockstep_domain::{
     Clock, DeviceRef, KeyCredentialKind, KeyKindPolicy, KeyKindPolicyId, KeyKindPolicyInput,
@@ -241,9 +241,26 @@ async fn register_device_of(
         .map(|r| RoomId::parse(r))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("devices.rooms: {e:?}"))?;
+    let id = LockDeviceId::parse(&d.id).map_err(|e| anyhow::anyhow!("devices.id: {e:?}"))?;
+    let now = lockstep_domain::SystemClock.now();
+    // spec 002: `lock.device.registered.v1` when the device is new, in the same commit
+    let registered = events_out::device_row(
+        events_out::device::REGISTERED,
+        events_out::DeviceSubject {
+            tenant_id: tenant,
+            property_id: property,
+            device_id: &id,
+            vendor,
+        },
+        json!({
+            "label": d.label,
+            "roomIds": rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        }),
+        now,
+    );
     store
         .upsert_device(&DeviceRecord {
-            id: LockDeviceId::parse(&d.id).map_err(|e| anyhow::anyhow!("devices.id: {e:?}"))?,
+            id,
             tenant_id: tenant,
             property_id: property.clone(),
             vendor,
@@ -253,7 +270,8 @@ async fn register_device_of(
             label: d.label.clone(),
             capabilities: json!({ "pin": true }),
             rooms,
-            now: lockstep_domain::SystemClock.now(),
+            now,
+            on_register: vec![registered],
         })
         .await
         .context("registering a device")?;

@@ -18,6 +18,9 @@ use crate::StoreError;
 pub struct Cipher {
     current: String,
     keys: HashMap<String, Aes256Gcm>,
+    /// HMAC key of the blind indexes, derived from the ring's key: a lookup value must not
+    /// change when data keys rotate, so it is derived once, not per version.
+    index_key: [u8; 32],
 }
 
 impl fmt::Debug for Cipher {
@@ -37,6 +40,7 @@ impl Cipher {
         Self {
             current: version.to_owned(),
             keys,
+            index_key: hmac_sha256(key, b"lockstep blind index v1"),
         }
     }
 
@@ -83,6 +87,20 @@ impl Cipher {
         Ok((out, self.current.clone()))
     }
 
+    /// The HMAC-SHA256 blind index of `value` in `domain` (hex): equal values give equal
+    /// indexes, so an encrypted column can be unique or looked up, and the index reveals
+    /// nothing without the key (spec `004` §5).
+    pub fn blind_index(&self, domain: &str, value: &[u8]) -> String {
+        let mut msg = Vec::with_capacity(domain.len() + 1 + value.len());
+        msg.extend_from_slice(domain.as_bytes());
+        msg.push(0);
+        msg.extend_from_slice(value);
+        hmac_sha256(&self.index_key, &msg)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Decrypts what [`Cipher::encrypt`] produced for the same `context`.
     pub fn decrypt(
         &self,
@@ -121,6 +139,14 @@ impl Cipher {
     }
 }
 
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+        .expect("HMAC takes a key of any length");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
+
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
@@ -134,6 +160,19 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blind_index_is_stable_keyed_and_domain_separated() {
+        let a = Cipher::new("v1", &[1u8; 32]);
+        let b = Cipher::new("v1", &[2u8; 32]);
+        let i = a.blind_index("device_ref", b"1001");
+        assert_eq!(i, a.blind_index("device_ref", b"1001"), "stable");
+        assert_eq!(i.len(), 64);
+        assert!(!i.contains("1001"));
+        assert_ne!(i, b.blind_index("device_ref", b"1001"), "keyed");
+        assert_ne!(i, a.blind_index("vendor_ref", b"1001"), "domain separated");
+        assert_ne!(i, a.blind_index("device_ref", b"1002"));
+    }
 
     #[test]
     fn round_trips_and_binds_to_context() {

@@ -227,8 +227,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Creates or updates a vendor adapter row.
     async fn upsert_adapter(&self, adapter: &AdapterRecord) -> StoreResult<()>;
 
-    /// Creates or updates a device and its room links.
-    async fn upsert_device(&self, device: &DeviceRecord) -> StoreResult<()>;
+    /// Creates or updates a device and its room links; `Ok(true)` when it registered a new
+    /// device (its `on_register` outbox rows are then written in the same transaction).
+    /// D-1: a second device with the same vendor ref in the tenant's property and vendor is
+    /// `Err(Constraint)` (unique on the ref's blind index).
+    async fn upsert_device(&self, device: &DeviceRecord) -> StoreResult<bool>;
+
+    /// The registry's view of a device's health, `None` for an unknown device.
+    async fn device_health(
+        &self,
+        tenant: TenantId,
+        device: &LockDeviceId,
+    ) -> StoreResult<Option<StoredDeviceHealth>>;
 
     /// A vendor is healthy again: brings its parked drives forward so the backlog drains
     /// now, removals due first (DESIGN §7); worker path. Returns how many were resumed.

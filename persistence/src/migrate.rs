@@ -38,6 +38,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "vendor_rate_limits",
         sql: include_str!("../migrations/postgres/0005_vendor_rate_limits.sql"),
     },
+    Migration {
+        version: 6,
+        name: "device_registry",
+        sql: include_str!("../migrations/postgres/0006_device_registry.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -66,5 +71,10 @@ pub const SQLITE: &[Migration] = &[
         version: 5,
         name: "vendor_rate_limits",
         sql: include_str!("../migrations/sqlite/0005_vendor_rate_limits.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "device_registry",
+        sql: include_str!("../migrations/sqlite/0006_device_registry.sql"),
     },
 ];

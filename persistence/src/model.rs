@@ -366,6 +366,31 @@ pub struct UnitOfWork {
     pub events: Vec<InternalEvent>,
     /// Master key write (insert, or set `revoked_at`).
     pub master: Option<MasterKeyWrite>,
+    /// A device's new health reading (the probe's result).
+    pub device_health: Vec<DeviceHealthWrite>,
+}
+
+/// A device's health reading to store (spec `003` §2): `online`, battery, firmware and
+/// clock skew; `last_seen_at` moves only when the device is online.
+#[derive(Clone, Debug)]
+pub struct DeviceHealthWrite {
+    /// The device.
+    pub device_id: LockDeviceId,
+    /// The reading.
+    pub health: lockstep_domain::DeviceHealth,
+}
+
+/// What the registry holds of a device's health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredDeviceHealth {
+    /// The last reading; `None` before the first probe.
+    pub last: Option<lockstep_domain::DeviceHealth>,
+    /// D-4: its battery threshold.
+    pub threshold: lockstep_domain::BatteryThreshold,
+    /// D-2: decommissioned devices read offline and are not probed.
+    pub decommissioned: bool,
+    /// When it was last seen online.
+    pub last_seen_at: Option<Timestamp>,
 }
 
 impl UnitOfWork {
@@ -384,6 +409,7 @@ impl UnitOfWork {
             mailbox: Vec::new(),
             schedule: Vec::new(),
             master: None,
+            device_health: Vec::new(),
         }
     }
 }
@@ -559,11 +585,17 @@ pub struct DeviceRecord {
     pub rooms: Vec<RoomId>,
     /// When.
     pub now: Timestamp,
+    /// Outbox rows written only if this registers a new device (`lock.device.registered`),
+    /// in the same transaction.
+    pub on_register: Vec<OutboxRow>,
 }
 
 /// Encryption contexts: a ciphertext is bound to the row it belongs to.
 pub mod context {
     use lockstep_domain::{KeyCredentialId, LockDeviceId, VendorAdapterId};
+
+    /// Domain of the blind index of vendor device refs (D-1).
+    pub const DEVICE_REF_INDEX: &str = "lock_devices.vendor_device_ref";
 
     /// PIN of (credential, device).
     pub fn pin(c: &KeyCredentialId, d: &LockDeviceId) -> String {

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use lockstep_domain::credential::KeyCredentialSnapshot;
 use lockstep_domain::{
-    DeviceRef, FailureReason, HolderKind, KeyCredential, KeyCredentialId, KeyCredentialKind,
-    KeyCredentialScope, KeyCredentialState, LockDeviceId, Pin, PropertyId, ReservationId,
-    RevokeReason, RoomId, SuspendReason, TenantId, Timestamp, ValidityWindow, VendorAdapterId,
-    VendorCode, VendorRef,
+    BatteryThreshold, DeviceHealth, DeviceRef, FailureReason, HolderKind, KeyCredential,
+    KeyCredentialId, KeyCredentialKind, KeyCredentialScope, KeyCredentialState, LockDeviceId, Pin,
+    PropertyId, ReservationId, RevokeReason, RoomId, SuspendReason, TenantId, Timestamp,
+    ValidityWindow, VendorAdapterId, VendorCode, VendorRef,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
@@ -619,19 +619,26 @@ impl Store for PgStore {
                     .await?;
                 }
 
-                for o in &uow.outbox {
-                    sqlx::query(
-                        "INSERT INTO outbox (id, tenant_id, aggregate_id, topic, payload, envelope, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                insert_outbox(&mut tx, t, &uow.outbox).await?;
+
+                for h in &uow.device_health {
+                    let n = sqlx::query(
+                        "UPDATE lock_devices SET online = $3, battery_percent = $4, firmware = $5, clock_skew_ms = $6, health_probed_at = $7, \
+                         last_seen_at = CASE WHEN $3 THEN $7 ELSE last_seen_at END WHERE tenant_id = $1 AND id = $2",
                     )
-                    .bind(&o.id)
                     .bind(t)
-                    .bind(&o.aggregate_id)
-                    .bind(&o.topic)
-                    .bind(&o.payload)
-                    .bind(&o.envelope)
-                    .bind(o.created_at)
+                    .bind(h.device_id.as_str())
+                    .bind(h.health.online)
+                    .bind(h.health.battery_percent.map(i16::from))
+                    .bind(&h.health.firmware)
+                    .bind(h.health.clock_skew_ms)
+                    .bind(uow.now)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                    if n != 1 {
+                        return Err(StoreError::Constraint("unknown lock device".into()));
+                    }
                 }
 
                 for a in &uow.audit {
@@ -1009,15 +1016,25 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn upsert_device(&self, d: &DeviceRecord) -> StoreResult<()> {
+    async fn upsert_device(&self, d: &DeviceRecord) -> StoreResult<bool> {
         let (ct, ver) = self.cipher.encrypt(
             d.device_ref.expose().as_bytes(),
             &context::device_ref(&d.id),
         )?;
+        let ref_hash = self
+            .cipher
+            .blind_index(context::DEVICE_REF_INDEX, d.device_ref.expose().as_bytes());
         let mut tx = self.begin_tenant(d.tenant_id).await?;
+        let known: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM lock_devices WHERE tenant_id = $1 AND id = $2)",
+        )
+        .bind(d.tenant_id.as_uuid())
+        .bind(d.id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
         sqlx::query(
-            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) \
-             ON CONFLICT (id) DO UPDATE SET label = EXCLUDED.label, capabilities = EXCLUDED.capabilities, vendor_device_ref_ciphertext = EXCLUDED.vendor_device_ref_ciphertext, vendor_device_ref_kms_version = EXCLUDED.vendor_device_ref_kms_version",
+            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at, vendor_device_ref_hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) \
+             ON CONFLICT (id) DO UPDATE SET label = EXCLUDED.label, capabilities = EXCLUDED.capabilities, vendor_device_ref_ciphertext = EXCLUDED.vendor_device_ref_ciphertext, vendor_device_ref_kms_version = EXCLUDED.vendor_device_ref_kms_version, vendor_device_ref_hash = EXCLUDED.vendor_device_ref_hash",
         )
         .bind(d.id.as_str())
         .bind(d.tenant_id.as_uuid())
@@ -1029,6 +1046,7 @@ impl Store for PgStore {
         .bind(&d.label)
         .bind(&d.capabilities)
         .bind(d.now)
+        .bind(ref_hash)
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM lock_device_rooms WHERE device_id = $1")
@@ -1045,8 +1063,49 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        if !known {
+            insert_outbox(&mut tx, d.tenant_id.as_uuid(), &d.on_register).await?;
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(!known)
+    }
+
+    async fn device_health(
+        &self,
+        tenant: TenantId,
+        device: &LockDeviceId,
+    ) -> StoreResult<Option<StoredDeviceHealth>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let row = sqlx::query(
+            "SELECT online, battery_percent, battery_low_threshold, firmware, clock_skew_ms, last_seen_at, health_probed_at, decommissioned_at FROM lock_devices WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(device.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let Some(r) = row else { return Ok(None) };
+        let probed: Option<Timestamp> = r.try_get("health_probed_at")?;
+        let last = match probed {
+            None => None,
+            Some(_) => Some(DeviceHealth::new(
+                r.try_get("online")?,
+                r.try_get::<Option<i16>, _>("battery_percent")?
+                    .map(i32::from),
+                r.try_get("firmware")?,
+                r.try_get("clock_skew_ms")?,
+            )?),
+        };
+        Ok(Some(StoredDeviceHealth {
+            last,
+            threshold: BatteryThreshold::new(i32::from(
+                r.try_get::<i16, _>("battery_low_threshold")?,
+            ))?,
+            decommissioned: r
+                .try_get::<Option<Timestamp>, _>("decommissioned_at")?
+                .is_some(),
+            last_seen_at: r.try_get("last_seen_at")?,
+        }))
     }
 
     async fn resume_parked(&self, vendor: VendorCode, now: Timestamp) -> StoreResult<u64> {
@@ -1296,4 +1355,27 @@ fn master_from_row(r: &PgRow) -> StoreResult<MasterKeyRecord> {
         issued_at: r.try_get("issued_at")?,
         revoked_at: r.try_get("revoked_at")?,
     })
+}
+
+/// Writes outbox rows inside `tx`.
+async fn insert_outbox(
+    tx: &mut Transaction<'static, Postgres>,
+    t: uuid::Uuid,
+    rows: &[OutboxRow],
+) -> StoreResult<()> {
+    for o in rows {
+        sqlx::query(
+            "INSERT INTO outbox (id, tenant_id, aggregate_id, topic, payload, envelope, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(&o.id)
+        .bind(t)
+        .bind(&o.aggregate_id)
+        .bind(&o.topic)
+        .bind(&o.payload)
+        .bind(&o.envelope)
+        .bind(o.created_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }

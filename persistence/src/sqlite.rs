@@ -17,9 +17,10 @@ use async_trait::async_trait;
 use chrono::DateTime;
 use lockstep_domain::credential::KeyCredentialSnapshot;
 use lockstep_domain::{
-    DeviceRef, FailureReason, HolderKind, KeyCredential, KeyCredentialId, KeyCredentialKind,
-    KeyCredentialState, LockDeviceId, Pin, PropertyId, ReservationId, RevokeReason, RoomId,
-    SuspendReason, TenantId, Timestamp, ValidityWindow, VendorAdapterId, VendorCode, VendorRef,
+    BatteryThreshold, DeviceHealth, DeviceRef, FailureReason, HolderKind, KeyCredential,
+    KeyCredentialId, KeyCredentialKind, KeyCredentialState, LockDeviceId, Pin, PropertyId,
+    ReservationId, RevokeReason, RoomId, SuspendReason, TenantId, Timestamp, ValidityWindow,
+    VendorAdapterId, VendorCode, VendorRef,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -638,19 +639,26 @@ impl Store for SqliteStore {
             .await?;
         }
 
-        for o in &uow.outbox {
-            sqlx::query(
-                "INSERT INTO outbox (id, tenant_id, aggregate_id, topic, payload, envelope, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        insert_outbox(&mut tx, &t, &uow.outbox).await?;
+
+        for h in &uow.device_health {
+            let n = sqlx::query(
+                "UPDATE lock_devices SET online = ?3, battery_percent = ?4, firmware = ?5, clock_skew_ms = ?6, health_probed_at = ?7, \
+                 last_seen_at = CASE WHEN ?3 THEN ?7 ELSE last_seen_at END WHERE tenant_id = ?1 AND id = ?2",
             )
-            .bind(&o.id)
             .bind(&t)
-            .bind(&o.aggregate_id)
-            .bind(&o.topic)
-            .bind(o.payload.to_string())
-            .bind(o.envelope.to_string())
-            .bind(ms(o.created_at))
+            .bind(h.device_id.as_str())
+            .bind(h.health.online)
+            .bind(h.health.battery_percent.map(i64::from))
+            .bind(&h.health.firmware)
+            .bind(h.health.clock_skew_ms)
+            .bind(ms(uow.now))
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if n != 1 {
+                return Err(StoreError::Constraint("unknown lock device".into()));
+            }
         }
 
         for a in &uow.audit {
@@ -1039,16 +1047,26 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn upsert_device(&self, d: &DeviceRecord) -> StoreResult<()> {
+    async fn upsert_device(&self, d: &DeviceRecord) -> StoreResult<bool> {
         let (ct, ver) = self.cipher.encrypt(
             d.device_ref.expose().as_bytes(),
             &context::device_ref(&d.id),
         )?;
+        let ref_hash = self
+            .cipher
+            .blind_index(context::DEVICE_REF_INDEX, d.device_ref.expose().as_bytes());
         let t = d.tenant_id.to_string();
         let mut tx = self.begin_write().await?;
+        let known: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM lock_devices WHERE tenant_id = ? AND id = ?)",
+        )
+        .bind(&t)
+        .bind(d.id.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
         let n = sqlx::query(
-            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at) VALUES (?,?,?,?,?,?,?,?,?,?) \
-             ON CONFLICT (id) DO UPDATE SET label = excluded.label, capabilities = excluded.capabilities, vendor_device_ref_ciphertext = excluded.vendor_device_ref_ciphertext, vendor_device_ref_kms_version = excluded.vendor_device_ref_kms_version \
+            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at, vendor_device_ref_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?) \
+             ON CONFLICT (id) DO UPDATE SET label = excluded.label, capabilities = excluded.capabilities, vendor_device_ref_ciphertext = excluded.vendor_device_ref_ciphertext, vendor_device_ref_kms_version = excluded.vendor_device_ref_kms_version, vendor_device_ref_hash = excluded.vendor_device_ref_hash \
              WHERE lock_devices.tenant_id = excluded.tenant_id",
         )
         .bind(d.id.as_str())
@@ -1061,6 +1079,7 @@ impl Store for SqliteStore {
         .bind(&d.label)
         .bind(d.capabilities.to_string())
         .bind(ms(d.now))
+        .bind(ref_hash)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -1085,8 +1104,46 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
+        if !known {
+            insert_outbox(&mut tx, &t, &d.on_register).await?;
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(!known)
+    }
+
+    async fn device_health(
+        &self,
+        tenant: TenantId,
+        device: &LockDeviceId,
+    ) -> StoreResult<Option<StoredDeviceHealth>> {
+        let row = sqlx::query(
+            "SELECT online, battery_percent, battery_low_threshold, firmware, clock_skew_ms, last_seen_at, health_probed_at, decommissioned_at FROM lock_devices WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(tenant.to_string())
+        .bind(device.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let probed: Option<i64> = r.try_get("health_probed_at")?;
+        let last = match probed {
+            None => None,
+            Some(_) => Some(DeviceHealth::new(
+                r.try_get("online")?,
+                r.try_get::<Option<i64>, _>("battery_percent")?
+                    .map(|b| i32::try_from(b).unwrap_or(i32::MAX)),
+                r.try_get("firmware")?,
+                r.try_get("clock_skew_ms")?,
+            )?),
+        };
+        let threshold: i64 = r.try_get("battery_low_threshold")?;
+        Ok(Some(StoredDeviceHealth {
+            last,
+            threshold: BatteryThreshold::new(i32::try_from(threshold).unwrap_or(0))?,
+            decommissioned: r.try_get::<Option<i64>, _>("decommissioned_at")?.is_some(),
+            last_seen_at: r
+                .try_get::<Option<i64>, _>("last_seen_at")?
+                .and_then(DateTime::from_timestamp_millis),
+        }))
     }
 
     async fn resume_parked(&self, vendor: VendorCode, now: Timestamp) -> StoreResult<u64> {
@@ -1353,4 +1410,27 @@ fn master_from_row(r: &SqliteRow) -> StoreResult<MasterKeyRecord> {
         issued_at: ts(r.try_get("issued_at")?)?,
         revoked_at: opt_ts(r.try_get("revoked_at")?)?,
     })
+}
+
+/// Writes outbox rows inside `tx`.
+async fn insert_outbox(
+    tx: &mut Transaction<'static, Sqlite>,
+    t: &str,
+    rows: &[OutboxRow],
+) -> StoreResult<()> {
+    for o in rows {
+        sqlx::query(
+            "INSERT INTO outbox (id, tenant_id, aggregate_id, topic, payload, envelope, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        )
+        .bind(&o.id)
+        .bind(t)
+        .bind(&o.aggregate_id)
+        .bind(&o.topic)
+        .bind(o.payload.to_string())
+        .bind(o.envelope.to_string())
+        .bind(ms(o.created_at))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }

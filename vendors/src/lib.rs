@@ -64,6 +64,20 @@ pub struct VendorEntry {
     pub valid_until: DateTime<Utc>,
 }
 
+/// What a vendor reports about one device (spec `003` §2): the health probe's reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceProbe {
+    /// Whether the vendor can reach the lock now (through its gateway, hub or controller).
+    pub online: bool,
+    /// Battery charge in percent, as the vendor reports it (`None`: mains-powered or not
+    /// reported). Values outside 0..=100 are passed through: the domain refuses them (D-4).
+    pub battery_percent: Option<i32>,
+    /// Firmware version, when reported.
+    pub firmware: Option<String>,
+    /// The lock's own clock when it was read, if the vendor can read it (clock skew).
+    pub device_time: Option<DateTime<Utc>>,
+}
+
 /// The port the sagas use to reach a lock vendor (DESIGN §6).
 #[async_trait::async_trait]
 pub trait LockPort: Send + Sync + std::fmt::Debug {
@@ -93,6 +107,16 @@ pub trait LockPort: Send + Sync + std::fmt::Debug {
     async fn list(&self, device: &DeviceRef) -> Result<Vec<VendorEntry>, VendorError>;
     /// A cheap probe of the vendor's API.
     async fn health(&self) -> Result<(), VendorError>;
+    /// Reads one device's health: online, battery, firmware and its clock. A device the
+    /// vendor does not know is `Err(NotFound)`; a lock the vendor cannot reach right now is
+    /// `Ok` with `online: false`, not an error.
+    async fn probe(&self, device: &DeviceRef) -> Result<DeviceProbe, VendorError> {
+        let _ = device;
+        Err(VendorError::Refused {
+            code: "unsupported".into(),
+            detail: "probe not implemented yet".into(),
+        })
+    }
 }
 
 /// What can go wrong at a vendor, in vendor-neutral terms.

@@ -185,6 +185,7 @@ impl Rig {
                     capabilities: json!({}),
                     rooms: vec![RoomId::parse(&format!("rmu_{l}"))?],
                     now: clock.now(),
+                    on_register: Vec::new(),
                 })
                 .await?;
         }

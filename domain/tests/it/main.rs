@@ -3,6 +3,7 @@
 mod breaker;
 mod builders;
 mod clock;
+mod device;
 mod events;
 mod invariants;
 mod master;

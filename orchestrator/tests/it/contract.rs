@@ -250,3 +250,82 @@ fn consumed_envelopes_are_refused_for_the_right_reason() {
         "unknown fields (PII) are refused"
     );
 }
+
+/// Spec 002's device events: every row the registry and the health probe produce validates
+/// against its checked-in schema, and none carries the vendor's device reference.
+#[test]
+fn device_events_match_their_schemas_and_carry_no_vendor_device_ref() {
+    use lockstep_domain::{
+        assess, BatteryThreshold, DeviceHealth, DeviceSignal, LockDeviceId, PropertyId, SkewLevel,
+        TenantId, VendorCode,
+    };
+    let schemas = EventSchemas::new();
+    let now = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    let (tenant, property, device) = (
+        TenantId::generate(),
+        PropertyId::parse("ppt_events").unwrap(),
+        LockDeviceId::generate(),
+    );
+    let subject = events_out::DeviceSubject {
+        tenant_id: tenant,
+        property_id: &property,
+        device_id: &device,
+        vendor: VendorCode::Ttlock,
+    };
+    let mut rows = vec![events_out::device_row(
+        events_out::device::REGISTERED,
+        subject,
+        serde_json::json!({ "label": "Room 204 door", "roomIds": ["rmu_204"] }),
+        now,
+    )];
+    let healthy = DeviceHealth::new(true, Some(80), None, Some(0)).unwrap();
+    let sick = DeviceHealth::new(false, Some(9), None, Some(11 * 60_000)).unwrap();
+    let signals = assess(Some(&healthy), &sick, BatteryThreshold::DEFAULT);
+    assert_eq!(
+        signals,
+        vec![
+            DeviceSignal::Offline,
+            DeviceSignal::BatteryLow {
+                percent: 9,
+                threshold: 20
+            },
+            DeviceSignal::ClockSkew {
+                level: SkewLevel::Alert,
+                skew_ms: 11 * 60_000
+            }
+        ]
+    );
+    rows.extend(events_out::device_signal_rows(
+        subject, &signals, &sick, now,
+    ));
+    let back = assess(Some(&sick), &healthy, BatteryThreshold::DEFAULT);
+    rows.extend(events_out::device_signal_rows(
+        subject, &back, &healthy, now,
+    ));
+    let subjects: Vec<_> = rows.iter().map(|r| r.topic.clone()).collect();
+    assert_eq!(
+        subjects,
+        vec![
+            events_out::device::REGISTERED,
+            events_out::device::OFFLINE,
+            events_out::device::BATTERY_LOW,
+            events_out::device::HEALTH_ALERT,
+            events_out::device::ONLINE,
+        ]
+    );
+    // a warning-level skew (over 5 minutes) is a log line and a metric, not an event
+    let warn = assess(
+        Some(&healthy),
+        &DeviceHealth::new(true, Some(80), None, Some(6 * 60_000)).unwrap(),
+        BatteryThreshold::DEFAULT,
+    );
+    assert_eq!(warn.len(), 1);
+    assert!(events_out::device_signal_rows(subject, &warn, &healthy, now).is_empty());
+    for row in &rows {
+        schemas
+            .check_produced(&row.envelope)
+            .unwrap_or_else(|err| panic!("{}: {err}", row.topic));
+        let text = row.envelope.to_string();
+        assert!(!text.contains("vendorDeviceRef") && !text.contains("deviceRef"));
+    }
+}

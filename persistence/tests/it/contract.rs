@@ -1506,3 +1506,128 @@ pub async fn rate_slots_are_spaced_held_and_kept_per_tenant_account(
     );
     Ok(())
 }
+
+fn device_record(
+    registry: &Registry,
+    id: &lockstep_domain::LockDeviceId,
+    property_id: &str,
+    vendor_ref: &str,
+) -> lockstep_persistence::DeviceRecord {
+    lockstep_persistence::DeviceRecord {
+        id: id.clone(),
+        tenant_id: registry.tenant,
+        property_id: lockstep_domain::PropertyId::parse(property_id).expect("a property id"),
+        vendor: lockstep_domain::VendorCode::Ttlock,
+        vendor_adapter_id: registry.adapter.clone(),
+        device_ref: lockstep_domain::DeviceRef::new(vendor_ref),
+        label: "door".into(),
+        capabilities: serde_json::json!({}),
+        rooms: vec![room("r190")],
+        now: t0(),
+        on_register: vec![outbox_row(registry.tenant, id.as_str(), t0())],
+    }
+}
+
+/// Spec 003 D-1: `vendorDeviceRef` is unique within (tenant, property, vendor), enforced on
+/// the encrypted ref's blind index; the same ref in another property is another lock.
+pub async fn d1_a_vendor_device_ref_registers_once_per_property_and_vendor(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let registry = seed_registry(store, TenantId::generate()).await?;
+    let first = lockstep_domain::LockDeviceId::generate();
+    assert!(
+        store
+            .upsert_device(&device_record(&registry, &first, "ppt_test", "lock-777"))
+            .await?
+    );
+    let twin = lockstep_domain::LockDeviceId::generate();
+    let refused = store
+        .upsert_device(&device_record(&registry, &twin, "ppt_test", "lock-777"))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Constraint(_))),
+        "D-1: {refused:?}"
+    );
+    // re-registering the same device is an update, not a duplicate
+    assert!(
+        !store
+            .upsert_device(&device_record(&registry, &first, "ppt_test", "lock-777"))
+            .await?
+    );
+    assert!(
+        store
+            .upsert_device(&device_record(&registry, &twin, "ppt_other", "lock-777"))
+            .await?
+    );
+    Ok(())
+}
+
+/// The registry keeps the last health reading (none before the first probe), moves
+/// `last_seen_at` only while online, and writes a device's `registered` event only when
+/// the device is new.
+pub async fn device_health_round_trips_and_registration_writes_its_event_once(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let registry = seed_registry(store, tenant).await?;
+    let before = b.count("outbox", tenant).await?;
+    let id = lockstep_domain::LockDeviceId::generate();
+    store
+        .upsert_device(&device_record(&registry, &id, "ppt_test", "lock-1"))
+        .await?;
+    store
+        .upsert_device(&device_record(&registry, &id, "ppt_test", "lock-1"))
+        .await?;
+    assert_eq!(
+        b.count("outbox", tenant).await?,
+        before + 1,
+        "one registered event"
+    );
+
+    let fresh = store.device_health(tenant, &id).await?.expect("known");
+    assert_eq!(fresh.last, None, "not probed yet");
+    assert_eq!(fresh.threshold, lockstep_domain::BatteryThreshold::DEFAULT);
+    assert!(!fresh.decommissioned);
+    assert_eq!(
+        store.device_health(TenantId::generate(), &id).await?,
+        None,
+        "tenant scoped"
+    );
+
+    let reading =
+        lockstep_domain::DeviceHealth::new(true, Some(64), Some("5.1".into()), Some(-1200))?;
+    let mut uow = UnitOfWork::new(tenant, None, day(1));
+    uow.device_health
+        .push(lockstep_persistence::DeviceHealthWrite {
+            device_id: id.clone(),
+            health: reading.clone(),
+        });
+    store.commit(uow).await?;
+    let seen = store.device_health(tenant, &id).await?.expect("known");
+    assert_eq!(seen.last, Some(reading));
+    assert_eq!(seen.last_seen_at, Some(day(1)));
+
+    let offline = lockstep_domain::DeviceHealth::new(false, Some(10), None, None)?;
+    let mut uow = UnitOfWork::new(tenant, None, day(2));
+    uow.device_health
+        .push(lockstep_persistence::DeviceHealthWrite {
+            device_id: id.clone(),
+            health: offline.clone(),
+        });
+    store.commit(uow).await?;
+    let seen = store.device_health(tenant, &id).await?.expect("known");
+    assert_eq!(seen.last, Some(offline));
+    assert_eq!(seen.last_seen_at, Some(day(1)), "last seen while online");
+
+    // a reading for an unknown device fails the whole unit of work
+    let mut uow = UnitOfWork::new(tenant, None, day(3));
+    uow.device_health
+        .push(lockstep_persistence::DeviceHealthWrite {
+            device_id: lockstep_domain::LockDeviceId::generate(),
+            health: lockstep_domain::DeviceHealth::decommissioned(),
+        });
+    assert!(store.commit(uow).await.is_err());
+    Ok(())
+}

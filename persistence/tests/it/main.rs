@@ -38,6 +38,8 @@ macro_rules! store_contract_tests {
             door_backlog_counts_unconfirmed_removals_and_issues,
             user_deactivation_is_recorded_once_per_tenant,
             rate_slots_are_spaced_held_and_kept_per_tenant_account,
+            d1_a_vendor_device_ref_registers_once_per_property_and_vendor,
+            device_health_round_trips_and_registration_writes_its_event_once,
         );
     };
     (@cases $backend:ident; $($case:ident),+ $(,)?) => {

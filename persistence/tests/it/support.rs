@@ -263,6 +263,7 @@ pub async fn seed_registry(store: &dyn Store, tenant: TenantId) -> anyhow::Resul
                 capabilities: serde_json::json!({ "pin_code": true }),
                 rooms,
                 now: t0(),
+                on_register: Vec::new(),
             })
             .await
             .context("upsert device")?;
