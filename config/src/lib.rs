@@ -94,6 +94,17 @@ pub struct RawSettings {
     pub clock: RawClock,
     /// Drift reconciliation.
     pub drift: RawDrift,
+    /// Vendor secret rotation checks.
+    pub secrets: RawSecrets,
+}
+
+/// Vendor secret rotation checks (US-MEL-0081).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSecrets {
+    /// How often every adapter's secrets are re-read and fingerprinted, ms (0: only at
+    /// start). Default 60 s.
+    pub check_interval_ms: Option<u64>,
 }
 
 /// Drift reconciliation (DESIGN §6).
@@ -362,6 +373,8 @@ pub struct Settings {
     pub clock_scale: f64,
     /// Drift reconciliation interval (`None`: off).
     pub drift_interval: Option<Duration>,
+    /// Secret fingerprint check interval (`None`: only at start).
+    pub secret_check_interval: Option<Duration>,
 }
 
 /// Postgres URLs.
@@ -588,6 +601,10 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         properties: raw.properties,
         breaker: raw.breaker,
         drift_interval: match raw.drift.interval_ms.unwrap_or(900_000) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        },
+        secret_check_interval: match raw.secrets.check_interval_ms.unwrap_or(60_000) {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         },

@@ -187,6 +187,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         crate::seed::register_property(store.as_ref(), &ports, &deps, p).await?;
         crate::seed::register_policy(store.as_ref(), clock.as_ref(), p).await?;
     }
+    // V-2: where each adapter's secrets live and their fingerprint; then watched for rotation
+    crate::seed::check_secret_rotation(store.as_ref(), clock.as_ref(), &properties).await?;
+    if let Some(every) = settings.secret_check_interval {
+        let (store, clock, properties) = (store.clone(), clock.clone(), properties.clone());
+        actix::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) =
+                    crate::seed::check_secret_rotation(store.as_ref(), clock.as_ref(), &properties)
+                        .await
+                {
+                    warn!(error = %e, "checking vendor secrets for rotation failed");
+                }
+            }
+        });
+    }
     // The demo also puts one property on each other vendor's simulator.
     let _vendor_demo = if settings.demo {
         Some(crate::seed::demo_vendors(store.as_ref(), &ports, &deps).await?)

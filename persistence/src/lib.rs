@@ -233,6 +233,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `Err(Constraint)` (unique on the ref's blind index).
     async fn upsert_device(&self, device: &DeviceRecord) -> StoreResult<bool>;
 
+    /// Records where an adapter's secrets live and their fingerprint (one row per tenant,
+    /// property, vendor and environment); a changed fingerprint is a rotation: the row's
+    /// pointer, fingerprint, `rotates_at` and `updated_at` move. V-2: no secret bytes.
+    async fn record_vendor_credential(
+        &self,
+        rec: &VendorCredentialRecord,
+    ) -> StoreResult<CredentialChange>;
+
+    /// The vendor credential of a property's adapter.
+    async fn vendor_credential(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+        vendor: VendorCode,
+        environment: &str,
+    ) -> StoreResult<Option<VendorCredentialRecord>>;
+
     /// The registry's view of a device's health, `None` for an unknown device.
     async fn device_health(
         &self,

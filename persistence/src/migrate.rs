@@ -43,6 +43,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "device_registry",
         sql: include_str!("../migrations/postgres/0006_device_registry.sql"),
     },
+    Migration {
+        version: 7,
+        name: "vendor_credentials",
+        sql: include_str!("../migrations/postgres/0007_vendor_credentials.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -76,5 +81,10 @@ pub const SQLITE: &[Migration] = &[
         version: 6,
         name: "device_registry",
         sql: include_str!("../migrations/sqlite/0006_device_registry.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "vendor_credentials",
+        sql: include_str!("../migrations/sqlite/0007_vendor_credentials.sql"),
     },
 ];

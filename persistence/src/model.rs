@@ -590,6 +590,41 @@ pub struct DeviceRecord {
     pub on_register: Vec<OutboxRow>,
 }
 
+/// A `vendor_credentials` row (spec `004` §3): where an adapter's secrets live and the
+/// fingerprint of their current bytes. V-2: pointers only, never the bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VendorCredentialRecord {
+    /// `vcr_…`.
+    pub id: lockstep_domain::VendorCredentialId,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Property.
+    pub property_id: PropertyId,
+    /// Vendor.
+    pub vendor: VendorCode,
+    /// `sandbox` or `production`.
+    pub environment: String,
+    /// Where the secrets are read from (`env:NAME`, `file:/path`, `inline`), never a value.
+    pub secret_resource_name: String,
+    /// SHA-256 of the secrets' current bytes.
+    pub fingerprint: String,
+    /// Next scheduled rotation.
+    pub rotates_at: Timestamp,
+    /// When it was written or found changed.
+    pub updated_at: Timestamp,
+}
+
+/// What recording a vendor credential found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialChange {
+    /// First record of the adapter's credential.
+    New,
+    /// The fingerprint changed: the secret was rotated.
+    Rotated,
+    /// Same secret as recorded.
+    Unchanged,
+}
+
 /// Encryption contexts: a ciphertext is bound to the row it belongs to.
 pub mod context {
     use lockstep_domain::{KeyCredentialId, LockDeviceId, VendorAdapterId};

@@ -10,7 +10,7 @@ use lockstep_domain::{
     BatteryThreshold, DeviceHealth, DeviceRef, FailureReason, HolderKind, KeyCredential,
     KeyCredentialId, KeyCredentialKind, KeyCredentialScope, KeyCredentialState, LockDeviceId, Pin,
     PropertyId, ReservationId, RevokeReason, RoomId, SuspendReason, TenantId, Timestamp,
-    ValidityWindow, VendorAdapterId, VendorCode, VendorRef,
+    ValidityWindow, VendorAdapterId, VendorCode, VendorCredentialId, VendorRef,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
@@ -1068,6 +1068,95 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(!known)
+    }
+
+    async fn record_vendor_credential(
+        &self,
+        rec: &VendorCredentialRecord,
+    ) -> StoreResult<CredentialChange> {
+        let mut tx = self.begin_tenant(rec.tenant_id).await?;
+        let current: Option<String> = sqlx::query_scalar(
+            "SELECT fingerprint_sha256 FROM vendor_credentials WHERE tenant_id = $1 AND property_id = $2 AND vendor = $3 AND environment = $4 FOR UPDATE",
+        )
+        .bind(rec.tenant_id.as_uuid())
+        .bind(rec.property_id.as_str())
+        .bind(rec.vendor.as_str())
+        .bind(&rec.environment)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let change = match current {
+            Some(f) if f == rec.fingerprint => CredentialChange::Unchanged,
+            Some(_) => {
+                sqlx::query(
+                    "UPDATE vendor_credentials SET secret_resource_name = $5, fingerprint_sha256 = $6, rotates_at = $7, updated_at = $8 \
+                     WHERE tenant_id = $1 AND property_id = $2 AND vendor = $3 AND environment = $4",
+                )
+                .bind(rec.tenant_id.as_uuid())
+                .bind(rec.property_id.as_str())
+                .bind(rec.vendor.as_str())
+                .bind(&rec.environment)
+                .bind(&rec.secret_resource_name)
+                .bind(&rec.fingerprint)
+                .bind(rec.rotates_at)
+                .bind(rec.updated_at)
+                .execute(&mut *tx)
+                .await?;
+                CredentialChange::Rotated
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO vendor_credentials (id, tenant_id, property_id, vendor, environment, secret_resource_name, fingerprint_sha256, rotates_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                )
+                .bind(rec.id.as_str())
+                .bind(rec.tenant_id.as_uuid())
+                .bind(rec.property_id.as_str())
+                .bind(rec.vendor.as_str())
+                .bind(&rec.environment)
+                .bind(&rec.secret_resource_name)
+                .bind(&rec.fingerprint)
+                .bind(rec.rotates_at)
+                .bind(rec.updated_at)
+                .execute(&mut *tx)
+                .await?;
+                CredentialChange::New
+            }
+        };
+        tx.commit().await?;
+        Ok(change)
+    }
+
+    async fn vendor_credential(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+        vendor: VendorCode,
+        environment: &str,
+    ) -> StoreResult<Option<VendorCredentialRecord>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let row = sqlx::query(
+            "SELECT id, secret_resource_name, fingerprint_sha256, rotates_at, updated_at FROM vendor_credentials WHERE tenant_id = $1 AND property_id = $2 AND vendor = $3 AND environment = $4",
+        )
+        .bind(tenant.as_uuid())
+        .bind(property.as_str())
+        .bind(vendor.as_str())
+        .bind(environment)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(VendorCredentialRecord {
+            id: VendorCredentialId::parse(&r.try_get::<String, _>("id")?)
+                .map_err(|e| StoreError::Corrupt(format!("vendor credential id: {e:?}")))?,
+            tenant_id: tenant,
+            property_id: property.clone(),
+            vendor,
+            environment: environment.to_owned(),
+            secret_resource_name: r.try_get("secret_resource_name")?,
+            fingerprint: r.try_get("fingerprint_sha256")?,
+            rotates_at: r.try_get("rotates_at")?,
+            updated_at: r.try_get("updated_at")?,
+        }))
     }
 
     async fn device_health(

@@ -931,3 +931,173 @@ rooms = ["rmu_k"]
     );
     Ok(())
 }
+
+/// Spec 003 §3 / 004 §3 (V-2) and US-MEL-0081: a TTLock adapter whose client secret is a
+/// file gets a `vendor_credentials` row holding where the secret lives and its fingerprint,
+/// never its bytes. The file is replaced while the service runs (the vendor accepting both
+/// secrets, then only the new one): the row's fingerprint changes, the next reservation
+/// still becomes an active PIN, and neither secret is in the database or the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_secret_file_changes_the_recorded_fingerprint_and_keys_keep_working(
+) -> anyhow::Result<()> {
+    use lockstep_domain::{PropertyId, TenantId, VendorCode};
+    use lockstep_persistence::Store as _;
+    use lockstep_vendors::ttlock::simulator::{self, SimAccount};
+    use lockstep_vendors::ttlock::TtlockSimulator;
+    const OLD: &str = "rotation-secret-old-5b1f";
+    const NEW: &str = "rotation-secret-new-93ce";
+    let sim = TtlockSimulator::start_with(
+        "127.0.0.1:0".parse()?,
+        simulator::SimConfig {
+            accounts: vec![SimAccount::new(
+                simulator::SIM_CLIENT_ID,
+                OLD,
+                simulator::SIM_USERNAME,
+                simulator::SIM_PASSWORD,
+            )],
+            ..simulator::SimConfig::default()
+        },
+    )?;
+    sim.handle().add_lock(4242);
+    let dir = scratch("rotation");
+    let secret_file = dir.join("ttlock-client-secret");
+    std::fs::write(&secret_file, OLD)?;
+    let db = dir.join("lockstep.sqlite");
+    let toml = format!(
+        r#"
+[demo]
+enabled = false
+
+[http]
+bind = "127.0.0.1:0"
+service_token = {{ value = "rot-token" }}
+
+[database]
+sqlite_path = "{db}"
+
+[secrets]
+check_interval_ms = 200
+
+[[properties]]
+tenant_id = "{DEMO_TENANT}"
+property_id = "ppt_rotation"
+
+[[properties.adapters]]
+id = "vad_01J0000000000000000000R001"
+vendor = "ttlock"
+api_base_url = "{url}"
+client_id = "{client_id}"
+client_secret = {{ file = "{file}" }}
+username = "{username}"
+password = {{ value = "{password}" }}
+rate_limit_per_min = 0
+
+[[properties.devices]]
+id = "lck_01J0000000000000000000R001"
+adapter = "vad_01J0000000000000000000R001"
+vendor_device_ref = "4242"
+label = "Room R"
+rooms = ["rmu_r"]
+"#,
+        db = db.display(),
+        url = sim.base_url(),
+        client_id = simulator::SIM_CLIENT_ID,
+        file = secret_file.display(),
+        username = simulator::SIM_USERNAME,
+        password = simulator::SIM_PASSWORD,
+    );
+    let config = dir.join("lockstep.toml");
+    std::fs::write(&config, toml)?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    let store = lockstep_persistence::SqliteStore::open(
+        &db.to_string_lossy(),
+        lockstep_persistence::testing::test_cipher(),
+    )
+    .await?;
+    let (tenant, property) = (
+        TenantId::parse(DEMO_TENANT).expect("demo tenant"),
+        PropertyId::parse("ppt_rotation").expect("property"),
+    );
+    let recorded = || async {
+        store
+            .vendor_credential(tenant, &property, VendorCode::Ttlock, "sandbox")
+            .await
+            .ok()
+            .flatten()
+    };
+    let before = wait_for("the credential row", Duration::from_secs(10), || async {
+        recorded().await
+    })
+    .await?;
+    assert!(
+        before
+            .secret_resource_name
+            .contains(&format!("client_secret=file:{}", secret_file.display())),
+        "where it lives: {}",
+        before.secret_resource_name
+    );
+    assert!(before.secret_resource_name.contains("password=inline"));
+    let issue = |n: u32| {
+        confirmed(
+            &format!("evt-rot-{n}"),
+            DEMO_TENANT,
+            "ppt_rotation",
+            &format!("rsv_rot_{n}"),
+            1,
+            &["rmu_r"],
+            &format!("2027-12-0{n}T14:00:00Z"),
+            &format!("2027-12-0{}T11:00:00Z", n + 1),
+        )
+    };
+    post_event(&node, "rot-token", issue(1)).await?;
+    wait_for("rsv_rot_1 active", Duration::from_secs(30), || async {
+        credential_of(&node, "rot-token", "rsv_rot_1")
+            .await
+            .filter(|c| c["state"] == "active")
+    })
+    .await?;
+
+    // rotation: the vendor accepts both, the file changes, then the old one is retired
+    sim.handle().add_account(SimAccount::new(
+        simulator::SIM_CLIENT_ID,
+        NEW,
+        simulator::SIM_USERNAME,
+        simulator::SIM_PASSWORD,
+    ));
+    std::fs::write(&secret_file, NEW)?;
+    let after = wait_for("a new fingerprint", Duration::from_secs(10), || async {
+        recorded()
+            .await
+            .filter(|r| r.fingerprint != before.fingerprint)
+    })
+    .await?;
+    assert_eq!(after.id, before.id, "the same credential row");
+    assert!(after.updated_at > before.updated_at);
+    sim.handle().remove_accounts_with_secret(OLD);
+    sim.handle().expire_all_tokens();
+    post_event(&node, "rot-token", issue(3)).await?;
+    wait_for("rsv_rot_3 active", Duration::from_secs(30), || async {
+        credential_of(&node, "rot-token", "rsv_rot_3")
+            .await
+            .filter(|c| c["state"] == "active")
+    })
+    .await?;
+    assert_eq!(sim.handle().passcodes(4242).len(), 2);
+
+    // V-2: no secret bytes at rest or in the log
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path == secret_file || path == config {
+            continue;
+        }
+        let bytes = std::fs::read(&path)?;
+        for secret in [OLD, NEW] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} found in {}",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}

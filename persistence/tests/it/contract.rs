@@ -1631,3 +1631,52 @@ pub async fn device_health_round_trips_and_registration_writes_its_event_once(
     assert!(store.commit(uow).await.is_err());
     Ok(())
 }
+
+/// Spec 003 §3 / 004 §3 (V-2, US-MEL-0081): one credential row per (tenant, property,
+/// vendor, environment) with a pointer and a fingerprint; a new fingerprint is a rotation.
+pub async fn vendor_credentials_record_pointers_and_detect_rotation(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    use lockstep_persistence::CredentialChange;
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let first = vendor_credential(tenant, "aa11", t0());
+    assert_eq!(
+        store.record_vendor_credential(&first).await?,
+        CredentialChange::New
+    );
+    // the same secret again (another start, another check): nothing moves
+    let again = vendor_credential(tenant, "aa11", day(1));
+    assert_eq!(
+        store.record_vendor_credential(&again).await?,
+        CredentialChange::Unchanged
+    );
+    let read = |t| {
+        let store = b.store();
+        async move {
+            store
+                .vendor_credential(
+                    t,
+                    &property(),
+                    lockstep_domain::VendorCode::Ttlock,
+                    "sandbox",
+                )
+                .await
+        }
+    };
+    let row = read(tenant).await?.expect("recorded");
+    assert_eq!(row.id, first.id, "one row, its id kept");
+    assert_eq!(row.updated_at, t0());
+    // rotated
+    let rotated = vendor_credential(tenant, "bb22", day(2));
+    assert_eq!(
+        store.record_vendor_credential(&rotated).await?,
+        CredentialChange::Rotated
+    );
+    let row = read(tenant).await?.expect("recorded");
+    assert_eq!((row.fingerprint.as_str(), row.updated_at), ("bb22", day(2)));
+    assert_eq!(row.rotates_at, day(92));
+    assert_eq!(row.id, first.id);
+    assert_eq!(read(TenantId::generate()).await?, None, "tenant scoped");
+    Ok(())
+}

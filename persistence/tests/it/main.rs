@@ -40,6 +40,7 @@ macro_rules! store_contract_tests {
             rate_slots_are_spaced_held_and_kept_per_tenant_account,
             d1_a_vendor_device_ref_registers_once_per_property_and_vendor,
             device_health_round_trips_and_registration_writes_its_event_once,
+            vendor_credentials_record_pointers_and_detect_rotation,
         );
     };
     (@cases $backend:ident; $($case:ident),+ $(,)?) => {

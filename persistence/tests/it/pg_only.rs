@@ -27,6 +27,7 @@ const TENANT_TABLES: &[&str] = &[
     "master_keys",
     "outbox",
     "vendor_adapters",
+    "vendor_credentials",
     "vendor_rate_limits",
 ];
 

@@ -569,9 +569,31 @@ pub async fn seed_everything(store: &dyn Store, tenant: TenantId) -> anyhow::Res
     store
         .reserve_rate_slot(tenant, "ttlock|seed|app", 0, 600_000)
         .await?;
+    store
+        .record_vendor_credential(&vendor_credential(tenant, "fp-seed", t0()))
+        .await?;
     Ok(Seeded {
         credential,
         reservation,
         subject,
     })
+}
+
+/// A vendor credential row of the test property's TTLock adapter.
+pub fn vendor_credential(
+    tenant: TenantId,
+    fingerprint: &str,
+    at: Timestamp,
+) -> lockstep_persistence::VendorCredentialRecord {
+    lockstep_persistence::VendorCredentialRecord {
+        id: lockstep_domain::VendorCredentialId::generate(),
+        tenant_id: tenant,
+        property_id: property(),
+        vendor: VendorCode::Ttlock,
+        environment: "sandbox".into(),
+        secret_resource_name: "client_secret=file:/run/secrets/ttlock".into(),
+        fingerprint: fingerprint.into(),
+        rotates_at: at + chrono::Duration::days(90),
+        updated_at: at,
+    }
 }
