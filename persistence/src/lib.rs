@@ -21,6 +21,7 @@ macro_rules! credential_device_select {
     };
 }
 
+pub mod audit;
 pub mod crypto;
 pub mod migrate;
 pub mod model;
@@ -249,6 +250,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         vendor: VendorCode,
         environment: &str,
     ) -> StoreResult<Option<VendorCredentialRecord>>;
+
+    /// A property's audit chain in sequence order (rows written before the chain existed,
+    /// which have no link, are left out).
+    async fn audit_chain(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Vec<audit::ChainedAuditRow>>;
+
+    /// Every (tenant, property) that has an audit chain; worker path (cross-tenant).
+    async fn audit_chains(&self) -> StoreResult<Vec<(TenantId, PropertyId)>>;
 
     /// The registry's view of a device's health, `None` for an unknown device.
     async fn device_health(

@@ -48,6 +48,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "vendor_credentials",
         sql: include_str!("../migrations/postgres/0007_vendor_credentials.sql"),
     },
+    Migration {
+        version: 8,
+        name: "audit_chain",
+        sql: include_str!("../migrations/postgres/0008_audit_chain.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -86,5 +91,10 @@ pub const SQLITE: &[Migration] = &[
         version: 7,
         name: "vendor_credentials",
         sql: include_str!("../migrations/sqlite/0007_vendor_credentials.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "audit_chain",
+        sql: include_str!("../migrations/sqlite/0008_audit_chain.sql"),
     },
 ];

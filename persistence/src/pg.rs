@@ -15,6 +15,7 @@ use lockstep_domain::{
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
+use crate::audit;
 use crate::crypto::Cipher;
 use crate::model::*;
 use crate::{migrate, Store, StoreError, StoreResult};
@@ -641,9 +642,39 @@ impl Store for PgStore {
                     }
                 }
 
+                // The audit chain of each property touched (DESIGN §12): heads locked in
+                // property order, rows linked in the order given, heads moved last.
+                let mut heads: BTreeMap<String, (i64, String)> = BTreeMap::new();
                 for a in &uow.audit {
+                    heads.entry(a.property_id.as_str().to_owned()).or_default();
+                }
+                for (property, head) in heads.iter_mut() {
                     sqlx::query(
-                        "INSERT INTO lock_audit (id, tenant_id, property_id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                        "INSERT INTO lock_audit_heads (tenant_id, property_id, seq, head_hash) VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(t)
+                    .bind(property)
+                    .bind(audit::GENESIS)
+                    .execute(&mut *tx)
+                    .await?;
+                    *head = sqlx::query_as(
+                        "SELECT seq, head_hash FROM lock_audit_heads WHERE tenant_id = $1 AND property_id = $2 FOR UPDATE",
+                    )
+                    .bind(t)
+                    .bind(property)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                }
+                for a in &uow.audit {
+                    let head = heads
+                        .get_mut(a.property_id.as_str())
+                        .expect("every audited property has a head");
+                    let mut row = a.clone();
+                    row.tenant_id = uow.tenant_id;
+                    let seq = head.0 + 1;
+                    let hash = audit::row_hash(&head.1, seq, &row);
+                    sqlx::query(
+                        "INSERT INTO lock_audit (id, tenant_id, property_id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload, chain_seq, prev_hash, row_hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
                     )
                     .bind(&a.id)
                     .bind(t)
@@ -657,6 +688,21 @@ impl Store for PgStore {
                     .bind(&a.trace_id)
                     .bind(a.created_at)
                     .bind(&a.payload)
+                    .bind(seq)
+                    .bind(&head.1)
+                    .bind(&hash)
+                    .execute(&mut *tx)
+                    .await?;
+                    *head = (seq, hash);
+                }
+                for (property, (seq, hash)) in &heads {
+                    sqlx::query(
+                        "UPDATE lock_audit_heads SET seq = $3, head_hash = $4 WHERE tenant_id = $1 AND property_id = $2",
+                    )
+                    .bind(t)
+                    .bind(property)
+                    .bind(seq)
+                    .bind(hash)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -1157,6 +1203,65 @@ impl Store for PgStore {
             rotates_at: r.try_get("rotates_at")?,
             updated_at: r.try_get("updated_at")?,
         }))
+    }
+
+    async fn audit_chain(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Vec<audit::ChainedAuditRow>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let rows = sqlx::query(
+            "SELECT id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload, chain_seq, prev_hash, row_hash \
+             FROM lock_audit WHERE tenant_id = $1 AND property_id = $2 AND chain_seq IS NOT NULL ORDER BY chain_seq",
+        )
+        .bind(tenant.as_uuid())
+        .bind(property.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(audit::ChainedAuditRow {
+                    row: AuditRow {
+                        id: r.try_get("id")?,
+                        tenant_id: tenant,
+                        property_id: property.clone(),
+                        credential_id: opt_parse(
+                            r.try_get("key_credential_id")?,
+                            KeyCredentialId::parse,
+                        )?,
+                        device_id: opt_parse(r.try_get("device_id")?, LockDeviceId::parse)?,
+                        actor_kind: r.try_get("actor_kind")?,
+                        action: r.try_get("action")?,
+                        reason: r.try_get("reason")?,
+                        vendor: opt_parse(r.try_get("vendor")?, VendorCode::parse)?,
+                        trace_id: r.try_get("trace_id")?,
+                        created_at: r.try_get("created_at")?,
+                        payload: r.try_get("payload")?,
+                    },
+                    seq: r.try_get("chain_seq")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    row_hash: r.try_get("row_hash")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_chains(&self) -> StoreResult<Vec<(TenantId, PropertyId)>> {
+        let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+            "SELECT tenant_id, property_id FROM lock_audit_heads ORDER BY tenant_id, property_id",
+        )
+        .fetch_all(&self.worker)
+        .await?;
+        rows.into_iter()
+            .map(|(t, p)| {
+                Ok((
+                    TenantId::from_uuid(t),
+                    PropertyId::parse(&p).map_err(|e| corrupt(&format!("property id: {e:?}")))?,
+                ))
+            })
+            .collect()
     }
 
     async fn device_health(

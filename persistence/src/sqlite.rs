@@ -27,6 +27,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use crate::audit;
 use crate::crypto::Cipher;
 use crate::model::*;
 use crate::pg::{corrupt, opt_parse, scope_from_json, scope_to_json, string_list};
@@ -661,9 +662,36 @@ impl Store for SqliteStore {
             }
         }
 
+        // The audit chain of each property touched (DESIGN §12); one writer holds the
+        // database, so reading the heads is enough.
+        let mut heads: BTreeMap<String, (i64, String)> = BTreeMap::new();
         for a in &uow.audit {
+            let property = a.property_id.as_str().to_owned();
+            if heads.contains_key(&property) {
+                continue;
+            }
+            let head: Option<(i64, String)> = sqlx::query_as(
+                "SELECT seq, head_hash FROM lock_audit_heads WHERE tenant_id = ? AND property_id = ?",
+            )
+            .bind(&t)
+            .bind(&property)
+            .fetch_optional(&mut *tx)
+            .await?;
+            heads.insert(
+                property,
+                head.unwrap_or_else(|| (0, audit::GENESIS.to_owned())),
+            );
+        }
+        for a in &uow.audit {
+            let head = heads
+                .get_mut(a.property_id.as_str())
+                .expect("every audited property has a head");
+            let mut row = a.clone();
+            row.tenant_id = uow.tenant_id;
+            let seq = head.0 + 1;
+            let hash = audit::row_hash(&head.1, seq, &row);
             sqlx::query(
-                "INSERT INTO lock_audit (id, tenant_id, property_id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO lock_audit (id, tenant_id, property_id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload, chain_seq, prev_hash, row_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             )
             .bind(&a.id)
             .bind(&t)
@@ -677,6 +705,22 @@ impl Store for SqliteStore {
             .bind(&a.trace_id)
             .bind(ms(a.created_at))
             .bind(a.payload.to_string())
+            .bind(seq)
+            .bind(&head.1)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+            *head = (seq, hash);
+        }
+        for (property, (seq, hash)) in &heads {
+            sqlx::query(
+                "INSERT INTO lock_audit_heads (tenant_id, property_id, seq, head_hash) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (tenant_id, property_id) DO UPDATE SET seq = ?3, head_hash = ?4",
+            )
+            .bind(&t)
+            .bind(property)
+            .bind(seq)
+            .bind(hash)
             .execute(&mut *tx)
             .await?;
         }
@@ -1196,6 +1240,64 @@ impl Store for SqliteStore {
             rotates_at: ts(r.try_get("rotates_at")?)?,
             updated_at: ts(r.try_get("updated_at")?)?,
         }))
+    }
+
+    async fn audit_chain(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Vec<audit::ChainedAuditRow>> {
+        let rows = sqlx::query(
+            "SELECT id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload, chain_seq, prev_hash, row_hash \
+             FROM lock_audit WHERE tenant_id = ? AND property_id = ? AND chain_seq IS NOT NULL ORDER BY chain_seq",
+        )
+        .bind(tenant.to_string())
+        .bind(property.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(audit::ChainedAuditRow {
+                    row: AuditRow {
+                        id: r.try_get("id")?,
+                        tenant_id: tenant,
+                        property_id: property.clone(),
+                        credential_id: opt_parse(
+                            r.try_get("key_credential_id")?,
+                            KeyCredentialId::parse,
+                        )?,
+                        device_id: opt_parse(r.try_get("device_id")?, LockDeviceId::parse)?,
+                        actor_kind: r.try_get("actor_kind")?,
+                        action: r.try_get("action")?,
+                        reason: r.try_get("reason")?,
+                        vendor: opt_parse(r.try_get("vendor")?, VendorCode::parse)?,
+                        trace_id: r.try_get("trace_id")?,
+                        created_at: ts(r.try_get("created_at")?)?,
+                        payload: serde_json::from_str(&r.try_get::<String, _>("payload")?)
+                            .map_err(|e| corrupt(&format!("audit payload: {e}")))?,
+                    },
+                    seq: r.try_get("chain_seq")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    row_hash: r.try_get("row_hash")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_chains(&self) -> StoreResult<Vec<(TenantId, PropertyId)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT tenant_id, property_id FROM lock_audit_heads ORDER BY tenant_id, property_id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(t, p)| {
+                Ok((
+                    TenantId::parse(&t).map_err(|e| corrupt(&format!("tenant id: {e:?}")))?,
+                    PropertyId::parse(&p).map_err(|e| corrupt(&format!("property id: {e:?}")))?,
+                ))
+            })
+            .collect()
     }
 
     async fn device_health(

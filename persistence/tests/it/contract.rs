@@ -1680,3 +1680,43 @@ pub async fn vendor_credentials_record_pointers_and_detect_rotation(
     assert_eq!(read(TenantId::generate()).await?, None, "tenant scoped");
     Ok(())
 }
+
+/// DESIGN §12: audit rows form one gap-free hash chain per (tenant, property), in commit
+/// order, across units of work; the chains are listed for the verifier.
+pub async fn audit_rows_form_one_gap_free_hash_chain_per_property(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    use lockstep_persistence::audit::{verify_chain, GENESIS};
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let credential = lockstep_domain::KeyCredentialId::generate();
+    let other = lockstep_domain::PropertyId::parse("ppt_chain_other")?;
+    for i in 0..3 {
+        let mut uow = UnitOfWork::new(tenant, None, day(i));
+        uow.audit.push(audit_row(tenant, &credential, day(i)));
+        let mut elsewhere = audit_row(tenant, &credential, day(i));
+        elsewhere.property_id = other.clone();
+        uow.audit.push(elsewhere);
+        uow.audit.push(audit_row(tenant, &credential, day(i)));
+        store.commit(uow).await?;
+    }
+    let chain = store.audit_chain(tenant, &property()).await?;
+    assert_eq!(
+        chain.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(chain[0].prev_hash, GENESIS);
+    let (faults, head) = verify_chain(&chain);
+    assert_eq!(faults, vec![]);
+    assert_eq!(head, chain[5].row_hash);
+    let theirs = store.audit_chain(tenant, &other).await?;
+    assert_eq!(theirs.len(), 3);
+    assert_eq!(verify_chain(&theirs).0, vec![]);
+    assert!(store
+        .audit_chain(TenantId::generate(), &property())
+        .await?
+        .is_empty());
+    let chains = store.audit_chains().await?;
+    assert!(chains.contains(&(tenant, property())) && chains.contains(&(tenant, other)));
+    Ok(())
+}

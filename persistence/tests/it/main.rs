@@ -41,6 +41,7 @@ macro_rules! store_contract_tests {
             d1_a_vendor_device_ref_registers_once_per_property_and_vendor,
             device_health_round_trips_and_registration_writes_its_event_once,
             vendor_credentials_record_pointers_and_detect_rotation,
+            audit_rows_form_one_gap_free_hash_chain_per_property,
         );
     };
     (@cases $backend:ident; $($case:ident),+ $(,)?) => {

@@ -5,10 +5,11 @@
 use anyhow::{ensure, Context};
 use lockstep_domain::TenantId;
 use lockstep_persistence::testing::{shared_pg_database, test_cipher};
+use lockstep_persistence::{Store, UnitOfWork};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
-use crate::support::seed_everything;
+use crate::support::{audit_row, day, property, seed_everything};
 
 /// Every table with a `tenant_id` column. A new tenant table must be added here, and
 /// gets RLS checked by the tests below.
@@ -21,6 +22,7 @@ const TENANT_TABLES: &[&str] = &[
     "key_credentials",
     "key_kind_policies",
     "lock_audit",
+    "lock_audit_heads",
     "lock_device_rooms",
     "lock_devices",
     "mailbox",
@@ -494,4 +496,177 @@ async fn pg_migration_0002_backfills_room_links_of_existing_credentials() -> any
     .await;
     ensure!(matches!(res, Err(StoreError::Overlap)), "{res:?}");
     Ok(())
+}
+
+/// DESIGN §12: the audit chain shows any edit, deletion, insertion or reordering made
+/// behind the service's back (here by the table owner, who is not bound by its grants).
+#[tokio::test]
+async fn a_tampered_audit_chain_is_detected_at_the_tampered_row() -> anyhow::Result<()> {
+    use lockstep_persistence::audit::{row_hash, verify_chain, ChainFault};
+    let db = shared_pg_database().await?;
+    let store = db.connect_store(test_cipher(), 1).await?;
+    let tenant = TenantId::generate();
+    let credential = lockstep_domain::KeyCredentialId::generate();
+    for i in 0..5 {
+        let mut uow = UnitOfWork::new(tenant, None, day(i));
+        uow.audit.push(audit_row(tenant, &credential, day(i)));
+        store.commit(uow).await?;
+    }
+    let chain = store.audit_chain(tenant, &property()).await?;
+    assert_eq!(chain.len(), 5);
+    assert_eq!(verify_chain(&chain).0, vec![], "intact");
+
+    let owner = pool(&db.owner_url, 1).await?;
+    // each tampering runs in a transaction that is rolled back after the check
+    let check = |statements: &'static [&'static str], bind: String| {
+        let (owner, property) = (owner.clone(), property());
+        async move {
+            let mut tx = begin_as(&owner, Some(tenant)).await?;
+            for sql in statements {
+                let n = sqlx::query(sql)
+                    .bind(&bind)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                ensure!(n >= 1, "{sql} changed nothing");
+            }
+            // read the chain as the verifier would, inside the tampering transaction
+            let chain = read_chain(&mut tx, tenant, &property).await?;
+            tx.rollback().await?;
+            anyhow::Ok(verify_chain(&chain).0)
+        }
+    };
+    let t = tenant.to_string();
+    let edited = check(
+        &["UPDATE lock_audit SET reason = 'nothing to see' WHERE tenant_id = $1::uuid AND chain_seq = 3"],
+        t.clone(),
+    )
+    .await?;
+    assert_eq!(edited, vec![ChainFault::Content { seq: 3 }], "edit");
+    let deleted = check(
+        &["DELETE FROM lock_audit WHERE tenant_id = $1::uuid AND chain_seq = 2"],
+        t.clone(),
+    )
+    .await?;
+    assert!(
+        deleted.contains(&ChainFault::Sequence {
+            expected: 2,
+            found: 3
+        }) && deleted.contains(&ChainFault::Link { seq: 3 }),
+        "delete: {deleted:?}"
+    );
+    let reordered = check(
+        &[
+            "UPDATE lock_audit SET chain_seq = 100 WHERE tenant_id = $1::uuid AND chain_seq = 2",
+            "UPDATE lock_audit SET chain_seq = 2 WHERE tenant_id = $1::uuid AND chain_seq = 4",
+            "UPDATE lock_audit SET chain_seq = 4 WHERE tenant_id = $1::uuid AND chain_seq = 100",
+        ],
+        t.clone(),
+    )
+    .await?;
+    assert!(
+        reordered.contains(&ChainFault::Link { seq: 2 }),
+        "reorder: {reordered:?}"
+    );
+    // an inserted row, even one whose own hash is right, does not link into the chain
+    let mut forged = audit_row(tenant, &credential, day(2));
+    forged.reason = Some("forged".into());
+    let prev = &chain[1].row_hash;
+    let hash = row_hash(prev, 3, &forged);
+    let inserted = {
+        let mut tx = begin_as(&owner, Some(tenant)).await?;
+        sqlx::query("UPDATE lock_audit SET chain_seq = chain_seq + 100 WHERE tenant_id = $1::uuid AND chain_seq >= 3")
+            .bind(&t)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE lock_audit SET chain_seq = chain_seq - 99 WHERE tenant_id = $1::uuid AND chain_seq >= 100")
+            .bind(&t)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO lock_audit (id, tenant_id, property_id, key_credential_id, actor_kind, action, reason, vendor, trace_id, created_at, payload, chain_seq, prev_hash, row_hash) \
+             VALUES ($1, $2::uuid, $3, $4, 'saga', 'requested', 'forged', 'ttlock', 'trace-1', $5, $6, 3, $7, $8)",
+        )
+        .bind(&forged.id)
+        .bind(&t)
+        .bind(property().as_str())
+        .bind(credential.as_str())
+        .bind(forged.created_at)
+        .bind(&forged.payload)
+        .bind(prev)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await?;
+        let chain = read_chain(&mut tx, tenant, &property()).await?;
+        tx.rollback().await?;
+        verify_chain(&chain).0
+    };
+    // the forged row itself checks out; everything from the row after it does not (its
+    // link, and the moved rows' numbers, which their hashes cover)
+    assert_eq!(
+        inserted.first(),
+        Some(&ChainFault::Link { seq: 4 }),
+        "insert: {inserted:?}"
+    );
+    assert!(
+        inserted.iter().all(|f| matches!(
+            f,
+            ChainFault::Link { seq } | ChainFault::Content { seq } if *seq >= 4
+        )),
+        "insert: {inserted:?}"
+    );
+    // nothing of it stayed
+    assert_eq!(
+        verify_chain(&store.audit_chain(tenant, &property()).await?).0,
+        vec![]
+    );
+    owner.close().await;
+    Ok(())
+}
+
+/// The chain as stored, read inside `tx` (the store's own reader runs in its own).
+async fn read_chain(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: TenantId,
+    property: &lockstep_domain::PropertyId,
+) -> anyhow::Result<Vec<lockstep_persistence::audit::ChainedAuditRow>> {
+    let rows = sqlx::query(
+        "SELECT id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload, chain_seq, prev_hash, row_hash \
+         FROM lock_audit WHERE tenant_id = $1::uuid AND property_id = $2 AND chain_seq IS NOT NULL ORDER BY chain_seq",
+    )
+    .bind(tenant.to_string())
+    .bind(property.as_str())
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(lockstep_persistence::audit::ChainedAuditRow {
+                row: lockstep_persistence::AuditRow {
+                    id: r.try_get("id")?,
+                    tenant_id: tenant,
+                    property_id: property.clone(),
+                    credential_id: r
+                        .try_get::<Option<String>, _>("key_credential_id")?
+                        .map(|c| lockstep_domain::KeyCredentialId::parse(&c))
+                        .transpose()
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+                    device_id: None,
+                    actor_kind: r.try_get("actor_kind")?,
+                    action: r.try_get("action")?,
+                    reason: r.try_get("reason")?,
+                    vendor: r
+                        .try_get::<Option<String>, _>("vendor")?
+                        .map(|v| lockstep_domain::VendorCode::parse(&v))
+                        .transpose()
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+                    trace_id: r.try_get("trace_id")?,
+                    created_at: r.try_get("created_at")?,
+                    payload: r.try_get("payload")?,
+                },
+                seq: r.try_get("chain_seq")?,
+                prev_hash: r.try_get("prev_hash")?,
+                row_hash: r.try_get("row_hash")?,
+            })
+        })
+        .collect()
 }
