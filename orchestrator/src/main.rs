@@ -30,6 +30,11 @@ enum Command {
     Serve,
     /// Apply database migrations (Postgres: as the owner role) and exit.
     Migrate,
+    /// The tamper-evident audit: seal chains with a signed root, or verify them.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Run a standalone TTLock simulator.
     Simulator {
         /// Listen address.
@@ -38,6 +43,23 @@ enum Command {
         /// Lock ids to create (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "1001,1002,1003,1004")]
         locks: Vec<i64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditAction {
+    /// Sign a Merkle root over each chain's rows not yet sealed (run daily).
+    Seal {
+        /// File with the Ed25519 signing key's seed (64 hex digits), kept outside the
+        /// database.
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Check every chain's links and signed roots; exits 1 if anything was tampered with.
+    Verify {
+        /// The signing key's public half (64 hex digits, printed by `seal`).
+        #[arg(long)]
+        public_key: String,
     },
 }
 
@@ -65,6 +87,21 @@ fn main() -> anyhow::Result<()> {
                 lockstep_vendors::ttlock::run_standalone(bind, locks, Vec::new())
                     .await
                     .context("running the simulator")
+            }
+            Command::Audit { action } => {
+                let settings = lockstep_config::load(cli.config.as_deref())?;
+                match action {
+                    AuditAction::Seal { key_file } => {
+                        lockstep_orchestrator::app::audit_seal(&settings, &key_file).await
+                    }
+                    AuditAction::Verify { public_key } => {
+                        if lockstep_orchestrator::app::audit_verify(&settings, &public_key).await? {
+                            Ok(())
+                        } else {
+                            std::process::exit(1)
+                        }
+                    }
+                }
             }
             Command::Migrate => {
                 let settings = lockstep_config::load(cli.config.as_deref())?;

@@ -259,6 +259,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         property: &PropertyId,
     ) -> StoreResult<Vec<audit::ChainedAuditRow>>;
 
+    /// Stores a signed root of an audit chain.
+    async fn insert_audit_root(&self, root: &audit::SealedRoot) -> StoreResult<()>;
+
+    /// The signed roots of a property's audit chain, in chain order.
+    async fn audit_roots(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Vec<audit::SealedRoot>>;
+
     /// Every (tenant, property) that has an audit chain; worker path (cross-tenant).
     async fn audit_chains(&self) -> StoreResult<Vec<(TenantId, PropertyId)>>;
 

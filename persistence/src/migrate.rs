@@ -53,6 +53,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "audit_chain",
         sql: include_str!("../migrations/postgres/0008_audit_chain.sql"),
     },
+    Migration {
+        version: 9,
+        name: "audit_roots",
+        sql: include_str!("../migrations/postgres/0009_audit_roots.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -96,5 +101,10 @@ pub const SQLITE: &[Migration] = &[
         version: 8,
         name: "audit_chain",
         sql: include_str!("../migrations/sqlite/0008_audit_chain.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "audit_roots",
+        sql: include_str!("../migrations/sqlite/0009_audit_roots.sql"),
     },
 ];

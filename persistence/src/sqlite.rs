@@ -1300,6 +1300,53 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn insert_audit_root(&self, root: &audit::SealedRoot) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO lock_audit_roots (tenant_id, property_id, from_seq, to_seq, merkle_root, signature, key_id, sealed_at) VALUES (?,?,?,?,?,?,?,?)",
+        )
+        .bind(root.tenant_id.to_string())
+        .bind(root.property_id.as_str())
+        .bind(root.from_seq)
+        .bind(root.to_seq)
+        .bind(&root.merkle_root)
+        .bind(&root.signature)
+        .bind(&root.key_id)
+        .bind(ms(root.sealed_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_roots(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Vec<audit::SealedRoot>> {
+        let rows = sqlx::query(
+            "SELECT from_seq, to_seq, merkle_root, signature, key_id, sealed_at FROM lock_audit_roots WHERE tenant_id = ? AND property_id = ? ORDER BY from_seq",
+        )
+        .bind(tenant.to_string())
+        .bind(property.as_str())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(audit::SealedRoot {
+                    tenant_id: tenant,
+                    property_id: property.clone(),
+                    from_seq: r.try_get("from_seq")?,
+                    to_seq: r.try_get("to_seq")?,
+                    merkle_root: r.try_get("merkle_root")?,
+                    signature: r.try_get("signature")?,
+                    key_id: r.try_get("key_id")?,
+                    sealed_at: ts(r.try_get("sealed_at")?)?,
+                })
+            })
+            .collect()
+    }
+
     async fn device_health(
         &self,
         tenant: TenantId,

@@ -23,6 +23,7 @@ const TENANT_TABLES: &[&str] = &[
     "key_kind_policies",
     "lock_audit",
     "lock_audit_heads",
+    "lock_audit_roots",
     "lock_device_rooms",
     "lock_devices",
     "mailbox",
@@ -144,8 +145,8 @@ async fn rls_isolates_tenants_on_every_tenant_table() -> anyhow::Result<()> {
     owner.close().await;
     assert_eq!(
         updatable.len(),
-        TENANT_TABLES.len() - 3,
-        "all but inbox, lock_audit and deactivated_users (insert-only): {updatable:?}"
+        TENANT_TABLES.len() - 4,
+        "all but inbox, lock_audit, lock_audit_roots and deactivated_users (insert-only): {updatable:?}"
     );
 
     let app = pool(&db.app_url, 1).await?;
@@ -669,4 +670,85 @@ async fn read_chain(
             })
         })
         .collect()
+}
+
+/// DESIGN §12: someone who can write the database edits a row and recomputes every later
+/// hash and the head, so the chain links again; the signed root, made with a key held
+/// outside the database, no longer matches the rows it covers, and a root re-signed by
+/// another key is refused too.
+#[tokio::test]
+async fn a_recomputed_chain_is_caught_by_the_signed_root() -> anyhow::Result<()> {
+    use lockstep_persistence::audit::{row_hash, seal_chains, verify_all, verify_chain};
+    let db = shared_pg_database().await?;
+    let store = db.connect_store(test_cipher(), 1).await?;
+    let tenant = TenantId::generate();
+    let credential = lockstep_domain::KeyCredentialId::generate();
+    for i in 0..4 {
+        let mut uow = UnitOfWork::new(tenant, None, day(i));
+        uow.audit.push(audit_row(tenant, &credential, day(i)));
+        store.commit(uow).await?;
+    }
+    let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
+    let sealed = seal_chains(&store, &key, day(5)).await?;
+    let ours: Vec<_> = sealed.iter().filter(|s| s.tenant_id == tenant).collect();
+    assert_eq!(ours.len(), 1);
+    assert_eq!((ours[0].from_seq, ours[0].to_seq), (1, 4));
+    let mine = |reports: Vec<lockstep_persistence::audit::ChainReport>| {
+        reports
+            .into_iter()
+            .find(|r| r.tenant_id == tenant)
+            .expect("the tenant's chain")
+    };
+    let report = mine(verify_all(&store, &key.verifying_key()).await?);
+    assert!(report.intact(), "{report:?}");
+    assert_eq!((report.rows, report.sealed_rows), (4, 4));
+    // nothing new: sealing again writes nothing for this chain
+    assert!(seal_chains(&store, &key, day(6))
+        .await?
+        .iter()
+        .all(|s| s.tenant_id != tenant));
+
+    // the edit, with the chain recomputed from the edited row on
+    let owner = pool(&db.owner_url, 1).await?;
+    let mut tx = begin_as(&owner, Some(tenant)).await?;
+    sqlx::query(
+        "UPDATE lock_audit SET reason = 'rewritten' WHERE tenant_id = $1::uuid AND chain_seq = 2",
+    )
+    .bind(tenant.to_string())
+    .execute(&mut *tx)
+    .await?;
+    let mut chain = read_chain(&mut tx, tenant, &property()).await?;
+    let mut prev = chain[0].row_hash.clone();
+    for r in chain.iter_mut().skip(1) {
+        r.prev_hash = prev.clone();
+        r.row_hash = row_hash(&prev, r.seq, &r.row);
+        sqlx::query("UPDATE lock_audit SET prev_hash = $2, row_hash = $3 WHERE tenant_id = $1::uuid AND chain_seq = $4")
+            .bind(tenant.to_string())
+            .bind(&r.prev_hash)
+            .bind(&r.row_hash)
+            .bind(r.seq)
+            .execute(&mut *tx)
+            .await?;
+        prev = r.row_hash.clone();
+    }
+    sqlx::query("UPDATE lock_audit_heads SET head_hash = $2 WHERE tenant_id = $1::uuid")
+        .bind(tenant.to_string())
+        .bind(&prev)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    owner.close().await;
+    assert_eq!(
+        verify_chain(&store.audit_chain(tenant, &property()).await?).0,
+        vec![],
+        "the recomputed chain links"
+    );
+    let report = mine(verify_all(&store, &key.verifying_key()).await?);
+    assert!(!report.intact());
+    assert_eq!(report.bad_seals, vec![(1, 4, "rows it covers changed")]);
+    // a verifier holding another public key accepts none of it
+    let other = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key();
+    let report = mine(verify_all(&store, &other).await?);
+    assert_eq!(report.bad_seals, vec![(1, 4, "signed by another key")]);
+    Ok(())
 }

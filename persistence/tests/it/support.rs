@@ -572,6 +572,18 @@ pub async fn seed_everything(store: &dyn Store, tenant: TenantId) -> anyhow::Res
     store
         .record_vendor_credential(&vendor_credential(tenant, "fp-seed", t0()))
         .await?;
+    store
+        .insert_audit_root(&lockstep_persistence::audit::SealedRoot {
+            tenant_id: tenant,
+            property_id: property(),
+            from_seq: 1,
+            to_seq: 1,
+            merkle_root: lockstep_persistence::audit::GENESIS.into(),
+            signature: String::new(),
+            key_id: String::new(),
+            sealed_at: t0(),
+        })
+        .await?;
     Ok(Seeded {
         credential,
         reservation,
