@@ -221,6 +221,94 @@ async fn list_credentials(
     Ok(HttpResponse::Ok().json(json!({ "items": items, "nextCursor": null })))
 }
 
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DevicesQuery {
+    property_id: Option<String>,
+}
+
+/// `GET /api/v1/lock-devices?propertyId=`: a property's live devices with their last
+/// health reading (spec `003` §2). Never the vendor's device reference.
+async fn list_devices(
+    req: HttpRequest,
+    q: web::Query<DevicesQuery>,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    authenticate(&req, &shared)?;
+    let tenant = tenant(&req)?;
+    let property = q
+        .property_id
+        .as_deref()
+        .ok_or_else(|| DomainError::validation("propertyId", "is required"))?;
+    let property = lockstep_domain::PropertyId::parse(property)?;
+    let store = &shared.rt.store;
+    let rooms = store.property_rooms(tenant, &property).await?;
+    let devices = store.devices_for_rooms(tenant, &property, &rooms).await?;
+    let mut items = Vec::with_capacity(devices.len());
+    for d in &devices {
+        let health = store.device_health(tenant, &d.id).await?;
+        let last = health.as_ref().and_then(|h| h.last.as_ref());
+        items.push(json!({
+            "id": d.id.as_str(),
+            "tenantId": d.tenant_id.to_string(),
+            "propertyId": d.property_id.as_str(),
+            "vendor": d.vendor.as_str(),
+            "vendorAdapterId": d.vendor_adapter_id.as_str(),
+            "label": d.label,
+            "rooms": d.rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            "online": last.map(|h| h.online),
+            "battery": last.and_then(|h| h.battery_percent).map(|p| json!({
+                "percent": p,
+                "lowThresholdPercent": health.as_ref().map(|h| h.threshold.percent()),
+            })),
+            "firmware": last.and_then(|h| h.firmware.clone()),
+            "clockSkewMs": last.and_then(|h| h.clock_skew_ms),
+            "lastSeenAt": health.as_ref().and_then(|h| h.last_seen_at).map(|t| t.to_rfc3339()),
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "nextCursor": null })))
+}
+
+/// `GET /api/v1/key-credentials/{id}/audit`: the credential's audit trail, in the order of
+/// its property's tamper-evident chain, each row with its link.
+async fn credential_audit(
+    req: HttpRequest,
+    path: web::Path<String>,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    authenticate(&req, &shared)?;
+    let tenant = tenant(&req)?;
+    let id = KeyCredentialId::parse(&path.into_inner())?;
+    let store = &shared.rt.store;
+    let cred = store
+        .get_credential(tenant, &id)
+        .await?
+        .ok_or(DomainError::NotFound {
+            entity: "key_credential",
+        })?;
+    let chain = store.audit_chain(tenant, cred.property_id()).await?;
+    let items: Vec<_> = chain
+        .iter()
+        .filter(|r| r.row.credential_id.as_ref() == Some(&id))
+        .map(|r| {
+            json!({
+                "id": r.row.id,
+                "action": r.row.action,
+                "actorKind": r.row.actor_kind,
+                "reason": r.row.reason,
+                "deviceId": r.row.device_id.as_ref().map(|d| d.as_str()),
+                "vendor": r.row.vendor.map(|v| v.as_str()),
+                "traceId": r.row.trace_id,
+                "createdAt": r.row.created_at.to_rfc3339(),
+                "payload": r.row.payload,
+                "chainSeq": r.seq,
+                "rowHash": r.row_hash,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "credentialId": id.as_str(), "items": items })))
+}
+
 async fn post_intake(
     req: HttpRequest,
     body: web::Bytes,
@@ -328,7 +416,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
         .route(
             "/api/v1/key-credentials/{id}",
             web::get().to(get_credential),
-        );
+        )
+        .route(
+            "/api/v1/key-credentials/{id}/audit",
+            web::get().to(credential_audit),
+        )
+        .route("/api/v1/lock-devices", web::get().to(list_devices));
     if embedded {
         cfg.route("/api/v1/intake", web::post().to(post_intake))
             .route("/api/v1/events", web::get().to(recent_events));

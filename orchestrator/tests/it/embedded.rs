@@ -1135,6 +1135,80 @@ async fn audit_seal_then_verify_finds_a_rewritten_row() -> anyhow::Result<()> {
             .filter(|c| c["state"] == "active")
     })
     .await?;
+    // the trail through the API: in chain order, nothing of the vendor's
+    let cred = credential_of(&node, &token, "rsv_audit_1")
+        .await
+        .expect("the credential");
+    let id = cred["id"].as_str().expect("an id").to_owned();
+    let http = reqwest::Client::new();
+    let get = |path: String, with_token: bool| {
+        let mut rb = http
+            .get(format!("{}{path}", node.http))
+            .header("x-tenant-id", DEMO_TENANT);
+        if with_token {
+            rb = rb.bearer_auth(&token);
+        }
+        rb.send()
+    };
+    let trail: Value = get(format!("/api/v1/key-credentials/{id}/audit"), true)
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let actions: Vec<&str> = trail["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["action"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(actions, vec!["requested", "issued"], "{trail}");
+    let seqs: Vec<i64> = trail["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["chainSeq"].as_i64().unwrap_or_default())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "chain order: {seqs:?}"
+    );
+    let text = trail.to_string();
+    assert!(
+        !text.contains("vendorRef") && !text.contains("keyboardPwdId"),
+        "{text}"
+    );
+    let unknown = get(
+        "/api/v1/key-credentials/key_01J0000000000000000000ZZZZ/audit".into(),
+        true,
+    )
+    .await?;
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        get(format!("/api/v1/key-credentials/{id}/audit"), false)
+            .await?
+            .status(),
+        401
+    );
+    // the device registry: the demo's four locks, with no vendor lock id
+    let devices: Value = get("/api/v1/lock-devices?propertyId=ppt_demo".into(), true)
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let items = devices["items"].as_array().expect("items");
+    assert_eq!(items.len(), 4, "{devices}");
+    assert!(items
+        .iter()
+        .any(|d| d["label"] == "Room 101 door" && d["rooms"][0] == "rmu_101"));
+    let text = devices.to_string();
+    for lock in ["1001", "1002", "1003", "1004"] {
+        assert!(!text.contains(lock), "vendor lock id {lock} leaked: {text}");
+    }
+    let missing = get("/api/v1/lock-devices".into(), true).await?;
+    assert_eq!(missing.status(), 422);
+    let body: Value = missing.json().await?;
+    assert_eq!(body["code"], "MELMASTOON.GENERAL.VALIDATION_FAILED");
+
     let key_file = dir.join("audit-signing.key");
     std::fs::write(&key_file, "11".repeat(32))?;
     let cli = |args: &[&str]| {
