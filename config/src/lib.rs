@@ -96,6 +96,36 @@ pub struct RawSettings {
     pub drift: RawDrift,
     /// Vendor secret rotation checks.
     pub secrets: RawSecrets,
+    /// Bearer JWTs of the platform's identity provider.
+    pub auth: Option<RawAuth>,
+}
+
+/// The identity provider whose JWTs the API accepts (issue 6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+    /// Verification keys by `kid`.
+    pub keys: Vec<RawJwtKey>,
+}
+
+/// One JWT verification key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtKey {
+    /// `kid`.
+    pub kid: String,
+    /// `EdDSA` or `HS256`.
+    pub alg: String,
+    /// `EdDSA`: the Ed25519 public key, 64 hex digits.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// `HS256`: the shared secret.
+    #[serde(default)]
+    pub secret: Option<SecretSource>,
 }
 
 /// Vendor secret rotation checks (US-MEL-0081).
@@ -375,6 +405,8 @@ pub struct Settings {
     pub drift_interval: Option<Duration>,
     /// Secret fingerprint check interval (`None`: only at start).
     pub secret_check_interval: Option<Duration>,
+    /// JWT verification (`None`: only the service token is accepted).
+    pub auth: Option<RawAuth>,
 }
 
 /// Postgres URLs.
@@ -604,6 +636,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         },
+        auth: raw.auth,
         secret_check_interval: match raw.secrets.check_interval_ms.unwrap_or(60_000) {
             0 => None,
             ms => Some(Duration::from_millis(ms)),

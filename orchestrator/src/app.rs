@@ -36,6 +36,8 @@ pub struct Shared {
     pub schemas: EventSchemas,
     /// Service bearer token.
     pub service_token: Option<String>,
+    /// The identity provider's JWTs (issue 6), when configured.
+    pub jwt: Option<crate::auth::JwtVerifier>,
     /// This node's name.
     pub node_id: String,
     /// Whether the bus is connected (readiness).
@@ -126,6 +128,91 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// Runs `lockstep migrate`.
+/// What `lockstep token` mints.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    /// `kid`.
+    pub kid: String,
+    /// Tenant uuid.
+    pub tenant: String,
+    /// Roles.
+    pub roles: Vec<crate::auth::Role>,
+    /// `sub`.
+    pub subject: String,
+    /// Lifetime.
+    pub ttl_secs: i64,
+    /// `iss`, else `[auth] issuer`.
+    pub issuer: Option<String>,
+    /// `aud`, else `[auth] audience`.
+    pub audience: Option<String>,
+}
+
+/// `lockstep token`: a development JWT signed with the key in `key_file`.
+pub fn dev_token(
+    settings: &Settings,
+    key_file: &std::path::Path,
+    r: TokenRequest,
+) -> anyhow::Result<String> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&read_key(key_file)?);
+    lockstep_domain::TenantId::parse(&r.tenant)
+        .map_err(|_| anyhow::anyhow!("--tenant: not a tenant id (uuid)"))?;
+    let from_config =
+        |f: fn(&lockstep_config::RawAuth) -> &String| settings.auth.as_ref().map(|a| f(a).clone());
+    let issuer = r
+        .issuer
+        .or_else(|| from_config(|a| &a.issuer))
+        .ok_or_else(|| anyhow::anyhow!("--issuer (or [auth] issuer) is needed"))?;
+    let audience = r
+        .audience
+        .or_else(|| from_config(|a| &a.audience))
+        .ok_or_else(|| anyhow::anyhow!("--audience (or [auth] audience) is needed"))?;
+    let now = lockstep_domain::SystemClock.now().timestamp();
+    Ok(crate::auth::mint(
+        &key,
+        &r.kid,
+        &crate::auth::Claims {
+            iss: issuer,
+            aud: audience,
+            sub: r.subject,
+            exp: now + r.ttl_secs,
+            nbf: None,
+            iat: now,
+            tenant_id: r.tenant,
+            roles: r.roles,
+        },
+    ))
+}
+
+/// The JWT verifier of `[auth]`.
+fn jwt_verifier(a: &lockstep_config::RawAuth) -> anyhow::Result<crate::auth::JwtVerifier> {
+    use crate::auth::VerifyKey;
+    let mut keys = std::collections::HashMap::new();
+    for k in &a.keys {
+        let key = match (k.alg.as_str(), &k.public_key, &k.secret) {
+            ("EdDSA", Some(hex), None) => {
+                let bytes = lockstep_persistence::audit::key_bytes(hex).ok_or_else(|| {
+                    anyhow::anyhow!("auth.keys {}: public_key must be 64 hex digits", k.kid)
+                })?;
+                VerifyKey::Ed25519(ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(
+                    |_| anyhow::anyhow!("auth.keys {}: not an Ed25519 public key", k.kid),
+                )?)
+            }
+            ("HS256", None, Some(secret)) => VerifyKey::Hs256(resolve_secret(secret)?.into_bytes()),
+            _ => anyhow::bail!(
+                "auth.keys {}: use alg = \"EdDSA\" with public_key, or alg = \"HS256\" with secret",
+                k.kid
+            ),
+        };
+        keys.insert(k.kid.clone(), key);
+    }
+    anyhow::ensure!(!keys.is_empty(), "auth.keys: at least one key is needed");
+    Ok(crate::auth::JwtVerifier::new(
+        keys,
+        a.issuer.clone(),
+        a.audience.clone(),
+    ))
+}
+
 /// Reads an Ed25519 key's 32 bytes (64 hex digits) from a file.
 fn read_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
     let text =
@@ -296,7 +383,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         },
     };
     let router = Router::new(rt.clone()).start();
+    let jwt = settings.auth.as_ref().map(jwt_verifier).transpose()?;
     let shared = Arc::new(Shared {
+        jwt,
         rt,
         router,
         schemas: EventSchemas::new(),

@@ -11,6 +11,7 @@ use lockstep_persistence::{CredentialDevice, StoreError};
 use serde_json::json;
 
 use crate::app::Shared;
+use crate::auth::Role;
 use crate::intake::{self, IntakeError};
 
 /// An API error: the spec's code, a message for people, details for programs.
@@ -30,6 +31,14 @@ impl ApiError {
             message: message.into(),
             details: json!({}),
         }
+    }
+
+    fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "MELMASTOON.GENERAL.FORBIDDEN",
+            "the token's roles do not allow this",
+        )
     }
 
     fn unauthorized() -> Self {
@@ -99,22 +108,58 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Checks the service bearer token. (Issue 6 replaces this with the platform's JWTs.)
-fn authenticate(req: &HttpRequest, shared: &Shared) -> Result<(), ApiError> {
-    let Some(expected) = shared.service_token.as_deref() else {
-        return Err(ApiError::unauthorized());
-    };
+/// Who may call what (issue 6): reads are for operators, admins and platform services;
+/// event intake is for services.
+const READERS: &[Role] = &[Role::Operator, Role::Admin, Role::Service];
+const SERVICES: &[Role] = &[Role::Service];
+
+/// Authenticates the bearer token and checks its roles; returns the tenant every read and
+/// write of the request is confined to. A JWT of the identity provider names its tenant
+/// (an `X-Tenant-Id` that disagrees is refused); the service token is a platform service
+/// acting for the tenant in `X-Tenant-Id`.
+fn authenticate(req: &HttpRequest, shared: &Shared, roles: &[Role]) -> Result<TenantId, ApiError> {
+    match caller(req, shared, roles)? {
+        Some(t) => Ok(t),
+        None => tenant(req),
+    }
+}
+
+/// The token's tenant (`None` for the service token, which may act for any tenant) once
+/// the token is authenticated and holds one of `roles`.
+fn caller(
+    req: &HttpRequest,
+    shared: &Shared,
+    roles: &[Role],
+) -> Result<Option<TenantId>, ApiError> {
     let given = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(ApiError::unauthorized)?;
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
+    if let Some(expected) = shared.service_token.as_deref() {
+        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            if !roles.contains(&Role::Service) {
+                return Err(ApiError::forbidden());
+            }
+            return Ok(None);
+        }
     }
+    let verifier = shared.jwt.as_ref().ok_or_else(ApiError::unauthorized)?;
+    let principal = verifier.verify(given, shared.rt.clock.now()).map_err(|e| {
+        let mut err = ApiError::unauthorized();
+        err.details = json!({ "reason": e.to_string() });
+        err
+    })?;
+    if !principal.has_any(roles) {
+        return Err(ApiError::forbidden());
+    }
+    if let Some(header) = req.headers().get("x-tenant-id") {
+        if header.to_str().ok() != Some(principal.tenant.to_string().as_str()) {
+            return Err(ApiError::forbidden());
+        }
+    }
+    Ok(Some(principal.tenant))
 }
 
 fn tenant(req: &HttpRequest) -> Result<TenantId, ApiError> {
@@ -172,8 +217,7 @@ async fn get_credential(
     path: web::Path<String>,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, ApiError> {
-    authenticate(&req, &shared)?;
-    let tenant = tenant(&req)?;
+    let tenant = authenticate(&req, &shared, READERS)?;
     let id = KeyCredentialId::parse(&path.into_inner())?;
     let cred = shared
         .rt
@@ -198,8 +242,7 @@ async fn list_credentials(
     q: web::Query<ListQuery>,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, ApiError> {
-    authenticate(&req, &shared)?;
-    let tenant = tenant(&req)?;
+    let tenant = authenticate(&req, &shared, READERS)?;
     let Some(reservation) = &q.reservation_id else {
         return Err(DomainError::validation(
             "reservationId",
@@ -234,8 +277,7 @@ async fn list_devices(
     q: web::Query<DevicesQuery>,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, ApiError> {
-    authenticate(&req, &shared)?;
-    let tenant = tenant(&req)?;
+    let tenant = authenticate(&req, &shared, READERS)?;
     let property = q
         .property_id
         .as_deref()
@@ -276,8 +318,7 @@ async fn credential_audit(
     path: web::Path<String>,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, ApiError> {
-    authenticate(&req, &shared)?;
-    let tenant = tenant(&req)?;
+    let tenant = authenticate(&req, &shared, READERS)?;
     let id = KeyCredentialId::parse(&path.into_inner())?;
     let store = &shared.rt.store;
     let cred = store
@@ -314,7 +355,19 @@ async fn post_intake(
     body: web::Bytes,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, ApiError> {
-    authenticate(&req, &shared)?;
+    // a tenant's service token may only post that tenant's events
+    if let Some(t) = caller(&req, &shared, SERVICES)? {
+        let named = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                v.get("tenantId")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_owned)
+            });
+        if named.as_deref() != Some(t.to_string().as_str()) {
+            return Err(ApiError::forbidden());
+        }
+    }
     let rt = &shared.rt;
     match intake::accept(&shared.schemas, rt.store.as_ref(), rt.clock.as_ref(), &shared.router, &rt.metrics, &body, 0, None).await {
         Ok(outcome) => Ok(HttpResponse::Accepted().json(json!({
@@ -341,8 +394,7 @@ async fn recent_events(
     q: web::Query<EventsQuery>,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, ApiError> {
-    authenticate(&req, &shared)?;
-    let tenant = tenant(&req)?.to_string();
+    let tenant = authenticate(&req, &shared, SERVICES)?.to_string();
     let limit = q.limit.unwrap_or(100).min(1000);
     let events = shared.recent_events.lock().map_err(|_| {
         ApiError::new(

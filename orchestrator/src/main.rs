@@ -35,6 +35,34 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Mint a development JWT signed with a local Ed25519 key (its public half goes in
+    /// `[auth] keys`).
+    Token {
+        /// File with the Ed25519 signing key's seed (64 hex digits).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// `kid` of the key in `[auth] keys`.
+        #[arg(long, default_value = "dev")]
+        kid: String,
+        /// The tenant (uuid) the token is confined to.
+        #[arg(long)]
+        tenant: String,
+        /// Roles (repeat for several).
+        #[arg(long = "role", value_enum, required = true)]
+        roles: Vec<lockstep_orchestrator::auth::Role>,
+        /// `sub`.
+        #[arg(long, default_value = "dev-user")]
+        subject: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: i64,
+        /// `iss` (default: `[auth] issuer`).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// `aud` (default: `[auth] audience`).
+        #[arg(long)]
+        audience: Option<String>,
+    },
     /// Run a standalone TTLock simulator.
     Simulator {
         /// Listen address.
@@ -102,6 +130,33 @@ fn main() -> anyhow::Result<()> {
                         }
                     }
                 }
+            }
+            Command::Token {
+                key_file,
+                kid,
+                tenant,
+                roles,
+                subject,
+                ttl_secs,
+                issuer,
+                audience,
+            } => {
+                let settings = lockstep_config::load(cli.config.as_deref())?;
+                let token = lockstep_orchestrator::app::dev_token(
+                    &settings,
+                    &key_file,
+                    lockstep_orchestrator::app::TokenRequest {
+                        kid,
+                        tenant,
+                        roles,
+                        subject,
+                        ttl_secs,
+                        issuer,
+                        audience,
+                    },
+                )?;
+                println!("{token}");
+                Ok(())
             }
             Command::Migrate => {
                 let settings = lockstep_config::load(cli.config.as_deref())?;

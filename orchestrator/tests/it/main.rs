@@ -8,3 +8,4 @@ mod embedded;
 mod events_table;
 mod harness;
 mod production;
+mod security;

@@ -1,0 +1,286 @@
+//! Issue 6, "what it must show" 2 (first part): every request is authenticated and
+//! confined to its token's tenant and roles. Each case asserts the status and that nothing
+//! changed; the test prints how many cases ran.
+
+use std::time::Duration;
+
+use lockstep_orchestrator::auth::{mint, Claims, Role};
+use serde_json::Value;
+
+use crate::harness::*;
+use lockstep_orchestrator::seed::DEMO_TENANT;
+
+const OTHER_TENANT: &str = "7a1e0b52-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
+const ISSUER: &str = "https://id.melmastoon.test";
+const AUDIENCE: &str = "lockstep";
+
+fn token(key: &ed25519_dalek::SigningKey, tenant: &str, roles: &[Role], exp_in: i64) -> String {
+    #[allow(clippy::disallowed_methods)] // a token is minted against the wall clock
+    let now = chrono::Utc::now().timestamp();
+    mint(
+        key,
+        "k1",
+        &Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: "usr_test".into(),
+            exp: now + exp_in,
+            nbf: None,
+            iat: now,
+            tenant_id: tenant.into(),
+            roles: roles.to_vec(),
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked_and_confine_every_request_to_their_tenant_and_roles(
+) -> anyhow::Result<()> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[10u8; 32]);
+    let public: String = key
+        .verifying_key()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = scratch("security");
+    let config = dir.join("lockstep.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[demo]
+enabled = true
+simulator_bind = "127.0.0.1:0"
+
+[http]
+bind = "127.0.0.1:0"
+service_token = {{ value = "svc-token" }}
+
+[auth]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
+"#
+        ),
+    )?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    let http = reqwest::Client::new();
+    let intake = |bearer: String, body: Vec<u8>| {
+        http.post(format!("{}/api/v1/intake", node.http))
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let get = |path: &str, bearer: Option<String>, tenant_header: Option<&str>| {
+        let mut rb = http.get(format!("{}{path}", node.http));
+        if let Some(b) = bearer {
+            rb = rb.bearer_auth(b);
+        }
+        if let Some(t) = tenant_header {
+            rb = rb.header("x-tenant-id", t);
+        }
+        rb.send()
+    };
+    let confirm = confirmed(
+        "evt-sec-1",
+        DEMO_TENANT,
+        "ppt_demo",
+        "rsv_sec_1",
+        1,
+        &["rmu_102"],
+        "2027-12-01T14:00:00Z",
+        "2027-12-02T11:00:00Z",
+    );
+    assert_eq!(intake("svc-token".into(), confirm).await?.status(), 202);
+    let operator = token(&key, DEMO_TENANT, &[Role::Operator], 600);
+    let list = "/api/v1/key-credentials?reservationId=rsv_sec_1";
+    let cred: Value = wait_for("rsv_sec_1 active", Duration::from_secs(30), || async {
+        let v: Value = get(list, Some(operator.clone()), None)
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["items"]
+            .get(0)
+            .cloned()
+            .filter(|c| c["state"] == "active")
+    })
+    .await?;
+    let id = cred["id"].as_str().expect("an id").to_owned();
+    let one = format!("/api/v1/key-credentials/{id}");
+    let still_active = || async {
+        let v: Value = get(&one, Some(operator.clone()), None)
+            .await?
+            .json()
+            .await?;
+        anyhow::Ok(v["state"] == "active" && v["version"] == cred["version"])
+    };
+
+    let cases = std::cell::Cell::new(0);
+    let expect = |what: &str, got: u16, want: u16| {
+        cases.set(cases.get() + 1);
+        assert_eq!(got, want, "{what}");
+    };
+    // the happy paths of each role
+    expect(
+        "operator reads its tenant's credential",
+        get(&one, Some(operator.clone()), None)
+            .await?
+            .status()
+            .as_u16(),
+        200,
+    );
+    let admin = token(&key, DEMO_TENANT, &[Role::Admin], 600);
+    expect(
+        "admin reads it too",
+        get(&one, Some(admin.clone()), None)
+            .await?
+            .status()
+            .as_u16(),
+        200,
+    );
+    expect(
+        "operator reads the devices",
+        get(
+            "/api/v1/lock-devices?propertyId=ppt_demo",
+            Some(operator.clone()),
+            None,
+        )
+        .await?
+        .status()
+        .as_u16(),
+        200,
+    );
+    expect(
+        "operator reads the audit",
+        get(&format!("{one}/audit"), Some(operator.clone()), None)
+            .await?
+            .status()
+            .as_u16(),
+        200,
+    );
+    // no token, bad signature, expired, not a JWT
+    expect(
+        "no token",
+        get(&one, None, Some(DEMO_TENANT)).await?.status().as_u16(),
+        401,
+    );
+    expect(
+        "a stranger's signature",
+        get(
+            &one,
+            Some(token(&stranger, DEMO_TENANT, &[Role::Admin], 600)),
+            None,
+        )
+        .await?
+        .status()
+        .as_u16(),
+        401,
+    );
+    expect(
+        "expired",
+        get(
+            &one,
+            Some(token(&key, DEMO_TENANT, &[Role::Operator], -3600)),
+            None,
+        )
+        .await?
+        .status()
+        .as_u16(),
+        401,
+    );
+    expect(
+        "garbage",
+        get(&one, Some("not-a-token".into()), Some(DEMO_TENANT))
+            .await?
+            .status()
+            .as_u16(),
+        401,
+    );
+    let refused = get(
+        &one,
+        Some(token(&key, DEMO_TENANT, &[Role::Operator], -3600)),
+        None,
+    )
+    .await?;
+    let body: Value = refused.json().await?;
+    assert_eq!(body["code"], "MELMASTOON.GENERAL.UNAUTHENTICATED");
+    assert_eq!(body["details"]["reason"], "the token has expired");
+    // wrong role: an operator cannot post events (a cancellation here)
+    let cancel = cancelled("evt-sec-2", DEMO_TENANT, "ppt_demo", "rsv_sec_1", 2);
+    expect(
+        "operator posting an event",
+        intake(operator.clone(), cancel.clone())
+            .await?
+            .status()
+            .as_u16(),
+        403,
+    );
+    // cross-tenant: another tenant's tokens see nothing and change nothing
+    let theirs = token(&key, OTHER_TENANT, &[Role::Operator, Role::Admin], 600);
+    expect(
+        "another tenant reads the credential by id",
+        get(&one, Some(theirs.clone()), None)
+            .await?
+            .status()
+            .as_u16(),
+        404,
+    );
+    let v: Value = get(list, Some(theirs.clone()), None).await?.json().await?;
+    cases.set(cases.get() + 1);
+    assert_eq!(
+        v["items"],
+        serde_json::json!([]),
+        "another tenant lists nothing"
+    );
+    expect(
+        "another tenant's token naming this tenant",
+        get(&one, Some(theirs.clone()), Some(DEMO_TENANT))
+            .await?
+            .status()
+            .as_u16(),
+        403,
+    );
+    let their_service = token(&key, OTHER_TENANT, &[Role::Service], 600);
+    expect(
+        "another tenant's service posting this tenant's cancellation",
+        intake(their_service, cancel.clone())
+            .await?
+            .status()
+            .as_u16(),
+        403,
+    );
+    expect(
+        "another tenant reads the audit",
+        get(&format!("{one}/audit"), Some(theirs), None)
+            .await?
+            .status()
+            .as_u16(),
+        404,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(still_active().await?, "nothing changed");
+    // this tenant's service may cancel
+    let own_service = token(&key, DEMO_TENANT, &[Role::Service], 600);
+    expect(
+        "own service posting the cancellation",
+        intake(own_service, cancel).await?.status().as_u16(),
+        202,
+    );
+    wait_for("revoked", Duration::from_secs(30), || async {
+        let v: Value = get(&one, Some(operator.clone()), None)
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (v["state"] == "revoked").then_some(())
+    })
+    .await?;
+    println!("security: {} cases", cases.get());
+    Ok(())
+}
