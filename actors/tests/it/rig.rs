@@ -80,6 +80,12 @@ impl LockPort for FaultyPort {
     async fn health(&self) -> Result<(), VendorError> {
         self.inner.health().await
     }
+    async fn probe(
+        &self,
+        device: &DeviceRef,
+    ) -> Result<lockstep_vendors::DeviceProbe, VendorError> {
+        self.inner.probe(device).await
+    }
 }
 
 fn take(n: &AtomicU32) -> bool {

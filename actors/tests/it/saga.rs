@@ -370,3 +370,113 @@ async fn drift_reconciliation_deletes_orphans_and_reissues_what_went_missing() -
     rig.finish().await;
     Ok(())
 }
+
+/// Spec 003 §2 / spec 002 device events: the drift loop reads each device's health through
+/// its worker and raises edge-triggered signals, stored with their events in one commit:
+/// a lock going offline (once, however long it stays away), coming back, a battery
+/// crossing its threshold (D-4) and a clock more than 10 minutes off (health_alert); a
+/// clock 5–10 minutes off is a warning, counted but not published.
+#[actix_rt::test]
+async fn device_probes_raise_offline_online_battery_and_clock_signals_once() -> anyhow::Result<()> {
+    use lockstep_domain::{DeviceSignal, LockDeviceId, SkewLevel};
+    let rig = Rig::start(WorkerSettings::simulator()).await?;
+    let lock2 = LockDeviceId::from_ulid(ulid::Ulid::from_parts(2, 1));
+    let probe_all = || async {
+        lockstep_actors::drift::reconcile_property(&rig.rt, rig.tenant, &rig.property, 0)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let first = probe_all().await?;
+    assert_eq!(
+        (first.probed, first.signals),
+        (4, 0),
+        "healthy locks: {first:?}"
+    );
+    let health = rig
+        .rt
+        .store
+        .device_health(rig.tenant, &lock2)
+        .await?
+        .expect("known");
+    let reading = health.last.expect("probed");
+    assert!(reading.online);
+    assert_eq!(reading.battery_percent, Some(87));
+    assert!(health.last_seen_at.is_some());
+
+    let h = rig.sim.handle();
+    let device = rig
+        .rt
+        .store
+        .devices_for_rooms(
+            rig.tenant,
+            &rig.property,
+            &[lockstep_domain::RoomId::parse("rmu_2")?],
+        )
+        .await?
+        .remove(0);
+    let probe2 = || async {
+        lockstep_actors::drift::probe_device(&rig.rt, rig.tenant, &rig.property, &device)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    h.update_lock_health(2, |l| l.offline = true);
+    assert_eq!(probe2().await?, vec![DeviceSignal::Offline]);
+    assert_eq!(probe2().await?, vec![], "still offline: said once");
+    h.update_lock_health(2, |l| l.offline = false);
+    assert_eq!(probe2().await?, vec![DeviceSignal::Online]);
+    h.update_lock_health(2, |l| l.battery_percent = 15);
+    assert_eq!(
+        probe2().await?,
+        vec![DeviceSignal::BatteryLow {
+            percent: 15,
+            threshold: 20
+        }]
+    );
+    assert_eq!(probe2().await?, vec![], "still low: said once");
+    h.update_lock_health(2, |l| l.clock_skew = chrono::Duration::minutes(7));
+    assert!(matches!(
+        probe2().await?.as_slice(),
+        [DeviceSignal::ClockSkew {
+            level: SkewLevel::Warn,
+            ..
+        }]
+    ));
+    h.update_lock_health(2, |l| l.clock_skew = chrono::Duration::minutes(-12));
+    assert!(matches!(
+        probe2().await?.as_slice(),
+        [DeviceSignal::ClockSkew {
+            level: SkewLevel::Alert,
+            ..
+        }]
+    ));
+    // a vendor outage is not a lock going offline
+    h.update_faults(|f| f.outage = true);
+    assert!(probe2().await.is_err());
+    h.update_faults(|f| f.outage = false);
+    let stored = rig
+        .rt
+        .store
+        .device_health(rig.tenant, &lock2)
+        .await?
+        .expect("known");
+    assert!(
+        stored.last.expect("probed").online,
+        "the outage left the reading alone"
+    );
+
+    assert_eq!(
+        rig.outbox_subjects(lock2.as_str()).await?,
+        vec![
+            "melmastoon.lock.device.offline.v1",
+            "melmastoon.lock.device.online.v1",
+            "melmastoon.lock.device.battery_low.v1",
+            "melmastoon.lock.device.health_alert.v1",
+        ]
+    );
+    assert_eq!(
+        rig.metric("lockstep_device_signals_total{signal=\"clock_skew_warn\",vendor=\"ttlock\"}"),
+        1.0
+    );
+    rig.finish().await;
+    Ok(())
+}

@@ -92,6 +92,30 @@ impl Default for SimAccount {
     }
 }
 
+/// A lock's health as the simulator reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimLockHealth {
+    /// `electricQuantity`, percent.
+    pub battery_percent: i64,
+    /// `firmwareRevision`.
+    pub firmware: String,
+    /// Its gateway is offline: `queryDate` answers errcode -3002.
+    pub offline: bool,
+    /// The lock's clock minus the simulator's.
+    pub clock_skew: chrono::Duration,
+}
+
+impl Default for SimLockHealth {
+    fn default() -> Self {
+        Self {
+            battery_percent: 87,
+            firmware: "6.1.21.0424".into(),
+            offline: false,
+            clock_skew: chrono::Duration::zero(),
+        }
+    }
+}
+
 /// What the simulator starts with.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -187,6 +211,8 @@ struct IssuedToken {
 struct SimState {
     accounts: Vec<SimAccount>,
     locks: BTreeMap<i64, Vec<SimPasscode>>,
+    /// Health of the locks that are not in the default state.
+    lock_health: HashMap<i64, SimLockHealth>,
     tokens: HashMap<String, IssuedToken>,
     faults: SimFaults,
     counters: SimCounters,
@@ -214,6 +240,7 @@ impl SimHandle {
             accounts: config.accounts,
             locks: config.locks.into_iter().map(|l| (l, Vec::new())).collect(),
             tokens: HashMap::new(),
+            lock_health: HashMap::new(),
             faults: SimFaults::default(),
             counters: SimCounters::default(),
             next_pwd_id: 3_234_293,
@@ -238,6 +265,11 @@ impl SimHandle {
         self.with(|s| {
             s.locks.entry(lock_id).or_default();
         });
+    }
+
+    /// Changes one lock's health (battery, firmware, reachability, clock).
+    pub fn update_lock_health(&self, lock_id: i64, f: impl FnOnce(&mut SimLockHealth)) {
+        self.with(|s| f(s.lock_health.entry(lock_id).or_default()));
     }
 
     /// Adds an accepted account.
@@ -420,6 +452,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v3/keyboardPwd/change", web::post().to(change_passcode))
         .route("/v3/lock/listKeyboardPwd", web::get().to(list_passcodes))
         .route("/v3/lock/list", web::get().to(list_locks))
+        .route("/v3/lock/detail", web::get().to(lock_detail))
+        .route("/v3/lock/queryDate", web::get().to(lock_query_date))
         .route("/_sim/faults", web::get().to(get_faults))
         .route("/_sim/faults", web::post().to(post_faults))
         .route("/_sim/counters", web::get().to(get_counters))
@@ -858,6 +892,52 @@ async fn list_locks(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpR
             page_size,
             pages: (total + page_size - 1) / page_size,
             total,
+        }))
+    });
+    res.unwrap_or_else(HttpResponse::from)
+}
+
+/// `GET /v3/lock/detail`: battery and firmware of a lock.
+async fn lock_detail(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let now = h.clock.now();
+    let res = h.with(|s| -> Result<HttpResponse, Refusal> {
+        authorize(s, &query, now)?;
+        let lock_id = param_i64(&query, "lockId")?;
+        if !s.locks.contains_key(&lock_id) {
+            return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
+        }
+        let health = s.lock_health.get(&lock_id).cloned().unwrap_or_default();
+        Ok(HttpResponse::Ok().json(wire::LockDetail {
+            lock_id,
+            electric_quantity: Some(health.battery_percent),
+            firmware_revision: Some(health.firmware),
+            has_gateway: Some(1),
+        }))
+    });
+    res.unwrap_or_else(HttpResponse::from)
+}
+
+/// `GET /v3/lock/queryDate`: the lock's clock, through its gateway.
+async fn lock_query_date(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let now = h.clock.now();
+    let res = h.with(|s| -> Result<HttpResponse, Refusal> {
+        authorize(s, &query, now)?;
+        let lock_id = param_i64(&query, "lockId")?;
+        if !s.locks.contains_key(&lock_id) {
+            return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
+        }
+        let health = s.lock_health.get(&lock_id).cloned().unwrap_or_default();
+        if health.offline {
+            return Err(errcode(code::GATEWAY_OFFLINE, "gateway is offline"));
+        }
+        Ok(HttpResponse::Ok().json(wire::LockDate {
+            date: (now + health.clock_skew).timestamp_millis(),
         }))
     });
     res.unwrap_or_else(HttpResponse::from)

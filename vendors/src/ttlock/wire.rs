@@ -358,3 +358,42 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         IntOrString::Str(s) => s,
     })
 }
+
+/// Query of `GET /v3/lock/detail` and `GET /v3/lock/queryDate`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockQuery<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// The lock.
+    pub lock_id: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// The fields of `GET /v3/lock/detail` Lockstep reads (the documented reply carries many
+/// more: `lockMac`, `lockVersion`, `featureValue`, ...).
+#[derive(Debug, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LockDetail {
+    /// The lock.
+    pub lock_id: i64,
+    /// Battery, percent.
+    #[serde(default)]
+    pub electric_quantity: Option<i64>,
+    /// Firmware revision.
+    #[serde(default)]
+    pub firmware_revision: Option<String>,
+    /// 1 when a gateway serves the lock.
+    #[serde(default)]
+    pub has_gateway: Option<i64>,
+}
+
+/// `GET /v3/lock/queryDate`: the lock's clock, read through its gateway.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LockDate {
+    /// The lock's time, epoch ms.
+    pub date: i64,
+}

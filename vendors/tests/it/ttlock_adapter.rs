@@ -623,3 +623,50 @@ fn adapter_debug_shows_no_secret() {
     assert_eq!(env.adapter.vendor(), lockstep_domain::VendorCode::Ttlock);
     assert!(env.adapter.capabilities().pin);
 }
+
+/// Spec 003 §2 health probe: battery and firmware from `/v3/lock/detail`, the lock's
+/// clock from `/v3/lock/queryDate`; a gateway that is offline makes the lock unreachable
+/// (`online: false`), not an error; an unknown lock is `NotFound`; an outage is the vendor
+/// being unwell.
+#[tokio::test]
+async fn probe_reads_battery_firmware_clock_and_reachability() -> anyhow::Result<()> {
+    use lockstep_domain::Clock as _;
+    let env = spawn();
+    let healthy = env.adapter.probe(&device()).await?;
+    assert!(healthy.online);
+    assert_eq!(healthy.battery_percent, Some(87));
+    assert_eq!(healthy.firmware.as_deref(), Some("6.1.21.0424"));
+    let skew = healthy.device_time.expect("the lock's clock") - SystemClock.now();
+    assert!(skew.num_seconds().abs() <= 2, "{skew}");
+
+    env.handle.update_lock_health(LOCK, |h| {
+        h.battery_percent = 12;
+        h.clock_skew = chrono::Duration::minutes(7);
+    });
+    let drifting = env.adapter.probe(&device()).await?;
+    assert_eq!(drifting.battery_percent, Some(12));
+    let skew = drifting.device_time.expect("the lock's clock") - SystemClock.now();
+    assert!((skew.num_seconds() - 420).abs() <= 2, "{skew}");
+
+    env.handle.update_lock_health(LOCK, |h| h.offline = true);
+    let away = env.adapter.probe(&device()).await?;
+    assert!(!away.online);
+    assert_eq!(away.device_time, None);
+    assert_eq!(
+        away.battery_percent,
+        Some(12),
+        "the cloud's last reading stays"
+    );
+
+    assert_eq!(
+        env.adapter.probe(&DeviceRef::new("999999")).await,
+        Err(VendorError::NotFound)
+    );
+    env.handle.update_faults(|f| f.outage = true);
+    let down = env.adapter.probe(&device()).await;
+    assert!(
+        matches!(down, Err(ref e) if e.is_vendor_unwell()),
+        "{down:?}"
+    );
+    Ok(())
+}
