@@ -53,6 +53,11 @@
 //!   values (see [`errors`]); 409 for a PIN another user of the site already has; 429 with
 //!   `Retry-After` (Salto documents no rate limit). Setting a chosen PIN needs the KS Pro
 //!   subscription (`pin_enabled` on the site).
+//! - Device health (`probe`): `online` and `battery_level` of the lock object are real
+//!   (recorded: `"battery_level": "fresh"`); the other battery states (`low`, `very_low`,
+//!   `empty`) and `firmware_version` are reconstructed. Salto reports a battery *state*, so
+//!   it is mapped onto a percent band (fresh 100, low 15, very_low 5, empty 0) that trips
+//!   the D-4 threshold on `low`. Salto KS exposes no lock clock, so no clock skew.
 //! - The site's time zone is configured as a fixed offset ([`SaltoConfig::site_utc_offset`]):
 //!   this crate has no time-zone database, so daylight-saving changes inside a window are
 //!   not followed (a window crossing one is off by the DST shift at one end).
@@ -84,7 +89,7 @@ use crate::{CallError, IssueRequest, LockCapabilities, LockPort, VendorEntry, Ve
 
 pub use self::simulator::{
     RunningSimulator, SaltoSimulator, SimAccessGroup, SimConfig, SimCounters, SimFaults, SimHandle,
-    SimSiteUser,
+    SimLockHealth, SimSiteUser,
 };
 
 /// A secret string (client secret, system-user password, access token): `Debug` is
@@ -764,6 +769,21 @@ impl LockPort for SaltoAdapter {
             scope_floors: true,
             scope_areas: true,
         }
+    }
+
+    async fn probe(&self, device: &DeviceRef) -> Result<crate::DeviceProbe, VendorError> {
+        let lock = lock_id(device)?;
+        let l: wire::Lock = self
+            .get("get_lock", self.v12(&format!("/locks/{lock}")))
+            .await?;
+        Ok(crate::DeviceProbe {
+            // a lock object without the flag says nothing about reachability
+            online: l.online.unwrap_or(true),
+            battery_percent: l.battery_percent(),
+            firmware: l.firmware_version,
+            // Salto KS exposes no lock clock: locks keep time from the site's IQ
+            device_time: None,
+        })
     }
 
     async fn issue(&self, req: &IssueRequest) -> Result<VendorRef, VendorError> {

@@ -193,6 +193,30 @@ struct SimState {
     counters: SimCounters,
     next_id: u64,
     rate_window: Option<(DateTime<Utc>, u32)>,
+    /// Health of the locks not in the default state.
+    lock_health: HashMap<String, SimLockHealth>,
+}
+
+/// A lock's health as the simulator reports it (`online`, `battery_level`,
+/// `firmware_version` of the lock object).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimLockHealth {
+    /// Whether its IQ reaches it.
+    pub online: bool,
+    /// Battery state (`fresh`, `low`, `very_low`, `empty`).
+    pub battery_level: String,
+    /// Firmware.
+    pub firmware_version: String,
+}
+
+impl Default for SimLockHealth {
+    fn default() -> Self {
+        Self {
+            online: true,
+            battery_level: "fresh".into(),
+            firmware_version: "0.2.14".into(),
+        }
+    }
 }
 
 impl SimState {
@@ -219,6 +243,7 @@ impl SimHandle {
     fn new(config: SimConfig) -> Self {
         let clock = config.clock.clone();
         let state = SimState {
+            lock_health: HashMap::new(),
             config,
             users: Vec::new(),
             groups: Vec::new(),
@@ -244,6 +269,11 @@ impl SimHandle {
     /// Adds a lock with a keypad (`escutcheon_pin`), or replaces its type.
     pub fn add_lock(&self, lock_id: &str) {
         self.add_lock_of_type(lock_id, KEYPAD_LOCK_TYPE);
+    }
+
+    /// Changes one lock's health (online, battery, firmware).
+    pub fn update_lock_health(&self, lock_id: &str, f: impl FnOnce(&mut SimLockHealth)) {
+        self.with(|s| f(s.lock_health.entry(lock_id.to_owned()).or_default()));
     }
 
     /// Adds a lock of `lock_type` (e.g. `cylinder`, which has no keypad).
@@ -683,12 +713,15 @@ async fn get_lock(
             .locks
             .get(&lock)
             .ok_or_else(|| not_found("Lock not found"))?;
+        let health = s.lock_health.get(&lock).cloned().unwrap_or_default();
         Ok(HttpResponse::Ok().json(wire::Lock {
             id: lock.clone(),
             customer_reference: Some(format!("Door {lock}")),
             lock_type: Some(lock_type.clone()),
-            online: Some(true),
+            online: Some(health.online),
             floor: None,
+            battery_level: Some(health.battery_level),
+            firmware_version: Some(health.firmware_version),
         }))
     })
     .await

@@ -139,9 +139,27 @@ pub struct Lock {
     /// Floor, when set.
     #[serde(default)]
     pub floor: Option<String>,
+    /// Battery state, e.g. `fresh` (as recorded); not a percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery_level: Option<String>,
+    /// Firmware version (reconstructed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware_version: Option<String>,
 }
 
 impl Lock {
+    /// The battery state as a percent band for the D-4 threshold: `fresh` 100, `low` 15,
+    /// `very_low`/`critical` 5, `empty` 0; another state is unknown.
+    pub fn battery_percent(&self) -> Option<i32> {
+        match self.battery_level.as_deref()? {
+            "fresh" | "normal" => Some(100),
+            "low" => Some(15),
+            "very_low" | "critical" => Some(5),
+            "empty" => Some(0),
+            _ => None,
+        }
+    }
+
     /// Whether the lock has a keypad (its `lock_type` names a PIN variant).
     pub fn has_keypad(&self) -> bool {
         self.lock_type
@@ -410,6 +428,8 @@ mod tests {
             lock_type: Some("escutcheon_pin".into()),
             online: None,
             floor: None,
+            battery_level: None,
+            firmware_version: None,
         };
         assert!(lock.has_keypad());
         lock.lock_type = Some("cylinder".into());

@@ -588,6 +588,7 @@ async fn salto_recorded_examples_parse_and_the_simulator_accepts_them() -> anyho
     let lock: wire::Lock = serde_json::from_str(RECORDED_LOCK)?;
     assert!(lock.has_keypad());
     assert_eq!(lock.online, Some(true));
+    assert_eq!(lock.battery_percent(), Some(100), "a fresh battery");
     let users: wire::Page<wire::SiteUser> = serde_json::from_str(RECORDED_USERS)?;
     assert_eq!(users.items.len(), 1);
     assert_eq!(
@@ -685,6 +686,39 @@ async fn salto_debug_output_carries_no_secret() -> anyhow::Result<()> {
     assert!(
         !s.contains(SIM_CLIENT_SECRET) && !s.contains(SIM_PASSWORD),
         "{s}"
+    );
+    Ok(())
+}
+
+/// Spec 003 §2 health probe: the lock object's `online`, `battery_level` (a state, mapped
+/// to a percent band) and `firmware_version`; Salto KS reads no lock
+/// clock; an unknown lock is `NotFound`; an outage is the vendor being unwell.
+#[tokio::test]
+async fn salto_probe_reads_the_lock_object() -> anyhow::Result<()> {
+    let env = spawn();
+    let p = env.adapter.probe(&device()).await?;
+    assert!(p.online);
+    assert_eq!(p.battery_percent, Some(100), "fresh");
+    assert_eq!(p.firmware.as_deref(), Some("0.2.14"));
+    assert_eq!(p.device_time, None);
+    env.handle.update_lock_health(LOCK, |h| {
+        h.online = false;
+        h.battery_level = "low".into();
+    });
+    let p = env.adapter.probe(&device()).await?;
+    assert!(!p.online);
+    assert_eq!(p.battery_percent, Some(15), "low trips the 20 % threshold");
+    assert_eq!(
+        env.adapter
+            .probe(&DeviceRef::new("4d77312f-4a87-41db-a97b-000000000999"))
+            .await,
+        Err(VendorError::NotFound)
+    );
+    env.handle.update_faults(|f| f.outage = true);
+    let down = env.adapter.probe(&device()).await;
+    assert!(
+        matches!(down, Err(ref e) if e.is_vendor_unwell()),
+        "{down:?}"
     );
     Ok(())
 }
