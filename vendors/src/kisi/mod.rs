@@ -33,6 +33,9 @@
 //!   start-end/total`; used by `find` and, paged by 250, by `list`.
 //! - `PATCH /role_assignments/{id}` → 204; used by `update`. 404 is `NotFound`.
 //! - `DELETE /role_assignments/{id}` → 204; 404 counts as success (idempotent revoke).
+//! - `GET /locks/{id}` → `Lock` with `online` (its controller's connection): the device
+//!   health probe. Kisi readers are mains-powered and expose no battery, firmware or
+//!   clock, so only reachability is reported.
 //! - `GET /places?limit=1` as the health probe.
 //!
 //! Reconstructed, not from public docs:
@@ -528,6 +531,21 @@ impl LockPort for KisiAdapter {
     fn default_rate_per_minute(&self) -> Option<u32> {
         // Kisi: 5 requests a second per user (the API key's)
         Some(300)
+    }
+
+    async fn probe(&self, device: &DeviceRef) -> Result<crate::DeviceProbe, VendorError> {
+        let device = KisiDevice::parse(device)?;
+        let rb = self
+            .http
+            .get(self.url(&format!("/locks/{}", device.lock_id)));
+        let (lock, _): (wire::Lock, _) = self.json("fetch_lock", rb).await?;
+        Ok(crate::DeviceProbe {
+            online: lock.online.unwrap_or(true),
+            // Kisi controllers are mains-powered and report neither battery nor clock
+            battery_percent: None,
+            firmware: None,
+            device_time: None,
+        })
     }
 
     fn capabilities(&self) -> LockCapabilities {

@@ -163,6 +163,8 @@ struct SimState {
     next_assignment_id: i64,
     next_group_lock_id: i64,
     rate_window: Option<(DateTime<Utc>, u32)>,
+    /// Locks whose controller is offline.
+    offline_locks: BTreeSet<i64>,
 }
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
@@ -195,6 +197,7 @@ impl SimHandle {
             next_assignment_id: 910_001,
             next_group_lock_id: 5_001,
             rate_window: None,
+            offline_locks: BTreeSet::new(),
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -213,6 +216,17 @@ impl SimHandle {
     pub fn add_group_lock(&self, group_id: i64, lock_id: i64) {
         self.with(|s| {
             s.groups.entry(group_id).or_default().insert(lock_id);
+        });
+    }
+
+    /// Takes a lock's controller offline (or back online).
+    pub fn set_lock_online(&self, lock_id: i64, online: bool) {
+        self.with(|s| {
+            if online {
+                s.offline_locks.remove(&lock_id);
+            } else {
+                s.offline_locks.insert(lock_id);
+            }
         });
     }
 
@@ -384,6 +398,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/users", web::get().to(list_users))
         .route("/users", web::post().to(create_user))
         .route("/group_locks", web::get().to(list_group_locks))
+        .route("/locks/{id}", web::get().to(get_lock))
         .route("/role_assignments", web::get().to(list_assignments))
         .route("/role_assignments", web::post().to(create_assignment))
         .route("/role_assignments/{id}", web::get().to(get_assignment))
@@ -841,6 +856,27 @@ async fn create_assignment(
             Ok((reply, roll(s.faults.lose_response_rate)))
         })?;
         Ok(lost_or(&h, lost, reply))
+    };
+    run.await.unwrap_or_else(|r: Refusal| *r.0)
+}
+
+/// `GET /locks/{id}`: a lock of a group, with its controller's `online` state.
+async fn get_lock(h: web::Data<SimHandle>, req: HttpRequest, path: web::Path<i64>) -> HttpResponse {
+    let id = path.into_inner();
+    let run = async {
+        gate(&h, &req).await?;
+        h.with(|s| {
+            if !s.groups.values().any(|locks| locks.contains(&id)) {
+                return Err(not_found());
+            }
+            Ok(HttpResponse::Ok().json(wire::Lock {
+                id,
+                name: format!("Door {id}"),
+                place_id: Some(SIM_PLACE_ID),
+                online: Some(!s.offline_locks.contains(&id)),
+                configured: Some(true),
+            }))
+        })
     };
     run.await.unwrap_or_else(|r: Refusal| *r.0)
 }

@@ -143,6 +143,25 @@ pub struct GroupLock {
     pub place_id: Option<i64>,
 }
 
+/// `GET /locks/{id}`: the fields Lockstep reads of a Kisi lock.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Lock {
+    /// The lock.
+    pub id: i64,
+    /// Its name.
+    #[serde(default)]
+    pub name: String,
+    /// The place.
+    #[serde(default)]
+    pub place_id: Option<i64>,
+    /// Whether its controller is connected to Kisi.
+    #[serde(default)]
+    pub online: Option<bool>,
+    /// Whether it is set up.
+    #[serde(default)]
+    pub configured: Option<bool>,
+}
+
 /// `POST /role_assignments` body.
 #[derive(Serialize, Deserialize)]
 pub struct CreateRoleAssignmentRequest {

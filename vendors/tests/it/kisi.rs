@@ -577,3 +577,33 @@ fn kisi_adapter_says_what_it_can_do_and_shows_no_secret() {
     assert!(!caps.pin && !caps.card_encoding && !caps.qr && !caps.nfc);
     assert!(!caps.offline_issuance && !caps.scope_floors && !caps.scope_areas);
 }
+
+/// Spec 003 §2 health probe: `GET /locks/{id}`'s `online`; Kisi reports no battery,
+/// firmware or clock; an unknown lock is `NotFound`; an outage is the vendor unwell.
+#[tokio::test]
+async fn kisi_probe_reads_the_lock_controllers_connection() -> anyhow::Result<()> {
+    let env = kisi_spawn();
+    let p = env.adapter.probe(&kisi_device()).await?;
+    assert!(p.online);
+    assert_eq!(
+        (p.battery_percent, p.firmware, p.device_time),
+        (None, None, None)
+    );
+    env.handle.set_lock_online(LOCK, false);
+    assert!(!env.adapter.probe(&kisi_device()).await?.online);
+    env.handle.set_lock_online(LOCK, true);
+    assert!(env.adapter.probe(&kisi_device()).await?.online);
+    assert_eq!(
+        env.adapter
+            .probe(&DeviceRef::new(format!("{GROUP}:777")))
+            .await,
+        Err(VendorError::NotFound)
+    );
+    env.handle.update_faults(|f| f.outage = true);
+    let down = env.adapter.probe(&kisi_device()).await;
+    assert!(
+        matches!(down, Err(ref e) if e.is_vendor_unwell()),
+        "{down:?}"
+    );
+    Ok(())
+}
