@@ -40,6 +40,10 @@
 //!   duplicate label.
 //! - The shape of `GET /groups/{groupId}/users` items (documented as a listing of users;
 //!   taken to carry `id`, names, `externalId` and the dates, but not the PIN).
+//! - Device health (`probe`): `GET /access-points/{id}` (documented) names the control
+//!   panel; `GET /control-panels/{id}` gives `firmwareVersion`, and `isOnline` on it is a
+//!   reconstruction (the docs show the panel's last contact, not a flag). Readers are wired:
+//!   no battery, and no clock the API reads.
 //! - HTTP 429 with `Retry-After` (Brivo documents none; its Mashery gateway's "Developer
 //!   Over Rate"/"Over Qps" 403 is also read as a rate limit).
 //! - Date-times are sent as `YYYY-MM-DDTHH:MM:SSZ` (documented for responses; inputs are
@@ -647,6 +651,41 @@ impl LockPort for BrivoAdapter {
     fn default_rate_per_minute(&self) -> Option<u32> {
         // Brivo documents no rate limit
         None
+    }
+
+    async fn probe(&self, device: &DeviceRef) -> Result<crate::DeviceProbe, VendorError> {
+        let ap = access_point_id(device)?;
+        let point: wire::AccessPoint = self
+            .call_json(
+                "get_access_point",
+                Method::GET,
+                self.url(&["access-points", &ap.to_string()]),
+                None::<&()>,
+            )
+            .await?;
+        let Some(panel_id) = point.control_panel_id else {
+            return Ok(crate::DeviceProbe {
+                online: true,
+                battery_percent: None,
+                firmware: None,
+                device_time: None,
+            });
+        };
+        let panel: wire::ControlPanel = self
+            .call_json(
+                "get_control_panel",
+                Method::GET,
+                self.url(&["control-panels", &panel_id.to_string()]),
+                None::<&()>,
+            )
+            .await?;
+        Ok(crate::DeviceProbe {
+            online: panel.is_online.unwrap_or(true),
+            // wired readers: no battery; the panel keeps no clock the API reads
+            battery_percent: None,
+            firmware: panel.firmware_version,
+            device_time: None,
+        })
     }
 
     fn capabilities(&self) -> LockCapabilities {

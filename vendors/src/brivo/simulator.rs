@@ -152,6 +152,8 @@ struct IssuedToken {
 
 struct SimState {
     access_points: BTreeSet<i64>,
+    /// Access points whose control panel is offline.
+    offline_access_points: BTreeSet<i64>,
     groups: BTreeMap<i64, SimGroup>,
     users: BTreeMap<i64, SimUser>,
     tokens: HashMap<String, IssuedToken>,
@@ -179,6 +181,7 @@ impl SimHandle {
     fn new(config: SimConfig) -> Self {
         let state = SimState {
             access_points: config.access_points.into_iter().collect(),
+            offline_access_points: BTreeSet::new(),
             groups: BTreeMap::new(),
             users: BTreeMap::new(),
             tokens: HashMap::new(),
@@ -202,6 +205,17 @@ impl SimHandle {
     }
 
     /// Adds an access point (no-op if it exists).
+    /// Takes the control panel of an access point offline (or back online).
+    pub fn set_access_point_online(&self, access_point: i64, online: bool) {
+        self.with(|s| {
+            if online {
+                s.offline_access_points.remove(&access_point);
+            } else {
+                s.offline_access_points.insert(access_point);
+            }
+        });
+    }
+
     pub fn add_access_point(&self, id: i64) {
         self.with(|s| {
             s.access_points.insert(id);
@@ -332,6 +346,14 @@ impl RunningSimulator {
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/oauth/token", web::post().to(token))
         .route("/v1/api/access-points", web::get().to(list_access_points))
+        .route(
+            "/v1/api/access-points/{id}",
+            web::get().to(get_access_point),
+        )
+        .route(
+            "/v1/api/control-panels/{id}",
+            web::get().to(get_control_panel),
+        )
         .route("/v1/api/groups", web::get().to(list_groups))
         .route("/v1/api/groups", web::post().to(create_group))
         .route(
@@ -657,6 +679,50 @@ async fn list_access_points(
             })
             .collect();
         Ok(page(all, offset, size))
+    })
+    .await
+}
+
+/// The simulator's panels: one per access point, id `1000 + ap`.
+const PANEL_BASE: i64 = 1000;
+
+async fn get_access_point(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    api(&h, &req, |s| {
+        if !s.access_points.contains(&id) {
+            return Err(refuse(404, "Access point not found").into());
+        }
+        Ok(HttpResponse::Ok().json(wire::AccessPoint {
+            id,
+            name: format!("Door {id}"),
+            control_panel_id: Some(PANEL_BASE + id),
+            site_id: Some(11111),
+            site_name: Some("Site 1".into()),
+        }))
+    })
+    .await
+}
+
+async fn get_control_panel(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<i64>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    api(&h, &req, |s| {
+        let ap = id - PANEL_BASE;
+        if !s.access_points.contains(&ap) {
+            return Err(refuse(404, "Control panel not found").into());
+        }
+        Ok(HttpResponse::Ok().json(wire::ControlPanel {
+            id,
+            firmware_version: Some("6.2.4.1".into()),
+            is_online: Some(!s.offline_access_points.contains(&ap)),
+        }))
     })
     .await
 }

@@ -228,6 +228,19 @@ pub struct AccessPoint {
     pub site_name: Option<String>,
 }
 
+/// `GET /control-panels/{id}`: the fields Lockstep reads of a control panel (the panel
+/// serves the door's reader; `isOnline` is a labelled reconstruction).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ControlPanel {
+    /// Its id.
+    pub id: i64,
+    /// Firmware.
+    pub firmware_version: Option<String>,
+    /// Whether it is connected to Brivo's cloud.
+    pub is_online: Option<bool>,
+}
+
 /// Brivo's date-time format: ISO 8601 to the second, UTC, `Z`.
 pub fn format_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)

@@ -724,3 +724,28 @@ async fn brivo_simulator_fault_switches_are_reachable_over_http() -> anyhow::Res
     assert_eq!(counters["tokens_issued"], 1);
     Ok(())
 }
+
+/// Spec 003 §2 health probe: the access point's control panel (firmware, online); wired
+/// readers report no battery or clock; an unknown access point is `NotFound`; an outage
+/// is the vendor unwell.
+#[tokio::test]
+async fn brivo_probe_reads_the_access_points_control_panel() -> anyhow::Result<()> {
+    let env = spawn();
+    let p = env.adapter.probe(&device()).await?;
+    assert!(p.online);
+    assert_eq!(p.firmware.as_deref(), Some("6.2.4.1"));
+    assert_eq!((p.battery_percent, p.device_time), (None, None));
+    env.handle.set_access_point_online(AP, false);
+    assert!(!env.adapter.probe(&device()).await?.online);
+    assert_eq!(
+        env.adapter.probe(&DeviceRef::new("424242")).await,
+        Err(VendorError::NotFound)
+    );
+    env.handle.update_faults(|f| f.outage = true);
+    let down = env.adapter.probe(&device()).await;
+    assert!(
+        matches!(down, Err(ref e) if e.is_vendor_unwell()),
+        "{down:?}"
+    );
+    Ok(())
+}
