@@ -110,13 +110,7 @@ pub trait LockPort: Send + Sync + std::fmt::Debug {
     /// Reads one device's health: online, battery, firmware and its clock. A device the
     /// vendor does not know is `Err(NotFound)`; a lock the vendor cannot reach right now is
     /// `Ok` with `online: false`, not an error.
-    async fn probe(&self, device: &DeviceRef) -> Result<DeviceProbe, VendorError> {
-        let _ = device;
-        Err(VendorError::Refused {
-            code: "unsupported".into(),
-            detail: "probe not implemented yet".into(),
-        })
-    }
+    async fn probe(&self, device: &DeviceRef) -> Result<DeviceProbe, VendorError>;
 }
 
 /// What can go wrong at a vendor, in vendor-neutral terms.

@@ -44,6 +44,9 @@
 //!   every request passes the adapter's `RateGate`, whose limiter the runtime shares per
 //!   account (DESIGN §6: one GCRA row per vendor account).
 //! - Timestamps are sent as RFC 3339 UTC; Vostio is assumed to keep them to the second.
+//! - Device health: `GET /v1/environments/{env}/doors/{doorId}` with `online`,
+//!   `batteryLevel` (percent), `firmwareVersion` and `lockTime` (the lock's clock, absent
+//!   while it is unreachable), reconstructed like the rest of the resource API.
 
 pub mod errors;
 pub mod simulator;
@@ -64,8 +67,8 @@ use self::errors::{classify, classify_token, FailureAction};
 use crate::{CallError, IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
-    RunningSimulator, SimClient, SimConfig, SimCounters, SimFaults, SimHandle, SimKey,
-    VostioSimulator,
+    RunningSimulator, SimClient, SimConfig, SimCounters, SimDoorHealth, SimFaults, SimHandle,
+    SimKey, VostioSimulator,
 };
 
 /// A secret string (client secret, access token): `Debug` is redacted and there is no
@@ -589,6 +592,32 @@ impl LockPort for VostioAdapter {
                 })
             })
             .collect()
+    }
+
+    async fn probe(&self, device: &DeviceRef) -> Result<crate::DeviceProbe, VendorError> {
+        let url = format!("{}/doors/{}", self.environment_url, door_id(device)?);
+        let door: Option<wire::DoorRecord> =
+            match self.authed("get_door", || self.http.get(&url)).await {
+                Err(VendorError::Refused { code, .. }) if code == "lock_not_found" => {
+                    return Err(VendorError::NotFound)
+                }
+                other => other?,
+            };
+        let door = door.ok_or_else(|| VendorError::Unavailable {
+            detail: "malformed vendor body: body: empty".into(),
+        })?;
+        Ok(crate::DeviceProbe {
+            online: door.online.unwrap_or(true),
+            battery_percent: door
+                .battery_level
+                .map(|b| i32::try_from(b).unwrap_or(i32::MAX)),
+            firmware: door.firmware_version,
+            device_time: door
+                .lock_time
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+        })
     }
 
     async fn health(&self) -> Result<(), VendorError> {

@@ -212,6 +212,32 @@ struct IssuedToken {
 struct SimEnvironment {
     doors: BTreeSet<String>,
     keys: Vec<SimKey>,
+    /// Health of the doors not in the default state.
+    door_health: HashMap<String, SimDoorHealth>,
+}
+
+/// A door lock's health as the simulator reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimDoorHealth {
+    /// Reachable.
+    pub online: bool,
+    /// Battery, percent.
+    pub battery_level: i64,
+    /// Firmware.
+    pub firmware_version: String,
+    /// The lock's clock minus the simulator's.
+    pub clock_skew: chrono::Duration,
+}
+
+impl Default for SimDoorHealth {
+    fn default() -> Self {
+        Self {
+            online: true,
+            battery_level: 92,
+            firmware_version: "3.4.1".into(),
+            clock_skew: chrono::Duration::zero(),
+        }
+    }
 }
 
 struct SimState {
@@ -248,6 +274,7 @@ impl SimHandle {
                     SimEnvironment {
                         doors: doors.into_iter().collect(),
                         keys: Vec::new(),
+                        door_health: HashMap::new(),
                     },
                 )
             })
@@ -282,6 +309,19 @@ impl SimHandle {
                 .or_default()
                 .doors
                 .insert(door_id.to_owned());
+        });
+    }
+
+    /// Changes one door's health (online, battery, firmware, clock).
+    pub fn update_door_health(
+        &self,
+        environment: &str,
+        door_id: &str,
+        f: impl FnOnce(&mut SimDoorHealth),
+    ) {
+        self.with(|s| {
+            let env = s.environments.entry(environment.to_owned()).or_default();
+            f(env.door_health.entry(door_id.to_owned()).or_default());
         });
     }
 
@@ -456,6 +496,10 @@ fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(create_key),
         )
         .route("/api/v1/environments/{env}/keys", web::get().to(list_keys))
+        .route(
+            "/api/v1/environments/{env}/doors/{door}",
+            web::get().to(get_door),
+        )
         .route(
             "/api/v1/environments/{env}/keys/{key}",
             web::patch().to(update_key),
@@ -727,6 +771,41 @@ async fn get_environment(
             id: env,
             time_zone: Some("Europe/Stockholm".to_owned()),
         }),
+        Err(r) => r.into(),
+    })
+}
+
+async fn get_door(
+    h: web::Data<SimHandle>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    if let Some(r) = gate(&h).await {
+        return r;
+    }
+    let (env, door) = path.into_inner();
+    let now = h.clock.now();
+    h.with(|s| match authorize(s, &req, &env, now) {
+        Ok(environment) => {
+            if !environment.doors.contains(&door) {
+                return refusal(404, code::DOOR_NOT_FOUND, "door not found").into();
+            }
+            let health = environment
+                .door_health
+                .get(&door)
+                .cloned()
+                .unwrap_or_default();
+            HttpResponse::Ok().json(wire::DoorRecord {
+                name: format!("Door {door}"),
+                id: door,
+                online: Some(health.online),
+                battery_level: Some(health.battery_level),
+                firmware_version: Some(health.firmware_version),
+                lock_time: health
+                    .online
+                    .then(|| (now + health.clock_skew).to_rfc3339()),
+            })
+        }
         Err(r) => r.into(),
     })
 }

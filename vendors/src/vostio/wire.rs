@@ -275,3 +275,22 @@ mod tests {
         assert_eq!(e.label, "");
     }
 }
+
+/// `GET /v1/environments/{env}/doors/{doorId}` (reconstructed, like the rest of this
+/// API): a door's lock and its health.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DoorRecord {
+    /// Door id: the device ref.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Whether the lock is reachable (directly or through its hub).
+    pub online: Option<bool>,
+    /// Battery, percent.
+    pub battery_level: Option<i64>,
+    /// Lock firmware.
+    pub firmware_version: Option<String>,
+    /// The lock's clock when last read, RFC 3339.
+    pub lock_time: Option<String>,
+}

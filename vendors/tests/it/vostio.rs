@@ -740,3 +740,42 @@ async fn simulator_accepts_the_reconstructed_example_as_sent() -> anyhow::Result
     assert_eq!(body["code"], "unauthorized");
     Ok(())
 }
+
+/// Spec 003 §2 health probe (reconstructed door resource): online, battery, firmware and
+/// the lock's clock; an unreachable lock has no clock reading; an unknown door is
+/// `NotFound`; an outage is the vendor unwell.
+#[tokio::test]
+async fn vostio_probe_reads_the_door() -> anyhow::Result<()> {
+    use lockstep_domain::Clock as _;
+    let env = spawn();
+    let p = env.adapter.probe(&device()).await?;
+    assert!(p.online);
+    assert_eq!(p.battery_percent, Some(92));
+    assert_eq!(p.firmware.as_deref(), Some("3.4.1"));
+    let skew = p.device_time.expect("the lock's clock") - SystemClock.now();
+    assert!(skew.num_seconds().abs() <= 2, "{skew}");
+    env.handle.update_door_health(SIM_ENVIRONMENT, DOOR, |h| {
+        h.battery_level = 4;
+        h.clock_skew = chrono::Duration::minutes(-11);
+    });
+    let p = env.adapter.probe(&device()).await?;
+    assert_eq!(p.battery_percent, Some(4));
+    let skew = p.device_time.expect("the lock's clock") - SystemClock.now();
+    assert!((skew.num_seconds() + 660).abs() <= 2, "{skew}");
+    env.handle
+        .update_door_health(SIM_ENVIRONMENT, DOOR, |h| h.online = false);
+    let p = env.adapter.probe(&device()).await?;
+    assert!(!p.online);
+    assert_eq!(p.device_time, None);
+    assert_eq!(
+        env.adapter.probe(&DeviceRef::new("door-9999")).await,
+        Err(VendorError::NotFound)
+    );
+    env.handle.update_faults(|f| f.outage = true);
+    let down = env.adapter.probe(&device()).await;
+    assert!(
+        matches!(down, Err(ref e) if e.is_vendor_unwell()),
+        "{down:?}"
+    );
+    Ok(())
+}
