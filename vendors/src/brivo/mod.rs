@@ -80,28 +80,9 @@ pub use self::simulator::{
     BrivoSimulator, RunningSimulator, SimConfig, SimCounters, SimFaults, SimHandle, SimUser,
 };
 
-/// A secret string (api key, client secret, password, access token): `Debug` is redacted
-/// and there is no `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The raw value, for the one request that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// A secret string: `Debug` is redacted and there is no `Display` (one type for every
+/// adapter, [`crate::secrets::Secret`]).
+pub use crate::secrets::Secret;
 
 /// What authenticates us at Brivo.
 #[derive(Clone, Debug)]

@@ -92,34 +92,9 @@ pub use self::simulator::{
     SimLockHealth, SimSiteUser,
 };
 
-/// A secret string (client secret, system-user password, access token): `Debug` is
-/// redacted and there is no `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The raw value, for the one request that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Self(value)
-    }
-}
+/// A secret string: `Debug` is redacted and there is no `Display` (one type for every
+/// adapter, [`crate::secrets::Secret`]).
+pub use crate::secrets::Secret;
 
 /// How to reach one Salto KS site.
 #[derive(Clone, Debug)]
