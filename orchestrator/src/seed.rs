@@ -198,6 +198,15 @@ fn build_port(
     let err = |e: lockstep_vendors::VendorError| {
         anyhow::anyhow!("building the {} adapter: {e}", a.vendor)
     };
+    // Secrets kept in a file or an environment variable are read again at each token
+    // fetch or request: replacing them rotates them without a restart (US-MEL-0081).
+    let refs = adapter_secrets(a).into_iter().fold(
+        lockstep_vendors::secrets::SecretRefs::default(),
+        |refs, (name, src)| match src {
+            SecretSource::Value(_) => refs,
+            other => refs.with(name, secret_ref(other)),
+        },
+    );
     let port: Arc<dyn LockPort> = match vendor {
         VendorCode::Ttlock => {
             let mut cfg = TtlockConfig::new(
@@ -218,7 +227,7 @@ fn build_port(
             Arc::new(TtlockAdapter::new(cfg, clock).map_err(err)?)
         }
         VendorCode::Salto => {
-            let cfg = salto::SaltoConfig::new(
+            let mut cfg = salto::SaltoConfig::new(
                 a.api_base_url.clone(),
                 need(&a.auth_base_url, "auth_base_url")?,
                 need(&a.site_id, "site_id")?,
@@ -227,27 +236,30 @@ fn build_port(
                 need(&a.username, "username")?,
                 salto::Secret::new(secret(&a.password, "password")?),
             );
+            cfg.secret_refs = refs;
             Arc::new(salto::SaltoAdapter::new(cfg, clock).map_err(err)?)
         }
         VendorCode::AssaAbloy => {
-            let cfg = vostio::VostioConfig::new(
+            let mut cfg = vostio::VostioConfig::new(
                 a.api_base_url.clone(),
                 need(&a.auth_base_url, "auth_base_url")?,
                 vostio::Secret::new(need(&a.client_id, "client_id")?),
                 vostio::Secret::new(secret(&a.client_secret, "client_secret")?),
                 need(&a.site_id, "site_id")?,
             );
+            cfg.secret_refs = refs;
             Arc::new(vostio::VostioAdapter::new(cfg, clock).map_err(err)?)
         }
         VendorCode::Kisi => {
-            let cfg = kisi::KisiConfig::new(
+            let mut cfg = kisi::KisiConfig::new(
                 a.api_base_url.clone(),
                 kisi::Secret::new(secret(&a.api_key, "api_key")?),
             );
+            cfg.secret_refs = refs;
             Arc::new(kisi::KisiAdapter::new(cfg, clock).map_err(err)?)
         }
         VendorCode::Brivo => {
-            let cfg = brivo::BrivoConfig::new(
+            let mut cfg = brivo::BrivoConfig::new(
                 a.api_base_url.clone(),
                 need(&a.auth_base_url, "auth_base_url")?,
                 brivo::BrivoCredentials {
@@ -261,6 +273,7 @@ fn build_port(
                     anyhow::anyhow!("adapters.access_schedule_id is required for brivo")
                 })?,
             );
+            cfg.secret_refs = refs;
             Arc::new(brivo::BrivoAdapter::new(cfg, clock).map_err(err)?)
         }
         VendorCode::GenericWiegand => {

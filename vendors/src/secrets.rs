@@ -125,3 +125,31 @@ impl MemorySecrets {
             .cloned()
     }
 }
+
+/// Where an adapter re-reads its secrets at each use, by name (`client_secret`,
+/// `password`, `api_key`, `client_id`): a secret listed here is read again for every token
+/// fetch or request, so replacing it rotates it without a restart (US-MEL-0081). A secret
+/// not listed is the fixed value of the adapter's configuration.
+#[derive(Clone, Debug, Default)]
+pub struct SecretRefs(HashMap<String, SecretRef>);
+
+impl SecretRefs {
+    /// Reads `name` from `source` at each use.
+    pub fn with(mut self, name: &str, source: SecretRef) -> Self {
+        self.0.insert(name.to_owned(), source);
+        self
+    }
+
+    /// Whether any secret is re-read.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The current value of `name`: re-read when listed, else `fixed`.
+    pub fn current(&self, name: &str, fixed: &Secret) -> Result<Secret, VendorError> {
+        match self.0.get(name) {
+            Some(source) => source.current(),
+            None => Ok(fixed.clone()),
+        }
+    }
+}

@@ -116,6 +116,8 @@ pub struct BrivoConfig {
     pub group_prefix: String,
     /// Timeout of each HTTP call.
     pub call_timeout: Duration,
+    /// Secrets re-read at each use (rotation without restart); empty: the fixed values.
+    pub secret_refs: crate::secrets::SecretRefs,
 }
 
 impl BrivoConfig {
@@ -138,6 +140,7 @@ impl BrivoConfig {
             access_schedule_id,
             group_prefix: Self::DEFAULT_GROUP_PREFIX.to_owned(),
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
+            secret_refs: crate::secrets::SecretRefs::default(),
         }
     }
 }
@@ -250,15 +253,19 @@ impl BrivoAdapter {
 
     async fn fetch_token(&self) -> Result<CachedToken, VendorError> {
         let creds = &self.config.credentials;
+        let refs = &self.config.secret_refs;
+        let client_secret = refs.current("client_secret", &creds.client_secret)?;
+        let api_key = refs.current("api_key", &creds.api_key)?;
+        let password = refs.current("password", &creds.password)?;
         let rb = self
             .http
             .post(self.token_url.clone())
-            .basic_auth(&creds.client_id, Some(creds.client_secret.expose()))
-            .header("api-key", creds.api_key.expose())
+            .basic_auth(&creds.client_id, Some(client_secret.expose()))
+            .header("api-key", api_key.expose())
             .form(&wire::TokenRequest {
                 grant_type: "password",
                 username: &creds.username,
-                password: creds.password.expose(),
+                password: password.expose(),
             });
         let resp = self
             .gate
@@ -325,10 +332,14 @@ impl BrivoAdapter {
         let mut refreshed = false;
         loop {
             let token = self.access_token().await?;
+            let api_key = self
+                .config
+                .secret_refs
+                .current("api_key", &self.config.credentials.api_key)?;
             let mut rb = self
                 .http
                 .request(method.clone(), url.clone())
-                .header("api-key", self.config.credentials.api_key.expose())
+                .header("api-key", api_key.expose())
                 .header(ACCEPT, HeaderValue::from_static("application/json"));
             rb = with_bearer(rb, &token);
             if let Some(b) = body {

@@ -99,6 +99,8 @@ pub struct KisiConfig {
     pub user_email_domain: String,
     /// Timeout of each HTTP call.
     pub call_timeout: Duration,
+    /// Secrets re-read at each use (rotation without restart); empty: the fixed values.
+    pub secret_refs: crate::secrets::SecretRefs,
 }
 
 impl KisiConfig {
@@ -116,6 +118,7 @@ impl KisiConfig {
             api_key,
             user_email_domain: Self::DEFAULT_USER_EMAIL_DOMAIN.to_owned(),
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
+            secret_refs: crate::secrets::SecretRefs::default(),
         }
     }
 }
@@ -238,16 +241,36 @@ impl KisiAdapter {
         format!("{}{}", self.base, path)
     }
 
-    fn authed(&self, rb: RequestBuilder) -> RequestBuilder {
-        rb.header(AUTHORIZATION, self.auth_header.clone())
-            .header(ACCEPT, "application/json")
+    /// The API key's header, read again at each request when the key rotates.
+    fn auth_header(&self) -> Result<HeaderValue, VendorError> {
+        if self.config.secret_refs.is_empty() {
+            return Ok(self.auth_header.clone());
+        }
+        let key = self
+            .config
+            .secret_refs
+            .current("api_key", &self.config.api_key)?;
+        let mut h =
+            HeaderValue::from_str(&format!("KISI-LOGIN {}", key.expose())).map_err(|_| {
+                VendorError::Auth {
+                    detail: "api key is not a valid header value".into(),
+                }
+            })?;
+        h.set_sensitive(true);
+        Ok(h)
+    }
+
+    fn authed(&self, rb: RequestBuilder) -> Result<RequestBuilder, VendorError> {
+        Ok(rb
+            .header(AUTHORIZATION, self.auth_header()?)
+            .header(ACCEPT, "application/json"))
     }
 
     /// Sends one request; any non-2xx status becomes a [`VendorError`].
     async fn exchange(&self, op: &'static str, rb: RequestBuilder) -> Result<Reply, VendorError> {
         let resp = self
             .gate
-            .send(self.clock.as_ref(), self.authed(rb))
+            .send(self.clock.as_ref(), self.authed(rb)?)
             .await
             .map_err(|e| transport(op, &e))?;
         let status = resp.status();

@@ -242,6 +242,11 @@ impl SimHandle {
         self.with(|s| s.api_keys.push(Secret::new(key)));
     }
 
+    /// Stops accepting `key` (the end of a rotation's overlap).
+    pub fn remove_api_key(&self, key: &str) {
+        self.with(|s| s.api_keys.retain(|k| k.expose() != key));
+    }
+
     /// Every user.
     pub fn users(&self) -> Vec<SimUser> {
         self.with(|s| s.users.values().cloned().collect())

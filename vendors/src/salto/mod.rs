@@ -122,6 +122,8 @@ pub struct SaltoConfig {
     pub site_utc_offset: FixedOffset,
     /// Timeout of each HTTP call.
     pub call_timeout: Duration,
+    /// Secrets re-read at each use (rotation without restart); empty: the fixed values.
+    pub secret_refs: crate::secrets::SecretRefs,
 }
 
 impl SaltoConfig {
@@ -159,6 +161,7 @@ impl SaltoConfig {
             guest_role_ids: Vec::new(),
             site_utc_offset: utc(),
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
+            secret_refs: crate::secrets::SecretRefs::default(),
         }
     }
 }
@@ -271,19 +274,19 @@ impl SaltoAdapter {
 
     async fn fetch_token(&self) -> Result<CachedToken, VendorError> {
         let op = "token";
+        let refs = &self.config.secret_refs;
+        let password = refs.current("password", &self.config.password)?;
+        let client_secret = refs.current("client_secret", &self.config.client_secret)?;
         let form = wire::TokenRequest {
             grant_type: "password",
             username: &self.config.username,
-            password: self.config.password.expose(),
+            password: password.expose(),
             scope: &self.config.scope,
         };
         let rb = self
             .http
             .post(format!("{}/connect/token", self.identity))
-            .basic_auth(
-                &self.config.client_id,
-                Some(self.config.client_secret.expose()),
-            )
+            .basic_auth(&self.config.client_id, Some(client_secret.expose()))
             .form(&form);
         let resp = self
             .gate

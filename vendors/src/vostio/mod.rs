@@ -93,6 +93,8 @@ pub struct VostioConfig {
     pub rate_limit_per_sec: u32,
     /// Timeout of each HTTP call.
     pub call_timeout: Duration,
+    /// Secrets re-read at each use (rotation without restart); empty: the fixed values.
+    pub secret_refs: crate::secrets::SecretRefs,
 }
 
 impl VostioConfig {
@@ -117,6 +119,7 @@ impl VostioConfig {
             environment_ref: environment_ref.into(),
             rate_limit_per_sec: Self::DEFAULT_RATE_LIMIT_PER_SEC,
             call_timeout: Self::DEFAULT_CALL_TIMEOUT,
+            secret_refs: crate::secrets::SecretRefs::default(),
         }
     }
 }
@@ -210,13 +213,13 @@ impl VostioAdapter {
 
     async fn fetch_token(&self) -> Result<CachedToken, VendorError> {
         let op = "token";
+        let refs = &self.config.secret_refs;
+        let client_id = refs.current("client_id", &self.config.client_id)?;
+        let client_secret = refs.current("client_secret", &self.config.client_secret)?;
         let rb = self
             .http
             .post(&self.config.oauth_token_url)
-            .basic_auth(
-                self.config.client_id.expose(),
-                Some(self.config.client_secret.expose()),
-            )
+            .basic_auth(client_id.expose(), Some(client_secret.expose()))
             .form(&wire::TokenRequest {
                 grant_type: wire::GRANT_CLIENT_CREDENTIALS.to_owned(),
                 scope: None,

@@ -330,6 +330,15 @@ impl SimHandle {
         self.with(|s| s.clients.push(client));
     }
 
+    /// Stops accepting every client whose secret is `client_secret` (the end of a
+    /// rotation's overlap).
+    pub fn remove_clients_with_secret(&self, client_secret: &str) {
+        self.with(|s| {
+            s.clients
+                .retain(|c| c.client_secret.expose() != client_secret)
+        });
+    }
+
     /// The keys of one environment, oldest first (empty for an unknown environment).
     pub fn keys(&self, environment: &str) -> Vec<SimKey> {
         self.with(|s| {

@@ -6,6 +6,6 @@ mod salto;
 mod support;
 mod ttlock_adapter;
 mod ttlock_docs_examples;
-mod ttlock_rotation;
+mod rotation;
 mod ttlock_simulator;
 mod vostio;
