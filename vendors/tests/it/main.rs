@@ -2,10 +2,10 @@
 
 mod brivo;
 mod kisi;
+mod rotation;
 mod salto;
 mod support;
 mod ttlock_adapter;
 mod ttlock_docs_examples;
-mod rotation;
 mod ttlock_simulator;
 mod vostio;
