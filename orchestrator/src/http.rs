@@ -311,6 +311,54 @@ async fn list_devices(
     Ok(HttpResponse::Ok().json(json!({ "items": items, "nextCursor": null })))
 }
 
+/// `GET /api/v1/lock-devices/{id}/health`: probes the device now through its adapter's
+/// worker (spec `002`), records the reading (and any signal it raises) and answers it. A
+/// vendor that cannot answer is 502 `VENDOR_UNREACHABLE` (spec `003` §8); the last
+/// reading stays.
+async fn device_health(
+    req: HttpRequest,
+    path: web::Path<String>,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = authenticate(&req, &shared, READERS)?;
+    let id = lockstep_domain::LockDeviceId::parse(&path.into_inner())?;
+    let store = &shared.rt.store;
+    let not_found = || DomainError::NotFound {
+        entity: "lock_device",
+    };
+    let property = store
+        .device_property(tenant, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    let rooms = store.property_rooms(tenant, &property).await?;
+    let device = store
+        .devices_for_rooms(tenant, &property, &rooms)
+        .await?
+        .into_iter()
+        .find(|d| d.id == id)
+        .ok_or_else(not_found)?;
+    let signals = lockstep_actors::drift::probe_device(&shared.rt, tenant, &property, &device)
+        .await
+        .map_err(|_| ApiError::from(DomainError::VendorUnreachable))?;
+    let health = store
+        .device_health(tenant, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    let last = health.last.as_ref();
+    Ok(HttpResponse::Ok().json(json!({
+        "deviceId": id.as_str(),
+        "online": last.map(|h| h.online),
+        "battery": last.and_then(|h| h.battery_percent).map(|p| json!({
+            "percent": p,
+            "lowThresholdPercent": health.threshold.percent(),
+        })),
+        "firmware": last.and_then(|h| h.firmware.clone()),
+        "clockSkewMs": last.and_then(|h| h.clock_skew_ms),
+        "lastSeenAt": health.last_seen_at.map(|t| t.to_rfc3339()),
+        "signals": signals.iter().map(lockstep_actors::events_out::device_signal_label).collect::<Vec<_>>(),
+    })))
+}
+
 /// `GET /api/v1/key-credentials/{id}/audit`: the credential's audit trail, in the order of
 /// its property's tamper-evident chain, each row with its link.
 async fn credential_audit(
@@ -473,7 +521,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
             "/api/v1/key-credentials/{id}/audit",
             web::get().to(credential_audit),
         )
-        .route("/api/v1/lock-devices", web::get().to(list_devices));
+        .route("/api/v1/lock-devices", web::get().to(list_devices))
+        .route(
+            "/api/v1/lock-devices/{id}/health",
+            web::get().to(device_health),
+        );
     if embedded {
         cfg.route("/api/v1/intake", web::post().to(post_intake))
             .route("/api/v1/events", web::get().to(recent_events));

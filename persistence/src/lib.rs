@@ -272,6 +272,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every (tenant, property) that has an audit chain; worker path (cross-tenant).
     async fn audit_chains(&self) -> StoreResult<Vec<(TenantId, PropertyId)>>;
 
+    /// The property of a live (not decommissioned) device, `None` if unknown or retired.
+    async fn device_property(
+        &self,
+        tenant: TenantId,
+        device: &LockDeviceId,
+    ) -> StoreResult<Option<PropertyId>>;
+
     /// The registry's view of a device's health, `None` for an unknown device.
     async fn device_health(
         &self,

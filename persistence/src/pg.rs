@@ -1313,6 +1313,23 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn device_property(
+        &self,
+        tenant: TenantId,
+        device: &LockDeviceId,
+    ) -> StoreResult<Option<PropertyId>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let p: Option<String> = sqlx::query_scalar(
+            "SELECT property_id FROM lock_devices WHERE tenant_id = $1 AND id = $2 AND decommissioned_at IS NULL",
+        )
+        .bind(tenant.as_uuid())
+        .bind(device.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(p.map(|p| PropertyId::parse(&p)).transpose()?)
+    }
+
     async fn device_health(
         &self,
         tenant: TenantId,

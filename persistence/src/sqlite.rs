@@ -1347,6 +1347,21 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn device_property(
+        &self,
+        tenant: TenantId,
+        device: &LockDeviceId,
+    ) -> StoreResult<Option<PropertyId>> {
+        let p: Option<String> = sqlx::query_scalar(
+            "SELECT property_id FROM lock_devices WHERE tenant_id = ? AND id = ? AND decommissioned_at IS NULL",
+        )
+        .bind(tenant.to_string())
+        .bind(device.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(p.map(|p| PropertyId::parse(&p)).transpose()?)
+    }
+
     async fn device_health(
         &self,
         tenant: TenantId,

@@ -1102,13 +1102,16 @@ rooms = ["rmu_r"]
     Ok(())
 }
 
-/// DESIGN §12 end to end: a key's audit rows are sealed by `lockstep audit seal` with a
-/// key file held outside the database, `lockstep audit verify` finds the chains intact,
-/// and after someone with the database file rewrites an audit row (dropping the
-/// append-only trigger first) it reports the chain TAMPERED and exits 1.
+/// The read API of a key's trail and of the device registry, then DESIGN §12 end to end:
+/// the trail comes in chain order without vendor data; devices are listed without vendor
+/// refs and probed live (404 unknown, 502 when the vendor is down, the reading kept); the
+/// audit rows are sealed by `lockstep audit seal` with a key file held outside the
+/// database, `lockstep audit verify` finds the chains intact, and after someone with the
+/// database file rewrites an audit row (dropping the append-only trigger first) it
+/// reports the chain TAMPERED and exits 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_seal_then_verify_finds_a_rewritten_row() -> anyhow::Result<()> {
-    let (node, token, _) = embedded_node("audit").await?;
+async fn audit_and_device_reads_then_seal_and_verify_find_a_rewritten_row() -> anyhow::Result<()> {
+    let (node, token, sim) = embedded_node("audit").await?;
     let dir = node
         .log
         .parent()
@@ -1204,6 +1207,58 @@ async fn audit_seal_then_verify_finds_a_rewritten_row() -> anyhow::Result<()> {
     for lock in ["1001", "1002", "1003", "1004"] {
         assert!(!text.contains(lock), "vendor lock id {lock} leaked: {text}");
     }
+    // a live probe of one device: the demo simulator's lock is healthy and online
+    let lock = items
+        .iter()
+        .find(|d| d["rooms"][0] == "rmu_102")
+        .and_then(|d| d["id"].as_str())
+        .expect("the device of rmu_102")
+        .to_owned();
+    let probed: Value = get(format!("/api/v1/lock-devices/{lock}/health"), true)
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(probed["online"], true, "{probed}");
+    assert_eq!(probed["battery"]["percent"], 87, "{probed}");
+    assert_eq!(probed["battery"]["lowThresholdPercent"], 20);
+    assert!(
+        probed["clockSkewMs"]
+            .as_i64()
+            .is_some_and(|s| s.abs() < 5_000),
+        "{probed}"
+    );
+    assert!(
+        !probed.to_string().contains("1002"),
+        "no vendor lock id: {probed}"
+    );
+    let unknown = get(
+        "/api/v1/lock-devices/lck_01J0000000000000000000ZZZZ/health".into(),
+        true,
+    )
+    .await?;
+    assert_eq!(unknown.status(), 404);
+    // the vendor down: 502 VENDOR_UNREACHABLE (spec 003 §8), and the last reading is kept
+    set_faults(&sim, serde_json::json!({ "outage": true })).await?;
+    let down = get(format!("/api/v1/lock-devices/{lock}/health"), true).await?;
+    assert_eq!(down.status(), 502);
+    let body: Value = down.json().await?;
+    assert_eq!(body["code"], "MELMASTOON.LOCK.VENDOR_UNREACHABLE");
+    set_faults(&sim, serde_json::json!({ "outage": false })).await?;
+    let listed: Value = get("/api/v1/lock-devices?propertyId=ppt_demo".into(), true)
+        .await?
+        .json()
+        .await?;
+    assert!(
+        listed["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|d| d["id"] == lock.as_str()
+                && d["online"] == true
+                && d["lastSeenAt"].is_string()),
+        "{listed}"
+    );
     let missing = get("/api/v1/lock-devices".into(), true).await?;
     assert_eq!(missing.status(), 422);
     let body: Value = missing.json().await?;
