@@ -288,9 +288,7 @@ async fn list_devices(
     let devices = store.devices_for_rooms(tenant, &property, &rooms).await?;
     let mut items = Vec::with_capacity(devices.len());
     for d in &devices {
-        let health = store.device_health(tenant, &d.id).await?;
-        let last = health.as_ref().and_then(|h| h.last.as_ref());
-        items.push(json!({
+        let mut item = json!({
             "id": d.id.as_str(),
             "tenantId": d.tenant_id.to_string(),
             "propertyId": d.property_id.as_str(),
@@ -298,15 +296,11 @@ async fn list_devices(
             "vendorAdapterId": d.vendor_adapter_id.as_str(),
             "label": d.label,
             "rooms": d.rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-            "online": last.map(|h| h.online),
-            "battery": last.and_then(|h| h.battery_percent).map(|p| json!({
-                "percent": p,
-                "lowThresholdPercent": health.as_ref().map(|h| h.threshold.percent()),
-            })),
-            "firmware": last.and_then(|h| h.firmware.clone()),
-            "clockSkewMs": last.and_then(|h| h.clock_skew_ms),
-            "lastSeenAt": health.as_ref().and_then(|h| h.last_seen_at).map(|t| t.to_rfc3339()),
-        }));
+        });
+        if let Some(h) = store.device_health(tenant, &d.id).await? {
+            merge(&mut item, health_json(&h));
+        }
+        items.push(item);
     }
     Ok(HttpResponse::Ok().json(json!({ "items": items, "nextCursor": null })))
 }
@@ -344,9 +338,21 @@ async fn device_health(
         .device_health(tenant, &id)
         .await?
         .ok_or_else(not_found)?;
-    let last = health.last.as_ref();
-    Ok(HttpResponse::Ok().json(json!({
+    let mut body = json!({
         "deviceId": id.as_str(),
+        "signals": signals
+            .iter()
+            .map(lockstep_actors::events_out::device_signal_label)
+            .collect::<Vec<_>>(),
+    });
+    merge(&mut body, health_json(&health));
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// A device's last health reading in the API's shape (spec `003` §2).
+fn health_json(health: &lockstep_persistence::StoredDeviceHealth) -> serde_json::Value {
+    let last = health.last.as_ref();
+    json!({
         "online": last.map(|h| h.online),
         "battery": last.and_then(|h| h.battery_percent).map(|p| json!({
             "percent": p,
@@ -355,8 +361,14 @@ async fn device_health(
         "firmware": last.and_then(|h| h.firmware.clone()),
         "clockSkewMs": last.and_then(|h| h.clock_skew_ms),
         "lastSeenAt": health.last_seen_at.map(|t| t.to_rfc3339()),
-        "signals": signals.iter().map(lockstep_actors::events_out::device_signal_label).collect::<Vec<_>>(),
-    })))
+    })
+}
+
+/// Adds `extra`'s fields to the object `into`.
+fn merge(into: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(obj), serde_json::Value::Object(fields)) = (into.as_object_mut(), extra) {
+        obj.extend(fields);
+    }
 }
 
 /// `GET /api/v1/key-credentials/{id}/audit`: the credential's audit trail, in the order of

@@ -897,6 +897,23 @@ async fn list_locks(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpR
     res.unwrap_or_else(HttpResponse::from)
 }
 
+/// Authorizes a lock health query and returns the lock and its health.
+fn lock_health_query(
+    s: &SimState,
+    query: &Params,
+    now: DateTime<Utc>,
+) -> Result<(i64, SimLockHealth), Refusal> {
+    authorize(s, query, now)?;
+    let lock_id = param_i64(query, "lockId")?;
+    if !s.locks.contains_key(&lock_id) {
+        return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
+    }
+    Ok((
+        lock_id,
+        s.lock_health.get(&lock_id).cloned().unwrap_or_default(),
+    ))
+}
+
 /// `GET /v3/lock/detail`: battery and firmware of a lock.
 async fn lock_detail(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
     if let Some(r) = gate(&h).await {
@@ -904,12 +921,7 @@ async fn lock_detail(h: web::Data<SimHandle>, query: web::Query<Params>) -> Http
     }
     let now = h.clock.now();
     let res = h.with(|s| -> Result<HttpResponse, Refusal> {
-        authorize(s, &query, now)?;
-        let lock_id = param_i64(&query, "lockId")?;
-        if !s.locks.contains_key(&lock_id) {
-            return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
-        }
-        let health = s.lock_health.get(&lock_id).cloned().unwrap_or_default();
+        let (lock_id, health) = lock_health_query(s, &query, now)?;
         Ok(HttpResponse::Ok().json(wire::LockDetail {
             lock_id,
             electric_quantity: Some(health.battery_percent),
@@ -927,12 +939,7 @@ async fn lock_query_date(h: web::Data<SimHandle>, query: web::Query<Params>) -> 
     }
     let now = h.clock.now();
     let res = h.with(|s| -> Result<HttpResponse, Refusal> {
-        authorize(s, &query, now)?;
-        let lock_id = param_i64(&query, "lockId")?;
-        if !s.locks.contains_key(&lock_id) {
-            return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
-        }
-        let health = s.lock_health.get(&lock_id).cloned().unwrap_or_default();
+        let (_, health) = lock_health_query(s, &query, now)?;
         if health.offline {
             return Err(errcode(code::GATEWAY_OFFLINE, "gateway is offline"));
         }

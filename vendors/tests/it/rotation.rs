@@ -119,38 +119,17 @@ async fn kisi_api_key_rotated_mid_run_fails_nothing() -> anyhow::Result<()> {
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let adapter = Arc::new(kisi::KisiAdapter::new(cfg, clock.clone())?);
-    let start = clock.now() + Duration::days(1);
-    let results: Vec<Result<(), String>> = stream::iter(0..N)
-        .map(|i| {
-            let (adapter, sim, store) = (adapter.clone(), sim.handle(), store.clone());
-            async move {
-                if i == 100 {
-                    sim.add_api_key(NEW);
-                    store.set("api_key", NEW);
-                }
-                if i == 200 {
-                    sim.remove_api_key(SIM_API_KEY);
-                }
-                let from = start + Duration::hours(i as i64 % 24);
-                let req = IssueRequest {
-                    device: DeviceRef::new("1:10"),
-                    kind: KeyCredentialKind::MobileApp,
-                    label: format!("key_kisi_rotation_{i:04}"),
-                    pin: None,
-                    validity: ValidityWindow::new(from, from + Duration::hours(20))
-                        .expect("valid window"),
-                };
-                adapter
-                    .issue(&req)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("{i}: {e}"))
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    let (handle, secrets) = (sim.handle(), store.clone());
+    let failures = mobile_keys_while(adapter, N, "1:10", "kisi_rotation", move |i| {
+        if i == 100 {
+            handle.add_api_key(NEW);
+            secrets.set("api_key", NEW);
+        }
+        if i == 200 {
+            handle.remove_api_key(SIM_API_KEY);
+        }
+    })
+    .await;
     assert!(
         failures.is_empty(),
         "{} failed: {failures:?}",
@@ -191,41 +170,18 @@ async fn vostio_client_secret_rotated_mid_run_fails_nothing() -> anyhow::Result<
     let env_ref = cfg.environment_ref.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let adapter = Arc::new(vostio::VostioAdapter::new(cfg, clock.clone())?);
-    let start = clock.now() + Duration::days(1);
-    let results: Vec<Result<(), String>> = stream::iter(0..N)
-        .map(|i| {
-            let (adapter, sim, store) = (adapter.clone(), sim.handle(), store.clone());
-            let (client_id, old_secret, env_ref) =
-                (client_id.clone(), old_secret.clone(), env_ref.clone());
-            async move {
-                if i == 100 {
-                    sim.add_client(SimClient::new(client_id, NEW, vec![env_ref]));
-                    store.set("client_secret", NEW);
-                }
-                if i == 200 {
-                    sim.remove_clients_with_secret(&old_secret);
-                    sim.expire_all_tokens();
-                }
-                let from = start + Duration::hours(i as i64 % 24);
-                let req = IssueRequest {
-                    device: DeviceRef::new("door-1"),
-                    kind: KeyCredentialKind::MobileApp,
-                    label: format!("key_vostio_rotation_{i:04}"),
-                    pin: None,
-                    validity: ValidityWindow::new(from, from + Duration::hours(20))
-                        .expect("valid window"),
-                };
-                adapter
-                    .issue(&req)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("{i}: {e}"))
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    let (handle, secrets, env) = (sim.handle(), store.clone(), env_ref.clone());
+    let failures = mobile_keys_while(adapter, N, "door-1", "vostio_rotation", move |i| {
+        if i == 100 {
+            handle.add_client(SimClient::new(client_id.clone(), NEW, vec![env.clone()]));
+            secrets.set("client_secret", NEW);
+        }
+        if i == 200 {
+            handle.remove_clients_with_secret(&old_secret);
+            handle.expire_all_tokens();
+        }
+    })
+    .await;
     assert!(
         failures.is_empty(),
         "{} failed: {failures:?}",
@@ -242,4 +198,41 @@ async fn vostio_client_secret_rotated_mid_run_fails_nothing() -> anyhow::Result<
     );
     println!("vostio rotation: {N} issuances, 0 failures");
     Ok(())
+}
+
+/// Issues `n` mobile keys on `device` through `adapter`, eight at a time, running
+/// `step(i)` (the rotation's steps) before issuance `i`; returns the failures.
+async fn mobile_keys_while(
+    adapter: Arc<dyn LockPort>,
+    n: usize,
+    device: &str,
+    label: &str,
+    step: impl Fn(usize) + Clone,
+) -> Vec<String> {
+    let start = SystemClock.now() + Duration::days(1);
+    let results: Vec<Result<(), String>> = stream::iter(0..n)
+        .map(|i| {
+            let (adapter, step) = (adapter.clone(), step.clone());
+            let from = start + Duration::hours(i as i64 % 24);
+            let req = IssueRequest {
+                device: DeviceRef::new(device),
+                kind: KeyCredentialKind::MobileApp,
+                label: format!("key_{label}_{i:04}"),
+                pin: None,
+                validity: ValidityWindow::new(from, from + Duration::hours(20))
+                    .expect("valid window"),
+            };
+            async move {
+                step(i);
+                adapter
+                    .issue(&req)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{i}: {e}"))
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    results.into_iter().filter_map(Result::err).collect()
 }
