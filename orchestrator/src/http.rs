@@ -162,6 +162,22 @@ fn caller(
     Ok(Some(principal.tenant))
 }
 
+/// Who the (already authenticated) caller is, for the audit: the JWT's `sub`, or
+/// `service-token`.
+fn subject(req: &HttpRequest, shared: &Shared) -> String {
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    shared
+        .jwt
+        .as_ref()
+        .and_then(|v| v.verify(given, shared.rt.clock.now()).ok())
+        .map_or_else(|| "service-token".to_owned(), |p| p.subject)
+}
+
 fn tenant(req: &HttpRequest) -> Result<TenantId, ApiError> {
     let raw = req
         .headers()
@@ -371,6 +387,68 @@ fn merge(into: &mut serde_json::Value, extra: serde_json::Value) {
     }
 }
 
+/// Who may see a guest's PIN (DESIGN §12): the notification service and the front desk.
+const PIN_READERS: &[Role] = &[Role::Service, Role::Operator];
+
+/// `POST /api/v1/key-credentials/{id}/pin`: reveals an active `pin_code` credential's PIN,
+/// once per request, and writes a `pin_revealed` row to the credential's audit chain in
+/// the same step (who, never the digits). The reply is `Cache-Control: no-store`.
+async fn reveal_pin(
+    req: HttpRequest,
+    path: web::Path<String>,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = authenticate(&req, &shared, PIN_READERS)?;
+    let id = KeyCredentialId::parse(&path.into_inner())?;
+    let store = &shared.rt.store;
+    let cred = store
+        .get_credential(tenant, &id)
+        .await?
+        .ok_or(DomainError::NotFound {
+            entity: "key_credential",
+        })?;
+    if cred.kind() != lockstep_domain::KeyCredentialKind::PinCode {
+        return Err(DomainError::validation("kind", "only a pin_code credential has a PIN").into());
+    }
+    if cred.state() != lockstep_domain::KeyCredentialState::Active {
+        return Err(DomainError::validation(
+            "state",
+            "a PIN is revealed only while the credential is active",
+        )
+        .into());
+    }
+    let devices = store.credential_devices(tenant, &id).await?;
+    let pins: Vec<_> = devices
+        .iter()
+        .filter_map(|d| {
+            d.pin
+                .as_ref()
+                .map(|p| json!({ "deviceId": d.device_id.as_str(), "pin": p.expose() }))
+        })
+        .collect();
+    let now = shared.rt.clock.now();
+    let mut uow = lockstep_persistence::UnitOfWork::new(tenant, None, now);
+    uow.audit.push(lockstep_persistence::AuditRow {
+        id: ulid::Ulid::new().to_string(),
+        tenant_id: tenant,
+        property_id: cred.property_id().clone(),
+        credential_id: Some(id.clone()),
+        device_id: None,
+        actor_kind: "operator".into(),
+        action: "pin_revealed".into(),
+        reason: None,
+        vendor: Some(cred.vendor()),
+        trace_id: None,
+        created_at: now,
+        payload: json!({ "by": subject(&req, &shared), "devices": pins.len() }),
+    });
+    // audited first: no reveal without its row
+    store.commit(uow).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(json!({ "credentialId": id.as_str(), "pins": pins })))
+}
+
 /// `GET /api/v1/key-credentials/{id}/audit`: the credential's audit trail, in the order of
 /// its property's tamper-evident chain, each row with its link.
 async fn credential_audit(
@@ -532,6 +610,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
         .route(
             "/api/v1/key-credentials/{id}/audit",
             web::get().to(credential_audit),
+        )
+        .route(
+            "/api/v1/key-credentials/{id}/pin",
+            web::post().to(reveal_pin),
         )
         .route("/api/v1/lock-devices", web::get().to(list_devices))
         .route(

@@ -1192,6 +1192,52 @@ async fn audit_and_device_reads_then_seal_and_verify_find_a_rewritten_row() -> a
             .status(),
         401
     );
+    // the PIN, revealed once to an authorized caller and audited without its digits
+    let revealed = http
+        .post(format!("{}/api/v1/key-credentials/{id}/pin", node.http))
+        .header("x-tenant-id", DEMO_TENANT)
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    assert_eq!(revealed.status(), 200);
+    assert_eq!(
+        revealed
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    let revealed: Value = revealed.json().await?;
+    let at_door = passcodes(&sim, 1001).await?;
+    let door_pin = at_door
+        .iter()
+        .find(|p| p["keyboardPwdName"] == id.as_str())
+        .and_then(|p| p["keyboardPwd"].as_str())
+        .expect("the passcode at the lock")
+        .to_owned();
+    assert_eq!(revealed["pins"][0]["pin"], door_pin.as_str(), "{revealed}");
+    let unauthenticated = http
+        .post(format!("{}/api/v1/key-credentials/{id}/pin", node.http))
+        .header("x-tenant-id", DEMO_TENANT)
+        .send()
+        .await?;
+    assert_eq!(unauthenticated.status(), 401);
+    let trail: Value = get(format!("/api/v1/key-credentials/{id}/audit"), true)
+        .await?
+        .json()
+        .await?;
+    let last = trail["items"]
+        .as_array()
+        .and_then(|i| i.last())
+        .cloned()
+        .expect("a row");
+    assert_eq!(last["action"], "pin_revealed");
+    assert_eq!(last["payload"]["by"], "service-token");
+    assert!(
+        !trail.to_string().contains(&door_pin),
+        "the audit never holds the digits"
+    );
+
     // the device registry: the demo's four locks, with no vendor lock id
     let devices: Value = get("/api/v1/lock-devices?propertyId=ppt_demo".into(), true)
         .await?

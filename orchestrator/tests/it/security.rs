@@ -262,6 +262,30 @@ keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
             .as_u16(),
         404,
     );
+    // the PIN: the front desk may see it, an admin may not, another tenant not at all
+    let reveal = |bearer: String| {
+        http.post(format!("{}{one}/pin", node.http))
+            .bearer_auth(bearer)
+            .send()
+    };
+    expect(
+        "operator reveals the PIN",
+        reveal(operator.clone()).await?.status().as_u16(),
+        200,
+    );
+    expect(
+        "admin may not reveal the PIN",
+        reveal(admin.clone()).await?.status().as_u16(),
+        403,
+    );
+    expect(
+        "another tenant may not reveal the PIN",
+        reveal(token(&key, OTHER_TENANT, &[Role::Operator], 600))
+            .await?
+            .status()
+            .as_u16(),
+        404,
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(still_active().await?, "nothing changed");
     // this tenant's service may cancel
@@ -281,6 +305,11 @@ keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
         (v["state"] == "revoked").then_some(())
     })
     .await?;
+    expect(
+        "no PIN once revoked",
+        reveal(operator.clone()).await?.status().as_u16(),
+        422,
+    );
     println!("security: {} cases", cases.get());
     Ok(())
 }
