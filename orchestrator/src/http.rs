@@ -189,6 +189,20 @@ fn tenant(req: &HttpRequest) -> Result<TenantId, ApiError> {
     Ok(TenantId::parse(raw)?)
 }
 
+/// The tenant's credential `id`, or 404 `key_credential`.
+async fn credential_or_404(
+    store: &dyn lockstep_persistence::Store,
+    tenant: TenantId,
+    id: &KeyCredentialId,
+) -> Result<KeyCredential, ApiError> {
+    Ok(store
+        .get_credential(tenant, id)
+        .await?
+        .ok_or(DomainError::NotFound {
+            entity: "key_credential",
+        })?)
+}
+
 /// The API view of a credential: every field of spec `003` §1.1 but `vendorRef`, plus the
 /// door truth per device (DESIGN §3.5).
 pub fn credential_json(c: &KeyCredential, devices: &[CredentialDevice]) -> serde_json::Value {
@@ -235,14 +249,7 @@ async fn get_credential(
 ) -> Result<HttpResponse, ApiError> {
     let tenant = authenticate(&req, &shared, READERS)?;
     let id = KeyCredentialId::parse(&path.into_inner())?;
-    let cred = shared
-        .rt
-        .store
-        .get_credential(tenant, &id)
-        .await?
-        .ok_or(DomainError::NotFound {
-            entity: "key_credential",
-        })?;
+    let cred = credential_or_404(shared.rt.store.as_ref(), tenant, &id).await?;
     let devices = shared.rt.store.credential_devices(tenant, &id).await?;
     Ok(HttpResponse::Ok().json(credential_json(&cred, &devices)))
 }
@@ -401,12 +408,7 @@ async fn reveal_pin(
     let tenant = authenticate(&req, &shared, PIN_READERS)?;
     let id = KeyCredentialId::parse(&path.into_inner())?;
     let store = &shared.rt.store;
-    let cred = store
-        .get_credential(tenant, &id)
-        .await?
-        .ok_or(DomainError::NotFound {
-            entity: "key_credential",
-        })?;
+    let cred = credential_or_404(store.as_ref(), tenant, &id).await?;
     if cred.kind() != lockstep_domain::KeyCredentialKind::PinCode {
         return Err(DomainError::validation("kind", "only a pin_code credential has a PIN").into());
     }
@@ -459,12 +461,7 @@ async fn credential_audit(
     let tenant = authenticate(&req, &shared, READERS)?;
     let id = KeyCredentialId::parse(&path.into_inner())?;
     let store = &shared.rt.store;
-    let cred = store
-        .get_credential(tenant, &id)
-        .await?
-        .ok_or(DomainError::NotFound {
-            entity: "key_credential",
-        })?;
+    let cred = credential_or_404(store.as_ref(), tenant, &id).await?;
     let chain = store.audit_chain(tenant, cred.property_id()).await?;
     let items: Vec<_> = chain
         .iter()
