@@ -1557,6 +1557,10 @@ fn issue_request(cred: &KeyCredential, d: &CredentialDevice) -> IssueRequest {
         kind: cred.kind(),
         label: cred.id().as_str().to_owned(),
         pin: d.pin.clone(),
+        // Card numbers come from the desk reader with the encoder relay; until then an
+        // `rfid_card` at a vendor that registers cards by number is refused there
+        // (`missing_card_number`), and one a desk encoder writes needs none.
+        card_number: None,
         validity: cred.validity(),
     }
 }

@@ -47,8 +47,73 @@ pub struct IssueRequest {
     pub label: String,
     /// The digits, `Some` for `pin_code`.
     pub pin: Option<Pin>,
+    /// The number of the card the desk reader read, for an `rfid_card` a vendor registers
+    /// by number (TTLock's IC cards); `None` otherwise.
+    pub card_number: Option<CardNumber>,
     /// When the credential opens the door.
     pub validity: ValidityWindow,
+}
+
+/// A card's number as a reader reads it. `Debug` is redacted: a card number opens a door
+/// as surely as a PIN while the card is valid.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CardNumber(String);
+
+impl CardNumber {
+    /// Digits only, 1 to 20 of them (what desk readers print for ISO 14443 UIDs).
+    pub fn parse(s: &str) -> Result<Self, DomainError> {
+        let s = s.trim();
+        if (1..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(DomainError::validation(
+                "cardNumber",
+                "a card number is 1 to 20 digits",
+            ))
+        }
+    }
+
+    /// The digits, for the vendor request only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CardNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CardNumber(<redacted>)")
+    }
+}
+
+/// How a door was operated, as a vendor's records say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoorMethod {
+    /// A mobile key (app over bluetooth or NFC).
+    MobileApp,
+    /// A PIN on the keypad.
+    PinCode,
+    /// A card.
+    Card,
+    /// Opened remotely (gateway, hub, cloud).
+    Remote,
+    /// Anything else (fingerprint, mechanical key, ...).
+    Other,
+}
+
+/// One door operation a vendor recorded (the feed of `key_credential_attempts`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoorEvent {
+    /// The vendor's id of the record, unique per device (dedupe key).
+    pub event_id: String,
+    /// When the lock says it happened.
+    pub at: DateTime<Utc>,
+    /// How.
+    pub method: DoorMethod,
+    /// Whether the door opened.
+    pub granted: bool,
+    /// The label of the credential used, when it is one Lockstep created (the vendor's
+    /// record names it); never a PIN or card number.
+    pub label: Option<String>,
 }
 
 /// One object the vendor holds on a device.
@@ -111,6 +176,21 @@ pub trait LockPort: Send + Sync + std::fmt::Debug {
     /// vendor does not know is `Err(NotFound)`; a lock the vendor cannot reach right now is
     /// `Ok` with `online: false`, not an error.
     async fn probe(&self, device: &DeviceRef) -> Result<DeviceProbe, VendorError>;
+    /// Opens the door now, remotely (through the vendor's gateway or hub). Vendors without
+    /// it answer `Refused { code: "unsupported" }`.
+    async fn remote_unlock(&self, _device: &DeviceRef) -> Result<(), VendorError> {
+        Err(VendorError::unsupported("remote unlock"))
+    }
+    /// The door operations the vendor recorded on the device since `since` (by the time
+    /// they reached the vendor), oldest first. Vendors that push their records by webhook
+    /// only answer `Refused { code: "unsupported" }`.
+    async fn door_events(
+        &self,
+        _device: &DeviceRef,
+        _since: DateTime<Utc>,
+    ) -> Result<Vec<DoorEvent>, VendorError> {
+        Err(VendorError::unsupported("reading door records"))
+    }
 }
 
 /// What can go wrong at a vendor, in vendor-neutral terms.
@@ -180,6 +260,14 @@ const TRANSIENT_REFUSALS: &[&str] = &[
 ];
 
 impl VendorError {
+    /// The refusal of an operation this adapter does not offer.
+    pub fn unsupported(what: &str) -> Self {
+        Self::Refused {
+            code: "unsupported".into(),
+            detail: format!("{what} is not offered by this vendor adapter"),
+        }
+    }
+
     /// Whether this error says the vendor as a whole is unwell. DESIGN §6: the breaker
     /// counts only transport errors, timeouts, 5xx and 429; a business refusal is this
     /// request's failure, not the vendor's.

@@ -19,7 +19,9 @@ use lockstep_domain::{
     VendorAdapterId, VendorRef,
 };
 use lockstep_persistence::testing::{test_cipher, TempSqlite};
-use lockstep_vendors::{brivo, kisi, salto, ttlock, vostio, IssueRequest, LockPort, VendorError};
+use lockstep_vendors::{
+    brivo, kisi, salto, ttlock, vostio, CardNumber, IssueRequest, LockPort, VendorError,
+};
 
 type Faults = Box<dyn Fn(bool, f64, Option<u32>)>;
 
@@ -39,26 +41,33 @@ fn pairs() -> anyhow::Result<Vec<Pair>> {
     let any = || "127.0.0.1:0".parse().expect("an address");
     let mut v = Vec::new();
 
-    let s = ttlock::TtlockSimulator::start(any())?;
-    s.handle().add_lock(1);
-    let h = s.handle();
-    v.push(Pair {
-        name: "ttlock",
-        port: Arc::new(lockstep_vendors::TtlockAdapter::new(
-            s.default_adapter_config(),
-            clock.clone(),
-        )?),
-        device: DeviceRef::new("1"),
-        kind: KeyCredentialKind::PinCode,
-        faults: Box::new(move |o, l, r| {
-            h.update_faults(|f| {
-                f.outage = o;
-                f.lose_response_rate = l;
-                f.rate_limit_per_sec = r;
-            })
-        }),
-        _sim: Box::new(s),
-    });
+    // TTLock three times: passcodes, eKeys (mobile keys) and IC cards
+    for (name, kind) in [
+        ("ttlock", KeyCredentialKind::PinCode),
+        ("ttlock-ekey", KeyCredentialKind::MobileApp),
+        ("ttlock-card", KeyCredentialKind::RfidCard),
+    ] {
+        let s = ttlock::TtlockSimulator::start(any())?;
+        s.handle().add_lock(1);
+        let h = s.handle();
+        v.push(Pair {
+            name,
+            port: Arc::new(lockstep_vendors::TtlockAdapter::new(
+                s.default_adapter_config(),
+                clock.clone(),
+            )?),
+            device: DeviceRef::new("1"),
+            kind,
+            faults: Box::new(move |o, l, r| {
+                h.update_faults(|f| {
+                    f.outage = o;
+                    f.lose_response_rate = l;
+                    f.rate_limit_per_sec = r;
+                })
+            }),
+            _sim: Box::new(s),
+        });
+    }
 
     let s = salto::SaltoSimulator::start(any())?;
     s.handle().add_lock("lock-1");
@@ -149,6 +158,8 @@ fn request(p: &Pair, label: &str, n: u32, days: i64) -> IssueRequest {
         label: label.to_owned(),
         pin: (p.kind == KeyCredentialKind::PinCode)
             .then(|| Pin::parse(&format!("{}", 300_000 + n)).expect("six digits")),
+        card_number: (p.kind == KeyCredentialKind::RfidCard)
+            .then(|| CardNumber::parse(&format!("{}", 3_661_413_000 + n)).expect("digits")),
         validity: ValidityWindow::new(from, from + chrono::Duration::days(days)).expect("a window"),
     }
 }
@@ -383,6 +394,7 @@ async fn an_account_shared_by_two_nodes_keeps_one_limit() -> anyhow::Result<()> 
                 kind: KeyCredentialKind::PinCode,
                 label: format!("key_shared_{n:02}"),
                 pin: Some(Pin::parse(&format!("{}", 400_000 + n)).expect("six digits")),
+                card_number: None,
                 validity: ValidityWindow::new(from, from + chrono::Duration::days(1))
                     .expect("a window"),
             };

@@ -27,6 +27,10 @@ pub const INVALID_ACCOUNT: i64 = 10007;
 pub const INVALID_REFRESH_TOKEN: i64 = 10011;
 /// Not the lock's admin.
 pub const NOT_LOCK_ADMIN: i64 = 20002;
+/// A user name with other than letters and digits.
+pub const INVALID_USERNAME: i64 = 30002;
+/// "existing registered users": the user name is taken.
+pub const USER_EXISTS: i64 = 30003;
 /// The password was not sent MD5-hashed.
 pub const PASSWORD_NOT_MD5: i64 = 30005;
 /// Too many API calls (rate limit).
@@ -41,6 +45,12 @@ pub const INTERNAL: i64 = 90000;
 pub const LOCK_NOT_FOUND: i64 = -1003;
 /// The lock holds no passcode data.
 pub const NO_PASSCODE_DATA: i64 = -1007;
+/// The eKey does not exist.
+pub const EKEY_NOT_FOUND: i64 = -1008;
+/// The IC card no longer exists.
+pub const CARD_NOT_FOUND: i64 = -1021;
+/// The receiver of an eKey is not a registered user.
+pub const RECEIVER_NOT_REGISTERED: i64 = -4064;
 /// The passcode does not exist.
 pub const PASSCODE_NOT_FOUND: i64 = -2009;
 /// No gateway near the lock.
@@ -111,7 +121,18 @@ pub fn classify(errcode: i64) -> ErrcodeAction {
             detail: "vendor internal error".into(),
         }),
         DUPLICATE_PASSCODE => Fail(VendorError::PinCollision),
-        PASSCODE_NOT_FOUND | NO_PASSCODE_DATA => Fail(VendorError::NotFound),
+        PASSCODE_NOT_FOUND | NO_PASSCODE_DATA | EKEY_NOT_FOUND | CARD_NOT_FOUND => {
+            Fail(VendorError::NotFound)
+        }
+        RECEIVER_NOT_REGISTERED => Fail(refused(
+            "receiver_not_registered",
+            "the ekey's receiver is not a registered user",
+        )),
+        USER_EXISTS => Fail(refused("user_exists", "the user name is registered")),
+        INVALID_USERNAME => Fail(refused(
+            "invalid_username",
+            "a user name takes letters and digits only",
+        )),
         PASSCODE_STORAGE_FULL | STORAGE_FULL => Fail(refused(
             "storage_full",
             "the lock holds its maximum number of passcodes",

@@ -38,10 +38,10 @@
 //!   -3003 busy, -2012 no gateway, -3036 lock offline): `probe` reads these as
 //!   `online: false`; `lock/detail` answers from the cloud's last reading either way.
 //!
-//! Only `pin_code` is issued today. The capabilities also announce TTLock's eKeys and IC
-//! cards (what the vendor can do), which this adapter refuses with `unsupported_kind`
-//! until they are written.
+//! `mobile_app` (eKeys), `rfid_card` (IC cards), remote unlock and door records are in
+//! [`access`]; `qr_code` and `nfc_tag` are `unsupported_kind`.
 
+pub mod access;
 pub mod errors;
 pub mod simulator;
 pub mod wire;
@@ -58,13 +58,14 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
+use self::access::TtRef;
 use self::errors::{classify, ErrcodeAction};
 use self::wire::{Reply, VIA_GATEWAY};
 use crate::{CallError, IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
-    run_standalone, RunningSimulator, SimAccount, SimConfig, SimCounters, SimFaults, SimHandle,
-    SimLockHealth, SimPasscode, TtlockSimulator,
+    run_standalone, RunningSimulator, SimAccount, SimAttempt, SimCard, SimConfig, SimCounters,
+    SimEkey, SimFaults, SimHandle, SimLockHealth, SimMethod, SimPasscode, TtlockSimulator,
 };
 
 /// A secret string: `Debug` is redacted and there is no `Display` (one type for every
@@ -429,16 +430,6 @@ fn lock_id(device: &DeviceRef) -> Result<i64, VendorError> {
         })
 }
 
-fn passcode_id(vendor_ref: &VendorRef) -> Result<i64, VendorError> {
-    vendor_ref
-        .expose()
-        .parse()
-        .map_err(|_| VendorError::Refused {
-            code: "invalid_vendor_ref".into(),
-            detail: "a ttlock vendor ref must be an integer keyboardPwdId".into(),
-        })
-}
-
 /// Maps a transport error without its text (its URL may carry the access token).
 fn transport(op: &'static str, e: &reqwest::Error) -> CallError {
     let detail = if e.is_timeout() {
@@ -500,11 +491,16 @@ impl LockPort for TtlockAdapter {
 
     async fn issue(&self, req: &IssueRequest) -> Result<VendorRef, VendorError> {
         let lock_id = lock_id(&req.device)?;
-        if !matches!(req.kind, KeyCredentialKind::PinCode) {
-            return Err(VendorError::Refused {
-                code: "unsupported_kind".into(),
-                detail: "this adapter issues pin codes only".into(),
-            });
+        match req.kind {
+            KeyCredentialKind::PinCode => {}
+            KeyCredentialKind::MobileApp => return self.issue_ekey(lock_id, req).await,
+            KeyCredentialKind::RfidCard => return self.issue_card(lock_id, req).await,
+            KeyCredentialKind::QrCode | KeyCredentialKind::NfcTag => {
+                return Err(VendorError::Refused {
+                    code: "unsupported_kind".into(),
+                    detail: "ttlock issues pin codes, ekeys and ic cards only".into(),
+                })
+            }
         }
         let pin = req.pin.as_ref().ok_or_else(|| VendorError::Refused {
             code: "missing_pin".into(),
@@ -533,6 +529,12 @@ impl LockPort for TtlockAdapter {
 
     async fn find(&self, req: &IssueRequest) -> Result<Option<VendorRef>, VendorError> {
         let lock_id = lock_id(&req.device)?;
+        match req.kind {
+            KeyCredentialKind::PinCode => {}
+            KeyCredentialKind::MobileApp => return self.find_ekey(lock_id, &req.label).await,
+            KeyCredentialKind::RfidCard => return self.find_card(lock_id, &req.label).await,
+            KeyCredentialKind::QrCode | KeyCredentialKind::NfcTag => return Ok(None),
+        }
         let records = self.list_records(lock_id).await?;
         if let Some(r) = records
             .iter()
@@ -557,13 +559,11 @@ impl LockPort for TtlockAdapter {
 
     async fn update(&self, req: &IssueRequest, vendor_ref: &VendorRef) -> Result<(), VendorError> {
         let lock_id = lock_id(&req.device)?;
-        if !matches!(req.kind, KeyCredentialKind::PinCode) {
-            return Err(VendorError::Refused {
-                code: "unsupported_kind".into(),
-                detail: "this adapter updates pin codes only".into(),
-            });
-        }
-        let keyboard_pwd_id = passcode_id(vendor_ref)?;
+        let keyboard_pwd_id = match TtRef::parse(vendor_ref)? {
+            TtRef::Passcode(id) => id,
+            TtRef::Ekey(key_id) => return self.change_ekey(key_id, req).await,
+            TtRef::Card(card_id) => return self.change_card(lock_id, card_id, req).await,
+        };
         let url = self.url("/v3/keyboardPwd/change");
         let _: wire::ErrorResponse = self
             .authed("change_passcode", |token| {
@@ -585,27 +585,32 @@ impl LockPort for TtlockAdapter {
 
     async fn revoke(&self, device: &DeviceRef, vendor_ref: &VendorRef) -> Result<(), VendorError> {
         let lock_id = lock_id(device)?;
-        let keyboard_pwd_id = passcode_id(vendor_ref)?;
-        let url = self.url("/v3/keyboardPwd/delete");
-        let res: Result<wire::ErrorResponse, _> = self
-            .authed("delete_passcode", |token| {
-                self.http.post(&url).form(&wire::DeletePasscodeRequest {
-                    client_id: &self.config.client_id,
-                    access_token: token,
-                    lock_id,
-                    keyboard_pwd_id,
-                    delete_type: VIA_GATEWAY,
-                    date: self.now_ms(),
+        let res = match TtRef::parse(vendor_ref)? {
+            TtRef::Passcode(keyboard_pwd_id) => {
+                let url = self.url("/v3/keyboardPwd/delete");
+                self.authed::<wire::ErrorResponse, _>("delete_passcode", |token| {
+                    self.http.post(&url).form(&wire::DeletePasscodeRequest {
+                        client_id: &self.config.client_id,
+                        access_token: token,
+                        lock_id,
+                        keyboard_pwd_id,
+                        delete_type: VIA_GATEWAY,
+                        date: self.now_ms(),
+                    })
                 })
-            })
-            .await;
+                .await
+                .map(drop)
+            }
+            TtRef::Ekey(key_id) => self.delete_ekey(key_id).await,
+            TtRef::Card(card_id) => self.delete_card(lock_id, card_id).await,
+        };
         match res {
-            Ok(_) => {
-                debug!(vendor = VENDOR, lock_id, "passcode deleted");
+            Ok(()) => {
+                debug!(vendor = VENDOR, lock_id, "credential deleted");
                 Ok(())
             }
             Err(VendorError::NotFound) => {
-                debug!(vendor = VENDOR, lock_id, "passcode already gone");
+                debug!(vendor = VENDOR, lock_id, "credential already gone");
                 Ok(())
             }
             Err(e) => Err(e),
@@ -614,7 +619,8 @@ impl LockPort for TtlockAdapter {
 
     async fn list(&self, device: &DeviceRef) -> Result<Vec<VendorEntry>, VendorError> {
         let lock_id = lock_id(device)?;
-        self.list_records(lock_id)
+        let mut out = self
+            .list_records(lock_id)
             .await?
             .into_iter()
             .map(|r| {
@@ -622,7 +628,21 @@ impl LockPort for TtlockAdapter {
                     detail: w.to_string(),
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        out.extend(self.access_entries(lock_id).await?);
+        Ok(out)
+    }
+
+    async fn remote_unlock(&self, device: &DeviceRef) -> Result<(), VendorError> {
+        self.unlock(lock_id(device)?).await
+    }
+
+    async fn door_events(
+        &self,
+        device: &DeviceRef,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<crate::DoorEvent>, VendorError> {
+        self.records_since(lock_id(device)?, since).await
     }
 
     async fn probe(&self, device: &DeviceRef) -> Result<crate::DeviceProbe, VendorError> {

@@ -397,3 +397,355 @@ pub struct LockDate {
     /// The lock's time, epoch ms.
     pub date: i64,
 }
+
+/// A paged list reply of TTLock (`{list, pageNo, pageSize, pages, total}`), for the lists
+/// added after passcodes (eKeys, IC cards, lock records, users).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    /// The items of this page.
+    #[serde(default = "Vec::new")]
+    pub list: Vec<T>,
+    /// This page, from 1.
+    #[serde(default)]
+    pub page_no: i64,
+    /// Page size.
+    #[serde(default)]
+    pub page_size: i64,
+    /// Number of pages.
+    #[serde(default)]
+    pub pages: i64,
+    /// Number of items.
+    #[serde(default)]
+    pub total: i64,
+}
+
+/// `GET /v3/lock/listKey` and `GET /v3/identityCard/list` query.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListByLockQuery<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// The lock.
+    pub lock_id: i64,
+    /// From 1.
+    pub page_no: i64,
+    /// At most [`MAX_PAGE_SIZE`].
+    pub page_size: i64,
+    /// 1: newest first.
+    pub order_by: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// `POST /v3/user/register` form: a cloud user of our application (the receiver of a
+/// guest's eKey). Authenticated with the client secret, not an access token.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterUserRequest<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Application secret.
+    pub client_secret: &'a str,
+    /// Letters and digits only; TTLock answers with it prefixed.
+    pub username: &'a str,
+    /// Lowercase hex MD5 of the password.
+    pub password: &'a str,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// `POST /v3/user/register` success body.
+#[derive(Serialize, Deserialize)]
+pub struct RegisterUserResponse {
+    /// The username with the application's prefix: what `receiverUsername` must be.
+    pub username: String,
+}
+
+/// `GET /v3/user/list` query (users registered by our application).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListUsersQuery<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Application secret.
+    pub client_secret: &'a str,
+    /// Registered from, epoch ms.
+    pub start_date: i64,
+    /// Registered until, epoch ms.
+    pub end_date: i64,
+    /// From 1.
+    pub page_no: i64,
+    /// At most 100 here.
+    pub page_size: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// One user of `GET /v3/user/list`.
+#[derive(Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The prefixed username.
+    pub username: String,
+    /// Registration time, epoch ms.
+    #[serde(default)]
+    pub regtime: Option<i64>,
+}
+
+/// `POST /v3/key/send` form: an eKey for one user on one lock.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendKeyRequest<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// The lock.
+    pub lock_id: i64,
+    /// The prefixed username of the receiver.
+    pub receiver_username: &'a str,
+    /// Our label.
+    pub key_name: &'a str,
+    /// Start of validity, epoch ms.
+    pub start_date: i64,
+    /// End of validity, epoch ms.
+    pub end_date: i64,
+    /// 2: no remote unlock through the gateway from the guest's app.
+    pub remote_enable: i64,
+    /// 2: never create an account (ours is registered first).
+    pub create_user: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// `POST /v3/key/send` success body.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendKeyResponse {
+    /// The eKey's id.
+    pub key_id: i64,
+}
+
+/// `POST /v3/key/delete` form.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRequest<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// The eKey.
+    pub key_id: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// `POST /v3/key/changePeriod` form.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeKeyPeriodRequest<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// The eKey.
+    pub key_id: i64,
+    /// New start, epoch ms.
+    pub start_date: i64,
+    /// New end, epoch ms.
+    pub end_date: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// One eKey of `GET /v3/lock/listKey`.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRecord {
+    /// The eKey's id.
+    pub key_id: i64,
+    /// The lock.
+    #[serde(default)]
+    pub lock_id: i64,
+    /// The receiver.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Its name (our label, for eKeys we sent).
+    #[serde(default)]
+    pub key_name: Option<String>,
+    /// TTLock's status code (`110401` normal, `110405` frozen, ...).
+    #[serde(default)]
+    pub key_status: Option<String>,
+    /// Start, epoch ms (0: permanent).
+    #[serde(default)]
+    pub start_date: Option<i64>,
+    /// End, epoch ms (0: permanent).
+    #[serde(default)]
+    pub end_date: Option<i64>,
+}
+
+/// `POST /v3/identityCard/addForReversedCardNumber` form (added through the gateway).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddCardRequest<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// The lock.
+    pub lock_id: i64,
+    /// The card number as the desk reader read it.
+    pub card_number: &'a str,
+    /// Our label.
+    pub card_name: &'a str,
+    /// Start of validity, epoch ms.
+    pub start_date: i64,
+    /// End of validity, epoch ms.
+    pub end_date: i64,
+    /// [`VIA_GATEWAY`].
+    pub add_type: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// `POST /v3/identityCard/add...` success body.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddCardResponse {
+    /// The card's id.
+    pub card_id: i64,
+}
+
+/// `POST /v3/identityCard/delete` form.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteCardRequest<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// The lock.
+    pub lock_id: i64,
+    /// The card.
+    pub card_id: i64,
+    /// [`VIA_GATEWAY`].
+    pub delete_type: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// `POST /v3/identityCard/changePeriod` form.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeCardPeriodRequest<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// The lock.
+    pub lock_id: i64,
+    /// The card.
+    pub card_id: i64,
+    /// New start, epoch ms.
+    pub start_date: i64,
+    /// New end, epoch ms.
+    pub end_date: i64,
+    /// [`VIA_GATEWAY`].
+    pub change_type: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// One card of `GET /v3/identityCard/list`.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct CardRecord {
+    /// The card's id.
+    pub card_id: i64,
+    /// The lock.
+    #[serde(default)]
+    pub lock_id: i64,
+    /// The card number as the cloud stores it (byte order reversed for cards added with
+    /// `addForReversedCardNumber`).
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    pub card_number: Option<String>,
+    /// Its name (our label, for cards we added).
+    #[serde(default)]
+    pub card_name: Option<String>,
+    /// Start, epoch ms (0: permanent).
+    #[serde(default)]
+    pub start_date: Option<i64>,
+    /// End, epoch ms (0: permanent).
+    #[serde(default)]
+    pub end_date: Option<i64>,
+}
+
+/// `GET /v3/lockRecord/list` query.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListRecordsQuery<'a> {
+    /// Application id.
+    pub client_id: &'a str,
+    /// Access token.
+    pub access_token: &'a str,
+    /// The lock.
+    pub lock_id: i64,
+    /// Uploaded from, epoch ms.
+    pub start_date: i64,
+    /// Uploaded until, epoch ms.
+    pub end_date: i64,
+    /// From 1.
+    pub page_no: i64,
+    /// At most [`MAX_PAGE_SIZE`].
+    pub page_size: i64,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// `recordType` of a cloud lock record: unlocked with the app (an eKey, over bluetooth).
+pub const RECORD_APP: i64 = 1;
+/// `recordType`: unlocked with a passcode.
+pub const RECORD_PASSCODE: i64 = 4;
+/// `recordType`: unlocked with an IC card.
+pub const RECORD_CARD: i64 = 7;
+/// `recordType`: unlocked remotely through the gateway.
+pub const RECORD_GATEWAY: i64 = 12;
+
+/// One operation record of `GET /v3/lockRecord/list`.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationRecord {
+    /// The record's id (unique per lock).
+    pub record_id: i64,
+    /// The lock.
+    #[serde(default)]
+    pub lock_id: i64,
+    /// The cloud's record type ([`RECORD_APP`], ...).
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub record_type: i64,
+    /// 1 when the door opened.
+    #[serde(default)]
+    pub success: i64,
+    /// The eKey user for app records, the passcode's or card's name otherwise.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The passcode or card number (never read by the adapter).
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    pub keyboard_pwd: Option<String>,
+    /// The lock's time of the operation, epoch ms.
+    #[serde(default)]
+    pub lock_date: i64,
+    /// When it reached the cloud, epoch ms.
+    #[serde(default)]
+    pub server_date: i64,
+}
+
+fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<IntOrString>::deserialize(d)? {
+        None => None,
+        Some(IntOrString::Int(n)) => Some(n.to_string()),
+        Some(IntOrString::Str(s)) => Some(s),
+    })
+}

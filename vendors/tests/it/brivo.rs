@@ -72,6 +72,7 @@ fn pin_request(label: &str, pin: &str) -> IssueRequest {
         kind: KeyCredentialKind::PinCode,
         label: label.to_owned(),
         pin: Some(Pin::parse(pin).expect("valid pin")),
+        card_number: None,
         validity: window(),
     }
 }

@@ -64,6 +64,7 @@ fn kisi_request(label: &str) -> IssueRequest {
         kind: KeyCredentialKind::MobileApp,
         label: label.to_owned(),
         pin: None,
+        card_number: None,
         validity: kisi_window(),
     }
 }

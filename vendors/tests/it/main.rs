@@ -5,6 +5,7 @@ mod kisi;
 mod rotation;
 mod salto;
 mod support;
+mod ttlock_access;
 mod ttlock_adapter;
 mod ttlock_docs_examples;
 mod ttlock_simulator;

@@ -61,6 +61,7 @@ async fn secrets_rotated_while_a_thousand_issuances_run_fail_none() -> anyhow::R
                     kind: KeyCredentialKind::PinCode,
                     label: format!("key_rotation_{i:04}"),
                     pin: Some(Pin::parse(&format!("{}", 100_000 + i)).expect("six digits")),
+                    card_number: None,
                     validity: ValidityWindow::new(from, from + Duration::hours(20))
                         .expect("valid window"),
                 };
@@ -219,6 +220,7 @@ async fn mobile_keys_while(
                 kind: KeyCredentialKind::MobileApp,
                 label: format!("key_{label}_{i:04}"),
                 pin: None,
+                card_number: None,
                 validity: ValidityWindow::new(from, from + Duration::hours(20))
                     .expect("valid window"),
             };

@@ -78,6 +78,7 @@ fn pin_request(label: &str, pin: &str) -> IssueRequest {
         kind: KeyCredentialKind::PinCode,
         label: label.to_owned(),
         pin: Some(Pin::parse(pin).expect("valid pin")),
+        card_number: None,
         validity: window(),
     }
 }
@@ -88,6 +89,7 @@ fn kind_request(label: &str, kind: KeyCredentialKind) -> IssueRequest {
         kind,
         label: label.to_owned(),
         pin: None,
+        card_number: None,
         validity: window(),
     }
 }

@@ -200,7 +200,7 @@ async fn update_refreshes_an_expired_token() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn update_refuses_bad_refs_and_other_kinds_without_calling() {
+async fn update_refuses_bad_refs_without_calling() {
     let env = spawn();
     let req = pin_request("key_01HUPDBAD:24451", "192038");
     let bad_ref = VendorRef::new("not-a-number-kbpwd");
@@ -214,14 +214,18 @@ async fn update_refuses_bad_refs_and_other_kinds_without_calling() {
         "{err:?}"
     );
     assert_redacted(&err, Some("192038"), Some(&bad_ref));
-    let mut card = req.clone();
-    card.kind = KeyCredentialKind::RfidCard;
-    let err = env
-        .adapter
-        .update(&card, &VendorRef::new("3234293"))
-        .await
-        .expect_err("unsupported");
-    assert!(matches!(&err, VendorError::Refused { code, .. } if code == "unsupported_kind"));
+    // the ref names the kind: a malformed eKey or card ref is refused the same way
+    for bad in ["ekey:", "card:12x", "ekey:-"] {
+        let err = env
+            .adapter
+            .update(&req, &VendorRef::new(bad))
+            .await
+            .expect_err("bad ref");
+        assert!(
+            matches!(&err, VendorError::Refused { code, .. } if code == "invalid_vendor_ref"),
+            "{bad}: {err:?}"
+        );
+    }
     assert_eq!(env.handle.change_call_count(), 0);
     assert_eq!(env.handle.token_call_count(), 0);
 }
@@ -475,9 +479,9 @@ async fn unknown_lock_and_bad_refs_are_refused() {
         .expect_err("bad ref");
     assert_redacted(&err, None, Some(&bad_ref));
 
-    let mut card = pin_request("key_01HCARD:24451", "135790");
-    card.kind = KeyCredentialKind::RfidCard;
-    let err = env.adapter.issue(&card).await.expect_err("unsupported");
+    let mut qr = pin_request("key_01HQR:24451", "135790");
+    qr.kind = KeyCredentialKind::QrCode;
+    let err = env.adapter.issue(&qr).await.expect_err("unsupported");
     assert!(matches!(&err, VendorError::Refused { code, .. } if code == "unsupported_kind"));
 }
 

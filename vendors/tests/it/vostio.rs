@@ -75,6 +75,7 @@ fn request(label: &str, kind: KeyCredentialKind) -> IssueRequest {
         kind,
         label: label.to_owned(),
         pin: None,
+        card_number: None,
         validity: window(),
     }
 }

@@ -3,7 +3,9 @@
 //! It speaks the subset of the API the adapter uses, with TTLock's paths, form-encoded
 //! requests, JSON replies and errcodes: `POST /oauth2/token`, `POST /v3/keyboardPwd/add`,
 //! `POST /v3/keyboardPwd/delete`, `POST /v3/keyboardPwd/change`,
-//! `GET /v3/lock/listKeyboardPwd`, `GET /v3/lock/list`. It validates
+//! `GET /v3/lock/listKeyboardPwd`, `GET /v3/lock/list`, `GET /v3/lock/detail`,
+//! `GET /v3/lock/queryDate`, and in [`access`] eKeys, users, IC cards, remote unlock, lock
+//! records and the lock records callback. It validates
 //! `clientId`/`accessToken` (tokens are those it issued), refuses unknown locks (-1003),
 //! unknown passcodes (-2009), missing parameters (-3), a passcode already on the lock
 //! (-3007) and a 251st passcode (-3009).
@@ -38,6 +40,10 @@ use lockstep_domain::{Clock, SystemClock};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tracing::info;
+
+pub mod access;
+
+pub use self::access::{SimAttempt, SimCard, SimEkey, SimMethod};
 
 use super::errors as code;
 use super::wire::{self, ErrorResponse};
@@ -219,6 +225,7 @@ struct SimState {
     next_pwd_id: i64,
     token_ttl_secs: i64,
     rate_window: Option<(DateTime<Utc>, u32)>,
+    access: access::AccessState,
 }
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
@@ -246,6 +253,7 @@ impl SimHandle {
             next_pwd_id: 3_234_293,
             token_ttl_secs: config.token_ttl_secs,
             rate_window: None,
+            access: access::AccessState::default(),
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -462,7 +470,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
             "/_sim/locks/{lock_id}/passcodes",
             web::get().to(get_lock_passcodes),
         )
-        .route("/_sim/tokens/expire", web::post().to(post_expire_tokens));
+        .route("/_sim/tokens/expire", web::post().to(post_expire_tokens))
+        .configure(access::routes);
 }
 
 type Params = HashMap<String, String>;
