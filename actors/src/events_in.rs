@@ -69,6 +69,8 @@ pub const INTERNAL_EXPIRE: &str = "lockstep.internal.expire";
 pub const INTERNAL_REISSUE: &str = "lockstep.internal.reissue";
 /// Internal (operator): unsuspend a credential (`POST …/unsuspend`, issue 6).
 pub const INTERNAL_UNSUSPEND: &str = "lockstep.internal.unsuspend";
+/// Internal (operator): suspend a credential (`POST …/suspend`).
+pub const INTERNAL_SUSPEND: &str = "lockstep.internal.suspend";
 /// Internal (operator): lost-key replace, revoke + re-issue as one unit (`POST …/replace`).
 pub const INTERNAL_REPLACE: &str = "lockstep.internal.replace";
 /// Internal: revoke one credential on behalf of a property-wide or user-wide event.
@@ -278,6 +280,9 @@ pub enum Rejection {
     /// The payload breaks the subject's schema or a domain rule.
     #[error("invalid payload: {0}")]
     Invalid(String),
+    /// The broker user that published it may not publish this subject (DESIGN §4).
+    #[error("publisher not allowed for this subject")]
+    UnauthorizedPublisher,
 }
 
 impl Rejection {
@@ -287,6 +292,7 @@ impl Rejection {
             Self::Malformed(_) => "malformed",
             Self::UnknownSubject => "unknown_subject",
             Self::Invalid(_) => "invalid_payload",
+            Self::UnauthorizedPublisher => "unauthorized_publisher",
         }
     }
 }

@@ -348,6 +348,7 @@ async fn internal(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
         }
         events_in::INTERNAL_REISSUE => reissue_on_device(rt, entry).await,
         events_in::INTERNAL_UNSUSPEND => operator_unsuspend(rt, entry).await,
+        events_in::INTERNAL_SUSPEND => operator_suspend(rt, entry).await,
         events_in::INTERNAL_REPLACE => operator_replace(rt, entry).await,
         events_in::INTERNAL_REVOKE => {
             let p = &entry.payload;
@@ -1114,6 +1115,37 @@ async fn reissue_on_device(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Ste
     }
     uow.mailbox.push(done(entry, outcome));
     rt.store.commit(uow).await?;
+    Ok(())
+}
+
+/// An operator suspends an active credential: it leaves the door (its PIN kept) until an
+/// operator unsuspends it. Suspending a suspended one is a no-op; any other state is
+/// refused (`rejected:invalid_state`).
+async fn operator_suspend(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let id = credential_of_payload(entry)?;
+    let reason = SuspendReason::parse(entry.payload["reason"].as_str().unwrap_or("manual"))
+        .map_err(domain_err)?;
+    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut touched = Touched::default();
+    let outcome = match touched.get(rt, entry.tenant_id, &id).await? {
+        None => "rejected:unknown_credential",
+        Some(i) => match touched.creds[i].0.state() {
+            KeyCredentialState::Active => {
+                suspend(rt, entry, &mut uow, &mut touched, &id, reason).await?;
+                "applied"
+            }
+            KeyCredentialState::Suspended => "applied",
+            _ => "rejected:invalid_state",
+        },
+    };
+    touched.into_uow(&mut uow);
+    uow.mailbox.push(done(entry, outcome));
+    rt.store.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["operator_suspend", outcome])
+        .inc();
     Ok(())
 }
 

@@ -44,6 +44,8 @@ pub struct Shared {
     pub bus_ready: AtomicBool,
     /// Recently produced events (embedded mode).
     pub recent_events: Mutex<VecDeque<serde_json::Value>>,
+    /// Where operator commands go (DESIGN §4).
+    pub commands: crate::commands::CommandBus,
 }
 
 /// Reads the key from settings, or (embedded) from `<data dir>/encryption.key`, creating it.
@@ -393,6 +395,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         node_id: settings.node_id.clone(),
         bus_ready: AtomicBool::new(settings.amqp.is_none()),
         recent_events: Mutex::new(VecDeque::new()),
+        commands: crate::commands::CommandBus::new(settings.amqp.is_some()),
     });
 
     match &settings.amqp {
@@ -421,6 +424,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let data = web::Data::new(shared.clone());
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(crate::http::error_bodies())
             .app_data(data.clone())
             .configure(|cfg| crate::http::configure(cfg, embedded))
     })

@@ -20,11 +20,11 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    details: serde_json::Value,
+    pub(crate) details: serde_json::Value,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -117,7 +117,11 @@ const SERVICES: &[Role] = &[Role::Service];
 /// write of the request is confined to. A JWT of the identity provider names its tenant
 /// (an `X-Tenant-Id` that disagrees is refused); the service token is a platform service
 /// acting for the tenant in `X-Tenant-Id`.
-fn authenticate(req: &HttpRequest, shared: &Shared, roles: &[Role]) -> Result<TenantId, ApiError> {
+pub(crate) fn authenticate(
+    req: &HttpRequest,
+    shared: &Shared,
+    roles: &[Role],
+) -> Result<TenantId, ApiError> {
     match caller(req, shared, roles)? {
         Some(t) => Ok(t),
         None => tenant(req),
@@ -164,7 +168,7 @@ fn caller(
 
 /// Who the (already authenticated) caller is, for the audit: the JWT's `sub`, or
 /// `service-token`.
-fn subject(req: &HttpRequest, shared: &Shared) -> String {
+pub(crate) fn subject(req: &HttpRequest, shared: &Shared) -> String {
     let given = req
         .headers()
         .get("authorization")
@@ -190,7 +194,7 @@ fn tenant(req: &HttpRequest) -> Result<TenantId, ApiError> {
 }
 
 /// The tenant's credential `id`, or 404 `key_credential`.
-async fn credential_or_404(
+pub(crate) async fn credential_or_404(
     store: &dyn lockstep_persistence::Store,
     tenant: TenantId,
     id: &KeyCredentialId,
@@ -581,6 +585,55 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     ))
 }
 
+/// Renders the framework's own client errors (a body over the limit, a malformed query,
+/// a wrong method) in the API's error shape `{code, message, details}`; responses that
+/// already carry JSON pass unchanged.
+pub fn error_bodies<B: 'static>() -> actix_web::middleware::ErrorHandlers<B> {
+    actix_web::middleware::ErrorHandlers::new().default_handler_client(json_error)
+}
+
+fn json_error<B>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
+    use actix_web::middleware::ErrorHandlerResponse;
+    let is_json = res
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let (code, message) = match status.as_u16() {
+        413 => (
+            "MELMASTOON.GENERAL.PAYLOAD_TOO_LARGE",
+            "the body is larger than this endpoint accepts",
+        ),
+        404 => ("MELMASTOON.GENERAL.NOT_FOUND", "no such route"),
+        405 => (
+            "MELMASTOON.GENERAL.METHOD_NOT_ALLOWED",
+            "this route does not take that method",
+        ),
+        415 => (
+            "MELMASTOON.GENERAL.UNSUPPORTED_MEDIA_TYPE",
+            "the body's content type is not accepted",
+        ),
+        _ => (
+            "MELMASTOON.GENERAL.VALIDATION_FAILED",
+            "the request is malformed",
+        ),
+    };
+    let (req, _) = res.into_parts();
+    let body = HttpResponse::build(status).json(json!({
+        "code": code,
+        "message": message,
+        "details": {},
+    }));
+    Ok(ErrorHandlerResponse::Response(
+        actix_web::dev::ServiceResponse::new(req, body).map_into_right_body(),
+    ))
+}
+
 /// Routes.
 pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
     let json_limit = web::JsonConfig::default().limit(64 * 1024);
@@ -612,6 +665,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
             "/api/v1/key-credentials/{id}/pin",
             web::post().to(reveal_pin),
         )
+        .configure(crate::writes::configure)
         .route("/api/v1/lock-devices", web::get().to(list_devices))
         .route(
             "/api/v1/lock-devices/{id}/health",

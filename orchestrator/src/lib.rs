@@ -7,7 +7,9 @@
 pub mod app;
 pub mod auth;
 pub mod bus;
+pub mod commands;
 pub mod http;
 pub mod intake;
 pub mod schema;
 pub mod seed;
+pub mod writes;

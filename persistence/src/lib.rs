@@ -272,6 +272,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every (tenant, property) that has an audit chain; worker path (cross-tenant).
     async fn audit_chains(&self) -> StoreResult<Vec<(TenantId, PropertyId)>>;
 
+    /// Where the message `message_id` of a tenant stands in the mailbox (operator commands
+    /// wait on it): `None` if it was never stored, `Some(None)` while it waits, and
+    /// `Some(Some(outcome))` once a step handled it.
+    async fn message_outcome(
+        &self,
+        tenant: TenantId,
+        message_id: &str,
+    ) -> StoreResult<Option<Option<String>>>;
+
     /// The property of a live (not decommissioned) device, `None` if unknown or retired.
     async fn device_property(
         &self,

@@ -1313,6 +1313,23 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn message_outcome(
+        &self,
+        tenant: TenantId,
+        message_id: &str,
+    ) -> StoreResult<Option<Option<String>>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT outcome FROM mailbox WHERE tenant_id = $1 AND message_id = $2 AND kind = 'event' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(tenant.as_uuid())
+        .bind(message_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.map(|(o,)| o))
+    }
+
     async fn device_property(
         &self,
         tenant: TenantId,

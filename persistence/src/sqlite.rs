@@ -1347,6 +1347,21 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn message_outcome(
+        &self,
+        tenant: TenantId,
+        message_id: &str,
+    ) -> StoreResult<Option<Option<String>>> {
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT outcome FROM mailbox WHERE tenant_id = ? AND message_id = ? AND kind = 'event' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(tenant.to_string())
+        .bind(message_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|(o,)| o))
+    }
+
     async fn device_property(
         &self,
         tenant: TenantId,

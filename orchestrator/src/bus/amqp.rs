@@ -204,6 +204,7 @@ pub async fn run(shared: Arc<Shared>, settings: AmqpSettings, url: String) {
 }
 
 fn release_all(shared: &Shared, settings: &AmqpSettings) {
+    shared.commands.detach();
     for p in 0..settings.partitions {
         let p = p as i32;
         if shared.rt.fences.get(p).is_some() {
@@ -225,6 +226,16 @@ async fn serve_once(shared: Arc<Shared>, settings: &AmqpSettings, url: &str) -> 
     let setup = conn.create_channel().await?;
     declare_topology(&setup, settings).await?;
     let names = Names::new(settings);
+    {
+        // operator commands leave through their own confirmed channel, as our broker user
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        let user = url
+            .parse::<lapin::uri::AMQPUri>()
+            .map(|u| u.authority.userinfo.username)
+            .unwrap_or_else(|_| "guest".to_owned());
+        shared.commands.attach(ch, names.partitions.clone(), user);
+    }
     shared.bus_ready.store(true, Ordering::SeqCst);
     info!(partitions = settings.partitions, "rabbitmq topology ready");
 
@@ -408,6 +419,47 @@ async fn intake_loop(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::
     anyhow::bail!("intake consumer ended")
 }
 
+fn is_command(d: &Delivery) -> bool {
+    d.properties
+        .headers()
+        .as_ref()
+        .is_some_and(|h| h.inner().contains_key(crate::commands::COMMAND_HEADER))
+}
+
+/// A command on a partition: accepted only when Lockstep's own broker user published it
+/// (RabbitMQ validates `user_id`) and its topic is an operator command.
+async fn accept_command(
+    shared: &Shared,
+    d: &Delivery,
+    partition: i32,
+    fence: Option<lockstep_persistence::Fence>,
+) -> Result<(), IntakeError> {
+    let publisher = d
+        .properties
+        .user_id()
+        .as_ref()
+        .map(|u| u.as_str().to_owned());
+    if publisher.is_none() || publisher != shared.commands.broker_user() {
+        return Err(Rejection::UnauthorizedPublisher.into());
+    }
+    let cmd = crate::commands::Command::from_json(&d.data)
+        .ok_or_else(|| Rejection::Malformed("not a command".into()))?;
+    if !cmd.is_allowed() {
+        return Err(Rejection::UnknownSubject.into());
+    }
+    let rt = &shared.rt;
+    crate::commands::accept(
+        rt.store.as_ref(),
+        rt.clock.as_ref(),
+        &shared.router,
+        &cmd,
+        partition,
+        fence,
+    )
+    .await?;
+    Ok(())
+}
+
 fn is_tick(d: &Delivery) -> bool {
     d.properties
         .headers()
@@ -476,18 +528,23 @@ async fn partition_loop(
         loop {
             let rt = &shared.rt;
             let fence = rt.fences.get(partition);
-            match intake::accept(
-                &shared.schemas,
-                rt.store.as_ref(),
-                rt.clock.as_ref(),
-                &shared.router,
-                &rt.metrics,
-                &d.data,
-                partition,
-                fence,
-            )
-            .await
-            {
+            let stored = if is_command(&d) {
+                accept_command(&shared, &d, partition, fence).await
+            } else {
+                intake::accept(
+                    &shared.schemas,
+                    rt.store.as_ref(),
+                    rt.clock.as_ref(),
+                    &shared.router,
+                    &rt.metrics,
+                    &d.data,
+                    partition,
+                    fence,
+                )
+                .await
+                .map(drop)
+            };
+            match stored {
                 Ok(_) => {
                     d.acker.ack(BasicAckOptions::default()).await?;
                     break;

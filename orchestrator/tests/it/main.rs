@@ -9,3 +9,4 @@ mod events_table;
 mod harness;
 mod production;
 mod security;
+mod writes;

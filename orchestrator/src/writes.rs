@@ -1,0 +1,366 @@
+//! Operator writes on a credential (spec `002` Key APIs): revoke, suspend, unsuspend and
+//! the lost-key replace. Each becomes a command on the credential's saga subject and
+//! travels the partitioned path ([`crate::commands`]); the request waits for its step and
+//! answers 200 with the credential, or 202 with its location when the step has not run
+//! within the deadline (the vendor side always continues in the background: the door
+//! truth shows it).
+//!
+//! Roles: revoke, suspend and unsuspend for operators, admins and platform services;
+//! replace (a guest lost a key at the desk) for operators and admins and services.
+//! `Idempotency-Key` (1 to 128 printable characters) makes a retried request the same
+//! command: it is stored once and answers with the first one's outcome.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use lockstep_actors::events_in;
+use lockstep_domain::{
+    DomainError, KeyCredential, KeyCredentialId, KeyCredentialState, RevokeReason, SuspendReason,
+    TenantId,
+};
+use serde_json::json;
+
+use crate::app::Shared;
+use crate::auth::Role;
+use crate::commands::{self, Command, SendError};
+use crate::http::{authenticate, credential_json, credential_or_404, subject, ApiError};
+
+/// Who may change a credential.
+const WRITERS: &[Role] = &[Role::Operator, Role::Admin, Role::Service];
+
+/// Revoke reasons an operator may give (`expired` and `replaced` are Lockstep's own).
+const OPERATOR_REVOKE_REASONS: &[RevokeReason] = &[
+    RevokeReason::Checkout,
+    RevokeReason::Cancellation,
+    RevokeReason::Lost,
+    RevokeReason::Security,
+];
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+/// An optional JSON body: empty is `{}`; anything else must be the shape.
+fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let mut err = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MELMASTOON.GENERAL.VALIDATION_FAILED",
+            "the body is not valid JSON of this request's shape",
+        );
+        err.details = json!({ "reason": e.to_string() });
+        err
+    })
+}
+
+impl Default for ReasonBody {
+    fn default() -> Self {
+        Self { reason: None }
+    }
+}
+
+/// The saga subject that owns a credential: its reservation's (or booking's), or for a
+/// master key its shift's.
+async fn saga_subject(
+    shared: &Shared,
+    tenant: TenantId,
+    cred: &KeyCredential,
+) -> Result<String, ApiError> {
+    if let Some(r) = cred.reservation_id() {
+        return Ok(format!("reservation:{}", r.as_str()));
+    }
+    match shared
+        .rt
+        .store
+        .master_by_credential(tenant, cred.id())
+        .await?
+        .and_then(|m| m.shift_id)
+    {
+        Some(shift) => Ok(format!("shift:{shift}")),
+        None => {
+            Err(DomainError::validation("id", "this credential has no saga to act on it").into())
+        }
+    }
+}
+
+fn message_id(req: &HttpRequest) -> Result<String, ApiError> {
+    match req.headers().get("idempotency-key") {
+        None => Ok(format!("api:{}", ulid::Ulid::new())),
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| (1..=128).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+                .ok_or_else(|| {
+                    ApiError::from(DomainError::validation(
+                        "Idempotency-Key",
+                        "1 to 128 printable ASCII characters",
+                    ))
+                })?;
+            Ok(format!("api:{key}"))
+        }
+    }
+}
+
+/// Sends the command for `cred` and answers with its outcome.
+async fn run(
+    req: &HttpRequest,
+    shared: &Shared,
+    tenant: TenantId,
+    cred: &KeyCredential,
+    topic: &str,
+    mut payload: serde_json::Value,
+) -> Result<HttpResponse, ApiError> {
+    let id = cred.id().clone();
+    payload["credentialId"] = json!(id.as_str());
+    payload["by"] = json!(subject(req, shared));
+    let cmd = Command {
+        message_id: message_id(req)?,
+        tenant_id: tenant,
+        property_id: cred.property_id().clone(),
+        subject: saga_subject(shared, tenant, cred).await?,
+        topic: topic.to_owned(),
+        payload,
+    };
+    let rt = &shared.rt;
+    match shared
+        .commands
+        .send(&cmd, rt.store.as_ref(), rt.clock.as_ref(), &shared.router)
+        .await
+    {
+        Ok(()) => {}
+        Err(SendError::BusDown) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "MELMASTOON.GENERAL.UNAVAILABLE",
+                "the bus is unavailable; retry later",
+            ))
+        }
+        Err(SendError::Store(e)) => return Err(e.into()),
+    }
+    let location = format!("/api/v1/key-credentials/{}", id.as_str());
+    let outcome = commands::outcome(
+        rt.store.as_ref(),
+        tenant,
+        &cmd.message_id,
+        commands::DEFAULT_WAIT,
+    )
+    .await?;
+    match outcome.as_deref() {
+        None => Ok(HttpResponse::Accepted()
+            .insert_header(("location", location))
+            .json(json!({ "status": "pending", "credentialId": id.as_str() }))),
+        Some("applied") => {
+            let cred = credential_or_404(rt.store.as_ref(), tenant, &id).await?;
+            let devices = rt.store.credential_devices(tenant, &id).await?;
+            Ok(HttpResponse::Ok()
+                .insert_header(("location", location))
+                .json(credential_json(&cred, &devices)))
+        }
+        Some("rejected:unknown_credential") => Err(DomainError::NotFound {
+            entity: "key_credential",
+        }
+        .into()),
+        Some(other) => {
+            tracing::info!(outcome = other, "operator command refused by the saga");
+            Err(DomainError::InvalidStateTransition {
+                from: cred.state().as_str(),
+                action: action_of(topic),
+            }
+            .into())
+        }
+    }
+}
+
+fn action_of(topic: &str) -> &'static str {
+    match topic {
+        events_in::INTERNAL_REVOKE => "revoke",
+        events_in::INTERNAL_SUSPEND => "suspend",
+        events_in::INTERNAL_UNSUSPEND => "unsuspend",
+        _ => "replace",
+    }
+}
+
+/// Refuses at once what the state machine (spec `003` §1.3) never allows from `state`.
+fn check_state(
+    cred: &KeyCredential,
+    action: &'static str,
+    allowed: &[KeyCredentialState],
+) -> Result<(), ApiError> {
+    if allowed.contains(&cred.state()) {
+        Ok(())
+    } else {
+        Err(DomainError::InvalidStateTransition {
+            from: cred.state().as_str(),
+            action,
+        }
+        .into())
+    }
+}
+
+async fn load(
+    req: &HttpRequest,
+    shared: &Shared,
+    path: String,
+) -> Result<(TenantId, KeyCredential), ApiError> {
+    let tenant = authenticate(req, shared, WRITERS)?;
+    let id = KeyCredentialId::parse(&path)?;
+    let cred = credential_or_404(shared.rt.store.as_ref(), tenant, &id).await?;
+    Ok((tenant, cred))
+}
+
+/// `POST /api/v1/key-credentials/{id}/revoke` `{reason}`: the credential leaves every
+/// door; revoking a revoked one answers it unchanged.
+async fn revoke(
+    req: HttpRequest,
+    path: web::Path<String>,
+    bytes: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, cred) = load(&req, &shared, path.into_inner()).await?;
+    let b: ReasonBody = body(&bytes)?;
+    let reason = b
+        .reason
+        .as_deref()
+        .ok_or_else(|| DomainError::validation("reason", "is required"))?;
+    let reason = RevokeReason::parse(reason)?;
+    if !OPERATOR_REVOKE_REASONS.contains(&reason) {
+        return Err(DomainError::validation(
+            "reason",
+            "one of checkout, cancellation, lost, security",
+        )
+        .into());
+    }
+    check_state(
+        &cred,
+        "revoke",
+        &[
+            KeyCredentialState::Requested,
+            KeyCredentialState::Pending,
+            KeyCredentialState::Active,
+            KeyCredentialState::Suspended,
+            KeyCredentialState::Revoked,
+        ],
+    )?;
+    run(
+        &req,
+        &shared,
+        tenant,
+        &cred,
+        events_in::INTERNAL_REVOKE,
+        json!({ "reason": reason.as_str() }),
+    )
+    .await
+}
+
+/// `POST /api/v1/key-credentials/{id}/suspend` `{reason?}` (default `manual`): an active
+/// credential leaves the door until it is unsuspended.
+async fn suspend(
+    req: HttpRequest,
+    path: web::Path<String>,
+    bytes: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, cred) = load(&req, &shared, path.into_inner()).await?;
+    let b: ReasonBody = body(&bytes)?;
+    let reason = SuspendReason::parse(b.reason.as_deref().unwrap_or("manual"))?;
+    check_state(
+        &cred,
+        "suspend",
+        &[KeyCredentialState::Active, KeyCredentialState::Suspended],
+    )?;
+    run(
+        &req,
+        &shared,
+        tenant,
+        &cred,
+        events_in::INTERNAL_SUSPEND,
+        json!({ "reason": reason.as_str() }),
+    )
+    .await
+}
+
+/// `POST /api/v1/key-credentials/{id}/unsuspend`: only from `suspended`.
+async fn unsuspend(
+    req: HttpRequest,
+    path: web::Path<String>,
+    bytes: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, cred) = load(&req, &shared, path.into_inner()).await?;
+    let _: EmptyBody = body(&bytes)?;
+    check_state(&cred, "unsuspend", &[KeyCredentialState::Suspended])?;
+    run(
+        &req,
+        &shared,
+        tenant,
+        &cred,
+        events_in::INTERNAL_UNSUSPEND,
+        json!({}),
+    )
+    .await
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}
+
+/// `POST /api/v1/key-credentials/{id}/replace`: lost key. The credential is revoked
+/// (`lost`) and a new one with the same kind, rooms and window is issued in the same step;
+/// the answer is the old credential, whose `replacedById` names the new one.
+async fn replace(
+    req: HttpRequest,
+    path: web::Path<String>,
+    bytes: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, cred) = load(&req, &shared, path.into_inner()).await?;
+    let _: EmptyBody = body(&bytes)?;
+    check_state(
+        &cred,
+        "replace",
+        &[KeyCredentialState::Active, KeyCredentialState::Suspended],
+    )?;
+    if cred.reservation_id().is_none() {
+        return Err(DomainError::validation(
+            "id",
+            "only a guest credential is replaced; a master key is renewed by its shift",
+        )
+        .into());
+    }
+    run(
+        &req,
+        &shared,
+        tenant,
+        &cred,
+        events_in::INTERNAL_REPLACE,
+        json!({}),
+    )
+    .await
+}
+
+/// Routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/api/v1/key-credentials/{id}/revoke",
+        web::post().to(revoke),
+    )
+    .route(
+        "/api/v1/key-credentials/{id}/suspend",
+        web::post().to(suspend),
+    )
+    .route(
+        "/api/v1/key-credentials/{id}/unsuspend",
+        web::post().to(unsuspend),
+    )
+    .route(
+        "/api/v1/key-credentials/{id}/replace",
+        web::post().to(replace),
+    );
+}

@@ -1,0 +1,315 @@
+//! Issue 6, "what it must show" 1 for the operator writes: `POST /api/v1/key-credentials/
+//! {id}/{suspend,unsuspend,revoke,replace}`, each for success and for each documented
+//! failure, through the real binary (embedded mode, JWTs), each failure checked to change
+//! nothing.
+
+use std::time::Duration;
+
+use lockstep_orchestrator::auth::{mint, Claims, Role};
+use lockstep_orchestrator::seed::DEMO_TENANT;
+use serde_json::Value;
+
+use crate::harness::*;
+
+const ISSUER: &str = "https://id.melmastoon.test";
+const AUDIENCE: &str = "lockstep";
+const OTHER_TENANT: &str = "7a1e0b52-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
+
+fn token(key: &ed25519_dalek::SigningKey, tenant: &str, roles: &[Role]) -> String {
+    #[allow(clippy::disallowed_methods)] // a token is minted against the wall clock
+    let now = chrono::Utc::now().timestamp();
+    mint(
+        key,
+        "k1",
+        &Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: "usr_desk_7".into(),
+            exp: now + 600,
+            nbf: None,
+            iat: now,
+            tenant_id: tenant.into(),
+            roles: roles.to_vec(),
+        },
+    )
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    bearer: String,
+}
+
+impl Api {
+    async fn post(
+        &self,
+        path: &str,
+        body: &str,
+        key: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        self.post_as(&self.bearer, path, body, key).await
+    }
+
+    async fn post_as(
+        &self,
+        bearer: &str,
+        path: &str,
+        body: &str,
+        key: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut rb = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(bearer)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(k) = key {
+            rb = rb.header("idempotency-key", k);
+        }
+        let r = rb.send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.bearer)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    async fn active(&self, reservation: &str) -> anyhow::Result<Value> {
+        let list = format!("/api/v1/key-credentials?reservationId={reservation}");
+        wait_for(
+            &format!("{reservation} active"),
+            Duration::from_secs(30),
+            || async {
+                let v = self.get(&list).await.ok()?;
+                v["items"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["state"] == "active")
+                    .cloned()
+            },
+        )
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_writes_answer_their_outcome_and_refuse_what_the_state_machine_forbids(
+) -> anyhow::Result<()> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[21u8; 32]);
+    let public: String = key
+        .verifying_key()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = scratch("writes");
+    let config = dir.join("lockstep.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[demo]
+enabled = true
+simulator_bind = "127.0.0.1:0"
+
+[http]
+bind = "127.0.0.1:0"
+service_token = {{ value = "svc-token" }}
+
+[auth]
+issuer = "{ISSUER}"
+audience = "{AUDIENCE}"
+keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
+"#
+        ),
+    )?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    let http = reqwest::Client::new();
+    let api = Api {
+        http: http.clone(),
+        base: node.http.clone(),
+        bearer: token(&key, DEMO_TENANT, &[Role::Operator]),
+    };
+    let intake = |body: Vec<u8>| {
+        http.post(format!("{}/api/v1/intake", node.http))
+            .bearer_auth("svc-token")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let confirm = confirmed(
+        "evt-w-1",
+        DEMO_TENANT,
+        "ppt_demo",
+        "rsv_w_1",
+        1,
+        &["rmu_103"],
+        "2027-11-01T14:00:00Z",
+        "2027-11-03T11:00:00Z",
+    );
+    assert_eq!(intake(confirm).await?.status(), 202);
+    let cred = api.active("rsv_w_1").await?;
+    let id = cred["id"].as_str().expect("an id").to_owned();
+    let one = format!("/api/v1/key-credentials/{id}");
+    let state = |v: &Value| v["state"].as_str().unwrap_or_default().to_owned();
+    let mut cases = 0;
+    let mut check = |what: &str, got: u16, want: u16, body: &Value| {
+        cases += 1;
+        assert_eq!(got, want, "{what}: {body}");
+    };
+
+    // suspend: success, idempotent repeat, bad reason, wrong role, other tenant
+    let (s, v) = api
+        .post(
+            &format!("{one}/suspend"),
+            r#"{"reason":"manual"}"#,
+            Some("w-s-1"),
+        )
+        .await?;
+    check("suspend an active key", s, 200, &v);
+    assert_eq!(state(&v), "suspended");
+    assert!(v["doorSync"]
+        .as_array()
+        .is_some_and(|d| d.iter().all(|d| d["desired"] == "absent")));
+    let version = v["version"].clone();
+    let (s, v) = api
+        .post(
+            &format!("{one}/suspend"),
+            r#"{"reason":"manual"}"#,
+            Some("w-s-1"),
+        )
+        .await?;
+    check("the same request again (Idempotency-Key)", s, 200, &v);
+    assert_eq!(v["version"], version, "applied once");
+    let (s, v) = api.post(&format!("{one}/suspend"), "", None).await?;
+    check("suspend a suspended key (no body: manual)", s, 200, &v);
+    assert_eq!(v["version"], version, "nothing changed");
+    let (s, v) = api
+        .post(&format!("{one}/suspend"), r#"{"reason":"whim"}"#, None)
+        .await?;
+    check("unknown suspend reason", s, 422, &v);
+    assert_eq!(v["code"], "MELMASTOON.GENERAL.VALIDATION_FAILED");
+    let nobody = token(&key, DEMO_TENANT, &[]);
+    let (s, v) = api
+        .post_as(&nobody, &format!("{one}/unsuspend"), "", None)
+        .await?;
+    check("a token without roles is no valid token", s, 401, &v);
+    let stranger = token(&key, OTHER_TENANT, &[Role::Admin]);
+    let (s, v) = api
+        .post_as(&stranger, &format!("{one}/unsuspend"), "", None)
+        .await?;
+    check("another tenant's admin", s, 404, &v);
+    assert_eq!(state(&api.get(&one).await?), "suspended", "still suspended");
+
+    // unsuspend: success, then refused from active
+    let (s, v) = api.post(&format!("{one}/unsuspend"), "", None).await?;
+    check("unsuspend a suspended key", s, 200, &v);
+    assert_eq!(state(&v), "active");
+    let (s, v) = api.post(&format!("{one}/unsuspend"), "{}", None).await?;
+    check("unsuspend an active key", s, 422, &v);
+    assert_eq!(v["details"]["subCode"], "invalid_state_transition");
+    let (s, v) = api
+        .post(&format!("{one}/unsuspend"), r#"{"reason":"x"}"#, None)
+        .await?;
+    check("unsuspend takes no fields", s, 400, &v);
+
+    // revoke: body checks first
+    let (s, v) = api.post(&format!("{one}/revoke"), "{}", None).await?;
+    check("revoke without a reason", s, 422, &v);
+    assert_eq!(v["details"]["field"], "reason");
+    let (s, v) = api
+        .post(&format!("{one}/revoke"), r#"{"reason":"expired"}"#, None)
+        .await?;
+    check("a reason only Lockstep gives", s, 422, &v);
+    let (s, v) = api
+        .post(&format!("{one}/revoke"), r#"{"reason":"lost""#, None)
+        .await?;
+    check("malformed JSON", s, 400, &v);
+    assert_eq!(v["code"], "MELMASTOON.GENERAL.VALIDATION_FAILED");
+    let big = format!(
+        r#"{{"reason":"lost","pad":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let (s, v) = api.post(&format!("{one}/revoke"), &big, None).await?;
+    check("an oversized body", s, 413, &v);
+    assert_eq!(v["code"], "MELMASTOON.GENERAL.PAYLOAD_TOO_LARGE");
+    assert_eq!(
+        state(&api.get(&one).await?),
+        "active",
+        "none of these changed it"
+    );
+
+    // replace (lost key): the old one is revoked, a new one issued in the same step
+    let (s, v) = api.post(&format!("{one}/replace"), "", None).await?;
+    check("replace an active key", s, 200, &v);
+    assert_eq!(state(&v), "revoked");
+    assert_eq!(v["revokeReason"], "lost");
+    let new_id = v["replacedById"]
+        .as_str()
+        .expect("the replacement")
+        .to_owned();
+    let (s, v) = api.post(&format!("{one}/replace"), "", None).await?;
+    check("replace a revoked key", s, 422, &v);
+    let newer = format!("/api/v1/key-credentials/{new_id}");
+    let replacement = wait_for("replacement active", Duration::from_secs(30), || async {
+        let v = api.get(&newer).await.ok()?;
+        (v["state"] == "active").then_some(v)
+    })
+    .await?;
+    assert_eq!(replacement["replacesId"].as_str(), Some(id.as_str()));
+
+    // revoke the replacement, then again
+    let (s, v) = api
+        .post(&format!("{newer}/revoke"), r#"{"reason":"security"}"#, None)
+        .await?;
+    check("revoke an active key", s, 200, &v);
+    assert_eq!(state(&v), "revoked");
+    assert_eq!(v["revokeReason"], "security");
+    let (s, v) = api
+        .post(&format!("{newer}/revoke"), r#"{"reason":"security"}"#, None)
+        .await?;
+    check("revoke a revoked key", s, 200, &v);
+    let (s, v) = api.post(&format!("{newer}/suspend"), "", None).await?;
+    check("suspend a revoked key", s, 422, &v);
+
+    // ids
+    let (s, v) = api
+        .post(
+            "/api/v1/key-credentials/key_01HZZZZZZZZZZZZZZZZZZZZZZZ/revoke",
+            r#"{"reason":"lost"}"#,
+            None,
+        )
+        .await?;
+    check("an unknown id", s, 404, &v);
+    let (s, v) = api
+        .post("/api/v1/key-credentials/not-an-id/suspend", "", None)
+        .await?;
+    check("a malformed id", s, 422, &v);
+    let (s, v) = api.post(&format!("{newer}/explode"), "", None).await?;
+    check("no such route", s, 404, &v);
+    assert_eq!(v["code"], "MELMASTOON.GENERAL.NOT_FOUND");
+
+    // the audit names who did what, never the digits
+    let audit = api.get(&format!("{one}/audit")).await?;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["action"].as_str()).collect())
+        .unwrap_or_default();
+    for a in ["suspended", "unsuspended", "revoked"] {
+        assert!(actions.contains(&a), "{a} in {actions:?}");
+    }
+    println!("writes: {cases} cases");
+    Ok(())
+}
