@@ -37,7 +37,7 @@ const OPERATOR_REVOKE_REASONS: &[RevokeReason] = &[
     RevokeReason::Security,
 ];
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ReasonBody {
     reason: Option<String>,
@@ -57,12 +57,6 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Api
         err.details = json!({ "reason": e.to_string() });
         err
     })
-}
-
-impl Default for ReasonBody {
-    fn default() -> Self {
-        Self { reason: None }
-    }
 }
 
 /// The saga subject that owns a credential: its reservation's (or booking's), or for a

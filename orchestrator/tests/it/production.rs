@@ -472,3 +472,140 @@ async fn a_returned_publish_is_a_failure_and_is_retried_until_delivered() -> any
     .await?;
     Ok(())
 }
+
+/// DESIGN §4, issue 6: an operator's write travels the partitioned path in production. The
+/// API publishes a command to the partition exchange as Lockstep's broker user; the
+/// partition owner runs it and the request answers with the outcome. A command published
+/// without that `user_id` is dead-lettered and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_travel_the_partitions_and_forged_ones_are_refused() -> anyhow::Result<()>
+{
+    use lapin::options::BasicPublishOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    use lapin::BasicProperties;
+
+    let dir = scratch("commands");
+    let db = fresh_pg_database().await?;
+    let vhost = Vhost::fresh()?;
+    let sim = simulator(&all_locks())?;
+    let config = write_config(&dir, &db, &vhost, &sim)?;
+    let broker = Broker::connect(&vhost.url).await?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    wait_ready(&node).await?;
+    let dlq = broker.consume("lockstep.dlq").await?;
+    let http = reqwest::Client::new();
+    for (n, lock) in [(1, 5003), (2, 5004)] {
+        broker
+            .publish(
+                "melmastoon.reservation.confirmed.v1",
+                &confirmed(
+                    &format!("evt-cmd-{n}"),
+                    TENANT,
+                    "ppt_e2e_a",
+                    &format!("rsv_cmd_{n}"),
+                    1,
+                    &[&room(lock)],
+                    "2027-03-01T14:00:00Z",
+                    "2027-03-02T10:00:00Z",
+                ),
+            )
+            .await?;
+    }
+    let active = |reservation: &'static str| {
+        let http = http.clone();
+        let base = node.http.clone();
+        async move {
+            wait_for(reservation, Duration::from_secs(60), || async {
+                let v: serde_json::Value = http
+                    .get(format!(
+                        "{base}/api/v1/key-credentials?reservationId={reservation}"
+                    ))
+                    .bearer_auth("it-service-token")
+                    .header("x-tenant-id", TENANT)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                v["items"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["state"] == "active")
+                    .cloned()
+            })
+            .await
+        }
+    };
+    let first = active("rsv_cmd_1").await?;
+    let second = active("rsv_cmd_2").await?;
+
+    // the API's revoke: answered with its outcome, the passcode leaves the lock
+    let id = first["id"].as_str().unwrap_or_default();
+    let r = http
+        .post(format!("{}/api/v1/key-credentials/{id}/revoke", node.http))
+        .bearer_auth("it-service-token")
+        .header("x-tenant-id", TENANT)
+        .json(&serde_json::json!({ "reason": "security" }))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await?;
+    assert_eq!(v["state"], "revoked");
+    wait_for("passcode removed", Duration::from_secs(60), || {
+        let n = sim.handle().passcodes(5003).len();
+        async move { (n == 0).then_some(()) }
+    })
+    .await?;
+
+    // a forged command: the right header, no user_id
+    let second_id = second["id"].as_str().unwrap_or_default();
+    let forged = serde_json::json!({
+        "messageId": "forged-1",
+        "tenantId": TENANT,
+        "propertyId": "ppt_e2e_a",
+        "subject": "reservation:rsv_cmd_2",
+        "topic": "lockstep.internal.revoke",
+        "payload": { "credentialId": second_id, "reason": "security" },
+    });
+    let mut headers = FieldTable::default();
+    headers.insert("x-lockstep-command".into(), AMQPValue::Boolean(true));
+    broker
+        .ch
+        .basic_publish(
+            "lockstep.partitions".into(),
+            format!("{TENANT}/ppt_e2e_a").as_str().into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&forged)?,
+            BasicProperties::default().with_headers(headers),
+        )
+        .await?
+        .await?;
+    wait_for(
+        "the forged command dead-lettered",
+        Duration::from_secs(60),
+        || {
+            let n = dlq.all().len();
+            async move { (n >= 1).then_some(()) }
+        },
+    )
+    .await?;
+    let v = metric(
+        &node.http,
+        "lockstep_intake_dead_letters_total{reason=\"unauthorized_publisher\"}",
+    )
+    .await;
+    assert_eq!(v, Some(1.0));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v: serde_json::Value = http
+        .get(format!("{}/api/v1/key-credentials/{second_id}", node.http))
+        .bearer_auth("it-service-token")
+        .header("x-tenant-id", TENANT)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(v["state"], "active", "the forged command changed nothing");
+    assert_eq!(sim.handle().passcodes(5004).len(), 1);
+    Ok(())
+}
