@@ -261,34 +261,97 @@ async fn get_credential(
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ListQuery {
+    property_id: Option<String>,
     reservation_id: Option<String>,
+    guest_id: Option<String>,
+    staff_user_id: Option<String>,
+    state: Option<String>,
+    room_id: Option<String>,
+    /// `now` or an RFC 3339 instant: credentials that open their doors then.
+    opens_at: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
 }
 
+/// Default and largest page of a list.
+const PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+/// `GET /api/v1/key-credentials`: the tenant's credentials, filtered by property,
+/// reservation (or booking), guest, staff member, state, room, and `opensAt` ("who can
+/// open room X now": `roomId=…&opensAt=now`), by id, a page at a time (`limit`, `cursor`
+/// = the previous page's `nextCursor`).
 async fn list_credentials(
     req: HttpRequest,
     q: web::Query<ListQuery>,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = authenticate(&req, &shared, READERS)?;
-    let Some(reservation) = &q.reservation_id else {
-        return Err(DomainError::validation(
-            "reservationId",
-            "is required (other filters come with the full API)",
-        )
-        .into());
+    let q = q.into_inner();
+    let limit = q.limit.unwrap_or(PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(DomainError::validation("limit", format!("1 to {MAX_PAGE}")).into());
+    }
+    let opens_at = match q.opens_at.as_deref() {
+        None => None,
+        Some("now") => Some(shared.rt.clock.now()),
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|_| DomainError::validation("opensAt", "`now` or an RFC 3339 instant"))?
+                .with_timezone(&chrono::Utc),
+        ),
     };
-    let reservation = ReservationId::parse(reservation)?;
-    let creds = shared
+    let filter = lockstep_persistence::CredentialFilter {
+        property_id: q
+            .property_id
+            .map(|p| lockstep_domain::PropertyId::parse(&p).map(|p| p.as_str().to_owned()))
+            .transpose()?,
+        reservation_id: q
+            .reservation_id
+            .map(|r| ReservationId::parse(&r).map(|r| r.as_str().to_owned()))
+            .transpose()?,
+        guest_id: q
+            .guest_id
+            .map(|g| lockstep_domain::GuestId::parse(&g).map(|g| g.as_str().to_owned()))
+            .transpose()?,
+        staff_user_id: q
+            .staff_user_id
+            .map(|u| lockstep_domain::UserId::parse(&u).map(|u| u.as_str().to_owned()))
+            .transpose()?,
+        state: q
+            .state
+            .map(|s| lockstep_domain::KeyCredentialState::parse(&s).map(|s| s.as_str().to_owned()))
+            .transpose()?,
+        room_id: q
+            .room_id
+            .map(|r| lockstep_domain::RoomId::parse(&r).map(|r| r.as_str().to_owned()))
+            .transpose()?,
+        opens_at,
+        after: q
+            .cursor
+            .map(|c| {
+                KeyCredentialId::parse(&c)
+                    .map(|c| c.as_str().to_owned())
+                    .map_err(|_| DomainError::validation("cursor", "not a cursor of this list"))
+            })
+            .transpose()?,
+    };
+    let mut creds = shared
         .rt
         .store
-        .credentials_by_reservation(tenant, &reservation)
+        .list_credentials(tenant, &filter, limit + 1)
         .await?;
+    let more = creds.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    creds.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = more
+        .then(|| creds.last().map(|c| c.id().as_str().to_owned()))
+        .flatten();
     let mut items = Vec::with_capacity(creds.len());
     for c in &creds {
         let devices = shared.rt.store.credential_devices(tenant, c.id()).await?;
         items.push(credential_json(c, &devices));
     }
-    Ok(HttpResponse::Ok().json(json!({ "items": items, "nextCursor": null })))
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "nextCursor": next })))
 }
 
 #[derive(serde::Deserialize)]

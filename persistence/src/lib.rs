@@ -155,6 +155,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: &KeyCredentialId,
     ) -> StoreResult<Option<KeyCredential>>;
 
+    /// A page of the tenant's credentials matching `filter`, by id, at most `limit`.
+    async fn list_credentials(
+        &self,
+        tenant: TenantId,
+        filter: &CredentialFilter,
+        limit: i64,
+    ) -> StoreResult<Vec<KeyCredential>>;
+
     /// Credentials of a reservation, oldest first.
     async fn credentials_by_reservation(
         &self,

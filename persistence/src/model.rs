@@ -649,3 +649,26 @@ pub mod context {
         format!("vadcfg:{a}")
     }
 }
+
+/// Filters of the credential list (`GET /api/v1/key-credentials`); every field set must
+/// hold. Results are ordered by id (ULIDs: creation order) and start after `after`.
+#[derive(Clone, Debug, Default)]
+pub struct CredentialFilter {
+    /// Property.
+    pub property_id: Option<String>,
+    /// Reservation (or booking).
+    pub reservation_id: Option<String>,
+    /// Guest.
+    pub guest_id: Option<String>,
+    /// Staff member (master keys).
+    pub staff_user_id: Option<String>,
+    /// State.
+    pub state: Option<String>,
+    /// A room the credential opens.
+    pub room_id: Option<String>,
+    /// Credentials that open their doors at this instant: `pending` or `active` (a pending
+    /// key may already be on the lock) and within their window.
+    pub opens_at: Option<Timestamp>,
+    /// Cursor: the last id of the previous page.
+    pub after: Option<String>,
+}

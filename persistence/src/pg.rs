@@ -829,6 +829,49 @@ impl Store for PgStore {
         Ok(out)
     }
 
+    async fn list_credentials(
+        &self,
+        tenant: TenantId,
+        filter: &CredentialFilter,
+        limit: i64,
+    ) -> StoreResult<Vec<KeyCredential>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM key_credentials c WHERE c.tenant_id = $1 \
+             AND ($2::text IS NULL OR c.property_id = $2) \
+             AND ($3::text IS NULL OR c.reservation_id = $3) \
+             AND ($4::text IS NULL OR c.guest_id = $4) \
+             AND ($5::text IS NULL OR c.staff_user_id = $5) \
+             AND ($6::text IS NULL OR c.state = $6) \
+             AND ($7::text IS NULL OR EXISTS (SELECT 1 FROM key_credential_rooms r \
+                  WHERE r.tenant_id = c.tenant_id AND r.key_credential_id = c.id AND r.room_id = $7)) \
+             AND ($8::timestamptz IS NULL OR (c.state IN ('pending', 'active') \
+                  AND c.valid_from <= $8 AND $8 < c.valid_until)) \
+             AND ($9::text IS NULL OR c.id > $9) \
+             ORDER BY c.id LIMIT $10",
+        )
+        .bind(tenant.as_uuid())
+        .bind(filter.property_id.as_deref())
+        .bind(filter.reservation_id.as_deref())
+        .bind(filter.guest_id.as_deref())
+        .bind(filter.staff_user_id.as_deref())
+        .bind(filter.state.as_deref())
+        .bind(filter.room_id.as_deref())
+        .bind(filter.opens_at)
+        .bind(filter.after.as_deref())
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let rooms = self.rooms_of(&mut tx, &id).await?;
+            out.push(credential_from_row(row, rooms)?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
     async fn credentials_by_reservation(
         &self,
         tenant: TenantId,

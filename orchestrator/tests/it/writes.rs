@@ -310,6 +310,124 @@ keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
     for a in ["suspended", "unsuspended", "revoked"] {
         assert!(actions.contains(&a), "{a} in {actions:?}");
     }
+
+    // lists: filters, "who can open room X then", cursor pages
+    for (n, room) in [(2, "rmu_104"), (3, "rmu_101"), (4, "rmu_102")] {
+        let body = confirmed(
+            &format!("evt-w-{n}"),
+            DEMO_TENANT,
+            "ppt_demo",
+            &format!("rsv_w_{n}"),
+            1,
+            &[room],
+            "2027-11-01T14:00:00Z",
+            "2027-11-03T11:00:00Z",
+        );
+        assert_eq!(intake(body).await?.status(), 202);
+        api.active(&format!("rsv_w_{n}")).await?;
+    }
+    let ids = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let who = api
+        .get("/api/v1/key-credentials?roomId=rmu_104&opensAt=2027-11-02T00:00:00Z")
+        .await?;
+    assert_eq!(ids(&who).len(), 1, "one key opens rmu_104 then: {who}");
+    assert_eq!(who["items"][0]["rooms"][0], "rmu_104");
+    let nobody_then = api
+        .get("/api/v1/key-credentials?roomId=rmu_104&opensAt=2027-12-01T00:00:00Z")
+        .await?;
+    assert!(ids(&nobody_then).is_empty(), "nobody after the stay");
+    let revoked_room = api
+        .get("/api/v1/key-credentials?roomId=rmu_103&opensAt=2027-11-02T00:00:00Z")
+        .await?;
+    assert!(
+        ids(&revoked_room).is_empty(),
+        "revoked keys open nothing: {revoked_room}"
+    );
+    let revoked = api
+        .get("/api/v1/key-credentials?state=revoked&propertyId=ppt_demo")
+        .await?;
+    assert!(ids(&revoked).contains(&id) && ids(&revoked).contains(&new_id));
+    // pages of two over the property's keys: no key twice, none missing
+    let all = api
+        .get("/api/v1/key-credentials?propertyId=ppt_demo&limit=200")
+        .await?;
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            None => "/api/v1/key-credentials?propertyId=ppt_demo&limit=2".to_owned(),
+            Some(c) => format!("/api/v1/key-credentials?propertyId=ppt_demo&limit=2&cursor={c}"),
+        };
+        let page = api.get(&path).await?;
+        assert!(ids(&page).len() <= 2);
+        paged.extend(ids(&page));
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids(&all));
+    assert!(paged.len() >= 5, "{paged:?}");
+    for (what, path, want) in [
+        ("limit 0", "/api/v1/key-credentials?limit=0", 422),
+        ("limit too large", "/api/v1/key-credentials?limit=201", 422),
+        (
+            "a foreign cursor",
+            "/api/v1/key-credentials?cursor=abc",
+            422,
+        ),
+        (
+            "an unknown state",
+            "/api/v1/key-credentials?state=open",
+            422,
+        ),
+        (
+            "opensAt not a time",
+            "/api/v1/key-credentials?opensAt=tomorrow",
+            422,
+        ),
+        (
+            "an unknown filter",
+            "/api/v1/key-credentials?colour=red",
+            400,
+        ),
+    ] {
+        let r = http
+            .get(format!("{}{path}", node.http))
+            .bearer_auth(&api.bearer)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let body: Value = r.json().await?;
+        check(what, status, want, &body);
+        assert!(body["code"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("MELMASTOON.")));
+    }
+    let theirs = api
+        .http
+        .get(format!(
+            "{}/api/v1/key-credentials?propertyId=ppt_demo",
+            node.http
+        ))
+        .bearer_auth(token(&key, OTHER_TENANT, &[Role::Operator]))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?;
+    assert!(
+        ids(&theirs).is_empty(),
+        "another tenant lists nothing of ours"
+    );
     println!("writes: {cases} cases");
     Ok(())
 }

@@ -7,8 +7,9 @@ use lockstep_domain::{
     ValidityWindow, VendorRef,
 };
 use lockstep_persistence::{
-    CredentialWrite, Desired, DoorBacklog, IntakeOutcome, MailboxKind, MailboxUpdate,
-    MasterKeyWrite, PropertyCredential, ScheduleDrive, StoreError, SyncState, UnitOfWork,
+    CredentialFilter, CredentialWrite, Desired, DoorBacklog, IntakeOutcome, MailboxKind,
+    MailboxUpdate, MasterKeyWrite, PropertyCredential, ScheduleDrive, StoreError, SyncState,
+    UnitOfWork,
 };
 
 use crate::support::*;
@@ -211,6 +212,87 @@ pub async fn commit_of_new_credential_makes_all_its_rows_visible(
     let by_rsv = store.credentials_by_reservation(tenant, &rsv).await?;
     assert_eq!(by_rsv.len(), 1);
     assert_eq!(by_rsv[0].id(), cred.id());
+
+    // the list's filters and cursor
+    let list = |f: CredentialFilter| async move { store.list_credentials(tenant, &f, 10).await };
+    let room = cred.rooms()[0].as_str().to_owned();
+    let mid = cred.validity().from() + (cred.validity().until() - cred.validity().from()) / 2;
+    for (what, f, want) in [
+        (
+            "by reservation",
+            CredentialFilter {
+                reservation_id: Some(rsv.as_str().into()),
+                ..Default::default()
+            },
+            1,
+        ),
+        (
+            "by property and state",
+            CredentialFilter {
+                property_id: Some(property().as_str().into()),
+                state: Some(cred.state().as_str().into()),
+                ..Default::default()
+            },
+            1,
+        ),
+        (
+            "another state",
+            CredentialFilter {
+                state: Some("failed".into()),
+                ..Default::default()
+            },
+            0,
+        ),
+        (
+            "by room",
+            CredentialFilter {
+                room_id: Some(room.clone()),
+                ..Default::default()
+            },
+            1,
+        ),
+        (
+            "another room",
+            CredentialFilter {
+                room_id: Some("rmu_elsewhere".into()),
+                ..Default::default()
+            },
+            0,
+        ),
+        (
+            "after the last id",
+            CredentialFilter {
+                after: Some(cred.id().as_str().into()),
+                ..Default::default()
+            },
+            0,
+        ),
+        (
+            "opens after the stay",
+            CredentialFilter {
+                room_id: Some(room.clone()),
+                opens_at: Some(cred.validity().until() + chrono::Duration::hours(1)),
+                ..Default::default()
+            },
+            0,
+        ),
+    ] {
+        assert_eq!(list(f).await?.len(), want, "{what}");
+    }
+    // a requested key is not yet at the door; `opensAt` counts pending and active ones
+    let opens = list(CredentialFilter {
+        room_id: Some(room),
+        opens_at: Some(mid),
+        ..Default::default()
+    })
+    .await?;
+    assert_eq!(
+        opens.len(),
+        usize::from(matches!(
+            cred.state(),
+            KeyCredentialState::Pending | KeyCredentialState::Active
+        ))
+    );
 
     let devices = store.credential_devices(tenant, cred.id()).await?;
     assert_eq!(devices.len(), 1);
@@ -841,6 +923,14 @@ pub async fn tenant_b_cannot_see_or_touch_tenant_a_data(b: &Backend) -> anyhow::
     assert!(store.get_credential(other, id).await?.is_none());
     assert!(store
         .credentials_by_reservation(other, &seeded.reservation)
+        .await?
+        .is_empty());
+    assert!(store
+        .list_credentials(
+            other,
+            &lockstep_persistence::CredentialFilter::default(),
+            100
+        )
         .await?
         .is_empty());
     assert!(store
