@@ -8,6 +8,7 @@
 //! format, and depends on no framework (no serde, sqlx, actix, reqwest). Every other crate
 //! may depend on it; it depends on none of them.
 
+pub mod attempt;
 pub mod breaker;
 pub mod capabilities;
 pub mod clock;
@@ -24,6 +25,10 @@ pub mod secret;
 pub mod shift;
 pub mod validity;
 
+pub use attempt::{
+    AttemptDenyReason, AttemptOutcome, AttemptReport, KeyCredentialAttempt,
+    CLOCK_SKEW_TOLERANCE_MINUTES,
+};
 pub use breaker::{
     Admission, Breaker, BreakerPolicy, CircuitState, HealthSnapshot, Outcome,
     Transition as CircuitTransition,

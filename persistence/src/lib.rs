@@ -280,6 +280,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every (tenant, property) that has an audit chain; worker path (cross-tenant).
     async fn audit_chains(&self) -> StoreResult<Vec<(TenantId, PropertyId)>>;
 
+    /// Which of `ids` (vendor event ids) already have a door attempt.
+    async fn seen_vendor_events(
+        &self,
+        tenant: TenantId,
+        vendor: VendorCode,
+        ids: &[String],
+    ) -> StoreResult<Vec<String>>;
+
+    /// Whether a webhook delivery was recorded already.
+    async fn webhook_seen(
+        &self,
+        tenant: TenantId,
+        vendor: VendorCode,
+        external_event_id: &str,
+    ) -> StoreResult<bool>;
+
     /// Where the message `message_id` of a tenant stands in the mailbox (operator commands
     /// wait on it): `None` if it was never stored, `Some(None)` while it waits, and
     /// `Some(Some(outcome))` once a step handled it.

@@ -58,6 +58,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "audit_roots",
         sql: include_str!("../migrations/postgres/0009_audit_roots.sql"),
     },
+    Migration {
+        version: 10,
+        name: "webhooks_attempts",
+        sql: include_str!("../migrations/postgres/0010_webhooks_attempts.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -106,5 +111,10 @@ pub const SQLITE: &[Migration] = &[
         version: 9,
         name: "audit_roots",
         sql: include_str!("../migrations/sqlite/0009_audit_roots.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "webhooks_attempts",
+        sql: include_str!("../migrations/sqlite/0010_webhooks_attempts.sql"),
     },
 ];

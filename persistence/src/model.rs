@@ -368,6 +368,32 @@ pub struct UnitOfWork {
     pub master: Option<MasterKeyWrite>,
     /// A device's new health reading (the probe's result).
     pub device_health: Vec<DeviceHealthWrite>,
+    /// Door attempts to append (A-1, A-2: a second row with the same vendor event id
+    /// refuses the whole commit).
+    pub attempts: Vec<lockstep_domain::KeyCredentialAttempt>,
+    /// Webhook deliveries to record (unique per tenant, vendor and external id).
+    pub webhooks: Vec<WebhookInboxRow>,
+}
+
+/// One received webhook delivery (spec `004` `webhook_inbox`), already handled.
+#[derive(Clone, Debug)]
+pub struct WebhookInboxRow {
+    /// `whk_` ULID.
+    pub id: String,
+    /// Vendor.
+    pub vendor: lockstep_domain::VendorCode,
+    /// The delivery's id at the vendor (or a digest of it where the vendor sends none).
+    pub external_event_id: String,
+    /// Its type (`lock_records`, ...).
+    pub kind: String,
+    /// A sanitized payload: never a PIN, card number or vendor reference.
+    pub payload: serde_json::Value,
+    /// Whether its authenticity was proven (signature, or read-back from the vendor).
+    pub signature_ok: bool,
+    /// When it arrived.
+    pub received_at: Timestamp,
+    /// How its handling ended.
+    pub outcome: String,
 }
 
 /// A device's health reading to store (spec `003` §2): `online`, battery, firmware and
@@ -410,6 +436,8 @@ impl UnitOfWork {
             schedule: Vec::new(),
             master: None,
             device_health: Vec::new(),
+            attempts: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 }

@@ -622,6 +622,43 @@ impl Store for PgStore {
 
                 insert_outbox(&mut tx, t, &uow.outbox).await?;
 
+                for a in &uow.attempts {
+                    sqlx::query(
+                        "INSERT INTO key_credential_attempts (id, tenant_id, property_id, key_credential_id, device_id, attempted_at, ingested_at, outcome, deny_reason, vendor, vendor_event_id, metadata) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+                    )
+                    .bind(a.id.as_str())
+                    .bind(t)
+                    .bind(a.property_id.as_str())
+                    .bind(a.key_credential_id.as_ref().map(|k| k.as_str()))
+                    .bind(a.device_id.as_str())
+                    .bind(a.attempted_at)
+                    .bind(a.ingested_at)
+                    .bind(a.outcome.as_str())
+                    .bind(a.deny_reason.map(|r| r.as_str()))
+                    .bind(a.vendor.as_str())
+                    .bind(&a.vendor_event_id)
+                    .bind(serde_json::json!({ "method": a.method, "clamped": a.clamped }))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for w in &uow.webhooks {
+                    sqlx::query(
+                        "INSERT INTO webhook_inbox (id, tenant_id, vendor, external_event_id, type, payload, signature_ok, received_at, processed_at, processed_outcome) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+                    )
+                    .bind(&w.id)
+                    .bind(t)
+                    .bind(w.vendor.as_str())
+                    .bind(&w.external_event_id)
+                    .bind(&w.kind)
+                    .bind(&w.payload)
+                    .bind(w.signature_ok)
+                    .bind(w.received_at)
+                    .bind(uow.now)
+                    .bind(&w.outcome)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+
                 for h in &uow.device_health {
                     let n = sqlx::query(
                         "UPDATE lock_devices SET online = $3, battery_percent = $4, firmware = $5, clock_skew_ms = $6, health_probed_at = $7, \
@@ -1354,6 +1391,44 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn seen_vendor_events(
+        &self,
+        tenant: TenantId,
+        vendor: VendorCode,
+        ids: &[String],
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let seen: Vec<String> = sqlx::query_scalar(
+            "SELECT vendor_event_id FROM key_credential_attempts WHERE tenant_id = $1 AND vendor = $2 AND vendor_event_id = ANY($3)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(vendor.as_str())
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(seen)
+    }
+
+    async fn webhook_seen(
+        &self,
+        tenant: TenantId,
+        vendor: VendorCode,
+        external_event_id: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1 AND vendor = $2 AND external_event_id = $3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(vendor.as_str())
+        .bind(external_event_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n > 0)
     }
 
     async fn message_outcome(

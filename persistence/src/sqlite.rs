@@ -133,6 +133,11 @@ impl SqliteStore {
         &self.reader
     }
 
+    /// The single writer; tests use it to try what the schema must refuse.
+    pub fn write_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     /// Closes both pools, waiting for open connections to finish.
     pub async fn close(&self) {
         self.writer.close().await;
@@ -641,6 +646,43 @@ impl Store for SqliteStore {
         }
 
         insert_outbox(&mut tx, &t, &uow.outbox).await?;
+
+        for a in &uow.attempts {
+            sqlx::query(
+                "INSERT INTO key_credential_attempts (id, tenant_id, property_id, key_credential_id, device_id, attempted_at, ingested_at, outcome, deny_reason, vendor, vendor_event_id, metadata) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+            )
+            .bind(a.id.as_str())
+            .bind(&t)
+            .bind(a.property_id.as_str())
+            .bind(a.key_credential_id.as_ref().map(|k| k.as_str()))
+            .bind(a.device_id.as_str())
+            .bind(ms(a.attempted_at))
+            .bind(ms(a.ingested_at))
+            .bind(a.outcome.as_str())
+            .bind(a.deny_reason.map(|r| r.as_str()))
+            .bind(a.vendor.as_str())
+            .bind(&a.vendor_event_id)
+            .bind(serde_json::json!({ "method": a.method, "clamped": a.clamped }).to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for w in &uow.webhooks {
+            sqlx::query(
+                "INSERT INTO webhook_inbox (id, tenant_id, vendor, external_event_id, type, payload, signature_ok, received_at, processed_at, processed_outcome) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+            )
+            .bind(&w.id)
+            .bind(&t)
+            .bind(w.vendor.as_str())
+            .bind(&w.external_event_id)
+            .bind(&w.kind)
+            .bind(w.payload.to_string())
+            .bind(w.signature_ok)
+            .bind(ms(w.received_at))
+            .bind(ms(uow.now))
+            .bind(&w.outcome)
+            .execute(&mut *tx)
+            .await?;
+        }
 
         for h in &uow.device_health {
             let n = sqlx::query(
@@ -1389,6 +1431,44 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn seen_vendor_events(
+        &self,
+        tenant: TenantId,
+        vendor: VendorCode,
+        ids: &[String],
+    ) -> StoreResult<Vec<String>> {
+        let mut seen = Vec::new();
+        for id in ids {
+            let hit: Option<String> = sqlx::query_scalar(
+                "SELECT vendor_event_id FROM key_credential_attempts WHERE tenant_id = ? AND vendor = ? AND vendor_event_id = ?",
+            )
+            .bind(tenant.to_string())
+            .bind(vendor.as_str())
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+            seen.extend(hit);
+        }
+        Ok(seen)
+    }
+
+    async fn webhook_seen(
+        &self,
+        tenant: TenantId,
+        vendor: VendorCode,
+        external_event_id: &str,
+    ) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM webhook_inbox WHERE tenant_id = ? AND vendor = ? AND external_event_id = ?",
+        )
+        .bind(tenant.to_string())
+        .bind(vendor.as_str())
+        .bind(external_event_id)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(n > 0)
     }
 
     async fn message_outcome(

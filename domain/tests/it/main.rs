@@ -1,18 +1,5 @@
 //! Lockstep domain: the one integration-test binary of the crate (STYLE "Tests").
 
-mod breaker;
-mod builders;
-mod clock;
-mod device;
-mod events;
-mod invariants;
-mod master;
-mod policy;
-mod reservation_saga;
-mod saga_props;
-mod shift_saga;
-mod state_machine_props;
-
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 
 /// The proptest configuration of this binary: a fixed 512 cases per property.
@@ -36,3 +23,16 @@ pub fn proptest_config(property: &str) -> ProptestConfig {
     );
     config
 }
+mod attempts;
+mod breaker;
+mod builders;
+mod clock;
+mod device;
+mod events;
+mod invariants;
+mod master;
+mod policy;
+mod reservation_saga;
+mod saga_props;
+mod shift_saga;
+mod state_machine_props;

@@ -42,6 +42,7 @@ macro_rules! store_contract_tests {
             device_health_round_trips_and_registration_writes_its_event_once,
             vendor_credentials_record_pointers_and_detect_rotation,
             audit_rows_form_one_gap_free_hash_chain_per_property,
+            attempts_are_append_only_and_unique_per_vendor_event,
         );
     };
     (@cases $backend:ident; $($case:ident),+ $(,)?) => {

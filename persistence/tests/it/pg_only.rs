@@ -16,6 +16,7 @@ use crate::support::{audit_row, day, property, seed_everything};
 const TENANT_TABLES: &[&str] = &[
     "deactivated_users",
     "inbox",
+    "key_credential_attempts",
     "key_credential_devices",
     "key_credential_rooms",
     "key_credential_saga",
@@ -32,6 +33,7 @@ const TENANT_TABLES: &[&str] = &[
     "vendor_adapters",
     "vendor_credentials",
     "vendor_rate_limits",
+    "webhook_inbox",
 ];
 
 async fn pool(url: &str, max: u32) -> anyhow::Result<PgPool> {
@@ -145,8 +147,8 @@ async fn rls_isolates_tenants_on_every_tenant_table() -> anyhow::Result<()> {
     owner.close().await;
     assert_eq!(
         updatable.len(),
-        TENANT_TABLES.len() - 4,
-        "all but inbox, lock_audit, lock_audit_roots and deactivated_users (insert-only): {updatable:?}"
+        TENANT_TABLES.len() - 5,
+        "all but inbox, lock_audit, lock_audit_roots, deactivated_users and key_credential_attempts (insert-only): {updatable:?}"
     );
 
     let app = pool(&db.app_url, 1).await?;

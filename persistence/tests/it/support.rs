@@ -132,6 +132,33 @@ impl Backend {
         }
     }
 
+    /// Runs `sql` (no parameters) as the service role under `tenant`; the error text when
+    /// the database refuses it.
+    pub async fn exec_as_tenant(&self, tenant: TenantId, sql: &str) -> Result<u64, String> {
+        match self {
+            Self::Pg(s) => {
+                let mut tx = s.app_pool().begin().await.map_err(|e| e.to_string())?;
+                sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                    .bind(tenant.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let n = sqlx::query(sql)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .rows_affected();
+                tx.commit().await.map_err(|e| e.to_string())?;
+                Ok(n)
+            }
+            Self::Sqlite(s, _) => sqlx::query(sql)
+                .execute(s.write_pool())
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     /// The raw secret columns (PIN and vendor ref ciphertexts) of a credential's device
     /// rows, as stored.
     pub async fn raw_secret_columns(
@@ -478,6 +505,15 @@ pub fn outbox_row(tenant: TenantId, aggregate: &str, created_at: Timestamp) -> O
 }
 
 /// An audit row of `tenant` about a credential.
+/// An audit row of the property that names no credential.
+pub fn audit_row_for_property(tenant: TenantId, created_at: Timestamp) -> AuditRow {
+    AuditRow {
+        credential_id: None,
+        action: "attempt".into(),
+        ..audit_row(tenant, &KeyCredentialId::generate(), created_at)
+    }
+}
+
 pub fn audit_row(
     tenant: TenantId,
     credential: &KeyCredentialId,
@@ -584,6 +620,34 @@ pub async fn seed_everything(store: &dyn Store, tenant: TenantId) -> anyhow::Res
             sealed_at: t0(),
         })
         .await?;
+    // a door attempt and the webhook that brought it
+    let mut uow = UnitOfWork::new(tenant, None, t0());
+    uow.attempts
+        .push(lockstep_domain::KeyCredentialAttempt::record(
+            tenant,
+            lockstep_domain::AttemptReport {
+                vendor_event_id: "seed:1".into(),
+                attempted_at: t0(),
+                granted: true,
+                device_id: lockstep_domain::LockDeviceId::generate(),
+                property_id: property(),
+                vendor: VendorCode::Ttlock,
+                method: "pin_code",
+            },
+            None,
+            t0(),
+        )?);
+    uow.webhooks.push(lockstep_persistence::WebhookInboxRow {
+        id: format!("whk_{}", ulid::Ulid::new()),
+        vendor: VendorCode::Ttlock,
+        external_event_id: "seed:hook".into(),
+        kind: "lock_records".into(),
+        payload: serde_json::json!({}),
+        signature_ok: true,
+        received_at: t0(),
+        outcome: "processed".into(),
+    });
+    store.commit(uow).await?;
     Ok(Seeded {
         credential,
         reservation,
