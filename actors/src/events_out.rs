@@ -94,6 +94,68 @@ pub mod device {
     pub const ONLINE: &str = "melmastoon.lock.device.online.v1";
 }
 
+/// Subjects of door attempts and vendor webhooks (spec `002`).
+pub mod intake_events {
+    /// A door attempt was recorded.
+    pub const AUDIT_ATTEMPT: &str = "melmastoon.lock.audit.attempt.v1";
+    /// A webhook was accepted.
+    pub const WEBHOOK_RECEIVED: &str = "melmastoon.lock.vendor_webhook.received.v1";
+    /// A webhook's handling finished.
+    pub const WEBHOOK_PROCESSED: &str = "melmastoon.lock.vendor_webhook.processed.v1";
+}
+
+/// An outbox row with the standard envelope around `data`.
+pub fn event_row(
+    subject: &str,
+    tenant_id: lockstep_domain::TenantId,
+    property_id: &lockstep_domain::PropertyId,
+    aggregate_id: &str,
+    data: serde_json::Value,
+    at: Timestamp,
+) -> OutboxRow {
+    let id = ulid::Ulid::new().to_string();
+    let envelope = json!({
+        "id": id, "subject": subject, "time": at.to_rfc3339(),
+        "tenantId": tenant_id.to_string(), "propertyId": property_id.as_str(),
+        "traceId": null, "data": data,
+    });
+    OutboxRow {
+        id,
+        tenant_id,
+        aggregate_id: aggregate_id.to_owned(),
+        topic: subject.into(),
+        payload: data,
+        envelope,
+        created_at: at,
+        publish_attempts: 0,
+    }
+}
+
+/// The `audit.attempt.v1` row of a recorded door attempt.
+pub fn attempt_row(a: &lockstep_domain::KeyCredentialAttempt) -> OutboxRow {
+    event_row(
+        intake_events::AUDIT_ATTEMPT,
+        a.tenant_id,
+        &a.property_id,
+        a.id.as_str(),
+        json!({
+            "attemptId": a.id.as_str(),
+            "tenantId": a.tenant_id.to_string(),
+            "propertyId": a.property_id.as_str(),
+            "keyCredentialId": a.key_credential_id.as_ref().map(|k| k.as_str()),
+            "deviceId": a.device_id.as_str(),
+            "attemptedAt": a.attempted_at.to_rfc3339(),
+            "ingestedAt": a.ingested_at.to_rfc3339(),
+            "outcome": a.outcome.as_str(),
+            "denyReason": a.deny_reason.map(|r| r.as_str()),
+            "vendor": a.vendor.as_str(),
+            "vendorEventId": a.vendor_event_id,
+            "method": a.method,
+        }),
+        a.ingested_at,
+    )
+}
+
 /// Who a device event is about. The vendor's device reference is not part of it: it
 /// identifies a lock at the vendor and stays in the encrypted column.
 #[derive(Debug, Clone, Copy)]
@@ -115,7 +177,6 @@ pub fn device_row(
     fields: serde_json::Value,
     at: Timestamp,
 ) -> OutboxRow {
-    let id = ulid::Ulid::new().to_string();
     let mut data = json!({
         "deviceId": d.device_id.as_str(),
         "tenantId": d.tenant_id.to_string(),
@@ -126,21 +187,14 @@ pub fn device_row(
     if let (Some(obj), serde_json::Value::Object(extra)) = (data.as_object_mut(), fields) {
         obj.extend(extra);
     }
-    let envelope = json!({
-        "id": id, "subject": subject, "time": at.to_rfc3339(),
-        "tenantId": d.tenant_id.to_string(), "propertyId": d.property_id.as_str(),
-        "traceId": null, "data": data,
-    });
-    OutboxRow {
-        id,
-        tenant_id: d.tenant_id,
-        aggregate_id: d.device_id.as_str().to_owned(),
-        topic: subject.into(),
-        payload: data,
-        envelope,
-        created_at: at,
-        publish_attempts: 0,
-    }
+    event_row(
+        subject,
+        d.tenant_id,
+        d.property_id,
+        d.device_id.as_str(),
+        data,
+        at,
+    )
 }
 
 /// The events a device's health signals raise, each with a bounded metric label. A clock

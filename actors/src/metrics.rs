@@ -56,6 +56,9 @@ pub struct Metrics {
     pub drift_runs: IntCounterVec,
     /// Device health probes, by vendor and outcome (`ok`, `vendor_error`).
     pub device_probes: IntCounterVec,
+    /// Vendor webhooks handled, by vendor and outcome (`processed`, `ignored`,
+    /// `unknown_device`).
+    pub webhooks: IntCounterVec,
     /// Device health signals raised (offline, online, battery_low, clock_skew_warn,
     /// clock_skew_alert), by vendor.
     pub device_signals: IntCounterVec,
@@ -139,6 +142,12 @@ impl Metrics {
                 &r,
                 "lockstep_device_probes_total",
                 "Device health probes",
+                &["vendor", "outcome"],
+            ),
+            webhooks: counter(
+                &r,
+                "lockstep_webhooks_total",
+                "Vendor webhooks handled",
                 &["vendor", "outcome"],
             ),
             device_signals: counter(

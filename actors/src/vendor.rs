@@ -45,6 +45,8 @@ pub enum VendorOp {
     Health,
     /// Read one device's health.
     Probe(DeviceRef),
+    /// Read a device's door records since a time (webhook read-back).
+    DoorEvents(DeviceRef, lockstep_domain::Timestamp),
 }
 
 impl VendorOp {
@@ -58,6 +60,7 @@ impl VendorOp {
             Self::List(_) => "list",
             Self::Health => "health",
             Self::Probe(_) => "probe",
+            Self::DoorEvents(..) => "door_events",
         }
     }
 
@@ -80,6 +83,8 @@ pub enum VendorReply {
     Entries(Vec<VendorEntry>),
     /// A device's health.
     Probed(DeviceProbe),
+    /// A device's door records.
+    DoorEvents(Vec<lockstep_vendors::DoorEvent>),
 }
 
 /// A call through the worker.
@@ -256,6 +261,10 @@ async fn run_call(
             VendorOp::List(d) => port.list(&d).await.map(VendorReply::Entries),
             VendorOp::Health => port.health().await.map(|()| VendorReply::Done),
             VendorOp::Probe(d) => port.probe(&d).await.map(VendorReply::Probed),
+            VendorOp::DoorEvents(d, since) => port
+                .door_events(&d, since)
+                .await
+                .map(VendorReply::DoorEvents),
         }
     };
     let call = rate::metered(waited.clone(), AssertUnwindSafe(call).catch_unwind());
@@ -411,12 +420,17 @@ pub struct PortRegistry {
     workers: Arc<RwLock<HashMap<VendorAdapterId, Worker>>>,
     breakers: Arc<RwLock<HashMap<BreakerKey, Addr<BreakerActor>>>>,
     limiters: Arc<RwLock<HashMap<AccountKey, Arc<dyn AccountLimiter>>>>,
+    infos: Arc<RwLock<HashMap<VendorAdapterId, (AdapterInfo, VendorCode)>>>,
 }
 
 impl PortRegistry {
     /// Registers (or replaces) the adapter `info.id` and starts its supervised worker. Must
     /// run inside an actix system.
     pub fn insert(&self, info: AdapterInfo, port: Arc<dyn LockPort>, deps: &VendorDeps) {
+        self.infos
+            .write()
+            .expect("adapter info lock is never poisoned")
+            .insert(info.id.clone(), (info.clone(), port.vendor()));
         let key = (port.vendor(), info.environment.clone());
         let breaker = self
             .breakers
@@ -469,6 +483,19 @@ impl PortRegistry {
             .write()
             .expect("port registry lock is never poisoned")
             .insert(info.id, (port, addr));
+    }
+
+    /// Every registered adapter with its vendor, by id.
+    pub fn adapters(&self) -> Vec<(AdapterInfo, VendorCode)> {
+        let mut v: Vec<_> = self
+            .infos
+            .read()
+            .expect("adapter info lock is never poisoned")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        v
     }
 
     /// The adapter serving `id`.

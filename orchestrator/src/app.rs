@@ -46,6 +46,8 @@ pub struct Shared {
     pub recent_events: Mutex<VecDeque<serde_json::Value>>,
     /// Where operator commands go (DESIGN §4).
     pub commands: crate::commands::CommandBus,
+    /// Each adapter's webhook URL token.
+    pub webhook_tokens: crate::webhooks::WebhookTokens,
 }
 
 /// Reads the key from settings, or (embedded) from `<data dir>/encryption.key`, creating it.
@@ -396,6 +398,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         bus_ready: AtomicBool::new(settings.amqp.is_none()),
         recent_events: Mutex::new(VecDeque::new()),
         commands: crate::commands::CommandBus::new(settings.amqp.is_some()),
+        webhook_tokens: crate::webhooks::WebhookTokens::new(cipher(&settings)?),
     });
 
     match &settings.amqp {

@@ -729,6 +729,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
             web::post().to(reveal_pin),
         )
         .configure(crate::writes::configure)
+        .configure(crate::webhooks::configure)
         .route("/api/v1/lock-devices", web::get().to(list_devices))
         .route(
             "/api/v1/lock-devices/{id}/health",

@@ -12,4 +12,5 @@ pub mod http;
 pub mod intake;
 pub mod schema;
 pub mod seed;
+pub mod webhooks;
 pub mod writes;

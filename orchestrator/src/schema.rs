@@ -120,6 +120,18 @@ pub const PRODUCED: &[(&str, &str)] = &[
         include_str!("../../docs/events/melmastoon.lock.device.online.v1.schema.json"),
     ),
     (
+        "melmastoon.lock.audit.attempt.v1",
+        include_str!("../../docs/events/melmastoon.lock.audit.attempt.v1.schema.json"),
+    ),
+    (
+        "melmastoon.lock.vendor_webhook.received.v1",
+        include_str!("../../docs/events/melmastoon.lock.vendor_webhook.received.v1.schema.json"),
+    ),
+    (
+        "melmastoon.lock.vendor_webhook.processed.v1",
+        include_str!("../../docs/events/melmastoon.lock.vendor_webhook.processed.v1.schema.json"),
+    ),
+    (
         "melmastoon.lock.vendor_adapter.health_changed.v1",
         include_str!(
             "../../docs/events/melmastoon.lock.vendor_adapter.health_changed.v1.schema.json"

@@ -135,6 +135,27 @@ fn every_produced_event_conforms_to_its_schema() {
             .check_produced(&row.envelope)
             .unwrap_or_else(|err| panic!("{}: {err}", row.topic));
     }
+    // a door attempt (A-3 clamps a future vendor time; the schema takes either)
+    let attempt = lockstep_domain::KeyCredentialAttempt::record(
+        a.tenant_id(),
+        lockstep_domain::AttemptReport {
+            vendor_event_id: "1001:1635556821".into(),
+            attempted_at: now,
+            granted: false,
+            device_id: lockstep_domain::LockDeviceId::generate(),
+            property_id: a.property_id().clone(),
+            vendor: lockstep_domain::VendorCode::Ttlock,
+            method: "pin_code",
+        },
+        Some(&a),
+        now,
+    )
+    .expect("same tenant and property");
+    let row = events_out::attempt_row(&attempt);
+    schemas
+        .check_produced(&row.envelope)
+        .unwrap_or_else(|err| panic!("{}: {err}", row.topic));
+    assert_eq!(row.envelope["data"]["denyReason"], "revoked");
     for e in &events {
         let row = events_out::outbox_row(e, now);
         schemas

@@ -9,4 +9,5 @@ mod events_table;
 mod harness;
 mod production;
 mod security;
+mod webhooks;
 mod writes;

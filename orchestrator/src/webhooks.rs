@@ -1,0 +1,434 @@
+//! Vendor webhooks: `POST /webhooks/v1/{vendor}/{token}` (DESIGN §6), and the vendor-adapter
+//! endpoints that tell an admin each adapter's webhook URL and force a health probe.
+//!
+//! The URL token names the adapter (and through it the tenant and property): it is an HMAC
+//! of the adapter id under the store's blind-index key, so it survives restarts, differs
+//! per installation, and can be compared in constant time; a wrong token is a plain 404.
+//!
+//! TTLock does not sign its callbacks and sends no record id, so a callback is only a
+//! doorbell: Lockstep reads the lock's records back from TTLock's API through the adapter
+//! (`LockPort::door_events`) and trusts only what the vendor answers. A forged callback
+//! therefore records nothing the vendor did not record; a replayed one is recognised by
+//! its digest in `webhook_inbox`, and each record is deduped on its vendor event id.
+//! Each new record becomes a `key_credential_attempts` row, a `lock_audit` row and an
+//! `audit.attempt.v1` event; the delivery gets `vendor_webhook.{received,processed}.v1`.
+//! `webhook_inbox` keeps a sanitized payload: a TTLock record carries the PIN or card
+//! number that opened the door, which is never stored.
+//!
+//! Vendors that sign their webhooks (HMAC with a timestamp) are not wired yet: their
+//! routes answer 404 like an unknown token.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use lockstep_actors::events_out::{self, intake_events};
+use lockstep_actors::{AdapterInfo, VendorOp, VendorReply};
+use lockstep_domain::{
+    AttemptReport, DomainError, KeyCredentialAttempt, KeyCredentialId, VendorAdapterId, VendorCode,
+};
+use lockstep_persistence::{AuditRow, Cipher, UnitOfWork, WebhookInboxRow};
+use lockstep_vendors::{DoorEvent, DoorMethod};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::app::Shared;
+use crate::auth::Role;
+use crate::http::{authenticate, ApiError};
+
+/// How far back a TTLock callback's records are read (a callback follows its records by
+/// seconds; the margin covers a gateway that uploads late).
+const READ_BACK_MINUTES: i64 = 15;
+
+/// Derives each adapter's webhook URL token.
+#[derive(Clone)]
+pub struct WebhookTokens(Cipher);
+
+impl std::fmt::Debug for WebhookTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookTokens(<redacted>)")
+    }
+}
+
+impl WebhookTokens {
+    /// Tokens keyed by `cipher`'s blind-index key.
+    pub fn new(cipher: Cipher) -> Self {
+        Self(cipher)
+    }
+
+    /// The token of `adapter` (32 hex characters).
+    pub fn token(&self, adapter: &VendorAdapterId) -> String {
+        let mut t = self
+            .0
+            .blind_index("webhook.url_token", adapter.as_str().as_bytes());
+        t.truncate(32);
+        t
+    }
+
+    /// The webhook path of `adapter` for `vendor`.
+    pub fn path(&self, vendor: VendorCode, adapter: &VendorAdapterId) -> String {
+        format!("/webhooks/v1/{}/{}", vendor.as_str(), self.token(adapter))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "MELMASTOON.GENERAL.NOT_FOUND",
+        "no such route",
+    )
+}
+
+/// The adapter a (vendor, token) pair names, if any.
+fn adapter_for(shared: &Shared, vendor: &str, token: &str) -> Option<AdapterInfo> {
+    shared
+        .rt
+        .ports
+        .adapters()
+        .into_iter()
+        .find(|(info, v)| {
+            v.as_str() == vendor
+                && constant_time_eq(
+                    shared.webhook_tokens.token(&info.id).as_bytes(),
+                    token.as_bytes(),
+                )
+        })
+        .map(|(info, _)| info)
+}
+
+fn form_field<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn method_label(m: DoorMethod) -> &'static str {
+    match m {
+        DoorMethod::MobileApp => "mobile_app",
+        DoorMethod::PinCode => "pin_code",
+        DoorMethod::Card => "rfid_card",
+        DoorMethod::Remote => "remote",
+        DoorMethod::Other => "other",
+    }
+}
+
+/// `POST /webhooks/v1/{vendor}/{token}`.
+async fn receive(
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let (vendor, token) = path.into_inner();
+    let info = adapter_for(&shared, &vendor, &token).ok_or_else(not_found)?;
+    match vendor.as_str() {
+        "ttlock" => ttlock(&shared, &info, &body).await,
+        _ => Err(not_found()),
+    }
+}
+
+/// TTLock's lock-records callback (`notifyType=1`, `lockId`, `records`): read back. Two
+/// callbacks of one lock close together read overlapping records; the one that commits
+/// second fails on A-2 and runs again, recording only what is still new.
+async fn ttlock(
+    shared: &Shared,
+    info: &AdapterInfo,
+    body: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    for _ in 0..3 {
+        if let Some(done) = ttlock_once(shared, info, body).await? {
+            return Ok(done);
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "MELMASTOON.GENERAL.UNAVAILABLE",
+        "concurrent deliveries; retry later",
+    ))
+}
+
+/// One try; `None` when a concurrent delivery recorded some of the same records first.
+async fn ttlock_once(
+    shared: &Shared,
+    info: &AdapterInfo,
+    body: &[u8],
+) -> Result<Option<HttpResponse>, ApiError> {
+    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| {
+        ApiError::from(DomainError::validation(
+            "body",
+            "not a form-encoded TTLock callback",
+        ))
+    })?;
+    let notify_type = form_field(&form, "notifyType").unwrap_or_default();
+    let lock_id: i64 = form_field(&form, "lockId")
+        .and_then(|l| l.parse().ok())
+        .ok_or_else(|| DomainError::validation("lockId", "a TTLock callback names its lock"))?;
+    let rt = &shared.rt;
+    let tenant = info.tenant_id;
+    let now = rt.clock.now();
+    let digest: String = Sha256::digest(body)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let external_id = format!("{lock_id}:{digest}");
+    let success = || {
+        HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("success")
+    };
+    if rt
+        .store
+        .webhook_seen(tenant, VendorCode::Ttlock, &external_id)
+        .await?
+    {
+        info!(vendor = "ttlock", "webhook replayed; already handled");
+        return Ok(Some(success()));
+    }
+    let webhook_id = format!("whk_{}", ulid::Ulid::new());
+    let kind = if notify_type == "1" {
+        "lock_records"
+    } else {
+        "other"
+    };
+    let mut uow = UnitOfWork::new(tenant, None, now);
+    let webhook_event = |subject: &str, extra: serde_json::Value| {
+        let mut data = json!({
+            "webhookId": webhook_id,
+            "tenantId": tenant.to_string(),
+            "propertyId": info.property_id.as_str(),
+            "vendorAdapterId": info.id.as_str(),
+            "vendor": "ttlock",
+            "type": kind,
+        });
+        if let (Some(o), serde_json::Value::Object(e)) = (data.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        events_out::event_row(subject, tenant, &info.property_id, &webhook_id, data, now)
+    };
+    uow.outbox.push(webhook_event(
+        intake_events::WEBHOOK_RECEIVED,
+        json!({ "receivedAt": now.to_rfc3339() }),
+    ));
+
+    // the device of this adapter with that lock id
+    let rooms = rt.store.property_rooms(tenant, &info.property_id).await?;
+    let device = rt
+        .store
+        .devices_for_rooms(tenant, &info.property_id, &rooms)
+        .await?
+        .into_iter()
+        .find(|d| d.vendor_adapter_id == info.id && d.device_ref.expose() == lock_id.to_string());
+    let mut attempts = Vec::new();
+    let outcome = match (&device, kind) {
+        (_, "other") => "ignored",
+        (None, _) => "unknown_device",
+        (Some(d), _) => {
+            let since = now - chrono::Duration::minutes(READ_BACK_MINUTES);
+            let events: Vec<DoorEvent> = match rt
+                .ports
+                .call(&info.id, VendorOp::DoorEvents(d.device_ref.clone(), since))
+                .await
+            {
+                Ok(VendorReply::DoorEvents(e)) => e,
+                Ok(_) | Err(_) => {
+                    warn!(vendor = "ttlock", device = %d.id, "webhook read-back failed; the vendor will call again");
+                    return Err(DomainError::VendorUnreachable.into());
+                }
+            };
+            let ids: Vec<String> = events
+                .iter()
+                .map(|e| format!("{lock_id}:{}", e.event_id))
+                .collect();
+            let seen = rt
+                .store
+                .seen_vendor_events(tenant, VendorCode::Ttlock, &ids)
+                .await?;
+            for (e, id) in events.iter().zip(ids) {
+                if seen.contains(&id) {
+                    continue;
+                }
+                let credential = match e.label.as_deref().map(KeyCredentialId::parse) {
+                    Some(Ok(cid)) => rt.store.get_credential(tenant, &cid).await?,
+                    _ => None,
+                };
+                let report = AttemptReport {
+                    vendor_event_id: id,
+                    attempted_at: e.at,
+                    granted: e.granted,
+                    device_id: d.id.clone(),
+                    property_id: info.property_id.clone(),
+                    vendor: VendorCode::Ttlock,
+                    method: method_label(e.method),
+                };
+                match KeyCredentialAttempt::record(tenant, report, credential.as_ref(), now) {
+                    Ok(a) => {
+                        if a.clamped {
+                            warn!(device = %d.id, "door attempt time ahead of ours; clamped (A-3)");
+                        }
+                        attempts.push(a);
+                    }
+                    Err(err) => {
+                        warn!(device = %d.id, error = %err, "door attempt refused (A-4)");
+                    }
+                }
+            }
+            "processed"
+        }
+    };
+    for a in &attempts {
+        uow.outbox.push(events_out::attempt_row(a));
+        uow.audit.push(AuditRow {
+            id: ulid::Ulid::new().to_string(),
+            tenant_id: tenant,
+            property_id: info.property_id.clone(),
+            credential_id: a.key_credential_id.clone(),
+            device_id: Some(a.device_id.clone()),
+            actor_kind: "vendor".into(),
+            action: "attempt".into(),
+            reason: a.deny_reason.map(|r| r.as_str().to_owned()),
+            vendor: Some(VendorCode::Ttlock),
+            trace_id: None,
+            created_at: now,
+            payload: json!({
+                "attemptId": a.id.as_str(),
+                "outcome": a.outcome.as_str(),
+                "method": a.method,
+                "attemptedAt": a.attempted_at.to_rfc3339(),
+            }),
+        });
+    }
+    uow.outbox.push(webhook_event(
+        intake_events::WEBHOOK_PROCESSED,
+        json!({
+            "outcome": outcome,
+            "attempts": attempts.len(),
+            "processedAt": now.to_rfc3339(),
+        }),
+    ));
+    let records = form_field(&form, "records")
+        .and_then(|r| serde_json::from_str::<Vec<serde_json::Value>>(r).ok())
+        .map_or(0, |r| r.len());
+    uow.webhooks.push(WebhookInboxRow {
+        id: webhook_id.clone(),
+        vendor: VendorCode::Ttlock,
+        external_event_id: external_id,
+        kind: kind.into(),
+        payload: json!({ "notifyType": notify_type, "lockId": lock_id, "records": records }),
+        signature_ok: device.is_some(),
+        received_at: now,
+        outcome: outcome.into(),
+    });
+    let n = attempts.len();
+    uow.attempts = attempts;
+    match rt.store.commit(uow).await {
+        Ok(()) => {}
+        // a concurrent delivery won the race (the same callback, or overlapping records)
+        Err(lockstep_persistence::StoreError::Constraint(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    rt.metrics
+        .webhooks
+        .with_label_values(&["ttlock", outcome])
+        .inc();
+    info!(vendor = "ttlock", outcome, attempts = n, "webhook handled");
+    Ok(Some(success()))
+}
+
+/// Who sees adapters: admins (with their webhook URLs) and operators and services.
+const ADAPTER_READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Service];
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AdaptersQuery {
+    property_id: Option<String>,
+}
+
+/// `GET /api/v1/vendor-adapters?propertyId=`: the tenant's configured adapters with their
+/// capabilities; for admins also the webhook path to configure at the vendor.
+async fn list_adapters(
+    req: HttpRequest,
+    q: web::Query<AdaptersQuery>,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = authenticate(&req, &shared, ADAPTER_READERS)?;
+    let admin = authenticate(&req, &shared, &[Role::Admin]).is_ok();
+    let property = q
+        .property_id
+        .as_deref()
+        .map(lockstep_domain::PropertyId::parse)
+        .transpose()?;
+    let items: Vec<_> = shared
+        .rt
+        .ports
+        .adapters()
+        .into_iter()
+        .filter(|(i, _)| i.tenant_id == tenant)
+        .filter(|(i, _)| property.as_ref().is_none_or(|p| &i.property_id == p))
+        .map(|(i, vendor)| {
+            let caps = shared.rt.ports.port(&i.id).map(|p| p.capabilities());
+            let mut item = json!({
+                "id": i.id.as_str(),
+                "tenantId": i.tenant_id.to_string(),
+                "propertyId": i.property_id.as_str(),
+                "vendor": vendor.as_str(),
+                "environment": i.environment,
+                "capabilities": caps.map(|c| json!({
+                    "mobileKey": c.mobile_key, "cardEncoding": c.card_encoding, "pin": c.pin,
+                    "qr": c.qr, "nfc": c.nfc, "remoteRevoke": c.remote_revoke,
+                    "remoteIssue": c.remote_issue, "offlineIssuance": c.offline_issuance,
+                    "scopeFloors": c.scope_floors, "scopeAreas": c.scope_areas,
+                })),
+            });
+            if admin {
+                item["webhookPath"] = json!(shared.webhook_tokens.path(vendor, &i.id));
+            }
+            item
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "nextCursor": null })))
+}
+
+/// `POST /api/v1/vendor-adapters/{id}/health-check`: probes the vendor's API now, through
+/// the adapter's worker (its breaker sees the result).
+async fn health_check(
+    req: HttpRequest,
+    path: web::Path<String>,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = authenticate(&req, &shared, &[Role::Admin, Role::Operator, Role::Service])?;
+    let id = VendorAdapterId::parse(&path.into_inner())?;
+    let (info, vendor) = shared
+        .rt
+        .ports
+        .adapters()
+        .into_iter()
+        .find(|(i, _)| i.id == id && i.tenant_id == tenant)
+        .ok_or(DomainError::NotFound {
+            entity: "vendor_adapter",
+        })?;
+    #[allow(clippy::disallowed_methods)] // measuring the probe's latency
+    let started = std::time::Instant::now();
+    let result = shared.rt.ports.call(&info.id, VendorOp::Health).await;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(HttpResponse::Ok().json(json!({
+        "id": info.id.as_str(),
+        "vendor": vendor.as_str(),
+        "healthy": result.is_ok(),
+        "error": result.err().map(|e| e.metric_label()),
+        "latencyMs": latency_ms,
+        "checkedAt": shared.rt.clock.now().to_rfc3339(),
+    })))
+}
+
+/// Routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/webhooks/v1/{vendor}/{token}", web::post().to(receive))
+        .route("/api/v1/vendor-adapters", web::get().to(list_adapters))
+        .route(
+            "/api/v1/vendor-adapters/{id}/health-check",
+            web::post().to(health_check),
+        );
+}
