@@ -137,9 +137,20 @@ impl ReservationSaga {
 
     /// An operator replaced the saga's credential (lost key): the saga follows the new one,
     /// so a later cancellation or checkout revokes it.
+    ///
+    /// The new credential inherits what the saga knew of the old one (the window and rooms
+    /// it was issued for, the K-2 base): it is the same key for the same stay, so the
+    /// saga must not see a change to act on. (A credential whose stay began in the past
+    /// is stored with a later `validFrom` than the stay's; taking the new credential's
+    /// stored window here made the saga replace it again as a date change.)
     pub fn adopt_replacement(&mut self, old: &KeyCredentialId, new: TrackedCredential) {
-        if self.credential.as_ref().is_some_and(|c| &c.id == old) {
-            self.credential = Some(new);
+        if let Some(c) = self.credential.as_mut().filter(|c| &c.id == old) {
+            *c = TrackedCredential {
+                validity: c.validity,
+                rooms: c.rooms.clone(),
+                issued_until: c.issued_until,
+                ..new
+            };
         }
     }
 

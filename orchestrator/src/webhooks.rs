@@ -173,7 +173,8 @@ async fn ttlock_once(
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect();
-    let external_id = format!("{lock_id}:{digest}");
+    // no lock id here: it is the vendor's device reference, kept encrypted (spec 004 §5)
+    let external_id = format!("callback:{digest}");
     let success = || {
         HttpResponse::Ok()
             .content_type("text/plain")
@@ -238,9 +239,10 @@ async fn ttlock_once(
                     return Err(DomainError::VendorUnreachable.into());
                 }
             };
+            // record ids are unique per lock: ours per device
             let ids: Vec<String> = events
                 .iter()
-                .map(|e| format!("{lock_id}:{}", e.event_id))
+                .map(|e| format!("{}:{}", d.id.as_str(), e.event_id))
                 .collect();
             let seen = rt
                 .store
@@ -316,7 +318,11 @@ async fn ttlock_once(
         vendor: VendorCode::Ttlock,
         external_event_id: external_id,
         kind: kind.into(),
-        payload: json!({ "notifyType": notify_type, "lockId": lock_id, "records": records }),
+        payload: json!({
+            "notifyType": notify_type,
+            "deviceId": device.as_ref().map(|d| d.id.as_str()),
+            "records": records,
+        }),
         signature_ok: device.is_some(),
         received_at: now,
         outcome: outcome.into(),

@@ -506,3 +506,73 @@ rate_limit_per_min = 0
     std::fs::write(&path, toml)?;
     Ok(path)
 }
+
+/// The identity provider of the JWT tests.
+pub const JWT_ISSUER: &str = "https://id.melmastoon.test";
+/// The audience Lockstep expects.
+pub const JWT_AUDIENCE: &str = "lockstep";
+
+/// Writes an embedded-mode config with the demo, a service token (`svc-token`) and the
+/// identity provider's EdDSA key `key` (kid `k1`), and returns its path.
+pub fn jwt_config(dir: &Path, key: &ed25519_dalek::SigningKey) -> anyhow::Result<PathBuf> {
+    let public: String = key
+        .verifying_key()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let config = dir.join("lockstep.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[demo]
+enabled = true
+simulator_bind = "127.0.0.1:0"
+
+[http]
+bind = "127.0.0.1:0"
+service_token = {{ value = "svc-token" }}
+
+[auth]
+issuer = "{JWT_ISSUER}"
+audience = "{JWT_AUDIENCE}"
+keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
+"#
+        ),
+    )?;
+    Ok(config)
+}
+
+/// A ten-minute token of `tenant` with `roles`, signed with `key`.
+pub fn jwt(
+    key: &ed25519_dalek::SigningKey,
+    tenant: &str,
+    roles: &[lockstep_orchestrator::auth::Role],
+) -> String {
+    let now = chrono::Utc::now().timestamp();
+    lockstep_orchestrator::auth::mint(
+        key,
+        "k1",
+        &lockstep_orchestrator::auth::Claims {
+            iss: JWT_ISSUER.into(),
+            aud: JWT_AUDIENCE.into(),
+            sub: "usr_test_7".into(),
+            exp: now + 600,
+            nbf: None,
+            iat: now,
+            tenant_id: tenant.into(),
+            roles: roles.to_vec(),
+        },
+    )
+}
+
+/// The built-in simulator's base URL, from the node's log.
+pub fn demo_sim_url(node: &Lockstep) -> String {
+    node.log_text()
+        .lines()
+        .find(|l| l.starts_with("ttlock simulator listening on "))
+        .and_then(|l| l.split("listening on ").nth(1))
+        .map(|s| s.trim().to_owned())
+        .expect("the simulator's address is printed")
+}

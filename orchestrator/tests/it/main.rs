@@ -7,6 +7,7 @@ mod contract;
 mod embedded;
 mod events_table;
 mod harness;
+mod leak;
 mod production;
 mod security;
 mod webhooks;

@@ -481,7 +481,7 @@ impl BrivoAdapter {
                         Some(&wire::CreateGroupRequest { name }),
                     )
                     .await?;
-                debug!(vendor = VENDOR, access_point = ap, "group created");
+                debug!(vendor = VENDOR, "group created");
                 g.id
             }
             None => return Ok(None),

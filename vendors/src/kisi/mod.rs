@@ -594,11 +594,7 @@ impl LockPort for KisiAdapter {
             }
             Err(e) => return Err(e),
         };
-        debug!(
-            vendor = VENDOR,
-            group_id = device.group_id,
-            "role assignment created"
-        );
+        debug!(vendor = VENDOR, "role assignment created");
         Ok(VendorRef::new(created.id.to_string()))
     }
 

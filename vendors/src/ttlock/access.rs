@@ -319,7 +319,7 @@ impl TtlockAdapter {
                 })
             })
             .await?;
-        debug!(vendor = VENDOR, lock_id, "ekey sent");
+        debug!(vendor = VENDOR, "ekey sent");
         Ok(TtRef::Ekey(reply.key_id).vendor_ref())
     }
 
@@ -352,7 +352,7 @@ impl TtlockAdapter {
                 })
             })
             .await?;
-        debug!(vendor = VENDOR, lock_id, "card added");
+        debug!(vendor = VENDOR, "card added");
         Ok(TtRef::Card(reply.card_id).vendor_ref())
     }
 
@@ -473,7 +473,7 @@ impl TtlockAdapter {
                 })
             })
             .await?;
-        debug!(vendor = VENDOR, lock_id, "unlocked through the gateway");
+        debug!(vendor = VENDOR, "unlocked through the gateway");
         Ok(())
     }
 

@@ -523,7 +523,7 @@ impl LockPort for TtlockAdapter {
                 })
             })
             .await?;
-        debug!(vendor = VENDOR, lock_id, "passcode added");
+        debug!(vendor = VENDOR, "passcode added");
         Ok(VendorRef::new(reply.keyboard_pwd_id.to_string()))
     }
 
@@ -579,7 +579,7 @@ impl LockPort for TtlockAdapter {
                 })
             })
             .await?;
-        debug!(vendor = VENDOR, lock_id, "passcode window changed");
+        debug!(vendor = VENDOR, "passcode window changed");
         Ok(())
     }
 
@@ -606,11 +606,11 @@ impl LockPort for TtlockAdapter {
         };
         match res {
             Ok(()) => {
-                debug!(vendor = VENDOR, lock_id, "credential deleted");
+                debug!(vendor = VENDOR, "credential deleted");
                 Ok(())
             }
             Err(VendorError::NotFound) => {
-                debug!(vendor = VENDOR, lock_id, "credential already gone");
+                debug!(vendor = VENDOR, "credential already gone");
                 Ok(())
             }
             Err(e) => Err(e),
