@@ -48,15 +48,21 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Api
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let bad = |reason: String| {
         let mut err = ApiError::new(
             StatusCode::BAD_REQUEST,
             "MELMASTOON.GENERAL.VALIDATION_FAILED",
             "the body is not valid JSON of this request's shape",
         );
-        err.details = json!({ "reason": e.to_string() });
+        err.details = json!({ "reason": reason });
         err
-    })
+    };
+    // an object, never an array: serde would read `["lost"]` as `{"reason": "lost"}`
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    if !value.is_object() {
+        return Err(bad("the body must be a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
 }
 
 /// The saga subject that owns a credential: its reservation's (or booking's), or for a

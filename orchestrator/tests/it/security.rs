@@ -288,6 +288,228 @@ keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(still_active().await?, "nothing changed");
+    // writes: another tenant's admin guessing our id, hostile bodies, hostile strings
+    let post = |path: String, bearer: String, content_type: &'static str, body: Vec<u8>| {
+        http.post(format!("{}{path}", node.http))
+            .bearer_auth(bearer)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let json_ct = "application/json";
+    let admin_here = token(&key, DEMO_TENANT, &[Role::Admin], 600);
+    for action in ["revoke", "suspend", "unsuspend", "replace"] {
+        expect(
+            &format!("another tenant's admin: {action}"),
+            post(
+                format!("{one}/{action}"),
+                token(&key, OTHER_TENANT, &[Role::Admin], 600),
+                json_ct,
+                br#"{"reason":"security"}"#.to_vec(),
+            )
+            .await?
+            .status()
+            .as_u16(),
+            404,
+        );
+    }
+    let big = format!(
+        r#"{{"reason":"lost","x":"{}"}}"#,
+        "A".repeat(3 * 1024 * 1024)
+    )
+    .into_bytes();
+    let cases_bodies: Vec<(&str, String, Vec<u8>, u16)> = vec![
+        (
+            "an oversized write",
+            format!("{one}/revoke"),
+            big.clone(),
+            413,
+        ),
+        ("an oversized event", "/api/v1/intake".into(), big, 413),
+        (
+            "malformed JSON",
+            format!("{one}/revoke"),
+            br#"{"reason": "lost""#.to_vec(),
+            400,
+        ),
+        (
+            "JSON of another shape",
+            format!("{one}/revoke"),
+            br#"["lost"]"#.to_vec(),
+            400,
+        ),
+        (
+            "a NUL in the reason",
+            format!("{one}/revoke"),
+            b"{\"reason\":\"lost\\u0000\"}".to_vec(),
+            422,
+        ),
+        (
+            "an injection in the reason",
+            format!("{one}/suspend"),
+            br#"{"reason":"manual'; DROP TABLE key_credentials; --"}"#.to_vec(),
+            422,
+        ),
+        (
+            "deep nesting",
+            format!("{one}/revoke"),
+            format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
+            400,
+        ),
+        (
+            "not UTF-8",
+            format!("{one}/revoke"),
+            vec![0xff, 0xfe, 0x00, 0x7b],
+            400,
+        ),
+    ];
+    for (what, path, body, want) in cases_bodies {
+        let bearer = if path == "/api/v1/intake" {
+            "svc-token".to_owned()
+        } else {
+            admin_here.clone()
+        };
+        let r = post(path, bearer, json_ct, body).await?;
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        expect(what, status, want);
+        assert!(
+            v["code"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("MELMASTOON.")),
+            "{what}: the error body has the API's shape: {v}"
+        );
+    }
+    let hostile_queries = [
+        (
+            "an injection in a filter",
+            "/api/v1/key-credentials?reservationId=rsv%27%20OR%201%3D1%20--".to_owned(),
+            422,
+        ),
+        (
+            "a script in a filter",
+            "/api/v1/key-credentials?propertyId=%3Cscript%3Ealert(1)%3C%2Fscript%3E".into(),
+            422,
+        ),
+        (
+            "a right-to-left override",
+            "/api/v1/key-credentials?roomId=rmu_%E2%80%AE101".into(),
+            422,
+        ),
+        (
+            "a 10 000-character filter",
+            format!("/api/v1/key-credentials?guestId={}", "g".repeat(10_000)),
+            422,
+        ),
+        (
+            "path traversal as an id",
+            "/api/v1/key-credentials/..%2F..%2Fetc%2Fpasswd".into(),
+            422,
+        ),
+        (
+            "a NUL in an id",
+            "/api/v1/key-credentials/key_%00".into(),
+            422,
+        ),
+        (
+            "an unknown filter",
+            "/api/v1/key-credentials?state=active&__proto__=x".into(),
+            400,
+        ),
+    ];
+    for (what, path, want) in hostile_queries {
+        expect(
+            what,
+            get(&path, Some(admin_here.clone()), None)
+                .await?
+                .status()
+                .as_u16(),
+            want,
+        );
+    }
+    // a hostile event: every id is checked before anything is stored
+    let mut evil: Value = serde_json::from_slice(&confirmed(
+        "evt-sec-evil",
+        DEMO_TENANT,
+        "ppt_demo",
+        "rsv_sec_1",
+        3,
+        &["rmu_102"],
+        "2027-12-01T14:00:00Z",
+        "2027-12-02T11:00:00Z",
+    ))?;
+    evil["data"]["guestId"] = Value::String("gst_<img src=x onerror=alert(1)>".into());
+    expect(
+        "a script in an event's guest id",
+        intake("svc-token".into(), serde_json::to_vec(&evil)?)
+            .await?
+            .status()
+            .as_u16(),
+        422,
+    );
+    // forged and replayed webhooks
+    let adapters: Value = get(
+        "/api/v1/vendor-adapters?propertyId=ppt_demo",
+        Some(admin_here.clone()),
+        None,
+    )
+    .await?
+    .json()
+    .await?;
+    let hook = adapters["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["vendor"] == "ttlock"))
+        .and_then(|i| i["webhookPath"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let forged = format!(
+        "notifyType=1&lockId=1002&records=%5B%7B%22recordType%22%3A4%2C%22success%22%3A1%2C%22username%22%3A%22{id}%22%7D%5D"
+    )
+    .into_bytes();
+    let form = "application/x-www-form-urlencoded";
+    for (what, path, want) in [
+        (
+            "a forged webhook (records the vendor never had)",
+            hook.clone(),
+            200,
+        ),
+        ("the same webhook replayed", hook.clone(), 200),
+        (
+            "a webhook with a guessed token",
+            format!("/webhooks/v1/ttlock/{}", "f".repeat(32)),
+            404,
+        ),
+        (
+            "a webhook without a token",
+            "/webhooks/v1/ttlock/".to_owned(),
+            404,
+        ),
+    ] {
+        expect(
+            what,
+            post(path, String::new(), form, forged.clone())
+                .await?
+                .status()
+                .as_u16(),
+            want,
+        );
+    }
+    let attempts: Value = http
+        .get(format!("{}/api/v1/events?limit=1000", node.http))
+        .bearer_auth("svc-token")
+        .header("x-tenant-id", DEMO_TENANT)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(
+        !attempts
+            .to_string()
+            .contains("melmastoon.lock.audit.attempt.v1"),
+        "no door attempt was recorded from a forged webhook"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(still_active().await?, "nothing changed");
     // this tenant's service may cancel
     let own_service = token(&key, DEMO_TENANT, &[Role::Service], 600);
     expect(
