@@ -24,7 +24,7 @@ async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() ->
         ],
     )
     .await?;
-    let sim_url = sim_url(&node);
+    let sim_url = demo_sim_url(&node);
     let token = std::fs::read_to_string(dir.join(".lockstep/service-token"))?;
     let client = reqwest::Client::new();
 
@@ -212,15 +212,6 @@ async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() ->
     Ok(())
 }
 
-fn sim_url(node: &Lockstep) -> String {
-    node.log_text()
-        .lines()
-        .find(|l| l.starts_with("ttlock simulator listening on "))
-        .and_then(|l| l.split("listening on ").nth(1))
-        .map(|s| s.trim().to_owned())
-        .expect("the simulator's address is printed")
-}
-
 async fn embedded_node(name: &str) -> anyhow::Result<(Lockstep, String, String)> {
     let dir = scratch(name);
     let node = Lockstep::spawn(
@@ -235,7 +226,7 @@ async fn embedded_node(name: &str) -> anyhow::Result<(Lockstep, String, String)>
     )
     .await?;
     let token = std::fs::read_to_string(dir.join(".lockstep/service-token"))?;
-    let sim = sim_url(&node);
+    let sim = demo_sim_url(&node);
     Ok((node, token, sim))
 }
 

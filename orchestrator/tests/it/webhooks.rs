@@ -5,79 +5,23 @@
 
 use std::time::Duration;
 
-use lockstep_orchestrator::auth::{mint, Claims, Role};
+use lockstep_orchestrator::auth::Role;
 use lockstep_orchestrator::seed::DEMO_TENANT;
 use serde_json::{json, Value};
 
 use crate::harness::*;
 
-const ISSUER: &str = "https://id.melmastoon.test";
-const AUDIENCE: &str = "lockstep";
-
-fn token(key: &ed25519_dalek::SigningKey, roles: &[Role]) -> String {
-    #[allow(clippy::disallowed_methods)] // a token is minted against the wall clock
-    let now = chrono::Utc::now().timestamp();
-    mint(
-        key,
-        "k1",
-        &Claims {
-            iss: ISSUER.into(),
-            aud: AUDIENCE.into(),
-            sub: "usr_admin_1".into(),
-            exp: now + 600,
-            nbf: None,
-            iat: now,
-            tenant_id: DEMO_TENANT.into(),
-            roles: roles.to_vec(),
-        },
-    )
-}
-
-fn sim_url(node: &Lockstep) -> String {
-    node.log_text()
-        .lines()
-        .find(|l| l.starts_with("ttlock simulator listening on "))
-        .and_then(|l| l.split("listening on ").nth(1))
-        .map(|s| s.trim().to_owned())
-        .expect("the simulator's address is printed")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn door_records_arrive_by_webhook_read_back_and_forgeries_change_nothing(
 ) -> anyhow::Result<()> {
     let key = ed25519_dalek::SigningKey::from_bytes(&[33u8; 32]);
-    let public: String = key
-        .verifying_key()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
     let dir = scratch("webhooks");
-    let config = dir.join("lockstep.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[demo]
-enabled = true
-simulator_bind = "127.0.0.1:0"
-
-[http]
-bind = "127.0.0.1:0"
-service_token = {{ value = "svc-token" }}
-
-[auth]
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
-"#
-        ),
-    )?;
+    let config = jwt_config(&dir, &key)?;
     let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
     let http = reqwest::Client::new();
-    let sim = sim_url(&node);
-    let admin = token(&key, &[Role::Admin]);
-    let operator = token(&key, &[Role::Operator]);
+    let sim = demo_sim_url(&node);
+    let admin = jwt(&key, DEMO_TENANT, &[Role::Admin]);
+    let operator = jwt(&key, DEMO_TENANT, &[Role::Operator]);
 
     // a stay that holds now, so the simulated lock opens for its PIN
     #[allow(clippy::disallowed_methods)] // the simulator's lock judges against its own clock

@@ -5,34 +5,13 @@
 
 use std::time::Duration;
 
-use lockstep_orchestrator::auth::{mint, Claims, Role};
+use lockstep_orchestrator::auth::Role;
 use lockstep_orchestrator::seed::DEMO_TENANT;
 use serde_json::Value;
 
 use crate::harness::*;
 
-const ISSUER: &str = "https://id.melmastoon.test";
-const AUDIENCE: &str = "lockstep";
 const OTHER_TENANT: &str = "7a1e0b52-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
-
-fn token(key: &ed25519_dalek::SigningKey, tenant: &str, roles: &[Role]) -> String {
-    #[allow(clippy::disallowed_methods)] // a token is minted against the wall clock
-    let now = chrono::Utc::now().timestamp();
-    mint(
-        key,
-        "k1",
-        &Claims {
-            iss: ISSUER.into(),
-            aud: AUDIENCE.into(),
-            sub: "usr_desk_7".into(),
-            exp: now + 600,
-            nbf: None,
-            iat: now,
-            tenant_id: tenant.into(),
-            roles: roles.to_vec(),
-        },
-    )
-}
 
 struct Api {
     http: reqwest::Client,
@@ -108,39 +87,14 @@ impl Api {
 async fn operator_writes_answer_their_outcome_and_refuse_what_the_state_machine_forbids(
 ) -> anyhow::Result<()> {
     let key = ed25519_dalek::SigningKey::from_bytes(&[21u8; 32]);
-    let public: String = key
-        .verifying_key()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
     let dir = scratch("writes");
-    let config = dir.join("lockstep.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[demo]
-enabled = true
-simulator_bind = "127.0.0.1:0"
-
-[http]
-bind = "127.0.0.1:0"
-service_token = {{ value = "svc-token" }}
-
-[auth]
-issuer = "{ISSUER}"
-audience = "{AUDIENCE}"
-keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
-"#
-        ),
-    )?;
+    let config = jwt_config(&dir, &key)?;
     let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
     let http = reqwest::Client::new();
     let api = Api {
         http: http.clone(),
         base: node.http.clone(),
-        bearer: token(&key, DEMO_TENANT, &[Role::Operator]),
+        bearer: jwt(&key, DEMO_TENANT, &[Role::Operator]),
     };
     let intake = |body: Vec<u8>| {
         http.post(format!("{}/api/v1/intake", node.http))
@@ -201,12 +155,12 @@ keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
         .await?;
     check("unknown suspend reason", s, 422, &v);
     assert_eq!(v["code"], "MELMASTOON.GENERAL.VALIDATION_FAILED");
-    let nobody = token(&key, DEMO_TENANT, &[]);
+    let nobody = jwt(&key, DEMO_TENANT, &[]);
     let (s, v) = api
         .post_as(&nobody, &format!("{one}/unsuspend"), "", None)
         .await?;
     check("a token without roles is no valid token", s, 401, &v);
-    let stranger = token(&key, OTHER_TENANT, &[Role::Admin]);
+    let stranger = jwt(&key, OTHER_TENANT, &[Role::Admin]);
     let (s, v) = api
         .post_as(&stranger, &format!("{one}/unsuspend"), "", None)
         .await?;
@@ -419,7 +373,7 @@ keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
             "{}/api/v1/key-credentials?propertyId=ppt_demo",
             node.http
         ))
-        .bearer_auth(token(&key, OTHER_TENANT, &[Role::Operator]))
+        .bearer_auth(jwt(&key, OTHER_TENANT, &[Role::Operator]))
         .send()
         .await?
         .json::<Value>()
