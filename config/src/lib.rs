@@ -232,6 +232,11 @@ pub struct RawAmqp {
     pub standby_delay_ms: Option<u64>,
     /// Deliveries before a message is dead-lettered.
     pub delivery_limit: Option<u32>,
+    /// Who may publish what (DESIGN §4): a subject prefix (`melmastoon.reservation.`) to
+    /// the broker user of the service that owns it. When set, a consumed message is
+    /// accepted only if its AMQP `user_id` (validated by RabbitMQ) is the owner of the
+    /// longest matching prefix; a subject no prefix matches is refused.
+    pub publishers: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Saga tunables.
@@ -445,6 +450,23 @@ pub struct AmqpSettings {
     pub standby_delay: Duration,
     /// Delivery limit.
     pub delivery_limit: u32,
+    /// Subject prefix → owning broker user; empty: publishers are not checked.
+    pub publishers: std::collections::BTreeMap<String, String>,
+}
+
+impl AmqpSettings {
+    /// Whether broker user `user_id` may publish `subject`: always when no publishers are
+    /// configured; otherwise only the owner of the longest prefix of `subject`.
+    pub fn may_publish(&self, subject: &str, user_id: Option<&str>) -> bool {
+        if self.publishers.is_empty() {
+            return true;
+        }
+        self.publishers
+            .iter()
+            .filter(|(prefix, _)| subject.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .is_some_and(|(_, owner)| Some(owner.as_str()) == user_id)
+    }
 }
 
 /// Saga tunables.
@@ -595,6 +617,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
                     tick_interval: ms(a.tick_interval_ms.unwrap_or(2_000)),
                     standby_delay: ms(a.standby_delay_ms.unwrap_or(5_000)),
                     delivery_limit,
+                    publishers: a.publishers.clone().unwrap_or_default(),
                 }),
             )
         }
@@ -667,6 +690,21 @@ pub fn resolve_secret(s: &SecretSource) -> Result<String, ConfigError> {
 mod tests {
     use super::*;
 
+    fn settings_amqp_for_tests() -> AmqpSettings {
+        AmqpSettings {
+            url: SecretSource::Value("amqp://x".into()),
+            exchange: "melmastoon.events".into(),
+            prefix: "lockstep".into(),
+            partitions: 4,
+            node_index: 0,
+            node_count: 1,
+            tick_interval: Duration::from_secs(2),
+            standby_delay: Duration::from_secs(5),
+            delivery_limit: 3,
+            publishers: Default::default(),
+        }
+    }
+
     #[test]
     fn defaults_to_embedded_mode_with_a_demo() {
         let s = validate(RawSettings::default()).unwrap();
@@ -703,6 +741,34 @@ mod tests {
         let raw: RawSettings = toml::Value::Table(t).try_into().unwrap();
         assert_eq!(raw.http.bind.as_deref(), Some("127.0.0.1:9999"));
         assert_eq!(raw.amqp.partitions, Some(4));
+        let owners: std::collections::BTreeMap<String, String> = [
+            (
+                "melmastoon.reservation.".to_owned(),
+                "reservation-service".to_owned(),
+            ),
+            (
+                "melmastoon.reservation.no_show".to_owned(),
+                "night-audit".to_owned(),
+            ),
+        ]
+        .into();
+        let a = AmqpSettings {
+            publishers: owners,
+            ..settings_amqp_for_tests()
+        };
+        assert!(a.may_publish(
+            "melmastoon.reservation.confirmed.v1",
+            Some("reservation-service")
+        ));
+        assert!(!a.may_publish("melmastoon.reservation.confirmed.v1", Some("night-audit")));
+        assert!(!a.may_publish("melmastoon.reservation.confirmed.v1", None));
+        assert!(a.may_publish("melmastoon.reservation.no_show.v1", Some("night-audit")));
+        assert!(!a.may_publish(
+            "melmastoon.staff.shift.started.v1",
+            Some("reservation-service")
+        ));
+        let open = settings_amqp_for_tests();
+        assert!(open.may_publish("melmastoon.staff.shift.started.v1", None));
     }
 
     #[test]

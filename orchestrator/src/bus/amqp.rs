@@ -243,7 +243,12 @@ async fn serve_once(shared: Arc<Shared>, settings: &AmqpSettings, url: &str) -> 
     {
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        tasks.spawn(intake_loop(shared.clone(), ch, names.clone()));
+        tasks.spawn(intake_loop(
+            shared.clone(),
+            ch,
+            names.clone(),
+            settings.clone(),
+        ));
     }
     {
         let ch = conn.create_channel().await?;
@@ -322,7 +327,12 @@ async fn dead_letter(
     Ok(())
 }
 
-async fn intake_loop(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::Result<()> {
+async fn intake_loop(
+    shared: Arc<Shared>,
+    ch: Channel,
+    names: Names,
+    settings: AmqpSettings,
+) -> anyhow::Result<()> {
     ch.basic_qos(64, BasicQosOptions::default()).await?;
     let mut consumer = ch
         .basic_consume(
@@ -334,7 +344,24 @@ async fn intake_loop(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::
         .await?;
     while let Some(d) = consumer.next().await {
         let d = d?;
-        match shared.schemas.check_consumed(&d.data) {
+        // the schema first, then the publisher: each subject only from its owner's broker
+        // user (RabbitMQ has validated `user_id` against the connection's user)
+        let publisher = d
+            .properties
+            .user_id()
+            .as_ref()
+            .map(|u| u.as_str().to_owned());
+        let checked = shared
+            .schemas
+            .check_consumed(&d.data)
+            .and_then(|(envelope, parsed)| {
+                if settings.may_publish(&parsed.subject, publisher.as_deref()) {
+                    Ok((envelope, parsed))
+                } else {
+                    Err(Rejection::UnauthorizedPublisher)
+                }
+            });
+        match checked {
             Err(why) => {
                 warn!(reason = why.label(), routing_key = %d.routing_key, "message dead-lettered");
                 dead_letter(&ch, &names, &d, &why).await?;

@@ -216,6 +216,29 @@ impl Broker {
         Ok(())
     }
 
+    /// Publishes like [`Self::publish`] with the AMQP `user_id` set (RabbitMQ refuses a
+    /// `user_id` other than the connection's user).
+    pub async fn publish_as(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        user: &str,
+    ) -> anyhow::Result<()> {
+        self.ch
+            .basic_publish(
+                "melmastoon.events".into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_user_id(user.into()),
+            )
+            .await?
+            .await?;
+        Ok(())
+    }
+
     /// Declares `queue` bound to `pattern` and collects every message into the returned
     /// buffer (body as JSON, or a string; headers kept).
     pub async fn collect(

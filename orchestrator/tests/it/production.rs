@@ -609,3 +609,84 @@ async fn operator_commands_travel_the_partitions_and_forged_ones_are_refused() -
     assert_eq!(sim.handle().passcodes(5004).len(), 1);
     Ok(())
 }
+
+/// DESIGN §4, issue 6: with `[amqp.publishers]` configured, a subject is accepted only from
+/// its owner's broker user (AMQP `user_id`, validated by RabbitMQ); anything else is
+/// dead-lettered as `unauthorized_publisher`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subjects_are_accepted_only_from_their_owners_broker_user() -> anyhow::Result<()> {
+    let dir = scratch("publishers");
+    let db = fresh_pg_database().await?;
+    let vhost = Vhost::fresh()?;
+    let sim = simulator(&all_locks())?;
+    let config = write_config(&dir, &db, &vhost, &sim)?;
+    let mut toml = std::fs::read_to_string(&config)?;
+    toml.push_str("\n[amqp.publishers]\n\"melmastoon.reservation.\" = \"lockstep\"\n");
+    std::fs::write(&config, toml)?;
+    let broker = Broker::connect(&vhost.url).await?;
+    let produced = broker
+        .collect("it.lock-events", "melmastoon.events", "melmastoon.lock.#")
+        .await?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    wait_ready(&node).await?;
+    let dlq = broker.consume("lockstep.dlq").await?;
+    let stay = |n: u32, lock: i64| {
+        confirmed(
+            &format!("evt-pub-{n}"),
+            TENANT,
+            "ppt_e2e_a",
+            &format!("rsv_pub_{n}"),
+            1,
+            &[&room(lock)],
+            "2027-04-01T14:00:00Z",
+            "2027-04-02T10:00:00Z",
+        )
+    };
+    // the owner
+    broker
+        .publish_as(
+            "melmastoon.reservation.confirmed.v1",
+            &stay(1, 5001),
+            "lockstep",
+        )
+        .await?;
+    // no user_id
+    broker
+        .publish("melmastoon.reservation.confirmed.v1", &stay(2, 5002))
+        .await?;
+    // a subject nobody owns here, even from a known user
+    let mut other: serde_json::Value = serde_json::from_slice(&stay(3, 5003))?;
+    other["subject"] = "melmastoon.tenant.property.deactivated.v1".into();
+    other["data"] = serde_json::json!({ "reason": "closed" });
+    broker
+        .publish_as(
+            "melmastoon.tenant.property.deactivated.v1",
+            &serde_json::to_vec(&other)?,
+            "lockstep",
+        )
+        .await?;
+    let dead = wait_for("two dead letters", Duration::from_secs(60), || {
+        let all = dlq.all();
+        async move { (all.len() >= 2).then_some(all) }
+    })
+    .await?;
+    for m in &dead {
+        assert_eq!(m["reason"], "unauthorized_publisher", "{m}");
+    }
+    wait_for("the owner's stay issued", Duration::from_secs(60), || {
+        let n = produced
+            .key_ids("melmastoon.lock.credential.issued.v1")
+            .len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        produced
+            .key_ids("melmastoon.lock.credential.requested.v1")
+            .len(),
+        1,
+        "nothing of the refused two"
+    );
+    Ok(())
+}
