@@ -640,6 +640,10 @@ async fn metrics(shared: web::Data<Arc<Shared>>) -> HttpResponse {
     }
 }
 
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::document())
+}
+
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(
         StatusCode::NOT_FOUND,
@@ -711,33 +715,40 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
     });
     cfg.app_data(json_limit)
         .app_data(query_errors)
-        .app_data(web::PayloadConfig::new(crate::schema::MAX_MESSAGE_BYTES))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/api/v1/key-credentials", web::get().to(list_credentials))
-        .route(
-            "/api/v1/key-credentials/{id}",
-            web::get().to(get_credential),
-        )
-        .route(
-            "/api/v1/key-credentials/{id}/audit",
-            web::get().to(credential_audit),
-        )
-        .route(
-            "/api/v1/key-credentials/{id}/pin",
-            web::post().to(reveal_pin),
-        )
-        .configure(crate::writes::configure)
-        .configure(crate::webhooks::configure)
-        .route("/api/v1/lock-devices", web::get().to(list_devices))
-        .route(
-            "/api/v1/lock-devices/{id}/health",
-            web::get().to(device_health),
-        );
-    if embedded {
-        cfg.route("/api/v1/intake", web::post().to(post_intake))
-            .route("/api/v1/events", web::get().to(recent_events));
+        .app_data(web::PayloadConfig::new(crate::schema::MAX_MESSAGE_BYTES));
+    // every route comes from the one table the OpenAPI document is generated from
+    for e in crate::openapi::ENDPOINTS {
+        if e.embedded_only && !embedded {
+            continue;
+        }
+        let method = match e.method {
+            "get" => web::get(),
+            "post" => web::post(),
+            other => panic!("unsupported method {other} in the route table"),
+        };
+        let route = match e.op {
+            "healthz" => method.to(healthz),
+            "readyz" => method.to(readyz),
+            "metrics" => method.to(metrics),
+            "openapi" => method.to(openapi),
+            "listCredentials" => method.to(list_credentials),
+            "getCredential" => method.to(get_credential),
+            "credentialAudit" => method.to(credential_audit),
+            "revealPin" => method.to(reveal_pin),
+            "revokeCredential" => method.to(crate::writes::revoke),
+            "suspendCredential" => method.to(crate::writes::suspend),
+            "unsuspendCredential" => method.to(crate::writes::unsuspend),
+            "replaceCredential" => method.to(crate::writes::replace),
+            "listDevices" => method.to(list_devices),
+            "deviceHealth" => method.to(device_health),
+            "listAdapters" => method.to(crate::webhooks::list_adapters),
+            "adapterHealthCheck" => method.to(crate::webhooks::health_check),
+            "vendorWebhook" => method.to(crate::webhooks::receive),
+            "intake" => method.to(post_intake),
+            "recentEvents" => method.to(recent_events),
+            other => panic!("no handler for operation {other}"),
+        };
+        cfg.route(e.path, route);
     }
     cfg.default_service(web::to(not_found));
 }

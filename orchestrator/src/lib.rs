@@ -10,6 +10,7 @@ pub mod bus;
 pub mod commands;
 pub mod http;
 pub mod intake;
+pub mod openapi;
 pub mod schema;
 pub mod seed;
 pub mod webhooks;

@@ -116,7 +116,7 @@ fn method_label(m: DoorMethod) -> &'static str {
 }
 
 /// `POST /webhooks/v1/{vendor}/{token}`.
-async fn receive(
+pub(crate) async fn receive(
     path: web::Path<(String, String)>,
     body: web::Bytes,
     shared: web::Data<Arc<Shared>>,
@@ -348,13 +348,13 @@ const ADAPTER_READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Service];
 
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AdaptersQuery {
+pub(crate) struct AdaptersQuery {
     property_id: Option<String>,
 }
 
 /// `GET /api/v1/vendor-adapters?propertyId=`: the tenant's configured adapters with their
 /// capabilities; for admins also the webhook path to configure at the vendor.
-async fn list_adapters(
+pub(crate) async fn list_adapters(
     req: HttpRequest,
     q: web::Query<AdaptersQuery>,
     shared: web::Data<Arc<Shared>>,
@@ -399,7 +399,7 @@ async fn list_adapters(
 
 /// `POST /api/v1/vendor-adapters/{id}/health-check`: probes the vendor's API now, through
 /// the adapter's worker (its breaker sees the result).
-async fn health_check(
+pub(crate) async fn health_check(
     req: HttpRequest,
     path: web::Path<String>,
     shared: web::Data<Arc<Shared>>,
@@ -427,14 +427,4 @@ async fn health_check(
         "latencyMs": latency_ms,
         "checkedAt": shared.rt.clock.now().to_rfc3339(),
     })))
-}
-
-/// Routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/webhooks/v1/{vendor}/{token}", web::post().to(receive))
-        .route("/api/v1/vendor-adapters", web::get().to(list_adapters))
-        .route(
-            "/api/v1/vendor-adapters/{id}/health-check",
-            web::post().to(health_check),
-        );
 }

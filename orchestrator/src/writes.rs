@@ -217,7 +217,7 @@ async fn load(
 
 /// `POST /api/v1/key-credentials/{id}/revoke` `{reason}`: the credential leaves every
 /// door; revoking a revoked one answers it unchanged.
-async fn revoke(
+pub(crate) async fn revoke(
     req: HttpRequest,
     path: web::Path<String>,
     bytes: web::Bytes,
@@ -261,7 +261,7 @@ async fn revoke(
 
 /// `POST /api/v1/key-credentials/{id}/suspend` `{reason?}` (default `manual`): an active
 /// credential leaves the door until it is unsuspended.
-async fn suspend(
+pub(crate) async fn suspend(
     req: HttpRequest,
     path: web::Path<String>,
     bytes: web::Bytes,
@@ -287,7 +287,7 @@ async fn suspend(
 }
 
 /// `POST /api/v1/key-credentials/{id}/unsuspend`: only from `suspended`.
-async fn unsuspend(
+pub(crate) async fn unsuspend(
     req: HttpRequest,
     path: web::Path<String>,
     bytes: web::Bytes,
@@ -314,7 +314,7 @@ struct EmptyBody {}
 /// `POST /api/v1/key-credentials/{id}/replace`: lost key. The credential is revoked
 /// (`lost`) and a new one with the same kind, rooms and window is issued in the same step;
 /// the answer is the old credential, whose `replacedById` names the new one.
-async fn replace(
+pub(crate) async fn replace(
     req: HttpRequest,
     path: web::Path<String>,
     bytes: web::Bytes,
@@ -343,24 +343,4 @@ async fn replace(
         json!({}),
     )
     .await
-}
-
-/// Routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/api/v1/key-credentials/{id}/revoke",
-        web::post().to(revoke),
-    )
-    .route(
-        "/api/v1/key-credentials/{id}/suspend",
-        web::post().to(suspend),
-    )
-    .route(
-        "/api/v1/key-credentials/{id}/unsuspend",
-        web::post().to(unsuspend),
-    )
-    .route(
-        "/api/v1/key-credentials/{id}/replace",
-        web::post().to(replace),
-    );
 }

@@ -8,6 +8,7 @@ mod embedded;
 mod events_table;
 mod harness;
 mod leak;
+mod openapi;
 mod production;
 mod security;
 mod webhooks;

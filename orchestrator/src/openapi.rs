@@ -1,0 +1,365 @@
+//! The API's one table of routes: the router is built from it (`http::configure` registers
+//! exactly these, by operation id) and the OpenAPI document is generated from it, so the
+//! two cannot drift. `GET /api/v1/openapi.json` serves the document; `docs/openapi.json` is
+//! its committed copy, which a test keeps equal to the generated one.
+
+use serde_json::{json, Map, Value};
+
+/// How a route is authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Open (health, readiness, metrics, this document).
+    None,
+    /// A bearer token with one of the roles.
+    Bearer(&'static [&'static str]),
+    /// The vendor, through the URL token.
+    WebhookToken,
+}
+
+/// One route.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    /// `get`, `post`.
+    pub method: &'static str,
+    /// Path with `{param}`s (the same syntax in actix and OpenAPI).
+    pub path: &'static str,
+    /// Operation id: how `http::configure` finds the handler.
+    pub op: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    /// Who may call it.
+    pub auth: Auth,
+    /// Query parameters.
+    pub query: &'static [&'static str],
+    /// The JSON body's fields, if it takes one (`None`: no body).
+    pub body: Option<&'static [&'static str]>,
+    /// Documented statuses, success first.
+    pub responses: &'static [u16],
+    /// Served in embedded mode only.
+    pub embedded_only: bool,
+}
+
+const ANY: &[&str] = &["operator", "admin", "service"];
+const READ_ERRORS: &[u16] = &[200, 400, 401, 403, 404, 422, 503];
+const WRITE_ERRORS: &[u16] = &[200, 202, 400, 401, 403, 404, 413, 422, 503];
+
+/// Every route of the service.
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        method: "get",
+        path: "/healthz",
+        op: "healthz",
+        summary: "Liveness",
+        auth: Auth::None,
+        query: &[],
+        body: None,
+        responses: &[200],
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "get",
+        path: "/readyz",
+        op: "readyz",
+        summary: "Readiness: the store answers and the bus is connected",
+        auth: Auth::None,
+        query: &[],
+        body: None,
+        responses: &[200, 503],
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "get",
+        path: "/metrics",
+        op: "metrics",
+        summary: "Prometheus metrics",
+        auth: Auth::None,
+        query: &[],
+        body: None,
+        responses: &[200],
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "get",
+        path: "/api/v1/openapi.json",
+        op: "openapi",
+        summary: "This document",
+        auth: Auth::None,
+        query: &[],
+        body: None,
+        responses: &[200],
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "get",
+        path: "/api/v1/key-credentials",
+        op: "listCredentials",
+        summary: "List credentials by property, reservation, guest, staff member, state, room and opensAt (who can open a room then), a cursor page at a time",
+        auth: Auth::Bearer(ANY),
+        query: &[
+            "propertyId",
+            "reservationId",
+            "guestId",
+            "staffUserId",
+            "state",
+            "roomId",
+            "opensAt",
+            "limit",
+            "cursor",
+        ],
+        body: None,
+        responses: READ_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "get",
+        path: "/api/v1/key-credentials/{id}",
+        op: "getCredential",
+        summary: "One credential with its door truth; never a vendorRef or PIN",
+        auth: Auth::Bearer(ANY),
+        query: &[],
+        body: None,
+        responses: READ_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "get",
+        path: "/api/v1/key-credentials/{id}/audit",
+        op: "credentialAudit",
+        summary: "The credential's audit trail in chain order",
+        auth: Auth::Bearer(ANY),
+        query: &[],
+        body: None,
+        responses: READ_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "post",
+        path: "/api/v1/key-credentials/{id}/pin",
+        op: "revealPin",
+        summary: "Reveal an active PIN (audited, no-store)",
+        auth: Auth::Bearer(&["service", "operator"]),
+        query: &[],
+        body: None,
+        responses: READ_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "post",
+        path: "/api/v1/key-credentials/{id}/revoke",
+        op: "revokeCredential",
+        summary: "Revoke with a reason (checkout, cancellation, lost, security)",
+        auth: Auth::Bearer(ANY),
+        query: &[],
+        body: Some(&["reason"]),
+        responses: WRITE_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "post",
+        path: "/api/v1/key-credentials/{id}/suspend",
+        op: "suspendCredential",
+        summary: "Suspend an active credential (reason defaults to manual)",
+        auth: Auth::Bearer(ANY),
+        query: &[],
+        body: Some(&["reason"]),
+        responses: WRITE_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "post",
+        path: "/api/v1/key-credentials/{id}/unsuspend",
+        op: "unsuspendCredential",
+        summary: "Unsuspend (only from suspended)",
+        auth: Auth::Bearer(ANY),
+        query: &[],
+        body: Some(&[]),
+        responses: WRITE_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "post",
+        path: "/api/v1/key-credentials/{id}/replace",
+        op: "replaceCredential",
+        summary: "Lost key: revoke and re-issue in one step",
+        auth: Auth::Bearer(ANY),
+        query: &[],
+        body: Some(&[]),
+        responses: WRITE_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "get",
+        path: "/api/v1/lock-devices",
+        op: "listDevices",
+        summary: "A property's devices with their last health reading",
+        auth: Auth::Bearer(ANY),
+        query: &["propertyId"],
+        body: None,
+        responses: READ_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "get",
+        path: "/api/v1/lock-devices/{id}/health",
+        op: "deviceHealth",
+        summary: "Probe a device now (online, battery, clockSkewMs)",
+        auth: Auth::Bearer(ANY),
+        query: &[],
+        body: None,
+        responses: &[200, 401, 403, 404, 422, 502],
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "get",
+        path: "/api/v1/vendor-adapters",
+        op: "listAdapters",
+        summary: "Configured adapters and capabilities; admins also get webhook paths",
+        auth: Auth::Bearer(ANY),
+        query: &["propertyId"],
+        body: None,
+        responses: READ_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "post",
+        path: "/api/v1/vendor-adapters/{id}/health-check",
+        op: "adapterHealthCheck",
+        summary: "Probe the vendor's API now",
+        auth: Auth::Bearer(ANY),
+        query: &[],
+        body: None,
+        responses: READ_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "post",
+        path: "/webhooks/v1/{vendor}/{token}",
+        op: "vendorWebhook",
+        summary: "Vendor webhook intake (TTLock: records read back from the vendor)",
+        auth: Auth::WebhookToken,
+        query: &[],
+        body: None,
+        responses: &[200, 404, 413, 422, 502, 503],
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "post",
+        path: "/api/v1/intake",
+        op: "intake",
+        summary: "Post a consumed event (embedded mode's bus)",
+        auth: Auth::Bearer(&["service"]),
+        query: &[],
+        body: None,
+        responses: &[202, 401, 403, 413, 422, 503],
+        embedded_only: true,
+    },
+    Endpoint {
+        method: "get",
+        path: "/api/v1/events",
+        op: "recentEvents",
+        summary: "Recently produced events of the tenant (embedded mode's bus)",
+        auth: Auth::Bearer(&["service"]),
+        query: &["limit"],
+        body: None,
+        responses: READ_ERRORS,
+        embedded_only: true,
+    },
+];
+
+fn error_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["code", "message", "details"],
+        "properties": {
+            "code": { "type": "string", "pattern": "^MELMASTOON\\." },
+            "message": { "type": "string" },
+            "details": { "type": "object" },
+        },
+    })
+}
+
+fn status_text(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        202 => "Accepted: the step has not run yet; poll the Location",
+        400 => "Malformed request (VALIDATION_FAILED)",
+        401 => "No valid token (UNAUTHENTICATED)",
+        403 => "The token's roles do not allow this (FORBIDDEN)",
+        404 => "Not found, or another tenant's (NOT_FOUND)",
+        413 => "Body too large (PAYLOAD_TOO_LARGE)",
+        422 => "A rule refused it (VALIDATION_FAILED, invalid_state_transition, ...)",
+        502 => "The vendor cannot be reached (VENDOR_UNREACHABLE)",
+        503 => "Storage or bus unavailable (UNAVAILABLE)",
+        _ => "See the code",
+    }
+}
+
+/// The OpenAPI 3.1 document of [`ENDPOINTS`].
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for e in ENDPOINTS {
+        let mut params: Vec<Value> = e
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        params.extend(e.query.iter().map(
+            |q| json!({ "name": q, "in": "query", "required": false, "schema": { "type": "string" } }),
+        ));
+        let mut responses = Map::new();
+        for s in e.responses {
+            let mut r = json!({ "description": status_text(*s) });
+            if *s >= 400 {
+                r["content"] = json!({ "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } });
+            }
+            responses.insert(s.to_string(), r);
+        }
+        let mut op = json!({
+            "operationId": e.op,
+            "summary": e.summary,
+            "parameters": params,
+            "responses": responses,
+        });
+        match e.auth {
+            Auth::None => op["security"] = json!([]),
+            Auth::Bearer(roles) => {
+                op["security"] = json!([{ "bearer": [] }]);
+                op["x-roles"] = json!(roles);
+            }
+            Auth::WebhookToken => op["security"] = json!([]),
+        }
+        if let Some(fields) = e.body {
+            let props: Map<String, Value> = fields
+                .iter()
+                .map(|f| ((*f).to_owned(), json!({ "type": "string" })))
+                .collect();
+            op["requestBody"] = json!({
+                "required": false,
+                "content": { "application/json": { "schema": {
+                    "type": "object", "additionalProperties": false, "properties": props,
+                } } },
+            });
+        }
+        if e.embedded_only {
+            op["x-embedded-only"] = json!(true);
+        }
+        let item = paths.entry(e.path.to_owned()).or_insert_with(|| json!({}));
+        item[e.method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Lockstep",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Door credentials for hospitality: the REST API of spec 002. Errors are {code, message, details}.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": { "Error": error_schema() },
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
+            },
+        },
+    })
+}
