@@ -740,6 +740,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
             "unsuspendCredential" => method.to(crate::writes::unsuspend),
             "replaceCredential" => method.to(crate::writes::replace),
             "listDevices" => method.to(list_devices),
+            "registerDevice" => method.to(crate::admin::register_device),
             "deviceHealth" => method.to(device_health),
             "listAdapters" => method.to(crate::webhooks::list_adapters),
             "adapterHealthCheck" => method.to(crate::webhooks::health_check),

@@ -4,6 +4,7 @@
 //! Architecture Invariant: this is the only crate that knows HTTP routes and AMQP; it
 //! talks to the saga only through `Wake` messages and the store.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod bus;

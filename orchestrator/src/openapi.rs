@@ -199,6 +199,23 @@ pub const ENDPOINTS: &[Endpoint] = &[
         embedded_only: false,
     },
     Endpoint {
+        method: "post",
+        path: "/api/v1/lock-devices",
+        op: "registerDevice",
+        summary: "Register a lock paired at a property (the vendor must know it; D-1)",
+        auth: Auth::Bearer(&["admin", "service"]),
+        query: &[],
+        body: Some(&[
+            "propertyId",
+            "vendorAdapterId",
+            "vendorDeviceRef",
+            "label",
+            "roomIds",
+        ]),
+        responses: &[201, 400, 401, 403, 404, 409, 413, 422, 502],
+        embedded_only: false,
+    },
+    Endpoint {
         method: "get",
         path: "/api/v1/lock-devices/{id}/health",
         op: "deviceHealth",
@@ -281,11 +298,13 @@ fn error_schema() -> Value {
 fn status_text(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
         202 => "Accepted: the step has not run yet; poll the Location",
         400 => "Malformed request (VALIDATION_FAILED)",
         401 => "No valid token (UNAUTHENTICATED)",
         403 => "The token's roles do not allow this (FORBIDDEN)",
         404 => "Not found, or another tenant's (NOT_FOUND)",
+        409 => "The vendor does not know the device (DEVICE_NOT_PAIRED)",
         413 => "Body too large (PAYLOAD_TOO_LARGE)",
         422 => "A rule refused it (VALIDATION_FAILED, invalid_state_transition, ...)",
         502 => "The vendor cannot be reached (VENDOR_UNREACHABLE)",
@@ -332,7 +351,14 @@ pub fn document() -> Value {
         if let Some(fields) = e.body {
             let props: Map<String, Value> = fields
                 .iter()
-                .map(|f| ((*f).to_owned(), json!({ "type": "string" })))
+                .map(|f| {
+                    let schema = if f.ends_with("Ids") {
+                        json!({ "type": "array", "items": { "type": "string" } })
+                    } else {
+                        json!({ "type": "string" })
+                    };
+                    ((*f).to_owned(), schema)
+                })
                 .collect();
             op["requestBody"] = json!({
                 "required": false,

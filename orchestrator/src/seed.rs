@@ -33,7 +33,8 @@ pub const DEMO_LOCKS: &[(&str, i64, &str)] = &[
     ("lck_01J00000000000000000000104", 1004, "rmu_104"),
 ];
 
-fn caps_json(c: &LockCapabilities) -> serde_json::Value {
+/// Capabilities in the API's and the store's JSON shape (spec `003` §2).
+pub fn caps_json(c: &LockCapabilities) -> serde_json::Value {
     json!({
         "mobileKey": c.mobile_key, "cardEncoding": c.card_encoding, "pin": c.pin, "qr": c.qr,
         "nfc": c.nfc, "remoteRevoke": c.remote_revoke, "remoteIssue": c.remote_issue,

@@ -381,12 +381,7 @@ pub(crate) async fn list_adapters(
                 "propertyId": i.property_id.as_str(),
                 "vendor": vendor.as_str(),
                 "environment": i.environment,
-                "capabilities": caps.map(|c| json!({
-                    "mobileKey": c.mobile_key, "cardEncoding": c.card_encoding, "pin": c.pin,
-                    "qr": c.qr, "nfc": c.nfc, "remoteRevoke": c.remote_revoke,
-                    "remoteIssue": c.remote_issue, "offlineIssuance": c.offline_issuance,
-                    "scopeFloors": c.scope_floors, "scopeAreas": c.scope_areas,
-                })),
+                "capabilities": caps.map(|c| crate::seed::caps_json(&c)),
             });
             if admin {
                 item["webhookPath"] = json!(shared.webhook_tokens.path(vendor, &i.id));

@@ -44,10 +44,15 @@ struct ReasonBody {
 }
 
 /// An optional JSON body: empty is `{}`; anything else must be the shape.
-fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    parse_object(bytes)
+}
+
+/// A JSON object of `T`'s shape.
+fn parse_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let bad = |reason: String| {
         let mut err = ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -343,4 +348,12 @@ pub(crate) async fn replace(
         json!({}),
     )
     .await
+}
+
+/// A required JSON body: an object of `T`'s shape.
+pub(crate) fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(DomainError::validation("body", "a JSON object is required").into());
+    }
+    parse_object(bytes)
 }

@@ -385,3 +385,89 @@ async fn operator_writes_answer_their_outcome_and_refuse_what_the_state_machine_
     println!("writes: {cases} cases");
     Ok(())
 }
+
+/// `POST /api/v1/lock-devices`: success and each documented failure, the vendor's device
+/// reference in no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_the_vendor_knows_registers_once_and_nothing_else_does() -> anyhow::Result<()> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[22u8; 32]);
+    let dir = scratch("devices");
+    let config = jwt_config(&dir, &key)?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    let sim = demo_sim_url(&node);
+    let admin = jwt(&key, DEMO_TENANT, &[Role::Admin]);
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: node.http.clone(),
+        bearer: admin.clone(),
+    };
+    let adapters = api
+        .get("/api/v1/vendor-adapters?propertyId=ppt_demo")
+        .await?;
+    let adapter = adapters["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["vendor"] == "ttlock"))
+        .and_then(|i| i["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    // the vendor gets a new lock, 2001
+    reqwest::Client::new()
+        .post(format!("{sim}/_sim/locks/2001"))
+        .send()
+        .await?;
+    let body = |lock: &str, rooms: &str| {
+        format!(
+            r#"{{"propertyId":"ppt_demo","vendorAdapterId":"{adapter}","vendorDeviceRef":"{lock}","label":"Room 201 door","roomIds":{rooms}}}"#
+        )
+    };
+    let mut cases = 0;
+    let mut check = |what: &str, got: u16, want: u16, v: &Value| {
+        cases += 1;
+        assert_eq!(got, want, "{what}: {v}");
+        assert!(
+            !v.to_string().contains("2001"),
+            "{what}: the vendor's lock id is never answered"
+        );
+    };
+    let path = "/api/v1/lock-devices";
+    let (s, v) = api
+        .post(path, &body("2001", r#"["rmu_201"]"#), None)
+        .await?;
+    check("a lock the vendor knows", s, 201, &v);
+    assert_eq!(v["rooms"][0], "rmu_201");
+    let id = v["id"].as_str().unwrap_or_default().to_owned();
+    let listed = api.get("/api/v1/lock-devices?propertyId=ppt_demo").await?;
+    assert!(listed["items"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|d| d["id"] == id.as_str())));
+    let (s, v) = api
+        .post(path, &body("2001", r#"["rmu_202"]"#), None)
+        .await?;
+    check("the same lock again (D-1)", s, 422, &v);
+    let (s, v) = api
+        .post(path, &body("9999", r#"["rmu_299"]"#), None)
+        .await?;
+    check("a lock the vendor does not know", s, 409, &v);
+    assert_eq!(v["code"], "MELMASTOON.LOCK.DEVICE_NOT_PAIRED");
+    let (s, v) = api.post(path, &body("2001", "[]"), None).await?;
+    check("no rooms", s, 422, &v);
+    let (s, v) = api.post(path, r#"{"propertyId":"ppt_demo""#, None).await?;
+    check("malformed JSON", s, 400, &v);
+    let (s, v) = api.post(path, r#"{"propertyId":"ppt_demo"}"#, None).await?;
+    check("missing fields", s, 400, &v);
+    let other = body("2001", r#"["rmu_201"]"#).replace(&adapter, "vad_01HZZZZZZZZZZZZZZZZZZZZZZZ");
+    let (s, v) = api.post(path, &other, None).await?;
+    check("an unknown adapter", s, 404, &v);
+    let operator = jwt(&key, DEMO_TENANT, &[Role::Operator]);
+    let (s, v) = api
+        .post_as(&operator, path, &body("2001", r#"["rmu_201"]"#), None)
+        .await?;
+    check("an operator", s, 403, &v);
+    let stranger = jwt(&key, OTHER_TENANT, &[Role::Admin]);
+    let (s, v) = api
+        .post_as(&stranger, path, &body("2001", r#"["rmu_201"]"#), None)
+        .await?;
+    check("another tenant's admin", s, 404, &v);
+    println!("devices: {cases} cases");
+    Ok(())
+}
