@@ -150,3 +150,179 @@ pub(crate) async fn register_device(
             "capabilities": caps,
         })))
 }
+
+/// Who issues and revokes master keys: admins and the staffing platform's service.
+const MASTER_WRITERS: &[Role] = &[Role::Admin, Role::Service];
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct IssueMaster {
+    property_id: String,
+    shift_id: String,
+    staff_user_id: String,
+    scope: serde_json::Value,
+    valid_from: String,
+    valid_until: String,
+}
+
+fn master_json(
+    m: &lockstep_persistence::MasterKeyRecord,
+    state: Option<&str>,
+) -> serde_json::Value {
+    json!({
+        "id": m.id,
+        "tenantId": m.tenant_id.to_string(),
+        "propertyId": m.property_id.as_str(),
+        "staffUserId": m.staff_user_id,
+        "shiftId": m.shift_id,
+        "keyCredentialId": m.key_credential_id.as_str(),
+        "scopeKind": m.scope_kind,
+        "scope": m.scope,
+        "validFrom": m.valid_from.to_rfc3339(),
+        "validUntil": m.valid_until.to_rfc3339(),
+        "issuedAt": m.issued_at.to_rfc3339(),
+        "revokedAt": m.revoked_at.map(|t| t.to_rfc3339()),
+        "state": state,
+    })
+}
+
+/// `POST /api/v1/master-keys`: a shift-bound, scope-bounded master key. The request is the
+/// shift start the staffing platform would publish (`staff.shift.started.v1`'s data plus
+/// `propertyId`); it travels the property's partition as that event and the shift's saga
+/// issues the key (M-1..M-3 hold as for the broker's events). 200 with the master key once
+/// issued, 202 while the step has not run, 422 when the saga issued none.
+pub(crate) async fn issue_master(
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = authenticate(&req, &shared, MASTER_WRITERS)?;
+    let b: IssueMaster = crate::writes::json_object(&body)?;
+    let property = PropertyId::parse(&b.property_id)?;
+    let message_id = crate::writes::message_id(&req)?;
+    let now = shared.rt.clock.now();
+    let envelope = json!({
+        "id": message_id,
+        "subject": lockstep_actors::events_in::SHIFT_STARTED,
+        "time": now.to_rfc3339(),
+        "tenantId": tenant.to_string(),
+        "propertyId": property.as_str(),
+        "traceId": null,
+        "data": {
+            "shiftId": b.shift_id,
+            "staffUserId": b.staff_user_id,
+            "scope": b.scope,
+            "validFrom": b.valid_from,
+            "validUntil": b.valid_until,
+        },
+    });
+    let bytes = serde_json::to_vec(&envelope).unwrap_or_default();
+    match shared
+        .commands
+        .send_event(&shared, tenant, &property, &message_id, &bytes)
+        .await
+    {
+        Ok(()) => {}
+        Err(crate::intake::IntakeError::Rejected(r)) => {
+            let mut e = ApiError::from(DomainError::validation("body", r.to_string()));
+            e.details["reason"] = json!(r.label());
+            return Err(e);
+        }
+        Err(crate::intake::IntakeError::Store(e)) => return Err(e.into()),
+    }
+    let store = shared.rt.store.as_ref();
+    let outcome =
+        crate::commands::outcome(store, tenant, &message_id, crate::commands::DEFAULT_WAIT).await?;
+    let location = format!(
+        "/api/v1/key-credentials?staffUserId={}&propertyId={}",
+        b.staff_user_id,
+        property.as_str()
+    );
+    if outcome.is_none() {
+        return Ok(HttpResponse::Accepted()
+            .insert_header(("location", location))
+            .json(json!({ "status": "pending", "shiftId": b.shift_id })));
+    }
+    // the shift's live master key, newest first
+    let creds = store
+        .list_credentials(
+            tenant,
+            &lockstep_persistence::CredentialFilter {
+                property_id: Some(property.as_str().to_owned()),
+                staff_user_id: Some(b.staff_user_id.clone()),
+                ..Default::default()
+            },
+            200,
+        )
+        .await?;
+    for c in creds.iter().rev() {
+        if let Some(m) = store.master_by_credential(tenant, c.id()).await? {
+            if m.shift_id.as_deref() == Some(b.shift_id.as_str()) && m.revoked_at.is_none() {
+                return Ok(HttpResponse::Ok()
+                    .insert_header(("location", location))
+                    .json(master_json(&m, Some(c.state().as_str()))));
+            }
+        }
+    }
+    let mut e = ApiError::from(DomainError::validation(
+        "scope",
+        "the shift's saga issued no master key (deactivated user, an unsupported scope, or no room with a lock)",
+    ));
+    e.details["outcome"] = json!(outcome);
+    Err(e)
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeMaster {
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/master-keys/{id}/revoke` `{reason?}` (`expired` at shift end by default;
+/// `security`): the master key's credential is revoked by its shift's saga.
+pub(crate) async fn revoke_master(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = authenticate(&req, &shared, MASTER_WRITERS)?;
+    let id = lockstep_domain::MasterKeyId::parse(&path.into_inner())?;
+    let b: RevokeMaster = crate::writes::body(&body)?;
+    let reason = lockstep_domain::RevokeReason::parse(b.reason.as_deref().unwrap_or("expired"))?;
+    if !matches!(
+        reason,
+        lockstep_domain::RevokeReason::Expired | lockstep_domain::RevokeReason::Security
+    ) {
+        return Err(DomainError::validation("reason", "expired or security").into());
+    }
+    let store = shared.rt.store.as_ref();
+    let not_found = || DomainError::NotFound {
+        entity: "master_key",
+    };
+    let m = store
+        .master_by_id(tenant, id.as_str())
+        .await?
+        .ok_or_else(not_found)?;
+    let cred = crate::http::credential_or_404(store, tenant, &m.key_credential_id).await?;
+    if m.revoked_at.is_none() {
+        let answer = crate::writes::run_command(
+            &req,
+            &shared,
+            tenant,
+            &cred,
+            lockstep_actors::events_in::INTERNAL_REVOKE,
+            json!({ "reason": reason.as_str() }),
+        )
+        .await?;
+        if answer.status() != actix_web::http::StatusCode::OK {
+            return Ok(answer);
+        }
+    }
+    let m = store
+        .master_by_id(tenant, id.as_str())
+        .await?
+        .ok_or_else(not_found)?;
+    let cred = crate::http::credential_or_404(store, tenant, &m.key_credential_id).await?;
+    Ok(HttpResponse::Ok().json(master_json(&m, Some(cred.state().as_str()))))
+}

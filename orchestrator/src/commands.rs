@@ -171,42 +171,109 @@ impl CommandBus {
             accept(store, clock, router, cmd, 0, None).await?;
             return Ok(());
         }
-        let sink = self
-            .amqp
+        let sink = self.sink()?;
+        let mut headers = FieldTable::default();
+        headers.insert(ShortString::from(COMMAND_HEADER), AMQPValue::Boolean(true));
+        publish(
+            &sink,
+            cmd.tenant_id,
+            &cmd.property_id,
+            &cmd.to_json(),
+            &cmd.message_id,
+            headers,
+        )
+        .await
+    }
+
+    /// Sends an API-made event (a consumed subject, e.g. a shift start from `POST
+    /// /api/v1/master-keys`) down the same path as the broker's: validated and stored here
+    /// in embedded mode, published to its partition in production.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_event(
+        &self,
+        shared: &crate::app::Shared,
+        tenant: TenantId,
+        property: &PropertyId,
+        message_id: &str,
+        envelope: &[u8],
+    ) -> Result<(), crate::intake::IntakeError> {
+        let rt = &shared.rt;
+        if !self.production {
+            crate::intake::accept(
+                &shared.schemas,
+                rt.store.as_ref(),
+                rt.clock.as_ref(),
+                &shared.router,
+                &rt.metrics,
+                envelope,
+                0,
+                None,
+            )
+            .await?;
+            return Ok(());
+        }
+        // validated here too: a bad event must not reach a partition
+        shared.schemas.check_consumed(envelope)?;
+        let sink = self.sink().map_err(|_| {
+            crate::intake::IntakeError::Store(StoreError::Database("bus down".into()))
+        })?;
+        publish(
+            &sink,
+            tenant,
+            property,
+            envelope,
+            message_id,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|_| crate::intake::IntakeError::Store(StoreError::Database("bus down".into())))
+    }
+
+    fn sink(&self) -> Result<AmqpSink, SendError> {
+        self.amqp
             .lock()
             .ok()
             .and_then(|g| g.clone())
-            .ok_or(SendError::BusDown)?;
-        let body = cmd.to_json();
-        let mut headers = FieldTable::default();
-        headers.insert(ShortString::from(COMMAND_HEADER), AMQPValue::Boolean(true));
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/json"))
-            .with_message_id(ShortString::from(cmd.message_id.as_str()))
-            .with_user_id(ShortString::from(sink.user.as_str()))
-            .with_headers(headers);
-        let confirm = sink
-            .channel
-            .basic_publish(
-                ShortString::from(sink.exchange.as_str()),
-                ShortString::from(format!("{}/{}", cmd.tenant_id, cmd.property_id).as_str()),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &body,
-                props,
-            )
-            .await
-            .map_err(|_| SendError::BusDown)?
-            .await
-            .map_err(|_| SendError::BusDown)?;
-        if matches!(confirm, Confirmation::Ack(None)) {
-            Ok(())
-        } else {
-            Err(SendError::BusDown)
-        }
+            .ok_or(SendError::BusDown)
+    }
+}
+
+/// Publishes to the partition exchange, keyed by tenant/property, as our broker user, and
+/// waits for the broker's confirm.
+async fn publish(
+    sink: &AmqpSink,
+    tenant: TenantId,
+    property: &PropertyId,
+    body: &[u8],
+    message_id: &str,
+    headers: FieldTable,
+) -> Result<(), SendError> {
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+        .with_message_id(ShortString::from(message_id))
+        .with_user_id(ShortString::from(sink.user.as_str()))
+        .with_headers(headers);
+    let confirm = sink
+        .channel
+        .basic_publish(
+            ShortString::from(sink.exchange.as_str()),
+            ShortString::from(format!("{tenant}/{property}").as_str()),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            props,
+        )
+        .await
+        .map_err(|_| SendError::BusDown)?
+        .await
+        .map_err(|_| SendError::BusDown)?;
+    if matches!(confirm, Confirmation::Ack(None)) {
+        Ok(())
+    } else {
+        Err(SendError::BusDown)
     }
 }
 

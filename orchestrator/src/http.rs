@@ -741,6 +741,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
             "replaceCredential" => method.to(crate::writes::replace),
             "listDevices" => method.to(list_devices),
             "registerDevice" => method.to(crate::admin::register_device),
+            "issueMasterKey" => method.to(crate::admin::issue_master),
+            "revokeMasterKey" => method.to(crate::admin::revoke_master),
             "deviceHealth" => method.to(device_health),
             "listAdapters" => method.to(crate::webhooks::list_adapters),
             "adapterHealthCheck" => method.to(crate::webhooks::health_check),

@@ -227,6 +227,35 @@ pub const ENDPOINTS: &[Endpoint] = &[
         embedded_only: false,
     },
     Endpoint {
+        method: "post",
+        path: "/api/v1/master-keys",
+        op: "issueMasterKey",
+        summary: "Issue a shift-bound, scope-bounded staff master key (travels as the shift's start)",
+        auth: Auth::Bearer(&["admin", "service"]),
+        query: &[],
+        body: Some(&[
+            "propertyId",
+            "shiftId",
+            "staffUserId",
+            "scope",
+            "validFrom",
+            "validUntil",
+        ]),
+        responses: WRITE_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "post",
+        path: "/api/v1/master-keys/{id}/revoke",
+        op: "revokeMasterKey",
+        summary: "Revoke a master key (reason expired at shift end, or security)",
+        auth: Auth::Bearer(&["admin", "service"]),
+        query: &[],
+        body: Some(&["reason"]),
+        responses: WRITE_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
         method: "get",
         path: "/api/v1/vendor-adapters",
         op: "listAdapters",
@@ -354,6 +383,8 @@ pub fn document() -> Value {
                 .map(|f| {
                     let schema = if f.ends_with("Ids") {
                         json!({ "type": "array", "items": { "type": "string" } })
+                    } else if *f == "scope" {
+                        json!({ "type": "object" })
                     } else {
                         json!({ "type": "string" })
                     };

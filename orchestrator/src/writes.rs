@@ -7,7 +7,7 @@
 //!
 //! Roles: revoke, suspend and unsuspend for operators, admins and platform services;
 //! replace (a guest lost a key at the desk) for operators and admins and services.
-//! `Idempotency-Key` (1 to 128 printable characters) makes a retried request the same
+//! `Idempotency-Key` (1 to 60 letters, digits, `-`, `_`) makes a retried request the same
 //! command: it is stored once and answers with the first one's outcome.
 
 use std::sync::Arc;
@@ -94,27 +94,32 @@ async fn saga_subject(
     }
 }
 
-fn message_id(req: &HttpRequest) -> Result<String, ApiError> {
+pub(crate) fn message_id(req: &HttpRequest) -> Result<String, ApiError> {
     match req.headers().get("idempotency-key") {
-        None => Ok(format!("api:{}", ulid::Ulid::new())),
+        None => Ok(format!("api-{}", ulid::Ulid::new())),
         Some(v) => {
+            // the message id of the command or event: the envelope's id alphabet
             let key = v
                 .to_str()
                 .ok()
-                .filter(|k| (1..=128).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+                .filter(|k| {
+                    (1..=60).contains(&k.len())
+                        && k.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
                 .ok_or_else(|| {
                     ApiError::from(DomainError::validation(
                         "Idempotency-Key",
-                        "1 to 128 printable ASCII characters",
+                        "1 to 60 letters, digits, '-' or '_'",
                     ))
                 })?;
-            Ok(format!("api:{key}"))
+            Ok(format!("api-{key}"))
         }
     }
 }
 
 /// Sends the command for `cred` and answers with its outcome.
-async fn run(
+pub(crate) async fn run_command(
     req: &HttpRequest,
     shared: &Shared,
     tenant: TenantId,
@@ -253,7 +258,7 @@ pub(crate) async fn revoke(
             KeyCredentialState::Revoked,
         ],
     )?;
-    run(
+    run_command(
         &req,
         &shared,
         tenant,
@@ -280,7 +285,7 @@ pub(crate) async fn suspend(
         "suspend",
         &[KeyCredentialState::Active, KeyCredentialState::Suspended],
     )?;
-    run(
+    run_command(
         &req,
         &shared,
         tenant,
@@ -301,7 +306,7 @@ pub(crate) async fn unsuspend(
     let (tenant, cred) = load(&req, &shared, path.into_inner()).await?;
     let _: EmptyBody = body(&bytes)?;
     check_state(&cred, "unsuspend", &[KeyCredentialState::Suspended])?;
-    run(
+    run_command(
         &req,
         &shared,
         tenant,
@@ -339,7 +344,7 @@ pub(crate) async fn replace(
         )
         .into());
     }
-    run(
+    run_command(
         &req,
         &shared,
         tenant,

@@ -368,6 +368,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         staff_user_id: &str,
     ) -> StoreResult<Vec<MasterKeyRecord>>;
 
+    /// A master key by its id, revoked or not.
+    async fn master_by_id(
+        &self,
+        tenant: TenantId,
+        id: &str,
+    ) -> StoreResult<Option<MasterKeyRecord>>;
+
     /// The master key backed by a credential, revoked or not.
     async fn master_by_credential(
         &self,

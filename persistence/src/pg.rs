@@ -1666,6 +1666,21 @@ impl Store for PgStore {
         rows.iter().map(master_from_row).collect()
     }
 
+    async fn master_by_id(
+        &self,
+        tenant: TenantId,
+        id: &str,
+    ) -> StoreResult<Option<MasterKeyRecord>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let row = sqlx::query("SELECT * FROM master_keys WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_uuid())
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        row.as_ref().map(master_from_row).transpose()
+    }
+
     async fn master_by_credential(
         &self,
         tenant: TenantId,

@@ -1718,6 +1718,19 @@ impl Store for SqliteStore {
         rows.iter().map(master_from_row).collect()
     }
 
+    async fn master_by_id(
+        &self,
+        tenant: TenantId,
+        id: &str,
+    ) -> StoreResult<Option<MasterKeyRecord>> {
+        let row = sqlx::query("SELECT * FROM master_keys WHERE tenant_id = ? AND id = ?")
+            .bind(tenant.to_string())
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(master_from_row).transpose()
+    }
+
     async fn master_by_credential(
         &self,
         tenant: TenantId,

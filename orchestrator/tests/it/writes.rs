@@ -471,3 +471,93 @@ async fn a_lock_the_vendor_knows_registers_once_and_nothing_else_does() -> anyho
     println!("devices: {cases} cases");
     Ok(())
 }
+
+/// `POST /api/v1/master-keys` and `POST /api/v1/master-keys/{id}/revoke`: success and each
+/// documented failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_keys_are_issued_for_a_shift_and_revoked_by_id() -> anyhow::Result<()> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[23u8; 32]);
+    let dir = scratch("masters");
+    let config = jwt_config(&dir, &key)?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: node.http.clone(),
+        bearer: jwt(&key, DEMO_TENANT, &[Role::Admin]),
+    };
+    let shift = |shift: &str, scope: &str| {
+        format!(
+            r#"{{"propertyId":"ppt_demo","shiftId":"{shift}","staffUserId":"usr_hk_1","scope":{scope},"validFrom":"2027-05-01T08:00:00Z","validUntil":"2027-05-01T16:00:00Z"}}"#
+        )
+    };
+    let mut cases = 0;
+    let mut check = |what: &str, got: u16, want: u16, v: &Value| {
+        cases += 1;
+        assert_eq!(got, want, "{what}: {v}");
+    };
+    let path = "/api/v1/master-keys";
+    let (s, v) = api
+        .post(
+            path,
+            &shift("shf_api_1", r#"{"kind":"room","roomIds":["rmu_103"]}"#),
+            Some("m-1"),
+        )
+        .await?;
+    check("a room master key", s, 200, &v);
+    let id = v["id"].as_str().unwrap_or_default().to_owned();
+    assert!(id.starts_with("mky_"), "{v}");
+    assert_eq!(v["scopeKind"], "room");
+    assert_eq!(v["shiftId"], "shf_api_1");
+    let (s, v) = api
+        .post(
+            path,
+            &shift("shf_api_1", r#"{"kind":"room","roomIds":["rmu_103"]}"#),
+            Some("m-1"),
+        )
+        .await?;
+    check("the same request again", s, 200, &v);
+    assert_eq!(v["id"], id.as_str(), "one master key");
+    let (s, v) = api
+        .post(path, &shift("shf_api_2", r#"{"kind":"penthouse"}"#), None)
+        .await?;
+    check("a scope the spec does not know", s, 422, &v);
+    let (s, v) = api.post(path, r#"{"propertyId":"ppt_demo"}"#, None).await?;
+    check("missing fields", s, 400, &v);
+    let operator = jwt(&key, DEMO_TENANT, &[Role::Operator]);
+    let (s, v) = api
+        .post_as(
+            &operator,
+            path,
+            &shift("shf_api_3", r#"{"kind":"room","roomIds":["rmu_104"]}"#),
+            None,
+        )
+        .await?;
+    check("an operator", s, 403, &v);
+
+    let revoke = format!("{path}/{id}/revoke");
+    let stranger = jwt(&key, OTHER_TENANT, &[Role::Admin]);
+    let (s, v) = api.post_as(&stranger, &revoke, "", None).await?;
+    check("another tenant's admin", s, 404, &v);
+    let (s, v) = api.post(&revoke, r#"{"reason":"lost"}"#, None).await?;
+    check("a reason masters do not take", s, 422, &v);
+    let (s, v) = api.post(&revoke, "", None).await?;
+    check("revoke at shift end", s, 200, &v);
+    assert!(v["revokedAt"].is_string(), "{v}");
+    assert_eq!(v["state"], "revoked");
+    let (s, v) = api.post(&revoke, "", None).await?;
+    check("revoke again", s, 200, &v);
+    let (s, v) = api
+        .post(
+            "/api/v1/master-keys/mky_01HZZZZZZZZZZZZZZZZZZZZZZZ/revoke",
+            "",
+            None,
+        )
+        .await?;
+    check("an unknown master key", s, 404, &v);
+    let (s, v) = api
+        .post("/api/v1/master-keys/key_nope/revoke", "", None)
+        .await?;
+    check("a malformed id", s, 422, &v);
+    println!("master keys: {cases} cases");
+    Ok(())
+}
