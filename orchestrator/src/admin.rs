@@ -326,3 +326,87 @@ pub(crate) async fn revoke_master(
     let cred = crate::http::credential_or_404(store, tenant, &m.key_credential_id).await?;
     Ok(HttpResponse::Ok().json(master_json(&m, Some(cred.state().as_str()))))
 }
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct IssueCredential {
+    property_id: String,
+    reservation_id: String,
+    revision: i64,
+    guest_id: String,
+    room_ids: Vec<String>,
+    valid_from: String,
+    valid_until: String,
+}
+
+/// `POST /api/v1/key-credentials`: issue a guest's key by hand (the front desk, or the
+/// reservation system calling instead of publishing). The request is the stay's
+/// `reservation.confirmed.v1` (with its `revision`) and travels the property's partition as
+/// that event, so the saga decides exactly as for the broker's copy: a newer revision
+/// updates the stay, the same one is a duplicate. 200 with the reservation's credentials
+/// once the step has run, 202 before.
+pub(crate) async fn issue_credential(
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = authenticate(&req, &shared, &[Role::Operator, Role::Admin, Role::Service])?;
+    let b: IssueCredential = crate::writes::json_object(&body)?;
+    let property = PropertyId::parse(&b.property_id)?;
+    let reservation = lockstep_domain::ReservationId::parse(&b.reservation_id)?;
+    let message_id = crate::writes::message_id(&req)?;
+    let now = shared.rt.clock.now();
+    let envelope = json!({
+        "id": message_id,
+        "subject": lockstep_actors::events_in::RESERVATION_CONFIRMED,
+        "time": now.to_rfc3339(),
+        "tenantId": tenant.to_string(),
+        "propertyId": property.as_str(),
+        "traceId": null,
+        "data": {
+            "reservationId": reservation.as_str(),
+            "revision": b.revision,
+            "guestId": b.guest_id,
+            "roomIds": b.room_ids,
+            "validFrom": b.valid_from,
+            "validUntil": b.valid_until,
+        },
+    });
+    let bytes = serde_json::to_vec(&envelope).unwrap_or_default();
+    match shared
+        .commands
+        .send_event(&shared, tenant, &property, &message_id, &bytes)
+        .await
+    {
+        Ok(()) => {}
+        Err(crate::intake::IntakeError::Rejected(r)) => {
+            let mut e = ApiError::from(DomainError::validation("body", r.to_string()));
+            e.details["reason"] = json!(r.label());
+            return Err(e);
+        }
+        Err(crate::intake::IntakeError::Store(e)) => return Err(e.into()),
+    }
+    let store = shared.rt.store.as_ref();
+    let location = format!(
+        "/api/v1/key-credentials?reservationId={}",
+        reservation.as_str()
+    );
+    let outcome =
+        crate::commands::outcome(store, tenant, &message_id, crate::commands::DEFAULT_WAIT).await?;
+    let Some(outcome) = outcome else {
+        return Ok(HttpResponse::Accepted()
+            .insert_header(("location", location))
+            .json(json!({ "status": "pending", "reservationId": reservation.as_str() })));
+    };
+    let mut items = Vec::new();
+    for c in store
+        .credentials_by_reservation(tenant, &reservation)
+        .await?
+    {
+        let devices = store.credential_devices(tenant, c.id()).await?;
+        items.push(crate::http::credential_json(&c, &devices));
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header(("location", location))
+        .json(json!({ "outcome": outcome, "items": items })))
+}

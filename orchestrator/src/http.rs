@@ -732,6 +732,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
             "metrics" => method.to(metrics),
             "openapi" => method.to(openapi),
             "listCredentials" => method.to(list_credentials),
+            "issueCredential" => method.to(crate::admin::issue_credential),
             "getCredential" => method.to(get_credential),
             "credentialAudit" => method.to(credential_audit),
             "revealPin" => method.to(reveal_pin),

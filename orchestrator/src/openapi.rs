@@ -111,6 +111,25 @@ pub const ENDPOINTS: &[Endpoint] = &[
         embedded_only: false,
     },
     Endpoint {
+        method: "post",
+        path: "/api/v1/key-credentials",
+        op: "issueCredential",
+        summary: "Issue a guest's key by hand: the stay's reservation.confirmed, through the partitions",
+        auth: Auth::Bearer(ANY),
+        query: &[],
+        body: Some(&[
+            "propertyId",
+            "reservationId",
+            "revision",
+            "guestId",
+            "roomIds",
+            "validFrom",
+            "validUntil",
+        ]),
+        responses: WRITE_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
         method: "get",
         path: "/api/v1/key-credentials/{id}",
         op: "getCredential",
@@ -383,6 +402,8 @@ pub fn document() -> Value {
                 .map(|f| {
                     let schema = if f.ends_with("Ids") {
                         json!({ "type": "array", "items": { "type": "string" } })
+                    } else if *f == "revision" {
+                        json!({ "type": "integer", "minimum": 1 })
                     } else if *f == "scope" {
                         json!({ "type": "object" })
                     } else {

@@ -561,3 +561,96 @@ async fn master_keys_are_issued_for_a_shift_and_revoked_by_id() -> anyhow::Resul
     println!("master keys: {cases} cases");
     Ok(())
 }
+
+/// `POST /api/v1/key-credentials`: the manual issue path, success and each documented
+/// failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_issue_is_the_stays_confirmation_through_the_partitions() -> anyhow::Result<()> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[24u8; 32]);
+    let dir = scratch("manual");
+    let config = jwt_config(&dir, &key)?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: node.http.clone(),
+        bearer: jwt(&key, DEMO_TENANT, &[Role::Operator]),
+    };
+    let stay = |revision: i64, from: &str, until: &str| {
+        format!(
+            r#"{{"propertyId":"ppt_demo","reservationId":"rsv_m_1","revision":{revision},"guestId":"gst_m_1","roomIds":["rmu_104"],"validFrom":"{from}","validUntil":"{until}"}}"#
+        )
+    };
+    let path = "/api/v1/key-credentials";
+    let mut cases = 0;
+    let mut check = |what: &str, got: u16, want: u16, v: &Value| {
+        cases += 1;
+        assert_eq!(got, want, "{what}: {v}");
+    };
+    let (s, v) = api
+        .post(
+            path,
+            &stay(1, "2027-06-01T14:00:00Z", "2027-06-03T11:00:00Z"),
+            Some("desk-1"),
+        )
+        .await?;
+    check("a stay's first key", s, 200, &v);
+    assert_eq!(v["outcome"], "applied");
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["items"][0]["rooms"][0], "rmu_104");
+    let first = v["items"][0]["id"].clone();
+    let (s, v) = api
+        .post(
+            path,
+            &stay(1, "2027-06-01T14:00:00Z", "2027-06-03T11:00:00Z"),
+            Some("desk-1"),
+        )
+        .await?;
+    check("the same request again", s, 200, &v);
+    assert_eq!(
+        v["items"].as_array().map(Vec::len),
+        Some(1),
+        "still one key"
+    );
+    let (s, v) = api
+        .post(
+            path,
+            &stay(1, "2027-06-01T14:00:00Z", "2027-06-04T11:00:00Z"),
+            None,
+        )
+        .await?;
+    check("an old revision", s, 200, &v);
+    assert_eq!(v["items"][0]["id"], first);
+    assert_eq!(
+        v["items"][0]["validUntil"], "2027-06-03T11:00:00+00:00",
+        "unchanged"
+    );
+    let (s, v) = api
+        .post(
+            path,
+            &stay(2, "2027-06-03T14:00:00Z", "2027-06-02T11:00:00Z"),
+            None,
+        )
+        .await?;
+    check("a window that ends before it starts (I-1)", s, 422, &v);
+    let (s, v) = api.post(path, r#"{"propertyId":"ppt_demo"}"#, None).await?;
+    check("missing fields", s, 400, &v);
+    let (s, v) = api
+        .post(
+            path,
+            &stay(2, "2027-06-01T14:00:00Z", "2027-06-03T11:00:00Z"),
+            Some("bad key!"),
+        )
+        .await?;
+    check("an Idempotency-Key outside its alphabet", s, 422, &v);
+    let (s, v) = api
+        .post_as(
+            "garbage",
+            path,
+            &stay(2, "2027-06-01T14:00:00Z", "2027-06-03T11:00:00Z"),
+            None,
+        )
+        .await?;
+    check("no valid token", s, 401, &v);
+    println!("manual issue: {cases} cases");
+    Ok(())
+}
