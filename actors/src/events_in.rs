@@ -69,6 +69,8 @@ pub const INTERNAL_EXPIRE: &str = "lockstep.internal.expire";
 pub const INTERNAL_REISSUE: &str = "lockstep.internal.reissue";
 /// Internal (operator): unsuspend a credential (`POST …/unsuspend`, issue 6).
 pub const INTERNAL_UNSUSPEND: &str = "lockstep.internal.unsuspend";
+/// Internal (operator): move a credential's end or rooms (`PATCH …/{id}`).
+pub const INTERNAL_UPDATE: &str = "lockstep.internal.update";
 /// Internal (operator): suspend a credential (`POST …/suspend`).
 pub const INTERNAL_SUSPEND: &str = "lockstep.internal.suspend";
 /// Internal (operator): lost-key replace, revoke + re-issue as one unit (`POST …/replace`).

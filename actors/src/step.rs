@@ -349,6 +349,7 @@ async fn internal(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
         events_in::INTERNAL_REISSUE => reissue_on_device(rt, entry).await,
         events_in::INTERNAL_UNSUSPEND => operator_unsuspend(rt, entry).await,
         events_in::INTERNAL_SUSPEND => operator_suspend(rt, entry).await,
+        events_in::INTERNAL_UPDATE => operator_update(rt, entry).await,
         events_in::INTERNAL_REPLACE => operator_replace(rt, entry).await,
         events_in::INTERNAL_REVOKE => {
             let p = &entry.payload;
@@ -1115,6 +1116,75 @@ async fn reissue_on_device(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Ste
     }
     uow.mailbox.push(done(entry, outcome));
     rt.store.commit(uow).await?;
+    Ok(())
+}
+
+/// An operator moves an active or suspended credential's end and/or rooms (spec `003`
+/// §1.3 `update`). K-2 caps an extension at the policy's hours past the end the key was
+/// first issued with (`rejected:k2`); other states are `rejected:invalid_state`.
+async fn operator_update(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let id = credential_of_payload(entry)?;
+    let p = &entry.payload;
+    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut touched = Touched::default();
+    let Some(i) = touched.get(rt, entry.tenant_id, &id).await? else {
+        uow.mailbox.push(done(entry, "rejected:unknown_credential"));
+        rt.store.commit(uow).await?;
+        return Ok(());
+    };
+    let c = touched.creds[i].0.clone();
+    let outcome = if !matches!(
+        c.state(),
+        KeyCredentialState::Active | KeyCredentialState::Suspended
+    ) {
+        "rejected:invalid_state"
+    } else {
+        let valid_until = match p["validUntil"].as_str() {
+            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| StepError::Retry("validUntil is checked by the API".into()))?,
+            None => c.validity().until(),
+        };
+        let rooms: Vec<RoomId> = match p["roomIds"].as_array() {
+            Some(a) => a
+                .iter()
+                .map(|r| RoomId::parse(r.as_str().unwrap_or_default()))
+                .collect::<Result<_, _>>()
+                .map_err(domain_err)?,
+            None => c.rooms().to_vec(),
+        };
+        let mut saga = reservation_saga(rt, entry).await?;
+        let base = saga
+            .as_ref()
+            .and_then(|s| s.issued_until_of(&id))
+            .unwrap_or(c.validity().until());
+        if policy(rt, entry)
+            .await?
+            .check_extension(base, valid_until)
+            .is_err()
+        {
+            "rejected:k2"
+        } else {
+            update(rt, entry, &mut uow, &mut touched, &id, valid_until, &rooms).await?;
+            if let Some(s) = saga.as_mut() {
+                if let Ok(w) =
+                    lockstep_domain::ValidityWindow::new(c.validity().from(), valid_until)
+                {
+                    s.operator_updated(&id, w, rooms.clone());
+                    uow.saga = Some((entry.subject.clone(), saga_codec::reservation_to_json(s)));
+                }
+            }
+            "applied"
+        }
+    };
+    touched.into_uow(&mut uow);
+    uow.mailbox.push(done(entry, outcome));
+    rt.store.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["operator_update", outcome])
+        .inc();
     Ok(())
 }
 

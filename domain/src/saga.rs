@@ -135,6 +135,28 @@ impl ReservationSaga {
         }
     }
 
+    /// An operator moved the saga's credential's end or rooms: the saga knows it holds them
+    /// now, so it does not move them back at its next step.
+    pub fn operator_updated(
+        &mut self,
+        credential_id: &KeyCredentialId,
+        validity: ValidityWindow,
+        rooms: Vec<RoomId>,
+    ) {
+        if let Some(c) = self.credential.as_mut().filter(|c| &c.id == credential_id) {
+            c.validity = validity;
+            c.rooms = rooms;
+        }
+    }
+
+    /// The K-2 base of the saga's credential (`validUntil` as first issued), if it tracks it.
+    pub fn issued_until_of(&self, credential_id: &KeyCredentialId) -> Option<Timestamp> {
+        self.credential
+            .as_ref()
+            .filter(|c| &c.id == credential_id)
+            .map(|c| c.issued_until)
+    }
+
     /// An operator replaced the saga's credential (lost key): the saga follows the new one,
     /// so a later cancellation or checkout revokes it.
     ///

@@ -38,13 +38,14 @@ pub struct Command {
     pub property_id: PropertyId,
     /// The saga subject that owns the credential (`reservation:…`, `shift:…`).
     pub subject: String,
-    /// `lockstep.internal.{revoke,suspend,unsuspend,replace}`.
+    /// `lockstep.internal.{update,revoke,suspend,unsuspend,replace}`.
     pub topic: String,
     /// The handler's input (`credentialId`, `reason`, `by`).
     pub payload: serde_json::Value,
 }
 
 const ALLOWED_TOPICS: &[&str] = &[
+    lockstep_actors::events_in::INTERNAL_UPDATE,
     lockstep_actors::events_in::INTERNAL_REVOKE,
     lockstep_actors::events_in::INTERNAL_SUSPEND,
     lockstep_actors::events_in::INTERNAL_UNSUSPEND,

@@ -724,6 +724,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
         let method = match e.method {
             "get" => web::get(),
             "post" => web::post(),
+            "patch" => web::patch(),
             other => panic!("unsupported method {other} in the route table"),
         };
         let route = match e.op {
@@ -734,6 +735,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
             "listCredentials" => method.to(list_credentials),
             "issueCredential" => method.to(crate::admin::issue_credential),
             "getCredential" => method.to(get_credential),
+            "updateCredential" => method.to(crate::writes::update),
             "credentialAudit" => method.to(credential_audit),
             "revealPin" => method.to(reveal_pin),
             "revokeCredential" => method.to(crate::writes::revoke),

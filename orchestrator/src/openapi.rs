@@ -141,6 +141,17 @@ pub const ENDPOINTS: &[Endpoint] = &[
         embedded_only: false,
     },
     Endpoint {
+        method: "patch",
+        path: "/api/v1/key-credentials/{id}",
+        op: "updateCredential",
+        summary: "Move an active or suspended key's end (K-2) and/or rooms",
+        auth: Auth::Bearer(ANY),
+        query: &[],
+        body: Some(&["validUntil", "roomIds"]),
+        responses: WRITE_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
         method: "get",
         path: "/api/v1/key-credentials/{id}/audit",
         op: "credentialAudit",

@@ -173,6 +173,11 @@ pub(crate) async fn run_command(
                 .insert_header(("location", location))
                 .json(credential_json(&cred, &devices)))
         }
+        Some("rejected:k2") => Err(DomainError::validation(
+            "validUntil",
+            "extends the key more than the policy allows past the end it was issued with (K-2)",
+        )
+        .into()),
         Some("rejected:unknown_credential") => Err(DomainError::NotFound {
             entity: "key_credential",
         }
@@ -190,6 +195,7 @@ pub(crate) async fn run_command(
 
 fn action_of(topic: &str) -> &'static str {
     match topic {
+        events_in::INTERNAL_UPDATE => "update",
         events_in::INTERNAL_REVOKE => "revoke",
         events_in::INTERNAL_SUSPEND => "suspend",
         events_in::INTERNAL_UNSUSPEND => "unsuspend",
@@ -361,4 +367,59 @@ pub(crate) fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Resul
         return Err(DomainError::validation("body", "a JSON object is required").into());
     }
     parse_object(bytes)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct UpdateBody {
+    valid_until: Option<String>,
+    room_ids: Option<Vec<String>>,
+}
+
+/// `PATCH /api/v1/key-credentials/{id}` `{validUntil?, roomIds?}`: moves an active or
+/// suspended key's end (K-2 caps extensions) and/or its rooms; the doors follow. A scope
+/// is not changed here: a master key's scope is its shift's.
+pub(crate) async fn update(
+    req: HttpRequest,
+    path: web::Path<String>,
+    bytes: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant, cred) = load(&req, &shared, path.into_inner()).await?;
+    let b: UpdateBody = json_object(&bytes)?;
+    if b.valid_until.is_none() && b.room_ids.is_none() {
+        return Err(DomainError::validation("body", "validUntil or roomIds is required").into());
+    }
+    let mut payload = json!({});
+    if let Some(t) = &b.valid_until {
+        let until = chrono::DateTime::parse_from_rfc3339(t)
+            .map_err(|_| DomainError::validation("validUntil", "an RFC 3339 instant"))?
+            .with_timezone(&chrono::Utc);
+        // I-1 before the saga sees it
+        lockstep_domain::ValidityWindow::new(cred.validity().from(), until)?;
+        payload["validUntil"] = json!(until.to_rfc3339());
+    }
+    if let Some(rooms) = &b.room_ids {
+        if rooms.is_empty() {
+            return Err(DomainError::validation("roomIds", "at least one room").into());
+        }
+        for r in rooms {
+            lockstep_domain::RoomId::parse(r)?;
+        }
+        payload["roomIds"] = json!(rooms);
+    }
+    check_state(
+        &cred,
+        "update",
+        &[KeyCredentialState::Active, KeyCredentialState::Suspended],
+    )?;
+    run_command(
+        &req,
+        &shared,
+        tenant,
+        &cred,
+        events_in::INTERNAL_UPDATE,
+        payload,
+    )
+    .await
 }

@@ -92,6 +92,10 @@ async fn the_served_document_is_the_committed_one_and_matches_the_routes() -> an
             let url = format!("{}{concrete}", node.http);
             let rb = match method.as_str() {
                 "get" => http.get(&url),
+                "patch" => http
+                    .patch(&url)
+                    .header("content-type", "application/json")
+                    .body("{}"),
                 "post" => http
                     .post(&url)
                     .header("content-type", "application/json")

@@ -20,6 +20,23 @@ struct Api {
 }
 
 impl Api {
+    async fn patch(&self, path: &str, body: &str) -> anyhow::Result<(u16, Value)> {
+        let r = self
+            .http
+            .patch(format!("{}{path}", self.base))
+            .bearer_auth(&self.bearer)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
     async fn post(
         &self,
         path: &str,
@@ -652,5 +669,79 @@ async fn a_manual_issue_is_the_stays_confirmation_through_the_partitions() -> an
         .await?;
     check("no valid token", s, 401, &v);
     println!("manual issue: {cases} cases");
+    Ok(())
+}
+
+/// `PATCH /api/v1/key-credentials/{id}`: success and each documented failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_moves_the_end_and_rooms_within_k2() -> anyhow::Result<()> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[25u8; 32]);
+    let dir = scratch("patch");
+    let config = jwt_config(&dir, &key)?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: node.http.clone(),
+        bearer: jwt(&key, DEMO_TENANT, &[Role::Operator]),
+    };
+    let issued = api
+        .post(
+            "/api/v1/key-credentials",
+            r#"{"propertyId":"ppt_demo","reservationId":"rsv_p_1","revision":1,"guestId":"gst_p_1","roomIds":["rmu_103"],"validFrom":"2027-07-01T14:00:00Z","validUntil":"2027-07-03T11:00:00Z"}"#,
+            None,
+        )
+        .await?;
+    assert_eq!(issued.0, 200, "{}", issued.1);
+    let cred = api.active("rsv_p_1").await?;
+    let one = format!(
+        "/api/v1/key-credentials/{}",
+        cred["id"].as_str().unwrap_or_default()
+    );
+    let mut cases = 0;
+    let mut check = |what: &str, got: u16, want: u16, v: &Value| {
+        cases += 1;
+        assert_eq!(got, want, "{what}: {v}");
+    };
+    let (s, v) = api
+        .patch(&one, r#"{"validUntil":"2027-07-04T11:00:00Z"}"#)
+        .await?;
+    check("one more night", s, 200, &v);
+    assert_eq!(v["validUntil"], "2027-07-04T11:00:00+00:00");
+    let (s, v) = api
+        .patch(&one, r#"{"roomIds":["rmu_103","rmu_104"]}"#)
+        .await?;
+    check("a second room", s, 200, &v);
+    assert_eq!(v["rooms"].as_array().map(Vec::len), Some(2));
+    let (s, v) = api
+        .patch(&one, r#"{"validUntil":"2027-09-01T11:00:00Z"}"#)
+        .await?;
+    check("beyond K-2 (168 h past the first end)", s, 422, &v);
+    assert_eq!(v["details"]["field"], "validUntil");
+    let (s, v) = api
+        .patch(&one, r#"{"validUntil":"2027-06-01T11:00:00Z"}"#)
+        .await?;
+    check("an end before the start (I-1)", s, 422, &v);
+    let (s, v) = api.patch(&one, r#"{"roomIds":[]}"#).await?;
+    check("no rooms", s, 422, &v);
+    let (s, v) = api.patch(&one, "{}").await?;
+    check("nothing to change", s, 422, &v);
+    let (s, v) = api.patch(&one, r#"{"scope":{"floors":["3"]}}"#).await?;
+    check("a scope (not changed here)", s, 400, &v);
+    let (s, v) = api.patch(&one, r#"{"validUntil":"tomorrow"}"#).await?;
+    check("not a time", s, 422, &v);
+    let now = api.get(&one).await?;
+    assert_eq!(
+        now["validUntil"], "2027-07-04T11:00:00+00:00",
+        "the refusals changed nothing"
+    );
+    let (s, v) = api
+        .post(&format!("{one}/revoke"), r#"{"reason":"checkout"}"#, None)
+        .await?;
+    check("checkout", s, 200, &v);
+    let (s, v) = api
+        .patch(&one, r#"{"validUntil":"2027-07-05T11:00:00Z"}"#)
+        .await?;
+    check("a revoked key", s, 422, &v);
+    println!("update: {cases} cases");
     Ok(())
 }
