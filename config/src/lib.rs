@@ -208,6 +208,22 @@ pub struct RawEncryption {
     pub key_version: Option<String>,
     /// 64 hex digits.
     pub key: Option<SecretSource>,
+    /// Keys of earlier versions, kept to read what they encrypted until the running node
+    /// has re-encrypted it (key rotation).
+    pub previous_keys: Option<Vec<RawPreviousKey>>,
+    /// The version whose key keys the blind indexes (the first key's; required once there
+    /// are previous keys, so lookups survive rotations).
+    pub index_key_version: Option<String>,
+}
+
+/// An earlier encryption key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPreviousKey {
+    /// Its version label.
+    pub version: String,
+    /// 64 hex digits.
+    pub key: SecretSource,
 }
 
 /// RabbitMQ settings.
@@ -392,6 +408,10 @@ pub struct Settings {
     pub key_version: String,
     /// Encryption key source (`None` in embedded mode: generated into the data dir).
     pub key: Option<SecretSource>,
+    /// Earlier key versions (read only, until re-encrypted).
+    pub previous_keys: Vec<RawPreviousKey>,
+    /// The version keying the blind indexes (defaults to `key_version`).
+    pub index_key_version: String,
     /// RabbitMQ (production).
     pub amqp: Option<AmqpSettings>,
     /// Saga tunables.
@@ -628,6 +648,34 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             "production mode needs an encryption key (64 hex digits)",
         ));
     }
+    let key_version = raw
+        .encryption
+        .key_version
+        .clone()
+        .unwrap_or_else(|| "local-v1".into());
+    let previous_keys = raw.encryption.previous_keys.clone().unwrap_or_default();
+    let index_key_version = match (&raw.encryption.index_key_version, previous_keys.is_empty()) {
+        (Some(v), _) => v.clone(),
+        (None, true) => key_version.clone(),
+        (None, false) => return Err(invalid(
+            "encryption.index_key_version",
+            "with previous_keys, name the version that keyed the blind indexes (the first key's)",
+        )),
+    };
+    if index_key_version != key_version
+        && !previous_keys.iter().any(|k| k.version == index_key_version)
+    {
+        return Err(invalid(
+            "encryption.index_key_version",
+            "must be key_version or one of previous_keys",
+        ));
+    }
+    if previous_keys.iter().any(|k| k.version == key_version) {
+        return Err(invalid(
+            "encryption.previous_keys",
+            "must not repeat the current key_version",
+        ));
+    }
     Ok(Settings {
         mode: raw.mode,
         node_id: raw
@@ -640,11 +688,10 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             .sqlite_path
             .unwrap_or_else(|| PathBuf::from(".lockstep/lockstep.sqlite")),
         postgres,
-        key_version: raw
-            .encryption
-            .key_version
-            .unwrap_or_else(|| "local-v1".into()),
+        key_version,
         key: raw.encryption.key,
+        previous_keys,
+        index_key_version,
         amqp,
         saga,
         demo: raw.demo.enabled.unwrap_or(raw.mode == Mode::Embedded),

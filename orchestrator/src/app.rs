@@ -59,8 +59,55 @@ fn cipher(settings: &Settings) -> anyhow::Result<Cipher> {
             read_or_create(&path, Cipher::generate_hex)?
         }
     };
-    Cipher::from_hex(&settings.key_version, &hex)
-        .map_err(|e| anyhow::anyhow!("encryption.key: {e}"))
+    // the KMS port: here the process's own keys, from files or the environment
+    let mut kms = lockstep_persistence::LocalKms::default()
+        .with_hex(&settings.key_version, &hex)
+        .map_err(|e| anyhow::anyhow!("encryption.key: {e}"))?;
+    for k in &settings.previous_keys {
+        kms = kms
+            .with_hex(&k.version, &resolve_secret(&k.key)?)
+            .map_err(|e| anyhow::anyhow!("encryption.previous_keys {}: {e}", k.version))?;
+    }
+    let mut versions: Vec<&str> = vec![settings.key_version.as_str()];
+    versions.extend(settings.previous_keys.iter().map(|k| k.version.as_str()));
+    Cipher::from_kms(
+        &kms,
+        &settings.key_version,
+        &versions,
+        &settings.index_key_version,
+    )
+    .map_err(|e| anyhow::anyhow!("encryption: {e}"))
+}
+
+/// Key rotation: moves every tenant's stored secrets to the current key, a batch at a
+/// time, in the background; logs when the previous keys are no longer needed.
+async fn reencrypt_all(
+    store: Arc<dyn Store>,
+    tenants: Vec<lockstep_domain::TenantId>,
+    settings_versions: Vec<String>,
+) {
+    let mut total = 0u64;
+    for tenant in tenants {
+        loop {
+            match store.reencrypt(tenant, 200).await {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) => {
+                    warn!(error = %e, "re-encryption stopped; the next start resumes it");
+                    return;
+                }
+            }
+        }
+    }
+    if !settings_versions.is_empty() {
+        info!(
+            reencrypted = total,
+            previous = ?settings_versions,
+            "re-encryption complete: the previous key versions can be retired"
+        );
+    } else if total > 0 {
+        info!(reencrypted = total, "values moved to the current key");
+    }
 }
 
 fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
@@ -415,6 +462,23 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     }
     actix::spawn(refresh_gauges(shared.clone()));
+    {
+        let mut tenants: Vec<_> = shared
+            .rt
+            .ports
+            .adapters()
+            .into_iter()
+            .map(|(i, _)| i.tenant_id)
+            .collect();
+        tenants.sort();
+        tenants.dedup();
+        let previous = settings
+            .previous_keys
+            .iter()
+            .map(|k| k.version.clone())
+            .collect();
+        actix::spawn(reencrypt_all(shared.rt.store.clone(), tenants, previous));
+    }
     if let Some(every) = settings.drift_interval {
         actix::spawn(drift_loop(
             shared.clone(),

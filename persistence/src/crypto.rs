@@ -1,7 +1,10 @@
 //! Envelope-style encryption of sensitive columns at rest (spec `004` §5): AES-256-GCM with
 //! a random 96-bit nonce per value, the key version stored beside the ciphertext, and the
 //! row's identity as associated data so a ciphertext cannot be moved to another row.
-//! The KMS port and key rotation come with issue 6; this holds the local key ring.
+//! Keys come from a [`Kms`] by version; a [`Cipher`] is the ring built from it: the current
+//! version encrypts, every listed version decrypts, and `Store::reencrypt` moves stored
+//! values to the current version (key rotation). Blind indexes use a key derived from one
+//! fixed version, so lookups survive a rotation.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,7 +35,79 @@ impl fmt::Debug for Cipher {
     }
 }
 
+/// Where data keys come from (the KMS port): a version's 32-byte key. A cloud KMS adapter
+/// implements this the same way as [`LocalKms`].
+pub trait Kms: Send + Sync {
+    /// The key of `version`.
+    fn data_key(&self, version: &str) -> Result<[u8; 32], StoreError>;
+}
+
+/// Keys held by the process (from configuration: a file, an environment variable).
+#[derive(Default)]
+pub struct LocalKms {
+    keys: HashMap<String, [u8; 32]>,
+}
+
+impl fmt::Debug for LocalKms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalKms")
+            .field("versions", &self.keys.len())
+            .finish()
+    }
+}
+
+impl LocalKms {
+    /// Adds `version` from 64 hex digits.
+    pub fn with_hex(mut self, version: &str, hex: &str) -> Result<Self, StoreError> {
+        let bytes = decode_hex(hex.trim())
+            .ok_or_else(|| StoreError::Corrupt("encryption key must be 64 hex digits".into()))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("encryption key must be 32 bytes".into()))?;
+        self.keys.insert(version.to_owned(), key);
+        Ok(self)
+    }
+}
+
+impl Kms for LocalKms {
+    fn data_key(&self, version: &str) -> Result<[u8; 32], StoreError> {
+        self.keys
+            .get(version)
+            .copied()
+            .ok_or_else(|| StoreError::Corrupt(format!("the KMS has no key version {version}")))
+    }
+}
+
 impl Cipher {
+    /// The ring of `versions` from `kms`: `current` encrypts (it must be listed), all of
+    /// them decrypt, and blind indexes are keyed from `index_version`.
+    pub fn from_kms(
+        kms: &dyn Kms,
+        current: &str,
+        versions: &[&str],
+        index_version: &str,
+    ) -> Result<Self, StoreError> {
+        if !versions.contains(&current) {
+            return Err(StoreError::Corrupt(
+                "the current key version is not in the ring".into(),
+            ));
+        }
+        let mut keys = HashMap::new();
+        for v in versions {
+            keys.insert((*v).to_owned(), Aes256Gcm::new(&kms.data_key(v)?.into()));
+        }
+        Ok(Self {
+            current: current.to_owned(),
+            keys,
+            index_key: hmac_sha256(&kms.data_key(index_version)?, b"lockstep blind index v1"),
+        })
+    }
+
+    /// The version new values are encrypted with.
+    pub fn current_version(&self) -> &str {
+        &self.current
+    }
+
     /// A ring with one key.
     pub fn new(version: &str, key: &[u8; 32]) -> Self {
         let mut keys = HashMap::new();
@@ -160,6 +235,40 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotated_ring_reads_old_values_writes_new_ones_and_keeps_its_indexes() {
+        let kms = LocalKms::default()
+            .with_hex("v1", &"11".repeat(32))
+            .and_then(|k| k.with_hex("v2", &"22".repeat(32)))
+            .expect("hex keys");
+        let old = Cipher::from_kms(&kms, "v1", &["v1"], "v1").expect("ring");
+        let (blob, ver) = old.encrypt(b"482913", "pin:a:b").expect("encrypts");
+        assert_eq!(ver, "v1");
+        let rotated = Cipher::from_kms(&kms, "v2", &["v1", "v2"], "v1").expect("ring");
+        assert_eq!(
+            rotated.decrypt(&blob, "v1", "pin:a:b").expect("old value"),
+            b"482913"
+        );
+        assert_eq!(rotated.encrypt(b"x", "c").expect("encrypts").1, "v2");
+        assert_eq!(
+            rotated.blind_index("d", b"1001"),
+            old.blind_index("d", b"1001"),
+            "indexes survive the rotation"
+        );
+        assert!(Cipher::from_kms(&kms, "v3", &["v1"], "v1").is_err());
+        let dropped = Cipher::from_kms(&kms, "v2", &["v2"], "v1").expect("ring");
+        assert!(
+            dropped.decrypt(&blob, "v1", "pin:a:b").is_err(),
+            "v1 retired"
+        );
+        // the one-key ring of earlier releases indexes as a KMS ring of that key does
+        let single = Cipher::new("v1", &[0x11; 32]);
+        assert_eq!(
+            single.blind_index("d", b"1001"),
+            old.blind_index("d", b"1001")
+        );
+    }
 
     #[test]
     fn blind_index_is_stable_keyed_and_domain_separated() {

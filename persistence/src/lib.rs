@@ -30,7 +30,7 @@ pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use crypto::Cipher;
+pub use crypto::{Cipher, Kms, LocalKms};
 pub use model::*;
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -279,6 +279,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every (tenant, property) that has an audit chain; worker path (cross-tenant).
     async fn audit_chains(&self) -> StoreResult<Vec<(TenantId, PropertyId)>>;
+
+    /// Key rotation: re-encrypts up to `limit` of the tenant's values (PINs, vendor refs,
+    /// vendor device refs, adapter configs) that are under another key version than the
+    /// cipher's current one; returns how many. Run until it answers 0.
+    async fn reencrypt(&self, tenant: TenantId, limit: i64) -> StoreResult<u64>;
 
     /// Which of `ids` (vendor event ids) already have a door attempt.
     async fn seen_vendor_events(

@@ -1393,6 +1393,126 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn reencrypt(&self, tenant: TenantId, limit: i64) -> StoreResult<u64> {
+        let current = self.cipher.current_version().to_owned();
+        let mut tx = self.begin_tenant(tenant).await?;
+        let mut n = 0u64;
+        // PINs and vendor refs of (credential, device)
+        let rows = sqlx::query(
+            "SELECT key_credential_id, device_id, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version \
+             FROM key_credential_devices WHERE tenant_id = $1 \
+             AND ((pin_kms_version IS NOT NULL AND pin_kms_version <> $2) OR (vendor_ref_kms_version IS NOT NULL AND vendor_ref_kms_version <> $2)) LIMIT $3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(&current)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in &rows {
+            let c = KeyCredentialId::parse(r.try_get::<&str, _>("key_credential_id")?)?;
+            let d = LockDeviceId::parse(r.try_get::<&str, _>("device_id")?)?;
+            let again = |blob: Option<Vec<u8>>,
+                         ver: Option<String>,
+                         ctx: String|
+             -> StoreResult<(Option<Vec<u8>>, Option<String>)> {
+                match (blob, ver) {
+                    (Some(b), Some(v)) => {
+                        let plain = self.cipher.decrypt(&b, &v, &ctx)?;
+                        let (ct, nv) = self.cipher.encrypt(&plain, &ctx)?;
+                        Ok((Some(ct), Some(nv)))
+                    }
+                    (b, v) => Ok((b, v)),
+                }
+            };
+            let (pin, pin_v) = again(
+                r.try_get("pin_ciphertext")?,
+                r.try_get("pin_kms_version")?,
+                context::pin(&c, &d),
+            )?;
+            let (vref, vref_v) = again(
+                r.try_get("vendor_ref_ciphertext")?,
+                r.try_get("vendor_ref_kms_version")?,
+                context::vendor_ref(&c, &d),
+            )?;
+            sqlx::query(
+                "UPDATE key_credential_devices SET pin_ciphertext = $1, pin_kms_version = $2, vendor_ref_ciphertext = $3, vendor_ref_kms_version = $4 \
+                 WHERE tenant_id = $5 AND key_credential_id = $6 AND device_id = $7",
+            )
+            .bind(pin)
+            .bind(pin_v)
+            .bind(vref)
+            .bind(vref_v)
+            .bind(tenant.as_uuid())
+            .bind(c.as_str())
+            .bind(d.as_str())
+            .execute(&mut *tx)
+            .await?;
+            n += 1;
+        }
+        // vendor device refs
+        let rows = sqlx::query(
+            "SELECT id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version FROM lock_devices \
+             WHERE tenant_id = $1 AND vendor_device_ref_kms_version <> $2 LIMIT $3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(&current)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in &rows {
+            let d = LockDeviceId::parse(r.try_get::<&str, _>("id")?)?;
+            let ctx = context::device_ref(&d);
+            let plain = self.cipher.decrypt(
+                &r.try_get::<Vec<u8>, _>("vendor_device_ref_ciphertext")?,
+                &r.try_get::<String, _>("vendor_device_ref_kms_version")?,
+                &ctx,
+            )?;
+            let (ct, v) = self.cipher.encrypt(&plain, &ctx)?;
+            sqlx::query(
+                "UPDATE lock_devices SET vendor_device_ref_ciphertext = $1, vendor_device_ref_kms_version = $2 WHERE tenant_id = $3 AND id = $4",
+            )
+            .bind(ct)
+            .bind(v)
+            .bind(tenant.as_uuid())
+            .bind(d.as_str())
+            .execute(&mut *tx)
+            .await?;
+            n += 1;
+        }
+        // adapter configs
+        let rows = sqlx::query(
+            "SELECT id, config_ciphertext, config_kms_version FROM vendor_adapters \
+             WHERE tenant_id = $1 AND config_kms_version <> $2 LIMIT $3",
+        )
+        .bind(tenant.as_uuid())
+        .bind(&current)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in &rows {
+            let a = VendorAdapterId::parse(r.try_get::<&str, _>("id")?)?;
+            let ctx = context::adapter_config(&a);
+            let plain = self.cipher.decrypt(
+                &r.try_get::<Vec<u8>, _>("config_ciphertext")?,
+                &r.try_get::<String, _>("config_kms_version")?,
+                &ctx,
+            )?;
+            let (ct, v) = self.cipher.encrypt(&plain, &ctx)?;
+            sqlx::query(
+                "UPDATE vendor_adapters SET config_ciphertext = $1, config_kms_version = $2 WHERE tenant_id = $3 AND id = $4",
+            )
+            .bind(ct)
+            .bind(v)
+            .bind(tenant.as_uuid())
+            .bind(a.as_str())
+            .execute(&mut *tx)
+            .await?;
+            n += 1;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn seen_vendor_events(
         &self,
         tenant: TenantId,

@@ -43,6 +43,7 @@ macro_rules! store_contract_tests {
             vendor_credentials_record_pointers_and_detect_rotation,
             audit_rows_form_one_gap_free_hash_chain_per_property,
             attempts_are_append_only_and_unique_per_vendor_event,
+            key_rotation_reencrypts_every_secret_column,
         );
     };
     (@cases $backend:ident; $($case:ident),+ $(,)?) => {

@@ -72,6 +72,19 @@ impl Backend {
         }
     }
 
+    /// Another store on this backend's database with `cipher` (a rotated key ring).
+    pub async fn with_cipher(
+        &self,
+        cipher: lockstep_persistence::Cipher,
+    ) -> anyhow::Result<Arc<dyn Store>> {
+        match self {
+            Self::Pg(_) => Ok(Arc::new(
+                shared_pg_database().await?.connect_store(cipher, 3).await?,
+            )),
+            Self::Sqlite(_, file) => Ok(Arc::new(file.open(cipher).await?)),
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> &dyn Store {
         match self {
