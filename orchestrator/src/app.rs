@@ -48,6 +48,8 @@ pub struct Shared {
     pub commands: crate::commands::CommandBus,
     /// Each adapter's webhook URL token.
     pub webhook_tokens: crate::webhooks::WebhookTokens,
+    /// The configured properties (the demo's included): where each adapter's secrets live.
+    pub properties: Vec<lockstep_config::RawProperty>,
 }
 
 /// Reads the key from settings, or (embedded) from `<data dir>/encryption.key`, creating it.
@@ -446,6 +448,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         recent_events: Mutex::new(VecDeque::new()),
         commands: crate::commands::CommandBus::new(settings.amqp.is_some()),
         webhook_tokens: crate::webhooks::WebhookTokens::new(cipher(&settings)?),
+        properties: properties.clone(),
     });
 
     match &settings.amqp {

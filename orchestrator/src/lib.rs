@@ -11,6 +11,7 @@ pub mod bus;
 pub mod commands;
 pub mod http;
 pub mod intake;
+pub mod integrations;
 pub mod openapi;
 pub mod schema;
 pub mod seed;

@@ -64,7 +64,8 @@ fn secret_pointer(s: &SecretSource) -> serde_json::Value {
 pub const SECRET_ROTATION_DAYS: i64 = 90;
 
 /// An adapter's secrets, in a fixed order: (name, where it lives).
-fn adapter_secrets(a: &RawAdapter) -> Vec<(&'static str, &SecretSource)> {
+/// The secrets of an adapter's configuration, by name.
+pub fn adapter_secrets(a: &RawAdapter) -> Vec<(&'static str, &SecretSource)> {
     [
         ("client_secret", a.client_secret.as_ref()),
         ("password", a.password.as_ref()),

@@ -1478,3 +1478,251 @@ previous_keys = [{{ version = "v1", key = {{ value = "{v1}" }} }}]"#
     assert!(!node.log_text().contains(&v1) && !node.log_text().contains(&v2));
     Ok(())
 }
+
+/// Spec `001`'s admin endpoints on a Kisi access integration: `configure` stores a new API
+/// key where the adapter reads it (no restart; a new fingerprint), `status` says configured
+/// and enabled, `log` pages through grants and revocations. The key is in no response and
+/// no log line; the failures change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_configures_the_access_integration_and_reads_its_status_and_log(
+) -> anyhow::Result<()> {
+    use lockstep_orchestrator::auth::Role;
+    use lockstep_vendors::kisi;
+    let k = kisi::KisiSimulator::start("127.0.0.1:0".parse()?)?;
+    k.handle().add_group_lock(7, 70);
+    let dir = scratch("access-integration");
+    let key_file = dir.join("kisi-api-key");
+    std::fs::write(&key_file, kisi::simulator::SIM_API_KEY)?;
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[61u8; 32]);
+    let public: String = signing
+        .verifying_key()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let toml = format!(
+        r#"
+[demo]
+enabled = false
+
+[http]
+bind = "127.0.0.1:0"
+service_token = {{ value = "cfg-token" }}
+
+[auth]
+issuer = "{JWT_ISSUER}"
+audience = "{JWT_AUDIENCE}"
+keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
+
+[[properties]]
+tenant_id = "{DEMO_TENANT}"
+property_id = "ppt_hub"
+
+[[properties.adapters]]
+id = "vad_01J0000000000000000000K777"
+vendor = "kisi"
+api_base_url = "{kisi}"
+api_key = {{ file = "{file}" }}
+
+[[properties.devices]]
+id = "lck_01J0000000000000000000K777"
+adapter = "vad_01J0000000000000000000K777"
+vendor_device_ref = "7:70"
+label = "Hub front door"
+rooms = ["rmu_hub"]
+"#,
+        kisi = k.base_url(),
+        file = key_file.display(),
+    );
+    let config = dir.join("lockstep.toml");
+    std::fs::write(&config, toml)?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    let http = reqwest::Client::new();
+    let admin = jwt(&signing, DEMO_TENANT, &[Role::Admin]);
+    let base = format!(
+        "{}/api/v1/vendor-adapters/vad_01J0000000000000000000K777",
+        node.http
+    );
+    let get = |url: String, bearer: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(url).bearer_auth(bearer).send().await?;
+            let status = r.status().as_u16();
+            anyhow::Ok((status, r.json::<Value>().await?))
+        }
+    };
+    let post = |url: String, bearer: String, body: String| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(bearer)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            let status = r.status().as_u16();
+            anyhow::Ok((status, r.json::<Value>().await?))
+        }
+    };
+    // a member's booking is granted
+    post_event(
+        &node,
+        "cfg-token",
+        confirmed(
+            "evt-hub-1",
+            DEMO_TENANT,
+            "ppt_hub",
+            "rsv_hub_1",
+            1,
+            &["rmu_hub"],
+            "2027-12-01T08:00:00Z",
+            "2027-12-01T18:00:00Z",
+        ),
+    )
+    .await?;
+    wait_for("granted at Kisi", Duration::from_secs(30), || async {
+        credential_of(&node, "cfg-token", "rsv_hub_1")
+            .await
+            .filter(|c| c["state"] == "active")
+    })
+    .await?;
+    let (s, before) = get(format!("{base}/status"), admin.clone()).await?;
+    assert_eq!(s, 200, "{before}");
+    assert_eq!(before["configured"], true);
+    assert_eq!(before["enabled"], true);
+
+    // a new key, accepted by Kisi next to the old one, then the old one retired
+    const NEW_KEY: &str = "kisi-key-rotated-by-admin-7c21";
+    k.handle().add_api_key(NEW_KEY);
+    let (s, after) = post(
+        format!("{base}/configure"),
+        admin.clone(),
+        format!(r#"{{"secret":"api_key","value":"{NEW_KEY}"}}"#),
+    )
+    .await?;
+    assert_eq!(s, 200, "{after}");
+    assert_ne!(
+        after["fingerprint"], before["fingerprint"],
+        "a new fingerprint"
+    );
+    assert_eq!(std::fs::read_to_string(&key_file)?, NEW_KEY);
+    k.handle().remove_api_key(kisi::simulator::SIM_API_KEY);
+    // the cancellation goes through with the new key, no restart
+    post_event(
+        &node,
+        "cfg-token",
+        cancelled("evt-hub-2", DEMO_TENANT, "ppt_hub", "rsv_hub_1", 2),
+    )
+    .await?;
+    wait_for("revoked at Kisi", Duration::from_secs(30), || async {
+        (k.handle().role_assignments(7).is_empty()
+            && credential_of(&node, "cfg-token", "rsv_hub_1")
+                .await
+                .is_some_and(|c| c["state"] == "revoked"))
+        .then_some(())
+    })
+    .await?;
+
+    // the log, a page at a time
+    let (s, first) = get(format!("{base}/log?limit=1"), admin.clone()).await?;
+    assert_eq!(s, 200);
+    assert_eq!(first["items"][0]["event"], "granted", "{first}");
+    let cursor = first["nextCursor"].as_i64().expect("a second page");
+    let (_, second) = get(format!("{base}/log?limit=1&cursor={cursor}"), admin.clone()).await?;
+    assert_eq!(second["items"][0]["event"], "revoked", "{second}");
+    assert!(second["nextCursor"].is_null());
+
+    // failures
+    let operator = jwt(&signing, DEMO_TENANT, &[Role::Operator]);
+    let stranger = jwt(
+        &signing,
+        "7a1e0b52-3c4d-4e5f-8a9b-0c1d2e3f4a5b",
+        &[Role::Admin],
+    );
+    let body = r#"{"secret":"api_key","value":"x"}"#.to_owned();
+    let mut cases = 0;
+    for (what, status, want) in [
+        (
+            "an operator configures",
+            post(format!("{base}/configure"), operator.clone(), body.clone())
+                .await?
+                .0,
+            403,
+        ),
+        (
+            "another tenant's admin",
+            post(format!("{base}/configure"), stranger.clone(), body.clone())
+                .await?
+                .0,
+            404,
+        ),
+        (
+            "a secret the adapter has not",
+            post(
+                format!("{base}/configure"),
+                admin.clone(),
+                r#"{"secret":"password","value":"x"}"#.into(),
+            )
+            .await?
+            .0,
+            422,
+        ),
+        (
+            "an empty key",
+            post(
+                format!("{base}/configure"),
+                admin.clone(),
+                r#"{"secret":"api_key","value":"  "}"#.into(),
+            )
+            .await?
+            .0,
+            422,
+        ),
+        (
+            "malformed JSON",
+            post(format!("{base}/configure"), admin.clone(), "{".into())
+                .await?
+                .0,
+            400,
+        ),
+        (
+            "an operator reads the status",
+            get(format!("{base}/status"), operator.clone()).await?.0,
+            403,
+        ),
+        (
+            "a log page of 0",
+            get(format!("{base}/log?limit=0"), admin.clone()).await?.0,
+            422,
+        ),
+        (
+            "an unknown adapter",
+            get(
+                format!(
+                    "{}/api/v1/vendor-adapters/vad_01HZZZZZZZZZZZZZZZZZZZZZZZ/status",
+                    node.http
+                ),
+                admin.clone(),
+            )
+            .await?
+            .0,
+            404,
+        ),
+    ] {
+        assert_eq!(status, want, "{what}");
+        cases += 1;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&key_file)?,
+        NEW_KEY,
+        "the refusals wrote nothing"
+    );
+    assert!(
+        !node.log_text().contains(NEW_KEY),
+        "the key is in no log line"
+    );
+    assert!(!after.to_string().contains(NEW_KEY));
+    println!("access integration: {cases} refusals");
+    Ok(())
+}
