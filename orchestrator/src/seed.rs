@@ -408,6 +408,7 @@ pub fn demo(bind: std::net::SocketAddr) -> anyhow::Result<(RunningSimulator, Raw
             username: Some(cfg.username.clone()),
             password: Some(SecretSource::Value(cfg.password.expose().to_owned())),
             api_key: None,
+            webhook_secret: None,
             site_id: None,
             access_schedule_id: None,
             // the built-in simulator is a test account: no rate limit

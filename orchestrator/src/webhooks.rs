@@ -15,8 +15,10 @@
 //! `webhook_inbox` keeps a sanitized payload: a TTLock record carries the PIN or card
 //! number that opened the door, which is never stored.
 //!
-//! Vendors that sign their webhooks (HMAC with a timestamp) are not wired yet: their
-//! routes answer 404 like an unknown token.
+//! Kisi signs its webhooks (HMAC-SHA256 over timestamp and body, five-minute window; the
+//! adapter's `webhook_secret`): a delivery that does not verify is 401
+//! `WEBHOOK_SIGNATURE_INVALID` and records nothing. Other vendors' routes answer 404 like
+//! an unknown token.
 
 use std::sync::Arc;
 
@@ -117,6 +119,7 @@ fn method_label(m: DoorMethod) -> &'static str {
 
 /// `POST /webhooks/v1/{vendor}/{token}`.
 pub(crate) async fn receive(
+    req: HttpRequest,
     path: web::Path<(String, String)>,
     body: web::Bytes,
     shared: web::Data<Arc<Shared>>,
@@ -125,6 +128,7 @@ pub(crate) async fn receive(
     let info = adapter_for(&shared, &vendor, &token).ok_or_else(not_found)?;
     match vendor.as_str() {
         "ttlock" => ttlock(&shared, &info, &body).await,
+        "kisi" => kisi(&shared, &info, &req, &body).await,
         _ => Err(not_found()),
     }
 }
@@ -149,6 +153,169 @@ async fn ttlock(
     ))
 }
 
+/// One webhook delivery, authenticated and read, ready to be recorded.
+struct Delivery<'a> {
+    vendor: VendorCode,
+    kind: &'static str,
+    /// The delivery's dedupe id in `webhook_inbox`.
+    external_id: String,
+    /// What `webhook_inbox` keeps (sanitized).
+    payload: serde_json::Value,
+    /// Whether its authenticity was proven (signature or read-back).
+    signature_ok: bool,
+    device: Option<&'a lockstep_persistence::Device>,
+    /// The door events it reports, each with its vendor event id.
+    events: Vec<(String, DoorEvent)>,
+    outcome: &'static str,
+}
+
+/// The device of `info`'s adapter whose vendor reference `matches`.
+async fn device_of(
+    shared: &Shared,
+    info: &AdapterInfo,
+    matches: impl Fn(&str) -> bool,
+) -> Result<Option<lockstep_persistence::Device>, ApiError> {
+    let rt = &shared.rt;
+    let rooms = rt
+        .store
+        .property_rooms(info.tenant_id, &info.property_id)
+        .await?;
+    Ok(rt
+        .store
+        .devices_for_rooms(info.tenant_id, &info.property_id, &rooms)
+        .await?
+        .into_iter()
+        .find(|d| d.vendor_adapter_id == info.id && matches(d.device_ref.expose())))
+}
+
+/// Records a delivery in one commit: its new door attempts (A-2: events already recorded
+/// are skipped), their audit rows and `audit.attempt.v1`, the webhook's
+/// `received`/`processed` events and its inbox row. `None` when a concurrent delivery
+/// recorded some of the same events first (the caller tries again).
+async fn record_delivery(
+    shared: &Shared,
+    info: &AdapterInfo,
+    d: Delivery<'_>,
+) -> Result<Option<usize>, ApiError> {
+    let rt = &shared.rt;
+    let tenant = info.tenant_id;
+    let now = rt.clock.now();
+    let webhook_id = format!("whk_{}", ulid::Ulid::new());
+    let vendor = d.vendor;
+    let webhook_event = |subject: &str, extra: serde_json::Value| {
+        let mut data = json!({
+            "webhookId": webhook_id,
+            "tenantId": tenant.to_string(),
+            "propertyId": info.property_id.as_str(),
+            "vendorAdapterId": info.id.as_str(),
+            "vendor": vendor.as_str(),
+            "type": d.kind,
+        });
+        if let (Some(o), serde_json::Value::Object(e)) = (data.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        events_out::event_row(subject, tenant, &info.property_id, &webhook_id, data, now)
+    };
+    let mut uow = UnitOfWork::new(tenant, None, now);
+    uow.outbox.push(webhook_event(
+        intake_events::WEBHOOK_RECEIVED,
+        json!({ "receivedAt": now.to_rfc3339() }),
+    ));
+    let mut attempts = Vec::new();
+    if let Some(device) = d.device {
+        let ids: Vec<String> = d.events.iter().map(|(id, _)| id.clone()).collect();
+        let seen = rt.store.seen_vendor_events(tenant, vendor, &ids).await?;
+        for (id, e) in &d.events {
+            if seen.contains(id) {
+                continue;
+            }
+            let credential = match e.label.as_deref().map(KeyCredentialId::parse) {
+                Some(Ok(cid)) => rt.store.get_credential(tenant, &cid).await?,
+                _ => None,
+            };
+            let report = AttemptReport {
+                vendor_event_id: id.clone(),
+                attempted_at: e.at,
+                granted: e.granted,
+                device_id: device.id.clone(),
+                property_id: info.property_id.clone(),
+                vendor,
+                method: method_label(e.method),
+            };
+            match KeyCredentialAttempt::record(tenant, report, credential.as_ref(), now) {
+                Ok(a) => {
+                    if a.clamped {
+                        warn!(device = %device.id, "door attempt time ahead of ours; clamped (A-3)");
+                    }
+                    attempts.push(a);
+                }
+                Err(err) => warn!(device = %device.id, error = %err, "door attempt refused (A-4)"),
+            }
+        }
+    }
+    for a in &attempts {
+        uow.outbox.push(events_out::attempt_row(a));
+        uow.audit.push(AuditRow {
+            id: ulid::Ulid::new().to_string(),
+            tenant_id: tenant,
+            property_id: info.property_id.clone(),
+            credential_id: a.key_credential_id.clone(),
+            device_id: Some(a.device_id.clone()),
+            actor_kind: "vendor".into(),
+            action: "attempt".into(),
+            reason: a.deny_reason.map(|r| r.as_str().to_owned()),
+            vendor: Some(vendor),
+            trace_id: None,
+            created_at: now,
+            payload: json!({
+                "attemptId": a.id.as_str(),
+                "outcome": a.outcome.as_str(),
+                "method": a.method,
+                "attemptedAt": a.attempted_at.to_rfc3339(),
+            }),
+        });
+    }
+    uow.outbox.push(webhook_event(
+        intake_events::WEBHOOK_PROCESSED,
+        json!({
+            "outcome": d.outcome,
+            "attempts": attempts.len(),
+            "processedAt": now.to_rfc3339(),
+        }),
+    ));
+    let mut payload = d.payload;
+    payload["deviceId"] = json!(d.device.map(|x| x.id.as_str()));
+    uow.webhooks.push(WebhookInboxRow {
+        id: webhook_id.clone(),
+        vendor,
+        external_event_id: d.external_id,
+        kind: d.kind.into(),
+        payload,
+        signature_ok: d.signature_ok,
+        received_at: now,
+        outcome: d.outcome.into(),
+    });
+    let n = attempts.len();
+    uow.attempts = attempts;
+    match rt.store.commit(uow).await {
+        Ok(()) => {}
+        // a concurrent delivery won the race (the same one, or overlapping records)
+        Err(lockstep_persistence::StoreError::Constraint(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    rt.metrics
+        .webhooks
+        .with_label_values(&[vendor.as_str(), d.outcome])
+        .inc();
+    info!(
+        vendor = vendor.as_str(),
+        outcome = d.outcome,
+        attempts = n,
+        "webhook handled"
+    );
+    Ok(Some(n))
+}
+
 /// One try; `None` when a concurrent delivery recorded some of the same records first.
 async fn ttlock_once(
     shared: &Shared,
@@ -161,13 +328,13 @@ async fn ttlock_once(
             "not a form-encoded TTLock callback",
         ))
     })?;
-    let notify_type = form_field(&form, "notifyType").unwrap_or_default();
+    let notify_type = form_field(&form, "notifyType")
+        .unwrap_or_default()
+        .to_owned();
     let lock_id: i64 = form_field(&form, "lockId")
         .and_then(|l| l.parse().ok())
         .ok_or_else(|| DomainError::validation("lockId", "a TTLock callback names its lock"))?;
     let rt = &shared.rt;
-    let tenant = info.tenant_id;
-    let now = rt.clock.now();
     let digest: String = Sha256::digest(body)
         .iter()
         .take(8)
@@ -182,165 +349,148 @@ async fn ttlock_once(
     };
     if rt
         .store
-        .webhook_seen(tenant, VendorCode::Ttlock, &external_id)
+        .webhook_seen(info.tenant_id, VendorCode::Ttlock, &external_id)
         .await?
     {
         info!(vendor = "ttlock", "webhook replayed; already handled");
         return Ok(Some(success()));
     }
-    let webhook_id = format!("whk_{}", ulid::Ulid::new());
     let kind = if notify_type == "1" {
         "lock_records"
     } else {
         "other"
     };
-    let mut uow = UnitOfWork::new(tenant, None, now);
-    let webhook_event = |subject: &str, extra: serde_json::Value| {
-        let mut data = json!({
-            "webhookId": webhook_id,
-            "tenantId": tenant.to_string(),
-            "propertyId": info.property_id.as_str(),
-            "vendorAdapterId": info.id.as_str(),
-            "vendor": "ttlock",
-            "type": kind,
-        });
-        if let (Some(o), serde_json::Value::Object(e)) = (data.as_object_mut(), extra) {
-            o.extend(e);
-        }
-        events_out::event_row(subject, tenant, &info.property_id, &webhook_id, data, now)
-    };
-    uow.outbox.push(webhook_event(
-        intake_events::WEBHOOK_RECEIVED,
-        json!({ "receivedAt": now.to_rfc3339() }),
-    ));
-
-    // the device of this adapter with that lock id
-    let rooms = rt.store.property_rooms(tenant, &info.property_id).await?;
-    let device = rt
-        .store
-        .devices_for_rooms(tenant, &info.property_id, &rooms)
-        .await?
-        .into_iter()
-        .find(|d| d.vendor_adapter_id == info.id && d.device_ref.expose() == lock_id.to_string());
-    let mut attempts = Vec::new();
+    let lock = lock_id.to_string();
+    let device = device_of(shared, info, |r| r == lock).await?;
+    let mut events = Vec::new();
     let outcome = match (&device, kind) {
         (_, "other") => "ignored",
         (None, _) => "unknown_device",
         (Some(d), _) => {
-            let since = now - chrono::Duration::minutes(READ_BACK_MINUTES);
-            let events: Vec<DoorEvent> = match rt
+            // the callback is only a doorbell: the records come from TTLock's API
+            let since = rt.clock.now() - chrono::Duration::minutes(READ_BACK_MINUTES);
+            match rt
                 .ports
                 .call(&info.id, VendorOp::DoorEvents(d.device_ref.clone(), since))
                 .await
             {
-                Ok(VendorReply::DoorEvents(e)) => e,
+                Ok(VendorReply::DoorEvents(e)) => {
+                    // record ids are unique per lock: ours per device
+                    events = e
+                        .into_iter()
+                        .map(|e| (format!("{}:{}", d.id.as_str(), e.event_id), e))
+                        .collect();
+                }
                 Ok(_) | Err(_) => {
                     warn!(vendor = "ttlock", device = %d.id, "webhook read-back failed; the vendor will call again");
                     return Err(DomainError::VendorUnreachable.into());
-                }
-            };
-            // record ids are unique per lock: ours per device
-            let ids: Vec<String> = events
-                .iter()
-                .map(|e| format!("{}:{}", d.id.as_str(), e.event_id))
-                .collect();
-            let seen = rt
-                .store
-                .seen_vendor_events(tenant, VendorCode::Ttlock, &ids)
-                .await?;
-            for (e, id) in events.iter().zip(ids) {
-                if seen.contains(&id) {
-                    continue;
-                }
-                let credential = match e.label.as_deref().map(KeyCredentialId::parse) {
-                    Some(Ok(cid)) => rt.store.get_credential(tenant, &cid).await?,
-                    _ => None,
-                };
-                let report = AttemptReport {
-                    vendor_event_id: id,
-                    attempted_at: e.at,
-                    granted: e.granted,
-                    device_id: d.id.clone(),
-                    property_id: info.property_id.clone(),
-                    vendor: VendorCode::Ttlock,
-                    method: method_label(e.method),
-                };
-                match KeyCredentialAttempt::record(tenant, report, credential.as_ref(), now) {
-                    Ok(a) => {
-                        if a.clamped {
-                            warn!(device = %d.id, "door attempt time ahead of ours; clamped (A-3)");
-                        }
-                        attempts.push(a);
-                    }
-                    Err(err) => {
-                        warn!(device = %d.id, error = %err, "door attempt refused (A-4)");
-                    }
                 }
             }
             "processed"
         }
     };
-    for a in &attempts {
-        uow.outbox.push(events_out::attempt_row(a));
-        uow.audit.push(AuditRow {
-            id: ulid::Ulid::new().to_string(),
-            tenant_id: tenant,
-            property_id: info.property_id.clone(),
-            credential_id: a.key_credential_id.clone(),
-            device_id: Some(a.device_id.clone()),
-            actor_kind: "vendor".into(),
-            action: "attempt".into(),
-            reason: a.deny_reason.map(|r| r.as_str().to_owned()),
-            vendor: Some(VendorCode::Ttlock),
-            trace_id: None,
-            created_at: now,
-            payload: json!({
-                "attemptId": a.id.as_str(),
-                "outcome": a.outcome.as_str(),
-                "method": a.method,
-                "attemptedAt": a.attempted_at.to_rfc3339(),
-            }),
-        });
-    }
-    uow.outbox.push(webhook_event(
-        intake_events::WEBHOOK_PROCESSED,
-        json!({
-            "outcome": outcome,
-            "attempts": attempts.len(),
-            "processedAt": now.to_rfc3339(),
-        }),
-    ));
     let records = form_field(&form, "records")
         .and_then(|r| serde_json::from_str::<Vec<serde_json::Value>>(r).ok())
         .map_or(0, |r| r.len());
-    uow.webhooks.push(WebhookInboxRow {
-        id: webhook_id.clone(),
-        vendor: VendorCode::Ttlock,
-        external_event_id: external_id,
-        kind: kind.into(),
-        payload: json!({
-            "notifyType": notify_type,
-            "deviceId": device.as_ref().map(|d| d.id.as_str()),
-            "records": records,
-        }),
-        signature_ok: device.is_some(),
-        received_at: now,
-        outcome: outcome.into(),
-    });
-    let n = attempts.len();
-    uow.attempts = attempts;
-    match rt.store.commit(uow).await {
-        Ok(()) => {}
-        // a concurrent delivery won the race (the same callback, or overlapping records)
-        Err(lockstep_persistence::StoreError::Constraint(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let recorded = record_delivery(
+        shared,
+        info,
+        Delivery {
+            vendor: VendorCode::Ttlock,
+            kind,
+            external_id,
+            payload: json!({ "notifyType": notify_type, "records": records }),
+            signature_ok: device.is_some(),
+            device: device.as_ref(),
+            events,
+            outcome,
+        },
+    )
+    .await?;
+    Ok(recorded.map(|_| success()))
+}
+
+/// Kisi's signed event webhook (see `lockstep_vendors::kisi::webhook`): the signature and
+/// its time window first (401 `WEBHOOK_SIGNATURE_INVALID` otherwise, nothing recorded), then
+/// the event is deduped on its id and a door event becomes an attempt.
+async fn kisi(
+    shared: &Shared,
+    info: &AdapterInfo,
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    use lockstep_vendors::kisi::webhook;
+    let secret = shared
+        .properties
+        .iter()
+        .flat_map(|p| p.adapters.iter())
+        .find(|a| a.id == info.id.as_str())
+        .and_then(|a| a.webhook_secret.as_ref())
+        .and_then(|s| lockstep_config::resolve_secret(s).ok())
+        .ok_or(DomainError::WebhookSignatureInvalid)?;
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Err(why) = webhook::verify(
+        &secret,
+        header(webhook::TIMESTAMP_HEADER),
+        header(webhook::SIGNATURE_HEADER),
+        body,
+        shared.rt.clock.now(),
+    ) {
+        warn!(vendor = "kisi", reason = %why, "webhook refused");
+        shared
+            .rt
+            .metrics
+            .webhooks
+            .with_label_values(&["kisi", "signature_invalid"])
+            .inc();
+        return Err(DomainError::WebhookSignatureInvalid.into());
     }
-    rt.metrics
-        .webhooks
-        .with_label_values(&["ttlock", outcome])
-        .inc();
-    info!(vendor = "ttlock", outcome, attempts = n, "webhook handled");
-    Ok(Some(success()))
+    let event: webhook::Event = serde_json::from_slice(body)
+        .map_err(|_| DomainError::validation("body", "not a Kisi event"))?;
+    let external_id = format!("event:{}", event.id);
+    let ok = || HttpResponse::Ok().json(json!({}));
+    if shared
+        .rt
+        .store
+        .webhook_seen(info.tenant_id, VendorCode::Kisi, &external_id)
+        .await?
+    {
+        info!(vendor = "kisi", "webhook replayed; already handled");
+        return Ok(ok());
+    }
+    let suffix = format!(":{}", event.object_id);
+    let device = device_of(shared, info, |r| r.ends_with(&suffix)).await?;
+    let door = event.door_event();
+    let outcome = match (&device, &door) {
+        (_, None) => "ignored",
+        (None, _) => "unknown_device",
+        (Some(_), Some(_)) => "processed",
+    };
+    let events = match (&device, door) {
+        (Some(d), Some(e)) => vec![(format!("{}:{}", d.id.as_str(), e.event_id), e)],
+        _ => Vec::new(),
+    };
+    for _ in 0..3 {
+        let recorded = record_delivery(
+            shared,
+            info,
+            Delivery {
+                vendor: VendorCode::Kisi,
+                kind: "event",
+                external_id: external_id.clone(),
+                payload: json!({ "action": event.action, "eventId": event.id }),
+                signature_ok: true,
+                device: device.as_ref(),
+                events: events.clone(),
+                outcome,
+            },
+        )
+        .await?;
+        if recorded.is_some() {
+            return Ok(ok());
+        }
+    }
+    Ok(ok())
 }
 
 /// Who sees adapters: admins (with their webhook URLs) and operators and services.

@@ -1726,3 +1726,217 @@ rooms = ["rmu_hub"]
     println!("access integration: {cases} refusals");
     Ok(())
 }
+
+/// Issue 6: Kisi's signed webhooks. The simulator posts a signed door event; Lockstep
+/// verifies the signature and its time window, records the attempt against the member's
+/// credential, and refuses forged, unsigned and stale deliveries (401, nothing recorded);
+/// a replayed delivery is recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kisi_webhooks_are_verified_deduped_and_recorded() -> anyhow::Result<()> {
+    use lockstep_orchestrator::auth::Role;
+    use lockstep_vendors::kisi;
+    const SECRET: &str = "whsec-kisi-test-2f9a";
+    let k = kisi::KisiSimulator::start("127.0.0.1:0".parse()?)?;
+    k.handle().add_group_lock(7, 70);
+    let dir = scratch("kisi-webhooks");
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[62u8; 32]);
+    let public: String = signing
+        .verifying_key()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let toml = format!(
+        r#"
+[demo]
+enabled = false
+
+[http]
+bind = "127.0.0.1:0"
+service_token = {{ value = "cfg-token" }}
+
+[auth]
+issuer = "{JWT_ISSUER}"
+audience = "{JWT_AUDIENCE}"
+keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
+
+[[properties]]
+tenant_id = "{DEMO_TENANT}"
+property_id = "ppt_hub"
+
+[[properties.adapters]]
+id = "vad_01J0000000000000000000K888"
+vendor = "kisi"
+api_base_url = "{kisi}"
+api_key = {{ value = "{key}" }}
+webhook_secret = {{ value = "{SECRET}" }}
+
+[[properties.devices]]
+id = "lck_01J0000000000000000000K888"
+adapter = "vad_01J0000000000000000000K888"
+vendor_device_ref = "7:70"
+label = "Hub front door"
+rooms = ["rmu_hub"]
+"#,
+        kisi = k.base_url(),
+        key = kisi::simulator::SIM_API_KEY,
+    );
+    let config = dir.join("lockstep.toml");
+    std::fs::write(&config, toml)?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    let http = reqwest::Client::new();
+    post_event(
+        &node,
+        "cfg-token",
+        confirmed(
+            "evt-kw-1",
+            DEMO_TENANT,
+            "ppt_hub",
+            "rsv_kw_1",
+            1,
+            &["rmu_hub"],
+            "2026-01-01T08:00:00Z",
+            "2030-01-01T18:00:00Z",
+        ),
+    )
+    .await?;
+    let cred = wait_for("granted at Kisi", Duration::from_secs(30), || async {
+        credential_of(&node, "cfg-token", "rsv_kw_1")
+            .await
+            .filter(|c| c["state"] == "active")
+    })
+    .await?;
+    let admin = jwt(&signing, DEMO_TENANT, &[Role::Admin]);
+    let adapters: Value = http
+        .get(format!("{}/api/v1/vendor-adapters", node.http))
+        .bearer_auth(&admin)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let path = adapters["items"][0]["webhookPath"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(path.starts_with("/webhooks/v1/kisi/"), "{adapters}");
+    let url = format!("{}{path}", node.http);
+    k.handle().set_webhook(Some((url.clone(), SECRET.into())));
+    let email = k.handle().users()[0].email.clone();
+    assert_eq!(k.handle().unlock_attempt(70, &email).await, Some(true));
+
+    let attempts = || async {
+        let v: Value = http
+            .get(format!("{}/api/v1/events?limit=1000", node.http))
+            .bearer_auth("cfg-token")
+            .header("x-tenant-id", DEMO_TENANT)
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::Ok(
+            v["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["subject"] == "melmastoon.lock.audit.attempt.v1")
+                .map(|e| e["data"].clone())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let first = wait_for("the attempt", Duration::from_secs(30), || async {
+        let a = attempts().await.ok()?;
+        (!a.is_empty()).then_some(a)
+    })
+    .await?;
+    assert_eq!(first[0]["keyCredentialId"], cred["id"]);
+    assert_eq!(first[0]["method"], "mobile_app");
+    assert_eq!(first[0]["outcome"], "granted");
+
+    // hand-made deliveries
+    #[allow(clippy::disallowed_methods)] // a signature's time is the sender's wall clock
+    let now = chrono::Utc::now().timestamp();
+    let event = |id: i64| {
+        format!(
+            r#"{{"id":{id},"action":"lock.unlock","actor_type":"User","actor_id":1,"actor_email":"{email}","actor_name":"{name}","object_type":"Lock","object_id":70,"success":true,"created_at":"2026-12-01T10:00:00Z"}}"#,
+            name = cred["id"].as_str().unwrap_or_default()
+        )
+    };
+    let send = |body: String, ts: Option<i64>, sig: Option<String>| {
+        let mut rb = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(ts) = ts {
+            rb = rb.header(kisi::webhook::TIMESTAMP_HEADER, ts.to_string());
+        }
+        if let Some(sig) = sig {
+            rb = rb.header(kisi::webhook::SIGNATURE_HEADER, sig);
+        }
+        rb.send()
+    };
+    let mut cases = 0;
+    for (what, body, ts, sig, want) in [
+        (
+            "signed with another secret",
+            event(9001),
+            Some(now),
+            Some(kisi::webhook::sign("guess", now, event(9001).as_bytes())),
+            401,
+        ),
+        ("unsigned", event(9002), None, None, 401),
+        (
+            "signed ten minutes ago",
+            event(9003),
+            Some(now - 600),
+            Some(kisi::webhook::sign(
+                SECRET,
+                now - 600,
+                event(9003).as_bytes(),
+            )),
+            401,
+        ),
+        (
+            "altered after signing",
+            event(9004).replace("true", "false"),
+            Some(now),
+            Some(kisi::webhook::sign(SECRET, now, event(9004).as_bytes())),
+            401,
+        ),
+        (
+            "a genuine delivery",
+            event(9005),
+            Some(now),
+            Some(kisi::webhook::sign(SECRET, now, event(9005).as_bytes())),
+            200,
+        ),
+        (
+            "the same delivery replayed",
+            event(9005),
+            Some(now),
+            Some(kisi::webhook::sign(SECRET, now, event(9005).as_bytes())),
+            200,
+        ),
+    ] {
+        let r = send(body, ts, sig).await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        assert_eq!(status, want, "{what}: {text}");
+        if want == 401 {
+            assert!(
+                text.contains("MELMASTOON.LOCK.WEBHOOK_SIGNATURE_INVALID"),
+                "{what}: {text}"
+            );
+        }
+        cases += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = attempts().await?;
+    assert_eq!(
+        all.len(),
+        2,
+        "the simulator's and the genuine one, once: {all:?}"
+    );
+    assert!(!node.log_text().contains(SECRET));
+    println!("kisi webhooks: {cases} deliveries");
+    Ok(())
+}

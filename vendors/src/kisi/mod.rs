@@ -58,6 +58,7 @@
 
 pub mod errors;
 pub mod simulator;
+pub mod webhook;
 pub mod wire;
 
 use std::collections::HashSet;

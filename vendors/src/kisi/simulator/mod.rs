@@ -26,6 +26,8 @@
 //! [`KisiSimulator::start`] works the same from `#[tokio::main]`, `#[actix_web::main]` or a
 //! test, and returns once the socket is bound.
 
+pub mod webhooks;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
@@ -165,6 +167,9 @@ struct SimState {
     rate_window: Option<(DateTime<Utc>, u32)>,
     /// Locks whose controller is offline.
     offline_locks: BTreeSet<i64>,
+    /// Where door events are posted, and the secret they are signed with.
+    webhook: Option<(String, String)>,
+    next_event_id: i64,
 }
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
@@ -198,6 +203,8 @@ impl SimHandle {
             next_group_lock_id: 5_001,
             rate_window: None,
             offline_locks: BTreeSet::new(),
+            webhook: None,
+            next_event_id: 8_800_001,
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -412,6 +419,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
             "/role_assignments/{id}",
             web::delete().to(delete_assignment),
         )
+        .configure(webhooks::routes)
         .route("/_sim/faults", web::get().to(get_faults))
         .route("/_sim/faults", web::post().to(post_faults))
         .route("/_sim/counters", web::get().to(get_counters))
