@@ -98,6 +98,19 @@ pub struct RawSettings {
     pub secrets: RawSecrets,
     /// Bearer JWTs of the platform's identity provider.
     pub auth: Option<RawAuth>,
+    /// Offline-issuance certificates.
+    pub offline: RawOffline,
+}
+
+/// Offline-issuance certificates (spec `003` §5).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawOffline {
+    /// The Ed25519 seed (64 hex digits) certificates are signed with; unset in embedded
+    /// mode: generated into the data dir; unset in production: certificates are refused.
+    pub signing_key: Option<SecretSource>,
+    /// Its key id, named in every certificate (default `offline-v1`).
+    pub key_id: Option<String>,
 }
 
 /// The identity provider whose JWTs the API accepts (issue 6).
@@ -436,6 +449,8 @@ pub struct Settings {
     pub secret_check_interval: Option<Duration>,
     /// JWT verification (`None`: only the service token is accepted).
     pub auth: Option<RawAuth>,
+    /// Offline-issuance signing key and its id.
+    pub offline: RawOffline,
 }
 
 /// Postgres URLs.
@@ -711,6 +726,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             ms => Some(Duration::from_millis(ms)),
         },
         auth: raw.auth,
+        offline: raw.offline,
         secret_check_interval: match raw.secrets.check_interval_ms.unwrap_or(60_000) {
             0 => None,
             ms => Some(Duration::from_millis(ms)),

@@ -18,6 +18,7 @@ pub mod errors;
 pub mod events;
 pub mod ids;
 pub mod master;
+pub mod offline;
 pub mod pin;
 pub mod policy;
 pub mod saga;
@@ -48,6 +49,7 @@ pub use master::{
     check_single_active_master, resolve_scope, CommonArea, LayoutRoom, MasterKey, MasterScope,
     MasterScopeKind, PropertyLayout, ResolvedScope,
 };
+pub use offline::{OfflineIssuance, OfflineRevokeReason};
 pub use pin::Pin;
 pub use policy::{KeyKindPolicy, KeyKindPolicyInput};
 pub use secret::{DeviceRef, VendorRef};

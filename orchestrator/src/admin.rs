@@ -410,3 +410,233 @@ pub(crate) async fn issue_credential(
         .insert_header(("location", location))
         .json(json!({ "outcome": outcome, "items": items })))
 }
+
+/// The key offline-issuance certificates are signed with, and its id.
+pub struct OfflineSigner {
+    key: ed25519_dalek::SigningKey,
+    /// Named in every certificate.
+    pub key_id: String,
+}
+
+impl std::fmt::Debug for OfflineSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfflineSigner")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OfflineSigner {
+    /// A signer from a 32-byte seed.
+    pub fn new(seed: [u8; 32], key_id: String) -> Self {
+        Self {
+            key: ed25519_dalek::SigningKey::from_bytes(&seed),
+            key_id,
+        }
+    }
+
+    /// The public half, hex (what desktops pin to verify certificates).
+    pub fn public_hex(&self) -> String {
+        self.key
+            .verifying_key()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct IssueCert {
+    property_id: String,
+    desktop_device_id: String,
+    public_key_ed25519: String,
+    allowed_kinds: Option<Vec<String>>,
+    max_valid_window_hours: Option<i64>,
+}
+
+fn cert_json(c: &lockstep_domain::OfflineIssuance) -> serde_json::Value {
+    json!({
+        "id": c.id.as_str(),
+        "tenantId": c.tenant_id.to_string(),
+        "propertyId": c.property_id.as_str(),
+        "desktopDeviceId": c.desktop_device_id,
+        "serial": c.serial,
+        "publicKeyEd25519": c.public_key_ed25519,
+        "allowedKinds": c.allowed_kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+        "maxValidWindowHours": c.max_valid_window_hours,
+        "issuedAt": c.issued_at.to_rfc3339(),
+        "expiresAt": c.expires_at.to_rfc3339(),
+        "revokedAt": c.revoked_at.map(|t| t.to_rfc3339()),
+        "revokeReason": c.revoke_reason.map(|r| r.as_str()),
+    })
+}
+
+fn cert_audit(
+    c: &lockstep_domain::OfflineIssuance,
+    action: &str,
+    by: String,
+    now: lockstep_domain::Timestamp,
+) -> lockstep_persistence::AuditRow {
+    lockstep_persistence::AuditRow {
+        id: ulid::Ulid::new().to_string(),
+        tenant_id: c.tenant_id,
+        property_id: c.property_id.clone(),
+        credential_id: None,
+        device_id: None,
+        actor_kind: "operator".into(),
+        action: action.into(),
+        reason: c.revoke_reason.map(|r| r.as_str().to_owned()),
+        vendor: None,
+        trace_id: None,
+        created_at: now,
+        payload: json!({ "by": by, "certificateId": c.id.as_str(), "serial": c.serial }),
+    }
+}
+
+/// `POST /api/v1/offline-issuance/certificates` (admins, the desktop pairing service): an
+/// Ed25519 certificate for a desktop's public key (spec `003` §5: O-1 90 days, O-3 at most
+/// 48 hours, kinds within the property's `allowOfflineIssuanceKinds`), signed by Lockstep.
+pub(crate) async fn issue_cert(
+    req: HttpRequest,
+    body: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    use base64::Engine as _;
+    let tenant = authenticate(&req, &shared, &[Role::Admin, Role::Service])?;
+    let signer = shared.offline_signer.as_ref().ok_or_else(|| {
+        ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "MELMASTOON.GENERAL.UNAVAILABLE",
+            "offline issuance is not configured ([offline] signing_key)",
+        )
+    })?;
+    let b: IssueCert = crate::writes::json_object(&body)?;
+    let property = PropertyId::parse(&b.property_id)?;
+    if !shared
+        .properties
+        .iter()
+        .any(|p| p.tenant_id == tenant.to_string() && p.property_id == property.as_str())
+    {
+        return Err(DomainError::NotFound { entity: "property" }.into());
+    }
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b.public_key_ed25519.trim())
+        .ok()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .filter(|k| ed25519_dalek::VerifyingKey::from_bytes(k).is_ok())
+        .ok_or_else(|| {
+            DomainError::validation("publicKeyEd25519", "base64 of a 32-byte Ed25519 public key")
+        })?;
+    let store = shared.rt.store.as_ref();
+    let now = millis(shared.rt.clock.now());
+    let policy_kinds: Vec<lockstep_domain::KeyCredentialKind> =
+        match store.get_policy(tenant, &property).await? {
+            Some(p) => p
+                .allow_offline_issuance_kinds
+                .iter()
+                .filter_map(|k| lockstep_domain::KeyCredentialKind::parse(k).ok())
+                .collect(),
+            None => lockstep_domain::KeyKindPolicy::default_for(
+                lockstep_domain::KeyKindPolicyId::generate(),
+                tenant,
+                property.clone(),
+                now,
+            )
+            .allow_offline_issuance_kinds()
+            .to_vec(),
+        };
+    let kinds = match b.allowed_kinds {
+        Some(k) => k
+            .iter()
+            .map(|k| lockstep_domain::KeyCredentialKind::parse(k))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => policy_kinds.clone(),
+    };
+    let cert = lockstep_domain::OfflineIssuance::issue(
+        tenant,
+        property,
+        &b.desktop_device_id,
+        &base64::engine::general_purpose::STANDARD.encode(key),
+        kinds,
+        &policy_kinds,
+        b.max_valid_window_hours
+            .unwrap_or(lockstep_domain::offline::MAX_OFFLINE_WINDOW_HOURS),
+        now,
+    )?;
+    store.save_offline_cert(&cert).await?;
+    let mut uow = lockstep_persistence::UnitOfWork::new(tenant, None, now);
+    uow.audit.push(cert_audit(
+        &cert,
+        "offline_cert_issued",
+        crate::http::subject(&req, &shared),
+        now,
+    ));
+    store.commit(uow).await?;
+    let payload = cert.signed_payload();
+    let signature = ed25519_dalek::Signer::sign(&signer.key, payload.as_bytes());
+    let mut body = cert_json(&cert);
+    body["certificate"] = json!(base64::engine::general_purpose::STANDARD.encode(&payload));
+    body["signature"] =
+        json!(base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()));
+    body["signingKeyId"] = json!(signer.key_id);
+    body["signingPublicKey"] = json!(signer.public_hex());
+    Ok(HttpResponse::Created()
+        .insert_header((
+            "location",
+            format!("/api/v1/offline-issuance/certificates/{}", cert.id.as_str()),
+        ))
+        .json(body))
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeCert {
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/offline-issuance/certificates/{id}/revoke` `{reason}`. O-2 (credentials
+/// minted under it flagged for re-issue) has nothing to flag until desktops mint
+/// provisional credentials (the encoder relay).
+pub(crate) async fn revoke_cert(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = authenticate(&req, &shared, &[Role::Admin, Role::Service])?;
+    let id = lockstep_domain::OfflineIssuanceId::parse(&path.into_inner())?;
+    let b: RevokeCert = crate::writes::body(&body)?;
+    let reason = lockstep_domain::OfflineRevokeReason::parse(
+        b.reason.as_deref().unwrap_or("tenant_request"),
+    )?;
+    let store = shared.rt.store.as_ref();
+    let mut cert = store
+        .offline_cert(tenant, id.as_str())
+        .await?
+        .ok_or(DomainError::NotFound {
+            entity: "offline_issuance",
+        })?;
+    let now = millis(shared.rt.clock.now());
+    if cert.revoked_at.is_none() {
+        cert.revoke(reason, now);
+        store.save_offline_cert(&cert).await?;
+        let mut uow = lockstep_persistence::UnitOfWork::new(tenant, None, now);
+        uow.audit.push(cert_audit(
+            &cert,
+            "offline_cert_revoked",
+            crate::http::subject(&req, &shared),
+            now,
+        ));
+        store.commit(uow).await?;
+    }
+    Ok(HttpResponse::Ok().json(cert_json(&cert)))
+}
+
+/// Certificates keep times to the millisecond, as both stores do.
+fn millis(t: lockstep_domain::Timestamp) -> lockstep_domain::Timestamp {
+    use chrono::DurationRound as _;
+    t.duration_trunc(chrono::Duration::milliseconds(1))
+        .unwrap_or(t)
+}

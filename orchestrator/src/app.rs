@@ -50,6 +50,8 @@ pub struct Shared {
     pub webhook_tokens: crate::webhooks::WebhookTokens,
     /// The configured properties (the demo's included): where each adapter's secrets live.
     pub properties: Vec<lockstep_config::RawProperty>,
+    /// Signs offline-issuance certificates (`None`: not configured).
+    pub offline_signer: Option<crate::admin::OfflineSigner>,
 }
 
 /// Reads the key from settings, or (embedded) from `<data dir>/encryption.key`, creating it.
@@ -110,6 +112,38 @@ async fn reencrypt_all(
     } else if total > 0 {
         info!(reencrypted = total, "values moved to the current key");
     }
+}
+
+/// The offline-issuance signing key: configured, or (embedded) generated into the data
+/// dir; production without one refuses certificates.
+fn offline_signer(settings: &Settings) -> anyhow::Result<Option<crate::admin::OfflineSigner>> {
+    let hex = match &settings.offline.signing_key {
+        Some(src) => resolve_secret(src)?,
+        None if settings.mode == Mode::Embedded => {
+            let path = settings.sqlite_path.with_file_name("offline-signing.key");
+            read_or_create(&path, Cipher::generate_hex)?
+        }
+        None => return Ok(None),
+    };
+    let bytes: Vec<u8> = (0..hex.trim().len())
+        .step_by(2)
+        .filter_map(|i| {
+            hex.trim()
+                .get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect();
+    let seed: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("offline.signing_key: 64 hex digits"))?;
+    Ok(Some(crate::admin::OfflineSigner::new(
+        seed,
+        settings
+            .offline
+            .key_id
+            .clone()
+            .unwrap_or_else(|| "offline-v1".into()),
+    )))
 }
 
 fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
@@ -449,6 +483,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         commands: crate::commands::CommandBus::new(settings.amqp.is_some()),
         webhook_tokens: crate::webhooks::WebhookTokens::new(cipher(&settings)?),
         properties: properties.clone(),
+        offline_signer: offline_signer(&settings)?,
     });
 
     match &settings.amqp {

@@ -750,6 +750,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
             "listAdapters" => method.to(crate::webhooks::list_adapters),
             "adapterHealthCheck" => method.to(crate::webhooks::health_check),
             "configureAdapter" => method.to(crate::integrations::configure),
+            "issueOfflineCert" => method.to(crate::admin::issue_cert),
+            "revokeOfflineCert" => method.to(crate::admin::revoke_cert),
             "adapterStatus" => method.to(crate::integrations::status),
             "adapterLog" => method.to(crate::integrations::log),
             "vendorWebhook" => method.to(crate::webhooks::receive),

@@ -342,6 +342,34 @@ pub const ENDPOINTS: &[Endpoint] = &[
     },
     Endpoint {
         method: "post",
+        path: "/api/v1/offline-issuance/certificates",
+        op: "issueOfflineCert",
+        summary: "Sign an Ed25519 offline-issuance certificate for a desktop's key (O-1, O-3)",
+        auth: Auth::Bearer(&["admin", "service"]),
+        query: &[],
+        body: Some(&[
+            "propertyId",
+            "desktopDeviceId",
+            "publicKeyEd25519",
+            "allowedKinds",
+            "maxValidWindowHours",
+        ]),
+        responses: &[201, 400, 401, 403, 404, 413, 422, 503],
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "post",
+        path: "/api/v1/offline-issuance/certificates/{id}/revoke",
+        op: "revokeOfflineCert",
+        summary: "Revoke an offline-issuance certificate",
+        auth: Auth::Bearer(&["admin", "service"]),
+        query: &[],
+        body: Some(&["reason"]),
+        responses: READ_ERRORS,
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "post",
         path: "/webhooks/v1/{vendor}/{token}",
         op: "vendorWebhook",
         summary: "Vendor webhook intake (TTLock: records read back from the vendor)",
@@ -444,9 +472,9 @@ pub fn document() -> Value {
             let props: Map<String, Value> = fields
                 .iter()
                 .map(|f| {
-                    let schema = if f.ends_with("Ids") {
+                    let schema = if f.ends_with("Ids") || *f == "allowedKinds" {
                         json!({ "type": "array", "items": { "type": "string" } })
-                    } else if *f == "revision" {
+                    } else if *f == "revision" || *f == "maxValidWindowHours" {
                         json!({ "type": "integer", "minimum": 1 })
                     } else if *f == "scope" {
                         json!({ "type": "object" })

@@ -280,6 +280,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every (tenant, property) that has an audit chain; worker path (cross-tenant).
     async fn audit_chains(&self) -> StoreResult<Vec<(TenantId, PropertyId)>>;
 
+    /// Stores an offline-issuance certificate, or its revocation (by id).
+    async fn save_offline_cert(&self, cert: &lockstep_domain::OfflineIssuance) -> StoreResult<()>;
+
+    /// An offline-issuance certificate of the tenant.
+    async fn offline_cert(
+        &self,
+        tenant: TenantId,
+        id: &str,
+    ) -> StoreResult<Option<lockstep_domain::OfflineIssuance>>;
+
     /// Key rotation: re-encrypts up to `limit` of the tenant's values (PINs, vendor refs,
     /// vendor device refs, adapter configs) that are under another key version than the
     /// cipher's current one; returns how many. Run until it answers 0.

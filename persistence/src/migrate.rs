@@ -63,6 +63,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "webhooks_attempts",
         sql: include_str!("../migrations/postgres/0010_webhooks_attempts.sql"),
     },
+    Migration {
+        version: 11,
+        name: "offline_issuance",
+        sql: include_str!("../migrations/postgres/0011_offline_issuance.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -116,5 +121,10 @@ pub const SQLITE: &[Migration] = &[
         version: 10,
         name: "webhooks_attempts",
         sql: include_str!("../migrations/sqlite/0010_webhooks_attempts.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "offline_issuance",
+        sql: include_str!("../migrations/sqlite/0011_offline_issuance.sql"),
     },
 ];

@@ -1393,6 +1393,73 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn save_offline_cert(&self, cert: &lockstep_domain::OfflineIssuance) -> StoreResult<()> {
+        let kinds: Vec<&str> = cert.allowed_kinds.iter().map(|k| k.as_str()).collect();
+        let mut tx = self.begin_tenant(cert.tenant_id).await?;
+        sqlx::query(
+            "INSERT INTO offline_issuance (id, tenant_id, property_id, desktop_device_id, serial, public_key_ed25519, allowed_kinds, max_valid_window_hours, issued_at, expires_at, revoked_at, revoke_reason) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) \
+             ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at, revoke_reason = excluded.revoke_reason",
+        )
+        .bind(cert.id.as_str())
+        .bind(cert.tenant_id.as_uuid())
+        .bind(cert.property_id.as_str())
+        .bind(&cert.desktop_device_id)
+        .bind(&cert.serial)
+        .bind(&cert.public_key_ed25519)
+        .bind(serde_json::json!(kinds))
+        .bind(i32::try_from(cert.max_valid_window_hours).unwrap_or(i32::MAX))
+        .bind(cert.issued_at)
+        .bind(cert.expires_at)
+        .bind(cert.revoked_at)
+        .bind(cert.revoke_reason.map(|r| r.as_str()))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn offline_cert(
+        &self,
+        tenant: TenantId,
+        id: &str,
+    ) -> StoreResult<Option<lockstep_domain::OfflineIssuance>> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let row = sqlx::query("SELECT * FROM offline_issuance WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.as_uuid())
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let kinds = row.try_get::<serde_json::Value, _>("allowed_kinds")?;
+        let allowed_kinds = kinds
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|k| lockstep_domain::KeyCredentialKind::parse(k.as_str().unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(lockstep_domain::OfflineIssuance {
+            id: lockstep_domain::OfflineIssuanceId::parse(row.try_get::<&str, _>("id")?)?,
+            tenant_id: tenant,
+            property_id: PropertyId::parse(row.try_get::<&str, _>("property_id")?)?,
+            desktop_device_id: row.try_get("desktop_device_id")?,
+            serial: row.try_get("serial")?,
+            public_key_ed25519: row.try_get("public_key_ed25519")?,
+            allowed_kinds,
+            max_valid_window_hours: i64::from(row.try_get::<i32, _>("max_valid_window_hours")?),
+            issued_at: row.try_get::<Timestamp, _>("issued_at")?,
+            expires_at: row.try_get::<Timestamp, _>("expires_at")?,
+            revoked_at: row.try_get::<Option<Timestamp>, _>("revoked_at")?,
+            revoke_reason: row
+                .try_get::<Option<String>, _>("revoke_reason")?
+                .map(|r| lockstep_domain::OfflineRevokeReason::parse(&r))
+                .transpose()?,
+        }))
+    }
+
     async fn reencrypt(&self, tenant: TenantId, limit: i64) -> StoreResult<u64> {
         let current = self.cipher.current_version().to_owned();
         let mut tx = self.begin_tenant(tenant).await?;

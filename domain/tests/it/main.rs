@@ -31,6 +31,7 @@ mod device;
 mod events;
 mod invariants;
 mod master;
+mod offline;
 mod policy;
 mod reservation_saga;
 mod saga_props;

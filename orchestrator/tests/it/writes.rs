@@ -745,3 +745,107 @@ async fn an_update_moves_the_end_and_rooms_within_k2() -> anyhow::Result<()> {
     println!("update: {cases} cases");
     Ok(())
 }
+
+/// `POST /api/v1/offline-issuance/certificates` and its revoke: a signed certificate for a
+/// desktop's key (O-1, O-3, the policy's offline kinds), success and each documented
+/// failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_certificates_are_signed_bounded_and_revoked() -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use ed25519_dalek::Verifier as _;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[26u8; 32]);
+    let dir = scratch("offline-certs");
+    let config = jwt_config(&dir, &key)?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: node.http.clone(),
+        bearer: jwt(&key, DEMO_TENANT, &[Role::Admin]),
+    };
+    let desktop = ed25519_dalek::SigningKey::from_bytes(&[77u8; 32]);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let pubkey = b64.encode(desktop.verifying_key().as_bytes());
+    let body = |extra: &str| {
+        format!(
+            r#"{{"propertyId":"ppt_demo","desktopDeviceId":"desk-frontdesk-1","publicKeyEd25519":"{pubkey}"{extra}}}"#
+        )
+    };
+    let path = "/api/v1/offline-issuance/certificates";
+    let mut cases = 0;
+    let mut check = |what: &str, got: u16, want: u16, v: &Value| {
+        cases += 1;
+        assert_eq!(got, want, "{what}: {v}");
+    };
+    let (s, v) = api.post(path, &body(""), None).await?;
+    check("a desktop's certificate", s, 201, &v);
+    let issued = chrono::DateTime::parse_from_rfc3339(v["issuedAt"].as_str().unwrap_or_default())?;
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(v["expiresAt"].as_str().unwrap_or_default())?;
+    assert_eq!(expires - issued, chrono::Duration::days(90), "O-1");
+    assert_eq!(v["maxValidWindowHours"], 48);
+    assert_eq!(
+        v["allowedKinds"],
+        serde_json::json!(["pin_code", "rfid_card"])
+    );
+    // the signature verifies under Lockstep's published key, over the certificate
+    let signer_hex = v["signingPublicKey"].as_str().unwrap_or_default();
+    let signer_bytes: Vec<u8> = (0..signer_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&signer_hex[i..i + 2], 16).unwrap_or(0))
+        .collect();
+    let signer = ed25519_dalek::VerifyingKey::from_bytes(&signer_bytes.as_slice().try_into()?)?;
+    let payload = b64.decode(v["certificate"].as_str().unwrap_or_default())?;
+    let sig = ed25519_dalek::Signature::from_slice(
+        &b64.decode(v["signature"].as_str().unwrap_or_default())?,
+    )?;
+    signer.verify(&payload, &sig)?;
+    let text = String::from_utf8(payload)?;
+    assert!(text.contains(&format!("publicKey={pubkey}")) && text.contains("maxWindowHours=48"));
+    let id = v["id"].as_str().unwrap_or_default().to_owned();
+
+    let (s, v) = api
+        .post(path, &body(r#","maxValidWindowHours":49"#), None)
+        .await?;
+    check("a 49-hour window (O-3)", s, 422, &v);
+    let (s, v) = api
+        .post(path, &body(r#","allowedKinds":["mobile_app"]"#), None)
+        .await?;
+    check("a kind the policy keeps online", s, 422, &v);
+    let (s, v) = api
+        .post(path, &body("").replace(&pubkey, "bm90LWEta2V5"), None)
+        .await?;
+    check("not an Ed25519 key", s, 422, &v);
+    let (s, v) = api
+        .post(path, &body("").replace("ppt_demo", "ppt_elsewhere"), None)
+        .await?;
+    check("a property of no adapter here", s, 404, &v);
+    let operator = jwt(&key, DEMO_TENANT, &[Role::Operator]);
+    let (s, v) = api.post_as(&operator, path, &body(""), None).await?;
+    check("an operator", s, 403, &v);
+
+    let revoke = format!("{path}/{id}/revoke");
+    let stranger = jwt(&key, OTHER_TENANT, &[Role::Admin]);
+    let (s, v) = api.post_as(&stranger, &revoke, "", None).await?;
+    check("another tenant's admin", s, 404, &v);
+    let (s, v) = api.post(&revoke, r#"{"reason":"bored"}"#, None).await?;
+    check("an unknown reason", s, 422, &v);
+    let (s, v) = api
+        .post(&revoke, r#"{"reason":"compromise"}"#, None)
+        .await?;
+    check("revoke a compromised desktop", s, 200, &v);
+    assert_eq!(v["revokeReason"], "compromise");
+    let at = v["revokedAt"].clone();
+    let (s, v) = api.post(&revoke, r#"{"reason":"rotation"}"#, None).await?;
+    check("revoke again", s, 200, &v);
+    assert_eq!(v["revokedAt"], at, "the first revocation stands");
+    let (s, v) = api
+        .post(
+            "/api/v1/offline-issuance/certificates/oki_01HZZZZZZZZZZZZZZZZZZZZZZZ/revoke",
+            "",
+            None,
+        )
+        .await?;
+    check("an unknown certificate", s, 404, &v);
+    println!("offline certificates: {cases} cases");
+    Ok(())
+}

@@ -2003,3 +2003,74 @@ pub async fn key_rotation_reencrypts_every_secret_column(b: &Backend) -> anyhow:
     assert_eq!(rotated.reencrypt(tenant, 100).await?, 0, "nothing left");
     Ok(())
 }
+
+/// Spec `003` §5 / `004` §3: an offline-issuance certificate round-trips, its revocation
+/// is stored, O-1 and O-3 hold in the schema too, and another tenant sees none of it.
+pub async fn offline_certificates_round_trip_and_stay_in_their_tenant(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    use lockstep_domain::{KeyCredentialKind, OfflineIssuance, OfflineRevokeReason};
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let mut cert = OfflineIssuance::issue(
+        tenant,
+        property(),
+        "desk-1",
+        "MCowBQYDK2VwAyEA",
+        vec![KeyCredentialKind::PinCode, KeyCredentialKind::RfidCard],
+        &[KeyCredentialKind::PinCode, KeyCredentialKind::RfidCard],
+        24,
+        t0(),
+    )?;
+    store.save_offline_cert(&cert).await?;
+    assert_eq!(
+        store.offline_cert(tenant, cert.id.as_str()).await?,
+        Some(cert.clone())
+    );
+    cert.revoke(OfflineRevokeReason::Rotation, at(3600));
+    store.save_offline_cert(&cert).await?;
+    let got = store
+        .offline_cert(tenant, cert.id.as_str())
+        .await?
+        .context("stored")?;
+    assert_eq!(got.revoke_reason, Some(OfflineRevokeReason::Rotation));
+    assert_eq!(got.revoked_at, Some(at(3600)));
+    assert_eq!(
+        store
+            .offline_cert(TenantId::generate(), cert.id.as_str())
+            .await?,
+        None
+    );
+    // the schema refuses a window over 48 hours (O-3) and a lifetime other than 90 days
+    let mut long = OfflineIssuance::issue(
+        tenant,
+        property(),
+        "desk-2",
+        "k",
+        vec![KeyCredentialKind::PinCode],
+        &[KeyCredentialKind::PinCode],
+        48,
+        t0(),
+    )?;
+    long.max_valid_window_hours = 72;
+    assert!(
+        store.save_offline_cert(&long).await.is_err(),
+        "O-3 in the schema"
+    );
+    let mut short = OfflineIssuance::issue(
+        tenant,
+        property(),
+        "desk-3",
+        "k",
+        vec![KeyCredentialKind::PinCode],
+        &[KeyCredentialKind::PinCode],
+        48,
+        t0(),
+    )?;
+    short.expires_at = short.issued_at + chrono::Duration::days(30);
+    assert!(
+        store.save_offline_cert(&short).await.is_err(),
+        "O-1 in the schema"
+    );
+    Ok(())
+}

@@ -44,6 +44,7 @@ macro_rules! store_contract_tests {
             audit_rows_form_one_gap_free_hash_chain_per_property,
             attempts_are_append_only_and_unique_per_vendor_event,
             key_rotation_reencrypts_every_secret_column,
+            offline_certificates_round_trip_and_stay_in_their_tenant,
         );
     };
     (@cases $backend:ident; $($case:ident),+ $(,)?) => {

@@ -29,6 +29,7 @@ const TENANT_TABLES: &[&str] = &[
     "lock_devices",
     "mailbox",
     "master_keys",
+    "offline_issuance",
     "outbox",
     "vendor_adapters",
     "vendor_credentials",

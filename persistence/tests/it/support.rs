@@ -633,6 +633,19 @@ pub async fn seed_everything(store: &dyn Store, tenant: TenantId) -> anyhow::Res
             sealed_at: t0(),
         })
         .await?;
+    // an offline-issuance certificate
+    store
+        .save_offline_cert(&lockstep_domain::OfflineIssuance::issue(
+            tenant,
+            property(),
+            "desk-seed",
+            "MCowBQYDK2VwAyEA",
+            vec![lockstep_domain::KeyCredentialKind::PinCode],
+            &[lockstep_domain::KeyCredentialKind::PinCode],
+            48,
+            t0(),
+        )?)
+        .await?;
     // a door attempt and the webhook that brought it
     let mut uow = UnitOfWork::new(tenant, None, t0());
     uow.attempts
