@@ -162,6 +162,8 @@ struct SimState {
     next_id: i64,
     token_ttl_secs: i64,
     rate_window: Option<(DateTime<Utc>, u32)>,
+    /// The client secrets accepted now (a rotation's overlap holds two).
+    client_secrets: Vec<String>,
 }
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
@@ -180,6 +182,7 @@ impl std::fmt::Debug for SimHandle {
 impl SimHandle {
     fn new(config: SimConfig) -> Self {
         let state = SimState {
+            client_secrets: vec![SIM_CLIENT_SECRET.to_owned()],
             access_points: config.access_points.into_iter().collect(),
             offline_access_points: BTreeSet::new(),
             groups: BTreeMap::new(),
@@ -274,6 +277,16 @@ impl SimHandle {
             f(&mut s.faults);
             s.rate_window = None;
         });
+    }
+
+    /// Accepts `secret` as the client's secret too (the overlap of a rotation).
+    pub fn accept_client_secret(&self, secret: &str) {
+        self.with(|s| s.client_secrets.push(secret.to_owned()));
+    }
+
+    /// Stops accepting `secret` (the end of a rotation's overlap).
+    pub fn retire_client_secret(&self, secret: &str) {
+        self.with(|s| s.client_secrets.retain(|x| x != secret));
     }
 
     /// Makes every token issued so far answer 401.
@@ -591,15 +604,23 @@ async fn token(h: web::Data<SimHandle>, req: HttpRequest, form: web::Form<Params
             .content_type("text/html")
             .body("<h1>Developer Inactive</h1>");
     }
-    let expected = format!(
-        "Basic {}",
-        base64(format!("{SIM_CLIENT_ID}:{SIM_CLIENT_SECRET}").as_bytes())
-    );
-    let basic_ok = req
+    let given = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == expected);
+        .map(str::to_owned);
+    let basic_ok = h.with(|s| {
+        s.client_secrets.iter().any(|secret| {
+            given.as_deref()
+                == Some(
+                    format!(
+                        "Basic {}",
+                        base64(format!("{SIM_CLIENT_ID}:{secret}").as_bytes())
+                    )
+                    .as_str(),
+                )
+        })
+    });
     if !basic_ok {
         return oauth(StatusCode::UNAUTHORIZED, "unauthorized", "Bad credentials");
     }

@@ -195,6 +195,10 @@ struct SimState {
     rate_window: Option<(DateTime<Utc>, u32)>,
     /// Health of the locks not in the default state.
     lock_health: HashMap<String, SimLockHealth>,
+    /// Client secrets accepted besides the configured one (a rotation's overlap).
+    extra_client_secrets: Vec<String>,
+    /// Whether the configured client secret is retired.
+    configured_secret_retired: bool,
 }
 
 /// A lock's health as the simulator reports it (`online`, `battery_level`,
@@ -243,6 +247,8 @@ impl SimHandle {
     fn new(config: SimConfig) -> Self {
         let clock = config.clock.clone();
         let state = SimState {
+            extra_client_secrets: Vec::new(),
+            configured_secret_retired: false,
             lock_health: HashMap::new(),
             config,
             users: Vec::new(),
@@ -319,6 +325,16 @@ impl SimHandle {
             f(&mut s.faults);
             s.rate_window = None;
         });
+    }
+
+    /// Accepts `secret` as the client's secret too (the overlap of a rotation).
+    pub fn accept_client_secret(&self, secret: &str) {
+        self.with(|s| s.extra_client_secrets.push(secret.to_owned()));
+    }
+
+    /// Stops accepting the configured client secret (the end of a rotation's overlap).
+    pub fn retire_configured_client_secret(&self) {
+        self.with(|s| s.configured_secret_retired = true);
     }
 
     /// Makes every token issued so far answer 401, as after its hour.
@@ -650,7 +666,9 @@ async fn token(
             .as_deref()
             .and_then(|b| b.split_once(':'))
             .is_some_and(|(id, secret)| {
-                id == s.config.client_id && secret == s.config.client_secret.expose()
+                id == s.config.client_id
+                    && ((!s.configured_secret_retired && secret == s.config.client_secret.expose())
+                        || s.extra_client_secrets.iter().any(|x| x == secret))
             });
         if !client_ok {
             return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");

@@ -210,6 +210,26 @@ async fn mobile_keys_while(
     label: &str,
     step: impl Fn(usize) + Clone,
 ) -> Vec<String> {
+    credentials_while(
+        adapter,
+        KeyCredentialKind::MobileApp,
+        n,
+        device,
+        label,
+        step,
+    )
+    .await
+}
+
+/// Like [`mobile_keys_while`], for `kind` (PINs get distinct digits).
+async fn credentials_while(
+    adapter: Arc<dyn LockPort>,
+    kind: KeyCredentialKind,
+    n: usize,
+    device: &str,
+    label: &str,
+    step: impl Fn(usize) + Clone,
+) -> Vec<String> {
     let start = SystemClock.now() + Duration::days(1);
     let results: Vec<Result<(), String>> = stream::iter(0..n)
         .map(|i| {
@@ -217,9 +237,10 @@ async fn mobile_keys_while(
             let from = start + Duration::hours(i as i64 % 24);
             let req = IssueRequest {
                 device: DeviceRef::new(device),
-                kind: KeyCredentialKind::MobileApp,
+                kind,
                 label: format!("key_{label}_{i:04}"),
-                pin: None,
+                pin: (kind == KeyCredentialKind::PinCode)
+                    .then(|| Pin::parse(&format!("{}", 500_000 + i)).expect("six digits")),
                 card_number: None,
                 validity: ValidityWindow::new(from, from + Duration::hours(20))
                     .expect("valid window"),
@@ -237,4 +258,108 @@ async fn mobile_keys_while(
         .collect()
         .await;
     results.into_iter().filter_map(Result::err).collect()
+}
+
+/// Salto KS (password grant with HTTP Basic client credentials; the client secret read at
+/// each token fetch): rotated after 100 of 300 issuances, the old secret retired and its
+/// tokens revoked after 200; none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salto_client_secret_rotated_mid_run_fails_nothing() -> anyhow::Result<()> {
+    use lockstep_vendors::salto;
+    const N: usize = 300;
+    const NEW: &str = "salto-client-secret-rotated-7e11";
+    let sim = salto::SaltoSimulator::start("127.0.0.1:0".parse()?)?;
+    sim.handle().add_lock("lock-1");
+    let mut cfg = sim.default_adapter_config();
+    let store = Arc::new(MemorySecrets::default());
+    store.set("client_secret", cfg.client_secret.expose());
+    cfg.secret_refs = lockstep_vendors::secrets::SecretRefs::default().with(
+        "client_secret",
+        SecretRef::Shared(store.clone(), "client_secret".into()),
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let adapter = Arc::new(salto::SaltoAdapter::new(cfg, clock.clone())?);
+    let (handle, secrets) = (sim.handle(), store.clone());
+    let failures = mobile_keys_while(adapter, N, "lock-1", "salto_rotation", move |i| {
+        if i == 100 {
+            handle.accept_client_secret(NEW);
+            secrets.set("client_secret", NEW);
+        }
+        if i == 200 {
+            handle.retire_configured_client_secret();
+            handle.expire_all_tokens();
+        }
+    })
+    .await;
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(sim.handle().access_groups().len(), N);
+    let stale = salto::SaltoAdapter::new(sim.default_adapter_config(), clock)?;
+    assert!(
+        matches!(
+            stale.health().await,
+            Err(lockstep_vendors::VendorError::Auth { .. })
+        ),
+        "the old secret is rejected"
+    );
+    println!("salto rotation: {N} issuances, 0 failures");
+    Ok(())
+}
+
+/// Brivo (OAuth2 password grant, client secret in HTTP Basic): the same rotation, on PINs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brivo_client_secret_rotated_mid_run_fails_nothing() -> anyhow::Result<()> {
+    use lockstep_vendors::brivo;
+    const N: usize = 300;
+    const NEW: &str = "brivo-client-secret-rotated-3d40";
+    let sim = brivo::BrivoSimulator::start("127.0.0.1:0".parse()?)?;
+    sim.handle().add_access_point(100);
+    let mut cfg = sim.default_adapter_config();
+    let old = brivo::simulator::SIM_CLIENT_SECRET;
+    let store = Arc::new(MemorySecrets::default());
+    store.set("client_secret", old);
+    cfg.secret_refs = lockstep_vendors::secrets::SecretRefs::default().with(
+        "client_secret",
+        SecretRef::Shared(store.clone(), "client_secret".into()),
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let adapter = Arc::new(brivo::BrivoAdapter::new(cfg, clock.clone())?);
+    let (handle, secrets) = (sim.handle(), store.clone());
+    let failures = credentials_while(
+        adapter,
+        KeyCredentialKind::PinCode,
+        N,
+        "100",
+        "brivo_rotation",
+        move |i| {
+            if i == 100 {
+                handle.accept_client_secret(NEW);
+                secrets.set("client_secret", NEW);
+            }
+            if i == 200 {
+                handle.retire_client_secret(old);
+                handle.expire_all_tokens();
+            }
+        },
+    )
+    .await;
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(sim.handle().users_on(100).len(), N);
+    let stale = brivo::BrivoAdapter::new(sim.default_adapter_config(), clock)?;
+    assert!(
+        matches!(
+            stale.health().await,
+            Err(lockstep_vendors::VendorError::Auth { .. })
+        ),
+        "the old secret is rejected"
+    );
+    println!("brivo rotation: {N} issuances, 0 failures");
+    Ok(())
 }
