@@ -331,17 +331,37 @@ async fn ttlock_once(
     let notify_type = form_field(&form, "notifyType")
         .unwrap_or_default()
         .to_owned();
-    let lock_id: i64 = form_field(&form, "lockId")
-        .and_then(|l| l.parse().ok())
-        .ok_or_else(|| DomainError::validation("lockId", "a TTLock callback names its lock"))?;
+    let gateway_status = notify_type == "2";
+    let lock_id: i64 = match form_field(&form, "lockId").and_then(|l| l.parse().ok()) {
+        Some(l) => l,
+        // a gateway's status names the gateway, not a lock
+        None if gateway_status && form_field(&form, "gatewayId").is_some() => 0,
+        None => {
+            return Err(
+                DomainError::validation("lockId", "a TTLock callback names its lock").into(),
+            )
+        }
+    };
     let rt = &shared.rt;
     let digest: String = Sha256::digest(body)
         .iter()
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect();
-    // no lock id here: it is the vendor's device reference, kept encrypted (spec 004 §5)
-    let external_id = format!("callback:{digest}");
+    let kind = match notify_type.as_str() {
+        "1" => "lock_records",
+        // gateway (2) or WiFi lock (3) online/offline: a hint to probe, never trusted as is
+        "2" | "3" => "device_status",
+        _ => "other",
+    };
+    // no lock id here: it is the vendor's device reference, kept encrypted (spec 004 §5);
+    // a status hint is never a duplicate (two "offline"s may be byte-identical, and a probe
+    // is idempotent)
+    let external_id = if kind == "device_status" {
+        format!("status:{}", ulid::Ulid::new())
+    } else {
+        format!("callback:{digest}")
+    };
     let success = || {
         HttpResponse::Ok()
             .content_type("text/plain")
@@ -355,16 +375,43 @@ async fn ttlock_once(
         info!(vendor = "ttlock", "webhook replayed; already handled");
         return Ok(Some(success()));
     }
-    let kind = if notify_type == "1" {
-        "lock_records"
-    } else {
-        "other"
-    };
+    if gateway_status {
+        // which locks a gateway serves is TTLock's: probe every lock of the adapter
+        let rooms = rt
+            .store
+            .property_rooms(info.tenant_id, &info.property_id)
+            .await?;
+        for d in rt
+            .store
+            .devices_for_rooms(info.tenant_id, &info.property_id, &rooms)
+            .await?
+            .iter()
+            .filter(|d| d.vendor_adapter_id == info.id)
+        {
+            if let Err(e) =
+                lockstep_actors::drift::probe_device(rt, info.tenant_id, &info.property_id, d).await
+            {
+                warn!(vendor = "ttlock", device = %d.id, error = %e, "status probe failed");
+            }
+        }
+    }
     let lock = lock_id.to_string();
     let device = device_of(shared, info, |r| r == lock).await?;
     let mut events = Vec::new();
     let outcome = match (&device, kind) {
         (_, "other") => "ignored",
+        (None, "device_status") if gateway_status => "processed",
+        (Some(d), "device_status") => {
+            // the device's health is read from TTLock's API; the probe records it and
+            // raises `device.offline` / `device.online` when it changed
+            if let Err(e) =
+                lockstep_actors::drift::probe_device(rt, info.tenant_id, &info.property_id, d).await
+            {
+                warn!(vendor = "ttlock", device = %d.id, error = %e, "status probe failed");
+                return Err(DomainError::VendorUnreachable.into());
+            }
+            "processed"
+        }
         (None, _) => "unknown_device",
         (Some(d), _) => {
             // the callback is only a doorbell: the records come from TTLock's API

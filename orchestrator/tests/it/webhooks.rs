@@ -248,6 +248,38 @@ async fn door_records_arrive_by_webhook_read_back_and_forgeries_change_nothing(
         Some(3.0),
         "two real callbacks and the forged one, read back"
     );
+
+    // a status callback is only a hint: the lock's health is probed at TTLock
+    let status = |online: u8| {
+        http.post(format!("{}{path}", node.http))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("notifyType=3&lockId=1001&isOnline={online}"))
+            .send()
+    };
+    let offline_events = || async {
+        let all = events().await?;
+        anyhow::Ok(
+            all.iter()
+                .filter(|e| e["subject"] == "melmastoon.lock.device.offline.v1")
+                .count(),
+        )
+    };
+    assert_eq!(status(0).await?.status(), 200, "a forged 'offline'");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        offline_events().await?,
+        0,
+        "the lock answered: still online"
+    );
+    http.post(format!("{sim}/_sim/locks/1001/health"))
+        .json(&json!({ "offline": true }))
+        .send()
+        .await?;
+    assert_eq!(status(0).await?.status(), 200);
+    wait_for("device.offline.v1", Duration::from_secs(30), || async {
+        (offline_events().await.ok()? == 1).then_some(())
+    })
+    .await?;
     println!("webhooks: {cases} hostile deliveries refused or ignored");
     Ok(())
 }

@@ -8,7 +8,8 @@
 //! `POST /v3/lock/unlock`, `GET /v3/lockRecord/list`; control:
 //! `POST /_sim/locks/{lockId}/attempts` (`{"method": "pin"|"card"|"app", "credential":
 //! <digits, card number or user name>}`: someone tries the door) and
-//! `POST /_sim/callback` (`{"url": ...}`: where lock records are pushed).
+//! `POST /_sim/callback` (`{"url": ...}`: where lock records are pushed),
+//! `POST /_sim/locks/{lockId}/health` (`{"offline", "batteryPercent"}`).
 //!
 //! Behaviour as documented: one eKey per user and lock (sending another replaces it);
 //! cards are stored under their byte-reversed number (3661413478 lists as 1723612378) and
@@ -311,7 +312,33 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
             "/_sim/locks/{lock_id}/attempts",
             web::post().to(post_attempt),
         )
-        .route("/_sim/callback", web::post().to(post_callback));
+        .route("/_sim/callback", web::post().to(post_callback))
+        .route("/_sim/locks/{lock_id}/health", web::post().to(post_health));
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HealthBody {
+    offline: Option<bool>,
+    battery_percent: Option<i64>,
+}
+
+/// `POST /_sim/locks/{lockId}/health` `{offline?, batteryPercent?}`: changes a lock's health.
+async fn post_health(
+    h: web::Data<SimHandle>,
+    path: web::Path<i64>,
+    body: web::Json<HealthBody>,
+) -> HttpResponse {
+    let b = body.into_inner();
+    h.update_lock_health(path.into_inner(), |l| {
+        if let Some(o) = b.offline {
+            l.offline = o;
+        }
+        if let Some(p) = b.battery_percent {
+            l.battery_percent = p;
+        }
+    });
+    HttpResponse::NoContent().finish()
 }
 
 /// Checks `clientId` and `clientSecret` of the user endpoints.
