@@ -296,6 +296,28 @@ async fn thousand_reservations_survive_sigkill_between_vendor_call_and_commit() 
         "no vendor ref in the API"
     );
 
+    // Never leaks (issue 6), on the production bus: no PIN, vendor ref or lock id of the
+    // 900 passcodes left is in any event published to RabbitMQ
+    let published: Vec<String> = produced.all().iter().map(|e| e.to_string()).collect();
+    let quoted = |v: &str| format!("\"{v}\"");
+    for p in &left {
+        let (pin, vref) = (quoted(&p.keyboard_pwd), p.keyboard_pwd_id.to_string());
+        for e in &published {
+            assert!(!e.contains(&pin), "a PIN is in a published event");
+            assert!(
+                !e.contains(&format!(":{vref},"))
+                    && !e.contains(&format!(":{vref}}}"))
+                    && !e.contains(&quoted(&vref)),
+                "a vendor ref is in a published event"
+            );
+        }
+    }
+    println!(
+        "leak (production bus): {} events checked against {} PINs and vendor refs",
+        published.len(),
+        left.len()
+    );
+
     let counters = sim.handle().counters();
     println!(
         "e2e: {N} issued, {CANCEL} revoked; passcodes after kill 1: {after_first_kill}, after kill 2: {after_second_kill}; vendor adds: {}, deletes: {}",
