@@ -676,6 +676,22 @@ pub mod context {
     pub fn adapter_config(a: &VendorAdapterId) -> String {
         format!("vadcfg:{a}")
     }
+
+    /// The tables with one encrypted column keyed by `id` (key rotation): table, column
+    /// prefix (`<prefix>_ciphertext`, `<prefix>_kms_version`), and the row id's context.
+    pub type IdContext = fn(&str) -> Result<String, lockstep_domain::DomainError>;
+
+    /// See [`IdContext`].
+    pub fn single_secret_columns() -> [(&'static str, &'static str, IdContext); 2] {
+        [
+            ("lock_devices", "vendor_device_ref", |id| {
+                Ok(device_ref(&LockDeviceId::parse(id)?))
+            }),
+            ("vendor_adapters", "config", |id| {
+                Ok(adapter_config(&VendorAdapterId::parse(id)?))
+            }),
+        ]
+    }
 }
 
 /// Filters of the credential list (`GET /api/v1/key-credentials`); every field set must

@@ -1516,65 +1516,37 @@ impl Store for PgStore {
             .await?;
             n += 1;
         }
-        // vendor device refs
-        let rows = sqlx::query(
-            "SELECT id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version FROM lock_devices \
-             WHERE tenant_id = $1 AND vendor_device_ref_kms_version <> $2 LIMIT $3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(&current)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in &rows {
-            let d = LockDeviceId::parse(r.try_get::<&str, _>("id")?)?;
-            let ctx = context::device_ref(&d);
-            let plain = self.cipher.decrypt(
-                &r.try_get::<Vec<u8>, _>("vendor_device_ref_ciphertext")?,
-                &r.try_get::<String, _>("vendor_device_ref_kms_version")?,
-                &ctx,
-            )?;
-            let (ct, v) = self.cipher.encrypt(&plain, &ctx)?;
-            sqlx::query(
-                "UPDATE lock_devices SET vendor_device_ref_ciphertext = $1, vendor_device_ref_kms_version = $2 WHERE tenant_id = $3 AND id = $4",
-            )
-            .bind(ct)
-            .bind(v)
+        // vendor device refs and adapter configs: one encrypted column per row
+        for (table, col, ctx_of) in context::single_secret_columns() {
+            let rows = sqlx::query(&format!(
+                "SELECT id, {col}_ciphertext AS ct, {col}_kms_version AS ver FROM {table} \
+                 WHERE tenant_id = $1 AND {col}_kms_version <> $2 LIMIT $3"
+            ))
             .bind(tenant.as_uuid())
-            .bind(d.as_str())
-            .execute(&mut *tx)
+            .bind(&current)
+            .bind(limit)
+            .fetch_all(&mut *tx)
             .await?;
-            n += 1;
-        }
-        // adapter configs
-        let rows = sqlx::query(
-            "SELECT id, config_ciphertext, config_kms_version FROM vendor_adapters \
-             WHERE tenant_id = $1 AND config_kms_version <> $2 LIMIT $3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(&current)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in &rows {
-            let a = VendorAdapterId::parse(r.try_get::<&str, _>("id")?)?;
-            let ctx = context::adapter_config(&a);
-            let plain = self.cipher.decrypt(
-                &r.try_get::<Vec<u8>, _>("config_ciphertext")?,
-                &r.try_get::<String, _>("config_kms_version")?,
-                &ctx,
-            )?;
-            let (ct, v) = self.cipher.encrypt(&plain, &ctx)?;
-            sqlx::query(
-                "UPDATE vendor_adapters SET config_ciphertext = $1, config_kms_version = $2 WHERE tenant_id = $3 AND id = $4",
-            )
-            .bind(ct)
-            .bind(v)
-            .bind(tenant.as_uuid())
-            .bind(a.as_str())
-            .execute(&mut *tx)
-            .await?;
-            n += 1;
+            for r in &rows {
+                let id: String = r.try_get("id")?;
+                let ctx = ctx_of(&id)?;
+                let plain = self.cipher.decrypt(
+                    &r.try_get::<Vec<u8>, _>("ct")?,
+                    &r.try_get::<String, _>("ver")?,
+                    &ctx,
+                )?;
+                let (ct, v) = self.cipher.encrypt(&plain, &ctx)?;
+                sqlx::query(&format!(
+                    "UPDATE {table} SET {col}_ciphertext = $1, {col}_kms_version = $2 WHERE tenant_id = $3 AND id = $4"
+                ))
+                .bind(ct)
+                .bind(v)
+                .bind(tenant.as_uuid())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+                n += 1;
+            }
         }
         tx.commit().await?;
         Ok(n)
