@@ -1494,48 +1494,14 @@ async fn an_admin_configures_the_access_integration_and_reads_its_status_and_log
     let key_file = dir.join("kisi-api-key");
     std::fs::write(&key_file, kisi::simulator::SIM_API_KEY)?;
     let signing = ed25519_dalek::SigningKey::from_bytes(&[61u8; 32]);
-    let public: String = signing
-        .verifying_key()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let toml = format!(
-        r#"
-[demo]
-enabled = false
-
-[http]
-bind = "127.0.0.1:0"
-service_token = {{ value = "cfg-token" }}
-
-[auth]
-issuer = "{JWT_ISSUER}"
-audience = "{JWT_AUDIENCE}"
-keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
-
-[[properties]]
-tenant_id = "{DEMO_TENANT}"
-property_id = "ppt_hub"
-
-[[properties.adapters]]
-id = "vad_01J0000000000000000000K777"
-vendor = "kisi"
-api_base_url = "{kisi}"
-api_key = {{ file = "{file}" }}
-
-[[properties.devices]]
-id = "lck_01J0000000000000000000K777"
-adapter = "vad_01J0000000000000000000K777"
-vendor_device_ref = "7:70"
-label = "Hub front door"
-rooms = ["rmu_hub"]
-"#,
-        kisi = k.base_url(),
-        file = key_file.display(),
-    );
-    let config = dir.join("lockstep.toml");
-    std::fs::write(&config, toml)?;
+    let config = kisi_hub_config(
+        &dir,
+        &k.base_url(),
+        "vad_01J0000000000000000000K777",
+        "lck_01J0000000000000000000K777",
+        &format!("api_key = {{ file = \"{}\" }}", key_file.display()),
+        &signing,
+    )?;
     let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
     let http = reqwest::Client::new();
     let admin = jwt(&signing, DEMO_TENANT, &[Role::Admin]);
@@ -1740,49 +1706,17 @@ async fn kisi_webhooks_are_verified_deduped_and_recorded() -> anyhow::Result<()>
     k.handle().add_group_lock(7, 70);
     let dir = scratch("kisi-webhooks");
     let signing = ed25519_dalek::SigningKey::from_bytes(&[62u8; 32]);
-    let public: String = signing
-        .verifying_key()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let toml = format!(
-        r#"
-[demo]
-enabled = false
-
-[http]
-bind = "127.0.0.1:0"
-service_token = {{ value = "cfg-token" }}
-
-[auth]
-issuer = "{JWT_ISSUER}"
-audience = "{JWT_AUDIENCE}"
-keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
-
-[[properties]]
-tenant_id = "{DEMO_TENANT}"
-property_id = "ppt_hub"
-
-[[properties.adapters]]
-id = "vad_01J0000000000000000000K888"
-vendor = "kisi"
-api_base_url = "{kisi}"
-api_key = {{ value = "{key}" }}
-webhook_secret = {{ value = "{SECRET}" }}
-
-[[properties.devices]]
-id = "lck_01J0000000000000000000K888"
-adapter = "vad_01J0000000000000000000K888"
-vendor_device_ref = "7:70"
-label = "Hub front door"
-rooms = ["rmu_hub"]
-"#,
-        kisi = k.base_url(),
-        key = kisi::simulator::SIM_API_KEY,
-    );
-    let config = dir.join("lockstep.toml");
-    std::fs::write(&config, toml)?;
+    let config = kisi_hub_config(
+        &dir,
+        &k.base_url(),
+        "vad_01J0000000000000000000K888",
+        "lck_01J0000000000000000000K888",
+        &format!(
+            "api_key = {{ value = \"{}\" }}\nwebhook_secret = {{ value = \"{SECRET}\" }}",
+            kisi::simulator::SIM_API_KEY
+        ),
+        &signing,
+    )?;
     let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
     let http = reqwest::Client::new();
     post_event(
@@ -1939,4 +1873,57 @@ rooms = ["rmu_hub"]
     assert!(!node.log_text().contains(SECRET));
     println!("kisi webhooks: {cases} deliveries");
     Ok(())
+}
+
+/// A config of the Kisi hub property (`ppt_hub`, adapter `adapter`, lock `7:70` as room
+/// `rmu_hub`) with JWTs signed by `signing`; `secrets` are the adapter's secret lines.
+fn kisi_hub_config(
+    dir: &std::path::Path,
+    kisi_url: &str,
+    adapter: &str,
+    device: &str,
+    secrets: &str,
+    signing: &ed25519_dalek::SigningKey,
+) -> anyhow::Result<std::path::PathBuf> {
+    let public: String = signing
+        .verifying_key()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let toml = format!(
+        r#"
+[demo]
+enabled = false
+
+[http]
+bind = "127.0.0.1:0"
+service_token = {{ value = "cfg-token" }}
+
+[auth]
+issuer = "{JWT_ISSUER}"
+audience = "{JWT_AUDIENCE}"
+keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
+
+[[properties]]
+tenant_id = "{DEMO_TENANT}"
+property_id = "ppt_hub"
+
+[[properties.adapters]]
+id = "{adapter}"
+vendor = "kisi"
+api_base_url = "{kisi_url}"
+{secrets}
+
+[[properties.devices]]
+id = "{device}"
+adapter = "{adapter}"
+vendor_device_ref = "7:70"
+label = "Hub front door"
+rooms = ["rmu_hub"]
+"#
+    );
+    let config = dir.join("lockstep.toml");
+    std::fs::write(&config, toml)?;
+    Ok(config)
 }
