@@ -125,17 +125,9 @@ fn offline_signer(settings: &Settings) -> anyhow::Result<Option<crate::admin::Of
         }
         None => return Ok(None),
     };
-    let bytes: Vec<u8> = (0..hex.trim().len())
-        .step_by(2)
-        .filter_map(|i| {
-            hex.trim()
-                .get(i..i + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-        })
-        .collect();
-    let seed: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("offline.signing_key: 64 hex digits"))?;
+    let seed: [u8; 32] = lockstep_persistence::crypto::decode_hex(hex.trim())
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("offline.signing_key: 64 hex digits"))?;
     Ok(Some(crate::admin::OfflineSigner::new(
         seed,
         settings

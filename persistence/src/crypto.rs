@@ -222,7 +222,8 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
+/// Hex digits to bytes (`None` for an odd length or a non-hex digit).
+pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

@@ -100,19 +100,30 @@ impl Api {
     }
 }
 
+/// An embedded node with the demo and JWTs signed by a key from `seed`, and an API client
+/// with a token of the demo tenant and `role`.
+async fn jwt_node(
+    name: &str,
+    seed: u8,
+    role: Role,
+) -> anyhow::Result<(ed25519_dalek::SigningKey, Lockstep, Api)> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let dir = scratch(name);
+    let config = jwt_config(&dir, &key)?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: node.http.clone(),
+        bearer: jwt(&key, DEMO_TENANT, &[role]),
+    };
+    Ok((key, node, api))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_writes_answer_their_outcome_and_refuse_what_the_state_machine_forbids(
 ) -> anyhow::Result<()> {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[21u8; 32]);
-    let dir = scratch("writes");
-    let config = jwt_config(&dir, &key)?;
-    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
-    let http = reqwest::Client::new();
-    let api = Api {
-        http: http.clone(),
-        base: node.http.clone(),
-        bearer: jwt(&key, DEMO_TENANT, &[Role::Operator]),
-    };
+    let (key, node, api) = jwt_node("writes", 21, Role::Operator).await?;
+    let http = api.http.clone();
     let intake = |body: Vec<u8>| {
         http.post(format!("{}/api/v1/intake", node.http))
             .bearer_auth("svc-token")
@@ -407,17 +418,8 @@ async fn operator_writes_answer_their_outcome_and_refuse_what_the_state_machine_
 /// reference in no answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_the_vendor_knows_registers_once_and_nothing_else_does() -> anyhow::Result<()> {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[22u8; 32]);
-    let dir = scratch("devices");
-    let config = jwt_config(&dir, &key)?;
-    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    let (key, node, api) = jwt_node("devices", 22, Role::Admin).await?;
     let sim = demo_sim_url(&node);
-    let admin = jwt(&key, DEMO_TENANT, &[Role::Admin]);
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: node.http.clone(),
-        bearer: admin.clone(),
-    };
     let adapters = api
         .get("/api/v1/vendor-adapters?propertyId=ppt_demo")
         .await?;
@@ -493,15 +495,7 @@ async fn a_lock_the_vendor_knows_registers_once_and_nothing_else_does() -> anyho
 /// documented failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_keys_are_issued_for_a_shift_and_revoked_by_id() -> anyhow::Result<()> {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[23u8; 32]);
-    let dir = scratch("masters");
-    let config = jwt_config(&dir, &key)?;
-    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: node.http.clone(),
-        bearer: jwt(&key, DEMO_TENANT, &[Role::Admin]),
-    };
+    let (key, _node, api) = jwt_node("masters", 23, Role::Admin).await?;
     let shift = |shift: &str, scope: &str| {
         format!(
             r#"{{"propertyId":"ppt_demo","shiftId":"{shift}","staffUserId":"usr_hk_1","scope":{scope},"validFrom":"2027-05-01T08:00:00Z","validUntil":"2027-05-01T16:00:00Z"}}"#
@@ -583,15 +577,7 @@ async fn master_keys_are_issued_for_a_shift_and_revoked_by_id() -> anyhow::Resul
 /// failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_issue_is_the_stays_confirmation_through_the_partitions() -> anyhow::Result<()> {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[24u8; 32]);
-    let dir = scratch("manual");
-    let config = jwt_config(&dir, &key)?;
-    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: node.http.clone(),
-        bearer: jwt(&key, DEMO_TENANT, &[Role::Operator]),
-    };
+    let (_key, _node, api) = jwt_node("manual", 24, Role::Operator).await?;
     let stay = |revision: i64, from: &str, until: &str| {
         format!(
             r#"{{"propertyId":"ppt_demo","reservationId":"rsv_m_1","revision":{revision},"guestId":"gst_m_1","roomIds":["rmu_104"],"validFrom":"{from}","validUntil":"{until}"}}"#
@@ -675,15 +661,7 @@ async fn a_manual_issue_is_the_stays_confirmation_through_the_partitions() -> an
 /// `PATCH /api/v1/key-credentials/{id}`: success and each documented failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_moves_the_end_and_rooms_within_k2() -> anyhow::Result<()> {
-    let key = ed25519_dalek::SigningKey::from_bytes(&[25u8; 32]);
-    let dir = scratch("patch");
-    let config = jwt_config(&dir, &key)?;
-    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: node.http.clone(),
-        bearer: jwt(&key, DEMO_TENANT, &[Role::Operator]),
-    };
+    let (_key, _node, api) = jwt_node("patch", 25, Role::Operator).await?;
     let issued = api
         .post(
             "/api/v1/key-credentials",
@@ -753,15 +731,7 @@ async fn an_update_moves_the_end_and_rooms_within_k2() -> anyhow::Result<()> {
 async fn offline_certificates_are_signed_bounded_and_revoked() -> anyhow::Result<()> {
     use base64::Engine as _;
     use ed25519_dalek::Verifier as _;
-    let key = ed25519_dalek::SigningKey::from_bytes(&[26u8; 32]);
-    let dir = scratch("offline-certs");
-    let config = jwt_config(&dir, &key)?;
-    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: node.http.clone(),
-        bearer: jwt(&key, DEMO_TENANT, &[Role::Admin]),
-    };
+    let (key, _node, api) = jwt_node("offline-certs", 26, Role::Admin).await?;
     let desktop = ed25519_dalek::SigningKey::from_bytes(&[77u8; 32]);
     let b64 = base64::engine::general_purpose::STANDARD;
     let pubkey = b64.encode(desktop.verifying_key().as_bytes());
