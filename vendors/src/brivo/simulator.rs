@@ -39,6 +39,7 @@ use tracing::info;
 use super::errors::{DUPLICATE_EXTERNAL_ID_MESSAGE, DUPLICATE_PIN_MESSAGE};
 use super::wire::{self, ApiError};
 use super::{BrivoConfig, BrivoCredentials, Secret};
+use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
 
 /// Api key the simulator accepts.
 pub const SIM_API_KEY: &str = "sim-api-key";
@@ -164,6 +165,38 @@ struct SimState {
     rate_window: Option<(DateTime<Utc>, u32)>,
     /// The client secrets accepted now (a rotation's overlap holds two).
     client_secrets: Vec<String>,
+    journal: DoorJournal,
+}
+
+impl SimState {
+    /// What every access point accepts, through Lockstep's eyes: each user with an external
+    /// id (Lockstep's label), on every access point of each of its groups, in its effective
+    /// window; a user with a PIN is a `pin_code`.
+    fn door_view(&self) -> Vec<DoorObject> {
+        let mut out = Vec::new();
+        for u in self.users.values() {
+            let Some(label) = &u.external_id else {
+                continue;
+            };
+            let kind = if u.pin.is_some() {
+                lockstep_domain::KeyCredentialKind::PinCode
+            } else {
+                lockstep_domain::KeyCredentialKind::MobileApp
+            };
+            for g in u.groups.iter().filter_map(|g| self.groups.get(g)) {
+                for ap in g.access_points.keys() {
+                    out.push(DoorObject {
+                        device: ap.to_string(),
+                        label: label.clone(),
+                        kind,
+                        valid_from: u.effective_from,
+                        valid_until: u.effective_to,
+                    });
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
@@ -193,6 +226,7 @@ impl SimHandle {
             next_id: 442_211,
             token_ttl_secs: config.token_ttl_secs,
             rate_window: None,
+            journal: DoorJournal::default(),
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -205,6 +239,37 @@ impl SimHandle {
         // simulator, so a poisoned lock is simply taken over.
         let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut guard)
+    }
+
+    /// Runs a write on the state; while the journal is on, records what it changed at the
+    /// doors.
+    fn with_journaled<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
+        self.with(|s| {
+            if !s.journal.is_enabled() {
+                return f(s);
+            }
+            let before = s.door_view();
+            let out = f(s);
+            let after = s.door_view();
+            s.journal.record(before, after);
+            out
+        })
+    }
+
+    /// Starts the door journal (see [`crate::ttlock::simulator::journal`]), keeping the
+    /// last `capacity` changes.
+    pub fn enable_journal(&self, capacity: usize) {
+        self.with(|s| s.journal.enable(capacity));
+    }
+
+    /// The journal's changes from `seq` on (1 is the first), oldest first.
+    pub fn journal_since(&self, seq: u64) -> Vec<DoorChange> {
+        self.with(|s| s.journal.since(seq))
+    }
+
+    /// Every labelled credential every door accepts now.
+    pub fn door_view(&self) -> Vec<DoorObject> {
+        self.with(|s| s.door_view())
     }
 
     /// Adds an access point (no-op if it exists).
@@ -584,6 +649,23 @@ async fn api(
     .unwrap_or_else(|r| *r.0)
 }
 
+/// Like [`api`], for a write: recorded in the door journal while it is on.
+async fn api_write(
+    h: &SimHandle,
+    req: &HttpRequest,
+    f: impl FnOnce(&mut SimState) -> Result<HttpResponse, Reject>,
+) -> HttpResponse {
+    if let Some(r) = gate(h).await {
+        return r;
+    }
+    let now = h.clock.now();
+    h.with_journaled(|s| {
+        authorize(s, req, now)?;
+        f(s)
+    })
+    .unwrap_or_else(|r| *r.0)
+}
+
 async fn token(h: web::Data<SimHandle>, req: HttpRequest, form: web::Form<Params>) -> HttpResponse {
     if let Some(r) = gate(&h).await {
         return r;
@@ -831,7 +913,7 @@ async fn grant_access_point(
 ) -> HttpResponse {
     let (group_id, ap) = path.into_inner();
     let lost = roll(h.faults().lose_response_rate);
-    let res = api(&h, &req, |s| {
+    let res = api_write(&h, &req, |s| {
         let body: wire::AccessPermissionRequest = serde_json::from_slice(&body)
             .map_err(|_| Reject::from(refuse(400, "The request body is not formatted properly")))?;
         if !s.access_points.contains(&ap) {
@@ -861,7 +943,7 @@ async fn add_user_to_group(
 ) -> HttpResponse {
     let (group_id, user_id) = path.into_inner();
     let lost = roll(h.faults().lose_response_rate);
-    let res = api(&h, &req, |s| {
+    let res = api_write(&h, &req, |s| {
         if !s.groups.contains_key(&group_id) {
             return Err(refuse(404, "Group not found").into());
         }
@@ -934,7 +1016,7 @@ fn valid_pin(pin: &str) -> bool {
 
 async fn create_user(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
     let lost = roll(h.faults().lose_response_rate);
-    let res = api(&h, &req, |s| {
+    let res = api_write(&h, &req, |s| {
         let body: wire::CreateUserRequest = serde_json::from_slice(&body)
             .map_err(|_| Reject::from(refuse(400, "Invalid criteria provided")))?;
         if body.first_name.trim().is_empty() || body.last_name.trim().is_empty() {
@@ -1023,7 +1105,7 @@ async fn patch_user(
 ) -> HttpResponse {
     let id = path.into_inner();
     let lost = roll(h.faults().lose_response_rate);
-    let res = api(&h, &req, |s| {
+    let res = api_write(&h, &req, |s| {
         let body: wire::PatchUserRequest = serde_json::from_slice(&body)
             .map_err(|_| Reject::from(refuse(400, "Invalid criteria provided")))?;
         let from = optional_time(body.effective_from.as_deref(), "effectiveFrom")?;
@@ -1069,7 +1151,7 @@ async fn delete_user(
 ) -> HttpResponse {
     let id = path.into_inner();
     let lost = roll(h.faults().lose_response_rate);
-    let res = api(&h, &req, |s| {
+    let res = api_write(&h, &req, |s| {
         if s.users.remove(&id).is_none() {
             return Err(refuse(404, "User not found").into());
         }

@@ -38,6 +38,7 @@ use tracing::info;
 use super::errors as code;
 use super::wire::{self, ApiError, OAuthError};
 use super::{SaltoConfig, Secret};
+use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
 
 /// The site of the default configuration.
 pub const SIM_SITE_ID: &str = "00d20e57-9ac2-4b76-a65d-7911bfb00da2";
@@ -199,6 +200,7 @@ struct SimState {
     extra_client_secrets: Vec<String>,
     /// Whether the configured client secret is retired.
     configured_secret_retired: bool,
+    journal: DoorJournal,
 }
 
 /// A lock's health as the simulator reports it (`online`, `battery_level`,
@@ -224,6 +226,44 @@ impl Default for SimLockHealth {
 }
 
 impl SimState {
+    /// What every lock accepts, through Lockstep's eyes: an access group holding the lock
+    /// and at least one user opens it for the group's reference, in its first schedule's
+    /// window (read as UTC, the adapter's default site offset); a PIN on a member makes it
+    /// a `pin_code`, else the members' digital keys make it a `mobile_app`.
+    fn door_view(&self) -> Vec<DoorObject> {
+        let utc = chrono::FixedOffset::east_opt(0).expect("zero is a valid offset");
+        let mut out = Vec::new();
+        for g in &self.groups {
+            let members: Vec<&SimSiteUser> = self
+                .users
+                .iter()
+                .filter(|u| g.user_ids.contains(&u.user_id))
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let kind = if members.iter().any(|u| u.pin.is_some()) {
+                lockstep_domain::KeyCredentialKind::PinCode
+            } else {
+                lockstep_domain::KeyCredentialKind::MobileApp
+            };
+            let window = g
+                .time_schedules
+                .first()
+                .and_then(|t| t.utc_window(utc).ok());
+            for lock in &g.lock_ids {
+                out.push(DoorObject {
+                    device: lock.clone(),
+                    label: g.customer_reference.clone(),
+                    kind,
+                    valid_from: window.map(|w| w.0),
+                    valid_until: window.map(|w| w.1),
+                });
+            }
+        }
+        out
+    }
+
     fn new_id(&mut self, kind: u32) -> String {
         self.next_id += 1;
         format!("{kind:08x}-5a17-4000-8000-{:012x}", self.next_id)
@@ -251,6 +291,7 @@ impl SimHandle {
             configured_secret_retired: false,
             lock_health: HashMap::new(),
             config,
+            journal: DoorJournal::default(),
             users: Vec::new(),
             groups: Vec::new(),
             tokens: HashMap::new(),
@@ -270,6 +311,22 @@ impl SimHandle {
         // to a simulator, so a poisoned lock is simply taken over.
         let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut guard)
+    }
+
+    /// Starts the door journal (see [`crate::ttlock::simulator::journal`]), keeping the
+    /// last `capacity` changes.
+    pub fn enable_journal(&self, capacity: usize) {
+        self.with(|s| s.journal.enable(capacity));
+    }
+
+    /// The journal's changes from `seq` on (1 is the first), oldest first.
+    pub fn journal_since(&self, seq: u64) -> Vec<DoorChange> {
+        self.with(|s| s.journal.since(seq))
+    }
+
+    /// Every labelled access every lock grants now.
+    pub fn door_view(&self) -> Vec<DoorObject> {
+        self.with(|s| s.door_view())
     }
 
     /// Adds a lock with a keypad (`escutcheon_pin`), or replaces its type.
@@ -559,7 +616,14 @@ async fn run(
         if site != s.config.site_id {
             return not_found("Site not found").into();
         }
-        let out = match f(s) {
+        let journaled = write.is_some() && s.journal.is_enabled();
+        let before = journaled.then(|| s.door_view());
+        let result = f(s);
+        if let Some(before) = before {
+            let after = s.door_view();
+            s.journal.record(before, after);
+        }
+        let out = match result {
             Ok(out) => out,
             Err(r) => return r.into(),
         };

@@ -41,6 +41,7 @@ use tracing::info;
 use super::errors::{self as code, oauth};
 use super::wire::{self, ApiErrorResponse, OAuthErrorResponse};
 use super::{Secret, VostioConfig};
+use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
 
 /// A door holds at most this many keys (reconstructed limit).
 pub const MAX_KEYS_PER_DOOR: usize = 500;
@@ -248,6 +249,38 @@ struct SimState {
     counters: SimCounters,
     token_ttl_secs: i64,
     rate_window: Option<(DateTime<Utc>, u32)>,
+    journal: DoorJournal,
+}
+
+impl SimState {
+    /// What every door accepts, through Lockstep's eyes: each key made with an external id
+    /// (Lockstep's label), on each door of its access rights; `card` keys count from their
+    /// creation (pending encoding), as the adapter's `find` does.
+    fn door_view(&self) -> Vec<DoorObject> {
+        let mut out = Vec::new();
+        for env in self.environments.values() {
+            for k in &env.keys {
+                let Some(label) = &k.external_id else {
+                    continue;
+                };
+                let kind = if k.key_type == wire::KEY_TYPE_CARD {
+                    lockstep_domain::KeyCredentialKind::RfidCard
+                } else {
+                    lockstep_domain::KeyCredentialKind::MobileApp
+                };
+                for door in &k.door_ids {
+                    out.push(DoorObject {
+                        device: door.clone(),
+                        label: label.clone(),
+                        kind,
+                        valid_from: Some(k.valid_from),
+                        valid_until: k.valid_to,
+                    });
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
@@ -287,6 +320,7 @@ impl SimHandle {
             counters: SimCounters::default(),
             token_ttl_secs: config.token_ttl_secs,
             rate_window: None,
+            journal: DoorJournal::default(),
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -355,6 +389,37 @@ impl SimHandle {
             .into_iter()
             .filter(|k| k.door_ids.iter().any(|d| d == door_id))
             .collect()
+    }
+
+    /// Runs a write on the state; while the journal is on, records what it changed at the
+    /// doors.
+    fn with_journaled<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
+        self.with(|s| {
+            if !s.journal.is_enabled() {
+                return f(s);
+            }
+            let before = s.door_view();
+            let out = f(s);
+            let after = s.door_view();
+            s.journal.record(before, after);
+            out
+        })
+    }
+
+    /// Starts the door journal (see [`crate::ttlock::simulator::journal`]), keeping the
+    /// last `capacity` changes.
+    pub fn enable_journal(&self, capacity: usize) {
+        self.with(|s| s.journal.enable(capacity));
+    }
+
+    /// The journal's changes from `seq` on (1 is the first), oldest first.
+    pub fn journal_since(&self, seq: u64) -> Vec<DoorChange> {
+        self.with(|s| s.journal.since(seq))
+    }
+
+    /// Every labelled credential every door accepts now.
+    pub fn door_view(&self) -> Vec<DoorObject> {
+        self.with(|s| s.door_view())
     }
 
     /// Puts a key on a door directly (no HTTP, no fault), e.g. a front-desk key made in
@@ -592,7 +657,7 @@ async fn gate(h: &SimHandle) -> Option<HttpResponse> {
         actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
     }
     let now = h.clock.now();
-    h.with(|s| {
+    h.with_journaled(|s| {
         let refuse = if s.faults.outage {
             Some(refusal(503, code::UNAVAILABLE, "service unavailable").into())
         } else if let Some(limit) = s.faults.rate_limit_per_sec {
@@ -830,7 +895,7 @@ async fn create_key(
     }
     let env = path.into_inner();
     let now = h.clock.now();
-    let res = h.with(|s| -> Result<(wire::KeyRecord, bool), Refusal> {
+    let res = h.with_journaled(|s| -> Result<(wire::KeyRecord, bool), Refusal> {
         let door_offline = s.faults.door_offline;
         let lose = roll(s.faults.lose_response_rate);
         let environment = authorize(s, &req, &env, now)?;
@@ -968,7 +1033,7 @@ async fn update_key(
     }
     let (env, key_id) = path.into_inner();
     let now = h.clock.now();
-    let res = h.with(|s| -> Result<(wire::KeyRecord, bool), Refusal> {
+    let res = h.with_journaled(|s| -> Result<(wire::KeyRecord, bool), Refusal> {
         let door_offline = s.faults.door_offline;
         let lose = roll(s.faults.lose_response_rate);
         let environment = authorize(s, &req, &env, now)?;
@@ -1011,7 +1076,7 @@ async fn delete_key(
     }
     let (env, key_id) = path.into_inner();
     let now = h.clock.now();
-    let res = h.with(|s| -> Result<bool, Refusal> {
+    let res = h.with_journaled(|s| -> Result<bool, Refusal> {
         let door_offline = s.faults.door_offline;
         let lose = roll(s.faults.lose_response_rate);
         let environment = authorize(s, &req, &env, now)?;

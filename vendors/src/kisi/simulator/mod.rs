@@ -48,6 +48,7 @@ use super::wire::{
     APPLIES_TO_GROUP, ASSIGNEE_USER, MAX_PAGE_SIZE, ROLE_GROUP_BASIC, ROLE_GROUP_MANAGER,
 };
 use super::{KisiConfig, Secret};
+use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
 
 /// The API key of the default configuration.
 pub const SIM_API_KEY: &str = "sim-kisi-api-key";
@@ -170,6 +171,37 @@ struct SimState {
     /// Where door events are posted, and the secret they are signed with.
     webhook: Option<(String, String)>,
     next_event_id: i64,
+    journal: DoorJournal,
+}
+
+impl SimState {
+    /// What every lock accepts, through Lockstep's eyes: each group role assignment opens
+    /// every lock of its group (device `"<group_id>:<lock_id>"`) for its user's label
+    /// (`metadata.lockstep_label`, else the user's name), as a mobile key.
+    fn door_view(&self) -> Vec<DoorObject> {
+        let mut out = Vec::new();
+        for a in self.assignments.values() {
+            let Some(user) = self.users.get(&a.user_id) else {
+                continue;
+            };
+            let label = user
+                .metadata
+                .get("lockstep_label")
+                .and_then(|v| v.as_str())
+                .unwrap_or(&user.name)
+                .to_owned();
+            for lock in self.groups.get(&a.group_id).into_iter().flatten() {
+                out.push(DoorObject {
+                    device: format!("{}:{lock}", a.group_id),
+                    label: label.clone(),
+                    kind: lockstep_domain::KeyCredentialKind::MobileApp,
+                    valid_from: a.valid_from,
+                    valid_until: a.valid_until,
+                });
+            }
+        }
+        out
+    }
 }
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
@@ -205,6 +237,7 @@ impl SimHandle {
             offline_locks: BTreeSet::new(),
             webhook: None,
             next_event_id: 8_800_001,
+            journal: DoorJournal::default(),
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -217,6 +250,37 @@ impl SimHandle {
         // to a simulator, so a poisoned lock is simply taken over.
         let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut guard)
+    }
+
+    /// Runs a write on the state; while the journal is on, records what it changed at the
+    /// doors.
+    fn with_journaled<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
+        self.with(|s| {
+            if !s.journal.is_enabled() {
+                return f(s);
+            }
+            let before = s.door_view();
+            let out = f(s);
+            let after = s.door_view();
+            s.journal.record(before, after);
+            out
+        })
+    }
+
+    /// Starts the door journal (see [`crate::ttlock::simulator::journal`]), keeping the
+    /// last `capacity` changes.
+    pub fn enable_journal(&self, capacity: usize) {
+        self.with(|s| s.journal.enable(capacity));
+    }
+
+    /// The journal's changes from `seq` on (1 is the first), oldest first.
+    pub fn journal_since(&self, seq: u64) -> Vec<DoorChange> {
+        self.with(|s| s.journal.since(seq))
+    }
+
+    /// Every labelled credential every door accepts now.
+    pub fn door_view(&self) -> Vec<DoorObject> {
+        self.with(|s| s.door_view())
     }
 
     /// Adds a group granting `lock_id` (or adds the lock to an existing group).
@@ -287,7 +351,7 @@ impl SimHandle {
         valid_until: Option<DateTime<Utc>>,
     ) -> Option<i64> {
         let now = self.clock.now();
-        self.with(|s| {
+        self.with_journaled(|s| {
             if !s.groups.contains_key(&group_id) {
                 return None;
             }
@@ -846,7 +910,7 @@ async fn create_assignment(
         let (valid_from, valid_until) =
             parse_window(r.valid_from.as_deref(), r.valid_until.as_deref())?;
         let now = h.clock.now();
-        let (reply, lost) = h.with(|s| {
+        let (reply, lost) = h.with_journaled(|s| {
             if !s.groups.contains_key(&group_id) || !s.users.contains_key(&user_id) {
                 return Err(not_found());
             }
@@ -928,7 +992,7 @@ async fn update_assignment(
             }
         }
         let now = h.clock.now();
-        let lost = h.with(|s| {
+        let lost = h.with_journaled(|s| {
             let Some(a) = s.assignments.get_mut(&id) else {
                 return Err(not_found());
             };
@@ -958,7 +1022,7 @@ async fn delete_assignment(
     let id = path.into_inner();
     let run = async {
         gate(&h, &req).await?;
-        let lost = h.with(|s| {
+        let lost = h.with_journaled(|s| {
             if s.assignments.remove(&id).is_none() {
                 return Err(not_found());
             }

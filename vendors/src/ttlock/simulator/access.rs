@@ -109,6 +109,28 @@ pub fn reversed_card_number(number: &str) -> String {
     }
 }
 
+impl AccessState {
+    /// The eKeys and IC cards as door objects, named as Lockstep names them.
+    pub(super) fn door_objects(&self, out: &mut Vec<super::journal::DoorObject>) {
+        use lockstep_domain::KeyCredentialKind;
+        let ekeys = self.ekeys.iter().map(|k| super::journal::DoorObject {
+            device: k.lock_id.to_string(),
+            label: k.key_name.clone(),
+            kind: KeyCredentialKind::MobileApp,
+            valid_from: super::ms_time(k.start_date),
+            valid_until: super::ms_time(k.end_date),
+        });
+        let cards = self.cards.iter().map(|c| super::journal::DoorObject {
+            device: c.lock_id.to_string(),
+            label: c.card_name.clone(),
+            kind: KeyCredentialKind::RfidCard,
+            valid_from: super::ms_time(c.start_date),
+            valid_until: super::ms_time(c.end_date),
+        });
+        out.extend(ekeys.chain(cards));
+    }
+}
+
 fn next_id(s: &mut SimState) -> i64 {
     if s.access.next_id == 0 {
         s.access.next_id = 27_619;
@@ -374,7 +396,7 @@ async fn mutate(
         return r;
     }
     let now = h.clock.now();
-    let res = h.with(|s| {
+    let res = h.with_journaled(|s| {
         let lose = roll(s.faults.lose_response_rate);
         f(s, now).map(|ok| (ok, lose))
     });

@@ -42,8 +42,10 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 pub mod access;
+pub mod journal;
 
 pub use self::access::{SimAttempt, SimCard, SimEkey, SimMethod};
+use self::journal::{DoorChange, DoorJournal, DoorObject};
 
 use super::errors as code;
 use super::wire::{self, ErrorResponse};
@@ -226,6 +228,35 @@ struct SimState {
     token_ttl_secs: i64,
     rate_window: Option<(DateTime<Utc>, u32)>,
     access: access::AccessState,
+    journal: DoorJournal,
+}
+
+/// An epoch-ms instant of the wire as a time (`None` for 0, TTLock's "permanent").
+fn ms_time(ms: i64) -> Option<DateTime<Utc>> {
+    (ms != 0)
+        .then(|| DateTime::<Utc>::from_timestamp_millis(ms))
+        .flatten()
+}
+
+impl SimState {
+    /// What every lock accepts, through Lockstep's eyes: passcodes, eKeys and IC cards by
+    /// their names.
+    fn door_view(&self) -> Vec<DoorObject> {
+        let mut out: Vec<DoorObject> = self
+            .locks
+            .values()
+            .flatten()
+            .map(|p| DoorObject {
+                device: p.lock_id.to_string(),
+                label: p.keyboard_pwd_name.clone(),
+                kind: lockstep_domain::KeyCredentialKind::PinCode,
+                valid_from: ms_time(p.start_date),
+                valid_until: ms_time(p.end_date),
+            })
+            .collect();
+        self.access.door_objects(&mut out);
+        out
+    }
 }
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
@@ -254,6 +285,7 @@ impl SimHandle {
             token_ttl_secs: config.token_ttl_secs,
             rate_window: None,
             access: access::AccessState::default(),
+            journal: DoorJournal::default(),
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -266,6 +298,36 @@ impl SimHandle {
         // to a simulator, so a poisoned lock is simply taken over.
         let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut guard)
+    }
+
+    /// Runs a write on the state; while the journal is on, records what it changed at the
+    /// doors.
+    fn with_journaled<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
+        self.with(|s| {
+            if !s.journal.is_enabled() {
+                return f(s);
+            }
+            let before = s.door_view();
+            let out = f(s);
+            let after = s.door_view();
+            s.journal.record(before, after);
+            out
+        })
+    }
+
+    /// Starts the door journal (see [`journal`]), keeping the last `capacity` changes.
+    pub fn enable_journal(&self, capacity: usize) {
+        self.with(|s| s.journal.enable(capacity));
+    }
+
+    /// The journal's changes from `seq` on (1 is the first), oldest first.
+    pub fn journal_since(&self, seq: u64) -> Vec<DoorChange> {
+        self.with(|s| s.journal.since(seq))
+    }
+
+    /// Every labelled credential every lock accepts now (passcodes, eKeys, cards).
+    pub fn door_view(&self) -> Vec<DoorObject> {
+        self.with(|s| s.door_view())
     }
 
     /// Adds a lock (no-op if it exists).
@@ -315,7 +377,7 @@ impl SimHandle {
         end_ms: i64,
     ) -> Option<i64> {
         let now = self.clock.now().timestamp_millis();
-        self.with(|s| {
+        self.with_journaled(|s| {
             let id = s.next_pwd_id;
             let lock = s.locks.get_mut(&lock_id)?;
             lock.push(SimPasscode {
@@ -644,7 +706,7 @@ async fn add_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpR
         return r;
     }
     let now = h.clock.now();
-    let res = h.with(|s| -> Result<(i64, bool), Refusal> {
+    let res = h.with_journaled(|s| -> Result<(i64, bool), Refusal> {
         authorize(s, &form, now)?;
         let lock_id = param_i64(&form, "lockId")?;
         let pwd = param(&form, "keyboardPwd")?.to_owned();
@@ -718,7 +780,7 @@ async fn delete_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> Ht
         return r;
     }
     let now = h.clock.now();
-    let res = h.with(|s| -> Result<bool, Refusal> {
+    let res = h.with_journaled(|s| -> Result<bool, Refusal> {
         authorize(s, &form, now)?;
         let lock_id = param_i64(&form, "lockId")?;
         let pwd_id = param_i64(&form, "keyboardPwdId")?;
@@ -760,7 +822,7 @@ async fn change_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> Ht
         return r;
     }
     let now = h.clock.now();
-    let res = h.with(|s| -> Result<bool, Refusal> {
+    let res = h.with_journaled(|s| -> Result<bool, Refusal> {
         authorize(s, &form, now)?;
         let lock_id = param_i64(&form, "lockId")?;
         let pwd_id = param_i64(&form, "keyboardPwdId")?;
