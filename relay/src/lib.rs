@@ -1,10 +1,35 @@
 //! The desktop relay (DESIGN §8): the WebSocket server that front-desk desktops connect to
-//! (authenticated by an Ed25519 signature over a server nonce), the CloudProxy side of the
-//! `generic-wiegand` adapter, the desktop agent library and its protocol, and the
-//! reconciliation of provisional credentials minted offline.
+//! (authenticated by an Ed25519 signature over a single-use server nonce with the key their
+//! offline-issuance certificate binds), the hub that dispatches encode jobs to their card
+//! encoders, the versioned message protocol both sides speak, and the reference desktop
+//! agent. The protocol is documented in `docs/relay/`.
 //!
-//! Not built yet: it lands with the relay issue. The crate exists so the workspace has the
-//! shape of DESIGN §1 and nothing else claims its place.
+//! Everything the relay needs from its host comes through small traits the host
+//! implements: [`CertificateDirectory`] (certificate lookup), [`SessionEvents`] (session
+//! persistence and events) and the [`Clock`](lockstep_domain::Clock); encode results are the
+//! return value of [`Hub::dispatch`]. In-memory implementations serve tests.
 //!
 //! Architecture Invariant: `relay` depends only on `domain`; it knows no storage, no broker
 //! and no HTTP route of the orchestrator.
+
+pub mod agent;
+pub mod auth;
+mod config;
+mod error;
+pub mod events;
+pub mod hub;
+mod metrics;
+pub mod protocol;
+mod server;
+
+pub use auth::{
+    CertificateDirectory, DirectoryError, IssuedCertificate, MemoryCertificateDirectory,
+};
+pub use config::RelayConfig;
+pub use error::RelayError;
+pub use events::{
+    ChannelSessionEvents, CloseReason, OpenEncoder, RecordedSessionEvents, SessionClosed,
+    SessionEvent, SessionEvents, SessionOpened,
+};
+pub use hub::{DesktopSummary, DoorRef, EncodeRequest, EncodedCard, FailedJob, Hub, JobOutcome};
+pub use server::{RelayDeps, RelayServer};

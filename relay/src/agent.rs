@@ -1,0 +1,763 @@
+//! The reference desktop agent (DESIGN §8): connects to the relay, authenticates with the
+//! key its offline-issuance certificate binds, answers heartbeats, acknowledges every job
+//! at once and encodes it on one of its encoders, reports the result, and reconnects with
+//! exponential backoff and jitter. It encodes an idempotency key once: a job with a key it
+//! has encoded is answered with the earlier result, and one whose key is being encoded
+//! waits for that encode.
+//!
+//! Designed for what comes later: the record of encoded jobs is a trait ([`EncodedJobs`])
+//! the SQLite mirror of spec `004` §7 will implement, the encoder is a trait
+//! ([`Encoder`]) a USB driver will implement, and the session keeps the connection so the
+//! offline minting can send `provisional_batch` on reconnect.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use futures_util::{SinkExt as _, StreamExt as _};
+use lockstep_domain::{Clock, OfflineIssuanceId, PropertyId, TenantId, Timestamp};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::protocol::{
+    self, auth_payload, decode_server, Auth, CardNumber, DesktopMessage, EncodeFailure, EncodeJob,
+    EncoderId, EncoderInfo, Hello, IdempotencyKey, JobAck, JobId, JobOutcomeKind, JobResult,
+    RefusalReason, ServerMessage, SignatureB64, PROTOCOL_VERSION,
+};
+
+/// The desktop's Ed25519 key (the one its certificate binds). `Debug` shows only the
+/// public half.
+pub struct AgentKey(ed25519_dalek::SigningKey);
+
+impl AgentKey {
+    /// A fresh key from the OS CSPRNG.
+    pub fn generate() -> Self {
+        use rand::RngCore as _;
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        Self::from_seed(seed)
+    }
+
+    /// The key of a 32-byte seed.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self(ed25519_dalek::SigningKey::from_bytes(&seed))
+    }
+
+    /// The public key as the certificate carries it (base64).
+    pub fn public_key_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0.verifying_key().as_bytes())
+    }
+
+    /// Signs `message`.
+    pub fn sign(&self, message: &[u8]) -> ed25519_dalek::Signature {
+        ed25519_dalek::Signer::sign(&self.0, message)
+    }
+}
+
+impl std::fmt::Debug for AgentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentKey")
+            .field("public", &self.public_key_base64())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the agent finds and names itself.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The relay, `ws://host:port/`.
+    pub url: String,
+    /// Its certificate.
+    pub certificate_id: OfflineIssuanceId,
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// Property.
+    pub property_id: PropertyId,
+    /// The desktop id the certificate binds.
+    pub desktop_device_id: String,
+    /// Reported in `hello`.
+    pub agent_version: String,
+    /// Lockstep's signature over the certificate, from the pairing call.
+    pub certificate_signature: Option<SignatureB64>,
+    /// When set, the agent signs only for a relay announcing this audience.
+    pub expected_audience: Option<String>,
+    /// First reconnect delay.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// Connect + handshake must finish within this.
+    pub handshake_timeout: Duration,
+}
+
+impl AgentConfig {
+    /// A configuration with default timings.
+    pub fn new(
+        url: impl Into<String>,
+        certificate_id: OfflineIssuanceId,
+        tenant_id: TenantId,
+        property_id: PropertyId,
+        desktop_device_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            url: url.into(),
+            certificate_id,
+            tenant_id,
+            property_id,
+            desktop_device_id: desktop_device_id.into(),
+            agent_version: concat!("lockstep-agent/", env!("CARGO_PKG_VERSION")).into(),
+            certificate_signature: None,
+            expected_audience: None,
+            backoff_min: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why an encoder made no card.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncodeError {
+    /// The reason, as reported.
+    pub failure: EncodeFailure,
+    /// Lowercase detail, never a secret.
+    pub detail: String,
+}
+
+/// A card encoder (a USB or serial device; simulated in tests).
+#[async_trait]
+pub trait Encoder: Send + Sync + 'static {
+    /// Encodes one card for `job` and answers the number the reader read back.
+    async fn encode(&self, job: &EncodeJob) -> Result<CardNumber, EncodeError>;
+}
+
+/// What a [`SimulatedEncoder`] does with the next job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimulatedMode {
+    /// Encodes after the delay.
+    Normal,
+    /// Fails after the delay.
+    Fail(EncodeFailure),
+    /// Never finishes (a stuck encoder).
+    Hang,
+}
+
+/// An encoder that "encodes" a card after a delay and answers a fresh random card number;
+/// it keeps the idempotency keys it encoded so tests can count.
+#[derive(Debug)]
+pub struct SimulatedEncoder {
+    delay: Duration,
+    mode: Mutex<SimulatedMode>,
+    encoded: Mutex<Vec<IdempotencyKey>>,
+    started: AtomicUsize,
+}
+
+impl SimulatedEncoder {
+    /// An encoder taking `delay` per card.
+    pub fn new(delay: Duration) -> Self {
+        Self {
+            delay,
+            mode: Mutex::new(SimulatedMode::Normal),
+            encoded: Mutex::new(Vec::new()),
+            started: AtomicUsize::new(0),
+        }
+    }
+
+    /// Changes what the next jobs do.
+    pub fn set_mode(&self, mode: SimulatedMode) {
+        *self
+            .mode
+            .lock()
+            .expect("simulated encoder mutex is never poisoned") = mode;
+    }
+
+    /// The keys encoded so far, in order.
+    pub fn encoded(&self) -> Vec<IdempotencyKey> {
+        self.encoded
+            .lock()
+            .expect("simulated encoder mutex is never poisoned")
+            .clone()
+    }
+
+    /// Jobs started (encoded, failed or hanging).
+    pub fn started(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Encoder for SimulatedEncoder {
+    async fn encode(&self, job: &EncodeJob) -> Result<CardNumber, EncodeError> {
+        use rand::Rng as _;
+        let mode = *self
+            .mode
+            .lock()
+            .expect("simulated encoder mutex is never poisoned");
+        self.started.fetch_add(1, Ordering::SeqCst);
+        if mode == SimulatedMode::Hang {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(self.delay).await;
+        if let SimulatedMode::Fail(failure) = mode {
+            return Err(EncodeError {
+                failure,
+                detail: "simulated failure".into(),
+            });
+        }
+        let number = rand::rngs::OsRng.gen_range(1_000_000_000u64..10_000_000_000u64);
+        self.encoded
+            .lock()
+            .expect("simulated encoder mutex is never poisoned")
+            .push(job.idempotency_key.clone());
+        Ok(CardNumber::parse(&number.to_string())
+            .expect("a 10-digit decimal number is a valid card number"))
+    }
+}
+
+/// A card the agent encoded, kept per idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEncode {
+    /// What the reader read.
+    pub card_number: CardNumber,
+    /// The encoder.
+    pub encoder_id: EncoderId,
+    /// When.
+    pub completed_at: Timestamp,
+}
+
+/// The agent's record of encoded jobs (spec `004` §7's SQLite mirror will implement it).
+pub trait EncodedJobs: Send + Sync + 'static {
+    /// The card encoded for `key`, if any.
+    fn get(&self, key: &IdempotencyKey) -> Option<StoredEncode>;
+    /// Records the card encoded for `key`.
+    fn put(&self, key: &IdempotencyKey, encode: StoredEncode);
+}
+
+/// [`EncodedJobs`] in memory.
+#[derive(Debug, Default)]
+pub struct MemoryEncodedJobs {
+    jobs: Mutex<HashMap<IdempotencyKey, StoredEncode>>,
+}
+
+impl EncodedJobs for MemoryEncodedJobs {
+    fn get(&self, key: &IdempotencyKey) -> Option<StoredEncode> {
+        self.jobs
+            .lock()
+            .expect("encoded jobs mutex is never poisoned")
+            .get(key)
+            .cloned()
+    }
+
+    fn put(&self, key: &IdempotencyKey, encode: StoredEncode) {
+        self.jobs
+            .lock()
+            .expect("encoded jobs mutex is never poisoned")
+            .insert(key.clone(), encode);
+    }
+}
+
+/// An encoder attached to the agent.
+#[derive(Clone)]
+pub struct AttachedEncoder {
+    /// How it is announced in `hello`.
+    pub info: EncoderInfo,
+    /// The device.
+    pub encoder: Arc<dyn Encoder>,
+}
+
+impl std::fmt::Debug for AttachedEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachedEncoder")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the agent stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentStatus {
+    /// Connecting or authenticating.
+    Connecting,
+    /// Authenticated; jobs flow.
+    Connected {
+        /// The session `welcome` named.
+        session_id: String,
+    },
+    /// Lost the connection; waiting to reconnect.
+    Disconnected,
+    /// The relay refused it; a permanent refusal ends the agent.
+    Refused(RefusalReason),
+    /// Stopped.
+    Stopped,
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct AgentHandle {
+    status: watch::Receiver<AgentStatus>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AgentHandle {
+    /// Its status now.
+    pub fn status(&self) -> AgentStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the status satisfies `pred`, at most `timeout`; the status reached, or
+    /// `None` on timeout.
+    pub async fn wait_for(
+        &self,
+        pred: impl Fn(&AgentStatus) -> bool,
+        timeout: Duration,
+    ) -> Option<AgentStatus> {
+        let mut rx = self.status.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|s| pred(s)))
+            .await
+            .ok()
+            .and_then(|r| r.ok().map(|s| s.clone()))
+    }
+
+    /// Closes the connection cleanly and stops.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Ends the agent at once, as a killed process would: no close frame, encodes cut.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+struct Shared {
+    config: AgentConfig,
+    key: AgentKey,
+    encoders: Vec<AttachedEncoder>,
+    store: Arc<dyn EncodedJobs>,
+    clock: Arc<dyn Clock>,
+    /// Jobs waiting for an encoder (lock after `inflight` when both are needed).
+    queue: Mutex<VecDeque<EncodeJob>>,
+    ready: Notify,
+    /// Keys queued or being encoded, with the job ids to answer when done.
+    inflight: Mutex<HashMap<IdempotencyKey, Vec<JobId>>>,
+    /// The current connection's outbound queue.
+    link: Mutex<Option<mpsc::Sender<String>>>,
+}
+
+/// The reference desktop agent.
+#[derive(Debug)]
+pub struct Agent;
+
+impl Agent {
+    /// Starts an agent: it connects, and reconnects until stopped, killed or refused for
+    /// good.
+    pub fn spawn(
+        config: AgentConfig,
+        key: AgentKey,
+        encoders: Vec<AttachedEncoder>,
+        store: Arc<dyn EncodedJobs>,
+        clock: Arc<dyn Clock>,
+    ) -> AgentHandle {
+        let (status_tx, status) = watch::channel(AgentStatus::Connecting);
+        let (stop, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            key,
+            encoders,
+            store,
+            clock,
+            queue: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            inflight: Mutex::new(HashMap::new()),
+            link: Mutex::new(None),
+        });
+        let task = tokio::spawn(run(shared, status_tx, stop_rx));
+        AgentHandle { status, stop, task }
+    }
+}
+
+enum SessionEnd {
+    Stopped,
+    Refused(RefusalReason),
+    /// Was connected, then lost it.
+    Lost,
+    /// Never got connected.
+    Failed,
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    status: watch::Sender<AgentStatus>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut workers = JoinSet::new();
+    for idx in 0..shared.encoders.len() {
+        workers.spawn(worker(shared.clone(), idx));
+    }
+    let mut backoff = shared.config.backoff_min;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let _ = status.send(AgentStatus::Connecting);
+        let end = session(&shared, &status, &mut stop).await;
+        shared.disconnected();
+        match end {
+            SessionEnd::Stopped => break,
+            SessionEnd::Refused(reason) => {
+                tracing::warn!(reason = reason.as_str(), "relay refused the agent");
+                let _ = status.send(AgentStatus::Refused(reason));
+                if reason.is_permanent() {
+                    return;
+                }
+            }
+            SessionEnd::Lost => {
+                backoff = shared.config.backoff_min;
+                let _ = status.send(AgentStatus::Disconnected);
+            }
+            SessionEnd::Failed => {
+                let _ = status.send(AgentStatus::Disconnected);
+            }
+        }
+        let jitter = {
+            use rand::Rng as _;
+            let half = u64::try_from(backoff.as_millis() / 2).unwrap_or(0);
+            Duration::from_millis(rand::thread_rng().gen_range(0..=half))
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = stop.changed() => break,
+        }
+        backoff = (backoff * 2).min(shared.config.backoff_max);
+    }
+    let _ = status.send(AgentStatus::Stopped);
+}
+
+async fn send_desktop(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    message: &DesktopMessage,
+    deadline: Instant,
+) -> bool {
+    matches!(
+        tokio::time::timeout_at(deadline, ws.send(Message::text(protocol::encode(message)))).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn read_server<S>(ws: &mut S, deadline: Instant) -> Option<ServerMessage>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => match decode_server(t.as_str()) {
+                Ok(m) => return Some(m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay sent a frame the agent does not understand");
+                    return None;
+                }
+            },
+            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+async fn session(
+    shared: &Arc<Shared>,
+    status: &watch::Sender<AgentStatus>,
+    stop: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let cfg = &shared.config;
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20));
+    let connect =
+        tokio_tungstenite::connect_async_with_config(cfg.url.as_str(), Some(ws_config), true);
+    let mut ws = match tokio::time::timeout_at(deadline, connect).await {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "relay connect failed");
+            return SessionEnd::Failed;
+        }
+        Err(_) => return SessionEnd::Failed,
+    };
+    let challenge = match read_server(&mut ws, deadline).await {
+        Some(ServerMessage::Challenge(c)) => c,
+        Some(ServerMessage::Refused(r)) => return SessionEnd::Refused(r.sub_code),
+        _ => return SessionEnd::Failed,
+    };
+    if let Some(expected) = &cfg.expected_audience {
+        if expected != &challenge.audience {
+            tracing::warn!(audience = %challenge.audience, "relay announced another audience; not signing");
+            return SessionEnd::Failed;
+        }
+    }
+    if !challenge.versions.contains(&PROTOCOL_VERSION) {
+        tracing::warn!("relay speaks no protocol version this agent knows");
+        return SessionEnd::Failed;
+    }
+    let hello = Hello {
+        certificate_id: cfg.certificate_id.as_str().to_owned(),
+        tenant_id: cfg.tenant_id.to_string(),
+        property_id: cfg.property_id.as_str().to_owned(),
+        desktop_device_id: cfg.desktop_device_id.clone(),
+        encoders: shared.encoders.iter().map(|e| e.info.clone()).collect(),
+        agent_version: cfg.agent_version.clone(),
+        certificate_signature: cfg.certificate_signature.clone(),
+    };
+    let signed_at = shared.clock.now();
+    let payload = auth_payload(
+        &challenge.audience,
+        &challenge.nonce,
+        &hello.certificate_id,
+        &hello.tenant_id,
+        &hello.property_id,
+        &hello.desktop_device_id,
+        signed_at,
+    );
+    let auth = Auth {
+        nonce: challenge.nonce,
+        signed_at,
+        signature: SignatureB64::from_signature(&shared.key.sign(payload.as_bytes())),
+    };
+    if !send_desktop(&mut ws, &DesktopMessage::Hello(hello), deadline).await
+        || !send_desktop(&mut ws, &DesktopMessage::Auth(auth), deadline).await
+    {
+        return SessionEnd::Failed;
+    }
+    let welcome = match read_server(&mut ws, deadline).await {
+        Some(ServerMessage::Welcome(w)) => w,
+        Some(ServerMessage::Refused(r)) => return SessionEnd::Refused(r.sub_code),
+        _ => return SessionEnd::Failed,
+    };
+    tracing::info!(session = %welcome.session_id, "agent connected");
+    let _ = status.send(AgentStatus::Connected {
+        session_id: welcome.session_id.clone(),
+    });
+    let (tx, mut rx) = mpsc::channel::<String>(256);
+    *shared
+        .link
+        .lock()
+        .expect("agent link mutex is never poisoned") = Some(tx);
+    let (mut sink, mut stream) = ws.split();
+    let idle_timeout = Duration::from_millis(welcome.idle_timeout_ms.max(1));
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let write = Duration::from_secs(10);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                let bye = sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "agent stopped".into() })));
+                let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+                return SessionEnd::Stopped;
+            }
+            _ = &mut idle => {
+                tracing::warn!("relay silent past its idle timeout; reconnecting");
+                return SessionEnd::Lost;
+            }
+            out = rx.recv() => {
+                let Some(frame) = out else { return SessionEnd::Lost };
+                if !matches!(tokio::time::timeout(write, sink.send(Message::text(frame))).await, Ok(Ok(()))) {
+                    return SessionEnd::Lost;
+                }
+            }
+            frame = stream.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return SessionEnd::Lost,
+                    Some(Ok(_)) => continue,
+                };
+                idle.as_mut().reset(Instant::now() + idle_timeout);
+                let reply = match decode_server(text.as_str()) {
+                    Ok(ServerMessage::Ping(h)) => Some(DesktopMessage::Pong(h)),
+                    Ok(ServerMessage::EncodeJob(job)) => {
+                        let ack = DesktopMessage::JobAck(JobAck { job_id: job.job_id.clone() });
+                        shared.accept(job).await;
+                        Some(ack)
+                    }
+                    Ok(ServerMessage::Refused(r)) => return SessionEnd::Refused(r.sub_code),
+                    Ok(ServerMessage::SyncResult(r)) => {
+                        tracing::debug!(batch = %r.batch_id, items = r.items.len(), "sync result");
+                        None
+                    }
+                    Ok(other) => {
+                        tracing::debug!(kind = other.kind(), "ignored relay message");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "relay sent a frame the agent does not understand");
+                        None
+                    }
+                };
+                if let Some(reply) = reply {
+                    // The ack goes out before the job can finish: it is queued ahead of
+                    // any result on the same connection.
+                    let sent = tokio::time::timeout(write, sink.send(Message::text(protocol::encode(&reply)))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        return SessionEnd::Lost;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// A job arrived: answered from the record, joined to an encode in progress, or queued.
+    async fn accept(&self, job: EncodeJob) {
+        let done = {
+            let mut inflight = self
+                .inflight
+                .lock()
+                .expect("agent inflight mutex is never poisoned");
+            if let Some(done) = self.store.get(&job.idempotency_key) {
+                Some(done)
+            } else {
+                if let Some(waiters) = inflight.get_mut(&job.idempotency_key) {
+                    waiters.push(job.job_id.clone());
+                } else {
+                    inflight.insert(job.idempotency_key.clone(), vec![job.job_id.clone()]);
+                    self.queue
+                        .lock()
+                        .expect("agent queue mutex is never poisoned")
+                        .push_back(job.clone());
+                    self.ready.notify_one();
+                }
+                None
+            }
+        };
+        if let Some(done) = done {
+            tracing::info!(job_id = %job.job_id, "job already encoded; answering the earlier result");
+            self.send(encoded_result(job.job_id, job.idempotency_key, &done))
+                .await;
+        }
+    }
+
+    /// The connection is gone: jobs not started are dropped (the relay gives them to
+    /// another desktop or sends them again); encodes in progress finish and are recorded,
+    /// and answer only the jobs sent again on the next connection.
+    fn disconnected(&self) {
+        *self
+            .link
+            .lock()
+            .expect("agent link mutex is never poisoned") = None;
+        let mut inflight = self
+            .inflight
+            .lock()
+            .expect("agent inflight mutex is never poisoned");
+        let dropped: Vec<EncodeJob> = self
+            .queue
+            .lock()
+            .expect("agent queue mutex is never poisoned")
+            .drain(..)
+            .collect();
+        for job in dropped {
+            inflight.remove(&job.idempotency_key);
+        }
+        for waiters in inflight.values_mut() {
+            waiters.clear();
+        }
+    }
+
+    async fn send(&self, message: DesktopMessage) {
+        let link = self
+            .link
+            .lock()
+            .expect("agent link mutex is never poisoned")
+            .clone();
+        if let Some(link) = link {
+            let _ = link.send(protocol::encode(&message)).await;
+        }
+    }
+}
+
+fn encoded_result(job_id: JobId, key: IdempotencyKey, done: &StoredEncode) -> DesktopMessage {
+    DesktopMessage::JobResult(JobResult {
+        job_id,
+        idempotency_key: key,
+        outcome: JobOutcomeKind::Encoded,
+        encoder_id: Some(done.encoder_id.clone()),
+        card_number: Some(done.card_number.clone()),
+        failure: None,
+        detail: None,
+        completed_at: done.completed_at,
+    })
+}
+
+async fn worker(shared: Arc<Shared>, idx: usize) {
+    let attached = shared.encoders[idx].clone();
+    loop {
+        let job = loop {
+            let next = shared
+                .queue
+                .lock()
+                .expect("agent queue mutex is never poisoned")
+                .pop_front();
+            match next {
+                Some(job) => break job,
+                None => shared.ready.notified().await,
+            }
+        };
+        let outcome = attached.encoder.encode(&job).await;
+        let key = job.idempotency_key.clone();
+        let (waiters, messages) = {
+            let mut inflight = shared
+                .inflight
+                .lock()
+                .expect("agent inflight mutex is never poisoned");
+            match outcome {
+                Ok(card_number) => {
+                    let done = StoredEncode {
+                        card_number,
+                        encoder_id: attached.info.encoder_id.clone(),
+                        completed_at: shared.clock.now(),
+                    };
+                    // Recorded before the key leaves `inflight`: a job arriving now finds
+                    // one or the other, never neither.
+                    shared.store.put(&key, done.clone());
+                    let waiters = inflight.remove(&key).unwrap_or_default();
+                    let messages: Vec<DesktopMessage> = waiters
+                        .iter()
+                        .map(|w| encoded_result(w.clone(), key.clone(), &done))
+                        .collect();
+                    (waiters.len(), messages)
+                }
+                Err(e) => {
+                    let waiters = inflight.remove(&key).unwrap_or_default();
+                    let messages: Vec<DesktopMessage> = waiters
+                        .iter()
+                        .map(|w| {
+                            DesktopMessage::JobResult(JobResult {
+                                job_id: w.clone(),
+                                idempotency_key: key.clone(),
+                                outcome: JobOutcomeKind::Failed,
+                                encoder_id: Some(attached.info.encoder_id.clone()),
+                                card_number: None,
+                                failure: Some(e.failure),
+                                detail: Some(e.detail.clone()),
+                                completed_at: shared.clock.now(),
+                            })
+                        })
+                        .collect();
+                    (waiters.len(), messages)
+                }
+            }
+        };
+        tracing::debug!(job_id = %job.job_id, answered = waiters, "encode finished");
+        for m in messages {
+            shared.send(m).await;
+        }
+    }
+}
