@@ -107,6 +107,12 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// path (DESIGN §5).
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// A cheap round trip to the database (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Closes the connection pools (on shutdown, inside the runtime); calls after it fail.
+    async fn close(&self);
+
     /// Inbox dedupe and mailbox insert in one transaction (DESIGN §3.1). Acknowledge the
     /// broker only after this returns.
     async fn intake(&self, msg: &IntakeMessage, fence: Option<Fence>)
@@ -351,6 +357,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         error: &str,
         next_attempt_at: Timestamp,
     ) -> StoreResult<()>;
+
+    /// Subjects with unpublished rows the broker returned as unroutable (kept with
+    /// `last_error = 'unroutable'` and no due attempt), and how many each; worker path.
+    async fn unroutable_topics(&self) -> StoreResult<Vec<(String, i64)>>;
+
+    /// Makes up to `limit` (all when `None`) of a subject's unroutable rows due at `now`,
+    /// oldest first; returns how many; worker path.
+    async fn release_unroutable(
+        &self,
+        topic: &str,
+        now: Timestamp,
+        limit: Option<i64>,
+    ) -> StoreResult<u64>;
+
+    /// Door truth still to be removed at the door (desired absent, sync pending) on the
+    /// devices of any of `adapters` (revocations first after an outage, DESIGN §7).
+    async fn pending_removals(
+        &self,
+        tenant: TenantId,
+        adapters: &[lockstep_domain::VendorAdapterId],
+    ) -> StoreResult<i64>;
 
     /// Unpublished outbox rows and the age basis of the oldest (metrics); worker path.
     async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)>;

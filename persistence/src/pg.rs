@@ -299,6 +299,16 @@ fn mailbox_from_row(row: &PgRow) -> StoreResult<MailboxEntry> {
 
 #[async_trait]
 impl Store for PgStore {
+    async fn close(&self) {
+        self.app.close().await;
+        self.worker.close().await;
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.app).await?;
+        Ok(())
+    }
+
     async fn intake(
         &self,
         msg: &IntakeMessage,
@@ -1730,6 +1740,53 @@ impl Store for PgStore {
             .execute(&self.worker)
             .await?;
         Ok(())
+    }
+
+    async fn unroutable_topics(&self) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT topic, count(*) AS n FROM outbox WHERE published_at IS NULL AND last_error = 'unroutable' GROUP BY topic ORDER BY topic",
+        )
+        .fetch_all(&self.worker)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("topic")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    async fn release_unroutable(
+        &self,
+        topic: &str,
+        now: Timestamp,
+        limit: Option<i64>,
+    ) -> StoreResult<u64> {
+        let n = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $2 WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND last_error = 'unroutable' AND topic = $1 ORDER BY created_at, id LIMIT $3)",
+        )
+        .bind(topic)
+        .bind(now)
+        .bind(limit.unwrap_or(i64::MAX))
+        .execute(&self.worker)
+        .await?
+        .rows_affected();
+        Ok(n)
+    }
+
+    async fn pending_removals(
+        &self,
+        tenant: TenantId,
+        adapters: &[lockstep_domain::VendorAdapterId],
+    ) -> StoreResult<i64> {
+        let ids: Vec<&str> = adapters.iter().map(|a| a.as_str()).collect();
+        let mut tx = self.begin_tenant(tenant).await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM key_credential_devices c JOIN lock_devices d ON d.tenant_id = c.tenant_id AND d.id = c.device_id WHERE c.tenant_id = $1 AND c.desired = 'absent' AND c.sync = 'pending' AND d.vendor_adapter_id = ANY($2)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(&ids)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)> {

@@ -317,6 +317,16 @@ fn mailbox_from_row(row: &SqliteRow) -> StoreResult<MailboxEntry> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
     async fn intake(
         &self,
         msg: &IntakeMessage,
@@ -1779,6 +1789,60 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn unroutable_topics(&self) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT topic, count(*) AS n FROM outbox WHERE published_at IS NULL AND last_error = 'unroutable' GROUP BY topic ORDER BY topic",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("topic")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    async fn release_unroutable(
+        &self,
+        topic: &str,
+        now: Timestamp,
+        limit: Option<i64>,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = ? WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND last_error = 'unroutable' AND topic = ? ORDER BY created_at, id LIMIT ?)",
+        )
+        .bind(ms(now))
+        .bind(topic)
+        .bind(limit.unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn pending_removals(
+        &self,
+        tenant: TenantId,
+        adapters: &[lockstep_domain::VendorAdapterId],
+    ) -> StoreResult<i64> {
+        let t = tenant.to_string();
+        let mut total = 0i64;
+        let mut tx = self.reader.begin().await?;
+        for chunk in adapters.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT count(*) FROM key_credential_devices c JOIN lock_devices d ON d.tenant_id = c.tenant_id AND d.id = c.device_id WHERE c.tenant_id = ? AND c.desired = 'absent' AND c.sync = 'pending' AND d.vendor_adapter_id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(&t);
+            for a in chunk {
+                q = q.bind(a.as_str());
+            }
+            total += q.fetch_one(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(total)
     }
 
     async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)> {
