@@ -51,6 +51,10 @@ pub struct BreakerPolicy {
     pub p99_latency: Duration,
     /// How long an open circuit rejects before probing (default 30 s).
     pub open_for: Duration,
+    /// The longest an open circuit rejects: each failed probe doubles the wait from
+    /// `open_for` up to this (default 5 min), so a 12-hour outage costs a few hundred
+    /// probes, not thousands (DESIGN §7: parked work does not spin).
+    pub open_for_max: Duration,
     /// Concurrent probes admitted while half-open (default 3).
     pub half_open_probes: u32,
 }
@@ -63,6 +67,7 @@ impl Default for BreakerPolicy {
             error_rate: 0.25,
             p99_latency: Duration::seconds(5),
             open_for: Duration::seconds(30),
+            open_for_max: Duration::minutes(5),
             half_open_probes: 3,
         }
     }
@@ -75,6 +80,12 @@ impl BreakerPolicy {
             return Err(DomainError::validation(
                 "breaker",
                 "window and open_for must be positive",
+            ));
+        }
+        if self.open_for_max < self.open_for {
+            return Err(DomainError::validation(
+                "breaker.open_for_max",
+                "must be at least open_for",
             ));
         }
         if self.p99_latency <= Duration::zero() {
@@ -162,6 +173,8 @@ pub struct Breaker {
     opened_at: Option<Timestamp>,
     last_tripped_at: Option<Timestamp>,
     probes_in_flight: u32,
+    /// Failed probes since the circuit last closed: the open wait doubles with each.
+    reopens: u32,
 }
 
 /// Nearest-rank percentile (`q` in (0, 1]) of sorted latencies; zero when empty. With fewer
@@ -185,7 +198,15 @@ impl Breaker {
             opened_at: None,
             last_tripped_at: None,
             probes_in_flight: 0,
+            reopens: 0,
         })
+    }
+
+    /// How long the circuit stays open this time: `open_for`, doubled for every failed
+    /// probe since it last closed, at most `open_for_max`.
+    pub fn open_duration(&self) -> Duration {
+        let factor = 1i32 << self.reopens.min(20);
+        (self.policy.open_for * factor).min(self.policy.open_for_max)
     }
 
     /// Its policy.
@@ -219,6 +240,13 @@ impl Breaker {
         }
         self.state = to;
         match to {
+            CircuitState::Open if from == CircuitState::HalfOpen => {
+                // a failed probe: wait longer before the next one
+                self.reopens = self.reopens.saturating_add(1);
+                self.opened_at = Some(now);
+                self.last_tripped_at = Some(now);
+                self.probes_in_flight = 0;
+            }
             CircuitState::Open => {
                 self.opened_at = Some(now);
                 self.last_tripped_at = Some(now);
@@ -231,6 +259,7 @@ impl Breaker {
                 self.calls.clear();
                 self.opened_at = None;
                 self.probes_in_flight = 0;
+                self.reopens = 0;
             }
         }
         Some(Transition { from, to })
@@ -240,7 +269,7 @@ impl Breaker {
     /// its timer to learn of the transition; [`Self::admit`] does it too.
     pub fn poll(&mut self, now: Timestamp) -> Option<Transition> {
         match (self.state, self.opened_at) {
-            (CircuitState::Open, Some(at)) if now - at >= self.policy.open_for => {
+            (CircuitState::Open, Some(at)) if now - at >= self.open_duration() => {
                 self.move_to(CircuitState::HalfOpen, now)
             }
             _ => None,
@@ -306,7 +335,7 @@ impl Breaker {
     /// reads as half-open even before [`Self::poll`] moved it.
     pub fn circuit_at(&self, now: Timestamp) -> CircuitState {
         match (self.state, self.opened_at) {
-            (CircuitState::Open, Some(at)) if now - at >= self.policy.open_for => {
+            (CircuitState::Open, Some(at)) if now - at >= self.open_duration() => {
                 CircuitState::HalfOpen
             }
             (s, _) => s,

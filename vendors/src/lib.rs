@@ -223,7 +223,9 @@ pub enum VendorError {
         /// What it means.
         detail: String,
     },
-    /// The vendor rejected our client credentials or account.
+    /// The vendor rejected our account: its credentials, the account itself (suspended,
+    /// inactive) or its quota. An account-level state, not this request's failure: the
+    /// caller holds the account's work until it is fixed (DESIGN §7).
     #[error("vendor rejected our credentials: {detail}")]
     Auth {
         /// Which part was rejected.
@@ -232,6 +234,15 @@ pub enum VendorError {
     /// The object does not exist at the vendor.
     #[error("not found at vendor")]
     NotFound,
+    /// The call was never sent: Lockstep's own gate in front of the vendor refused it (the
+    /// breaker is open, the account is held, revocations are drained first). Made by the
+    /// caller's worker, never by an adapter; nothing reached the vendor, so it costs no
+    /// attempt.
+    #[error("call not sent: {reason}")]
+    NotSent {
+        /// `circuit_open`, `account_held` or `removals_first`.
+        reason: &'static str,
+    },
 }
 
 /// Why one HTTP exchange of an adapter failed.
@@ -275,6 +286,13 @@ impl VendorError {
         matches!(self, Self::Unavailable { .. } | Self::RateLimited { .. })
     }
 
+    /// Whether this error is the account's state rather than this request's (bad
+    /// credentials, suspended account, exhausted quota): every request of the account
+    /// would fail the same way until someone fixes it.
+    pub fn is_account_level(&self) -> bool {
+        matches!(self, Self::Auth { .. })
+    }
+
     /// A bounded label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -284,6 +302,7 @@ impl VendorError {
             Self::Refused { .. } => "refused",
             Self::Auth { .. } => "auth",
             Self::NotFound => "not_found",
+            Self::NotSent { reason } => reason,
         }
     }
 
@@ -291,7 +310,7 @@ impl VendorError {
     /// refusal caused by a passing state of the lock or its gateway (busy, offline).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Unavailable { .. } | Self::RateLimited { .. } => true,
+            Self::Unavailable { .. } | Self::RateLimited { .. } | Self::NotSent { .. } => true,
             Self::Refused { code, .. } => TRANSIENT_REFUSALS.contains(&code.as_str()),
             Self::PinCollision | Self::Auth { .. } | Self::NotFound => false,
         }
@@ -300,7 +319,9 @@ impl VendorError {
     /// The domain error for a failed issue.
     pub fn to_domain_issue(&self) -> DomainError {
         match self {
-            Self::Unavailable { .. } | Self::RateLimited { .. } => DomainError::VendorUnreachable,
+            Self::Unavailable { .. } | Self::RateLimited { .. } | Self::NotSent { .. } => {
+                DomainError::VendorUnreachable
+            }
             other => DomainError::KeyIssueFailed {
                 detail: other.neutral_detail(),
             },
@@ -310,7 +331,9 @@ impl VendorError {
     /// The domain error for a failed revoke.
     pub fn to_domain_revoke(&self) -> DomainError {
         match self {
-            Self::Unavailable { .. } | Self::RateLimited { .. } => DomainError::VendorUnreachable,
+            Self::Unavailable { .. } | Self::RateLimited { .. } | Self::NotSent { .. } => {
+                DomainError::VendorUnreachable
+            }
             other => DomainError::KeyRevokeFailed {
                 detail: other.neutral_detail(),
             },
@@ -325,6 +348,7 @@ impl VendorError {
             Self::NotFound => "not found at vendor".to_owned(),
             Self::Unavailable { detail } => format!("vendor unavailable: {detail}"),
             Self::RateLimited { .. } => "vendor rate limit reached".to_owned(),
+            Self::NotSent { reason } => format!("call not sent: {reason}"),
         }
     }
 }

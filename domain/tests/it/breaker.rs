@@ -193,8 +193,40 @@ fn a_failed_probe_reopens() {
             to: CircuitState::Open
         })
     );
-    assert_eq!(b.admit(at + Duration::seconds(29)), Admission::Rejected);
-    assert_eq!(b.admit(at + Duration::seconds(30)), Admission::Probe);
+    // each failed probe doubles the wait: 60 s now
+    assert_eq!(b.admit(at + Duration::seconds(59)), Admission::Rejected);
+    assert_eq!(b.admit(at + Duration::seconds(60)), Admission::Probe);
+}
+
+/// DESIGN §7: a long outage is probed ever less often, up to `open_for_max`, so twelve
+/// hours cost a few hundred probes (each one a credential's attempt), not thousands; a
+/// closed circuit starts again from `open_for`.
+#[test]
+fn failed_probes_double_the_wait_up_to_the_cap_and_a_close_resets_it() {
+    let mut b = breaker();
+    let mut at = tripped(&mut b);
+    let mut waits = Vec::new();
+    for _ in 0..8 {
+        let wait = b.open_duration();
+        waits.push(wait.num_seconds());
+        assert_eq!(
+            b.admit(at + wait - Duration::seconds(1)),
+            Admission::Rejected
+        );
+        at = at + wait;
+        assert_eq!(b.admit(at), Admission::Probe);
+        b.record(at, bad());
+    }
+    assert_eq!(waits, vec![30, 60, 120, 240, 300, 300, 300, 300]);
+    // a probe that succeeds closes it; the next trip waits open_for again
+    at = at + b.open_duration();
+    assert_eq!(b.admit(at), Admission::Probe);
+    b.record(at, ok(50));
+    assert_eq!(b.state(), CircuitState::Closed);
+    assert_eq!(b.open_duration(), Duration::seconds(30));
+    // twelve hours of outage: how many probe rounds
+    let rounds = (12 * 3600 - (30 + 60 + 120 + 240)) / 300 + 4;
+    assert!(rounds < 150, "{rounds} probe rounds in 12 hours");
 }
 
 #[test]

@@ -116,7 +116,11 @@ pub fn classify(errcode: i64) -> ErrcodeAction {
         INVALID_REFRESH_TOKEN => Fail(VendorError::Auth {
             detail: "invalid refresh token".into(),
         }),
-        RATE_LIMITED | MONTHLY_QUOTA => Fail(VendorError::RateLimited { retry_after: None }),
+        RATE_LIMITED => Fail(VendorError::RateLimited { retry_after: None }),
+        // the account's state, not a passing rate limit: held until the quota resets
+        MONTHLY_QUOTA => Fail(VendorError::Auth {
+            detail: "the account's monthly api quota is used up".into(),
+        }),
         INTERNAL => Fail(VendorError::Unavailable {
             detail: "vendor internal error".into(),
         }),

@@ -609,6 +609,7 @@ async fn every_error_kind_renders_without_secrets() -> anyhow::Result<()> {
             VendorError::Refused { .. } => "refused",
             VendorError::Auth { .. } => "auth",
             VendorError::NotFound => "not_found",
+            VendorError::NotSent { .. } => unreachable!("adapters never answer not_sent"),
         })
         .collect();
     assert_eq!(kinds.len(), 6, "{kinds:?}");
