@@ -212,7 +212,12 @@ impl CredentialActor {
         // actor only learns when it is done.
         actix::spawn(
             async move {
-                let fenced = matches!(drain(&rt, &subject).await, Err(StepError::Fenced));
+                // A draining node (SIGTERM) starts nothing new: the entries stay due for the
+                // next owner of the partition.
+                let fenced = match rt.work.enter() {
+                    Some(_running) => matches!(drain(&rt, &subject).await, Err(StepError::Fenced)),
+                    None => false,
+                };
                 me.do_send(Drained { fenced });
             }
             .instrument(span),
@@ -291,6 +296,9 @@ async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
         if !rt.fences.owns(subject.partition) {
             return Err(StepError::Fenced);
         }
+        if rt.work.is_draining() {
+            return Ok(());
+        }
         let now = rt.clock.now();
         let Some(entry) = rt
             .store
@@ -301,7 +309,10 @@ async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
         };
         match step::run(rt, &entry).await {
             Ok(()) => {}
-            Err(StepError::Fenced) => return Err(StepError::Fenced),
+            Err(StepError::Fenced) => {
+                rt.metrics.fenced_commits.with_label_values(&["step"]).inc();
+                return Err(StepError::Fenced);
+            }
             Err(StepError::Retry(why)) => {
                 warn!(entry = entry.id, attempts = entry.attempts + 1, error = %why, "saga step failed; retry scheduled");
                 rt.metrics
@@ -309,6 +320,15 @@ async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
                     .with_label_values(&["any", "retry"])
                     .inc();
                 step::reschedule(rt, &entry, &why).await?;
+            }
+            Err(StepError::Parked(why)) => {
+                // waiting for a vendor or an account to recover is no failure: no warning
+                debug!(entry = entry.id, why, "saga step parked");
+                rt.metrics
+                    .saga_steps
+                    .with_label_values(&["any", "parked"])
+                    .inc();
+                step::reschedule(rt, &entry, &format!("parked: {why}")).await?;
             }
         }
     }

@@ -32,6 +32,11 @@ pub struct Record {
     pub latency: Duration,
 }
 
+/// The circuit as it stands now.
+#[derive(Message, Debug)]
+#[rtype(result = "CircuitState")]
+pub struct Circuit;
+
 /// An adapter this breaker serves (for its health events).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
@@ -214,6 +219,13 @@ impl Handler<Record> for BreakerActor {
         ) {
             self.changed(t.from, t.to, ctx);
         }
+    }
+}
+
+impl Handler<Circuit> for BreakerActor {
+    type Result = MessageResult<Circuit>;
+    fn handle(&mut self, _msg: Circuit, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.breaker.circuit_at(self.clock.now()))
     }
 }
 

@@ -62,6 +62,22 @@ pub struct Metrics {
     /// Device health signals raised (offline, online, battery_low, clock_skew_warn,
     /// clock_skew_alert), by vendor.
     pub device_signals: IntCounterVec,
+    /// Messages the broker dead-lettered on its own (delivery limit, expiry, rejection),
+    /// by queue kind (`intake`, `partition`) and the broker's reason (DESIGN §4: counted
+    /// and alerted; Lockstep's own refusals are `lockstep_intake_dead_letters_total`).
+    pub broker_dead_letters: IntCounterVec,
+    /// Outbox rows the broker returned as unroutable, kept until something is bound.
+    pub outbox_unroutable: IntGauge,
+    /// Store calls that failed on a path that holds its work and retries (`intake`,
+    /// `partition`, `outbox`, `timers`): an outage is visible while it lasts.
+    pub store_errors: IntCounterVec,
+    /// RabbitMQ sessions that ended, by cause (`broker`, `shutdown`).
+    pub amqp_session_ends: IntCounterVec,
+    /// Commits refused because another node took the partition (a stale writer fenced).
+    pub fenced_commits: IntCounterVec,
+    /// Vendor accounts whose work is held for an account-level error (bad credentials,
+    /// suspended account, exhausted quota), by vendor: 1 per held account.
+    pub vendor_accounts_held: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -118,7 +134,47 @@ impl Metrics {
         .expect("metric names are valid");
         r.register(Box::new(breaker_state.clone()))
             .expect("metric registered once");
+        let vendor_accounts_held = IntGaugeVec::new(
+            Opts::new(
+                "lockstep_vendor_accounts_held",
+                "Vendor accounts whose work is held for an account-level error",
+            ),
+            &["vendor"],
+        )
+        .expect("metric names are valid");
+        r.register(Box::new(vendor_accounts_held.clone()))
+            .expect("metric registered once");
         Self {
+            vendor_accounts_held,
+            broker_dead_letters: counter(
+                &r,
+                "lockstep_broker_dead_letters_total",
+                "Messages the broker dead-lettered on its own, by queue kind and reason",
+                &["queue", "reason"],
+            ),
+            outbox_unroutable: gauge(
+                &r,
+                "lockstep_outbox_unroutable_rows",
+                "Outbox rows returned as unroutable, kept until a consumer is bound",
+            ),
+            store_errors: counter(
+                &r,
+                "lockstep_store_errors_total",
+                "Store calls that failed on a path that holds its work and retries",
+                &["path"],
+            ),
+            amqp_session_ends: counter(
+                &r,
+                "lockstep_amqp_session_ends_total",
+                "RabbitMQ sessions that ended, by cause",
+                &["cause"],
+            ),
+            fenced_commits: counter(
+                &r,
+                "lockstep_partition_fenced_total",
+                "Commits refused because another node owns the partition now",
+                &["path"],
+            ),
             breaker_state,
             drift_orphans_deleted: counter(
                 &r,

@@ -2,7 +2,7 @@
 //! metrics and (test-only) failpoints.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use lockstep_domain::Clock;
@@ -101,6 +101,78 @@ impl Failpoints {
     }
 }
 
+/// Whether new work may start, and how much is running (SIGTERM drains, DESIGN §4): once
+/// draining, no actor starts another mailbox entry and a drive stops between vendor calls
+/// (its entry stays open and due for the next owner); the steps already running finish
+/// and commit, and [`WorkGate::idle`] says when the last one did.
+#[derive(Debug, Default, Clone)]
+pub struct WorkGate {
+    inner: Arc<GateInner>,
+}
+
+#[derive(Debug, Default)]
+struct GateInner {
+    draining: AtomicBool,
+    running: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One unit of running work; dropping it ends it.
+#[derive(Debug)]
+pub struct WorkGuard {
+    inner: Arc<GateInner>,
+}
+
+impl Drop for WorkGuard {
+    fn drop(&mut self) {
+        if self.inner.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.inner.idle.notify_waiters();
+        }
+    }
+}
+
+impl WorkGate {
+    /// Stops new work from starting.
+    pub fn drain(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Starts a unit of work, `None` once draining.
+    pub fn enter(&self) -> Option<WorkGuard> {
+        if self.is_draining() {
+            return None;
+        }
+        self.inner.running.fetch_add(1, Ordering::SeqCst);
+        Some(WorkGuard {
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// Units of work running now.
+    pub fn running(&self) -> usize {
+        self.inner.running.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when no unit of work is running.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            tokio::pin!(notified);
+            // registered before the check, so a guard dropped in between still wakes it
+            notified.as_mut().enable();
+            if self.running() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Shared handles.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -118,6 +190,8 @@ pub struct Runtime {
     pub failpoints: Arc<Failpoints>,
     /// Settings of the saga.
     pub settings: SagaSettings,
+    /// Draining on shutdown.
+    pub work: WorkGate,
 }
 
 /// Tunables of the saga executor.

@@ -51,6 +51,11 @@ pub enum StepError {
     /// A transient failure: retry the entry later.
     #[error("retry: {0}")]
     Retry(String),
+    /// Nothing was tried: the vendor's breaker is open, its account is held, or its
+    /// removals go first. The entry waits like a retry (and is brought forward when the
+    /// vendor or account recovers) but spends no attempt and is no failure to log.
+    #[error("parked: {0}")]
+    Parked(&'static str),
 }
 
 impl From<StoreError> for StepError {
@@ -1727,8 +1732,24 @@ async fn vendor_revoke(
     }
 }
 
+/// A vendor error as the step's outcome: waits that tried nothing park the entry; the
+/// rest retry it.
 fn retry(e: VendorError) -> StepError {
-    StepError::Retry(e.to_string())
+    match parks(&e) {
+        Some(why) => StepError::Parked(why),
+        None => StepError::Retry(e.to_string()),
+    }
+}
+
+/// Whether an error says the call waits for the vendor or its account rather than having
+/// failed: not sent by the gate in front of the vendor, or refused for the account as a
+/// whole (held until fixed, DESIGN §7). Such a call costs the credential no attempt.
+fn parks(e: &VendorError) -> Option<&'static str> {
+    match e {
+        VendorError::NotSent { reason } => Some(reason),
+        e if e.is_account_level() => Some("account_held"),
+        _ => None,
+    }
 }
 
 /// Whether a consumed event for this subject is waiting: the drive then yields between
@@ -1755,8 +1776,10 @@ async fn drive(
 ) -> Result<(), StepError> {
     let mut first = true;
     loop {
-        if !first && event_waiting(rt, entry).await? {
-            // The drive entry stays open and due: it resumes after the event.
+        // Between vendor calls the drive yields to a waiting event, and stops when the node
+        // drains (SIGTERM): the entry stays open and due, and resumes after the event or on
+        // the partition's next owner.
+        if !first && (rt.work.is_draining() || event_waiting(rt, entry).await?) {
             return Ok(());
         }
         first = false;
@@ -1870,8 +1893,15 @@ async fn drive(
                 continue;
             }
         }
-        // The saga's retries are exhausted: fail and clean up (failed.v1).
-        if entry.attempts >= rt.settings.max_issue_attempts
+        // Something new for the door waits while the account drains its removals or is
+        // held (DESIGN §7); asked before an attempt is committed, so it costs none.
+        if let Some(why) = rt.ports.addition_gate(&adapter) {
+            return Err(StepError::Parked(why));
+        }
+        // The issue's budget is spent: fail and clean up (failed.v1). It counts attempts
+        // that reached the vendor and failed there, not waits behind an open breaker or a
+        // held account, nor time (a 12-hour outage costs no budget).
+        if d.attempts >= rt.settings.max_issue_attempts
             && cred.state() != KeyCredentialState::Active
         {
             fail_credential(
@@ -1933,6 +1963,16 @@ async fn drive(
                     uow.devices.push(w);
                     rt.store.commit(uow).await?;
                 }
+            }
+            Err(e) if parks(&e).is_some() => {
+                // Nothing was tried at the door (not sent, or the account is refused as a
+                // whole): the attempt committed above is given back.
+                let mut uow = fresh();
+                w.attempts -= 1;
+                w.last_error = Some(e.to_string());
+                uow.devices.push(w);
+                rt.store.commit(uow).await?;
+                return Err(retry(e));
             }
             Err(e) if e.is_retryable() => {
                 // Door truth shows why it is still pending.

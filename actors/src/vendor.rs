@@ -23,7 +23,7 @@ use lockstep_persistence::Store;
 use lockstep_vendors::rate::{self, AccountLimiter, LocalLimiter};
 use lockstep_vendors::{DeviceProbe, IssueRequest, LockPort, VendorEntry, VendorError};
 use tokio::sync::oneshot;
-use tracing::{error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::breaker::{Admit, BreakerActor, Record, Serve};
 use crate::metrics::Metrics;
@@ -67,6 +67,12 @@ impl VendorOp {
     fn is_removal(&self) -> bool {
         // Revocations first (DESIGN §7): a cancelled guest's key is a hole until it lands.
         matches!(self, Self::Revoke(..))
+    }
+
+    /// Whether it puts something on a door (or moves its window): what waits while a
+    /// recovering account drains its removals.
+    pub fn is_addition(&self) -> bool {
+        matches!(self, Self::Issue(_) | Self::Update(..))
     }
 }
 
@@ -131,6 +137,11 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Per-call timeout.
     pub timeout: Duration,
+    /// How often a held account is probed to see whether it was fixed (real time).
+    pub account_probe_every: Duration,
+    /// After an outage, how long pending removals may make no progress (a lock that
+    /// refuses its delete) before new credentials go out anyway (real time).
+    pub removals_first_stall: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -139,6 +150,8 @@ impl Default for WorkerSettings {
             rate: RateLimit::VendorDefault,
             concurrency: 8,
             timeout: Duration::from_secs(15),
+            account_probe_every: Duration::from_secs(30),
+            removals_first_stall: Duration::from_secs(10),
         }
     }
 }
@@ -159,6 +172,7 @@ type Reply = oneshot::Sender<Result<VendorReply, VendorError>>;
 pub struct VendorWorker {
     port: Arc<dyn LockPort>,
     breaker: Addr<BreakerActor>,
+    account: Arc<AccountState>,
     metrics: Metrics,
     settings: WorkerSettings,
     removals: VecDeque<(VendorOp, Reply)>,
@@ -170,12 +184,14 @@ impl VendorWorker {
     fn new(
         port: Arc<dyn LockPort>,
         breaker: Addr<BreakerActor>,
+        account: Arc<AccountState>,
         metrics: Metrics,
         settings: WorkerSettings,
     ) -> Self {
         Self {
             port,
             breaker,
+            account,
             metrics,
             settings,
             removals: VecDeque::new(),
@@ -197,6 +213,7 @@ impl VendorWorker {
             let fut = run_call(
                 self.port.clone(),
                 self.breaker.clone(),
+                self.account.clone(),
                 self.metrics.clone(),
                 self.settings.timeout,
                 op,
@@ -230,21 +247,29 @@ enum CallOutcome {
 async fn run_call(
     port: Arc<dyn LockPort>,
     breaker: Addr<BreakerActor>,
+    account: Arc<AccountState>,
     metrics: Metrics,
     timeout: Duration,
     op: VendorOp,
 ) -> CallOutcome {
     let vendor = port.vendor().as_str();
     let label = op.label();
-    // V-3: an open breaker answers at once, without an outbound call.
-    if let Ok(Admission::Rejected) = breaker.send(Admit).await {
+    let not_sent = |reason: &'static str| {
         metrics
             .vendor_calls
-            .with_label_values(&[vendor, label, "circuit_open"])
+            .with_label_values(&[vendor, label, reason])
             .inc();
-        return CallOutcome::Answered(Err(VendorError::Unavailable {
-            detail: "circuit open".into(),
-        }));
+        CallOutcome::Answered(Err(VendorError::NotSent { reason }))
+    };
+    // The account's own gate first: held for an account-level error, or draining its
+    // removals before anything new goes on a door (DESIGN §7).
+    if let Some(reason) = account.gate(&op) {
+        return not_sent(reason);
+    }
+    // V-3: an open breaker answers at once, without an outbound call.
+    if let Ok(Admission::Rejected) = breaker.send(Admit).await {
+        account.breaker_rejected();
+        return not_sent("circuit_open");
     }
     // A latency histogram measures real elapsed time, whatever the business clock says.
     #[allow(clippy::disallowed_methods)]
@@ -301,6 +326,11 @@ async fn run_call(
         CallOutcome::Answered(Ok(_)) | CallOutcome::Panicked => false,
     };
     breaker.do_send(Record { unwell, latency });
+    if let CallOutcome::Answered(Err(e)) = &outcome {
+        if e.is_account_level() {
+            account.hold(e);
+        }
+    }
     let result = match &outcome {
         CallOutcome::Answered(Ok(_)) => "ok",
         CallOutcome::Answered(Err(e)) => e.metric_label(),
@@ -420,6 +450,8 @@ pub struct PortRegistry {
     workers: Arc<RwLock<HashMap<VendorAdapterId, Worker>>>,
     breakers: Arc<RwLock<HashMap<BreakerKey, Addr<BreakerActor>>>>,
     limiters: Arc<RwLock<HashMap<AccountKey, Arc<dyn AccountLimiter>>>>,
+    accounts: Arc<RwLock<HashMap<AccountKey, Arc<AccountState>>>>,
+    by_adapter: Arc<RwLock<HashMap<VendorAdapterId, Arc<AccountState>>>>,
     infos: Arc<RwLock<HashMap<VendorAdapterId, (AdapterInfo, VendorCode)>>>,
 }
 
@@ -472,13 +504,33 @@ impl PortRegistry {
                 .clone();
             port.rate_gate().install(limiter);
         }
+        let account = self
+            .accounts
+            .write()
+            .expect("account map lock is never poisoned")
+            .entry((info.tenant_id, port.account()))
+            .or_insert_with(|| {
+                Arc::new(AccountState::new(
+                    info.tenant_id,
+                    port.vendor(),
+                    breaker.clone(),
+                    deps.clone(),
+                ))
+            })
+            .clone();
+        account.add_adapter(info.id.clone(), port.clone());
+        self.by_adapter
+            .write()
+            .expect("account map lock is never poisoned")
+            .insert(info.id.clone(), account.clone());
         let (p, b, metrics, settings) = (
             port.clone(),
             breaker,
             deps.metrics.clone(),
             deps.worker.clone(),
         );
-        let addr = Supervisor::start(move |_| VendorWorker::new(p, b, metrics, settings));
+        let addr =
+            Supervisor::start(move |_| VendorWorker::new(p, b, account.clone(), metrics, settings));
         self.workers
             .write()
             .expect("port registry lock is never poisoned")
@@ -505,6 +557,26 @@ impl PortRegistry {
             .expect("port registry lock is never poisoned")
             .get(id)
             .map(|(p, _)| p.clone())
+    }
+
+    /// Whether a call of `op` to adapter `id` would be refused by its account's gate right
+    /// now (held, or draining removals first), and why: a drive asks before it commits an
+    /// attempt, so waiting costs no attempt budget.
+    pub fn gate(&self, id: &VendorAdapterId, op: &VendorOp) -> Option<&'static str> {
+        self.by_adapter
+            .read()
+            .expect("account map lock is never poisoned")
+            .get(id)
+            .and_then(|a| a.gate(op))
+    }
+
+    /// [`Self::gate`] for something new on a door (an issue or a moved window).
+    pub fn addition_gate(&self, id: &VendorAdapterId) -> Option<&'static str> {
+        self.by_adapter
+            .read()
+            .expect("account map lock is never poisoned")
+            .get(id)
+            .and_then(|a| a.gate_for(true, false))
     }
 
     /// Calls the adapter serving `id` through its worker.
@@ -612,6 +684,256 @@ impl AccountLimiter for StoreLimiter {
             .await
         {
             self.store_failed(&e);
+        }
+    }
+}
+
+/// The state of one vendor account (per tenant) that every adapter on it shares
+/// (DESIGN §7):
+/// - **held**: an account-level error (bad credentials, suspended account, exhausted
+///   quota) holds all of the account's work, like an open breaker, instead of failing
+///   each credential; the account is probed every `account_probe_every` and its work
+///   resumes when the probe succeeds (a fixed secret is read at the next token fetch);
+/// - **removals first**: after the breaker refused the account's calls, or after a hold,
+///   nothing new goes on a door until the removals that waited are done (or make no
+///   progress for `removals_first_stall`), so a cancelled guest's key leaves before any
+///   new guest's key arrives.
+pub struct AccountState {
+    tenant: TenantId,
+    vendor: VendorCode,
+    breaker: Addr<BreakerActor>,
+    deps: VendorDeps,
+    adapters: RwLock<Vec<(VendorAdapterId, Arc<dyn LockPort>)>>,
+    held: Mutex<Option<String>>,
+    removals_first: std::sync::atomic::AtomicBool,
+    /// Removals pending on the account's devices as last counted (`i64::MAX`: unknown).
+    pending_removals: std::sync::atomic::AtomicI64,
+    supervising: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for AccountState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountState")
+            .field("vendor", &self.vendor)
+            .field("held", &self.is_held())
+            .field(
+                "removals_first",
+                &self.removals_first.load(Ordering::SeqCst),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccountState {
+    fn new(
+        tenant: TenantId,
+        vendor: VendorCode,
+        breaker: Addr<BreakerActor>,
+        deps: VendorDeps,
+    ) -> Self {
+        Self {
+            tenant,
+            vendor,
+            breaker,
+            deps,
+            adapters: RwLock::new(Vec::new()),
+            held: Mutex::new(None),
+            removals_first: std::sync::atomic::AtomicBool::new(false),
+            pending_removals: std::sync::atomic::AtomicI64::new(0),
+            supervising: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn add_adapter(&self, id: VendorAdapterId, port: Arc<dyn LockPort>) {
+        let mut a = self
+            .adapters
+            .write()
+            .expect("adapter list lock is never poisoned");
+        a.retain(|(i, _)| *i != id);
+        a.push((id, port));
+    }
+
+    fn is_held(&self) -> bool {
+        self.held.lock().map(|h| h.is_some()).unwrap_or(false)
+    }
+
+    /// Why a call of `op` may not go out now, if it may not.
+    fn gate(&self, op: &VendorOp) -> Option<&'static str> {
+        // a health probe is how one finds out whether the account works again
+        self.gate_for(op.is_addition(), matches!(op, VendorOp::Health))
+    }
+
+    fn gate_for(&self, addition: bool, probe: bool) -> Option<&'static str> {
+        if probe {
+            return None;
+        }
+        if self.is_held() {
+            return Some("account_held");
+        }
+        if addition
+            && self.removals_first.load(Ordering::SeqCst)
+            && self.pending_removals.load(Ordering::SeqCst) > 0
+        {
+            return Some("removals_first");
+        }
+        None
+    }
+
+    /// The breaker refused one of the account's calls: the vendor is down, and when it is
+    /// back the removals that waited go first.
+    fn breaker_rejected(self: &Arc<Self>) {
+        if !self.removals_first.swap(true, Ordering::SeqCst) {
+            self.pending_removals.store(i64::MAX, Ordering::SeqCst);
+        }
+        self.supervise();
+    }
+
+    /// An account-level error: hold the account's work until a probe succeeds.
+    fn hold(self: &Arc<Self>, e: &VendorError) {
+        let newly = {
+            let mut held = self.held.lock().expect("hold lock is never poisoned");
+            let newly = held.is_none();
+            if newly {
+                *held = Some(e.to_string());
+            }
+            newly
+        };
+        if newly {
+            warn!(
+                vendor = self.vendor.as_str(),
+                error = %e,
+                "vendor account rejected: holding its work until it is fixed"
+            );
+            self.deps
+                .metrics
+                .vendor_accounts_held
+                .with_label_values(&[self.vendor.as_str()])
+                .inc();
+            self.removals_first.store(true, Ordering::SeqCst);
+            self.pending_removals.store(i64::MAX, Ordering::SeqCst);
+        }
+        self.supervise();
+    }
+
+    fn supervise(self: &Arc<Self>) {
+        if self.supervising.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        actix::spawn(async move {
+            loop {
+                me.supervise_once().await;
+                me.supervising.store(false, Ordering::SeqCst);
+                // set again between the last look and now? then look again
+                let again = me.is_held() || me.removals_first.load(Ordering::SeqCst);
+                if !again || me.supervising.swap(true, Ordering::SeqCst) {
+                    break;
+                }
+            }
+        });
+    }
+
+    async fn supervise_once(&self) {
+        let settings = &self.deps.worker;
+        let mut last_count = i64::MAX;
+        let mut last_progress = tokio::time::Instant::now();
+        loop {
+            if self.is_held() {
+                tokio::time::sleep(settings.account_probe_every).await;
+                self.probe().await;
+                last_progress = tokio::time::Instant::now();
+                continue;
+            }
+            if !self.removals_first.load(Ordering::SeqCst) {
+                return;
+            }
+            let ids: Vec<VendorAdapterId> = self
+                .adapters
+                .read()
+                .expect("adapter list lock is never poisoned")
+                .iter()
+                .map(|(i, _)| i.clone())
+                .collect();
+            let closed = matches!(
+                self.breaker.send(crate::breaker::Circuit).await,
+                Ok(lockstep_domain::breaker::CircuitState::Closed)
+            );
+            match self.deps.store.pending_removals(self.tenant, &ids).await {
+                Ok(n) => {
+                    self.pending_removals.store(n, Ordering::SeqCst);
+                    if n < last_count || !closed {
+                        // progress, or still down (the stall clock starts once it is up)
+                        last_progress = tokio::time::Instant::now();
+                        last_count = last_count.min(n);
+                    }
+                    let stalled = last_progress.elapsed() >= settings.removals_first_stall;
+                    if closed && (n == 0 || stalled) {
+                        if n > 0 {
+                            warn!(
+                                vendor = self.vendor.as_str(),
+                                pending = n,
+                                "removals make no progress; new credentials go out beside them"
+                            );
+                        } else {
+                            info!(
+                                vendor = self.vendor.as_str(),
+                                "removals drained after the outage; new credentials go out"
+                            );
+                        }
+                        self.removals_first.store(false, Ordering::SeqCst);
+                        self.resume(self.deps.clock.now()).await;
+                        return;
+                    }
+                }
+                Err(e) => warn!(error = %e, "counting pending removals failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Probes a held account through one of its adapters, past the gate.
+    async fn probe(&self) {
+        let port = self
+            .adapters
+            .read()
+            .expect("adapter list lock is never poisoned")
+            .first()
+            .map(|(_, p)| p.clone());
+        let Some(port) = port else { return };
+        match port.health().await {
+            Ok(()) => {
+                if let Ok(mut held) = self.held.lock() {
+                    *held = None;
+                }
+                self.deps
+                    .metrics
+                    .vendor_accounts_held
+                    .with_label_values(&[self.vendor.as_str()])
+                    .dec();
+                info!(
+                    vendor = self.vendor.as_str(),
+                    "vendor account accepted again: its held work resumes, removals first"
+                );
+                self.resume(self.deps.clock.now()).await;
+            }
+            Err(e) if e.is_account_level() => {}
+            Err(e) => {
+                debug!(vendor = self.vendor.as_str(), error = %e, "held account's probe failed")
+            }
+        }
+    }
+
+    /// Brings the vendor's parked drives forward, removals due first.
+    async fn resume(&self, now: lockstep_domain::Timestamp) {
+        match self.deps.store.resume_parked(self.vendor, now).await {
+            Ok(n) => info!(
+                vendor = self.vendor.as_str(),
+                resumed = n,
+                "parked work resumed"
+            ),
+            Err(e) => {
+                warn!(error = %e, "resuming parked work failed; it resumes on its own timers")
+            }
         }
     }
 }

@@ -172,6 +172,9 @@ pub struct RawBreaker {
     pub p99_ms: Option<u64>,
     /// How long it stays open before probing, ms.
     pub open_ms: Option<u64>,
+    /// The longest an open breaker waits between probes, ms: each failed probe doubles
+    /// the wait from `open_ms` up to this (default 300000).
+    pub open_max_ms: Option<u64>,
     /// Concurrent probes while half-open.
     pub half_open_probes: Option<u32>,
 }
@@ -261,6 +264,10 @@ pub struct RawAmqp {
     pub standby_delay_ms: Option<u64>,
     /// Deliveries before a message is dead-lettered.
     pub delivery_limit: Option<u32>,
+    /// How often an event the broker returned as unroutable (nothing bound to its subject
+    /// yet) is tried again, ms: one probe per subject, and on success the subject's whole
+    /// kept backlog goes out.
+    pub unroutable_probe_ms: Option<u64>,
     /// Who may publish what (DESIGN §4): a subject prefix (`melmastoon.reservation.`) to
     /// the broker user of the service that owns it. When set, a consumed message is
     /// accepted only if its AMQP `user_id` (validated by RabbitMQ) is the owner of the
@@ -489,6 +496,8 @@ pub struct AmqpSettings {
     pub standby_delay: Duration,
     /// Delivery limit.
     pub delivery_limit: u32,
+    /// Interval of the unroutable-event probe.
+    pub unroutable_probe: Duration,
     /// Subject prefix → owning broker user; empty: publishers are not checked.
     pub publishers: std::collections::BTreeMap<String, String>,
 }
@@ -629,7 +638,10 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             if node_index >= node_count {
                 return Err(invalid("amqp.node_index", "must be below amqp.node_count"));
             }
-            let delivery_limit = a.delivery_limit.unwrap_or(5);
+            // The limit is for poison, never for Lockstep's own outages (DESIGN §4): a
+            // store outage holds deliveries rather than returning them, but a node killed
+            // or a broker restarted returns its prefetched messages once each.
+            let delivery_limit = a.delivery_limit.unwrap_or(20);
             if delivery_limit < 1 {
                 return Err(invalid("amqp.delivery_limit", "must be at least 1"));
             }
@@ -656,6 +668,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
                     tick_interval: ms(a.tick_interval_ms.unwrap_or(2_000)),
                     standby_delay: ms(a.standby_delay_ms.unwrap_or(5_000)),
                     delivery_limit,
+                    unroutable_probe: ms(a.unroutable_probe_ms.unwrap_or(60_000).max(100)),
                     publishers: a.publishers.clone().unwrap_or_default(),
                 }),
             )
@@ -768,6 +781,7 @@ mod tests {
             tick_interval: Duration::from_secs(2),
             standby_delay: Duration::from_secs(5),
             delivery_limit: 3,
+            unroutable_probe: Duration::from_secs(60),
             publishers: Default::default(),
         }
     }

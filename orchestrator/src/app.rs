@@ -52,6 +52,8 @@ pub struct Shared {
     pub properties: Vec<lockstep_config::RawProperty>,
     /// Signs offline-issuance certificates (`None`: not configured).
     pub offline_signer: Option<crate::admin::OfflineSigner>,
+    /// Draining on SIGTERM.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 /// Reads the key from settings, or (embedded) from `<data dir>/encryption.key`, creating it.
@@ -460,6 +462,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             vendor_call_timeout: settings.saga.vendor_call_timeout,
             passivate_after: settings.saga.passivate_after,
         },
+        work: Default::default(),
     };
     let router = Router::new(rt.clone()).start();
     let jwt = settings.auth.as_ref().map(jwt_verifier).transpose()?;
@@ -476,6 +479,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         webhook_tokens: crate::webhooks::WebhookTokens::new(cipher(&settings)?),
         properties: properties.clone(),
         offline_signer: offline_signer(&settings)?,
+        shutdown: crate::shutdown::Shutdown::new(),
     });
 
     match &settings.amqp {
@@ -491,6 +495,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             actix::spawn(bus::amqp::run(shared.clone(), a.clone(), url));
         }
     }
+    let amqp = settings.amqp.is_some();
     actix::spawn(refresh_gauges(shared.clone()));
     {
         let mut tenants: Vec<_> = shared
@@ -526,6 +531,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .configure(|cfg| crate::http::configure(cfg, embedded))
     })
     .workers(2)
+    // SIGTERM and SIGINT drain the node first (below); then the server stops.
+    .disable_signals()
     .bind(settings.http_bind)
     .with_context(|| format!("binding {}", settings.http_bind))?;
     let addrs: Vec<SocketAddr> = server.addrs();
@@ -534,8 +541,61 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         info!(addr = %a, "http listening");
         println!("lockstep http listening on http://{a}");
     }
-    server.run().await?;
+    let server = server.run();
+    let handle = server.handle();
+    let serving = tokio::spawn(server);
+    tokio::select! {
+        r = stop_signal() => r?,
+        r = serving => return r.context("http server task").and_then(|r| r.context("http server")),
+    }
+    drain(&shared, amqp).await;
+    handle.stop(true).await;
+    // The pools close inside the runtime: dropped after it, sqlx panics on the way out.
+    shared.rt.store.close().await;
+    info!("stopped");
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: draining"),
+            _ = int.recv() => info!("SIGINT: draining"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for ctrl-c")?;
+        info!("ctrl-c: draining");
+    }
+    Ok(())
+}
+
+/// SIGTERM drains (DESIGN §4): nothing new starts, intake stops, running saga steps
+/// finish (a vendor call in flight completes or times out, and is committed), the outbox
+/// is published, and the broker connection is closed; bounded by the vendor call timeout
+/// plus a little. What is left stays due in the store for the next owner.
+async fn drain(shared: &Arc<Shared>, amqp: bool) {
+    shared.rt.work.drain();
+    shared.shutdown.begin();
+    let grace = shared.rt.settings.vendor_call_timeout + Duration::from_secs(20);
+    if amqp {
+        if !shared.shutdown.wait_bus_closed(grace).await {
+            warn!("draining took too long; stopping anyway");
+        }
+    } else if tokio::time::timeout(grace, shared.rt.work.idle())
+        .await
+        .is_err()
+    {
+        warn!("draining took too long; stopping anyway");
+    }
 }
 
 /// Drift reconciliation (DESIGN §6): every `every`, the properties of the partitions this
@@ -591,6 +651,10 @@ fn breaker_policy(settings: &Settings) -> anyhow::Result<BreakerPolicy> {
     }
     if let Some(v) = b.open_ms {
         p.open_for = ms(v);
+        p.open_for_max = p.open_for_max.max(p.open_for);
+    }
+    if let Some(v) = b.open_max_ms {
+        p.open_for_max = ms(v);
     }
     if let Some(v) = b.half_open_probes {
         p.half_open_probes = v;
@@ -617,6 +681,9 @@ async fn refresh_gauges(shared: Arc<Shared>) {
                     .map(|t| (now - t).num_seconds().max(0))
                     .unwrap_or(0),
             );
+        }
+        if let Ok(topics) = shared.rt.store.unroutable_topics().await {
+            m.outbox_unroutable.set(topics.iter().map(|(_, n)| n).sum());
         }
         if let Ok((n, oldest)) = shared.rt.store.outbox_lag().await {
             m.outbox_unpublished.set(n);

@@ -3,6 +3,7 @@
 //! maps domain and store errors to status + `{code, message, details}`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -619,15 +620,26 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// How long readiness waits for the store: a probe must answer within a second whatever
+/// is down (a pool waiting for a dead Postgres would otherwise hold it for the pool's
+/// acquire timeout).
+const READY_STORE_TIMEOUT: Duration = Duration::from_millis(800);
+
 async fn readyz(shared: web::Data<Arc<Shared>>) -> HttpResponse {
-    let store_ok = shared.rt.store.mailbox_depth().await.is_ok();
+    let store_ok = matches!(
+        tokio::time::timeout(READY_STORE_TIMEOUT, shared.rt.store.ping()).await,
+        Ok(Ok(()))
+    );
     let bus_ok = shared.bus_ready.load(std::sync::atomic::Ordering::SeqCst);
-    let status = if store_ok && bus_ok {
+    // a draining node takes no new work: load balancers should stop sending it any
+    let draining = shared.shutdown.is_begun();
+    let status = if store_ok && bus_ok && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    HttpResponse::build(status).json(json!({ "store": store_ok, "bus": bus_ok }))
+    HttpResponse::build(status)
+        .json(json!({ "store": store_ok, "bus": bus_ok, "draining": draining }))
 }
 
 async fn metrics(shared: web::Data<Arc<Shared>>) -> HttpResponse {

@@ -15,5 +15,6 @@ pub mod integrations;
 pub mod openapi;
 pub mod schema;
 pub mod seed;
+pub mod shutdown;
 pub mod webhooks;
 pub mod writes;

@@ -94,6 +94,15 @@ enum AuditAction {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_env("LOCKSTEP_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // lapin logs every message the broker returns at WARN with its whole body as a byte
+    // dump (kilobytes a line, and an event's payload in the log): Lockstep counts returns
+    // itself (`lockstep_outbox_publish_failures_total{reason="returned"}`), so that target
+    // is always off, whatever LOCKSTEP_LOG says.
+    let filter = filter.add_directive(
+        "lapin::returned_messages=off"
+            .parse()
+            .expect("a constant directive parses"),
+    );
     // Colours only on a terminal: log files and collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if cli.json_logs {

@@ -203,6 +203,7 @@ impl Rig {
             metrics,
             failpoints: Arc::new(Failpoints::default()),
             settings: saga,
+            work: Default::default(),
         };
         let router = Router::new(rt.clone()).start();
         // Fire due timers the way the buses' ticks do.

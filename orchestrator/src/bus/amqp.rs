@@ -7,13 +7,20 @@
 //!        partition consumer: take epoch → inbox+mailbox commit → ack → wake actor
 //! outbox ──publisher (mandatory + confirms)──▶ melmastoon.events
 //! malformed / unknown / over the delivery limit ──▶ <p>.dlx ──▶ <p>.dlq (with a reason)
+//!                                                          └──▶ <p>.dlq.watch (counted)
 //! ```
 //!
 //! Every node consumes every partition; RabbitMQ keeps one active consumer per partition.
-//! RabbitMQ 3.10 never tells a consumer it became active, so a ticker publishes a short-
-//! lived tick into every partition: the active consumer learns of ownership from its first
-//! delivery or tick, takes the partition's epoch in Postgres (every later commit checks
-//! it), rehydrates the partition's due work, and fires its timers on each tick.
+//! RabbitMQ 3.10 never tells a consumer it became active, so a ticker publishes a tick
+//! into every partition that has nothing waiting: the active consumer learns of ownership
+//! from its first delivery or tick, takes the partition's epoch in Postgres (every later
+//! commit checks it), rehydrates the partition's due work, and fires its timers on its
+//! own beat.
+//!
+//! The delivery limit is for poison, never for Lockstep's own outages (DESIGN §4): a store
+//! failure holds the delivery and retries (no nack, no session teardown), ticks carry no
+//! expiry and are acknowledged first, and SIGTERM cancels the consumers and stores what
+//! they hold before the connection closes.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,6 +44,7 @@ use tracing::{info, warn};
 
 use crate::app::Shared;
 use crate::intake::{self, IntakeError};
+use crate::shutdown;
 
 /// Header that marks a tick.
 pub const TICK_HEADER: &str = "x-lockstep-tick";
@@ -56,6 +64,8 @@ pub struct Names {
     pub dlx: String,
     /// Dead-letter queue.
     pub dlq: String,
+    /// A copy of every dead letter, consumed by Lockstep to count the broker's own.
+    pub dlq_watch: String,
     prefix: String,
 }
 
@@ -68,6 +78,7 @@ impl Names {
             partitions: format!("{}.partitions", s.prefix),
             dlx: format!("{}.dlx", s.prefix),
             dlq: format!("{}.dlq", s.prefix),
+            dlq_watch: format!("{}.dlq.watch", s.prefix),
             prefix: s.prefix.clone(),
         }
     }
@@ -75,6 +86,17 @@ impl Names {
     /// Partition queue `i`.
     pub fn partition(&self, i: u32) -> String {
         format!("{}.partition.{i}", self.prefix)
+    }
+
+    /// A bounded label for one of Lockstep's queues.
+    pub fn queue_kind(&self, queue: &str) -> &'static str {
+        if queue == self.intake {
+            "intake"
+        } else if queue.starts_with(&format!("{}.partition.", self.prefix)) {
+            "partition"
+        } else {
+            "other"
+        }
     }
 }
 
@@ -152,6 +174,24 @@ pub async fn declare_topology(ch: &Channel, settings: &AmqpSettings) -> anyhow::
         FieldTable::default(),
     )
     .await?;
+    // A bounded copy of every dead letter, counted by the nodes (the broker's own dead
+    // letters must be visible, DESIGN §4); the oldest copies go first if nobody counts.
+    let mut watch_args = FieldTable::default();
+    watch_args.insert(
+        s("x-queue-type"),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    watch_args.insert(s("x-max-length"), AMQPValue::LongInt(100_000));
+    ch.queue_declare(s(&names.dlq_watch), qdurable, watch_args)
+        .await?;
+    ch.queue_bind(
+        s(&names.dlq_watch),
+        s(&names.dlx),
+        s(""),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     ch.queue_declare(
         s(&names.intake),
         qdurable,
@@ -189,18 +229,43 @@ pub async fn declare_topology(ch: &Channel, settings: &AmqpSettings) -> anyhow::
     Ok(())
 }
 
-/// Runs the bus until the process ends: connect, serve, and on any failure release every
-/// partition, wait, and connect again.
+/// Why a session ended without an error.
+enum SessionEnd {
+    /// Draining on SIGTERM: do not reconnect.
+    Shutdown,
+}
+
+/// Runs the bus until the node shuts down: connect, serve, and on any failure release
+/// every partition, wait, and connect again. On shutdown the session drains (intake
+/// stops, running steps finish, the outbox is flushed), the connection is closed, and
+/// [`crate::shutdown::Shutdown::bus_closed`] reports it.
 pub async fn run(shared: Arc<Shared>, settings: AmqpSettings, url: String) {
+    let mut down = shared.shutdown.watch();
     loop {
-        match serve_once(shared.clone(), &settings, &url).await {
-            Ok(()) => {}
-            Err(e) => warn!(error = %format!("{e:#}"), "rabbitmq session ended"),
-        }
+        let cause = match serve_once(shared.clone(), &settings, &url).await {
+            Ok(SessionEnd::Shutdown) => "shutdown",
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "rabbitmq session ended");
+                "broker"
+            }
+        };
+        shared
+            .rt
+            .metrics
+            .amqp_session_ends
+            .with_label_values(&[cause])
+            .inc();
         shared.bus_ready.store(false, Ordering::SeqCst);
         release_all(&shared, &settings);
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        if shared.shutdown.is_begun() {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = shutdown::begun(&mut down) => break,
+        }
     }
+    shared.shutdown.bus_closed();
 }
 
 fn release_all(shared: &Shared, settings: &AmqpSettings) {
@@ -215,7 +280,14 @@ fn release_all(shared: &Shared, settings: &AmqpSettings) {
     shared.rt.metrics.partitions_owned.set(0);
 }
 
-async fn serve_once(shared: Arc<Shared>, settings: &AmqpSettings, url: &str) -> anyhow::Result<()> {
+/// How long a draining session waits for each of its phases.
+const DRAIN_CONSUMERS: Duration = Duration::from_secs(5);
+
+async fn serve_once(
+    shared: Arc<Shared>,
+    settings: &AmqpSettings,
+    url: &str,
+) -> anyhow::Result<SessionEnd> {
     let conn = Connection::connect(
         url,
         ConnectionProperties::default()
@@ -239,11 +311,12 @@ async fn serve_once(shared: Arc<Shared>, settings: &AmqpSettings, url: &str) -> 
     shared.bus_ready.store(true, Ordering::SeqCst);
     info!(partitions = settings.partitions, "rabbitmq topology ready");
 
-    let mut tasks = tokio::task::JoinSet::new();
+    // Consumers: they stop on their own when draining begins.
+    let mut consumers = tokio::task::JoinSet::new();
     {
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        tasks.spawn(intake_loop(
+        consumers.spawn(intake_loop(
             shared.clone(),
             ch,
             names.clone(),
@@ -252,12 +325,7 @@ async fn serve_once(shared: Arc<Shared>, settings: &AmqpSettings, url: &str) -> 
     }
     {
         let ch = conn.create_channel().await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        tasks.spawn(outbox_loop(shared.clone(), ch, names.clone()));
-    }
-    {
-        let ch = conn.create_channel().await?;
-        tasks.spawn(tick_loop(ch, names.clone(), settings.clone()));
+        consumers.spawn(dead_letter_watch(shared.clone(), ch, names.clone()));
     }
     // Home partitions first; the others after a delay, as standby (DESIGN §4).
     let (home, standby): (Vec<u32>, Vec<u32>) =
@@ -265,17 +333,178 @@ async fn serve_once(shared: Arc<Shared>, settings: &AmqpSettings, url: &str) -> 
     for (delay, list) in [(Duration::ZERO, home), (settings.standby_delay, standby)] {
         for p in list {
             let ch = conn.create_channel().await?;
-            tasks.spawn(partition_loop(shared.clone(), ch, names.clone(), p, delay));
+            consumers.spawn(partition_loop(
+                shared.clone(),
+                ch,
+                names.clone(),
+                settings.clone(),
+                p,
+                delay,
+            ));
         }
     }
-    // Any task ending means the session is broken: tear it all down.
-    let first = tasks.join_next().await;
-    tasks.abort_all();
-    let _ = conn.close(0, "session ended".into()).await;
-    match first {
-        Some(Ok(Err(e))) => Err(e),
-        Some(Err(e)) => Err(anyhow::anyhow!("bus task failed: {e}")),
-        _ => Err(anyhow::anyhow!("bus task ended")),
+    // The outbox publisher flushes and ends when told to stop.
+    let (stop_outbox, outbox_stop) = tokio::sync::watch::channel(false);
+    let mut outbox = {
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        tokio::spawn(outbox_loop(
+            shared.clone(),
+            ch,
+            names.clone(),
+            settings.clone(),
+            outbox_stop,
+        ))
+    };
+    let mut ticker = {
+        let ch = conn.create_channel().await?;
+        tokio::spawn(tick_loop(ch, names.clone(), settings.clone()))
+    };
+
+    let mut down = shared.shutdown.watch();
+    let broken = tokio::select! {
+        first = consumers.join_next() => Some(match first {
+            Some(Ok(Err(e))) => e,
+            Some(Err(e)) => anyhow::anyhow!("bus task failed: {e}"),
+            _ => anyhow::anyhow!("bus consumer ended"),
+        }),
+        r = &mut outbox => Some(anyhow::anyhow!("outbox publisher ended: {}", task_end(r))),
+        r = &mut ticker => Some(anyhow::anyhow!("ticker ended: {}", task_end(r))),
+        () = shutdown::begun(&mut down) => None,
+    };
+    if let Some(e) = broken {
+        // Any task ending means the session is broken: tear it all down.
+        consumers.abort_all();
+        outbox.abort();
+        ticker.abort();
+        let _ = conn.close(0, "session ended".into()).await;
+        return Err(e);
+    }
+
+    // Draining (SIGTERM). 1: intake stops; each consumer cancels, stores what it holds,
+    // and ends.
+    ticker.abort();
+    info!("draining: intake stopped");
+    let consumers_done = tokio::time::timeout(DRAIN_CONSUMERS, async {
+        while consumers.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !consumers_done {
+        warn!("draining: consumers did not finish in time; their deliveries return to the queue");
+        consumers.abort_all();
+    }
+    // 2: running saga steps finish (a vendor call in flight completes or times out and is
+    // committed); nothing new starts.
+    let grace = shared.rt.settings.vendor_call_timeout + Duration::from_secs(5);
+    if tokio::time::timeout(grace, shared.rt.work.idle())
+        .await
+        .is_err()
+    {
+        warn!(
+            running = shared.rt.work.running(),
+            "draining: saga steps still running; their entries stay due for the next owner"
+        );
+    }
+    // 3: the outbox goes out, then the connection closes cleanly.
+    stop_outbox.send_replace(true);
+    match tokio::time::timeout(Duration::from_secs(10), &mut outbox).await {
+        Ok(r) => {
+            if let Err(e) = r.map_err(anyhow::Error::from).and_then(|r| r) {
+                warn!(error = %format!("{e:#}"), "draining: outbox flush failed");
+            }
+        }
+        Err(_) => {
+            warn!("draining: outbox flush did not finish in time; the rest goes out on restart");
+            outbox.abort();
+        }
+    }
+    shared.commands.detach();
+    if let Err(e) = conn.close(200, "lockstep shutting down".into()).await {
+        warn!(error = %e, "closing the rabbitmq connection failed");
+    }
+    info!("draining: rabbitmq connection closed");
+    Ok(SessionEnd::Shutdown)
+}
+
+fn task_end(r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> String {
+    match r {
+        Ok(Ok(())) => "finished".into(),
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A store outage on one path, reported without flooding the log: the first failure at
+/// WARN, then one line every 30 s while it lasts, and the recovery at INFO; every failure
+/// is counted in `lockstep_store_errors_total{path}`. The path holds its work meanwhile
+/// (DESIGN §4: an outage of the store never costs a message a delivery).
+struct Outage {
+    path: &'static str,
+    since: Option<tokio::time::Instant>,
+    last_log: tokio::time::Instant,
+    failures: u32,
+}
+
+impl Outage {
+    fn new(path: &'static str) -> Self {
+        Self {
+            path,
+            since: None,
+            last_log: tokio::time::Instant::now(),
+            failures: 0,
+        }
+    }
+
+    fn failed(&mut self, shared: &Shared, error: &dyn std::fmt::Display) {
+        shared
+            .rt
+            .metrics
+            .store_errors
+            .with_label_values(&[self.path])
+            .inc();
+        self.failures = self.failures.saturating_add(1);
+        let now = tokio::time::Instant::now();
+        match self.since {
+            None => {
+                self.since = Some(now);
+                self.last_log = now;
+                warn!(path = self.path, error = %error, "store unavailable; holding work and retrying");
+            }
+            Some(since) if now - self.last_log >= Duration::from_secs(30) => {
+                self.last_log = now;
+                warn!(
+                    path = self.path,
+                    failures = self.failures,
+                    down_for_s = (now - since).as_secs(),
+                    error = %error,
+                    "store still unavailable; holding work"
+                );
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.since.take() {
+            info!(
+                path = self.path,
+                failures = self.failures,
+                down_for_s = (tokio::time::Instant::now() - since).as_secs(),
+                "store reachable again"
+            );
+        }
+        self.failures = 0;
+    }
+
+    /// The wait before the next try: 250 ms doubling to 5 s.
+    fn backoff(&self) -> Duration {
+        let n = self.failures.clamp(1, 6) - 1;
+        Duration::from_millis(250 << n).min(Duration::from_secs(5))
+    }
+
+    async fn wait(&self) {
+        tokio::time::sleep(self.backoff()).await;
     }
 }
 
@@ -327,6 +556,28 @@ async fn dead_letter(
     Ok(())
 }
 
+/// Cancels a consumer and hands back what it had already delivered: draining stores and
+/// acknowledges those, so none returns to the queue with a higher delivery count.
+async fn cancel_and_collect(
+    ch: &Channel,
+    consumer: &mut lapin::Consumer,
+    tag: &str,
+) -> Vec<Delivery> {
+    if let Err(e) = ch
+        .basic_cancel(s(tag), lapin::options::BasicCancelOptions::default())
+        .await
+    {
+        warn!(error = %e, "cancelling a consumer failed");
+    }
+    let mut held = Vec::new();
+    while let Ok(Some(Ok(d))) =
+        tokio::time::timeout(Duration::from_millis(300), consumer.next()).await
+    {
+        held.push(d);
+    }
+    held
+}
+
 async fn intake_loop(
     shared: Arc<Shared>,
     ch: Channel,
@@ -334,116 +585,147 @@ async fn intake_loop(
     settings: AmqpSettings,
 ) -> anyhow::Result<()> {
     ch.basic_qos(64, BasicQosOptions::default()).await?;
+    let tag = format!("{}-intake", shared.node_id);
     let mut consumer = ch
         .basic_consume(
             s(&names.intake),
-            s(&format!("{}-intake", shared.node_id)),
+            s(&tag),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
-    while let Some(d) = consumer.next().await {
-        let d = d?;
-        // the schema first, then the publisher: each subject only from its owner's broker
-        // user (RabbitMQ has validated `user_id` against the connection's user)
-        let publisher = d
-            .properties
-            .user_id()
-            .as_ref()
-            .map(|u| u.as_str().to_owned());
-        let checked = shared
-            .schemas
-            .check_consumed(&d.data)
-            .and_then(|(envelope, parsed)| {
-                if settings.may_publish(&parsed.subject, publisher.as_deref()) {
-                    Ok((envelope, parsed))
-                } else {
-                    Err(Rejection::UnauthorizedPublisher)
+    let mut down = shared.shutdown.watch();
+    let mut outage = Outage::new("intake");
+    loop {
+        let d = tokio::select! {
+            biased;
+            () = shutdown::begun(&mut down) => {
+                for d in cancel_and_collect(&ch, &mut consumer, &tag).await {
+                    intake_one(&shared, &ch, &names, &settings, d, &mut outage).await?;
                 }
-            });
-        match checked {
-            Err(why) => {
-                warn!(reason = why.label(), routing_key = %d.routing_key, "message dead-lettered");
-                dead_letter(&ch, &names, &d, &why).await?;
-                shared
-                    .rt
-                    .metrics
-                    .dead_letters
-                    .with_label_values(&[why.label()])
-                    .inc();
-                shared
-                    .rt
-                    .metrics
-                    .intake_messages
-                    .with_label_values(&["dead_lettered"])
-                    .inc();
-                d.acker.ack(BasicAckOptions::default()).await?;
+                return Ok(());
             }
-            Ok((mut envelope, parsed)) => {
-                // A user deactivation names no property: one copy per property where the
-                // user holds a master key, each to that property's partition (DESIGN §4).
-                let copies: Vec<(String, Vec<u8>)> = match &parsed.property_id {
-                    Some(p) => vec![(format!("{}/{}", parsed.tenant_id, p), d.data.clone())],
-                    None => {
-                        let props = match intake::user_properties(shared.rt.store.as_ref(), &parsed)
-                            .await
-                        {
-                            Ok(p) => p,
-                            Err(e) => {
-                                warn!(error = %e, "fan-out lookup failed; requeueing");
-                                d.acker
-                                    .nack(BasicNackOptions {
-                                        requeue: true,
-                                        ..Default::default()
-                                    })
-                                    .await?;
-                                continue;
-                            }
-                        };
-                        let mut out = Vec::with_capacity(props.len());
-                        for p in props {
-                            envelope["propertyId"] = serde_json::json!(p.as_str());
-                            out.push((
-                                format!("{}/{}", parsed.tenant_id, p),
-                                serde_json::to_vec(&envelope)?,
-                            ));
-                        }
-                        out
-                    }
-                };
-                let mut confirmed = true;
-                for (key, body) in &copies {
-                    // Single writer per property: the hash key is tenant/property.
-                    let confirm = ch
-                        .basic_publish(
-                            s(&names.partitions),
-                            s(key),
-                            BasicPublishOptions {
-                                mandatory: true,
-                                ..Default::default()
-                            },
-                            body,
-                            persistent(Some(&parsed.message_id)),
-                        )
-                        .await?
-                        .await?;
-                    confirmed &= matches!(confirm, Confirmation::Ack(None));
-                }
-                if confirmed {
-                    d.acker.ack(BasicAckOptions::default()).await?;
-                } else {
-                    warn!("partition republish was not confirmed; requeueing");
-                    d.acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await?;
-                }
-            }
-        }
+            d = consumer.next() => match d {
+                Some(d) => d?,
+                None => anyhow::bail!("intake consumer ended"),
+            },
+        };
+        intake_one(&shared, &ch, &names, &settings, d, &mut outage).await?;
     }
-    anyhow::bail!("intake consumer ended")
+}
+
+/// Validates one consumed message and republishes it to its partition (or dead-letters
+/// it), then acknowledges it. A store failure (the fan-out of a user deactivation reads
+/// the store) holds the delivery and retries: it never returns to the queue for it.
+async fn intake_one(
+    shared: &Shared,
+    ch: &Channel,
+    names: &Names,
+    settings: &AmqpSettings,
+    d: Delivery,
+    outage: &mut Outage,
+) -> anyhow::Result<()> {
+    // the schema first, then the publisher: each subject only from its owner's broker
+    // user (RabbitMQ has validated `user_id` against the connection's user)
+    let publisher = d
+        .properties
+        .user_id()
+        .as_ref()
+        .map(|u| u.as_str().to_owned());
+    let checked = shared
+        .schemas
+        .check_consumed(&d.data)
+        .and_then(|(envelope, parsed)| {
+            if settings.may_publish(&parsed.subject, publisher.as_deref()) {
+                Ok((envelope, parsed))
+            } else {
+                Err(Rejection::UnauthorizedPublisher)
+            }
+        });
+    let (mut envelope, parsed) = match checked {
+        Err(why) => {
+            warn!(reason = why.label(), routing_key = %d.routing_key, "message dead-lettered");
+            dead_letter(ch, names, &d, &why).await?;
+            shared
+                .rt
+                .metrics
+                .dead_letters
+                .with_label_values(&[why.label()])
+                .inc();
+            shared
+                .rt
+                .metrics
+                .intake_messages
+                .with_label_values(&["dead_lettered"])
+                .inc();
+            d.acker.ack(BasicAckOptions::default()).await?;
+            return Ok(());
+        }
+        Ok(v) => v,
+    };
+    // A user deactivation names no property: one copy per property where the user holds a
+    // master key, each to that property's partition (DESIGN §4).
+    let copies: Vec<(String, Vec<u8>)> = match &parsed.property_id {
+        Some(p) => vec![(format!("{}/{}", parsed.tenant_id, p), d.data.clone())],
+        None => {
+            let props = loop {
+                match intake::user_properties(shared.rt.store.as_ref(), &parsed).await {
+                    Ok(p) => {
+                        outage.recovered();
+                        break p;
+                    }
+                    Err(IntakeError::Rejected(why)) => {
+                        dead_letter(ch, names, &d, &why).await?;
+                        d.acker.ack(BasicAckOptions::default()).await?;
+                        return Ok(());
+                    }
+                    Err(IntakeError::Store(e)) => {
+                        if shared.shutdown.is_begun() {
+                            // left unacknowledged: it returns to the queue when we close
+                            return Ok(());
+                        }
+                        outage.failed(shared, &e);
+                        outage.wait().await;
+                    }
+                }
+            };
+            let mut out = Vec::with_capacity(props.len());
+            for p in props {
+                envelope["propertyId"] = serde_json::json!(p.as_str());
+                out.push((
+                    format!("{}/{}", parsed.tenant_id, p),
+                    serde_json::to_vec(&envelope)?,
+                ));
+            }
+            out
+        }
+    };
+    let mut confirmed = true;
+    for (key, body) in &copies {
+        // Single writer per property: the hash key is tenant/property.
+        let confirm = ch
+            .basic_publish(
+                s(&names.partitions),
+                s(key),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                persistent(Some(&parsed.message_id)),
+            )
+            .await?
+            .await?;
+        confirmed &= matches!(confirm, Confirmation::Ack(None));
+    }
+    if confirmed {
+        d.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    } else {
+        // The broker could not take the copy (no partition queue bound, or a nack): the
+        // session is unwell; the delivery returns to the queue when it is rebuilt.
+        anyhow::bail!("partition republish was not confirmed")
+    }
 }
 
 fn is_command(d: &Delivery) -> bool {
@@ -494,7 +776,9 @@ fn is_tick(d: &Delivery) -> bool {
         .is_some_and(|h| h.inner().contains_key(TICK_HEADER))
 }
 
-async fn take(shared: &Shared, partition: i32) -> anyhow::Result<()> {
+/// Takes ownership of a partition: bumps its epoch in the store (fencing any other
+/// writer), then wakes its due work.
+async fn take(shared: &Shared, partition: i32) -> Result<(), StoreError> {
     let fence = shared
         .rt
         .store
@@ -503,142 +787,225 @@ async fn take(shared: &Shared, partition: i32) -> anyhow::Result<()> {
     shared.rt.fences.set(fence);
     shared.rt.metrics.partitions_owned.inc();
     info!(partition, epoch = fence.epoch, "partition taken");
-    wake_due(shared, partition).await;
+    wake_due(shared, partition).await?;
     Ok(())
 }
 
-async fn wake_due(shared: &Shared, partition: i32) {
-    match shared
+/// Owns `partition` before returning: takes it, retrying through a store outage while the
+/// caller holds its delivery. `false` when the node began draining meanwhile.
+async fn ensure_owned(shared: &Shared, partition: i32, outage: &mut Outage) -> bool {
+    while shared.rt.fences.get(partition).is_none() {
+        if shared.shutdown.is_begun() {
+            return false;
+        }
+        match take(shared, partition).await {
+            Ok(()) => outage.recovered(),
+            Err(e) => {
+                outage.failed(shared, &e);
+                outage.wait().await;
+            }
+        }
+    }
+    true
+}
+
+/// This node lost the partition (its fence is stale): its actors stop.
+fn lose(shared: &Shared, partition: i32) {
+    if shared.rt.fences.get(partition).is_some() {
+        warn!(partition, "partition fenced by another node; releasing it");
+        shared.rt.fences.remove(partition);
+        shared.rt.metrics.partitions_owned.dec();
+        shared.router.do_send(ReleasePartition(partition));
+    }
+    shared
+        .rt
+        .metrics
+        .fenced_commits
+        .with_label_values(&["intake"])
+        .inc();
+}
+
+async fn wake_due(shared: &Shared, partition: i32) -> Result<(), StoreError> {
+    let subjects = shared
         .rt
         .store
         .due_subjects(Some(partition), shared.rt.clock.now(), 10_000)
-        .await
-    {
-        Ok(subjects) => {
-            for sref in subjects {
-                shared.router.do_send(Wake(sref));
-            }
-        }
-        Err(e) => warn!(partition, error = %e, "timer scan failed"),
+        .await?;
+    for sref in subjects {
+        shared.router.do_send(Wake(sref));
     }
+    Ok(())
+}
+
+/// Whether a store error is this message's own fault (retrying cannot help: dead-letter
+/// it) rather than the store being unwell (hold the delivery and retry).
+fn is_poison(e: &StoreError) -> bool {
+    matches!(e, StoreError::Constraint(_) | StoreError::Corrupt(_))
 }
 
 async fn partition_loop(
     shared: Arc<Shared>,
     ch: Channel,
     names: Names,
+    settings: AmqpSettings,
     p: u32,
     delay: Duration,
 ) -> anyhow::Result<()> {
-    tokio::time::sleep(delay).await;
+    let mut down = shared.shutdown.watch();
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = shutdown::begun(&mut down) => return Ok(()),
+    }
     let partition = p as i32;
     ch.basic_qos(32, BasicQosOptions::default()).await?;
+    let tag = format!("{}-p{p}", shared.node_id);
     let mut consumer = ch
         .basic_consume(
             s(&names.partition(p)),
-            s(&format!("{}-p{p}", shared.node_id)),
+            s(&tag),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
-    while let Some(d) = consumer.next().await {
-        let d = d?;
-        if shared.rt.fences.get(partition).is_none() {
-            take(&shared, partition).await?;
-        }
-        if is_tick(&d) {
-            wake_due(&shared, partition).await;
-            d.acker.ack(BasicAckOptions::default()).await?;
-            continue;
-        }
-        let mut tries = 0u32;
-        loop {
-            let rt = &shared.rt;
-            let fence = rt.fences.get(partition);
-            let stored = if is_command(&d) {
-                accept_command(&shared, &d, partition, fence).await
-            } else {
-                intake::accept(
-                    &shared.schemas,
-                    rt.store.as_ref(),
-                    rt.clock.as_ref(),
-                    &shared.router,
-                    &rt.metrics,
-                    &d.data,
-                    partition,
-                    fence,
-                )
-                .await
-                .map(drop)
-            };
-            match stored {
-                Ok(_) => {
-                    d.acker.ack(BasicAckOptions::default()).await?;
-                    break;
+    let mut outage = Outage::new("partition");
+    // The owner fires the partition's due timers on its own beat, whether or not ticks
+    // reach it (a backlog holds ticks back).
+    let mut timers = tokio::time::interval(settings.tick_interval);
+    timers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let d = tokio::select! {
+            biased;
+            () = shutdown::begun(&mut down) => {
+                for d in cancel_and_collect(&ch, &mut consumer, &tag).await {
+                    partition_one(&shared, partition, d, &mut outage).await?;
                 }
-                Err(IntakeError::Rejected(why)) => {
-                    // validated at intake already; the queue's DLX keeps it with the broker's reason
-                    warn!(reason = why.label(), "partition message refused");
-                    rt.metrics
-                        .dead_letters
-                        .with_label_values(&[why.label()])
-                        .inc();
-                    d.acker
-                        .nack(BasicNackOptions {
-                            requeue: false,
-                            ..Default::default()
-                        })
-                        .await?;
-                    break;
-                }
-                Err(IntakeError::Store(StoreError::Fenced)) => {
-                    warn!(partition, "partition fenced by another node; releasing it");
-                    rt.fences.remove(partition);
-                    rt.metrics.partitions_owned.dec();
-                    shared.router.do_send(ReleasePartition(partition));
-                    d.acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await?;
-                    break;
-                }
-                Err(IntakeError::Store(e)) => {
-                    tries += 1;
-                    warn!(partition, tries, error = %e, "storing a message failed; retrying");
-                    if tries >= 10 {
-                        d.acker
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                ..Default::default()
-                            })
-                            .await?;
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(250 * u64::from(tries))).await;
-                }
+                return Ok(());
             }
-        }
+            _ = timers.tick() => {
+                if shared.rt.fences.get(partition).is_some() {
+                    match wake_due(&shared, partition).await {
+                        Ok(()) => outage.recovered(),
+                        Err(e) => outage.failed(&shared, &e),
+                    }
+                }
+                continue;
+            }
+            d = consumer.next() => match d {
+                Some(d) => d?,
+                None => anyhow::bail!("partition {p} consumer ended"),
+            },
+        };
+        partition_one(&shared, partition, d, &mut outage).await?;
     }
-    anyhow::bail!("partition {p} consumer ended")
 }
 
+/// Stores one partition delivery (inbox + mailbox, epoch-checked), then acknowledges it.
+/// While the store is down the delivery is held and retried: it is neither nacked nor
+/// returned, so an outage costs it no delivery count. Only the message's own fault
+/// (refused by intake, or by a constraint) dead-letters it.
+async fn partition_one(
+    shared: &Shared,
+    partition: i32,
+    d: Delivery,
+    outage: &mut Outage,
+) -> anyhow::Result<()> {
+    if is_tick(&d) {
+        // A tick needs no durability: acknowledged first, it can never be redelivered
+        // into the dead-letter queue. Its news is that this node is the active consumer.
+        d.acker.ack(BasicAckOptions::default()).await?;
+        ensure_owned(shared, partition, outage).await;
+        return Ok(());
+    }
+    loop {
+        if !ensure_owned(shared, partition, outage).await {
+            // draining with the store down: left unacknowledged, it returns to the queue
+            return Ok(());
+        }
+        let rt = &shared.rt;
+        let fence = rt.fences.get(partition);
+        let stored = if is_command(&d) {
+            accept_command(shared, &d, partition, fence).await
+        } else {
+            intake::accept(
+                &shared.schemas,
+                rt.store.as_ref(),
+                rt.clock.as_ref(),
+                &shared.router,
+                &rt.metrics,
+                &d.data,
+                partition,
+                fence,
+            )
+            .await
+            .map(drop)
+        };
+        let refused = match stored {
+            Ok(()) => {
+                outage.recovered();
+                d.acker.ack(BasicAckOptions::default()).await?;
+                return Ok(());
+            }
+            Err(IntakeError::Rejected(why)) => why.label(),
+            Err(IntakeError::Store(StoreError::Fenced)) => {
+                // Another node took the partition while we were away; we are the active
+                // consumer again (this delivery came to us): take it back and store it.
+                lose(shared, partition);
+                continue;
+            }
+            Err(IntakeError::Store(e)) if is_poison(&e) => {
+                warn!(partition, error = %e, "the store refused a message; dead-lettering it");
+                "store_refused"
+            }
+            Err(IntakeError::Store(e)) => {
+                if shared.shutdown.is_begun() {
+                    return Ok(());
+                }
+                outage.failed(shared, &e);
+                outage.wait().await;
+                continue;
+            }
+        };
+        // validated at intake already; the queue's DLX keeps it with the broker's reason
+        warn!(reason = refused, "partition message refused");
+        rt.metrics.dead_letters.with_label_values(&[refused]).inc();
+        d.acker
+            .nack(BasicNackOptions {
+                requeue: false,
+                ..Default::default()
+            })
+            .await?;
+        return Ok(());
+    }
+}
+
+/// Publishes a tick into every partition that has nothing waiting: the active consumer
+/// learns it owns the partition from it. Ticks carry no expiry, so none is ever
+/// dead-lettered; a partition with messages ready needs no tick (the messages tell the
+/// consumer), so ticks never pile up behind a busy or stalled consumer.
 async fn tick_loop(ch: Channel, names: Names, settings: AmqpSettings) -> anyhow::Result<()> {
-    let ttl = (settings.tick_interval.as_millis() * 2).to_string();
     loop {
         for p in 0..settings.partitions {
+            let queue = ch
+                .queue_declare(
+                    s(&names.partition(p)),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            if queue.message_count() > 0 {
+                continue;
+            }
             let mut headers = FieldTable::default();
             headers.insert(s(TICK_HEADER), AMQPValue::Boolean(true));
-            let props = BasicProperties::default()
-                .with_headers(headers)
-                .with_expiration(s(&ttl));
             ch.basic_publish(
                 s(""),
                 s(&names.partition(p)),
                 BasicPublishOptions::default(),
                 b"{}",
-                props,
+                BasicProperties::default().with_headers(headers),
             )
             .await?;
         }
@@ -646,12 +1013,145 @@ async fn tick_loop(ch: Channel, names: Names, settings: AmqpSettings) -> anyhow:
     }
 }
 
-async fn outbox_loop(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::Result<()> {
+/// Counts what the broker dead-lettered on its own (`x-death`: delivery limit, expiry,
+/// rejection) from a copy of every dead letter, by queue kind and reason; Lockstep's own
+/// refusals (no `x-death`) are counted where they are made. The copies are acknowledged
+/// here; `<prefix>.dlq` keeps the originals for operators.
+async fn dead_letter_watch(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::Result<()> {
+    ch.basic_qos(64, BasicQosOptions::default()).await?;
+    let tag = format!("{}-dlq-watch", shared.node_id);
+    let mut consumer = ch
+        .basic_consume(
+            s(&names.dlq_watch),
+            s(&tag),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut down = shared.shutdown.watch();
     loop {
+        let d = tokio::select! {
+            biased;
+            () = shutdown::begun(&mut down) => {
+                let _ = ch.basic_cancel(s(&tag), lapin::options::BasicCancelOptions::default()).await;
+                return Ok(());
+            }
+            d = consumer.next() => match d {
+                Some(d) => d?,
+                None => anyhow::bail!("dead-letter watch ended"),
+            },
+        };
+        if let Some((queue, reason)) = first_death(&d) {
+            let kind = names.queue_kind(&queue);
+            warn!(
+                queue = kind,
+                reason = %reason,
+                message_id = d.properties.message_id().as_ref().map(|m| m.as_str()).unwrap_or(""),
+                "the broker dead-lettered a message"
+            );
+            shared
+                .rt
+                .metrics
+                .broker_dead_letters
+                .with_label_values(&[kind, bounded_reason(&reason)])
+                .inc();
+        }
+        d.acker.ack(BasicAckOptions::default()).await?;
+    }
+}
+
+/// The queue and reason of a message's first `x-death` entry (set by the broker).
+fn first_death(d: &Delivery) -> Option<(String, String)> {
+    let headers = d.properties.headers().as_ref()?;
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else {
+        return None;
+    };
+    let text = |k: &str| match first.inner().get(k) {
+        Some(AMQPValue::LongString(v)) => Some(v.to_string()),
+        Some(AMQPValue::ShortString(v)) => Some(v.as_str().to_owned()),
+        _ => None,
+    };
+    Some((text("queue")?, text("reason")?))
+}
+
+/// A metric label from the broker's reason: its documented set, anything else `other`.
+fn bounded_reason(reason: &str) -> &'static str {
+    match reason {
+        "delivery_limit" => "delivery_limit",
+        "expired" => "expired",
+        "rejected" => "rejected",
+        "maxlen" => "maxlen",
+        _ => "other",
+    }
+}
+
+/// An outbox row the broker returned: nothing is bound to its subject yet. It is kept
+/// (`last_error = 'unroutable'`) with no attempt due, and tried again only by the
+/// periodic probe (one row a subject) or when an event of its subject gets through.
+fn unroutable_until(now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    now + chrono::Duration::days(3650)
+}
+
+async fn outbox_loop(
+    shared: Arc<Shared>,
+    ch: Channel,
+    names: Names,
+    settings: AmqpSettings,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let store = shared.rt.store.clone();
+    let metrics = &shared.rt.metrics;
+    let mut outage = Outage::new("outbox");
+    // Subjects with kept unroutable rows: a clean publish of one of them releases the rest.
+    let mut unroutable: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut next_probe = tokio::time::Instant::now();
+    loop {
+        let stopping = *stop.borrow();
+        if !stopping && tokio::time::Instant::now() >= next_probe {
+            next_probe = tokio::time::Instant::now() + settings.unroutable_probe;
+            match store.unroutable_topics().await {
+                Ok(topics) => {
+                    unroutable = topics.iter().map(|(t, _)| t.clone()).collect();
+                    for (topic, _) in &topics {
+                        // one row a subject: if it routes now, the rest follows it
+                        if let Err(e) = store
+                            .release_unroutable(topic, shared.rt.clock.now(), Some(1))
+                            .await
+                        {
+                            outage.failed(&shared, &e);
+                        }
+                    }
+                }
+                Err(e) => outage.failed(&shared, &e),
+            }
+        }
         let now = shared.rt.clock.now();
-        let rows = shared.rt.store.unpublished(now, 200).await?;
+        let rows = match store.unpublished(now, 200).await {
+            Ok(rows) => {
+                outage.recovered();
+                rows
+            }
+            Err(e) => {
+                if stopping {
+                    return Ok(());
+                }
+                outage.failed(&shared, &e);
+                outage.wait().await;
+                continue;
+            }
+        };
         if rows.is_empty() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            if stopping {
+                return Ok(());
+            }
+            let mut stop = stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stop.changed() => {}
+            }
             continue;
         }
         let mut pending = Vec::with_capacity(rows.len());
@@ -672,6 +1172,7 @@ async fn outbox_loop(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::
             pending.push((r, confirm));
         }
         let mut published = Vec::new();
+        let mut routed_again = std::collections::BTreeSet::new();
         for (r, confirm) in pending {
             let failure = match tokio::time::timeout(Duration::from_secs(30), confirm).await {
                 Ok(Ok(Confirmation::Ack(None))) => None,
@@ -681,37 +1182,63 @@ async fn outbox_loop(shared: Arc<Shared>, ch: Channel, names: Names) -> anyhow::
                 Ok(Err(_)) => Some("error"),
                 Err(_) => Some("unconfirmed"),
             };
-            match failure {
-                None => {
-                    shared
-                        .rt
-                        .metrics
-                        .outbox_published
-                        .with_label_values(&[&r.topic])
-                        .inc();
-                    published.push(r.id.clone());
+            let Some(reason) = failure else {
+                metrics
+                    .outbox_published
+                    .with_label_values(&[&r.topic])
+                    .inc();
+                if unroutable.remove(&r.topic) {
+                    routed_again.insert(r.topic.clone());
                 }
-                Some(reason) => {
-                    shared
-                        .rt
-                        .metrics
-                        .outbox_failures
-                        .with_label_values(&[reason])
-                        .inc();
-                    let backoff = chrono::Duration::seconds(1i64 << r.publish_attempts.clamp(0, 8));
-                    warn!(subject = %r.topic, event_id = %r.id, reason, "outbox publish failed");
-                    shared
-                        .rt
-                        .store
-                        .mark_publish_failed(&r.id, reason, now + backoff)
-                        .await?;
+                published.push(r.id.clone());
+                continue;
+            };
+            metrics.outbox_failures.with_label_values(&[reason]).inc();
+            let (error, next) = if reason == "returned" {
+                if unroutable.insert(r.topic.clone()) {
+                    warn!(subject = %r.topic, "events unroutable: nothing is bound to their subject; kept until a consumer binds");
+                }
+                ("unroutable", unroutable_until(now))
+            } else {
+                warn!(subject = %r.topic, event_id = %r.id, reason, "outbox publish failed");
+                let backoff = chrono::Duration::seconds(1i64 << r.publish_attempts.clamp(0, 8));
+                (reason, now + backoff)
+            };
+            while let Err(e) = store.mark_publish_failed(&r.id, error, next).await {
+                if stopping {
+                    return Ok(());
+                }
+                outage.failed(&shared, &e);
+                outage.wait().await;
+            }
+        }
+        // A row that was published but not marked goes out again later (consumers dedupe
+        // on the event id), so marking waits out a store outage rather than giving up.
+        while let Err(e) = store
+            .mark_published(&published, shared.rt.clock.now())
+            .await
+        {
+            if stopping {
+                return Ok(());
+            }
+            outage.failed(&shared, &e);
+            outage.wait().await;
+        }
+        for topic in routed_again {
+            // something is bound now: the subject's kept backlog goes out
+            match store
+                .release_unroutable(&topic, shared.rt.clock.now(), None)
+                .await
+            {
+                Ok(n) if n > 0 => {
+                    info!(subject = %topic, released = n, "kept unroutable events released: a consumer is bound now")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    unroutable.insert(topic);
+                    outage.failed(&shared, &e);
                 }
             }
         }
-        shared
-            .rt
-            .store
-            .mark_published(&published, shared.rt.clock.now())
-            .await?;
     }
 }
