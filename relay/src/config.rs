@@ -24,9 +24,13 @@ pub struct RelayConfig {
     pub max_unauthenticated: usize,
     /// Largest frame (and message) accepted from a desktop.
     pub max_frame_bytes: usize,
-    /// Frames waiting to be written to one desktop; a desktop that lets it fill is
-    /// disconnected (back-pressure never reaches the dispatcher or another desktop).
+    /// Frames other than jobs (heartbeats, answers) that may wait to be written to one
+    /// desktop, on top of its job slots; a desktop that lets its queue fill is disconnected
+    /// (back-pressure never reaches the dispatcher or another desktop).
     pub outbound_queue: usize,
+    /// Jobs one desktop may hold unanswered; more wait in the dispatcher for a free slot
+    /// on any desktop of the property (at most the result timeout).
+    pub max_jobs_per_desktop: usize,
     /// Longest time one frame may take to be written before the desktop is disconnected.
     pub write_timeout: Duration,
     /// The server pings every desktop this often.
@@ -56,6 +60,7 @@ impl Default for RelayConfig {
             max_unauthenticated: 256,
             max_frame_bytes: 64 * 1024,
             outbound_queue: 64,
+            max_jobs_per_desktop: 16,
             write_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
@@ -90,6 +95,9 @@ impl RelayConfig {
         }
         if self.outbound_queue == 0 {
             return bad("outbound_queue", "must be at least 1");
+        }
+        if self.max_jobs_per_desktop == 0 {
+            return bad("max_jobs_per_desktop", "must be at least 1");
         }
         for (field, d) in [
             ("handshake_timeout", self.handshake_timeout),

@@ -134,6 +134,7 @@ pub(crate) struct HubSettings {
     pub(crate) result_timeout: Duration,
     pub(crate) reconnect_grace: Duration,
     pub(crate) outbound_queue: usize,
+    pub(crate) max_jobs_per_desktop: usize,
 }
 
 /// How the hub closes a connection: the reason, and the refusal to send first.
@@ -151,6 +152,20 @@ pub(crate) struct Link {
     pub(crate) outbound_rx: mpsc::Receiver<String>,
     pub(crate) control: Arc<watch::Sender<Option<CloseCommand>>>,
     pub(crate) control_rx: watch::Receiver<Option<CloseCommand>>,
+}
+
+/// A job's place: the connection, its desktop, its session and the job's signals.
+type Assigned = (
+    u64,
+    String,
+    EncoderSessionId,
+    mpsc::UnboundedReceiver<Signal>,
+);
+
+enum Assignment {
+    Sent(Assigned),
+    NoDesktop,
+    AllBusy,
 }
 
 enum Signal {
@@ -188,7 +203,8 @@ struct Desktop {
 #[derive(Default)]
 struct PropertyDesks {
     desktops: Vec<Desktop>,
-    joined: Arc<Notify>,
+    /// Notified when a desktop joins or leaves and when a job slot frees.
+    changed: Arc<Notify>,
 }
 
 type PropertyKey = (TenantId, PropertyId);
@@ -274,7 +290,11 @@ impl Hub {
                 encoder: e.clone(),
             })
             .collect();
-        let (outbound, outbound_rx) = mpsc::channel(self.inner.settings.outbound_queue);
+        // Admitted jobs never fill a reading desktop's queue: it has room for all its job
+        // slots plus the other frames.
+        let (outbound, outbound_rx) = mpsc::channel(
+            self.inner.settings.outbound_queue + self.inner.settings.max_jobs_per_desktop,
+        );
         let (control, control_rx) = watch::channel(None);
         let control = Arc::new(control);
         let now = self.inner.clock.now();
@@ -308,7 +328,7 @@ impl Hub {
                 pending: HashMap::new(),
                 assigned: 0,
             });
-            let notify = pd.joined.clone();
+            let notify = pd.changed.clone();
             st.by_key.insert(key, pk.clone());
             // Published under the lock: a session's `closed` can never overtake its `opened`.
             self.inner.metrics.session_opened(
@@ -362,6 +382,7 @@ impl Hub {
             return;
         };
         let d = pd.desktops.swap_remove(idx);
+        pd.changed.notify_waiters();
         command_close(&d.control, CloseCommand { reason, refused });
         for p in d.pending.values() {
             p.signal(|| Signal::Gone(reason));
@@ -423,10 +444,17 @@ impl Hub {
         if let Some(d) = Self::desktop_mut(&mut st, key) {
             if let Some(p) = d.pending.remove(&result.job_id) {
                 p.signal(|| Signal::Result(result.clone()));
+                Self::slot_freed(&st, key);
                 return;
             }
         }
         tracing::debug!(job_id = %result.job_id, "result for a job not pending here");
+    }
+
+    fn slot_freed(st: &State, key: u64) {
+        if let Some(pd) = st.by_key.get(&key).and_then(|pk| st.properties.get(pk)) {
+            pd.changed.notify_waiters();
+        }
     }
 
     fn desktop_mut(st: &mut State, key: u64) -> Option<&mut Desktop> {
@@ -503,11 +531,9 @@ impl Hub {
             if self.inner.shutting_down.load(Ordering::Relaxed) {
                 return Err(RelayError::ShuttingDown);
             }
-            let Some((key, desktop, session_id, mut rx)) =
-                self.assign(&pk, job_id, &frame, &excluded, prefer.as_deref())
-            else {
-                return Err(RelayError::EncoderOffline);
-            };
+            let (key, desktop, session_id, mut rx) = self
+                .admit(&pk, job_id, &frame, &excluded, prefer.as_deref())
+                .await?;
             excluded.insert(key);
             let ack_deadline = tokio::time::Instant::now() + self.inner.settings.ack_timeout;
             // Waiting for the ack; a result implies it (the hub signals an ack once).
@@ -597,9 +623,39 @@ impl Hub {
         }
     }
 
-    /// Picks a desktop, registers the job as pending there and queues its frame. A desktop
-    /// whose queue is full is disconnected and the next one tried.
-    #[allow(clippy::type_complexity)]
+    /// Assigns the job to a desktop, waiting (at most the result timeout) while every
+    /// desktop of the property has all its job slots taken.
+    async fn admit(
+        &self,
+        pk: &PropertyKey,
+        job_id: &JobId,
+        frame: &str,
+        excluded: &HashSet<u64>,
+        prefer: Option<&str>,
+    ) -> Result<Assigned, RelayError> {
+        let deadline = tokio::time::Instant::now() + self.inner.settings.result_timeout;
+        let Some(changed) = self.lock().properties.get(pk).map(|pd| pd.changed.clone()) else {
+            return Err(RelayError::EncoderOffline);
+        };
+        loop {
+            let notified = changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.assign(pk, job_id, frame, excluded, prefer) {
+                Assignment::Sent(a) => return Ok(a),
+                Assignment::NoDesktop => return Err(RelayError::EncoderOffline),
+                Assignment::AllBusy => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        tracing::warn!(job_id = %job_id, "every encoder of the property stayed busy");
+                        return Err(RelayError::EncoderOffline);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Picks a desktop with a free job slot, registers the job as pending there and queues
+    /// its frame. A desktop whose queue is full is disconnected and the next one tried.
     fn assign(
         &self,
         pk: &PropertyKey,
@@ -607,23 +663,28 @@ impl Hub {
         frame: &str,
         excluded: &HashSet<u64>,
         prefer: Option<&str>,
-    ) -> Option<(
-        u64,
-        String,
-        EncoderSessionId,
-        mpsc::UnboundedReceiver<Signal>,
-    )> {
+    ) -> Assignment {
         let now = self.inner.clock.now();
+        let slots = self.inner.settings.max_jobs_per_desktop;
         let mut st = self.lock();
         loop {
-            let pd = st.properties.get_mut(pk)?;
+            let Some(pd) = st.properties.get_mut(pk) else {
+                return Assignment::NoDesktop;
+            };
             let candidate = {
                 let available = || pd.desktops.iter().filter(|d| !excluded.contains(&d.key));
+                if available().next().is_none() {
+                    return Assignment::NoDesktop;
+                }
+                let free = || available().filter(|d| d.pending.len() < slots);
                 prefer
-                    .and_then(|p| available().find(|d| d.desktop_device_id == p))
-                    .or_else(|| available().min_by_key(|d| (d.pending.len(), d.assigned)))
+                    .and_then(|p| free().find(|d| d.desktop_device_id == p))
+                    .or_else(|| free().min_by_key(|d| (d.pending.len(), d.assigned)))
                     .map(|d| d.key)
-            }?;
+            };
+            let Some(candidate) = candidate else {
+                return Assignment::AllBusy;
+            };
             let d = pd
                 .desktops
                 .iter_mut()
@@ -641,7 +702,7 @@ impl Hub {
                         .waiters
                         .push(tx);
                     d.assigned += 1;
-                    return Some((
+                    return Assignment::Sent((
                         candidate,
                         d.desktop_device_id.clone(),
                         d.session_id.clone(),
@@ -667,6 +728,7 @@ impl Hub {
                 p.waiters.retain(|w| !w.is_closed());
                 if p.waiters.is_empty() {
                     d.pending.remove(job_id);
+                    Self::slot_freed(&st, key);
                 }
             }
         }
@@ -681,7 +743,7 @@ impl Hub {
     /// Waits up to the reconnect grace for `desktop` to be connected to the property.
     async fn wait_for_rejoin(&self, pk: &PropertyKey, desktop: &str) -> bool {
         let deadline = tokio::time::Instant::now() + self.inner.settings.reconnect_grace;
-        let Some(notify) = self.lock().properties.get(pk).map(|pd| pd.joined.clone()) else {
+        let Some(notify) = self.lock().properties.get(pk).map(|pd| pd.changed.clone()) else {
             return false;
         };
         loop {
@@ -783,6 +845,7 @@ mod tests {
                 result_timeout: Duration::from_secs(5),
                 reconnect_grace: Duration::from_millis(100),
                 outbound_queue: queue,
+                max_jobs_per_desktop: 4,
             },
             events,
             Arc::new(ManualClock::new(start())),
@@ -880,7 +943,7 @@ mod tests {
         let property = PropertyId::parse("ppt_1").unwrap();
         // The slow desktop's queue is full and nobody drains it.
         let slow = hub.join(desktop(tenant, &property, "slow"));
-        slow.outbound.try_send("filler".into()).unwrap();
+        while slow.outbound.try_send("filler".into()).is_ok() {}
         let good = hub.join(desktop(tenant, &property, "good"));
         let _answering = answer(hub.clone(), good);
         // Both are idle, so the least busy rule may pick either; the slow one is dropped.

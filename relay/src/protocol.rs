@@ -607,10 +607,18 @@ impl RefusalReason {
 
     /// The refusal message for this reason.
     pub fn refusal(self, message: impl Into<String>) -> Refused {
+        let mut message: String = message.into();
+        if message.len() > 256 {
+            let mut end = 256;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
         Refused {
             code: self.code().to_owned(),
             sub_code: self,
-            message: message.into(),
+            message,
         }
     }
 }

@@ -85,6 +85,7 @@ impl RelayServer {
                 result_timeout: config.result_timeout,
                 reconnect_grace: config.reconnect_grace,
                 outbound_queue: config.outbound_queue,
+                max_jobs_per_desktop: config.max_jobs_per_desktop,
             },
             deps.events,
             deps.clock.clone(),

@@ -1,0 +1,182 @@
+//! Every message has a JSON Schema in docs/relay/; every example validates and round-trips
+//! through the serde types; what the Rust side builds validates too.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use lockstep_relay::protocol::{
+    self, decode_desktop, decode_server, Challenge, Heartbeat, Nonce, RefusalReason, ServerMessage,
+};
+use serde_json::Value;
+
+const FROM_DESKTOP: &[&str] = &[
+    "hello",
+    "auth",
+    "job_ack",
+    "job_result",
+    "provisional_batch",
+];
+const FROM_SERVER: &[&str] = &[
+    "challenge",
+    "welcome",
+    "refused",
+    "encode_job",
+    "sync_result",
+];
+const EITHER_WAY: &[&str] = &["ping", "pong"];
+
+fn docs() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/relay")
+}
+
+fn schema(kind: &str) -> (Value, jsonschema::Validator) {
+    let text = std::fs::read_to_string(docs().join(format!("{kind}.schema.json")))
+        .unwrap_or_else(|e| panic!("docs/relay/{kind}.schema.json: {e}"));
+    let value: Value = serde_json::from_str(&text).unwrap();
+    let validator = jsonschema::validator_for(&value).unwrap();
+    (value, validator)
+}
+
+fn errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {
+    v.iter_errors(instance).map(|e| e.to_string()).collect()
+}
+
+/// Decodes and re-encodes a frame through the serde types of its direction(s).
+fn round_trip(kind: &str, example: &Value) -> Vec<Value> {
+    let text = example.to_string();
+    let mut out = Vec::new();
+    if FROM_DESKTOP.contains(&kind) || EITHER_WAY.contains(&kind) {
+        let m = decode_desktop(&text).unwrap_or_else(|e| panic!("{kind}: {e}\n{text}"));
+        assert_eq!(m.kind(), kind);
+        out.push(serde_json::from_str(&protocol::encode(&m)).unwrap());
+    }
+    if FROM_SERVER.contains(&kind) || EITHER_WAY.contains(&kind) {
+        let m = decode_server(&text).unwrap_or_else(|e| panic!("{kind}: {e}\n{text}"));
+        assert_eq!(m.kind(), kind);
+        out.push(serde_json::from_str(&protocol::encode(&m)).unwrap());
+    }
+    out
+}
+
+fn all_kinds() -> Vec<&'static str> {
+    FROM_DESKTOP
+        .iter()
+        .chain(FROM_SERVER)
+        .chain(EITHER_WAY)
+        .copied()
+        .collect()
+}
+
+#[test]
+fn every_message_type_has_a_schema_and_no_schema_is_orphaned() {
+    let on_disk: BTreeSet<String> = std::fs::read_dir(docs())
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".schema.json").map(str::to_owned)
+        })
+        .collect();
+    let expected: BTreeSet<String> = all_kinds().into_iter().map(str::to_owned).collect();
+    assert_eq!(on_disk, expected);
+}
+
+#[test]
+fn every_example_validates_against_its_schema_and_round_trips() {
+    let mut checked = 0;
+    for kind in all_kinds() {
+        let (value, validator) = schema(kind);
+        let examples = value["examples"]
+            .as_array()
+            .expect("each schema has examples");
+        assert!(!examples.is_empty(), "{kind} has no example");
+        for example in examples {
+            assert_eq!(
+                errors(&validator, example),
+                Vec::<String>::new(),
+                "{kind}: {example}"
+            );
+            for back in round_trip(kind, example) {
+                assert_eq!(&back, example, "{kind} does not round-trip");
+                assert!(validator.is_valid(&back));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12);
+}
+
+#[test]
+fn unknown_fields_are_refused_by_schema_and_types_alike() {
+    for kind in all_kinds() {
+        let (value, validator) = schema(kind);
+        let mut example = value["examples"][0].clone();
+        example["surprise"] = Value::from(1);
+        assert!(
+            !validator.is_valid(&example),
+            "{kind} schema accepts an unknown field"
+        );
+        let text = example.to_string();
+        if FROM_DESKTOP.contains(&kind) {
+            assert!(decode_desktop(&text).is_err(), "{kind}");
+        } else {
+            assert!(decode_server(&text).is_err(), "{kind}");
+        }
+        let mut wrong_version = value["examples"][0].clone();
+        wrong_version["v"] = Value::from(2);
+        assert!(!validator.is_valid(&wrong_version));
+        let text = wrong_version.to_string();
+        let refused = if FROM_DESKTOP.contains(&kind) {
+            decode_desktop(&text).err()
+        } else {
+            decode_server(&text).err()
+        };
+        assert_eq!(
+            refused,
+            Some(protocol::ProtocolError::UnsupportedVersion(2)),
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn messages_the_server_builds_validate_against_their_schemas() {
+    let (_, refused) = schema("refused");
+    for reason in [
+        RefusalReason::MalformedFrame,
+        RefusalReason::FrameTooLarge,
+        RefusalReason::UnsupportedVersion,
+        RefusalReason::UnexpectedMessage,
+        RefusalReason::HandshakeTimeout,
+        RefusalReason::TooManyConnections,
+        RefusalReason::CertificateUnknown,
+        RefusalReason::CertificateRevoked,
+        RefusalReason::OfflineCertExpired,
+        RefusalReason::CertificateInvalid,
+        RefusalReason::PropertyMismatch,
+        RefusalReason::DesktopMismatch,
+        RefusalReason::NonceReplayed,
+        RefusalReason::NonceUnknown,
+        RefusalReason::ClockSkew,
+        RefusalReason::SignatureInvalid,
+        RefusalReason::DirectoryUnavailable,
+    ] {
+        let m = ServerMessage::Refused(reason.refusal("x".repeat(300)));
+        let v: Value = serde_json::from_str(&protocol::encode(&m)).unwrap();
+        assert_eq!(errors(&refused, &v), Vec::<String>::new(), "{reason:?}");
+    }
+    let (_, challenge) = schema("challenge");
+    let m = ServerMessage::Challenge(Challenge {
+        nonce: Nonce::generate(),
+        server_time: chrono::DateTime::from_timestamp(1_796_133_600, 123_000_000).unwrap(),
+        audience: "lockstep-relay".into(),
+        versions: vec![1],
+    });
+    let v: Value = serde_json::from_str(&protocol::encode(&m)).unwrap();
+    assert_eq!(errors(&challenge, &v), Vec::<String>::new());
+    let (_, ping) = schema("ping");
+    let v: Value = serde_json::from_str(&protocol::encode(&ServerMessage::Ping(Heartbeat {
+        seq: 7,
+    })))
+    .unwrap();
+    assert!(ping.is_valid(&v));
+}
