@@ -12,6 +12,7 @@ use actix::prelude::*;
 use lockstep_domain::breaker::{Admission, Breaker, BreakerPolicy, CircuitState, Outcome};
 use lockstep_domain::{Clock, PropertyId, TenantId, VendorAdapterId, VendorCode};
 use lockstep_persistence::{OutboxRow, Store, UnitOfWork};
+use lockstep_vendors::LockPort;
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -37,7 +38,7 @@ pub struct Record {
 #[rtype(result = "CircuitState")]
 pub struct Circuit;
 
-/// An adapter this breaker serves (for its health events).
+/// An adapter this breaker serves (for its health events, and to probe the vendor).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct Serve {
@@ -47,6 +48,15 @@ pub struct Serve {
     pub property_id: PropertyId,
     /// Adapter.
     pub adapter_id: VendorAdapterId,
+    /// The adapter itself: a half-open breaker probes the vendor with its `health` call.
+    pub port: Arc<dyn LockPort>,
+}
+
+/// The outcome of the breaker's own half-open probe.
+#[derive(Debug)]
+struct Probed {
+    unwell: bool,
+    latency: Duration,
 }
 
 /// The breaker of one (vendor, environment).
@@ -58,6 +68,8 @@ pub struct BreakerActor {
     store: Arc<dyn Store>,
     metrics: Metrics,
     adapters: Vec<Serve>,
+    probing: bool,
+    probes: u64,
 }
 
 impl BreakerActor {
@@ -83,6 +95,8 @@ impl BreakerActor {
             store,
             metrics,
             adapters: Vec::new(),
+            probing: false,
+            probes: 0,
         };
         me.export(CircuitState::Closed);
         me
@@ -181,13 +195,80 @@ impl Actor for BreakerActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // open → half-open happens with time, not with a call: look every half second so
-        // the gauge and the health event follow (admissions also see it at once).
+        // the gauge and the health event follow (admissions also see it at once); a
+        // half-open circuit is then probed.
         ctx.run_interval(Duration::from_millis(500), |act, ctx| {
             let now = act.clock.now();
             if let Some(t) = act.breaker.poll(now) {
                 act.changed(t.from, t.to, ctx);
             }
+            if act.breaker.state() == CircuitState::HalfOpen {
+                act.probe(ctx);
+            }
         });
+    }
+}
+
+impl BreakerActor {
+    /// DESIGN §7: the half-open probe is the vendor's `health` call, made by the breaker
+    /// itself through one of the adapters it serves (in turn), never a guest's credential:
+    /// an outage of any length spends no credential's attempts, and parked work stays
+    /// parked until the vendor answered. Without an adapter to probe with, calls are the
+    /// probes (the domain breaker's own rule).
+    fn probe(&mut self, ctx: &mut Context<Self>) {
+        if self.probing || self.adapters.is_empty() {
+            return;
+        }
+        if self.breaker.admit(self.clock.now()) != Admission::Probe {
+            return;
+        }
+        self.probing = true;
+        let port = self.adapters[(self.probes % self.adapters.len() as u64) as usize]
+            .port
+            .clone();
+        self.probes += 1;
+        let metrics = self.metrics.clone();
+        let limit = self
+            .breaker
+            .policy()
+            .p99_latency
+            .to_std()
+            .unwrap_or(Duration::from_secs(5))
+            * 2;
+        ctx.spawn(
+            async move {
+                // a probe's latency is real elapsed time, whatever the business clock says
+                #[allow(clippy::disallowed_methods)]
+                let started = std::time::Instant::now();
+                let unwell = match tokio::time::timeout(limit, port.health()).await {
+                    Ok(Ok(())) => false,
+                    // answered: the vendor is reachable, whatever it thinks of the request
+                    Ok(Err(e)) => e.is_vendor_unwell(),
+                    Err(_) => true,
+                };
+                let outcome = if unwell { "unavailable" } else { "ok" };
+                metrics
+                    .vendor_calls
+                    .with_label_values(&[port.vendor().as_str(), "health", outcome])
+                    .inc();
+                Probed {
+                    unwell,
+                    latency: started.elapsed(),
+                }
+            }
+            .into_actor(self)
+            .map(|probed, act, ctx| {
+                act.probing = false;
+                <Self as Handler<Record>>::handle(
+                    act,
+                    Record {
+                        unwell: probed.unwell,
+                        latency: probed.latency,
+                    },
+                    ctx,
+                );
+            }),
+        );
     }
 }
 
@@ -195,13 +276,15 @@ impl Handler<Admit> for BreakerActor {
     type Result = MessageResult<Admit>;
     fn handle(&mut self, _msg: Admit, ctx: &mut Self::Context) -> Self::Result {
         let now = self.clock.now();
-        let before = self.breaker.state();
-        let admission = self.breaker.admit(now);
-        let after = self.breaker.state();
-        if before != after {
-            self.changed(before, after, ctx);
+        if let Some(t) = self.breaker.poll(now) {
+            self.changed(t.from, t.to, ctx);
         }
-        MessageResult(admission)
+        if self.breaker.state() == CircuitState::HalfOpen && !self.adapters.is_empty() {
+            // the breaker probes with the vendor's health call, not with this call
+            self.probe(ctx);
+            return MessageResult(Admission::Rejected);
+        }
+        MessageResult(self.breaker.admit(now))
     }
 }
 

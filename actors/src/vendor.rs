@@ -485,6 +485,7 @@ impl PortRegistry {
             tenant_id: info.tenant_id,
             property_id: info.property_id.clone(),
             adapter_id: info.id.clone(),
+            port: port.clone(),
         });
         if let Some(per_minute) = deps.worker.rate.resolve(port.as_ref()) {
             let limiter = self

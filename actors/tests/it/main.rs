@@ -4,6 +4,7 @@
 mod breaker;
 mod contract;
 mod model;
+mod outage;
 mod rig;
 mod saga;
 mod supervision;

@@ -112,6 +112,30 @@ impl Lockstep {
         }
     }
 
+    /// SIGTERM, then waits up to `timeout` for the exit; returns the exit status and how
+    /// long the process took to stop.
+    pub async fn terminate(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<(std::process::ExitStatus, Duration)> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok((status, started.elapsed()));
+            }
+            if started.elapsed() > timeout {
+                bail!(
+                    "still running {timeout:?} after SIGTERM; log:\n{}",
+                    tail(&self.log_text())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -6,6 +6,7 @@
 mod contract;
 mod embedded;
 mod events_table;
+mod foul_weather;
 mod harness;
 mod leak;
 mod openapi;

@@ -432,14 +432,20 @@ async fn malformed_and_unknown_messages_go_to_the_dead_letter_queue_with_a_reaso
 }
 
 /// An event nobody is bound to receive comes back (`mandatory`): it is a failure, counted,
-/// and the row stays unpublished until it can be delivered.
+/// and the row is kept unpublished; the periodic probe (`unroutable_probe_ms`) finds the
+/// consumer that binds later, and the kept events are delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_returned_publish_is_a_failure_and_is_retried_until_delivered() -> anyhow::Result<()> {
+async fn a_returned_publish_is_kept_and_delivered_once_a_consumer_binds() -> anyhow::Result<()> {
     let dir = scratch("returned");
     let db = fresh_pg_database().await?;
     let vhost = Vhost::fresh()?;
     let sim = simulator(&all_locks())?;
     let config = write_config(&dir, &db, &vhost, &sim)?;
+    let toml = std::fs::read_to_string(&config)?.replace(
+        "delivery_limit = 5",
+        "delivery_limit = 5\nunroutable_probe_ms = 1000",
+    );
+    std::fs::write(&config, toml)?;
     let broker = Broker::connect(&vhost.url).await?;
     let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
     wait_ready(&node).await?;
@@ -479,7 +485,7 @@ async fn a_returned_publish_is_a_failure_and_is_retried_until_delivered() -> any
         .collect("it.late-events", "melmastoon.events", "melmastoon.lock.#")
         .await?;
     wait_for(
-        "requested and issued delivered after the retry",
+        "requested and issued delivered after the probe",
         Duration::from_secs(60),
         || {
             let ok = !produced
