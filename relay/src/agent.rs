@@ -156,6 +156,7 @@ pub struct SimulatedEncoder {
     mode: Mutex<SimulatedMode>,
     encoded: Mutex<Vec<IdempotencyKey>>,
     started: AtomicUsize,
+    hanging: AtomicUsize,
 }
 
 impl SimulatedEncoder {
@@ -166,6 +167,7 @@ impl SimulatedEncoder {
             mode: Mutex::new(SimulatedMode::Normal),
             encoded: Mutex::new(Vec::new()),
             started: AtomicUsize::new(0),
+            hanging: AtomicUsize::new(0),
         }
     }
 
@@ -189,6 +191,11 @@ impl SimulatedEncoder {
     pub fn started(&self) -> usize {
         self.started.load(Ordering::SeqCst)
     }
+
+    /// Jobs stuck in [`SimulatedMode::Hang`] now.
+    pub fn hanging(&self) -> usize {
+        self.hanging.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
@@ -201,6 +208,7 @@ impl Encoder for SimulatedEncoder {
             .expect("simulated encoder mutex is never poisoned");
         self.started.fetch_add(1, Ordering::SeqCst);
         if mode == SimulatedMode::Hang {
+            self.hanging.fetch_add(1, Ordering::SeqCst);
             std::future::pending::<()>().await;
         }
         tokio::time::sleep(self.delay).await;

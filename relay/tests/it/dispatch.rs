@@ -107,7 +107,7 @@ async fn three_agents_three_hundred_jobs_one_killed_mid_job_every_job_encoded_ex
     wait_until(
         "desk-c to be stuck mid-job",
         Duration::from_secs(20),
-        || victim.started() > victim.encoded().len(),
+        || victim.hanging() == 1,
     )
     .await;
     // ...every card it did encode has been reported, and then the process dies.
