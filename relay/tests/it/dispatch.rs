@@ -365,3 +365,42 @@ async fn shutdown_closes_every_session_and_fails_new_jobs() {
         .is_some_and(|d| d.code() == "MELMASTOON.LOCK.CARD_ENCODER_OFFLINE"));
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn a_desktop_dropping_after_the_ack_gets_the_job_back_on_reconnect_and_encodes_it_once() {
+    let rig = Rig::with_config(RelayConfig {
+        reconnect_grace: Duration::from_secs(2),
+        ..test_config()
+    })
+    .await;
+    let desk = rig.desk("desk-1");
+    let (agent, sims, _) = rig.agent(&desk, 1, Duration::from_millis(600));
+    let first_session = connected(&agent).await;
+    let other = rig.desk("desk-2");
+    let (other_agent, other_sims, _) = rig.agent(&other, 1, Duration::from_millis(5));
+    connected(&other_agent).await;
+
+    let mut request = job(&rig, 1);
+    request.prefer_desktop = Some("desk-1".into());
+    let hub = rig.hub.clone();
+    let dispatched = tokio::spawn(async move { hub.dispatch(request).await });
+    // desk-1 acknowledged and is encoding; its connection drops (the agent lives on).
+    wait_until("desk-1 to start encoding", Duration::from_secs(5), || {
+        sims[0].started() == 1
+    })
+    .await;
+    assert_eq!(
+        rig.hub
+            .disconnect_certificate(rig.tenant, &desk.certificate.id),
+        1
+    );
+    let out = dispatched.await.unwrap().unwrap();
+    let JobOutcome::Encoded(card) = out else {
+        panic!("{out:?}")
+    };
+    // It came back within the grace and answered from the encode it had in progress.
+    assert_eq!(card.desktop_device_id, "desk-1");
+    assert_ne!(card.session_id.as_str(), first_session);
+    assert_eq!(sims[0].encoded().len(), 1);
+    assert!(other_sims[0].encoded().is_empty());
+}
