@@ -2,7 +2,7 @@
 //! `lockstep_<subsystem>_<name>_<unit>`; labels are bounded sets, never ids.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    CounterVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// All metrics, registered in one registry.
@@ -78,6 +78,19 @@ pub struct Metrics {
     /// Vendor accounts whose work is held for an account-level error (bad credentials,
     /// suspended account, exhausted quota), by vendor: 1 per held account.
     pub vendor_accounts_held: IntGaugeVec,
+    /// The stale-key window, per device: from the moment Lockstep learned a key must go
+    /// (the cancel, checkout, revoke or suspend arrived) to the vendor's confirmation that
+    /// it is gone from the door, in business seconds.
+    pub stale_key_window_seconds: HistogramVec,
+    /// Partitions configured (every node the same): with `lockstep_partitions_owned` summed
+    /// over the nodes, says whether a partition has no owner.
+    pub partitions_configured: IntGauge,
+    /// Real seconds vendor calls spent waiting for their account's rate limit.
+    pub rate_limit_wait_seconds: CounterVec,
+    /// Adapters whose vendor secret is due for rotation within 7 days (or overdue).
+    pub vendor_secrets_rotation_due: IntGaugeVec,
+    /// Unrevoked offline-issuance certificates expiring within 7 days.
+    pub offline_certificates_expiring: IntGauge,
 }
 
 impl Default for Metrics {
@@ -134,6 +147,39 @@ impl Metrics {
         .expect("metric names are valid");
         r.register(Box::new(breaker_state.clone()))
             .expect("metric registered once");
+        let stale_key_window_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "lockstep_stale_key_window_seconds",
+                "From learning a key must go to the vendor confirming its removal, per device",
+            )
+            .buckets(vec![
+                0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0,
+            ]),
+            &["vendor"],
+        )
+        .expect("metric names are valid");
+        r.register(Box::new(stale_key_window_seconds.clone()))
+            .expect("metric registered once");
+        let rate_limit_wait_seconds = CounterVec::new(
+            Opts::new(
+                "lockstep_vendor_rate_limit_wait_seconds_total",
+                "Real seconds vendor calls waited for their account's rate limit",
+            ),
+            &["vendor"],
+        )
+        .expect("metric names are valid");
+        r.register(Box::new(rate_limit_wait_seconds.clone()))
+            .expect("metric registered once");
+        let vendor_secrets_rotation_due = IntGaugeVec::new(
+            Opts::new(
+                "lockstep_vendor_secrets_rotation_due",
+                "Adapters whose vendor secret is due for rotation within 7 days",
+            ),
+            &["vendor"],
+        )
+        .expect("metric names are valid");
+        r.register(Box::new(vendor_secrets_rotation_due.clone()))
+            .expect("metric registered once");
         let vendor_accounts_held = IntGaugeVec::new(
             Opts::new(
                 "lockstep_vendor_accounts_held",
@@ -145,6 +191,19 @@ impl Metrics {
         r.register(Box::new(vendor_accounts_held.clone()))
             .expect("metric registered once");
         Self {
+            stale_key_window_seconds,
+            rate_limit_wait_seconds,
+            vendor_secrets_rotation_due,
+            partitions_configured: gauge(
+                &r,
+                "lockstep_partitions_configured",
+                "Partitions configured (the same on every node)",
+            ),
+            offline_certificates_expiring: gauge(
+                &r,
+                "lockstep_offline_certificates_expiring",
+                "Unrevoked offline-issuance certificates expiring within 7 days",
+            ),
             vendor_accounts_held,
             broker_dead_letters: counter(
                 &r,

@@ -89,6 +89,18 @@ pub fn backoff(rt: &Runtime, attempt: i32) -> Duration {
         .min(rt.settings.retry_cap * 2)
 }
 
+/// A unit of work for a step of `entry`: what it decides, Lockstep learned when the entry
+/// arrived (the start of a removal's stale-key window).
+fn unit(
+    entry: &MailboxEntry,
+    fence: Option<lockstep_persistence::Fence>,
+    now: Timestamp,
+) -> UnitOfWork {
+    let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
+    uow.learned_at = Some(entry.created_at.min(now));
+    uow
+}
+
 fn later(now: Timestamp, d: Duration) -> Timestamp {
     now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(300))
 }
@@ -108,7 +120,7 @@ pub async fn run(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
 pub async fn reschedule(rt: &Runtime, entry: &MailboxEntry, error: &str) -> Result<(), StepError> {
     let now = rt.clock.now();
     let attempts = entry.attempts + 1;
-    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     uow.mailbox.push(MailboxUpdate::Retry {
         id: entry.id,
         due_at: later(now, backoff(rt, attempts)),
@@ -250,8 +262,7 @@ async fn on_event(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
         Ok(p) => p,
         Err(e) => {
             // Intake validated it; a stored entry that no longer parses is recorded, not retried.
-            let mut uow =
-                UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+            let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
             uow.mailbox
                 .push(done(entry, format!("rejected:{}", e.label())));
             rt.store.commit(uow).await?;
@@ -341,11 +352,7 @@ async fn internal(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
                 revoke_one(rt, entry, &id, RevokeReason::Expired).await
             } else {
                 // the end moved later (a newer timer exists) or the credential is gone
-                let mut uow = UnitOfWork::new(
-                    entry.tenant_id,
-                    rt.fences.for_commit(entry.partition),
-                    rt.clock.now(),
-                );
+                let mut uow = unit(entry, rt.fences.for_commit(entry.partition), rt.clock.now());
                 uow.mailbox.push(done(entry, "not_due"));
                 rt.store.commit(uow).await?;
                 Ok(())
@@ -384,11 +391,7 @@ async fn internal(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
             revoke_one(rt, entry, &id, reason).await
         }
         _ => {
-            let mut uow = UnitOfWork::new(
-                entry.tenant_id,
-                rt.fences.for_commit(entry.partition),
-                rt.clock.now(),
-            );
+            let mut uow = unit(entry, rt.fences.for_commit(entry.partition), rt.clock.now());
             uow.mailbox.push(done(entry, "rejected:unknown_internal"));
             rt.store.commit(uow).await?;
             Ok(())
@@ -517,7 +520,7 @@ async fn reservation_step(
     let fence = rt.fences.for_commit(entry.partition);
     let (next, commands) = match saga::decide(&state, &event, &ctx) {
         Decision::Ignore(why) => {
-            let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
+            let mut uow = unit(entry, fence, now);
             uow.mailbox
                 .push(done(entry, format!("ignored:{why:?}").to_lowercase()));
             rt.store.commit(uow).await?;
@@ -532,7 +535,7 @@ async fn reservation_step(
     // A commit refused by I-9 is redone with the new credential failed as `room_conflict`.
     let mut conflicted: Option<KeyCredentialId> = None;
     loop {
-        let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
+        let mut uow = unit(entry, fence, now);
         let mut touched = Touched::default();
         let mut issued = None;
         for cmd in &commands {
@@ -1030,7 +1033,7 @@ async fn revoke_one(
     reason: RevokeReason,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
-    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
     let state = match touched.get(rt, entry.tenant_id, id).await? {
         Some(i) => touched.creds[i].0.state(),
@@ -1093,7 +1096,7 @@ async fn reissue_on_device(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Ste
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let live = rt
         .store
         .get_credential(entry.tenant_id, &id)
@@ -1131,7 +1134,7 @@ async fn operator_update(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepE
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
     let p = &entry.payload;
-    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
     let Some(i) = touched.get(rt, entry.tenant_id, &id).await? else {
         uow.mailbox.push(done(entry, "rejected:unknown_credential"));
@@ -1201,7 +1204,7 @@ async fn operator_suspend(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Step
     let id = credential_of_payload(entry)?;
     let reason = SuspendReason::parse(entry.payload["reason"].as_str().unwrap_or("manual"))
         .map_err(domain_err)?;
-    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
     let outcome = match touched.get(rt, entry.tenant_id, &id).await? {
         None => "rejected:unknown_credential",
@@ -1229,7 +1232,7 @@ async fn operator_suspend(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Step
 async fn operator_unsuspend(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
-    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
     let mut outcome = "applied";
     if let Some(i) = touched.get(rt, entry.tenant_id, &id).await? {
@@ -1270,7 +1273,7 @@ async fn operator_unsuspend(rt: &Runtime, entry: &MailboxEntry) -> Result<(), St
 async fn operator_replace(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
-    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
     let Some(i) = touched.get(rt, entry.tenant_id, &id).await? else {
         uow.mailbox.push(done(entry, "rejected:unknown_credential"));
@@ -1361,7 +1364,7 @@ async fn property_deactivated(rt: &Runtime, entry: &MailboxEntry) -> Result<(), 
             &["requested", "pending", "active", "suspended"],
         )
         .await?;
-    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     for c in &live {
         let subject = match (&c.reservation_id, &c.shift_id) {
             (Some(r), _) => format!("reservation:{r}"),
@@ -1398,7 +1401,7 @@ async fn user_deactivated(
         .store
         .active_masters_of_user(entry.tenant_id, user.as_str())
         .await?;
-    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut n = 0;
     for m in masters
         .iter()
@@ -1500,7 +1503,7 @@ async fn shift_step(
     let fence = rt.fences.for_commit(entry.partition);
     let (next, commands) = match lockstep_domain::shift::decide_shift(&state, &event, &ctx) {
         ShiftDecision::Ignore(why) => {
-            let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
+            let mut uow = unit(entry, fence, now);
             uow.mailbox
                 .push(done(entry, format!("ignored:{why:?}").to_lowercase()));
             rt.store.commit(uow).await?;
@@ -1514,7 +1517,7 @@ async fn shift_step(
     };
     // M-2 renewal revokes the previous master first: its master row write goes in an
     // earlier commit, because a unit of work carries one master write.
-    let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
+    let mut uow = unit(entry, fence, now);
     let mut touched = Touched::default();
     for cmd in &commands {
         match cmd {
@@ -1525,10 +1528,7 @@ async fn shift_step(
                 if uow.master.is_some() {
                     touched.into_uow(&mut uow);
                     rt.store
-                        .commit(std::mem::replace(
-                            &mut uow,
-                            UnitOfWork::new(entry.tenant_id, fence, now),
-                        ))
+                        .commit(std::mem::replace(&mut uow, unit(entry, fence, now)))
                         .await?;
                     touched = Touched::default();
                 }
@@ -1558,10 +1558,7 @@ async fn shift_step(
                 if uow.master.is_some() {
                     touched.into_uow(&mut uow);
                     rt.store
-                        .commit(std::mem::replace(
-                            &mut uow,
-                            UnitOfWork::new(entry.tenant_id, fence, now),
-                        ))
+                        .commit(std::mem::replace(&mut uow, unit(entry, fence, now)))
                         .await?;
                     touched = Touched::default();
                 }
@@ -1790,7 +1787,7 @@ async fn drive(
             .get_credential(entry.tenant_id, credential_id)
             .await?
         else {
-            let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
+            let mut uow = unit(entry, fence, now);
             uow.mailbox.push(done(entry, "missing"));
             rt.store.commit(uow).await?;
             return Ok(());
@@ -1806,7 +1803,7 @@ async fn drive(
             .min_by_key(|d| (d.desired == Desired::Present, d.device_id.clone()));
         let Some(d) = next else {
             // Everything agrees: activate a pending credential whose devices all hold it.
-            let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
+            let mut uow = unit(entry, fence, now);
             if cred.state() == KeyCredentialState::Pending
                 && devices
                     .iter()
@@ -1830,7 +1827,7 @@ async fn drive(
         };
         let adapter = d.vendor_adapter_id.clone();
         let req = issue_request(&cred, d);
-        let mut uow = UnitOfWork::new(entry.tenant_id, fence, now);
+        let mut uow = unit(entry, fence, now);
         let mut w = DeviceSyncWrite::from_current(d);
         let holds = matches!(
             cred.state(),
@@ -1854,6 +1851,13 @@ async fn drive(
             w.desired = Desired::Absent;
             w.sync = SyncState::Confirmed;
             w.last_error = None;
+            if let Some(learned) = d.removal_requested_at {
+                // the stale-key window: learned it must go → the vendor confirmed it gone
+                rt.metrics
+                    .stale_key_window_seconds
+                    .with_label_values(&[cred.vendor().as_str()])
+                    .observe((now - learned).num_milliseconds().max(0) as f64 / 1000.0);
+            }
             let mut row = audit(
                 &cred,
                 "vendor_removed",
@@ -1926,13 +1930,7 @@ async fn drive(
         w.attempts += 1;
         uow.devices.push(w.clone());
         rt.store.commit(uow).await?;
-        let fresh = || {
-            UnitOfWork::new(
-                entry.tenant_id,
-                rt.fences.for_commit(entry.partition),
-                rt.clock.now(),
-            )
-        };
+        let fresh = || unit(entry, rt.fences.for_commit(entry.partition), rt.clock.now());
         match vendor_issue(rt, &adapter, &req).await {
             Ok(vref) => {
                 rt.failpoints.after_vendor_issue().await;
@@ -2017,7 +2015,7 @@ async fn fail_credential(
     reason: FailureReason,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
-    let mut uow = UnitOfWork::new(entry.tenant_id, rt.fences.for_commit(entry.partition), now);
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     cred.mark_failed(reason, now).map_err(domain_err)?;
     plan_removal(devices, &mut uow);
     observe(entry, cred, &mut uow);

@@ -312,9 +312,12 @@ async fn run_call(
             CallOutcome::TimedOut
         }
     };
-    let latency = started
-        .elapsed()
-        .saturating_sub(Duration::from_nanos(waited.load(Ordering::Relaxed)));
+    let waited_for = Duration::from_nanos(waited.load(Ordering::Relaxed));
+    metrics
+        .rate_limit_wait_seconds
+        .with_label_values(&[vendor])
+        .inc_by(waited_for.as_secs_f64());
+    let latency = started.elapsed().saturating_sub(waited_for);
     metrics
         .vendor_call_seconds
         .with_label_values(&[vendor, label])

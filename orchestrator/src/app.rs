@@ -408,16 +408,40 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     // V-2: where each adapter's secrets live and their fingerprint; then watched for rotation
     crate::seed::check_secret_rotation(store.as_ref(), clock.as_ref(), &properties).await?;
-    if let Some(every) = settings.secret_check_interval {
-        let (store, clock, properties) = (store.clone(), clock.clone(), properties.clone());
+    {
+        let every = settings
+            .secret_check_interval
+            .unwrap_or(Duration::from_secs(3600));
+        let check = settings.secret_check_interval.is_some();
+        let (store, clock, properties, metrics) = (
+            store.clone(),
+            clock.clone(),
+            properties.clone(),
+            metrics.clone(),
+        );
         actix::spawn(async move {
             loop {
-                tokio::time::sleep(every).await;
-                if let Err(e) =
-                    crate::seed::check_secret_rotation(store.as_ref(), clock.as_ref(), &properties)
-                        .await
+                if let Err(e) = crate::seed::refresh_rotation_gauges(
+                    store.as_ref(),
+                    clock.as_ref(),
+                    &metrics,
+                    &properties,
+                )
+                .await
                 {
-                    warn!(error = %e, "checking vendor secrets for rotation failed");
+                    warn!(error = %e, "reading rotation dates failed");
+                }
+                tokio::time::sleep(every).await;
+                if check {
+                    if let Err(e) = crate::seed::check_secret_rotation(
+                        store.as_ref(),
+                        clock.as_ref(),
+                        &properties,
+                    )
+                    .await
+                    {
+                        warn!(error = %e, "checking vendor secrets for rotation failed");
+                    }
                 }
             }
         });

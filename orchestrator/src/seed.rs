@@ -151,6 +151,53 @@ pub async fn check_secret_rotation(
     Ok(rotated)
 }
 
+/// Sets the rotation gauges (DESIGN §10): adapters whose vendor secret is due within 7
+/// days, by vendor (`rotatesAt` of their `vendor_credentials` row), and unrevoked
+/// offline-issuance certificates expiring within 7 days.
+pub async fn refresh_rotation_gauges(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    metrics: &lockstep_actors::Metrics,
+    properties: &[RawProperty],
+) -> anyhow::Result<()> {
+    let soon = clock.now() + chrono::Duration::days(7);
+    let mut due: std::collections::BTreeMap<&'static str, i64> = Default::default();
+    let mut tenants = std::collections::BTreeSet::new();
+    for p in properties {
+        let tenant = TenantId::parse(&p.tenant_id)
+            .map_err(|e| anyhow::anyhow!("properties.tenant_id: {e:?}"))?;
+        let property = PropertyId::parse(&p.property_id)
+            .map_err(|e| anyhow::anyhow!("properties.property_id: {e:?}"))?;
+        tenants.insert(tenant);
+        for a in &p.adapters {
+            let vendor = VendorCode::parse(&a.vendor)
+                .map_err(|e| anyhow::anyhow!("adapters.vendor: {e:?}"))?;
+            let environment = a.environment.clone();
+            let entry = due.entry(vendor.as_str()).or_default();
+            if let Some(rec) = store
+                .vendor_credential(tenant, &property, vendor, &environment)
+                .await?
+            {
+                if rec.rotates_at <= soon {
+                    *entry += 1;
+                }
+            }
+        }
+    }
+    for (vendor, n) in due {
+        metrics
+            .vendor_secrets_rotation_due
+            .with_label_values(&[vendor])
+            .set(n);
+    }
+    let mut expiring = 0;
+    for t in tenants {
+        expiring += store.offline_certs_expiring(t, soon).await?;
+    }
+    metrics.offline_certificates_expiring.set(expiring);
+    Ok(())
+}
+
 /// Registers one property's adapters (building their ports) and devices.
 pub async fn register_property(
     store: &dyn Store,

@@ -296,6 +296,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: &str,
     ) -> StoreResult<Option<lockstep_domain::OfflineIssuance>>;
 
+    /// How many of the tenant's unrevoked offline-issuance certificates expire before
+    /// `before` (rotation due, O-1).
+    async fn offline_certs_expiring(&self, tenant: TenantId, before: Timestamp)
+        -> StoreResult<i64>;
+
     /// Key rotation: re-encrypts up to `limit` of the tenant's values (PINs, vendor refs,
     /// vendor device refs, adapter configs) that are under another key version than the
     /// cipher's current one; returns how many. Run until it answers 0.

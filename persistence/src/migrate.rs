@@ -68,6 +68,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "offline_issuance",
         sql: include_str!("../migrations/postgres/0011_offline_issuance.sql"),
     },
+    Migration {
+        version: 12,
+        name: "stale_key_window",
+        sql: include_str!("../migrations/postgres/0012_stale_key_window.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -126,5 +131,10 @@ pub const SQLITE: &[Migration] = &[
         version: 11,
         name: "offline_issuance",
         sql: include_str!("../migrations/sqlite/0011_offline_issuance.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "stale_key_window",
+        sql: include_str!("../migrations/sqlite/0012_stale_key_window.sql"),
     },
 ];

@@ -85,6 +85,8 @@ pub struct MailboxEntry {
     pub due_at: Timestamp,
     /// Attempts so far.
     pub attempts: i32,
+    /// When it was stored (for a consumed event: when Lockstep received it).
+    pub created_at: Timestamp,
 }
 
 /// A subject with due work.
@@ -238,6 +240,9 @@ pub struct CredentialDevice {
     pub pin_collisions: i32,
     /// Last error.
     pub last_error: Option<String>,
+    /// When Lockstep learned the credential must leave this device (set while it should
+    /// be absent; the start of the stale-key window).
+    pub removal_requested_at: Option<Timestamp>,
 }
 
 /// Write of one (credential, device) row. `pin`/`vendor_ref` `None` keep the stored value.
@@ -352,6 +357,10 @@ pub struct UnitOfWork {
     pub credentials: Vec<CredentialWrite>,
     /// Door-truth writes.
     pub devices: Vec<DeviceSyncWrite>,
+    /// When Lockstep learned what this step carries out (the triggering message's
+    /// arrival); a door-truth row that becomes `absent` records it as the start of its
+    /// stale-key window. `None`: the step's time.
+    pub learned_at: Option<Timestamp>,
     /// Saga state write: (subject, state).
     pub saga: Option<(String, serde_json::Value)>,
     /// Outbox rows.
@@ -429,6 +438,7 @@ impl UnitOfWork {
             credentials: Vec::new(),
             events: Vec::new(),
             devices: Vec::new(),
+            learned_at: None,
             saga: None,
             outbox: Vec::new(),
             audit: Vec::new(),

@@ -114,6 +114,7 @@ impl PgStore {
             attempts: r.try_get("attempts")?,
             pin_collisions: r.try_get("pin_collisions")?,
             last_error: r.try_get("last_error")?,
+            removal_requested_at: r.try_get("removal_requested_at")?,
             device_id,
         })
     }
@@ -294,6 +295,7 @@ fn mailbox_from_row(row: &PgRow) -> StoreResult<MailboxEntry> {
         payload: row.try_get("payload")?,
         due_at: row.try_get("due_at")?,
         attempts: row.try_get("attempts")?,
+        created_at: row.try_get("created_at")?,
     })
 }
 
@@ -595,8 +597,10 @@ impl Store for PgStore {
                         })
                         .transpose()?;
                     sqlx::query(
-                        "INSERT INTO key_credential_devices (tenant_id, key_credential_id, device_id, desired, sync, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version, attempts, pin_collisions, last_error, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) \
+                        "INSERT INTO key_credential_devices (tenant_id, key_credential_id, device_id, desired, sync, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version, attempts, pin_collisions, last_error, updated_at, removal_requested_at) \
+                         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13, CASE WHEN $4 = 'absent' AND $5 = 'pending' THEN $14::timestamptz END) \
                          ON CONFLICT (key_credential_id, device_id) DO UPDATE SET desired = EXCLUDED.desired, sync = EXCLUDED.sync, \
+                         removal_requested_at = CASE WHEN EXCLUDED.desired = 'present' THEN NULL WHEN key_credential_devices.desired = 'absent' THEN COALESCE(key_credential_devices.removal_requested_at, $14::timestamptz) ELSE $14::timestamptz END, \
                          pin_ciphertext = COALESCE(EXCLUDED.pin_ciphertext, key_credential_devices.pin_ciphertext), pin_kms_version = COALESCE(EXCLUDED.pin_kms_version, key_credential_devices.pin_kms_version), \
                          vendor_ref_ciphertext = COALESCE(EXCLUDED.vendor_ref_ciphertext, key_credential_devices.vendor_ref_ciphertext), vendor_ref_kms_version = COALESCE(EXCLUDED.vendor_ref_kms_version, key_credential_devices.vendor_ref_kms_version), \
                          attempts = EXCLUDED.attempts, pin_collisions = EXCLUDED.pin_collisions, last_error = EXCLUDED.last_error, updated_at = EXCLUDED.updated_at",
@@ -614,6 +618,7 @@ impl Store for PgStore {
                     .bind(d.pin_collisions)
                     .bind(&d.last_error)
                     .bind(uow.now)
+                    .bind(uow.learned_at.unwrap_or(uow.now))
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -1429,6 +1434,23 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn offline_certs_expiring(
+        &self,
+        tenant: TenantId,
+        before: Timestamp,
+    ) -> StoreResult<i64> {
+        let mut tx = self.begin_tenant(tenant).await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM offline_issuance WHERE tenant_id = $1 AND revoked_at IS NULL AND expires_at < $2",
+        )
+        .bind(tenant.as_uuid())
+        .bind(before)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn offline_cert(
         &self,
         tenant: TenantId,
@@ -1948,7 +1970,7 @@ impl Store for PgStore {
 
     async fn door_backlog(&self) -> StoreResult<DoorBacklog> {
         let row = sqlx::query(
-            "SELECT count(*) FILTER (WHERE desired = 'absent') AS removals, min(updated_at) FILTER (WHERE desired = 'absent') AS oldest, \
+            "SELECT count(*) FILTER (WHERE desired = 'absent') AS removals, min(COALESCE(removal_requested_at, updated_at)) FILTER (WHERE desired = 'absent') AS oldest, \
              count(*) FILTER (WHERE desired = 'present') AS issues FROM key_credential_devices WHERE sync = 'pending'",
         )
         .fetch_one(&self.worker)

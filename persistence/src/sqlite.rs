@@ -94,6 +94,7 @@ impl SqliteStore {
             attempts: r.try_get("attempts")?,
             pin_collisions: r.try_get("pin_collisions")?,
             last_error: r.try_get("last_error")?,
+            removal_requested_at: opt_ts(r.try_get("removal_requested_at")?)?,
             device_id,
         })
     }
@@ -312,6 +313,7 @@ fn mailbox_from_row(row: &SqliteRow) -> StoreResult<MailboxEntry> {
         payload: json_from(row.try_get::<&str, _>("payload")?)?,
         due_at: ts(row.try_get("due_at")?)?,
         attempts: row.try_get("attempts")?,
+        created_at: ts(row.try_get("created_at")?)?,
     })
 }
 
@@ -613,8 +615,10 @@ impl Store for SqliteStore {
             // The composite foreign keys already tie the row to the tenant; the WHERE on
             // the upsert keeps the update tenant-scoped by query as well.
             let n = sqlx::query(
-                "INSERT INTO key_credential_devices (tenant_id, key_credential_id, device_id, desired, sync, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version, attempts, pin_collisions, last_error, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) \
+                "INSERT INTO key_credential_devices (tenant_id, key_credential_id, device_id, desired, sync, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version, attempts, pin_collisions, last_error, updated_at, removal_requested_at) \
+                 VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13, CASE WHEN ?4 = 'absent' AND ?5 = 'pending' THEN ?14 END) \
                  ON CONFLICT (key_credential_id, device_id) DO UPDATE SET desired = excluded.desired, sync = excluded.sync, \
+                 removal_requested_at = CASE WHEN excluded.desired = 'present' THEN NULL WHEN key_credential_devices.desired = 'absent' THEN COALESCE(key_credential_devices.removal_requested_at, ?14) ELSE ?14 END, \
                  pin_ciphertext = COALESCE(excluded.pin_ciphertext, key_credential_devices.pin_ciphertext), pin_kms_version = COALESCE(excluded.pin_kms_version, key_credential_devices.pin_kms_version), \
                  vendor_ref_ciphertext = COALESCE(excluded.vendor_ref_ciphertext, key_credential_devices.vendor_ref_ciphertext), vendor_ref_kms_version = COALESCE(excluded.vendor_ref_kms_version, key_credential_devices.vendor_ref_kms_version), \
                  attempts = excluded.attempts, pin_collisions = excluded.pin_collisions, last_error = excluded.last_error, updated_at = excluded.updated_at \
@@ -633,6 +637,7 @@ impl Store for SqliteStore {
             .bind(d.pin_collisions)
             .bind(&d.last_error)
             .bind(now)
+            .bind(ms(uow.learned_at.unwrap_or(uow.now)))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -1469,6 +1474,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn offline_certs_expiring(
+        &self,
+        tenant: TenantId,
+        before: Timestamp,
+    ) -> StoreResult<i64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM offline_issuance WHERE tenant_id = ? AND revoked_at IS NULL AND expires_at < ?",
+        )
+        .bind(tenant.to_string())
+        .bind(ms(before))
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(n)
+    }
+
     async fn offline_cert(
         &self,
         tenant: TenantId,
@@ -2007,7 +2027,7 @@ impl Store for SqliteStore {
 
     async fn door_backlog(&self) -> StoreResult<DoorBacklog> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(desired = 'absent'), 0) AS removals, MIN(CASE WHEN desired = 'absent' THEN updated_at END) AS oldest, \
+            "SELECT COALESCE(SUM(desired = 'absent'), 0) AS removals, MIN(CASE WHEN desired = 'absent' THEN COALESCE(removal_requested_at, updated_at) END) AS oldest, \
              COALESCE(SUM(desired = 'present'), 0) AS issues FROM key_credential_devices WHERE sync = 'pending'",
         )
         .fetch_one(&self.reader)

@@ -171,3 +171,49 @@ async fn a_rejected_account_holds_its_work_and_resumes_when_fixed() -> anyhow::R
     rig.finish().await;
     Ok(())
 }
+
+/// The stale-key window (issue 13's first-class figure) runs from the moment the cancel
+/// arrived to the vendor confirming the removal: a cancel that waits out ten simulated
+/// minutes of outage is one observation of at least 600 s, and the door-truth row carries
+/// the arrival while the removal is pending.
+#[actix_rt::test]
+async fn the_stale_key_window_runs_from_the_cancel_to_the_confirmed_removal() -> anyhow::Result<()>
+{
+    let clock: Arc<dyn Clock> = Arc::new(
+        ScaledClock::new(Arc::new(SystemClock), SystemClock.now(), 600.0)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+    );
+    let rig = Rig::start_with(
+        WorkerSettings::simulator(),
+        clock.clone(),
+        BreakerPolicy::default(),
+        SagaSettings::default(),
+    )
+    .await?;
+    rig.confirm("rsv_s1", 1).await?;
+    rig.wait_settled("rsv_s1", "active").await?;
+    rig.sim.handle().update_faults(|f| f.outage = true);
+    let cancelled_at = clock.now();
+    rig.cancel("rsv_s1").await?;
+    rig.wait_state("rsv_s1", "revoked").await?;
+    let id = rig.credentials("rsv_s1").await?[0].id().clone();
+    let pending = rig.rt.store.credential_devices(rig.tenant, &id).await?;
+    let learned = pending[0]
+        .removal_requested_at
+        .expect("a pending removal records when it was learned");
+    assert!(
+        (learned - cancelled_at).num_seconds().abs() < 60,
+        "the arrival of the cancel, not the time the drive ran"
+    );
+    while clock.now() < cancelled_at + chrono::Duration::minutes(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rig.sim.handle().update_faults(|f| f.outage = false);
+    rig.wait_settled("rsv_s1", "revoked").await?;
+    let count = rig.metric("lockstep_stale_key_window_seconds_count{vendor=\"ttlock\"}");
+    let sum = rig.metric("lockstep_stale_key_window_seconds_sum{vendor=\"ttlock\"}");
+    assert_eq!(count, 1.0, "one device, one observation");
+    assert!(sum >= 600.0, "the window covers the outage: {sum} s");
+    rig.finish().await;
+    Ok(())
+}

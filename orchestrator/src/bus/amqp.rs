@@ -240,6 +240,11 @@ enum SessionEnd {
 /// stops, running steps finish, the outbox is flushed), the connection is closed, and
 /// [`crate::shutdown::Shutdown::bus_closed`] reports it.
 pub async fn run(shared: Arc<Shared>, settings: AmqpSettings, url: String) {
+    shared
+        .rt
+        .metrics
+        .partitions_configured
+        .set(i64::from(settings.partitions));
     let mut down = shared.shutdown.watch();
     loop {
         let cause = match serve_once(shared.clone(), &settings, &url).await {
