@@ -1,9 +1,26 @@
-//! Chaos scenarios, load generators and benchmarks (DESIGN §11), for development only.
-//! Benchmarks print their figures as ratios to the machine's own limits measured in the
-//! same run, never as timed assertions in tests.
+//! Chaos scenarios for Lockstep (DESIGN §11): the real `lockstep` binary in production mode,
+//! on a Postgres cluster and a RabbitMQ node of the scenario's own, facing the faults a
+//! hotel chain meets, and judged afterwards by the door invariants (issue 10): every
+//! confirmed stay holds exactly one working credential of the kind it should, every
+//! cancelled stay none, no duplicate at the vendor, no credential stuck, nothing in the DLQ
+//! that should have been applied. Each scenario prints its figures (events, lost,
+//! duplicated, stale, stuck, recovery time, stale-key window p50/p99 from the simulators'
+//! own journals).
 //!
-//! Not built yet: the invariants chaos runs would check (nothing lost, nothing duplicated at
-//! the vendor, no overlapping active credential, every revocation landed) are checked today
-//! by the orchestrator's SIGKILL test and the actors' model-based test.
+//! The pieces, each in its module: [`pg`] (own Postgres cluster), [`rabbit`] (own RabbitMQ
+//! node), [`proxy`] (TCP fault proxy: cut, reset, heal).
 //!
-//! Architecture Invariant: no product crate depends on `chaos`.
+//! For development only; benchmarks print figures, never timed assertions in tests.
+//!
+//! Architecture Invariant: no product crate depends on `chaos`; it talks to Lockstep only
+//! the way users and operators do (processes, config files, RabbitMQ, HTTP), and depends on
+//! `lockstep-vendors` for the simulators alone.
+
+// Chaos runs measure real processes on the wall clock (deadlines, outage lengths, exit and
+// recovery times); none of it is business time, so the Clock port does not apply here.
+#![allow(clippy::disallowed_methods)]
+
+pub mod pg;
+pub mod proxy;
+pub mod rabbit;
+pub mod util;
