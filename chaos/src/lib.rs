@@ -8,7 +8,10 @@
 //! own journals).
 //!
 //! The pieces, each in its module: [`pg`] (own Postgres cluster), [`rabbit`] (own RabbitMQ
-//! node), [`proxy`] (TCP fault proxy: cut, reset, heal).
+//! node), [`proxy`] (TCP fault proxy: cut, reset, heal), [`node`] (a Lockstep node: config,
+//! spawn, kill, SIGTERM, metrics), [`vendors`] (the five simulators behind one handle),
+//! [`world`] (the reservation system: publisher and model of every stay), [`check`]
+//! (invariants and figures).
 //!
 //! For development only; benchmarks print figures, never timed assertions in tests.
 //!
@@ -20,7 +23,11 @@
 // recovery times); none of it is business time, so the Clock port does not apply here.
 #![allow(clippy::disallowed_methods)]
 
+pub mod check;
+pub mod node;
 pub mod pg;
 pub mod proxy;
 pub mod rabbit;
 pub mod util;
+pub mod vendors;
+pub mod world;

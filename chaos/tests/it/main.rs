@@ -8,3 +8,4 @@
 #![allow(clippy::disallowed_methods)]
 
 mod infra;
+mod vendors;
