@@ -11,7 +11,8 @@
 //! node), [`proxy`] (TCP fault proxy: cut, reset, heal), [`node`] (a Lockstep node: config,
 //! spawn, kill, SIGTERM, metrics), [`vendors`] (the five simulators behind one handle),
 //! [`world`] (the reservation system: publisher and model of every stay), [`check`]
-//! (invariants and figures).
+//! (invariants and figures), [`rig`] (all of it set up for one scenario), [`scenarios`].
+//! The `lockstep-chaos` binary runs the scenarios from the command line.
 //!
 //! For development only; benchmarks print figures, never timed assertions in tests.
 //!
@@ -28,6 +29,8 @@ pub mod node;
 pub mod pg;
 pub mod proxy;
 pub mod rabbit;
+pub mod rig;
+pub mod scenarios;
 pub mod util;
 pub mod vendors;
 pub mod world;

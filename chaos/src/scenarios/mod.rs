@@ -1,0 +1,107 @@
+//! The scenarios, one file each: each starts a [`Rig`](crate::rig::Rig), publishes load,
+//! injects its faults, waits for recovery and returns its [`Figures`].
+//!
+//! Every scenario takes a [`Profile`] (short: CI-sized, well under 3 minutes each on two
+//! cores; full: the issue's sizes) and the vendors to put properties on (TTLock by
+//! default).
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::check::Figures;
+use crate::vendors::Vendor;
+
+pub mod broker_down;
+pub mod kill9;
+pub mod postgres_down;
+pub mod sigterm;
+pub mod vendor_faults;
+
+/// How big a run is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// CI-sized: about 200 stays, short faults.
+    Short,
+    /// The issue's sizes: 1,000 stays, long faults.
+    Full,
+}
+
+impl Profile {
+    /// Parses `short` or `full`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "short" => Ok(Self::Short),
+            "full" => Ok(Self::Full),
+            other => anyhow::bail!("unknown profile {other:?} (short, full)"),
+        }
+    }
+
+    /// Picks the short or the full value.
+    pub fn pick<T>(self, short: T, full: T) -> T {
+        match self {
+            Self::Short => short,
+            Self::Full => full,
+        }
+    }
+
+    /// How long a scenario waits for recovery after its faults healed and its load ended.
+    pub fn converge_timeout(self) -> Duration {
+        self.pick(Duration::from_secs(60), Duration::from_secs(600))
+    }
+}
+
+/// Every scenario's name, in the order `lockstep-chaos` runs them.
+pub const NAMES: &[&str] = &[
+    "kill9",
+    "broker_down",
+    "postgres_down",
+    "vendor_faults",
+    "sigterm",
+];
+
+/// Runs scenario `name`; a harness failure (a process that would not start) is reported in
+/// [`Figures::error`], never as a pass.
+pub async fn run(name: &str, profile: Profile, vendors: &[Vendor]) -> Figures {
+    let result = match name {
+        "kill9" => kill9::run(profile, vendors).await,
+        "broker_down" => broker_down::run(profile, vendors).await,
+        "postgres_down" => postgres_down::run(profile, vendors).await,
+        "vendor_faults" => vendor_faults::run(profile, vendors).await,
+        "sigterm" => sigterm::run(profile, vendors).await,
+        other => Err(anyhow::anyhow!(
+            "unknown scenario {other:?} (one of {NAMES:?})"
+        )),
+    };
+    result.unwrap_or_else(|e| Figures {
+        scenario: name.to_owned(),
+        vendors: vendors.to_vec(),
+        error: Some(format!("{e:#}")),
+        ..Figures::default()
+    })
+}
+
+/// A random pause between `min` and `max` (the scenario's own seeded RNG).
+pub(crate) fn pause(rng: &mut StdRng, min: Duration, max: Duration) -> Duration {
+    let span = max.saturating_sub(min).as_millis() as u64;
+    min + Duration::from_millis(rng.gen_range(0..=span))
+}
+
+/// The scenario RNG, from the world's seed (printed at start).
+pub(crate) fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed ^ 0x5eed_c4a0_5000_0001)
+}
+
+/// Adds `panics=N` to the figures when the nodes' logs show panics (e.g. issue 10's sqlx
+/// panics at shutdown).
+pub(crate) fn note_panics(rig: &crate::rig::Rig, f: &mut Figures) {
+    let panics: usize = rig
+        .nodes
+        .iter()
+        .map(|n| n.log_text().matches("panicked at").count())
+        .sum();
+    if panics > 0 {
+        f.extra.push(("panics".into(), panics.to_string()));
+    }
+}
