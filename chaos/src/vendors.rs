@@ -305,18 +305,18 @@ impl VendorSim {
             Running::Ttlock(s) => Arc::new(
                 ttlock::TtlockAdapter::new(s.default_adapter_config(), clock).map_err(err)?,
             ),
-            Running::Salto(s) => Arc::new(
-                salto::SaltoAdapter::new(s.default_adapter_config(), clock).map_err(err)?,
-            ),
+            Running::Salto(s) => {
+                Arc::new(salto::SaltoAdapter::new(s.default_adapter_config(), clock).map_err(err)?)
+            }
             Running::Vostio(s) => Arc::new(
                 vostio::VostioAdapter::new(s.default_adapter_config(), clock).map_err(err)?,
             ),
-            Running::Kisi(s) => Arc::new(
-                kisi::KisiAdapter::new(s.default_adapter_config(), clock).map_err(err)?,
-            ),
-            Running::Brivo(s) => Arc::new(
-                brivo::BrivoAdapter::new(s.default_adapter_config(), clock).map_err(err)?,
-            ),
+            Running::Kisi(s) => {
+                Arc::new(kisi::KisiAdapter::new(s.default_adapter_config(), clock).map_err(err)?)
+            }
+            Running::Brivo(s) => {
+                Arc::new(brivo::BrivoAdapter::new(s.default_adapter_config(), clock).map_err(err)?)
+            }
         })
     }
 
