@@ -9,6 +9,7 @@ mod events_table;
 mod foul_weather;
 mod harness;
 mod leak;
+mod observability;
 mod openapi;
 mod production;
 mod security;
