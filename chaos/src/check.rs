@@ -614,7 +614,7 @@ impl Figures {
             None => "-".into(),
         };
         let mut l = format!(
-            "{}: events={} lost={} duplicated={} stale={} stuck={} dlq_unexpected={} recovery={} stale_window_p50={} p99={}",
+            "{}: events={} lost={} duplicated={} stale={} stuck={} dlq_unexpected={} recovery={} stale_window_p50={} p99={} (n={})",
             self.scenario,
             self.events,
             e.lost,
@@ -627,6 +627,7 @@ impl Figures {
                 .unwrap_or_else(|| "never".into()),
             secs(self.stale_window(0.5)),
             secs(self.stale_window(0.99)),
+            self.stale_windows.len(),
         );
         for (k, v) in [
             ("wrong_kind", e.wrong_kind),

@@ -15,7 +15,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use lockstep_chaos::scenarios::{self, Profile};
+use lockstep_chaos::scenarios::{self, Profile, Spec};
 use lockstep_chaos::vendors::Vendor;
 
 #[derive(Parser, Debug)]
@@ -33,6 +33,9 @@ struct Cli {
     /// Scenarios to run (default: all).
     #[arg(value_name = "SCENARIO")]
     scenarios: Vec<String>,
+    /// Seed of every scenario's randomness (each run prints the one it used).
+    #[arg(long)]
+    seed: Option<u64>,
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
@@ -88,7 +91,11 @@ fn main() -> ExitCode {
     let all = runtime.block_on(async {
         let mut all = Vec::new();
         for name in &names {
-            let f = scenarios::run(name, profile, &vendors).await;
+            let spec = Spec {
+                seed: cli.seed,
+                ..Spec::new(profile, &vendors)
+            };
+            let f = scenarios::run(name, &spec).await;
             println!("{}\n", f.report());
             all.push(f);
         }

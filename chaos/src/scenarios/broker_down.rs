@@ -5,14 +5,14 @@
 use std::time::{Duration, Instant};
 
 use crate::check::Figures;
-use crate::rig::{now, Rig, RigOptions};
-use crate::scenarios::Profile;
-use crate::vendors::Vendor;
+use crate::rig::{now, Rig};
+use crate::scenarios::Spec;
 use crate::world::LoadPlan;
 
 /// Runs it.
-pub async fn run(profile: Profile, vendors: &[Vendor]) -> anyhow::Result<Figures> {
-    let mut rig = Rig::start(RigOptions::new("broker_down", vendors)).await?;
+pub async fn run(spec: &Spec) -> anyhow::Result<Figures> {
+    let profile = spec.profile;
+    let mut rig = Rig::start(spec.options("broker_down")).await?;
     let progress = rig.progress();
     let load = rig.world.spawn_load(LoadPlan::standard(
         profile.pick(200, 1000),
@@ -26,9 +26,12 @@ pub async fn run(profile: Profile, vendors: &[Vendor]) -> anyhow::Result<Figures
     let t = Instant::now();
     rig.rabbit.start().await?;
     let broker_boot = t.elapsed();
-    let (healed, healed_at) = (Instant::now(), now());
+    let healed_at = now();
     load.finish().await?;
-    let c = rig.converge(healed, profile.converge_timeout()).await;
+    // recovery runs from the load's end (the publisher was held up during the outage)
+    let c = rig
+        .converge(Instant::now(), profile.converge_timeout())
+        .await;
     progress.stop().await;
     let mut f = rig.figures("broker_down", c, healed_at, false).await;
     f.extra

@@ -7,14 +7,14 @@
 use std::time::{Duration, Instant};
 
 use crate::check::Figures;
-use crate::rig::{now, Rig, RigOptions};
-use crate::scenarios::{pause, rng, Profile};
-use crate::vendors::Vendor;
+use crate::rig::{now, Rig};
+use crate::scenarios::{pause, rng, Spec};
 use crate::world::LoadPlan;
 
 /// Runs it.
-pub async fn run(profile: Profile, vendors: &[Vendor]) -> anyhow::Result<Figures> {
-    let mut rig = Rig::start(RigOptions::new("kill9", vendors)).await?;
+pub async fn run(spec: &Spec) -> anyhow::Result<Figures> {
+    let profile = spec.profile;
+    let mut rig = Rig::start(spec.options("kill9")).await?;
     let mut rng = rng(rig.options.seed);
     let progress = rig.progress();
     let load = rig.world.spawn_load(LoadPlan::standard(

@@ -1,9 +1,11 @@
 //! The scenarios, one file each: each starts a [`Rig`](crate::rig::Rig), publishes load,
 //! injects its faults, waits for recovery and returns its [`Figures`].
 //!
-//! Every scenario takes a [`Profile`] (short: CI-sized, well under 3 minutes each on two
-//! cores; full: the sizes) and the vendors to put properties on (TTLock by
-//! default).
+//! Every scenario is `async fn run(spec: &Spec) -> anyhow::Result<Figures>`: the [`Spec`]
+//! names the [`Profile`] (short: CI-sized, well under 3 minutes each on two cores; full: the
+//! issue's sizes), the vendors to put properties on (TTLock by default) and, to replay a
+//! run, the seed it printed. A new scenario is a file here, one arm in [`run`] and its name
+//! in [`NAMES`].
 
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::check::Figures;
+use crate::rig::RigOptions;
 use crate::vendors::Vendor;
 
 pub mod broker_down;
@@ -52,6 +55,37 @@ impl Profile {
     }
 }
 
+/// What to run a scenario with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// Sizes and fault lengths.
+    pub profile: Profile,
+    /// Vendors with properties (at least one).
+    pub vendors: Vec<Vendor>,
+    /// The seed of the world's and the scenario's randomness (`None`: a random one, printed).
+    pub seed: Option<u64>,
+}
+
+impl Spec {
+    /// `profile` on `vendors`, a random seed.
+    pub fn new(profile: Profile, vendors: &[Vendor]) -> Self {
+        Self {
+            profile,
+            vendors: vendors.to_vec(),
+            seed: None,
+        }
+    }
+
+    /// The rig options of scenario `name`: the defaults, these vendors and this seed.
+    pub fn options(&self, name: &str) -> RigOptions {
+        let mut o = RigOptions::new(name, &self.vendors);
+        if let Some(seed) = self.seed {
+            o.seed = seed;
+        }
+        o
+    }
+}
+
 /// Every scenario's name, in the order `lockstep-chaos` runs them.
 pub const NAMES: &[&str] = &[
     "kill9",
@@ -63,20 +97,20 @@ pub const NAMES: &[&str] = &[
 
 /// Runs scenario `name`; a harness failure (a process that would not start) is reported in
 /// [`Figures::error`], never as a pass.
-pub async fn run(name: &str, profile: Profile, vendors: &[Vendor]) -> Figures {
+pub async fn run(name: &str, spec: &Spec) -> Figures {
     let result = match name {
-        "kill9" => kill9::run(profile, vendors).await,
-        "broker_down" => broker_down::run(profile, vendors).await,
-        "postgres_down" => postgres_down::run(profile, vendors).await,
-        "vendor_faults" => vendor_faults::run(profile, vendors).await,
-        "sigterm" => sigterm::run(profile, vendors).await,
+        "kill9" => kill9::run(spec).await,
+        "broker_down" => broker_down::run(spec).await,
+        "postgres_down" => postgres_down::run(spec).await,
+        "vendor_faults" => vendor_faults::run(spec).await,
+        "sigterm" => sigterm::run(spec).await,
         other => Err(anyhow::anyhow!(
             "unknown scenario {other:?} (one of {NAMES:?})"
         )),
     };
     result.unwrap_or_else(|e| Figures {
         scenario: name.to_owned(),
-        vendors: vendors.to_vec(),
+        vendors: spec.vendors.clone(),
         error: Some(format!("{e:#}")),
         ..Figures::default()
     })

@@ -7,17 +7,17 @@
 use std::time::{Duration, Instant};
 
 use crate::check::Figures;
-use crate::rig::{now, Rig, RigOptions};
-use crate::scenarios::{pause, rng, Profile};
-use crate::vendors::Vendor;
+use crate::rig::{now, Rig};
+use crate::scenarios::{pause, rng, Spec};
 use crate::world::LoadPlan;
 
 /// How long a node may take to exit after SIGTERM before it is SIGKILLed.
 pub const EXIT_BOUND: Duration = Duration::from_secs(30);
 
 /// Runs it.
-pub async fn run(profile: Profile, vendors: &[Vendor]) -> anyhow::Result<Figures> {
-    let mut rig = Rig::start(RigOptions::new("sigterm", vendors)).await?;
+pub async fn run(spec: &Spec) -> anyhow::Result<Figures> {
+    let profile = spec.profile;
+    let mut rig = Rig::start(spec.options("sigterm")).await?;
     let mut rng = rng(rig.options.seed);
     let progress = rig.progress();
     let load = rig.world.spawn_load(LoadPlan::standard(

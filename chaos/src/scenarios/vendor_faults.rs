@@ -6,9 +6,9 @@
 use std::time::Instant;
 
 use crate::check::Figures;
-use crate::rig::{now, Rig, RigOptions};
-use crate::scenarios::Profile;
-use crate::vendors::{Faults, Vendor};
+use crate::rig::{now, Rig};
+use crate::scenarios::Spec;
+use crate::vendors::Faults;
 use crate::world::LoadPlan;
 
 /// The faults of the run.
@@ -22,8 +22,9 @@ pub fn faults() -> Faults {
 }
 
 /// Runs it.
-pub async fn run(profile: Profile, vendors: &[Vendor]) -> anyhow::Result<Figures> {
-    let mut rig = Rig::start(RigOptions::new("vendor_faults", vendors)).await?;
+pub async fn run(spec: &Spec) -> anyhow::Result<Figures> {
+    let profile = spec.profile;
+    let mut rig = Rig::start(spec.options("vendor_faults")).await?;
     for sim in rig.sims.iter() {
         sim.set_faults(&faults());
         rig.fault();

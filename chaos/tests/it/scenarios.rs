@@ -3,13 +3,13 @@
 
 use lockstep_chaos::check::Figures;
 use lockstep_chaos::rig::{Rig, RigOptions};
-use lockstep_chaos::scenarios::{self, Profile};
+use lockstep_chaos::scenarios::{self, Profile, Spec};
 use lockstep_chaos::vendors::Vendor;
 use lockstep_chaos::world::LoadPlan;
 
 async fn run_short(name: &str) -> Figures {
     crate::ensure_lockstep_built();
-    let f = scenarios::run(name, Profile::Short, &[Vendor::Ttlock]).await;
+    let f = scenarios::run(name, &Spec::new(Profile::Short, &[Vendor::Ttlock])).await;
     println!("{}", f.report());
     f
 }
