@@ -353,10 +353,6 @@ const NOT_PRODUCED_BY_AN_EMBEDDED_RUN: &[(&str, &str)] = &[
         "a vendor rejecting the account itself",
     ),
     (
-        "lockstep_vendor_rate_limit_wait_seconds_total",
-        "an adapter with a rate limit (the demo's have none)",
-    ),
-    (
         "lockstep_drift_orphans_deleted_total",
         "an object planted at a lock behind Lockstep's back",
     ),
