@@ -91,6 +91,8 @@ pub struct Metrics {
     pub vendor_secrets_rotation_due: IntGaugeVec,
     /// Unrevoked offline-issuance certificates expiring within 7 days.
     pub offline_certificates_expiring: IntGauge,
+    /// 1 while the node is ready (store and broker reachable, not draining), as `/readyz`.
+    pub ready: IntGauge,
 }
 
 impl Default for Metrics {
@@ -114,6 +116,52 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 impl Metrics {
+    /// Creates the series of the bounded label values known up front at 0, so a counter's
+    /// first event is an increase Prometheus can see (`increase()` misses a series that
+    /// appears already at 1) and every series is on the dashboard from the start.
+    pub fn touch_known_series(&self, vendors: &[&str]) {
+        for reason in [
+            "malformed",
+            "unknown_subject",
+            "invalid_payload",
+            "unauthorized_publisher",
+            "store_refused",
+        ] {
+            self.dead_letters.with_label_values(&[reason]);
+        }
+        for queue in ["intake", "partition"] {
+            for reason in ["delivery_limit", "expired", "rejected", "maxlen", "other"] {
+                self.broker_dead_letters.with_label_values(&[queue, reason]);
+            }
+        }
+        for path in ["intake", "partition", "outbox", "timers"] {
+            self.store_errors.with_label_values(&[path]);
+        }
+        for path in ["intake", "step"] {
+            self.fenced_commits.with_label_values(&[path]);
+        }
+        for cause in ["broker", "shutdown"] {
+            self.amqp_session_ends.with_label_values(&[cause]);
+        }
+        for reason in ["returned", "nacked", "unconfirmed", "error"] {
+            self.outbox_failures.with_label_values(&[reason]);
+        }
+        for vendor in vendors {
+            self.vendor_accounts_held.with_label_values(&[vendor]);
+            self.vendor_worker_restarts.with_label_values(&[vendor]);
+            self.rate_limit_wait_seconds.with_label_values(&[vendor]);
+            self.stale_key_window_seconds.with_label_values(&[vendor]);
+            for outcome in [
+                "processed",
+                "ignored",
+                "unknown_device",
+                "signature_invalid",
+            ] {
+                self.webhooks.with_label_values(&[vendor, outcome]);
+            }
+        }
+    }
+
     /// A fresh registry with every metric.
     pub fn new() -> Self {
         let r = Registry::new();
@@ -198,6 +246,11 @@ impl Metrics {
                 &r,
                 "lockstep_partitions_configured",
                 "Partitions configured (the same on every node)",
+            ),
+            ready: gauge(
+                &r,
+                "lockstep_ready",
+                "1 while the node is ready: store and broker reachable, not draining",
             ),
             offline_certificates_expiring: gauge(
                 &r,

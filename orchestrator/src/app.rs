@@ -520,6 +520,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     }
     let amqp = settings.amqp.is_some();
+    {
+        let mut vendors: Vec<&str> = shared
+            .rt
+            .ports
+            .adapters()
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .collect();
+        vendors.sort_unstable();
+        vendors.dedup();
+        shared.rt.metrics.touch_known_series(&vendors);
+    }
     actix::spawn(refresh_gauges(shared.clone()));
     {
         let mut tenants: Vec<_> = shared
@@ -692,6 +704,15 @@ async fn refresh_gauges(shared: Arc<Shared>) {
     loop {
         let now = shared.rt.clock.now();
         let m = &shared.rt.metrics;
+        // readiness as a metric, judged as /readyz judges it
+        let store_ok = matches!(
+            tokio::time::timeout(Duration::from_millis(800), shared.rt.store.ping()).await,
+            Ok(Ok(()))
+        );
+        let ready = store_ok
+            && shared.bus_ready.load(std::sync::atomic::Ordering::SeqCst)
+            && !shared.shutdown.is_begun();
+        m.ready.set(i64::from(ready));
         if let Ok((n, oldest)) = shared.rt.store.mailbox_depth().await {
             m.mailbox_open.set(n);
             m.mailbox_oldest_due_age_seconds

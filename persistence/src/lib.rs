@@ -384,7 +384,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         adapters: &[lockstep_domain::VendorAdapterId],
     ) -> StoreResult<i64>;
 
-    /// Unpublished outbox rows and the age basis of the oldest (metrics); worker path.
+    /// Unpublished outbox rows waiting to be published, and the age basis of the oldest
+    /// (metrics; kept unroutable rows are counted apart); worker path.
     async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)>;
 
     /// Takes ownership of a partition: bumps its epoch and returns the new fence; worker

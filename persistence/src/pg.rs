@@ -1812,7 +1812,7 @@ impl Store for PgStore {
     }
 
     async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)> {
-        let row = sqlx::query("SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE published_at IS NULL")
+        let row = sqlx::query("SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE published_at IS NULL AND last_error IS DISTINCT FROM 'unroutable'")
             .fetch_one(&self.worker)
             .await?;
         Ok((row.try_get("n")?, row.try_get("oldest")?))

@@ -1867,7 +1867,7 @@ impl Store for SqliteStore {
 
     async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)> {
         let row = sqlx::query(
-            "SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE published_at IS NULL",
+            "SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE published_at IS NULL AND (last_error IS NULL OR last_error <> 'unroutable')",
         )
         .fetch_one(&self.reader)
         .await?;
