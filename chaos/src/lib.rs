@@ -23,6 +23,7 @@
 // Chaos runs measure real processes on the wall clock (deadlines, outage lengths, exit and
 // recovery times); none of it is business time, so the Clock port does not apply here.
 #![allow(clippy::disallowed_methods)]
+#![warn(missing_docs)]
 
 pub mod check;
 pub mod node;
