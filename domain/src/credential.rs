@@ -812,6 +812,10 @@ impl KeyCredential {
     pub fn revoked_at(&self) -> Option<Timestamp> {
         self.revoked_at
     }
+    /// Suspended at (while suspended).
+    pub fn suspended_at(&self) -> Option<Timestamp> {
+        self.suspended_at
+    }
     /// Failure reason.
     pub fn failure_reason(&self) -> Option<FailureReason> {
         self.failure_reason

@@ -86,6 +86,8 @@ lockstep_id!(/// An `OfflineIssuance` certificate (`oki_`).
     OfflineIssuanceId, "oki_");
 lockstep_id!(/// An inbound vendor webhook (`whk_`).
     WebhookInboundId, "whk_");
+lockstep_id!(/// A door anomaly Lockstep detected (`anm_`; not in spec `004`, see ARCHITECTURE.md).
+    AnomalyId, "anm_");
 
 /// Longest foreign id accepted.
 const FOREIGN_ID_MAX: usize = 64;

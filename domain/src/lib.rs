@@ -2,12 +2,13 @@
 //! invariants of spec `003`, domain events, domain errors with their canonical codes, the
 //! `Clock` port, the saga decisions (saga state + event → commands) for reservations and
 //! shifts, the `KeyKindPolicy`, master-key scopes, adapter capabilities, device health
-//! signals, and the circuit breaker's state machine.
+//! signals, the circuit breaker's state machine, and the door anomaly rules.
 //!
 //! Architecture Invariant: this crate does no I/O, has no async, names no vendor wire
 //! format, and depends on no framework (no serde, sqlx, actix, reqwest). Every other crate
 //! may depend on it; it depends on none of them.
 
+pub mod anomaly;
 pub mod attempt;
 pub mod breaker;
 pub mod capabilities;
@@ -26,6 +27,10 @@ pub mod secret;
 pub mod shift;
 pub mod validity;
 
+pub use anomaly::{
+    check_attempt, Anomaly, AnomalyDetail, AnomalyDetector, AnomalyRule, AnomalyRules,
+    AnomalyRulesInput, AttemptContext, CredentialStatus, RuleInput, WindowLimits,
+};
 pub use attempt::{
     AttemptDenyReason, AttemptOutcome, AttemptReport, KeyCredentialAttempt,
     CLOCK_SKEW_TOLERANCE_MINUTES,

@@ -147,6 +147,16 @@ impl KeyCredentialBuilder {
         self.intent.validity = ValidityWindow::new(valid_from(), valid_from() + d).unwrap();
         self
     }
+    /// Id.
+    pub fn with_id(mut self, id: KeyCredentialId) -> Self {
+        self.intent.id = id;
+        self
+    }
+    /// Validity from `from` to `until`.
+    pub fn window(mut self, from: Timestamp, until: Timestamp) -> Self {
+        self.intent.validity = ValidityWindow::new(from, until).unwrap();
+        self
+    }
     /// Minted offline by a desktop (I-7).
     pub fn provisional(mut self, p: bool) -> Self {
         self.intent.provisional = p;

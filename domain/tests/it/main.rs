@@ -23,6 +23,8 @@ pub fn proptest_config(property: &str) -> ProptestConfig {
     );
     config
 }
+mod anomaly;
+mod anomaly_replay;
 mod attempts;
 mod breaker;
 mod builders;
