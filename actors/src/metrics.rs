@@ -93,6 +93,8 @@ pub struct Metrics {
     pub offline_certificates_expiring: IntGauge,
     /// 1 while the node is ready (store and broker reachable, not draining), as `/readyz`.
     pub ready: IntGauge,
+    /// Door anomalies detected (US-MEL-0079), by rule.
+    pub door_anomalies: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -403,6 +405,12 @@ impl Metrics {
                 "lockstep_vendor_worker_restarts_total",
                 "Vendor workers restarted by their supervisor",
                 &["vendor"],
+            ),
+            door_anomalies: counter(
+                &r,
+                "lockstep_door_anomalies_total",
+                "Door anomalies detected, by rule",
+                &["rule"],
             ),
             vendor_call_seconds,
             live_actors,

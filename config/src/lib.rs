@@ -318,6 +318,44 @@ pub struct RawProperty {
     /// The property's KeyKindPolicy (spec `003` §4); defaults when absent.
     #[serde(default)]
     pub policy: Option<RawPolicy>,
+    /// The property's door anomaly rules (US-MEL-0079); each rule's defaults when absent.
+    #[serde(default)]
+    pub anomalies: Option<RawAnomalies>,
+}
+
+/// Door anomaly rules of a property, `[properties.anomalies]` (validated by the domain:
+/// ranges, and only the keys a rule takes). A rule not named keeps its defaults.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAnomalies {
+    /// The door opened for a revoked, suspended, expired or not-yet-valid key
+    /// (`enabled`, `grace_secs`; default on, 60).
+    pub invalid_credential_entry: RawAnomalyRule,
+    /// A key used at a device serving none of its rooms (`enabled`, `include_denied`;
+    /// default on, granted attempts only).
+    pub wrong_room: RawAnomalyRule,
+    /// A staff master tried outside its shift (`enabled`, `grace_secs`; default on, 300).
+    pub master_outside_shift: RawAnomalyRule,
+    /// Denials at one device (`enabled`, `threshold`, `window_secs`; default on, 5 in 300).
+    pub denied_burst: RawAnomalyRule,
+    /// One key at two devices sharing no room (`enabled`, `window_secs`; default on, 5).
+    pub impossible_travel: RawAnomalyRule,
+}
+
+/// One anomaly rule's settings (each rule takes some of them).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAnomalyRule {
+    /// Whether the rule runs (default true).
+    pub enabled: Option<bool>,
+    /// Allowance for lock clocks, seconds.
+    pub grace_secs: Option<i64>,
+    /// Whether denied attempts count too.
+    pub include_denied: Option<bool>,
+    /// Denials that make a burst.
+    pub threshold: Option<i64>,
+    /// The rule's window, seconds.
+    pub window_secs: Option<i64>,
 }
 
 /// A property's KeyKindPolicy (validated by the domain, K-1 and K-2).
@@ -850,6 +888,37 @@ mod tests {
         ));
         let open = settings_amqp_for_tests();
         assert!(open.may_publish("melmastoon.staff.shift.started.v1", None));
+    }
+
+    #[test]
+    fn property_anomaly_rules_are_read_per_rule_and_unknown_keys_refused() {
+        let raw: RawSettings = toml::from_str(
+            r#"
+[[properties]]
+tenant_id = "5f0c7a4e-7a2b-4c1d-9e8f-0a1b2c3d4e5f"
+property_id = "ppt_a"
+
+[properties.anomalies]
+denied_burst = { threshold = 8, window_secs = 120 }
+impossible_travel = { enabled = false }
+"#,
+        )
+        .unwrap();
+        let a = raw.properties[0].anomalies.clone().unwrap();
+        assert_eq!(a.denied_burst.threshold, Some(8));
+        assert_eq!(a.denied_burst.window_secs, Some(120));
+        assert_eq!(a.impossible_travel.enabled, Some(false));
+        assert_eq!(a.wrong_room, RawAnomalyRule::default());
+        let typo = toml::from_str::<RawSettings>(
+            r#"
+[[properties]]
+tenant_id = "5f0c7a4e-7a2b-4c1d-9e8f-0a1b2c3d4e5f"
+property_id = "ppt_a"
+[properties.anomalies]
+denied_burst = { treshold = 8 }
+"#,
+        );
+        assert!(typo.is_err(), "a misspelt key is named, not ignored");
     }
 
     #[test]

@@ -472,6 +472,7 @@ pub fn demo(bind: std::net::SocketAddr) -> anyhow::Result<(RunningSimulator, Raw
             })
             .collect(),
         policy: None,
+        anomalies: None,
     };
     Ok((sim, property))
 }
