@@ -54,6 +54,8 @@ pub struct Shared {
     pub offline_signer: Option<crate::admin::OfflineSigner>,
     /// Draining on SIGTERM.
     pub shutdown: crate::shutdown::Shutdown,
+    /// Door anomaly rules per property and the memory of recent attempts (US-MEL-0079).
+    pub anomalies: crate::anomalies::Anomalies,
 }
 
 /// Reads the key from settings, or (embedded) from `<data dir>/encryption.key`, creating it.
@@ -488,6 +490,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         },
         work: Default::default(),
     };
+    let anomalies = crate::anomalies::Anomalies::new(&properties)?;
+    crate::anomalies::touch_series(&rt.metrics);
     let router = Router::new(rt.clone()).start();
     let jwt = settings.auth.as_ref().map(jwt_verifier).transpose()?;
     let shared = Arc::new(Shared {
@@ -504,6 +508,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         properties: properties.clone(),
         offline_signer: offline_signer(&settings)?,
         shutdown: crate::shutdown::Shutdown::new(),
+        anomalies,
     });
 
     match &settings.amqp {

@@ -124,6 +124,10 @@ pub const PRODUCED: &[(&str, &str)] = &[
         include_str!("../../docs/events/melmastoon.lock.audit.attempt.v1.schema.json"),
     ),
     (
+        "melmastoon.lock.anomaly.detected.v1",
+        include_str!("../../docs/events/melmastoon.lock.anomaly.detected.v1.schema.json"),
+    ),
+    (
         "melmastoon.lock.vendor_webhook.received.v1",
         include_str!("../../docs/events/melmastoon.lock.vendor_webhook.received.v1.schema.json"),
     ),

@@ -11,7 +11,9 @@
 //! therefore records nothing the vendor did not record; a replayed one is recognised by
 //! its digest in `webhook_inbox`, and each record is deduped on its vendor event id.
 //! Each new record becomes a `key_credential_attempts` row, a `lock_audit` row and an
-//! `audit.attempt.v1` event; the delivery gets `vendor_webhook.{received,processed}.v1`.
+//! `audit.attempt.v1` event, and is judged by the property's door anomaly rules
+//! (`crate::anomalies`: each anomaly an `anomaly.detected.v1` event and an audit row in the
+//! same commit); the delivery gets `vendor_webhook.{received,processed}.v1`.
 //! `webhook_inbox` keeps a sanitized payload: a TTLock record carries the PIN or card
 //! number that opened the door, which is never stored.
 //!
@@ -27,7 +29,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use lockstep_actors::events_out::{self, intake_events};
 use lockstep_actors::{AdapterInfo, VendorOp, VendorReply};
 use lockstep_domain::{
-    AttemptReport, DomainError, KeyCredentialAttempt, KeyCredentialId, VendorAdapterId, VendorCode,
+    AttemptContext, AttemptReport, DomainError, KeyCredentialAttempt, KeyCredentialId,
+    VendorAdapterId, VendorCode,
 };
 use lockstep_persistence::{AuditRow, Cipher, UnitOfWork, WebhookInboxRow};
 use lockstep_vendors::{DoorEvent, DoorMethod};
@@ -35,6 +38,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use crate::anomalies::Detected;
 use crate::app::Shared;
 use crate::auth::Role;
 use crate::http::{authenticate, ApiError};
@@ -189,9 +193,10 @@ async fn device_of(
 }
 
 /// Records a delivery in one commit: its new door attempts (A-2: events already recorded
-/// are skipped), their audit rows and `audit.attempt.v1`, the webhook's
-/// `received`/`processed` events and its inbox row. `None` when a concurrent delivery
-/// recorded some of the same events first (the caller tries again).
+/// are skipped), their audit rows and `audit.attempt.v1`, the anomalies they show (event
+/// and audit row each), the webhook's `received`/`processed` events and its inbox row.
+/// `None` when a concurrent delivery recorded some of the same events first (the caller
+/// tries again; the anomaly memory answers the same for an attempt judged again).
 async fn record_delivery(
     shared: &Shared,
     info: &AdapterInfo,
@@ -222,6 +227,7 @@ async fn record_delivery(
         json!({ "receivedAt": now.to_rfc3339() }),
     ));
     let mut attempts = Vec::new();
+    let mut anomalies = Vec::new();
     if let Some(device) = d.device {
         let ids: Vec<String> = d.events.iter().map(|(id, _)| id.clone()).collect();
         let seen = rt.store.seen_vendor_events(tenant, vendor, &ids).await?;
@@ -246,6 +252,16 @@ async fn record_delivery(
                 Ok(a) => {
                     if a.clamped {
                         warn!(device = %device.id, "door attempt time ahead of ours; clamped (A-3)");
+                    }
+                    // `device.rooms`: every room it serves (it was looked up among all of
+                    // the property's rooms)
+                    let found = shared.anomalies.detect(&AttemptContext {
+                        attempt: &a,
+                        credential: credential.as_ref(),
+                        device_rooms: &device.rooms,
+                    });
+                    for x in found {
+                        anomalies.push(Detected::new(x, &a, credential.as_ref(), now));
                     }
                     attempts.push(a);
                 }
@@ -274,6 +290,10 @@ async fn record_delivery(
                 "attemptedAt": a.attempted_at.to_rfc3339(),
             }),
         });
+    }
+    for x in &anomalies {
+        uow.outbox.push(x.event_row());
+        uow.audit.push(x.audit_row());
     }
     uow.outbox.push(webhook_event(
         intake_events::WEBHOOK_PROCESSED,
@@ -307,6 +327,9 @@ async fn record_delivery(
         .webhooks
         .with_label_values(&[vendor.as_str(), d.outcome])
         .inc();
+    for x in &anomalies {
+        x.report(&rt.metrics);
+    }
     info!(
         vendor = vendor.as_str(),
         outcome = d.outcome,

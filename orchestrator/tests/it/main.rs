@@ -3,6 +3,7 @@
 //! Real PostgreSQL and RabbitMQ (started by `scripts/services`), one database and one
 //! vhost per test.
 
+mod anomalies;
 mod contract;
 mod embedded;
 mod events_table;
