@@ -632,6 +632,7 @@ impl World {
 
     /// Cancels `n` live stays picked at random; returns how many it cancelled.
     pub async fn cancel_random(&self, n: usize) -> anyhow::Result<usize> {
+        self.planned.fetch_add(n as u64, Ordering::Relaxed);
         let mut done = 0;
         for _ in 0..n {
             let live = self.live_stays();
