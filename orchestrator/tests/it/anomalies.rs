@@ -409,3 +409,52 @@ async fn door_records_read_back_by_webhook_raise_impossible_travel_and_denied_bu
     );
     Ok(())
 }
+
+#[test]
+fn a_propertys_anomaly_rules_are_read_from_its_config_and_a_bad_one_is_named() {
+    use lockstep_config::{RawAnomalies, RawAnomalyRule, RawProperty};
+    use lockstep_domain::AnomalyRule;
+    use lockstep_orchestrator::anomalies::Anomalies;
+    let property = |id: &str, anomalies: Option<RawAnomalies>| RawProperty {
+        tenant_id: DEMO_TENANT.into(),
+        property_id: id.into(),
+        adapters: vec![],
+        devices: vec![],
+        policy: None,
+        anomalies,
+    };
+    let quiet_travel = RawAnomalies {
+        impossible_travel: RawAnomalyRule {
+            enabled: Some(false),
+            ..RawAnomalyRule::default()
+        },
+        ..RawAnomalies::default()
+    };
+    let a = Anomalies::new(&[
+        property("ppt_tuned", Some(quiet_travel)),
+        property("ppt_plain", None),
+    ])
+    .expect("valid rules");
+    let tenant = TenantId::parse(DEMO_TENANT).unwrap();
+    let tuned = a.rules(tenant, &PropertyId::parse("ppt_tuned").unwrap());
+    assert!(!tuned.enabled(AnomalyRule::ImpossibleTravel));
+    assert!(tuned.enabled(AnomalyRule::DeniedBurst));
+    assert_eq!(
+        a.rules(tenant, &PropertyId::parse("ppt_plain").unwrap()),
+        &AnomalyRules::default()
+    );
+    let bad = RawAnomalies {
+        denied_burst: RawAnomalyRule {
+            threshold: Some(1),
+            ..RawAnomalyRule::default()
+        },
+        ..RawAnomalies::default()
+    };
+    let err = Anomalies::new(&[property("ppt_bad", Some(bad))])
+        .expect_err("a threshold of 1 is refused")
+        .to_string();
+    assert!(
+        err.contains("properties.anomalies.denied_burst.threshold") && err.contains("ppt_bad"),
+        "{err}"
+    );
+}
