@@ -50,6 +50,17 @@ use crate::shutdown;
 pub const TICK_HEADER: &str = "x-lockstep-tick";
 /// Header carrying the dead-letter reason.
 pub const REASON_HEADER: &str = "x-lockstep-reason";
+/// Header carrying what exactly was wrong (bounded text, never a secret).
+pub const DETAIL_HEADER: &str = "x-lockstep-detail";
+/// Header naming one of Lockstep's dead letters (a ULID), for `lockstep dlq`.
+pub const DEAD_LETTER_ID_HEADER: &str = "x-lockstep-dead-letter-id";
+/// Header keeping the broker user that published a message (its AMQP `user_id`) on the
+/// copies Lockstep publishes itself: dead letters and partition copies, so a replay is
+/// judged by the original publisher.
+pub const ORIGINAL_USER_HEADER: &str = "x-lockstep-original-user-id";
+/// Header naming the operator who replayed a dead letter (`lockstep dlq replay`); only
+/// honoured on a message Lockstep's own broker user published.
+pub const REPLAYED_BY_HEADER: &str = "x-lockstep-replayed-by";
 
 /// Queue and exchange names under a prefix.
 #[derive(Debug, Clone)]
@@ -523,28 +534,79 @@ fn persistent(message_id: Option<&str>) -> BasicProperties {
     p
 }
 
+/// Who published a consumed message, as intake judges it.
+#[derive(Debug, Clone, Default)]
+struct Publisher {
+    /// The broker user whose subject rights apply: the AMQP `user_id`, or for a replay
+    /// the original publisher's.
+    user: Option<String>,
+    /// The operator who replayed it, for a replay.
+    replayed_by: Option<String>,
+}
+
+fn header_text(d: &Delivery, name: &str) -> Option<String> {
+    match d.properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(v) => Some(v.to_string()),
+        AMQPValue::ShortString(v) => Some(v.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// The publisher of `d`. A replay (`x-lockstep-replayed-by`) is honoured only when
+/// Lockstep's own broker user (`own`) published it, RabbitMQ having validated that
+/// `user_id`: then the original publisher it names is judged, as if it had sent the
+/// message again. Replay headers from anyone else are refused.
+fn publisher_of(d: &Delivery, own: Option<&str>) -> Result<Publisher, Rejection> {
+    let user = d
+        .properties
+        .user_id()
+        .as_ref()
+        .map(|u| u.as_str().to_owned());
+    match header_text(d, REPLAYED_BY_HEADER) {
+        None => Ok(Publisher {
+            user,
+            replayed_by: None,
+        }),
+        Some(by) if own.is_some() && user.as_deref() == own => Ok(Publisher {
+            user: header_text(d, ORIGINAL_USER_HEADER),
+            replayed_by: Some(by),
+        }),
+        Some(_) => Err(Rejection::UnauthorizedPublisher),
+    }
+}
+
+fn text_value(v: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(v))
+}
+
 async fn dead_letter(
     ch: &Channel,
     names: &Names,
     d: &Delivery,
     why: &Rejection,
+    publisher: &Publisher,
 ) -> anyhow::Result<()> {
     let mut headers = FieldTable::default();
-    headers.insert(
-        s(REASON_HEADER),
-        AMQPValue::LongString(LongString::from(why.label())),
-    );
+    headers.insert(s(REASON_HEADER), text_value(why.label()));
     let mut detail = why.to_string();
     detail.truncate(500);
-    headers.insert(
-        s("x-lockstep-detail"),
-        AMQPValue::LongString(LongString::from(detail.as_str())),
-    );
+    headers.insert(s(DETAIL_HEADER), text_value(&detail));
     headers.insert(
         s("x-original-routing-key"),
-        AMQPValue::LongString(LongString::from(d.routing_key.as_str())),
+        text_value(d.routing_key.as_str()),
     );
-    let props = persistent(None).with_headers(headers);
+    headers.insert(
+        s(DEAD_LETTER_ID_HEADER),
+        text_value(&ulid::Ulid::new().to_string()),
+    );
+    if let Some(u) = &publisher.user {
+        headers.insert(s(ORIGINAL_USER_HEADER), text_value(u));
+    }
+    if let Some(by) = &publisher.replayed_by {
+        headers.insert(s(REPLAYED_BY_HEADER), text_value(by));
+    }
+    let message_id = d.properties.message_id().as_ref().map(|m| m.as_str());
+    let props = persistent(message_id).with_headers(headers);
     let confirm = ch
         .basic_publish(
             s(&names.dlx),
@@ -631,26 +693,31 @@ async fn intake_one(
     outage: &mut Outage,
 ) -> anyhow::Result<()> {
     // the schema first, then the publisher: each subject only from its owner's broker
-    // user (RabbitMQ has validated `user_id` against the connection's user)
-    let publisher = d
-        .properties
-        .user_id()
-        .as_ref()
-        .map(|u| u.as_str().to_owned());
+    // user (RabbitMQ has validated `user_id` against the connection's user); a replay is
+    // judged by its original publisher
+    let own = shared.commands.broker_user();
+    let publisher = publisher_of(&d, own.as_deref());
     let checked = shared
         .schemas
         .check_consumed(&d.data)
         .and_then(|(envelope, parsed)| {
-            if settings.may_publish(&parsed.subject, publisher.as_deref()) {
+            let p = publisher.clone()?;
+            if settings.may_publish(&parsed.subject, p.user.as_deref()) {
                 Ok((envelope, parsed))
             } else {
                 Err(Rejection::UnauthorizedPublisher)
             }
         });
+    let publisher = publisher.unwrap_or_default();
     let (mut envelope, parsed) = match checked {
         Err(why) => {
-            warn!(reason = why.label(), routing_key = %d.routing_key, "message dead-lettered");
-            dead_letter(ch, names, &d, &why).await?;
+            warn!(
+                reason = why.label(),
+                routing_key = %d.routing_key,
+                replayed_by = publisher.replayed_by.as_deref(),
+                "message dead-lettered"
+            );
+            dead_letter(ch, names, &d, &why, &publisher).await?;
             shared
                 .rt
                 .metrics
@@ -680,7 +747,7 @@ async fn intake_one(
                         break p;
                     }
                     Err(IntakeError::Rejected(why)) => {
-                        dead_letter(ch, names, &d, &why).await?;
+                        dead_letter(ch, names, &d, &why, &publisher).await?;
                         d.acker.ack(BasicAckOptions::default()).await?;
                         return Ok(());
                     }
@@ -705,6 +772,23 @@ async fn intake_one(
             out
         }
     };
+    if let Some(by) = &publisher.replayed_by {
+        info!(
+            message_id = %parsed.message_id,
+            subject = %parsed.subject,
+            replayed_by = %by,
+            original_user = publisher.user.as_deref(),
+            "replayed dead letter accepted"
+        );
+    }
+    // the partition copy keeps its publisher: should it be dead-lettered there, a replay
+    // is judged by who sent it
+    let mut props = persistent(Some(&parsed.message_id));
+    if let Some(u) = &publisher.user {
+        let mut headers = FieldTable::default();
+        headers.insert(s(ORIGINAL_USER_HEADER), text_value(u));
+        props = props.with_headers(headers);
+    }
     let mut confirmed = true;
     for (key, body) in &copies {
         // Single writer per property: the hash key is tenant/property.
@@ -717,7 +801,7 @@ async fn intake_one(
                     ..Default::default()
                 },
                 body,
-                persistent(Some(&parsed.message_id)),
+                props.clone(),
             )
             .await?
             .await?;
