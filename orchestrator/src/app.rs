@@ -173,7 +173,8 @@ fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
     std::fs::write(path, value).with_context(|| format!("creating {}", path.display()))
 }
 
-async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the configured store (the node's, or a CLI command's).
+pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     let cipher = cipher(settings)?;
     match &settings.postgres {
         None => {

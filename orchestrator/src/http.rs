@@ -129,6 +129,16 @@ pub(crate) fn authenticate(
     }
 }
 
+/// Authenticates a node-wide read (no tenant's data in the answer): the service token, or
+/// a JWT with one of `roles` whatever its tenant.
+pub(crate) fn authenticate_node(
+    req: &HttpRequest,
+    shared: &Shared,
+    roles: &[Role],
+) -> Result<(), ApiError> {
+    caller(req, shared, roles).map(drop)
+}
+
 /// The token's tenant (`None` for the service token, which may act for any tenant) once
 /// the token is authenticated and holds one of `roles`.
 fn caller(
@@ -769,6 +779,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
             "vendorWebhook" => method.to(crate::webhooks::receive),
             "intake" => method.to(post_intake),
             "recentEvents" => method.to(recent_events),
+            "nodeStatus" => method.to(crate::status::get_status),
             other => panic!("no handler for operation {other}"),
         };
         cfg.route(e.path, route);

@@ -63,6 +63,25 @@ enum Command {
         #[arg(long)]
         audience: Option<String>,
     },
+    /// A running node's state: readiness, breakers, accounts held, backlog and oldest due
+    /// timer, outbox lag and unroutable rows, partitions, relay connections.
+    Status {
+        /// The node's base URL (default: from `[http] bind`).
+        #[arg(long)]
+        url: Option<String>,
+        /// A bearer token with role admin or service (default: `[http] service_token`, or
+        /// the embedded data dir's token file).
+        #[arg(long, env = "LOCKSTEP_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The dead-letter queue (`<prefix>.dlq`, production): list, show, replay.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Run a standalone TTLock simulator.
     Simulator {
         /// Listen address.
@@ -71,6 +90,51 @@ enum Command {
         /// Lock ids to create (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "1001,1002,1003,1004")]
         locks: Vec<i64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqAction {
+    /// Dead letters with their reasons (left in the queue).
+    List {
+        /// Read at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter: properties, headers and body (left in the queue).
+    Show {
+        /// Its id, as `list` prints it.
+        id: String,
+        /// Look among the first this many.
+        #[arg(long, default_value_t = 1000)]
+        scan: usize,
+        /// The whole body, however long (default: its first 4 KiB).
+        #[arg(long)]
+        full: bool,
+    },
+    /// Republishes dead letters to intake, validated like new messages and applied once;
+    /// each replay is audited, and leaves the queue once the broker confirmed it.
+    Replay {
+        /// Ids, as `list` prints them.
+        ids: Vec<String>,
+        /// Every dead letter with this reason (repeat for several).
+        #[arg(long)]
+        reason: Vec<String>,
+        /// Every dead letter read.
+        #[arg(long)]
+        all: bool,
+        /// Who replays (recorded in the message and the audit).
+        #[arg(long, env = "USER")]
+        operator: Option<String>,
+        /// Look among the first this many.
+        #[arg(long, default_value_t = 1000)]
+        scan: usize,
+        /// One JSON document.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -103,16 +167,35 @@ fn main() -> anyhow::Result<()> {
             .parse()
             .expect("a constant directive parses"),
     );
+    // The operator tools print their answers on stdout, for scripts and pipes: their log
+    // lines go to stderr. The service logs to stdout.
+    let tool = matches!(
+        cli.command,
+        Some(Command::Status { .. } | Command::Dlq { .. })
+    );
+    let writer = move || -> Box<dyn std::io::Write> {
+        if tool {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        }
+    };
     // Colours only on a terminal: log files and collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let ansi = if tool {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    } else {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+    };
     if cli.json_logs {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_writer(writer)
             .json()
             .init();
     } else {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_writer(writer)
             .with_ansi(ansi)
             .init();
     }
@@ -166,6 +249,35 @@ fn main() -> anyhow::Result<()> {
                 )?;
                 println!("{token}");
                 Ok(())
+            }
+            Command::Status { url, token, json } => {
+                let settings = lockstep_config::load(cli.config.as_deref())?;
+                lockstep_orchestrator::status::cli(&settings, url, token, json).await
+            }
+            Command::Dlq { action } => {
+                use lockstep_orchestrator::dlq;
+                let settings = lockstep_config::load(cli.config.as_deref())?;
+                match action {
+                    DlqAction::List { limit, json } => dlq::cli_list(&settings, limit, json).await,
+                    DlqAction::Show { id, scan, full } => {
+                        dlq::cli_show(&settings, &id, scan, full).await
+                    }
+                    DlqAction::Replay {
+                        ids,
+                        reason,
+                        all,
+                        operator,
+                        scan,
+                        json,
+                    } => {
+                        let sel = dlq::Selection {
+                            ids,
+                            reasons: reason,
+                            all,
+                        };
+                        dlq::cli_replay(&settings, &sel, operator, scan, json).await
+                    }
+                }
             }
             Command::Migrate => {
                 let settings = lockstep_config::load(cli.config.as_deref())?;

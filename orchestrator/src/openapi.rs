@@ -91,6 +91,17 @@ pub const ENDPOINTS: &[Endpoint] = &[
     },
     Endpoint {
         method: "get",
+        path: "/api/v1/status",
+        op: "nodeStatus",
+        summary: "This node's state for operators (node-wide, no tenant's ids): readiness, vendor breakers, accounts held, mailbox backlog and oldest due timer, outbox lag and unroutable rows, door truth to confirm, partitions owned of those configured, relay connections",
+        auth: Auth::Bearer(&["admin", "service"]),
+        query: &[],
+        body: None,
+        responses: &[200, 401, 403],
+        embedded_only: false,
+    },
+    Endpoint {
+        method: "get",
         path: "/api/v1/key-credentials",
         op: "listCredentials",
         summary: "List credentials by property, reservation, guest, staff member, state, room and opensAt (who can open a room then), a cursor page at a time",

@@ -623,3 +623,64 @@ pub fn demo_sim_url(node: &Lockstep) -> String {
         .map(|s| s.trim().to_owned())
         .expect("the simulator's address is printed")
 }
+
+/// A RabbitMQ user of a test (another service's broker user), allowed everything on
+/// `vhost`; deleted on drop.
+pub struct BrokerUser {
+    /// Its name (the AMQP `user_id` it may publish with).
+    pub name: String,
+    /// AMQP URL as this user on the vhost.
+    pub url: String,
+}
+
+impl BrokerUser {
+    /// Creates `<prefix>-<ulid>` with a random password and every permission on `vhost`.
+    pub fn fresh(vhost: &Vhost, prefix: &str) -> anyhow::Result<Self> {
+        let name = format!("{prefix}-{}", ulid::Ulid::new().to_string().to_lowercase());
+        let password = ulid::Ulid::new().to_string();
+        rabbitmqctl(&["add_user", &name, &password])?;
+        rabbitmqctl(&[
+            "set_permissions",
+            "-p",
+            &vhost.name,
+            &name,
+            ".*",
+            ".*",
+            ".*",
+        ])?;
+        let url = format!("amqp://{name}:{password}@127.0.0.1:5672/{}", vhost.name);
+        Ok(Self { name, url })
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = rabbitmqctl(&["delete_user", &self.name]);
+    }
+}
+
+/// What one run of an operator command of the binary printed.
+#[derive(Debug)]
+pub struct CliRun {
+    /// Exit success.
+    pub ok: bool,
+    /// Its answer.
+    pub stdout: String,
+    /// Its log lines and errors.
+    pub stderr: String,
+}
+
+/// Runs the `lockstep` binary with `args` (a tool such as `status` or `dlq`) to its end.
+pub async fn lockstep_cli(args: &[&str]) -> anyhow::Result<CliRun> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(args)
+        .env("LOCKSTEP_LOG", "warn,lapin=error")
+        .output()
+        .await
+        .context("running the lockstep binary")?;
+    Ok(CliRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}

@@ -12,6 +12,7 @@ mod harness;
 mod leak;
 mod observability;
 mod openapi;
+mod operator_tools;
 mod production;
 mod security;
 mod webhooks;
