@@ -227,9 +227,13 @@ pub struct Evaluation {
     pub orphans: u64,
     /// Distinct credentials at doors now.
     pub keys_at_doors: u64,
-    /// The first problems, described.
+    /// The first problems of each kind (up to 5 per kind), described.
     pub problems: Vec<String>,
 }
+
+/// Problems described per kind, so one flood (say 150 stuck credentials) cannot hide a
+/// rarer kind (one wrong window).
+const PROBLEMS_PER_KIND: usize = 5;
 
 impl Evaluation {
     /// Whether every invariant holds.
@@ -244,7 +248,13 @@ impl Evaluation {
     }
 
     fn note(&mut self, problem: String) {
-        if self.problems.len() < 20 {
+        let kind = problem.split(':').next().unwrap_or_default();
+        let seen = self
+            .problems
+            .iter()
+            .filter(|p| p.split(':').next() == Some(kind))
+            .count();
+        if seen < PROBLEMS_PER_KIND {
             self.problems.push(problem);
         }
     }
@@ -301,7 +311,8 @@ pub fn evaluate(
         }
         if stay.should_hold_key() {
             let live = mine.iter().filter(|c| c.is_live()).count();
-            let (mut missing, mut dup, mut kind, mut window) = (false, live > 1, false, false);
+            let (mut missing, mut dup, mut kind) = (false, live > 1, false);
+            let mut window: Option<String> = None;
             for r in &stay.rooms {
                 let device = &p.rooms[*r].device_ref;
                 let objects = held(device);
@@ -309,8 +320,14 @@ pub fn evaluate(
                     [] => missing = true,
                     [o] => {
                         kind |= o.kind != p.expected_kind;
-                        window |= (o.valid_from, o.valid_until)
-                            != (Some(stay.window.0), Some(stay.window.1));
+                        if (o.valid_from, o.valid_until)
+                            != (Some(stay.window.0), Some(stay.window.1))
+                        {
+                            window = Some(format!(
+                                "{:?}..{:?} on {device}",
+                                o.valid_from, o.valid_until
+                            ));
+                        }
                     }
                     _ => dup = true,
                 }
@@ -351,11 +368,11 @@ pub fn evaluate(
                     p.expected_kind.as_str()
                 ));
             }
-            if window && !dup {
+            if let Some(held) = window.filter(|_| !dup) {
                 e.wrong_window += 1;
                 e.note(format!(
-                    "wrong window: {} is not {}..{} at its door",
-                    stay.reservation, stay.window.0, stay.window.1
+                    "wrong window: {} should be {}..{} (revision {}), the door has {held}",
+                    stay.reservation, stay.window.0, stay.window.1, stay.revision
                 ));
             }
         } else if stay.ended.is_some() {

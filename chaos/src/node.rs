@@ -57,18 +57,20 @@ pub struct SagaKnobs {
     pub retry_base_ms: u64,
     /// Longest retry delay, ms.
     pub retry_cap_ms: u64,
-    /// Vendor call timeout, ms.
-    pub vendor_call_timeout_ms: u64,
+    /// Vendor call timeout, ms (unset: Lockstep's default, 15 s: a Salto issue is a dozen
+    /// requests, each slow under latency faults).
+    pub vendor_call_timeout_ms: Option<u64>,
 }
 
 impl Default for SagaKnobs {
-    /// Fast retries, as the orchestrator's production tests use.
+    /// Fast retries (as the orchestrator's production tests use), so short runs converge in
+    /// seconds; Lockstep's own attempt budget and call timeout.
     fn default() -> Self {
         Self {
             max_issue_attempts: None,
             retry_base_ms: 100,
             retry_cap_ms: 2_000,
-            vendor_call_timeout_ms: 5_000,
+            vendor_call_timeout_ms: None,
         }
     }
 }
@@ -217,9 +219,12 @@ standby_delay_ms = {standby}
         }
         let s = &self.saga;
         t.push_str(&format!(
-            "\n[saga]\nretry_base_ms = {}\nretry_cap_ms = {}\nvendor_call_timeout_ms = {}\n",
-            s.retry_base_ms, s.retry_cap_ms, s.vendor_call_timeout_ms
+            "\n[saga]\nretry_base_ms = {}\nretry_cap_ms = {}\n",
+            s.retry_base_ms, s.retry_cap_ms
         ));
+        if let Some(ms) = s.vendor_call_timeout_ms {
+            t.push_str(&format!("vendor_call_timeout_ms = {ms}\n"));
+        }
         if let Some(n) = s.max_issue_attempts {
             t.push_str(&format!("max_issue_attempts = {n}\n"));
         }
@@ -602,6 +607,7 @@ mod tests {
         c.breaker.error_rate = Some(0.5);
         c.delivery_limit = Some(3);
         c.saga.max_issue_attempts = Some(7);
+        c.saga.vendor_call_timeout_ms = Some(9000);
         c.drift_interval_ms = Some(0);
         let dir = util::scratch_dir("node-config").expect("a scratch dir");
         let path = dir.join("lockstep.toml");
@@ -612,6 +618,10 @@ mod tests {
         assert_eq!(s.clock_scale, 120.0);
         assert_eq!(s.breaker.open_ms, Some(1000));
         assert_eq!(s.saga.max_issue_attempts, 7);
+        assert_eq!(
+            s.saga.vendor_call_timeout,
+            std::time::Duration::from_secs(9)
+        );
         assert!(s.drift_interval.is_none());
         let a = s.amqp.expect("production mode has amqp settings");
         assert_eq!(a.delivery_limit, 3);
