@@ -2,10 +2,14 @@
 //!
 //! ```sh
 //! scripts/services                                   # once: installs Postgres and RabbitMQ
-//! cargo build -p lockstep-orchestrator --bin lockstep -p lockstep-chaos
+//! cargo build -p lockstep-orchestrator -p lockstep-chaos  # the lockstep binary and this one
 //! target/debug/lockstep-chaos --profile short        # every scenario, CI-sized
 //! target/debug/lockstep-chaos --profile full kill9 postgres_down --vendors ttlock,salto
+//! target/debug/lockstep-chaos --seed 9312091369738480256 postgres_down   # replay a run
 //! ```
+//!
+//! `LOCKSTEP_CHAOS_KEEP=1` keeps each scenario's directories (nodes' logs and configs, the
+//! cluster's and the broker's logs) and prints where they are.
 //!
 //! Each scenario starts its own Postgres cluster and RabbitMQ node (needs root, like
 //! `scripts/services`), prints a progress line on stderr and a block of figures on stdout;
