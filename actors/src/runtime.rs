@@ -16,6 +16,10 @@ use crate::vendor::PortRegistry;
 #[derive(Debug, Default, Clone)]
 pub struct FenceBook {
     fences: Arc<RwLock<HashMap<i32, Fence>>>,
+    /// The fence a partition was owned under before it was released: a step that was
+    /// already running when the node lost the partition still commits with it, so the
+    /// store refuses that commit if another node took the partition meanwhile.
+    released: Arc<RwLock<HashMap<i32, Fence>>>,
     /// Whether commits carry fences at all (off only for single-node embedded mode).
     pub enforce: bool,
 }
@@ -25,6 +29,7 @@ impl FenceBook {
     pub fn enforcing() -> Self {
         Self {
             fences: Arc::default(),
+            released: Arc::default(),
             enforce: true,
         }
     }
@@ -37,12 +42,19 @@ impl FenceBook {
             .insert(fence.partition, fence);
     }
 
-    /// Drops ownership.
+    /// Drops ownership; commits of steps still running keep the released fence.
     pub fn remove(&self, partition: i32) {
-        self.fences
+        let gone = self
+            .fences
             .write()
             .expect("fence book lock is never poisoned")
             .remove(&partition);
+        if let Some(f) = gone {
+            self.released
+                .write()
+                .expect("fence book lock is never poisoned")
+                .insert(partition, f);
+        }
     }
 
     /// The fence of a partition, if owned.
@@ -59,13 +71,27 @@ impl FenceBook {
         !self.enforce || self.get(partition).is_some()
     }
 
-    /// The fence to put on a commit of `partition`.
+    /// The fence to put on a commit of `partition`: the one it is owned under, or, for a
+    /// step that outlived the ownership, the one it was owned under (DESIGN §4: a stale
+    /// writer is refused by the store, never waved through). A partition never owned here
+    /// gets a fence no epoch matches.
     pub fn for_commit(&self, partition: i32) -> Option<Fence> {
-        if self.enforce {
-            self.get(partition)
-        } else {
-            None
+        if !self.enforce {
+            return None;
         }
+        self.get(partition).or_else(|| {
+            Some(
+                self.released
+                    .read()
+                    .expect("fence book lock is never poisoned")
+                    .get(&partition)
+                    .copied()
+                    .unwrap_or(Fence {
+                        partition,
+                        epoch: -1,
+                    }),
+            )
+        })
     }
 }
 
@@ -218,5 +244,41 @@ impl Default for SagaSettings {
             vendor_call_timeout: std::time::Duration::from_secs(15),
             passivate_after: std::time::Duration::from_secs(30),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DESIGN §4: a step still running when its node lost the partition commits with the
+    /// fence it started under (the store refuses it if another node took the partition),
+    /// never with none; a partition never owned here gets a fence no epoch matches.
+    #[test]
+    fn a_released_partition_keeps_its_fence_for_commits_of_running_steps() {
+        let book = FenceBook::enforcing();
+        assert_eq!(
+            book.for_commit(3),
+            Some(Fence {
+                partition: 3,
+                epoch: -1
+            })
+        );
+        let f = Fence {
+            partition: 3,
+            epoch: 7,
+        };
+        book.set(f);
+        assert!(book.owns(3));
+        assert_eq!(book.for_commit(3), Some(f));
+        book.remove(3);
+        assert!(!book.owns(3), "no new work starts on a released partition");
+        assert_eq!(
+            book.for_commit(3),
+            Some(f),
+            "running steps keep their fence"
+        );
+        // embedded mode fences nothing
+        assert_eq!(FenceBook::default().for_commit(3), None);
     }
 }
