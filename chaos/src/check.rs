@@ -581,6 +581,8 @@ pub struct Figures {
     pub require_removals_first: bool,
     /// Scenario-specific measurements, printed as `key=value`.
     pub extra: Vec<(String, String)>,
+    /// Scenario-specific invariants that did not hold (each fails the run).
+    pub failures: Vec<String>,
     /// Why the run could not complete, if it could not (a harness error, not a figure).
     pub error: Option<String>,
 }
@@ -618,6 +620,7 @@ impl Figures {
             && self.dlq.unexpected == 0
             && self.recovery.is_some()
             && !(self.require_removals_first && self.grants_before_removals > 0)
+            && self.failures.is_empty()
     }
 
     /// The one-line summary: `kill9: events=1100 lost=0 ... p99=1.9s`.
@@ -688,6 +691,9 @@ impl Figures {
         }
         for p in &self.evaluation.problems {
             let _ = write!(r, "\n  {p}");
+        }
+        for p in &self.failures {
+            let _ = write!(r, "\n  failed: {p}");
         }
         r
     }

@@ -31,8 +31,9 @@ struct Cli {
     /// `short` (CI-sized, a few minutes in all) or `full` (the sizes).
     #[arg(long, default_value = "short")]
     profile: String,
-    /// Vendors to put properties on: comma-separated names, or `all`.
-    #[arg(long, default_value = "ttlock", value_delimiter = ',')]
+    /// Vendors to put properties on: comma-separated names, or `all` (default: each
+    /// scenario's own, TTLock for most, all five for `vendor_outage`).
+    #[arg(long, value_delimiter = ',')]
     vendors: Vec<String>,
     /// Scenarios to run (default: all).
     #[arg(value_name = "SCENARIO")]

@@ -90,6 +90,8 @@ pub struct BreakerKnobs {
     pub open_ms: Option<u64>,
     /// Probes while half-open.
     pub half_open_probes: Option<u32>,
+    /// How often a held vendor account is tried again, ms.
+    pub account_probe_ms: Option<u64>,
 }
 
 /// Everything a scenario may set on one node.
@@ -107,7 +109,7 @@ pub struct NodeConfig {
     pub tick_interval_ms: u64,
     /// `[amqp] standby_delay_ms`.
     pub standby_delay_ms: u64,
-    /// `[amqp] delivery_limit` (unset: Lockstep's default, 5).
+    /// `[amqp] delivery_limit` (unset: Lockstep's default, 20).
     pub delivery_limit: Option<u32>,
     /// Whether `[amqp.publishers]` is set as in the README (reservations only from
     /// `reservation-service`).
@@ -237,6 +239,8 @@ standby_delay_ms = {standby}
             b.open_ms.map(|v| format!("open_ms = {v}")),
             b.half_open_probes
                 .map(|v| format!("half_open_probes = {v}")),
+            b.account_probe_ms
+                .map(|v| format!("account_probe_ms = {v}")),
         ]
         .into_iter()
         .flatten()

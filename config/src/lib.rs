@@ -175,6 +175,9 @@ pub struct RawBreaker {
     /// The longest an open breaker waits between probes, ms: each failed probe doubles
     /// the wait from `open_ms` up to this (default 300000).
     pub open_max_ms: Option<u64>,
+    /// How often a vendor account held for an account-level error (rejected credentials,
+    /// suspended account, exhausted quota) is tried again, real-time ms (default 30000).
+    pub account_probe_ms: Option<u64>,
     /// Concurrent probes while half-open.
     pub half_open_probes: Option<u32>,
 }

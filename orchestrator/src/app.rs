@@ -394,10 +394,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         _simulator = Some(sim);
         properties.push(property);
     }
-    let worker = WorkerSettings {
+    let mut worker = WorkerSettings {
         timeout: settings.saga.vendor_call_timeout,
         ..WorkerSettings::default()
     };
+    if let Some(ms) = settings.breaker.account_probe_ms {
+        worker.account_probe_every = Duration::from_millis(ms.max(100));
+    }
     let deps = VendorDeps {
         clock: clock.clone(),
         store: store.clone(),

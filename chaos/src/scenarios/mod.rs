@@ -17,10 +17,13 @@ use crate::rig::RigOptions;
 use crate::vendors::Vendor;
 
 pub mod broker_down;
+pub mod failover;
 pub mod kill9;
 pub mod postgres_down;
 pub mod sigterm;
 pub mod vendor_faults;
+pub mod vendor_outage;
+pub mod wrong_secret;
 
 /// How big a run is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +63,8 @@ impl Profile {
 pub struct Spec {
     /// Sizes and fault lengths.
     pub profile: Profile,
-    /// Vendors with properties (at least one).
+    /// Vendors with properties; empty: the scenario's own default (TTLock, or every
+    /// vendor where the scenario is about all of them).
     pub vendors: Vec<Vendor>,
     /// The seed of the world's and the scenario's randomness (`None`: a random one, printed).
     pub seed: Option<u64>,
@@ -78,7 +82,17 @@ impl Spec {
 
     /// The rig options of scenario `name`: the defaults, these vendors and this seed.
     pub fn options(&self, name: &str) -> RigOptions {
-        let mut o = RigOptions::new(name, &self.vendors);
+        self.options_or(name, &[Vendor::Ttlock])
+    }
+
+    /// [`Self::options`] with `default` as the vendors when none were named.
+    pub fn options_or(&self, name: &str, default: &[Vendor]) -> RigOptions {
+        let vendors = if self.vendors.is_empty() {
+            default
+        } else {
+            &self.vendors
+        };
+        let mut o = RigOptions::new(name, vendors);
         if let Some(seed) = self.seed {
             o.seed = seed;
         }
@@ -93,6 +107,9 @@ pub const NAMES: &[&str] = &[
     "postgres_down",
     "vendor_faults",
     "sigterm",
+    "vendor_outage",
+    "failover",
+    "wrong_secret",
 ];
 
 /// Runs scenario `name`; a harness failure (a process that would not start) is reported in
@@ -104,6 +121,9 @@ pub async fn run(name: &str, spec: &Spec) -> Figures {
         "postgres_down" => postgres_down::run(spec).await,
         "vendor_faults" => vendor_faults::run(spec).await,
         "sigterm" => sigterm::run(spec).await,
+        "vendor_outage" => vendor_outage::run(spec).await,
+        "failover" => failover::run(spec).await,
+        "wrong_secret" => wrong_secret::run(spec).await,
         other => Err(anyhow::anyhow!(
             "unknown scenario {other:?} (one of {NAMES:?})"
         )),

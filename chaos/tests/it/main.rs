@@ -8,6 +8,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod infra;
+mod regressions;
 mod scenarios;
 mod vendors;
 

@@ -82,3 +82,28 @@ async fn every_vendor_holds_exactly_the_expected_keys_without_faults() -> anyhow
     assert_door_invariants(&f);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_twelve_hour_outage_of_every_vendor_costs_no_key_and_removals_land_first() {
+    crate::ensure_lockstep_built();
+    // every vendor (the scenario's own default), on the scaled clock
+    let f = scenarios::run("vendor_outage", &Spec::new(Profile::Short, &[])).await;
+    println!("{}", f.report());
+    assert_eq!(f.vendors.len(), 5, "{}", f.report());
+    assert!(f.failures.is_empty(), "{}", f.report());
+    assert_door_invariants(&f);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_fail_over_a_killed_and_a_cut_off_node_and_fence_the_stale_writer() {
+    let f = run_short("failover").await;
+    assert!(f.failures.is_empty(), "{}", f.report());
+    assert_door_invariants(&f);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_account_secret_holds_the_keys_until_it_is_fixed() {
+    let f = run_short("wrong_secret").await;
+    assert!(f.failures.is_empty(), "{}", f.report());
+    assert_door_invariants(&f);
+}
