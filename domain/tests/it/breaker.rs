@@ -213,13 +213,13 @@ fn failed_probes_double_the_wait_up_to_the_cap_and_a_close_resets_it() {
             b.admit(at + wait - Duration::seconds(1)),
             Admission::Rejected
         );
-        at = at + wait;
+        at += wait;
         assert_eq!(b.admit(at), Admission::Probe);
         b.record(at, bad());
     }
     assert_eq!(waits, vec![30, 60, 120, 240, 300, 300, 300, 300]);
     // a probe that succeeds closes it; the next trip waits open_for again
-    at = at + b.open_duration();
+    at += b.open_duration();
     assert_eq!(b.admit(at), Admission::Probe);
     b.record(at, ok(50));
     assert_eq!(b.state(), CircuitState::Closed);
