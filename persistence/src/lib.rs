@@ -23,17 +23,23 @@ macro_rules! credential_device_select {
 
 pub mod audit;
 pub mod crypto;
+mod dialect;
+mod facade;
 pub mod migrate;
 pub mod model;
 pub mod pg;
 pub mod sqlite;
+pub mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tx;
 
 pub use crypto::{Cipher, Kms, LocalKms};
 pub use model::*;
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
+pub use tables::*;
+pub use tx::{Access, ReadOnly, ReadTx, ReadWrite, Storage, Tx, WorkerReadTx, WorkerTx};
 
 use async_trait::async_trait;
 use lockstep_domain::{
@@ -106,13 +112,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// transaction, so RLS applies). Calls marked *worker path* are the narrow cross-tenant
 /// path (DESIGN §5).
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
-    /// A cheap round trip to the database (readiness).
-    async fn ping(&self) -> StoreResult<()>;
-
-    /// Closes the connection pools (on shutdown, inside the runtime); calls after it fail.
-    async fn close(&self);
-
+pub trait Store: Storage {
     /// Inbox dedupe and mailbox insert in one transaction (DESIGN §3.1). Acknowledge the
     /// broker only after this returns.
     async fn intake(&self, msg: &IntakeMessage, fence: Option<Fence>)

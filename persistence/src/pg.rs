@@ -3,6 +3,7 @@
 //! used only by the outbox publisher and the partition scanner (DESIGN §5).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use lockstep_domain::credential::KeyCredentialSnapshot;
@@ -18,14 +19,15 @@ use sqlx::{Postgres, Row, Transaction};
 use crate::audit;
 use crate::crypto::Cipher;
 use crate::model::*;
-use crate::{migrate, Store, StoreError, StoreResult};
+use crate::tx::{Conn, ReadTx, Tx, WorkerReadTx, WorkerTx};
+use crate::{migrate, Storage, Store, StoreError, StoreResult};
 
 /// Postgres store.
 #[derive(Clone, Debug)]
 pub struct PgStore {
     app: PgPool,
     worker: PgPool,
-    cipher: Cipher,
+    cipher: Arc<Cipher>,
 }
 
 /// Runs the Postgres migrations as the owner role (`lockstep migrate`).
@@ -137,7 +139,7 @@ impl PgStore {
         Ok(Self {
             app,
             worker,
-            cipher,
+            cipher: Arc::new(cipher),
         })
     }
 
@@ -266,44 +268,29 @@ fn credential_from_row(row: &PgRow, rooms: Vec<RoomId>) -> StoreResult<KeyCreden
     Ok(KeyCredential::restore(snap)?)
 }
 
-fn mailbox_from_row(row: &PgRow) -> StoreResult<MailboxEntry> {
-    let kind: &str = row.try_get("kind")?;
-    let kind = match kind {
-        "event" => MailboxKind::Event {
-            message_id: row
-                .try_get::<Option<String>, _>("message_id")?
-                .ok_or_else(|| corrupt("event without message id"))?,
-            topic: row
-                .try_get::<Option<String>, _>("topic")?
-                .ok_or_else(|| corrupt("event without topic"))?,
-        },
-        "drive" => MailboxKind::Drive {
-            credential_id: KeyCredentialId::parse(
-                &row.try_get::<Option<String>, _>("credential_id")?
-                    .ok_or_else(|| corrupt("drive without credential"))?,
-            )?,
-        },
-        _ => return Err(corrupt("unknown mailbox kind")),
-    };
-    Ok(MailboxEntry {
-        id: row.try_get("id")?,
-        tenant_id: TenantId::from_uuid(row.try_get("tenant_id")?),
-        property_id: PropertyId::parse(row.try_get::<&str, _>("property_id")?)?,
-        partition: row.try_get("partition")?,
-        subject: row.try_get("subject")?,
-        kind,
-        payload: row.try_get("payload")?,
-        due_at: row.try_get("due_at")?,
-        attempts: row.try_get("attempts")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
 #[async_trait]
-impl Store for PgStore {
-    async fn close(&self) {
-        self.app.close().await;
-        self.worker.close().await;
+impl Storage for PgStore {
+    async fn begin(&self, tenant: TenantId, fence: Option<Fence>) -> StoreResult<Tx> {
+        let tx = self.app.begin().await?;
+        let mut conn = Conn::Pg(with_tenant(tx, tenant).await?);
+        crate::tables::check_fence(&mut conn, fence).await?;
+        Ok(Tx::new(conn, tenant, self.cipher.clone()))
+    }
+
+    async fn read(&self, tenant: TenantId) -> StoreResult<ReadTx> {
+        let tx = self.app.begin_with("BEGIN READ ONLY").await?;
+        let conn = Conn::Pg(with_tenant(tx, tenant).await?);
+        Ok(ReadTx::new(conn, tenant, self.cipher.clone()))
+    }
+
+    async fn worker(&self) -> StoreResult<WorkerTx> {
+        Ok(WorkerTx::new(Conn::Pg(self.worker.begin().await?)))
+    }
+
+    async fn worker_read(&self) -> StoreResult<WorkerReadTx> {
+        Ok(WorkerReadTx::new(Conn::Pg(
+            self.worker.begin_with("BEGIN READ ONLY").await?,
+        )))
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -311,43 +298,33 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn close(&self) {
+        self.app.close().await;
+        self.worker.close().await;
+    }
+}
+
+/// Sets the transaction's tenant for row-level security. Transaction-local: gone at
+/// commit, so a pooled connection carries no tenant into the next transaction (DESIGN §5).
+async fn with_tenant(
+    mut tx: Transaction<'static, Postgres>,
+    tenant: TenantId,
+) -> StoreResult<Transaction<'static, Postgres>> {
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+#[async_trait]
+impl Store for PgStore {
     async fn intake(
         &self,
         msg: &IntakeMessage,
         fence: Option<Fence>,
     ) -> StoreResult<IntakeOutcome> {
-        let mut tx = self.begin_tenant(msg.tenant_id).await?;
-        Self::check_fence(&mut tx, fence).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO inbox (message_id, consumer_name, tenant_id, topic, processed_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(&msg.message_id)
-        .bind(&msg.consumer)
-        .bind(msg.tenant_id.as_uuid())
-        .bind(&msg.topic)
-        .bind(msg.received_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            tx.rollback().await?;
-            return Ok(IntakeOutcome::Duplicate);
-        }
-        sqlx::query(
-            "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, message_id, topic, payload, due_at, created_at) VALUES ($1, $2, $3, $4, 'event', $5, $6, $7, $8, $8)",
-        )
-        .bind(msg.tenant_id.as_uuid())
-        .bind(msg.property_id.as_str())
-        .bind(msg.partition)
-        .bind(&msg.subject)
-        .bind(&msg.message_id)
-        .bind(&msg.topic)
-        .bind(&msg.payload)
-        .bind(msg.received_at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(IntakeOutcome::Accepted)
+        crate::facade::intake(self, msg, fence).await
     }
 
     async fn next_mailbox_entry(
@@ -356,17 +333,7 @@ impl Store for PgStore {
         subject: &str,
         now: Timestamp,
     ) -> StoreResult<Option<MailboxEntry>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let row = sqlx::query(
-            "SELECT * FROM mailbox WHERE tenant_id = $1 AND subject = $2 AND done_at IS NULL AND due_at <= $3 ORDER BY (kind = 'drive'), id LIMIT 1",
-        )
-        .bind(tenant.as_uuid())
-        .bind(subject)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        row.as_ref().map(mailbox_from_row).transpose()
+        crate::facade::next_mailbox_entry(self, tenant, subject, now).await
     }
 
     async fn due_subjects(
@@ -375,52 +342,18 @@ impl Store for PgStore {
         now: Timestamp,
         limit: i64,
     ) -> StoreResult<Vec<SubjectRef>> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, property_id, partition, subject, min(due_at) AS due FROM mailbox WHERE done_at IS NULL AND due_at <= $1 AND ($2::int IS NULL OR partition = $2) GROUP BY tenant_id, property_id, partition, subject ORDER BY due LIMIT $3",
-        )
-        .bind(now)
-        .bind(partition)
-        .bind(limit)
-        .fetch_all(&self.worker)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SubjectRef {
-                    tenant_id: TenantId::from_uuid(r.try_get("tenant_id")?),
-                    property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
-                    partition: r.try_get("partition")?,
-                    subject: r.try_get("subject")?,
-                })
-            })
-            .collect()
+        crate::facade::due_subjects(self, partition, now, limit).await
     }
 
     async fn properties_in_partition(
         &self,
         partition: i32,
     ) -> StoreResult<Vec<(TenantId, PropertyId)>> {
-        let rows =
-            sqlx::query("SELECT DISTINCT tenant_id, property_id FROM mailbox WHERE partition = $1")
-                .bind(partition)
-                .fetch_all(&self.worker)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    TenantId::from_uuid(r.try_get("tenant_id")?),
-                    PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
-                ))
-            })
-            .collect()
+        crate::facade::properties_in_partition(self, partition).await
     }
 
     async fn mailbox_depth(&self) -> StoreResult<(i64, Option<Timestamp>)> {
-        let row = sqlx::query(
-            "SELECT count(*) AS n, min(due_at) AS oldest FROM mailbox WHERE done_at IS NULL",
-        )
-        .fetch_one(&self.worker)
-        .await?;
-        Ok((row.try_get("n")?, row.try_get("oldest")?))
+        crate::facade::mailbox_depth(self).await
     }
 
     async fn commit(&self, uow: UnitOfWork) -> StoreResult<()> {
@@ -1627,16 +1560,7 @@ impl Store for PgStore {
         tenant: TenantId,
         message_id: &str,
     ) -> StoreResult<Option<Option<String>>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let row: Option<(Option<String>,)> = sqlx::query_as(
-            "SELECT outcome FROM mailbox WHERE tenant_id = $1 AND message_id = $2 AND kind = 'event' ORDER BY id DESC LIMIT 1",
-        )
-        .bind(tenant.as_uuid())
-        .bind(message_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(row.map(|(o,)| o))
+        crate::facade::message_outcome(self, tenant, message_id).await
     }
 
     async fn device_property(
@@ -1695,25 +1619,7 @@ impl Store for PgStore {
     }
 
     async fn resume_parked(&self, vendor: VendorCode, now: Timestamp) -> StoreResult<u64> {
-        let mut tx = self.worker.begin().await?;
-        let removals = sqlx::query(
-            "UPDATE mailbox m SET due_at = $2 - interval '1 second' FROM key_credentials c WHERE m.kind = 'drive' AND m.done_at IS NULL AND m.due_at > $2 - interval '1 second' AND c.tenant_id = m.tenant_id AND c.id = m.credential_id AND c.vendor = $1 AND EXISTS (SELECT 1 FROM key_credential_devices d WHERE d.tenant_id = m.tenant_id AND d.key_credential_id = m.credential_id AND d.desired = 'absent' AND d.sync = 'pending')",
-        )
-        .bind(vendor.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let others = sqlx::query(
-            "UPDATE mailbox m SET due_at = $2 FROM key_credentials c WHERE m.kind = 'drive' AND m.done_at IS NULL AND m.due_at > $2 AND c.tenant_id = m.tenant_id AND c.id = m.credential_id AND c.vendor = $1",
-        )
-        .bind(vendor.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(removals + others)
+        crate::facade::resume_parked(self, vendor, now).await
     }
 
     async fn unpublished(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<OutboxRow>> {
@@ -1824,15 +1730,7 @@ impl Store for PgStore {
         owner: &str,
         now: Timestamp,
     ) -> StoreResult<Fence> {
-        let epoch: i64 = sqlx::query_scalar(
-            "INSERT INTO partition_epochs (partition, epoch, owner, taken_at) VALUES ($1, 1, $2, $3) ON CONFLICT (partition) DO UPDATE SET epoch = partition_epochs.epoch + 1, owner = EXCLUDED.owner, taken_at = EXCLUDED.taken_at RETURNING epoch",
-        )
-        .bind(partition)
-        .bind(owner)
-        .bind(now)
-        .fetch_one(&self.worker)
-        .await?;
-        Ok(Fence { partition, epoch })
+        crate::facade::take_partition(self, partition, owner, now).await
     }
 
     async fn upsert_policy(&self, p: &PolicyRecord) -> StoreResult<()> {

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,7 +32,8 @@ use crate::audit;
 use crate::crypto::Cipher;
 use crate::model::*;
 use crate::pg::{corrupt, opt_parse, scope_from_json, scope_to_json, string_list};
-use crate::{migrate, Store, StoreError, StoreResult};
+use crate::tx::{Conn, ReadTx, Tx, WorkerReadTx, WorkerTx};
+use crate::{migrate, Storage, Store, StoreError, StoreResult};
 
 /// How long a connection waits for a lock held by another connection (or process).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,7 +50,7 @@ const IN_CHUNK: usize = 500;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    cipher: Cipher,
+    cipher: Arc<Cipher>,
 }
 
 impl SqliteStore {
@@ -125,7 +127,7 @@ impl SqliteStore {
         Ok(Self {
             writer,
             reader,
-            cipher,
+            cipher: Arc::new(cipher),
         })
     }
 
@@ -284,44 +286,27 @@ fn credential_from_row(row: &SqliteRow, rooms: Vec<RoomId>) -> StoreResult<KeyCr
     Ok(KeyCredential::restore(snap)?)
 }
 
-fn mailbox_from_row(row: &SqliteRow) -> StoreResult<MailboxEntry> {
-    let kind: &str = row.try_get("kind")?;
-    let kind = match kind {
-        "event" => MailboxKind::Event {
-            message_id: row
-                .try_get::<Option<String>, _>("message_id")?
-                .ok_or_else(|| corrupt("event without message id"))?,
-            topic: row
-                .try_get::<Option<String>, _>("topic")?
-                .ok_or_else(|| corrupt("event without topic"))?,
-        },
-        "drive" => MailboxKind::Drive {
-            credential_id: KeyCredentialId::parse(
-                &row.try_get::<Option<String>, _>("credential_id")?
-                    .ok_or_else(|| corrupt("drive without credential"))?,
-            )?,
-        },
-        _ => return Err(corrupt("unknown mailbox kind")),
-    };
-    Ok(MailboxEntry {
-        id: row.try_get("id")?,
-        tenant_id: tenant_from(row)?,
-        property_id: PropertyId::parse(row.try_get::<&str, _>("property_id")?)?,
-        partition: row.try_get("partition")?,
-        subject: row.try_get("subject")?,
-        kind,
-        payload: json_from(row.try_get::<&str, _>("payload")?)?,
-        due_at: ts(row.try_get("due_at")?)?,
-        attempts: row.try_get("attempts")?,
-        created_at: ts(row.try_get("created_at")?)?,
-    })
-}
-
 #[async_trait]
-impl Store for SqliteStore {
-    async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+impl Storage for SqliteStore {
+    async fn begin(&self, tenant: TenantId, fence: Option<Fence>) -> StoreResult<Tx> {
+        // The single writer makes the fence check and the commit that follows atomic: no
+        // `take_partition` can run in between.
+        let mut conn = Conn::Sqlite(self.begin_write().await?);
+        crate::tables::check_fence(&mut conn, fence).await?;
+        Ok(Tx::new(conn, tenant, self.cipher.clone()))
+    }
+
+    async fn read(&self, tenant: TenantId) -> StoreResult<ReadTx> {
+        let conn = Conn::Sqlite(self.reader.begin().await?);
+        Ok(ReadTx::new(conn, tenant, self.cipher.clone()))
+    }
+
+    async fn worker(&self) -> StoreResult<WorkerTx> {
+        Ok(WorkerTx::new(Conn::Sqlite(self.begin_write().await?)))
+    }
+
+    async fn worker_read(&self) -> StoreResult<WorkerReadTx> {
+        Ok(WorkerReadTx::new(Conn::Sqlite(self.reader.begin().await?)))
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -329,44 +314,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn close(&self) {
+        SqliteStore::close(self).await;
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
     async fn intake(
         &self,
         msg: &IntakeMessage,
         fence: Option<Fence>,
     ) -> StoreResult<IntakeOutcome> {
-        let tenant = msg.tenant_id.to_string();
-        let mut tx = self.begin_write().await?;
-        Self::check_fence(&mut tx, fence).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO inbox (message_id, consumer_name, tenant_id, topic, processed_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(&msg.message_id)
-        .bind(&msg.consumer)
-        .bind(&tenant)
-        .bind(&msg.topic)
-        .bind(ms(msg.received_at))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            tx.rollback().await?;
-            return Ok(IntakeOutcome::Duplicate);
-        }
-        sqlx::query(
-            "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, message_id, topic, payload, due_at, created_at) VALUES (?1, ?2, ?3, ?4, 'event', ?5, ?6, ?7, ?8, ?8)",
-        )
-        .bind(&tenant)
-        .bind(msg.property_id.as_str())
-        .bind(msg.partition)
-        .bind(&msg.subject)
-        .bind(&msg.message_id)
-        .bind(&msg.topic)
-        .bind(msg.payload.to_string())
-        .bind(ms(msg.received_at))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(IntakeOutcome::Accepted)
+        crate::facade::intake(self, msg, fence).await
     }
 
     async fn next_mailbox_entry(
@@ -375,15 +335,7 @@ impl Store for SqliteStore {
         subject: &str,
         now: Timestamp,
     ) -> StoreResult<Option<MailboxEntry>> {
-        let row = sqlx::query(
-            "SELECT * FROM mailbox WHERE tenant_id = ? AND subject = ? AND done_at IS NULL AND due_at <= ? ORDER BY (kind = 'drive'), id LIMIT 1",
-        )
-        .bind(tenant.to_string())
-        .bind(subject)
-        .bind(ms(now))
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(mailbox_from_row).transpose()
+        crate::facade::next_mailbox_entry(self, tenant, subject, now).await
     }
 
     async fn due_subjects(
@@ -392,53 +344,18 @@ impl Store for SqliteStore {
         now: Timestamp,
         limit: i64,
     ) -> StoreResult<Vec<SubjectRef>> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, property_id, partition, subject, min(due_at) AS due FROM mailbox WHERE done_at IS NULL AND due_at <= ?1 AND (?2 IS NULL OR partition = ?2) GROUP BY tenant_id, property_id, partition, subject ORDER BY due LIMIT ?3",
-        )
-        .bind(ms(now))
-        .bind(partition)
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SubjectRef {
-                    tenant_id: tenant_from(r)?,
-                    property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
-                    partition: r.try_get("partition")?,
-                    subject: r.try_get("subject")?,
-                })
-            })
-            .collect()
+        crate::facade::due_subjects(self, partition, now, limit).await
     }
 
     async fn properties_in_partition(
         &self,
         partition: i32,
     ) -> StoreResult<Vec<(TenantId, PropertyId)>> {
-        let rows =
-            sqlx::query("SELECT DISTINCT tenant_id, property_id FROM mailbox WHERE partition = ?")
-                .bind(partition)
-                .fetch_all(&self.reader)
-                .await?;
-        rows.iter()
-            .map(|r| {
-                let t: String = r.try_get("tenant_id")?;
-                Ok((
-                    TenantId::parse(&t)?,
-                    PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
-                ))
-            })
-            .collect()
+        crate::facade::properties_in_partition(self, partition).await
     }
 
     async fn mailbox_depth(&self) -> StoreResult<(i64, Option<Timestamp>)> {
-        let row = sqlx::query(
-            "SELECT count(*) AS n, min(due_at) AS oldest FROM mailbox WHERE done_at IS NULL",
-        )
-        .fetch_one(&self.reader)
-        .await?;
-        Ok((row.try_get("n")?, opt_ts(row.try_get("oldest")?)?))
+        crate::facade::mailbox_depth(self).await
     }
 
     async fn commit(&self, uow: UnitOfWork) -> StoreResult<()> {
@@ -1664,14 +1581,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         message_id: &str,
     ) -> StoreResult<Option<Option<String>>> {
-        let row: Option<(Option<String>,)> = sqlx::query_as(
-            "SELECT outcome FROM mailbox WHERE tenant_id = ? AND message_id = ? AND kind = 'event' ORDER BY id DESC LIMIT 1",
-        )
-        .bind(tenant.to_string())
-        .bind(message_id)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(row.map(|(o,)| o))
+        crate::facade::message_outcome(self, tenant, message_id).await
     }
 
     async fn device_property(
@@ -1725,27 +1635,7 @@ impl Store for SqliteStore {
     }
 
     async fn resume_parked(&self, vendor: VendorCode, now: Timestamp) -> StoreResult<u64> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let removals = sqlx::query(
-            "UPDATE mailbox SET due_at = ? WHERE kind = 'drive' AND done_at IS NULL AND due_at > ? AND credential_id IN (SELECT c.id FROM key_credentials c WHERE c.tenant_id = mailbox.tenant_id AND c.vendor = ?) AND EXISTS (SELECT 1 FROM key_credential_devices d WHERE d.tenant_id = mailbox.tenant_id AND d.key_credential_id = mailbox.credential_id AND d.desired = 'absent' AND d.sync = 'pending')",
-        )
-        .bind(ms(now) - 1000)
-        .bind(ms(now) - 1000)
-        .bind(vendor.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let others = sqlx::query(
-            "UPDATE mailbox SET due_at = ? WHERE kind = 'drive' AND done_at IS NULL AND due_at > ? AND credential_id IN (SELECT c.id FROM key_credentials c WHERE c.tenant_id = mailbox.tenant_id AND c.vendor = ?)",
-        )
-        .bind(ms(now))
-        .bind(ms(now))
-        .bind(vendor.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(removals + others)
+        crate::facade::resume_parked(self, vendor, now).await
     }
 
     async fn unpublished(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<OutboxRow>> {
@@ -1880,17 +1770,7 @@ impl Store for SqliteStore {
         owner: &str,
         now: Timestamp,
     ) -> StoreResult<Fence> {
-        let mut tx = self.begin_write().await?;
-        let epoch: i64 = sqlx::query_scalar(
-            "INSERT INTO partition_epochs (partition, epoch, owner, taken_at) VALUES (?, 1, ?, ?) ON CONFLICT (partition) DO UPDATE SET epoch = partition_epochs.epoch + 1, owner = excluded.owner, taken_at = excluded.taken_at RETURNING epoch",
-        )
-        .bind(partition)
-        .bind(owner)
-        .bind(ms(now))
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Fence { partition, epoch })
+        crate::facade::take_partition(self, partition, owner, now).await
     }
 
     async fn upsert_policy(&self, p: &PolicyRecord) -> StoreResult<()> {

@@ -1,0 +1,111 @@
+//! The compatibility layer: the old one-call-one-transaction `Store` methods, each
+//! opening a transaction and calling the table traits. Callers move off it onto
+//! [`crate::Storage`] and the tables.
+
+use lockstep_domain::{PropertyId, TenantId, Timestamp, VendorCode};
+
+use crate::model::*;
+use crate::tables::*;
+use crate::{Storage, StoreResult};
+
+/// Reads in one read-only transaction of `tenant`: `in_read!(db, tenant, |tx| expr)`, where
+/// `expr` may use `.await?` on `tx`.
+macro_rules! in_read {
+    ($db:expr, $tenant:expr, |$tx:ident| $body:expr) => {{
+        let mut $tx = $db.read($tenant).await?;
+        let out = $body;
+        $tx.commit().await?;
+        Ok(out)
+    }};
+}
+
+/// Reads on the worker path.
+macro_rules! in_worker_read {
+    ($db:expr, |$tx:ident| $body:expr) => {{
+        let mut $tx = $db.worker_read().await?;
+        let out = $body;
+        $tx.commit().await?;
+        Ok(out)
+    }};
+}
+
+/// Writes on the worker path.
+macro_rules! in_worker {
+    ($db:expr, |$tx:ident| $body:expr) => {{
+        let mut $tx = $db.worker().await?;
+        let out = $body;
+        $tx.commit().await?;
+        Ok(out)
+    }};
+}
+
+pub(crate) async fn intake<S: Storage + ?Sized>(
+    db: &S,
+    msg: &IntakeMessage,
+    fence: Option<Fence>,
+) -> StoreResult<IntakeOutcome> {
+    let mut tx = db.begin(msg.tenant_id, fence).await?;
+    if !tx.insert_inbox(msg).await? {
+        tx.rollback().await?;
+        return Ok(IntakeOutcome::Duplicate);
+    }
+    tx.enqueue_event(msg).await?;
+    tx.commit().await?;
+    Ok(IntakeOutcome::Accepted)
+}
+
+pub(crate) async fn next_mailbox_entry<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    subject: &str,
+    now: Timestamp,
+) -> StoreResult<Option<MailboxEntry>> {
+    in_read!(db, tenant, |tx| tx.next_mailbox_entry(subject, now).await?)
+}
+
+pub(crate) async fn message_outcome<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    message_id: &str,
+) -> StoreResult<Option<Option<String>>> {
+    in_read!(db, tenant, |tx| tx.message_outcome(message_id).await?)
+}
+
+pub(crate) async fn due_subjects<S: Storage + ?Sized>(
+    db: &S,
+    partition: Option<i32>,
+    now: Timestamp,
+    limit: i64,
+) -> StoreResult<Vec<SubjectRef>> {
+    in_worker_read!(db, |tx| tx.due_subjects(partition, now, limit).await?)
+}
+
+pub(crate) async fn properties_in_partition<S: Storage + ?Sized>(
+    db: &S,
+    partition: i32,
+) -> StoreResult<Vec<(TenantId, PropertyId)>> {
+    in_worker_read!(db, |tx| tx.properties_in_partition(partition).await?)
+}
+
+pub(crate) async fn mailbox_depth<S: Storage + ?Sized>(
+    db: &S,
+) -> StoreResult<(i64, Option<Timestamp>)> {
+    in_worker_read!(db, |tx| tx.mailbox_depth().await?)
+}
+
+pub(crate) async fn resume_parked<S: Storage + ?Sized>(
+    db: &S,
+    vendor: VendorCode,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    in_worker!(db, |tx| tx.resume_parked(vendor, now).await?)
+}
+
+pub(crate) async fn take_partition<S: Storage + ?Sized>(
+    db: &S,
+    partition: i32,
+    owner: &str,
+    now: Timestamp,
+) -> StoreResult<Fence> {
+    in_worker!(db, |tx| tx.take_partition(partition, owner, now).await?)
+}

@@ -1,0 +1,18 @@
+//! The storage API: one small trait per table group, implemented once over the
+//! transaction types of [`crate::tx`] and written once for both backends through the
+//! dialect layer (restate's `storage-api` is the model).
+//!
+//! A tenant table has a `ReadOnly…Table` trait (implemented by [`crate::Tx`] and
+//! [`crate::ReadTx`]) and a `…Table` trait for its writes (implemented by [`crate::Tx`]
+//! only). The worker path's tables are implemented by [`crate::WorkerTx`] and
+//! [`crate::WorkerReadTx`] only. A saga step names the tables it touches:
+//! `async fn step(tx: &mut (impl CredentialTable + DoorTruthTable)) -> StoreResult<()>`.
+
+mod inbox;
+mod mailbox;
+mod partitions;
+
+pub use inbox::InboxTable;
+pub use mailbox::{MailboxTable, ReadOnlyMailboxTable, ReadOnlyTimerTable, TimerTable};
+pub(crate) use partitions::check_fence;
+pub use partitions::{PartitionTable, ReadOnlyPartitionTable};
