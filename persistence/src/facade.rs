@@ -2,7 +2,10 @@
 //! opening a transaction and calling the table traits. Callers move off it onto
 //! [`crate::Storage`] and the tables.
 
-use lockstep_domain::{PropertyId, TenantId, Timestamp, VendorCode};
+use lockstep_domain::{
+    KeyCredential, KeyCredentialId, LockDeviceId, PropertyId, ReservationId, TenantId, Timestamp,
+    VendorAdapterId, VendorCode,
+};
 
 use crate::model::*;
 use crate::tables::*;
@@ -108,4 +111,70 @@ pub(crate) async fn take_partition<S: Storage + ?Sized>(
     now: Timestamp,
 ) -> StoreResult<Fence> {
     in_worker!(db, |tx| tx.take_partition(partition, owner, now).await?)
+}
+
+pub(crate) async fn get_credential<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    id: &KeyCredentialId,
+) -> StoreResult<Option<KeyCredential>> {
+    in_read!(db, tenant, |tx| tx.get_credential(id).await?)
+}
+
+pub(crate) async fn list_credentials<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    filter: &CredentialFilter,
+    limit: i64,
+) -> StoreResult<Vec<KeyCredential>> {
+    in_read!(db, tenant, |tx| tx.list_credentials(filter, limit).await?)
+}
+
+pub(crate) async fn credentials_by_reservation<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    reservation: &ReservationId,
+) -> StoreResult<Vec<KeyCredential>> {
+    in_read!(db, tenant, |tx| tx
+        .credentials_by_reservation(reservation)
+        .await?)
+}
+
+pub(crate) async fn credentials_of_property<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    property: &PropertyId,
+    states: &[&str],
+) -> StoreResult<Vec<PropertyCredential>> {
+    in_read!(db, tenant, |tx| tx
+        .credentials_of_property(property, states)
+        .await?)
+}
+
+pub(crate) async fn credential_devices<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    id: &KeyCredentialId,
+) -> StoreResult<Vec<CredentialDevice>> {
+    in_read!(db, tenant, |tx| tx.credential_devices(id).await?)
+}
+
+pub(crate) async fn device_credentials<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    device: &LockDeviceId,
+) -> StoreResult<Vec<CredentialDevice>> {
+    in_read!(db, tenant, |tx| tx.device_credentials(device).await?)
+}
+
+pub(crate) async fn pending_removals<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    adapters: &[VendorAdapterId],
+) -> StoreResult<i64> {
+    in_read!(db, tenant, |tx| tx.pending_removals(adapters).await?)
+}
+
+pub(crate) async fn door_backlog<S: Storage + ?Sized>(db: &S) -> StoreResult<DoorBacklog> {
+    in_worker_read!(db, |tx| tx.door_backlog().await?)
 }

@@ -8,19 +8,6 @@
 //! goes through [`Store::commit`] as one transaction: state, door truth, outbox, audit
 //! and mailbox progress land together or not at all (DESIGN §3).
 
-/// `SELECT` of a credential's device links joined with their devices (vendor, encrypted
-/// device ref), followed by `$rest` (the `WHERE`/`ORDER BY` in the store's dialect).
-macro_rules! credential_device_select {
-    ($rest:literal) => {
-        concat!(
-            "SELECT c.*, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, ",
-            "d.vendor_adapter_id FROM key_credential_devices c JOIN lock_devices d ",
-            "ON d.id = c.device_id AND d.tenant_id = c.tenant_id ",
-            $rest
-        )
-    };
-}
-
 pub mod audit;
 pub mod crypto;
 mod dialect;

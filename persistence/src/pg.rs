@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lockstep_domain::credential::KeyCredentialSnapshot;
 use lockstep_domain::{
-    BatteryThreshold, DeviceHealth, DeviceRef, FailureReason, HolderKind, KeyCredential,
-    KeyCredentialId, KeyCredentialKind, KeyCredentialScope, KeyCredentialState, LockDeviceId, Pin,
-    PropertyId, ReservationId, RevokeReason, RoomId, SuspendReason, TenantId, Timestamp,
-    ValidityWindow, VendorAdapterId, VendorCode, VendorCredentialId, VendorRef,
+    BatteryThreshold, DeviceHealth, DeviceRef, KeyCredential, KeyCredentialId, KeyCredentialScope,
+    LockDeviceId, PropertyId, ReservationId, RoomId, TenantId, Timestamp, VendorAdapterId,
+    VendorCode, VendorCredentialId,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
@@ -74,53 +72,6 @@ pub async fn migrate(owner_url: &str) -> StoreResult<()> {
 }
 
 impl PgStore {
-    /// A door-truth row, decrypted.
-    fn credential_device_from_row(&self, r: &PgRow) -> StoreResult<CredentialDevice> {
-        let credential_id = KeyCredentialId::parse(r.try_get::<&str, _>("key_credential_id")?)?;
-        let device_id = LockDeviceId::parse(r.try_get::<&str, _>("device_id")?)?;
-        let dref = self.cipher.decrypt_string(
-            r.try_get::<&[u8], _>("vendor_device_ref_ciphertext")?,
-            r.try_get("vendor_device_ref_kms_version")?,
-            &context::device_ref(&device_id),
-        )?;
-        let pin = match (
-            r.try_get::<Option<Vec<u8>>, _>("pin_ciphertext")?,
-            r.try_get::<Option<String>, _>("pin_kms_version")?,
-        ) {
-            (Some(ct), Some(v)) => Some(Pin::parse(&self.cipher.decrypt_string(
-                &ct,
-                &v,
-                &context::pin(&credential_id, &device_id),
-            )?)?),
-            _ => None,
-        };
-        let vendor_ref = match (
-            r.try_get::<Option<Vec<u8>>, _>("vendor_ref_ciphertext")?,
-            r.try_get::<Option<String>, _>("vendor_ref_kms_version")?,
-        ) {
-            (Some(ct), Some(v)) => Some(VendorRef::new(self.cipher.decrypt_string(
-                &ct,
-                &v,
-                &context::vendor_ref(&credential_id, &device_id),
-            )?)),
-            _ => None,
-        };
-        Ok(CredentialDevice {
-            credential_id,
-            device_ref: DeviceRef::new(dref),
-            vendor_adapter_id: VendorAdapterId::parse(r.try_get::<&str, _>("vendor_adapter_id")?)?,
-            desired: Desired::parse(r.try_get("desired")?).ok_or_else(|| corrupt("desired"))?,
-            sync: SyncState::parse(r.try_get("sync")?).ok_or_else(|| corrupt("sync"))?,
-            pin,
-            vendor_ref,
-            attempts: r.try_get("attempts")?,
-            pin_collisions: r.try_get("pin_collisions")?,
-            last_error: r.try_get("last_error")?,
-            removal_requested_at: r.try_get("removal_requested_at")?,
-            device_id,
-        })
-    }
-
     /// Connects the service pool and the worker pool.
     pub async fn connect(
         app_url: &str,
@@ -176,22 +127,6 @@ impl PgStore {
         }
         Ok(())
     }
-
-    async fn rooms_of(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        id: &str,
-    ) -> StoreResult<Vec<RoomId>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT room_id FROM key_credential_rooms WHERE key_credential_id = $1 ORDER BY room_id",
-        )
-        .bind(id)
-        .fetch_all(&mut **tx)
-        .await?;
-        rows.iter()
-            .map(|r| RoomId::parse(r).map_err(StoreError::from))
-            .collect()
-    }
 }
 
 /// Whether a database error is Postgres breaking a deadlock or a serialization conflict.
@@ -207,65 +142,11 @@ pub(crate) fn scope_to_json(s: &KeyCredentialScope) -> serde_json::Value {
     serde_json::json!({ "floors": s.floors, "areas": s.areas })
 }
 
-pub(crate) fn scope_from_json(v: &serde_json::Value) -> KeyCredentialScope {
-    let list = |k: &str| -> Vec<String> {
-        v.get(k)
-            .and_then(|x| x.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    KeyCredentialScope {
-        floors: list("floors"),
-        areas: list("areas"),
-    }
-}
-
 pub(crate) fn opt_parse<T>(
     v: Option<String>,
     f: impl Fn(&str) -> Result<T, lockstep_domain::DomainError>,
 ) -> StoreResult<Option<T>> {
     v.map(|s| f(&s).map_err(StoreError::from)).transpose()
-}
-
-fn credential_from_row(row: &PgRow, rooms: Vec<RoomId>) -> StoreResult<KeyCredential> {
-    let tenant: uuid::Uuid = row.try_get("tenant_id")?;
-    let snap = KeyCredentialSnapshot {
-        id: KeyCredentialId::parse(row.try_get::<&str, _>("id")?)?,
-        tenant_id: TenantId::from_uuid(tenant),
-        property_id: PropertyId::parse(row.try_get::<&str, _>("property_id")?)?,
-        holder_kind: HolderKind::parse(row.try_get::<&str, _>("holder_kind")?)?,
-        reservation_id: opt_parse(row.try_get("reservation_id")?, ReservationId::parse)?,
-        guest_id: opt_parse(row.try_get("guest_id")?, lockstep_domain::GuestId::parse)?,
-        staff_user_id: opt_parse(
-            row.try_get("staff_user_id")?,
-            lockstep_domain::UserId::parse,
-        )?,
-        kind: KeyCredentialKind::parse(row.try_get::<&str, _>("kind")?)?,
-        rooms,
-        scope: scope_from_json(&row.try_get::<serde_json::Value, _>("scope")?),
-        validity: ValidityWindow::new(row.try_get("valid_from")?, row.try_get("valid_until")?)?,
-        state: KeyCredentialState::parse(row.try_get::<&str, _>("state")?)?,
-        vendor: VendorCode::parse(row.try_get::<&str, _>("vendor")?)?,
-        vendor_adapter_id: VendorAdapterId::parse(row.try_get::<&str, _>("vendor_adapter_id")?)?,
-        provisional: row.try_get("provisional")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        issued_at: row.try_get("issued_at")?,
-        suspended_at: row.try_get("suspended_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        failure_reason: opt_parse(row.try_get("failure_reason")?, FailureReason::parse)?,
-        suspend_reason: opt_parse(row.try_get("suspend_reason")?, SuspendReason::parse)?,
-        revoke_reason: opt_parse(row.try_get("revoke_reason")?, RevokeReason::parse)?,
-        replaces_id: opt_parse(row.try_get("replaces_id")?, KeyCredentialId::parse)?,
-        replaced_by_id: opt_parse(row.try_get("replaced_by_id")?, KeyCredentialId::parse)?,
-        version: row.try_get("version")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    };
-    Ok(KeyCredential::restore(snap)?)
 }
 
 #[async_trait]
@@ -798,20 +679,7 @@ impl Store for PgStore {
         tenant: TenantId,
         id: &KeyCredentialId,
     ) -> StoreResult<Option<KeyCredential>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let row = sqlx::query("SELECT * FROM key_credentials WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let out = match row {
-            None => None,
-            Some(row) => {
-                let rooms = self.rooms_of(&mut tx, id.as_str()).await?;
-                Some(credential_from_row(&row, rooms)?)
-            }
-        };
-        tx.commit().await?;
-        Ok(out)
+        crate::facade::get_credential(self, tenant, id).await
     }
 
     async fn list_credentials(
@@ -820,41 +688,7 @@ impl Store for PgStore {
         filter: &CredentialFilter,
         limit: i64,
     ) -> StoreResult<Vec<KeyCredential>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let rows = sqlx::query(
-            "SELECT * FROM key_credentials c WHERE c.tenant_id = $1 \
-             AND ($2::text IS NULL OR c.property_id = $2) \
-             AND ($3::text IS NULL OR c.reservation_id = $3) \
-             AND ($4::text IS NULL OR c.guest_id = $4) \
-             AND ($5::text IS NULL OR c.staff_user_id = $5) \
-             AND ($6::text IS NULL OR c.state = $6) \
-             AND ($7::text IS NULL OR EXISTS (SELECT 1 FROM key_credential_rooms r \
-                  WHERE r.tenant_id = c.tenant_id AND r.key_credential_id = c.id AND r.room_id = $7)) \
-             AND ($8::timestamptz IS NULL OR (c.state IN ('pending', 'active') \
-                  AND c.valid_from <= $8 AND $8 < c.valid_until)) \
-             AND ($9::text IS NULL OR c.id > $9) \
-             ORDER BY c.id LIMIT $10",
-        )
-        .bind(tenant.as_uuid())
-        .bind(filter.property_id.as_deref())
-        .bind(filter.reservation_id.as_deref())
-        .bind(filter.guest_id.as_deref())
-        .bind(filter.staff_user_id.as_deref())
-        .bind(filter.state.as_deref())
-        .bind(filter.room_id.as_deref())
-        .bind(filter.opens_at)
-        .bind(filter.after.as_deref())
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.try_get("id")?;
-            let rooms = self.rooms_of(&mut tx, &id).await?;
-            out.push(credential_from_row(row, rooms)?);
-        }
-        tx.commit().await?;
-        Ok(out)
+        crate::facade::list_credentials(self, tenant, filter, limit).await
     }
 
     async fn credentials_by_reservation(
@@ -862,20 +696,7 @@ impl Store for PgStore {
         tenant: TenantId,
         reservation: &ReservationId,
     ) -> StoreResult<Vec<KeyCredential>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let rows = sqlx::query("SELECT * FROM key_credentials WHERE tenant_id = $1 AND reservation_id = $2 ORDER BY created_at, id")
-            .bind(tenant.as_uuid())
-            .bind(reservation.as_str())
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.try_get("id")?;
-            let rooms = self.rooms_of(&mut tx, &id).await?;
-            out.push(credential_from_row(row, rooms)?);
-        }
-        tx.commit().await?;
-        Ok(out)
+        crate::facade::credentials_by_reservation(self, tenant, reservation).await
     }
 
     async fn credential_devices(
@@ -883,17 +704,7 @@ impl Store for PgStore {
         tenant: TenantId,
         id: &KeyCredentialId,
     ) -> StoreResult<Vec<CredentialDevice>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let rows = sqlx::query(credential_device_select!(
-            "WHERE c.key_credential_id = $1 ORDER BY c.device_id"
-        ))
-        .bind(id.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|r| self.credential_device_from_row(r))
-            .collect()
+        crate::facade::credential_devices(self, tenant, id).await
     }
 
     async fn device_credentials(
@@ -901,17 +712,7 @@ impl Store for PgStore {
         tenant: TenantId,
         device: &LockDeviceId,
     ) -> StoreResult<Vec<CredentialDevice>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let rows = sqlx::query(credential_device_select!(
-            "WHERE c.device_id = $1 ORDER BY c.key_credential_id"
-        ))
-        .bind(device.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|r| self.credential_device_from_row(r))
-            .collect()
+        crate::facade::device_credentials(self, tenant, device).await
     }
 
     async fn devices_for_rooms(
@@ -1702,19 +1503,9 @@ impl Store for PgStore {
     async fn pending_removals(
         &self,
         tenant: TenantId,
-        adapters: &[lockstep_domain::VendorAdapterId],
+        adapters: &[VendorAdapterId],
     ) -> StoreResult<i64> {
-        let ids: Vec<&str> = adapters.iter().map(|a| a.as_str()).collect();
-        let mut tx = self.begin_tenant(tenant).await?;
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM key_credential_devices c JOIN lock_devices d ON d.tenant_id = c.tenant_id AND d.id = c.device_id WHERE c.tenant_id = $1 AND c.desired = 'absent' AND c.sync = 'pending' AND d.vendor_adapter_id = ANY($2)",
-        )
-        .bind(tenant.as_uuid())
-        .bind(&ids)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(n)
+        crate::facade::pending_removals(self, tenant, adapters).await
     }
 
     async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)> {
@@ -1840,44 +1631,11 @@ impl Store for PgStore {
         property: &PropertyId,
         states: &[&str],
     ) -> StoreResult<Vec<PropertyCredential>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let rows = sqlx::query(
-            "SELECT c.id, c.state, c.holder_kind, c.reservation_id, c.staff_user_id, m.shift_id FROM key_credentials c \
-             LEFT JOIN master_keys m ON m.tenant_id = c.tenant_id AND m.key_credential_id = c.id \
-             WHERE c.tenant_id = $1 AND c.property_id = $2 AND (cardinality($3::text[]) = 0 OR c.state = ANY($3)) ORDER BY c.created_at, c.id",
-        )
-        .bind(tenant.as_uuid())
-        .bind(property.as_str())
-        .bind(states)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PropertyCredential {
-                    id: KeyCredentialId::parse(r.try_get::<&str, _>("id")?)?,
-                    state: r.try_get("state")?,
-                    holder_kind: r.try_get("holder_kind")?,
-                    reservation_id: r.try_get("reservation_id")?,
-                    staff_user_id: r.try_get("staff_user_id")?,
-                    shift_id: r.try_get("shift_id")?,
-                })
-            })
-            .collect()
+        crate::facade::credentials_of_property(self, tenant, property, states).await
     }
 
     async fn door_backlog(&self) -> StoreResult<DoorBacklog> {
-        let row = sqlx::query(
-            "SELECT count(*) FILTER (WHERE desired = 'absent') AS removals, min(COALESCE(removal_requested_at, updated_at)) FILTER (WHERE desired = 'absent') AS oldest, \
-             count(*) FILTER (WHERE desired = 'present') AS issues FROM key_credential_devices WHERE sync = 'pending'",
-        )
-        .fetch_one(&self.worker)
-        .await?;
-        Ok(DoorBacklog {
-            pending_removals: row.try_get("removals")?,
-            oldest_pending_removal: row.try_get("oldest")?,
-            pending_issues: row.try_get("issues")?,
-        })
+        crate::facade::door_backlog(self).await
     }
 }
 

@@ -16,12 +16,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::DateTime;
-use lockstep_domain::credential::KeyCredentialSnapshot;
 use lockstep_domain::{
-    BatteryThreshold, DeviceHealth, DeviceRef, FailureReason, HolderKind, KeyCredential,
-    KeyCredentialId, KeyCredentialKind, KeyCredentialState, LockDeviceId, Pin, PropertyId,
-    ReservationId, RevokeReason, RoomId, SuspendReason, TenantId, Timestamp, ValidityWindow,
-    VendorAdapterId, VendorCode, VendorCredentialId, VendorRef,
+    BatteryThreshold, DeviceHealth, DeviceRef, KeyCredential, KeyCredentialId, LockDeviceId,
+    PropertyId, ReservationId, RoomId, TenantId, Timestamp, VendorAdapterId, VendorCode,
+    VendorCredentialId,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -31,7 +29,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use crate::audit;
 use crate::crypto::Cipher;
 use crate::model::*;
-use crate::pg::{corrupt, opt_parse, scope_from_json, scope_to_json, string_list};
+use crate::pg::{corrupt, opt_parse, scope_to_json, string_list};
 use crate::tx::{Conn, ReadTx, Tx, WorkerReadTx, WorkerTx};
 use crate::{migrate, Storage, Store, StoreError, StoreResult};
 
@@ -54,53 +52,6 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// A door-truth row, decrypted.
-    fn credential_device_from_row(&self, r: &SqliteRow) -> StoreResult<CredentialDevice> {
-        let credential_id = KeyCredentialId::parse(r.try_get::<&str, _>("key_credential_id")?)?;
-        let device_id = LockDeviceId::parse(r.try_get::<&str, _>("device_id")?)?;
-        let dref = self.cipher.decrypt_string(
-            r.try_get::<&[u8], _>("vendor_device_ref_ciphertext")?,
-            r.try_get("vendor_device_ref_kms_version")?,
-            &context::device_ref(&device_id),
-        )?;
-        let pin = match (
-            r.try_get::<Option<Vec<u8>>, _>("pin_ciphertext")?,
-            r.try_get::<Option<String>, _>("pin_kms_version")?,
-        ) {
-            (Some(ct), Some(v)) => Some(Pin::parse(&self.cipher.decrypt_string(
-                &ct,
-                &v,
-                &context::pin(&credential_id, &device_id),
-            )?)?),
-            _ => None,
-        };
-        let vendor_ref = match (
-            r.try_get::<Option<Vec<u8>>, _>("vendor_ref_ciphertext")?,
-            r.try_get::<Option<String>, _>("vendor_ref_kms_version")?,
-        ) {
-            (Some(ct), Some(v)) => Some(VendorRef::new(self.cipher.decrypt_string(
-                &ct,
-                &v,
-                &context::vendor_ref(&credential_id, &device_id),
-            )?)),
-            _ => None,
-        };
-        Ok(CredentialDevice {
-            credential_id,
-            device_ref: DeviceRef::new(dref),
-            vendor_adapter_id: VendorAdapterId::parse(r.try_get::<&str, _>("vendor_adapter_id")?)?,
-            desired: Desired::parse(r.try_get("desired")?).ok_or_else(|| corrupt("desired"))?,
-            sync: SyncState::parse(r.try_get("sync")?).ok_or_else(|| corrupt("sync"))?,
-            pin,
-            vendor_ref,
-            attempts: r.try_get("attempts")?,
-            pin_collisions: r.try_get("pin_collisions")?,
-            last_error: r.try_get("last_error")?,
-            removal_requested_at: opt_ts(r.try_get("removal_requested_at")?)?,
-            device_id,
-        })
-    }
-
     /// Opens (creating it if missing) the database at `path_or_url` — a file path or a
     /// `sqlite:` URL — and applies the SQLite migrations. An in-memory database is not
     /// supported: the reader pool must see the writer's file.
@@ -171,23 +122,6 @@ impl SqliteStore {
         }
         Ok(())
     }
-
-    async fn rooms_of(
-        tx: &mut Transaction<'static, Sqlite>,
-        tenant: &str,
-        id: &str,
-    ) -> StoreResult<Vec<RoomId>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT room_id FROM key_credential_rooms WHERE tenant_id = ? AND key_credential_id = ? ORDER BY room_id",
-        )
-        .bind(tenant)
-        .bind(id)
-        .fetch_all(&mut **tx)
-        .await?;
-        rows.iter()
-            .map(|r| RoomId::parse(r).map_err(StoreError::from))
-            .collect()
-    }
 }
 
 /// Applies the SQLite migrations once each, recording them in `_lockstep_migrations`.
@@ -245,45 +179,6 @@ fn tenant_from(row: &SqliteRow) -> StoreResult<TenantId> {
 /// `?, ?, …` with `n` placeholders.
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
-}
-
-fn credential_from_row(row: &SqliteRow, rooms: Vec<RoomId>) -> StoreResult<KeyCredential> {
-    let snap = KeyCredentialSnapshot {
-        id: KeyCredentialId::parse(row.try_get::<&str, _>("id")?)?,
-        tenant_id: tenant_from(row)?,
-        property_id: PropertyId::parse(row.try_get::<&str, _>("property_id")?)?,
-        holder_kind: HolderKind::parse(row.try_get::<&str, _>("holder_kind")?)?,
-        reservation_id: opt_parse(row.try_get("reservation_id")?, ReservationId::parse)?,
-        guest_id: opt_parse(row.try_get("guest_id")?, lockstep_domain::GuestId::parse)?,
-        staff_user_id: opt_parse(
-            row.try_get("staff_user_id")?,
-            lockstep_domain::UserId::parse,
-        )?,
-        kind: KeyCredentialKind::parse(row.try_get::<&str, _>("kind")?)?,
-        rooms,
-        scope: scope_from_json(&json_from(row.try_get::<&str, _>("scope")?)?),
-        validity: ValidityWindow::new(
-            ts(row.try_get("valid_from")?)?,
-            ts(row.try_get("valid_until")?)?,
-        )?,
-        state: KeyCredentialState::parse(row.try_get::<&str, _>("state")?)?,
-        vendor: VendorCode::parse(row.try_get::<&str, _>("vendor")?)?,
-        vendor_adapter_id: VendorAdapterId::parse(row.try_get::<&str, _>("vendor_adapter_id")?)?,
-        provisional: row.try_get("provisional")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        issued_at: opt_ts(row.try_get("issued_at")?)?,
-        suspended_at: opt_ts(row.try_get("suspended_at")?)?,
-        revoked_at: opt_ts(row.try_get("revoked_at")?)?,
-        failure_reason: opt_parse(row.try_get("failure_reason")?, FailureReason::parse)?,
-        suspend_reason: opt_parse(row.try_get("suspend_reason")?, SuspendReason::parse)?,
-        revoke_reason: opt_parse(row.try_get("revoke_reason")?, RevokeReason::parse)?,
-        replaces_id: opt_parse(row.try_get("replaces_id")?, KeyCredentialId::parse)?,
-        replaced_by_id: opt_parse(row.try_get("replaced_by_id")?, KeyCredentialId::parse)?,
-        version: row.try_get("version")?,
-        created_at: ts(row.try_get("created_at")?)?,
-        updated_at: ts(row.try_get("updated_at")?)?,
-    };
-    Ok(KeyCredential::restore(snap)?)
 }
 
 #[async_trait]
@@ -800,23 +695,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         id: &KeyCredentialId,
     ) -> StoreResult<Option<KeyCredential>> {
-        let t = tenant.to_string();
-        // A read transaction: the row and its rooms come from one snapshot.
-        let mut tx = self.reader.begin().await?;
-        let row = sqlx::query("SELECT * FROM key_credentials WHERE tenant_id = ? AND id = ?")
-            .bind(&t)
-            .bind(id.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let out = match row {
-            None => None,
-            Some(row) => {
-                let rooms = Self::rooms_of(&mut tx, &t, id.as_str()).await?;
-                Some(credential_from_row(&row, rooms)?)
-            }
-        };
-        tx.commit().await?;
-        Ok(out)
+        crate::facade::get_credential(self, tenant, id).await
     }
 
     async fn list_credentials(
@@ -825,42 +704,7 @@ impl Store for SqliteStore {
         filter: &CredentialFilter,
         limit: i64,
     ) -> StoreResult<Vec<KeyCredential>> {
-        let t = tenant.to_string();
-        let mut tx = self.reader.begin().await?;
-        let rows = sqlx::query(
-            "SELECT * FROM key_credentials c WHERE c.tenant_id = ?1 \
-             AND (?2 IS NULL OR c.property_id = ?2) \
-             AND (?3 IS NULL OR c.reservation_id = ?3) \
-             AND (?4 IS NULL OR c.guest_id = ?4) \
-             AND (?5 IS NULL OR c.staff_user_id = ?5) \
-             AND (?6 IS NULL OR c.state = ?6) \
-             AND (?7 IS NULL OR EXISTS (SELECT 1 FROM key_credential_rooms r \
-                  WHERE r.tenant_id = c.tenant_id AND r.key_credential_id = c.id AND r.room_id = ?7)) \
-             AND (?8 IS NULL OR (c.state IN ('pending', 'active') \
-                  AND c.valid_from <= ?8 AND ?8 < c.valid_until)) \
-             AND (?9 IS NULL OR c.id > ?9) \
-             ORDER BY c.id LIMIT ?10",
-        )
-        .bind(&t)
-        .bind(filter.property_id.as_deref())
-        .bind(filter.reservation_id.as_deref())
-        .bind(filter.guest_id.as_deref())
-        .bind(filter.staff_user_id.as_deref())
-        .bind(filter.state.as_deref())
-        .bind(filter.room_id.as_deref())
-        .bind(filter.opens_at.map(ms))
-        .bind(filter.after.as_deref())
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.try_get("id")?;
-            let rooms = Self::rooms_of(&mut tx, &t, &id).await?;
-            out.push(credential_from_row(row, rooms)?);
-        }
-        tx.commit().await?;
-        Ok(out)
+        crate::facade::list_credentials(self, tenant, filter, limit).await
     }
 
     async fn credentials_by_reservation(
@@ -868,23 +712,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         reservation: &ReservationId,
     ) -> StoreResult<Vec<KeyCredential>> {
-        let t = tenant.to_string();
-        let mut tx = self.reader.begin().await?;
-        let rows = sqlx::query(
-            "SELECT * FROM key_credentials WHERE tenant_id = ? AND reservation_id = ? ORDER BY created_at, id",
-        )
-        .bind(&t)
-        .bind(reservation.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.try_get("id")?;
-            let rooms = Self::rooms_of(&mut tx, &t, &id).await?;
-            out.push(credential_from_row(row, rooms)?);
-        }
-        tx.commit().await?;
-        Ok(out)
+        crate::facade::credentials_by_reservation(self, tenant, reservation).await
     }
 
     async fn credential_devices(
@@ -892,16 +720,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         id: &KeyCredentialId,
     ) -> StoreResult<Vec<CredentialDevice>> {
-        let rows = sqlx::query(credential_device_select!(
-            "WHERE c.tenant_id = ? AND c.key_credential_id = ? ORDER BY c.device_id"
-        ))
-        .bind(tenant.to_string())
-        .bind(id.as_str())
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| self.credential_device_from_row(r))
-            .collect()
+        crate::facade::credential_devices(self, tenant, id).await
     }
 
     async fn device_credentials(
@@ -909,16 +728,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         device: &LockDeviceId,
     ) -> StoreResult<Vec<CredentialDevice>> {
-        let rows = sqlx::query(credential_device_select!(
-            "WHERE c.tenant_id = ? AND c.device_id = ? ORDER BY c.key_credential_id"
-        ))
-        .bind(tenant.to_string())
-        .bind(device.as_str())
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| self.credential_device_from_row(r))
-            .collect()
+        crate::facade::device_credentials(self, tenant, device).await
     }
 
     async fn devices_for_rooms(
@@ -1735,24 +1545,9 @@ impl Store for SqliteStore {
     async fn pending_removals(
         &self,
         tenant: TenantId,
-        adapters: &[lockstep_domain::VendorAdapterId],
+        adapters: &[VendorAdapterId],
     ) -> StoreResult<i64> {
-        let t = tenant.to_string();
-        let mut total = 0i64;
-        let mut tx = self.reader.begin().await?;
-        for chunk in adapters.chunks(IN_CHUNK) {
-            let sql = format!(
-                "SELECT count(*) FROM key_credential_devices c JOIN lock_devices d ON d.tenant_id = c.tenant_id AND d.id = c.device_id WHERE c.tenant_id = ? AND c.desired = 'absent' AND c.sync = 'pending' AND d.vendor_adapter_id IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(&t);
-            for a in chunk {
-                q = q.bind(a.as_str());
-            }
-            total += q.fetch_one(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(total)
+        crate::facade::pending_removals(self, tenant, adapters).await
     }
 
     async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)> {
@@ -1873,50 +1668,11 @@ impl Store for SqliteStore {
         property: &PropertyId,
         states: &[&str],
     ) -> StoreResult<Vec<PropertyCredential>> {
-        // Six states at most: the list is spelled out.
-        let filter = if states.is_empty() {
-            String::new()
-        } else {
-            format!(" AND c.state IN ({})", placeholders(states.len()))
-        };
-        let sql = format!(
-            "SELECT c.id, c.state, c.holder_kind, c.reservation_id, c.staff_user_id, m.shift_id FROM key_credentials c \
-             LEFT JOIN master_keys m ON m.tenant_id = c.tenant_id AND m.key_credential_id = c.id \
-             WHERE c.tenant_id = ? AND c.property_id = ?{filter} ORDER BY c.created_at, c.id"
-        );
-        let mut q = sqlx::query(&sql)
-            .bind(tenant.to_string())
-            .bind(property.as_str());
-        for st in states {
-            q = q.bind(*st);
-        }
-        let rows = q.fetch_all(&self.reader).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PropertyCredential {
-                    id: KeyCredentialId::parse(r.try_get::<&str, _>("id")?)?,
-                    state: r.try_get("state")?,
-                    holder_kind: r.try_get("holder_kind")?,
-                    reservation_id: r.try_get("reservation_id")?,
-                    staff_user_id: r.try_get("staff_user_id")?,
-                    shift_id: r.try_get("shift_id")?,
-                })
-            })
-            .collect()
+        crate::facade::credentials_of_property(self, tenant, property, states).await
     }
 
     async fn door_backlog(&self) -> StoreResult<DoorBacklog> {
-        let row = sqlx::query(
-            "SELECT COALESCE(SUM(desired = 'absent'), 0) AS removals, MIN(CASE WHEN desired = 'absent' THEN COALESCE(removal_requested_at, updated_at) END) AS oldest, \
-             COALESCE(SUM(desired = 'present'), 0) AS issues FROM key_credential_devices WHERE sync = 'pending'",
-        )
-        .fetch_one(&self.reader)
-        .await?;
-        Ok(DoorBacklog {
-            pending_removals: row.try_get("removals")?,
-            oldest_pending_removal: opt_ts(row.try_get("oldest")?)?,
-            pending_issues: row.try_get("issues")?,
-        })
+        crate::facade::door_backlog(self).await
     }
 }
 

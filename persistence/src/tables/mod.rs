@@ -8,10 +8,14 @@
 //! [`crate::WorkerReadTx`] only. A saga step names the tables it touches:
 //! `async fn step(tx: &mut (impl CredentialTable + DoorTruthTable)) -> StoreResult<()>`.
 
+mod credentials;
+mod door_truth;
 mod inbox;
 mod mailbox;
 mod partitions;
 
+pub use credentials::{CredentialTable, ReadOnlyCredentialTable};
+pub use door_truth::{DoorTruthTable, ReadOnlyDoorBacklogTable, ReadOnlyDoorTruthTable};
 pub use inbox::InboxTable;
 pub use mailbox::{MailboxTable, ReadOnlyMailboxTable, ReadOnlyTimerTable, TimerTable};
 pub(crate) use partitions::check_fence;
