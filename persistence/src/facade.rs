@@ -178,3 +178,62 @@ pub(crate) async fn pending_removals<S: Storage + ?Sized>(
 pub(crate) async fn door_backlog<S: Storage + ?Sized>(db: &S) -> StoreResult<DoorBacklog> {
     in_worker_read!(db, |tx| tx.door_backlog().await?)
 }
+
+pub(crate) async fn load_saga<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    subject: &str,
+) -> StoreResult<Option<serde_json::Value>> {
+    in_read!(db, tenant, |tx| tx.load_saga(subject).await?)
+}
+
+pub(crate) async fn unpublished<S: Storage + ?Sized>(
+    db: &S,
+    now: Timestamp,
+    limit: i64,
+) -> StoreResult<Vec<OutboxRow>> {
+    in_worker_read!(db, |tx| tx.unpublished(now, limit).await?)
+}
+
+pub(crate) async fn mark_published<S: Storage + ?Sized>(
+    db: &S,
+    ids: &[String],
+    now: Timestamp,
+) -> StoreResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    in_worker!(db, |tx| tx.mark_published(ids, now).await?)
+}
+
+pub(crate) async fn mark_publish_failed<S: Storage + ?Sized>(
+    db: &S,
+    id: &str,
+    error: &str,
+    next_attempt_at: Timestamp,
+) -> StoreResult<()> {
+    in_worker!(db, |tx| tx
+        .mark_publish_failed(id, error, next_attempt_at)
+        .await?)
+}
+
+pub(crate) async fn unroutable_topics<S: Storage + ?Sized>(
+    db: &S,
+) -> StoreResult<Vec<(String, i64)>> {
+    in_worker_read!(db, |tx| tx.unroutable_topics().await?)
+}
+
+pub(crate) async fn release_unroutable<S: Storage + ?Sized>(
+    db: &S,
+    topic: &str,
+    now: Timestamp,
+    limit: Option<i64>,
+) -> StoreResult<u64> {
+    in_worker!(db, |tx| tx.release_unroutable(topic, now, limit).await?)
+}
+
+pub(crate) async fn outbox_lag<S: Storage + ?Sized>(
+    db: &S,
+) -> StoreResult<(i64, Option<Timestamp>)> {
+    in_worker_read!(db, |tx| tx.outbox_lag().await?)
+}

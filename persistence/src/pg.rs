@@ -662,16 +662,7 @@ impl Store for PgStore {
         tenant: TenantId,
         subject: &str,
     ) -> StoreResult<Option<serde_json::Value>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let v = sqlx::query_scalar(
-            "SELECT state FROM key_credential_saga WHERE tenant_id = $1 AND subject = $2",
-        )
-        .bind(tenant.as_uuid())
-        .bind(subject)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(v)
+        crate::facade::load_saga(self, tenant, subject).await
     }
 
     async fn get_credential(
@@ -1424,36 +1415,11 @@ impl Store for PgStore {
     }
 
     async fn unpublished(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<OutboxRow>> {
-        let rows = sqlx::query(
-            "SELECT id, tenant_id, aggregate_id, topic, payload, envelope, created_at, publish_attempts FROM outbox WHERE published_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.worker)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    id: r.try_get("id")?,
-                    tenant_id: TenantId::from_uuid(r.try_get("tenant_id")?),
-                    aggregate_id: r.try_get("aggregate_id")?,
-                    topic: r.try_get("topic")?,
-                    payload: r.try_get("payload")?,
-                    envelope: r.try_get("envelope")?,
-                    created_at: r.try_get("created_at")?,
-                    publish_attempts: r.try_get("publish_attempts")?,
-                })
-            })
-            .collect()
+        crate::facade::unpublished(self, now, limit).await
     }
 
     async fn mark_published(&self, ids: &[String], now: Timestamp) -> StoreResult<()> {
-        sqlx::query("UPDATE outbox SET published_at = $2, publish_attempts = publish_attempts + 1, last_error = NULL WHERE id = ANY($1) AND published_at IS NULL")
-            .bind(ids)
-            .bind(now)
-            .execute(&self.worker)
-            .await?;
-        Ok(())
+        crate::facade::mark_published(self, ids, now).await
     }
 
     async fn mark_publish_failed(
@@ -1462,24 +1428,11 @@ impl Store for PgStore {
         error: &str,
         next_attempt_at: Timestamp,
     ) -> StoreResult<()> {
-        sqlx::query("UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1 AND published_at IS NULL")
-            .bind(id)
-            .bind(error)
-            .bind(next_attempt_at)
-            .execute(&self.worker)
-            .await?;
-        Ok(())
+        crate::facade::mark_publish_failed(self, id, error, next_attempt_at).await
     }
 
     async fn unroutable_topics(&self) -> StoreResult<Vec<(String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT topic, count(*) AS n FROM outbox WHERE published_at IS NULL AND last_error = 'unroutable' GROUP BY topic ORDER BY topic",
-        )
-        .fetch_all(&self.worker)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("topic")?, r.try_get("n")?)))
-            .collect()
+        crate::facade::unroutable_topics(self).await
     }
 
     async fn release_unroutable(
@@ -1488,16 +1441,7 @@ impl Store for PgStore {
         now: Timestamp,
         limit: Option<i64>,
     ) -> StoreResult<u64> {
-        let n = sqlx::query(
-            "UPDATE outbox SET next_attempt_at = $2 WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND last_error = 'unroutable' AND topic = $1 ORDER BY created_at, id LIMIT $3)",
-        )
-        .bind(topic)
-        .bind(now)
-        .bind(limit.unwrap_or(i64::MAX))
-        .execute(&self.worker)
-        .await?
-        .rows_affected();
-        Ok(n)
+        crate::facade::release_unroutable(self, topic, now, limit).await
     }
 
     async fn pending_removals(
@@ -1509,10 +1453,7 @@ impl Store for PgStore {
     }
 
     async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)> {
-        let row = sqlx::query("SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&self.worker)
-            .await?;
-        Ok((row.try_get("n")?, row.try_get("oldest")?))
+        crate::facade::outbox_lag(self).await
     }
 
     async fn take_partition(

@@ -680,14 +680,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         subject: &str,
     ) -> StoreResult<Option<serde_json::Value>> {
-        let v: Option<String> = sqlx::query_scalar(
-            "SELECT state FROM key_credential_saga WHERE tenant_id = ? AND subject = ?",
-        )
-        .bind(tenant.to_string())
-        .bind(subject)
-        .fetch_optional(&self.reader)
-        .await?;
-        v.as_deref().map(json_from).transpose()
+        crate::facade::load_saga(self, tenant, subject).await
     }
 
     async fn get_credential(
@@ -1449,47 +1442,11 @@ impl Store for SqliteStore {
     }
 
     async fn unpublished(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<OutboxRow>> {
-        let rows = sqlx::query(
-            "SELECT id, tenant_id, aggregate_id, topic, payload, envelope, created_at, publish_attempts FROM outbox WHERE published_at IS NULL AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
-        )
-        .bind(ms(now))
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    id: r.try_get("id")?,
-                    tenant_id: tenant_from(r)?,
-                    aggregate_id: r.try_get("aggregate_id")?,
-                    topic: r.try_get("topic")?,
-                    payload: json_from(r.try_get::<&str, _>("payload")?)?,
-                    envelope: json_from(r.try_get::<&str, _>("envelope")?)?,
-                    created_at: ts(r.try_get("created_at")?)?,
-                    publish_attempts: r.try_get("publish_attempts")?,
-                })
-            })
-            .collect()
+        crate::facade::unpublished(self, now, limit).await
     }
 
     async fn mark_published(&self, ids: &[String], now: Timestamp) -> StoreResult<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.begin_write().await?;
-        for chunk in ids.chunks(IN_CHUNK) {
-            let sql = format!(
-                "UPDATE outbox SET published_at = ?, publish_attempts = publish_attempts + 1, last_error = NULL WHERE published_at IS NULL AND id IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(ms(now));
-            for id in chunk {
-                q = q.bind(id);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        crate::facade::mark_published(self, ids, now).await
     }
 
     async fn mark_publish_failed(
@@ -1498,28 +1455,11 @@ impl Store for SqliteStore {
         error: &str,
         next_attempt_at: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ? AND published_at IS NULL",
-        )
-        .bind(error)
-        .bind(ms(next_attempt_at))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        crate::facade::mark_publish_failed(self, id, error, next_attempt_at).await
     }
 
     async fn unroutable_topics(&self) -> StoreResult<Vec<(String, i64)>> {
-        let rows = sqlx::query(
-            "SELECT topic, count(*) AS n FROM outbox WHERE published_at IS NULL AND last_error = 'unroutable' GROUP BY topic ORDER BY topic",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("topic")?, r.try_get("n")?)))
-            .collect()
+        crate::facade::unroutable_topics(self).await
     }
 
     async fn release_unroutable(
@@ -1528,18 +1468,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         limit: Option<i64>,
     ) -> StoreResult<u64> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
-            "UPDATE outbox SET next_attempt_at = ? WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND last_error = 'unroutable' AND topic = ? ORDER BY created_at, id LIMIT ?)",
-        )
-        .bind(ms(now))
-        .bind(topic)
-        .bind(limit.unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(n)
+        crate::facade::release_unroutable(self, topic, now, limit).await
     }
 
     async fn pending_removals(
@@ -1551,12 +1480,7 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)> {
-        let row = sqlx::query(
-            "SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE published_at IS NULL",
-        )
-        .fetch_one(&self.reader)
-        .await?;
-        Ok((row.try_get("n")?, opt_ts(row.try_get("oldest")?)?))
+        crate::facade::outbox_lag(self).await
     }
 
     async fn take_partition(

@@ -12,11 +12,15 @@ mod credentials;
 mod door_truth;
 mod inbox;
 mod mailbox;
+mod outbox;
 mod partitions;
+mod saga;
 
 pub use credentials::{CredentialTable, ReadOnlyCredentialTable};
 pub use door_truth::{DoorTruthTable, ReadOnlyDoorBacklogTable, ReadOnlyDoorTruthTable};
 pub use inbox::InboxTable;
 pub use mailbox::{MailboxTable, ReadOnlyMailboxTable, ReadOnlyTimerTable, TimerTable};
+pub use outbox::{OutboxPublisherTable, OutboxTable, ReadOnlyOutboxPublisherTable};
 pub(crate) use partitions::check_fence;
 pub use partitions::{PartitionTable, ReadOnlyPartitionTable};
+pub use saga::{ReadOnlySagaTable, SagaTable};
