@@ -9,13 +9,23 @@ use lockstep_domain::{
 
 use crate::model::*;
 use crate::tables::*;
-use crate::{Storage, StoreResult};
+use crate::{audit, Storage, StoreResult};
 
 /// Reads in one read-only transaction of `tenant`: `in_read!(db, tenant, |tx| expr)`, where
 /// `expr` may use `.await?` on `tx`.
 macro_rules! in_read {
     ($db:expr, $tenant:expr, |$tx:ident| $body:expr) => {{
         let mut $tx = $db.read($tenant).await?;
+        let out = $body;
+        $tx.commit().await?;
+        Ok(out)
+    }};
+}
+
+/// Writes in one read-write transaction of `tenant` (no fence).
+macro_rules! in_write {
+    ($db:expr, $tenant:expr, |$tx:ident| $body:expr) => {{
+        let mut $tx = $db.begin($tenant, None).await?;
         let out = $body;
         $tx.commit().await?;
         Ok(out)
@@ -236,4 +246,33 @@ pub(crate) async fn outbox_lag<S: Storage + ?Sized>(
     db: &S,
 ) -> StoreResult<(i64, Option<Timestamp>)> {
     in_worker_read!(db, |tx| tx.outbox_lag().await?)
+}
+
+pub(crate) async fn audit_chain<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    property: &PropertyId,
+) -> StoreResult<Vec<audit::ChainedAuditRow>> {
+    in_read!(db, tenant, |tx| tx.audit_chain(property).await?)
+}
+
+pub(crate) async fn insert_audit_root<S: Storage + ?Sized>(
+    db: &S,
+    root: &audit::SealedRoot,
+) -> StoreResult<()> {
+    in_write!(db, root.tenant_id, |tx| tx.insert_audit_root(root).await?)
+}
+
+pub(crate) async fn audit_roots<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    property: &PropertyId,
+) -> StoreResult<Vec<audit::SealedRoot>> {
+    in_read!(db, tenant, |tx| tx.audit_roots(property).await?)
+}
+
+pub(crate) async fn audit_chains<S: Storage + ?Sized>(
+    db: &S,
+) -> StoreResult<Vec<(TenantId, PropertyId)>> {
+    in_worker_read!(db, |tx| tx.audit_chains().await?)
 }

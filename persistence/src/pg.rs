@@ -142,13 +142,6 @@ pub(crate) fn scope_to_json(s: &KeyCredentialScope) -> serde_json::Value {
     serde_json::json!({ "floors": s.floors, "areas": s.areas })
 }
 
-pub(crate) fn opt_parse<T>(
-    v: Option<String>,
-    f: impl Fn(&str) -> Result<T, lockstep_domain::DomainError>,
-) -> StoreResult<Option<T>> {
-    v.map(|s| f(&s).map_err(StoreError::from)).transpose()
-}
-
 #[async_trait]
 impl Storage for PgStore {
     async fn begin(&self, tenant: TenantId, fence: Option<Fence>) -> StoreResult<Tx> {
@@ -1030,77 +1023,15 @@ impl Store for PgStore {
         tenant: TenantId,
         property: &PropertyId,
     ) -> StoreResult<Vec<audit::ChainedAuditRow>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let rows = sqlx::query(
-            "SELECT id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload, chain_seq, prev_hash, row_hash \
-             FROM lock_audit WHERE tenant_id = $1 AND property_id = $2 AND chain_seq IS NOT NULL ORDER BY chain_seq",
-        )
-        .bind(tenant.as_uuid())
-        .bind(property.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(audit::ChainedAuditRow {
-                    row: AuditRow {
-                        id: r.try_get("id")?,
-                        tenant_id: tenant,
-                        property_id: property.clone(),
-                        credential_id: opt_parse(
-                            r.try_get("key_credential_id")?,
-                            KeyCredentialId::parse,
-                        )?,
-                        device_id: opt_parse(r.try_get("device_id")?, LockDeviceId::parse)?,
-                        actor_kind: r.try_get("actor_kind")?,
-                        action: r.try_get("action")?,
-                        reason: r.try_get("reason")?,
-                        vendor: opt_parse(r.try_get("vendor")?, VendorCode::parse)?,
-                        trace_id: r.try_get("trace_id")?,
-                        created_at: r.try_get("created_at")?,
-                        payload: r.try_get("payload")?,
-                    },
-                    seq: r.try_get("chain_seq")?,
-                    prev_hash: r.try_get("prev_hash")?,
-                    row_hash: r.try_get("row_hash")?,
-                })
-            })
-            .collect()
+        crate::facade::audit_chain(self, tenant, property).await
     }
 
     async fn audit_chains(&self) -> StoreResult<Vec<(TenantId, PropertyId)>> {
-        let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(
-            "SELECT tenant_id, property_id FROM lock_audit_heads ORDER BY tenant_id, property_id",
-        )
-        .fetch_all(&self.worker)
-        .await?;
-        rows.into_iter()
-            .map(|(t, p)| {
-                Ok((
-                    TenantId::from_uuid(t),
-                    PropertyId::parse(&p).map_err(|e| corrupt(&format!("property id: {e:?}")))?,
-                ))
-            })
-            .collect()
+        crate::facade::audit_chains(self).await
     }
 
     async fn insert_audit_root(&self, root: &audit::SealedRoot) -> StoreResult<()> {
-        let mut tx = self.begin_tenant(root.tenant_id).await?;
-        sqlx::query(
-            "INSERT INTO lock_audit_roots (tenant_id, property_id, from_seq, to_seq, merkle_root, signature, key_id, sealed_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
-        )
-        .bind(root.tenant_id.as_uuid())
-        .bind(root.property_id.as_str())
-        .bind(root.from_seq)
-        .bind(root.to_seq)
-        .bind(&root.merkle_root)
-        .bind(&root.signature)
-        .bind(&root.key_id)
-        .bind(root.sealed_at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        crate::facade::insert_audit_root(self, root).await
     }
 
     async fn audit_roots(
@@ -1108,29 +1039,7 @@ impl Store for PgStore {
         tenant: TenantId,
         property: &PropertyId,
     ) -> StoreResult<Vec<audit::SealedRoot>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let rows = sqlx::query(
-            "SELECT from_seq, to_seq, merkle_root, signature, key_id, sealed_at FROM lock_audit_roots WHERE tenant_id = $1 AND property_id = $2 ORDER BY from_seq",
-        )
-        .bind(tenant.as_uuid())
-        .bind(property.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(audit::SealedRoot {
-                    tenant_id: tenant,
-                    property_id: property.clone(),
-                    from_seq: r.try_get("from_seq")?,
-                    to_seq: r.try_get("to_seq")?,
-                    merkle_root: r.try_get("merkle_root")?,
-                    signature: r.try_get("signature")?,
-                    key_id: r.try_get("key_id")?,
-                    sealed_at: r.try_get("sealed_at")?,
-                })
-            })
-            .collect()
+        crate::facade::audit_roots(self, tenant, property).await
     }
 
     async fn save_offline_cert(&self, cert: &lockstep_domain::OfflineIssuance) -> StoreResult<()> {

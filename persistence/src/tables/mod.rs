@@ -8,6 +8,7 @@
 //! [`crate::WorkerReadTx`] only. A saga step names the tables it touches:
 //! `async fn step(tx: &mut (impl CredentialTable + DoorTruthTable)) -> StoreResult<()>`.
 
+mod audit;
 mod credentials;
 mod door_truth;
 mod inbox;
@@ -16,6 +17,7 @@ mod outbox;
 mod partitions;
 mod saga;
 
+pub use audit::{AuditTable, ReadOnlyAuditHeadTable, ReadOnlyAuditTable};
 pub use credentials::{CredentialTable, ReadOnlyCredentialTable};
 pub use door_truth::{DoorTruthTable, ReadOnlyDoorBacklogTable, ReadOnlyDoorTruthTable};
 pub use inbox::InboxTable;
