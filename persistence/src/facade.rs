@@ -3,8 +3,8 @@
 //! [`crate::Storage`] and the tables.
 
 use lockstep_domain::{
-    KeyCredential, KeyCredentialId, LockDeviceId, PropertyId, ReservationId, TenantId, Timestamp,
-    VendorAdapterId, VendorCode,
+    KeyCredential, KeyCredentialId, LockDeviceId, PropertyId, ReservationId, RoomId, TenantId,
+    Timestamp, VendorAdapterId, VendorCode,
 };
 
 use crate::model::*;
@@ -275,4 +275,55 @@ pub(crate) async fn audit_chains<S: Storage + ?Sized>(
     db: &S,
 ) -> StoreResult<Vec<(TenantId, PropertyId)>> {
     in_worker_read!(db, |tx| tx.audit_chains().await?)
+}
+
+pub(crate) async fn devices_for_rooms<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    property: &PropertyId,
+    rooms: &[RoomId],
+) -> StoreResult<Vec<Device>> {
+    in_read!(db, tenant, |tx| tx
+        .devices_for_rooms(property, rooms)
+        .await?)
+}
+
+pub(crate) async fn property_rooms<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    property: &PropertyId,
+) -> StoreResult<Vec<RoomId>> {
+    in_read!(db, tenant, |tx| tx.property_rooms(property).await?)
+}
+
+pub(crate) async fn device_property<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    device: &LockDeviceId,
+) -> StoreResult<Option<PropertyId>> {
+    in_read!(db, tenant, |tx| tx.device_property(device).await?)
+}
+
+pub(crate) async fn device_health<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    device: &LockDeviceId,
+) -> StoreResult<Option<StoredDeviceHealth>> {
+    in_read!(db, tenant, |tx| tx.device_health(device).await?)
+}
+
+pub(crate) async fn upsert_adapter<S: Storage + ?Sized>(
+    db: &S,
+    adapter: &AdapterRecord,
+) -> StoreResult<()> {
+    in_write!(db, adapter.tenant_id, |tx| tx
+        .upsert_adapter(adapter)
+        .await?)
+}
+
+pub(crate) async fn upsert_device<S: Storage + ?Sized>(
+    db: &S,
+    device: &DeviceRecord,
+) -> StoreResult<bool> {
+    in_write!(db, device.tenant_id, |tx| tx.upsert_device(device).await?)
 }

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use lockstep_domain::{
-    BatteryThreshold, DeviceHealth, DeviceRef, KeyCredential, KeyCredentialId, KeyCredentialScope,
-    LockDeviceId, PropertyId, ReservationId, RoomId, TenantId, Timestamp, VendorAdapterId,
-    VendorCode, VendorCredentialId,
+    KeyCredential, KeyCredentialId, KeyCredentialScope, LockDeviceId, PropertyId, ReservationId,
+    RoomId, TenantId, Timestamp, VendorAdapterId, VendorCode, VendorCredentialId,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
@@ -705,48 +704,7 @@ impl Store for PgStore {
         property: &PropertyId,
         rooms: &[RoomId],
     ) -> StoreResult<Vec<Device>> {
-        let room_ids: Vec<String> = rooms.iter().map(|r| r.as_str().to_owned()).collect();
-        let mut tx = self.begin_tenant(tenant).await?;
-        let rows = sqlx::query(
-            "SELECT d.id, d.tenant_id, d.property_id, d.vendor, d.vendor_adapter_id, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.label, r.room_id FROM lock_devices d JOIN lock_device_rooms r ON r.device_id = d.id AND r.tenant_id = d.tenant_id WHERE d.tenant_id = $1 AND d.property_id = $2 AND d.decommissioned_at IS NULL AND r.room_id = ANY($3) ORDER BY d.id, r.room_id",
-        )
-        .bind(tenant.as_uuid())
-        .bind(property.as_str())
-        .bind(&room_ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let mut by_id: BTreeMap<String, Device> = BTreeMap::new();
-        for r in &rows {
-            let id: String = r.try_get("id")?;
-            let room = RoomId::parse(r.try_get::<&str, _>("room_id")?)?;
-            if let Some(d) = by_id.get_mut(&id) {
-                d.rooms.push(room);
-                continue;
-            }
-            let device_id = LockDeviceId::parse(&id)?;
-            let dref = self.cipher.decrypt_string(
-                r.try_get::<&[u8], _>("vendor_device_ref_ciphertext")?,
-                r.try_get("vendor_device_ref_kms_version")?,
-                &context::device_ref(&device_id),
-            )?;
-            by_id.insert(
-                id,
-                Device {
-                    id: device_id,
-                    tenant_id: TenantId::from_uuid(r.try_get("tenant_id")?),
-                    property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
-                    vendor: VendorCode::parse(r.try_get::<&str, _>("vendor")?)?,
-                    vendor_adapter_id: VendorAdapterId::parse(
-                        r.try_get::<&str, _>("vendor_adapter_id")?,
-                    )?,
-                    device_ref: DeviceRef::new(dref),
-                    label: r.try_get("label")?,
-                    rooms: vec![room],
-                },
-            );
-        }
-        Ok(by_id.into_values().collect())
+        crate::facade::devices_for_rooms(self, tenant, property, rooms).await
     }
 
     async fn record_user_deactivated(
@@ -836,97 +794,15 @@ impl Store for PgStore {
         tenant: TenantId,
         property: &PropertyId,
     ) -> StoreResult<Vec<RoomId>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT r.room_id FROM lock_device_rooms r JOIN lock_devices d ON d.id = r.device_id AND d.tenant_id = r.tenant_id WHERE d.tenant_id = $1 AND d.property_id = $2 AND d.decommissioned_at IS NULL ORDER BY r.room_id",
-        )
-        .bind(tenant.as_uuid())
-        .bind(property.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|r| RoomId::parse(r).map_err(StoreError::from))
-            .collect()
+        crate::facade::property_rooms(self, tenant, property).await
     }
 
-    async fn upsert_adapter(&self, a: &AdapterRecord) -> StoreResult<()> {
-        let (ct, ver) = self.cipher.encrypt(
-            a.config.to_string().as_bytes(),
-            &context::adapter_config(&a.id),
-        )?;
-        let mut tx = self.begin_tenant(a.tenant_id).await?;
-        sqlx::query(
-            "INSERT INTO vendor_adapters (id, tenant_id, property_id, vendor, environment, capabilities, config_ciphertext, config_kms_version, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9) \
-             ON CONFLICT (id) DO UPDATE SET capabilities = EXCLUDED.capabilities, config_ciphertext = EXCLUDED.config_ciphertext, config_kms_version = EXCLUDED.config_kms_version, updated_at = EXCLUDED.updated_at",
-        )
-        .bind(a.id.as_str())
-        .bind(a.tenant_id.as_uuid())
-        .bind(a.property_id.as_str())
-        .bind(a.vendor.as_str())
-        .bind(&a.environment)
-        .bind(&a.capabilities)
-        .bind(ct)
-        .bind(ver)
-        .bind(a.now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+    async fn upsert_adapter(&self, adapter: &AdapterRecord) -> StoreResult<()> {
+        crate::facade::upsert_adapter(self, adapter).await
     }
 
-    async fn upsert_device(&self, d: &DeviceRecord) -> StoreResult<bool> {
-        let (ct, ver) = self.cipher.encrypt(
-            d.device_ref.expose().as_bytes(),
-            &context::device_ref(&d.id),
-        )?;
-        let ref_hash = self
-            .cipher
-            .blind_index(context::DEVICE_REF_INDEX, d.device_ref.expose().as_bytes());
-        let mut tx = self.begin_tenant(d.tenant_id).await?;
-        let known: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM lock_devices WHERE tenant_id = $1 AND id = $2)",
-        )
-        .bind(d.tenant_id.as_uuid())
-        .bind(d.id.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at, vendor_device_ref_hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) \
-             ON CONFLICT (id) DO UPDATE SET label = EXCLUDED.label, capabilities = EXCLUDED.capabilities, vendor_device_ref_ciphertext = EXCLUDED.vendor_device_ref_ciphertext, vendor_device_ref_kms_version = EXCLUDED.vendor_device_ref_kms_version, vendor_device_ref_hash = EXCLUDED.vendor_device_ref_hash",
-        )
-        .bind(d.id.as_str())
-        .bind(d.tenant_id.as_uuid())
-        .bind(d.property_id.as_str())
-        .bind(d.vendor.as_str())
-        .bind(d.vendor_adapter_id.as_str())
-        .bind(ct)
-        .bind(ver)
-        .bind(&d.label)
-        .bind(&d.capabilities)
-        .bind(d.now)
-        .bind(ref_hash)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM lock_device_rooms WHERE device_id = $1")
-            .bind(d.id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        for room in &d.rooms {
-            sqlx::query(
-                "INSERT INTO lock_device_rooms (tenant_id, device_id, room_id) VALUES ($1, $2, $3)",
-            )
-            .bind(d.tenant_id.as_uuid())
-            .bind(d.id.as_str())
-            .bind(room.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !known {
-            insert_outbox(&mut tx, d.tenant_id.as_uuid(), &d.on_register).await?;
-        }
-        tx.commit().await?;
-        Ok(!known)
+    async fn upsert_device(&self, device: &DeviceRecord) -> StoreResult<bool> {
+        crate::facade::upsert_device(self, device).await
     }
 
     async fn record_vendor_credential(
@@ -1269,16 +1145,7 @@ impl Store for PgStore {
         tenant: TenantId,
         device: &LockDeviceId,
     ) -> StoreResult<Option<PropertyId>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let p: Option<String> = sqlx::query_scalar(
-            "SELECT property_id FROM lock_devices WHERE tenant_id = $1 AND id = $2 AND decommissioned_at IS NULL",
-        )
-        .bind(tenant.as_uuid())
-        .bind(device.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(p.map(|p| PropertyId::parse(&p)).transpose()?)
+        crate::facade::device_property(self, tenant, device).await
     }
 
     async fn device_health(
@@ -1286,37 +1153,7 @@ impl Store for PgStore {
         tenant: TenantId,
         device: &LockDeviceId,
     ) -> StoreResult<Option<StoredDeviceHealth>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let row = sqlx::query(
-            "SELECT online, battery_percent, battery_low_threshold, firmware, clock_skew_ms, last_seen_at, health_probed_at, decommissioned_at FROM lock_devices WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant.as_uuid())
-        .bind(device.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let Some(r) = row else { return Ok(None) };
-        let probed: Option<Timestamp> = r.try_get("health_probed_at")?;
-        let last = match probed {
-            None => None,
-            Some(_) => Some(DeviceHealth::new(
-                r.try_get("online")?,
-                r.try_get::<Option<i16>, _>("battery_percent")?
-                    .map(i32::from),
-                r.try_get("firmware")?,
-                r.try_get("clock_skew_ms")?,
-            )?),
-        };
-        Ok(Some(StoredDeviceHealth {
-            last,
-            threshold: BatteryThreshold::new(i32::from(
-                r.try_get::<i16, _>("battery_low_threshold")?,
-            ))?,
-            decommissioned: r
-                .try_get::<Option<Timestamp>, _>("decommissioned_at")?
-                .is_some(),
-            last_seen_at: r.try_get("last_seen_at")?,
-        }))
+        crate::facade::device_health(self, tenant, device).await
     }
 
     async fn resume_parked(&self, vendor: VendorCode, now: Timestamp) -> StoreResult<u64> {

@@ -17,9 +17,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::DateTime;
 use lockstep_domain::{
-    BatteryThreshold, DeviceHealth, DeviceRef, KeyCredential, KeyCredentialId, LockDeviceId,
-    PropertyId, ReservationId, RoomId, TenantId, Timestamp, VendorAdapterId, VendorCode,
-    VendorCredentialId,
+    KeyCredential, KeyCredentialId, LockDeviceId, PropertyId, ReservationId, RoomId, TenantId,
+    Timestamp, VendorAdapterId, VendorCode, VendorCredentialId,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -38,10 +37,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Read connections beside the one writer.
 const READERS: u32 = 4;
-
-/// Most bound values per statement when a list is spelled out as `IN (?, ?, …)`; well
-/// under SQLite's limit on host parameters.
-const IN_CHUNK: usize = 500;
 
 /// SQLite store.
 #[derive(Clone, Debug)]
@@ -174,11 +169,6 @@ fn json_from(s: &str) -> StoreResult<serde_json::Value> {
 
 fn tenant_from(row: &SqliteRow) -> StoreResult<TenantId> {
     Ok(TenantId::parse(row.try_get::<&str, _>("tenant_id")?)?)
-}
-
-/// `?, ?, …` with `n` placeholders.
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
 }
 
 #[async_trait]
@@ -730,57 +720,7 @@ impl Store for SqliteStore {
         property: &PropertyId,
         rooms: &[RoomId],
     ) -> StoreResult<Vec<Device>> {
-        let t = tenant.to_string();
-        let mut rows = Vec::new();
-        // No `ANY($n)` in SQLite: the room list is spelled out, in chunks.
-        let mut tx = self.reader.begin().await?;
-        for chunk in rooms.chunks(IN_CHUNK) {
-            let sql = format!(
-                "SELECT d.id, d.tenant_id, d.property_id, d.vendor, d.vendor_adapter_id, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.label, r.room_id FROM lock_devices d JOIN lock_device_rooms r ON r.device_id = d.id AND r.tenant_id = d.tenant_id WHERE d.tenant_id = ? AND d.property_id = ? AND d.decommissioned_at IS NULL AND r.room_id IN ({}) ORDER BY d.id, r.room_id",
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(&t).bind(property.as_str());
-            for room in chunk {
-                q = q.bind(room.as_str());
-            }
-            rows.extend(q.fetch_all(&mut *tx).await?);
-        }
-        tx.commit().await?;
-        let mut by_id: BTreeMap<String, Device> = BTreeMap::new();
-        for r in &rows {
-            let id: String = r.try_get("id")?;
-            let room = RoomId::parse(r.try_get::<&str, _>("room_id")?)?;
-            if let Some(d) = by_id.get_mut(&id) {
-                d.rooms.push(room);
-                continue;
-            }
-            let device_id = LockDeviceId::parse(&id)?;
-            let dref = self.cipher.decrypt_string(
-                r.try_get::<&[u8], _>("vendor_device_ref_ciphertext")?,
-                r.try_get("vendor_device_ref_kms_version")?,
-                &context::device_ref(&device_id),
-            )?;
-            by_id.insert(
-                id,
-                Device {
-                    id: device_id,
-                    tenant_id: tenant_from(r)?,
-                    property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
-                    vendor: VendorCode::parse(r.try_get::<&str, _>("vendor")?)?,
-                    vendor_adapter_id: VendorAdapterId::parse(
-                        r.try_get::<&str, _>("vendor_adapter_id")?,
-                    )?,
-                    device_ref: DeviceRef::new(dref),
-                    label: r.try_get("label")?,
-                    rooms: vec![room],
-                },
-            );
-        }
-        for d in by_id.values_mut() {
-            // Chunks each come sorted; across chunks they need merging.
-            d.rooms.sort();
-        }
-        Ok(by_id.into_values().collect())
+        crate::facade::devices_for_rooms(self, tenant, property, rooms).await
     }
 
     async fn record_user_deactivated(
@@ -867,113 +807,15 @@ impl Store for SqliteStore {
         tenant: TenantId,
         property: &PropertyId,
     ) -> StoreResult<Vec<RoomId>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT r.room_id FROM lock_device_rooms r JOIN lock_devices d ON d.id = r.device_id AND d.tenant_id = r.tenant_id WHERE d.tenant_id = ? AND d.property_id = ? AND d.decommissioned_at IS NULL ORDER BY r.room_id",
-        )
-        .bind(tenant.to_string())
-        .bind(property.as_str())
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| RoomId::parse(r).map_err(StoreError::from))
-            .collect()
+        crate::facade::property_rooms(self, tenant, property).await
     }
 
-    async fn upsert_adapter(&self, a: &AdapterRecord) -> StoreResult<()> {
-        let (ct, ver) = self.cipher.encrypt(
-            a.config.to_string().as_bytes(),
-            &context::adapter_config(&a.id),
-        )?;
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
-            "INSERT INTO vendor_adapters (id, tenant_id, property_id, vendor, environment, capabilities, config_ciphertext, config_kms_version, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?9) \
-             ON CONFLICT (id) DO UPDATE SET capabilities = excluded.capabilities, config_ciphertext = excluded.config_ciphertext, config_kms_version = excluded.config_kms_version, updated_at = excluded.updated_at \
-             WHERE vendor_adapters.tenant_id = excluded.tenant_id",
-        )
-        .bind(a.id.as_str())
-        .bind(a.tenant_id.to_string())
-        .bind(a.property_id.as_str())
-        .bind(a.vendor.as_str())
-        .bind(&a.environment)
-        .bind(a.capabilities.to_string())
-        .bind(ct)
-        .bind(ver)
-        .bind(ms(a.now))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n != 1 {
-            // Postgres refuses this through RLS.
-            return Err(StoreError::Constraint(
-                "vendor adapter id belongs to another tenant".into(),
-            ));
-        }
-        tx.commit().await?;
-        Ok(())
+    async fn upsert_adapter(&self, adapter: &AdapterRecord) -> StoreResult<()> {
+        crate::facade::upsert_adapter(self, adapter).await
     }
 
-    async fn upsert_device(&self, d: &DeviceRecord) -> StoreResult<bool> {
-        let (ct, ver) = self.cipher.encrypt(
-            d.device_ref.expose().as_bytes(),
-            &context::device_ref(&d.id),
-        )?;
-        let ref_hash = self
-            .cipher
-            .blind_index(context::DEVICE_REF_INDEX, d.device_ref.expose().as_bytes());
-        let t = d.tenant_id.to_string();
-        let mut tx = self.begin_write().await?;
-        let known: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM lock_devices WHERE tenant_id = ? AND id = ?)",
-        )
-        .bind(&t)
-        .bind(d.id.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
-        let n = sqlx::query(
-            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at, vendor_device_ref_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?) \
-             ON CONFLICT (id) DO UPDATE SET label = excluded.label, capabilities = excluded.capabilities, vendor_device_ref_ciphertext = excluded.vendor_device_ref_ciphertext, vendor_device_ref_kms_version = excluded.vendor_device_ref_kms_version, vendor_device_ref_hash = excluded.vendor_device_ref_hash \
-             WHERE lock_devices.tenant_id = excluded.tenant_id",
-        )
-        .bind(d.id.as_str())
-        .bind(&t)
-        .bind(d.property_id.as_str())
-        .bind(d.vendor.as_str())
-        .bind(d.vendor_adapter_id.as_str())
-        .bind(ct)
-        .bind(ver)
-        .bind(&d.label)
-        .bind(d.capabilities.to_string())
-        .bind(ms(d.now))
-        .bind(ref_hash)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n != 1 {
-            // Postgres refuses this through RLS.
-            return Err(StoreError::Constraint(
-                "lock device id belongs to another tenant".into(),
-            ));
-        }
-        sqlx::query("DELETE FROM lock_device_rooms WHERE tenant_id = ? AND device_id = ?")
-            .bind(&t)
-            .bind(d.id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        for room in &d.rooms {
-            sqlx::query(
-                "INSERT INTO lock_device_rooms (tenant_id, device_id, room_id) VALUES (?, ?, ?)",
-            )
-            .bind(&t)
-            .bind(d.id.as_str())
-            .bind(room.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !known {
-            insert_outbox(&mut tx, &t, &d.on_register).await?;
-        }
-        tx.commit().await?;
-        Ok(!known)
+    async fn upsert_device(&self, device: &DeviceRecord) -> StoreResult<bool> {
+        crate::facade::upsert_device(self, device).await
     }
 
     async fn record_vendor_credential(
@@ -1311,14 +1153,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         device: &LockDeviceId,
     ) -> StoreResult<Option<PropertyId>> {
-        let p: Option<String> = sqlx::query_scalar(
-            "SELECT property_id FROM lock_devices WHERE tenant_id = ? AND id = ? AND decommissioned_at IS NULL",
-        )
-        .bind(tenant.to_string())
-        .bind(device.as_str())
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(p.map(|p| PropertyId::parse(&p)).transpose()?)
+        crate::facade::device_property(self, tenant, device).await
     }
 
     async fn device_health(
@@ -1326,34 +1161,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         device: &LockDeviceId,
     ) -> StoreResult<Option<StoredDeviceHealth>> {
-        let row = sqlx::query(
-            "SELECT online, battery_percent, battery_low_threshold, firmware, clock_skew_ms, last_seen_at, health_probed_at, decommissioned_at FROM lock_devices WHERE tenant_id = ? AND id = ?",
-        )
-        .bind(tenant.to_string())
-        .bind(device.as_str())
-        .fetch_optional(&self.reader)
-        .await?;
-        let Some(r) = row else { return Ok(None) };
-        let probed: Option<i64> = r.try_get("health_probed_at")?;
-        let last = match probed {
-            None => None,
-            Some(_) => Some(DeviceHealth::new(
-                r.try_get("online")?,
-                r.try_get::<Option<i64>, _>("battery_percent")?
-                    .map(|b| i32::try_from(b).unwrap_or(i32::MAX)),
-                r.try_get("firmware")?,
-                r.try_get("clock_skew_ms")?,
-            )?),
-        };
-        let threshold: i64 = r.try_get("battery_low_threshold")?;
-        Ok(Some(StoredDeviceHealth {
-            last,
-            threshold: BatteryThreshold::new(i32::try_from(threshold).unwrap_or(0))?,
-            decommissioned: r.try_get::<Option<i64>, _>("decommissioned_at")?.is_some(),
-            last_seen_at: r
-                .try_get::<Option<i64>, _>("last_seen_at")?
-                .and_then(DateTime::from_timestamp_millis),
-        }))
+        crate::facade::device_health(self, tenant, device).await
     }
 
     async fn resume_parked(&self, vendor: VendorCode, now: Timestamp) -> StoreResult<u64> {

@@ -10,6 +10,7 @@
 
 mod audit;
 mod credentials;
+mod devices;
 mod door_truth;
 mod inbox;
 mod mailbox;
@@ -19,6 +20,7 @@ mod saga;
 
 pub use audit::{AuditTable, ReadOnlyAuditHeadTable, ReadOnlyAuditTable};
 pub use credentials::{CredentialTable, ReadOnlyCredentialTable};
+pub use devices::{DeviceTable, ReadOnlyDeviceTable};
 pub use door_truth::{DoorTruthTable, ReadOnlyDoorBacklogTable, ReadOnlyDoorTruthTable};
 pub use inbox::InboxTable;
 pub use mailbox::{MailboxTable, ReadOnlyMailboxTable, ReadOnlyTimerTable, TimerTable};
