@@ -327,3 +327,63 @@ pub(crate) async fn upsert_device<S: Storage + ?Sized>(
 ) -> StoreResult<bool> {
     in_write!(db, device.tenant_id, |tx| tx.upsert_device(device).await?)
 }
+
+pub(crate) async fn upsert_policy<S: Storage + ?Sized>(
+    db: &S,
+    policy: &PolicyRecord,
+) -> StoreResult<()> {
+    in_write!(db, policy.tenant_id, |tx| tx.upsert_policy(policy).await?)
+}
+
+pub(crate) async fn get_policy<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    property: &PropertyId,
+) -> StoreResult<Option<PolicyRecord>> {
+    in_read!(db, tenant, |tx| tx.get_policy(property).await?)
+}
+
+pub(crate) async fn active_masters_of_user<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    staff_user_id: &str,
+) -> StoreResult<Vec<MasterKeyRecord>> {
+    in_read!(db, tenant, |tx| tx
+        .active_masters_of_user(staff_user_id)
+        .await?)
+}
+
+pub(crate) async fn master_by_id<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    id: &str,
+) -> StoreResult<Option<MasterKeyRecord>> {
+    in_read!(db, tenant, |tx| tx.master_by_id(id).await?)
+}
+
+pub(crate) async fn master_by_credential<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    credential: &KeyCredentialId,
+) -> StoreResult<Option<MasterKeyRecord>> {
+    in_read!(db, tenant, |tx| tx.master_by_credential(credential).await?)
+}
+
+pub(crate) async fn record_user_deactivated<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    user_id: &str,
+    at: Timestamp,
+) -> StoreResult<()> {
+    in_write!(db, tenant, |tx| tx
+        .record_user_deactivated(user_id, at)
+        .await?)
+}
+
+pub(crate) async fn user_deactivated_at<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    user_id: &str,
+) -> StoreResult<Option<Timestamp>> {
+    in_read!(db, tenant, |tx| tx.user_deactivated_at(user_id).await?)
+}

@@ -10,7 +10,7 @@ use lockstep_domain::{
     KeyCredential, KeyCredentialId, KeyCredentialScope, LockDeviceId, PropertyId, ReservationId,
     RoomId, TenantId, Timestamp, VendorAdapterId, VendorCode, VendorCredentialId,
 };
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use crate::audit;
@@ -713,15 +713,7 @@ impl Store for PgStore {
         user_id: &str,
         at: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        sqlx::query("INSERT INTO deactivated_users (tenant_id, user_id, deactivated_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(tenant.as_uuid())
-            .bind(user_id)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        crate::facade::record_user_deactivated(self, tenant, user_id, at).await
     }
 
     async fn user_deactivated_at(
@@ -729,16 +721,7 @@ impl Store for PgStore {
         tenant: TenantId,
         user_id: &str,
     ) -> StoreResult<Option<Timestamp>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let at = sqlx::query_scalar(
-            "SELECT deactivated_at FROM deactivated_users WHERE tenant_id = $1 AND user_id = $2",
-        )
-        .bind(tenant.as_uuid())
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(at)
+        crate::facade::user_deactivated_at(self, tenant, user_id).await
     }
 
     async fn reserve_rate_slot(
@@ -1211,27 +1194,8 @@ impl Store for PgStore {
         crate::facade::take_partition(self, partition, owner, now).await
     }
 
-    async fn upsert_policy(&self, p: &PolicyRecord) -> StoreResult<()> {
-        let mut tx = self.begin_tenant(p.tenant_id).await?;
-        sqlx::query(
-            "INSERT INTO key_kind_policies (id, tenant_id, property_id, preferred_order, fallback_chain, max_valid_until_extension_hours, id_verify_required_for, no_show_suspend_after_hours, allow_offline_issuance_kinds, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) \
-             ON CONFLICT (tenant_id, property_id) DO UPDATE SET preferred_order = EXCLUDED.preferred_order, fallback_chain = EXCLUDED.fallback_chain, max_valid_until_extension_hours = EXCLUDED.max_valid_until_extension_hours, \
-             id_verify_required_for = EXCLUDED.id_verify_required_for, no_show_suspend_after_hours = EXCLUDED.no_show_suspend_after_hours, allow_offline_issuance_kinds = EXCLUDED.allow_offline_issuance_kinds, updated_at = EXCLUDED.updated_at",
-        )
-        .bind(&p.id)
-        .bind(p.tenant_id.as_uuid())
-        .bind(p.property_id.as_str())
-        .bind(serde_json::json!(p.preferred_order))
-        .bind(serde_json::json!(p.fallback_chain))
-        .bind(p.max_valid_until_extension_hours)
-        .bind(serde_json::json!(p.id_verify_required_for))
-        .bind(p.no_show_suspend_after_hours)
-        .bind(serde_json::json!(p.allow_offline_issuance_kinds))
-        .bind(p.updated_at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+    async fn upsert_policy(&self, policy: &PolicyRecord) -> StoreResult<()> {
+        crate::facade::upsert_policy(self, policy).await
     }
 
     async fn get_policy(
@@ -1239,28 +1203,7 @@ impl Store for PgStore {
         tenant: TenantId,
         property: &PropertyId,
     ) -> StoreResult<Option<PolicyRecord>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let row = sqlx::query(
-            "SELECT * FROM key_kind_policies WHERE tenant_id = $1 AND property_id = $2",
-        )
-        .bind(tenant.as_uuid())
-        .bind(property.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(PolicyRecord {
-            id: r.try_get("id")?,
-            tenant_id: TenantId::from_uuid(r.try_get("tenant_id")?),
-            property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
-            preferred_order: string_list(r.try_get("preferred_order")?)?,
-            fallback_chain: string_list(r.try_get("fallback_chain")?)?,
-            max_valid_until_extension_hours: r.try_get("max_valid_until_extension_hours")?,
-            id_verify_required_for: string_list(r.try_get("id_verify_required_for")?)?,
-            no_show_suspend_after_hours: r.try_get("no_show_suspend_after_hours")?,
-            allow_offline_issuance_kinds: string_list(r.try_get("allow_offline_issuance_kinds")?)?,
-            updated_at: r.try_get("updated_at")?,
-        }))
+        crate::facade::get_policy(self, tenant, property).await
     }
 
     async fn active_masters_of_user(
@@ -1268,16 +1211,7 @@ impl Store for PgStore {
         tenant: TenantId,
         staff_user_id: &str,
     ) -> StoreResult<Vec<MasterKeyRecord>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let rows = sqlx::query(
-            "SELECT * FROM master_keys WHERE tenant_id = $1 AND staff_user_id = $2 AND revoked_at IS NULL ORDER BY issued_at, id",
-        )
-        .bind(tenant.as_uuid())
-        .bind(staff_user_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows.iter().map(master_from_row).collect()
+        crate::facade::active_masters_of_user(self, tenant, staff_user_id).await
     }
 
     async fn master_by_id(
@@ -1285,14 +1219,7 @@ impl Store for PgStore {
         tenant: TenantId,
         id: &str,
     ) -> StoreResult<Option<MasterKeyRecord>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let row = sqlx::query("SELECT * FROM master_keys WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_uuid())
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        row.as_ref().map(master_from_row).transpose()
+        crate::facade::master_by_id(self, tenant, id).await
     }
 
     async fn master_by_credential(
@@ -1300,16 +1227,7 @@ impl Store for PgStore {
         tenant: TenantId,
         credential: &KeyCredentialId,
     ) -> StoreResult<Option<MasterKeyRecord>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let row = sqlx::query(
-            "SELECT * FROM master_keys WHERE tenant_id = $1 AND key_credential_id = $2",
-        )
-        .bind(tenant.as_uuid())
-        .bind(credential.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        row.as_ref().map(master_from_row).transpose()
+        crate::facade::master_by_credential(self, tenant, credential).await
     }
 
     async fn credentials_of_property(
@@ -1324,28 +1242,6 @@ impl Store for PgStore {
     async fn door_backlog(&self) -> StoreResult<DoorBacklog> {
         crate::facade::door_backlog(self).await
     }
-}
-
-/// A JSON array of strings.
-pub(crate) fn string_list(v: serde_json::Value) -> StoreResult<Vec<String>> {
-    serde_json::from_value(v).map_err(|_| corrupt("expected a JSON array of strings"))
-}
-
-fn master_from_row(r: &PgRow) -> StoreResult<MasterKeyRecord> {
-    Ok(MasterKeyRecord {
-        id: r.try_get("id")?,
-        tenant_id: TenantId::from_uuid(r.try_get("tenant_id")?),
-        property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
-        staff_user_id: r.try_get("staff_user_id")?,
-        shift_id: r.try_get("shift_id")?,
-        key_credential_id: KeyCredentialId::parse(r.try_get::<&str, _>("key_credential_id")?)?,
-        scope_kind: r.try_get("scope_kind")?,
-        scope: r.try_get("scope")?,
-        valid_from: r.try_get("valid_from")?,
-        valid_until: r.try_get("valid_until")?,
-        issued_at: r.try_get("issued_at")?,
-        revoked_at: r.try_get("revoked_at")?,
-    })
 }
 
 /// Writes outbox rows inside `tx`.

@@ -20,15 +20,13 @@ use lockstep_domain::{
     KeyCredential, KeyCredentialId, LockDeviceId, PropertyId, ReservationId, RoomId, TenantId,
     Timestamp, VendorAdapterId, VendorCode, VendorCredentialId,
 };
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::audit;
 use crate::crypto::Cipher;
 use crate::model::*;
-use crate::pg::{corrupt, scope_to_json, string_list};
+use crate::pg::{corrupt, scope_to_json};
 use crate::tx::{Conn, ReadTx, Tx, WorkerReadTx, WorkerTx};
 use crate::{migrate, Storage, Store, StoreError, StoreResult};
 
@@ -165,10 +163,6 @@ fn opt_ts(v: Option<i64>) -> StoreResult<Option<Timestamp>> {
 /// JSON is stored as text.
 fn json_from(s: &str) -> StoreResult<serde_json::Value> {
     serde_json::from_str(s).map_err(|_| corrupt("stored json does not parse"))
-}
-
-fn tenant_from(row: &SqliteRow) -> StoreResult<TenantId> {
-    Ok(TenantId::parse(row.try_get::<&str, _>("tenant_id")?)?)
 }
 
 #[async_trait]
@@ -729,15 +723,7 @@ impl Store for SqliteStore {
         user_id: &str,
         at: Timestamp,
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT INTO deactivated_users (tenant_id, user_id, deactivated_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(tenant.to_string())
-            .bind(user_id)
-            .bind(ms(at))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        crate::facade::record_user_deactivated(self, tenant, user_id, at).await
     }
 
     async fn user_deactivated_at(
@@ -745,14 +731,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         user_id: &str,
     ) -> StoreResult<Option<Timestamp>> {
-        let at: Option<i64> = sqlx::query_scalar(
-            "SELECT deactivated_at FROM deactivated_users WHERE tenant_id = ? AND user_id = ?",
-        )
-        .bind(tenant.to_string())
-        .bind(user_id)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(at.and_then(chrono::DateTime::from_timestamp_millis))
+        crate::facade::user_deactivated_at(self, tenant, user_id).await
     }
 
     async fn reserve_rate_slot(
@@ -1219,27 +1198,8 @@ impl Store for SqliteStore {
         crate::facade::take_partition(self, partition, owner, now).await
     }
 
-    async fn upsert_policy(&self, p: &PolicyRecord) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO key_kind_policies (id, tenant_id, property_id, preferred_order, fallback_chain, max_valid_until_extension_hours, id_verify_required_for, no_show_suspend_after_hours, allow_offline_issuance_kinds, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) \
-             ON CONFLICT (tenant_id, property_id) DO UPDATE SET preferred_order = excluded.preferred_order, fallback_chain = excluded.fallback_chain, max_valid_until_extension_hours = excluded.max_valid_until_extension_hours, \
-             id_verify_required_for = excluded.id_verify_required_for, no_show_suspend_after_hours = excluded.no_show_suspend_after_hours, allow_offline_issuance_kinds = excluded.allow_offline_issuance_kinds, updated_at = excluded.updated_at",
-        )
-        .bind(&p.id)
-        .bind(p.tenant_id.to_string())
-        .bind(p.property_id.as_str())
-        .bind(serde_json::json!(p.preferred_order).to_string())
-        .bind(serde_json::json!(p.fallback_chain).to_string())
-        .bind(p.max_valid_until_extension_hours)
-        .bind(serde_json::json!(p.id_verify_required_for).to_string())
-        .bind(p.no_show_suspend_after_hours)
-        .bind(serde_json::json!(p.allow_offline_issuance_kinds).to_string())
-        .bind(ms(p.updated_at))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+    async fn upsert_policy(&self, policy: &PolicyRecord) -> StoreResult<()> {
+        crate::facade::upsert_policy(self, policy).await
     }
 
     async fn get_policy(
@@ -1247,28 +1207,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         property: &PropertyId,
     ) -> StoreResult<Option<PolicyRecord>> {
-        let row =
-            sqlx::query("SELECT * FROM key_kind_policies WHERE tenant_id = ? AND property_id = ?")
-                .bind(tenant.to_string())
-                .bind(property.as_str())
-                .fetch_optional(&self.reader)
-                .await?;
-        let Some(r) = row else { return Ok(None) };
-        let list = |col: &str| -> StoreResult<Vec<String>> {
-            string_list(json_from(r.try_get::<&str, _>(col)?)?)
-        };
-        Ok(Some(PolicyRecord {
-            id: r.try_get("id")?,
-            tenant_id: tenant_from(&r)?,
-            property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
-            preferred_order: list("preferred_order")?,
-            fallback_chain: list("fallback_chain")?,
-            max_valid_until_extension_hours: r.try_get("max_valid_until_extension_hours")?,
-            id_verify_required_for: list("id_verify_required_for")?,
-            no_show_suspend_after_hours: r.try_get("no_show_suspend_after_hours")?,
-            allow_offline_issuance_kinds: list("allow_offline_issuance_kinds")?,
-            updated_at: ts(r.try_get("updated_at")?)?,
-        }))
+        crate::facade::get_policy(self, tenant, property).await
     }
 
     async fn active_masters_of_user(
@@ -1276,14 +1215,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         staff_user_id: &str,
     ) -> StoreResult<Vec<MasterKeyRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM master_keys WHERE tenant_id = ? AND staff_user_id = ? AND revoked_at IS NULL ORDER BY issued_at, id",
-        )
-        .bind(tenant.to_string())
-        .bind(staff_user_id)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(master_from_row).collect()
+        crate::facade::active_masters_of_user(self, tenant, staff_user_id).await
     }
 
     async fn master_by_id(
@@ -1291,12 +1223,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         id: &str,
     ) -> StoreResult<Option<MasterKeyRecord>> {
-        let row = sqlx::query("SELECT * FROM master_keys WHERE tenant_id = ? AND id = ?")
-            .bind(tenant.to_string())
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(master_from_row).transpose()
+        crate::facade::master_by_id(self, tenant, id).await
     }
 
     async fn master_by_credential(
@@ -1304,13 +1231,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         credential: &KeyCredentialId,
     ) -> StoreResult<Option<MasterKeyRecord>> {
-        let row =
-            sqlx::query("SELECT * FROM master_keys WHERE tenant_id = ? AND key_credential_id = ?")
-                .bind(tenant.to_string())
-                .bind(credential.as_str())
-                .fetch_optional(&self.reader)
-                .await?;
-        row.as_ref().map(master_from_row).transpose()
+        crate::facade::master_by_credential(self, tenant, credential).await
     }
 
     async fn credentials_of_property(
@@ -1325,23 +1246,6 @@ impl Store for SqliteStore {
     async fn door_backlog(&self) -> StoreResult<DoorBacklog> {
         crate::facade::door_backlog(self).await
     }
-}
-
-fn master_from_row(r: &SqliteRow) -> StoreResult<MasterKeyRecord> {
-    Ok(MasterKeyRecord {
-        id: r.try_get("id")?,
-        tenant_id: tenant_from(r)?,
-        property_id: PropertyId::parse(r.try_get::<&str, _>("property_id")?)?,
-        staff_user_id: r.try_get("staff_user_id")?,
-        shift_id: r.try_get("shift_id")?,
-        key_credential_id: KeyCredentialId::parse(r.try_get::<&str, _>("key_credential_id")?)?,
-        scope_kind: r.try_get("scope_kind")?,
-        scope: json_from(r.try_get::<&str, _>("scope")?)?,
-        valid_from: ts(r.try_get("valid_from")?)?,
-        valid_until: ts(r.try_get("valid_until")?)?,
-        issued_at: ts(r.try_get("issued_at")?)?,
-        revoked_at: opt_ts(r.try_get("revoked_at")?)?,
-    })
 }
 
 /// Writes outbox rows inside `tx`.
