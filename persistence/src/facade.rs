@@ -387,3 +387,67 @@ pub(crate) async fn user_deactivated_at<S: Storage + ?Sized>(
 ) -> StoreResult<Option<Timestamp>> {
     in_read!(db, tenant, |tx| tx.user_deactivated_at(user_id).await?)
 }
+
+pub(crate) async fn reserve_rate_slot<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    account: &str,
+    now_us: i64,
+    interval_us: i64,
+) -> StoreResult<i64> {
+    in_write!(db, tenant, |tx| tx
+        .reserve_rate_slot(account, now_us, interval_us)
+        .await?)
+}
+
+pub(crate) async fn hold_rate_until<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    account: &str,
+    until_us: i64,
+) -> StoreResult<()> {
+    in_write!(db, tenant, |tx| tx
+        .hold_rate_until(account, until_us)
+        .await?)
+}
+
+pub(crate) async fn record_vendor_credential<S: Storage + ?Sized>(
+    db: &S,
+    rec: &VendorCredentialRecord,
+) -> StoreResult<CredentialChange> {
+    in_write!(db, rec.tenant_id, |tx| tx
+        .record_vendor_credential(rec)
+        .await?)
+}
+
+pub(crate) async fn vendor_credential<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    property: &PropertyId,
+    vendor: VendorCode,
+    environment: &str,
+) -> StoreResult<Option<VendorCredentialRecord>> {
+    in_read!(db, tenant, |tx| tx
+        .vendor_credential(property, vendor, environment)
+        .await?)
+}
+
+pub(crate) async fn seen_vendor_events<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    vendor: VendorCode,
+    ids: &[String],
+) -> StoreResult<Vec<String>> {
+    in_read!(db, tenant, |tx| tx.seen_vendor_events(vendor, ids).await?)
+}
+
+pub(crate) async fn webhook_seen<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    vendor: VendorCode,
+    external_event_id: &str,
+) -> StoreResult<bool> {
+    in_read!(db, tenant, |tx| tx
+        .webhook_seen(vendor, external_event_id)
+        .await?)
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use lockstep_domain::{
     KeyCredential, KeyCredentialId, KeyCredentialScope, LockDeviceId, PropertyId, ReservationId,
-    RoomId, TenantId, Timestamp, VendorAdapterId, VendorCode, VendorCredentialId,
+    RoomId, TenantId, Timestamp, VendorAdapterId, VendorCode,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
@@ -731,23 +731,7 @@ impl Store for PgStore {
         now_us: i64,
         interval_us: i64,
     ) -> StoreResult<i64> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        // One statement: the row lock orders concurrent reservations of every node.
-        let slot: i64 = sqlx::query_scalar(
-            "INSERT INTO vendor_rate_limits AS r (tenant_id, account_key, tat_us) \
-             VALUES ($1, $2, $3 + $4) \
-             ON CONFLICT (tenant_id, account_key) \
-             DO UPDATE SET tat_us = GREATEST(r.tat_us, $3) + $4 \
-             RETURNING tat_us - $4",
-        )
-        .bind(tenant.as_uuid())
-        .bind(account)
-        .bind(now_us)
-        .bind(interval_us)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(slot)
+        crate::facade::reserve_rate_slot(self, tenant, account, now_us, interval_us).await
     }
 
     async fn hold_rate_until(
@@ -756,20 +740,7 @@ impl Store for PgStore {
         account: &str,
         until_us: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        sqlx::query(
-            "INSERT INTO vendor_rate_limits AS r (tenant_id, account_key, tat_us) \
-             VALUES ($1, $2, $3) \
-             ON CONFLICT (tenant_id, account_key) \
-             DO UPDATE SET tat_us = GREATEST(r.tat_us, $3)",
-        )
-        .bind(tenant.as_uuid())
-        .bind(account)
-        .bind(until_us)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        crate::facade::hold_rate_until(self, tenant, account, until_us).await
     }
 
     async fn property_rooms(
@@ -792,56 +763,7 @@ impl Store for PgStore {
         &self,
         rec: &VendorCredentialRecord,
     ) -> StoreResult<CredentialChange> {
-        let mut tx = self.begin_tenant(rec.tenant_id).await?;
-        let current: Option<String> = sqlx::query_scalar(
-            "SELECT fingerprint_sha256 FROM vendor_credentials WHERE tenant_id = $1 AND property_id = $2 AND vendor = $3 AND environment = $4 FOR UPDATE",
-        )
-        .bind(rec.tenant_id.as_uuid())
-        .bind(rec.property_id.as_str())
-        .bind(rec.vendor.as_str())
-        .bind(&rec.environment)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let change = match current {
-            Some(f) if f == rec.fingerprint => CredentialChange::Unchanged,
-            Some(_) => {
-                sqlx::query(
-                    "UPDATE vendor_credentials SET secret_resource_name = $5, fingerprint_sha256 = $6, rotates_at = $7, updated_at = $8 \
-                     WHERE tenant_id = $1 AND property_id = $2 AND vendor = $3 AND environment = $4",
-                )
-                .bind(rec.tenant_id.as_uuid())
-                .bind(rec.property_id.as_str())
-                .bind(rec.vendor.as_str())
-                .bind(&rec.environment)
-                .bind(&rec.secret_resource_name)
-                .bind(&rec.fingerprint)
-                .bind(rec.rotates_at)
-                .bind(rec.updated_at)
-                .execute(&mut *tx)
-                .await?;
-                CredentialChange::Rotated
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO vendor_credentials (id, tenant_id, property_id, vendor, environment, secret_resource_name, fingerprint_sha256, rotates_at, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
-                )
-                .bind(rec.id.as_str())
-                .bind(rec.tenant_id.as_uuid())
-                .bind(rec.property_id.as_str())
-                .bind(rec.vendor.as_str())
-                .bind(&rec.environment)
-                .bind(&rec.secret_resource_name)
-                .bind(&rec.fingerprint)
-                .bind(rec.rotates_at)
-                .bind(rec.updated_at)
-                .execute(&mut *tx)
-                .await?;
-                CredentialChange::New
-            }
-        };
-        tx.commit().await?;
-        Ok(change)
+        crate::facade::record_vendor_credential(self, rec).await
     }
 
     async fn vendor_credential(
@@ -851,30 +773,7 @@ impl Store for PgStore {
         vendor: VendorCode,
         environment: &str,
     ) -> StoreResult<Option<VendorCredentialRecord>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let row = sqlx::query(
-            "SELECT id, secret_resource_name, fingerprint_sha256, rotates_at, updated_at FROM vendor_credentials WHERE tenant_id = $1 AND property_id = $2 AND vendor = $3 AND environment = $4",
-        )
-        .bind(tenant.as_uuid())
-        .bind(property.as_str())
-        .bind(vendor.as_str())
-        .bind(environment)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(VendorCredentialRecord {
-            id: VendorCredentialId::parse(&r.try_get::<String, _>("id")?)
-                .map_err(|e| StoreError::Corrupt(format!("vendor credential id: {e:?}")))?,
-            tenant_id: tenant,
-            property_id: property.clone(),
-            vendor,
-            environment: environment.to_owned(),
-            secret_resource_name: r.try_get("secret_resource_name")?,
-            fingerprint: r.try_get("fingerprint_sha256")?,
-            rotates_at: r.try_get("rotates_at")?,
-            updated_at: r.try_get("updated_at")?,
-        }))
+        crate::facade::vendor_credential(self, tenant, property, vendor, environment).await
     }
 
     async fn audit_chain(
@@ -1083,17 +982,7 @@ impl Store for PgStore {
         vendor: VendorCode,
         ids: &[String],
     ) -> StoreResult<Vec<String>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let seen: Vec<String> = sqlx::query_scalar(
-            "SELECT vendor_event_id FROM key_credential_attempts WHERE tenant_id = $1 AND vendor = $2 AND vendor_event_id = ANY($3)",
-        )
-        .bind(tenant.as_uuid())
-        .bind(vendor.as_str())
-        .bind(ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(seen)
+        crate::facade::seen_vendor_events(self, tenant, vendor, ids).await
     }
 
     async fn webhook_seen(
@@ -1102,17 +991,7 @@ impl Store for PgStore {
         vendor: VendorCode,
         external_event_id: &str,
     ) -> StoreResult<bool> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM webhook_inbox WHERE tenant_id = $1 AND vendor = $2 AND external_event_id = $3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(vendor.as_str())
-        .bind(external_event_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(n > 0)
+        crate::facade::webhook_seen(self, tenant, vendor, external_event_id).await
     }
 
     async fn message_outcome(

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use chrono::DateTime;
 use lockstep_domain::{
     KeyCredential, KeyCredentialId, LockDeviceId, PropertyId, ReservationId, RoomId, TenantId,
-    Timestamp, VendorAdapterId, VendorCode, VendorCredentialId,
+    Timestamp, VendorAdapterId, VendorCode,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, Sqlite, Transaction};
@@ -741,22 +741,7 @@ impl Store for SqliteStore {
         now_us: i64,
         interval_us: i64,
     ) -> StoreResult<i64> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let slot: i64 = sqlx::query_scalar(
-            "INSERT INTO vendor_rate_limits (tenant_id, account_key, tat_us) \
-             VALUES (?1, ?2, ?3 + ?4) \
-             ON CONFLICT (tenant_id, account_key) \
-             DO UPDATE SET tat_us = max(tat_us, ?3) + ?4 \
-             RETURNING tat_us - ?4",
-        )
-        .bind(tenant.to_string())
-        .bind(account)
-        .bind(now_us)
-        .bind(interval_us)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(slot)
+        crate::facade::reserve_rate_slot(self, tenant, account, now_us, interval_us).await
     }
 
     async fn hold_rate_until(
@@ -765,20 +750,7 @@ impl Store for SqliteStore {
         account: &str,
         until_us: i64,
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO vendor_rate_limits (tenant_id, account_key, tat_us) \
-             VALUES (?1, ?2, ?3) \
-             ON CONFLICT (tenant_id, account_key) \
-             DO UPDATE SET tat_us = max(tat_us, ?3)",
-        )
-        .bind(tenant.to_string())
-        .bind(account)
-        .bind(until_us)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        crate::facade::hold_rate_until(self, tenant, account, until_us).await
     }
 
     async fn property_rooms(
@@ -801,56 +773,7 @@ impl Store for SqliteStore {
         &self,
         rec: &VendorCredentialRecord,
     ) -> StoreResult<CredentialChange> {
-        let mut tx = self.begin_write().await?;
-        let current: Option<String> = sqlx::query_scalar(
-            "SELECT fingerprint_sha256 FROM vendor_credentials WHERE tenant_id = ?1 AND property_id = ?2 AND vendor = ?3 AND environment = ?4",
-        )
-        .bind(rec.tenant_id.to_string())
-        .bind(rec.property_id.as_str())
-        .bind(rec.vendor.as_str())
-        .bind(&rec.environment)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let change = match current {
-            Some(f) if f == rec.fingerprint => CredentialChange::Unchanged,
-            Some(_) => {
-                sqlx::query(
-                    "UPDATE vendor_credentials SET secret_resource_name = ?5, fingerprint_sha256 = ?6, rotates_at = ?7, updated_at = ?8 \
-                     WHERE tenant_id = ?1 AND property_id = ?2 AND vendor = ?3 AND environment = ?4",
-                )
-                .bind(rec.tenant_id.to_string())
-                .bind(rec.property_id.as_str())
-                .bind(rec.vendor.as_str())
-                .bind(&rec.environment)
-                .bind(&rec.secret_resource_name)
-                .bind(&rec.fingerprint)
-                .bind(ms(rec.rotates_at))
-                .bind(ms(rec.updated_at))
-                .execute(&mut *tx)
-                .await?;
-                CredentialChange::Rotated
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO vendor_credentials (id, tenant_id, property_id, vendor, environment, secret_resource_name, fingerprint_sha256, rotates_at, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-                )
-                .bind(rec.id.as_str())
-                .bind(rec.tenant_id.to_string())
-                .bind(rec.property_id.as_str())
-                .bind(rec.vendor.as_str())
-                .bind(&rec.environment)
-                .bind(&rec.secret_resource_name)
-                .bind(&rec.fingerprint)
-                .bind(ms(rec.rotates_at))
-                .bind(ms(rec.updated_at))
-                .execute(&mut *tx)
-                .await?;
-                CredentialChange::New
-            }
-        };
-        tx.commit().await?;
-        Ok(change)
+        crate::facade::record_vendor_credential(self, rec).await
     }
 
     async fn vendor_credential(
@@ -860,28 +783,7 @@ impl Store for SqliteStore {
         vendor: VendorCode,
         environment: &str,
     ) -> StoreResult<Option<VendorCredentialRecord>> {
-        let row = sqlx::query(
-            "SELECT id, secret_resource_name, fingerprint_sha256, rotates_at, updated_at FROM vendor_credentials WHERE tenant_id = ?1 AND property_id = ?2 AND vendor = ?3 AND environment = ?4",
-        )
-        .bind(tenant.to_string())
-        .bind(property.as_str())
-        .bind(vendor.as_str())
-        .bind(environment)
-        .fetch_optional(&self.reader)
-        .await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(VendorCredentialRecord {
-            id: VendorCredentialId::parse(&r.try_get::<String, _>("id")?)
-                .map_err(|e| StoreError::Corrupt(format!("vendor credential id: {e:?}")))?,
-            tenant_id: tenant,
-            property_id: property.clone(),
-            vendor,
-            environment: environment.to_owned(),
-            secret_resource_name: r.try_get("secret_resource_name")?,
-            fingerprint: r.try_get("fingerprint_sha256")?,
-            rotates_at: ts(r.try_get("rotates_at")?)?,
-            updated_at: ts(r.try_get("updated_at")?)?,
-        }))
+        crate::facade::vendor_credential(self, tenant, property, vendor, environment).await
     }
 
     async fn audit_chain(
@@ -1087,19 +989,7 @@ impl Store for SqliteStore {
         vendor: VendorCode,
         ids: &[String],
     ) -> StoreResult<Vec<String>> {
-        let mut seen = Vec::new();
-        for id in ids {
-            let hit: Option<String> = sqlx::query_scalar(
-                "SELECT vendor_event_id FROM key_credential_attempts WHERE tenant_id = ? AND vendor = ? AND vendor_event_id = ?",
-            )
-            .bind(tenant.to_string())
-            .bind(vendor.as_str())
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-            seen.extend(hit);
-        }
-        Ok(seen)
+        crate::facade::seen_vendor_events(self, tenant, vendor, ids).await
     }
 
     async fn webhook_seen(
@@ -1108,15 +998,7 @@ impl Store for SqliteStore {
         vendor: VendorCode,
         external_event_id: &str,
     ) -> StoreResult<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM webhook_inbox WHERE tenant_id = ? AND vendor = ? AND external_event_id = ?",
-        )
-        .bind(tenant.to_string())
-        .bind(vendor.as_str())
-        .bind(external_event_id)
-        .fetch_one(&self.reader)
-        .await?;
-        Ok(n > 0)
+        crate::facade::webhook_seen(self, tenant, vendor, external_event_id).await
     }
 
     async fn message_outcome(

@@ -8,6 +8,7 @@
 //! [`crate::WorkerReadTx`] only. A saga step names the tables it touches:
 //! `async fn step(tx: &mut (impl CredentialTable + DoorTruthTable)) -> StoreResult<()>`.
 
+mod attempts;
 mod audit;
 mod credentials;
 mod devices;
@@ -20,7 +21,9 @@ mod partitions;
 mod policies;
 mod saga;
 mod users;
+mod vendor_accounts;
 
+pub use attempts::{DoorAttemptTable, ReadOnlyDoorAttemptTable};
 pub use audit::{AuditTable, ReadOnlyAuditHeadTable, ReadOnlyAuditTable};
 pub use credentials::{CredentialTable, ReadOnlyCredentialTable};
 pub use devices::{DeviceTable, ReadOnlyDeviceTable};
@@ -34,3 +37,4 @@ pub use partitions::{PartitionTable, ReadOnlyPartitionTable};
 pub use policies::{PolicyTable, ReadOnlyPolicyTable};
 pub use saga::{ReadOnlySagaTable, SagaTable};
 pub use users::{ReadOnlyUserTable, UserTable};
+pub use vendor_accounts::{ReadOnlyVendorAccountTable, VendorAccountTable};
