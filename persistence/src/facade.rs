@@ -451,3 +451,34 @@ pub(crate) async fn webhook_seen<S: Storage + ?Sized>(
         .webhook_seen(vendor, external_event_id)
         .await?)
 }
+
+pub(crate) async fn save_offline_cert<S: Storage + ?Sized>(
+    db: &S,
+    cert: &lockstep_domain::OfflineIssuance,
+) -> StoreResult<()> {
+    in_write!(db, cert.tenant_id, |tx| tx.save_offline_cert(cert).await?)
+}
+
+pub(crate) async fn offline_cert<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    id: &str,
+) -> StoreResult<Option<lockstep_domain::OfflineIssuance>> {
+    in_read!(db, tenant, |tx| tx.offline_cert(id).await?)
+}
+
+pub(crate) async fn offline_certs_expiring<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    before: Timestamp,
+) -> StoreResult<i64> {
+    in_read!(db, tenant, |tx| tx.offline_certs_expiring(before).await?)
+}
+
+pub(crate) async fn reencrypt<S: Storage + ?Sized>(
+    db: &S,
+    tenant: TenantId,
+    limit: i64,
+) -> StoreResult<u64> {
+    in_write!(db, tenant, |tx| tx.reencrypt(limit).await?)
+}

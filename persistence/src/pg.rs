@@ -11,7 +11,7 @@ use lockstep_domain::{
     RoomId, TenantId, Timestamp, VendorAdapterId, VendorCode,
 };
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use crate::audit;
 use crate::crypto::Cipher;
@@ -131,10 +131,6 @@ impl PgStore {
 /// Whether a database error is Postgres breaking a deadlock or a serialization conflict.
 fn is_transient(msg: &str) -> bool {
     msg.contains("deadlock detected") || msg.contains("could not serialize access")
-}
-
-pub(crate) fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(what.to_owned())
 }
 
 pub(crate) fn scope_to_json(s: &KeyCredentialScope) -> serde_json::Value {
@@ -801,29 +797,7 @@ impl Store for PgStore {
     }
 
     async fn save_offline_cert(&self, cert: &lockstep_domain::OfflineIssuance) -> StoreResult<()> {
-        let kinds: Vec<&str> = cert.allowed_kinds.iter().map(|k| k.as_str()).collect();
-        let mut tx = self.begin_tenant(cert.tenant_id).await?;
-        sqlx::query(
-            "INSERT INTO offline_issuance (id, tenant_id, property_id, desktop_device_id, serial, public_key_ed25519, allowed_kinds, max_valid_window_hours, issued_at, expires_at, revoked_at, revoke_reason) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) \
-             ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at, revoke_reason = excluded.revoke_reason",
-        )
-        .bind(cert.id.as_str())
-        .bind(cert.tenant_id.as_uuid())
-        .bind(cert.property_id.as_str())
-        .bind(&cert.desktop_device_id)
-        .bind(&cert.serial)
-        .bind(&cert.public_key_ed25519)
-        .bind(serde_json::json!(kinds))
-        .bind(i32::try_from(cert.max_valid_window_hours).unwrap_or(i32::MAX))
-        .bind(cert.issued_at)
-        .bind(cert.expires_at)
-        .bind(cert.revoked_at)
-        .bind(cert.revoke_reason.map(|r| r.as_str()))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        crate::facade::save_offline_cert(self, cert).await
     }
 
     async fn offline_certs_expiring(
@@ -831,16 +805,7 @@ impl Store for PgStore {
         tenant: TenantId,
         before: Timestamp,
     ) -> StoreResult<i64> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM offline_issuance WHERE tenant_id = $1 AND revoked_at IS NULL AND expires_at < $2",
-        )
-        .bind(tenant.as_uuid())
-        .bind(before)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(n)
+        crate::facade::offline_certs_expiring(self, tenant, before).await
     }
 
     async fn offline_cert(
@@ -848,132 +813,11 @@ impl Store for PgStore {
         tenant: TenantId,
         id: &str,
     ) -> StoreResult<Option<lockstep_domain::OfflineIssuance>> {
-        let mut tx = self.begin_tenant(tenant).await?;
-        let row = sqlx::query("SELECT * FROM offline_issuance WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_uuid())
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let kinds = row.try_get::<serde_json::Value, _>("allowed_kinds")?;
-        let allowed_kinds = kinds
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|k| lockstep_domain::KeyCredentialKind::parse(k.as_str().unwrap_or_default()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(lockstep_domain::OfflineIssuance {
-            id: lockstep_domain::OfflineIssuanceId::parse(row.try_get::<&str, _>("id")?)?,
-            tenant_id: tenant,
-            property_id: PropertyId::parse(row.try_get::<&str, _>("property_id")?)?,
-            desktop_device_id: row.try_get("desktop_device_id")?,
-            serial: row.try_get("serial")?,
-            public_key_ed25519: row.try_get("public_key_ed25519")?,
-            allowed_kinds,
-            max_valid_window_hours: i64::from(row.try_get::<i32, _>("max_valid_window_hours")?),
-            issued_at: row.try_get::<Timestamp, _>("issued_at")?,
-            expires_at: row.try_get::<Timestamp, _>("expires_at")?,
-            revoked_at: row.try_get::<Option<Timestamp>, _>("revoked_at")?,
-            revoke_reason: row
-                .try_get::<Option<String>, _>("revoke_reason")?
-                .map(|r| lockstep_domain::OfflineRevokeReason::parse(&r))
-                .transpose()?,
-        }))
+        crate::facade::offline_cert(self, tenant, id).await
     }
 
     async fn reencrypt(&self, tenant: TenantId, limit: i64) -> StoreResult<u64> {
-        let current = self.cipher.current_version().to_owned();
-        let mut tx = self.begin_tenant(tenant).await?;
-        let mut n = 0u64;
-        // PINs and vendor refs of (credential, device)
-        let rows = sqlx::query(
-            "SELECT key_credential_id, device_id, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version \
-             FROM key_credential_devices WHERE tenant_id = $1 \
-             AND ((pin_kms_version IS NOT NULL AND pin_kms_version <> $2) OR (vendor_ref_kms_version IS NOT NULL AND vendor_ref_kms_version <> $2)) LIMIT $3",
-        )
-        .bind(tenant.as_uuid())
-        .bind(&current)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in &rows {
-            let c = KeyCredentialId::parse(r.try_get::<&str, _>("key_credential_id")?)?;
-            let d = LockDeviceId::parse(r.try_get::<&str, _>("device_id")?)?;
-            let again = |blob: Option<Vec<u8>>,
-                         ver: Option<String>,
-                         ctx: String|
-             -> StoreResult<(Option<Vec<u8>>, Option<String>)> {
-                match (blob, ver) {
-                    (Some(b), Some(v)) => {
-                        let plain = self.cipher.decrypt(&b, &v, &ctx)?;
-                        let (ct, nv) = self.cipher.encrypt(&plain, &ctx)?;
-                        Ok((Some(ct), Some(nv)))
-                    }
-                    (b, v) => Ok((b, v)),
-                }
-            };
-            let (pin, pin_v) = again(
-                r.try_get("pin_ciphertext")?,
-                r.try_get("pin_kms_version")?,
-                context::pin(&c, &d),
-            )?;
-            let (vref, vref_v) = again(
-                r.try_get("vendor_ref_ciphertext")?,
-                r.try_get("vendor_ref_kms_version")?,
-                context::vendor_ref(&c, &d),
-            )?;
-            sqlx::query(
-                "UPDATE key_credential_devices SET pin_ciphertext = $1, pin_kms_version = $2, vendor_ref_ciphertext = $3, vendor_ref_kms_version = $4 \
-                 WHERE tenant_id = $5 AND key_credential_id = $6 AND device_id = $7",
-            )
-            .bind(pin)
-            .bind(pin_v)
-            .bind(vref)
-            .bind(vref_v)
-            .bind(tenant.as_uuid())
-            .bind(c.as_str())
-            .bind(d.as_str())
-            .execute(&mut *tx)
-            .await?;
-            n += 1;
-        }
-        // vendor device refs and adapter configs: one encrypted column per row
-        for (table, col, ctx_of) in context::single_secret_columns() {
-            let rows = sqlx::query(&format!(
-                "SELECT id, {col}_ciphertext AS ct, {col}_kms_version AS ver FROM {table} \
-                 WHERE tenant_id = $1 AND {col}_kms_version <> $2 LIMIT $3"
-            ))
-            .bind(tenant.as_uuid())
-            .bind(&current)
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
-            for r in &rows {
-                let id: String = r.try_get("id")?;
-                let ctx = ctx_of(&id)?;
-                let plain = self.cipher.decrypt(
-                    &r.try_get::<Vec<u8>, _>("ct")?,
-                    &r.try_get::<String, _>("ver")?,
-                    &ctx,
-                )?;
-                let (ct, v) = self.cipher.encrypt(&plain, &ctx)?;
-                sqlx::query(&format!(
-                    "UPDATE {table} SET {col}_ciphertext = $1, {col}_kms_version = $2 WHERE tenant_id = $3 AND id = $4"
-                ))
-                .bind(ct)
-                .bind(v)
-                .bind(tenant.as_uuid())
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-                n += 1;
-            }
-        }
-        tx.commit().await?;
-        Ok(n)
+        crate::facade::reencrypt(self, tenant, limit).await
     }
 
     async fn seen_vendor_events(

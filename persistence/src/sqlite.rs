@@ -15,18 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::DateTime;
 use lockstep_domain::{
     KeyCredential, KeyCredentialId, LockDeviceId, PropertyId, ReservationId, RoomId, TenantId,
     Timestamp, VendorAdapterId, VendorCode,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use crate::audit;
 use crate::crypto::Cipher;
 use crate::model::*;
-use crate::pg::{corrupt, scope_to_json};
+use crate::pg::scope_to_json;
 use crate::tx::{Conn, ReadTx, Tx, WorkerReadTx, WorkerTx};
 use crate::{migrate, Storage, Store, StoreError, StoreResult};
 
@@ -150,19 +149,6 @@ async fn migrate_sqlite(pool: &SqlitePool) -> StoreResult<()> {
 /// Timestamps are stored as Unix milliseconds.
 fn ms(t: Timestamp) -> i64 {
     t.timestamp_millis()
-}
-
-fn ts(v: i64) -> StoreResult<Timestamp> {
-    DateTime::from_timestamp_millis(v).ok_or_else(|| corrupt("timestamp out of range"))
-}
-
-fn opt_ts(v: Option<i64>) -> StoreResult<Option<Timestamp>> {
-    v.map(ts).transpose()
-}
-
-/// JSON is stored as text.
-fn json_from(s: &str) -> StoreResult<serde_json::Value> {
-    serde_json::from_str(s).map_err(|_| corrupt("stored json does not parse"))
 }
 
 #[async_trait]
@@ -811,29 +797,7 @@ impl Store for SqliteStore {
     }
 
     async fn save_offline_cert(&self, cert: &lockstep_domain::OfflineIssuance) -> StoreResult<()> {
-        let kinds: Vec<&str> = cert.allowed_kinds.iter().map(|k| k.as_str()).collect();
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO offline_issuance (id, tenant_id, property_id, desktop_device_id, serial, public_key_ed25519, allowed_kinds, max_valid_window_hours, issued_at, expires_at, revoked_at, revoke_reason) \
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12) \
-             ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at, revoke_reason = excluded.revoke_reason",
-        )
-        .bind(cert.id.as_str())
-        .bind(cert.tenant_id.to_string())
-        .bind(cert.property_id.as_str())
-        .bind(&cert.desktop_device_id)
-        .bind(&cert.serial)
-        .bind(&cert.public_key_ed25519)
-        .bind(serde_json::json!(kinds).to_string())
-        .bind(i32::try_from(cert.max_valid_window_hours).unwrap_or(i32::MAX))
-        .bind(ms(cert.issued_at))
-        .bind(ms(cert.expires_at))
-        .bind(cert.revoked_at.map(ms))
-        .bind(cert.revoke_reason.map(|r| r.as_str()))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        crate::facade::save_offline_cert(self, cert).await
     }
 
     async fn offline_certs_expiring(
@@ -841,14 +805,7 @@ impl Store for SqliteStore {
         tenant: TenantId,
         before: Timestamp,
     ) -> StoreResult<i64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM offline_issuance WHERE tenant_id = ? AND revoked_at IS NULL AND expires_at < ?",
-        )
-        .bind(tenant.to_string())
-        .bind(ms(before))
-        .fetch_one(&self.reader)
-        .await?;
-        Ok(n)
+        crate::facade::offline_certs_expiring(self, tenant, before).await
     }
 
     async fn offline_cert(
@@ -856,131 +813,11 @@ impl Store for SqliteStore {
         tenant: TenantId,
         id: &str,
     ) -> StoreResult<Option<lockstep_domain::OfflineIssuance>> {
-        let row = sqlx::query("SELECT * FROM offline_issuance WHERE tenant_id = ?1 AND id = ?2")
-            .bind(tenant.to_string())
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let kinds = json_from(row.try_get::<&str, _>("allowed_kinds")?)?;
-        let allowed_kinds = kinds
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|k| lockstep_domain::KeyCredentialKind::parse(k.as_str().unwrap_or_default()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(lockstep_domain::OfflineIssuance {
-            id: lockstep_domain::OfflineIssuanceId::parse(row.try_get::<&str, _>("id")?)?,
-            tenant_id: tenant,
-            property_id: PropertyId::parse(row.try_get::<&str, _>("property_id")?)?,
-            desktop_device_id: row.try_get("desktop_device_id")?,
-            serial: row.try_get("serial")?,
-            public_key_ed25519: row.try_get("public_key_ed25519")?,
-            allowed_kinds,
-            max_valid_window_hours: i64::from(row.try_get::<i32, _>("max_valid_window_hours")?),
-            issued_at: ts(row.try_get::<i64, _>("issued_at")?)?,
-            expires_at: ts(row.try_get::<i64, _>("expires_at")?)?,
-            revoked_at: opt_ts(row.try_get::<Option<i64>, _>("revoked_at")?)?,
-            revoke_reason: row
-                .try_get::<Option<String>, _>("revoke_reason")?
-                .map(|r| lockstep_domain::OfflineRevokeReason::parse(&r))
-                .transpose()?,
-        }))
+        crate::facade::offline_cert(self, tenant, id).await
     }
 
     async fn reencrypt(&self, tenant: TenantId, limit: i64) -> StoreResult<u64> {
-        let current = self.cipher.current_version().to_owned();
-        let mut tx = self.writer.begin().await?;
-        let mut n = 0u64;
-        // PINs and vendor refs of (credential, device)
-        let rows = sqlx::query(
-            "SELECT key_credential_id, device_id, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version \
-             FROM key_credential_devices WHERE tenant_id = ?1 \
-             AND ((pin_kms_version IS NOT NULL AND pin_kms_version <> ?2) OR (vendor_ref_kms_version IS NOT NULL AND vendor_ref_kms_version <> ?2)) LIMIT ?3",
-        )
-        .bind(tenant.to_string())
-        .bind(&current)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        for r in &rows {
-            let c = KeyCredentialId::parse(r.try_get::<&str, _>("key_credential_id")?)?;
-            let d = LockDeviceId::parse(r.try_get::<&str, _>("device_id")?)?;
-            let again = |blob: Option<Vec<u8>>,
-                         ver: Option<String>,
-                         ctx: String|
-             -> StoreResult<(Option<Vec<u8>>, Option<String>)> {
-                match (blob, ver) {
-                    (Some(b), Some(v)) => {
-                        let plain = self.cipher.decrypt(&b, &v, &ctx)?;
-                        let (ct, nv) = self.cipher.encrypt(&plain, &ctx)?;
-                        Ok((Some(ct), Some(nv)))
-                    }
-                    (b, v) => Ok((b, v)),
-                }
-            };
-            let (pin, pin_v) = again(
-                r.try_get("pin_ciphertext")?,
-                r.try_get("pin_kms_version")?,
-                context::pin(&c, &d),
-            )?;
-            let (vref, vref_v) = again(
-                r.try_get("vendor_ref_ciphertext")?,
-                r.try_get("vendor_ref_kms_version")?,
-                context::vendor_ref(&c, &d),
-            )?;
-            sqlx::query(
-                "UPDATE key_credential_devices SET pin_ciphertext = ?1, pin_kms_version = ?2, vendor_ref_ciphertext = ?3, vendor_ref_kms_version = ?4 \
-                 WHERE tenant_id = ?5 AND key_credential_id = ?6 AND device_id = ?7",
-            )
-            .bind(pin)
-            .bind(pin_v)
-            .bind(vref)
-            .bind(vref_v)
-            .bind(tenant.to_string())
-            .bind(c.as_str())
-            .bind(d.as_str())
-            .execute(&mut *tx)
-            .await?;
-            n += 1;
-        }
-        // vendor device refs and adapter configs: one encrypted column per row
-        for (table, col, ctx_of) in context::single_secret_columns() {
-            let rows = sqlx::query(&format!(
-                "SELECT id, {col}_ciphertext AS ct, {col}_kms_version AS ver FROM {table} \
-                 WHERE tenant_id = ?1 AND {col}_kms_version <> ?2 LIMIT ?3"
-            ))
-            .bind(tenant.to_string())
-            .bind(&current)
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
-            for r in &rows {
-                let id: String = r.try_get("id")?;
-                let ctx = ctx_of(&id)?;
-                let plain = self.cipher.decrypt(
-                    &r.try_get::<Vec<u8>, _>("ct")?,
-                    &r.try_get::<String, _>("ver")?,
-                    &ctx,
-                )?;
-                let (ct, v) = self.cipher.encrypt(&plain, &ctx)?;
-                sqlx::query(&format!(
-                    "UPDATE {table} SET {col}_ciphertext = ?1, {col}_kms_version = ?2 WHERE tenant_id = ?3 AND id = ?4"
-                ))
-                .bind(ct)
-                .bind(v)
-                .bind(tenant.to_string())
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-                n += 1;
-            }
-        }
-        tx.commit().await?;
-        Ok(n)
+        crate::facade::reencrypt(self, tenant, limit).await
     }
 
     async fn seen_vendor_events(
