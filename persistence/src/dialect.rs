@@ -15,9 +15,6 @@
 //! - row-level security (`set_config('app.tenant_id', …, true)`) and `BEGIN IMMEDIATE`
 //!   live with the stores that open the transactions (`pg.rs`, `sqlite.rs`).
 
-// Lists, row locks and small integers are used by the tables moved next.
-#![allow(dead_code)]
-
 use chrono::DateTime;
 use lockstep_domain::{TenantId, Timestamp};
 use sqlx::postgres::{PgArguments, PgRow};

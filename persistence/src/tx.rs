@@ -159,7 +159,6 @@ impl Conn {
 pub struct Tx<A: Access = ReadWrite> {
     pub(crate) conn: Conn,
     pub(crate) tenant: TenantId,
-    #[allow(dead_code)] // read by the door-truth and registry tables, moved next
     pub(crate) cipher: Arc<Cipher>,
     access: PhantomData<fn() -> A>,
 }

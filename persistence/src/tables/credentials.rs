@@ -297,44 +297,48 @@ impl Tx<ReadWrite> {
     }
 }
 
+/// Binds what a write may change, in this order: scope, valid_from, valid_until, state,
+/// issued_at, suspended_at, revoked_at, failure_reason, suspend_reason, revoke_reason,
+/// replaced_by_id, version, updated_at.
+fn bind_changes<'a>(stmt: Stmt<'a>, s: &'a KeyCredentialSnapshot) -> Stmt<'a> {
+    stmt.bind(scope_to_json(&s.scope))
+        .bind(s.validity.from())
+        .bind(s.validity.until())
+        .bind(s.state.as_str())
+        .bind(s.issued_at)
+        .bind(s.suspended_at)
+        .bind(s.revoked_at)
+        .bind(s.failure_reason.map(|r| r.as_str()))
+        .bind(s.suspend_reason.map(|r| r.as_str()))
+        .bind(s.revoke_reason.map(|r| r.as_str()))
+        .bind(s.replaced_by_id.as_ref().map(|r| r.as_str()))
+        .bind(s.version)
+        .bind(s.updated_at)
+}
+
 #[async_trait]
 impl CredentialTable for Tx<ReadWrite> {
     async fn insert_credential(&mut self, s: &KeyCredentialSnapshot) -> StoreResult<()> {
-        self.conn
-            .execute(
-                Stmt::new(
-                    "INSERT INTO key_credentials (id, tenant_id, property_id, holder_kind, reservation_id, guest_id, staff_user_id, kind, scope, valid_from, valid_until, state, vendor, vendor_adapter_id, provisional, idempotency_key, issued_at, suspended_at, revoked_at, failure_reason, suspend_reason, revoke_reason, replaces_id, replaced_by_id, version, created_at, updated_at) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27)",
-                )
-                .bind(s.id.as_str())
-                .bind(self.tenant)
-                .bind(s.property_id.as_str())
-                .bind(s.holder_kind.as_str())
-                .bind(s.reservation_id.as_ref().map(|r| r.as_str()))
-                .bind(s.guest_id.as_ref().map(|r| r.as_str()))
-                .bind(s.staff_user_id.as_ref().map(|r| r.as_str()))
-                .bind(s.kind.as_str())
-                .bind(scope_to_json(&s.scope))
-                .bind(s.validity.from())
-                .bind(s.validity.until())
-                .bind(s.state.as_str())
-                .bind(s.vendor.as_str())
-                .bind(s.vendor_adapter_id.as_str())
-                .bind(s.provisional)
-                .bind(&s.idempotency_key)
-                .bind(s.issued_at)
-                .bind(s.suspended_at)
-                .bind(s.revoked_at)
-                .bind(s.failure_reason.map(|r| r.as_str()))
-                .bind(s.suspend_reason.map(|r| r.as_str()))
-                .bind(s.revoke_reason.map(|r| r.as_str()))
-                .bind(s.replaces_id.as_ref().map(|r| r.as_str()))
-                .bind(s.replaced_by_id.as_ref().map(|r| r.as_str()))
-                .bind(s.version)
-                .bind(s.created_at)
-                .bind(s.updated_at),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "INSERT INTO key_credentials (id, tenant_id, property_id, holder_kind, reservation_id, guest_id, staff_user_id, kind, vendor, vendor_adapter_id, provisional, idempotency_key, replaces_id, created_at, \
+             scope, valid_from, valid_until, state, issued_at, suspended_at, revoked_at, failure_reason, suspend_reason, revoke_reason, replaced_by_id, version, updated_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24,$25,$26,$27)",
+        )
+        .bind(s.id.as_str())
+        .bind(self.tenant)
+        .bind(s.property_id.as_str())
+        .bind(s.holder_kind.as_str())
+        .bind(s.reservation_id.as_ref().map(|r| r.as_str()))
+        .bind(s.guest_id.as_ref().map(|r| r.as_str()))
+        .bind(s.staff_user_id.as_ref().map(|r| r.as_str()))
+        .bind(s.kind.as_str())
+        .bind(s.vendor.as_str())
+        .bind(s.vendor_adapter_id.as_str())
+        .bind(s.provisional)
+        .bind(&s.idempotency_key)
+        .bind(s.replaces_id.as_ref().map(|r| r.as_str()))
+        .bind(s.created_at);
+        self.conn.execute(bind_changes(stmt, s)).await?;
         self.link_rooms(s).await
     }
 
@@ -343,46 +347,25 @@ impl CredentialTable for Tx<ReadWrite> {
         s: &KeyCredentialSnapshot,
         expected_version: i64,
     ) -> StoreResult<()> {
-        let n = self
-            .conn
-            .execute(
-                Stmt::new(
-                    "UPDATE key_credentials SET scope = $4, valid_from = $5, valid_until = $6, state = $7, issued_at = $8, suspended_at = $9, revoked_at = $10, \
-                     failure_reason = $11, suspend_reason = $12, revoke_reason = $13, replaced_by_id = $14, version = $15, updated_at = $16 \
-                     WHERE tenant_id = $1 AND id = $2 AND version = $3",
-                )
-                .bind(self.tenant)
-                .bind(s.id.as_str())
-                .bind(expected_version)
-                .bind(scope_to_json(&s.scope))
-                .bind(s.validity.from())
-                .bind(s.validity.until())
-                .bind(s.state.as_str())
-                .bind(s.issued_at)
-                .bind(s.suspended_at)
-                .bind(s.revoked_at)
-                .bind(s.failure_reason.map(|r| r.as_str()))
-                .bind(s.suspend_reason.map(|r| r.as_str()))
-                .bind(s.revoke_reason.map(|r| r.as_str()))
-                .bind(s.replaced_by_id.as_ref().map(|r| r.as_str()))
-                .bind(s.version)
-                .bind(s.updated_at),
-            )
-            .await?;
-        if n != 1 {
+        let stmt = Stmt::new(
+            "UPDATE key_credentials SET scope = $4, valid_from = $5, valid_until = $6, state = $7, issued_at = $8, suspended_at = $9, revoked_at = $10, \
+             failure_reason = $11, suspend_reason = $12, revoke_reason = $13, replaced_by_id = $14, version = $15, updated_at = $16 \
+             WHERE tenant_id = $1 AND id = $2 AND version = $3",
+        )
+        .bind(self.tenant)
+        .bind(s.id.as_str())
+        .bind(expected_version);
+        if self.conn.execute(bind_changes(stmt, s)).await? != 1 {
             return Err(StoreError::Conflict {
                 entity: "key_credentials",
             });
         }
-        self.conn
-            .execute(
-                Stmt::new(
-                    "DELETE FROM key_credential_rooms WHERE tenant_id = $1 AND key_credential_id = $2",
-                )
-                .bind(self.tenant)
-                .bind(s.id.as_str()),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "DELETE FROM key_credential_rooms WHERE tenant_id = $1 AND key_credential_id = $2",
+        )
+        .bind(self.tenant)
+        .bind(s.id.as_str());
+        self.conn.execute(stmt).await?;
         self.link_rooms(s).await
     }
 }
