@@ -1,6 +1,8 @@
-//! The compatibility layer: the old one-call-one-transaction `Store` methods, each
-//! opening a transaction and calling the table traits. Callers move off it onto
-//! [`crate::Storage`] and the tables.
+//! The compatibility layer: the store as actors and orchestrator called it before the
+//! storage API, one call one transaction. Each method opens a transaction of the right kind
+//! and calls the table traits; nothing here writes SQL. Callers move off it onto
+//! [`crate::Storage`] and the tables (a saga step then reads and writes in one
+//! transaction instead of several).
 
 use async_trait::async_trait;
 use lockstep_domain::{
@@ -53,10 +55,11 @@ macro_rules! in_worker {
     }};
 }
 
-/// The store, as the actors and the orchestrator see it. Tenant-scoped calls take the
-/// tenant and run under it (Postgres: `set_config('app.tenant_id', …, true)` inside the
-/// transaction, so RLS applies). Calls marked *worker path* are the narrow cross-tenant
-/// path (DESIGN §5).
+/// The compatibility layer over [`Storage`]: every method is one transaction over the
+/// tables, implemented once for every store. Tenant-scoped calls open a [`crate::ReadTx`]
+/// or [`crate::Tx`] of the tenant (Postgres: `set_config('app.tenant_id', …, true)`
+/// inside the transaction, so RLS applies); calls marked *worker path* open a
+/// [`crate::WorkerReadTx`] or [`crate::WorkerTx`] (DESIGN §5). New code uses the tables.
 #[async_trait]
 pub trait Store: Storage {
     /// Inbox dedupe and mailbox insert in one transaction (DESIGN §3.1). Acknowledge the
@@ -480,7 +483,7 @@ pub trait Store: Storage {
     }
 
     /// Takes ownership of a partition: bumps its epoch and returns the new fence; worker
-    /// path. Commits carrying an older fence fail with [`StoreError::Fenced`].
+    /// path. Commits carrying an older fence fail with [`crate::StoreError::Fenced`].
     async fn take_partition(
         &self,
         partition: i32,
@@ -492,7 +495,7 @@ pub trait Store: Storage {
 
     /// Creates or replaces the key-kind policy of (tenant, property). A stored policy
     /// keeps its id. K-1 (non-empty preferred order) and K-2 (at most 720 hours) violations
-    /// fail with [`StoreError::Constraint`].
+    /// fail with [`crate::StoreError::Constraint`].
     async fn upsert_policy(&self, policy: &PolicyRecord) -> StoreResult<()> {
         in_write!(self, policy.tenant_id, |tx| tx
             .upsert_policy(policy)

@@ -1,12 +1,33 @@
-//! Lockstep's storage: one set of store traits (`Store`) implemented for Postgres
-//! (production) and SQLite (embedded), their migrations, the persistent mailbox and durable
-//! timers, inbox and outbox, the door-truth rows and the audit trail, and the envelope
-//! encryption of PINs, vendor refs and device refs at rest.
+//! Lockstep's storage: Postgres (production) and SQLite (embedded) behind one storage API,
+//! their migrations, the persistent mailbox and durable timers, inbox and outbox, door
+//! truth, the audit hash chain, and the envelope encryption of PINs, vendor refs, device
+//! refs and adapter configs at rest.
+//!
+//! The API is restate's `storage-api` shape. A [`Storage`] (one per process, held as
+//! `Arc<dyn Storage>` or `Arc<dyn Store>`) opens transactions whose type says which path a
+//! call is on: [`Tx`] (one tenant, read-write, checked against the partition's fence),
+//! [`ReadTx`] (one tenant, read-only), [`WorkerTx`] and [`WorkerReadTx`] (the narrow
+//! cross-tenant worker path, DESIGN §5). Tables are small traits over them, one per table
+//! group ([`tables`]: a `ReadOnly…Table` for the reads and a `…Table` for the writes),
+//! implemented once for both backends: a saga step names the tables it touches
+//! (`tx: &mut (impl CredentialTable + DoorTruthTable)`), reads inside the transaction that
+//! writes, and ends with [`Tx::commit`]. The SQL and the row mapping are written once;
+//! what Postgres and SQLite do differently (value types, lists, row locks, the statements
+//! that really differ) sits in one dialect layer, and how a transaction begins
+//! (`set_config` for row-level security and the fence lock, or `BEGIN IMMEDIATE` on
+//! SQLite's single writer) in [`pg`] and [`sqlite`].
+//!
+//! [`Store`] is the compatibility layer callers move off: the former one-call-one-
+//! transaction methods, each a transaction over the tables, with [`Store::commit`]
+//! applying a [`UnitOfWork`].
 //!
 //! Architecture Invariant: only this crate writes SQL. It depends on `domain` and on no
 //! crate above it (no actors, no vendors, no HTTP, no broker). Every write of a saga step
-//! goes through [`Store::commit`] as one transaction: state, door truth, outbox, audit
-//! and mailbox progress land together or not at all (DESIGN §3).
+//! goes through one transaction: state, door truth, outbox, audit and mailbox progress land
+//! together or not at all (DESIGN §3).
+//!
+//! Architecture Invariant: only `pg.rs` and `sqlite.rs` open transactions, and only the
+//! worker transaction types reach across tenants.
 
 pub mod audit;
 pub mod crypto;

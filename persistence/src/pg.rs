@@ -1,6 +1,9 @@
-//! The Postgres store (production). Two pools: `app` runs as the service role under RLS
-//! with the tenant set per transaction; `worker` runs as the narrow cross-tenant role
-//! used only by the outbox publisher and the partition scanner (DESIGN §5).
+//! The Postgres store (production): how its transactions begin, its pools and its
+//! migrations; the tables' statements are shared with SQLite (`crate::tables`). Two pools:
+//! `app` runs as the service role under RLS, the tenant set per transaction (`Tx`,
+//! `ReadTx`); `worker` runs as the narrow cross-tenant role, used only by the worker
+//! transactions (`WorkerTx`, `WorkerReadTx`: the outbox publisher, the timer and
+//! partition scans, the backlog and the chain list; DESIGN §5).
 
 use std::sync::Arc;
 

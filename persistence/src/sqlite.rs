@@ -1,6 +1,7 @@
-//! The SQLite store (embedded mode), a port of [`crate::pg::PgStore`] with the same
-//! behaviour. There is no row-level security in SQLite: every tenant-scoped query filters on
-//! `tenant_id` itself, so tenant scoping holds by query.
+//! The SQLite store (embedded mode): how its transactions begin, its pools and its
+//! migrations. The tables' statements are shared with Postgres (`crate::tables`, through
+//! the dialect layer). There is no row-level security in SQLite: every tenant-scoped
+//! statement filters on `tenant_id` itself, so tenant scoping holds by query.
 //!
 //! Concurrency (DESIGN §5): the file runs in WAL mode with foreign keys on and a busy
 //! timeout. All writes go through one pool of exactly one connection and every write

@@ -1,5 +1,5 @@
 //! The storage API: one small trait per table group, implemented once over the
-//! transaction types of [`crate::tx`] and written once for both backends through the
+//! transaction types ([`crate::Tx`] and the others) and written once for both backends through the
 //! dialect layer (restate's `storage-api` is the model).
 //!
 //! A tenant table has a `ReadOnly…Table` trait (implemented by [`crate::Tx`] and
