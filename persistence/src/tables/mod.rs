@@ -1,6 +1,6 @@
 //! The storage API: one small trait per table group, implemented once over the
-//! transaction types ([`crate::Tx`] and the others) and written once for both backends through the
-//! dialect layer (restate's `storage-api` is the model).
+//! transaction types ([`crate::Tx`] and the others) and written once for both backends
+//! through the dialect layer (restate's `storage-api` is the model).
 //!
 //! A tenant table has a `ReadOnly…Table` trait (implemented by [`crate::Tx`] and
 //! [`crate::ReadTx`]) and a `…Table` trait for its writes (implemented by [`crate::Tx`]

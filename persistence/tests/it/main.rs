@@ -100,6 +100,7 @@ macro_rules! store_contract_tests {
             transactions {
                 uncommitted_writes_are_private_and_rollback_or_drop_discards_them,
                 ping_answers_until_the_store_is_closed,
+                a_step_names_its_tables_and_runs_in_one_tx_in_a_spawned_task,
             },
             unit_of_work {
                 commit_of_new_credential_makes_all_its_rows_visible,

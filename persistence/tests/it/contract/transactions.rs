@@ -59,3 +59,57 @@ pub async fn ping_answers_until_the_store_is_closed(b: &Backend) -> anyhow::Resu
     );
     Ok(())
 }
+
+/// A saga step as the engine will write one: it names the tables it touches, reads and
+/// writes in one transaction, and runs in a spawned task on a store held as
+/// `Arc<dyn Store>` (the futures are `Send`).
+pub async fn a_step_names_its_tables_and_runs_in_one_tx_in_a_spawned_task(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    /// `requested → pending` with the PIN committed before the vendor call (DESIGN §3.4).
+    async fn mark_pending(
+        tx: &mut (impl CredentialTable + DoorTruthTable),
+        id: &lockstep_domain::KeyCredentialId,
+        device: &lockstep_domain::LockDeviceId,
+        now: lockstep_domain::Timestamp,
+    ) -> Result<(), StoreError> {
+        let Some(c) = tx.get_credential(id).await? else {
+            return Err(StoreError::Conflict {
+                entity: "key_credentials",
+            });
+        };
+        let mut s = c.snapshot();
+        s.state = KeyCredentialState::Pending;
+        s.version += 1;
+        s.updated_at = now;
+        tx.update_credential(&s, c.version()).await?;
+        let mut w = door(id, device, Desired::Present, SyncState::Pending);
+        w.pin = Some(lockstep_domain::Pin::parse("271828")?);
+        tx.put_door_truth(&w, now, now).await
+    }
+
+    let store = b.twin_stores().await?[0].clone();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store.as_ref(), tenant).await?;
+    let c = stay(&reg, &reservation(), &["r101"], day(0), day(1))?;
+    store.commit(insert(c.snapshot(), t0())).await?;
+    let (id, device) = (c.id().clone(), reg.devices[0].clone());
+    let task = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin(tenant, None).await?;
+            mark_pending(&mut tx, &id, &device, at(1)).await?;
+            tx.commit().await
+        })
+    };
+    task.await??;
+    let mut rtx = store.read(tenant).await?;
+    let got = rtx.get_credential(c.id()).await?.context("stored")?;
+    assert_eq!(
+        (got.state(), got.version()),
+        (KeyCredentialState::Pending, 2)
+    );
+    let doors = rtx.credential_devices(c.id()).await?;
+    assert_eq!(doors[0].pin.as_ref().map(|p| p.expose()), Some("271828"));
+    Ok(())
+}
