@@ -52,18 +52,14 @@ impl<A: Access> ReadOnlyDoorAttemptTable for Tx<A> {
         let d = self.conn.dialect();
         let mut seen = Vec::new();
         for chunk in d.chunks(ids) {
-            let rows = self
-                .conn
-                .fetch_all(
-                    Stmt::new(format!(
-                        "SELECT vendor_event_id FROM key_credential_attempts WHERE tenant_id = $1 AND vendor = $2 AND {}",
-                        d.in_list("vendor_event_id", 3, chunk.len())
-                    ))
-                    .bind(self.tenant)
-                    .bind(vendor.as_str())
-                    .list(chunk),
-                )
-                .await?;
+            let stmt = Stmt::new(format!(
+                "SELECT vendor_event_id FROM key_credential_attempts WHERE tenant_id = $1 AND vendor = $2 AND {}",
+                d.in_list("vendor_event_id", 3, chunk.len())
+            ))
+            .bind(self.tenant)
+            .bind(vendor.as_str())
+            .list(chunk);
+            let rows = self.conn.fetch_all(stmt).await?;
             for r in &rows {
                 seen.push(r.get("vendor_event_id")?);
             }
@@ -76,17 +72,13 @@ impl<A: Access> ReadOnlyDoorAttemptTable for Tx<A> {
         vendor: VendorCode,
         external_event_id: &str,
     ) -> StoreResult<bool> {
-        let row = self
-            .conn
-            .fetch_one(
-                Stmt::new(
-                    "SELECT count(*) AS n FROM webhook_inbox WHERE tenant_id = $1 AND vendor = $2 AND external_event_id = $3",
-                )
-                .bind(self.tenant)
-                .bind(vendor.as_str())
-                .bind(external_event_id),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT count(*) AS n FROM webhook_inbox WHERE tenant_id = $1 AND vendor = $2 AND external_event_id = $3",
+        )
+        .bind(self.tenant)
+        .bind(vendor.as_str())
+        .bind(external_event_id);
+        let row = self.conn.fetch_one(stmt).await?;
         Ok(row.get::<i64>("n")? > 0)
     }
 }
@@ -94,48 +86,42 @@ impl<A: Access> ReadOnlyDoorAttemptTable for Tx<A> {
 #[async_trait]
 impl DoorAttemptTable for Tx<ReadWrite> {
     async fn insert_attempt(&mut self, a: &KeyCredentialAttempt) -> StoreResult<()> {
-        self.conn
-            .execute(
-                Stmt::new(
-                    "INSERT INTO key_credential_attempts (id, tenant_id, property_id, key_credential_id, device_id, attempted_at, ingested_at, outcome, deny_reason, vendor, vendor_event_id, metadata) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
-                )
-                .bind(a.id.as_str())
-                .bind(self.tenant)
-                .bind(a.property_id.as_str())
-                .bind(a.key_credential_id.as_ref().map(|k| k.as_str()))
-                .bind(a.device_id.as_str())
-                .bind(a.attempted_at)
-                .bind(a.ingested_at)
-                .bind(a.outcome.as_str())
-                .bind(a.deny_reason.map(|r| r.as_str()))
-                .bind(a.vendor.as_str())
-                .bind(&a.vendor_event_id)
-                .bind(serde_json::json!({ "method": a.method, "clamped": a.clamped })),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "INSERT INTO key_credential_attempts (id, tenant_id, property_id, key_credential_id, device_id, attempted_at, ingested_at, outcome, deny_reason, vendor, vendor_event_id, metadata) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+        )
+        .bind(a.id.as_str())
+        .bind(self.tenant)
+        .bind(a.property_id.as_str())
+        .bind(a.key_credential_id.as_ref().map(|k| k.as_str()))
+        .bind(a.device_id.as_str())
+        .bind(a.attempted_at)
+        .bind(a.ingested_at)
+        .bind(a.outcome.as_str())
+        .bind(a.deny_reason.map(|r| r.as_str()))
+        .bind(a.vendor.as_str())
+        .bind(&a.vendor_event_id)
+        .bind(serde_json::json!({ "method": a.method, "clamped": a.clamped }));
+        self.conn.execute(stmt).await?;
         Ok(())
     }
 
     async fn insert_webhook(&mut self, w: &WebhookInboxRow, now: Timestamp) -> StoreResult<()> {
-        self.conn
-            .execute(
-                Stmt::new(
-                    "INSERT INTO webhook_inbox (id, tenant_id, vendor, external_event_id, type, payload, signature_ok, received_at, processed_at, processed_outcome) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
-                )
-                .bind(&w.id)
-                .bind(self.tenant)
-                .bind(w.vendor.as_str())
-                .bind(&w.external_event_id)
-                .bind(&w.kind)
-                .bind(&w.payload)
-                .bind(w.signature_ok)
-                .bind(w.received_at)
-                .bind(now)
-                .bind(&w.outcome),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "INSERT INTO webhook_inbox (id, tenant_id, vendor, external_event_id, type, payload, signature_ok, received_at, processed_at, processed_outcome) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+        )
+        .bind(&w.id)
+        .bind(self.tenant)
+        .bind(w.vendor.as_str())
+        .bind(&w.external_event_id)
+        .bind(&w.kind)
+        .bind(&w.payload)
+        .bind(w.signature_ok)
+        .bind(w.received_at)
+        .bind(now)
+        .bind(&w.outcome);
+        self.conn.execute(stmt).await?;
         Ok(())
     }
 }

@@ -49,17 +49,13 @@ pub trait ReadOnlyAuditHeadTable: Send {
 #[async_trait]
 impl<A: Access> ReadOnlyAuditTable for Tx<A> {
     async fn audit_chain(&mut self, property: &PropertyId) -> StoreResult<Vec<ChainedAuditRow>> {
-        let rows = self
-            .conn
-            .fetch_all(
-                Stmt::new(
-                    "SELECT id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload, chain_seq, prev_hash, row_hash \
-                     FROM lock_audit WHERE tenant_id = $1 AND property_id = $2 AND chain_seq IS NOT NULL ORDER BY chain_seq",
-                )
-                .bind(self.tenant)
-                .bind(property.as_str()),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload, chain_seq, prev_hash, row_hash \
+             FROM lock_audit WHERE tenant_id = $1 AND property_id = $2 AND chain_seq IS NOT NULL ORDER BY chain_seq",
+        )
+        .bind(self.tenant)
+        .bind(property.as_str());
+        let rows = self.conn.fetch_all(stmt).await?;
         rows.iter()
             .map(|r| {
                 Ok(ChainedAuditRow {
@@ -89,17 +85,13 @@ impl<A: Access> ReadOnlyAuditTable for Tx<A> {
     }
 
     async fn audit_roots(&mut self, property: &PropertyId) -> StoreResult<Vec<SealedRoot>> {
-        let rows = self
-            .conn
-            .fetch_all(
-                Stmt::new(
-                    "SELECT from_seq, to_seq, merkle_root, signature, key_id, sealed_at FROM lock_audit_roots \
-                     WHERE tenant_id = $1 AND property_id = $2 ORDER BY from_seq",
-                )
-                .bind(self.tenant)
-                .bind(property.as_str()),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT from_seq, to_seq, merkle_root, signature, key_id, sealed_at FROM lock_audit_roots \
+             WHERE tenant_id = $1 AND property_id = $2 ORDER BY from_seq",
+        )
+        .bind(self.tenant)
+        .bind(property.as_str());
+        let rows = self.conn.fetch_all(stmt).await?;
         rows.iter()
             .map(|r| {
                 Ok(SealedRoot {
@@ -128,26 +120,19 @@ impl AuditTable for Tx<ReadWrite> {
         }
         let lock = self.conn.dialect().for_update();
         for (property, head) in heads.iter_mut() {
-            self.conn
-                .execute(
-                    Stmt::new(
-                        "INSERT INTO lock_audit_heads (tenant_id, property_id, seq, head_hash) VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(self.tenant)
-                    .bind(*property)
-                    .bind(chain::GENESIS),
-                )
-                .await?;
-            let r = self
-                .conn
-                .fetch_one(
-                    Stmt::new(format!(
-                        "SELECT seq, head_hash FROM lock_audit_heads WHERE tenant_id = $1 AND property_id = $2{lock}"
-                    ))
-                    .bind(self.tenant)
-                    .bind(*property),
-                )
-                .await?;
+            let stmt = Stmt::new(
+                "INSERT INTO lock_audit_heads (tenant_id, property_id, seq, head_hash) VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(self.tenant)
+            .bind(*property)
+            .bind(chain::GENESIS);
+            self.conn.execute(stmt).await?;
+            let stmt = Stmt::new(format!(
+                "SELECT seq, head_hash FROM lock_audit_heads WHERE tenant_id = $1 AND property_id = $2{lock}"
+            ))
+            .bind(self.tenant)
+            .bind(*property);
+            let r = self.conn.fetch_one(stmt).await?;
             *head = (r.get("seq")?, r.get("head_hash")?);
         }
         for a in rows {
@@ -158,64 +143,55 @@ impl AuditTable for Tx<ReadWrite> {
             row.tenant_id = self.tenant;
             let seq = head.0 + 1;
             let hash = chain::row_hash(&head.1, seq, &row);
-            self.conn
-                .execute(
-                    Stmt::new(
-                        "INSERT INTO lock_audit (id, tenant_id, property_id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload, chain_seq, prev_hash, row_hash) \
-                         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
-                    )
-                    .bind(&a.id)
-                    .bind(self.tenant)
-                    .bind(a.property_id.as_str())
-                    .bind(a.credential_id.as_ref().map(|c| c.as_str()))
-                    .bind(a.device_id.as_ref().map(|d| d.as_str()))
-                    .bind(&a.actor_kind)
-                    .bind(&a.action)
-                    .bind(&a.reason)
-                    .bind(a.vendor.map(|v| v.as_str()))
-                    .bind(&a.trace_id)
-                    .bind(a.created_at)
-                    .bind(&a.payload)
-                    .bind(seq)
-                    .bind(head.1.as_str())
-                    .bind(hash.as_str()),
-                )
-                .await?;
+            let stmt = Stmt::new(
+                "INSERT INTO lock_audit (id, tenant_id, property_id, key_credential_id, device_id, actor_kind, action, reason, vendor, trace_id, created_at, payload, chain_seq, prev_hash, row_hash) \
+                 VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+            )
+            .bind(&a.id)
+            .bind(self.tenant)
+            .bind(a.property_id.as_str())
+            .bind(a.credential_id.as_ref().map(|c| c.as_str()))
+            .bind(a.device_id.as_ref().map(|d| d.as_str()))
+            .bind(&a.actor_kind)
+            .bind(&a.action)
+            .bind(&a.reason)
+            .bind(a.vendor.map(|v| v.as_str()))
+            .bind(&a.trace_id)
+            .bind(a.created_at)
+            .bind(&a.payload)
+            .bind(seq)
+            .bind(head.1.as_str())
+            .bind(hash.as_str());
+            self.conn.execute(stmt).await?;
             *head = (seq, hash);
         }
         for (property, (seq, hash)) in &heads {
-            self.conn
-                .execute(
-                    Stmt::new(
-                        "UPDATE lock_audit_heads SET seq = $3, head_hash = $4 WHERE tenant_id = $1 AND property_id = $2",
-                    )
-                    .bind(self.tenant)
-                    .bind(*property)
-                    .bind(*seq)
-                    .bind(hash.as_str()),
-                )
-                .await?;
+            let stmt = Stmt::new(
+                "UPDATE lock_audit_heads SET seq = $3, head_hash = $4 WHERE tenant_id = $1 AND property_id = $2",
+            )
+            .bind(self.tenant)
+            .bind(*property)
+            .bind(*seq)
+            .bind(hash.as_str());
+            self.conn.execute(stmt).await?;
         }
         Ok(())
     }
 
     async fn insert_audit_root(&mut self, root: &SealedRoot) -> StoreResult<()> {
         self.own(root.tenant_id, "audit root")?;
-        self.conn
-            .execute(
-                Stmt::new(
-                    "INSERT INTO lock_audit_roots (tenant_id, property_id, from_seq, to_seq, merkle_root, signature, key_id, sealed_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
-                )
-                .bind(self.tenant)
-                .bind(root.property_id.as_str())
-                .bind(root.from_seq)
-                .bind(root.to_seq)
-                .bind(&root.merkle_root)
-                .bind(&root.signature)
-                .bind(&root.key_id)
-                .bind(root.sealed_at),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "INSERT INTO lock_audit_roots (tenant_id, property_id, from_seq, to_seq, merkle_root, signature, key_id, sealed_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+        )
+        .bind(self.tenant)
+        .bind(root.property_id.as_str())
+        .bind(root.from_seq)
+        .bind(root.to_seq)
+        .bind(&root.merkle_root)
+        .bind(&root.signature)
+        .bind(&root.key_id)
+        .bind(root.sealed_at);
+        self.conn.execute(stmt).await?;
         Ok(())
     }
 }
@@ -223,12 +199,10 @@ impl AuditTable for Tx<ReadWrite> {
 #[async_trait]
 impl<A: Access> ReadOnlyAuditHeadTable for WorkerTx<A> {
     async fn audit_chains(&mut self) -> StoreResult<Vec<(TenantId, PropertyId)>> {
-        let rows = self
-            .conn
-            .fetch_all(Stmt::new(
-                "SELECT tenant_id, property_id FROM lock_audit_heads ORDER BY tenant_id, property_id",
-            ))
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT tenant_id, property_id FROM lock_audit_heads ORDER BY tenant_id, property_id",
+        );
+        let rows = self.conn.fetch_all(stmt).await?;
         rows.iter()
             .map(|r| {
                 Ok((

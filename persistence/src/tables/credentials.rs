@@ -126,16 +126,12 @@ impl<A: Access> Tx<A> {
     async fn with_rooms(&mut self, rows: Vec<Row>) -> StoreResult<Vec<KeyCredential>> {
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let ids: Vec<Row> = self
-                .conn
-                .fetch_all(
-                    Stmt::new(
-                        "SELECT room_id FROM key_credential_rooms WHERE tenant_id = $1 AND key_credential_id = $2 ORDER BY room_id",
-                    )
-                    .bind(self.tenant)
-                    .bind(row.get::<&str>("id")?),
-                )
-                .await?;
+            let stmt = Stmt::new(
+                "SELECT room_id FROM key_credential_rooms WHERE tenant_id = $1 AND key_credential_id = $2 ORDER BY room_id",
+            )
+            .bind(self.tenant)
+            .bind(row.get::<&str>("id")?);
+            let ids: Vec<Row> = self.conn.fetch_all(stmt).await?;
             let rooms = ids
                 .iter()
                 .map(|r| Ok(RoomId::parse(r.get("room_id")?)?))
@@ -149,14 +145,10 @@ impl<A: Access> Tx<A> {
 #[async_trait]
 impl<A: Access> ReadOnlyCredentialTable for Tx<A> {
     async fn get_credential(&mut self, id: &KeyCredentialId) -> StoreResult<Option<KeyCredential>> {
-        let rows = self
-            .conn
-            .fetch_all(
-                Stmt::new("SELECT * FROM key_credentials WHERE tenant_id = $1 AND id = $2")
-                    .bind(self.tenant)
-                    .bind(id.as_str()),
-            )
-            .await?;
+        let stmt = Stmt::new("SELECT * FROM key_credentials WHERE tenant_id = $1 AND id = $2")
+            .bind(self.tenant)
+            .bind(id.as_str());
+        let rows = self.conn.fetch_all(stmt).await?;
         Ok(self.with_rooms(rows).await?.pop())
     }
 
@@ -165,35 +157,31 @@ impl<A: Access> ReadOnlyCredentialTable for Tx<A> {
         filter: &CredentialFilter,
         limit: i64,
     ) -> StoreResult<Vec<KeyCredential>> {
-        let rows = self
-            .conn
-            .fetch_all(
-                Stmt::new(
-                    "SELECT * FROM key_credentials c WHERE c.tenant_id = $1 \
-                     AND ($2 IS NULL OR c.property_id = $2) \
-                     AND ($3 IS NULL OR c.reservation_id = $3) \
-                     AND ($4 IS NULL OR c.guest_id = $4) \
-                     AND ($5 IS NULL OR c.staff_user_id = $5) \
-                     AND ($6 IS NULL OR c.state = $6) \
-                     AND ($7 IS NULL OR EXISTS (SELECT 1 FROM key_credential_rooms r \
-                          WHERE r.tenant_id = c.tenant_id AND r.key_credential_id = c.id AND r.room_id = $7)) \
-                     AND ($8 IS NULL OR (c.state IN ('pending', 'active') \
-                          AND c.valid_from <= $8 AND $8 < c.valid_until)) \
-                     AND ($9 IS NULL OR c.id > $9) \
-                     ORDER BY c.id LIMIT $10",
-                )
-                .bind(self.tenant)
-                .bind(&filter.property_id)
-                .bind(&filter.reservation_id)
-                .bind(&filter.guest_id)
-                .bind(&filter.staff_user_id)
-                .bind(&filter.state)
-                .bind(&filter.room_id)
-                .bind(filter.opens_at)
-                .bind(&filter.after)
-                .bind(limit),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT * FROM key_credentials c WHERE c.tenant_id = $1 \
+             AND ($2 IS NULL OR c.property_id = $2) \
+             AND ($3 IS NULL OR c.reservation_id = $3) \
+             AND ($4 IS NULL OR c.guest_id = $4) \
+             AND ($5 IS NULL OR c.staff_user_id = $5) \
+             AND ($6 IS NULL OR c.state = $6) \
+             AND ($7 IS NULL OR EXISTS (SELECT 1 FROM key_credential_rooms r \
+                  WHERE r.tenant_id = c.tenant_id AND r.key_credential_id = c.id AND r.room_id = $7)) \
+             AND ($8 IS NULL OR (c.state IN ('pending', 'active') \
+                  AND c.valid_from <= $8 AND $8 < c.valid_until)) \
+             AND ($9 IS NULL OR c.id > $9) \
+             ORDER BY c.id LIMIT $10",
+        )
+        .bind(self.tenant)
+        .bind(&filter.property_id)
+        .bind(&filter.reservation_id)
+        .bind(&filter.guest_id)
+        .bind(&filter.staff_user_id)
+        .bind(&filter.state)
+        .bind(&filter.room_id)
+        .bind(filter.opens_at)
+        .bind(&filter.after)
+        .bind(limit);
+        let rows = self.conn.fetch_all(stmt).await?;
         self.with_rooms(rows).await
     }
 
@@ -201,16 +189,12 @@ impl<A: Access> ReadOnlyCredentialTable for Tx<A> {
         &mut self,
         reservation: &ReservationId,
     ) -> StoreResult<Vec<KeyCredential>> {
-        let rows = self
-            .conn
-            .fetch_all(
-                Stmt::new(
-                    "SELECT * FROM key_credentials WHERE tenant_id = $1 AND reservation_id = $2 ORDER BY created_at, id",
-                )
-                .bind(self.tenant)
-                .bind(reservation.as_str()),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT * FROM key_credentials WHERE tenant_id = $1 AND reservation_id = $2 ORDER BY created_at, id",
+        )
+        .bind(self.tenant)
+        .bind(reservation.as_str());
+        let rows = self.conn.fetch_all(stmt).await?;
         self.with_rooms(rows).await
     }
 
@@ -263,33 +247,27 @@ impl Tx<ReadWrite> {
     async fn link_rooms(&mut self, s: &KeyCredentialSnapshot) -> StoreResult<()> {
         match self.conn.dialect() {
             Dialect::Postgres => {
-                self.conn
-                    .execute(
-                        Stmt::new(
-                            "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id, property_id, reservation_id, is_master, state, validity) \
-                             SELECT c.tenant_id, c.id, r.room_id, c.property_id, c.reservation_id, c.holder_kind = 'staff_master', c.state, tstzrange(c.valid_from, c.valid_until, '[)') \
-                             FROM key_credentials c CROSS JOIN unnest($3::text[]) WITH ORDINALITY AS r(room_id, n) WHERE c.tenant_id = $1 AND c.id = $2 ORDER BY r.n",
-                        )
-                        .bind(self.tenant)
-                        .bind(s.id.as_str())
-                        .list(&s.rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>()),
-                    )
-                    .await?;
+                let stmt = Stmt::new(
+                    "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id, property_id, reservation_id, is_master, state, validity) \
+                     SELECT c.tenant_id, c.id, r.room_id, c.property_id, c.reservation_id, c.holder_kind = 'staff_master', c.state, tstzrange(c.valid_from, c.valid_until, '[)') \
+                     FROM key_credentials c CROSS JOIN unnest($3::text[]) WITH ORDINALITY AS r(room_id, n) WHERE c.tenant_id = $1 AND c.id = $2 ORDER BY r.n",
+                )
+                .bind(self.tenant)
+                .bind(s.id.as_str())
+                .list(&s.rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>());
+                self.conn.execute(stmt).await?;
             }
             Dialect::Sqlite => {
                 for room in &s.rooms {
-                    self.conn
-                        .execute(
-                            Stmt::new(
-                                "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id, property_id, reservation_id, is_master, state, valid_from, valid_until) \
-                                 SELECT c.tenant_id, c.id, $3, c.property_id, c.reservation_id, c.holder_kind = 'staff_master', c.state, c.valid_from, c.valid_until \
-                                 FROM key_credentials c WHERE c.tenant_id = $1 AND c.id = $2",
-                            )
-                            .bind(self.tenant)
-                            .bind(s.id.as_str())
-                            .bind(room.as_str()),
-                        )
-                        .await?;
+                    let stmt = Stmt::new(
+                        "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id, property_id, reservation_id, is_master, state, valid_from, valid_until) \
+                         SELECT c.tenant_id, c.id, $3, c.property_id, c.reservation_id, c.holder_kind = 'staff_master', c.state, c.valid_from, c.valid_until \
+                         FROM key_credentials c WHERE c.tenant_id = $1 AND c.id = $2",
+                    )
+                    .bind(self.tenant)
+                    .bind(s.id.as_str())
+                    .bind(room.as_str());
+                    self.conn.execute(stmt).await?;
                 }
             }
         }

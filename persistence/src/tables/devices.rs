@@ -76,21 +76,16 @@ impl<A: Access> ReadOnlyDeviceTable for Tx<A> {
         let mut rows = Vec::new();
         for chunk in d.chunks(rooms) {
             let ids: Vec<&str> = chunk.iter().map(|r| r.as_str()).collect();
-            rows.extend(
-                self.conn
-                    .fetch_all(
-                        Stmt::new(format!(
-                            "SELECT d.id, d.tenant_id, d.property_id, d.vendor, d.vendor_adapter_id, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.label, r.room_id \
-                             FROM lock_devices d JOIN lock_device_rooms r ON r.device_id = d.id AND r.tenant_id = d.tenant_id \
-                             WHERE d.tenant_id = $1 AND d.property_id = $2 AND d.decommissioned_at IS NULL AND {} ORDER BY d.id, r.room_id",
-                            d.in_list("r.room_id", 3, ids.len())
-                        ))
-                        .bind(self.tenant)
-                        .bind(property.as_str())
-                        .list(&ids),
-                    )
-                    .await?,
-            );
+            let stmt = Stmt::new(format!(
+                "SELECT d.id, d.tenant_id, d.property_id, d.vendor, d.vendor_adapter_id, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.label, r.room_id \
+                 FROM lock_devices d JOIN lock_device_rooms r ON r.device_id = d.id AND r.tenant_id = d.tenant_id \
+                 WHERE d.tenant_id = $1 AND d.property_id = $2 AND d.decommissioned_at IS NULL AND {} ORDER BY d.id, r.room_id",
+                d.in_list("r.room_id", 3, ids.len())
+            ))
+            .bind(self.tenant)
+            .bind(property.as_str())
+            .list(&ids);
+            rows.extend(self.conn.fetch_all(stmt).await?);
         }
         let mut by_id: BTreeMap<String, Device> = BTreeMap::new();
         for r in &rows {
@@ -130,33 +125,25 @@ impl<A: Access> ReadOnlyDeviceTable for Tx<A> {
     }
 
     async fn property_rooms(&mut self, property: &PropertyId) -> StoreResult<Vec<RoomId>> {
-        let rows = self
-            .conn
-            .fetch_all(
-                Stmt::new(
-                    "SELECT DISTINCT r.room_id FROM lock_device_rooms r JOIN lock_devices d ON d.id = r.device_id AND d.tenant_id = r.tenant_id \
-                     WHERE d.tenant_id = $1 AND d.property_id = $2 AND d.decommissioned_at IS NULL ORDER BY r.room_id",
-                )
-                .bind(self.tenant)
-                .bind(property.as_str()),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT DISTINCT r.room_id FROM lock_device_rooms r JOIN lock_devices d ON d.id = r.device_id AND d.tenant_id = r.tenant_id \
+             WHERE d.tenant_id = $1 AND d.property_id = $2 AND d.decommissioned_at IS NULL ORDER BY r.room_id",
+        )
+        .bind(self.tenant)
+        .bind(property.as_str());
+        let rows = self.conn.fetch_all(stmt).await?;
         rows.iter()
             .map(|r| Ok(RoomId::parse(r.get("room_id")?)?))
             .collect()
     }
 
     async fn device_property(&mut self, device: &LockDeviceId) -> StoreResult<Option<PropertyId>> {
-        let row = self
-            .conn
-            .fetch_optional(
-                Stmt::new(
-                    "SELECT property_id FROM lock_devices WHERE tenant_id = $1 AND id = $2 AND decommissioned_at IS NULL",
-                )
-                .bind(self.tenant)
-                .bind(device.as_str()),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT property_id FROM lock_devices WHERE tenant_id = $1 AND id = $2 AND decommissioned_at IS NULL",
+        )
+        .bind(self.tenant)
+        .bind(device.as_str());
+        let row = self.conn.fetch_optional(stmt).await?;
         row.map(|r| Ok(PropertyId::parse(r.get("property_id")?)?))
             .transpose()
     }
@@ -165,17 +152,13 @@ impl<A: Access> ReadOnlyDeviceTable for Tx<A> {
         &mut self,
         device: &LockDeviceId,
     ) -> StoreResult<Option<StoredDeviceHealth>> {
-        let row = self
-            .conn
-            .fetch_optional(
-                Stmt::new(
-                    "SELECT online, battery_percent, battery_low_threshold, firmware, clock_skew_ms, last_seen_at, health_probed_at, decommissioned_at \
-                     FROM lock_devices WHERE tenant_id = $1 AND id = $2",
-                )
-                .bind(self.tenant)
-                .bind(device.as_str()),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT online, battery_percent, battery_low_threshold, firmware, clock_skew_ms, last_seen_at, health_probed_at, decommissioned_at \
+             FROM lock_devices WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(self.tenant)
+        .bind(device.as_str());
+        let row = self.conn.fetch_optional(stmt).await?;
         let Some(r) = row else { return Ok(None) };
         let last = match r.opt_ts("health_probed_at")? {
             None => None,
@@ -204,26 +187,22 @@ impl DeviceTable for Tx<ReadWrite> {
             &context::adapter_config(&a.id),
         )?;
         let guard = self.conn.dialect().upsert_guard("vendor_adapters");
-        let n = self
-            .conn
-            .execute(
-                Stmt::new(format!(
-                    "INSERT INTO vendor_adapters (id, tenant_id, property_id, vendor, environment, capabilities, config_ciphertext, config_kms_version, created_at, updated_at) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9) \
-                     ON CONFLICT (id) DO UPDATE SET capabilities = excluded.capabilities, config_ciphertext = excluded.config_ciphertext, \
-                     config_kms_version = excluded.config_kms_version, updated_at = excluded.updated_at{guard}"
-                ))
-                .bind(a.id.as_str())
-                .bind(self.tenant)
-                .bind(a.property_id.as_str())
-                .bind(a.vendor.as_str())
-                .bind(&a.environment)
-                .bind(&a.capabilities)
-                .bind(ct)
-                .bind(ver)
-                .bind(a.now),
-            )
-            .await?;
+        let stmt = Stmt::new(format!(
+            "INSERT INTO vendor_adapters (id, tenant_id, property_id, vendor, environment, capabilities, config_ciphertext, config_kms_version, created_at, updated_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9) \
+             ON CONFLICT (id) DO UPDATE SET capabilities = excluded.capabilities, config_ciphertext = excluded.config_ciphertext, \
+             config_kms_version = excluded.config_kms_version, updated_at = excluded.updated_at{guard}"
+        ))
+        .bind(a.id.as_str())
+        .bind(self.tenant)
+        .bind(a.property_id.as_str())
+        .bind(a.vendor.as_str())
+        .bind(&a.environment)
+        .bind(&a.capabilities)
+        .bind(ct)
+        .bind(ver)
+        .bind(a.now);
+        let n = self.conn.execute(stmt).await?;
         if n != 1 {
             return Err(StoreError::Constraint(
                 "vendor adapter id belongs to another tenant".into(),
@@ -241,63 +220,49 @@ impl DeviceTable for Tx<ReadWrite> {
         let ref_hash = self
             .cipher
             .blind_index(context::DEVICE_REF_INDEX, d.device_ref.expose().as_bytes());
-        let known: bool = self
-            .conn
-            .fetch_one(
-                Stmt::new(
-                    "SELECT EXISTS (SELECT 1 FROM lock_devices WHERE tenant_id = $1 AND id = $2) AS known",
-                )
-                .bind(self.tenant)
-                .bind(d.id.as_str()),
-            )
-            .await?
-            .get("known")?;
+        let stmt = Stmt::new(
+            "SELECT EXISTS (SELECT 1 FROM lock_devices WHERE tenant_id = $1 AND id = $2) AS known",
+        )
+        .bind(self.tenant)
+        .bind(d.id.as_str());
+        let known: bool = self.conn.fetch_one(stmt).await?.get("known")?;
         let guard = self.conn.dialect().upsert_guard("lock_devices");
-        let n = self
-            .conn
-            .execute(
-                Stmt::new(format!(
-                    "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at, vendor_device_ref_hash) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) \
-                     ON CONFLICT (id) DO UPDATE SET label = excluded.label, capabilities = excluded.capabilities, vendor_device_ref_ciphertext = excluded.vendor_device_ref_ciphertext, \
-                     vendor_device_ref_kms_version = excluded.vendor_device_ref_kms_version, vendor_device_ref_hash = excluded.vendor_device_ref_hash{guard}"
-                ))
-                .bind(d.id.as_str())
-                .bind(self.tenant)
-                .bind(d.property_id.as_str())
-                .bind(d.vendor.as_str())
-                .bind(d.vendor_adapter_id.as_str())
-                .bind(ct)
-                .bind(ver)
-                .bind(&d.label)
-                .bind(&d.capabilities)
-                .bind(d.now)
-                .bind(ref_hash),
-            )
-            .await?;
+        let stmt = Stmt::new(format!(
+            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at, vendor_device_ref_hash) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) \
+             ON CONFLICT (id) DO UPDATE SET label = excluded.label, capabilities = excluded.capabilities, vendor_device_ref_ciphertext = excluded.vendor_device_ref_ciphertext, \
+             vendor_device_ref_kms_version = excluded.vendor_device_ref_kms_version, vendor_device_ref_hash = excluded.vendor_device_ref_hash{guard}"
+        ))
+        .bind(d.id.as_str())
+        .bind(self.tenant)
+        .bind(d.property_id.as_str())
+        .bind(d.vendor.as_str())
+        .bind(d.vendor_adapter_id.as_str())
+        .bind(ct)
+        .bind(ver)
+        .bind(&d.label)
+        .bind(&d.capabilities)
+        .bind(d.now)
+        .bind(ref_hash);
+        let n = self.conn.execute(stmt).await?;
         if n != 1 {
             return Err(StoreError::Constraint(
                 "lock device id belongs to another tenant".into(),
             ));
         }
-        self.conn
-            .execute(
-                Stmt::new("DELETE FROM lock_device_rooms WHERE tenant_id = $1 AND device_id = $2")
-                    .bind(self.tenant)
-                    .bind(d.id.as_str()),
-            )
-            .await?;
+        let stmt =
+            Stmt::new("DELETE FROM lock_device_rooms WHERE tenant_id = $1 AND device_id = $2")
+                .bind(self.tenant)
+                .bind(d.id.as_str());
+        self.conn.execute(stmt).await?;
         for room in &d.rooms {
-            self.conn
-                .execute(
-                    Stmt::new(
-                        "INSERT INTO lock_device_rooms (tenant_id, device_id, room_id) VALUES ($1, $2, $3)",
-                    )
-                    .bind(self.tenant)
-                    .bind(d.id.as_str())
-                    .bind(room.as_str()),
-                )
-                .await?;
+            let stmt = Stmt::new(
+                "INSERT INTO lock_device_rooms (tenant_id, device_id, room_id) VALUES ($1, $2, $3)",
+            )
+            .bind(self.tenant)
+            .bind(d.id.as_str())
+            .bind(room.as_str());
+            self.conn.execute(stmt).await?;
         }
         if !known {
             self.append_outbox(&d.on_register).await?;
@@ -310,22 +275,18 @@ impl DeviceTable for Tx<ReadWrite> {
         h: &DeviceHealthWrite,
         now: Timestamp,
     ) -> StoreResult<()> {
-        let n = self
-            .conn
-            .execute(
-                Stmt::new(
-                    "UPDATE lock_devices SET online = $3, battery_percent = $4, firmware = $5, clock_skew_ms = $6, health_probed_at = $7, \
-                     last_seen_at = CASE WHEN $3 THEN $7 ELSE last_seen_at END WHERE tenant_id = $1 AND id = $2",
-                )
-                .bind(self.tenant)
-                .bind(h.device_id.as_str())
-                .bind(h.health.online)
-                .bind(h.health.battery_percent.map(i16::from))
-                .bind(&h.health.firmware)
-                .bind(h.health.clock_skew_ms)
-                .bind(now),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "UPDATE lock_devices SET online = $3, battery_percent = $4, firmware = $5, clock_skew_ms = $6, health_probed_at = $7, \
+             last_seen_at = CASE WHEN $3 THEN $7 ELSE last_seen_at END WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(self.tenant)
+        .bind(h.device_id.as_str())
+        .bind(h.health.online)
+        .bind(h.health.battery_percent.map(i16::from))
+        .bind(&h.health.firmware)
+        .bind(h.health.clock_skew_ms)
+        .bind(now);
+        let n = self.conn.execute(stmt).await?;
         if n != 1 {
             return Err(StoreError::Constraint("unknown lock device".into()));
         }

@@ -128,16 +128,12 @@ impl<A: Access> ReadOnlyDoorTruthTable for Tx<A> {
         &mut self,
         id: &KeyCredentialId,
     ) -> StoreResult<Vec<CredentialDevice>> {
-        let rows = self
-            .conn
-            .fetch_all(
-                Stmt::new(credential_device_select!(
-                    "WHERE c.tenant_id = $1 AND c.key_credential_id = $2 ORDER BY c.device_id"
-                ))
-                .bind(self.tenant)
-                .bind(id.as_str()),
-            )
-            .await?;
+        let stmt = Stmt::new(credential_device_select!(
+            "WHERE c.tenant_id = $1 AND c.key_credential_id = $2 ORDER BY c.device_id"
+        ))
+        .bind(self.tenant)
+        .bind(id.as_str());
+        let rows = self.conn.fetch_all(stmt).await?;
         rows.iter()
             .map(|r| credential_device_from_row(&self.cipher, r))
             .collect()
@@ -147,16 +143,12 @@ impl<A: Access> ReadOnlyDoorTruthTable for Tx<A> {
         &mut self,
         device: &LockDeviceId,
     ) -> StoreResult<Vec<CredentialDevice>> {
-        let rows = self
-            .conn
-            .fetch_all(
-                Stmt::new(credential_device_select!(
-                    "WHERE c.tenant_id = $1 AND c.device_id = $2 ORDER BY c.key_credential_id"
-                ))
-                .bind(self.tenant)
-                .bind(device.as_str()),
-            )
-            .await?;
+        let stmt = Stmt::new(credential_device_select!(
+            "WHERE c.tenant_id = $1 AND c.device_id = $2 ORDER BY c.key_credential_id"
+        ))
+        .bind(self.tenant)
+        .bind(device.as_str());
+        let rows = self.conn.fetch_all(stmt).await?;
         rows.iter()
             .map(|r| credential_device_from_row(&self.cipher, r))
             .collect()
@@ -167,18 +159,14 @@ impl<A: Access> ReadOnlyDoorTruthTable for Tx<A> {
         let mut total = 0;
         for chunk in d.chunks(adapters) {
             let ids: Vec<&str> = chunk.iter().map(|a| a.as_str()).collect();
-            let row = self
-                .conn
-                .fetch_one(
-                    Stmt::new(format!(
-                        "SELECT count(*) AS n FROM key_credential_devices c JOIN lock_devices d ON d.tenant_id = c.tenant_id AND d.id = c.device_id \
-                         WHERE c.tenant_id = $1 AND c.desired = 'absent' AND c.sync = 'pending' AND {}",
-                        d.in_list("d.vendor_adapter_id", 2, ids.len())
-                    ))
-                    .bind(self.tenant)
-                    .list(&ids),
-                )
-                .await?;
+            let stmt = Stmt::new(format!(
+                "SELECT count(*) AS n FROM key_credential_devices c JOIN lock_devices d ON d.tenant_id = c.tenant_id AND d.id = c.device_id \
+                 WHERE c.tenant_id = $1 AND c.desired = 'absent' AND c.sync = 'pending' AND {}",
+                d.in_list("d.vendor_adapter_id", 2, ids.len())
+            ))
+            .bind(self.tenant)
+            .list(&ids);
+            let row = self.conn.fetch_one(stmt).await?;
             total += row.get::<i64>("n")?;
         }
         Ok(total)
@@ -212,34 +200,30 @@ impl DoorTruthTable for Tx<ReadWrite> {
             .transpose()?
             .unzip();
         let guard = self.conn.dialect().upsert_guard("key_credential_devices");
-        let n = self
-            .conn
-            .execute(
-                Stmt::new(format!(
-                    "INSERT INTO key_credential_devices (tenant_id, key_credential_id, device_id, desired, sync, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version, attempts, pin_collisions, last_error, updated_at, removal_requested_at) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13, CASE WHEN $4 = 'absent' AND $5 = 'pending' THEN $14 END) \
-                     ON CONFLICT (key_credential_id, device_id) DO UPDATE SET desired = excluded.desired, sync = excluded.sync, \
-                     removal_requested_at = CASE WHEN excluded.desired = 'present' THEN NULL WHEN key_credential_devices.desired = 'absent' THEN COALESCE(key_credential_devices.removal_requested_at, $14) ELSE $14 END, \
-                     pin_ciphertext = COALESCE(excluded.pin_ciphertext, key_credential_devices.pin_ciphertext), pin_kms_version = COALESCE(excluded.pin_kms_version, key_credential_devices.pin_kms_version), \
-                     vendor_ref_ciphertext = COALESCE(excluded.vendor_ref_ciphertext, key_credential_devices.vendor_ref_ciphertext), vendor_ref_kms_version = COALESCE(excluded.vendor_ref_kms_version, key_credential_devices.vendor_ref_kms_version), \
-                     attempts = excluded.attempts, pin_collisions = excluded.pin_collisions, last_error = excluded.last_error, updated_at = excluded.updated_at{guard}"
-                ))
-                .bind(self.tenant)
-                .bind(d.credential_id.as_str())
-                .bind(d.device_id.as_str())
-                .bind(d.desired.as_str())
-                .bind(d.sync.as_str())
-                .bind(pin_ct)
-                .bind(pin_ver)
-                .bind(vref_ct)
-                .bind(vref_ver)
-                .bind(d.attempts)
-                .bind(d.pin_collisions)
-                .bind(&d.last_error)
-                .bind(now)
-                .bind(learned_at),
-            )
-            .await?;
+        let stmt = Stmt::new(format!(
+            "INSERT INTO key_credential_devices (tenant_id, key_credential_id, device_id, desired, sync, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version, attempts, pin_collisions, last_error, updated_at, removal_requested_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13, CASE WHEN $4 = 'absent' AND $5 = 'pending' THEN $14 END) \
+             ON CONFLICT (key_credential_id, device_id) DO UPDATE SET desired = excluded.desired, sync = excluded.sync, \
+             removal_requested_at = CASE WHEN excluded.desired = 'present' THEN NULL WHEN key_credential_devices.desired = 'absent' THEN COALESCE(key_credential_devices.removal_requested_at, $14) ELSE $14 END, \
+             pin_ciphertext = COALESCE(excluded.pin_ciphertext, key_credential_devices.pin_ciphertext), pin_kms_version = COALESCE(excluded.pin_kms_version, key_credential_devices.pin_kms_version), \
+             vendor_ref_ciphertext = COALESCE(excluded.vendor_ref_ciphertext, key_credential_devices.vendor_ref_ciphertext), vendor_ref_kms_version = COALESCE(excluded.vendor_ref_kms_version, key_credential_devices.vendor_ref_kms_version), \
+             attempts = excluded.attempts, pin_collisions = excluded.pin_collisions, last_error = excluded.last_error, updated_at = excluded.updated_at{guard}"
+        ))
+        .bind(self.tenant)
+        .bind(d.credential_id.as_str())
+        .bind(d.device_id.as_str())
+        .bind(d.desired.as_str())
+        .bind(d.sync.as_str())
+        .bind(pin_ct)
+        .bind(pin_ver)
+        .bind(vref_ct)
+        .bind(vref_ver)
+        .bind(d.attempts)
+        .bind(d.pin_collisions)
+        .bind(&d.last_error)
+        .bind(now)
+        .bind(learned_at);
+        let n = self.conn.execute(stmt).await?;
         if n != 1 {
             return Err(StoreError::Constraint(
                 "key_credential_devices row belongs to another tenant".into(),
@@ -252,13 +236,11 @@ impl DoorTruthTable for Tx<ReadWrite> {
 #[async_trait]
 impl<A: Access> ReadOnlyDoorBacklogTable for WorkerTx<A> {
     async fn door_backlog(&mut self) -> StoreResult<DoorBacklog> {
-        let row = self
-            .conn
-            .fetch_one(Stmt::new(
-                "SELECT count(*) FILTER (WHERE desired = 'absent') AS removals, min(COALESCE(removal_requested_at, updated_at)) FILTER (WHERE desired = 'absent') AS oldest, \
-                 count(*) FILTER (WHERE desired = 'present') AS issues FROM key_credential_devices WHERE sync = 'pending'",
-            ))
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT count(*) FILTER (WHERE desired = 'absent') AS removals, min(COALESCE(removal_requested_at, updated_at)) FILTER (WHERE desired = 'absent') AS oldest, \
+             count(*) FILTER (WHERE desired = 'present') AS issues FROM key_credential_devices WHERE sync = 'pending'",
+        );
+        let row = self.conn.fetch_one(stmt).await?;
         Ok(DoorBacklog {
             pending_removals: row.get("removals")?,
             oldest_pending_removal: row.opt_ts("oldest")?,

@@ -19,19 +19,15 @@ pub trait InboxTable: Send {
 impl InboxTable for Tx {
     async fn insert_inbox(&mut self, msg: &IntakeMessage) -> StoreResult<bool> {
         self.own(msg.tenant_id, "inbox message")?;
-        let n = self
-            .conn
-            .execute(
-                Stmt::new(
-                    "INSERT INTO inbox (message_id, consumer_name, tenant_id, topic, processed_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(&msg.message_id)
-                .bind(&msg.consumer)
-                .bind(self.tenant)
-                .bind(&msg.topic)
-                .bind(msg.received_at),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "INSERT INTO inbox (message_id, consumer_name, tenant_id, topic, processed_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&msg.message_id)
+        .bind(&msg.consumer)
+        .bind(self.tenant)
+        .bind(&msg.topic)
+        .bind(msg.received_at);
+        let n = self.conn.execute(stmt).await?;
         Ok(n == 1)
     }
 }

@@ -128,31 +128,23 @@ impl<A: Access> ReadOnlyMailboxTable for Tx<A> {
         subject: &str,
         now: Timestamp,
     ) -> StoreResult<Option<MailboxEntry>> {
-        let row = self
-            .conn
-            .fetch_optional(
-                Stmt::new(
-                    "SELECT * FROM mailbox WHERE tenant_id = $1 AND subject = $2 AND done_at IS NULL AND due_at <= $3 ORDER BY (kind = 'drive'), id LIMIT 1",
-                )
-                .bind(self.tenant)
-                .bind(subject)
-                .bind(now),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT * FROM mailbox WHERE tenant_id = $1 AND subject = $2 AND done_at IS NULL AND due_at <= $3 ORDER BY (kind = 'drive'), id LIMIT 1",
+        )
+        .bind(self.tenant)
+        .bind(subject)
+        .bind(now);
+        let row = self.conn.fetch_optional(stmt).await?;
         row.as_ref().map(mailbox_from_row).transpose()
     }
 
     async fn message_outcome(&mut self, message_id: &str) -> StoreResult<Option<Option<String>>> {
-        let row = self
-            .conn
-            .fetch_optional(
-                Stmt::new(
-                    "SELECT outcome FROM mailbox WHERE tenant_id = $1 AND message_id = $2 AND kind = 'event' ORDER BY id DESC LIMIT 1",
-                )
-                .bind(self.tenant)
-                .bind(message_id),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT outcome FROM mailbox WHERE tenant_id = $1 AND message_id = $2 AND kind = 'event' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(self.tenant)
+        .bind(message_id);
+        let row = self.conn.fetch_optional(stmt).await?;
         row.map(|r| r.get("outcome")).transpose()
     }
 }
@@ -161,85 +153,68 @@ impl<A: Access> ReadOnlyMailboxTable for Tx<A> {
 impl MailboxTable for Tx<ReadWrite> {
     async fn enqueue_event(&mut self, msg: &IntakeMessage) -> StoreResult<()> {
         self.own(msg.tenant_id, "mailbox message")?;
-        self.conn
-            .execute(
-                Stmt::new(INSERT_EVENT)
-                    .bind(self.tenant)
-                    .bind(msg.property_id.as_str())
-                    .bind(msg.partition)
-                    .bind(&msg.subject)
-                    .bind(&msg.message_id)
-                    .bind(&msg.topic)
-                    .bind(&msg.payload)
-                    .bind(msg.received_at)
-                    .bind(msg.received_at),
-            )
-            .await?;
+        let stmt = Stmt::new(INSERT_EVENT)
+            .bind(self.tenant)
+            .bind(msg.property_id.as_str())
+            .bind(msg.partition)
+            .bind(&msg.subject)
+            .bind(&msg.message_id)
+            .bind(&msg.topic)
+            .bind(&msg.payload)
+            .bind(msg.received_at)
+            .bind(msg.received_at);
+        self.conn.execute(stmt).await?;
         Ok(())
     }
 
     async fn enqueue_internal(&mut self, e: &InternalEvent, now: Timestamp) -> StoreResult<()> {
-        self.conn
-            .execute(
-                Stmt::new(INSERT_EVENT)
-                    .bind(self.tenant)
-                    .bind(e.property_id.as_str())
-                    .bind(e.partition)
-                    .bind(&e.subject)
-                    .bind(ulid::Ulid::new().to_string())
-                    .bind(&e.topic)
-                    .bind(&e.payload)
-                    .bind(e.due_at)
-                    .bind(now),
-            )
-            .await?;
+        let stmt = Stmt::new(INSERT_EVENT)
+            .bind(self.tenant)
+            .bind(e.property_id.as_str())
+            .bind(e.partition)
+            .bind(&e.subject)
+            .bind(ulid::Ulid::new().to_string())
+            .bind(&e.topic)
+            .bind(&e.payload)
+            .bind(e.due_at)
+            .bind(now);
+        self.conn.execute(stmt).await?;
         Ok(())
     }
 
     async fn schedule_drive(&mut self, s: &ScheduleDrive, now: Timestamp) -> StoreResult<()> {
-        let n = self
-            .conn
-            .execute(
-                Stmt::new(
-                    "UPDATE mailbox SET due_at = CASE WHEN due_at <= $3 THEN due_at ELSE $3 END WHERE tenant_id = $1 AND credential_id = $2 AND kind = 'drive' AND done_at IS NULL",
-                )
-                .bind(self.tenant)
-                .bind(s.credential_id.as_str())
-                .bind(s.due_at),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "UPDATE mailbox SET due_at = CASE WHEN due_at <= $3 THEN due_at ELSE $3 END WHERE tenant_id = $1 AND credential_id = $2 AND kind = 'drive' AND done_at IS NULL",
+        )
+        .bind(self.tenant)
+        .bind(s.credential_id.as_str())
+        .bind(s.due_at);
+        let n = self.conn.execute(stmt).await?;
         if n == 0 {
-            self.conn
-                .execute(
-                    Stmt::new(
-                        "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, credential_id, due_at, created_at) VALUES ($1, $2, $3, $4, 'drive', $5, $6, $7)",
-                    )
-                    .bind(self.tenant)
-                    .bind(s.property_id.as_str())
-                    .bind(s.partition)
-                    .bind(&s.subject)
-                    .bind(s.credential_id.as_str())
-                    .bind(s.due_at)
-                    .bind(now),
-                )
-                .await?;
+            let stmt = Stmt::new(
+                "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, credential_id, due_at, created_at) VALUES ($1, $2, $3, $4, 'drive', $5, $6, $7)",
+            )
+            .bind(self.tenant)
+            .bind(s.property_id.as_str())
+            .bind(s.partition)
+            .bind(&s.subject)
+            .bind(s.credential_id.as_str())
+            .bind(s.due_at)
+            .bind(now);
+            self.conn.execute(stmt).await?;
         }
         Ok(())
     }
 
     async fn complete_entry(&mut self, id: i64, outcome: &str, now: Timestamp) -> StoreResult<()> {
-        let n = self
-            .conn
-            .execute(
-                Stmt::new(
-                    "UPDATE mailbox SET done_at = $3, outcome = $4 WHERE tenant_id = $1 AND id = $2 AND done_at IS NULL",
-                )
-                .bind(self.tenant)
-                .bind(id)
-                .bind(now)
-                .bind(outcome),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "UPDATE mailbox SET done_at = $3, outcome = $4 WHERE tenant_id = $1 AND id = $2 AND done_at IS NULL",
+        )
+        .bind(self.tenant)
+        .bind(id)
+        .bind(now)
+        .bind(outcome);
+        let n = self.conn.execute(stmt).await?;
         open_entry(n)
     }
 
@@ -250,19 +225,15 @@ impl MailboxTable for Tx<ReadWrite> {
         attempts: i32,
         last_error: &str,
     ) -> StoreResult<()> {
-        let n = self
-            .conn
-            .execute(
-                Stmt::new(
-                    "UPDATE mailbox SET due_at = $3, attempts = $4, last_error = $5 WHERE tenant_id = $1 AND id = $2 AND done_at IS NULL",
-                )
-                .bind(self.tenant)
-                .bind(id)
-                .bind(due_at)
-                .bind(attempts)
-                .bind(last_error),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "UPDATE mailbox SET due_at = $3, attempts = $4, last_error = $5 WHERE tenant_id = $1 AND id = $2 AND done_at IS NULL",
+        )
+        .bind(self.tenant)
+        .bind(id)
+        .bind(due_at)
+        .bind(attempts)
+        .bind(last_error);
+        let n = self.conn.execute(stmt).await?;
         open_entry(n)
     }
 }
@@ -284,17 +255,13 @@ impl<A: Access> ReadOnlyTimerTable for WorkerTx<A> {
         now: Timestamp,
         limit: i64,
     ) -> StoreResult<Vec<SubjectRef>> {
-        let rows = self
-            .conn
-            .fetch_all(
-                Stmt::new(
-                    "SELECT tenant_id, property_id, partition, subject, min(due_at) AS due FROM mailbox WHERE done_at IS NULL AND due_at <= $1 AND ($2 IS NULL OR partition = $2) GROUP BY tenant_id, property_id, partition, subject ORDER BY due LIMIT $3",
-                )
-                .bind(now)
-                .bind(partition)
-                .bind(limit),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT tenant_id, property_id, partition, subject, min(due_at) AS due FROM mailbox WHERE done_at IS NULL AND due_at <= $1 AND ($2 IS NULL OR partition = $2) GROUP BY tenant_id, property_id, partition, subject ORDER BY due LIMIT $3",
+        )
+        .bind(now)
+        .bind(partition)
+        .bind(limit);
+        let rows = self.conn.fetch_all(stmt).await?;
         rows.iter()
             .map(|r| {
                 Ok(SubjectRef {
@@ -311,15 +278,10 @@ impl<A: Access> ReadOnlyTimerTable for WorkerTx<A> {
         &mut self,
         partition: i32,
     ) -> StoreResult<Vec<(TenantId, PropertyId)>> {
-        let rows = self
-            .conn
-            .fetch_all(
-                Stmt::new(
-                    "SELECT DISTINCT tenant_id, property_id FROM mailbox WHERE partition = $1",
-                )
-                .bind(partition),
-            )
-            .await?;
+        let stmt =
+            Stmt::new("SELECT DISTINCT tenant_id, property_id FROM mailbox WHERE partition = $1")
+                .bind(partition);
+        let rows = self.conn.fetch_all(stmt).await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -331,12 +293,10 @@ impl<A: Access> ReadOnlyTimerTable for WorkerTx<A> {
     }
 
     async fn mailbox_depth(&mut self) -> StoreResult<(i64, Option<Timestamp>)> {
-        let row = self
-            .conn
-            .fetch_one(Stmt::new(
-                "SELECT count(*) AS n, min(due_at) AS oldest FROM mailbox WHERE done_at IS NULL",
-            ))
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT count(*) AS n, min(due_at) AS oldest FROM mailbox WHERE done_at IS NULL",
+        );
+        let row = self.conn.fetch_one(stmt).await?;
         Ok((row.get("n")?, row.opt_ts("oldest")?))
     }
 }
@@ -352,17 +312,13 @@ impl TimerTable for WorkerTx<ReadWrite> {
             } else {
                 ""
             };
-            moved += self
-                .conn
-                .execute(
-                    Stmt::new(format!(
-                        "UPDATE mailbox SET due_at = $1 WHERE kind = 'drive' AND done_at IS NULL AND due_at > $1 \
-                         AND EXISTS (SELECT 1 FROM key_credentials c WHERE c.tenant_id = mailbox.tenant_id AND c.id = mailbox.credential_id AND c.vendor = $2){removal}"
-                    ))
-                    .bind(due)
-                    .bind(vendor.as_str()),
-                )
-                .await?;
+            let stmt = Stmt::new(format!(
+                "UPDATE mailbox SET due_at = $1 WHERE kind = 'drive' AND done_at IS NULL AND due_at > $1 \
+                 AND EXISTS (SELECT 1 FROM key_credentials c WHERE c.tenant_id = mailbox.tenant_id AND c.id = mailbox.credential_id AND c.vendor = $2){removal}"
+            ))
+            .bind(due)
+            .bind(vendor.as_str());
+            moved += self.conn.execute(stmt).await?;
         }
         Ok(moved)
     }

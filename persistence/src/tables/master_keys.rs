@@ -64,28 +64,20 @@ impl<A: Access> ReadOnlyMasterKeyTable for Tx<A> {
         &mut self,
         staff_user_id: &str,
     ) -> StoreResult<Vec<MasterKeyRecord>> {
-        let rows = self
-            .conn
-            .fetch_all(
-                Stmt::new(
-                    "SELECT * FROM master_keys WHERE tenant_id = $1 AND staff_user_id = $2 AND revoked_at IS NULL ORDER BY issued_at, id",
-                )
-                .bind(self.tenant)
-                .bind(staff_user_id),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT * FROM master_keys WHERE tenant_id = $1 AND staff_user_id = $2 AND revoked_at IS NULL ORDER BY issued_at, id",
+        )
+        .bind(self.tenant)
+        .bind(staff_user_id);
+        let rows = self.conn.fetch_all(stmt).await?;
         rows.iter().map(master_from_row).collect()
     }
 
     async fn master_by_id(&mut self, id: &str) -> StoreResult<Option<MasterKeyRecord>> {
-        let row = self
-            .conn
-            .fetch_optional(
-                Stmt::new("SELECT * FROM master_keys WHERE tenant_id = $1 AND id = $2")
-                    .bind(self.tenant)
-                    .bind(id),
-            )
-            .await?;
+        let stmt = Stmt::new("SELECT * FROM master_keys WHERE tenant_id = $1 AND id = $2")
+            .bind(self.tenant)
+            .bind(id);
+        let row = self.conn.fetch_optional(stmt).await?;
         row.as_ref().map(master_from_row).transpose()
     }
 
@@ -93,16 +85,11 @@ impl<A: Access> ReadOnlyMasterKeyTable for Tx<A> {
         &mut self,
         credential: &KeyCredentialId,
     ) -> StoreResult<Option<MasterKeyRecord>> {
-        let row = self
-            .conn
-            .fetch_optional(
-                Stmt::new(
-                    "SELECT * FROM master_keys WHERE tenant_id = $1 AND key_credential_id = $2",
-                )
+        let stmt =
+            Stmt::new("SELECT * FROM master_keys WHERE tenant_id = $1 AND key_credential_id = $2")
                 .bind(self.tenant)
-                .bind(credential.as_str()),
-            )
-            .await?;
+                .bind(credential.as_str());
+        let row = self.conn.fetch_optional(stmt).await?;
         row.as_ref().map(master_from_row).transpose()
     }
 }
@@ -111,41 +98,34 @@ impl<A: Access> ReadOnlyMasterKeyTable for Tx<A> {
 impl MasterKeyTable for Tx<ReadWrite> {
     async fn insert_master(&mut self, k: &MasterKeyRecord) -> StoreResult<()> {
         self.own(k.tenant_id, "master key")?;
-        self.conn
-            .execute(
-                Stmt::new(
-                    "INSERT INTO master_keys (id, tenant_id, property_id, staff_user_id, shift_id, key_credential_id, scope_kind, scope, valid_from, valid_until, issued_at, revoked_at) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
-                )
-                .bind(&k.id)
-                .bind(self.tenant)
-                .bind(k.property_id.as_str())
-                .bind(&k.staff_user_id)
-                .bind(&k.shift_id)
-                .bind(k.key_credential_id.as_str())
-                .bind(&k.scope_kind)
-                .bind(&k.scope)
-                .bind(k.valid_from)
-                .bind(k.valid_until)
-                .bind(k.issued_at)
-                .bind(k.revoked_at),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "INSERT INTO master_keys (id, tenant_id, property_id, staff_user_id, shift_id, key_credential_id, scope_kind, scope, valid_from, valid_until, issued_at, revoked_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+        )
+        .bind(&k.id)
+        .bind(self.tenant)
+        .bind(k.property_id.as_str())
+        .bind(&k.staff_user_id)
+        .bind(&k.shift_id)
+        .bind(k.key_credential_id.as_str())
+        .bind(&k.scope_kind)
+        .bind(&k.scope)
+        .bind(k.valid_from)
+        .bind(k.valid_until)
+        .bind(k.issued_at)
+        .bind(k.revoked_at);
+        self.conn.execute(stmt).await?;
         Ok(())
     }
 
     async fn revoke_master(&mut self, id: &str, revoked_at: Timestamp) -> StoreResult<()> {
-        let n = self
-            .conn
-            .execute(
-                Stmt::new(
-                    "UPDATE master_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE tenant_id = $1 AND id = $2",
-                )
-                .bind(self.tenant)
-                .bind(id)
-                .bind(revoked_at),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "UPDATE master_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(self.tenant)
+        .bind(id)
+        .bind(revoked_at);
+        let n = self.conn.execute(stmt).await?;
         if n != 1 {
             return Err(StoreError::Conflict {
                 entity: "master_keys",

@@ -31,14 +31,10 @@ pub trait OfflineCertTable: ReadOnlyOfflineCertTable {
 #[async_trait]
 impl<A: Access> ReadOnlyOfflineCertTable for Tx<A> {
     async fn offline_cert(&mut self, id: &str) -> StoreResult<Option<OfflineIssuance>> {
-        let row = self
-            .conn
-            .fetch_optional(
-                Stmt::new("SELECT * FROM offline_issuance WHERE tenant_id = $1 AND id = $2")
-                    .bind(self.tenant)
-                    .bind(id),
-            )
-            .await?;
+        let stmt = Stmt::new("SELECT * FROM offline_issuance WHERE tenant_id = $1 AND id = $2")
+            .bind(self.tenant)
+            .bind(id);
+        let row = self.conn.fetch_optional(stmt).await?;
         let Some(row) = row else { return Ok(None) };
         let allowed_kinds = row
             .json("allowed_kinds")?
@@ -67,16 +63,12 @@ impl<A: Access> ReadOnlyOfflineCertTable for Tx<A> {
     }
 
     async fn offline_certs_expiring(&mut self, before: Timestamp) -> StoreResult<i64> {
-        let row = self
-            .conn
-            .fetch_one(
-                Stmt::new(
-                    "SELECT count(*) AS n FROM offline_issuance WHERE tenant_id = $1 AND revoked_at IS NULL AND expires_at < $2",
-                )
-                .bind(self.tenant)
-                .bind(before),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT count(*) AS n FROM offline_issuance WHERE tenant_id = $1 AND revoked_at IS NULL AND expires_at < $2",
+        )
+        .bind(self.tenant)
+        .bind(before);
+        let row = self.conn.fetch_one(stmt).await?;
         row.get("n")
     }
 }
@@ -86,27 +78,24 @@ impl OfflineCertTable for Tx<ReadWrite> {
     async fn save_offline_cert(&mut self, cert: &OfflineIssuance) -> StoreResult<()> {
         self.own(cert.tenant_id, "offline certificate")?;
         let kinds: Vec<&str> = cert.allowed_kinds.iter().map(|k| k.as_str()).collect();
-        self.conn
-            .execute(
-                Stmt::new(
-                    "INSERT INTO offline_issuance (id, tenant_id, property_id, desktop_device_id, serial, public_key_ed25519, allowed_kinds, max_valid_window_hours, issued_at, expires_at, revoked_at, revoke_reason) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) \
-                     ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at, revoke_reason = excluded.revoke_reason",
-                )
-                .bind(cert.id.as_str())
-                .bind(self.tenant)
-                .bind(cert.property_id.as_str())
-                .bind(&cert.desktop_device_id)
-                .bind(&cert.serial)
-                .bind(&cert.public_key_ed25519)
-                .bind(serde_json::json!(kinds))
-                .bind(i32::try_from(cert.max_valid_window_hours).unwrap_or(i32::MAX))
-                .bind(cert.issued_at)
-                .bind(cert.expires_at)
-                .bind(cert.revoked_at)
-                .bind(cert.revoke_reason.map(|r| r.as_str())),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "INSERT INTO offline_issuance (id, tenant_id, property_id, desktop_device_id, serial, public_key_ed25519, allowed_kinds, max_valid_window_hours, issued_at, expires_at, revoked_at, revoke_reason) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) \
+             ON CONFLICT (id) DO UPDATE SET revoked_at = excluded.revoked_at, revoke_reason = excluded.revoke_reason",
+        )
+        .bind(cert.id.as_str())
+        .bind(self.tenant)
+        .bind(cert.property_id.as_str())
+        .bind(&cert.desktop_device_id)
+        .bind(&cert.serial)
+        .bind(&cert.public_key_ed25519)
+        .bind(serde_json::json!(kinds))
+        .bind(i32::try_from(cert.max_valid_window_hours).unwrap_or(i32::MAX))
+        .bind(cert.issued_at)
+        .bind(cert.expires_at)
+        .bind(cert.revoked_at)
+        .bind(cert.revoke_reason.map(|r| r.as_str()));
+        self.conn.execute(stmt).await?;
         Ok(())
     }
 }

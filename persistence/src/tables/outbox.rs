@@ -60,20 +60,17 @@ pub trait OutboxPublisherTable: ReadOnlyOutboxPublisherTable {
 impl OutboxTable for Tx<ReadWrite> {
     async fn append_outbox(&mut self, rows: &[OutboxRow]) -> StoreResult<()> {
         for o in rows {
-            self.conn
-                .execute(
-                    Stmt::new(
-                        "INSERT INTO outbox (id, tenant_id, aggregate_id, topic, payload, envelope, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-                    )
-                    .bind(&o.id)
-                    .bind(self.tenant)
-                    .bind(&o.aggregate_id)
-                    .bind(&o.topic)
-                    .bind(&o.payload)
-                    .bind(&o.envelope)
-                    .bind(o.created_at),
-                )
-                .await?;
+            let stmt = Stmt::new(
+                "INSERT INTO outbox (id, tenant_id, aggregate_id, topic, payload, envelope, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            )
+            .bind(&o.id)
+            .bind(self.tenant)
+            .bind(&o.aggregate_id)
+            .bind(&o.topic)
+            .bind(&o.payload)
+            .bind(&o.envelope)
+            .bind(o.created_at);
+            self.conn.execute(stmt).await?;
         }
         Ok(())
     }
@@ -82,17 +79,13 @@ impl OutboxTable for Tx<ReadWrite> {
 #[async_trait]
 impl<A: Access> ReadOnlyOutboxPublisherTable for WorkerTx<A> {
     async fn unpublished(&mut self, now: Timestamp, limit: i64) -> StoreResult<Vec<OutboxRow>> {
-        let rows = self
-            .conn
-            .fetch_all(
-                Stmt::new(
-                    "SELECT id, tenant_id, aggregate_id, topic, payload, envelope, created_at, publish_attempts FROM outbox \
-                     WHERE published_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
-                )
-                .bind(now)
-                .bind(limit),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT id, tenant_id, aggregate_id, topic, payload, envelope, created_at, publish_attempts FROM outbox \
+             WHERE published_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit);
+        let rows = self.conn.fetch_all(stmt).await?;
         rows.iter()
             .map(|r| {
                 Ok(OutboxRow {
@@ -110,24 +103,20 @@ impl<A: Access> ReadOnlyOutboxPublisherTable for WorkerTx<A> {
     }
 
     async fn unroutable_topics(&mut self) -> StoreResult<Vec<(String, i64)>> {
-        let rows = self
-            .conn
-            .fetch_all(Stmt::new(
-                "SELECT topic, count(*) AS n FROM outbox WHERE published_at IS NULL AND last_error = 'unroutable' GROUP BY topic ORDER BY topic",
-            ))
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT topic, count(*) AS n FROM outbox WHERE published_at IS NULL AND last_error = 'unroutable' GROUP BY topic ORDER BY topic",
+        );
+        let rows = self.conn.fetch_all(stmt).await?;
         rows.iter()
             .map(|r| Ok((r.get("topic")?, r.get("n")?)))
             .collect()
     }
 
     async fn outbox_lag(&mut self) -> StoreResult<(i64, Option<Timestamp>)> {
-        let row = self
-            .conn
-            .fetch_one(Stmt::new(
-                "SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE published_at IS NULL",
-            ))
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE published_at IS NULL",
+        );
+        let row = self.conn.fetch_one(stmt).await?;
         Ok((row.get("n")?, row.opt_ts("oldest")?))
     }
 }
@@ -137,16 +126,13 @@ impl OutboxPublisherTable for WorkerTx<ReadWrite> {
     async fn mark_published(&mut self, ids: &[String], now: Timestamp) -> StoreResult<()> {
         let d = self.conn.dialect();
         for chunk in d.chunks(ids) {
-            self.conn
-                .execute(
-                    Stmt::new(format!(
-                        "UPDATE outbox SET published_at = $1, publish_attempts = publish_attempts + 1, last_error = NULL WHERE published_at IS NULL AND {}",
-                        d.in_list("id", 2, chunk.len())
-                    ))
-                    .bind(now)
-                    .list(chunk),
-                )
-                .await?;
+            let stmt = Stmt::new(format!(
+                "UPDATE outbox SET published_at = $1, publish_attempts = publish_attempts + 1, last_error = NULL WHERE published_at IS NULL AND {}",
+                d.in_list("id", 2, chunk.len())
+            ))
+            .bind(now)
+            .list(chunk);
+            self.conn.execute(stmt).await?;
         }
         Ok(())
     }
@@ -157,16 +143,13 @@ impl OutboxPublisherTable for WorkerTx<ReadWrite> {
         error: &str,
         next_attempt_at: Timestamp,
     ) -> StoreResult<()> {
-        self.conn
-            .execute(
-                Stmt::new(
-                    "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1 AND published_at IS NULL",
-                )
-                .bind(id)
-                .bind(error)
-                .bind(next_attempt_at),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1 AND published_at IS NULL",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(next_attempt_at);
+        self.conn.execute(stmt).await?;
         Ok(())
     }
 
@@ -176,15 +159,12 @@ impl OutboxPublisherTable for WorkerTx<ReadWrite> {
         now: Timestamp,
         limit: Option<i64>,
     ) -> StoreResult<u64> {
-        self.conn
-            .execute(
-                Stmt::new(
-                    "UPDATE outbox SET next_attempt_at = $2 WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND last_error = 'unroutable' AND topic = $1 ORDER BY created_at, id LIMIT $3)",
-                )
-                .bind(topic)
-                .bind(now)
-                .bind(limit.unwrap_or(i64::MAX)),
-            )
-            .await
+        let stmt = Stmt::new(
+            "UPDATE outbox SET next_attempt_at = $2 WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL AND last_error = 'unroutable' AND topic = $1 ORDER BY created_at, id LIMIT $3)",
+        )
+        .bind(topic)
+        .bind(now)
+        .bind(limit.unwrap_or(i64::MAX));
+        self.conn.execute(stmt).await
     }
 }

@@ -54,13 +54,9 @@ pub(crate) async fn check_fence(conn: &mut Conn, fence: Option<Fence>) -> StoreR
 #[async_trait]
 impl<A: Access> ReadOnlyPartitionTable for WorkerTx<A> {
     async fn current_fence(&mut self, partition: i32) -> StoreResult<Option<Fence>> {
-        let row = self
-            .conn
-            .fetch_optional(
-                Stmt::new("SELECT epoch FROM partition_epochs WHERE partition = $1")
-                    .bind(partition),
-            )
-            .await?;
+        let stmt =
+            Stmt::new("SELECT epoch FROM partition_epochs WHERE partition = $1").bind(partition);
+        let row = self.conn.fetch_optional(stmt).await?;
         row.map(|r| {
             Ok(Fence {
                 partition,
@@ -79,17 +75,13 @@ impl PartitionTable for WorkerTx<ReadWrite> {
         owner: &str,
         now: Timestamp,
     ) -> StoreResult<Fence> {
-        let row = self
-            .conn
-            .fetch_one(
-                Stmt::new(
-                    "INSERT INTO partition_epochs (partition, epoch, owner, taken_at) VALUES ($1, 1, $2, $3) ON CONFLICT (partition) DO UPDATE SET epoch = partition_epochs.epoch + 1, owner = EXCLUDED.owner, taken_at = EXCLUDED.taken_at RETURNING epoch",
-                )
-                .bind(partition)
-                .bind(owner)
-                .bind(now),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "INSERT INTO partition_epochs (partition, epoch, owner, taken_at) VALUES ($1, 1, $2, $3) ON CONFLICT (partition) DO UPDATE SET epoch = partition_epochs.epoch + 1, owner = EXCLUDED.owner, taken_at = EXCLUDED.taken_at RETURNING epoch",
+        )
+        .bind(partition)
+        .bind(owner)
+        .bind(now);
+        let row = self.conn.fetch_one(stmt).await?;
         Ok(Fence {
             partition,
             epoch: row.get("epoch")?,

@@ -32,16 +32,11 @@ fn string_list(r: &Row, column: &str) -> StoreResult<Vec<String>> {
 #[async_trait]
 impl<A: Access> ReadOnlyPolicyTable for Tx<A> {
     async fn get_policy(&mut self, property: &PropertyId) -> StoreResult<Option<PolicyRecord>> {
-        let row = self
-            .conn
-            .fetch_optional(
-                Stmt::new(
-                    "SELECT * FROM key_kind_policies WHERE tenant_id = $1 AND property_id = $2",
-                )
+        let stmt =
+            Stmt::new("SELECT * FROM key_kind_policies WHERE tenant_id = $1 AND property_id = $2")
                 .bind(self.tenant)
-                .bind(property.as_str()),
-            )
-            .await?;
+                .bind(property.as_str());
+        let row = self.conn.fetch_optional(stmt).await?;
         let Some(r) = row else { return Ok(None) };
         Ok(Some(PolicyRecord {
             id: r.get("id")?,
@@ -62,27 +57,24 @@ impl<A: Access> ReadOnlyPolicyTable for Tx<A> {
 impl PolicyTable for Tx<ReadWrite> {
     async fn upsert_policy(&mut self, p: &PolicyRecord) -> StoreResult<()> {
         self.own(p.tenant_id, "policy")?;
-        self.conn
-            .execute(
-                Stmt::new(
-                    "INSERT INTO key_kind_policies (id, tenant_id, property_id, preferred_order, fallback_chain, max_valid_until_extension_hours, id_verify_required_for, no_show_suspend_after_hours, allow_offline_issuance_kinds, updated_at) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) \
-                     ON CONFLICT (tenant_id, property_id) DO UPDATE SET preferred_order = excluded.preferred_order, fallback_chain = excluded.fallback_chain, \
-                     max_valid_until_extension_hours = excluded.max_valid_until_extension_hours, id_verify_required_for = excluded.id_verify_required_for, \
-                     no_show_suspend_after_hours = excluded.no_show_suspend_after_hours, allow_offline_issuance_kinds = excluded.allow_offline_issuance_kinds, updated_at = excluded.updated_at",
-                )
-                .bind(&p.id)
-                .bind(self.tenant)
-                .bind(p.property_id.as_str())
-                .bind(serde_json::json!(p.preferred_order))
-                .bind(serde_json::json!(p.fallback_chain))
-                .bind(p.max_valid_until_extension_hours)
-                .bind(serde_json::json!(p.id_verify_required_for))
-                .bind(p.no_show_suspend_after_hours)
-                .bind(serde_json::json!(p.allow_offline_issuance_kinds))
-                .bind(p.updated_at),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "INSERT INTO key_kind_policies (id, tenant_id, property_id, preferred_order, fallback_chain, max_valid_until_extension_hours, id_verify_required_for, no_show_suspend_after_hours, allow_offline_issuance_kinds, updated_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) \
+             ON CONFLICT (tenant_id, property_id) DO UPDATE SET preferred_order = excluded.preferred_order, fallback_chain = excluded.fallback_chain, \
+             max_valid_until_extension_hours = excluded.max_valid_until_extension_hours, id_verify_required_for = excluded.id_verify_required_for, \
+             no_show_suspend_after_hours = excluded.no_show_suspend_after_hours, allow_offline_issuance_kinds = excluded.allow_offline_issuance_kinds, updated_at = excluded.updated_at",
+        )
+        .bind(&p.id)
+        .bind(self.tenant)
+        .bind(p.property_id.as_str())
+        .bind(serde_json::json!(p.preferred_order))
+        .bind(serde_json::json!(p.fallback_chain))
+        .bind(p.max_valid_until_extension_hours)
+        .bind(serde_json::json!(p.id_verify_required_for))
+        .bind(p.no_show_suspend_after_hours)
+        .bind(serde_json::json!(p.allow_offline_issuance_kinds))
+        .bind(p.updated_at);
+        self.conn.execute(stmt).await?;
         Ok(())
     }
 }

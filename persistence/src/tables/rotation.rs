@@ -42,19 +42,15 @@ impl KeyRotationTable for Tx<ReadWrite> {
         let current = self.cipher.current_version().to_owned();
         let mut n = 0u64;
         // PINs and vendor refs of (credential, device)
-        let rows = self
-            .conn
-            .fetch_all(
-                Stmt::new(
-                    "SELECT key_credential_id, device_id, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version \
-                     FROM key_credential_devices WHERE tenant_id = $1 \
-                     AND ((pin_kms_version IS NOT NULL AND pin_kms_version <> $2) OR (vendor_ref_kms_version IS NOT NULL AND vendor_ref_kms_version <> $2)) LIMIT $3",
-                )
-                .bind(self.tenant)
-                .bind(current.as_str())
-                .bind(limit),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT key_credential_id, device_id, pin_ciphertext, pin_kms_version, vendor_ref_ciphertext, vendor_ref_kms_version \
+             FROM key_credential_devices WHERE tenant_id = $1 \
+             AND ((pin_kms_version IS NOT NULL AND pin_kms_version <> $2) OR (vendor_ref_kms_version IS NOT NULL AND vendor_ref_kms_version <> $2)) LIMIT $3",
+        )
+        .bind(self.tenant)
+        .bind(current.as_str())
+        .bind(limit);
+        let rows = self.conn.fetch_all(stmt).await?;
         for r in &rows {
             let c = KeyCredentialId::parse(r.get("key_credential_id")?)?;
             let d = LockDeviceId::parse(r.get("device_id")?)?;
@@ -70,51 +66,41 @@ impl KeyRotationTable for Tx<ReadWrite> {
                 r.get("vendor_ref_kms_version")?,
                 &context::vendor_ref(&c, &d),
             )?;
-            self.conn
-                .execute(
-                    Stmt::new(
-                        "UPDATE key_credential_devices SET pin_ciphertext = $4, pin_kms_version = $5, vendor_ref_ciphertext = $6, vendor_ref_kms_version = $7 \
-                         WHERE tenant_id = $1 AND key_credential_id = $2 AND device_id = $3",
-                    )
-                    .bind(self.tenant)
-                    .bind(c.as_str())
-                    .bind(d.as_str())
-                    .bind(pin)
-                    .bind(pin_v)
-                    .bind(vref)
-                    .bind(vref_v),
-                )
-                .await?;
+            let stmt = Stmt::new(
+                "UPDATE key_credential_devices SET pin_ciphertext = $4, pin_kms_version = $5, vendor_ref_ciphertext = $6, vendor_ref_kms_version = $7 \
+                 WHERE tenant_id = $1 AND key_credential_id = $2 AND device_id = $3",
+            )
+            .bind(self.tenant)
+            .bind(c.as_str())
+            .bind(d.as_str())
+            .bind(pin)
+            .bind(pin_v)
+            .bind(vref)
+            .bind(vref_v);
+            self.conn.execute(stmt).await?;
             n += 1;
         }
         // vendor device refs and adapter configs: one encrypted column per row
         for (table, col, ctx_of) in context::single_secret_columns() {
-            let rows = self
-                .conn
-                .fetch_all(
-                    Stmt::new(format!(
-                        "SELECT id, {col}_ciphertext AS ct, {col}_kms_version AS ver FROM {table} \
+            let stmt = Stmt::new(format!(
+                "SELECT id, {col}_ciphertext AS ct, {col}_kms_version AS ver FROM {table} \
                          WHERE tenant_id = $1 AND {col}_kms_version <> $2 LIMIT $3"
-                    ))
-                    .bind(self.tenant)
-                    .bind(current.as_str())
-                    .bind(limit),
-                )
-                .await?;
+            ))
+            .bind(self.tenant)
+            .bind(current.as_str())
+            .bind(limit);
+            let rows = self.conn.fetch_all(stmt).await?;
             for r in &rows {
                 let id: String = r.get("id")?;
                 let (ct, v) = again(&self.cipher, r.get("ct")?, r.get("ver")?, &ctx_of(&id)?)?;
-                self.conn
-                    .execute(
-                        Stmt::new(format!(
-                            "UPDATE {table} SET {col}_ciphertext = $3, {col}_kms_version = $4 WHERE tenant_id = $1 AND id = $2"
-                        ))
-                        .bind(self.tenant)
-                        .bind(id.as_str())
-                        .bind(ct)
-                        .bind(v),
-                    )
-                    .await?;
+                let stmt = Stmt::new(format!(
+                    "UPDATE {table} SET {col}_ciphertext = $3, {col}_kms_version = $4 WHERE tenant_id = $1 AND id = $2"
+                ))
+                .bind(self.tenant)
+                .bind(id.as_str())
+                .bind(ct)
+                .bind(v);
+                self.conn.execute(stmt).await?;
                 n += 1;
             }
         }

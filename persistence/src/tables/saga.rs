@@ -29,16 +29,12 @@ pub trait SagaTable: ReadOnlySagaTable {
 #[async_trait]
 impl<A: Access> ReadOnlySagaTable for Tx<A> {
     async fn load_saga(&mut self, subject: &str) -> StoreResult<Option<serde_json::Value>> {
-        let row = self
-            .conn
-            .fetch_optional(
-                Stmt::new(
-                    "SELECT state FROM key_credential_saga WHERE tenant_id = $1 AND subject = $2",
-                )
-                .bind(self.tenant)
-                .bind(subject),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT state FROM key_credential_saga WHERE tenant_id = $1 AND subject = $2",
+        )
+        .bind(self.tenant)
+        .bind(subject);
+        let row = self.conn.fetch_optional(stmt).await?;
         row.map(|r| r.json("state")).transpose()
     }
 }
@@ -51,18 +47,15 @@ impl SagaTable for Tx<ReadWrite> {
         state: &serde_json::Value,
         now: Timestamp,
     ) -> StoreResult<()> {
-        self.conn
-            .execute(
-                Stmt::new(
-                    "INSERT INTO key_credential_saga (tenant_id, subject, state, updated_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (tenant_id, subject) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                )
-                .bind(self.tenant)
-                .bind(subject)
-                .bind(state)
-                .bind(now),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "INSERT INTO key_credential_saga (tenant_id, subject, state, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, subject) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+        )
+        .bind(self.tenant)
+        .bind(subject)
+        .bind(state)
+        .bind(now);
+        self.conn.execute(stmt).await?;
         Ok(())
     }
 }

@@ -24,16 +24,12 @@ pub trait UserTable: ReadOnlyUserTable {
 #[async_trait]
 impl<A: Access> ReadOnlyUserTable for Tx<A> {
     async fn user_deactivated_at(&mut self, user_id: &str) -> StoreResult<Option<Timestamp>> {
-        let row = self
-            .conn
-            .fetch_optional(
-                Stmt::new(
-                    "SELECT deactivated_at FROM deactivated_users WHERE tenant_id = $1 AND user_id = $2",
-                )
-                .bind(self.tenant)
-                .bind(user_id),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT deactivated_at FROM deactivated_users WHERE tenant_id = $1 AND user_id = $2",
+        )
+        .bind(self.tenant)
+        .bind(user_id);
+        let row = self.conn.fetch_optional(stmt).await?;
         Ok(row.map(|r| r.ts("deactivated_at")).transpose()?)
     }
 }
@@ -41,16 +37,13 @@ impl<A: Access> ReadOnlyUserTable for Tx<A> {
 #[async_trait]
 impl UserTable for Tx<ReadWrite> {
     async fn record_user_deactivated(&mut self, user_id: &str, at: Timestamp) -> StoreResult<()> {
-        self.conn
-            .execute(
-                Stmt::new(
-                    "INSERT INTO deactivated_users (tenant_id, user_id, deactivated_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(self.tenant)
-                .bind(user_id)
-                .bind(at),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "INSERT INTO deactivated_users (tenant_id, user_id, deactivated_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(self.tenant)
+        .bind(user_id)
+        .bind(at);
+        self.conn.execute(stmt).await?;
         Ok(())
     }
 }

@@ -56,19 +56,15 @@ impl<A: Access> ReadOnlyVendorAccountTable for Tx<A> {
         vendor: VendorCode,
         environment: &str,
     ) -> StoreResult<Option<VendorCredentialRecord>> {
-        let row = self
-            .conn
-            .fetch_optional(
-                Stmt::new(
-                    "SELECT id, secret_resource_name, fingerprint_sha256, rotates_at, updated_at FROM vendor_credentials \
-                     WHERE tenant_id = $1 AND property_id = $2 AND vendor = $3 AND environment = $4",
-                )
-                .bind(self.tenant)
-                .bind(property.as_str())
-                .bind(vendor.as_str())
-                .bind(environment),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "SELECT id, secret_resource_name, fingerprint_sha256, rotates_at, updated_at FROM vendor_credentials \
+             WHERE tenant_id = $1 AND property_id = $2 AND vendor = $3 AND environment = $4",
+        )
+        .bind(self.tenant)
+        .bind(property.as_str())
+        .bind(vendor.as_str())
+        .bind(environment);
+        let row = self.conn.fetch_optional(stmt).await?;
         let Some(r) = row else { return Ok(None) };
         Ok(Some(VendorCredentialRecord {
             id: VendorCredentialId::parse(r.get("id")?)
@@ -93,37 +89,30 @@ impl VendorAccountTable for Tx<ReadWrite> {
         now_us: i64,
         interval_us: i64,
     ) -> StoreResult<i64> {
-        let row = self
-            .conn
-            .fetch_one(
-                Stmt::new(
-                    "INSERT INTO vendor_rate_limits (tenant_id, account_key, tat_us) VALUES ($1, $2, $3 + $4) \
-                     ON CONFLICT (tenant_id, account_key) DO UPDATE SET \
-                     tat_us = CASE WHEN vendor_rate_limits.tat_us > $3 THEN vendor_rate_limits.tat_us ELSE $3 END + $4 \
-                     RETURNING tat_us - $4 AS slot",
-                )
-                .bind(self.tenant)
-                .bind(account)
-                .bind(now_us)
-                .bind(interval_us),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "INSERT INTO vendor_rate_limits (tenant_id, account_key, tat_us) VALUES ($1, $2, $3 + $4) \
+             ON CONFLICT (tenant_id, account_key) DO UPDATE SET \
+             tat_us = CASE WHEN vendor_rate_limits.tat_us > $3 THEN vendor_rate_limits.tat_us ELSE $3 END + $4 \
+             RETURNING tat_us - $4 AS slot",
+        )
+        .bind(self.tenant)
+        .bind(account)
+        .bind(now_us)
+        .bind(interval_us);
+        let row = self.conn.fetch_one(stmt).await?;
         row.get("slot")
     }
 
     async fn hold_rate_until(&mut self, account: &str, until_us: i64) -> StoreResult<()> {
-        self.conn
-            .execute(
-                Stmt::new(
-                    "INSERT INTO vendor_rate_limits (tenant_id, account_key, tat_us) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant_id, account_key) DO UPDATE SET \
-                     tat_us = CASE WHEN vendor_rate_limits.tat_us > $3 THEN vendor_rate_limits.tat_us ELSE $3 END",
-                )
-                .bind(self.tenant)
-                .bind(account)
-                .bind(until_us),
-            )
-            .await?;
+        let stmt = Stmt::new(
+            "INSERT INTO vendor_rate_limits (tenant_id, account_key, tat_us) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id, account_key) DO UPDATE SET \
+             tat_us = CASE WHEN vendor_rate_limits.tat_us > $3 THEN vendor_rate_limits.tat_us ELSE $3 END",
+        )
+        .bind(self.tenant)
+        .bind(account)
+        .bind(until_us);
+        self.conn.execute(stmt).await?;
         Ok(())
     }
 
@@ -133,17 +122,16 @@ impl VendorAccountTable for Tx<ReadWrite> {
     ) -> StoreResult<CredentialChange> {
         self.own(rec.tenant_id, "vendor credential")?;
         let lock = self.conn.dialect().for_update();
+        let stmt = Stmt::new(format!(
+            "SELECT fingerprint_sha256 FROM vendor_credentials WHERE tenant_id = $1 AND property_id = $2 AND vendor = $3 AND environment = $4{lock}"
+        ))
+        .bind(self.tenant)
+        .bind(rec.property_id.as_str())
+        .bind(rec.vendor.as_str())
+        .bind(&rec.environment);
         let current = self
             .conn
-            .fetch_optional(
-                Stmt::new(format!(
-                    "SELECT fingerprint_sha256 FROM vendor_credentials WHERE tenant_id = $1 AND property_id = $2 AND vendor = $3 AND environment = $4{lock}"
-                ))
-                .bind(self.tenant)
-                .bind(rec.property_id.as_str())
-                .bind(rec.vendor.as_str())
-                .bind(&rec.environment),
-            )
+            .fetch_optional(stmt)
             .await?
             .map(|r| r.get::<String>("fingerprint_sha256"))
             .transpose()?;
