@@ -172,6 +172,29 @@ impl Backend {
         }
     }
 
+    /// Marks a device decommissioned (the registry has no write for it yet).
+    pub async fn decommission(
+        &self,
+        tenant: TenantId,
+        device: &LockDeviceId,
+    ) -> anyhow::Result<()> {
+        // Ids are ours (prefix + ULID): safe to inline.
+        let at = match self {
+            Self::Pg(_) => "now()",
+            Self::Sqlite(..) => "0",
+        };
+        let sql = format!(
+            "UPDATE lock_devices SET decommissioned_at = {at} WHERE id = '{}'",
+            device.as_str()
+        );
+        let n = self
+            .exec_as_tenant(tenant, &sql)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(n == 1, "one device decommissioned, not {n}");
+        Ok(())
+    }
+
     /// The raw secret columns (PIN and vendor ref ciphertexts) of a credential's device
     /// rows, as stored.
     pub async fn raw_secret_columns(
@@ -697,5 +720,74 @@ pub fn vendor_credential(
         fingerprint: fingerprint.into(),
         rotates_at: at + chrono::Duration::days(90),
         updated_at: at,
+    }
+}
+
+/// The aggregate as text, to compare every field.
+pub fn snapshot_text(c: &KeyCredential) -> String {
+    format!("{:?}", c.snapshot())
+}
+
+/// I-9's refusal.
+pub fn is_overlap(r: &Result<(), lockstep_persistence::StoreError>) -> bool {
+    matches!(r, Err(lockstep_persistence::StoreError::Overlap))
+}
+
+/// A device registration of `registry`'s tenant and adapter serving room `r190`, with a
+/// `registered` outbox row.
+pub fn device_record(
+    registry: &Registry,
+    id: &LockDeviceId,
+    property_id: &str,
+    vendor_ref: &str,
+) -> DeviceRecord {
+    DeviceRecord {
+        id: id.clone(),
+        tenant_id: registry.tenant,
+        property_id: PropertyId::parse(property_id).expect("a property id"),
+        vendor: VendorCode::Ttlock,
+        vendor_adapter_id: registry.adapter.clone(),
+        device_ref: DeviceRef::new(vendor_ref),
+        label: "door".into(),
+        capabilities: serde_json::json!({}),
+        rooms: vec![room("r190")],
+        now: t0(),
+        on_register: vec![outbox_row(registry.tenant, id.as_str(), t0())],
+    }
+}
+
+/// A drive of `credential` for `subject`, due at `due_at`.
+pub fn drive(
+    subject: &str,
+    partition: i32,
+    credential: &KeyCredentialId,
+    due_at: Timestamp,
+) -> lockstep_persistence::ScheduleDrive {
+    lockstep_persistence::ScheduleDrive {
+        property_id: property(),
+        partition,
+        subject: subject.to_owned(),
+        credential_id: credential.clone(),
+        due_at,
+    }
+}
+
+/// A door-truth write of `credential` on `device` with `desired` and `sync`.
+pub fn door(
+    credential: &KeyCredentialId,
+    device: &LockDeviceId,
+    desired: Desired,
+    sync: SyncState,
+) -> DeviceSyncWrite {
+    DeviceSyncWrite {
+        credential_id: credential.clone(),
+        device_id: device.clone(),
+        desired,
+        sync,
+        pin: None,
+        vendor_ref: None,
+        attempts: 0,
+        pin_collisions: 0,
+        last_error: None,
     }
 }

@@ -1,0 +1,295 @@
+//! The device registry: vendor adapters (`vendor_adapters`), lock devices
+//! (`lock_devices`) with the rooms each serves (`lock_device_rooms`), and each device's
+//! last health reading.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use lockstep_domain::{
+    BatteryThreshold, DeviceHealth, DeviceRef, LockDeviceId, PropertyId, RoomId, Timestamp,
+    VendorAdapterId, VendorCode,
+};
+
+use crate::dialect::{corrupt, Stmt};
+use crate::model::{
+    context, AdapterRecord, Device, DeviceHealthWrite, DeviceRecord, StoredDeviceHealth,
+};
+use crate::tables::door_truth::decrypt_opt;
+use crate::tables::OutboxTable;
+use crate::tx::{Access, ReadWrite, Tx};
+use crate::{StoreError, StoreResult};
+
+/// Reads of a tenant's device registry.
+#[async_trait]
+pub trait ReadOnlyDeviceTable: Send {
+    /// Live devices of a property serving any of `rooms`, by id, each with the rooms of
+    /// `rooms` it serves (sorted); device refs decrypted.
+    async fn devices_for_rooms(
+        &mut self,
+        property: &PropertyId,
+        rooms: &[RoomId],
+    ) -> StoreResult<Vec<Device>>;
+
+    /// Every room with a live lock at the property, sorted (master-key scope `rooms_all`).
+    async fn property_rooms(&mut self, property: &PropertyId) -> StoreResult<Vec<RoomId>>;
+
+    /// The property of a live (not decommissioned) device; `None` if unknown or retired.
+    async fn device_property(&mut self, device: &LockDeviceId) -> StoreResult<Option<PropertyId>>;
+
+    /// What the registry holds of a device's health; `None` for an unknown device.
+    async fn device_health(
+        &mut self,
+        device: &LockDeviceId,
+    ) -> StoreResult<Option<StoredDeviceHealth>>;
+}
+
+/// Writes of a tenant's device registry.
+#[async_trait]
+pub trait DeviceTable: ReadOnlyDeviceTable {
+    /// Creates or updates a vendor adapter; its config is encrypted, bound to the adapter.
+    /// An id of another tenant is refused.
+    async fn upsert_adapter(&mut self, adapter: &AdapterRecord) -> StoreResult<()>;
+
+    /// Creates or updates a device and its room links; `true` when it registered a new
+    /// device, whose `on_register` outbox rows are then written too. D-1: a second device
+    /// with the same vendor ref in the property and vendor is
+    /// [`StoreError::Constraint`] (unique on the ref's blind index).
+    async fn upsert_device(&mut self, device: &DeviceRecord) -> StoreResult<bool>;
+
+    /// Stores a device's health reading taken at `now`; `last_seen_at` moves only when
+    /// the device is online. An unknown device is [`StoreError::Constraint`].
+    async fn record_device_health(
+        &mut self,
+        write: &DeviceHealthWrite,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+}
+
+#[async_trait]
+impl<A: Access> ReadOnlyDeviceTable for Tx<A> {
+    async fn devices_for_rooms(
+        &mut self,
+        property: &PropertyId,
+        rooms: &[RoomId],
+    ) -> StoreResult<Vec<Device>> {
+        let d = self.conn.dialect();
+        let mut rows = Vec::new();
+        for chunk in d.chunks(rooms) {
+            let ids: Vec<&str> = chunk.iter().map(|r| r.as_str()).collect();
+            let stmt = Stmt::new(format!(
+                "SELECT d.id, d.tenant_id, d.property_id, d.vendor, d.vendor_adapter_id, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.label, r.room_id \
+                 FROM lock_devices d JOIN lock_device_rooms r ON r.device_id = d.id AND r.tenant_id = d.tenant_id \
+                 WHERE d.tenant_id = $1 AND d.property_id = $2 AND d.decommissioned_at IS NULL AND {} ORDER BY d.id, r.room_id",
+                d.in_list("r.room_id", 3, ids.len())
+            ))
+            .bind(self.tenant)
+            .bind(property.as_str())
+            .list(&ids);
+            rows.extend(self.conn.fetch_all(stmt).await?);
+        }
+        let mut by_id: BTreeMap<String, Device> = BTreeMap::new();
+        for r in &rows {
+            let id: String = r.get("id")?;
+            let room = RoomId::parse(r.get("room_id")?)?;
+            if let Some(d) = by_id.get_mut(&id) {
+                d.rooms.push(room);
+                continue;
+            }
+            let device_id = LockDeviceId::parse(&id)?;
+            let dref = decrypt_opt(
+                &self.cipher,
+                r,
+                "vendor_device_ref",
+                &context::device_ref(&device_id),
+            )?
+            .ok_or_else(|| corrupt("device without a vendor device ref"))?;
+            by_id.insert(
+                id,
+                Device {
+                    id: device_id,
+                    tenant_id: r.tenant("tenant_id")?,
+                    property_id: PropertyId::parse(r.get("property_id")?)?,
+                    vendor: VendorCode::parse(r.get("vendor")?)?,
+                    vendor_adapter_id: VendorAdapterId::parse(r.get("vendor_adapter_id")?)?,
+                    device_ref: DeviceRef::new(dref),
+                    label: r.get("label")?,
+                    rooms: vec![room],
+                },
+            );
+        }
+        for d in by_id.values_mut() {
+            // each chunk comes sorted; across chunks they need merging
+            d.rooms.sort();
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    async fn property_rooms(&mut self, property: &PropertyId) -> StoreResult<Vec<RoomId>> {
+        let stmt = Stmt::new(
+            "SELECT DISTINCT r.room_id FROM lock_device_rooms r JOIN lock_devices d ON d.id = r.device_id AND d.tenant_id = r.tenant_id \
+             WHERE d.tenant_id = $1 AND d.property_id = $2 AND d.decommissioned_at IS NULL ORDER BY r.room_id",
+        )
+        .bind(self.tenant)
+        .bind(property.as_str());
+        let rows = self.conn.fetch_all(stmt).await?;
+        rows.iter()
+            .map(|r| Ok(RoomId::parse(r.get("room_id")?)?))
+            .collect()
+    }
+
+    async fn device_property(&mut self, device: &LockDeviceId) -> StoreResult<Option<PropertyId>> {
+        let stmt = Stmt::new(
+            "SELECT property_id FROM lock_devices WHERE tenant_id = $1 AND id = $2 AND decommissioned_at IS NULL",
+        )
+        .bind(self.tenant)
+        .bind(device.as_str());
+        let row = self.conn.fetch_optional(stmt).await?;
+        row.map(|r| Ok(PropertyId::parse(r.get("property_id")?)?))
+            .transpose()
+    }
+
+    async fn device_health(
+        &mut self,
+        device: &LockDeviceId,
+    ) -> StoreResult<Option<StoredDeviceHealth>> {
+        let stmt = Stmt::new(
+            "SELECT online, battery_percent, battery_low_threshold, firmware, clock_skew_ms, last_seen_at, health_probed_at, decommissioned_at \
+             FROM lock_devices WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(self.tenant)
+        .bind(device.as_str());
+        let row = self.conn.fetch_optional(stmt).await?;
+        let Some(r) = row else { return Ok(None) };
+        let last = match r.opt_ts("health_probed_at")? {
+            None => None,
+            Some(_) => Some(DeviceHealth::new(
+                r.get("online")?,
+                r.opt_small("battery_percent")?,
+                r.get("firmware")?,
+                r.get("clock_skew_ms")?,
+            )?),
+        };
+        Ok(Some(StoredDeviceHealth {
+            last,
+            threshold: BatteryThreshold::new(r.small("battery_low_threshold")?)?,
+            decommissioned: r.opt_ts("decommissioned_at")?.is_some(),
+            last_seen_at: r.opt_ts("last_seen_at")?,
+        }))
+    }
+}
+
+#[async_trait]
+impl DeviceTable for Tx<ReadWrite> {
+    async fn upsert_adapter(&mut self, a: &AdapterRecord) -> StoreResult<()> {
+        self.own(a.tenant_id, "vendor adapter")?;
+        let (ct, ver) = self.cipher.encrypt(
+            a.config.to_string().as_bytes(),
+            &context::adapter_config(&a.id),
+        )?;
+        let guard = self.conn.dialect().upsert_guard("vendor_adapters");
+        let stmt = Stmt::new(format!(
+            "INSERT INTO vendor_adapters (id, tenant_id, property_id, vendor, environment, capabilities, config_ciphertext, config_kms_version, created_at, updated_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9) \
+             ON CONFLICT (id) DO UPDATE SET capabilities = excluded.capabilities, config_ciphertext = excluded.config_ciphertext, \
+             config_kms_version = excluded.config_kms_version, updated_at = excluded.updated_at{guard}"
+        ))
+        .bind(a.id.as_str())
+        .bind(self.tenant)
+        .bind(a.property_id.as_str())
+        .bind(a.vendor.as_str())
+        .bind(&a.environment)
+        .bind(&a.capabilities)
+        .bind(ct)
+        .bind(ver)
+        .bind(a.now);
+        let n = self.conn.execute(stmt).await?;
+        if n != 1 {
+            return Err(StoreError::Constraint(
+                "vendor adapter id belongs to another tenant".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn upsert_device(&mut self, d: &DeviceRecord) -> StoreResult<bool> {
+        self.own(d.tenant_id, "lock device")?;
+        let (ct, ver) = self.cipher.encrypt(
+            d.device_ref.expose().as_bytes(),
+            &context::device_ref(&d.id),
+        )?;
+        let ref_hash = self
+            .cipher
+            .blind_index(context::DEVICE_REF_INDEX, d.device_ref.expose().as_bytes());
+        let stmt = Stmt::new(
+            "SELECT EXISTS (SELECT 1 FROM lock_devices WHERE tenant_id = $1 AND id = $2) AS known",
+        )
+        .bind(self.tenant)
+        .bind(d.id.as_str());
+        let known: bool = self.conn.fetch_one(stmt).await?.get("known")?;
+        let guard = self.conn.dialect().upsert_guard("lock_devices");
+        let stmt = Stmt::new(format!(
+            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at, vendor_device_ref_hash) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) \
+             ON CONFLICT (id) DO UPDATE SET label = excluded.label, capabilities = excluded.capabilities, vendor_device_ref_ciphertext = excluded.vendor_device_ref_ciphertext, \
+             vendor_device_ref_kms_version = excluded.vendor_device_ref_kms_version, vendor_device_ref_hash = excluded.vendor_device_ref_hash{guard}"
+        ))
+        .bind(d.id.as_str())
+        .bind(self.tenant)
+        .bind(d.property_id.as_str())
+        .bind(d.vendor.as_str())
+        .bind(d.vendor_adapter_id.as_str())
+        .bind(ct)
+        .bind(ver)
+        .bind(&d.label)
+        .bind(&d.capabilities)
+        .bind(d.now)
+        .bind(ref_hash);
+        let n = self.conn.execute(stmt).await?;
+        if n != 1 {
+            return Err(StoreError::Constraint(
+                "lock device id belongs to another tenant".into(),
+            ));
+        }
+        let stmt =
+            Stmt::new("DELETE FROM lock_device_rooms WHERE tenant_id = $1 AND device_id = $2")
+                .bind(self.tenant)
+                .bind(d.id.as_str());
+        self.conn.execute(stmt).await?;
+        for room in &d.rooms {
+            let stmt = Stmt::new(
+                "INSERT INTO lock_device_rooms (tenant_id, device_id, room_id) VALUES ($1, $2, $3)",
+            )
+            .bind(self.tenant)
+            .bind(d.id.as_str())
+            .bind(room.as_str());
+            self.conn.execute(stmt).await?;
+        }
+        if !known {
+            self.append_outbox(&d.on_register).await?;
+        }
+        Ok(!known)
+    }
+
+    async fn record_device_health(
+        &mut self,
+        h: &DeviceHealthWrite,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let stmt = Stmt::new(
+            "UPDATE lock_devices SET online = $3, battery_percent = $4, firmware = $5, clock_skew_ms = $6, health_probed_at = $7, \
+             last_seen_at = CASE WHEN $3 THEN $7 ELSE last_seen_at END WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(self.tenant)
+        .bind(h.device_id.as_str())
+        .bind(h.health.online)
+        .bind(h.health.battery_percent.map(i16::from))
+        .bind(&h.health.firmware)
+        .bind(h.health.clock_skew_ms)
+        .bind(now);
+        let n = self.conn.execute(stmt).await?;
+        if n != 1 {
+            return Err(StoreError::Constraint("unknown lock device".into()));
+        }
+        Ok(())
+    }
+}

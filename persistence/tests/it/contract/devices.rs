@@ -1,0 +1,300 @@
+//! `ReadOnlyDeviceTable`/`DeviceTable`: adapters, devices and their rooms, device health
+//! (D-1, D-2, D-4).
+
+use super::prelude::*;
+
+/// Device lookup by room is scoped to the tenant and to the rooms asked for.
+pub async fn devices_for_rooms_returns_only_own_devices_of_asked_rooms(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let a = seed_registry(store, TenantId::generate()).await?;
+    // Tenant B has a device for a room with the same id.
+    let bb = seed_registry(store, TenantId::generate()).await?;
+
+    let found = store
+        .devices_for_rooms(
+            a.tenant,
+            &property(),
+            &[room("r101"), room("r103"), room("r999")],
+        )
+        .await?;
+    let mut expected = vec![
+        (a.devices[0].clone(), vec![room("r101")]),
+        (a.devices[1].clone(), vec![room("r103")]),
+    ];
+    expected.sort();
+    let mut got: Vec<_> = found
+        .iter()
+        .map(|d| (d.id.clone(), d.rooms.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(got, expected);
+    for d in &found {
+        assert_eq!(d.tenant_id, a.tenant);
+        assert_eq!(d.vendor_adapter_id, a.adapter);
+        assert_eq!(d.device_ref.expose(), format!("ttlock-lock-{}", d.id));
+        assert!(!bb.devices.contains(&d.id));
+    }
+
+    let mut rtx = store.read(a.tenant).await?;
+    let direct = rtx
+        .devices_for_rooms(&property(), &[room("r101"), room("r103"), room("r999")])
+        .await?;
+    assert_eq!(
+        direct
+            .iter()
+            .map(|d| (d.id.clone(), d.rooms.clone()))
+            .collect::<Vec<_>>(),
+        found
+            .iter()
+            .map(|d| (d.id.clone(), d.rooms.clone()))
+            .collect::<Vec<_>>(),
+        "the table reads what the store reads"
+    );
+    // more rooms than one SQLite statement binds: the chunks merge, rooms stay sorted
+    let mut many: Vec<_> = (0..1_100).map(|i| room(&format!("rx{i:04}"))).collect();
+    many.insert(0, room("r102"));
+    many.push(room("r101"));
+    let merged = rtx.devices_for_rooms(&property(), &many).await?;
+    assert_eq!(merged.len(), 1);
+    assert_eq!(merged[0].rooms, vec![room("r101"), room("r102")]);
+    rtx.commit().await?;
+    let both = store
+        .devices_for_rooms(a.tenant, &property(), &[room("r101"), room("r102")])
+        .await?;
+    assert_eq!(both.len(), 1);
+    assert_eq!(both[0].rooms, vec![room("r101"), room("r102")]);
+
+    assert!(store
+        .devices_for_rooms(a.tenant, &property(), &[])
+        .await?
+        .is_empty());
+    let other_property = lockstep_domain::PropertyId::parse("prop-2")?;
+    assert!(store
+        .devices_for_rooms(a.tenant, &other_property, &[room("r101")])
+        .await?
+        .is_empty());
+    Ok(())
+}
+
+/// Spec 003 D-1: `vendorDeviceRef` is unique within (tenant, property, vendor), enforced on
+/// the encrypted ref's blind index; the same ref in another property is another lock.
+pub async fn d1_a_vendor_device_ref_registers_once_per_property_and_vendor(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let registry = seed_registry(store, TenantId::generate()).await?;
+    let first = lockstep_domain::LockDeviceId::generate();
+    assert!(
+        store
+            .upsert_device(&device_record(&registry, &first, "ppt_test", "lock-777"))
+            .await?
+    );
+    let twin = lockstep_domain::LockDeviceId::generate();
+    let refused = store
+        .upsert_device(&device_record(&registry, &twin, "ppt_test", "lock-777"))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Constraint(_))),
+        "D-1: {refused:?}"
+    );
+    // re-registering the same device is an update, not a duplicate
+    assert!(
+        !store
+            .upsert_device(&device_record(&registry, &first, "ppt_test", "lock-777"))
+            .await?
+    );
+    assert!(
+        store
+            .upsert_device(&device_record(&registry, &twin, "ppt_other", "lock-777"))
+            .await?
+    );
+    Ok(())
+}
+
+/// The registry keeps the last health reading (none before the first probe), moves
+/// `last_seen_at` only while online, and writes a device's `registered` event only when
+/// the device is new.
+pub async fn device_health_round_trips_and_registration_writes_its_event_once(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let registry = seed_registry(store, tenant).await?;
+    let before = b.count("outbox", tenant).await?;
+    let id = lockstep_domain::LockDeviceId::generate();
+    store
+        .upsert_device(&device_record(&registry, &id, "ppt_test", "lock-1"))
+        .await?;
+    store
+        .upsert_device(&device_record(&registry, &id, "ppt_test", "lock-1"))
+        .await?;
+    assert_eq!(
+        b.count("outbox", tenant).await?,
+        before + 1,
+        "one registered event"
+    );
+
+    let fresh = store.device_health(tenant, &id).await?.expect("known");
+    assert_eq!(fresh.last, None, "not probed yet");
+    assert_eq!(fresh.threshold, lockstep_domain::BatteryThreshold::DEFAULT);
+    assert!(!fresh.decommissioned);
+    assert_eq!(
+        store.device_health(TenantId::generate(), &id).await?,
+        None,
+        "tenant scoped"
+    );
+
+    let reading =
+        lockstep_domain::DeviceHealth::new(true, Some(64), Some("5.1".into()), Some(-1200))?;
+    let mut uow = UnitOfWork::new(tenant, None, day(1));
+    uow.device_health
+        .push(lockstep_persistence::DeviceHealthWrite {
+            device_id: id.clone(),
+            health: reading.clone(),
+        });
+    store.commit(uow).await?;
+    let seen = store.device_health(tenant, &id).await?.expect("known");
+    assert_eq!(seen.last, Some(reading));
+    assert_eq!(seen.last_seen_at, Some(day(1)));
+
+    let offline = lockstep_domain::DeviceHealth::new(false, Some(10), None, None)?;
+    let mut uow = UnitOfWork::new(tenant, None, day(2));
+    uow.device_health
+        .push(lockstep_persistence::DeviceHealthWrite {
+            device_id: id.clone(),
+            health: offline.clone(),
+        });
+    store.commit(uow).await?;
+    let seen = store.device_health(tenant, &id).await?.expect("known");
+    assert_eq!(seen.last, Some(offline));
+    assert_eq!(seen.last_seen_at, Some(day(1)), "last seen while online");
+
+    // a reading for an unknown device fails the whole unit of work
+    let mut uow = UnitOfWork::new(tenant, None, day(3));
+    uow.device_health
+        .push(lockstep_persistence::DeviceHealthWrite {
+            device_id: lockstep_domain::LockDeviceId::generate(),
+            health: lockstep_domain::DeviceHealth::decommissioned(),
+        });
+    assert!(store.commit(uow).await.is_err());
+    Ok(())
+}
+
+/// The registry through a `Tx`: `upsert_adapter` (an id of another tenant is refused),
+/// `upsert_device` (true only when new), `property_rooms`, `device_property` (`None` once
+/// decommissioned or unknown), `record_device_health` (an unknown device is refused) and
+/// `device_health`.
+pub async fn registry_writes_are_read_back_and_stay_in_their_tenant(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    use lockstep_domain::{DeviceHealth, LockDeviceId, VendorAdapterId};
+    use lockstep_persistence::{AdapterRecord, DeviceHealthWrite};
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let adapter = AdapterRecord {
+        id: VendorAdapterId::generate(),
+        tenant_id: tenant,
+        property_id: property(),
+        vendor: VendorCode::Ttlock,
+        environment: "sandbox".into(),
+        capabilities: serde_json::json!({ "pin_code": true }),
+        config: serde_json::json!({ "baseUrl": "http://127.0.0.1:1" }),
+        now: t0(),
+    };
+    let mut tx = store.begin(tenant, None).await?;
+    tx.upsert_adapter(&adapter).await?;
+    tx.upsert_adapter(&AdapterRecord {
+        now: at(1),
+        ..adapter.clone()
+    })
+    .await?;
+    let reg = Registry {
+        tenant,
+        adapter: adapter.id.clone(),
+        devices: [LockDeviceId::generate(), LockDeviceId::generate()],
+    };
+    let mut first = device_record(&reg, &reg.devices[0], "prop-1", "lock-a");
+    first.rooms = vec![room("r202"), room("r201")];
+    ensure!(tx.upsert_device(&first).await?, "new");
+    ensure!(!tx.upsert_device(&first).await?, "known");
+    ensure!(
+        tx.upsert_device(&device_record(&reg, &reg.devices[1], "prop-1", "lock-b"))
+            .await?
+    );
+    assert_eq!(
+        tx.property_rooms(&property()).await?,
+        vec![room("r190"), room("r201"), room("r202")]
+    );
+    assert_eq!(tx.device_property(&reg.devices[0]).await?, Some(property()));
+    let reading = DeviceHealth::new(true, Some(80), Some("6.0".into()), Some(15))?;
+    tx.record_device_health(
+        &DeviceHealthWrite {
+            device_id: reg.devices[0].clone(),
+            health: reading.clone(),
+        },
+        day(1),
+    )
+    .await?;
+    let health = tx.device_health(&reg.devices[0]).await?.context("known")?;
+    assert_eq!(
+        (health.last, health.last_seen_at, health.decommissioned),
+        (Some(reading), Some(day(1)), false)
+    );
+    let res = tx
+        .record_device_health(
+            &DeviceHealthWrite {
+                device_id: LockDeviceId::generate(),
+                health: DeviceHealth::decommissioned(),
+            },
+            day(1),
+        )
+        .await;
+    ensure!(
+        matches!(res, Err(StoreError::Constraint(_))),
+        "unknown device: {res:?}"
+    );
+    tx.commit().await?;
+    assert_eq!(
+        b.count("outbox", tenant).await?,
+        2,
+        "one registered event each"
+    );
+
+    b.decommission(tenant, &reg.devices[1]).await?;
+    let mut rtx = store.read(tenant).await?;
+    assert_eq!(rtx.device_property(&reg.devices[1]).await?, None);
+    assert_eq!(rtx.device_property(&LockDeviceId::generate()).await?, None);
+    assert_eq!(
+        rtx.property_rooms(&property()).await?,
+        vec![room("r201"), room("r202")],
+        "a decommissioned device serves no room"
+    );
+    ensure!(
+        rtx.device_health(&reg.devices[1])
+            .await?
+            .context("known")?
+            .decommissioned
+    );
+    rtx.commit().await?;
+
+    // another tenant can neither take the adapter id nor see the devices
+    let stranger = TenantId::generate();
+    let mut theirs = store.begin(stranger, None).await?;
+    assert_eq!(theirs.device_property(&reg.devices[0]).await?, None);
+    assert_eq!(theirs.device_health(&reg.devices[0]).await?, None);
+    let res = theirs
+        .upsert_adapter(&AdapterRecord {
+            tenant_id: stranger,
+            ..adapter.clone()
+        })
+        .await;
+    ensure!(res.is_err(), "another tenant's adapter id: {res:?}");
+    let res = theirs.upsert_adapter(&adapter).await;
+    ensure!(
+        matches!(res, Err(StoreError::Constraint(_))),
+        "a record of another tenant: {res:?}"
+    );
+    Ok(())
+}

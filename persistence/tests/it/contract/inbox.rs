@@ -1,0 +1,97 @@
+//! `InboxTable`: broker deliveries are stored once (DESIGN §3.1).
+
+use super::prelude::*;
+
+/// DESIGN §3.1: inbox dedupe on (message id, consumer); the mailbox gets the event once.
+pub async fn intake_stores_once_and_rejects_duplicate_message_id(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let msg = intake_msg(tenant, "reservation:rsv-1", random_partition(), t0());
+    assert_eq!(store.intake(&msg, None).await?, IntakeOutcome::Accepted);
+    assert_eq!(store.intake(&msg, None).await?, IntakeOutcome::Duplicate);
+    assert_eq!(b.count("inbox", tenant).await?, 1);
+    assert_eq!(b.count("mailbox", tenant).await?, 1);
+
+    // The same message for another consumer is a delivery of its own.
+    let mut other = msg.clone();
+    other.consumer = "lockstep.other".into();
+    assert_eq!(store.intake(&other, None).await?, IntakeOutcome::Accepted);
+    assert_eq!(b.count("mailbox", tenant).await?, 2);
+
+    // The inbox key includes the tenant: another tenant's message with the same id is
+    // not a duplicate (DESIGN §5: unique keys include tenant_id).
+    let mut foreign = msg.clone();
+    foreign.tenant_id = TenantId::generate();
+    assert_eq!(store.intake(&foreign, None).await?, IntakeOutcome::Accepted);
+    assert_eq!(b.count("mailbox", tenant).await?, 2);
+
+    let entry = store
+        .next_mailbox_entry(tenant, "reservation:rsv-1", t0())
+        .await?
+        .context("entry")?;
+    assert_eq!(entry.tenant_id, tenant);
+    assert_eq!(entry.property_id, property());
+    assert_eq!(entry.partition, msg.partition);
+    assert_eq!(entry.payload, msg.payload);
+    assert_eq!(entry.due_at, t0());
+    assert_eq!(entry.attempts, 0);
+    assert_eq!(
+        entry.kind,
+        MailboxKind::Event {
+            message_id: msg.message_id.clone(),
+            topic: msg.topic.clone()
+        }
+    );
+    Ok(())
+}
+
+/// DESIGN §3.1, §5: `insert_inbox` is true once per (tenant, message id, consumer), within
+/// one transaction and across them; it enqueues nothing by itself; a transaction refuses a
+/// message of another tenant.
+pub async fn insert_inbox_is_true_once_per_tenant_message_and_consumer(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let msg = intake_msg(tenant, "reservation:rsv-inbox", random_partition(), t0());
+    let mut tx = store.begin(tenant, None).await?;
+    ensure!(tx.insert_inbox(&msg).await?, "first delivery");
+    ensure!(
+        !tx.insert_inbox(&msg).await?,
+        "a redelivery in the same transaction"
+    );
+    let mut other = msg.clone();
+    other.consumer = "lockstep.other".into();
+    ensure!(tx.insert_inbox(&other).await?, "another consumer");
+    tx.commit().await?;
+    assert_eq!(b.count("inbox", tenant).await?, 2);
+    assert_eq!(
+        b.count("mailbox", tenant).await?,
+        0,
+        "the inbox enqueues nothing"
+    );
+
+    let mut tx = store.begin(tenant, None).await?;
+    ensure!(
+        !tx.insert_inbox(&msg).await?,
+        "a redelivery after the commit"
+    );
+    tx.rollback().await?;
+
+    let stranger = TenantId::generate();
+    let mut theirs = msg.clone();
+    theirs.tenant_id = stranger;
+    let mut tx = store.begin(stranger, None).await?;
+    ensure!(
+        tx.insert_inbox(&theirs).await?,
+        "another tenant's message with the same id is its own"
+    );
+    let res = tx.insert_inbox(&msg).await;
+    ensure!(
+        matches!(res, Err(StoreError::Constraint(_))),
+        "a message of another tenant: {res:?}"
+    );
+    Ok(())
+}
