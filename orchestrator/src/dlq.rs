@@ -227,9 +227,7 @@ impl DeadLetter {
 
     /// Whether the selection picks it.
     fn selected(&self, sel: &Selection) -> bool {
-        sel.all
-            || sel.ids.contains(&self.id)
-            || sel.reasons.contains(&self.reason)
+        sel.all || sel.ids.contains(&self.id) || sel.reasons.contains(&self.reason)
     }
 }
 
