@@ -73,6 +73,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "stale_key_window",
         sql: include_str!("../migrations/postgres/0012_stale_key_window.sql"),
     },
+    Migration {
+        version: 13,
+        name: "desk_relay",
+        sql: include_str!("../migrations/postgres/0013_desk_relay.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -136,5 +141,10 @@ pub const SQLITE: &[Migration] = &[
         version: 12,
         name: "stale_key_window",
         sql: include_str!("../migrations/sqlite/0012_stale_key_window.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "desk_relay",
+        sql: include_str!("../migrations/sqlite/0013_desk_relay.sql"),
     },
 ];
