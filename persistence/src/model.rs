@@ -692,13 +692,18 @@ pub mod context {
     pub type IdContext = fn(&str) -> Result<String, lockstep_domain::DomainError>;
 
     /// See [`IdContext`].
-    pub fn single_secret_columns() -> [(&'static str, &'static str, IdContext); 2] {
+    pub fn single_secret_columns() -> [(&'static str, &'static str, IdContext); 4] {
         [
             ("lock_devices", "vendor_device_ref", |id| {
                 Ok(device_ref(&LockDeviceId::parse(id)?))
             }),
             ("vendor_adapters", "config", |id| {
                 Ok(adapter_config(&VendorAdapterId::parse(id)?))
+            }),
+            // card numbers the desk readers read (issue 12)
+            ("encode_jobs", "card_number", |id| Ok(format!("card:{id}"))),
+            ("provisional_credentials", "card_number", |id| {
+                Ok(format!("pcard:{id}"))
             }),
         ]
     }

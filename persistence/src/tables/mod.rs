@@ -13,13 +13,17 @@ mod audit;
 mod credentials;
 mod devices;
 mod door_truth;
+mod encode_jobs;
+mod encoder_sessions;
 mod inbox;
 mod mailbox;
 mod master_keys;
 mod offline;
+mod offline_signatures;
 mod outbox;
 mod partitions;
 mod policies;
+mod provisional;
 mod rotation;
 mod saga;
 mod users;
@@ -30,14 +34,26 @@ pub use audit::{AuditTable, ReadOnlyAuditHeadTable, ReadOnlyAuditTable};
 pub use credentials::{CredentialTable, ReadOnlyCredentialTable};
 pub use devices::{DeviceTable, ReadOnlyDeviceTable};
 pub use door_truth::{DoorTruthTable, ReadOnlyDoorBacklogTable, ReadOnlyDoorTruthTable};
+pub use encode_jobs::{
+    door_index, EncodeJobRecord, EncodeJobState, EncodeJobTable, EncodeResult, NewEncodeJob,
+    ReadOnlyEncodeJobTable,
+};
+pub use encoder_sessions::{
+    EncoderSessionRecord, EncoderSessionTable, ReadOnlyEncoderSessionScanTable,
+    ReadOnlyEncoderSessionTable,
+};
 pub use inbox::InboxTable;
 pub use mailbox::{MailboxTable, ReadOnlyMailboxTable, ReadOnlyTimerTable, TimerTable};
 pub use master_keys::{MasterKeyTable, ReadOnlyMasterKeyTable};
 pub use offline::{OfflineCertTable, ReadOnlyOfflineCertTable};
+pub use offline_signatures::{OfflineCertSignatureTable, ReadOnlyOfflineCertSignatureTable};
 pub use outbox::{OutboxPublisherTable, OutboxTable, ReadOnlyOutboxPublisherTable};
 pub(crate) use partitions::check_fence;
 pub use partitions::{PartitionTable, ReadOnlyPartitionTable};
 pub use policies::{PolicyTable, ReadOnlyPolicyTable};
+pub use provisional::{
+    ProvisionalRecord, ProvisionalTable, ProvisionalVerdict, ReadOnlyProvisionalTable,
+};
 pub use rotation::KeyRotationTable;
 pub use saga::{ReadOnlySagaTable, SagaTable};
 pub use users::{ReadOnlyUserTable, UserTable};
