@@ -89,6 +89,21 @@ macro_rules! store_contract_tests {
                 offline_certificates_round_trip_and_stay_in_their_tenant,
                 offline_certificates_are_saved_read_and_counted_by_expiry,
             },
+            offline_signatures {
+                a_certificate_signature_is_stored_beside_it,
+            },
+            encoder_sessions {
+                encoder_sessions_open_close_once_and_stay_in_their_tenant,
+                open_sessions_are_scanned_by_node_across_tenants,
+            },
+            encode_jobs {
+                an_encode_job_is_stored_once_and_keeps_its_holders_and_card,
+                the_card_ledger_lists_replaces_cancels_and_restores,
+            },
+            provisional {
+                a_provisional_verdict_is_final_and_keeps_its_handoff,
+                o2_a_revoked_certificate_flags_its_valid_items_once,
+            },
             rotation {
                 key_rotation_reencrypts_every_secret_column,
                 reencrypt_moves_a_tenants_rows_in_batches_and_no_other_tenants,

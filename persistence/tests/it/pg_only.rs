@@ -15,6 +15,8 @@ use crate::support::{audit_row, day, property, seed_everything};
 /// gets RLS checked by the tests below.
 const TENANT_TABLES: &[&str] = &[
     "deactivated_users",
+    "encode_jobs",
+    "encoder_sessions",
     "inbox",
     "key_credential_attempts",
     "key_credential_devices",
@@ -31,6 +33,7 @@ const TENANT_TABLES: &[&str] = &[
     "master_keys",
     "offline_issuance",
     "outbox",
+    "provisional_credentials",
     "vendor_adapters",
     "vendor_credentials",
     "vendor_rate_limits",

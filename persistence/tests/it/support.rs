@@ -697,6 +697,38 @@ pub async fn seed_everything(store: &dyn Store, tenant: TenantId) -> anyhow::Res
         outcome: "processed".into(),
     });
     store.commit(uow).await?;
+    // the desk path (issue 12): an encoder session, a card and a provisional verdict
+    {
+        use lockstep_persistence::tables::{EncodeJobTable, EncoderSessionTable, ProvisionalTable};
+        let mut tx = store.begin(tenant, None).await?;
+        tx.open_encoder_session(&crate::contract::encoder_sessions::session(
+            tenant,
+            "node-seed",
+            "enc-0",
+        ))
+        .await?;
+        let job = crate::contract::encode_jobs::job(tenant, "wg:seed", "key_seed", &["501"]);
+        tx.start_encode_job(&job).await?;
+        tx.record_encode_result(
+            &job.idempotency_key,
+            &lockstep_persistence::EncodeResult::Encoded {
+                card_number: "1234567890".into(),
+                desktop_device_id: "desk-seed".into(),
+                encoder_id: None,
+                session_id: None,
+            },
+            t0(),
+        )
+        .await?;
+        tx.record_provisional(&crate::contract::provisional::provisional(
+            tenant,
+            "oki_01J00000000000000000000000",
+            "p-seed",
+            lockstep_persistence::ProvisionalVerdict::Valid,
+        ))
+        .await?;
+        tx.commit().await?;
+    }
     Ok(Seeded {
         credential,
         reservation,

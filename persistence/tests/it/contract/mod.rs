@@ -9,13 +9,17 @@ pub mod audit;
 pub mod credentials;
 pub mod devices;
 pub mod door_truth;
+pub mod encode_jobs;
+pub mod encoder_sessions;
 pub mod inbox;
 pub mod mailbox;
 pub mod master_keys;
 pub mod offline;
+pub mod offline_signatures;
 pub mod outbox;
 pub mod partitions;
 pub mod policies;
+pub mod provisional;
 pub mod rotation;
 pub mod saga;
 pub mod transactions;
@@ -32,9 +36,10 @@ mod prelude {
     };
     pub use lockstep_persistence::tables::*;
     pub use lockstep_persistence::{
-        CredentialFilter, CredentialWrite, Desired, DoorBacklog, IntakeOutcome, InternalEvent,
-        MailboxKind, MailboxUpdate, MasterKeyWrite, PropertyCredential, ScheduleDrive, Storage,
-        Store, StoreError, SubjectRef, SyncState, UnitOfWork,
+        CredentialFilter, CredentialWrite, Desired, DoorBacklog, EncodeJobState, EncodeResult,
+        EncoderSessionRecord, IntakeOutcome, InternalEvent, MailboxKind, MailboxUpdate,
+        MasterKeyWrite, NewEncodeJob, PropertyCredential, ProvisionalRecord, ProvisionalVerdict,
+        ScheduleDrive, Storage, Store, StoreError, SubjectRef, SyncState, UnitOfWork,
     };
 
     pub use crate::support::*;
