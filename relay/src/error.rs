@@ -20,6 +20,10 @@ pub enum RelayError {
     /// The job cannot be sent (a kind no encoder makes, an empty room list...).
     #[error("invalid encode job: {0}")]
     InvalidJob(String),
+    /// The host could not record where the job was going (its [`crate::hub::DispatchJournal`]
+    /// failed); nothing was sent.
+    #[error("dispatch journal: {0}")]
+    Journal(String),
     /// The relay is shutting down.
     #[error("relay is shutting down")]
     ShuttingDown,

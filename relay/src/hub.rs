@@ -73,6 +73,23 @@ pub struct EncodeRequest {
     /// The desktop to try first: the one that acknowledged an earlier dispatch of the same
     /// key (after a host restart), so its record of encoded jobs answers.
     pub prefer_desktop: Option<String>,
+    /// When set, the job may go to these desktops only (the ones that may hold its card
+    /// after a host restart: sending it elsewhere could encode a second card); none of them
+    /// connected is `EncoderOffline`.
+    pub only_desktops: Option<Vec<String>>,
+    /// The acknowledgement timeout of this job (the adapter's `desktopAckTimeoutMs`); the
+    /// relay's own when `None`.
+    pub ack_timeout: Option<Duration>,
+}
+
+/// What the host records before the hub sends a job to a desktop: the job is sent only
+/// once [`DispatchJournal::sending`] returned `Ok`, so after a host restart the host knows
+/// every desktop that may hold the job's card (DESIGN §8: a job is encoded once).
+#[async_trait::async_trait]
+pub trait DispatchJournal: Send + Sync {
+    /// The job is about to go to `desktop_device_id`. An error stops the dispatch
+    /// ([`RelayError::Journal`]) without sending anything.
+    async fn sending(&self, desktop_device_id: &str) -> Result<(), String>;
 }
 
 /// A card was encoded.
@@ -163,7 +180,8 @@ type Assigned = (
 );
 
 enum Assignment {
-    Sent(Assigned),
+    /// A slot is reserved on a desktop (the job is pending there); the frame is not sent.
+    Reserved(Assigned),
     NoDesktop,
     AllBusy,
 }
@@ -470,8 +488,18 @@ impl Hub {
     /// re-routing on ack timeout or disconnect. `Err(EncoderOffline)` when no desktop is
     /// (or is left) connected.
     pub async fn dispatch(&self, request: EncodeRequest) -> Result<JobOutcome, RelayError> {
+        self.dispatch_with(request, None).await
+    }
+
+    /// [`Hub::dispatch`], telling `journal` each desktop the job is about to be sent to,
+    /// before it is sent.
+    pub async fn dispatch_with(
+        &self,
+        request: EncodeRequest,
+        journal: Option<&dyn DispatchJournal>,
+    ) -> Result<JobOutcome, RelayError> {
         let timer = self.inner.metrics.dispatch_timer();
-        let result = self.dispatch_inner(&request).await;
+        let result = self.dispatch_inner(&request, journal).await;
         timer.observe_duration();
         let label = match &result {
             Ok(JobOutcome::Encoded(_)) => JobOutcomeLabel::Encoded,
@@ -521,10 +549,18 @@ impl Hub {
         Ok(protocol::encode(&ServerMessage::EncodeJob(job)))
     }
 
-    async fn dispatch_inner(&self, request: &EncodeRequest) -> Result<JobOutcome, RelayError> {
+    async fn dispatch_inner(
+        &self,
+        request: &EncodeRequest,
+        journal: Option<&dyn DispatchJournal>,
+    ) -> Result<JobOutcome, RelayError> {
         let frame = Self::job_frame(request)?;
         let pk = (request.tenant_id, request.property_id.clone());
         let job_id = &request.job_id;
+        let only = request.only_desktops.as_deref();
+        let ack_timeout = request
+            .ack_timeout
+            .unwrap_or(self.inner.settings.ack_timeout);
         let mut excluded: HashSet<u64> = HashSet::new();
         let mut prefer = request.prefer_desktop.clone();
         'attempts: for _ in 0..MAX_ATTEMPTS {
@@ -532,10 +568,19 @@ impl Hub {
                 return Err(RelayError::ShuttingDown);
             }
             let (key, desktop, session_id, mut rx) = self
-                .admit(&pk, job_id, &frame, &excluded, prefer.as_deref())
+                .admit(&pk, job_id, &excluded, prefer.as_deref(), only)
                 .await?;
             excluded.insert(key);
-            let ack_deadline = tokio::time::Instant::now() + self.inner.settings.ack_timeout;
+            if let Some(journal) = journal {
+                if let Err(e) = journal.sending(&desktop).await {
+                    drop(rx);
+                    self.forget(key, job_id);
+                    return Err(RelayError::Journal(e));
+                }
+            }
+            // A desktop gone meanwhile signalled `Gone` to this job: the wait below moves it.
+            self.send_reserved(key, &frame);
+            let ack_deadline = tokio::time::Instant::now() + ack_timeout;
             // Waiting for the ack; a result implies it (the hub signals an ack once).
             match tokio::time::timeout_at(ack_deadline, rx.recv()).await {
                 Ok(Some(Signal::Ack)) => {}
@@ -629,9 +674,9 @@ impl Hub {
         &self,
         pk: &PropertyKey,
         job_id: &JobId,
-        frame: &str,
         excluded: &HashSet<u64>,
         prefer: Option<&str>,
+        only: Option<&[String]>,
     ) -> Result<Assigned, RelayError> {
         let deadline = tokio::time::Instant::now() + self.inner.settings.result_timeout;
         let Some(changed) = self.lock().properties.get(pk).map(|pd| pd.changed.clone()) else {
@@ -641,8 +686,8 @@ impl Hub {
             let notified = changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.assign(pk, job_id, frame, excluded, prefer) {
-                Assignment::Sent(a) => return Ok(a),
+            match self.reserve(pk, job_id, excluded, prefer, only) {
+                Assignment::Reserved(a) => return Ok(a),
                 Assignment::NoDesktop => return Err(RelayError::EncoderOffline),
                 Assignment::AllBusy => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
@@ -654,68 +699,78 @@ impl Hub {
         }
     }
 
-    /// Picks a desktop with a free job slot, registers the job as pending there and queues
-    /// its frame. A desktop whose queue is full is disconnected and the next one tried.
-    fn assign(
+    /// Picks a desktop with a free job slot (among `only`, when set) and registers the job
+    /// as pending there; [`Hub::send_reserved`] sends its frame.
+    fn reserve(
         &self,
         pk: &PropertyKey,
         job_id: &JobId,
-        frame: &str,
         excluded: &HashSet<u64>,
         prefer: Option<&str>,
+        only: Option<&[String]>,
     ) -> Assignment {
-        let now = self.inner.clock.now();
         let slots = self.inner.settings.max_jobs_per_desktop;
         let mut st = self.lock();
-        loop {
-            let Some(pd) = st.properties.get_mut(pk) else {
+        let Some(pd) = st.properties.get_mut(pk) else {
+            return Assignment::NoDesktop;
+        };
+        let candidate = {
+            let allowed = |d: &Desktop| {
+                !excluded.contains(&d.key)
+                    && only.is_none_or(|o| o.iter().any(|x| x == &d.desktop_device_id))
+            };
+            let available = || pd.desktops.iter().filter(|d| allowed(d));
+            if available().next().is_none() {
                 return Assignment::NoDesktop;
-            };
-            let candidate = {
-                let available = || pd.desktops.iter().filter(|d| !excluded.contains(&d.key));
-                if available().next().is_none() {
-                    return Assignment::NoDesktop;
-                }
-                let free = || available().filter(|d| d.pending.len() < slots);
-                prefer
-                    .and_then(|p| free().find(|d| d.desktop_device_id == p))
-                    .or_else(|| free().min_by_key(|d| (d.pending.len(), d.assigned)))
-                    .map(|d| d.key)
-            };
-            let Some(candidate) = candidate else {
-                return Assignment::AllBusy;
-            };
-            let d = pd
-                .desktops
-                .iter_mut()
-                .find(|d| d.key == candidate)
-                .expect("the candidate was picked from this list under the same lock");
-            match d.outbound.try_send(frame.to_owned()) {
-                Ok(()) => {
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    d.pending
-                        .entry(job_id.clone())
-                        .or_insert_with(|| Pending {
-                            acked: false,
-                            waiters: Vec::new(),
-                        })
-                        .waiters
-                        .push(tx);
-                    d.assigned += 1;
-                    return Assignment::Sent((
-                        candidate,
-                        d.desktop_device_id.clone(),
-                        d.session_id.clone(),
-                        rx,
-                    ));
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(desktop = %d.desktop_device_id, "desktop outbound queue full");
-                    self.remove_locked(&mut st, candidate, CloseReason::SlowConsumer, None, now);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.remove_locked(&mut st, candidate, CloseReason::ConnectionLost, None, now);
-                }
+            }
+            let free = || available().filter(|d| d.pending.len() < slots);
+            prefer
+                .and_then(|p| free().find(|d| d.desktop_device_id == p))
+                .or_else(|| free().min_by_key(|d| (d.pending.len(), d.assigned)))
+                .map(|d| d.key)
+        };
+        let Some(candidate) = candidate else {
+            return Assignment::AllBusy;
+        };
+        let d = pd
+            .desktops
+            .iter_mut()
+            .find(|d| d.key == candidate)
+            .expect("the candidate was picked from this list under the same lock");
+        let (tx, rx) = mpsc::unbounded_channel();
+        d.pending
+            .entry(job_id.clone())
+            .or_insert_with(|| Pending {
+                acked: false,
+                waiters: Vec::new(),
+            })
+            .waiters
+            .push(tx);
+        d.assigned += 1;
+        Assignment::Reserved((
+            candidate,
+            d.desktop_device_id.clone(),
+            d.session_id.clone(),
+            rx,
+        ))
+    }
+
+    /// Queues a reserved job's frame to its desktop. A desktop whose queue is full is
+    /// disconnected (it does not read); one that is gone already signalled the job `Gone`.
+    fn send_reserved(&self, key: u64, frame: &str) {
+        let now = self.inner.clock.now();
+        let mut st = self.lock();
+        let Some(d) = Self::desktop_mut(&mut st, key) else {
+            return;
+        };
+        match d.outbound.try_send(frame.to_owned()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(desktop = %d.desktop_device_id, "desktop outbound queue full");
+                self.remove_locked(&mut st, key, CloseReason::SlowConsumer, None, now);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.remove_locked(&mut st, key, CloseReason::ConnectionLost, None, now);
             }
         }
     }
@@ -891,6 +946,8 @@ mod tests {
             validity: ValidityWindow::new(start(), start() + chrono::Duration::hours(24)).unwrap(),
             idempotency_key: IdempotencyKey::parse(&format!("idem-{n}")).unwrap(),
             prefer_desktop: None,
+            only_desktops: None,
+            ack_timeout: None,
         }
     }
 

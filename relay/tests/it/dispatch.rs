@@ -31,6 +31,8 @@ fn job(rig: &Rig, n: usize) -> EncodeRequest {
         validity: ValidityWindow::new(now, now + TimeDelta::hours(48)).unwrap(),
         idempotency_key: IdempotencyKey::parse(&format!("card-{n}")).unwrap(),
         prefer_desktop: None,
+        only_desktops: None,
+        ack_timeout: None,
     }
 }
 
