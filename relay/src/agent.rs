@@ -27,9 +27,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::protocol::{
-    self, auth_payload, decode_server, Auth, CardNumber, DesktopMessage, EncodeFailure, EncodeJob,
-    EncoderId, EncoderInfo, Hello, IdempotencyKey, JobAck, JobId, JobOutcomeKind, JobResult,
-    RefusalReason, ServerMessage, SignatureB64, PROTOCOL_VERSION,
+    self, auth_payload, decode_server, Auth, BatchId, CardNumber, DesktopMessage, EncodeFailure,
+    EncodeJob, EncoderId, EncoderInfo, Hello, IdempotencyKey, JobAck, JobId, JobOutcomeKind,
+    JobResult, ProvisionalBatch, ProvisionalCredential, RefusalReason, ServerMessage, SignatureB64,
+    SyncResult, PROTOCOL_VERSION,
 };
 
 /// The desktop's Ed25519 key (the one its certificate binds). `Debug` shows only the
@@ -239,12 +240,15 @@ pub struct StoredEncode {
     pub completed_at: Timestamp,
 }
 
-/// The agent's record of encoded jobs (spec `004` §7's SQLite mirror will implement it).
+/// The agent's record of encoded jobs (`lockstep agent` keeps it in spec `004` §7's SQLite
+/// mirror). A card is recorded before its result is sent: an agent killed in between
+/// answers the job from this record when it is sent again.
+#[async_trait]
 pub trait EncodedJobs: Send + Sync + 'static {
     /// The card encoded for `key`, if any.
-    fn get(&self, key: &IdempotencyKey) -> Option<StoredEncode>;
-    /// Records the card encoded for `key`.
-    fn put(&self, key: &IdempotencyKey, encode: StoredEncode);
+    async fn get(&self, key: &IdempotencyKey) -> Option<StoredEncode>;
+    /// Records the card encoded for `job` (its idempotency key).
+    async fn put(&self, job: &EncodeJob, encode: StoredEncode);
 }
 
 /// [`EncodedJobs`] in memory.
@@ -253,8 +257,9 @@ pub struct MemoryEncodedJobs {
     jobs: Mutex<HashMap<IdempotencyKey, StoredEncode>>,
 }
 
+#[async_trait]
 impl EncodedJobs for MemoryEncodedJobs {
-    fn get(&self, key: &IdempotencyKey) -> Option<StoredEncode> {
+    async fn get(&self, key: &IdempotencyKey) -> Option<StoredEncode> {
         self.jobs
             .lock()
             .expect("encoded jobs mutex is never poisoned")
@@ -262,13 +267,41 @@ impl EncodedJobs for MemoryEncodedJobs {
             .cloned()
     }
 
-    fn put(&self, key: &IdempotencyKey, encode: StoredEncode) {
+    async fn put(&self, job: &EncodeJob, encode: StoredEncode) {
         self.jobs
             .lock()
             .expect("encoded jobs mutex is never poisoned")
-            .insert(key.clone(), encode);
+            .insert(job.idempotency_key.clone(), encode);
     }
 }
+
+/// What the agent tells the desktop application around it (`lockstep agent` keeps spec
+/// `004` §7's mirror with it), and where it finds the provisional credentials to sync.
+/// Every method has a default that does nothing.
+#[async_trait]
+pub trait AgentHost: Send + Sync + 'static {
+    /// The relay welcomed the agent: its session is open.
+    async fn connected(&self, _session_id: &str) {}
+    /// The connection ended; `reason` is lowercase.
+    async fn disconnected(&self, _reason: &'static str) {}
+    /// Provisional credentials minted offline and not yet answered by the server; sent
+    /// (`provisional_batch`) right after each `welcome`.
+    async fn unsynced(&self) -> Vec<ProvisionalCredential> {
+        Vec::new()
+    }
+    /// The server's verdicts on a batch (`sync_result`).
+    async fn synced(&self, _result: &SyncResult) {}
+}
+
+/// An [`AgentHost`] that does nothing.
+#[derive(Debug, Default)]
+pub struct NoHost;
+
+impl AgentHost for NoHost {}
+
+/// Provisional credentials per `provisional_batch` frame (well under the relay's 64 KiB
+/// frame limit).
+const BATCH_ITEMS: usize = 25;
 
 /// An encoder attached to the agent.
 #[derive(Clone)]
@@ -350,12 +383,14 @@ struct Shared {
     key: AgentKey,
     encoders: Vec<AttachedEncoder>,
     store: Arc<dyn EncodedJobs>,
+    host: Arc<dyn AgentHost>,
     clock: Arc<dyn Clock>,
     /// Jobs waiting for an encoder (lock after `inflight` when both are needed).
     queue: Mutex<VecDeque<EncodeJob>>,
     ready: Notify,
-    /// Keys queued or being encoded, with the job ids to answer when done.
-    inflight: Mutex<HashMap<IdempotencyKey, Vec<JobId>>>,
+    /// Keys queued or being encoded, with the job ids to answer when done. Held across the
+    /// record's read: a job arriving while its card is recorded finds one or the other.
+    inflight: tokio::sync::Mutex<HashMap<IdempotencyKey, Vec<JobId>>>,
     /// The current connection's outbound queue.
     link: Mutex<Option<mpsc::Sender<String>>>,
 }
@@ -374,6 +409,19 @@ impl Agent {
         store: Arc<dyn EncodedJobs>,
         clock: Arc<dyn Clock>,
     ) -> AgentHandle {
+        Self::spawn_hosted(config, key, encoders, store, clock, Arc::new(NoHost))
+    }
+
+    /// [`Agent::spawn`] with a host told of sessions and asked for provisional credentials
+    /// to sync.
+    pub fn spawn_hosted(
+        config: AgentConfig,
+        key: AgentKey,
+        encoders: Vec<AttachedEncoder>,
+        store: Arc<dyn EncodedJobs>,
+        clock: Arc<dyn Clock>,
+        host: Arc<dyn AgentHost>,
+    ) -> AgentHandle {
         let (status_tx, status) = watch::channel(AgentStatus::Connecting);
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -381,10 +429,11 @@ impl Agent {
             key,
             encoders,
             store,
+            host,
             clock,
             queue: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
-            inflight: Mutex::new(HashMap::new()),
+            inflight: tokio::sync::Mutex::new(HashMap::new()),
             link: Mutex::new(None),
         });
         let task = tokio::spawn(run(shared, status_tx, stop_rx));
@@ -417,7 +466,16 @@ async fn run(
         }
         let _ = status.send(AgentStatus::Connecting);
         let end = session(&shared, &status, &mut stop).await;
-        shared.disconnected();
+        let was_connected = matches!(*status.borrow(), AgentStatus::Connected { .. });
+        shared.disconnected().await;
+        if was_connected {
+            let why = match &end {
+                SessionEnd::Stopped => "stopped",
+                SessionEnd::Refused(_) => "refused",
+                SessionEnd::Lost | SessionEnd::Failed => "connection_lost",
+            };
+            shared.host.disconnected(why).await;
+        }
         match end {
             SessionEnd::Stopped => break,
             SessionEnd::Refused(reason) => {
@@ -554,6 +612,25 @@ async fn session(
     let _ = status.send(AgentStatus::Connected {
         session_id: welcome.session_id.clone(),
     });
+    shared.host.connected(&welcome.session_id).await;
+    // What was minted offline goes first (spec 003 §5: reconciled on the next sync).
+    let unsynced = shared.host.unsynced().await;
+    if !unsynced.is_empty() {
+        tracing::info!(
+            items = unsynced.len(),
+            "sending provisional credentials minted offline"
+        );
+    }
+    for chunk in unsynced.chunks(BATCH_ITEMS) {
+        let batch = DesktopMessage::ProvisionalBatch(ProvisionalBatch {
+            batch_id: BatchId::parse(&ulid_like())
+                .expect("a 26-character base32 id is a valid batch id"),
+            items: chunk.to_vec(),
+        });
+        if !send_desktop(&mut ws, &batch, Instant::now() + Duration::from_secs(10)).await {
+            return SessionEnd::Lost;
+        }
+    }
     let (tx, mut rx) = mpsc::channel::<String>(256);
     *shared
         .link
@@ -597,7 +674,8 @@ async fn session(
                     }
                     Ok(ServerMessage::Refused(r)) => return SessionEnd::Refused(r.sub_code),
                     Ok(ServerMessage::SyncResult(r)) => {
-                        tracing::debug!(batch = %r.batch_id, items = r.items.len(), "sync result");
+                        tracing::info!(batch = %r.batch_id, items = r.items.len(), "sync result");
+                        shared.host.synced(&r).await;
                         None
                     }
                     Ok(other) => {
@@ -626,11 +704,8 @@ impl Shared {
     /// A job arrived: answered from the record, joined to an encode in progress, or queued.
     async fn accept(&self, job: EncodeJob) {
         let done = {
-            let mut inflight = self
-                .inflight
-                .lock()
-                .expect("agent inflight mutex is never poisoned");
-            if let Some(done) = self.store.get(&job.idempotency_key) {
+            let mut inflight = self.inflight.lock().await;
+            if let Some(done) = self.store.get(&job.idempotency_key).await {
                 Some(done)
             } else {
                 if let Some(waiters) = inflight.get_mut(&job.idempotency_key) {
@@ -656,15 +731,12 @@ impl Shared {
     /// The connection is gone: jobs not started are dropped (the relay gives them to
     /// another desktop or sends them again); encodes in progress finish and are recorded,
     /// and answer only the jobs sent again on the next connection.
-    fn disconnected(&self) {
+    async fn disconnected(&self) {
         *self
             .link
             .lock()
             .expect("agent link mutex is never poisoned") = None;
-        let mut inflight = self
-            .inflight
-            .lock()
-            .expect("agent inflight mutex is never poisoned");
+        let mut inflight = self.inflight.lock().await;
         let dropped: Vec<EncodeJob> = self
             .queue
             .lock()
@@ -689,6 +761,16 @@ impl Shared {
             let _ = link.send(protocol::encode(&message)).await;
         }
     }
+}
+
+/// A fresh id for a batch: 26 characters of Crockford base32 from the OS CSPRNG.
+fn ulid_like() -> String {
+    use rand::Rng as _;
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut rng = rand::rngs::OsRng;
+    (0..26)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn encoded_result(job_id: JobId, key: IdempotencyKey, done: &StoredEncode) -> DesktopMessage {
@@ -720,21 +802,24 @@ async fn worker(shared: Arc<Shared>, idx: usize) {
         };
         let outcome = attached.encoder.encode(&job).await;
         let key = job.idempotency_key.clone();
+        // Recorded before the key leaves `inflight`: a job arriving now finds one or the
+        // other, never neither.
+        let outcome = match outcome {
+            Ok(card_number) => {
+                let done = StoredEncode {
+                    card_number,
+                    encoder_id: attached.info.encoder_id.clone(),
+                    completed_at: shared.clock.now(),
+                };
+                shared.store.put(&job, done.clone()).await;
+                Ok(done)
+            }
+            Err(e) => Err(e),
+        };
         let (waiters, messages) = {
-            let mut inflight = shared
-                .inflight
-                .lock()
-                .expect("agent inflight mutex is never poisoned");
+            let mut inflight = shared.inflight.lock().await;
             match outcome {
-                Ok(card_number) => {
-                    let done = StoredEncode {
-                        card_number,
-                        encoder_id: attached.info.encoder_id.clone(),
-                        completed_at: shared.clock.now(),
-                    };
-                    // Recorded before the key leaves `inflight`: a job arriving now finds
-                    // one or the other, never neither.
-                    shared.store.put(&key, done.clone());
+                Ok(done) => {
                     let waiters = inflight.remove(&key).unwrap_or_default();
                     let messages: Vec<DesktopMessage> = waiters
                         .iter()

@@ -20,6 +20,7 @@ pub mod events;
 pub mod hub;
 mod metrics;
 pub mod protocol;
+pub mod reconcile;
 mod server;
 
 pub use auth::{
@@ -31,5 +32,9 @@ pub use events::{
     ChannelSessionEvents, CloseReason, OpenEncoder, RecordedSessionEvents, SessionClosed,
     SessionEvent, SessionEvents, SessionOpened,
 };
-pub use hub::{DesktopSummary, DoorRef, EncodeRequest, EncodedCard, FailedJob, Hub, JobOutcome};
+pub use hub::{
+    DesktopSummary, DispatchJournal, DoorRef, EncodeRequest, EncodedCard, FailedJob, Hub,
+    JobOutcome,
+};
+pub use reconcile::{DeferAll, DesktopIdentity, Reconciler};
 pub use server::{RelayDeps, RelayServer};

@@ -26,9 +26,9 @@ use crate::hub::{CloseCommand, Hub, HubSettings, Link};
 use crate::metrics::RelayMetrics;
 use crate::protocol::{
     self, decode_desktop, Challenge, DesktopMessage, Heartbeat, JobOutcomeKind, JobResult, Nonce,
-    ProtocolError, RefusalReason, Refused, ServerMessage, SyncItem, SyncOutcome, SyncResult,
-    Welcome, SUPPORTED_VERSIONS,
+    ProtocolError, RefusalReason, Refused, ServerMessage, SyncResult, Welcome, SUPPORTED_VERSIONS,
 };
+use crate::reconcile::{DesktopIdentity, Reconciler};
 use crate::{RelayConfig, RelayError};
 
 /// What the relay needs from its host.
@@ -42,6 +42,9 @@ pub struct RelayDeps {
     pub clock: Arc<dyn Clock>,
     /// Where the relay registers its metrics (`lockstep_relay_*`).
     pub registry: prometheus::Registry,
+    /// Judges provisional credentials desktops minted offline ([`crate::DeferAll`] defers
+    /// every one).
+    pub reconciler: Arc<dyn Reconciler>,
 }
 
 impl std::fmt::Debug for RelayDeps {
@@ -66,6 +69,7 @@ struct Ctx {
     metrics: RelayMetrics,
     clock: Arc<dyn Clock>,
     gate: Arc<Semaphore>,
+    reconciler: Arc<dyn Reconciler>,
 }
 
 impl RelayServer {
@@ -107,6 +111,7 @@ impl RelayServer {
             auth,
             metrics,
             clock: deps.clock,
+            reconciler: deps.reconciler,
         });
         tracing::info!(addr = %local_addr, "relay listening");
         let task = tokio::spawn(accept_loop(listener, ctx, shutdown_rx));
@@ -362,7 +367,20 @@ async fn connection(
         return;
     }
     let expires_at = desktop.certificate.expires_at;
+    let (tenant_id, property_id, desktop_device_id, certificate_id) = (
+        desktop.tenant_id,
+        desktop.property_id.clone(),
+        desktop.desktop_device_id.clone(),
+        desktop.certificate.id.clone(),
+    );
     let link = ctx.hub.join(desktop);
+    let identity = DesktopIdentity {
+        tenant_id,
+        property_id,
+        desktop_device_id,
+        certificate_id,
+        session_id: link.session_id.clone(),
+    };
     let welcome = ServerMessage::Welcome(Welcome {
         session_id: link.session_id.as_str().to_owned(),
         server_time: ctx.clock.now(),
@@ -373,14 +391,23 @@ async fn connection(
     });
     // A fresh queue has room: this cannot fail unless the hub closed it already.
     let _ = link.outbound.try_send(protocol::encode(&welcome));
-    session(ws, link, &ctx, &peer, expires_at).await;
+    session(ws, link, &ctx, &peer, expires_at, identity).await;
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-async fn session(ws: Ws, link: Link, ctx: &Ctx, peer: &str, expires_at: Timestamp) {
+async fn session(
+    ws: Ws,
+    link: Link,
+    ctx: &Ctx,
+    peer: &str,
+    expires_at: Timestamp,
+    identity: DesktopIdentity,
+) {
+    // One batch reconciled at a time per desktop; the next waits its turn.
+    let batches = Arc::new(Semaphore::new(1));
     let Link {
         key,
         session_id: _,
@@ -505,21 +532,26 @@ async fn session(ws: Ws, link: Link, ctx: &Ctx, peer: &str, expires_at: Timestam
                             );
                             break;
                         }
-                        // Reconciliation is a later part of issue 12: nothing is decided yet.
-                        let result = SyncResult {
-                            batch_id: b.batch_id,
-                            items: b
-                                .items
-                                .into_iter()
-                                .map(|i| SyncItem {
-                                    provisional_id: i.provisional_id,
-                                    outcome: SyncOutcome::Deferred,
-                                    credential_id: None,
-                                    reason: Some("reconciliation is not available yet".into()),
-                                })
-                                .collect(),
-                        };
-                        enqueue(protocol::encode(&ServerMessage::SyncResult(result)))
+                        // Reconciled off the read loop (heartbeats and job results keep
+                        // flowing); the answer joins the desktop's queue like any frame.
+                        let (reconciler, identity, outbound, control, hub, gate) = (
+                            ctx.reconciler.clone(),
+                            identity.clone(),
+                            outbound.clone(),
+                            control.clone(),
+                            hub.clone(),
+                            batches.clone(),
+                        );
+                        tokio::spawn(async move {
+                            let Ok(_turn) = gate.acquire_owned().await else { return };
+                            let items = reconciler.reconcile(&identity, &b).await;
+                            let result = SyncResult { batch_id: b.batch_id, items };
+                            let frame = protocol::encode(&ServerMessage::SyncResult(result));
+                            if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = outbound.try_send(frame) {
+                                hub.close(key, &control, CloseReason::SlowConsumer, None);
+                            }
+                        });
+                        Ok(())
                     }
                     DesktopMessage::Hello(_) | DesktopMessage::Auth(_) => {
                         close(

@@ -2,6 +2,7 @@
 //! and hand-driven clients (one test binary, modules by topic).
 
 mod dispatch;
+mod host;
 mod protocol;
 mod refusals;
 mod sessions;

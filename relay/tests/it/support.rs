@@ -76,7 +76,14 @@ impl Rig {
         Self::with_config(test_config()).await
     }
 
-    pub async fn with_config(mut config: RelayConfig) -> Rig {
+    pub async fn with_config(config: RelayConfig) -> Rig {
+        Self::with_reconciler(config, Arc::new(lockstep_relay::DeferAll)).await
+    }
+
+    pub async fn with_reconciler(
+        mut config: RelayConfig,
+        reconciler: Arc<dyn lockstep_relay::Reconciler>,
+    ) -> Rig {
         let issuer = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
         config.issuer_key = Some(issuer.verifying_key());
         let directory = Arc::new(MemoryCertificateDirectory::default());
@@ -91,6 +98,7 @@ impl Rig {
                 events: Arc::new(events),
                 clock: clock.clone(),
                 registry: registry.clone(),
+                reconciler,
             },
         )
         .await
