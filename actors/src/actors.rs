@@ -14,9 +14,10 @@ use std::collections::HashMap;
 
 use actix::prelude::*;
 use lockstep_domain::{PropertyId, TenantId};
-use lockstep_persistence::SubjectRef;
+use lockstep_persistence::{MailboxEntry, SubjectRef};
 use tracing::{debug, warn, Instrument};
 
+use crate::db::StepDb;
 use crate::runtime::Runtime;
 use crate::step::{self, StepError};
 
@@ -290,8 +291,11 @@ impl Handler<Stop> for CredentialActor {
 }
 
 /// Handles every due entry of the subject, in order. A failed step becomes a durable
-/// retry timer on its entry; the drain then moves on to entries that are due.
+/// retry timer on its entry; the drain then moves on to entries that are due. Each step
+/// is one transaction (`StepDb`): its first read opens it, its commit ends it and tells
+/// what is due next, so a drain of N entries costs N transactions.
 async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
+    let mut next: Option<Option<MailboxEntry>> = None;
     loop {
         if !rt.fences.owns(subject.partition) {
             return Err(StepError::Fenced);
@@ -300,20 +304,32 @@ async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
             return Ok(());
         }
         let now = rt.clock.now();
-        let Some(entry) = rt
-            .store
-            .next_mailbox_entry(subject.tenant_id, &subject.subject, now)
-            .await?
-        else {
-            return Ok(());
+        let mut db = StepDb::new(rt, subject.tenant_id, subject.partition, &subject.subject);
+        let entry = match next.take() {
+            Some(Some(e)) if e.due_at <= now => e,
+            Some(None) => return Ok(()),
+            _ => match db
+                .next_mailbox_entry(subject.tenant_id, &subject.subject, now)
+                .await?
+            {
+                Some(e) => e,
+                None => {
+                    db.release().await?;
+                    return Ok(());
+                }
+            },
         };
-        match step::run(rt, &entry).await {
-            Ok(()) => {}
+        match step::run(rt, &mut db, &entry).await {
+            Ok(()) => {
+                next = db.next.take();
+                db.release().await?;
+            }
             Err(StepError::Fenced) => {
                 rt.metrics.fenced_commits.with_label_values(&["step"]).inc();
                 return Err(StepError::Fenced);
             }
             Err(StepError::Retry(why)) => {
+                drop(db);
                 warn!(entry = entry.id, attempts = entry.attempts + 1, error = %why, "saga step failed; retry scheduled");
                 rt.metrics
                     .saga_steps
@@ -322,6 +338,7 @@ async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
                 step::reschedule(rt, &entry, &why).await?;
             }
             Err(StepError::Parked(why)) => {
+                drop(db);
                 // waiting for a vendor or an account to recover is no failure: no warning
                 debug!(entry = entry.id, why, "saga step parked");
                 rt.metrics

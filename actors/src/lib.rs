@@ -7,6 +7,7 @@
 
 pub mod actors;
 pub mod breaker;
+pub mod db;
 pub mod drift;
 pub mod events_in;
 pub mod events_out;

@@ -218,6 +218,11 @@ pub struct Runtime {
     pub settings: SagaSettings,
     /// Draining on shutdown.
     pub work: WorkGate,
+    /// Per-property configuration (devices, rooms, policy), cached.
+    pub config: crate::db::ConfigCache,
+    /// Woken by every commit that wrote outbox rows: the publisher sends them at once
+    /// instead of at its next poll.
+    pub outbox_ready: Arc<tokio::sync::Notify>,
 }
 
 /// Tunables of the saga executor.

@@ -33,6 +33,7 @@ use lockstep_vendors::{IssueRequest, VendorError};
 use serde_json::json;
 use tracing::warn;
 
+use crate::db::StepDb;
 use crate::events_in::{self, Consumed};
 use crate::events_out;
 use crate::runtime::Runtime;
@@ -106,13 +107,13 @@ fn later(now: Timestamp, d: Duration) -> Timestamp {
 }
 
 /// Runs one mailbox entry to its commit.
-pub async fn run(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
+pub async fn run(rt: &Runtime, db: &mut StepDb<'_>, entry: &MailboxEntry) -> Result<(), StepError> {
     match &entry.kind {
         MailboxKind::Event { topic, .. } if topic.starts_with("lockstep.internal.") => {
-            internal(rt, entry, topic).await
+            internal(rt, db, entry, topic).await
         }
-        MailboxKind::Event { topic, .. } => on_event(rt, entry, topic).await,
-        MailboxKind::Drive { credential_id } => drive(rt, entry, credential_id).await,
+        MailboxKind::Event { topic, .. } => on_event(rt, db, entry, topic).await,
+        MailboxKind::Drive { credential_id } => drive(rt, db, entry, credential_id).await,
     }
 }
 
@@ -226,14 +227,14 @@ struct Touched {
 impl Touched {
     async fn get(
         &mut self,
-        rt: &Runtime,
+        db: &mut StepDb<'_>,
         tenant: lockstep_domain::TenantId,
         id: &KeyCredentialId,
     ) -> Result<Option<usize>, StepError> {
         if let Some(i) = self.creds.iter().position(|(c, _)| c.id() == id) {
             return Ok(Some(i));
         }
-        match rt.store.get_credential(tenant, id).await? {
+        match db.get_credential(tenant, id).await? {
             None => Ok(None),
             Some(c) => {
                 let v = c.version();
@@ -256,7 +257,12 @@ impl Touched {
     }
 }
 
-async fn on_event(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(), StepError> {
+async fn on_event(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+    topic: &str,
+) -> Result<(), StepError> {
     let now = rt.clock.now();
     let parsed = match events_in::parse(&entry.payload) {
         Ok(p) => p,
@@ -265,7 +271,7 @@ async fn on_event(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
             let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
             uow.mailbox
                 .push(done(entry, format!("rejected:{}", e.label())));
-            rt.store.commit(uow).await?;
+            db.commit(uow).await?;
             rt.metrics
                 .saga_steps
                 .with_label_values(&[step_label(topic), "rejected"])
@@ -280,6 +286,7 @@ async fn on_event(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
         } => {
             reservation_step(
                 rt,
+                db,
                 entry,
                 &reservation_id,
                 event,
@@ -296,6 +303,7 @@ async fn on_event(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
         } => {
             shift_step(
                 rt,
+                db,
                 entry,
                 &shift_id,
                 &staff_user_id,
@@ -305,17 +313,23 @@ async fn on_event(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
             )
             .await
         }
-        Consumed::PropertyDeactivated => property_deactivated(rt, entry).await,
-        Consumed::UserDeactivated { user_id } => user_deactivated(rt, entry, &user_id).await,
+        Consumed::PropertyDeactivated => property_deactivated(rt, db, entry).await,
+        Consumed::UserDeactivated { user_id } => user_deactivated(rt, db, entry, &user_id).await,
     }
 }
 
-async fn internal(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(), StepError> {
+async fn internal(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+    topic: &str,
+) -> Result<(), StepError> {
     match topic {
         events_in::INTERNAL_NO_SHOW_DUE => {
             let id = reservation_of(entry)?;
             reservation_step(
                 rt,
+                db,
                 entry,
                 &id,
                 ReservationEvent::NoShowSuspendDue,
@@ -340,29 +354,29 @@ async fn internal(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
                     .transpose()
                     .map_err(domain_err)?,
             };
-            reservation_step(rt, entry, &id, event, None, "observed").await
+            reservation_step(rt, db, entry, &id, event, None, "observed").await
         }
         events_in::INTERNAL_EXPIRE => {
             let id = credential_of_payload(entry)?;
-            let due = match rt.store.get_credential(entry.tenant_id, &id).await? {
+            let due = match db.get_credential(entry.tenant_id, &id).await? {
                 Some(c) => c.validity().until() <= rt.clock.now(),
                 None => false,
             };
             if due {
-                revoke_one(rt, entry, &id, RevokeReason::Expired).await
+                revoke_one(rt, db, entry, &id, RevokeReason::Expired).await
             } else {
                 // the end moved later (a newer timer exists) or the credential is gone
                 let mut uow = unit(entry, rt.fences.for_commit(entry.partition), rt.clock.now());
                 uow.mailbox.push(done(entry, "not_due"));
-                rt.store.commit(uow).await?;
+                db.commit(uow).await?;
                 Ok(())
             }
         }
-        events_in::INTERNAL_REISSUE => reissue_on_device(rt, entry).await,
-        events_in::INTERNAL_UNSUSPEND => operator_unsuspend(rt, entry).await,
-        events_in::INTERNAL_SUSPEND => operator_suspend(rt, entry).await,
-        events_in::INTERNAL_UPDATE => operator_update(rt, entry).await,
-        events_in::INTERNAL_REPLACE => operator_replace(rt, entry).await,
+        events_in::INTERNAL_REISSUE => reissue_on_device(rt, db, entry).await,
+        events_in::INTERNAL_UNSUSPEND => operator_unsuspend(rt, db, entry).await,
+        events_in::INTERNAL_SUSPEND => operator_suspend(rt, db, entry).await,
+        events_in::INTERNAL_UPDATE => operator_update(rt, db, entry).await,
+        events_in::INTERNAL_REPLACE => operator_replace(rt, db, entry).await,
         events_in::INTERNAL_REVOKE => {
             let p = &entry.payload;
             let id = KeyCredentialId::parse(p["credentialId"].as_str().unwrap_or_default())
@@ -376,6 +390,7 @@ async fn internal(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
                         .map_err(domain_err)?;
                     return shift_step(
                         rt,
+                        db,
                         entry,
                         &shift,
                         &user.clone(),
@@ -388,12 +403,12 @@ async fn internal(rt: &Runtime, entry: &MailboxEntry, topic: &str) -> Result<(),
                     .await;
                 }
             }
-            revoke_one(rt, entry, &id, reason).await
+            revoke_one(rt, db, entry, &id, reason).await
         }
         _ => {
             let mut uow = unit(entry, rt.fences.for_commit(entry.partition), rt.clock.now());
             uow.mailbox.push(done(entry, "rejected:unknown_internal"));
-            rt.store.commit(uow).await?;
+            db.commit(uow).await?;
             Ok(())
         }
     }
@@ -423,13 +438,13 @@ fn step_label(topic: &str) -> &'static str {
 }
 
 /// The property's KeyKindPolicy, or the default one (spec `003` §4).
-async fn policy(rt: &Runtime, entry: &MailboxEntry) -> Result<KeyKindPolicy, StepError> {
+async fn policy(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<KeyKindPolicy, StepError> {
     let now = rt.clock.now();
-    let Some(p) = rt
-        .store
-        .get_policy(entry.tenant_id, &entry.property_id)
-        .await?
-    else {
+    let Some(p) = db.get_policy(entry.tenant_id, &entry.property_id).await? else {
         return Ok(KeyKindPolicy::default_for(
             KeyKindPolicyId::generate(),
             entry.tenant_id,
@@ -460,11 +475,11 @@ async fn policy(rt: &Runtime, entry: &MailboxEntry) -> Result<KeyKindPolicy, Ste
 /// What the adapters serving `rooms` can do (the first device's adapter; I-6).
 async fn capabilities(
     rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     rooms: &[RoomId],
 ) -> Result<LockCapabilities, StepError> {
-    let devices = rt
-        .store
+    let devices = db
         .devices_for_rooms(entry.tenant_id, &entry.property_id, rooms)
         .await?;
     Ok(devices
@@ -476,6 +491,7 @@ async fn capabilities(
 
 async fn reservation_step(
     rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     reservation_id: &ReservationId,
     event: ReservationEvent,
@@ -483,7 +499,7 @@ async fn reservation_step(
     label: &'static str,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
-    let state = match rt.store.load_saga(entry.tenant_id, &entry.subject).await? {
+    let state = match db.load_saga(entry.tenant_id, &entry.subject).await? {
         Some(v) => {
             saga_codec::reservation_from_json(&v).map_err(|e| StepError::Retry(e.to_string()))?
         }
@@ -492,11 +508,7 @@ async fn reservation_step(
     let mut state = state;
     // Decide on the truth: the credential's stored state, absorbed forward-only.
     if let Some(tracked) = state.credential.clone() {
-        if let Some(c) = rt
-            .store
-            .get_credential(entry.tenant_id, &tracked.id)
-            .await?
-        {
+        if let Some(c) = db.get_credential(entry.tenant_id, &tracked.id).await? {
             state.observe(c.id(), c.state(), c.failure_reason());
         }
     }
@@ -509,10 +521,10 @@ async fn reservation_step(
             .map(|r| r.value.clone())
             .unwrap_or_default(),
     };
-    let policy = policy(rt, entry).await?;
+    let policy = policy(rt, db, entry).await?;
     let ctx = SagaContext {
         policy: &policy,
-        caps: capabilities(rt, entry, &rooms).await?,
+        caps: capabilities(rt, db, entry, &rooms).await?,
         // No ID-document service feeds Lockstep yet: kinds that need one are not chosen.
         id_verified: false,
         new_credential_id: KeyCredentialId::generate(),
@@ -523,7 +535,7 @@ async fn reservation_step(
             let mut uow = unit(entry, fence, now);
             uow.mailbox
                 .push(done(entry, format!("ignored:{why:?}").to_lowercase()));
-            rt.store.commit(uow).await?;
+            db.commit(uow).await?;
             rt.metrics
                 .saga_steps
                 .with_label_values(&[label, "ignored"])
@@ -564,7 +576,7 @@ async fn reservation_step(
                     };
                     let force_fail = (conflicted.as_ref() == Some(credential_id))
                         .then_some(FailureReason::RoomConflict);
-                    issue(rt, entry, &mut uow, &mut touched, intent, force_fail).await?;
+                    issue(db, entry, &mut uow, &mut touched, intent, force_fail).await?;
                     issued = Some(credential_id.clone());
                 }
                 SagaCommand::Update {
@@ -573,7 +585,7 @@ async fn reservation_step(
                     rooms,
                 } => {
                     update(
-                        rt,
+                        db,
                         entry,
                         &mut uow,
                         &mut touched,
@@ -587,14 +599,14 @@ async fn reservation_step(
                     credential_id,
                     reason,
                 } => {
-                    suspend(rt, entry, &mut uow, &mut touched, credential_id, *reason).await?;
+                    suspend(db, entry, &mut uow, &mut touched, credential_id, *reason).await?;
                 }
                 SagaCommand::Revoke {
                     credential_id,
                     reason,
                 } => {
                     revoke(
-                        rt,
+                        db,
                         entry,
                         &mut uow,
                         &mut touched,
@@ -605,7 +617,7 @@ async fn reservation_step(
                     .await?;
                 }
                 SagaCommand::FailCancelledMidFlight { credential_id } => {
-                    fail_mid_flight(rt, entry, &mut uow, &mut touched, credential_id).await?;
+                    fail_mid_flight(db, entry, &mut uow, &mut touched, credential_id).await?;
                 }
                 SagaCommand::ScheduleNoShowSuspend { after_hours, .. } => {
                     let due = now + chrono::Duration::hours(*after_hours);
@@ -646,7 +658,7 @@ async fn reservation_step(
             saga_codec::reservation_to_json(&next),
         ));
         uow.mailbox.push(done(entry, "applied"));
-        match rt.store.commit(uow).await {
+        match db.commit(uow).await {
             Ok(()) => break,
             Err(StoreError::Overlap) if conflicted.is_none() && issued.is_some() => {
                 conflicted = issued;
@@ -688,7 +700,7 @@ struct Intent {
 /// `pin_code`) and schedules its drive; otherwise (or when `force_fail`) fails it at once
 /// and tells the saga.
 async fn issue(
-    rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     uow: &mut UnitOfWork,
     touched: &mut Touched,
@@ -696,8 +708,7 @@ async fn issue(
     force_fail: Option<FailureReason>,
 ) -> Result<(), StepError> {
     let now = uow.now;
-    let devices = rt
-        .store
+    let devices = db
         .devices_for_rooms(entry.tenant_id, &entry.property_id, &intent.rooms)
         .await?;
     let served: std::collections::BTreeSet<&RoomId> =
@@ -778,7 +789,7 @@ async fn issue(
         expire_at(entry, uow, cred.id(), intent.validity.until());
     }
     if let Some(old) = &intent.replaces {
-        if let Some(i) = touched.get(rt, entry.tenant_id, old).await? {
+        if let Some(i) = touched.get(db, entry.tenant_id, old).await? {
             // Lineage (I-4): the revoked credential names its replacement.
             let _ = touched.creds[i].0.link_replacement(cred.id().clone(), now);
         }
@@ -833,18 +844,18 @@ fn plan_removal(devices: &[CredentialDevice], uow: &mut UnitOfWork) -> bool {
 /// Takes the credential off every device that may hold it (a drive deletes what the vendor
 /// has) and, for a master whose credential ended, closes its `MasterKey` record.
 async fn off_the_door(
-    rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     uow: &mut UnitOfWork,
     id: &KeyCredentialId,
     end_master: bool,
 ) -> Result<(), StepError> {
-    let devices = rt.store.credential_devices(entry.tenant_id, id).await?;
+    let devices = db.credential_devices(entry.tenant_id, id).await?;
     if plan_removal(&devices, uow) {
         schedule(entry, uow, id);
     }
     if end_master {
-        if let Some(m) = rt.store.master_by_credential(entry.tenant_id, id).await? {
+        if let Some(m) = db.master_by_credential(entry.tenant_id, id).await? {
             uow.master = Some(MasterKeyWrite::Revoke {
                 id: m.id,
                 revoked_at: uow.now,
@@ -872,7 +883,7 @@ fn skipped(
 }
 
 async fn revoke(
-    rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     uow: &mut UnitOfWork,
     touched: &mut Touched,
@@ -880,7 +891,7 @@ async fn revoke(
     reason: RevokeReason,
     trace_id: Option<String>,
 ) -> Result<(), StepError> {
-    let Some(i) = touched.get(rt, entry.tenant_id, id).await? else {
+    let Some(i) = touched.get(db, entry.tenant_id, id).await? else {
         return Ok(());
     };
     let c = &mut touched.creds[i].0;
@@ -889,17 +900,17 @@ async fn revoke(
         return skipped(entry, c, uow, e);
     }
     let is_master = c.holder_kind() == HolderKind::StaffMaster;
-    off_the_door(rt, entry, uow, id, is_master).await
+    off_the_door(db, entry, uow, id, is_master).await
 }
 
 async fn fail_mid_flight(
-    rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     uow: &mut UnitOfWork,
     touched: &mut Touched,
     id: &KeyCredentialId,
 ) -> Result<(), StepError> {
-    let Some(i) = touched.get(rt, entry.tenant_id, id).await? else {
+    let Some(i) = touched.get(db, entry.tenant_id, id).await? else {
         return Ok(());
     };
     let c = &mut touched.creds[i].0;
@@ -907,33 +918,33 @@ async fn fail_mid_flight(
         return skipped(entry, c, uow, e);
     }
     let is_master = c.holder_kind() == HolderKind::StaffMaster;
-    off_the_door(rt, entry, uow, id, is_master).await
+    off_the_door(db, entry, uow, id, is_master).await
 }
 
 /// Suspension at a door that cannot disable a passcode is its removal (the PIN is kept,
 /// encrypted, for an unsuspend); the credential's state says `suspended`.
 async fn suspend(
-    rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     uow: &mut UnitOfWork,
     touched: &mut Touched,
     id: &KeyCredentialId,
     reason: SuspendReason,
 ) -> Result<(), StepError> {
-    let Some(i) = touched.get(rt, entry.tenant_id, id).await? else {
+    let Some(i) = touched.get(db, entry.tenant_id, id).await? else {
         return Ok(());
     };
     let c = &mut touched.creds[i].0;
     if let Err(e) = c.suspend(reason, uow.now) {
         return skipped(entry, c, uow, e);
     }
-    off_the_door(rt, entry, uow, id, false).await
+    off_the_door(db, entry, uow, id, false).await
 }
 
 /// Moves an active or suspended credential's end and rooms; the door follows: devices of
 /// new rooms get it, devices of dropped rooms lose it, the others get the new window.
 async fn update(
-    rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     uow: &mut UnitOfWork,
     touched: &mut Touched,
@@ -941,7 +952,7 @@ async fn update(
     valid_until: Timestamp,
     rooms: &[RoomId],
 ) -> Result<(), StepError> {
-    let Some(i) = touched.get(rt, entry.tenant_id, id).await? else {
+    let Some(i) = touched.get(db, entry.tenant_id, id).await? else {
         return Ok(());
     };
     let c = &mut touched.creds[i].0;
@@ -965,11 +976,10 @@ async fn update(
     // the end moved: a timer for the new end (the old one finds nothing due and ends)
     expire_at(entry, uow, id, valid_until);
     let active = c.state() == KeyCredentialState::Active;
-    let wanted = rt
-        .store
+    let wanted = db
         .devices_for_rooms(entry.tenant_id, &entry.property_id, rooms)
         .await?;
-    let current = rt.store.credential_devices(entry.tenant_id, id).await?;
+    let current = db.credential_devices(entry.tenant_id, id).await?;
     let pin = current.iter().find_map(|d| d.pin.clone());
     let mut changed = false;
     for d in &current {
@@ -1028,6 +1038,7 @@ async fn update(
 /// An internal revoke on behalf of a property- or user-wide event, in the owning subject.
 async fn revoke_one(
     rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     id: &KeyCredentialId,
     reason: RevokeReason,
@@ -1035,18 +1046,18 @@ async fn revoke_one(
     let now = rt.clock.now();
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
-    let state = match touched.get(rt, entry.tenant_id, id).await? {
+    let state = match touched.get(db, entry.tenant_id, id).await? {
         Some(i) => touched.creds[i].0.state(),
         None => KeyCredentialState::Revoked,
     };
     match state {
         KeyCredentialState::Requested => {
-            fail_mid_flight(rt, entry, &mut uow, &mut touched, id).await?
+            fail_mid_flight(db, entry, &mut uow, &mut touched, id).await?
         }
         KeyCredentialState::Pending
         | KeyCredentialState::Active
         | KeyCredentialState::Suspended => {
-            revoke(rt, entry, &mut uow, &mut touched, id, reason, None).await?;
+            revoke(db, entry, &mut uow, &mut touched, id, reason, None).await?;
         }
         KeyCredentialState::Revoked | KeyCredentialState::Failed => {}
     }
@@ -1057,7 +1068,7 @@ async fn revoke_one(
     }
     touched.into_uow(&mut uow);
     uow.mailbox.push(done(entry, "applied"));
-    rt.store.commit(uow).await?;
+    db.commit(uow).await?;
     rt.metrics
         .saga_steps
         .with_label_values(&["internal_revoke", "applied"])
@@ -1071,14 +1082,14 @@ fn credential_of_payload(entry: &MailboxEntry) -> Result<KeyCredentialId, StepEr
 }
 
 async fn reservation_saga(
-    rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
 ) -> Result<Option<ReservationSaga>, StepError> {
     if !entry.subject.starts_with("reservation:") {
         return Ok(None);
     }
     Ok(Some(
-        match rt.store.load_saga(entry.tenant_id, &entry.subject).await? {
+        match db.load_saga(entry.tenant_id, &entry.subject).await? {
             Some(v) => saga_codec::reservation_from_json(&v)
                 .map_err(|e| StepError::Retry(e.to_string()))?,
             None => ReservationSaga::default(),
@@ -1089,7 +1100,11 @@ async fn reservation_saga(
 /// Drift found the credential missing at a device: if it should still be there, its door
 /// truth goes back to pending and the drive puts it back (same PIN; the vendor's update
 /// answers NotFound and the drive issues it anew).
-async fn reissue_on_device(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
+async fn reissue_on_device(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
     let device = entry.payload["deviceId"]
@@ -1097,8 +1112,7 @@ async fn reissue_on_device(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Ste
         .unwrap_or_default()
         .to_owned();
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
-    let live = rt
-        .store
+    let live = db
         .get_credential(entry.tenant_id, &id)
         .await?
         .is_some_and(|c| {
@@ -1109,7 +1123,7 @@ async fn reissue_on_device(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Ste
         });
     let mut outcome = "not_needed";
     if live {
-        for d in rt.store.credential_devices(entry.tenant_id, &id).await? {
+        for d in db.credential_devices(entry.tenant_id, &id).await? {
             if d.device_id.as_str() == device
                 && d.desired == Desired::Present
                 && d.sync == SyncState::Confirmed
@@ -1123,22 +1137,26 @@ async fn reissue_on_device(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Ste
         }
     }
     uow.mailbox.push(done(entry, outcome));
-    rt.store.commit(uow).await?;
+    db.commit(uow).await?;
     Ok(())
 }
 
 /// An operator moves an active or suspended credential's end and/or rooms (spec `003`
 /// §1.3 `update`). K-2 caps an extension at the policy's hours past the end the key was
 /// first issued with (`rejected:k2`); other states are `rejected:invalid_state`.
-async fn operator_update(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
+async fn operator_update(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
     let p = &entry.payload;
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
-    let Some(i) = touched.get(rt, entry.tenant_id, &id).await? else {
+    let Some(i) = touched.get(db, entry.tenant_id, &id).await? else {
         uow.mailbox.push(done(entry, "rejected:unknown_credential"));
-        rt.store.commit(uow).await?;
+        db.commit(uow).await?;
         return Ok(());
     };
     let c = touched.creds[i].0.clone();
@@ -1162,19 +1180,19 @@ async fn operator_update(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepE
                 .map_err(domain_err)?,
             None => c.rooms().to_vec(),
         };
-        let mut saga = reservation_saga(rt, entry).await?;
+        let mut saga = reservation_saga(db, entry).await?;
         let base = saga
             .as_ref()
             .and_then(|s| s.issued_until_of(&id))
             .unwrap_or(c.validity().until());
-        if policy(rt, entry)
+        if policy(rt, db, entry)
             .await?
             .check_extension(base, valid_until)
             .is_err()
         {
             "rejected:k2"
         } else {
-            update(rt, entry, &mut uow, &mut touched, &id, valid_until, &rooms).await?;
+            update(db, entry, &mut uow, &mut touched, &id, valid_until, &rooms).await?;
             if let Some(s) = saga.as_mut() {
                 if let Ok(w) =
                     lockstep_domain::ValidityWindow::new(c.validity().from(), valid_until)
@@ -1188,7 +1206,7 @@ async fn operator_update(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepE
     };
     touched.into_uow(&mut uow);
     uow.mailbox.push(done(entry, outcome));
-    rt.store.commit(uow).await?;
+    db.commit(uow).await?;
     rt.metrics
         .saga_steps
         .with_label_values(&["operator_update", outcome])
@@ -1199,18 +1217,22 @@ async fn operator_update(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepE
 /// An operator suspends an active credential: it leaves the door (its PIN kept) until an
 /// operator unsuspends it. Suspending a suspended one is a no-op; any other state is
 /// refused (`rejected:invalid_state`).
-async fn operator_suspend(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
+async fn operator_suspend(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
     let reason = SuspendReason::parse(entry.payload["reason"].as_str().unwrap_or("manual"))
         .map_err(domain_err)?;
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
-    let outcome = match touched.get(rt, entry.tenant_id, &id).await? {
+    let outcome = match touched.get(db, entry.tenant_id, &id).await? {
         None => "rejected:unknown_credential",
         Some(i) => match touched.creds[i].0.state() {
             KeyCredentialState::Active => {
-                suspend(rt, entry, &mut uow, &mut touched, &id, reason).await?;
+                suspend(db, entry, &mut uow, &mut touched, &id, reason).await?;
                 "applied"
             }
             KeyCredentialState::Suspended => "applied",
@@ -1219,7 +1241,7 @@ async fn operator_suspend(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Step
     };
     touched.into_uow(&mut uow);
     uow.mailbox.push(done(entry, outcome));
-    rt.store.commit(uow).await?;
+    db.commit(uow).await?;
     rt.metrics
         .saga_steps
         .with_label_values(&["operator_suspend", outcome])
@@ -1229,24 +1251,28 @@ async fn operator_suspend(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Step
 
 /// An operator unsuspends a credential: it returns to the door (its PIN kept), and the
 /// reservation's saga stops holding it back.
-async fn operator_unsuspend(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
+async fn operator_unsuspend(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
     let mut outcome = "applied";
-    if let Some(i) = touched.get(rt, entry.tenant_id, &id).await? {
+    if let Some(i) = touched.get(db, entry.tenant_id, &id).await? {
         let c = &mut touched.creds[i].0;
         match c.unsuspend(now) {
             Ok(_) => {
-                for d in rt.store.credential_devices(entry.tenant_id, &id).await? {
+                for d in db.credential_devices(entry.tenant_id, &id).await? {
                     let mut w = DeviceSyncWrite::from_current(&d);
                     w.desired = Desired::Present;
                     w.sync = SyncState::Pending;
                     uow.devices.push(w);
                 }
                 schedule(entry, &mut uow, &id);
-                if let Some(mut saga) = reservation_saga(rt, entry).await? {
+                if let Some(mut saga) = reservation_saga(db, entry).await? {
                     saga.operator_unsuspended(&id);
                     uow.saga = Some((
                         entry.subject.clone(),
@@ -1259,7 +1285,7 @@ async fn operator_unsuspend(rt: &Runtime, entry: &MailboxEntry) -> Result<(), St
     }
     touched.into_uow(&mut uow);
     uow.mailbox.push(done(entry, outcome));
-    rt.store.commit(uow).await?;
+    db.commit(uow).await?;
     rt.metrics
         .saga_steps
         .with_label_values(&["operator_unsuspend", outcome])
@@ -1270,14 +1296,18 @@ async fn operator_unsuspend(rt: &Runtime, entry: &MailboxEntry) -> Result<(), St
 /// Lost-key replace: the old credential is revoked (`lost`) and a new one of the same kind,
 /// rooms and window is issued, in one unit of work, with lineage both ways (I-4,
 /// `linkReplacement`); the reservation's saga follows the new one.
-async fn operator_replace(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
+async fn operator_replace(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
-    let Some(i) = touched.get(rt, entry.tenant_id, &id).await? else {
+    let Some(i) = touched.get(db, entry.tenant_id, &id).await? else {
         uow.mailbox.push(done(entry, "rejected:unknown_credential"));
-        rt.store.commit(uow).await?;
+        db.commit(uow).await?;
         return Ok(());
     };
     let old = touched.creds[i].0.clone();
@@ -1288,11 +1318,11 @@ async fn operator_replace(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Step
     if !replaceable {
         // masters are renewed by their shift; terminal credentials have nothing to replace
         uow.mailbox.push(done(entry, "rejected:not_replaceable"));
-        rt.store.commit(uow).await?;
+        db.commit(uow).await?;
         return Ok(());
     }
     revoke(
-        rt,
+        db,
         entry,
         &mut uow,
         &mut touched,
@@ -1323,8 +1353,8 @@ async fn operator_replace(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Step
         trace_id: None,
         idempotency_key: format!("{}:replace:{}", entry.subject, id),
     };
-    issue(rt, entry, &mut uow, &mut touched, intent, None).await?;
-    if let Some(mut saga) = reservation_saga(rt, entry).await? {
+    issue(db, entry, &mut uow, &mut touched, intent, None).await?;
+    if let Some(mut saga) = reservation_saga(db, entry).await? {
         saga.adopt_replacement(
             &id,
             lockstep_domain::saga::TrackedCredential {
@@ -1344,7 +1374,7 @@ async fn operator_replace(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Step
     }
     touched.into_uow(&mut uow);
     uow.mailbox.push(done(entry, "applied"));
-    rt.store.commit(uow).await?;
+    db.commit(uow).await?;
     rt.metrics
         .saga_steps
         .with_label_values(&["operator_replace", "applied"])
@@ -1354,10 +1384,13 @@ async fn operator_replace(rt: &Runtime, entry: &MailboxEntry) -> Result<(), Step
 
 /// `tenant.property.deactivated`: every live credential of the property is revoked
 /// (`security`), each by the saga that owns it.
-async fn property_deactivated(rt: &Runtime, entry: &MailboxEntry) -> Result<(), StepError> {
+async fn property_deactivated(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
     let now = rt.clock.now();
-    let live = rt
-        .store
+    let live = db
         .credentials_of_property(
             entry.tenant_id,
             &entry.property_id,
@@ -1381,7 +1414,7 @@ async fn property_deactivated(rt: &Runtime, entry: &MailboxEntry) -> Result<(), 
     }
     uow.mailbox
         .push(done(entry, format!("fanned_out:{}", live.len())));
-    rt.store.commit(uow).await?;
+    db.commit(uow).await?;
     rt.metrics
         .saga_steps
         .with_label_values(&["property_deactivated", "applied"])
@@ -1393,12 +1426,12 @@ async fn property_deactivated(rt: &Runtime, entry: &MailboxEntry) -> Result<(), 
 /// masters here is revoked by its shift's saga.
 async fn user_deactivated(
     rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     user: &UserId,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
-    let masters = rt
-        .store
+    let masters = db
         .active_masters_of_user(entry.tenant_id, user.as_str())
         .await?;
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
@@ -1421,7 +1454,7 @@ async fn user_deactivated(
         ));
     }
     uow.mailbox.push(done(entry, format!("fanned_out:{n}")));
-    rt.store.commit(uow).await?;
+    db.commit(uow).await?;
     rt.metrics
         .saga_steps
         .with_label_values(&["user_deactivated", "applied"])
@@ -1443,8 +1476,10 @@ fn scope_kind(s: &str) -> Option<lockstep_domain::master::MasterScopeKind> {
     })
 }
 
+#[allow(clippy::too_many_arguments)] // the shift's ids, its event and its rooms
 async fn shift_step(
     rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     shift_id: &ShiftId,
     staff_user_id: &UserId,
@@ -1453,22 +1488,17 @@ async fn shift_step(
     label: &'static str,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
-    let mut state = match rt.store.load_saga(entry.tenant_id, &entry.subject).await? {
+    let mut state = match db.load_saga(entry.tenant_id, &entry.subject).await? {
         Some(v) => saga_codec::shift_from_json(&v).map_err(|e| StepError::Retry(e.to_string()))?,
         None => ShiftSaga::default(),
     };
     // The master's state as its row says (the shift saga reads it rather than observing).
     if let Some(m) = &mut state.master {
-        if let Some(c) = rt
-            .store
-            .get_credential(entry.tenant_id, &m.credential_id)
-            .await?
-        {
+        if let Some(c) = db.get_credential(entry.tenant_id, &m.credential_id).await? {
             m.state = c.state();
         }
     }
-    let active_masters = rt
-        .store
+    let active_masters = db
         .active_masters_of_user(entry.tenant_id, staff_user_id.as_str())
         .await?
         .into_iter()
@@ -1484,8 +1514,7 @@ async fn shift_step(
         })
         .collect();
     // A start for a user deactivated before it (reordered delivery) is that deactivation.
-    let deactivated = rt
-        .store
+    let deactivated = db
         .user_deactivated_at(entry.tenant_id, staff_user_id.as_str())
         .await?
         .is_some();
@@ -1506,7 +1535,7 @@ async fn shift_step(
             let mut uow = unit(entry, fence, now);
             uow.mailbox
                 .push(done(entry, format!("ignored:{why:?}").to_lowercase()));
-            rt.store.commit(uow).await?;
+            db.commit(uow).await?;
             rt.metrics
                 .saga_steps
                 .with_label_values(&[label, "ignored"])
@@ -1527,13 +1556,12 @@ async fn shift_step(
             } => {
                 if uow.master.is_some() {
                     touched.into_uow(&mut uow);
-                    rt.store
-                        .commit(std::mem::replace(&mut uow, unit(entry, fence, now)))
+                    db.commit(std::mem::replace(&mut uow, unit(entry, fence, now)))
                         .await?;
                     touched = Touched::default();
                 }
                 revoke(
-                    rt,
+                    db,
                     entry,
                     &mut uow,
                     &mut touched,
@@ -1544,7 +1572,7 @@ async fn shift_step(
                 .await?;
             }
             ShiftCommand::FailMasterMidFlight { credential_id } => {
-                fail_mid_flight(rt, entry, &mut uow, &mut touched, credential_id).await?;
+                fail_mid_flight(db, entry, &mut uow, &mut touched, credential_id).await?;
             }
             ShiftCommand::IssueMaster {
                 credential_id,
@@ -1557,13 +1585,11 @@ async fn shift_step(
             } => {
                 if uow.master.is_some() {
                     touched.into_uow(&mut uow);
-                    rt.store
-                        .commit(std::mem::replace(&mut uow, unit(entry, fence, now)))
+                    db.commit(std::mem::replace(&mut uow, unit(entry, fence, now)))
                         .await?;
                     touched = Touched::default();
                 }
-                let all = rt
-                    .store
+                let all = db
                     .property_rooms(entry.tenant_id, &entry.property_id)
                     .await?;
                 let floor = match scope {
@@ -1585,8 +1611,8 @@ async fn shift_step(
                         .collect(),
                     assigned_rooms: scope_rooms.to_vec(),
                 };
-                let caps = capabilities(rt, entry, &all).await?;
-                let policy = policy(rt, entry).await?;
+                let caps = capabilities(rt, db, entry, &all).await?;
+                let policy = policy(rt, db, entry).await?;
                 let (resolved, kind) = match (
                     resolve_scope(scope, &caps, &layout),
                     policy.choose_kind(&caps, false),
@@ -1619,7 +1645,7 @@ async fn shift_step(
                     idempotency_key: format!("{}:{}", entry.subject, credential_id),
                 };
                 issue(
-                    rt,
+                    db,
                     entry,
                     &mut uow,
                     &mut touched,
@@ -1647,7 +1673,7 @@ async fn shift_step(
     touched.into_uow(&mut uow);
     uow.saga = Some((entry.subject.clone(), saga_codec::shift_to_json(&next)));
     uow.mailbox.push(done(entry, "applied"));
-    rt.store.commit(uow).await?;
+    db.commit(uow).await?;
     rt.metrics
         .saga_steps
         .with_label_values(&[label, "applied"])
@@ -1677,9 +1703,14 @@ fn unexpected(op: &str) -> VendorError {
 
 async fn vendor_find(
     rt: &Runtime,
+    db: &mut StepDb<'_>,
     adapter: &VendorAdapterId,
     req: &IssueRequest,
 ) -> Result<Option<VendorRef>, VendorError> {
+    // never hold the step's transaction while the vendor answers
+    db.release().await.map_err(|e| VendorError::Unavailable {
+        detail: format!("store: {e}"),
+    })?;
     match rt.ports.call(adapter, VendorOp::Find(req.clone())).await? {
         VendorReply::Found(v) => Ok(v),
         _ => Err(unexpected("find")),
@@ -1688,9 +1719,14 @@ async fn vendor_find(
 
 async fn vendor_issue(
     rt: &Runtime,
+    db: &mut StepDb<'_>,
     adapter: &VendorAdapterId,
     req: &IssueRequest,
 ) -> Result<VendorRef, VendorError> {
+    // never hold the step's transaction while the vendor answers
+    db.release().await.map_err(|e| VendorError::Unavailable {
+        detail: format!("store: {e}"),
+    })?;
     match rt.ports.call(adapter, VendorOp::Issue(req.clone())).await? {
         VendorReply::Issued(v) => Ok(v),
         _ => Err(unexpected("issue")),
@@ -1699,10 +1735,15 @@ async fn vendor_issue(
 
 async fn vendor_update(
     rt: &Runtime,
+    db: &mut StepDb<'_>,
     adapter: &VendorAdapterId,
     req: &IssueRequest,
     vref: &VendorRef,
 ) -> Result<(), VendorError> {
+    // never hold the step's transaction while the vendor answers
+    db.release().await.map_err(|e| VendorError::Unavailable {
+        detail: format!("store: {e}"),
+    })?;
     match rt
         .ports
         .call(adapter, VendorOp::Update(req.clone(), vref.clone()))
@@ -1715,10 +1756,15 @@ async fn vendor_update(
 
 async fn vendor_revoke(
     rt: &Runtime,
+    db: &mut StepDb<'_>,
     adapter: &VendorAdapterId,
     device: &DeviceRef,
     vref: &VendorRef,
 ) -> Result<(), VendorError> {
+    // never hold the step's transaction while the vendor answers
+    db.release().await.map_err(|e| VendorError::Unavailable {
+        detail: format!("store: {e}"),
+    })?;
     match rt
         .ports
         .call(adapter, VendorOp::Revoke(device.clone(), vref.clone()))
@@ -1752,10 +1798,13 @@ fn parks(e: &VendorError) -> Option<&'static str> {
 /// Whether a consumed event for this subject is waiting: the drive then yields between
 /// vendor calls, so a cancellation that arrives while an issue is in flight is recorded
 /// before the credential could become active (DESIGN §3.5).
-async fn event_waiting(rt: &Runtime, entry: &MailboxEntry) -> Result<bool, StepError> {
+async fn event_waiting(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<bool, StepError> {
     Ok(matches!(
-        rt.store
-            .next_mailbox_entry(entry.tenant_id, &entry.subject, rt.clock.now())
+        db.next_mailbox_entry(entry.tenant_id, &entry.subject, rt.clock.now())
             .await?,
         Some(MailboxEntry {
             kind: MailboxKind::Event { .. },
@@ -1768,6 +1817,7 @@ async fn event_waiting(rt: &Runtime, entry: &MailboxEntry) -> Result<bool, StepE
 /// is desired, one vendor call and one commit at a time; removals before issuances.
 async fn drive(
     rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     credential_id: &KeyCredentialId,
 ) -> Result<(), StepError> {
@@ -1776,25 +1826,20 @@ async fn drive(
         // Between vendor calls the drive yields to a waiting event, and stops when the node
         // drains (SIGTERM): the entry stays open and due, and resumes after the event or on
         // the partition's next owner.
-        if !first && (rt.work.is_draining() || event_waiting(rt, entry).await?) {
+        if !first && (rt.work.is_draining() || event_waiting(rt, db, entry).await?) {
             return Ok(());
         }
         first = false;
         let now = rt.clock.now();
         let fence = rt.fences.for_commit(entry.partition);
-        let Some(mut cred) = rt
-            .store
-            .get_credential(entry.tenant_id, credential_id)
-            .await?
-        else {
+        let Some(mut cred) = db.get_credential(entry.tenant_id, credential_id).await? else {
             let mut uow = unit(entry, fence, now);
             uow.mailbox.push(done(entry, "missing"));
-            rt.store.commit(uow).await?;
+            db.commit(uow).await?;
             return Ok(());
         };
         let expected = cred.version();
-        let devices = rt
-            .store
+        let devices = db
             .credential_devices(entry.tenant_id, credential_id)
             .await?;
         let next = devices
@@ -1818,7 +1863,7 @@ async fn drive(
                 });
             }
             uow.mailbox.push(done(entry, "applied"));
-            rt.store.commit(uow).await?;
+            db.commit(uow).await?;
             rt.metrics
                 .saga_steps
                 .with_label_values(&["drive", "applied"])
@@ -1839,11 +1884,13 @@ async fn drive(
             let vref = match &d.vendor_ref {
                 Some(v) => Some(v.clone()),
                 // a previous issue attempt may have reached the vendor: look first
-                None if d.attempts > 0 => vendor_find(rt, &adapter, &req).await.map_err(retry)?,
+                None if d.attempts > 0 => {
+                    vendor_find(rt, db, &adapter, &req).await.map_err(retry)?
+                }
                 None => None,
             };
             if let Some(v) = &vref {
-                match vendor_revoke(rt, &adapter, &d.device_ref, v).await {
+                match vendor_revoke(rt, db, &adapter, &d.device_ref, v).await {
                     Ok(()) | Err(VendorError::NotFound) => {}
                     Err(e) => return Err(retry(e)),
                 }
@@ -1868,17 +1915,17 @@ async fn drive(
             row.device_id = Some(d.device_id.clone());
             uow.audit.push(row);
             uow.devices.push(w);
-            rt.store.commit(uow).await?;
+            db.commit(uow).await?;
             continue;
         }
         // An object the vendor holds already: move its window (dates changed).
         if let Some(v) = &d.vendor_ref {
-            match vendor_update(rt, &adapter, &req, v).await {
+            match vendor_update(rt, db, &adapter, &req, v).await {
                 Ok(()) => {
                     w.sync = SyncState::Confirmed;
                     w.last_error = None;
                     uow.devices.push(w);
-                    rt.store.commit(uow).await?;
+                    db.commit(uow).await?;
                     continue;
                 }
                 // Gone at the vendor (removed while suspended): create it again below.
@@ -1888,12 +1935,12 @@ async fn drive(
         }
         // Reconcile before retrying: a call that may have landed is looked up first.
         if d.attempts > 0 {
-            if let Some(v) = vendor_find(rt, &adapter, &req).await.map_err(retry)? {
+            if let Some(v) = vendor_find(rt, db, &adapter, &req).await.map_err(retry)? {
                 w.vendor_ref = Some(v);
                 w.sync = SyncState::Confirmed;
                 w.last_error = None;
                 uow.devices.push(w);
-                rt.store.commit(uow).await?;
+                db.commit(uow).await?;
                 continue;
             }
         }
@@ -1910,6 +1957,7 @@ async fn drive(
         {
             fail_credential(
                 rt,
+                db,
                 entry,
                 &mut cred,
                 expected,
@@ -1929,9 +1977,9 @@ async fn drive(
         }
         w.attempts += 1;
         uow.devices.push(w.clone());
-        rt.store.commit(uow).await?;
+        db.commit(uow).await?;
         let fresh = || unit(entry, rt.fences.for_commit(entry.partition), rt.clock.now());
-        match vendor_issue(rt, &adapter, &req).await {
+        match vendor_issue(rt, db, &adapter, &req).await {
             Ok(vref) => {
                 rt.failpoints.after_vendor_issue().await;
                 let mut uow = fresh();
@@ -1939,16 +1987,17 @@ async fn drive(
                 w.sync = SyncState::Confirmed;
                 w.last_error = None;
                 uow.devices.push(w);
-                rt.store.commit(uow).await?;
+                db.commit(uow).await?;
             }
             Err(VendorError::PinCollision) => {
                 let mut uow = fresh();
                 w.pin_collisions += 1;
                 if w.pin_collisions >= MAX_PIN_COLLISIONS {
                     uow.devices.push(w);
-                    rt.store.commit(uow).await?;
+                    db.commit(uow).await?;
                     refail(
                         rt,
+                        db,
                         entry,
                         credential_id,
                         FailureReason::PinCollisionExhausted,
@@ -1959,7 +2008,7 @@ async fn drive(
                     w.pin = Some(Pin::generate(Pin::DEFAULT_LEN));
                     w.attempts = 0;
                     uow.devices.push(w);
-                    rt.store.commit(uow).await?;
+                    db.commit(uow).await?;
                 }
             }
             Err(e) if parks(&e).is_some() => {
@@ -1969,7 +2018,7 @@ async fn drive(
                 w.attempts -= 1;
                 w.last_error = Some(e.to_string());
                 uow.devices.push(w);
-                rt.store.commit(uow).await?;
+                db.commit(uow).await?;
                 return Err(retry(e));
             }
             Err(e) if e.is_retryable() => {
@@ -1977,22 +2026,22 @@ async fn drive(
                 let mut uow = fresh();
                 w.last_error = Some(e.to_string());
                 uow.devices.push(w);
-                rt.store.commit(uow).await?;
+                db.commit(uow).await?;
                 return Err(retry(e));
             }
-            Err(_) => refail(rt, entry, credential_id, FailureReason::VendorRefused).await?,
+            Err(_) => refail(rt, db, entry, credential_id, FailureReason::VendorRefused).await?,
         }
     }
 }
 
 async fn refail(
     rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     id: &KeyCredentialId,
     reason: FailureReason,
 ) -> Result<(), StepError> {
-    let mut cred = rt
-        .store
+    let mut cred = db
         .get_credential(entry.tenant_id, id)
         .await?
         .ok_or_else(|| StepError::Retry("credential vanished".into()))?;
@@ -2001,13 +2050,14 @@ async fn refail(
         // An update of an active credential was refused: the door keeps its old window.
         return Ok(());
     }
-    let devices = rt.store.credential_devices(entry.tenant_id, id).await?;
-    fail_credential(rt, entry, &mut cred, expected, &devices, reason).await
+    let devices = db.credential_devices(entry.tenant_id, id).await?;
+    fail_credential(rt, db, entry, &mut cred, expected, &devices, reason).await
 }
 
 /// Fails the credential and removes it from every device that may hold it (compensation).
 async fn fail_credential(
     rt: &Runtime,
+    db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     cred: &mut KeyCredential,
     expected: i64,
@@ -2024,6 +2074,6 @@ async fn fail_credential(
         snapshot: cred.snapshot(),
         expected_version: Some(expected),
     });
-    rt.store.commit(uow).await?;
+    db.commit(uow).await?;
     Ok(())
 }

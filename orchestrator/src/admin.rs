@@ -127,7 +127,9 @@ pub(crate) async fn register_device(
         })
         .await
     {
-        Ok(_) => {}
+        // the saga reads the property's devices from this node's cache: a new one counts
+        // at once here (other nodes see it within the cache's lifetime)
+        Ok(_) => shared.rt.config.invalidate(tenant, &property),
         Err(StoreError::Constraint(_)) => {
             return Err(DomainError::validation(
                 "vendorDeviceRef",

@@ -493,6 +493,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             passivate_after: settings.saga.passivate_after,
         },
         work: Default::default(),
+        config: Default::default(),
+        outbox_ready: Default::default(),
     };
     let anomalies = crate::anomalies::Anomalies::new(&properties)?;
     crate::anomalies::touch_series(&rt.metrics);

@@ -565,58 +565,69 @@ pub trait Store: Storage {
 /// Every store is the compatibility layer too.
 impl<S: Storage + ?Sized> Store for S {}
 
-/// One attempt of [`Store::commit`]: the step's writes in the order the schema's locks
-/// expect (credentials and their room links first, the audit heads late, the mailbox
-/// last).
+/// One attempt of [`Store::commit`]: a transaction that applies the step's writes.
 async fn apply<S: Storage + ?Sized>(db: &S, uow: &UnitOfWork) -> StoreResult<()> {
     let mut tx = db.begin(uow.tenant_id, uow.fence).await?;
-    for w in &uow.credentials {
-        match w.expected_version {
-            None => tx.insert_credential(&w.snapshot).await?,
-            Some(v) => tx.update_credential(&w.snapshot, v).await?,
-        }
-    }
-    match &uow.master {
-        Some(MasterKeyWrite::Insert(k)) => tx.insert_master(k).await?,
-        Some(MasterKeyWrite::Revoke { id, revoked_at }) => {
-            tx.revoke_master(id, *revoked_at).await?
-        }
-        None => {}
-    }
-    let learned_at = uow.learned_at.unwrap_or(uow.now);
-    for d in &uow.devices {
-        tx.put_door_truth(d, uow.now, learned_at).await?;
-    }
-    if let Some((subject, state)) = &uow.saga {
-        tx.put_saga(subject, state, uow.now).await?;
-    }
-    tx.append_outbox(&uow.outbox).await?;
-    for a in &uow.attempts {
-        tx.insert_attempt(a).await?;
-    }
-    for w in &uow.webhooks {
-        tx.insert_webhook(w, uow.now).await?;
-    }
-    for h in &uow.device_health {
-        tx.record_device_health(h, uow.now).await?;
-    }
-    tx.append_audit(&uow.audit).await?;
-    for m in &uow.mailbox {
-        match m {
-            MailboxUpdate::Done { id, outcome } => tx.complete_entry(*id, outcome, uow.now).await?,
-            MailboxUpdate::Retry {
-                id,
-                due_at,
-                attempts,
-                last_error,
-            } => tx.retry_entry(*id, *due_at, *attempts, last_error).await?,
-        }
-    }
-    for s in &uow.schedule {
-        tx.schedule_drive(s, uow.now).await?;
-    }
-    for e in &uow.events {
-        tx.enqueue_internal(e, uow.now).await?;
-    }
+    tx.apply(uow).await?;
     tx.commit().await
+}
+
+impl crate::tx::Tx {
+    /// Writes everything a step produced, in the order the schema's locks expect
+    /// (credentials and their room links first, the audit heads late, the mailbox last),
+    /// without committing: a step that read inside this transaction commits once.
+    pub async fn apply(&mut self, uow: &UnitOfWork) -> StoreResult<()> {
+        let tx = self;
+        for w in &uow.credentials {
+            match w.expected_version {
+                None => tx.insert_credential(&w.snapshot).await?,
+                Some(v) => tx.update_credential(&w.snapshot, v).await?,
+            }
+        }
+        match &uow.master {
+            Some(MasterKeyWrite::Insert(k)) => tx.insert_master(k).await?,
+            Some(MasterKeyWrite::Revoke { id, revoked_at }) => {
+                tx.revoke_master(id, *revoked_at).await?
+            }
+            None => {}
+        }
+        let learned_at = uow.learned_at.unwrap_or(uow.now);
+        for d in &uow.devices {
+            tx.put_door_truth(d, uow.now, learned_at).await?;
+        }
+        if let Some((subject, state)) = &uow.saga {
+            tx.put_saga(subject, state, uow.now).await?;
+        }
+        tx.append_outbox(&uow.outbox).await?;
+        for a in &uow.attempts {
+            tx.insert_attempt(a).await?;
+        }
+        for w in &uow.webhooks {
+            tx.insert_webhook(w, uow.now).await?;
+        }
+        for h in &uow.device_health {
+            tx.record_device_health(h, uow.now).await?;
+        }
+        tx.append_audit(&uow.audit).await?;
+        for m in &uow.mailbox {
+            match m {
+                MailboxUpdate::Done { id, outcome } => {
+                    tx.complete_entry(*id, outcome, uow.now).await?
+                }
+                MailboxUpdate::Retry {
+                    id,
+                    due_at,
+                    attempts,
+                    last_error,
+                } => tx.retry_entry(*id, *due_at, *attempts, last_error).await?,
+            }
+        }
+        for s in &uow.schedule {
+            tx.schedule_drive(s, uow.now).await?;
+        }
+        for e in &uow.events {
+            tx.enqueue_internal(e, uow.now).await?;
+        }
+        Ok(())
+    }
 }

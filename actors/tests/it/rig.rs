@@ -204,6 +204,8 @@ impl Rig {
             failpoints: Arc::new(Failpoints::default()),
             settings: saga,
             work: Default::default(),
+            config: Default::default(),
+            outbox_ready: Default::default(),
         };
         let router = Router::new(rt.clone()).start();
         // Fire due timers the way the buses' ticks do.

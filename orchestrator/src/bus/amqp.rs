@@ -1236,9 +1236,12 @@ async fn outbox_loop(
             if stopping {
                 return Ok(());
             }
+            // pushed, not polled: a commit that wrote outbox rows wakes this loop at once;
+            // the timer only picks up rows of steps this node did not run
             let mut stop = stop.clone();
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = shared.rt.outbox_ready.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = stop.changed() => {}
             }
             continue;

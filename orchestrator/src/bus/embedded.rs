@@ -61,6 +61,10 @@ pub async fn publisher(shared: Arc<Shared>) {
             Ok(_) => {}
             Err(e) => warn!(error = %e, "outbox scan failed"),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // pushed by the commits that write outbox rows; the timer is a backstop
+        tokio::select! {
+            () = shared.rt.outbox_ready.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
     }
 }
