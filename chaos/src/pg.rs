@@ -226,6 +226,23 @@ impl PgCluster {
         }
     }
 
+    /// The postmaster's process id while running (also its process group's: every backend
+    /// is in it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A client program of the cluster's installation (`pgbench`, `createdb`, ...) run as
+    /// the `postgres` OS user, with `PGHOST`, `PGPORT` and `PGUSER` pointing it at this
+    /// cluster's unix socket as the superuser.
+    pub fn client(&self, program: &str) -> Command {
+        let mut cmd = self.as_postgres(&self.bin.join(program));
+        cmd.env("PGHOST", self.socket_dir())
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres");
+        cmd
+    }
+
     /// Whether the postmaster runs.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {

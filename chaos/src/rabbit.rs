@@ -260,6 +260,12 @@ impl RabbitNode {
         }
     }
 
+    /// The node's process id while running (also its process group's: `beam.smp` and its
+    /// port programs are in it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the node's process runs.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {

@@ -138,6 +138,16 @@ impl std::fmt::Debug for Rig {
 impl Rig {
     /// Starts Postgres, RabbitMQ, the simulators, migrates, and starts every node (ready).
     pub async fn start(options: RigOptions) -> anyhow::Result<Self> {
+        let mut rig = Self::prepare(options).await?;
+        rig.start_nodes().await?;
+        Ok(rig)
+    }
+
+    /// Everything [`Rig::start`] does except starting the nodes: Postgres, RabbitMQ, the
+    /// simulators, the nodes' configs written and the schema migrated. For a run that uses
+    /// the cluster and the broker before Lockstep does (the benchmark's machine baselines);
+    /// [`Rig::start_nodes`] then starts them.
+    pub async fn prepare(options: RigOptions) -> anyhow::Result<Self> {
         let started = Instant::now();
         let dir = util::scratch_dir(&options.name)?;
         eprintln!(
@@ -199,25 +209,11 @@ impl Rig {
             }
             nodes.push(Node::new(&dir, cfg)?);
         }
-        node::migrate(&nodes[0].config_path())?;
-        for n in &mut nodes {
-            n.start(Duration::from_secs(90)).await?;
+        if let Some(first) = nodes.first() {
+            node::migrate(&first.config_path())?;
         }
-        // Lockstep's topology is declared now: make it survive a broker SIGKILL (see
-        // `rabbit`'s module doc)
-        rabbit.persist_metadata()?;
         let publisher = Publisher::new(rabbit.url(RESERVATION_USER), RESERVATION_USER);
         let world = Arc::new(World::new(properties, publisher, options.seed));
-        eprintln!(
-            "[{}] ready in {:.1}s: {} node(s), {} properties, postgres :{}, rabbitmq :{} ({})",
-            options.name,
-            started.elapsed().as_secs_f64(),
-            nodes.len(),
-            world.properties().len(),
-            pg.port(),
-            rabbit.port(),
-            rabbit.node_name()
-        );
         Ok(Self {
             options,
             pg,
@@ -230,6 +226,27 @@ impl Rig {
             dir,
             started,
         })
+    }
+
+    /// Starts every node of a [`Rig::prepare`]d rig and waits until each is ready.
+    pub async fn start_nodes(&mut self) -> anyhow::Result<()> {
+        for n in &mut self.nodes {
+            n.start(Duration::from_secs(90)).await?;
+        }
+        // Lockstep's topology is declared now: make it survive a broker SIGKILL (see
+        // `rabbit`'s module doc)
+        self.rabbit.persist_metadata()?;
+        eprintln!(
+            "[{}] ready in {:.1}s: {} node(s), {} properties, postgres :{}, rabbitmq :{} ({})",
+            self.options.name,
+            self.started.elapsed().as_secs_f64(),
+            self.nodes.len(),
+            self.world.properties().len(),
+            self.pg.port(),
+            self.rabbit.port(),
+            self.rabbit.node_name()
+        );
+        Ok(())
     }
 
     /// Counts one injected fault (for the progress line and the figures).

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -135,10 +136,19 @@ pub fn run_ok(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes a scratch directory, unless `LOCKSTEP_CHAOS_KEEP` is set (then says where it
-/// is, for the logs in it).
+/// Set by [`keep_scratch_dirs`].
+static KEEP: AtomicBool = AtomicBool::new(false);
+
+/// Keeps every scratch directory from now on, as `LOCKSTEP_CHAOS_KEEP=1` does (for a
+/// command-line flag: the environment is not ours to set).
+pub fn keep_scratch_dirs() {
+    KEEP.store(true, Ordering::SeqCst);
+}
+
+/// Removes a scratch directory, unless `LOCKSTEP_CHAOS_KEEP` is set or
+/// [`keep_scratch_dirs`] was called (then says where it is, for the logs in it).
 pub fn remove_unless_kept(dir: &Path) {
-    if std::env::var_os("LOCKSTEP_CHAOS_KEEP").is_some() {
+    if KEEP.load(Ordering::SeqCst) || std::env::var_os("LOCKSTEP_CHAOS_KEEP").is_some() {
         eprintln!("kept {}", dir.display());
     } else {
         let _ = std::fs::remove_dir_all(dir);

@@ -359,6 +359,23 @@ pub struct Envelope {
     body: Vec<u8>,
 }
 
+impl Envelope {
+    /// Its subject (the routing key).
+    pub fn subject(&self) -> &str {
+        self.subject
+    }
+
+    /// Its envelope id (also the message id).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+}
+
 /// Something the load does a few steps after a new stay.
 #[derive(Clone, Debug)]
 enum FollowUp {
@@ -536,8 +553,53 @@ impl World {
         f(&mut self.stays.lock().expect("stays lock")[index]);
     }
 
-    fn stay(&self, index: usize) -> Stay {
+    /// A copy of stay `index`.
+    pub fn stay(&self, index: usize) -> Stay {
         self.stays.lock().expect("stays lock")[index].clone()
+    }
+
+    /// Reserves a new stay and builds its confirmation (revision 1) without publishing it,
+    /// for a caller with a publisher of its own (the benchmark pipelines its confirms);
+    /// [`World::mark_confirmed`] once the broker confirmed it.
+    pub fn prepare_confirmation(&self) -> (usize, Envelope) {
+        let index = self.new_stay();
+        let e = self.confirmation(&self.stay(index), 1);
+        (index, e)
+    }
+
+    /// Records that stay `index`'s confirmation was published.
+    pub fn mark_confirmed(&self, index: usize) {
+        self.update(index, |s| {
+            s.confirmed = true;
+            s.revision = s.revision.max(1);
+        });
+    }
+
+    /// Claims stay `index`'s end and builds it (next revision) without publishing it;
+    /// `None` if the stay is already ended or being ended. [`World::mark_ended`] once the
+    /// broker confirmed it.
+    pub fn prepare_end(&self, index: usize, kind: EndKind) -> Option<(Envelope, i64)> {
+        if !self.ends_claimed.lock().expect("ending lock").insert(index) {
+            return None;
+        }
+        let stay = self.stay(index);
+        let revision = stay.revision + 1;
+        Some((self.ending(&stay, kind, revision), revision))
+    }
+
+    /// Records that stay `index`'s end (of `revision`) was confirmed by the broker at
+    /// `published_at`: the stale-key window runs from there.
+    pub fn mark_ended(
+        &self,
+        index: usize,
+        kind: EndKind,
+        revision: i64,
+        published_at: DateTime<Utc>,
+    ) {
+        self.update(index, |s| {
+            s.revision = s.revision.max(revision);
+            s.ended = Some(Ending { kind, published_at });
+        });
     }
 
     /// Publishes a new stay's confirmation (revision 1); returns its index and envelope.
@@ -546,14 +608,9 @@ impl World {
     }
 
     async fn confirm_new_enveloped(&self) -> anyhow::Result<(usize, Envelope)> {
-        let index = self.new_stay();
-        let stay = self.stay(index);
-        let e = self.confirmation(&stay, 1);
+        let (index, e) = self.prepare_confirmation();
         self.send(&e).await?;
-        self.update(index, |s| {
-            s.confirmed = true;
-            s.revision = s.revision.max(1);
-        });
+        self.mark_confirmed(index);
         Ok((index, e))
     }
 
@@ -580,22 +637,13 @@ impl World {
 
     /// Ends a stay (next revision); a stay already ended is left alone.
     pub async fn end(&self, index: usize, kind: EndKind) -> anyhow::Result<()> {
-        if !self.ends_claimed.lock().expect("ending lock").insert(index) {
+        let Some((e, revision)) = self.prepare_end(index, kind) else {
             return Ok(()); // already ended, or being ended by another caller
-        }
-        let stay = self.stay(index);
-        let revision = stay.revision + 1;
-        let e = self.ending(&stay, kind, revision);
+        };
         // the model counts it as ended from the moment it is sent: a confirmed publish
         // is Lockstep's, and the stale window runs from the confirm
         let at = self.send(&e).await?;
-        self.update(index, |s| {
-            s.revision = s.revision.max(revision);
-            s.ended = Some(Ending {
-                kind,
-                published_at: at,
-            });
-        });
+        self.mark_ended(index, kind, revision, at);
         Ok(())
     }
 
