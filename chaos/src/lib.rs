@@ -12,7 +12,8 @@
 //! spawn, kill, SIGTERM, metrics), [`vendors`] (the five simulators behind one handle),
 //! [`world`] (the reservation system: publisher and model of every stay), [`check`]
 //! (invariants and figures), [`rig`] (all of it set up for one scenario), [`scenarios`].
-//! The `lockstep-chaos` binary runs the scenarios from the command line.
+//! The `lockstep-chaos` binary runs the scenarios from the command line; the
+//! `lockstep-bench` binary runs [`bench`], the benchmark, on the same pieces.
 //!
 //! For development only; benchmarks print figures, never timed assertions in tests.
 //!
@@ -25,6 +26,7 @@
 #![allow(clippy::disallowed_methods)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod check;
 pub mod node;
 pub mod pg;

@@ -1,0 +1,365 @@
+//! The benchmark's printed figures, one section at a time (each is printed as soon as it
+//! is measured, so a run that fails late still shows what it measured): the run itself
+//! (command line, commit, binary, machine, setup), the machine's baselines, Lockstep's
+//! figures, and the ratios issue 11 asks for.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::lockstep::{Burst, LockstepFigures};
+use super::machine::{PgbenchFigures, RabbitFigures};
+use crate::util::quantile;
+
+/// What identifies a run.
+#[derive(Clone, Debug, Default)]
+pub struct RunInfo {
+    /// The command line, as typed (quoted where needed).
+    pub command: String,
+    /// `git rev-parse HEAD` and the working tree's state.
+    pub commit: String,
+    /// The `lockstep` binary and when it was built.
+    pub binary: String,
+    /// CPUs, memory, Postgres and RabbitMQ versions.
+    pub machine: String,
+    /// Nodes, partitions, properties, rooms, connections, the plan.
+    pub setup: Vec<String>,
+}
+
+/// The run's header.
+pub fn header(info: &RunInfo) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "lockstep-bench");
+    let _ = writeln!(s, "  command: {}", info.command);
+    let _ = writeln!(s, "  commit:  {}", info.commit);
+    let _ = writeln!(s, "  binary:  {}", info.binary);
+    let _ = writeln!(s, "  machine: {}", info.machine);
+    for line in &info.setup {
+        let _ = writeln!(s, "  {line}");
+    }
+    s
+}
+
+/// The machine's baselines.
+pub fn baselines(pg: &PgbenchFigures, mq: &RabbitFigures) -> String {
+    let p = &pg.plan;
+    let mut s =
+        String::from("machine baselines (the same cluster and broker, before Lockstep started)\n");
+    let _ = writeln!(
+        s,
+        "  pgbench -N -c {} -j {} -T {} (scale {}): {:.1} tps{}{}",
+        p.clients,
+        p.threads,
+        p.seconds,
+        p.scale,
+        pg.tps,
+        pg.latency_ms
+            .map(|l| format!(", latency avg {l:.2} ms"))
+            .unwrap_or_default(),
+        pg.transactions
+            .map(|t| format!(", {t} transactions"))
+            .unwrap_or_default(),
+    );
+    let q = &mq.plan;
+    let _ = writeln!(
+        s,
+        "  rabbitmq publish+consume: {:.0} msg/s ({} persistent messages of {} B, confirms in a window of {}, topic exchange → durable quorum queue, consumer prefetch {} acking each; all consumed in {:.2} s; publishes confirmed at {:.0} msg/s)",
+        mq.rate(),
+        q.messages,
+        mq.body_bytes,
+        q.window,
+        q.prefetch,
+        mq.consumed_in.as_secs_f64(),
+        mq.publish_rate(),
+    );
+    s
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |x| format!("{x:.1} ms"))
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or("-".into(), |x| format!("{x:.2} s"))
+}
+
+fn per(total: f64, sagas: usize) -> f64 {
+    total / sagas.max(1) as f64
+}
+
+/// Shortens `{vendor="ttlock",op="issue",outcome="ok"}` to `ttlock issue ok`.
+fn labels(l: &str) -> String {
+    let inner = l.trim_start_matches('{').trim_end_matches('}');
+    if inner.is_empty() {
+        return "(no labels)".into();
+    }
+    inner
+        .split(',')
+        .map(|kv| kv.split_once('=').map_or(kv, |(_, v)| v).trim_matches('"'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn breakdown(map: &BTreeMap<String, f64>, sagas: usize) -> String {
+    let mut v: Vec<(&String, &f64)> = map.iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(a.1));
+    v.iter()
+        .map(|(k, n)| format!("{} {:.2}", labels(k), per(**n, sagas)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn burst(b: &Burst) -> String {
+    let mut s = String::new();
+    let sagas = b.sagas();
+    let _ = writeln!(
+        s,
+        "  burst: {} confirmations + {} cancellations (of warm-up stays, interleaved through the middle half) published in {:.2} s ({:.0} msg/s)",
+        b.confirmations,
+        b.cancellations,
+        b.published_in.as_secs_f64(),
+        (b.confirmations + b.cancellations) as f64 / b.published_in.as_secs_f64().max(1e-9),
+    );
+    if b.timed_out {
+        let _ = writeln!(
+            s,
+            "    TIMED OUT after {:.0} s: {} of {} issued, {} of {} cancelled keys off the door; the figures below cover what completed",
+            b.waited.as_secs_f64(),
+            b.issued,
+            b.confirmations,
+            b.removed,
+            b.cancellations
+        );
+    }
+    let _ = writeln!(
+        s,
+        "    sagas/s: {:.1} ({} issued.v1 seen; first publish → last issued.v1 {:.1} s)",
+        b.sagas_per_sec(),
+        b.issued,
+        b.to_last_issued.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "    publish→issued.v1 during the burst: p50 {} p99 {} max {}",
+        secs(quantile(&b.latencies_s, 0.5)),
+        secs(quantile(&b.latencies_s, 0.99)),
+        secs(quantile(&b.latencies_s, 1.0)),
+    );
+    let _ = writeln!(
+        s,
+        "    cancel→door-delete during the burst: p50 {} p99 {} max {} ({} of {} removed; from the cancellation's broker confirm to the simulator's journal)",
+        secs(quantile(&b.cancel_to_delete_s, 0.5)),
+        secs(quantile(&b.cancel_to_delete_s, 0.99)),
+        secs(quantile(&b.cancel_to_delete_s, 1.0)),
+        b.removed,
+        b.cancellations,
+    );
+    let bg = b.background_xacts_per_sec * b.usage.pg_window;
+    let _ = writeln!(
+        s,
+        "    postgres transactions per saga: {:.1} ({:.0} commits+rollbacks of database lockstep over {:.1} s / {} sagas = {} issued + {} cancelled to the door; {:.1} without the idle background of {:.1}/s)",
+        per(b.usage.pg.xacts, sagas),
+        b.usage.pg.xacts,
+        b.usage.pg_window,
+        sagas,
+        b.issued,
+        b.removed,
+        per(b.usage.pg.xacts - bg, sagas),
+        b.background_xacts_per_sec,
+    );
+    let _ = writeln!(
+        s,
+        "    per saga in postgres: {:.1} WAL fsyncs, {:.1} WAL records, {:.1} kB WAL; rows {:.1} inserted, {:.1} updated, {:.1} deleted, {:.0} fetched",
+        per(b.usage.pg.wal_syncs, sagas),
+        per(b.usage.pg.wal_records, sagas),
+        per(b.usage.pg.wal_bytes, sagas) / 1024.0,
+        per(b.usage.pg.inserted, sagas),
+        per(b.usage.pg.updated, sagas),
+        per(b.usage.pg.deleted, sagas),
+        per(b.usage.pg.fetched, sagas),
+    );
+    let sim = &b.usage.sim;
+    let sim_calls = sim.adds + sim.deletes + sim.changes + sim.lists + sim.tokens_issued;
+    let _ = writeln!(
+        s,
+        "    vendor calls per saga: {:.2} (simulator: {} adds, {} deletes, {} changes, {} list pages, {} tokens{}); lockstep_vendor_calls_total per saga: {}",
+        per(sim_calls as f64, sagas),
+        sim.adds,
+        sim.deletes,
+        sim.changes,
+        sim.lists,
+        sim.tokens_issued,
+        if sim.rejected_by_faults + sim.lost_responses > 0 {
+            format!(", {} faulted", sim.rejected_by_faults + sim.lost_responses)
+        } else {
+            String::new()
+        },
+        breakdown(&b.usage.vendor_calls, sagas),
+    );
+    let _ = writeln!(
+        s,
+        "    saga steps per saga: {:.2} ({})",
+        per(b.usage.saga_steps.values().sum(), sagas),
+        breakdown(&b.usage.saga_steps, sagas),
+    );
+    let events: BTreeMap<String, f64> = b
+        .usage
+        .events_out
+        .iter()
+        .map(|(k, v)| {
+            let short = k.strip_prefix("melmastoon.lock.").unwrap_or(k);
+            (format!("{{s=\"{short}\"}}"), *v as f64)
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "    events out per saga: {:.2} ({})",
+        per(b.usage.events_out.values().sum::<u64>() as f64, sagas),
+        breakdown(&events, sagas),
+    );
+    let c = &b.usage.cpu;
+    let per_ms = |cpu: f64| per(cpu, sagas) * 1000.0;
+    let _ = writeln!(
+        s,
+        "    cpu over the burst ({:.1} s × {} CPUs = {:.1} cpu-s): lockstep {:.1} ({:.2} ms/saga), postgres {:.1} ({:.2} ms/saga), rabbitmq {:.1} ({:.2} ms/saga), harness {:.1}, other processes {:.1}, idle {:.1}",
+        c.wall,
+        c.cpus,
+        c.wall * c.cpus as f64,
+        c.lockstep,
+        per_ms(c.lockstep),
+        c.postgres,
+        per_ms(c.postgres),
+        c.rabbitmq,
+        per_ms(c.rabbitmq),
+        c.harness,
+        c.others(),
+        c.idle(),
+    );
+    let mut backends: Vec<(&String, &f64)> = b.backends.iter().collect();
+    backends.sort_by(|a, b| b.1.total_cmp(a.1));
+    let _ = writeln!(
+        s,
+        "    postgres connections of database lockstep by state/wait (mean of {} samples): {}",
+        b.backend_samples,
+        backends
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    s
+}
+
+/// Lockstep's figures.
+pub fn lockstep(f: &LockstepFigures) -> String {
+    let mut s = String::from("lockstep\n");
+    let _ = writeln!(
+        s,
+        "  warm-up: {} stays confirmed (pipelined) and issued in {:.1} s (cancelled during the burst)",
+        f.warmup.stays,
+        f.warmup.took.as_secs_f64()
+    );
+    let i = &f.idle;
+    let _ = writeln!(
+        s,
+        "  idle: publish→issued.v1 p50 {} p99 {} max {} ({} confirmations one at a time, each waiting for its issued.v1{})",
+        ms(quantile(&i.latencies_ms, 0.5)),
+        ms(quantile(&i.latencies_ms, 0.99)),
+        ms(quantile(&i.latencies_ms, 1.0)),
+        i.latencies_ms.len() + i.missing,
+        if i.missing > 0 {
+            format!("; {} never came within 30 s", i.missing)
+        } else {
+            String::new()
+        }
+    );
+    s.push_str(&burst(&f.burst));
+    for n in &f.nodes {
+        let _ = writeln!(
+            s,
+            "  node {}: peak RSS {} (VmHWM at the end), {:.1} cpu-s over the burst",
+            n.name,
+            n.peak_rss
+                .map_or("-".into(), |b| format!("{:.1} MB", b as f64 / 1e6)),
+            n.burst_cpu
+        );
+    }
+    let inv = &f.invariants;
+    let _ = writeln!(
+        s,
+        "  invariants after the run ({} stays): {}{}",
+        inv.stays,
+        if inv.consistent {
+            "consistent"
+        } else {
+            "BROKEN"
+        },
+        inv.busy
+            .as_ref()
+            .map(|b| format!(", still busy: {b}"))
+            .unwrap_or_default()
+    );
+    for p in &inv.problems {
+        let _ = writeln!(s, "    {p}");
+    }
+    s
+}
+
+/// The ratios issue 11 asks for, and its targets beside them (`None`: the baselines were
+/// not measured).
+pub fn ratios(
+    f: &LockstepFigures,
+    pg: Option<&PgbenchFigures>,
+    mq: Option<&RabbitFigures>,
+) -> String {
+    let b = &f.burst;
+    let sps = b.sagas_per_sec();
+    let mut s = String::from("ratios and issue 11's targets\n");
+    let _ = writeln!(
+        s,
+        "  sagas/s ÷ pgbench tps:           {}  (target ≥ 0.25)",
+        pg.map_or("- (not measured)".into(), |pg| format!(
+            "{:.3} ({sps:.1} / {:.1})",
+            sps / pg.tps.max(1e-9),
+            pg.tps
+        ))
+    );
+    let _ = writeln!(
+        s,
+        "  sagas/s ÷ raw rabbitmq rate:     {}",
+        mq.map_or("- (not measured)".into(), |mq| format!(
+            "{:.3} ({sps:.1} / {:.0})",
+            sps / mq.rate().max(1e-9),
+            mq.rate()
+        ))
+    );
+    let _ = writeln!(
+        s,
+        "  postgres transactions per saga:  {:.1}  (target ≤ 3)",
+        per(b.usage.pg.xacts, b.sagas())
+    );
+    let _ = writeln!(
+        s,
+        "  cancel→door-delete p99 (burst):  {}  (target < 5 s)",
+        secs(quantile(&b.cancel_to_delete_s, 0.99))
+    );
+    let _ = writeln!(
+        s,
+        "  publish→issued.v1 p99 (idle):    {}  (target < 50 ms)",
+        ms(quantile(&f.idle.latencies_ms, 0.99))
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_labels_are_shortened_to_their_values() {
+        assert_eq!(
+            labels("{vendor=\"ttlock\",op=\"issue\",outcome=\"ok\"}"),
+            "ttlock issue ok"
+        );
+        assert_eq!(labels(""), "(no labels)");
+    }
+}
