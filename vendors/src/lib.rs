@@ -28,8 +28,10 @@ pub mod secrets;
 pub mod sim_server;
 pub mod ttlock;
 pub mod vostio;
+pub mod wiegand;
 
 pub use ttlock::{TtlockAdapter, TtlockConfig};
+pub use wiegand::{EncoderDispatch, GenericWiegandAdapter, WiegandConfig};
 
 /// What an adapter can do (spec `003` §2), owned by the domain (the sagas filter kinds
 /// with it, I-6).
@@ -262,12 +264,19 @@ impl From<VendorError> for CallError {
 
 /// `Refused` codes that describe a passing state of the lock or its gateway: the same
 /// request may succeed a little later.
-const TRANSIENT_REFUSALS: &[&str] = &[
+pub const TRANSIENT_REFUSALS: &[&str] = &[
     "gateway_busy",
     "gateway_offline",
     "lock_busy",
     "lock_offline",
     "clock_skew",
+    // the front desk's encoders (`wiegand::errors::TRANSIENT_CODES`)
+    "card_encoder_offline",
+    "encoder_busy",
+    "no_card",
+    "card_rejected",
+    "encoder_error",
+    "desk_ledger_unavailable",
 ];
 
 impl VendorError {

@@ -10,3 +10,4 @@ mod ttlock_adapter;
 mod ttlock_docs_examples;
 mod ttlock_simulator;
 mod vostio;
+mod wiegand;
