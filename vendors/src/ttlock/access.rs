@@ -328,13 +328,7 @@ impl TtlockAdapter {
         lock_id: i64,
         req: &IssueRequest,
     ) -> Result<VendorRef, VendorError> {
-        let number = req
-            .card_number
-            .as_ref()
-            .ok_or_else(|| VendorError::Refused {
-                code: "missing_card_number".into(),
-                detail: "a ttlock card is added by the number the desk reader read".into(),
-            })?;
+        let number = self.card_number(req).await?;
         let (start_date, end_date) = window_ms(req);
         let url = self.url("/v3/identityCard/addForReversedCardNumber");
         let reply: wire::AddCardResponse = self

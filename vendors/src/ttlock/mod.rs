@@ -150,6 +150,17 @@ pub struct TtlockAdapter {
     /// The account's request rate, installed by the runtime (DESIGN §6).
     gate: crate::rate::RateGate,
     token: Mutex<Option<CachedToken>>,
+    /// The front desk that reads an IC card's number (issue 12); without it an `rfid_card`
+    /// needs the number in the request (`missing_card_number`).
+    desk: Option<DeskReader>,
+}
+
+/// Where TTLock's IC cards get their number: the property's desk encoders.
+#[derive(Clone, Debug)]
+struct DeskReader {
+    dispatch: Arc<dyn crate::wiegand::EncoderDispatch>,
+    scope: crate::wiegand::DeskScope,
+    ack_timeout: Duration,
 }
 
 impl fmt::Debug for TtlockAdapter {
@@ -185,7 +196,53 @@ impl TtlockAdapter {
             clock,
             gate: crate::rate::RateGate::default(),
             token: Mutex::new(None),
+            desk: None,
         })
+    }
+
+    /// Reads IC cards' numbers at `scope`'s front desk: an `rfid_card` issued without a
+    /// number has the desk encode (and read back) a card first, one card per credential
+    /// (every lock of the credential registers the same card), then adds it with
+    /// `addForReversedCardNumber`.
+    pub fn with_desk(
+        mut self,
+        dispatch: Arc<dyn crate::wiegand::EncoderDispatch>,
+        scope: crate::wiegand::DeskScope,
+        ack_timeout: Duration,
+    ) -> Self {
+        self.desk = Some(DeskReader {
+            dispatch,
+            scope,
+            ack_timeout,
+        });
+        self
+    }
+
+    /// The number of the request's card: given, or read at the desk.
+    async fn card_number(&self, req: &IssueRequest) -> Result<crate::CardNumber, VendorError> {
+        if let Some(n) = &req.card_number {
+            return Ok(n.clone());
+        }
+        let Some(desk) = &self.desk else {
+            return Err(VendorError::Refused {
+                code: "missing_card_number".into(),
+                detail: "a ttlock card is added by the number the desk reader read".into(),
+            });
+        };
+        let job = crate::wiegand::CardJob {
+            scope: desk.scope.clone(),
+            vendor: VendorCode::Ttlock,
+            // one card per credential: its locks all register the same number
+            idempotency_key: format!("tt-{}", req.label),
+            credential_label: req.label.clone(),
+            device: req.device.clone(),
+            validity: req.validity,
+            ack_timeout: desk.ack_timeout,
+        };
+        desk.dispatch
+            .encode(&job)
+            .await
+            .map_err(crate::wiegand::DeskError::for_card_reader)
     }
 
     fn url(&self, path: &str) -> String {
