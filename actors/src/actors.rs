@@ -296,6 +296,8 @@ impl Handler<Stop> for CredentialActor {
 /// what is due next, so a drain of N entries costs N transactions.
 async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
     let mut next: Option<Option<MailboxEntry>> = None;
+    // the previous step's view: its fresh intents go on to the drive that follows
+    let mut carried: Option<StepDb<'_>> = None;
     loop {
         if !rt.fences.owns(subject.partition) {
             return Err(StepError::Fenced);
@@ -305,6 +307,9 @@ async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
         }
         let now = rt.clock.now();
         let mut db = StepDb::new(rt, subject.tenant_id, subject.partition, &subject.subject);
+        if let Some(prev) = carried.as_mut() {
+            prev.carry_into(&mut db);
+        }
         let entry = match next.take() {
             Some(Some(e)) if e.due_at <= now => e,
             Some(None) => return Ok(()),
@@ -323,6 +328,8 @@ async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
             Ok(()) => {
                 next = db.next.take();
                 db.release().await?;
+                carried = Some(db);
+                continue;
             }
             Err(StepError::Fenced) => {
                 rt.metrics.fenced_commits.with_label_values(&["step"]).inc();

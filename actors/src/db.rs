@@ -35,6 +35,12 @@ pub struct StepDb<'a> {
     tx: Option<Tx>,
     /// The subject's next due entry as the last commit left it (`None`: not looked).
     pub(crate) next: Option<Option<MailboxEntry>>,
+    /// Credentials whose first vendor calls this step decided, staged until its commit.
+    staged: Vec<(KeyCredentialId, Vec<CredentialDevice>)>,
+    /// Fresh intents: credentials whose first vendor attempt (and `pending`) was
+    /// committed by a step of this drain, and not yet called. Memory only: after a crash
+    /// the next owner does not know them, and looks at the vendor before retrying.
+    fresh: HashMap<KeyCredentialId, (KeyCredential, Vec<CredentialDevice>)>,
 }
 
 impl std::fmt::Debug for StepDb<'_> {
@@ -56,7 +62,34 @@ impl<'a> StepDb<'a> {
             subject: subject.to_owned(),
             tx: None,
             next: None,
+            staged: Vec::new(),
+            fresh: HashMap::new(),
         }
+    }
+
+    /// The runtime.
+    pub(crate) fn rt(&self) -> &Runtime {
+        self.rt
+    }
+
+    /// Records that this step commits the first attempt of `id` on `devices` (the intent,
+    /// DESIGN §3.4): once committed, the drive that follows in this drain calls the
+    /// vendor at once, with what it already knows, without reading or committing again.
+    pub(crate) fn stage_fresh(&mut self, id: KeyCredentialId, devices: Vec<CredentialDevice>) {
+        self.staged.push((id, devices));
+    }
+
+    /// A fresh intent of `id`, taken (the drive calls the vendor now).
+    pub(crate) fn take_fresh(
+        &mut self,
+        id: &KeyCredentialId,
+    ) -> Option<(KeyCredential, Vec<CredentialDevice>)> {
+        self.fresh.remove(id)
+    }
+
+    /// Moves the fresh intents into the next step's view (the drain carries them).
+    pub(crate) fn carry_into(&mut self, next: &mut StepDb<'_>) {
+        next.fresh = std::mem::take(&mut self.fresh);
     }
 
     async fn tx(&mut self) -> StoreResult<&mut Tx> {
@@ -95,10 +128,17 @@ impl<'a> StepDb<'a> {
         let mut tx = self.tx.take().expect("opened just above");
         // a refused write (I-9, a stale version, the fence) ends the transaction: nothing
         // of the step is kept, and a retry starts afresh
+        let staged = std::mem::take(&mut self.staged);
         tx.apply(&uow).await?;
         let next = tx.next_mailbox_entry(&self.subject, now).await?;
         tx.commit().await?;
         self.next = Some(next);
+        for (id, devices) in staged {
+            let written = uow.credentials.iter().rev().find(|w| w.snapshot.id == id);
+            if let Some(c) = written.and_then(|w| KeyCredential::restore(w.snapshot.clone()).ok()) {
+                self.fresh.insert(id, (c, devices));
+            }
+        }
         if !uow.outbox.is_empty() {
             self.rt.outbox_ready.notify_one();
         }

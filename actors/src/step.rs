@@ -218,6 +218,51 @@ fn observe(entry: &MailboxEntry, c: &KeyCredential, uow: &mut UnitOfWork) {
     ));
 }
 
+/// Tells the reservation saga in the same commit that its credential became active, when
+/// that changes nothing but the saga's own record (the common case): the observation costs
+/// no mailbox round trip. `false` when the saga would act on it (an update or suspension
+/// decided while the key was on its way): the caller then sends the observation through
+/// the mailbox, where the saga's step carries its commands out.
+async fn observe_inline(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+    c: &KeyCredential,
+    uow: &mut UnitOfWork,
+) -> Result<bool, StepError> {
+    if !entry.subject.starts_with("reservation:") {
+        return Ok(true);
+    }
+    let Some(v) = db.load_saga(entry.tenant_id, &entry.subject).await? else {
+        return Ok(false);
+    };
+    let state =
+        saga_codec::reservation_from_json(&v).map_err(|e| StepError::Retry(e.to_string()))?;
+    let policy = policy(rt, db, entry).await?;
+    let ctx = SagaContext {
+        policy: &policy,
+        caps: capabilities(rt, db, entry, c.rooms()).await?,
+        id_verified: false,
+        new_credential_id: KeyCredentialId::generate(),
+    };
+    let event = ReservationEvent::CredentialObserved {
+        credential_id: c.id().clone(),
+        state: c.state(),
+        failure_reason: c.failure_reason(),
+    };
+    match saga::decide(&state, &event, &ctx) {
+        Decision::Ignore(_) => Ok(true),
+        Decision::Apply { next, commands } if commands.is_empty() => {
+            uow.saga = Some((
+                entry.subject.clone(),
+                saga_codec::reservation_to_json(&next),
+            ));
+            Ok(true)
+        }
+        Decision::Apply { .. } => Ok(false),
+    }
+}
+
 /// Credentials touched by one step, each with the version it was read at (`None`: new).
 #[derive(Default)]
 struct Touched {
@@ -771,8 +816,15 @@ async fn issue(
         cred.mark_failed(reason, now).map_err(domain_err)?;
         observe(entry, &cred, uow);
     } else {
+        // The intent of the first vendor call (DESIGN §3.4) commits with the decision when
+        // the account takes new keys now: the drive that follows in this drain calls the
+        // vendor at once. Otherwise the drive commits it when the account is ready.
+        let intent_now = devices
+            .iter()
+            .all(|d| db.rt().ports.addition_gate(&d.vendor_adapter_id).is_none());
+        let mut fresh = Vec::new();
         for d in &devices {
-            uow.devices.push(DeviceSyncWrite {
+            let w = DeviceSyncWrite {
                 credential_id: cred.id().clone(),
                 device_id: d.id.clone(),
                 desired: Desired::Present,
@@ -780,10 +832,29 @@ async fn issue(
                 pin: (intent.kind == KeyCredentialKind::PinCode)
                     .then(|| Pin::generate(Pin::DEFAULT_LEN)),
                 vendor_ref: None,
-                attempts: 0,
+                attempts: i32::from(intent_now),
                 pin_collisions: 0,
                 last_error: None,
+            };
+            fresh.push(CredentialDevice {
+                credential_id: w.credential_id.clone(),
+                device_id: w.device_id.clone(),
+                device_ref: d.device_ref.clone(),
+                vendor_adapter_id: d.vendor_adapter_id.clone(),
+                desired: w.desired,
+                sync: w.sync,
+                pin: w.pin.clone(),
+                vendor_ref: None,
+                attempts: w.attempts,
+                pin_collisions: 0,
+                last_error: None,
+                removal_requested_at: None,
             });
+            uow.devices.push(w);
+        }
+        if intent_now && !devices.is_empty() {
+            cred.mark_pending(now).map_err(domain_err)?;
+            db.stage_fresh(cred.id().clone(), fresh);
         }
         schedule(entry, uow, cred.id());
         expire_at(entry, uow, cred.id(), intent.validity.until());
@@ -820,9 +891,10 @@ fn schedule(entry: &MailboxEntry, uow: &mut UnitOfWork, id: &KeyCredentialId) {
     });
 }
 
-/// Every device should lose the credential. A device never called (attempts 0) holds
-/// nothing: confirmed absent at once. Otherwise a delete is pending.
-fn plan_removal(devices: &[CredentialDevice], uow: &mut UnitOfWork) -> bool {
+/// Every device should lose the credential. A device never called (attempts 0, or a fresh
+/// intent of this drain that was never sent) holds nothing: confirmed absent at once.
+/// Otherwise a delete is pending.
+fn plan_removal(devices: &[CredentialDevice], uow: &mut UnitOfWork, never_sent: bool) -> bool {
     let mut pending = false;
     for d in devices {
         if d.desired == Desired::Absent && d.sync == SyncState::Confirmed {
@@ -830,7 +902,7 @@ fn plan_removal(devices: &[CredentialDevice], uow: &mut UnitOfWork) -> bool {
         }
         let mut w = DeviceSyncWrite::from_current(d);
         w.desired = Desired::Absent;
-        w.sync = if d.attempts == 0 && d.vendor_ref.is_none() {
+        w.sync = if (d.attempts == 0 || never_sent) && d.vendor_ref.is_none() {
             SyncState::Confirmed
         } else {
             SyncState::Pending
@@ -851,7 +923,9 @@ async fn off_the_door(
     end_master: bool,
 ) -> Result<(), StepError> {
     let devices = db.credential_devices(entry.tenant_id, id).await?;
-    if plan_removal(&devices, uow) {
+    // a fresh intent never sent: taken back, nothing to look for at the vendor
+    let never_sent = db.take_fresh(id).is_some();
+    if plan_removal(&devices, uow, never_sent) {
         schedule(entry, uow, id);
     }
     if end_master {
@@ -1822,6 +1896,13 @@ async fn drive(
     credential_id: &KeyCredentialId,
 ) -> Result<(), StepError> {
     let mut first = true;
+    // A fresh intent of this drain: committed with the decision, never sent. The drive
+    // calls the vendor with what the decision knew, without reading or committing first.
+    let mut carried = db.take_fresh(credential_id);
+    let mut fresh_devices: std::collections::HashSet<lockstep_domain::LockDeviceId> = carried
+        .as_ref()
+        .map(|(_, ds)| ds.iter().map(|d| d.device_id.clone()).collect())
+        .unwrap_or_default();
     loop {
         // Between vendor calls the drive yields to a waiting event, and stops when the node
         // drains (SIGTERM): the entry stays open and due, and resumes after the event or on
@@ -1832,16 +1913,22 @@ async fn drive(
         first = false;
         let now = rt.clock.now();
         let fence = rt.fences.for_commit(entry.partition);
-        let Some(mut cred) = db.get_credential(entry.tenant_id, credential_id).await? else {
-            let mut uow = unit(entry, fence, now);
-            uow.mailbox.push(done(entry, "missing"));
-            db.commit(uow).await?;
-            return Ok(());
+        let (mut cred, devices) = match carried.take() {
+            Some(known) => known,
+            None => {
+                let Some(cred) = db.get_credential(entry.tenant_id, credential_id).await? else {
+                    let mut uow = unit(entry, fence, now);
+                    uow.mailbox.push(done(entry, "missing"));
+                    db.commit(uow).await?;
+                    return Ok(());
+                };
+                let devices = db
+                    .credential_devices(entry.tenant_id, credential_id)
+                    .await?;
+                (cred, devices)
+            }
         };
         let expected = cred.version();
-        let devices = db
-            .credential_devices(entry.tenant_id, credential_id)
-            .await?;
         let next = devices
             .iter()
             .filter(|d| d.sync == SyncState::Pending)
@@ -1933,8 +2020,10 @@ async fn drive(
                 Err(e) => return Err(retry(e)),
             }
         }
+        // A fresh intent was committed with the decision and never sent.
+        let fresh = fresh_devices.remove(&d.device_id);
         // Reconcile before retrying: a call that may have landed is looked up first.
-        if d.attempts > 0 {
+        if d.attempts > 0 && !fresh {
             if let Some(v) = vendor_find(rt, db, &adapter, &req).await.map_err(retry)? {
                 w.vendor_ref = Some(v);
                 w.sync = SyncState::Confirmed;
@@ -1947,6 +2036,12 @@ async fn drive(
         // Something new for the door waits while the account drains its removals or is
         // held (DESIGN §7); asked before an attempt is committed, so it costs none.
         if let Some(why) = rt.ports.addition_gate(&adapter) {
+            if fresh {
+                // the decision's intent was never sent: its attempt is given back
+                w.attempts -= 1;
+                uow.devices.push(w);
+                db.commit(uow).await?;
+            }
             return Err(StepError::Parked(why));
         }
         // The issue's budget is spent: fail and clean up (failed.v1). It counts attempts
@@ -1967,17 +2062,22 @@ async fn drive(
             .await?;
             continue;
         }
-        // Commit the intent (and requested → pending) before the call.
-        if cred.state() == KeyCredentialState::Requested {
-            cred.mark_pending(now).map_err(domain_err)?;
-            uow.credentials.push(CredentialWrite {
-                snapshot: cred.snapshot(),
-                expected_version: Some(expected),
-            });
+        // Commit the intent (and requested → pending) before the call, unless the
+        // decision committed it.
+        let mut expected = expected;
+        if !fresh {
+            if cred.state() == KeyCredentialState::Requested {
+                cred.mark_pending(now).map_err(domain_err)?;
+                uow.credentials.push(CredentialWrite {
+                    snapshot: cred.snapshot(),
+                    expected_version: Some(expected),
+                });
+                expected = cred.version();
+            }
+            w.attempts += 1;
+            uow.devices.push(w.clone());
+            db.commit(uow).await?;
         }
-        w.attempts += 1;
-        uow.devices.push(w.clone());
-        db.commit(uow).await?;
         let fresh = || unit(entry, rt.fences.for_commit(entry.partition), rt.clock.now());
         match vendor_issue(rt, db, &adapter, &req).await {
             Ok(vref) => {
@@ -1986,7 +2086,34 @@ async fn drive(
                 w.vendor_ref = Some(vref);
                 w.sync = SyncState::Confirmed;
                 w.last_error = None;
+                let device = w.device_id.clone();
                 uow.devices.push(w);
+                // The last device the credential waited for: it becomes active in the same
+                // commit, unless an event waits (a cancel that came meanwhile is recorded
+                // before activation, DESIGN §3.5).
+                let last = cred.state() == KeyCredentialState::Pending
+                    && devices.iter().all(|x| {
+                        x.device_id == device
+                            || (x.desired == Desired::Present && x.sync == SyncState::Confirmed)
+                    });
+                if last && !event_waiting(rt, db, entry).await? {
+                    cred.mark_active(uow.now).map_err(domain_err)?;
+                    if !observe_inline(rt, db, entry, &cred, &mut uow).await? {
+                        observe(entry, &cred, &mut uow);
+                    }
+                    flush_events(&mut cred, &mut uow);
+                    uow.credentials.push(CredentialWrite {
+                        snapshot: cred.snapshot(),
+                        expected_version: Some(expected),
+                    });
+                    uow.mailbox.push(done(entry, "applied"));
+                    db.commit(uow).await?;
+                    rt.metrics
+                        .saga_steps
+                        .with_label_values(&["drive", "applied"])
+                        .inc();
+                    return Ok(());
+                }
                 db.commit(uow).await?;
             }
             Err(VendorError::PinCollision) => {
@@ -2067,7 +2194,7 @@ async fn fail_credential(
     let now = rt.clock.now();
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     cred.mark_failed(reason, now).map_err(domain_err)?;
-    plan_removal(devices, &mut uow);
+    plan_removal(devices, &mut uow, false);
     observe(entry, cred, &mut uow);
     flush_events(cred, &mut uow);
     uow.credentials.push(CredentialWrite {
