@@ -8,6 +8,7 @@
 pub mod actors;
 pub mod breaker;
 pub mod db;
+pub mod desk;
 pub mod drift;
 pub mod events_in;
 pub mod events_out;

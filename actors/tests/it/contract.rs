@@ -23,6 +23,8 @@ use lockstep_vendors::{
     brivo, kisi, salto, ttlock, vostio, CardNumber, IssueRequest, LockPort, VendorError,
 };
 
+mod wiegand;
+
 type Faults = Box<dyn Fn(bool, f64, Option<u32>)>;
 
 /// One adapter with its simulator and a device there.
@@ -33,7 +35,28 @@ struct Pair {
     kind: KeyCredentialKind,
     /// (outage, lose_response_rate, rate_limit_per_sec)
     faults: Faults,
+    /// The label of a test's credential: the base itself, or (where the vendor needs a real
+    /// credential id, like a desk's encode job) a `key_` id derived from it.
+    label: fn(&str) -> String,
     _sim: Box<dyn Any>,
+}
+
+fn plain_label(base: &str) -> String {
+    base.to_owned()
+}
+
+/// A `key_` id derived from `base`, the same every time.
+fn credential_label(base: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let half = |salt: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (salt, base).hash(&mut h);
+        h.finish()
+    };
+    let bits = (u128::from(half(1)) << 64 | u128::from(half(2))) >> 2;
+    lockstep_domain::KeyCredentialId::from_ulid(ulid::Ulid(bits))
+        .as_str()
+        .to_owned()
 }
 
 fn pairs() -> anyhow::Result<Vec<Pair>> {
@@ -58,6 +81,7 @@ fn pairs() -> anyhow::Result<Vec<Pair>> {
             )?),
             device: DeviceRef::new("1"),
             kind,
+            label: plain_label,
             faults: Box::new(move |o, l, r| {
                 h.update_faults(|f| {
                     f.outage = o;
@@ -80,6 +104,7 @@ fn pairs() -> anyhow::Result<Vec<Pair>> {
         )?),
         device: DeviceRef::new("lock-1"),
         kind: KeyCredentialKind::PinCode,
+        label: plain_label,
         faults: Box::new(move |o, l, r| {
             h.update_faults(|f| {
                 f.outage = o;
@@ -99,6 +124,7 @@ fn pairs() -> anyhow::Result<Vec<Pair>> {
         port: Arc::new(vostio::VostioAdapter::new(cfg, clock.clone())?),
         device: DeviceRef::new("door-1"),
         kind: KeyCredentialKind::MobileApp,
+        label: plain_label,
         faults: Box::new(move |o, l, r| {
             h.update_faults(|f| {
                 f.outage = o;
@@ -120,6 +146,7 @@ fn pairs() -> anyhow::Result<Vec<Pair>> {
         )?),
         device: DeviceRef::new("1:10"),
         kind: KeyCredentialKind::MobileApp,
+        label: plain_label,
         faults: Box::new(move |o, l, r| {
             h.update_faults(|f| {
                 f.outage = o;
@@ -138,6 +165,7 @@ fn pairs() -> anyhow::Result<Vec<Pair>> {
         port: Arc::new(brivo::BrivoAdapter::new(s.default_adapter_config(), clock)?),
         device: DeviceRef::new("100"),
         kind: KeyCredentialKind::PinCode,
+        label: plain_label,
         faults: Box::new(move |o, l, r| {
             h.update_faults(|f| {
                 f.outage = o;
@@ -177,10 +205,12 @@ async fn held(p: &Pair, label: &str) -> anyhow::Result<usize> {
 async fn every_adapter_honours_the_lock_port_contract() -> anyhow::Result<()> {
     let db = TempSqlite::new();
     let store: Arc<dyn lockstep_persistence::Store> = Arc::new(db.open(test_cipher()).await?);
-    for (i, p) in pairs()?.iter().enumerate() {
+    let mut all = pairs()?;
+    all.push(wiegand::pair(store.clone()).await?);
+    for (i, p) in all.iter().enumerate() {
         let name = p.name;
         // issue → update → revoke (twice)
-        let label = format!("key_contract_{name}");
+        let label = (p.label)(&format!("key_contract_{name}"));
         let req = request(p, &label, 0, 1);
         let vref: VendorRef = p
             .port
@@ -216,7 +246,7 @@ async fn every_adapter_honours_the_lock_port_contract() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{name}: second revoke: {e}"))?;
 
         // a lost response, then the retry reconciles: exactly one at the vendor
-        let label = format!("key_lost_{name}");
+        let label = (p.label)(&format!("key_lost_{name}"));
         let req = request(p, &label, 1, 1);
         (p.faults)(false, 1.0, None);
         assert!(
@@ -278,7 +308,12 @@ async fn every_adapter_honours_the_lock_port_contract() -> anyhow::Result<()> {
                 let (ports, adapter, req) = (
                     ports.clone(),
                     adapter.clone(),
-                    request(p, &format!("key_storm_{name}_{n:02}"), 100 + n, 1),
+                    request(
+                        p,
+                        &(p.label)(&format!("key_storm_{name}_{n:02}")),
+                        100 + n,
+                        1,
+                    ),
                 );
                 async move { ports.call(&adapter, VendorOp::Issue(req)).await }
             })
@@ -312,7 +347,12 @@ async fn every_adapter_honours_the_lock_port_contract() -> anyhow::Result<()> {
             let r = ports
                 .call(
                     &adapter,
-                    VendorOp::Issue(request(p, &format!("key_out_{name}_{n}"), 200 + n, 1)),
+                    VendorOp::Issue(request(
+                        p,
+                        &(p.label)(&format!("key_out_{name}_{n}")),
+                        200 + n,
+                        1,
+                    )),
                 )
                 .await;
             // the vendor's own answer is Unavailable; once the breaker opened, the gate in
