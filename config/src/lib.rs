@@ -100,6 +100,79 @@ pub struct RawSettings {
     pub auth: Option<RawAuth>,
     /// Offline-issuance certificates.
     pub offline: RawOffline,
+    /// The desktop relay front-desk agents connect to (issue 12).
+    pub relay: RawRelay,
+}
+
+/// The desktop relay (DESIGN §8): the WebSocket server front-desk agents connect to. It
+/// runs when `enabled = true` or `bind` is set, and in the embedded demo unless
+/// `enabled = false`; otherwise it is off, and a `generic-wiegand` adapter refuses to
+/// start. Timeouts left unset keep the relay's defaults (spec `003` §6: 8 s ack).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRelay {
+    /// Run the relay (default: only in the embedded demo, or when `bind` is set).
+    pub enabled: Option<bool>,
+    /// Listen address (default `127.0.0.1:0`: any free loopback port, printed at start).
+    /// The relay speaks plain WebSocket: put a TLS-terminating ingress in front of it.
+    pub bind: Option<String>,
+    /// The URL desktops are given (`relayWsBaseUrl`; default `ws://<bind>/relay/v1`).
+    pub public_url: Option<String>,
+    /// The name desktops sign for (default `lockstep-relay`).
+    pub audience: Option<String>,
+    /// A job not acknowledged within this goes to another desktop, ms (default 8000).
+    pub ack_timeout_ms: Option<u64>,
+    /// An acknowledged job must have its result within this, ms (default 120000).
+    pub result_timeout_ms: Option<u64>,
+    /// Heartbeat interval, ms (default 5000).
+    pub heartbeat_interval_ms: Option<u64>,
+    /// A silent desktop is disconnected after this, ms (default 15000).
+    pub idle_timeout_ms: Option<u64>,
+    /// A connection must authenticate within this, ms (default 10000).
+    pub handshake_timeout_ms: Option<u64>,
+    /// A job whose desktop dropped after acknowledging waits this long for it, ms
+    /// (default 3000).
+    pub reconnect_grace_ms: Option<u64>,
+    /// A job some desktop took (and may hold the card of) waits this long for that
+    /// desktop to return before another desktop encodes it, ms (default 60000).
+    pub holder_grace_ms: Option<u64>,
+    /// Connections the relay gets to close at shutdown, ms (default 3000).
+    pub shutdown_grace_ms: Option<u64>,
+    /// Connections allowed between accept and authentication (default 256).
+    pub max_unauthenticated: Option<usize>,
+    /// Jobs one desktop may hold unanswered (default 16).
+    pub max_jobs_per_desktop: Option<usize>,
+}
+
+/// Validated relay settings; `None` durations keep the relay's own defaults.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// The URL desktops are given, when configured.
+    pub public_url: Option<String>,
+    /// Audience.
+    pub audience: Option<String>,
+    /// Ack timeout.
+    pub ack_timeout: Option<Duration>,
+    /// Result timeout.
+    pub result_timeout: Option<Duration>,
+    /// Heartbeat interval.
+    pub heartbeat_interval: Option<Duration>,
+    /// Idle timeout.
+    pub idle_timeout: Option<Duration>,
+    /// Handshake timeout.
+    pub handshake_timeout: Option<Duration>,
+    /// Reconnect grace.
+    pub reconnect_grace: Option<Duration>,
+    /// Holder grace (the desk dispatch's).
+    pub holder_grace: Option<Duration>,
+    /// Shutdown grace.
+    pub shutdown_grace: Duration,
+    /// Unauthenticated connection cap.
+    pub max_unauthenticated: Option<usize>,
+    /// Jobs per desktop.
+    pub max_jobs_per_desktop: Option<usize>,
 }
 
 /// Offline-issuance certificates (spec `003` §5).
@@ -381,6 +454,9 @@ pub struct RawPolicy {
 
 /// A vendor adapter. Which fields a vendor needs:
 /// - `ttlock`: `api_base_url`, `client_id`, `client_secret`, `username`, `password`;
+///   with the relay running, IC cards (`rfid_card`) are read at the front desk;
+/// - `generic-wiegand`: nothing (cards are encoded at the front desk through the relay,
+///   which must run); optional `desktop_ack_timeout_ms`;
 /// - `salto`: `api_base_url`, `auth_base_url` (identity server), `site_id`, `client_id`,
 ///   `client_secret`, `username`, `password`;
 /// - `assa-abloy` (Vostio): `api_base_url`, `auth_base_url` (OAuth token URL),
@@ -393,12 +469,14 @@ pub struct RawPolicy {
 pub struct RawAdapter {
     /// `vad_…` id.
     pub id: String,
-    /// Vendor code (`ttlock`, `salto`, `assa-abloy`, `kisi`, `brivo`).
+    /// Vendor code (`ttlock`, `salto`, `assa-abloy`, `kisi`, `brivo`, `generic-wiegand`).
     pub vendor: String,
     /// `sandbox` or `production`.
     #[serde(default = "sandbox")]
     pub environment: String,
-    /// API base URL.
+    /// API base URL (required for every vendor but `generic-wiegand`, where it is the
+    /// relay URL desktops are given, `relayWsBaseUrl`; default `[relay] public_url`).
+    #[serde(default)]
     pub api_base_url: String,
     /// Identity / OAuth server URL, where the vendor has one apart.
     #[serde(default)]
@@ -432,6 +510,10 @@ pub struct RawAdapter {
     /// (TTLock 100); 0: no limit (simulators, test accounts).
     #[serde(default)]
     pub rate_limit_per_min: Option<u32>,
+    /// `generic-wiegand`: how long a desktop has to acknowledge an encode job, ms
+    /// (`desktopAckTimeoutMs`, default 8000).
+    #[serde(default)]
+    pub desktop_ack_timeout_ms: Option<u64>,
 }
 
 fn sandbox() -> String {
@@ -499,6 +581,8 @@ pub struct Settings {
     pub auth: Option<RawAuth>,
     /// Offline-issuance signing key and its id.
     pub offline: RawOffline,
+    /// The desktop relay (`None`: not running).
+    pub relay: Option<RelaySettings>,
 }
 
 /// Postgres URLs.
@@ -781,6 +865,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         },
         auth: raw.auth,
         offline: raw.offline,
+        relay: relay_settings(&raw.relay, raw.mode, raw.demo.enabled)?,
         secret_check_interval: match raw.secrets.check_interval_ms.unwrap_or(60_000) {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
@@ -793,6 +878,49 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             scale
         },
     })
+}
+
+/// The relay runs when enabled, when given an address, and in the embedded demo unless
+/// switched off.
+fn relay_settings(
+    r: &RawRelay,
+    mode: Mode,
+    demo: Option<bool>,
+) -> Result<Option<RelaySettings>, ConfigError> {
+    let demo = demo.unwrap_or(mode == Mode::Embedded) && mode == Mode::Embedded;
+    let on = match r.enabled {
+        Some(on) => on,
+        None => r.bind.is_some() || demo,
+    };
+    if !on {
+        return Ok(None);
+    }
+    let ms = |key: &str, v: Option<u64>| -> Result<Option<Duration>, ConfigError> {
+        match v {
+            Some(0) => Err(invalid(key, "must be more than zero")),
+            v => Ok(v.map(Duration::from_millis)),
+        }
+    };
+    if let Some(url) = &r.public_url {
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+            return Err(invalid("relay.public_url", "must be a ws:// or wss:// URL"));
+        }
+    }
+    Ok(Some(RelaySettings {
+        bind: addr("relay.bind", r.bind.as_deref(), "127.0.0.1:0")?,
+        public_url: r.public_url.clone(),
+        audience: r.audience.clone(),
+        ack_timeout: ms("relay.ack_timeout_ms", r.ack_timeout_ms)?,
+        result_timeout: ms("relay.result_timeout_ms", r.result_timeout_ms)?,
+        heartbeat_interval: ms("relay.heartbeat_interval_ms", r.heartbeat_interval_ms)?,
+        idle_timeout: ms("relay.idle_timeout_ms", r.idle_timeout_ms)?,
+        handshake_timeout: ms("relay.handshake_timeout_ms", r.handshake_timeout_ms)?,
+        reconnect_grace: ms("relay.reconnect_grace_ms", r.reconnect_grace_ms)?,
+        holder_grace: ms("relay.holder_grace_ms", r.holder_grace_ms)?,
+        shutdown_grace: Duration::from_millis(r.shutdown_grace_ms.unwrap_or(3_000)),
+        max_unauthenticated: r.max_unauthenticated,
+        max_jobs_per_desktop: r.max_jobs_per_desktop,
+    }))
 }
 
 /// Resolves a secret reference to its value.
@@ -922,6 +1050,62 @@ denied_burst = { treshold = 8 }
 "#,
         );
         assert!(typo.is_err(), "a misspelt key is named, not ignored");
+    }
+
+    #[test]
+    fn the_relay_runs_in_the_embedded_demo_or_when_given_an_address() {
+        let demo = validate(RawSettings::default()).unwrap();
+        let relay = demo.relay.expect("the embedded demo runs a relay");
+        assert_eq!(relay.bind.ip().to_string(), "127.0.0.1");
+        let off = validate(RawSettings {
+            relay: RawRelay {
+                enabled: Some(false),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(off.relay.is_none());
+        let bound = validate(RawSettings {
+            demo: RawDemo {
+                enabled: Some(false),
+                ..Default::default()
+            },
+            relay: RawRelay {
+                bind: Some("0.0.0.0:8790".into()),
+                ack_timeout_ms: Some(2000),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap()
+        .relay
+        .expect("a bind address turns the relay on");
+        assert_eq!(bind_port(&bound), 8790);
+        assert_eq!(bound.ack_timeout, Some(Duration::from_secs(2)));
+        let no_demo = validate(RawSettings {
+            demo: RawDemo {
+                enabled: Some(false),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(no_demo.relay.is_none(), "off unless configured");
+        let e = validate(RawSettings {
+            relay: RawRelay {
+                bind: Some("nowhere".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("relay.bind"), "{e}");
+    }
+
+    fn bind_port(r: &RelaySettings) -> u16 {
+        r.bind.port()
     }
 
     #[test]

@@ -437,6 +437,11 @@ impl OfflineSigner {
         }
     }
 
+    /// The public half (the relay checks certificates against it).
+    pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.key.verifying_key()
+    }
+
     /// The public half, hex (what desktops pin to verify certificates).
     pub fn public_hex(&self) -> String {
         self.key
@@ -578,6 +583,16 @@ pub(crate) async fn issue_cert(
     store.commit(uow).await?;
     let payload = cert.signed_payload();
     let signature = ed25519_dalek::Signer::sign(&signer.key, payload.as_bytes());
+    let signature_b64 = base64::engine::general_purpose::STANDARD.encode(signature.to_bytes());
+    {
+        // Kept beside the certificate: the relay checks a desktop's certificate against
+        // it, so the desktop need not present it.
+        use lockstep_persistence::OfflineCertSignatureTable as _;
+        let mut tx = shared.rt.store.begin(tenant, None).await?;
+        tx.set_offline_cert_signature(cert.id.as_str(), &signature_b64, &signer.key_id)
+            .await?;
+        tx.commit().await?;
+    }
     let mut body = cert_json(&cert);
     body["certificate"] = json!(base64::engine::general_purpose::STANDARD.encode(&payload));
     body["signature"] =
@@ -598,9 +613,10 @@ pub(crate) struct RevokeCert {
     reason: Option<String>,
 }
 
-/// `POST /api/v1/offline-issuance/certificates/{id}/revoke` `{reason}`. O-2 (credentials
-/// minted under it flagged for re-issue) has nothing to flag until desktops mint
-/// provisional credentials (the encoder relay).
+/// `POST /api/v1/offline-issuance/certificates/{id}/revoke` `{reason}`; a desktop connected
+/// to this node's relay with it is disconnected. O-2 (credentials minted under it flagged
+/// for re-issue) has nothing to flag until the reconciler materializes provisional
+/// credentials.
 pub(crate) async fn revoke_cert(
     req: HttpRequest,
     path: web::Path<String>,
@@ -632,6 +648,10 @@ pub(crate) async fn revoke_cert(
             now,
         ));
         store.commit(uow).await?;
+    }
+    // A desktop connected with it is cut now, not at its next handshake.
+    if let Some(relay) = &shared.relay {
+        relay.hub.disconnect_certificate(tenant, &cert.id);
     }
     Ok(HttpResponse::Ok().json(cert_json(&cert)))
 }

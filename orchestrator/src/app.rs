@@ -56,6 +56,8 @@ pub struct Shared {
     pub shutdown: crate::shutdown::Shutdown,
     /// Door anomaly rules per property and the memory of recent attempts (US-MEL-0079).
     pub anomalies: crate::anomalies::Anomalies,
+    /// The desktop relay, when this node runs one (`[relay]`).
+    pub relay: Option<Arc<crate::desk::RelayHost>>,
 }
 
 /// Reads the key from settings, or (embedded) from `<data dir>/encryption.key`, creating it.
@@ -408,8 +410,31 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         worker,
         breaker: breaker_policy(&settings)?,
     };
+    let offline_signer = offline_signer(&settings)?;
+    let outbox_ready: Arc<tokio::sync::Notify> = Default::default();
+    // The relay before the adapters: the card adapters encode through its hub.
+    let relay = match &settings.relay {
+        Some(r) => Some(Arc::new(
+            crate::desk::RelayHost::start(crate::desk::RelayStart {
+                settings: r,
+                store: store.clone(),
+                clock: clock.clone(),
+                registry: metrics.registry.clone(),
+                node_id: settings.node_id.clone(),
+                own_sessions_only: settings.amqp.is_some(),
+                issuer_key: offline_signer.as_ref().map(|s| s.verifying_key()),
+                outbox_ready: outbox_ready.clone(),
+            })
+            .await?,
+        )),
+        None => None,
+    };
+    let desk = relay.as_ref().map(|r| crate::seed::Desk {
+        dispatch: r.desk.clone(),
+        relay_url: r.public_url.clone(),
+    });
     for p in &properties {
-        crate::seed::register_property(store.as_ref(), &ports, &deps, p).await?;
+        crate::seed::register_property(store.as_ref(), &ports, &deps, p, desk.as_ref()).await?;
         crate::seed::register_policy(store.as_ref(), clock.as_ref(), p).await?;
     }
     // V-2: where each adapter's secrets live and their fingerprint; then watched for rotation
@@ -494,7 +519,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         },
         work: Default::default(),
         config: Default::default(),
-        outbox_ready: Default::default(),
+        outbox_ready,
     };
     let anomalies = crate::anomalies::Anomalies::new(&properties)?;
     crate::anomalies::touch_series(&rt.metrics);
@@ -512,9 +537,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         commands: crate::commands::CommandBus::new(settings.amqp.is_some()),
         webhook_tokens: crate::webhooks::WebhookTokens::new(cipher(&settings)?),
         properties: properties.clone(),
-        offline_signer: offline_signer(&settings)?,
+        offline_signer,
         shutdown: crate::shutdown::Shutdown::new(),
         anomalies,
+        relay,
     });
 
     match &settings.amqp {
@@ -631,6 +657,11 @@ async fn stop_signal() -> anyhow::Result<()> {
 /// plus a little. What is left stays due in the store for the next owner.
 async fn drain(shared: &Arc<Shared>, amqp: bool) {
     shared.rt.work.drain();
+    // Desktops first: their sessions are closed, stored and in the outbox before the bus
+    // flushes it; an encode in flight answers `ShuttingDown` and its step parks.
+    if let Some(relay) = &shared.relay {
+        relay.shutdown().await;
+    }
     shared.shutdown.begin();
     let grace = shared.rt.settings.vendor_call_timeout + Duration::from_secs(20);
     if amqp {

@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod commands;
+pub mod desk;
 pub mod dlq;
 pub mod http;
 pub mod intake;

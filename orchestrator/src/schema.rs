@@ -136,6 +136,14 @@ pub const PRODUCED: &[(&str, &str)] = &[
         include_str!("../../docs/events/melmastoon.lock.vendor_webhook.processed.v1.schema.json"),
     ),
     (
+        "melmastoon.lock.encoder_session.opened.v1",
+        include_str!("../../docs/events/melmastoon.lock.encoder_session.opened.v1.schema.json"),
+    ),
+    (
+        "melmastoon.lock.encoder_session.closed.v1",
+        include_str!("../../docs/events/melmastoon.lock.encoder_session.closed.v1.schema.json"),
+    ),
+    (
         "melmastoon.lock.vendor_adapter.health_changed.v1",
         include_str!(
             "../../docs/events/melmastoon.lock.vendor_adapter.health_changed.v1.schema.json"

@@ -15,7 +15,8 @@ use lockstep_persistence::{
 };
 use lockstep_vendors::secrets::SecretRef;
 use lockstep_vendors::ttlock::{RotatingSecrets, RunningSimulator, Secret, TtlockSimulator};
-use lockstep_vendors::{LockCapabilities, LockPort, TtlockAdapter, TtlockConfig};
+use lockstep_vendors::wiegand::{DeskScope, GenericWiegandAdapter, WiegandConfig};
+use lockstep_vendors::{EncoderDispatch, LockCapabilities, LockPort, TtlockAdapter, TtlockConfig};
 use serde_json::json;
 use tracing::info;
 
@@ -198,19 +199,31 @@ pub async fn refresh_rotation_gauges(
     Ok(())
 }
 
-/// Registers one property's adapters (building their ports) and devices.
+/// The front desk the card adapters encode through, when this node runs the relay.
+#[derive(Clone, Debug)]
+pub struct Desk {
+    /// The relay's encode jobs, kept in the store.
+    pub dispatch: Arc<dyn EncoderDispatch>,
+    /// Where desktops reach the relay (`relayWsBaseUrl` unless the adapter names one).
+    pub relay_url: String,
+}
+
+/// Registers one property's adapters (building their ports) and devices. With a `desk`,
+/// `generic-wiegand` adapters encode their cards there and TTLock adapters read IC card
+/// numbers there; without one, a `generic-wiegand` adapter refuses to start.
 pub async fn register_property(
     store: &dyn Store,
     ports: &PortRegistry,
     deps: &VendorDeps,
     p: &RawProperty,
+    desk: Option<&Desk>,
 ) -> anyhow::Result<()> {
     let tenant = TenantId::parse(&p.tenant_id)
         .map_err(|e| anyhow::anyhow!("properties.tenant_id: {e:?}"))?;
     let property = PropertyId::parse(&p.property_id)
         .map_err(|e| anyhow::anyhow!("properties.property_id: {e:?}"))?;
     for a in &p.adapters {
-        register_adapter(store, ports, deps, tenant, &property, a).await?;
+        register_adapter(store, ports, deps, tenant, &property, a, desk).await?;
     }
     for d in &p.devices {
         let vendor = p
@@ -230,10 +243,19 @@ pub async fn register_property(
 fn build_port(
     a: &RawAdapter,
     clock: Arc<dyn Clock>,
+    scope: DeskScope,
+    desk: Option<&Desk>,
 ) -> anyhow::Result<(VendorCode, Arc<dyn LockPort>)> {
     use lockstep_vendors::{brivo, kisi, salto, vostio};
     let vendor =
         VendorCode::parse(&a.vendor).map_err(|e| anyhow::anyhow!("adapters.vendor: {e:?}"))?;
+    if vendor != VendorCode::GenericWiegand && a.api_base_url.is_empty() {
+        anyhow::bail!("adapters.api_base_url is required for {}", a.vendor);
+    }
+    let ack_timeout = a
+        .desktop_ack_timeout_ms
+        .map(std::time::Duration::from_millis)
+        .unwrap_or(WiegandConfig::DEFAULT_ACK_TIMEOUT);
     let need = |v: &Option<String>, key: &str| -> anyhow::Result<String> {
         v.clone()
             .ok_or_else(|| anyhow::anyhow!("adapters.{key} is required for {}", a.vendor))
@@ -273,7 +295,12 @@ fn build_port(
                     password: secret_ref(pw),
                 });
             }
-            Arc::new(TtlockAdapter::new(cfg, clock).map_err(err)?)
+            let adapter = TtlockAdapter::new(cfg, clock).map_err(err)?;
+            // IC cards (`rfid_card`) get the number the desk reader read.
+            match desk {
+                Some(d) => Arc::new(adapter.with_desk(d.dispatch.clone(), scope, ack_timeout)),
+                None => Arc::new(adapter),
+            }
         }
         VendorCode::Salto => {
             let mut cfg = salto::SaltoConfig::new(
@@ -326,7 +353,24 @@ fn build_port(
             Arc::new(brivo::BrivoAdapter::new(cfg, clock).map_err(err)?)
         }
         VendorCode::GenericWiegand => {
-            anyhow::bail!("adapters.vendor: generic-wiegand comes with the desktop relay")
+            let desk = desk.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "adapters.vendor: generic-wiegand encodes cards at the front desk: run the relay ([relay] bind)"
+                )
+            })?;
+            let relay_ws_base_url = if a.api_base_url.is_empty() {
+                desk.relay_url.clone()
+            } else {
+                a.api_base_url.clone()
+            };
+            Arc::new(GenericWiegandAdapter::new(
+                WiegandConfig {
+                    scope,
+                    relay_ws_base_url,
+                    desktop_ack_timeout: ack_timeout,
+                },
+                desk.dispatch.clone(),
+            ))
         }
     };
     Ok((vendor, port))
@@ -339,10 +383,15 @@ async fn register_adapter(
     tenant: TenantId,
     property: &PropertyId,
     a: &RawAdapter,
+    desk: Option<&Desk>,
 ) -> anyhow::Result<()> {
     let id = VendorAdapterId::parse(&a.id).map_err(|e| anyhow::anyhow!("adapters.id: {e:?}"))?;
     let clock = deps.clock.clone();
-    let (vendor, port) = build_port(a, clock.clone())?;
+    let scope = DeskScope {
+        tenant_id: tenant,
+        property_id: property.clone(),
+    };
+    let (vendor, port) = build_port(a, clock.clone(), scope, desk)?;
     let caps = port.capabilities();
     let mut deps = deps.clone();
     // Unset: what the vendor documents (TTLock 100/min); 0: none (simulators, test accounts).
@@ -460,6 +509,7 @@ pub fn demo(bind: std::net::SocketAddr) -> anyhow::Result<(RunningSimulator, Raw
             access_schedule_id: None,
             // the built-in simulator is a test account: no rate limit
             rate_limit_per_min: Some(0),
+            desktop_ack_timeout_ms: None,
         }],
         devices: DEMO_LOCKS
             .iter()
