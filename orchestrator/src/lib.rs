@@ -5,6 +5,7 @@
 //! talks to the saga only through `Wake` messages and the store.
 
 pub mod admin;
+pub mod agent;
 pub mod anomalies;
 pub mod app;
 pub mod auth;

@@ -82,6 +82,12 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// The front-desk agent: connects a desktop's card encoders to a relay (`keygen` once,
+    /// then `run`; see the README's "Front desk").
+    Agent {
+        #[command(subcommand)]
+        action: AgentAction,
+    },
     /// Run a standalone TTLock simulator.
     Simulator {
         /// Listen address.
@@ -90,6 +96,61 @@ enum Command {
         /// Lock ids to create (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "1001,1002,1003,1004")]
         locks: Vec<i64>,
+    },
+}
+
+// Parsed once per process: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+enum AgentAction {
+    /// Writes a fresh Ed25519 key for this desktop (mode 0600) and prints its public half
+    /// (base64): the `publicKeyEd25519` of `POST /api/v1/offline-issuance/certificates`.
+    Keygen {
+        /// Where to write the key (64 hex digits); refused if it exists.
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Connects to the relay, authenticates with the key and certificate, encodes the
+    /// jobs it is sent on simulated USB encoders and keeps the local SQLite mirror; runs
+    /// until SIGTERM or ctrl-c, reconnecting with backoff.
+    Run {
+        /// The relay's URL (printed by the node: `lockstep relay listening on ws://…`).
+        #[arg(long, env = "LOCKSTEP_RELAY_URL")]
+        url: String,
+        /// The desktop's key (written by `lockstep agent keygen`).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// The offline-issuance certificate binding the key (`oki_…`).
+        #[arg(long)]
+        certificate_id: String,
+        /// Lockstep's signature over the certificate (base64, the `signature` the
+        /// certificate endpoint answered); needed only if the node does not keep it.
+        #[arg(long)]
+        certificate_signature: Option<String>,
+        /// The tenant (uuid).
+        #[arg(long)]
+        tenant: String,
+        /// The property.
+        #[arg(long)]
+        property: String,
+        /// The desktop id the certificate binds.
+        #[arg(long)]
+        desktop_id: String,
+        /// The local SQLite mirror (spec 004 §7).
+        #[arg(long, default_value = "lockstep-desk.sqlite")]
+        mirror: PathBuf,
+        /// Sign only for a relay announcing this audience.
+        #[arg(long)]
+        audience: Option<String>,
+        /// Simulated encoders attached.
+        #[arg(long, default_value_t = 1)]
+        encoders: usize,
+        /// Time the simulated encoder takes per card, ms.
+        #[arg(long, default_value_t = 500)]
+        encode_ms: u64,
+        /// Longest reconnect delay, ms.
+        #[arg(long, default_value_t = 30_000)]
+        backoff_max_ms: u64,
     },
 }
 
@@ -208,6 +269,39 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .context("running the simulator")
             }
+            Command::Agent { action } => match action {
+                AgentAction::Keygen { key_file } => lockstep_orchestrator::agent::keygen(&key_file),
+                AgentAction::Run {
+                    url,
+                    key_file,
+                    certificate_id,
+                    certificate_signature,
+                    tenant,
+                    property,
+                    desktop_id,
+                    mirror,
+                    audience,
+                    encoders,
+                    encode_ms,
+                    backoff_max_ms,
+                } => {
+                    lockstep_orchestrator::agent::run(lockstep_orchestrator::agent::AgentArgs {
+                        url,
+                        key_file,
+                        certificate_id,
+                        tenant,
+                        property,
+                        desktop_id,
+                        certificate_signature,
+                        audience,
+                        mirror,
+                        encoders,
+                        encode_time: std::time::Duration::from_millis(encode_ms),
+                        backoff_max: std::time::Duration::from_millis(backoff_max_ms),
+                    })
+                    .await
+                }
+            },
             Command::Audit { action } => {
                 let settings = lockstep_config::load(cli.config.as_deref())?;
                 match action {

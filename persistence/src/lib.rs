@@ -34,6 +34,7 @@ pub mod crypto;
 mod dialect;
 mod facade;
 pub mod migrate;
+pub mod mirror;
 pub mod model;
 pub mod pg;
 pub mod sqlite;
