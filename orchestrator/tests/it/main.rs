@@ -5,6 +5,7 @@
 
 mod anomalies;
 mod contract;
+mod desk;
 mod embedded;
 mod events_table;
 mod foul_weather;
