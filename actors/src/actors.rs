@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use actix::prelude::*;
 use lockstep_domain::{PropertyId, TenantId};
-use lockstep_persistence::{MailboxEntry, SubjectRef};
+use lockstep_persistence::{MailboxEntry, MailboxKind, SubjectRef};
 use tracing::{debug, warn, Instrument};
 
 use crate::db::StepDb;
@@ -24,7 +24,30 @@ use crate::step::{self, StepError};
 /// Work may be waiting for `subject`.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
-pub struct Wake(pub SubjectRef);
+pub struct Wake {
+    /// The saga subject.
+    pub subject: SubjectRef,
+    /// The work may take a key off a door: its steps go before waiting issuances.
+    pub removal: bool,
+}
+
+impl Wake {
+    /// A wake of `subject` (due timers, a restart: nothing known of the work).
+    pub fn new(subject: SubjectRef) -> Self {
+        Self {
+            subject,
+            removal: false,
+        }
+    }
+
+    /// A wake of `subject` for a stored message of `topic`.
+    pub fn for_topic(subject: SubjectRef, topic: &str) -> Self {
+        Self {
+            subject,
+            removal: crate::events_in::is_removal_topic(topic),
+        }
+    }
+}
 
 /// Stop every actor working on `partition` (ownership lost).
 #[derive(Message, Clone, Copy, Debug)]
@@ -59,14 +82,14 @@ impl Actor for Router {
 impl Handler<Wake> for Router {
     type Result = ();
     fn handle(&mut self, msg: Wake, _ctx: &mut Self::Context) {
-        if !self.rt.fences.owns(msg.0.partition) {
+        if !self.rt.fences.owns(msg.subject.partition) {
             debug!(
-                partition = msg.0.partition,
+                partition = msg.subject.partition,
                 "wake for a partition not owned here"
             );
             return;
         }
-        let key = (msg.0.tenant_id, msg.0.property_id.clone());
+        let key = (msg.subject.tenant_id, msg.subject.property_id.clone());
         let addr = match self.properties.get(&key) {
             Some(a) if a.connected() => a.clone(),
             _ => {
@@ -133,15 +156,17 @@ impl Actor for PropertyActor {
 impl Handler<Wake> for PropertyActor {
     type Result = ();
     fn handle(&mut self, msg: Wake, _ctx: &mut Self::Context) {
-        debug_assert_eq!(msg.0.tenant_id, self.tenant);
-        debug_assert_eq!(msg.0.property_id, self.property);
+        debug_assert_eq!(msg.subject.tenant_id, self.tenant);
+        debug_assert_eq!(msg.subject.property_id, self.property);
         self.subjects.retain(|_, (_, a)| a.connected());
-        let addr = match self.subjects.get(&msg.0.subject) {
+        let addr = match self.subjects.get(&msg.subject.subject) {
             Some((_, a)) => a.clone(),
             None => {
-                let a = CredentialActor::new(self.rt.clone(), msg.0.clone()).start();
-                self.subjects
-                    .insert(msg.0.subject.clone(), (msg.0.partition, a.clone()));
+                let a = CredentialActor::new(self.rt.clone(), msg.subject.clone()).start();
+                self.subjects.insert(
+                    msg.subject.subject.clone(),
+                    (msg.subject.partition, a.clone()),
+                );
                 a
             }
         };
@@ -187,6 +212,8 @@ pub struct CredentialActor {
     subject: SubjectRef,
     running: bool,
     again: bool,
+    /// A wake since the drain began said the work takes a key off a door.
+    removal: bool,
     idle_generation: u64,
 }
 
@@ -197,6 +224,7 @@ impl CredentialActor {
             subject,
             running: false,
             again: false,
+            removal: false,
             idle_generation: 0,
         }
     }
@@ -204,6 +232,7 @@ impl CredentialActor {
     fn start_drain(&mut self, ctx: &mut Context<Self>) {
         self.running = true;
         self.again = false;
+        let removal = std::mem::take(&mut self.removal);
         self.idle_generation += 1;
         let rt = self.rt.clone();
         let subject = self.subject.clone();
@@ -216,7 +245,9 @@ impl CredentialActor {
                 // A draining node (SIGTERM) starts nothing new: the entries stay due for the
                 // next owner of the partition.
                 let fenced = match rt.work.enter() {
-                    Some(_running) => matches!(drain(&rt, &subject).await, Err(StepError::Fenced)),
+                    Some(_running) => {
+                        matches!(drain(&rt, &subject, removal).await, Err(StepError::Fenced))
+                    }
                     None => false,
                 };
                 me.do_send(Drained { fenced });
@@ -248,7 +279,8 @@ impl Actor for CredentialActor {
 
 impl Handler<Wake> for CredentialActor {
     type Result = ();
-    fn handle(&mut self, _msg: Wake, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Wake, ctx: &mut Self::Context) {
+        self.removal |= msg.removal;
         if self.running {
             self.again = true;
         } else {
@@ -294,7 +326,10 @@ impl Handler<Stop> for CredentialActor {
 /// retry timer on its entry; the drain then moves on to entries that are due. Each step
 /// is one transaction (`StepDb`): its first read opens it, its commit ends it and tells
 /// what is due next, so a drain of N entries costs N transactions.
-async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
+///
+/// A drain woken for a removal has its transactions admitted before waiting issuances
+/// (`removal`), and so does one whose entry is a removal message.
+async fn drain(rt: &Runtime, subject: &SubjectRef, removal: bool) -> Result<(), StepError> {
     let mut next: Option<Option<MailboxEntry>> = None;
     // the previous step's view: its fresh intents go on to the drive that follows
     let mut carried: Option<StepDb<'_>> = None;
@@ -306,7 +341,14 @@ async fn drain(rt: &Runtime, subject: &SubjectRef) -> Result<(), StepError> {
             return Ok(());
         }
         let now = rt.clock.now();
-        let mut db = StepDb::new(rt, subject.tenant_id, subject.partition, &subject.subject);
+        // the entry peeked at the last commit may itself say it is a removal
+        let peeked_removal = matches!(
+            &next,
+            Some(Some(MailboxEntry { kind: MailboxKind::Event { topic, .. }, .. }))
+                if crate::events_in::is_removal_topic(topic)
+        );
+        let mut db = StepDb::new(rt, subject.tenant_id, subject.partition, &subject.subject)
+            .for_removal(removal || peeked_removal);
         if let Some(prev) = carried.as_mut() {
             prev.carry_into(&mut db);
         }

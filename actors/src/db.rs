@@ -33,6 +33,10 @@ pub struct StepDb<'a> {
     partition: i32,
     subject: String,
     tx: Option<Tx>,
+    /// The step's admission, held with its transaction (removals first).
+    permit: Option<crate::runtime::StepPermit>,
+    /// Whether this step's work is a removal (admitted before waiting issuances).
+    removal: bool,
     /// The subject's next due entry as the last commit left it (`None`: not looked).
     pub(crate) next: Option<Option<MailboxEntry>>,
     /// Credentials whose first vendor calls this step decided, staged until its commit.
@@ -61,10 +65,19 @@ impl<'a> StepDb<'a> {
             partition,
             subject: subject.to_owned(),
             tx: None,
+            permit: None,
+            removal: false,
             next: None,
             staged: Vec::new(),
             fresh: HashMap::new(),
         }
+    }
+
+    /// Marks the step's work as a removal: its transactions are admitted before waiting
+    /// issuances (revocations first).
+    pub fn for_removal(mut self, removal: bool) -> Self {
+        self.removal = removal;
+        self
     }
 
     /// The runtime.
@@ -94,6 +107,9 @@ impl<'a> StepDb<'a> {
 
     async fn tx(&mut self) -> StoreResult<&mut Tx> {
         if self.tx.is_none() {
+            if self.permit.is_none() {
+                self.permit = Some(self.rt.steps.acquire(self.removal).await);
+            }
             let fence = self.rt.fences.for_commit(self.partition);
             self.tx = Some(self.rt.store.begin(self.tenant, fence).await?);
         }
@@ -114,6 +130,8 @@ impl<'a> StepDb<'a> {
     /// without writing): nothing of it is lost, it only read.
     pub async fn release(&mut self) -> StoreResult<()> {
         if let Some(tx) = self.tx.take() {
+            // the permit goes with the transaction, whatever its commit answers
+            let _permit = self.permit.take();
             tx.commit().await?;
         }
         Ok(())
@@ -126,6 +144,7 @@ impl<'a> StepDb<'a> {
         self.check(uow.tenant_id)?;
         self.tx().await?;
         let mut tx = self.tx.take().expect("opened just above");
+        let _permit = self.permit.take();
         // a refused write (I-9, a stale version, the fence) ends the transaction: nothing
         // of the step is kept, and a retry starts afresh
         let staged = std::mem::take(&mut self.staged);

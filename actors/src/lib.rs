@@ -20,7 +20,9 @@ pub mod vendor;
 
 pub use actors::{LiveActors, ReleasePartition, Router, Wake};
 pub use metrics::Metrics;
-pub use runtime::{Failpoints, FenceBook, Runtime, SagaSettings, WorkGate, WorkGuard};
+pub use runtime::{
+    Failpoints, FenceBook, Runtime, SagaSettings, StepGate, StepPermit, WorkGate, WorkGuard,
+};
 pub use vendor::{
     AdapterInfo, PortRegistry, RateLimit, StoreLimiter, VendorDeps, VendorOp, VendorReply,
     WorkerSettings,

@@ -199,6 +199,109 @@ impl WorkGate {
     }
 }
 
+/// Admission of saga transactions to the store, removals first (issue 11, "revocations
+/// first, everywhere"): a step's transaction takes a permit before it takes a connection,
+/// and a freed permit goes to a waiting removal before any waiting issuance. So when
+/// thousands of confirmations wait for the database, a cancellation that arrives after
+/// them is decided next, not last. The permits are fewer than the pool's connections:
+/// intake and the outbox, which take none, always find one.
+#[derive(Debug, Clone)]
+pub struct StepGate {
+    inner: Arc<std::sync::Mutex<GateState>>,
+}
+
+#[derive(Debug)]
+struct GateState {
+    free: usize,
+    removals: std::collections::VecDeque<tokio::sync::oneshot::Sender<StepPermit>>,
+    others: std::collections::VecDeque<tokio::sync::oneshot::Sender<StepPermit>>,
+}
+
+/// A step's admission; dropping it hands it to the next waiter, removals first.
+#[derive(Debug)]
+pub struct StepPermit {
+    gate: Option<Arc<std::sync::Mutex<GateState>>>,
+}
+
+impl StepGate {
+    /// A gate of `permits` (at least one).
+    pub fn new(permits: usize) -> Self {
+        Self {
+            inner: Arc::new(std::sync::Mutex::new(GateState {
+                free: permits.max(1),
+                removals: Default::default(),
+                others: Default::default(),
+            })),
+        }
+    }
+
+    /// Waits for a permit; `removal` work is served before any other that waits.
+    pub async fn acquire(&self, removal: bool) -> StepPermit {
+        let rx = {
+            let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if st.free > 0 {
+                st.free -= 1;
+                return StepPermit {
+                    gate: Some(self.inner.clone()),
+                };
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if removal {
+                st.removals.push_back(tx);
+            } else {
+                st.others.push_back(tx);
+            }
+            rx
+        };
+        match rx.await {
+            Ok(p) => p,
+            // the gate is gone (never while a Runtime holds it): admit
+            Err(_) => StepPermit { gate: None },
+        }
+    }
+
+    /// Steps waiting for a permit: (removals, others).
+    pub fn waiting(&self) -> (usize, usize) {
+        let st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        (st.removals.len(), st.others.len())
+    }
+}
+
+impl Default for StepGate {
+    fn default() -> Self {
+        Self::new(8)
+    }
+}
+
+impl Drop for StepPermit {
+    fn drop(&mut self) {
+        let Some(gate) = self.gate.take() else {
+            return;
+        };
+        let mut st = gate.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let next = match st.removals.pop_front() {
+                Some(w) => w,
+                None => match st.others.pop_front() {
+                    Some(w) => w,
+                    None => {
+                        st.free += 1;
+                        return;
+                    }
+                },
+            };
+            let permit = StepPermit {
+                gate: Some(gate.clone()),
+            };
+            match next.send(permit) {
+                Ok(()) => return,
+                // that waiter gave up: its permit comes back here, unsent (no recursion)
+                Err(mut p) => p.gate = None,
+            }
+        }
+    }
+}
+
 /// Shared handles.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -223,6 +326,8 @@ pub struct Runtime {
     /// Woken by every commit that wrote outbox rows: the publisher sends them at once
     /// instead of at its next poll.
     pub outbox_ready: Arc<tokio::sync::Notify>,
+    /// Admission of saga transactions, removals first.
+    pub steps: StepGate,
 }
 
 /// Tunables of the saga executor.
@@ -255,6 +360,65 @@ impl Default for SagaSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// Issue 11, revocations first: with every permit taken, a removal that starts
+    /// waiting after many issuances is admitted before all of them; issuances keep their
+    /// order among themselves; a waiter that gave up passes its turn on.
+    #[tokio::test]
+    async fn a_freed_permit_goes_to_a_waiting_removal_before_earlier_issuances() {
+        let gate = StepGate::new(1);
+        let held = gate.acquire(false).await;
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        let spawn = |name: &'static str, removal: bool| {
+            let (gate, order) = (gate.clone(), order.clone());
+            tokio::spawn(async move {
+                let _p = gate.acquire(removal).await;
+                order.lock().unwrap().push(name);
+            })
+        };
+        for name in ["issue-1", "issue-2", "issue-3"] {
+            tasks.push(spawn(name, false));
+            tokio::task::yield_now().await;
+        }
+        // a removal that gives up before its turn
+        let quitter = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.acquire(true).await })
+        };
+        tokio::task::yield_now().await;
+        quitter.abort();
+        let _ = quitter.await;
+        tasks.push(spawn("cancel", true));
+        tokio::task::yield_now().await;
+        assert_eq!(gate.waiting(), (2, 3));
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec!["cancel", "issue-1", "issue-2", "issue-3"]
+        );
+        assert_eq!(gate.waiting(), (0, 0));
+        // every permit came back: as many as the gate has are free at once
+        let _a = gate.acquire(false).await;
+    }
+
+    /// The gate admits `permits` at once, never more.
+    #[tokio::test]
+    async fn the_gate_admits_as_many_steps_as_it_has_permits() {
+        let gate = StepGate::new(2);
+        let a = gate.acquire(false).await;
+        let _b = gate.acquire(true).await;
+        let third = tokio::time::timeout(Duration::from_millis(50), gate.acquire(true)).await;
+        assert!(third.is_err(), "a third step waits");
+        drop(a);
+        tokio::time::timeout(Duration::from_secs(1), gate.acquire(false))
+            .await
+            .expect("admitted once a permit is freed");
+    }
 
     /// DESIGN §4: a step still running when its node lost the partition commits with the
     /// fence it started under (the store refuses it if another node took the partition),

@@ -12,8 +12,8 @@ use actix::{Actor, Addr};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use lockstep_actors::{
-    Failpoints, FenceBook, Metrics, PortRegistry, Router, Runtime, SagaSettings, VendorDeps,
-    WorkerSettings,
+    Failpoints, FenceBook, Metrics, PortRegistry, Router, Runtime, SagaSettings, StepGate,
+    VendorDeps, WorkerSettings,
 };
 use lockstep_config::{resolve_secret, Mode, Settings};
 use lockstep_domain::breaker::BreakerPolicy;
@@ -173,6 +173,16 @@ fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
     std::fs::write(path, value).with_context(|| format!("creating {}", path.display()))
+}
+
+/// Saga transactions admitted at once (issue 11): a quarter of the Postgres pool stays for
+/// intake, the outbox and the timers, which never wait behind saga steps; SQLite writes
+/// one at a time whatever the number.
+fn step_permits(settings: &Settings) -> usize {
+    match &settings.postgres {
+        Some(pg) => (pg.max_connections as usize * 3 / 4).max(2),
+        None => 4,
+    }
 }
 
 /// Opens the configured store (the node's, or a CLI command's).
@@ -520,6 +530,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         work: Default::default(),
         config: Default::default(),
         outbox_ready,
+        steps: StepGate::new(step_permits(&settings)),
     };
     let anomalies = crate::anomalies::Anomalies::new(&properties)?;
     crate::anomalies::touch_series(&rt.metrics);

@@ -300,12 +300,15 @@ pub async fn accept(
     };
     let outcome = store.intake(&msg, fence).await?;
     if outcome == IntakeOutcome::Accepted {
-        router.do_send(Wake(SubjectRef {
-            tenant_id: msg.tenant_id,
-            property_id: msg.property_id,
-            partition,
-            subject: msg.subject,
-        }));
+        router.do_send(Wake::for_topic(
+            SubjectRef {
+                tenant_id: msg.tenant_id,
+                property_id: msg.property_id,
+                partition,
+                subject: msg.subject,
+            },
+            &msg.topic,
+        ));
     }
     Ok(outcome)
 }

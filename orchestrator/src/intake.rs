@@ -61,6 +61,29 @@ pub async fn accept(
     partition: i32,
     fence: Option<Fence>,
 ) -> Result<IntakeOutcome, IntakeError> {
+    let msgs = prepare(schemas, store, clock, metrics, bytes, partition).await?;
+    let mut outcome = IntakeOutcome::Duplicate;
+    for msg in msgs {
+        let stored = store.intake(&msg, fence).await?;
+        if stored == IntakeOutcome::Accepted {
+            outcome = IntakeOutcome::Accepted;
+        }
+        settled(router, metrics, msg, stored);
+    }
+    Ok(outcome)
+}
+
+/// Validates one message for `partition` and gives what to store for it: one message, or
+/// one per property for a user deactivation (which names no property: it fans out to
+/// every property where the user holds a live master key, DESIGN §4).
+pub async fn prepare(
+    schemas: &EventSchemas,
+    store: &dyn Store,
+    clock: &dyn Clock,
+    metrics: &Metrics,
+    bytes: &[u8],
+    partition: i32,
+) -> Result<Vec<IntakeMessage>, IntakeError> {
     let (envelope, parsed) = match schemas.check_consumed(bytes) {
         Ok(v) => v,
         Err(r) => {
@@ -72,23 +95,21 @@ pub async fn accept(
         }
     };
     let received_at = clock.now();
-    // A user deactivation names no property: fan it out to every property where the user
-    // holds a live master key (DESIGN §4), one stored message per property.
     let fan_out = matches!(parsed.event, Consumed::UserDeactivated { .. });
     let properties = match &parsed.property_id {
         Some(p) => vec![p.clone()],
         None => user_properties(store, &parsed).await?,
     };
-    let mut outcome = IntakeOutcome::Duplicate;
-    for property_id in properties {
-        // One user deactivation is one message per property: each copy is deduped alone.
-        let message_id = if fan_out {
-            format!("{}:{}", parsed.message_id, property_id)
-        } else {
-            parsed.message_id.clone()
-        };
-        let msg = IntakeMessage {
-            message_id,
+    Ok(properties
+        .into_iter()
+        .map(|property_id| IntakeMessage {
+            // One user deactivation is one message per property: each copy is deduped
+            // alone.
+            message_id: if fan_out {
+                format!("{}:{}", parsed.message_id, property_id)
+            } else {
+                parsed.message_id.clone()
+            },
             consumer: CONSUMER.into(),
             tenant_id: parsed.tenant_id,
             property_id,
@@ -97,26 +118,37 @@ pub async fn accept(
             topic: parsed.subject.clone(),
             payload: envelope.clone(),
             received_at,
-        };
-        match store.intake(&msg, fence).await? {
-            IntakeOutcome::Accepted => {
-                outcome = IntakeOutcome::Accepted;
-                metrics
-                    .intake_messages
-                    .with_label_values(&["accepted"])
-                    .inc();
-                router.do_send(Wake(SubjectRef {
+        })
+        .collect())
+}
+
+/// After the commit that stored `msg` (or found it stored): counts it and, when it is
+/// new, wakes its subject.
+pub fn settled(
+    router: &Addr<Router>,
+    metrics: &Metrics,
+    msg: IntakeMessage,
+    outcome: IntakeOutcome,
+) {
+    match outcome {
+        IntakeOutcome::Accepted => {
+            metrics
+                .intake_messages
+                .with_label_values(&["accepted"])
+                .inc();
+            router.do_send(Wake::for_topic(
+                SubjectRef {
                     tenant_id: msg.tenant_id,
                     property_id: msg.property_id,
-                    partition,
+                    partition: msg.partition,
                     subject: msg.subject,
-                }));
-            }
-            IntakeOutcome::Duplicate => metrics
-                .intake_messages
-                .with_label_values(&["duplicate"])
-                .inc(),
+                },
+                &msg.topic,
+            ));
         }
+        IntakeOutcome::Duplicate => metrics
+            .intake_messages
+            .with_label_values(&["duplicate"])
+            .inc(),
     }
-    Ok(outcome)
 }

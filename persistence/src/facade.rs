@@ -79,6 +79,37 @@ pub trait Store: Storage {
         Ok(IntakeOutcome::Accepted)
     }
 
+    /// [`Store::intake`] of many messages of one tenant in one transaction (a partition
+    /// consumer's batch, issue 11): each message is deduped alone, the outcomes come back
+    /// in order, and nothing is stored unless everything is. Acknowledge the broker only
+    /// after this returns. [`crate::StoreError::Conflict`] when the messages name several tenants.
+    async fn intake_batch(
+        &self,
+        msgs: &[IntakeMessage],
+        fence: Option<Fence>,
+    ) -> StoreResult<Vec<IntakeOutcome>> {
+        let Some(first) = msgs.first() else {
+            return Ok(Vec::new());
+        };
+        if msgs.iter().any(|m| m.tenant_id != first.tenant_id) {
+            return Err(crate::StoreError::Conflict {
+                entity: "intake batch of several tenants",
+            });
+        }
+        let mut tx = self.begin(first.tenant_id, fence).await?;
+        let mut out = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            if tx.insert_inbox(msg).await? {
+                tx.enqueue_event(msg).await?;
+                out.push(IntakeOutcome::Accepted);
+            } else {
+                out.push(IntakeOutcome::Duplicate);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
     /// The oldest open, due mailbox entry of a subject.
     async fn next_mailbox_entry(
         &self,

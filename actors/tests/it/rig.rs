@@ -206,6 +206,7 @@ impl Rig {
             work: Default::default(),
             config: Default::default(),
             outbox_ready: Default::default(),
+            steps: Default::default(),
         };
         let router = Router::new(rt.clone()).start();
         // Fire due timers the way the buses' ticks do.
@@ -220,7 +221,7 @@ impl Rig {
             while !halt.load(Ordering::SeqCst) {
                 if let Ok(subjects) = store.due_subjects(None, clock.now(), 1000).await {
                     for s in subjects {
-                        r.do_send(Wake(s));
+                        r.do_send(Wake::new(s));
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -283,12 +284,15 @@ impl Rig {
             received_at: self.rt.clock.now(),
         };
         self.rt.store.intake(&msg, None).await?;
-        self.router.do_send(Wake(SubjectRef {
-            tenant_id: self.tenant,
-            property_id: self.property.clone(),
-            partition: 0,
-            subject: msg.subject,
-        }));
+        self.router.do_send(Wake::for_topic(
+            SubjectRef {
+                tenant_id: self.tenant,
+                property_id: self.property.clone(),
+                partition: 0,
+                subject: msg.subject,
+            },
+            &msg.topic,
+        ));
         Ok(())
     }
 
@@ -311,12 +315,15 @@ impl Rig {
             due_at: now,
         });
         self.rt.store.commit(uow).await?;
-        self.router.do_send(Wake(SubjectRef {
-            tenant_id: self.tenant,
-            property_id: self.property.clone(),
-            partition: 0,
-            subject: subject.into(),
-        }));
+        self.router.do_send(Wake::for_topic(
+            SubjectRef {
+                tenant_id: self.tenant,
+                property_id: self.property.clone(),
+                partition: 0,
+                subject: subject.into(),
+            },
+            topic,
+        ));
         Ok(())
     }
 

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use futures_util::StreamExt;
+use futures_util::{FutureExt as _, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -40,7 +40,7 @@ use lockstep_actors::events_in::{Rejection, CONSUMED_SUBJECTS};
 use lockstep_actors::{ReleasePartition, Wake};
 use lockstep_config::AmqpSettings;
 use lockstep_persistence::StoreError;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::app::Shared;
 use crate::intake::{self, IntakeError};
@@ -677,13 +677,54 @@ async fn intake_loop(
                 None => anyhow::bail!("intake consumer ended"),
             },
         };
-        intake_one(&shared, &ch, &names, &settings, d, &mut outage).await?;
+        // Whatever else the broker has already delivered is republished with it, and the
+        // confirms are awaited together (a window, issue 11): one round trip per batch.
+        let mut batch = vec![d];
+        while batch.len() < INTAKE_BATCH {
+            match consumer.next().now_or_never() {
+                Some(Some(d)) => batch.push(d?),
+                Some(None) => anyhow::bail!("intake consumer ended"),
+                None => break,
+            }
+        }
+        let mut sent = Vec::with_capacity(batch.len());
+        for d in batch {
+            if let Some(s) = intake_publish(&shared, &ch, &names, &settings, d, &mut outage).await?
+            {
+                sent.push(s);
+            }
+        }
+        for (d, confirms) in sent {
+            settle(d, confirms).await?;
+        }
+    }
+}
+
+/// Deliveries of the intake queue republished before their confirms are awaited, at most
+/// (its prefetch).
+const INTAKE_BATCH: usize = 64;
+
+/// Acknowledges a republished delivery once the broker confirmed every copy of it.
+async fn settle(
+    d: Delivery,
+    confirms: Vec<lapin::PublisherConfirm>,
+) -> anyhow::Result<()> {
+    let mut confirmed = true;
+    for c in confirms {
+        confirmed &= matches!(c.await?, Confirmation::Ack(None));
+    }
+    if confirmed {
+        d.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    } else {
+        // The broker could not take the copy (no partition queue bound, or a nack): the
+        // session is unwell; the delivery returns to the queue when it is rebuilt.
+        anyhow::bail!("partition republish was not confirmed")
     }
 }
 
 /// Validates one consumed message and republishes it to its partition (or dead-letters
-/// it), then acknowledges it. A store failure (the fan-out of a user deactivation reads
-/// the store) holds the delivery and retries: it never returns to the queue for it.
+/// it), then acknowledges it.
 async fn intake_one(
     shared: &Shared,
     ch: &Channel,
@@ -692,6 +733,25 @@ async fn intake_one(
     d: Delivery,
     outage: &mut Outage,
 ) -> anyhow::Result<()> {
+    match intake_publish(shared, ch, names, settings, d, outage).await? {
+        Some((d, confirms)) => settle(d, confirms).await,
+        None => Ok(()),
+    }
+}
+
+/// Validates one consumed message and publishes its copies to their partitions, giving
+/// back the delivery and the copies' confirms to [`settle`]; a refused message is
+/// dead-lettered and acknowledged here (`None`). A store failure (the fan-out of a user
+/// deactivation reads the store) holds the delivery and retries: it never returns to the
+/// queue for it.
+async fn intake_publish(
+    shared: &Shared,
+    ch: &Channel,
+    names: &Names,
+    settings: &AmqpSettings,
+    d: Delivery,
+    outage: &mut Outage,
+) -> anyhow::Result<Option<(Delivery, Vec<lapin::PublisherConfirm>)>> {
     // the schema first, then the publisher: each subject only from its owner's broker
     // user (RabbitMQ has validated `user_id` against the connection's user); a replay is
     // judged by its original publisher
@@ -731,7 +791,7 @@ async fn intake_one(
                 .with_label_values(&["dead_lettered"])
                 .inc();
             d.acker.ack(BasicAckOptions::default()).await?;
-            return Ok(());
+            return Ok(None);
         }
         Ok(v) => v,
     };
@@ -749,12 +809,12 @@ async fn intake_one(
                     Err(IntakeError::Rejected(why)) => {
                         dead_letter(ch, names, &d, &why, &publisher).await?;
                         d.acker.ack(BasicAckOptions::default()).await?;
-                        return Ok(());
+                        return Ok(None);
                     }
                     Err(IntakeError::Store(e)) => {
                         if shared.shutdown.is_begun() {
                             // left unacknowledged: it returns to the queue when we close
-                            return Ok(());
+                            return Ok(None);
                         }
                         outage.failed(shared, &e);
                         outage.wait().await;
@@ -789,11 +849,11 @@ async fn intake_one(
         headers.insert(s(ORIGINAL_USER_HEADER), text_value(u));
         props = props.with_headers(headers);
     }
-    let mut confirmed = true;
+    let mut confirms = Vec::with_capacity(copies.len());
     for (key, body) in &copies {
         // Single writer per property: the hash key is tenant/property.
-        let confirm = ch
-            .basic_publish(
+        confirms.push(
+            ch.basic_publish(
                 s(&names.partitions),
                 s(key),
                 BasicPublishOptions {
@@ -803,18 +863,10 @@ async fn intake_one(
                 body,
                 props.clone(),
             )
-            .await?
-            .await?;
-        confirmed &= matches!(confirm, Confirmation::Ack(None));
+            .await?,
+        );
     }
-    if confirmed {
-        d.acker.ack(BasicAckOptions::default()).await?;
-        Ok(())
-    } else {
-        // The broker could not take the copy (no partition queue bound, or a nack): the
-        // session is unwell; the delivery returns to the queue when it is rebuilt.
-        anyhow::bail!("partition republish was not confirmed")
-    }
+    Ok(Some((d, confirms)))
 }
 
 fn is_command(d: &Delivery) -> bool {
@@ -921,7 +973,7 @@ async fn wake_due(shared: &Shared, partition: i32) -> Result<(), StoreError> {
         .due_subjects(Some(partition), shared.rt.clock.now(), 10_000)
         .await?;
     for sref in subjects {
-        shared.router.do_send(Wake(sref));
+        shared.router.do_send(Wake::new(sref));
     }
     Ok(())
 }
@@ -984,8 +1036,120 @@ async fn partition_loop(
                 None => anyhow::bail!("partition {p} consumer ended"),
             },
         };
-        partition_one(&shared, partition, d, &mut outage).await?;
+        // Whatever else the broker has already delivered joins this one (issue 11): one
+        // transaction stores them all. No waiting for more: an idle partition stores each
+        // message at once.
+        let mut batch = vec![d];
+        while batch.len() < PARTITION_BATCH {
+            match consumer.next().now_or_never() {
+                Some(Some(d)) => batch.push(d?),
+                Some(None) => anyhow::bail!("partition {p} consumer ended"),
+                None => break,
+            }
+        }
+        partition_batch(&shared, partition, batch, &mut outage).await?;
     }
+}
+
+/// Deliveries a partition consumer stores in one transaction at most (its prefetch).
+const PARTITION_BATCH: usize = 32;
+
+/// Stores a partition's deliveries: ticks and commands one at a time, events of a tenant
+/// together in one transaction (inbox + mailbox), each acknowledged after that commit.
+/// Anything unusual — a store error, a fence, a fan-out that reads the store — goes back
+/// to [`partition_one`], one delivery at a time, which knows how to hold, retry and
+/// dead-letter.
+async fn partition_batch(
+    shared: &Shared,
+    partition: i32,
+    batch: Vec<Delivery>,
+    outage: &mut Outage,
+) -> anyhow::Result<()> {
+    let mut events = Vec::with_capacity(batch.len());
+    for d in batch {
+        if is_tick(&d) || is_command(&d) || shared.rt.fences.get(partition).is_none() {
+            partition_one(shared, partition, d, outage).await?;
+        } else {
+            events.push(d);
+        }
+    }
+    if events.len() < 2 {
+        for d in events {
+            partition_one(shared, partition, d, outage).await?;
+        }
+        return Ok(());
+    }
+    let rt = &shared.rt;
+    // validated: (delivery, its messages); refused ones are dead-lettered at once
+    let mut ready: Vec<(Delivery, Vec<lockstep_persistence::IntakeMessage>)> = Vec::new();
+    let mut one_by_one = Vec::new();
+    for d in events {
+        // (a copy here names its property: intake fanned user deactivations out already,
+        // so preparing reads no store; should it, a store error sends it one by one)
+        let prepared = intake::prepare(
+            &shared.schemas,
+            rt.store.as_ref(),
+            rt.clock.as_ref(),
+            &rt.metrics,
+            &d.data,
+            partition,
+        )
+        .await;
+        match prepared {
+            Ok(msgs) => ready.push((d, msgs)),
+            Err(IntakeError::Rejected(why)) => refuse(shared, d, why.label()).await?,
+            Err(IntakeError::Store(_)) => one_by_one.push(d),
+        }
+    }
+    let fence = rt.fences.get(partition);
+    let mut rest = ready.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        // a run of one tenant's deliveries: one transaction
+        let tenant = first.1.first().map(|m| m.tenant_id);
+        let mut run = vec![first];
+        while let Some(next) = rest.next_if(|(_, m)| m.first().map(|m| m.tenant_id) == tenant) {
+            run.push(next);
+        }
+        let msgs: Vec<_> = run.iter().flat_map(|(_, m)| m.iter().cloned()).collect();
+        match rt.store.intake_batch(&msgs, fence).await {
+            Ok(outcomes) => {
+                outage.recovered();
+                for (msg, outcome) in msgs.into_iter().zip(outcomes) {
+                    intake::settled(&shared.router, &rt.metrics, msg, outcome);
+                }
+                for (d, _) in run {
+                    d.acker.ack(BasicAckOptions::default()).await?;
+                }
+            }
+            Err(e) => {
+                debug!(partition, error = %e, "batched intake failed; storing one at a time");
+                one_by_one.extend(run.into_iter().map(|(d, _)| d));
+            }
+        }
+    }
+    for d in one_by_one {
+        partition_one(shared, partition, d, outage).await?;
+    }
+    Ok(())
+}
+
+/// Dead-letters a partition delivery through the queue's own dead-letter exchange.
+async fn refuse(shared: &Shared, d: Delivery, reason: &'static str) -> anyhow::Result<()> {
+    // validated at intake already; the queue's DLX keeps it with the broker's reason
+    warn!(reason, "partition message refused");
+    shared
+        .rt
+        .metrics
+        .dead_letters
+        .with_label_values(&[reason])
+        .inc();
+    d.acker
+        .nack(BasicNackOptions {
+            requeue: false,
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
 }
 
 /// Stores one partition delivery (inbox + mailbox, epoch-checked), then acknowledges it.
@@ -1054,16 +1218,7 @@ async fn partition_one(
                 continue;
             }
         };
-        // validated at intake already; the queue's DLX keeps it with the broker's reason
-        warn!(reason = refused, "partition message refused");
-        rt.metrics.dead_letters.with_label_values(&[refused]).inc();
-        d.acker
-            .nack(BasicNackOptions {
-                requeue: false,
-                ..Default::default()
-            })
-            .await?;
-        return Ok(());
+        return refuse(shared, d, refused).await;
     }
 }
 

@@ -20,7 +20,7 @@ pub async fn ticker(shared: Arc<Shared>, interval: Duration) {
         match shared.rt.store.due_subjects(None, now, 10_000).await {
             Ok(subjects) => {
                 for s in subjects {
-                    shared.router.do_send(Wake(s));
+                    shared.router.do_send(Wake::new(s));
                 }
             }
             Err(e) => warn!(error = %e, "timer scan failed"),

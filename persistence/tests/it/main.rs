@@ -20,6 +20,7 @@ macro_rules! store_contract_tests {
             inbox {
                 intake_stores_once_and_rejects_duplicate_message_id,
                 insert_inbox_is_true_once_per_tenant_message_and_consumer,
+                intake_batch_dedupes_each_message_in_one_transaction,
             },
             mailbox {
                 next_mailbox_entry_returns_oldest_due_entry_and_skips_later_ones,

@@ -95,3 +95,67 @@ pub async fn insert_inbox_is_true_once_per_tenant_message_and_consumer(
     );
     Ok(())
 }
+
+/// Issue 11 (intake batching) with DESIGN §3.1: a batch is deduped message by message
+/// (against the inbox and within itself), its outcomes come back in order, a fenced batch
+/// stores nothing, and a batch of two tenants is refused whole.
+pub async fn intake_batch_dedupes_each_message_in_one_transaction(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let p = random_partition();
+    let stored = intake_msg(tenant, "reservation:rsv-b1", p, t0());
+    assert_eq!(store.intake(&stored, None).await?, IntakeOutcome::Accepted);
+
+    let fresh = intake_msg(tenant, "reservation:rsv-b2", p, t0());
+    let other = intake_msg(tenant, "reservation:rsv-b3", p, t0());
+    let batch = vec![fresh.clone(), stored.clone(), other.clone(), fresh.clone()];
+    assert_eq!(
+        store.intake_batch(&batch, None).await?,
+        vec![
+            IntakeOutcome::Accepted,
+            IntakeOutcome::Duplicate,
+            IntakeOutcome::Accepted,
+            IntakeOutcome::Duplicate,
+        ]
+    );
+    assert_eq!(b.count("inbox", tenant).await?, 3);
+    assert_eq!(b.count("mailbox", tenant).await?, 3);
+    for m in [&fresh, &other] {
+        let entry = store
+            .next_mailbox_entry(tenant, &m.subject, t0())
+            .await?
+            .context("entry")?;
+        assert_eq!(
+            entry.kind,
+            MailboxKind::Event {
+                message_id: m.message_id.clone(),
+                topic: m.topic.clone()
+            }
+        );
+    }
+    assert!(store.intake_batch(&[], None).await?.is_empty());
+
+    // an old fence: nothing of the batch is stored
+    let f1 = store.take_partition(p, "node-a", t0()).await?;
+    store.take_partition(p, "node-b", at(1)).await?;
+    let late = intake_msg(tenant, "reservation:rsv-b4", p, at(2));
+    let err = store
+        .intake_batch(&[late.clone()], Some(f1))
+        .await
+        .expect_err("old fence");
+    ensure!(matches!(err, StoreError::Fenced), "got {err:?}");
+
+    // two tenants in one batch: refused whole
+    let mut foreign = intake_msg(TenantId::generate(), "reservation:rsv-b5", p, t0());
+    foreign.partition = p;
+    let err = store
+        .intake_batch(&[late, foreign], None)
+        .await
+        .expect_err("two tenants");
+    ensure!(matches!(err, StoreError::Conflict { .. }), "got {err:?}");
+    assert_eq!(b.count("inbox", tenant).await?, 3);
+    assert_eq!(b.count("mailbox", tenant).await?, 3);
+    Ok(())
+}
