@@ -317,11 +317,14 @@ fn read_key(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
         .ok_or_else(|| anyhow::anyhow!("{}: expected 64 hex digits", path.display()))
 }
 
-/// `lockstep audit seal`: signs a Merkle root over each audit chain's rows not yet sealed,
-/// with the key in `key_file` (held outside the database). Prints what it sealed.
+/// `lockstep audit seal`: links the rows written so far, then signs a Merkle root over each
+/// audit chain's rows not yet sealed, with the key in `key_file` (held outside the
+/// database). Prints what it sealed.
 pub async fn audit_seal(settings: &Settings, key_file: &std::path::Path) -> anyhow::Result<()> {
     let key = ed25519_dalek::SigningKey::from_bytes(&read_key(key_file)?);
     let store = open_store(settings).await?;
+    // what the steps wrote up to now is sealed too
+    lockstep_persistence::audit::link_all(store.as_ref()).await?;
     let now = lockstep_domain::SystemClock.now();
     let sealed = lockstep_persistence::audit::seal_chains(store.as_ref(), &key, now).await?;
     for s in &sealed {
@@ -338,8 +341,10 @@ pub async fn audit_seal(settings: &Settings, key_file: &std::path::Path) -> anyh
     Ok(())
 }
 
-/// `lockstep audit verify`: checks every audit chain's links and signed roots against the
-/// public key (64 hex digits); prints one line per chain. `Ok(false)` when anything is wrong.
+/// `lockstep audit verify`: checks every audit chain's links (from its retention anchor)
+/// and signed roots against the public key (64 hex digits); prints one line per chain,
+/// with the rows retention pruned and the rows not linked yet (not a fault). `Ok(false)`
+/// when anything is wrong.
 pub async fn audit_verify(settings: &Settings, public_key: &str) -> anyhow::Result<bool> {
     let bytes = lockstep_persistence::audit::key_bytes(public_key)
         .ok_or_else(|| anyhow::anyhow!("--public-key: expected 64 hex digits"))?;
@@ -351,8 +356,15 @@ pub async fn audit_verify(settings: &Settings, public_key: &str) -> anyhow::Resu
     for r in &reports {
         let verdict = if r.intact() { "intact" } else { "TAMPERED" };
         println!(
-            "{verdict} {} {}: {} rows, {} under a valid signed root, faults {:?}, bad seals {:?}",
-            r.tenant_id, r.property_id, r.rows, r.sealed_rows, r.faults, r.bad_seals
+            "{verdict} {} {}: {} rows, {} under a valid signed root, {} pruned by retention, {} not linked yet, faults {:?}, bad seals {:?}",
+            r.tenant_id,
+            r.property_id,
+            r.rows,
+            r.sealed_rows,
+            r.pruned_rows,
+            r.pending_rows,
+            r.faults,
+            r.bad_seals
         );
         ok &= r.intact();
     }
@@ -598,6 +610,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .collect();
         actix::spawn(reencrypt_all(shared.rt.store.clone(), tenants, previous));
     }
+    // issue 11: steps write audit rows unlinked; the linker chains them
+    actix::spawn(crate::upkeep::audit_linker(
+        shared.rt.store.clone(),
+        crate::upkeep::LINK_EVERY,
+    ));
     if let Some(every) = settings.drift_interval {
         actix::spawn(drift_loop(
             shared.clone(),

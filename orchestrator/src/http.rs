@@ -530,7 +530,8 @@ async fn reveal_pin(
 }
 
 /// `GET /api/v1/key-credentials/{id}/audit`: the credential's audit trail, in the order of
-/// its property's tamper-evident chain, each row with its link.
+/// its property's tamper-evident chain, each row with its link; rows the linker has not
+/// reached yet (issue 11) follow, in the order it will link them, without one.
 async fn credential_audit(
     req: HttpRequest,
     path: web::Path<String>,
@@ -541,22 +542,24 @@ async fn credential_audit(
     let store = &shared.rt.store;
     let cred = credential_or_404(store.as_ref(), tenant, &id).await?;
     let chain = store.audit_chain(tenant, cred.property_id()).await?;
-    let items: Vec<_> = chain
-        .iter()
-        .filter(|r| r.row.credential_id.as_ref() == Some(&id))
-        .map(|r| {
+    let pending = store.pending_audit(tenant, cred.property_id()).await?;
+    let linked = chain.iter().map(|r| (&r.row, Some((r.seq, &r.row_hash))));
+    let items: Vec<_> = linked
+        .chain(pending.iter().map(|r| (r, None)))
+        .filter(|(r, _)| r.credential_id.as_ref() == Some(&id))
+        .map(|(r, link)| {
             json!({
-                "id": r.row.id,
-                "action": r.row.action,
-                "actorKind": r.row.actor_kind,
-                "reason": r.row.reason,
-                "deviceId": r.row.device_id.as_ref().map(|d| d.as_str()),
-                "vendor": r.row.vendor.map(|v| v.as_str()),
-                "traceId": r.row.trace_id,
-                "createdAt": r.row.created_at.to_rfc3339(),
-                "payload": r.row.payload,
-                "chainSeq": r.seq,
-                "rowHash": r.row_hash,
+                "id": r.id,
+                "action": r.action,
+                "actorKind": r.actor_kind,
+                "reason": r.reason,
+                "deviceId": r.device_id.as_ref().map(|d| d.as_str()),
+                "vendor": r.vendor.map(|v| v.as_str()),
+                "traceId": r.trace_id,
+                "createdAt": r.created_at.to_rfc3339(),
+                "payload": r.payload,
+                "chainSeq": link.map(|(seq, _)| seq),
+                "rowHash": link.map(|(_, hash)| hash),
             })
         })
         .collect();

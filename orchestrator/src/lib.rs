@@ -21,5 +21,6 @@ pub mod schema;
 pub mod seed;
 pub mod shutdown;
 pub mod status;
+pub mod upkeep;
 pub mod webhooks;
 pub mod writes;

@@ -5,6 +5,12 @@
 //!
 //! A chain alone does not stop someone with write access from recomputing every hash after
 //! an edit; the daily signed roots (a key held outside the database) do.
+//!
+//! Rows are written unlinked by the step that makes them and linked afterwards by
+//! [`link_all`] (a background task of the service; `lockstep audit seal` runs it before
+//! [`seal_chains`]), so one property's steps never wait on each other for the chain (issue 11).
+//! Retention deletes the oldest sealed stretches and leaves an anchor, the last deleted
+//! row's sequence number and hash, from which [`verify_all`] checks the rest.
 
 use sha2::{Digest, Sha256};
 
@@ -51,6 +57,19 @@ pub fn row_hash(prev_hash: &str, seq: i64, row: &AuditRow) -> String {
     hex(&h.finalize())
 }
 
+/// A chain's head: its last link, and the retention anchor it starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Sequence number of the last linked row (0: none yet).
+    pub seq: i64,
+    /// Hash of the last linked row ([`GENESIS`] for none).
+    pub head_hash: String,
+    /// Rows up to this sequence number were deleted by retention (0: none).
+    pub pruned_through_seq: i64,
+    /// The hash of the last deleted row ([`GENESIS`] for none): the next row links to it.
+    pub pruned_through_hash: String,
+}
+
 /// Where a chain stops being what was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChainFault {
@@ -71,15 +90,32 @@ pub enum ChainFault {
         /// The row's sequence number.
         seq: i64,
     },
+    /// The chain starts after a retention anchor that no valid signed root covers: rows
+    /// were deleted that retention may not delete.
+    Anchor {
+        /// The anchor's sequence number.
+        seq: i64,
+    },
 }
 
-/// Checks a chain given in sequence order; returns its faults (empty: intact) and the
-/// hash of its last row.
+/// Checks a whole chain given in sequence order (from its first row, linked to
+/// [`GENESIS`]); returns its faults (empty: intact) and the hash of its last row.
 pub fn verify_chain(rows: &[ChainedAuditRow]) -> (Vec<ChainFault>, String) {
+    verify_chain_from(0, GENESIS, rows)
+}
+
+/// Checks the rows of a chain after a retention anchor (`anchor_seq`, `anchor_hash`: the
+/// last deleted row's number and hash), given in sequence order; returns the faults and
+/// the hash of its last row.
+pub fn verify_chain_from(
+    anchor_seq: i64,
+    anchor_hash: &str,
+    rows: &[ChainedAuditRow],
+) -> (Vec<ChainFault>, String) {
     let mut faults = Vec::new();
-    let mut prev = GENESIS.to_owned();
+    let mut prev = anchor_hash.to_owned();
     for (i, r) in rows.iter().enumerate() {
-        let expected = i64::try_from(i).unwrap_or(i64::MAX) + 1;
+        let expected = anchor_seq + i64::try_from(i).unwrap_or(i64::MAX) + 1;
         if r.seq != expected {
             faults.push(ChainFault::Sequence {
                 expected,
@@ -187,8 +223,53 @@ pub fn key_bytes(hex_text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Seals every chain's rows not yet covered by a root: one signed root per chain that grew
-/// since its last seal. Returns the roots written.
+/// Rows the linker links per transaction.
+pub const LINK_BATCH: i64 = 500;
+
+/// Links every pending row of one chain, [`LINK_BATCH`] rows per short worker transaction
+/// (each holds the chain's head only while it links). Returns how many rows it linked.
+pub async fn link_chain<S: crate::Storage + ?Sized>(
+    store: &S,
+    tenant: lockstep_domain::TenantId,
+    property: &lockstep_domain::PropertyId,
+) -> crate::StoreResult<u64> {
+    use crate::tables::AuditLinkTable;
+    let mut linked = 0;
+    loop {
+        let mut tx = store.worker().await?;
+        let n = tx.link_pending(tenant, property, LINK_BATCH).await?;
+        tx.commit().await?;
+        linked += n;
+        if n < LINK_BATCH as u64 {
+            return Ok(linked);
+        }
+    }
+}
+
+/// Links the pending rows of every chain (the linker's beat; issue 11). Returns how many
+/// rows it linked. Rows committed while it runs may wait for the next beat.
+pub async fn link_all<S: crate::Storage + ?Sized>(store: &S) -> crate::StoreResult<u64> {
+    use crate::tables::ReadOnlyAuditHeadTable;
+    const CHAINS: i64 = 200;
+    let mut linked = 0;
+    // a bounded number of rounds: a steady stream of new rows cannot keep it here
+    for _ in 0..16 {
+        let mut tx = store.worker_read().await?;
+        let chains = tx.pending_audit_chains(CHAINS).await?;
+        tx.commit().await?;
+        for (tenant, property) in &chains {
+            linked += link_chain(store, *tenant, property).await?;
+        }
+        if (chains.len() as i64) < CHAINS {
+            break;
+        }
+    }
+    Ok(linked)
+}
+
+/// Seals every chain's linked rows not yet covered by a root: one signed root per chain
+/// that grew since its last seal. Returns the roots written. Rows still pending are left
+/// for the next seal (`lockstep audit seal` runs [`link_all`] first).
 pub async fn seal_chains(
     store: &dyn crate::Store,
     key: &ed25519_dalek::SigningKey,
@@ -235,10 +316,14 @@ pub struct ChainReport {
     pub tenant_id: lockstep_domain::TenantId,
     /// Property.
     pub property_id: lockstep_domain::PropertyId,
-    /// Rows in the chain.
+    /// Linked rows stored (after the retention anchor).
     pub rows: usize,
-    /// Rows covered by a valid signed root.
+    /// Stored rows covered by a valid signed root.
     pub sealed_rows: i64,
+    /// Rows deleted by retention (the chain is checked from their anchor on).
+    pub pruned_rows: i64,
+    /// Rows written but not linked yet: not a fault, the linker has not reached them.
+    pub pending_rows: usize,
     /// Broken links, in chain order.
     pub faults: Vec<ChainFault>,
     /// Seals that do not verify: `(from_seq, to_seq, why)`.
@@ -252,31 +337,52 @@ impl ChainReport {
     }
 }
 
-/// Verifies every chain: its links, and each signed root against the rows it covers and
-/// `key` (a root signed by another key, a signature that does not verify, or rows whose
-/// Merkle root no longer matches are bad seals).
+/// Verifies every chain: its links from its retention anchor on, and each signed root
+/// against `key` and the rows it covers (a root signed by another key, a signature that
+/// does not verify, or rows whose Merkle root no longer matches are bad seals). A root over
+/// rows retention deleted is checked by its signature alone, and the anchor must lie under
+/// a valid root. Rows not linked yet are counted, not judged. Reads only: it links nothing.
 pub async fn verify_all(
     store: &dyn crate::Store,
     key: &ed25519_dalek::VerifyingKey,
 ) -> crate::StoreResult<Vec<ChainReport>> {
     let mut reports = Vec::new();
     for (tenant, property) in store.audit_chains().await? {
+        let head = store.audit_head(tenant, &property).await?;
+        let (anchor_seq, anchor_hash) = head
+            .map(|h| (h.pruned_through_seq, h.pruned_through_hash))
+            .unwrap_or_else(|| (0, GENESIS.to_owned()));
         let chain = store.audit_chain(tenant, &property).await?;
-        let (faults, _) = verify_chain(&chain);
+        let pending_rows = store.pending_audit(tenant, &property).await?.len();
+        let (mut faults, _) = verify_chain_from(anchor_seq, &anchor_hash, &chain);
         let mut bad_seals = Vec::new();
         let mut sealed_rows = 0;
+        let mut anchor_sealed = anchor_seq == 0;
         for seal in store.audit_roots(tenant, &property).await? {
-            let why = check_seal(&seal, &chain, key);
+            let why = if seal.from_seq <= anchor_seq {
+                // some or all of its rows are gone: its signature still places it
+                check_signature(&seal, key)
+            } else {
+                check_seal(&seal, &chain, key)
+            };
             match why {
-                None => sealed_rows += seal.to_seq - seal.from_seq + 1,
+                None => {
+                    sealed_rows += seal.to_seq - seal.from_seq.max(anchor_seq + 1) + 1;
+                    anchor_sealed |= (seal.from_seq..=seal.to_seq).contains(&anchor_seq);
+                }
                 Some(w) => bad_seals.push((seal.from_seq, seal.to_seq, w)),
             }
+        }
+        if !anchor_sealed {
+            faults.insert(0, ChainFault::Anchor { seq: anchor_seq });
         }
         reports.push(ChainReport {
             tenant_id: tenant,
             property_id: property,
             rows: chain.len(),
             sealed_rows,
+            pruned_rows: anchor_seq,
+            pending_rows,
             faults,
             bad_seals,
         });
@@ -284,11 +390,8 @@ pub async fn verify_all(
     Ok(reports)
 }
 
-fn check_seal(
-    seal: &SealedRoot,
-    chain: &[ChainedAuditRow],
-    key: &ed25519_dalek::VerifyingKey,
-) -> Option<&'static str> {
+/// Whether `seal` was signed by `key` over what it says.
+fn check_signature(seal: &SealedRoot, key: &ed25519_dalek::VerifyingKey) -> Option<&'static str> {
     use ed25519_dalek::Verifier;
     if seal.key_id != key_id(key) {
         return Some("signed by another key");
@@ -306,6 +409,17 @@ fn check_seal(
     );
     if key.verify(&msg, &sig).is_err() {
         return Some("signature does not verify");
+    }
+    None
+}
+
+fn check_seal(
+    seal: &SealedRoot,
+    chain: &[ChainedAuditRow],
+    key: &ed25519_dalek::VerifyingKey,
+) -> Option<&'static str> {
+    if let Some(why) = check_signature(seal, key) {
+        return Some(why);
     }
     let hashes: Vec<String> = chain
         .iter()

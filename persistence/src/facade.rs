@@ -333,14 +333,32 @@ pub trait Store: Storage {
             .await?)
     }
 
-    /// A property's audit chain in sequence order (rows written before the chain existed,
-    /// which have no link, are left out).
+    /// A property's linked audit rows in sequence order, from its retention anchor on (rows
+    /// the linker has not reached are in [`Store::pending_audit`]).
     async fn audit_chain(
         &self,
         tenant: TenantId,
         property: &PropertyId,
     ) -> StoreResult<Vec<audit::ChainedAuditRow>> {
         in_read!(self, tenant, |tx| tx.audit_chain(property).await?)
+    }
+
+    /// A property's audit rows not linked yet, in the order the linker will link them.
+    async fn pending_audit(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Vec<AuditRow>> {
+        in_read!(self, tenant, |tx| tx.pending_audit(property).await?)
+    }
+
+    /// The head of a property's audit chain (last link, retention anchor), if it has one.
+    async fn audit_head(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Option<audit::ChainHead>> {
+        in_read!(self, tenant, |tx| tx.audit_head(property).await?)
     }
 
     /// Stores a signed root of an audit chain.
@@ -359,7 +377,8 @@ pub trait Store: Storage {
         in_read!(self, tenant, |tx| tx.audit_roots(property).await?)
     }
 
-    /// Every (tenant, property) that has an audit chain; worker path (cross-tenant).
+    /// Every (tenant, property) that has an audit chain or rows waiting for one; worker
+    /// path (cross-tenant).
     async fn audit_chains(&self) -> StoreResult<Vec<(TenantId, PropertyId)>> {
         in_worker_read!(self, |tx| tx.audit_chains().await?)
     }
@@ -605,7 +624,7 @@ async fn apply<S: Storage + ?Sized>(db: &S, uow: &UnitOfWork) -> StoreResult<()>
 
 impl crate::tx::Tx {
     /// Writes everything a step produced, in the order the schema's locks expect
-    /// (credentials and their room links first, the audit heads late, the mailbox last),
+    /// (credentials and their room links first, the mailbox last; audit rows go in unlinked),
     /// without committing: a step that read inside this transaction commits once.
     pub async fn apply(&mut self, uow: &UnitOfWork) -> StoreResult<()> {
         let tx = self;

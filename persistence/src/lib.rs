@@ -37,6 +37,7 @@ pub mod migrate;
 pub mod mirror;
 pub mod model;
 pub mod pg;
+pub mod retention;
 pub mod sqlite;
 pub mod tables;
 #[cfg(feature = "testing")]

@@ -78,6 +78,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "desk_relay",
         sql: include_str!("../migrations/postgres/0013_desk_relay.sql"),
     },
+    Migration {
+        version: 14,
+        name: "audit_linker_retention",
+        sql: include_str!("../migrations/postgres/0014_audit_linker_retention.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -146,5 +151,10 @@ pub const SQLITE: &[Migration] = &[
         version: 13,
         name: "desk_relay",
         sql: include_str!("../migrations/sqlite/0013_desk_relay.sql"),
+    },
+    Migration {
+        version: 14,
+        name: "audit_linker_retention",
+        sql: include_str!("../migrations/sqlite/0014_audit_linker_retention.sql"),
     },
 ];

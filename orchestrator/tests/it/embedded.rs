@@ -1144,11 +1144,20 @@ async fn audit_and_device_reads_then_seal_and_verify_find_a_rewritten_row() -> a
         }
         rb.send()
     };
-    let trail: Value = get(format!("/api/v1/key-credentials/{id}/audit"), true)
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    // the rows are in the trail at once; the linker gives them their links within a beat
+    let trail: Value = wait_for("the trail linked", Duration::from_secs(10), || async {
+        let trail: Value = get(format!("/api/v1/key-credentials/{id}/audit"), true)
+            .await
+            .ok()?
+            .error_for_status()
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let items = trail["items"].as_array()?;
+        (items.len() >= 2 && items.iter().all(|i| i["chainSeq"].is_i64())).then_some(trail)
+    })
+    .await?;
     let actions: Vec<&str> = trail["items"]
         .as_array()
         .expect("items")
@@ -1590,7 +1599,22 @@ async fn an_admin_configures_the_access_integration_and_reads_its_status_and_log
     })
     .await?;
 
-    // the log, a page at a time
+    // the log (of linked rows: the revocation's within the linker's beat), a page at a time
+    wait_for(
+        "the revocation in the log",
+        Duration::from_secs(10),
+        || async {
+            let (_, log) = get(format!("{base}/log?limit=200"), admin.clone())
+                .await
+                .ok()?;
+            log["items"]
+                .as_array()?
+                .iter()
+                .any(|i| i["event"] == "revoked")
+                .then_some(())
+        },
+    )
+    .await?;
     let (s, first) = get(format!("{base}/log?limit=1"), admin.clone()).await?;
     assert_eq!(s, 200);
     assert_eq!(first["items"][0]["event"], "granted", "{first}");

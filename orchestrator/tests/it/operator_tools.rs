@@ -428,6 +428,8 @@ async fn dead_letters_are_listed_with_reasons_and_a_fixed_one_replays_once_and_i
             2,
         )
         .await?;
+    // the node links within a beat; linking here too makes the read not wait on it
+    lockstep_persistence::audit::link_all(&store).await?;
     let chain = lockstep_persistence::Store::audit_chain(
         &store,
         lockstep_domain::TenantId::parse(TENANT)?,

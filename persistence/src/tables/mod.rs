@@ -24,13 +24,14 @@ mod outbox;
 mod partitions;
 mod policies;
 mod provisional;
+mod retention;
 mod rotation;
 mod saga;
 mod users;
 mod vendor_accounts;
 
 pub use attempts::{DoorAttemptTable, ReadOnlyDoorAttemptTable};
-pub use audit::{AuditTable, ReadOnlyAuditHeadTable, ReadOnlyAuditTable};
+pub use audit::{AuditLinkTable, AuditTable, ReadOnlyAuditHeadTable, ReadOnlyAuditTable};
 pub use credentials::{CredentialTable, ReadOnlyCredentialTable};
 pub use devices::{DeviceTable, ReadOnlyDeviceTable};
 pub use door_truth::{DoorTruthTable, ReadOnlyDoorBacklogTable, ReadOnlyDoorTruthTable};
@@ -54,6 +55,7 @@ pub use policies::{PolicyTable, ReadOnlyPolicyTable};
 pub use provisional::{
     ProvisionalRecord, ProvisionalTable, ProvisionalVerdict, ReadOnlyProvisionalTable,
 };
+pub use retention::{Retained, RetentionTable};
 pub use rotation::KeyRotationTable;
 pub use saga::{ReadOnlySagaTable, SagaTable};
 pub use users::{ReadOnlyUserTable, UserTable};

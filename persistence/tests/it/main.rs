@@ -57,7 +57,13 @@ macro_rules! store_contract_tests {
             },
             audit {
                 audit_rows_form_one_gap_free_hash_chain_per_property,
-                appended_audit_rows_chain_across_calls_and_roots_come_back_in_order,
+                appended_audit_rows_wait_unlinked_until_the_linker_links_them_in_order,
+                racing_linkers_link_every_row_once_without_gaps,
+                pruning_deletes_old_sealed_stretches_and_keeps_the_chain_verifiable_from_its_anchor,
+            },
+            retention {
+                retention_deletes_rows_past_their_window_and_the_audit_still_verifies,
+                prune_expired_deletes_bounded_batches_oldest_first,
             },
             devices {
                 devices_for_rooms_returns_only_own_devices_of_asked_rooms,

@@ -148,11 +148,25 @@ async fn rls_isolates_tenants_on_every_tenant_table() -> anyhow::Result<()> {
     .bind(TENANT_TABLES)
     .fetch_all(&owner)
     .await?;
+    let insertable: Vec<String> = sqlx::query_scalar(
+        "SELECT t FROM unnest($1::text[]) AS t WHERE has_table_privilege('lockstep_app', 'public.' || t, 'INSERT') ORDER BY t",
+    )
+    .bind(TENANT_TABLES)
+    .fetch_all(&owner)
+    .await?;
     owner.close().await;
     assert_eq!(
+        TENANT_TABLES
+            .iter()
+            .filter(|t| !insertable.iter().any(|i| i == *t))
+            .collect::<Vec<_>>(),
+        vec![&"lock_audit_heads"],
+        "the service role inserts into every tenant table but the linker's"
+    );
+    assert_eq!(
         updatable.len(),
-        TENANT_TABLES.len() - 5,
-        "all but inbox, lock_audit, lock_audit_roots, deactivated_users and key_credential_attempts (insert-only): {updatable:?}"
+        TENANT_TABLES.len() - 6,
+        "all but inbox, lock_audit, lock_audit_roots, deactivated_users and key_credential_attempts (insert-only) and lock_audit_heads (the linker's): {updatable:?}"
     );
 
     let app = pool(&db.app_url, 1).await?;
@@ -215,7 +229,11 @@ async fn rls_isolates_tenants_on_every_tenant_table() -> anyhow::Result<()> {
             "42501",
         )
         .await?;
-        ensure!(msg.contains("row-level security"), "{table}: {msg}");
+        if insertable.iter().any(|t| t == table) {
+            ensure!(msg.contains("row-level security"), "{table}: {msg}");
+        } else {
+            ensure!(msg.contains("permission denied"), "{table}: {msg}");
+        }
     }
     tx.commit().await?;
 
@@ -519,6 +537,7 @@ async fn a_tampered_audit_chain_is_detected_at_the_tampered_row() -> anyhow::Res
         uow.audit.push(audit_row(tenant, &credential, day(i)));
         store.commit(uow).await?;
     }
+    lockstep_persistence::audit::link_chain(&store, tenant, &property()).await?;
     let chain = store.audit_chain(tenant, &property()).await?;
     assert_eq!(chain.len(), 5);
     assert_eq!(verify_chain(&chain).0, vec![], "intact");
@@ -694,6 +713,7 @@ async fn a_recomputed_chain_is_caught_by_the_signed_root() -> anyhow::Result<()>
         uow.audit.push(audit_row(tenant, &credential, day(i)));
         store.commit(uow).await?;
     }
+    lockstep_persistence::audit::link_chain(&store, tenant, &property()).await?;
     let key = ed25519_dalek::SigningKey::from_bytes(&[42u8; 32]);
     let sealed = seal_chains(&store, &key, day(5)).await?;
     let ours: Vec<_> = sealed.iter().filter(|s| s.tenant_id == tenant).collect();
@@ -756,5 +776,64 @@ async fn a_recomputed_chain_is_caught_by_the_signed_root() -> anyhow::Result<()>
     let other = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key();
     let report = mine(verify_all(&store, &other).await?);
     assert_eq!(report.bad_seals, vec![(1, 4, "signed by another key")]);
+    Ok(())
+}
+
+/// Issue 11: a step's audit rows take no lock another step of the same property waits for.
+/// The second writer appends and commits while the first still holds its transaction
+/// open (before, it waited on the chain's head until the first committed); the linker
+/// then links every row of both, gap-free. The worker role may write a row's link
+/// columns and nothing else of it.
+#[tokio::test]
+async fn audit_writers_of_one_property_do_not_wait_on_each_other() -> anyhow::Result<()> {
+    use lockstep_persistence::audit::{link_chain, verify_chain};
+    use lockstep_persistence::tables::AuditTable;
+    use lockstep_persistence::Storage;
+    let db = shared_pg_database().await?;
+    let store = db.connect_store(test_cipher(), 3).await?;
+    let tenant = TenantId::generate();
+    let credential = lockstep_domain::KeyCredentialId::generate();
+    let mut first = store.begin(tenant, None).await?;
+    first
+        .append_audit(&[audit_row(tenant, &credential, day(1))])
+        .await?;
+    let second = async {
+        let mut tx = store.begin(tenant, None).await?;
+        tx.append_audit(&[
+            audit_row(tenant, &credential, day(2)),
+            audit_row(tenant, &credential, day(3)),
+        ])
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), second)
+        .await
+        .context("the second writer waited on the first")??;
+    first.commit().await?;
+
+    assert_eq!(link_chain(&store, tenant, &property()).await?, 3);
+    let chain = store.audit_chain(tenant, &property()).await?;
+    assert_eq!(
+        chain
+            .iter()
+            .map(|r| (r.seq, r.row.created_at))
+            .collect::<Vec<_>>(),
+        vec![(1, day(1)), (2, day(2)), (3, day(3))]
+    );
+    assert_eq!(verify_chain(&chain).0, vec![]);
+
+    let worker = pool(&db.worker_url, 1).await?;
+    let mut tx = begin_as(&worker, None).await?;
+    let msg = expect_refused(
+        &mut tx,
+        "UPDATE lock_audit SET reason = 'rewritten' WHERE tenant_id = $1::uuid",
+        &[tenant.to_string()],
+        "42501",
+    )
+    .await?;
+    ensure!(msg.contains("permission denied"), "{msg}");
+    tx.rollback().await?;
+    worker.close().await;
     Ok(())
 }

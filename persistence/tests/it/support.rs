@@ -195,6 +195,30 @@ impl Backend {
         Ok(())
     }
 
+    /// Marks a device decommissioned at `at`.
+    pub async fn decommission_at(
+        &self,
+        tenant: TenantId,
+        device: &LockDeviceId,
+        at: Timestamp,
+    ) -> anyhow::Result<()> {
+        // Ids are ours (prefix + ULID), the time a number: safe to inline.
+        let at = match self {
+            Self::Pg(_) => format!("to_timestamp({})", at.timestamp_millis() as f64 / 1000.0),
+            Self::Sqlite(..) => at.timestamp_millis().to_string(),
+        };
+        let sql = format!(
+            "UPDATE lock_devices SET decommissioned_at = {at} WHERE id = '{}'",
+            device.as_str()
+        );
+        let n = self
+            .exec_as_tenant(tenant, &sql)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(n == 1, "one device decommissioned, not {n}");
+        Ok(())
+    }
+
     /// The raw secret columns (PIN and vendor ref ciphertexts) of a credential's device
     /// rows, as stored.
     pub async fn raw_secret_columns(
@@ -628,6 +652,8 @@ pub async fn seed_everything(store: &dyn Store, tenant: TenantId) -> anyhow::Res
         .push(outbox_row(tenant, credential.id().as_str(), t0()));
     uow.audit.push(audit_row(tenant, credential.id(), t0()));
     store.commit(uow).await?;
+    // the linker's part: the chain's head
+    lockstep_persistence::audit::link_chain(store, tenant, &property()).await?;
 
     // A master key over the same room, and the property's policy.
     let master = master_credential(&registry, "staff-1", &["r101"], day(0), day(1))?;

@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod partitions;
 pub mod policies;
 pub mod provisional;
+pub mod retention;
 pub mod rotation;
 pub mod saga;
 pub mod transactions;
