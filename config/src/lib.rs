@@ -102,6 +102,91 @@ pub struct RawSettings {
     pub offline: RawOffline,
     /// The desktop relay front-desk agents connect to (issue 12).
     pub relay: RawRelay,
+    /// How long rows live in the hot store (spec `004` §8).
+    pub retention: RawRetention,
+}
+
+/// Retention (spec `004` §8): how often the job runs and how many days each table's rows
+/// live. Unset keys are the spec's values.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRetention {
+    /// Seconds between runs (0: never). Default 3600.
+    pub interval_s: Option<u64>,
+    /// `key_credential_attempts`, from the attempt. Default 90.
+    pub key_credential_attempts_days: Option<u32>,
+    /// `lock_audit`, sealed stretches only. Default 90.
+    pub lock_audit_days: Option<u32>,
+    /// `lock_devices`, from decommissioning. Default 30.
+    pub lock_devices_decommissioned_days: Option<u32>,
+    /// `webhook_inbox`, from processing. Default 30.
+    pub webhook_inbox_processed_days: Option<u32>,
+    /// `outbox`, from publishing. Default 7.
+    pub outbox_published_days: Option<u32>,
+    /// `inbox`. Default 30.
+    pub inbox_days: Option<u32>,
+    /// `offline_issuance`, from revocation. Default 90.
+    pub offline_issuance_revoked_days: Option<u32>,
+}
+
+/// Validated retention: the interval and each table's days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Between runs (`None`: off).
+    pub interval: Option<Duration>,
+    /// `key_credential_attempts`.
+    pub key_credential_attempts_days: u32,
+    /// `lock_audit`.
+    pub lock_audit_days: u32,
+    /// `lock_devices` decommissioned.
+    pub lock_devices_decommissioned_days: u32,
+    /// `webhook_inbox` processed.
+    pub webhook_inbox_processed_days: u32,
+    /// `outbox` published.
+    pub outbox_published_days: u32,
+    /// `inbox`.
+    pub inbox_days: u32,
+    /// `offline_issuance` revoked.
+    pub offline_issuance_revoked_days: u32,
+}
+
+fn retention_settings(r: &RawRetention) -> Result<RetentionSettings, ConfigError> {
+    let days = |key: &str, v: Option<u32>, default: u32| match v.unwrap_or(default) {
+        0 => Err(invalid(
+            &format!("retention.{key}"),
+            "must be at least 1 (rows are kept at least a day)",
+        )),
+        d => Ok(d),
+    };
+    Ok(RetentionSettings {
+        interval: match r.interval_s.unwrap_or(3_600) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        },
+        key_credential_attempts_days: days(
+            "key_credential_attempts_days",
+            r.key_credential_attempts_days,
+            90,
+        )?,
+        lock_audit_days: days("lock_audit_days", r.lock_audit_days, 90)?,
+        lock_devices_decommissioned_days: days(
+            "lock_devices_decommissioned_days",
+            r.lock_devices_decommissioned_days,
+            30,
+        )?,
+        webhook_inbox_processed_days: days(
+            "webhook_inbox_processed_days",
+            r.webhook_inbox_processed_days,
+            30,
+        )?,
+        outbox_published_days: days("outbox_published_days", r.outbox_published_days, 7)?,
+        inbox_days: days("inbox_days", r.inbox_days, 30)?,
+        offline_issuance_revoked_days: days(
+            "offline_issuance_revoked_days",
+            r.offline_issuance_revoked_days,
+            90,
+        )?,
+    })
 }
 
 /// The desktop relay (DESIGN §8): the WebSocket server front-desk agents connect to. It
@@ -583,6 +668,8 @@ pub struct Settings {
     pub offline: RawOffline,
     /// The desktop relay (`None`: not running).
     pub relay: Option<RelaySettings>,
+    /// Retention (spec `004` §8).
+    pub retention: RetentionSettings,
 }
 
 /// Postgres URLs.
@@ -866,6 +953,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         auth: raw.auth,
         offline: raw.offline,
         relay: relay_settings(&raw.relay, raw.mode, raw.demo.enabled)?,
+        retention: retention_settings(&raw.retention)?,
         secret_check_interval: match raw.secrets.check_interval_ms.unwrap_or(60_000) {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
@@ -961,6 +1049,32 @@ mod tests {
         assert_eq!(s.mode, Mode::Embedded);
         assert!(s.demo);
         assert!(s.postgres.is_none() && s.amqp.is_none());
+    }
+
+    #[test]
+    fn retention_defaults_to_the_spec_and_refuses_zero_days() {
+        let s = validate(RawSettings::default()).unwrap();
+        assert_eq!(
+            s.retention,
+            RetentionSettings {
+                interval: Some(Duration::from_secs(3_600)),
+                key_credential_attempts_days: 90,
+                lock_audit_days: 90,
+                lock_devices_decommissioned_days: 30,
+                webhook_inbox_processed_days: 30,
+                outbox_published_days: 7,
+                inbox_days: 30,
+                offline_issuance_revoked_days: 90,
+            }
+        );
+        let raw: RawSettings =
+            toml::from_str("[retention]\ninterval_s = 0\noutbox_published_days = 14\n").unwrap();
+        let s = validate(raw).unwrap();
+        assert_eq!(s.retention.interval, None);
+        assert_eq!(s.retention.outbox_published_days, 14);
+        let raw: RawSettings = toml::from_str("[retention]\ninbox_days = 0\n").unwrap();
+        let e = validate(raw).unwrap_err().to_string();
+        assert!(e.contains("retention.inbox_days"), "{e}");
     }
 
     #[test]

@@ -615,6 +615,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         shared.rt.store.clone(),
         crate::upkeep::LINK_EVERY,
     ));
+    {
+        let metrics = crate::upkeep::RetentionMetrics::register(&shared.rt.metrics.registry)?;
+        if let Some(every) = settings.retention.interval {
+            actix::spawn(crate::upkeep::retention_loop(
+                shared.rt.store.clone(),
+                shared.rt.clock.clone(),
+                metrics,
+                crate::upkeep::policy(&settings.retention),
+                every,
+            ));
+        }
+    }
     if let Some(every) = settings.drift_interval {
         actix::spawn(drift_loop(
             shared.clone(),

@@ -1310,6 +1310,19 @@ async fn audit_and_device_reads_then_seal_and_verify_find_a_rewritten_row() -> a
     let body: Value = missing.json().await?;
     assert_eq!(body["code"], "MELMASTOON.GENERAL.VALIDATION_FAILED");
 
+    // retention ran at start and found nothing this young: every table's series is at 0
+    for table in ["lock_audit", "outbox", "inbox", "key_credential_attempts"] {
+        assert_eq!(
+            metric(
+                &node.http,
+                &format!("lockstep_retention_pruned_rows_total{{table=\"{table}\"}}")
+            )
+            .await,
+            Some(0.0),
+            "{table}"
+        );
+    }
+
     let key_file = dir.join("audit-signing.key");
     std::fs::write(&key_file, "11".repeat(32))?;
     let cli = |args: &[&str]| {
