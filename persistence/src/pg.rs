@@ -64,6 +64,10 @@ pub async fn migrate(owner_url: &str) -> StoreResult<()> {
         }
         tx.commit().await?;
     }
+    // The planner's statistics (issue 11): a fresh or freshly migrated database is
+    // analyzed here, by its owner (only an owner may), so the first minutes of traffic do
+    // not run on plans guessed for empty tables; autovacuum keeps them current after.
+    sqlx::raw_sql("ANALYZE").execute(&pool).await?;
     pool.close().await;
     Ok(())
 }

@@ -142,7 +142,7 @@ pub async fn intake_batch_dedupes_each_message_in_one_transaction(
     store.take_partition(p, "node-b", at(1)).await?;
     let late = intake_msg(tenant, "reservation:rsv-b4", p, at(2));
     let err = store
-        .intake_batch(&[late.clone()], Some(f1))
+        .intake_batch(std::slice::from_ref(&late), Some(f1))
         .await
         .expect_err("old fence");
     ensure!(matches!(err, StoreError::Fenced), "got {err:?}");
