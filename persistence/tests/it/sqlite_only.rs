@@ -102,7 +102,8 @@ async fn sqlite_reopen_keeps_data_and_records_migrations_once() -> anyhow::Resul
     Ok(())
 }
 
-/// The audit is append-only in SQLite too (by trigger).
+/// The audit is append-only in SQLite too (by trigger): a row is linked once and deleted
+/// only below its chain's retention anchor.
 #[tokio::test]
 async fn sqlite_lock_audit_is_append_only() -> anyhow::Result<()> {
     let file = TempSqlite::new();
@@ -114,8 +115,12 @@ async fn sqlite_lock_audit_is_append_only() -> anyhow::Result<()> {
     let mut conn = SqliteConnectOptions::from_str(&format!("sqlite://{}", file.path.display()))?
         .connect()
         .await?;
+    // the seed's row is linked: its link is not rewritten either, and no retention anchor
+    // covers it
     for sql in [
         "UPDATE lock_audit SET reason = 'rewritten'",
+        "UPDATE lock_audit SET chain_seq = 99",
+        "UPDATE lock_audit SET row_hash = 'forged'",
         "DELETE FROM lock_audit",
     ] {
         let err = sqlx::query(sql).execute(&mut conn).await.expect_err(sql);
