@@ -56,6 +56,15 @@ impl Dialect {
         }
     }
 
+    /// A row lock that skips rows another transaction holds (Postgres): concurrent
+    /// claimers take disjoint rows. SQLite's single writer claims alone.
+    pub(crate) fn for_update_skip_locked(self) -> &'static str {
+        match self {
+            Self::Postgres => " FOR UPDATE SKIP LOCKED",
+            Self::Sqlite => "",
+        }
+    }
+
     /// The `WHERE` of an upsert keyed by a global id, so it never takes over another
     /// tenant's row: Postgres' row-level security refuses that row by itself; in SQLite
     /// the upsert leaves it alone (and the caller sees no row changed).

@@ -480,6 +480,19 @@ pub trait Store: Storage {
         in_worker_read!(self, |tx| tx.unpublished(now, limit).await?)
     }
 
+    /// Claims up to `limit` due outbox rows for this publisher until `lease_until`
+    /// (concurrent publishers take disjoint rows); worker path.
+    async fn claim_unpublished(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        in_worker!(self, |tx| tx
+            .claim_unpublished(now, lease_until, limit)
+            .await?)
+    }
+
     /// Marks rows published after a clean broker ack; worker path.
     async fn mark_published(&self, ids: &[String], now: Timestamp) -> StoreResult<()> {
         if ids.is_empty() {

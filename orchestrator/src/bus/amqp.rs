@@ -705,10 +705,7 @@ async fn intake_loop(
 const INTAKE_BATCH: usize = 64;
 
 /// Acknowledges a republished delivery once the broker confirmed every copy of it.
-async fn settle(
-    d: Delivery,
-    confirms: Vec<lapin::PublisherConfirm>,
-) -> anyhow::Result<()> {
+async fn settle(d: Delivery, confirms: Vec<lapin::PublisherConfirm>) -> anyhow::Result<()> {
     let mut confirmed = true;
     for c in confirms {
         confirmed &= matches!(c.await?, Confirmation::Ack(None));
@@ -1339,6 +1336,9 @@ fn unroutable_until(now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chro
     now + chrono::Duration::days(3650)
 }
 
+/// How long a publisher holds the outbox rows it claimed (its confirms wait at most 30 s).
+const OUTBOX_LEASE_S: i64 = 30;
+
 async fn outbox_loop(
     shared: Arc<Shared>,
     ch: Channel,
@@ -1373,7 +1373,11 @@ async fn outbox_loop(
             }
         }
         let now = shared.rt.clock.now();
-        let rows = match store.unpublished(now, 200).await {
+        // claimed for this publisher while it sends them: another node's publisher skips
+        // them (no event sent twice at once); should this node die, they are due again
+        // when the lease ends
+        let lease_until = now + chrono::Duration::seconds(OUTBOX_LEASE_S);
+        let rows = match store.claim_unpublished(now, lease_until, 200).await {
             Ok(rows) => {
                 outage.recovered();
                 rows
@@ -1404,7 +1408,7 @@ async fn outbox_loop(
         let mut pending = Vec::with_capacity(rows.len());
         for r in &rows {
             let body = serde_json::to_vec(&r.envelope)?;
-            let confirm = ch
+            let sent = ch
                 .basic_publish(
                     s(&names.events),
                     s(&r.topic),
@@ -1415,8 +1419,20 @@ async fn outbox_loop(
                     &body,
                     persistent(Some(&r.id)),
                 )
-                .await?;
-            pending.push((r, confirm));
+                .await;
+            match sent {
+                Ok(confirm) => pending.push((r, confirm)),
+                Err(e) => {
+                    // the session is gone: the claim is given back so the next session
+                    // (or another node) sends the batch without waiting out the lease
+                    for r in &rows {
+                        let _ = store
+                            .mark_publish_failed(&r.id, "error", shared.rt.clock.now())
+                            .await;
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         let mut published = Vec::new();
         let mut routed_again = std::collections::BTreeSet::new();

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use lockstep_domain::Timestamp;
 
-use crate::dialect::Stmt;
+use crate::dialect::{Row, Stmt};
 use crate::model::OutboxRow;
 use crate::tx::{Access, ReadWrite, Tx, WorkerTx};
 use crate::StoreResult;
@@ -35,6 +35,17 @@ pub trait ReadOnlyOutboxPublisherTable: Send {
 /// The publisher's writes of every tenant's outbox.
 #[async_trait]
 pub trait OutboxPublisherTable: ReadOnlyOutboxPublisherTable {
+    /// Claims up to `limit` rows due at `now` for one publisher until `lease_until` (their
+    /// next attempt moves there), in due order: rows another transaction is claiming are
+    /// skipped, so two nodes' publishers never send the same row at once. A publisher that
+    /// dies with its claim leaves the rows due again when the lease ends.
+    async fn claim_unpublished(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxRow>>;
+
     /// Marks rows published after a clean broker ack (a row published already is left
     /// alone).
     async fn mark_published(&mut self, ids: &[String], now: Timestamp) -> StoreResult<()>;
@@ -77,30 +88,34 @@ impl OutboxTable for Tx<ReadWrite> {
     }
 }
 
+/// The columns a publisher reads.
+const PUBLISHER_COLUMNS: &str =
+    "id, tenant_id, aggregate_id, topic, payload, envelope, created_at, publish_attempts";
+
+fn outbox_from_row(r: &Row) -> StoreResult<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.get("id")?,
+        tenant_id: r.tenant("tenant_id")?,
+        aggregate_id: r.get("aggregate_id")?,
+        topic: r.get("topic")?,
+        payload: r.json("payload")?,
+        envelope: r.json("envelope")?,
+        created_at: r.ts("created_at")?,
+        publish_attempts: r.get("publish_attempts")?,
+    })
+}
+
 #[async_trait]
 impl<A: Access> ReadOnlyOutboxPublisherTable for WorkerTx<A> {
     async fn unpublished(&mut self, now: Timestamp, limit: i64) -> StoreResult<Vec<OutboxRow>> {
-        let stmt = Stmt::new(
-            "SELECT id, tenant_id, aggregate_id, topic, payload, envelope, created_at, publish_attempts FROM outbox \
-             WHERE published_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2",
-        )
+        let stmt = Stmt::new(format!(
+            "SELECT {PUBLISHER_COLUMNS} FROM outbox \
+             WHERE published_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2"
+        ))
         .bind(now)
         .bind(limit);
         let rows = self.conn.fetch_all(stmt).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    id: r.get("id")?,
-                    tenant_id: r.tenant("tenant_id")?,
-                    aggregate_id: r.get("aggregate_id")?,
-                    topic: r.get("topic")?,
-                    payload: r.json("payload")?,
-                    envelope: r.json("envelope")?,
-                    created_at: r.ts("created_at")?,
-                    publish_attempts: r.get("publish_attempts")?,
-                })
-            })
-            .collect()
+        rows.iter().map(outbox_from_row).collect()
     }
 
     async fn unroutable_topics(&mut self) -> StoreResult<Vec<(String, i64)>> {
@@ -124,6 +139,40 @@ impl<A: Access> ReadOnlyOutboxPublisherTable for WorkerTx<A> {
 
 #[async_trait]
 impl OutboxPublisherTable for WorkerTx<ReadWrite> {
+    async fn claim_unpublished(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        let d = self.conn.dialect();
+        // the claimed rows first, in due order, locked (others skip them) ...
+        let stmt = Stmt::new(format!(
+            "SELECT {PUBLISHER_COLUMNS} FROM outbox \
+             WHERE published_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2{}",
+            d.for_update_skip_locked()
+        ))
+        .bind(now)
+        .bind(limit);
+        let rows = self.conn.fetch_all(stmt).await?;
+        let rows: Vec<OutboxRow> = rows
+            .iter()
+            .map(outbox_from_row)
+            .collect::<StoreResult<_>>()?;
+        // ... then leased
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        for chunk in d.chunks(&ids) {
+            let stmt = Stmt::new(format!(
+                "UPDATE outbox SET next_attempt_at = $1 WHERE published_at IS NULL AND {}",
+                d.in_list("id", 2, chunk.len())
+            ))
+            .bind(lease_until)
+            .list(chunk);
+            self.conn.execute(stmt).await?;
+        }
+        Ok(rows)
+    }
+
     async fn mark_published(&mut self, ids: &[String], now: Timestamp) -> StoreResult<()> {
         let d = self.conn.dialect();
         for chunk in d.chunks(ids) {

@@ -54,6 +54,7 @@ macro_rules! store_contract_tests {
                 mark_publish_failed_defers_the_row,
                 appended_rows_are_handed_out_in_due_order_under_their_tenant,
                 unroutable_rows_are_listed_by_topic_and_released_oldest_first,
+                claimed_rows_go_to_one_publisher_until_their_lease_ends,
             },
             audit {
                 audit_rows_form_one_gap_free_hash_chain_per_property,

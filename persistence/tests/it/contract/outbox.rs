@@ -156,3 +156,60 @@ pub async fn unroutable_rows_are_listed_by_topic_and_released_oldest_first(
     w.commit().await?;
     Ok(())
 }
+
+/// DESIGN §3.6 with several nodes: a claim hands out due rows in due order and leases them
+/// (not due again until the lease ends); a second publisher claiming at the same time gets
+/// none of the first one's rows (Postgres: it skips the rows the open claim locks;
+/// SQLite: its single writer makes the second claim wait, and it finds them leased).
+pub async fn claimed_rows_go_to_one_publisher_until_their_lease_ends(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let b = b.isolated().await?;
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let rows: Vec<_> = (0..4).map(|i| outbox_row(tenant, "agg-c", at(i))).collect();
+    let mut tx = store.begin(tenant, None).await?;
+    tx.append_outbox(&rows).await?;
+    tx.commit().await?;
+    let ids = |rs: &[lockstep_persistence::OutboxRow]| -> Vec<String> {
+        rs.iter().map(|r| r.id.clone()).collect()
+    };
+
+    let lease = at(100);
+    let mut first = store.worker().await?;
+    let claimed = first.claim_unpublished(at(10), lease, 3).await?;
+    assert_eq!(
+        ids(&claimed),
+        ids(&rows[..3]),
+        "due order, at most the limit"
+    );
+    if matches!(b, Backend::Pg(_)) {
+        // while the first claim is open, a second one skips its rows
+        let mut second = store.worker().await?;
+        let other = second.claim_unpublished(at(10), lease, 10).await?;
+        assert_eq!(ids(&other), ids(&rows[3..]), "only the row nobody holds");
+        second.rollback().await?;
+    }
+    first.commit().await?;
+
+    let mut w = store.worker().await?;
+    let again = w.claim_unpublished(at(10), lease, 10).await?;
+    assert_eq!(ids(&again), ids(&rows[3..]), "leased rows are not due");
+    w.commit().await?;
+    let mut r = store.worker_read().await?;
+    assert!(r.unpublished(at(99), 10).await?.is_empty(), "all leased");
+    let mut due = ids(&r.unpublished(lease, 10).await?);
+    let mut all = ids(&rows);
+    due.sort();
+    all.sort();
+    assert_eq!(due, all, "due again when the lease ends");
+    r.commit().await?;
+    // a published row is never claimed again
+    store.mark_published(&ids(&rows[..1]), at(101)).await?;
+    let mut left = ids(&store.claim_unpublished(at(200), at(300), 10).await?);
+    let mut rest = ids(&rows[1..]);
+    left.sort();
+    rest.sort();
+    assert_eq!(left, rest);
+    Ok(())
+}
