@@ -194,6 +194,9 @@ impl PgCluster {
                 "fsync=on",
                 "-c",
                 "synchronous_commit=on",
+                // the benchmark names the statements Postgres spends its time on
+                "-c",
+                "shared_preload_libraries=pg_stat_statements",
             ])
             .process_group(0)
             .stdin(Stdio::null())

@@ -118,6 +118,9 @@ pub struct Burst {
     pub backends: std::collections::BTreeMap<String, f64>,
     /// Samples of `pg_stat_activity` taken.
     pub backend_samples: usize,
+    /// The statements Postgres spent the most time on during the burst (empty when
+    /// `pg_stat_statements` could not be read).
+    pub statements: Vec<probe::StatementFigure>,
 }
 
 impl Burst {
@@ -492,6 +495,9 @@ impl Session {
             .collect();
         let journal_from = self.sim().journal_since(1).last().map_or(1, |c| c.seq + 1);
 
+        if let Err(e) = probe::reset_statements(&rig.pg).await {
+            eprintln!("[bench] pg_stat_statements unavailable: {e:#}");
+        }
         let sampler = BackendSampler::start(&rig.pg);
         let mut before = self.snapshot(rig).await;
         before.read_pg(&rig.pg).await?;
@@ -545,6 +551,7 @@ impl Session {
         let (backends, backend_samples) = sampler.finish().await;
         tokio::time::sleep(probe::PG_STATS_LAG).await;
         after.read_pg(&rig.pg).await?;
+        let statements = probe::top_statements(&rig.pg, 10).await.unwrap_or_default();
 
         let sent_of_confirmations = items.iter().zip(&sent_at).filter_map(|(it, t)| match it {
             Item::Confirm(_) => Some(*t),
@@ -580,6 +587,7 @@ impl Session {
             usage: Usage::between(&before, &after),
             backends,
             backend_samples,
+            statements,
         };
         eprintln!(
             "[bench] burst: {} of {n} issued, {} of {} cancelled keys off the door in {:.1}s{}",

@@ -79,6 +79,63 @@ pub async fn psql(pg: &PgCluster, sql: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// One statement's share of a phase (`pg_stat_statements` of Lockstep's database).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StatementFigure {
+    /// The normalized text, cut to 160 characters.
+    pub query: String,
+    /// Executions.
+    pub calls: f64,
+    /// Rows returned or affected.
+    pub rows: f64,
+    /// Execution time, milliseconds.
+    pub exec_ms: f64,
+    /// Shared buffers hit or read.
+    pub buffers: f64,
+}
+
+/// Empties `pg_stat_statements` (creating the extension in database `postgres` first: its
+/// view covers every database of the cluster).
+pub async fn reset_statements(pg: &PgCluster) -> anyhow::Result<()> {
+    psql(pg, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements").await?;
+    psql(pg, "SELECT pg_stat_statements_reset()").await?;
+    Ok(())
+}
+
+/// The `n` statements of Lockstep's database that took the most execution time since the
+/// last [`reset_statements`].
+pub async fn top_statements(pg: &PgCluster, n: usize) -> anyhow::Result<Vec<StatementFigure>> {
+    let out = psql(
+        pg,
+        &format!(
+            "SELECT calls, rows, total_exec_time, shared_blks_hit + shared_blks_read, \
+             regexp_replace(left(query, 160), '[[:space:]]+', ' ', 'g') \
+             FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = 'lockstep' ORDER BY total_exec_time DESC LIMIT {n}"
+        ),
+    )
+    .await?;
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(5, '|').collect();
+            let num = |i: usize| -> anyhow::Result<f64> {
+                f.get(i)
+                    .context("a pg_stat_statements row")?
+                    .parse()
+                    .context("a pg_stat_statements figure")
+            };
+            Ok(StatementFigure {
+                calls: num(0)?,
+                rows: num(1)?,
+                exec_ms: num(2)?,
+                buffers: num(3)?,
+                query: f.get(4).copied().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect()
+}
+
 /// Reads [`PgStats`] now.
 pub async fn pg_stats(pg: &PgCluster) -> anyhow::Result<PgStats> {
     let row = psql(

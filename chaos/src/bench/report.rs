@@ -246,6 +246,26 @@ fn burst(b: &Burst) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if !b.statements.is_empty() {
+        let sagas = b.sagas().max(1) as f64;
+        let total: f64 = b.statements.iter().map(|t| t.exec_ms).sum();
+        let _ = writeln!(
+            s,
+            "    postgres statements by execution time (top {}, {total:.0} ms in all; per saga: calls, rows, buffers):",
+            b.statements.len()
+        );
+        for t in &b.statements {
+            let _ = writeln!(
+                s,
+                "      {:>7.0} ms  {:>5.2} calls  {:>7.1} rows  {:>7.1} buffers  {}",
+                t.exec_ms,
+                t.calls / sagas,
+                t.rows / sagas,
+                t.buffers / sagas,
+                t.query
+            );
+        }
+    }
     s
 }
 
