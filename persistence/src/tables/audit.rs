@@ -335,8 +335,13 @@ impl AuditLinkTable for WorkerTx<ReadWrite> {
             let next = seq + 1;
             let hash = chain::row_hash(&prev, next, &row);
             let stmt = Stmt::new(
+                // `coalesce(chain_seq, 0) = 0` says "not linked yet" (sequence numbers start
+                // at 1) in a form the planner cannot match to the pending rows' partial
+                // index: with `chain_seq IS NULL` it chose that index and scanned every
+                // pending row of the tenant for each link (issue 11's benchmark: 1,000
+                // buffers a row under a burst); this way it takes the primary key
                 "UPDATE lock_audit SET chain_seq = $3, prev_hash = $4, row_hash = $5 \
-                 WHERE tenant_id = $1 AND id = $2 AND chain_seq IS NULL",
+                 WHERE tenant_id = $1 AND id = $2 AND coalesce(chain_seq, 0) = 0",
             )
             .bind(tenant)
             .bind(&row.id)
