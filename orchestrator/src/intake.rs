@@ -130,13 +130,20 @@ pub fn settled(
     msg: IntakeMessage,
     outcome: IntakeOutcome,
 ) {
+    if let Some(wake) = counted(metrics, msg, outcome) {
+        router.do_send(wake);
+    }
+}
+
+/// Counts a stored (or duplicate) message and gives the wake its subject needs, if new.
+pub fn counted(metrics: &Metrics, msg: IntakeMessage, outcome: IntakeOutcome) -> Option<Wake> {
     match outcome {
         IntakeOutcome::Accepted => {
             metrics
                 .intake_messages
                 .with_label_values(&["accepted"])
                 .inc();
-            router.do_send(Wake::for_topic(
+            Some(Wake::for_topic(
                 SubjectRef {
                     tenant_id: msg.tenant_id,
                     property_id: msg.property_id,
@@ -144,11 +151,14 @@ pub fn settled(
                     subject: msg.subject,
                 },
                 &msg.topic,
-            ));
+            ))
         }
-        IntakeOutcome::Duplicate => metrics
-            .intake_messages
-            .with_label_values(&["duplicate"])
-            .inc(),
+        IntakeOutcome::Duplicate => {
+            metrics
+                .intake_messages
+                .with_label_values(&["duplicate"])
+                .inc();
+            None
+        }
     }
 }

@@ -1006,6 +1006,7 @@ async fn partition_loop(
         )
         .await?;
     let mut outage = Outage::new("partition");
+    let mut held = HeldWakes::default();
     // The owner fires the partition's due timers on its own beat, whether or not ticks
     // reach it (a backlog holds ticks back).
     let mut timers = tokio::time::interval(settings.tick_interval);
@@ -1014,12 +1015,19 @@ async fn partition_loop(
         let d = tokio::select! {
             biased;
             () = shutdown::begun(&mut down) => {
+                held.release(&shared);
                 for d in cancel_and_collect(&ch, &mut consumer, &tag).await {
                     partition_one(&shared, partition, d, &mut outage).await?;
                 }
                 return Ok(());
             }
             _ = timers.tick() => {
+                if held.holding() {
+                    // a backlog is being stored: removals go first, the rest waits for it
+                    // (at most HOLD_AT_MOST)
+                    held.settle(&shared, Vec::new(), true);
+                    continue;
+                }
                 if shared.rt.fences.get(partition).is_some() {
                     match wake_due(&shared, partition).await {
                         Ok(()) => outage.recovered(),
@@ -1044,7 +1052,49 @@ async fn partition_loop(
                 None => break,
             }
         }
-        partition_batch(&shared, partition, batch, &mut outage).await?;
+        let backlog = batch.len() == PARTITION_BATCH;
+        let mut wakes = Vec::new();
+        partition_batch(&shared, partition, batch, &mut outage, &mut wakes).await?;
+        held.settle(&shared, wakes, backlog);
+    }
+}
+
+/// Revocations first through a backlog (issue 11): while a partition's consumer works
+/// through a backlog (full batches: after a store or broker outage, under a burst), the
+/// subjects of removal messages are woken at once and every other wake is held back until
+/// the backlog is stored (or [`HOLD_AT_MOST`] passed), so the cancellations queued behind
+/// thousands of confirmations reach the vendor before the confirmations' new keys.
+#[derive(Default)]
+struct HeldWakes {
+    wakes: Vec<Wake>,
+    since: Option<tokio::time::Instant>,
+}
+
+/// The longest a wake is held behind a backlog.
+const HOLD_AT_MOST: Duration = Duration::from_secs(2);
+
+impl HeldWakes {
+    fn settle(&mut self, shared: &Shared, wakes: Vec<Wake>, backlog: bool) {
+        let (removals, others): (Vec<Wake>, Vec<Wake>) = wakes.into_iter().partition(|w| w.removal);
+        for w in removals {
+            shared.router.do_send(w);
+        }
+        self.wakes.extend(others);
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        if !backlog || since.elapsed() >= HOLD_AT_MOST {
+            self.release(shared);
+        }
+    }
+
+    fn release(&mut self, shared: &Shared) {
+        self.since = None;
+        for w in self.wakes.drain(..) {
+            shared.router.do_send(w);
+        }
+    }
+
+    fn holding(&self) -> bool {
+        !self.wakes.is_empty()
     }
 }
 
@@ -1061,6 +1111,7 @@ async fn partition_batch(
     partition: i32,
     batch: Vec<Delivery>,
     outage: &mut Outage,
+    wakes: &mut Vec<Wake>,
 ) -> anyhow::Result<()> {
     let mut events = Vec::with_capacity(batch.len());
     for d in batch {
@@ -1111,9 +1162,11 @@ async fn partition_batch(
         match rt.store.intake_batch(&msgs, fence).await {
             Ok(outcomes) => {
                 outage.recovered();
-                for (msg, outcome) in msgs.into_iter().zip(outcomes) {
-                    intake::settled(&shared.router, &rt.metrics, msg, outcome);
-                }
+                wakes.extend(
+                    msgs.into_iter()
+                        .zip(outcomes)
+                        .filter_map(|(msg, outcome)| intake::counted(&rt.metrics, msg, outcome)),
+                );
                 for (d, _) in run {
                     d.acker.ack(BasicAckOptions::default()).await?;
                 }
