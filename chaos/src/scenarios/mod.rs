@@ -150,11 +150,19 @@ pub(crate) fn rng(seed: u64) -> StdRng {
 /// Adds `panics=N` to the figures when the nodes' logs show panics (e.g. issue 10's sqlx
 /// panics at shutdown).
 pub(crate) fn note_panics(rig: &crate::rig::Rig, f: &mut Figures) {
-    let panics: usize = rig
-        .nodes
-        .iter()
-        .map(|n| n.log_text().matches("panicked at").count())
-        .sum();
+    let mut panics = 0;
+    for n in &rig.nodes {
+        let log = n.log_text();
+        let lines: Vec<&str> = log.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            if l.contains("panicked at") {
+                panics += 1;
+                // the rig's directory goes when the scenario passes: say where and what
+                let what = lines.get(i + 1).copied().unwrap_or_default();
+                eprintln!("  panic in a node's log: {} {}", l.trim(), what.trim());
+            }
+        }
+    }
     if panics > 0 {
         f.extra.push(("panics".into(), panics.to_string()));
     }
