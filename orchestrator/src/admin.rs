@@ -614,9 +614,9 @@ pub(crate) struct RevokeCert {
 }
 
 /// `POST /api/v1/offline-issuance/certificates/{id}/revoke` `{reason}`; a desktop connected
-/// to this node's relay with it is disconnected. O-2 (credentials minted under it flagged
-/// for re-issue) has nothing to flag until the reconciler materializes provisional
-/// credentials.
+/// to this node's relay with it is disconnected. O-2: the provisional credentials minted
+/// under it that were materialized are flagged and revoked, each with `revoked.v1`
+/// (`wasProvisional = true`); a repeated revoke retries what a failed cascade left.
 pub(crate) async fn revoke_cert(
     req: HttpRequest,
     path: web::Path<String>,
@@ -648,6 +648,17 @@ pub(crate) async fn revoke_cert(
             now,
         ));
         store.commit(uow).await?;
+    }
+    // O-2, also on a repeated revoke: nothing is flagged twice.
+    let cascaded = crate::reconcile::cascade_certificate_revocation(
+        store,
+        tenant,
+        cert.id.as_str(),
+        shared.rt.clock.now(),
+    )
+    .await?;
+    if cascaded > 0 {
+        shared.rt.outbox_ready.notify_one();
     }
     // A desktop connected with it is cut now, not at its next handshake.
     if let Some(relay) = &shared.relay {

@@ -21,7 +21,7 @@ use lockstep_persistence::{
     ReadOnlyOfflineCertSignatureTable, ReadOnlyOfflineCertTable, Store, StoreError,
 };
 use lockstep_relay::{
-    CertificateDirectory, DeferAll, DirectoryError, Hub, IssuedCertificate, RelayConfig, RelayDeps,
+    CertificateDirectory, DirectoryError, Hub, IssuedCertificate, RelayConfig, RelayDeps,
     RelayServer, SessionClosed, SessionEvent, SessionEvents, SessionOpened,
 };
 use serde_json::json;
@@ -382,9 +382,12 @@ impl RelayHost {
                 events: recorder.clone(),
                 clock: r.clock.clone(),
                 registry: r.registry,
-                // Provisional credentials minted offline are deferred until the
-                // reconciler of issue 12 exists (the desktop keeps them and resends).
-                reconciler: Arc::new(DeferAll),
+                // Provisional credentials minted offline are judged, stored and
+                // materialized or revoked here (spec 003 §5, I-7).
+                reconciler: Arc::new(
+                    crate::reconcile::HostReconciler::new(r.store.clone(), r.clock.clone())
+                        .with_outbox_ready(r.outbox_ready.clone()),
+                ),
             },
         )
         .await

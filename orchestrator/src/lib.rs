@@ -17,6 +17,7 @@ pub mod http;
 pub mod intake;
 pub mod integrations;
 pub mod openapi;
+pub mod reconcile;
 pub mod schema;
 pub mod seed;
 pub mod shutdown;

@@ -15,6 +15,7 @@ mod observability;
 mod openapi;
 mod operator_tools;
 mod production;
+mod reconcile;
 mod security;
 mod webhooks;
 mod writes;
