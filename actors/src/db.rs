@@ -195,6 +195,19 @@ impl<'a> StepDb<'a> {
         self.tx().await?.get_credential(id).await
     }
 
+    /// Every credential of a reservation (the saga's own and the desk's provisional ones).
+    pub async fn credentials_by_reservation(
+        &mut self,
+        tenant: TenantId,
+        reservation: &lockstep_domain::ReservationId,
+    ) -> StoreResult<Vec<KeyCredential>> {
+        self.check(tenant)?;
+        self.tx()
+            .await?
+            .credentials_by_reservation(reservation)
+            .await
+    }
+
     /// Door truth and vendor intents of a credential, decrypted.
     pub async fn credential_devices(
         &mut self,

@@ -761,10 +761,45 @@ async fn reservation_step(
         id_verified: false,
         new_credential_id: KeyCredentialId::generate(),
     };
+    // Keys a desk minted offline for this stay (materialized by the reconciler, issue 12)
+    // are not the saga's own: they leave with the stay all the same.
+    let provisional_reason = match &event {
+        ReservationEvent::Cancelled { .. } => Some(RevokeReason::Cancellation),
+        ReservationEvent::CheckedOut { .. } => Some(RevokeReason::Checkout),
+        ReservationEvent::FraudFlagged { .. } => Some(RevokeReason::Security),
+        _ => None,
+    };
+    let provisional: Vec<KeyCredentialId> = match provisional_reason {
+        Some(_) => db
+            .credentials_by_reservation(entry.tenant_id, reservation_id)
+            .await?
+            .into_iter()
+            .filter(|c| c.provisional() && !c.is_terminal())
+            .map(|c| c.id().clone())
+            .collect(),
+        None => Vec::new(),
+    };
     let fence = rt.fences.for_commit(entry.partition);
     let (next, commands) = match saga::decide(&state, &event, &ctx) {
         Decision::Ignore(why) => {
             let mut uow = unit(entry, fence, now);
+            if let Some(reason) = provisional_reason {
+                // the saga's own key is gone already; the desk's may not be
+                let mut touched = Touched::default();
+                for id in &provisional {
+                    revoke(
+                        db,
+                        entry,
+                        &mut uow,
+                        &mut touched,
+                        id,
+                        reason,
+                        trace_id.clone(),
+                    )
+                    .await?;
+                }
+                touched.into_uow(&mut uow);
+            }
             uow.mailbox
                 .push(done(entry, format!("ignored:{why:?}").to_lowercase()));
             db.commit(uow).await?;
@@ -782,6 +817,20 @@ async fn reservation_step(
         let mut uow = unit(entry, fence, now);
         let mut touched = Touched::default();
         let mut issued = None;
+        if let Some(reason) = provisional_reason {
+            for id in &provisional {
+                revoke(
+                    db,
+                    entry,
+                    &mut uow,
+                    &mut touched,
+                    id,
+                    reason,
+                    trace_id.clone(),
+                )
+                .await?;
+            }
+        }
         for cmd in &commands {
             match cmd {
                 SagaCommand::Issue {

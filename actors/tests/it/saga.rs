@@ -479,3 +479,99 @@ async fn device_probes_raise_offline_online_battery_and_clock_signals_once() -> 
     rig.finish().await;
     Ok(())
 }
+
+/// Issue 12 with I-7: a key a desk minted offline for a stay (materialized by the
+/// reconciler, beside the saga's own) leaves with the stay: a cancellation revokes the
+/// saga's key and the desk's, each with its `revoked.v1`. Without the saga looking for
+/// them, the desk's key stayed `active` after the guest was gone.
+#[actix_rt::test]
+async fn a_cancellation_revokes_the_desks_provisional_key_of_the_stay_too() -> anyhow::Result<()> {
+    use lockstep_domain::{
+        HolderKind, IssueIntent, KeyCredential, KeyCredentialId, KeyCredentialScope,
+        KeyCredentialState, RevokeReason, RoomId, ScopedRoom,
+    };
+    use lockstep_persistence::{CredentialWrite, UnitOfWork};
+
+    let rig = Rig::start(WorkerSettings::simulator()).await?;
+    rig.confirm("rsv_p1", 1).await?;
+    rig.wait_settled("rsv_p1", "active").await?;
+    let own = rig.credentials("rsv_p1").await?[0].clone();
+
+    // the desk's card for the stay's second room, stored as the reconciler stores it
+    let now = rig.rt.clock.now();
+    let mut desk = KeyCredential::request(
+        IssueIntent {
+            id: KeyCredentialId::generate(),
+            tenant_id: rig.tenant,
+            property_id: rig.property.clone(),
+            holder_kind: HolderKind::Guest,
+            reservation_id: own.reservation_id().cloned(),
+            guest_id: own.guest_id().cloned(),
+            staff_user_id: None,
+            kind: own.kind(),
+            rooms: vec![ScopedRoom {
+                tenant_id: rig.tenant,
+                property_id: rig.property.clone(),
+                room_id: RoomId::parse("rmu_2")?,
+            }],
+            scope: KeyCredentialScope::default(),
+            validity: own.validity(),
+            vendor: own.vendor(),
+            vendor_adapter_id: own.vendor_adapter_id().clone(),
+            provisional: true,
+            idempotency_key: "provisional:test:1".into(),
+            replaces_id: None,
+            trace_id: None,
+        },
+        now,
+    )?;
+    desk.mark_pending(now)?;
+    desk.mark_active(now)?;
+    let _ = desk.take_pending_events();
+    let desk_id = desk.id().clone();
+    let mut uow = UnitOfWork::new(rig.tenant, None, now);
+    uow.credentials.push(CredentialWrite {
+        snapshot: desk.snapshot(),
+        expected_version: None,
+    });
+    rig.rt.store.commit(uow).await?;
+
+    rig.cancel("rsv_p1").await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let creds = rig.credentials("rsv_p1").await?;
+        let state_of = |id: &KeyCredentialId| {
+            creds
+                .iter()
+                .find(|c| c.id() == id)
+                .map(|c| (c.state(), c.revoke_reason()))
+        };
+        if state_of(&desk_id).map(|s| s.0) == Some(KeyCredentialState::Revoked)
+            && state_of(own.id()).map(|s| s.0) == Some(KeyCredentialState::Revoked)
+        {
+            assert_eq!(
+                state_of(&desk_id).and_then(|s| s.1),
+                Some(RevokeReason::Cancellation)
+            );
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "both keys revoked after the cancellation: {:?}",
+            creds
+                .iter()
+                .map(|c| (c.id().as_str().to_owned(), c.state(), c.provisional()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let subjects = rig.outbox_subjects(desk_id.as_str()).await?;
+    assert!(
+        subjects
+            .iter()
+            .any(|s| s.ends_with("credential.revoked.v1")),
+        "the desk's key has its revoked.v1: {subjects:?}"
+    );
+    rig.finish().await;
+    Ok(())
+}
