@@ -3,7 +3,6 @@
 
 mod breaker;
 mod contract;
-mod fallback;
 mod model;
 mod outage;
 mod rig;
