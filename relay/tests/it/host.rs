@@ -80,10 +80,17 @@ async fn the_journal_hears_of_each_desktop_before_the_send_and_a_failing_one_sen
         .await
         .unwrap_err();
     assert!(matches!(err, RelayError::Journal(_)), "{err:?}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // a later job on the same connection is the barrier: had the refused one been sent,
+    // its frame would have reached the desk first
+    let later = rig
+        .hub
+        .dispatch_with(job(&rig, 3, None), Some(&journal))
+        .await
+        .unwrap();
+    assert!(matches!(later, JobOutcome::Encoded(_)));
     assert_eq!(
         sims[0].started(),
-        1,
+        2,
         "the refused job never reached the desk"
     );
     assert_eq!(
