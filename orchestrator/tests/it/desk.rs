@@ -317,9 +317,15 @@ async fn desk_run(n: usize, rooms: usize, chaos: bool) -> anyhow::Result<()> {
             async move { (busy == Some(true)).then_some(()) }
         })
         .await?;
+        let closed_before = session_ids(&produced, CLOSED).len();
         agents.remove(0).kill();
         println!("desk-a killed mid-job");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // back only once the node has seen it go (its session closed)
+        wait_for("desk-a's session closed", Duration::from_secs(30), || {
+            let closed = session_ids(&produced, CLOSED).len();
+            async move { (closed > closed_before).then_some(()) }
+        })
+        .await?;
         agents.insert(0, start_agent(&mut desks[0], &url, encode));
         // The node dies too, once.
         wait_for(
