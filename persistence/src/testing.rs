@@ -36,7 +36,7 @@ pub const DB_PREFIX: &str = "lockstep_t_";
 
 /// Test databases older than this are dropped (best effort) when a new one is made, so
 /// leftovers of earlier runs don't pile up.
-const STALE_AFTER_MS: u64 = 6 * 60 * 60 * 1000;
+const STALE_AFTER_MS: u64 = 2 * 60 * 60 * 1000;
 
 /// The service role and its password (created by `scripts/services`).
 const APP_ROLE: (&str, &str) = ("lockstep_app", "lockstep_app");
