@@ -13,13 +13,16 @@
 //! [`world`] (the reservation system: publisher and model of every stay), [`check`]
 //! (invariants and figures), [`rig`] (all of it set up for one scenario), [`scenarios`].
 //! The `lockstep-chaos` binary runs the scenarios from the command line; the
-//! `lockstep-bench` binary runs [`bench`], the benchmark, on the same pieces.
+//! `lockstep-bench` binary runs [`bench`], the benchmark, on the same pieces; the
+//! `lockstep-relay-bench` binary runs [`bench::relay`] beside [`bench::echo`].
 //!
 //! For development only; benchmarks print figures, never timed assertions in tests.
 //!
 //! Architecture Invariant: no product crate depends on `chaos`; it talks to Lockstep only
 //! the way users and operators do (processes, config files, RabbitMQ, HTTP), and depends on
-//! `lockstep-vendors` for the simulators alone.
+//! `lockstep-vendors` for the simulators alone. One exception: the relay benchmark links
+//! `lockstep-relay` and runs its server and reference agents in-process (the relay is a
+//! library the `lockstep` binary embeds; the benchmark uses only its public API).
 
 // Chaos runs measure real processes on the wall clock (deadlines, outage lengths, exit and
 // recovery times); none of it is business time, so the Clock port does not apply here.

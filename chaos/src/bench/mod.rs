@@ -15,12 +15,18 @@
 //! cargo build --release -p lockstep-orchestrator -p lockstep-chaos
 //! LOCKSTEP_BIN=target/release/lockstep target/release/lockstep-bench --nodes 2
 //! ```
+//!
+//! The desktop relay has a benchmark of its own, with no cluster or broker: [`relay`] (the
+//! relay server and a fleet of reference agents in this process) read against [`echo`]
+//! (the machine's WebSocket echo rate), run by the `lockstep-relay-bench` binary.
 
+pub mod echo;
 pub mod events;
 pub mod lockstep;
 pub mod machine;
 pub mod pipeline;
 pub mod probe;
+pub mod relay;
 pub mod report;
 pub mod sys;
 
@@ -62,9 +68,9 @@ pub struct Options {
     pub seed: Option<u64>,
 }
 
-/// What the run was: command line, commit, binary, machine, setup.
-fn run_info(options: &Options, rig: &Rig) -> report::RunInfo {
-    let command = std::env::args()
+/// This process's command line, quoted where a shell needs it.
+pub fn command_line() -> String {
+    std::env::args()
         .map(|a| {
             if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$\\".contains(c)) {
                 format!("'{}'", a.replace('\'', r"'\''"))
@@ -73,7 +79,12 @@ fn run_info(options: &Options, rig: &Rig) -> report::RunInfo {
             }
         })
         .collect::<Vec<_>>()
-        .join(" ");
+        .join(" ")
+}
+
+/// What the run was: command line, commit, binary, machine, setup.
+fn run_info(options: &Options, rig: &Rig) -> report::RunInfo {
+    let command = command_line();
     let command = match std::env::var("LOCKSTEP_BIN") {
         Ok(bin) => format!("LOCKSTEP_BIN={bin} {command}"),
         Err(_) => command,
@@ -136,7 +147,7 @@ fn run_info(options: &Options, rig: &Rig) -> report::RunInfo {
 
 /// `git rev-parse HEAD` of the current directory's repository (else of the one this crate
 /// was built from), and whether its working tree has changes.
-fn git_commit() -> String {
+pub fn git_commit() -> String {
     let git = |dir: &Path, args: &[&str]| -> Option<String> {
         let out = Command::new("git")
             .arg("-C")

@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::echo::EchoFigures;
 use super::lockstep::{Burst, LockstepFigures};
 use super::machine::{PgbenchFigures, RabbitFigures};
+use super::relay::{Connect, RelayFigures};
 use crate::util::quantile;
 
 /// What identifies a run.
@@ -27,8 +29,13 @@ pub struct RunInfo {
 
 /// The run's header.
 pub fn header(info: &RunInfo) -> String {
+    titled_header("lockstep-bench", info)
+}
+
+/// The header of the benchmark called `title`.
+pub fn titled_header(title: &str, info: &RunInfo) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "lockstep-bench");
+    let _ = writeln!(s, "{title}");
     let _ = writeln!(s, "  command: {}", info.command);
     let _ = writeln!(s, "  commit:  {}", info.commit);
     let _ = writeln!(s, "  binary:  {}", info.binary);
@@ -367,6 +374,167 @@ pub fn ratios(
         "  publish→issued.v1 p99 (idle):    {}  (target < 50 ms)",
         ms(quantile(&f.idle.latencies_ms, 0.99))
     );
+    s
+}
+
+fn mb(bytes: Option<u64>) -> String {
+    bytes.map_or("-".into(), |b| format!("{:.1} MB", b as f64 / 1e6))
+}
+
+/// `", N KB per <what> with both ends of its connection"` from RSS before and after.
+fn per_connection(rss: (Option<u64>, Option<u64>), n: usize, what: &str) -> String {
+    match rss {
+        (Some(a), Some(b)) if b > a => format!(
+            ", {:.1} KB per {what} with both ends of its connection",
+            (b - a) as f64 / 1e3 / n.max(1) as f64
+        ),
+        _ => String::new(),
+    }
+}
+
+fn latencies(v: &[f64]) -> String {
+    format!(
+        "p50 {} p99 {} max {}",
+        ms2(quantile(v, 0.5)),
+        ms2(quantile(v, 0.99)),
+        ms2(quantile(v, 1.0))
+    )
+}
+
+fn ms2(v: Option<f64>) -> String {
+    v.map_or("-".into(), |x| format!("{x:.2} ms"))
+}
+
+/// `lockstep-relay-bench`'s baseline: the machine's WebSocket echo rate.
+pub fn echo(e: &EchoFigures) -> String {
+    let p = &e.plan;
+    let mut s = String::from(
+        "machine baseline: websocket echo (tokio-tungstenite server and clients in this process on 127.0.0.1, TCP_NODELAY)\n",
+    );
+    let _ = writeln!(
+        s,
+        "  {} round trips of a {} B text frame (an encode_job frame), {} in flight over {} connections (opened in {:.2} s; rss {} with them open{})",
+        e.latencies_ms.len(),
+        p.message.len(),
+        p.window.min(p.connections),
+        p.connections,
+        e.connected_in.as_secs_f64(),
+        mb(e.rss.1),
+        per_connection(e.rss, p.connections, "connection"),
+    );
+    let _ = writeln!(
+        s,
+        "  round trips/s: {:.0} ({:.2} s); latency {}; cpu {:.2} cpu-s ({:.0} µs per round trip), other processes {:.2} cpu-s",
+        e.rate(),
+        e.took.as_secs_f64(),
+        latencies(&e.latencies_ms),
+        e.cpu_seconds,
+        e.cpu_seconds / e.latencies_ms.len().max(1) as f64 * 1e6,
+        e.others_cpu_seconds,
+    );
+    s
+}
+
+/// `lockstep-relay-bench`: the fleet connected.
+pub fn relay_connect(c: &Connect) -> String {
+    let mut s = String::from("lockstep relay (RelayServer + Hub with production defaults, reference agents, one process)\n");
+    let refused = if c.refused.is_empty() {
+        "none".to_owned()
+    } else {
+        c.refused
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        s,
+        "  connect: {} agents authenticated in {:.2} s (all spawned at once; refusals meanwhile: {refused})",
+        c.agents,
+        c.took.as_secs_f64(),
+    );
+    let _ = writeln!(
+        s,
+        "  rss with {} agents connected: {} ({} before the first agent{})",
+        c.agents,
+        mb(c.rss_connected),
+        mb(c.rss_before),
+        per_connection((c.rss_before, c.rss_connected), c.agents, "agent"),
+    );
+    s
+}
+
+/// `lockstep-relay-bench`: the jobs and the exactly-once check.
+pub fn relay_jobs(f: &RelayFigures) -> String {
+    let (p, d, c) = (&f.plan, &f.dispatch, &f.check);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "  jobs: {} through Hub::dispatch, {} in flight, over {} properties ({} agents each or so), encode time {} ms",
+        d.jobs,
+        p.window.min(p.jobs),
+        p.properties,
+        p.agents / p.properties.max(1),
+        p.encode_delay.as_millis(),
+    );
+    let _ = writeln!(
+        s,
+        "    jobs/s: {:.0} ({:.2} s); dispatch→result {}; cpu {:.2} cpu-s ({:.0} µs per job), other processes {:.2} cpu-s; re-routes {:.0}",
+        d.rate(),
+        d.took.as_secs_f64(),
+        latencies(&d.latencies_ms),
+        d.cpu_seconds,
+        d.cpu_seconds / d.latencies_ms.len().max(1) as f64 * 1e6,
+        d.others_cpu_seconds,
+        d.reroutes,
+    );
+    let _ = writeln!(
+        s,
+        "    outcomes: {} encoded{}",
+        d.encoded,
+        d.other
+            .iter()
+            .map(|(k, (n, first))| format!(", {n} {k} (first: {first})"))
+            .collect::<String>(),
+    );
+    let _ = writeln!(
+        s,
+        "    exactly once: {} ({} keys: {} encoded once, {} twice or more, {} never; {} encodes in all, {} of keys no job carried)",
+        if f.exactly_once() { "PASS" } else { "FAIL" },
+        c.keys,
+        c.once,
+        c.more,
+        c.never,
+        c.encodes,
+        c.strangers,
+    );
+    let _ = writeln!(s, "  peak rss of the process: {}", mb(f.peak_rss));
+    s
+}
+
+/// `lockstep-relay-bench`: the relay beside the echo.
+pub fn relay_ratio(f: &RelayFigures, e: Option<&EchoFigures>) -> String {
+    let jps = f.dispatch.rate();
+    let mut s = String::from("ratio\n");
+    let _ = writeln!(
+        s,
+        "  jobs/s ÷ websocket echo round trips/s: {}",
+        e.map_or("- (not measured)".into(), |e| format!(
+            "{:.3} ({jps:.0} / {:.0}); a job is 3 frames (encode_job, job_ack, job_result) and an echo 2",
+            jps / e.rate().max(1e-9),
+            e.rate()
+        ))
+    );
+    if let Some(e) = e {
+        let _ = writeln!(
+            s,
+            "  p50 / p99 ÷ echo's: {:.1} / {:.1}",
+            quantile(&f.dispatch.latencies_ms, 0.5).unwrap_or(0.0)
+                / quantile(&e.latencies_ms, 0.5).unwrap_or(1.0).max(1e-9),
+            quantile(&f.dispatch.latencies_ms, 0.99).unwrap_or(0.0)
+                / quantile(&e.latencies_ms, 0.99).unwrap_or(1.0).max(1e-9),
+        );
+    }
     s
 }
 

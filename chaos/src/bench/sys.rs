@@ -128,6 +128,38 @@ pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Resident set size of this process now (`VmRSS`), bytes.
+pub fn own_rss_bytes() -> Option<u64> {
+    status_kb("self", "VmRSS:").map(|kb| kb * 1024)
+}
+
+/// Peak resident set size of this process so far (`VmHWM`), bytes.
+pub fn own_peak_rss_bytes() -> Option<u64> {
+    status_kb("self", "VmHWM:").map(|kb| kb * 1024)
+}
+
+fn status_kb(pid: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The soft limit on open files of this process (`/proc/self/limits`, "Max open files");
+/// `None` when unlimited or unreadable.
+pub fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_files_limit(&text)
+}
+
+fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Total memory of the machine (`MemTotal`), bytes.
 pub fn memory_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -152,6 +184,21 @@ mod tests {
     fn this_process_has_a_peak_rss_and_the_machine_a_cpu() {
         assert!(peak_rss_bytes(std::process::id()).is_some_and(|b| b > 0));
         assert!(machine_busy_seconds(clock_ticks()).1 >= 1);
+    }
+
+    #[test]
+    fn the_soft_open_files_limit_is_read_from_proc_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             95541                95541                processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_files_limit(limits), Some(1024));
+        assert_eq!(
+            parse_open_files_limit(
+                "Max open files            unlimited            unlimited            files\n"
+            ),
+            None
+        );
+        assert!(own_rss_bytes().is_some_and(|b| b > 0));
     }
 
     #[test]
