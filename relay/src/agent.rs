@@ -6,9 +6,10 @@
 //! waits for that encode.
 //!
 //! Designed for what comes later: the record of encoded jobs is a trait ([`EncodedJobs`])
-//! the SQLite mirror of spec `004` §7 will implement, the encoder is a trait
-//! ([`Encoder`]) a USB driver will implement, and the session keeps the connection so the
-//! offline minting can send `provisional_batch` on reconnect.
+//! the SQLite mirror of spec `004` §7 implements, the encoder is a trait ([`Encoder`]) a
+//! USB driver will implement, and the credentials the desk minted while cut off
+//! ([`crate::mint`]) come from its [`AgentHost`] and go out as `provisional_batch` right
+//! after each `welcome`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -763,8 +764,9 @@ impl Shared {
     }
 }
 
-/// A fresh id for a batch: 26 characters of Crockford base32 from the OS CSPRNG.
-fn ulid_like() -> String {
+/// A fresh id for a batch or a provisional credential: 26 characters of Crockford base32
+/// from the OS CSPRNG.
+pub(crate) fn ulid_like() -> String {
     use rand::Rng as _;
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let mut rng = rand::rngs::OsRng;

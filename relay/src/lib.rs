@@ -1,8 +1,8 @@
 //! The desktop relay (DESIGN §8): the WebSocket server that front-desk desktops connect to
 //! (authenticated by an Ed25519 signature over a single-use server nonce with the key their
 //! offline-issuance certificate binds), the hub that dispatches encode jobs to their card
-//! encoders, the versioned message protocol both sides speak, and the reference desktop
-//! agent. The protocol is documented in `docs/relay/`.
+//! encoders, the versioned message protocol both sides speak, the reference desktop
+//! agent, and the provisional credentials a desk mints while cut off (`mint`). The protocol is documented in `docs/relay/`.
 //!
 //! Everything the relay needs from its host comes through small traits the host
 //! implements: [`CertificateDirectory`] (certificate lookup), [`SessionEvents`] (session
@@ -19,6 +19,7 @@ mod error;
 pub mod events;
 pub mod hub;
 mod metrics;
+pub mod mint;
 pub mod protocol;
 pub mod reconcile;
 mod server;
