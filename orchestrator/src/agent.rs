@@ -4,6 +4,11 @@
 //! `004` §7's local SQLite mirror (its certificate, its sessions, the cards it encoded),
 //! so a card encoded just before the agent was killed is answered again after a restart
 //! rather than encoded twice.
+//!
+//! Cut off from Lockstep, the desk still hands out keys: `lockstep agent mint` mints a
+//! provisional card (spec `003` §5, I-7) into the same mirror, signed with the desk's key,
+//! and `run` sends every one not yet answered right after it connects and keeps the
+//! server's verdicts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,14 +16,21 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use lockstep_domain::{Clock, OfflineIssuanceId, PropertyId, SystemClock, TenantId};
-use lockstep_persistence::mirror::{DeskMirror, MirroredCard};
+use lockstep_domain::{
+    Clock, KeyCredentialKind, OfflineIssuanceId, PropertyId, ReservationId, RoomId, SystemClock,
+    TenantId,
+};
+use lockstep_persistence::mirror::{
+    DeskMirror, LocalVerdict, MirroredCard, MirroredProvisional, ProvisionalSync,
+};
 use lockstep_relay::agent::{
-    Agent, AgentConfig, AgentHost, AgentKey, AgentStatus, AttachedEncoder, EncodedJobs,
+    Agent, AgentConfig, AgentHost, AgentKey, AgentStatus, AttachedEncoder, EncodedJobs, Encoder,
     SimulatedEncoder, StoredEncode,
 };
+use lockstep_relay::mint::ProvisionalDraft;
 use lockstep_relay::protocol::{
-    CardNumber, EncodeJob, EncoderId, EncoderInfo, IdempotencyKey, SignatureB64, Transport,
+    CardKind, CardNumber, EncodeJob, EncoderId, EncoderInfo, IdempotencyKey, JobId,
+    ProvisionalCredential, ProvisionalId, SignatureB64, SyncOutcome, SyncResult, Transport,
 };
 use tracing::{info, warn};
 
@@ -49,6 +61,204 @@ pub struct AgentArgs {
     pub encode_time: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
+}
+
+/// What `lockstep agent mint` is given.
+#[derive(Debug, Clone)]
+pub struct MintArgs {
+    /// The SQLite mirror file (the one `run` uses).
+    pub mirror: PathBuf,
+    /// The desktop's Ed25519 seed.
+    pub key_file: PathBuf,
+    /// Its certificate (`oki_…`).
+    pub certificate_id: String,
+    /// Tenant (uuid).
+    pub tenant: String,
+    /// Property.
+    pub property: String,
+    /// The stay.
+    pub reservation: String,
+    /// The rooms the key opens.
+    pub rooms: Vec<String>,
+    /// The kind (`rfid_card`).
+    pub kind: String,
+    /// End of validity (RFC 3339); 24 hours from now when absent.
+    pub valid_until: Option<String>,
+    /// How long the simulated encoder takes per card.
+    pub encode_time: Duration,
+}
+
+/// A provisional key minted offline lasts this long unless told otherwise (I-7 allows 48).
+const DEFAULT_PROVISIONAL_HOURS: i64 = 24;
+
+/// `lockstep agent mint`: mints one provisional card while the desk is cut off (spec `003`
+/// §5): checks it (I-7's 48 hours, before any card is encoded), encodes the card on a
+/// simulated encoder, signs it and keeps it unsynced in the mirror; prints its id and
+/// nothing else (never the card's number).
+pub async fn mint(a: MintArgs) -> anyhow::Result<()> {
+    let tenant = TenantId::parse(&a.tenant).map_err(|_| anyhow::anyhow!("--tenant: not a uuid"))?;
+    let property = PropertyId::parse(&a.property)
+        .map_err(|_| anyhow::anyhow!("--property: not a property id"))?;
+    let certificate = OfflineIssuanceId::parse(&a.certificate_id)
+        .map_err(|_| anyhow::anyhow!("--certificate-id: not an oki_ id"))?;
+    let reservation = ReservationId::parse(&a.reservation)
+        .map_err(|_| anyhow::anyhow!("--reservation: 1 to 64 letters, digits, '_' or '-'"))?;
+    let rooms = a
+        .rooms
+        .iter()
+        .map(|r| {
+            RoomId::parse(r)
+                .map_err(|_| anyhow::anyhow!("--room {r:?}: 1 to 64 letters, digits, '_' or '-'"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let kind = KeyCredentialKind::parse(&a.kind)
+        .map_err(|_| anyhow::anyhow!("--kind {:?}: not a credential kind", a.kind))?;
+    anyhow::ensure!(
+        kind == KeyCredentialKind::RfidCard,
+        "--kind {}: this agent mints rfid_card only (it encodes the card at the desk; it has no way to hand over another kind offline)",
+        kind.as_str()
+    );
+    let clock = SystemClock;
+    let now = clock.now();
+    let valid_until = match &a.valid_until {
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "--valid-until {t:?}: an RFC 3339 time such as 2027-03-02T11:00:00Z"
+                )
+            })?,
+        None => now + chrono::Duration::hours(DEFAULT_PROVISIONAL_HOURS),
+    };
+    let key = AgentKey::from_seed(read_seed(&a.key_file)?);
+    // Checked before the mirror is touched or a card encoded (I-7).
+    let draft = ProvisionalDraft::new(certificate, kind, reservation, rooms, now, valid_until, now)
+        .map_err(|e| anyhow::anyhow!("nothing minted: {e}"))?;
+    let mirror = open_mirror(&a.mirror).await?;
+    let encoder = SimulatedEncoder::new(a.encode_time);
+    let minted = mint_provisional(&mirror, &key, tenant, &property, draft, &encoder).await;
+    mirror.close().await;
+    println!("{}", minted?.provisional_id);
+    Ok(())
+}
+
+/// Mints `draft` into `mirror` (spec `003` §5, I-7): a card is encoded for it on
+/// `encoder` (its number goes into what the desk signs), the canonical payload is signed
+/// with `key`, and the credential is kept unsynced until `run` hands it to the relay. When
+/// the mirror recorded the certificate, the key, tenant and property must be that
+/// certificate's: a credential signed by another key would only be refused as forged.
+pub async fn mint_provisional(
+    mirror: &DeskMirror,
+    key: &AgentKey,
+    tenant: TenantId,
+    property: &PropertyId,
+    draft: ProvisionalDraft,
+    encoder: &dyn Encoder,
+) -> anyhow::Result<ProvisionalCredential> {
+    let certificate = draft.certificate_id().as_str().to_owned();
+    if let Some((t, p, public)) = mirror.certificate(&certificate).await? {
+        anyhow::ensure!(
+            public == key.public_key_base64(),
+            "--key-file: not the key certificate {certificate} binds (the mirror recorded another); nothing minted"
+        );
+        anyhow::ensure!(
+            t == tenant.to_string() && p == property.as_str(),
+            "certificate {certificate} is of tenant {t}, property {p}; nothing minted"
+        );
+    }
+    let id = draft.provisional_id().as_str().to_owned();
+    let card = match draft.kind() {
+        KeyCredentialKind::RfidCard => {
+            let job = EncodeJob {
+                job_id: JobId::parse(&id)?,
+                credential_id: id.clone(),
+                kind: CardKind::RfidCard,
+                rooms: draft
+                    .room_ids()
+                    .iter()
+                    .map(|r| r.as_str().to_owned())
+                    .collect(),
+                doors: Vec::new(),
+                valid_from: draft.valid_from(),
+                valid_until: draft.valid_until(),
+                idempotency_key: IdempotencyKey::parse(&id)?,
+            };
+            let card = encoder.encode(&job).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "encoding the card failed ({}: {}); nothing minted",
+                    e.failure.as_str(),
+                    e.detail
+                )
+            })?;
+            Some(card)
+        }
+        _ => None,
+    };
+    let credential = draft.sign(key, card);
+    let stored = mirrored(&credential, tenant, property);
+    anyhow::ensure!(
+        mirror.record_provisional(&stored).await?,
+        "provisional id {id} exists in the mirror; nothing minted"
+    );
+    info!(
+        provisional = %credential.provisional_id,
+        certificate = %credential.certificate_id,
+        kind = %credential.kind,
+        rooms = credential.room_ids.len(),
+        "provisional credential minted offline"
+    );
+    Ok(credential)
+}
+
+/// The mirror's row of a provisional credential.
+pub fn mirrored(
+    p: &ProvisionalCredential,
+    tenant: TenantId,
+    property: &PropertyId,
+) -> MirroredProvisional {
+    MirroredProvisional {
+        id: p.provisional_id.as_str().to_owned(),
+        certificate_id: p.certificate_id.clone(),
+        tenant_id: tenant.to_string(),
+        property_id: property.as_str().to_owned(),
+        kind: p.kind.clone(),
+        reservation_id: p.reservation_id.clone(),
+        rooms: p.room_ids.clone(),
+        valid_from: p.valid_from,
+        valid_until: p.valid_until,
+        minted_at: p.minted_at,
+        card_number: p.card_number.as_ref().map(|c| c.expose().to_owned()),
+        signature: p.signature.as_str().to_owned(),
+    }
+}
+
+/// The credential a mirror row holds, as it was signed.
+fn from_mirror(m: &MirroredProvisional) -> anyhow::Result<ProvisionalCredential> {
+    Ok(ProvisionalCredential {
+        provisional_id: ProvisionalId::parse(&m.id)?,
+        certificate_id: m.certificate_id.clone(),
+        kind: m.kind.clone(),
+        reservation_id: m.reservation_id.clone(),
+        room_ids: m.rooms.clone(),
+        valid_from: m.valid_from,
+        valid_until: m.valid_until,
+        minted_at: m.minted_at,
+        card_number: m
+            .card_number
+            .as_deref()
+            .map(CardNumber::parse)
+            .transpose()?,
+        signature: SignatureB64::try_from(m.signature.clone())?,
+    })
+}
+
+async fn open_mirror(path: &Path) -> anyhow::Result<DeskMirror> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    DeskMirror::open(&path.to_string_lossy())
+        .await
+        .with_context(|| format!("opening the mirror {}", path.display()))
 }
 
 /// `lockstep agent keygen`: writes a fresh key (hex seed, mode 0600) and prints its public
@@ -190,6 +400,78 @@ impl AgentHost for MirrorHost {
             warn!(error = %e, "recording the session's end failed");
         }
     }
+
+    /// What the desk minted while cut off and the server has not answered (I-7: the
+    /// reconciler materializes or revokes each on this sync).
+    async fn unsynced(&self) -> Vec<ProvisionalCredential> {
+        let rows = match self.mirror.unsynced_provisionals().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(error = %e, "reading unsynced provisional credentials failed");
+                return Vec::new();
+            }
+        };
+        rows.iter()
+            .filter_map(|row| match from_mirror(row) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warn!(provisional = %row.id, error = %e, "a provisional credential in the mirror is unreadable; not sent");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Keeps the server's verdicts; a deferred one stays unsynced and goes again on the
+    /// next connection, and so does one whose verdict could not be written (the server
+    /// answers it from the verdict it stored).
+    async fn synced(&self, result: &SyncResult) {
+        let now = self.clock.now();
+        let (mut accepted, mut revoked, mut deferred) = (0usize, 0usize, 0usize);
+        for item in &result.items {
+            let outcome = match item.outcome {
+                SyncOutcome::Accepted => LocalVerdict::Accepted,
+                SyncOutcome::Revoked => LocalVerdict::Revoked,
+                SyncOutcome::Deferred => {
+                    deferred += 1;
+                    continue;
+                }
+            };
+            let sync = ProvisionalSync {
+                outcome,
+                reason: item.reason.clone(),
+                server_credential_id: item.credential_id.clone(),
+                synced_at: now,
+            };
+            if let Err(e) = self
+                .mirror
+                .record_provisional_sync(item.provisional_id.as_str(), &sync)
+                .await
+            {
+                warn!(provisional = %item.provisional_id, error = %e, "recording a provisional credential's verdict failed");
+                continue;
+            }
+            match outcome {
+                LocalVerdict::Accepted => accepted += 1,
+                LocalVerdict::Revoked => {
+                    revoked += 1;
+                    // The desk must know: the card it handed over opens nothing.
+                    println!(
+                        "provisional {} revoked by lockstep ({}): its card opens no door",
+                        item.provisional_id,
+                        item.reason.as_deref().unwrap_or("no reason given")
+                    );
+                }
+            }
+        }
+        info!(
+            batch = %result.batch_id,
+            accepted,
+            revoked,
+            deferred,
+            "provisional credentials answered"
+        );
+    }
 }
 
 /// `lockstep agent run`: serves the desk until SIGTERM or ctrl-c, or until the relay
@@ -205,12 +487,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
         "--encoders: 1 to 16 simulated encoders"
     );
     let key = AgentKey::from_seed(read_seed(&a.key_file)?);
-    if let Some(dir) = a.mirror.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mirror = DeskMirror::open(&a.mirror.to_string_lossy())
-        .await
-        .with_context(|| format!("opening the mirror {}", a.mirror.display()))?;
+    let mirror = open_mirror(&a.mirror).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     mirror
         .record_certificate(

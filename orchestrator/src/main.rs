@@ -152,6 +152,42 @@ enum AgentAction {
         #[arg(long, default_value_t = 30_000)]
         backoff_max_ms: u64,
     },
+    /// Mints a provisional key while the desk is cut off from Lockstep (spec 003 §5): the
+    /// card is encoded on a simulated encoder, signed with the desktop's key and kept in
+    /// the mirror until `run` syncs it (the reconciler materializes or revokes it). Prints
+    /// its id. At most 48 hours (I-7).
+    Mint {
+        /// The local SQLite mirror `run` uses.
+        #[arg(long, default_value = "lockstep-desk.sqlite")]
+        mirror: PathBuf,
+        /// The desktop's key (written by `lockstep agent keygen`).
+        #[arg(long)]
+        key_file: PathBuf,
+        /// The offline-issuance certificate binding the key (`oki_…`).
+        #[arg(long)]
+        certificate_id: String,
+        /// The tenant (uuid).
+        #[arg(long)]
+        tenant: String,
+        /// The property.
+        #[arg(long)]
+        property: String,
+        /// The stay the key is for.
+        #[arg(long)]
+        reservation: String,
+        /// A room the key opens (repeat for several).
+        #[arg(long = "room", required = true)]
+        rooms: Vec<String>,
+        /// The kind: `rfid_card` (a card encoded at the desk).
+        #[arg(long, default_value = "rfid_card")]
+        kind: String,
+        /// End of validity (RFC 3339); default 24 hours from now, at most 48.
+        #[arg(long)]
+        valid_until: Option<String>,
+        /// Time the simulated encoder takes per card, ms.
+        #[arg(long, default_value_t = 500)]
+        encode_ms: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -232,7 +268,13 @@ fn main() -> anyhow::Result<()> {
     // lines go to stderr. The service logs to stdout.
     let tool = matches!(
         cli.command,
-        Some(Command::Status { .. } | Command::Dlq { .. })
+        Some(
+            Command::Status { .. }
+                | Command::Dlq { .. }
+                | Command::Agent {
+                    action: AgentAction::Mint { .. }
+                }
+        )
     );
     let writer = move || -> Box<dyn std::io::Write> {
         if tool {
@@ -271,6 +313,32 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Agent { action } => match action {
                 AgentAction::Keygen { key_file } => lockstep_orchestrator::agent::keygen(&key_file),
+                AgentAction::Mint {
+                    mirror,
+                    key_file,
+                    certificate_id,
+                    tenant,
+                    property,
+                    reservation,
+                    rooms,
+                    kind,
+                    valid_until,
+                    encode_ms,
+                } => {
+                    lockstep_orchestrator::agent::mint(lockstep_orchestrator::agent::MintArgs {
+                        mirror,
+                        key_file,
+                        certificate_id,
+                        tenant,
+                        property,
+                        reservation,
+                        rooms,
+                        kind,
+                        valid_until,
+                        encode_time: std::time::Duration::from_millis(encode_ms),
+                    })
+                    .await
+                }
                 AgentAction::Run {
                     url,
                     key_file,
