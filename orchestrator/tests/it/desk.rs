@@ -25,26 +25,26 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-const TENANT: &str = "6a1d2c3b-4e5f-4a7b-8c9d-0e1f2a3b4c5d";
-const PROPERTY: &str = "ppt_desk";
+pub(super) const TENANT: &str = "6a1d2c3b-4e5f-4a7b-8c9d-0e1f2a3b4c5d";
+pub(super) const PROPERTY: &str = "ppt_desk";
 const ADAPTER: &str = "vad_01J0000000000000000000DESK";
-const TOKEN: &str = "it-desk-token";
+pub(super) const TOKEN: &str = "it-desk-token";
 const OPENED: &str = "melmastoon.lock.encoder_session.opened.v1";
 const CLOSED: &str = "melmastoon.lock.encoder_session.closed.v1";
-const ISSUED: &str = "melmastoon.lock.credential.issued.v1";
+pub(super) const ISSUED: &str = "melmastoon.lock.credential.issued.v1";
 
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
 
-fn room(i: usize) -> String {
+pub(super) fn room(i: usize) -> String {
     format!("rmu_d{i:03}")
 }
 
 /// Production config: one property, `rooms` Wiegand card locks, rfid cards preferred, the
 /// relay on `relay_port` with test-short timeouts.
-fn write_config(
+pub(super) fn write_config(
     dir: &Path,
     db: &PgTestDb,
     vhost: &Vhost,
@@ -205,7 +205,7 @@ fn start_agent(desk: &mut Desk, url: &str, encode: Duration) -> AgentHandle {
     )
 }
 
-fn relay_url(port: u16) -> String {
+pub(super) fn relay_url(port: u16) -> String {
     format!("ws://127.0.0.1:{port}/relay/v1")
 }
 

@@ -16,6 +16,7 @@ mod openapi;
 mod operator_tools;
 mod production;
 mod reconcile;
+mod reconcile_desk;
 mod security;
 mod webhooks;
 mod writes;

@@ -2,9 +2,11 @@
 //! I-7, O-2, O-3), driven through the relay's `Reconciler` trait with real Ed25519
 //! signatures, on the embedded (SQLite) store and on Postgres.
 //!
-//! The desktop agent does not mint offline yet: the provisional records are built here
-//! with the agent's own key type (`AgentKey::sign`) over the protocol's canonical payload
-//! (`ProvisionalCredential::signed_payload`), which is what an agent's minting would sign.
+//! The provisional records are built here by hand with the agent's own key type
+//! (`AgentKey::sign`) over the protocol's canonical payload
+//! (`ProvisionalCredential::signed_payload`), which is what the agent's minting signs, so
+//! each judgement can be reached directly. The desk's own minting (`lockstep agent mint`)
+//! and sync through the real binary are in `reconcile_desk`.
 
 use std::sync::Arc;
 use std::time::Duration;
