@@ -63,23 +63,25 @@ pub const CONSUMED_SUBJECTS: &[&str] = &[
 /// fraud, shift end, deactivations, an expiry, an operator's revoke or suspend): its saga
 /// steps are admitted before waiting issuances (issue 11, revocations first).
 pub fn is_removal_topic(topic: &str) -> bool {
-    [
-        RESERVATION_CANCELLED,
-        RESERVATION_CHECKED_OUT,
-        RESERVATION_NO_SHOW,
-        RESERVATION_FRAUD_FLAGGED,
-        SHIFT_ENDED,
-        PROPERTY_DEACTIVATED,
-        USER_DEACTIVATED,
-        BOOKING_CANCELLED,
-        BOOKING_COMPLETED,
-        INTERNAL_NO_SHOW_DUE,
-        INTERNAL_EXPIRE,
-        INTERNAL_REVOKE,
-        INTERNAL_SUSPEND,
-    ]
-    .contains(&topic)
+    REMOVAL_TOPICS.contains(&topic)
 }
+
+/// The topics of [`is_removal_topic`].
+pub const REMOVAL_TOPICS: [&str; 13] = [
+    RESERVATION_CANCELLED,
+    RESERVATION_CHECKED_OUT,
+    RESERVATION_NO_SHOW,
+    RESERVATION_FRAUD_FLAGGED,
+    SHIFT_ENDED,
+    PROPERTY_DEACTIVATED,
+    USER_DEACTIVATED,
+    BOOKING_CANCELLED,
+    BOOKING_COMPLETED,
+    INTERNAL_NO_SHOW_DUE,
+    INTERNAL_EXPIRE,
+    INTERNAL_REVOKE,
+    INTERNAL_SUSPEND,
+];
 
 /// Internal: the no-show suspension timer of a reservation saga fired.
 pub const INTERNAL_NO_SHOW_DUE: &str = "lockstep.internal.no_show_suspend_due";

@@ -329,6 +329,9 @@ async fn run_call(
         CallOutcome::Answered(Ok(_)) | CallOutcome::Panicked => false,
     };
     breaker.do_send(Record { unwell, latency });
+    if !matches!(outcome, CallOutcome::Panicked) {
+        account.answered(unwell);
+    }
     if let CallOutcome::Answered(Err(e)) = &outcome {
         if e.is_account_level() {
             account.hold(e);
@@ -713,7 +716,15 @@ pub struct AccountState {
     /// Removals pending on the account's devices as last counted (`i64::MAX`: unknown).
     pending_removals: std::sync::atomic::AtomicI64,
     supervising: std::sync::atomic::AtomicBool,
+    /// The account's calls answered as unwell in a row (5xx, 429, transport, timeout);
+    /// any other answer resets it.
+    consecutive_unwell: std::sync::atomic::AtomicU32,
 }
+
+/// Unwell answers in a row after which the account counts as down whatever its breaker
+/// says: at a guest or two an hour a breaker never sees the volume it needs to open, and
+/// a vendor down for hours must still have its removals go first when it is back.
+const DOWN_AFTER_UNWELL: u32 = 3;
 
 impl std::fmt::Debug for AccountState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -745,6 +756,7 @@ impl AccountState {
             removals_first: std::sync::atomic::AtomicBool::new(false),
             pending_removals: std::sync::atomic::AtomicI64::new(0),
             supervising: std::sync::atomic::AtomicBool::new(false),
+            consecutive_unwell: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -783,13 +795,32 @@ impl AccountState {
         None
     }
 
-    /// The breaker refused one of the account's calls: the vendor is down, and when it is
-    /// back the removals that waited go first.
+    /// The breaker refused one of the account's calls, or its calls keep failing: the
+    /// vendor is down, and when it is back the removals that waited go first.
     fn breaker_rejected(self: &Arc<Self>) {
         if !self.removals_first.swap(true, Ordering::SeqCst) {
             self.pending_removals.store(i64::MAX, Ordering::SeqCst);
         }
         self.supervise();
+    }
+
+    /// A call of the account was answered: unwell (counted toward [`DOWN_AFTER_UNWELL`],
+    /// after which removals go first as after a breaker's refusal) or not (the count
+    /// starts again).
+    fn answered(self: &Arc<Self>, unwell: bool) {
+        if !unwell {
+            self.consecutive_unwell.store(0, Ordering::SeqCst);
+            return;
+        }
+        let n = self.consecutive_unwell.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= DOWN_AFTER_UNWELL {
+            self.breaker_rejected();
+        }
+    }
+
+    /// Whether the account's last calls all failed as unwell.
+    fn down_by_calls(&self) -> bool {
+        self.consecutive_unwell.load(Ordering::SeqCst) >= DOWN_AFTER_UNWELL
     }
 
     /// An account-level error: hold the account's work until a probe succeeds.
@@ -862,7 +893,9 @@ impl AccountState {
                 self.breaker.send(crate::breaker::Circuit).await,
                 Ok(lockstep_domain::breaker::CircuitState::Closed)
             );
-            match self.deps.store.pending_removals(self.tenant, &ids).await {
+            // up: the breaker closed and the last calls not all failing
+            let closed = closed && !self.down_by_calls();
+            match self.removals_waiting(&ids).await {
                 Ok(n) => {
                     self.pending_removals.store(n, Ordering::SeqCst);
                     if n < last_count || !closed {
@@ -893,6 +926,31 @@ impl AccountState {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// The removals that waited on the account's `adapters`: door truth pending removal,
+    /// and removal messages (a cancellation received during the outage) not yet decided,
+    /// which would otherwise let new keys out before their removals were even written.
+    async fn removals_waiting(
+        &self,
+        adapters: &[VendorAdapterId],
+    ) -> lockstep_persistence::StoreResult<i64> {
+        let at_doors = self
+            .deps
+            .store
+            .pending_removals(self.tenant, adapters)
+            .await?;
+        let undecided = self
+            .deps
+            .store
+            .undecided_removals(
+                self.tenant,
+                adapters,
+                &crate::events_in::REMOVAL_TOPICS,
+                self.deps.clock.now(),
+            )
+            .await?;
+        Ok(at_doors.saturating_add(undecided))
     }
 
     /// Probes a held account through one of its adapters, past the gate.

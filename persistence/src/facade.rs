@@ -540,6 +540,20 @@ pub trait Store: Storage {
         in_read!(self, tenant, |tx| tx.pending_removals(adapters).await?)
     }
 
+    /// Removal messages of `topics` due by `now` and not yet decided at properties with a
+    /// device of any of `adapters` (revocations first after an outage, DESIGN §7).
+    async fn undecided_removals(
+        &self,
+        tenant: TenantId,
+        adapters: &[lockstep_domain::VendorAdapterId],
+        topics: &[&str],
+        now: Timestamp,
+    ) -> StoreResult<i64> {
+        in_read!(self, tenant, |tx| tx
+            .undecided_removals(adapters, topics, now)
+            .await?)
+    }
+
     /// Outbox rows waiting to be published and the age basis of the oldest (metrics; kept
     /// unroutable rows are counted apart); worker path.
     async fn outbox_lag(&self) -> StoreResult<(i64, Option<Timestamp>)> {

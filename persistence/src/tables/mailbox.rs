@@ -3,7 +3,9 @@
 //! scans every tenant for due work and brings parked drives forward.
 
 use async_trait::async_trait;
-use lockstep_domain::{KeyCredentialId, PropertyId, TenantId, Timestamp, VendorCode};
+use lockstep_domain::{
+    KeyCredentialId, PropertyId, TenantId, Timestamp, VendorAdapterId, VendorCode,
+};
 
 use crate::dialect::{corrupt, Row, Stmt};
 use crate::model::{
@@ -26,6 +28,18 @@ pub trait ReadOnlyMailboxTable: Send {
     /// Where the message `message_id` stands (operator commands wait on it): `None` if it
     /// was never stored, `Some(None)` while it waits, `Some(Some(outcome))` once handled.
     async fn message_outcome(&mut self, message_id: &str) -> StoreResult<Option<Option<String>>>;
+
+    /// Removal messages not yet decided: open event entries of `topics` (cancellations,
+    /// checkouts, revocations, ...) due by `now` at properties with a device of any of
+    /// `adapters`. Revocations first after an outage (DESIGN §7) waits for these as well as
+    /// for the door truth already pending removal: a cancellation received during the
+    /// outage and not yet stepped is a removal that waited too.
+    async fn undecided_removals(
+        &mut self,
+        adapters: &[VendorAdapterId],
+        topics: &[&str],
+        now: Timestamp,
+    ) -> StoreResult<i64>;
 }
 
 /// Writes of a tenant's mailbox: entries in, entries done or retried, drives scheduled.
@@ -146,6 +160,38 @@ impl<A: Access> ReadOnlyMailboxTable for Tx<A> {
         .bind(message_id);
         let row = self.conn.fetch_optional(stmt).await?;
         row.map(|r| r.get("outcome")).transpose()
+    }
+
+    async fn undecided_removals(
+        &mut self,
+        adapters: &[VendorAdapterId],
+        topics: &[&str],
+        now: Timestamp,
+    ) -> StoreResult<i64> {
+        if adapters.is_empty() || topics.is_empty() {
+            return Ok(0);
+        }
+        let d = self.conn.dialect();
+        let ids: Vec<&str> = adapters.iter().map(|a| a.as_str()).collect();
+        // both lists are short (an account's adapters, the removal topics); Postgres binds
+        // each list as one array argument, SQLite each value apart
+        let second = match d {
+            crate::dialect::Dialect::Postgres => 4,
+            crate::dialect::Dialect::Sqlite => 3 + topics.len(),
+        };
+        let stmt = Stmt::new(format!(
+            "SELECT count(*) AS n FROM mailbox m WHERE m.tenant_id = $1 AND m.done_at IS NULL AND m.kind = 'event' \
+             AND m.due_at <= $2 AND {} AND EXISTS (SELECT 1 FROM lock_devices d WHERE d.tenant_id = m.tenant_id \
+             AND d.property_id = m.property_id AND {})",
+            d.in_list("m.topic", 3, topics.len()),
+            d.in_list("d.vendor_adapter_id", second, ids.len())
+        ))
+        .bind(self.tenant)
+        .bind(now)
+        .list(topics)
+        .list(&ids);
+        let row = self.conn.fetch_one(stmt).await?;
+        row.get::<i64>("n")
     }
 }
 

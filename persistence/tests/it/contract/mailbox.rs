@@ -435,3 +435,95 @@ pub async fn resume_parked_brings_a_vendors_drives_forward_removals_first(
     );
     Ok(())
 }
+
+/// DESIGN §7, revocations first: `undecided_removals` counts the open, due event entries
+/// of the removal topics asked at properties with a device of the adapters asked, and
+/// nothing else: not a confirmation, not a removal due later or done, not another
+/// adapter's property, not another tenant's.
+pub async fn undecided_removals_count_due_open_removal_messages_at_the_adapters_properties(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let p = random_partition();
+    let topics = ["reservation.cancelled", "lockstep.internal.expire"];
+    let removal = |subject: &str, topic: &str, at_s: i64| lockstep_persistence::IntakeMessage {
+        topic: topic.into(),
+        ..intake_msg(tenant, subject, p, at(at_s))
+    };
+    let cancel = removal("reservation:rsv-u1", topics[0], 1);
+    let done = removal("reservation:rsv-u2", topics[0], 2);
+    let confirm = intake_msg(tenant, "reservation:rsv-u3", p, at(3));
+    let elsewhere = lockstep_persistence::IntakeMessage {
+        property_id: lockstep_domain::PropertyId::parse("prop-elsewhere")?,
+        ..removal("reservation:rsv-u4", topics[0], 4)
+    };
+    let mut tx = store.begin(tenant, None).await?;
+    for m in [&cancel, &done, &confirm, &elsewhere] {
+        tx.enqueue_event(m).await?;
+    }
+    // a stay's end due later is no removal that waited yet
+    tx.enqueue_internal(
+        &InternalEvent {
+            property_id: property(),
+            partition: p,
+            subject: "reservation:rsv-u5".into(),
+            topic: topics[1].into(),
+            payload: serde_json::json!({}),
+            due_at: at(60),
+        },
+        at(5),
+    )
+    .await?;
+    let done_id = tx
+        .next_mailbox_entry("reservation:rsv-u2", at(10))
+        .await?
+        .context("due")?
+        .id;
+    tx.complete_entry(done_id, "applied", at(10)).await?;
+    let adapters = std::slice::from_ref(&reg.adapter);
+    assert_eq!(
+        tx.undecided_removals(adapters, &topics, at(10)).await?,
+        1,
+        "read in the writing transaction"
+    );
+    tx.commit().await?;
+
+    let mut rtx = store.read(tenant).await?;
+    assert_eq!(rtx.undecided_removals(adapters, &topics, at(10)).await?, 1);
+    assert_eq!(
+        rtx.undecided_removals(adapters, &topics, at(60)).await?,
+        2,
+        "the stay's end once due"
+    );
+    assert_eq!(
+        rtx.undecided_removals(adapters, &topics, at(0)).await?,
+        0,
+        "nothing due yet"
+    );
+    assert_eq!(
+        rtx.undecided_removals(adapters, &topics[1..], at(10))
+            .await?,
+        0
+    );
+    assert_eq!(
+        rtx.undecided_removals(
+            &[lockstep_domain::VendorAdapterId::generate()],
+            &topics,
+            at(10)
+        )
+        .await?,
+        0,
+        "another adapter's properties"
+    );
+    assert_eq!(rtx.undecided_removals(&[], &topics, at(10)).await?, 0);
+    assert_eq!(rtx.undecided_removals(adapters, &[], at(10)).await?, 0);
+    rtx.commit().await?;
+    let mut theirs = store.read(TenantId::generate()).await?;
+    assert_eq!(
+        theirs.undecided_removals(adapters, &topics, at(60)).await?,
+        0
+    );
+    Ok(())
+}
