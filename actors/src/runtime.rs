@@ -343,6 +343,10 @@ pub struct SagaSettings {
     pub vendor_call_timeout: std::time::Duration,
     /// How long an idle credential actor lives before it passivates.
     pub passivate_after: std::time::Duration,
+    /// Outage fallback (DESIGN §7): a guest's issue that has waited this long on its
+    /// vendor walks the KeyKindPolicy fallback chain to an adapter that is up (an open
+    /// breaker or a held account does at once). Zero: never.
+    pub outage_fallback_after: std::time::Duration,
 }
 
 impl Default for SagaSettings {
@@ -353,6 +357,7 @@ impl Default for SagaSettings {
             retry_cap: std::time::Duration::from_secs(300),
             vendor_call_timeout: std::time::Duration::from_secs(15),
             passivate_after: std::time::Duration::from_secs(30),
+            outage_fallback_after: std::time::Duration::from_secs(120),
         }
     }
 }

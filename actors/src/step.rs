@@ -241,7 +241,7 @@ async fn observe_inline(
     let policy = policy(rt, db, entry).await?;
     let ctx = SagaContext {
         policy: &policy,
-        caps: capabilities(rt, db, entry, c.rooms()).await?,
+        caps: capabilities(rt, db, entry, c.rooms(), None).await?,
         id_verified: false,
         new_credential_id: KeyCredentialId::generate(),
     };
@@ -517,21 +517,204 @@ async fn policy(
     .map_err(domain_err)
 }
 
-/// What the adapters serving `rooms` can do (the first device's adapter; I-6).
+/// What the adapters serving `rooms` can do (I-6). With one adapter serving them (or none
+/// serving all), the first device's adapter, as always. With several (DESIGN §7, outage
+/// fallback), what those whose vendor is up can do together, or all of them when none is:
+/// the saga then chooses and falls back only among kinds a working adapter can issue.
 async fn capabilities(
     rt: &Runtime,
     db: &mut StepDb<'_>,
     entry: &MailboxEntry,
     rooms: &[RoomId],
+    avoid: Option<&VendorAdapterId>,
 ) -> Result<LockCapabilities, StepError> {
     let devices = db
         .devices_for_rooms(entry.tenant_id, &entry.property_id, rooms)
         .await?;
-    Ok(devices
-        .first()
-        .and_then(|d| rt.ports.port(&d.vendor_adapter_id))
-        .map(|p| p.capabilities())
-        .unwrap_or_default())
+    let adapters = serving(&devices, rooms);
+    if adapters.len() < 2 {
+        return Ok(devices
+            .first()
+            .and_then(|d| rt.ports.port(&d.vendor_adapter_id))
+            .map(|p| p.capabilities())
+            .unwrap_or_default());
+    }
+    let others: Vec<VendorAdapterId> = adapters
+        .iter()
+        .filter(|a| Some(*a) != avoid)
+        .cloned()
+        .collect();
+    if let Some(up) = up_capabilities(rt, &others).await {
+        return Ok(up);
+    }
+    Ok(adapters
+        .iter()
+        .filter_map(|a| rt.ports.port(a))
+        .fold(LockCapabilities::default(), |c, p| {
+            union(c, p.capabilities())
+        }))
+}
+
+/// `adapters` with `avoid` (if among them) last.
+fn avoided_last(
+    mut adapters: Vec<VendorAdapterId>,
+    avoid: Option<&VendorAdapterId>,
+) -> Vec<VendorAdapterId> {
+    adapters.sort_by_key(|a| Some(a) == avoid);
+    adapters
+}
+
+/// The adapters that serve every one of `rooms` with their devices, in device order.
+fn serving(devices: &[lockstep_persistence::Device], rooms: &[RoomId]) -> Vec<VendorAdapterId> {
+    let mut out: Vec<VendorAdapterId> = Vec::new();
+    for d in devices {
+        let a = &d.vendor_adapter_id;
+        if !out.contains(a)
+            && rooms.iter().all(|r| {
+                devices
+                    .iter()
+                    .any(|x| &x.vendor_adapter_id == a && x.rooms.contains(r))
+            })
+        {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
+/// What the adapters among `adapters` whose vendor is up (breaker closed, account not
+/// held) can do together; `None` when none is up.
+async fn up_capabilities(rt: &Runtime, adapters: &[VendorAdapterId]) -> Option<LockCapabilities> {
+    let mut caps = None;
+    for a in adapters {
+        if rt.ports.outage(a).await.is_none() {
+            if let Some(p) = rt.ports.port(a) {
+                caps = Some(union(caps.unwrap_or_default(), p.capabilities()));
+            }
+        }
+    }
+    caps
+}
+
+fn union(a: LockCapabilities, b: LockCapabilities) -> LockCapabilities {
+    LockCapabilities {
+        mobile_key: a.mobile_key || b.mobile_key,
+        card_encoding: a.card_encoding || b.card_encoding,
+        pin: a.pin || b.pin,
+        qr: a.qr || b.qr,
+        nfc: a.nfc || b.nfc,
+        remote_revoke: a.remote_revoke || b.remote_revoke,
+        remote_issue: a.remote_issue || b.remote_issue,
+        offline_issuance: a.offline_issuance || b.offline_issuance,
+        scope_floors: a.scope_floors || b.scope_floors,
+        scope_areas: a.scope_areas || b.scope_areas,
+    }
+}
+
+/// The devices a new credential of `kind` goes to. With one adapter serving the rooms,
+/// all of them, as always. With several (DESIGN §7), one adapter's: the first that can
+/// issue `kind` and whose vendor is up (never `avoid`, the adapter a fallback leaves),
+/// else the first that can issue it at all.
+async fn route(
+    rt: &Runtime,
+    devices: Vec<lockstep_persistence::Device>,
+    rooms: &[RoomId],
+    kind: KeyCredentialKind,
+    avoid: Option<&VendorAdapterId>,
+) -> Vec<lockstep_persistence::Device> {
+    let adapters = serving(&devices, rooms);
+    if adapters.len() < 2 {
+        return devices;
+    }
+    let adapters = avoided_last(adapters, avoid);
+    let capable: Vec<VendorAdapterId> = adapters
+        .into_iter()
+        .filter(|a| {
+            rt.ports
+                .port(a)
+                .is_some_and(|p| p.capabilities().supports(kind))
+        })
+        .collect();
+    let mut chosen = None;
+    for a in &capable {
+        if Some(a) != avoid && rt.ports.outage(a).await.is_none() {
+            chosen = Some(a.clone());
+            break;
+        }
+    }
+    match chosen.or_else(|| capable.first().cloned()) {
+        Some(a) => devices
+            .into_iter()
+            .filter(|d| d.vendor_adapter_id == a)
+            .collect(),
+        None => devices,
+    }
+}
+
+/// Outage fallback (DESIGN §7): whether a guest's credential still waiting on `adapter`
+/// should fail as `vendor_unreachable`, so that the saga walks the KeyKindPolicy fallback
+/// chain exactly as it does for a refused kind. Yes when the bound is set, the vendor is
+/// down (breaker open, account held) or the credential has waited past the bound, and the
+/// chain holds a kind not tried for this stay that another adapter, up, can issue for its
+/// rooms. Otherwise it keeps waiting as before (a lone vendor's outage parks it).
+async fn outage_fallback(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+    cred: &KeyCredential,
+    adapter: &VendorAdapterId,
+) -> Result<bool, StepError> {
+    let bound = rt.settings.outage_fallback_after;
+    if bound.is_zero()
+        || cred.reservation_id().is_none()
+        || !matches!(
+            cred.state(),
+            KeyCredentialState::Requested | KeyCredentialState::Pending
+        )
+    {
+        return Ok(false);
+    }
+    // No other adapter serves the rooms (the common case): nothing to fall back to, and
+    // nothing else to ask.
+    let devices = db
+        .devices_for_rooms(entry.tenant_id, &entry.property_id, cred.rooms())
+        .await?;
+    let others: Vec<VendorAdapterId> = serving(&devices, cred.rooms())
+        .into_iter()
+        .filter(|a| a != adapter)
+        .collect();
+    if others.is_empty() {
+        return Ok(false);
+    }
+    let waited = rt.clock.now() - cred.snapshot().created_at;
+    let overdue = waited.to_std().is_ok_and(|w| w >= bound);
+    if !overdue && rt.ports.outage(adapter).await.is_none() {
+        return Ok(false);
+    }
+    let Some(caps) = up_capabilities(rt, &others).await else {
+        return Ok(false);
+    };
+    let Some(json) = db.load_saga(entry.tenant_id, &entry.subject).await? else {
+        return Ok(false);
+    };
+    let Ok(saga) = saga_codec::reservation_from_json(&json) else {
+        return Ok(false);
+    };
+    if saga.ended.is_some()
+        || saga.gave_up.is_some()
+        || saga.credential.as_ref().map(|c| &c.id) != Some(cred.id())
+    {
+        return Ok(false);
+    }
+    let policy = policy(rt, db, entry).await?;
+    let mut k = cred.kind();
+    while let Some(next) = policy.next_after(k, &caps, false) {
+        if !saga.tried_kinds.contains(&next) {
+            return Ok(true);
+        }
+        k = next;
+    }
+    Ok(false)
 }
 
 async fn reservation_step(
@@ -567,9 +750,18 @@ async fn reservation_step(
             .unwrap_or_default(),
     };
     let policy = policy(rt, db, entry).await?;
+    // Outage fallback (DESIGN §7): the adapter whose vendor kept the last key waiting until
+    // it failed unreachable counts as down for the kind that replaces it.
+    let avoid = match &state.credential {
+        Some(t) if t.failure_reason == Some(FailureReason::VendorUnreachable) => db
+            .get_credential(entry.tenant_id, &t.id)
+            .await?
+            .map(|c| c.vendor_adapter_id().clone()),
+        _ => None,
+    };
     let ctx = SagaContext {
         policy: &policy,
-        caps: capabilities(rt, db, entry, &rooms).await?,
+        caps: capabilities(rt, db, entry, &rooms, avoid.as_ref()).await?,
         // No ID-document service feeds Lockstep yet: kinds that need one are not chosen.
         id_verified: false,
         new_credential_id: KeyCredentialId::generate(),
@@ -667,6 +859,7 @@ async fn reservation_step(
                         replaces: replaces.clone(),
                         trace_id: trace_id.clone(),
                         idempotency_key: format!("{}:{}", entry.subject, credential_id),
+                        avoid: avoid.clone(),
                     };
                     let force_fail = (conflicted.as_ref() == Some(credential_id))
                         .then_some(FailureReason::RoomConflict);
@@ -788,6 +981,8 @@ struct Intent {
     replaces: Option<KeyCredentialId>,
     trace_id: Option<String>,
     idempotency_key: String,
+    /// An adapter a fallback leaves (its vendor kept the previous key waiting, DESIGN §7).
+    avoid: Option<VendorAdapterId>,
 }
 
 /// Requests a credential; with every room served, writes its door-truth rows (PINs for
@@ -805,6 +1000,14 @@ async fn issue(
     let devices = db
         .devices_for_rooms(entry.tenant_id, &entry.property_id, &intent.rooms)
         .await?;
+    let devices = route(
+        db.rt(),
+        devices,
+        &intent.rooms,
+        intent.kind,
+        intent.avoid.as_ref(),
+    )
+    .await;
     let served: std::collections::BTreeSet<&RoomId> =
         devices.iter().flat_map(|d| d.rooms.iter()).collect();
     let (vendor, adapter_id) = devices
@@ -1475,6 +1678,7 @@ async fn operator_replace(
         replaces: Some(id.clone()),
         trace_id: None,
         idempotency_key: format!("{}:replace:{}", entry.subject, id),
+        avoid: None,
     };
     issue(db, entry, &mut uow, &mut touched, intent, None).await?;
     if let Some(mut saga) = reservation_saga(db, entry).await? {
@@ -1734,7 +1938,7 @@ async fn shift_step(
                         .collect(),
                     assigned_rooms: scope_rooms.to_vec(),
                 };
-                let caps = capabilities(rt, db, entry, &all).await?;
+                let caps = capabilities(rt, db, entry, &all, None).await?;
                 let policy = policy(rt, db, entry).await?;
                 let (resolved, kind) = match (
                     resolve_scope(scope, &caps, &layout),
@@ -1766,6 +1970,7 @@ async fn shift_step(
                     replaces: replaces.clone(),
                     trace_id: None,
                     idempotency_key: format!("{}:{}", entry.subject, credential_id),
+                    avoid: None,
                 };
                 issue(
                     db,
@@ -2073,13 +2278,33 @@ async fn drive(
         let fresh = fresh_devices.remove(&d.device_id);
         // Reconcile before retrying: a call that may have landed is looked up first.
         if d.attempts > 0 && !fresh {
-            if let Some(v) = vendor_find(rt, db, &adapter, &req).await.map_err(retry)? {
-                w.vendor_ref = Some(v);
-                w.sync = SyncState::Confirmed;
-                w.last_error = None;
-                uow.devices.push(w);
-                db.commit(uow).await?;
-                continue;
+            match vendor_find(rt, db, &adapter, &req).await {
+                Ok(Some(v)) => {
+                    w.vendor_ref = Some(v);
+                    w.sync = SyncState::Confirmed;
+                    w.last_error = None;
+                    uow.devices.push(w);
+                    db.commit(uow).await?;
+                    continue;
+                }
+                Ok(None) => {}
+                // The vendor cannot even be asked: a down vendor may send the stay down
+                // the fallback chain; whatever the earlier attempt left at the door is
+                // then removed by the failed credential's door truth on recovery.
+                Err(e) => {
+                    if outage_fallback(rt, db, entry, &cred, &adapter).await? {
+                        refail(
+                            rt,
+                            db,
+                            entry,
+                            credential_id,
+                            FailureReason::VendorUnreachable,
+                        )
+                        .await?;
+                        continue;
+                    }
+                    return Err(retry(e));
+                }
             }
         }
         // Something new for the door waits while the account drains its removals or is
@@ -2090,6 +2315,17 @@ async fn drive(
                 w.attempts -= 1;
                 uow.devices.push(w);
                 db.commit(uow).await?;
+            }
+            if outage_fallback(rt, db, entry, &cred, &adapter).await? {
+                refail(
+                    rt,
+                    db,
+                    entry,
+                    credential_id,
+                    FailureReason::VendorUnreachable,
+                )
+                .await?;
+                continue;
             }
             return Err(StepError::Parked(why));
         }
@@ -2195,6 +2431,17 @@ async fn drive(
                 w.last_error = Some(e.to_string());
                 uow.devices.push(w);
                 db.commit(uow).await?;
+                if outage_fallback(rt, db, entry, &cred, &adapter).await? {
+                    refail(
+                        rt,
+                        db,
+                        entry,
+                        credential_id,
+                        FailureReason::VendorUnreachable,
+                    )
+                    .await?;
+                    continue;
+                }
                 return Err(retry(e));
             }
             Err(e) if e.is_retryable() => {
@@ -2203,6 +2450,17 @@ async fn drive(
                 w.last_error = Some(e.to_string());
                 uow.devices.push(w);
                 db.commit(uow).await?;
+                if outage_fallback(rt, db, entry, &cred, &adapter).await? {
+                    refail(
+                        rt,
+                        db,
+                        entry,
+                        credential_id,
+                        FailureReason::VendorUnreachable,
+                    )
+                    .await?;
+                    continue;
+                }
                 return Err(retry(e));
             }
             Err(_) => refail(rt, db, entry, credential_id, FailureReason::VendorRefused).await?,

@@ -586,6 +586,33 @@ impl PortRegistry {
             .and_then(|a| a.gate_for(true, false))
     }
 
+    /// Whether adapter `id`'s vendor is down for new keys right now, and why: its account
+    /// is held, its last calls all failed, or its breaker is not closed (DESIGN §7; the saga's outage fallback asks
+    /// before it walks the KeyKindPolicy chain to another adapter). An unknown adapter is
+    /// down.
+    pub async fn outage(&self, id: &VendorAdapterId) -> Option<&'static str> {
+        let account = self
+            .by_adapter
+            .read()
+            .expect("account map lock is never poisoned")
+            .get(id)
+            .cloned();
+        let Some(account) = account else {
+            return Some("no_adapter");
+        };
+        if account.is_held() {
+            return Some("account_held");
+        }
+        if account.down_by_calls() {
+            return Some("calls_failing");
+        }
+        match account.breaker.send(crate::breaker::Circuit).await {
+            Ok(lockstep_domain::breaker::CircuitState::Closed) => None,
+            Ok(_) => Some("circuit_open"),
+            Err(_) => None,
+        }
+    }
+
     /// Calls the adapter serving `id` through its worker.
     pub async fn call(
         &self,

@@ -450,6 +450,10 @@ pub struct RawSaga {
     pub vendor_call_timeout_ms: Option<u64>,
     /// Idle time before a credential actor passivates, ms.
     pub passivate_after_ms: Option<u64>,
+    /// Outage fallback (DESIGN §7): how long a guest's issue may wait on its vendor before
+    /// the saga walks the KeyKindPolicy fallback chain to another adapter, s (0 = never;
+    /// an open breaker or held account falls back at once).
+    pub outage_fallback_after_s: Option<u64>,
 }
 
 /// Demo settings.
@@ -742,6 +746,8 @@ pub struct SagaTunables {
     pub vendor_call_timeout: Duration,
     /// Passivation.
     pub passivate_after: Duration,
+    /// Outage fallback bound (zero: never fall back on an outage).
+    pub outage_fallback_after: Duration,
 }
 
 /// Environment prefix.
@@ -815,6 +821,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         retry_cap: ms(raw.saga.retry_cap_ms.unwrap_or(300_000)),
         vendor_call_timeout: ms(raw.saga.vendor_call_timeout_ms.unwrap_or(15_000)),
         passivate_after: ms(raw.saga.passivate_after_ms.unwrap_or(30_000)),
+        outage_fallback_after: Duration::from_secs(raw.saga.outage_fallback_after_s.unwrap_or(120)),
     };
     if saga.max_issue_attempts < 1 {
         return Err(invalid("saga.max_issue_attempts", "must be at least 1"));

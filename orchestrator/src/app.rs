@@ -538,6 +538,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             retry_cap: settings.saga.retry_cap,
             vendor_call_timeout: settings.saga.vendor_call_timeout,
             passivate_after: settings.saga.passivate_after,
+            outage_fallback_after: settings.saga.outage_fallback_after,
         },
         work: Default::default(),
         config: Default::default(),

@@ -3,6 +3,7 @@
 
 mod breaker;
 mod contract;
+mod fallback;
 mod model;
 mod outage;
 mod rig;
