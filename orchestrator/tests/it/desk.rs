@@ -134,15 +134,17 @@ desktop_ack_timeout_ms = 2000
 
 /// A desktop: its key seed, its certificate, its record of encoded cards (kept across a
 /// restart of the agent, as the SQLite mirror is) and every simulated encoder it ran.
-struct Desk {
+pub(super) struct Desk {
     name: String,
     seed: [u8; 32],
     certificate: String,
     record: Arc<MemoryEncodedJobs>,
     encoders: Vec<Arc<SimulatedEncoder>>,
+    /// When the node issued the certificate, on the node's clock.
+    pub(super) issued_at: lockstep_domain::Timestamp,
 }
 
-async fn pair(node: &Lockstep, name: &str) -> anyhow::Result<Desk> {
+pub(super) async fn pair(node: &Lockstep, name: &str) -> anyhow::Result<Desk> {
     let seed: [u8; 32] = rand_seed();
     let key = AgentKey::from_seed(seed);
     let resp = reqwest::Client::new()
@@ -167,6 +169,11 @@ async fn pair(node: &Lockstep, name: &str) -> anyhow::Result<Desk> {
         certificate: body["id"].as_str().unwrap_or_default().to_owned(),
         record: Arc::new(MemoryEncodedJobs::default()),
         encoders: Vec::new(),
+        issued_at: body["issuedAt"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| anyhow::anyhow!("certificate without issuedAt: {body}"))?,
     })
 }
 
@@ -176,7 +183,18 @@ fn rand_seed() -> [u8; 32] {
 }
 
 /// Starts (or restarts) the agent of `desk` with one fresh simulated encoder.
-fn start_agent(desk: &mut Desk, url: &str, encode: Duration) -> AgentHandle {
+pub(super) fn start_agent(desk: &mut Desk, url: &str, encode: Duration) -> AgentHandle {
+    start_agent_on(desk, url, encode, Arc::new(SystemClock))
+}
+
+/// [`start_agent`] with the desk's clock (a node on a scaled clock checks a desk's
+/// signature time against its own).
+pub(super) fn start_agent_on(
+    desk: &mut Desk,
+    url: &str,
+    encode: Duration,
+    clock: Arc<dyn lockstep_domain::Clock>,
+) -> AgentHandle {
     let mut config = AgentConfig::new(
         url.to_owned(),
         OfflineIssuanceId::parse(&desk.certificate).expect("an oki_ id"),
@@ -201,7 +219,7 @@ fn start_agent(desk: &mut Desk, url: &str, encode: Duration) -> AgentHandle {
             encoder,
         }],
         desk.record.clone(),
-        Arc::new(SystemClock),
+        clock,
     )
 }
 
@@ -242,7 +260,7 @@ fn session_ids(produced: &Collected, subject: &str) -> BTreeSet<String> {
 }
 
 /// Every card key any encoder of any desk encoded, with how many times.
-fn encodes(desks: &[Desk]) -> BTreeMap<String, usize> {
+pub(super) fn encodes(desks: &[Desk]) -> BTreeMap<String, usize> {
     let mut all = BTreeMap::new();
     for d in desks {
         for e in &d.encoders {

@@ -6,6 +6,7 @@
 mod anomalies;
 mod contract;
 mod desk;
+mod desk_outage;
 mod embedded;
 mod events_table;
 mod foul_weather;
