@@ -91,6 +91,9 @@ pub const INTERNAL_CREDENTIAL_OBSERVED: &str = "lockstep.internal.credential_obs
 pub const INTERNAL_EXPIRE: &str = "lockstep.internal.expire";
 /// Internal: drift found a credential missing at a device; its saga re-issues it there.
 pub const INTERNAL_REISSUE: &str = "lockstep.internal.reissue";
+/// Internal: O-2, a provisional credential revoked with its certificate; the stay's saga
+/// re-issues its key online unless the stay holds a live one.
+pub const INTERNAL_REISSUE_PROVISIONAL: &str = "lockstep.internal.reissue_provisional";
 /// Internal (operator): unsuspend a credential (`POST …/unsuspend`, issue 6).
 pub const INTERNAL_UNSUSPEND: &str = "lockstep.internal.unsuspend";
 /// Internal (operator): move a credential's end or rooms (`PATCH …/{id}`).

@@ -418,6 +418,7 @@ async fn internal(
             }
         }
         events_in::INTERNAL_REISSUE => reissue_on_device(rt, db, entry).await,
+        events_in::INTERNAL_REISSUE_PROVISIONAL => reissue_provisional(rt, db, entry).await,
         events_in::INTERNAL_UNSUSPEND => operator_unsuspend(rt, db, entry).await,
         events_in::INTERNAL_SUSPEND => operator_suspend(rt, db, entry).await,
         events_in::INTERNAL_UPDATE => operator_update(rt, db, entry).await,
@@ -1706,6 +1707,126 @@ async fn operator_replace(
         .saga_steps
         .with_label_values(&["operator_replace", "applied"])
         .inc();
+    Ok(())
+}
+
+/// O-2: a provisional credential revoked because the certificate that minted it was is
+/// flagged for forced re-issue; this is the saga's online check. The stay gets a key of
+/// the same kind for its rooms and window (the saga's, else the provisional's), through
+/// the normal issue path, naming the revoked one as what it replaces, unless the stay
+/// ended, the saga gave up, or the stay already holds a live key of the saga's own (one
+/// live credential per stay).
+async fn reissue_provisional(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let id = credential_of_payload(entry)?;
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
+    let mut touched = Touched::default();
+    let outcome = |o: &'static str| {
+        rt.metrics
+            .saga_steps
+            .with_label_values(&["reissue_provisional", o])
+            .inc();
+        o
+    };
+    let Some(i) = touched.get(db, entry.tenant_id, &id).await? else {
+        uow.mailbox
+            .push(done(entry, outcome("rejected:unknown_credential")));
+        db.commit(uow).await?;
+        return Ok(());
+    };
+    let old = touched.creds[i].0.clone();
+    let (Some(reservation_id), Some(guest_id)) =
+        (old.reservation_id().cloned(), old.guest_id().cloned())
+    else {
+        uow.mailbox
+            .push(done(entry, outcome("rejected:not_a_stay")));
+        db.commit(uow).await?;
+        return Ok(());
+    };
+    if !old.provisional()
+        || old.state() != KeyCredentialState::Revoked
+        || old.replaced_by_id().is_some()
+    {
+        uow.mailbox
+            .push(done(entry, outcome("rejected:not_flagged")));
+        db.commit(uow).await?;
+        return Ok(());
+    }
+    let Some(mut saga) = reservation_saga(db, entry).await? else {
+        uow.mailbox
+            .push(done(entry, outcome("rejected:not_a_stay")));
+        db.commit(uow).await?;
+        return Ok(());
+    };
+    if saga.ended.is_some() || saga.gave_up.is_some() {
+        uow.mailbox.push(done(entry, outcome("stay_ended")));
+        db.commit(uow).await?;
+        return Ok(());
+    }
+    let covered = saga.credential.as_ref().is_some_and(|t| {
+        matches!(
+            t.state,
+            KeyCredentialState::Requested
+                | KeyCredentialState::Pending
+                | KeyCredentialState::Active
+                | KeyCredentialState::Suspended
+        )
+    });
+    if covered {
+        uow.mailbox.push(done(entry, outcome("covered")));
+        db.commit(uow).await?;
+        return Ok(());
+    }
+    let rooms = saga
+        .rooms
+        .as_ref()
+        .map(|r| r.value.clone())
+        .unwrap_or_else(|| old.rooms().to_vec());
+    let validity = saga
+        .window
+        .as_ref()
+        .map(|w| w.value)
+        .unwrap_or_else(|| old.validity());
+    let new_id = KeyCredentialId::generate();
+    let intent = Intent {
+        id: new_id.clone(),
+        holder: Holder::Guest {
+            reservation_id,
+            guest_id,
+        },
+        kind: old.kind(),
+        rooms: rooms.clone(),
+        scope: old.scope().clone(),
+        validity,
+        replaces: Some(id.clone()),
+        trace_id: None,
+        idempotency_key: format!("{}:reissue:{}", entry.subject, id),
+        avoid: None,
+    };
+    issue(db, entry, &mut uow, &mut touched, intent, None).await?;
+    saga.credential = Some(lockstep_domain::saga::TrackedCredential {
+        id: new_id,
+        kind: old.kind(),
+        state: KeyCredentialState::Requested,
+        failure_reason: None,
+        validity,
+        rooms,
+        issued_until: validity.until(),
+    });
+    if !saga.tried_kinds.contains(&old.kind()) {
+        saga.tried_kinds.push(old.kind());
+    }
+    uow.saga = Some((
+        entry.subject.clone(),
+        saga_codec::reservation_to_json(&saga),
+    ));
+    touched.into_uow(&mut uow);
+    uow.mailbox.push(done(entry, outcome("reissued")));
+    db.commit(uow).await?;
     Ok(())
 }
 

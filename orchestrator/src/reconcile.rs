@@ -12,7 +12,8 @@
 //! and no credential. The same item sent again is answered from the stored verdict.
 //!
 //! O-2: [`cascade_certificate_revocation`] revokes every credential a revoked certificate
-//! minted that was materialized.
+//! minted that was materialized, and sends each to its stay's saga for forced re-issue
+//! (`lockstep.internal.reissue_provisional`).
 
 use std::sync::Arc;
 
@@ -25,9 +26,9 @@ use lockstep_domain::{
     VendorCode,
 };
 use lockstep_persistence::{
-    AuditRow, CredentialWrite, OutboxRow, ProvisionalRecord, ProvisionalTable as _,
-    ProvisionalVerdict, ReadOnlyCredentialTable as _, ReadOnlyProvisionalTable as _, Store,
-    StoreError, UnitOfWork,
+    AuditRow, CredentialWrite, InternalEvent, OutboxRow, ProvisionalRecord, ProvisionalTable as _,
+    ProvisionalVerdict, ReadOnlyCredentialTable as _, ReadOnlyMailboxTable as _,
+    ReadOnlyProvisionalTable as _, Store, StoreError, UnitOfWork,
 };
 use lockstep_relay::protocol::{ProvisionalCredential, SyncItem, SyncOutcome};
 use lockstep_relay::reconcile::{DesktopIdentity, Reconciler};
@@ -294,8 +295,13 @@ impl HostReconciler {
     ) -> Result<ProvisionalRecord, StoreError> {
         let tenant = desktop.tenant_id;
         let mut uow = UnitOfWork::new(tenant, None, now);
+        // a materialized credential's end: (id, valid until, stay)
+        let mut expiry: Option<(KeyCredentialId, Timestamp, ReservationId)> = None;
         let credential_id = match judged.credential {
             Some(mut cred) => {
+                if let Some(r) = cred.reservation_id() {
+                    expiry = Some((cred.id().clone(), cred.validity().until(), r.clone()));
+                }
                 for e in cred.take_pending_events() {
                     uow.outbox.push(events_out::outbox_row(&e, now));
                     uow.audit.push(audit(
@@ -376,6 +382,24 @@ impl HostReconciler {
                 .await?;
             tx.rollback().await?;
             return stored.ok_or_else(|| StoreError::Corrupt("provisional vanished".into()));
+        }
+        // I-7: the stay's saga revokes it as `expired` at its end, like its own keys
+        if let Some((id, until, reservation)) = expiry {
+            let subject = format!("reservation:{reservation}");
+            match tx.subject_partition(&subject).await? {
+                Some(partition) => uow.events.push(InternalEvent {
+                    property_id: desktop.property_id.clone(),
+                    partition,
+                    subject,
+                    topic: lockstep_actors::events_in::INTERNAL_EXPIRE.into(),
+                    payload: json!({ "credentialId": id.as_str() }),
+                    due_at: until,
+                }),
+                None => warn!(
+                    credential = %id,
+                    "the stay's saga has no mailbox; the provisional key gets no expiry timer"
+                ),
+            }
         }
         tx.apply(&uow).await?;
         tx.commit().await?;
@@ -606,6 +630,24 @@ async fn cascade_once(
                     "cascade": "certificate_revoked",
                 }),
             ));
+        }
+        // O-2: flagged for forced re-issue; the stay's saga makes it its online check
+        if let Some(reservation) = cred.reservation_id() {
+            let subject = format!("reservation:{reservation}");
+            match tx.subject_partition(&subject).await? {
+                Some(partition) => uow.events.push(InternalEvent {
+                    property_id: cred.property_id().clone(),
+                    partition,
+                    subject,
+                    topic: lockstep_actors::events_in::INTERNAL_REISSUE_PROVISIONAL.into(),
+                    payload: json!({ "credentialId": id.as_str() }),
+                    due_at: now,
+                }),
+                None => warn!(
+                    credential = %id,
+                    "O-2: the stay's saga has no mailbox; its key is not re-issued"
+                ),
+            }
         }
         uow.credentials.push(CredentialWrite {
             snapshot: cred.snapshot(),

@@ -6,6 +6,7 @@ mod contract;
 mod fallback;
 mod model;
 mod outage;
+mod reissue;
 mod rig;
 mod saga;
 mod supervision;

@@ -19,7 +19,9 @@ use lockstep_domain::{
 use lockstep_orchestrator::reconcile::{cascade_certificate_revocation, HostReconciler};
 use lockstep_orchestrator::schema::EventSchemas;
 use lockstep_persistence::testing::{fresh_pg_database, test_cipher, TempSqlite};
-use lockstep_persistence::{DeviceRecord, PolicyRecord, Store, UnitOfWork};
+use lockstep_persistence::{
+    DeviceRecord, MailboxTable as _, PolicyRecord, ReadOnlyMailboxTable as _, Store, UnitOfWork,
+};
 use lockstep_relay::agent::{
     Agent, AgentConfig, AgentHost, AgentKey, AttachedEncoder, MemoryEncodedJobs, SimulatedEncoder,
 };
@@ -38,6 +40,8 @@ const TENANT: &str = "0c5a3a52-8f0e-4c61-9d2b-5b7e1f3a9c11";
 const PROPERTY: &str = "ppt_recon";
 const ROOMS: i64 = 60;
 const VALID: usize = 50;
+/// The partition stay 1's saga lives on (the broker's hash ring chose it).
+const SAGA_PARTITION: i32 = 5;
 const REVOKED: &str = "melmastoon.lock.credential.revoked.v1";
 const ISSUED: &str = "melmastoon.lock.credential.issued.v1";
 
@@ -112,6 +116,26 @@ async fn setup(store: &Arc<dyn Store>, clock: &dyn Clock) -> anyhow::Result<Fixt
         ));
         store.commit(uow).await?;
     }
+    // stay 1's confirm came through partition SAGA_PARTITION, and was handled
+    let mut tx = store.begin(tenant, None).await?;
+    tx.enqueue_internal(
+        &lockstep_persistence::InternalEvent {
+            property_id: property.clone(),
+            partition: SAGA_PARTITION,
+            subject: "reservation:rsv_1".into(),
+            topic: "melmastoon.reservation.confirmed.v1".into(),
+            payload: json!({}),
+            due_at: now,
+        },
+        now,
+    )
+    .await?;
+    let confirm = tx
+        .next_mailbox_entry("reservation:rsv_1", now)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the confirm's entry"))?;
+    tx.complete_entry(confirm.id, "applied", now).await?;
+    tx.commit().await?;
     let mut seed = [0u8; 32];
     seed[..16].copy_from_slice(&ulid::Ulid::new().0.to_le_bytes());
     seed[16..].copy_from_slice(&ulid::Ulid::new().0.to_le_bytes());
@@ -223,6 +247,44 @@ async fn offline_batch_reconciles(store: Arc<dyn Store>, backend: &str) -> anyho
         assert_eq!(c.rooms(), &[RoomId::parse(&format!("rmu_{}", i + 1))?]);
         ids.push(id);
     }
+    // I-7: stay 1's saga revokes its provisional key at the key's end (an `expire` timer
+    // on the stay's partition); a stay without a mailbox gets none and a warning
+    let first_id = &ids[0];
+    let until = store
+        .get_credential(f.tenant, first_id)
+        .await?
+        .map(|c| c.validity().until())
+        .ok_or_else(|| anyhow::anyhow!("credential"))?;
+    let mut rtx = store.read(f.tenant).await?;
+    assert!(
+        rtx.next_mailbox_entry("reservation:rsv_1", until - chrono::Duration::seconds(1))
+            .await?
+            .is_none(),
+        "{backend}: nothing due before the key's end"
+    );
+    let timer = rtx
+        .next_mailbox_entry("reservation:rsv_1", until)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{backend}: no expiry timer"))?;
+    let lockstep_persistence::MailboxKind::Event { topic, .. } = &timer.kind else {
+        anyhow::bail!("{backend}: an event: {:?}", timer.kind);
+    };
+    assert_eq!(
+        (
+            topic.as_str(),
+            timer.partition,
+            timer.due_at,
+            timer.payload["credentialId"].as_str()
+        ),
+        (
+            lockstep_actors::events_in::INTERNAL_EXPIRE,
+            SAGA_PARTITION,
+            until,
+            Some(first_id.as_str())
+        ),
+        "{backend}"
+    );
+    rtx.commit().await?;
     // the refused ones are no credential at any door
     for r in 51..=52 {
         let of_stay = store

@@ -474,6 +474,24 @@ async fn a_desk_cut_off_mints_fifty_keys_that_reconcile_when_it_reconnects() -> 
     )
     .await?;
     assert_eq!(provisional_revocations(&produced).len(), VALID + 2);
+    // O-2's forced re-issue: each stay's saga made its online check, and a stay holding its
+    // own live card needed nothing more (`covered`)
+    wait_for(
+        "the 50 stays' sagas checked for re-issue",
+        Duration::from_secs(30),
+        || {
+            let http = node.http.clone();
+            async move {
+                metric(
+                    &http,
+                    "lockstep_saga_steps_total{outcome=\"covered\",step=\"reissue_provisional\"}",
+                )
+                .await
+                .filter(|n| *n >= VALID as f64)
+            }
+        },
+    )
+    .await?;
     // the stays' own cards, issued online and not under the certificate, stand
     for i in [0, VALID - 1] {
         let own: Vec<Value> = credentials_of_stay(&node, &stay(i))

@@ -29,6 +29,11 @@ pub trait ReadOnlyMailboxTable: Send {
     /// was never stored, `Some(None)` while it waits, `Some(Some(outcome))` once handled.
     async fn message_outcome(&mut self, message_id: &str) -> StoreResult<Option<Option<String>>>;
 
+    /// The partition a saga subject's entries go to (the newest entry's), `None` when the
+    /// subject has none. Partitions are chosen by the broker's hash ring, so a writer
+    /// outside the intake path (the reconciler's O-2 re-issue) learns it here.
+    async fn subject_partition(&mut self, subject: &str) -> StoreResult<Option<i32>>;
+
     /// Removal messages not yet decided: open event entries of `topics` (cancellations,
     /// checkouts, revocations, ...) due by `now` at properties with a device of any of
     /// `adapters`. Revocations first after an outage (DESIGN §7) waits for these as well as
@@ -160,6 +165,21 @@ impl<A: Access> ReadOnlyMailboxTable for Tx<A> {
         .bind(message_id);
         let row = self.conn.fetch_optional(stmt).await?;
         row.map(|r| r.get("outcome")).transpose()
+    }
+
+    async fn subject_partition(&mut self, subject: &str) -> StoreResult<Option<i32>> {
+        // an open entry first (indexed; a live stay has its expiry timer), then any
+        for open in ["AND done_at IS NULL ", ""] {
+            let stmt = Stmt::new(format!(
+                "SELECT partition FROM mailbox WHERE tenant_id = $1 AND subject = $2 {open}ORDER BY id DESC LIMIT 1"
+            ))
+            .bind(self.tenant)
+            .bind(subject);
+            if let Some(row) = self.conn.fetch_optional(stmt).await? {
+                return row.get::<i32>("partition").map(Some);
+            }
+        }
+        Ok(None)
     }
 
     async fn undecided_removals(

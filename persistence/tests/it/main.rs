@@ -30,6 +30,7 @@ macro_rules! store_contract_tests {
                 timer_scans_see_due_subjects_properties_and_depth_across_tenants,
                 resume_parked_brings_a_vendors_drives_forward_removals_first,
                 undecided_removals_count_due_open_removal_messages_at_the_adapters_properties,
+                subject_partition_is_the_newest_entrys_open_or_done,
             },
             credentials {
                 get_credential_round_trips_every_field,

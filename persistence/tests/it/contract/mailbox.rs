@@ -527,3 +527,41 @@ pub async fn undecided_removals_count_due_open_removal_messages_at_the_adapters_
     );
     Ok(())
 }
+
+/// `subject_partition`: the partition of a subject's newest entry, open or done; `None`
+/// for a subject without entries or another tenant's.
+pub async fn subject_partition_is_the_newest_entrys_open_or_done(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let subject = "reservation:rsv-part";
+    let p = random_partition();
+    let msg = intake_msg(tenant, subject, p, at(1));
+    let mut tx = store.begin(tenant, None).await?;
+    assert_eq!(tx.subject_partition(subject).await?, None);
+    tx.enqueue_event(&msg).await?;
+    assert_eq!(
+        tx.subject_partition(subject).await?,
+        Some(p),
+        "in its transaction"
+    );
+    let id = tx
+        .next_mailbox_entry(subject, at(2))
+        .await?
+        .context("due")?
+        .id;
+    tx.complete_entry(id, "applied", at(2)).await?;
+    tx.commit().await?;
+    let mut rtx = store.read(tenant).await?;
+    assert_eq!(
+        rtx.subject_partition(subject).await?,
+        Some(p),
+        "done entries too"
+    );
+    assert_eq!(rtx.subject_partition("reservation:other").await?, None);
+    rtx.commit().await?;
+    let mut theirs = store.read(TenantId::generate()).await?;
+    assert_eq!(theirs.subject_partition(subject).await?, None);
+    Ok(())
+}
