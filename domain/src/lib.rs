@@ -54,7 +54,7 @@ pub use master::{
     check_single_active_master, resolve_scope, CommonArea, LayoutRoom, MasterKey, MasterScope,
     MasterScopeKind, PropertyLayout, ResolvedScope,
 };
-pub use offline::{OfflineIssuance, OfflineRevokeReason};
+pub use offline::{OfflineIssuance, OfflineRevokeReason, RenewalRefusal, Unvouched};
 pub use pin::Pin;
 pub use policy::{KeyKindPolicy, KeyKindPolicyInput};
 pub use secret::{DeviceRef, VendorRef};

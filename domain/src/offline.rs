@@ -11,6 +11,8 @@ use crate::{DomainError, KeyCredentialKind, OfflineIssuanceId, PropertyId, Tenan
 pub const CERT_LIFETIME_DAYS: i64 = 90;
 /// O-3: the longest window an offline credential may have.
 pub const MAX_OFFLINE_WINDOW_HOURS: i64 = 48;
+/// A certificate may be renewed (rotated) this many days before it expires, not earlier.
+pub const ROTATION_DUE_DAYS: i64 = 7;
 
 /// Why a certificate was revoked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +36,13 @@ impl OfflineRevokeReason {
             Self::TenantRequest => "tenant_request",
             Self::Compromise => "compromise",
         }
+    }
+
+    /// Whether the revocation doubts what the certificate minted (O-2: its provisional
+    /// credentials are revoked and re-issued). A rotation does not: the desktop moved to a
+    /// new key, and what the old one minted while in force stays valid.
+    pub fn cascades(&self) -> bool {
+        !matches!(self, Self::Rotation)
     }
 
     /// Parses the spec's spelling.
@@ -80,6 +89,36 @@ pub struct OfflineIssuance {
     pub revoked_at: Option<Timestamp>,
     /// Why.
     pub revoke_reason: Option<OfflineRevokeReason>,
+    /// The certificate this one renewed (rotation), when it did.
+    pub replaces: Option<OfflineIssuanceId>,
+}
+
+/// Why a certificate is not renewed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenewalRefusal {
+    /// More than [`ROTATION_DUE_DAYS`] before its expiry.
+    NotDue {
+        /// From when it may be renewed.
+        due_at: Timestamp,
+    },
+    /// It is revoked: a revoked certificate vouches for no new key.
+    Revoked,
+    /// It has expired.
+    Expired,
+    /// The new key is the certificate's own: that is no rotation.
+    SameKey,
+    /// The certificate breaks a rule a new one must keep (O-3, its kinds): it is not
+    /// carried over; pair the desktop again.
+    Invalid,
+}
+
+/// Why a certificate does not vouch for a credential minted under it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unvouched {
+    /// Revoked for a reason that doubts its key (O-2), or minted after a rotation ended it.
+    Revoked,
+    /// Minted outside `[issuedAt, expiresAt)`.
+    OutsideTerm,
 }
 
 impl OfflineIssuance {
@@ -141,7 +180,62 @@ impl OfflineIssuance {
             expires_at: now + Duration::days(CERT_LIFETIME_DAYS),
             revoked_at: None,
             revoke_reason: None,
+            replaces: None,
         })
+    }
+
+    /// When it becomes due for rotation: [`ROTATION_DUE_DAYS`] before it expires.
+    pub fn rotation_due_at(&self) -> Timestamp {
+        self.expires_at - Duration::days(ROTATION_DUE_DAYS)
+    }
+
+    /// Its successor for the desktop's new key (rotation): the same tenant, property,
+    /// desktop, kinds and window cap, a fresh id and serial, 90 days from `now` (O-1).
+    /// Only an unrevoked, unexpired certificate due for rotation is renewed.
+    pub fn renew(&self, public_key_ed25519: &str, now: Timestamp) -> Result<Self, RenewalRefusal> {
+        if self.revoked_at.is_some() {
+            return Err(RenewalRefusal::Revoked);
+        }
+        if now >= self.expires_at {
+            return Err(RenewalRefusal::Expired);
+        }
+        if now < self.rotation_due_at() {
+            return Err(RenewalRefusal::NotDue {
+                due_at: self.rotation_due_at(),
+            });
+        }
+        if public_key_ed25519.trim() == self.public_key_ed25519.trim() {
+            return Err(RenewalRefusal::SameKey);
+        }
+        let mut next = Self::issue(
+            self.tenant_id,
+            self.property_id.clone(),
+            &self.desktop_device_id,
+            public_key_ed25519,
+            self.allowed_kinds.clone(),
+            &self.allowed_kinds,
+            self.max_valid_window_hours,
+            now,
+        )
+        .map_err(|_| RenewalRefusal::Invalid)?;
+        next.replaces = Some(self.id.clone());
+        Ok(next)
+    }
+
+    /// Whether it vouches for a credential minted under it at `minted_at` (spec `003` §5):
+    /// minted within its term, and not under a revocation. A revocation that doubts the key
+    /// (O-2) vouches for nothing it minted; a rotation only ends the term, so what was
+    /// minted before it stays vouched for.
+    pub fn vouches_for(&self, minted_at: Timestamp) -> Result<(), Unvouched> {
+        match (self.revoked_at, self.revoke_reason) {
+            (Some(at), Some(OfflineRevokeReason::Rotation)) if minted_at < at => {}
+            (Some(_), _) => return Err(Unvouched::Revoked),
+            (None, _) => {}
+        }
+        if minted_at < self.issued_at || minted_at >= self.expires_at {
+            return Err(Unvouched::OutsideTerm);
+        }
+        Ok(())
     }
 
     /// The canonical bytes Lockstep signs: one `key=value` line per field, in this order.
@@ -162,11 +256,22 @@ impl OfflineIssuance {
         )
     }
 
-    /// Revokes it; revoking a revoked certificate changes nothing.
-    pub fn revoke(&mut self, reason: OfflineRevokeReason, now: Timestamp) {
-        if self.revoked_at.is_none() {
-            self.revoked_at = Some(now);
-            self.revoke_reason = Some(reason);
+    /// Revokes it; answers whether anything changed. Revoking a revoked certificate
+    /// changes nothing, except that a certificate revoked for rotation may be revoked again
+    /// for a reason that doubts its key (a rotated desktop found compromised): the reason
+    /// becomes that one and O-2 applies, the time stays.
+    pub fn revoke(&mut self, reason: OfflineRevokeReason, now: Timestamp) -> bool {
+        match (self.revoked_at, self.revoke_reason) {
+            (None, _) => {
+                self.revoked_at = Some(now);
+                self.revoke_reason = Some(reason);
+                true
+            }
+            (Some(_), Some(OfflineRevokeReason::Rotation)) if reason.cascades() => {
+                self.revoke_reason = Some(reason);
+                true
+            }
+            (Some(_), _) => false,
         }
     }
 }

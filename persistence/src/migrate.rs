@@ -83,6 +83,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "audit_linker_retention",
         sql: include_str!("../migrations/postgres/0014_audit_linker_retention.sql"),
     },
+    Migration {
+        version: 15,
+        name: "offline_rotation",
+        sql: include_str!("../migrations/postgres/0015_offline_rotation.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -156,5 +161,10 @@ pub const SQLITE: &[Migration] = &[
         version: 14,
         name: "audit_linker_retention",
         sql: include_str!("../migrations/sqlite/0014_audit_linker_retention.sql"),
+    },
+    Migration {
+        version: 15,
+        name: "offline_rotation",
+        sql: include_str!("../migrations/sqlite/0015_offline_rotation.sql"),
     },
 ];

@@ -98,6 +98,7 @@ macro_rules! store_contract_tests {
             offline {
                 offline_certificates_round_trip_and_stay_in_their_tenant,
                 offline_certificates_are_saved_read_and_counted_by_expiry,
+                a_renewed_certificate_names_the_one_it_renews,
             },
             offline_signatures {
                 a_certificate_signature_is_stored_beside_it,

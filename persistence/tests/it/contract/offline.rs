@@ -138,3 +138,56 @@ pub async fn offline_certificates_are_saved_read_and_counted_by_expiry(
     );
     Ok(())
 }
+
+/// Rotation on the tables: a renewed certificate is stored with the one it renews, and
+/// `offline_cert_successors` finds every renewal of a certificate, oldest first, in its
+/// tenant only.
+pub async fn a_renewed_certificate_names_the_one_it_renews(b: &Backend) -> anyhow::Result<()> {
+    use lockstep_domain::{KeyCredentialKind, OfflineIssuance, OfflineRevokeReason};
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let old = OfflineIssuance::issue(
+        tenant,
+        property(),
+        "desk-rot",
+        "MCowBQYDK2VwAyEA",
+        vec![KeyCredentialKind::RfidCard],
+        &[KeyCredentialKind::RfidCard],
+        48,
+        t0(),
+    )?;
+    let due = old.rotation_due_at();
+    let first = old
+        .renew("Zmlyc3Qta2V5", due)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let second = old
+        .renew("c2Vjb25kLWtleQ==", due + chrono::Duration::hours(1))
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut tx = store.begin(tenant, None).await?;
+    tx.save_offline_cert(&old).await?;
+    tx.save_offline_cert(&second).await?;
+    tx.save_offline_cert(&first).await?;
+    assert_eq!(
+        tx.offline_cert_successors(old.id.as_str()).await?,
+        vec![first.clone(), second.clone()]
+    );
+    assert_eq!(tx.offline_cert_successors(first.id.as_str()).await?, vec![]);
+    let mut rotated = old.clone();
+    rotated.revoke(
+        OfflineRevokeReason::Rotation,
+        due + chrono::Duration::hours(2),
+    );
+    tx.save_offline_cert(&rotated).await?;
+    tx.commit().await?;
+    let mut r = store.read(tenant).await?;
+    let got = r.offline_cert(first.id.as_str()).await?.context("stored")?;
+    assert_eq!(got.replaces.as_ref(), Some(&old.id));
+    assert_eq!(r.offline_cert(old.id.as_str()).await?, Some(rotated));
+    r.commit().await?;
+    let mut theirs = store.read(TenantId::generate()).await?;
+    assert_eq!(
+        theirs.offline_cert_successors(old.id.as_str()).await?,
+        vec![]
+    );
+    Ok(())
+}
