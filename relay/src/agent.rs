@@ -10,6 +10,12 @@
 //! USB driver will implement, and the credentials the desk minted while cut off
 //! ([`crate::mint`]) come from its [`AgentHost`] and go out as `provisional_batch` right
 //! after each `welcome`.
+//!
+//! Its certificate is rotated before it expires (issue 12): once the certificate is in its
+//! last 7 days, the agent makes a new key, asks the relay for a successor
+//! (`renew_certificate`, signed by the new key), hands the successor and the key to its
+//! host to keep durably ([`AgentHost::renewed`]), and only then reconnects with them. Until
+//! the host has kept both, the old certificate and key stay in use.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +24,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use chrono::TimeDelta;
 use futures_util::{SinkExt as _, StreamExt as _};
+use lockstep_domain::offline::ROTATION_DUE_DAYS;
 use lockstep_domain::{Clock, OfflineIssuanceId, PropertyId, TenantId, Timestamp};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
@@ -28,10 +36,12 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::protocol::{
-    self, auth_payload, decode_server, Auth, BatchId, CardNumber, DesktopMessage, EncodeFailure,
-    EncodeJob, EncoderId, EncoderInfo, Hello, IdempotencyKey, JobAck, JobId, JobOutcomeKind,
-    JobResult, ProvisionalBatch, ProvisionalCredential, RefusalReason, ServerMessage, SignatureB64,
-    SyncResult, PROTOCOL_VERSION,
+    self, auth_payload, decode_server, renewal_payload, Auth, BatchId, CardNumber,
+    CertificateRenewed, Challenge, DesktopMessage, EncodeFailure, EncodeJob, EncoderId,
+    EncoderInfo, Hello, IdempotencyKey, JobAck, JobId, JobOutcomeKind, JobResult, ProvisionalBatch,
+    ProvisionalCredential, PublicKeyB64, RefusalReason, RenewCertificate, RenewalId,
+    RenewalRefusalReason, RenewalRefused, ServerMessage, SignatureB64, SyncResult,
+    PROTOCOL_VERSION,
 };
 
 /// The desktop's Ed25519 key (the one its certificate binds). `Debug` shows only the
@@ -60,6 +70,11 @@ impl AgentKey {
     /// Signs `message`.
     pub fn sign(&self, message: &[u8]) -> ed25519_dalek::Signature {
         ed25519_dalek::Signer::sign(&self.0, message)
+    }
+
+    /// The seed, only to write the key to the desktop's key file.
+    pub fn expose_seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
     }
 }
 
@@ -96,6 +111,12 @@ pub struct AgentConfig {
     pub backoff_max: Duration,
     /// Connect + handshake must finish within this.
     pub handshake_timeout: Duration,
+    /// When the certificate expires, when the desktop knows. Unknown, the agent asks the
+    /// relay for a renewal once; a certificate not yet due is refused with its expiry.
+    pub certificate_expires_at: Option<Timestamp>,
+    /// How long after a renewal that failed (the relay or the host could not, or the answer
+    /// did not check out) the agent asks again.
+    pub renewal_retry: Duration,
 }
 
 impl AgentConfig {
@@ -119,6 +140,8 @@ impl AgentConfig {
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
+            certificate_expires_at: None,
+            renewal_retry: Duration::from_secs(60),
         }
     }
 }
@@ -276,6 +299,17 @@ impl EncodedJobs for MemoryEncodedJobs {
     }
 }
 
+/// A successor certificate the relay issued for the agent's new key (rotation).
+#[derive(Clone, Debug)]
+pub struct Renewal {
+    /// The successor, naming in `replaces` the certificate it renews.
+    pub certificate: lockstep_domain::OfflineIssuance,
+    /// Lockstep's signature over it.
+    pub signature: SignatureB64,
+    /// The new key it binds.
+    pub key: Arc<AgentKey>,
+}
+
 /// What the agent tells the desktop application around it (`lockstep agent` keeps spec
 /// `004` §7's mirror with it), and where it finds the provisional credentials to sync.
 /// Every method has a default that does nothing.
@@ -292,6 +326,21 @@ pub trait AgentHost: Send + Sync + 'static {
     }
     /// The server's verdicts on a batch (`sync_result`).
     async fn synced(&self, _result: &SyncResult) {}
+    /// The relay renewed the certificate. Keep the new certificate, then the new key,
+    /// durably, before answering `Ok`: the agent uses them only then. Until the key is
+    /// kept the old certificate and key must stay usable (the old certificate stays in
+    /// force until the new one authenticates). An error keeps the agent on the old ones; it
+    /// asks again later. By default nothing is kept (the agent uses them in memory).
+    async fn renewed(&self, _renewal: &Renewal) -> Result<(), String> {
+        Ok(())
+    }
+    /// The relay named when the certificate expires (a renewal asked too early).
+    async fn certificate_expiry(
+        &self,
+        _certificate_id: &OfflineIssuanceId,
+        _expires_at: Timestamp,
+    ) {
+    }
 }
 
 /// An [`AgentHost`] that does nothing.
@@ -339,18 +388,41 @@ pub enum AgentStatus {
     Stopped,
 }
 
+/// The certificate and key the agent authenticates with; a renewal replaces them.
+#[derive(Debug)]
+struct Identity {
+    certificate_id: OfflineIssuanceId,
+    certificate_signature: Option<SignatureB64>,
+    expires_at: Option<Timestamp>,
+    key: Arc<AgentKey>,
+    /// The relay refused renewing this certificate for good: ask no more.
+    renewal_final: bool,
+    /// Don't ask for a renewal before this (one failed or was refused).
+    renewal_not_before: Option<Instant>,
+}
+
 /// A running agent.
 #[derive(Debug)]
 pub struct AgentHandle {
     status: watch::Receiver<AgentStatus>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    identity: Arc<Mutex<Identity>>,
 }
 
 impl AgentHandle {
     /// Its status now.
     pub fn status(&self) -> AgentStatus {
         self.status.borrow().clone()
+    }
+
+    /// The certificate it authenticates with now (a renewal replaces it).
+    pub fn certificate_id(&self) -> OfflineIssuanceId {
+        self.identity
+            .lock()
+            .expect("agent identity mutex is never poisoned")
+            .certificate_id
+            .clone()
     }
 
     /// Waits until the status satisfies `pred`, at most `timeout`; the status reached, or
@@ -381,7 +453,7 @@ impl AgentHandle {
 
 struct Shared {
     config: AgentConfig,
-    key: AgentKey,
+    identity: Arc<Mutex<Identity>>,
     encoders: Vec<AttachedEncoder>,
     store: Arc<dyn EncodedJobs>,
     host: Arc<dyn AgentHost>,
@@ -425,9 +497,17 @@ impl Agent {
     ) -> AgentHandle {
         let (status_tx, status) = watch::channel(AgentStatus::Connecting);
         let (stop, stop_rx) = watch::channel(false);
+        let identity = Arc::new(Mutex::new(Identity {
+            certificate_id: config.certificate_id.clone(),
+            certificate_signature: config.certificate_signature.clone(),
+            expires_at: config.certificate_expires_at,
+            key: Arc::new(key),
+            renewal_final: false,
+            renewal_not_before: None,
+        }));
         let shared = Arc::new(Shared {
             config,
-            key,
+            identity: identity.clone(),
             encoders,
             store,
             host,
@@ -438,7 +518,12 @@ impl Agent {
             link: Mutex::new(None),
         });
         let task = tokio::spawn(run(shared, status_tx, stop_rx));
-        AgentHandle { status, stop, task }
+        AgentHandle {
+            status,
+            stop,
+            task,
+            identity,
+        }
     }
 }
 
@@ -449,6 +534,8 @@ enum SessionEnd {
     Lost,
     /// Never got connected.
     Failed,
+    /// Renewed its certificate: reconnect at once with the new one.
+    Rotated,
 }
 
 async fn run(
@@ -474,6 +561,7 @@ async fn run(
                 SessionEnd::Stopped => "stopped",
                 SessionEnd::Refused(_) => "refused",
                 SessionEnd::Lost | SessionEnd::Failed => "connection_lost",
+                SessionEnd::Rotated => "certificate_renewed",
             };
             shared.host.disconnected(why).await;
         }
@@ -492,6 +580,11 @@ async fn run(
             }
             SessionEnd::Failed => {
                 let _ = status.send(AgentStatus::Disconnected);
+            }
+            SessionEnd::Rotated => {
+                backoff = shared.config.backoff_min;
+                let _ = status.send(AgentStatus::Disconnected);
+                continue;
             }
         }
         let jitter = {
@@ -575,14 +668,25 @@ async fn session(
         tracing::warn!("relay speaks no protocol version this agent knows");
         return SessionEnd::Failed;
     }
+    let (certificate_id, certificate_signature, key) = {
+        let id = shared
+            .identity
+            .lock()
+            .expect("agent identity mutex is never poisoned");
+        (
+            id.certificate_id.clone(),
+            id.certificate_signature.clone(),
+            id.key.clone(),
+        )
+    };
     let hello = Hello {
-        certificate_id: cfg.certificate_id.as_str().to_owned(),
+        certificate_id: certificate_id.as_str().to_owned(),
         tenant_id: cfg.tenant_id.to_string(),
         property_id: cfg.property_id.as_str().to_owned(),
         desktop_device_id: cfg.desktop_device_id.clone(),
         encoders: shared.encoders.iter().map(|e| e.info.clone()).collect(),
         agent_version: cfg.agent_version.clone(),
-        certificate_signature: cfg.certificate_signature.clone(),
+        certificate_signature,
     };
     let signed_at = shared.clock.now();
     let payload = auth_payload(
@@ -595,9 +699,9 @@ async fn session(
         signed_at,
     );
     let auth = Auth {
-        nonce: challenge.nonce,
+        nonce: challenge.nonce.clone(),
         signed_at,
-        signature: SignatureB64::from_signature(&shared.key.sign(payload.as_bytes())),
+        signature: SignatureB64::from_signature(&key.sign(payload.as_bytes())),
     };
     if !send_desktop(&mut ws, &DesktopMessage::Hello(hello), deadline).await
         || !send_desktop(&mut ws, &DesktopMessage::Auth(auth), deadline).await
@@ -642,8 +746,29 @@ async fn session(
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
     let write = Duration::from_secs(10);
+    // Rotation: when to look at the certificate's expiry next, and the request in flight.
+    let mut rotation = Rotation::new(certificate_id, challenge);
+    let renew_check = tokio::time::sleep_until(rotation.next_check(shared));
+    tokio::pin!(renew_check);
     loop {
         tokio::select! {
+            _ = &mut renew_check, if rotation.armed() => {
+                match rotation.request(shared) {
+                    Check::Send(request) => {
+                        let sent = tokio::time::timeout(write, sink.send(Message::text(protocol::encode(&request)))).await;
+                        if !matches!(sent, Ok(Ok(()))) {
+                            return SessionEnd::Lost;
+                        }
+                    }
+                    Check::Wait => renew_check.as_mut().reset(rotation.next_check(shared)),
+                    Check::Reconnect => {
+                        // This session had its one renewal; a new one may ask again.
+                        let bye = sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "renewing again".into() })));
+                        let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+                        return SessionEnd::Rotated;
+                    }
+                }
+            }
             _ = stop.changed() => {
                 let bye = sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "agent stopped".into() })));
                 let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
@@ -673,10 +798,32 @@ async fn session(
                         shared.accept(job).await;
                         Some(ack)
                     }
-                    Ok(ServerMessage::Refused(r)) => return SessionEnd::Refused(r.sub_code),
+                    Ok(ServerMessage::Refused(r)) => {
+                        if rotation.pending.is_some() && r.sub_code == RefusalReason::MalformedFrame {
+                            // A relay older than rotation: asking again would only be refused.
+                            tracing::warn!("the relay does not know certificate renewal; not asking again");
+                            shared.identity.lock().expect("agent identity mutex is never poisoned").renewal_final = true;
+                        }
+                        return SessionEnd::Refused(r.sub_code);
+                    }
                     Ok(ServerMessage::SyncResult(r)) => {
                         tracing::info!(batch = %r.batch_id, items = r.items.len(), "sync result");
                         shared.host.synced(&r).await;
+                        None
+                    }
+                    Ok(ServerMessage::CertificateRenewed(r)) => {
+                        if rotation.renewed(shared, &r).await {
+                            // Kept by the host: reconnect with the new certificate now.
+                            let bye = sink.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "certificate renewed".into() })));
+                            let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+                            return SessionEnd::Rotated;
+                        }
+                        renew_check.as_mut().reset(rotation.next_check(shared));
+                        None
+                    }
+                    Ok(ServerMessage::RenewalRefused(r)) => {
+                        rotation.refused(shared, &r).await;
+                        renew_check.as_mut().reset(rotation.next_check(shared));
                         None
                     }
                     Ok(other) => {
@@ -696,6 +843,233 @@ async fn session(
                         return SessionEnd::Lost;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A session's side of certificate rotation: when the certificate is due (its last
+/// [`ROTATION_DUE_DAYS`] days), one `renew_certificate` with a fresh key; the answer is
+/// handed to the host to keep before the identity changes.
+struct Rotation {
+    certificate_id: OfflineIssuanceId,
+    challenge: Challenge,
+    /// The request in flight and its key.
+    pending: Option<(RenewalId, Arc<AgentKey>)>,
+    /// The relay granted this session its one renewal (which could not be kept).
+    granted: bool,
+}
+
+/// What a rotation check decided.
+enum Check {
+    /// Ask the relay.
+    Send(DesktopMessage),
+    /// Not due, or not yet again.
+    Wait,
+    /// Due, but this session had its renewal: ask on a new one.
+    Reconnect,
+}
+
+/// The longest the agent sleeps before it looks at the certificate's expiry again (a
+/// scaled business clock runs ahead of the timer).
+const ROTATION_CHECK: Duration = Duration::from_secs(3600);
+
+impl Rotation {
+    fn new(certificate_id: OfflineIssuanceId, challenge: Challenge) -> Self {
+        Self {
+            certificate_id,
+            challenge,
+            pending: None,
+            granted: false,
+        }
+    }
+
+    /// Whether to look at all: no request in flight.
+    fn armed(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    /// When to look again: now when the certificate is due (or its expiry unknown), else at
+    /// its due time, at most [`ROTATION_CHECK`] ahead.
+    fn next_check(&self, shared: &Shared) -> Instant {
+        let now = Instant::now();
+        let (expires_at, done, not_before) = {
+            let id = shared
+                .identity
+                .lock()
+                .expect("agent identity mutex is never poisoned");
+            (id.expires_at, id.renewal_final, id.renewal_not_before)
+        };
+        if done {
+            return now + ROTATION_CHECK * 24;
+        }
+        let due_in = match expires_at {
+            None => Duration::ZERO,
+            Some(e) => (e - TimeDelta::days(ROTATION_DUE_DAYS) - shared.clock.now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(ROTATION_CHECK),
+        };
+        let at = now + due_in;
+        match not_before {
+            Some(nb) if nb > at => nb,
+            _ => at,
+        }
+    }
+
+    /// A `renew_certificate` with a fresh key when the certificate is due now.
+    fn request(&mut self, shared: &Shared) -> Check {
+        let (expires_at, done, not_before) = {
+            let id = shared
+                .identity
+                .lock()
+                .expect("agent identity mutex is never poisoned");
+            (id.expires_at, id.renewal_final, id.renewal_not_before)
+        };
+        let due =
+            expires_at.is_none_or(|e| shared.clock.now() >= e - TimeDelta::days(ROTATION_DUE_DAYS));
+        if done || !due || not_before.is_some_and(|nb| Instant::now() < nb) {
+            return Check::Wait;
+        }
+        if self.granted {
+            return Check::Reconnect;
+        }
+        let key = Arc::new(AgentKey::generate());
+        let request_id =
+            RenewalId::parse(&ulid_like()).expect("a 26-character base32 id is a valid renewal id");
+        let public_key = PublicKeyB64::try_from(key.public_key_base64())
+            .expect("a generated key's public half is a valid ed25519 key");
+        let cfg = &shared.config;
+        let signed_at = shared.clock.now();
+        let payload = renewal_payload(
+            &self.challenge.audience,
+            &self.challenge.nonce,
+            self.certificate_id.as_str(),
+            &cfg.tenant_id.to_string(),
+            cfg.property_id.as_str(),
+            &cfg.desktop_device_id,
+            &public_key,
+            &request_id,
+            signed_at,
+        );
+        let request = RenewCertificate {
+            request_id: request_id.clone(),
+            public_key_ed25519: public_key,
+            signed_at,
+            signature: SignatureB64::from_signature(&key.sign(payload.as_bytes())),
+        };
+        tracing::info!(certificate = %self.certificate_id, known_expiry = expires_at.is_some(), "asking the relay to renew the certificate");
+        self.pending = Some((request_id, key));
+        Check::Send(DesktopMessage::RenewCertificate(request))
+    }
+
+    fn retry_later(&mut self, shared: &Shared) {
+        self.pending = None;
+        shared
+            .identity
+            .lock()
+            .expect("agent identity mutex is never poisoned")
+            .renewal_not_before = Some(Instant::now() + shared.config.renewal_retry);
+    }
+
+    /// The successor arrived: checked, kept by the host, then made the agent's identity.
+    /// Whether the agent should reconnect with it now.
+    async fn renewed(&mut self, shared: &Shared, r: &CertificateRenewed) -> bool {
+        let Some((request_id, key)) = self.pending.clone() else {
+            tracing::warn!("a renewed certificate the agent did not ask for; ignored");
+            return false;
+        };
+        if r.request_id != request_id {
+            tracing::warn!("a renewed certificate for another request; ignored");
+            return false;
+        }
+        let cfg = &shared.config;
+        let certificate = match r.certificate.to_certificate(Some(&r.replaces)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "the renewed certificate does not parse; keeping the old one");
+                self.retry_later(shared);
+                return false;
+            }
+        };
+        let faithful = certificate.public_key_ed25519 == key.public_key_base64()
+            && r.replaces == self.certificate_id.as_str()
+            && certificate.tenant_id == cfg.tenant_id
+            && certificate.property_id == cfg.property_id
+            && certificate.desktop_device_id == cfg.desktop_device_id;
+        if !faithful {
+            tracing::warn!(certificate = %certificate.id, "the renewed certificate is not for this desktop's new key; keeping the old one");
+            self.retry_later(shared);
+            return false;
+        }
+        let renewal = Renewal {
+            certificate: certificate.clone(),
+            signature: r.signature.clone(),
+            key: key.clone(),
+        };
+        // Kept before used: a desktop that crashes now still has the old pair, in force.
+        self.granted = true;
+        if let Err(e) = shared.host.renewed(&renewal).await {
+            tracing::warn!(certificate = %certificate.id, error = %e, "keeping the renewed certificate failed; staying on the old one");
+            self.retry_later(shared);
+            return false;
+        }
+        tracing::info!(old = %self.certificate_id, new = %certificate.id, expires_at = %certificate.expires_at, "certificate renewed; reconnecting with it");
+        *shared
+            .identity
+            .lock()
+            .expect("agent identity mutex is never poisoned") = Identity {
+            certificate_id: certificate.id.clone(),
+            certificate_signature: Some(r.signature.clone()),
+            expires_at: Some(certificate.expires_at),
+            key,
+            renewal_final: false,
+            renewal_not_before: None,
+        };
+        self.pending = None;
+        true
+    }
+
+    /// The relay refused: learn the expiry, and wait for the due time, a retry, or stop
+    /// asking.
+    async fn refused(&mut self, shared: &Shared, r: &RenewalRefused) {
+        if self.pending.as_ref().map(|(id, _)| id) != Some(&r.request_id) {
+            return;
+        }
+        let learned = {
+            let mut id = shared
+                .identity
+                .lock()
+                .expect("agent identity mutex is never poisoned");
+            let learned = id.expires_at != Some(r.certificate_expires_at);
+            id.expires_at = Some(r.certificate_expires_at);
+            id.renewal_final = r.reason.is_final();
+            learned
+        };
+        if learned {
+            shared
+                .host
+                .certificate_expiry(&self.certificate_id, r.certificate_expires_at)
+                .await;
+        }
+        match r.reason {
+            RenewalRefusalReason::NotDue => {
+                tracing::info!(certificate = %self.certificate_id, expires_at = %r.certificate_expires_at, "certificate not due for renewal yet");
+                // The relay's clock decides; asking again at once would only be refused.
+                self.retry_later(shared);
+            }
+            RenewalRefusalReason::AlreadyRenewed => {
+                // The next check reconnects and asks on a new session.
+                self.granted = true;
+                self.pending = None;
+            }
+            reason if reason.is_final() => {
+                tracing::warn!(certificate = %self.certificate_id, reason = reason.as_str(), "the relay will not renew this certificate");
+                self.pending = None;
+            }
+            reason => {
+                tracing::warn!(certificate = %self.certificate_id, reason = reason.as_str(), "certificate renewal refused; asking again later");
+                self.retry_later(shared);
             }
         }
     }

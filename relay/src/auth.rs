@@ -15,7 +15,9 @@ use lockstep_domain::{
     offline::CERT_LIFETIME_DAYS, Clock, OfflineIssuance, OfflineIssuanceId, PropertyId, TenantId,
 };
 
-use crate::protocol::{auth_payload, Auth, EncoderInfo, Hello, Nonce, RefusalReason};
+use crate::protocol::{
+    auth_payload, Auth, EncoderInfo, Hello, Nonce, RefusalReason, RenewalRefusalReason,
+};
 
 /// A certificate as the host stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,12 +29,22 @@ pub struct IssuedCertificate {
     pub issuer_signature: Option<ed25519_dalek::Signature>,
 }
 
+/// A successor certificate (rotation), stored and signed by Lockstep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenewedCertificate {
+    /// The certificate, naming the one it replaces.
+    pub certificate: OfflineIssuance,
+    /// Lockstep's signature over [`OfflineIssuance::signed_payload`].
+    pub issuer_signature: ed25519_dalek::Signature,
+}
+
 /// The directory could not answer.
 #[derive(Debug, thiserror::Error)]
 #[error("certificate directory unavailable: {0}")]
 pub struct DirectoryError(pub String);
 
-/// Where the relay looks certificates up (the host's `offline_issuance` table).
+/// Where the relay looks certificates up (the host's `offline_issuance` table) and, when the
+/// host offers it, renews them (rotation, issue 12).
 #[async_trait]
 pub trait CertificateDirectory: Send + Sync + 'static {
     /// The certificate `id` of `tenant`, revoked or not; `None` when the tenant has none by
@@ -42,15 +54,73 @@ pub trait CertificateDirectory: Send + Sync + 'static {
         tenant: TenantId,
         id: &OfflineIssuanceId,
     ) -> Result<Option<IssuedCertificate>, DirectoryError>;
+
+    /// Issues, signs and stores the successor of `tenant`'s certificate `id` for a desktop
+    /// that proved it holds `public_key_ed25519` (the relay checked the proof). The host
+    /// decides with [`OfflineIssuance::renew`] on its stored copy: only an unrevoked,
+    /// unexpired certificate in its last 7 days is renewed. The old one stays in force
+    /// until [`CertificateDirectory::in_use`] hears of the new one. By default the relay
+    /// renews nothing (`not_offered`).
+    async fn renew(
+        &self,
+        _tenant: TenantId,
+        _id: &OfflineIssuanceId,
+        _public_key_ed25519: &str,
+        _now: lockstep_domain::Timestamp,
+    ) -> Result<RenewedCertificate, RenewalRefusalReason> {
+        Err(RenewalRefusalReason::NotOffered)
+    }
+
+    /// A desktop authenticated with `certificate`. When it renewed an earlier one, the host
+    /// revokes that one (`rotation`: no O-2 cascade, what it minted while in force stays
+    /// valid) and every other renewal of it, never used; it answers the ids it revoked, whose
+    /// sessions the relay closes. By default nothing is revoked.
+    async fn in_use(
+        &self,
+        _certificate: &OfflineIssuance,
+        _now: lockstep_domain::Timestamp,
+    ) -> Result<Vec<OfflineIssuanceId>, DirectoryError> {
+        Ok(Vec::new())
+    }
 }
 
-/// Certificates in memory (tests, the embedded demo).
-#[derive(Debug, Default)]
+/// Certificates in memory (tests, the embedded demo). With an issuer key it renews them
+/// too, as a host would.
+#[derive(Default)]
 pub struct MemoryCertificateDirectory {
     certificates: Mutex<HashMap<(TenantId, OfflineIssuanceId), IssuedCertificate>>,
+    issuer: Option<ed25519_dalek::SigningKey>,
+}
+
+impl std::fmt::Debug for MemoryCertificateDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryCertificateDirectory")
+            .field("renews", &self.issuer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl MemoryCertificateDirectory {
+    /// A directory that renews certificates, signing the successors with `issuer`.
+    pub fn with_issuer(issuer: ed25519_dalek::SigningKey) -> Self {
+        Self {
+            certificates: Mutex::default(),
+            issuer: Some(issuer),
+        }
+    }
+
+    /// Every certificate of `tenant` as stored now (tests).
+    pub fn all(&self, tenant: TenantId) -> Vec<OfflineIssuance> {
+        let mut all: Vec<OfflineIssuance> = self
+            .lock()
+            .values()
+            .filter(|c| c.certificate.tenant_id == tenant)
+            .map(|c| c.certificate.clone())
+            .collect();
+        all.sort_by(|a, b| (a.issued_at, a.id.as_str()).cmp(&(b.issued_at, b.id.as_str())));
+        all
+    }
+
     /// Adds or replaces a certificate.
     pub fn insert(&self, certificate: IssuedCertificate) {
         self.lock().insert(
@@ -96,6 +166,59 @@ impl CertificateDirectory for MemoryCertificateDirectory {
         id: &OfflineIssuanceId,
     ) -> Result<Option<IssuedCertificate>, DirectoryError> {
         Ok(self.lock().get(&(tenant, id.clone())).cloned())
+    }
+
+    async fn renew(
+        &self,
+        tenant: TenantId,
+        id: &OfflineIssuanceId,
+        public_key_ed25519: &str,
+        now: lockstep_domain::Timestamp,
+    ) -> Result<RenewedCertificate, RenewalRefusalReason> {
+        let Some(issuer) = &self.issuer else {
+            return Err(RenewalRefusalReason::NotOffered);
+        };
+        let mut all = self.lock();
+        let current = all
+            .get(&(tenant, id.clone()))
+            .ok_or(RenewalRefusalReason::CertificateRevoked)?;
+        let next = current.certificate.renew(public_key_ed25519, now)?;
+        let issuer_signature =
+            ed25519_dalek::Signer::sign(issuer, next.signed_payload().as_bytes());
+        all.insert(
+            (tenant, next.id.clone()),
+            IssuedCertificate {
+                certificate: next.clone(),
+                issuer_signature: Some(issuer_signature),
+            },
+        );
+        Ok(RenewedCertificate {
+            certificate: next,
+            issuer_signature,
+        })
+    }
+
+    async fn in_use(
+        &self,
+        certificate: &OfflineIssuance,
+        now: lockstep_domain::Timestamp,
+    ) -> Result<Vec<OfflineIssuanceId>, DirectoryError> {
+        let Some(replaced) = &certificate.replaces else {
+            return Ok(Vec::new());
+        };
+        let mut revoked = Vec::new();
+        for c in self.lock().values_mut() {
+            let c = &mut c.certificate;
+            let renewal_of_it = c.replaces.as_ref() == Some(replaced) && c.id != certificate.id;
+            if c.tenant_id == certificate.tenant_id
+                && (&c.id == replaced || renewal_of_it)
+                && c.revoked_at.is_none()
+                && c.revoke(lockstep_domain::OfflineRevokeReason::Rotation, now)
+            {
+                revoked.push(c.id.clone());
+            }
+        }
+        Ok(revoked)
     }
 }
 
@@ -153,11 +276,11 @@ impl NonceBook {
 
 /// Checks `hello` + `auth` against the directory.
 pub(crate) struct Authenticator {
-    directory: Arc<dyn CertificateDirectory>,
+    pub(crate) directory: Arc<dyn CertificateDirectory>,
     issuer_key: Option<ed25519_dalek::VerifyingKey>,
     audience: String,
-    skew: TimeDelta,
-    clock: Arc<dyn Clock>,
+    pub(crate) skew: TimeDelta,
+    pub(crate) clock: Arc<dyn Clock>,
     nonces: Mutex<NonceBook>,
 }
 

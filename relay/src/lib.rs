@@ -5,7 +5,7 @@
 //! agent, and the provisional credentials a desk mints while cut off (`mint`). The protocol is documented in `docs/relay/`.
 //!
 //! Everything the relay needs from its host comes through small traits the host
-//! implements: [`CertificateDirectory`] (certificate lookup), [`SessionEvents`] (session
+//! implements: [`CertificateDirectory`] (certificate lookup and renewal), [`SessionEvents`] (session
 //! persistence and events) and the [`Clock`](lockstep_domain::Clock); encode results are the
 //! return value of [`Hub::dispatch`]. In-memory implementations serve tests.
 //!
@@ -22,10 +22,12 @@ mod metrics;
 pub mod mint;
 pub mod protocol;
 pub mod reconcile;
+mod renew;
 mod server;
 
 pub use auth::{
     CertificateDirectory, DirectoryError, IssuedCertificate, MemoryCertificateDirectory,
+    RenewedCertificate,
 };
 pub use config::RelayConfig;
 pub use error::RelayError;

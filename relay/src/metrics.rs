@@ -38,6 +38,7 @@ pub(crate) struct RelayMetrics {
     reroutes: IntCounter,
     refused: IntCounterVec,
     closed: IntCounterVec,
+    renewals: IntCounterVec,
 }
 
 impl RelayMetrics {
@@ -86,6 +87,13 @@ impl RelayMetrics {
                 ),
                 &["reason"],
             )?,
+            renewals: IntCounterVec::new(
+                Opts::new(
+                    "lockstep_relay_certificate_renewals_total",
+                    "Certificate renewal requests, by outcome (renewed or the refusal's reason)",
+                ),
+                &["outcome"],
+            )?,
         };
         registry.register(Box::new(m.connected.clone()))?;
         registry.register(Box::new(m.unauthenticated.clone()))?;
@@ -94,6 +102,7 @@ impl RelayMetrics {
         registry.register(Box::new(m.reroutes.clone()))?;
         registry.register(Box::new(m.refused.clone()))?;
         registry.register(Box::new(m.closed.clone()))?;
+        registry.register(Box::new(m.renewals.clone()))?;
         Ok(m)
     }
 
@@ -113,6 +122,20 @@ impl RelayMetrics {
     pub(crate) fn refused(&self, reason: RefusalReason, peer: &str) {
         tracing::warn!(reason = reason.as_str(), peer, "relay connection refused");
         self.refused.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    pub(crate) fn renewal(&self, certificate: &str, desktop: &str, outcome: &'static str) {
+        if outcome == "renewed" {
+            tracing::info!(certificate, desktop, "certificate renewed");
+        } else {
+            tracing::warn!(
+                certificate,
+                desktop,
+                reason = outcome,
+                "certificate renewal refused"
+            );
+        }
+        self.renewals.with_label_values(&[outcome]).inc();
     }
 
     pub(crate) fn unauthenticated(&self) -> &IntGauge {

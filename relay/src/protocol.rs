@@ -157,6 +157,11 @@ token!(
     ProvisionalId,
     64
 );
+token!(
+    /// A certificate renewal request, named by the desktop (its answer names it too).
+    RenewalId,
+    64
+);
 
 /// The single-use value the server asks a desktop to sign: 32 bytes from the OS CSPRNG,
 /// base64url without padding.
@@ -266,6 +271,51 @@ impl fmt::Debug for SignatureB64 {
     }
 }
 
+/// An Ed25519 public key, base64 (standard alphabet, padded), as certificates carry it:
+/// 32 bytes that decode to a curve point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PublicKeyB64(String);
+
+impl PublicKeyB64 {
+    /// The key.
+    pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
+        decode_public_key(&self.0)
+            .expect("a PublicKeyB64 holds a valid ed25519 key by construction")
+    }
+
+    /// The text as sent (and as the certificate carries it).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn decode_public_key(s: &str) -> Option<ed25519_dalek::VerifyingKey> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+}
+
+impl TryFrom<String> for PublicKeyB64 {
+    type Error = ProtocolError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        match decode_public_key(&s) {
+            Some(_) => Ok(Self(s)),
+            None => Err(ProtocolError::Malformed(
+                "publicKeyEd25519 must be a 32-byte ed25519 key in base64".into(),
+            )),
+        }
+    }
+}
+
+impl From<PublicKeyB64> for String {
+    fn from(k: PublicKeyB64) -> String {
+        k.0
+    }
+}
+
 /// The number the desk reader read from an encoded card (what TTLock registers an IC card
 /// by). It opens a door once registered: `Debug` redacts it and it has no `Display`; the
 /// one way out is [`CardNumber::expose`].
@@ -328,6 +378,10 @@ pub enum ServerMessage {
     EncodeJob(EncodeJob),
     /// What became of a `provisional_batch`.
     SyncResult(SyncResult),
+    /// The successor certificate a `renew_certificate` asked for.
+    CertificateRenewed(CertificateRenewed),
+    /// A `renew_certificate` was not granted; the session goes on.
+    RenewalRefused(RenewalRefused),
 }
 
 /// Every message a desktop sends.
@@ -348,6 +402,8 @@ pub enum DesktopMessage {
     JobResult(JobResult),
     /// Provisional credentials minted offline.
     ProvisionalBatch(ProvisionalBatch),
+    /// A successor certificate for a new key (rotation).
+    RenewCertificate(RenewCertificate),
 }
 
 impl ServerMessage {
@@ -361,6 +417,8 @@ impl ServerMessage {
             Self::Pong(_) => "pong",
             Self::EncodeJob(_) => "encode_job",
             Self::SyncResult(_) => "sync_result",
+            Self::CertificateRenewed(_) => "certificate_renewed",
+            Self::RenewalRefused(_) => "renewal_refused",
         }
     }
 }
@@ -376,6 +434,7 @@ impl DesktopMessage {
             Self::JobAck(_) => "job_ack",
             Self::JobResult(_) => "job_result",
             Self::ProvisionalBatch(_) => "provisional_batch",
+            Self::RenewCertificate(_) => "renew_certificate",
         }
     }
 }
@@ -856,6 +915,232 @@ pub struct SyncResult {
     pub batch_id: BatchId,
     /// One per item of the batch.
     pub items: Vec<SyncItem>,
+}
+
+/// `renew_certificate`: on an authenticated session, the desktop asks for a successor of
+/// its certificate binding a new key, and proves it holds that key: `signature` is made
+/// with the new key over [`renewal_payload`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RenewCertificate {
+    /// The desktop's id for this request.
+    pub request_id: RenewalId,
+    /// The new key the successor binds.
+    pub public_key_ed25519: PublicKeyB64,
+    /// When the desktop signed, by its clock (checked within the skew tolerance).
+    pub signed_at: DateTime<Utc>,
+    /// Ed25519 over [`renewal_payload`] with the new key (proof of possession).
+    pub signature: SignatureB64,
+}
+
+/// The canonical bytes a desktop signs with its new key to renew: one `key=value` line per
+/// field, in this order. The nonce is the one this connection's `challenge` sent (spent by
+/// the handshake, still known to both ends): it binds the proof to this session, as the
+/// audience binds it to this relay and the remaining lines to the certificate renewed and
+/// the request.
+#[allow(clippy::too_many_arguments)]
+pub fn renewal_payload(
+    audience: &str,
+    nonce: &Nonce,
+    certificate_id: &str,
+    tenant_id: &str,
+    property_id: &str,
+    desktop_device_id: &str,
+    public_key: &PublicKeyB64,
+    request_id: &RenewalId,
+    signed_at: DateTime<Utc>,
+) -> String {
+    format!(
+        "lockstep-relay-renew-v1\naudience={audience}\nnonce={}\ncertificate={certificate_id}\ntenant={tenant_id}\nproperty={property_id}\ndesktop={desktop_device_id}\npublicKey={}\nrequest={request_id}\nsignedAt={}\n",
+        nonce.as_str(),
+        public_key.as_str(),
+        signed_at.timestamp_millis(),
+    )
+}
+
+/// A certificate as Lockstep signs it: the fields of
+/// [`lockstep_domain::OfflineIssuance::signed_payload`], so a desktop can check the issuer's
+/// signature itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateBody {
+    /// `oki_`.
+    pub id: String,
+    /// Tenant (UUID).
+    pub tenant_id: String,
+    /// Property.
+    pub property_id: String,
+    /// The desktop it is bound to.
+    pub desktop_device_id: String,
+    /// Serial.
+    pub serial: String,
+    /// The key it binds (base64).
+    pub public_key_ed25519: String,
+    /// The kinds the desktop may mint offline.
+    pub allowed_kinds: Vec<String>,
+    /// O-3.
+    pub max_valid_window_hours: i64,
+    /// Issued.
+    pub issued_at: DateTime<Utc>,
+    /// O-1: 90 days after `issuedAt`.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<&lockstep_domain::OfflineIssuance> for CertificateBody {
+    fn from(c: &lockstep_domain::OfflineIssuance) -> Self {
+        Self {
+            id: c.id.as_str().to_owned(),
+            tenant_id: c.tenant_id.to_string(),
+            property_id: c.property_id.as_str().to_owned(),
+            desktop_device_id: c.desktop_device_id.clone(),
+            serial: c.serial.clone(),
+            public_key_ed25519: c.public_key_ed25519.clone(),
+            allowed_kinds: c
+                .allowed_kinds
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect(),
+            max_valid_window_hours: c.max_valid_window_hours,
+            issued_at: c.issued_at,
+            expires_at: c.expires_at,
+        }
+    }
+}
+
+impl CertificateBody {
+    /// The certificate, unrevoked, renewing `replaces` when given: what a desktop keeps
+    /// and checks the issuer's signature over.
+    pub fn to_certificate(
+        &self,
+        replaces: Option<&str>,
+    ) -> Result<lockstep_domain::OfflineIssuance, ProtocolError> {
+        let bad = |e: lockstep_domain::DomainError| ProtocolError::Malformed(e.to_string());
+        Ok(lockstep_domain::OfflineIssuance {
+            id: lockstep_domain::OfflineIssuanceId::parse(&self.id).map_err(bad)?,
+            tenant_id: lockstep_domain::TenantId::parse(&self.tenant_id).map_err(bad)?,
+            property_id: lockstep_domain::PropertyId::parse(&self.property_id).map_err(bad)?,
+            desktop_device_id: self.desktop_device_id.clone(),
+            serial: self.serial.clone(),
+            public_key_ed25519: self.public_key_ed25519.clone(),
+            allowed_kinds: self
+                .allowed_kinds
+                .iter()
+                .map(|k| lockstep_domain::KeyCredentialKind::parse(k))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(bad)?,
+            max_valid_window_hours: self.max_valid_window_hours,
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            revoked_at: None,
+            revoke_reason: None,
+            replaces: replaces
+                .map(lockstep_domain::OfflineIssuanceId::parse)
+                .transpose()
+                .map_err(bad)?,
+        })
+    }
+}
+
+/// `certificate_renewed`: the successor certificate, in force now. The desktop keeps it
+/// and its key before it uses them; its first authentication with it revokes the one it
+/// replaces (`revokeReason` `rotation`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateRenewed {
+    /// The request answered.
+    pub request_id: RenewalId,
+    /// The certificate it replaces (the session's).
+    pub replaces: String,
+    /// The successor.
+    pub certificate: CertificateBody,
+    /// Lockstep's signature over the successor's canonical payload.
+    pub signature: SignatureB64,
+}
+
+/// Why a renewal was not granted (`renewal_refused.reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenewalRefusalReason {
+    /// More than 7 days before the certificate expires; ask from `renewableFrom`.
+    NotDue,
+    /// The certificate is revoked.
+    CertificateRevoked,
+    /// The certificate has expired.
+    CertificateExpired,
+    /// The certificate breaks a rule a new one must keep; pair the desktop again.
+    CertificateInvalid,
+    /// The new key is the certificate's own.
+    SameKey,
+    /// The signature does not verify with the new key.
+    SignatureInvalid,
+    /// `signedAt` is further from the server's time than the tolerated skew.
+    ClockSkew,
+    /// This session renewed its certificate already: reconnect with the new one.
+    AlreadyRenewed,
+    /// This relay does not renew certificates.
+    NotOffered,
+    /// Certificates cannot be written now; nothing was issued. Ask again later.
+    Unavailable,
+}
+
+impl RenewalRefusalReason {
+    /// The wire spelling, also the metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NotDue => "not_due",
+            Self::CertificateRevoked => "certificate_revoked",
+            Self::CertificateExpired => "certificate_expired",
+            Self::CertificateInvalid => "certificate_invalid",
+            Self::SameKey => "same_key",
+            Self::SignatureInvalid => "signature_invalid",
+            Self::ClockSkew => "clock_skew",
+            Self::AlreadyRenewed => "already_renewed",
+            Self::NotOffered => "not_offered",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// Whether asking again with this certificate can ever succeed: an agent stops asking
+    /// after a final refusal.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Self::CertificateRevoked
+                | Self::CertificateExpired
+                | Self::CertificateInvalid
+                | Self::NotOffered
+        )
+    }
+}
+
+impl From<lockstep_domain::RenewalRefusal> for RenewalRefusalReason {
+    fn from(r: lockstep_domain::RenewalRefusal) -> Self {
+        use lockstep_domain::RenewalRefusal as R;
+        match r {
+            R::NotDue { .. } => Self::NotDue,
+            R::Revoked => Self::CertificateRevoked,
+            R::Expired => Self::CertificateExpired,
+            R::SameKey => Self::SameKey,
+            R::Invalid => Self::CertificateInvalid,
+        }
+    }
+}
+
+/// `renewal_refused`: no certificate was issued; the session goes on with the current one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RenewalRefused {
+    /// The request answered.
+    pub request_id: RenewalId,
+    /// Why.
+    pub reason: RenewalRefusalReason,
+    /// Lowercase, for a person.
+    pub message: String,
+    /// When the session's certificate expires.
+    pub certificate_expires_at: DateTime<Utc>,
+    /// With `not_due`: from when it may be renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewable_from: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use crate::protocol::{
     ProtocolError, RefusalReason, Refused, ServerMessage, SyncResult, Welcome, SUPPORTED_VERSIONS,
 };
 use crate::reconcile::{DesktopIdentity, Reconciler};
+use crate::renew::{self, RenewalContext};
 use crate::{RelayConfig, RelayError};
 
 /// What the relay needs from its host.
@@ -262,7 +263,11 @@ async fn refuse_handshake(
     let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
 }
 
-async fn handshake(stream: TcpStream, ctx: &Ctx, peer: &str) -> Option<(Ws, AuthenticatedDesktop)> {
+async fn handshake(
+    stream: TcpStream,
+    ctx: &Ctx,
+    peer: &str,
+) -> Option<(Ws, AuthenticatedDesktop, Nonce)> {
     let deadline = Instant::now() + ctx.config.handshake_timeout;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(ctx.config.max_frame_bytes))
@@ -325,7 +330,7 @@ async fn handshake(stream: TcpStream, ctx: &Ctx, peer: &str) -> Option<(Ws, Auth
         Err(ReadFail::Closed) => return None,
     };
     match tokio::time::timeout_at(deadline, ctx.auth.authenticate(&nonce, &hello, &auth)).await {
-        Ok(Ok(desktop)) => Some((ws, desktop)),
+        Ok(Ok(desktop)) => Some((ws, desktop, nonce)),
         Ok(Err((reason, message))) => {
             refuse_handshake(ws, ctx, peer, reason, message).await;
             None
@@ -360,7 +365,7 @@ async fn connection(
     };
     ctx.metrics.unauthenticated().dec();
     drop(permit);
-    let Some((ws, desktop)) = authenticated else {
+    let Some((ws, desktop, nonce)) = authenticated else {
         return;
     };
     if *shutdown.borrow() {
@@ -373,6 +378,10 @@ async fn connection(
         desktop.desktop_device_id.clone(),
         desktop.certificate.id.clone(),
     );
+    let renewal = RenewalContext {
+        nonce,
+        certificate: desktop.certificate.clone(),
+    };
     let link = ctx.hub.join(desktop);
     let identity = DesktopIdentity {
         tenant_id,
@@ -391,7 +400,18 @@ async fn connection(
     });
     // A fresh queue has room: this cannot fail unless the hub closed it already.
     let _ = link.outbound.try_send(protocol::encode(&welcome));
-    session(ws, link, &ctx, &peer, expires_at, identity).await;
+    if renewal.certificate.replaces.is_some() {
+        // The first authentication with a renewed certificate retires the one it replaced
+        // (rotation); off the session's path, and its sessions (if any) are closed.
+        let (ctx, certificate) = (ctx.clone(), renewal.certificate.clone());
+        tokio::spawn(async move {
+            let now = ctx.clock.now();
+            for id in renew::in_use(&ctx.auth, &certificate, now).await {
+                ctx.hub.disconnect_certificate(certificate.tenant_id, &id);
+            }
+        });
+    }
+    session(ws, link, &ctx, &peer, expires_at, identity, renewal).await;
 }
 
 fn millis(d: Duration) -> u64 {
@@ -401,13 +421,18 @@ fn millis(d: Duration) -> u64 {
 async fn session(
     ws: Ws,
     link: Link,
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     peer: &str,
     expires_at: Timestamp,
     identity: DesktopIdentity,
+    renewal: RenewalContext,
 ) {
     // One batch reconciled at a time per desktop; the next waits its turn.
     let batches = Arc::new(Semaphore::new(1));
+    // One renewal at a time, and at most one granted per session: the desktop reconnects
+    // with the new certificate. `true` once granted.
+    let renewed = Arc::new(tokio::sync::Mutex::new(false));
+    let renewal = Arc::new(renewal);
     let Link {
         key,
         session_id: _,
@@ -547,6 +572,38 @@ async fn session(
                             let items = reconciler.reconcile(&identity, &b).await;
                             let result = SyncResult { batch_id: b.batch_id, items };
                             let frame = protocol::encode(&ServerMessage::SyncResult(result));
+                            if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = outbound.try_send(frame) {
+                                hub.close(key, &control, CloseReason::SlowConsumer, None);
+                            }
+                        });
+                        Ok(())
+                    }
+                    DesktopMessage::RenewCertificate(r) => {
+                        // Answered off the read loop like a batch: the host writes a
+                        // certificate, and heartbeats keep flowing meanwhile.
+                        let (ctx, renewal, renewed, outbound, control, hub, desktop) = (
+                            ctx.clone(),
+                            renewal.clone(),
+                            renewed.clone(),
+                            outbound.clone(),
+                            control.clone(),
+                            hub.clone(),
+                            identity.desktop_device_id.clone(),
+                        );
+                        tokio::spawn(async move {
+                            let mut granted = renewed.lock().await;
+                            let outcome = if *granted {
+                                Err(renew::already_renewed(&renewal, &r))
+                            } else {
+                                renew::answer(&ctx.auth, &renewal, &r).await
+                            };
+                            *granted |= outcome.is_ok();
+                            let label = match &outcome {
+                                Ok(_) => "renewed",
+                                Err(refused) => refused.reason.as_str(),
+                            };
+                            ctx.metrics.renewal(renewal.certificate.id.as_str(), &desktop, label);
+                            let frame = protocol::encode(&renew::frame(&outcome));
                             if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = outbound.try_send(frame) {
                                 hub.close(key, &control, CloseReason::SlowConsumer, None);
                             }

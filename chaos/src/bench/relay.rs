@@ -328,6 +328,8 @@ fn spawn_fleet(plan: &RelayPlan, site: &Site<'_>) -> anyhow::Result<Fleet> {
             desktop,
         );
         config.expected_audience = Some(site.audience.to_owned());
+        // Known, so no agent asks the relay for its expiry (a renewal request) at connect.
+        config.certificate_expires_at = Some(certificate.expires_at);
         fleet.agents.push(Agent::spawn(
             config,
             key,

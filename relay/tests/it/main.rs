@@ -5,5 +5,6 @@ mod dispatch;
 mod host;
 mod protocol;
 mod refusals;
+mod rotation;
 mod sessions;
 mod support;

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use lockstep_relay::protocol::{
-    self, decode_desktop, decode_server, Challenge, Heartbeat, Nonce, RefusalReason, ServerMessage,
+    self, decode_desktop, decode_server, CertificateBody, CertificateRenewed, Challenge,
+    DesktopMessage, Heartbeat, Nonce, PublicKeyB64, RefusalReason, RenewCertificate, RenewalId,
+    RenewalRefusalReason, RenewalRefused, ServerMessage, SignatureB64,
 };
 use serde_json::Value;
 
@@ -15,6 +17,7 @@ const FROM_DESKTOP: &[&str] = &[
     "job_ack",
     "job_result",
     "provisional_batch",
+    "renew_certificate",
 ];
 const FROM_SERVER: &[&str] = &[
     "challenge",
@@ -22,6 +25,8 @@ const FROM_SERVER: &[&str] = &[
     "refused",
     "encode_job",
     "sync_result",
+    "certificate_renewed",
+    "renewal_refused",
 ];
 const EITHER_WAY: &[&str] = &["ping", "pong"];
 
@@ -179,4 +184,102 @@ fn messages_the_server_builds_validate_against_their_schemas() {
     })))
     .unwrap();
     assert!(ping.is_valid(&v));
+}
+
+#[test]
+fn renewal_messages_built_from_real_certificates_validate_and_round_trip() {
+    use lockstep_domain::{KeyCredentialKind, OfflineIssuance, PropertyId, TenantId};
+    use lockstep_relay::agent::AgentKey;
+    let old_key = AgentKey::generate();
+    let new_key = AgentKey::generate();
+    let issued = chrono::DateTime::from_timestamp(1_796_133_600, 123_000_000).unwrap();
+    let old = OfflineIssuance::issue(
+        TenantId::generate(),
+        PropertyId::parse("ppt_demo").unwrap(),
+        "desk-01",
+        &old_key.public_key_base64(),
+        vec![KeyCredentialKind::RfidCard, KeyCredentialKind::PinCode],
+        &[KeyCredentialKind::RfidCard, KeyCredentialKind::PinCode],
+        24,
+        issued,
+    )
+    .unwrap();
+    let due = old.rotation_due_at();
+    let next = old.renew(&new_key.public_key_base64(), due).unwrap();
+    let request_id = RenewalId::parse("01JD8Z7A2B3C4D5E6F7G8H9J0K").unwrap();
+
+    let (_, request_schema) = schema("renew_certificate");
+    let public_key = PublicKeyB64::try_from(new_key.public_key_base64()).unwrap();
+    let request = DesktopMessage::RenewCertificate(RenewCertificate {
+        request_id: request_id.clone(),
+        public_key_ed25519: public_key,
+        signed_at: due,
+        signature: SignatureB64::from_signature(&new_key.sign(b"anything")),
+    });
+    let text = protocol::encode(&request);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(errors(&request_schema, &v), Vec::<String>::new());
+    assert_eq!(decode_desktop(&text).unwrap(), request);
+
+    let (_, renewed_schema) = schema("certificate_renewed");
+    let signature = SignatureB64::from_signature(&new_key.sign(next.signed_payload().as_bytes()));
+    let renewed = ServerMessage::CertificateRenewed(CertificateRenewed {
+        request_id: request_id.clone(),
+        replaces: old.id.as_str().to_owned(),
+        certificate: CertificateBody::from(&next),
+        signature,
+    });
+    let text = protocol::encode(&renewed);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(errors(&renewed_schema, &v), Vec::<String>::new());
+    let ServerMessage::CertificateRenewed(back) = decode_server(&text).unwrap() else {
+        panic!("certificate_renewed decodes as itself")
+    };
+    // what the desktop rebuilds is the certificate Lockstep signed, byte for byte
+    let rebuilt = back
+        .certificate
+        .to_certificate(Some(&back.replaces))
+        .unwrap();
+    assert_eq!(rebuilt, next);
+    assert_eq!(rebuilt.signed_payload(), next.signed_payload());
+
+    let (_, refused_schema) = schema("renewal_refused");
+    for reason in [
+        RenewalRefusalReason::NotDue,
+        RenewalRefusalReason::CertificateRevoked,
+        RenewalRefusalReason::CertificateExpired,
+        RenewalRefusalReason::CertificateInvalid,
+        RenewalRefusalReason::SameKey,
+        RenewalRefusalReason::SignatureInvalid,
+        RenewalRefusalReason::ClockSkew,
+        RenewalRefusalReason::AlreadyRenewed,
+        RenewalRefusalReason::NotOffered,
+        RenewalRefusalReason::Unavailable,
+    ] {
+        let m = ServerMessage::RenewalRefused(RenewalRefused {
+            request_id: request_id.clone(),
+            reason,
+            message: "x".into(),
+            certificate_expires_at: old.expires_at,
+            renewable_from: (reason == RenewalRefusalReason::NotDue).then_some(due),
+        });
+        let text = protocol::encode(&m);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            errors(&refused_schema, &v),
+            Vec::<String>::new(),
+            "{reason:?}"
+        );
+        assert_eq!(v["reason"], reason.as_str());
+        assert_eq!(decode_server(&text).unwrap(), m);
+    }
+    // a key that is not 32 bytes of a curve point is no frame of the protocol
+    let bad = text_with(&request, "publicKeyEd25519", "bm90LWEta2V5");
+    assert!(decode_desktop(&bad).is_err());
+}
+
+fn text_with(message: &DesktopMessage, field: &str, value: &str) -> String {
+    let mut v: Value = serde_json::from_str(&protocol::encode(message)).unwrap();
+    v[field] = Value::from(value);
+    v.to_string()
 }

@@ -81,12 +81,29 @@ impl Rig {
     }
 
     pub async fn with_reconciler(
+        config: RelayConfig,
+        reconciler: Arc<dyn lockstep_relay::Reconciler>,
+    ) -> Rig {
+        Self::with_parts(config, reconciler, true).await
+    }
+
+    /// A relay whose host does not renew certificates.
+    pub async fn without_renewal() -> Rig {
+        Self::with_parts(test_config(), Arc::new(lockstep_relay::DeferAll), false).await
+    }
+
+    async fn with_parts(
         mut config: RelayConfig,
         reconciler: Arc<dyn lockstep_relay::Reconciler>,
+        renews: bool,
     ) -> Rig {
         let issuer = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
         config.issuer_key = Some(issuer.verifying_key());
-        let directory = Arc::new(MemoryCertificateDirectory::default());
+        let directory = Arc::new(if renews {
+            MemoryCertificateDirectory::with_issuer(issuer.clone())
+        } else {
+            MemoryCertificateDirectory::default()
+        });
         let (events, rx) = ChannelSessionEvents::new();
         let registry = prometheus::Registry::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -202,6 +219,18 @@ impl Rig {
                 encoder: s.clone(),
             })
             .collect();
+        let handle = Agent::spawn(
+            self.agent_config(desk),
+            desk.key(),
+            attached,
+            store,
+            self.clock.clone(),
+        );
+        (handle, sims)
+    }
+
+    /// The configuration of an agent of `desk` (it knows its certificate's expiry).
+    pub fn agent_config(&self, desk: &Desk) -> AgentConfig {
         let mut config = AgentConfig::new(
             self.url(),
             desk.certificate.id.clone(),
@@ -212,8 +241,19 @@ impl Rig {
         config.expected_audience = Some(self.config.audience.clone());
         config.backoff_min = Duration::from_millis(50);
         config.backoff_max = Duration::from_millis(500);
-        let handle = Agent::spawn(config, desk.key(), attached, store, self.clock.clone());
-        (handle, sims)
+        config.certificate_expires_at = Some(desk.certificate.expires_at);
+        config
+    }
+
+    /// The certificate `id` as the directory holds it now.
+    pub async fn certificate(&self, id: &lockstep_domain::OfflineIssuanceId) -> OfflineIssuance {
+        use lockstep_relay::CertificateDirectory as _;
+        self.directory
+            .certificate(self.tenant, id)
+            .await
+            .expect("the memory directory answers")
+            .unwrap_or_else(|| panic!("no certificate {id}"))
+            .certificate
     }
 
     pub async fn next_event(&mut self, within: Duration) -> Option<SessionEvent> {
