@@ -312,6 +312,12 @@ pub enum Rejection {
     /// The broker user that published it may not publish this subject (DESIGN §4).
     #[error("publisher not allowed for this subject")]
     UnauthorizedPublisher,
+    /// A stay at a property where Lockstep knows no lock (no live device).
+    #[error("unknown property: no live lock is registered at {0}")]
+    UnknownProperty(String),
+    /// A stay in a room no live device serves: no key could open its door.
+    #[error("no live lock serves room {0}")]
+    UnservedRoom(String),
 }
 
 impl Rejection {
@@ -322,6 +328,8 @@ impl Rejection {
             Self::UnknownSubject => "unknown_subject",
             Self::Invalid(_) => "invalid_payload",
             Self::UnauthorizedPublisher => "unauthorized_publisher",
+            Self::UnknownProperty(_) => "unknown_property",
+            Self::UnservedRoom(_) => "unserved_room",
         }
     }
 }

@@ -127,6 +127,8 @@ impl Metrics {
             "unknown_subject",
             "invalid_payload",
             "unauthorized_publisher",
+            "unknown_property",
+            "unserved_room",
             "store_refused",
         ] {
             self.dead_letters.with_label_values(&[reason]);

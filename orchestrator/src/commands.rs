@@ -199,6 +199,9 @@ impl CommandBus {
         envelope: &[u8],
     ) -> Result<(), crate::intake::IntakeError> {
         let rt = &shared.rt;
+        // validated here too: a bad event must not reach a partition
+        let (_, parsed) = shared.schemas.check_consumed(envelope)?;
+        crate::intake::admit(rt.store.as_ref(), rt.clock.as_ref(), &parsed).await?;
         if !self.production {
             crate::intake::accept(
                 &shared.schemas,
@@ -213,8 +216,6 @@ impl CommandBus {
             .await?;
             return Ok(());
         }
-        // validated here too: a bad event must not reach a partition
-        shared.schemas.check_consumed(envelope)?;
         let sink = self.sink().map_err(|_| {
             crate::intake::IntakeError::Store(StoreError::Database("bus down".into()))
         })?;

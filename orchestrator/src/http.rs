@@ -585,7 +585,28 @@ async fn post_intake(
         }
     }
     let rt = &shared.rt;
-    match intake::accept(&shared.schemas, rt.store.as_ref(), rt.clock.as_ref(), &shared.router, &rt.metrics, &body, 0, None).await {
+    let admitted = match shared.schemas.check_consumed(&body) {
+        Ok((_, parsed)) => intake::admit(rt.store.as_ref(), rt.clock.as_ref(), &parsed).await,
+        // refused again (and counted) by `accept` below
+        Err(_) => Ok(()),
+    };
+    let accepted = match admitted {
+        Ok(()) => {
+            intake::accept(
+                &shared.schemas,
+                rt.store.as_ref(),
+                rt.clock.as_ref(),
+                &shared.router,
+                &rt.metrics,
+                &body,
+                0,
+                None,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match accepted {
         Ok(outcome) => Ok(HttpResponse::Accepted().json(json!({
             "outcome": match outcome { lockstep_persistence::IntakeOutcome::Accepted => "accepted", lockstep_persistence::IntakeOutcome::Duplicate => "duplicate" }
         }))),

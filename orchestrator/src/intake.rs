@@ -4,6 +4,7 @@
 use actix::Addr;
 use lockstep_actors::events_in::{Consumed, Parsed, Rejection};
 use lockstep_actors::{Metrics, Router, Wake};
+use lockstep_domain::saga::ReservationEvent;
 use lockstep_domain::Clock;
 use lockstep_domain::PropertyId;
 use lockstep_persistence::{Fence, IntakeMessage, IntakeOutcome, Store, StoreError, SubjectRef};
@@ -47,6 +48,37 @@ pub async fn user_properties(
     props.sort();
     props.dedup();
     Ok(props)
+}
+
+/// Refuses a stay no key could serve, where it enters Lockstep (the AMQP intake, the HTTP
+/// intake, the API's writes) rather than accepting it to do nothing: a confirmation at a
+/// property where no live lock is registered (`unknown_property`), or for a room no live
+/// lock serves (`unserved_room`).
+/// Only a confirmation is judged: the events that follow one may only take a key away.
+/// Costs one read of the property's rooms per confirmation.
+pub async fn admit(
+    store: &dyn Store,
+    _clock: &dyn Clock,
+    parsed: &Parsed,
+) -> Result<(), IntakeError> {
+    let Consumed::Reservation {
+        event: ReservationEvent::Confirmed { rooms, .. },
+        ..
+    } = &parsed.event
+    else {
+        return Ok(());
+    };
+    let Some(property) = &parsed.property_id else {
+        return Ok(());
+    };
+    let served = store.property_rooms(parsed.tenant_id, property).await?;
+    if served.is_empty() {
+        return Err(Rejection::UnknownProperty(property.to_string()).into());
+    }
+    if let Some(room) = rooms.iter().find(|r| !served.contains(r)) {
+        return Err(Rejection::UnservedRoom(room.to_string()).into());
+    }
+    Ok(())
 }
 
 /// Validates and stores one message for `partition`; wakes its subject when stored.

@@ -766,6 +766,28 @@ async fn intake_publish(
             }
         });
     let publisher = publisher.unwrap_or_default();
+    let checked = match checked {
+        Ok((envelope, parsed)) => loop {
+            // a stay no key could serve is refused here, not accepted to do nothing
+            let (store, clock) = (shared.rt.store.as_ref(), shared.rt.clock.as_ref());
+            match intake::admit(store, clock, &parsed).await {
+                Ok(()) => {
+                    outage.recovered();
+                    break Ok((envelope, parsed));
+                }
+                Err(IntakeError::Rejected(why)) => break Err(why),
+                Err(IntakeError::Store(e)) => {
+                    if shared.shutdown.is_begun() {
+                        // left unacknowledged: it returns to the queue when we close
+                        return Ok(None);
+                    }
+                    outage.failed(shared, &e);
+                    outage.wait().await;
+                }
+            }
+        },
+        Err(why) => Err(why),
+    };
     let (mut envelope, parsed) = match checked {
         Err(why) => {
             warn!(

@@ -316,18 +316,25 @@ impl Broker {
                 let body = serde_json::from_slice(&d.data).unwrap_or_else(|_| {
                     Value::String(String::from_utf8_lossy(&d.data).into_owned())
                 });
-                let reason = d
-                    .properties
-                    .headers()
-                    .as_ref()
-                    .and_then(|h| h.inner().get("x-lockstep-reason").cloned())
-                    .and_then(|v| match v {
-                        AMQPValue::LongString(s) => Some(s.to_string()),
-                        _ => None,
-                    });
-                sink.0.lock().unwrap().push(
-                    json!({ "body": body, "reason": reason, "routingKey": d.routing_key.as_str() }),
-                );
+                let header = |name: &str| {
+                    d.properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|h| h.inner().get(name).cloned())
+                        .and_then(|v| match v {
+                            AMQPValue::LongString(s) => Some(s.to_string()),
+                            _ => None,
+                        })
+                };
+                let message_id = d.properties.message_id().as_ref().map(|m| m.to_string());
+                sink.0.lock().unwrap().push(json!({
+                    "body": body,
+                    "reason": header("x-lockstep-reason"),
+                    "detail": header("x-lockstep-detail"),
+                    "originalUser": header("x-lockstep-original-user-id"),
+                    "messageId": message_id,
+                    "routingKey": d.routing_key.as_str(),
+                }));
             }
         });
         Ok(buf)

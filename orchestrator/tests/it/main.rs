@@ -18,6 +18,7 @@ mod operator_tools;
 mod production;
 mod reconcile;
 mod reconcile_desk;
+mod refusals;
 mod security;
 mod webhooks;
 mod writes;

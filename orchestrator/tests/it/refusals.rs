@@ -1,0 +1,377 @@
+//! Issue 14, "Refusals that must be clear": input that could never give a guest a working
+//! key, or whose meaning is ambiguous, is refused where it enters with a reason of its
+//! own, and changes nothing. Each test ends with a good event published after the refused
+//! ones: intake judges one queue in order, so once the good event's key is issued the
+//! refused ones were judged already (no "nothing happened after a sleep" check).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use lapin::options::BasicPublishOptions;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Confirmation};
+use lockstep_persistence::testing::fresh_pg_database;
+use lockstep_vendors::ttlock::RunningSimulator;
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+const TENANT: &str = "5f0c7a4e-7a2b-4c1d-9e8f-0a1b2c3d4e5f";
+const DEMO_TENANT: &str = "00000000-0000-4000-8000-00000000d3e0";
+const PROPERTY: &str = "ppt_refusals";
+const LOCKS: [i64; 2] = [7001, 7002];
+const ISSUED: &str = "melmastoon.lock.credential.issued.v1";
+
+/// A production node (Postgres, RabbitMQ) with one property of two locks, the test's
+/// view of what it publishes and of its dead-letter queue.
+struct Prod {
+    node: Lockstep,
+    broker: Broker,
+    produced: Collected,
+    dlq: Collected,
+    sim: RunningSimulator,
+    http: reqwest::Client,
+    // dropped last: the node is gone before its database and vhost
+    _db: lockstep_persistence::testing::PgTestDb,
+    _vhost: Vhost,
+}
+
+impl Prod {
+    async fn start(name: &str) -> anyhow::Result<Self> {
+        let dir = scratch(name);
+        let db = fresh_pg_database().await?;
+        let vhost = Vhost::fresh()?;
+        let sim = simulator(&LOCKS)?;
+        let config = write_production_config(
+            &dir,
+            &db,
+            &vhost,
+            &sim,
+            &ProdConfig {
+                node_id: "it-node",
+                token: "it-service-token",
+                tenant: TENANT,
+                properties: vec![(PROPERTY, LOCKS.to_vec())],
+                policy: None,
+                adapter_base: 910,
+                tick_ms: 500,
+            },
+        )?;
+        let broker = Broker::connect(&vhost.url).await?;
+        let produced = broker
+            .collect("it.lock-events", "melmastoon.events", "melmastoon.lock.#")
+            .await?;
+        let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+        wait_ready(&node).await?;
+        let dlq = broker.consume("lockstep.dlq").await?;
+        Ok(Self {
+            node,
+            broker,
+            produced,
+            dlq,
+            sim,
+            http: reqwest::Client::new(),
+            _db: db,
+            _vhost: vhost,
+        })
+    }
+
+    /// Publishes `body` with `routing_key` as the broker user `lockstep` with a message
+    /// id, `mandatory`; true when the broker routed it (not returned as unroutable).
+    async fn publish(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        message_id: &str,
+    ) -> anyhow::Result<bool> {
+        let confirm = self
+            .broker
+            .ch
+            .basic_publish(
+                "melmastoon.events".into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_user_id("lockstep".into())
+                    .with_message_id(message_id.into())
+                    .with_headers(FieldTable::default()),
+            )
+            .await?
+            .await?;
+        Ok(matches!(confirm, Confirmation::Ack(None)))
+    }
+
+    async fn credentials(&self, reservation: &str) -> anyhow::Result<Vec<Value>> {
+        let v: Value = self
+            .http
+            .get(format!(
+                "{}/api/v1/key-credentials?reservationId={reservation}",
+                self.node.http
+            ))
+            .bearer_auth("it-service-token")
+            .header("x-tenant-id", TENANT)
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(v["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Waits until `reservation`'s key is active (and announced).
+    async fn wait_active(&self, reservation: &str) -> anyhow::Result<Value> {
+        wait_for(reservation, Duration::from_secs(90), || async {
+            self.credentials(reservation)
+                .await
+                .ok()
+                .and_then(|c| c.into_iter().find(|c| c["state"] == "active"))
+                .filter(|c| {
+                    c["id"]
+                        .as_str()
+                        .is_some_and(|id| self.produced.key_ids(ISSUED).contains(id))
+                })
+        })
+        .await
+    }
+
+    /// Waits for `n` dead letters.
+    async fn dead_letters(&self, n: usize) -> anyhow::Result<Vec<Value>> {
+        wait_for("dead letters", Duration::from_secs(60), || {
+            let all = self.dlq.all();
+            async move { (all.len() >= n).then_some(all) }
+        })
+        .await
+    }
+
+    async fn dead_letter_count(&self, reason: &str) -> Option<f64> {
+        metric(
+            &self.node.http,
+            &format!("lockstep_intake_dead_letters_total{{reason=\"{reason}\"}}"),
+        )
+        .await
+    }
+
+    /// The subjects of every credential event published so far, with the key each names
+    /// (the devices' `registered` events at start-up are not the stays').
+    fn lock_events(&self) -> BTreeSet<(String, String)> {
+        self.produced
+            .all()
+            .iter()
+            .filter(|e| {
+                e["body"]["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("melmastoon.lock.credential."))
+            })
+            .map(|e| {
+                (
+                    e["body"]["subject"].as_str().unwrap_or_default().to_owned(),
+                    e["body"]["data"]["keyId"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn stay(
+    id: &str,
+    property: &str,
+    reservation: &str,
+    room: &str,
+    from: &str,
+    until: &str,
+) -> Vec<u8> {
+    confirmed(id, TENANT, property, reservation, 1, &[room], from, until)
+}
+
+/// The events of one key that issued normally: requested, then issued.
+fn issued_alone(key: &str) -> BTreeSet<(String, String)> {
+    ["requested", "issued"]
+        .into_iter()
+        .map(|s| (format!("melmastoon.lock.credential.{s}.v1"), key.to_owned()))
+        .collect()
+}
+
+/// A stay at a property where no lock is registered, or in a room no lock serves, was
+/// accepted and did nothing but log a warning: it is dead-lettered as `unknown_property`
+/// or `unserved_room`, counted, and creates no credential and no event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stay_at_an_unknown_property_or_in_an_unserved_room_is_dead_lettered_and_changes_nothing(
+) -> anyhow::Result<()> {
+    let p = Prod::start("refuse-unknown").await?;
+    let (from, until) = ("2027-06-01T14:00:00Z", "2027-06-02T10:00:00Z");
+    let key = "melmastoon.reservation.confirmed.v1";
+    let nowhere = stay(
+        "evt-nowhere",
+        "ppt_nowhere",
+        "rsv_nowhere",
+        "rmu_7001",
+        from,
+        until,
+    );
+    assert!(p.publish(key, &nowhere, "msg-nowhere").await?);
+    let unserved = stay(
+        "evt-unserved",
+        PROPERTY,
+        "rsv_unserved",
+        "rmu_9999",
+        from,
+        until,
+    );
+    assert!(p.publish(key, &unserved, "msg-unserved").await?);
+    // a stay of two rooms, one of them without a lock: no partial key either
+    let mut half = serde_json::from_slice::<Value>(&stay(
+        "evt-half", PROPERTY, "rsv_half", "rmu_7002", from, until,
+    ))?;
+    half["data"]["roomIds"] = json!(["rmu_7002", "rmu_9998"]);
+    assert!(
+        p.publish(key, &serde_json::to_vec(&half)?, "msg-half")
+            .await?
+    );
+    let good = stay("evt-good", PROPERTY, "rsv_good", "rmu_7001", from, until);
+    assert!(p.publish(key, &good, "msg-good").await?);
+
+    let dead = p.dead_letters(3).await?;
+    let by_id = |id: &str| {
+        dead.iter()
+            .find(|m| m["messageId"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} dead-lettered: {dead:?}"))
+    };
+    assert_eq!(by_id("msg-nowhere")["reason"], "unknown_property");
+    assert_eq!(by_id("msg-unserved")["reason"], "unserved_room");
+    let half = by_id("msg-half");
+    assert_eq!(half["reason"], "unserved_room");
+    assert!(
+        half["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rmu_9998"),
+        "{half}"
+    );
+    assert_eq!(by_id("msg-nowhere")["originalUser"], "lockstep");
+
+    let good = p.wait_active("rsv_good").await?;
+    // nothing changed: no credential for the refused stays, no event but the good key's,
+    // nothing at the locks but its passcode
+    for r in ["rsv_nowhere", "rsv_unserved", "rsv_half"] {
+        assert_eq!(p.credentials(r).await?, Vec::<Value>::new(), "{r}");
+    }
+    assert_eq!(p.lock_events(), issued_alone(good["id"].as_str().unwrap()));
+    assert_eq!(p.sim.handle().passcodes(7001).len(), 1);
+    assert_eq!(p.sim.handle().passcodes(7002).len(), 0);
+    assert_eq!(p.dead_letter_count("unknown_property").await, Some(1.0));
+    assert_eq!(p.dead_letter_count("unserved_room").await, Some(2.0));
+    Ok(())
+}
+
+/// The embedded HTTP intake refuses the same stays with 422
+/// `MELMASTOON.GENERAL.VALIDATION_FAILED` and the reason in `details.reason`; nothing is
+/// stored or published for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_intake_refuses_stays_no_key_could_serve_with_422_and_changes_nothing(
+) -> anyhow::Result<()> {
+    let dir = scratch("refuse-http");
+    let node = Lockstep::spawn(
+        &dir,
+        &[],
+        &[
+            ("LOCKSTEP__HTTP__BIND", "127.0.0.1:0".into()),
+            ("LOCKSTEP__DEMO__SIMULATOR_BIND", "127.0.0.1:0".into()),
+        ],
+    )
+    .await?;
+    let token = std::fs::read_to_string(dir.join(".lockstep/service-token"))?;
+    let client = reqwest::Client::new();
+    let (from, until) = ("2027-06-01T14:00:00Z", "2027-06-02T10:00:00Z");
+    let cases = [
+        (
+            "unknown_property",
+            "ppt_nowhere",
+            "rsv_h1",
+            "rmu_101",
+            from,
+            until,
+        ),
+        (
+            "unserved_room",
+            "ppt_demo",
+            "rsv_h2",
+            "rmu_999",
+            from,
+            until,
+        ),
+    ];
+    for (i, (reason, property, reservation, room, from, until)) in cases.iter().enumerate() {
+        let body = confirmed(
+            &format!("evt-h{i}"),
+            DEMO_TENANT,
+            property,
+            reservation,
+            1,
+            &[room],
+            from,
+            until,
+        );
+        let r = client
+            .post(format!("{}/api/v1/intake", node.http))
+            .bearer_auth(&token)
+            .body(body)
+            .send()
+            .await?;
+        assert_eq!(r.status(), 422, "{reason}");
+        let v: Value = r.json().await?;
+        assert_eq!(v["code"], "MELMASTOON.GENERAL.VALIDATION_FAILED", "{v}");
+        assert_eq!(v["details"]["reason"], *reason, "{v}");
+    }
+    // nothing changed: no credential, no event
+    for (_, _, reservation, ..) in &cases {
+        let v: Value = client
+            .get(format!(
+                "{}/api/v1/key-credentials?reservationId={reservation}",
+                node.http
+            ))
+            .bearer_auth(&token)
+            .header("x-tenant-id", DEMO_TENANT)
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(v["items"], json!([]), "{reservation}");
+    }
+    let events: Value = client
+        .get(format!("{}/api/v1/events", node.http))
+        .bearer_auth(&token)
+        .header("x-tenant-id", DEMO_TENANT)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let credential_events: Vec<&Value> = events["items"]
+        .as_array()
+        .map(|a| a.iter().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("melmastoon.lock.credential."))
+        })
+        .collect();
+    assert!(credential_events.is_empty(), "{credential_events:?}");
+    for reason in ["unknown_property", "unserved_room"] {
+        let v = metric(
+            &node.http,
+            &format!("lockstep_intake_dead_letters_total{{reason=\"{reason}\"}}"),
+        )
+        .await;
+        assert_eq!(v, Some(1.0), "{reason} counted");
+    }
+    Ok(())
+}
