@@ -318,6 +318,9 @@ pub enum Rejection {
     /// A stay in a room no live device serves: no key could open its door.
     #[error("no live lock serves room {0}")]
     UnservedRoom(String),
+    /// A stay whose window has already ended: a key for it could never open a door.
+    #[error("the stay ended at {0}")]
+    WindowEnded(String),
 }
 
 impl Rejection {
@@ -330,6 +333,7 @@ impl Rejection {
             Self::UnauthorizedPublisher => "unauthorized_publisher",
             Self::UnknownProperty(_) => "unknown_property",
             Self::UnservedRoom(_) => "unserved_room",
+            Self::WindowEnded(_) => "window_ended",
         }
     }
 }

@@ -129,6 +129,7 @@ impl Metrics {
             "unauthorized_publisher",
             "unknown_property",
             "unserved_room",
+            "window_ended",
             "store_refused",
         ] {
             self.dead_letters.with_label_values(&[reason]);

@@ -51,18 +51,20 @@ pub async fn user_properties(
 }
 
 /// Refuses a stay no key could serve, where it enters Lockstep (the AMQP intake, the HTTP
-/// intake, the API's writes) rather than accepting it to do nothing: a confirmation at a
-/// property where no live lock is registered (`unknown_property`), or for a room no live
-/// lock serves (`unserved_room`).
+/// intake, the API's writes) rather than accepting it to do nothing: a confirmation whose
+/// window has already ended (`window_ended`), at a property where no live lock is
+/// registered (`unknown_property`), or for a room no live lock serves (`unserved_room`).
 /// Only a confirmation is judged: the events that follow one may only take a key away.
 /// Costs one read of the property's rooms per confirmation.
 pub async fn admit(
     store: &dyn Store,
-    _clock: &dyn Clock,
+    clock: &dyn Clock,
     parsed: &Parsed,
 ) -> Result<(), IntakeError> {
     let Consumed::Reservation {
-        event: ReservationEvent::Confirmed { rooms, .. },
+        event: ReservationEvent::Confirmed {
+            rooms, validity, ..
+        },
         ..
     } = &parsed.event
     else {
@@ -71,6 +73,9 @@ pub async fn admit(
     let Some(property) = &parsed.property_id else {
         return Ok(());
     };
+    if validity.until() <= clock.now() {
+        return Err(Rejection::WindowEnded(validity.until().to_rfc3339()).into());
+    }
     let served = store.property_rooms(parsed.tenant_id, property).await?;
     if served.is_empty() {
         return Err(Rejection::UnknownProperty(property.to_string()).into());

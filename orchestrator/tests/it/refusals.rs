@@ -271,6 +271,50 @@ async fn a_stay_at_an_unknown_property_or_in_an_unserved_room_is_dead_lettered_a
     Ok(())
 }
 
+/// A stay whose window has already ended made three credentials that all failed as
+/// `cancelled_mid_flight`: it is dead-lettered as `window_ended`, counted, and changes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stay_that_has_already_ended_is_dead_lettered_as_window_ended_and_changes_nothing(
+) -> anyhow::Result<()> {
+    let p = Prod::start("refuse-ended").await?;
+    let key = "melmastoon.reservation.confirmed.v1";
+    let ended = stay(
+        "evt-ended",
+        PROPERTY,
+        "rsv_ended",
+        "rmu_7001",
+        "2020-06-01T14:00:00Z",
+        "2020-06-02T10:00:00Z",
+    );
+    assert!(p.publish(key, &ended, "msg-ended").await?);
+    let good = stay(
+        "evt-good",
+        PROPERTY,
+        "rsv_good",
+        "rmu_7002",
+        "2027-06-01T14:00:00Z",
+        "2027-06-02T10:00:00Z",
+    );
+    assert!(p.publish(key, &good, "msg-good").await?);
+
+    let dead = p.dead_letters(1).await?;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["reason"], "window_ended");
+    assert_eq!(dead[0]["messageId"], "msg-ended");
+    assert!(dead[0]["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("2020-06-02"));
+
+    let good = p.wait_active("rsv_good").await?;
+    assert_eq!(p.credentials("rsv_ended").await?, Vec::<Value>::new());
+    assert_eq!(p.lock_events(), issued_alone(good["id"].as_str().unwrap()));
+    assert_eq!(p.sim.handle().passcodes(7001).len(), 0);
+    assert_eq!(p.dead_letter_count("window_ended").await, Some(1.0));
+    Ok(())
+}
+
 /// The embedded HTTP intake refuses the same stays with 422
 /// `MELMASTOON.GENERAL.VALIDATION_FAILED` and the reason in `details.reason`; nothing is
 /// stored or published for them.
@@ -306,6 +350,14 @@ async fn the_http_intake_refuses_stays_no_key_could_serve_with_422_and_changes_n
             "rmu_999",
             from,
             until,
+        ),
+        (
+            "window_ended",
+            "ppt_demo",
+            "rsv_h3",
+            "rmu_101",
+            "2020-06-01T14:00:00Z",
+            "2020-06-02T10:00:00Z",
         ),
     ];
     for (i, (reason, property, reservation, room, from, until)) in cases.iter().enumerate() {
@@ -365,7 +417,7 @@ async fn the_http_intake_refuses_stays_no_key_could_serve_with_422_and_changes_n
         })
         .collect();
     assert!(credential_events.is_empty(), "{credential_events:?}");
-    for reason in ["unknown_property", "unserved_room"] {
+    for reason in ["unknown_property", "unserved_room", "window_ended"] {
         let v = metric(
             &node.http,
             &format!("lockstep_intake_dead_letters_total{{reason=\"{reason}\"}}"),
