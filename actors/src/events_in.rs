@@ -312,6 +312,15 @@ pub enum Rejection {
     /// The broker user that published it may not publish this subject (DESIGN §4).
     #[error("publisher not allowed for this subject")]
     UnauthorizedPublisher,
+    /// The routing key it arrived on names another subject than its envelope: it is
+    /// applied by neither (a `confirmed` key carrying a `cancelled` body must not revoke).
+    #[error("routing key {routing_key} does not match the envelope subject {subject}")]
+    SubjectMismatch {
+        /// The routing key it was published with.
+        routing_key: String,
+        /// The envelope's subject.
+        subject: String,
+    },
     /// A stay at a property where Lockstep knows no lock (no live device).
     #[error("unknown property: no live lock is registered at {0}")]
     UnknownProperty(String),
@@ -331,6 +340,7 @@ impl Rejection {
             Self::UnknownSubject => "unknown_subject",
             Self::Invalid(_) => "invalid_payload",
             Self::UnauthorizedPublisher => "unauthorized_publisher",
+            Self::SubjectMismatch { .. } => "subject_mismatch",
             Self::UnknownProperty(_) => "unknown_property",
             Self::UnservedRoom(_) => "unserved_room",
             Self::WindowEnded(_) => "window_ended",

@@ -127,6 +127,7 @@ impl Metrics {
             "unknown_subject",
             "invalid_payload",
             "unauthorized_publisher",
+            "subject_mismatch",
             "unknown_property",
             "unserved_room",
             "window_ended",

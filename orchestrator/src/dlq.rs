@@ -35,8 +35,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::bus::amqp::{
-    Names, DEAD_LETTER_ID_HEADER, DETAIL_HEADER, ORIGINAL_USER_HEADER, REASON_HEADER,
-    REPLAYED_BY_HEADER,
+    Names, DEAD_LETTER_ID_HEADER, DETAIL_HEADER, ORIGINAL_ROUTING_KEY_HEADER, ORIGINAL_USER_HEADER,
+    REASON_HEADER, REPLAYED_BY_HEADER,
 };
 use crate::commands::COMMAND_HEADER;
 
@@ -203,7 +203,7 @@ impl DeadLetter {
             detail: text(DETAIL_HEADER),
             queue,
             dead_lettered_at: at,
-            routing_key: text("x-original-routing-key")
+            routing_key: text(ORIGINAL_ROUTING_KEY_HEADER)
                 .unwrap_or_else(|| d.routing_key.as_str().to_owned()),
             message_id,
             original_user_id: text(ORIGINAL_USER_HEADER).or_else(|| {
@@ -483,6 +483,12 @@ async fn replay_taken(
         headers.insert(REPLAY_OF_HEADER.into(), header(&dl.id));
         if let Some(u) = &dl.original_user_id {
             headers.insert(ORIGINAL_USER_HEADER.into(), header(u));
+        }
+        // intake judges the replay's subject against the key it was first published with
+        // (Lockstep's own dead letters come from the intake queue; a partition copy's key
+        // is its hash key, not a subject)
+        if dl.source == "lockstep" {
+            headers.insert(ORIGINAL_ROUTING_KEY_HEADER.into(), header(&dl.routing_key));
         }
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)

@@ -54,6 +54,10 @@ pub const REASON_HEADER: &str = "x-lockstep-reason";
 pub const DETAIL_HEADER: &str = "x-lockstep-detail";
 /// Header naming one of Lockstep's dead letters (a ULID), for `lockstep dlq`.
 pub const DEAD_LETTER_ID_HEADER: &str = "x-lockstep-dead-letter-id";
+/// Header keeping the routing key a message was published with, on its dead letter and
+/// on a replay of it (which reaches intake through the default exchange): intake judges a
+/// replay's subject against it.
+pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-original-routing-key";
 /// Header keeping the broker user that published a message (its AMQP `user_id`) on the
 /// copies Lockstep publishes itself: dead letters and partition copies, so a replay is
 /// judged by the original publisher.
@@ -209,11 +213,14 @@ pub async fn declare_topology(ch: &Channel, settings: &AmqpSettings) -> anyhow::
         quorum_args(&names, settings.delivery_limit, false),
     )
     .await?;
-    for subject in CONSUMED_SUBJECTS {
+    // Each consumed subject's family (`melmastoon.reservation.#`), not only its exact
+    // subjects: an unknown subject or version under it is dead-lettered with a reason
+    // instead of coming back to its publisher unroutable.
+    for pattern in consumed_families() {
         ch.queue_bind(
             s(&names.intake),
             s(&names.events),
-            s(subject),
+            s(&pattern),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
@@ -238,6 +245,23 @@ pub async fn declare_topology(ch: &Channel, settings: &AmqpSettings) -> anyhow::
         .await?;
     }
     Ok(())
+}
+
+/// The binding patterns of the intake queue: each consumed subject without its event name
+/// and version (`melmastoon.reservation.confirmed.v1` → `melmastoon.reservation.#`),
+/// sorted, once each.
+pub fn consumed_families() -> Vec<String> {
+    let mut out: Vec<String> = CONSUMED_SUBJECTS
+        .iter()
+        .map(|subject| {
+            let parts: Vec<&str> = subject.split('.').collect();
+            let family = parts[..parts.len().saturating_sub(2)].join(".");
+            format!("{family}.#")
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Why a session ended without an error.
@@ -591,10 +615,14 @@ async fn dead_letter(
     let mut detail = why.to_string();
     detail.truncate(500);
     headers.insert(s(DETAIL_HEADER), text_value(&detail));
-    headers.insert(
-        s("x-original-routing-key"),
-        text_value(d.routing_key.as_str()),
-    );
+    // a replay arrives on the intake queue's name: its dead letter keeps the key the
+    // message was first published with
+    let routing_key = publisher
+        .replayed_by
+        .as_ref()
+        .and_then(|_| header_text(d, ORIGINAL_ROUTING_KEY_HEADER))
+        .unwrap_or_else(|| d.routing_key.to_string());
+    headers.insert(s(ORIGINAL_ROUTING_KEY_HEADER), text_value(&routing_key));
     headers.insert(
         s(DEAD_LETTER_ID_HEADER),
         text_value(&ulid::Ulid::new().to_string()),
@@ -759,13 +787,33 @@ async fn intake_publish(
         .check_consumed(&d.data)
         .and_then(|(envelope, parsed)| {
             let p = publisher.clone()?;
+            // the routing key is what the broker routed on (and what `[amqp.publishers]`
+            // rights are granted for): a body of another subject is applied by neither
+            let routing_key = match &p.replayed_by {
+                None => Some(d.routing_key.to_string()),
+                Some(_) => header_text(&d, ORIGINAL_ROUTING_KEY_HEADER),
+            };
+            if let Some(key) = routing_key.filter(|k| *k != parsed.subject) {
+                return Err(Rejection::SubjectMismatch {
+                    routing_key: key,
+                    subject: parsed.subject,
+                });
+            }
             if settings.may_publish(&parsed.subject, p.user.as_deref()) {
                 Ok((envelope, parsed))
             } else {
                 Err(Rejection::UnauthorizedPublisher)
             }
         });
-    let publisher = publisher.unwrap_or_default();
+    // a refused replay keeps the user that sent it on its dead letter
+    let publisher = publisher.unwrap_or_else(|_| Publisher {
+        user: d
+            .properties
+            .user_id()
+            .as_ref()
+            .map(|u| u.as_str().to_owned()),
+        replayed_by: None,
+    });
     let checked = match checked {
         Ok((envelope, parsed)) => loop {
             // a stay no key could serve is refused here, not accepted to do nothing
@@ -1578,5 +1626,24 @@ async fn outbox_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_intake_binds_each_consumed_family_and_none_of_lockstep_s_own_subjects() {
+        let families = super::consumed_families();
+        for f in [
+            "melmastoon.booking.#",
+            "melmastoon.iam.user.#",
+            "melmastoon.reservation.#",
+            "melmastoon.staff.shift.#",
+            "melmastoon.tenant.property.#",
+        ] {
+            assert!(families.contains(&f.to_owned()), "{f} in {families:?}");
+        }
+        assert_eq!(families.len(), 5, "{families:?}");
+        assert!(families.iter().all(|f| !f.starts_with("melmastoon.lock")));
     }
 }

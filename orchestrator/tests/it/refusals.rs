@@ -315,6 +315,101 @@ async fn a_stay_that_has_already_ended_is_dead_lettered_as_window_ended_and_chan
     Ok(())
 }
 
+/// A `confirmed.v1` routing key carrying a `cancelled.v1` body revoked a key: a routing
+/// key and an envelope subject that disagree are dead-lettered as `subject_mismatch` and
+/// revoke nothing. An unknown subject or version under a consumed prefix reaches the
+/// dead-letter queue (`unknown_subject`) instead of coming back unroutable. Every dead
+/// letter keeps the message id and the broker user that published it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routing_key_that_disagrees_with_its_envelope_is_dead_lettered_and_revokes_nothing(
+) -> anyhow::Result<()> {
+    let p = Prod::start("refuse-mismatch").await?;
+    let (from, until) = ("2027-06-01T14:00:00Z", "2027-06-02T10:00:00Z");
+    let confirmed_key = "melmastoon.reservation.confirmed.v1";
+    let live = stay("evt-live", PROPERTY, "rsv_live", "rmu_7001", from, until);
+    assert!(p.publish(confirmed_key, &live, "msg-live").await?);
+    let live = p.wait_active("rsv_live").await?;
+    let live_id = live["id"].as_str().unwrap().to_owned();
+
+    // the cancellation of the live stay, on the confirmation's routing key
+    let cancel = cancelled("evt-cancel", TENANT, PROPERTY, "rsv_live", 2);
+    assert!(p.publish(confirmed_key, &cancel, "msg-mismatch").await?);
+    // a version and a subject nobody consumes, under the reservation prefix: routed
+    let mut v9 = serde_json::from_slice::<Value>(&cancel)?;
+    v9["id"] = "evt-v9".into();
+    v9["subject"] = "melmastoon.reservation.cancelled.v9".into();
+    assert!(
+        p.publish(
+            "melmastoon.reservation.cancelled.v9",
+            &serde_json::to_vec(&v9)?,
+            "msg-v9"
+        )
+        .await?,
+        "an unknown version under a consumed prefix is routed"
+    );
+    let mut odd = v9.clone();
+    odd["id"] = "evt-odd".into();
+    odd["subject"] = "melmastoon.reservation.teleported.v1".into();
+    assert!(
+        p.publish(
+            "melmastoon.reservation.teleported.v1",
+            &serde_json::to_vec(&odd)?,
+            "msg-odd"
+        )
+        .await?,
+        "an unknown subject under a consumed prefix is routed"
+    );
+    let good = stay("evt-good", PROPERTY, "rsv_good", "rmu_7002", from, until);
+    assert!(p.publish(confirmed_key, &good, "msg-good").await?);
+
+    let dead = p.dead_letters(3).await?;
+    let reasons: BTreeSet<(String, String)> = dead
+        .iter()
+        .map(|m| {
+            (
+                m["messageId"].as_str().unwrap_or_default().to_owned(),
+                m["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("msg-mismatch", "subject_mismatch"),
+            ("msg-odd", "unknown_subject"),
+            ("msg-v9", "unknown_subject"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect()
+    );
+    for m in &dead {
+        assert_eq!(m["originalUser"], "lockstep", "the publisher is kept: {m}");
+    }
+    let mismatch = dead
+        .iter()
+        .find(|m| m["messageId"] == "msg-mismatch")
+        .unwrap();
+    assert_eq!(mismatch["routingKey"], confirmed_key);
+    assert_eq!(
+        mismatch["body"]["subject"],
+        "melmastoon.reservation.cancelled.v1"
+    );
+
+    let good = p.wait_active("rsv_good").await?;
+    // nothing changed: the live key is still active and at its lock, nothing was revoked
+    let live_now = p.credentials("rsv_live").await?;
+    assert_eq!(live_now.len(), 1);
+    assert_eq!(live_now[0]["state"], "active");
+    assert_eq!(p.sim.handle().passcodes(7001).len(), 1);
+    let mut expected = issued_alone(&live_id);
+    expected.extend(issued_alone(good["id"].as_str().unwrap()));
+    assert_eq!(p.lock_events(), expected);
+    assert_eq!(p.dead_letter_count("subject_mismatch").await, Some(1.0));
+    assert_eq!(p.dead_letter_count("unknown_subject").await, Some(2.0));
+    Ok(())
+}
+
 /// The embedded HTTP intake refuses the same stays with 422
 /// `MELMASTOON.GENERAL.VALIDATION_FAILED` and the reason in `details.reason`; nothing is
 /// stored or published for them.
