@@ -414,6 +414,7 @@ pub(crate) async fn issue_credential(
 }
 
 /// The key offline-issuance certificates are signed with, and its id.
+#[derive(Clone)]
 pub struct OfflineSigner {
     key: ed25519_dalek::SigningKey,
     /// Named in every certificate.
@@ -435,6 +436,11 @@ impl OfflineSigner {
             key: ed25519_dalek::SigningKey::from_bytes(&seed),
             key_id,
         }
+    }
+
+    /// Lockstep's signature over a certificate's canonical payload.
+    pub fn sign(&self, c: &lockstep_domain::OfflineIssuance) -> ed25519_dalek::Signature {
+        ed25519_dalek::Signer::sign(&self.key, c.signed_payload().as_bytes())
     }
 
     /// The public half (the relay checks certificates against it).
@@ -614,9 +620,10 @@ pub(crate) struct RevokeCert {
 }
 
 /// `POST /api/v1/offline-issuance/certificates/{id}/revoke` `{reason}`; a desktop connected
-/// to this node's relay with it is disconnected. O-2: the provisional credentials minted
-/// under it that were materialized are flagged and revoked, each with `revoked.v1`
-/// (`wasProvisional = true`); a repeated revoke retries what a failed cascade left.
+/// to this node's relay with it is disconnected. O-2: unless the reason is `rotation`, the
+/// provisional credentials minted under it that were materialized are flagged and revoked,
+/// each with `revoked.v1` (`wasProvisional = true`); a repeated revoke retries what a failed
+/// cascade left, and raises a rotation to a reason that cascades.
 pub(crate) async fn revoke_cert(
     req: HttpRequest,
     path: web::Path<String>,
@@ -637,8 +644,8 @@ pub(crate) async fn revoke_cert(
             entity: "offline_issuance",
         })?;
     let now = millis(shared.rt.clock.now());
-    if cert.revoked_at.is_none() {
-        cert.revoke(reason, now);
+    // A first revocation, or a rotated certificate's raised to one that doubts its key.
+    if cert.revoke(reason, now) {
         store.save_offline_cert(&cert).await?;
         let mut uow = lockstep_persistence::UnitOfWork::new(tenant, None, now);
         uow.audit.push(cert_audit(
@@ -649,14 +656,19 @@ pub(crate) async fn revoke_cert(
         ));
         store.commit(uow).await?;
     }
-    // O-2, also on a repeated revoke: nothing is flagged twice.
-    let cascaded = crate::reconcile::cascade_certificate_revocation(
-        store,
-        tenant,
-        cert.id.as_str(),
-        shared.rt.clock.now(),
-    )
-    .await?;
+    // O-2, also on a repeated revoke: nothing is flagged twice. O-2 is for compromise: a
+    // rotation doubts no key, and what the certificate minted while in force stays valid.
+    let cascaded = if cert.revoke_reason.is_some_and(|r| r.cascades()) {
+        crate::reconcile::cascade_certificate_revocation(
+            store,
+            tenant,
+            cert.id.as_str(),
+            shared.rt.clock.now(),
+        )
+        .await?
+    } else {
+        0
+    };
     if cascaded > 0 {
         shared.rt.outbox_ready.notify_one();
     }
@@ -668,7 +680,7 @@ pub(crate) async fn revoke_cert(
 }
 
 /// Certificates keep times to the millisecond, as both stores do.
-fn millis(t: lockstep_domain::Timestamp) -> lockstep_domain::Timestamp {
+pub(crate) fn millis(t: lockstep_domain::Timestamp) -> lockstep_domain::Timestamp {
     use chrono::DurationRound as _;
     t.duration_trunc(chrono::Duration::milliseconds(1))
         .unwrap_or(t)

@@ -9,6 +9,14 @@
 //! provisional card (spec `003` §5, I-7) into the same mirror, signed with the desk's key,
 //! and `run` sends every one not yet answered right after it connects and keeps the
 //! server's verdicts.
+//!
+//! In its certificate's last 7 days `run` rotates it (issue 12): the relay issues a
+//! successor for a new key; the mirror records the successor first, then the key file is
+//! replaced (a temporary file, synced, renamed over it, mode 0600), and only then does the
+//! agent reconnect with them. `run` and `mint` use the newest certificate of the given
+//! one's rotation chain whose key is the key file's ([`current_certificate`]), so a desk
+//! killed between the two steps comes back on the old pair, which stays in force until the
+//! successor authenticates.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,11 +29,12 @@ use lockstep_domain::{
     TenantId,
 };
 use lockstep_persistence::mirror::{
-    DeskMirror, LocalVerdict, MirroredCard, MirroredProvisional, ProvisionalSync,
+    DeskMirror, LocalVerdict, MirroredCard, MirroredCertificate, MirroredProvisional,
+    ProvisionalSync,
 };
 use lockstep_relay::agent::{
     Agent, AgentConfig, AgentHost, AgentKey, AgentStatus, AttachedEncoder, EncodedJobs, Encoder,
-    SimulatedEncoder, StoredEncode,
+    Renewal, SimulatedEncoder, StoredEncode,
 };
 use lockstep_relay::mint::ProvisionalDraft;
 use lockstep_relay::protocol::{
@@ -132,9 +141,31 @@ pub async fn mint(a: MintArgs) -> anyhow::Result<()> {
     };
     let key = AgentKey::from_seed(read_seed(&a.key_file)?);
     // Checked before the mirror is touched or a card encoded (I-7).
-    let draft = ProvisionalDraft::new(certificate, kind, reservation, rooms, now, valid_until, now)
-        .map_err(|e| anyhow::anyhow!("nothing minted: {e}"))?;
+    let mut draft = ProvisionalDraft::new(
+        certificate.clone(),
+        kind,
+        reservation.clone(),
+        rooms.clone(),
+        now,
+        valid_until,
+        now,
+    )
+    .map_err(|e| anyhow::anyhow!("nothing minted: {e}"))?;
     let mirror = open_mirror(&a.mirror).await?;
+    // Minted under the certificate the desk holds now: the given one, or its renewal.
+    let current = match current_certificate(&mirror, certificate.as_str(), &key).await {
+        Ok(c) => c,
+        Err(e) => {
+            mirror.close().await;
+            return Err(e);
+        }
+    };
+    if let Some(c) = current.filter(|c| c.id != certificate.as_str()) {
+        let renewed = OfflineIssuanceId::parse(&c.id)
+            .map_err(|_| anyhow::anyhow!("the mirror's certificate {} is not an oki_ id", c.id))?;
+        draft = ProvisionalDraft::new(renewed, kind, reservation, rooms, now, valid_until, now)
+            .map_err(|e| anyhow::anyhow!("nothing minted: {e}"))?;
+    }
     let encoder = SimulatedEncoder::new(a.encode_time);
     let minted = mint_provisional(&mirror, &key, tenant, &property, draft, &encoder).await;
     mirror.close().await;
@@ -261,6 +292,39 @@ async fn open_mirror(path: &Path) -> anyhow::Result<DeskMirror> {
         .with_context(|| format!("opening the mirror {}", path.display()))
 }
 
+/// The certificate the desk holds now for `given`: the newest of `given`'s rotation chain
+/// in the mirror whose key is `key` (a renewal recorded before its key was written is
+/// skipped: the desk was stopped between the two, and the older certificate is still in
+/// force). `None` when the mirror knows nothing of `given` (a certificate paired just now);
+/// an error when none of the chain is `key`'s.
+pub async fn current_certificate(
+    mirror: &DeskMirror,
+    given: &str,
+    key: &AgentKey,
+) -> anyhow::Result<Option<MirroredCertificate>> {
+    let Some(first) = mirror.certificate_record(given).await? else {
+        return Ok(None);
+    };
+    let mut chain = vec![first];
+    while let Some(next) = mirror.successor(&chain[chain.len() - 1].id).await? {
+        if chain.iter().any(|c| c.id == next.id) {
+            break;
+        }
+        chain.push(next);
+    }
+    let public = key.public_key_base64();
+    chain
+        .into_iter()
+        .rev()
+        .find(|c| c.public_key_ed25519 == public)
+        .map(Some)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--key-file: not the key of certificate {given} or of any renewal of it the mirror recorded (pair the desk again, or give its own key file)"
+            )
+        })
+}
+
 /// `lockstep agent keygen`: writes a fresh key (hex seed, mode 0600) and prints its public
 /// half in base64, the `publicKeyEd25519` of the certificate request.
 pub fn keygen(key_file: &Path) -> anyhow::Result<()> {
@@ -290,12 +354,43 @@ fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
     f.write_all(value.as_bytes())?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
     Ok(())
 }
 
 #[cfg(not(unix))]
 fn write_private(path: &Path, value: &str) -> anyhow::Result<()> {
     std::fs::write(path, value).with_context(|| format!("creating {}", path.display()))
+}
+
+/// Replaces the key file with a renewed key, atomically: the seed goes to a temporary file
+/// beside it (mode 0600, as `keygen` writes), synced, then renamed over the key file, and
+/// the directory synced. A crash leaves the old key or the new one, never a torn file.
+pub fn replace_key_file(path: &Path, key: &AgentKey) -> anyhow::Result<()> {
+    let hex: String = key
+        .expose_seed()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("{}: not a file name", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.renewing", name.to_string_lossy()));
+    // A leftover of a desk stopped mid-write: its key was never in use.
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, &hex)?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} over {}", tmp.display(), path.display()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    #[cfg(unix)]
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -380,6 +475,7 @@ struct MirrorHost {
     mirror: DeskMirror,
     url: String,
     clock: Arc<dyn Clock>,
+    key_file: PathBuf,
 }
 
 #[async_trait]
@@ -420,6 +516,50 @@ impl AgentHost for MirrorHost {
                 }
             })
             .collect()
+    }
+
+    /// The successor first, then its key: a desk stopped in between runs on with the old
+    /// pair ([`current_certificate`] skips a renewal whose key is not the key file's).
+    async fn renewed(&self, renewal: &Renewal) -> Result<(), String> {
+        let c = &renewal.certificate;
+        let record = MirroredCertificate {
+            id: c.id.as_str().to_owned(),
+            tenant_id: c.tenant_id.to_string(),
+            property_id: c.property_id.as_str().to_owned(),
+            desktop_device_id: c.desktop_device_id.clone(),
+            public_key_ed25519: c.public_key_ed25519.clone(),
+            issued_at: Some(c.issued_at),
+            expires_at: Some(c.expires_at),
+            issuer_signature: Some(renewal.signature.as_str().to_owned()),
+            replaces: c.replaces.as_ref().map(|r| r.as_str().to_owned()),
+        };
+        self.mirror
+            .record_renewed_certificate(&record, self.clock.now())
+            .await
+            .map_err(|e| format!("recording the renewed certificate: {e}"))?;
+        replace_key_file(&self.key_file, &renewal.key).map_err(|e| format!("{e:#}"))?;
+        println!(
+            "certificate renewed: {} replaces {} (expires {}); key file {} replaced",
+            c.id,
+            c.replaces.as_ref().map(|r| r.as_str()).unwrap_or("?"),
+            c.expires_at.to_rfc3339(),
+            self.key_file.display()
+        );
+        Ok(())
+    }
+
+    async fn certificate_expiry(
+        &self,
+        certificate_id: &OfflineIssuanceId,
+        expires_at: lockstep_domain::Timestamp,
+    ) {
+        if let Err(e) = self
+            .mirror
+            .record_certificate_expiry(certificate_id.as_str(), expires_at)
+            .await
+        {
+            warn!(error = %e, "recording the certificate's expiry failed");
+        }
     }
 
     /// Keeps the server's verdicts; a deferred one stays unsynced and goes again on the
@@ -489,16 +629,67 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
     let key = AgentKey::from_seed(read_seed(&a.key_file)?);
     let mirror = open_mirror(&a.mirror).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    mirror
-        .record_certificate(
-            certificate.as_str(),
-            &tenant.to_string(),
-            property.as_str(),
-            &a.desktop_id,
-            &key.public_key_base64(),
-            clock.now(),
-        )
-        .await?;
+    let given_signature = a
+        .certificate_signature
+        .as_deref()
+        .map(|s| SignatureB64::try_from(s.to_owned()))
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("--certificate-signature: base64 of 64 bytes"))?;
+    // The given certificate, or the renewal of it the desk holds now.
+    let (certificate, signature, expires_at) = match current_certificate(
+        &mirror,
+        certificate.as_str(),
+        &key,
+    )
+    .await?
+    {
+        None => {
+            mirror
+                .record_certificate(
+                    certificate.as_str(),
+                    &tenant.to_string(),
+                    property.as_str(),
+                    &a.desktop_id,
+                    &key.public_key_base64(),
+                    clock.now(),
+                )
+                .await?;
+            (certificate, given_signature, None)
+        }
+        Some(c) => {
+            anyhow::ensure!(
+                    c.tenant_id == tenant.to_string()
+                        && c.property_id == property.as_str()
+                        && c.desktop_device_id == a.desktop_id,
+                    "certificate {} is of tenant {}, property {}, desktop {}: not what --tenant, --property and --desktop-id say",
+                    c.id,
+                    c.tenant_id,
+                    c.property_id,
+                    c.desktop_device_id
+                );
+            let renewed = c.id != certificate.as_str();
+            if renewed {
+                println!(
+                    "certificate {certificate} was renewed: running with {}",
+                    c.id
+                );
+            }
+            let signature = match c.issuer_signature {
+                Some(s) => Some(SignatureB64::try_from(s).map_err(|_| {
+                    anyhow::anyhow!(
+                        "the mirror's signature of certificate {} is not base64 of 64 bytes",
+                        c.id
+                    )
+                })?),
+                None if renewed => None,
+                None => given_signature,
+            };
+            let id = OfflineIssuanceId::parse(&c.id).map_err(|_| {
+                anyhow::anyhow!("the mirror's certificate {} is not an oki_ id", c.id)
+            })?;
+            (id, signature, c.expires_at)
+        }
+    };
     let mut config = AgentConfig::new(
         a.url.clone(),
         certificate,
@@ -506,12 +697,8 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
         property,
         a.desktop_id.clone(),
     );
-    config.certificate_signature = a
-        .certificate_signature
-        .as_deref()
-        .map(|s| SignatureB64::try_from(s.to_owned()))
-        .transpose()
-        .map_err(|_| anyhow::anyhow!("--certificate-signature: base64 of 64 bytes"))?;
+    config.certificate_signature = signature;
+    config.certificate_expires_at = expires_at;
     config.expected_audience = a.audience.clone();
     config.backoff_max = a.backoff_max.max(config.backoff_min);
     let encoders = (0..a.encoders)
@@ -539,6 +726,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
             mirror: mirror.clone(),
             url: a.url.clone(),
             clock: clock.clone(),
+            key_file: a.key_file.clone(),
         }),
     );
     println!("agent {} connecting to {}", a.desktop_id, a.url);
@@ -560,5 +748,111 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
             println!("agent stopped");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mirrored_renewal(
+        id: &str,
+        key: &AgentKey,
+        issued: lockstep_domain::Timestamp,
+    ) -> MirroredCertificate {
+        MirroredCertificate {
+            id: id.into(),
+            tenant_id: "t".into(),
+            property_id: "ppt_a".into(),
+            desktop_device_id: "desk-1".into(),
+            public_key_ed25519: key.public_key_base64(),
+            issued_at: Some(issued),
+            expires_at: Some(issued + chrono::Duration::days(90)),
+            issuer_signature: None,
+            replaces: Some("oki_1".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_desk_stopped_between_keeping_the_certificate_and_the_key_runs_on_the_old_pair(
+    ) -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("lockstep-rotation-{}", ulid::Ulid::new()));
+        std::fs::create_dir_all(&dir)?;
+        let key_file = dir.join("desk.key");
+        let mirror = open_mirror(&dir.join("desk.sqlite")).await?;
+        let now = SystemClock.now();
+        let old = AgentKey::generate();
+        write_private(
+            &key_file,
+            &old.expose_seed()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        )?;
+        mirror
+            .record_certificate(
+                "oki_1",
+                "t",
+                "ppt_a",
+                "desk-1",
+                &old.public_key_base64(),
+                now,
+            )
+            .await?;
+        let current = |key: AgentKey| {
+            let mirror = mirror.clone();
+            async move { current_certificate(&mirror, "oki_1", &key).await }
+        };
+        assert_eq!(
+            current(AgentKey::from_seed(read_seed(&key_file)?))
+                .await?
+                .map(|c| c.id),
+            Some("oki_1".into())
+        );
+
+        // the successor kept, then the desk stopped before its key was written
+        let lost = AgentKey::generate();
+        mirror
+            .record_renewed_certificate(&mirrored_renewal("oki_2", &lost, now), now)
+            .await?;
+        let on_disk = AgentKey::from_seed(read_seed(&key_file)?);
+        assert_eq!(on_disk.public_key_base64(), old.public_key_base64());
+        assert_eq!(
+            current(on_disk).await?.map(|c| c.id),
+            Some("oki_1".into()),
+            "the old pair, in force"
+        );
+
+        // the next renewal goes through: certificate kept, then the key file replaced
+        let new = AgentKey::generate();
+        let later = now + chrono::Duration::minutes(5);
+        mirror
+            .record_renewed_certificate(&mirrored_renewal("oki_3", &new, later), later)
+            .await?;
+        replace_key_file(&key_file, &new)?;
+        let on_disk = AgentKey::from_seed(read_seed(&key_file)?);
+        assert_eq!(on_disk.public_key_base64(), new.public_key_base64());
+        assert_eq!(current(on_disk).await?.map(|c| c.id), Some("oki_3".into()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&key_file)?.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let left: Vec<_> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("renewing"))
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+
+        // a key of no certificate of the chain is refused, with what to do
+        let stranger = current(AgentKey::generate()).await.unwrap_err();
+        assert!(stranger.to_string().contains("--key-file"), "{stranger}");
+        // a certificate the mirror has never seen: the first run of a new pairing
+        assert!(current_certificate(&mirror, "oki_9", &new).await?.is_none());
+        mirror.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(())
     }
 }

@@ -444,7 +444,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 registry: metrics.registry.clone(),
                 node_id: settings.node_id.clone(),
                 own_sessions_only: settings.amqp.is_some(),
-                issuer_key: offline_signer.as_ref().map(|s| s.verifying_key()),
+                signer: offline_signer.clone(),
                 outbox_ready: outbox_ready.clone(),
             })
             .await?,

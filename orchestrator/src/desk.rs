@@ -1,6 +1,8 @@
 //! The desktop relay served by the `lockstep` binary (issue 12, DESIGN §8): the host's side
 //! of the relay's ports. Certificates come from the store (`offline_issuance` with its
-//! stored signature); each session is persisted in `encoder_sessions` with its
+//! stored signature) and are renewed there when a desktop rotates its key (the successor
+//! signed with `[offline] signing_key`; the old one revoked for `rotation` when the new one
+//! first authenticates, without O-2's cascade); each session is persisted in `encoder_sessions` with its
 //! `lock.encoder_session.opened.v1` / `closed.v1` events in the same commit (the outbox
 //! publishes them like every other event); provisional batches are deferred (the
 //! reconciler of issue 12 is not built yet). The hub's [`DeskDispatch`] is what the card
@@ -14,16 +16,23 @@ use base64::Engine as _;
 use lockstep_actors::desk::DeskDispatch;
 use lockstep_actors::events_out::event_row;
 use lockstep_config::RelaySettings;
-use lockstep_domain::{Clock, EncoderSessionId, OfflineIssuanceId, TenantId, Timestamp};
-use lockstep_persistence::{
-    EncoderSessionRecord, EncoderSessionTable, OutboxRow, OutboxTable,
-    ReadOnlyEncoderSessionScanTable, ReadOnlyEncoderSessionTable,
-    ReadOnlyOfflineCertSignatureTable, ReadOnlyOfflineCertTable, Store, StoreError,
+use lockstep_domain::{
+    Clock, EncoderSessionId, OfflineIssuance, OfflineIssuanceId, OfflineRevokeReason, TenantId,
+    Timestamp,
 };
+use lockstep_persistence::{
+    AuditRow, EncoderSessionRecord, EncoderSessionTable, OfflineCertSignatureTable,
+    OfflineCertTable, OutboxRow, OutboxTable, ReadOnlyEncoderSessionScanTable,
+    ReadOnlyEncoderSessionTable, ReadOnlyOfflineCertSignatureTable, ReadOnlyOfflineCertTable,
+    Store, StoreError, UnitOfWork,
+};
+use lockstep_relay::protocol::RenewalRefusalReason;
 use lockstep_relay::{
     CertificateDirectory, DirectoryError, Hub, IssuedCertificate, RelayConfig, RelayDeps,
-    RelayServer, SessionClosed, SessionEvent, SessionEvents, SessionOpened,
+    RelayServer, RenewedCertificate, SessionClosed, SessionEvent, SessionEvents, SessionOpened,
 };
+
+use crate::admin::OfflineSigner;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{info, warn};
@@ -33,10 +42,118 @@ pub const SESSION_OPENED: &str = "melmastoon.lock.encoder_session.opened.v1";
 /// `lock.encoder_session.closed.v1`.
 pub const SESSION_CLOSED: &str = "melmastoon.lock.encoder_session.closed.v1";
 
-/// The relay's certificate lookups, in the store.
+/// The relay's certificate lookups and renewals, in the store.
 #[derive(Debug)]
 pub struct StoreCertificates {
     store: Arc<dyn Store>,
+    signer: Option<OfflineSigner>,
+}
+
+impl StoreCertificates {
+    /// Certificates of `store`; renewals are signed with `signer` (none: not offered).
+    pub fn new(store: Arc<dyn Store>, signer: Option<OfflineSigner>) -> Self {
+        Self { store, signer }
+    }
+
+    /// The successor of `id`, decided, stored and signed in one transaction of the tenant.
+    async fn renew_in_store(
+        &self,
+        signer: &OfflineSigner,
+        tenant: TenantId,
+        id: &OfflineIssuanceId,
+        public_key_ed25519: &str,
+        now: Timestamp,
+    ) -> Result<Result<RenewedCertificate, RenewalRefusalReason>, StoreError> {
+        let mut tx = self.store.begin(tenant, None).await?;
+        let Some(current) = tx.offline_cert(id.as_str()).await? else {
+            tx.rollback().await?;
+            // gone from the store: retention removes only revoked certificates
+            return Ok(Err(RenewalRefusalReason::CertificateRevoked));
+        };
+        let next = match current.renew(public_key_ed25519, now) {
+            Ok(next) => next,
+            Err(refusal) => {
+                tx.rollback().await?;
+                return Ok(Err(refusal.into()));
+            }
+        };
+        let signature = signer.sign(&next);
+        tx.save_offline_cert(&next).await?;
+        tx.set_offline_cert_signature(
+            next.id.as_str(),
+            &base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
+            &signer.key_id,
+        )
+        .await?;
+        let mut uow = UnitOfWork::new(tenant, None, now);
+        uow.audit
+            .push(rotation_audit(&next, "offline_cert_renewed", now));
+        tx.apply(&uow).await?;
+        tx.commit().await?;
+        Ok(Ok(RenewedCertificate {
+            certificate: next,
+            issuer_signature: signature,
+        }))
+    }
+
+    /// Revokes (`rotation`) what `certificate` renewed and its other, unused renewals.
+    async fn retire(
+        &self,
+        certificate: &OfflineIssuance,
+        replaced: &OfflineIssuanceId,
+        now: Timestamp,
+    ) -> Result<Vec<OfflineIssuanceId>, StoreError> {
+        let mut tx = self.store.begin(certificate.tenant_id, None).await?;
+        let mut retiring: Vec<OfflineIssuance> = tx
+            .offline_cert(replaced.as_str())
+            .await?
+            .into_iter()
+            .collect();
+        retiring.extend(
+            tx.offline_cert_successors(replaced.as_str())
+                .await?
+                .into_iter()
+                .filter(|c| c.id != certificate.id),
+        );
+        let mut uow = UnitOfWork::new(certificate.tenant_id, None, now);
+        let mut revoked = Vec::new();
+        for mut c in retiring {
+            if c.revoked_at.is_none() && c.revoke(OfflineRevokeReason::Rotation, now) {
+                tx.save_offline_cert(&c).await?;
+                uow.audit
+                    .push(rotation_audit(&c, "offline_cert_revoked", now));
+                revoked.push(c.id);
+            }
+        }
+        // O-2 is for compromise: a rotation runs no cascade, and what the old certificate
+        // minted while in force stays valid (`OfflineIssuance::vouches_for`).
+        tx.apply(&uow).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+}
+
+/// The audit row of a renewal or a rotation revoke: the desktop did it, over the relay.
+fn rotation_audit(c: &OfflineIssuance, action: &str, now: Timestamp) -> AuditRow {
+    AuditRow {
+        id: ulid::Ulid::new().to_string(),
+        tenant_id: c.tenant_id,
+        property_id: c.property_id.clone(),
+        credential_id: None,
+        device_id: None,
+        actor_kind: "desktop".into(),
+        action: action.into(),
+        reason: c.revoke_reason.map(|r| r.as_str().to_owned()),
+        vendor: None,
+        trace_id: None,
+        created_at: now,
+        payload: json!({
+            "desktopDeviceId": c.desktop_device_id,
+            "certificateId": c.id.as_str(),
+            "serial": c.serial,
+            "replaces": c.replaces.as_ref().map(|r| r.as_str()),
+        }),
+    }
 }
 
 fn directory_error(e: StoreError) -> DirectoryError {
@@ -73,6 +190,42 @@ impl CertificateDirectory for StoreCertificates {
             certificate,
             issuer_signature,
         }))
+    }
+
+    async fn renew(
+        &self,
+        tenant: TenantId,
+        id: &OfflineIssuanceId,
+        public_key_ed25519: &str,
+        now: Timestamp,
+    ) -> Result<RenewedCertificate, RenewalRefusalReason> {
+        let Some(signer) = &self.signer else {
+            return Err(RenewalRefusalReason::NotOffered);
+        };
+        let now = crate::admin::millis(now);
+        match self
+            .renew_in_store(signer, tenant, id, public_key_ed25519, now)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => {
+                warn!(certificate = %id, error = %e, "renewing a certificate failed");
+                Err(RenewalRefusalReason::Unavailable)
+            }
+        }
+    }
+
+    async fn in_use(
+        &self,
+        certificate: &OfflineIssuance,
+        now: Timestamp,
+    ) -> Result<Vec<OfflineIssuanceId>, DirectoryError> {
+        let Some(replaced) = &certificate.replaces else {
+            return Ok(Vec::new());
+        };
+        self.retire(certificate, replaced, crate::admin::millis(now))
+            .await
+            .map_err(directory_error)
     }
 }
 
@@ -320,8 +473,9 @@ pub struct RelayStart<'a> {
     pub node_id: String,
     /// Close only this node's stale sessions at start (production), or every one.
     pub own_sessions_only: bool,
-    /// Lockstep's offline-issuance public key: certificates must carry its signature.
-    pub issuer_key: Option<ed25519_dalek::VerifyingKey>,
+    /// Lockstep's offline-issuance key: certificates must carry its signature, and renewed
+    /// ones are signed with it (none: certificates are not checked or renewed).
+    pub signer: Option<OfflineSigner>,
     /// Woken when session events reach the outbox.
     pub outbox_ready: Arc<Notify>,
 }
@@ -374,11 +528,9 @@ impl RelayHost {
         ));
         let server = RelayServer::bind(
             r.settings.bind,
-            relay_config(r.settings, r.issuer_key),
+            relay_config(r.settings, r.signer.as_ref().map(|s| s.verifying_key())),
             RelayDeps {
-                certificates: Arc::new(StoreCertificates {
-                    store: r.store.clone(),
-                }),
+                certificates: Arc::new(StoreCertificates::new(r.store.clone(), r.signer)),
                 events: recorder.clone(),
                 clock: r.clock.clone(),
                 registry: r.registry,

@@ -143,11 +143,16 @@ impl HostReconciler {
         if !signature_verifies(&cert, item) {
             return Ok(Judged::refuse(Forged, "bad_signature"));
         }
-        if cert.revoked_at.is_some() {
-            return Ok(Judged::refuse(Invalid, "certificate_revoked"));
-        }
-        if item.minted_at < cert.issued_at || item.minted_at >= cert.expires_at {
-            return Ok(Judged::refuse(Invalid, "certificate_expired"));
+        // In force when minted (the domain's rule): a revocation that doubts the key (O-2)
+        // vouches for nothing; a rotation only for what was minted before it.
+        match cert.vouches_for(item.minted_at) {
+            Ok(()) => {}
+            Err(lockstep_domain::Unvouched::Revoked) => {
+                return Ok(Judged::refuse(Invalid, "certificate_revoked"))
+            }
+            Err(lockstep_domain::Unvouched::OutsideTerm) => {
+                return Ok(Judged::refuse(Invalid, "certificate_expired"))
+            }
         }
         let cap = cert.max_valid_window_hours.min(MAX_WINDOW_HOURS);
         if item.valid_until <= item.valid_from

@@ -9,6 +9,11 @@
 //! (spec `003` §5, I-7): each signed as minted, unsynced until the server's reconciler
 //! answers, then with the server's verdict.
 //!
+//! A rotated certificate's successor is recorded here (with the certificate it replaces,
+//! its expiry and Lockstep's signature) before the agent writes its new key: the agent runs
+//! with the newest certificate of the rotation chain whose key is the key file's
+//! ([`DeskMirror::successor`]), so a crash between the two leaves it on the old pair.
+//!
 //! This is not a tenant store: one desktop, one file, no tenant scoping, no encryption (the
 //! card numbers are what the desk's own encoder wrote; protect the file like the key file).
 //!
@@ -30,7 +35,7 @@ use crate::StoreResult;
 pub const CARD_ENCODED_TOPIC: &str = "melmastoon.lock.card.encoded.local.v1";
 
 /// The mirror's migrations, in order; a file at `user_version` n has applied the first n.
-pub const MIGRATIONS: &[&[&str]] = &[SCHEMA_V1, SCHEMA_V2];
+pub const MIGRATIONS: &[&[&str]] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// The tables of the first agents: certificate, sessions, encoded cards.
 const SCHEMA_V1: &[&str] = &[
@@ -95,6 +100,61 @@ const SCHEMA_V2: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS provisional_credentials_local_unsynced
         ON provisional_credentials_local (minted_at, id) WHERE outcome IS NULL",
 ];
+
+/// Certificate rotation: a certificate's expiry, Lockstep's signature over it and the
+/// certificate it renewed, for the successors the agent is given over the relay (and the
+/// expiry of the first one, once the relay names it).
+const SCHEMA_V3: &[&str] = &[
+    "ALTER TABLE offline_certificates_local ADD COLUMN issued_at TEXT",
+    "ALTER TABLE offline_certificates_local ADD COLUMN expires_at TEXT",
+    "ALTER TABLE offline_certificates_local ADD COLUMN issuer_signature TEXT",
+    "ALTER TABLE offline_certificates_local ADD COLUMN replaces_id TEXT",
+    "CREATE INDEX IF NOT EXISTS offline_certificates_local_replaces
+        ON offline_certificates_local (replaces_id) WHERE replaces_id IS NOT NULL",
+];
+
+/// A certificate the desk holds (the public half; its key is in the key file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirroredCertificate {
+    /// `oki_`.
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Property.
+    pub property_id: String,
+    /// The desktop it binds.
+    pub desktop_device_id: String,
+    /// Its key's public half (base64).
+    pub public_key_ed25519: String,
+    /// When issued, when known.
+    pub issued_at: Option<DateTime<Utc>>,
+    /// When it expires, when known.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Lockstep's signature over it (base64), when the desk was given it.
+    pub issuer_signature: Option<String>,
+    /// The certificate it renewed (rotation).
+    pub replaces: Option<String>,
+}
+
+fn certificate_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<MirroredCertificate> {
+    let opt_ts = |column: &str| -> StoreResult<Option<DateTime<Utc>>> {
+        row.try_get::<Option<String>, _>(column)?
+            .as_deref()
+            .map(parse_ts)
+            .transpose()
+    };
+    Ok(MirroredCertificate {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        property_id: row.try_get("property_id")?,
+        desktop_device_id: row.try_get("desktop_device_id")?,
+        public_key_ed25519: row.try_get("public_key_ed25519")?,
+        issued_at: opt_ts("issued_at")?,
+        expires_at: opt_ts("expires_at")?,
+        issuer_signature: row.try_get("issuer_signature")?,
+        replaces: row.try_get("replaces_id")?,
+    })
+}
 
 /// A card the desk encoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -288,6 +348,69 @@ impl DeskMirror {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Records a certificate the relay renewed for the desk, with what it replaces, its
+    /// expiry and Lockstep's signature; recording it again changes nothing. Call it before
+    /// the new key is written: until then the agent stays on the old pair.
+    pub async fn record_renewed_certificate(
+        &self,
+        c: &MirroredCertificate,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO offline_certificates_local (id, tenant_id, property_id, desktop_device_id, public_key_ed25519, recorded_at, issued_at, expires_at, issuer_signature, replaces_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&c.id)
+        .bind(&c.tenant_id)
+        .bind(&c.property_id)
+        .bind(&c.desktop_device_id)
+        .bind(&c.public_key_ed25519)
+        .bind(ts(now))
+        .bind(c.issued_at.map(ts))
+        .bind(c.expires_at.map(ts))
+        .bind(&c.issuer_signature)
+        .bind(&c.replaces)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records when certificate `id` expires (the relay named it); false when the mirror
+    /// holds no such certificate.
+    pub async fn record_certificate_expiry(
+        &self,
+        id: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE offline_certificates_local SET expires_at = ?2 WHERE id = ?1")
+                .bind(id)
+                .bind(ts(expires_at))
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The certificate `id`, all that the mirror knows of it.
+    pub async fn certificate_record(&self, id: &str) -> StoreResult<Option<MirroredCertificate>> {
+        let row = sqlx::query("SELECT * FROM offline_certificates_local WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(certificate_from_row).transpose()
+    }
+
+    /// The newest recorded renewal of certificate `id`, if any.
+    pub async fn successor(&self, id: &str) -> StoreResult<Option<MirroredCertificate>> {
+        let row = sqlx::query(
+            "SELECT * FROM offline_certificates_local WHERE replaces_id = ?1 ORDER BY issued_at DESC, recorded_at DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(certificate_from_row).transpose()
     }
 
     /// A relay session opened.
@@ -685,6 +808,53 @@ mod tests {
         }
         let newer = DeskMirror::open(&path).await.unwrap_err();
         assert!(newer.to_string().contains("newer"), "{newer}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_renewed_certificate_is_found_as_its_predecessors_successor_after_a_reopen() {
+        let (dir, path) = scratch();
+        let at = DateTime::parse_from_rfc3339("2027-03-24T14:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let m = DeskMirror::open(&path).await.unwrap();
+        m.record_certificate("oki_1", "t", "ppt_a", "desk-1", "old-key", at)
+            .await
+            .unwrap();
+        assert_eq!(m.successor("oki_1").await.unwrap(), None);
+        assert!(m
+            .record_certificate_expiry("oki_1", at + chrono::Duration::days(7))
+            .await
+            .unwrap());
+        assert!(!m.record_certificate_expiry("oki_9", at).await.unwrap());
+        let renewed = |id: &str, key: &str, issued: DateTime<Utc>| MirroredCertificate {
+            id: id.into(),
+            tenant_id: "t".into(),
+            property_id: "ppt_a".into(),
+            desktop_device_id: "desk-1".into(),
+            public_key_ed25519: key.into(),
+            issued_at: Some(issued),
+            expires_at: Some(issued + chrono::Duration::days(90)),
+            issuer_signature: Some("c2ln".into()),
+            replaces: Some("oki_1".into()),
+        };
+        let lost = renewed("oki_2", "lost-key", at);
+        let kept = renewed("oki_3", "new-key", at + chrono::Duration::minutes(5));
+        m.record_renewed_certificate(&lost, at).await.unwrap();
+        m.record_renewed_certificate(&kept, at).await.unwrap();
+        m.record_renewed_certificate(&kept, at).await.unwrap();
+        m.close().await;
+        let m = DeskMirror::open(&path).await.unwrap();
+        assert_eq!(m.successor("oki_1").await.unwrap(), Some(kept.clone()));
+        assert_eq!(m.successor("oki_3").await.unwrap(), None);
+        let first = m.certificate_record("oki_1").await.unwrap().unwrap();
+        assert_eq!(first.expires_at, Some(at + chrono::Duration::days(7)));
+        assert_eq!((first.issued_at, first.replaces), (None, None));
+        assert_eq!(
+            m.certificate("oki_3").await.unwrap(),
+            Some(("t".into(), "ppt_a".into(), "new-key".into()))
+        );
+        m.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
 

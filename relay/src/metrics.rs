@@ -125,15 +125,16 @@ impl RelayMetrics {
     }
 
     pub(crate) fn renewal(&self, certificate: &str, desktop: &str, outcome: &'static str) {
-        if outcome == "renewed" {
-            tracing::info!(certificate, desktop, "certificate renewed");
-        } else {
-            tracing::warn!(
+        match outcome {
+            "renewed" => tracing::info!(certificate, desktop, "certificate renewed"),
+            // an agent that does not know its expiry asks once and is told
+            "not_due" => tracing::info!(certificate, desktop, "certificate not due for renewal"),
+            _ => tracing::warn!(
                 certificate,
                 desktop,
                 reason = outcome,
                 "certificate renewal refused"
-            );
+            ),
         }
         self.renewals.with_label_values(&[outcome]).inc();
     }

@@ -565,3 +565,205 @@ async fn an_agent_cut_off_syncs_its_provisional_keys_through_the_relay() -> anyh
     println!("relay: {VALID} accepted, 2 revoked, a re-sync changed nothing");
     Ok(())
 }
+
+/// A card minted under `cert` at `minted_at`, valid from then for `hours`, for stay `i`.
+fn minted_at(
+    cert: &OfflineIssuanceId,
+    key: &AgentKey,
+    i: i64,
+    minted_at: chrono::DateTime<chrono::Utc>,
+    hours: i64,
+) -> anyhow::Result<ProvisionalCredential> {
+    let mut p = minted(cert, key, i, hours, minted_at)?;
+    p.signature = SignatureB64::from_signature(&key.sign(p.signed_payload().as_bytes()));
+    Ok(p)
+}
+
+fn batch(id: &str, items: Vec<ProvisionalCredential>) -> anyhow::Result<ProvisionalBatch> {
+    Ok(ProvisionalBatch {
+        batch_id: BatchId::parse(id)?,
+        items,
+    })
+}
+
+/// Certificate rotation through the relay's host (`desk::StoreCertificates`): a due
+/// certificate is renewed for a new key, signed and stored with the one it replaces; it is
+/// revoked for `rotation` only when the successor is in use, and that revoke runs no O-2
+/// cascade: what it minted while in force stays active, and a key it minted before the
+/// rotation but synced after it is still accepted. A key signed with the old key after
+/// the rotation is refused. Found compromised later, the rotated certificate cascades.
+async fn a_rotation_keeps_what_the_old_certificate_minted(
+    store: Arc<dyn Store>,
+    backend: &str,
+) -> anyhow::Result<()> {
+    use lockstep_orchestrator::admin::OfflineSigner;
+    use lockstep_orchestrator::desk::StoreCertificates;
+    use lockstep_persistence::{
+        ReadOnlyOfflineCertSignatureTable as _, ReadOnlyProvisionalTable as _,
+    };
+    use lockstep_relay::protocol::RenewalRefusalReason;
+    use lockstep_relay::CertificateDirectory as _;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let f = setup(&store, clock.as_ref()).await?;
+    let now = chrono::DurationRound::duration_trunc(clock.now(), chrono::Duration::seconds(1))?;
+    // the desk's certificate, in its last days
+    let old = OfflineIssuance::issue(
+        f.tenant,
+        f.property.clone(),
+        "desk-1",
+        &f.key.public_key_base64(),
+        vec![KeyCredentialKind::RfidCard],
+        &[KeyCredentialKind::RfidCard],
+        48,
+        now - chrono::Duration::days(84),
+    )?;
+    store.save_offline_cert(&old).await?;
+    let desktop = DesktopIdentity {
+        certificate_id: old.id.clone(),
+        ..f.desktop.clone()
+    };
+    let reconciler = HostReconciler::new(store.clone(), clock.clone());
+    let two_hours_ago = now - chrono::Duration::hours(2);
+    let synced_before = minted_at(&old.id, &f.key, 1, two_hours_ago, 24)?;
+    let synced_after = minted_at(&old.id, &f.key, 2, two_hours_ago, 24)?;
+    let first = reconciler
+        .reconcile(&desktop, &batch("rot-1", vec![synced_before])?)
+        .await;
+    assert_eq!(
+        first[0].outcome,
+        SyncOutcome::Accepted,
+        "{backend}: {first:?}"
+    );
+    let materialized =
+        KeyCredentialId::parse(first[0].credential_id.as_deref().unwrap_or_default())?;
+
+    let signer = OfflineSigner::new([0x33; 32], "it-rotation".into());
+    let certificates = StoreCertificates::new(store.clone(), Some(signer.clone()));
+    let new_key = AgentKey::generate();
+    // one not due yet is refused: the fixture's, issued an hour ago
+    let early = certificates
+        .renew(
+            f.tenant,
+            &f.cert.id,
+            &new_key.public_key_base64(),
+            clock.now(),
+        )
+        .await;
+    assert_eq!(early.err(), Some(RenewalRefusalReason::NotDue), "{backend}");
+    let renewed = certificates
+        .renew(f.tenant, &old.id, &new_key.public_key_base64(), clock.now())
+        .await
+        .map_err(|r| anyhow::anyhow!("{backend}: renewal refused: {r:?}"))?;
+    let next = renewed.certificate.clone();
+    assert_eq!(next.replaces.as_ref(), Some(&old.id));
+    assert_eq!(next.public_key_ed25519, new_key.public_key_base64());
+    assert_eq!(
+        store.offline_cert(f.tenant, next.id.as_str()).await?,
+        Some(next.clone())
+    );
+    signer
+        .verifying_key()
+        .verify_strict(next.signed_payload().as_bytes(), &renewed.issuer_signature)?;
+    let mut rtx = store.read(f.tenant).await?;
+    let stored_signature = rtx.offline_cert_signature(next.id.as_str()).await?;
+    rtx.commit().await?;
+    assert_eq!(
+        stored_signature.and_then(|(_, key)| key).as_deref(),
+        Some("it-rotation")
+    );
+    // issued, not yet used: the old certificate is in force
+    let still = store.offline_cert(f.tenant, old.id.as_str()).await?;
+    assert_eq!(still.and_then(|c| c.revoked_at), None, "{backend}");
+
+    // the successor authenticates: the old certificate is revoked for rotation, and only it
+    let retired = certificates.in_use(&next, clock.now()).await?;
+    assert_eq!(retired, vec![old.id.clone()], "{backend}");
+    assert!(certificates.in_use(&next, clock.now()).await?.is_empty());
+    let rotated = store
+        .offline_cert(f.tenant, old.id.as_str())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the old certificate"))?;
+    assert_eq!(rotated.revoke_reason, Some(OfflineRevokeReason::Rotation));
+    // no O-2: its key stays active, unflagged, and no revoked.v1 was written
+    let cred = store
+        .get_credential(f.tenant, &materialized)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{backend}: credential"))?;
+    assert_eq!(cred.state(), KeyCredentialState::Active, "{backend}");
+    let mut rtx = store.read(f.tenant).await?;
+    let record = rtx
+        .provisional(old.id.as_str(), "prov-0001")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the verdict"))?;
+    rtx.commit().await?;
+    assert_eq!(
+        record.reissue_flagged_at, None,
+        "{backend}: flagged by a rotation"
+    );
+    let outbox = store.unpublished(clock.now(), 10_000).await?;
+    assert_eq!(outbox_of(&outbox, REVOKED), 0, "{backend}");
+
+    // minted while in force, synced after the rotation (over the new certificate's session)
+    let on_new = DesktopIdentity {
+        certificate_id: next.id.clone(),
+        ..desktop.clone()
+    };
+    let second = reconciler
+        .reconcile(&on_new, &batch("rot-2", vec![synced_after])?)
+        .await;
+    assert_eq!(
+        second[0].outcome,
+        SyncOutcome::Accepted,
+        "{backend}: {second:?}"
+    );
+    // signed with the old key after the rotation: refused
+    let later = minted_at(
+        &old.id,
+        &f.key,
+        3,
+        clock.now() + chrono::Duration::minutes(1),
+        24,
+    )?;
+    let third = reconciler
+        .reconcile(&on_new, &batch("rot-3", vec![later])?)
+        .await;
+    assert_eq!(third[0].outcome, SyncOutcome::Revoked, "{backend}");
+    assert_eq!(third[0].reason.as_deref(), Some("certificate_revoked"));
+    // a rotated certificate vouches for no further renewal
+    let again = certificates
+        .renew(
+            f.tenant,
+            &old.id,
+            &AgentKey::generate().public_key_base64(),
+            clock.now(),
+        )
+        .await;
+    assert_eq!(again.err(), Some(RenewalRefusalReason::CertificateRevoked));
+
+    // found compromised after all: O-2 applies now, to both keys it minted
+    let mut compromised = rotated.clone();
+    assert!(compromised.revoke(OfflineRevokeReason::Compromise, clock.now()));
+    store.save_offline_cert(&compromised).await?;
+    let cascaded =
+        cascade_certificate_revocation(store.as_ref(), f.tenant, old.id.as_str(), clock.now())
+            .await?;
+    assert_eq!(cascaded, 2, "{backend}");
+    println!("{backend}: rotated without a cascade; 2 keys of the old certificate kept, then revoked by a compromise");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rotation_keeps_what_the_old_certificate_minted_on_sqlite() -> anyhow::Result<()> {
+    let db = TempSqlite::new();
+    let store: Arc<dyn Store> = Arc::new(db.open(test_cipher()).await?);
+    a_rotation_keeps_what_the_old_certificate_minted(store, "sqlite").await
+}
+
+#[tokio::test]
+async fn a_rotation_keeps_what_the_old_certificate_minted_on_postgres() -> anyhow::Result<()> {
+    let db = fresh_pg_database().await?;
+    let store: Arc<dyn Store> = Arc::new(db.connect_store(test_cipher(), 4).await?);
+    a_rotation_keeps_what_the_old_certificate_minted(store.clone(), "postgres").await?;
+    store.close().await;
+    Ok(())
+}

@@ -544,3 +544,196 @@ async fn a_desk_cut_off_mints_fifty_keys_that_reconcile_when_it_reconnects() -> 
     );
     Ok(())
 }
+
+/// Issue 12, certificate rotation end to end: a desk whose certificate is in its last week
+/// (written as the node would have issued it 85 days ago) runs `lockstep agent run`; the
+/// agent renews it over the relay, records the successor in its mirror, replaces its key
+/// file (mode 0600) and reconnects with them; the node revokes the old certificate for
+/// `rotation` once the new one authenticates. Killed and started again with the same
+/// arguments (the old certificate's id), the agent runs on with the new certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desk_in_its_certificates_last_week_rotates_it_and_runs_on_after_a_restart(
+) -> anyhow::Result<()> {
+    use lockstep_domain::{
+        KeyCredentialKind, OfflineIssuance, OfflineIssuanceId, OfflineRevokeReason, PropertyId,
+        TenantId,
+    };
+    use lockstep_orchestrator::admin::OfflineSigner;
+    use lockstep_persistence::{
+        OfflineCertSignatureTable as _, OfflineCertTable as _, ReadOnlyOfflineCertTable as _,
+        Storage as _,
+    };
+    const ROTATING: &str = "desk-rotating";
+    let started = Instant::now();
+    let dir = scratch("rotate-desk");
+    let db = fresh_pg_database().await?;
+    let vhost = Vhost::fresh()?;
+    let port = free_port()?;
+    let config = write_config(&dir, &db, &vhost, 1, port)?;
+    let config_arg = config.to_string_lossy().into_owned();
+    let mut node = Lockstep::spawn(&dir, &["--config", &config_arg], &[]).await?;
+    wait_ready(&node).await?;
+    node.wait_log("lockstep relay listening on ", Duration::from_secs(10))
+        .await?;
+
+    let key_file = dir.join("desk.key");
+    let key_arg = key_file.to_string_lossy().into_owned();
+    let mirror_arg = dir.join("desk.sqlite").to_string_lossy().into_owned();
+    let keygen = lockstep_cli(&["agent", "keygen", "--key-file", &key_arg]).await?;
+    anyhow::ensure!(keygen.ok, "keygen: {}", keygen.stderr);
+    let first_key = std::fs::read_to_string(&key_file)?;
+    // The pairing endpoint issues at the node's now; this certificate is the one it would
+    // have issued 85 days ago, signed with the node's offline key (the test config's).
+    let tenant = TenantId::parse(TENANT)?;
+    let issued_at = chrono::DurationRound::duration_trunc(
+        SystemClock.now() - chrono::Duration::days(85),
+        chrono::Duration::milliseconds(1),
+    )?;
+    let old = OfflineIssuance::issue(
+        tenant,
+        PropertyId::parse(PROPERTY)?,
+        ROTATING,
+        keygen.stdout.trim(),
+        vec![KeyCredentialKind::RfidCard],
+        &[KeyCredentialKind::RfidCard],
+        48,
+        issued_at,
+    )?;
+    let signer = OfflineSigner::new([0x22; 32], "it-rotation".into());
+    let store = db
+        .connect_store(lockstep_persistence::testing::test_cipher(), 2)
+        .await?;
+    {
+        let mut tx = store.begin(tenant, None).await?;
+        tx.save_offline_cert(&old).await?;
+        tx.set_offline_cert_signature(
+            old.id.as_str(),
+            &base64::engine::general_purpose::STANDARD.encode(signer.sign(&old).to_bytes()),
+            "it-rotation",
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    let read_cert = |id: OfflineIssuanceId| {
+        let store = store.clone();
+        async move {
+            let mut tx = store.read(tenant).await?;
+            let c = tx.offline_cert(id.as_str()).await?;
+            tx.commit().await?;
+            anyhow::Ok(c)
+        }
+    };
+
+    let url = relay_url(port);
+    let args = [
+        "agent",
+        "run",
+        "--url",
+        &url,
+        "--key-file",
+        &key_arg,
+        "--certificate-id",
+        old.id.as_str(),
+        "--tenant",
+        TENANT,
+        "--property",
+        PROPERTY,
+        "--desktop-id",
+        ROTATING,
+        "--mirror",
+        &mirror_arg,
+        "--encode-ms",
+        "20",
+        "--backoff-max-ms",
+        "300",
+    ];
+    let agent = AgentProcess::spawn(&dir, &args)?;
+    wait_for(
+        "the agent to rotate and reconnect",
+        Duration::from_secs(30),
+        || {
+            let log = agent.log_text();
+            let done = log
+                .find("certificate renewed: ")
+                .is_some_and(|at| log[at..].contains("agent connected: session"));
+            async move { done.then_some(()) }
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}; agent log:\n{}", tail(&agent.log_text())))?;
+
+    // the mirror holds the successor, the key file its key (0600)
+    let mirror = DeskMirror::open(&mirror_arg).await?;
+    let successor = mirror
+        .successor(old.id.as_str())
+        .await?
+        .context("the successor in the mirror")?;
+    let new_id = OfflineIssuanceId::parse(&successor.id)?;
+    let second_key = std::fs::read_to_string(&key_file)?;
+    assert_ne!(
+        second_key.trim(),
+        first_key.trim(),
+        "the key file was not replaced"
+    );
+    let new_key = AgentKey::from_seed(
+        lockstep_persistence::audit::key_bytes(&second_key).context("64 hex digits")?,
+    );
+    assert_eq!(successor.public_key_ed25519, new_key.public_key_base64());
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_file)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    // the node: the successor stored and signed, the old certificate revoked for rotation
+    let stored = read_cert(new_id.clone())
+        .await?
+        .context("the successor stored")?;
+    assert_eq!(stored.replaces.as_ref(), Some(&old.id));
+    assert_eq!(stored.public_key_ed25519, new_key.public_key_base64());
+    assert_eq!(Some(stored.expires_at), successor.expires_at);
+    let rotated = wait_for(
+        "the old certificate revoked",
+        Duration::from_secs(10),
+        || {
+            let read = read_cert(old.id.clone());
+            async move { read.await.ok().flatten().filter(|c| c.revoked_at.is_some()) }
+        },
+    )
+    .await?;
+    assert_eq!(rotated.revoke_reason, Some(OfflineRevokeReason::Rotation));
+
+    // killed and started again with the same arguments: it runs on the new certificate
+    drop(agent);
+    let agent = AgentProcess::spawn(&dir, &args)?;
+    wait_for(
+        "the restarted agent connected",
+        Duration::from_secs(30),
+        || {
+            let log = agent.log_text();
+            let done = log.contains(&format!("running with {new_id}"))
+                && log.contains("agent connected: session");
+            async move { done.then_some(()) }
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}; agent log:\n{}", tail(&agent.log_text())))?;
+    assert!(
+        !agent.log_text().contains("certificate renewed: "),
+        "a fresh certificate is not renewed again"
+    );
+    assert!(read_cert(new_id.clone())
+        .await?
+        .context("successor")?
+        .revoked_at
+        .is_none());
+    drop(agent);
+    mirror.close().await;
+    store.close().await;
+    let _ = node.terminate(Duration::from_secs(30)).await?;
+    println!(
+        "rotation: {} renewed as {new_id}, key file replaced, old one revoked for rotation, restart ran on the new one; {:.1}s in all",
+        old.id,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
