@@ -746,12 +746,19 @@ pub struct AccountState {
     /// The account's calls answered as unwell in a row (5xx, 429, transport, timeout);
     /// any other answer resets it.
     consecutive_unwell: std::sync::atomic::AtomicU32,
+    /// When the account last had a call answered well (business clock, ms since the epoch).
+    last_well_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Unwell answers in a row after which the account counts as down whatever its breaker
-/// says: at a guest or two an hour a breaker never sees the volume it needs to open, and
-/// a vendor down for hours must still have its removals go first when it is back.
+/// says, once nothing has been answered well for [`DOWN_AFTER_QUIET_MS`]: at a guest or
+/// two an hour a breaker never sees the volume it needs to open, and a vendor down for
+/// hours must still have its removals go first when it is back. The quiet period keeps a
+/// busy account that merely loses some answers (a few failures in a row among many
+/// successes) from being treated as down, and leaves a burst of failures to the breaker.
 const DOWN_AFTER_UNWELL: u32 = 3;
+/// See [`DOWN_AFTER_UNWELL`] (business time, as the breaker's own `open_for`).
+const DOWN_AFTER_QUIET_MS: i64 = 30_000;
 
 impl std::fmt::Debug for AccountState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -773,6 +780,7 @@ impl AccountState {
         breaker: Addr<BreakerActor>,
         deps: VendorDeps,
     ) -> Self {
+        let started_ms = deps.clock.now().timestamp_millis();
         Self {
             tenant,
             vendor,
@@ -784,6 +792,7 @@ impl AccountState {
             pending_removals: std::sync::atomic::AtomicI64::new(0),
             supervising: std::sync::atomic::AtomicBool::new(false),
             consecutive_unwell: std::sync::atomic::AtomicU32::new(0),
+            last_well_ms: std::sync::atomic::AtomicI64::new(started_ms),
         }
     }
 
@@ -837,17 +846,22 @@ impl AccountState {
     fn answered(self: &Arc<Self>, unwell: bool) {
         if !unwell {
             self.consecutive_unwell.store(0, Ordering::SeqCst);
+            self.last_well_ms
+                .store(self.deps.clock.now().timestamp_millis(), Ordering::SeqCst);
             return;
         }
-        let n = self.consecutive_unwell.fetch_add(1, Ordering::SeqCst) + 1;
-        if n >= DOWN_AFTER_UNWELL {
+        self.consecutive_unwell.fetch_add(1, Ordering::SeqCst);
+        if self.down_by_calls() {
             self.breaker_rejected();
         }
     }
 
-    /// Whether the account's last calls all failed as unwell.
+    /// Whether the account's last calls all failed as unwell, and nothing was answered
+    /// well for a while.
     fn down_by_calls(&self) -> bool {
         self.consecutive_unwell.load(Ordering::SeqCst) >= DOWN_AFTER_UNWELL
+            && self.deps.clock.now().timestamp_millis() - self.last_well_ms.load(Ordering::SeqCst)
+                >= DOWN_AFTER_QUIET_MS
     }
 
     /// An account-level error: hold the account's work until a probe succeeds.
