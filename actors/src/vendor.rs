@@ -960,6 +960,12 @@ impl AccountState {
                         }
                         self.removals_first.store(false, Ordering::SeqCst);
                         self.resume(self.deps.clock.now()).await;
+                        // a drive that met the gate just before the release parks itself
+                        // after the resume above, on its backoff: bring it forward too
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if !self.removals_first.load(Ordering::SeqCst) {
+                            self.resume(self.deps.clock.now()).await;
+                        }
                         return;
                     }
                 }
