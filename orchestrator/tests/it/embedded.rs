@@ -1964,3 +1964,88 @@ rooms = ["rmu_hub"]
     std::fs::write(&config, toml)?;
     Ok(config)
 }
+
+/// The README's quickstart shell blocks, in order: the confirmation and the cancellation.
+fn readme_quickstart() -> anyhow::Result<(String, String)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))?;
+    let from = readme
+        .find("## Quickstart")
+        .ok_or_else(|| anyhow::anyhow!("the README has no quickstart"))?;
+    let blocks: Vec<&str> = readme[from..]
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split("\n```").next())
+        .collect();
+    let confirm = blocks
+        .iter()
+        .find(|b| b.contains("reservation.confirmed.v1"))
+        .ok_or_else(|| anyhow::anyhow!("no confirmation block"))?;
+    let cancel = blocks
+        .iter()
+        .find(|b| b.contains("reservation.cancelled.v1"))
+        .ok_or_else(|| anyhow::anyhow!("no cancellation block"))?;
+    Ok((confirm.to_string(), cancel.to_string()))
+}
+
+/// Issue 14: the quickstart run verbatim, on today's date, by bash against a node started
+/// as command 1 starts it (default ports 8080 and 18080, state in `.lockstep/`), ends with
+/// an active PIN at the simulator, and its cancellation takes it off the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_quickstart_run_verbatim_ends_with_an_active_pin() -> anyhow::Result<()> {
+    let (confirm, cancel) = readme_quickstart()?;
+    let dir = scratch("quickstart");
+    let node = Lockstep::spawn(&dir, &[], &[])
+        .await
+        .map_err(|e| anyhow::anyhow!("the quickstart needs ports 8080 and 18080 free: {e}"))?;
+    let sim = "http://127.0.0.1:18080";
+    let run = |script: String| {
+        let dir = dir.clone();
+        async move {
+            let out = tokio::process::Command::new("bash")
+                .args(["-euo", "pipefail", "-c", &script])
+                .current_dir(&dir)
+                .output()
+                .await?;
+            anyhow::ensure!(
+                out.status.success(),
+                "the quickstart block failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok::<String, anyhow::Error>(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let confirm_vars = confirm.clone();
+    let printed = run(confirm).await?;
+    assert!(
+        printed.contains(r#"{"outcome":"accepted"}"#),
+        "the intake accepted it: {printed}"
+    );
+    wait_for(
+        "an active PIN at lock 1001",
+        Duration::from_secs(30),
+        || async { passcodes(sim, 1001).await.ok().filter(|p| p.len() == 1) },
+    )
+    .await?;
+    let token = std::fs::read_to_string(dir.join(".lockstep/service-token"))?;
+    let cred = credential_of(&node, token.trim(), "rsv_1001")
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no credential of rsv_1001"))?;
+    assert_eq!(cred["state"], "active", "{cred}");
+    assert_eq!(cred["kind"], "pin_code");
+    // the same terminal: the variables the first block set are still set
+    let vars: String = confirm_vars
+        .lines()
+        .filter(|l| {
+            l.split('=')
+                .next()
+                .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_uppercase()))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    run(format!("{vars}{cancel}")).await?;
+    wait_for("the PIN off lock 1001", Duration::from_secs(30), || async {
+        passcodes(sim, 1001).await.ok().filter(|p| p.is_empty())
+    })
+    .await?;
+    Ok(())
+}
