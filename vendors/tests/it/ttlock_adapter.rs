@@ -230,32 +230,61 @@ async fn update_refuses_bad_refs_without_calling() {
     assert_eq!(env.handle.token_call_count(), 0);
 }
 
+/// TTLock refuses a passcode of consecutive or repeated digits with -2032; the simulator
+/// does too (so a generated PIN that is too simple would be seen end to end), and the
+/// adapter reports it as a refused PIN, nothing stored.
+#[tokio::test]
+async fn too_simple_pin_is_refused_as_ttlock_does() -> anyhow::Result<()> {
+    let env = spawn();
+    for (n, simple) in ["123456", "987654", "777777", "1212", "828282"]
+        .into_iter()
+        .enumerate()
+    {
+        let err = env
+            .adapter
+            .issue(&pin_request(&format!("key_01HS{n}:24451"), simple))
+            .await
+            .expect_err("too simple");
+        assert!(
+            matches!(&err, VendorError::Refused { code, .. } if code == "invalid_pin"),
+            "{simple}: {err:?}"
+        );
+        assert_redacted(&err, Some(simple), None);
+    }
+    assert!(env.handle.passcodes(LOCK).is_empty());
+    env.adapter
+        .issue(&pin_request("key_01HS9:24451", "828292"))
+        .await?;
+    assert_eq!(env.handle.passcodes(LOCK).len(), 1);
+    Ok(())
+}
+
 #[tokio::test]
 async fn duplicate_pin_is_a_pin_collision() -> anyhow::Result<()> {
     let env = spawn();
     let first = env
         .adapter
-        .issue(&pin_request("key_01HA:24451", "313131"))
+        .issue(&pin_request("key_01HA:24451", "313171"))
         .await?;
     let err = env
         .adapter
-        .issue(&pin_request("key_01HB:24451", "313131"))
+        .issue(&pin_request("key_01HB:24451", "313171"))
         .await
         .expect_err("second identical pin is refused");
     assert_eq!(err, VendorError::PinCollision);
     assert!(!err.is_vendor_unwell());
     assert!(!err.is_retryable());
-    assert_redacted(&err, Some("313131"), Some(&first));
+    assert_redacted(&err, Some("313171"), Some(&first));
 
     env.handle.update_faults(|f| f.force_pin_collision_next = 1);
     let err = env
         .adapter
-        .issue(&pin_request("key_01HC:24451", "424242"))
+        .issue(&pin_request("key_01HC:24451", "424252"))
         .await
         .expect_err("forced collision");
     assert_eq!(err, VendorError::PinCollision);
     env.adapter
-        .issue(&pin_request("key_01HC:24451", "424242"))
+        .issue(&pin_request("key_01HC:24451", "424252"))
         .await?;
     assert_eq!(env.handle.passcodes(LOCK).len(), 2);
     Ok(())
@@ -347,7 +376,7 @@ async fn lost_delete_response_then_retry_is_ok() -> anyhow::Result<()> {
     let env = spawn();
     let vref = env
         .adapter
-        .issue(&pin_request("key_01HLD:24451", "828282"))
+        .issue(&pin_request("key_01HLD:24451", "828292"))
         .await?;
     env.handle.update_faults(|f| f.lose_response_rate = 1.0);
     let err = env
@@ -355,7 +384,7 @@ async fn lost_delete_response_then_retry_is_ok() -> anyhow::Result<()> {
         .revoke(&device(), &vref)
         .await
         .expect_err("response lost");
-    assert_redacted(&err, Some("828282"), Some(&vref));
+    assert_redacted(&err, Some("828292"), Some(&vref));
     env.handle.update_faults(|f| f.lose_response_rate = 0.0);
     env.adapter.revoke(&device(), &vref).await?;
     assert!(env.handle.passcodes(LOCK).is_empty());

@@ -142,13 +142,11 @@ pub(crate) async fn token_for(base: &str, handle: &SimHandle) -> String {
     }
 }
 
-#[tokio::test]
-async fn documented_add_request_is_accepted_by_the_simulator() {
-    let env = spawn();
-    assert_eq!(LOCK, 24451, "the documented example's lock");
+/// Posts the documented add request with the example's masked credentials replaced by
+/// ours and, when given, another passcode; gives the reply's body.
+async fn post_documented_add(env: &crate::support::Env, passcode: Option<&str>) -> Vec<u8> {
     let base = env.sim.base_url();
     let token = token_for(&base, &env.handle).await;
-    // The documented request, with the example's masked credentials replaced by ours.
     let form: Vec<(String, String)> = documented_add_form()
         .into_iter()
         .map(|(k, v)| match k.as_str() {
@@ -157,10 +155,11 @@ async fn documented_add_request_is_accepted_by_the_simulator() {
                 lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID.to_owned(),
             ),
             "accessToken" => (k, token.clone()),
+            "keyboardPwd" => (k, passcode.map_or(v, str::to_owned)),
             _ => (k, v),
         })
         .collect();
-    let body = reqwest::Client::new()
+    reqwest::Client::new()
         .post(format!("{base}/v3/keyboardPwd/add"))
         .form(&form)
         .send()
@@ -168,7 +167,16 @@ async fn documented_add_request_is_accepted_by_the_simulator() {
         .expect("add call")
         .bytes()
         .await
-        .expect("add body");
+        .expect("add body")
+        .to_vec()
+}
+
+#[tokio::test]
+async fn documented_add_request_is_accepted_by_the_simulator() {
+    let env = spawn();
+    assert_eq!(LOCK, 24451, "the documented example's lock");
+    // the example's own passcode (123456) is one TTLock refuses as too simple: see below
+    let body = post_documented_add(&env, Some("482913")).await;
     let Ok(Reply::Ok(reply)) = wire::parse_reply::<AddPasscodeResponse>(&body) else {
         panic!(
             "documented add request refused: {}",
@@ -179,11 +187,28 @@ async fn documented_add_request_is_accepted_by_the_simulator() {
     assert_eq!(at_sim.len(), 1);
     let p = &at_sim[0];
     assert_eq!(p.keyboard_pwd_id, reply.keyboard_pwd_id);
-    assert_eq!(p.keyboard_pwd, "123456");
+    assert_eq!(p.keyboard_pwd, "482913");
     assert_eq!(p.keyboard_pwd_name, "陈文亮");
     assert_eq!(p.keyboard_pwd_type, 3, "keyboardPwdType defaults to 3");
     assert_eq!(p.start_date, 1626945087000);
     assert_eq!(p.end_date, 1746945087000);
+}
+
+/// The docs' example passcode `123456` is a run of consecutive digits, which TTLock's
+/// error table refuses: -2032, "do not use consecutive digits or repeated digits".
+#[tokio::test]
+async fn the_documented_example_passcode_is_refused_as_too_simple() {
+    let env = spawn();
+    let body = post_documented_add(&env, None).await;
+    assert!(
+        matches!(
+            wire::parse_reply::<AddPasscodeResponse>(&body),
+            Ok(Reply::Err { errcode: -2032 })
+        ),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(env.handle.passcodes(24451).is_empty());
 }
 
 #[test]
