@@ -198,7 +198,8 @@ fn retention_settings(r: &RawRetention) -> Result<RetentionSettings, ConfigError
 pub struct RawRelay {
     /// Run the relay (default: only in the embedded demo, or when `bind` is set).
     pub enabled: Option<bool>,
-    /// Listen address (default `127.0.0.1:0`: any free loopback port, printed at start).
+    /// Listen address (default `127.0.0.1:0`: any free loopback port, printed at start; in
+    /// the embedded demo 10 ports above `[demo] simulator_bind`, i.e. 18090).
     /// The relay speaks plain WebSocket: put a TLS-terminating ingress in front of it.
     pub bind: Option<String>,
     /// The URL desktops are given (`relayWsBaseUrl`; default `ws://<bind>/relay/v1`).
@@ -462,7 +463,9 @@ pub struct RawSaga {
 pub struct RawDemo {
     /// Seed the demo tenant and run the built-in TTLock simulator.
     pub enabled: Option<bool>,
-    /// Simulator listen address.
+    /// The built-in TTLock simulator's listen address (default `127.0.0.1:18080`); the
+    /// Salto, Vostio, Kisi and Brivo simulators take the next four ports and the demo's
+    /// relay the tenth above it. Port 0: any free port for each.
     pub simulator_bind: Option<String>,
 }
 
@@ -927,6 +930,11 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             "must not repeat the current key_version",
         ));
     }
+    let simulator_bind = addr(
+        "demo.simulator_bind",
+        raw.demo.simulator_bind.as_deref(),
+        "127.0.0.1:18080",
+    )?;
     Ok(Settings {
         mode: raw.mode,
         node_id: raw
@@ -946,11 +954,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         amqp,
         saga,
         demo: raw.demo.enabled.unwrap_or(raw.mode == Mode::Embedded),
-        simulator_bind: addr(
-            "demo.simulator_bind",
-            raw.demo.simulator_bind.as_deref(),
-            "127.0.0.1:18080",
-        )?,
+        simulator_bind,
         properties: raw.properties,
         breaker: raw.breaker,
         drift_interval: match raw.drift.interval_ms.unwrap_or(900_000) {
@@ -959,7 +963,7 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
         },
         auth: raw.auth,
         offline: raw.offline,
-        relay: relay_settings(&raw.relay, raw.mode, raw.demo.enabled)?,
+        relay: relay_settings(&raw.relay, raw.mode, raw.demo.enabled, simulator_bind)?,
         retention: retention_settings(&raw.retention)?,
         secret_check_interval: match raw.secrets.check_interval_ms.unwrap_or(60_000) {
             0 => None,
@@ -975,12 +979,25 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
     })
 }
 
+/// The address `offset` ports above the demo's TTLock simulator (`[demo] simulator_bind`,
+/// default 18080): the other simulators take 18081 to 18084 and the relay 18090, so a
+/// demo's addresses are the same on every run. Port 0 there means any free port for all.
+pub fn demo_port(simulator_bind: SocketAddr, offset: u16) -> SocketAddr {
+    let port = match simulator_bind.port() {
+        0 => 0,
+        p => p.saturating_add(offset),
+    };
+    SocketAddr::new(simulator_bind.ip(), port)
+}
+
 /// The relay runs when enabled, when given an address, and in the embedded demo unless
-/// switched off.
+/// switched off. The demo's relay listens beside its simulators ([`demo_port`] 10) so its
+/// URL stays the same from run to run.
 fn relay_settings(
     r: &RawRelay,
     mode: Mode,
     demo: Option<bool>,
+    simulator_bind: SocketAddr,
 ) -> Result<Option<RelaySettings>, ConfigError> {
     let demo = demo.unwrap_or(mode == Mode::Embedded) && mode == Mode::Embedded;
     let on = match r.enabled {
@@ -1002,7 +1019,11 @@ fn relay_settings(
         }
     }
     Ok(Some(RelaySettings {
-        bind: addr("relay.bind", r.bind.as_deref(), "127.0.0.1:0")?,
+        bind: match &r.bind {
+            Some(b) => addr("relay.bind", Some(b), "")?,
+            None if demo => demo_port(simulator_bind, 10),
+            None => addr("relay.bind", None, "127.0.0.1:0")?,
+        },
         public_url: r.public_url.clone(),
         audience: r.audience.clone(),
         ack_timeout: ms("relay.ack_timeout_ms", r.ack_timeout_ms)?,
@@ -1178,6 +1199,25 @@ denied_burst = { treshold = 8 }
         let demo = validate(RawSettings::default()).unwrap();
         let relay = demo.relay.expect("the embedded demo runs a relay");
         assert_eq!(relay.bind.ip().to_string(), "127.0.0.1");
+        // the demo's addresses are stable: beside the TTLock simulator's, or all free ports
+        assert_eq!(bind_port(&relay), 18090);
+        assert_eq!(demo_port(demo.simulator_bind, 4).port(), 18084);
+        let moved = |bind: &str| {
+            validate(RawSettings {
+                demo: RawDemo {
+                    simulator_bind: Some(bind.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let s = moved("127.0.0.1:19000");
+        assert_eq!(bind_port(s.relay.as_ref().unwrap()), 19010);
+        assert_eq!(demo_port(s.simulator_bind, 1).port(), 19001);
+        let s = moved("127.0.0.1:0");
+        assert_eq!(bind_port(s.relay.as_ref().unwrap()), 0);
+        assert_eq!(demo_port(s.simulator_bind, 2).port(), 0);
         let off = validate(RawSettings {
             relay: RawRelay {
                 enabled: Some(false),

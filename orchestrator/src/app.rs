@@ -149,11 +149,23 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<
         return Ok(v.trim().to_owned());
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        create_private_dir(dir)?;
     }
     let v = make();
     write_private(path, &v)?;
     Ok(v)
+}
+
+/// Creates `dir` and its missing parents readable by their owner only (0700): the
+/// embedded node keeps its keys, token and database there. An existing directory is left
+/// as it is.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
 }
 
 #[cfg(unix)]
@@ -191,8 +203,7 @@ pub(crate) async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn St
     match &settings.postgres {
         None => {
             if let Some(dir) = settings.sqlite_path.parent() {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
+                create_private_dir(dir)?;
             }
             let path = settings.sqlite_path.to_string_lossy().into_owned();
             Ok(Arc::new(
@@ -248,22 +259,34 @@ pub fn dev_token(
     settings: &Settings,
     key_file: &std::path::Path,
     r: TokenRequest,
-) -> anyhow::Result<String> {
-    let key = ed25519_dalek::SigningKey::from_bytes(&read_key(key_file)?);
+) -> anyhow::Result<DevToken> {
+    let created = !key_file.exists();
+    // a fresh 32-byte seed from the OS CSPRNG, like every Lockstep key
+    let seed = read_or_create(key_file, Cipher::generate_hex)?;
+    let key = ed25519_dalek::SigningKey::from_bytes(
+        &lockstep_persistence::audit::key_bytes(&seed)
+            .ok_or_else(|| anyhow::anyhow!("{}: expected 64 hex digits", key_file.display()))?,
+    );
     lockstep_domain::TenantId::parse(&r.tenant)
         .map_err(|_| anyhow::anyhow!("--tenant: not a tenant id (uuid)"))?;
     let from_config =
         |f: fn(&lockstep_config::RawAuth) -> &String| settings.auth.as_ref().map(|a| f(a).clone());
+    // without a config file, a development issuer and audience the printed entry names
     let issuer = r
         .issuer
         .or_else(|| from_config(|a| &a.issuer))
-        .ok_or_else(|| anyhow::anyhow!("--issuer (or [auth] issuer) is needed"))?;
+        .unwrap_or_else(|| "lockstep-dev".to_owned());
     let audience = r
         .audience
         .or_else(|| from_config(|a| &a.audience))
-        .ok_or_else(|| anyhow::anyhow!("--audience (or [auth] audience) is needed"))?;
+        .unwrap_or_else(|| "lockstep".to_owned());
     let now = lockstep_domain::SystemClock.now().timestamp();
-    Ok(crate::auth::mint(
+    let public_key = hex(key.verifying_key().as_bytes());
+    let auth_key = format!(
+        "[auth]\nissuer = \"{issuer}\"\naudience = \"{audience}\"\n\n[[auth.keys]]\nkid = \"{}\"\nalg = \"EdDSA\"\npublic_key = \"{public_key}\"",
+        r.kid
+    );
+    let token = crate::auth::mint(
         &key,
         &r.kid,
         &crate::auth::Claims {
@@ -276,7 +299,27 @@ pub fn dev_token(
             tenant_id: r.tenant,
             roles: r.roles,
         },
-    ))
+    );
+    Ok(DevToken {
+        token,
+        auth_key,
+        created_key: created,
+    })
+}
+
+/// What `lockstep token` prints.
+#[derive(Debug)]
+pub struct DevToken {
+    /// The JWT.
+    pub token: String,
+    /// The `[auth]` section that verifies it: issuer, audience and the key's public half.
+    pub auth_key: String,
+    /// The key file did not exist and was written (0600).
+    pub created_key: bool,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The JWT verifier of `[auth]`.
@@ -501,17 +544,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     // The demo also puts one property on each other vendor's simulator.
     let _vendor_demo = if settings.demo {
-        Some(crate::seed::demo_vendors(store.as_ref(), &ports, &deps).await?)
+        Some(
+            crate::seed::demo_vendors(store.as_ref(), &ports, &deps, settings.simulator_bind)
+                .await?,
+        )
     } else {
         None
     };
 
+    let mut token_file = None;
     let service_token = match &settings.service_token {
         Some(src) => Some(resolve_secret(src)?),
         None if settings.mode == Mode::Embedded => {
             let path = settings.sqlite_path.with_file_name("service-token");
             let token = read_or_create(&path, || Cipher::generate_hex()[..40].to_owned())?;
             info!(path = %path.display(), "service token for the HTTP API is in this file");
+            token_file = Some(path);
             Some(token)
         }
         None => {
@@ -633,6 +681,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             shared.clone(),
             every,
             settings.amqp.as_ref().map(|a| a.partitions),
+            // The demo's simulators start empty on every run: its first pass, at start-up,
+            // puts back what the store says is at the doors, so the door truth is true.
+            settings.demo,
         ));
     }
 
@@ -655,6 +706,40 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         info!(addr = %a, "http listening");
         println!("lockstep http listening on http://{a}");
     }
+    {
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let mode = match (&settings.postgres, &settings.amqp) {
+            (None, _) => format!(
+                "embedded: SQLite at {}, in-process bus",
+                settings.sqlite_path.display()
+            ),
+            (Some(_), Some(_)) => "production: Postgres, RabbitMQ".to_owned(),
+            (Some(_), None) => "Postgres, in-process bus".to_owned(),
+        };
+        rows.push(("mode".into(), mode));
+        for a in &addrs {
+            rows.push(("API".into(), format!("http://{a}/api/v1")));
+            rows.push(("OpenAPI".into(), format!("http://{a}/api/v1/openapi.json")));
+        }
+        if let Some(path) = &token_file {
+            rows.push(("service token".into(), format!("in {}", path.display())));
+        }
+        if let Some(r) = &shared.relay {
+            rows.push(("desk relay".into(), r.public_url.clone()));
+        }
+        if let Some(sim) = &_simulator {
+            rows.push(("ttlock simulator".into(), sim.base_url()));
+        }
+        if let Some(d) = &_vendor_demo {
+            for (vendor, url) in &d.urls {
+                rows.push((format!("{vendor} simulator"), url.clone()));
+            }
+        }
+        if settings.demo {
+            rows.push(("demo tenant".into(), crate::seed::DEMO_TENANT.to_owned()));
+        }
+        println!("{}", banner(&rows));
+    }
     let server = server.run();
     let handle = server.handle();
     let serving = tokio::spawn(server);
@@ -668,6 +753,23 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     shared.rt.store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// The start-up banner: a framed block of where the node listens, set apart from the log
+/// lines around it.
+fn banner(rows: &[(String, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let rule = "=".repeat(72);
+    let mut out = format!(
+        "\n{rule}\n  Lockstep {} is ready\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (k, v) in rows {
+        out.push_str(&format!("  {k:<width$}  {v}\n"));
+    }
+    out.push_str(&rule);
+    out.push('\n');
+    out
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -719,9 +821,17 @@ async fn drain(shared: &Arc<Shared>, amqp: bool) {
 
 /// Drift reconciliation (DESIGN §6): every `every`, the properties of the partitions this
 /// node owns (all of them in embedded mode) are compared with what their vendors hold.
-async fn drift_loop(shared: Arc<Shared>, every: Duration, partitions: Option<u32>) {
+async fn drift_loop(
+    shared: Arc<Shared>,
+    every: Duration,
+    partitions: Option<u32>,
+    first_at_start: bool,
+) {
+    let mut first = first_at_start;
     loop {
-        tokio::time::sleep(every).await;
+        if !std::mem::take(&mut first) {
+            tokio::time::sleep(every).await;
+        }
         let owned: Vec<i32> = match partitions {
             None => vec![0],
             Some(n) => (0..n as i32)

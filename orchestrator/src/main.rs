@@ -38,7 +38,8 @@ enum Command {
     /// Mint a development JWT signed with a local Ed25519 key (its public half goes in
     /// `[auth] keys`).
     Token {
-        /// File with the Ed25519 signing key's seed (64 hex digits).
+        /// File with the Ed25519 signing key's seed (64 hex digits); written (0600) with a
+        /// fresh key when it does not exist.
         #[arg(long)]
         key_file: PathBuf,
         /// `kid` of the key in `[auth] keys`.
@@ -53,13 +54,14 @@ enum Command {
         /// `sub`.
         #[arg(long, default_value = "dev-user")]
         subject: String,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime in seconds. Negative mints a token that has already expired, for
+        /// testing refusals (`--ttl-secs -60`).
+        #[arg(long, default_value_t = 3600, allow_negative_numbers = true)]
         ttl_secs: i64,
-        /// `iss` (default: `[auth] issuer`).
+        /// `iss` (default: `[auth] issuer`, or `lockstep-dev` without a config file).
         #[arg(long)]
         issuer: Option<String>,
-        /// `aud` (default: `[auth] audience`).
+        /// `aud` (default: `[auth] audience`, or `lockstep` without a config file).
         #[arg(long)]
         audience: Option<String>,
     },
@@ -409,7 +411,15 @@ fn main() -> anyhow::Result<()> {
                         audience,
                     },
                 )?;
-                println!("{token}");
+                // the token alone on stdout (scripts capture it); the rest on stderr
+                if token.created_key {
+                    eprintln!("wrote a new signing key to {}", key_file.display());
+                }
+                eprintln!(
+                    "the node verifies this token with this entry in its config:\n{}",
+                    token.auth_key
+                );
+                println!("{}", token.token);
                 Ok(())
             }
             Command::Status { url, token, json } => {

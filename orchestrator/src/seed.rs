@@ -485,7 +485,8 @@ async fn register_device_of(
 
 /// Starts the built-in TTLock simulator with the demo locks and returns the demo property.
 pub fn demo(bind: std::net::SocketAddr) -> anyhow::Result<(RunningSimulator, RawProperty)> {
-    let sim = TtlockSimulator::start(bind).context("starting the built-in TTLock simulator")?;
+    let sim = TtlockSimulator::start(bind)
+        .with_context(|| format!("starting the built-in TTLock simulator on {bind}"))?;
     for (_, lock, _) in DEMO_LOCKS {
         sim.handle().add_lock(*lock);
     }
@@ -611,6 +612,8 @@ pub async fn register_policy(
 pub struct VendorDemo {
     /// Keeps the simulators running.
     pub simulators: Vec<Box<dyn std::any::Any>>,
+    /// Each simulator's vendor and base URL, for the start-up banner.
+    pub urls: Vec<(&'static str, String)>,
 }
 
 /// One demo property on another vendor: (property, adapter id, vendor, port, devices as
@@ -629,9 +632,11 @@ pub async fn demo_vendors(
     store: &dyn Store,
     ports: &PortRegistry,
     deps: &VendorDeps,
+    simulator_bind: std::net::SocketAddr,
 ) -> anyhow::Result<VendorDemo> {
     use lockstep_vendors::{brivo, kisi, salto, vostio};
-    let any = || -> std::net::SocketAddr { std::net::SocketAddr::from(([127, 0, 0, 1], 0)) };
+    // stable addresses beside the TTLock simulator's: 18081 to 18084 by default
+    let at = |offset: u16| lockstep_config::demo_port(simulator_bind, offset);
     let clock = deps.clock.clone();
     // the built-in simulators are test accounts: no rate limit
     let mut deps = deps.clone();
@@ -639,12 +644,15 @@ pub async fn demo_vendors(
     let deps = &deps;
     let mut simulators: Vec<Box<dyn std::any::Any>> = Vec::new();
     let mut properties: Vec<DemoProperty> = Vec::new();
+    let mut urls = Vec::new();
 
-    let s = salto::SaltoSimulator::start(any()).context("starting the Salto simulator")?;
+    let s = salto::SaltoSimulator::start(at(1))
+        .with_context(|| format!("starting the Salto simulator on {}", at(1)))?;
     for l in ["salto-lock-101", "salto-lock-102"] {
         s.handle().add_lock(l);
     }
     println!("salto simulator listening on {}", s.base_url());
+    urls.push(("salto", s.base_url()));
     let port: Arc<dyn LockPort> = Arc::new(
         salto::SaltoAdapter::new(s.default_adapter_config(), clock.clone())
             .map_err(|e| anyhow::anyhow!("salto adapter: {e}"))?,
@@ -669,12 +677,14 @@ pub async fn demo_vendors(
     ));
     simulators.push(Box::new(s));
 
-    let v = vostio::VostioSimulator::start(any()).context("starting the Vostio simulator")?;
+    let v = vostio::VostioSimulator::start(at(2))
+        .with_context(|| format!("starting the Vostio simulator on {}", at(2)))?;
     let cfg = v.default_adapter_config();
     for d in ["door-201", "door-202"] {
         v.handle().add_door(&cfg.environment_ref, d);
     }
     println!("vostio simulator listening on {}", v.base_url());
+    urls.push(("vostio", v.base_url()));
     let port: Arc<dyn LockPort> = Arc::new(
         vostio::VostioAdapter::new(cfg, clock.clone())
             .map_err(|e| anyhow::anyhow!("vostio adapter: {e}"))?,
@@ -699,11 +709,13 @@ pub async fn demo_vendors(
     ));
     simulators.push(Box::new(v));
 
-    let k = kisi::KisiSimulator::start(any()).context("starting the Kisi simulator")?;
+    let k = kisi::KisiSimulator::start(at(3))
+        .with_context(|| format!("starting the Kisi simulator on {}", at(3)))?;
     for l in [301, 302] {
         k.handle().add_group_lock(1, l);
     }
     println!("kisi simulator listening on {}", k.base_url());
+    urls.push(("kisi", k.base_url()));
     let port: Arc<dyn LockPort> = Arc::new(
         kisi::KisiAdapter::new(k.default_adapter_config(), clock.clone())
             .map_err(|e| anyhow::anyhow!("kisi adapter: {e}"))?,
@@ -720,11 +732,13 @@ pub async fn demo_vendors(
     ));
     simulators.push(Box::new(k));
 
-    let b = brivo::BrivoSimulator::start(any()).context("starting the Brivo simulator")?;
+    let b = brivo::BrivoSimulator::start(at(4))
+        .with_context(|| format!("starting the Brivo simulator on {}", at(4)))?;
     for ap in [401, 402] {
         b.handle().add_access_point(ap);
     }
     println!("brivo simulator listening on {}", b.base_url());
+    urls.push(("brivo", b.base_url()));
     let port: Arc<dyn LockPort> = Arc::new(
         brivo::BrivoAdapter::new(b.default_adapter_config(), clock.clone())
             .map_err(|e| anyhow::anyhow!("brivo adapter: {e}"))?,
@@ -780,5 +794,5 @@ pub async fn demo_vendors(
             register_device_of(store, tenant, &property, vendor, &d).await?;
         }
     }
-    Ok(VendorDemo { simulators })
+    Ok(VendorDemo { simulators, urls })
 }

@@ -313,6 +313,7 @@ fn provisional_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<MirroredPr
 impl DeskMirror {
     /// Opens (creating it if missing) the mirror at `path`.
     pub async fn open(path: &str) -> StoreResult<Self> {
+        crate::sqlite::private_file(std::path::Path::new(path))?;
         let options = SqliteConnectOptions::from_str(&format!("sqlite:{path}"))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)

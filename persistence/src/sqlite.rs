@@ -22,7 +22,7 @@ use sqlx::{Sqlite, Transaction};
 use crate::crypto::Cipher;
 use crate::model::*;
 use crate::tx::{Conn, ReadTx, Tx, WorkerReadTx, WorkerTx};
-use crate::{migrate, Storage, StoreResult};
+use crate::{migrate, Storage, StoreError, StoreResult};
 
 /// How long a connection waits for a lock held by another connection (or process).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +38,46 @@ pub struct SqliteStore {
     cipher: Arc<Cipher>,
 }
 
+/// Makes the database file at `path` readable by its owner only (0600) before SQLite
+/// opens it: created empty with that mode when missing (SQLite takes an empty file as a
+/// new database), narrowed when an older run left it wider. SQLite gives its `-wal` and
+/// `-shm` files the main file's mode; ones left wider are narrowed too. The store holds
+/// tenants' stays and encrypted secrets, the desk mirror provisional keys' card numbers.
+pub(crate) fn private_file(path: &std::path::Path) -> StoreResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |e: std::io::Error| StoreError::Database(format!("{}: {e}", path.display()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let p = std::path::PathBuf::from(p);
+            match std::fs::metadata(&p) {
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                        .map_err(io)?;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating it if missing) the database at `path_or_url` — a file path or a
     /// `sqlite:` URL — and applies the SQLite migrations. An in-memory database is not
@@ -46,6 +86,7 @@ impl SqliteStore {
         let base = if path_or_url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(path_or_url)?
         } else {
+            private_file(std::path::Path::new(path_or_url))?;
             SqliteConnectOptions::new().filename(path_or_url)
         };
         let base = base

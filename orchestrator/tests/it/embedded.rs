@@ -230,7 +230,11 @@ async fn embedded_node(name: &str) -> anyhow::Result<(Lockstep, String, String)>
     Ok((node, token, sim))
 }
 
-async fn credential_of(node: &Lockstep, token: &str, reservation: &str) -> Option<Value> {
+pub(crate) async fn credential_of(
+    node: &Lockstep,
+    token: &str,
+    reservation: &str,
+) -> Option<Value> {
     let v: Value = reqwest::Client::new()
         .get(format!(
             "{}/api/v1/key-credentials?reservationId={reservation}",
@@ -247,7 +251,7 @@ async fn credential_of(node: &Lockstep, token: &str, reservation: &str) -> Optio
     v["items"].get(0).cloned()
 }
 
-async fn post_event(node: &Lockstep, token: &str, body: Vec<u8>) -> anyhow::Result<()> {
+pub(crate) async fn post_event(node: &Lockstep, token: &str, body: Vec<u8>) -> anyhow::Result<()> {
     let r = reqwest::Client::new()
         .post(format!("{}/api/v1/intake", node.http))
         .bearer_auth(token)
@@ -272,7 +276,7 @@ async fn set_faults(sim: &str, faults: Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn passcodes(sim: &str, lock: i64) -> anyhow::Result<Vec<Value>> {
+pub(crate) async fn passcodes(sim: &str, lock: i64) -> anyhow::Result<Vec<Value>> {
     let v: Value = reqwest::get(format!("{sim}/_sim/locks/{lock}/passcodes"))
         .await?
         .json()
