@@ -1,7 +1,7 @@
 //! Test harness shared by this crate's integration tests and by the tests of the crates
 //! above it (enable the `testing` feature in their `[dev-dependencies]`).
 //!
-//! Postgres: [`fresh_pg_database`] creates a database named `lockstep_t_<ulid>` as the
+//! Postgres: [`fresh_pg_database`] creates a database named `lockstep_t_<ulid>[_<run tag>]` as the
 //! owner role, runs the migrations in it and hands back URLs for the owner, the service
 //! role (`lockstep_app`, under RLS) and the worker role (`lockstep_worker`). Create one per
 //! test binary ([`shared_pg_database`]) and give each test its own tenant ids. The server
@@ -34,6 +34,28 @@ pub const ADMIN_URL_ENV: &str = "LOCKSTEP_TEST_PG_ADMIN_URL";
 /// Prefix of the per-run test databases.
 pub const DB_PREFIX: &str = "lockstep_t_";
 
+/// Environment variable with a tag for this run of the suite (`scripts/test` sets it):
+/// each database made is named `lockstep_t_<ulid>_<tag>`, and the script drops the run's
+/// databases when the suite ends, whatever became of the test processes.
+pub const RUN_TAG_ENV: &str = "LOCKSTEP_TEST_RUN_TAG";
+
+/// The name of a new test database: the prefix, a lowercase ULID (its age, for
+/// [`drop_stale_databases`]) and the run's tag when it is a safe one.
+fn new_db_name() -> String {
+    let id = ulid::Ulid::new().to_string().to_lowercase();
+    match std::env::var(RUN_TAG_ENV) {
+        Ok(tag)
+            if (1..=12).contains(&tag.len())
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) =>
+        {
+            format!("{DB_PREFIX}{id}_{tag}")
+        }
+        _ => format!("{DB_PREFIX}{id}"),
+    }
+}
+
 /// Test databases older than this are dropped (best effort) when a new one is made, so
 /// leftovers of earlier runs don't pile up.
 const STALE_AFTER_MS: u64 = 2 * 60 * 60 * 1000;
@@ -46,7 +68,7 @@ const WORKER_ROLE: (&str, &str) = ("lockstep_worker", "lockstep_worker");
 /// A freshly created and migrated Postgres database.
 #[derive(Clone, Debug)]
 pub struct PgTestDb {
-    /// Database name, `lockstep_t_<ulid lowercase>`.
+    /// Database name, `lockstep_t_<ulid lowercase>`, then `_<run tag>` under `scripts/test`.
     pub name: String,
     /// URL of the owner role (ran the migrations; still subject to `FORCE` RLS).
     pub owner_url: String,
@@ -97,11 +119,8 @@ pub async fn fresh_pg_database() -> anyhow::Result<PgTestDb> {
             format!("connecting to the test Postgres (is it running? try `bash scripts/services`; or set {ADMIN_URL_ENV})")
         })?;
     drop_stale_databases(&pool).await;
-    let name = format!(
-        "{DB_PREFIX}{}",
-        ulid::Ulid::new().to_string().to_lowercase()
-    );
-    // The name is ours (prefix + lowercase ULID), safe to quote into DDL.
+    let name = new_db_name();
+    // The name is ours (prefix, lowercase ULID, a checked tag), safe to quote into DDL.
     sqlx::query(&format!("CREATE DATABASE \"{name}\""))
         .execute(&pool)
         .await
@@ -135,7 +154,7 @@ async fn drop_stale_databases(pool: &sqlx::PgPool) {
         let Ok(name) = row.try_get::<String, _>("datname") else {
             continue;
         };
-        let Some(id) = name.strip_prefix(DB_PREFIX) else {
+        let Some(id) = name.strip_prefix(DB_PREFIX).and_then(|rest| rest.get(..26)) else {
             continue;
         };
         let Ok(id) = ulid::Ulid::from_string(&id.to_uppercase()) else {
