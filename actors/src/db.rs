@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use lockstep_domain::{KeyCredential, KeyCredentialId, PropertyId, RoomId, TenantId, Timestamp};
+use lockstep_domain::{
+    CommonArea, KeyCredential, KeyCredentialId, PropertyId, RoomId, TenantId, Timestamp,
+};
 use lockstep_persistence::{
     CredentialDevice, Device, MailboxEntry, MasterKeyRecord, PolicyRecord, PropertyCredential,
     ReadOnlyCredentialTable, ReadOnlyDeviceTable, ReadOnlyDoorTruthTable, ReadOnlyMailboxTable,
@@ -287,6 +289,38 @@ impl<'a> StepDb<'a> {
             .collect())
     }
 
+    /// Live devices that open any of `areas` (cached configuration), each with the rooms
+    /// it serves, if any.
+    pub async fn devices_for_areas(
+        &mut self,
+        tenant: TenantId,
+        property: &PropertyId,
+        areas: &[CommonArea],
+    ) -> StoreResult<Vec<Device>> {
+        self.check(tenant)?;
+        let config = self.property_config(property).await?;
+        Ok(config
+            .devices
+            .iter()
+            .filter(|d| d.area.is_some_and(|a| areas.contains(&a)))
+            .cloned()
+            .collect())
+    }
+
+    /// The common areas that have a live door at the property (cached configuration).
+    pub async fn property_areas(
+        &mut self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Vec<CommonArea>> {
+        self.check(tenant)?;
+        let config = self.property_config(property).await?;
+        let mut areas: Vec<CommonArea> = config.devices.iter().filter_map(|d| d.area).collect();
+        areas.sort();
+        areas.dedup();
+        Ok(areas)
+    }
+
     /// Every room with a live lock at the property (cached configuration).
     pub async fn property_rooms(
         &mut self,
@@ -314,7 +348,14 @@ impl<'a> StepDb<'a> {
         }
         let tx = self.tx().await?;
         let rooms = tx.property_rooms(property).await?;
-        let devices = tx.devices_for_rooms(property, &rooms).await?;
+        let mut devices = tx.devices_for_rooms(property, &rooms).await?;
+        // Doors of a common area or the back of house that serve no room (master-key area
+        // scopes); a door of rooms and an area is already there.
+        for d in tx.area_devices(property).await? {
+            if !devices.iter().any(|x| x.id == d.id) {
+                devices.push(d);
+            }
+        }
         let policy = tx.get_policy(property).await?;
         let config = Arc::new(PropertyConfig {
             devices,
@@ -330,7 +371,8 @@ impl<'a> StepDb<'a> {
 /// the rooms each serves) and its key-kind policy.
 #[derive(Debug)]
 pub struct PropertyConfig {
-    /// Live devices, each with every room it serves.
+    /// Live devices, each with every room it serves and its area: the doors of rooms, then
+    /// the doors of areas that serve no room.
     pub devices: Vec<Device>,
     /// Every room with a live lock, sorted.
     pub rooms: Vec<RoomId>,

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use lockstep_domain::master::{resolve_scope, LayoutRoom, MasterScope, PropertyLayout};
+use lockstep_domain::master::{resolve_scope, CommonArea, LayoutRoom, MasterScope, PropertyLayout};
 use lockstep_domain::saga::{
     self, Decision, ReservationEvent, ReservationSaga, SagaCommand, SagaContext,
 };
@@ -1009,8 +1009,30 @@ async fn issue(
         intent.avoid.as_ref(),
     )
     .await;
+    // A master's areas (spec 003 §4): their doors hold the key too, one grant per door
+    // (no adapter's API has an area object; ARCHITECTURE.md "Master-key scopes").
+    let areas: Vec<CommonArea> = intent
+        .scope
+        .areas
+        .iter()
+        .filter_map(|a| CommonArea::parse(a).ok())
+        .collect();
+    let mut devices = devices;
+    if !areas.is_empty() {
+        for d in db
+            .devices_for_areas(entry.tenant_id, &entry.property_id, &areas)
+            .await?
+        {
+            if !devices.iter().any(|x| x.id == d.id) {
+                devices.push(d);
+            }
+        }
+    }
     let served: std::collections::BTreeSet<&RoomId> =
         devices.iter().flat_map(|d| d.rooms.iter()).collect();
+    let unserved_area = areas
+        .iter()
+        .any(|a| !devices.iter().any(|d| d.area == Some(*a)));
     let (vendor, adapter_id) = devices
         .first()
         .map(|d| (d.vendor, d.vendor_adapter_id.clone()))
@@ -1064,7 +1086,7 @@ async fn issue(
         now,
     )
     .map_err(domain_err)?;
-    let unserved = intent.rooms.iter().any(|r| !served.contains(r));
+    let unserved = intent.rooms.iter().any(|r| !served.contains(r)) || unserved_area;
     if let Some(reason) = force_fail.or(unserved.then_some(FailureReason::NoCapableDevice)) {
         cred.mark_failed(reason, now).map_err(domain_err)?;
         observe(entry, &cred, uow);
@@ -1996,6 +2018,7 @@ async fn shift_step(
     // earlier commit, because a unit of work carries one master write.
     let mut uow = unit(entry, fence, now);
     let mut touched = Touched::default();
+    let mut refusals: Vec<FailureReason> = Vec::new();
     for cmd in &commands {
         match cmd {
             ShiftCommand::RevokeMaster {
@@ -2058,27 +2081,43 @@ async fn shift_step(
                         })
                         .collect(),
                     assigned_rooms: scope_rooms.to_vec(),
+                    areas: db
+                        .property_areas(entry.tenant_id, &entry.property_id)
+                        .await?,
                 };
-                let caps = capabilities(rt, db, entry, &all, None).await?;
                 let policy = policy(rt, db, entry).await?;
-                let (resolved, kind) = match (
-                    resolve_scope(scope, &caps, &layout),
-                    policy.choose_kind(&caps, false),
+                // Spec 003 §4: every scope ends at the doors it names, or the master fails
+                // at once with its own reason (never left `requested`).
+                // A floor goes natively to the adapter of the floor's rooms when it has
+                // `scopeFloors` (spec 003 §6.1), else its rooms are enumerated.
+                let caps_of: &[RoomId] = match scope {
+                    MasterScope::Floor { .. } if !scope_rooms.is_empty() => scope_rooms,
+                    _ => &all,
+                };
+                let (resolved, kind, refused) = match resolve_scope(
+                    scope,
+                    &capabilities(rt, db, entry, caps_of, None).await?,
+                    &layout,
                 ) {
-                    (Ok(r), Ok(k)) => (r, k),
-                    (r, k) => {
-                        warn!(subject = %entry.subject, scope_ok = r.is_ok(), kind_ok = k.is_ok(), "master key cannot be issued");
+                    Ok(r) => {
+                        let caps = master_capabilities(rt, db, entry, &r).await?;
+                        match policy.choose_kind(&caps, false) {
+                            Ok(k) => (r, k, None),
+                            Err(reason) => {
+                                warn!(subject = %entry.subject, scope = scope.kind().as_str(), "the scope's doors can issue none of the policy's kinds");
+                                (r, KeyCredentialKind::PinCode, Some(reason))
+                            }
+                        }
+                    }
+                    Err(refusal) => {
+                        warn!(subject = %entry.subject, scope = scope.kind().as_str(), %refusal, "master key scope refused");
                         (
-                            lockstep_domain::master::ResolvedScope {
-                                rooms: Vec::new(),
-                                floors: Vec::new(),
-                                areas: Vec::new(),
-                            },
+                            lockstep_domain::master::ResolvedScope::default(),
                             KeyCredentialKind::PinCode,
+                            Some(refusal.failure_reason()),
                         )
                     }
                 };
-                let impossible = resolved.rooms.is_empty() && resolved.areas.is_empty();
                 let intent = Intent {
                     id: credential_id.clone(),
                     holder: Holder::Staff {
@@ -2093,15 +2132,11 @@ async fn shift_step(
                     idempotency_key: format!("{}:{}", entry.subject, credential_id),
                     avoid: None,
                 };
-                issue(
-                    db,
-                    entry,
-                    &mut uow,
-                    &mut touched,
-                    intent,
-                    impossible.then_some(FailureReason::KindUnsupported),
-                )
-                .await?;
+                issue(db, entry, &mut uow, &mut touched, intent, refused).await?;
+                if let Some(reason) = refused {
+                    refusals.push(reason);
+                }
+                let impossible = refused.is_some();
                 uow.master = Some(MasterKeyWrite::Insert(MasterKeyRecord {
                     id: master_key_id.as_str().to_owned(),
                     tenant_id: entry.tenant_id,
@@ -2127,7 +2162,62 @@ async fn shift_step(
         .saga_steps
         .with_label_values(&[label, "applied"])
         .inc();
+    for reason in refusals {
+        // `lockstep_saga_steps_total{step="master_refused", outcome=<failure reason>}`
+        rt.metrics
+            .saga_steps
+            .with_label_values(&["master_refused", reason.as_str()])
+            .inc();
+    }
     Ok(())
+}
+
+/// What the doors of a resolved master scope can do together: the rooms' adapters as for
+/// any credential, and every adapter of the areas' doors (a master has one kind, which
+/// every door must take).
+async fn master_capabilities(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+    resolved: &lockstep_domain::master::ResolvedScope,
+) -> Result<LockCapabilities, StepError> {
+    let mut caps = (!resolved.rooms.is_empty())
+        .then_some(capabilities(rt, db, entry, &resolved.rooms, None).await?);
+    let area_doors = db
+        .devices_for_areas(entry.tenant_id, &entry.property_id, &resolved.areas)
+        .await?;
+    let mut seen: Vec<&VendorAdapterId> = Vec::new();
+    for d in &area_doors {
+        if seen.contains(&&d.vendor_adapter_id) {
+            continue;
+        }
+        seen.push(&d.vendor_adapter_id);
+        let c = rt
+            .ports
+            .port(&d.vendor_adapter_id)
+            .map(|p| p.capabilities())
+            .unwrap_or_default();
+        caps = Some(match caps {
+            Some(prev) => intersection(prev, c),
+            None => c,
+        });
+    }
+    Ok(caps.unwrap_or_default())
+}
+
+fn intersection(a: LockCapabilities, b: LockCapabilities) -> LockCapabilities {
+    LockCapabilities {
+        mobile_key: a.mobile_key && b.mobile_key,
+        card_encoding: a.card_encoding && b.card_encoding,
+        pin: a.pin && b.pin,
+        qr: a.qr && b.qr,
+        nfc: a.nfc && b.nfc,
+        remote_revoke: a.remote_revoke && b.remote_revoke,
+        remote_issue: a.remote_issue && b.remote_issue,
+        offline_issuance: a.offline_issuance && b.offline_issuance,
+        scope_floors: a.scope_floors && b.scope_floors,
+        scope_areas: a.scope_areas && b.scope_areas,
+    }
 }
 
 fn issue_request(cred: &KeyCredential, d: &CredentialDevice) -> IssueRequest {

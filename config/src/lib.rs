@@ -624,8 +624,13 @@ pub struct RawDevice {
     pub vendor_device_ref: String,
     /// Label.
     pub label: String,
-    /// Rooms it opens.
+    /// Rooms it opens (none for a door of an area only).
+    #[serde(default)]
     pub rooms: Vec<String>,
+    /// The common area or back of house it opens, if any (`lobby`, `gym`, `pool`, `spa`,
+    /// `parking`, `back_of_house`): what master keys with area scopes open (spec `003` §4).
+    #[serde(default)]
+    pub area: Option<String>,
 }
 
 /// Validated settings.

@@ -112,6 +112,11 @@ pub enum FailureReason {
     /// I-9: another reservation's credential holds one of the rooms for overlapping dates
     /// (not in spec `003`'s list; see ARCHITECTURE.md).
     RoomConflict,
+    /// A staff master's scope names no door Lockstep can give the key to: an area with no
+    /// door at the property, a room scope with no room, a floor without rooms (spec `003`
+    /// §4; not in spec `003`'s list, see ARCHITECTURE.md). Decided at the shift's start,
+    /// before any vendor call.
+    ScopeUnresolvable,
 }
 
 /// Vendors (spec `003` §1.1 plus the coworking vendors of spec `001`).
@@ -874,5 +879,5 @@ text_enum!(KeyCredentialState { Requested => "requested", Pending => "pending", 
 text_enum!(HolderKind { Guest => "guest", StaffMaster => "staff_master" });
 text_enum!(SuspendReason { NoShow => "no_show", FraudReview => "fraud_review", OverduePayment => "overdue_payment", Manual => "manual" });
 text_enum!(RevokeReason { Checkout => "checkout", Cancellation => "cancellation", Security => "security", Lost => "lost", Replaced => "replaced", Expired => "expired" });
-text_enum!(FailureReason { VendorUnreachable => "vendor_unreachable", VendorRefused => "vendor_refused", PinCollisionExhausted => "pin_collision_exhausted", NoCapableDevice => "no_capable_device", KindUnsupported => "kind_unsupported", CancelledMidFlight => "cancelled_mid_flight", RoomConflict => "room_conflict" });
+text_enum!(FailureReason { VendorUnreachable => "vendor_unreachable", VendorRefused => "vendor_refused", PinCollisionExhausted => "pin_collision_exhausted", NoCapableDevice => "no_capable_device", KindUnsupported => "kind_unsupported", CancelledMidFlight => "cancelled_mid_flight", RoomConflict => "room_conflict", ScopeUnresolvable => "scope_unresolvable" });
 text_enum!(VendorCode { Ttlock => "ttlock", Salto => "salto", AssaAbloy => "assa-abloy", GenericWiegand => "generic-wiegand", Kisi => "kisi", Brivo => "brivo" });

@@ -52,7 +52,7 @@ pub use events::{DomainEvent, DomainEventKind};
 pub use ids::*;
 pub use master::{
     check_single_active_master, resolve_scope, CommonArea, LayoutRoom, MasterKey, MasterScope,
-    MasterScopeKind, PropertyLayout, ResolvedScope,
+    MasterScopeKind, PropertyLayout, ResolvedScope, ScopeRefusal,
 };
 pub use offline::{OfflineIssuance, OfflineRevokeReason, RenewalRefusal, Unvouched};
 pub use pin::Pin;

@@ -4,7 +4,7 @@
 
 use crate::capabilities::LockCapabilities;
 use crate::clock::Timestamp;
-use crate::credential::{HolderKind, KeyCredential, KeyCredentialScope};
+use crate::credential::{FailureReason, HolderKind, KeyCredential, KeyCredentialScope};
 use crate::errors::DomainError;
 use crate::ids::{KeyCredentialId, MasterKeyId, PropertyId, RoomId, ShiftId, TenantId, UserId};
 use crate::validity::ValidityWindow;
@@ -152,26 +152,57 @@ pub struct PropertyLayout {
     pub rooms: Vec<LayoutRoom>,
     /// The rooms of the staff member's open tasks (for `rooms_assigned`).
     pub assigned_rooms: Vec<RoomId>,
+    /// The common areas that have at least one live door at the property (a door's area
+    /// is registered with the device, `lock_devices.area`; ARCHITECTURE.md "Master-key
+    /// scopes").
+    pub areas: Vec<CommonArea>,
 }
 
-/// A scope resolved into what a credential holds.
+/// A scope resolved into what a credential holds: the rooms whose doors it goes to, the
+/// areas whose doors it goes to, and the floors a vendor scopes natively.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResolvedScope {
-    /// Rooms (sorted, distinct).
+    /// Rooms (sorted, distinct): their doors hold the key.
     pub rooms: Vec<RoomId>,
-    /// Floors the vendor scopes natively (only with `scopeFloors`).
+    /// Floors the vendor scopes natively (only with `scopeFloors`); the floor's rooms are
+    /// in `rooms` either way.
     pub floors: Vec<String>,
-    /// Common areas (only with `scopeAreas`).
-    pub areas: Vec<String>,
+    /// Common areas (sorted, distinct): their doors hold the key.
+    pub areas: Vec<CommonArea>,
 }
 
 impl ResolvedScope {
-    /// The credential's `scope`.
+    /// The credential's `scope` (spec `003` §1.1 `KeyCredentialScope`): the native floors
+    /// and every area (I-12: an areas-only master has no rooms, its scope says what it
+    /// opens).
     pub fn credential_scope(&self) -> KeyCredentialScope {
         KeyCredentialScope {
             floors: self.floors.clone(),
-            areas: self.areas.clone(),
+            areas: self.areas.iter().map(|a| a.as_str().to_owned()).collect(),
         }
+    }
+}
+
+/// Why a master scope names no door Lockstep can give the key to. The shift's master
+/// credential then fails at once as `scope_unresolvable` (spec `003` §4; ARCHITECTURE.md
+/// "Deviations from the spec"), never waiting in `requested`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct ScopeRefusal {
+    /// What the scope names that has no door (no vendor data, no secrets).
+    pub detail: String,
+}
+
+impl ScopeRefusal {
+    fn new(detail: impl Into<String>) -> Self {
+        Self {
+            detail: detail.into(),
+        }
+    }
+
+    /// The credential's failure reason.
+    pub fn failure_reason(&self) -> FailureReason {
+        FailureReason::ScopeUnresolvable
     }
 }
 
@@ -181,57 +212,72 @@ fn sorted(mut rooms: Vec<RoomId>) -> Vec<RoomId> {
     rooms
 }
 
+/// The doors of `areas`: each named area must have one at the property (`strict`), or,
+/// for `areas_all`, those that have one, at least one of them.
 fn areas_scope(
-    caps: &LockCapabilities,
+    layout: &PropertyLayout,
     areas: &[CommonArea],
-) -> Result<ResolvedScope, DomainError> {
-    // Spec `003` §6.1: without `scopeAreas` the saga rejects area-scoped masters. Areas
-    // have no rooms to enumerate instead, so the refusal is final.
-    if !caps.scope_areas {
-        return Err(DomainError::validation(
-            "scope",
-            "the adapter cannot scope a master key to common areas (no scopeAreas), and areas cannot be enumerated into rooms",
-        ));
-    }
+    strict: bool,
+    what: &str,
+) -> Result<ResolvedScope, ScopeRefusal> {
     if areas.is_empty() {
-        return Err(DomainError::validation(
-            "scope.areas",
-            "an areas scope names at least one area",
-        ));
+        return Err(ScopeRefusal::new(format!(
+            "{what} names no area (spec 003 §4)"
+        )));
     }
-    let mut a: Vec<CommonArea> = areas.to_vec();
-    a.sort();
-    a.dedup();
+    let mut named: Vec<CommonArea> = areas.to_vec();
+    named.sort();
+    named.dedup();
+    let (with_door, without): (Vec<CommonArea>, Vec<CommonArea>) =
+        named.into_iter().partition(|a| layout.areas.contains(a));
+    if strict && !without.is_empty() {
+        let missing: Vec<&str> = without.iter().map(|a| a.as_str()).collect();
+        return Err(ScopeRefusal::new(format!(
+            "{what} names {} with no door at the property",
+            missing.join(", ")
+        )));
+    }
+    if with_door.is_empty() {
+        return Err(ScopeRefusal::new(format!(
+            "{what} resolves to no door: the property has no door in any of its areas"
+        )));
+    }
     Ok(ResolvedScope {
         rooms: vec![],
         floors: vec![],
-        areas: a.iter().map(|a| a.as_str().to_owned()).collect(),
+        areas: with_door,
     })
 }
 
-/// Resolves a master scope into rooms, floors and areas for the adapter at hand.
+/// Resolves a master scope into the rooms and areas whose doors hold the key, and the
+/// floors a vendor scopes natively. Every one of spec `003` §4's seven scopes ends at the
+/// doors it names, or is refused ([`ScopeRefusal`]):
 ///
 /// - `room`: the room, which must be the property's.
 /// - `floor`: the floor's rooms; with `scopeFloors` the floor is also passed natively,
 ///   without it the rooms alone carry the scope (spec `003` §6.1 per-room enumeration).
 /// - `rooms_assigned`: the staff member's assigned rooms that belong to the property.
 /// - `rooms_all`: every room.
-/// - `areas`, `areas_all`, `back_of_house`: need `scopeAreas`, else refused.
+/// - `areas`: the doors of the named areas; every named area must have a door.
+/// - `areas_all`: the doors of every area that has one (back of house included: it is
+///   one of spec `003` §1.1's areas); at least one.
+/// - `back_of_house`: the back-of-house doors.
 ///
-/// I-3/I-12: a room scope that resolves to no room is refused, so a master credential has
-/// empty rooms only when areas cover it.
+/// Spec `003` §6.1: an adapter without `scopeAreas` gets the areas' doors one by one
+/// (the areas are enumerated into doors as floors are into rooms), so the capability does
+/// not refuse a scope. I-3/I-12: a scope that resolves to no door is refused, so a master
+/// credential has empty rooms only when areas cover it.
 pub fn resolve_scope(
     scope: &MasterScope,
     caps: &LockCapabilities,
     layout: &PropertyLayout,
-) -> Result<ResolvedScope, DomainError> {
+) -> Result<ResolvedScope, ScopeRefusal> {
     let known = |r: &RoomId| layout.rooms.iter().any(|l| &l.room_id == r);
     let rooms_scope = |rooms: Vec<RoomId>, floors: Vec<String>, what: &str| {
         if rooms.is_empty() {
-            return Err(DomainError::validation(
-                "scope",
-                format!("{what} resolves to no room of the property (I-12)"),
-            ));
+            return Err(ScopeRefusal::new(format!(
+                "{what} resolves to no room of the property (I-12)"
+            )));
         }
         Ok(ResolvedScope {
             rooms: sorted(rooms),
@@ -242,9 +288,8 @@ pub fn resolve_scope(
     match scope {
         MasterScope::Room { room_id } => {
             if !known(room_id) {
-                return Err(DomainError::validation(
-                    "scope.roomId",
-                    "is not a room of the property",
+                return Err(ScopeRefusal::new(
+                    "the room scope names a room with no door at the property",
                 ));
             }
             rooms_scope(vec![room_id.clone()], vec![], "the room scope")
@@ -277,9 +322,14 @@ pub fn resolve_scope(
             vec![],
             "the rooms_all scope",
         ),
-        MasterScope::Areas { areas } => areas_scope(caps, areas),
-        MasterScope::AreasAll => areas_scope(caps, CommonArea::ALL),
-        MasterScope::BackOfHouse => areas_scope(caps, &[CommonArea::BackOfHouse]),
+        MasterScope::Areas { areas } => areas_scope(layout, areas, true, "the areas scope"),
+        MasterScope::AreasAll => areas_scope(layout, CommonArea::ALL, false, "the areas_all scope"),
+        MasterScope::BackOfHouse => areas_scope(
+            layout,
+            &[CommonArea::BackOfHouse],
+            true,
+            "the back_of_house scope",
+        ),
     }
 }
 

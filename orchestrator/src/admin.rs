@@ -122,6 +122,9 @@ pub(crate) async fn register_device(
             label: label.to_owned(),
             capabilities: caps.clone(),
             rooms: rooms.clone(),
+            // a door of an area is configured (`[[properties.devices]] area`); the API
+            // registers doors of rooms
+            area: None,
             now,
             on_register: vec![registered],
         })

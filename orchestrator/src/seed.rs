@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use lockstep_actors::{events_out, AdapterInfo, PortRegistry, RateLimit, VendorDeps};
 use lockstep_config::{resolve_secret, RawAdapter, RawDevice, RawProperty, SecretSource};
 use lockstep_domain::{
-    Clock, DeviceRef, KeyCredentialKind, KeyKindPolicy, KeyKindPolicyId, KeyKindPolicyInput,
-    LockDeviceId, PropertyId, RoomId, TenantId, VendorAdapterId, VendorCode, VendorCredentialId,
+    Clock, CommonArea, DeviceRef, KeyCredentialKind, KeyKindPolicy, KeyKindPolicyId,
+    KeyKindPolicyInput, LockDeviceId, PropertyId, RoomId, TenantId, VendorAdapterId, VendorCode,
+    VendorCredentialId,
 };
 use lockstep_persistence::{
     AdapterRecord, CredentialChange, DeviceRecord, PolicyRecord, Store, VendorCredentialRecord,
@@ -446,6 +447,22 @@ async fn register_device_of(
         .map(|r| RoomId::parse(r))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("devices.rooms: {e:?}"))?;
+    let area = d
+        .area
+        .as_deref()
+        .map(CommonArea::parse)
+        .transpose()
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "devices.area: one of lobby, gym, pool, spa, parking, back_of_house (device {})",
+                d.id
+            )
+        })?;
+    anyhow::ensure!(
+        !rooms.is_empty() || area.is_some(),
+        "devices: device {} opens no room and no area",
+        d.id
+    );
     let id = LockDeviceId::parse(&d.id).map_err(|e| anyhow::anyhow!("devices.id: {e:?}"))?;
     let now = lockstep_domain::SystemClock.now();
     // spec 002: `lock.device.registered.v1` when the device is new, in the same commit
@@ -475,6 +492,7 @@ async fn register_device_of(
             label: d.label.clone(),
             capabilities: json!({ "pin": true }),
             rooms,
+            area,
             now,
             on_register: vec![registered],
         })
@@ -520,6 +538,7 @@ pub fn demo(bind: std::net::SocketAddr) -> anyhow::Result<(RunningSimulator, Raw
                 vendor_device_ref: lock.to_string(),
                 label: format!("Room {} door", room.trim_start_matches("rmu_")),
                 rooms: vec![(*room).into()],
+                area: None,
             })
             .collect(),
         policy: None,
@@ -790,6 +809,7 @@ pub async fn demo_vendors(
                 vendor_device_ref: vendor_ref,
                 label: format!("Room {}", room.trim_start_matches("rmu_")),
                 rooms: vec![room.into()],
+                area: None,
             };
             register_device_of(store, tenant, &property, vendor, &d).await?;
         }

@@ -88,6 +88,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "offline_rotation",
         sql: include_str!("../migrations/postgres/0015_offline_rotation.sql"),
     },
+    Migration {
+        version: 16,
+        name: "device_area",
+        sql: include_str!("../migrations/postgres/0016_device_area.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -166,5 +171,10 @@ pub const SQLITE: &[Migration] = &[
         version: 15,
         name: "offline_rotation",
         sql: include_str!("../migrations/sqlite/0015_offline_rotation.sql"),
+    },
+    Migration {
+        version: 16,
+        name: "device_area",
+        sql: include_str!("../migrations/sqlite/0016_device_area.sql"),
     },
 ];

@@ -2,8 +2,8 @@
 
 use lockstep_domain::credential::KeyCredentialSnapshot;
 use lockstep_domain::{
-    DeviceRef, KeyCredentialId, LockDeviceId, Pin, PropertyId, RoomId, TenantId, Timestamp,
-    VendorAdapterId, VendorCode, VendorRef,
+    CommonArea, DeviceRef, KeyCredentialId, LockDeviceId, Pin, PropertyId, RoomId, TenantId,
+    Timestamp, VendorAdapterId, VendorCode, VendorRef,
 };
 
 /// Ownership of a partition at an epoch (DESIGN §4).
@@ -577,6 +577,9 @@ pub struct Device {
     pub label: String,
     /// Rooms it serves (of those asked for, in `devices_for_rooms`).
     pub rooms: Vec<RoomId>,
+    /// The common area (or back of house) it opens, if any (migration 0016; master-key
+    /// area scopes).
+    pub area: Option<CommonArea>,
 }
 
 /// A vendor adapter row.
@@ -621,6 +624,8 @@ pub struct DeviceRecord {
     pub capabilities: serde_json::Value,
     /// Rooms.
     pub rooms: Vec<RoomId>,
+    /// The common area (or back of house) it opens, if any (master-key area scopes).
+    pub area: Option<CommonArea>,
     /// When.
     pub now: Timestamp,
     /// Outbox rows written only if this registers a new device (`lock.device.registered`),

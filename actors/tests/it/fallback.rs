@@ -74,6 +74,7 @@ async fn with_kisi(rig: &Rig) -> anyhow::Result<(kisi::RunningSimulator, Arc<kis
             label: "kisi door 3".into(),
             capabilities: json!({}),
             rooms: vec![RoomId::parse("rmu_3")?],
+            area: None,
             now,
             on_register: Vec::new(),
         })

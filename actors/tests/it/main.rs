@@ -4,6 +4,7 @@
 mod breaker;
 mod contract;
 mod fallback;
+mod master_scopes;
 mod model;
 mod outage;
 mod reissue;

@@ -190,6 +190,7 @@ impl Rig {
                     label: format!("lock {l}"),
                     capabilities: json!({}),
                     rooms: vec![RoomId::parse(&format!("rmu_{l}"))?],
+                    area: None,
                     now: clock.now(),
                     on_register: Vec::new(),
                 })

@@ -2,7 +2,7 @@
 
 use chrono::Duration;
 use lockstep_domain::{
-    check_single_active_master, resolve_scope, CommonArea, DomainError, HolderKind,
+    check_single_active_master, resolve_scope, CommonArea, FailureReason, HolderKind,
     KeyCredentialState, LayoutRoom, LockCapabilities, MasterKey, MasterKeyId, MasterScope,
     PropertyLayout, ShiftId, ValidityWindow,
 };
@@ -17,6 +17,7 @@ fn layout() -> PropertyLayout {
     PropertyLayout {
         rooms: vec![r("rmu_101", "1"), r("rmu_102", "1"), r("rmu_201", "2")],
         assigned_rooms: vec![room_id("rmu_201"), room_id("rmu_999")],
+        areas: vec![CommonArea::Gym, CommonArea::Pool, CommonArea::BackOfHouse],
     }
 }
 
@@ -105,45 +106,90 @@ fn room_scope_must_name_a_room_of_the_property() {
 }
 
 #[test]
-fn area_scopes_are_refused_without_scope_areas() {
-    for scope in [
-        MasterScope::Areas {
-            areas: vec![CommonArea::Gym],
-        },
-        MasterScope::AreasAll,
-        MasterScope::BackOfHouse,
-    ] {
-        let err = resolve_scope(&scope, &caps(true, false), &layout()).unwrap_err();
-        assert!(
-            matches!(err, DomainError::Validation { field: "scope", .. }),
-            "{scope:?}: {err:?}"
-        );
+fn area_scopes_resolve_to_their_doors_with_or_without_scope_areas() {
+    // Spec 003 §6.1: without scopeAreas the areas are enumerated into their doors, as a
+    // floor into its rooms; the capability refuses nothing.
+    for areas_cap in [false, true] {
+        let r = resolve_scope(
+            &MasterScope::Areas {
+                areas: vec![CommonArea::Pool, CommonArea::Gym, CommonArea::Gym],
+            },
+            &caps(false, areas_cap),
+            &layout(),
+        )
+        .unwrap();
+        assert!(r.rooms.is_empty());
+        assert_eq!(r.areas, vec![CommonArea::Gym, CommonArea::Pool]);
+        assert_eq!(r.credential_scope().areas, vec!["gym", "pool"]);
     }
 }
 
 #[test]
-fn area_scopes_resolve_to_areas_and_no_rooms() {
-    let r = resolve_scope(
+fn areas_all_is_every_area_with_a_door_and_back_of_house_only_its_own() {
+    let all = resolve_scope(&MasterScope::AreasAll, &caps(false, false), &layout()).unwrap();
+    assert_eq!(
+        all.areas,
+        vec![CommonArea::Gym, CommonArea::Pool, CommonArea::BackOfHouse],
+        "the areas that have a door, back of house included; lobby, spa and parking have none"
+    );
+    assert!(all.rooms.is_empty());
+    let boh = resolve_scope(&MasterScope::BackOfHouse, &caps(false, true), &layout()).unwrap();
+    assert_eq!(boh.areas, vec![CommonArea::BackOfHouse]);
+    assert!(boh.rooms.is_empty() && boh.floors.is_empty());
+}
+
+#[test]
+fn an_area_scope_naming_an_area_without_a_door_is_refused_as_scope_unresolvable() {
+    // every named area must have a door: a gym-and-spa master at a property with no spa
+    // door is refused, not issued for the gym alone
+    let err = resolve_scope(
         &MasterScope::Areas {
-            areas: vec![CommonArea::Pool, CommonArea::Gym],
+            areas: vec![CommonArea::Gym, CommonArea::Spa],
         },
         &caps(false, true),
         &layout(),
     )
-    .unwrap();
-    assert!(r.rooms.is_empty());
-    assert_eq!(r.areas, vec!["gym".to_string(), "pool".to_string()]);
-    let all = resolve_scope(&MasterScope::AreasAll, &caps(false, true), &layout()).unwrap();
-    assert_eq!(all.areas.len(), 6);
-    let boh = resolve_scope(&MasterScope::BackOfHouse, &caps(false, true), &layout()).unwrap();
-    assert_eq!(boh.areas, vec!["back_of_house".to_string()]);
+    .unwrap_err();
+    assert!(err.detail.contains("spa"), "{err}");
+    assert_eq!(err.failure_reason(), FailureReason::ScopeUnresolvable);
+    assert_eq!(err.failure_reason().as_str(), "scope_unresolvable");
     assert!(resolve_scope(
         &MasterScope::Areas { areas: vec![] },
         &caps(false, true),
         &layout()
     )
     .is_err());
-    // the resolved scope makes a valid master credential (I-3/I-12: areas-only, no rooms)
+    let no_areas = PropertyLayout {
+        areas: vec![],
+        ..layout()
+    };
+    for scope in [MasterScope::AreasAll, MasterScope::BackOfHouse] {
+        let err = resolve_scope(&scope, &caps(true, true), &no_areas).unwrap_err();
+        assert_eq!(
+            err.failure_reason(),
+            FailureReason::ScopeUnresolvable,
+            "{scope:?}"
+        );
+    }
+    // back of house needs a back-of-house door, not just any area door
+    let no_boh = PropertyLayout {
+        areas: vec![CommonArea::Gym],
+        ..layout()
+    };
+    assert!(resolve_scope(&MasterScope::BackOfHouse, &caps(false, true), &no_boh).is_err());
+}
+
+#[test]
+fn an_areas_only_resolution_makes_a_valid_master_credential() {
+    let r = resolve_scope(
+        &MasterScope::Areas {
+            areas: vec![CommonArea::Gym],
+        },
+        &caps(false, false),
+        &layout(),
+    )
+    .unwrap();
+    // I-3/I-12: areas-only, no rooms
     let cred = a_master_key()
         .scope(r.credential_scope())
         .rooms(vec![])

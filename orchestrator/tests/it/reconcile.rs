@@ -83,6 +83,7 @@ async fn setup(store: &Arc<dyn Store>, clock: &dyn Clock) -> anyhow::Result<Fixt
                 label: format!("door {l}"),
                 capabilities: json!({}),
                 rooms: vec![RoomId::parse(&format!("rmu_{l}"))?],
+                area: None,
                 now,
                 on_register: Vec::new(),
             })

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use lockstep_domain::{
-    BatteryThreshold, DeviceHealth, DeviceRef, LockDeviceId, PropertyId, RoomId, Timestamp,
-    VendorAdapterId, VendorCode,
+    BatteryThreshold, CommonArea, DeviceHealth, DeviceRef, LockDeviceId, PropertyId, RoomId,
+    Timestamp, VendorAdapterId, VendorCode,
 };
 
 use crate::dialect::{corrupt, Stmt};
@@ -32,6 +32,10 @@ pub trait ReadOnlyDeviceTable: Send {
 
     /// Every room with a live lock at the property, sorted (master-key scope `rooms_all`).
     async fn property_rooms(&mut self, property: &PropertyId) -> StoreResult<Vec<RoomId>>;
+
+    /// Live devices of a property that open a common area or the back of house, by id,
+    /// each with its area and no rooms (master-key area scopes, migration 0016).
+    async fn area_devices(&mut self, property: &PropertyId) -> StoreResult<Vec<Device>>;
 
     /// The property of a live (not decommissioned) device; `None` if unknown or retired.
     async fn device_property(&mut self, device: &LockDeviceId) -> StoreResult<Option<PropertyId>>;
@@ -77,7 +81,7 @@ impl<A: Access> ReadOnlyDeviceTable for Tx<A> {
         for chunk in d.chunks(rooms) {
             let ids: Vec<&str> = chunk.iter().map(|r| r.as_str()).collect();
             let stmt = Stmt::new(format!(
-                "SELECT d.id, d.tenant_id, d.property_id, d.vendor, d.vendor_adapter_id, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.label, r.room_id \
+                "SELECT d.id, d.tenant_id, d.property_id, d.vendor, d.vendor_adapter_id, d.vendor_device_ref_ciphertext, d.vendor_device_ref_kms_version, d.label, d.area, r.room_id \
                  FROM lock_devices d JOIN lock_device_rooms r ON r.device_id = d.id AND r.tenant_id = d.tenant_id \
                  WHERE d.tenant_id = $1 AND d.property_id = $2 AND d.decommissioned_at IS NULL AND {} ORDER BY d.id, r.room_id",
                 d.in_list("r.room_id", 3, ids.len())
@@ -114,6 +118,7 @@ impl<A: Access> ReadOnlyDeviceTable for Tx<A> {
                     device_ref: DeviceRef::new(dref),
                     label: r.get("label")?,
                     rooms: vec![room],
+                    area: area_of(r)?,
                 },
             );
         }
@@ -134,6 +139,39 @@ impl<A: Access> ReadOnlyDeviceTable for Tx<A> {
         let rows = self.conn.fetch_all(stmt).await?;
         rows.iter()
             .map(|r| Ok(RoomId::parse(r.get("room_id")?)?))
+            .collect()
+    }
+
+    async fn area_devices(&mut self, property: &PropertyId) -> StoreResult<Vec<Device>> {
+        let stmt = Stmt::new(
+            "SELECT id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, area \
+             FROM lock_devices WHERE tenant_id = $1 AND property_id = $2 AND decommissioned_at IS NULL AND area IS NOT NULL ORDER BY id",
+        )
+        .bind(self.tenant)
+        .bind(property.as_str());
+        let rows = self.conn.fetch_all(stmt).await?;
+        rows.iter()
+            .map(|r| {
+                let device_id = LockDeviceId::parse(r.get("id")?)?;
+                let dref = decrypt_opt(
+                    &self.cipher,
+                    r,
+                    "vendor_device_ref",
+                    &context::device_ref(&device_id),
+                )?
+                .ok_or_else(|| corrupt("device without a vendor device ref"))?;
+                Ok(Device {
+                    id: device_id,
+                    tenant_id: r.tenant("tenant_id")?,
+                    property_id: PropertyId::parse(r.get("property_id")?)?,
+                    vendor: VendorCode::parse(r.get("vendor")?)?,
+                    vendor_adapter_id: VendorAdapterId::parse(r.get("vendor_adapter_id")?)?,
+                    device_ref: DeviceRef::new(dref),
+                    label: r.get("label")?,
+                    rooms: Vec::new(),
+                    area: area_of(r)?,
+                })
+            })
             .collect()
     }
 
@@ -228,9 +266,9 @@ impl DeviceTable for Tx<ReadWrite> {
         let known: bool = self.conn.fetch_one(stmt).await?.get("known")?;
         let guard = self.conn.dialect().upsert_guard("lock_devices");
         let stmt = Stmt::new(format!(
-            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at, vendor_device_ref_hash) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) \
-             ON CONFLICT (id) DO UPDATE SET label = excluded.label, capabilities = excluded.capabilities, vendor_device_ref_ciphertext = excluded.vendor_device_ref_ciphertext, \
+            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at, vendor_device_ref_hash, area) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) \
+             ON CONFLICT (id) DO UPDATE SET label = excluded.label, capabilities = excluded.capabilities, area = excluded.area, vendor_device_ref_ciphertext = excluded.vendor_device_ref_ciphertext, \
              vendor_device_ref_kms_version = excluded.vendor_device_ref_kms_version, vendor_device_ref_hash = excluded.vendor_device_ref_hash{guard}"
         ))
         .bind(d.id.as_str())
@@ -243,7 +281,8 @@ impl DeviceTable for Tx<ReadWrite> {
         .bind(&d.label)
         .bind(&d.capabilities)
         .bind(d.now)
-        .bind(ref_hash);
+        .bind(ref_hash)
+        .bind(d.area.map(|a| a.as_str()));
         let n = self.conn.execute(stmt).await?;
         if n != 1 {
             return Err(StoreError::Constraint(
@@ -292,4 +331,13 @@ impl DeviceTable for Tx<ReadWrite> {
         }
         Ok(())
     }
+}
+
+/// A row's `area` (migration 0016); the CHECK keeps it to the spec's six.
+fn area_of(r: &crate::dialect::Row) -> StoreResult<Option<CommonArea>> {
+    let area: Option<String> = r.get("area")?;
+    area.as_deref()
+        .map(CommonArea::parse)
+        .transpose()
+        .map_err(|_| corrupt("lock device with an unknown area"))
 }

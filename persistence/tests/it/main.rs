@@ -70,6 +70,7 @@ macro_rules! store_contract_tests {
             },
             devices {
                 devices_for_rooms_returns_only_own_devices_of_asked_rooms,
+                area_devices_are_the_live_doors_with_an_area_of_the_property,
                 d1_a_vendor_device_ref_registers_once_per_property_and_vendor,
                 device_health_round_trips_and_registration_writes_its_event_once,
                 registry_writes_are_read_back_and_stay_in_their_tenant,

@@ -349,6 +349,7 @@ pub async fn seed_registry(store: &dyn Store, tenant: TenantId) -> anyhow::Resul
                 label: format!("door {id}"),
                 capabilities: serde_json::json!({ "pin_code": true }),
                 rooms,
+                area: None,
                 now: t0(),
                 on_register: Vec::new(),
             })
@@ -809,6 +810,7 @@ pub fn device_record(
         label: "door".into(),
         capabilities: serde_json::json!({}),
         rooms: vec![room("r190")],
+        area: None,
         now: t0(),
         on_register: vec![outbox_row(registry.tenant, id.as_str(), t0())],
     }

@@ -104,6 +104,7 @@ pub async fn pair(store: Arc<dyn Store>) -> anyhow::Result<Pair> {
             label: "Room 501".into(),
             capabilities: serde_json::json!({}),
             rooms: vec![RoomId::parse("rmu_w501")?],
+            area: None,
             now: clock.now(),
             on_register: vec![],
         })

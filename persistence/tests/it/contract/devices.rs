@@ -78,6 +78,101 @@ pub async fn devices_for_rooms_returns_only_own_devices_of_asked_rooms(
     Ok(())
 }
 
+/// Master-key area scopes (migration 0016): a door's area is stored with the device,
+/// read back by `area_devices` (only doors with an area, of this tenant and property) and
+/// by `devices_for_rooms` for a door that also serves rooms; an upsert can change it.
+pub async fn area_devices_are_the_live_doors_with_an_area_of_the_property(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    use lockstep_domain::CommonArea;
+    use lockstep_persistence::DeviceRecord;
+    let store = b.store();
+    let a = seed_registry(store, TenantId::generate()).await?;
+    let other = seed_registry(store, TenantId::generate()).await?;
+    let gym = lockstep_domain::LockDeviceId::generate();
+    let boh = lockstep_domain::LockDeviceId::generate();
+    store
+        .upsert_device(&DeviceRecord {
+            rooms: vec![],
+            area: Some(CommonArea::Gym),
+            ..device_record(&a, &gym, "prop-1", "lock-gym")
+        })
+        .await?;
+    store
+        .upsert_device(&DeviceRecord {
+            area: Some(CommonArea::BackOfHouse),
+            ..device_record(&a, &boh, "prop-1", "lock-boh")
+        })
+        .await?;
+    // another tenant's area door with the same property id is not ours
+    store
+        .upsert_device(&DeviceRecord {
+            area: Some(CommonArea::Gym),
+            ..device_record(
+                &other,
+                &lockstep_domain::LockDeviceId::generate(),
+                "prop-1",
+                "lock-gym",
+            )
+        })
+        .await?;
+    let mut rtx = store.read(a.tenant).await?;
+    let found = rtx.area_devices(&property()).await?;
+    let mut got: Vec<_> = found.iter().map(|d| (d.id.clone(), d.area)).collect();
+    got.sort();
+    let mut want = vec![
+        (gym.clone(), Some(CommonArea::Gym)),
+        (boh.clone(), Some(CommonArea::BackOfHouse)),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(found
+        .iter()
+        .all(|d| d.rooms.is_empty() && d.tenant_id == a.tenant));
+    assert_eq!(
+        found
+            .iter()
+            .find(|d| d.id == gym)
+            .map(|d| d.device_ref.expose().to_owned()),
+        Some("lock-gym".to_owned()),
+        "the ref is decrypted"
+    );
+    // a door of rooms and an area: its area comes with it by room too; room doors have none
+    let by_room = rtx
+        .devices_for_rooms(&property(), &[room("r190"), room("r101")])
+        .await?;
+    assert_eq!(
+        by_room.iter().find(|d| d.id == boh).map(|d| d.area),
+        Some(Some(CommonArea::BackOfHouse))
+    );
+    assert!(by_room
+        .iter()
+        .filter(|d| d.id != boh)
+        .all(|d| d.area.is_none()));
+    rtx.commit().await?;
+    // an upsert moves the door out of its area
+    store
+        .upsert_device(&DeviceRecord {
+            area: None,
+            ..device_record(&a, &boh, "prop-1", "lock-boh")
+        })
+        .await?;
+    let mut rtx = store.read(a.tenant).await?;
+    let ids: Vec<_> = rtx
+        .area_devices(&property())
+        .await?
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, vec![gym]);
+    assert!(rtx
+        .area_devices(&lockstep_domain::PropertyId::parse("prop-2")?)
+        .await?
+        .is_empty());
+    rtx.commit().await?;
+    Ok(())
+}
+
 /// Spec 003 D-1: `vendorDeviceRef` is unique within (tenant, property, vendor), enforced on
 /// the encrypted ref's blind index; the same ref in another property is another lock.
 pub async fn d1_a_vendor_device_ref_registers_once_per_property_and_vendor(
