@@ -28,6 +28,7 @@ pub mod secrets;
 pub mod sim_server;
 pub mod ttlock;
 pub mod vostio;
+pub mod webhook;
 pub mod wiegand;
 
 pub use ttlock::{TtlockAdapter, TtlockConfig};

@@ -57,6 +57,7 @@
 
 pub mod errors;
 pub mod simulator;
+pub mod webhook;
 pub mod wire;
 
 use std::collections::HashMap;

@@ -15,7 +15,9 @@
 //! with `POST /_sim/faults` (a JSON object; the keys given replace the current values).
 //! Inspection over HTTP: `GET /_sim/faults`, `GET /_sim/counters`, `GET /_sim/users`;
 //! control: `POST /_sim/access-points/{id}` (adds an access point), `POST /_sim/tokens/expire`
-//! (every issued token answers 401 from then on).
+//! (every issued token answers 401 from then on). Door attempts post signed access events
+//! (`webhooks`: `POST /_sim/webhook`, `POST /_sim/access-points/{id}/attempts`,
+//! `POST /_sim/webhook/redeliver`).
 //!
 //! The server runs on a thread of its own with its own actix `System`, so
 //! [`BrivoSimulator::start`] works from any runtime or a plain test, and returns once the
@@ -40,6 +42,8 @@ use super::errors::{DUPLICATE_EXTERNAL_ID_MESSAGE, DUPLICATE_PIN_MESSAGE};
 use super::wire::{self, ApiError};
 use super::{BrivoConfig, BrivoCredentials, Secret};
 use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
+
+mod webhooks;
 
 /// Api key the simulator accepts.
 pub const SIM_API_KEY: &str = "sim-api-key";
@@ -166,6 +170,8 @@ struct SimState {
     /// The client secrets accepted now (a rotation's overlap holds two).
     client_secrets: Vec<String>,
     journal: DoorJournal,
+    /// Where door events are posted (`webhooks`).
+    webhook: crate::webhook::SimWebhook,
 }
 
 impl SimState {
@@ -227,6 +233,7 @@ impl SimHandle {
             token_ttl_secs: config.token_ttl_secs,
             rate_window: None,
             journal: DoorJournal::default(),
+            webhook: crate::webhook::SimWebhook::default(),
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -462,7 +469,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
             "/_sim/access-points/{id}",
             web::post().to(post_access_point),
         )
-        .route("/_sim/tokens/expire", web::post().to(post_expire_tokens));
+        .route("/_sim/tokens/expire", web::post().to(post_expire_tokens))
+        .configure(webhooks::routes);
 }
 
 type Params = HashMap<String, String>;

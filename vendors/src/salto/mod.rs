@@ -70,6 +70,7 @@
 
 pub mod errors;
 pub mod simulator;
+pub mod webhook;
 pub mod wire;
 
 use std::fmt;

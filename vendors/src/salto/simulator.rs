@@ -13,7 +13,9 @@
 //! Inspection over HTTP: `GET /_sim/faults`, `GET /_sim/counters`,
 //! `GET /_sim/access_groups`, `GET /_sim/users`; control: `POST /_sim/locks/{lock_id}`
 //! (adds a lock; body `{"lock_type": "..."}` optional, default `escutcheon_pin`),
-//! `POST /_sim/tokens/expire` (every issued token answers 401 from then on).
+//! `POST /_sim/tokens/expire` (every issued token answers 401 from then on). Door attempts
+//! post signed event notifications (`webhooks`: `POST /_sim/webhook`,
+//! `POST /_sim/locks/{lock_id}/attempts`, `POST /_sim/webhook/redeliver`).
 //!
 //! The server runs on a thread of its own with its own actix `System`, so
 //! [`SaltoSimulator::start`] works the same from any runtime or a test, and returns once
@@ -39,6 +41,8 @@ use super::errors as code;
 use super::wire::{self, ApiError, OAuthError};
 use super::{SaltoConfig, Secret};
 use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
+
+mod webhooks;
 
 /// The site of the default configuration.
 pub const SIM_SITE_ID: &str = "00d20e57-9ac2-4b76-a65d-7911bfb00da2";
@@ -201,6 +205,8 @@ struct SimState {
     /// Whether the configured client secret is retired.
     configured_secret_retired: bool,
     journal: DoorJournal,
+    /// Where door events are posted (`webhooks`).
+    webhook: crate::webhook::SimWebhook,
 }
 
 /// A lock's health as the simulator reports it (`online`, `battery_level`,
@@ -292,6 +298,7 @@ impl SimHandle {
             lock_health: HashMap::new(),
             config,
             journal: DoorJournal::default(),
+            webhook: crate::webhook::SimWebhook::default(),
             users: Vec::new(),
             groups: Vec::new(),
             tokens: HashMap::new(),
@@ -502,7 +509,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/_sim/access_groups", web::get().to(sim_groups))
         .route("/_sim/users", web::get().to(sim_users))
         .route("/_sim/locks/{lock}", web::post().to(sim_add_lock))
-        .route("/_sim/tokens/expire", web::post().to(sim_expire_tokens));
+        .route("/_sim/tokens/expire", web::post().to(sim_expire_tokens))
+        .configure(webhooks::routes);
 }
 
 /// A Connect API error: status and `{ErrorCode, Message}`.

@@ -50,6 +50,7 @@
 
 pub mod errors;
 pub mod simulator;
+pub mod webhook;
 pub mod wire;
 
 use std::fmt;

@@ -17,7 +17,9 @@
 //! Inspection over HTTP: `GET /_sim/faults`, `GET /_sim/counters`,
 //! `GET /_sim/environments/{env}/keys`; control: `POST /_sim/environments/{env}/doors/{door}`
 //! (adds an environment and a door), `POST /_sim/tokens/expire` (every issued token
-//! answers 401 from then on). Vostio holds no PINs, so there is no PIN-collision switch;
+//! answers 401 from then on); door attempts post signed access notifications (`webhooks`:
+//! `POST /_sim/webhook`, `POST /_sim/environments/{env}/doors/{door}/attempts`,
+//! `POST /_sim/webhook/redeliver`). Vostio holds no PINs, so there is no PIN-collision switch;
 //! `door_offline` stands in for the lock-side refusal.
 //!
 //! The server runs on a thread of its own with its own actix `System`, so
@@ -42,6 +44,8 @@ use super::errors::{self as code, oauth};
 use super::wire::{self, ApiErrorResponse, OAuthErrorResponse};
 use super::{Secret, VostioConfig};
 use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
+
+mod webhooks;
 
 /// A door holds at most this many keys (reconstructed limit).
 pub const MAX_KEYS_PER_DOOR: usize = 500;
@@ -250,6 +254,8 @@ struct SimState {
     token_ttl_secs: i64,
     rate_window: Option<(DateTime<Utc>, u32)>,
     journal: DoorJournal,
+    /// Where door events are posted (`webhooks`).
+    webhook: crate::webhook::SimWebhook,
 }
 
 impl SimState {
@@ -321,6 +327,7 @@ impl SimHandle {
             token_ttl_secs: config.token_ttl_secs,
             rate_window: None,
             journal: DoorJournal::default(),
+            webhook: crate::webhook::SimWebhook::default(),
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -590,7 +597,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(post_door),
         )
         .route("/_sim/environments/{env}/keys", web::get().to(get_env_keys))
-        .route("/_sim/tokens/expire", web::post().to(post_expire_tokens));
+        .route("/_sim/tokens/expire", web::post().to(post_expire_tokens))
+        .configure(webhooks::routes);
 }
 
 /// An API error: status and `{code, message}`.

@@ -1,0 +1,154 @@
+//! The simulator's door attempts and their event-subscription deliveries (see
+//! [`crate::brivo::webhook`]: Brivo's access event shape, a reconstructed signature).
+//!
+//! Control: `POST /_sim/webhook` `{"url", "secret"}` sets the subscription's URL and
+//! secret word; `POST /_sim/access-points/{id}/attempts` `{"credential": <digits>}`:
+//! someone types a PIN at the door's keypad, answered `{"opened"}` once the event is
+//! posted; `POST /_sim/webhook/redeliver` sends the last delivery again (a retry),
+//! answered `{"status"}` with the receiver's status. The door opens for a user holding the
+//! PIN, in its effective window, in a group with a permission on the access point, while
+//! the access point's panel is online. The event names the user, never the PIN.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::SimHandle;
+use crate::brivo::webhook::{
+    self, AccessEvent, Actor, DeviceType, EventData, EventObject, SecurityAction, DEVICE_TYPE_DOOR,
+};
+use crate::webhook::SimDelivery;
+
+/// The simulator's security action ids (Brivo's own ids are not public).
+const VALID_CREDENTIAL: (i64, &str) = (2004, "Valid Credential");
+const INVALID_CREDENTIAL: (i64, &str) = (2005, "Invalid Credential");
+
+impl SimHandle {
+    /// Where events are posted and the subscription's secret word (`None`: nowhere).
+    pub fn set_webhook(&self, target: Option<(String, String)>) {
+        self.with(|s| s.webhook.target = target);
+    }
+
+    /// Someone types `pin` at access point `ap`; the event is posted (awaited) and the
+    /// outcome returned. `None` for an unknown access point.
+    pub async fn pin_attempt(&self, ap: i64, pin: &str) -> Option<bool> {
+        let now = self.clock.now();
+        let (opened, delivery) = self.with(|s| {
+            if !s.access_points.contains(&ap) {
+                return None;
+            }
+            let user = s
+                .users
+                .values()
+                .find(|u| u.pin.as_deref() == Some(pin))
+                .cloned();
+            let opened = !s.offline_access_points.contains(&ap)
+                && user.as_ref().is_some_and(|u| {
+                    u.effective_from.is_none_or(|f| f <= now)
+                        && u.effective_to.is_none_or(|t| now < t)
+                        && u.groups.iter().any(|g| {
+                            s.groups
+                                .get(g)
+                                .is_some_and(|g| g.access_points.contains_key(&ap))
+                        })
+                });
+            let n = s.webhook.next_id();
+            let (id, action) = if opened {
+                VALID_CREDENTIAL
+            } else {
+                INVALID_CREDENTIAL
+            };
+            let event = AccessEvent {
+                uuid: format!("{n:08x}-b71f-4000-8000-{:012x}", now.timestamp()),
+                security_action: SecurityAction {
+                    security_action_id: id,
+                    action: action.into(),
+                    exception: !opened,
+                },
+                actor: user.map(|u| Actor {
+                    id: u.id,
+                    name: Some(format!("{} {}", u.first_name, u.last_name)),
+                    external_id: u.external_id,
+                }),
+                event_object: Some(EventObject {
+                    id: ap,
+                    name: Some(format!("Door {ap}")),
+                    device_type: DeviceType {
+                        id: DEVICE_TYPE_DOOR,
+                        name: "Door".into(),
+                    },
+                }),
+                occurred: now,
+                event_data: EventData {
+                    action_allowed: Some(opened),
+                    credential_type: Some("PIN".into()),
+                },
+            };
+            let delivery = s.webhook.target.as_ref().and_then(|(url, secret)| {
+                let body = serde_json::to_vec(&event).ok()?;
+                let ts = now.timestamp();
+                Some(SimDelivery {
+                    url: url.clone(),
+                    headers: vec![
+                        ("content-type", "application/json".into()),
+                        (webhook::TIMESTAMP_HEADER, ts.to_string()),
+                        (webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, &body)),
+                    ],
+                    body,
+                })
+            });
+            s.webhook.last.clone_from(&delivery);
+            Some((opened, delivery))
+        })?;
+        if let Some(d) = delivery {
+            d.send().await;
+        }
+        Some(opened)
+    }
+
+    /// Sends the last delivery again, as a retry; the receiver's status.
+    pub async fn redeliver_last(&self) -> Option<u16> {
+        let last = self.with(|s| s.webhook.last.clone())?;
+        last.send().await
+    }
+}
+
+#[derive(Deserialize)]
+struct WebhookBody {
+    url: Option<String>,
+    secret: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AttemptBody {
+    credential: String,
+}
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/_sim/webhook", web::post().to(post_webhook))
+        .route("/_sim/webhook/redeliver", web::post().to(post_redeliver))
+        .route(
+            "/_sim/access-points/{id}/attempts",
+            web::post().to(post_attempt),
+        );
+}
+
+async fn post_webhook(h: web::Data<SimHandle>, body: web::Json<WebhookBody>) -> HttpResponse {
+    let b = body.into_inner();
+    h.set_webhook(b.url.zip(b.secret));
+    HttpResponse::NoContent().finish()
+}
+
+async fn post_redeliver(h: web::Data<SimHandle>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": h.redeliver_last().await }))
+}
+
+async fn post_attempt(
+    h: web::Data<SimHandle>,
+    path: web::Path<i64>,
+    body: web::Json<AttemptBody>,
+) -> HttpResponse {
+    match h.pin_attempt(path.into_inner(), &body.credential).await {
+        Some(opened) => HttpResponse::Ok().json(serde_json::json!({ "opened": opened })),
+        None => HttpResponse::NotFound().body("unknown access point"),
+    }
+}
