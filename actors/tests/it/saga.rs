@@ -370,6 +370,33 @@ async fn drift_reconciliation_deletes_orphans_and_reissues_what_went_missing() -
     Ok(())
 }
 
+/// Issue 14: a property's devices are reconciled several at a time (through the adapter's
+/// worker and its rate limit), not one after the other: with every vendor call taking
+/// 150 ms at the simulator, the simulator sees more than one request in flight during a
+/// pass over the rig's four locks, and the pass still judges every device (4 listed, 4
+/// probed). One device at a time, `max_in_flight` stays 1.
+#[actix_rt::test]
+async fn a_drift_pass_reconciles_a_propertys_devices_concurrently() -> anyhow::Result<()> {
+    let rig = Rig::start(WorkerSettings::simulator()).await?;
+    rig.sim
+        .handle()
+        .set_faults(lockstep_vendors::ttlock::simulator::SimFaults {
+            latency_ms: 150,
+            ..Default::default()
+        });
+    let report = lockstep_actors::drift::reconcile_property(&rig.rt, rig.tenant, &rig.property, 0)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!((report.devices, report.probed), (4, 4), "{report:?}");
+    let most = rig.sim.handle().counters().max_in_flight;
+    assert!(
+        most > 1,
+        "the four devices' calls never overlapped: {most} at most in flight"
+    );
+    rig.finish().await;
+    Ok(())
+}
+
 /// Spec 003 §2 / spec 002 device events: the drift loop reads each device's health through
 /// its worker and raises edge-triggered signals, stored with their events in one commit:
 /// a lock going offline (once, however long it stays away), coming back, a battery

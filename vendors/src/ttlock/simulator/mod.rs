@@ -208,6 +208,9 @@ pub struct SimCounters {
     pub rejected_by_faults: u64,
     /// Calls applied whose response was then replaced by a 500.
     pub lost_responses: u64,
+    /// The most calls that were ever waiting out the injected latency at the same time:
+    /// how many requests a client had in flight at once.
+    pub max_in_flight: u64,
 }
 
 struct IssuedToken {
@@ -227,6 +230,8 @@ struct SimState {
     next_pwd_id: i64,
     token_ttl_secs: i64,
     rate_window: Option<(DateTime<Utc>, u32)>,
+    /// Calls waiting out the injected latency now.
+    in_flight: u64,
     access: access::AccessState,
     journal: DoorJournal,
 }
@@ -284,6 +289,7 @@ impl SimHandle {
             next_pwd_id: 3_234_293,
             token_ttl_secs: config.token_ttl_secs,
             rate_window: None,
+            in_flight: 0,
             access: access::AccessState::default(),
             journal: DoorJournal::default(),
         };
@@ -585,7 +591,12 @@ async fn gate(h: &SimHandle) -> Option<HttpResponse> {
     };
     let delay = faults.latency_ms + jitter;
     if delay > 0 {
+        h.with(|s| {
+            s.in_flight += 1;
+            s.counters.max_in_flight = s.counters.max_in_flight.max(s.in_flight);
+        });
         actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
+        h.with(|s| s.in_flight -= 1);
     }
     let now = h.clock.now();
     h.with(|s| {
