@@ -282,6 +282,15 @@ pub trait Store: Storage {
             .await?)
     }
 
+    /// Live devices that open a common area or the back of house (migration 0016).
+    async fn area_devices(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Vec<Device>> {
+        in_read!(self, tenant, |tx| tx.area_devices(property).await?)
+    }
+
     /// Every room with a live lock at the property (master-key scopes `rooms_all`).
     async fn property_rooms(
         &self,

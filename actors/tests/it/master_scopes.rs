@@ -323,6 +323,61 @@ async fn an_areas_master_is_on_the_named_areas_doors_only() -> anyhow::Result<()
         "I-12: an areas-only master has no rooms"
     );
     assert_eq!(c.scope().areas, vec!["gym".to_string(), "pool".to_string()]);
+    // the shift's end takes it off every one of those doors
+    rig.deliver_to(
+        "shift:shf_usr_lifeguard",
+        "end-shf_usr_lifeguard",
+        "melmastoon.staff.shift.ended.v1",
+        json!({ "shiftId": "shf_usr_lifeguard", "staffUserId": "usr_lifeguard" }),
+    )
+    .await?;
+    let c = settled(&rig, "usr_lifeguard", "revoked").await?;
+    assert!(rig
+        .rt
+        .store
+        .credential_devices(rig.tenant, c.id())
+        .await?
+        .iter()
+        .all(|d| d.desired.as_str() == "absent"));
+    assert!(doors_holding_a_key(&rig).is_empty());
+    rig.finish().await;
+    Ok(())
+}
+
+/// Drift reconciliation covers the area doors: a master's passcode deleted behind
+/// Lockstep's back at the pool door is put back.
+#[actix_rt::test]
+async fn drift_reconciliation_puts_back_a_masters_key_missing_at_an_area_door() -> anyhow::Result<()>
+{
+    use lockstep_vendors::LockPort as _;
+    let rig = rig().await?;
+    let (_, doors) = issue_master(
+        &rig,
+        "usr_pool",
+        json!({ "kind": "areas", "areas": ["pool"] }),
+    )
+    .await?;
+    assert_eq!(doors, locks(&[14]));
+    let pool = DeviceRef::new("14");
+    let held = rig.port.list(&pool).await?;
+    rig.port.revoke(&pool, &held[0].vendor_ref).await?;
+    assert!(doors_holding_a_key(&rig).is_empty());
+    let report = lockstep_actors::drift::reconcile_property(&rig.rt, rig.tenant, &rig.property, 0)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(
+        (report.devices, report.missing_reissued),
+        (LOCKS.len() + AREA_DOORS.len(), 1),
+        "every room and area door is compared: {report:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while doors_holding_a_key(&rig) != locks(&[14]) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the pool door's key was not put back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     rig.finish().await;
     Ok(())
 }
