@@ -588,8 +588,8 @@ pub struct RawAdapter {
     /// API key.
     #[serde(default)]
     pub api_key: Option<SecretSource>,
-    /// The secret the vendor signs its webhooks with (Kisi); unset: signed webhooks of
-    /// this adapter are refused.
+    /// The secret the vendor signs its webhooks with (Kisi, Salto, Vostio; Brivo: the event
+    /// subscription's secret word); unset: signed webhooks of this adapter are refused.
     #[serde(default)]
     pub webhook_secret: Option<SecretSource>,
     /// The vendor's site (Salto) or environment (Vostio).

@@ -283,3 +283,537 @@ async fn door_records_arrive_by_webhook_read_back_and_forgeries_change_nothing(
     println!("webhooks: {cases} hostile deliveries refused or ignored");
     Ok(())
 }
+
+/// One signed vendor's webhook, end to end (issue 14): the vendor's simulator, an adapter
+/// configured with a `webhook_secret`, a stay's credential at the vendor.
+struct SignedCase<'a> {
+    /// The vendor code (also the webhook path's segment).
+    vendor: &'static str,
+    /// The attempt method the door event becomes.
+    method: &'static str,
+    /// The adapter's TOML lines after `vendor = ...` (account and `webhook_secret`).
+    adapter: String,
+    /// The lock's vendor device ref.
+    device_ref: String,
+    /// The simulator's base URL.
+    sim: String,
+    /// For the active credential `id`: the simulator's attempt route and body for the
+    /// credential's own key, and for a key it does not know.
+    attempts: &'a dyn Fn(&str) -> [(String, Value); 2],
+    /// A well-formed event claiming credential `id` opened the door, with a fresh event id.
+    event: &'a dyn Fn(&str) -> String,
+    /// The headers signing `body` at Unix time `ts` with `secret`, as the vendor does.
+    sign: &'a dyn Fn(&str, i64, &[u8]) -> Headers,
+}
+
+const SIGNED_SECRET: &str = "whsec-e2e-7d41c9";
+
+/// Headers a delivery is sent with.
+type Headers = Vec<(&'static str, String)>;
+
+fn signed_config(
+    dir: &std::path::Path,
+    key: &ed25519_dalek::SigningKey,
+    case: &SignedCase<'_>,
+) -> anyhow::Result<std::path::PathBuf> {
+    let public: String = key
+        .verifying_key()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let config = dir.join("lockstep.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[demo]
+enabled = false
+
+[http]
+bind = "127.0.0.1:0"
+service_token = {{ value = "svc-token" }}
+
+[auth]
+issuer = "{JWT_ISSUER}"
+audience = "{JWT_AUDIENCE}"
+keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
+
+[[properties]]
+tenant_id = "{DEMO_TENANT}"
+property_id = "ppt_whk"
+
+[[properties.adapters]]
+id = "vad_01J0000000000000000000W001"
+vendor = "{vendor}"
+{adapter}
+rate_limit_per_min = 0
+
+[[properties.devices]]
+id = "lck_01J0000000000000000000W001"
+adapter = "vad_01J0000000000000000000W001"
+vendor_device_ref = "{device}"
+label = "Room W1"
+rooms = ["rmu_w1"]
+"#,
+            vendor = case.vendor,
+            adapter = case.adapter,
+            device = case.device_ref,
+        ),
+    )?;
+    Ok(config)
+}
+
+/// The simulator posts a door attempt through the running node: recorded once as an
+/// attempt on the credential (granted, by its method) and a key the door does not know as
+/// denied; the vendor's retry of the same delivery records nothing more; forged, altered
+/// and unsigned deliveries are 401 `WEBHOOK_SIGNATURE_INVALID`, record nothing, and count in
+/// `lockstep_webhooks_total{outcome="signature_invalid"}`.
+async fn signed_vendor_webhook_end_to_end(case: SignedCase<'_>, seed: u8) -> anyhow::Result<()> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    let dir = scratch(&format!("webhooks-{}", case.vendor));
+    let config = signed_config(&dir, &key, &case)?;
+    let node = Lockstep::spawn(&dir, &["--config", &config.to_string_lossy()], &[]).await?;
+    let http = reqwest::Client::new();
+    let admin = jwt(&key, DEMO_TENANT, &[Role::Admin]);
+
+    #[allow(clippy::disallowed_methods)] // the simulator's door judges against its own clock
+    let now = chrono::Utc::now();
+    let r = http
+        .post(format!("{}/api/v1/intake", node.http))
+        .bearer_auth("svc-token")
+        .header("content-type", "application/json")
+        .body(confirmed(
+            "evt-whk-1",
+            DEMO_TENANT,
+            "ppt_whk",
+            "rsv_whk_1",
+            1,
+            &["rmu_w1"],
+            &(now - chrono::Duration::hours(1)).to_rfc3339(),
+            &(now + chrono::Duration::days(1)).to_rfc3339(),
+        ))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+    let list = format!(
+        "{}/api/v1/key-credentials?reservationId=rsv_whk_1",
+        node.http
+    );
+    let cred = wait_for(
+        &format!("{}: active", case.vendor),
+        Duration::from_secs(30),
+        || async {
+            let v: Value = http
+                .get(&list)
+                .bearer_auth("svc-token")
+                .header("x-tenant-id", DEMO_TENANT)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            v["items"]
+                .get(0)
+                .cloned()
+                .filter(|c| c["state"] == "active")
+        },
+    )
+    .await?;
+    let id = cred["id"].as_str().unwrap_or_default().to_owned();
+
+    let adapters: Value = http
+        .get(format!("{}/api/v1/vendor-adapters", node.http))
+        .bearer_auth(&admin)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let path = adapters["items"][0]["webhookPath"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        path.starts_with(&format!("/webhooks/v1/{}/", case.vendor)),
+        "{adapters}"
+    );
+    let url = format!("{}{path}", node.http);
+    let r = http
+        .post(format!("{}/_sim/webhook", case.sim))
+        .json(&json!({ "url": url, "secret": SIGNED_SECRET }))
+        .send()
+        .await?;
+    assert!(r.status().is_success());
+
+    // the simulator's door, tried with the credential's key and with a key it does not know
+    let [granted, denied] = (case.attempts)(&id);
+    for ((route, body), opens) in [(granted, true), (denied, false)] {
+        let r: Value = http
+            .post(format!("{}{route}", case.sim))
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(r["opened"], opens, "{}: {route}", case.vendor);
+    }
+    let attempts = || async {
+        let v: Value = http
+            .get(format!("{}/api/v1/events?limit=1000", node.http))
+            .bearer_auth("svc-token")
+            .header("x-tenant-id", DEMO_TENANT)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let all = v["items"].as_array().cloned().unwrap_or_default();
+        anyhow::Ok((
+            all.iter()
+                .filter(|e| e["subject"] == "melmastoon.lock.audit.attempt.v1")
+                .map(|e| e["data"].clone())
+                .collect::<Vec<_>>(),
+            all,
+        ))
+    };
+    let recorded = wait_for(
+        &format!("{}: two door attempts", case.vendor),
+        Duration::from_secs(30),
+        || async {
+            let (a, _) = attempts().await.ok()?;
+            (a.len() >= 2).then_some(a)
+        },
+    )
+    .await?;
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    let granted: Vec<&Value> = recorded
+        .iter()
+        .filter(|a| a["outcome"] == "granted")
+        .collect();
+    assert_eq!(granted.len(), 1, "{recorded:?}");
+    assert_eq!(granted[0]["keyCredentialId"], id.as_str());
+    assert_eq!(granted[0]["method"], case.method);
+    assert_eq!(granted[0]["vendor"], case.vendor);
+    let refused: Vec<&Value> = recorded
+        .iter()
+        .filter(|a| a["outcome"] == "denied")
+        .collect();
+    assert_eq!(refused[0]["denyReason"], "unknown_credential");
+
+    // what the node counted as handled: the metric moves after a delivery's commit and
+    // before its answer, so it is final once a delivery is answered (the events above are
+    // published after the commit)
+    let counted = |outcome: &'static str| {
+        let name = format!(
+            "lockstep_webhooks_total{{outcome=\"{outcome}\",vendor=\"{}\"}}",
+            case.vendor
+        );
+        let http = node.http.clone();
+        async move { metric(&http, &name).await }
+    };
+    assert_eq!(counted("processed").await, Some(2.0), "{}", case.vendor);
+
+    // the vendor retries its last delivery: answered 200, handled no second time
+    let retry: Value = http
+        .post(format!("{}/_sim/webhook/redeliver", case.sim))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        retry["status"], 200,
+        "{}: the retry is answered",
+        case.vendor
+    );
+    assert_eq!(
+        counted("processed").await,
+        Some(2.0),
+        "{}: a duplicate is not recorded twice",
+        case.vendor
+    );
+
+    // forged (another secret), altered after signing, unsigned, stale
+    #[allow(clippy::disallowed_methods)] // a signature's time is the sender's wall clock
+    let ts = chrono::Utc::now().timestamp();
+    let body = (case.event)(&id);
+    let altered = (case.event)(&id);
+    let cases: Vec<(&str, String, Headers)> = vec![
+        (
+            "signed with another secret",
+            body.clone(),
+            (case.sign)("guess", ts, body.as_bytes()),
+        ),
+        (
+            "altered after signing",
+            altered.replacen("forged-", "forged-x", 1),
+            (case.sign)(SIGNED_SECRET, ts, altered.as_bytes()),
+        ),
+        ("unsigned", body.clone(), Vec::new()),
+        (
+            "signed ten minutes ago",
+            body.clone(),
+            (case.sign)(SIGNED_SECRET, ts - 600, body.as_bytes()),
+        ),
+    ];
+    let n = cases.len();
+    for (what, body, headers) in cases {
+        let mut rb = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            rb = rb.header(k, v);
+        }
+        let r = rb.send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        assert_eq!(status, 401, "{}: {what}: {text}", case.vendor);
+        assert!(
+            text.contains("MELMASTOON.LOCK.WEBHOOK_SIGNATURE_INVALID"),
+            "{}: {what}: {text}",
+            case.vendor
+        );
+        assert!(!text.contains(SIGNED_SECRET));
+    }
+    assert_eq!(
+        counted("signature_invalid").await,
+        Some(n as f64),
+        "{}: every refusal is counted",
+        case.vendor
+    );
+    assert_eq!(
+        counted("processed").await,
+        Some(2.0),
+        "{}: the refused deliveries recorded nothing",
+        case.vendor
+    );
+
+    // the same forged event, signed with the adapter's secret, is taken: the refusals were
+    // the signatures' (and it is the last delivery: once its attempt is published, any
+    // duplicate or refused one committed before it would have been too)
+    let mut rb = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body.clone());
+    for (k, v) in (case.sign)(SIGNED_SECRET, ts, body.as_bytes()) {
+        rb = rb.header(k, v);
+    }
+    assert_eq!(
+        rb.send().await?.status(),
+        200,
+        "{}: signed right",
+        case.vendor
+    );
+    assert_eq!(counted("processed").await, Some(3.0), "{}", case.vendor);
+    let (after, all) = wait_for(
+        &format!("{}: the third attempt", case.vendor),
+        Duration::from_secs(30),
+        || async {
+            let (a, all) = attempts().await.ok()?;
+            (a.len() >= 3).then_some((a, all))
+        },
+    )
+    .await?;
+    assert_eq!(after.len(), 3, "{}: {after:?}", case.vendor);
+    let mut ids: Vec<&str> = after
+        .iter()
+        .filter_map(|a| a["vendorEventId"].as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "one attempt per vendor event");
+    let audit: Value = http
+        .get(format!("{}/api/v1/key-credentials/{id}/audit", node.http))
+        .bearer_auth(&admin)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let on_credential = audit["items"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|r| r["action"] == "attempt").count());
+    assert_eq!(on_credential, 2, "{}: {audit}", case.vendor);
+
+    let schemas = lockstep_orchestrator::schema::EventSchemas::new();
+    for e in &all {
+        schemas
+            .check_produced(e)
+            .unwrap_or_else(|err| panic!("{}: {err}", e["subject"]));
+    }
+    assert!(
+        !node.log_text().contains(SIGNED_SECRET),
+        "the secret is in no log line"
+    );
+    println!("{} webhooks: {n} forged deliveries refused", case.vendor);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salto_webhooks_are_verified_deduped_and_recorded() -> anyhow::Result<()> {
+    use lockstep_vendors::salto::{self, webhook};
+    let sim = salto::SaltoSimulator::start("127.0.0.1:0".parse()?)?;
+    sim.handle().add_lock("lock-w1");
+    let handle = sim.handle();
+    let pin_of = move |label: &str| {
+        handle
+            .site_users()
+            .into_iter()
+            .find(|u| u.alias == label)
+            .and_then(|u| u.pin)
+            .unwrap_or_default()
+    };
+    let attempts = |id: &str| {
+        [
+            (
+                "/_sim/locks/lock-w1/attempts".to_owned(),
+                json!({ "method": "pin", "credential": pin_of(id) }),
+            ),
+            (
+                "/_sim/locks/lock-w1/attempts".to_owned(),
+                json!({ "method": "pin", "credential": "000999" }),
+            ),
+        ]
+    };
+    let counter = std::sync::atomic::AtomicU32::new(100);
+    let event = |id: &str| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!(
+            r#"{{"id":"forged-{n}","type":"entry","site_id":"s","occurred_at":"2026-12-01T10:00:00Z","lock":{{"id":"lock-w1"}},"opening_method":"pin","user":{{"id":"u1","alias":"{id}"}}}}"#
+        )
+    };
+    let sign = |secret: &str, ts: i64, body: &[u8]| {
+        vec![
+            (webhook::TIMESTAMP_HEADER, ts.to_string()),
+            (webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, body)),
+        ]
+    };
+    let case = SignedCase {
+        vendor: "salto",
+        method: "pin_code",
+        adapter: format!(
+            "api_base_url = \"{b}\"\nauth_base_url = \"{b}\"\nsite_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = {{ value = \"{}\" }}\nusername = \"{}\"\npassword = {{ value = \"{}\" }}\nwebhook_secret = {{ value = \"{SIGNED_SECRET}\" }}",
+            salto::simulator::SIM_SITE_ID,
+            salto::simulator::SIM_CLIENT_ID,
+            salto::simulator::SIM_CLIENT_SECRET,
+            salto::simulator::SIM_USERNAME,
+            salto::simulator::SIM_PASSWORD,
+            b = sim.base_url(),
+        ),
+        device_ref: "lock-w1".into(),
+        sim: sim.base_url(),
+        attempts: &attempts,
+        event: &event,
+        sign: &sign,
+    };
+    signed_vendor_webhook_end_to_end(case, 71).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vostio_webhooks_are_verified_deduped_and_recorded() -> anyhow::Result<()> {
+    use lockstep_vendors::vostio::{self, simulator::SIM_ENVIRONMENT, webhook};
+    let sim = vostio::VostioSimulator::start("127.0.0.1:0".parse()?)?;
+    sim.handle().add_door(SIM_ENVIRONMENT, "door-w1");
+    let handle = sim.handle();
+    let key_of = move |label: &str| {
+        handle
+            .keys(SIM_ENVIRONMENT)
+            .into_iter()
+            .find(|k| k.external_id.as_deref() == Some(label))
+            .map(|k| k.id)
+            .unwrap_or_default()
+    };
+    let route = format!("/_sim/environments/{SIM_ENVIRONMENT}/doors/door-w1/attempts");
+    let attempts = |id: &str| {
+        [
+            (route.clone(), json!({ "keyId": key_of(id) })),
+            (route.clone(), json!({ "keyId": "key-nobody-holds" })),
+        ]
+    };
+    let counter = std::sync::atomic::AtomicU32::new(100);
+    let event = |id: &str| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!(
+            r#"{{"notificationId":"forged-{n}","environmentId":"{SIM_ENVIRONMENT}","eventType":"access.granted","occurredAt":"2026-12-01T10:00:00Z","doorId":"door-w1","key":{{"id":"k1","keyType":"mobileKey","externalId":"{id}"}}}}"#
+        )
+    };
+    let sign = |secret: &str, ts: i64, body: &[u8]| {
+        vec![(webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, body))]
+    };
+    let case = SignedCase {
+        vendor: "assa-abloy",
+        method: "mobile_app",
+        adapter: format!(
+            "api_base_url = \"{b}/api\"\nauth_base_url = \"{b}/oauth2/token\"\nsite_id = \"{SIM_ENVIRONMENT}\"\nclient_id = \"{}\"\nclient_secret = {{ value = \"{}\" }}\nwebhook_secret = {{ value = \"{SIGNED_SECRET}\" }}",
+            vostio::simulator::SIM_CLIENT_ID,
+            vostio::simulator::SIM_CLIENT_SECRET,
+            b = sim.base_url(),
+        ),
+        device_ref: "door-w1".into(),
+        sim: sim.base_url(),
+        attempts: &attempts,
+        event: &event,
+        sign: &sign,
+    };
+    signed_vendor_webhook_end_to_end(case, 72).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brivo_webhooks_are_verified_deduped_and_recorded() -> anyhow::Result<()> {
+    use lockstep_vendors::brivo::{self, webhook};
+    let sim = brivo::BrivoSimulator::start("127.0.0.1:0".parse()?)?;
+    sim.handle().add_access_point(4101);
+    let handle = sim.handle();
+    let pin_of = move |label: &str| {
+        handle
+            .users()
+            .into_iter()
+            .find(|u| u.external_id.as_deref() == Some(label))
+            .and_then(|u| u.pin)
+            .unwrap_or_default()
+    };
+    let attempts = |id: &str| {
+        [
+            (
+                "/_sim/access-points/4101/attempts".to_owned(),
+                json!({ "credential": pin_of(id) }),
+            ),
+            (
+                "/_sim/access-points/4101/attempts".to_owned(),
+                json!({ "credential": "000999" }),
+            ),
+        ]
+    };
+    let counter = std::sync::atomic::AtomicU32::new(100);
+    let event = |id: &str| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!(
+            r#"{{"uuid":"forged-{n}","securityAction":{{"securityActionId":2004,"action":"Valid Credential","exception":false}},"actor":{{"id":1,"name":"x","externalId":"{id}"}},"eventObject":{{"id":4101,"name":"Door","deviceType":{{"id":1,"name":"Door"}}}},"occurred":"2026-12-01T10:00:00Z","eventData":{{"actionAllowed":true,"credentialType":"PIN"}}}}"#
+        )
+    };
+    let sign = |secret: &str, ts: i64, body: &[u8]| {
+        vec![
+            (webhook::TIMESTAMP_HEADER, ts.to_string()),
+            (webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, body)),
+        ]
+    };
+    let case = SignedCase {
+        vendor: "brivo",
+        method: "pin_code",
+        adapter: format!(
+            "api_base_url = \"{b}\"\nauth_base_url = \"{b}\"\napi_key = {{ value = \"{}\" }}\nclient_id = \"{}\"\nclient_secret = {{ value = \"{}\" }}\nusername = \"{}\"\npassword = {{ value = \"{}\" }}\naccess_schedule_id = {}\nwebhook_secret = {{ value = \"{SIGNED_SECRET}\" }}",
+            brivo::simulator::SIM_API_KEY,
+            brivo::simulator::SIM_CLIENT_ID,
+            brivo::simulator::SIM_CLIENT_SECRET,
+            brivo::simulator::SIM_USERNAME,
+            brivo::simulator::SIM_PASSWORD,
+            brivo::simulator::SIM_SCHEDULE_ID,
+            b = sim.base_url(),
+        ),
+        device_ref: "4101".into(),
+        sim: sim.base_url(),
+        attempts: &attempts,
+        event: &event,
+        sign: &sign,
+    };
+    signed_vendor_webhook_end_to_end(case, 73).await
+}
