@@ -2,6 +2,9 @@
 //! pushes its lock-records callback to the adapter's webhook URL; Lockstep reads the
 //! records back from the vendor, appends door attempts, audits them and publishes
 //! `audit.attempt.v1`. Forged, replayed and misaddressed callbacks change nothing.
+//!
+//! Issue 14: the signed webhooks of Salto KS, Vostio and Brivo, each end to end from its
+//! vendor's simulator through the running node (`signed_vendor_webhook_end_to_end`).
 
 use std::time::Duration;
 
