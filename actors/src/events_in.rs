@@ -303,6 +303,10 @@ pub enum Rejection {
     /// Not JSON, or not the envelope's shape.
     #[error("malformed envelope: {0}")]
     Malformed(String),
+    /// An object of it names the same key twice: `serde_json` would keep the last, another
+    /// reader the first, so its meaning is ambiguous (issue 14).
+    #[error("{0}")]
+    DuplicateKey(String),
     /// A subject (or version) Lockstep does not consume.
     #[error("unknown subject")]
     UnknownSubject,
@@ -337,6 +341,7 @@ impl Rejection {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "malformed",
+            Self::DuplicateKey(_) => "duplicate_key",
             Self::UnknownSubject => "unknown_subject",
             Self::Invalid(_) => "invalid_payload",
             Self::UnauthorizedPublisher => "unauthorized_publisher",

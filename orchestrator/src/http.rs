@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use lockstep_actors::events_in::Rejection;
 use lockstep_domain::{DomainError, KeyCredential, KeyCredentialId, ReservationId, TenantId};
 use lockstep_persistence::{CredentialDevice, StoreError};
 use serde_json::json;
@@ -571,20 +572,33 @@ async fn post_intake(
     body: web::Bytes,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, ApiError> {
+    let own_tenant = caller(&req, &shared, SERVICES)?;
+    let rt = &shared.rt;
+    let refused = |status: StatusCode, r: &Rejection| {
+        rt.metrics
+            .dead_letters
+            .with_label_values(&[r.label()])
+            .inc();
+        let mut e = ApiError::new(
+            status,
+            "MELMASTOON.GENERAL.VALIDATION_FAILED",
+            "the event was refused",
+        );
+        e.details = json!({ "reason": r.label(), "detail": r.to_string() });
+        e
+    };
+    // what is not one unambiguous JSON value (not JSON, a key given twice) is a malformed
+    // request, 400, before anything else is judged (issue 14); a JSON value that breaks
+    // the envelope or a rule is 422 below
+    let value = crate::json::parse(&body)
+        .map_err(|e| refused(StatusCode::BAD_REQUEST, &Rejection::from(e)))?;
     // a tenant's service token may only post that tenant's events
-    if let Some(t) = caller(&req, &shared, SERVICES)? {
-        let named = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| {
-                v.get("tenantId")
-                    .and_then(|t| t.as_str())
-                    .map(str::to_owned)
-            });
-        if named.as_deref() != Some(t.to_string().as_str()) {
+    if let Some(t) = own_tenant {
+        let named = value.get("tenantId").and_then(|t| t.as_str());
+        if named != Some(t.to_string().as_str()) {
             return Err(ApiError::forbidden());
         }
     }
-    let rt = &shared.rt;
     let admitted = match shared.schemas.check_consumed(&body) {
         Ok((_, parsed)) => intake::admit(rt.store.as_ref(), rt.clock.as_ref(), &parsed).await,
         // refused again (and counted) by `accept` below
@@ -610,12 +624,7 @@ async fn post_intake(
         Ok(outcome) => Ok(HttpResponse::Accepted().json(json!({
             "outcome": match outcome { lockstep_persistence::IntakeOutcome::Accepted => "accepted", lockstep_persistence::IntakeOutcome::Duplicate => "duplicate" }
         }))),
-        Err(IntakeError::Rejected(r)) => {
-            rt.metrics.dead_letters.with_label_values(&[r.label()]).inc();
-            let mut e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "MELMASTOON.GENERAL.VALIDATION_FAILED", "the event was refused");
-            e.details = json!({ "reason": r.label(), "detail": r.to_string() });
-            Err(e)
-        }
+        Err(IntakeError::Rejected(r)) => Err(refused(StatusCode::UNPROCESSABLE_ENTITY, &r)),
         Err(IntakeError::Store(e)) => Err(e.into()),
     }
 }

@@ -16,6 +16,7 @@ pub mod dlq;
 pub mod http;
 pub mod intake;
 pub mod integrations;
+pub mod json;
 pub mod openapi;
 pub mod reconcile;
 pub mod schema;

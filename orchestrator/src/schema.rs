@@ -201,8 +201,8 @@ impl EventSchemas {
                 "message over {MAX_MESSAGE_BYTES} bytes"
             )));
         }
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| Rejection::Malformed(format!("not JSON: {e}")))?;
+        // one reader for what enters: a key given twice is `duplicate_key` (issue 14)
+        let value = crate::json::parse(bytes).map_err(Rejection::from)?;
         if let Some(e) = first_error(&self.envelope, &value, "envelope") {
             return Err(Rejection::Malformed(e));
         }

@@ -63,7 +63,8 @@ fn parse_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiEr
         err
     };
     // an object, never an array: serde would read `["lost"]` as `{"reason": "lost"}`
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    // one reader for every body: a key given twice is ambiguous and refused (issue 14)
+    let value = crate::json::parse(bytes).map_err(|e| bad(e.to_string()))?;
     if !value.is_object() {
         return Err(bad("the body must be a JSON object".into()));
     }

@@ -522,3 +522,389 @@ async fn the_http_intake_refuses_stays_no_key_could_serve_with_422_and_changes_n
     }
     Ok(())
 }
+
+/// An embedded node on free ports (the demo tenant, its five vendors' simulators), with
+/// the service token and a client.
+struct Embedded {
+    node: Lockstep,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Embedded {
+    async fn start(name: &str, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let dir = scratch(name);
+        let mut vars = vec![
+            ("LOCKSTEP__HTTP__BIND", "127.0.0.1:0".to_owned()),
+            ("LOCKSTEP__DEMO__SIMULATOR_BIND", "127.0.0.1:0".to_owned()),
+        ];
+        vars.extend(env.iter().map(|(k, v)| (*k, v.clone())));
+        let node = Lockstep::spawn(&dir, &[], &vars).await?;
+        let token = std::fs::read_to_string(dir.join(".lockstep/service-token"))?;
+        Ok(Self {
+            node,
+            token: token.trim().to_owned(),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// POSTs `body` (as JSON) to `path`; the status and the JSON answer (`null` if none).
+    async fn post(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.node.http))
+            .bearer_auth(&self.token)
+            .header("x-tenant-id", DEMO_TENANT)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}{path}", self.node.http))
+            .bearer_auth(&self.token)
+            .header("x-tenant-id", DEMO_TENANT)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    async fn credentials(&self, reservation: &str) -> anyhow::Result<Vec<Value>> {
+        let v = self
+            .get(&format!(
+                "/api/v1/key-credentials?reservationId={reservation}"
+            ))
+            .await?;
+        Ok(v["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    async fn wait_active(&self, reservation: &str) -> anyhow::Result<Value> {
+        self.wait_state(reservation, "active").await
+    }
+
+    async fn wait_state(&self, reservation: &str, state: &str) -> anyhow::Result<Value> {
+        wait_for(reservation, Duration::from_secs(60), || async {
+            self.credentials(reservation)
+                .await
+                .ok()
+                .and_then(|c| c.into_iter().find(|c| c["state"] == state))
+        })
+        .await
+    }
+
+    /// How many credential and device-registration events the tenant's recent events
+    /// hold, by subject (health readings come and go on their own).
+    async fn event_counts(&self) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
+        let v = self.get("/api/v1/events?limit=1000").await?;
+        let mut counts = std::collections::BTreeMap::new();
+        for e in v["items"].as_array().into_iter().flatten() {
+            let subject = e["subject"].as_str().unwrap_or_default();
+            if subject.starts_with("melmastoon.lock.credential.")
+                || subject == "melmastoon.lock.device.registered.v1"
+            {
+                *counts.entry(subject.to_owned()).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn devices(&self, property: &str) -> anyhow::Result<Vec<Value>> {
+        let v = self
+            .get(&format!("/api/v1/lock-devices?propertyId={property}"))
+            .await?;
+        Ok(v["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    async fn dead_letter_count(&self, reason: &str) -> Option<f64> {
+        metric(
+            &self.node.http,
+            &format!("lockstep_intake_dead_letters_total{{reason=\"{reason}\"}}"),
+        )
+        .await
+    }
+}
+
+/// A future stay at the demo property, as JSON text with `data`'s fields in this order.
+fn demo_stay(id: &str, reservation: &str, room: &str) -> String {
+    String::from_utf8(confirmed(
+        id,
+        DEMO_TENANT,
+        "ppt_demo",
+        reservation,
+        1,
+        &[room],
+        "2027-06-01T14:00:00Z",
+        "2027-06-02T10:00:00Z",
+    ))
+    .expect("JSON is UTF-8")
+}
+
+/// A key given twice meant the last one to serde and maybe the first to whatever read the
+/// body before Lockstep: a body with a repeated key, at any depth, is refused with 400
+/// `VALIDATION_FAILED` by the REST API and by the HTTP intake (`details.reason`
+/// `duplicate_key`, counted), and changes nothing. Not JSON at all is 400 `malformed` at
+/// the intake. Fails without the strict reader: serde keeps the last key and the bodies
+/// are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_names_a_key_twice_is_refused_with_400_and_changes_nothing(
+) -> anyhow::Result<()> {
+    let e = Embedded::start("refuse-dupkey-http", &[]).await?;
+    let before = e.event_counts().await?;
+
+    // the HTTP intake: a room given twice, an envelope id given twice, not JSON
+    let rooms_twice = demo_stay("evt-dup-1", "rsv_dup_1", "rmu_101").replace(
+        r#""roomIds":["rmu_101"]"#,
+        r#""roomIds":["rmu_101"],"roomIds":["rmu_102"]"#,
+    );
+    assert!(rooms_twice.contains("rmu_102"), "{rooms_twice}");
+    let id_twice = demo_stay("evt-dup-2", "rsv_dup_2", "rmu_101").replacen(
+        r#""id":"evt-dup-2","#,
+        r#""id":"evt-dup-2","id":"evt-dup-3","#,
+        1,
+    );
+    assert!(id_twice.contains("evt-dup-3"), "{id_twice}");
+    for (what, body) in [("rooms twice", rooms_twice), ("id twice", id_twice)] {
+        let (s, v) = e.post("/api/v1/intake", body).await?;
+        assert_eq!(s, 400, "{what}: {v}");
+        assert_eq!(v["code"], "MELMASTOON.GENERAL.VALIDATION_FAILED", "{what}");
+        assert_eq!(v["details"]["reason"], "duplicate_key", "{what}: {v}");
+        assert!(
+            v["details"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("duplicate key")),
+            "{what}: {v}"
+        );
+    }
+    let (s, v) = e.post("/api/v1/intake", "a reservation, please").await?;
+    assert_eq!(s, 400, "not JSON: {v}");
+    assert_eq!(v["details"]["reason"], "malformed", "{v}");
+
+    // the REST API: an issue by hand, a device registration, a revoke
+    let (s, v) = e
+        .post(
+            "/api/v1/key-credentials",
+            r#"{"propertyId":"ppt_demo","reservationId":"rsv_dup_4","revision":1,"guestId":"gst_4","roomIds":["rmu_103"],"validFrom":"2027-06-01T14:00:00Z","validUntil":"2027-06-02T10:00:00Z","validUntil":"2027-06-09T10:00:00Z"}"#,
+        )
+        .await?;
+    assert_eq!(s, 400, "issue: {v}");
+    assert!(
+        v["details"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("duplicate key")),
+        "{v}"
+    );
+    let adapters = e.get("/api/v1/vendor-adapters?propertyId=ppt_demo").await?;
+    let ttlock = adapters["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["vendor"] == "ttlock"))
+        .and_then(|i| i["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let (s, v) = e
+        .post(
+            "/api/v1/lock-devices",
+            format!(
+                r#"{{"propertyId":"ppt_demo","vendorAdapterId":"{ttlock}","vendorDeviceRef":"1001","label":"Dup label A","roomIds":["rmu_101"],"label":"Dup label B"}}"#
+            ),
+        )
+        .await?;
+    assert_eq!(s, 400, "register: {v}");
+
+    // a live key, and a revoke whose reason is given twice
+    let (s, v) = e
+        .post(
+            "/api/v1/intake",
+            demo_stay("evt-live", "rsv_live", "rmu_104"),
+        )
+        .await?;
+    assert_eq!(s, 202, "{v}");
+    let live = e.wait_active("rsv_live").await?;
+    let id = live["id"].as_str().unwrap_or_default().to_owned();
+    let (s, v) = e
+        .post(
+            &format!("/api/v1/key-credentials/{id}/revoke"),
+            r#"{"reason":"checkout","reason":"security"}"#,
+        )
+        .await?;
+    assert_eq!(s, 400, "revoke: {v}");
+    // a suspend after it: commands of one credential run in order, so had the revoke
+    // been sent, the key would be revoked and the suspend refused
+    let (s, v) = e
+        .post(&format!("/api/v1/key-credentials/{id}/suspend"), "")
+        .await?;
+    assert!(s == 200 || s == 202, "suspend: {v}");
+    e.wait_state("rsv_live", "suspended").await?;
+
+    // nothing changed: no credential for the refused stays and issue, no device, no
+    // event but the live key's requested, issued and suspended
+    for r in ["rsv_dup_1", "rsv_dup_2", "rsv_dup_4"] {
+        assert_eq!(e.credentials(r).await?, Vec::<Value>::new(), "{r}");
+    }
+    assert!(
+        !e.devices("ppt_demo").await?.iter().any(|d| d["label"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("Dup label"))),
+        "no device registered"
+    );
+    let mut expected = before.clone();
+    for s in ["requested", "issued", "suspended"] {
+        *expected
+            .entry(format!("melmastoon.lock.credential.{s}.v1"))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(e.event_counts().await?, expected);
+    assert_eq!(e.dead_letter_count("duplicate_key").await, Some(2.0));
+    assert_eq!(e.dead_letter_count("malformed").await, Some(1.0));
+    Ok(())
+}
+
+/// `traceId` goes into logs, spans and produced events: only 1 to 128 of
+/// `[A-Za-z0-9._:-]` is taken (W3C trace ids, ULIDs, UUIDs fit); anything else is refused
+/// as `malformed` (422 at the HTTP intake, counted) and changes nothing. Fails without the
+/// envelope schema's pattern: these envelopes are accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_id_outside_the_safe_charset_is_refused_and_changes_nothing() -> anyhow::Result<()>
+{
+    let e = Embedded::start("refuse-trace", &[]).await?;
+    let with_trace = |id: &str, reservation: &str, trace: &str| -> anyhow::Result<String> {
+        let mut v: Value = serde_json::from_str(&demo_stay(id, reservation, "rmu_101"))?;
+        v["traceId"] = trace.into();
+        Ok(serde_json::to_string(&v)?)
+    };
+    let bad = [
+        ("a space", "abc def"),
+        ("a newline (log forging)", "abc\nlevel=error msg=forged"),
+        ("a bidi override", "abc\u{202E}fed"),
+        ("markup", "<script>alert(1)</script>"),
+        ("empty", ""),
+        ("129 characters", &"a".repeat(129)),
+    ];
+    for (i, (what, trace)) in bad.iter().enumerate() {
+        let (s, v) = e
+            .post(
+                "/api/v1/intake",
+                with_trace(&format!("evt-tr-{i}"), &format!("rsv_tr_{i}"), trace)?,
+            )
+            .await?;
+        assert_eq!(s, 422, "{what}: {v}");
+        assert_eq!(v["details"]["reason"], "malformed", "{what}: {v}");
+        assert!(
+            v["details"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("traceId")),
+            "{what}: {v}"
+        );
+    }
+    // a W3C traceparent is fine
+    let good = with_trace(
+        "evt-tr-good",
+        "rsv_tr_good",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )?;
+    let (s, v) = e.post("/api/v1/intake", good).await?;
+    assert_eq!(s, 202, "{v}");
+    e.wait_active("rsv_tr_good").await?;
+    for i in 0..bad.len() {
+        assert_eq!(
+            e.credentials(&format!("rsv_tr_{i}")).await?,
+            Vec::<Value>::new()
+        );
+    }
+    assert_eq!(
+        e.dead_letter_count("malformed").await,
+        Some(bad.len() as f64)
+    );
+    Ok(())
+}
+
+/// Through RabbitMQ: an envelope that names a key twice (at the top or inside `data`) is
+/// dead-lettered as `duplicate_key`, one whose `traceId` leaves the safe charset as
+/// `malformed`; each is counted and changes nothing. Fails without the strict reader
+/// (serde keeps the last key and the stays are issued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_or_unsafe_envelope_is_dead_lettered_and_changes_nothing() -> anyhow::Result<()>
+{
+    let p = Prod::start("refuse-dupkey-amqp").await?;
+    let (from, until) = ("2027-06-01T14:00:00Z", "2027-06-02T10:00:00Z");
+    let key = "melmastoon.reservation.confirmed.v1";
+    let text = |id: &str, reservation: &str, room: &str| {
+        String::from_utf8(stay(id, PROPERTY, reservation, room, from, until))
+            .expect("JSON is UTF-8")
+    };
+    // a second room nobody asked for, given as the same key again
+    let rooms_twice = text("evt-dup-rooms", "rsv_dup_rooms", "rmu_7001").replace(
+        r#""roomIds":["rmu_7001"]"#,
+        r#""roomIds":["rmu_7001"],"roomIds":["rmu_7002"]"#,
+    );
+    assert!(rooms_twice.contains("rmu_7002"));
+    // the tenant given twice: which tenant's stay is it?
+    let tenant_twice = text("evt-dup-tenant", "rsv_dup_tenant", "rmu_7001").replacen(
+        &format!(r#""tenantId":"{TENANT}""#),
+        &format!(r#""tenantId":"{TENANT}","tenantId":"{DEMO_TENANT}""#),
+        1,
+    );
+    assert!(tenant_twice.contains(DEMO_TENANT));
+    let mut traced: Value = serde_json::from_str(&text("evt-trace", "rsv_trace", "rmu_7001"))?;
+    traced["traceId"] = "abc\nlevel=error msg=forged".into();
+    for (body, id) in [
+        (rooms_twice.into_bytes(), "msg-dup-rooms"),
+        (tenant_twice.into_bytes(), "msg-dup-tenant"),
+        (serde_json::to_vec(&traced)?, "msg-trace"),
+    ] {
+        assert!(p.publish(key, &body, id).await?, "{id} routed");
+    }
+    let good = stay("evt-good", PROPERTY, "rsv_good", "rmu_7002", from, until);
+    assert!(p.publish(key, &good, "msg-good").await?);
+
+    let dead = p.dead_letters(3).await?;
+    let reasons: BTreeSet<(String, String)> = dead
+        .iter()
+        .map(|m| {
+            (
+                m["messageId"].as_str().unwrap_or_default().to_owned(),
+                m["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("msg-dup-rooms", "duplicate_key"),
+            ("msg-dup-tenant", "duplicate_key"),
+            ("msg-trace", "malformed"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect(),
+        "{dead:?}"
+    );
+    let detail = |id: &str| {
+        dead.iter()
+            .find(|m| m["messageId"] == id)
+            .and_then(|m| m["detail"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(detail("msg-dup-rooms").contains("roomIds"), "{dead:?}");
+    assert!(detail("msg-trace").contains("traceId"), "{dead:?}");
+
+    let good = p.wait_active("rsv_good").await?;
+    for r in ["rsv_dup_rooms", "rsv_dup_tenant", "rsv_trace"] {
+        assert_eq!(p.credentials(r).await?, Vec::<Value>::new(), "{r}");
+    }
+    assert_eq!(p.lock_events(), issued_alone(good["id"].as_str().unwrap()));
+    assert_eq!(p.sim.handle().passcodes(7001).len(), 0);
+    assert_eq!(p.dead_letter_count("duplicate_key").await, Some(2.0));
+    assert_eq!(p.dead_letter_count("malformed").await, Some(1.0));
+    Ok(())
+}
