@@ -3,7 +3,8 @@
 //!
 //! A device is registered only if its adapter's vendor knows the lock (a probe through the
 //! adapter's worker): a lock the vendor does not know is 409 `DEVICE_NOT_PAIRED`, an
-//! unreachable vendor 502. D-1 (one device per vendor ref in a property and vendor) is the
+//! unreachable vendor 502. A ref not in its vendor's form (`LockPort::check_device`) and a
+//! label with control or bidi characters are 422 before any vendor call. D-1 (one device per vendor ref in a property and vendor) is the
 //! store's unique blind index: a second registration of the same lock is 422. The vendor's
 //! device reference is stored encrypted and never answered.
 
@@ -41,10 +42,9 @@ pub(crate) async fn register_device(
     let b: RegisterDevice = crate::writes::json_object(&body)?;
     let property = PropertyId::parse(&b.property_id)?;
     let adapter_id = VendorAdapterId::parse(&b.vendor_adapter_id)?;
-    let label = b.label.trim();
-    if label.is_empty() || label.chars().count() > 128 || label.chars().any(char::is_control) {
-        return Err(DomainError::validation("label", "1 to 128 printable characters").into());
-    }
+    // shown to staff in lists and events: no control or bidi characters (issue 14)
+    let label =
+        crate::json::label(&b.label, 128).map_err(|why| DomainError::validation("label", why))?;
     let vendor_ref = b.vendor_device_ref.trim();
     if vendor_ref.is_empty()
         || vendor_ref.len() > 128
@@ -74,6 +74,17 @@ pub(crate) async fn register_device(
             entity: "vendor_adapter",
         })?;
     let device_ref = DeviceRef::new(vendor_ref);
+    // a ref the adapter could never use is the caller's mistake, not the vendor's outage:
+    // 422 here, without a vendor call (issue 14)
+    if let Some(port) = shared.rt.ports.port(&info.id) {
+        port.check_device(&device_ref).map_err(|e| {
+            let detail = match e {
+                VendorError::Refused { detail, .. } => detail,
+                other => other.to_string(),
+            };
+            ApiError::from(DomainError::validation("vendorDeviceRef", detail))
+        })?;
+    }
     match shared
         .rt
         .ports
@@ -84,6 +95,9 @@ pub(crate) async fn register_device(
         Err(VendorError::NotFound) => return Err(DomainError::DeviceNotPaired.into()),
         Err(VendorError::Refused { code, .. }) if code.contains("not_found") => {
             return Err(DomainError::DeviceNotPaired.into())
+        }
+        Err(VendorError::Refused { code, detail }) if code == "invalid_device" => {
+            return Err(DomainError::validation("vendorDeviceRef", detail).into())
         }
         Ok(_) | Err(_) => return Err(DomainError::VendorUnreachable.into()),
     }

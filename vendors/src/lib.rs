@@ -161,6 +161,14 @@ pub trait LockPort: Send + Sync + std::fmt::Debug {
     fn rate_gate(&self) -> &rate::RateGate;
     /// The request rate per minute the vendor documents for an account, if it publishes one.
     fn default_rate_per_minute(&self) -> Option<u32>;
+    /// Checks the form of a device reference without calling the vendor: each vendor names
+    /// its locks its own way (TTLock an integer `lockId`, Kisi `"<group_id>:<lock_id>"`).
+    /// A ref this adapter could never use is `Refused { code: "invalid_device" }`, so it is
+    /// refused where it is entered (device registration answers 422) rather than found at
+    /// a vendor call (issue 14). Adapters whose refs are free-form keep the default.
+    fn check_device(&self, _device: &DeviceRef) -> Result<(), VendorError> {
+        Ok(())
+    }
     /// Creates the credential. Not idempotent at TTLock: callers reconcile first with `find`.
     async fn issue(&self, req: &IssueRequest) -> Result<VendorRef, VendorError>;
     /// Finds an object we created earlier by its label (and, for PINs, its digits).

@@ -827,6 +827,127 @@ async fn a_trace_id_outside_the_safe_charset_is_refused_and_changes_nothing() ->
     Ok(())
 }
 
+/// A device's label is shown to staff in lists and events: control characters and the
+/// Unicode bidi controls that make text display in another order than it is stored
+/// (U+202A..U+202E, U+2066..U+2069, U+200E, U+200F, U+061C) are refused with 422
+/// `VALIDATION_FAILED` naming `label`, and nothing is registered. Fails without the bidi
+/// check (a control character alone was refused before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_with_control_or_bidi_characters_is_refused_and_registers_nothing(
+) -> anyhow::Result<()> {
+    let e = Embedded::start("refuse-label", &[]).await?;
+    let sim = demo_sim_url(&e.node);
+    e.http.post(format!("{sim}/_sim/locks/2002")).send().await?;
+    let adapters = e.get("/api/v1/vendor-adapters?propertyId=ppt_demo").await?;
+    let ttlock = adapters["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["vendor"] == "ttlock"))
+        .and_then(|i| i["id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let body = |label: &str| {
+        json!({
+            "propertyId": "ppt_demo",
+            "vendorAdapterId": ttlock,
+            "vendorDeviceRef": "2002",
+            "label": label,
+            "roomIds": ["rmu_202"],
+        })
+        .to_string()
+    };
+    let before = e.event_counts().await?;
+    for c in [
+        '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+        '\u{2068}', '\u{2069}', '\u{200E}', '\u{200F}', '\u{061C}', '\u{0007}', '\u{001B}',
+        '\u{0085}',
+    ] {
+        let label = format!("Room 2{c}02 door");
+        let (s, v) = e.post("/api/v1/lock-devices", body(&label)).await?;
+        assert_eq!(s, 422, "U+{:04X}: {v}", u32::from(c));
+        assert_eq!(v["code"], "MELMASTOON.GENERAL.VALIDATION_FAILED");
+        assert_eq!(v["details"]["field"], "label", "{v}");
+    }
+    assert_eq!(
+        e.event_counts().await?,
+        before,
+        "no device.registered event"
+    );
+    assert!(e
+        .devices("ppt_demo")
+        .await?
+        .iter()
+        .all(|d| d["rooms"] != json!(["rmu_202"])));
+    // the same body with a plain label registers: only the label was wrong
+    let (s, v) = e
+        .post("/api/v1/lock-devices", body("Room 202 door · Zimmer 202"))
+        .await?;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["label"], "Room 202 door · Zimmer 202");
+    Ok(())
+}
+
+/// A device ref the adapter could never use (not a TTLock lockId, not a Kisi
+/// `"<group>:<lock>"`, ...) was found only at the probe and answered 502
+/// `VENDOR_UNREACHABLE`: each adapter now checks the form first, and it is 422
+/// `VALIDATION_FAILED` naming `vendorDeviceRef`, without a vendor call, and nothing is
+/// registered. Checked for every demo adapter of the five vendors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_device_ref_is_422_for_every_vendor_and_registers_nothing() -> anyhow::Result<()>
+{
+    let e = Embedded::start("refuse-device-ref", &[]).await?;
+    let adapters = e.get("/api/v1/vendor-adapters").await?;
+    let mut vendors = BTreeSet::new();
+    let before = e.event_counts().await?;
+    for a in adapters["items"].as_array().into_iter().flatten() {
+        let vendor = a["vendor"].as_str().unwrap_or_default().to_owned();
+        if !["ttlock", "salto", "assa-abloy", "kisi", "brivo"].contains(&vendor.as_str()) {
+            continue;
+        }
+        let property = a["propertyId"].as_str().unwrap_or_default().to_owned();
+        let devices_before = e.devices(&property).await?.len();
+        let (s, v) = e
+            .post(
+                "/api/v1/lock-devices",
+                json!({
+                    "propertyId": property,
+                    "vendorAdapterId": a["id"],
+                    "vendorDeviceRef": "x/y",
+                    "label": "A door",
+                    "roomIds": ["rmu_901"],
+                })
+                .to_string(),
+            )
+            .await?;
+        assert_eq!(s, 422, "{vendor}: {v}");
+        assert_eq!(
+            v["code"], "MELMASTOON.GENERAL.VALIDATION_FAILED",
+            "{vendor}"
+        );
+        assert_eq!(v["details"]["field"], "vendorDeviceRef", "{vendor}: {v}");
+        assert!(!v.to_string().contains("x/y"), "the ref is not echoed: {v}");
+        assert_eq!(
+            e.devices(&property).await?.len(),
+            devices_before,
+            "{vendor}"
+        );
+        vendors.insert(vendor);
+    }
+    assert_eq!(
+        vendors,
+        ["assa-abloy", "brivo", "kisi", "salto", "ttlock"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        "every vendor's adapter was tried"
+    );
+    assert_eq!(
+        e.event_counts().await?,
+        before,
+        "no device.registered event"
+    );
+    Ok(())
+}
+
 /// Through RabbitMQ: an envelope that names a key twice (at the top or inside `data`) is
 /// dead-lettered as `duplicate_key`, one whose `traceId` leaves the safe charset as
 /// `malformed`; each is counted and changes nothing. Fails without the strict reader

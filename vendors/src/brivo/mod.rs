@@ -646,6 +646,10 @@ impl LockPort for BrivoAdapter {
         None
     }
 
+    fn check_device(&self, device: &DeviceRef) -> Result<(), VendorError> {
+        access_point_id(device).map(drop)
+    }
+
     async fn probe(&self, device: &DeviceRef) -> Result<crate::DeviceProbe, VendorError> {
         let ap = access_point_id(device)?;
         let point: wire::AccessPoint = self

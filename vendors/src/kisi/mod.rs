@@ -533,6 +533,10 @@ impl LockPort for KisiAdapter {
         Some(300)
     }
 
+    fn check_device(&self, device: &DeviceRef) -> Result<(), VendorError> {
+        KisiDevice::parse(device).map(drop)
+    }
+
     async fn probe(&self, device: &DeviceRef) -> Result<crate::DeviceProbe, VendorError> {
         let device = KisiDevice::parse(device)?;
         let rb = self

@@ -733,6 +733,10 @@ impl LockPort for SaltoAdapter {
         None
     }
 
+    fn check_device(&self, device: &DeviceRef) -> Result<(), VendorError> {
+        lock_id(device).map(drop)
+    }
+
     fn capabilities(&self) -> LockCapabilities {
         // Spec 003 §6.1: card encoding, offline issuance (limited, via SVN propagation),
         // floors and (partially) areas are Salto's; mobile keys and PINs through KS.

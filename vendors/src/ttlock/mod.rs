@@ -531,6 +531,10 @@ impl LockPort for TtlockAdapter {
         Some(100)
     }
 
+    fn check_device(&self, device: &DeviceRef) -> Result<(), VendorError> {
+        lock_id(device).map(drop)
+    }
+
     fn capabilities(&self) -> LockCapabilities {
         LockCapabilities {
             mobile_key: true,

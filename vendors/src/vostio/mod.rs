@@ -466,6 +466,10 @@ impl LockPort for VostioAdapter {
         Some(self.config.rate_limit_per_sec.saturating_mul(60))
     }
 
+    fn check_device(&self, device: &DeviceRef) -> Result<(), VendorError> {
+        door_id(device).map(drop)
+    }
+
     fn capabilities(&self) -> LockCapabilities {
         LockCapabilities {
             mobile_key: true,
