@@ -358,6 +358,10 @@ pub struct RawHttp {
     pub bind: Option<String>,
     /// Bearer token of trusted platform services (intake in embedded mode, reads).
     pub service_token: Option<SecretSource>,
+    /// How long a client has to send a request's head, and then (from there) its whole
+    /// body, in milliseconds (default 10000): a request that stalls is answered 408 and
+    /// its connection closed, so it cannot hold a worker.
+    pub read_timeout_ms: Option<u64>,
 }
 
 /// Storage settings.
@@ -644,6 +648,8 @@ pub struct Settings {
     pub http_bind: SocketAddr,
     /// Service token source.
     pub service_token: Option<SecretSource>,
+    /// How long a client may take to send a request's head, and then its body.
+    pub http_read_timeout: Duration,
     /// SQLite file.
     pub sqlite_path: PathBuf,
     /// Postgres URLs (production).
@@ -947,6 +953,10 @@ pub fn validate(raw: RawSettings) -> Result<Settings, ConfigError> {
             .unwrap_or_else(|| format!("node-{}", std::process::id())),
         http_bind: addr("http.bind", raw.http.bind.as_deref(), "127.0.0.1:8080")?,
         service_token: raw.http.service_token,
+        http_read_timeout: match raw.http.read_timeout_ms {
+            Some(0) => return Err(invalid("http.read_timeout_ms", "must be more than zero")),
+            v => ms(v.unwrap_or(10_000)),
+        },
         sqlite_path: raw
             .database
             .sqlite_path
@@ -1279,7 +1289,7 @@ denied_burst = { treshold = 8 }
         let raw = RawSettings {
             http: RawHttp {
                 bind: Some("nowhere".into()),
-                service_token: None,
+                ..Default::default()
             },
             ..Default::default()
         };

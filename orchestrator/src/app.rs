@@ -689,13 +689,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let embedded = settings.mode == Mode::Embedded;
     let data = web::Data::new(shared.clone());
+    let read_timeout = settings.http_read_timeout;
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(crate::http::body_deadline))
             .wrap(crate::http::error_bodies())
             .app_data(data.clone())
+            .app_data(crate::http::BodyTimeout(read_timeout))
             .configure(|cfg| crate::http::configure(cfg, embedded))
     })
     .workers(2)
+    // a client that stalls is cut off (issue 14): its head within the read timeout (408),
+    // then its body within the same again (`http::body_deadline`)
+    .client_request_timeout(read_timeout)
+    .client_disconnect_timeout(read_timeout)
     // SIGTERM and SIGINT drain the node first (below); then the server stops.
     .disable_signals()
     .bind(settings.http_bind)

@@ -707,6 +707,90 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     ))
 }
 
+/// How long a request's body may take to arrive, from when its head was read (`[http]
+/// read_timeout_ms`; the head itself is bounded by the server's client request timeout).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
+/// Cuts off a request whose body stalls (issue 14): actix bounds only the head's read, so a
+/// client that sends its headers and half a body would otherwise hold the handler (and its
+/// worker's attention) for as long as it keeps the connection open. The body's stream ends
+/// with an error at the deadline; the answer is 408 `MELMASTOON.GENERAL.REQUEST_TIMEOUT`
+/// with `Connection: close`, whatever the handler made of the cut body.
+pub async fn body_deadline(
+    mut req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let timeout = req
+        .app_data::<BodyTimeout>()
+        .map_or(Duration::from_secs(10), |t| t.0);
+    let expired = std::rc::Rc::new(std::cell::Cell::new(false));
+    let body = Deadline {
+        inner: actix_web::HttpMessage::take_payload(&mut req),
+        sleep: Box::pin(tokio::time::sleep(timeout)),
+        expired: expired.clone(),
+        done: false,
+    };
+    let body: std::pin::Pin<Box<dyn futures_util::Stream<Item = _>>> = Box::pin(body);
+    req.set_payload(actix_web::dev::Payload::from(body));
+    let timed_out = || {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "MELMASTOON.GENERAL.REQUEST_TIMEOUT",
+            "the request's body did not arrive in time",
+        )
+    };
+    match next.call(req).await {
+        Ok(res) if expired.get() => {
+            let (req, _) = res.into_parts();
+            let mut answer = timed_out().error_response();
+            answer.headers_mut().insert(
+                actix_web::http::header::CONNECTION,
+                actix_web::http::header::HeaderValue::from_static("close"),
+            );
+            Ok(actix_web::dev::ServiceResponse::new(req, answer).map_into_right_body())
+        }
+        Ok(res) => Ok(res.map_into_left_body()),
+        Err(_) if expired.get() => Err(timed_out().into()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A request body's stream that ends with an error once its deadline has passed.
+struct Deadline {
+    inner: actix_web::dev::Payload,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    expired: std::rc::Rc<std::cell::Cell<bool>>,
+    done: bool,
+}
+
+impl futures_util::Stream for Deadline {
+    type Item = Result<web::Bytes, actix_web::error::PayloadError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future as _;
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = std::pin::Pin::new(&mut self.inner).poll_next(cx) {
+            self.done = item.is_none();
+            return Poll::Ready(item);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            self.expired.set(true);
+            self.done = true;
+            return Poll::Ready(Some(Err(actix_web::error::PayloadError::Io(
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "request body timed out"),
+            ))));
+        }
+        Poll::Pending
+    }
+}
+
 /// Renders the framework's own client errors (a body over the limit, a malformed query,
 /// a wrong method) in the API's error shape `{code, message, details}`; responses that
 /// already carry JSON pass unchanged.

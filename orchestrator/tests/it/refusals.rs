@@ -948,6 +948,94 @@ async fn a_malformed_device_ref_is_422_for_every_vendor_and_registers_nothing() 
     Ok(())
 }
 
+/// Sends `head` and then `body` (which may be short of its Content-Length) on a raw
+/// connection, keeps it open, and reads until the server answers and closes it, for at
+/// most `limit`. The answer, how long it took to start from the last byte sent, and how
+/// long until the server closed the connection.
+async fn stall(
+    addr: &str,
+    head: &str,
+    body: &str,
+    limit: Duration,
+) -> anyhow::Result<(String, Duration, Duration)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await?;
+    socket.write_all(head.as_bytes()).await?;
+    socket.write_all(body.as_bytes()).await?;
+    socket.flush().await?;
+    #[allow(clippy::disallowed_methods)] // measuring the cut-off, not business time
+    let sent = std::time::Instant::now();
+    let kept_open = || anyhow::anyhow!("the server kept a stalled request open for {limit:?}");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(limit, socket.read(&mut answer))
+        .await
+        .map_err(|_| kept_open())??;
+    let answered = sent.elapsed();
+    answer.truncate(n);
+    tokio::time::timeout(limit, socket.read_to_end(&mut answer))
+        .await
+        .map_err(|_| kept_open())??;
+    Ok((
+        String::from_utf8_lossy(&answer).into_owned(),
+        answered,
+        sent.elapsed(),
+    ))
+}
+
+/// A client that sends its headers and half a body and then stalls held its request open
+/// for as long as it liked: the body must arrive within `[http] read_timeout_ms` (here
+/// 500 ms), or the answer is 408 `REQUEST_TIMEOUT` and the connection is closed. A head
+/// that stalls is cut off the same way. Nothing is stored, and the node keeps serving.
+/// Fails without the body deadline: the server waits for the body until the test's 10 s
+/// bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_stalls_is_cut_off_with_408() -> anyhow::Result<()> {
+    let e = Embedded::start(
+        "refuse-stall",
+        &[("LOCKSTEP__HTTP__READ_TIMEOUT_MS", "500".to_owned())],
+    )
+    .await?;
+    let addr = e.node.http.trim_start_matches("http://").to_owned();
+    let body = demo_stay("evt-stall", "rsv_stall", "rmu_101");
+    let half = &body[..body.len() / 2];
+    let head = format!(
+        "POST /api/v1/intake HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        e.token,
+        body.len()
+    );
+    let (answer, took, closed) = stall(&addr, &head, half, Duration::from_secs(10)).await?;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("MELMASTOON.GENERAL.REQUEST_TIMEOUT"),
+        "{answer}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(took < Duration::from_secs(5), "cut off after {took:?}");
+    println!("a stalled body was answered 408 after {took:?}, closed after {closed:?}");
+
+    // a head that stalls
+    let (answer, took, closed) = stall(
+        &addr,
+        "POST /api/v1/intake HTTP/1.1\r\nHost: x\r\nContent-Le",
+        "",
+        Duration::from_secs(10),
+    )
+    .await?;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    println!("a stalled head was answered 408 after {took:?}, closed after {closed:?}");
+
+    // the whole body in time is accepted on the same terms, and the stalled one left
+    // nothing behind
+    let (s, v) = e.post("/api/v1/intake", body).await?;
+    assert_eq!(s, 202, "{v}");
+    let key = e.wait_active("rsv_stall").await?;
+    assert_eq!(e.credentials("rsv_stall").await?.len(), 1, "{key}");
+    Ok(())
+}
+
 /// Through RabbitMQ: an envelope that names a key twice (at the top or inside `data`) is
 /// dead-lettered as `duplicate_key`, one whose `traceId` leaves the safe charset as
 /// `malformed`; each is counted and changes nothing. Fails without the strict reader
