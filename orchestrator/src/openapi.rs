@@ -394,11 +394,11 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: "post",
         path: "/api/v1/intake",
         op: "intake",
-        summary: "Post a consumed event (embedded mode's bus)",
+        summary: "Post a consumed event (embedded mode's bus): the envelope of docs/events/envelope.schema.json, its data as docs/events/<subject>.schema.json",
         auth: Auth::Bearer(&["service"]),
         query: &[],
         body: None,
-        responses: &[202, 401, 403, 413, 422, 503],
+        responses: &[202, 400, 401, 403, 413, 422, 503],
         embedded_only: true,
     },
     Endpoint {
@@ -426,14 +426,38 @@ fn error_schema() -> Value {
     })
 }
 
-fn status_text(status: u16) -> &'static str {
+/// The consumed events' envelope, as the intake's body (the checked-in schema without its
+/// own `$schema` and `$id`, which a component does not carry).
+fn envelope_schema() -> Value {
+    let mut schema: Value =
+        serde_json::from_str(include_str!("../../docs/events/envelope.schema.json"))
+            .expect("the checked-in envelope schema is JSON");
+    if let Some(o) = schema.as_object_mut() {
+        o.remove("$schema");
+        o.remove("$id");
+    }
+    schema
+}
+
+fn status_text(op: &str, status: u16) -> &'static str {
+    match (op, status) {
+        (_, 200) => "OK",
+        (_, 201) => "Created",
+        // the intake answers once the event is stored: there is nothing to poll
+        ("intake", 202) => "Accepted: stored for its saga (outcome accepted, or duplicate for an id seen before)",
+        (_, 202) => "Accepted: the step has not run yet; poll the Location",
+        ("intake", 400) => "Not JSON, or a key given twice (VALIDATION_FAILED, details.reason malformed or duplicate_key)",
+        ("intake", 422) => "Refused (VALIDATION_FAILED, details.reason as the dead-letter reasons: malformed envelope, invalid_payload, unknown_subject, unknown_property, unserved_room, window_ended)",
+        (_, status) => status_text_of(status),
+    }
+}
+
+fn status_text_of(status: u16) -> &'static str {
     match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted: the step has not run yet; poll the Location",
-        400 => "Malformed request (VALIDATION_FAILED)",
+        400 => "Malformed request, or a key given twice (VALIDATION_FAILED)",
         401 => "No valid token (UNAUTHENTICATED)",
         403 => "The token's roles do not allow this (FORBIDDEN)",
+        408 => "The request's head or body did not arrive within [http] read_timeout_ms (REQUEST_TIMEOUT); the connection is closed",
         404 => "Not found, or another tenant's (NOT_FOUND)",
         409 => "The vendor does not know the device (DEVICE_NOT_PAIRED)",
         413 => "Body too large (PAYLOAD_TOO_LARGE)",
@@ -459,9 +483,16 @@ pub fn document() -> Value {
         ));
         let mut responses = Map::new();
         for s in e.responses {
-            let mut r = json!({ "description": status_text(*s) });
+            let mut r = json!({ "description": status_text(e.op, *s) });
             if *s >= 400 {
                 r["content"] = json!({ "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } });
+            }
+            // only what is sent is promised: the intake's 202 carries no Location
+            if *s == 202 && e.op != "intake" {
+                r["headers"] = json!({ "Location": {
+                    "description": "Where the outcome can be read once the step has run",
+                    "schema": { "type": "string" },
+                } });
             }
             responses.insert(s.to_string(), r);
         }
@@ -489,6 +520,14 @@ pub fn document() -> Value {
                         json!({ "type": "integer", "minimum": 1 })
                     } else if *f == "scope" {
                         json!({ "type": "object" })
+                    } else if *f == "publicKeyEd25519" {
+                        json!({
+                            "type": "string",
+                            "contentEncoding": "base64",
+                            "minLength": 44,
+                            "maxLength": 44,
+                            "description": "The desktop's 32-byte Ed25519 public key (RFC 8032), standard base64 (RFC 4648 §4, with '=' padding): 44 characters",
+                        })
                     } else {
                         json!({ "type": "string" })
                     };
@@ -500,6 +539,12 @@ pub fn document() -> Value {
                 "content": { "application/json": { "schema": {
                     "type": "object", "additionalProperties": false, "properties": props,
                 } } },
+            });
+        }
+        if e.op == "intake" {
+            op["requestBody"] = json!({
+                "required": true,
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Envelope" } } },
             });
         }
         if e.embedded_only {
@@ -517,7 +562,7 @@ pub fn document() -> Value {
         },
         "paths": paths,
         "components": {
-            "schemas": { "Error": error_schema() },
+            "schemas": { "Error": error_schema(), "Envelope": envelope_schema() },
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
             },

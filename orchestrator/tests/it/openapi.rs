@@ -140,3 +140,63 @@ async fn the_served_document_is_the_committed_one_and_matches_the_routes() -> an
     println!("openapi: {operations} operations routed as documented");
     Ok(())
 }
+
+/// Issue 14: the document promises what the service does. The intake's body is the event
+/// envelope (its schema, the one intake checks), it answers 400 for a body that is not
+/// JSON, and its 202 promises no `Location` (it sends none); every other 202 declares the
+/// `Location` it sends. `publicKeyEd25519` says its encoding.
+#[test]
+fn the_document_describes_the_intake_body_locations_and_key_encoding() {
+    let doc = lockstep_orchestrator::openapi::document();
+    let intake = &doc["paths"]["/api/v1/intake"]["post"];
+    assert_eq!(
+        intake["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Envelope"
+    );
+    assert_eq!(intake["requestBody"]["required"], true);
+    let envelope = &doc["components"]["schemas"]["Envelope"];
+    let required: Vec<&str> = envelope["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(required, ["id", "subject", "time", "tenantId", "data"]);
+    assert_eq!(
+        envelope["properties"]["traceId"]["pattern"],
+        "^[A-Za-z0-9._:-]+$"
+    );
+    assert!(intake["responses"]["400"].is_object(), "{intake}");
+    let accepted = &intake["responses"]["202"];
+    assert!(accepted["headers"].is_null(), "{accepted}");
+    assert!(
+        !accepted.to_string().contains("Location"),
+        "no promise of a Location the intake does not send: {accepted}"
+    );
+
+    let mut with_location = 0;
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for (method, op) in item.as_object().into_iter().flatten() {
+            let r = &op["responses"]["202"];
+            if r.is_null() || path == "/api/v1/intake" {
+                continue;
+            }
+            assert!(
+                r["headers"]["Location"].is_object(),
+                "{method} {path}: its 202 carries a Location"
+            );
+            with_location += 1;
+        }
+    }
+    assert!(with_location >= 8, "{with_location} writes answer 202");
+
+    let key = &doc["paths"]["/api/v1/offline-issuance/certificates"]["post"]["requestBody"]
+        ["content"]["application/json"]["schema"]["properties"]["publicKeyEd25519"];
+    assert_eq!(key["contentEncoding"], "base64", "{key}");
+    assert!(
+        key["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("32-byte Ed25519") && d.contains("padding")),
+        "{key}"
+    );
+}
