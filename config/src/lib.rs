@@ -1210,6 +1210,36 @@ denied_burst = { treshold = 8 }
     }
 
     #[test]
+    fn a_device_may_open_an_area_instead_of_rooms() {
+        let raw: RawSettings = toml::from_str(
+            r#"
+[[properties]]
+tenant_id = "5f0c7a4e-7a2b-4c1d-9e8f-0a1b2c3d4e5f"
+property_id = "ppt_a"
+
+[[properties.devices]]
+id = "lck_a"
+adapter = "vad_a"
+vendor_device_ref = "1"
+label = "Room 1"
+rooms = ["rmu_1"]
+
+[[properties.devices]]
+id = "lck_b"
+adapter = "vad_a"
+vendor_device_ref = "2"
+label = "Gym"
+area = "gym"
+"#,
+        )
+        .unwrap();
+        let d = &raw.properties[0].devices;
+        assert_eq!((d[0].rooms.len(), d[0].area.as_deref()), (1, None));
+        assert!(d[1].rooms.is_empty(), "rooms default to none");
+        assert_eq!(d[1].area.as_deref(), Some("gym"));
+    }
+
+    #[test]
     fn the_relay_runs_in_the_embedded_demo_or_when_given_an_address() {
         let demo = validate(RawSettings::default()).unwrap();
         let relay = demo.relay.expect("the embedded demo runs a relay");

@@ -88,6 +88,63 @@ async fn register(
     Ok(())
 }
 
+/// Registers a second TTLock adapter on the rig's simulator (environment `production`:
+/// V-1 allows one adapter per vendor and environment) with `caps` applied to TTLock's.
+async fn second_adapter(
+    rig: &Rig,
+    caps: fn(LockCapabilities) -> LockCapabilities,
+) -> anyhow::Result<VendorAdapterId> {
+    let id = VendorAdapterId::generate();
+    let port = Arc::new(CapsPort(
+        TtlockAdapter::new(rig.sim.default_adapter_config(), rig.rt.clock.clone())?,
+        caps,
+    ));
+    rig.rt.ports.insert(
+        AdapterInfo {
+            id: id.clone(),
+            tenant_id: rig.tenant,
+            property_id: rig.property.clone(),
+            environment: "production".into(),
+        },
+        port,
+        &VendorDeps {
+            clock: rig.rt.clock.clone(),
+            store: rig.rt.store.clone(),
+            metrics: rig.rt.metrics.clone(),
+            worker: WorkerSettings::simulator(),
+            breaker: BreakerPolicy::default(),
+        },
+    );
+    rig.rt
+        .store
+        .upsert_adapter(&lockstep_persistence::AdapterRecord {
+            id: id.clone(),
+            tenant_id: rig.tenant,
+            property_id: rig.property.clone(),
+            vendor: VendorCode::Ttlock,
+            environment: "production".into(),
+            capabilities: json!({}),
+            config: json!({}),
+            now: rig.rt.clock.now(),
+        })
+        .await?;
+    Ok(id)
+}
+
+/// The `lockstep_saga_steps_total{step="master_refused"}` sample of `outcome`.
+fn refusals(rig: &Rig, outcome: &str) -> f64 {
+    let outcome = format!("outcome=\"{outcome}\"");
+    rig.metrics_text()
+        .lines()
+        .filter(|l| {
+            l.starts_with("lockstep_saga_steps_total")
+                && l.contains("step=\"master_refused\"")
+                && l.contains(&outcome)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Every lock of the simulator that holds a passcode.
 fn doors_holding_a_key(rig: &Rig) -> BTreeSet<i64> {
     LOCKS
@@ -211,40 +268,11 @@ async fn a_floor_master_is_on_the_floors_room_doors_natively_where_the_vendor_sc
 
     // floor 2 (rooms 21 and 22) at an adapter that scopes floors (another environment:
     // V-1 allows one adapter per vendor and environment)
-    let floors_adapter = VendorAdapterId::generate();
-    let port = Arc::new(FloorsPort(TtlockAdapter::new(
-        rig.sim.default_adapter_config(),
-        rig.rt.clock.clone(),
-    )?));
-    rig.rt.ports.insert(
-        AdapterInfo {
-            id: floors_adapter.clone(),
-            tenant_id: rig.tenant,
-            property_id: rig.property.clone(),
-            environment: "production".into(),
-        },
-        port,
-        &VendorDeps {
-            clock: rig.rt.clock.clone(),
-            store: rig.rt.store.clone(),
-            metrics: rig.rt.metrics.clone(),
-            worker: WorkerSettings::simulator(),
-            breaker: BreakerPolicy::default(),
-        },
-    );
-    rig.rt
-        .store
-        .upsert_adapter(&lockstep_persistence::AdapterRecord {
-            id: floors_adapter.clone(),
-            tenant_id: rig.tenant,
-            property_id: rig.property.clone(),
-            vendor: VendorCode::Ttlock,
-            environment: "production".into(),
-            capabilities: json!({}),
-            config: json!({}),
-            now: rig.rt.clock.now(),
-        })
-        .await?;
+    let floors_adapter = second_adapter(&rig, |c| LockCapabilities {
+        scope_floors: true,
+        ..c
+    })
+    .await?;
     for l in FLOOR_LOCKS {
         rig.sim.handle().add_lock(*l);
         register(
@@ -465,16 +493,7 @@ async fn an_unresolvable_scope_fails_at_the_shifts_start_without_a_vendor_call(
         .await?
         .ok_or_else(|| anyhow::anyhow!("the master row"))?;
     assert!(master.revoked_at.is_some(), "the master record is closed");
-    assert_eq!(
-        rig.metrics_text()
-            .lines()
-            .filter(|l| l.starts_with("lockstep_saga_steps_total")
-                && l.contains("step=\"master_refused\"")
-                && l.contains("outcome=\"scope_unresolvable\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>(),
-        1.0
-    );
+    assert_eq!(refusals(&rig, "scope_unresolvable"), 1.0);
     // no vendor call: nothing reached the port, nothing is at any door
     assert!(rig.port.log.lock().unwrap().is_empty());
     assert_eq!(rig.sim.handle().counters().adds, 0);
@@ -483,21 +502,64 @@ async fn an_unresolvable_scope_fails_at_the_shifts_start_without_a_vendor_call(
     Ok(())
 }
 
-/// A TTLock adapter whose vendor scopes floors natively (Salto and Vostio do; spec `003`
-/// §6.1), on the rig's simulator.
+/// A master has one kind, which every door of its scope must take: a gym door at TTLock
+/// (PINs) and a spa door at an adapter that issues none of the policy's kinds leave none,
+/// so the master fails at the shift's start as `kind_unsupported`, without a vendor call.
+#[actix_rt::test]
+async fn a_scope_whose_doors_share_no_kind_fails_as_kind_unsupported_without_a_vendor_call(
+) -> anyhow::Result<()> {
+    let rig = rig().await?;
+    let none = second_adapter(&rig, |c| LockCapabilities {
+        pin: false,
+        mobile_key: false,
+        card_encoding: false,
+        qr: false,
+        nfc: false,
+        ..c
+    })
+    .await?;
+    rig.sim.handle().add_lock(16);
+    register(&rig, &none, 16, vec![], Some(CommonArea::Spa)).await?;
+    rig.rt.config.invalidate(rig.tenant, &rig.property);
+    start_shift(
+        &rig,
+        "shf_wellness",
+        "usr_wellness",
+        json!({ "kind": "areas", "areas": ["gym", "spa"] }),
+    )
+    .await?;
+    let c = settled(&rig, "usr_wellness", "failed").await?;
+    assert_eq!(
+        c.failure_reason().map(|f| f.as_str()),
+        Some("kind_unsupported")
+    );
+    let subjects = rig.outbox_subjects(c.id().as_str()).await?;
+    assert!(
+        subjects.iter().any(|s| s.ends_with("credential.failed.v1")),
+        "{subjects:?}"
+    );
+    assert_eq!(refusals(&rig, "kind_unsupported"), 1.0);
+    assert!(rig.port.log.lock().unwrap().is_empty());
+    assert_eq!(rig.sim.handle().counters().adds, 0);
+    assert_eq!(rig.passcodes(16), 0);
+    assert!(doors_holding_a_key(&rig).is_empty());
+    rig.finish().await;
+    Ok(())
+}
+
+/// A TTLock adapter on the rig's simulator with other capabilities: one whose vendor
+/// scopes floors natively (Salto and Vostio do; spec `003` §6.1), or one that can issue
+/// none of the policy's kinds.
 #[derive(Debug)]
-struct FloorsPort(TtlockAdapter);
+struct CapsPort(TtlockAdapter, fn(LockCapabilities) -> LockCapabilities);
 
 #[async_trait]
-impl LockPort for FloorsPort {
+impl LockPort for CapsPort {
     fn vendor(&self) -> VendorCode {
         self.0.vendor()
     }
     fn capabilities(&self) -> LockCapabilities {
-        LockCapabilities {
-            scope_floors: true,
-            ..self.0.capabilities()
-        }
+        (self.1)(self.0.capabilities())
     }
     fn account(&self) -> String {
         self.0.account()
