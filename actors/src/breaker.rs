@@ -38,6 +38,11 @@ pub struct Record {
 #[rtype(result = "CircuitState")]
 pub struct Circuit;
 
+/// The health snapshot now (spec `003` §3 `AdapterHealthSnapshot`, without `lastError`).
+#[derive(Message, Debug)]
+#[rtype(result = "lockstep_domain::breaker::HealthSnapshot")]
+pub struct Snapshot;
+
 /// An adapter this breaker serves (for its health events, and to probe the vendor).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
@@ -309,6 +314,13 @@ impl Handler<Circuit> for BreakerActor {
     type Result = MessageResult<Circuit>;
     fn handle(&mut self, _msg: Circuit, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(self.breaker.circuit_at(self.clock.now()))
+    }
+}
+
+impl Handler<Snapshot> for BreakerActor {
+    type Result = MessageResult<Snapshot>;
+    fn handle(&mut self, _msg: Snapshot, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.breaker.snapshot(self.clock.now()))
     }
 }
 

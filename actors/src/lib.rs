@@ -24,6 +24,6 @@ pub use runtime::{
     Failpoints, FenceBook, Runtime, SagaSettings, StepGate, StepPermit, WorkGate, WorkGuard,
 };
 pub use vendor::{
-    AdapterInfo, PortRegistry, RateLimit, StoreLimiter, VendorDeps, VendorOp, VendorReply,
-    WorkerSettings,
+    AdapterHealth, AdapterInfo, LastError, PortRegistry, RateLimit, StoreLimiter, VendorDeps,
+    VendorOp, VendorReply, WorkerSettings,
 };

@@ -25,7 +25,7 @@ use lockstep_vendors::{DeviceProbe, IssueRequest, LockPort, VendorEntry, VendorE
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
-use crate::breaker::{Admit, BreakerActor, Record, Serve};
+use crate::breaker::{Admit, BreakerActor, Record, Serve, Snapshot};
 use crate::metrics::Metrics;
 
 /// What to ask a vendor.
@@ -168,11 +168,60 @@ impl WorkerSettings {
 
 type Reply = oneshot::Sender<Result<VendorReply, VendorError>>;
 
+/// An adapter's last failed call (spec `003` §3 `lastError`): a stable code and when, by
+/// the business clock. The vendor's own message is left out: it may echo what the request
+/// carried (a lock id, a label), and the snapshot is served to operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastError {
+    /// `vendor_unavailable`, `rate_limited`, `timeout`, `auth`, or the vendor's refusal
+    /// code (`storage_full`, `errcode_-4043`, ...).
+    pub code: String,
+    /// When.
+    pub at: lockstep_domain::Timestamp,
+}
+
+impl LastError {
+    /// What a call's outcome leaves as the adapter's last error, if anything: routine
+    /// answers (not found, a PIN collision) and calls Lockstep never sent are not errors
+    /// of the adapter.
+    fn of(outcome: &CallOutcome) -> Option<String> {
+        match outcome {
+            CallOutcome::Answered(Err(e)) => match e {
+                VendorError::Unavailable { .. } => Some("vendor_unavailable".into()),
+                VendorError::RateLimited { .. } => Some("rate_limited".into()),
+                VendorError::Refused { code, .. } => Some(code.clone()),
+                VendorError::Auth { .. } => Some("auth".into()),
+                _ => None,
+            },
+            CallOutcome::TimedOut => Some("timeout".into()),
+            CallOutcome::Panicked => Some("adapter_panicked".into()),
+            CallOutcome::Answered(Ok(_)) => None,
+        }
+    }
+}
+
+/// Where a worker leaves its adapter's last error for the health snapshot.
+type LastErrorSlot = Arc<Mutex<Option<LastError>>>;
+
+/// What an adapter's health snapshot is read from: its breaker and its last error.
+type HealthSources = (Addr<BreakerActor>, LastErrorSlot);
+
+/// An adapter's health (spec `003` §3 `AdapterHealthSnapshot`): its breaker's window
+/// (shared by the adapters of one vendor and environment) and its own last error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterHealth {
+    /// Window, error rate, latencies, circuit, last tripped.
+    pub snapshot: lockstep_domain::breaker::HealthSnapshot,
+    /// The adapter's last failed call.
+    pub last_error: Option<LastError>,
+}
+
 /// The supervised worker of one adapter.
 pub struct VendorWorker {
     port: Arc<dyn LockPort>,
     breaker: Addr<BreakerActor>,
     account: Arc<AccountState>,
+    last_error: LastErrorSlot,
     metrics: Metrics,
     settings: WorkerSettings,
     removals: VecDeque<(VendorOp, Reply)>,
@@ -185,6 +234,7 @@ impl VendorWorker {
         port: Arc<dyn LockPort>,
         breaker: Addr<BreakerActor>,
         account: Arc<AccountState>,
+        last_error: LastErrorSlot,
         metrics: Metrics,
         settings: WorkerSettings,
     ) -> Self {
@@ -192,6 +242,7 @@ impl VendorWorker {
             port,
             breaker,
             account,
+            last_error,
             metrics,
             settings,
             removals: VecDeque::new(),
@@ -220,6 +271,12 @@ impl VendorWorker {
             );
             ctx.spawn(fut.into_actor(self).map(move |outcome, act, ctx| {
                 act.in_flight -= 1;
+                if let Some(code) = LastError::of(&outcome) {
+                    let at = act.account.deps.clock.now();
+                    *act.last_error
+                        .lock()
+                        .expect("last error lock is never poisoned") = Some(LastError { code, at });
+                }
                 match outcome {
                     CallOutcome::Answered(res) => {
                         let _ = reply.send(res);
@@ -459,6 +516,7 @@ pub struct PortRegistry {
     accounts: Arc<RwLock<HashMap<AccountKey, Arc<AccountState>>>>,
     by_adapter: Arc<RwLock<HashMap<VendorAdapterId, Arc<AccountState>>>>,
     infos: Arc<RwLock<HashMap<VendorAdapterId, (AdapterInfo, VendorCode)>>>,
+    health: Arc<RwLock<HashMap<VendorAdapterId, HealthSources>>>,
 }
 
 impl PortRegistry {
@@ -530,18 +588,44 @@ impl PortRegistry {
             .write()
             .expect("account map lock is never poisoned")
             .insert(info.id.clone(), account.clone());
+        let last_error = LastErrorSlot::default();
+        self.health
+            .write()
+            .expect("health map lock is never poisoned")
+            .insert(info.id.clone(), (breaker.clone(), last_error.clone()));
         let (p, b, metrics, settings) = (
             port.clone(),
             breaker,
             deps.metrics.clone(),
             deps.worker.clone(),
         );
-        let addr =
-            Supervisor::start(move |_| VendorWorker::new(p, b, account.clone(), metrics, settings));
+        let addr = Supervisor::start(move |_| {
+            VendorWorker::new(p, b, account.clone(), last_error, metrics, settings)
+        });
         self.workers
             .write()
             .expect("port registry lock is never poisoned")
             .insert(info.id, (port, addr));
+    }
+
+    /// The health snapshot of adapter `id` (spec `003` §3), kept current by every call
+    /// its worker makes: the breaker's window and circuit, and the adapter's last error.
+    pub async fn health(&self, id: &VendorAdapterId) -> Option<AdapterHealth> {
+        let (breaker, slot) = self
+            .health
+            .read()
+            .expect("health map lock is never poisoned")
+            .get(id)
+            .cloned()?;
+        let snapshot = breaker.send(Snapshot).await.ok()?;
+        let last_error = slot
+            .lock()
+            .expect("last error lock is never poisoned")
+            .clone();
+        Some(AdapterHealth {
+            snapshot,
+            last_error,
+        })
     }
 
     /// Every registered adapter with its vendor, by id.

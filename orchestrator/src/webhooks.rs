@@ -764,30 +764,51 @@ pub(crate) async fn list_adapters(
         .as_deref()
         .map(lockstep_domain::PropertyId::parse)
         .transpose()?;
-    let items: Vec<_> = shared
+    let mut items = Vec::new();
+    for (i, vendor) in shared
         .rt
         .ports
         .adapters()
         .into_iter()
         .filter(|(i, _)| i.tenant_id == tenant)
         .filter(|(i, _)| property.as_ref().is_none_or(|p| &i.property_id == p))
-        .map(|(i, vendor)| {
-            let caps = shared.rt.ports.port(&i.id).map(|p| p.capabilities());
-            let mut item = json!({
-                "id": i.id.as_str(),
-                "tenantId": i.tenant_id.to_string(),
-                "propertyId": i.property_id.as_str(),
-                "vendor": vendor.as_str(),
-                "environment": i.environment,
-                "capabilities": caps.map(|c| crate::seed::caps_json(&c)),
-            });
-            if admin {
-                item["webhookPath"] = json!(shared.webhook_tokens.path(vendor, &i.id));
-            }
-            item
-        })
-        .collect();
+    {
+        let caps = shared.rt.ports.port(&i.id).map(|p| p.capabilities());
+        let health = shared.rt.ports.health(&i.id).await;
+        let mut item = json!({
+            "id": i.id.as_str(),
+            "tenantId": i.tenant_id.to_string(),
+            "propertyId": i.property_id.as_str(),
+            "vendor": vendor.as_str(),
+            "environment": i.environment,
+            "capabilities": caps.map(|c| crate::seed::caps_json(&c)),
+            "health": health.as_ref().map(health_json),
+        });
+        if admin {
+            item["webhookPath"] = json!(shared.webhook_tokens.path(vendor, &i.id));
+        }
+        items.push(item);
+    }
     Ok(HttpResponse::Ok().json(json!({ "items": items, "nextCursor": null })))
+}
+
+/// Spec `003` §3 `AdapterHealthSnapshot` as the API serves it: the breaker's window of the
+/// adapter's vendor and environment, and the adapter's own last error (a code and when; the
+/// vendor's message is not kept).
+fn health_json(h: &lockstep_actors::AdapterHealth) -> serde_json::Value {
+    let s = &h.snapshot;
+    json!({
+        "windowSize": s.window_size,
+        "errorRatePct": s.error_rate_pct,
+        "p95LatencyMs": s.p95_latency_ms,
+        "p99LatencyMs": s.p99_latency_ms,
+        "circuit": s.circuit.as_str(),
+        "lastTrippedAt": s.last_tripped_at.map(|t| t.to_rfc3339()),
+        "lastError": h.last_error.as_ref().map(|e| json!({
+            "code": e.code,
+            "at": e.at.to_rfc3339(),
+        })),
+    })
 }
 
 /// `POST /api/v1/vendor-adapters/{id}/health-check`: probes the vendor's API now, through

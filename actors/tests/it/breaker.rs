@@ -173,3 +173,65 @@ async fn an_hour_long_outage_opens_the_breaker_and_the_backlog_drains_revocation
     rig.finish().await;
     Ok(())
 }
+
+/// Issue 14 (spec `003` §3 `AdapterHealthSnapshot`): the adapter's health snapshot is kept
+/// current by its calls: calls in the window, error rate, latencies and a closed circuit in
+/// fair weather with no last error; during an outage the circuit opens, the error rate
+/// rises, `lastTrippedAt` is set and the last error names what failed, without the
+/// vendor's words.
+#[actix_rt::test]
+async fn the_health_snapshot_follows_the_adapters_calls_and_names_its_last_error(
+) -> anyhow::Result<()> {
+    use lockstep_domain::breaker::CircuitState;
+    let rig = Rig::start_with(
+        WorkerSettings::simulator(),
+        Arc::new(SystemClock),
+        BreakerPolicy {
+            min_calls: 4,
+            ..BreakerPolicy::default()
+        },
+        SagaSettings {
+            retry_base: Duration::from_millis(20),
+            retry_cap: Duration::from_millis(100),
+            ..SagaSettings::default()
+        },
+    )
+    .await?;
+    let adapter = rig.rt.ports.adapters()[0].0.id.clone();
+    let health = || async {
+        rig.rt
+            .ports
+            .health(&adapter)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("no health for a registered adapter"))
+    };
+    let idle = health().await?;
+    assert_eq!(idle.snapshot.window_size, 0);
+    assert_eq!(idle.snapshot.circuit, CircuitState::Closed);
+
+    rig.confirm("rsv_h1", 1).await?;
+    rig.confirm("rsv_h2", 2).await?;
+    rig.wait_settled("rsv_h1", "active").await?;
+    rig.wait_settled("rsv_h2", "active").await?;
+    let fair = health().await?;
+    assert!(fair.snapshot.window_size >= 2, "{fair:?}");
+    assert_eq!(fair.snapshot.error_rate_pct, 0.0, "{fair:?}");
+    assert_eq!(fair.snapshot.circuit, CircuitState::Closed);
+    assert!(fair.snapshot.last_tripped_at.is_none());
+    assert!(fair.last_error.is_none(), "{fair:?}");
+
+    let before = rig.rt.clock.now();
+    rig.sim.handle().update_faults(|f| f.outage = true);
+    rig.confirm("rsv_h3", 3).await?;
+    until(&rig, "the breaker open", |r| r.metric(OPEN) == 1.0).await?;
+    let foul = health().await?;
+    assert_eq!(foul.snapshot.circuit, CircuitState::Open, "{foul:?}");
+    assert!(foul.snapshot.error_rate_pct > 0.0, "{foul:?}");
+    assert!(foul.snapshot.last_tripped_at.is_some_and(|t| t >= before));
+    let last = foul.last_error.expect("the outage left a last error");
+    assert_eq!(last.code, "vendor_unavailable");
+    assert!(last.at >= before && last.at <= rig.rt.clock.now());
+    rig.sim.handle().update_faults(|f| f.outage = false);
+    rig.finish().await;
+    Ok(())
+}

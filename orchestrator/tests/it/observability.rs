@@ -553,6 +553,39 @@ async fn dashboard_expressions_parse_and_name_only_metrics_a_node_exports() -> a
         },
     )
     .await?;
+    // spec 003 §3: the adapter's health snapshot, as GET /api/v1/vendor-adapters serves
+    // it, says what happened: calls in its window, the circuit, and the timeout as its
+    // last error (a code and when, nothing of the vendor's)
+    let adapters: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/vendor-adapters?propertyId=ppt_demo",
+            node.http
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let health = adapters["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["vendor"] == "ttlock"))
+        .map(|a| a["health"].clone())
+        .context("the ttlock adapter")?;
+    assert!(health["windowSize"].as_u64().unwrap_or(0) >= 1, "{health}");
+    for key in ["errorRatePct", "p95LatencyMs", "p99LatencyMs"] {
+        assert!(health[key].is_number(), "{key}: {health}");
+    }
+    assert!(
+        ["closed", "open", "half_open"].contains(&health["circuit"].as_str().unwrap_or("")),
+        "{health}"
+    );
+    assert_eq!(health["lastError"]["code"], "timeout", "{health}");
+    assert!(health["lastError"]["at"].is_string(), "{health}");
+    assert_eq!(
+        health["lastError"].as_object().map(|o| o.len()),
+        Some(2),
+        "{health}"
+    );
     sim_post(format!("{sim}/_sim/faults"), json!({ "latency_ms": 0 })).await?;
     wait_for("rsv_obs_3 active", Duration::from_secs(60), || async {
         state_of(&node, &operator, "rsv_obs_3")
