@@ -12,6 +12,7 @@ mod events_table;
 mod foul_weather;
 mod harness;
 mod leak;
+mod master_areas;
 mod newuser;
 mod observability;
 mod openapi;
