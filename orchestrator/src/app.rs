@@ -50,6 +50,9 @@ pub struct Shared {
     pub webhook_tokens: crate::webhooks::WebhookTokens,
     /// The configured properties (the demo's included): where each adapter's secrets live.
     pub properties: Vec<lockstep_config::RawProperty>,
+    /// The webhook secrets of the demo's other vendors' adapters (made at start-up, shared
+    /// with their simulators), by adapter id.
+    pub demo_webhook_secrets: std::collections::HashMap<String, String>,
     /// Signs offline-issuance certificates (`None`: not configured).
     pub offline_signer: Option<crate::admin::OfflineSigner>,
     /// Draining on SIGTERM.
@@ -609,6 +612,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         commands: crate::commands::CommandBus::new(settings.amqp.is_some()),
         webhook_tokens: crate::webhooks::WebhookTokens::new(cipher(&settings)?),
         properties: properties.clone(),
+        demo_webhook_secrets: _vendor_demo
+            .iter()
+            .flat_map(|d| d.webhooks.iter())
+            .map(|w| (w.adapter.as_str().to_owned(), w.secret.clone()))
+            .collect(),
         offline_signer,
         shutdown: crate::shutdown::Shutdown::new(),
         anomalies,
@@ -712,6 +720,27 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         // Tests and scripts wait for this line to learn the port.
         info!(addr = %a, "http listening");
         println!("lockstep http listening on http://{a}");
+    }
+    // The demo's simulators post their door attempts to this node, as the vendors would:
+    // TTLock's records callback, the others' signed webhooks.
+    if let Some(a) = addrs.first() {
+        let url = |vendor, id: &str| -> anyhow::Result<String> {
+            let id = lockstep_domain::VendorAdapterId::parse(id)
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            Ok(format!(
+                "http://{a}{}",
+                shared.webhook_tokens.path(vendor, &id)
+            ))
+        };
+        if let Some(sim) = &_simulator {
+            sim.handle().set_callback(Some(url(
+                lockstep_domain::VendorCode::Ttlock,
+                crate::seed::DEMO_ADAPTER,
+            )?));
+        }
+        for w in _vendor_demo.iter().flat_map(|d| d.webhooks.iter()) {
+            (w.point)(Some((url(w.vendor, w.adapter.as_str())?, w.secret.clone())));
+        }
     }
     {
         let mut rows: Vec<(String, String)> = Vec::new();

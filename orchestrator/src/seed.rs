@@ -633,6 +633,36 @@ pub struct VendorDemo {
     pub simulators: Vec<Box<dyn std::any::Any>>,
     /// Each simulator's vendor and base URL, for the start-up banner.
     pub urls: Vec<(&'static str, String)>,
+    /// Each demo adapter's signed-webhook sender: its simulator, told where to post and
+    /// with which secret once the node listens.
+    pub webhooks: Vec<DemoWebhook>,
+}
+
+/// One demo adapter's webhook: its id, vendor, a secret made for this run, and how to point
+/// its simulator at the node.
+pub struct DemoWebhook {
+    /// The adapter.
+    pub adapter: VendorAdapterId,
+    /// Its vendor.
+    pub vendor: VendorCode,
+    /// The secret its simulator signs with (made fresh at every start).
+    pub secret: String,
+    /// Points the simulator's webhook at `(url, secret)`.
+    pub point: PointWebhook,
+}
+
+/// Points a simulator's webhook at `Some((url, secret))`, or nowhere.
+pub type PointWebhook = Box<dyn Fn(Option<(String, String)>) + Send + Sync>;
+
+impl DemoWebhook {
+    fn new(adapter: &str, vendor: VendorCode, point: PointWebhook) -> anyhow::Result<Self> {
+        Ok(Self {
+            adapter: VendorAdapterId::parse(adapter).map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            vendor,
+            secret: lockstep_persistence::Cipher::generate_hex(),
+            point,
+        })
+    }
 }
 
 /// One demo property on another vendor: (property, adapter id, vendor, port, devices as
@@ -664,6 +694,7 @@ pub async fn demo_vendors(
     let mut simulators: Vec<Box<dyn std::any::Any>> = Vec::new();
     let mut properties: Vec<DemoProperty> = Vec::new();
     let mut urls = Vec::new();
+    let mut webhooks = Vec::new();
 
     let s = salto::SaltoSimulator::start(at(1))
         .with_context(|| format!("starting the Salto simulator on {}", at(1)))?;
@@ -672,6 +703,12 @@ pub async fn demo_vendors(
     }
     println!("salto simulator listening on {}", s.base_url());
     urls.push(("salto", s.base_url()));
+    let h = s.handle();
+    webhooks.push(DemoWebhook::new(
+        "vad_01J00000000000000000000002",
+        VendorCode::Salto,
+        Box::new(move |target| h.set_webhook(target)),
+    )?);
     let port: Arc<dyn LockPort> = Arc::new(
         salto::SaltoAdapter::new(s.default_adapter_config(), clock.clone())
             .map_err(|e| anyhow::anyhow!("salto adapter: {e}"))?,
@@ -704,6 +741,12 @@ pub async fn demo_vendors(
     }
     println!("vostio simulator listening on {}", v.base_url());
     urls.push(("vostio", v.base_url()));
+    let h = v.handle();
+    webhooks.push(DemoWebhook::new(
+        "vad_01J00000000000000000000003",
+        VendorCode::AssaAbloy,
+        Box::new(move |target| h.set_webhook(target)),
+    )?);
     let port: Arc<dyn LockPort> = Arc::new(
         vostio::VostioAdapter::new(cfg, clock.clone())
             .map_err(|e| anyhow::anyhow!("vostio adapter: {e}"))?,
@@ -735,6 +778,12 @@ pub async fn demo_vendors(
     }
     println!("kisi simulator listening on {}", k.base_url());
     urls.push(("kisi", k.base_url()));
+    let h = k.handle();
+    webhooks.push(DemoWebhook::new(
+        "vad_01J00000000000000000000004",
+        VendorCode::Kisi,
+        Box::new(move |target| h.set_webhook(target)),
+    )?);
     let port: Arc<dyn LockPort> = Arc::new(
         kisi::KisiAdapter::new(k.default_adapter_config(), clock.clone())
             .map_err(|e| anyhow::anyhow!("kisi adapter: {e}"))?,
@@ -758,6 +807,12 @@ pub async fn demo_vendors(
     }
     println!("brivo simulator listening on {}", b.base_url());
     urls.push(("brivo", b.base_url()));
+    let h = b.handle();
+    webhooks.push(DemoWebhook::new(
+        "vad_01J00000000000000000000005",
+        VendorCode::Brivo,
+        Box::new(move |target| h.set_webhook(target)),
+    )?);
     let port: Arc<dyn LockPort> = Arc::new(
         brivo::BrivoAdapter::new(b.default_adapter_config(), clock.clone())
             .map_err(|e| anyhow::anyhow!("brivo adapter: {e}"))?,
@@ -814,5 +869,9 @@ pub async fn demo_vendors(
             register_device_of(store, tenant, &property, vendor, &d).await?;
         }
     }
-    Ok(VendorDemo { simulators, urls })
+    Ok(VendorDemo {
+        simulators,
+        urls,
+        webhooks,
+    })
 }
