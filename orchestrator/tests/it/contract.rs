@@ -165,6 +165,28 @@ fn every_produced_event_conforms_to_its_schema() {
     }
 }
 
+/// Every failure reason, guest or master, is one `credential.failed.v1`'s schema takes
+/// (issue 14 added `scope_unresolvable`, a master whose scope names no door).
+#[test]
+fn a_failed_event_conforms_to_its_schema_for_every_failure_reason() {
+    let schemas = EventSchemas::new();
+    let now = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+    for reason in FailureReason::ALL {
+        for mut c in [credential(), master()] {
+            c.mark_failed(*reason, now).unwrap();
+            for e in c.take_pending_events() {
+                let row = events_out::outbox_row(&e, now);
+                schemas
+                    .check_produced(&row.envelope)
+                    .unwrap_or_else(|err| panic!("{}: {err}", reason.as_str()));
+                if e.kind.subject().ends_with("failed.v1") {
+                    assert_eq!(row.envelope["data"]["reason"], reason.as_str());
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn consumed_envelopes_are_refused_for_the_right_reason() {
     let s = EventSchemas::new();
