@@ -13,7 +13,9 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 use lockstep_actors::events_out;
 use lockstep_actors::{VendorOp, VendorReply};
-use lockstep_domain::{DeviceRef, DomainError, LockDeviceId, PropertyId, RoomId, VendorAdapterId};
+use lockstep_domain::{
+    CommonArea, DeviceRef, DomainError, LockDeviceId, PropertyId, RoomId, VendorAdapterId,
+};
 use lockstep_persistence::{DeviceRecord, StoreError};
 use lockstep_vendors::VendorError;
 use serde_json::json;
@@ -29,7 +31,11 @@ pub(crate) struct RegisterDevice {
     vendor_adapter_id: String,
     vendor_device_ref: String,
     label: String,
+    #[serde(default)]
     room_ids: Vec<String>,
+    /// The common area or back of house the door opens (master-key area scopes).
+    #[serde(default)]
+    area: Option<String>,
 }
 
 /// `POST /api/v1/lock-devices` (admins and platform services).
@@ -56,8 +62,23 @@ pub(crate) async fn register_device(
         )
         .into());
     }
-    if b.room_ids.is_empty() {
-        return Err(DomainError::validation("roomIds", "a device serves at least one room").into());
+    let area = b
+        .area
+        .as_deref()
+        .map(CommonArea::parse)
+        .transpose()
+        .map_err(|_| {
+            DomainError::validation(
+                "area",
+                "one of lobby, gym, pool, spa, parking, back_of_house",
+            )
+        })?;
+    if b.room_ids.is_empty() && area.is_none() {
+        return Err(DomainError::validation(
+            "roomIds",
+            "a device serves at least one room, or opens an area",
+        )
+        .into());
     }
     let rooms = b
         .room_ids
@@ -109,6 +130,13 @@ pub(crate) async fn register_device(
         .port(&info.id)
         .map(|p| crate::seed::caps_json(&p.capabilities()))
         .unwrap_or_else(|| json!({}));
+    let mut fields = json!({
+        "label": label,
+        "roomIds": rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+    });
+    if let Some(a) = area {
+        fields["area"] = json!(a.as_str());
+    }
     let registered = events_out::device_row(
         events_out::device::REGISTERED,
         events_out::DeviceSubject {
@@ -117,10 +145,7 @@ pub(crate) async fn register_device(
             device_id: &id,
             vendor,
         },
-        json!({
-            "label": label,
-            "roomIds": rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-        }),
+        fields,
         now,
     );
     match shared
@@ -136,9 +161,7 @@ pub(crate) async fn register_device(
             label: label.to_owned(),
             capabilities: caps.clone(),
             rooms: rooms.clone(),
-            // a door of an area is configured (`[[properties.devices]] area`); the API
-            // registers doors of rooms
-            area: None,
+            area,
             now,
             on_register: vec![registered],
         })
@@ -166,6 +189,7 @@ pub(crate) async fn register_device(
             "vendorAdapterId": info.id.as_str(),
             "label": label,
             "rooms": rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            "area": area.map(|a| a.as_str()),
             "capabilities": caps,
         })))
 }

@@ -252,6 +252,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
             "vendorDeviceRef",
             "label",
             "roomIds",
+            "area",
         ]),
         responses: &[201, 400, 401, 403, 404, 409, 413, 422, 502],
         embedded_only: false,

@@ -466,6 +466,13 @@ async fn register_device_of(
     let id = LockDeviceId::parse(&d.id).map_err(|e| anyhow::anyhow!("devices.id: {e:?}"))?;
     let now = lockstep_domain::SystemClock.now();
     // spec 002: `lock.device.registered.v1` when the device is new, in the same commit
+    let mut fields = json!({
+        "label": d.label,
+        "roomIds": rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+    });
+    if let Some(a) = area {
+        fields["area"] = json!(a.as_str());
+    }
     let registered = events_out::device_row(
         events_out::device::REGISTERED,
         events_out::DeviceSubject {
@@ -474,10 +481,7 @@ async fn register_device_of(
             device_id: &id,
             vendor,
         },
-        json!({
-            "label": d.label,
-            "roomIds": rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-        }),
+        fields,
         now,
     );
     store

@@ -321,6 +321,23 @@ fn device_events_match_their_schemas_and_carry_no_vendor_device_ref() {
         serde_json::json!({ "label": "Room 204 door", "roomIds": ["rmu_204"] }),
         now,
     )];
+    // a door of an area (issue 14): its area is one of the spec's six
+    let gym = events_out::device_row(
+        events_out::device::REGISTERED,
+        subject,
+        serde_json::json!({ "label": "Gym", "roomIds": [], "area": "gym" }),
+        now,
+    );
+    schemas
+        .check_produced(&gym.envelope)
+        .unwrap_or_else(|err| panic!("an area door's registration: {err}"));
+    let roof = events_out::device_row(
+        events_out::device::REGISTERED,
+        subject,
+        serde_json::json!({ "label": "Roof", "roomIds": [], "area": "roof" }),
+        now,
+    );
+    assert!(schemas.check_produced(&roof.envelope).is_err());
     let healthy = DeviceHealth::new(true, Some(80), None, Some(0)).unwrap();
     let sick = DeviceHealth::new(false, Some(9), None, Some(11 * 60_000)).unwrap();
     let signals = assess(Some(&healthy), &sick, BatteryThreshold::DEFAULT);

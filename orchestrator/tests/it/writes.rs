@@ -470,6 +470,26 @@ async fn a_lock_the_vendor_knows_registers_once_and_nothing_else_does() -> anyho
     assert_eq!(v["code"], "MELMASTOON.LOCK.DEVICE_NOT_PAIRED");
     let (s, v) = api.post(path, &body("2001", "[]"), None).await?;
     check("no rooms", s, 422, &v);
+    // a door of an area: no rooms, its area (issue 14, master-key area scopes)
+    reqwest::Client::new()
+        .post(format!("{sim}/_sim/locks/2002"))
+        .send()
+        .await?;
+    let gym = |area: &str| {
+        body("2002", "[]").replace(
+            r#""roomIds":[]"#,
+            &format!(r#""roomIds":[],"area":"{area}""#),
+        )
+    };
+    let (s, v) = api.post(path, &gym("roof"), None).await?;
+    check("an area that is not one of the spec's", s, 422, &v);
+    assert_eq!(v["details"]["field"], "area", "{v}");
+    let (s, v) = api.post(path, &gym("gym"), None).await?;
+    check("a gym door", s, 201, &v);
+    assert_eq!(
+        (v["area"].as_str(), v["rooms"].as_array().map(Vec::len)),
+        (Some("gym"), Some(0))
+    );
     let (s, v) = api.post(path, r#"{"propertyId":"ppt_demo""#, None).await?;
     check("malformed JSON", s, 400, &v);
     let (s, v) = api.post(path, r#"{"propertyId":"ppt_demo"}"#, None).await?;
