@@ -50,6 +50,9 @@ pub struct Shared {
     pub webhook_tokens: crate::webhooks::WebhookTokens,
     /// The configured properties (the demo's included): where each adapter's secrets live.
     pub properties: Vec<lockstep_config::RawProperty>,
+    /// The RabbitMQ settings in production (`None`: embedded, the in-process bus): the HTTP
+    /// intake publishes to the partitions and judges `[amqp.publishers]` like the broker's.
+    pub amqp: Option<lockstep_config::AmqpSettings>,
     /// The webhook secrets of the demo's other vendors' adapters (made at start-up, shared
     /// with their simulators), by adapter id.
     pub demo_webhook_secrets: std::collections::HashMap<String, String>,
@@ -612,6 +615,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         commands: crate::commands::CommandBus::new(settings.amqp.is_some()),
         webhook_tokens: crate::webhooks::WebhookTokens::new(cipher(&settings)?),
         properties: properties.clone(),
+        amqp: settings.amqp.clone(),
         demo_webhook_secrets: _vendor_demo
             .iter()
             .flat_map(|d| d.webhooks.iter())

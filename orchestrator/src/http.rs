@@ -599,6 +599,9 @@ async fn post_intake(
             return Err(ApiError::forbidden());
         }
     }
+    if let Some(amqp) = &shared.amqp {
+        return intake_to_partitions(&req, &shared, amqp, &body, &refused).await;
+    }
     let admitted = match shared.schemas.check_consumed(&body) {
         Ok((_, parsed)) => intake::admit(rt.store.as_ref(), rt.clock.as_ref(), &parsed).await,
         // refused again (and counted) by `accept` below
@@ -627,6 +630,69 @@ async fn post_intake(
         Err(IntakeError::Rejected(r)) => Err(refused(StatusCode::UNPROCESSABLE_ENTITY, &r)),
         Err(IntakeError::Store(e)) => Err(e.into()),
     }
+}
+
+/// The HTTP intake in production (issue 14), for publishers without RabbitMQ: the same
+/// path as the broker's intake queue. The envelope is validated and its stay admitted as
+/// there; `[amqp.publishers]` is judged with the caller (a JWT's `sub`, or `service-token`
+/// for the platform's service token) in place of the broker user; then the event is
+/// published to its property's partition (one copy per property for a user deactivation)
+/// and 202 answers once the broker confirmed it. The partition's owner stores it with the
+/// same inbox dedupe as the broker's copies, so the same event sent both ways is applied
+/// once.
+async fn intake_to_partitions(
+    req: &HttpRequest,
+    shared: &Shared,
+    amqp: &lockstep_config::AmqpSettings,
+    body: &[u8],
+    refused: &dyn Fn(StatusCode, &Rejection) -> ApiError,
+) -> Result<HttpResponse, ApiError> {
+    let rt = &shared.rt;
+    let (mut envelope, parsed) = shared
+        .schemas
+        .check_consumed(body)
+        .map_err(|r| refused(StatusCode::UNPROCESSABLE_ENTITY, &r))?;
+    let publisher = subject(req, shared);
+    if !amqp.may_publish(&parsed.subject, Some(&publisher)) {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            &Rejection::UnauthorizedPublisher,
+        ));
+    }
+    let rejected = |e: IntakeError| match e {
+        IntakeError::Rejected(r) => refused(StatusCode::UNPROCESSABLE_ENTITY, &r),
+        IntakeError::Store(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "MELMASTOON.GENERAL.UNAVAILABLE",
+            "the bus or the store is unavailable; retry later",
+        ),
+    };
+    let copies: Vec<(lockstep_domain::PropertyId, Vec<u8>)> = match &parsed.property_id {
+        Some(p) => vec![(p.clone(), body.to_vec())],
+        None => {
+            let mut out = Vec::new();
+            for p in intake::user_properties(rt.store.as_ref(), &parsed)
+                .await
+                .map_err(rejected)?
+            {
+                envelope["propertyId"] = json!(p.as_str());
+                out.push((p, serde_json::to_vec(&envelope).unwrap_or_default()));
+            }
+            out
+        }
+    };
+    for (property, copy) in &copies {
+        shared
+            .commands
+            .send_event(shared, parsed.tenant_id, property, &parsed.message_id, copy)
+            .await
+            .map_err(rejected)?;
+    }
+    rt.metrics
+        .intake_messages
+        .with_label_values(&["published"])
+        .inc_by(copies.len() as u64);
+    Ok(HttpResponse::Accepted().json(json!({ "outcome": "queued", "copies": copies.len() })))
 }
 
 #[derive(serde::Deserialize)]

@@ -11,6 +11,7 @@ mod embedded;
 mod events_table;
 mod foul_weather;
 mod harness;
+mod http_intake;
 mod leak;
 mod master_areas;
 mod newuser;
