@@ -148,6 +148,9 @@ pub async fn probe_device(
                     .device_probes
                     .with_label_values(&[vendor, "vendor_error"])
                     .inc();
+                if refuses_the_device(&e) {
+                    probe_refused(rt, tenant, property, d).await?;
+                }
                 return Err(StepError::Retry(e.to_string()));
             }
         };
@@ -205,6 +208,58 @@ pub async fn probe_device(
     });
     rt.store.commit(uow).await?;
     Ok(signals)
+}
+
+/// Whether a failed probe says something about the device rather than its vendor: the
+/// vendor answered and refused this lock (unknown there, or a refusal that is no passing
+/// state). An outage, a rate limit, a rejected account or Lockstep's own gate says
+/// nothing about the lock (those count against the vendor's health).
+fn refuses_the_device(e: &lockstep_vendors::VendorError) -> bool {
+    use lockstep_vendors::VendorError as E;
+    match e {
+        E::NotFound => true,
+        E::Refused { code, .. } => !lockstep_vendors::TRANSIENT_REFUSALS.contains(&code.as_str()),
+        _ => false,
+    }
+}
+
+/// Counts a probe the vendor refused; the refusal that reaches
+/// [`lockstep_domain::PROBE_FAILURES_ALERT`] in a row raises one `health_alert.v1`
+/// (`check: probe_failures`) in the same commit (spec `002`: health degradation crossed a
+/// threshold). A later good reading resets the count.
+async fn probe_refused(
+    rt: &Runtime,
+    tenant: TenantId,
+    property: &PropertyId,
+    d: &Device,
+) -> Result<(), StepError> {
+    use lockstep_persistence::{DeviceTable as _, OutboxTable as _};
+    let now = rt.clock.now();
+    let mut tx = rt.store.begin(tenant, None).await?;
+    let consecutive = tx.record_probe_failure(&d.id).await?;
+    let signal = consecutive.and_then(lockstep_domain::assess_probe_failure);
+    if let (Some(consecutive), Some(signal)) = (consecutive, &signal) {
+        warn!(device = %d.id, consecutive, "the vendor refused the device's probe repeatedly");
+        rt.metrics
+            .device_signals
+            .with_label_values(&[d.vendor.as_str(), events_out::device_signal_label(signal)])
+            .inc();
+        let rows = events_out::device_signal_rows(
+            events_out::DeviceSubject {
+                tenant_id: tenant,
+                property_id: property,
+                device_id: &d.id,
+                vendor: d.vendor,
+            },
+            std::slice::from_ref(signal),
+            // not read: this signal carries no reading
+            &DeviceHealth::decommissioned(),
+            now,
+        );
+        tx.append_outbox(&rows).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn reconcile_device(

@@ -84,7 +84,7 @@ pub fn master_row(e: &DomainEvent, created_at: Timestamp) -> Option<OutboxRow> {
 pub mod device {
     /// A new lock paired to a property.
     pub const REGISTERED: &str = "melmastoon.lock.device.registered.v1";
-    /// Health degradation crossed a threshold (clock skew).
+    /// Health degradation crossed a threshold (clock skew, repeated probe refusals).
     pub const HEALTH_ALERT: &str = "melmastoon.lock.device.health_alert.v1";
     /// Battery below its threshold (D-4).
     pub const BATTERY_LOW: &str = "melmastoon.lock.device.battery_low.v1";
@@ -92,6 +92,9 @@ pub mod device {
     pub const OFFLINE: &str = "melmastoon.lock.device.offline.v1";
     /// Device recovered.
     pub const ONLINE: &str = "melmastoon.lock.device.online.v1";
+    /// D-2: retired (`POST /api/v1/lock-devices/{id}/decommission`); spec 002 names no
+    /// subject for it (ARCHITECTURE.md deviations).
+    pub const DECOMMISSIONED: &str = "melmastoon.lock.device.decommissioned.v1";
 }
 
 /// Subjects of door attempts and vendor webhooks (spec `002`).
@@ -197,6 +200,16 @@ pub fn device_row(
     )
 }
 
+/// D-2: the event of a device retired at `at` (issue 14).
+pub fn decommissioned_row(d: DeviceSubject<'_>, at: Timestamp) -> OutboxRow {
+    device_row(
+        device::DECOMMISSIONED,
+        d,
+        json!({ "decommissionedAt": at.to_rfc3339() }),
+        at,
+    )
+}
+
 /// The events a device's health signals raise, each with a bounded metric label. A clock
 /// skew at the warning level (over 5 minutes) is a log line and a metric, not an event; at
 /// the alert level (over 10 minutes) it is a `health_alert`.
@@ -239,6 +252,12 @@ pub fn device_signal_rows(
                 at,
             )),
             DeviceSignal::ClockSkew { .. } => None,
+            DeviceSignal::ProbeFailures { consecutive } => Some(device_row(
+                device::HEALTH_ALERT,
+                d,
+                json!({ "check": "probe_failures", "consecutiveFailures": consecutive }),
+                at,
+            )),
         })
         .collect()
 }
@@ -255,5 +274,6 @@ pub fn device_signal_label(s: &lockstep_domain::DeviceSignal) -> &'static str {
             ..
         } => "clock_skew_alert",
         DeviceSignal::ClockSkew { .. } => "clock_skew_warn",
+        DeviceSignal::ProbeFailures { .. } => "probe_failures",
     }
 }

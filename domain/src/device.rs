@@ -5,7 +5,9 @@
 //! Signals are edge-triggered: a lock that stays offline raises `offline` once, when it
 //! goes; a battery raises `battery_low` when it crosses the threshold downward (D-4), not
 //! at every probe below it; clock skew raises a warning above 5 minutes and an alert above
-//! 10 minutes (DESIGN §6 / spec `003` §1.4 tolerance), each when its level is entered.
+//! 10 minutes (DESIGN §6 / spec `003` §1.4 tolerance), each when its level is entered;
+//! a device whose probe the vendor refuses [`PROBE_FAILURES_ALERT`] times in a row raises
+//! a health alert when that count is reached (issue 14).
 
 use chrono::Duration;
 
@@ -16,8 +18,9 @@ use crate::errors::DomainError;
 pub struct BatteryThreshold(u8);
 
 impl BatteryThreshold {
-    /// The default threshold when a device has none configured.
-    pub const DEFAULT: Self = Self(20);
+    /// The default threshold when a device has none configured: 25 %, the DDL's default
+    /// (spec `004` §3 `battery_low_threshold_pct DEFAULT 25`).
+    pub const DEFAULT: Self = Self(25);
 
     /// D-4: refuses a threshold outside 5..=50.
     pub fn new(percent: i32) -> Result<Self, DomainError> {
@@ -64,6 +67,17 @@ impl SkewLevel {
             Self::Ok
         }
     }
+}
+
+/// After this many probes of one device refused in a row by its vendor (the device
+/// unknown there, or refused, while the vendor itself answers), a health alert is raised.
+pub const PROBE_FAILURES_ALERT: u32 = 3;
+
+/// The signal of a device's `consecutive`-th refused probe in a row: a
+/// [`DeviceSignal::ProbeFailures`] when the count reaches [`PROBE_FAILURES_ALERT`], once
+/// (edge-triggered: the fourth refusal raises nothing; a good reading resets the count).
+pub fn assess_probe_failure(consecutive: u32) -> Option<DeviceSignal> {
+    (consecutive == PROBE_FAILURES_ALERT).then_some(DeviceSignal::ProbeFailures { consecutive })
 }
 
 /// One validated health reading of a device.
@@ -143,6 +157,11 @@ pub enum DeviceSignal {
         level: SkewLevel,
         /// Device minus our clock.
         skew_ms: i64,
+    },
+    /// The vendor refused the device's probe this many times in a row (a health alert).
+    ProbeFailures {
+        /// Refusals in a row.
+        consecutive: u32,
     },
 }
 

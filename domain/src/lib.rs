@@ -46,7 +46,10 @@ pub use credential::{
     KeyCredentialState, RevokeReason, ScopedRoom, SuspendReason, Transition, UpdateInput,
     VendorCode,
 };
-pub use device::{assess, BatteryThreshold, DeviceHealth, DeviceSignal, SkewLevel};
+pub use device::{
+    assess, assess_probe_failure, BatteryThreshold, DeviceHealth, DeviceSignal, SkewLevel,
+    PROBE_FAILURES_ALERT,
+};
 pub use errors::DomainError;
 pub use events::{DomainEvent, DomainEventKind};
 pub use ids::*;

@@ -120,6 +120,10 @@ pub const PRODUCED: &[(&str, &str)] = &[
         include_str!("../../docs/events/melmastoon.lock.device.online.v1.schema.json"),
     ),
     (
+        "melmastoon.lock.device.decommissioned.v1",
+        include_str!("../../docs/events/melmastoon.lock.device.decommissioned.v1.schema.json"),
+    ),
+    (
         "melmastoon.lock.audit.attempt.v1",
         include_str!("../../docs/events/melmastoon.lock.audit.attempt.v1.schema.json"),
     ),

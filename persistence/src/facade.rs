@@ -460,6 +460,44 @@ pub trait Store: Storage {
         in_read!(self, tenant, |tx| tx.message_outcome(message_id).await?)
     }
 
+    /// A page of a property's live devices by id (D-2: never a decommissioned one).
+    async fn list_devices(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+        after: Option<&LockDeviceId>,
+        limit: i64,
+    ) -> StoreResult<Vec<Device>> {
+        in_read!(self, tenant, |tx| tx
+            .list_devices(property, after, limit)
+            .await?)
+    }
+
+    /// D-4: sets a live device's battery threshold; `false` if unknown or decommissioned.
+    async fn set_battery_threshold(
+        &self,
+        tenant: TenantId,
+        device: &LockDeviceId,
+        threshold: lockstep_domain::BatteryThreshold,
+    ) -> StoreResult<bool> {
+        in_write!(self, tenant, |tx| tx
+            .set_battery_threshold(device, threshold)
+            .await?)
+    }
+
+    /// D-2: retires a device, writing `on_decommission` only when it was live.
+    async fn decommission_device(
+        &self,
+        tenant: TenantId,
+        device: &LockDeviceId,
+        now: Timestamp,
+        on_decommission: &[OutboxRow],
+    ) -> StoreResult<Decommission> {
+        in_write!(self, tenant, |tx| tx
+            .decommission_device(device, now, on_decommission)
+            .await?)
+    }
+
     /// The property of a live (not decommissioned) device, `None` if unknown or retired.
     async fn device_property(
         &self,

@@ -93,6 +93,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "device_area",
         sql: include_str!("../migrations/postgres/0016_device_area.sql"),
     },
+    Migration {
+        version: 17,
+        name: "device_lifecycle",
+        sql: include_str!("../migrations/postgres/0017_device_lifecycle.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -176,5 +181,10 @@ pub const SQLITE: &[Migration] = &[
         version: 16,
         name: "device_area",
         sql: include_str!("../migrations/sqlite/0016_device_area.sql"),
+    },
+    Migration {
+        version: 17,
+        name: "device_lifecycle",
+        sql: include_str!("../migrations/sqlite/0017_device_lifecycle.sql"),
     },
 ];

@@ -582,6 +582,17 @@ pub struct Device {
     pub area: Option<CommonArea>,
 }
 
+/// What a decommission (D-2) found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decommission {
+    /// No such device in the tenant.
+    Unknown,
+    /// Retired now, its event written.
+    Done(Timestamp),
+    /// Retired before, at this time: nothing written.
+    Already(Timestamp),
+}
+
 /// A vendor adapter row.
 #[derive(Clone, Debug)]
 pub struct AdapterRecord {

@@ -1,7 +1,10 @@
 //! Spec `003` §2 (D-4) and spec `002`'s device events: validation of a reading and the
 //! edge-triggered signals a new reading raises.
 
-use lockstep_domain::{assess, BatteryThreshold, DeviceHealth, DeviceSignal, SkewLevel};
+use lockstep_domain::{
+    assess, assess_probe_failure, BatteryThreshold, DeviceHealth, DeviceSignal, SkewLevel,
+    PROBE_FAILURES_ALERT,
+};
 
 fn reading(online: bool, battery: Option<i32>, skew_ms: Option<i64>) -> DeviceHealth {
     DeviceHealth::new(online, battery, None, skew_ms).expect("a valid reading")
@@ -115,4 +118,32 @@ fn clock_skew_warns_above_five_minutes_and_alerts_above_ten() {
         assess(Some(&at(11 * min)), &at(0), t).is_empty(),
         "recovery is quiet"
     );
+}
+
+/// D-4 (issue 14): a device without its own threshold uses 25 %, the DDL's default (spec
+/// `004` §3), and a threshold of its own decides when `battery_low` fires.
+#[test]
+fn d4_the_default_threshold_is_25_and_a_device_s_own_threshold_decides() {
+    assert_eq!(BatteryThreshold::DEFAULT.percent(), 25);
+    // 24 % is low by the default, not by a device whose threshold is 10 %
+    let before = reading(true, Some(30), None);
+    let now = reading(true, Some(24), None);
+    assert_eq!(
+        assess(Some(&before), &now, BatteryThreshold::DEFAULT),
+        vec![DeviceSignal::BatteryLow {
+            percent: 24,
+            threshold: 25
+        }]
+    );
+    assert!(assess(Some(&before), &now, BatteryThreshold::new(10).unwrap()).is_empty());
+}
+
+/// spec `002` `health_alert.v1` (issue 14): a device whose probe its vendor refuses raises
+/// one alert when the refusals in a row reach the limit, not before and not again.
+#[test]
+fn repeated_probe_refusals_alert_once_when_the_limit_is_reached() {
+    assert_eq!(PROBE_FAILURES_ALERT, 3);
+    let fired: Vec<_> = (1..=6).filter_map(assess_probe_failure).collect();
+    assert_eq!(fired, vec![DeviceSignal::ProbeFailures { consecutive: 3 }]);
+    assert_eq!(assess_probe_failure(0), None);
 }

@@ -347,7 +347,7 @@ fn device_events_match_their_schemas_and_carry_no_vendor_device_ref() {
             DeviceSignal::Offline,
             DeviceSignal::BatteryLow {
                 percent: 9,
-                threshold: 20
+                threshold: 25
             },
             DeviceSignal::ClockSkew {
                 level: SkewLevel::Alert,
@@ -362,6 +362,16 @@ fn device_events_match_their_schemas_and_carry_no_vendor_device_ref() {
     rows.extend(events_out::device_signal_rows(
         subject, &back, &healthy, now,
     ));
+    // issue 14: repeated probe refusals are a health alert; a retired device its own event
+    let refused = lockstep_domain::assess_probe_failure(lockstep_domain::PROBE_FAILURES_ALERT)
+        .expect("the limit raises the alert");
+    rows.extend(events_out::device_signal_rows(
+        subject,
+        &[refused],
+        &healthy,
+        now,
+    ));
+    rows.push(events_out::decommissioned_row(subject, now));
     let subjects: Vec<_> = rows.iter().map(|r| r.topic.clone()).collect();
     assert_eq!(
         subjects,
@@ -371,8 +381,19 @@ fn device_events_match_their_schemas_and_carry_no_vendor_device_ref() {
             events_out::device::BATTERY_LOW,
             events_out::device::HEALTH_ALERT,
             events_out::device::ONLINE,
+            events_out::device::HEALTH_ALERT,
+            events_out::device::DECOMMISSIONED,
         ]
     );
+    assert_eq!(rows[5].envelope["data"]["check"], "probe_failures");
+    assert_eq!(rows[5].envelope["data"]["consecutiveFailures"], 3);
+    // a clock_skew alert without its reading does not conform
+    let mut bare = rows[3].envelope.clone();
+    bare["data"]
+        .as_object_mut()
+        .expect("data")
+        .remove("clockSkewMs");
+    assert!(schemas.check_produced(&bare).is_err());
     // a warning-level skew (over 5 minutes) is a log line and a metric, not an event
     let warn = assess(
         Some(&healthy),

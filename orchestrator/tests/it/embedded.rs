@@ -1271,7 +1271,8 @@ async fn audit_and_device_reads_then_seal_and_verify_find_a_rewritten_row() -> a
         .await?;
     assert_eq!(probed["online"], true, "{probed}");
     assert_eq!(probed["battery"]["percent"], 87, "{probed}");
-    assert_eq!(probed["battery"]["lowThresholdPercent"], 20);
+    // D-4: the DDL's default, 25 % (issue 14)
+    assert_eq!(probed["battery"]["lowThresholdPercent"], 25);
     assert!(
         probed["clockSkewMs"]
             .as_i64()

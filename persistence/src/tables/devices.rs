@@ -12,7 +12,8 @@ use lockstep_domain::{
 
 use crate::dialect::{corrupt, Stmt};
 use crate::model::{
-    context, AdapterRecord, Device, DeviceHealthWrite, DeviceRecord, StoredDeviceHealth,
+    context, AdapterRecord, Decommission, Device, DeviceHealthWrite, DeviceRecord, OutboxRow,
+    StoredDeviceHealth,
 };
 use crate::tables::door_truth::decrypt_opt;
 use crate::tables::OutboxTable;
@@ -36,6 +37,16 @@ pub trait ReadOnlyDeviceTable: Send {
     /// Live devices of a property that open a common area or the back of house, by id,
     /// each with its area and no rooms (master-key area scopes, migration 0016).
     async fn area_devices(&mut self, property: &PropertyId) -> StoreResult<Vec<Device>>;
+
+    /// A page of a property's live devices (doors of rooms and of areas), by id after
+    /// `after`, at most `limit`, each with every room it serves (sorted); device refs
+    /// decrypted. D-2: a decommissioned device is never listed.
+    async fn list_devices(
+        &mut self,
+        property: &PropertyId,
+        after: Option<&LockDeviceId>,
+        limit: i64,
+    ) -> StoreResult<Vec<Device>>;
 
     /// The property of a live (not decommissioned) device; `None` if unknown or retired.
     async fn device_property(&mut self, device: &LockDeviceId) -> StoreResult<Option<PropertyId>>;
@@ -67,6 +78,28 @@ pub trait DeviceTable: ReadOnlyDeviceTable {
         write: &DeviceHealthWrite,
         now: Timestamp,
     ) -> StoreResult<()>;
+
+    /// D-4: sets a live device's battery threshold; `false` for an unknown or
+    /// decommissioned device.
+    async fn set_battery_threshold(
+        &mut self,
+        device: &LockDeviceId,
+        threshold: BatteryThreshold,
+    ) -> StoreResult<bool>;
+
+    /// D-2: retires a device at `now` and writes `on_decommission` (its event) in the same
+    /// transaction; a device already retired is left as it is and writes nothing.
+    async fn decommission_device(
+        &mut self,
+        device: &LockDeviceId,
+        now: Timestamp,
+        on_decommission: &[OutboxRow],
+    ) -> StoreResult<Decommission>;
+
+    /// Counts one more probe of a live device refused by its vendor and answers the
+    /// refusals in a row (a stored reading resets them); `None` for an unknown or
+    /// decommissioned device.
+    async fn record_probe_failure(&mut self, device: &LockDeviceId) -> StoreResult<Option<u32>>;
 }
 
 #[async_trait]
@@ -175,6 +208,59 @@ impl<A: Access> ReadOnlyDeviceTable for Tx<A> {
             .collect()
     }
 
+    async fn list_devices(
+        &mut self,
+        property: &PropertyId,
+        after: Option<&LockDeviceId>,
+        limit: i64,
+    ) -> StoreResult<Vec<Device>> {
+        let stmt = Stmt::new(
+            "SELECT id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, area \
+             FROM lock_devices WHERE tenant_id = $1 AND property_id = $2 AND decommissioned_at IS NULL \
+             AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4",
+        )
+        .bind(self.tenant)
+        .bind(property.as_str())
+        .bind(after.map(LockDeviceId::as_str))
+        .bind(limit);
+        let rows = self.conn.fetch_all(stmt).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let device_id = LockDeviceId::parse(r.get("id")?)?;
+            let dref = decrypt_opt(
+                &self.cipher,
+                r,
+                "vendor_device_ref",
+                &context::device_ref(&device_id),
+            )?
+            .ok_or_else(|| corrupt("device without a vendor device ref"))?;
+            let stmt = Stmt::new(
+                "SELECT room_id FROM lock_device_rooms WHERE tenant_id = $1 AND device_id = $2 ORDER BY room_id",
+            )
+            .bind(self.tenant)
+            .bind(device_id.as_str());
+            let rooms = self
+                .conn
+                .fetch_all(stmt)
+                .await?
+                .iter()
+                .map(|x| Ok(RoomId::parse(x.get("room_id")?)?))
+                .collect::<StoreResult<Vec<_>>>()?;
+            out.push(Device {
+                id: device_id,
+                tenant_id: r.tenant("tenant_id")?,
+                property_id: PropertyId::parse(r.get("property_id")?)?,
+                vendor: VendorCode::parse(r.get("vendor")?)?,
+                vendor_adapter_id: VendorAdapterId::parse(r.get("vendor_adapter_id")?)?,
+                device_ref: DeviceRef::new(dref),
+                label: r.get("label")?,
+                rooms,
+                area: area_of(r)?,
+            });
+        }
+        Ok(out)
+    }
+
     async fn device_property(&mut self, device: &LockDeviceId) -> StoreResult<Option<PropertyId>> {
         let stmt = Stmt::new(
             "SELECT property_id FROM lock_devices WHERE tenant_id = $1 AND id = $2 AND decommissioned_at IS NULL",
@@ -266,8 +352,8 @@ impl DeviceTable for Tx<ReadWrite> {
         let known: bool = self.conn.fetch_one(stmt).await?.get("known")?;
         let guard = self.conn.dialect().upsert_guard("lock_devices");
         let stmt = Stmt::new(format!(
-            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at, vendor_device_ref_hash, area) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) \
+            "INSERT INTO lock_devices (id, tenant_id, property_id, vendor, vendor_adapter_id, vendor_device_ref_ciphertext, vendor_device_ref_kms_version, label, capabilities, registered_at, vendor_device_ref_hash, area, battery_low_threshold) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) \
              ON CONFLICT (id) DO UPDATE SET label = excluded.label, capabilities = excluded.capabilities, area = excluded.area, vendor_device_ref_ciphertext = excluded.vendor_device_ref_ciphertext, \
              vendor_device_ref_kms_version = excluded.vendor_device_ref_kms_version, vendor_device_ref_hash = excluded.vendor_device_ref_hash{guard}"
         ))
@@ -282,7 +368,10 @@ impl DeviceTable for Tx<ReadWrite> {
         .bind(&d.capabilities)
         .bind(d.now)
         .bind(ref_hash)
-        .bind(d.area.map(|a| a.as_str()));
+        .bind(d.area.map(|a| a.as_str()))
+        // D-4: 25 % until the device is given its own (SQLite's column default is still
+        // migration 0006's 20); an update keeps the device's threshold
+        .bind(Some(i16::from(BatteryThreshold::DEFAULT.percent())));
         let n = self.conn.execute(stmt).await?;
         if n != 1 {
             return Err(StoreError::Constraint(
@@ -315,7 +404,7 @@ impl DeviceTable for Tx<ReadWrite> {
         now: Timestamp,
     ) -> StoreResult<()> {
         let stmt = Stmt::new(
-            "UPDATE lock_devices SET online = $3, battery_percent = $4, firmware = $5, clock_skew_ms = $6, health_probed_at = $7, \
+            "UPDATE lock_devices SET online = $3, battery_percent = $4, firmware = $5, clock_skew_ms = $6, health_probed_at = $7, probe_failures = 0, \
              last_seen_at = CASE WHEN $3 THEN $7 ELSE last_seen_at END WHERE tenant_id = $1 AND id = $2",
         )
         .bind(self.tenant)
@@ -330,6 +419,64 @@ impl DeviceTable for Tx<ReadWrite> {
             return Err(StoreError::Constraint("unknown lock device".into()));
         }
         Ok(())
+    }
+
+    async fn set_battery_threshold(
+        &mut self,
+        device: &LockDeviceId,
+        threshold: BatteryThreshold,
+    ) -> StoreResult<bool> {
+        let stmt = Stmt::new(
+            "UPDATE lock_devices SET battery_low_threshold = $3 WHERE tenant_id = $1 AND id = $2 AND decommissioned_at IS NULL",
+        )
+        .bind(self.tenant)
+        .bind(device.as_str())
+        .bind(Some(i16::from(threshold.percent())));
+        Ok(self.conn.execute(stmt).await? == 1)
+    }
+
+    async fn decommission_device(
+        &mut self,
+        device: &LockDeviceId,
+        now: Timestamp,
+        on_decommission: &[OutboxRow],
+    ) -> StoreResult<Decommission> {
+        let stmt = Stmt::new(
+            "UPDATE lock_devices SET decommissioned_at = $3 WHERE tenant_id = $1 AND id = $2 AND decommissioned_at IS NULL",
+        )
+        .bind(self.tenant)
+        .bind(device.as_str())
+        .bind(now);
+        if self.conn.execute(stmt).await? == 1 {
+            self.append_outbox(on_decommission).await?;
+            return Ok(Decommission::Done(now));
+        }
+        let stmt = Stmt::new(
+            "SELECT decommissioned_at FROM lock_devices WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(self.tenant)
+        .bind(device.as_str());
+        Ok(match self.conn.fetch_optional(stmt).await? {
+            None => Decommission::Unknown,
+            Some(r) => match r.opt_ts("decommissioned_at")? {
+                Some(at) => Decommission::Already(at),
+                // the row was there and live, yet the update missed it: not ours to guess
+                None => return Err(corrupt("a live device the decommission did not change")),
+            },
+        })
+    }
+
+    async fn record_probe_failure(&mut self, device: &LockDeviceId) -> StoreResult<Option<u32>> {
+        // capped, so a lock gone for months cannot overflow the column
+        let stmt = Stmt::new(
+            "UPDATE lock_devices SET probe_failures = CASE WHEN probe_failures < 10000 THEN probe_failures + 1 ELSE probe_failures END \
+             WHERE tenant_id = $1 AND id = $2 AND decommissioned_at IS NULL RETURNING probe_failures",
+        )
+        .bind(self.tenant)
+        .bind(device.as_str());
+        let row = self.conn.fetch_optional(stmt).await?;
+        row.map(|r| Ok(u32::try_from(r.small("probe_failures")?).unwrap_or(0)))
+            .transpose()
     }
 }
 

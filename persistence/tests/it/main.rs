@@ -74,6 +74,7 @@ macro_rules! store_contract_tests {
                 d1_a_vendor_device_ref_registers_once_per_property_and_vendor,
                 device_health_round_trips_and_registration_writes_its_event_once,
                 registry_writes_are_read_back_and_stay_in_their_tenant,
+                devices_page_take_thresholds_and_retire_once,
             },
             policies {
                 policy_upsert_round_trips_keeps_id_and_enforces_k1_k2,

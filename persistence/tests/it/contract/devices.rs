@@ -393,3 +393,155 @@ pub async fn registry_writes_are_read_back_and_stay_in_their_tenant(
     );
     Ok(())
 }
+
+/// Device lifecycle (issue 14) through a `Tx`: `list_devices` pages a property's live
+/// doors (rooms and areas) by id; D-4 `set_battery_threshold` (25 % until set);
+/// `record_probe_failure` counts refusals in a row until a reading resets them; D-2
+/// `decommission_device` retires once (its event written once; a second call changes
+/// nothing and writes nothing), after which the device is not listed, serves no room, takes
+/// no threshold and counts no failure.
+pub async fn devices_page_take_thresholds_and_retire_once(b: &Backend) -> anyhow::Result<()> {
+    use lockstep_domain::{BatteryThreshold, CommonArea, DeviceHealth, LockDeviceId};
+    use lockstep_persistence::{Decommission, DeviceHealthWrite, DeviceRecord};
+    let store = b.store();
+    let reg = seed_registry(store, TenantId::generate()).await?;
+    let tenant = reg.tenant;
+    let other = seed_registry(store, TenantId::generate()).await?;
+    let gym = LockDeviceId::generate();
+    let before = b.count("outbox", tenant).await?;
+    let mut tx = store.begin(tenant, None).await?;
+    tx.upsert_device(&DeviceRecord {
+        rooms: vec![],
+        area: Some(CommonArea::Gym),
+        ..device_record(&reg, &gym, "prop-1", "lock-gym")
+    })
+    .await?;
+    let mut all: Vec<LockDeviceId> = vec![reg.devices[0].clone(), reg.devices[1].clone(), gym];
+    all.sort();
+    // pages of two, by id; each device with every room it serves
+    let first = tx.list_devices(&property(), None, 2).await?;
+    let ids: Vec<_> = first.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(ids, all[..2].to_vec());
+    let rest = tx.list_devices(&property(), ids.last(), 2).await?;
+    assert_eq!(
+        rest.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+        all[2..].to_vec()
+    );
+    let whole = tx.list_devices(&property(), None, 10).await?;
+    let d0 = whole
+        .iter()
+        .find(|d| d.id == reg.devices[0])
+        .context("d0")?;
+    assert_eq!(d0.rooms, vec![room("r101"), room("r102")]);
+    assert_eq!(d0.device_ref.expose(), format!("ttlock-lock-{}", d0.id));
+    let g = whole.iter().find(|d| d.area.is_some()).context("gym")?;
+    assert!(g.rooms.is_empty());
+    assert!(whole.iter().all(|d| !other.devices.contains(&d.id)));
+    ensure!(tx
+        .list_devices(&lockstep_domain::PropertyId::parse("prop-2")?, None, 10)
+        .await?
+        .is_empty());
+
+    // D-4: the default is 25 %; a threshold of its own is kept by a later upsert
+    let d1 = &reg.devices[1];
+    assert_eq!(
+        tx.device_health(d1).await?.context("known")?.threshold,
+        BatteryThreshold::DEFAULT
+    );
+    assert_eq!(BatteryThreshold::DEFAULT.percent(), 25);
+    ensure!(
+        tx.set_battery_threshold(d1, BatteryThreshold::new(40)?)
+            .await?
+    );
+    let mut again = device_record(&reg, d1, "prop-1", &format!("ttlock-lock-{d1}"));
+    again.rooms = vec![room("r103")];
+    tx.upsert_device(&again).await?;
+    assert_eq!(
+        tx.device_health(d1)
+            .await?
+            .context("known")?
+            .threshold
+            .percent(),
+        40
+    );
+    ensure!(
+        !tx.set_battery_threshold(&LockDeviceId::generate(), BatteryThreshold::DEFAULT)
+            .await?,
+        "unknown device"
+    );
+
+    // refused probes count in a row; a stored reading resets them
+    assert_eq!(tx.record_probe_failure(d1).await?, Some(1));
+    assert_eq!(tx.record_probe_failure(d1).await?, Some(2));
+    tx.record_device_health(
+        &DeviceHealthWrite {
+            device_id: d1.clone(),
+            health: DeviceHealth::new(true, Some(50), None, None)?,
+        },
+        day(1),
+    )
+    .await?;
+    assert_eq!(tx.record_probe_failure(d1).await?, Some(1), "reset");
+    assert_eq!(
+        tx.record_probe_failure(&LockDeviceId::generate()).await?,
+        None
+    );
+
+    // D-2: retired once, with its event; the second time nothing is written
+    let event = outbox_row(tenant, d1.as_str(), day(2));
+    assert_eq!(
+        tx.decommission_device(d1, day(2), std::slice::from_ref(&event))
+            .await?,
+        Decommission::Done(day(2))
+    );
+    assert_eq!(
+        tx.decommission_device(d1, day(3), std::slice::from_ref(&event))
+            .await?,
+        Decommission::Already(day(2))
+    );
+    assert_eq!(
+        tx.decommission_device(&LockDeviceId::generate(), day(3), &[])
+            .await?,
+        Decommission::Unknown
+    );
+    tx.commit().await?;
+    assert_eq!(
+        b.count("outbox", tenant).await?,
+        before + 2,
+        "the gym door's registration and one decommission"
+    );
+    let mut rtx = store.read(tenant).await?;
+    ensure!(rtx
+        .list_devices(&property(), None, 10)
+        .await?
+        .iter()
+        .all(|d| &d.id != d1));
+    ensure!(rtx
+        .devices_for_rooms(&property(), &[room("r103")])
+        .await?
+        .is_empty());
+    ensure!(
+        rtx.device_health(d1)
+            .await?
+            .context("known")?
+            .decommissioned
+    );
+    rtx.commit().await?;
+    let mut tx = store.begin(tenant, None).await?;
+    ensure!(
+        !tx.set_battery_threshold(d1, BatteryThreshold::DEFAULT)
+            .await?
+    );
+    assert_eq!(tx.record_probe_failure(d1).await?, None);
+    tx.commit().await?;
+    // another tenant retires nothing of ours
+    let mut theirs = store.begin(other.tenant, None).await?;
+    assert_eq!(
+        theirs
+            .decommission_device(&reg.devices[0], day(4), &[])
+            .await?,
+        Decommission::Unknown
+    );
+    theirs.commit().await?;
+    Ok(())
+}
