@@ -2086,14 +2086,14 @@ async fn shift_step(
                         .await?,
                 };
                 let policy = policy(rt, db, entry).await?;
-                // Spec 003 §4: every scope ends at the doors it names, or the master fails
-                // at once with its own reason (never left `requested`).
                 // A floor goes natively to the adapter of the floor's rooms when it has
                 // `scopeFloors` (spec 003 §6.1), else its rooms are enumerated.
                 let caps_of: &[RoomId] = match scope {
                     MasterScope::Floor { .. } if !scope_rooms.is_empty() => scope_rooms,
                     _ => &all,
                 };
+                // Spec 003 §4: every scope ends at the doors it names, or the master fails
+                // at once with its own reason (never left `requested`).
                 let (resolved, kind, refused) = match resolve_scope(
                     scope,
                     &capabilities(rt, db, entry, caps_of, None).await?,
@@ -2133,10 +2133,10 @@ async fn shift_step(
                     avoid: None,
                 };
                 issue(db, entry, &mut uow, &mut touched, intent, refused).await?;
-                if let Some(reason) = refused {
-                    refusals.push(reason);
-                }
-                let impossible = refused.is_some();
+                // refused here, or by `issue` (a door missing from the registry it read)
+                let failed = touched.creds.last().and_then(|(c, _)| c.failure_reason());
+                refusals.extend(failed);
+                let impossible = failed.is_some();
                 uow.master = Some(MasterKeyWrite::Insert(MasterKeyRecord {
                     id: master_key_id.as_str().to_owned(),
                     tenant_id: entry.tenant_id,
