@@ -750,3 +750,159 @@ async fn brivo_probe_reads_the_access_points_control_panel() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// Brivo in the `LockPort` contract (`crate::contract`): PINs of users in the group of
+/// access points `111111`, `111112`, ...
+pub struct BrivoFixture;
+
+impl crate::contract::Fixture for BrivoFixture {
+    type Handle = SimHandle;
+    type Config = BrivoConfig;
+    type Adapter = BrivoAdapter;
+
+    const VENDOR: lockstep_domain::VendorCode = lockstep_domain::VendorCode::Brivo;
+    const KIND: KeyCredentialKind = KeyCredentialKind::PinCode;
+    const CAPABILITIES: lockstep_vendors::LockCapabilities = lockstep_vendors::LockCapabilities {
+        mobile_key: true,
+        card_encoding: false,
+        pin: true,
+        qr: false,
+        nfc: false,
+        remote_revoke: true,
+        remote_issue: true,
+        offline_issuance: false,
+        scope_floors: false,
+        scope_areas: false,
+    };
+    // Brivo's mobile passes are not issued through this adapter.
+    const REFUSED_KINDS: &'static [KeyCredentialKind] = &[
+        KeyCredentialKind::RfidCard,
+        KeyCredentialKind::MobileApp,
+        KeyCredentialKind::QrCode,
+        KeyCredentialKind::NfcTag,
+    ];
+    const SECRETS: &'static [&'static str] = &[SIM_CLIENT_SECRET, SIM_PASSWORD, SIM_API_KEY];
+    const SINGLE_WRITE_ISSUE: bool = false;
+    // Users are account-wide: `find` finds one by its external id (the label) whatever
+    // the access point.
+    const FIND_IS_PER_DEVICE: bool = false;
+    const UNKNOWN_DEVICE_CODE: &'static str = "lock_not_found";
+    const TOKEN_LIFETIME_SECS: Option<i64> = Some(3600);
+    // Wired readers report no battery or clock.
+    const HEALTHY_PROBE: crate::contract::ProbeReading = crate::contract::ProbeReading {
+        battery_percent: None,
+        firmware: Some("6.2.4.1"),
+        reads_clock: false,
+    };
+
+    fn start() -> RunningSimulator {
+        let sim = BrivoSimulator::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .expect("simulator binds on loopback");
+        for i in 0..crate::contract::DEVICES {
+            sim.handle().add_access_point(AP + i as i64);
+        }
+        sim
+    }
+
+    fn config(sim: &RunningSimulator) -> BrivoConfig {
+        sim.default_adapter_config()
+    }
+
+    fn set_call_timeout(config: &mut BrivoConfig, timeout: Duration) {
+        config.call_timeout = timeout;
+    }
+
+    fn bad_credentials() -> crate::contract::BadCredentials<BrivoConfig> {
+        vec![
+            ("wrong-secret", |c| {
+                c.credentials.client_secret = Secret::new("wrong-secret")
+            }),
+            ("wrong-password", |c| {
+                c.credentials.password = Secret::new("wrong-password")
+            }),
+            ("wrong-api-key", |c| {
+                c.credentials.api_key = Secret::new("wrong-api-key")
+            }),
+        ]
+    }
+
+    fn build(config: BrivoConfig, clock: Arc<dyn Clock>) -> BrivoAdapter {
+        BrivoAdapter::new(config, clock).expect("adapter builds")
+    }
+
+    fn device(i: usize) -> DeviceRef {
+        DeviceRef::new((AP + i as i64).to_string())
+    }
+
+    fn unknown_device() -> DeviceRef {
+        DeviceRef::new("424242")
+    }
+
+    fn malformed_ref() -> VendorRef {
+        VendorRef::new("not-a-user-id")
+    }
+
+    fn inject(handle: &SimHandle, fault: crate::contract::Fault) {
+        crate::contract::inject_fault!(handle, fault);
+    }
+
+    fn held(handle: &SimHandle, device: &DeviceRef) -> Vec<crate::contract::Held> {
+        crate::contract::held_on!(handle, device)
+    }
+
+    fn tally(handle: &SimHandle) -> crate::contract::Tally {
+        let c = handle.counters();
+        crate::contract::Tally {
+            created: c.users_created,
+            updated: c.users_patched,
+            deleted: c.users_deleted,
+            lost_responses: c.lost_responses,
+            rejected_by_faults: c.rejected_by_faults,
+        }
+    }
+
+    fn tokens_issued(handle: &SimHandle) -> Option<u64> {
+        Some(handle.counters().tokens_issued)
+    }
+
+    fn expire_tokens(handle: &SimHandle) {
+        handle.expire_all_tokens();
+    }
+
+    fn set_online(handle: &SimHandle, device: usize, online: bool) {
+        handle.set_access_point_online(AP + device as i64, online);
+    }
+
+    /// A user with the PIN and the label as its external id, in the access point's group.
+    fn check_stored(handle: &SimHandle, req: &IssueRequest, vref: &VendorRef) {
+        let ap: i64 = req.device.expose().parse().expect("an access point id");
+        let on_door = handle.users_on(ap);
+        let user = on_door
+            .iter()
+            .find(|u| u.id.to_string() == vref.expose())
+            .expect("the user opens the access point");
+        assert_eq!(
+            user.pin.as_deref(),
+            req.pin.as_ref().map(|p| p.expose()),
+            "the pin is not touched"
+        );
+        assert_eq!(user.external_id.as_deref(), Some(req.label.as_str()));
+        assert!(handle
+            .group_names()
+            .values()
+            .any(|n| *n == format!("lockstep-ap-{ap}")));
+    }
+
+    fn check_gone(handle: &SimHandle, req: &IssueRequest) {
+        assert!(!handle
+            .users()
+            .iter()
+            .any(|u| u.external_id.as_deref() == Some(req.label.as_str())));
+    }
+}
+
+impl crate::contract::PinFixture for BrivoFixture {
+    fn force_pin_collision_next(handle: &SimHandle) {
+        handle.update_faults(|f| f.force_pin_collision_next = 1);
+    }
+}

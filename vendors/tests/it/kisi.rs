@@ -608,3 +608,149 @@ async fn kisi_probe_reads_the_lock_controllers_connection() -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// Kisi in the `LockPort` contract (`crate::contract`): mobile keys (group role
+/// assignments) on devices `45274:9021`, `45275:9022`, ... (one group per lock, since an
+/// assignment opens every lock of its group). Kisi calls with an API key: it has no token
+/// to expire or refresh.
+pub struct KisiFixture;
+
+impl crate::contract::Fixture for KisiFixture {
+    type Handle = SimHandle;
+    type Config = KisiConfig;
+    type Adapter = KisiAdapter;
+
+    const VENDOR: lockstep_domain::VendorCode = lockstep_domain::VendorCode::Kisi;
+    const KIND: KeyCredentialKind = KeyCredentialKind::MobileApp;
+    const CAPABILITIES: lockstep_vendors::LockCapabilities = lockstep_vendors::LockCapabilities {
+        mobile_key: true,
+        card_encoding: false,
+        pin: false,
+        qr: false,
+        nfc: false,
+        remote_revoke: true,
+        remote_issue: true,
+        offline_issuance: false,
+        scope_floors: false,
+        scope_areas: false,
+    };
+    const REFUSED_KINDS: &'static [KeyCredentialKind] = &[
+        KeyCredentialKind::PinCode,
+        KeyCredentialKind::RfidCard,
+        KeyCredentialKind::QrCode,
+        KeyCredentialKind::NfcTag,
+    ];
+    const SECRETS: &'static [&'static str] = &[SIM_API_KEY];
+    const SINGLE_WRITE_ISSUE: bool = true;
+    // The group exists but does not grant that lock.
+    const FIND_IS_PER_DEVICE: bool = true;
+    const UNKNOWN_DEVICE_CODE: &'static str = "lock_not_in_group";
+    const TOKEN_LIFETIME_SECS: Option<i64> = None;
+    // Kisi reports no battery, firmware or clock.
+    const HEALTHY_PROBE: crate::contract::ProbeReading = crate::contract::ProbeReading {
+        battery_percent: None,
+        firmware: None,
+        reads_clock: false,
+    };
+
+    fn start() -> RunningSimulator {
+        let sim = KisiSimulator::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .expect("simulator binds on loopback");
+        for i in 0..crate::contract::DEVICES {
+            sim.handle()
+                .add_group_lock(GROUP + i as i64, LOCK + i as i64);
+        }
+        sim
+    }
+
+    fn config(sim: &RunningSimulator) -> KisiConfig {
+        sim.default_adapter_config()
+    }
+
+    fn set_call_timeout(config: &mut KisiConfig, timeout: Duration) {
+        config.call_timeout = timeout;
+    }
+
+    fn bad_credentials() -> crate::contract::BadCredentials<KisiConfig> {
+        vec![("wrong-kisi-key-value", |c| {
+            c.api_key = Secret::new("wrong-kisi-key-value")
+        })]
+    }
+
+    fn build(config: KisiConfig, clock: Arc<dyn lockstep_domain::Clock>) -> KisiAdapter {
+        KisiAdapter::new(config, clock).expect("adapter builds")
+    }
+
+    fn device(i: usize) -> DeviceRef {
+        DeviceRef::new(format!("{}:{}", GROUP + i as i64, LOCK + i as i64))
+    }
+
+    fn unknown_device() -> DeviceRef {
+        DeviceRef::new(format!("{GROUP}:777"))
+    }
+
+    fn malformed_ref() -> VendorRef {
+        VendorRef::new("not-a-number-ra")
+    }
+
+    fn inject(handle: &SimHandle, fault: crate::contract::Fault) {
+        crate::contract::inject_fault!(handle, fault);
+    }
+
+    fn held(handle: &SimHandle, device: &DeviceRef) -> Vec<crate::contract::Held> {
+        crate::contract::held_on!(handle, device)
+    }
+
+    fn tally(handle: &SimHandle) -> crate::contract::Tally {
+        let c = handle.counters();
+        crate::contract::Tally {
+            created: c.creates,
+            updated: c.updates,
+            deleted: c.deletes,
+            lost_responses: c.lost_responses,
+            rejected_by_faults: c.rejected_by_faults,
+        }
+    }
+
+    fn tokens_issued(_handle: &SimHandle) -> Option<u64> {
+        None
+    }
+
+    fn expire_tokens(_handle: &SimHandle) {}
+
+    fn set_online(handle: &SimHandle, device: usize, online: bool) {
+        handle.set_lock_online(LOCK + device as i64, online);
+    }
+
+    /// A `group_basic` assignment that sends no invitation, for a user named by the label
+    /// whose e-mail is derived from it (no guest data).
+    fn check_stored(handle: &SimHandle, req: &IssueRequest, vref: &VendorRef) {
+        let group: i64 = req
+            .device
+            .expose()
+            .split(':')
+            .next()
+            .and_then(|g| g.parse().ok())
+            .expect("a group id");
+        let assignment = handle
+            .role_assignments(group)
+            .into_iter()
+            .find(|a| a.id.to_string() == vref.expose())
+            .expect("the assignment");
+        assert_eq!(assignment.role_id, "group_basic");
+        assert!(!assignment.notify);
+        let user = handle
+            .users()
+            .into_iter()
+            .find(|u| u.id == assignment.user_id)
+            .expect("its user");
+        assert_eq!(user.name, req.label);
+        assert_eq!(
+            user.email,
+            format!(
+                "{}@kisi-guests.lockstep.invalid",
+                req.label.to_ascii_lowercase()
+            )
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! Integration tests of `lockstep-vendors`: one binary (STYLE: one per crate).
 
 mod brivo;
+mod contract;
 mod kisi;
 mod rotation;
 mod salto;

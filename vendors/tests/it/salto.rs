@@ -724,3 +724,156 @@ async fn salto_probe_reads_the_lock_object() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Salto KS in the `LockPort` contract (`crate::contract`): PINs of site users given
+/// access to keypad locks `…204`, `…206`, ... through one access group each.
+pub struct SaltoFixture;
+
+impl crate::contract::Fixture for SaltoFixture {
+    type Handle = SimHandle;
+    type Config = SaltoConfig;
+    type Adapter = SaltoAdapter;
+
+    const VENDOR: lockstep_domain::VendorCode = lockstep_domain::VendorCode::Salto;
+    const KIND: KeyCredentialKind = KeyCredentialKind::PinCode;
+    const CAPABILITIES: lockstep_vendors::LockCapabilities = lockstep_vendors::LockCapabilities {
+        mobile_key: true,
+        card_encoding: true,
+        pin: true,
+        qr: false,
+        nfc: false,
+        remote_revoke: true,
+        remote_issue: true,
+        offline_issuance: true,
+        scope_floors: true,
+        scope_areas: true,
+    };
+    const REFUSED_KINDS: &'static [KeyCredentialKind] =
+        &[KeyCredentialKind::QrCode, KeyCredentialKind::NfcTag];
+    const SECRETS: &'static [&'static str] = &[SIM_CLIENT_SECRET, SIM_PASSWORD];
+    const SINGLE_WRITE_ISSUE: bool = false;
+    const FIND_IS_PER_DEVICE: bool = true;
+    const UNKNOWN_DEVICE_CODE: &'static str = "lock_not_found";
+    const TOKEN_LIFETIME_SECS: Option<i64> = Some(3600);
+    const HEALTHY_PROBE: crate::contract::ProbeReading = crate::contract::ProbeReading {
+        battery_percent: Some(100),
+        firmware: Some("0.2.14"),
+        reads_clock: false,
+    };
+
+    fn start() -> RunningSimulator {
+        let sim = SaltoSimulator::start(loopback()).expect("simulator binds");
+        for i in 0..crate::contract::DEVICES {
+            sim.handle().add_lock(Self::device(i).expose());
+        }
+        sim
+    }
+
+    fn config(sim: &RunningSimulator) -> SaltoConfig {
+        sim.default_adapter_config()
+    }
+
+    fn set_call_timeout(config: &mut SaltoConfig, timeout: Duration) {
+        config.call_timeout = timeout;
+    }
+
+    fn bad_credentials() -> crate::contract::BadCredentials<SaltoConfig> {
+        vec![
+            ("wrong-client-secret", |c| {
+                c.client_secret = Secret::new("wrong-client-secret")
+            }),
+            ("wrong-password", |c| {
+                c.password = Secret::new("wrong-password")
+            }),
+        ]
+    }
+
+    fn build(config: SaltoConfig, clock: Arc<dyn lockstep_domain::Clock>) -> SaltoAdapter {
+        SaltoAdapter::new(config, clock).expect("adapter builds")
+    }
+
+    fn device(i: usize) -> DeviceRef {
+        // …204 is `LOCK`; …205 is the cylinder of the Salto-only tests.
+        DeviceRef::new(format!("4d77312f-4a87-41db-a97b-{:012}", 204 + 2 * i))
+    }
+
+    fn unknown_device() -> DeviceRef {
+        DeviceRef::new("4d77312f-4a87-41db-a97b-000000000999")
+    }
+
+    fn malformed_ref() -> VendorRef {
+        VendorRef::new("../../sites/other")
+    }
+
+    fn inject(handle: &SimHandle, fault: crate::contract::Fault) {
+        crate::contract::inject_fault!(handle, fault);
+    }
+
+    fn held(handle: &SimHandle, device: &DeviceRef) -> Vec<crate::contract::Held> {
+        crate::contract::held_on!(handle, device)
+    }
+
+    fn tally(handle: &SimHandle) -> crate::contract::Tally {
+        let c = handle.counters();
+        crate::contract::Tally {
+            created: c.groups_created,
+            updated: c.schedules_updated,
+            deleted: c.groups_deleted,
+            lost_responses: c.lost_responses,
+            rejected_by_faults: c.rejected_by_faults,
+        }
+    }
+
+    fn tokens_issued(handle: &SimHandle) -> Option<u64> {
+        Some(handle.counters().tokens_issued)
+    }
+
+    fn expire_tokens(handle: &SimHandle) {
+        handle.expire_all_tokens();
+    }
+
+    fn set_online(handle: &SimHandle, device: usize, online: bool) {
+        handle.update_lock_health(Self::device(device).expose(), |h| h.online = online);
+    }
+
+    /// One access group (named by the label, one lock, one time schedule) holding one
+    /// site user (aliased by the label) with the PIN.
+    fn check_stored(handle: &SimHandle, req: &IssueRequest, vref: &VendorRef) {
+        let groups = handle.access_groups();
+        let group = groups
+            .iter()
+            .find(|g| g.id == vref.expose())
+            .expect("the access group");
+        assert_eq!(group.customer_reference, req.label);
+        assert_eq!(group.lock_ids, vec![req.device.expose().to_owned()]);
+        assert_eq!(group.time_schedules.len(), 1);
+        let users: Vec<_> = handle
+            .site_users()
+            .into_iter()
+            .filter(|u| u.alias == req.label)
+            .collect();
+        assert_eq!(users.len(), 1);
+        assert_eq!(
+            users[0].pin.as_deref(),
+            req.pin.as_ref().map(|p| p.expose()),
+            "the pin is not touched"
+        );
+        assert!(users[0].use_pin);
+        assert_eq!(group.user_ids, vec![users[0].user_id.clone()]);
+    }
+
+    /// Its group and its user are both deleted.
+    fn check_gone(handle: &SimHandle, req: &IssueRequest) {
+        assert!(!handle
+            .access_groups()
+            .iter()
+            .any(|g| g.customer_reference == req.label));
+        assert!(!handle.site_users().iter().any(|u| u.alias == req.label));
+    }
+}
+
+impl crate::contract::PinFixture for SaltoFixture {
+    fn force_pin_collision_next(handle: &SimHandle) {
+        handle.update_faults(|f| f.force_pin_collision_next = 1);
+    }
+}

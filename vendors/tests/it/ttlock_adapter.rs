@@ -704,3 +704,141 @@ async fn probe_reads_battery_firmware_clock_and_reachability() -> anyhow::Result
     );
     Ok(())
 }
+
+/// TTLock in the `LockPort` contract (`crate::contract`): PIN passcodes on locks
+/// `24451`, `24452`, ...
+pub struct TtlockFixture;
+
+impl crate::contract::Fixture for TtlockFixture {
+    type Handle = lockstep_vendors::ttlock::SimHandle;
+    type Config = lockstep_vendors::TtlockConfig;
+    type Adapter = TtlockAdapter;
+
+    const VENDOR: lockstep_domain::VendorCode = lockstep_domain::VendorCode::Ttlock;
+    const KIND: KeyCredentialKind = KeyCredentialKind::PinCode;
+    const CAPABILITIES: lockstep_vendors::LockCapabilities = lockstep_vendors::LockCapabilities {
+        mobile_key: true,
+        card_encoding: true,
+        pin: true,
+        qr: false,
+        nfc: false,
+        remote_revoke: true,
+        remote_issue: true,
+        offline_issuance: true,
+        scope_floors: false,
+        scope_areas: false,
+    };
+    const REFUSED_KINDS: &'static [KeyCredentialKind] =
+        &[KeyCredentialKind::QrCode, KeyCredentialKind::NfcTag];
+    const SECRETS: &'static [&'static str] = &[
+        lockstep_vendors::ttlock::simulator::SIM_CLIENT_SECRET,
+        lockstep_vendors::ttlock::simulator::SIM_PASSWORD,
+    ];
+    const SINGLE_WRITE_ISSUE: bool = true;
+    const FIND_IS_PER_DEVICE: bool = true;
+    const UNKNOWN_DEVICE_CODE: &'static str = "lock_not_found";
+    const TOKEN_LIFETIME_SECS: Option<i64> = Some(90 * 86_400);
+    const HEALTHY_PROBE: crate::contract::ProbeReading = crate::contract::ProbeReading {
+        battery_percent: Some(87),
+        firmware: Some("6.1.21.0424"),
+        reads_clock: true,
+    };
+
+    fn start() -> lockstep_vendors::ttlock::RunningSimulator {
+        let sim = lockstep_vendors::ttlock::TtlockSimulator::start(crate::support::loopback())
+            .expect("simulator binds on loopback");
+        for i in 0..crate::contract::DEVICES {
+            sim.handle().add_lock(LOCK + i as i64);
+        }
+        sim
+    }
+
+    fn config(sim: &lockstep_vendors::ttlock::RunningSimulator) -> Self::Config {
+        sim.default_adapter_config()
+    }
+
+    fn set_call_timeout(config: &mut Self::Config, timeout: Duration) {
+        config.call_timeout = timeout;
+    }
+
+    fn bad_credentials() -> crate::contract::BadCredentials<Self::Config> {
+        vec![
+            ("wrong-secret-value", |c| {
+                c.client_secret = Secret::new("wrong-secret-value")
+            }),
+            ("wrong-password", |c| {
+                c.password = Secret::new("wrong-password")
+            }),
+        ]
+    }
+
+    fn build(config: Self::Config, clock: Arc<dyn lockstep_domain::Clock>) -> TtlockAdapter {
+        TtlockAdapter::new(config, clock).expect("adapter builds")
+    }
+
+    fn device(i: usize) -> DeviceRef {
+        DeviceRef::new((LOCK + i as i64).to_string())
+    }
+
+    fn unknown_device() -> DeviceRef {
+        DeviceRef::new("999999")
+    }
+
+    fn malformed_ref() -> VendorRef {
+        VendorRef::new("not-a-number-kbpwd")
+    }
+
+    fn inject(handle: &Self::Handle, fault: crate::contract::Fault) {
+        crate::contract::inject_fault!(handle, fault);
+    }
+
+    fn held(handle: &Self::Handle, device: &DeviceRef) -> Vec<crate::contract::Held> {
+        crate::contract::held_on!(handle, device)
+    }
+
+    fn tally(handle: &Self::Handle) -> crate::contract::Tally {
+        let c = handle.counters();
+        crate::contract::Tally {
+            created: c.adds,
+            updated: c.changes,
+            deleted: c.deletes,
+            lost_responses: c.lost_responses,
+            rejected_by_faults: c.rejected_by_faults,
+        }
+    }
+
+    fn tokens_issued(handle: &Self::Handle) -> Option<u64> {
+        Some(handle.token_call_count())
+    }
+
+    fn expire_tokens(handle: &Self::Handle) {
+        handle.expire_all_tokens();
+    }
+
+    fn set_online(handle: &Self::Handle, device: usize, online: bool) {
+        handle.update_lock_health(LOCK + device as i64, |h| h.offline = !online);
+    }
+
+    /// A custom passcode (`keyboardPwdType` 3) with the PIN and the label as its name.
+    fn check_stored(handle: &Self::Handle, req: &lockstep_vendors::IssueRequest, vref: &VendorRef) {
+        let lock: i64 = req.device.expose().parse().expect("a lockId");
+        let at_sim = handle.passcodes(lock);
+        let p = at_sim
+            .iter()
+            .find(|p| p.keyboard_pwd_id.to_string() == vref.expose())
+            .expect("the passcode");
+        assert_eq!(
+            Some(p.keyboard_pwd.as_str()),
+            req.pin.as_ref().map(|p| p.expose()),
+            "the pin is not touched"
+        );
+        assert_eq!(p.keyboard_pwd_type, 3);
+        assert_eq!(p.keyboard_pwd_name, req.label);
+    }
+}
+
+impl crate::contract::PinFixture for TtlockFixture {
+    fn force_pin_collision_next(handle: &Self::Handle) {
+        handle.update_faults(|f| f.force_pin_collision_next = 1);
+    }
+}

@@ -780,3 +780,132 @@ async fn vostio_probe_reads_the_door() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Vostio (Assa Abloy) in the `LockPort` contract (`crate::contract`): mobile keys on
+/// doors `door-1204`, `door-1205`, ... of one environment.
+pub struct VostioFixture;
+
+impl crate::contract::Fixture for VostioFixture {
+    type Handle = SimHandle;
+    type Config = VostioConfig;
+    type Adapter = VostioAdapter;
+
+    const VENDOR: VendorCode = VendorCode::AssaAbloy;
+    const KIND: KeyCredentialKind = KeyCredentialKind::MobileApp;
+    // Spec 003 §6.1.
+    const CAPABILITIES: lockstep_vendors::LockCapabilities = lockstep_vendors::LockCapabilities {
+        mobile_key: true,
+        card_encoding: true,
+        pin: false,
+        qr: false,
+        nfc: false,
+        remote_revoke: true,
+        remote_issue: true,
+        offline_issuance: false,
+        scope_floors: true,
+        scope_areas: true,
+    };
+    const REFUSED_KINDS: &'static [KeyCredentialKind] = &[
+        KeyCredentialKind::PinCode,
+        KeyCredentialKind::QrCode,
+        KeyCredentialKind::NfcTag,
+    ];
+    const SECRETS: &'static [&'static str] = &[SIM_CLIENT_SECRET, SIM_CLIENT_ID];
+    const SINGLE_WRITE_ISSUE: bool = true;
+    const FIND_IS_PER_DEVICE: bool = true;
+    const UNKNOWN_DEVICE_CODE: &'static str = "lock_not_found";
+    const TOKEN_LIFETIME_SECS: Option<i64> = Some(3400);
+    const HEALTHY_PROBE: crate::contract::ProbeReading = crate::contract::ProbeReading {
+        battery_percent: Some(92),
+        firmware: Some("3.4.1"),
+        reads_clock: true,
+    };
+
+    fn start() -> RunningSimulator {
+        let sim = VostioSimulator::start(loopback()).expect("simulator binds on loopback");
+        for i in 0..crate::contract::DEVICES {
+            sim.handle()
+                .add_door(SIM_ENVIRONMENT, Self::device(i).expose());
+        }
+        sim
+    }
+
+    fn config(sim: &RunningSimulator) -> VostioConfig {
+        sim.default_adapter_config()
+    }
+
+    fn set_call_timeout(config: &mut VostioConfig, timeout: Duration) {
+        config.call_timeout = timeout;
+    }
+
+    fn bad_credentials() -> crate::contract::BadCredentials<VostioConfig> {
+        vec![("wrong-secret-value", |c| {
+            c.client_secret = Secret::new("wrong-secret-value")
+        })]
+    }
+
+    fn build(config: VostioConfig, clock: Arc<dyn Clock>) -> VostioAdapter {
+        VostioAdapter::new(config, clock).expect("adapter builds")
+    }
+
+    fn device(i: usize) -> DeviceRef {
+        DeviceRef::new(format!("door-{}", 1204 + i))
+    }
+
+    fn unknown_device() -> DeviceRef {
+        DeviceRef::new("door-9999")
+    }
+
+    fn malformed_ref() -> VendorRef {
+        VendorRef::new("../../environments/env-0001")
+    }
+
+    fn inject(handle: &SimHandle, fault: crate::contract::Fault) {
+        crate::contract::inject_fault!(handle, fault);
+    }
+
+    fn held(handle: &SimHandle, device: &DeviceRef) -> Vec<crate::contract::Held> {
+        crate::contract::held_on!(handle, device)
+    }
+
+    fn tally(handle: &SimHandle) -> crate::contract::Tally {
+        let c = handle.counters();
+        crate::contract::Tally {
+            created: c.creates,
+            updated: c.updates,
+            deleted: c.deletes,
+            lost_responses: c.lost_responses,
+            rejected_by_faults: c.rejected_by_faults,
+        }
+    }
+
+    fn tokens_issued(handle: &SimHandle) -> Option<u64> {
+        Some(handle.token_call_count())
+    }
+
+    fn expire_tokens(handle: &SimHandle) {
+        handle.expire_all_tokens();
+    }
+
+    fn set_online(handle: &SimHandle, device: usize, online: bool) {
+        handle.update_door_health(SIM_ENVIRONMENT, Self::device(device).expose(), |h| {
+            h.online = online
+        });
+    }
+
+    /// An active `mobileKey` for that door, its key holder named by the label.
+    fn check_stored(handle: &SimHandle, req: &IssueRequest, vref: &VendorRef) {
+        let keys = handle.keys(SIM_ENVIRONMENT);
+        let key = keys
+            .iter()
+            .find(|k| k.id == vref.expose())
+            .expect("the key");
+        assert_eq!(key.key_type, "mobileKey");
+        assert_eq!(key.status, "active");
+        assert_eq!(key.door_ids, vec![req.device.expose().to_owned()]);
+        assert_eq!(
+            key.key_holder_external_id.as_deref(),
+            Some(req.label.as_str())
+        );
+    }
+}
