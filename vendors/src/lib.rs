@@ -25,6 +25,7 @@ pub mod kisi;
 pub mod rate;
 pub mod salto;
 pub mod secrets;
+pub mod sim_kit;
 pub mod sim_server;
 pub mod ttlock;
 pub mod vostio;

@@ -27,21 +27,21 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, SystemClock};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
-use tracing::info;
+use serde::Serialize;
 
 use super::errors::{DUPLICATE_EXTERNAL_ID_MESSAGE, DUPLICATE_PIN_MESSAGE};
 use super::wire::{self, ApiError};
 use super::{BrivoConfig, BrivoCredentials, Secret};
-use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
+pub use crate::sim_kit::SimFaults;
+use crate::sim_kit::{FaultKit, KitState};
+use crate::ttlock::simulator::journal::{DoorJournal, DoorObject};
 
 mod webhooks;
 
@@ -79,26 +79,6 @@ impl Default for SimConfig {
     }
 }
 
-/// Fault switches. Over HTTP, a JSON object with any subset of these keys.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SimFaults {
-    /// Every call answers 503.
-    pub outage: bool,
-    /// Fixed delay before each call is handled.
-    pub latency_ms: u64,
-    /// Extra random delay, uniform in `0..=latency_jitter_ms`.
-    pub latency_jitter_ms: u64,
-    /// Share of calls answered 500 without being applied (0.0 to 1.0).
-    pub error_rate: f64,
-    /// More calls than this within one second are answered 429 with `Retry-After: 1`.
-    pub rate_limit_per_sec: Option<u32>,
-    /// Share of writes (create, patch, delete, group changes) applied but answered 500.
-    pub lose_response_rate: f64,
-    /// The next N user creations carrying a PIN are refused as duplicate PINs.
-    pub force_pin_collision_next: u32,
-}
-
 /// One user held by the simulator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -121,27 +101,24 @@ pub struct SimUser {
     pub groups: BTreeSet<i64>,
 }
 
-/// How many calls the simulator has seen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SimCounters {
-    /// Tokens issued.
-    pub tokens_issued: u64,
-    /// Users created (including those whose response was then lost).
-    pub users_created: u64,
-    /// Users patched.
-    pub users_patched: u64,
-    /// Users deleted.
-    pub users_deleted: u64,
-    /// Groups created.
-    pub groups_created: u64,
-    /// Group memberships put.
-    pub memberships_put: u64,
-    /// Listing pages served.
-    pub lists: u64,
-    /// Calls answered with an injected 5xx/429 before being applied.
-    pub rejected_by_faults: u64,
-    /// Calls applied whose response was then replaced by a 500.
-    pub lost_responses: u64,
+crate::sim_kit::sim_counters! {
+    /// How many calls the simulator has seen.
+    pub struct SimCounters {
+        /// Tokens issued.
+        pub tokens_issued: u64,
+        /// Users created (including those whose response was then lost).
+        pub users_created: u64,
+        /// Users patched.
+        pub users_patched: u64,
+        /// Users deleted.
+        pub users_deleted: u64,
+        /// Groups created.
+        pub groups_created: u64,
+        /// Group memberships put.
+        pub memberships_put: u64,
+        /// Listing pages served.
+        pub lists: u64,
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -155,18 +132,18 @@ struct IssuedToken {
     revoked: bool,
 }
 
-struct SimState {
+/// The simulator's state behind its [`SimHandle`].
+pub struct SimState {
     access_points: BTreeSet<i64>,
     /// Access points whose control panel is offline.
     offline_access_points: BTreeSet<i64>,
     groups: BTreeMap<i64, SimGroup>,
     users: BTreeMap<i64, SimUser>,
     tokens: HashMap<String, IssuedToken>,
-    faults: SimFaults,
+    kit: FaultKit,
     counters: SimCounters,
     next_id: i64,
     token_ttl_secs: i64,
-    rate_window: Option<(DateTime<Utc>, u32)>,
     /// The client secrets accepted now (a rotation's overlap holds two).
     client_secrets: Vec<String>,
     journal: DoorJournal,
@@ -174,7 +151,9 @@ struct SimState {
     webhook: crate::webhook::SimWebhook,
 }
 
-impl SimState {
+impl KitState for SimState {
+    crate::sim_kit::kit_fields!(SimCounters);
+
     /// What every access point accepts, through Lockstep's eyes: each user with an external
     /// id (Lockstep's label), on every access point of each of its groups, in its effective
     /// window; a user with a PIN is a `pin_code`.
@@ -203,20 +182,31 @@ impl SimState {
         }
         out
     }
+
+    fn outage_reply() -> HttpResponse {
+        HttpResponse::ServiceUnavailable().json(ApiError {
+            code: 503,
+            message: "Service unavailable".into(),
+        })
+    }
+
+    fn rate_limited_reply() -> HttpResponse {
+        HttpResponse::TooManyRequests().json(ApiError {
+            code: 429,
+            message: "Too many requests".into(),
+        })
+    }
+
+    fn error_reply() -> HttpResponse {
+        HttpResponse::InternalServerError().json(ApiError {
+            code: 500,
+            message: "Internal server error".into(),
+        })
+    }
 }
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
-#[derive(Clone)]
-pub struct SimHandle {
-    state: Arc<Mutex<SimState>>,
-    clock: Arc<dyn Clock>,
-}
-
-impl std::fmt::Debug for SimHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimHandle").finish_non_exhaustive()
-    }
-}
+pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
 
 impl SimHandle {
     fn new(config: SimConfig) -> Self {
@@ -227,56 +217,14 @@ impl SimHandle {
             groups: BTreeMap::new(),
             users: BTreeMap::new(),
             tokens: HashMap::new(),
-            faults: SimFaults::default(),
+            kit: FaultKit::default(),
             counters: SimCounters::default(),
             next_id: 442_211,
             token_ttl_secs: config.token_ttl_secs,
-            rate_window: None,
             journal: DoorJournal::default(),
             webhook: crate::webhook::SimWebhook::default(),
         };
-        Self {
-            state: Arc::new(Mutex::new(state)),
-            clock: config.clock,
-        }
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
-        // A panic inside `f` cannot leave the state half-written in a way that matters to a
-        // simulator, so a poisoned lock is simply taken over.
-        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut guard)
-    }
-
-    /// Runs a write on the state; while the journal is on, records what it changed at the
-    /// doors.
-    fn with_journaled<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
-        self.with(|s| {
-            if !s.journal.is_enabled() {
-                return f(s);
-            }
-            let before = s.door_view();
-            let out = f(s);
-            let after = s.door_view();
-            s.journal.record(before, after);
-            out
-        })
-    }
-
-    /// Starts the door journal (see [`crate::ttlock::simulator::journal`]), keeping the
-    /// last `capacity` changes.
-    pub fn enable_journal(&self, capacity: usize) {
-        self.with(|s| s.journal.enable(capacity));
-    }
-
-    /// The journal's changes from `seq` on (1 is the first), oldest first.
-    pub fn journal_since(&self, seq: u64) -> Vec<DoorChange> {
-        self.with(|s| s.journal.since(seq))
-    }
-
-    /// Every labelled credential every door accepts now.
-    pub fn door_view(&self) -> Vec<DoorObject> {
-        self.with(|s| s.door_view())
+        Self::with_state(state, config.clock)
     }
 
     /// Adds an access point (no-op if it exists).
@@ -323,32 +271,6 @@ impl SimHandle {
     /// Names of the groups, by id.
     pub fn group_names(&self) -> BTreeMap<i64, String> {
         self.with(|s| s.groups.iter().map(|(k, g)| (*k, g.name.clone())).collect())
-    }
-
-    /// All counters.
-    pub fn counters(&self) -> SimCounters {
-        self.with(|s| s.counters)
-    }
-
-    /// The current faults.
-    pub fn faults(&self) -> SimFaults {
-        self.with(|s| s.faults.clone())
-    }
-
-    /// Replaces the faults.
-    pub fn set_faults(&self, faults: SimFaults) {
-        self.with(|s| {
-            s.faults = faults;
-            s.rate_window = None;
-        });
-    }
-
-    /// Changes some faults.
-    pub fn update_faults(&self, f: impl FnOnce(&mut SimFaults)) {
-        self.with(|s| {
-            f(&mut s.faults);
-            s.rate_window = None;
-        });
     }
 
     /// Accepts `secret` as the client's secret too (the overlap of a rotation).
@@ -400,10 +322,7 @@ impl BrivoSimulator {
 
     /// Starts a simulator with `config`.
     pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
-        let handle = SimHandle::new(config);
-        let running = crate::sim_server::serve("brivo-simulator", bind, handle, routes)?;
-        info!(vendor = "brivo", addr = %running.addr(), "brivo simulator listening");
-        Ok(running)
+        crate::sim_kit::start("brivo", bind, SimHandle::new(config), routes)
     }
 }
 
@@ -461,9 +380,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/api/users/{user_id}", web::get().to(get_user))
         .route("/v1/api/users/{user_id}", web::patch().to(patch_user))
         .route("/v1/api/users/{user_id}", web::delete().to(delete_user))
-        .route("/_sim/faults", web::get().to(get_faults))
-        .route("/_sim/faults", web::post().to(post_faults))
-        .route("/_sim/counters", web::get().to(get_counters))
+        .configure(crate::sim_kit::routes::<SimState>)
         .route("/_sim/users", web::get().to(get_users))
         .route(
             "/_sim/access-points/{id}",
@@ -510,10 +427,6 @@ fn refuse(status: u16, message: &'static str) -> Refusal {
     Refusal { status, message }
 }
 
-fn roll(rate: f64) -> bool {
-    rate > 0.0 && rand::thread_rng().gen::<f64>() < rate
-}
-
 fn new_secret_hex() -> String {
     let bytes: [u8; 16] = rand::thread_rng().gen();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -539,57 +452,6 @@ fn base64(input: &[u8]) -> String {
         }
     }
     out
-}
-
-/// Applies latency, outage, rate limit and error rate to a call.
-async fn gate(h: &SimHandle) -> Option<HttpResponse> {
-    let faults = h.faults();
-    let jitter = if faults.latency_jitter_ms > 0 {
-        rand::thread_rng().gen_range(0..=faults.latency_jitter_ms)
-    } else {
-        0
-    };
-    let delay = faults.latency_ms + jitter;
-    if delay > 0 {
-        actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
-    }
-    let now = h.clock.now();
-    h.with(|s| {
-        let refused = if s.faults.outage {
-            Some(HttpResponse::ServiceUnavailable().json(ApiError {
-                code: 503,
-                message: "Service unavailable".into(),
-            }))
-        } else if let Some(limit) = s.faults.rate_limit_per_sec {
-            let window = match s.rate_window {
-                Some((start, n)) if now - start < chrono::Duration::seconds(1) => (start, n + 1),
-                _ => (now, 1),
-            };
-            s.rate_window = Some(window);
-            (window.1 > limit).then(|| {
-                HttpResponse::TooManyRequests()
-                    .insert_header(("Retry-After", "1"))
-                    .json(ApiError {
-                        code: 429,
-                        message: "Too many requests".into(),
-                    })
-            })
-        } else {
-            None
-        };
-        let refused = refused.or_else(|| {
-            roll(s.faults.error_rate).then(|| {
-                HttpResponse::InternalServerError().json(ApiError {
-                    code: 500,
-                    message: "Internal server error".into(),
-                })
-            })
-        });
-        if refused.is_some() {
-            s.counters.rejected_by_faults += 1;
-        }
-        refused
-    })
 }
 
 /// Checks the `api-key` header and the bearer token of an API call.
@@ -628,25 +490,13 @@ fn authorize(s: &SimState, req: &HttpRequest, now: DateTime<Utc>) -> Result<(), 
     }
 }
 
-fn lost_or(h: &SimHandle, lost: bool, ok: HttpResponse) -> HttpResponse {
-    if lost {
-        h.with(|s| s.counters.lost_responses += 1);
-        HttpResponse::InternalServerError().json(ApiError {
-            code: 500,
-            message: "Internal server error".into(),
-        })
-    } else {
-        ok
-    }
-}
-
 /// Runs `f` on the state after the faults and authorization checks.
 async fn api(
     h: &SimHandle,
     req: &HttpRequest,
     f: impl FnOnce(&mut SimState) -> Result<HttpResponse, Reject>,
 ) -> HttpResponse {
-    if let Some(r) = gate(h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -663,7 +513,7 @@ async fn api_write(
     req: &HttpRequest,
     f: impl FnOnce(&mut SimState) -> Result<HttpResponse, Reject>,
 ) -> HttpResponse {
-    if let Some(r) = gate(h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -675,7 +525,7 @@ async fn api_write(
 }
 
 async fn token(h: web::Data<SimHandle>, req: HttpRequest, form: web::Form<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let oauth = |status: StatusCode, error: &str, desc: &str| {
@@ -870,7 +720,7 @@ async fn list_groups(
 }
 
 async fn create_group(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let lost = roll(h.faults().lose_response_rate);
+    let lost = h.lose_response();
     let res = api(&h, &req, |s| {
         let body: wire::CreateGroupRequest = serde_json::from_slice(&body).map_err(|_| {
             Reject::from(refuse(
@@ -907,7 +757,7 @@ async fn create_group(h: web::Data<SimHandle>, req: HttpRequest, body: web::Byte
 /// Replaces a success by a lost response when `lost`.
 fn lost_if_ok(h: &SimHandle, lost: bool, res: HttpResponse) -> HttpResponse {
     if res.status().is_success() {
-        lost_or(h, lost, res)
+        h.lost_or(lost, res)
     } else {
         res
     }
@@ -920,7 +770,7 @@ async fn grant_access_point(
     body: web::Bytes,
 ) -> HttpResponse {
     let (group_id, ap) = path.into_inner();
-    let lost = roll(h.faults().lose_response_rate);
+    let lost = h.lose_response();
     let res = api_write(&h, &req, |s| {
         let body: wire::AccessPermissionRequest = serde_json::from_slice(&body)
             .map_err(|_| Reject::from(refuse(400, "The request body is not formatted properly")))?;
@@ -950,7 +800,7 @@ async fn add_user_to_group(
     path: web::Path<(i64, i64)>,
 ) -> HttpResponse {
     let (group_id, user_id) = path.into_inner();
-    let lost = roll(h.faults().lose_response_rate);
+    let lost = h.lose_response();
     let res = api_write(&h, &req, |s| {
         if !s.groups.contains_key(&group_id) {
             return Err(refuse(404, "Group not found").into());
@@ -1023,7 +873,7 @@ fn valid_pin(pin: &str) -> bool {
 }
 
 async fn create_user(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let lost = roll(h.faults().lose_response_rate);
+    let lost = h.lose_response();
     let res = api_write(&h, &req, |s| {
         let body: wire::CreateUserRequest = serde_json::from_slice(&body)
             .map_err(|_| Reject::from(refuse(400, "Invalid criteria provided")))?;
@@ -1049,8 +899,7 @@ async fn create_user(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes
             if !valid_pin(pin) {
                 return Err(refuse(400, "Invalid criteria provided").into());
             }
-            if s.faults.force_pin_collision_next > 0 {
-                s.faults.force_pin_collision_next -= 1;
+            if s.kit.take_forced_pin_collision() {
                 return Err(refuse(400, DUPLICATE_PIN_MESSAGE).into());
             }
             if s.users.values().any(|u| u.pin.as_deref() == Some(pin)) {
@@ -1112,7 +961,7 @@ async fn patch_user(
     body: web::Bytes,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let lost = roll(h.faults().lose_response_rate);
+    let lost = h.lose_response();
     let res = api_write(&h, &req, |s| {
         let body: wire::PatchUserRequest = serde_json::from_slice(&body)
             .map_err(|_| Reject::from(refuse(400, "Invalid criteria provided")))?;
@@ -1158,7 +1007,7 @@ async fn delete_user(
     path: web::Path<i64>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let lost = roll(h.faults().lose_response_rate);
+    let lost = h.lose_response();
     let res = api_write(&h, &req, |s| {
         if s.users.remove(&id).is_none() {
             return Err(refuse(404, "User not found").into());
@@ -1168,32 +1017,6 @@ async fn delete_user(
     })
     .await;
     lost_if_ok(&h, lost, res)
-}
-
-async fn get_faults(h: web::Data<SimHandle>) -> HttpResponse {
-    HttpResponse::Ok().json(h.faults())
-}
-
-async fn post_faults(h: web::Data<SimHandle>, body: web::Json<serde_json::Value>) -> HttpResponse {
-    let serde_json::Value::Object(patch) = body.into_inner() else {
-        return HttpResponse::BadRequest().body("expected a json object");
-    };
-    let mut current = match serde_json::to_value(h.faults()) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    };
-    current.extend(patch);
-    match serde_json::from_value::<SimFaults>(serde_json::Value::Object(current)) {
-        Ok(faults) => {
-            h.set_faults(faults.clone());
-            HttpResponse::Ok().json(faults)
-        }
-        Err(e) => HttpResponse::BadRequest().body(format!("invalid faults: {e}")),
-    }
-}
-
-async fn get_counters(h: web::Data<SimHandle>) -> HttpResponse {
-    HttpResponse::Ok().json(h.counters())
 }
 
 async fn get_users(h: web::Data<SimHandle>) -> HttpResponse {

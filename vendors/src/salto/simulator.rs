@@ -25,8 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -35,12 +34,13 @@ use lockstep_domain::{Clock, SystemClock};
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tracing::info;
 
 use super::errors as code;
 use super::wire::{self, ApiError, OAuthError};
 use super::{SaltoConfig, Secret};
-use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
+pub use crate::sim_kit::SimFaults;
+use crate::sim_kit::{FaultKit, KitState};
+use crate::ttlock::simulator::journal::{DoorJournal, DoorObject};
 
 mod webhooks;
 
@@ -96,31 +96,6 @@ impl Default for SimConfig {
     }
 }
 
-/// Fault switches. Over HTTP, a JSON object with any subset of these keys.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SimFaults {
-    /// Every call answers 503.
-    pub outage: bool,
-    /// Fixed delay before each call is handled.
-    pub latency_ms: u64,
-    /// Extra random delay, uniform in `0..=latency_jitter_ms`.
-    pub latency_jitter_ms: u64,
-    /// Share of calls answered 500 without being applied (0.0 to 1.0).
-    pub error_rate: f64,
-    /// More calls than this within one second are answered 429 with `Retry-After: 1`.
-    pub rate_limit_per_sec: Option<u32>,
-    /// Share of writes (POST, PUT, PATCH, DELETE) applied but answered 500.
-    pub lose_response_rate: f64,
-    /// The next write of this operation is applied but answered 500 (one shot). Names:
-    /// `create_site_user`, `delete_site_user`, `set_pin`, `create_access_group`,
-    /// `delete_access_group`, `add_group_user`, `add_group_lock`, `create_time_schedule`,
-    /// `update_time_schedule`.
-    pub lose_response_on: Option<String>,
-    /// The next N PIN settings are refused as in use (409).
-    pub force_pin_collision_next: u32,
-}
-
 /// A site user held by the simulator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SimSiteUser {
@@ -155,33 +130,30 @@ pub struct SimAccessGroup {
     pub time_schedules: Vec<wire::TimeSchedule>,
 }
 
-/// How many calls the simulator has seen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SimCounters {
-    /// Tokens issued.
-    pub tokens_issued: u64,
-    /// Site users created.
-    pub users_created: u64,
-    /// Site users deleted.
-    pub users_deleted: u64,
-    /// PINs set.
-    pub pins_set: u64,
-    /// Access groups created.
-    pub groups_created: u64,
-    /// Access groups deleted.
-    pub groups_deleted: u64,
-    /// Time schedules created.
-    pub schedules_created: u64,
-    /// Time schedules changed.
-    pub schedules_updated: u64,
-    /// Members and locks added to groups.
-    pub group_links_added: u64,
-    /// Read calls served.
-    pub reads: u64,
-    /// Calls answered with an injected 5xx/429 before being applied.
-    pub rejected_by_faults: u64,
-    /// Writes applied whose response was then replaced by a 500.
-    pub lost_responses: u64,
+crate::sim_kit::sim_counters! {
+    /// How many calls the simulator has seen.
+    pub struct SimCounters {
+        /// Tokens issued.
+        pub tokens_issued: u64,
+        /// Site users created.
+        pub users_created: u64,
+        /// Site users deleted.
+        pub users_deleted: u64,
+        /// PINs set.
+        pub pins_set: u64,
+        /// Access groups created.
+        pub groups_created: u64,
+        /// Access groups deleted.
+        pub groups_deleted: u64,
+        /// Time schedules created.
+        pub schedules_created: u64,
+        /// Time schedules changed.
+        pub schedules_updated: u64,
+        /// Members and locks added to groups.
+        pub group_links_added: u64,
+        /// Read calls served.
+        pub reads: u64,
+    }
 }
 
 struct IssuedToken {
@@ -189,15 +161,15 @@ struct IssuedToken {
     revoked: bool,
 }
 
-struct SimState {
+/// The simulator's state behind its [`SimHandle`].
+pub struct SimState {
     config: SimConfig,
     users: Vec<SimSiteUser>,
     groups: Vec<SimAccessGroup>,
     tokens: HashMap<String, IssuedToken>,
-    faults: SimFaults,
+    kit: FaultKit,
     counters: SimCounters,
     next_id: u64,
-    rate_window: Option<(DateTime<Utc>, u32)>,
     /// Health of the locks not in the default state.
     lock_health: HashMap<String, SimLockHealth>,
     /// Client secrets accepted besides the configured one (a rotation's overlap).
@@ -231,7 +203,9 @@ impl Default for SimLockHealth {
     }
 }
 
-impl SimState {
+impl KitState for SimState {
+    crate::sim_kit::kit_fields!(SimCounters);
+
     /// What every lock accepts, through Lockstep's eyes: an access group holding the lock
     /// and at least one user opens it for the group's reference, in its first schedule's
     /// window (read as UTC, the adapter's default site offset); a PIN on a member makes it
@@ -270,6 +244,16 @@ impl SimState {
         out
     }
 
+    /// A Connect API error (`{ErrorCode, Message}`) for a lost write.
+    fn lost_reply() -> HttpResponse {
+        HttpResponse::InternalServerError().json(ApiError {
+            error_code: code::INTERNAL,
+            message: "Internal server error".to_owned(),
+        })
+    }
+}
+
+impl SimState {
     fn new_id(&mut self, kind: u32) -> String {
         self.next_id += 1;
         format!("{kind:08x}-5a17-4000-8000-{:012x}", self.next_id)
@@ -277,17 +261,7 @@ impl SimState {
 }
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
-#[derive(Clone)]
-pub struct SimHandle {
-    state: Arc<Mutex<SimState>>,
-    clock: Arc<dyn Clock>,
-}
-
-impl std::fmt::Debug for SimHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimHandle").finish_non_exhaustive()
-    }
-}
+pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
 
 impl SimHandle {
     fn new(config: SimConfig) -> Self {
@@ -302,38 +276,11 @@ impl SimHandle {
             users: Vec::new(),
             groups: Vec::new(),
             tokens: HashMap::new(),
-            faults: SimFaults::default(),
+            kit: FaultKit::default(),
             counters: SimCounters::default(),
             next_id: 0,
-            rate_window: None,
         };
-        Self {
-            state: Arc::new(Mutex::new(state)),
-            clock,
-        }
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
-        // A panic inside `f` cannot leave the state half-written in a way that matters
-        // to a simulator, so a poisoned lock is simply taken over.
-        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut guard)
-    }
-
-    /// Starts the door journal (see [`crate::ttlock::simulator::journal`]), keeping the
-    /// last `capacity` changes.
-    pub fn enable_journal(&self, capacity: usize) {
-        self.with(|s| s.journal.enable(capacity));
-    }
-
-    /// The journal's changes from `seq` on (1 is the first), oldest first.
-    pub fn journal_since(&self, seq: u64) -> Vec<DoorChange> {
-        self.with(|s| s.journal.since(seq))
-    }
-
-    /// Every labelled access every lock grants now.
-    pub fn door_view(&self) -> Vec<DoorObject> {
-        self.with(|s| s.door_view())
+        Self::with_state(state, clock)
     }
 
     /// Adds a lock with a keypad (`escutcheon_pin`), or replaces its type.
@@ -365,32 +312,6 @@ impl SimHandle {
         self.with(|s| s.users.clone())
     }
 
-    /// All counters.
-    pub fn counters(&self) -> SimCounters {
-        self.with(|s| s.counters)
-    }
-
-    /// The current faults.
-    pub fn faults(&self) -> SimFaults {
-        self.with(|s| s.faults.clone())
-    }
-
-    /// Replaces the faults.
-    pub fn set_faults(&self, faults: SimFaults) {
-        self.with(|s| {
-            s.faults = faults;
-            s.rate_window = None;
-        });
-    }
-
-    /// Changes some faults.
-    pub fn update_faults(&self, f: impl FnOnce(&mut SimFaults)) {
-        self.with(|s| {
-            f(&mut s.faults);
-            s.rate_window = None;
-        });
-    }
-
     /// Accepts `secret` as the client's secret too (the overlap of a rotation).
     pub fn accept_client_secret(&self, secret: &str) {
         self.with(|s| s.extra_client_secrets.push(secret.to_owned()));
@@ -420,10 +341,7 @@ impl SaltoSimulator {
 
     /// Starts a simulator with `config`.
     pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
-        let handle = SimHandle::new(config);
-        let running = crate::sim_server::serve("salto-simulator", bind, handle, routes)?;
-        info!(vendor = "salto", addr = %running.addr(), "salto simulator listening");
-        Ok(running)
+        crate::sim_kit::start("salto", bind, SimHandle::new(config), routes)
     }
 }
 
@@ -503,14 +421,12 @@ fn routes(cfg: &mut web::ServiceConfig) {
             "/v1.1/sites/{site}/access_groups/{group}/time_schedules/{schedule}",
             web::patch().to(update_schedule),
         )
-        .route("/_sim/faults", web::get().to(get_faults))
-        .route("/_sim/faults", web::post().to(post_faults))
-        .route("/_sim/counters", web::get().to(get_counters))
         .route("/_sim/access_groups", web::get().to(sim_groups))
         .route("/_sim/users", web::get().to(sim_users))
         .route("/_sim/locks/{lock}", web::post().to(sim_add_lock))
         .route("/_sim/tokens/expire", web::post().to(sim_expire_tokens))
-        .configure(webhooks::routes);
+        .configure(webhooks::routes)
+        .configure(crate::sim_kit::routes::<SimState>);
 }
 
 /// A Connect API error: status and `{ErrorCode, Message}`.
@@ -549,51 +465,6 @@ fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|_| bad_request("The request body is not valid"))
 }
 
-fn roll(rate: f64) -> bool {
-    rate > 0.0 && rand::thread_rng().gen::<f64>() < rate
-}
-
-/// Applies latency, outage, rate limit and error rate to a call.
-async fn gate(h: &SimHandle) -> Option<HttpResponse> {
-    let faults = h.faults();
-    let jitter = if faults.latency_jitter_ms > 0 {
-        rand::thread_rng().gen_range(0..=faults.latency_jitter_ms)
-    } else {
-        0
-    };
-    let delay = faults.latency_ms + jitter;
-    if delay > 0 {
-        actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
-    }
-    let now = h.clock.now();
-    h.with(|s| {
-        let refuse = if s.faults.outage {
-            Some(HttpResponse::ServiceUnavailable().body("service unavailable"))
-        } else if let Some(limit) = s.faults.rate_limit_per_sec {
-            let window = match s.rate_window {
-                Some((start, n)) if now - start < chrono::Duration::seconds(1) => (start, n + 1),
-                _ => (now, 1),
-            };
-            s.rate_window = Some(window);
-            (window.1 > limit).then(|| {
-                HttpResponse::TooManyRequests()
-                    .insert_header(("Retry-After", "1"))
-                    .body("too many requests")
-            })
-        } else {
-            None
-        };
-        let refuse = refuse.or_else(|| {
-            roll(s.faults.error_rate)
-                .then(|| HttpResponse::InternalServerError().body("internal server error"))
-        });
-        if refuse.is_some() {
-            s.counters.rejected_by_faults += 1;
-        }
-        refuse
-    })
-}
-
 /// Runs one Connect API call: faults, bearer token, site, then `f`; a write may then
 /// have its response lost.
 async fn run(
@@ -603,7 +474,7 @@ async fn run(
     write: Option<&'static str>,
     f: impl FnOnce(&mut SimState) -> Result<HttpResponse, Refusal>,
 ) -> HttpResponse {
-    if let Some(r) = gate(h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -624,13 +495,11 @@ async fn run(
         if site != s.config.site_id {
             return not_found("Site not found").into();
         }
-        let journaled = write.is_some() && s.journal.is_enabled();
-        let before = journaled.then(|| s.door_view());
-        let result = f(s);
-        if let Some(before) = before {
-            let after = s.door_view();
-            s.journal.record(before, after);
-        }
+        let result = if write.is_some() {
+            crate::sim_kit::journaled(s, f)
+        } else {
+            f(s)
+        };
         let out = match result {
             Ok(out) => out,
             Err(r) => return r.into(),
@@ -639,16 +508,13 @@ async fn run(
             s.counters.reads += 1;
             return out;
         };
-        let targeted = s.faults.lose_response_on.as_deref() == Some(op);
+        let targeted = s.kit.faults.lose_response_on.as_deref() == Some(op);
         if targeted {
-            s.faults.lose_response_on = None;
+            s.kit.faults.lose_response_on = None;
         }
-        if targeted || roll(s.faults.lose_response_rate) {
+        if targeted || s.kit.lose_response() {
             s.counters.lost_responses += 1;
-            return HttpResponse::InternalServerError().json(ApiError {
-                error_code: code::INTERNAL,
-                message: "Internal server error".to_owned(),
-            });
+            return SimState::lost_reply();
         }
         out
     })
@@ -722,7 +588,7 @@ async fn token(
     req: HttpRequest,
     form: web::Form<HashMap<String, String>>,
 ) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -904,8 +770,8 @@ async fn set_pin(
             .users
             .iter()
             .any(|u| u.id != user && u.pin.as_deref() == Some(pin.as_str()));
-        if s.faults.force_pin_collision_next > 0 || collision {
-            s.faults.force_pin_collision_next = s.faults.force_pin_collision_next.saturating_sub(1);
+        // Counted down whether or not the PIN really collides.
+        if s.kit.take_forced_pin_collision() || collision {
             return Err(Refusal {
                 status: StatusCode::CONFLICT,
                 code: code::PIN_IN_USE,
@@ -1163,32 +1029,6 @@ async fn update_schedule(
         Ok(HttpResponse::Ok().json(b))
     })
     .await
-}
-
-async fn get_faults(h: web::Data<SimHandle>) -> HttpResponse {
-    HttpResponse::Ok().json(h.faults())
-}
-
-async fn post_faults(h: web::Data<SimHandle>, body: web::Json<serde_json::Value>) -> HttpResponse {
-    let serde_json::Value::Object(patch) = body.into_inner() else {
-        return HttpResponse::BadRequest().body("expected a json object");
-    };
-    let mut current = match serde_json::to_value(h.faults()) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    };
-    current.extend(patch);
-    match serde_json::from_value::<SimFaults>(serde_json::Value::Object(current)) {
-        Ok(faults) => {
-            h.set_faults(faults.clone());
-            HttpResponse::Ok().json(faults)
-        }
-        Err(e) => HttpResponse::BadRequest().body(format!("invalid faults: {e}")),
-    }
-}
-
-async fn get_counters(h: web::Data<SimHandle>) -> HttpResponse {
-    HttpResponse::Ok().json(h.counters())
 }
 
 async fn sim_groups(h: web::Data<SimHandle>) -> HttpResponse {

@@ -29,21 +29,22 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, SystemClock};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::info;
 
 use super::errors::{self as code, oauth};
 use super::wire::{self, ApiErrorResponse, OAuthErrorResponse};
 use super::{Secret, VostioConfig};
-use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
+pub use crate::sim_kit::SimFaults;
+use crate::sim_kit::{FaultKit, KitState};
+use crate::ttlock::simulator::journal::{DoorJournal, DoorObject};
 
 mod webhooks;
 
@@ -118,27 +119,6 @@ impl Default for SimConfig {
     }
 }
 
-/// Fault switches. Over HTTP, a JSON object with any subset of these keys.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SimFaults {
-    /// Every vendor call answers 503.
-    pub outage: bool,
-    /// Fixed delay before each vendor call is handled.
-    pub latency_ms: u64,
-    /// Extra random delay, uniform in `0..=latency_jitter_ms`.
-    pub latency_jitter_ms: u64,
-    /// Share of vendor calls answered 500 without being applied (0.0 to 1.0).
-    pub error_rate: f64,
-    /// More calls than this within one second are answered 429 with `Retry-After: 1`.
-    pub rate_limit_per_sec: Option<u32>,
-    /// Share of creates, updates and deletes that are applied but answered 500: the
-    /// vendor acted and we never heard (0.0 to 1.0).
-    pub lose_response_rate: f64,
-    /// Creates, updates and deletes are refused with 422 `door_offline`.
-    pub door_offline: bool,
-}
-
 /// One key held by a simulated environment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -188,23 +168,20 @@ impl SimKey {
     }
 }
 
-/// How many calls the simulator has seen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SimCounters {
-    /// Tokens issued.
-    pub tokens_issued: u64,
-    /// Keys created (including those whose response was then lost).
-    pub creates: u64,
-    /// Keys updated (including those whose response was then lost).
-    pub updates: u64,
-    /// Keys deleted (including those whose response was then lost).
-    pub deletes: u64,
-    /// List pages served.
-    pub lists: u64,
-    /// Calls answered with an injected 5xx/429 before being applied.
-    pub rejected_by_faults: u64,
-    /// Calls applied whose response was then replaced by a 500.
-    pub lost_responses: u64,
+crate::sim_kit::sim_counters! {
+    /// How many calls the simulator has seen.
+    pub struct SimCounters {
+        /// Tokens issued.
+        pub tokens_issued: u64,
+        /// Keys created (including those whose response was then lost).
+        pub creates: u64,
+        /// Keys updated (including those whose response was then lost).
+        pub updates: u64,
+        /// Keys deleted (including those whose response was then lost).
+        pub deletes: u64,
+        /// List pages served.
+        pub lists: u64,
+    }
 }
 
 struct IssuedToken {
@@ -245,20 +222,22 @@ impl Default for SimDoorHealth {
     }
 }
 
-struct SimState {
+/// The simulator's state behind its [`SimHandle`].
+pub struct SimState {
     clients: Vec<SimClient>,
     environments: BTreeMap<String, SimEnvironment>,
     tokens: HashMap<String, IssuedToken>,
-    faults: SimFaults,
+    kit: FaultKit,
     counters: SimCounters,
     token_ttl_secs: i64,
-    rate_window: Option<(DateTime<Utc>, u32)>,
     journal: DoorJournal,
     /// Where door events are posted (`webhooks`).
     webhook: crate::webhook::SimWebhook,
 }
 
-impl SimState {
+impl KitState for SimState {
+    crate::sim_kit::kit_fields!(SimCounters);
+
     /// What every door accepts, through Lockstep's eyes: each key made with an external id
     /// (Lockstep's label), on each door of its access rights; `card` keys count from their
     /// creation (pending encoding), as the adapter's `find` does.
@@ -287,20 +266,22 @@ impl SimState {
         }
         out
     }
+
+    fn outage_reply() -> HttpResponse {
+        refusal(503, code::UNAVAILABLE, "service unavailable").into()
+    }
+
+    fn rate_limited_reply() -> HttpResponse {
+        refusal(429, code::RATE_LIMITED, "too many requests").into()
+    }
+
+    fn error_reply() -> HttpResponse {
+        refusal(500, code::INTERNAL, "internal server error").into()
+    }
 }
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
-#[derive(Clone)]
-pub struct SimHandle {
-    state: Arc<Mutex<SimState>>,
-    clock: Arc<dyn Clock>,
-}
-
-impl std::fmt::Debug for SimHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimHandle").finish_non_exhaustive()
-    }
-}
+pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
 
 impl SimHandle {
     fn new(config: SimConfig) -> Self {
@@ -322,24 +303,13 @@ impl SimHandle {
             clients: config.clients,
             environments,
             tokens: HashMap::new(),
-            faults: SimFaults::default(),
+            kit: FaultKit::default(),
             counters: SimCounters::default(),
             token_ttl_secs: config.token_ttl_secs,
-            rate_window: None,
             journal: DoorJournal::default(),
             webhook: crate::webhook::SimWebhook::default(),
         };
-        Self {
-            state: Arc::new(Mutex::new(state)),
-            clock: config.clock,
-        }
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
-        // A panic inside `f` cannot leave the state half-written in a way that matters
-        // to a simulator, so a poisoned lock is simply taken over.
-        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut guard)
+        Self::with_state(state, config.clock)
     }
 
     /// Adds a door to an environment, creating the environment if needed.
@@ -398,37 +368,6 @@ impl SimHandle {
             .collect()
     }
 
-    /// Runs a write on the state; while the journal is on, records what it changed at the
-    /// doors.
-    fn with_journaled<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
-        self.with(|s| {
-            if !s.journal.is_enabled() {
-                return f(s);
-            }
-            let before = s.door_view();
-            let out = f(s);
-            let after = s.door_view();
-            s.journal.record(before, after);
-            out
-        })
-    }
-
-    /// Starts the door journal (see [`crate::ttlock::simulator::journal`]), keeping the
-    /// last `capacity` changes.
-    pub fn enable_journal(&self, capacity: usize) {
-        self.with(|s| s.journal.enable(capacity));
-    }
-
-    /// The journal's changes from `seq` on (1 is the first), oldest first.
-    pub fn journal_since(&self, seq: u64) -> Vec<DoorChange> {
-        self.with(|s| s.journal.since(seq))
-    }
-
-    /// Every labelled credential every door accepts now.
-    pub fn door_view(&self) -> Vec<DoorObject> {
-        self.with(|s| s.door_view())
-    }
-
     /// Puts a key on a door directly (no HTTP, no fault), e.g. a front-desk key made in
     /// the Vostio portal (`external_id: None`). `None` if the environment or door is
     /// unknown.
@@ -463,11 +402,6 @@ impl SimHandle {
         })
     }
 
-    /// All counters.
-    pub fn counters(&self) -> SimCounters {
-        self.with(|s| s.counters)
-    }
-
     /// Number of successful creates (responses lost or not).
     pub fn create_call_count(&self) -> u64 {
         self.with(|s| s.counters.creates)
@@ -476,27 +410,6 @@ impl SimHandle {
     /// Number of tokens issued.
     pub fn token_call_count(&self) -> u64 {
         self.with(|s| s.counters.tokens_issued)
-    }
-
-    /// The current faults.
-    pub fn faults(&self) -> SimFaults {
-        self.with(|s| s.faults.clone())
-    }
-
-    /// Replaces the faults.
-    pub fn set_faults(&self, faults: SimFaults) {
-        self.with(|s| {
-            s.faults = faults;
-            s.rate_window = None;
-        });
-    }
-
-    /// Changes some faults.
-    pub fn update_faults(&self, f: impl FnOnce(&mut SimFaults)) {
-        self.with(|s| {
-            f(&mut s.faults);
-            s.rate_window = None;
-        });
     }
 
     /// Makes every token issued so far answer 401, as after its expiry.
@@ -518,10 +431,7 @@ impl VostioSimulator {
 
     /// Starts a simulator with `config`.
     pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
-        let handle = SimHandle::new(config);
-        let running = crate::sim_server::serve("vostio-simulator", bind, handle, routes)?;
-        info!(vendor = "vostio", addr = %running.addr(), "vostio simulator listening");
-        Ok(running)
+        crate::sim_kit::start("vostio", bind, SimHandle::new(config), routes)
     }
 }
 
@@ -589,16 +499,14 @@ fn routes(cfg: &mut web::ServiceConfig) {
             "/api/v1/environments/{env}/keys/{key}",
             web::delete().to(delete_key),
         )
-        .route("/_sim/faults", web::get().to(get_faults))
-        .route("/_sim/faults", web::post().to(post_faults))
-        .route("/_sim/counters", web::get().to(get_counters))
         .route(
             "/_sim/environments/{env}/doors/{door}",
             web::post().to(post_door),
         )
         .route("/_sim/environments/{env}/keys", web::get().to(get_env_keys))
         .route("/_sim/tokens/expire", web::post().to(post_expire_tokens))
-        .configure(webhooks::routes);
+        .configure(webhooks::routes)
+        .configure(crate::sim_kit::routes::<SimState>);
 }
 
 /// An API error: status and `{code, message}`.
@@ -637,10 +545,6 @@ fn oauth_error(status: StatusCode, error: &str) -> HttpResponse {
     })
 }
 
-fn roll(rate: f64) -> bool {
-    rate > 0.0 && rand::thread_rng().gen::<f64>() < rate
-}
-
 fn new_id(prefix: &str) -> String {
     let bytes: [u8; 12] = rand::thread_rng().gen();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -650,51 +554,6 @@ fn new_id(prefix: &str) -> String {
 fn new_secret_hex() -> String {
     let bytes: [u8; 24] = rand::thread_rng().gen();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Applies latency, outage, rate limit and error rate to a vendor call.
-async fn gate(h: &SimHandle) -> Option<HttpResponse> {
-    let faults = h.faults();
-    let jitter = if faults.latency_jitter_ms > 0 {
-        rand::thread_rng().gen_range(0..=faults.latency_jitter_ms)
-    } else {
-        0
-    };
-    let delay = faults.latency_ms + jitter;
-    if delay > 0 {
-        actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
-    }
-    let now = h.clock.now();
-    h.with_journaled(|s| {
-        let refuse = if s.faults.outage {
-            Some(refusal(503, code::UNAVAILABLE, "service unavailable").into())
-        } else if let Some(limit) = s.faults.rate_limit_per_sec {
-            let window = match s.rate_window {
-                Some((start, n)) if now - start < chrono::Duration::seconds(1) => (start, n + 1),
-                _ => (now, 1),
-            };
-            s.rate_window = Some(window);
-            (window.1 > limit).then(|| {
-                let mut r: HttpResponse =
-                    refusal(429, code::RATE_LIMITED, "too many requests").into();
-                r.headers_mut().insert(
-                    actix_web::http::header::RETRY_AFTER,
-                    actix_web::http::header::HeaderValue::from_static("1"),
-                );
-                r
-            })
-        } else {
-            None
-        };
-        let refuse = refuse.or_else(|| {
-            roll(s.faults.error_rate)
-                .then(|| refusal(500, code::INTERNAL, "internal server error").into())
-        });
-        if refuse.is_some() {
-            s.counters.rejected_by_faults += 1;
-        }
-        refuse
-    })
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
@@ -729,15 +588,6 @@ fn authorize<'s>(
     s.environments
         .get_mut(env)
         .ok_or_else(|| refusal(404, code::ENVIRONMENT_NOT_FOUND, "environment not found"))
-}
-
-fn lost_or(h: &SimHandle, lost: bool, ok: HttpResponse) -> HttpResponse {
-    if lost {
-        h.with(|s| s.counters.lost_responses += 1);
-        refusal(500, code::INTERNAL, "internal server error").into()
-    } else {
-        ok
-    }
 }
 
 /// The client id and secret from HTTP Basic (RFC 6749 §2.3.1) or, failing that, the form.
@@ -801,7 +651,7 @@ async fn token(
     req: HttpRequest,
     form: web::Form<HashMap<String, String>>,
 ) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     if form.get("grant_type").map(String::as_str) != Some(wire::GRANT_CLIENT_CREDENTIALS) {
@@ -842,7 +692,7 @@ async fn get_environment(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let env = path.into_inner();
@@ -862,7 +712,7 @@ async fn get_door(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let (env, door) = path.into_inner();
@@ -898,14 +748,14 @@ async fn create_key(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let env = path.into_inner();
     let now = h.clock.now();
     let res = h.with_journaled(|s| -> Result<(wire::KeyRecord, bool), Refusal> {
-        let door_offline = s.faults.door_offline;
-        let lose = roll(s.faults.lose_response_rate);
+        let door_offline = s.kit.faults.door_offline;
+        let lose = s.kit.lose_response();
         let environment = authorize(s, &req, &env, now)?;
         let create: wire::CreateKeyRequest = serde_json::from_slice(&body)
             .map_err(|_| refusal(400, code::VALIDATION_FAILED, "malformed body"))?;
@@ -968,7 +818,7 @@ async fn create_key(
         Ok((record, lose))
     });
     match res {
-        Ok((record, lost)) => lost_or(&h, lost, HttpResponse::Created().json(record)),
+        Ok((record, lost)) => h.lost_or(lost, HttpResponse::Created().json(record)),
         Err(r) => r.into(),
     }
 }
@@ -979,7 +829,7 @@ async fn list_keys(
     path: web::Path<String>,
     query: web::Query<wire::ListKeysQuery>,
 ) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let env = path.into_inner();
@@ -1036,14 +886,14 @@ async fn update_key(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let (env, key_id) = path.into_inner();
     let now = h.clock.now();
     let res = h.with_journaled(|s| -> Result<(wire::KeyRecord, bool), Refusal> {
-        let door_offline = s.faults.door_offline;
-        let lose = roll(s.faults.lose_response_rate);
+        let door_offline = s.kit.faults.door_offline;
+        let lose = s.kit.lose_response();
         let environment = authorize(s, &req, &env, now)?;
         let update: wire::UpdateKeyRequest = serde_json::from_slice(&body)
             .map_err(|_| refusal(400, code::VALIDATION_FAILED, "malformed body"))?;
@@ -1069,7 +919,7 @@ async fn update_key(
         Ok((record, lose))
     });
     match res {
-        Ok((record, lost)) => lost_or(&h, lost, HttpResponse::Ok().json(record)),
+        Ok((record, lost)) => h.lost_or(lost, HttpResponse::Ok().json(record)),
         Err(r) => r.into(),
     }
 }
@@ -1079,14 +929,14 @@ async fn delete_key(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let (env, key_id) = path.into_inner();
     let now = h.clock.now();
     let res = h.with_journaled(|s| -> Result<bool, Refusal> {
-        let door_offline = s.faults.door_offline;
-        let lose = roll(s.faults.lose_response_rate);
+        let door_offline = s.kit.faults.door_offline;
+        let lose = s.kit.lose_response();
         let environment = authorize(s, &req, &env, now)?;
         let pos = environment
             .keys
@@ -1101,35 +951,9 @@ async fn delete_key(
         Ok(lose)
     });
     match res {
-        Ok(lost) => lost_or(&h, lost, HttpResponse::NoContent().finish()),
+        Ok(lost) => h.lost_or(lost, HttpResponse::NoContent().finish()),
         Err(r) => r.into(),
     }
-}
-
-async fn get_faults(h: web::Data<SimHandle>) -> HttpResponse {
-    HttpResponse::Ok().json(h.faults())
-}
-
-async fn post_faults(h: web::Data<SimHandle>, body: web::Json<serde_json::Value>) -> HttpResponse {
-    let serde_json::Value::Object(patch) = body.into_inner() else {
-        return HttpResponse::BadRequest().body("expected a json object");
-    };
-    let mut current = match serde_json::to_value(h.faults()) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    };
-    current.extend(patch);
-    match serde_json::from_value::<SimFaults>(serde_json::Value::Object(current)) {
-        Ok(faults) => {
-            h.set_faults(faults.clone());
-            HttpResponse::Ok().json(faults)
-        }
-        Err(e) => HttpResponse::BadRequest().body(format!("invalid faults: {e}")),
-    }
-}
-
-async fn get_counters(h: web::Data<SimHandle>) -> HttpResponse {
-    HttpResponse::Ok().json(h.counters())
 }
 
 async fn post_door(h: web::Data<SimHandle>, path: web::Path<(String, String)>) -> HttpResponse {

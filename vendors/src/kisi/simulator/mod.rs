@@ -31,16 +31,13 @@ pub mod webhooks;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, SystemClock};
-use rand::Rng;
-use serde::{Deserialize, Serialize};
-use tracing::info;
+use serde::Serialize;
 
 use super::errors as code;
 use super::wire::{
@@ -48,7 +45,9 @@ use super::wire::{
     APPLIES_TO_GROUP, ASSIGNEE_USER, MAX_PAGE_SIZE, ROLE_GROUP_BASIC, ROLE_GROUP_MANAGER,
 };
 use super::{KisiConfig, Secret};
-use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
+pub use crate::sim_kit::SimFaults;
+use crate::sim_kit::{FaultKit, KitState};
+use crate::ttlock::simulator::journal::{DoorJournal, DoorObject};
 
 /// The API key of the default configuration.
 pub const SIM_API_KEY: &str = "sim-kisi-api-key";
@@ -74,26 +73,6 @@ impl Default for SimConfig {
             clock: Arc::new(SystemClock),
         }
     }
-}
-
-/// Fault switches. Over HTTP, a JSON object with any subset of these keys.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SimFaults {
-    /// Every API call answers 503.
-    pub outage: bool,
-    /// Fixed delay before each API call is handled.
-    pub latency_ms: u64,
-    /// Extra random delay, uniform in `0..=latency_jitter_ms`.
-    pub latency_jitter_ms: u64,
-    /// Share of API calls answered 500 without being applied (0.0 to 1.0).
-    pub error_rate: f64,
-    /// More calls than this within one second are answered 429 with `Retry-After: 1`.
-    pub rate_limit_per_sec: Option<u32>,
-    /// Share of role-assignment creates, updates and deletes that are applied but answered
-    /// 500: the vendor acted and we never heard (0.0 to 1.0). User creation is not
-    /// affected (it is a prerequisite the adapter re-finds anyway).
-    pub lose_response_rate: f64,
 }
 
 /// A user held by the simulator.
@@ -134,38 +113,35 @@ pub struct SimRoleAssignment {
     pub updated_at: DateTime<Utc>,
 }
 
-/// How many calls the simulator has seen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SimCounters {
-    /// Users created.
-    pub users_created: u64,
-    /// Role assignments created (including those whose response was then lost).
-    pub creates: u64,
-    /// Role assignments updated (including those whose response was then lost).
-    pub updates: u64,
-    /// Role assignments deleted (including those whose response was then lost).
-    pub deletes: u64,
-    /// Role-assignment list pages served.
-    pub lists: u64,
-    /// Calls refused for a missing or unknown API key.
-    pub unauthorized: u64,
-    /// Calls answered with an injected 5xx/429 before being applied.
-    pub rejected_by_faults: u64,
-    /// Calls applied whose response was then replaced by a 500.
-    pub lost_responses: u64,
+crate::sim_kit::sim_counters! {
+    /// How many calls the simulator has seen.
+    pub struct SimCounters {
+        /// Users created.
+        pub users_created: u64,
+        /// Role assignments created (including those whose response was then lost).
+        pub creates: u64,
+        /// Role assignments updated (including those whose response was then lost).
+        pub updates: u64,
+        /// Role assignments deleted (including those whose response was then lost).
+        pub deletes: u64,
+        /// Role-assignment list pages served.
+        pub lists: u64,
+        /// Calls refused for a missing or unknown API key.
+        pub unauthorized: u64,
+    }
 }
 
-struct SimState {
+/// The simulator's state behind its [`SimHandle`].
+pub struct SimState {
     api_keys: Vec<Secret>,
     groups: BTreeMap<i64, BTreeSet<i64>>,
     users: BTreeMap<i64, SimUser>,
     assignments: BTreeMap<i64, SimRoleAssignment>,
-    faults: SimFaults,
+    kit: FaultKit,
     counters: SimCounters,
     next_user_id: i64,
     next_assignment_id: i64,
     next_group_lock_id: i64,
-    rate_window: Option<(DateTime<Utc>, u32)>,
     /// Locks whose controller is offline.
     offline_locks: BTreeSet<i64>,
     /// Where door events are posted, and the secret they are signed with.
@@ -174,7 +150,9 @@ struct SimState {
     journal: DoorJournal,
 }
 
-impl SimState {
+impl KitState for SimState {
+    crate::sim_kit::kit_fields!(SimCounters);
+
     /// What every lock accepts, through Lockstep's eyes: each group role assignment opens
     /// every lock of its group (device `"<group_id>:<lock_id>"`) for its user's label
     /// (`metadata.lockstep_label`, else the user's name), as a mobile key.
@@ -202,20 +180,35 @@ impl SimState {
         }
         out
     }
+
+    fn outage_reply() -> HttpResponse {
+        *error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::UNEXPECTED,
+            "Service unavailable.",
+        )
+        .0
+    }
+
+    fn rate_limited_reply() -> HttpResponse {
+        HttpResponse::TooManyRequests().json(ErrorBody {
+            code: Some(code::TOO_MANY_REQUESTS.to_owned()),
+            error: Some("Too many requests.".to_owned()),
+        })
+    }
+
+    fn error_reply() -> HttpResponse {
+        *error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code::UNEXPECTED,
+            "An unexpected issue occured.",
+        )
+        .0
+    }
 }
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
-#[derive(Clone)]
-pub struct SimHandle {
-    state: Arc<Mutex<SimState>>,
-    clock: Arc<dyn Clock>,
-}
-
-impl std::fmt::Debug for SimHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimHandle").finish_non_exhaustive()
-    }
-}
+pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
 
 impl SimHandle {
     fn new(config: SimConfig) -> Self {
@@ -228,59 +221,17 @@ impl SimHandle {
                 .collect(),
             users: BTreeMap::new(),
             assignments: BTreeMap::new(),
-            faults: SimFaults::default(),
+            kit: FaultKit::default(),
             counters: SimCounters::default(),
             next_user_id: 70_001,
             next_assignment_id: 910_001,
             next_group_lock_id: 5_001,
-            rate_window: None,
             offline_locks: BTreeSet::new(),
             webhook: None,
             next_event_id: 8_800_001,
             journal: DoorJournal::default(),
         };
-        Self {
-            state: Arc::new(Mutex::new(state)),
-            clock: config.clock,
-        }
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
-        // A panic inside `f` cannot leave the state half-written in a way that matters
-        // to a simulator, so a poisoned lock is simply taken over.
-        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut guard)
-    }
-
-    /// Runs a write on the state; while the journal is on, records what it changed at the
-    /// doors.
-    fn with_journaled<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
-        self.with(|s| {
-            if !s.journal.is_enabled() {
-                return f(s);
-            }
-            let before = s.door_view();
-            let out = f(s);
-            let after = s.door_view();
-            s.journal.record(before, after);
-            out
-        })
-    }
-
-    /// Starts the door journal (see [`crate::ttlock::simulator::journal`]), keeping the
-    /// last `capacity` changes.
-    pub fn enable_journal(&self, capacity: usize) {
-        self.with(|s| s.journal.enable(capacity));
-    }
-
-    /// The journal's changes from `seq` on (1 is the first), oldest first.
-    pub fn journal_since(&self, seq: u64) -> Vec<DoorChange> {
-        self.with(|s| s.journal.since(seq))
-    }
-
-    /// Every labelled credential every door accepts now.
-    pub fn door_view(&self) -> Vec<DoorObject> {
-        self.with(|s| s.door_view())
+        Self::with_state(state, config.clock)
     }
 
     /// Adds a group granting `lock_id` (or adds the lock to an existing group).
@@ -411,32 +362,6 @@ impl SimHandle {
     pub fn delete_call_count(&self) -> u64 {
         self.with(|s| s.counters.deletes)
     }
-
-    /// All counters.
-    pub fn counters(&self) -> SimCounters {
-        self.with(|s| s.counters)
-    }
-
-    /// The current faults.
-    pub fn faults(&self) -> SimFaults {
-        self.with(|s| s.faults.clone())
-    }
-
-    /// Replaces the faults.
-    pub fn set_faults(&self, faults: SimFaults) {
-        self.with(|s| {
-            s.faults = faults;
-            s.rate_window = None;
-        });
-    }
-
-    /// Changes some faults.
-    pub fn update_faults(&self, f: impl FnOnce(&mut SimFaults)) {
-        self.with(|s| {
-            f(&mut s.faults);
-            s.rate_window = None;
-        });
-    }
 }
 
 /// Starts simulators.
@@ -452,10 +377,7 @@ impl KisiSimulator {
 
     /// Starts a simulator with `config`.
     pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
-        let handle = SimHandle::new(config);
-        let running = crate::sim_server::serve("kisi-simulator", bind, handle, routes)?;
-        info!(vendor = "kisi", addr = %running.addr(), "kisi simulator listening");
-        Ok(running)
+        crate::sim_kit::start("kisi", bind, SimHandle::new(config), routes)
     }
 }
 
@@ -484,9 +406,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
             web::delete().to(delete_assignment),
         )
         .configure(webhooks::routes)
-        .route("/_sim/faults", web::get().to(get_faults))
-        .route("/_sim/faults", web::post().to(post_faults))
-        .route("/_sim/counters", web::get().to(get_counters))
+        .configure(crate::sim_kit::routes::<SimState>)
         .route("/_sim/users", web::get().to(get_users))
         .route(
             "/_sim/groups/{group_id}/locks/{lock_id}",
@@ -529,67 +449,17 @@ fn invalid(field: &str, msg: &str) -> Refusal {
     Refusal::new(HttpResponse::UnprocessableEntity().json(ValidationErrors { errors }))
 }
 
-fn roll(rate: f64) -> bool {
-    rate > 0.0 && rand::thread_rng().gen::<f64>() < rate
-}
-
-/// Applies latency, outage, rate limit and error rate, then checks the API key.
+/// Applies the faults, then checks the API key.
 async fn gate(h: &SimHandle, req: &HttpRequest) -> Result<(), Refusal> {
-    let faults = h.faults();
-    let jitter = if faults.latency_jitter_ms > 0 {
-        rand::thread_rng().gen_range(0..=faults.latency_jitter_ms)
-    } else {
-        0
-    };
-    let delay = faults.latency_ms + jitter;
-    if delay > 0 {
-        actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
+    if let Some(r) = h.gate().await {
+        return Err(Refusal::new(r));
     }
-    let now = h.clock.now();
     let auth = req
         .headers()
         .get("Authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     h.with(|s| {
-        let refuse = if s.faults.outage {
-            Some(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                code::UNEXPECTED,
-                "Service unavailable.",
-            ))
-        } else if let Some(limit) = s.faults.rate_limit_per_sec {
-            let window = match s.rate_window {
-                Some((start, n)) if now - start < chrono::Duration::seconds(1) => (start, n + 1),
-                _ => (now, 1),
-            };
-            s.rate_window = Some(window);
-            (window.1 > limit).then(|| {
-                Refusal::new(
-                    HttpResponse::TooManyRequests()
-                        .insert_header(("Retry-After", "1"))
-                        .json(ErrorBody {
-                            code: Some(code::TOO_MANY_REQUESTS.to_owned()),
-                            error: Some("Too many requests.".to_owned()),
-                        }),
-                )
-            })
-        } else {
-            None
-        };
-        let refuse = refuse.or_else(|| {
-            roll(s.faults.error_rate).then(|| {
-                error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    code::UNEXPECTED,
-                    "An unexpected issue occured.",
-                )
-            })
-        });
-        if let Some(r) = refuse {
-            s.counters.rejected_by_faults += 1;
-            return Err(r);
-        }
         let key = auth
             .as_deref()
             .and_then(|a| a.strip_prefix("KISI-LOGIN "))
@@ -605,18 +475,6 @@ async fn gate(h: &SimHandle, req: &HttpRequest) -> Result<(), Refusal> {
             ))
         }
     })
-}
-
-fn lost_or(h: &SimHandle, lost: bool, ok: HttpResponse) -> HttpResponse {
-    if lost {
-        h.with(|s| s.counters.lost_responses += 1);
-        HttpResponse::InternalServerError().json(ErrorBody {
-            code: Some(code::UNEXPECTED.to_owned()),
-            error: Some("An unexpected issue occured.".to_owned()),
-        })
-    } else {
-        ok
-    }
 }
 
 fn opt_i64(p: &Params, key: &str) -> Result<Option<i64>, Refusal> {
@@ -930,9 +788,9 @@ async fn create_assignment(
             let reply = HttpResponse::Ok().json(assignment_json(s, &a));
             s.assignments.insert(id, a);
             s.counters.creates += 1;
-            Ok((reply, roll(s.faults.lose_response_rate)))
+            Ok((reply, s.kit.lose_response()))
         })?;
-        Ok(lost_or(&h, lost, reply))
+        Ok(h.lost_or(lost, reply))
     };
     run.await.unwrap_or_else(|r: Refusal| *r.0)
 }
@@ -1007,9 +865,9 @@ async fn update_assignment(
             }
             a.updated_at = now;
             s.counters.updates += 1;
-            Ok(roll(s.faults.lose_response_rate))
+            Ok(s.kit.lose_response())
         })?;
-        Ok(lost_or(&h, lost, HttpResponse::NoContent().finish()))
+        Ok(h.lost_or(lost, HttpResponse::NoContent().finish()))
     };
     run.await.unwrap_or_else(|r: Refusal| *r.0)
 }
@@ -1027,37 +885,11 @@ async fn delete_assignment(
                 return Err(not_found());
             }
             s.counters.deletes += 1;
-            Ok(roll(s.faults.lose_response_rate))
+            Ok(s.kit.lose_response())
         })?;
-        Ok(lost_or(&h, lost, HttpResponse::NoContent().finish()))
+        Ok(h.lost_or(lost, HttpResponse::NoContent().finish()))
     };
     run.await.unwrap_or_else(|r: Refusal| *r.0)
-}
-
-async fn get_faults(h: web::Data<SimHandle>) -> HttpResponse {
-    HttpResponse::Ok().json(h.faults())
-}
-
-async fn post_faults(h: web::Data<SimHandle>, body: web::Json<serde_json::Value>) -> HttpResponse {
-    let serde_json::Value::Object(patch) = body.into_inner() else {
-        return HttpResponse::BadRequest().body("expected a json object");
-    };
-    let mut current = match serde_json::to_value(h.faults()) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    };
-    current.extend(patch);
-    match serde_json::from_value::<SimFaults>(serde_json::Value::Object(current)) {
-        Ok(faults) => {
-            h.set_faults(faults.clone());
-            HttpResponse::Ok().json(faults)
-        }
-        Err(e) => HttpResponse::BadRequest().body(format!("invalid faults: {e}")),
-    }
-}
-
-async fn get_counters(h: web::Data<SimHandle>) -> HttpResponse {
-    HttpResponse::Ok().json(h.counters())
 }
 
 async fn get_users(h: web::Data<SimHandle>) -> HttpResponse {

@@ -24,8 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    authorize, code, errcode, gate, lost_or, param, param_i64, roll, wire, Params, Refusal,
-    SimHandle, SimState,
+    authorize, code, errcode, param, param_i64, wire, Params, Refusal, SimHandle, SimState,
 };
 
 /// A lock holds at most this many IC cards (documented).
@@ -392,16 +391,16 @@ async fn mutate(
     h: &SimHandle,
     f: impl FnOnce(&mut SimState, DateTime<Utc>) -> Result<HttpResponse, Refusal>,
 ) -> HttpResponse {
-    if let Some(r) = gate(h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
     let res = h.with_journaled(|s| {
-        let lose = roll(s.faults.lose_response_rate);
+        let lose = s.kit.lose_response();
         f(s, now).map(|ok| (ok, lose))
     });
     match res {
-        Ok((ok, lost)) => lost_or(h, lost, ok),
+        Ok((ok, lost)) => h.lost_or(lost, ok),
         Err(r) => r.into(),
     }
 }
@@ -450,7 +449,7 @@ async fn register_user(h: web::Data<SimHandle>, form: web::Form<Params>) -> Http
 }
 
 async fn list_users(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     h.with(|s| {
@@ -542,7 +541,7 @@ async fn change_key(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRes
 }
 
 async fn list_keys(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -648,7 +647,7 @@ async fn change_card(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRe
 }
 
 async fn list_cards(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -677,7 +676,7 @@ async fn list_cards(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpR
 }
 
 async fn unlock(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -717,7 +716,7 @@ async fn unlock(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRespons
 }
 
 async fn list_records(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();

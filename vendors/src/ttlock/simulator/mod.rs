@@ -31,21 +31,22 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, SystemClock};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::info;
 
 pub mod access;
 pub mod journal;
 
 pub use self::access::{SimAttempt, SimCard, SimEkey, SimMethod};
-use self::journal::{DoorChange, DoorJournal, DoorObject};
+use self::journal::{DoorJournal, DoorObject};
+pub use crate::sim_kit::SimFaults;
+use crate::sim_kit::{FaultKit, KitState};
 
 use super::errors as code;
 use super::wire::{self, ErrorResponse};
@@ -148,27 +149,6 @@ impl Default for SimConfig {
     }
 }
 
-/// Fault switches. Over HTTP, a JSON object with any subset of these keys.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SimFaults {
-    /// Every vendor call answers 503.
-    pub outage: bool,
-    /// Fixed delay before each vendor call is handled.
-    pub latency_ms: u64,
-    /// Extra random delay, uniform in `0..=latency_jitter_ms`.
-    pub latency_jitter_ms: u64,
-    /// Share of vendor calls answered 500 without being applied (0.0 to 1.0).
-    pub error_rate: f64,
-    /// More calls than this within one second are answered 429 with `Retry-After: 1`.
-    pub rate_limit_per_sec: Option<u32>,
-    /// Share of adds, deletes and changes that are applied but answered 500: the vendor
-    /// acted and we never heard (0.0 to 1.0).
-    pub lose_response_rate: f64,
-    /// The next N adds are refused as duplicates (-3007).
-    pub force_pin_collision_next: u32,
-}
-
 /// One passcode held by a simulated lock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -191,26 +171,20 @@ pub struct SimPasscode {
     pub send_date: i64,
 }
 
-/// How many calls the simulator has seen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SimCounters {
-    /// Tokens issued.
-    pub tokens_issued: u64,
-    /// Passcodes added (including those whose response was then lost).
-    pub adds: u64,
-    /// Passcodes deleted (including those whose response was then lost).
-    pub deletes: u64,
-    /// Passcodes changed (including those whose response was then lost).
-    pub changes: u64,
-    /// List pages served.
-    pub lists: u64,
-    /// Calls answered with an injected 5xx/429 before being applied.
-    pub rejected_by_faults: u64,
-    /// Calls applied whose response was then replaced by a 500.
-    pub lost_responses: u64,
-    /// The most calls that were ever waiting out the injected latency at the same time:
-    /// how many requests a client had in flight at once.
-    pub max_in_flight: u64,
+crate::sim_kit::sim_counters! {
+    /// How many calls the simulator has seen.
+    pub struct SimCounters {
+        /// Tokens issued.
+        pub tokens_issued: u64,
+        /// Passcodes added (including those whose response was then lost).
+        pub adds: u64,
+        /// Passcodes deleted (including those whose response was then lost).
+        pub deletes: u64,
+        /// Passcodes changed (including those whose response was then lost).
+        pub changes: u64,
+        /// List pages served.
+        pub lists: u64,
+    }
 }
 
 struct IssuedToken {
@@ -219,19 +193,17 @@ struct IssuedToken {
     revoked: bool,
 }
 
-struct SimState {
+/// The simulator's state behind its [`SimHandle`].
+pub struct SimState {
     accounts: Vec<SimAccount>,
     locks: BTreeMap<i64, Vec<SimPasscode>>,
     /// Health of the locks that are not in the default state.
     lock_health: HashMap<i64, SimLockHealth>,
     tokens: HashMap<String, IssuedToken>,
-    faults: SimFaults,
+    kit: FaultKit,
     counters: SimCounters,
     next_pwd_id: i64,
     token_ttl_secs: i64,
-    rate_window: Option<(DateTime<Utc>, u32)>,
-    /// Calls waiting out the injected latency now.
-    in_flight: u64,
     access: access::AccessState,
     journal: DoorJournal,
 }
@@ -243,7 +215,9 @@ fn ms_time(ms: i64) -> Option<DateTime<Utc>> {
         .flatten()
 }
 
-impl SimState {
+impl KitState for SimState {
+    crate::sim_kit::kit_fields!(SimCounters);
+
     /// What every lock accepts, through Lockstep's eyes: passcodes, eKeys and IC cards by
     /// their names.
     fn door_view(&self) -> Vec<DoorObject> {
@@ -265,17 +239,7 @@ impl SimState {
 }
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
-#[derive(Clone)]
-pub struct SimHandle {
-    state: Arc<Mutex<SimState>>,
-    clock: Arc<dyn Clock>,
-}
-
-impl std::fmt::Debug for SimHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimHandle").finish_non_exhaustive()
-    }
-}
+pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
 
 impl SimHandle {
     fn new(config: SimConfig) -> Self {
@@ -284,56 +248,14 @@ impl SimHandle {
             locks: config.locks.into_iter().map(|l| (l, Vec::new())).collect(),
             tokens: HashMap::new(),
             lock_health: HashMap::new(),
-            faults: SimFaults::default(),
+            kit: FaultKit::default(),
             counters: SimCounters::default(),
             next_pwd_id: 3_234_293,
             token_ttl_secs: config.token_ttl_secs,
-            rate_window: None,
-            in_flight: 0,
             access: access::AccessState::default(),
             journal: DoorJournal::default(),
         };
-        Self {
-            state: Arc::new(Mutex::new(state)),
-            clock: config.clock,
-        }
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
-        // A panic inside `f` cannot leave the state half-written in a way that matters
-        // to a simulator, so a poisoned lock is simply taken over.
-        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        f(&mut guard)
-    }
-
-    /// Runs a write on the state; while the journal is on, records what it changed at the
-    /// doors.
-    fn with_journaled<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
-        self.with(|s| {
-            if !s.journal.is_enabled() {
-                return f(s);
-            }
-            let before = s.door_view();
-            let out = f(s);
-            let after = s.door_view();
-            s.journal.record(before, after);
-            out
-        })
-    }
-
-    /// Starts the door journal (see [`journal`]), keeping the last `capacity` changes.
-    pub fn enable_journal(&self, capacity: usize) {
-        self.with(|s| s.journal.enable(capacity));
-    }
-
-    /// The journal's changes from `seq` on (1 is the first), oldest first.
-    pub fn journal_since(&self, seq: u64) -> Vec<DoorChange> {
-        self.with(|s| s.journal.since(seq))
-    }
-
-    /// Every labelled credential every lock accepts now (passcodes, eKeys, cards).
-    pub fn door_view(&self) -> Vec<DoorObject> {
-        self.with(|s| s.door_view())
+        Self::with_state(state, config.clock)
     }
 
     /// Adds a lock (no-op if it exists).
@@ -426,32 +348,6 @@ impl SimHandle {
         self.with(|s| s.counters.tokens_issued)
     }
 
-    /// All counters.
-    pub fn counters(&self) -> SimCounters {
-        self.with(|s| s.counters)
-    }
-
-    /// The current faults.
-    pub fn faults(&self) -> SimFaults {
-        self.with(|s| s.faults.clone())
-    }
-
-    /// Replaces the faults.
-    pub fn set_faults(&self, faults: SimFaults) {
-        self.with(|s| {
-            s.faults = faults;
-            s.rate_window = None;
-        });
-    }
-
-    /// Changes some faults.
-    pub fn update_faults(&self, f: impl FnOnce(&mut SimFaults)) {
-        self.with(|s| {
-            f(&mut s.faults);
-            s.rate_window = None;
-        });
-    }
-
     /// Makes every token issued so far answer 10004 (expired), as after 90 days.
     pub fn expire_all_tokens(&self) {
         self.with(|s| s.tokens.values_mut().for_each(|t| t.revoked = true));
@@ -471,10 +367,7 @@ impl TtlockSimulator {
 
     /// Starts a simulator with `config`.
     pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
-        let handle = SimHandle::new(config);
-        let running = crate::sim_server::serve("ttlock-simulator", bind, handle, routes)?;
-        info!(vendor = "ttlock", addr = %running.addr(), "ttlock simulator listening");
-        Ok(running)
+        crate::sim_kit::start("ttlock", bind, SimHandle::new(config), routes)
     }
 }
 
@@ -530,16 +423,14 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v3/lock/list", web::get().to(list_locks))
         .route("/v3/lock/detail", web::get().to(lock_detail))
         .route("/v3/lock/queryDate", web::get().to(lock_query_date))
-        .route("/_sim/faults", web::get().to(get_faults))
-        .route("/_sim/faults", web::post().to(post_faults))
-        .route("/_sim/counters", web::get().to(get_counters))
         .route("/_sim/locks/{lock_id}", web::post().to(post_lock))
         .route(
             "/_sim/locks/{lock_id}/passcodes",
             web::get().to(get_lock_passcodes),
         )
         .route("/_sim/tokens/expire", web::post().to(post_expire_tokens))
-        .configure(access::routes);
+        .configure(access::routes)
+        .configure(crate::sim_kit::routes::<SimState>);
 }
 
 type Params = HashMap<String, String>;
@@ -577,56 +468,6 @@ fn param_i64(p: &Params, key: &str) -> Result<i64, Refusal> {
         .map_err(|_| errcode(code::INVALID_PARAMETER, "Invalid Parameter."))
 }
 
-fn roll(rate: f64) -> bool {
-    rate > 0.0 && rand::thread_rng().gen::<f64>() < rate
-}
-
-/// Applies latency, outage, rate limit and error rate to a vendor call.
-async fn gate(h: &SimHandle) -> Option<HttpResponse> {
-    let faults = h.faults();
-    let jitter = if faults.latency_jitter_ms > 0 {
-        rand::thread_rng().gen_range(0..=faults.latency_jitter_ms)
-    } else {
-        0
-    };
-    let delay = faults.latency_ms + jitter;
-    if delay > 0 {
-        h.with(|s| {
-            s.in_flight += 1;
-            s.counters.max_in_flight = s.counters.max_in_flight.max(s.in_flight);
-        });
-        actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
-        h.with(|s| s.in_flight -= 1);
-    }
-    let now = h.clock.now();
-    h.with(|s| {
-        let refuse = if s.faults.outage {
-            Some(HttpResponse::ServiceUnavailable().body("service unavailable"))
-        } else if let Some(limit) = s.faults.rate_limit_per_sec {
-            let window = match s.rate_window {
-                Some((start, n)) if now - start < chrono::Duration::seconds(1) => (start, n + 1),
-                _ => (now, 1),
-            };
-            s.rate_window = Some(window);
-            (window.1 > limit).then(|| {
-                HttpResponse::TooManyRequests()
-                    .insert_header(("Retry-After", "1"))
-                    .body("too many requests")
-            })
-        } else {
-            None
-        };
-        let refuse = refuse.or_else(|| {
-            roll(s.faults.error_rate)
-                .then(|| HttpResponse::InternalServerError().body("internal server error"))
-        });
-        if refuse.is_some() {
-            s.counters.rejected_by_faults += 1;
-        }
-        refuse
-    })
-}
-
 /// Checks `clientId`, `accessToken` and `date` of an API call.
 fn authorize(s: &SimState, p: &Params, now: DateTime<Utc>) -> Result<(), Refusal> {
     let client_id = param(p, "clientId")?;
@@ -642,22 +483,13 @@ fn authorize(s: &SimState, p: &Params, now: DateTime<Utc>) -> Result<(), Refusal
     }
 }
 
-fn lost_or(h: &SimHandle, lost: bool, ok: HttpResponse) -> HttpResponse {
-    if lost {
-        h.with(|s| s.counters.lost_responses += 1);
-        HttpResponse::InternalServerError().body("internal server error")
-    } else {
-        ok
-    }
-}
-
 fn new_secret_hex() -> String {
     let bytes: [u8; 16] = rand::thread_rng().gen();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn token(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -713,7 +545,7 @@ async fn token(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse
 }
 
 async fn add_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -744,15 +576,14 @@ async fn add_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpR
                 "passcode too simple, do not use consecutive or repeated digits",
             ));
         }
-        if s.faults.force_pin_collision_next > 0 {
-            s.faults.force_pin_collision_next -= 1;
+        if s.kit.take_forced_pin_collision() {
             return Err(errcode(
                 code::DUPLICATE_PASSCODE,
                 "same passcode already exists",
             ));
         }
         let id = s.next_pwd_id;
-        let lose = roll(s.faults.lose_response_rate);
+        let lose = s.kit.lose_response();
         let lock = s.locks.entry(lock_id).or_default();
         if lock.iter().any(|p| p.keyboard_pwd == pwd) {
             return Err(errcode(
@@ -781,8 +612,7 @@ async fn add_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpR
         Ok((id, lose))
     });
     match res {
-        Ok((id, lost)) => lost_or(
-            &h,
+        Ok((id, lost)) => h.lost_or(
             lost,
             HttpResponse::Ok().json(wire::AddPasscodeResponse {
                 keyboard_pwd_id: id,
@@ -793,7 +623,7 @@ async fn add_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpR
 }
 
 async fn delete_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -802,7 +632,7 @@ async fn delete_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> Ht
         let lock_id = param_i64(&form, "lockId")?;
         let pwd_id = param_i64(&form, "keyboardPwdId")?;
         param_i64(&form, "deleteType")?;
-        let lose = roll(s.faults.lose_response_rate);
+        let lose = s.kit.lose_response();
         let Some(lock) = s.locks.get_mut(&lock_id) else {
             return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
         };
@@ -814,7 +644,7 @@ async fn delete_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> Ht
         Ok(lose)
     });
     match res {
-        Ok(lost) => lost_or(&h, lost, errcode(code::OK, "none error message").into()),
+        Ok(lost) => h.lost_or(lost, errcode(code::OK, "none error message").into()),
         Err(r) => r.into(),
     }
 }
@@ -854,7 +684,7 @@ fn opt_param_i64(p: &Params, key: &str) -> Result<Option<i64>, Refusal> {
 }
 
 async fn change_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -881,7 +711,7 @@ async fn change_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> Ht
             .map(|p| p.trim())
             .filter(|p| !p.is_empty())
             .map(str::to_owned);
-        let lose = roll(s.faults.lose_response_rate);
+        let lose = s.kit.lose_response();
         let Some(lock) = s.locks.get_mut(&lock_id) else {
             return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
         };
@@ -917,13 +747,13 @@ async fn change_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> Ht
         Ok(lose)
     });
     match res {
-        Ok(lost) => lost_or(&h, lost, errcode(code::OK, "none error message").into()),
+        Ok(lost) => h.lost_or(lost, errcode(code::OK, "none error message").into()),
         Err(r) => r.into(),
     }
 }
 
 async fn list_passcodes(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -972,7 +802,7 @@ async fn list_passcodes(h: web::Data<SimHandle>, query: web::Query<Params>) -> H
 }
 
 async fn list_locks(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -1023,7 +853,7 @@ fn lock_health_query(
 
 /// `GET /v3/lock/detail`: battery and firmware of a lock.
 async fn lock_detail(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -1041,7 +871,7 @@ async fn lock_detail(h: web::Data<SimHandle>, query: web::Query<Params>) -> Http
 
 /// `GET /v3/lock/queryDate`: the lock's clock, through its gateway.
 async fn lock_query_date(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = gate(&h).await {
+    if let Some(r) = h.gate().await {
         return r;
     }
     let now = h.clock.now();
@@ -1055,32 +885,6 @@ async fn lock_query_date(h: web::Data<SimHandle>, query: web::Query<Params>) -> 
         }))
     });
     res.unwrap_or_else(HttpResponse::from)
-}
-
-async fn get_faults(h: web::Data<SimHandle>) -> HttpResponse {
-    HttpResponse::Ok().json(h.faults())
-}
-
-async fn post_faults(h: web::Data<SimHandle>, body: web::Json<serde_json::Value>) -> HttpResponse {
-    let serde_json::Value::Object(patch) = body.into_inner() else {
-        return HttpResponse::BadRequest().body("expected a json object");
-    };
-    let mut current = match serde_json::to_value(h.faults()) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    };
-    current.extend(patch);
-    match serde_json::from_value::<SimFaults>(serde_json::Value::Object(current)) {
-        Ok(faults) => {
-            h.set_faults(faults.clone());
-            HttpResponse::Ok().json(faults)
-        }
-        Err(e) => HttpResponse::BadRequest().body(format!("invalid faults: {e}")),
-    }
-}
-
-async fn get_counters(h: web::Data<SimHandle>) -> HttpResponse {
-    HttpResponse::Ok().json(h.counters())
 }
 
 async fn post_lock(h: web::Data<SimHandle>, path: web::Path<i64>) -> HttpResponse {

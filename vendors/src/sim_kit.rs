@@ -1,0 +1,406 @@
+//! The fault kit every vendor simulator shares (issue 14): the fault switches
+//! ([`SimFaults`]), the gate that applies them to each vendor call, the fault counters
+//! (`sim_counters!`: rejected, lost and the most calls in flight), the handle
+//! ([`SimHandle`]) with its accessors, the door journal around writes, the `/_sim/faults`
+//! and `/_sim/counters` routes and the start of the server.
+//!
+//! A simulator brings its state (a [`KitState`]) with its vendor's wire answers for an
+//! outage, a rate limit and an error: adapters classify errors by what their vendor sends,
+//! so each simulator keeps its vendor's exact answers. Everything else is written here once.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use lockstep_domain::Clock;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::sim_server::Running;
+use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
+
+/// Fault switches of a simulator. Over HTTP (`POST /_sim/faults`), a JSON object with any
+/// subset of these keys; the keys given replace the current values.
+///
+/// The first six apply to every simulator; the last three only to the vendors whose API
+/// has the matching refusal (the others accept and ignore them).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SimFaults {
+    /// Every vendor call answers 503.
+    pub outage: bool,
+    /// Fixed delay before each vendor call is handled.
+    pub latency_ms: u64,
+    /// Extra random delay, uniform in `0..=latency_jitter_ms`.
+    pub latency_jitter_ms: u64,
+    /// Share of vendor calls answered 500 without being applied (0.0 to 1.0).
+    pub error_rate: f64,
+    /// More calls than this within one second are answered 429 with `Retry-After: 1`.
+    pub rate_limit_per_sec: Option<u32>,
+    /// Share of writes applied but answered 500: the vendor acted and we never heard (0.0
+    /// to 1.0). Which calls are writes is each simulator's: TTLock's adds, deletes and
+    /// changes; Salto's POST, PUT, PATCH and DELETE; Vostio's key creates, updates and
+    /// deletes; Kisi's role-assignment creates, updates and deletes (not user creation, a
+    /// prerequisite the adapter re-finds anyway); Brivo's creates, patches, deletes and
+    /// group changes.
+    pub lose_response_rate: f64,
+    /// The next N PIN settings are refused as a PIN already in use: TTLock's adds (-3007),
+    /// Salto's PIN settings (409), Brivo's user creations carrying a PIN.
+    pub force_pin_collision_next: u32,
+    /// Salto: the next write of this operation is applied but answered 500 (one shot).
+    /// Names: `create_site_user`, `delete_site_user`, `set_pin`, `create_access_group`,
+    /// `delete_access_group`, `add_group_user`, `add_group_lock`, `create_time_schedule`,
+    /// `update_time_schedule`.
+    pub lose_response_on: Option<String>,
+    /// Vostio: creates, updates and deletes are refused with 422 `door_offline`.
+    pub door_offline: bool,
+}
+
+/// Whether a draw falls within `rate` (0.0 never, 1.0 always).
+pub(crate) fn roll(rate: f64) -> bool {
+    rate > 0.0 && rand::thread_rng().gen::<f64>() < rate
+}
+
+/// The fault state a simulator keeps beside its own: the switches, the current rate-limit
+/// window and the calls waiting out the injected latency.
+#[derive(Debug, Default)]
+pub struct FaultKit {
+    pub(crate) faults: SimFaults,
+    rate_window: Option<(DateTime<Utc>, u32)>,
+    in_flight: u64,
+}
+
+impl FaultKit {
+    /// Whether this write's response is lost (`lose_response_rate`).
+    pub(crate) fn lose_response(&self) -> bool {
+        roll(self.faults.lose_response_rate)
+    }
+
+    /// Whether this PIN setting is refused as a collision (`force_pin_collision_next`),
+    /// counting it down.
+    pub(crate) fn take_forced_pin_collision(&mut self) -> bool {
+        let forced = self.faults.force_pin_collision_next > 0;
+        self.faults.force_pin_collision_next =
+            self.faults.force_pin_collision_next.saturating_sub(1);
+        forced
+    }
+
+    /// Counts one call against the rate limit; `true` when it is over.
+    fn over_rate_limit(&mut self, limit: u32, now: DateTime<Utc>) -> bool {
+        let window = match self.rate_window {
+            Some((start, n)) if now - start < chrono::Duration::seconds(1) => (start, n + 1),
+            _ => (now, 1),
+        };
+        self.rate_window = Some(window);
+        window.1 > limit
+    }
+}
+
+/// The fault counters every simulator's counters carry, written by the kit.
+pub trait CountsFaults {
+    /// Calls answered with an injected 5xx/429 before being applied.
+    fn rejected_by_faults_mut(&mut self) -> &mut u64;
+    /// Calls applied whose response was then replaced by a 500.
+    fn lost_responses_mut(&mut self) -> &mut u64;
+    /// The most calls ever waiting out the injected latency at once.
+    fn max_in_flight_mut(&mut self) -> &mut u64;
+}
+
+/// Declares a simulator's counters: its own fields, then the kit's `rejected_by_faults`,
+/// `lost_responses` and `max_in_flight`, with [`CountsFaults`].
+macro_rules! sim_counters {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident: u64, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: u64, )*
+            /// Calls answered with an injected 5xx/429 before being applied.
+            pub rejected_by_faults: u64,
+            /// Calls applied whose response was then replaced by a 500.
+            pub lost_responses: u64,
+            /// The most calls that were ever waiting out the injected latency at the same
+            /// time: how many requests a client had in flight at once.
+            pub max_in_flight: u64,
+        }
+
+        impl $crate::sim_kit::CountsFaults for $name {
+            fn rejected_by_faults_mut(&mut self) -> &mut u64 {
+                &mut self.rejected_by_faults
+            }
+            fn lost_responses_mut(&mut self) -> &mut u64 {
+                &mut self.lost_responses
+            }
+            fn max_in_flight_mut(&mut self) -> &mut u64 {
+                &mut self.max_in_flight
+            }
+        }
+    };
+}
+pub(crate) use sim_counters;
+
+/// The accessors of a [`KitState`] whose state keeps its fault state in `kit`, its counters
+/// in `counters` and its journal in `journal`.
+macro_rules! kit_fields {
+    ($counters:ty) => {
+        type Counters = $counters;
+
+        fn kit(&mut self) -> &mut $crate::sim_kit::FaultKit {
+            &mut self.kit
+        }
+
+        fn counters(&mut self) -> &mut $counters {
+            &mut self.counters
+        }
+
+        fn journal(&mut self) -> &mut $crate::ttlock::simulator::journal::DoorJournal {
+            &mut self.journal
+        }
+    };
+}
+pub(crate) use kit_fields;
+
+/// A simulator's state as the kit sees it: where its faults, counters and journal are,
+/// what its doors accept, and its vendor's answers to the injected faults.
+pub trait KitState: Send + 'static {
+    /// The simulator's counters (declared with `sim_counters!`).
+    type Counters: CountsFaults + Copy + Serialize + Send;
+    /// The fault state.
+    fn kit(&mut self) -> &mut FaultKit;
+    /// The counters.
+    fn counters(&mut self) -> &mut Self::Counters;
+    /// The door journal.
+    fn journal(&mut self) -> &mut DoorJournal;
+    /// Every labelled credential every device accepts now, through Lockstep's eyes.
+    fn door_view(&self) -> Vec<DoorObject>;
+    /// The answer to a call during an outage (status 503).
+    fn outage_reply() -> HttpResponse {
+        HttpResponse::ServiceUnavailable().body("service unavailable")
+    }
+    /// The answer to a call over the rate limit (status 429; the kit adds `Retry-After`).
+    fn rate_limited_reply() -> HttpResponse {
+        HttpResponse::TooManyRequests().body("too many requests")
+    }
+    /// The answer to a call refused by the error rate (status 500).
+    fn error_reply() -> HttpResponse {
+        HttpResponse::InternalServerError().body("internal server error")
+    }
+    /// The answer replacing a write whose response is lost (status 500).
+    fn lost_reply() -> HttpResponse {
+        Self::error_reply()
+    }
+}
+
+/// Inspects and steers a running simulator from Rust. Cheap to clone.
+pub struct SimHandle<S> {
+    state: Arc<Mutex<S>>,
+    /// Time for token expiry, the rate-limit window and the vendor's timestamps.
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl<S> Clone for SimHandle<S> {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for SimHandle<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle").finish_non_exhaustive()
+    }
+}
+
+impl<S: KitState> SimHandle<S> {
+    /// A handle on `state`.
+    pub(crate) fn with_state(state: S, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            clock,
+        }
+    }
+
+    /// Runs `f` on the state.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
+        // A panic inside `f` cannot leave the state half-written in a way that matters
+        // to a simulator, so a poisoned lock is simply taken over.
+        let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Runs a write on the state; while the journal is on, records what it changed at the
+    /// doors.
+    pub(crate) fn with_journaled<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
+        self.with(|s| journaled(s, f))
+    }
+
+    /// Starts the door journal (see [`crate::ttlock::simulator::journal`]), keeping the
+    /// last `capacity` changes.
+    pub fn enable_journal(&self, capacity: usize) {
+        self.with(|s| s.journal().enable(capacity));
+    }
+
+    /// The journal's changes from `seq` on (1 is the first), oldest first.
+    pub fn journal_since(&self, seq: u64) -> Vec<DoorChange> {
+        self.with(|s| s.journal().since(seq))
+    }
+
+    /// Every labelled credential every device accepts now.
+    pub fn door_view(&self) -> Vec<DoorObject> {
+        self.with(|s| s.door_view())
+    }
+
+    /// All counters.
+    pub fn counters(&self) -> S::Counters {
+        self.with(|s| *s.counters())
+    }
+
+    /// The current faults.
+    pub fn faults(&self) -> SimFaults {
+        self.with(|s| s.kit().faults.clone())
+    }
+
+    /// Replaces the faults.
+    pub fn set_faults(&self, faults: SimFaults) {
+        self.update_faults(|f| *f = faults);
+    }
+
+    /// Changes some faults.
+    pub fn update_faults(&self, f: impl FnOnce(&mut SimFaults)) {
+        self.with(|s| {
+            let kit = s.kit();
+            f(&mut kit.faults);
+            kit.rate_window = None;
+        });
+    }
+
+    /// Applies latency, outage, rate limit and error rate to a vendor call: `Some` is the
+    /// vendor's answer to send instead of handling the call.
+    pub(crate) async fn gate(&self) -> Option<HttpResponse> {
+        let faults = self.faults();
+        let jitter = if faults.latency_jitter_ms > 0 {
+            rand::thread_rng().gen_range(0..=faults.latency_jitter_ms)
+        } else {
+            0
+        };
+        let delay = faults.latency_ms + jitter;
+        if delay > 0 {
+            self.with(|s| {
+                s.kit().in_flight += 1;
+                let now = s.kit().in_flight;
+                let most = s.counters().max_in_flight_mut();
+                *most = (*most).max(now);
+            });
+            actix_web::rt::time::sleep(Duration::from_millis(delay)).await;
+            self.with(|s| s.kit().in_flight -= 1);
+        }
+        let now = self.clock.now();
+        self.with(|s| {
+            let kit = s.kit();
+            let refuse = if kit.faults.outage {
+                Some(S::outage_reply())
+            } else if let Some(limit) = kit.faults.rate_limit_per_sec {
+                kit.over_rate_limit(limit, now).then(|| {
+                    let mut r = S::rate_limited_reply();
+                    r.headers_mut()
+                        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                    r
+                })
+            } else {
+                None
+            };
+            let refuse = refuse.or_else(|| roll(kit.faults.error_rate).then(S::error_reply));
+            if refuse.is_some() {
+                *s.counters().rejected_by_faults_mut() += 1;
+            }
+            refuse
+        })
+    }
+
+    /// Whether this write's response is lost (`lose_response_rate`).
+    pub(crate) fn lose_response(&self) -> bool {
+        self.with(|s| s.kit().lose_response())
+    }
+
+    /// `ok`, or the vendor's 500 when the write's response is `lost` (counted).
+    pub(crate) fn lost_or(&self, lost: bool, ok: HttpResponse) -> HttpResponse {
+        if lost {
+            self.with(|s| *s.counters().lost_responses_mut() += 1);
+            S::lost_reply()
+        } else {
+            ok
+        }
+    }
+}
+
+/// Runs `f` on `s`; while the journal is on, records what it changed at the doors.
+pub(crate) fn journaled<S: KitState, R>(s: &mut S, f: impl FnOnce(&mut S) -> R) -> R {
+    if !s.journal().is_enabled() {
+        return f(s);
+    }
+    let before = s.door_view();
+    let out = f(s);
+    let after = s.door_view();
+    s.journal().record(before, after);
+    out
+}
+
+/// Serves a vendor's simulator (its `routes` and the kit's) on `bind` (port 0 picks a free
+/// port) and returns once it listens.
+pub(crate) fn start<S: KitState>(
+    vendor: &'static str,
+    bind: SocketAddr,
+    handle: SimHandle<S>,
+    routes: fn(&mut web::ServiceConfig),
+) -> io::Result<Running<SimHandle<S>>> {
+    let running = crate::sim_server::serve(&format!("{vendor}-simulator"), bind, handle, routes)?;
+    info!(vendor, addr = %running.addr(), "simulator listening");
+    Ok(running)
+}
+
+/// The kit's routes: `GET`/`POST /_sim/faults` and `GET /_sim/counters`.
+pub(crate) fn routes<S: KitState>(cfg: &mut web::ServiceConfig) {
+    cfg.route("/_sim/faults", web::get().to(get_faults::<S>))
+        .route("/_sim/faults", web::post().to(post_faults::<S>))
+        .route("/_sim/counters", web::get().to(get_counters::<S>));
+}
+
+async fn get_faults<S: KitState>(h: web::Data<SimHandle<S>>) -> HttpResponse {
+    HttpResponse::Ok().json(h.faults())
+}
+
+async fn post_faults<S: KitState>(
+    h: web::Data<SimHandle<S>>,
+    body: web::Json<serde_json::Value>,
+) -> HttpResponse {
+    let serde_json::Value::Object(patch) = body.into_inner() else {
+        return HttpResponse::BadRequest().body("expected a json object");
+    };
+    let mut current = match serde_json::to_value(h.faults()) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    current.extend(patch);
+    match serde_json::from_value::<SimFaults>(serde_json::Value::Object(current)) {
+        Ok(faults) => {
+            h.set_faults(faults.clone());
+            HttpResponse::Ok().json(faults)
+        }
+        Err(e) => HttpResponse::BadRequest().body(format!("invalid faults: {e}")),
+    }
+}
+
+async fn get_counters<S: KitState>(h: web::Data<SimHandle<S>>) -> HttpResponse {
+    HttpResponse::Ok().json(h.counters())
+}
