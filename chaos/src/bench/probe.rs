@@ -280,6 +280,8 @@ fn sim_delta(after: SimCounters, before: SimCounters) -> SimCounters {
         lists: after.lists - before.lists,
         rejected_by_faults: after.rejected_by_faults - before.rejected_by_faults,
         lost_responses: after.lost_responses - before.lost_responses,
+        // A high-water mark, not a count: the most in flight up to `after`.
+        max_in_flight: after.max_in_flight,
     }
 }
 
