@@ -250,6 +250,16 @@ impl<'a> StepDb<'a> {
         self.tx().await?.user_deactivated_at(user_id).await
     }
 
+    /// When a property was deactivated, if ever.
+    pub async fn property_deactivated_at(
+        &mut self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Option<Timestamp>> {
+        self.check(tenant)?;
+        self.tx().await?.property_deactivated_at(property).await
+    }
+
     /// Credentials of a property in any of `states`.
     pub async fn credentials_of_property(
         &mut self,

@@ -276,6 +276,25 @@ pub enum Consumed {
     },
 }
 
+impl Consumed {
+    /// Whether it may put a key on a door: a confirmation, a change of dates (it may name
+    /// new rooms) or a shift's start. The others only take keys away. At a deactivated
+    /// property these are refused, at intake and again at their step (issue 14).
+    pub fn adds_keys(&self) -> bool {
+        use lockstep_domain::shift::ShiftEvent;
+        matches!(
+            self,
+            Consumed::Reservation {
+                event: ReservationEvent::Confirmed { .. } | ReservationEvent::DatesChanged { .. },
+                ..
+            } | Consumed::Shift {
+                event: ShiftEvent::Started { .. },
+                ..
+            }
+        )
+    }
+}
+
 /// A consumed event, parsed and converted into domain values.
 #[derive(Debug, Clone)]
 pub struct Parsed {
@@ -334,6 +353,10 @@ pub enum Rejection {
     /// A stay whose window has already ended: a key for it could never open a door.
     #[error("the stay ended at {0}")]
     WindowEnded(String),
+    /// An event that would put a key on a door of a property the tenant service has
+    /// deactivated (a confirmation, a date change, a shift start): it issues nothing.
+    #[error("property {0} is deactivated")]
+    PropertyDeactivated(String),
 }
 
 impl Rejection {
@@ -349,6 +372,7 @@ impl Rejection {
             Self::UnknownProperty(_) => "unknown_property",
             Self::UnservedRoom(_) => "unserved_room",
             Self::WindowEnded(_) => "window_ended",
+            Self::PropertyDeactivated(_) => "property_deactivated",
         }
     }
 }

@@ -131,6 +131,7 @@ impl Metrics {
             "unknown_property",
             "unserved_room",
             "window_ended",
+            "property_deactivated",
             "store_refused",
         ] {
             self.dead_letters.with_label_values(&[reason]);

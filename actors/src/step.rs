@@ -324,6 +324,25 @@ async fn on_event(
             return Ok(());
         }
     };
+    // Issue 14: a property's deactivation is final. An event that would put a key on its
+    // doors and was accepted before the deactivation entered (queued behind it, or on
+    // another subject's actor) issues nothing; intake refuses the later ones.
+    if parsed.event.adds_keys()
+        && db
+            .property_deactivated_at(entry.tenant_id, &entry.property_id)
+            .await?
+            .is_some()
+    {
+        let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
+        uow.mailbox
+            .push(done(entry, "refused:property_deactivated"));
+        db.commit(uow).await?;
+        rt.metrics
+            .saga_steps
+            .with_label_values(&[step_label(topic), "refused"])
+            .inc();
+        return Ok(());
+    }
     match parsed.event {
         Consumed::Reservation {
             reservation_id,

@@ -55,12 +55,34 @@ pub async fn user_properties(
 /// window has already ended (`window_ended`), at a property where no live lock is
 /// registered (`unknown_property`), or for a room no live lock serves (`unserved_room`).
 /// Only a confirmation is judged: the events that follow one may only take a key away.
-/// Costs one read of the property's rooms per confirmation.
+/// Costs one read of the property's rooms per confirmation. Also: an event that would add
+/// a key at a deactivated property is refused (`property_deactivated`), and a property's
+/// deactivation is recorded here, where it enters.
 pub async fn admit(
     store: &dyn Store,
     clock: &dyn Clock,
     parsed: &Parsed,
 ) -> Result<(), IntakeError> {
+    let Some(property) = &parsed.property_id else {
+        return Ok(());
+    };
+    // A property's deactivation is recorded where it enters, before it is stored, so an
+    // event that would put a key on its doors and is judged after it is refused even when
+    // delivered out of order (issue 14: the decision in ARCHITECTURE.md).
+    if matches!(parsed.event, Consumed::PropertyDeactivated) {
+        store
+            .record_property_deactivated(parsed.tenant_id, property, parsed.time)
+            .await?;
+        return Ok(());
+    }
+    if parsed.event.adds_keys()
+        && store
+            .property_deactivated_at(parsed.tenant_id, property)
+            .await?
+            .is_some()
+    {
+        return Err(Rejection::PropertyDeactivated(property.to_string()).into());
+    }
     let Consumed::Reservation {
         event: ReservationEvent::Confirmed {
             rooms, validity, ..
@@ -68,9 +90,6 @@ pub async fn admit(
         ..
     } = &parsed.event
     else {
-        return Ok(());
-    };
-    let Some(property) = &parsed.property_id else {
         return Ok(());
     };
     if validity.until() <= clock.now() {

@@ -255,6 +255,29 @@ pub trait Store: Storage {
         in_read!(self, tenant, |tx| tx.user_deactivated_at(user_id).await?)
     }
 
+    /// Records that a property was deactivated (idempotent: the first time is kept).
+    async fn record_property_deactivated(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        in_write!(self, tenant, |tx| tx
+            .record_property_deactivated(property, at)
+            .await?)
+    }
+
+    /// When a property was deactivated, if ever.
+    async fn property_deactivated_at(
+        &self,
+        tenant: TenantId,
+        property: &PropertyId,
+    ) -> StoreResult<Option<Timestamp>> {
+        in_read!(self, tenant, |tx| tx
+            .property_deactivated_at(property)
+            .await?)
+    }
+
     /// GCRA over a vendor account's request rate, shared by every node (DESIGN §6): takes
     /// the account's next slot, no earlier than `now_us` and `interval_us` after the slot
     /// before it, and returns it (µs since the epoch): the request may be sent then.

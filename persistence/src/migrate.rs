@@ -98,6 +98,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "device_lifecycle",
         sql: include_str!("../migrations/postgres/0017_device_lifecycle.sql"),
     },
+    Migration {
+        version: 18,
+        name: "deactivated_properties",
+        sql: include_str!("../migrations/postgres/0018_deactivated_properties.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -186,5 +191,10 @@ pub const SQLITE: &[Migration] = &[
         version: 17,
         name: "device_lifecycle",
         sql: include_str!("../migrations/sqlite/0017_device_lifecycle.sql"),
+    },
+    Migration {
+        version: 18,
+        name: "deactivated_properties",
+        sql: include_str!("../migrations/sqlite/0018_deactivated_properties.sql"),
     },
 ];

@@ -370,6 +370,45 @@ async fn drift_reconciliation_deletes_orphans_and_reissues_what_went_missing() -
     Ok(())
 }
 
+/// Issue 14, property deactivation: a confirmation accepted before its property's
+/// deactivation entered, but stepped after it, issues nothing (its entry ends
+/// `refused:property_deactivated`), while a key issued before stays the deactivation
+/// step's to revoke. Intake refuses the later ones; this is the step's own guard, for
+/// what was already queued. Fails without it: rsv_late's PIN reaches lock 2.
+#[actix_rt::test]
+async fn a_confirmation_stepped_after_its_propertys_deactivation_issues_nothing(
+) -> anyhow::Result<()> {
+    let rig = Rig::start(WorkerSettings::simulator()).await?;
+    rig.confirm("rsv_before", 1).await?;
+    rig.wait_settled("rsv_before", "active").await?;
+    let now = lockstep_domain::Clock::now(rig.rt.clock.as_ref());
+    rig.rt
+        .store
+        .record_property_deactivated(rig.tenant, &rig.property, now)
+        .await?;
+    rig.confirm("rsv_late", 2).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let outcome = rig
+            .rt
+            .store
+            .message_outcome(rig.tenant, "c-rsv_late")
+            .await?;
+        if outcome == Some(Some("refused:property_deactivated".into())) {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "rsv_late's step never refused: {outcome:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(rig.credentials("rsv_late").await?.is_empty());
+    assert_eq!(rig.passcodes(2), 0, "nothing at the door");
+    rig.finish().await;
+    Ok(())
+}
+
 /// Issue 14: a property's devices are reconciled several at a time (through the adapter's
 /// worker and its rate limit), not one after the other: with every vendor call taking
 /// 150 ms at the simulator, the simulator sees more than one request in flight during a

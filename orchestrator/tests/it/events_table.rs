@@ -1017,9 +1017,9 @@ async fn user_deactivated(sc: &Sc<'_>) -> anyhow::Result<()> {
 
 /// A property with an active guest key and an active master; tenant.property.deactivated →
 /// both revoked `security`, no passcode at its locks. Reordered (the deactivation first,
-/// then a confirm and a shift start): the deactivation revokes the credentials live when it
-/// is applied ("every live credential of the property", its schema); Lockstep keeps no
-/// "property deactivated" fact, so the later events issue their keys.
+/// then a confirm and a shift start): Lockstep keeps the property's deactivation (issue 14,
+/// the decision in ARCHITECTURE.md), so the later events are dead-lettered as
+/// `property_deactivated` and put no key on its doors.
 async fn property_deactivated(sc: &Sc<'_>) -> anyhow::Result<()> {
     let i = Variant::ALL.iter().position(|x| *x == sc.v).unwrap();
     let (guest_lock, master_lock) = pd_locks(i);
@@ -1027,6 +1027,19 @@ async fn property_deactivated(sc: &Sc<'_>) -> anyhow::Result<()> {
     if sc.v == Variant::Reordered {
         sc.property_deactivated().await?;
         sc.settle().await;
+        sc.confirm_on("c1", 1, w, &room(guest_lock)).await?;
+        sc.shift_started_on("start", &room(master_lock)).await?;
+        let dead = "lockstep_intake_dead_letters_total{reason=\"property_deactivated\"}";
+        wait_for(
+            &format!("{}: both dead-lettered as property_deactivated", sc.label),
+            CONVERGE,
+            || async { metric(&sc.cx.http, dead).await.filter(|n| *n >= 2.0) },
+        )
+        .await?;
+        sc.settle().await;
+        sc.cx.assert_door(&sc.label, guest_lock, &[])?;
+        sc.cx.assert_door(&sc.label, master_lock, &[])?;
+        return Ok(());
     }
     sc.confirm_on("c1", 1, w, &room(guest_lock)).await?;
     sc.shift_started_on("start", &room(master_lock)).await?;
@@ -1040,12 +1053,6 @@ async fn property_deactivated(sc: &Sc<'_>) -> anyhow::Result<()> {
         )
         .await?;
     let staff = master_active(sc, master_lock).await?;
-    if sc.v == Variant::Reordered {
-        sc.settle().await;
-        sc.cx.assert_door(&sc.label, guest_lock, &[&guest])?;
-        sc.cx.assert_door(&sc.label, master_lock, &[&staff])?;
-        return Ok(());
-    }
     sc.property_deactivated().await?;
     sc.cx
         .converge(

@@ -1117,3 +1117,130 @@ async fn an_ambiguous_or_unsafe_envelope_is_dead_lettered_and_changes_nothing() 
     assert_eq!(p.dead_letter_count("malformed").await, Some(1.0));
     Ok(())
 }
+
+/// Issue 14, property deactivation (the decision in ARCHITECTURE.md): once
+/// `tenant.property.deactivated.v1` has entered, the property's live keys are revoked and
+/// an event that would put a key on its doors — a confirmation, a shift start — is refused
+/// with 422 `property_deactivated` (a dead letter on the broker) and issues nothing, while
+/// a removal still goes through. Another property of the tenant is untouched. Fails without
+/// the recorded deactivation: the later confirmation is accepted and its PIN reaches lock
+/// 1002.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivated_property_refuses_new_keys_and_still_takes_removals() -> anyhow::Result<()> {
+    let dir = scratch("refuse-deactivated");
+    let node = Lockstep::spawn(
+        &dir,
+        &[],
+        &[
+            ("LOCKSTEP__HTTP__BIND", "127.0.0.1:0".into()),
+            ("LOCKSTEP__DEMO__SIMULATOR_BIND", "127.0.0.1:0".into()),
+        ],
+    )
+    .await?;
+    let token = std::fs::read_to_string(dir.join(".lockstep/service-token"))?;
+    let sim = demo_sim_url(&node);
+    let client = reqwest::Client::new();
+    let post = |body: String| {
+        let req = client
+            .post(format!("{}/api/v1/intake", node.http))
+            .bearer_auth(&token)
+            .body(body);
+        async move {
+            let r = req.send().await?;
+            let status = r.status().as_u16();
+            let v: Value = r.json().await?;
+            anyhow::Ok((status, v))
+        }
+    };
+    let state = |reservation: &'static str| {
+        let req = client
+            .get(format!(
+                "{}/api/v1/key-credentials?reservationId={reservation}",
+                node.http
+            ))
+            .bearer_auth(&token)
+            .header("x-tenant-id", DEMO_TENANT);
+        async move {
+            let v: Value = req.send().await.ok()?.json().await.ok()?;
+            v["items"][0]["state"].as_str().map(str::to_owned)
+        }
+    };
+    let passcodes = |lock: i64| {
+        let url = format!("{sim}/_sim/locks/{lock}/passcodes");
+        async move {
+            let v: Value = reqwest::get(url).await?.json().await?;
+            anyhow::Ok(v.as_array().map_or(0, Vec::len))
+        }
+    };
+    assert_eq!(post(demo_stay("evt-d1", "rsv_d1", "rmu_101")).await?.0, 202);
+    wait_for("rsv_d1 active", Duration::from_secs(30), || async {
+        state("rsv_d1").await.filter(|s| s == "active")
+    })
+    .await?;
+    let deactivated = json!({
+        "id": "evt-d2", "subject": "melmastoon.tenant.property.deactivated.v1",
+        "time": "2026-11-24T10:00:00Z", "tenantId": DEMO_TENANT, "propertyId": "ppt_demo",
+        "data": { "reason": "closed" }
+    });
+    assert_eq!(post(deactivated.to_string()).await?.0, 202);
+    wait_for("rsv_d1 revoked", Duration::from_secs(30), || async {
+        state("rsv_d1").await.filter(|s| s == "revoked")
+    })
+    .await?;
+    // a new stay there: refused, nothing made
+    let (status, v) = post(demo_stay("evt-d3", "rsv_d3", "rmu_102")).await?;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["details"]["reason"], "property_deactivated", "{v}");
+    let shift = json!({
+        "id": "evt-d4", "subject": "melmastoon.staff.shift.started.v1",
+        "time": "2026-11-24T10:00:00Z", "tenantId": DEMO_TENANT, "propertyId": "ppt_demo",
+        "data": {
+            "shiftId": "shf_d4", "staffUserId": "usr_d4",
+            "scope": { "kind": "room", "roomIds": ["rmu_103"] },
+            "validFrom": "2027-06-01T08:00:00Z", "validUntil": "2027-06-01T16:00:00Z"
+        }
+    });
+    let (status, v) = post(shift.to_string()).await?;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["details"]["reason"], "property_deactivated", "{v}");
+    // a removal is still taken
+    let (status, v) = post(String::from_utf8(cancelled(
+        "evt-d5",
+        DEMO_TENANT,
+        "ppt_demo",
+        "rsv_d1",
+        2,
+    ))?)
+    .await?;
+    assert_eq!(status, 202, "{v}");
+    // another property of the tenant still issues: once its key is on its door, every
+    // refusal above was judged
+    let other = String::from_utf8(confirmed(
+        "evt-d6",
+        DEMO_TENANT,
+        "ppt_demo_brivo",
+        "rsv_d6",
+        1,
+        &["rmu_b401"],
+        "2027-06-01T14:00:00Z",
+        "2027-06-02T10:00:00Z",
+    ))?;
+    assert_eq!(post(other).await?.0, 202);
+    wait_for("rsv_d6 active", Duration::from_secs(30), || async {
+        state("rsv_d6").await.filter(|s| s == "active")
+    })
+    .await?;
+    assert!(state("rsv_d3").await.is_none(), "no credential for rsv_d3");
+    for lock in [1001, 1002, 1003] {
+        assert_eq!(passcodes(lock).await?, 0, "lock {lock}");
+    }
+    assert_eq!(
+        metric(
+            &node.http,
+            "lockstep_intake_dead_letters_total{reason=\"property_deactivated\"}"
+        )
+        .await,
+        Some(2.0)
+    );
+    Ok(())
+}

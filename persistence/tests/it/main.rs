@@ -87,6 +87,7 @@ macro_rules! store_contract_tests {
             users {
                 user_deactivation_is_recorded_once_per_tenant,
                 user_deactivation_is_written_and_read_in_one_tx,
+                property_deactivation_is_recorded_once_per_tenant_and_property,
             },
             vendor_accounts {
                 rate_slots_are_spaced_held_and_kept_per_tenant_account,

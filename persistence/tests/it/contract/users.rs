@@ -1,6 +1,7 @@
 //! `ReadOnlyUserTable`/`UserTable`: deactivated users.
 
 use super::prelude::*;
+use lockstep_domain::PropertyId;
 
 /// A user's deactivation is kept, once, per tenant: a later shift start is refused by it.
 pub async fn user_deactivation_is_recorded_once_per_tenant(b: &Backend) -> anyhow::Result<()> {
@@ -39,6 +40,46 @@ pub async fn user_deactivation_is_written_and_read_in_one_tx(b: &Backend) -> any
             .await?
             .user_deactivated_at("usr_9")
             .await?,
+        Some(at(5))
+    );
+    Ok(())
+}
+
+/// A property's deactivation is kept, once, per tenant and property, and is read back in
+/// the writing transaction and after it: later confirmations there are refused by it.
+pub async fn property_deactivation_is_recorded_once_per_tenant_and_property(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let (a, other) = (TenantId::generate(), TenantId::generate());
+    let (p, q) = (
+        PropertyId::parse("ppt_gone")?,
+        PropertyId::parse("ppt_open")?,
+    );
+    assert_eq!(store.property_deactivated_at(a, &p).await?, None);
+    store.record_property_deactivated(a, &p, t0()).await?;
+    store.record_property_deactivated(a, &p, day(1)).await?;
+    assert_eq!(
+        store.property_deactivated_at(a, &p).await?,
+        Some(t0()),
+        "the first time is kept"
+    );
+    assert_eq!(
+        store.property_deactivated_at(a, &q).await?,
+        None,
+        "per property"
+    );
+    assert_eq!(
+        store.property_deactivated_at(other, &p).await?,
+        None,
+        "tenant scoped"
+    );
+    let mut tx = store.begin(other, None).await?;
+    tx.record_property_deactivated(&q, at(5)).await?;
+    assert_eq!(tx.property_deactivated_at(&q).await?, Some(at(5)));
+    tx.commit().await?;
+    assert_eq!(
+        store.read(other).await?.property_deactivated_at(&q).await?,
         Some(at(5))
     );
     Ok(())
