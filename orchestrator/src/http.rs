@@ -491,6 +491,7 @@ async fn reveal_pin(
     if cred.kind() != lockstep_domain::KeyCredentialKind::PinCode {
         return Err(DomainError::validation("kind", "only a pin_code credential has a PIN").into());
     }
+    crate::writes::check_not_expired(&cred, shared.rt.clock.now())?;
     if cred.state() != lockstep_domain::KeyCredentialState::Active {
         return Err(DomainError::validation(
             "state",

@@ -204,6 +204,21 @@ fn action_of(topic: &str) -> &'static str {
     }
 }
 
+/// Spec `003` §8 `CredentialExpiredError` (410 `CREDENTIAL_EXPIRED`): a credential whose
+/// window has ended — revoked `expired`, or past its `validUntil` before its expiry timer
+/// ran — takes no operator change (update, suspend, unsuspend, replace) and reveals no
+/// PIN: the stay is over, not the request malformed. Revoking it still answers it.
+pub(crate) fn check_not_expired(
+    cred: &KeyCredential,
+    now: lockstep_domain::Timestamp,
+) -> Result<(), ApiError> {
+    if cred.revoke_reason() == Some(RevokeReason::Expired) || cred.validity().until() <= now {
+        Err(DomainError::CredentialExpired.into())
+    } else {
+        Ok(())
+    }
+}
+
 /// Refuses at once what the state machine (spec `003` §1.3) never allows from `state`.
 fn check_state(
     cred: &KeyCredential,
@@ -287,6 +302,7 @@ pub(crate) async fn suspend(
     let (tenant, cred) = load(&req, &shared, path.into_inner()).await?;
     let b: ReasonBody = body(&bytes)?;
     let reason = SuspendReason::parse(b.reason.as_deref().unwrap_or("manual"))?;
+    check_not_expired(&cred, shared.rt.clock.now())?;
     check_state(
         &cred,
         "suspend",
@@ -312,6 +328,7 @@ pub(crate) async fn unsuspend(
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, cred) = load(&req, &shared, path.into_inner()).await?;
     let _: EmptyBody = body(&bytes)?;
+    check_not_expired(&cred, shared.rt.clock.now())?;
     check_state(&cred, "unsuspend", &[KeyCredentialState::Suspended])?;
     run_command(
         &req,
@@ -339,6 +356,7 @@ pub(crate) async fn replace(
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, cred) = load(&req, &shared, path.into_inner()).await?;
     let _: EmptyBody = body(&bytes)?;
+    check_not_expired(&cred, shared.rt.clock.now())?;
     check_state(
         &cred,
         "replace",
@@ -409,6 +427,7 @@ pub(crate) async fn update(
         }
         payload["roomIds"] = json!(rooms);
     }
+    check_not_expired(&cred, shared.rt.clock.now())?;
     check_state(
         &cred,
         "update",

@@ -9,6 +9,7 @@ mod desk;
 mod desk_outage;
 mod embedded;
 mod events_table;
+mod expired;
 mod foul_weather;
 mod harness;
 mod http_intake;
