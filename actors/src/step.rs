@@ -1344,9 +1344,26 @@ async fn update(
     // the end moved: a timer for the new end (the old one finds nothing due and ends)
     expire_at(entry, uow, id, valid_until);
     let active = c.state() == KeyCredentialState::Active;
-    let wanted = db
+    let mut wanted = db
         .devices_for_rooms(entry.tenant_id, &entry.property_id, rooms)
         .await?;
+    // a master's areas keep their doors: the scope is not changed here (issue 14)
+    let areas: Vec<CommonArea> = c
+        .scope()
+        .areas
+        .iter()
+        .filter_map(|a| CommonArea::parse(a).ok())
+        .collect();
+    if !areas.is_empty() {
+        for d in db
+            .devices_for_areas(entry.tenant_id, &entry.property_id, &areas)
+            .await?
+        {
+            if !wanted.iter().any(|w| w.id == d.id) {
+                wanted.push(d);
+            }
+        }
+    }
     let current = db.credential_devices(entry.tenant_id, id).await?;
     let pin = current.iter().find_map(|d| d.pin.clone());
     let mut changed = false;

@@ -372,6 +372,53 @@ async fn an_areas_master_is_on_the_named_areas_doors_only() -> anyhow::Result<()
     Ok(())
 }
 
+/// An operator moving an areas master's end (`PATCH /api/v1/key-credentials/{id}`) moves
+/// it at the area doors and takes it off none of them: the scope is the shift's.
+#[actix_rt::test]
+async fn moving_an_areas_masters_end_keeps_it_on_its_area_doors() -> anyhow::Result<()> {
+    let rig = rig().await?;
+    let (c, doors) = issue_master(
+        &rig,
+        "usr_late",
+        json!({ "kind": "areas", "areas": ["gym"] }),
+    )
+    .await?;
+    assert_eq!(doors, locks(&[12, 13]));
+    rig.command(
+        "shift:shf_usr_late",
+        lockstep_actors::events_in::INTERNAL_UPDATE,
+        json!({ "credentialId": c.id().as_str(), "validUntil": "2027-06-01T20:00:00Z" }),
+    )
+    .await?;
+    // the vendor is told at both gym doors: their passcodes end at 20:00
+    let end_ms = 1_811_880_000_000i64; // 2027-06-01T20:00:00Z
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ends = |rig: &Rig| -> Vec<i64> {
+        [12, 13]
+            .iter()
+            .flat_map(|l| rig.sim.handle().passcodes(*l))
+            .map(|p| p.end_date)
+            .collect()
+    };
+    while ends(&rig) != vec![end_ms, end_ms] {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the gym doors' passcodes never moved: {:?}",
+            ends(&rig)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rows = rig.rt.store.credential_devices(rig.tenant, c.id()).await?;
+    assert!(
+        rows.iter().all(|d| d.desired.as_str() == "present"),
+        "still on every gym door"
+    );
+    rig.wait_quiet().await?;
+    assert_eq!(doors_holding_a_key(&rig), locks(&[12, 13]));
+    rig.finish().await;
+    Ok(())
+}
+
 /// Drift reconciliation covers the area doors: a master's passcode deleted behind
 /// Lockstep's back at the pool door is put back.
 #[actix_rt::test]
