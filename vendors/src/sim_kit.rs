@@ -23,6 +23,7 @@ use tracing::info;
 
 use crate::sim_server::Running;
 use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
+use crate::webhook::{SimDelivery, SimWebhook};
 
 /// Fault switches of a simulator. Over HTTP (`POST /_sim/faults`), a JSON object with any
 /// subset of these keys; the keys given replace the current values.
@@ -168,6 +169,37 @@ macro_rules! kit_fields {
     };
 }
 pub(crate) use kit_fields;
+
+/// Declares a vendor's simulator: the unit struct `$name`, whose `start` serves the
+/// default `SimConfig` and `start_with` a given one, and `RunningSimulator`. The calling
+/// module has `SimConfig`, `SimHandle::new(SimConfig)` and its `routes`.
+macro_rules! simulator {
+    ($name:ident, $vendor:literal) => {
+        /// Starts simulators.
+        #[derive(Debug)]
+        pub struct $name;
+
+        impl $name {
+            /// Starts a simulator with the default [`SimConfig`] on `bind` (port 0 picks a
+            /// free port) and returns once it listens.
+            pub fn start(bind: std::net::SocketAddr) -> std::io::Result<RunningSimulator> {
+                Self::start_with(bind, SimConfig::default())
+            }
+
+            /// Starts a simulator with `config`.
+            pub fn start_with(
+                bind: std::net::SocketAddr,
+                config: SimConfig,
+            ) -> std::io::Result<RunningSimulator> {
+                $crate::sim_kit::start($vendor, bind, SimHandle::new(config), routes)
+            }
+        }
+
+        /// A simulator serving in the background; stopped when dropped.
+        pub type RunningSimulator = $crate::sim_server::Running<SimHandle>;
+    };
+}
+pub(crate) use simulator;
 
 /// A simulator's state as the kit sees it: where its faults, counters and journal are,
 /// what its doors accept, and its vendor's answers to the injected faults.
@@ -342,6 +374,79 @@ impl<S: KitState> SimHandle<S> {
             ok
         }
     }
+}
+
+/// A simulator that posts its vendor's signed webhook for door attempts.
+pub trait WebhookState: KitState {
+    /// Where it posts, and what it posted last.
+    fn webhook(&mut self) -> &mut SimWebhook;
+    /// The vendor's signature headers for `body`, sent at `ts` (epoch seconds) and signed
+    /// with `secret`.
+    fn signature_headers(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)>;
+}
+
+impl<S: WebhookState> SimHandle<S> {
+    /// Where deliveries are posted and the secret they are signed with (`None`: nowhere).
+    pub fn set_webhook(&self, target: Option<(String, String)>) {
+        self.with(|s| s.webhook().target = target);
+    }
+
+    /// Sends the last delivery again, as a vendor retries; the receiver's status.
+    pub async fn redeliver_last(&self) -> Option<u16> {
+        let last = self.with(|s| s.webhook().last.clone())?;
+        last.send().await
+    }
+}
+
+/// The signed delivery of `event` at `now` to the simulator's webhook, recorded as its
+/// last; `None` when it posts nowhere. Sent by the caller once the state is released.
+pub(crate) fn webhook_delivery<S: WebhookState>(
+    s: &mut S,
+    event: &impl Serialize,
+    now: DateTime<Utc>,
+) -> Option<SimDelivery> {
+    let delivery = s.webhook().target.as_ref().and_then(|(url, secret)| {
+        let body = serde_json::to_vec(event).ok()?;
+        let mut headers = vec![("content-type", "application/json".to_owned())];
+        headers.extend(S::signature_headers(secret, now.timestamp(), &body));
+        Some(SimDelivery {
+            url: url.clone(),
+            headers,
+            body,
+        })
+    });
+    s.webhook().last.clone_from(&delivery);
+    delivery
+}
+
+/// The webhook's routes: `POST /_sim/webhook` `{"url", "secret"}` sets where deliveries go;
+/// `POST /_sim/webhook/redeliver` sends the last one again, answered `{"status"}` with the
+/// receiver's status.
+pub(crate) fn webhook_routes<S: WebhookState>(cfg: &mut web::ServiceConfig) {
+    cfg.route("/_sim/webhook", web::post().to(post_webhook::<S>))
+        .route(
+            "/_sim/webhook/redeliver",
+            web::post().to(post_redeliver::<S>),
+        );
+}
+
+#[derive(Deserialize)]
+struct WebhookBody {
+    url: Option<String>,
+    secret: Option<String>,
+}
+
+async fn post_webhook<S: WebhookState>(
+    h: web::Data<SimHandle<S>>,
+    body: web::Json<WebhookBody>,
+) -> HttpResponse {
+    let b = body.into_inner();
+    h.set_webhook(b.url.zip(b.secret));
+    HttpResponse::NoContent().finish()
+}
+
+async fn post_redeliver<S: WebhookState>(h: web::Data<SimHandle<S>>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": h.redeliver_last().await }))
 }
 
 /// Runs `f` on `s`; while the journal is on, records what it changed at the doors.

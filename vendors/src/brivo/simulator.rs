@@ -25,8 +25,6 @@
 //! purpose. It never logs them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
@@ -205,6 +203,20 @@ impl KitState for SimState {
     }
 }
 
+impl crate::sim_kit::WebhookState for SimState {
+    fn webhook(&mut self) -> &mut crate::webhook::SimWebhook {
+        &mut self.webhook
+    }
+
+    fn signature_headers(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+        use crate::brivo::webhook;
+        vec![
+            (webhook::TIMESTAMP_HEADER, ts.to_string()),
+            (webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, body)),
+        ]
+    }
+}
+
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
 pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
 
@@ -309,25 +321,7 @@ fn new_token(s: &mut SimState, now: DateTime<Utc>) -> String {
     token
 }
 
-/// Starts simulators.
-#[derive(Debug)]
-pub struct BrivoSimulator;
-
-impl BrivoSimulator {
-    /// Starts a simulator with no access points on `bind` (port 0 picks a free port) and
-    /// returns once it listens.
-    pub fn start(bind: SocketAddr) -> io::Result<RunningSimulator> {
-        Self::start_with(bind, SimConfig::default())
-    }
-
-    /// Starts a simulator with `config`.
-    pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
-        crate::sim_kit::start("brivo", bind, SimHandle::new(config), routes)
-    }
-}
-
-/// A simulator serving in the background; stopped when dropped.
-pub type RunningSimulator = crate::sim_server::Running<SimHandle>;
+crate::sim_kit::simulator!(BrivoSimulator, "brivo");
 
 impl RunningSimulator {
     /// An adapter config for the simulator's application and administrator.

@@ -23,8 +23,6 @@
 //! inspection API on purpose. It never logs them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
@@ -253,6 +251,20 @@ impl KitState for SimState {
     }
 }
 
+impl crate::sim_kit::WebhookState for SimState {
+    fn webhook(&mut self) -> &mut crate::webhook::SimWebhook {
+        &mut self.webhook
+    }
+
+    fn signature_headers(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+        use crate::salto::webhook;
+        vec![
+            (webhook::TIMESTAMP_HEADER, ts.to_string()),
+            (webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, body)),
+        ]
+    }
+}
+
 impl SimState {
     fn new_id(&mut self, kind: u32) -> String {
         self.next_id += 1;
@@ -328,25 +340,7 @@ impl SimHandle {
     }
 }
 
-/// Starts simulators.
-#[derive(Debug)]
-pub struct SaltoSimulator;
-
-impl SaltoSimulator {
-    /// Starts a simulator with the default site and account and no locks on `bind` (port
-    /// 0 picks a free port) and returns once it listens.
-    pub fn start(bind: SocketAddr) -> io::Result<RunningSimulator> {
-        Self::start_with(bind, SimConfig::default())
-    }
-
-    /// Starts a simulator with `config`.
-    pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
-        crate::sim_kit::start("salto", bind, SimHandle::new(config), routes)
-    }
-}
-
-/// A simulator serving in the background; stopped when dropped.
-pub type RunningSimulator = crate::sim_server::Running<SimHandle>;
+crate::sim_kit::simulator!(SaltoSimulator, "salto");
 
 impl RunningSimulator {
     /// An adapter config for the default site and account.

@@ -280,6 +280,17 @@ impl KitState for SimState {
     }
 }
 
+impl crate::sim_kit::WebhookState for SimState {
+    fn webhook(&mut self) -> &mut crate::webhook::SimWebhook {
+        &mut self.webhook
+    }
+
+    fn signature_headers(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+        use crate::vostio::webhook;
+        vec![(webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, body))]
+    }
+}
+
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
 pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
 
@@ -418,25 +429,7 @@ impl SimHandle {
     }
 }
 
-/// Starts simulators.
-#[derive(Debug)]
-pub struct VostioSimulator;
-
-impl VostioSimulator {
-    /// Starts a simulator with the default client and [`SIM_ENVIRONMENT`] (no doors) on
-    /// `bind` (port 0 picks a free port) and returns once it listens.
-    pub fn start(bind: SocketAddr) -> io::Result<RunningSimulator> {
-        Self::start_with(bind, SimConfig::default())
-    }
-
-    /// Starts a simulator with `config`.
-    pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
-        crate::sim_kit::start("vostio", bind, SimHandle::new(config), routes)
-    }
-}
-
-/// A simulator serving in the background; stopped when dropped.
-pub type RunningSimulator = crate::sim_server::Running<SimHandle>;
+crate::sim_kit::simulator!(VostioSimulator, "vostio");
 
 impl RunningSimulator {
     /// `http://<addr>/api`, the adapter's `cloud_base_url`.

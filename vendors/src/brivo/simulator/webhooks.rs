@@ -14,20 +14,14 @@ use serde::Deserialize;
 
 use super::SimHandle;
 use crate::brivo::webhook::{
-    self, AccessEvent, Actor, DeviceType, EventData, EventObject, SecurityAction, DEVICE_TYPE_DOOR,
+    AccessEvent, Actor, DeviceType, EventData, EventObject, SecurityAction, DEVICE_TYPE_DOOR,
 };
-use crate::webhook::SimDelivery;
 
 /// The simulator's security action ids (Brivo's own ids are not public).
 const VALID_CREDENTIAL: (i64, &str) = (2004, "Valid Credential");
 const INVALID_CREDENTIAL: (i64, &str) = (2005, "Invalid Credential");
 
 impl SimHandle {
-    /// Where events are posted and the subscription's secret word (`None`: nowhere).
-    pub fn set_webhook(&self, target: Option<(String, String)>) {
-        self.with(|s| s.webhook.target = target);
-    }
-
     /// Someone types `pin` at access point `ap`; the event is posted (awaited) and the
     /// outcome returned. `None` for an unknown access point.
     pub async fn pin_attempt(&self, ap: i64, pin: &str) -> Option<bool> {
@@ -83,20 +77,7 @@ impl SimHandle {
                     credential_type: Some("PIN".into()),
                 },
             };
-            let delivery = s.webhook.target.as_ref().and_then(|(url, secret)| {
-                let body = serde_json::to_vec(&event).ok()?;
-                let ts = now.timestamp();
-                Some(SimDelivery {
-                    url: url.clone(),
-                    headers: vec![
-                        ("content-type", "application/json".into()),
-                        (webhook::TIMESTAMP_HEADER, ts.to_string()),
-                        (webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, &body)),
-                    ],
-                    body,
-                })
-            });
-            s.webhook.last.clone_from(&delivery);
+            let delivery = crate::sim_kit::webhook_delivery(s, &event, now);
             Some((opened, delivery))
         })?;
         if let Some(d) = delivery {
@@ -104,18 +85,6 @@ impl SimHandle {
         }
         Some(opened)
     }
-
-    /// Sends the last delivery again, as a retry; the receiver's status.
-    pub async fn redeliver_last(&self) -> Option<u16> {
-        let last = self.with(|s| s.webhook.last.clone())?;
-        last.send().await
-    }
-}
-
-#[derive(Deserialize)]
-struct WebhookBody {
-    url: Option<String>,
-    secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -124,22 +93,11 @@ struct AttemptBody {
 }
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/_sim/webhook", web::post().to(post_webhook))
-        .route("/_sim/webhook/redeliver", web::post().to(post_redeliver))
+    cfg.configure(crate::sim_kit::webhook_routes::<super::SimState>)
         .route(
             "/_sim/access-points/{id}/attempts",
             web::post().to(post_attempt),
         );
-}
-
-async fn post_webhook(h: web::Data<SimHandle>, body: web::Json<WebhookBody>) -> HttpResponse {
-    let b = body.into_inner();
-    h.set_webhook(b.url.zip(b.secret));
-    HttpResponse::NoContent().finish()
-}
-
-async fn post_redeliver(h: web::Data<SimHandle>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": h.redeliver_last().await }))
 }
 
 async fn post_attempt(

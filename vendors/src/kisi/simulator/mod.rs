@@ -29,8 +29,6 @@
 pub mod webhooks;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
@@ -145,7 +143,7 @@ pub struct SimState {
     /// Locks whose controller is offline.
     offline_locks: BTreeSet<i64>,
     /// Where door events are posted, and the secret they are signed with.
-    webhook: Option<(String, String)>,
+    webhook: crate::webhook::SimWebhook,
     next_event_id: i64,
     journal: DoorJournal,
 }
@@ -207,6 +205,20 @@ impl KitState for SimState {
     }
 }
 
+impl crate::sim_kit::WebhookState for SimState {
+    fn webhook(&mut self) -> &mut crate::webhook::SimWebhook {
+        &mut self.webhook
+    }
+
+    fn signature_headers(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+        use crate::kisi::webhook;
+        vec![
+            (webhook::TIMESTAMP_HEADER, ts.to_string()),
+            (webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, body)),
+        ]
+    }
+}
+
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
 pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
 
@@ -227,7 +239,7 @@ impl SimHandle {
             next_assignment_id: 910_001,
             next_group_lock_id: 5_001,
             offline_locks: BTreeSet::new(),
-            webhook: None,
+            webhook: crate::webhook::SimWebhook::default(),
             next_event_id: 8_800_001,
             journal: DoorJournal::default(),
         };
@@ -364,25 +376,7 @@ impl SimHandle {
     }
 }
 
-/// Starts simulators.
-#[derive(Debug)]
-pub struct KisiSimulator;
-
-impl KisiSimulator {
-    /// Starts a simulator with the default API key ([`SIM_API_KEY`]) and no groups on `bind`
-    /// (port 0 picks a free port) and returns once it listens.
-    pub fn start(bind: SocketAddr) -> io::Result<RunningSimulator> {
-        Self::start_with(bind, SimConfig::default())
-    }
-
-    /// Starts a simulator with `config`.
-    pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
-        crate::sim_kit::start("kisi", bind, SimHandle::new(config), routes)
-    }
-}
-
-/// A simulator serving in the background; stopped when dropped.
-pub type RunningSimulator = crate::sim_server::Running<SimHandle>;
+crate::sim_kit::simulator!(KisiSimulator, "kisi");
 
 impl RunningSimulator {
     /// An adapter config for the default API key.

@@ -3,25 +3,22 @@
 //! Control: `POST /_sim/webhook` `{"url", "secret"}` sets where events go;
 //! `POST /_sim/locks/{lockId}/unlocks` `{"email"}`: that user's app tries the lock. The
 //! unlock succeeds when the user holds a role assignment, valid now, in a group of the lock.
+//! `POST /_sim/webhook/redeliver` sends the last event again (a retry), answered
+//! `{"status"}` with the receiver's status.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::SimHandle;
-use crate::kisi::webhook::{self, Event};
+use crate::kisi::webhook::Event;
 
 impl SimHandle {
-    /// Where door events are posted and the secret they are signed with (`None`: nowhere).
-    pub fn set_webhook(&self, target: Option<(String, String)>) {
-        self.with(|s| s.webhook = target);
-    }
-
     /// The user with `email` tries to unlock `lock_id` with the Kisi app; the event is
     /// posted to the webhook (awaited) and the outcome returned. `None` for an unknown
     /// user.
     pub async fn unlock_attempt(&self, lock_id: i64, email: &str) -> Option<bool> {
         let now = self.clock.now();
-        let (event, target) = self.with(|s| {
+        let (opened, delivery) = self.with(|s| {
             let user = s
                 .users
                 .values()
@@ -41,47 +38,25 @@ impl SimHandle {
             }) && !s.offline_locks.contains(&lock_id);
             let id = s.next_event_id;
             s.next_event_id += 1;
-            Some((
-                Event {
-                    id,
-                    action: "lock.unlock".into(),
-                    actor_type: Some("User".into()),
-                    actor_id: Some(user.id),
-                    actor_email: Some(user.email.clone()),
-                    actor_name: Some(user.name.clone()),
-                    object_type: Some("Lock".into()),
-                    object_id: lock_id,
-                    success: allowed,
-                    created_at: now,
-                },
-                s.webhook.clone(),
-            ))
-        })?;
-        if let Some((url, secret)) = target {
-            let Ok(body) = serde_json::to_vec(&event) else {
-                return Some(event.success);
+            let event = Event {
+                id,
+                action: "lock.unlock".into(),
+                actor_type: Some("User".into()),
+                actor_id: Some(user.id),
+                actor_email: Some(user.email.clone()),
+                actor_name: Some(user.name.clone()),
+                object_type: Some("Lock".into()),
+                object_id: lock_id,
+                success: allowed,
+                created_at: now,
             };
-            let ts = now.timestamp();
-            let sent = reqwest::Client::new()
-                .post(url)
-                .header("content-type", "application/json")
-                .header(webhook::TIMESTAMP_HEADER, ts.to_string())
-                .header(webhook::SIGNATURE_HEADER, webhook::sign(&secret, ts, &body))
-                .body(body)
-                .send()
-                .await;
-            if sent.is_err() {
-                tracing::warn!("kisi simulator webhook failed");
-            }
+            Some((allowed, crate::sim_kit::webhook_delivery(s, &event, now)))
+        })?;
+        if let Some(d) = delivery {
+            d.send().await;
         }
-        Some(event.success)
+        Some(opened)
     }
-}
-
-#[derive(Deserialize)]
-struct WebhookBody {
-    url: Option<String>,
-    secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -90,14 +65,8 @@ struct UnlockBody {
 }
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/_sim/webhook", web::post().to(post_webhook))
+    cfg.configure(crate::sim_kit::webhook_routes::<super::SimState>)
         .route("/_sim/locks/{lock_id}/unlocks", web::post().to(post_unlock));
-}
-
-async fn post_webhook(h: web::Data<SimHandle>, body: web::Json<WebhookBody>) -> HttpResponse {
-    let b = body.into_inner();
-    h.set_webhook(b.url.zip(b.secret));
-    HttpResponse::NoContent().finish()
 }
 
 async fn post_unlock(

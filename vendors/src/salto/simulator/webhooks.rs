@@ -14,8 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{SimHandle, SimState};
-use crate::salto::webhook::{self, Event, EventLock, EventUser};
-use crate::webhook::SimDelivery;
+use crate::salto::webhook::{Event, EventLock, EventUser};
 
 impl SimState {
     /// Whether `user` may open `lock` at `now`.
@@ -35,12 +34,6 @@ impl SimState {
 }
 
 impl SimHandle {
-    /// Where notifications are posted and the secret they are signed with (`None`:
-    /// nowhere).
-    pub fn set_webhook(&self, target: Option<(String, String)>) {
-        self.with(|s| s.webhook.target = target);
-    }
-
     /// Someone tries `lock` with a PIN (`method` `pin`, `credential` the digits) or a
     /// digital key (`digital_key`, `credential` the site user's id); the notification is
     /// posted (awaited) and the outcome returned. `None` for an unknown lock.
@@ -72,20 +65,7 @@ impl SimHandle {
                     alias: Some(u.alias),
                 }),
             };
-            let delivery = s.webhook.target.as_ref().and_then(|(url, secret)| {
-                let body = serde_json::to_vec(&event).ok()?;
-                let ts = now.timestamp();
-                Some(SimDelivery {
-                    url: url.clone(),
-                    headers: vec![
-                        ("content-type", "application/json".into()),
-                        (webhook::TIMESTAMP_HEADER, ts.to_string()),
-                        (webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, &body)),
-                    ],
-                    body,
-                })
-            });
-            s.webhook.last.clone_from(&delivery);
+            let delivery = crate::sim_kit::webhook_delivery(s, &event, now);
             Some((event, delivery))
         })?;
         if let Some(d) = delivery {
@@ -93,18 +73,6 @@ impl SimHandle {
         }
         Some(event.kind == "entry")
     }
-
-    /// Sends the last notification again, as Salto retries; the receiver's status.
-    pub async fn redeliver_last(&self) -> Option<u16> {
-        let last = self.with(|s| s.webhook.last.clone())?;
-        last.send().await
-    }
-}
-
-#[derive(Deserialize)]
-struct WebhookBody {
-    url: Option<String>,
-    secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -114,22 +82,11 @@ struct AttemptBody {
 }
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/_sim/webhook", web::post().to(post_webhook))
-        .route("/_sim/webhook/redeliver", web::post().to(post_redeliver))
+    cfg.configure(crate::sim_kit::webhook_routes::<super::SimState>)
         .route(
             "/_sim/locks/{lock_id}/attempts",
             web::post().to(post_attempt),
         );
-}
-
-async fn post_webhook(h: web::Data<SimHandle>, body: web::Json<WebhookBody>) -> HttpResponse {
-    let b = body.into_inner();
-    h.set_webhook(b.url.zip(b.secret));
-    HttpResponse::NoContent().finish()
-}
-
-async fn post_redeliver(h: web::Data<SimHandle>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": h.redeliver_last().await }))
 }
 
 async fn post_attempt(

@@ -354,25 +354,7 @@ impl SimHandle {
     }
 }
 
-/// Starts simulators.
-#[derive(Debug)]
-pub struct TtlockSimulator;
-
-impl TtlockSimulator {
-    /// Starts a simulator with the default account and no locks on `bind` (port 0 picks
-    /// a free port) and returns once it listens.
-    pub fn start(bind: SocketAddr) -> io::Result<RunningSimulator> {
-        Self::start_with(bind, SimConfig::default())
-    }
-
-    /// Starts a simulator with `config`.
-    pub fn start_with(bind: SocketAddr, config: SimConfig) -> io::Result<RunningSimulator> {
-        crate::sim_kit::start("ttlock", bind, SimHandle::new(config), routes)
-    }
-}
-
-/// A simulator serving in the background; stopped when dropped.
-pub type RunningSimulator = crate::sim_server::Running<SimHandle>;
+crate::sim_kit::simulator!(TtlockSimulator, "ttlock");
 
 impl RunningSimulator {
     /// An adapter config for the default account ([`SIM_CLIENT_ID`]...).

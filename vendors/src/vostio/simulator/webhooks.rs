@@ -12,16 +12,9 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::SimHandle;
-use crate::vostio::webhook::{self, EventKey, Notification};
-use crate::webhook::SimDelivery;
+use crate::vostio::webhook::{EventKey, Notification};
 
 impl SimHandle {
-    /// Where notifications are posted and the secret they are signed with (`None`:
-    /// nowhere).
-    pub fn set_webhook(&self, target: Option<(String, String)>) {
-        self.with(|s| s.webhook.target = target);
-    }
-
     /// The key `key_id` is presented at `door` of `environment`; the notification is
     /// posted (awaited) and the outcome returned. `None` for an unknown environment or door.
     pub async fn key_attempt(&self, environment: &str, door: &str, key_id: &str) -> Option<bool> {
@@ -58,21 +51,7 @@ impl SimHandle {
                     external_id: k.external_id,
                 }),
             };
-            let delivery = s.webhook.target.as_ref().and_then(|(url, secret)| {
-                let body = serde_json::to_vec(&event).ok()?;
-                Some(SimDelivery {
-                    url: url.clone(),
-                    headers: vec![
-                        ("content-type", "application/json".into()),
-                        (
-                            webhook::SIGNATURE_HEADER,
-                            webhook::sign(secret, now.timestamp(), &body),
-                        ),
-                    ],
-                    body,
-                })
-            });
-            s.webhook.last.clone_from(&delivery);
+            let delivery = crate::sim_kit::webhook_delivery(s, &event, now);
             Some((opened, delivery))
         })?;
         if let Some(d) = delivery {
@@ -80,18 +59,6 @@ impl SimHandle {
         }
         Some(opened)
     }
-
-    /// Sends the last notification again, as a retry; the receiver's status.
-    pub async fn redeliver_last(&self) -> Option<u16> {
-        let last = self.with(|s| s.webhook.last.clone())?;
-        last.send().await
-    }
-}
-
-#[derive(Deserialize)]
-struct WebhookBody {
-    url: Option<String>,
-    secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -101,22 +68,11 @@ struct AttemptBody {
 }
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/_sim/webhook", web::post().to(post_webhook))
-        .route("/_sim/webhook/redeliver", web::post().to(post_redeliver))
+    cfg.configure(crate::sim_kit::webhook_routes::<super::SimState>)
         .route(
             "/_sim/environments/{env}/doors/{door}/attempts",
             web::post().to(post_attempt),
         );
-}
-
-async fn post_webhook(h: web::Data<SimHandle>, body: web::Json<WebhookBody>) -> HttpResponse {
-    let b = body.into_inner();
-    h.set_webhook(b.url.zip(b.secret));
-    HttpResponse::NoContent().finish()
-}
-
-async fn post_redeliver(h: web::Data<SimHandle>) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": h.redeliver_last().await }))
 }
 
 async fn post_attempt(
