@@ -635,6 +635,11 @@ pub struct RawDevice {
     /// `parking`, `back_of_house`): what master keys with area scopes open (spec `003` §4).
     #[serde(default)]
     pub area: Option<String>,
+    /// D-4: the battery level in percent below which the device raises `battery_low`, 5 to
+    /// 50. Set at every start when given; unset, the device keeps what it has (25 % when
+    /// new, or what `PATCH /api/v1/lock-devices/{id}` set).
+    #[serde(default)]
+    pub battery_low_threshold_percent: Option<i64>,
 }
 
 /// Validated settings.
@@ -1237,6 +1242,38 @@ area = "gym"
         assert_eq!((d[0].rooms.len(), d[0].area.as_deref()), (1, None));
         assert!(d[1].rooms.is_empty(), "rooms default to none");
         assert_eq!(d[1].area.as_deref(), Some("gym"));
+    }
+
+    /// D-4 (issue 14): a device's own battery threshold is read from its table; unset it is
+    /// `None` (the store's 25 % or what the API set).
+    #[test]
+    fn a_device_may_carry_its_battery_threshold() {
+        let raw: RawSettings = toml::from_str(
+            r#"
+[[properties]]
+tenant_id = "5f0c7a4e-7a2b-4c1d-9e8f-0a1b2c3d4e5f"
+property_id = "ppt_a"
+
+[[properties.devices]]
+id = "lck_a"
+adapter = "vad_a"
+vendor_device_ref = "1"
+label = "Room 1"
+rooms = ["rmu_1"]
+battery_low_threshold_percent = 10
+
+[[properties.devices]]
+id = "lck_b"
+adapter = "vad_a"
+vendor_device_ref = "2"
+label = "Room 2"
+rooms = ["rmu_2"]
+"#,
+        )
+        .unwrap();
+        let d = &raw.properties[0].devices;
+        assert_eq!(d[0].battery_low_threshold_percent, Some(10));
+        assert_eq!(d[1].battery_low_threshold_percent, None);
     }
 
     #[test]

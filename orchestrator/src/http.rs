@@ -370,47 +370,101 @@ async fn list_credentials(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct DevicesQuery {
     property_id: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
 }
 
-/// `GET /api/v1/lock-devices?propertyId=`: a property's live devices with their last
-/// health reading (spec `003` §2). Never the vendor's device reference.
+/// `GET /api/v1/lock-devices?propertyId=`: a property's live devices (doors of rooms and of
+/// areas; D-2: never a decommissioned one) with their last health reading (spec `003`
+/// §2), by id, a page at a time (`limit`, `cursor` = the previous page's `nextCursor`).
+/// Never the vendor's device reference.
 async fn list_devices(
     req: HttpRequest,
     q: web::Query<DevicesQuery>,
     shared: web::Data<Arc<Shared>>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = authenticate(&req, &shared, READERS)?;
+    let q = q.into_inner();
     let property = q
         .property_id
         .as_deref()
         .ok_or_else(|| DomainError::validation("propertyId", "is required"))?;
     let property = lockstep_domain::PropertyId::parse(property)?;
+    let limit = q.limit.unwrap_or(PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(DomainError::validation("limit", format!("1 to {MAX_PAGE}")).into());
+    }
+    let after = q
+        .cursor
+        .map(|c| {
+            lockstep_domain::LockDeviceId::parse(&c)
+                .map_err(|_| DomainError::validation("cursor", "not a cursor of this list"))
+        })
+        .transpose()?;
     let store = &shared.rt.store;
-    let rooms = store.property_rooms(tenant, &property).await?;
-    let devices = store.devices_for_rooms(tenant, &property, &rooms).await?;
+    let mut devices = store
+        .list_devices(tenant, &property, after.as_ref(), limit + 1)
+        .await?;
+    let more = devices.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    devices.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = more
+        .then(|| devices.last().map(|d| d.id.as_str().to_owned()))
+        .flatten();
     let mut items = Vec::with_capacity(devices.len());
     for d in &devices {
-        let mut item = json!({
-            "id": d.id.as_str(),
-            "tenantId": d.tenant_id.to_string(),
-            "propertyId": d.property_id.as_str(),
-            "vendor": d.vendor.as_str(),
-            "vendorAdapterId": d.vendor_adapter_id.as_str(),
-            "label": d.label,
-            "rooms": d.rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-        });
-        if let Some(h) = store.device_health(tenant, &d.id).await? {
-            merge(&mut item, health_json(&h));
-        }
-        items.push(item);
+        items.push(device_json(store.as_ref(), tenant, d).await?);
     }
-    Ok(HttpResponse::Ok().json(json!({ "items": items, "nextCursor": null })))
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "nextCursor": next })))
+}
+
+/// A device in the API's shape with its last health reading; never its vendor reference.
+async fn device_json(
+    store: &dyn lockstep_persistence::Store,
+    tenant: TenantId,
+    d: &lockstep_persistence::Device,
+) -> Result<serde_json::Value, ApiError> {
+    let mut item = json!({
+        "id": d.id.as_str(),
+        "tenantId": d.tenant_id.to_string(),
+        "propertyId": d.property_id.as_str(),
+        "vendor": d.vendor.as_str(),
+        "vendorAdapterId": d.vendor_adapter_id.as_str(),
+        "label": d.label,
+        "rooms": d.rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "area": d.area.map(|a| a.as_str()),
+    });
+    if let Some(h) = store.device_health(tenant, &d.id).await? {
+        merge(&mut item, health_json(&h));
+    }
+    Ok(item)
+}
+
+/// A live device of the tenant with every room it serves, `None` if unknown or retired.
+async fn live_device(
+    store: &dyn lockstep_persistence::Store,
+    tenant: TenantId,
+    id: &lockstep_domain::LockDeviceId,
+) -> Result<Option<lockstep_persistence::Device>, ApiError> {
+    let Some(property) = store.device_property(tenant, id).await? else {
+        return Ok(None);
+    };
+    let rooms = store.property_rooms(tenant, &property).await?;
+    let by_room = store.devices_for_rooms(tenant, &property, &rooms).await?;
+    if let Some(d) = by_room.into_iter().find(|d| &d.id == id) {
+        return Ok(Some(d));
+    }
+    // a door of an area that serves no room
+    Ok(store
+        .area_devices(tenant, &property)
+        .await?
+        .into_iter()
+        .find(|d| &d.id == id))
 }
 
 /// `GET /api/v1/lock-devices/{id}/health`: probes the device now through its adapter's
 /// worker (spec `002`), records the reading (and any signal it raises) and answers it. A
 /// vendor that cannot answer is 502 `VENDOR_UNREACHABLE` (spec `003` §8); the last
-/// reading stays.
+/// reading stays. D-2: a decommissioned device reads offline without a vendor call.
 async fn device_health(
     req: HttpRequest,
     path: web::Path<String>,
@@ -422,20 +476,26 @@ async fn device_health(
     let not_found = || DomainError::NotFound {
         entity: "lock_device",
     };
-    let property = store
-        .device_property(tenant, &id)
+    let stored = store
+        .device_health(tenant, &id)
         .await?
         .ok_or_else(not_found)?;
-    let rooms = store.property_rooms(tenant, &property).await?;
-    let device = store
-        .devices_for_rooms(tenant, &property, &rooms)
+    if stored.decommissioned {
+        // D-2: retired, so offline, and no vendor is asked
+        return Ok(HttpResponse::Ok().json(json!({
+            "deviceId": id.as_str(),
+            "online": false,
+            "decommissioned": true,
+            "signals": [],
+        })));
+    }
+    let device = live_device(store.as_ref(), tenant, &id)
         .await?
-        .into_iter()
-        .find(|d| d.id == id)
         .ok_or_else(not_found)?;
-    let signals = lockstep_actors::drift::probe_device(&shared.rt, tenant, &property, &device)
-        .await
-        .map_err(|_| ApiError::from(DomainError::VendorUnreachable))?;
+    let signals =
+        lockstep_actors::drift::probe_device(&shared.rt, tenant, &device.property_id, &device)
+            .await
+            .map_err(|_| ApiError::from(DomainError::VendorUnreachable))?;
     let health = store
         .device_health(tenant, &id)
         .await?
@@ -449,6 +509,116 @@ async fn device_health(
     });
     merge(&mut body, health_json(&health));
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// Who may change or retire a device: admins and platform services, as for registration.
+const DEVICE_ADMINS: &[Role] = &[Role::Admin, Role::Service];
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DevicePatch {
+    battery: Option<BatteryPatch>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BatteryPatch {
+    low_threshold_percent: i64,
+}
+
+/// `PATCH /api/v1/lock-devices/{id}` `{"battery": {"lowThresholdPercent": n}}`: sets the
+/// device's own battery threshold (D-4: 5 to 50, else 422), which its `battery_low`
+/// signal uses from the next probe. A decommissioned or unknown device is 404.
+async fn update_device(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = authenticate(&req, &shared, DEVICE_ADMINS)?;
+    let id = lockstep_domain::LockDeviceId::parse(&path.into_inner())?;
+    let patch: DevicePatch = crate::writes::json_object(&body)?;
+    let battery = patch
+        .battery
+        .ok_or_else(|| DomainError::validation("battery", "nothing to change"))?;
+    let threshold = lockstep_domain::BatteryThreshold::new(
+        i32::try_from(battery.low_threshold_percent).unwrap_or(i32::MAX),
+    )?;
+    let store = &shared.rt.store;
+    if !store.set_battery_threshold(tenant, &id, threshold).await? {
+        return Err(DomainError::NotFound {
+            entity: "lock_device",
+        }
+        .into());
+    }
+    let device = live_device(store.as_ref(), tenant, &id)
+        .await?
+        .ok_or(DomainError::NotFound {
+            entity: "lock_device",
+        })?;
+    let mut item = device_json(store.as_ref(), tenant, &device).await?;
+    // the threshold is answered even before the first battery reading
+    item["battery"] = json!({
+        "percent": item["battery"]["percent"].clone(),
+        "lowThresholdPercent": threshold.percent(),
+    });
+    Ok(HttpResponse::Ok().json(item))
+}
+
+/// `POST /api/v1/lock-devices/{id}/decommission`: retires a device (D-2) with its
+/// `lock.device.decommissioned.v1` in the same commit. From then it is not listed, its
+/// health reads offline without a vendor call, no new key is issued to it (sagas, intake
+/// and drift read live devices only) and drift neither probes nor repairs it; keys already
+/// at the lock are left to their sagas (they end or are revoked as usual). A second call
+/// answers the same `decommissionedAt` and publishes nothing.
+async fn decommission_device(
+    req: HttpRequest,
+    path: web::Path<String>,
+    shared: web::Data<Arc<Shared>>,
+) -> Result<HttpResponse, ApiError> {
+    use lockstep_persistence::Decommission;
+    let tenant = authenticate(&req, &shared, DEVICE_ADMINS)?;
+    let id = lockstep_domain::LockDeviceId::parse(&path.into_inner())?;
+    let store = &shared.rt.store;
+    // to the millisecond, as both stores keep it: a second call answers the same instant
+    let now = shared.rt.clock.now();
+    let now = chrono::DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+    let device = live_device(store.as_ref(), tenant, &id).await?;
+    let event = device.as_ref().map(|d| {
+        lockstep_actors::events_out::decommissioned_row(
+            lockstep_actors::events_out::DeviceSubject {
+                tenant_id: tenant,
+                property_id: &d.property_id,
+                device_id: &d.id,
+                vendor: d.vendor,
+            },
+            now,
+        )
+    });
+    let outcome = store
+        .decommission_device(tenant, &id, now, event.as_slice())
+        .await?;
+    let at = match outcome {
+        Decommission::Unknown => {
+            return Err(DomainError::NotFound {
+                entity: "lock_device",
+            }
+            .into())
+        }
+        Decommission::Done(at) => {
+            if let Some(d) = &device {
+                // the sagas of this node read the property's devices again at once
+                shared.rt.config.invalidate(tenant, &d.property_id);
+                tracing::info!(device = %id, "device decommissioned");
+            }
+            at
+        }
+        Decommission::Already(at) => at,
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "id": id.as_str(),
+        "decommissionedAt": at.to_rfc3339(),
+    })))
 }
 
 /// A device's last health reading in the API's shape (spec `003` §2).
@@ -953,6 +1123,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, embedded: bool) {
             "issueMasterKey" => method.to(crate::admin::issue_master),
             "revokeMasterKey" => method.to(crate::admin::revoke_master),
             "deviceHealth" => method.to(device_health),
+            "updateDevice" => method.to(update_device),
+            "decommissionDevice" => method.to(decommission_device),
             "listAdapters" => method.to(crate::webhooks::list_adapters),
             "adapterHealthCheck" => method.to(crate::webhooks::health_check),
             "configureAdapter" => method.to(crate::integrations::configure),

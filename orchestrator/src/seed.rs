@@ -464,6 +464,19 @@ async fn register_device_of(
         d.id
     );
     let id = LockDeviceId::parse(&d.id).map_err(|e| anyhow::anyhow!("devices.id: {e:?}"))?;
+    // D-4: 5 to 50, refused at start like any other bad device field
+    let threshold =
+        d.battery_low_threshold_percent
+            .map(|p| {
+                lockstep_domain::BatteryThreshold::new(i32::try_from(p).unwrap_or(i32::MAX))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "devices.battery_low_threshold_percent: 5 to 50 (device {})",
+                            d.id
+                        )
+                    })
+            })
+            .transpose()?;
     let now = lockstep_domain::SystemClock.now();
     // spec 002: `lock.device.registered.v1` when the device is new, in the same commit
     let mut fields = json!({
@@ -486,7 +499,7 @@ async fn register_device_of(
     );
     store
         .upsert_device(&DeviceRecord {
-            id,
+            id: id.clone(),
             tenant_id: tenant,
             property_id: property.clone(),
             vendor,
@@ -502,6 +515,12 @@ async fn register_device_of(
         })
         .await
         .context("registering a device")?;
+    if let Some(t) = threshold {
+        store
+            .set_battery_threshold(tenant, &id, t)
+            .await
+            .context("setting a device's battery threshold")?;
+    }
     Ok(())
 }
 
@@ -543,6 +562,7 @@ pub fn demo(bind: std::net::SocketAddr) -> anyhow::Result<(RunningSimulator, Raw
                 label: format!("Room {} door", room.trim_start_matches("rmu_")),
                 rooms: vec![(*room).into()],
                 area: None,
+                battery_low_threshold_percent: None,
             })
             .collect(),
         policy: None,
@@ -869,6 +889,7 @@ pub async fn demo_vendors(
                 label: format!("Room {}", room.trim_start_matches("rmu_")),
                 rooms: vec![room.into()],
                 area: None,
+                battery_low_threshold_percent: None,
             };
             register_device_of(store, tenant, &property, vendor, &d).await?;
         }

@@ -7,6 +7,7 @@ mod anomalies;
 mod contract;
 mod desk;
 mod desk_outage;
+mod devices;
 mod embedded;
 mod events_table;
 mod expired;
