@@ -28,7 +28,7 @@ async fn a_credential_whose_window_ended_answers_changes_with_410() -> anyhow::R
     )
     .await?;
     let token = std::fs::read_to_string(dir.join(".lockstep/service-token"))?;
-    let now = chrono::Utc::now();
+    let now = lockstep_domain::Clock::now(&lockstep_domain::SystemClock);
     let until = now + chrono::Duration::seconds(4);
     let from = (now - chrono::Duration::hours(1)).to_rfc3339();
     let body = confirmed(
@@ -69,7 +69,7 @@ async fn a_credential_whose_window_ended_answers_changes_with_410() -> anyhow::R
     let pin = call(reqwest::Method::POST, "/pin", json!({})).await?;
     assert_eq!(pin.status(), 200, "revealed while the stay runs");
     wait_for("the stay's end", Duration::from_secs(10), || async {
-        (chrono::Utc::now() > until).then_some(())
+        (lockstep_domain::Clock::now(&lockstep_domain::SystemClock) > until).then_some(())
     })
     .await?;
     let tries = [
