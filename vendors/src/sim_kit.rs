@@ -8,6 +8,7 @@
 //! outage, a rate limit and an error: adapters classify errors by what their vendor sends,
 //! so each simulator keeps its vendor's exact answers. Everything else is written here once.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -168,6 +169,18 @@ macro_rules! kit_fields {
         }
     };
 }
+
+/// Declares that a simulator's state issues tokens, kept in its `tokens` field.
+macro_rules! issues_tokens {
+    ($state:ty) => {
+        impl $crate::sim_kit::TokenState for $state {
+            fn tokens(&mut self) -> &mut $crate::sim_kit::SimTokens {
+                &mut self.tokens
+            }
+        }
+    };
+}
+pub(crate) use issues_tokens;
 pub(crate) use kit_fields;
 
 /// Declares a vendor's simulator: the unit struct `$name`, whose `start` serves the
@@ -376,14 +389,40 @@ impl<S: KitState> SimHandle<S> {
     }
 }
 
+/// How a vendor signs its webhook deliveries.
+#[derive(Clone, Copy, Debug)]
+pub struct Signer {
+    /// The header carrying the timestamp (epoch seconds) that is signed, when the vendor
+    /// sends it apart.
+    pub timestamp_header: Option<&'static str>,
+    /// The header carrying the signature.
+    pub signature_header: &'static str,
+    /// The signature of a body at a timestamp with a secret.
+    pub sign: fn(&str, i64, &[u8]) -> String,
+}
+
 /// A simulator that posts its vendor's signed webhook for door attempts.
 pub trait WebhookState: KitState {
+    /// How its vendor signs.
+    const SIGNER: Signer;
     /// Where it posts, and what it posted last.
     fn webhook(&mut self) -> &mut SimWebhook;
-    /// The vendor's signature headers for `body`, sent at `ts` (epoch seconds) and signed
-    /// with `secret`.
-    fn signature_headers(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)>;
 }
+
+/// Declares that a simulator's state posts webhooks, kept in its `webhook` field and signed
+/// by `$signer`.
+macro_rules! signed_webhooks {
+    ($state:ty, $signer:expr) => {
+        impl $crate::sim_kit::WebhookState for $state {
+            const SIGNER: $crate::sim_kit::Signer = $signer;
+
+            fn webhook(&mut self) -> &mut $crate::webhook::SimWebhook {
+                &mut self.webhook
+            }
+        }
+    };
+}
+pub(crate) use signed_webhooks;
 
 impl<S: WebhookState> SimHandle<S> {
     /// Where deliveries are posted and the secret they are signed with (`None`: nowhere).
@@ -407,8 +446,11 @@ pub(crate) fn webhook_delivery<S: WebhookState>(
 ) -> Option<SimDelivery> {
     let delivery = s.webhook().target.as_ref().and_then(|(url, secret)| {
         let body = serde_json::to_vec(event).ok()?;
+        let ts = now.timestamp();
+        let signer = S::SIGNER;
         let mut headers = vec![("content-type", "application/json".to_owned())];
-        headers.extend(S::signature_headers(secret, now.timestamp(), &body));
+        headers.extend(signer.timestamp_header.map(|h| (h, ts.to_string())));
+        headers.push((signer.signature_header, (signer.sign)(secret, ts, &body)));
         Some(SimDelivery {
             url: url.clone(),
             headers,
@@ -447,6 +489,99 @@ async fn post_webhook<S: WebhookState>(
 
 async fn post_redeliver<S: WebhookState>(h: web::Data<SimHandle<S>>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": h.redeliver_last().await }))
+}
+
+/// The access tokens a simulator issued (test data, never logged).
+#[derive(Debug, Default)]
+pub struct SimTokens(HashMap<String, IssuedToken>);
+
+#[derive(Debug)]
+struct IssuedToken {
+    client_id: String,
+    expires_at: DateTime<Utc>,
+    revoked: bool,
+}
+
+/// What a presented token is.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TokenCheck<'a> {
+    /// Missing, or never issued.
+    Unknown,
+    /// Issued, and expired (or revoked).
+    Expired,
+    /// Issued to this client, and valid.
+    Valid {
+        /// The client it was issued to.
+        client_id: &'a str,
+    },
+}
+
+impl SimTokens {
+    /// Issues a new token of `bytes` random bytes in hex to `client_id`, valid until
+    /// `expires_at`.
+    pub(crate) fn issue(
+        &mut self,
+        bytes: usize,
+        client_id: &str,
+        expires_at: DateTime<Utc>,
+    ) -> String {
+        let token = random_hex(bytes);
+        self.0.insert(
+            token.clone(),
+            IssuedToken {
+                client_id: client_id.to_owned(),
+                expires_at,
+                revoked: false,
+            },
+        );
+        token
+    }
+
+    /// What `token` is at `now`.
+    pub(crate) fn check(&self, token: Option<&str>, now: DateTime<Utc>) -> TokenCheck<'_> {
+        match token.and_then(|t| self.0.get(t)) {
+            None => TokenCheck::Unknown,
+            Some(t) if t.revoked || now >= t.expires_at => TokenCheck::Expired,
+            Some(t) => TokenCheck::Valid {
+                client_id: &t.client_id,
+            },
+        }
+    }
+}
+
+/// A simulator that issues access tokens.
+pub trait TokenState: KitState {
+    /// The tokens it issued.
+    fn tokens(&mut self) -> &mut SimTokens;
+}
+
+impl<S: TokenState> SimHandle<S> {
+    /// Makes every token issued so far answer as expired from now on, as after its
+    /// lifetime (TTLock's errcode 10004, the others' 401).
+    pub fn expire_all_tokens(&self) {
+        self.with(|s| s.tokens().0.values_mut().for_each(|t| t.revoked = true));
+    }
+}
+
+/// The tokens' route: `POST /_sim/tokens/expire` (every issued token expires).
+pub(crate) fn token_routes<S: TokenState>(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/_sim/tokens/expire",
+        web::post().to(post_expire_tokens::<S>),
+    );
+}
+
+async fn post_expire_tokens<S: TokenState>(h: web::Data<SimHandle<S>>) -> HttpResponse {
+    h.expire_all_tokens();
+    HttpResponse::NoContent().finish()
+}
+
+/// `bytes` random bytes in lowercase hex.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut rng = rand::thread_rng();
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.gen::<u8>()))
+        .collect()
 }
 
 /// Runs `f` on `s`; while the journal is on, records what it changed at the doors.

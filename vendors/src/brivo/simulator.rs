@@ -31,14 +31,13 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, SystemClock};
-use rand::Rng;
 use serde::Serialize;
 
 use super::errors::{DUPLICATE_EXTERNAL_ID_MESSAGE, DUPLICATE_PIN_MESSAGE};
 use super::wire::{self, ApiError};
 use super::{BrivoConfig, BrivoCredentials, Secret};
 pub use crate::sim_kit::SimFaults;
-use crate::sim_kit::{FaultKit, KitState};
+use crate::sim_kit::{FaultKit, KitState, SimTokens, TokenCheck};
 use crate::ttlock::simulator::journal::{DoorJournal, DoorObject};
 
 mod webhooks;
@@ -125,11 +124,6 @@ struct SimGroup {
     access_points: BTreeMap<i64, i64>,
 }
 
-struct IssuedToken {
-    expires_at: DateTime<Utc>,
-    revoked: bool,
-}
-
 /// The simulator's state behind its [`SimHandle`].
 pub struct SimState {
     access_points: BTreeSet<i64>,
@@ -137,7 +131,7 @@ pub struct SimState {
     offline_access_points: BTreeSet<i64>,
     groups: BTreeMap<i64, SimGroup>,
     users: BTreeMap<i64, SimUser>,
-    tokens: HashMap<String, IssuedToken>,
+    tokens: SimTokens,
     kit: FaultKit,
     counters: SimCounters,
     next_id: i64,
@@ -203,19 +197,16 @@ impl KitState for SimState {
     }
 }
 
-impl crate::sim_kit::WebhookState for SimState {
-    fn webhook(&mut self) -> &mut crate::webhook::SimWebhook {
-        &mut self.webhook
-    }
+crate::sim_kit::issues_tokens!(SimState);
 
-    fn signature_headers(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
-        use crate::brivo::webhook;
-        vec![
-            (webhook::TIMESTAMP_HEADER, ts.to_string()),
-            (webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, body)),
-        ]
+crate::sim_kit::signed_webhooks!(
+    SimState,
+    crate::sim_kit::Signer {
+        timestamp_header: Some(crate::brivo::webhook::TIMESTAMP_HEADER),
+        signature_header: crate::brivo::webhook::SIGNATURE_HEADER,
+        sign: crate::brivo::webhook::sign,
     }
-}
+);
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
 pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
@@ -228,7 +219,7 @@ impl SimHandle {
             offline_access_points: BTreeSet::new(),
             groups: BTreeMap::new(),
             users: BTreeMap::new(),
-            tokens: HashMap::new(),
+            tokens: SimTokens::default(),
             kit: FaultKit::default(),
             counters: SimCounters::default(),
             next_id: 442_211,
@@ -295,11 +286,6 @@ impl SimHandle {
         self.with(|s| s.client_secrets.retain(|x| x != secret));
     }
 
-    /// Makes every token issued so far answer 401.
-    pub fn expire_all_tokens(&self) {
-        self.with(|s| s.tokens.values_mut().for_each(|t| t.revoked = true));
-    }
-
     /// Issues a bearer token directly (no HTTP, no fault): for tests replaying documented
     /// requests.
     pub fn issue_token(&self) -> String {
@@ -309,13 +295,10 @@ impl SimHandle {
 }
 
 fn new_token(s: &mut SimState, now: DateTime<Utc>) -> String {
-    let token = new_secret_hex();
-    s.tokens.insert(
-        token.clone(),
-        IssuedToken {
-            expires_at: now + chrono::Duration::seconds(s.token_ttl_secs),
-            revoked: false,
-        },
+    let token = s.tokens.issue(
+        16,
+        SIM_CLIENT_ID,
+        now + chrono::Duration::seconds(s.token_ttl_secs),
     );
     s.counters.tokens_issued += 1;
     token
@@ -380,7 +363,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
             "/_sim/access-points/{id}",
             web::post().to(post_access_point),
         )
-        .route("/_sim/tokens/expire", web::post().to(post_expire_tokens))
+        .configure(crate::sim_kit::token_routes::<SimState>)
         .configure(webhooks::routes);
 }
 
@@ -419,11 +402,6 @@ impl From<HttpResponse> for Reject {
 
 fn refuse(status: u16, message: &'static str) -> Refusal {
     Refusal { status, message }
-}
-
-fn new_secret_hex() -> String {
-    let bytes: [u8; 16] = rand::thread_rng().gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Standard base64 with padding (for the `Authorization: Basic` check).
@@ -475,12 +453,10 @@ fn authorize(s: &SimState, req: &HttpRequest, now: DateTime<Utc>) -> Result<(), 
             error_description: Some(desc.to_owned()),
         })
     };
-    match token.and_then(|t| s.tokens.get(t)) {
-        None => Err(unauthorized("Invalid access token").into()),
-        Some(t) if t.revoked || now >= t.expires_at => {
-            Err(unauthorized("Access token expired").into())
-        }
-        Some(_) => Ok(()),
+    match s.tokens.check(token, now) {
+        TokenCheck::Unknown => Err(unauthorized("Invalid access token").into()),
+        TokenCheck::Expired => Err(unauthorized("Access token expired").into()),
+        TokenCheck::Valid { .. } => Ok(()),
     }
 }
 
@@ -576,7 +552,7 @@ async fn token(h: web::Data<SimHandle>, req: HttpRequest, form: web::Form<Params
         HttpResponse::Ok().json(wire::TokenResponse {
             access_token,
             token_type: Some("bearer".into()),
-            refresh_token: Some(new_secret_hex()),
+            refresh_token: Some(crate::sim_kit::random_hex(16)),
             expires_in: s.token_ttl_secs,
         })
     })
@@ -1019,11 +995,6 @@ async fn get_users(h: web::Data<SimHandle>) -> HttpResponse {
 
 async fn post_access_point(h: web::Data<SimHandle>, path: web::Path<i64>) -> HttpResponse {
     h.add_access_point(path.into_inner());
-    HttpResponse::NoContent().finish()
-}
-
-async fn post_expire_tokens(h: web::Data<SimHandle>) -> HttpResponse {
-    h.expire_all_tokens();
     HttpResponse::NoContent().finish()
 }
 

@@ -27,9 +27,7 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, SystemClock};
-use rand::Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +35,7 @@ use super::errors as code;
 use super::wire::{self, ApiError, OAuthError};
 use super::{SaltoConfig, Secret};
 pub use crate::sim_kit::SimFaults;
-use crate::sim_kit::{FaultKit, KitState};
+use crate::sim_kit::{FaultKit, KitState, SimTokens, TokenCheck};
 use crate::ttlock::simulator::journal::{DoorJournal, DoorObject};
 
 mod webhooks;
@@ -154,17 +152,12 @@ crate::sim_kit::sim_counters! {
     }
 }
 
-struct IssuedToken {
-    expires_at: DateTime<Utc>,
-    revoked: bool,
-}
-
 /// The simulator's state behind its [`SimHandle`].
 pub struct SimState {
     config: SimConfig,
     users: Vec<SimSiteUser>,
     groups: Vec<SimAccessGroup>,
-    tokens: HashMap<String, IssuedToken>,
+    tokens: SimTokens,
     kit: FaultKit,
     counters: SimCounters,
     next_id: u64,
@@ -251,19 +244,16 @@ impl KitState for SimState {
     }
 }
 
-impl crate::sim_kit::WebhookState for SimState {
-    fn webhook(&mut self) -> &mut crate::webhook::SimWebhook {
-        &mut self.webhook
-    }
+crate::sim_kit::issues_tokens!(SimState);
 
-    fn signature_headers(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
-        use crate::salto::webhook;
-        vec![
-            (webhook::TIMESTAMP_HEADER, ts.to_string()),
-            (webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, body)),
-        ]
+crate::sim_kit::signed_webhooks!(
+    SimState,
+    crate::sim_kit::Signer {
+        timestamp_header: Some(crate::salto::webhook::TIMESTAMP_HEADER),
+        signature_header: crate::salto::webhook::SIGNATURE_HEADER,
+        sign: crate::salto::webhook::sign,
     }
-}
+);
 
 impl SimState {
     fn new_id(&mut self, kind: u32) -> String {
@@ -287,7 +277,7 @@ impl SimHandle {
             webhook: crate::webhook::SimWebhook::default(),
             users: Vec::new(),
             groups: Vec::new(),
-            tokens: HashMap::new(),
+            tokens: SimTokens::default(),
             kit: FaultKit::default(),
             counters: SimCounters::default(),
             next_id: 0,
@@ -332,11 +322,6 @@ impl SimHandle {
     /// Stops accepting the configured client secret (the end of a rotation's overlap).
     pub fn retire_configured_client_secret(&self) {
         self.with(|s| s.configured_secret_retired = true);
-    }
-
-    /// Makes every token issued so far answer 401, as after its hour.
-    pub fn expire_all_tokens(&self) {
-        self.with(|s| s.tokens.values_mut().for_each(|t| t.revoked = true));
     }
 }
 
@@ -418,7 +403,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/_sim/access_groups", web::get().to(sim_groups))
         .route("/_sim/users", web::get().to(sim_users))
         .route("/_sim/locks/{lock}", web::post().to(sim_add_lock))
-        .route("/_sim/tokens/expire", web::post().to(sim_expire_tokens))
+        .configure(crate::sim_kit::token_routes::<SimState>)
         .configure(webhooks::routes)
         .configure(crate::sim_kit::routes::<SimState>);
 }
@@ -479,11 +464,8 @@ async fn run(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
     h.with(|s| {
-        let valid = bearer
-            .as_deref()
-            .and_then(|b| s.tokens.get(b))
-            .is_some_and(|t| !t.revoked && now < t.expires_at);
-        if !valid {
+        let valid = s.tokens.check(bearer.as_deref(), now);
+        if !matches!(valid, TokenCheck::Valid { .. }) {
             return HttpResponse::Unauthorized().finish();
         }
         if site != s.config.site_id {
@@ -565,11 +547,6 @@ fn to_wire_user(u: &SimSiteUser) -> wire::SiteUser {
     }
 }
 
-fn new_secret_hex() -> String {
-    let bytes: [u8; 24] = rand::thread_rng().gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn oauth_error(status: StatusCode, error: &str) -> HttpResponse {
     HttpResponse::build(status).json(OAuthError {
         error: error.to_owned(),
@@ -619,13 +596,10 @@ async fn token(
         if !scope_ok {
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope");
         }
-        let access_token = new_secret_hex();
-        s.tokens.insert(
-            access_token.clone(),
-            IssuedToken {
-                expires_at: now + chrono::Duration::seconds(s.config.token_ttl_secs),
-                revoked: false,
-            },
+        let access_token = s.tokens.issue(
+            24,
+            &s.config.client_id,
+            now + chrono::Duration::seconds(s.config.token_ttl_secs),
         );
         s.counters.tokens_issued += 1;
         HttpResponse::Ok().json(wire::TokenResponse {
@@ -1048,11 +1022,6 @@ async fn sim_add_lock(
         .and_then(|b| b.lock_type)
         .unwrap_or_else(|| KEYPAD_LOCK_TYPE.to_owned());
     h.add_lock_of_type(&p, &lock_type);
-    HttpResponse::NoContent().finish()
-}
-
-async fn sim_expire_tokens(h: web::Data<SimHandle>) -> HttpResponse {
-    h.expire_all_tokens();
     HttpResponse::NoContent().finish()
 }
 

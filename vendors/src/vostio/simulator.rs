@@ -43,7 +43,7 @@ use super::errors::{self as code, oauth};
 use super::wire::{self, ApiErrorResponse, OAuthErrorResponse};
 use super::{Secret, VostioConfig};
 pub use crate::sim_kit::SimFaults;
-use crate::sim_kit::{FaultKit, KitState};
+use crate::sim_kit::{FaultKit, KitState, SimTokens, TokenCheck};
 use crate::ttlock::simulator::journal::{DoorJournal, DoorObject};
 
 mod webhooks;
@@ -184,12 +184,6 @@ crate::sim_kit::sim_counters! {
     }
 }
 
-struct IssuedToken {
-    client_id: String,
-    expires_at: DateTime<Utc>,
-    revoked: bool,
-}
-
 #[derive(Default)]
 struct SimEnvironment {
     doors: BTreeSet<String>,
@@ -226,7 +220,7 @@ impl Default for SimDoorHealth {
 pub struct SimState {
     clients: Vec<SimClient>,
     environments: BTreeMap<String, SimEnvironment>,
-    tokens: HashMap<String, IssuedToken>,
+    tokens: SimTokens,
     kit: FaultKit,
     counters: SimCounters,
     token_ttl_secs: i64,
@@ -280,16 +274,16 @@ impl KitState for SimState {
     }
 }
 
-impl crate::sim_kit::WebhookState for SimState {
-    fn webhook(&mut self) -> &mut crate::webhook::SimWebhook {
-        &mut self.webhook
-    }
+crate::sim_kit::issues_tokens!(SimState);
 
-    fn signature_headers(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
-        use crate::vostio::webhook;
-        vec![(webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, body))]
+crate::sim_kit::signed_webhooks!(
+    SimState,
+    crate::sim_kit::Signer {
+        timestamp_header: None,
+        signature_header: crate::vostio::webhook::SIGNATURE_HEADER,
+        sign: crate::vostio::webhook::sign,
     }
-}
+);
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
 pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
@@ -313,7 +307,7 @@ impl SimHandle {
         let state = SimState {
             clients: config.clients,
             environments,
-            tokens: HashMap::new(),
+            tokens: SimTokens::default(),
             kit: FaultKit::default(),
             counters: SimCounters::default(),
             token_ttl_secs: config.token_ttl_secs,
@@ -422,11 +416,6 @@ impl SimHandle {
     pub fn token_call_count(&self) -> u64 {
         self.with(|s| s.counters.tokens_issued)
     }
-
-    /// Makes every token issued so far answer 401, as after its expiry.
-    pub fn expire_all_tokens(&self) {
-        self.with(|s| s.tokens.values_mut().for_each(|t| t.revoked = true));
-    }
 }
 
 crate::sim_kit::simulator!(VostioSimulator, "vostio");
@@ -497,7 +486,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(post_door),
         )
         .route("/_sim/environments/{env}/keys", web::get().to(get_env_keys))
-        .route("/_sim/tokens/expire", web::post().to(post_expire_tokens))
+        .configure(crate::sim_kit::token_routes::<SimState>)
         .configure(webhooks::routes)
         .configure(crate::sim_kit::routes::<SimState>);
 }
@@ -544,11 +533,6 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}-{hex}")
 }
 
-fn new_secret_hex() -> String {
-    let bytes: [u8; 24] = rand::thread_rng().gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn bearer(req: &HttpRequest) -> Option<&str> {
     req.headers()
         .get(actix_web::http::header::AUTHORIZATION)?
@@ -566,15 +550,13 @@ fn authorize<'s>(
     now: DateTime<Utc>,
 ) -> Result<&'s mut SimEnvironment, Refusal> {
     let unauthorized = || refusal(401, code::UNAUTHORIZED, "invalid or expired token");
-    let token = bearer(req).ok_or_else(unauthorized)?;
-    let issued = s.tokens.get(token).ok_or_else(unauthorized)?;
-    if issued.revoked || now >= issued.expires_at {
+    let TokenCheck::Valid { client_id } = s.tokens.check(bearer(req), now) else {
         return Err(unauthorized());
-    }
+    };
     let allowed = s
         .clients
         .iter()
-        .any(|c| c.client_id == issued.client_id && c.environments.iter().any(|e| e == env));
+        .any(|c| c.client_id == client_id && c.environments.iter().any(|e| e == env));
     if !allowed {
         return Err(refusal(403, code::FORBIDDEN, "environment not granted"));
     }
@@ -662,14 +644,10 @@ async fn token(
         if !known {
             return oauth_error(StatusCode::UNAUTHORIZED, oauth::INVALID_CLIENT);
         }
-        let access_token = new_secret_hex();
-        s.tokens.insert(
-            access_token.clone(),
-            IssuedToken {
-                client_id,
-                expires_at: now + chrono::Duration::seconds(s.token_ttl_secs),
-                revoked: false,
-            },
+        let access_token = s.tokens.issue(
+            24,
+            &client_id,
+            now + chrono::Duration::seconds(s.token_ttl_secs),
         );
         s.counters.tokens_issued += 1;
         HttpResponse::Ok().json(wire::TokenResponse {
@@ -957,11 +935,6 @@ async fn post_door(h: web::Data<SimHandle>, path: web::Path<(String, String)>) -
 
 async fn get_env_keys(h: web::Data<SimHandle>, path: web::Path<String>) -> HttpResponse {
     HttpResponse::Ok().json(h.keys(&path.into_inner()))
-}
-
-async fn post_expire_tokens(h: web::Data<SimHandle>) -> HttpResponse {
-    h.expire_all_tokens();
-    HttpResponse::NoContent().finish()
 }
 
 #[cfg(test)]

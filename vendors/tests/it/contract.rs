@@ -85,6 +85,48 @@ macro_rules! held_on {
 }
 pub(crate) use held_on;
 
+/// The [`Fixture`] functions every simulator-backed adapter writes the same way (each
+/// simulator and adapter has its own types, so a macro rather than default methods):
+/// the simulator's default configuration, the call timeout, `<Adapter>::new`, faults,
+/// the door view, and with `tokens` the expiry of the simulator's tokens.
+macro_rules! simulator_fixture_fns {
+    ($adapter:ident, tokens) => {
+        $crate::contract::simulator_fixture_fns!($adapter);
+
+        fn expire_tokens(handle: &Self::Handle) {
+            handle.expire_all_tokens();
+        }
+    };
+    ($adapter:ident) => {
+        fn config(sim: &lockstep_vendors::sim_server::Running<Self::Handle>) -> Self::Config {
+            sim.default_adapter_config()
+        }
+
+        fn set_call_timeout(config: &mut Self::Config, timeout: std::time::Duration) {
+            config.call_timeout = timeout;
+        }
+
+        fn build(
+            config: Self::Config,
+            clock: std::sync::Arc<dyn lockstep_domain::Clock>,
+        ) -> Self::Adapter {
+            $adapter::new(config, clock).expect("adapter builds")
+        }
+
+        fn inject(handle: &Self::Handle, fault: $crate::contract::Fault) {
+            $crate::contract::inject_fault!(handle, fault);
+        }
+
+        fn held(
+            handle: &Self::Handle,
+            device: &lockstep_domain::DeviceRef,
+        ) -> Vec<$crate::contract::Held> {
+            $crate::contract::held_on!(handle, device)
+        }
+    };
+}
+pub(crate) use simulator_fixture_fns;
+
 /// One object a simulator holds on a device, as its door view shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
@@ -110,6 +152,19 @@ pub struct Tally {
     pub rejected_by_faults: u64,
 }
 
+impl From<[u64; 5]> for Tally {
+    /// `[created, updated, deleted, lost_responses, rejected_by_faults]`.
+    fn from([created, updated, deleted, lost_responses, rejected_by_faults]: [u64; 5]) -> Self {
+        Self {
+            created,
+            updated,
+            deleted,
+            lost_responses,
+            rejected_by_faults,
+        }
+    }
+}
+
 /// What a healthy device's probe reads at a fresh simulator.
 #[derive(Clone, Copy, Debug)]
 pub struct ProbeReading {
@@ -131,7 +186,8 @@ pub trait Fixture: 'static {
     const VENDOR: VendorCode;
     /// The kind the contract issues (one this adapter puts on its devices).
     const KIND: KeyCredentialKind;
-    const CAPABILITIES: LockCapabilities;
+    /// The capability flags (spec `003` §2) the adapter sets, by their field names.
+    const CAPABILITIES: &'static [&'static str];
     /// Kinds the adapter refuses as `unsupported_kind` before any call.
     const REFUSED_KINDS: &'static [KeyCredentialKind];
     /// The values that must never show in an error or a `Debug` output.
@@ -143,6 +199,13 @@ pub trait Fixture: 'static {
     /// credential id plus device), so an adapter that finds by label account-wide is still
     /// right; this says which kind the adapter is.
     const FIND_IS_PER_DEVICE: bool;
+    /// Whether `update` refuses a kind the adapter does not issue before any call (an
+    /// adapter whose refs name the object's kind finds out at the vendor instead).
+    const UPDATE_CHECKS_KIND: bool;
+    /// A device of the right form that the simulator does not know.
+    const UNKNOWN_DEVICE: &'static str;
+    /// A vendor ref no object of this vendor could have.
+    const MALFORMED_REF: &'static str;
     /// The code an issue on a device the vendor does not know is refused with.
     const UNKNOWN_DEVICE_CODE: &'static str;
     /// How long the adapter keeps a token on its own clock (`None`: no token, e.g. an API
@@ -160,10 +223,6 @@ pub trait Fixture: 'static {
     fn build(config: Self::Config, clock: Arc<dyn Clock>) -> Self::Adapter;
     /// Device `i` (< [`DEVICES`]) of the simulator.
     fn device(i: usize) -> DeviceRef;
-    /// A device of the right form that the simulator does not know.
-    fn unknown_device() -> DeviceRef;
-    /// A vendor ref no object of this vendor could have.
-    fn malformed_ref() -> VendorRef;
     fn inject(handle: &Self::Handle, fault: Fault);
     fn held(handle: &Self::Handle, device: &DeviceRef) -> Vec<Held>;
     fn tally(handle: &Self::Handle) -> Tally;
@@ -248,21 +307,23 @@ fn held_as_issued<F: Fixture>(req: &IssueRequest) -> Held {
     }
 }
 
-/// Nothing secret in any rendering of `err`: the fixture's secrets, the request's PIN, the
-/// vendor ref, and `extra`.
+/// The request's PIN digits, if it has some.
+pub fn pin_of(req: &IssueRequest) -> Option<&str> {
+    req.pin.as_ref().map(Pin::expose)
+}
+
+/// Nothing secret in any rendering of `err`: the fixture's secrets, a PIN, a vendor ref,
+/// and `extra`.
 pub fn assert_redacted<F: Fixture>(
     err: &VendorError,
-    req: Option<&IssueRequest>,
+    pin: Option<&str>,
     vendor_ref: Option<&VendorRef>,
     extra: &[&str],
 ) {
-    let mut forbidden: Vec<String> = F::SECRETS.iter().map(|s| (*s).to_owned()).collect();
-    forbidden.extend(
-        req.and_then(|r| r.pin.as_ref())
-            .map(|p| p.expose().to_owned()),
-    );
-    forbidden.extend(vendor_ref.map(|r| r.expose().to_owned()));
-    forbidden.extend(extra.iter().map(|s| (*s).to_owned()));
+    let mut forbidden: Vec<&str> = F::SECRETS.to_vec();
+    forbidden.extend(pin);
+    forbidden.extend(vendor_ref.map(VendorRef::expose));
+    forbidden.extend(extra);
     let renderings = [
         format!("{err:?}"),
         format!("{err}"),
@@ -271,9 +332,40 @@ pub fn assert_redacted<F: Fixture>(
     ];
     for r in &renderings {
         for f in &forbidden {
-            assert!(!r.contains(f.as_str()), "{r:?} leaks a secret value");
+            assert!(!r.contains(f), "{r:?} leaks a secret value");
         }
     }
+}
+
+/// The names of the flags `caps` sets, in the spec's order.
+fn capability_flags(caps: &LockCapabilities) -> Vec<&'static str> {
+    let LockCapabilities {
+        mobile_key,
+        card_encoding,
+        pin,
+        qr,
+        nfc,
+        remote_revoke,
+        remote_issue,
+        offline_issuance,
+        scope_floors,
+        scope_areas,
+    } = *caps;
+    [
+        ("mobile_key", mobile_key),
+        ("card_encoding", card_encoding),
+        ("pin", pin),
+        ("qr", qr),
+        ("nfc", nfc),
+        ("remote_revoke", remote_revoke),
+        ("remote_issue", remote_issue),
+        ("offline_issuance", offline_issuance),
+        ("scope_floors", scope_floors),
+        ("scope_areas", scope_areas),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect()
 }
 
 fn is_refused(err: &VendorError, expected: &str) -> bool {
@@ -379,7 +471,7 @@ pub mod behaviours {
             .expect_err("nothing to change");
         assert_eq!(err, VendorError::NotFound);
         assert!(!err.is_vendor_unwell() && !err.is_retryable());
-        assert_redacted::<F>(&err, Some(&req), Some(&vref), &[]);
+        assert_redacted::<F>(&err, pin_of(&req), Some(&vref), &[]);
         assert_eq!(F::tally(&env.handle).updated, 0);
         Ok(())
     }
@@ -417,7 +509,7 @@ pub mod behaviours {
         F::inject(&env.handle, Fault::LoseResponses);
         let err = env.adapter.issue(&req).await.expect_err("response lost");
         assert!(err.is_vendor_unwell() && err.is_retryable(), "{err:?}");
-        assert_redacted::<F>(&err, Some(&req), None, &[]);
+        assert_redacted::<F>(&err, pin_of(&req), None, &[]);
         F::inject(&env.handle, Fault::Clear);
         assert_eq!(F::tally(&env.handle).lost_responses, 1);
 
@@ -451,7 +543,7 @@ pub mod behaviours {
         F::inject(&env.handle, Fault::LoseResponses);
         let err = env.adapter.update(&req, &vref).await.expect_err("lost");
         assert!(err.is_vendor_unwell() && err.is_retryable(), "{err:?}");
-        assert_redacted::<F>(&err, Some(&req), Some(&vref), &[]);
+        assert_redacted::<F>(&err, pin_of(&req), Some(&vref), &[]);
         assert_eq!(F::tally(&env.handle).lost_responses, 1);
         F::inject(&env.handle, Fault::Clear);
 
@@ -481,7 +573,7 @@ pub mod behaviours {
             .await
             .expect_err("lost");
         assert!(err.is_vendor_unwell() && err.is_retryable(), "{err:?}");
-        assert_redacted::<F>(&err, Some(&req), Some(&vref), &[]);
+        assert_redacted::<F>(&err, pin_of(&req), Some(&vref), &[]);
         F::inject(&env.handle, Fault::Clear);
         env.adapter.revoke(&F::device(0), &vref).await?;
         assert!(F::held(&env.handle, &F::device(0)).is_empty());
@@ -502,13 +594,13 @@ pub mod behaviours {
         assert!(matches!(err, VendorError::Unavailable { .. }), "{err:?}");
         assert!(err.is_vendor_unwell() && err.is_retryable());
         assert_eq!(err.to_domain_issue(), DomainError::VendorUnreachable);
-        assert_redacted::<F>(&err, Some(&other), None, &[]);
+        assert_redacted::<F>(&err, pin_of(&other), None, &[]);
 
         let mut moved = req.clone();
         moved.validity = shifted(&req.validity, 1);
         let err = env.adapter.update(&moved, &vref).await.expect_err("outage");
         assert!(matches!(err, VendorError::Unavailable { .. }), "{err:?}");
-        assert_redacted::<F>(&err, Some(&req), Some(&vref), &[]);
+        assert_redacted::<F>(&err, pin_of(&req), Some(&vref), &[]);
 
         let err = env
             .adapter
@@ -517,7 +609,7 @@ pub mod behaviours {
             .expect_err("outage");
         assert!(matches!(err, VendorError::Unavailable { .. }), "{err:?}");
         assert_eq!(err.to_domain_revoke(), DomainError::VendorUnreachable);
-        assert_redacted::<F>(&err, Some(&req), Some(&vref), &[]);
+        assert_redacted::<F>(&err, pin_of(&req), Some(&vref), &[]);
 
         let err = env.adapter.health().await.expect_err("outage");
         assert!(err.is_vendor_unwell(), "{err:?}");
@@ -537,6 +629,11 @@ pub mod behaviours {
     /// A 500 is the vendor unwell, with the status as the detail.
     pub async fn server_error_is_unavailable<F: Fixture>() -> Result {
         let env = spawn::<F>();
+        // Before a token is cached (where the vendor has tokens), then after.
+        F::inject(&env.handle, Fault::ServerErrors);
+        let err = env.adapter.health().await.expect_err("500");
+        assert!(matches!(err, VendorError::Unavailable { .. }), "{err:?}");
+        F::inject(&env.handle, Fault::Clear);
         env.adapter.health().await?;
         F::inject(&env.handle, Fault::ServerErrors);
         let err = env.adapter.health().await.expect_err("500");
@@ -549,8 +646,8 @@ pub mod behaviours {
         let req = request::<F>(0, "key_01HC500");
         let err = env.adapter.issue(&req).await.expect_err("500");
         assert!(err.is_vendor_unwell() && err.is_retryable(), "{err:?}");
-        assert_redacted::<F>(&err, Some(&req), None, &[]);
-        assert!(F::tally(&env.handle).rejected_by_faults >= 2);
+        assert_redacted::<F>(&err, pin_of(&req), None, &[]);
+        assert!(F::tally(&env.handle).rejected_by_faults >= 3);
         Ok(())
     }
 
@@ -569,7 +666,7 @@ pub mod behaviours {
             }
         );
         assert!(err.is_vendor_unwell() && err.is_retryable());
-        assert_redacted::<F>(&err, Some(&req), None, &[]);
+        assert_redacted::<F>(&err, pin_of(&req), None, &[]);
         assert!(F::tally(&env.handle).rejected_by_faults >= 1);
         assert!(F::held(&env.handle, &F::device(0)).is_empty());
 
@@ -602,7 +699,7 @@ pub mod behaviours {
             assert!(matches!(err, VendorError::Auth { .. }), "{wrong}: {err:?}");
             assert!(!err.is_vendor_unwell() && !err.is_retryable());
             assert!(err.is_account_level());
-            assert_redacted::<F>(&err, Some(&req), None, &[wrong]);
+            assert_redacted::<F>(&err, pin_of(&req), None, &[wrong]);
             let err = env.adapter.health().await.expect_err("auth");
             assert!(matches!(err, VendorError::Auth { .. }), "{wrong}: {err:?}");
             assert_redacted::<F>(&err, None, None, &[wrong]);
@@ -726,7 +823,7 @@ pub mod behaviours {
         errors.push(env.adapter.update(&moved, &vref).await.expect_err("lost"));
         F::inject(&env.handle, Fault::Clear);
         let mut elsewhere = req.clone();
-        elsewhere.device = F::unknown_device();
+        elsewhere.device = DeviceRef::new(F::UNKNOWN_DEVICE);
         errors.push(env.adapter.issue(&elsewhere).await.expect_err("refused"));
         env.adapter.revoke(&F::device(0), &vref).await?;
         errors.push(env.adapter.update(&req, &vref).await.expect_err("gone"));
@@ -751,7 +848,7 @@ pub mod behaviours {
             ]
         );
         for e in &errors {
-            assert_redacted::<F>(e, Some(&req), Some(&vref), &wrong_values);
+            assert_redacted::<F>(e, pin_of(&req), Some(&vref), &wrong_values);
         }
         Ok(())
     }
@@ -761,8 +858,9 @@ pub mod behaviours {
     pub async fn identity_and_debug_output_carry_no_secret<F: Fixture>() -> Result {
         let env = spawn::<F>();
         assert_eq!(env.adapter.vendor(), F::VENDOR);
-        assert_eq!(env.adapter.capabilities(), F::CAPABILITIES);
-        assert!(F::CAPABILITIES.supports(F::KIND));
+        let caps = env.adapter.capabilities();
+        assert_eq!(capability_flags(&caps), F::CAPABILITIES);
+        assert!(caps.supports(F::KIND));
         let shown = [
             format!("{:?}", env.adapter),
             format!("{:?}", F::config(&env.sim)),
@@ -802,7 +900,7 @@ pub mod behaviours {
         assert!(env.adapter.probe(&F::device(0)).await?.online);
 
         assert_eq!(
-            env.adapter.probe(&F::unknown_device()).await,
+            env.adapter.probe(&DeviceRef::new(F::UNKNOWN_DEVICE)).await,
             Err(VendorError::NotFound)
         );
         F::inject(&env.handle, Fault::Outage);
@@ -819,11 +917,11 @@ pub mod behaviours {
     pub async fn unknown_device_is_refused<F: Fixture>() -> Result {
         let env = spawn::<F>();
         let mut req = request::<F>(0, "key_01HCNODEVICE");
-        req.device = F::unknown_device();
+        req.device = DeviceRef::new(F::UNKNOWN_DEVICE);
         let err = env.adapter.issue(&req).await.expect_err("unknown device");
         assert!(is_refused(&err, F::UNKNOWN_DEVICE_CODE), "{err:?}");
         assert!(!err.is_vendor_unwell() && !err.is_retryable());
-        assert_redacted::<F>(&err, Some(&req), None, &[]);
+        assert_redacted::<F>(&err, pin_of(&req), None, &[]);
         assert_eq!(F::tally(&env.handle).created, 0);
         Ok(())
     }
@@ -839,17 +937,30 @@ pub mod behaviours {
             let err = env.adapter.issue(&req).await.expect_err("unsupported");
             assert!(is_refused(&err, "unsupported_kind"), "{kind:?}: {err:?}");
             assert!(!err.is_vendor_unwell() && !err.is_retryable());
-            assert_redacted::<F>(&err, Some(&req), None, &[]);
+            assert_redacted::<F>(&err, pin_of(&req), None, &[]);
+            if F::UPDATE_CHECKS_KIND {
+                let some_ref = VendorRef::new("910001");
+                let err = env
+                    .adapter
+                    .update(&req, &some_ref)
+                    .await
+                    .expect_err("unsupported");
+                assert!(is_refused(&err, "unsupported_kind"), "{kind:?}: {err:?}");
+            }
         }
         assert!(F::held(&env.handle, &F::device(0)).is_empty());
-        assert_eq!(F::tally(&env.handle).created, 0);
+        let tally = F::tally(&env.handle);
+        assert_eq!((tally.created, tally.updated), (0, 0));
+        if let Some(tokens) = F::tokens_issued(&env.handle) {
+            assert_eq!(tokens, 0, "no call at all");
+        }
         Ok(())
     }
 
     /// A vendor ref no object could have is refused before any call, and not shown.
     pub async fn malformed_vendor_ref_is_refused<F: Fixture>() -> Result {
         let env = spawn::<F>();
-        let bad = F::malformed_ref();
+        let bad = VendorRef::new(F::MALFORMED_REF);
         let err = env
             .adapter
             .revoke(&F::device(0), &bad)
@@ -872,7 +983,7 @@ pub mod behaviours {
         let err = env.adapter.issue(&twin).await.expect_err("same pin");
         assert_eq!(err, VendorError::PinCollision);
         assert!(!err.is_vendor_unwell() && !err.is_retryable());
-        assert_redacted::<F>(&err, Some(&twin), Some(&first_ref), &[]);
+        assert_redacted::<F>(&err, pin_of(&twin), Some(&first_ref), &[]);
 
         F::force_pin_collision_next(&env.handle);
         let third = request::<F>(0, "key_01HCPINC");
@@ -880,7 +991,8 @@ pub mod behaviours {
             env.adapter.issue(&third).await.expect_err("forced"),
             VendorError::PinCollision
         );
-        env.adapter.issue(&third).await?;
+        let third_ref = env.adapter.issue(&third).await?;
+        F::check_stored(&env.handle, &third, &third_ref);
         let mut held = F::held(&env.handle, &F::device(0));
         held.sort_by(|a, b| a.label.cmp(&b.label));
         assert_eq!(

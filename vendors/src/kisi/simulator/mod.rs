@@ -205,19 +205,14 @@ impl KitState for SimState {
     }
 }
 
-impl crate::sim_kit::WebhookState for SimState {
-    fn webhook(&mut self) -> &mut crate::webhook::SimWebhook {
-        &mut self.webhook
+crate::sim_kit::signed_webhooks!(
+    SimState,
+    crate::sim_kit::Signer {
+        timestamp_header: Some(crate::kisi::webhook::TIMESTAMP_HEADER),
+        signature_header: crate::kisi::webhook::SIGNATURE_HEADER,
+        sign: crate::kisi::webhook::sign,
     }
-
-    fn signature_headers(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
-        use crate::kisi::webhook;
-        vec![
-            (webhook::TIMESTAMP_HEADER, ts.to_string()),
-            (webhook::SIGNATURE_HEADER, webhook::sign(secret, ts, body)),
-        ]
-    }
-}
+);
 
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
 pub type SimHandle = crate::sim_kit::SimHandle<SimState>;

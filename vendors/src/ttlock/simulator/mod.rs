@@ -36,7 +36,6 @@ use std::sync::Arc;
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, SystemClock};
-use rand::Rng;
 use serde::Serialize;
 use tracing::info;
 
@@ -46,7 +45,7 @@ pub mod journal;
 pub use self::access::{SimAttempt, SimCard, SimEkey, SimMethod};
 use self::journal::{DoorJournal, DoorObject};
 pub use crate::sim_kit::SimFaults;
-use crate::sim_kit::{FaultKit, KitState};
+use crate::sim_kit::{FaultKit, KitState, SimTokens, TokenCheck};
 
 use super::errors as code;
 use super::wire::{self, ErrorResponse};
@@ -187,19 +186,13 @@ crate::sim_kit::sim_counters! {
     }
 }
 
-struct IssuedToken {
-    client_id: String,
-    expires_at: DateTime<Utc>,
-    revoked: bool,
-}
-
 /// The simulator's state behind its [`SimHandle`].
 pub struct SimState {
     accounts: Vec<SimAccount>,
     locks: BTreeMap<i64, Vec<SimPasscode>>,
     /// Health of the locks that are not in the default state.
     lock_health: HashMap<i64, SimLockHealth>,
-    tokens: HashMap<String, IssuedToken>,
+    tokens: SimTokens,
     kit: FaultKit,
     counters: SimCounters,
     next_pwd_id: i64,
@@ -238,6 +231,8 @@ impl KitState for SimState {
     }
 }
 
+crate::sim_kit::issues_tokens!(SimState);
+
 /// Inspects and steers a running simulator from Rust. Cheap to clone.
 pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
 
@@ -246,7 +241,7 @@ impl SimHandle {
         let state = SimState {
             accounts: config.accounts,
             locks: config.locks.into_iter().map(|l| (l, Vec::new())).collect(),
-            tokens: HashMap::new(),
+            tokens: SimTokens::default(),
             lock_health: HashMap::new(),
             kit: FaultKit::default(),
             counters: SimCounters::default(),
@@ -347,11 +342,6 @@ impl SimHandle {
     pub fn token_call_count(&self) -> u64 {
         self.with(|s| s.counters.tokens_issued)
     }
-
-    /// Makes every token issued so far answer 10004 (expired), as after 90 days.
-    pub fn expire_all_tokens(&self) {
-        self.with(|s| s.tokens.values_mut().for_each(|t| t.revoked = true));
-    }
 }
 
 crate::sim_kit::simulator!(TtlockSimulator, "ttlock");
@@ -410,7 +400,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
             "/_sim/locks/{lock_id}/passcodes",
             web::get().to(get_lock_passcodes),
         )
-        .route("/_sim/tokens/expire", web::post().to(post_expire_tokens))
+        .configure(crate::sim_kit::token_routes::<SimState>)
         .configure(access::routes)
         .configure(crate::sim_kit::routes::<SimState>);
 }
@@ -455,19 +445,14 @@ fn authorize(s: &SimState, p: &Params, now: DateTime<Utc>) -> Result<(), Refusal
     let client_id = param(p, "clientId")?;
     let token = param(p, "accessToken")?;
     param_i64(p, "date")?;
-    match s.tokens.get(token) {
-        None => Err(errcode(code::INVALID_TOKEN, "invalid token")),
-        Some(t) if t.revoked || now >= t.expires_at => {
-            Err(errcode(code::TOKEN_EXPIRED, "invalid grant"))
+    match s.tokens.check(Some(token), now) {
+        TokenCheck::Unknown => Err(errcode(code::INVALID_TOKEN, "invalid token")),
+        TokenCheck::Expired => Err(errcode(code::TOKEN_EXPIRED, "invalid grant")),
+        TokenCheck::Valid { client_id: issued } if issued != client_id => {
+            Err(errcode(code::INVALID_CLIENT, "invalid client"))
         }
-        Some(t) if t.client_id != client_id => Err(errcode(code::INVALID_CLIENT, "invalid client")),
-        Some(_) => Ok(()),
+        TokenCheck::Valid { .. } => Ok(()),
     }
-}
-
-fn new_secret_hex() -> String {
-    let bytes: [u8; 16] = rand::thread_rng().gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn token(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
@@ -505,20 +490,16 @@ async fn token(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse
                 return Err(errcode(code::INVALID_ACCOUNT, "invalid account"));
             }
             let uid = 1000 + i64::try_from(idx).unwrap_or(0);
-            let access_token = new_secret_hex();
-            s.tokens.insert(
-                access_token.clone(),
-                IssuedToken {
-                    client_id: client_id.to_owned(),
-                    expires_at: now + chrono::Duration::seconds(s.token_ttl_secs),
-                    revoked: false,
-                },
+            let access_token = s.tokens.issue(
+                16,
+                client_id,
+                now + chrono::Duration::seconds(s.token_ttl_secs),
             );
             s.counters.tokens_issued += 1;
             Ok(HttpResponse::Ok().json(wire::TokenResponse {
                 access_token,
                 uid: Some(uid),
-                refresh_token: Some(new_secret_hex()),
+                refresh_token: Some(crate::sim_kit::random_hex(16)),
                 expires_in: s.token_ttl_secs,
             }))
         })
@@ -876,11 +857,6 @@ async fn post_lock(h: web::Data<SimHandle>, path: web::Path<i64>) -> HttpRespons
 
 async fn get_lock_passcodes(h: web::Data<SimHandle>, path: web::Path<i64>) -> HttpResponse {
     HttpResponse::Ok().json(h.passcodes(path.into_inner()))
-}
-
-async fn post_expire_tokens(h: web::Data<SimHandle>) -> HttpResponse {
-    h.expire_all_tokens();
-    HttpResponse::NoContent().finish()
 }
 
 #[cfg(test)]
