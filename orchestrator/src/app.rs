@@ -506,7 +506,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     for p in &properties {
         crate::seed::register_property(store.as_ref(), &ports, &deps, p, desk.as_ref()).await?;
-        crate::seed::register_policy(store.as_ref(), clock.as_ref(), p).await?;
+        crate::seed::register_policy(store.as_ref(), clock.as_ref(), &ports, p).await?;
     }
     // V-2: where each adapter's secrets live and their fingerprint; then watched for rotation
     crate::seed::check_secret_rotation(store.as_ref(), clock.as_ref(), &properties).await?;

@@ -576,6 +576,7 @@ pub fn demo(bind: std::net::SocketAddr) -> anyhow::Result<(RunningSimulator, Raw
 pub async fn register_policy(
     store: &dyn Store,
     clock: &dyn Clock,
+    ports: &PortRegistry,
     p: &RawProperty,
 ) -> anyhow::Result<()> {
     let Some(raw) = &p.policy else { return Ok(()) };
@@ -630,6 +631,7 @@ pub async fn register_policy(
         updated_at: now,
     })
     .map_err(|e| anyhow::anyhow!("properties.policy of {}: {e:?}", p.property_id))?;
+    issuable_kinds(&policy, ports)?;
     let names =
         |v: &[KeyCredentialKind]| v.iter().map(|k| k.as_str().to_owned()).collect::<Vec<_>>();
     store
@@ -647,6 +649,35 @@ pub async fn register_policy(
         })
         .await
         .context("storing the key-kind policy")?;
+    Ok(())
+}
+
+/// Issue 14: a policy that names `qr_code` or `nfc_tag` is refused when it is configured
+/// unless an adapter of its property issues that kind (capability `qr` / `nfc`), rather
+/// than discovered at a guest's check-in. None of the five vendors' adapters documents
+/// either today, so naming them is refused everywhere until one does.
+fn issuable_kinds(policy: &KeyKindPolicy, ports: &PortRegistry) -> anyhow::Result<()> {
+    let caps: Vec<LockCapabilities> = ports
+        .adapters()
+        .into_iter()
+        .filter(|(a, _)| {
+            a.tenant_id == policy.tenant_id() && &a.property_id == policy.property_id()
+        })
+        .filter_map(|(a, _)| ports.port(&a.id).map(|p| p.capabilities()))
+        .collect();
+    for kind in [KeyCredentialKind::QrCode, KeyCredentialKind::NfcTag] {
+        let named = policy.preferred_order().contains(&kind)
+            || policy.fallback_chain().contains(&kind)
+            || policy.allow_offline_issuance_kinds().contains(&kind);
+        if named && !caps.iter().any(|c| c.supports(kind)) {
+            anyhow::bail!(
+                "properties.policy of {}: {} is named but no adapter of the property issues it (none has the {} capability); remove it from the policy",
+                policy.property_id(),
+                kind.as_str(),
+                if kind == KeyCredentialKind::QrCode { "qr" } else { "nfc" },
+            );
+        }
+    }
     Ok(())
 }
 

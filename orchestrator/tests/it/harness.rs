@@ -679,7 +679,13 @@ pub struct CliRun {
 
 /// Runs the `lockstep` binary with `args` (a tool such as `status` or `dlq`) to its end.
 pub async fn lockstep_cli(args: &[&str]) -> anyhow::Result<CliRun> {
+    lockstep_cli_in(std::path::Path::new("."), args).await
+}
+
+/// [`lockstep_cli`] run in `dir`, where whatever it writes by default (`.lockstep/`) goes.
+pub async fn lockstep_cli_in(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<CliRun> {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .current_dir(dir)
         .args(args)
         .env("LOCKSTEP_LOG", "warn,lapin=error")
         .output()

@@ -1244,3 +1244,72 @@ async fn a_deactivated_property_refuses_new_keys_and_still_takes_removals() -> a
     );
     Ok(())
 }
+
+/// Issue 14, kinds: a property's policy that names `qr_code` or `nfc_tag` is refused when
+/// it is configured, naming the property, the kind and the missing capability, since no
+/// adapter of the property (none of the five vendors today) issues it: the node does not
+/// start, instead of failing a guest's key at check-in. The same property with a policy of
+/// kinds its TTLock lock issues starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_naming_a_kind_no_adapter_issues_is_refused_at_configuration() -> anyhow::Result<()>
+{
+    let sim = simulator(&[7401])?;
+    let cfg = sim.default_adapter_config();
+    let dir = scratch("refuse-policy-kind");
+    let config = |preferred: &str| {
+        format!(
+            r#"
+[demo]
+enabled = false
+
+[http]
+bind = "127.0.0.1:0"
+service_token = {{ value = "policy-token" }}
+
+[[properties]]
+tenant_id = "{TENANT}"
+property_id = "ppt_policy"
+
+[properties.policy]
+preferred_order = [{preferred}]
+fallback_chain = ["mobile_app"]
+
+[[properties.adapters]]
+id = "vad_01J0000000000000000000Q001"
+vendor = "ttlock"
+api_base_url = "{url}"
+client_id = "{client_id}"
+client_secret = {{ value = "{secret}" }}
+username = "{username}"
+password = {{ value = "{password}" }}
+rate_limit_per_min = 0
+
+[[properties.devices]]
+id = "lck_01J0000000000000000000Q001"
+adapter = "vad_01J0000000000000000000Q001"
+vendor_device_ref = "7401"
+label = "Room 7401"
+rooms = ["rmu_7401"]
+"#,
+            url = cfg.api_base_url,
+            client_id = cfg.client_id,
+            secret = cfg.client_secret.expose(),
+            username = cfg.username,
+            password = cfg.password.expose(),
+        )
+    };
+    for (kind, capability) in [("qr_code", "qr"), ("nfc_tag", "nfc")] {
+        let path = dir.join(format!("{kind}.toml"));
+        std::fs::write(&path, config(&format!("\"{kind}\", \"pin_code\"")))?;
+        let run = lockstep_cli_in(&dir, &["--config", &path.to_string_lossy()]).await?;
+        assert!(!run.ok, "{kind}: the node started");
+        for needle in ["ppt_policy", kind, &format!("the {capability} capability")] {
+            assert!(run.stderr.contains(needle), "{kind}: {}", run.stderr);
+        }
+    }
+    let path = dir.join("issuable.toml");
+    std::fs::write(&path, config("\"pin_code\""))?;
+    let node = Lockstep::spawn(&dir, &["--config", &path.to_string_lossy()], &[]).await?;
+    wait_ready(&node).await?;
+    Ok(())
+}
