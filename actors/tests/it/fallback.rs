@@ -272,7 +272,18 @@ async fn before_the_bound_with_the_breaker_closed_nothing_falls_back() -> anyhow
     rig.sim.handle().update_faults(|f| f.outage = true);
     let started = Instant::now();
     rig.confirm("rsv_fb3", 3).await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // TTLock (down; Kisi is up) has failed three calls for the PIN. Every failed call is
+    // followed, in the same step, by the fallback's decision; the next call is made by a
+    // later step, so at least two decisions "keep waiting" were taken before the check.
+    let calls = || rig.metric_sum("lockstep_vendor_calls_total{", "outcome=\"unavailable\"");
+    while calls() < 3.0 {
+        anyhow::ensure!(
+            started.elapsed() < bound,
+            "TTLock saw {} calls before the bound: inconclusive",
+            calls()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let now = kinds(&rig, "rsv_fb3").await?;
     assert_eq!(now.len(), 1, "{now:?}");
     assert_eq!(now[0].0, KeyCredentialKind::PinCode);

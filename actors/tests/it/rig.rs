@@ -450,6 +450,28 @@ impl Rig {
             .collect())
     }
 
+    /// Waits until the step has handled the consumed message `message_id` (its mailbox
+    /// entry is done) and gives its outcome: a barrier after which "nothing came of it" can
+    /// be asserted, since the subject's mailbox is stepped in order.
+    pub async fn wait_outcome(&self, message_id: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self
+                .rt
+                .store
+                .message_outcome(self.tenant, message_id)
+                .await?;
+            if let Some(Some(outcome)) = now {
+                return Ok(outcome);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{message_id} never handled: {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits until the reservation's credential is in `state`.
     pub async fn wait_state(&self, reservation: &str, state: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -59,7 +59,10 @@ async fn cancel_before_the_first_vendor_call_issues_nothing() -> anyhow::Result<
     let rig = Rig::start(WorkerSettings::simulator()).await?;
     rig.cancel("rsv_k2").await?;
     rig.confirm("rsv_k2", 2).await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The confirm is stepped after the cancel (one subject, one mailbox in order); once it
+    // is handled, whatever it decided is committed.
+    let outcome = rig.wait_outcome("c-rsv_k2").await?;
+    println!("the confirm after the cancel: {outcome}");
     assert!(
         rig.credentials("rsv_k2").await?.is_empty(),
         "no credential for a cancelled stay"
@@ -106,8 +109,12 @@ async fn an_operator_unsuspend_returns_the_key_to_the_door() -> anyhow::Result<(
         serde_json::json!({ "reservationId": "rsv_u1", "revision": 2 }),
     )
     .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Handled (its outcome committed) before the state is read: a flag that suspended the
+    // key again would have done so in that step.
+    let outcome = rig.wait_outcome("f-u1-again").await?;
+    println!("the stale flag: {outcome}");
     rig.wait_settled("rsv_u1", "active").await?;
+    assert_eq!(rig.passcodes(1), 1, "the key is still at the door");
     rig.finish().await;
     Ok(())
 }

@@ -484,8 +484,28 @@ async fn a_timer_scheduled_before_sigkill_fires_exactly_once_after_restart() -> 
     )
     .await?;
     assert_eq!(suspended["suspendReason"], "no_show");
-    // Give a second firing every chance to happen, then count.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A later event for the same stay (the no-show again under a new id: ignored). Its
+    // subject's mailbox is stepped in order, so once it is handled the timer's entry was
+    // marked done, or it would have been stepped (fired) again before it. Its suspended.v1
+    // was committed before as well, and the outbox publishes in commit order: the
+    // no-show's own step and the timer's are then among the events.
+    let again = serde_json::to_vec(&serde_json::json!({
+        "id": "evt-t3", "subject": "melmastoon.reservation.no_show.v1", "time": "2026-11-24T10:00:00Z",
+        "tenantId": DEMO_TENANT, "propertyId": "ppt_demo", "data": { "reservationId": "rsv_t1", "revision": 2 }
+    }))?;
+    post_event(&node, &token, again).await?;
+    wait_for("the later event handled", Duration::from_secs(30), || {
+        let http = node.http.clone();
+        async move {
+            metric(
+                &http,
+                "lockstep_saga_steps_total{outcome=\"ignored\",step=\"reservation_no_show\"}",
+            )
+            .await
+            .filter(|v| *v >= 1.0)
+        }
+    })
+    .await?;
     let events: Value = reqwest::Client::new()
         .get(format!("{}/api/v1/events?limit=1000", node.http))
         .bearer_auth(&token)
@@ -1905,7 +1925,40 @@ async fn kisi_webhooks_are_verified_deduped_and_recorded() -> anyhow::Result<()>
         }
         cases += 1;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every delivery processed (counted) committed its door attempts with its
+    // `vendor_webhook.processed.v1`, published in commit order: once each counted one is
+    // among the events, so is whatever any delivery recorded.
+    wait_for(
+        "every processed delivery's event",
+        Duration::from_secs(30),
+        || async {
+            let counted = metric(
+                &node.http,
+                "lockstep_webhooks_total{outcome=\"processed\",vendor=\"kisi\"}",
+            )
+            .await?;
+            let v: Value = http
+                .get(format!("{}/api/v1/events?limit=1000", node.http))
+                .bearer_auth("cfg-token")
+                .header("x-tenant-id", DEMO_TENANT)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let published = v["items"]
+                .as_array()?
+                .iter()
+                .filter(|e| {
+                    e["subject"] == "melmastoon.lock.vendor_webhook.processed.v1"
+                        && e["data"]["outcome"] == "processed"
+                })
+                .count();
+            (counted >= 2.0 && published as f64 == counted).then_some(())
+        },
+    )
+    .await?;
     let all = attempts().await?;
     assert_eq!(
         all.len(),

@@ -235,19 +235,27 @@ async fn door_records_arrive_by_webhook_read_back_and_forgeries_change_nothing(
         .send()
         .await?;
     assert_eq!(r.status(), 422, "a callback without a lock id");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every delivery that was processed committed its door attempts with (or before) its
+    // `vendor_webhook.processed.v1`, and the outbox publishes in commit order: once each
+    // one counted is among the events, whatever they recorded is too.
+    let processed = "lockstep_webhooks_total{outcome=\"processed\",vendor=\"ttlock\"}";
+    wait_for(
+        "every processed delivery's event",
+        Duration::from_secs(30),
+        || async {
+            let counted = metric(&node.http, processed).await?;
+            let published = processed_events(&events().await.ok()?);
+            (published as f64 == counted).then_some(())
+        },
+    )
+    .await?;
     assert_eq!(
         attempts_of(&events().await?).len(),
         2,
         "nothing new was recorded"
     );
-    let processed = metric(
-        &node.http,
-        "lockstep_webhooks_total{outcome=\"processed\",vendor=\"ttlock\"}",
-    )
-    .await;
     assert_eq!(
-        processed,
+        metric(&node.http, processed).await,
         Some(3.0),
         "two real callbacks and the forged one, read back"
     );
@@ -268,7 +276,15 @@ async fn door_records_arrive_by_webhook_read_back_and_forgeries_change_nothing(
         )
     };
     assert_eq!(status(0).await?.status(), 200, "a forged 'offline'");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The hint's probe commits what it finds before the hint's own processed event is
+    // committed: once that one is published, an offline event would be too.
+    wait_for(
+        "the hint's processed event",
+        Duration::from_secs(30),
+        || async { (processed_events(&events().await.ok()?) == 4).then_some(()) },
+    )
+    .await?;
+    assert_eq!(metric(&node.http, processed).await, Some(4.0));
     assert_eq!(
         offline_events().await?,
         0,
@@ -819,4 +835,15 @@ async fn brivo_webhooks_are_verified_deduped_and_recorded() -> anyhow::Result<()
         sign: &sign,
     };
     signed_vendor_webhook_end_to_end(case, 73).await
+}
+
+/// How many `vendor_webhook.processed.v1` among `events` say the delivery was processed.
+fn processed_events(events: &[Value]) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            e["subject"] == "melmastoon.lock.vendor_webhook.processed.v1"
+                && e["data"]["outcome"] == "processed"
+        })
+        .count()
 }
