@@ -21,6 +21,7 @@ use lockstep_domain::{
 use thiserror::Error;
 
 pub mod brivo;
+pub mod http_kit;
 pub mod kisi;
 pub mod rate;
 pub mod salto;
@@ -255,21 +256,6 @@ pub enum VendorError {
         /// `circuit_open`, `account_held` or `removals_first`.
         reason: &'static str,
     },
-}
-
-/// Why one HTTP exchange of an adapter failed.
-pub(crate) enum CallError {
-    /// The vendor refused the access token (HTTP 401, TTLock errcode 10003/10004): fetch
-    /// a new token and retry.
-    StaleToken,
-    /// Anything else.
-    Vendor(VendorError),
-}
-
-impl From<VendorError> for CallError {
-    fn from(e: VendorError) -> Self {
-        Self::Vendor(e)
-    }
 }
 
 /// `Refused` codes that describe a passing state of the lock or its gateway: the same

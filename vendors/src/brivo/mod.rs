@@ -75,7 +75,8 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use self::errors::{classify_api, classify_token, StatusAction};
-use crate::{CallError, IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
+use crate::http_kit::CallError;
+use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
     BrivoSimulator, RunningSimulator, SimConfig, SimCounters, SimFaults, SimHandle, SimUser,

@@ -8,7 +8,6 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use lockstep_domain::VendorRef;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 use crate::VendorEntry;
 
@@ -20,15 +19,8 @@ pub const USER_FIRST_NAME: &str = "Lockstep";
 /// `lastName` of the users we create.
 pub const USER_LAST_NAME: &str = "Guest";
 
-/// A body we could not read.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("malformed vendor body: {field}: {reason}")]
-pub struct WireError {
-    /// Which field (or `body`).
-    pub field: &'static str,
-    /// What is wrong (never the value itself).
-    pub reason: &'static str,
-}
+/// A body we could not read (one type for every adapter).
+pub use crate::http_kit::WireError;
 
 /// `POST {auth}/oauth/token` form, password grant. The client id and secret travel in the
 /// `Authorization: Basic` header, not here.

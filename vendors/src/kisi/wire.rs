@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use lockstep_domain::VendorRef;
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 use crate::VendorEntry;
 
@@ -35,15 +34,8 @@ pub const LABEL_METADATA_KEY: &str = "lockstep_label";
 /// The response header that tells the range and total of a page, e.g. `0-9/200`.
 pub const COLLECTION_RANGE_HEADER: &str = "X-Collection-Range";
 
-/// A body we could not read.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("malformed vendor body: {field}: {reason}")]
-pub struct WireError {
-    /// Which field (or `body`).
-    pub field: &'static str,
-    /// What is wrong (never the value itself).
-    pub reason: &'static str,
-}
+/// A body we could not read (one type for every adapter).
+pub use crate::http_kit::WireError;
 
 /// Kisi's error body (`components.schemas.Error`), e.g.
 /// `{"code": "afc516", "error": "Wrong email address or password."}`.

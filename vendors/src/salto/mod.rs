@@ -86,7 +86,8 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use self::errors::{classify, classify_token_error, StatusAction};
-use crate::{CallError, IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
+use crate::http_kit::CallError;
+use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
     RunningSimulator, SaltoSimulator, SimAccessGroup, SimConfig, SimCounters, SimFaults, SimHandle,

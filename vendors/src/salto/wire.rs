@@ -12,7 +12,6 @@
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
-use thiserror::Error;
 
 /// The scope that grants the Connect API (measured in the token's claims).
 pub const SCOPE_FULL_ACCESS: &str = "user_api.full_access";
@@ -25,15 +24,8 @@ pub const DAY_END: &str = "23:59:59";
 /// Page size asked of list endpoints (OData `$top`).
 pub const PAGE_SIZE: u32 = 100;
 
-/// A body we could not read.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("malformed vendor body: {field}: {reason}")]
-pub struct WireError {
-    /// Which field (or `body`).
-    pub field: &'static str,
-    /// What is wrong (never the value itself).
-    pub reason: &'static str,
-}
+/// A body we could not read (one type for every adapter).
+pub use crate::http_kit::WireError;
 
 /// `POST {identity}/connect/token` form (resource-owner password grant; the client id and
 /// secret travel as HTTP Basic authentication, not in the form).

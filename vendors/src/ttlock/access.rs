@@ -46,7 +46,8 @@ use tracing::debug;
 
 use super::wire::{self, VIA_GATEWAY};
 use super::{md5_hex, TtlockAdapter, MAX_PAGES, VENDOR};
-use crate::{CallError, DoorEvent, DoorMethod, IssueRequest, VendorEntry, VendorError};
+use crate::http_kit::CallError;
+use crate::{DoorEvent, DoorMethod, IssueRequest, VendorEntry, VendorError};
 
 /// What a TTLock `vendorRef` names.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -145,7 +146,7 @@ impl TtlockAdapter {
         loop {
             let page: wire::Page<T> = self
                 .authed(op, |token| {
-                    self.http.get(&url).query(&wire::ListByLockQuery {
+                    self.net.http().get(&url).query(&wire::ListByLockQuery {
                         client_id: &self.config.client_id,
                         access_token: token,
                         lock_id,
@@ -241,7 +242,7 @@ impl TtlockAdapter {
         let url = self.url("/v3/user/register");
         let registered: Result<wire::RegisterUserResponse, _> = self
             .with_client_secret("register_user", |secret| {
-                self.http.post(&url).form(&wire::RegisterUserRequest {
+                self.net.http().post(&url).form(&wire::RegisterUserRequest {
                     client_id: &self.config.client_id,
                     client_secret: secret,
                     username: &name,
@@ -270,7 +271,7 @@ impl TtlockAdapter {
         loop {
             let page: wire::Page<wire::UserRecord> = self
                 .with_client_secret("list_users", |secret| {
-                    self.http.get(&url).query(&wire::ListUsersQuery {
+                    self.net.http().get(&url).query(&wire::ListUsersQuery {
                         client_id: &self.config.client_id,
                         client_secret: secret,
                         start_date: 0,
@@ -305,7 +306,7 @@ impl TtlockAdapter {
         let url = self.url("/v3/key/send");
         let reply: wire::SendKeyResponse = self
             .authed("send_ekey", |token| {
-                self.http.post(&url).form(&wire::SendKeyRequest {
+                self.net.http().post(&url).form(&wire::SendKeyRequest {
                     client_id: &self.config.client_id,
                     access_token: token,
                     lock_id,
@@ -333,7 +334,7 @@ impl TtlockAdapter {
         let url = self.url("/v3/identityCard/addForReversedCardNumber");
         let reply: wire::AddCardResponse = self
             .authed("add_card", |token| {
-                self.http.post(&url).form(&wire::AddCardRequest {
+                self.net.http().post(&url).form(&wire::AddCardRequest {
                     client_id: &self.config.client_id,
                     access_token: token,
                     lock_id,
@@ -385,14 +386,17 @@ impl TtlockAdapter {
         let url = self.url("/v3/key/changePeriod");
         let _: wire::ErrorResponse = self
             .authed("change_ekey", |token| {
-                self.http.post(&url).form(&wire::ChangeKeyPeriodRequest {
-                    client_id: &self.config.client_id,
-                    access_token: token,
-                    key_id,
-                    start_date,
-                    end_date,
-                    date: self.now_ms(),
-                })
+                self.net
+                    .http()
+                    .post(&url)
+                    .form(&wire::ChangeKeyPeriodRequest {
+                        client_id: &self.config.client_id,
+                        access_token: token,
+                        key_id,
+                        start_date,
+                        end_date,
+                        date: self.now_ms(),
+                    })
             })
             .await?;
         Ok(())
@@ -408,16 +412,19 @@ impl TtlockAdapter {
         let url = self.url("/v3/identityCard/changePeriod");
         let _: wire::ErrorResponse = self
             .authed("change_card", |token| {
-                self.http.post(&url).form(&wire::ChangeCardPeriodRequest {
-                    client_id: &self.config.client_id,
-                    access_token: token,
-                    lock_id,
-                    card_id,
-                    start_date,
-                    end_date,
-                    change_type: VIA_GATEWAY,
-                    date: self.now_ms(),
-                })
+                self.net
+                    .http()
+                    .post(&url)
+                    .form(&wire::ChangeCardPeriodRequest {
+                        client_id: &self.config.client_id,
+                        access_token: token,
+                        lock_id,
+                        card_id,
+                        start_date,
+                        end_date,
+                        change_type: VIA_GATEWAY,
+                        date: self.now_ms(),
+                    })
             })
             .await?;
         Ok(())
@@ -427,7 +434,7 @@ impl TtlockAdapter {
         let url = self.url("/v3/key/delete");
         let _: wire::ErrorResponse = self
             .authed("delete_ekey", |token| {
-                self.http.post(&url).form(&wire::KeyRequest {
+                self.net.http().post(&url).form(&wire::KeyRequest {
                     client_id: &self.config.client_id,
                     access_token: token,
                     key_id,
@@ -442,7 +449,7 @@ impl TtlockAdapter {
         let url = self.url("/v3/identityCard/delete");
         let _: wire::ErrorResponse = self
             .authed("delete_card", |token| {
-                self.http.post(&url).form(&wire::DeleteCardRequest {
+                self.net.http().post(&url).form(&wire::DeleteCardRequest {
                     client_id: &self.config.client_id,
                     access_token: token,
                     lock_id,
@@ -459,7 +466,7 @@ impl TtlockAdapter {
         let url = self.url("/v3/lock/unlock");
         let _: wire::ErrorResponse = self
             .authed("remote_unlock", |token| {
-                self.http.post(&url).form(&wire::LockQuery {
+                self.net.http().post(&url).form(&wire::LockQuery {
                     client_id: &self.config.client_id,
                     access_token: token,
                     lock_id,
@@ -478,13 +485,13 @@ impl TtlockAdapter {
     ) -> Result<Vec<DoorEvent>, VendorError> {
         let url = self.url("/v3/lockRecord/list");
         let start_date = wire::to_ms(since);
-        let end_date = wire::to_ms(self.clock.now());
+        let end_date = wire::to_ms(self.net.now());
         let mut records: Vec<wire::OperationRecord> = Vec::new();
         let mut page_no = 1;
         loop {
             let page: wire::Page<wire::OperationRecord> = self
                 .authed("list_records", |token| {
-                    self.http.get(&url).query(&wire::ListRecordsQuery {
+                    self.net.http().get(&url).query(&wire::ListRecordsQuery {
                         client_id: &self.config.client_id,
                         access_token: token,
                         lock_id,

@@ -5,6 +5,7 @@
 //! with HTTP 200 and a body `{"errcode": <n>, "errmsg": "..."}`; `errcode` 0 is success.
 //! The simulator answers with the same codes, so both sides share these constants.
 
+use crate::http_kit::{refused, CallError};
 use crate::VendorError;
 
 /// Success.
@@ -85,28 +86,13 @@ pub const UNSUPPORTED_OPERATION: i64 = -4043;
 /// The lock's storage is full.
 pub const STORAGE_FULL: i64 = -4056;
 
-/// What the adapter does with a non-zero `errcode`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ErrcodeAction {
-    /// Our token is stale: fetch a new one and retry once.
-    RefreshToken,
-    /// The call failed with this error.
-    Fail(VendorError),
-}
-
-fn refused(code: &str, detail: &str) -> VendorError {
-    VendorError::Refused {
-        code: code.to_owned(),
-        detail: detail.to_owned(),
-    }
-}
-
 /// Maps a TTLock `errcode` onto Lockstep's vendor error. `errmsg` is deliberately not
 /// used: details are our own fixed phrases, so nothing the vendor echoes can leak.
-pub fn classify(errcode: i64) -> ErrcodeAction {
-    use ErrcodeAction::Fail;
+/// A stale token is [`CallError::StaleToken`]: fetch a new one and retry once.
+pub fn classify(errcode: i64) -> CallError {
+    use CallError::Vendor as Fail;
     match errcode {
-        INVALID_TOKEN | TOKEN_EXPIRED => ErrcodeAction::RefreshToken,
+        INVALID_TOKEN | TOKEN_EXPIRED => CallError::StaleToken,
         INVALID_CLIENT_ID | INVALID_CLIENT => Fail(VendorError::Auth {
             detail: "invalid client id or client secret".into(),
         }),
@@ -185,28 +171,28 @@ mod tests {
 
     #[test]
     fn documented_codes_map_to_the_right_error() {
-        assert_eq!(classify(TOKEN_EXPIRED), ErrcodeAction::RefreshToken);
-        assert_eq!(classify(INVALID_TOKEN), ErrcodeAction::RefreshToken);
+        assert_eq!(classify(TOKEN_EXPIRED), CallError::StaleToken);
+        assert_eq!(classify(INVALID_TOKEN), CallError::StaleToken);
         assert_eq!(
             classify(DUPLICATE_PASSCODE),
-            ErrcodeAction::Fail(VendorError::PinCollision)
+            CallError::Vendor(VendorError::PinCollision)
         );
         assert!(matches!(
             classify(INVALID_ACCOUNT),
-            ErrcodeAction::Fail(VendorError::Auth { .. })
+            CallError::Vendor(VendorError::Auth { .. })
         ));
         assert!(matches!(
             classify(RATE_LIMITED),
-            ErrcodeAction::Fail(VendorError::RateLimited { retry_after: None })
+            CallError::Vendor(VendorError::RateLimited { retry_after: None })
         ));
         match classify(PASSCODE_STORAGE_FULL) {
-            ErrcodeAction::Fail(VendorError::Refused { code, .. }) => {
+            CallError::Vendor(VendorError::Refused { code, .. }) => {
                 assert_eq!(code, "storage_full")
             }
             other => panic!("unexpected {other:?}"),
         }
         match classify(-9999) {
-            ErrcodeAction::Fail(VendorError::Refused { code, .. }) => {
+            CallError::Vendor(VendorError::Refused { code, .. }) => {
                 assert_eq!(code, "errcode_-9999")
             }
             other => panic!("unexpected {other:?}"),

@@ -53,15 +53,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorCode, VendorRef};
 use md5::{Digest, Md5};
-use reqwest::{RequestBuilder, StatusCode};
+use reqwest::RequestBuilder;
 use serde::de::DeserializeOwned;
-use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use self::access::TtRef;
-use self::errors::{classify, ErrcodeAction};
+use self::errors::classify;
 use self::wire::{Reply, VIA_GATEWAY};
-use crate::{CallError, IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
+use crate::http_kit::{
+    by_status, gone_is_ok, CallError, Grant, TokenCache, TokenEndpoint, Transport,
+};
+use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
     run_standalone, RunningSimulator, SimAccount, SimAttempt, SimCard, SimConfig, SimCounters,
@@ -133,23 +135,13 @@ pub fn md5_hex(s: &str) -> String {
         .collect()
 }
 
-struct CachedToken {
-    value: Secret,
-    refresh_at: DateTime<Utc>,
-    /// The client secret the token was fetched with: a rotated secret fetches a new one.
-    fetched_with: Secret,
-}
-
 /// The TTLock [`LockPort`].
 pub struct TtlockAdapter {
     config: TtlockConfig,
     base: String,
     password_md5: Secret,
-    http: reqwest::Client,
-    clock: Arc<dyn Clock>,
-    /// The account's request rate, installed by the runtime (DESIGN §6).
-    gate: crate::rate::RateGate,
-    token: Mutex<Option<CachedToken>>,
+    net: Transport,
+    tokens: TokenCache,
     /// The front desk that reads an IC card's number (issue 12); without it an `rfid_card`
     /// needs the number in the request (`missing_card_number`).
     desk: Option<DeskReader>,
@@ -179,23 +171,15 @@ const MAX_PAGES: i64 = 100;
 impl TtlockAdapter {
     /// An adapter for one TTLock account. Fails only if the HTTP client cannot be built.
     pub fn new(config: TtlockConfig, clock: Arc<dyn Clock>) -> Result<Self, VendorError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.call_timeout)
-            .connect_timeout(config.call_timeout)
-            .build()
-            .map_err(|_| VendorError::Unavailable {
-                detail: "http client could not be built".into(),
-            })?;
+        let net = Transport::new(VENDOR, config.call_timeout, clock)?;
         let base = config.api_base_url.trim_end_matches('/').to_owned();
         let password_md5 = Secret::new(md5_hex(config.password.expose()));
         Ok(Self {
             config,
             base,
             password_md5,
-            http,
-            clock,
-            gate: crate::rate::RateGate::default(),
-            token: Mutex::new(None),
+            net,
+            tokens: TokenCache::default(),
             desk: None,
         })
     }
@@ -250,31 +234,7 @@ impl TtlockAdapter {
     }
 
     fn now_ms(&self) -> i64 {
-        wire::to_ms(self.clock.now())
-    }
-
-    /// The cached token, or a fresh one when none is cached or it is about to expire.
-    async fn access_token(&self) -> Result<Secret, VendorError> {
-        let mut slot = self.token.lock().await;
-        let (secret, _) = self.current_secrets()?;
-        if let Some(t) = slot.as_ref() {
-            // A rotated secret is used at once, before the vendor retires the old one.
-            if self.clock.now() < t.refresh_at && t.fetched_with == secret {
-                return Ok(t.value.clone());
-            }
-        }
-        let fresh = self.fetch_token().await?;
-        let value = fresh.value.clone();
-        *slot = Some(fresh);
-        Ok(value)
-    }
-
-    /// Forgets `stale` unless another task already replaced it.
-    async fn forget_token(&self, stale: &Secret) {
-        let mut slot = self.token.lock().await;
-        if slot.as_ref().is_some_and(|t| &t.value == stale) {
-            *slot = None;
-        }
+        wire::to_ms(self.net.now())
     }
 
     /// The client secret and the password's MD5 as they are now.
@@ -288,135 +248,37 @@ impl TtlockAdapter {
         }
     }
 
-    async fn fetch_token(&self) -> Result<CachedToken, VendorError> {
-        let (client_secret, password_md5) = self.current_secrets()?;
-        let form = wire::TokenRequest {
-            client_id: &self.config.client_id,
-            client_secret: client_secret.expose(),
-            username: &self.config.username,
-            password: password_md5.expose(),
-        };
-        let rb = self.http.post(self.url("/oauth2/token")).form(&form);
-        let reply: wire::TokenResponse = match self.exchange("token", rb).await {
-            Ok(r) => r,
-            Err(CallError::Vendor(e)) => return Err(e),
-            Err(CallError::StaleToken) => {
-                return Err(VendorError::Auth {
-                    detail: "token endpoint refused our grant".into(),
-                })
-            }
-        };
-        let lifetime = reply.expires_in.max(0);
-        // Refresh a little before the end: a tenth of the lifetime, at most five minutes.
-        let margin = (lifetime / 10).min(300);
-        let refresh_at = self.clock.now() + chrono::Duration::seconds(lifetime - margin);
-        debug!(
-            vendor = VENDOR,
-            expires_in = lifetime,
-            "access token fetched"
-        );
-        Ok(CachedToken {
-            value: Secret::new(reply.access_token),
-            refresh_at,
-            fetched_with: client_secret,
-        })
-    }
-
     /// One authenticated call; on a stale token, fetches a new one and retries once.
     async fn authed<T, F>(&self, op: &'static str, build: F) -> Result<T, VendorError>
     where
         T: DeserializeOwned,
         F: Fn(&str) -> RequestBuilder,
     {
-        let mut refreshed = false;
-        loop {
-            let token = self.access_token().await?;
-            match self.exchange(op, build(token.expose())).await {
-                Ok(t) => return Ok(t),
-                Err(CallError::Vendor(e)) => return Err(e),
-                Err(CallError::StaleToken) if !refreshed => {
-                    debug!(
-                        vendor = VENDOR,
-                        op, "access token refused, fetching a new one"
-                    );
-                    self.forget_token(&token).await;
-                    refreshed = true;
-                }
-                Err(CallError::StaleToken) => {
-                    warn!(vendor = VENDOR, op, "fresh access token refused");
-                    return Err(VendorError::Auth {
-                        detail: "fresh access token refused".into(),
-                    });
-                }
-            }
-        }
+        self.tokens
+            .authed(&self.net, self, op, |token| {
+                self.exchange(op, build(token.expose()))
+            })
+            .await
     }
 
-    /// Sends one request and reads TTLock's reply.
+    /// Sends one request and reads TTLock's reply: an HTTP status says what it says alone
+    /// ([`by_status`]); a 200 carries TTLock's own `errcode`.
     async fn exchange<T: DeserializeOwned>(
         &self,
         op: &'static str,
         rb: RequestBuilder,
     ) -> Result<T, CallError> {
-        let resp = self
-            .gate
-            .send(self.clock.as_ref(), rb)
-            .await
-            .map_err(|e| transport(op, &e))?;
-        let status = resp.status();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = crate::rate::retry_after(resp.headers(), self.clock.now());
-            warn!(
-                vendor = VENDOR,
-                op,
-                status = status.as_u16(),
-                "vendor rate limit reached"
-            );
-            return Err(VendorError::RateLimited { retry_after }.into());
+        let reply = self.net.send(op, rb).await?;
+        if !reply.is_success() {
+            let status = reply.status;
+            let e = by_status(status.as_u16(), reply.retry_after);
+            return Err(self.net.failed(op, status, e).into());
         }
-        if status.is_server_error() {
-            warn!(
-                vendor = VENDOR,
-                op,
-                status = status.as_u16(),
-                "vendor server error"
-            );
-            return Err(VendorError::Unavailable {
-                detail: format!("http status {}", status.as_u16()),
-            }
-            .into());
-        }
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            warn!(
-                vendor = VENDOR,
-                op,
-                status = status.as_u16(),
-                "vendor refused our credentials"
-            );
-            return Err(VendorError::Auth {
-                detail: format!("http status {}", status.as_u16()),
-            }
-            .into());
-        }
-        if !status.is_success() {
-            warn!(
-                vendor = VENDOR,
-                op,
-                status = status.as_u16(),
-                "vendor refused the request"
-            );
-            return Err(VendorError::Refused {
-                code: format!("http_{}", status.as_u16()),
-                detail: "unexpected http status".into(),
-            }
-            .into());
-        }
-        let body = resp.bytes().await.map_err(|e| transport(op, &e))?;
-        match wire::parse_reply::<T>(&body) {
+        match wire::parse_reply::<T>(&reply.body) {
             Ok(Reply::Ok(t)) => Ok(t),
             Ok(Reply::Err { errcode }) => match classify(errcode) {
-                ErrcodeAction::RefreshToken => Err(CallError::StaleToken),
-                ErrcodeAction::Fail(e) => {
+                CallError::StaleToken => Err(CallError::StaleToken),
+                CallError::Vendor(e) => {
                     debug!(
                         vendor = VENDOR,
                         op, errcode, "vendor answered with an errcode"
@@ -432,10 +294,7 @@ impl TtlockAdapter {
                     reason = w.reason,
                     "malformed vendor reply"
                 );
-                Err(VendorError::Unavailable {
-                    detail: w.to_string(),
-                }
-                .into())
+                Err(VendorError::from(w).into())
             }
         }
     }
@@ -448,7 +307,7 @@ impl TtlockAdapter {
             let url = self.url("/v3/lock/listKeyboardPwd");
             let page: Result<wire::ListPasscodesResponse, _> = self
                 .authed("list_passcodes", |token| {
-                    self.http.get(&url).query(&wire::ListPasscodesQuery {
+                    self.net.http().get(&url).query(&wire::ListPasscodesQuery {
                         client_id: &self.config.client_id,
                         access_token: token,
                         lock_id,
@@ -487,26 +346,39 @@ fn lock_id(device: &DeviceRef) -> Result<i64, VendorError> {
         })
 }
 
-/// Maps a transport error without its text (its URL may carry the access token).
-fn transport(op: &'static str, e: &reqwest::Error) -> CallError {
-    let detail = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "reply body could not be read"
-    } else {
-        "transport error"
-    };
-    warn!(vendor = VENDOR, op, detail, "vendor call failed");
-    CallError::Vendor(VendorError::Unavailable {
-        detail: detail.into(),
-    })
-}
-
 /// Same minute: TTLock keeps validity "accurate to the minute".
 fn same_minute(a_ms: Option<i64>, b: DateTime<Utc>) -> bool {
     a_ms.is_some_and(|a| a.div_euclid(60_000) == wire::to_ms(b).div_euclid(60_000))
+}
+
+impl TokenEndpoint for TtlockAdapter {
+    async fn fetch_token(&self) -> Result<Grant, VendorError> {
+        let (client_secret, password_md5) = self.current_secrets()?;
+        let form = wire::TokenRequest {
+            client_id: &self.config.client_id,
+            client_secret: client_secret.expose(),
+            username: &self.config.username,
+            password: password_md5.expose(),
+        };
+        let rb = self.net.http().post(self.url("/oauth2/token")).form(&form);
+        match self.exchange::<wire::TokenResponse>("token", rb).await {
+            Ok(reply) => Ok(Grant {
+                access_token: Secret::new(reply.access_token),
+                expires_in: reply.expires_in,
+            }),
+            Err(CallError::Vendor(e)) => Err(e),
+            Err(CallError::StaleToken) => Err(VendorError::Auth {
+                detail: "token endpoint refused our grant".into(),
+            }),
+        }
+    }
+
+    /// A rotated client secret fetches a new token at once, before the vendor retires
+    /// the old one.
+    fn token_key(&self) -> Result<Option<Secret>, VendorError> {
+        self.current_secrets()
+            .map(|(client_secret, _)| Some(client_secret))
+    }
 }
 
 #[async_trait::async_trait]
@@ -523,7 +395,7 @@ impl LockPort for TtlockAdapter {
     }
 
     fn rate_gate(&self) -> &crate::rate::RateGate {
-        &self.gate
+        self.net.gate()
     }
 
     fn default_rate_per_minute(&self) -> Option<u32> {
@@ -570,7 +442,7 @@ impl LockPort for TtlockAdapter {
         let url = self.url("/v3/keyboardPwd/add");
         let reply: wire::AddPasscodeResponse = self
             .authed("add_passcode", |token| {
-                self.http.post(&url).form(&wire::AddPasscodeRequest {
+                self.net.http().post(&url).form(&wire::AddPasscodeRequest {
                     client_id: &self.config.client_id,
                     access_token: token,
                     lock_id,
@@ -628,16 +500,19 @@ impl LockPort for TtlockAdapter {
         let url = self.url("/v3/keyboardPwd/change");
         let _: wire::ErrorResponse = self
             .authed("change_passcode", |token| {
-                self.http.post(&url).form(&wire::ChangePasscodeRequest {
-                    client_id: &self.config.client_id,
-                    access_token: token,
-                    lock_id,
-                    keyboard_pwd_id,
-                    start_date: wire::to_ms(req.validity.from()),
-                    end_date: wire::to_ms(req.validity.until()),
-                    change_type: VIA_GATEWAY,
-                    date: self.now_ms(),
-                })
+                self.net
+                    .http()
+                    .post(&url)
+                    .form(&wire::ChangePasscodeRequest {
+                        client_id: &self.config.client_id,
+                        access_token: token,
+                        lock_id,
+                        keyboard_pwd_id,
+                        start_date: wire::to_ms(req.validity.from()),
+                        end_date: wire::to_ms(req.validity.until()),
+                        change_type: VIA_GATEWAY,
+                        date: self.now_ms(),
+                    })
             })
             .await?;
         debug!(vendor = VENDOR, "passcode window changed");
@@ -650,14 +525,17 @@ impl LockPort for TtlockAdapter {
             TtRef::Passcode(keyboard_pwd_id) => {
                 let url = self.url("/v3/keyboardPwd/delete");
                 self.authed::<wire::ErrorResponse, _>("delete_passcode", |token| {
-                    self.http.post(&url).form(&wire::DeletePasscodeRequest {
-                        client_id: &self.config.client_id,
-                        access_token: token,
-                        lock_id,
-                        keyboard_pwd_id,
-                        delete_type: VIA_GATEWAY,
-                        date: self.now_ms(),
-                    })
+                    self.net
+                        .http()
+                        .post(&url)
+                        .form(&wire::DeletePasscodeRequest {
+                            client_id: &self.config.client_id,
+                            access_token: token,
+                            lock_id,
+                            keyboard_pwd_id,
+                            delete_type: VIA_GATEWAY,
+                            date: self.now_ms(),
+                        })
                 })
                 .await
                 .map(drop)
@@ -665,17 +543,7 @@ impl LockPort for TtlockAdapter {
             TtRef::Ekey(key_id) => self.delete_ekey(key_id).await,
             TtRef::Card(card_id) => self.delete_card(lock_id, card_id).await,
         };
-        match res {
-            Ok(()) => {
-                debug!(vendor = VENDOR, "credential deleted");
-                Ok(())
-            }
-            Err(VendorError::NotFound) => {
-                debug!(vendor = VENDOR, "credential already gone");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        gone_is_ok(VENDOR, "credential", res)
     }
 
     async fn list(&self, device: &DeviceRef) -> Result<Vec<VendorEntry>, VendorError> {
@@ -712,7 +580,7 @@ impl LockPort for TtlockAdapter {
         let detail_url = self.url("/v3/lock/detail");
         let detail: wire::LockDetail = match self
             .authed("lock_detail", |token| {
-                self.http.get(&detail_url).query(&wire::LockQuery {
+                self.net.http().get(&detail_url).query(&wire::LockQuery {
                     client_id: &self.config.client_id,
                     access_token: token,
                     lock_id,
@@ -730,7 +598,7 @@ impl LockPort for TtlockAdapter {
         let date_url = self.url("/v3/lock/queryDate");
         let (online, device_time) = match self
             .authed::<wire::LockDate, _>("query_date", |token| {
-                self.http.get(&date_url).query(&wire::LockQuery {
+                self.net.http().get(&date_url).query(&wire::LockQuery {
                     client_id: &self.config.client_id,
                     access_token: token,
                     lock_id,
@@ -764,7 +632,7 @@ impl LockPort for TtlockAdapter {
         let url = self.url("/v3/lock/list");
         let _: wire::ListLocksResponse = self
             .authed("list_locks", |token| {
-                self.http.get(&url).query(&wire::ListLocksQuery {
+                self.net.http().get(&url).query(&wire::ListLocksQuery {
                     client_id: &self.config.client_id,
                     access_token: token,
                     page_no: 1,

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use lockstep_domain::VendorRef;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
-use thiserror::Error;
 
 use crate::VendorEntry;
 
@@ -23,15 +22,8 @@ pub const VIA_GATEWAY: i64 = 2;
 /// Largest `pageSize` TTLock accepts for list endpoints.
 pub const MAX_PAGE_SIZE: i64 = 200;
 
-/// A body we could not read.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("malformed vendor body: {field}: {reason}")]
-pub struct WireError {
-    /// Which field (or `body`).
-    pub field: &'static str,
-    /// What is wrong (never the value itself).
-    pub reason: &'static str,
-}
+/// A body we could not read (one type for every adapter).
+pub use crate::http_kit::WireError;
 
 /// `POST /oauth2/token` form (resource-owner password grant).
 #[derive(Serialize)]

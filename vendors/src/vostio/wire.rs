@@ -14,7 +14,6 @@
 use chrono::{DateTime, Utc};
 use lockstep_domain::{KeyCredentialKind, VendorRef};
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 use crate::VendorEntry;
 
@@ -31,15 +30,8 @@ pub const STATUS_PENDING_ENCODING: &str = "pendingEncoding";
 /// Largest `pageSize` the list endpoint accepts (reconstructed).
 pub const MAX_PAGE_SIZE: u32 = 100;
 
-/// A body we could not read.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("malformed vendor body: {field}: {reason}")]
-pub struct WireError {
-    /// Which field (or `body`).
-    pub field: &'static str,
-    /// What is wrong (never the value itself).
-    pub reason: &'static str,
-}
+/// A body we could not read (one type for every adapter).
+pub use crate::http_kit::WireError;
 
 /// The Vostio `keyType` for a Lockstep credential kind; `None` for kinds Vostio cannot
 /// hold (keypad PINs, QR codes, NFC tags).
