@@ -8,6 +8,9 @@
 //! choice, not Salto's documented values; the adapter never depends on them alone (a 409
 //! on the PIN route is a PIN collision whatever its code).
 
+use std::time::Duration;
+
+use crate::http_kit::{by_status, refused, CallError};
 use crate::VendorError;
 
 /// The one-time password of a remote opening was refused (measured: 400 or 403).
@@ -25,30 +28,21 @@ pub const LICENCES_EXHAUSTED: i64 = 1401;
 /// Reconstructed: an internal error (500).
 pub const INTERNAL: i64 = 9999;
 
-/// What the adapter does with a non-success reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StatusAction {
-    /// 401 from the Connect API: our bearer token is stale; fetch a new one, retry once.
-    RefreshToken,
-    /// The call failed with this error.
-    Fail(VendorError),
-}
-
-fn refused(code: &str, detail: &str) -> VendorError {
-    VendorError::Refused {
-        code: code.to_owned(),
-        detail: detail.to_owned(),
-    }
-}
-
 /// Maps a Connect API error (status, and `ErrorCode` when the body had one) onto
-/// Lockstep's vendor error. `Message` is deliberately not used: details are our own fixed
-/// phrases, so nothing the vendor echoes (a PIN, a name) can leak. 429 and 5xx are handled
-/// before this (they need the `Retry-After` header and say nothing about the request).
-pub fn classify(status: u16, error_code: Option<i64>, on_pin_route: bool) -> StatusAction {
-    use StatusAction::Fail;
+/// Lockstep's vendor error; a 401 is our stale token ([`CallError::StaleToken`]: fetch a
+/// new one, retry once). `Message` is deliberately not used: details are our own fixed
+/// phrases, so nothing the vendor echoes (a PIN, a name) can leak. 429 and 5xx say the
+/// vendor is unwell whatever the body holds.
+pub fn classify(
+    status: u16,
+    error_code: Option<i64>,
+    on_pin_route: bool,
+    retry_after: Option<Duration>,
+) -> CallError {
+    use CallError::Vendor as Fail;
     match (status, error_code) {
-        (401, _) => StatusAction::RefreshToken,
+        (429 | 500..=599, _) => Fail(by_status(status, retry_after)),
+        (401, _) => CallError::StaleToken,
         (_, Some(PIN_IN_USE)) => Fail(VendorError::PinCollision),
         (409, _) if on_pin_route => Fail(VendorError::PinCollision),
         (_, Some(PIN_NOT_ENABLED)) => Fail(refused(
@@ -70,14 +64,11 @@ pub fn classify(status: u16, error_code: Option<i64>, on_pin_route: bool) -> Sta
             "the vendor refused a parameter",
         )),
         (409, _) => Fail(refused("conflict", "the vendor reported a conflict")),
-        (other, Some(code)) => Fail(VendorError::Refused {
-            code: format!("http_{other}_errorcode_{code}"),
-            detail: "the vendor refused the request".into(),
-        }),
-        (other, None) => Fail(VendorError::Refused {
-            code: format!("http_{other}"),
-            detail: "unexpected http status".into(),
-        }),
+        (other, Some(code)) => Fail(refused(
+            &format!("http_{other}_errorcode_{code}"),
+            "the vendor refused the request",
+        )),
+        (other, None) => Fail(by_status(other, None)),
     }
 }
 
@@ -104,31 +95,31 @@ mod tests {
 
     #[test]
     fn statuses_and_codes_map_to_the_right_error() {
-        assert_eq!(classify(401, None, false), StatusAction::RefreshToken);
+        assert_eq!(classify(401, None, false, None), CallError::StaleToken);
         assert_eq!(
-            classify(404, Some(NOT_FOUND), false),
-            StatusAction::Fail(VendorError::NotFound)
+            classify(404, Some(NOT_FOUND), false, None),
+            CallError::Vendor(VendorError::NotFound)
         );
         assert_eq!(
-            classify(409, None, true),
-            StatusAction::Fail(VendorError::PinCollision)
+            classify(409, None, true, None),
+            CallError::Vendor(VendorError::PinCollision)
         );
         assert_eq!(
-            classify(409, Some(PIN_IN_USE), true),
-            StatusAction::Fail(VendorError::PinCollision)
+            classify(409, Some(PIN_IN_USE), true, None),
+            CallError::Vendor(VendorError::PinCollision)
         );
         assert!(matches!(
-            classify(403, None, false),
-            StatusAction::Fail(VendorError::Auth { .. })
+            classify(403, None, false, None),
+            CallError::Vendor(VendorError::Auth { .. })
         ));
-        match classify(400, Some(INVALID_PARAMETER), false) {
-            StatusAction::Fail(VendorError::Refused { code, .. }) => {
+        match classify(400, Some(INVALID_PARAMETER), false, None) {
+            CallError::Vendor(VendorError::Refused { code, .. }) => {
                 assert_eq!(code, "invalid_parameter")
             }
             other => panic!("unexpected {other:?}"),
         }
-        match classify(418, None, false) {
-            StatusAction::Fail(VendorError::Refused { code, .. }) => assert_eq!(code, "http_418"),
+        match classify(418, None, false, None) {
+            CallError::Vendor(VendorError::Refused { code, .. }) => assert_eq!(code, "http_418"),
             other => panic!("unexpected {other:?}"),
         }
         assert!(matches!(

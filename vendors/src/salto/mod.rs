@@ -79,14 +79,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorCode, VendorRef};
-use reqwest::{Method, RequestBuilder, StatusCode};
+use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
-use self::errors::{classify, classify_token_error, StatusAction};
-use crate::http_kit::CallError;
+use self::errors::{classify, classify_token_error};
+use crate::http_kit::{CallError, Grant, TokenCache, TokenEndpoint, Transport};
 use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
@@ -172,22 +171,14 @@ fn utc() -> FixedOffset {
     FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!("offset 0 is in range"))
 }
 
-struct CachedToken {
-    value: Secret,
-    refresh_at: DateTime<Utc>,
-}
-
 /// The Salto KS [`LockPort`].
 pub struct SaltoAdapter {
     config: SaltoConfig,
     api: String,
     identity: String,
     site: String,
-    http: reqwest::Client,
-    clock: Arc<dyn Clock>,
-    /// The account's request rate, installed by the runtime (DESIGN §6).
-    gate: crate::rate::RateGate,
-    token: Mutex<Option<CachedToken>>,
+    net: Transport,
+    tokens: TokenCache,
 }
 
 impl fmt::Debug for SaltoAdapter {
@@ -219,13 +210,7 @@ struct Call<'a> {
 impl SaltoAdapter {
     /// An adapter for one Salto KS site. Fails only if the HTTP client cannot be built.
     pub fn new(config: SaltoConfig, clock: Arc<dyn Clock>) -> Result<Self, VendorError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.call_timeout)
-            .connect_timeout(config.call_timeout)
-            .build()
-            .map_err(|_| VendorError::Unavailable {
-                detail: "http client could not be built".into(),
-            })?;
+        let net = Transport::new(VENDOR, config.call_timeout, clock)?;
         let api = config.api_base_url.trim_end_matches('/').to_owned();
         let identity = config.identity_base_url.trim_end_matches('/').to_owned();
         let site = segment(&config.site_id).ok_or_else(|| VendorError::Refused {
@@ -237,10 +222,8 @@ impl SaltoAdapter {
             api,
             identity,
             site,
-            http,
-            clock,
-            gate: crate::rate::RateGate::default(),
-            token: Mutex::new(None),
+            net,
+            tokens: TokenCache::default(),
         })
     }
 
@@ -252,122 +235,13 @@ impl SaltoAdapter {
         format!("{}/v1.1/sites/{}{}", self.api, self.site, rest)
     }
 
-    /// The cached token, or a fresh one when none is cached or it is about to expire.
-    async fn access_token(&self) -> Result<Secret, VendorError> {
-        let mut slot = self.token.lock().await;
-        if let Some(t) = slot.as_ref() {
-            if self.clock.now() < t.refresh_at {
-                return Ok(t.value.clone());
-            }
-        }
-        let fresh = self.fetch_token().await?;
-        let value = fresh.value.clone();
-        *slot = Some(fresh);
-        Ok(value)
-    }
-
-    /// Forgets `stale` unless another task already replaced it.
-    async fn forget_token(&self, stale: &Secret) {
-        let mut slot = self.token.lock().await;
-        if slot.as_ref().is_some_and(|t| &t.value == stale) {
-            *slot = None;
-        }
-    }
-
-    async fn fetch_token(&self) -> Result<CachedToken, VendorError> {
-        let op = "token";
-        let refs = &self.config.secret_refs;
-        let password = refs.current("password", &self.config.password)?;
-        let client_secret = refs.current("client_secret", &self.config.client_secret)?;
-        let form = wire::TokenRequest {
-            grant_type: "password",
-            username: &self.config.username,
-            password: password.expose(),
-            scope: &self.config.scope,
-        };
-        let rb = self
-            .http
-            .post(format!("{}/connect/token", self.identity))
-            .basic_auth(&self.config.client_id, Some(client_secret.expose()))
-            .form(&form);
-        let resp = self
-            .gate
-            .send(self.clock.as_ref(), rb)
-            .await
-            .map_err(|e| transport(op, &e))?;
-        let status = resp.status();
-        if let Some(e) = self.unwell(op, status, resp.headers()) {
-            return Err(e);
-        }
-        let body = resp.bytes().await.map_err(|e| transport(op, &e))?;
-        if !status.is_success() {
-            let oauth: Option<wire::OAuthError> = serde_json::from_slice(&body).ok();
-            warn!(
-                vendor = VENDOR,
-                op,
-                status = status.as_u16(),
-                "identity server refused our token request"
-            );
-            return Err(classify_token_error(
-                status.as_u16(),
-                oauth.as_ref().map(|o| o.error.as_str()),
-            ));
-        }
-        let reply: wire::TokenResponse = parse(op, &body)?;
-        let lifetime = reply.expires_in.max(0);
-        // Refresh a little before the end: a tenth of the lifetime, at most five minutes.
-        let margin = (lifetime / 10).min(300);
-        let refresh_at = self.clock.now() + chrono::Duration::seconds(lifetime - margin);
-        debug!(
-            vendor = VENDOR,
-            expires_in = lifetime,
-            "access token fetched"
-        );
-        Ok(CachedToken {
-            value: Secret::new(reply.access_token),
-            refresh_at,
-        })
-    }
-
-    /// 429 and 5xx: the vendor is unwell, whatever the route.
-    fn unwell(
-        &self,
-        op: &'static str,
-        status: StatusCode,
-        headers: &reqwest::header::HeaderMap,
-    ) -> Option<VendorError> {
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = crate::rate::retry_after(headers, self.clock.now());
-            warn!(
-                vendor = VENDOR,
-                op,
-                status = status.as_u16(),
-                "vendor rate limit reached"
-            );
-            return Some(VendorError::RateLimited { retry_after });
-        }
-        if status.is_server_error() {
-            warn!(
-                vendor = VENDOR,
-                op,
-                status = status.as_u16(),
-                "vendor server error"
-            );
-            return Some(VendorError::Unavailable {
-                detail: format!("http status {}", status.as_u16()),
-            });
-        }
-        None
-    }
-
     /// One authenticated call; on a stale token, fetches a new one and retries once.
     /// Returns the reply body of a 2xx.
     async fn call(&self, c: Call<'_>) -> Result<Body, VendorError> {
-        let mut refreshed = false;
-        loop {
-            let token = self.access_token().await?;
+        let build = |token: &Secret| {
             let mut rb = self
-                .http
+                .net
+                .http()
                 .request(c.method.clone(), &c.url)
                 .bearer_auth(token.expose());
             if !c.query.is_empty() {
@@ -378,26 +252,13 @@ impl SaltoAdapter {
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.clone());
             }
-            match self.exchange(c.op, rb, c.pin_route).await {
-                Ok(b) => return Ok(b),
-                Err(CallError::Vendor(e)) => return Err(e),
-                Err(CallError::StaleToken) if !refreshed => {
-                    debug!(
-                        vendor = VENDOR,
-                        op = c.op,
-                        "access token refused, fetching a new one"
-                    );
-                    self.forget_token(&token).await;
-                    refreshed = true;
-                }
-                Err(CallError::StaleToken) => {
-                    warn!(vendor = VENDOR, op = c.op, "fresh access token refused");
-                    return Err(VendorError::Auth {
-                        detail: "fresh access token refused".into(),
-                    });
-                }
-            }
-        }
+            rb
+        };
+        self.tokens
+            .authed(&self.net, self, c.op, |token| {
+                self.exchange(c.op, build(token), c.pin_route)
+            })
+            .await
     }
 
     /// Sends one request and reads Salto's reply.
@@ -407,34 +268,16 @@ impl SaltoAdapter {
         rb: RequestBuilder,
         pin_route: bool,
     ) -> Result<Body, CallError> {
-        let resp = self
-            .gate
-            .send(self.clock.as_ref(), rb)
-            .await
-            .map_err(|e| transport(op, &e))?;
-        let status = resp.status();
-        if let Some(e) = self.unwell(op, status, resp.headers()) {
-            return Err(e.into());
+        let reply = self.net.send(op, rb).await?;
+        if reply.is_success() {
+            return Ok(Body(reply.body));
         }
-        let body = resp.bytes().await.map_err(|e| transport(op, &e))?;
-        if status.is_success() {
-            return Ok(Body(body.to_vec()));
-        }
-        let code = serde_json::from_slice::<wire::ApiError>(&body)
+        let code = serde_json::from_slice::<wire::ApiError>(&reply.body)
             .ok()
             .map(|e| e.error_code);
-        match classify(status.as_u16(), code, pin_route) {
-            StatusAction::RefreshToken => Err(CallError::StaleToken),
-            StatusAction::Fail(e) => {
-                debug!(
-                    vendor = VENDOR,
-                    op,
-                    status = status.as_u16(),
-                    error_code = code,
-                    "vendor refused the request"
-                );
-                Err(e.into())
-            }
+        match classify(reply.status.as_u16(), code, pin_route, reply.retry_after) {
+            CallError::StaleToken => Err(CallError::StaleToken),
+            CallError::Vendor(e) => Err(self.net.failed(op, reply.status, e).into()),
         }
     }
 
@@ -453,7 +296,7 @@ impl SaltoAdapter {
                 pin_route: false,
             })
             .await?;
-        parse(op, &body.0)
+        self.net.parse(op, &body.0)
     }
 
     async fn send<B: Serialize, T: DeserializeOwned>(
@@ -464,7 +307,7 @@ impl SaltoAdapter {
         body: &B,
     ) -> Result<T, VendorError> {
         let reply = self.send_raw(op, method, url, body, false).await?;
-        parse(op, &reply.0)
+        self.net.parse(op, &reply.0)
     }
 
     async fn send_raw<B: Serialize>(
@@ -529,7 +372,7 @@ impl SaltoAdapter {
                     pin_route: false,
                 })
                 .await?;
-            let page: wire::Page<T> = parse(op, &body.0)?;
+            let page: wire::Page<T> = self.net.parse(op, &body.0)?;
             let empty = page.items.is_empty();
             out.extend(page.items);
             pages += 1;
@@ -654,15 +497,6 @@ impl SaltoAdapter {
 /// A 2xx reply body (no `Debug`: the PIN route answers the PIN).
 struct Body(Vec<u8>);
 
-fn parse<T: DeserializeOwned>(op: &'static str, body: &[u8]) -> Result<T, VendorError> {
-    serde_json::from_slice(body).map_err(|_| {
-        warn!(vendor = VENDOR, op, "malformed vendor reply");
-        VendorError::Unavailable {
-            detail: "malformed vendor body: body: unexpected shape".into(),
-        }
-    })
-}
-
 /// An id that is safe as one URL path segment (Salto ids are UUIDs).
 fn segment(id: &str) -> Option<String> {
     let id = id.trim();
@@ -688,27 +522,36 @@ fn group_id(vendor_ref: &VendorRef) -> Result<String, VendorError> {
     })
 }
 
-/// Maps a transport error without its text.
-fn transport(op: &'static str, e: &reqwest::Error) -> VendorError {
-    let detail = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "reply body could not be read"
-    } else {
-        "transport error"
-    };
-    warn!(vendor = VENDOR, op, detail, "vendor call failed");
-    VendorError::Unavailable {
-        detail: detail.into(),
-    }
-}
-
 fn unsupported(detail: &str) -> VendorError {
     VendorError::Refused {
         code: "unsupported_kind".into(),
         detail: detail.into(),
+    }
+}
+
+impl TokenEndpoint for SaltoAdapter {
+    async fn fetch_token(&self) -> Result<Grant, VendorError> {
+        let refs = &self.config.secret_refs;
+        let password = refs.current("password", &self.config.password)?;
+        let client_secret = refs.current("client_secret", &self.config.client_secret)?;
+        let form = wire::TokenRequest {
+            grant_type: "password",
+            username: &self.config.username,
+            password: password.expose(),
+            scope: &self.config.scope,
+        };
+        let rb = self
+            .net
+            .http()
+            .post(format!("{}/connect/token", self.identity))
+            .basic_auth(&self.config.client_id, Some(client_secret.expose()))
+            .form(&form);
+        self.net
+            .grant(rb, |status, body| {
+                let oauth: Option<wire::OAuthError> = serde_json::from_slice(body).ok();
+                classify_token_error(status, oauth.as_ref().map(|o| o.error.as_str()))
+            })
+            .await
     }
 }
 
@@ -726,7 +569,7 @@ impl LockPort for SaltoAdapter {
     }
 
     fn rate_gate(&self) -> &crate::rate::RateGate {
-        &self.gate
+        self.net.gate()
     }
 
     fn default_rate_per_minute(&self) -> Option<u32> {
