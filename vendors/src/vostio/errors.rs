@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::http_kit::{by_status, refused, CallError};
 use crate::VendorError;
 
 /// The key does not exist (or no longer exists) in the environment.
@@ -57,22 +58,6 @@ pub mod oauth {
     pub const INVALID_REQUEST: &str = "invalid_request";
 }
 
-/// What the adapter does with a failed API call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FailureAction {
-    /// Our token is stale (HTTP 401): fetch a new one and retry once.
-    RefreshToken,
-    /// The call failed with this error.
-    Fail(VendorError),
-}
-
-fn refused(code: &str, detail: &str) -> VendorError {
-    VendorError::Refused {
-        code: code.to_owned(),
-        detail: detail.to_owned(),
-    }
-}
-
 /// Maps a failed API call (HTTP status, the body's `code` when it had one) onto
 /// Lockstep's vendor error.
 ///
@@ -80,14 +65,12 @@ fn refused(code: &str, detail: &str) -> VendorError {
 /// status is 410: a bare 404 (a wrong base URL, a proxy, an unknown environment) must not
 /// read as "already revoked", or a revoke would report success while the key still opens
 /// the door.
-pub fn classify(status: u16, code: Option<&str>, retry_after: Option<Duration>) -> FailureAction {
-    use FailureAction::Fail;
+pub fn classify(status: u16, code: Option<&str>, retry_after: Option<Duration>) -> CallError {
+    use CallError::Vendor as Fail;
     match (status, code) {
-        (429, _) | (_, Some(RATE_LIMITED)) => Fail(VendorError::RateLimited { retry_after }),
-        (500..=599, _) => Fail(VendorError::Unavailable {
-            detail: format!("http status {status}"),
-        }),
-        (401, _) => FailureAction::RefreshToken,
+        (_, Some(RATE_LIMITED)) => Fail(VendorError::RateLimited { retry_after }),
+        (429 | 500..=599, _) => Fail(by_status(status, retry_after)),
+        (401, _) => CallError::StaleToken,
         (403, _) => Fail(VendorError::Auth {
             detail: "client not allowed in this environment".into(),
         }),
@@ -123,24 +106,14 @@ pub fn classify(status: u16, code: Option<&str>, retry_after: Option<Duration>) 
             "the vendor answered not found without saying what",
         )),
         (409, _) => Fail(refused("conflict", "the vendor reported a conflict")),
-        (other, _) => Fail(refused(
-            &format!("http_{other}"),
-            "the vendor refused the request",
-        )),
+        (other, _) => Fail(by_status(other, None)),
     }
 }
 
-/// Maps a failed token request (HTTP status, RFC 6749 `error`).
-pub fn classify_token(
-    status: u16,
-    error: Option<&str>,
-    retry_after: Option<Duration>,
-) -> VendorError {
+/// Maps a token request refused (HTTP status, RFC 6749 `error`); 429 and 5xx are the
+/// vendor's state, read before this (`http_kit::Transport::grant`).
+pub fn classify_token(status: u16, error: Option<&str>) -> VendorError {
     match (status, error) {
-        (429, _) => VendorError::RateLimited { retry_after },
-        (500..=599, _) => VendorError::Unavailable {
-            detail: format!("http status {status}"),
-        },
         (_, Some(oauth::INVALID_CLIENT)) | (401, _) => VendorError::Auth {
             detail: "invalid client id or client secret".into(),
         },
@@ -169,30 +142,30 @@ mod tests {
         let secs = Some(Duration::from_secs(2));
         assert_eq!(
             classify(429, None, secs),
-            FailureAction::Fail(VendorError::RateLimited { retry_after: secs })
+            CallError::Vendor(VendorError::RateLimited { retry_after: secs })
         );
         assert_eq!(
             classify(401, Some(UNAUTHORIZED), None),
-            FailureAction::RefreshToken
+            CallError::StaleToken
         );
         assert!(matches!(
             classify(403, Some(FORBIDDEN), None),
-            FailureAction::Fail(VendorError::Auth { .. })
+            CallError::Vendor(VendorError::Auth { .. })
         ));
         assert_eq!(
             classify(404, Some(KEY_NOT_FOUND), None),
-            FailureAction::Fail(VendorError::NotFound)
+            CallError::Vendor(VendorError::NotFound)
         );
         assert_eq!(
             classify(410, None, None),
-            FailureAction::Fail(VendorError::NotFound)
+            CallError::Vendor(VendorError::NotFound)
         );
         assert!(matches!(
             classify(503, None, None),
-            FailureAction::Fail(VendorError::Unavailable { .. })
+            CallError::Vendor(VendorError::Unavailable { .. })
         ));
-        let code_of = |a: FailureAction| match a {
-            FailureAction::Fail(VendorError::Refused { code, .. }) => code,
+        let code_of = |a: CallError| match a {
+            CallError::Vendor(VendorError::Refused { code, .. }) => code,
             other => panic!("unexpected {other:?}"),
         };
         assert_eq!(code_of(classify(404, None, None)), "http_404");
@@ -218,16 +191,16 @@ mod tests {
     #[test]
     fn token_errors_are_auth_errors() {
         assert!(matches!(
-            classify_token(401, Some(oauth::INVALID_CLIENT), None),
+            classify_token(401, Some(oauth::INVALID_CLIENT)),
             VendorError::Auth { .. }
         ));
         assert!(matches!(
-            classify_token(400, Some(oauth::INVALID_CLIENT), None),
+            classify_token(400, Some(oauth::INVALID_CLIENT)),
             VendorError::Auth { .. }
         ));
         assert!(matches!(
-            classify_token(502, None, None),
-            VendorError::Unavailable { .. }
+            classify_token(403, None),
+            VendorError::Auth { .. }
         ));
     }
 }

@@ -59,13 +59,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, DeviceRef, VendorCode, VendorRef};
-use reqwest::{RequestBuilder, Response, StatusCode};
+use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
-use tokio::sync::Mutex;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use self::errors::{classify, classify_token, FailureAction};
-use crate::http_kit::CallError;
+use self::errors::{classify, classify_token};
+use crate::http_kit::{gone_is_ok, CallError, Grant, TokenCache, TokenEndpoint, Transport};
 use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
@@ -126,21 +125,13 @@ impl VostioConfig {
     }
 }
 
-struct CachedToken {
-    value: Secret,
-    refresh_at: DateTime<Utc>,
-}
-
 /// The Vostio [`LockPort`].
 pub struct VostioAdapter {
     config: VostioConfig,
     keys_url: String,
     environment_url: String,
-    http: reqwest::Client,
-    clock: Arc<dyn Clock>,
-    /// The account's request rate, installed by the runtime (DESIGN §6).
-    gate: crate::rate::RateGate,
-    token: Mutex<Option<CachedToken>>,
+    net: Transport,
+    tokens: TokenCache,
 }
 
 impl fmt::Debug for VostioAdapter {
@@ -167,111 +158,20 @@ impl VostioAdapter {
                 detail: "the vostio environment ref must be a non-empty id".into(),
             });
         }
-        let http = reqwest::Client::builder()
-            .timeout(config.call_timeout)
-            .connect_timeout(config.call_timeout)
-            .build()
-            .map_err(|_| VendorError::Unavailable {
-                detail: "http client could not be built".into(),
-            })?;
+        let net = Transport::new(VENDOR, config.call_timeout, clock)?;
         let base = config.cloud_base_url.trim_end_matches('/');
         let environment_url = format!("{base}/v1/environments/{environment}");
         Ok(Self {
             keys_url: format!("{environment_url}/keys"),
             environment_url,
             config,
-            http,
-            clock,
-            gate: crate::rate::RateGate::default(),
-            token: Mutex::new(None),
+            net,
+            tokens: TokenCache::default(),
         })
     }
 
     fn key_url(&self, key_id: &str) -> String {
         format!("{}/{}", self.keys_url, key_id)
-    }
-
-    /// The cached token, or a fresh one when none is cached or it is about to expire.
-    async fn access_token(&self) -> Result<Secret, VendorError> {
-        let mut slot = self.token.lock().await;
-        if let Some(t) = slot.as_ref() {
-            if self.clock.now() < t.refresh_at {
-                return Ok(t.value.clone());
-            }
-        }
-        let fresh = self.fetch_token().await?;
-        let value = fresh.value.clone();
-        *slot = Some(fresh);
-        Ok(value)
-    }
-
-    /// Forgets `stale` unless another task already replaced it.
-    async fn forget_token(&self, stale: &Secret) {
-        let mut slot = self.token.lock().await;
-        if slot.as_ref().is_some_and(|t| &t.value == stale) {
-            *slot = None;
-        }
-    }
-
-    async fn fetch_token(&self) -> Result<CachedToken, VendorError> {
-        let op = "token";
-        let refs = &self.config.secret_refs;
-        let client_id = refs.current("client_id", &self.config.client_id)?;
-        let client_secret = refs.current("client_secret", &self.config.client_secret)?;
-        let rb = self
-            .http
-            .post(&self.config.oauth_token_url)
-            .basic_auth(client_id.expose(), Some(client_secret.expose()))
-            .form(&wire::TokenRequest {
-                grant_type: wire::GRANT_CLIENT_CREDENTIALS.to_owned(),
-                scope: None,
-            });
-        let resp = self
-            .gate
-            .send(self.clock.as_ref(), rb)
-            .await
-            .map_err(|e| transport(op, &e))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let retry_after = self.retry_after(&resp);
-            let body = resp.bytes().await.unwrap_or_default();
-            let error = serde_json::from_slice::<wire::OAuthErrorResponse>(&body)
-                .ok()
-                .map(|e| e.error);
-            let err = classify_token(status.as_u16(), error.as_deref(), retry_after);
-            warn!(
-                vendor = VENDOR,
-                op,
-                status = status.as_u16(),
-                error = error.as_deref().unwrap_or(""),
-                "token request refused"
-            );
-            return Err(err);
-        }
-        let body = resp.bytes().await.map_err(|e| transport(op, &e))?;
-        let reply: wire::TokenResponse = serde_json::from_slice(&body).map_err(|_| {
-            warn!(vendor = VENDOR, op, "malformed token reply");
-            VendorError::Unavailable {
-                detail: "malformed vendor body: token reply".into(),
-            }
-        })?;
-        let lifetime = reply.expires_in.max(0);
-        // Refresh a little before the end: a tenth of the lifetime, at most five minutes.
-        let margin = (lifetime / 10).min(300);
-        let refresh_at = self.clock.now() + chrono::Duration::seconds(lifetime - margin);
-        debug!(
-            vendor = VENDOR,
-            expires_in = lifetime,
-            "access token fetched"
-        );
-        Ok(CachedToken {
-            value: Secret::new(reply.access_token),
-            refresh_at,
-        })
-    }
-
-    fn retry_after(&self, resp: &Response) -> Option<Duration> {
-        crate::rate::retry_after(resp.headers(), self.clock.now())
     }
 
     /// One authenticated call; on a stale token, fetches a new one and retries once.
@@ -281,28 +181,11 @@ impl VostioAdapter {
         T: DeserializeOwned,
         F: Fn() -> RequestBuilder,
     {
-        let mut refreshed = false;
-        loop {
-            let token = self.access_token().await?;
-            match self.exchange(op, build().bearer_auth(token.expose())).await {
-                Ok(t) => return Ok(t),
-                Err(CallError::Vendor(e)) => return Err(e),
-                Err(CallError::StaleToken) if !refreshed => {
-                    debug!(
-                        vendor = VENDOR,
-                        op, "access token refused, fetching a new one"
-                    );
-                    self.forget_token(&token).await;
-                    refreshed = true;
-                }
-                Err(CallError::StaleToken) => {
-                    warn!(vendor = VENDOR, op, "fresh access token refused");
-                    return Err(VendorError::Auth {
-                        detail: "fresh access token refused".into(),
-                    });
-                }
-            }
-        }
+        self.tokens
+            .authed(&self.net, self, op, |token| {
+                self.exchange(op, build().bearer_auth(token.expose()))
+            })
+            .await
     }
 
     /// Sends one request and reads Vostio's reply.
@@ -311,55 +194,19 @@ impl VostioAdapter {
         op: &'static str,
         rb: RequestBuilder,
     ) -> Result<Option<T>, CallError> {
-        let resp = self
-            .gate
-            .send(self.clock.as_ref(), rb)
-            .await
-            .map_err(|e| CallError::from(transport(op, &e)))?;
-        let status = resp.status();
-        if status.is_success() {
-            if status == StatusCode::NO_CONTENT {
+        let reply = self.net.send(op, rb).await?;
+        if reply.is_success() {
+            if reply.status == StatusCode::NO_CONTENT {
                 return Ok(None);
             }
-            let body = resp
-                .bytes()
-                .await
-                .map_err(|e| CallError::from(transport(op, &e)))?;
-            return serde_json::from_slice::<T>(&body).map(Some).map_err(|_| {
-                warn!(vendor = VENDOR, op, "malformed vendor reply");
-                CallError::Vendor(VendorError::Unavailable {
-                    detail: "malformed vendor body: unexpected shape".into(),
-                })
-            });
+            return Ok(Some(self.net.parse(op, &reply.body)?));
         }
-        let retry_after = self.retry_after(&resp);
-        // The body of an error is best effort: a proxy's 502 page is not JSON.
-        let body = resp.bytes().await.unwrap_or_default();
-        let code = serde_json::from_slice::<wire::ApiErrorResponse>(&body)
+        let code = serde_json::from_slice::<wire::ApiErrorResponse>(&reply.body)
             .ok()
             .map(|e| e.code);
-        match classify(status.as_u16(), code.as_deref(), retry_after) {
-            FailureAction::RefreshToken => Err(CallError::StaleToken),
-            FailureAction::Fail(e) => {
-                if e.is_vendor_unwell() {
-                    warn!(
-                        vendor = VENDOR,
-                        op,
-                        status = status.as_u16(),
-                        kind = e.metric_label(),
-                        "vendor unwell"
-                    );
-                } else {
-                    debug!(
-                        vendor = VENDOR,
-                        op,
-                        status = status.as_u16(),
-                        code = code.as_deref().unwrap_or(""),
-                        "vendor refused the request"
-                    );
-                }
-                Err(e.into())
-            }
+        match classify(reply.status.as_u16(), code.as_deref(), reply.retry_after) {
+            CallError::StaleToken => Err(CallError::StaleToken),
+            CallError::Vendor(e) => Err(self.net.failed(op, reply.status, e).into()),
         }
     }
 
@@ -379,7 +226,9 @@ impl VostioAdapter {
                 page_token: page_token.take(),
             };
             let page: wire::ListKeysResponse = self
-                .authed("list_keys", || self.http.get(&self.keys_url).query(&query))
+                .authed("list_keys", || {
+                    self.net.http().get(&self.keys_url).query(&query)
+                })
                 .await?
                 .unwrap_or_default();
             out.extend(page.items);
@@ -425,20 +274,28 @@ fn unsupported_kind() -> VendorError {
     }
 }
 
-/// Maps a transport error without its text (it may carry the URL).
-fn transport(op: &'static str, e: &reqwest::Error) -> VendorError {
-    let detail = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "reply body could not be read"
-    } else {
-        "transport error"
-    };
-    warn!(vendor = VENDOR, op, detail, "vendor call failed");
-    VendorError::Unavailable {
-        detail: detail.into(),
+impl TokenEndpoint for VostioAdapter {
+    async fn fetch_token(&self) -> Result<Grant, VendorError> {
+        let refs = &self.config.secret_refs;
+        let client_id = refs.current("client_id", &self.config.client_id)?;
+        let client_secret = refs.current("client_secret", &self.config.client_secret)?;
+        let rb = self
+            .net
+            .http()
+            .post(&self.config.oauth_token_url)
+            .basic_auth(client_id.expose(), Some(client_secret.expose()))
+            .form(&wire::TokenRequest {
+                grant_type: wire::GRANT_CLIENT_CREDENTIALS.to_owned(),
+                scope: None,
+            });
+        self.net
+            .grant(rb, |status, body| {
+                let error = serde_json::from_slice::<wire::OAuthErrorResponse>(body)
+                    .ok()
+                    .map(|e| e.error);
+                classify_token(status, error.as_deref())
+            })
+            .await
     }
 }
 
@@ -459,7 +316,7 @@ impl LockPort for VostioAdapter {
     }
 
     fn rate_gate(&self) -> &crate::rate::RateGate {
-        &self.gate
+        self.net.gate()
     }
 
     fn default_rate_per_minute(&self) -> Option<u32> {
@@ -503,7 +360,9 @@ impl LockPort for VostioAdapter {
             valid_to: req.validity.until(),
         };
         let record: wire::KeyRecord = self
-            .authed("create_key", || self.http.post(&self.keys_url).json(&body))
+            .authed("create_key", || {
+                self.net.http().post(&self.keys_url).json(&body)
+            })
             .await?
             .ok_or_else(|| VendorError::Unavailable {
                 detail: "malformed vendor body: empty create reply".into(),
@@ -539,7 +398,7 @@ impl LockPort for VostioAdapter {
             valid_to: req.validity.until(),
         };
         let _: Option<wire::KeyRecord> = self
-            .authed("update_key", || self.http.patch(&url).json(&body))
+            .authed("update_key", || self.net.http().patch(&url).json(&body))
             .await?;
         debug!(vendor = VENDOR, "key validity moved");
         Ok(())
@@ -548,19 +407,10 @@ impl LockPort for VostioAdapter {
     async fn revoke(&self, device: &DeviceRef, vendor_ref: &VendorRef) -> Result<(), VendorError> {
         door_id(device)?;
         let url = self.key_url(key_id(vendor_ref)?);
-        let res: Result<Option<serde_json::Value>, _> =
-            self.authed("delete_key", || self.http.delete(&url)).await;
-        match res {
-            Ok(_) => {
-                debug!(vendor = VENDOR, "key deleted");
-                Ok(())
-            }
-            Err(VendorError::NotFound) => {
-                debug!(vendor = VENDOR, "key already gone");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        let res: Result<Option<serde_json::Value>, _> = self
+            .authed("delete_key", || self.net.http().delete(&url))
+            .await;
+        gone_is_ok(VENDOR, "key", res.map(drop))
     }
 
     async fn list(&self, device: &DeviceRef) -> Result<Vec<VendorEntry>, VendorError> {
@@ -581,7 +431,7 @@ impl LockPort for VostioAdapter {
     async fn probe(&self, device: &DeviceRef) -> Result<crate::DeviceProbe, VendorError> {
         let url = format!("{}/doors/{}", self.environment_url, door_id(device)?);
         let door: Option<wire::DoorRecord> =
-            match self.authed("get_door", || self.http.get(&url)).await {
+            match self.authed("get_door", || self.net.http().get(&url)).await {
                 Err(VendorError::Refused { code, .. }) if code == "lock_not_found" => {
                     return Err(VendorError::NotFound)
                 }
@@ -606,7 +456,9 @@ impl LockPort for VostioAdapter {
 
     async fn health(&self) -> Result<(), VendorError> {
         let _: Option<wire::EnvironmentRecord> = self
-            .authed("get_environment", || self.http.get(&self.environment_url))
+            .authed("get_environment", || {
+                self.net.http().get(&self.environment_url)
+            })
             .await?;
         Ok(())
     }
