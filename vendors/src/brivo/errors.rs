@@ -9,6 +9,9 @@
 //! PIN from another bad request); details of the resulting errors are our own fixed
 //! phrases, so nothing the vendor echoes can leak.
 
+use std::time::Duration;
+
+use crate::http_kit::{by_status, refused, CallError};
 use crate::VendorError;
 
 /// Message of the documented 403 for an invalid `api-key` header (HTML body).
@@ -21,30 +24,14 @@ pub const DUPLICATE_PIN_MESSAGE: &str = "Duplicate PIN found";
 /// Message of the simulator's (reconstructed) duplicate-`externalId` refusal (400).
 pub const DUPLICATE_EXTERNAL_ID_MESSAGE: &str = "A user with this externalId already exists";
 
-/// What the adapter does with a failed exchange.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StatusAction {
-    /// 401 from the API: our bearer token is stale; fetch a new one and retry once.
-    RefreshToken,
-    /// The call failed with this error.
-    Fail(VendorError),
-}
-
-fn refused(code: &str, detail: &str) -> VendorError {
-    VendorError::Refused {
-        code: code.to_owned(),
-        detail: detail.to_owned(),
-    }
-}
-
 /// Maps a non-success answer of the API (`api.brivo.com/v1/api`) onto Lockstep's vendor
-/// error. `body` is the raw body (JSON or the gateway's HTML); 429 is handled by the caller,
-/// which reads `Retry-After`.
-pub fn classify_api(status: u16, body: &[u8]) -> StatusAction {
-    use StatusAction::Fail;
+/// error; a 401 is our stale token ([`CallError::StaleToken`]: fetch a new one, retry
+/// once). `body` is the raw body (JSON or the gateway's HTML).
+pub fn classify_api(status: u16, body: &[u8], retry_after: Option<Duration>) -> CallError {
+    use CallError::Vendor as Fail;
     let text = String::from_utf8_lossy(body).to_lowercase();
     match status {
-        401 => StatusAction::RefreshToken,
+        401 => CallError::StaleToken,
         403 if text.contains(&DEVELOPER_INACTIVE.to_lowercase()) => Fail(VendorError::Auth {
             detail: "api key rejected".into(),
         }),
@@ -72,13 +59,8 @@ pub fn classify_api(status: u16, body: &[u8]) -> StatusAction {
         )),
         // 596 is Mashery's "Service Not Found": a wrong method or path on our side.
         596 => Fail(refused("service_not_found", "unknown vendor endpoint")),
-        s if s >= 500 => Fail(VendorError::Unavailable {
-            detail: format!("http status {s}"),
-        }),
-        s => Fail(VendorError::Refused {
-            code: format!("http_{s}"),
-            detail: "unexpected http status".into(),
-        }),
+        // 429, 5xx, and what no body refines
+        s => Fail(by_status(s, retry_after)),
     }
 }
 
@@ -122,32 +104,36 @@ mod tests {
     #[test]
     fn documented_statuses_map_to_the_right_error() {
         assert_eq!(
-            classify_api(404, br#"{"code":404,"message":"User not found"}"#),
-            StatusAction::Fail(VendorError::NotFound)
+            classify_api(404, br#"{"code":404,"message":"User not found"}"#, None),
+            CallError::Vendor(VendorError::NotFound)
         );
         assert_eq!(
-            classify_api(401, br#"{"error":"invalid_token"}"#),
-            StatusAction::RefreshToken
+            classify_api(401, br#"{"error":"invalid_token"}"#, None),
+            CallError::StaleToken
         );
         assert!(matches!(
-            classify_api(403, b"<h1>Developer Inactive</h1>"),
-            StatusAction::Fail(VendorError::Auth { .. })
+            classify_api(403, b"<h1>Developer Inactive</h1>", None),
+            CallError::Vendor(VendorError::Auth { .. })
         ));
         assert!(matches!(
-            classify_api(403, br#"{"code":403,"message":"You are not allowed to perform that action"}"#),
-            StatusAction::Fail(VendorError::Refused { code, .. }) if code == "permission_denied"
+            classify_api(403, br#"{"code":403,"message":"You are not allowed to perform that action"}"#, None),
+            CallError::Vendor(VendorError::Refused { code, .. }) if code == "permission_denied"
         ));
         assert_eq!(
-            classify_api(400, br#"{"code":400,"message":"Duplicate PIN found"}"#),
-            StatusAction::Fail(VendorError::PinCollision)
+            classify_api(
+                400,
+                br#"{"code":400,"message":"Duplicate PIN found"}"#,
+                None
+            ),
+            CallError::Vendor(VendorError::PinCollision)
         );
         assert!(matches!(
-            classify_api(400, br#"{"code":400,"message":"Invalid criteria provided"}"#),
-            StatusAction::Fail(VendorError::Refused { code, .. }) if code == "invalid_request"
+            classify_api(400, br#"{"code":400,"message":"Invalid criteria provided"}"#, None),
+            CallError::Vendor(VendorError::Refused { code, .. }) if code == "invalid_request"
         ));
         assert!(matches!(
-            classify_api(503, br#"{"code":503,"message":"x"}"#),
-            StatusAction::Fail(VendorError::Unavailable { .. })
+            classify_api(503, br#"{"code":503,"message":"x"}"#, None),
+            CallError::Vendor(VendorError::Unavailable { .. })
         ));
         assert!(matches!(
             classify_token(

@@ -65,17 +65,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorCode, VendorRef};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use reqwest::{Method, RequestBuilder, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Mutex;
-use tracing::{debug, warn};
+use tracing::debug;
 
-use self::errors::{classify_api, classify_token, StatusAction};
-use crate::http_kit::CallError;
+use self::errors::{classify_api, classify_token};
+use crate::http_kit::{gone_is_ok, CallError, Grant, TokenCache, TokenEndpoint, Transport};
 use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
@@ -147,21 +146,13 @@ impl BrivoConfig {
     }
 }
 
-struct CachedToken {
-    value: Secret,
-    refresh_at: DateTime<Utc>,
-}
-
 /// The Brivo [`LockPort`].
 pub struct BrivoAdapter {
     config: BrivoConfig,
     api_base: Url,
     token_url: Url,
-    http: reqwest::Client,
-    clock: Arc<dyn Clock>,
-    /// The account's request rate, installed by the runtime (DESIGN §6).
-    gate: crate::rate::RateGate,
-    token: Mutex<Option<CachedToken>>,
+    net: Transport,
+    tokens: TokenCache,
     /// Access point id → id of our group holding its permission.
     groups: Mutex<HashMap<i64, i64>>,
 }
@@ -190,13 +181,7 @@ impl BrivoAdapter {
     /// An adapter for one Brivo account. Fails if a base URL is invalid or the HTTP client
     /// cannot be built.
     pub fn new(config: BrivoConfig, clock: Arc<dyn Clock>) -> Result<Self, VendorError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.call_timeout)
-            .connect_timeout(config.call_timeout)
-            .build()
-            .map_err(|_| VendorError::Unavailable {
-                detail: "http client could not be built".into(),
-            })?;
+        let net = Transport::new(VENDOR, config.call_timeout, clock)?;
         let api_base = Url::parse(&format!(
             "{}/v1/api",
             config.api_base_url.trim_end_matches('/')
@@ -214,10 +199,8 @@ impl BrivoAdapter {
             config,
             api_base,
             token_url,
-            http,
-            clock,
-            gate: crate::rate::RateGate::default(),
-            token: Mutex::new(None),
+            net,
+            tokens: TokenCache::default(),
             groups: Mutex::new(HashMap::new()),
         })
     }
@@ -229,93 +212,6 @@ impl BrivoAdapter {
             path.pop_if_empty().extend(segments);
         }
         url
-    }
-
-    /// The cached token, or a fresh one when none is cached or it is about to expire.
-    async fn access_token(&self) -> Result<Secret, VendorError> {
-        let mut slot = self.token.lock().await;
-        if let Some(t) = slot.as_ref() {
-            if self.clock.now() < t.refresh_at {
-                return Ok(t.value.clone());
-            }
-        }
-        let fresh = self.fetch_token().await?;
-        let value = fresh.value.clone();
-        *slot = Some(fresh);
-        Ok(value)
-    }
-
-    /// Forgets `stale` unless another task already replaced it.
-    async fn forget_token(&self, stale: &Secret) {
-        let mut slot = self.token.lock().await;
-        if slot.as_ref().is_some_and(|t| &t.value == stale) {
-            *slot = None;
-        }
-    }
-
-    async fn fetch_token(&self) -> Result<CachedToken, VendorError> {
-        let creds = &self.config.credentials;
-        let refs = &self.config.secret_refs;
-        let client_secret = refs.current("client_secret", &creds.client_secret)?;
-        let api_key = refs.current("api_key", &creds.api_key)?;
-        let password = refs.current("password", &creds.password)?;
-        let rb = self
-            .http
-            .post(self.token_url.clone())
-            .basic_auth(&creds.client_id, Some(client_secret.expose()))
-            .header("api-key", api_key.expose())
-            .form(&wire::TokenRequest {
-                grant_type: "password",
-                username: &creds.username,
-                password: password.expose(),
-            });
-        let resp = self
-            .gate
-            .send(self.clock.as_ref(), rb)
-            .await
-            .map_err(|e| transport("token", &e))?;
-        let status = resp.status();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(self.rate_limited("token", &resp));
-        }
-        let body = resp.bytes().await.map_err(|e| transport("token", &e))?;
-        if !status.is_success() {
-            warn!(
-                vendor = VENDOR,
-                op = "token",
-                status = status.as_u16(),
-                "token request refused"
-            );
-            return Err(classify_token(status.as_u16(), &body));
-        }
-        let reply: wire::TokenResponse =
-            serde_json::from_slice(&body).map_err(|_| VendorError::Unavailable {
-                detail: "malformed vendor body: token: unexpected shape".into(),
-            })?;
-        let lifetime = reply.expires_in.max(0);
-        // Refresh a little before the end: a tenth of the lifetime, at most five minutes.
-        let margin = (lifetime / 10).min(300);
-        let refresh_at = self.clock.now() + chrono::Duration::seconds(lifetime - margin);
-        debug!(
-            vendor = VENDOR,
-            expires_in = lifetime,
-            "access token fetched"
-        );
-        Ok(CachedToken {
-            value: Secret::new(reply.access_token),
-            refresh_at,
-        })
-    }
-
-    fn rate_limited(&self, op: &'static str, resp: &reqwest::Response) -> VendorError {
-        let retry_after = crate::rate::retry_after(resp.headers(), self.clock.now());
-        warn!(
-            vendor = VENDOR,
-            op,
-            status = 429,
-            "vendor rate limit reached"
-        );
-        VendorError::RateLimited { retry_after }
     }
 
     /// One authenticated API call with an optional JSON body, answered by a JSON `T` (or
@@ -331,94 +227,48 @@ impl BrivoAdapter {
         T: DeserializeOwned,
         B: Serialize + ?Sized,
     {
-        let mut refreshed = false;
-        loop {
-            let token = self.access_token().await?;
+        let request = |token: &Secret| -> Result<RequestBuilder, VendorError> {
             let api_key = self
                 .config
                 .secret_refs
                 .current("api_key", &self.config.credentials.api_key)?;
-            let mut rb = self
-                .http
+            let rb = self
+                .net
+                .http()
                 .request(method.clone(), url.clone())
                 .header("api-key", api_key.expose())
                 .header(ACCEPT, HeaderValue::from_static("application/json"));
-            rb = with_bearer(rb, &token);
-            if let Some(b) = body {
-                rb = rb.json(b);
-            } else {
-                rb = rb.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            }
-            match self.exchange(op, rb).await {
-                Ok(t) => return Ok(t),
-                Err(CallError::Vendor(e)) => return Err(e),
-                Err(CallError::StaleToken) if !refreshed => {
-                    debug!(
-                        vendor = VENDOR,
-                        op, "access token refused, fetching a new one"
-                    );
-                    self.forget_token(&token).await;
-                    refreshed = true;
-                }
-                Err(CallError::StaleToken) => {
-                    warn!(vendor = VENDOR, op, "fresh access token refused");
-                    return Err(VendorError::Auth {
-                        detail: "fresh access token refused".into(),
-                    });
-                }
-            }
-        }
+            let rb = with_bearer(rb, token);
+            Ok(match body {
+                Some(b) => rb.json(b),
+                None => rb.header(CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            })
+        };
+        self.tokens
+            .authed(&self.net, self, op, |token| {
+                let rb = request(token);
+                async move { self.exchange(op, rb?).await }
+            })
+            .await
     }
 
-    /// Sends one request and reads Brivo's answer.
+    /// Sends one request and reads Brivo's answer (`None`: a success without a body).
     async fn exchange<T: DeserializeOwned>(
         &self,
         op: &'static str,
         rb: RequestBuilder,
     ) -> Result<Option<T>, CallError> {
-        let resp = self
-            .gate
-            .send(self.clock.as_ref(), rb)
-            .await
-            .map_err(|e| transport_call(op, &e))?;
-        let status = resp.status();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(self.rate_limited(op, &resp).into());
-        }
-        let body = resp.bytes().await.map_err(|e| transport_call(op, &e))?;
-        if !status.is_success() {
-            return match classify_api(status.as_u16(), &body) {
-                StatusAction::RefreshToken => Err(CallError::StaleToken),
-                StatusAction::Fail(e) => {
-                    if e.is_vendor_unwell() {
-                        warn!(
-                            vendor = VENDOR,
-                            op,
-                            status = status.as_u16(),
-                            "vendor call failed"
-                        );
-                    } else {
-                        debug!(
-                            vendor = VENDOR,
-                            op,
-                            status = status.as_u16(),
-                            kind = e.metric_label(),
-                            "vendor refused the request"
-                        );
-                    }
-                    Err(e.into())
-                }
+        let reply = self.net.send(op, rb).await?;
+        if !reply.is_success() {
+            return match classify_api(reply.status.as_u16(), &reply.body, reply.retry_after) {
+                CallError::StaleToken => Err(CallError::StaleToken),
+                CallError::Vendor(e) => Err(self.net.failed(op, reply.status, e).into()),
             };
         }
-        if status == StatusCode::NO_CONTENT || body.iter().all(u8::is_ascii_whitespace) {
+        if reply.is_empty() {
             return Ok(None);
         }
-        serde_json::from_slice(&body).map(Some).map_err(|_| {
-            warn!(vendor = VENDOR, op, "malformed vendor reply");
-            CallError::Vendor(VendorError::Unavailable {
-                detail: "malformed vendor body: body: unexpected shape".into(),
-            })
-        })
+        Ok(Some(self.net.parse(op, &reply.body)?))
     }
 
     /// A call whose success must carry a body.
@@ -604,25 +454,26 @@ fn unsupported(kind: KeyCredentialKind) -> Result<(), VendorError> {
     }
 }
 
-/// Maps a transport error without its text.
-fn transport(op: &'static str, e: &reqwest::Error) -> VendorError {
-    let detail = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "reply body could not be read"
-    } else {
-        "transport error"
-    };
-    warn!(vendor = VENDOR, op, detail, "vendor call failed");
-    VendorError::Unavailable {
-        detail: detail.into(),
+impl TokenEndpoint for BrivoAdapter {
+    async fn fetch_token(&self) -> Result<Grant, VendorError> {
+        let creds = &self.config.credentials;
+        let refs = &self.config.secret_refs;
+        let client_secret = refs.current("client_secret", &creds.client_secret)?;
+        let api_key = refs.current("api_key", &creds.api_key)?;
+        let password = refs.current("password", &creds.password)?;
+        let rb = self
+            .net
+            .http()
+            .post(self.token_url.clone())
+            .basic_auth(&creds.client_id, Some(client_secret.expose()))
+            .header("api-key", api_key.expose())
+            .form(&wire::TokenRequest {
+                grant_type: "password",
+                username: &creds.username,
+                password: password.expose(),
+            });
+        self.net.grant(rb, classify_token).await
     }
-}
-
-fn transport_call(op: &'static str, e: &reqwest::Error) -> CallError {
-    CallError::Vendor(transport(op, e))
 }
 
 #[async_trait::async_trait]
@@ -639,7 +490,7 @@ impl LockPort for BrivoAdapter {
     }
 
     fn rate_gate(&self) -> &crate::rate::RateGate {
-        &self.gate
+        self.net.gate()
     }
 
     fn default_rate_per_minute(&self) -> Option<u32> {
@@ -780,25 +631,15 @@ impl LockPort for BrivoAdapter {
     async fn revoke(&self, device: &DeviceRef, vendor_ref: &VendorRef) -> Result<(), VendorError> {
         access_point_id(device)?;
         let id = user_id(vendor_ref)?;
-        match self
+        let res = self
             .call_unit(
                 "delete_user",
                 Method::DELETE,
                 self.url(&["users", &id.to_string()]),
                 None::<&()>,
             )
-            .await
-        {
-            Ok(()) => {
-                debug!(vendor = VENDOR, "pin user deleted");
-                Ok(())
-            }
-            Err(VendorError::NotFound) => {
-                debug!(vendor = VENDOR, "pin user already gone");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+            .await;
+        gone_is_ok(VENDOR, "pin user", res)
     }
 
     async fn list(&self, device: &DeviceRef) -> Result<Vec<VendorEntry>, VendorError> {
