@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use crate::http_kit::{by_status, refused};
 use crate::VendorError;
 
 /// "Access denied." (the API key may not act on this object).
@@ -46,13 +47,6 @@ pub struct Failure {
     pub retry_after: Option<Duration>,
 }
 
-fn refused(code: &str, detail: impl Into<String>) -> VendorError {
-    VendorError::Refused {
-        code: code.to_owned(),
-        detail: detail.into(),
-    }
-}
-
 /// Keeps a field name only if it looks like one (so a vendor echo cannot smuggle a value).
 fn safe_field(f: &str) -> Option<&str> {
     let ok = !f.is_empty()
@@ -69,12 +63,6 @@ fn safe_field(f: &str) -> Option<&str> {
 pub fn classify(f: &Failure) -> VendorError {
     let code = f.code.as_deref();
     match f.status {
-        429 => VendorError::RateLimited {
-            retry_after: f.retry_after,
-        },
-        500..=599 => VendorError::Unavailable {
-            detail: format!("http status {}", f.status),
-        },
         401 => VendorError::Auth {
             detail: "api key refused".into(),
         },
@@ -98,7 +86,8 @@ pub fn classify(f: &Failure) -> VendorError {
             };
             refused("invalid_request", detail)
         }
-        other => refused(&format!("http_{other}"), "the vendor refused the request"),
+        // 429, 5xx, and what no body refines
+        other => by_status(other, f.retry_after),
     }
 }
 

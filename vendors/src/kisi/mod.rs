@@ -71,13 +71,14 @@ use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use self::errors::{classify, Failure};
 use self::wire::{
     RoleAssignment, APPLIES_TO_GROUP, ASSIGNEE_USER, COLLECTION_RANGE_HEADER, LABEL_METADATA_KEY,
     MAX_PAGE_SIZE, ROLE_GROUP_BASIC,
 };
+use crate::http_kit::{gone_is_ok, Transport};
 use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
@@ -179,10 +180,7 @@ pub struct KisiAdapter {
     base: String,
     auth_header: HeaderValue,
     email_suffix: String,
-    http: reqwest::Client,
-    clock: Arc<dyn Clock>,
-    /// The account's request rate, installed by the runtime (DESIGN §6).
-    gate: crate::rate::RateGate,
+    net: Transport,
     /// Devices whose group was seen to grant their lock.
     checked_devices: Mutex<HashSet<KisiDevice>>,
 }
@@ -210,13 +208,7 @@ impl KisiAdapter {
     /// An adapter for one Kisi organization. Fails if the HTTP client cannot be built or the
     /// API key cannot be sent in a header.
     pub fn new(config: KisiConfig, clock: Arc<dyn Clock>) -> Result<Self, VendorError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.call_timeout)
-            .connect_timeout(config.call_timeout)
-            .build()
-            .map_err(|_| VendorError::Unavailable {
-                detail: "http client could not be built".into(),
-            })?;
+        let net = Transport::new(VENDOR, config.call_timeout, clock)?;
         let mut auth_header =
             HeaderValue::from_str(&format!("KISI-LOGIN {}", config.api_key.expose())).map_err(
                 |_| VendorError::Auth {
@@ -231,9 +223,7 @@ impl KisiAdapter {
             base,
             auth_header,
             email_suffix,
-            http,
-            clock,
-            gate: crate::rate::RateGate::default(),
+            net,
             checked_devices: Mutex::new(HashSet::new()),
         })
     }
@@ -269,62 +259,33 @@ impl KisiAdapter {
 
     /// Sends one request; any non-2xx status becomes a [`VendorError`].
     async fn exchange(&self, op: &'static str, rb: RequestBuilder) -> Result<Reply, VendorError> {
-        let resp = self
-            .gate
-            .send(self.clock.as_ref(), self.authed(rb)?)
-            .await
-            .map_err(|e| transport(op, &e))?;
-        let status = resp.status();
-        let total = resp
-            .headers()
-            .get(COLLECTION_RANGE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(wire::collection_total);
-        let retry_after = if status == StatusCode::TOO_MANY_REQUESTS {
-            crate::rate::retry_after(resp.headers(), self.clock.now())
-        } else {
-            None
-        };
-        let body = resp.bytes().await.map_err(|e| transport(op, &e))?;
-        if status.is_success() {
+        let reply = self.net.send(op, self.authed(rb)?).await?;
+        if reply.is_success() {
+            let total = reply
+                .headers
+                .get(COLLECTION_RANGE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(wire::collection_total);
             return Ok(Reply {
-                body: body.to_vec(),
+                body: reply.body,
                 total,
             });
         }
-        let err_body: wire::ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-        let fields = if status == StatusCode::UNPROCESSABLE_ENTITY {
-            serde_json::from_slice::<wire::ValidationErrors>(&body)
+        let err_body: wire::ErrorBody = serde_json::from_slice(&reply.body).unwrap_or_default();
+        let fields = if reply.status == StatusCode::UNPROCESSABLE_ENTITY {
+            serde_json::from_slice::<wire::ValidationErrors>(&reply.body)
                 .map(|v| v.errors.into_keys().collect())
                 .unwrap_or_default()
         } else {
             Vec::new()
         };
         let failure = Failure {
-            status: status.as_u16(),
+            status: reply.status.as_u16(),
             code: err_body.code,
             fields,
-            retry_after,
+            retry_after: reply.retry_after,
         };
-        let err = classify(&failure);
-        if err.is_vendor_unwell() || matches!(err, VendorError::Auth { .. }) {
-            warn!(
-                vendor = VENDOR,
-                op,
-                status = failure.status,
-                code = failure.code.as_deref().unwrap_or(""),
-                "vendor call failed"
-            );
-        } else {
-            debug!(
-                vendor = VENDOR,
-                op,
-                status = failure.status,
-                code = failure.code.as_deref().unwrap_or(""),
-                "vendor refused the request"
-            );
-        }
-        Err(err)
+        Err(self.net.failed(op, reply.status, classify(&failure)))
     }
 
     /// Sends one request and reads a JSON `T`.
@@ -334,13 +295,7 @@ impl KisiAdapter {
         rb: RequestBuilder,
     ) -> Result<(T, Option<u64>), VendorError> {
         let reply = self.exchange(op, rb).await?;
-        let t = serde_json::from_slice(&reply.body).map_err(|_| {
-            warn!(vendor = VENDOR, op, "malformed vendor reply");
-            VendorError::Unavailable {
-                detail: "malformed vendor body: body: unexpected shape".into(),
-            }
-        })?;
-        Ok((t, reply.total))
+        Ok((self.net.parse(op, &reply.body)?, reply.total))
     }
 
     /// Checks once per device that its group grants its lock.
@@ -348,7 +303,7 @@ impl KisiAdapter {
         if self.checked_devices.lock().await.contains(&device) {
             return Ok(());
         }
-        let rb = self.http.get(self.url("/group_locks")).query(&[
+        let rb = self.net.http().get(self.url("/group_locks")).query(&[
             ("group_id", device.group_id.to_string()),
             ("lock_id", device.lock_id.to_string()),
             ("limit", "1".to_owned()),
@@ -375,7 +330,8 @@ impl KisiAdapter {
     async fn find_user(&self, label: &str) -> Result<Option<wire::User>, VendorError> {
         let email = user_email(label, &self.config.user_email_domain);
         let rb = self
-            .http
+            .net
+            .http()
             .get(self.url("/users"))
             .query(&[("email", email.as_str()), ("limit", "10")]);
         let (users, _): (Vec<wire::User>, _) = self.json("fetch_users", rb).await?;
@@ -424,7 +380,7 @@ impl KisiAdapter {
                 notes: None,
             },
         };
-        let rb = self.http.post(self.url("/users")).json(&body);
+        let rb = self.net.http().post(self.url("/users")).json(&body);
         match self.json::<wire::User>("create_user", rb).await {
             Ok((u, _)) => {
                 debug!(vendor = VENDOR, "user created");
@@ -451,7 +407,7 @@ impl KisiAdapter {
             let mut q: Vec<(&str, String)> = filter.to_vec();
             q.push(("limit", MAX_PAGE_SIZE.to_string()));
             q.push(("offset", offset.to_string()));
-            let rb = self.http.get(self.url("/role_assignments")).query(&q);
+            let rb = self.net.http().get(self.url("/role_assignments")).query(&q);
             let (page, total): (Vec<RoleAssignment>, _) = self.json(op, rb).await?;
             let n = u32::try_from(page.len()).unwrap_or(u32::MAX);
             out.extend(page);
@@ -493,23 +449,6 @@ fn assignment_id(vendor_ref: &VendorRef) -> Result<i64, VendorError> {
         })
 }
 
-/// Maps a transport error without its text (it may name the URL).
-fn transport(op: &'static str, e: &reqwest::Error) -> VendorError {
-    let detail = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "reply body could not be read"
-    } else {
-        "transport error"
-    };
-    warn!(vendor = VENDOR, op, detail, "vendor call failed");
-    VendorError::Unavailable {
-        detail: detail.into(),
-    }
-}
-
 #[async_trait::async_trait]
 impl LockPort for KisiAdapter {
     fn vendor(&self) -> VendorCode {
@@ -525,7 +464,7 @@ impl LockPort for KisiAdapter {
     }
 
     fn rate_gate(&self) -> &crate::rate::RateGate {
-        &self.gate
+        self.net.gate()
     }
 
     fn default_rate_per_minute(&self) -> Option<u32> {
@@ -540,7 +479,8 @@ impl LockPort for KisiAdapter {
     async fn probe(&self, device: &DeviceRef) -> Result<crate::DeviceProbe, VendorError> {
         let device = KisiDevice::parse(device)?;
         let rb = self
-            .http
+            .net
+            .http()
             .get(self.url(&format!("/locks/{}", device.lock_id)));
         let (lock, _): (wire::Lock, _) = self.json("fetch_lock", rb).await?;
         Ok(crate::DeviceProbe {
@@ -585,7 +525,11 @@ impl LockPort for KisiAdapter {
                 ..wire::NewRoleAssignment::default()
             },
         };
-        let rb = self.http.post(self.url("/role_assignments")).json(&body);
+        let rb = self
+            .net
+            .http()
+            .post(self.url("/role_assignments"))
+            .json(&body);
         let (created, _): (RoleAssignment, _) = match self.json("create_role_assignment", rb).await
         {
             Ok(r) => r,
@@ -641,7 +585,8 @@ impl LockPort for KisiAdapter {
             },
         };
         let rb = self
-            .http
+            .net
+            .http()
             .patch(self.url(&format!("/role_assignments/{id}")))
             .json(&body);
         self.exchange("update_role_assignment", rb).await?;
@@ -653,19 +598,11 @@ impl LockPort for KisiAdapter {
         KisiDevice::parse(device)?;
         let id = assignment_id(vendor_ref)?;
         let rb = self
-            .http
+            .net
+            .http()
             .delete(self.url(&format!("/role_assignments/{id}")));
-        match self.exchange("delete_role_assignment", rb).await {
-            Ok(_) => {
-                debug!(vendor = VENDOR, "role assignment deleted");
-                Ok(())
-            }
-            Err(VendorError::NotFound) => {
-                debug!(vendor = VENDOR, "role assignment already gone");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        let res = self.exchange("delete_role_assignment", rb).await;
+        gone_is_ok(VENDOR, "role assignment", res.map(drop))
     }
 
     async fn list(&self, device: &DeviceRef) -> Result<Vec<VendorEntry>, VendorError> {
@@ -691,7 +628,11 @@ impl LockPort for KisiAdapter {
     }
 
     async fn health(&self) -> Result<(), VendorError> {
-        let rb = self.http.get(self.url("/places")).query(&[("limit", "1")]);
+        let rb = self
+            .net
+            .http()
+            .get(self.url("/places"))
+            .query(&[("limit", "1")]);
         let _: (Vec<wire::Place>, _) = self.json("fetch_places", rb).await?;
         Ok(())
     }
