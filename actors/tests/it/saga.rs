@@ -501,7 +501,7 @@ async fn device_probes_raise_offline_online_battery_and_clock_signals_once() -> 
         probe2().await?,
         vec![DeviceSignal::BatteryLow {
             percent: 15,
-            threshold: 20
+            threshold: 25
         }]
     );
     assert_eq!(probe2().await?, vec![], "still low: said once");

@@ -14,6 +14,7 @@ use crate::support::{audit_row, day, property, seed_everything};
 /// Every table with a `tenant_id` column. A new tenant table must be added here, and
 /// gets RLS checked by the tests below.
 const TENANT_TABLES: &[&str] = &[
+    "deactivated_properties",
     "deactivated_users",
     "encode_jobs",
     "encoder_sessions",
@@ -165,8 +166,8 @@ async fn rls_isolates_tenants_on_every_tenant_table() -> anyhow::Result<()> {
     );
     assert_eq!(
         updatable.len(),
-        TENANT_TABLES.len() - 6,
-        "all but inbox, lock_audit, lock_audit_roots, deactivated_users and key_credential_attempts (insert-only) and lock_audit_heads (the linker's): {updatable:?}"
+        TENANT_TABLES.len() - 7,
+        "all but inbox, lock_audit, lock_audit_roots, deactivated_users, deactivated_properties and key_credential_attempts (insert-only) and lock_audit_heads (the linker's): {updatable:?}"
     );
 
     let app = pool(&db.app_url, 1).await?;

@@ -666,6 +666,9 @@ pub async fn seed_everything(store: &dyn Store, tenant: TenantId) -> anyhow::Res
         .record_user_deactivated(tenant, "staff-gone", t0())
         .await?;
     store
+        .record_property_deactivated(tenant, &PropertyId::parse("ppt_gone")?, t0())
+        .await?;
+    store
         .reserve_rate_slot(tenant, "ttlock|seed|app", 0, 600_000)
         .await?;
     store
