@@ -6,8 +6,9 @@
 //! per installation, and can be compared in constant time; a wrong token is a plain 404.
 //!
 //! TTLock does not sign its callbacks and sends no record id, so a callback is only a
-//! doorbell: Lockstep reads the lock's records back from TTLock's API through the adapter
-//! (`LockPort::door_events`) and trusts only what the vendor answers. A forged callback
+//! doorbell (read in `lockstep_vendors::ttlock::webhook`): Lockstep reads the lock's
+//! records back from TTLock's API through the adapter (`LockPort::door_events`) and trusts
+//! only what the vendor answers. A forged callback
 //! therefore records nothing the vendor did not record; a replayed one is recognised by
 //! its digest in `webhook_inbox`, and each record is deduped on its vendor event id.
 //! Each new record becomes a `key_credential_attempts` row, a `lock_audit` row and an
@@ -42,17 +43,12 @@ use lockstep_persistence::{AuditRow, Cipher, UnitOfWork, WebhookInboxRow};
 use lockstep_vendors::webhook::SignatureError;
 use lockstep_vendors::{DoorEvent, DoorMethod};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::anomalies::Detected;
 use crate::app::Shared;
 use crate::auth::Role;
 use crate::http::{authenticate, ApiError};
-
-/// How far back a TTLock callback's records are read (a callback follows its records by
-/// seconds; the margin covers a gateway that uploads late).
-const READ_BACK_MINUTES: i64 = 15;
 
 /// Derives each adapter's webhook URL token.
 #[derive(Clone)]
@@ -112,10 +108,6 @@ fn adapter_for(shared: &Shared, vendor: &str, token: &str) -> Option<AdapterInfo
                 )
         })
         .map(|(info, _)| info)
-}
-
-fn form_field<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 fn method_label(m: DoorMethod) -> &'static str {
@@ -355,50 +347,17 @@ async fn ttlock_once(
     info: &AdapterInfo,
     body: &[u8],
 ) -> Result<Option<HttpResponse>, ApiError> {
-    let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| {
-        ApiError::from(DomainError::validation(
-            "body",
-            "not a form-encoded TTLock callback",
-        ))
-    })?;
-    let notify_type = form_field(&form, "notifyType")
-        .unwrap_or_default()
-        .to_owned();
-    let gateway_status = notify_type == "2";
-    let lock_id: i64 = match form_field(&form, "lockId").and_then(|l| l.parse().ok()) {
-        Some(l) => l,
-        // a gateway's status names the gateway, not a lock
-        None if gateway_status && form_field(&form, "gatewayId").is_some() => 0,
-        None => {
-            return Err(
-                DomainError::validation("lockId", "a TTLock callback names its lock").into(),
-            )
-        }
-    };
+    use lockstep_vendors::ttlock::webhook::{self, Callback, CallbackKind};
+    let callback =
+        Callback::parse(body).map_err(|e| DomainError::validation(e.field(), e.to_string()))?;
     let rt = &shared.rt;
-    let digest: String = Sha256::digest(body)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let kind = match notify_type.as_str() {
-        "1" => "lock_records",
-        // gateway (2) or WiFi lock (3) online/offline: a hint to probe, never trusted as is
-        "2" | "3" => "device_status",
-        _ => "other",
-    };
-    // no lock id here: it is the vendor's device reference, kept encrypted (spec 004 §5);
-    // a status hint is never a duplicate (two "offline"s may be byte-identical, and a probe
-    // is idempotent)
-    let external_id = if kind == "device_status" {
-        format!("status:{}", ulid::Ulid::new())
-    } else {
-        format!("callback:{digest}")
-    };
+    let external_id = callback
+        .dedupe_id()
+        .unwrap_or_else(|| format!("status:{}", ulid::Ulid::new()));
     let success = || {
         HttpResponse::Ok()
             .content_type("text/plain")
-            .body("success")
+            .body(webhook::ACK)
     };
     if rt
         .store
@@ -408,7 +367,7 @@ async fn ttlock_once(
         info!(vendor = "ttlock", "webhook replayed; already handled");
         return Ok(Some(success()));
     }
-    if gateway_status {
+    if callback.is_gateway_status() {
         // which locks a gateway serves is TTLock's: probe every lock of the adapter
         let rooms = rt
             .store
@@ -428,13 +387,12 @@ async fn ttlock_once(
             }
         }
     }
-    let lock = lock_id.to_string();
-    let device = device_of(shared, info, |r| r == lock).await?;
+    let device = device_of(shared, info, |r| callback.names(r)).await?;
     let mut events = Vec::new();
-    let outcome = match (&device, kind) {
-        (_, "other") => "ignored",
-        (None, "device_status") if gateway_status => "processed",
-        (Some(d), "device_status") => {
+    let outcome = match (&device, callback.kind) {
+        (_, CallbackKind::Other) => "ignored",
+        (None, CallbackKind::DeviceStatus) if callback.is_gateway_status() => "processed",
+        (Some(d), CallbackKind::DeviceStatus) => {
             // the device's health is read from TTLock's API; the probe records it and
             // raises `device.offline` / `device.online` when it changed
             if let Err(e) =
@@ -446,9 +404,9 @@ async fn ttlock_once(
             "processed"
         }
         (None, _) => "unknown_device",
-        (Some(d), _) => {
+        (Some(d), CallbackKind::LockRecords) => {
             // the callback is only a doorbell: the records come from TTLock's API
-            let since = rt.clock.now() - chrono::Duration::minutes(READ_BACK_MINUTES);
+            let since = webhook::read_back_since(rt.clock.now());
             match rt
                 .ports
                 .call(&info.id, VendorOp::DoorEvents(d.device_ref.clone(), since))
@@ -469,17 +427,14 @@ async fn ttlock_once(
             "processed"
         }
     };
-    let records = form_field(&form, "records")
-        .and_then(|r| serde_json::from_str::<Vec<serde_json::Value>>(r).ok())
-        .map_or(0, |r| r.len());
     let recorded = record_delivery(
         shared,
         info,
         Delivery {
             vendor: VendorCode::Ttlock,
-            kind,
+            kind: callback.kind.as_str(),
             external_id,
-            payload: json!({ "notifyType": notify_type, "records": records }),
+            payload: json!({ "notifyType": callback.notify_type, "records": callback.records }),
             signature_ok: device.is_some(),
             device: device.as_ref(),
             events,

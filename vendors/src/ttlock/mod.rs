@@ -44,6 +44,7 @@
 pub mod access;
 pub mod errors;
 pub mod simulator;
+pub mod webhook;
 pub mod wire;
 
 use std::fmt;
