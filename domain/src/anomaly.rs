@@ -391,6 +391,8 @@ pub struct AttemptContext<'a> {
     pub credential: Option<&'a KeyCredential>,
     /// Every room the device serves (none for a common-area door).
     pub device_rooms: &'a [RoomId],
+    /// The common area or back of house the device opens, if any (`lock_devices.area`).
+    pub device_area: Option<crate::master::CommonArea>,
 }
 
 /// Whether `t` is outside `w` by more than `grace`.
@@ -457,14 +459,19 @@ fn wrong_room(rules: &AnomalyRules, ctx: &AttemptContext<'_>) -> Option<AnomalyD
     if ctx.attempt.outcome == AttemptOutcome::Denied && !include_denied {
         return None;
     }
-    // a master scoped by floors or areas opens doors Lockstep cannot name
+    // A master scoped by floors opens doors by the vendor's floor object, which Lockstep
+    // cannot name; one scoped by areas opens its areas' doors (spec 003 §4), judged here.
     let scope = c.scope();
-    if c.holder_kind() == HolderKind::StaffMaster
-        && !(scope.floors.is_empty() && scope.areas.is_empty())
-    {
+    if c.holder_kind() == HolderKind::StaffMaster && !scope.floors.is_empty() {
         return None;
     }
     if ctx.device_rooms.iter().any(|r| c.rooms().contains(r)) {
+        return None;
+    }
+    if ctx
+        .device_area
+        .is_some_and(|a| scope.areas.iter().any(|s| s == a.as_str()))
+    {
         return None;
     }
     Some(AnomalyDetail::WrongRoom {

@@ -261,6 +261,7 @@ async fn record_delivery(
                         attempt: &a,
                         credential: credential.as_ref(),
                         device_rooms: &device.rooms,
+                        device_area: device.area,
                     });
                     for x in found {
                         anomalies.push(Detected::new(x, &a, credential.as_ref(), now));

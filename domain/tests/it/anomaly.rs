@@ -3,6 +3,7 @@
 //! whatever order the vendor's records arrive in.
 
 use chrono::Duration;
+use lockstep_domain::master::CommonArea;
 use lockstep_domain::{
     Anomaly, AnomalyDetail, AnomalyDetector, AnomalyRule, AnomalyRules, AnomalyRulesInput,
     AttemptContext, AttemptReport, CredentialStatus, DomainError, KeyCredential,
@@ -62,6 +63,7 @@ fn judge(
             attempt: a,
             credential: cred,
             device_rooms: rooms,
+            device_area: None,
         },
     )
 }
@@ -301,19 +303,44 @@ fn a_key_opening_a_door_that_serves_none_of_its_rooms_is_wrong_room() {
 }
 
 #[test]
-fn a_master_scoped_by_areas_is_not_judged_by_room() {
+fn a_master_scoped_by_areas_is_judged_by_its_areas_doors() {
     let shift = valid_from();
+    // lobby and gym (the builder's scope)
     let areas = a_master_key()
         .window(shift, shift + Duration::hours(8))
         .in_state(KeyCredentialState::Active);
-    let a = attempt(
-        Some(&areas),
-        &device(9),
-        shift + Duration::hours(1),
-        true,
-        "e1",
+    let at = |area: Option<CommonArea>, rooms: &[RoomId], id: &str| {
+        let a = attempt(
+            Some(&areas),
+            &device(9),
+            shift + Duration::hours(1),
+            true,
+            id,
+        );
+        rules_of(&AnomalyDetector::default().detect(
+            &AnomalyRules::default(),
+            &AttemptContext {
+                attempt: &a,
+                credential: Some(&areas),
+                device_rooms: rooms,
+                device_area: area,
+            },
+        ))
+    };
+    assert!(
+        at(Some(CommonArea::Gym), &[], "e1").is_empty(),
+        "its gym door"
     );
-    assert!(judge(&AnomalyRules::default(), Some(&areas), &[], &a).is_empty());
+    assert_eq!(
+        at(Some(CommonArea::Pool), &[], "e2"),
+        vec![AnomalyRule::WrongRoom],
+        "the pool is not its area"
+    );
+    assert_eq!(
+        at(None, &[room_id("rmu_301")], "e3"),
+        vec![AnomalyRule::WrongRoom],
+        "a guest room it was not given"
+    );
     let rooms = a_master_key()
         .scope(KeyCredentialScope::default())
         .rooms(vec![room("rmu_101"), room("rmu_102")])
@@ -324,7 +351,7 @@ fn a_master_scoped_by_areas_is_not_judged_by_room() {
         &device(3),
         shift + Duration::hours(1),
         true,
-        "e2",
+        "e4",
     );
     assert_eq!(
         rules_of(&judge(
@@ -444,6 +471,7 @@ fn observe(
             attempt: a,
             credential: cred,
             device_rooms: rooms,
+            device_area: None,
         },
     ))
 }
@@ -556,6 +584,7 @@ fn one_key_at_two_doors_apart_within_seconds_is_impossible_travel() {
             attempt: &there,
             credential: Some(&c),
             device_rooms: &[room_id("rmu_305")],
+            device_area: None,
         },
     );
     assert_eq!(

@@ -28,6 +28,7 @@ const DAYS: i64 = 7;
 struct Door {
     id: LockDeviceId,
     rooms: Vec<RoomId>,
+    area: Option<lockstep_domain::master::CommonArea>,
 }
 
 /// One door attempt of the stream.
@@ -108,10 +109,12 @@ impl Property {
         p.doors.push(Door {
             id: Self::door_id(second),
             rooms: vec![room_id("rmu_150")],
+            area: None,
         });
         p.doors.push(Door {
             id: Self::door_id(p.doors.len()),
             rooms: vec![],
+            area: Some(lockstep_domain::master::CommonArea::BackOfHouse),
         });
         p
     }
@@ -125,6 +128,7 @@ impl Property {
         self.doors.push(Door {
             id: Self::door_id(i),
             rooms: vec![room_id(room)],
+            area: None,
         });
         self.door_of.insert(room.to_owned(), i);
     }
@@ -160,7 +164,11 @@ impl Property {
 
     fn master(&mut self, rooms: &[String], from: Timestamp, until: Timestamp) -> usize {
         let b = if rooms.is_empty() {
-            a_master_key()
+            // maintenance: the back_of_house scope
+            a_master_key().scope(KeyCredentialScope {
+                floors: vec![],
+                areas: vec!["back_of_house".into()],
+            })
         } else {
             a_master_key()
                 .scope(KeyCredentialScope::default())
@@ -553,6 +561,7 @@ fn replayed_week_finds_every_planted_anomaly_and_nothing_in_normal_traffic() {
                 attempt: &a,
                 credential: cred,
                 device_rooms: &door.rooms,
+                device_area: door.area,
             },
         ) {
             if std::env::var_os("LOCKSTEP_ANOMALY_DEBUG").is_some() {

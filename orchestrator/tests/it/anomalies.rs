@@ -134,6 +134,7 @@ fn every_rules_anomaly_event_conforms_to_its_schema_and_carries_no_secret() {
                 attempt: a,
                 credential: *c,
                 device_rooms: rooms,
+                device_area: None,
             },
         ) {
             let x = Detected::new(found, a, *c, at(23, 0, 0));
