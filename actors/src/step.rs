@@ -548,10 +548,12 @@ async fn capabilities(
     rooms: &[RoomId],
     avoid: Option<&VendorAdapterId>,
 ) -> Result<LockCapabilities, StepError> {
-    let devices = db
-        .devices_for_rooms(entry.tenant_id, &entry.property_id, rooms)
-        .await?;
-    let adapters = serving(&devices, rooms);
+    let devices = taking_new_work(
+        &rt.ports,
+        db.devices_for_rooms(entry.tenant_id, &entry.property_id, rooms)
+            .await?,
+    );
+    let adapters = serving(&rt.ports, &devices, rooms);
     if adapters.len() < 2 {
         return Ok(devices
             .first()
@@ -584,8 +586,32 @@ fn avoided_last(
     adapters
 }
 
-/// The adapters that serve every one of `rooms` with their devices, in device order.
-fn serving(devices: &[lockstep_persistence::Device], rooms: &[RoomId]) -> Vec<VendorAdapterId> {
+/// `devices` without those of adapters that take no new work (spec `003` §3 `enabled`):
+/// where a new key may go. Removals and updates of keys already at a door use every device.
+fn taking_new_work(
+    ports: &crate::PortRegistry,
+    mut devices: Vec<lockstep_persistence::Device>,
+) -> Vec<lockstep_persistence::Device> {
+    devices.retain(|d| ports.choice(&d.vendor_adapter_id).0);
+    devices
+}
+
+/// The adapters that serve every one of `rooms` with their devices, by `precedence`
+/// (spec `003` §3: lower preferred), then in device order.
+fn serving(
+    ports: &crate::PortRegistry,
+    devices: &[lockstep_persistence::Device],
+    rooms: &[RoomId],
+) -> Vec<VendorAdapterId> {
+    let mut out = serving_in_device_order(devices, rooms);
+    out.sort_by_key(|a| ports.choice(a).1);
+    out
+}
+
+fn serving_in_device_order(
+    devices: &[lockstep_persistence::Device],
+    rooms: &[RoomId],
+) -> Vec<VendorAdapterId> {
     let mut out: Vec<VendorAdapterId> = Vec::new();
     for d in devices {
         let a = &d.vendor_adapter_id;
@@ -642,7 +668,7 @@ async fn route(
     kind: KeyCredentialKind,
     avoid: Option<&VendorAdapterId>,
 ) -> Vec<lockstep_persistence::Device> {
-    let adapters = serving(&devices, rooms);
+    let adapters = serving(&rt.ports, &devices, rooms);
     if adapters.len() < 2 {
         return devices;
     }
@@ -696,10 +722,12 @@ async fn outage_fallback(
     }
     // No other adapter serves the rooms (the common case): nothing to fall back to, and
     // nothing else to ask.
-    let devices = db
-        .devices_for_rooms(entry.tenant_id, &entry.property_id, cred.rooms())
-        .await?;
-    let others: Vec<VendorAdapterId> = serving(&devices, cred.rooms())
+    let devices = taking_new_work(
+        &rt.ports,
+        db.devices_for_rooms(entry.tenant_id, &entry.property_id, cred.rooms())
+            .await?,
+    );
+    let others: Vec<VendorAdapterId> = serving(&rt.ports, &devices, cred.rooms())
         .into_iter()
         .filter(|a| a != adapter)
         .collect();
@@ -1020,6 +1048,7 @@ async fn issue(
     let devices = db
         .devices_for_rooms(entry.tenant_id, &entry.property_id, &intent.rooms)
         .await?;
+    let devices = taking_new_work(&db.rt().ports, devices);
     let devices = route(
         db.rt(),
         devices,
@@ -1038,10 +1067,10 @@ async fn issue(
         .collect();
     let mut devices = devices;
     if !areas.is_empty() {
-        for d in db
+        let doors = db
             .devices_for_areas(entry.tenant_id, &entry.property_id, &areas)
-            .await?
-        {
+            .await?;
+        for d in taking_new_work(&db.rt().ports, doors) {
             if !devices.iter().any(|x| x.id == d.id) {
                 devices.push(d);
             }
@@ -1387,10 +1416,30 @@ async fn update(
         changed |= w.sync == SyncState::Pending;
         uow.devices.push(w);
     }
-    for d in wanted
+    // A door added by the change takes new work: not at a disabled adapter, and, where the
+    // key's own adapters serve the room, only theirs (another vendor's door of the same
+    // room would get a second key, maybe of a kind it cannot issue; spec 003 §3).
+    let own: Vec<&VendorAdapterId> = wanted
+        .iter()
+        .filter(|w| current.iter().any(|c| c.device_id == w.id))
+        .map(|w| &w.vendor_adapter_id)
+        .chain(std::iter::once(c.vendor_adapter_id()))
+        .collect();
+    let ports = &db.rt().ports;
+    let added: Vec<&lockstep_persistence::Device> = wanted
         .iter()
         .filter(|w| !current.iter().any(|c| c.device_id == w.id))
-    {
+        .filter(|w| ports.choice(&w.vendor_adapter_id).0)
+        .filter(|w| {
+            own.contains(&&w.vendor_adapter_id)
+                || !w.rooms.iter().any(|r| {
+                    wanted
+                        .iter()
+                        .any(|x| x.rooms.contains(r) && own.contains(&&x.vendor_adapter_id))
+                })
+        })
+        .collect();
+    for d in added {
         uow.devices.push(DeviceSyncWrite {
             credential_id: id.clone(),
             device_id: d.id.clone(),

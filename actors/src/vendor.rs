@@ -496,6 +496,10 @@ pub struct AdapterInfo {
     pub property_id: PropertyId,
     /// `sandbox` or `production`.
     pub environment: String,
+    /// Spec `003` §3: a disabled adapter takes no new work.
+    pub enabled: bool,
+    /// Spec `003` §3: lower is preferred where several adapters serve a room (default 100).
+    pub precedence: i32,
 }
 
 type BreakerKey = (VendorCode, String);
@@ -639,6 +643,31 @@ impl PortRegistry {
             .collect();
         v.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         v
+    }
+
+    /// Spec `003` §3 adapter choice of `id`: whether it takes new work (`enabled`) and its
+    /// `precedence`; an adapter not registered takes none.
+    pub fn choice(&self, id: &VendorAdapterId) -> (bool, i32) {
+        self.infos
+            .read()
+            .expect("adapter info lock is never poisoned")
+            .get(id)
+            .map_or((false, i32::MAX), |(i, _)| (i.enabled, i.precedence))
+    }
+
+    /// Changes adapter `id`'s `enabled` and `precedence` (spec `003` §3) for the work decided
+    /// from now on; false when no such adapter is registered.
+    pub fn set_choice(&self, id: &VendorAdapterId, enabled: bool, precedence: i32) -> bool {
+        let mut infos = self
+            .infos
+            .write()
+            .expect("adapter info lock is never poisoned");
+        let Some((info, _)) = infos.get_mut(id) else {
+            return false;
+        };
+        info.enabled = enabled;
+        info.precedence = precedence;
+        true
     }
 
     /// The adapter serving `id`.

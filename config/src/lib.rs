@@ -610,6 +610,22 @@ pub struct RawAdapter {
     /// (`desktopAckTimeoutMs`, default 8000).
     #[serde(default)]
     pub desktop_ack_timeout_ms: Option<u64>,
+    /// Spec `003` §3 `enabled` (default true): a disabled adapter takes no new work (no new
+    /// key is issued at its doors); the keys it holds are still updated and removed.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Spec `003` §3 `precedence` (default 100, as spec `004`'s DDL): where several adapters
+    /// serve a stay's rooms, the lowest is tried first.
+    #[serde(default = "default_precedence")]
+    pub precedence: i32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_precedence() -> i32 {
+    100
 }
 
 fn sandbox() -> String {

@@ -403,6 +403,8 @@ async fn register_adapter(
             tenant_id: tenant,
             property_id: property.clone(),
             environment: a.environment.clone(),
+            enabled: a.enabled,
+            precedence: a.precedence,
         },
         port,
         &deps,
@@ -426,6 +428,8 @@ async fn register_adapter(
                 "password": a.password.as_ref().map(secret_pointer),
                 "apiKey": a.api_key.as_ref().map(secret_pointer),
             }),
+            enabled: a.enabled,
+            precedence: a.precedence,
             now: clock.now(),
         })
         .await
@@ -552,6 +556,8 @@ pub fn demo(bind: std::net::SocketAddr) -> anyhow::Result<(RunningSimulator, Raw
             // the built-in simulator is a test account: no rate limit
             rate_limit_per_min: Some(0),
             desktop_ack_timeout_ms: None,
+            enabled: true,
+            precedence: 100,
         }],
         devices: DEMO_LOCKS
             .iter()
@@ -895,6 +901,8 @@ pub async fn demo_vendors(
                 tenant_id: tenant,
                 property_id: property.clone(),
                 environment: "sandbox".into(),
+                enabled: true,
+                precedence: 100,
             },
             port,
             deps,
@@ -908,6 +916,8 @@ pub async fn demo_vendors(
                 environment: "sandbox".into(),
                 capabilities: caps_json(&caps),
                 config: json!({ "demo": true }),
+                enabled: true,
+                precedence: 100,
                 now: clock.now(),
             })
             .await

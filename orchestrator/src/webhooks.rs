@@ -738,6 +738,8 @@ pub(crate) async fn list_adapters(
             "propertyId": i.property_id.as_str(),
             "vendor": vendor.as_str(),
             "environment": i.environment,
+            "enabled": i.enabled,
+            "precedence": i.precedence,
             "capabilities": caps.map(|c| crate::seed::caps_json(&c)),
             "health": health.as_ref().map(health_json),
         });

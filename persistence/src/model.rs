@@ -610,6 +610,10 @@ pub struct AdapterRecord {
     pub capabilities: serde_json::Value,
     /// Non-secret config (URLs, rate limits, secret pointers), encrypted at rest.
     pub config: serde_json::Value,
+    /// Spec `003` §3 `enabled`.
+    pub enabled: bool,
+    /// Spec `003` §3 `precedence`.
+    pub precedence: i32,
     /// When.
     pub now: Timestamp,
 }

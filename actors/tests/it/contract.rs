@@ -298,6 +298,8 @@ async fn every_adapter_honours_the_lock_port_contract() -> anyhow::Result<()> {
             tenant_id: TenantId::generate(),
             property_id: PropertyId::parse("ppt_contract")?,
             environment: format!("sandbox-{i}"),
+            enabled: true,
+            precedence: 100,
         };
         ports.insert(info, p.port.clone(), &deps);
         (p.faults)(false, 0.0, Some(30));
@@ -421,6 +423,8 @@ async fn an_account_shared_by_two_nodes_keeps_one_limit() -> anyhow::Result<()> 
                 tenant_id: tenant,
                 property_id: PropertyId::parse(&format!("ppt_node{node}"))?,
                 environment: "sandbox".into(),
+                enabled: true,
+                precedence: 100,
             },
             port,
             &deps,

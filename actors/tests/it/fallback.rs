@@ -44,6 +44,8 @@ async fn with_kisi(rig: &Rig) -> anyhow::Result<(kisi::RunningSimulator, Arc<kis
             tenant_id: rig.tenant,
             property_id: rig.property.clone(),
             environment: "sandbox".into(),
+            enabled: true,
+            precedence: 100,
         },
         port.clone(),
         &deps,
@@ -59,6 +61,8 @@ async fn with_kisi(rig: &Rig) -> anyhow::Result<(kisi::RunningSimulator, Arc<kis
             environment: "sandbox".into(),
             capabilities: json!({}),
             config: json!({}),
+            enabled: true,
+            precedence: 100,
             now,
         })
         .await?;

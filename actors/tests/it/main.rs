@@ -2,6 +2,7 @@
 //! process, with faults injected at the vendor edge.
 
 mod breaker;
+mod choice;
 mod contract;
 mod fallback;
 mod master_scopes;

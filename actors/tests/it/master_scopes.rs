@@ -105,6 +105,8 @@ async fn second_adapter(
             tenant_id: rig.tenant,
             property_id: rig.property.clone(),
             environment: "production".into(),
+            enabled: true,
+            precedence: 100,
         },
         port,
         &VendorDeps {
@@ -125,6 +127,8 @@ async fn second_adapter(
             environment: "production".into(),
             capabilities: json!({}),
             config: json!({}),
+            enabled: true,
+            precedence: 100,
             now: rig.rt.clock.now(),
         })
         .await?;

@@ -162,6 +162,8 @@ impl Rig {
                 tenant_id: tenant,
                 property_id: property.clone(),
                 environment: "sandbox".into(),
+                enabled: true,
+                precedence: 100,
             },
             port.clone(),
             &deps,
@@ -175,6 +177,8 @@ impl Rig {
                 environment: "sandbox".into(),
                 capabilities: json!({}),
                 config: json!({}),
+                enabled: true,
+                precedence: 100,
                 now: clock.now(),
             })
             .await?;

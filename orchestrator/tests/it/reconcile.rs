@@ -68,6 +68,8 @@ async fn setup(store: &Arc<dyn Store>, clock: &dyn Clock) -> anyhow::Result<Fixt
             environment: "sandbox".into(),
             capabilities: json!({}),
             config: json!({}),
+            enabled: true,
+            precedence: 100,
             now,
         })
         .await?;

@@ -1283,6 +1283,8 @@ client_secret = {{ value = "{secret}" }}
 username = "{username}"
 password = {{ value = "{password}" }}
 rate_limit_per_min = 0
+precedence = 7
+enabled = false
 
 [[properties.devices]]
 id = "lck_01J0000000000000000000Q001"
@@ -1311,5 +1313,16 @@ rooms = ["rmu_7401"]
     std::fs::write(&path, config("\"pin_code\""))?;
     let node = Lockstep::spawn(&dir, &["--config", &path.to_string_lossy()], &[]).await?;
     wait_ready(&node).await?;
+    // Spec 003 §3: the adapter's precedence and enabled are read and served.
+    let adapters: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/vendor-adapters", node.http))
+        .bearer_auth("policy-token")
+        .header("x-tenant-id", TENANT)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(adapters["items"][0]["precedence"], 7, "{adapters}");
+    assert_eq!(adapters["items"][0]["enabled"], false, "{adapters}");
     Ok(())
 }

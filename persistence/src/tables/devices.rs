@@ -312,10 +312,11 @@ impl DeviceTable for Tx<ReadWrite> {
         )?;
         let guard = self.conn.dialect().upsert_guard("vendor_adapters");
         let stmt = Stmt::new(format!(
-            "INSERT INTO vendor_adapters (id, tenant_id, property_id, vendor, environment, capabilities, config_ciphertext, config_kms_version, created_at, updated_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$9) \
+            "INSERT INTO vendor_adapters (id, tenant_id, property_id, vendor, environment, capabilities, config_ciphertext, config_kms_version, enabled, precedence, created_at, updated_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$11) \
              ON CONFLICT (id) DO UPDATE SET capabilities = excluded.capabilities, config_ciphertext = excluded.config_ciphertext, \
-             config_kms_version = excluded.config_kms_version, updated_at = excluded.updated_at{guard}"
+             config_kms_version = excluded.config_kms_version, enabled = excluded.enabled, precedence = excluded.precedence, \
+             updated_at = excluded.updated_at{guard}"
         ))
         .bind(a.id.as_str())
         .bind(self.tenant)
@@ -325,6 +326,8 @@ impl DeviceTable for Tx<ReadWrite> {
         .bind(&a.capabilities)
         .bind(ct)
         .bind(ver)
+        .bind(a.enabled)
+        .bind(a.precedence)
         .bind(a.now);
         let n = self.conn.execute(stmt).await?;
         if n != 1 {

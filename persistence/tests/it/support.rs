@@ -328,6 +328,8 @@ pub async fn seed_registry(store: &dyn Store, tenant: TenantId) -> anyhow::Resul
             environment: "sandbox".into(),
             capabilities: serde_json::json!({ "pin_code": true }),
             config: serde_json::json!({ "baseUrl": "http://127.0.0.1:1" }),
+            enabled: true,
+            precedence: 100,
             now: t0(),
         })
         .await

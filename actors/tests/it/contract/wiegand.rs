@@ -90,6 +90,8 @@ pub async fn pair(store: Arc<dyn Store>) -> anyhow::Result<Pair> {
             environment: "sandbox".into(),
             capabilities: serde_json::json!({ "cardEncoding": true }),
             config: serde_json::json!({}),
+            enabled: true,
+            precedence: 100,
             now: clock.now(),
         })
         .await?;

@@ -296,6 +296,8 @@ pub async fn registry_writes_are_read_back_and_stay_in_their_tenant(
         environment: "sandbox".into(),
         capabilities: serde_json::json!({ "pin_code": true }),
         config: serde_json::json!({ "baseUrl": "http://127.0.0.1:1" }),
+        enabled: true,
+        precedence: 100,
         now: t0(),
     };
     let mut tx = store.begin(tenant, None).await?;

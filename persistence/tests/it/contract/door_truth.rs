@@ -276,6 +276,8 @@ pub async fn pending_removals_count_absent_pending_rows_of_the_adapters_asked(
         environment: "sandbox".into(),
         capabilities: serde_json::json!({}),
         config: serde_json::json!({}),
+        enabled: true,
+        precedence: 100,
         now: t0(),
     })
     .await?;
