@@ -9,8 +9,8 @@
 use std::collections::{HashMap, HashSet};
 
 use lockstep_domain::{
-    assess, DeviceHealth, DeviceSignal, HolderKind, KeyCredentialId, PropertyId, SkewLevel,
-    TenantId,
+    assess, DeviceHealth, DeviceSignal, HolderKind, KeyCredentialId, KeyCredentialKind, PropertyId,
+    SkewLevel, TenantId,
 };
 use lockstep_persistence::{
     AuditRow, Desired, Device, DeviceHealthWrite, InternalEvent, SyncState, UnitOfWork,
@@ -271,15 +271,28 @@ async fn reconcile_device(
 ) -> Result<DriftReport, StepError> {
     let now = rt.clock.now();
     let vendor = d.vendor.as_str();
-    let entries: Vec<VendorEntry> = match rt
+    let listings = match rt
         .ports
         .call(&d.vendor_adapter_id, VendorOp::List(d.device_ref.clone()))
         .await
     {
-        Ok(VendorReply::Entries(e)) => e,
+        Ok(VendorReply::Listings(l)) => l,
         Ok(_) => return Err(StepError::Retry("unexpected reply to list".into())),
         Err(e) => return Err(StepError::Retry(e.to_string())),
     };
+    // Each list is judged on its own (issue 14): what a failed one holds is unknown, so
+    // no key of its kinds is taken for missing; the others' orphans and gaps are handled.
+    let mut entries: Vec<VendorEntry> = Vec::new();
+    let mut unread: Vec<Vec<KeyCredentialKind>> = Vec::new();
+    for l in listings {
+        match l.entries {
+            Ok(e) => entries.extend(e),
+            Err(e) => {
+                warn!(device = %d.id, kinds = ?l.kinds, error = %e, "drift: a list of the device failed; its kinds wait for the next run");
+                unread.push(l.kinds);
+            }
+        }
+    }
     let rows = rt.store.device_credentials(tenant, &d.id).await?;
     let ours: HashMap<&str, _> = rows.iter().map(|r| (r.credential_id.as_str(), r)).collect();
     let mut report = DriftReport::default();
@@ -332,6 +345,19 @@ async fn reconcile_device(
     {
         if seen.contains(r.credential_id.as_str()) {
             continue;
+        }
+        if !unread.is_empty() {
+            let kind = rt
+                .store
+                .get_credential(tenant, &r.credential_id)
+                .await?
+                .map(|c| c.kind());
+            let unknown = |kinds: &Vec<KeyCredentialKind>| {
+                kinds.is_empty() || kind.is_none_or(|k| kinds.contains(&k))
+            };
+            if unread.iter().any(unknown) {
+                continue;
+            }
         }
         let Some(subject) = subject_of(rt, tenant, &r.credential_id).await? else {
             continue;

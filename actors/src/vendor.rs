@@ -21,7 +21,7 @@ use lockstep_domain::{
 };
 use lockstep_persistence::Store;
 use lockstep_vendors::rate::{self, AccountLimiter, LocalLimiter};
-use lockstep_vendors::{DeviceProbe, IssueRequest, LockPort, VendorEntry, VendorError};
+use lockstep_vendors::{DeviceProbe, IssueRequest, LockPort, VendorError};
 use tokio::sync::oneshot;
 use tracing::{debug, error, info, warn};
 
@@ -85,8 +85,8 @@ pub enum VendorReply {
     Found(Option<VendorRef>),
     /// Done.
     Done,
-    /// Listed.
-    Entries(Vec<VendorEntry>),
+    /// Listed, list by list (some may have failed).
+    Listings(Vec<lockstep_vendors::Listing>),
     /// A device's health.
     Probed(DeviceProbe),
     /// A device's door records.
@@ -340,7 +340,19 @@ async fn run_call(
             VendorOp::Find(req) => port.find(&req).await.map(VendorReply::Found),
             VendorOp::Update(req, v) => port.update(&req, &v).await.map(|()| VendorReply::Done),
             VendorOp::Revoke(d, v) => port.revoke(&d, &v).await.map(|()| VendorReply::Done),
-            VendorOp::List(d) => port.list(&d).await.map(VendorReply::Entries),
+            // a list the vendor failed is judged on its own (drift skips its kinds); only
+            // when every list failed is the call a failure (the breaker counts it)
+            VendorOp::List(d) => {
+                let mut listings = port.listings(&d).await;
+                if !listings.is_empty() && listings.iter().all(|l| l.entries.is_err()) {
+                    match listings.swap_remove(0).entries {
+                        Err(e) => Err(e),
+                        Ok(_) => unreachable!("every listing failed"),
+                    }
+                } else {
+                    Ok(VendorReply::Listings(listings))
+                }
+            }
             VendorOp::Health => port.health().await.map(|()| VendorReply::Done),
             VendorOp::Probe(d) => port.probe(&d).await.map(VendorReply::Probed),
             VendorOp::DoorEvents(d, since) => port

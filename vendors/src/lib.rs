@@ -134,6 +134,25 @@ pub struct VendorEntry {
     pub valid_until: DateTime<Utc>,
 }
 
+/// One of the lists a vendor keeps of a device (drift reconciliation): the kinds of
+/// credential it holds and what it answered. A vendor that keeps one list of everything
+/// answers one listing for every kind; TTLock keeps three (passcodes, eKeys, cards), so a
+/// failing one says nothing about the others' kinds.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    /// The kinds this list holds; empty: every kind.
+    pub kinds: Vec<KeyCredentialKind>,
+    /// What it held, or why it could not be read.
+    pub entries: Result<Vec<VendorEntry>, VendorError>,
+}
+
+impl Listing {
+    /// Whether this list holds credentials of `kind`.
+    pub fn holds(&self, kind: KeyCredentialKind) -> bool {
+        self.kinds.is_empty() || self.kinds.contains(&kind)
+    }
+}
+
 /// What a vendor reports about one device (spec `003` §2): the health probe's reading.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceProbe {
@@ -183,6 +202,14 @@ pub trait LockPort: Send + Sync + std::fmt::Debug {
     async fn revoke(&self, device: &DeviceRef, vendor_ref: &VendorRef) -> Result<(), VendorError>;
     /// Everything the device holds (drift reconciliation, tests).
     async fn list(&self, device: &DeviceRef) -> Result<Vec<VendorEntry>, VendorError>;
+    /// What the device holds, list by list (drift judges each on its own): by default the
+    /// one [`LockPort::list`], for every kind.
+    async fn listings(&self, device: &DeviceRef) -> Vec<Listing> {
+        vec![Listing {
+            kinds: Vec::new(),
+            entries: self.list(device).await,
+        }]
+    }
     /// A cheap probe of the vendor's API.
     async fn health(&self) -> Result<(), VendorError>;
     /// Reads one device's health: online, battery, firmware and its clock. A device the

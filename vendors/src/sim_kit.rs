@@ -61,6 +61,9 @@ pub struct SimFaults {
     pub lose_response_on: Option<String>,
     /// Vostio: creates, updates and deletes are refused with 422 `door_offline`.
     pub door_offline: bool,
+    /// TTLock: this one of a lock's lists answers 500 while the others work (`passcodes`,
+    /// `ekeys`, `cards`).
+    pub fail_list: Option<String>,
 }
 
 /// Whether a draw falls within `rate` (0.0 never, 1.0 always).
@@ -370,6 +373,16 @@ impl<S: KitState> SimHandle<S> {
                 *s.counters().rejected_by_faults_mut() += 1;
             }
             refuse
+        })
+    }
+
+    /// The vendor's 500 when the list `name` is made to fail (`fail_list`).
+    pub(crate) fn failing_list(&self, name: &str) -> Option<HttpResponse> {
+        self.with(|s| {
+            (s.kit().faults.fail_list.as_deref() == Some(name)).then(|| {
+                *s.counters().rejected_by_faults_mut() += 1;
+                S::error_reply()
+            })
         })
     }
 

@@ -636,6 +636,9 @@ impl LockPort for CapsPort {
     async fn list(&self, device: &DeviceRef) -> Result<Vec<VendorEntry>, VendorError> {
         self.0.list(device).await
     }
+    async fn listings(&self, device: &DeviceRef) -> Vec<lockstep_vendors::Listing> {
+        self.0.listings(device).await
+    }
     async fn health(&self) -> Result<(), VendorError> {
         self.0.health().await
     }

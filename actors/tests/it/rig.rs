@@ -77,6 +77,9 @@ impl LockPort for FaultyPort {
     async fn list(&self, device: &DeviceRef) -> Result<Vec<VendorEntry>, VendorError> {
         self.inner.list(device).await
     }
+    async fn listings(&self, device: &DeviceRef) -> Vec<lockstep_vendors::Listing> {
+        self.inner.listings(device).await
+    }
     async fn health(&self) -> Result<(), VendorError> {
         self.inner.health().await
     }

@@ -377,6 +377,69 @@ async fn drift_reconciliation_deletes_orphans_and_reissues_what_went_missing() -
     Ok(())
 }
 
+/// Issue 14: drift judges each of a lock's lists on its own. With TTLock's eKey list
+/// failing, the passcode list is still reconciled (the missing PIN re-issued, the orphan
+/// deleted); with the passcode list failing, no PIN is taken for missing (nothing is
+/// re-issued twice) while the device's other lists are read. Before, one failing list
+/// skipped the whole device.
+#[actix_rt::test]
+async fn drift_judges_each_list_of_a_lock_on_its_own() -> anyhow::Result<()> {
+    use lockstep_vendors::LockPort as _;
+    let rig = Rig::start(WorkerSettings::simulator()).await?;
+    rig.confirm_on("rsv_l1", 1, 20).await?;
+    rig.wait_settled("rsv_l1", "active").await?;
+    let lock1 = lockstep_domain::DeviceRef::new("1");
+    let held = rig.port.list(&lock1).await?;
+    rig.port.revoke(&lock1, &held[0].vendor_ref).await?;
+    let stale = lockstep_domain::KeyCredentialId::generate();
+    rig.sim.handle().seed_passcode(
+        2,
+        "734519",
+        stale.as_str(),
+        1_800_000_000_000,
+        1_800_086_400_000,
+    );
+
+    rig.sim
+        .handle()
+        .update_faults(|f| f.fail_list = Some("passcodes".into()));
+    let blind = lockstep_actors::drift::reconcile_property(&rig.rt, rig.tenant, &rig.property, 0)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(
+        (blind.devices, blind.orphans_deleted, blind.missing_reissued),
+        (4, 0, 0),
+        "the passcode list unread: no PIN is judged missing or orphaned: {blind:?}"
+    );
+
+    rig.sim
+        .handle()
+        .update_faults(|f| f.fail_list = Some("ekeys".into()));
+    let report = lockstep_actors::drift::reconcile_property(&rig.rt, rig.tenant, &rig.property, 0)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    assert_eq!(
+        (
+            report.devices,
+            report.orphans_deleted,
+            report.missing_reissued
+        ),
+        (4, 1, 1),
+        "the eKey list failing leaves the passcodes judged: {report:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while rig.passcodes(1) != 1 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the missing passcode was not re-issued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rig.passcodes(2), 0, "the orphan is gone");
+    rig.finish().await;
+    Ok(())
+}
+
 /// Issue 14, property deactivation: a confirmation accepted before its property's
 /// deactivation entered, but stepped after it, issues nothing (its entry ends
 /// `refused:property_deactivated`), while a key issued before stays the deactivation

@@ -182,29 +182,29 @@ impl TtlockAdapter {
             .await
     }
 
-    /// The eKeys and cards of a lock as entries (drift, tests).
-    pub(super) async fn access_entries(
-        &self,
-        lock_id: i64,
-    ) -> Result<Vec<VendorEntry>, VendorError> {
-        let mut out = Vec::new();
-        for k in self.list_keys(lock_id).await? {
-            out.push(entry(
-                TtRef::Ekey(k.key_id),
-                k.key_name,
-                k.start_date,
-                k.end_date,
-            )?);
-        }
-        for c in self.list_cards(lock_id).await? {
-            out.push(entry(
-                TtRef::Card(c.card_id),
-                c.card_name,
-                c.start_date,
-                c.end_date,
-            )?);
-        }
-        Ok(out)
+    /// The eKeys of a lock as entries.
+    pub(super) async fn ekey_entries(&self, lock_id: i64) -> Result<Vec<VendorEntry>, VendorError> {
+        self.list_keys(lock_id)
+            .await?
+            .into_iter()
+            .map(|k| entry(TtRef::Ekey(k.key_id), k.key_name, k.start_date, k.end_date))
+            .collect()
+    }
+
+    /// The IC cards of a lock as entries.
+    pub(super) async fn card_entries(&self, lock_id: i64) -> Result<Vec<VendorEntry>, VendorError> {
+        self.list_cards(lock_id)
+            .await?
+            .into_iter()
+            .map(|c| {
+                entry(
+                    TtRef::Card(c.card_id),
+                    c.card_name,
+                    c.start_date,
+                    c.end_date,
+                )
+            })
+            .collect()
     }
 
     /// A call authenticated with the client secret (the user endpoints take no token).

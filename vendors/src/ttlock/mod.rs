@@ -64,7 +64,7 @@ use self::wire::{Reply, VIA_GATEWAY};
 use crate::http_kit::{
     by_status, gone_is_ok, CallError, Grant, TokenCache, TokenEndpoint, Transport,
 };
-use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
+use crate::{IssueRequest, Listing, LockCapabilities, LockPort, VendorEntry, VendorError};
 
 pub use self::simulator::{
     run_standalone, RunningSimulator, SimAccount, SimAttempt, SimCard, SimConfig, SimCounters,
@@ -336,6 +336,21 @@ impl TtlockAdapter {
     }
 }
 
+impl TtlockAdapter {
+    /// The passcodes of a lock as entries.
+    async fn passcode_entries(&self, lock_id: i64) -> Result<Vec<VendorEntry>, VendorError> {
+        self.list_records(lock_id)
+            .await?
+            .into_iter()
+            .map(|r| {
+                VendorEntry::try_from(r).map_err(|w| VendorError::Unavailable {
+                    detail: w.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
 fn lock_id(device: &DeviceRef) -> Result<i64, VendorError> {
     device
         .expose()
@@ -549,18 +564,36 @@ impl LockPort for TtlockAdapter {
 
     async fn list(&self, device: &DeviceRef) -> Result<Vec<VendorEntry>, VendorError> {
         let lock_id = lock_id(device)?;
-        let mut out = self
-            .list_records(lock_id)
-            .await?
-            .into_iter()
-            .map(|r| {
-                VendorEntry::try_from(r).map_err(|w| VendorError::Unavailable {
-                    detail: w.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        out.extend(self.access_entries(lock_id).await?);
+        let mut out = self.passcode_entries(lock_id).await?;
+        out.extend(self.ekey_entries(lock_id).await?);
+        out.extend(self.card_entries(lock_id).await?);
         Ok(out)
+    }
+
+    async fn listings(&self, device: &DeviceRef) -> Vec<Listing> {
+        let lock_id = match lock_id(device) {
+            Ok(l) => l,
+            Err(e) => {
+                return vec![Listing {
+                    kinds: Vec::new(),
+                    entries: Err(e),
+                }]
+            }
+        };
+        vec![
+            Listing {
+                kinds: vec![KeyCredentialKind::PinCode],
+                entries: self.passcode_entries(lock_id).await,
+            },
+            Listing {
+                kinds: vec![KeyCredentialKind::MobileApp],
+                entries: self.ekey_entries(lock_id).await,
+            },
+            Listing {
+                kinds: vec![KeyCredentialKind::RfidCard],
+                entries: self.card_entries(lock_id).await,
+            },
+        ]
     }
 
     async fn remote_unlock(&self, device: &DeviceRef) -> Result<(), VendorError> {

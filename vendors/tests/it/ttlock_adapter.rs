@@ -142,6 +142,50 @@ async fn list_pages_through_every_page() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Drift's view (issue 14): a lock's three lists answer apart, so a failing card list
+/// leaves the passcodes and eKeys read, each listing naming its kind; `list` (everything
+/// or nothing) fails.
+#[tokio::test]
+async fn listings_answer_each_of_a_locks_lists_apart() -> anyhow::Result<()> {
+    let env = spawn();
+    let w = crate::support::window();
+    env.handle.seed_passcode(
+        LOCK,
+        "583920",
+        "seeded",
+        w.from().timestamp_millis(),
+        w.until().timestamp_millis(),
+    );
+    env.handle
+        .update_faults(|f| f.fail_list = Some("cards".into()));
+    let listings = env.adapter.listings(&device()).await;
+    let kinds: Vec<_> = listings.iter().map(|l| l.kinds.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            vec![KeyCredentialKind::PinCode],
+            vec![KeyCredentialKind::MobileApp],
+            vec![KeyCredentialKind::RfidCard]
+        ]
+    );
+    assert_eq!(listings[0].entries.as_ref().map(Vec::len).ok(), Some(1));
+    assert_eq!(listings[1].entries.as_ref().map(Vec::len).ok(), Some(0));
+    assert!(
+        matches!(listings[2].entries, Err(ref e) if e.is_vendor_unwell()),
+        "{:?}",
+        listings[2].entries
+    );
+    assert!(env.adapter.list(&device()).await.is_err());
+    env.handle.update_faults(|f| f.fail_list = None);
+    assert!(env
+        .adapter
+        .listings(&device())
+        .await
+        .iter()
+        .all(|l| l.entries.is_ok()));
+    Ok(())
+}
+
 /// Spec 003 §2 health probe, TTLock's readings (the rest is the contract's): battery and
 /// the lock's clock as `/v3/lock/detail` and `/v3/lock/queryDate` report them; a lock
 /// whose gateway is offline keeps the cloud's last battery reading.

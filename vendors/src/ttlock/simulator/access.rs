@@ -544,6 +544,9 @@ async fn list_keys(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpRe
     if let Some(r) = h.gate().await {
         return r;
     }
+    if let Some(r) = h.failing_list("ekeys") {
+        return r;
+    }
     let now = h.clock.now();
     h.with(|s| {
         authorize(s, &query, now)?;
@@ -648,6 +651,9 @@ async fn change_card(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRe
 
 async fn list_cards(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
     if let Some(r) = h.gate().await {
+        return r;
+    }
+    if let Some(r) = h.failing_list("cards") {
         return r;
     }
     let now = h.clock.now();

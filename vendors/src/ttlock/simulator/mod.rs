@@ -719,6 +719,9 @@ async fn list_passcodes(h: web::Data<SimHandle>, query: web::Query<Params>) -> H
     if let Some(r) = h.gate().await {
         return r;
     }
+    if let Some(r) = h.failing_list("passcodes") {
+        return r;
+    }
     let now = h.clock.now();
     let res = h.with(|s| -> Result<HttpResponse, Refusal> {
         authorize(s, &query, now)?;
