@@ -406,11 +406,11 @@ pub const ENDPOINTS: &[Endpoint] = &[
         method: "post",
         path: "/webhooks/v1/{vendor}/{token}",
         op: "vendorWebhook",
-        summary: "Vendor webhook intake (TTLock: records read back from the vendor)",
+        summary: "Vendor webhook intake, {vendor} one of ttlock, salto, assa-abloy, kisi, brivo and {token} the adapter's path from GET /api/v1/vendor-adapters: TTLock's callbacks name the lock and its records are read back from the vendor; Salto, Vostio (assa-abloy), Kisi and Brivo deliveries are verified by the adapter's webhook_secret (401 WEBHOOK_SIGNATURE_INVALID otherwise, nothing recorded) and deduplicated; door attempts are recorded from either",
         auth: Auth::WebhookToken,
         query: &[],
         body: None,
-        responses: &[200, 404, 413, 422, 502, 503],
+        responses: &[200, 401, 404, 413, 422, 502, 503],
         embedded_only: false,
     },
     Endpoint {
