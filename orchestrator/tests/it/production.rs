@@ -624,7 +624,8 @@ async fn operator_commands_travel_the_partitions_and_forged_ones_are_refused() -
     )
     .await;
     assert_eq!(v, Some(1.0));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Intake refuses before it stores: a dead-lettered message never reached a mailbox,
+    // so nothing of it can still be on its way when the credential is read.
     let v: serde_json::Value = http
         .get(format!("{}/api/v1/key-credentials/{second_id}", node.http))
         .bearer_auth("it-service-token")
@@ -708,7 +709,8 @@ async fn subjects_are_accepted_only_from_their_owners_broker_user() -> anyhow::R
         async move { (n == 1).then_some(()) }
     })
     .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both refused messages were dead-lettered at intake, before anything of them was
+    // stored: no step of theirs can still be on its way once both dead letters are seen.
     assert_eq!(
         produced
             .key_ids("melmastoon.lock.credential.requested.v1")

@@ -112,7 +112,34 @@ keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
     .await?;
     let id = cred["id"].as_str().expect("an id").to_owned();
     let one = format!("/api/v1/key-credentials/{id}");
+    // "Nothing changed" is read after a barrier: a later copy of the confirmation (a new
+    // id, the same revision: ignored as a duplicate) through the accepted path, waited for
+    // until its step has run. The stay's mailbox is stepped in order, so whatever a refused
+    // request might have queued for it was stepped before.
+    let barriers = std::cell::Cell::new(0);
     let still_active = || async {
+        barriers.set(barriers.get() + 1);
+        let n = barriers.get();
+        let again = confirmed(
+            &format!("evt-sec-barrier-{n}"),
+            DEMO_TENANT,
+            "ppt_demo",
+            "rsv_sec_1",
+            1,
+            &["rmu_102"],
+            "2027-12-01T14:00:00Z",
+            "2027-12-02T11:00:00Z",
+        );
+        anyhow::ensure!(intake("svc-token".into(), again).await?.status() == 202);
+        wait_for("the barrier stepped", Duration::from_secs(30), || async {
+            metric(
+                &node.http,
+                "lockstep_saga_steps_total{outcome=\"ignored\",step=\"reservation_confirmed\"}",
+            )
+            .await
+            .filter(|v| *v >= n as f64)
+        })
+        .await?;
         let v: Value = get(&one, Some(operator.clone()), None)
             .await?
             .json()
@@ -286,7 +313,6 @@ keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
             .as_u16(),
         404,
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(still_active().await?, "nothing changed");
     // writes: another tenant's admin guessing our id, hostile bodies, hostile strings
     let post = |path: String, bearer: String, content_type: &'static str, body: Vec<u8>| {
@@ -508,7 +534,6 @@ keys = [{{ kid = "k1", alg = "EdDSA", public_key = "{public}" }}]
             .contains("melmastoon.lock.audit.attempt.v1"),
         "no door attempt was recorded from a forged webhook"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(still_active().await?, "nothing changed");
     // this tenant's service may cancel
     let own_service = token(&key, DEMO_TENANT, &[Role::Service], 600);
