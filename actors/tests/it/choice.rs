@@ -3,15 +3,10 @@
 //! (a room only it serves gets no key, with a reason) and still removes the keys it holds.
 #![allow(clippy::disallowed_methods)] // test deadlines are wall-clock
 
-use lockstep_actors::{AdapterInfo, VendorDeps, WorkerSettings};
-use lockstep_domain::breaker::BreakerPolicy;
-use lockstep_domain::{
-    DeviceRef, KeyCredentialState, LockDeviceId, RoomId, VendorAdapterId, VendorCode,
-};
-use lockstep_persistence::{AdapterRecord, DeviceRecord};
+use lockstep_actors::WorkerSettings;
+use lockstep_domain::{KeyCredentialState, LockDeviceId, VendorAdapterId, VendorCode};
 use lockstep_vendors::ttlock::{RunningSimulator, TtlockSimulator};
 use lockstep_vendors::TtlockAdapter;
-use serde_json::json;
 use std::sync::Arc;
 
 use crate::rig::Rig;
@@ -32,71 +27,18 @@ async fn second_adapter(
         sim.default_adapter_config(),
         rig.rt.clock.clone(),
     )?);
-    let id = VendorAdapterId::generate();
-    let deps = VendorDeps {
-        clock: rig.rt.clock.clone(),
-        store: rig.rt.store.clone(),
-        metrics: rig.rt.metrics.clone(),
-        worker: WorkerSettings::simulator(),
-        breaker: BreakerPolicy::default(),
-    };
-    rig.rt.ports.insert(
-        AdapterInfo {
-            id: id.clone(),
-            tenant_id: rig.tenant,
-            property_id: rig.property.clone(),
-            environment: "production".into(),
-            enabled: true,
-            precedence,
-        },
-        port,
-        &deps,
-    );
-    let now = rig.rt.clock.now();
-    rig.rt
-        .store
-        .upsert_adapter(&AdapterRecord {
-            id: id.clone(),
-            tenant_id: rig.tenant,
-            property_id: rig.property.clone(),
-            vendor: VendorCode::Ttlock,
-            environment: "production".into(),
-            capabilities: json!({}),
-            config: json!({}),
-            enabled: true,
-            precedence,
-            now,
-        })
+    let id = rig
+        .add_adapter(port, VendorCode::Ttlock, "production", precedence)
         .await?;
-    rig.rt
-        .store
-        .upsert_device(&DeviceRecord {
-            id: LockDeviceId::from_ulid(ulid::Ulid::from_parts(SECOND_LOCK as u64, 1)),
-            tenant_id: rig.tenant,
-            property_id: rig.property.clone(),
-            vendor: VendorCode::Ttlock,
-            vendor_adapter_id: id.clone(),
-            device_ref: DeviceRef::new(SECOND_LOCK.to_string()),
-            label: "second account's lock 3".into(),
-            capabilities: json!({}),
-            rooms: vec![RoomId::parse("rmu_3")?],
-            area: None,
-            now,
-            on_register: Vec::new(),
-        })
-        .await?;
+    rig.add_device(
+        LockDeviceId::from_ulid(ulid::Ulid::from_parts(SECOND_LOCK as u64, 1)),
+        &id,
+        VendorCode::Ttlock,
+        &SECOND_LOCK.to_string(),
+        &["rmu_3"],
+    )
+    .await?;
     Ok((sim, id))
-}
-
-/// The rig's own adapter (precedence 100).
-fn rig_adapter(rig: &Rig) -> VendorAdapterId {
-    rig.rt
-        .ports
-        .adapters()
-        .into_iter()
-        .map(|(i, _)| i.id)
-        .find(|id| rig.rt.ports.choice(id).1 == 100 && rig.rt.ports.choice(id).0)
-        .expect("the rig's adapter")
 }
 
 /// Two adapters serve room 3: the one with the lower precedence gets the key, whichever
@@ -105,7 +47,7 @@ fn rig_adapter(rig: &Rig) -> VendorAdapterId {
 #[actix_rt::test]
 async fn the_adapter_with_the_lowest_precedence_gets_the_new_key() -> anyhow::Result<()> {
     let rig = Rig::start(WorkerSettings::simulator()).await?;
-    let own = rig_adapter(&rig);
+    let own = rig.adapter.clone();
     let (second, second_id) = second_adapter(&rig, 10).await?;
     rig.confirm_on("rsv_p1", 3, 1).await?;
     rig.wait_settled("rsv_p1", "active").await?;
@@ -157,7 +99,7 @@ async fn the_adapter_with_the_lowest_precedence_gets_the_new_key() -> anyhow::Re
 #[actix_rt::test]
 async fn a_disabled_adapter_takes_no_new_work_and_still_removes_its_keys() -> anyhow::Result<()> {
     let rig = Rig::start(WorkerSettings::simulator()).await?;
-    let own = rig_adapter(&rig);
+    let own = rig.adapter.clone();
     let (second, _) = second_adapter(&rig, 500).await?;
     rig.confirm("rsv_d1", 1).await?;
     rig.wait_settled("rsv_d1", "active").await?;

@@ -7,14 +7,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lockstep_actors::{AdapterInfo, SagaSettings, VendorDeps, WorkerSettings};
+use lockstep_actors::{SagaSettings, WorkerSettings};
 use lockstep_domain::breaker::BreakerPolicy;
-use lockstep_domain::{
-    DeviceRef, KeyCredentialKind, LockDeviceId, RoomId, SystemClock, VendorAdapterId, VendorCode,
-};
-use lockstep_persistence::{AdapterRecord, Desired, DeviceRecord, SyncState};
+use lockstep_domain::{DeviceRef, KeyCredentialKind, LockDeviceId, SystemClock, VendorCode};
+use lockstep_persistence::{Desired, SyncState};
 use lockstep_vendors::{kisi, LockPort};
-use serde_json::json;
 
 use crate::rig::Rig;
 
@@ -30,59 +27,18 @@ async fn with_kisi(rig: &Rig) -> anyhow::Result<(kisi::RunningSimulator, Arc<kis
         sim.default_adapter_config(),
         rig.rt.clock.clone(),
     )?);
-    let id = VendorAdapterId::generate();
-    let deps = VendorDeps {
-        clock: rig.rt.clock.clone(),
-        store: rig.rt.store.clone(),
-        metrics: rig.rt.metrics.clone(),
-        worker: WorkerSettings::simulator(),
-        breaker: BreakerPolicy::default(),
-    };
-    rig.rt.ports.insert(
-        AdapterInfo {
-            id: id.clone(),
-            tenant_id: rig.tenant,
-            property_id: rig.property.clone(),
-            environment: "sandbox".into(),
-            enabled: true,
-            precedence: 100,
-        },
-        port.clone(),
-        &deps,
-    );
+    let id = rig
+        .add_adapter(port.clone(), VendorCode::Kisi, "sandbox", 100)
+        .await?;
+    rig.add_device(
+        LockDeviceId::from_ulid(ulid::Ulid::from_parts(30, 1)),
+        &id,
+        VendorCode::Kisi,
+        KISI_DOOR,
+        &["rmu_3"],
+    )
+    .await?;
     let now = rig.rt.clock.now();
-    rig.rt
-        .store
-        .upsert_adapter(&AdapterRecord {
-            id: id.clone(),
-            tenant_id: rig.tenant,
-            property_id: rig.property.clone(),
-            vendor: VendorCode::Kisi,
-            environment: "sandbox".into(),
-            capabilities: json!({}),
-            config: json!({}),
-            enabled: true,
-            precedence: 100,
-            now,
-        })
-        .await?;
-    rig.rt
-        .store
-        .upsert_device(&DeviceRecord {
-            id: LockDeviceId::from_ulid(ulid::Ulid::from_parts(30, 1)),
-            tenant_id: rig.tenant,
-            property_id: rig.property.clone(),
-            vendor: VendorCode::Kisi,
-            vendor_adapter_id: id,
-            device_ref: DeviceRef::new(KISI_DOOR),
-            label: "kisi door 3".into(),
-            capabilities: json!({}),
-            rooms: vec![RoomId::parse("rmu_3")?],
-            area: None,
-            now,
-            on_register: Vec::new(),
-        })
-        .await?;
     rig.rt
         .store
         .upsert_policy(&lockstep_persistence::PolicyRecord {

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use lockstep_actors::{AdapterInfo, VendorDeps, WorkerSettings};
-use lockstep_domain::breaker::BreakerPolicy;
+use lockstep_actors::WorkerSettings;
 use lockstep_domain::{
     CommonArea, DeviceRef, KeyCredential, LockDeviceId, RoomId, VendorAdapterId, VendorCode,
     VendorRef,
@@ -94,45 +93,12 @@ async fn second_adapter(
     rig: &Rig,
     caps: fn(LockCapabilities) -> LockCapabilities,
 ) -> anyhow::Result<VendorAdapterId> {
-    let id = VendorAdapterId::generate();
     let port = Arc::new(CapsPort(
         TtlockAdapter::new(rig.sim.default_adapter_config(), rig.rt.clock.clone())?,
         caps,
     ));
-    rig.rt.ports.insert(
-        AdapterInfo {
-            id: id.clone(),
-            tenant_id: rig.tenant,
-            property_id: rig.property.clone(),
-            environment: "production".into(),
-            enabled: true,
-            precedence: 100,
-        },
-        port,
-        &VendorDeps {
-            clock: rig.rt.clock.clone(),
-            store: rig.rt.store.clone(),
-            metrics: rig.rt.metrics.clone(),
-            worker: WorkerSettings::simulator(),
-            breaker: BreakerPolicy::default(),
-        },
-    );
-    rig.rt
-        .store
-        .upsert_adapter(&lockstep_persistence::AdapterRecord {
-            id: id.clone(),
-            tenant_id: rig.tenant,
-            property_id: rig.property.clone(),
-            vendor: VendorCode::Ttlock,
-            environment: "production".into(),
-            capabilities: json!({}),
-            config: json!({}),
-            enabled: true,
-            precedence: 100,
-            now: rig.rt.clock.now(),
-        })
-        .await?;
-    Ok(id)
+    rig.add_adapter(port, VendorCode::Ttlock, "production", 100)
+        .await
 }
 
 /// The `lockstep_saga_steps_total{step="master_refused"}` sample of `outcome`.

@@ -102,6 +102,8 @@ pub struct Rig {
     pub router: Addr<Router>,
     pub sim: RunningSimulator,
     pub port: Arc<FaultyPort>,
+    /// The id of `port`'s adapter (TTLock, locks 1..=4).
+    pub adapter: VendorAdapterId,
     pub tenant: TenantId,
     pub property: PropertyId,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -240,6 +242,7 @@ impl Rig {
             router,
             sim,
             port,
+            adapter,
             tenant,
             property,
             stop,
@@ -544,5 +547,97 @@ impl Rig {
     /// Passcodes at a lock.
     pub fn passcodes(&self, lock: i64) -> usize {
         self.sim.handle().passcodes(lock).len()
+    }
+
+    /// Waits until the rig's lock `lock` holds `n` passcodes.
+    pub async fn wait_passcodes(&self, lock: i64, n: usize) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.passcodes(lock) != n {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "lock {lock} holds {} passcodes, not {n}",
+                self.passcodes(lock)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Registers another adapter at the rig's property: its supervised worker (simulator
+    /// worker settings, default breaker) and its row in the store, enabled.
+    pub async fn add_adapter(
+        &self,
+        port: Arc<dyn LockPort>,
+        vendor: VendorCode,
+        environment: &str,
+        precedence: i32,
+    ) -> anyhow::Result<VendorAdapterId> {
+        let id = VendorAdapterId::generate();
+        self.rt.ports.insert(
+            AdapterInfo {
+                id: id.clone(),
+                tenant_id: self.tenant,
+                property_id: self.property.clone(),
+                environment: environment.into(),
+                enabled: true,
+                precedence,
+            },
+            port,
+            &VendorDeps {
+                clock: self.rt.clock.clone(),
+                store: self.rt.store.clone(),
+                metrics: self.rt.metrics.clone(),
+                worker: WorkerSettings::simulator(),
+                breaker: BreakerPolicy::default(),
+            },
+        );
+        self.rt
+            .store
+            .upsert_adapter(&lockstep_persistence::AdapterRecord {
+                id: id.clone(),
+                tenant_id: self.tenant,
+                property_id: self.property.clone(),
+                vendor,
+                environment: environment.into(),
+                capabilities: json!({}),
+                config: json!({}),
+                enabled: true,
+                precedence,
+                now: self.rt.clock.now(),
+            })
+            .await?;
+        Ok(id)
+    }
+
+    /// Registers device `id` of `adapter` (the vendor's `device_ref`) opening `rooms`.
+    pub async fn add_device(
+        &self,
+        id: LockDeviceId,
+        adapter: &VendorAdapterId,
+        vendor: VendorCode,
+        device_ref: &str,
+        rooms: &[&str],
+    ) -> anyhow::Result<()> {
+        self.rt
+            .store
+            .upsert_device(&DeviceRecord {
+                id,
+                tenant_id: self.tenant,
+                property_id: self.property.clone(),
+                vendor,
+                vendor_adapter_id: adapter.clone(),
+                device_ref: DeviceRef::new(device_ref),
+                label: format!("{} door {device_ref}", vendor.as_str()),
+                capabilities: json!({}),
+                rooms: rooms
+                    .iter()
+                    .map(|r| RoomId::parse(r))
+                    .collect::<Result<_, _>>()?,
+                area: None,
+                now: self.rt.clock.now(),
+                on_register: Vec::new(),
+            })
+            .await?;
+        Ok(())
     }
 }

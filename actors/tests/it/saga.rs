@@ -339,14 +339,8 @@ async fn drift_reconciliation_deletes_orphans_and_reissues_what_went_missing() -
         (4, 1, 1),
         "{report:?}"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while rig.passcodes(1) != 1 {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the missing passcode was not re-issued"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // the missing passcode is re-issued
+    rig.wait_passcodes(1, 1).await?;
     let back = &rig.sim.handle().passcodes(1)[0];
     assert_eq!(back.keyboard_pwd_name, d1);
     assert_eq!(back.keyboard_pwd, pin_d1, "the guest's PIN is the same");
@@ -427,14 +421,8 @@ async fn drift_judges_each_list_of_a_lock_on_its_own() -> anyhow::Result<()> {
         (4, 1, 1),
         "the eKey list failing leaves the passcodes judged: {report:?}"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while rig.passcodes(1) != 1 {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the missing passcode was not re-issued"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // the missing passcode is re-issued
+    rig.wait_passcodes(1, 1).await?;
     assert_eq!(rig.passcodes(2), 0, "the orphan is gone");
     rig.finish().await;
     Ok(())
