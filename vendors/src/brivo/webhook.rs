@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use crate::webhook::SignatureError;
-use crate::{webhook, DoorEvent, DoorMethod};
+use crate::{DoorEvent, DoorMethod};
 
 /// The timestamp header.
 pub const TIMESTAMP_HEADER: &str = "x-brivo-timestamp";
@@ -143,30 +143,15 @@ impl AccessEvent {
     }
 }
 
-/// The `X-Brivo-Signature` value of `body` sent at `timestamp`.
-pub fn sign(secret_word: &str, timestamp: i64, body: &[u8]) -> String {
-    let ts = timestamp.to_string();
-    webhook::sign_hex(secret_word, &[ts.as_bytes(), b".", body])
-}
-
-/// Checks a delivery: the timestamp within five minutes of `now` and the signature over
-/// `"<timestamp>.<body>"` (compared in constant time).
-pub fn verify(
-    secret_word: &str,
-    timestamp: Option<&str>,
-    signature: Option<&str>,
-    body: &[u8],
-    now: DateTime<Utc>,
-) -> Result<(), SignatureError> {
-    let hex = signature.ok_or(SignatureError::Malformed)?;
-    let ts = webhook::timestamp_within(timestamp, now)?.to_string();
-    webhook::verify_hex(secret_word, &[ts.as_bytes(), b".", body], hex)
-}
+/// The `X-Brivo-Signature` value of `body` sent at `timestamp` (the tag over
+/// `"<timestamp>.<body>"`), and the check of a delivery: the timestamp within five minutes
+/// of `now` and the signature over `"<timestamp>.<body>"` (compared in constant time).
+pub use crate::webhook::{sign_timestamped as sign, verify_timestamped as verify};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use crate::webhook;
 
     const BODY: &str = r#"{"uuid":"049e1ca7-592a-4249-8f8c-ebcdc8e28594","securityAction":{"securityActionId":2004,"action":"Valid Credential","exception":false},"actor":{"id":912347,"name":"Lockstep Guest","externalId":"key_01J"},"eventObject":{"id":408023598,"name":"Door 1","deviceType":{"id":1,"name":"Door"}},"site":{"id":7833522,"siteName":"Home base"},"occurred":"2026-12-01T10:00:00Z","processed":"2026-12-01T10:00:01Z","eventData":{"actorName":"Lockstep Guest","objectName":"Door 1","actionAllowed":true,"credentialType":"PIN"}}"#;
 
@@ -205,31 +190,12 @@ mod tests {
 
     #[test]
     fn a_signature_verifies_once_within_its_window_and_never_altered() {
-        let now = Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap();
-        let ts = now.timestamp();
-        let t = ts.to_string();
-        let sig = sign("word", ts, BODY.as_bytes());
-        assert_eq!(
-            verify("word", Some(&t), Some(&sig), BODY.as_bytes(), now),
-            Ok(())
-        );
-        assert_eq!(
-            verify("guess", Some(&t), Some(&sig), BODY.as_bytes(), now),
-            Err(SignatureError::Mismatch)
-        );
         let altered = BODY.replace("\"actionAllowed\":true", "\"actionAllowed\":false");
-        assert_eq!(
-            verify("word", Some(&t), Some(&sig), altered.as_bytes(), now),
-            Err(SignatureError::Mismatch)
-        );
-        let earlier = now - chrono::Duration::seconds(301);
-        assert_eq!(
-            verify("word", Some(&t), Some(&sig), BODY.as_bytes(), earlier),
-            Err(SignatureError::Stale)
-        );
-        assert_eq!(
-            verify("word", None, Some(&sig), BODY.as_bytes(), now),
-            Err(SignatureError::Malformed)
+        webhook::testing::assert_timestamped_signature(
+            sign,
+            verify,
+            BODY.as_bytes(),
+            altered.as_bytes(),
         );
     }
 }
