@@ -15,7 +15,9 @@
 //! into every partition that has nothing waiting: the active consumer learns of ownership
 //! from its first delivery or tick, takes the partition's epoch in Postgres (every later
 //! commit checks it), rehydrates the partition's due work, and fires its timers on its
-//! own beat.
+//! own beat. A node holding another node's home partition hands it back when that node
+//! claims it (a home claim published into the queue; see `serve_partition`), so a node
+//! that joins or restarts gets its share.
 //!
 //! The delivery limit is for poison, never for Lockstep's own outages (DESIGN §4): a store
 //! failure holds the delivery and retries (no nack, no session teardown), ticks carry no
@@ -48,6 +50,11 @@ use crate::shutdown;
 
 /// Header that marks a tick.
 pub const TICK_HEADER: &str = "x-lockstep-tick";
+/// Header that marks a home claim: a partition's home node asks the active consumer to
+/// hand the partition back (its value is the claiming node's id).
+pub const HOME_CLAIM_HEADER: &str = "x-lockstep-home-claim";
+/// Header carrying when a home claim was made (ms since the Unix epoch).
+const HOME_CLAIM_AT_HEADER: &str = "x-lockstep-home-claim-at";
 /// Header carrying the dead-letter reason.
 pub const REASON_HEADER: &str = "x-lockstep-reason";
 /// Header carrying what exactly was wrong (bounded text, never a secret).
@@ -1051,6 +1058,26 @@ fn is_poison(e: &StoreError) -> bool {
     matches!(e, StoreError::Constraint(_) | StoreError::Corrupt(_))
 }
 
+/// Whether partition `p` is this node's home (DESIGN §4: home partitions first, the
+/// others as standby).
+fn is_home(settings: &AmqpSettings, p: u32) -> bool {
+    p % settings.node_count.max(1) == settings.node_index
+}
+
+/// How a partition consumer's subscription ended.
+enum Served {
+    /// The node is draining.
+    Shutdown,
+    /// This node held another node's home partition and handed it back.
+    HandedBack,
+}
+
+/// How long a node that handed a partition back waits before it subscribes again (at the
+/// end of the line of standby consumers).
+const HAND_BACK_PAUSE: Duration = Duration::from_secs(1);
+/// A home claim older than this is stale (its node may have left since) and is ignored.
+const HOME_CLAIM_TTL: Duration = Duration::from_secs(10);
+
 async fn partition_loop(
     shared: Arc<Shared>,
     ch: Channel,
@@ -1060,12 +1087,42 @@ async fn partition_loop(
     delay: Duration,
 ) -> anyhow::Result<()> {
     let mut down = shared.shutdown.watch();
-    tokio::select! {
-        () = tokio::time::sleep(delay) => {}
-        () = shutdown::begun(&mut down) => return Ok(()),
+    ch.basic_qos(PARTITION_BATCH as u16, BasicQosOptions::default())
+        .await?;
+    let mut pause = delay;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown::begun(&mut down) => return Ok(()),
+        }
+        match serve_partition(&shared, &ch, &names, &settings, p).await? {
+            Served::Shutdown => return Ok(()),
+            Served::HandedBack => pause = HAND_BACK_PAUSE,
+        }
     }
+}
+
+/// One subscription to partition `p`'s queue, until the node drains or (holding another
+/// node's home partition) the home node claims it back.
+///
+/// Hand-back (issue 11: a second node takes half the partitions): RabbitMQ keeps the first
+/// subscriber active for as long as it stays, so a node that came up, or back, after
+/// another node had taken its home partitions as standby would idle beside it. A home
+/// node that is subscribed but not active after a few ticks publishes a home claim into
+/// the queue; the active consumer, when the partition is not its own home, stores and
+/// acknowledges what it holds, cancels, releases the partition (its actors stop; the home
+/// node's take bumps the epoch and fences anything still in flight, whose work stays due
+/// for the new owner) and subscribes again at the end of the line.
+async fn serve_partition(
+    shared: &Arc<Shared>,
+    ch: &Channel,
+    names: &Names,
+    settings: &AmqpSettings,
+    p: u32,
+) -> anyhow::Result<Served> {
+    let mut down = shared.shutdown.watch();
     let partition = p as i32;
-    ch.basic_qos(32, BasicQosOptions::default()).await?;
+    let home = is_home(settings, p);
     let tag = format!("{}-p{p}", shared.node_id);
     let mut consumer = ch
         .basic_consume(
@@ -1075,34 +1132,45 @@ async fn partition_loop(
             FieldTable::default(),
         )
         .await?;
+    let subscribed = tokio::time::Instant::now();
+    let mut last_claim: Option<tokio::time::Instant> = None;
     let mut outage = Outage::new("partition");
     let mut held = HeldWakes::default();
     // The owner fires the partition's due timers on its own beat, whether or not ticks
     // reach it (a backlog holds ticks back).
     let mut timers = tokio::time::interval(settings.tick_interval);
     timers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A home node that is not the active consumer after this long claims its partition.
+    let claim_after = settings.tick_interval * 3;
     loop {
         let d = tokio::select! {
             biased;
             () = shutdown::begun(&mut down) => {
-                held.release(&shared);
-                for d in cancel_and_collect(&ch, &mut consumer, &tag).await {
-                    partition_one(&shared, partition, d, &mut outage).await?;
+                held.release(shared);
+                for d in cancel_and_collect(ch, &mut consumer, &tag).await {
+                    partition_one(shared, partition, d, &mut outage).await?;
                 }
-                return Ok(());
+                return Ok(Served::Shutdown);
             }
             _ = timers.tick() => {
                 if held.holding() {
                     // a backlog is being stored: removals go first, the rest waits for it
                     // (at most HOLD_AT_MOST)
-                    held.settle(&shared, Vec::new(), true);
+                    held.settle(shared, Vec::new(), true);
                     continue;
                 }
                 if shared.rt.fences.get(partition).is_some() {
-                    match wake_due(&shared, partition).await {
+                    match wake_due(shared, partition).await {
                         Ok(()) => outage.recovered(),
-                        Err(e) => outage.failed(&shared, &e),
+                        Err(e) => outage.failed(shared, &e),
                     }
+                } else if home
+                    && settings.node_count > 1
+                    && subscribed.elapsed() >= claim_after
+                    && last_claim.is_none_or(|t| t.elapsed() >= claim_after)
+                {
+                    last_claim = Some(tokio::time::Instant::now());
+                    claim_home(shared, ch, names, p).await?;
                 }
                 continue;
             }
@@ -1123,10 +1191,69 @@ async fn partition_loop(
             }
         }
         let backlog = batch.len() == PARTITION_BATCH;
+        let claimed = !home && batch.iter().any(|d| fresh_home_claim(shared, d));
         let mut wakes = Vec::new();
-        partition_batch(&shared, partition, batch, &mut outage, &mut wakes).await?;
-        held.settle(&shared, wakes, backlog);
+        partition_batch(shared, partition, batch, &mut outage, &mut wakes).await?;
+        held.settle(shared, wakes, backlog);
+        if claimed {
+            held.release(shared);
+            for d in cancel_and_collect(ch, &mut consumer, &tag).await {
+                partition_one(shared, partition, d, &mut outage).await?;
+            }
+            if shared.rt.fences.get(partition).is_some() {
+                shared.rt.fences.remove(partition);
+                shared.rt.metrics.partitions_owned.dec();
+                shared.router.do_send(ReleasePartition(partition));
+            }
+            info!(partition, "partition handed back to its home node");
+            return Ok(Served::HandedBack);
+        }
     }
+}
+
+/// Publishes a home claim into partition `p`'s queue (see [`serve_partition`]).
+async fn claim_home(shared: &Shared, ch: &Channel, names: &Names, p: u32) -> anyhow::Result<()> {
+    let at = shared.rt.clock.now().timestamp_millis();
+    let mut headers = FieldTable::default();
+    headers.insert(s(HOME_CLAIM_HEADER), text_value(&shared.node_id));
+    headers.insert(s(HOME_CLAIM_AT_HEADER), AMQPValue::LongLongInt(at));
+    ch.basic_publish(
+        s(""),
+        s(&names.partition(p)),
+        BasicPublishOptions::default(),
+        b"{}",
+        BasicProperties::default().with_headers(headers),
+    )
+    .await?;
+    info!(
+        partition = p,
+        "home partition held by another node: claimed"
+    );
+    Ok(())
+}
+
+fn is_home_claim(d: &Delivery) -> bool {
+    d.properties
+        .headers()
+        .as_ref()
+        .is_some_and(|h| h.inner().contains_key(HOME_CLAIM_HEADER))
+}
+
+/// Whether `d` is a home claim by another node made less than [`HOME_CLAIM_TTL`] ago.
+fn fresh_home_claim(shared: &Shared, d: &Delivery) -> bool {
+    if !is_home_claim(d) || header_text(d, HOME_CLAIM_HEADER).as_deref() == Some(&shared.node_id) {
+        return false;
+    }
+    let at =
+        d.properties
+            .headers()
+            .as_ref()
+            .and_then(|h| match h.inner().get(HOME_CLAIM_AT_HEADER) {
+                Some(AMQPValue::LongLongInt(ms)) => Some(*ms),
+                _ => None,
+            });
+    let now = shared.rt.clock.now().timestamp_millis();
+    at.is_some_and(|at| now.saturating_sub(at) < HOME_CLAIM_TTL.as_millis() as i64)
 }
 
 /// Revocations first through a backlog (issue 11): while a partition's consumer works
@@ -1185,7 +1312,11 @@ async fn partition_batch(
 ) -> anyhow::Result<()> {
     let mut events = Vec::with_capacity(batch.len());
     for d in batch {
-        if is_tick(&d) || is_command(&d) || shared.rt.fences.get(partition).is_none() {
+        if is_tick(&d)
+            || is_home_claim(&d)
+            || is_command(&d)
+            || shared.rt.fences.get(partition).is_none()
+        {
             partition_one(shared, partition, d, outage).await?;
         } else {
             events.push(d);
@@ -1282,9 +1413,10 @@ async fn partition_one(
     d: Delivery,
     outage: &mut Outage,
 ) -> anyhow::Result<()> {
-    if is_tick(&d) {
-        // A tick needs no durability: acknowledged first, it can never be redelivered
-        // into the dead-letter queue. Its news is that this node is the active consumer.
+    if is_tick(&d) || is_home_claim(&d) {
+        // A tick (or a home claim) needs no durability: acknowledged first, it can never
+        // be redelivered into the dead-letter queue. Its news is that this node is the
+        // active consumer (a claim's, that the caller hands the partition back).
         d.acker.ack(BasicAckOptions::default()).await?;
         ensure_owned(shared, partition, outage).await;
         return Ok(());

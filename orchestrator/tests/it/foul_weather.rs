@@ -299,3 +299,145 @@ async fn sigterm_finishes_the_vendor_call_in_flight_and_closes_the_connection() 
     println!("sigterm: stopped in {took:?} with a vendor call in flight");
     Ok(())
 }
+
+/// Issue 11, two nodes share the partitions: node A comes up alone and takes all four
+/// (two of them as standby for node B's home); when B comes up, A hands B's home
+/// partitions back instead of keeping them for as long as it lives, and each node owns
+/// two. Keys are issued once each across the move, and after B is SIGKILLed, A owns all
+/// four again and issues the next stays. Without the hand-back, A keeps all four and B
+/// owns none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_joins_gets_its_home_partitions_back() -> anyhow::Result<()> {
+    let dir_a = scratch("home-a");
+    let dir_b = scratch("home-b");
+    let db = fresh_pg_database().await?;
+    let vhost = Vhost::fresh()?;
+    // eight properties of one lock each: their hash spreads them over the partitions
+    let locks: Vec<i64> = (7201..7209).collect();
+    let names: Vec<String> = locks.iter().map(|l| format!("ppt_home_{l}")).collect();
+    let sim = simulator(&locks)?;
+    let write = |dir: &Path, node: &str, index: u32| -> anyhow::Result<String> {
+        let path = write_production_config(
+            dir,
+            &db,
+            &vhost,
+            &sim,
+            &ProdConfig {
+                node_id: node,
+                token: "home-token",
+                tenant: TENANT,
+                properties: names
+                    .iter()
+                    .zip(&locks)
+                    .map(|(p, l)| (p.as_str(), vec![*l]))
+                    .collect(),
+                policy: None,
+                adapter_base: 720,
+                tick_ms: 200,
+            },
+        )?;
+        let toml = std::fs::read_to_string(&path)?.replace(
+            "standby_delay_ms = 0",
+            &format!("standby_delay_ms = 0\nnode_count = 2\nnode_index = {index}"),
+        );
+        std::fs::write(&path, toml)?;
+        Ok(path.to_string_lossy().into_owned())
+    };
+    let config_a = write(&dir_a, "home-node-a", 0)?;
+    let config_b = write(&dir_b, "home-node-b", 1)?;
+    let broker = Broker::connect(&vhost.url).await?;
+    let produced = broker
+        .collect("it.home", "melmastoon.events", "melmastoon.lock.#")
+        .await?;
+    let owned = |node: &Lockstep| {
+        let http = node.http.clone();
+        async move { metric(&http, "lockstep_partitions_owned").await }
+    };
+    let stays = |round: u32| -> Vec<Vec<u8>> {
+        locks
+            .iter()
+            .zip(&names)
+            .map(|(l, p)| {
+                confirmed(
+                    &format!("evt-home-{round}-{l}"),
+                    TENANT,
+                    p,
+                    &format!("rsv_home{round}_{l}"),
+                    1,
+                    &[&format!("rmu_{l}")],
+                    &format!("2027-06-{:02}T14:00:00Z", round * 3 + 1),
+                    &format!("2027-06-{:02}T10:00:00Z", round * 3 + 2),
+                )
+            })
+            .collect()
+    };
+
+    let node_a = Lockstep::spawn(&dir_a, &["--config", &config_a], &[]).await?;
+    wait_ready(&node_a).await?;
+    wait_for(
+        "node A owns all four partitions",
+        Duration::from_secs(30),
+        || {
+            let o = owned(&node_a);
+            async move { o.await.filter(|n| *n == 4.0) }
+        },
+    )
+    .await?;
+
+    let mut node_b = Lockstep::spawn(&dir_b, &["--config", &config_b], &[]).await?;
+    wait_ready(&node_b).await?;
+    wait_for("each node owns its two", Duration::from_secs(60), || {
+        let (a, b) = (owned(&node_a), owned(&node_b));
+        async move {
+            let (a, b) = (a.await?, b.await?);
+            (a == 2.0 && b == 2.0).then_some(())
+        }
+    })
+    .await?;
+    assert!(
+        node_a
+            .log_text()
+            .contains("partition handed back to its home node"),
+        "A handed B's partitions back"
+    );
+    for body in stays(1) {
+        broker
+            .publish("melmastoon.reservation.confirmed.v1", &body)
+            .await?;
+    }
+    wait_for("eight stays issued", Duration::from_secs(60), || {
+        let n = produced
+            .key_ids("melmastoon.lock.credential.issued.v1")
+            .len();
+        async move { (n == 8).then_some(()) }
+    })
+    .await?;
+
+    // B dies: A is still subscribed to B's home partitions as standby and takes them
+    node_b.kill();
+    wait_for(
+        "node A owns all four again",
+        Duration::from_secs(60),
+        || {
+            let o = owned(&node_a);
+            async move { o.await.filter(|n| *n == 4.0) }
+        },
+    )
+    .await?;
+    for body in stays(2) {
+        broker
+            .publish("melmastoon.reservation.confirmed.v1", &body)
+            .await?;
+    }
+    wait_for("sixteen stays issued", Duration::from_secs(60), || {
+        let n = produced
+            .key_ids("melmastoon.lock.credential.issued.v1")
+            .len();
+        async move { (n == 16).then_some(()) }
+    })
+    .await?;
+    // each key once at its door: two stays per lock, two passcodes
+    let passcodes = sim.handle().all_passcodes();
+    assert_eq!(passcodes.len(), 16, "one passcode per stay, none twice");
+    Ok(())
+}
