@@ -54,8 +54,8 @@ pub struct SimFaults {
     /// The next N PIN settings are refused as a PIN already in use: TTLock's adds (-3007),
     /// Salto's PIN settings (409), Brivo's user creations carrying a PIN.
     pub force_pin_collision_next: u32,
-    /// Salto: the next write of this operation is applied but answered 500 (one shot).
-    /// Names: `create_site_user`, `delete_site_user`, `set_pin`, `create_access_group`,
+    /// The next write of this operation is applied but answered 500 (one shot). Each
+    /// simulator names its writes; Salto's: `create_site_user`, `delete_site_user`, `set_pin`, `create_access_group`,
     /// `delete_access_group`, `add_group_user`, `add_group_lock`, `create_time_schedule`,
     /// `update_time_schedule`.
     pub lose_response_on: Option<String>,
@@ -84,6 +84,16 @@ impl FaultKit {
     /// Whether this write's response is lost (`lose_response_rate`).
     pub(crate) fn lose_response(&self) -> bool {
         roll(self.faults.lose_response_rate)
+    }
+
+    /// Whether the response of this write, the operation `op`, is lost: named by
+    /// `lose_response_on` (one shot, then cleared) or drawn by `lose_response_rate`.
+    fn lose_response_of(&mut self, op: &str) -> bool {
+        let targeted = self.faults.lose_response_on.as_deref() == Some(op);
+        if targeted {
+            self.faults.lose_response_on = None;
+        }
+        targeted || self.lose_response()
     }
 
     /// Whether this PIN setting is refused as a collision (`force_pin_collision_next`),
@@ -222,6 +232,8 @@ pub(crate) use simulator;
 pub trait KitState: Send + 'static {
     /// The simulator's counters (declared with `sim_counters!`).
     type Counters: CountsFaults + Copy + Serialize + Send;
+    /// How its handlers refuse a call: its vendor's error answer.
+    type Refusal: Into<HttpResponse>;
     /// The fault state.
     fn kit(&mut self) -> &mut FaultKit;
     /// The counters.
@@ -376,19 +388,66 @@ impl<S: KitState> SimHandle<S> {
         })
     }
 
-    /// The vendor's 500 when the list `name` is made to fail (`fail_list`).
-    pub(crate) fn failing_list(&self, name: &str) -> Option<HttpResponse> {
-        self.with(|s| {
-            (s.kit().faults.fail_list.as_deref() == Some(name)).then(|| {
-                *s.counters().rejected_by_faults_mut() += 1;
-                S::error_reply()
-            })
-        })
+    /// Runs a read of the vendor's API: the faults first ([`Self::gate`]), then `f` on the
+    /// state at the clock's time, which checks the caller itself and answers or refuses.
+    pub(crate) async fn read(
+        &self,
+        f: impl FnOnce(&mut S, DateTime<Utc>) -> Result<HttpResponse, S::Refusal>,
+    ) -> HttpResponse {
+        if let Some(r) = self.gate().await {
+            return r;
+        }
+        let now = self.clock.now();
+        self.with(|s| f(s, now)).unwrap_or_else(Into::into)
     }
 
-    /// Whether this write's response is lost (`lose_response_rate`).
-    pub(crate) fn lose_response(&self) -> bool {
-        self.with(|s| s.kit().lose_response())
+    /// Runs a write of the vendor's API, the operation `op`: as [`Self::read`], recorded in
+    /// the door journal while it is on; a success's response may then be lost (applied,
+    /// answered the vendor's 500): `lose_response_on` naming `op`, or `lose_response_rate`.
+    pub(crate) async fn write(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut S, DateTime<Utc>) -> Result<HttpResponse, S::Refusal>,
+    ) -> HttpResponse {
+        if let Some(r) = self.gate().await {
+            return r;
+        }
+        let now = self.clock.now();
+        let done = self.with_journaled(|s| f(s, now).map(|ok| (ok, s.kit().lose_response_of(op))));
+        match done {
+            Ok((ok, lost)) => self.lost_or(lost, ok),
+            Err(refusal) => refusal.into(),
+        }
+    }
+
+    /// Runs a call of the vendor's API: a write when `write` names its operation
+    /// ([`Self::write`]), else a read ([`Self::read`]).
+    pub(crate) async fn call(
+        &self,
+        write: Option<&'static str>,
+        f: impl FnOnce(&mut S, DateTime<Utc>) -> Result<HttpResponse, S::Refusal>,
+    ) -> HttpResponse {
+        match write {
+            Some(op) => self.write(op, f).await,
+            None => self.read(f).await,
+        }
+    }
+
+    /// Runs a read of one of a lock's lists, `name`: as [`Self::read`], answered the
+    /// vendor's 500 after the faults' gate when `fail_list` names it.
+    pub(crate) async fn read_list(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut S, DateTime<Utc>) -> Result<HttpResponse, S::Refusal>,
+    ) -> HttpResponse {
+        self.read(|s, now| {
+            if s.kit().faults.fail_list.as_deref() == Some(name) {
+                *s.counters().rejected_by_faults_mut() += 1;
+                return Ok(S::error_reply());
+            }
+            f(s, now)
+        })
+        .await
     }
 
     /// `ok`, or the vendor's 500 when the write's response is `lost` (counted).

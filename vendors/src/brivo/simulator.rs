@@ -145,6 +145,7 @@ pub struct SimState {
 
 impl KitState for SimState {
     crate::sim_kit::kit_fields!(SimCounters);
+    type Refusal = Reject;
 
     /// What every access point accepts, through Lockstep's eyes: each user with an external
     /// id (Lockstep's label), on every access point of each of its groups, in its effective
@@ -386,11 +387,17 @@ impl From<Refusal> for HttpResponse {
 }
 
 /// An error answer of a handler, boxed (an `HttpResponse` is large).
-struct Reject(Box<HttpResponse>);
+pub struct Reject(Box<HttpResponse>);
 
 impl From<Refusal> for Reject {
     fn from(r: Refusal) -> Self {
         Self(Box::new(r.into()))
+    }
+}
+
+impl From<Reject> for HttpResponse {
+    fn from(r: Reject) -> Self {
+        *r.0
     }
 }
 
@@ -460,38 +467,19 @@ fn authorize(s: &SimState, req: &HttpRequest, now: DateTime<Utc>) -> Result<(), 
     }
 }
 
-/// Runs `f` on the state after the faults and authorization checks.
+/// Runs `f` on the state after the faults and authorization checks; a write (`Some` of
+/// its operation) is journaled and may have its response lost.
 async fn api(
     h: &SimHandle,
     req: &HttpRequest,
+    write: Option<&'static str>,
     f: impl FnOnce(&mut SimState) -> Result<HttpResponse, Reject>,
 ) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    let now = h.clock.now();
-    h.with(|s| {
+    h.call(write, |s, now| {
         authorize(s, req, now)?;
         f(s)
     })
-    .unwrap_or_else(|r| *r.0)
-}
-
-/// Like [`api`], for a write: recorded in the door journal while it is on.
-async fn api_write(
-    h: &SimHandle,
-    req: &HttpRequest,
-    f: impl FnOnce(&mut SimState) -> Result<HttpResponse, Reject>,
-) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    let now = h.clock.now();
-    h.with_journaled(|s| {
-        authorize(s, req, now)?;
-        f(s)
-    })
-    .unwrap_or_else(|r| *r.0)
+    .await
 }
 
 async fn token(h: web::Data<SimHandle>, req: HttpRequest, form: web::Form<Params>) -> HttpResponse {
@@ -595,7 +583,7 @@ async fn list_access_points(
     req: HttpRequest,
     q: web::Query<Params>,
 ) -> HttpResponse {
-    api(&h, &req, |s| {
+    api(&h, &req, None, |s| {
         let (offset, size) = page_params(&q)?;
         s.counters.lists += 1;
         let all: Vec<wire::AccessPoint> = s
@@ -623,7 +611,7 @@ async fn get_access_point(
     path: web::Path<i64>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    api(&h, &req, |s| {
+    api(&h, &req, None, |s| {
         if !s.access_points.contains(&id) {
             return Err(refuse(404, "Access point not found").into());
         }
@@ -644,7 +632,7 @@ async fn get_control_panel(
     path: web::Path<i64>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    api(&h, &req, |s| {
+    api(&h, &req, None, |s| {
         let ap = id - PANEL_BASE;
         if !s.access_points.contains(&ap) {
             return Err(refuse(404, "Control panel not found").into());
@@ -663,7 +651,7 @@ async fn list_groups(
     req: HttpRequest,
     q: web::Query<Params>,
 ) -> HttpResponse {
-    api(&h, &req, |s| {
+    api(&h, &req, None, |s| {
         let (offset, size) = page_params(&q)?;
         // `name__eq:x` is documented as "name contains x".
         let needle = match q.get("filter") {
@@ -690,8 +678,7 @@ async fn list_groups(
 }
 
 async fn create_group(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let lost = h.lose_response();
-    let res = api(&h, &req, |s| {
+    api(&h, &req, Some("create_group"), |s| {
         let body: wire::CreateGroupRequest = serde_json::from_slice(&body).map_err(|_| {
             Reject::from(refuse(
                 400,
@@ -720,17 +707,7 @@ async fn create_group(h: web::Data<SimHandle>, req: HttpRequest, body: web::Byte
             name: body.name,
         }))
     })
-    .await;
-    lost_if_ok(&h, lost, res)
-}
-
-/// Replaces a success by a lost response when `lost`.
-fn lost_if_ok(h: &SimHandle, lost: bool, res: HttpResponse) -> HttpResponse {
-    if res.status().is_success() {
-        h.lost_or(lost, res)
-    } else {
-        res
-    }
+    .await
 }
 
 async fn grant_access_point(
@@ -740,8 +717,7 @@ async fn grant_access_point(
     body: web::Bytes,
 ) -> HttpResponse {
     let (group_id, ap) = path.into_inner();
-    let lost = h.lose_response();
-    let res = api_write(&h, &req, |s| {
+    api(&h, &req, Some("grant_access_point"), |s| {
         let body: wire::AccessPermissionRequest = serde_json::from_slice(&body)
             .map_err(|_| Reject::from(refuse(400, "The request body is not formatted properly")))?;
         if !s.access_points.contains(&ap) {
@@ -760,8 +736,7 @@ async fn grant_access_point(
             "privacyModeOverride": body.privacy_mode_override.unwrap_or(false),
         })))
     })
-    .await;
-    lost_if_ok(&h, lost, res)
+    .await
 }
 
 async fn add_user_to_group(
@@ -770,8 +745,7 @@ async fn add_user_to_group(
     path: web::Path<(i64, i64)>,
 ) -> HttpResponse {
     let (group_id, user_id) = path.into_inner();
-    let lost = h.lose_response();
-    let res = api_write(&h, &req, |s| {
+    api(&h, &req, Some("add_user_to_group"), |s| {
         if !s.groups.contains_key(&group_id) {
             return Err(refuse(404, "Group not found").into());
         }
@@ -782,8 +756,7 @@ async fn add_user_to_group(
         s.counters.memberships_put += 1;
         Ok(HttpResponse::NoContent().finish())
     })
-    .await;
-    lost_if_ok(&h, lost, res)
+    .await
 }
 
 /// A user as the group listing shows it (no PIN).
@@ -815,7 +788,7 @@ async fn list_group_users(
     q: web::Query<Params>,
 ) -> HttpResponse {
     let group_id = path.into_inner();
-    api(&h, &req, |s| {
+    api(&h, &req, None, |s| {
         let (offset, size) = page_params(&q)?;
         if !s.groups.contains_key(&group_id) {
             return Err(refuse(404, "Group not found").into());
@@ -843,8 +816,7 @@ fn valid_pin(pin: &str) -> bool {
 }
 
 async fn create_user(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let lost = h.lose_response();
-    let res = api_write(&h, &req, |s| {
+    api(&h, &req, Some("create_user"), |s| {
         let body: wire::CreateUserRequest = serde_json::from_slice(&body)
             .map_err(|_| Reject::from(refuse(400, "Invalid criteria provided")))?;
         if body.first_name.trim().is_empty() || body.last_name.trim().is_empty() {
@@ -893,8 +865,7 @@ async fn create_user(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes
         s.counters.users_created += 1;
         Ok(HttpResponse::Ok().json(reply))
     })
-    .await;
-    lost_if_ok(&h, lost, res)
+    .await
 }
 
 async fn get_user_by_external_id(
@@ -903,7 +874,7 @@ async fn get_user_by_external_id(
     path: web::Path<String>,
 ) -> HttpResponse {
     let ext = path.into_inner();
-    api(&h, &req, |s| {
+    api(&h, &req, None, |s| {
         s.users
             .values()
             .find(|u| u.external_id.as_deref() == Some(ext.as_str()))
@@ -915,7 +886,7 @@ async fn get_user_by_external_id(
 
 async fn get_user(h: web::Data<SimHandle>, req: HttpRequest, path: web::Path<i64>) -> HttpResponse {
     let id = path.into_inner();
-    api(&h, &req, |s| {
+    api(&h, &req, None, |s| {
         s.users
             .get(&id)
             .map(|u| HttpResponse::Ok().json(full(u)))
@@ -931,8 +902,7 @@ async fn patch_user(
     body: web::Bytes,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let lost = h.lose_response();
-    let res = api_write(&h, &req, |s| {
+    api(&h, &req, Some("patch_user"), |s| {
         let body: wire::PatchUserRequest = serde_json::from_slice(&body)
             .map_err(|_| Reject::from(refuse(400, "Invalid criteria provided")))?;
         let from = optional_time(body.effective_from.as_deref(), "effectiveFrom")?;
@@ -967,8 +937,7 @@ async fn patch_user(
         s.counters.users_patched += 1;
         Ok(HttpResponse::Ok().json(reply))
     })
-    .await;
-    lost_if_ok(&h, lost, res)
+    .await
 }
 
 async fn delete_user(
@@ -977,16 +946,14 @@ async fn delete_user(
     path: web::Path<i64>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let lost = h.lose_response();
-    let res = api_write(&h, &req, |s| {
+    api(&h, &req, Some("delete_user"), |s| {
         if s.users.remove(&id).is_none() {
             return Err(refuse(404, "User not found").into());
         }
         s.counters.users_deleted += 1;
         Ok(HttpResponse::NoContent().finish())
     })
-    .await;
-    lost_if_ok(&h, lost, res)
+    .await
 }
 
 async fn get_users(h: web::Data<SimHandle>) -> HttpResponse {

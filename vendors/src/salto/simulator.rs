@@ -196,6 +196,7 @@ impl Default for SimLockHealth {
 
 impl KitState for SimState {
     crate::sim_kit::kit_fields!(SimCounters);
+    type Refusal = Refusal;
 
     /// What every lock accepts, through Lockstep's eyes: an access group holding the lock
     /// and at least one user opens it for the group's reference, in its first schedule's
@@ -408,44 +409,46 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .configure(crate::sim_kit::routes::<SimState>);
 }
 
-/// A Connect API error: status and `{ErrorCode, Message}`.
-struct Refusal {
+/// A Connect API refusal: a status with `{ErrorCode, Message}`, or a bare 401 for a token
+/// it did not issue or that expired.
+pub struct Refusal {
     status: StatusCode,
-    code: i64,
-    message: &'static str,
+    error: Option<(i64, &'static str)>,
 }
 
 impl From<Refusal> for HttpResponse {
     fn from(r: Refusal) -> Self {
-        HttpResponse::build(r.status).json(ApiError {
-            error_code: r.code,
-            message: r.message.to_owned(),
-        })
+        match r.error {
+            Some((code, message)) => HttpResponse::build(r.status).json(ApiError {
+                error_code: code,
+                message: message.to_owned(),
+            }),
+            None => HttpResponse::build(r.status).finish(),
+        }
+    }
+}
+
+fn refusal(status: StatusCode, code: i64, message: &'static str) -> Refusal {
+    Refusal {
+        status,
+        error: Some((code, message)),
     }
 }
 
 fn not_found(message: &'static str) -> Refusal {
-    Refusal {
-        status: StatusCode::NOT_FOUND,
-        code: code::NOT_FOUND,
-        message,
-    }
+    refusal(StatusCode::NOT_FOUND, code::NOT_FOUND, message)
 }
 
 fn bad_request(message: &'static str) -> Refusal {
-    Refusal {
-        status: StatusCode::BAD_REQUEST,
-        code: code::INVALID_PARAMETER,
-        message,
-    }
+    refusal(StatusCode::BAD_REQUEST, code::INVALID_PARAMETER, message)
 }
 
 fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|_| bad_request("The request body is not valid"))
 }
 
-/// Runs one Connect API call: faults, bearer token, site, then `f`; a write may then
-/// have its response lost.
+/// Runs one Connect API call: faults, bearer token, site, then `f`; a write (`Some` of
+/// its operation) is journaled and may have its response lost.
 async fn run(
     h: &SimHandle,
     req: &HttpRequest,
@@ -453,47 +456,28 @@ async fn run(
     write: Option<&'static str>,
     f: impl FnOnce(&mut SimState) -> Result<HttpResponse, Refusal>,
 ) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    let now = h.clock.now();
     let bearer = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    h.with(|s| {
-        let valid = s.tokens.check(bearer.as_deref(), now);
-        if !matches!(valid, TokenCheck::Valid { .. }) {
-            return HttpResponse::Unauthorized().finish();
+        .and_then(|v| v.strip_prefix("Bearer "));
+    h.call(write, |s, now| {
+        if !matches!(s.tokens.check(bearer, now), TokenCheck::Valid { .. }) {
+            return Err(Refusal {
+                status: StatusCode::UNAUTHORIZED,
+                error: None,
+            });
         }
         if site != s.config.site_id {
-            return not_found("Site not found").into();
+            return Err(not_found("Site not found"));
         }
-        let result = if write.is_some() {
-            crate::sim_kit::journaled(s, f)
-        } else {
-            f(s)
-        };
-        let out = match result {
-            Ok(out) => out,
-            Err(r) => return r.into(),
-        };
-        let Some(op) = write else {
+        let out = f(s)?;
+        if write.is_none() {
             s.counters.reads += 1;
-            return out;
-        };
-        let targeted = s.kit.faults.lose_response_on.as_deref() == Some(op);
-        if targeted {
-            s.kit.faults.lose_response_on = None;
         }
-        if targeted || s.kit.lose_response() {
-            s.counters.lost_responses += 1;
-            return SimState::lost_reply();
-        }
-        out
+        Ok(out)
     })
+    .await
 }
 
 /// One page of `items` as Salto pages: `$top` (at most the configured size) and `$skip`.
@@ -740,11 +724,11 @@ async fn set_pin(
             .any(|u| u.id != user && u.pin.as_deref() == Some(pin.as_str()));
         // Counted down whether or not the PIN really collides.
         if s.kit.take_forced_pin_collision() || collision {
-            return Err(Refusal {
-                status: StatusCode::CONFLICT,
-                code: code::PIN_IN_USE,
-                message: "The pin is already in use",
-            });
+            return Err(refusal(
+                StatusCode::CONFLICT,
+                code::PIN_IN_USE,
+                "The pin is already in use",
+            ));
         }
         s.users[pos].pin = Some(pin.clone());
         s.counters.pins_set += 1;

@@ -231,6 +231,7 @@ pub struct SimState {
 
 impl KitState for SimState {
     crate::sim_kit::kit_fields!(SimCounters);
+    type Refusal = Refusal;
 
     /// What every door accepts, through Lockstep's eyes: each key made with an external id
     /// (Lockstep's label), on each door of its access rights; `card` keys count from their
@@ -492,7 +493,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// An API error: status and `{code, message}`.
-struct Refusal {
+pub struct Refusal {
     status: StatusCode,
     code: &'static str,
     message: &'static str,
@@ -663,19 +664,16 @@ async fn get_environment(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
     let env = path.into_inner();
-    let now = h.clock.now();
-    h.with(|s| match authorize(s, &req, &env, now) {
-        Ok(_) => HttpResponse::Ok().json(wire::EnvironmentRecord {
+    h.read(|s, now| {
+        authorize(s, &req, &env, now)?;
+        Ok(HttpResponse::Ok().json(wire::EnvironmentRecord {
             name: format!("sim hotel {env}"),
-            id: env,
+            id: env.clone(),
             time_zone: Some("Europe/Stockholm".to_owned()),
-        }),
-        Err(r) => r.into(),
+        }))
     })
+    .await
 }
 
 async fn get_door(
@@ -683,34 +681,29 @@ async fn get_door(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
     let (env, door) = path.into_inner();
-    let now = h.clock.now();
-    h.with(|s| match authorize(s, &req, &env, now) {
-        Ok(environment) => {
-            if !environment.doors.contains(&door) {
-                return refusal(404, code::DOOR_NOT_FOUND, "door not found").into();
-            }
-            let health = environment
-                .door_health
-                .get(&door)
-                .cloned()
-                .unwrap_or_default();
-            HttpResponse::Ok().json(wire::DoorRecord {
-                name: format!("Door {door}"),
-                id: door,
-                online: Some(health.online),
-                battery_level: Some(health.battery_level),
-                firmware_version: Some(health.firmware_version),
-                lock_time: health
-                    .online
-                    .then(|| (now + health.clock_skew).to_rfc3339()),
-            })
+    h.read(|s, now| {
+        let environment = authorize(s, &req, &env, now)?;
+        if !environment.doors.contains(&door) {
+            return Err(refusal(404, code::DOOR_NOT_FOUND, "door not found"));
         }
-        Err(r) => r.into(),
+        let health = environment
+            .door_health
+            .get(&door)
+            .cloned()
+            .unwrap_or_default();
+        Ok(HttpResponse::Ok().json(wire::DoorRecord {
+            name: format!("Door {door}"),
+            id: door.clone(),
+            online: Some(health.online),
+            battery_level: Some(health.battery_level),
+            firmware_version: Some(health.firmware_version),
+            lock_time: health
+                .online
+                .then(|| (now + health.clock_skew).to_rfc3339()),
+        }))
     })
+    .await
 }
 
 async fn create_key(
@@ -719,14 +712,9 @@ async fn create_key(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
     let env = path.into_inner();
-    let now = h.clock.now();
-    let res = h.with_journaled(|s| -> Result<(wire::KeyRecord, bool), Refusal> {
+    h.write("create_key", |s, now| {
         let door_offline = s.kit.faults.door_offline;
-        let lose = s.kit.lose_response();
         let environment = authorize(s, &req, &env, now)?;
         let create: wire::CreateKeyRequest = serde_json::from_slice(&body)
             .map_err(|_| refusal(400, code::VALIDATION_FAILED, "malformed body"))?;
@@ -786,12 +774,9 @@ async fn create_key(
         let record = key.record();
         environment.keys.push(key);
         s.counters.creates += 1;
-        Ok((record, lose))
-    });
-    match res {
-        Ok((record, lost)) => h.lost_or(lost, HttpResponse::Created().json(record)),
-        Err(r) => r.into(),
-    }
+        Ok(HttpResponse::Created().json(record))
+    })
+    .await
 }
 
 async fn list_keys(
@@ -800,12 +785,8 @@ async fn list_keys(
     path: web::Path<String>,
     query: web::Query<wire::ListKeysQuery>,
 ) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
     let env = path.into_inner();
-    let now = h.clock.now();
-    let res = h.with(|s| -> Result<wire::ListKeysResponse, Refusal> {
+    h.read(|s, now| {
         let environment = authorize(s, &req, &env, now)?;
         let size = query
             .page_size
@@ -843,12 +824,9 @@ async fn list_keys(
             items,
         };
         s.counters.lists += 1;
-        Ok(page)
-    });
-    match res {
-        Ok(page) => HttpResponse::Ok().json(page),
-        Err(r) => r.into(),
-    }
+        Ok(HttpResponse::Ok().json(page))
+    })
+    .await
 }
 
 async fn update_key(
@@ -857,14 +835,9 @@ async fn update_key(
     path: web::Path<(String, String)>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
     let (env, key_id) = path.into_inner();
-    let now = h.clock.now();
-    let res = h.with_journaled(|s| -> Result<(wire::KeyRecord, bool), Refusal> {
+    h.write("update_key", |s, now| {
         let door_offline = s.kit.faults.door_offline;
-        let lose = s.kit.lose_response();
         let environment = authorize(s, &req, &env, now)?;
         let update: wire::UpdateKeyRequest = serde_json::from_slice(&body)
             .map_err(|_| refusal(400, code::VALIDATION_FAILED, "malformed body"))?;
@@ -887,12 +860,9 @@ async fn update_key(
         key.valid_to = Some(update.valid_to);
         let record = key.record();
         s.counters.updates += 1;
-        Ok((record, lose))
-    });
-    match res {
-        Ok((record, lost)) => h.lost_or(lost, HttpResponse::Ok().json(record)),
-        Err(r) => r.into(),
-    }
+        Ok(HttpResponse::Ok().json(record))
+    })
+    .await
 }
 
 async fn delete_key(
@@ -900,14 +870,9 @@ async fn delete_key(
     req: HttpRequest,
     path: web::Path<(String, String)>,
 ) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
     let (env, key_id) = path.into_inner();
-    let now = h.clock.now();
-    let res = h.with_journaled(|s| -> Result<bool, Refusal> {
+    h.write("delete_key", |s, now| {
         let door_offline = s.kit.faults.door_offline;
-        let lose = s.kit.lose_response();
         let environment = authorize(s, &req, &env, now)?;
         let pos = environment
             .keys
@@ -919,12 +884,9 @@ async fn delete_key(
         }
         environment.keys.remove(pos);
         s.counters.deletes += 1;
-        Ok(lose)
-    });
-    match res {
-        Ok(lost) => h.lost_or(lost, HttpResponse::NoContent().finish()),
-        Err(r) => r.into(),
-    }
+        Ok(HttpResponse::NoContent().finish())
+    })
+    .await
 }
 
 async fn post_door(h: web::Data<SimHandle>, path: web::Path<(String, String)>) -> HttpResponse {

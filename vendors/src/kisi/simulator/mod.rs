@@ -150,6 +150,7 @@ pub struct SimState {
 
 impl KitState for SimState {
     crate::sim_kit::kit_fields!(SimCounters);
+    type Refusal = Refusal;
 
     /// What every lock accepts, through Lockstep's eyes: each group role assignment opens
     /// every lock of its group (device `"<group_id>:<lock_id>"`) for its user's label
@@ -410,7 +411,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
 type Params = HashMap<String, String>;
 
 /// A Kisi error reply.
-struct Refusal(Box<HttpResponse>);
+pub struct Refusal(Box<HttpResponse>);
 
 impl Refusal {
     fn new(r: HttpResponse) -> Self {
@@ -438,32 +439,38 @@ fn invalid(field: &str, msg: &str) -> Refusal {
     Refusal::new(HttpResponse::UnprocessableEntity().json(ValidationErrors { errors }))
 }
 
-/// Applies the faults, then checks the API key.
-async fn gate(h: &SimHandle, req: &HttpRequest) -> Result<(), Refusal> {
-    if let Some(r) = h.gate().await {
-        return Err(Refusal::new(r));
+impl From<Refusal> for HttpResponse {
+    fn from(r: Refusal) -> Self {
+        *r.0
     }
-    let auth = req
+}
+
+/// Runs a Kisi API call: the faults, the API key, then `f`; a write (`Some` of its
+/// operation) is journaled and may have its response lost.
+async fn api(
+    h: &SimHandle,
+    req: &HttpRequest,
+    write: Option<&'static str>,
+    f: impl FnOnce(&mut SimState, DateTime<Utc>) -> Result<HttpResponse, Refusal>,
+) -> HttpResponse {
+    let key = req
         .headers()
         .get("Authorization")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    h.with(|s| {
-        let key = auth
-            .as_deref()
-            .and_then(|a| a.strip_prefix("KISI-LOGIN "))
-            .map(str::trim);
-        if key.is_some_and(|k| s.api_keys.iter().any(|a| a.expose() == k)) {
-            Ok(())
-        } else {
+        .and_then(|a| a.strip_prefix("KISI-LOGIN "))
+        .map(str::trim);
+    h.call(write, |s, now| {
+        if !key.is_some_and(|k| s.api_keys.iter().any(|a| a.expose() == k)) {
             s.counters.unauthorized += 1;
-            Err(error(
+            return Err(error(
                 StatusCode::UNAUTHORIZED,
                 code::UNAUTHORIZED,
                 "Unauthorized.",
-            ))
+            ));
         }
+        f(s, now)
     })
+    .await
 }
 
 fn opt_i64(p: &Params, key: &str) -> Result<Option<i64>, Refusal> {
@@ -557,19 +564,15 @@ async fn list_places(
     req: HttpRequest,
     q: web::Query<Params>,
 ) -> HttpResponse {
-    let run = async {
-        gate(&h, &req).await?;
+    api(&h, &req, None, |_, _| {
         let (offset, limit) = page(&q, 10, 100)?;
-        Ok::<_, Refusal>(paged(
-            vec![wire::Place {
-                id: SIM_PLACE_ID,
-                name: Some("Sim place".to_owned()),
-            }],
-            offset,
-            limit,
-        ))
-    };
-    run.await.unwrap_or_else(|r: Refusal| *r.0)
+        let place = wire::Place {
+            id: SIM_PLACE_ID,
+            name: Some("Sim place".to_owned()),
+        };
+        Ok(paged(vec![place], offset, limit))
+    })
+    .await
 }
 
 async fn list_users(
@@ -577,36 +580,35 @@ async fn list_users(
     req: HttpRequest,
     q: web::Query<Params>,
 ) -> HttpResponse {
-    let run = async {
-        gate(&h, &req).await?;
+    api(&h, &req, None, |s, _| {
         let (offset, limit) = page(&q, 50, 100)?;
         let email = q.get("email").map(|e| e.trim().to_ascii_lowercase());
         let query = q.get("query").map(|e| e.trim().to_ascii_lowercase());
-        let users: Vec<wire::User> = h.with(|s| {
-            s.users
-                .values()
-                .filter(|u| {
-                    email
-                        .as_ref()
-                        .is_none_or(|e| &u.email.to_ascii_lowercase() == e)
+        let users: Vec<wire::User> = s
+            .users
+            .values()
+            .filter(|u| {
+                email
+                    .as_ref()
+                    .is_none_or(|e| &u.email.to_ascii_lowercase() == e)
+            })
+            .filter(|u| {
+                query.as_ref().is_none_or(|t| {
+                    u.email.to_ascii_lowercase().contains(t)
+                        || u.name.to_ascii_lowercase().contains(t)
                 })
-                .filter(|u| {
-                    query.as_ref().is_none_or(|t| {
-                        u.email.to_ascii_lowercase().contains(t)
-                            || u.name.to_ascii_lowercase().contains(t)
-                    })
-                })
-                .map(user_json)
-                .collect()
-        });
-        Ok::<_, Refusal>(paged(users, offset, limit))
-    };
-    run.await.unwrap_or_else(|r: Refusal| *r.0)
+            })
+            .map(user_json)
+            .collect();
+        Ok(paged(users, offset, limit))
+    })
+    .await
 }
 
+/// Creates a user: not a write whose response is lost (a prerequisite the adapter
+/// re-finds anyway).
 async fn create_user(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    let run = async {
-        gate(&h, &req).await?;
+    api(&h, &req, None, |s, _| {
         let body: wire::CreateUserRequest =
             serde_json::from_slice(&body).map_err(|_| invalid("user", "is missing or invalid"))?;
         let u = body.user;
@@ -614,29 +616,27 @@ async fn create_user(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes
         if email.is_empty() || !email.contains('@') {
             return Err(invalid("email", "can't be blank or invalid"));
         }
-        h.with(|s| {
-            if s.users
-                .values()
-                .any(|x| x.email.eq_ignore_ascii_case(&email))
-            {
-                return Err(invalid("email", "has already been taken"));
-            }
-            let id = s.next_user_id;
-            s.next_user_id += 1;
-            let user = SimUser {
-                id,
-                name: u.name.unwrap_or_default(),
-                email,
-                metadata: u.metadata,
-                notes: u.notes,
-            };
-            let reply = HttpResponse::Ok().json(user_json(&user));
-            s.users.insert(id, user);
-            s.counters.users_created += 1;
-            Ok(reply)
-        })
-    };
-    run.await.unwrap_or_else(|r: Refusal| *r.0)
+        if s.users
+            .values()
+            .any(|x| x.email.eq_ignore_ascii_case(&email))
+        {
+            return Err(invalid("email", "has already been taken"));
+        }
+        let id = s.next_user_id;
+        s.next_user_id += 1;
+        let user = SimUser {
+            id,
+            name: u.name.unwrap_or_default(),
+            email,
+            metadata: u.metadata,
+            notes: u.notes,
+        };
+        let reply = HttpResponse::Ok().json(user_json(&user));
+        s.users.insert(id, user);
+        s.counters.users_created += 1;
+        Ok(reply)
+    })
+    .await
 }
 
 async fn list_group_locks(
@@ -644,8 +644,7 @@ async fn list_group_locks(
     req: HttpRequest,
     q: web::Query<Params>,
 ) -> HttpResponse {
-    let run = async {
-        gate(&h, &req).await?;
+    api(&h, &req, None, |s, _| {
         let (offset, limit) = page(&q, 10, i64::from(MAX_PAGE_SIZE))?;
         let Some(group_id) = opt_i64(&q, "group_id")? else {
             return Err(error(
@@ -655,26 +654,24 @@ async fn list_group_locks(
             ));
         };
         let lock_filter = opt_i64(&q, "lock_id")?;
-        let links = h.with(|s| {
-            let Some(locks) = s.groups.get(&group_id) else {
-                return Err(not_found());
-            };
-            let base = s.next_group_lock_id;
-            Ok(locks
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| lock_filter.is_none_or(|f| f == **l))
-                .map(|(i, l)| wire::GroupLock {
-                    id: base + i64::try_from(i).unwrap_or(0) + group_id * 1_000,
-                    group_id,
-                    lock_id: *l,
-                    place_id: Some(SIM_PLACE_ID),
-                })
-                .collect::<Vec<_>>())
-        })?;
+        let Some(locks) = s.groups.get(&group_id) else {
+            return Err(not_found());
+        };
+        let base = s.next_group_lock_id;
+        let links: Vec<wire::GroupLock> = locks
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| lock_filter.is_none_or(|f| f == **l))
+            .map(|(i, l)| wire::GroupLock {
+                id: base + i64::try_from(i).unwrap_or(0) + group_id * 1_000,
+                group_id,
+                lock_id: *l,
+                place_id: Some(SIM_PLACE_ID),
+            })
+            .collect();
         Ok(paged(links, offset, limit))
-    };
-    run.await.unwrap_or_else(|r: Refusal| *r.0)
+    })
+    .await
 }
 
 async fn list_assignments(
@@ -682,8 +679,7 @@ async fn list_assignments(
     req: HttpRequest,
     q: web::Query<Params>,
 ) -> HttpResponse {
-    let run = async {
-        gate(&h, &req).await?;
+    api(&h, &req, None, |s, _| {
         let (offset, limit) = page(&q, 10, i64::from(MAX_PAGE_SIZE))?;
         let applies_to_type = q.get("applies_to_type").map(String::as_str);
         if applies_to_type.is_some_and(|t| t != APPLIES_TO_GROUP) {
@@ -697,19 +693,18 @@ async fn list_assignments(
         let group = opt_i64(&q, "applies_to_id")?.or(opt_i64(&q, "group_id")?);
         let user = opt_i64(&q, "assignee_id")?.or(opt_i64(&q, "user_id")?);
         let role = q.get("role_id").cloned();
-        let items = h.with(|s| {
-            s.counters.lists += 1;
-            s.assignments
-                .values()
-                .filter(|a| group.is_none_or(|g| a.group_id == g))
-                .filter(|a| user.is_none_or(|u| a.user_id == u))
-                .filter(|a| role.as_ref().is_none_or(|r| &a.role_id == r))
-                .map(|a| assignment_json(s, a))
-                .collect::<Vec<_>>()
-        });
-        Ok::<_, Refusal>(paged(items, offset, limit))
-    };
-    run.await.unwrap_or_else(|r: Refusal| *r.0)
+        s.counters.lists += 1;
+        let items: Vec<RoleAssignment> = s
+            .assignments
+            .values()
+            .filter(|a| group.is_none_or(|g| a.group_id == g))
+            .filter(|a| user.is_none_or(|u| a.user_id == u))
+            .filter(|a| role.as_ref().is_none_or(|r| &a.role_id == r))
+            .map(|a| assignment_json(s, a))
+            .collect();
+        Ok(paged(items, offset, limit))
+    })
+    .await
 }
 
 fn parse_window(from: Option<&str>, until: Option<&str>) -> Result<Window, Refusal> {
@@ -734,8 +729,7 @@ async fn create_assignment(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let run = async {
-        gate(&h, &req).await?;
+    api(&h, &req, Some("create_role_assignment"), |s, now| {
         let body: wire::CreateRoleAssignmentRequest = serde_json::from_slice(&body)
             .map_err(|_| invalid("role_assignment", "is missing or invalid"))?;
         let r = body.role_assignment;
@@ -756,53 +750,46 @@ async fn create_assignment(
         }
         let (valid_from, valid_until) =
             parse_window(r.valid_from.as_deref(), r.valid_until.as_deref())?;
-        let now = h.clock.now();
-        let (reply, lost) = h.with_journaled(|s| {
-            if !s.groups.contains_key(&group_id) || !s.users.contains_key(&user_id) {
-                return Err(not_found());
-            }
-            let id = s.next_assignment_id;
-            s.next_assignment_id += 1;
-            let a = SimRoleAssignment {
-                id,
-                group_id,
-                user_id,
-                role_id: r.role_id.clone(),
-                notify: r.notify.unwrap_or(false),
-                valid_from,
-                valid_until,
-                created_at: now,
-                updated_at: now,
-            };
-            let reply = HttpResponse::Ok().json(assignment_json(s, &a));
-            s.assignments.insert(id, a);
-            s.counters.creates += 1;
-            Ok((reply, s.kit.lose_response()))
-        })?;
-        Ok(h.lost_or(lost, reply))
-    };
-    run.await.unwrap_or_else(|r: Refusal| *r.0)
+        if !s.groups.contains_key(&group_id) || !s.users.contains_key(&user_id) {
+            return Err(not_found());
+        }
+        let id = s.next_assignment_id;
+        s.next_assignment_id += 1;
+        let a = SimRoleAssignment {
+            id,
+            group_id,
+            user_id,
+            role_id: r.role_id,
+            notify: r.notify.unwrap_or(false),
+            valid_from,
+            valid_until,
+            created_at: now,
+            updated_at: now,
+        };
+        let reply = HttpResponse::Ok().json(assignment_json(s, &a));
+        s.assignments.insert(id, a);
+        s.counters.creates += 1;
+        Ok(reply)
+    })
+    .await
 }
 
 /// `GET /locks/{id}`: a lock of a group, with its controller's `online` state.
 async fn get_lock(h: web::Data<SimHandle>, req: HttpRequest, path: web::Path<i64>) -> HttpResponse {
     let id = path.into_inner();
-    let run = async {
-        gate(&h, &req).await?;
-        h.with(|s| {
-            if !s.groups.values().any(|locks| locks.contains(&id)) {
-                return Err(not_found());
-            }
-            Ok(HttpResponse::Ok().json(wire::Lock {
-                id,
-                name: format!("Door {id}"),
-                place_id: Some(SIM_PLACE_ID),
-                online: Some(!s.offline_locks.contains(&id)),
-                configured: Some(true),
-            }))
-        })
-    };
-    run.await.unwrap_or_else(|r: Refusal| *r.0)
+    api(&h, &req, None, |s, _| {
+        if !s.groups.values().any(|locks| locks.contains(&id)) {
+            return Err(not_found());
+        }
+        Ok(HttpResponse::Ok().json(wire::Lock {
+            id,
+            name: format!("Door {id}"),
+            place_id: Some(SIM_PLACE_ID),
+            online: Some(!s.offline_locks.contains(&id)),
+            configured: Some(true),
+        }))
+    })
+    .await
 }
 
 async fn get_assignment(
@@ -811,14 +798,11 @@ async fn get_assignment(
     path: web::Path<i64>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let run = async {
-        gate(&h, &req).await?;
-        h.with(|s| match s.assignments.get(&id) {
-            Some(a) => Ok(HttpResponse::Ok().json(assignment_json(s, a))),
-            None => Err(not_found()),
-        })
-    };
-    run.await.unwrap_or_else(|r: Refusal| *r.0)
+    api(&h, &req, None, |s, _| match s.assignments.get(&id) {
+        Some(a) => Ok(HttpResponse::Ok().json(assignment_json(s, a))),
+        None => Err(not_found()),
+    })
+    .await
 }
 
 async fn update_assignment(
@@ -828,8 +812,7 @@ async fn update_assignment(
     body: web::Bytes,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let run = async {
-        gate(&h, &req).await?;
+    api(&h, &req, Some("update_role_assignment"), |s, now| {
         let body: wire::UpdateRoleAssignmentRequest = serde_json::from_slice(&body)
             .map_err(|_| invalid("role_assignment", "is missing or invalid"))?;
         let p = body.role_assignment;
@@ -838,27 +821,23 @@ async fn update_assignment(
                 return Err(invalid("role_id", "is not included in the list"));
             }
         }
-        let now = h.clock.now();
-        let lost = h.with_journaled(|s| {
-            let Some(a) = s.assignments.get_mut(&id) else {
-                return Err(not_found());
-            };
-            // Fields not sent keep their value; the window is checked as it will be.
-            let from = p.valid_from.clone().or(a.valid_from.map(to_kisi_time));
-            let until = p.valid_until.clone().or(a.valid_until.map(to_kisi_time));
-            let (from, until) = parse_window(from.as_deref(), until.as_deref())?;
-            a.valid_from = from;
-            a.valid_until = until;
-            if let Some(role) = p.role_id {
-                a.role_id = role;
-            }
-            a.updated_at = now;
-            s.counters.updates += 1;
-            Ok(s.kit.lose_response())
-        })?;
-        Ok(h.lost_or(lost, HttpResponse::NoContent().finish()))
-    };
-    run.await.unwrap_or_else(|r: Refusal| *r.0)
+        let Some(a) = s.assignments.get_mut(&id) else {
+            return Err(not_found());
+        };
+        // Fields not sent keep their value; the window is checked as it will be.
+        let from = p.valid_from.or(a.valid_from.map(to_kisi_time));
+        let until = p.valid_until.or(a.valid_until.map(to_kisi_time));
+        let (from, until) = parse_window(from.as_deref(), until.as_deref())?;
+        a.valid_from = from;
+        a.valid_until = until;
+        if let Some(role) = p.role_id {
+            a.role_id = role;
+        }
+        a.updated_at = now;
+        s.counters.updates += 1;
+        Ok(HttpResponse::NoContent().finish())
+    })
+    .await
 }
 
 async fn delete_assignment(
@@ -867,18 +846,14 @@ async fn delete_assignment(
     path: web::Path<i64>,
 ) -> HttpResponse {
     let id = path.into_inner();
-    let run = async {
-        gate(&h, &req).await?;
-        let lost = h.with_journaled(|s| {
-            if s.assignments.remove(&id).is_none() {
-                return Err(not_found());
-            }
-            s.counters.deletes += 1;
-            Ok(s.kit.lose_response())
-        })?;
-        Ok(h.lost_or(lost, HttpResponse::NoContent().finish()))
-    };
-    run.await.unwrap_or_else(|r: Refusal| *r.0)
+    api(&h, &req, Some("delete_role_assignment"), |s, _| {
+        if s.assignments.remove(&id).is_none() {
+            return Err(not_found());
+        }
+        s.counters.deletes += 1;
+        Ok(HttpResponse::NoContent().finish())
+    })
+    .await
 }
 
 async fn get_users(h: web::Data<SimHandle>) -> HttpResponse {

@@ -385,26 +385,6 @@ fn known_lock(s: &SimState, lock_id: i64) -> Result<(), Refusal> {
     }
 }
 
-/// Runs a mutating call: faults first, then `f` under the lock; a success may have its
-/// response lost (the vendor acted, we never heard).
-async fn mutate(
-    h: &SimHandle,
-    f: impl FnOnce(&mut SimState, DateTime<Utc>) -> Result<HttpResponse, Refusal>,
-) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    let now = h.clock.now();
-    let res = h.with_journaled(|s| {
-        let lose = s.kit.lose_response();
-        f(s, now).map(|ok| (ok, lose))
-    });
-    match res {
-        Ok((ok, lost)) => h.lost_or(lost, ok),
-        Err(r) => r.into(),
-    }
-}
-
 fn ok() -> HttpResponse {
     errcode(code::OK, "none error message").into()
 }
@@ -426,7 +406,7 @@ fn page<T: Serialize>(items: Vec<T>, p: &Params) -> Result<HttpResponse, Refusal
 }
 
 async fn register_user(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    mutate(&h, |s, now| {
+    h.write("register_user", |s, now| {
         authorize_client(s, &form)?;
         let name = param(&form, "username")?;
         param(&form, "password")?;
@@ -449,10 +429,7 @@ async fn register_user(h: web::Data<SimHandle>, form: web::Form<Params>) -> Http
 }
 
 async fn list_users(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    h.with(|s| {
+    h.read(|s, _| {
         authorize_client(s, &query)?;
         let from = param_i64(&query, "startDate")?;
         let until = param_i64(&query, "endDate")?;
@@ -468,11 +445,11 @@ async fn list_users(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpR
             .collect();
         page(users, &query)
     })
-    .unwrap_or_else(HttpResponse::from)
+    .await
 }
 
 async fn send_key(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    mutate(&h, |s, now| {
+    h.write("send_key", |s, now| {
         authorize(s, &form, now)?;
         let lock_id = param_i64(&form, "lockId")?;
         let receiver = param(&form, "receiverUsername")?.to_owned();
@@ -514,7 +491,7 @@ fn ekey_mut(s: &mut SimState, key_id: i64) -> Result<&mut SimEkey, Refusal> {
 }
 
 async fn delete_key(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    mutate(&h, |s, now| {
+    h.write("delete_key", |s, now| {
         authorize(s, &form, now)?;
         let key_id = param_i64(&form, "keyId")?;
         ekey_mut(s, key_id)?;
@@ -526,7 +503,7 @@ async fn delete_key(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRes
 }
 
 async fn change_key(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    mutate(&h, |s, now| {
+    h.write("change_key", |s, now| {
         authorize(s, &form, now)?;
         let key_id = param_i64(&form, "keyId")?;
         let start_date = param_i64(&form, "startDate")?;
@@ -541,14 +518,7 @@ async fn change_key(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRes
 }
 
 async fn list_keys(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    if let Some(r) = h.failing_list("ekeys") {
-        return r;
-    }
-    let now = h.clock.now();
-    h.with(|s| {
+    h.read_list("ekeys", |s, now| {
         authorize(s, &query, now)?;
         let lock_id = param_i64(&query, "lockId")?;
         known_lock(s, lock_id)?;
@@ -570,11 +540,11 @@ async fn list_keys(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpRe
             .collect();
         page(keys, &query)
     })
-    .unwrap_or_else(HttpResponse::from)
+    .await
 }
 
 async fn add_card(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    mutate(&h, |s, now| {
+    h.write("add_card", |s, now| {
         authorize(s, &form, now)?;
         let lock_id = param_i64(&form, "lockId")?;
         let number = param(&form, "cardNumber")?.to_owned();
@@ -620,7 +590,7 @@ fn card_mut(s: &mut SimState, lock_id: i64, card_id: i64) -> Result<&mut SimCard
 }
 
 async fn delete_card(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    mutate(&h, |s, now| {
+    h.write("delete_card", |s, now| {
         authorize(s, &form, now)?;
         let lock_id = param_i64(&form, "lockId")?;
         let card_id = param_i64(&form, "cardId")?;
@@ -634,7 +604,7 @@ async fn delete_card(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRe
 }
 
 async fn change_card(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    mutate(&h, |s, now| {
+    h.write("change_card", |s, now| {
         authorize(s, &form, now)?;
         let lock_id = param_i64(&form, "lockId")?;
         let card_id = param_i64(&form, "cardId")?;
@@ -650,14 +620,7 @@ async fn change_card(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRe
 }
 
 async fn list_cards(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    if let Some(r) = h.failing_list("cards") {
-        return r;
-    }
-    let now = h.clock.now();
-    h.with(|s| {
+    h.read_list("cards", |s, now| {
         authorize(s, &query, now)?;
         let lock_id = param_i64(&query, "lockId")?;
         known_lock(s, lock_id)?;
@@ -678,7 +641,7 @@ async fn list_cards(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpR
             .collect();
         page(cards, &query)
     })
-    .unwrap_or_else(HttpResponse::from)
+    .await
 }
 
 async fn unlock(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
@@ -722,11 +685,7 @@ async fn unlock(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRespons
 }
 
 async fn list_records(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    let now = h.clock.now();
-    h.with(|s| {
+    h.read(|s, now| {
         authorize(s, &query, now)?;
         let lock_id = param_i64(&query, "lockId")?;
         known_lock(s, lock_id)?;
@@ -742,7 +701,7 @@ async fn list_records(h: web::Data<SimHandle>, query: web::Query<Params>) -> Htt
             .collect();
         page(records, &query)
     })
-    .unwrap_or_else(HttpResponse::from)
+    .await
 }
 
 async fn post_attempt(

@@ -210,6 +210,7 @@ fn ms_time(ms: i64) -> Option<DateTime<Utc>> {
 
 impl KitState for SimState {
     crate::sim_kit::kit_fields!(SimCounters);
+    type Refusal = Refusal;
 
     /// What every lock accepts, through Lockstep's eyes: passcodes, eKeys and IC cards by
     /// their names.
@@ -408,7 +409,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
 type Params = HashMap<String, String>;
 
 /// A TTLock business error, answered with HTTP 200 and `{errcode, errmsg}`.
-struct Refusal {
+pub struct Refusal {
     errcode: i64,
     errmsg: &'static str,
 }
@@ -508,11 +509,7 @@ async fn token(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse
 }
 
 async fn add_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    let now = h.clock.now();
-    let res = h.with_journaled(|s| -> Result<(i64, bool), Refusal> {
+    h.write("add_passcode", |s, now| {
         authorize(s, &form, now)?;
         let lock_id = param_i64(&form, "lockId")?;
         let pwd = param(&form, "keyboardPwd")?.to_owned();
@@ -546,7 +543,6 @@ async fn add_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpR
             ));
         }
         let id = s.next_pwd_id;
-        let lose = s.kit.lose_response();
         let lock = s.locks.entry(lock_id).or_default();
         if lock.iter().any(|p| p.keyboard_pwd == pwd) {
             return Err(errcode(
@@ -572,30 +568,19 @@ async fn add_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpR
         });
         s.next_pwd_id += 1;
         s.counters.adds += 1;
-        Ok((id, lose))
-    });
-    match res {
-        Ok((id, lost)) => h.lost_or(
-            lost,
-            HttpResponse::Ok().json(wire::AddPasscodeResponse {
-                keyboard_pwd_id: id,
-            }),
-        ),
-        Err(r) => r.into(),
-    }
+        Ok(HttpResponse::Ok().json(wire::AddPasscodeResponse {
+            keyboard_pwd_id: id,
+        }))
+    })
+    .await
 }
 
 async fn delete_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    let now = h.clock.now();
-    let res = h.with_journaled(|s| -> Result<bool, Refusal> {
+    h.write("delete_passcode", |s, now| {
         authorize(s, &form, now)?;
         let lock_id = param_i64(&form, "lockId")?;
         let pwd_id = param_i64(&form, "keyboardPwdId")?;
         param_i64(&form, "deleteType")?;
-        let lose = s.kit.lose_response();
         let Some(lock) = s.locks.get_mut(&lock_id) else {
             return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
         };
@@ -604,12 +589,9 @@ async fn delete_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> Ht
         };
         lock.remove(pos);
         s.counters.deletes += 1;
-        Ok(lose)
-    });
-    match res {
-        Ok(lost) => h.lost_or(lost, errcode(code::OK, "none error message").into()),
-        Err(r) => r.into(),
-    }
+        Ok(errcode(code::OK, "none error message").into())
+    })
+    .await
 }
 
 fn valid_digits(pwd: &str) -> bool {
@@ -647,11 +629,7 @@ fn opt_param_i64(p: &Params, key: &str) -> Result<Option<i64>, Refusal> {
 }
 
 async fn change_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    let now = h.clock.now();
-    let res = h.with_journaled(|s| -> Result<bool, Refusal> {
+    h.write("change_passcode", |s, now| {
         authorize(s, &form, now)?;
         let lock_id = param_i64(&form, "lockId")?;
         let pwd_id = param_i64(&form, "keyboardPwdId")?;
@@ -674,7 +652,6 @@ async fn change_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> Ht
             .map(|p| p.trim())
             .filter(|p| !p.is_empty())
             .map(str::to_owned);
-        let lose = s.kit.lose_response();
         let Some(lock) = s.locks.get_mut(&lock_id) else {
             return Err(errcode(code::LOCK_NOT_FOUND, "lock does not exist"));
         };
@@ -707,23 +684,13 @@ async fn change_passcode(h: web::Data<SimHandle>, form: web::Form<Params>) -> Ht
             p.keyboard_pwd = pwd;
         }
         s.counters.changes += 1;
-        Ok(lose)
-    });
-    match res {
-        Ok(lost) => h.lost_or(lost, errcode(code::OK, "none error message").into()),
-        Err(r) => r.into(),
-    }
+        Ok(errcode(code::OK, "none error message").into())
+    })
+    .await
 }
 
 async fn list_passcodes(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    if let Some(r) = h.failing_list("passcodes") {
-        return r;
-    }
-    let now = h.clock.now();
-    let res = h.with(|s| -> Result<HttpResponse, Refusal> {
+    h.read_list("passcodes", |s, now| {
         authorize(s, &query, now)?;
         let lock_id = param_i64(&query, "lockId")?;
         let page_no = param_i64(&query, "pageNo")?.max(1);
@@ -763,16 +730,12 @@ async fn list_passcodes(h: web::Data<SimHandle>, query: web::Query<Params>) -> H
             pages,
             total,
         }))
-    });
-    res.unwrap_or_else(HttpResponse::from)
+    })
+    .await
 }
 
 async fn list_locks(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    let now = h.clock.now();
-    let res = h.with(|s| -> Result<HttpResponse, Refusal> {
+    h.read(|s, now| {
         authorize(s, &query, now)?;
         let page_no = param_i64(&query, "pageNo")?.max(1);
         let page_size = param_i64(&query, "pageSize")?.clamp(1, 10_000);
@@ -796,8 +759,8 @@ async fn list_locks(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpR
             pages: (total + page_size - 1) / page_size,
             total,
         }))
-    });
-    res.unwrap_or_else(HttpResponse::from)
+    })
+    .await
 }
 
 /// Authorizes a lock health query and returns the lock and its health.
@@ -819,11 +782,7 @@ fn lock_health_query(
 
 /// `GET /v3/lock/detail`: battery and firmware of a lock.
 async fn lock_detail(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    let now = h.clock.now();
-    let res = h.with(|s| -> Result<HttpResponse, Refusal> {
+    h.read(|s, now| {
         let (lock_id, health) = lock_health_query(s, &query, now)?;
         Ok(HttpResponse::Ok().json(wire::LockDetail {
             lock_id,
@@ -831,17 +790,13 @@ async fn lock_detail(h: web::Data<SimHandle>, query: web::Query<Params>) -> Http
             firmware_revision: Some(health.firmware),
             has_gateway: Some(1),
         }))
-    });
-    res.unwrap_or_else(HttpResponse::from)
+    })
+    .await
 }
 
 /// `GET /v3/lock/queryDate`: the lock's clock, through its gateway.
 async fn lock_query_date(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    if let Some(r) = h.gate().await {
-        return r;
-    }
-    let now = h.clock.now();
-    let res = h.with(|s| -> Result<HttpResponse, Refusal> {
+    h.read(|s, now| {
         let (_, health) = lock_health_query(s, &query, now)?;
         if health.offline {
             return Err(errcode(code::GATEWAY_OFFLINE, "gateway is offline"));
@@ -849,8 +804,8 @@ async fn lock_query_date(h: web::Data<SimHandle>, query: web::Query<Params>) -> 
         Ok(HttpResponse::Ok().json(wire::LockDate {
             date: (now + health.clock_skew).timestamp_millis(),
         }))
-    });
-    res.unwrap_or_else(HttpResponse::from)
+    })
+    .await
 }
 
 async fn post_lock(h: web::Data<SimHandle>, path: web::Path<i64>) -> HttpResponse {
