@@ -41,6 +41,7 @@
 use chrono::{DateTime, Utc};
 use lockstep_domain::VendorRef;
 use rand::Rng;
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use tracing::debug;
 
@@ -133,44 +134,11 @@ fn entry(
 }
 
 impl TtlockAdapter {
-    /// Every page of a per-lock list (`/v3/lock/listKey`, `/v3/identityCard/list`).
-    async fn list_by_lock<T: DeserializeOwned>(
-        &self,
-        op: &'static str,
-        path: &str,
-        lock_id: i64,
-    ) -> Result<Vec<T>, VendorError> {
-        let url = self.url(path);
-        let mut out = Vec::new();
-        let mut page_no = 1;
-        loop {
-            let page: wire::Page<T> = self
-                .authed(op, |token| {
-                    self.net.http().get(&url).query(&wire::ListByLockQuery {
-                        client_id: &self.config.client_id,
-                        access_token: token,
-                        lock_id,
-                        page_no,
-                        page_size: wire::MAX_PAGE_SIZE,
-                        order_by: 1,
-                        date: self.now_ms(),
-                    })
-                })
-                .await?;
-            let empty = page.list.is_empty();
-            out.extend(page.list);
-            if empty || page_no >= page.pages || page_no >= MAX_PAGES {
-                return Ok(out);
-            }
-            page_no += 1;
-        }
-    }
-
     pub(super) async fn list_keys(
         &self,
         lock_id: i64,
     ) -> Result<Vec<wire::KeyRecord>, VendorError> {
-        self.list_by_lock("list_ekeys", "/v3/lock/listKey", lock_id)
+        self.list_by_lock("list_ekeys", "/v3/lock/listKey", lock_id, false)
             .await
     }
 
@@ -178,7 +146,7 @@ impl TtlockAdapter {
         &self,
         lock_id: i64,
     ) -> Result<Vec<wire::CardRecord>, VendorError> {
-        self.list_by_lock("list_cards", "/v3/identityCard/list", lock_id)
+        self.list_by_lock("list_cards", "/v3/identityCard/list", lock_id, false)
             .await
     }
 
@@ -305,10 +273,11 @@ impl TtlockAdapter {
         let (start_date, end_date) = window_ms(req);
         let url = self.url("/v3/key/send");
         let reply: wire::SendKeyResponse = self
-            .authed("send_ekey", |token| {
-                self.net.http().post(&url).form(&wire::SendKeyRequest {
-                    client_id: &self.config.client_id,
-                    access_token: token,
+            .call(
+                "send_ekey",
+                Method::POST,
+                &url,
+                wire::SendKeyRequest {
                     lock_id,
                     receiver_username: &receiver,
                     key_name: &req.label,
@@ -316,9 +285,8 @@ impl TtlockAdapter {
                     end_date,
                     remote_enable: 2,
                     create_user: 2,
-                    date: self.now_ms(),
-                })
-            })
+                },
+            )
             .await?;
         debug!(vendor = VENDOR, "ekey sent");
         Ok(TtRef::Ekey(reply.key_id).vendor_ref())
@@ -333,19 +301,19 @@ impl TtlockAdapter {
         let (start_date, end_date) = window_ms(req);
         let url = self.url("/v3/identityCard/addForReversedCardNumber");
         let reply: wire::AddCardResponse = self
-            .authed("add_card", |token| {
-                self.net.http().post(&url).form(&wire::AddCardRequest {
-                    client_id: &self.config.client_id,
-                    access_token: token,
+            .call(
+                "add_card",
+                Method::POST,
+                &url,
+                wire::AddCardRequest {
                     lock_id,
                     card_number: number.expose(),
                     card_name: &req.label,
                     start_date,
                     end_date,
                     add_type: VIA_GATEWAY,
-                    date: self.now_ms(),
-                })
-            })
+                },
+            )
             .await?;
         debug!(vendor = VENDOR, "card added");
         Ok(TtRef::Card(reply.card_id).vendor_ref())
@@ -385,19 +353,16 @@ impl TtlockAdapter {
         let (start_date, end_date) = window_ms(req);
         let url = self.url("/v3/key/changePeriod");
         let _: wire::ErrorResponse = self
-            .authed("change_ekey", |token| {
-                self.net
-                    .http()
-                    .post(&url)
-                    .form(&wire::ChangeKeyPeriodRequest {
-                        client_id: &self.config.client_id,
-                        access_token: token,
-                        key_id,
-                        start_date,
-                        end_date,
-                        date: self.now_ms(),
-                    })
-            })
+            .call(
+                "change_ekey",
+                Method::POST,
+                &url,
+                wire::ChangeKeyPeriodRequest {
+                    key_id,
+                    start_date,
+                    end_date,
+                },
+            )
             .await?;
         Ok(())
     }
@@ -411,21 +376,18 @@ impl TtlockAdapter {
         let (start_date, end_date) = window_ms(req);
         let url = self.url("/v3/identityCard/changePeriod");
         let _: wire::ErrorResponse = self
-            .authed("change_card", |token| {
-                self.net
-                    .http()
-                    .post(&url)
-                    .form(&wire::ChangeCardPeriodRequest {
-                        client_id: &self.config.client_id,
-                        access_token: token,
-                        lock_id,
-                        card_id,
-                        start_date,
-                        end_date,
-                        change_type: VIA_GATEWAY,
-                        date: self.now_ms(),
-                    })
-            })
+            .call(
+                "change_card",
+                Method::POST,
+                &url,
+                wire::ChangeCardPeriodRequest {
+                    lock_id,
+                    card_id,
+                    start_date,
+                    end_date,
+                    change_type: VIA_GATEWAY,
+                },
+            )
             .await?;
         Ok(())
     }
@@ -433,14 +395,12 @@ impl TtlockAdapter {
     pub(super) async fn delete_ekey(&self, key_id: i64) -> Result<(), VendorError> {
         let url = self.url("/v3/key/delete");
         let _: wire::ErrorResponse = self
-            .authed("delete_ekey", |token| {
-                self.net.http().post(&url).form(&wire::KeyRequest {
-                    client_id: &self.config.client_id,
-                    access_token: token,
-                    key_id,
-                    date: self.now_ms(),
-                })
-            })
+            .call(
+                "delete_ekey",
+                Method::POST,
+                &url,
+                wire::KeyRequest { key_id },
+            )
             .await?;
         Ok(())
     }
@@ -448,16 +408,16 @@ impl TtlockAdapter {
     pub(super) async fn delete_card(&self, lock_id: i64, card_id: i64) -> Result<(), VendorError> {
         let url = self.url("/v3/identityCard/delete");
         let _: wire::ErrorResponse = self
-            .authed("delete_card", |token| {
-                self.net.http().post(&url).form(&wire::DeleteCardRequest {
-                    client_id: &self.config.client_id,
-                    access_token: token,
+            .call(
+                "delete_card",
+                Method::POST,
+                &url,
+                wire::DeleteCardRequest {
                     lock_id,
                     card_id,
                     delete_type: VIA_GATEWAY,
-                    date: self.now_ms(),
-                })
-            })
+                },
+            )
             .await?;
         Ok(())
     }
@@ -465,14 +425,12 @@ impl TtlockAdapter {
     pub(super) async fn unlock(&self, lock_id: i64) -> Result<(), VendorError> {
         let url = self.url("/v3/lock/unlock");
         let _: wire::ErrorResponse = self
-            .authed("remote_unlock", |token| {
-                self.net.http().post(&url).form(&wire::LockQuery {
-                    client_id: &self.config.client_id,
-                    access_token: token,
-                    lock_id,
-                    date: self.now_ms(),
-                })
-            })
+            .call(
+                "remote_unlock",
+                Method::POST,
+                &url,
+                wire::LockQuery { lock_id },
+            )
             .await?;
         debug!(vendor = VENDOR, "unlocked through the gateway");
         Ok(())
@@ -483,33 +441,19 @@ impl TtlockAdapter {
         lock_id: i64,
         since: DateTime<Utc>,
     ) -> Result<Vec<DoorEvent>, VendorError> {
-        let url = self.url("/v3/lockRecord/list");
         let start_date = wire::to_ms(since);
         let end_date = wire::to_ms(self.net.now());
-        let mut records: Vec<wire::OperationRecord> = Vec::new();
-        let mut page_no = 1;
-        loop {
-            let page: wire::Page<wire::OperationRecord> = self
-                .authed("list_records", |token| {
-                    self.net.http().get(&url).query(&wire::ListRecordsQuery {
-                        client_id: &self.config.client_id,
-                        access_token: token,
-                        lock_id,
-                        start_date,
-                        end_date,
-                        page_no,
-                        page_size: wire::MAX_PAGE_SIZE,
-                        date: self.now_ms(),
-                    })
-                })
-                .await?;
-            let empty = page.list.is_empty();
-            records.extend(page.list);
-            if empty || page_no >= page.pages || page_no >= MAX_PAGES {
-                break;
-            }
-            page_no += 1;
-        }
+        let mut records: Vec<wire::OperationRecord> = self
+            .pages("list_records", "/v3/lockRecord/list", false, |page_no| {
+                wire::ListRecordsQuery {
+                    lock_id,
+                    start_date,
+                    end_date,
+                    page_no,
+                    page_size: wire::MAX_PAGE_SIZE,
+                }
+            })
+            .await?;
         records.sort_by_key(|r| (r.server_date, r.record_id));
         records.into_iter().map(door_event).collect()
     }

@@ -54,8 +54,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorCode, VendorRef};
 use md5::{Digest, Md5};
-use reqwest::RequestBuilder;
+use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tracing::{debug, warn};
 
 use self::access::TtRef;
@@ -262,6 +263,32 @@ impl TtlockAdapter {
             .await
     }
 
+    /// Sends `call` to `url` with the application id, a token and the time: as a GET's
+    /// query, or as a posted form.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        method: Method,
+        url: &str,
+        call: impl Serialize,
+    ) -> Result<T, VendorError> {
+        self.authed(op, |token| {
+            let authed = wire::Authed {
+                client_id: &self.config.client_id,
+                access_token: token,
+                call: &call,
+                date: self.now_ms(),
+            };
+            let rb = self.net.http().request(method.clone(), url);
+            if method == Method::GET {
+                rb.query(&authed)
+            } else {
+                rb.form(&authed)
+            }
+        })
+        .await
+    }
+
     /// Sends one request and reads TTLock's reply: an HTTP status says what it says alone
     /// ([`by_status`]); a 200 carries TTLock's own `errcode`.
     async fn exchange<T: DeserializeOwned>(
@@ -302,27 +329,45 @@ impl TtlockAdapter {
 
     /// Every passcode on the lock, all pages.
     async fn list_records(&self, lock_id: i64) -> Result<Vec<wire::PasscodeRecord>, VendorError> {
+        // -1007: the lock holds no passcode data at all.
+        self.list_by_lock("list_passcodes", "/v3/lock/listKeyboardPwd", lock_id, true)
+            .await
+    }
+
+    /// Every page of a per-lock list (`/v3/lock/listKeyboardPwd`, `/v3/lock/listKey`,
+    /// `/v3/identityCard/list`), newest first.
+    async fn list_by_lock<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        path: &str,
+        lock_id: i64,
+        no_data_ends: bool,
+    ) -> Result<Vec<T>, VendorError> {
+        self.pages(op, path, no_data_ends, |page_no| wire::ListByLockQuery {
+            lock_id,
+            page_no,
+            page_size: wire::MAX_PAGE_SIZE,
+            order_by: 1,
+        })
+        .await
+    }
+
+    /// Every page of a paged list, up to [`MAX_PAGES`]: `query` asks for page `n` (from 1).
+    /// With `no_data_ends`, TTLock's "no data" ([`VendorError::NotFound`]) ends the list.
+    async fn pages<T: DeserializeOwned, Q: Serialize>(
+        &self,
+        op: &'static str,
+        path: &str,
+        no_data_ends: bool,
+        query: impl Fn(i64) -> Q,
+    ) -> Result<Vec<T>, VendorError> {
+        let url = self.url(path);
         let mut out = Vec::new();
         let mut page_no = 1;
         loop {
-            let url = self.url("/v3/lock/listKeyboardPwd");
-            let page: Result<wire::ListPasscodesResponse, _> = self
-                .authed("list_passcodes", |token| {
-                    self.net.http().get(&url).query(&wire::ListPasscodesQuery {
-                        client_id: &self.config.client_id,
-                        access_token: token,
-                        lock_id,
-                        page_no,
-                        page_size: wire::MAX_PAGE_SIZE,
-                        order_by: 1,
-                        date: self.now_ms(),
-                    })
-                })
-                .await;
-            let page = match page {
+            let page: wire::Page<T> = match self.call(op, Method::GET, &url, query(page_no)).await {
                 Ok(p) => p,
-                // -1007: the lock holds no passcode data at all.
-                Err(VendorError::NotFound) => break,
+                Err(VendorError::NotFound) if no_data_ends => break,
                 Err(e) => return Err(e),
             };
             let empty = page.list.is_empty();
@@ -457,10 +502,11 @@ impl LockPort for TtlockAdapter {
         })?;
         let url = self.url("/v3/keyboardPwd/add");
         let reply: wire::AddPasscodeResponse = self
-            .authed("add_passcode", |token| {
-                self.net.http().post(&url).form(&wire::AddPasscodeRequest {
-                    client_id: &self.config.client_id,
-                    access_token: token,
+            .call(
+                "add_passcode",
+                Method::POST,
+                &url,
+                wire::AddPasscodeRequest {
                     lock_id,
                     keyboard_pwd: pin.expose(),
                     keyboard_pwd_name: &req.label,
@@ -468,9 +514,8 @@ impl LockPort for TtlockAdapter {
                     start_date: wire::to_ms(req.validity.from()),
                     end_date: wire::to_ms(req.validity.until()),
                     add_type: VIA_GATEWAY,
-                    date: self.now_ms(),
-                })
-            })
+                },
+            )
             .await?;
         debug!(vendor = VENDOR, "passcode added");
         Ok(VendorRef::new(reply.keyboard_pwd_id.to_string()))
@@ -515,21 +560,18 @@ impl LockPort for TtlockAdapter {
         };
         let url = self.url("/v3/keyboardPwd/change");
         let _: wire::ErrorResponse = self
-            .authed("change_passcode", |token| {
-                self.net
-                    .http()
-                    .post(&url)
-                    .form(&wire::ChangePasscodeRequest {
-                        client_id: &self.config.client_id,
-                        access_token: token,
-                        lock_id,
-                        keyboard_pwd_id,
-                        start_date: wire::to_ms(req.validity.from()),
-                        end_date: wire::to_ms(req.validity.until()),
-                        change_type: VIA_GATEWAY,
-                        date: self.now_ms(),
-                    })
-            })
+            .call(
+                "change_passcode",
+                Method::POST,
+                &url,
+                wire::ChangePasscodeRequest {
+                    lock_id,
+                    keyboard_pwd_id,
+                    start_date: wire::to_ms(req.validity.from()),
+                    end_date: wire::to_ms(req.validity.until()),
+                    change_type: VIA_GATEWAY,
+                },
+            )
             .await?;
         debug!(vendor = VENDOR, "passcode window changed");
         Ok(())
@@ -540,19 +582,16 @@ impl LockPort for TtlockAdapter {
         let res = match TtRef::parse(vendor_ref)? {
             TtRef::Passcode(keyboard_pwd_id) => {
                 let url = self.url("/v3/keyboardPwd/delete");
-                self.authed::<wire::ErrorResponse, _>("delete_passcode", |token| {
-                    self.net
-                        .http()
-                        .post(&url)
-                        .form(&wire::DeletePasscodeRequest {
-                            client_id: &self.config.client_id,
-                            access_token: token,
-                            lock_id,
-                            keyboard_pwd_id,
-                            delete_type: VIA_GATEWAY,
-                            date: self.now_ms(),
-                        })
-                })
+                self.call::<wire::ErrorResponse>(
+                    "delete_passcode",
+                    Method::POST,
+                    &url,
+                    wire::DeletePasscodeRequest {
+                        lock_id,
+                        keyboard_pwd_id,
+                        delete_type: VIA_GATEWAY,
+                    },
+                )
                 .await
                 .map(drop)
             }
@@ -613,14 +652,12 @@ impl LockPort for TtlockAdapter {
         // battery and firmware: the cloud's last reading of the lock
         let detail_url = self.url("/v3/lock/detail");
         let detail: wire::LockDetail = match self
-            .authed("lock_detail", |token| {
-                self.net.http().get(&detail_url).query(&wire::LockQuery {
-                    client_id: &self.config.client_id,
-                    access_token: token,
-                    lock_id,
-                    date: self.now_ms(),
-                })
-            })
+            .call(
+                "lock_detail",
+                Method::GET,
+                &detail_url,
+                wire::LockQuery { lock_id },
+            )
             .await
         {
             Err(VendorError::Refused { code, .. }) if code == "lock_not_found" => {
@@ -631,14 +668,12 @@ impl LockPort for TtlockAdapter {
         // the lock's clock, through its gateway: what fails here says it is unreachable
         let date_url = self.url("/v3/lock/queryDate");
         let (online, device_time) = match self
-            .authed::<wire::LockDate, _>("query_date", |token| {
-                self.net.http().get(&date_url).query(&wire::LockQuery {
-                    client_id: &self.config.client_id,
-                    access_token: token,
-                    lock_id,
-                    date: self.now_ms(),
-                })
-            })
+            .call::<wire::LockDate>(
+                "query_date",
+                Method::GET,
+                &date_url,
+                wire::LockQuery { lock_id },
+            )
             .await
         {
             Ok(d) => (true, DateTime::from_timestamp_millis(d.date)),
@@ -665,15 +700,15 @@ impl LockPort for TtlockAdapter {
     async fn health(&self) -> Result<(), VendorError> {
         let url = self.url("/v3/lock/list");
         let _: wire::ListLocksResponse = self
-            .authed("list_locks", |token| {
-                self.net.http().get(&url).query(&wire::ListLocksQuery {
-                    client_id: &self.config.client_id,
-                    access_token: token,
+            .call(
+                "list_locks",
+                Method::GET,
+                &url,
+                wire::ListLocksQuery {
                     page_no: 1,
                     page_size: 1,
-                    date: self.now_ms(),
-                })
-            })
+                },
+            )
             .await?;
         Ok(())
     }

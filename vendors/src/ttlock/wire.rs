@@ -67,14 +67,26 @@ pub struct ErrorResponse {
     pub description: Option<String>,
 }
 
-/// `POST /v3/keyboardPwd/add` form.
-#[derive(Serialize)]
+/// A call of the Open API as sent (a form, or a GET's query): the application id and the
+/// access token every call carries, the call's own fields, and the time of sending.
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AddPasscodeRequest<'a> {
+pub struct Authed<'a, T> {
     /// Application id.
     pub client_id: &'a str,
     /// Access token.
     pub access_token: &'a str,
+    /// The call's own fields.
+    #[serde(flatten)]
+    pub call: T,
+    /// Now, epoch ms.
+    pub date: i64,
+}
+
+/// `POST /v3/keyboardPwd/add` form.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddPasscodeRequest<'a> {
     /// The lock.
     pub lock_id: i64,
     /// The digits.
@@ -89,8 +101,6 @@ pub struct AddPasscodeRequest<'a> {
     pub end_date: i64,
     /// [`VIA_GATEWAY`].
     pub add_type: i64,
-    /// Now, epoch ms.
-    pub date: i64,
 }
 
 /// `POST /v3/keyboardPwd/add` success body.
@@ -104,19 +114,13 @@ pub struct AddPasscodeResponse {
 /// `POST /v3/keyboardPwd/delete` form.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DeletePasscodeRequest<'a> {
-    /// Application id.
-    pub client_id: &'a str,
-    /// Access token.
-    pub access_token: &'a str,
+pub struct DeletePasscodeRequest {
     /// The lock.
     pub lock_id: i64,
     /// The passcode.
     pub keyboard_pwd_id: i64,
     /// [`VIA_GATEWAY`].
     pub delete_type: i64,
-    /// Now, epoch ms.
-    pub date: i64,
 }
 
 /// `POST /v3/keyboardPwd/change` form, as the adapter sends it: a new validity window only.
@@ -126,11 +130,7 @@ pub struct DeletePasscodeRequest<'a> {
 /// the period changes. The success body is `{errcode: 0}` ([`ErrorResponse`]).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ChangePasscodeRequest<'a> {
-    /// Application id.
-    pub client_id: &'a str,
-    /// Access token.
-    pub access_token: &'a str,
+pub struct ChangePasscodeRequest {
     /// The lock.
     pub lock_id: i64,
     /// The passcode.
@@ -141,45 +141,10 @@ pub struct ChangePasscodeRequest<'a> {
     pub end_date: i64,
     /// [`VIA_GATEWAY`].
     pub change_type: i64,
-    /// Now, epoch ms.
-    pub date: i64,
-}
-
-/// `GET /v3/lock/listKeyboardPwd` query.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListPasscodesQuery<'a> {
-    /// Application id.
-    pub client_id: &'a str,
-    /// Access token.
-    pub access_token: &'a str,
-    /// The lock.
-    pub lock_id: i64,
-    /// From 1.
-    pub page_no: i64,
-    /// At most [`MAX_PAGE_SIZE`].
-    pub page_size: i64,
-    /// 1: newest first.
-    pub order_by: i64,
-    /// Now, epoch ms.
-    pub date: i64,
 }
 
 /// One page of `GET /v3/lock/listKeyboardPwd`.
-#[derive(Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ListPasscodesResponse {
-    /// The passcodes on this page.
-    pub list: Vec<PasscodeRecord>,
-    /// This page, from 1.
-    pub page_no: i64,
-    /// Page size.
-    pub page_size: i64,
-    /// Number of pages.
-    pub pages: i64,
-    /// Number of passcodes.
-    pub total: i64,
-}
+pub type ListPasscodesResponse = Page<PasscodeRecord>;
 
 /// One passcode as TTLock lists it.
 #[derive(Serialize, Deserialize, Clone)]
@@ -219,17 +184,11 @@ pub struct PasscodeRecord {
 /// `GET /v3/lock/list` query (used as the health probe).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ListLocksQuery<'a> {
-    /// Application id.
-    pub client_id: &'a str,
-    /// Access token.
-    pub access_token: &'a str,
+pub struct ListLocksQuery {
     /// From 1.
     pub page_no: i64,
     /// Page size.
     pub page_size: i64,
-    /// Now, epoch ms.
-    pub date: i64,
 }
 
 /// One page of `GET /v3/lock/list`.
@@ -354,15 +313,9 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 /// Query of `GET /v3/lock/detail` and `GET /v3/lock/queryDate`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LockQuery<'a> {
-    /// Application id.
-    pub client_id: &'a str,
-    /// Access token.
-    pub access_token: &'a str,
+pub struct LockQuery {
     /// The lock.
     pub lock_id: i64,
-    /// Now, epoch ms.
-    pub date: i64,
 }
 
 /// The fields of `GET /v3/lock/detail` Lockstep reads (the documented reply carries many
@@ -390,8 +343,8 @@ pub struct LockDate {
     pub date: i64,
 }
 
-/// A paged list reply of TTLock (`{list, pageNo, pageSize, pages, total}`), for the lists
-/// added after passcodes (eKeys, IC cards, lock records, users).
+/// A paged list reply of TTLock (`{list, pageNo, pageSize, pages, total}`): passcodes,
+/// eKeys, IC cards, lock records, users.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
@@ -412,14 +365,11 @@ pub struct Page<T> {
     pub total: i64,
 }
 
-/// `GET /v3/lock/listKey` and `GET /v3/identityCard/list` query.
+/// `GET /v3/lock/listKeyboardPwd`, `GET /v3/lock/listKey` and `GET /v3/identityCard/list`
+/// query.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ListByLockQuery<'a> {
-    /// Application id.
-    pub client_id: &'a str,
-    /// Access token.
-    pub access_token: &'a str,
+pub struct ListByLockQuery {
     /// The lock.
     pub lock_id: i64,
     /// From 1.
@@ -428,8 +378,6 @@ pub struct ListByLockQuery<'a> {
     pub page_size: i64,
     /// 1: newest first.
     pub order_by: i64,
-    /// Now, epoch ms.
-    pub date: i64,
 }
 
 /// `POST /v3/user/register` form: a cloud user of our application (the receiver of a
@@ -490,10 +438,6 @@ pub struct UserRecord {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SendKeyRequest<'a> {
-    /// Application id.
-    pub client_id: &'a str,
-    /// Access token.
-    pub access_token: &'a str,
     /// The lock.
     pub lock_id: i64,
     /// The prefixed username of the receiver.
@@ -508,8 +452,6 @@ pub struct SendKeyRequest<'a> {
     pub remote_enable: i64,
     /// 2: never create an account (ours is registered first).
     pub create_user: i64,
-    /// Now, epoch ms.
-    pub date: i64,
 }
 
 /// `POST /v3/key/send` success body.
@@ -523,33 +465,21 @@ pub struct SendKeyResponse {
 /// `POST /v3/key/delete` form.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct KeyRequest<'a> {
-    /// Application id.
-    pub client_id: &'a str,
-    /// Access token.
-    pub access_token: &'a str,
+pub struct KeyRequest {
     /// The eKey.
     pub key_id: i64,
-    /// Now, epoch ms.
-    pub date: i64,
 }
 
 /// `POST /v3/key/changePeriod` form.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ChangeKeyPeriodRequest<'a> {
-    /// Application id.
-    pub client_id: &'a str,
-    /// Access token.
-    pub access_token: &'a str,
+pub struct ChangeKeyPeriodRequest {
     /// The eKey.
     pub key_id: i64,
     /// New start, epoch ms.
     pub start_date: i64,
     /// New end, epoch ms.
     pub end_date: i64,
-    /// Now, epoch ms.
-    pub date: i64,
 }
 
 /// One eKey of `GET /v3/lock/listKey`.
@@ -582,10 +512,6 @@ pub struct KeyRecord {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AddCardRequest<'a> {
-    /// Application id.
-    pub client_id: &'a str,
-    /// Access token.
-    pub access_token: &'a str,
     /// The lock.
     pub lock_id: i64,
     /// The card number as the desk reader read it.
@@ -598,8 +524,6 @@ pub struct AddCardRequest<'a> {
     pub end_date: i64,
     /// [`VIA_GATEWAY`].
     pub add_type: i64,
-    /// Now, epoch ms.
-    pub date: i64,
 }
 
 /// `POST /v3/identityCard/add...` success body.
@@ -613,29 +537,19 @@ pub struct AddCardResponse {
 /// `POST /v3/identityCard/delete` form.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DeleteCardRequest<'a> {
-    /// Application id.
-    pub client_id: &'a str,
-    /// Access token.
-    pub access_token: &'a str,
+pub struct DeleteCardRequest {
     /// The lock.
     pub lock_id: i64,
     /// The card.
     pub card_id: i64,
     /// [`VIA_GATEWAY`].
     pub delete_type: i64,
-    /// Now, epoch ms.
-    pub date: i64,
 }
 
 /// `POST /v3/identityCard/changePeriod` form.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ChangeCardPeriodRequest<'a> {
-    /// Application id.
-    pub client_id: &'a str,
-    /// Access token.
-    pub access_token: &'a str,
+pub struct ChangeCardPeriodRequest {
     /// The lock.
     pub lock_id: i64,
     /// The card.
@@ -646,8 +560,6 @@ pub struct ChangeCardPeriodRequest<'a> {
     pub end_date: i64,
     /// [`VIA_GATEWAY`].
     pub change_type: i64,
-    /// Now, epoch ms.
-    pub date: i64,
 }
 
 /// One card of `GET /v3/identityCard/list`.
@@ -677,11 +589,7 @@ pub struct CardRecord {
 /// `GET /v3/lockRecord/list` query.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ListRecordsQuery<'a> {
-    /// Application id.
-    pub client_id: &'a str,
-    /// Access token.
-    pub access_token: &'a str,
+pub struct ListRecordsQuery {
     /// The lock.
     pub lock_id: i64,
     /// Uploaded from, epoch ms.
@@ -692,8 +600,6 @@ pub struct ListRecordsQuery<'a> {
     pub page_no: i64,
     /// At most [`MAX_PAGE_SIZE`].
     pub page_size: i64,
-    /// Now, epoch ms.
-    pub date: i64,
 }
 
 /// `recordType` of a cloud lock record: unlocked with the app (an eKey, over bluetooth).

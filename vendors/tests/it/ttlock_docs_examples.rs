@@ -1,7 +1,7 @@
 //! Replays of the examples in TTLock's public Open API docs (see `fixtures/README.md`).
 
 use lockstep_vendors::ttlock::wire::{
-    self, AddPasscodeRequest, AddPasscodeResponse, ChangePasscodeRequest, ErrorResponse,
+    self, AddPasscodeRequest, AddPasscodeResponse, Authed, ChangePasscodeRequest, ErrorResponse,
     ListPasscodesResponse, Reply, TokenResponse,
 };
 use lockstep_vendors::ttlock::SimHandle;
@@ -78,16 +78,18 @@ fn documented_error_body_is_an_error_reply() {
 
 #[test]
 fn our_add_form_uses_the_documented_field_names() {
-    let ours = serde_json::to_value(AddPasscodeRequest {
+    let ours = serde_json::to_value(Authed {
         client_id: "c",
         access_token: "t",
-        lock_id: 1,
-        keyboard_pwd: "123456",
-        keyboard_pwd_name: "n",
-        keyboard_pwd_type: 3,
-        start_date: 1,
-        end_date: 2,
-        add_type: 2,
+        call: AddPasscodeRequest {
+            lock_id: 1,
+            keyboard_pwd: "123456",
+            keyboard_pwd_name: "n",
+            keyboard_pwd_type: 3,
+            start_date: 1,
+            end_date: 2,
+            add_type: 2,
+        },
         date: 3,
     })
     .expect("serializes");
@@ -213,14 +215,16 @@ async fn the_documented_example_passcode_is_refused_as_too_simple() {
 
 #[test]
 fn our_change_form_uses_the_documented_field_names() {
-    let ours = serde_json::to_value(ChangePasscodeRequest {
+    let ours = serde_json::to_value(Authed {
         client_id: "c",
         access_token: "t",
-        lock_id: 1,
-        keyboard_pwd_id: 2,
-        start_date: 3,
-        end_date: 4,
-        change_type: 2,
+        call: ChangePasscodeRequest {
+            lock_id: 1,
+            keyboard_pwd_id: 2,
+            start_date: 3,
+            end_date: 4,
+            change_type: 2,
+        },
         date: 5,
     })
     .expect("serializes");
