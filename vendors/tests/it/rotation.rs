@@ -9,12 +9,12 @@ use std::sync::Arc;
 use chrono::Duration;
 use futures_util::stream::{self, StreamExt};
 use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, Pin, SystemClock, ValidityWindow};
-use lockstep_vendors::secrets::{MemorySecrets, SecretRef};
+use lockstep_vendors::secrets::{MemorySecrets, SecretRef, SecretRefs};
 use lockstep_vendors::ttlock::simulator::{
     SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PASSWORD, SIM_USERNAME,
 };
 use lockstep_vendors::ttlock::{RotatingSecrets, SimAccount, TtlockSimulator};
-use lockstep_vendors::{IssueRequest, LockPort, TtlockAdapter};
+use lockstep_vendors::{IssueRequest, LockPort, TtlockAdapter, VendorError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_rotated_while_a_thousand_issuances_run_fail_none() -> anyhow::Result<()> {
@@ -111,13 +111,9 @@ async fn kisi_api_key_rotated_mid_run_fails_nothing() -> anyhow::Result<()> {
     const NEW: &str = "kisi-api-key-rotated-7f3a";
     let sim = kisi::KisiSimulator::start("127.0.0.1:0".parse()?)?;
     sim.handle().add_group_lock(1, 10);
-    let store = Arc::new(MemorySecrets::default());
-    store.set("api_key", SIM_API_KEY);
+    let (store, refs) = shared_secret("api_key", SIM_API_KEY);
     let mut cfg = sim.default_adapter_config();
-    cfg.secret_refs = lockstep_vendors::secrets::SecretRefs::default().with(
-        "api_key",
-        SecretRef::Shared(store.clone(), "api_key".into()),
-    );
+    cfg.secret_refs = refs;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let adapter = Arc::new(kisi::KisiAdapter::new(cfg, clock.clone())?);
     let (handle, secrets) = (sim.handle(), store.clone());
@@ -131,21 +127,15 @@ async fn kisi_api_key_rotated_mid_run_fails_nothing() -> anyhow::Result<()> {
         }
     })
     .await;
-    assert!(
-        failures.is_empty(),
-        "{} failed: {failures:?}",
-        failures.len()
-    );
-    assert_eq!(sim.handle().role_assignments(1).len(), N);
+    let held = sim.handle().role_assignments(1).len();
     let stale = kisi::KisiAdapter::new(sim.default_adapter_config(), clock)?;
-    assert!(
-        matches!(
-            stale.list(&DeviceRef::new("1:10")).await,
-            Err(lockstep_vendors::VendorError::Auth { .. })
-        ),
-        "the old key is rejected"
+    assert_rotated(
+        "kisi",
+        N,
+        &failures,
+        held,
+        stale.list(&DeviceRef::new("1:10")).await.map(drop),
     );
-    println!("kisi rotation: {N} issuances, 0 failures");
     Ok(())
 }
 
@@ -162,12 +152,8 @@ async fn vostio_client_secret_rotated_mid_run_fails_nothing() -> anyhow::Result<
     sim.handle().add_door(&cfg.environment_ref, "door-1");
     let old_secret = cfg.client_secret.expose().to_owned();
     let client_id = cfg.client_id.expose().to_owned();
-    let store = Arc::new(MemorySecrets::default());
-    store.set("client_secret", &old_secret);
-    cfg.secret_refs = lockstep_vendors::secrets::SecretRefs::default().with(
-        "client_secret",
-        SecretRef::Shared(store.clone(), "client_secret".into()),
-    );
+    let (store, refs) = shared_secret("client_secret", &old_secret);
+    cfg.secret_refs = refs;
     let env_ref = cfg.environment_ref.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let adapter = Arc::new(vostio::VostioAdapter::new(cfg, clock.clone())?);
@@ -183,22 +169,40 @@ async fn vostio_client_secret_rotated_mid_run_fails_nothing() -> anyhow::Result<
         }
     })
     .await;
+    let held = sim.handle().keys_on_door(&env_ref, "door-1").len();
+    let stale = vostio::VostioAdapter::new(sim.default_adapter_config(), clock)?;
+    assert_rotated("vostio", N, &failures, held, stale.health().await.map(drop));
+    Ok(())
+}
+
+/// A secret store holding `name`, and the refs an adapter reads it through at each use.
+fn shared_secret(name: &str, value: &str) -> (Arc<MemorySecrets>, SecretRefs) {
+    let store = Arc::new(MemorySecrets::default());
+    store.set(name, value);
+    let refs = SecretRefs::default().with(name, SecretRef::Shared(store.clone(), name.into()));
+    (store, refs)
+}
+
+/// Asserts a rotation's outcome: none of the `n` issuances failed, the vendor holds all
+/// `n` (`held`), and a fresh adapter on the old secret is refused (`stale`: its answer).
+fn assert_rotated(
+    vendor: &str,
+    n: usize,
+    failures: &[String],
+    held: usize,
+    stale: Result<(), VendorError>,
+) {
     assert!(
         failures.is_empty(),
         "{} failed: {failures:?}",
         failures.len()
     );
-    assert_eq!(sim.handle().keys_on_door(&env_ref, "door-1").len(), N);
-    let stale = vostio::VostioAdapter::new(sim.default_adapter_config(), clock)?;
+    assert_eq!(held, n);
     assert!(
-        matches!(
-            stale.health().await,
-            Err(lockstep_vendors::VendorError::Auth { .. })
-        ),
+        matches!(stale, Err(VendorError::Auth { .. })),
         "the old secret is rejected"
     );
-    println!("vostio rotation: {N} issuances, 0 failures");
-    Ok(())
+    println!("{vendor} rotation: {n} issuances, 0 failures");
 }
 
 /// Issues `n` mobile keys on `device` through `adapter`, eight at a time, running
@@ -271,12 +275,8 @@ async fn salto_client_secret_rotated_mid_run_fails_nothing() -> anyhow::Result<(
     let sim = salto::SaltoSimulator::start("127.0.0.1:0".parse()?)?;
     sim.handle().add_lock("lock-1");
     let mut cfg = sim.default_adapter_config();
-    let store = Arc::new(MemorySecrets::default());
-    store.set("client_secret", cfg.client_secret.expose());
-    cfg.secret_refs = lockstep_vendors::secrets::SecretRefs::default().with(
-        "client_secret",
-        SecretRef::Shared(store.clone(), "client_secret".into()),
-    );
+    let (store, refs) = shared_secret("client_secret", cfg.client_secret.expose());
+    cfg.secret_refs = refs;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let adapter = Arc::new(salto::SaltoAdapter::new(cfg, clock.clone())?);
     let (handle, secrets) = (sim.handle(), store.clone());
@@ -291,21 +291,9 @@ async fn salto_client_secret_rotated_mid_run_fails_nothing() -> anyhow::Result<(
         }
     })
     .await;
-    assert!(
-        failures.is_empty(),
-        "{} failed: {failures:?}",
-        failures.len()
-    );
-    assert_eq!(sim.handle().access_groups().len(), N);
+    let held = sim.handle().access_groups().len();
     let stale = salto::SaltoAdapter::new(sim.default_adapter_config(), clock)?;
-    assert!(
-        matches!(
-            stale.health().await,
-            Err(lockstep_vendors::VendorError::Auth { .. })
-        ),
-        "the old secret is rejected"
-    );
-    println!("salto rotation: {N} issuances, 0 failures");
+    assert_rotated("salto", N, &failures, held, stale.health().await.map(drop));
     Ok(())
 }
 
@@ -319,12 +307,8 @@ async fn brivo_client_secret_rotated_mid_run_fails_nothing() -> anyhow::Result<(
     sim.handle().add_access_point(100);
     let mut cfg = sim.default_adapter_config();
     let old = brivo::simulator::SIM_CLIENT_SECRET;
-    let store = Arc::new(MemorySecrets::default());
-    store.set("client_secret", old);
-    cfg.secret_refs = lockstep_vendors::secrets::SecretRefs::default().with(
-        "client_secret",
-        SecretRef::Shared(store.clone(), "client_secret".into()),
-    );
+    let (store, refs) = shared_secret("client_secret", old);
+    cfg.secret_refs = refs;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let adapter = Arc::new(brivo::BrivoAdapter::new(cfg, clock.clone())?);
     let (handle, secrets) = (sim.handle(), store.clone());
@@ -346,20 +330,8 @@ async fn brivo_client_secret_rotated_mid_run_fails_nothing() -> anyhow::Result<(
         },
     )
     .await;
-    assert!(
-        failures.is_empty(),
-        "{} failed: {failures:?}",
-        failures.len()
-    );
-    assert_eq!(sim.handle().users_on(100).len(), N);
+    let held = sim.handle().users_on(100).len();
     let stale = brivo::BrivoAdapter::new(sim.default_adapter_config(), clock)?;
-    assert!(
-        matches!(
-            stale.health().await,
-            Err(lockstep_vendors::VendorError::Auth { .. })
-        ),
-        "the old secret is rejected"
-    );
-    println!("brivo rotation: {N} issuances, 0 failures");
+    assert_rotated("brivo", N, &failures, held, stale.health().await.map(drop));
     Ok(())
 }
