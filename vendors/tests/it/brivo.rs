@@ -418,10 +418,6 @@ impl crate::contract::Fixture for BrivoFixture {
         ])
     }
 
-    fn tokens_issued(handle: &SimHandle) -> Option<u64> {
-        Some(handle.counters().tokens_issued)
-    }
-
     fn set_online(handle: &SimHandle, device: usize, online: bool) {
         handle.set_access_point_online(AP + device as i64, online);
     }

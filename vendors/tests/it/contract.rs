@@ -88,16 +88,30 @@ pub(crate) use held_on;
 /// The [`Fixture`] functions every simulator-backed adapter writes the same way (each
 /// simulator and adapter has its own types, so a macro rather than default methods):
 /// the simulator's default configuration, the call timeout, `<Adapter>::new`, faults,
-/// the door view, and with `tokens` the expiry of the simulator's tokens.
+/// the door view, and the simulator's tokens: with `tokens` their count and their expiry,
+/// without it none.
 macro_rules! simulator_fixture_fns {
     ($adapter:ident, tokens) => {
-        $crate::contract::simulator_fixture_fns!($adapter);
+        $crate::contract::simulator_fixture_fns!(@common $adapter);
+
+        fn tokens_issued(handle: &Self::Handle) -> Option<u64> {
+            Some(handle.counters().tokens_issued)
+        }
 
         fn expire_tokens(handle: &Self::Handle) {
             handle.expire_all_tokens();
         }
     };
     ($adapter:ident) => {
+        $crate::contract::simulator_fixture_fns!(@common $adapter);
+
+        fn tokens_issued(_handle: &Self::Handle) -> Option<u64> {
+            None
+        }
+
+        fn expire_tokens(_handle: &Self::Handle) {}
+    };
+    (@common $adapter:ident) => {
         fn config(sim: &lockstep_vendors::sim_server::Running<Self::Handle>) -> Self::Config {
             sim.default_adapter_config()
         }

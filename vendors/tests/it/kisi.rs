@@ -321,12 +321,6 @@ impl crate::contract::Fixture for KisiFixture {
         ])
     }
 
-    fn tokens_issued(_handle: &SimHandle) -> Option<u64> {
-        None
-    }
-
-    fn expire_tokens(_handle: &SimHandle) {}
-
     fn set_online(handle: &SimHandle, device: usize, online: bool) {
         handle.set_lock_online(LOCK + device as i64, online);
     }

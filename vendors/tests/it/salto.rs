@@ -479,10 +479,6 @@ impl crate::contract::Fixture for SaltoFixture {
         ])
     }
 
-    fn tokens_issued(handle: &SimHandle) -> Option<u64> {
-        Some(handle.counters().tokens_issued)
-    }
-
     fn set_online(handle: &SimHandle, device: usize, online: bool) {
         handle.update_lock_health(Self::device(device).expose(), |h| h.online = online);
     }

@@ -7,6 +7,11 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use lockstep_domain::{
     Clock, DeviceRef, KeyCredentialKind, Pin, SystemClock, ValidityWindow, VendorRef,
 };
+use lockstep_vendors::ttlock::md5_hex;
+use lockstep_vendors::ttlock::simulator::{
+    SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PASSWORD, SIM_USERNAME,
+};
+use lockstep_vendors::ttlock::wire::{self, Reply, TokenResponse};
 use lockstep_vendors::ttlock::{RunningSimulator, SimHandle, TtlockConfig, TtlockSimulator};
 use lockstep_vendors::{IssueRequest, TtlockAdapter, VendorError};
 
@@ -83,4 +88,27 @@ pub fn assert_redacted(err: &VendorError, pin: Option<&str>, vendor_ref: Option<
         vendor_ref,
         &[],
     );
+}
+
+/// A token of the default account, asked for over HTTP.
+pub async fn token_for(base: &str) -> String {
+    let http = reqwest::Client::new();
+    let body = http
+        .post(format!("{base}/oauth2/token"))
+        .form(&[
+            ("clientId", SIM_CLIENT_ID),
+            ("clientSecret", SIM_CLIENT_SECRET),
+            ("username", SIM_USERNAME),
+            ("password", &md5_hex(SIM_PASSWORD)),
+        ])
+        .send()
+        .await
+        .expect("token call")
+        .bytes()
+        .await
+        .expect("token body");
+    match wire::parse_reply::<TokenResponse>(&body) {
+        Ok(Reply::Ok(t)) => t.access_token,
+        _ => panic!("simulator refused the default account"),
+    }
 }

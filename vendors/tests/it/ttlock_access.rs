@@ -352,32 +352,7 @@ fn documented_list_replies_parse() {
 async fn documented_send_and_add_card_requests_are_accepted() -> anyhow::Result<()> {
     let env = spawn();
     let http = reqwest::Client::new();
-    let token: wire::TokenResponse = http
-        .post(format!("{}/oauth2/token", env.sim.base_url()))
-        .form(&[
-            (
-                "clientId",
-                lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID,
-            ),
-            (
-                "clientSecret",
-                lockstep_vendors::ttlock::simulator::SIM_CLIENT_SECRET,
-            ),
-            (
-                "username",
-                lockstep_vendors::ttlock::simulator::SIM_USERNAME,
-            ),
-            (
-                "password",
-                &lockstep_vendors::ttlock::md5_hex(
-                    lockstep_vendors::ttlock::simulator::SIM_PASSWORD,
-                ),
-            ),
-        ])
-        .send()
-        .await?
-        .json()
-        .await?;
+    let token = crate::support::token_for(&env.sim.base_url()).await;
     // the documented receiver must exist: register it as the docs' user-register example
     let reg: serde_json::Value = http
         .post(format!("{}/v3/user/register", env.sim.base_url()))
@@ -408,7 +383,7 @@ async fn documented_send_and_add_card_requests_are_accepted() -> anyhow::Result<
                 "clientId",
                 lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID,
             ),
-            ("accessToken", token.access_token.as_str()),
+            ("accessToken", token.as_str()),
             ("lockId", lock.as_str()),
             ("receiverUsername", receiver.as_str()),
             ("keyName", "Ekey for jack"),
@@ -432,7 +407,7 @@ async fn documented_send_and_add_card_requests_are_accepted() -> anyhow::Result<
                 "clientId",
                 lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID,
             ),
-            ("accessToken", token.access_token.as_str()),
+            ("accessToken", token.as_str()),
             ("lockId", lock.as_str()),
             ("cardNumber", "3661413478"),
             ("cardName", "card of mum"),

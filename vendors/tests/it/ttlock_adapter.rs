@@ -289,10 +289,6 @@ impl crate::contract::Fixture for TtlockFixture {
         ])
     }
 
-    fn tokens_issued(handle: &Self::Handle) -> Option<u64> {
-        Some(handle.token_call_count())
-    }
-
     fn set_online(handle: &Self::Handle, device: usize, online: bool) {
         handle.update_lock_health(LOCK + device as i64, |h| h.offline = !online);
     }

@@ -4,7 +4,6 @@ use lockstep_vendors::ttlock::wire::{
     self, AddPasscodeRequest, AddPasscodeResponse, Authed, ChangePasscodeRequest, ErrorResponse,
     ListPasscodesResponse, Reply, TokenResponse,
 };
-use lockstep_vendors::ttlock::SimHandle;
 use lockstep_vendors::VendorEntry;
 
 use crate::support::{spawn, LOCK};
@@ -106,49 +105,11 @@ fn our_add_form_uses_the_documented_field_names() {
     assert_eq!(ours, documented);
 }
 
-/// A token of the default account, asked for over HTTP.
-pub(crate) async fn token_for(base: &str, handle: &SimHandle) -> String {
-    let _ = handle;
-    let http = reqwest::Client::new();
-    let body = http
-        .post(format!("{base}/oauth2/token"))
-        .form(&[
-            (
-                "clientId",
-                lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID,
-            ),
-            (
-                "clientSecret",
-                lockstep_vendors::ttlock::simulator::SIM_CLIENT_SECRET,
-            ),
-            (
-                "username",
-                lockstep_vendors::ttlock::simulator::SIM_USERNAME,
-            ),
-            (
-                "password",
-                &lockstep_vendors::ttlock::md5_hex(
-                    lockstep_vendors::ttlock::simulator::SIM_PASSWORD,
-                ),
-            ),
-        ])
-        .send()
-        .await
-        .expect("token call")
-        .bytes()
-        .await
-        .expect("token body");
-    match wire::parse_reply::<TokenResponse>(&body) {
-        Ok(Reply::Ok(t)) => t.access_token,
-        _ => panic!("simulator refused the default account"),
-    }
-}
-
 /// Posts the documented add request with the example's masked credentials replaced by
 /// ours and, when given, another passcode; gives the reply's body.
 async fn post_documented_add(env: &crate::support::Env, passcode: Option<&str>) -> Vec<u8> {
     let base = env.sim.base_url();
-    let token = token_for(&base, &env.handle).await;
+    let token = crate::support::token_for(&base).await;
     let form: Vec<(String, String)> = documented_add_form()
         .into_iter()
         .map(|(k, v)| match k.as_str() {
@@ -258,7 +219,7 @@ async fn documented_change_request_is_accepted_by_the_simulator() {
             1_627_000_000_000,
         )
         .expect("the documented lock exists");
-    let token = token_for(&base, &env.handle).await;
+    let token = crate::support::token_for(&base).await;
     // The documented request, with the example's masked credentials and its passcode id
     // replaced by ours.
     let form: Vec<(String, String)> = documented_change_form()

@@ -115,7 +115,7 @@ async fn change_validates_like_add_and_delete() -> anyhow::Result<()> {
         .handle
         .seed_passcode(LOCK, "135792", "other", 1_000_000, 2_000_000)
         .expect("lock exists");
-    let token = crate::ttlock_docs_examples::token_for(&base, &env.handle).await;
+    let token = crate::support::token_for(&base).await;
     let change = |extra: Vec<(&'static str, String)>| {
         let mut form: Vec<(&'static str, String)> = vec![
             (

@@ -357,10 +357,6 @@ impl crate::contract::Fixture for VostioFixture {
         ])
     }
 
-    fn tokens_issued(handle: &SimHandle) -> Option<u64> {
-        Some(handle.token_call_count())
-    }
-
     fn set_online(handle: &SimHandle, device: usize, online: bool) {
         handle.update_door_health(SIM_ENVIRONMENT, Self::device(device).expose(), |h| {
             h.online = online
