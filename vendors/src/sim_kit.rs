@@ -14,8 +14,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+
 use chrono::{DateTime, Utc};
 use lockstep_domain::Clock;
 use rand::Rng;
@@ -458,6 +460,42 @@ impl<S: KitState> SimHandle<S> {
         } else {
             ok
         }
+    }
+}
+
+/// One call of a simulator's vendor API as its handler sees it: the simulator, the request
+/// (its path parameters and query) and its body.
+pub(crate) struct SimCall<S> {
+    /// The simulator.
+    pub(crate) h: web::Data<SimHandle<S>>,
+    /// The request.
+    pub(crate) req: HttpRequest,
+    /// Its body (empty for a GET).
+    pub(crate) body: web::Bytes,
+}
+
+impl<S> SimCall<S> {
+    /// The path parameter `name` of the route (empty when the route has none).
+    pub(crate) fn param(&self, name: &str) -> &str {
+        self.req.match_info().query(name)
+    }
+}
+
+impl<S: KitState> FromRequest for SimCall<S> {
+    type Error = actix_web::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let h = web::Data::<SimHandle<S>>::extract(req);
+        let body = web::Bytes::from_request(req, payload);
+        let req = req.clone();
+        Box::pin(async move {
+            Ok(Self {
+                h: h.await?,
+                req,
+                body: body.await?,
+            })
+        })
     }
 }
 

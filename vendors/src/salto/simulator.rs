@@ -447,28 +447,30 @@ fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     serde_json::from_slice(body).map_err(|_| bad_request("The request body is not valid"))
 }
 
+/// One Connect API call as its handler sees it.
+type Call = crate::sim_kit::SimCall<SimState>;
+
 /// Runs one Connect API call: faults, bearer token, site, then `f`; a write (`Some` of
 /// its operation) is journaled and may have its response lost.
 async fn run(
-    h: &SimHandle,
-    req: &HttpRequest,
-    site: &str,
+    c: &Call,
     write: Option<&'static str>,
     f: impl FnOnce(&mut SimState) -> Result<HttpResponse, Refusal>,
 ) -> HttpResponse {
-    let bearer = req
+    let bearer = c
+        .req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    h.call(write, |s, now| {
+    c.h.call(write, |s, now| {
         if !matches!(s.tokens.check(bearer, now), TokenCheck::Valid { .. }) {
             return Err(Refusal {
                 status: StatusCode::UNAUTHORIZED,
                 error: None,
             });
         }
-        if site != s.config.site_id {
+        if c.param("site") != s.config.site_id {
             return Err(not_found("Site not found"));
         }
         let out = f(s)?;
@@ -595,8 +597,8 @@ async fn token(
     })
 }
 
-async fn get_site(h: web::Data<SimHandle>, req: HttpRequest, p: web::Path<String>) -> HttpResponse {
-    run(&h, &req, &p, None, |s| {
+async fn get_site(c: Call) -> HttpResponse {
+    run(&c, None, |s| {
         Ok(HttpResponse::Ok().json(wire::Site {
             id: s.config.site_id.clone(),
             customer_reference: Some("Simulated hotel".to_owned()),
@@ -609,21 +611,17 @@ async fn get_site(h: web::Data<SimHandle>, req: HttpRequest, p: web::Path<String
     .await
 }
 
-async fn get_lock(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<(String, String)>,
-) -> HttpResponse {
-    let (site, lock) = p.into_inner();
-    run(&h, &req, &site, None, |s| {
+async fn get_lock(c: Call) -> HttpResponse {
+    let lock = c.param("lock");
+    run(&c, None, |s| {
         let lock_type = s
             .config
             .locks
-            .get(&lock)
+            .get(lock)
             .ok_or_else(|| not_found("Lock not found"))?;
-        let health = s.lock_health.get(&lock).cloned().unwrap_or_default();
+        let health = s.lock_health.get(lock).cloned().unwrap_or_default();
         Ok(HttpResponse::Ok().json(wire::Lock {
-            id: lock.clone(),
+            id: lock.to_owned(),
             customer_reference: Some(format!("Door {lock}")),
             lock_type: Some(lock_type.clone()),
             online: Some(health.online),
@@ -635,26 +633,17 @@ async fn get_lock(
     .await
 }
 
-async fn list_users(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<String>,
-) -> HttpResponse {
-    run(&h, &req, &p, None, |s| {
+async fn list_users(c: Call) -> HttpResponse {
+    run(&c, None, |s| {
         let items: Vec<wire::SiteUser> = s.users.iter().map(to_wire_user).collect();
-        page(s, &req, items)
+        page(s, &c.req, items)
     })
     .await
 }
 
-async fn create_user(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    run(&h, &req, &p, Some("create_site_user"), |s| {
-        let b: wire::CreateSiteUser = json_body(&body)?;
+async fn create_user(c: Call) -> HttpResponse {
+    run(&c, Some("create_site_user"), |s| {
+        let b: wire::CreateSiteUser = json_body(&c.body)?;
         if b.first_name.trim().is_empty() && b.last_name.trim().is_empty() {
             return Err(bad_request("A name is required"));
         }
@@ -677,13 +666,9 @@ async fn create_user(
     .await
 }
 
-async fn delete_user(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<(String, String)>,
-) -> HttpResponse {
-    let (site, user) = p.into_inner();
-    run(&h, &req, &site, Some("delete_site_user"), |s| {
+async fn delete_user(c: Call) -> HttpResponse {
+    let user = c.param("user");
+    run(&c, Some("delete_site_user"), |s| {
         let pos = s
             .users
             .iter()
@@ -699,15 +684,10 @@ async fn delete_user(
     .await
 }
 
-async fn set_pin(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<(String, String)>,
-    body: web::Bytes,
-) -> HttpResponse {
-    let (site, user) = p.into_inner();
-    run(&h, &req, &site, Some("set_pin"), |s| {
-        let b: HashMap<String, String> = json_body(&body)?;
+async fn set_pin(c: Call) -> HttpResponse {
+    let user = c.param("user");
+    run(&c, Some("set_pin"), |s| {
+        let b: HashMap<String, String> = json_body(&c.body)?;
         let pin = b.get("pin").cloned().unwrap_or_default();
         if !(4..=8).contains(&pin.len()) || !pin.bytes().all(|c| c.is_ascii_digit()) {
             return Err(bad_request("The pin must have 4 to 8 digits"));
@@ -737,12 +717,8 @@ async fn set_pin(
     .await
 }
 
-async fn list_groups(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<String>,
-) -> HttpResponse {
-    run(&h, &req, &p, None, |s| {
+async fn list_groups(c: Call) -> HttpResponse {
+    run(&c, None, |s| {
         let items: Vec<wire::AccessGroup> = s
             .groups
             .iter()
@@ -751,19 +727,14 @@ async fn list_groups(
                 customer_reference: Some(g.customer_reference.clone()),
             })
             .collect();
-        page(s, &req, items)
+        page(s, &c.req, items)
     })
     .await
 }
 
-async fn create_group(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    run(&h, &req, &p, Some("create_access_group"), |s| {
-        let b: wire::CreateAccessGroup = json_body(&body)?;
+async fn create_group(c: Call) -> HttpResponse {
+    run(&c, Some("create_access_group"), |s| {
+        let b: wire::CreateAccessGroup = json_body(&c.body)?;
         if b.customer_reference.trim().is_empty() {
             return Err(bad_request("A name is required"));
         }
@@ -784,14 +755,10 @@ async fn create_group(
     .await
 }
 
-async fn get_group(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<(String, String)>,
-) -> HttpResponse {
-    let (site, group) = p.into_inner();
-    run(&h, &req, &site, None, |s| {
-        let g = group_mut(s, &group)?;
+async fn get_group(c: Call) -> HttpResponse {
+    let group = c.param("group");
+    run(&c, None, |s| {
+        let g = group_mut(s, group)?;
         Ok(HttpResponse::Ok().json(wire::AccessGroup {
             id: g.id.clone(),
             customer_reference: Some(g.customer_reference.clone()),
@@ -800,13 +767,9 @@ async fn get_group(
     .await
 }
 
-async fn delete_group(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<(String, String)>,
-) -> HttpResponse {
-    let (site, group) = p.into_inner();
-    run(&h, &req, &site, Some("delete_access_group"), |s| {
+async fn delete_group(c: Call) -> HttpResponse {
+    let group = c.param("group");
+    run(&c, Some("delete_access_group"), |s| {
         let pos = s
             .groups
             .iter()
@@ -819,14 +782,10 @@ async fn delete_group(
     .await
 }
 
-async fn list_group_users(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<(String, String)>,
-) -> HttpResponse {
-    let (site, group) = p.into_inner();
-    run(&h, &req, &site, None, |s| {
-        let ids = group_mut(s, &group)?.user_ids.clone();
+async fn list_group_users(c: Call) -> HttpResponse {
+    let group = c.param("group");
+    run(&c, None, |s| {
+        let ids = group_mut(s, group)?.user_ids.clone();
         let items: Vec<wire::GroupUser> = ids
             .iter()
             .filter_map(|id| s.users.iter().find(|u| &u.user_id == id))
@@ -836,24 +795,19 @@ async fn list_group_users(
                 last_name: Some(u.last_name.clone()),
             })
             .collect();
-        page(s, &req, items)
+        page(s, &c.req, items)
     })
     .await
 }
 
-async fn add_group_user(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<(String, String)>,
-    body: web::Bytes,
-) -> HttpResponse {
-    let (site, group) = p.into_inner();
-    run(&h, &req, &site, Some("add_group_user"), |s| {
-        let b: wire::AddGroupUser = json_body(&body)?;
+async fn add_group_user(c: Call) -> HttpResponse {
+    let group = c.param("group");
+    run(&c, Some("add_group_user"), |s| {
+        let b: wire::AddGroupUser = json_body(&c.body)?;
         let Some(u) = s.users.iter().find(|u| u.user_id == b.user_id).cloned() else {
             return Err(not_found("User not found"));
         };
-        let g = group_mut(s, &group)?;
+        let g = group_mut(s, group)?;
         if !g.user_ids.contains(&u.user_id) {
             g.user_ids.push(u.user_id.clone());
         }
@@ -867,14 +821,10 @@ async fn add_group_user(
     .await
 }
 
-async fn list_group_locks(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<(String, String)>,
-) -> HttpResponse {
-    let (site, group) = p.into_inner();
-    run(&h, &req, &site, None, |s| {
-        let items: Vec<wire::GroupLock> = group_mut(s, &group)?
+async fn list_group_locks(c: Call) -> HttpResponse {
+    let group = c.param("group");
+    run(&c, None, |s| {
+        let items: Vec<wire::GroupLock> = group_mut(s, group)?
             .lock_ids
             .iter()
             .map(|id| wire::GroupLock {
@@ -882,24 +832,19 @@ async fn list_group_locks(
                 customer_reference: Some(format!("Door {id}")),
             })
             .collect();
-        page(s, &req, items)
+        page(s, &c.req, items)
     })
     .await
 }
 
-async fn add_group_lock(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<(String, String)>,
-    body: web::Bytes,
-) -> HttpResponse {
-    let (site, group) = p.into_inner();
-    run(&h, &req, &site, Some("add_group_lock"), |s| {
-        let b: wire::AddGroupLock = json_body(&body)?;
+async fn add_group_lock(c: Call) -> HttpResponse {
+    let group = c.param("group");
+    run(&c, Some("add_group_lock"), |s| {
+        let b: wire::AddGroupLock = json_body(&c.body)?;
         if !s.config.locks.contains_key(&b.lock_id) {
             return Err(not_found("Lock not found"));
         }
-        let g = group_mut(s, &group)?;
+        let g = group_mut(s, group)?;
         if !g.lock_ids.contains(&b.lock_id) {
             g.lock_ids.push(b.lock_id.clone());
         }
@@ -912,15 +857,11 @@ async fn add_group_lock(
     .await
 }
 
-async fn list_schedules(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<(String, String)>,
-) -> HttpResponse {
-    let (site, group) = p.into_inner();
-    run(&h, &req, &site, None, |s| {
-        let items = group_mut(s, &group)?.time_schedules.clone();
-        page(s, &req, items)
+async fn list_schedules(c: Call) -> HttpResponse {
+    let group = c.param("group");
+    run(&c, None, |s| {
+        let items = group_mut(s, group)?.time_schedules.clone();
+        page(s, &c.req, items)
     })
     .await
 }
@@ -938,44 +879,34 @@ fn valid_schedule(b: &wire::TimeSchedule) -> Result<(), Refusal> {
     Ok(())
 }
 
-async fn create_schedule(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<(String, String)>,
-    body: web::Bytes,
-) -> HttpResponse {
-    let (site, group) = p.into_inner();
-    run(&h, &req, &site, Some("create_time_schedule"), |s| {
-        let mut b: wire::TimeSchedule = json_body(&body)?;
+async fn create_schedule(c: Call) -> HttpResponse {
+    let group = c.param("group");
+    run(&c, Some("create_time_schedule"), |s| {
+        let mut b: wire::TimeSchedule = json_body(&c.body)?;
         valid_schedule(&b)?;
         let id = s.new_id(0x75);
         b.id = Some(id);
-        group_mut(s, &group)?.time_schedules.push(b.clone());
+        group_mut(s, group)?.time_schedules.push(b.clone());
         s.counters.schedules_created += 1;
         Ok(HttpResponse::Created().json(b))
     })
     .await
 }
 
-async fn update_schedule(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    p: web::Path<(String, String, String)>,
-    body: web::Bytes,
-) -> HttpResponse {
-    let (site, group, schedule) = p.into_inner();
-    run(&h, &req, &site, Some("update_time_schedule"), |s| {
-        let mut b: wire::TimeSchedule = json_body(&body)?;
+async fn update_schedule(c: Call) -> HttpResponse {
+    let (group, schedule) = (c.param("group"), c.param("schedule"));
+    run(&c, Some("update_time_schedule"), |s| {
+        let mut b: wire::TimeSchedule = json_body(&c.body)?;
         valid_schedule(&b)?;
-        let g = group_mut(s, &group)?;
+        let g = group_mut(s, group)?;
         let Some(slot) = g
             .time_schedules
             .iter_mut()
-            .find(|t| t.id.as_deref() == Some(schedule.as_str()))
+            .find(|t| t.id.as_deref() == Some(schedule))
         else {
             return Err(not_found("Time schedule not found"));
         };
-        b.id = Some(schedule.clone());
+        b.id = Some(schedule.to_owned());
         *slot = b.clone();
         s.counters.schedules_updated += 1;
         Ok(HttpResponse::Ok().json(b))
