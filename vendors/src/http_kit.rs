@@ -26,7 +26,7 @@ use lockstep_domain::Clock;
 use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
@@ -432,6 +432,19 @@ pub(crate) fn gone_is_ok(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The OAuth 2.0 error body (RFC 6749 §5.2) of a token endpoint, e.g.
+/// `{"error":"invalid_grant","error_description":"Bad credentials"}`: Brivo's, Salto's and
+/// Vostio's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OAuthError {
+    /// `invalid_client`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`,
+    /// `invalid_scope`, `invalid_request`, ...
+    pub error: String,
+    /// Human text (never read by the adapters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
 }
 
 #[cfg(test)]

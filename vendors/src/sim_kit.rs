@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 
 use chrono::{DateTime, Utc};
@@ -694,6 +695,63 @@ pub(crate) fn random_hex(bytes: usize) -> String {
         .collect()
 }
 
+/// A token endpoint's OAuth error answer (RFC 6749 §5.2): `status` with
+/// `{error, error_description}`.
+pub(crate) fn oauth_error(
+    status: StatusCode,
+    error: &str,
+    description: Option<&str>,
+) -> HttpResponse {
+    HttpResponse::build(status).json(crate::http_kit::OAuthError {
+        error: error.to_owned(),
+        error_description: description.map(str::to_owned),
+    })
+}
+
+/// The client id and secret of an `Authorization: Basic` header (RFC 7617; RFC 6749
+/// §2.3.1 for an OAuth client), when it carries them.
+pub(crate) fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
+    let encoded = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let pair = String::from_utf8(decode_base64(encoded)?).ok()?;
+    let (id, secret) = pair.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+/// Standard base64 (with or without padding), for HTTP Basic credentials.
+pub(crate) fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let bytes: Vec<u8> = s.trim().bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= val(c)? << (18 - 6 * i);
+        }
+        let [_, a, b, c] = acc.to_be_bytes();
+        match chunk.len() {
+            4 => out.extend([a, b, c]),
+            3 => out.extend([a, b]),
+            2 => out.push(a),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 /// Runs `f` on `s`; while the journal is on, records what it changed at the doors.
 pub(crate) fn journaled<S: KitState, R>(s: &mut S, f: impl FnOnce(&mut S) -> R) -> R {
     if !s.journal().is_enabled() {
@@ -753,4 +811,30 @@ async fn post_faults<S: KitState>(
 
 async fn get_counters<S: KitState>(h: web::Data<SimHandle<S>>) -> HttpResponse {
     HttpResponse::Ok().json(h.counters())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes_basic_credentials() {
+        // "Aladdin:open sesame", RFC 7617's example.
+        assert_eq!(
+            decode_base64("QWxhZGRpbjpvcGVuIHNlc2FtZQ==").as_deref(),
+            Some(&b"Aladdin:open sesame"[..])
+        );
+        assert_eq!(decode_base64("YQ").as_deref(), Some(&b"a"[..]));
+        assert_eq!(decode_base64("!!!!"), None);
+    }
+
+    #[test]
+    fn base64_decodes_a_space_in_a_secret_and_refuses_a_short_chunk() {
+        // "user:pa ss" in standard base64.
+        assert_eq!(
+            decode_base64("dXNlcjpwYSBzcw==").as_deref(),
+            Some(&b"user:pa ss"[..])
+        );
+        assert!(decode_base64("!!!").is_none());
+    }
 }

@@ -37,7 +37,7 @@ use super::errors::{DUPLICATE_EXTERNAL_ID_MESSAGE, DUPLICATE_PIN_MESSAGE};
 use super::wire::{self, ApiError};
 use super::{BrivoConfig, BrivoCredentials, Secret};
 pub use crate::sim_kit::SimFaults;
-use crate::sim_kit::{FaultKit, KitState, SimTokens, TokenCheck};
+use crate::sim_kit::{oauth_error, FaultKit, KitState, SimTokens, TokenCheck};
 use crate::ttlock::simulator::journal::{DoorJournal, DoorObject};
 
 mod webhooks;
@@ -454,12 +454,7 @@ fn authorize(s: &SimState, req: &HttpRequest, now: DateTime<Utc>) -> Result<(), 
             v.strip_prefix("bearer ")
                 .or_else(|| v.strip_prefix("Bearer "))
         });
-    let unauthorized = |desc: &str| {
-        HttpResponse::Unauthorized().json(wire::OAuthError {
-            error: "invalid_token".into(),
-            error_description: Some(desc.to_owned()),
-        })
-    };
+    let unauthorized = |desc| oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", Some(desc));
     match s.tokens.check(token, now) {
         TokenCheck::Unknown => Err(unauthorized("Invalid access token").into()),
         TokenCheck::Expired => Err(unauthorized("Access token expired").into()),
@@ -486,12 +481,7 @@ async fn token(h: web::Data<SimHandle>, req: HttpRequest, form: web::Form<Params
     if let Some(r) = h.gate().await {
         return r;
     }
-    let oauth = |status: StatusCode, error: &str, desc: &str| {
-        HttpResponse::build(status).json(wire::OAuthError {
-            error: error.to_owned(),
-            error_description: Some(desc.to_owned()),
-        })
-    };
+    let oauth = |status, error, desc| oauth_error(status, error, Some(desc));
     let key_ok = req
         .headers()
         .get("api-key")

@@ -49,16 +49,8 @@ pub struct TokenResponse {
     pub expires_in: i64,
 }
 
-/// The OAuth server's error body, e.g. `{"error":"invalid_grant","error_description":"Bad
-/// credentials"}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OAuthError {
-    /// OAuth error code.
-    pub error: String,
-    /// Its description.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_description: Option<String>,
-}
+/// The token endpoint's error body (RFC 6749 §5.2).
+pub use crate::http_kit::OAuthError;
 
 /// The API's error body, `{"code": 404, "message": "User not found"}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

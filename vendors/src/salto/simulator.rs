@@ -32,10 +32,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::errors as code;
-use super::wire::{self, ApiError, OAuthError};
+use super::wire::{self, ApiError};
 use super::{SaltoConfig, Secret};
 pub use crate::sim_kit::SimFaults;
-use crate::sim_kit::{FaultKit, KitState, SimTokens, TokenCheck};
+use crate::sim_kit::{oauth_error, FaultKit, KitState, SimTokens, TokenCheck};
 use crate::ttlock::simulator::journal::{DoorJournal, DoorObject};
 
 mod webhooks;
@@ -533,13 +533,6 @@ fn to_wire_user(u: &SimSiteUser) -> wire::SiteUser {
     }
 }
 
-fn oauth_error(status: StatusCode, error: &str) -> HttpResponse {
-    HttpResponse::build(status).json(OAuthError {
-        error: error.to_owned(),
-        error_description: None,
-    })
-}
-
 async fn token(
     h: web::Data<SimHandle>,
     req: HttpRequest,
@@ -549,38 +542,29 @@ async fn token(
         return r;
     }
     let now = h.clock.now();
-    let basic = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(decode_base64)
-        .and_then(|b| String::from_utf8(b).ok());
+    let basic = crate::sim_kit::basic_credentials(&req);
     h.with(|s| {
-        let client_ok = basic
-            .as_deref()
-            .and_then(|b| b.split_once(':'))
-            .is_some_and(|(id, secret)| {
-                id == s.config.client_id
-                    && ((!s.configured_secret_retired && secret == s.config.client_secret.expose())
-                        || s.extra_client_secrets.iter().any(|x| x == secret))
-            });
+        let client_ok = basic.as_ref().is_some_and(|(id, secret)| {
+            *id == s.config.client_id
+                && ((!s.configured_secret_retired && secret == s.config.client_secret.expose())
+                    || s.extra_client_secrets.iter().any(|x| x == secret))
+        });
         if !client_ok {
-            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+            return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None);
         }
         if form.get("grant_type").map(String::as_str) != Some("password") {
-            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", None);
         }
         if form.get("username") != Some(&s.config.username)
             || form.get("password").map(String::as_str) != Some(s.config.password.expose())
         {
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None);
         }
         let scope_ok = form
             .get("scope")
             .is_some_and(|sc| sc.split(' ').any(|x| x == wire::SCOPE_FULL_ACCESS));
         if !scope_ok {
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope");
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None);
         }
         let access_token = s.tokens.issue(
             24,
@@ -938,50 +922,4 @@ async fn sim_add_lock(
         .unwrap_or_else(|| KEYPAD_LOCK_TYPE.to_owned());
     h.add_lock_of_type(&p, &lock_type);
     HttpResponse::NoContent().finish()
-}
-
-/// Standard base64 (with or without padding), for HTTP Basic credentials.
-fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some(u32::from(c - b'A')),
-            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-    let bytes: Vec<u8> = s.trim().bytes().filter(|&c| c != b'=').collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= val(c)? << (18 - 6 * i);
-        }
-        let [_, a, b, c] = acc.to_be_bytes();
-        match chunk.len() {
-            4 => out.extend([a, b, c]),
-            3 => out.extend([a, b]),
-            2 => out.push(a),
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_decodes_basic_credentials() {
-        // "Aladdin:open sesame", RFC 7617's example.
-        assert_eq!(
-            decode_base64("QWxhZGRpbjpvcGVuIHNlc2FtZQ==").as_deref(),
-            Some(&b"Aladdin:open sesame"[..])
-        );
-        assert_eq!(decode_base64("YQ").as_deref(), Some(&b"a"[..]));
-        assert_eq!(decode_base64("!!!!"), None);
-    }
 }

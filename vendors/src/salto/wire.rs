@@ -56,15 +56,8 @@ pub struct TokenResponse {
     pub scope: Option<String>,
 }
 
-/// An OAuth error of the identity server (`{error, error_description}`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OAuthError {
-    /// `invalid_client`, `invalid_grant`, `invalid_scope`, ...
-    pub error: String,
-    /// A human description.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_description: Option<String>,
-}
+/// The token endpoint's error body (RFC 6749 §5.2).
+pub use crate::http_kit::OAuthError;
 
 /// The Connect API's error body: `{ErrorCode, Message}`. `ErrorCode` is seen both as a
 /// number and as a string of digits, so both are accepted.

@@ -40,10 +40,10 @@ use serde::Serialize;
 use tracing::info;
 
 use super::errors::{self as code, oauth};
-use super::wire::{self, ApiErrorResponse, OAuthErrorResponse};
+use super::wire::{self, ApiErrorResponse};
 use super::{Secret, VostioConfig};
 pub use crate::sim_kit::SimFaults;
-use crate::sim_kit::{FaultKit, KitState, SimTokens, TokenCheck};
+use crate::sim_kit::{oauth_error, FaultKit, KitState, SimTokens, TokenCheck};
 use crate::ttlock::simulator::journal::{DoorJournal, DoorObject};
 
 mod webhooks;
@@ -521,13 +521,6 @@ fn refusal(status: u16, code: &'static str, message: &'static str) -> Refusal {
     }
 }
 
-fn oauth_error(status: StatusCode, error: &str) -> HttpResponse {
-    HttpResponse::build(status).json(OAuthErrorResponse {
-        error: error.to_owned(),
-        error_description: None,
-    })
-}
-
 fn new_id(prefix: &str) -> String {
     let bytes: [u8; 12] = rand::thread_rng().gen();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -571,55 +564,12 @@ fn client_credentials(
     req: &HttpRequest,
     form: &HashMap<String, String>,
 ) -> Option<(String, String)> {
-    let basic = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b64| base64_decode(b64.trim()))
-        .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|pair| {
-            pair.split_once(':')
-                .map(|(id, secret)| (id.to_owned(), secret.to_owned()))
-        });
-    basic.or_else(|| {
+    crate::sim_kit::basic_credentials(req).or_else(|| {
         Some((
             form.get("client_id")?.clone(),
             form.get("client_secret")?.clone(),
         ))
     })
-}
-
-/// Standard base64 (with padding) decoding, enough for an HTTP Basic header.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some(u32::from(c - b'A')),
-            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-    let bytes = s.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut acc = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            acc |= val(*c)? << (18 - 6 * i);
-        }
-        let n = match chunk.len() {
-            4 => 3,
-            3 => 2,
-            2 => 1,
-            _ => return None,
-        };
-        for i in 0..n {
-            out.push(((acc >> (16 - 8 * i)) & 0xff) as u8);
-        }
-    }
-    Some(out)
 }
 
 async fn token(
@@ -631,10 +581,10 @@ async fn token(
         return r;
     }
     if form.get("grant_type").map(String::as_str) != Some(wire::GRANT_CLIENT_CREDENTIALS) {
-        return oauth_error(StatusCode::BAD_REQUEST, oauth::UNSUPPORTED_GRANT_TYPE);
+        return oauth_error(StatusCode::BAD_REQUEST, oauth::UNSUPPORTED_GRANT_TYPE, None);
     }
     let Some((client_id, secret)) = client_credentials(&req, &form) else {
-        return oauth_error(StatusCode::UNAUTHORIZED, oauth::INVALID_CLIENT);
+        return oauth_error(StatusCode::UNAUTHORIZED, oauth::INVALID_CLIENT, None);
     };
     let now = h.clock.now();
     h.with(|s| {
@@ -643,7 +593,7 @@ async fn token(
             .iter()
             .any(|c| c.client_id == client_id && c.client_secret.expose() == secret);
         if !known {
-            return oauth_error(StatusCode::UNAUTHORIZED, oauth::INVALID_CLIENT);
+            return oauth_error(StatusCode::UNAUTHORIZED, oauth::INVALID_CLIENT, None);
         }
         let access_token = s.tokens.issue(
             24,
@@ -897,20 +847,4 @@ async fn post_door(h: web::Data<SimHandle>, path: web::Path<(String, String)>) -
 
 async fn get_env_keys(h: web::Data<SimHandle>, path: web::Path<String>) -> HttpResponse {
     HttpResponse::Ok().json(h.keys(&path.into_inner()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_decodes_basic_credentials() {
-        // "user:pa ss" in standard base64.
-        assert_eq!(
-            base64_decode("dXNlcjpwYSBzcw==").as_deref(),
-            Some(&b"user:pa ss"[..])
-        );
-        assert_eq!(base64_decode("YQ").as_deref(), Some(&b"a"[..]));
-        assert!(base64_decode("!!!").is_none());
-    }
 }

@@ -66,16 +66,8 @@ pub struct TokenResponse {
     pub expires_in: i64,
 }
 
-/// `POST <oauthTokenUrl>` error body (RFC 6749 §5.2), HTTP 400 or 401.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OAuthErrorResponse {
-    /// `invalid_client`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`,
-    /// `invalid_scope` or `invalid_request`.
-    pub error: String,
-    /// Human text (never read by the adapter).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_description: Option<String>,
-}
+/// The token endpoint's error body (RFC 6749 §5.2).
+pub use crate::http_kit::OAuthError as OAuthErrorResponse;
 
 /// The error body of every API call that fails (reconstructed): HTTP 4xx/5xx with a
 /// stable lowercase `code`.
