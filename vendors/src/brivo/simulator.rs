@@ -462,16 +462,18 @@ fn authorize(s: &SimState, req: &HttpRequest, now: DateTime<Utc>) -> Result<(), 
     }
 }
 
+/// One Brivo API call as its handler sees it.
+type Call = crate::sim_kit::SimCall<SimState>;
+
 /// Runs `f` on the state after the faults and authorization checks; a write (`Some` of
 /// its operation) is journaled and may have its response lost.
 async fn api(
-    h: &SimHandle,
-    req: &HttpRequest,
+    c: &Call,
     write: Option<&'static str>,
     f: impl FnOnce(&mut SimState) -> Result<HttpResponse, Reject>,
 ) -> HttpResponse {
-    h.call(write, |s, now| {
-        authorize(s, req, now)?;
+    c.h.call(write, |s, now| {
+        authorize(s, &c.req, now)?;
         f(s)
     })
     .await
@@ -568,12 +570,8 @@ fn page<T: Serialize>(all: Vec<T>, offset: usize, page_size: usize) -> HttpRespo
     })
 }
 
-async fn list_access_points(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    q: web::Query<Params>,
-) -> HttpResponse {
-    api(&h, &req, None, |s| {
+async fn list_access_points(c: Call, q: web::Query<Params>) -> HttpResponse {
+    api(&c, None, |s| {
         let (offset, size) = page_params(&q)?;
         s.counters.lists += 1;
         let all: Vec<wire::AccessPoint> = s
@@ -595,13 +593,9 @@ async fn list_access_points(
 /// The simulator's panels: one per access point, id `1000 + ap`.
 const PANEL_BASE: i64 = 1000;
 
-async fn get_access_point(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<i64>,
-) -> HttpResponse {
+async fn get_access_point(c: Call, path: web::Path<i64>) -> HttpResponse {
     let id = path.into_inner();
-    api(&h, &req, None, |s| {
+    api(&c, None, |s| {
         if !s.access_points.contains(&id) {
             return Err(refuse(404, "Access point not found").into());
         }
@@ -616,13 +610,9 @@ async fn get_access_point(
     .await
 }
 
-async fn get_control_panel(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<i64>,
-) -> HttpResponse {
+async fn get_control_panel(c: Call, path: web::Path<i64>) -> HttpResponse {
     let id = path.into_inner();
-    api(&h, &req, None, |s| {
+    api(&c, None, |s| {
         let ap = id - PANEL_BASE;
         if !s.access_points.contains(&ap) {
             return Err(refuse(404, "Control panel not found").into());
@@ -636,12 +626,8 @@ async fn get_control_panel(
     .await
 }
 
-async fn list_groups(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    q: web::Query<Params>,
-) -> HttpResponse {
-    api(&h, &req, None, |s| {
+async fn list_groups(c: Call, q: web::Query<Params>) -> HttpResponse {
+    api(&c, None, |s| {
         let (offset, size) = page_params(&q)?;
         // `name__eq:x` is documented as "name contains x".
         let needle = match q.get("filter") {
@@ -667,9 +653,9 @@ async fn list_groups(
     .await
 }
 
-async fn create_group(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    api(&h, &req, Some("create_group"), |s| {
-        let body: wire::CreateGroupRequest = serde_json::from_slice(&body).map_err(|_| {
+async fn create_group(c: Call) -> HttpResponse {
+    api(&c, Some("create_group"), |s| {
+        let body: wire::CreateGroupRequest = serde_json::from_slice(&c.body).map_err(|_| {
             Reject::from(refuse(
                 400,
                 "Group creation requires a name parameter of 35 characters or less",
@@ -700,15 +686,10 @@ async fn create_group(h: web::Data<SimHandle>, req: HttpRequest, body: web::Byte
     .await
 }
 
-async fn grant_access_point(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<(i64, i64)>,
-    body: web::Bytes,
-) -> HttpResponse {
+async fn grant_access_point(c: Call, path: web::Path<(i64, i64)>) -> HttpResponse {
     let (group_id, ap) = path.into_inner();
-    api(&h, &req, Some("grant_access_point"), |s| {
-        let body: wire::AccessPermissionRequest = serde_json::from_slice(&body)
+    api(&c, Some("grant_access_point"), |s| {
+        let body: wire::AccessPermissionRequest = serde_json::from_slice(&c.body)
             .map_err(|_| Reject::from(refuse(400, "The request body is not formatted properly")))?;
         if !s.access_points.contains(&ap) {
             return Err(refuse(404, "Unknown Access Point").into());
@@ -729,13 +710,9 @@ async fn grant_access_point(
     .await
 }
 
-async fn add_user_to_group(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<(i64, i64)>,
-) -> HttpResponse {
+async fn add_user_to_group(c: Call, path: web::Path<(i64, i64)>) -> HttpResponse {
     let (group_id, user_id) = path.into_inner();
-    api(&h, &req, Some("add_user_to_group"), |s| {
+    api(&c, Some("add_user_to_group"), |s| {
         if !s.groups.contains_key(&group_id) {
             return Err(refuse(404, "Group not found").into());
         }
@@ -771,14 +748,9 @@ fn full(u: &SimUser) -> wire::User {
     }
 }
 
-async fn list_group_users(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<i64>,
-    q: web::Query<Params>,
-) -> HttpResponse {
+async fn list_group_users(c: Call, path: web::Path<i64>, q: web::Query<Params>) -> HttpResponse {
     let group_id = path.into_inner();
-    api(&h, &req, None, |s| {
+    api(&c, None, |s| {
         let (offset, size) = page_params(&q)?;
         if !s.groups.contains_key(&group_id) {
             return Err(refuse(404, "Group not found").into());
@@ -805,9 +777,9 @@ fn valid_pin(pin: &str) -> bool {
     (4..=9).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit())
 }
 
-async fn create_user(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    api(&h, &req, Some("create_user"), |s| {
-        let body: wire::CreateUserRequest = serde_json::from_slice(&body)
+async fn create_user(c: Call) -> HttpResponse {
+    api(&c, Some("create_user"), |s| {
+        let body: wire::CreateUserRequest = serde_json::from_slice(&c.body)
             .map_err(|_| Reject::from(refuse(400, "Invalid criteria provided")))?;
         if body.first_name.trim().is_empty() || body.last_name.trim().is_empty() {
             return Err(refuse(400, "Invalid criteria provided").into());
@@ -858,13 +830,9 @@ async fn create_user(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes
     .await
 }
 
-async fn get_user_by_external_id(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<String>,
-) -> HttpResponse {
+async fn get_user_by_external_id(c: Call, path: web::Path<String>) -> HttpResponse {
     let ext = path.into_inner();
-    api(&h, &req, None, |s| {
+    api(&c, None, |s| {
         s.users
             .values()
             .find(|u| u.external_id.as_deref() == Some(ext.as_str()))
@@ -874,9 +842,9 @@ async fn get_user_by_external_id(
     .await
 }
 
-async fn get_user(h: web::Data<SimHandle>, req: HttpRequest, path: web::Path<i64>) -> HttpResponse {
+async fn get_user(c: Call, path: web::Path<i64>) -> HttpResponse {
     let id = path.into_inner();
-    api(&h, &req, None, |s| {
+    api(&c, None, |s| {
         s.users
             .get(&id)
             .map(|u| HttpResponse::Ok().json(full(u)))
@@ -885,15 +853,10 @@ async fn get_user(h: web::Data<SimHandle>, req: HttpRequest, path: web::Path<i64
     .await
 }
 
-async fn patch_user(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<i64>,
-    body: web::Bytes,
-) -> HttpResponse {
+async fn patch_user(c: Call, path: web::Path<i64>) -> HttpResponse {
     let id = path.into_inner();
-    api(&h, &req, Some("patch_user"), |s| {
-        let body: wire::PatchUserRequest = serde_json::from_slice(&body)
+    api(&c, Some("patch_user"), |s| {
+        let body: wire::PatchUserRequest = serde_json::from_slice(&c.body)
             .map_err(|_| Reject::from(refuse(400, "Invalid criteria provided")))?;
         let from = optional_time(body.effective_from.as_deref(), "effectiveFrom")?;
         let to = optional_time(body.effective_to.as_deref(), "effectiveTo")?;
@@ -930,13 +893,9 @@ async fn patch_user(
     .await
 }
 
-async fn delete_user(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<i64>,
-) -> HttpResponse {
+async fn delete_user(c: Call, path: web::Path<i64>) -> HttpResponse {
     let id = path.into_inner();
-    api(&h, &req, Some("delete_user"), |s| {
+    api(&c, Some("delete_user"), |s| {
         if s.users.remove(&id).is_none() {
             return Err(refuse(404, "User not found").into());
         }

@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, SystemClock};
 use serde::Serialize;
@@ -445,21 +445,24 @@ impl From<Refusal> for HttpResponse {
     }
 }
 
+/// One Kisi API call as its handler sees it.
+type Call = crate::sim_kit::SimCall<SimState>;
+
 /// Runs a Kisi API call: the faults, the API key, then `f`; a write (`Some` of its
 /// operation) is journaled and may have its response lost.
 async fn api(
-    h: &SimHandle,
-    req: &HttpRequest,
+    c: &Call,
     write: Option<&'static str>,
     f: impl FnOnce(&mut SimState, DateTime<Utc>) -> Result<HttpResponse, Refusal>,
 ) -> HttpResponse {
-    let key = req
+    let key = c
+        .req
         .headers()
         .get("Authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|a| a.strip_prefix("KISI-LOGIN "))
         .map(str::trim);
-    h.call(write, |s, now| {
+    c.h.call(write, |s, now| {
         if !key.is_some_and(|k| s.api_keys.iter().any(|a| a.expose() == k)) {
             s.counters.unauthorized += 1;
             return Err(error(
@@ -559,12 +562,8 @@ fn assignment_json(s: &SimState, a: &SimRoleAssignment) -> RoleAssignment {
     }
 }
 
-async fn list_places(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    q: web::Query<Params>,
-) -> HttpResponse {
-    api(&h, &req, None, |_, _| {
+async fn list_places(c: Call, q: web::Query<Params>) -> HttpResponse {
+    api(&c, None, |_, _| {
         let (offset, limit) = page(&q, 10, 100)?;
         let place = wire::Place {
             id: SIM_PLACE_ID,
@@ -575,12 +574,8 @@ async fn list_places(
     .await
 }
 
-async fn list_users(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    q: web::Query<Params>,
-) -> HttpResponse {
-    api(&h, &req, None, |s, _| {
+async fn list_users(c: Call, q: web::Query<Params>) -> HttpResponse {
+    api(&c, None, |s, _| {
         let (offset, limit) = page(&q, 50, 100)?;
         let email = q.get("email").map(|e| e.trim().to_ascii_lowercase());
         let query = q.get("query").map(|e| e.trim().to_ascii_lowercase());
@@ -607,10 +602,10 @@ async fn list_users(
 
 /// Creates a user: not a write whose response is lost (a prerequisite the adapter
 /// re-finds anyway).
-async fn create_user(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
-    api(&h, &req, None, |s, _| {
-        let body: wire::CreateUserRequest =
-            serde_json::from_slice(&body).map_err(|_| invalid("user", "is missing or invalid"))?;
+async fn create_user(c: Call) -> HttpResponse {
+    api(&c, None, |s, _| {
+        let body: wire::CreateUserRequest = serde_json::from_slice(&c.body)
+            .map_err(|_| invalid("user", "is missing or invalid"))?;
         let u = body.user;
         let email = u.email.trim().to_owned();
         if email.is_empty() || !email.contains('@') {
@@ -639,12 +634,8 @@ async fn create_user(h: web::Data<SimHandle>, req: HttpRequest, body: web::Bytes
     .await
 }
 
-async fn list_group_locks(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    q: web::Query<Params>,
-) -> HttpResponse {
-    api(&h, &req, None, |s, _| {
+async fn list_group_locks(c: Call, q: web::Query<Params>) -> HttpResponse {
+    api(&c, None, |s, _| {
         let (offset, limit) = page(&q, 10, i64::from(MAX_PAGE_SIZE))?;
         let Some(group_id) = opt_i64(&q, "group_id")? else {
             return Err(error(
@@ -674,12 +665,8 @@ async fn list_group_locks(
     .await
 }
 
-async fn list_assignments(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    q: web::Query<Params>,
-) -> HttpResponse {
-    api(&h, &req, None, |s, _| {
+async fn list_assignments(c: Call, q: web::Query<Params>) -> HttpResponse {
+    api(&c, None, |s, _| {
         let (offset, limit) = page(&q, 10, i64::from(MAX_PAGE_SIZE))?;
         let applies_to_type = q.get("applies_to_type").map(String::as_str);
         if applies_to_type.is_some_and(|t| t != APPLIES_TO_GROUP) {
@@ -724,13 +711,9 @@ fn parse_window(from: Option<&str>, until: Option<&str>) -> Result<Window, Refus
     Ok((from, until))
 }
 
-async fn create_assignment(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    api(&h, &req, Some("create_role_assignment"), |s, now| {
-        let body: wire::CreateRoleAssignmentRequest = serde_json::from_slice(&body)
+async fn create_assignment(c: Call) -> HttpResponse {
+    api(&c, Some("create_role_assignment"), |s, now| {
+        let body: wire::CreateRoleAssignmentRequest = serde_json::from_slice(&c.body)
             .map_err(|_| invalid("role_assignment", "is missing or invalid"))?;
         let r = body.role_assignment;
         let group_id = match r.applies_to_type.as_deref() {
@@ -775,9 +758,9 @@ async fn create_assignment(
 }
 
 /// `GET /locks/{id}`: a lock of a group, with its controller's `online` state.
-async fn get_lock(h: web::Data<SimHandle>, req: HttpRequest, path: web::Path<i64>) -> HttpResponse {
+async fn get_lock(c: Call, path: web::Path<i64>) -> HttpResponse {
     let id = path.into_inner();
-    api(&h, &req, None, |s, _| {
+    api(&c, None, |s, _| {
         if !s.groups.values().any(|locks| locks.contains(&id)) {
             return Err(not_found());
         }
@@ -792,28 +775,19 @@ async fn get_lock(h: web::Data<SimHandle>, req: HttpRequest, path: web::Path<i64
     .await
 }
 
-async fn get_assignment(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<i64>,
-) -> HttpResponse {
+async fn get_assignment(c: Call, path: web::Path<i64>) -> HttpResponse {
     let id = path.into_inner();
-    api(&h, &req, None, |s, _| match s.assignments.get(&id) {
+    api(&c, None, |s, _| match s.assignments.get(&id) {
         Some(a) => Ok(HttpResponse::Ok().json(assignment_json(s, a))),
         None => Err(not_found()),
     })
     .await
 }
 
-async fn update_assignment(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<i64>,
-    body: web::Bytes,
-) -> HttpResponse {
+async fn update_assignment(c: Call, path: web::Path<i64>) -> HttpResponse {
     let id = path.into_inner();
-    api(&h, &req, Some("update_role_assignment"), |s, now| {
-        let body: wire::UpdateRoleAssignmentRequest = serde_json::from_slice(&body)
+    api(&c, Some("update_role_assignment"), |s, now| {
+        let body: wire::UpdateRoleAssignmentRequest = serde_json::from_slice(&c.body)
             .map_err(|_| invalid("role_assignment", "is missing or invalid"))?;
         let p = body.role_assignment;
         if let Some(role) = &p.role_id {
@@ -840,13 +814,9 @@ async fn update_assignment(
     .await
 }
 
-async fn delete_assignment(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<i64>,
-) -> HttpResponse {
+async fn delete_assignment(c: Call, path: web::Path<i64>) -> HttpResponse {
     let id = path.into_inner();
-    api(&h, &req, Some("delete_role_assignment"), |s, _| {
+    api(&c, Some("delete_role_assignment"), |s, _| {
         if s.assignments.remove(&id).is_none() {
             return Err(not_found());
         }
