@@ -536,15 +536,19 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Checks the bearer token and the client's right to `env`; the environment must exist.
+/// One Vostio API call as its handler sees it.
+type Call = crate::sim_kit::SimCall<SimState>;
+
+/// Checks the bearer token and the client's right to the call's environment (`{env}`),
+/// which must exist.
 fn authorize<'s>(
     s: &'s mut SimState,
-    req: &HttpRequest,
-    env: &str,
+    c: &Call,
     now: DateTime<Utc>,
 ) -> Result<&'s mut SimEnvironment, Refusal> {
+    let env = c.param("env");
     let unauthorized = || refusal(401, code::UNAUTHORIZED, "invalid or expired token");
-    let TokenCheck::Valid { client_id } = s.tokens.check(bearer(req), now) else {
+    let TokenCheck::Valid { client_id } = s.tokens.check(bearer(&c.req), now) else {
         return Err(unauthorized());
     };
     let allowed = s
@@ -609,42 +613,34 @@ async fn token(
     })
 }
 
-async fn get_environment(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<String>,
-) -> HttpResponse {
-    let env = path.into_inner();
-    h.read(|s, now| {
-        authorize(s, &req, &env, now)?;
+async fn get_environment(c: Call) -> HttpResponse {
+    c.h.read(|s, now| {
+        authorize(s, &c, now)?;
+        let env = c.param("env");
         Ok(HttpResponse::Ok().json(wire::EnvironmentRecord {
             name: format!("sim hotel {env}"),
-            id: env.clone(),
+            id: env.to_owned(),
             time_zone: Some("Europe/Stockholm".to_owned()),
         }))
     })
     .await
 }
 
-async fn get_door(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-) -> HttpResponse {
-    let (env, door) = path.into_inner();
-    h.read(|s, now| {
-        let environment = authorize(s, &req, &env, now)?;
-        if !environment.doors.contains(&door) {
+async fn get_door(c: Call) -> HttpResponse {
+    let door = c.param("door");
+    c.h.read(|s, now| {
+        let environment = authorize(s, &c, now)?;
+        if !environment.doors.contains(door) {
             return Err(refusal(404, code::DOOR_NOT_FOUND, "door not found"));
         }
         let health = environment
             .door_health
-            .get(&door)
+            .get(door)
             .cloned()
             .unwrap_or_default();
         Ok(HttpResponse::Ok().json(wire::DoorRecord {
             name: format!("Door {door}"),
-            id: door.clone(),
+            id: door.to_owned(),
             online: Some(health.online),
             battery_level: Some(health.battery_level),
             firmware_version: Some(health.firmware_version),
@@ -656,17 +652,11 @@ async fn get_door(
     .await
 }
 
-async fn create_key(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    let env = path.into_inner();
-    h.write("create_key", |s, now| {
+async fn create_key(c: Call) -> HttpResponse {
+    c.h.write("create_key", |s, now| {
         let door_offline = s.kit.faults.door_offline;
-        let environment = authorize(s, &req, &env, now)?;
-        let create: wire::CreateKeyRequest = serde_json::from_slice(&body)
+        let environment = authorize(s, &c, now)?;
+        let create: wire::CreateKeyRequest = serde_json::from_slice(&c.body)
             .map_err(|_| refusal(400, code::VALIDATION_FAILED, "malformed body"))?;
         let status = match create.key_type.as_str() {
             wire::KEY_TYPE_MOBILE => wire::STATUS_ACTIVE,
@@ -729,15 +719,9 @@ async fn create_key(
     .await
 }
 
-async fn list_keys(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<String>,
-    query: web::Query<wire::ListKeysQuery>,
-) -> HttpResponse {
-    let env = path.into_inner();
-    h.read(|s, now| {
-        let environment = authorize(s, &req, &env, now)?;
+async fn list_keys(c: Call, query: web::Query<wire::ListKeysQuery>) -> HttpResponse {
+    c.h.read(|s, now| {
+        let environment = authorize(s, &c, now)?;
         let size = query
             .page_size
             .unwrap_or(wire::MAX_PAGE_SIZE)
@@ -779,17 +763,12 @@ async fn list_keys(
     .await
 }
 
-async fn update_key(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-    body: web::Bytes,
-) -> HttpResponse {
-    let (env, key_id) = path.into_inner();
-    h.write("update_key", |s, now| {
+async fn update_key(c: Call) -> HttpResponse {
+    let key_id = c.param("key");
+    c.h.write("update_key", |s, now| {
         let door_offline = s.kit.faults.door_offline;
-        let environment = authorize(s, &req, &env, now)?;
-        let update: wire::UpdateKeyRequest = serde_json::from_slice(&body)
+        let environment = authorize(s, &c, now)?;
+        let update: wire::UpdateKeyRequest = serde_json::from_slice(&c.body)
             .map_err(|_| refusal(400, code::VALIDATION_FAILED, "malformed body"))?;
         let key = environment
             .keys
@@ -815,15 +794,11 @@ async fn update_key(
     .await
 }
 
-async fn delete_key(
-    h: web::Data<SimHandle>,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-) -> HttpResponse {
-    let (env, key_id) = path.into_inner();
-    h.write("delete_key", |s, now| {
+async fn delete_key(c: Call) -> HttpResponse {
+    let key_id = c.param("key");
+    c.h.write("delete_key", |s, now| {
         let door_offline = s.kit.faults.door_offline;
-        let environment = authorize(s, &req, &env, now)?;
+        let environment = authorize(s, &c, now)?;
         let pos = environment
             .keys
             .iter()
