@@ -548,9 +548,38 @@ impl<S: WebhookState> SimHandle<S> {
     }
 }
 
+impl<S: WebhookState> SimHandle<S> {
+    /// A door attempt: `f` judges it on the state at the clock's time and gives its outcome
+    /// and the vendor's event (`None`: no such door); the event is posted signed to the
+    /// webhook (awaited, when one is set) and the outcome returned.
+    pub(crate) async fn judge_and_post<T, E: Serialize>(
+        &self,
+        f: impl FnOnce(&mut S, DateTime<Utc>) -> Option<(T, E)>,
+    ) -> Option<T> {
+        let now = self.clock.now();
+        let (outcome, delivery) = self.with(|s| {
+            let (outcome, event) = f(s, now)?;
+            Some((outcome, webhook_delivery(s, &event, now)))
+        })?;
+        if let Some(d) = delivery {
+            d.send().await;
+        }
+        Some(outcome)
+    }
+}
+
+/// The answer to a simulated door attempt (`POST /_sim/.../attempts`): `{"opened"}`, or 404
+/// with `unknown` when there is no such door (or user).
+pub(crate) fn attempt_reply(opened: Option<bool>, unknown: &'static str) -> HttpResponse {
+    match opened {
+        Some(opened) => HttpResponse::Ok().json(serde_json::json!({ "opened": opened })),
+        None => HttpResponse::NotFound().body(unknown),
+    }
+}
+
 /// The signed delivery of `event` at `now` to the simulator's webhook, recorded as its
-/// last; `None` when it posts nowhere. Sent by the caller once the state is released.
-pub(crate) fn webhook_delivery<S: WebhookState>(
+/// last; `None` when it posts nowhere. Sent once the state is released.
+fn webhook_delivery<S: WebhookState>(
     s: &mut S,
     event: &impl Serialize,
     now: DateTime<Utc>,

@@ -25,8 +25,7 @@ impl SimHandle {
     /// Someone types `pin` at access point `ap`; the event is posted (awaited) and the
     /// outcome returned. `None` for an unknown access point.
     pub async fn pin_attempt(&self, ap: i64, pin: &str) -> Option<bool> {
-        let now = self.clock.now();
-        let (opened, delivery) = self.with(|s| {
+        self.judge_and_post(|s, now| {
             if !s.access_points.contains(&ap) {
                 return None;
             }
@@ -77,13 +76,9 @@ impl SimHandle {
                     credential_type: Some("PIN".into()),
                 },
             };
-            let delivery = crate::sim_kit::webhook_delivery(s, &event, now);
-            Some((opened, delivery))
-        })?;
-        if let Some(d) = delivery {
-            d.send().await;
-        }
-        Some(opened)
+            Some((opened, event))
+        })
+        .await
     }
 }
 
@@ -105,8 +100,6 @@ async fn post_attempt(
     path: web::Path<i64>,
     body: web::Json<AttemptBody>,
 ) -> HttpResponse {
-    match h.pin_attempt(path.into_inner(), &body.credential).await {
-        Some(opened) => HttpResponse::Ok().json(serde_json::json!({ "opened": opened })),
-        None => HttpResponse::NotFound().body("unknown access point"),
-    }
+    let opened = h.pin_attempt(path.into_inner(), &body.credential).await;
+    crate::sim_kit::attempt_reply(opened, "unknown access point")
 }

@@ -17,8 +17,7 @@ impl SimHandle {
     /// posted to the webhook (awaited) and the outcome returned. `None` for an unknown
     /// user.
     pub async fn unlock_attempt(&self, lock_id: i64, email: &str) -> Option<bool> {
-        let now = self.clock.now();
-        let (opened, delivery) = self.with(|s| {
+        self.judge_and_post(|s, now| {
             let user = s
                 .users
                 .values()
@@ -50,12 +49,9 @@ impl SimHandle {
                 success: allowed,
                 created_at: now,
             };
-            Some((allowed, crate::sim_kit::webhook_delivery(s, &event, now)))
-        })?;
-        if let Some(d) = delivery {
-            d.send().await;
-        }
-        Some(opened)
+            Some((allowed, event))
+        })
+        .await
     }
 }
 
@@ -74,8 +70,6 @@ async fn post_unlock(
     path: web::Path<i64>,
     body: web::Json<UnlockBody>,
 ) -> HttpResponse {
-    match h.unlock_attempt(path.into_inner(), &body.email).await {
-        Some(opened) => HttpResponse::Ok().json(serde_json::json!({ "opened": opened })),
-        None => HttpResponse::NotFound().body("unknown user"),
-    }
+    let opened = h.unlock_attempt(path.into_inner(), &body.email).await;
+    crate::sim_kit::attempt_reply(opened, "unknown user")
 }

@@ -38,8 +38,7 @@ impl SimHandle {
     /// digital key (`digital_key`, `credential` the site user's id); the notification is
     /// posted (awaited) and the outcome returned. `None` for an unknown lock.
     pub async fn attempt(&self, lock: &str, method: &str, credential: &str) -> Option<bool> {
-        let now = self.clock.now();
-        let (event, delivery) = self.with(|s| {
+        self.judge_and_post(|s, now| {
             if !s.config.locks.contains_key(lock) {
                 return None;
             }
@@ -65,13 +64,9 @@ impl SimHandle {
                     alias: Some(u.alias),
                 }),
             };
-            let delivery = crate::sim_kit::webhook_delivery(s, &event, now);
-            Some((event, delivery))
-        })?;
-        if let Some(d) = delivery {
-            d.send().await;
-        }
-        Some(event.kind == "entry")
+            Some((opened, event))
+        })
+        .await
     }
 }
 
@@ -95,11 +90,8 @@ async fn post_attempt(
     body: web::Json<AttemptBody>,
 ) -> HttpResponse {
     let b = body.into_inner();
-    match h
+    let opened = h
         .attempt(&path.into_inner(), &b.method, &b.credential)
-        .await
-    {
-        Some(opened) => HttpResponse::Ok().json(serde_json::json!({ "opened": opened })),
-        None => HttpResponse::NotFound().body("unknown lock"),
-    }
+        .await;
+    crate::sim_kit::attempt_reply(opened, "unknown lock")
 }

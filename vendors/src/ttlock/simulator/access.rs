@@ -709,10 +709,8 @@ async fn post_attempt(
     path: web::Path<i64>,
     body: web::Json<SimAttempt>,
 ) -> HttpResponse {
-    match h.door_attempt(path.into_inner(), &body).await {
-        Some(opened) => HttpResponse::Ok().json(serde_json::json!({ "opened": opened })),
-        None => HttpResponse::NotFound().body("unknown lock"),
-    }
+    let opened = h.door_attempt(path.into_inner(), &body).await;
+    crate::sim_kit::attempt_reply(opened, "unknown lock")
 }
 
 #[derive(Deserialize)]

@@ -18,8 +18,7 @@ impl SimHandle {
     /// The key `key_id` is presented at `door` of `environment`; the notification is
     /// posted (awaited) and the outcome returned. `None` for an unknown environment or door.
     pub async fn key_attempt(&self, environment: &str, door: &str, key_id: &str) -> Option<bool> {
-        let now = self.clock.now();
-        let (opened, delivery) = self.with(|s| {
+        self.judge_and_post(|s, now| {
             let env = s.environments.get(environment)?;
             if !env.doors.contains(door) {
                 return None;
@@ -51,13 +50,9 @@ impl SimHandle {
                     external_id: k.external_id,
                 }),
             };
-            let delivery = crate::sim_kit::webhook_delivery(s, &event, now);
-            Some((opened, delivery))
-        })?;
-        if let Some(d) = delivery {
-            d.send().await;
-        }
-        Some(opened)
+            Some((opened, event))
+        })
+        .await
     }
 }
 
@@ -81,8 +76,6 @@ async fn post_attempt(
     body: web::Json<AttemptBody>,
 ) -> HttpResponse {
     let (env, door) = path.into_inner();
-    match h.key_attempt(&env, &door, &body.key_id).await {
-        Some(opened) => HttpResponse::Ok().json(serde_json::json!({ "opened": opened })),
-        None => HttpResponse::NotFound().body("unknown environment or door"),
-    }
+    let opened = h.key_attempt(&env, &door, &body.key_id).await;
+    crate::sim_kit::attempt_reply(opened, "unknown environment or door")
 }
