@@ -64,6 +64,10 @@ pub struct Shared {
     pub anomalies: crate::anomalies::Anomalies,
     /// The desktop relay, when this node runs one (`[relay]`).
     pub relay: Option<Arc<crate::desk::RelayHost>>,
+    /// Whether the intake queue has a backlog (production bus).
+    pub intake_backlog: crate::bus::amqp::IntakeBacklog,
+    /// What intake last read of each property (issue 11).
+    pub admit_cache: crate::intake::AdmitCache,
 }
 
 /// Reads the key from settings, or (embedded) from `<data dir>/encryption.key`, creating it.
@@ -625,6 +629,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         shutdown: crate::shutdown::Shutdown::new(),
         anomalies,
         relay,
+        intake_backlog: Default::default(),
+        admit_cache: Default::default(),
     });
 
     match &settings.amqp {

@@ -201,7 +201,13 @@ impl CommandBus {
         let rt = &shared.rt;
         // validated here too: a bad event must not reach a partition
         let (_, parsed) = shared.schemas.check_consumed(envelope)?;
-        crate::intake::admit(rt.store.as_ref(), rt.clock.as_ref(), &parsed).await?;
+        crate::intake::admit(
+            rt.store.as_ref(),
+            rt.clock.as_ref(),
+            &shared.admit_cache,
+            &parsed,
+        )
+        .await?;
         if !self.production {
             crate::intake::accept(
                 &shared.schemas,

@@ -774,7 +774,15 @@ async fn post_intake(
         return intake_to_partitions(&req, &shared, amqp, &body, &refused).await;
     }
     let admitted = match shared.schemas.check_consumed(&body) {
-        Ok((_, parsed)) => intake::admit(rt.store.as_ref(), rt.clock.as_ref(), &parsed).await,
+        Ok((_, parsed)) => {
+            intake::admit(
+                rt.store.as_ref(),
+                rt.clock.as_ref(),
+                &shared.admit_cache,
+                &parsed,
+            )
+            .await
+        }
         // refused again (and counted) by `accept` below
         Err(_) => Ok(()),
     };

@@ -6,7 +6,7 @@ use lockstep_actors::events_in::{Consumed, Parsed, Rejection};
 use lockstep_actors::{Metrics, Router, Wake};
 use lockstep_domain::saga::ReservationEvent;
 use lockstep_domain::Clock;
-use lockstep_domain::PropertyId;
+use lockstep_domain::{PropertyId, RoomId, TenantId};
 use lockstep_persistence::{Fence, IntakeMessage, IntakeOutcome, Store, StoreError, SubjectRef};
 
 use crate::schema::EventSchemas;
@@ -50,38 +50,116 @@ pub async fn user_properties(
     Ok(props)
 }
 
+/// What intake last read of a property for [`admit`], kept for [`ADMIT_CACHE_TTL`]
+/// (issue 11): under a burst, two reads per confirmation (deactivation, served rooms) in
+/// the intake loop were two thirds of the engine's transactions and held every message
+/// behind them, the cancellations included.
+///
+/// Only what lets a message in is kept: "not deactivated" and the rooms served when read.
+/// A room missing from the kept set is read again before a stay is refused. What a stale
+/// entry can let in is caught later, where it is enforced: a deactivation recorded by
+/// another node in the last seconds is refused by the step's own guard (no key is issued),
+/// and a room whose last lock was decommissioned meanwhile ends at the step as it would
+/// without the intake check. A deactivation recorded here drops the entry at once.
+#[derive(Debug, Default)]
+pub struct AdmitCache(std::sync::Mutex<std::collections::HashMap<(TenantId, PropertyId), Known>>);
+
+/// How long [`AdmitCache`] keeps what it read.
+pub const ADMIT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Debug)]
+struct Known {
+    read_at: chrono::DateTime<chrono::Utc>,
+    /// The property's served rooms, when read.
+    rooms: Option<Vec<RoomId>>,
+}
+
+impl AdmitCache {
+    fn fresh<T>(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        tenant: TenantId,
+        property: &PropertyId,
+        f: impl FnOnce(&Known) -> T,
+    ) -> Option<T> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(tenant, property.clone()))
+            .filter(|k| Self::young(k, now))
+            .map(f)
+    }
+
+    fn young(k: &Known, now: chrono::DateTime<chrono::Utc>) -> bool {
+        (now - k.read_at)
+            .to_std()
+            .is_ok_and(|age| age < ADMIT_CACHE_TTL)
+    }
+
+    fn keep(&self, now: chrono::DateTime<chrono::Utc>, tenant: TenantId, property: &PropertyId) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 10_000 {
+            map.retain(|_, k| Self::young(k, now));
+        }
+        map.insert(
+            (tenant, property.clone()),
+            Known {
+                read_at: now,
+                rooms: None,
+            },
+        );
+    }
+
+    fn set_rooms(&self, tenant: TenantId, property: &PropertyId, rooms: Vec<RoomId>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = map.get_mut(&(tenant, property.clone())) {
+            k.rooms = Some(rooms);
+        }
+    }
+
+    fn forget(&self, tenant: TenantId, property: &PropertyId) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&(tenant, property.clone()));
+    }
+}
+
 /// Refuses a stay no key could serve, where it enters Lockstep (the AMQP intake, the HTTP
 /// intake, the API's writes) rather than accepting it to do nothing: a confirmation whose
 /// window has already ended (`window_ended`), at a property where no live lock is
 /// registered (`unknown_property`), or for a room no live lock serves (`unserved_room`).
 /// Only a confirmation is judged: the events that follow one may only take a key away.
-/// Costs one read of the property's rooms per confirmation. Also: an event that would add
-/// a key at a deactivated property is refused (`property_deactivated`), and a property's
-/// deactivation is recorded here, where it enters.
+/// Reads the property's deactivation and rooms at most once per [`ADMIT_CACHE_TTL`]
+/// (`cache`). Also: an event that would add a key at a deactivated property is refused
+/// (`property_deactivated`), and a property's deactivation is recorded here, where it
+/// enters.
 pub async fn admit(
     store: &dyn Store,
     clock: &dyn Clock,
+    cache: &AdmitCache,
     parsed: &Parsed,
 ) -> Result<(), IntakeError> {
     let Some(property) = &parsed.property_id else {
         return Ok(());
     };
+    let tenant = parsed.tenant_id;
     // A property's deactivation is recorded where it enters, before it is stored, so an
     // event that would put a key on its doors and is judged after it is refused even when
     // delivered out of order (issue 14: the decision in ARCHITECTURE.md).
     if matches!(parsed.event, Consumed::PropertyDeactivated) {
         store
-            .record_property_deactivated(parsed.tenant_id, property, parsed.time)
+            .record_property_deactivated(tenant, property, parsed.time)
             .await?;
+        cache.forget(tenant, property);
         return Ok(());
     }
-    if parsed.event.adds_keys()
-        && store
-            .property_deactivated_at(parsed.tenant_id, property)
+    let now = clock.now();
+    if parsed.event.adds_keys() && cache.fresh(now, tenant, property, |_| ()).is_none() {
+        if store
+            .property_deactivated_at(tenant, property)
             .await?
             .is_some()
-    {
-        return Err(Rejection::PropertyDeactivated(property.to_string()).into());
+        {
+            return Err(Rejection::PropertyDeactivated(property.to_string()).into());
+        }
+        cache.keep(now, tenant, property);
     }
     let Consumed::Reservation {
         event: ReservationEvent::Confirmed {
@@ -92,16 +170,26 @@ pub async fn admit(
     else {
         return Ok(());
     };
-    if validity.until() <= clock.now() {
+    if validity.until() <= now {
         return Err(Rejection::WindowEnded(validity.until().to_rfc3339()).into());
     }
-    let served = store.property_rooms(parsed.tenant_id, property).await?;
+    let all_kept = cache.fresh(now, tenant, property, |k| {
+        k.rooms
+            .as_ref()
+            .is_some_and(|kept| rooms.iter().all(|r| kept.contains(r)))
+    });
+    if all_kept == Some(true) {
+        return Ok(());
+    }
+    let served = store.property_rooms(tenant, property).await?;
     if served.is_empty() {
         return Err(Rejection::UnknownProperty(property.to_string()).into());
     }
     if let Some(room) = rooms.iter().find(|r| !served.contains(r)) {
         return Err(Rejection::UnservedRoom(room.to_string()).into());
     }
+    // kept beside the deactivation's answer this message was admitted on (and as old)
+    cache.set_rooms(tenant, property, served);
     Ok(())
 }
 

@@ -722,6 +722,9 @@ async fn intake_loop(
                 None => break,
             }
         }
+        if batch.len() == INTAKE_BATCH {
+            shared.intake_backlog.saw();
+        }
         let mut sent = Vec::with_capacity(batch.len());
         for d in batch {
             if let Some(s) = intake_publish(&shared, &ch, &names, &settings, d, &mut outage).await?
@@ -738,6 +741,29 @@ async fn intake_loop(
 /// Deliveries of the intake queue republished before their confirms are awaited, at most
 /// (its prefetch).
 const INTAKE_BATCH: usize = 64;
+
+/// When this node's intake last took a full batch: the intake queue has a backlog (a
+/// burst, or what piled up during an outage). Partition consumers hold their non-removal
+/// wakes while it lasts, so a cancellation queued behind thousands of confirmations still
+/// reaches the door before their new keys (issue 11, revocations first through a backlog).
+#[derive(Debug, Default)]
+pub struct IntakeBacklog(std::sync::Mutex<Option<tokio::time::Instant>>);
+
+/// How long after intake's last full batch the backlog counts as still there.
+const INTAKE_BACKLOG_QUIET: Duration = Duration::from_millis(500);
+
+impl IntakeBacklog {
+    fn saw(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+    }
+
+    fn recent(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < INTAKE_BACKLOG_QUIET)
+    }
+}
 
 /// Acknowledges a republished delivery once the broker confirmed every copy of it.
 async fn settle(d: Delivery, confirms: Vec<lapin::PublisherConfirm>) -> anyhow::Result<()> {
@@ -825,7 +851,7 @@ async fn intake_publish(
         Ok((envelope, parsed)) => loop {
             // a stay no key could serve is refused here, not accepted to do nothing
             let (store, clock) = (shared.rt.store.as_ref(), shared.rt.clock.as_ref());
-            match intake::admit(store, clock, &parsed).await {
+            match intake::admit(store, clock, &shared.admit_cache, &parsed).await {
                 Ok(()) => {
                     outage.recovered();
                     break Ok((envelope, parsed));
@@ -1152,11 +1178,14 @@ async fn serve_partition(
                 }
                 return Ok(Served::Shutdown);
             }
+            () = tokio::time::sleep(HOLD_CHECK), if held.holding() => {
+                // a backlog is being stored: removals go first, the rest waits for it to
+                // end (at most HOLD_AT_MOST)
+                held.settle(shared, Vec::new(), shared.intake_backlog.recent());
+                continue;
+            }
             _ = timers.tick() => {
                 if held.holding() {
-                    // a backlog is being stored: removals go first, the rest waits for it
-                    // (at most HOLD_AT_MOST)
-                    held.settle(shared, Vec::new(), true);
                     continue;
                 }
                 if shared.rt.fences.get(partition).is_some() {
@@ -1190,7 +1219,7 @@ async fn serve_partition(
                 None => break,
             }
         }
-        let backlog = batch.len() == PARTITION_BATCH;
+        let backlog = batch.len() == PARTITION_BATCH || shared.intake_backlog.recent();
         let claimed = !home && batch.iter().any(|d| fresh_home_claim(shared, d));
         let mut wakes = Vec::new();
         partition_batch(shared, partition, batch, &mut outage, &mut wakes).await?;
@@ -1268,7 +1297,9 @@ struct HeldWakes {
 }
 
 /// The longest a wake is held behind a backlog.
-const HOLD_AT_MOST: Duration = Duration::from_secs(2);
+const HOLD_AT_MOST: Duration = Duration::from_secs(10);
+/// How often held wakes look whether the backlog has ended.
+const HOLD_CHECK: Duration = Duration::from_millis(100);
 
 impl HeldWakes {
     fn settle(&mut self, shared: &Shared, wakes: Vec<Wake>, backlog: bool) {
