@@ -407,16 +407,6 @@ impl SimHandle {
             Some(id)
         })
     }
-
-    /// Number of successful creates (responses lost or not).
-    pub fn create_call_count(&self) -> u64 {
-        self.with(|s| s.counters.creates)
-    }
-
-    /// Number of tokens issued.
-    pub fn token_call_count(&self) -> u64 {
-        self.with(|s| s.counters.tokens_issued)
-    }
 }
 
 crate::sim_kit::simulator!(VostioSimulator, "vostio");

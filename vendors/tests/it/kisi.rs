@@ -89,7 +89,7 @@ async fn kisi_refuses_a_device_ref_without_its_group() {
         matches!(&err, VendorError::Refused { code, .. } if code == "invalid_device"),
         "{err:?}"
     );
-    assert_eq!(env.handle.create_call_count(), 0);
+    assert_eq!(env.handle.counters().creates, 0);
     assert!(env.handle.users().is_empty());
 }
 

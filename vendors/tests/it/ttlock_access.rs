@@ -131,7 +131,7 @@ async fn a_card_is_added_by_its_number_and_found_by_its_name() -> anyhow::Result
     env.adapter.revoke(&device(), &vref).await?;
 
     // without the reader's number nothing is sent
-    let adds = env.handle.add_call_count();
+    let adds = env.handle.counters().adds;
     let no_number = IssueRequest {
         card_number: None,
         ..req
@@ -140,7 +140,7 @@ async fn a_card_is_added_by_its_number_and_found_by_its_name() -> anyhow::Result
         Err(VendorError::Refused { code, .. }) => assert_eq!(code, "missing_card_number"),
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(env.handle.add_call_count(), adds);
+    assert_eq!(env.handle.counters().adds, adds);
     assert!(CardNumber::parse("12ab").is_err());
     assert!(!format!("{:?}", CardNumber::parse("3661413478")?).contains("3661413478"));
     Ok(())

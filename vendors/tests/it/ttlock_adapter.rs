@@ -60,8 +60,8 @@ async fn update_refuses_bad_refs_without_calling() {
             "{bad}: {err:?}"
         );
     }
-    assert_eq!(env.handle.change_call_count(), 0);
-    assert_eq!(env.handle.token_call_count(), 0);
+    assert_eq!(env.handle.counters().changes, 0);
+    assert_eq!(env.handle.counters().tokens_issued, 0);
 }
 
 /// TTLock refuses a passcode of consecutive or repeated digits with -2032; the simulator
@@ -138,7 +138,7 @@ async fn list_pages_through_every_page() -> anyhow::Result<()> {
     }
     let entries = env.adapter.list(&device()).await?;
     assert_eq!(entries.len(), 230);
-    assert_eq!(env.handle.list_call_count(), 2);
+    assert_eq!(env.handle.counters().lists, 2);
     Ok(())
 }
 

@@ -258,5 +258,5 @@ async fn documented_change_request_is_accepted_by_the_simulator() {
     assert_eq!(p.keyboard_pwd_name, "Passcode for Tony");
     assert_eq!(p.start_date, 1626945087000);
     assert_eq!(p.end_date, 1846945087000);
-    assert_eq!(env.handle.change_call_count(), 1);
+    assert_eq!(env.handle.counters().changes, 1);
 }

@@ -217,7 +217,7 @@ async fn change_validates_like_add_and_delete() -> anyhow::Result<()> {
         all[1].keyboard_pwd_name, "other",
         "the other passcode is untouched"
     );
-    assert_eq!(env.handle.change_call_count(), 2);
+    assert_eq!(env.handle.counters().changes, 2);
     // Unknown token.
     let body = http
         .post(format!("{base}/v3/keyboardPwd/change"))
@@ -256,7 +256,7 @@ async fn change_validates_like_add_and_delete() -> anyhow::Result<()> {
         .await?
         .status();
     assert_eq!(status, reqwest::StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(env.handle.change_call_count(), 2);
+    assert_eq!(env.handle.counters().changes, 2);
     let counters: serde_json::Value = http
         .get(format!("{base}/_sim/counters"))
         .send()

@@ -201,14 +201,14 @@ async fn a_ttlock_card_without_a_number_is_read_at_the_desk_once_per_credential(
     assert_eq!(a[0].card_name, "key_tt1");
     // no desktop: this card waits; TTLock is not unwell and nothing reached it
     *desk.connected.lock().unwrap() = false;
-    let adds = env.handle.add_call_count();
+    let adds = env.handle.counters().adds;
     let err = adapter
         .issue(&on(LOCK).clone_with_label("key_tt2"))
         .await
         .unwrap_err();
     assert!(matches!(err, VendorError::Refused { ref code, .. } if code == "card_encoder_offline"));
     assert!(!err.is_vendor_unwell() && err.is_retryable());
-    assert_eq!(env.handle.add_call_count(), adds);
+    assert_eq!(env.handle.counters().adds, adds);
     Ok(())
 }
 

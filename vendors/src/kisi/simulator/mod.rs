@@ -355,21 +355,6 @@ impl SimHandle {
             Some(id)
         })
     }
-
-    /// Number of role assignments created (responses lost or not).
-    pub fn create_call_count(&self) -> u64 {
-        self.with(|s| s.counters.creates)
-    }
-
-    /// Number of role assignments updated.
-    pub fn update_call_count(&self) -> u64 {
-        self.with(|s| s.counters.updates)
-    }
-
-    /// Number of role assignments deleted.
-    pub fn delete_call_count(&self) -> u64 {
-        self.with(|s| s.counters.deletes)
-    }
 }
 
 crate::sim_kit::simulator!(KisiSimulator, "kisi");

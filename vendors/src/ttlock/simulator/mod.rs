@@ -318,31 +318,6 @@ impl SimHandle {
             Some(id)
         })
     }
-
-    /// Number of successful adds (responses lost or not).
-    pub fn add_call_count(&self) -> u64 {
-        self.with(|s| s.counters.adds)
-    }
-
-    /// Number of successful deletes.
-    pub fn delete_call_count(&self) -> u64 {
-        self.with(|s| s.counters.deletes)
-    }
-
-    /// Number of successful changes.
-    pub fn change_call_count(&self) -> u64 {
-        self.with(|s| s.counters.changes)
-    }
-
-    /// Number of list pages served.
-    pub fn list_call_count(&self) -> u64 {
-        self.with(|s| s.counters.lists)
-    }
-
-    /// Number of tokens issued.
-    pub fn token_call_count(&self) -> u64 {
-        self.with(|s| s.counters.tokens_issued)
-    }
 }
 
 crate::sim_kit::simulator!(TtlockSimulator, "ttlock");
