@@ -161,6 +161,12 @@ impl Transport {
         })
     }
 
+    /// The key of the vendor account this transport calls as (`LockPort::account`):
+    /// `<vendor>|<base url>|<who>`, `who` naming the account without a secret.
+    pub(crate) fn account(&self, base_url: &str, who: &str) -> String {
+        format!("{}|{base_url}|{who}", self.vendor)
+    }
+
     /// The client, to build requests with.
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http

@@ -483,9 +483,9 @@ impl LockPort for BrivoAdapter {
     }
 
     fn account(&self) -> String {
-        format!(
-            "brivo|{}|{}",
-            self.config.api_base_url, self.config.credentials.client_id
+        self.net.account(
+            &self.config.api_base_url,
+            &self.config.credentials.client_id,
         )
     }
 

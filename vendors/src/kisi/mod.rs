@@ -456,11 +456,9 @@ impl LockPort for KisiAdapter {
     }
 
     fn account(&self) -> String {
-        format!(
-            "kisi|{}|key:{}",
-            self.config.api_base_url,
-            crate::secrets::fingerprint(self.config.api_key.expose())
-        )
+        let key = crate::secrets::fingerprint(self.config.api_key.expose());
+        self.net
+            .account(&self.config.api_base_url, &format!("key:{key}"))
     }
 
     fn rate_gate(&self) -> &crate::rate::RateGate {

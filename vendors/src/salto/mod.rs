@@ -562,10 +562,8 @@ impl LockPort for SaltoAdapter {
     }
 
     fn account(&self) -> String {
-        format!(
-            "salto|{}|{}",
-            self.config.api_base_url, self.config.client_id
-        )
+        self.net
+            .account(&self.config.api_base_url, &self.config.client_id)
     }
 
     fn rate_gate(&self) -> &crate::rate::RateGate {

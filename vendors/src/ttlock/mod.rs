@@ -449,10 +449,8 @@ impl LockPort for TtlockAdapter {
     }
 
     fn account(&self) -> String {
-        format!(
-            "ttlock|{}|{}",
-            self.config.api_base_url, self.config.client_id
-        )
+        self.net
+            .account(&self.config.api_base_url, &self.config.client_id)
     }
 
     fn rate_gate(&self) -> &crate::rate::RateGate {

@@ -309,10 +309,8 @@ impl LockPort for VostioAdapter {
     /// keys and encoded cards, issued and revoked from the cloud; no PINs, QR or NFC tags,
     /// and no offline issuance.
     fn account(&self) -> String {
-        format!(
-            "vostio|{}|{}",
-            self.config.cloud_base_url, self.config.environment_ref
-        )
+        self.net
+            .account(&self.config.cloud_base_url, &self.config.environment_ref)
     }
 
     fn rate_gate(&self) -> &crate::rate::RateGate {
