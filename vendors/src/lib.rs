@@ -59,6 +59,16 @@ pub struct IssueRequest {
     pub validity: ValidityWindow,
 }
 
+impl IssueRequest {
+    /// The PIN of a `pin_code` request; a request without one is refused `missing_pin`.
+    pub fn required_pin(&self) -> Result<&Pin, VendorError> {
+        self.pin.as_ref().ok_or_else(|| VendorError::Refused {
+            code: "missing_pin".into(),
+            detail: "a pin_code request carries no pin".into(),
+        })
+    }
+}
+
 /// A card's number as a reader reads it. `Debug` is redacted: a card number opens a door
 /// as surely as a PIN while the card is valid.
 #[derive(Clone, PartialEq, Eq)]

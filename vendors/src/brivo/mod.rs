@@ -555,10 +555,7 @@ impl LockPort for BrivoAdapter {
     async fn issue(&self, req: &IssueRequest) -> Result<VendorRef, VendorError> {
         let ap = access_point_id(&req.device)?;
         unsupported(req.kind)?;
-        let pin = req.pin.as_ref().ok_or_else(|| VendorError::Refused {
-            code: "missing_pin".into(),
-            detail: "a pin_code request carries no pin".into(),
-        })?;
+        let pin = req.required_pin()?;
         let group_id = self
             .group_for(ap, true)
             .await?

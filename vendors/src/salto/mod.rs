@@ -614,12 +614,7 @@ impl LockPort for SaltoAdapter {
     async fn issue(&self, req: &IssueRequest) -> Result<VendorRef, VendorError> {
         let lock = lock_id(&req.device)?;
         let pin = match req.kind {
-            KeyCredentialKind::PinCode => {
-                Some(req.pin.as_ref().ok_or_else(|| VendorError::Refused {
-                    code: "missing_pin".into(),
-                    detail: "a pin_code request carries no pin".into(),
-                })?)
-            }
+            KeyCredentialKind::PinCode => Some(req.required_pin()?),
             KeyCredentialKind::MobileApp | KeyCredentialKind::RfidCard => None,
             KeyCredentialKind::QrCode | KeyCredentialKind::NfcTag => {
                 return Err(unsupported(

@@ -494,10 +494,7 @@ impl LockPort for TtlockAdapter {
                 })
             }
         }
-        let pin = req.pin.as_ref().ok_or_else(|| VendorError::Refused {
-            code: "missing_pin".into(),
-            detail: "a pin_code request carries no pin".into(),
-        })?;
+        let pin = req.required_pin()?;
         let url = self.url("/v3/keyboardPwd/add");
         let reply: wire::AddPasscodeResponse = self
             .call(
