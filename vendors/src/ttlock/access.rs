@@ -271,12 +271,11 @@ impl TtlockAdapter {
     ) -> Result<VendorRef, VendorError> {
         let receiver = self.receiver(&req.label).await?;
         let (start_date, end_date) = window_ms(req);
-        let url = self.url("/v3/key/send");
         let reply: wire::SendKeyResponse = self
             .call(
                 "send_ekey",
                 Method::POST,
-                &url,
+                "/v3/key/send",
                 wire::SendKeyRequest {
                     lock_id,
                     receiver_username: &receiver,
@@ -299,12 +298,11 @@ impl TtlockAdapter {
     ) -> Result<VendorRef, VendorError> {
         let number = self.card_number(req).await?;
         let (start_date, end_date) = window_ms(req);
-        let url = self.url("/v3/identityCard/addForReversedCardNumber");
         let reply: wire::AddCardResponse = self
             .call(
                 "add_card",
                 Method::POST,
-                &url,
+                "/v3/identityCard/addForReversedCardNumber",
                 wire::AddCardRequest {
                     lock_id,
                     card_number: number.expose(),
@@ -351,19 +349,16 @@ impl TtlockAdapter {
         req: &IssueRequest,
     ) -> Result<(), VendorError> {
         let (start_date, end_date) = window_ms(req);
-        let url = self.url("/v3/key/changePeriod");
-        let _: wire::ErrorResponse = self
-            .call(
-                "change_ekey",
-                Method::POST,
-                &url,
-                wire::ChangeKeyPeriodRequest {
-                    key_id,
-                    start_date,
-                    end_date,
-                },
-            )
-            .await?;
+        self.post(
+            "change_ekey",
+            "/v3/key/changePeriod",
+            wire::ChangeKeyPeriodRequest {
+                key_id,
+                start_date,
+                end_date,
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -374,64 +369,48 @@ impl TtlockAdapter {
         req: &IssueRequest,
     ) -> Result<(), VendorError> {
         let (start_date, end_date) = window_ms(req);
-        let url = self.url("/v3/identityCard/changePeriod");
-        let _: wire::ErrorResponse = self
-            .call(
-                "change_card",
-                Method::POST,
-                &url,
-                wire::ChangeCardPeriodRequest {
-                    lock_id,
-                    card_id,
-                    start_date,
-                    end_date,
-                    change_type: VIA_GATEWAY,
-                },
-            )
-            .await?;
+        self.post(
+            "change_card",
+            "/v3/identityCard/changePeriod",
+            wire::ChangeCardPeriodRequest {
+                lock_id,
+                card_id,
+                start_date,
+                end_date,
+                change_type: VIA_GATEWAY,
+            },
+        )
+        .await?;
         Ok(())
     }
 
     pub(super) async fn delete_ekey(&self, key_id: i64) -> Result<(), VendorError> {
-        let url = self.url("/v3/key/delete");
-        let _: wire::ErrorResponse = self
-            .call(
-                "delete_ekey",
-                Method::POST,
-                &url,
-                wire::KeyRequest { key_id },
-            )
+        self.post("delete_ekey", "/v3/key/delete", wire::KeyRequest { key_id })
             .await?;
         Ok(())
     }
 
     pub(super) async fn delete_card(&self, lock_id: i64, card_id: i64) -> Result<(), VendorError> {
-        let url = self.url("/v3/identityCard/delete");
-        let _: wire::ErrorResponse = self
-            .call(
-                "delete_card",
-                Method::POST,
-                &url,
-                wire::DeleteCardRequest {
-                    lock_id,
-                    card_id,
-                    delete_type: VIA_GATEWAY,
-                },
-            )
-            .await?;
+        self.post(
+            "delete_card",
+            "/v3/identityCard/delete",
+            wire::DeleteCardRequest {
+                lock_id,
+                card_id,
+                delete_type: VIA_GATEWAY,
+            },
+        )
+        .await?;
         Ok(())
     }
 
     pub(super) async fn unlock(&self, lock_id: i64) -> Result<(), VendorError> {
-        let url = self.url("/v3/lock/unlock");
-        let _: wire::ErrorResponse = self
-            .call(
-                "remote_unlock",
-                Method::POST,
-                &url,
-                wire::LockQuery { lock_id },
-            )
-            .await?;
+        self.post(
+            "remote_unlock",
+            "/v3/lock/unlock",
+            wire::LockQuery { lock_id },
+        )
+        .await?;
         debug!(vendor = VENDOR, "unlocked through the gateway");
         Ok(())
     }

@@ -263,15 +263,16 @@ impl TtlockAdapter {
             .await
     }
 
-    /// Sends `call` to `url` with the application id, a token and the time: as a GET's
+    /// Sends `call` to `path` with the application id, a token and the time: as a GET's
     /// query, or as a posted form.
     async fn call<T: DeserializeOwned>(
         &self,
         op: &'static str,
         method: Method,
-        url: &str,
+        path: &str,
         call: impl Serialize,
     ) -> Result<T, VendorError> {
+        let url = self.url(path);
         self.authed(op, |token| {
             let authed = wire::Authed {
                 client_id: &self.config.client_id,
@@ -279,7 +280,7 @@ impl TtlockAdapter {
                 call: &call,
                 date: self.now_ms(),
             };
-            let rb = self.net.http().request(method.clone(), url);
+            let rb = self.net.http().request(method.clone(), &url);
             if method == Method::GET {
                 rb.query(&authed)
             } else {
@@ -352,6 +353,18 @@ impl TtlockAdapter {
         .await
     }
 
+    /// Posts `call` to `path`: a write TTLock answers with `{errcode: 0}` alone.
+    async fn post(
+        &self,
+        op: &'static str,
+        path: &str,
+        call: impl Serialize,
+    ) -> Result<(), VendorError> {
+        self.call::<wire::ErrorResponse>(op, Method::POST, path, call)
+            .await
+            .map(drop)
+    }
+
     /// Every page of a paged list, up to [`MAX_PAGES`]: `query` asks for page `n` (from 1).
     /// With `no_data_ends`, TTLock's "no data" ([`VendorError::NotFound`]) ends the list.
     async fn pages<T: DeserializeOwned, Q: Serialize>(
@@ -361,11 +374,10 @@ impl TtlockAdapter {
         no_data_ends: bool,
         query: impl Fn(i64) -> Q,
     ) -> Result<Vec<T>, VendorError> {
-        let url = self.url(path);
         let mut out = Vec::new();
         let mut page_no = 1;
         loop {
-            let page: wire::Page<T> = match self.call(op, Method::GET, &url, query(page_no)).await {
+            let page: wire::Page<T> = match self.call(op, Method::GET, path, query(page_no)).await {
                 Ok(p) => p,
                 Err(VendorError::NotFound) if no_data_ends => break,
                 Err(e) => return Err(e),
@@ -495,12 +507,11 @@ impl LockPort for TtlockAdapter {
             }
         }
         let pin = req.required_pin()?;
-        let url = self.url("/v3/keyboardPwd/add");
         let reply: wire::AddPasscodeResponse = self
             .call(
                 "add_passcode",
                 Method::POST,
-                &url,
+                "/v3/keyboardPwd/add",
                 wire::AddPasscodeRequest {
                     lock_id,
                     keyboard_pwd: pin.expose(),
@@ -553,21 +564,18 @@ impl LockPort for TtlockAdapter {
             TtRef::Ekey(key_id) => return self.change_ekey(key_id, req).await,
             TtRef::Card(card_id) => return self.change_card(lock_id, card_id, req).await,
         };
-        let url = self.url("/v3/keyboardPwd/change");
-        let _: wire::ErrorResponse = self
-            .call(
-                "change_passcode",
-                Method::POST,
-                &url,
-                wire::ChangePasscodeRequest {
-                    lock_id,
-                    keyboard_pwd_id,
-                    start_date: wire::to_ms(req.validity.from()),
-                    end_date: wire::to_ms(req.validity.until()),
-                    change_type: VIA_GATEWAY,
-                },
-            )
-            .await?;
+        self.post(
+            "change_passcode",
+            "/v3/keyboardPwd/change",
+            wire::ChangePasscodeRequest {
+                lock_id,
+                keyboard_pwd_id,
+                start_date: wire::to_ms(req.validity.from()),
+                end_date: wire::to_ms(req.validity.until()),
+                change_type: VIA_GATEWAY,
+            },
+        )
+        .await?;
         debug!(vendor = VENDOR, "passcode window changed");
         Ok(())
     }
@@ -576,11 +584,9 @@ impl LockPort for TtlockAdapter {
         let lock_id = lock_id(device)?;
         let res = match TtRef::parse(vendor_ref)? {
             TtRef::Passcode(keyboard_pwd_id) => {
-                let url = self.url("/v3/keyboardPwd/delete");
-                self.call::<wire::ErrorResponse>(
+                self.post(
                     "delete_passcode",
-                    Method::POST,
-                    &url,
+                    "/v3/keyboardPwd/delete",
                     wire::DeletePasscodeRequest {
                         lock_id,
                         keyboard_pwd_id,
@@ -588,7 +594,6 @@ impl LockPort for TtlockAdapter {
                     },
                 )
                 .await
-                .map(drop)
             }
             TtRef::Ekey(key_id) => self.delete_ekey(key_id).await,
             TtRef::Card(card_id) => self.delete_card(lock_id, card_id).await,
@@ -645,12 +650,11 @@ impl LockPort for TtlockAdapter {
     async fn probe(&self, device: &DeviceRef) -> Result<crate::DeviceProbe, VendorError> {
         let lock_id = lock_id(device)?;
         // battery and firmware: the cloud's last reading of the lock
-        let detail_url = self.url("/v3/lock/detail");
         let detail: wire::LockDetail = match self
             .call(
                 "lock_detail",
                 Method::GET,
-                &detail_url,
+                "/v3/lock/detail",
                 wire::LockQuery { lock_id },
             )
             .await
@@ -661,12 +665,11 @@ impl LockPort for TtlockAdapter {
             other => other?,
         };
         // the lock's clock, through its gateway: what fails here says it is unreachable
-        let date_url = self.url("/v3/lock/queryDate");
         let (online, device_time) = match self
             .call::<wire::LockDate>(
                 "query_date",
                 Method::GET,
-                &date_url,
+                "/v3/lock/queryDate",
                 wire::LockQuery { lock_id },
             )
             .await
@@ -693,12 +696,11 @@ impl LockPort for TtlockAdapter {
     }
 
     async fn health(&self) -> Result<(), VendorError> {
-        let url = self.url("/v3/lock/list");
         let _: wire::ListLocksResponse = self
             .call(
                 "list_locks",
                 Method::GET,
-                &url,
+                "/v3/lock/list",
                 wire::ListLocksQuery {
                     page_no: 1,
                     page_size: 1,
