@@ -47,6 +47,19 @@ impl<H: Clone> Running<H> {
         self.server.stop(true).await;
         self.wait().await
     }
+
+    /// Serves until the server fails or the process receives Ctrl-C, then stops: a
+    /// standalone simulator process (`lockstep simulate`, chaos tests).
+    pub async fn serve_until_ctrl_c(mut self, vendor: &'static str) -> io::Result<()> {
+        tokio::select! {
+            r = self.wait() => r,
+            r = tokio::signal::ctrl_c() => {
+                r?;
+                tracing::info!(vendor, "simulator stopping");
+                self.stop().await
+            }
+        }
+    }
 }
 
 impl<H> Drop for Running<H> {

@@ -37,7 +37,6 @@ use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, SystemClock};
 use rand::Rng;
 use serde::Serialize;
-use tracing::info;
 
 use super::errors::{self as code, oauth};
 use super::wire::{self, ApiErrorResponse};
@@ -441,15 +440,9 @@ pub async fn run_standalone(bind: SocketAddr, doors: Vec<String>) -> io::Result<
         environments: BTreeMap::from([(SIM_ENVIRONMENT.to_owned(), doors)]),
         ..SimConfig::default()
     };
-    let mut sim = VostioSimulator::start_with(bind, config)?;
-    tokio::select! {
-        r = sim.wait() => r,
-        r = tokio::signal::ctrl_c() => {
-            r?;
-            info!(vendor = "vostio", "vostio simulator stopping");
-            sim.stop().await
-        }
-    }
+    VostioSimulator::start_with(bind, config)?
+        .serve_until_ctrl_c("vostio")
+        .await
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {

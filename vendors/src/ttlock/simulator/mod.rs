@@ -37,7 +37,6 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use lockstep_domain::{Clock, SystemClock};
 use serde::Serialize;
-use tracing::info;
 
 pub mod access;
 pub mod journal;
@@ -351,15 +350,9 @@ pub async fn run_standalone(
         locks: seed_locks,
         ..SimConfig::default()
     };
-    let mut sim = TtlockSimulator::start_with(bind, config)?;
-    tokio::select! {
-        r = sim.wait() => r,
-        r = tokio::signal::ctrl_c() => {
-            r?;
-            info!(vendor = "ttlock", "ttlock simulator stopping");
-            sim.stop().await
-        }
-    }
+    TtlockSimulator::start_with(bind, config)?
+        .serve_until_ctrl_c("ttlock")
+        .await
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
