@@ -200,10 +200,14 @@ pub(crate) use issues_tokens;
 pub(crate) use kit_fields;
 
 /// Declares a vendor's simulator: the unit struct `$name`, whose `start` serves the
-/// default `SimConfig` and `start_with` a given one, and `RunningSimulator`. The calling
-/// module has `SimConfig`, `SimHandle::new(SimConfig)` and its `routes`.
+/// default `SimConfig` and `start_with` a given one, `SimHandle` (the kit's handle on the
+/// module's `SimState`) and `RunningSimulator`. The calling module has `SimState`,
+/// `SimConfig`, `SimHandle::new(SimConfig)` and its `routes`.
 macro_rules! simulator {
     ($name:ident, $vendor:literal) => {
+        /// Inspects and steers a running simulator from Rust. Cheap to clone.
+        pub type SimHandle = $crate::sim_kit::SimHandle<SimState>;
+
         /// Starts simulators.
         #[derive(Debug)]
         pub struct $name;

@@ -263,9 +263,6 @@ impl SimState {
     }
 }
 
-/// Inspects and steers a running simulator from Rust. Cheap to clone.
-pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
-
 impl SimHandle {
     fn new(config: SimConfig) -> Self {
         let clock = config.clock.clone();

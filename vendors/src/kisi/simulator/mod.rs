@@ -215,9 +215,6 @@ crate::sim_kit::signed_webhooks!(
     }
 );
 
-/// Inspects and steers a running simulator from Rust. Cheap to clone.
-pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
-
 impl SimHandle {
     fn new(config: SimConfig) -> Self {
         let state = SimState {

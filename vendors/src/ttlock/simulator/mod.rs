@@ -233,9 +233,6 @@ impl KitState for SimState {
 
 crate::sim_kit::issues_tokens!(SimState);
 
-/// Inspects and steers a running simulator from Rust. Cheap to clone.
-pub type SimHandle = crate::sim_kit::SimHandle<SimState>;
-
 impl SimHandle {
     fn new(config: SimConfig) -> Self {
         let state = SimState {
