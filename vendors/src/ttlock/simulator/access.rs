@@ -108,6 +108,35 @@ pub fn reversed_card_number(number: &str) -> String {
     }
 }
 
+impl SimEkey {
+    /// As `GET /v3/lock/listKey` lists it.
+    fn record(&self) -> wire::KeyRecord {
+        wire::KeyRecord {
+            key_id: self.key_id,
+            lock_id: self.lock_id,
+            username: Some(self.username.clone()),
+            key_name: Some(self.key_name.clone()),
+            key_status: Some("110401".into()),
+            start_date: Some(self.start_date),
+            end_date: Some(self.end_date),
+        }
+    }
+}
+
+impl SimCard {
+    /// As `GET /v3/identityCard/list` lists it.
+    fn record(&self) -> wire::CardRecord {
+        wire::CardRecord {
+            card_id: self.card_id,
+            lock_id: self.lock_id,
+            card_number: Some(self.card_number.clone()),
+            card_name: Some(self.card_name.clone()),
+            start_date: Some(self.start_date),
+            end_date: Some(self.end_date),
+        }
+    }
+}
+
 impl AccessState {
     /// The eKeys and IC cards as door objects, named as Lockstep names them.
     pub(super) fn door_objects(&self, out: &mut Vec<super::journal::DoorObject>) {
@@ -377,6 +406,11 @@ fn authorize_client(s: &SimState, p: &Params) -> Result<(), Refusal> {
     }
 }
 
+/// `startDate` and `endDate` (epoch ms) of a call that sets a validity period.
+fn period(p: &Params) -> Result<(i64, i64), Refusal> {
+    Ok((param_i64(p, "startDate")?, param_i64(p, "endDate")?))
+}
+
 fn known_lock(s: &SimState, lock_id: i64) -> Result<(), Refusal> {
     if s.locks.contains_key(&lock_id) {
         Ok(())
@@ -454,8 +488,7 @@ async fn send_key(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRespo
         let lock_id = param_i64(&form, "lockId")?;
         let receiver = param(&form, "receiverUsername")?.to_owned();
         let key_name = param(&form, "keyName")?.to_owned();
-        let start_date = param_i64(&form, "startDate")?;
-        let end_date = param_i64(&form, "endDate")?;
+        let (start_date, end_date) = period(&form)?;
         known_lock(s, lock_id)?;
         if !s.access.users.iter().any(|(u, _)| *u == receiver) {
             return Err(errcode(
@@ -506,8 +539,7 @@ async fn change_key(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRes
     h.write("change_key", |s, now| {
         authorize(s, &form, now)?;
         let key_id = param_i64(&form, "keyId")?;
-        let start_date = param_i64(&form, "startDate")?;
-        let end_date = param_i64(&form, "endDate")?;
+        let (start_date, end_date) = period(&form)?;
         let k = ekey_mut(s, key_id)?;
         k.start_date = start_date;
         k.end_date = end_date;
@@ -518,27 +550,14 @@ async fn change_key(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRes
 }
 
 async fn list_keys(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    h.read_list("ekeys", |s, now| {
-        authorize(s, &query, now)?;
-        let lock_id = param_i64(&query, "lockId")?;
-        known_lock(s, lock_id)?;
-        let keys = s
-            .access
+    list_of_lock(&h, &query, "ekeys", |s, lock_id| {
+        s.access
             .ekeys
             .iter()
             .rev()
             .filter(|k| k.lock_id == lock_id)
-            .map(|k| wire::KeyRecord {
-                key_id: k.key_id,
-                lock_id: k.lock_id,
-                username: Some(k.username.clone()),
-                key_name: Some(k.key_name.clone()),
-                key_status: Some("110401".into()),
-                start_date: Some(k.start_date),
-                end_date: Some(k.end_date),
-            })
-            .collect();
-        page(keys, &query)
+            .map(SimEkey::record)
+            .collect()
     })
     .await
 }
@@ -549,8 +568,7 @@ async fn add_card(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRespo
         let lock_id = param_i64(&form, "lockId")?;
         let number = param(&form, "cardNumber")?.to_owned();
         let card_name = form.get("cardName").cloned().unwrap_or_default();
-        let start_date = param_i64(&form, "startDate")?;
-        let end_date = param_i64(&form, "endDate")?;
+        let (start_date, end_date) = period(&form)?;
         param_i64(&form, "addType")?;
         known_lock(s, lock_id)?;
         if !number.bytes().all(|b| b.is_ascii_digit()) {
@@ -608,8 +626,7 @@ async fn change_card(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRe
         authorize(s, &form, now)?;
         let lock_id = param_i64(&form, "lockId")?;
         let card_id = param_i64(&form, "cardId")?;
-        let start_date = param_i64(&form, "startDate")?;
-        let end_date = param_i64(&form, "endDate")?;
+        let (start_date, end_date) = period(&form)?;
         let c = card_mut(s, lock_id, card_id)?;
         c.start_date = start_date;
         c.end_date = end_date;
@@ -620,26 +637,31 @@ async fn change_card(h: web::Data<SimHandle>, form: web::Form<Params>) -> HttpRe
 }
 
 async fn list_cards(h: web::Data<SimHandle>, query: web::Query<Params>) -> HttpResponse {
-    h.read_list("cards", |s, now| {
-        authorize(s, &query, now)?;
-        let lock_id = param_i64(&query, "lockId")?;
-        known_lock(s, lock_id)?;
-        let cards = s
-            .access
+    list_of_lock(&h, &query, "cards", |s, lock_id| {
+        s.access
             .cards
             .iter()
             .rev()
             .filter(|c| c.lock_id == lock_id)
-            .map(|c| wire::CardRecord {
-                card_id: c.card_id,
-                lock_id: c.lock_id,
-                card_number: Some(c.card_number.clone()),
-                card_name: Some(c.card_name.clone()),
-                start_date: Some(c.start_date),
-                end_date: Some(c.end_date),
-            })
-            .collect();
-        page(cards, &query)
+            .map(SimCard::record)
+            .collect()
+    })
+    .await
+}
+
+/// One of a lock's lists (`list`, which `fail_list` may make fail): the call authorized,
+/// the lock known, its `items` (newest first) paged.
+async fn list_of_lock<T: Serialize>(
+    h: &SimHandle,
+    query: &Params,
+    list: &str,
+    items: impl FnOnce(&SimState, i64) -> Vec<T>,
+) -> HttpResponse {
+    h.read_list(list, |s, now| {
+        authorize(s, query, now)?;
+        let lock_id = param_i64(query, "lockId")?;
+        known_lock(s, lock_id)?;
+        page(items(s, lock_id), query)
     })
     .await
 }
