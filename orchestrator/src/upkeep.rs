@@ -1,7 +1,7 @@
 //! Background upkeep of the store: the audit linker (issue 11) and the retention job
 //! (spec `004` §8, issue 13). Both run on every node, on the worker path, in short
-//! transactions: two nodes linking one chain take turns on its head, and two retention
-//! runs delete each row once.
+//! transactions: a linker that finds a chain's head held by another node's linker skips
+//! the chain (its rows are the holder's), and two retention runs delete each row once.
 
 use std::sync::Arc;
 use std::time::Duration;

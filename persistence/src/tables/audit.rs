@@ -72,8 +72,9 @@ pub trait AuditLinkTable: ReadOnlyAuditHeadTable {
     /// Links up to `max_rows` pending rows of one chain: locks its head (created if new),
     /// reads the pending rows in (created_at, id) order, gives each the next sequence
     /// number, the previous hash and its own hash, and moves the head. Returns how many it
-    /// linked. Two linkers of one chain run one after the other on the head's lock, so
-    /// the chain never forks and has no gap.
+    /// linked. Two linkers of one chain never link at once (the head's lock), so the
+    /// chain never forks and has no gap; one that finds the head held by another links
+    /// nothing and returns 0 (Postgres: `SKIP LOCKED`), leaving the rows to the holder.
     async fn link_pending(
         &mut self,
         tenant: TenantId,
@@ -278,13 +279,29 @@ impl<A: Access> ReadOnlyAuditHeadTable for WorkerTx<A> {
 }
 
 impl WorkerTx<ReadWrite> {
-    /// Locks a chain's head for the rest of the transaction; `None` when it has none.
+    /// Whether a chain has a head (committed), without locking it.
+    async fn head_exists(&mut self, tenant: TenantId, property: &PropertyId) -> StoreResult<bool> {
+        let stmt = Stmt::new(
+            "SELECT 1 AS one FROM lock_audit_heads WHERE tenant_id = $1 AND property_id = $2",
+        )
+        .bind(tenant)
+        .bind(property.as_str());
+        Ok(self.conn.fetch_optional(stmt).await?.is_some())
+    }
+
+    /// Locks a chain's head for the rest of the transaction; `None` when it has none, or
+    /// (`skip_locked`) when another transaction holds it.
     async fn lock_head(
         &mut self,
         tenant: TenantId,
         property: &PropertyId,
+        skip_locked: bool,
     ) -> StoreResult<Option<ChainHead>> {
-        let lock = self.conn.dialect().for_update();
+        let lock = if skip_locked {
+            self.conn.dialect().for_update_skip_locked()
+        } else {
+            self.conn.dialect().for_update()
+        };
         let stmt = Stmt::new(format!(
             "SELECT seq, head_hash, pruned_through_seq, pruned_through_hash FROM lock_audit_heads \
              WHERE tenant_id = $1 AND property_id = $2{lock}"
@@ -309,15 +326,25 @@ impl AuditLinkTable for WorkerTx<ReadWrite> {
         max_rows: i64,
     ) -> StoreResult<u64> {
         // The worker role crosses tenants: every statement names the chain's tenant.
-        let stmt = Stmt::new(
-            "INSERT INTO lock_audit_heads (tenant_id, property_id, seq, head_hash) VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant)
-        .bind(property.as_str())
-        .bind(chain::GENESIS);
-        self.conn.execute(stmt).await?;
-        let Some(head) = self.lock_head(tenant, property).await? else {
-            return Ok(0);
+        // Another node's linker holding the head is linking these rows: skipped rather
+        // than waited for through its commit (issue 11: no linker waits on a head).
+        let head = match self.lock_head(tenant, property, true).await? {
+            Some(head) => head,
+            None if self.head_exists(tenant, property).await? => return Ok(0),
+            None => {
+                // a new chain: its head is made (a racing maker's insert is waited for)
+                let stmt = Stmt::new(
+                    "INSERT INTO lock_audit_heads (tenant_id, property_id, seq, head_hash) VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(tenant)
+                .bind(property.as_str())
+                .bind(chain::GENESIS);
+                self.conn.execute(stmt).await?;
+                match self.lock_head(tenant, property, true).await? {
+                    Some(head) => head,
+                    None => return Ok(0),
+                }
+            }
         };
         // read after the lock: a linker that held it before us has committed, and its rows
         // are no longer pending
@@ -376,7 +403,7 @@ impl AuditLinkTable for WorkerTx<ReadWrite> {
         before: Timestamp,
         max_rows: i64,
     ) -> StoreResult<u64> {
-        let Some(head) = self.lock_head(tenant, property).await? else {
+        let Some(head) = self.lock_head(tenant, property, false).await? else {
             return Ok(0);
         };
         // the first row too young to go: nothing at or after it is pruned

@@ -941,3 +941,48 @@ async fn migrate_analyzes_and_the_step_path_scans_no_hot_table() -> anyhow::Resu
     );
     Ok(())
 }
+
+/// Issue 11: two nodes' linkers do not wait on each other. While one worker transaction
+/// holds a chain's head (linking, not yet committed), the other's `link_pending` returns 0
+/// at once instead of waiting for that commit (`SKIP LOCKED`); the rows are the holder's,
+/// and once it commits nothing is left pending.
+#[tokio::test]
+async fn a_linker_skips_a_chain_another_linker_holds() -> anyhow::Result<()> {
+    use lockstep_persistence::tables::AuditLinkTable;
+    use lockstep_persistence::Storage;
+    let db = shared_pg_database().await?;
+    let store = db.connect_store(test_cipher(), 3).await?;
+    let tenant = TenantId::generate();
+    let credential = lockstep_domain::KeyCredentialId::generate();
+    for i in 1..=4 {
+        let mut uow = UnitOfWork::new(tenant, None, day(i));
+        uow.audit.push(audit_row(tenant, &credential, day(i)));
+        store.commit(uow).await?;
+        if i == 1 {
+            // the chain's head exists (a new head's insert is waited for like any key)
+            let mut w = store.worker().await?;
+            assert_eq!(w.link_pending(tenant, &property(), 10).await?, 1);
+            w.commit().await?;
+        }
+    }
+    let mut holder = store.worker().await?;
+    assert_eq!(holder.link_pending(tenant, &property(), 2).await?, 2);
+    let other = async {
+        let mut w = store.worker().await?;
+        let n = w.link_pending(tenant, &property(), 10).await?;
+        w.commit().await?;
+        anyhow::Ok(n)
+    };
+    let skipped = tokio::time::timeout(std::time::Duration::from_secs(5), other)
+        .await
+        .context("the second linker waited on the first")??;
+    assert_eq!(skipped, 0, "the held chain is skipped");
+    assert_eq!(holder.link_pending(tenant, &property(), 10).await?, 1);
+    holder.commit().await?;
+    let chain = store.audit_chain(tenant, &property()).await?;
+    assert_eq!(
+        chain.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    Ok(())
+}
