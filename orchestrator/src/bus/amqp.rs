@@ -1246,6 +1246,22 @@ async fn claim_home(shared: &Shared, ch: &Channel, names: &Names, p: u32) -> any
     let mut headers = FieldTable::default();
     headers.insert(s(HOME_CLAIM_HEADER), text_value(&shared.node_id));
     headers.insert(s(HOME_CLAIM_AT_HEADER), AMQPValue::LongLongInt(at));
+    publish_marker(ch, names, p, headers).await?;
+    info!(
+        partition = p,
+        "home partition held by another node: claimed"
+    );
+    Ok(())
+}
+
+/// Publishes a marker (a tick or a home claim: headers and an empty body, no expiry)
+/// straight into partition `p`'s queue.
+async fn publish_marker(
+    ch: &Channel,
+    names: &Names,
+    p: u32,
+    headers: FieldTable,
+) -> anyhow::Result<()> {
     ch.basic_publish(
         s(""),
         s(&names.partition(p)),
@@ -1254,10 +1270,6 @@ async fn claim_home(shared: &Shared, ch: &Channel, names: &Names, p: u32) -> any
         BasicProperties::default().with_headers(headers),
     )
     .await?;
-    info!(
-        partition = p,
-        "home partition held by another node: claimed"
-    );
     Ok(())
 }
 
@@ -1527,14 +1539,7 @@ async fn tick_loop(ch: Channel, names: Names, settings: AmqpSettings) -> anyhow:
             }
             let mut headers = FieldTable::default();
             headers.insert(s(TICK_HEADER), AMQPValue::Boolean(true));
-            ch.basic_publish(
-                s(""),
-                s(&names.partition(p)),
-                BasicPublishOptions::default(),
-                b"{}",
-                BasicProperties::default().with_headers(headers),
-            )
-            .await?;
+            publish_marker(&ch, &names, p, headers).await?;
         }
         tokio::time::sleep(settings.tick_interval).await;
     }

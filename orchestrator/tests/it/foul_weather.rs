@@ -400,18 +400,25 @@ async fn a_node_that_joins_gets_its_home_partitions_back() -> anyhow::Result<()>
             .contains("partition handed back to its home node"),
         "A handed B's partitions back"
     );
-    for body in stays(1) {
-        broker
-            .publish("melmastoon.reservation.confirmed.v1", &body)
-            .await?;
-    }
-    wait_for("eight stays issued", Duration::from_secs(60), || {
-        let n = produced
-            .key_ids("melmastoon.lock.credential.issued.v1")
-            .len();
-        async move { (n == 8).then_some(()) }
-    })
-    .await?;
+    // publishes a round of eight stays and waits until `issued` keys are out in all
+    let round = |n: u32, issued: usize| {
+        let (broker, produced, bodies) = (&broker, &produced, stays(n));
+        async move {
+            for body in bodies {
+                broker
+                    .publish("melmastoon.reservation.confirmed.v1", &body)
+                    .await?;
+            }
+            wait_for("the round's stays issued", Duration::from_secs(60), || {
+                let n = produced
+                    .key_ids("melmastoon.lock.credential.issued.v1")
+                    .len();
+                async move { (n == issued).then_some(()) }
+            })
+            .await
+        }
+    };
+    round(1, 8).await?;
 
     // B dies: A is still subscribed to B's home partitions as standby and takes them
     node_b.kill();
@@ -424,18 +431,7 @@ async fn a_node_that_joins_gets_its_home_partitions_back() -> anyhow::Result<()>
         },
     )
     .await?;
-    for body in stays(2) {
-        broker
-            .publish("melmastoon.reservation.confirmed.v1", &body)
-            .await?;
-    }
-    wait_for("sixteen stays issued", Duration::from_secs(60), || {
-        let n = produced
-            .key_ids("melmastoon.lock.credential.issued.v1")
-            .len();
-        async move { (n == 16).then_some(()) }
-    })
-    .await?;
+    round(2, 16).await?;
     // each key once at its door: two stays per lock, two passcodes
     let passcodes = sim.handle().all_passcodes();
     assert_eq!(passcodes.len(), 16, "one passcode per stay, none twice");
