@@ -571,6 +571,24 @@ pub trait Store: Storage {
         in_worker!(self, |tx| tx.mark_published(ids, now).await?)
     }
 
+    /// Marks `published` rows published and claims the next due rows, in one
+    /// transaction (issue 11: the publisher's marks ride on its next claim instead of a
+    /// transaction of their own); worker path.
+    async fn mark_published_then_claim(
+        &self,
+        published: &[String],
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        in_worker!(self, |tx| {
+            if !published.is_empty() {
+                tx.mark_published(published, now).await?;
+            }
+            tx.claim_unpublished(now, lease_until, limit).await?
+        })
+    }
+
     /// Records a failed publish and when to try again; worker path.
     async fn mark_publish_failed(
         &self,

@@ -1643,6 +1643,8 @@ async fn outbox_loop(
     // Subjects with kept unroutable rows: a clean publish of one of them releases the rest.
     let mut unroutable: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut next_probe = tokio::time::Instant::now();
+    // rows the broker acked, marked published in the transaction of the next claim
+    let mut published: Vec<String> = Vec::new();
     loop {
         let stopping = *stop.borrow();
         if !stopping && tokio::time::Instant::now() >= next_probe {
@@ -1668,9 +1670,13 @@ async fn outbox_loop(
         // them (no event sent twice at once); should this node die, they are due again
         // when the lease ends
         let lease_until = now + chrono::Duration::seconds(OUTBOX_LEASE_S);
-        let rows = match store.claim_unpublished(now, lease_until, 200).await {
+        let claimed = store
+            .mark_published_then_claim(&published, now, lease_until, 200)
+            .await;
+        let rows = match claimed {
             Ok(rows) => {
                 outage.recovered();
+                published.clear();
                 rows
             }
             Err(e) => {
@@ -1725,7 +1731,6 @@ async fn outbox_loop(
                 }
             }
         }
-        let mut published = Vec::new();
         let mut routed_again = std::collections::BTreeSet::new();
         for (r, confirm) in pending {
             let failure = match tokio::time::timeout(Duration::from_secs(30), confirm).await {
@@ -1766,18 +1771,9 @@ async fn outbox_loop(
                 outage.wait().await;
             }
         }
-        // A row that was published but not marked goes out again later (consumers dedupe
-        // on the event id), so marking waits out a store outage rather than giving up.
-        while let Err(e) = store
-            .mark_published(&published, shared.rt.clock.now())
-            .await
-        {
-            if stopping {
-                return Ok(());
-            }
-            outage.failed(&shared, &e);
-            outage.wait().await;
-        }
+        // The published rows are marked by the next claim, at once (a row published but
+        // not marked would go out again when its lease ends; consumers dedupe on the
+        // event id): the claim waits out a store outage with them.
         for topic in routed_again {
             // something is bound now: the subject's kept backlog goes out
             match store
