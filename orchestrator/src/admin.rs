@@ -169,7 +169,10 @@ pub(crate) async fn register_device(
     {
         // the saga reads the property's devices from this node's cache: a new one counts
         // at once here (other nodes see it within the cache's lifetime)
-        Ok(_) => shared.rt.config.invalidate(tenant, &property),
+        Ok(_) => {
+            shared.rt.config.invalidate(tenant, &property);
+            shared.admit_cache.forget(tenant, &property);
+        }
         Err(StoreError::Constraint(_)) => {
             return Err(DomainError::validation(
                 "vendorDeviceRef",

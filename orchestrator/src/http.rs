@@ -607,8 +607,10 @@ async fn decommission_device(
         }
         Decommission::Done(at) => {
             if let Some(d) = &device {
-                // the sagas of this node read the property's devices again at once
+                // the sagas and the intake of this node read the property's devices again
+                // at once (a stay in a room no longer served is refused where it enters)
                 shared.rt.config.invalidate(tenant, &d.property_id);
+                shared.admit_cache.forget(tenant, &d.property_id);
                 tracing::info!(device = %id, "device decommissioned");
             }
             at

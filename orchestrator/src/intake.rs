@@ -60,7 +60,8 @@ pub async fn user_properties(
 /// entry can let in is caught later, where it is enforced: a deactivation recorded by
 /// another node in the last seconds is refused by the step's own guard (no key is issued),
 /// and a room whose last lock was decommissioned meanwhile ends at the step as it would
-/// without the intake check. A deactivation recorded here drops the entry at once.
+/// without the intake check. A deactivation recorded here, or a device decommissioned
+/// through this node's API, drops the entry at once.
 #[derive(Debug, Default)]
 pub struct AdmitCache(std::sync::Mutex<std::collections::HashMap<(TenantId, PropertyId), Known>>);
 
@@ -115,7 +116,8 @@ impl AdmitCache {
         }
     }
 
-    fn forget(&self, tenant: TenantId, property: &PropertyId) {
+    /// Drops what is kept of a property: it changed here (deactivated, a device retired).
+    pub fn forget(&self, tenant: TenantId, property: &PropertyId) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(&(tenant, property.clone()));
     }
