@@ -464,58 +464,46 @@ impl Rig {
     /// entry is done) and gives its outcome: a barrier after which "nothing came of it" can
     /// be asserted, since the subject's mailbox is stepped in order.
     pub async fn wait_outcome(&self, message_id: &str) -> anyhow::Result<String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let now = self
+        wait_until(|| async {
+            match self
                 .rt
                 .store
                 .message_outcome(self.tenant, message_id)
-                .await?;
-            if let Some(Some(outcome)) = now {
-                return Ok(outcome);
+                .await?
+            {
+                Some(Some(outcome)) => Ok(Ok(outcome)),
+                now => Ok(Err(format!("{message_id} never handled: {now:?}"))),
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{message_id} never handled: {now:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await
     }
 
     /// Waits until the reservation's credential is in `state`.
     pub async fn wait_state(&self, reservation: &str, state: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some((s, _)) = self.state(reservation).await? {
-                if s == state {
-                    return Ok(());
-                }
+        wait_until(|| async {
+            match self.state(reservation).await? {
+                Some((s, _)) if s == state => Ok(Ok(())),
+                now => Ok(Err(format!("{reservation} never reached {state}: {now:?}"))),
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{reservation} never reached {state}: {:?}",
-                self.state(reservation).await?
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await
     }
 
     /// Waits until the reservation's credential is in `state` with every device confirmed.
     pub async fn wait_settled(&self, reservation: &str, state: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some((s, devices)) = self.state(reservation).await? {
-                if s == state && devices.iter().all(|(_, sync)| sync == "confirmed") {
-                    return Ok(());
+        wait_until(|| async {
+            match self.state(reservation).await? {
+                Some((s, devices))
+                    if s == state && devices.iter().all(|(_, sync)| sync == "confirmed") =>
+                {
+                    Ok(Ok(()))
                 }
+                now => Ok(Err(format!(
+                    "{reservation} never settled as {state}: {now:?}"
+                ))),
             }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{reservation} never settled as {state}: {:?}",
-                self.state(reservation).await?
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     /// The metrics as `/metrics` renders them.
@@ -551,16 +539,13 @@ impl Rig {
 
     /// Waits until the rig's lock `lock` holds `n` passcodes.
     pub async fn wait_passcodes(&self, lock: i64, n: usize) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.passcodes(lock) != n {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "lock {lock} holds {} passcodes, not {n}",
-                self.passcodes(lock)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
+        wait_until(|| async {
+            match self.passcodes(lock) {
+                held if held == n => Ok(Ok(())),
+                held => Ok(Err(format!("lock {lock} holds {held} passcodes, not {n}"))),
+            }
+        })
+        .await
     }
 
     /// Registers another adapter at the rig's property: its supervised worker (simulator
@@ -639,5 +624,27 @@ impl Rig {
             })
             .await?;
         Ok(())
+    }
+}
+
+/// How long a rig wait gives its condition.
+const WAIT_WITHIN: Duration = Duration::from_secs(20);
+
+/// Waits on a condition: `check` answers `Ok(value)` once it holds, or `Err(why)` naming
+/// what it saw; asked again every 10 ms (a poll interval, not a fixed sleep: the wait ends
+/// as soon as the condition holds) until [`WAIT_WITHIN`] has passed, then fails with the
+/// last `why`.
+pub async fn wait_until<T, F, Fut>(mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Result<T, String>>>,
+{
+    let deadline = Instant::now() + WAIT_WITHIN;
+    loop {
+        match check().await? {
+            Ok(value) => return Ok(value),
+            Err(why) => anyhow::ensure!(Instant::now() < deadline, "{why}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

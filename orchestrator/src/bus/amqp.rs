@@ -970,10 +970,7 @@ async fn intake_publish(
 }
 
 fn is_command(d: &Delivery) -> bool {
-    d.properties
-        .headers()
-        .as_ref()
-        .is_some_and(|h| h.inner().contains_key(crate::commands::COMMAND_HEADER))
+    has_header(d, crate::commands::COMMAND_HEADER)
 }
 
 /// A command on a partition: accepted only when Lockstep's own broker user published it
@@ -1010,11 +1007,15 @@ async fn accept_command(
     Ok(())
 }
 
-fn is_tick(d: &Delivery) -> bool {
+fn has_header(d: &Delivery, name: &str) -> bool {
     d.properties
         .headers()
         .as_ref()
-        .is_some_and(|h| h.inner().contains_key(TICK_HEADER))
+        .is_some_and(|h| h.inner().contains_key(name))
+}
+
+fn is_tick(d: &Delivery) -> bool {
+    has_header(d, TICK_HEADER)
 }
 
 /// Takes ownership of a partition: bumps its epoch in the store (fencing any other
@@ -1274,10 +1275,7 @@ async fn publish_marker(
 }
 
 fn is_home_claim(d: &Delivery) -> bool {
-    d.properties
-        .headers()
-        .as_ref()
-        .is_some_and(|h| h.inner().contains_key(HOME_CLAIM_HEADER))
+    has_header(d, HOME_CLAIM_HEADER)
 }
 
 /// Whether `d` is a home claim by another node made less than [`HOME_CLAIM_TTL`] ago.
