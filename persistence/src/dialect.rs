@@ -192,8 +192,20 @@ impl<'a> Stmt<'a> {
         ))
     }
 
+    /// The statement's text.
+    #[cfg(feature = "testing")]
+    pub(crate) fn sql(&self) -> &str {
+        &self.sql
+    }
+
     pub(crate) fn pg(&self) -> Query<'_, Postgres, PgArguments> {
-        let mut q = sqlx::query(&self.sql);
+        self.pg_with(&self.sql)
+    }
+
+    /// `sql` (this statement's text, or one around it such as its `EXPLAIN`) with this
+    /// statement's arguments bound.
+    pub(crate) fn pg_with<'q>(&'q self, sql: &'q str) -> Query<'q, Postgres, PgArguments> {
+        let mut q = sqlx::query(sql);
         for a in &self.args {
             q = match a {
                 Arg::Str(v) => q.bind(*v),

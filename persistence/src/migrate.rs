@@ -103,6 +103,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "deactivated_properties",
         sql: include_str!("../migrations/postgres/0018_deactivated_properties.sql"),
     },
+    Migration {
+        version: 19,
+        name: "plan_indexes",
+        sql: include_str!("../migrations/postgres/0019_plan_indexes.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -196,5 +201,10 @@ pub const SQLITE: &[Migration] = &[
         version: 18,
         name: "deactivated_properties",
         sql: include_str!("../migrations/sqlite/0018_deactivated_properties.sql"),
+    },
+    Migration {
+        version: 19,
+        name: "plan_indexes",
+        sql: include_str!("../migrations/sqlite/0019_plan_indexes.sql"),
     },
 ];

@@ -225,3 +225,76 @@ impl Drop for TempSqlite {
         }
     }
 }
+
+/// The Postgres plans of the statements a piece of work runs (issue 11: the hot queries
+/// have the indexes they need). Inside [`capture`], every statement the stores run through
+/// a transaction of this task is `EXPLAIN`ed first, with its arguments, in the same
+/// transaction; outside it nothing changes. Tests only: the `testing` feature.
+pub mod plans {
+    use std::future::Future;
+    use std::sync::{Arc, Mutex};
+
+    tokio::task_local! {
+        static SINK: Arc<Mutex<Vec<Planned>>>;
+    }
+
+    /// One statement and the plan Postgres chose for it.
+    #[derive(Clone, Debug)]
+    pub struct Planned {
+        /// The statement's text, as the store sends it.
+        pub sql: String,
+        /// `EXPLAIN (FORMAT JSON)`'s answer.
+        pub plan: serde_json::Value,
+    }
+
+    impl Planned {
+        /// The tables the plan reads by a sequential scan.
+        pub fn seq_scans(&self) -> Vec<String> {
+            fn walk(node: &serde_json::Value, out: &mut Vec<String>) {
+                if node.get("Node Type").and_then(|t| t.as_str()) == Some("Seq Scan") {
+                    if let Some(rel) = node.get("Relation Name").and_then(|r| r.as_str()) {
+                        out.push(rel.to_owned());
+                    }
+                }
+                for child in node
+                    .get("Plans")
+                    .and_then(|p| p.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    walk(child, out);
+                }
+            }
+            let mut out = Vec::new();
+            for top in self.plan.as_array().into_iter().flatten() {
+                if let Some(plan) = top.get("Plan") {
+                    walk(plan, &mut out);
+                }
+            }
+            out
+        }
+    }
+
+    /// Runs `work` and returns, beside its output, the plans of the statements it ran.
+    pub async fn capture<F: Future>(work: F) -> (F::Output, Vec<Planned>) {
+        let sink = Arc::new(Mutex::new(Vec::new()));
+        let out = SINK.scope(sink.clone(), work).await;
+        let planned = std::mem::take(&mut *sink.lock().unwrap_or_else(|e| e.into_inner()));
+        (out, planned)
+    }
+
+    pub(crate) fn capturing() -> bool {
+        SINK.try_with(|_| ()).is_ok()
+    }
+
+    pub(crate) fn record(sql: &str, plan: serde_json::Value) {
+        let _ = SINK.try_with(|sink| {
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Planned {
+                    sql: sql.to_owned(),
+                    plan,
+                })
+        });
+    }
+}

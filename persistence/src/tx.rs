@@ -95,6 +95,8 @@ impl Conn {
 
     /// Runs a statement; how many rows it changed.
     pub(crate) async fn execute(&mut self, s: Stmt<'_>) -> StoreResult<u64> {
+        #[cfg(feature = "testing")]
+        self.explain_when_capturing(&s).await?;
         Ok(match self {
             Self::Pg(tx) => s.pg().execute(&mut **tx).await?.rows_affected(),
             Self::Sqlite(tx) => s.sqlite().execute(&mut **tx).await?.rows_affected(),
@@ -103,6 +105,8 @@ impl Conn {
 
     /// Every row of a query.
     pub(crate) async fn fetch_all(&mut self, s: Stmt<'_>) -> StoreResult<Vec<Row>> {
+        #[cfg(feature = "testing")]
+        self.explain_when_capturing(&s).await?;
         Ok(match self {
             Self::Pg(tx) => s
                 .pg()
@@ -123,10 +127,30 @@ impl Conn {
 
     /// The first row of a query, if any.
     pub(crate) async fn fetch_optional(&mut self, s: Stmt<'_>) -> StoreResult<Option<Row>> {
+        #[cfg(feature = "testing")]
+        self.explain_when_capturing(&s).await?;
         Ok(match self {
             Self::Pg(tx) => s.pg().fetch_optional(&mut **tx).await?.map(Row::Pg),
             Self::Sqlite(tx) => s.sqlite().fetch_optional(&mut **tx).await?.map(Row::Sqlite),
         })
+    }
+
+    /// Under [`crate::testing::plans::capture`]: the Postgres plan of `s`, with its
+    /// arguments, recorded before it runs (an `EXPLAIN` without `ANALYZE` runs nothing).
+    #[cfg(feature = "testing")]
+    async fn explain_when_capturing(&mut self, s: &Stmt<'_>) -> StoreResult<()> {
+        use sqlx::Row as _;
+        let Self::Pg(tx) = self else {
+            return Ok(());
+        };
+        if !crate::testing::plans::capturing() {
+            return Ok(());
+        }
+        let sql = format!("EXPLAIN (FORMAT JSON) {}", s.sql());
+        let row = s.pg_with(&sql).fetch_one(&mut **tx).await?;
+        let plan: serde_json::Value = row.try_get(0)?;
+        crate::testing::plans::record(s.sql(), plan);
+        Ok(())
     }
 
     /// The one row of a query.

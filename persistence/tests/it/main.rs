@@ -7,6 +7,7 @@
 
 mod contract;
 mod pg_only;
+mod plans;
 mod sqlite_only;
 mod support;
 mod tidy;
