@@ -129,6 +129,39 @@ impl Reply {
     }
 }
 
+/// The `LockPort` methods an HTTP adapter answers from its config and its [`Transport`]
+/// alone (written inside `impl LockPort for …`, on an adapter with `config` and
+/// `net: Transport` fields): which vendor, the account key (`account: base / who`, two
+/// fields of the config; an adapter whose account needs more writes `account` itself),
+/// the account's rate gate, and what it can do, named by the [`crate::LockCapabilities`]
+/// fields that are true (the others are false).
+macro_rules! http_port_basics {
+    (vendor: $vendor:ident, account: $base:ident / $($who:ident).+, can: [$($cap:ident),* $(,)?] $(,)?) => {
+        fn account(&self) -> String {
+            self.net.account(&self.config.$base, &self.config.$($who).+)
+        }
+
+        $crate::http_kit::http_port_basics!(vendor: $vendor, can: [$($cap),*]);
+    };
+    (vendor: $vendor:ident, can: [$($cap:ident),* $(,)?] $(,)?) => {
+        fn vendor(&self) -> lockstep_domain::VendorCode {
+            lockstep_domain::VendorCode::$vendor
+        }
+
+        fn rate_gate(&self) -> &$crate::rate::RateGate {
+            self.net.gate()
+        }
+
+        fn capabilities(&self) -> $crate::LockCapabilities {
+            $crate::LockCapabilities {
+                $($cap: true,)*
+                ..$crate::LockCapabilities::default()
+            }
+        }
+    };
+}
+pub(crate) use http_port_basics;
+
 /// One adapter's way to its vendor: the HTTP client, the adapter's clock and the account's
 /// [`RateGate`] (installed by the runtime, DESIGN §6).
 pub(crate) struct Transport {

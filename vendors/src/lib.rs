@@ -26,7 +26,9 @@ pub mod kisi;
 pub mod rate;
 pub mod salto;
 pub mod secrets;
+#[cfg(feature = "sim")]
 pub mod sim_kit;
+#[cfg(feature = "sim")]
 pub mod sim_server;
 pub mod ttlock;
 pub mod vostio;

@@ -27,7 +27,6 @@ use tracing::info;
 
 use crate::sim_server::Running;
 use crate::ttlock::simulator::journal::{DoorChange, DoorJournal, DoorObject};
-use crate::webhook::{SimDelivery, SimWebhook};
 
 /// Fault switches of a simulator. Over HTTP (`POST /_sim/faults`), a JSON object with any
 /// subset of these keys; the keys given replace the current values.
@@ -531,7 +530,7 @@ macro_rules! signed_webhooks {
         impl $crate::sim_kit::WebhookState for $state {
             const SIGNER: $crate::sim_kit::Signer = $signer;
 
-            fn webhook(&mut self) -> &mut $crate::webhook::SimWebhook {
+            fn webhook(&mut self) -> &mut $crate::sim_kit::SimWebhook {
                 &mut self.webhook
             }
         }
@@ -844,6 +843,55 @@ async fn post_faults<S: KitState>(
 
 async fn get_counters<S: KitState>(h: web::Data<SimHandle<S>>) -> HttpResponse {
     HttpResponse::Ok().json(h.counters())
+}
+
+/// Where a simulator posts its webhooks, and what it posted last (vendors retry a delivery
+/// they think failed, so a simulator can send its last one again).
+#[derive(Default)]
+pub struct SimWebhook {
+    /// The URL and the secret deliveries are signed with (`None`: nowhere). The
+    /// simulator's secret is test data; it is never logged.
+    pub target: Option<(String, String)>,
+    /// The last delivery made.
+    pub last: Option<SimDelivery>,
+    /// The next event number.
+    pub next_event: u64,
+}
+
+impl SimWebhook {
+    /// A new event number (1, 2, ...).
+    pub fn next_id(&mut self) -> u64 {
+        self.next_event += 1;
+        self.next_event
+    }
+}
+
+/// One webhook delivery of a simulator: where, which headers, what body.
+#[derive(Clone)]
+pub struct SimDelivery {
+    /// The receiver.
+    pub url: String,
+    /// Headers (content type, timestamp, signature).
+    pub headers: Vec<(&'static str, String)>,
+    /// The raw body.
+    pub body: Vec<u8>,
+}
+
+impl SimDelivery {
+    /// Posts it; the receiver's status, `None` when it could not be reached.
+    pub async fn send(&self) -> Option<u16> {
+        let mut rb = reqwest::Client::new().post(&self.url);
+        for (k, v) in &self.headers {
+            rb = rb.header(*k, v);
+        }
+        match rb.body(self.body.clone()).send().await {
+            Ok(r) => Some(r.status().as_u16()),
+            Err(_) => {
+                tracing::warn!("simulator webhook delivery failed");
+                None
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -97,55 +97,6 @@ pub fn verify_timestamped(
     verify_hex(secret, &[ts.as_bytes(), b".", body], hex)
 }
 
-/// Where a simulator posts its webhooks, and what it posted last (vendors retry a delivery
-/// they think failed, so a simulator can send its last one again).
-#[derive(Default)]
-pub struct SimWebhook {
-    /// The URL and the secret deliveries are signed with (`None`: nowhere). The
-    /// simulator's secret is test data; it is never logged.
-    pub target: Option<(String, String)>,
-    /// The last delivery made.
-    pub last: Option<SimDelivery>,
-    /// The next event number.
-    pub next_event: u64,
-}
-
-impl SimWebhook {
-    /// A new event number (1, 2, ...).
-    pub fn next_id(&mut self) -> u64 {
-        self.next_event += 1;
-        self.next_event
-    }
-}
-
-/// One webhook delivery of a simulator: where, which headers, what body.
-#[derive(Clone)]
-pub struct SimDelivery {
-    /// The receiver.
-    pub url: String,
-    /// Headers (content type, timestamp, signature).
-    pub headers: Vec<(&'static str, String)>,
-    /// The raw body.
-    pub body: Vec<u8>,
-}
-
-impl SimDelivery {
-    /// Posts it; the receiver's status, `None` when it could not be reached.
-    pub async fn send(&self) -> Option<u16> {
-        let mut rb = reqwest::Client::new().post(&self.url);
-        for (k, v) in &self.headers {
-            rb = rb.header(*k, v);
-        }
-        match rb.body(self.body.clone()).send().await {
-            Ok(r) => Some(r.status().as_u16()),
-            Err(_) => {
-                tracing::warn!("simulator webhook delivery failed");
-                None
-            }
-        }
-    }
-}
-
 /// Checks shared by the vendors' webhook tests.
 #[cfg(test)]
 pub(crate) mod testing {

@@ -56,6 +56,7 @@
 //! existing card numbers, never encoded: `card_encoding` is false and `rfid_card` refused.
 
 pub mod errors;
+#[cfg(feature = "sim")]
 pub mod simulator;
 pub mod webhook;
 pub mod wire;
@@ -65,7 +66,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorCode, VendorRef};
+use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorRef};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Url};
 use serde::de::DeserializeOwned;
@@ -75,8 +76,9 @@ use tracing::debug;
 
 use self::errors::{classify_api, classify_token};
 use crate::http_kit::{gone_is_ok, CallError, Grant, TokenCache, TokenEndpoint, Transport};
-use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
+use crate::{IssueRequest, LockPort, VendorEntry, VendorError};
 
+#[cfg(feature = "sim")]
 pub use self::simulator::{
     BrivoSimulator, RunningSimulator, SimConfig, SimCounters, SimFaults, SimHandle, SimUser,
 };
@@ -478,20 +480,11 @@ impl TokenEndpoint for BrivoAdapter {
 
 #[async_trait::async_trait]
 impl LockPort for BrivoAdapter {
-    fn vendor(&self) -> VendorCode {
-        VendorCode::Brivo
-    }
-
-    fn account(&self) -> String {
-        self.net.account(
-            &self.config.api_base_url,
-            &self.config.credentials.client_id,
-        )
-    }
-
-    fn rate_gate(&self) -> &crate::rate::RateGate {
-        self.net.gate()
-    }
+    crate::http_kit::http_port_basics!(
+        vendor: Brivo,
+        account: api_base_url / credentials.client_id,
+        can: [mobile_key, pin, remote_revoke, remote_issue],
+    );
 
     fn default_rate_per_minute(&self) -> Option<u32> {
         // Brivo documents no rate limit
@@ -535,21 +528,6 @@ impl LockPort for BrivoAdapter {
             firmware: panel.firmware_version,
             device_time: None,
         })
-    }
-
-    fn capabilities(&self) -> LockCapabilities {
-        LockCapabilities {
-            mobile_key: true,
-            card_encoding: false,
-            pin: true,
-            qr: false,
-            nfc: false,
-            remote_revoke: true,
-            remote_issue: true,
-            offline_issuance: false,
-            scope_floors: false,
-            scope_areas: false,
-        }
     }
 
     async fn issue(&self, req: &IssueRequest) -> Result<VendorRef, VendorError> {

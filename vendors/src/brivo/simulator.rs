@@ -140,7 +140,7 @@ pub struct SimState {
     client_secrets: Vec<String>,
     journal: DoorJournal,
     /// Where door events are posted (`webhooks`).
-    webhook: crate::webhook::SimWebhook,
+    webhook: crate::sim_kit::SimWebhook,
 }
 
 impl KitState for SimState {
@@ -223,7 +223,7 @@ impl SimHandle {
             next_id: 442_211,
             token_ttl_secs: config.token_ttl_secs,
             journal: DoorJournal::default(),
-            webhook: crate::webhook::SimWebhook::default(),
+            webhook: crate::sim_kit::SimWebhook::default(),
         };
         Self::with_state(state, config.clock)
     }

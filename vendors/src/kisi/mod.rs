@@ -57,6 +57,7 @@
 //! drift reconciliation must never take those for orphans.
 
 pub mod errors;
+#[cfg(feature = "sim")]
 pub mod simulator;
 pub mod webhook;
 pub mod wire;
@@ -66,7 +67,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorCode, VendorRef};
+use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorRef};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -79,8 +80,9 @@ use self::wire::{
     MAX_PAGE_SIZE, ROLE_GROUP_BASIC,
 };
 use crate::http_kit::{gone_is_ok, Transport};
-use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
+use crate::{IssueRequest, LockPort, VendorEntry, VendorError};
 
+#[cfg(feature = "sim")]
 pub use self::simulator::{
     KisiSimulator, RunningSimulator, SimConfig, SimCounters, SimFaults, SimHandle,
     SimRoleAssignment, SimUser,
@@ -451,18 +453,12 @@ fn assignment_id(vendor_ref: &VendorRef) -> Result<i64, VendorError> {
 
 #[async_trait::async_trait]
 impl LockPort for KisiAdapter {
-    fn vendor(&self) -> VendorCode {
-        VendorCode::Kisi
-    }
+    crate::http_kit::http_port_basics!(vendor: Kisi, can: [mobile_key, remote_revoke, remote_issue]);
 
     fn account(&self) -> String {
         let key = crate::secrets::fingerprint(self.config.api_key.expose());
         self.net
             .account(&self.config.api_base_url, &format!("key:{key}"))
-    }
-
-    fn rate_gate(&self) -> &crate::rate::RateGate {
-        self.net.gate()
     }
 
     fn default_rate_per_minute(&self) -> Option<u32> {
@@ -488,21 +484,6 @@ impl LockPort for KisiAdapter {
             firmware: None,
             device_time: None,
         })
-    }
-
-    fn capabilities(&self) -> LockCapabilities {
-        LockCapabilities {
-            mobile_key: true,
-            card_encoding: false,
-            pin: false,
-            qr: false,
-            nfc: false,
-            remote_revoke: true,
-            remote_issue: true,
-            offline_issuance: false,
-            scope_floors: false,
-            scope_areas: false,
-        }
     }
 
     async fn issue(&self, req: &IssueRequest) -> Result<VendorRef, VendorError> {

@@ -69,6 +69,7 @@
 //!   same PIN on the same user is harmless); everything else is only created if missing.
 
 pub mod errors;
+#[cfg(feature = "sim")]
 pub mod simulator;
 pub mod webhook;
 pub mod wire;
@@ -78,7 +79,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorCode, VendorRef};
+use lockstep_domain::{Clock, DeviceRef, KeyCredentialKind, VendorRef};
 use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -86,8 +87,9 @@ use tracing::{debug, warn};
 
 use self::errors::{classify, classify_token_error};
 use crate::http_kit::{CallError, Grant, TokenCache, TokenEndpoint, Transport};
-use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
+use crate::{IssueRequest, LockPort, VendorEntry, VendorError};
 
+#[cfg(feature = "sim")]
 pub use self::simulator::{
     RunningSimulator, SaltoSimulator, SimAccessGroup, SimConfig, SimCounters, SimFaults, SimHandle,
     SimLockHealth, SimSiteUser,
@@ -557,18 +559,13 @@ impl TokenEndpoint for SaltoAdapter {
 
 #[async_trait::async_trait]
 impl LockPort for SaltoAdapter {
-    fn vendor(&self) -> VendorCode {
-        VendorCode::Salto
-    }
-
-    fn account(&self) -> String {
-        self.net
-            .account(&self.config.api_base_url, &self.config.client_id)
-    }
-
-    fn rate_gate(&self) -> &crate::rate::RateGate {
-        self.net.gate()
-    }
+    // Spec 003 §6.1: card encoding, offline issuance (limited, via SVN propagation),
+    // floors and (partially) areas are Salto's; mobile keys and PINs through KS.
+    crate::http_kit::http_port_basics!(
+        vendor: Salto,
+        account: api_base_url / client_id,
+        can: [mobile_key, card_encoding, pin, remote_revoke, remote_issue, offline_issuance, scope_floors, scope_areas],
+    );
 
     fn default_rate_per_minute(&self) -> Option<u32> {
         // Salto documents no rate limit
@@ -577,23 +574,6 @@ impl LockPort for SaltoAdapter {
 
     fn check_device(&self, device: &DeviceRef) -> Result<(), VendorError> {
         lock_id(device).map(drop)
-    }
-
-    fn capabilities(&self) -> LockCapabilities {
-        // Spec 003 §6.1: card encoding, offline issuance (limited, via SVN propagation),
-        // floors and (partially) areas are Salto's; mobile keys and PINs through KS.
-        LockCapabilities {
-            mobile_key: true,
-            card_encoding: true,
-            pin: true,
-            qr: false,
-            nfc: false,
-            remote_revoke: true,
-            remote_issue: true,
-            offline_issuance: true,
-            scope_floors: true,
-            scope_areas: true,
-        }
     }
 
     async fn probe(&self, device: &DeviceRef) -> Result<crate::DeviceProbe, VendorError> {

@@ -169,7 +169,7 @@ pub struct SimState {
     configured_secret_retired: bool,
     journal: DoorJournal,
     /// Where door events are posted (`webhooks`).
-    webhook: crate::webhook::SimWebhook,
+    webhook: crate::sim_kit::SimWebhook,
 }
 
 /// A lock's health as the simulator reports it (`online`, `battery_level`,
@@ -272,7 +272,7 @@ impl SimHandle {
             lock_health: HashMap::new(),
             config,
             journal: DoorJournal::default(),
-            webhook: crate::webhook::SimWebhook::default(),
+            webhook: crate::sim_kit::SimWebhook::default(),
             users: Vec::new(),
             groups: Vec::new(),
             tokens: SimTokens::default(),

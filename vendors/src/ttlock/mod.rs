@@ -43,6 +43,7 @@
 
 pub mod access;
 pub mod errors;
+#[cfg(feature = "sim")]
 pub mod simulator;
 pub mod webhook;
 pub mod wire;
@@ -65,8 +66,9 @@ use self::wire::{Reply, VIA_GATEWAY};
 use crate::http_kit::{
     by_status, gone_is_ok, CallError, Grant, TokenCache, TokenEndpoint, Transport,
 };
-use crate::{IssueRequest, Listing, LockCapabilities, LockPort, VendorEntry, VendorError};
+use crate::{IssueRequest, Listing, LockPort, VendorEntry, VendorError};
 
+#[cfg(feature = "sim")]
 pub use self::simulator::{
     run_standalone, RunningSimulator, SimAccount, SimAttempt, SimCard, SimConfig, SimCounters,
     SimEkey, SimFaults, SimHandle, SimLockHealth, SimMethod, SimPasscode, TtlockSimulator,
@@ -456,18 +458,11 @@ impl TokenEndpoint for TtlockAdapter {
 
 #[async_trait::async_trait]
 impl LockPort for TtlockAdapter {
-    fn vendor(&self) -> VendorCode {
-        VendorCode::Ttlock
-    }
-
-    fn account(&self) -> String {
-        self.net
-            .account(&self.config.api_base_url, &self.config.client_id)
-    }
-
-    fn rate_gate(&self) -> &crate::rate::RateGate {
-        self.net.gate()
-    }
+    crate::http_kit::http_port_basics!(
+        vendor: Ttlock,
+        account: api_base_url / client_id,
+        can: [mobile_key, card_encoding, pin, remote_revoke, remote_issue, offline_issuance],
+    );
 
     fn default_rate_per_minute(&self) -> Option<u32> {
         // TTLock Open API: 100 calls a minute per app
@@ -476,21 +471,6 @@ impl LockPort for TtlockAdapter {
 
     fn check_device(&self, device: &DeviceRef) -> Result<(), VendorError> {
         lock_id(device).map(drop)
-    }
-
-    fn capabilities(&self) -> LockCapabilities {
-        LockCapabilities {
-            mobile_key: true,
-            card_encoding: true,
-            pin: true,
-            qr: false,
-            nfc: false,
-            remote_revoke: true,
-            remote_issue: true,
-            offline_issuance: true,
-            scope_floors: false,
-            scope_areas: false,
-        }
     }
 
     async fn issue(&self, req: &IssueRequest) -> Result<VendorRef, VendorError> {

@@ -49,6 +49,7 @@
 //!   while it is unreachable), reconstructed like the rest of the resource API.
 
 pub mod errors;
+#[cfg(feature = "sim")]
 pub mod simulator;
 pub mod webhook;
 pub mod wire;
@@ -58,15 +59,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lockstep_domain::{Clock, DeviceRef, VendorCode, VendorRef};
+use lockstep_domain::{Clock, DeviceRef, VendorRef};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use tracing::debug;
 
 use self::errors::{classify, classify_token};
 use crate::http_kit::{gone_is_ok, CallError, Grant, TokenCache, TokenEndpoint, Transport};
-use crate::{IssueRequest, LockCapabilities, LockPort, VendorEntry, VendorError};
+use crate::{IssueRequest, LockPort, VendorEntry, VendorError};
 
+#[cfg(feature = "sim")]
 pub use self::simulator::{
     RunningSimulator, SimClient, SimConfig, SimCounters, SimDoorHealth, SimFaults, SimHandle,
     SimKey, VostioSimulator,
@@ -301,21 +303,14 @@ impl TokenEndpoint for VostioAdapter {
 
 #[async_trait::async_trait]
 impl LockPort for VostioAdapter {
-    fn vendor(&self) -> VendorCode {
-        VendorCode::AssaAbloy
-    }
-
-    /// Spec `003` §6.1: Vostio scopes masters to floors and areas natively; it holds mobile
-    /// keys and encoded cards, issued and revoked from the cloud; no PINs, QR or NFC tags,
-    /// and no offline issuance.
-    fn account(&self) -> String {
-        self.net
-            .account(&self.config.cloud_base_url, &self.config.environment_ref)
-    }
-
-    fn rate_gate(&self) -> &crate::rate::RateGate {
-        self.net.gate()
-    }
+    // Spec `003` §6.1: Vostio scopes masters to floors and areas natively; it holds mobile
+    // keys and encoded cards, issued and revoked from the cloud; no PINs, QR or NFC tags,
+    // and no offline issuance.
+    crate::http_kit::http_port_basics!(
+        vendor: AssaAbloy,
+        account: cloud_base_url / environment_ref,
+        can: [mobile_key, card_encoding, remote_revoke, remote_issue, scope_floors, scope_areas],
+    );
 
     fn default_rate_per_minute(&self) -> Option<u32> {
         // `rateLimitPerSec` (30 by default)
@@ -324,21 +319,6 @@ impl LockPort for VostioAdapter {
 
     fn check_device(&self, device: &DeviceRef) -> Result<(), VendorError> {
         door_id(device).map(drop)
-    }
-
-    fn capabilities(&self) -> LockCapabilities {
-        LockCapabilities {
-            mobile_key: true,
-            card_encoding: true,
-            pin: false,
-            qr: false,
-            nfc: false,
-            remote_revoke: true,
-            remote_issue: true,
-            offline_issuance: false,
-            scope_floors: true,
-            scope_areas: true,
-        }
     }
 
     async fn issue(&self, req: &IssueRequest) -> Result<VendorRef, VendorError> {

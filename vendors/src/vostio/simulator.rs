@@ -225,7 +225,7 @@ pub struct SimState {
     token_ttl_secs: i64,
     journal: DoorJournal,
     /// Where door events are posted (`webhooks`).
-    webhook: crate::webhook::SimWebhook,
+    webhook: crate::sim_kit::SimWebhook,
 }
 
 impl KitState for SimState {
@@ -309,7 +309,7 @@ impl SimHandle {
             counters: SimCounters::default(),
             token_ttl_secs: config.token_ttl_secs,
             journal: DoorJournal::default(),
-            webhook: crate::webhook::SimWebhook::default(),
+            webhook: crate::sim_kit::SimWebhook::default(),
         };
         Self::with_state(state, config.clock)
     }

@@ -143,7 +143,7 @@ pub struct SimState {
     /// Locks whose controller is offline.
     offline_locks: BTreeSet<i64>,
     /// Where door events are posted, and the secret they are signed with.
-    webhook: crate::webhook::SimWebhook,
+    webhook: crate::sim_kit::SimWebhook,
     next_event_id: i64,
     journal: DoorJournal,
 }
@@ -232,7 +232,7 @@ impl SimHandle {
             next_assignment_id: 910_001,
             next_group_lock_id: 5_001,
             offline_locks: BTreeSet::new(),
-            webhook: crate::webhook::SimWebhook::default(),
+            webhook: crate::sim_kit::SimWebhook::default(),
             next_event_id: 8_800_001,
             journal: DoorJournal::default(),
         };
