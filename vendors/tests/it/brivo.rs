@@ -3,11 +3,10 @@
 //! Brivo's public API docs (apidocs.brivo.com), and Brivo's fixture of the `LockPort`
 //! contract (`crate::contract`), which runs the rest.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use lockstep_domain::{
-    Clock, DeviceRef, KeyCredentialKind, Pin, SystemClock, ValidityWindow, VendorRef,
+    Clock, DeviceRef, KeyCredentialKind, SystemClock, ValidityWindow, VendorRef,
 };
 use lockstep_vendors::brivo::simulator::{
     SIM_API_KEY, SIM_CLIENT_SECRET, SIM_PASSWORD, SIM_SCHEDULE_ID,
@@ -18,34 +17,21 @@ use lockstep_vendors::brivo::{
 };
 use lockstep_vendors::{IssueRequest, LockPort, VendorEntry, VendorError};
 
-use crate::support::window;
+use crate::support::{loopback, request_on};
 
 /// The access point of the documented examples ("Front door").
 const AP: i64 = 111_111;
 
-struct Env {
-    sim: RunningSimulator,
-    handle: SimHandle,
-    adapter: BrivoAdapter,
-}
+type Env = crate::contract::Env<BrivoFixture>;
 
 fn spawn() -> Env {
     spawn_with(|_| {}, Arc::new(SystemClock))
 }
 
 fn spawn_with(tweak: impl FnOnce(&mut BrivoConfig), clock: Arc<dyn Clock>) -> Env {
-    let sim = BrivoSimulator::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .expect("simulator binds on loopback");
-    let handle = sim.handle();
-    handle.add_access_point(AP);
-    let mut config = sim.default_adapter_config();
-    tweak(&mut config);
-    let adapter = BrivoAdapter::new(config, clock).expect("adapter builds");
-    Env {
-        sim,
-        handle,
-        adapter,
-    }
+    let sim = BrivoSimulator::start(loopback()).expect("simulator binds on loopback");
+    sim.handle().add_access_point(AP);
+    crate::contract::env_on(sim, tweak, clock)
 }
 
 fn device() -> DeviceRef {
@@ -53,14 +39,7 @@ fn device() -> DeviceRef {
 }
 
 fn pin_request(label: &str, pin: &str) -> IssueRequest {
-    IssueRequest {
-        device: device(),
-        kind: KeyCredentialKind::PinCode,
-        label: label.to_owned(),
-        pin: Some(Pin::parse(pin).expect("valid pin")),
-        card_number: None,
-        validity: window(),
-    }
+    request_on(device(), KeyCredentialKind::PinCode, label, Some(pin))
 }
 
 /// Nothing secret in any rendering of `err` (`crate::contract::assert_redacted`).
@@ -381,8 +360,7 @@ impl crate::contract::Fixture for BrivoFixture {
     crate::contract::simulator_fixture_fns!(BrivoAdapter, tokens);
 
     fn start() -> RunningSimulator {
-        let sim = BrivoSimulator::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .expect("simulator binds on loopback");
+        let sim = BrivoSimulator::start(loopback()).expect("simulator binds on loopback");
         for i in 0..crate::contract::DEVICES {
             sim.handle().add_access_point(AP + i as i64);
         }

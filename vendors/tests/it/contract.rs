@@ -273,7 +273,16 @@ pub fn spawn<F: Fixture>() -> Env<F> {
 }
 
 pub fn spawn_with<F: Fixture>(tweak: impl FnOnce(&mut F::Config), clock: Arc<dyn Clock>) -> Env<F> {
-    let sim = F::start();
+    env_on::<F>(F::start(), tweak, clock)
+}
+
+/// The fixture's adapter against `sim`, a simulator started (and given its devices) by the
+/// caller, with the configuration that reaches it passed through `tweak` first.
+pub fn env_on<F: Fixture>(
+    sim: Running<F::Handle>,
+    tweak: impl FnOnce(&mut F::Config),
+    clock: Arc<dyn Clock>,
+) -> Env<F> {
     let handle = sim.handle();
     let mut config = F::config(&sim);
     tweak(&mut config);

@@ -3,7 +3,6 @@
 //! simulator against the examples of Kisi's public docs, and Kisi's fixture of the
 //! `LockPort` contract (`crate::contract`), which runs the rest.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -15,35 +14,22 @@ use lockstep_vendors::kisi::{
 };
 use lockstep_vendors::{IssueRequest, LockPort, VendorEntry, VendorError};
 
-use crate::support::window;
+use crate::support::{loopback, request_on, window};
 
 /// The group of the docs' example (`web.kisi.io/organization/3289/groups/45274`).
 const GROUP: i64 = 45274;
 const LOCK: i64 = 9021;
 
-struct KisiEnv {
-    sim: RunningSimulator,
-    handle: SimHandle,
-    adapter: KisiAdapter,
-}
+type KisiEnv = crate::contract::Env<KisiFixture>;
 
 fn kisi_spawn() -> KisiEnv {
     kisi_spawn_with(|_| {})
 }
 
 fn kisi_spawn_with(tweak: impl FnOnce(&mut KisiConfig)) -> KisiEnv {
-    let sim = KisiSimulator::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .expect("simulator binds on loopback");
-    let handle = sim.handle();
-    handle.add_group_lock(GROUP, LOCK);
-    let mut config = sim.default_adapter_config();
-    tweak(&mut config);
-    let adapter = KisiAdapter::new(config, Arc::new(SystemClock)).expect("adapter builds");
-    KisiEnv {
-        sim,
-        handle,
-        adapter,
-    }
+    let sim = KisiSimulator::start(loopback()).expect("simulator binds on loopback");
+    sim.handle().add_group_lock(GROUP, LOCK);
+    crate::contract::env_on(sim, tweak, Arc::new(SystemClock))
 }
 
 fn kisi_device() -> DeviceRef {
@@ -51,14 +37,7 @@ fn kisi_device() -> DeviceRef {
 }
 
 fn kisi_request(label: &str) -> IssueRequest {
-    IssueRequest {
-        device: kisi_device(),
-        kind: KeyCredentialKind::MobileApp,
-        label: label.to_owned(),
-        pin: None,
-        card_number: None,
-        validity: window(),
-    }
+    request_on(kisi_device(), KeyCredentialKind::MobileApp, label, None)
 }
 
 /// A label issued for a second device reuses the label's Kisi user (one user, two
@@ -291,8 +270,7 @@ impl crate::contract::Fixture for KisiFixture {
     crate::contract::simulator_fixture_fns!(KisiAdapter);
 
     fn start() -> RunningSimulator {
-        let sim = KisiSimulator::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .expect("simulator binds on loopback");
+        let sim = KisiSimulator::start(loopback()).expect("simulator binds on loopback");
         for i in 0..crate::contract::DEVICES {
             sim.handle()
                 .add_group_lock(GROUP + i as i64, LOCK + i as i64);

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use lockstep_domain::{DeviceRef, KeyCredentialKind, Pin, SystemClock, VendorRef};
+use lockstep_domain::{DeviceRef, KeyCredentialKind, SystemClock, VendorRef};
 use lockstep_vendors::salto::simulator::{
     SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PASSWORD, SIM_SITE_ID, SIM_USERNAME,
 };
@@ -14,18 +14,14 @@ use lockstep_vendors::salto::{
 };
 use lockstep_vendors::{IssueRequest, LockPort, VendorError};
 
-use crate::support::{loopback, window};
+use crate::support::{loopback, request_on};
 
 /// A lock with a keypad (`escutcheon_pin`).
 const LOCK: &str = "4d77312f-4a87-41db-a97b-000000000204";
 /// A lock without keypad (`cylinder`).
 const CYLINDER: &str = "4d77312f-4a87-41db-a97b-000000000205";
 
-struct Env {
-    _sim: RunningSimulator,
-    handle: SimHandle,
-    adapter: SaltoAdapter,
-}
+type Env = crate::contract::Env<SaltoFixture>;
 
 fn spawn() -> Env {
     spawn_with(SimConfig::default(), |_| {})
@@ -36,14 +32,7 @@ fn spawn_with(sim_config: SimConfig, tweak: impl FnOnce(&mut SaltoConfig)) -> En
     let handle = sim.handle();
     handle.add_lock(LOCK);
     handle.add_lock_of_type(CYLINDER, "cylinder");
-    let mut config = sim.default_adapter_config();
-    tweak(&mut config);
-    let adapter = SaltoAdapter::new(config, Arc::new(SystemClock)).expect("adapter builds");
-    Env {
-        _sim: sim,
-        handle,
-        adapter,
-    }
+    crate::contract::env_on(sim, tweak, Arc::new(SystemClock))
 }
 
 fn device() -> DeviceRef {
@@ -51,25 +40,11 @@ fn device() -> DeviceRef {
 }
 
 fn pin_request(label: &str, pin: &str) -> IssueRequest {
-    IssueRequest {
-        device: device(),
-        kind: KeyCredentialKind::PinCode,
-        label: label.to_owned(),
-        pin: Some(Pin::parse(pin).expect("valid pin")),
-        card_number: None,
-        validity: window(),
-    }
+    request_on(device(), KeyCredentialKind::PinCode, label, Some(pin))
 }
 
 fn kind_request(label: &str, kind: KeyCredentialKind) -> IssueRequest {
-    IssueRequest {
-        device: device(),
-        kind,
-        label: label.to_owned(),
-        pin: None,
-        card_number: None,
-        validity: window(),
-    }
+    request_on(device(), kind, label, None)
 }
 
 /// Nothing secret in any rendering of `err` (`crate::contract::assert_redacted`).
@@ -215,7 +190,7 @@ async fn salto_list_follows_next_page_links() -> anyhow::Result<()> {
 #[tokio::test]
 async fn salto_faults_can_be_set_over_http() -> anyhow::Result<()> {
     let env = spawn();
-    let base = env._sim.base_url();
+    let base = env.sim.base_url();
     let http = reqwest::Client::new();
     let r = http
         .post(format!("{base}/_sim/faults"))
@@ -331,7 +306,7 @@ async fn salto_recorded_examples_parse_and_the_simulator_accepts_them() -> anyho
 
     // The simulator takes the documented token request and the schedule body as sent.
     let env = spawn();
-    let base = env._sim.base_url();
+    let base = env.sim.base_url();
     let http = reqwest::Client::new();
     let token: wire::TokenResponse = http
         .post(format!("{base}/connect/token"))

@@ -12,17 +12,13 @@ use lockstep_vendors::ttlock::simulator::{
     SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_PASSWORD, SIM_USERNAME,
 };
 use lockstep_vendors::ttlock::wire::{self, Reply, TokenResponse};
-use lockstep_vendors::ttlock::{RunningSimulator, SimHandle, TtlockConfig, TtlockSimulator};
-use lockstep_vendors::{IssueRequest, TtlockAdapter, VendorError};
+use lockstep_vendors::ttlock::{TtlockConfig, TtlockSimulator};
+use lockstep_vendors::{IssueRequest, VendorError};
 
 /// The lock of the documented examples.
 pub const LOCK: i64 = 24451;
 
-pub struct Env {
-    pub sim: RunningSimulator,
-    pub handle: SimHandle,
-    pub adapter: TtlockAdapter,
-}
+pub type Env = crate::contract::Env<crate::ttlock_adapter::TtlockFixture>;
 
 pub fn loopback() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
@@ -34,16 +30,8 @@ pub fn spawn() -> Env {
 
 pub fn spawn_with(tweak: impl FnOnce(&mut TtlockConfig), clock: Arc<dyn Clock>) -> Env {
     let sim = TtlockSimulator::start(loopback()).expect("simulator binds on loopback");
-    let handle = sim.handle();
-    handle.add_lock(LOCK);
-    let mut config = sim.default_adapter_config();
-    tweak(&mut config);
-    let adapter = TtlockAdapter::new(config, clock).expect("adapter builds");
-    Env {
-        sim,
-        handle,
-        adapter,
-    }
+    sim.handle().add_lock(LOCK);
+    crate::contract::env_on(sim, tweak, clock)
 }
 
 pub fn device() -> DeviceRef {
@@ -69,11 +57,22 @@ pub fn shifted(w: &ValidityWindow, days: i64) -> ValidityWindow {
 }
 
 pub fn pin_request(label: &str, pin: &str) -> IssueRequest {
+    request_on(device(), KeyCredentialKind::PinCode, label, Some(pin))
+}
+
+/// A request for `label` of `kind` on `device` for a stay from tomorrow ([`window`]), with
+/// `pin`'s digits if given.
+pub fn request_on(
+    device: DeviceRef,
+    kind: KeyCredentialKind,
+    label: &str,
+    pin: Option<&str>,
+) -> IssueRequest {
     IssueRequest {
-        device: device(),
-        kind: KeyCredentialKind::PinCode,
+        device,
+        kind,
         label: label.to_owned(),
-        pin: Some(Pin::parse(pin).expect("valid pin")),
+        pin: pin.map(|p| Pin::parse(p).expect("valid pin")),
         card_number: None,
         validity: window(),
     }

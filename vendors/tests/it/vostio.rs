@@ -17,16 +17,12 @@ use lockstep_vendors::vostio::{
 };
 use lockstep_vendors::{IssueRequest, LockPort, VendorEntry, VendorError};
 
-use crate::support::{loopback, window};
+use crate::support::{loopback, request_on, window};
 
 /// The door of the examples (room 1204).
 const DOOR: &str = "door-1204";
 
-struct Env {
-    sim: RunningSimulator,
-    handle: SimHandle,
-    adapter: VostioAdapter,
-}
+type Env = crate::contract::Env<VostioFixture>;
 
 fn spawn() -> Env {
     spawn_with(|_| {}, Arc::new(SystemClock))
@@ -34,16 +30,8 @@ fn spawn() -> Env {
 
 fn spawn_with(tweak: impl FnOnce(&mut VostioConfig), clock: Arc<dyn Clock>) -> Env {
     let sim = VostioSimulator::start(loopback()).expect("simulator binds on loopback");
-    let handle = sim.handle();
-    handle.add_door(SIM_ENVIRONMENT, DOOR);
-    let mut config = sim.default_adapter_config();
-    tweak(&mut config);
-    let adapter = VostioAdapter::new(config, clock).expect("adapter builds");
-    Env {
-        sim,
-        handle,
-        adapter,
-    }
+    sim.handle().add_door(SIM_ENVIRONMENT, DOOR);
+    crate::contract::env_on(sim, tweak, clock)
 }
 
 fn device() -> DeviceRef {
@@ -51,14 +39,7 @@ fn device() -> DeviceRef {
 }
 
 fn request(label: &str, kind: KeyCredentialKind) -> IssueRequest {
-    IssueRequest {
-        device: device(),
-        kind,
-        label: label.to_owned(),
-        pin: None,
-        card_number: None,
-        validity: window(),
-    }
+    request_on(device(), kind, label, None)
 }
 
 fn mobile(label: &str) -> IssueRequest {
