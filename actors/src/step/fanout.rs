@@ -1,0 +1,135 @@
+//! Property- and user-wide events: each live credential's owning subject is sent an
+//! internal revoke, and carries it out in its own step (`revoke_one`, also the expiry
+//! timer's).
+
+use lockstep_domain::{KeyCredentialId, KeyCredentialState, RevokeReason, UserId};
+use lockstep_persistence::MailboxEntry;
+use serde_json::json;
+
+use crate::db::StepDb;
+use crate::events_in::{self};
+use crate::runtime::Runtime;
+
+use super::credential::{fail_mid_flight, revoke};
+use super::{done, internal_event, observe, unit, StepError, Touched};
+
+/// `tenant.property.deactivated`: every live credential of the property is revoked
+/// (`security`), each by the saga that owns it.
+pub(super) async fn property_deactivated(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let live = db
+        .credentials_of_property(
+            entry.tenant_id,
+            &entry.property_id,
+            &["requested", "pending", "active", "suspended"],
+        )
+        .await?;
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
+    for c in &live {
+        let subject = match (&c.reservation_id, &c.shift_id) {
+            (Some(r), _) => format!("reservation:{r}"),
+            (None, Some(s)) => format!("shift:{s}"),
+            (None, None) => continue,
+        };
+        uow.events.push(internal_event(
+            entry,
+            &subject,
+            events_in::INTERNAL_REVOKE,
+            json!({ "credentialId": c.id.as_str(), "reason": "security" }),
+            now,
+        ));
+    }
+    uow.mailbox
+        .push(done(entry, format!("fanned_out:{}", live.len())));
+    db.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["property_deactivated", "applied"])
+        .inc();
+    Ok(())
+}
+
+/// `iam.user.deactivated`, already fanned out to this property: each of the user's live
+/// masters here is revoked by its shift's saga.
+pub(super) async fn user_deactivated(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+    user: &UserId,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let masters = db
+        .active_masters_of_user(entry.tenant_id, user.as_str())
+        .await?;
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
+    let mut n = 0;
+    for m in masters
+        .iter()
+        .filter(|m| m.property_id == entry.property_id)
+    {
+        let subject = match &m.shift_id {
+            Some(s) => format!("shift:{s}"),
+            None => continue,
+        };
+        n += 1;
+        uow.events.push(internal_event(
+            entry,
+            &subject,
+            events_in::INTERNAL_REVOKE,
+            json!({ "credentialId": m.key_credential_id.as_str(), "reason": "security", "userId": user.as_str() }),
+            now,
+        ));
+    }
+    uow.mailbox.push(done(entry, format!("fanned_out:{n}")));
+    db.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["user_deactivated", "applied"])
+        .inc();
+    Ok(())
+}
+
+/// An internal revoke on behalf of a property- or user-wide event, in the owning subject.
+pub(super) async fn revoke_one(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+    id: &KeyCredentialId,
+    reason: RevokeReason,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
+    let mut touched = Touched::default();
+    let state = match touched.get(db, entry.tenant_id, id).await? {
+        Some(i) => touched.creds[i].0.state(),
+        None => KeyCredentialState::Revoked,
+    };
+    match state {
+        KeyCredentialState::Requested => {
+            fail_mid_flight(db, entry, &mut uow, &mut touched, id).await?
+        }
+        KeyCredentialState::Pending
+        | KeyCredentialState::Active
+        | KeyCredentialState::Suspended => {
+            revoke(db, entry, &mut uow, &mut touched, id, reason, None).await?;
+        }
+        KeyCredentialState::Revoked | KeyCredentialState::Failed => {}
+    }
+    for (c, _) in &touched.creds {
+        if c.is_terminal() {
+            observe(entry, c, &mut uow);
+        }
+    }
+    touched.into_uow(&mut uow);
+    uow.mailbox.push(done(entry, "applied"));
+    db.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["internal_revoke", "applied"])
+        .inc();
+    Ok(())
+}

@@ -1,0 +1,423 @@
+//! Operator commands (spec `003` §1.3: update, suspend, unsuspend, lost-key replace) and
+//! the re-issues asked for by drift (a key missing at a device) and by the offline
+//! reconciler (O-2), each carried out in the owning subject's step.
+
+use lockstep_domain::{
+    HolderKind, KeyCredentialId, KeyCredentialState, RevokeReason, RoomId, SuspendReason,
+};
+use lockstep_persistence::{Desired, DeviceSyncWrite, MailboxEntry, SyncState};
+
+use crate::db::StepDb;
+use crate::runtime::Runtime;
+use crate::saga_codec;
+
+use super::credential::{issue, revoke, schedule, suspend, update, Holder, Intent};
+use super::reservation::reservation_saga;
+use super::routing::policy;
+use super::{credential_of_payload, domain_err, done, unit, StepError, Touched};
+
+/// Drift found the credential missing at a device: if it should still be there, its door
+/// truth goes back to pending and the drive puts it back (same PIN; the vendor's update
+/// answers NotFound and the drive issues it anew).
+pub(super) async fn reissue_on_device(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let id = credential_of_payload(entry)?;
+    let device = entry.payload["deviceId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
+    let live = db
+        .get_credential(entry.tenant_id, &id)
+        .await?
+        .is_some_and(|c| {
+            matches!(
+                c.state(),
+                KeyCredentialState::Active | KeyCredentialState::Pending
+            )
+        });
+    let mut outcome = "not_needed";
+    if live {
+        for d in db.credential_devices(entry.tenant_id, &id).await? {
+            if d.device_id.as_str() == device
+                && d.desired == Desired::Present
+                && d.sync == SyncState::Confirmed
+            {
+                let mut w = DeviceSyncWrite::from_current(&d);
+                w.sync = SyncState::Pending;
+                uow.devices.push(w);
+                schedule(entry, &mut uow, &id);
+                outcome = "applied";
+            }
+        }
+    }
+    uow.mailbox.push(done(entry, outcome));
+    db.commit(uow).await?;
+    Ok(())
+}
+
+/// An operator moves an active or suspended credential's end and/or rooms (spec `003`
+/// §1.3 `update`). K-2 caps an extension at the policy's hours past the end the key was
+/// first issued with (`rejected:k2`); other states are `rejected:invalid_state`.
+pub(super) async fn operator_update(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let id = credential_of_payload(entry)?;
+    let p = &entry.payload;
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
+    let mut touched = Touched::default();
+    let Some(i) = touched.get(db, entry.tenant_id, &id).await? else {
+        uow.mailbox.push(done(entry, "rejected:unknown_credential"));
+        db.commit(uow).await?;
+        return Ok(());
+    };
+    let c = touched.creds[i].0.clone();
+    let outcome = if !matches!(
+        c.state(),
+        KeyCredentialState::Active | KeyCredentialState::Suspended
+    ) {
+        "rejected:invalid_state"
+    } else {
+        let valid_until = match p["validUntil"].as_str() {
+            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| StepError::Retry("validUntil is checked by the API".into()))?,
+            None => c.validity().until(),
+        };
+        let rooms: Vec<RoomId> = match p["roomIds"].as_array() {
+            Some(a) => a
+                .iter()
+                .map(|r| RoomId::parse(r.as_str().unwrap_or_default()))
+                .collect::<Result<_, _>>()
+                .map_err(domain_err)?,
+            None => c.rooms().to_vec(),
+        };
+        let mut saga = reservation_saga(db, entry).await?;
+        let base = saga
+            .as_ref()
+            .and_then(|s| s.issued_until_of(&id))
+            .unwrap_or(c.validity().until());
+        if policy(rt, db, entry)
+            .await?
+            .check_extension(base, valid_until)
+            .is_err()
+        {
+            "rejected:k2"
+        } else {
+            update(db, entry, &mut uow, &mut touched, &id, valid_until, &rooms).await?;
+            if let Some(s) = saga.as_mut() {
+                if let Ok(w) =
+                    lockstep_domain::ValidityWindow::new(c.validity().from(), valid_until)
+                {
+                    s.operator_updated(&id, w, rooms.clone());
+                    uow.saga = Some((entry.subject.clone(), saga_codec::reservation_to_json(s)));
+                }
+            }
+            "applied"
+        }
+    };
+    touched.into_uow(&mut uow);
+    uow.mailbox.push(done(entry, outcome));
+    db.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["operator_update", outcome])
+        .inc();
+    Ok(())
+}
+
+/// An operator suspends an active credential: it leaves the door (its PIN kept) until an
+/// operator unsuspends it. Suspending a suspended one is a no-op; any other state is
+/// refused (`rejected:invalid_state`).
+pub(super) async fn operator_suspend(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let id = credential_of_payload(entry)?;
+    let reason = SuspendReason::parse(entry.payload["reason"].as_str().unwrap_or("manual"))
+        .map_err(domain_err)?;
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
+    let mut touched = Touched::default();
+    let outcome = match touched.get(db, entry.tenant_id, &id).await? {
+        None => "rejected:unknown_credential",
+        Some(i) => match touched.creds[i].0.state() {
+            KeyCredentialState::Active => {
+                suspend(db, entry, &mut uow, &mut touched, &id, reason).await?;
+                "applied"
+            }
+            KeyCredentialState::Suspended => "applied",
+            _ => "rejected:invalid_state",
+        },
+    };
+    touched.into_uow(&mut uow);
+    uow.mailbox.push(done(entry, outcome));
+    db.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["operator_suspend", outcome])
+        .inc();
+    Ok(())
+}
+
+/// An operator unsuspends a credential: it returns to the door (its PIN kept), and the
+/// reservation's saga stops holding it back.
+pub(super) async fn operator_unsuspend(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let id = credential_of_payload(entry)?;
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
+    let mut touched = Touched::default();
+    let mut outcome = "applied";
+    if let Some(i) = touched.get(db, entry.tenant_id, &id).await? {
+        let c = &mut touched.creds[i].0;
+        match c.unsuspend(now) {
+            Ok(_) => {
+                for d in db.credential_devices(entry.tenant_id, &id).await? {
+                    let mut w = DeviceSyncWrite::from_current(&d);
+                    w.desired = Desired::Present;
+                    w.sync = SyncState::Pending;
+                    uow.devices.push(w);
+                }
+                schedule(entry, &mut uow, &id);
+                if let Some(mut saga) = reservation_saga(db, entry).await? {
+                    saga.operator_unsuspended(&id);
+                    uow.saga = Some((
+                        entry.subject.clone(),
+                        saga_codec::reservation_to_json(&saga),
+                    ));
+                }
+            }
+            Err(_) => outcome = "rejected:not_suspended",
+        }
+    }
+    touched.into_uow(&mut uow);
+    uow.mailbox.push(done(entry, outcome));
+    db.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["operator_unsuspend", outcome])
+        .inc();
+    Ok(())
+}
+
+/// Lost-key replace: the old credential is revoked (`lost`) and a new one of the same kind,
+/// rooms and window is issued, in one unit of work, with lineage both ways (I-4,
+/// `linkReplacement`); the reservation's saga follows the new one.
+pub(super) async fn operator_replace(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let id = credential_of_payload(entry)?;
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
+    let mut touched = Touched::default();
+    let Some(i) = touched.get(db, entry.tenant_id, &id).await? else {
+        uow.mailbox.push(done(entry, "rejected:unknown_credential"));
+        db.commit(uow).await?;
+        return Ok(());
+    };
+    let old = touched.creds[i].0.clone();
+    let replaceable = matches!(
+        old.state(),
+        KeyCredentialState::Active | KeyCredentialState::Suspended
+    ) && old.holder_kind() == HolderKind::Guest;
+    if !replaceable {
+        // masters are renewed by their shift; terminal credentials have nothing to replace
+        uow.mailbox.push(done(entry, "rejected:not_replaceable"));
+        db.commit(uow).await?;
+        return Ok(());
+    }
+    revoke(
+        db,
+        entry,
+        &mut uow,
+        &mut touched,
+        &id,
+        RevokeReason::Lost,
+        None,
+    )
+    .await?;
+    let new_id = KeyCredentialId::generate();
+    let (Some(reservation_id), Some(guest_id)) =
+        (old.reservation_id().cloned(), old.guest_id().cloned())
+    else {
+        return Err(StepError::Retry(
+            "guest credential without reservation (I-2)".into(),
+        ));
+    };
+    let intent = Intent {
+        id: new_id.clone(),
+        holder: Holder::Guest {
+            reservation_id,
+            guest_id,
+        },
+        kind: old.kind(),
+        rooms: old.rooms().to_vec(),
+        scope: old.scope().clone(),
+        validity: old.validity(),
+        replaces: Some(id.clone()),
+        trace_id: None,
+        idempotency_key: format!("{}:replace:{}", entry.subject, id),
+        avoid: None,
+    };
+    issue(db, entry, &mut uow, &mut touched, intent, None).await?;
+    if let Some(mut saga) = reservation_saga(db, entry).await? {
+        saga.adopt_replacement(
+            &id,
+            lockstep_domain::saga::TrackedCredential {
+                id: new_id,
+                kind: old.kind(),
+                state: KeyCredentialState::Requested,
+                failure_reason: None,
+                validity: old.validity(),
+                rooms: old.rooms().to_vec(),
+                issued_until: old.validity().until(),
+            },
+        );
+        uow.saga = Some((
+            entry.subject.clone(),
+            saga_codec::reservation_to_json(&saga),
+        ));
+    }
+    touched.into_uow(&mut uow);
+    uow.mailbox.push(done(entry, "applied"));
+    db.commit(uow).await?;
+    rt.metrics
+        .saga_steps
+        .with_label_values(&["operator_replace", "applied"])
+        .inc();
+    Ok(())
+}
+
+/// O-2: a provisional credential revoked because the certificate that minted it was is
+/// flagged for forced re-issue; this is the saga's online check. The stay gets a key of
+/// the same kind for its rooms and window (the saga's, else the provisional's), through
+/// the normal issue path, naming the revoked one as what it replaces, unless the stay
+/// ended, the saga gave up, or the stay already holds a live key of the saga's own (one
+/// live credential per stay).
+pub(super) async fn reissue_provisional(
+    rt: &Runtime,
+    db: &mut StepDb<'_>,
+    entry: &MailboxEntry,
+) -> Result<(), StepError> {
+    let now = rt.clock.now();
+    let id = credential_of_payload(entry)?;
+    let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
+    let mut touched = Touched::default();
+    let outcome = |o: &'static str| {
+        rt.metrics
+            .saga_steps
+            .with_label_values(&["reissue_provisional", o])
+            .inc();
+        o
+    };
+    let Some(i) = touched.get(db, entry.tenant_id, &id).await? else {
+        uow.mailbox
+            .push(done(entry, outcome("rejected:unknown_credential")));
+        db.commit(uow).await?;
+        return Ok(());
+    };
+    let old = touched.creds[i].0.clone();
+    let (Some(reservation_id), Some(guest_id)) =
+        (old.reservation_id().cloned(), old.guest_id().cloned())
+    else {
+        uow.mailbox
+            .push(done(entry, outcome("rejected:not_a_stay")));
+        db.commit(uow).await?;
+        return Ok(());
+    };
+    if !old.provisional()
+        || old.state() != KeyCredentialState::Revoked
+        || old.replaced_by_id().is_some()
+    {
+        uow.mailbox
+            .push(done(entry, outcome("rejected:not_flagged")));
+        db.commit(uow).await?;
+        return Ok(());
+    }
+    let Some(mut saga) = reservation_saga(db, entry).await? else {
+        uow.mailbox
+            .push(done(entry, outcome("rejected:not_a_stay")));
+        db.commit(uow).await?;
+        return Ok(());
+    };
+    if saga.ended.is_some() || saga.gave_up.is_some() {
+        uow.mailbox.push(done(entry, outcome("stay_ended")));
+        db.commit(uow).await?;
+        return Ok(());
+    }
+    let covered = saga.credential.as_ref().is_some_and(|t| {
+        matches!(
+            t.state,
+            KeyCredentialState::Requested
+                | KeyCredentialState::Pending
+                | KeyCredentialState::Active
+                | KeyCredentialState::Suspended
+        )
+    });
+    if covered {
+        uow.mailbox.push(done(entry, outcome("covered")));
+        db.commit(uow).await?;
+        return Ok(());
+    }
+    let rooms = saga
+        .rooms
+        .as_ref()
+        .map(|r| r.value.clone())
+        .unwrap_or_else(|| old.rooms().to_vec());
+    let validity = saga
+        .window
+        .as_ref()
+        .map(|w| w.value)
+        .unwrap_or_else(|| old.validity());
+    let new_id = KeyCredentialId::generate();
+    let intent = Intent {
+        id: new_id.clone(),
+        holder: Holder::Guest {
+            reservation_id,
+            guest_id,
+        },
+        kind: old.kind(),
+        rooms: rooms.clone(),
+        scope: old.scope().clone(),
+        validity,
+        replaces: Some(id.clone()),
+        trace_id: None,
+        idempotency_key: format!("{}:reissue:{}", entry.subject, id),
+        avoid: None,
+    };
+    issue(db, entry, &mut uow, &mut touched, intent, None).await?;
+    saga.credential = Some(lockstep_domain::saga::TrackedCredential {
+        id: new_id,
+        kind: old.kind(),
+        state: KeyCredentialState::Requested,
+        failure_reason: None,
+        validity,
+        rooms,
+        issued_until: validity.until(),
+    });
+    if !saga.tried_kinds.contains(&old.kind()) {
+        saga.tried_kinds.push(old.kind());
+    }
+    uow.saga = Some((
+        entry.subject.clone(),
+        saga_codec::reservation_to_json(&saga),
+    ));
+    touched.into_uow(&mut uow);
+    uow.mailbox.push(done(entry, outcome("reissued")));
+    db.commit(uow).await?;
+    Ok(())
+}
