@@ -108,6 +108,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "plan_indexes",
         sql: include_str!("../migrations/postgres/0019_plan_indexes.sql"),
     },
+    Migration {
+        version: 20,
+        name: "room_link_live",
+        sql: include_str!("../migrations/postgres/0020_room_link_live.sql"),
+    },
 ];
 
 /// SQLite migrations.
@@ -206,5 +211,10 @@ pub const SQLITE: &[Migration] = &[
         version: 19,
         name: "plan_indexes",
         sql: include_str!("../migrations/sqlite/0019_plan_indexes.sql"),
+    },
+    Migration {
+        version: 20,
+        name: "room_link_live",
+        sql: include_str!("../migrations/sqlite/0020_room_link_live.sql"),
     },
 ];

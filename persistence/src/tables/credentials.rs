@@ -238,20 +238,24 @@ impl<A: Access> ReadOnlyCredentialTable for Tx<A> {
     }
 }
 
+/// A credential I-9 holds to its rooms (requested, pending, active, suspended), as SQL
+/// over `key_credentials c`: what a room link keeps as `live` (migration 0020).
+const LIVE: &str = "c.state IN ('requested','pending','active','suspended')";
+
 impl Tx<ReadWrite> {
-    /// Writes the credential's room links from the row just written: property,
-    /// reservation, holder, state and window, so the I-9 constraint (Postgres: an
+    /// Writes a new credential's room links from the row just written: property,
+    /// reservation, holder, liveness and window, so the I-9 constraint (Postgres: an
     /// exclusion over a `tstzrange`; SQLite: triggers) sees the credential as it is now
     /// (DESIGN §12). Rooms go in sorted order (the aggregate sorts them), so two racing
     /// writers meet on the same room first and cannot deadlock.
     async fn link_rooms(&mut self, s: &KeyCredentialSnapshot) -> StoreResult<()> {
         match self.conn.dialect() {
             Dialect::Postgres => {
-                let stmt = Stmt::new(
-                    "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id, property_id, reservation_id, is_master, state, validity) \
-                     SELECT c.tenant_id, c.id, r.room_id, c.property_id, c.reservation_id, c.holder_kind = 'staff_master', c.state, tstzrange(c.valid_from, c.valid_until, '[)') \
+                let stmt = Stmt::new(format!(
+                    "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id, property_id, reservation_id, is_master, live, validity) \
+                     SELECT c.tenant_id, c.id, r.room_id, c.property_id, c.reservation_id, c.holder_kind = 'staff_master', {LIVE}, tstzrange(c.valid_from, c.valid_until, '[)') \
                      FROM key_credentials c CROSS JOIN unnest($3::text[]) WITH ORDINALITY AS r(room_id, n) WHERE c.tenant_id = $1 AND c.id = $2 ORDER BY r.n",
-                )
+                ))
                 .bind(self.tenant)
                 .bind(s.id.as_str())
                 .list(&s.rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>());
@@ -259,11 +263,11 @@ impl Tx<ReadWrite> {
             }
             Dialect::Sqlite => {
                 for room in &s.rooms {
-                    let stmt = Stmt::new(
-                        "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id, property_id, reservation_id, is_master, state, valid_from, valid_until) \
-                         SELECT c.tenant_id, c.id, $3, c.property_id, c.reservation_id, c.holder_kind = 'staff_master', c.state, c.valid_from, c.valid_until \
+                    let stmt = Stmt::new(format!(
+                        "INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id, property_id, reservation_id, is_master, live, valid_from, valid_until) \
+                         SELECT c.tenant_id, c.id, $3, c.property_id, c.reservation_id, c.holder_kind = 'staff_master', {LIVE}, c.valid_from, c.valid_until \
                          FROM key_credentials c WHERE c.tenant_id = $1 AND c.id = $2",
-                    )
+                    ))
                     .bind(self.tenant)
                     .bind(s.id.as_str())
                     .bind(room.as_str());
@@ -272,6 +276,51 @@ impl Tx<ReadWrite> {
             }
         }
         Ok(())
+    }
+
+    /// Brings an updated credential's room links to the row just written, touching only
+    /// what I-9 reads and what changed (issue 11). Postgres, in one statement: the links of
+    /// rooms it lost go, the kept ones are rewritten only when liveness, window or
+    /// reservation changed, rooms it gained are linked; a step that only moves the
+    /// credential between live states (requested → pending → active) writes no link,
+    /// where each rewrite used to be a new entry in, and a check of, the exclusion
+    /// index. SQLite (one writer per file, no such index) writes them again.
+    async fn relink_rooms(&mut self, s: &KeyCredentialSnapshot) -> StoreResult<()> {
+        match self.conn.dialect() {
+            Dialect::Postgres => {
+                let stmt = Stmt::new(format!(
+                    "WITH c AS (\
+                       SELECT c.tenant_id, c.id, c.property_id, c.reservation_id, c.holder_kind = 'staff_master' AS is_master, {LIVE} AS live, \
+                              tstzrange(c.valid_from, c.valid_until, '[)') AS validity \
+                         FROM key_credentials c WHERE c.tenant_id = $1 AND c.id = $2), \
+                     gone AS (\
+                       DELETE FROM key_credential_rooms k WHERE k.tenant_id = $1 AND k.key_credential_id = $2 AND k.room_id <> ALL($3::text[])), \
+                     kept AS (\
+                       UPDATE key_credential_rooms k SET reservation_id = c.reservation_id, live = c.live, validity = c.validity FROM c \
+                        WHERE k.tenant_id = $1 AND k.key_credential_id = $2 AND k.room_id = ANY($3::text[]) \
+                          AND (k.live <> c.live OR k.validity <> c.validity OR k.reservation_id IS DISTINCT FROM c.reservation_id)) \
+                     INSERT INTO key_credential_rooms (tenant_id, key_credential_id, room_id, property_id, reservation_id, is_master, live, validity) \
+                     SELECT c.tenant_id, c.id, r.room_id, c.property_id, c.reservation_id, c.is_master, c.live, c.validity \
+                       FROM c CROSS JOIN unnest($3::text[]) WITH ORDINALITY AS r(room_id, n) \
+                      WHERE NOT EXISTS (SELECT 1 FROM key_credential_rooms k WHERE k.key_credential_id = $2 AND k.room_id = r.room_id) \
+                      ORDER BY r.n",
+                ))
+                .bind(self.tenant)
+                .bind(s.id.as_str())
+                .list(&s.rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>());
+                self.conn.execute(stmt).await?;
+                Ok(())
+            }
+            Dialect::Sqlite => {
+                let stmt = Stmt::new(
+                    "DELETE FROM key_credential_rooms WHERE tenant_id = $1 AND key_credential_id = $2",
+                )
+                .bind(self.tenant)
+                .bind(s.id.as_str());
+                self.conn.execute(stmt).await?;
+                self.link_rooms(s).await
+            }
+        }
     }
 }
 
@@ -338,12 +387,6 @@ impl CredentialTable for Tx<ReadWrite> {
                 entity: "key_credentials",
             });
         }
-        let stmt = Stmt::new(
-            "DELETE FROM key_credential_rooms WHERE tenant_id = $1 AND key_credential_id = $2",
-        )
-        .bind(self.tenant)
-        .bind(s.id.as_str());
-        self.conn.execute(stmt).await?;
-        self.link_rooms(s).await
+        self.relink_rooms(s).await
     }
 }

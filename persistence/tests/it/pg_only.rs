@@ -355,8 +355,8 @@ async fn pg_migrate_twice_is_a_no_op() -> anyhow::Result<()> {
 }
 
 /// Migration 0002 backfills the I-9 copies of the room links of credentials written under
-/// 0001 (FORCE RLS would hide them from the owner), and the exclusion constraint then
-/// guards them.
+/// 0001 (FORCE RLS would hide them from the owner), 0020 turns their state into liveness,
+/// and the exclusion constraint then guards them.
 #[tokio::test]
 async fn pg_migration_0002_backfills_room_links_of_existing_credentials() -> anyhow::Result<()> {
     use lockstep_persistence::testing::{admin_url, DB_PREFIX};
@@ -424,14 +424,14 @@ async fn pg_migration_0002_backfills_room_links_of_existing_credentials() -> any
 
     let mut tx = begin_as(&owner, Some(tenant)).await?;
     let rows = sqlx::query(
-        "SELECT key_credential_id, property_id, reservation_id, is_master, state, lower(validity) AS f, upper(validity) AS u, lower_inc(validity) AS li, upper_inc(validity) AS ui \
+        "SELECT key_credential_id, property_id, reservation_id, is_master, live, lower(validity) AS f, upper(validity) AS u, lower_inc(validity) AS li, upper_inc(validity) AS ui \
          FROM key_credential_rooms ORDER BY key_credential_id",
     )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
     owner.close().await;
-    let got: Vec<(String, String, Option<String>, bool, String)> = rows
+    let got: Vec<(String, String, Option<String>, bool, bool)> = rows
         .iter()
         .map(|r| {
             Ok((
@@ -439,7 +439,7 @@ async fn pg_migration_0002_backfills_room_links_of_existing_credentials() -> any
                 r.try_get("property_id")?,
                 r.try_get("reservation_id")?,
                 r.try_get("is_master")?,
-                r.try_get("state")?,
+                r.try_get("live")?,
             ))
         })
         .collect::<Result<_, sqlx::Error>>()?;
@@ -451,15 +451,15 @@ async fn pg_migration_0002_backfills_room_links_of_existing_credentials() -> any
                 "prop-1".into(),
                 Some("rsv-a".into()),
                 false,
-                "active".into()
+                true
             ),
-            ("kc_m".into(), "prop-1".into(), None, true, "active".into()),
+            ("kc_m".into(), "prop-1".into(), None, true, true),
             (
                 "kc_r".into(),
                 "prop-1".into(),
                 Some("rsv-r".into()),
                 false,
-                "revoked".into()
+                false
             ),
         ]
     );

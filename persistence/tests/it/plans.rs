@@ -246,7 +246,7 @@ async fn load_fleet(owner: &PgPool, fleet: TenantId) -> anyhow::Result<()> {
             &[
                 ("key_credential_id", "'kcf_' || g"),
                 ("reservation_id", "'rsv-fleet-' || g"),
-                ("state", "'revoked'"),
+                ("live", "false"),
             ],
         ),
         (

@@ -134,11 +134,11 @@ async fn sqlite_lock_audit_is_append_only() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// (credential, property, reservation, is_master, state, valid_from, valid_until).
-type RoomLink = (String, String, Option<String>, bool, String, i64, i64);
+/// (credential, property, reservation, is_master, live, valid_from, valid_until).
+type RoomLink = (String, String, Option<String>, bool, bool, i64, i64);
 
 /// Migration 0002 rebuilds the room links with the I-9 copies of credentials written
-/// under 0001, and the triggers then guard them.
+/// under 0001, 0020 turns their state into liveness, and the triggers then guard them.
 #[tokio::test]
 async fn sqlite_migration_0002_backfills_room_links_of_existing_credentials() -> anyhow::Result<()>
 {
@@ -195,7 +195,7 @@ async fn sqlite_migration_0002_backfills_room_links_of_existing_credentials() ->
 
     let store = file.open(test_cipher()).await?;
     let rows = sqlx::query(
-        "SELECT key_credential_id, property_id, reservation_id, is_master, state, valid_from, valid_until FROM key_credential_rooms ORDER BY key_credential_id",
+        "SELECT key_credential_id, property_id, reservation_id, is_master, live, valid_from, valid_until FROM key_credential_rooms ORDER BY key_credential_id",
     )
     .fetch_all(store.read_pool())
     .await?;
@@ -207,7 +207,7 @@ async fn sqlite_migration_0002_backfills_room_links_of_existing_credentials() ->
                 r.try_get("property_id")?,
                 r.try_get("reservation_id")?,
                 r.try_get("is_master")?,
-                r.try_get("state")?,
+                r.try_get("live")?,
                 r.try_get("valid_from")?,
                 r.try_get("valid_until")?,
             ))
@@ -221,7 +221,7 @@ async fn sqlite_migration_0002_backfills_room_links_of_existing_credentials() ->
                 "prop-1".into(),
                 Some("rsv-a".into()),
                 false,
-                "active".into(),
+                true,
                 from,
                 until
             ),
@@ -230,7 +230,7 @@ async fn sqlite_migration_0002_backfills_room_links_of_existing_credentials() ->
                 "prop-1".into(),
                 None,
                 true,
-                "active".into(),
+                true,
                 from,
                 until
             ),
@@ -239,7 +239,7 @@ async fn sqlite_migration_0002_backfills_room_links_of_existing_credentials() ->
                 "prop-1".into(),
                 Some("rsv-r".into()),
                 false,
-                "revoked".into(),
+                false,
                 from,
                 until
             ),

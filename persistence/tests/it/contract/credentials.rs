@@ -312,6 +312,25 @@ pub async fn i9_room_links_follow_rooms_and_window_of_the_credential(
     let b3 = stay(&reg, &reservation(), &["r103"], day(0), day(1))?;
     ensure!(is_overlap(&store.commit(insert(b3.snapshot(), t0())).await));
     let _ = a;
+
+    // Steps between live states keep the links live: B2 pending, then active, still
+    // holds r101 on Jan 1–2 ...
+    let b2 = set_state(store, &b2, KeyCredentialState::Pending, at(3)).await?;
+    let b2 = set_state(store, &b2, KeyCredentialState::Active, at(4)).await?;
+    let b4 = stay(&reg, &reservation(), &["r101"], day(0), day(1))?;
+    ensure!(is_overlap(&store.commit(insert(b4.snapshot(), t0())).await));
+    // ... and lengthening it into B1's Jan 3–4 is refused by the update itself.
+    let mut s = b2.snapshot();
+    s.validity = ValidityWindow::new(day(0), day(3))?;
+    let longer = update(store, &b2, s, at(5)).await;
+    ensure!(
+        longer
+            .as_ref()
+            .err()
+            .and_then(|e| e.downcast_ref::<StoreError>())
+            .is_some_and(|e| matches!(e, StoreError::Overlap)),
+        "lengthening a stay over another's: {longer:?}"
+    );
     Ok(())
 }
 
