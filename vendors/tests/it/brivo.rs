@@ -17,7 +17,7 @@ use lockstep_vendors::brivo::{
 };
 use lockstep_vendors::{IssueRequest, LockPort, VendorEntry, VendorError};
 
-use crate::support::{loopback, request_on};
+use crate::support::{loopback, patch_faults, request_on, sim_get};
 
 /// The access point of the documented examples ("Front door").
 const AP: i64 = 111_111;
@@ -295,27 +295,14 @@ async fn brivo_simulator_accepts_the_documented_requests_and_the_adapter_finds_t
 #[tokio::test]
 async fn brivo_simulator_fault_switches_are_reachable_over_http() -> anyhow::Result<()> {
     let env = spawn();
-    let http = reqwest::Client::new();
     let base = env.sim.base_url();
-    let resp = http
-        .post(format!("{base}/_sim/faults"))
-        .json(&serde_json::json!({"outage": true}))
-        .send()
-        .await?;
+    let resp = patch_faults(&base, serde_json::json!({"outage": true})).await;
     assert_eq!(resp.status().as_u16(), 200);
     assert!(env.handle.faults().outage);
     assert!(env.adapter.health().await.is_err());
-    http.post(format!("{base}/_sim/faults"))
-        .json(&serde_json::json!({"outage": false}))
-        .send()
-        .await?;
+    patch_faults(&base, serde_json::json!({"outage": false})).await;
     env.adapter.health().await?;
-    let counters: serde_json::Value = http
-        .get(format!("{base}/_sim/counters"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let counters = sim_get(&base, "/_sim/counters").await;
     assert_eq!(counters["tokens_issued"], 1);
     Ok(())
 }

@@ -14,7 +14,7 @@ use lockstep_vendors::kisi::{
 };
 use lockstep_vendors::{IssueRequest, LockPort, VendorEntry, VendorError};
 
-use crate::support::{loopback, request_on, window};
+use crate::support::{loopback, patch_faults, request_on, window};
 
 /// The group of the docs' example (`web.kisi.io/organization/3289/groups/45274`).
 const GROUP: i64 = 45274;
@@ -219,12 +219,7 @@ async fn kisi_simulator_accepts_the_documented_create_request() -> anyhow::Resul
 #[tokio::test]
 async fn kisi_simulator_faults_are_settable_over_http() -> anyhow::Result<()> {
     let env = kisi_spawn();
-    let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{}/_sim/faults", env.sim.base_url()))
-        .json(&serde_json::json!({"outage": true}))
-        .send()
-        .await?;
+    let resp = patch_faults(&env.sim.base_url(), serde_json::json!({"outage": true})).await;
     assert_eq!(resp.status(), 200);
     assert!(env.handle.faults().outage);
     assert!(env.adapter.health().await.is_err());

@@ -14,7 +14,7 @@ use lockstep_vendors::salto::{
 };
 use lockstep_vendors::{IssueRequest, LockPort, VendorError};
 
-use crate::support::{loopback, request_on};
+use crate::support::{loopback, patch_faults, request_on, sim_get};
 
 /// A lock with a keypad (`escutcheon_pin`).
 const LOCK: &str = "4d77312f-4a87-41db-a97b-000000000204";
@@ -191,29 +191,16 @@ async fn salto_list_follows_next_page_links() -> anyhow::Result<()> {
 async fn salto_faults_can_be_set_over_http() -> anyhow::Result<()> {
     let env = spawn();
     let base = env.sim.base_url();
-    let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{base}/_sim/faults"))
-        .json(&serde_json::json!({"outage": true}))
-        .send()
-        .await?;
+    let r = patch_faults(&base, serde_json::json!({"outage": true})).await;
     assert!(r.status().is_success());
     assert!(env.handle.faults().outage);
     assert!(matches!(
         env.adapter.health().await,
         Err(VendorError::Unavailable { .. })
     ));
-    http.post(format!("{base}/_sim/faults"))
-        .json(&serde_json::json!({"outage": false}))
-        .send()
-        .await?;
+    patch_faults(&base, serde_json::json!({"outage": false})).await;
     env.adapter.health().await?;
-    let groups: serde_json::Value = http
-        .get(format!("{base}/_sim/access_groups"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let groups = sim_get(&base, "/_sim/access_groups").await;
     assert_eq!(groups, serde_json::json!([]));
     Ok(())
 }

@@ -111,3 +111,26 @@ pub async fn token_for(base: &str) -> String {
         _ => panic!("simulator refused the default account"),
     }
 }
+
+/// Posts `patch` to a simulator's fault switches (`/_sim/faults`, which every simulator
+/// serves through `sim_kit`): the keys it names change, the others stay.
+pub async fn patch_faults(base: &str, patch: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/_sim/faults"))
+        .json(&patch)
+        .send()
+        .await
+        .expect("the simulator answers")
+}
+
+/// What a simulator's own JSON route (`/_sim/...`) answers.
+pub async fn sim_get(base: &str, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("the simulator answers")
+        .json()
+        .await
+        .expect("a JSON body")
+}

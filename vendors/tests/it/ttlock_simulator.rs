@@ -4,7 +4,7 @@ use lockstep_vendors::ttlock::wire::{self, ErrorResponse, Reply};
 use lockstep_vendors::ttlock::{SimFaults, SimPasscode, TtlockSimulator};
 use lockstep_vendors::LockPort;
 
-use crate::support::{loopback, pin_request, spawn, LOCK};
+use crate::support::{loopback, patch_faults, pin_request, sim_get, spawn, LOCK};
 
 #[tokio::test]
 async fn missing_parameters_and_unknown_tokens_get_ttlock_errcodes() {
@@ -46,21 +46,17 @@ async fn faults_and_passcodes_are_reachable_over_http() -> anyhow::Result<()> {
     let env = spawn();
     let base = env.sim.base_url();
     let http = reqwest::Client::new();
-    let faults: SimFaults = http
-        .post(format!("{base}/_sim/faults"))
-        .json(&serde_json::json!({"outage": true, "latency_ms": 5}))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let faults: SimFaults =
+        patch_faults(&base, serde_json::json!({"outage": true, "latency_ms": 5}))
+            .await
+            .json()
+            .await?;
     assert!(faults.outage);
     assert_eq!(faults.latency_ms, 5);
     assert_eq!(env.handle.faults(), faults);
     assert!(env.adapter.health().await.is_err());
-    http.post(format!("{base}/_sim/faults"))
-        .json(&serde_json::json!({"outage": false}))
-        .send()
-        .await?
+    patch_faults(&base, serde_json::json!({"outage": false}))
+        .await
         .error_for_status()?;
     assert_eq!(
         env.handle.faults().latency_ms,
@@ -71,12 +67,7 @@ async fn faults_and_passcodes_are_reachable_over_http() -> anyhow::Result<()> {
     env.adapter
         .issue(&pin_request("key_01HHTTP:24451", "445566"))
         .await?;
-    let listed: serde_json::Value = http
-        .get(format!("{base}/_sim/locks/{LOCK}/passcodes"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let listed = sim_get(&base, &format!("/_sim/locks/{LOCK}/passcodes")).await;
     let expected: Vec<SimPasscode> = env.handle.passcodes(LOCK);
     assert_eq!(listed, serde_json::to_value(&expected)?);
     assert_eq!(listed[0]["keyboardPwdName"], "key_01HHTTP:24451");
@@ -116,16 +107,21 @@ async fn change_validates_like_add_and_delete() -> anyhow::Result<()> {
         .seed_passcode(LOCK, "135792", "other", 1_000_000, 2_000_000)
         .expect("lock exists");
     let token = crate::support::token_for(&base).await;
-    let change = |extra: Vec<(&'static str, String)>| {
-        let mut form: Vec<(&'static str, String)> = vec![
+    // The errcode of a change whose form carries `extra` besides the account's fields.
+    type Form<'a> = &'a [(&'a str, &'a str)];
+    let change = |extra: &[(&str, &str)]| {
+        let form: Vec<(String, String)> = [
             (
                 "clientId",
-                lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID.to_owned(),
+                lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID,
             ),
-            ("accessToken", token.clone()),
-            ("date", "1".to_owned()),
-        ];
-        form.extend(extra);
+            ("accessToken", token.as_str()),
+            ("date", "1"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
         let http = http.clone();
         let url = format!("{base}/v3/keyboardPwd/change");
         async move {
@@ -145,68 +141,40 @@ async fn change_validates_like_add_and_delete() -> anyhow::Result<()> {
             }
         }
     };
-    let lock = ("lockId", LOCK.to_string());
-    let pwd_id = ("keyboardPwdId", id.to_string());
-    // Missing keyboardPwdId, bad changeType: -3.
-    assert_eq!(change(vec![lock.clone()]).await, -3);
-    assert_eq!(
-        change(vec![
-            lock.clone(),
-            pwd_id.clone(),
-            ("changeType", "x".into())
-        ])
-        .await,
-        -3
-    );
-    // Unknown lock, unknown passcode.
-    assert_eq!(
-        change(vec![("lockId", "99".into()), pwd_id.clone()]).await,
-        -1003
-    );
-    assert_eq!(
-        change(vec![lock.clone(), ("keyboardPwdId", "1".into())]).await,
-        -2009
-    );
-    // A new pin that another passcode holds: -3007; too short: -3006.
-    assert_eq!(
-        change(vec![
-            lock.clone(),
-            pwd_id.clone(),
-            ("newKeyboardPwd", "135792".into())
-        ])
-        .await,
-        -3007
-    );
-    assert_eq!(
-        change(vec![
-            lock.clone(),
-            pwd_id.clone(),
-            ("newKeyboardPwd", "12".into())
-        ])
-        .await,
-        -3006
-    );
-    // Only endDate: accepted, but the period does not move (documented for startDate).
-    assert_eq!(
-        change(vec![
-            lock.clone(),
-            pwd_id.clone(),
-            ("endDate", "9000000".into()),
-            ("changeType", "2".into())
-        ])
-        .await,
-        0
-    );
+    let (lock_id, id) = (LOCK.to_string(), id.to_string());
+    let lock = ("lockId", lock_id.as_str());
+    let pwd_id = ("keyboardPwdId", id.as_str());
+    // (what the form gets wrong or asks, its extra fields, the errcode)
+    let cases: [(&str, Form, i64); 7] = [
+        ("missing keyboardPwdId", &[lock], -3),
+        ("bad changeType", &[lock, pwd_id, ("changeType", "x")], -3),
+        ("unknown lock", &[("lockId", "99"), pwd_id], -1003),
+        ("unknown passcode", &[lock, ("keyboardPwdId", "1")], -2009),
+        (
+            "a new pin that another passcode holds",
+            &[lock, pwd_id, ("newKeyboardPwd", "135792")],
+            -3007,
+        ),
+        (
+            "a new pin too short",
+            &[lock, pwd_id, ("newKeyboardPwd", "12")],
+            -3006,
+        ),
+        // accepted, but the period does not move (documented for startDate)
+        (
+            "only endDate",
+            &[lock, pwd_id, ("endDate", "9000000"), ("changeType", "2")],
+            0,
+        ),
+    ];
+    for (case, extra, errcode) in cases {
+        assert_eq!(change(extra).await, errcode, "{case}");
+    }
     let p = env.handle.passcodes(LOCK)[0].clone();
     assert_eq!((p.start_date, p.end_date), (1_000_000, 2_000_000));
     // Name only, without changeType (documented).
     assert_eq!(
-        change(vec![
-            lock.clone(),
-            pwd_id.clone(),
-            ("keyboardPwdName", "renamed".into())
-        ])
-        .await,
+        change(&[lock, pwd_id, ("keyboardPwdName", "renamed")]).await,
         0
     );
     let all = env.handle.passcodes(LOCK);
@@ -257,12 +225,7 @@ async fn change_validates_like_add_and_delete() -> anyhow::Result<()> {
         .status();
     assert_eq!(status, reqwest::StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(env.handle.counters().changes, 2);
-    let counters: serde_json::Value = http
-        .get(format!("{base}/_sim/counters"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let counters = sim_get(&base, "/_sim/counters").await;
     assert_eq!(counters["changes"], 2);
     Ok(())
 }
