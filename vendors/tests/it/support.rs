@@ -91,32 +91,39 @@ pub fn assert_redacted(err: &VendorError, pin: Option<&str>, vendor_ref: Option<
 
 /// A token of the default account, asked for over HTTP.
 pub async fn token_for(base: &str) -> String {
-    let http = reqwest::Client::new();
-    let body = http
-        .post(format!("{base}/oauth2/token"))
-        .form(&[
-            ("clientId", SIM_CLIENT_ID),
-            ("clientSecret", SIM_CLIENT_SECRET),
-            ("username", SIM_USERNAME),
-            ("password", &md5_hex(SIM_PASSWORD)),
-        ])
-        .send()
-        .await
-        .expect("token call")
-        .bytes()
-        .await
-        .expect("token body");
+    let body = answer_bytes(
+        reqwest::Client::new()
+            .post(format!("{base}/oauth2/token"))
+            .form(&[
+                ("clientId", SIM_CLIENT_ID),
+                ("clientSecret", SIM_CLIENT_SECRET),
+                ("username", SIM_USERNAME),
+                ("password", &md5_hex(SIM_PASSWORD)),
+            ]),
+    )
+    .await;
     match wire::parse_reply::<TokenResponse>(&body) {
         Ok(Reply::Ok(t)) => t.access_token,
         _ => panic!("simulator refused the default account"),
     }
 }
 
+/// A simulator's answer to `request`: its body.
+pub async fn answer_bytes(request: reqwest::RequestBuilder) -> Vec<u8> {
+    let answer = request.send().await.expect("the simulator answers");
+    answer.bytes().await.expect("a body").to_vec()
+}
+
+/// A simulator's answer to `request`, read as JSON.
+pub async fn answer_json(request: reqwest::RequestBuilder) -> serde_json::Value {
+    serde_json::from_slice(&answer_bytes(request).await).expect("a JSON body")
+}
+
 /// Posts `patch` to a simulator's fault switches (`/_sim/faults`, which every simulator
 /// serves through `sim_kit`): the keys it names change, the others stay.
 pub async fn patch_faults(base: &str, patch: serde_json::Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{base}/_sim/faults"))
+    let request = reqwest::Client::new().post(format!("{base}/_sim/faults"));
+    request
         .json(&patch)
         .send()
         .await
@@ -125,12 +132,20 @@ pub async fn patch_faults(base: &str, patch: serde_json::Value) -> reqwest::Resp
 
 /// What a simulator's own JSON route (`/_sim/...`) answers.
 pub async fn sim_get(base: &str, path: &str) -> serde_json::Value {
-    reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .send()
-        .await
-        .expect("the simulator answers")
-        .json()
-        .await
-        .expect("a JSON body")
+    answer_json(reqwest::Client::new().get(format!("{base}{path}"))).await
+}
+
+/// The TTLock simulator's JSON answer to a form posted to `path` as the default account's
+/// client (`clientId` first, then `fields`).
+pub async fn post_as_client(base: &str, path: &str, fields: &[(&str, &str)]) -> serde_json::Value {
+    let form: Vec<(&str, &str)> = [("clientId", SIM_CLIENT_ID)]
+        .into_iter()
+        .chain(fields.iter().copied())
+        .collect();
+    answer_json(
+        reqwest::Client::new()
+            .post(format!("{base}{path}"))
+            .form(&form),
+    )
+    .await
 }

@@ -11,7 +11,7 @@ use lockstep_vendors::ttlock::{SimAttempt, SimMethod};
 use lockstep_vendors::{CardNumber, DoorMethod, IssueRequest, LockPort, VendorError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{device, pin_request, shifted, spawn, window, LOCK};
+use crate::support::{device, pin_request, post_as_client, shifted, spawn, window, LOCK};
 
 const LABEL: &str = "key_01HQ3ZJ6W8K9V7T5R4P2N1M0AB";
 
@@ -351,16 +351,13 @@ fn documented_list_replies_parse() {
 #[tokio::test]
 async fn documented_send_and_add_card_requests_are_accepted() -> anyhow::Result<()> {
     let env = spawn();
-    let http = reqwest::Client::new();
-    let token = crate::support::token_for(&env.sim.base_url()).await;
+    let base = env.sim.base_url();
+    let token = crate::support::token_for(&base).await;
     // the documented receiver must exist: register it as the docs' user-register example
-    let reg: serde_json::Value = http
-        .post(format!("{}/v3/user/register", env.sim.base_url()))
-        .form(&[
-            (
-                "clientId",
-                lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID,
-            ),
+    let reg = post_as_client(
+        &base,
+        "/v3/user/register",
+        &[
             (
                 "clientSecret",
                 lockstep_vendors::ttlock::simulator::SIM_CLIENT_SECRET,
@@ -368,21 +365,16 @@ async fn documented_send_and_add_card_requests_are_accepted() -> anyhow::Result<
             ("username", "18876191905"),
             ("password", "e10adc3949ba59abbe56e057f20f883e"),
             ("date", "1625025703000"),
-        ])
-        .send()
-        .await?
-        .json()
-        .await?;
+        ],
+    )
+    .await;
     let receiver = reg["username"].as_str().unwrap_or_default().to_owned();
     assert!(receiver.ends_with("_18876191905"), "{reg}");
     let lock = LOCK.to_string();
-    let sent: serde_json::Value = http
-        .post(format!("{}/v3/key/send", env.sim.base_url()))
-        .form(&[
-            (
-                "clientId",
-                lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID,
-            ),
+    let sent = post_as_client(
+        &base,
+        "/v3/key/send",
+        &[
             ("accessToken", token.as_str()),
             ("lockId", lock.as_str()),
             ("receiverUsername", receiver.as_str()),
@@ -391,22 +383,14 @@ async fn documented_send_and_add_card_requests_are_accepted() -> anyhow::Result<
             ("endDate", "1635025703000"),
             ("remarks", "water bill due"),
             ("date", "1625025703000"),
-        ])
-        .send()
-        .await?
-        .json()
-        .await?;
+        ],
+    )
+    .await;
     assert!(sent["keyId"].as_i64().is_some(), "{sent}");
-    let added: serde_json::Value = http
-        .post(format!(
-            "{}/v3/identityCard/addForReversedCardNumber",
-            env.sim.base_url()
-        ))
-        .form(&[
-            (
-                "clientId",
-                lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID,
-            ),
+    let added = post_as_client(
+        &base,
+        "/v3/identityCard/addForReversedCardNumber",
+        &[
             ("accessToken", token.as_str()),
             ("lockId", lock.as_str()),
             ("cardNumber", "3661413478"),
@@ -415,11 +399,9 @@ async fn documented_send_and_add_card_requests_are_accepted() -> anyhow::Result<
             ("endDate", "1645025703000"),
             ("addType", "2"),
             ("date", "1625025703000"),
-        ])
-        .send()
-        .await?
-        .json()
-        .await?;
+        ],
+    )
+    .await;
     assert!(added["cardId"].as_i64().is_some(), "{added}");
     assert_eq!(env.handle.cards(LOCK)[0].card_number, "1723612378");
     Ok(())

@@ -108,30 +108,44 @@ fn our_add_form_uses_the_documented_field_names() {
 /// Posts the documented add request with the example's masked credentials replaced by
 /// ours and, when given, another passcode; gives the reply's body.
 async fn post_documented_add(env: &crate::support::Env, passcode: Option<&str>) -> Vec<u8> {
+    let ours: Vec<_> = passcode
+        .map(|p| ("keyboardPwd", p.to_owned()))
+        .into_iter()
+        .collect();
+    post_documented(env, "/v3/keyboardPwd/add", documented_add_form(), &ours).await
+}
+
+/// Posts a documented request to `path` with the example's masked credentials (client id,
+/// access token) replaced by ours and the fields in `ours` by their values; gives the
+/// reply's body.
+async fn post_documented(
+    env: &crate::support::Env,
+    path: &str,
+    documented: Vec<(String, String)>,
+    ours: &[(&str, String)],
+) -> Vec<u8> {
     let base = env.sim.base_url();
     let token = crate::support::token_for(&base).await;
-    let form: Vec<(String, String)> = documented_add_form()
+    let form: Vec<(String, String)> = documented
         .into_iter()
-        .map(|(k, v)| match k.as_str() {
-            "clientId" => (
-                k,
-                lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID.to_owned(),
-            ),
-            "accessToken" => (k, token.clone()),
-            "keyboardPwd" => (k, passcode.map_or(v, str::to_owned)),
-            _ => (k, v),
+        .map(|(k, v)| {
+            let v = match k.as_str() {
+                "clientId" => lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID.to_owned(),
+                "accessToken" => token.clone(),
+                _ => ours
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map_or(v, |(_, ours)| ours.clone()),
+            };
+            (k, v)
         })
         .collect();
-    reqwest::Client::new()
-        .post(format!("{base}/v3/keyboardPwd/add"))
-        .form(&form)
-        .send()
-        .await
-        .expect("add call")
-        .bytes()
-        .await
-        .expect("add body")
-        .to_vec()
+    crate::support::answer_bytes(
+        reqwest::Client::new()
+            .post(format!("{base}{path}"))
+            .form(&form),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -208,7 +222,6 @@ fn our_change_form_uses_the_documented_field_names() {
 #[tokio::test]
 async fn documented_change_request_is_accepted_by_the_simulator() {
     let env = spawn();
-    let base = env.sim.base_url();
     let seeded = env
         .handle
         .seed_passcode(
@@ -219,30 +232,15 @@ async fn documented_change_request_is_accepted_by_the_simulator() {
             1_627_000_000_000,
         )
         .expect("the documented lock exists");
-    let token = crate::support::token_for(&base).await;
     // The documented request, with the example's masked credentials and its passcode id
     // replaced by ours.
-    let form: Vec<(String, String)> = documented_change_form()
-        .into_iter()
-        .map(|(k, v)| match k.as_str() {
-            "clientId" => (
-                k,
-                lockstep_vendors::ttlock::simulator::SIM_CLIENT_ID.to_owned(),
-            ),
-            "accessToken" => (k, token.clone()),
-            "keyboardPwdId" => (k, seeded.to_string()),
-            _ => (k, v),
-        })
-        .collect();
-    let body = reqwest::Client::new()
-        .post(format!("{base}/v3/keyboardPwd/change"))
-        .form(&form)
-        .send()
-        .await
-        .expect("change call")
-        .bytes()
-        .await
-        .expect("change body");
+    let body = post_documented(
+        &env,
+        "/v3/keyboardPwd/change",
+        documented_change_form(),
+        &[("keyboardPwdId", seeded.to_string())],
+    )
+    .await;
     let Ok(Reply::Ok(reply)) = wire::parse_reply::<ErrorResponse>(&body) else {
         panic!(
             "documented change request refused: {}",

@@ -125,15 +125,7 @@ async fn change_validates_like_add_and_delete() -> anyhow::Result<()> {
         let http = http.clone();
         let url = format!("{base}/v3/keyboardPwd/change");
         async move {
-            let body = http
-                .post(url)
-                .form(&form)
-                .send()
-                .await
-                .expect("call")
-                .bytes()
-                .await
-                .expect("body");
+            let body = crate::support::answer_bytes(http.post(url).form(&form)).await;
             match wire::parse_reply::<ErrorResponse>(&body) {
                 Ok(Reply::Err { errcode }) => errcode,
                 Ok(Reply::Ok(r)) => r.errcode,
