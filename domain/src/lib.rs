@@ -1,8 +1,9 @@
 //! Lockstep's pure domain: ids, the `KeyCredential` aggregate and its state machine,
 //! invariants of spec `003`, domain events, domain errors with their canonical codes, the
 //! `Clock` port, the saga decisions (saga state + event → commands) for reservations and
-//! shifts, the `KeyKindPolicy`, master-key scopes, adapter capabilities, device health
-//! signals, the circuit breaker's state machine, and the door anomaly rules.
+//! shifts and the subjects they are keyed by, the `KeyKindPolicy`, master-key scopes,
+//! adapter capabilities, device health signals, the circuit breaker's state machine, and
+//! the door anomaly rules.
 //!
 //! Architecture Invariant: this crate does no I/O, has no async, names no vendor wire
 //! format, and depends on no framework (no serde, sqlx, actix, reqwest). Every other crate
@@ -25,6 +26,7 @@ pub mod policy;
 pub mod saga;
 pub mod secret;
 pub mod shift;
+pub mod subject;
 pub mod validity;
 
 pub use anomaly::{
@@ -61,4 +63,5 @@ pub use offline::{OfflineIssuance, OfflineRevokeReason, RenewalRefusal, Unvouche
 pub use pin::Pin;
 pub use policy::{KeyKindPolicy, KeyKindPolicyInput};
 pub use secret::{DeviceRef, VendorRef};
+pub use subject::SagaSubject;
 pub use validity::ValidityWindow;

@@ -30,7 +30,7 @@ use crate::validity::ValidityWindow;
 
 /// The saga subject of a reservation (DESIGN §12: sagas are keyed by subject).
 pub fn subject_for_reservation(id: &ReservationId) -> String {
-    format!("reservation:{id}")
+    crate::subject::SagaSubject::Reservation(id.clone()).to_string()
 }
 
 /// A fact with the revision of the event it came from.

@@ -16,7 +16,7 @@ use crate::validity::ValidityWindow;
 
 /// The saga subject of a shift (tenant-less: the tenant is beside it in storage).
 pub fn subject_for_shift(id: &ShiftId) -> String {
-    format!("shift:{id}")
+    crate::subject::SagaSubject::Shift(id.clone()).to_string()
 }
 
 /// The facts of `staff.shift.started`.
