@@ -9,8 +9,8 @@ use lockstep_domain::{
     SuspendReason, Timestamp, UpdateInput, UserId, VendorAdapterId, VendorCode,
 };
 use lockstep_persistence::{
-    CredentialDevice, Desired, DeviceSyncWrite, MailboxEntry, MasterKeyWrite, ScheduleDrive,
-    SyncState, UnitOfWork,
+    CredentialDevice, Desired, DeviceSyncWrite, MasterKeyWrite, ScheduleDrive, SyncState,
+    UnitOfWork,
 };
 use serde_json::json;
 
@@ -18,7 +18,7 @@ use crate::db::StepDb;
 use crate::events_in::{self};
 
 use super::routing::{route, taking_new_work};
-use super::{domain_err, internal_event, observe, StepError, Touched};
+use super::{domain_err, internal_event, observe, Entry, StepError, Touched};
 
 pub(super) enum Holder {
     Guest {
@@ -49,7 +49,7 @@ pub(super) struct Intent {
 /// and tells the saga.
 pub(super) async fn issue(
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     uow: &mut UnitOfWork,
     touched: &mut Touched,
     intent: Intent,
@@ -205,7 +205,7 @@ pub(super) async fn issue(
 
 /// A durable timer that revokes the credential as `expired` at its end (DESIGN §12), so
 /// the record and the door agree even where the lock's own window would close it anyway.
-fn expire_at(entry: &MailboxEntry, uow: &mut UnitOfWork, id: &KeyCredentialId, at: Timestamp) {
+fn expire_at(entry: &Entry<'_>, uow: &mut UnitOfWork, id: &KeyCredentialId, at: Timestamp) {
     uow.events.push(internal_event(
         entry,
         &entry.subject,
@@ -215,11 +215,11 @@ fn expire_at(entry: &MailboxEntry, uow: &mut UnitOfWork, id: &KeyCredentialId, a
     ));
 }
 
-pub(super) fn schedule(entry: &MailboxEntry, uow: &mut UnitOfWork, id: &KeyCredentialId) {
+pub(super) fn schedule(entry: &Entry<'_>, uow: &mut UnitOfWork, id: &KeyCredentialId) {
     uow.schedule.push(ScheduleDrive {
         property_id: entry.property_id.clone(),
         partition: entry.partition,
-        subject: entry.subject.clone(),
+        subject: entry.key().to_owned(),
         credential_id: id.clone(),
         due_at: uow.now,
     });
@@ -255,7 +255,7 @@ pub(super) fn plan_removal(
 /// has) and, for a master whose credential ended, closes its `MasterKey` record.
 async fn off_the_door(
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     uow: &mut UnitOfWork,
     id: &KeyCredentialId,
     end_master: bool,
@@ -280,7 +280,7 @@ async fn off_the_door(
 /// A transition that no longer applies (the credential moved on meanwhile) is skipped, and
 /// the saga is told where the credential really is.
 fn skipped(
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     c: &KeyCredential,
     uow: &mut UnitOfWork,
     e: DomainError,
@@ -296,7 +296,7 @@ fn skipped(
 
 pub(super) async fn revoke(
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     uow: &mut UnitOfWork,
     touched: &mut Touched,
     id: &KeyCredentialId,
@@ -317,7 +317,7 @@ pub(super) async fn revoke(
 
 pub(super) async fn fail_mid_flight(
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     uow: &mut UnitOfWork,
     touched: &mut Touched,
     id: &KeyCredentialId,
@@ -337,7 +337,7 @@ pub(super) async fn fail_mid_flight(
 /// encrypted, for an unsuspend); the credential's state says `suspended`.
 pub(super) async fn suspend(
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     uow: &mut UnitOfWork,
     touched: &mut Touched,
     id: &KeyCredentialId,
@@ -357,7 +357,7 @@ pub(super) async fn suspend(
 /// new rooms get it, devices of dropped rooms lose it, the others get the new window.
 pub(super) async fn update(
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     uow: &mut UnitOfWork,
     touched: &mut Touched,
     id: &KeyCredentialId,

@@ -20,7 +20,7 @@ use crate::vendor::{VendorOp, VendorReply};
 use super::credential::plan_removal;
 use super::reservation::observe_inline;
 use super::routing::outage_fallback;
-use super::{audit, domain_err, done, flush_events, observe, unit, StepError};
+use super::{audit, domain_err, done, flush_events, observe, unit, Entry, StepError};
 
 /// PIN collisions tolerated before the credential fails (spec `002`, "PIN collision").
 pub const MAX_PIN_COLLISIONS: i32 = 3;
@@ -30,7 +30,7 @@ pub const MAX_PIN_COLLISIONS: i32 = 3;
 pub(super) async fn drive(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     credential_id: &KeyCredentialId,
 ) -> Result<(), StepError> {
     let mut first = true;
@@ -358,10 +358,10 @@ pub(super) async fn drive(
 async fn event_waiting(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
 ) -> Result<bool, StepError> {
     Ok(matches!(
-        db.next_mailbox_entry(entry.tenant_id, &entry.subject, rt.clock.now())
+        db.next_mailbox_entry(entry.tenant_id, entry.key(), rt.clock.now())
             .await?,
         Some(MailboxEntry {
             kind: MailboxKind::Event { .. },
@@ -373,7 +373,7 @@ async fn event_waiting(
 async fn refail(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     id: &KeyCredentialId,
     reason: FailureReason,
 ) -> Result<(), StepError> {
@@ -394,7 +394,7 @@ async fn refail(
 async fn fail_credential(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     cred: &mut KeyCredential,
     expected: i64,
     devices: &[CredentialDevice],

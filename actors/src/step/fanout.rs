@@ -2,23 +2,25 @@
 //! internal revoke, and carries it out in its own step (`revoke_one`, also the expiry
 //! timer's).
 
-use lockstep_domain::{KeyCredentialId, KeyCredentialState, RevokeReason, UserId};
-use lockstep_persistence::MailboxEntry;
+use lockstep_domain::{
+    KeyCredentialId, KeyCredentialState, ReservationId, RevokeReason, SagaSubject, ShiftId, UserId,
+};
 use serde_json::json;
+use tracing::warn;
 
 use crate::db::StepDb;
 use crate::events_in::{self};
 use crate::runtime::Runtime;
 
 use super::credential::{fail_mid_flight, revoke};
-use super::{done, internal_event, observe, unit, StepError, Touched};
+use super::{done, internal_event, observe, unit, Entry, StepError, Touched};
 
 /// `tenant.property.deactivated`: every live credential of the property is revoked
 /// (`security`), each by the saga that owns it.
 pub(super) async fn property_deactivated(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
     let live = db
@@ -30,10 +32,8 @@ pub(super) async fn property_deactivated(
         .await?;
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     for c in &live {
-        let subject = match (&c.reservation_id, &c.shift_id) {
-            (Some(r), _) => format!("reservation:{r}"),
-            (None, Some(s)) => format!("shift:{s}"),
-            (None, None) => continue,
+        let Some(subject) = owner(&c.id, c.reservation_id.as_deref(), c.shift_id.as_deref()) else {
+            continue;
         };
         uow.events.push(internal_event(
             entry,
@@ -53,12 +53,32 @@ pub(super) async fn property_deactivated(
     Ok(())
 }
 
+/// The subject that owns a stored credential: its stay's, else its shift's; `None` for
+/// one no saga owns. The ids were parsed before they were stored; one that no longer
+/// parses is logged and skipped.
+fn owner(
+    credential: &KeyCredentialId,
+    reservation: Option<&str>,
+    shift: Option<&str>,
+) -> Option<SagaSubject> {
+    let subject = match (reservation, shift) {
+        (Some(r), _) => ReservationId::parse(r).map(SagaSubject::Reservation),
+        (None, Some(s)) => ShiftId::parse(s).map(SagaSubject::Shift),
+        (None, None) => return None,
+    };
+    subject
+        .inspect_err(|e| {
+            warn!(credential = %credential, error = %e, "stored owner of a credential does not parse: no revoke sent to it");
+        })
+        .ok()
+}
+
 /// `iam.user.deactivated`, already fanned out to this property: each of the user's live
 /// masters here is revoked by its shift's saga.
 pub(super) async fn user_deactivated(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     user: &UserId,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
@@ -71,9 +91,8 @@ pub(super) async fn user_deactivated(
         .iter()
         .filter(|m| m.property_id == entry.property_id)
     {
-        let subject = match &m.shift_id {
-            Some(s) => format!("shift:{s}"),
-            None => continue,
+        let Some(subject) = owner(&m.key_credential_id, None, m.shift_id.as_deref()) else {
+            continue;
         };
         n += 1;
         uow.events.push(internal_event(
@@ -97,7 +116,7 @@ pub(super) async fn user_deactivated(
 pub(super) async fn revoke_one(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     id: &KeyCredentialId,
     reason: RevokeReason,
 ) -> Result<(), StepError> {

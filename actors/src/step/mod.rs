@@ -32,13 +32,14 @@ use lockstep_domain::saga::ReservationEvent;
 use lockstep_domain::shift::ShiftEvent;
 use lockstep_domain::{
     DomainError, FailureReason, KeyCredential, KeyCredentialId, KeyCredentialState, ReservationId,
-    RevokeReason, ShiftId, Timestamp, UserId,
+    RevokeReason, SagaSubject, Timestamp, UserId,
 };
 use lockstep_persistence::{
     AuditRow, CredentialWrite, InternalEvent, MailboxEntry, MailboxKind, MailboxUpdate, StoreError,
     UnitOfWork,
 };
 use serde_json::json;
+use tracing::warn;
 
 use crate::db::StepDb;
 use crate::events_in::{self, Consumed};
@@ -118,8 +119,49 @@ fn later(now: Timestamp, d: Duration) -> Timestamp {
     now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(300))
 }
 
+/// A mailbox entry with its subject parsed: what each step of it is given. It derefs to the
+/// stored entry (`entry.tenant_id`, `entry.payload`, ...); `entry.subject` is whose step it
+/// is, as a type, and [`Entry::key`] the text the subject is stored and routed under.
+struct Entry<'a> {
+    stored: &'a MailboxEntry,
+    /// Whose step this is: decisions `match` on it.
+    subject: SagaSubject,
+}
+
+impl Entry<'_> {
+    /// The subject as stored (`reservation:<id>`, ...): the key of its saga state, its
+    /// mailbox and its drives, and the prefix of its credentials' idempotency keys.
+    fn key(&self) -> &str {
+        &self.stored.subject
+    }
+}
+
+impl std::ops::Deref for Entry<'_> {
+    type Target = MailboxEntry;
+
+    fn deref(&self) -> &MailboxEntry {
+        self.stored
+    }
+}
+
 /// Runs one mailbox entry to its commit.
 pub async fn run(rt: &Runtime, db: &mut StepDb<'_>, entry: &MailboxEntry) -> Result<(), StepError> {
+    let subject = match SagaSubject::parse(&entry.subject) {
+        Ok(subject) => subject,
+        Err(e) => {
+            // Every subject is written from parsed ids (intake, fan-out, operator commands,
+            // the reconciler): one that does not parse is recorded, not retried.
+            warn!(subject = %entry.subject, error = %e, "mailbox entry with a malformed subject");
+            let mut uow = unit(entry, rt.fences.for_commit(entry.partition), rt.clock.now());
+            uow.mailbox.push(done(entry, "rejected:malformed_subject"));
+            db.commit(uow).await?;
+            return Ok(());
+        }
+    };
+    let entry = &Entry {
+        stored: entry,
+        subject,
+    };
     match &entry.kind {
         MailboxKind::Event { topic, .. } if topic.starts_with("lockstep.internal.") => {
             internal(rt, db, entry, topic).await
@@ -193,10 +235,10 @@ fn done(entry: &MailboxEntry, outcome: impl Into<String>) -> MailboxUpdate {
     }
 }
 
-/// An internal event for `subject`, due at `due_at`.
+/// An internal event for `subject` (in `entry`'s property and partition), due at `due_at`.
 fn internal_event(
     entry: &MailboxEntry,
-    subject: &str,
+    subject: &SagaSubject,
     topic: &str,
     payload: serde_json::Value,
     due_at: Timestamp,
@@ -204,7 +246,7 @@ fn internal_event(
     InternalEvent {
         property_id: entry.property_id.clone(),
         partition: entry.partition,
-        subject: subject.to_owned(),
+        subject: subject.to_string(),
         topic: topic.to_owned(),
         payload,
         due_at,
@@ -213,10 +255,10 @@ fn internal_event(
 
 /// Tells a reservation saga what became of its credential (active, failed): the saga then
 /// updates, suspends or falls back to the next kind.
-fn observe(entry: &MailboxEntry, c: &KeyCredential, uow: &mut UnitOfWork) {
-    if !entry.subject.starts_with("reservation:") {
+fn observe(entry: &Entry<'_>, c: &KeyCredential, uow: &mut UnitOfWork) {
+    let SagaSubject::Reservation(_) = entry.subject else {
         return;
-    }
+    };
     uow.events.push(internal_event(
         entry,
         &entry.subject,
@@ -272,7 +314,7 @@ impl Touched {
 async fn on_event(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     topic: &str,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
@@ -352,7 +394,7 @@ async fn on_event(
 async fn internal(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     topic: &str,
 ) -> Result<(), StepError> {
     match topic {
@@ -362,7 +404,7 @@ async fn internal(
                 rt,
                 db,
                 entry,
-                &id,
+                id,
                 ReservationEvent::NoShowSuspendDue,
                 None,
                 "no_show_timer",
@@ -385,7 +427,7 @@ async fn internal(
                     .transpose()
                     .map_err(domain_err)?,
             };
-            reservation_step(rt, db, entry, &id, event, None, "observed").await
+            reservation_step(rt, db, entry, id, event, None, "observed").await
         }
         events_in::INTERNAL_EXPIRE => {
             let id = credential_of_payload(entry)?;
@@ -415,25 +457,24 @@ async fn internal(
                 .map_err(domain_err)?;
             let reason = RevokeReason::parse(p["reason"].as_str().unwrap_or("security"))
                 .map_err(domain_err)?;
-            if let Some(user) = p["userId"].as_str() {
-                if entry.subject.starts_with("shift:") {
-                    let user = UserId::parse(user).map_err(domain_err)?;
-                    let shift = ShiftId::parse(entry.subject.trim_start_matches("shift:"))
-                        .map_err(domain_err)?;
-                    return shift_step(
-                        rt,
-                        db,
-                        entry,
-                        &shift,
-                        &user.clone(),
-                        ShiftEvent::UserDeactivated {
-                            staff_user_id: user,
-                        },
-                        &[],
-                        "user_deactivated",
-                    )
-                    .await;
-                }
+            // a user's deactivation, fanned out to the shift that holds the master: the
+            // shift saga ends it
+            if let (Some(user), SagaSubject::Shift(shift)) = (p["userId"].as_str(), &entry.subject)
+            {
+                let user = UserId::parse(user).map_err(domain_err)?;
+                return shift_step(
+                    rt,
+                    db,
+                    entry,
+                    shift,
+                    &user.clone(),
+                    ShiftEvent::UserDeactivated {
+                        staff_user_id: user,
+                    },
+                    &[],
+                    "user_deactivated",
+                )
+                .await;
             }
             revoke_one(rt, db, entry, &id, reason).await
         }
@@ -446,8 +487,12 @@ async fn internal(
     }
 }
 
-fn reservation_of(entry: &MailboxEntry) -> Result<ReservationId, StepError> {
-    ReservationId::parse(entry.subject.trim_start_matches("reservation:")).map_err(domain_err)
+/// The stay whose timer or observation `entry` is.
+fn reservation_of<'e>(entry: &'e Entry<'_>) -> Result<&'e ReservationId, StepError> {
+    entry
+        .subject
+        .reservation()
+        .ok_or_else(|| StepError::Retry(format!("{} is not a reservation", entry.subject)))
 }
 
 fn credential_of_payload(entry: &MailboxEntry) -> Result<KeyCredentialId, StepError> {

@@ -5,7 +5,7 @@
 use lockstep_domain::{
     HolderKind, KeyCredentialId, KeyCredentialState, RevokeReason, RoomId, SuspendReason,
 };
-use lockstep_persistence::{Desired, DeviceSyncWrite, MailboxEntry, SyncState};
+use lockstep_persistence::{Desired, DeviceSyncWrite, SyncState};
 
 use crate::db::StepDb;
 use crate::runtime::Runtime;
@@ -14,7 +14,7 @@ use crate::saga_codec;
 use super::credential::{issue, revoke, schedule, suspend, update, Holder, Intent};
 use super::reservation::reservation_saga;
 use super::routing::policy;
-use super::{credential_of_payload, domain_err, done, unit, StepError, Touched};
+use super::{credential_of_payload, domain_err, done, unit, Entry, StepError, Touched};
 
 /// Drift found the credential missing at a device: if it should still be there, its door
 /// truth goes back to pending and the drive puts it back (same PIN; the vendor's update
@@ -22,7 +22,7 @@ use super::{credential_of_payload, domain_err, done, unit, StepError, Touched};
 pub(super) async fn reissue_on_device(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
@@ -66,7 +66,7 @@ pub(super) async fn reissue_on_device(
 pub(super) async fn operator_update(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
@@ -117,7 +117,7 @@ pub(super) async fn operator_update(
                     lockstep_domain::ValidityWindow::new(c.validity().from(), valid_until)
                 {
                     s.operator_updated(&id, w, rooms.clone());
-                    uow.saga = Some((entry.subject.clone(), saga_codec::reservation_to_json(s)));
+                    uow.saga = Some((entry.key().to_owned(), saga_codec::reservation_to_json(s)));
                 }
             }
             "applied"
@@ -139,7 +139,7 @@ pub(super) async fn operator_update(
 pub(super) async fn operator_suspend(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
@@ -173,7 +173,7 @@ pub(super) async fn operator_suspend(
 pub(super) async fn operator_unsuspend(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
@@ -194,7 +194,7 @@ pub(super) async fn operator_unsuspend(
                 if let Some(mut saga) = reservation_saga(db, entry).await? {
                     saga.operator_unsuspended(&id);
                     uow.saga = Some((
-                        entry.subject.clone(),
+                        entry.key().to_owned(),
                         saga_codec::reservation_to_json(&saga),
                     ));
                 }
@@ -218,7 +218,7 @@ pub(super) async fn operator_unsuspend(
 pub(super) async fn operator_replace(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
@@ -270,7 +270,7 @@ pub(super) async fn operator_replace(
         validity: old.validity(),
         replaces: Some(id.clone()),
         trace_id: None,
-        idempotency_key: format!("{}:replace:{}", entry.subject, id),
+        idempotency_key: format!("{}:replace:{}", entry.key(), id),
         avoid: None,
     };
     issue(db, entry, &mut uow, &mut touched, intent, None).await?;
@@ -288,7 +288,7 @@ pub(super) async fn operator_replace(
             },
         );
         uow.saga = Some((
-            entry.subject.clone(),
+            entry.key().to_owned(),
             saga_codec::reservation_to_json(&saga),
         ));
     }
@@ -311,7 +311,7 @@ pub(super) async fn operator_replace(
 pub(super) async fn reissue_provisional(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
     let id = credential_of_payload(entry)?;
@@ -396,7 +396,7 @@ pub(super) async fn reissue_provisional(
         validity,
         replaces: Some(id.clone()),
         trace_id: None,
-        idempotency_key: format!("{}:reissue:{}", entry.subject, id),
+        idempotency_key: format!("{}:reissue:{}", entry.key(), id),
         avoid: None,
     };
     issue(db, entry, &mut uow, &mut touched, intent, None).await?;
@@ -413,7 +413,7 @@ pub(super) async fn reissue_provisional(
         saga.tried_kinds.push(old.kind());
     }
     uow.saga = Some((
-        entry.subject.clone(),
+        entry.key().to_owned(),
         saga_codec::reservation_to_json(&saga),
     ));
     touched.into_uow(&mut uow);

@@ -5,9 +5,9 @@ use lockstep_domain::saga::{
     self, Decision, ReservationEvent, ReservationSaga, SagaCommand, SagaContext,
 };
 use lockstep_domain::{
-    FailureReason, KeyCredential, KeyCredentialId, ReservationId, RevokeReason, RoomId,
+    FailureReason, KeyCredential, KeyCredentialId, ReservationId, RevokeReason, RoomId, SagaSubject,
 };
-use lockstep_persistence::{AuditRow, MailboxEntry, StoreError, UnitOfWork};
+use lockstep_persistence::{AuditRow, StoreError, UnitOfWork};
 use serde_json::json;
 use tracing::warn;
 
@@ -18,19 +18,19 @@ use crate::saga_codec;
 
 use super::credential::{fail_mid_flight, issue, revoke, suspend, update, Holder, Intent};
 use super::routing::{capabilities, policy};
-use super::{done, internal_event, unit, StepError, Touched};
+use super::{done, internal_event, unit, Entry, StepError, Touched};
 
 pub(super) async fn reservation_step(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     reservation_id: &ReservationId,
     event: ReservationEvent,
     trace_id: Option<String>,
     label: &'static str,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
-    let state = match db.load_saga(entry.tenant_id, &entry.subject).await? {
+    let state = match db.load_saga(entry.tenant_id, entry.key()).await? {
         Some(v) => {
             saga_codec::reservation_from_json(&v).map_err(|e| StepError::Retry(e.to_string()))?
         }
@@ -161,7 +161,7 @@ pub(super) async fn reservation_step(
                         validity: *validity,
                         replaces: replaces.clone(),
                         trace_id: trace_id.clone(),
-                        idempotency_key: format!("{}:{}", entry.subject, credential_id),
+                        idempotency_key: format!("{}:{}", entry.key(), credential_id),
                         avoid: avoid.clone(),
                     };
                     let force_fail = (conflicted.as_ref() == Some(credential_id))
@@ -237,14 +237,14 @@ pub(super) async fn reservation_step(
                         vendor: None,
                         trace_id: trace_id.clone(),
                         created_at: now,
-                        payload: json!({ "subject": entry.subject }),
+                        payload: json!({ "subject": entry.key() }),
                     });
                 }
             }
         }
         touched.into_uow(&mut uow);
         uow.saga = Some((
-            entry.subject.clone(),
+            entry.key().to_owned(),
             saga_codec::reservation_to_json(&next),
         ));
         uow.mailbox.push(done(entry, "applied"));
@@ -272,14 +272,14 @@ pub(super) async fn reservation_step(
 pub(super) async fn observe_inline(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     c: &KeyCredential,
     uow: &mut UnitOfWork,
 ) -> Result<bool, StepError> {
-    if !entry.subject.starts_with("reservation:") {
+    let SagaSubject::Reservation(_) = entry.subject else {
         return Ok(true);
-    }
-    let Some(v) = db.load_saga(entry.tenant_id, &entry.subject).await? else {
+    };
+    let Some(v) = db.load_saga(entry.tenant_id, entry.key()).await? else {
         return Ok(false);
     };
     let state =
@@ -300,7 +300,7 @@ pub(super) async fn observe_inline(
         Decision::Ignore(_) => Ok(true),
         Decision::Apply { next, commands } if commands.is_empty() => {
             uow.saga = Some((
-                entry.subject.clone(),
+                entry.key().to_owned(),
                 saga_codec::reservation_to_json(&next),
             ));
             Ok(true)
@@ -311,13 +311,13 @@ pub(super) async fn observe_inline(
 
 pub(super) async fn reservation_saga(
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
 ) -> Result<Option<ReservationSaga>, StepError> {
-    if !entry.subject.starts_with("reservation:") {
+    let SagaSubject::Reservation(_) = entry.subject else {
         return Ok(None);
-    }
+    };
     Ok(Some(
-        match db.load_saga(entry.tenant_id, &entry.subject).await? {
+        match db.load_saga(entry.tenant_id, entry.key()).await? {
             Some(v) => saga_codec::reservation_from_json(&v)
                 .map_err(|e| StepError::Retry(e.to_string()))?,
             None => ReservationSaga::default(),

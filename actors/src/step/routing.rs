@@ -6,19 +6,18 @@ use lockstep_domain::{
     KeyCredential, KeyCredentialKind, KeyCredentialState, KeyKindPolicy, KeyKindPolicyId,
     LockCapabilities, RoomId, VendorAdapterId,
 };
-use lockstep_persistence::MailboxEntry;
 
 use crate::db::StepDb;
 use crate::runtime::Runtime;
 use crate::saga_codec;
 
-use super::{domain_err, StepError};
+use super::{domain_err, Entry, StepError};
 
 /// The property's KeyKindPolicy, or the default one (spec `003` §4).
 pub(super) async fn policy(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
 ) -> Result<KeyKindPolicy, StepError> {
     let now = rt.clock.now();
     let Some(p) = db.get_policy(entry.tenant_id, &entry.property_id).await? else {
@@ -56,7 +55,7 @@ pub(super) async fn policy(
 pub(super) async fn capabilities(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     rooms: &[RoomId],
     avoid: Option<&VendorAdapterId>,
 ) -> Result<LockCapabilities, StepError> {
@@ -218,7 +217,7 @@ pub(super) async fn route(
 pub(super) async fn outage_fallback(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     cred: &KeyCredential,
     adapter: &VendorAdapterId,
 ) -> Result<bool, StepError> {
@@ -254,7 +253,7 @@ pub(super) async fn outage_fallback(
     let Some(caps) = up_capabilities(rt, &others).await else {
         return Ok(false);
     };
-    let Some(json) = db.load_saga(entry.tenant_id, &entry.subject).await? else {
+    let Some(json) = db.load_saga(entry.tenant_id, entry.key()).await? else {
         return Ok(false);
     };
     let Ok(saga) = saga_codec::reservation_from_json(&json) else {

@@ -9,7 +9,7 @@ use lockstep_domain::{
     FailureReason, KeyCredentialId, KeyCredentialKind, LockCapabilities, MasterKeyId, RoomId,
     ShiftId, UserId, VendorAdapterId,
 };
-use lockstep_persistence::{MailboxEntry, MasterKeyRecord, MasterKeyWrite};
+use lockstep_persistence::{MasterKeyRecord, MasterKeyWrite};
 use tracing::warn;
 
 use crate::db::StepDb;
@@ -18,13 +18,13 @@ use crate::saga_codec;
 
 use super::credential::{fail_mid_flight, issue, revoke, Holder, Intent};
 use super::routing::{capabilities, policy};
-use super::{done, unit, StepError, Touched};
+use super::{done, unit, Entry, StepError, Touched};
 
 #[allow(clippy::too_many_arguments)] // the shift's ids, its event and its rooms
 pub(super) async fn shift_step(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     shift_id: &ShiftId,
     staff_user_id: &UserId,
     event: ShiftEvent,
@@ -32,7 +32,7 @@ pub(super) async fn shift_step(
     label: &'static str,
 ) -> Result<(), StepError> {
     let now = rt.clock.now();
-    let mut state = match db.load_saga(entry.tenant_id, &entry.subject).await? {
+    let mut state = match db.load_saga(entry.tenant_id, entry.key()).await? {
         Some(v) => saga_codec::shift_from_json(&v).map_err(|e| StepError::Retry(e.to_string()))?,
         None => ShiftSaga::default(),
     };
@@ -203,7 +203,7 @@ pub(super) async fn shift_step(
                     validity: *validity,
                     replaces: replaces.clone(),
                     trace_id: None,
-                    idempotency_key: format!("{}:{}", entry.subject, credential_id),
+                    idempotency_key: format!("{}:{}", entry.key(), credential_id),
                     avoid: None,
                 };
                 issue(db, entry, &mut uow, &mut touched, intent, refused).await?;
@@ -229,7 +229,7 @@ pub(super) async fn shift_step(
         }
     }
     touched.into_uow(&mut uow);
-    uow.saga = Some((entry.subject.clone(), saga_codec::shift_to_json(&next)));
+    uow.saga = Some((entry.key().to_owned(), saga_codec::shift_to_json(&next)));
     uow.mailbox.push(done(entry, "applied"));
     db.commit(uow).await?;
     rt.metrics
@@ -266,7 +266,7 @@ fn scope_kind(s: &str) -> Option<lockstep_domain::master::MasterScopeKind> {
 async fn master_capabilities(
     rt: &Runtime,
     db: &mut StepDb<'_>,
-    entry: &MailboxEntry,
+    entry: &Entry<'_>,
     resolved: &lockstep_domain::master::ResolvedScope,
 ) -> Result<LockCapabilities, StepError> {
     let mut caps = (!resolved.rooms.is_empty())
