@@ -122,14 +122,18 @@ pub trait Store: Storage {
             .await?)
     }
 
-    /// Subjects with due work in a partition (all partitions when `None`); worker path.
+    /// Subjects with due work in a partition (all partitions when `None`), removals
+    /// first; worker path.
     async fn due_subjects(
         &self,
         partition: Option<i32>,
         now: Timestamp,
         limit: i64,
-    ) -> StoreResult<Vec<SubjectRef>> {
-        in_worker_read!(self, |tx| tx.due_subjects(partition, now, limit).await?)
+        removal_topics: &[&str],
+    ) -> StoreResult<Vec<DueSubject>> {
+        in_worker_read!(self, |tx| tx
+            .due_subjects(partition, now, limit, removal_topics)
+            .await?)
     }
 
     /// The (tenant, property) pairs with work in a partition (drift reconciliation); worker

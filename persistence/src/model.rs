@@ -102,6 +102,18 @@ pub struct SubjectRef {
     pub subject: String,
 }
 
+/// A subject with due work ([`crate::tables::ReadOnlyTimerTable::due_subjects`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueSubject {
+    /// The subject.
+    pub subject: SubjectRef,
+    /// Some of the due work may take a key off a door: an open event of a removal topic,
+    /// or a drive of a credential with a door row to remove. Its wake goes before
+    /// waiting issuances (issue 11, revocations first: after an outage, the retries that
+    /// come due together are woken by timers, not by the removal's message).
+    pub removal: bool,
+}
+
 /// Progress on a mailbox entry.
 #[derive(Clone, Debug)]
 pub enum MailboxUpdate {

@@ -229,9 +229,13 @@ impl Rig {
         );
         actix::spawn(async move {
             while !halt.load(Ordering::SeqCst) {
-                if let Ok(subjects) = store.due_subjects(None, clock.now(), 1000).await {
-                    for s in subjects {
-                        r.do_send(Wake::new(s));
+                let removals = &lockstep_actors::events_in::REMOVAL_TOPICS;
+                if let Ok(subjects) = store.due_subjects(None, clock.now(), 1000, removals).await {
+                    for due in subjects {
+                        r.do_send(Wake {
+                            subject: due.subject,
+                            removal: due.removal,
+                        });
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -347,7 +351,7 @@ impl Rig {
             let open = self
                 .rt
                 .store
-                .due_subjects(None, self.rt.clock.now(), 1)
+                .due_subjects(None, self.rt.clock.now(), 1, &[])
                 .await?
                 .len();
             let door = self.rt.store.door_backlog().await?;

@@ -1071,10 +1071,19 @@ async fn wake_due(shared: &Shared, partition: i32) -> Result<(), StoreError> {
     let subjects = shared
         .rt
         .store
-        .due_subjects(Some(partition), shared.rt.clock.now(), 10_000)
+        .due_subjects(
+            Some(partition),
+            shared.rt.clock.now(),
+            10_000,
+            &lockstep_actors::events_in::REMOVAL_TOPICS,
+        )
         .await?;
-    for sref in subjects {
-        shared.router.do_send(Wake::new(sref));
+    // removals first, marked: their steps go before waiting issuances (issue 11)
+    for due in subjects {
+        shared.router.do_send(Wake {
+            subject: due.subject,
+            removal: due.removal,
+        });
     }
     Ok(())
 }

@@ -17,10 +17,20 @@ pub const RECENT_EVENTS: usize = 1000;
 pub async fn ticker(shared: Arc<Shared>, interval: Duration) {
     loop {
         let now = shared.rt.clock.now();
-        match shared.rt.store.due_subjects(None, now, 10_000).await {
+        let removals = &lockstep_actors::events_in::REMOVAL_TOPICS;
+        match shared
+            .rt
+            .store
+            .due_subjects(None, now, 10_000, removals)
+            .await
+        {
             Ok(subjects) => {
-                for s in subjects {
-                    shared.router.do_send(Wake::new(s));
+                // removals first, marked: their steps go before waiting issuances
+                for due in subjects {
+                    shared.router.do_send(Wake {
+                        subject: due.subject,
+                        removal: due.removal,
+                    });
                 }
             }
             Err(e) => warn!(error = %e, "timer scan failed"),

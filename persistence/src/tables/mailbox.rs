@@ -9,7 +9,7 @@ use lockstep_domain::{
 
 use crate::dialect::{corrupt, Row, Stmt};
 use crate::model::{
-    IntakeMessage, InternalEvent, MailboxEntry, MailboxKind, ScheduleDrive, SubjectRef,
+    DueSubject, IntakeMessage, InternalEvent, MailboxEntry, MailboxKind, ScheduleDrive, SubjectRef,
 };
 use crate::tx::{Access, ReadWrite, Tx, WorkerTx};
 use crate::{StoreError, StoreResult};
@@ -78,14 +78,17 @@ pub trait MailboxTable: ReadOnlyMailboxTable {
 /// The worker path's reads of every tenant's mailbox.
 #[async_trait]
 pub trait ReadOnlyTimerTable: Send {
-    /// Subjects with due work in a partition (every partition with `None`), the longest
-    /// due first, at most `limit`.
+    /// Subjects with due work in a partition (every partition with `None`), at most
+    /// `limit`: those whose due work may take a key off a door first (an open event of
+    /// one of `removal_topics`, or a drive of a credential with a door row to remove),
+    /// then the longest due.
     async fn due_subjects(
         &mut self,
         partition: Option<i32>,
         now: Timestamp,
         limit: i64,
-    ) -> StoreResult<Vec<SubjectRef>>;
+        removal_topics: &[&str],
+    ) -> StoreResult<Vec<DueSubject>>;
 
     /// The (tenant, property) pairs with mailbox entries in a partition.
     async fn properties_in_partition(
@@ -320,21 +323,42 @@ impl<A: Access> ReadOnlyTimerTable for WorkerTx<A> {
         partition: Option<i32>,
         now: Timestamp,
         limit: i64,
-    ) -> StoreResult<Vec<SubjectRef>> {
-        let stmt = Stmt::new(
-            "SELECT tenant_id, property_id, partition, subject, min(due_at) AS due FROM mailbox WHERE done_at IS NULL AND due_at <= $1 AND ($2 IS NULL OR partition = $2) GROUP BY tenant_id, property_id, partition, subject ORDER BY due LIMIT $3",
-        )
+        removal_topics: &[&str],
+    ) -> StoreResult<Vec<DueSubject>> {
+        let topics = if removal_topics.is_empty() {
+            "false".to_owned()
+        } else {
+            self.conn
+                .dialect()
+                .in_list("m.topic", 4, removal_topics.len())
+        };
+        let stmt = Stmt::new(format!(
+            "SELECT m.tenant_id, m.property_id, m.partition, m.subject, min(m.due_at) AS due, \
+             max(CASE WHEN (m.kind = 'event' AND {topics}) OR (m.kind = 'drive' AND EXISTS (\
+               SELECT 1 FROM key_credential_devices d WHERE d.tenant_id = m.tenant_id AND d.key_credential_id = m.credential_id \
+               AND d.desired = 'absent' AND d.sync <> 'confirmed')) THEN 1 ELSE 0 END) AS removal \
+             FROM mailbox m WHERE m.done_at IS NULL AND m.due_at <= $1 AND ($2 IS NULL OR m.partition = $2) \
+             GROUP BY m.tenant_id, m.property_id, m.partition, m.subject ORDER BY removal DESC, due LIMIT $3"
+        ))
         .bind(now)
         .bind(partition)
         .bind(limit);
+        let stmt = if removal_topics.is_empty() {
+            stmt
+        } else {
+            stmt.list(removal_topics)
+        };
         let rows = self.conn.fetch_all(stmt).await?;
         rows.iter()
             .map(|r| {
-                Ok(SubjectRef {
-                    tenant_id: r.tenant("tenant_id")?,
-                    property_id: PropertyId::parse(r.get("property_id")?)?,
-                    partition: r.get("partition")?,
-                    subject: r.get("subject")?,
+                Ok(DueSubject {
+                    subject: SubjectRef {
+                        tenant_id: r.tenant("tenant_id")?,
+                        property_id: PropertyId::parse(r.get("property_id")?)?,
+                        partition: r.get("partition")?,
+                        subject: r.get("subject")?,
+                    },
+                    removal: r.get::<i32>("removal")? == 1,
                 })
             })
             .collect()

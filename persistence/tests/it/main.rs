@@ -29,6 +29,7 @@ macro_rules! store_contract_tests {
                 enqueued_entries_come_out_when_due_events_before_drives,
                 retry_and_complete_touch_only_open_entries_and_outcomes_follow,
                 timer_scans_see_due_subjects_properties_and_depth_across_tenants,
+                due_subjects_list_removals_first_and_mark_them,
                 resume_parked_brings_a_vendors_drives_forward_removals_first,
                 undecided_removals_count_due_open_removal_messages_at_the_adapters_properties,
                 subject_partition_is_the_newest_entrys_open_or_done,

@@ -909,8 +909,12 @@ async fn migrate_analyzes_and_the_step_path_scans_no_hot_table() -> anyhow::Resu
             .await?;
         store.credential_devices(tenant, &credential).await?;
         store.load_saga(tenant, &seeded.subject).await?;
-        store.due_subjects(Some(0), now, 100).await?;
-        store.due_subjects(None, now, 100).await?;
+        store
+            .due_subjects(Some(0), now, 100, &["reservation.cancelled"])
+            .await?;
+        store
+            .due_subjects(None, now, 100, &["reservation.cancelled"])
+            .await?;
         store.mailbox_depth().await?;
         store.unpublished(now, 100).await?;
         lockstep_persistence::Storage::close(&store).await;

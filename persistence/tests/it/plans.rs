@@ -418,8 +418,12 @@ async fn hot_path(store: &PgStore, reg: &Registry) -> Result<(), StoreError> {
         .await?;
 
     // the node's periodic work: timers and gauges
-    store.due_subjects(Some(3), day(400), 100).await?;
-    store.due_subjects(None, day(400), 100).await?;
+    store
+        .due_subjects(Some(3), day(400), 100, &["reservation.cancelled"])
+        .await?;
+    store
+        .due_subjects(None, day(400), 100, &["reservation.cancelled"])
+        .await?;
     store.mailbox_depth().await?;
     store.outbox_lag().await?;
     store.door_backlog().await?;

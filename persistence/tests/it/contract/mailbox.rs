@@ -80,19 +80,21 @@ pub async fn next_mailbox_entry_returns_oldest_due_entry_and_skips_later_ones(
     assert_eq!(e3.id, e2.id, "order is by id among due entries");
 
     // The scanner sees both subjects of the partition as due.
-    let due = store.due_subjects(Some(partition), now, 100).await?;
-    let mut subjects: Vec<_> = due.iter().map(|s| s.subject.as_str()).collect();
+    let due = store.due_subjects(Some(partition), now, 100, &[]).await?;
+    let mut subjects: Vec<_> = due.iter().map(|d| d.subject.subject.as_str()).collect();
     subjects.sort();
     assert_eq!(
         subjects,
         vec!["reservation:other"],
         "rsv-order's open entries are due later"
     );
-    let due_later = store.due_subjects(Some(partition), at(7_200), 100).await?;
+    let due_later = store
+        .due_subjects(Some(partition), at(7_200), 100, &[])
+        .await?;
     assert_eq!(due_later.len(), 2);
     assert!(due_later
         .iter()
-        .all(|s| s.tenant_id == tenant && s.partition == partition));
+        .all(|d| d.subject.tenant_id == tenant && d.subject.partition == partition && !d.removal));
     let (depth, oldest) = store.mailbox_depth().await?;
     assert!(depth >= 3);
     assert!(oldest.is_some());
@@ -312,6 +314,77 @@ pub async fn retry_and_complete_touch_only_open_entries_and_outcomes_follow(
     Ok(())
 }
 
+/// Issue 11, revocations first: `due_subjects` marks a subject whose due work may take a
+/// key off a door (an open event of a removal topic; a drive of a credential with a door
+/// row to remove) and lists those first, ahead of older issuances; without removal
+/// topics only the door rows mark one.
+pub async fn due_subjects_list_removals_first_and_mark_them(b: &Backend) -> anyhow::Result<()> {
+    // The scan sees every tenant: a database of its own.
+    let b = b.isolated().await?;
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let reg = seed_registry(store, tenant).await?;
+    let p = random_partition();
+    for (subject, topic, due) in [
+        ("s-issue", "reservation.confirmed", at(0)),
+        ("s-cancel", "reservation.cancelled", at(10)),
+    ] {
+        let mut m = intake_msg(tenant, subject, p, due);
+        m.topic = topic.into();
+        let mut tx = store.begin(tenant, None).await?;
+        tx.enqueue_event(&m).await?;
+        tx.commit().await?;
+    }
+    for (subject, desired, due, day_n) in [
+        ("s-drive-add", Desired::Present, at(5), 10),
+        ("s-drive-remove", Desired::Absent, at(20), 20),
+    ] {
+        let c = stay(&reg, &reservation(), &["r101"], day(day_n), day(day_n + 1))?;
+        let mut uow = insert(c.snapshot(), t0());
+        let mut row = device_write(c.id(), &reg.devices[0], None, None)?;
+        row.desired = desired;
+        uow.devices.push(row);
+        uow.schedule.push(ScheduleDrive {
+            property_id: property(),
+            partition: p,
+            subject: subject.into(),
+            credential_id: c.id().clone(),
+            due_at: due,
+        });
+        store.commit(uow).await?;
+    }
+    let listed = |v: Vec<DueSubject>| -> Vec<(String, bool)> {
+        v.into_iter()
+            .map(|d| (d.subject.subject, d.removal))
+            .collect()
+    };
+    let removals = ["reservation.cancelled", "reservation.checked_out"];
+    assert_eq!(
+        listed(store.due_subjects(Some(p), at(60), 10, &removals).await?),
+        vec![
+            ("s-cancel".to_owned(), true),
+            ("s-drive-remove".to_owned(), true),
+            ("s-issue".to_owned(), false),
+            ("s-drive-add".to_owned(), false),
+        ]
+    );
+    assert_eq!(
+        listed(store.due_subjects(Some(p), at(60), 1, &removals).await?),
+        vec![("s-cancel".to_owned(), true)],
+        "the limit keeps the removals"
+    );
+    assert_eq!(
+        listed(store.due_subjects(Some(p), at(60), 10, &[]).await?),
+        vec![
+            ("s-drive-remove".to_owned(), true),
+            ("s-issue".to_owned(), false),
+            ("s-drive-add".to_owned(), false),
+            ("s-cancel".to_owned(), false),
+        ]
+    );
+    Ok(())
+}
+
 /// DESIGN §5, the worker path: `due_subjects` lists subjects with due work of a partition
 /// (or of all) across tenants, longest due first, up to a limit; `properties_in_partition`
 /// and `mailbox_depth` see every tenant.
@@ -337,27 +410,32 @@ pub async fn timer_scans_see_due_subjects_properties_and_depth_across_tenants(
         tx.commit().await?;
     }
     let mut w = store.worker_read().await?;
-    let subjects = |v: Vec<SubjectRef>| -> Vec<(TenantId, String)> {
-        v.into_iter().map(|s| (s.tenant_id, s.subject)).collect()
+    let subjects = |v: Vec<DueSubject>| -> Vec<(TenantId, String)> {
+        v.into_iter()
+            .map(|d| (d.subject.tenant_id, d.subject.subject))
+            .collect()
     };
     assert_eq!(
-        subjects(w.due_subjects(Some(p1), at(50), 10).await?),
+        subjects(w.due_subjects(Some(p1), at(50), 10, &[]).await?),
         vec![(a, "s2".to_owned()), (a, "s1".to_owned())]
     );
     assert_eq!(
-        subjects(w.due_subjects(Some(p1), at(50), 1).await?),
+        subjects(w.due_subjects(Some(p1), at(50), 1, &[]).await?),
         vec![(a, "s2".to_owned())]
     );
     assert_eq!(
-        subjects(w.due_subjects(None, at(50), 10).await?),
+        subjects(w.due_subjects(None, at(50), 10, &[]).await?),
         vec![
             (a, "s2".to_owned()),
             (c, "s3".to_owned()),
             (a, "s1".to_owned())
         ]
     );
-    let due = w.due_subjects(Some(p2), at(50), 10).await?;
-    assert_eq!((due[0].partition, &due[0].property_id), (p2, &property()));
+    let due = w.due_subjects(Some(p2), at(50), 10, &[]).await?;
+    assert_eq!(
+        (due[0].subject.partition, &due[0].subject.property_id),
+        (p2, &property())
+    );
     let mut props = w.properties_in_partition(p1).await?;
     props.sort_by(|x, y| (x.0.to_string(), x.1.as_str()).cmp(&(y.0.to_string(), y.1.as_str())));
     let mut want = vec![(a, property()), (c, elsewhere)];

@@ -37,10 +37,10 @@ mod prelude {
     };
     pub use lockstep_persistence::tables::*;
     pub use lockstep_persistence::{
-        CredentialFilter, CredentialWrite, Desired, DoorBacklog, EncodeJobState, EncodeResult,
-        EncoderSessionRecord, IntakeOutcome, InternalEvent, MailboxKind, MailboxUpdate,
-        MasterKeyWrite, NewEncodeJob, PropertyCredential, ProvisionalRecord, ProvisionalVerdict,
-        ScheduleDrive, Storage, Store, StoreError, SubjectRef, SyncState, UnitOfWork,
+        CredentialFilter, CredentialWrite, Desired, DoorBacklog, DueSubject, EncodeJobState,
+        EncodeResult, EncoderSessionRecord, IntakeOutcome, InternalEvent, MailboxKind,
+        MailboxUpdate, MasterKeyWrite, NewEncodeJob, PropertyCredential, ProvisionalRecord,
+        ProvisionalVerdict, ScheduleDrive, Storage, Store, StoreError, SyncState, UnitOfWork,
     };
 
     pub use crate::support::*;
