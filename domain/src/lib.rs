@@ -2,8 +2,9 @@
 //! invariants of spec `003`, domain events, domain errors with their canonical codes, the
 //! `Clock` port, the saga decisions (saga state + event → commands) for reservations and
 //! shifts and the subjects they are keyed by, the `KeyKindPolicy`, master-key scopes,
-//! adapter capabilities, device health signals, the circuit breaker's state machine, and
-//! the door anomaly rules.
+//! adapter capabilities, device health signals, the circuit breaker's state machine, the
+//! door-sync plan (which door a credential's drive works next, and how), and the door
+//! anomaly rules.
 //!
 //! Architecture Invariant: this crate does no I/O, has no async, names no vendor wire
 //! format, and depends on no framework (no serde, sqlx, actix, reqwest). Every other crate
@@ -16,6 +17,7 @@ pub mod capabilities;
 pub mod clock;
 pub mod credential;
 pub mod device;
+pub mod door_sync;
 pub mod errors;
 pub mod events;
 pub mod ids;
