@@ -2,6 +2,7 @@
 //! (with its door-truth rows and its drive), revoke, suspend, update, fail it mid-flight.
 //! Shared by the reservation and shift sagas and by operator commands.
 
+use lockstep_domain::door_sync;
 use lockstep_domain::master::CommonArea;
 use lockstep_domain::{
     DomainError, FailureReason, HolderKind, IssueIntent, KeyCredential, KeyCredentialId,
@@ -240,7 +241,7 @@ pub(super) fn plan_removal(
         }
         let mut w = DeviceSyncWrite::from_current(d);
         w.desired = Desired::Absent;
-        w.sync = if (d.attempts == 0 || never_sent) && d.vendor_ref.is_none() {
+        w.sync = if door_sync::holds_nothing(d.attempts, d.vendor_ref.is_some(), never_sent) {
             SyncState::Confirmed
         } else {
             SyncState::Pending
@@ -420,7 +421,7 @@ pub(super) async fn update(
             w.sync = SyncState::Pending;
         } else if !keep {
             w.desired = Desired::Absent;
-            w.sync = if d.attempts == 0 && d.vendor_ref.is_none() {
+            w.sync = if door_sync::holds_nothing(d.attempts, d.vendor_ref.is_some(), false) {
                 SyncState::Confirmed
             } else {
                 SyncState::Pending

@@ -1,7 +1,13 @@
 //! The drive: a credential's per-device vendor operations, one vendor call and one commit
-//! at a time, removals first, a lookup before any retry of a call that may have landed
-//! (DESIGN §3.4), and the failure (with its compensation) when the budget is spent.
+//! at a time. What to do at which door is `domain::door_sync`'s plan (removals first, a
+//! lookup before any retry of a call that may have landed (DESIGN §3.4), the attempt cap,
+//! PIN collisions, activation); here it is carried out: the vendor calls, their answers,
+//! the commits, the yields to waiting events, the outage fallback, and the failure (with
+//! its compensation) when the budget is spent.
 
+use lockstep_domain::door_sync::{
+    self, BeforeIssue, DoorPlan, DoorRow, DoorSync, PinCollision, Removal,
+};
 use lockstep_domain::{
     DeviceRef, FailureReason, KeyCredential, KeyCredentialId, KeyCredentialState, Pin,
     VendorAdapterId, VendorRef,
@@ -21,9 +27,6 @@ use super::credential::plan_removal;
 use super::reservation::observe_inline;
 use super::routing::outage_fallback;
 use super::{audit, domain_err, done, flush_events, observe, unit, Entry, StepError};
-
-/// PIN collisions tolerated before the credential fails (spec `002`, "PIN collision").
-pub const MAX_PIN_COLLISIONS: i32 = 3;
 
 /// Drives a credential's per-device vendor operations until every device agrees with what
 /// is desired, one vendor call and one commit at a time; removals before issuances.
@@ -67,18 +70,11 @@ pub(super) async fn drive(
             }
         };
         let expected = cred.version();
-        let next = devices
-            .iter()
-            .filter(|d| d.sync == SyncState::Pending)
-            .min_by_key(|d| (d.desired == Desired::Present, d.device_id.clone()));
-        let Some(d) = next else {
+        let rows: Vec<DoorRow<'_>> = devices.iter().map(door_row).collect();
+        let Some(next) = door_sync::next_door(&rows) else {
             // Everything agrees: activate a pending credential whose devices all hold it.
             let mut uow = unit(entry, fence, now);
-            if cred.state() == KeyCredentialState::Pending
-                && devices
-                    .iter()
-                    .all(|d| d.desired == Desired::Present && d.sync == SyncState::Confirmed)
-            {
+            if door_sync::activates(cred.state(), &rows, None) {
                 cred.mark_active(now).map_err(domain_err)?;
                 observe(entry, &cred, &mut uow);
                 flush_events(&mut cred, &mut uow);
@@ -95,24 +91,20 @@ pub(super) async fn drive(
                 .inc();
             return Ok(());
         };
+        let (d, row) = (&devices[next], &rows[next]);
         let adapter = d.vendor_adapter_id.clone();
         let req = issue_request(&cred, d);
         let mut uow = unit(entry, fence, now);
         let mut w = DeviceSyncWrite::from_current(d);
-        let holds = matches!(
-            cred.state(),
-            KeyCredentialState::Requested
-                | KeyCredentialState::Pending
-                | KeyCredentialState::Active
-        );
-        if d.desired == Desired::Absent || !holds {
-            let vref = match &d.vendor_ref {
-                Some(v) => Some(v.clone()),
+        let plan = door_sync::plan_door(row, cred.state());
+        if let DoorPlan::Remove(removal) = plan {
+            let vref = match removal {
+                Removal::Delete => d.vendor_ref.clone(),
                 // a previous issue attempt may have reached the vendor: look first
-                None if d.attempts > 0 => {
+                Removal::FindThenDelete => {
                     vendor_find(rt, db, &adapter, &req).await.map_err(retry)?
                 }
-                None => None,
+                Removal::NothingThere => None,
             };
             if let Some(v) = &vref {
                 match vendor_revoke(rt, db, &adapter, &d.device_ref, v).await {
@@ -144,7 +136,7 @@ pub(super) async fn drive(
             continue;
         }
         // An object the vendor holds already: move its window (dates changed).
-        if let Some(v) = &d.vendor_ref {
+        if let (DoorPlan::Update, Some(v)) = (plan, &d.vendor_ref) {
             match vendor_update(rt, db, &adapter, &req, v).await {
                 Ok(()) => {
                     w.sync = SyncState::Confirmed;
@@ -161,7 +153,7 @@ pub(super) async fn drive(
         // A fresh intent was committed with the decision and never sent.
         let fresh = fresh_devices.remove(&d.device_id);
         // Reconcile before retrying: a call that may have landed is looked up first.
-        if d.attempts > 0 && !fresh {
+        if door_sync::issue_lookup(row, fresh) {
             match vendor_find(rt, db, &adapter, &req).await {
                 Ok(Some(v)) => {
                     w.vendor_ref = Some(v);
@@ -191,50 +183,57 @@ pub(super) async fn drive(
                 }
             }
         }
-        // Something new for the door waits while the account drains its removals or is
-        // held (DESIGN §7); asked before an attempt is committed, so it costs none.
-        if let Some(why) = rt.ports.addition_gate(&adapter) {
-            if fresh {
-                // the decision's intent was never sent: its attempt is given back
-                w.attempts -= 1;
-                uow.devices.push(w);
-                db.commit(uow).await?;
+        let commit_intent = match door_sync::before_issue(
+            rt.ports.addition_gate(&adapter),
+            d.attempts,
+            rt.settings.max_issue_attempts,
+            cred.state(),
+            fresh,
+        ) {
+            BeforeIssue::Call { commit_intent } => commit_intent,
+            // Something new for the door waits while the account drains its removals or is
+            // held (DESIGN §7); asked before an attempt is committed, so it costs none.
+            BeforeIssue::Park(why) => {
+                if fresh {
+                    // the decision's intent was never sent: its attempt is given back
+                    w.attempts -= 1;
+                    uow.devices.push(w);
+                    db.commit(uow).await?;
+                }
+                if outage_fallback(rt, db, entry, &cred, &adapter).await? {
+                    refail(
+                        rt,
+                        db,
+                        entry,
+                        credential_id,
+                        FailureReason::VendorUnreachable,
+                    )
+                    .await?;
+                    continue;
+                }
+                return Err(StepError::Parked(why));
             }
-            if outage_fallback(rt, db, entry, &cred, &adapter).await? {
-                refail(
+            // The issue's budget is spent: fail and clean up (failed.v1). It counts attempts
+            // that reached the vendor and failed there, not waits behind an open breaker or
+            // a held account, nor time (a 12-hour outage costs no budget).
+            BeforeIssue::BudgetSpent => {
+                fail_credential(
                     rt,
                     db,
                     entry,
-                    credential_id,
+                    &mut cred,
+                    expected,
+                    &devices,
                     FailureReason::VendorUnreachable,
                 )
                 .await?;
                 continue;
             }
-            return Err(StepError::Parked(why));
-        }
-        // The issue's budget is spent: fail and clean up (failed.v1). It counts attempts
-        // that reached the vendor and failed there, not waits behind an open breaker or a
-        // held account, nor time (a 12-hour outage costs no budget).
-        if d.attempts >= rt.settings.max_issue_attempts
-            && cred.state() != KeyCredentialState::Active
-        {
-            fail_credential(
-                rt,
-                db,
-                entry,
-                &mut cred,
-                expected,
-                &devices,
-                FailureReason::VendorUnreachable,
-            )
-            .await?;
-            continue;
-        }
+        };
         // Commit the intent (and requested → pending) before the call, unless the
         // decision committed it.
         let mut expected = expected;
-        if !fresh {
+        if commit_intent {
             if cred.state() == KeyCredentialState::Requested {
                 cred.mark_pending(now).map_err(domain_err)?;
                 uow.credentials.push(CredentialWrite {
@@ -260,11 +259,7 @@ pub(super) async fn drive(
                 // The last device the credential waited for: it becomes active in the same
                 // commit, unless an event waits (a cancel that came meanwhile is recorded
                 // before activation, DESIGN §3.5).
-                let last = cred.state() == KeyCredentialState::Pending
-                    && devices.iter().all(|x| {
-                        x.device_id == device
-                            || (x.desired == Desired::Present && x.sync == SyncState::Confirmed)
-                    });
+                let last = door_sync::activates(cred.state(), &rows, Some(&device));
                 if last && !event_waiting(rt, db, entry).await? {
                     cred.mark_active(uow.now).map_err(domain_err)?;
                     if !observe_inline(rt, db, entry, &cred, &mut uow).await? {
@@ -288,7 +283,7 @@ pub(super) async fn drive(
             Err(VendorError::PinCollision) => {
                 let mut uow = fresh();
                 w.pin_collisions += 1;
-                if w.pin_collisions >= MAX_PIN_COLLISIONS {
+                if door_sync::after_pin_collision(w.pin_collisions) == PinCollision::Exhausted {
                     uow.devices.push(w);
                     db.commit(uow).await?;
                     refail(
@@ -412,6 +407,21 @@ async fn fail_credential(
     });
     db.commit(uow).await?;
     Ok(())
+}
+
+/// A door-truth row as the door-sync plan reads it.
+fn door_row(d: &CredentialDevice) -> DoorRow<'_> {
+    DoorRow {
+        device: &d.device_id,
+        present: d.desired == Desired::Present,
+        sync: match d.sync {
+            SyncState::Pending => DoorSync::Pending,
+            SyncState::Confirmed => DoorSync::Confirmed,
+            SyncState::Failed => DoorSync::Failed,
+        },
+        attempts: d.attempts,
+        has_vendor_ref: d.vendor_ref.is_some(),
+    }
 }
 
 fn issue_request(cred: &KeyCredential, d: &CredentialDevice) -> IssueRequest {

@@ -47,8 +47,8 @@ use crate::events_out;
 use crate::runtime::Runtime;
 
 use drive::drive;
-pub use drive::MAX_PIN_COLLISIONS;
 use fanout::{property_deactivated, revoke_one, user_deactivated};
+pub use lockstep_domain::door_sync::MAX_PIN_COLLISIONS;
 use operator::{
     operator_replace, operator_suspend, operator_unsuspend, operator_update, reissue_on_device,
     reissue_provisional,
