@@ -10,7 +10,7 @@
 use anyhow::{ensure, Context};
 use lockstep_domain::{KeyCredentialState, TenantId};
 use lockstep_persistence::testing::plans::{self, Planned};
-use lockstep_persistence::testing::{shared_pg_database, test_cipher};
+use lockstep_persistence::testing::{shared_pg_database, test_cipher, PgTestDb};
 use lockstep_persistence::{
     InternalEvent, MailboxUpdate, MasterKeyWrite, PgStore, ScheduleDrive, Store, StoreError,
 };
@@ -45,26 +45,7 @@ const FLEET_ROWS: i64 = 20_000;
 #[tokio::test]
 async fn hot_path_statements_read_growing_tables_through_indexes() -> anyhow::Result<()> {
     let db = shared_pg_database().await?;
-    let store = db.connect_store(test_cipher(), 4).await?;
-    let owner = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&db.owner_url)
-        .await?;
-
-    // The rest of the fleet: another tenant with one saga of every kind of row, copied.
-    let fleet = TenantId::generate();
-    let fleet_reg = seed_registry(&store, fleet).await?;
-    one_saga(&store, &fleet_reg, 0).await?;
-    one_master_key(&store, &fleet_reg).await?;
-    load_fleet(&owner, fleet).await?;
-
-    // This tenant: a few dozen sagas through the store.
-    let tenant = TenantId::generate();
-    let reg = seed_registry(&store, tenant).await?;
-    for i in 1..=40 {
-        one_saga(&store, &reg, i).await?;
-    }
-    sqlx::raw_sql("ANALYZE").execute(&owner).await?;
+    let (store, owner, reg) = loaded(db, 40).await?;
 
     let (worked, planned) = plans::capture(hot_path(&store, &reg)).await;
     worked?;
@@ -102,20 +83,8 @@ async fn hot_path_statements_read_growing_tables_through_indexes() -> anyhow::Re
 async fn a_missing_index_shows_as_a_sequential_scan() -> anyhow::Result<()> {
     // its own database: the index it drops must not go missing under other tests
     let db = lockstep_persistence::testing::fresh_pg_database().await?;
-    let store = db.connect_store(test_cipher(), 2).await?;
-    let owner = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&db.owner_url)
-        .await?;
-    let fleet = TenantId::generate();
-    let fleet_reg = seed_registry(&store, fleet).await?;
-    one_saga(&store, &fleet_reg, 0).await?;
-    one_master_key(&store, &fleet_reg).await?;
-    load_fleet(&owner, fleet).await?;
-    let tenant = TenantId::generate();
-    let reg = seed_registry(&store, tenant).await?;
-    one_saga(&store, &reg, 1).await?;
-    sqlx::raw_sql("ANALYZE").execute(&owner).await?;
+    let (store, owner, reg) = loaded(&db, 1).await?;
+    let tenant = reg.tenant;
 
     let lookup = || async {
         store
@@ -146,6 +115,28 @@ async fn a_missing_index_shows_as_a_sequential_scan() -> anyhow::Result<()> {
     );
     owner.close().await;
     Ok(())
+}
+
+/// A store on `db` loaded like a busy fleet's and analyzed: another tenant's saga and
+/// master key copied [`FLEET_ROWS`] times into every growing table, and `sagas` sagas of
+/// a new tenant (its registry returned) through the store; with an owner pool.
+async fn loaded(db: &PgTestDb, sagas: i64) -> anyhow::Result<(PgStore, PgPool, Registry)> {
+    let store = db.connect_store(test_cipher(), 4).await?;
+    let owner = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.owner_url)
+        .await?;
+    let fleet = TenantId::generate();
+    let fleet_reg = seed_registry(&store, fleet).await?;
+    one_saga(&store, &fleet_reg, 0).await?;
+    one_master_key(&store, &fleet_reg).await?;
+    load_fleet(&owner, fleet).await?;
+    let reg = seed_registry(&store, TenantId::generate()).await?;
+    for i in 1..=sagas {
+        one_saga(&store, &reg, i).await?;
+    }
+    sqlx::raw_sql("ANALYZE").execute(&owner).await?;
+    Ok((store, owner, reg))
 }
 
 /// A master key of `reg`'s staff member `staff-1` on r101, through the store.
