@@ -309,6 +309,8 @@ pub(super) async fn observe_inline(
     }
 }
 
+/// The reservation saga of `entry`'s subject (a new one when none is stored yet), or
+/// `None` when the subject is not a stay (a shift's master key).
 pub(super) async fn reservation_saga(
     db: &mut StepDb<'_>,
     entry: &Entry<'_>,
