@@ -163,6 +163,9 @@ impl<'a> StepDb<'a> {
         if !uow.outbox.is_empty() {
             self.rt.outbox_ready.notify_one();
         }
+        if !uow.audit.is_empty() {
+            self.rt.audit_ready.notify_one();
+        }
         Ok(())
     }
 

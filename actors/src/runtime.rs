@@ -326,6 +326,9 @@ pub struct Runtime {
     /// Woken by every commit that wrote outbox rows: the publisher sends them at once
     /// instead of at its next poll.
     pub outbox_ready: Arc<tokio::sync::Notify>,
+    /// Woken by every commit that wrote audit rows: the linker chains them after a short
+    /// gather instead of polling (issue 11: an idle node's background transactions).
+    pub audit_ready: Arc<tokio::sync::Notify>,
     /// Admission of saga transactions, removals first.
     pub steps: StepGate,
 }

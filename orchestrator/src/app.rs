@@ -601,6 +601,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         work: Default::default(),
         config: Default::default(),
         outbox_ready,
+        audit_ready: Default::default(),
         steps: StepGate::new(step_permits(&settings)),
     };
     let anomalies = crate::anomalies::Anomalies::new(&properties)?;
@@ -680,7 +681,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // issue 11: steps write audit rows unlinked; the linker chains them
     actix::spawn(crate::upkeep::audit_linker(
         shared.rt.store.clone(),
-        crate::upkeep::LINK_EVERY,
+        shared.rt.audit_ready.clone(),
     ));
     {
         let metrics = crate::upkeep::RetentionMetrics::register(&shared.rt.metrics.registry)?;

@@ -216,6 +216,7 @@ impl Rig {
             work: Default::default(),
             config: Default::default(),
             outbox_ready: Default::default(),
+            audit_ready: Default::default(),
             steps: Default::default(),
         };
         let router = Router::new(rt.clone()).start();
