@@ -68,6 +68,17 @@ const IDLE_SAMPLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long Lockstep's idle background is measured before the burst.
 const BACKGROUND_WINDOW: Duration = Duration::from_secs(10);
 
+/// Lockstep's idle background, measured between the idle phase and the burst.
+#[derive(Clone, Debug, Default)]
+pub struct Background {
+    /// Transactions per second.
+    pub xacts_per_sec: f64,
+    /// The statements run most (empty without `pg_stat_statements`).
+    pub statements: Vec<probe::StatementFigure>,
+    /// Seconds measured.
+    pub window: f64,
+}
+
 /// The warm-up.
 #[derive(Clone, Debug, Default)]
 pub struct Warmup {
@@ -111,6 +122,10 @@ pub struct Burst {
     pub cancel_to_delete_s: Vec<f64>,
     /// Lockstep's transactions per second while idle (measured before the burst).
     pub background_xacts_per_sec: f64,
+    /// The statements Lockstep ran most while idle, over [`Burst::background_window`].
+    pub background_statements: Vec<probe::StatementFigure>,
+    /// Seconds the idle background was measured.
+    pub background_window: f64,
     /// CPU, Postgres, vendor calls, saga steps and events over the burst.
     pub usage: Usage,
     /// Postgres connections to Lockstep's database by `state/wait`, averaged over the
@@ -450,8 +465,8 @@ impl Session {
     }
 
     /// Between the phases: waits (bounded) until Lockstep is idle, then measures its
-    /// background transactions per second.
-    async fn settle(&self, rig: &mut Rig) -> anyhow::Result<f64> {
+    /// background: transactions per second and the statements it runs most.
+    async fn settle(&self, rig: &mut Rig) -> anyhow::Result<Background> {
         self.progress.phase("settling", 0, 0, 0);
         let since = Instant::now();
         while let Err(busy) = rig.idle().await {
@@ -461,10 +476,23 @@ impl Session {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        let counted = probe::reset_statements(&rig.pg).await.is_ok();
         let (t0, p0) = (Instant::now(), probe::pg_stats(&rig.pg).await?);
         tokio::time::sleep(BACKGROUND_WINDOW).await;
         let (t1, p1) = (Instant::now(), probe::pg_stats(&rig.pg).await?);
-        Ok((p1.xacts - p0.xacts) / t1.duration_since(t0).as_secs_f64().max(1e-9))
+        let window = t1.duration_since(t0).as_secs_f64().max(1e-9);
+        let statements = if counted {
+            probe::top_statements(&rig.pg, 12, probe::Rank::Calls)
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        Ok(Background {
+            xacts_per_sec: (p1.xacts - p0.xacts) / window,
+            statements,
+            window,
+        })
     }
 
     /// Phase 3: the burst, with the cancellations of `to_cancel` in its middle.
@@ -472,7 +500,7 @@ impl Session {
         &self,
         rig: &Rig,
         to_cancel: &[usize],
-        background: f64,
+        background: Background,
     ) -> anyhow::Result<Burst> {
         let n = self.plan.confirmations;
         self.progress
@@ -551,7 +579,9 @@ impl Session {
         let (backends, backend_samples) = sampler.finish().await;
         tokio::time::sleep(probe::PG_STATS_LAG).await;
         after.read_pg(&rig.pg).await?;
-        let statements = probe::top_statements(&rig.pg, 10).await.unwrap_or_default();
+        let statements = probe::top_statements(&rig.pg, 10, probe::Rank::Time)
+            .await
+            .unwrap_or_default();
 
         let sent_of_confirmations = items.iter().zip(&sent_at).filter_map(|(it, t)| match it {
             Item::Confirm(_) => Some(*t),
@@ -583,7 +613,9 @@ impl Session {
             timed_out,
             latencies_s,
             cancel_to_delete_s,
-            background_xacts_per_sec: background,
+            background_xacts_per_sec: background.xacts_per_sec,
+            background_statements: background.statements,
+            background_window: background.window,
             usage: Usage::between(&before, &after),
             backends,
             backend_samples,

@@ -102,16 +102,35 @@ pub async fn reset_statements(pg: &PgCluster) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `n` statements of Lockstep's database that took the most execution time since the
-/// last [`reset_statements`].
-pub async fn top_statements(pg: &PgCluster, n: usize) -> anyhow::Result<Vec<StatementFigure>> {
+/// How [`top_statements`] ranks.
+#[derive(Clone, Copy, Debug)]
+pub enum Rank {
+    /// Most execution time first.
+    Time,
+    /// Most executions first.
+    Calls,
+}
+
+/// The `n` statements of Lockstep's database ranked by `rank` since the last
+/// [`reset_statements`].
+pub async fn top_statements(
+    pg: &PgCluster,
+    n: usize,
+    rank: Rank,
+) -> anyhow::Result<Vec<StatementFigure>> {
+    // by calls, the transactions' own BEGIN and COMMIT stay in: their count beside the
+    // statements' says which transactions the listed statements are
+    let order = match rank {
+        Rank::Time => "total_exec_time",
+        Rank::Calls => "calls",
+    };
     let out = psql(
         pg,
         &format!(
             "SELECT calls, rows, total_exec_time, shared_blks_hit + shared_blks_read, \
              regexp_replace(left(query, 160), '[[:space:]]+', ' ', 'g') \
              FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
-             WHERE d.datname = 'lockstep' ORDER BY total_exec_time DESC LIMIT {n}"
+             WHERE d.datname = 'lockstep' ORDER BY {order} DESC LIMIT {n}"
         ),
     )
     .await?;

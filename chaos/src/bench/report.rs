@@ -273,6 +273,25 @@ fn burst(b: &Burst) -> String {
             );
         }
     }
+    if !b.background_statements.is_empty() {
+        let window = b.background_window.max(1e-9);
+        let _ = writeln!(
+            s,
+            "    idle background ({:.1} transactions/s): statements by calls (top {}; per second: calls, rows, ms):",
+            b.background_xacts_per_sec,
+            b.background_statements.len()
+        );
+        for t in &b.background_statements {
+            let _ = writeln!(
+                s,
+                "      {:>6.2} calls  {:>7.1} rows  {:>6.2} ms  {}",
+                t.calls / window,
+                t.rows / window,
+                t.exec_ms / window,
+                t.query
+            );
+        }
+    }
     s
 }
 
