@@ -3,8 +3,9 @@
 //! `Clock` port, the saga decisions (saga state + event → commands) for reservations and
 //! shifts and the subjects they are keyed by, the `KeyKindPolicy`, master-key scopes,
 //! adapter capabilities, device health signals, the circuit breaker's state machine, the
-//! door-sync plan (which door a credential's drive works next, and how), and the door
-//! anomaly rules.
+//! door-sync plan (which door a credential's drive works next, and how), the operator
+//! commands' rules (which state takes which command, K-2, what a replace creates), and the
+//! door anomaly rules.
 //!
 //! Architecture Invariant: this crate does no I/O, has no async, names no vendor wire
 //! format, and depends on no framework (no serde, sqlx, actix, reqwest). Every other crate
@@ -23,6 +24,7 @@ pub mod events;
 pub mod ids;
 pub mod master;
 pub mod offline;
+pub mod operator;
 pub mod pin;
 pub mod policy;
 pub mod saga;
@@ -62,6 +64,7 @@ pub use master::{
     MasterScopeKind, PropertyLayout, ResolvedScope, ScopeRefusal,
 };
 pub use offline::{OfflineIssuance, OfflineRevokeReason, RenewalRefusal, Unvouched};
+pub use operator::{CredentialFacts, OperatorCommand};
 pub use pin::Pin;
 pub use policy::{KeyKindPolicy, KeyKindPolicyInput};
 pub use secret::{DeviceRef, VendorRef};

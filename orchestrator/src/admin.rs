@@ -357,7 +357,7 @@ pub(crate) async fn revoke_master(
             &shared,
             tenant,
             &cred,
-            lockstep_actors::events_in::INTERNAL_REVOKE,
+            lockstep_domain::OperatorCommand::Revoke,
             json!({ "reason": reason.as_str() }),
         )
         .await?;

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use lockstep_actors::events_in;
+use lockstep_domain::operator::{self, Rejection};
 use lockstep_domain::{
-    DomainError, KeyCredential, KeyCredentialId, KeyCredentialState, RevokeReason, SuspendReason,
-    TenantId,
+    CredentialFacts, DomainError, KeyCredential, KeyCredentialId, OperatorCommand, RevokeReason,
+    SuspendReason, TenantId,
 };
 use serde_json::json;
 
@@ -119,13 +120,24 @@ pub(crate) fn message_id(req: &HttpRequest) -> Result<String, ApiError> {
     }
 }
 
-/// Sends the command for `cred` and answers with its outcome.
+/// The internal topic a command travels under to the credential's saga subject.
+fn topic_of(command: OperatorCommand) -> &'static str {
+    match command {
+        OperatorCommand::Update => events_in::INTERNAL_UPDATE,
+        OperatorCommand::Revoke => events_in::INTERNAL_REVOKE,
+        OperatorCommand::Suspend => events_in::INTERNAL_SUSPEND,
+        OperatorCommand::Unsuspend => events_in::INTERNAL_UNSUSPEND,
+        OperatorCommand::Replace => events_in::INTERNAL_REPLACE,
+    }
+}
+
+/// Sends `command` for `cred` and answers with its outcome.
 pub(crate) async fn run_command(
     req: &HttpRequest,
     shared: &Shared,
     tenant: TenantId,
     cred: &KeyCredential,
-    topic: &str,
+    command: OperatorCommand,
     mut payload: serde_json::Value,
 ) -> Result<HttpResponse, ApiError> {
     let id = cred.id().clone();
@@ -136,7 +148,7 @@ pub(crate) async fn run_command(
         tenant_id: tenant,
         property_id: cred.property_id().clone(),
         subject: saga_subject(shared, tenant, cred).await?,
-        topic: topic.to_owned(),
+        topic: topic_of(command).to_owned(),
         payload,
     };
     let rt = &shared.rt;
@@ -163,44 +175,36 @@ pub(crate) async fn run_command(
         commands::DEFAULT_WAIT,
     )
     .await?;
-    match outcome.as_deref() {
-        None => Ok(HttpResponse::Accepted()
+    let Some(outcome) = outcome else {
+        return Ok(HttpResponse::Accepted()
             .insert_header(("location", location))
-            .json(json!({ "status": "pending", "credentialId": id.as_str() }))),
-        Some("applied") => {
-            let cred = credential_or_404(rt.store.as_ref(), tenant, &id).await?;
-            let devices = rt.store.credential_devices(tenant, &id).await?;
-            Ok(HttpResponse::Ok()
-                .insert_header(("location", location))
-                .json(credential_json(&cred, &devices)))
-        }
-        Some("rejected:k2") => Err(DomainError::validation(
+            .json(json!({ "status": "pending", "credentialId": id.as_str() })));
+    };
+    if outcome == "applied" {
+        let cred = credential_or_404(rt.store.as_ref(), tenant, &id).await?;
+        let devices = rt.store.credential_devices(tenant, &id).await?;
+        return Ok(HttpResponse::Ok()
+            .insert_header(("location", location))
+            .json(credential_json(&cred, &devices)));
+    }
+    match Rejection::parse(&outcome) {
+        Some(Rejection::K2) => Err(DomainError::validation(
             "validUntil",
             "extends the key more than the policy allows past the end it was issued with (K-2)",
         )
         .into()),
-        Some("rejected:unknown_credential") => Err(DomainError::NotFound {
+        Some(Rejection::UnknownCredential) => Err(DomainError::NotFound {
             entity: "key_credential",
         }
         .into()),
-        Some(other) => {
-            tracing::info!(outcome = other, "operator command refused by the saga");
+        _ => {
+            tracing::info!(outcome, "operator command refused by the saga");
             Err(DomainError::InvalidStateTransition {
                 from: cred.state().as_str(),
-                action: action_of(topic),
+                action: command.action(),
             }
             .into())
         }
-    }
-}
-
-fn action_of(topic: &str) -> &'static str {
-    match topic {
-        events_in::INTERNAL_UPDATE => "update",
-        events_in::INTERNAL_REVOKE => "revoke",
-        events_in::INTERNAL_SUSPEND => "suspend",
-        events_in::INTERNAL_UNSUSPEND => "unsuspend",
-        _ => "replace",
     }
 }
 
@@ -212,28 +216,23 @@ pub(crate) fn check_not_expired(
     cred: &KeyCredential,
     now: lockstep_domain::Timestamp,
 ) -> Result<(), ApiError> {
-    if cred.revoke_reason() == Some(RevokeReason::Expired) || cred.validity().until() <= now {
+    if CredentialFacts::of(cred).window_ended(now) {
         Err(DomainError::CredentialExpired.into())
     } else {
         Ok(())
     }
 }
 
-/// Refuses at once what the state machine (spec `003` §1.3) never allows from `state`.
-fn check_state(
+/// Refuses at once what the domain's rules never let `command` do to `cred` now (a key
+/// whose window ended, a state the machine never leaves by it, a master's replace); the
+/// step asks the same rules again when it carries the command out.
+fn check_command(
+    shared: &Shared,
     cred: &KeyCredential,
-    action: &'static str,
-    allowed: &[KeyCredentialState],
+    command: OperatorCommand,
 ) -> Result<(), ApiError> {
-    if allowed.contains(&cred.state()) {
-        Ok(())
-    } else {
-        Err(DomainError::InvalidStateTransition {
-            from: cred.state().as_str(),
-            action,
-        }
-        .into())
-    }
+    operator::check_request(command, &CredentialFacts::of(cred), shared.rt.clock.now())
+        .map_err(|r| DomainError::from(r).into())
 }
 
 async fn load(
@@ -269,23 +268,13 @@ pub(crate) async fn revoke(
         )
         .into());
     }
-    check_state(
-        &cred,
-        "revoke",
-        &[
-            KeyCredentialState::Requested,
-            KeyCredentialState::Pending,
-            KeyCredentialState::Active,
-            KeyCredentialState::Suspended,
-            KeyCredentialState::Revoked,
-        ],
-    )?;
+    check_command(&shared, &cred, OperatorCommand::Revoke)?;
     run_command(
         &req,
         &shared,
         tenant,
         &cred,
-        events_in::INTERNAL_REVOKE,
+        OperatorCommand::Revoke,
         json!({ "reason": reason.as_str() }),
     )
     .await
@@ -302,18 +291,13 @@ pub(crate) async fn suspend(
     let (tenant, cred) = load(&req, &shared, path.into_inner()).await?;
     let b: ReasonBody = body(&bytes)?;
     let reason = SuspendReason::parse(b.reason.as_deref().unwrap_or("manual"))?;
-    check_not_expired(&cred, shared.rt.clock.now())?;
-    check_state(
-        &cred,
-        "suspend",
-        &[KeyCredentialState::Active, KeyCredentialState::Suspended],
-    )?;
+    check_command(&shared, &cred, OperatorCommand::Suspend)?;
     run_command(
         &req,
         &shared,
         tenant,
         &cred,
-        events_in::INTERNAL_SUSPEND,
+        OperatorCommand::Suspend,
         json!({ "reason": reason.as_str() }),
     )
     .await
@@ -328,14 +312,13 @@ pub(crate) async fn unsuspend(
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, cred) = load(&req, &shared, path.into_inner()).await?;
     let _: EmptyBody = body(&bytes)?;
-    check_not_expired(&cred, shared.rt.clock.now())?;
-    check_state(&cred, "unsuspend", &[KeyCredentialState::Suspended])?;
+    check_command(&shared, &cred, OperatorCommand::Unsuspend)?;
     run_command(
         &req,
         &shared,
         tenant,
         &cred,
-        events_in::INTERNAL_UNSUSPEND,
+        OperatorCommand::Unsuspend,
         json!({}),
     )
     .await
@@ -356,25 +339,13 @@ pub(crate) async fn replace(
 ) -> Result<HttpResponse, ApiError> {
     let (tenant, cred) = load(&req, &shared, path.into_inner()).await?;
     let _: EmptyBody = body(&bytes)?;
-    check_not_expired(&cred, shared.rt.clock.now())?;
-    check_state(
-        &cred,
-        "replace",
-        &[KeyCredentialState::Active, KeyCredentialState::Suspended],
-    )?;
-    if cred.reservation_id().is_none() {
-        return Err(DomainError::validation(
-            "id",
-            "only a guest credential is replaced; a master key is renewed by its shift",
-        )
-        .into());
-    }
+    check_command(&shared, &cred, OperatorCommand::Replace)?;
     run_command(
         &req,
         &shared,
         tenant,
         &cred,
-        events_in::INTERNAL_REPLACE,
+        OperatorCommand::Replace,
         json!({}),
     )
     .await
@@ -427,18 +398,13 @@ pub(crate) async fn update(
         }
         payload["roomIds"] = json!(rooms);
     }
-    check_not_expired(&cred, shared.rt.clock.now())?;
-    check_state(
-        &cred,
-        "update",
-        &[KeyCredentialState::Active, KeyCredentialState::Suspended],
-    )?;
+    check_command(&shared, &cred, OperatorCommand::Update)?;
     run_command(
         &req,
         &shared,
         tenant,
         &cred,
-        events_in::INTERNAL_UPDATE,
+        OperatorCommand::Update,
         payload,
     )
     .await

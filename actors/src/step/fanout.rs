@@ -2,8 +2,10 @@
 //! internal revoke, and carries it out in its own step (`revoke_one`, also the expiry
 //! timer's).
 
+use lockstep_domain::operator::{self, StepDecision};
 use lockstep_domain::{
-    KeyCredentialId, KeyCredentialState, ReservationId, RevokeReason, SagaSubject, ShiftId, UserId,
+    CredentialFacts, KeyCredentialId, OperatorCommand, ReservationId, RevokeReason, SagaSubject,
+    ShiftId, UserId,
 };
 use serde_json::json;
 use tracing::warn;
@@ -112,7 +114,8 @@ pub(super) async fn user_deactivated(
     Ok(())
 }
 
-/// An internal revoke on behalf of a property- or user-wide event, in the owning subject.
+/// An internal revoke on behalf of a property- or user-wide event, an operator or the
+/// expiry timer, in the owning subject; the domain's revoke rule says what it does.
 pub(super) async fn revoke_one(
     rt: &Runtime,
     db: &mut StepDb<'_>,
@@ -123,20 +126,18 @@ pub(super) async fn revoke_one(
     let now = rt.clock.now();
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
-    let state = match touched.get(db, entry.tenant_id, id).await? {
-        Some(i) => touched.creds[i].0.state(),
-        None => KeyCredentialState::Revoked,
+    let facts = match touched.get(db, entry.tenant_id, id).await? {
+        Some(i) => Some(CredentialFacts::of(&touched.creds[i].0)),
+        None => None,
     };
-    match state {
-        KeyCredentialState::Requested => {
+    match operator::decide(OperatorCommand::Revoke, facts.as_ref()) {
+        StepDecision::FailMidFlight => {
             fail_mid_flight(db, entry, &mut uow, &mut touched, id).await?
         }
-        KeyCredentialState::Pending
-        | KeyCredentialState::Active
-        | KeyCredentialState::Suspended => {
+        StepDecision::Apply => {
             revoke(db, entry, &mut uow, &mut touched, id, reason, None).await?;
         }
-        KeyCredentialState::Revoked | KeyCredentialState::Failed => {}
+        StepDecision::Nothing | StepDecision::Reject(_) => {}
     }
     for (c, _) in &touched.creds {
         if c.is_terminal() {

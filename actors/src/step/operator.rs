@@ -2,8 +2,9 @@
 //! the re-issues asked for by drift (a key missing at a device) and by the offline
 //! reconciler (O-2), each carried out in the owning subject's step.
 
+use lockstep_domain::operator::{self, StepDecision};
 use lockstep_domain::{
-    HolderKind, KeyCredentialId, KeyCredentialState, RevokeReason, RoomId, SuspendReason,
+    CredentialFacts, KeyCredentialId, KeyCredentialState, OperatorCommand, RoomId, SuspendReason,
 };
 use lockstep_persistence::{Desired, DeviceSyncWrite, SyncState};
 
@@ -15,6 +16,15 @@ use super::credential::{issue, revoke, schedule, suspend, update, Holder, Intent
 use super::reservation::reservation_saga;
 use super::routing::policy;
 use super::{credential_of_payload, domain_err, done, unit, Entry, StepError, Touched};
+
+/// The outcome of a command the step does not carry out: its rejection, or `applied` when
+/// there was nothing to do.
+fn unchanged(decision: StepDecision) -> &'static str {
+    match decision {
+        StepDecision::Reject(r) => r.as_str(),
+        _ => "applied",
+    }
+}
 
 /// Drift found the credential missing at a device: if it should still be there, its door
 /// truth goes back to pending and the drive puts it back (same PIN; the vendor's update
@@ -74,16 +84,16 @@ pub(super) async fn operator_update(
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
     let Some(i) = touched.get(db, entry.tenant_id, &id).await? else {
-        uow.mailbox.push(done(entry, "rejected:unknown_credential"));
+        let outcome = unchanged(operator::decide(OperatorCommand::Update, None));
+        uow.mailbox.push(done(entry, outcome));
         db.commit(uow).await?;
         return Ok(());
     };
     let c = touched.creds[i].0.clone();
-    let outcome = if !matches!(
-        c.state(),
-        KeyCredentialState::Active | KeyCredentialState::Suspended
-    ) {
-        "rejected:invalid_state"
+    let outcome = if let StepDecision::Reject(r) =
+        operator::decide(OperatorCommand::Update, Some(&CredentialFacts::of(&c)))
+    {
+        r.as_str()
     } else {
         let valid_until = match p["validUntil"].as_str() {
             Some(t) => chrono::DateTime::parse_from_rfc3339(t)
@@ -100,16 +110,12 @@ pub(super) async fn operator_update(
             None => c.rooms().to_vec(),
         };
         let mut saga = reservation_saga(db, entry).await?;
-        let base = saga
-            .as_ref()
-            .and_then(|s| s.issued_until_of(&id))
-            .unwrap_or(c.validity().until());
-        if policy(rt, db, entry)
-            .await?
-            .check_extension(base, valid_until)
-            .is_err()
+        let issued_until = saga.as_ref().and_then(|s| s.issued_until_of(&id));
+        let policy = policy(rt, db, entry).await?;
+        if let Err(r) =
+            operator::check_extension(&policy, issued_until, c.validity().until(), valid_until)
         {
-            "rejected:k2"
+            r.as_str()
         } else {
             update(db, entry, &mut uow, &mut touched, &id, valid_until, &rooms).await?;
             if let Some(s) = saga.as_mut() {
@@ -147,16 +153,16 @@ pub(super) async fn operator_suspend(
         .map_err(domain_err)?;
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
-    let outcome = match touched.get(db, entry.tenant_id, &id).await? {
-        None => "rejected:unknown_credential",
-        Some(i) => match touched.creds[i].0.state() {
-            KeyCredentialState::Active => {
-                suspend(db, entry, &mut uow, &mut touched, &id, reason).await?;
-                "applied"
-            }
-            KeyCredentialState::Suspended => "applied",
-            _ => "rejected:invalid_state",
-        },
+    let facts = match touched.get(db, entry.tenant_id, &id).await? {
+        Some(i) => Some(CredentialFacts::of(&touched.creds[i].0)),
+        None => None,
+    };
+    let outcome = match operator::decide(OperatorCommand::Suspend, facts.as_ref()) {
+        StepDecision::Apply => {
+            suspend(db, entry, &mut uow, &mut touched, &id, reason).await?;
+            "applied"
+        }
+        other => unchanged(other),
     };
     touched.into_uow(&mut uow);
     uow.mailbox.push(done(entry, outcome));
@@ -179,29 +185,32 @@ pub(super) async fn operator_unsuspend(
     let id = credential_of_payload(entry)?;
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
-    let mut outcome = "applied";
-    if let Some(i) = touched.get(db, entry.tenant_id, &id).await? {
-        let c = &mut touched.creds[i].0;
-        match c.unsuspend(now) {
-            Ok(_) => {
-                for d in db.credential_devices(entry.tenant_id, &id).await? {
-                    let mut w = DeviceSyncWrite::from_current(&d);
-                    w.desired = Desired::Present;
-                    w.sync = SyncState::Pending;
-                    uow.devices.push(w);
-                }
-                schedule(entry, &mut uow, &id);
-                if let Some(mut saga) = reservation_saga(db, entry).await? {
-                    saga.operator_unsuspended(&id);
-                    uow.saga = Some((
-                        entry.key().to_owned(),
-                        saga_codec::reservation_to_json(&saga),
-                    ));
-                }
+    let found = touched.get(db, entry.tenant_id, &id).await?;
+    let facts = found.map(|i| CredentialFacts::of(&touched.creds[i].0));
+    let outcome = match (
+        operator::decide(OperatorCommand::Unsuspend, facts.as_ref()),
+        found,
+    ) {
+        (StepDecision::Apply, Some(i)) => {
+            touched.creds[i].0.unsuspend(now).map_err(domain_err)?;
+            for d in db.credential_devices(entry.tenant_id, &id).await? {
+                let mut w = DeviceSyncWrite::from_current(&d);
+                w.desired = Desired::Present;
+                w.sync = SyncState::Pending;
+                uow.devices.push(w);
             }
-            Err(_) => outcome = "rejected:not_suspended",
+            schedule(entry, &mut uow, &id);
+            if let Some(mut saga) = reservation_saga(db, entry).await? {
+                saga.operator_unsuspended(&id);
+                uow.saga = Some((
+                    entry.key().to_owned(),
+                    saga_codec::reservation_to_json(&saga),
+                ));
+            }
+            "applied"
         }
-    }
+        (other, _) => unchanged(other),
+    };
     touched.into_uow(&mut uow);
     uow.mailbox.push(done(entry, outcome));
     db.commit(uow).await?;
@@ -224,69 +233,50 @@ pub(super) async fn operator_replace(
     let id = credential_of_payload(entry)?;
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
-    let Some(i) = touched.get(db, entry.tenant_id, &id).await? else {
-        uow.mailbox.push(done(entry, "rejected:unknown_credential"));
-        db.commit(uow).await?;
-        return Ok(());
+    let found = touched.get(db, entry.tenant_id, &id).await?;
+    let old = found.map(|i| touched.creds[i].0.clone());
+    let facts = old.as_ref().map(CredentialFacts::of);
+    let old = match (
+        operator::decide(OperatorCommand::Replace, facts.as_ref()),
+        old,
+    ) {
+        (StepDecision::Apply, Some(old)) => old,
+        (other, _) => {
+            uow.mailbox.push(done(entry, unchanged(other)));
+            db.commit(uow).await?;
+            return Ok(());
+        }
     };
-    let old = touched.creds[i].0.clone();
-    let replaceable = matches!(
-        old.state(),
-        KeyCredentialState::Active | KeyCredentialState::Suspended
-    ) && old.holder_kind() == HolderKind::Guest;
-    if !replaceable {
-        // masters are renewed by their shift; terminal credentials have nothing to replace
-        uow.mailbox.push(done(entry, "rejected:not_replaceable"));
-        db.commit(uow).await?;
-        return Ok(());
-    }
+    let r = operator::replacement(&old, KeyCredentialId::generate(), entry.key())
+        .map_err(|_| StepError::Retry("guest credential without reservation (I-2)".into()))?;
     revoke(
         db,
         entry,
         &mut uow,
         &mut touched,
         &id,
-        RevokeReason::Lost,
+        r.revoke_reason,
         None,
     )
     .await?;
-    let new_id = KeyCredentialId::generate();
-    let (Some(reservation_id), Some(guest_id)) =
-        (old.reservation_id().cloned(), old.guest_id().cloned())
-    else {
-        return Err(StepError::Retry(
-            "guest credential without reservation (I-2)".into(),
-        ));
-    };
     let intent = Intent {
-        id: new_id.clone(),
+        id: r.id.clone(),
         holder: Holder::Guest {
-            reservation_id,
-            guest_id,
+            reservation_id: r.reservation_id.clone(),
+            guest_id: r.guest_id.clone(),
         },
-        kind: old.kind(),
-        rooms: old.rooms().to_vec(),
-        scope: old.scope().clone(),
-        validity: old.validity(),
-        replaces: Some(id.clone()),
+        kind: r.kind,
+        rooms: r.rooms.clone(),
+        scope: r.scope.clone(),
+        validity: r.validity,
+        replaces: Some(r.replaces.clone()),
         trace_id: None,
-        idempotency_key: format!("{}:replace:{}", entry.key(), id),
+        idempotency_key: r.idempotency_key.clone(),
         avoid: None,
     };
     issue(db, entry, &mut uow, &mut touched, intent, None).await?;
     if let Some(mut saga) = reservation_saga(db, entry).await? {
-        saga.adopt_replacement(
-            &id,
-            lockstep_domain::saga::TrackedCredential {
-                id: new_id,
-                kind: old.kind(),
-                state: KeyCredentialState::Requested,
-                failure_reason: None,
-                validity: old.validity(),
-                rooms: old.rooms().to_vec(),
-                issued_until: old.validity().until(),
-            },
-        );
+        saga.adopt_replacement(&id, r.tracked());
         uow.saga = Some((
             entry.key().to_owned(),
             saga_codec::reservation_to_json(&saga),
