@@ -3,9 +3,10 @@
 //! `Clock` port, the saga decisions (saga state + event → commands) for reservations and
 //! shifts and the subjects they are keyed by, the `KeyKindPolicy`, master-key scopes,
 //! adapter capabilities, device health signals, the circuit breaker's state machine, the
-//! door-sync plan (which door a credential's drive works next, and how), the operator
-//! commands' rules (which state takes which command, K-2, what a replace creates), and the
-//! door anomaly rules.
+//! door-sync plan (which door a credential's drive works next, and how), the device diff
+//! of an update (which doors a key gains, keeps and loses), the operator commands' rules
+//! (which state takes which command, K-2, what a replace creates), and the door anomaly
+//! rules.
 //!
 //! Architecture Invariant: this crate does no I/O, has no async, names no vendor wire
 //! format, and depends on no framework (no serde, sqlx, actix, reqwest). Every other crate
@@ -18,6 +19,7 @@ pub mod capabilities;
 pub mod clock;
 pub mod credential;
 pub mod device;
+pub mod device_diff;
 pub mod door_sync;
 pub mod errors;
 pub mod events;

@@ -2,6 +2,7 @@
 //! (with its door-truth rows and its drive), revoke, suspend, update, fail it mid-flight.
 //! Shared by the reservation and shift sagas and by operator commands.
 
+use lockstep_domain::device_diff::{self, DoorChange, HeldDoor, WantedDoor};
 use lockstep_domain::door_sync;
 use lockstep_domain::master::CommonArea;
 use lockstep_domain::{
@@ -354,8 +355,9 @@ pub(super) async fn suspend(
     off_the_door(db, entry, uow, id, false).await
 }
 
-/// Moves an active or suspended credential's end and rooms; the door follows: devices of
-/// new rooms get it, devices of dropped rooms lose it, the others get the new window.
+/// Moves an active or suspended credential's end and rooms; the doors follow as
+/// `domain::device_diff` says: devices of new rooms get it, devices of dropped rooms lose
+/// it, the others get the new window.
 pub(super) async fn update(
     db: &mut StepDb<'_>,
     entry: &Entry<'_>,
@@ -411,64 +413,51 @@ pub(super) async fn update(
     }
     let current = db.credential_devices(entry.tenant_id, id).await?;
     let pin = current.iter().find_map(|d| d.pin.clone());
-    let mut changed = false;
-    for d in &current {
-        let keep = wanted.iter().any(|w| w.id == d.device_id);
-        let mut w = DeviceSyncWrite::from_current(d);
-        if keep && active {
-            // the window moved: the vendor must be told
-            w.desired = Desired::Present;
-            w.sync = SyncState::Pending;
-        } else if !keep {
-            w.desired = Desired::Absent;
-            w.sync = if door_sync::holds_nothing(d.attempts, d.vendor_ref.is_some(), false) {
-                SyncState::Confirmed
-            } else {
-                SyncState::Pending
-            };
-        } else {
-            continue;
-        }
-        changed |= w.sync == SyncState::Pending;
-        uow.devices.push(w);
-    }
-    // A door added by the change takes new work: not at a disabled adapter, and, where the
-    // key's own adapters serve the room, only theirs (another vendor's door of the same
-    // room would get a second key, maybe of a kind it cannot issue; spec 003 §3).
-    let own: Vec<&VendorAdapterId> = wanted
-        .iter()
-        .filter(|w| current.iter().any(|c| c.device_id == w.id))
-        .map(|w| &w.vendor_adapter_id)
-        .chain(std::iter::once(c.vendor_adapter_id()))
-        .collect();
     let ports = &db.rt().ports;
-    let added: Vec<&lockstep_persistence::Device> = wanted
+    let held: Vec<HeldDoor<'_>> = current
         .iter()
-        .filter(|w| !current.iter().any(|c| c.device_id == w.id))
-        .filter(|w| ports.choice(&w.vendor_adapter_id).0)
-        .filter(|w| {
-            own.contains(&&w.vendor_adapter_id)
-                || !w.rooms.iter().any(|r| {
-                    wanted
-                        .iter()
-                        .any(|x| x.rooms.contains(r) && own.contains(&&x.vendor_adapter_id))
-                })
+        .map(|d| HeldDoor {
+            device: &d.device_id,
+            attempts: d.attempts,
+            has_vendor_ref: d.vendor_ref.is_some(),
         })
         .collect();
-    for d in added {
-        uow.devices.push(DeviceSyncWrite {
-            credential_id: id.clone(),
-            device_id: d.id.clone(),
-            desired: if active {
+    let doors: Vec<WantedDoor<'_>> = wanted
+        .iter()
+        .map(|w| WantedDoor {
+            device: &w.id,
+            adapter: &w.vendor_adapter_id,
+            rooms: &w.rooms,
+            takes_new_work: ports.choice(&w.vendor_adapter_id).0,
+        })
+        .collect();
+    let diff = device_diff::diff(&held, &doors, c.vendor_adapter_id(), active);
+    let row = |change: DoorChange| {
+        (
+            if change.present() {
                 Desired::Present
             } else {
                 Desired::Absent
             },
-            sync: if active {
+            if change.pending() {
                 SyncState::Pending
             } else {
                 SyncState::Confirmed
             },
+        )
+    };
+    for &(i, change) in &diff.held {
+        let mut w = DeviceSyncWrite::from_current(&current[i]);
+        (w.desired, w.sync) = row(change);
+        uow.devices.push(w);
+    }
+    for &(i, change) in &diff.added {
+        let (desired, sync) = row(change);
+        uow.devices.push(DeviceSyncWrite {
+            credential_id: id.clone(),
+            device_id: wanted[i].id.clone(),
+            desired,
+            sync,
             pin: pin.clone().or_else(|| {
                 (c.kind() == KeyCredentialKind::PinCode).then(|| Pin::generate(Pin::DEFAULT_LEN))
             }),
@@ -477,9 +466,8 @@ pub(super) async fn update(
             pin_collisions: 0,
             last_error: None,
         });
-        changed |= active;
     }
-    if changed {
+    if diff.drive() {
         schedule(entry, uow, id);
     }
     Ok(())
