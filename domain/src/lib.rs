@@ -5,8 +5,8 @@
 //! adapter capabilities, device health signals, the circuit breaker's state machine, the
 //! door-sync plan (which door a credential's drive works next, and how), the device diff
 //! of an update (which doors a key gains, keeps and loses), the operator commands' rules
-//! (which state takes which command, K-2, what a replace creates), and the door anomaly
-//! rules.
+//! (which state takes which command, K-2, what a replace creates), the outcomes a step
+//! records, and the door anomaly rules.
 //!
 //! Architecture Invariant: this crate does no I/O, has no async, names no vendor wire
 //! format, and depends on no framework (no serde, sqlx, actix, reqwest). Every other crate
@@ -27,6 +27,7 @@ pub mod ids;
 pub mod master;
 pub mod offline;
 pub mod operator;
+pub mod outcome;
 pub mod pin;
 pub mod policy;
 pub mod saga;
@@ -67,6 +68,7 @@ pub use master::{
 };
 pub use offline::{OfflineIssuance, OfflineRevokeReason, RenewalRefusal, Unvouched};
 pub use operator::{CredentialFacts, OperatorCommand};
+pub use outcome::StepOutcome;
 pub use pin::Pin;
 pub use policy::{KeyKindPolicy, KeyKindPolicyInput};
 pub use secret::{DeviceRef, VendorRef};

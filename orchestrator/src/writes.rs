@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use lockstep_actors::events_in;
+use lockstep_actors::step::InternalTopic;
 use lockstep_domain::operator::{self, Rejection};
 use lockstep_domain::{
     CredentialFacts, DomainError, KeyCredential, KeyCredentialId, OperatorCommand, RevokeReason,
-    SuspendReason, TenantId,
+    StepOutcome, SuspendReason, TenantId,
 };
 use serde_json::json;
 
@@ -120,17 +120,6 @@ pub(crate) fn message_id(req: &HttpRequest) -> Result<String, ApiError> {
     }
 }
 
-/// The internal topic a command travels under to the credential's saga subject.
-fn topic_of(command: OperatorCommand) -> &'static str {
-    match command {
-        OperatorCommand::Update => events_in::INTERNAL_UPDATE,
-        OperatorCommand::Revoke => events_in::INTERNAL_REVOKE,
-        OperatorCommand::Suspend => events_in::INTERNAL_SUSPEND,
-        OperatorCommand::Unsuspend => events_in::INTERNAL_UNSUSPEND,
-        OperatorCommand::Replace => events_in::INTERNAL_REPLACE,
-    }
-}
-
 /// Sends `command` for `cred` and answers with its outcome.
 pub(crate) async fn run_command(
     req: &HttpRequest,
@@ -148,7 +137,7 @@ pub(crate) async fn run_command(
         tenant_id: tenant,
         property_id: cred.property_id().clone(),
         subject: saga_subject(shared, tenant, cred).await?,
-        topic: topic_of(command).to_owned(),
+        topic: InternalTopic::from(command).as_str().to_owned(),
         payload,
     };
     let rt = &shared.rt;
@@ -180,7 +169,7 @@ pub(crate) async fn run_command(
             .insert_header(("location", location))
             .json(json!({ "status": "pending", "credentialId": id.as_str() })));
     };
-    if outcome == "applied" {
+    if outcome == StepOutcome::Applied.as_str() {
         let cred = credential_or_404(rt.store.as_ref(), tenant, &id).await?;
         let devices = rt.store.credential_devices(tenant, &id).await?;
         return Ok(HttpResponse::Ok()

@@ -17,10 +17,9 @@ use lockstep_persistence::{
 use serde_json::json;
 
 use crate::db::StepDb;
-use crate::events_in::{self};
 
 use super::routing::{route, taking_new_work};
-use super::{domain_err, internal_event, observe, Entry, StepError, Touched};
+use super::{domain_err, internal_event, observe, Entry, InternalTopic, StepError, Touched};
 
 pub(super) enum Holder {
     Guest {
@@ -211,7 +210,7 @@ fn expire_at(entry: &Entry<'_>, uow: &mut UnitOfWork, id: &KeyCredentialId, at: 
     uow.events.push(internal_event(
         entry,
         &entry.subject,
-        events_in::INTERNAL_EXPIRE,
+        InternalTopic::Expire,
         json!({ "credentialId": id.as_str() }),
         at,
     ));

@@ -8,6 +8,7 @@
 use lockstep_domain::door_sync::{
     self, BeforeIssue, DoorPlan, DoorRow, DoorSync, PinCollision, Removal,
 };
+use lockstep_domain::outcome::StepOutcome;
 use lockstep_domain::{
     DeviceRef, FailureReason, KeyCredential, KeyCredentialId, KeyCredentialState, Pin,
     VendorAdapterId, VendorRef,
@@ -59,7 +60,7 @@ pub(super) async fn drive(
             None => {
                 let Some(cred) = db.get_credential(entry.tenant_id, credential_id).await? else {
                     let mut uow = unit(entry, fence, now);
-                    uow.mailbox.push(done(entry, "missing"));
+                    uow.mailbox.push(done(entry, StepOutcome::Missing));
                     db.commit(uow).await?;
                     return Ok(());
                 };
@@ -83,7 +84,7 @@ pub(super) async fn drive(
                     expected_version: Some(expected),
                 });
             }
-            uow.mailbox.push(done(entry, "applied"));
+            uow.mailbox.push(done(entry, StepOutcome::Applied));
             db.commit(uow).await?;
             rt.metrics
                 .saga_steps
@@ -270,7 +271,7 @@ pub(super) async fn drive(
                         snapshot: cred.snapshot(),
                         expected_version: Some(expected),
                     });
-                    uow.mailbox.push(done(entry, "applied"));
+                    uow.mailbox.push(done(entry, StepOutcome::Applied));
                     db.commit(uow).await?;
                     rt.metrics
                         .saga_steps

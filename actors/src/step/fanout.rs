@@ -3,6 +3,7 @@
 //! timer's).
 
 use lockstep_domain::operator::{self, StepDecision};
+use lockstep_domain::outcome::StepOutcome;
 use lockstep_domain::{
     CredentialFacts, KeyCredentialId, OperatorCommand, ReservationId, RevokeReason, SagaSubject,
     ShiftId, UserId,
@@ -11,11 +12,10 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::db::StepDb;
-use crate::events_in::{self};
 use crate::runtime::Runtime;
 
 use super::credential::{fail_mid_flight, revoke};
-use super::{done, internal_event, observe, unit, Entry, StepError, Touched};
+use super::{done, internal_event, observe, unit, Entry, InternalTopic, StepError, Touched};
 
 /// `tenant.property.deactivated`: every live credential of the property is revoked
 /// (`security`), each by the saga that owns it.
@@ -40,13 +40,13 @@ pub(super) async fn property_deactivated(
         uow.events.push(internal_event(
             entry,
             &subject,
-            events_in::INTERNAL_REVOKE,
+            InternalTopic::Command(OperatorCommand::Revoke),
             json!({ "credentialId": c.id.as_str(), "reason": "security" }),
             now,
         ));
     }
     uow.mailbox
-        .push(done(entry, format!("fanned_out:{}", live.len())));
+        .push(done(entry, StepOutcome::FannedOut(live.len())));
     db.commit(uow).await?;
     rt.metrics
         .saga_steps
@@ -100,12 +100,12 @@ pub(super) async fn user_deactivated(
         uow.events.push(internal_event(
             entry,
             &subject,
-            events_in::INTERNAL_REVOKE,
+            InternalTopic::Command(OperatorCommand::Revoke),
             json!({ "credentialId": m.key_credential_id.as_str(), "reason": "security", "userId": user.as_str() }),
             now,
         ));
     }
-    uow.mailbox.push(done(entry, format!("fanned_out:{n}")));
+    uow.mailbox.push(done(entry, StepOutcome::FannedOut(n)));
     db.commit(uow).await?;
     rt.metrics
         .saga_steps
@@ -145,7 +145,7 @@ pub(super) async fn revoke_one(
         }
     }
     touched.into_uow(&mut uow);
-    uow.mailbox.push(done(entry, "applied"));
+    uow.mailbox.push(done(entry, StepOutcome::Applied));
     db.commit(uow).await?;
     rt.metrics
         .saga_steps

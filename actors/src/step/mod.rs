@@ -24,15 +24,17 @@ mod operator;
 mod reservation;
 mod routing;
 mod shift;
+mod topic;
 
 use std::time::Duration;
 
 use backon::BackoffBuilder;
+use lockstep_domain::outcome::StepOutcome;
 use lockstep_domain::saga::ReservationEvent;
 use lockstep_domain::shift::ShiftEvent;
 use lockstep_domain::{
-    DomainError, FailureReason, KeyCredential, KeyCredentialId, KeyCredentialState, ReservationId,
-    RevokeReason, SagaSubject, Timestamp, UserId,
+    DomainError, FailureReason, KeyCredential, KeyCredentialId, KeyCredentialState,
+    OperatorCommand, ReservationId, RevokeReason, SagaSubject, Timestamp, UserId,
 };
 use lockstep_persistence::{
     AuditRow, CredentialWrite, InternalEvent, MailboxEntry, MailboxKind, MailboxUpdate, StoreError,
@@ -55,6 +57,7 @@ use operator::{
 };
 use reservation::reservation_step;
 use shift::shift_step;
+pub use topic::InternalTopic;
 
 /// Why a step did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +156,7 @@ pub async fn run(rt: &Runtime, db: &mut StepDb<'_>, entry: &MailboxEntry) -> Res
             // the reconciler): one that does not parse is recorded, not retried.
             warn!(subject = %entry.subject, error = %e, "mailbox entry with a malformed subject");
             let mut uow = unit(entry, rt.fences.for_commit(entry.partition), rt.clock.now());
-            uow.mailbox.push(done(entry, "rejected:malformed_subject"));
+            uow.mailbox.push(done(entry, StepOutcome::MalformedSubject));
             db.commit(uow).await?;
             return Ok(());
         }
@@ -163,7 +166,7 @@ pub async fn run(rt: &Runtime, db: &mut StepDb<'_>, entry: &MailboxEntry) -> Res
         subject,
     };
     match &entry.kind {
-        MailboxKind::Event { topic, .. } if topic.starts_with("lockstep.internal.") => {
+        MailboxKind::Event { topic, .. } if topic.starts_with(InternalTopic::PREFIX) => {
             internal(rt, db, entry, topic).await
         }
         MailboxKind::Event { topic, .. } => on_event(rt, db, entry, topic).await,
@@ -228,10 +231,11 @@ fn flush_events(c: &mut KeyCredential, uow: &mut UnitOfWork) {
     }
 }
 
-fn done(entry: &MailboxEntry, outcome: impl Into<String>) -> MailboxUpdate {
+/// The entry is done, with `outcome` recorded as its stored text.
+fn done(entry: &MailboxEntry, outcome: StepOutcome) -> MailboxUpdate {
     MailboxUpdate::Done {
         id: entry.id,
-        outcome: outcome.into(),
+        outcome: outcome.to_string(),
     }
 }
 
@@ -239,7 +243,7 @@ fn done(entry: &MailboxEntry, outcome: impl Into<String>) -> MailboxUpdate {
 fn internal_event(
     entry: &MailboxEntry,
     subject: &SagaSubject,
-    topic: &str,
+    topic: InternalTopic,
     payload: serde_json::Value,
     due_at: Timestamp,
 ) -> InternalEvent {
@@ -247,7 +251,7 @@ fn internal_event(
         property_id: entry.property_id.clone(),
         partition: entry.partition,
         subject: subject.to_string(),
-        topic: topic.to_owned(),
+        topic: topic.as_str().to_owned(),
         payload,
         due_at,
     }
@@ -262,7 +266,7 @@ fn observe(entry: &Entry<'_>, c: &KeyCredential, uow: &mut UnitOfWork) {
     uow.events.push(internal_event(
         entry,
         &entry.subject,
-        events_in::INTERNAL_CREDENTIAL_OBSERVED,
+        InternalTopic::CredentialObserved,
         json!({
             "credentialId": c.id().as_str(),
             "state": c.state().as_str(),
@@ -324,7 +328,7 @@ async fn on_event(
             // Intake validated it; a stored entry that no longer parses is recorded, not retried.
             let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
             uow.mailbox
-                .push(done(entry, format!("rejected:{}", e.label())));
+                .push(done(entry, StepOutcome::InvalidEvent(e.label())));
             db.commit(uow).await?;
             rt.metrics
                 .saga_steps
@@ -344,7 +348,7 @@ async fn on_event(
     {
         let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
         uow.mailbox
-            .push(done(entry, "refused:property_deactivated"));
+            .push(done(entry, StepOutcome::RefusedPropertyDeactivated));
         db.commit(uow).await?;
         rt.metrics
             .saga_steps
@@ -397,8 +401,14 @@ async fn internal(
     entry: &Entry<'_>,
     topic: &str,
 ) -> Result<(), StepError> {
+    let Some(topic) = InternalTopic::parse(topic) else {
+        let mut uow = unit(entry, rt.fences.for_commit(entry.partition), rt.clock.now());
+        uow.mailbox.push(done(entry, StepOutcome::UnknownInternal));
+        db.commit(uow).await?;
+        return Ok(());
+    };
     match topic {
-        events_in::INTERNAL_NO_SHOW_DUE => {
+        InternalTopic::NoShowDue => {
             let id = reservation_of(entry)?;
             reservation_step(
                 rt,
@@ -411,7 +421,7 @@ async fn internal(
             )
             .await
         }
-        events_in::INTERNAL_CREDENTIAL_OBSERVED => {
+        InternalTopic::CredentialObserved => {
             let id = reservation_of(entry)?;
             let p = &entry.payload;
             let event = ReservationEvent::CredentialObserved {
@@ -429,7 +439,7 @@ async fn internal(
             };
             reservation_step(rt, db, entry, id, event, None, "observed").await
         }
-        events_in::INTERNAL_EXPIRE => {
+        InternalTopic::Expire => {
             let id = credential_of_payload(entry)?;
             let due = match db.get_credential(entry.tenant_id, &id).await? {
                 Some(c) => c.validity().until() <= rt.clock.now(),
@@ -440,18 +450,20 @@ async fn internal(
             } else {
                 // the end moved later (a newer timer exists) or the credential is gone
                 let mut uow = unit(entry, rt.fences.for_commit(entry.partition), rt.clock.now());
-                uow.mailbox.push(done(entry, "not_due"));
+                uow.mailbox.push(done(entry, StepOutcome::NotDue));
                 db.commit(uow).await?;
                 Ok(())
             }
         }
-        events_in::INTERNAL_REISSUE => reissue_on_device(rt, db, entry).await,
-        events_in::INTERNAL_REISSUE_PROVISIONAL => reissue_provisional(rt, db, entry).await,
-        events_in::INTERNAL_UNSUSPEND => operator_unsuspend(rt, db, entry).await,
-        events_in::INTERNAL_SUSPEND => operator_suspend(rt, db, entry).await,
-        events_in::INTERNAL_UPDATE => operator_update(rt, db, entry).await,
-        events_in::INTERNAL_REPLACE => operator_replace(rt, db, entry).await,
-        events_in::INTERNAL_REVOKE => {
+        InternalTopic::Reissue => reissue_on_device(rt, db, entry).await,
+        InternalTopic::ReissueProvisional => reissue_provisional(rt, db, entry).await,
+        InternalTopic::Command(OperatorCommand::Unsuspend) => {
+            operator_unsuspend(rt, db, entry).await
+        }
+        InternalTopic::Command(OperatorCommand::Suspend) => operator_suspend(rt, db, entry).await,
+        InternalTopic::Command(OperatorCommand::Update) => operator_update(rt, db, entry).await,
+        InternalTopic::Command(OperatorCommand::Replace) => operator_replace(rt, db, entry).await,
+        InternalTopic::Command(OperatorCommand::Revoke) => {
             let p = &entry.payload;
             let id = KeyCredentialId::parse(p["credentialId"].as_str().unwrap_or_default())
                 .map_err(domain_err)?;
@@ -477,12 +489,6 @@ async fn internal(
                 .await;
             }
             revoke_one(rt, db, entry, &id, reason).await
-        }
-        _ => {
-            let mut uow = unit(entry, rt.fences.for_commit(entry.partition), rt.clock.now());
-            uow.mailbox.push(done(entry, "rejected:unknown_internal"));
-            db.commit(uow).await?;
-            Ok(())
         }
     }
 }

@@ -2,7 +2,8 @@
 //! the re-issues asked for by drift (a key missing at a device) and by the offline
 //! reconciler (O-2), each carried out in the owning subject's step.
 
-use lockstep_domain::operator::{self, StepDecision};
+use lockstep_domain::operator::{self, Rejection, StepDecision};
+use lockstep_domain::outcome::StepOutcome;
 use lockstep_domain::{
     CredentialFacts, KeyCredentialId, KeyCredentialState, OperatorCommand, RoomId, SuspendReason,
 };
@@ -19,10 +20,10 @@ use super::{credential_of_payload, domain_err, done, unit, Entry, StepError, Tou
 
 /// The outcome of a command the step does not carry out: its rejection, or `applied` when
 /// there was nothing to do.
-fn unchanged(decision: StepDecision) -> &'static str {
+fn unchanged(decision: StepDecision) -> StepOutcome {
     match decision {
-        StepDecision::Reject(r) => r.as_str(),
-        _ => "applied",
+        StepDecision::Reject(r) => r.into(),
+        _ => StepOutcome::Applied,
     }
 }
 
@@ -50,7 +51,7 @@ pub(super) async fn reissue_on_device(
                 KeyCredentialState::Active | KeyCredentialState::Pending
             )
         });
-    let mut outcome = "not_needed";
+    let mut outcome = StepOutcome::NotNeeded;
     if live {
         for d in db.credential_devices(entry.tenant_id, &id).await? {
             if d.device_id.as_str() == device
@@ -61,7 +62,7 @@ pub(super) async fn reissue_on_device(
                 w.sync = SyncState::Pending;
                 uow.devices.push(w);
                 schedule(entry, &mut uow, &id);
-                outcome = "applied";
+                outcome = StepOutcome::Applied;
             }
         }
     }
@@ -93,7 +94,7 @@ pub(super) async fn operator_update(
     let outcome = if let StepDecision::Reject(r) =
         operator::decide(OperatorCommand::Update, Some(&CredentialFacts::of(&c)))
     {
-        r.as_str()
+        r.into()
     } else {
         let valid_until = match p["validUntil"].as_str() {
             Some(t) => chrono::DateTime::parse_from_rfc3339(t)
@@ -115,7 +116,7 @@ pub(super) async fn operator_update(
         if let Err(r) =
             operator::check_extension(&policy, issued_until, c.validity().until(), valid_until)
         {
-            r.as_str()
+            r.into()
         } else {
             update(db, entry, &mut uow, &mut touched, &id, valid_until, &rooms).await?;
             if let Some(s) = saga.as_mut() {
@@ -126,7 +127,7 @@ pub(super) async fn operator_update(
                     uow.saga = Some((entry.key().to_owned(), saga_codec::reservation_to_json(s)));
                 }
             }
-            "applied"
+            StepOutcome::Applied
         }
     };
     touched.into_uow(&mut uow);
@@ -134,7 +135,7 @@ pub(super) async fn operator_update(
     db.commit(uow).await?;
     rt.metrics
         .saga_steps
-        .with_label_values(&["operator_update", outcome])
+        .with_label_values(&["operator_update", &outcome.as_str()])
         .inc();
     Ok(())
 }
@@ -160,7 +161,7 @@ pub(super) async fn operator_suspend(
     let outcome = match operator::decide(OperatorCommand::Suspend, facts.as_ref()) {
         StepDecision::Apply => {
             suspend(db, entry, &mut uow, &mut touched, &id, reason).await?;
-            "applied"
+            StepOutcome::Applied
         }
         other => unchanged(other),
     };
@@ -169,7 +170,7 @@ pub(super) async fn operator_suspend(
     db.commit(uow).await?;
     rt.metrics
         .saga_steps
-        .with_label_values(&["operator_suspend", outcome])
+        .with_label_values(&["operator_suspend", &outcome.as_str()])
         .inc();
     Ok(())
 }
@@ -207,7 +208,7 @@ pub(super) async fn operator_unsuspend(
                     saga_codec::reservation_to_json(&saga),
                 ));
             }
-            "applied"
+            StepOutcome::Applied
         }
         (other, _) => unchanged(other),
     };
@@ -216,7 +217,7 @@ pub(super) async fn operator_unsuspend(
     db.commit(uow).await?;
     rt.metrics
         .saga_steps
-        .with_label_values(&["operator_unsuspend", outcome])
+        .with_label_values(&["operator_unsuspend", &outcome.as_str()])
         .inc();
     Ok(())
 }
@@ -283,7 +284,7 @@ pub(super) async fn operator_replace(
         ));
     }
     touched.into_uow(&mut uow);
-    uow.mailbox.push(done(entry, "applied"));
+    uow.mailbox.push(done(entry, StepOutcome::Applied));
     db.commit(uow).await?;
     rt.metrics
         .saga_steps
@@ -307,16 +308,16 @@ pub(super) async fn reissue_provisional(
     let id = credential_of_payload(entry)?;
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     let mut touched = Touched::default();
-    let outcome = |o: &'static str| {
+    let outcome = |o: StepOutcome| {
         rt.metrics
             .saga_steps
-            .with_label_values(&["reissue_provisional", o])
+            .with_label_values(&["reissue_provisional", &o.as_str()])
             .inc();
         o
     };
     let Some(i) = touched.get(db, entry.tenant_id, &id).await? else {
         uow.mailbox
-            .push(done(entry, outcome("rejected:unknown_credential")));
+            .push(done(entry, outcome(Rejection::UnknownCredential.into())));
         db.commit(uow).await?;
         return Ok(());
     };
@@ -325,7 +326,7 @@ pub(super) async fn reissue_provisional(
         (old.reservation_id().cloned(), old.guest_id().cloned())
     else {
         uow.mailbox
-            .push(done(entry, outcome("rejected:not_a_stay")));
+            .push(done(entry, outcome(StepOutcome::NotAStay)));
         db.commit(uow).await?;
         return Ok(());
     };
@@ -334,18 +335,19 @@ pub(super) async fn reissue_provisional(
         || old.replaced_by_id().is_some()
     {
         uow.mailbox
-            .push(done(entry, outcome("rejected:not_flagged")));
+            .push(done(entry, outcome(StepOutcome::NotFlagged)));
         db.commit(uow).await?;
         return Ok(());
     }
     let Some(mut saga) = reservation_saga(db, entry).await? else {
         uow.mailbox
-            .push(done(entry, outcome("rejected:not_a_stay")));
+            .push(done(entry, outcome(StepOutcome::NotAStay)));
         db.commit(uow).await?;
         return Ok(());
     };
     if saga.ended.is_some() || saga.gave_up.is_some() {
-        uow.mailbox.push(done(entry, outcome("stay_ended")));
+        uow.mailbox
+            .push(done(entry, outcome(StepOutcome::StayEnded)));
         db.commit(uow).await?;
         return Ok(());
     }
@@ -359,7 +361,7 @@ pub(super) async fn reissue_provisional(
         )
     });
     if covered {
-        uow.mailbox.push(done(entry, outcome("covered")));
+        uow.mailbox.push(done(entry, outcome(StepOutcome::Covered)));
         db.commit(uow).await?;
         return Ok(());
     }
@@ -407,7 +409,8 @@ pub(super) async fn reissue_provisional(
         saga_codec::reservation_to_json(&saga),
     ));
     touched.into_uow(&mut uow);
-    uow.mailbox.push(done(entry, outcome("reissued")));
+    uow.mailbox
+        .push(done(entry, outcome(StepOutcome::Reissued)));
     db.commit(uow).await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The reservation saga's step: a consumed reservation event (or one of its timers and
 //! observations) decided by `domain::saga::decide` and carried out in one unit of work.
 
+use lockstep_domain::outcome::StepOutcome;
 use lockstep_domain::saga::{
     self, Decision, ReservationEvent, ReservationSaga, SagaCommand, SagaContext,
 };
@@ -12,13 +13,12 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::db::StepDb;
-use crate::events_in::{self};
 use crate::runtime::Runtime;
 use crate::saga_codec;
 
 use super::credential::{fail_mid_flight, issue, revoke, suspend, update, Holder, Intent};
 use super::routing::{capabilities, policy};
-use super::{done, internal_event, unit, Entry, StepError, Touched};
+use super::{done, internal_event, unit, Entry, InternalTopic, StepError, Touched};
 
 pub(super) async fn reservation_step(
     rt: &Runtime,
@@ -108,8 +108,7 @@ pub(super) async fn reservation_step(
                 }
                 touched.into_uow(&mut uow);
             }
-            uow.mailbox
-                .push(done(entry, format!("ignored:{why:?}").to_lowercase()));
+            uow.mailbox.push(done(entry, StepOutcome::Ignored(why)));
             db.commit(uow).await?;
             rt.metrics
                 .saga_steps
@@ -214,7 +213,7 @@ pub(super) async fn reservation_step(
                     uow.events.push(internal_event(
                         entry,
                         &entry.subject,
-                        events_in::INTERNAL_NO_SHOW_DUE,
+                        InternalTopic::NoShowDue,
                         json!({}),
                         due,
                     ));
@@ -247,7 +246,7 @@ pub(super) async fn reservation_step(
             entry.key().to_owned(),
             saga_codec::reservation_to_json(&next),
         ));
-        uow.mailbox.push(done(entry, "applied"));
+        uow.mailbox.push(done(entry, StepOutcome::Applied));
         match db.commit(uow).await {
             Ok(()) => break,
             Err(StoreError::Overlap) if conflicted.is_none() && issued.is_some() => {

@@ -2,6 +2,7 @@
 //! property's doors and its kind chosen among what every one of them can take.
 
 use lockstep_domain::master::{resolve_scope, LayoutRoom, MasterScope, PropertyLayout};
+use lockstep_domain::outcome::StepOutcome;
 use lockstep_domain::shift::{
     ActiveMaster, ShiftCommand, ShiftContext, ShiftDecision, ShiftEvent, ShiftSaga,
 };
@@ -77,8 +78,7 @@ pub(super) async fn shift_step(
     let (next, commands) = match lockstep_domain::shift::decide_shift(&state, &event, &ctx) {
         ShiftDecision::Ignore(why) => {
             let mut uow = unit(entry, fence, now);
-            uow.mailbox
-                .push(done(entry, format!("ignored:{why:?}").to_lowercase()));
+            uow.mailbox.push(done(entry, StepOutcome::Ignored(why)));
             db.commit(uow).await?;
             rt.metrics
                 .saga_steps
@@ -230,7 +230,7 @@ pub(super) async fn shift_step(
     }
     touched.into_uow(&mut uow);
     uow.saga = Some((entry.key().to_owned(), saga_codec::shift_to_json(&next)));
-    uow.mailbox.push(done(entry, "applied"));
+    uow.mailbox.push(done(entry, StepOutcome::Applied));
     db.commit(uow).await?;
     rt.metrics
         .saga_steps
