@@ -11,6 +11,8 @@
 //! partition tick) rehydrates it from storage.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use actix::prelude::*;
 use lockstep_domain::{PropertyId, TenantId};
@@ -204,6 +206,9 @@ struct Stop;
 #[rtype(result = "()")]
 struct Drained {
     fenced: bool,
+    /// The drain ended because the store had nothing due for the subject, at a look that
+    /// began after this many wakes had been counted (see [`drain`]).
+    seen: Option<u64>,
 }
 
 /// The single writer of one saga subject.
@@ -215,6 +220,11 @@ pub struct CredentialActor {
     /// A wake since the drain began said the work takes a key off a door.
     removal: bool,
     idle_generation: u64,
+    /// Wakes received, shared with the running drain: a drain that ended with nothing
+    /// due at a look begun after every wake so far was counted has seen their work, and
+    /// no second drain runs for them (issue 11: that empty drain was a transaction per
+    /// saga under a burst, each intake and step wake arriving while a drain ran).
+    wakes: Arc<AtomicU64>,
 }
 
 impl CredentialActor {
@@ -226,6 +236,7 @@ impl CredentialActor {
             again: false,
             removal: false,
             idle_generation: 0,
+            wakes: Arc::default(),
         }
     }
 
@@ -236,6 +247,7 @@ impl CredentialActor {
         self.idle_generation += 1;
         let rt = self.rt.clone();
         let subject = self.subject.clone();
+        let wakes = self.wakes.clone();
         let me = ctx.address();
         let span = tracing::info_span!("drain", tenant = %subject.tenant_id, property = %subject.property_id, subject = %subject.subject);
         // The drain runs as its own task so a slow vendor never blocks the arbiter; the
@@ -244,13 +256,14 @@ impl CredentialActor {
             async move {
                 // A draining node (SIGTERM) starts nothing new: the entries stay due for the
                 // next owner of the partition.
-                let fenced = match rt.work.enter() {
-                    Some(_running) => {
-                        matches!(drain(&rt, &subject, removal).await, Err(StepError::Fenced))
-                    }
-                    None => false,
+                let (fenced, seen) = match rt.work.enter() {
+                    Some(_running) => match drain(&rt, &subject, removal, &wakes).await {
+                        Ok(seen) => (false, seen),
+                        Err(e) => (matches!(e, StepError::Fenced), None),
+                    },
+                    None => (false, None),
                 };
-                me.do_send(Drained { fenced });
+                me.do_send(Drained { fenced, seen });
             }
             .instrument(span),
         );
@@ -280,6 +293,7 @@ impl Actor for CredentialActor {
 impl Handler<Wake> for CredentialActor {
     type Result = ();
     fn handle(&mut self, msg: Wake, ctx: &mut Self::Context) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
         self.removal |= msg.removal;
         if self.running {
             self.again = true;
@@ -302,8 +316,14 @@ impl Handler<Drained> for CredentialActor {
             return;
         }
         if self.again {
-            self.start_drain(ctx);
-            return;
+            // every wake came before the drain's last look, which found nothing due
+            let seen_all = msg.seen == Some(self.wakes.load(Ordering::SeqCst));
+            if !seen_all {
+                self.start_drain(ctx);
+                return;
+            }
+            self.again = false;
+            self.removal = false;
         }
         // Passivate after a quiet period; a wake in between cancels it.
         let generation = self.idle_generation;
@@ -329,8 +349,19 @@ impl Handler<Stop> for CredentialActor {
 ///
 /// A drain woken for a removal has its transactions admitted before waiting issuances
 /// (`removal`), and so does one whose entry is a removal message.
-async fn drain(rt: &Runtime, subject: &SubjectRef, removal: bool) -> Result<(), StepError> {
+///
+/// Ends `Ok(Some(n))` when the store had nothing due at a look (a read, or the peek of
+/// the last step's commit) that began after `wakes` counted `n`: the messages behind those
+/// wakes were committed before their wakes were sent, so that look saw them.
+async fn drain(
+    rt: &Runtime,
+    subject: &SubjectRef,
+    removal: bool,
+    wakes: &AtomicU64,
+) -> Result<Option<u64>, StepError> {
     let mut next: Option<Option<MailboxEntry>> = None;
+    // wakes counted before the step whose commit peeked at `next`
+    let mut seen = None;
     // the previous step's view: its fresh intents go on to the drive that follows
     let mut carried: Option<StepDb<'_>> = None;
     loop {
@@ -338,8 +369,10 @@ async fn drain(rt: &Runtime, subject: &SubjectRef, removal: bool) -> Result<(), 
             return Err(StepError::Fenced);
         }
         if rt.work.is_draining() {
-            return Ok(());
+            return Ok(None);
         }
+        // counted before `now` is read: a counted wake's message was due by then
+        let before = wakes.load(Ordering::SeqCst);
         let now = rt.clock.now();
         // the entry peeked at the last commit may itself say it is a removal
         let peeked_removal = matches!(
@@ -354,21 +387,24 @@ async fn drain(rt: &Runtime, subject: &SubjectRef, removal: bool) -> Result<(), 
         }
         let entry = match next.take() {
             Some(Some(e)) if e.due_at <= now => e,
-            Some(None) => return Ok(()),
-            _ => match db
-                .next_mailbox_entry(subject.tenant_id, &subject.subject, now)
-                .await?
-            {
-                Some(e) => e,
-                None => {
-                    db.release().await?;
-                    return Ok(());
+            Some(None) => return Ok(seen),
+            _ => {
+                match db
+                    .next_mailbox_entry(subject.tenant_id, &subject.subject, now)
+                    .await?
+                {
+                    Some(e) => e,
+                    None => {
+                        db.release().await?;
+                        return Ok(Some(before));
+                    }
                 }
-            },
+            }
         };
         match step::run(rt, &mut db, &entry).await {
             Ok(()) => {
                 next = db.next.take();
+                seen = Some(before);
                 db.release().await?;
                 carried = Some(db);
                 continue;
