@@ -136,9 +136,24 @@ pub struct Burst {
     /// The statements Postgres spent the most time on during the burst (empty when
     /// `pg_stat_statements` could not be read).
     pub statements: Vec<probe::StatementFigure>,
+    /// Lockstep's transaction statements over the burst by text (`BEGIN`, `BEGIN READ
+    /// ONLY`, `COMMIT`, `ROLLBACK`; `None` without `pg_stat_statements`).
+    pub transactions: Option<std::collections::BTreeMap<String, f64>>,
+    /// The statements Lockstep ran most often during the burst (its round trips).
+    pub busiest: Vec<probe::StatementFigure>,
 }
 
 impl Burst {
+    /// Lockstep's own transactions over the burst: its `COMMIT`s and `ROLLBACK`s.
+    pub fn own_transactions(&self) -> Option<f64> {
+        self.transactions.as_ref().map(|t| {
+            t.iter()
+                .filter(|(q, _)| q.starts_with("COMMIT") || q.starts_with("ROLLBACK"))
+                .map(|(_, n)| n)
+                .sum()
+        })
+    }
+
     /// Sagas completed: confirmations issued and cancellations carried to the door.
     pub fn sagas(&self) -> usize {
         self.issued + self.removed
@@ -582,6 +597,10 @@ impl Session {
         let statements = probe::top_statements(&rig.pg, 10, probe::Rank::Time)
             .await
             .unwrap_or_default();
+        let transactions = probe::transaction_statements(&rig.pg).await.ok();
+        let busiest = probe::top_statements(&rig.pg, 16, probe::Rank::Calls)
+            .await
+            .unwrap_or_default();
 
         let sent_of_confirmations = items.iter().zip(&sent_at).filter_map(|(it, t)| match it {
             Item::Confirm(_) => Some(*t),
@@ -620,6 +639,8 @@ impl Session {
             backends,
             backend_samples,
             statements,
+            transactions,
+            busiest,
         };
         eprintln!(
             "[bench] burst: {} of {n} issued, {} of {} cancelled keys off the door in {:.1}s{}",

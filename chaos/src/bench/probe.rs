@@ -155,6 +155,34 @@ pub async fn top_statements(
         .collect()
 }
 
+/// Lockstep's transaction statements since the last [`reset_statements`], by their text
+/// (`BEGIN`, `BEGIN READ ONLY`, `COMMIT`, `ROLLBACK`): every store transaction is
+/// explicit, so its `COMMIT`s and `ROLLBACK`s are the transactions Lockstep ran. Unlike
+/// `pg_stat_database`'s count, this is exact at once (backends may hold their counters up
+/// to 10 s before they flush them) and leaves out autovacuum's and connection start-ups'
+/// transactions in the same database.
+pub async fn transaction_statements(pg: &PgCluster) -> anyhow::Result<BTreeMap<String, f64>> {
+    let out = psql(
+        pg,
+        "SELECT upper(regexp_replace(s.query, '[[:space:]]+', ' ', 'g')), sum(s.calls) FROM pg_stat_statements s \
+         JOIN pg_database d ON d.oid = s.dbid \
+         WHERE d.datname = 'lockstep' AND s.query ~* '^\\s*(BEGIN|COMMIT|ROLLBACK)' GROUP BY 1",
+    )
+    .await?;
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (q, n) = l
+                .rsplit_once('|')
+                .with_context(|| format!("a transaction statement row: {l:?}"))?;
+            Ok((
+                q.trim().to_owned(),
+                n.trim().parse().context("a transaction statement count")?,
+            ))
+        })
+        .collect()
+}
+
 /// Reads [`PgStats`] now.
 pub async fn pg_stats(pg: &PgCluster) -> anyhow::Result<PgStats> {
     let row = psql(

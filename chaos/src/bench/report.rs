@@ -173,6 +173,19 @@ fn burst(b: &Burst) -> String {
         per(b.usage.pg.xacts - bg, sagas),
         b.background_xacts_per_sec,
     );
+    if let (Some(own), Some(by_text)) = (b.own_transactions(), &b.transactions) {
+        let _ = writeln!(
+            s,
+            "    lockstep's own transactions per saga: {:.2} ({:.0} COMMIT and ROLLBACK statements over the burst, pg_stat_statements; per saga {}). The count above lags (backends flush counters up to 10 s late) and holds autovacuum's",
+            per(own, sagas),
+            own,
+            by_text
+                .iter()
+                .map(|(q, n)| format!("{q} {:.2}", per(*n, sagas)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
     let _ = writeln!(
         s,
         "    per saga in postgres: {:.1} WAL fsyncs, {:.1} WAL records, {:.1} kB WAL; rows {:.1} inserted, {:.1} updated, {:.1} deleted, {:.0} fetched",
@@ -269,6 +282,24 @@ fn burst(b: &Burst) -> String {
                 t.calls / sagas,
                 t.rows / sagas,
                 t.buffers / sagas,
+                t.query
+            );
+        }
+    }
+    if !b.busiest.is_empty() {
+        let sagas = b.sagas().max(1) as f64;
+        let _ = writeln!(
+            s,
+            "    postgres statements by calls (top {}; per saga: calls, rows, ms):",
+            b.busiest.len()
+        );
+        for t in &b.busiest {
+            let _ = writeln!(
+                s,
+                "      {:>6.2} calls  {:>7.1} rows  {:>6.3} ms  {}",
+                t.calls / sagas,
+                t.rows / sagas,
+                t.exec_ms / sagas,
                 t.query
             );
         }
@@ -380,8 +411,11 @@ pub fn ratios(
     );
     let _ = writeln!(
         s,
-        "  postgres transactions per saga:  {:.1}  (target ≤ 3)",
-        per(b.usage.pg.xacts, b.sagas())
+        "  postgres transactions per saga:  {:.1}  (target ≤ 3){}",
+        per(b.usage.pg.xacts, b.sagas()),
+        b.own_transactions()
+            .map(|own| format!("; lockstep's own {:.2}", per(own, b.sagas())))
+            .unwrap_or_default()
     );
     let _ = writeln!(
         s,
