@@ -440,7 +440,10 @@ async fn dead_letters_are_listed_with_reasons_and_a_fixed_one_replays_once_and_i
             &lockstep_domain::PropertyId::parse(PROPERTY)?,
         )
         .await?;
-        let replays = chain.iter().filter(|r| r.row.action == "dlq_replay").count();
+        let replays = chain
+            .iter()
+            .filter(|r| r.row.action == "dlq_replay")
+            .count();
         if replays >= 3 || tokio::time::Instant::now() >= deadline {
             break chain;
         }
