@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use actix::prelude::*;
 use lockstep_domain::{PropertyId, TenantId};
@@ -23,7 +22,16 @@ use crate::db::StepDb;
 use crate::runtime::Runtime;
 use crate::step::{self, StepError};
 
-/// Work may be waiting for `subject`.
+/// Wakes made in this process, counted: a wake's stamp is the count when it was made.
+static WAKE_STAMPS: AtomicU64 = AtomicU64::new(0);
+
+/// The stamp of the newest wake made so far in this process.
+pub(crate) fn wakes_made() -> u64 {
+    WAKE_STAMPS.load(Ordering::SeqCst)
+}
+
+/// Work may be waiting for `subject`. Made after the work was stored: its stamp says
+/// which looks at the mailbox saw it (see [`drain`]).
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct Wake {
@@ -31,22 +39,27 @@ pub struct Wake {
     pub subject: SubjectRef,
     /// The work may take a key off a door: its steps go before waiting issuances.
     pub removal: bool,
+    /// Wakes made in this process before and with this one.
+    stamp: u64,
 }
 
 impl Wake {
     /// A wake of `subject` (due timers, a restart: nothing known of the work).
     pub fn new(subject: SubjectRef) -> Self {
-        Self {
-            subject,
-            removal: false,
-        }
+        Self::marked(subject, false)
     }
 
     /// A wake of `subject` for a stored message of `topic`.
     pub fn for_topic(subject: SubjectRef, topic: &str) -> Self {
+        Self::marked(subject, crate::events_in::is_removal_topic(topic))
+    }
+
+    /// A wake of `subject` whose work may (`removal`) take a key off a door.
+    pub fn marked(subject: SubjectRef, removal: bool) -> Self {
         Self {
             subject,
-            removal: crate::events_in::is_removal_topic(topic),
+            removal,
+            stamp: WAKE_STAMPS.fetch_add(1, Ordering::SeqCst) + 1,
         }
     }
 }
@@ -220,11 +233,14 @@ pub struct CredentialActor {
     /// A wake since the drain began said the work takes a key off a door.
     removal: bool,
     idle_generation: u64,
-    /// Wakes received, shared with the running drain: a drain that ended with nothing
-    /// due at a look begun after every wake so far was counted has seen their work, and
-    /// no second drain runs for them (issue 11: that empty drain was a transaction per
-    /// saga under a burst, each intake and step wake arriving while a drain ran).
-    wakes: Arc<AtomicU64>,
+    /// The newest stamp of the wakes received.
+    newest_wake: u64,
+    /// The last drain ended with nothing due at a look begun after every wake up to this
+    /// stamp was made: those wakes' work was seen, and needs no drain of its own (issue
+    /// 11: under a burst, the partition ticks woke every subject waiting for a step
+    /// permit again, and each such wake became an empty drain after the real one, about
+    /// a transaction per saga).
+    seen_through: Option<u64>,
 }
 
 impl CredentialActor {
@@ -236,7 +252,8 @@ impl CredentialActor {
             again: false,
             removal: false,
             idle_generation: 0,
-            wakes: Arc::default(),
+            newest_wake: 0,
+            seen_through: None,
         }
     }
 
@@ -247,7 +264,6 @@ impl CredentialActor {
         self.idle_generation += 1;
         let rt = self.rt.clone();
         let subject = self.subject.clone();
-        let wakes = self.wakes.clone();
         let me = ctx.address();
         let span = tracing::info_span!("drain", tenant = %subject.tenant_id, property = %subject.property_id, subject = %subject.subject);
         // The drain runs as its own task so a slow vendor never blocks the arbiter; the
@@ -257,7 +273,7 @@ impl CredentialActor {
                 // A draining node (SIGTERM) starts nothing new: the entries stay due for the
                 // next owner of the partition.
                 let (fenced, seen) = match rt.work.enter() {
-                    Some(_running) => match drain(&rt, &subject, removal, &wakes).await {
+                    Some(_running) => match drain(&rt, &subject, removal).await {
                         Ok(seen) => (false, seen),
                         Err(e) => (matches!(e, StepError::Fenced), None),
                     },
@@ -293,7 +309,11 @@ impl Actor for CredentialActor {
 impl Handler<Wake> for CredentialActor {
     type Result = ();
     fn handle(&mut self, msg: Wake, ctx: &mut Self::Context) {
-        self.wakes.fetch_add(1, Ordering::SeqCst);
+        self.newest_wake = self.newest_wake.max(msg.stamp);
+        if !self.running && self.seen_through.is_some_and(|s| msg.stamp <= s) {
+            // made before the last drain's final look, which found nothing due
+            return;
+        }
         self.removal |= msg.removal;
         if self.running {
             self.again = true;
@@ -315,9 +335,10 @@ impl Handler<Drained> for CredentialActor {
             ctx.stop();
             return;
         }
+        self.seen_through = msg.seen;
         if self.again {
-            // every wake came before the drain's last look, which found nothing due
-            let seen_all = msg.seen == Some(self.wakes.load(Ordering::SeqCst));
+            // every wake was made before the drain's last look, which found nothing due
+            let seen_all = msg.seen.is_some_and(|s| self.newest_wake <= s);
             if !seen_all {
                 self.start_drain(ctx);
                 return;
@@ -351,13 +372,13 @@ impl Handler<Stop> for CredentialActor {
 /// (`removal`), and so does one whose entry is a removal message.
 ///
 /// Ends `Ok(Some(n))` when the store had nothing due at a look (a read, or the peek of
-/// the last step's commit) that began after `wakes` counted `n`: the messages behind those
-/// wakes were committed before their wakes were sent, so that look saw them.
+/// the last step's commit) that began once the wake stamped `n` was made
+/// (`StepDb::looked`): a wake is made after its work is stored, so that look saw the work
+/// of every wake stamped up to `n`.
 async fn drain(
     rt: &Runtime,
     subject: &SubjectRef,
     removal: bool,
-    wakes: &AtomicU64,
 ) -> Result<Option<u64>, StepError> {
     let mut next: Option<Option<MailboxEntry>> = None;
     // wakes counted before the step whose commit peeked at `next`
@@ -371,8 +392,6 @@ async fn drain(
         if rt.work.is_draining() {
             return Ok(None);
         }
-        // counted before `now` is read: a counted wake's message was due by then
-        let before = wakes.load(Ordering::SeqCst);
         let now = rt.clock.now();
         // the entry peeked at the last commit may itself say it is a removal
         let peeked_removal = matches!(
@@ -396,7 +415,7 @@ async fn drain(
                     Some(e) => e,
                     None => {
                         db.release().await?;
-                        return Ok(Some(before));
+                        return Ok(db.looked);
                     }
                 }
             }
@@ -404,7 +423,7 @@ async fn drain(
         match step::run(rt, &mut db, &entry).await {
             Ok(()) => {
                 next = db.next.take();
-                seen = Some(before);
+                seen = db.looked;
                 db.release().await?;
                 carried = Some(db);
                 continue;

@@ -41,6 +41,9 @@ pub struct StepDb<'a> {
     removal: bool,
     /// The subject's next due entry as the last commit left it (`None`: not looked).
     pub(crate) next: Option<Option<MailboxEntry>>,
+    /// Wakes made in this process when the last look at the subject's mailbox (a read, or
+    /// the commit's peek) began: that look saw the work of every one of them.
+    pub(crate) looked: Option<u64>,
     /// Credentials whose first vendor calls this step decided, staged until its commit.
     staged: Vec<(KeyCredentialId, Vec<CredentialDevice>)>,
     /// Fresh intents: credentials whose first vendor attempt (and `pending`) was
@@ -70,6 +73,7 @@ impl<'a> StepDb<'a> {
             permit: None,
             removal: false,
             next: None,
+            looked: None,
             staged: Vec::new(),
             fresh: HashMap::new(),
         }
@@ -151,7 +155,11 @@ impl<'a> StepDb<'a> {
         // of the step is kept, and a retry starts afresh
         let staged = std::mem::take(&mut self.staged);
         tx.apply(&uow).await?;
-        let next = tx.next_mailbox_entry(&self.subject, now).await?;
+        // as in `next_mailbox_entry`: a wake made by now is for work due by now
+        self.looked = Some(crate::actors::wakes_made());
+        let next = tx
+            .next_mailbox_entry(&self.subject, now.max(self.rt.clock.now()))
+            .await?;
         tx.commit().await?;
         self.next = Some(next);
         for (id, devices) in staged {
@@ -177,6 +185,11 @@ impl<'a> StepDb<'a> {
         now: Timestamp,
     ) -> StoreResult<Option<MailboxEntry>> {
         self.check(tenant)?;
+        self.tx().await?;
+        // the look begins now: it sees the work of every wake made so far, which was
+        // stored, and due, before its wake was made (hence the later of the two times)
+        self.looked = Some(crate::actors::wakes_made());
+        let now = now.max(self.rt.clock.now());
         self.tx().await?.next_mailbox_entry(subject, now).await
     }
 

@@ -233,10 +233,7 @@ impl Rig {
                 let removals = &lockstep_actors::events_in::REMOVAL_TOPICS;
                 if let Ok(subjects) = store.due_subjects(None, clock.now(), 1000, removals).await {
                     for due in subjects {
-                        r.do_send(Wake {
-                            subject: due.subject,
-                            removal: due.removal,
-                        });
+                        r.do_send(Wake::marked(due.subject, due.removal));
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;

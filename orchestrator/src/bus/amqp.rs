@@ -1080,10 +1080,9 @@ async fn wake_due(shared: &Shared, partition: i32) -> Result<(), StoreError> {
         .await?;
     // removals first, marked: their steps go before waiting issuances (issue 11)
     for due in subjects {
-        shared.router.do_send(Wake {
-            subject: due.subject,
-            removal: due.removal,
-        });
+        shared
+            .router
+            .do_send(Wake::marked(due.subject, due.removal));
     }
     Ok(())
 }

@@ -27,10 +27,9 @@ pub async fn ticker(shared: Arc<Shared>, interval: Duration) {
             Ok(subjects) => {
                 // removals first, marked: their steps go before waiting issuances
                 for due in subjects {
-                    shared.router.do_send(Wake {
-                        subject: due.subject,
-                        removal: due.removal,
-                    });
+                    shared
+                        .router
+                        .do_send(Wake::marked(due.subject, due.removal));
                 }
             }
             Err(e) => warn!(error = %e, "timer scan failed"),
