@@ -287,43 +287,42 @@ fn burst(b: &Burst) -> String {
         }
     }
     if !b.busiest.is_empty() {
-        let sagas = b.sagas().max(1) as f64;
         let _ = writeln!(
             s,
             "    postgres statements by calls (top {}; per saga: calls, rows, ms):",
             b.busiest.len()
         );
-        for t in &b.busiest {
-            let _ = writeln!(
-                s,
-                "      {:>6.2} calls  {:>7.1} rows  {:>6.3} ms  {}",
-                t.calls / sagas,
-                t.rows / sagas,
-                t.exec_ms / sagas,
-                t.query
-            );
-        }
+        calls_rows_ms(&mut s, &b.busiest, b.sagas().max(1) as f64);
     }
     if !b.background_statements.is_empty() {
-        let window = b.background_window.max(1e-9);
         let _ = writeln!(
             s,
             "    idle background ({:.1} transactions/s): statements by calls (top {}; per second: calls, rows, ms):",
             b.background_xacts_per_sec,
             b.background_statements.len()
         );
-        for t in &b.background_statements {
-            let _ = writeln!(
-                s,
-                "      {:>6.2} calls  {:>7.1} rows  {:>6.2} ms  {}",
-                t.calls / window,
-                t.rows / window,
-                t.exec_ms / window,
-                t.query
-            );
-        }
+        calls_rows_ms(
+            &mut s,
+            &b.background_statements,
+            b.background_window.max(1e-9),
+        );
     }
     s
+}
+
+/// One line per statement: its calls, rows and milliseconds, each divided by `per` (a
+/// phase's sagas or seconds).
+fn calls_rows_ms(s: &mut String, statements: &[super::probe::StatementFigure], per: f64) {
+    for t in statements {
+        let _ = writeln!(
+            s,
+            "      {:>6.2} calls  {:>7.1} rows  {:>6.3} ms  {}",
+            t.calls / per,
+            t.rows / per,
+            t.exec_ms / per,
+            t.query
+        );
+    }
 }
 
 /// Lockstep's figures.
