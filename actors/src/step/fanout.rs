@@ -144,12 +144,7 @@ pub(super) async fn revoke_one(
             observe(entry, c, &mut uow);
         }
     }
-    touched.into_uow(&mut uow);
-    uow.mailbox.push(done(entry, StepOutcome::Applied));
-    db.commit(uow).await?;
-    rt.metrics
-        .saga_steps
-        .with_label_values(&["internal_revoke", "applied"])
-        .inc();
-    Ok(())
+    touched
+        .finish(rt, db, entry, uow, "internal_revoke", StepOutcome::Applied)
+        .await
 }

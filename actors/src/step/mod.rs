@@ -313,6 +313,26 @@ impl Touched {
             });
         }
     }
+    /// Ends a step: these credentials' writes and the entry done with `outcome` in one
+    /// commit, counted in `lockstep_saga_steps_total` under `step`.
+    async fn finish(
+        self,
+        rt: &Runtime,
+        db: &mut StepDb<'_>,
+        entry: &Entry<'_>,
+        mut uow: UnitOfWork,
+        step: &str,
+        outcome: StepOutcome,
+    ) -> Result<(), StepError> {
+        self.into_uow(&mut uow);
+        uow.mailbox.push(done(entry, outcome));
+        db.commit(uow).await?;
+        rt.metrics
+            .saga_steps
+            .with_label_values(&[step, &outcome.as_str()])
+            .inc();
+        Ok(())
+    }
 }
 
 async fn on_event(

@@ -130,14 +130,9 @@ pub(super) async fn operator_update(
             StepOutcome::Applied
         }
     };
-    touched.into_uow(&mut uow);
-    uow.mailbox.push(done(entry, outcome));
-    db.commit(uow).await?;
-    rt.metrics
-        .saga_steps
-        .with_label_values(&["operator_update", &outcome.as_str()])
-        .inc();
-    Ok(())
+    touched
+        .finish(rt, db, entry, uow, "operator_update", outcome)
+        .await
 }
 
 /// An operator suspends an active credential: it leaves the door (its PIN kept) until an
@@ -165,14 +160,9 @@ pub(super) async fn operator_suspend(
         }
         other => unchanged(other),
     };
-    touched.into_uow(&mut uow);
-    uow.mailbox.push(done(entry, outcome));
-    db.commit(uow).await?;
-    rt.metrics
-        .saga_steps
-        .with_label_values(&["operator_suspend", &outcome.as_str()])
-        .inc();
-    Ok(())
+    touched
+        .finish(rt, db, entry, uow, "operator_suspend", outcome)
+        .await
 }
 
 /// An operator unsuspends a credential: it returns to the door (its PIN kept), and the
@@ -212,14 +202,9 @@ pub(super) async fn operator_unsuspend(
         }
         (other, _) => unchanged(other),
     };
-    touched.into_uow(&mut uow);
-    uow.mailbox.push(done(entry, outcome));
-    db.commit(uow).await?;
-    rt.metrics
-        .saga_steps
-        .with_label_values(&["operator_unsuspend", &outcome.as_str()])
-        .inc();
-    Ok(())
+    touched
+        .finish(rt, db, entry, uow, "operator_unsuspend", outcome)
+        .await
 }
 
 /// Lost-key replace: the old credential is revoked (`lost`) and a new one of the same kind,
@@ -283,14 +268,9 @@ pub(super) async fn operator_replace(
             saga_codec::reservation_to_json(&saga),
         ));
     }
-    touched.into_uow(&mut uow);
-    uow.mailbox.push(done(entry, StepOutcome::Applied));
-    db.commit(uow).await?;
-    rt.metrics
-        .saga_steps
-        .with_label_values(&["operator_replace", "applied"])
-        .inc();
-    Ok(())
+    touched
+        .finish(rt, db, entry, uow, "operator_replace", StepOutcome::Applied)
+        .await
 }
 
 /// O-2: a provisional credential revoked because the certificate that minted it was is

@@ -431,24 +431,26 @@ async fn dead_letters_are_listed_with_reasons_and_a_fixed_one_replays_once_and_i
     // The CLI wrote these rows, so no step woke the node's linker: it finds them at its
     // next unwoken look (2 s). Linking here too; a chain whose head the node's linker
     // holds at that moment is skipped (SKIP LOCKED), so look until the rows are linked.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    let chain = loop {
-        lockstep_persistence::audit::link_all(&store).await?;
-        let chain = lockstep_persistence::Store::audit_chain(
-            &store,
-            lockstep_domain::TenantId::parse(TENANT)?,
-            &lockstep_domain::PropertyId::parse(PROPERTY)?,
-        )
-        .await?;
-        let replays = chain
-            .iter()
-            .filter(|r| r.row.action == "dlq_replay")
-            .count();
-        if replays >= 3 || tokio::time::Instant::now() >= deadline {
-            break chain;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let chain = wait_for(
+        "the three dlq_replay audit rows linked",
+        Duration::from_secs(20),
+        || async {
+            lockstep_persistence::audit::link_all(&store).await.ok()?;
+            let chain = lockstep_persistence::Store::audit_chain(
+                &store,
+                lockstep_domain::TenantId::parse(TENANT).ok()?,
+                &lockstep_domain::PropertyId::parse(PROPERTY).ok()?,
+            )
+            .await
+            .ok()?;
+            let replays = chain
+                .iter()
+                .filter(|r| r.row.action == "dlq_replay")
+                .count();
+            (replays >= 3).then_some(chain)
+        },
+    )
+    .await?;
     let audits: Vec<_> = chain
         .iter()
         .filter(|r| r.row.action == "dlq_replay")
