@@ -523,6 +523,15 @@ async fn the_http_intake_refuses_stays_no_key_could_serve_with_422_and_changes_n
     Ok(())
 }
 
+/// The demo tenant's properties, one per built-in simulator.
+const DEMO_PROPERTIES: [&str; 5] = [
+    "ppt_demo",
+    "ppt_demo_salto",
+    "ppt_demo_vostio",
+    "ppt_demo_kisi",
+    "ppt_demo_brivo",
+];
+
 /// An embedded node on free ports (the demo tenant, its five vendors' simulators), with
 /// the service token and a client.
 struct Embedded {
@@ -541,11 +550,33 @@ impl Embedded {
         vars.extend(env.iter().map(|(k, v)| (*k, v.clone())));
         let node = Lockstep::spawn(&dir, &[], &vars).await?;
         let token = std::fs::read_to_string(dir.join(".lockstep/service-token"))?;
-        Ok(Self {
+        let e = Self {
             node,
             token: token.trim().to_owned(),
             http: reqwest::Client::new(),
-        })
+        };
+        e.startup_events_published().await?;
+        Ok(e)
+    }
+
+    /// Waits until the seed's `device.registered` events (one per demo device, written
+    /// with the devices and published by the outbox after readiness) are all out, so a
+    /// test's "events before" is not taken while they still trickle in.
+    async fn startup_events_published(&self) -> anyhow::Result<()> {
+        let mut devices = 0;
+        for property in DEMO_PROPERTIES {
+            devices += self.devices(property).await?.len();
+        }
+        anyhow::ensure!(devices > 0, "the demo seeds devices");
+        wait_for(
+            "the demo's device.registered events",
+            Duration::from_secs(60),
+            || async {
+                let counts = self.event_counts().await.ok()?;
+                (counts.get("melmastoon.lock.device.registered.v1") == Some(&devices)).then_some(())
+            },
+        )
+        .await
     }
 
     /// POSTs `body` (as JSON) to `path`; the status and the JSON answer (`null` if none).
@@ -762,6 +793,12 @@ async fn a_body_that_names_a_key_twice_is_refused_with_400_and_changes_nothing(
             .entry(format!("melmastoon.lock.credential.{s}.v1"))
             .or_insert(0) += 1;
     }
+    // the suspended event is committed with the state but published by the outbox after
+    // it: wait for the counts to reach what is expected, then hold them to it exactly
+    let _ = wait_for("the live key's events", Duration::from_secs(30), || async {
+        (e.event_counts().await.ok()? == expected).then_some(())
+    })
+    .await;
     assert_eq!(e.event_counts().await?, expected);
     assert_eq!(e.dead_letter_count("duplicate_key").await, Some(2.0));
     assert_eq!(e.dead_letter_count("malformed").await, Some(1.0));
