@@ -325,7 +325,8 @@ pub struct RawBreaker {
     pub window_ms: Option<u64>,
     /// Calls in the window before the breaker may trip.
     pub min_calls: Option<u32>,
-    /// Error share that trips it (strictly greater), 0..1.
+    /// Error share that trips it, 0..1: the window's rate must be above it with 99.9 %
+    /// confidence (the lower bound of its Wilson interval), not only on its raw share.
     pub error_rate: Option<f64>,
     /// p99 latency that trips it, ms.
     pub p99_ms: Option<u64>,

@@ -3,8 +3,17 @@
 //! in; the actor owns the instance, asks [`Breaker::admit`] before each vendor call and
 //! reports each call with [`Breaker::record`].
 //!
+//! "More than 25 % errors" is judged with confidence, not on the window's raw share: the
+//! circuit trips when even the lower bound of the error rate's 99.9 % Wilson interval is above
+//! the threshold. A vendor that is down trips it as soon as the window holds `min_calls`
+//! (ten failures of ten: lower bound 0.51), a flaky one at 50 % within about thirty calls,
+//! but one that loses a response in five no longer trips it on the luck of its first ten
+//! calls (three of ten is 30 %, and happens in a third of such windows): each trip parks
+//! every new key for `open_for`, so a breaker that flaps on noise costs more than the
+//! errors it guards against (ARCHITECTURE, deviations).
+//!
 //! ```text
-//! closed --(window ≥ min_calls and error rate > 25 % or p99 > 5 s)--> open
+//! closed --(window ≥ min_calls and error rate surely > 25 % or p99 > 5 s)--> open
 //! open   --(open_for elapsed)--> half_open (up to half_open_probes concurrent probes)
 //! half_open --(a probe succeeds)--> closed      half_open --(a probe fails)--> open
 //! ```
@@ -45,7 +54,8 @@ pub struct BreakerPolicy {
     pub window: Duration,
     /// Fewest calls in the window before it may trip (default 10).
     pub min_calls: u32,
-    /// Trip when the window's error rate is strictly greater (default 0.25).
+    /// Trip when the window's error rate is surely greater (default 0.25): the lower bound
+    /// of its 99.9 % Wilson interval, not the raw share (see the module text).
     pub error_rate: f64,
     /// Trip when the window's p99 latency is strictly greater (default 5 s).
     pub p99_latency: Duration,
@@ -187,6 +197,25 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// One-sided 99.9 % normal quantile: how sure the breaker must be that a vendor's error rate
+/// is above the threshold before it trips.
+const TRIP_CONFIDENCE_Z: f64 = 3.09;
+
+/// The lower bound of the Wilson score interval of `errors` failures in `n` calls, at `z`
+/// standard deviations: the smallest error rate the window is still consistent with. Zero
+/// for an empty window.
+pub fn wilson_lower_bound(errors: usize, n: usize, z: f64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let n = n as f64;
+    let p = errors as f64 / n;
+    let z2 = z * z;
+    let centre = p + z2 / (2.0 * n);
+    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - spread) / (1.0 + z2 / n)).max(0.0)
+}
+
 impl Breaker {
     /// A closed breaker.
     pub fn new(policy: BreakerPolicy) -> Result<Self, DomainError> {
@@ -300,13 +329,13 @@ impl Breaker {
             return false;
         }
         let errors = self.calls.iter().filter(|c| c.unwell).count();
-        let rate = errors as f64 / n as f64;
-        rate > self.policy.error_rate
+        wilson_lower_bound(errors, n, TRIP_CONFIDENCE_Z) > self.policy.error_rate
             || percentile(&self.sorted_latencies(), 0.99) > self.policy.p99_latency
     }
 
     /// Records one call's outcome. Closed: trips open when the window (with at least
-    /// `min_calls`) has an error rate above `error_rate` or a p99 above `p99_latency`.
+    /// `min_calls`) has an error rate surely above `error_rate` (the lower bound of its
+    /// 99 % Wilson interval) or a p99 above `p99_latency`.
     /// Half-open: any outcome is probe evidence (a call that finishes now tells as much as a
     /// probe); a healthy one closes, an unwell or too slow one re-opens. Open: the outcome
     /// only joins the window.

@@ -344,8 +344,9 @@ async fn every_adapter_honours_the_lock_port_contract() -> anyhow::Result<()> {
         // an outage is a typed error that counts against the vendor: the breaker opens and
         // then answers at once
         (p.faults)(true, 0.0, None);
-        // 16 failures over the 25 storm successes still in the window: above 25 %
-        for n in 0..16 {
+        // 24 failures over the 25 storm successes still in the window: surely above 25 %
+        // (the lower bound of the 99.9 % interval is 0.29; 16 failures, a raw 39 %, are not)
+        for n in 0..24 {
             let r = ports
                 .call(
                     &adapter,
