@@ -533,6 +533,9 @@ pub struct PortRegistry {
     by_adapter: Arc<RwLock<HashMap<VendorAdapterId, Arc<AccountState>>>>,
     infos: Arc<RwLock<HashMap<VendorAdapterId, (AdapterInfo, VendorCode)>>>,
     health: Arc<RwLock<HashMap<VendorAdapterId, HealthSources>>>,
+    /// Partitions (and this node's intake) whose new work the bus holds behind a backlog:
+    /// removals first does not end while any does ([`Self::backlog_held`]).
+    backlogs: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl PortRegistry {
@@ -596,6 +599,7 @@ impl PortRegistry {
                     port.vendor(),
                     breaker.clone(),
                     deps.clone(),
+                    self.backlogs.clone(),
                 ))
             })
             .clone();
@@ -709,6 +713,40 @@ impl PortRegistry {
             .expect("account map lock is never poisoned")
             .get(id)
             .and_then(|a| a.gate_for(true, false))
+    }
+
+    /// Removals first on every vendor account of this node (issue 11): nothing new goes on
+    /// a door until the removals that waited (at doors, or stored and not yet decided) are
+    /// done, or make no progress for `removals_first_stall`, as after a vendor outage. The
+    /// bus calls it when a store outage has ended and the backlog that piled up behind it
+    /// is stored: the cancellations received meanwhile are then in the mailbox, and the
+    /// drives stored before the outage would otherwise put new keys on doors first.
+    pub fn removals_first_everywhere(&self) {
+        self.for_every_account(|a| a.breaker_rejected());
+    }
+
+    /// The bus holds new work behind a backlog on one more partition (`true`), or one
+    /// fewer (`false`). While any is held, removals first does not end on an empty count:
+    /// the cancellations of the backlog may not be stored yet.
+    pub fn backlog_held(&self, held: bool) {
+        let _ = self
+            .backlogs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(if held { n + 1 } else { n.saturating_sub(1) })
+            });
+    }
+
+    fn for_every_account(&self, f: impl Fn(&Arc<AccountState>)) {
+        let accounts: Vec<Arc<AccountState>> = self
+            .accounts
+            .read()
+            .expect("account map lock is never poisoned")
+            .values()
+            .cloned()
+            .collect();
+        for a in &accounts {
+            f(a);
+        }
     }
 
     /// Whether adapter `id`'s vendor is down for new keys right now, and why: its account
@@ -873,6 +911,8 @@ pub struct AccountState {
     consecutive_unwell: std::sync::atomic::AtomicU32,
     /// When the account last had a call answered well (business clock, ms since the epoch).
     last_well_ms: std::sync::atomic::AtomicI64,
+    /// The registry's count of backlogs the bus holds new work behind.
+    backlogs: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Unwell answers in a row after which the account counts as down whatever its breaker
@@ -904,6 +944,7 @@ impl AccountState {
         vendor: VendorCode,
         breaker: Addr<BreakerActor>,
         deps: VendorDeps,
+        backlogs: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Self {
         let started_ms = deps.clock.now().timestamp_millis();
         Self {
@@ -918,6 +959,7 @@ impl AccountState {
             supervising: std::sync::atomic::AtomicBool::new(false),
             consecutive_unwell: std::sync::atomic::AtomicU32::new(0),
             last_well_ms: std::sync::atomic::AtomicI64::new(started_ms),
+            backlogs,
         }
     }
 
@@ -949,7 +991,8 @@ impl AccountState {
         }
         if addition
             && self.removals_first.load(Ordering::SeqCst)
-            && self.pending_removals.load(Ordering::SeqCst) > 0
+            && (self.pending_removals.load(Ordering::SeqCst) > 0
+                || self.backlogs.load(Ordering::SeqCst) > 0)
         {
             return Some("removals_first");
         }
@@ -1021,7 +1064,9 @@ impl AccountState {
             return;
         }
         let me = self.clone();
-        actix::spawn(async move {
+        // a tokio task, not an actix one: the bus asks from outside any actix arbiter
+        // (`PortRegistry::removals_first_everywhere`)
+        tokio::spawn(async move {
             loop {
                 me.supervise_once().await;
                 me.supervising.store(false, Ordering::SeqCst);
@@ -1069,8 +1114,14 @@ impl AccountState {
                         last_progress = tokio::time::Instant::now();
                         last_count = last_count.min(n);
                     }
+                    // a backlog the bus still stores may hold cancellations not counted yet
+                    let backlog = self.backlogs.load(Ordering::SeqCst) > 0;
+                    if backlog && n == 0 && last_count == 0 {
+                        // nothing counted to make progress on: the stall clock waits too
+                        last_progress = tokio::time::Instant::now();
+                    }
                     let stalled = last_progress.elapsed() >= settings.removals_first_stall;
-                    if closed && (n == 0 || stalled) {
+                    if closed && ((n == 0 && !backlog) || stalled) {
                         if n > 0 {
                             warn!(
                                 vendor = self.vendor.as_str(),

@@ -207,6 +207,30 @@ pub async fn accept(
     partition: i32,
     fence: Option<Fence>,
 ) -> Result<IntakeOutcome, IntakeError> {
+    let mut wakes = Vec::new();
+    let outcome = store_one(
+        schemas, store, clock, metrics, bytes, partition, fence, &mut wakes,
+    )
+    .await?;
+    for w in wakes {
+        router.do_send(w);
+    }
+    Ok(outcome)
+}
+
+/// [`accept`] without the wakes sent: they are added to `wakes` for the caller to send
+/// (or hold behind a backlog, `bus::amqp`).
+#[allow(clippy::too_many_arguments)]
+pub async fn store_one(
+    schemas: &EventSchemas,
+    store: &dyn Store,
+    clock: &dyn Clock,
+    metrics: &Metrics,
+    bytes: &[u8],
+    partition: i32,
+    fence: Option<Fence>,
+    wakes: &mut Vec<Wake>,
+) -> Result<IntakeOutcome, IntakeError> {
     let msgs = prepare(schemas, store, clock, metrics, bytes, partition).await?;
     let mut outcome = IntakeOutcome::Duplicate;
     for msg in msgs {
@@ -214,7 +238,7 @@ pub async fn accept(
         if stored == IntakeOutcome::Accepted {
             outcome = IntakeOutcome::Accepted;
         }
-        settled(router, metrics, msg, stored);
+        wakes.extend(counted(metrics, msg, stored));
     }
     Ok(outcome)
 }

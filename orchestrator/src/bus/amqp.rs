@@ -491,6 +491,8 @@ struct Outage {
     since: Option<tokio::time::Instant>,
     last_log: tokio::time::Instant,
     failures: u32,
+    /// It recovered since [`Self::take_healed`] last asked.
+    healed: bool,
 }
 
 impl Outage {
@@ -500,7 +502,13 @@ impl Outage {
             since: None,
             last_log: tokio::time::Instant::now(),
             failures: 0,
+            healed: false,
         }
+    }
+
+    /// Whether the store came back since this was last asked.
+    fn take_healed(&mut self) -> bool {
+        std::mem::take(&mut self.healed)
     }
 
     fn failed(&mut self, shared: &Shared, error: &dyn std::fmt::Display) {
@@ -534,6 +542,7 @@ impl Outage {
 
     fn recovered(&mut self) {
         if let Some(since) = self.since.take() {
+            self.healed = true;
             info!(
                 path = self.path,
                 failures = self.failures,
@@ -722,7 +731,8 @@ async fn intake_loop(
                 None => break,
             }
         }
-        if batch.len() == INTAKE_BATCH {
+        let full = batch.len() == INTAKE_BATCH;
+        if full {
             shared.intake_backlog.saw();
         }
         let mut sent = Vec::with_capacity(batch.len());
@@ -735,6 +745,11 @@ async fn intake_loop(
         for (d, confirms) in sent {
             settle(d, confirms).await?;
         }
+        if full {
+            // a full batch that took long (held through an outage, or slow confirms) keeps
+            // the backlog marked until the next one is taken
+            shared.intake_backlog.saw();
+        }
     }
 }
 
@@ -742,26 +757,47 @@ async fn intake_loop(
 /// (its prefetch).
 const INTAKE_BATCH: usize = 64;
 
-/// When this node's intake last took a full batch: the intake queue has a backlog (a
-/// burst, or what piled up during an outage). Partition consumers hold their non-removal
-/// wakes while it lasts, so a cancellation queued behind thousands of confirmations still
-/// reaches the door before their new keys (issue 11, revocations first through a backlog).
+/// Whether this node's intake has a backlog: it took a full batch a moment ago (a burst,
+/// or what piled up while it was held), or it is holding a delivery it could not admit
+/// because the store is down. Partition consumers hold their non-removal wakes while it
+/// lasts, so a cancellation queued behind thousands of confirmations, or published while
+/// Postgres was down, still reaches the door before their new keys (issue 11, revocations
+/// first through a backlog).
 #[derive(Debug, Default)]
-pub struct IntakeBacklog(std::sync::Mutex<Option<tokio::time::Instant>>);
+pub struct IntakeBacklog {
+    full_batch: std::sync::Mutex<Option<tokio::time::Instant>>,
+    stalled: std::sync::atomic::AtomicBool,
+}
 
 /// How long after intake's last full batch the backlog counts as still there.
 const INTAKE_BACKLOG_QUIET: Duration = Duration::from_millis(500);
 
 impl IntakeBacklog {
     fn saw(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+        *self.full_batch.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(tokio::time::Instant::now());
+    }
+
+    /// Intake holds a delivery it could not admit (`true`: the store is down), or it got
+    /// through (`false`).
+    fn stalled(&self, stalled: bool) {
+        let was = self
+            .stalled
+            .swap(stalled, std::sync::atomic::Ordering::SeqCst);
+        if was && !stalled {
+            // what piled up behind the outage is taken next: a backlog until intake sees
+            // its first batch short of full
+            self.saw();
+        }
     }
 
     fn recent(&self) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|t| t.elapsed() < INTAKE_BACKLOG_QUIET)
+        self.stalled.load(std::sync::atomic::Ordering::SeqCst)
+            || self
+                .full_batch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| t.elapsed() < INTAKE_BACKLOG_QUIET)
     }
 }
 
@@ -854,6 +890,7 @@ async fn intake_publish(
             match intake::admit(store, clock, &shared.admit_cache, &parsed).await {
                 Ok(()) => {
                     outage.recovered();
+                    shared.intake_backlog.stalled(false);
                     break Ok((envelope, parsed));
                 }
                 Err(IntakeError::Rejected(why)) => break Err(why),
@@ -862,6 +899,7 @@ async fn intake_publish(
                         // left unacknowledged: it returns to the queue when we close
                         return Ok(None);
                     }
+                    shared.intake_backlog.stalled(true);
                     outage.failed(shared, &e);
                     outage.wait().await;
                 }
@@ -904,6 +942,7 @@ async fn intake_publish(
                 match intake::user_properties(shared.rt.store.as_ref(), &parsed).await {
                     Ok(p) => {
                         outage.recovered();
+                        shared.intake_backlog.stalled(false);
                         break p;
                     }
                     Err(IntakeError::Rejected(why)) => {
@@ -916,6 +955,7 @@ async fn intake_publish(
                             // left unacknowledged: it returns to the queue when we close
                             return Ok(None);
                         }
+                        shared.intake_backlog.stalled(true);
                         outage.failed(shared, &e);
                         outage.wait().await;
                     }
@@ -1068,6 +1108,15 @@ fn lose(shared: &Shared, partition: i32) {
 }
 
 async fn wake_due(shared: &Shared, partition: i32) -> Result<(), StoreError> {
+    for w in due_wakes(shared, partition).await? {
+        shared.router.do_send(w);
+    }
+    Ok(())
+}
+
+/// The wakes of the partition's due work, removals first and marked: their steps go before
+/// waiting issuances (issue 11).
+async fn due_wakes(shared: &Shared, partition: i32) -> Result<Vec<Wake>, StoreError> {
     let subjects = shared
         .rt
         .store
@@ -1078,13 +1127,10 @@ async fn wake_due(shared: &Shared, partition: i32) -> Result<(), StoreError> {
             &lockstep_actors::events_in::REMOVAL_TOPICS,
         )
         .await?;
-    // removals first, marked: their steps go before waiting issuances (issue 11)
-    for due in subjects {
-        shared
-            .router
-            .do_send(Wake::marked(due.subject, due.removal));
-    }
-    Ok(())
+    Ok(subjects
+        .into_iter()
+        .map(|due| Wake::marked(due.subject, due.removal))
+        .collect())
 }
 
 /// Whether a store error is this message's own fault (retrying cannot help: dead-letter
@@ -1181,10 +1227,11 @@ async fn serve_partition(
         let d = tokio::select! {
             biased;
             () = shutdown::begun(&mut down) => {
-                held.release(shared);
+                let mut wakes = Vec::new();
                 for d in cancel_and_collect(ch, &mut consumer, &tag).await {
-                    partition_one(shared, partition, d, &mut outage).await?;
+                    partition_one(shared, partition, d, &mut outage, &mut wakes).await?;
                 }
+                held.settle(shared, wakes, false);
                 return Ok(Served::Shutdown);
             }
             () = tokio::time::sleep(HOLD_CHECK), if held.holding() => {
@@ -1194,12 +1241,26 @@ async fn serve_partition(
                 continue;
             }
             _ = timers.tick() => {
-                if held.holding() {
-                    continue;
-                }
                 if shared.rt.fences.get(partition).is_some() {
-                    match wake_due(shared, partition).await {
-                        Ok(()) => outage.recovered(),
+                    match due_wakes(shared, partition).await {
+                        Ok(wakes) => {
+                            outage.recovered();
+                            // Through a backlog (a burst, or what piled up while the store
+                            // was down) the due removals go at once and the rest waits
+                            // with the held wakes: after an outage the drives stored
+                            // before it would otherwise put their keys on doors before the
+                            // cancellations queued meanwhile are even read. While wakes are
+                            // held already, only the removals are new: the rest is found
+                            // again by a tick after the release.
+                            let backlog = held.holding() || shared.intake_backlog.recent();
+                            healed(shared, &mut outage);
+                            let wakes = if held.holding() {
+                                wakes.into_iter().filter(|w| w.removal).collect()
+                            } else {
+                                wakes
+                            };
+                            held.settle(shared, wakes, backlog);
+                        }
                         Err(e) => outage.failed(shared, &e),
                     }
                 } else if home
@@ -1228,16 +1289,21 @@ async fn serve_partition(
                 None => break,
             }
         }
-        let backlog = batch.len() == PARTITION_BATCH || shared.intake_backlog.recent();
+        let full = batch.len() == PARTITION_BATCH;
         let claimed = !home && batch.iter().any(|d| fresh_home_claim(shared, d));
         let mut wakes = Vec::new();
         partition_batch(shared, partition, batch, &mut outage, &mut wakes).await?;
+        // judged once stored: a batch held through a store outage comes out into the
+        // backlog that piled up behind it
+        let backlog = full || shared.intake_backlog.recent();
+        healed(shared, &mut outage);
         held.settle(shared, wakes, backlog);
         if claimed {
-            held.release(shared);
+            let mut wakes = Vec::new();
             for d in cancel_and_collect(ch, &mut consumer, &tag).await {
-                partition_one(shared, partition, d, &mut outage).await?;
+                partition_one(shared, partition, d, &mut outage, &mut wakes).await?;
             }
+            held.settle(shared, wakes, false);
             if shared.rt.fences.get(partition).is_some() {
                 shared.rt.fences.remove(partition);
                 shared.rt.metrics.partitions_owned.dec();
@@ -1326,14 +1392,22 @@ impl HeldWakes {
             shared.router.do_send(w);
         }
         self.wakes.extend(others);
-        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        if self.since.is_none() {
+            self.since = Some(tokio::time::Instant::now());
+            // while it holds, the vendor accounts' removals first does not end on an
+            // empty count: the backlog's cancellations may not be stored yet
+            shared.rt.ports.backlog_held(true);
+        }
+        let since = self.since.unwrap_or_else(tokio::time::Instant::now);
         if !backlog || since.elapsed() >= HOLD_AT_MOST {
             self.release(shared);
         }
     }
 
     fn release(&mut self, shared: &Shared) {
-        self.since = None;
+        if self.since.take().is_some() {
+            shared.rt.ports.backlog_held(false);
+        }
         for w in self.wakes.drain(..) {
             shared.router.do_send(w);
         }
@@ -1341,6 +1415,17 @@ impl HeldWakes {
 
     fn holding(&self) -> bool {
         !self.wakes.is_empty()
+    }
+}
+
+/// After a store outage, removals first on every vendor account of this node
+/// ([`lockstep_actors::PortRegistry::removals_first_everywhere`]): the drives stored
+/// before the outage must not put new keys on doors before the cancellations received
+/// during it are decided and sent (issue 11). The backlog behind the outage is held
+/// ([`HeldWakes`]) meanwhile, so the accounts wait for it too.
+fn healed(shared: &Shared, outage: &mut Outage) {
+    if outage.take_healed() {
+        shared.rt.ports.removals_first_everywhere();
     }
 }
 
@@ -1366,14 +1451,14 @@ async fn partition_batch(
             || is_command(&d)
             || shared.rt.fences.get(partition).is_none()
         {
-            partition_one(shared, partition, d, outage).await?;
+            partition_one(shared, partition, d, outage, wakes).await?;
         } else {
             events.push(d);
         }
     }
     if events.len() < 2 {
         for d in events {
-            partition_one(shared, partition, d, outage).await?;
+            partition_one(shared, partition, d, outage, wakes).await?;
         }
         return Ok(());
     }
@@ -1428,7 +1513,7 @@ async fn partition_batch(
         }
     }
     for d in one_by_one {
-        partition_one(shared, partition, d, outage).await?;
+        partition_one(shared, partition, d, outage, wakes).await?;
     }
     Ok(())
 }
@@ -1461,6 +1546,7 @@ async fn partition_one(
     partition: i32,
     d: Delivery,
     outage: &mut Outage,
+    wakes: &mut Vec<Wake>,
 ) -> anyhow::Result<()> {
     if is_tick(&d) || is_home_claim(&d) {
         // A tick (or a home claim) needs no durability: acknowledged first, it can never
@@ -1480,15 +1566,16 @@ async fn partition_one(
         let stored = if is_command(&d) {
             accept_command(shared, &d, partition, fence).await
         } else {
-            intake::accept(
+            // its wakes go to the caller, to be held behind a backlog like a batch's
+            intake::store_one(
                 &shared.schemas,
                 rt.store.as_ref(),
                 rt.clock.as_ref(),
-                &shared.router,
                 &rt.metrics,
                 &d.data,
                 partition,
                 fence,
+                wakes,
             )
             .await
             .map(drop)
