@@ -212,15 +212,7 @@ async fn door_records_read_back_by_webhook_raise_impossible_travel_and_denied_bu
         "the two-room key active",
         Duration::from_secs(30),
         || async {
-            let v: Value = http
-                .get(&list)
-                .bearer_auth(&operator)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let v = get_json(&http, &list, &operator, None).await?;
             v["items"]
                 .get(0)
                 .cloned()

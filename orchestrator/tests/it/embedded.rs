@@ -197,16 +197,7 @@ async fn quickstart_reservation_becomes_an_active_pin_and_cancel_removes_it() ->
         || {
             let (c, h, t) = (client.clone(), node.http.clone(), token.clone());
             async move {
-                let v: Value = c
-                    .get(format!("{h}/api/v1/events"))
-                    .bearer_auth(&t)
-                    .header("x-tenant-id", DEMO_TENANT)
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
+                let v = get_json(&c, &format!("{h}/api/v1/events"), &t, Some(DEMO_TENANT)).await?;
                 let subjects: Vec<&str> = v["items"]
                     .as_array()?
                     .iter()
@@ -249,19 +240,11 @@ pub(crate) async fn credential_of(
     token: &str,
     reservation: &str,
 ) -> Option<Value> {
-    let v: Value = reqwest::Client::new()
-        .get(format!(
-            "{}/api/v1/key-credentials?reservationId={reservation}",
-            node.http
-        ))
-        .bearer_auth(token)
-        .header("x-tenant-id", DEMO_TENANT)
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let url = format!(
+        "{}/api/v1/key-credentials?reservationId={reservation}",
+        node.http
+    );
+    let v = get_json(&reqwest::Client::new(), &url, token, Some(DEMO_TENANT)).await?;
     v["items"].get(0).cloned()
 }
 

@@ -426,6 +426,21 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// GETs `url` with a bearer `token` (and the tenant header, if given) and reads its JSON;
+/// `None` on any failure (for condition waits, which ask again).
+pub async fn get_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    tenant: Option<&str>,
+) -> Option<serde_json::Value> {
+    let mut rb = http.get(url).bearer_auth(token);
+    if let Some(t) = tenant {
+        rb = rb.header("x-tenant-id", t);
+    }
+    rb.send().await.ok()?.json().await.ok()
+}
+
 /// Reads one metric's value from the text exposition.
 pub async fn metric(http: &str, name_with_labels: &str) -> Option<f64> {
     let text = reqwest::get(format!("{http}/metrics"))

@@ -74,19 +74,11 @@ async fn the_http_intake_in_production_takes_the_brokers_path() -> anyhow::Resul
         assert_eq!(v["outcome"], "queued", "{v}");
     }
     let credential = wait_for("rsv_hi_1 active", Duration::from_secs(60), || async {
-        let v: Value = http
-            .get(format!(
-                "{}/api/v1/key-credentials?reservationId=rsv_hi_1",
-                node.http
-            ))
-            .bearer_auth(TOKEN)
-            .header("x-tenant-id", TENANT)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let url = format!(
+            "{}/api/v1/key-credentials?reservationId=rsv_hi_1",
+            node.http
+        );
+        let v = get_json(&http, &url, TOKEN, Some(TENANT)).await?;
         v["items"]
             .as_array()?
             .iter()

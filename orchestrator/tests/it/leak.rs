@@ -305,16 +305,7 @@ async fn no_vendor_ref_secret_or_token_reaches_a_response_an_event_or_a_log_line
         let http = c.http.clone();
         let url = format!("{}/api/v1/events?limit=1000", node.http);
         async move {
-            let v: Value = http
-                .get(url)
-                .bearer_auth("svc-token")
-                .header("x-tenant-id", DEMO_TENANT)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let v = get_json(&http, &url, "svc-token", Some(DEMO_TENANT)).await?;
             let all = v["items"].as_array()?.clone();
             all.iter()
                 .any(|e| e["subject"] == "melmastoon.lock.audit.attempt.v1")

@@ -277,16 +277,8 @@ async fn the_demos_simulators_report_door_attempts_to_the_node() -> anyhow::Resu
         "a denied attempt from each of the four vendors",
         Duration::from_secs(30),
         || async {
-            let v: Value = http
-                .get(format!("{}/api/v1/events?limit=1000", node.http))
-                .bearer_auth(&token)
-                .header("x-tenant-id", DEMO_TENANT)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let url = format!("{}/api/v1/events?limit=1000", node.http);
+            let v = get_json(&http, &url, &token, Some(DEMO_TENANT)).await?;
             let mut vendors: Vec<String> = v["items"]
                 .as_array()?
                 .iter()

@@ -423,16 +423,7 @@ async fn signed_vendor_webhook_end_to_end(case: SignedCase<'_>, seed: u8) -> any
         &format!("{}: active", case.vendor),
         Duration::from_secs(30),
         || async {
-            let v: Value = http
-                .get(&list)
-                .bearer_auth("svc-token")
-                .header("x-tenant-id", DEMO_TENANT)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let v = get_json(&http, &list, "svc-token", Some(DEMO_TENANT)).await?;
             v["items"]
                 .get(0)
                 .cloned()
