@@ -780,15 +780,21 @@ impl crate::tx::Tx {
         tx.append_audit(&uow.audit).await?;
         for m in &uow.mailbox {
             match m {
-                MailboxUpdate::Done { id, outcome } => {
-                    tx.complete_entry(*id, outcome, uow.now).await?
-                }
+                MailboxUpdate::Done {
+                    id,
+                    subject,
+                    outcome,
+                } => tx.complete_entry(subject, *id, outcome, uow.now).await?,
                 MailboxUpdate::Retry {
                     id,
+                    subject,
                     due_at,
                     attempts,
                     last_error,
-                } => tx.retry_entry(*id, *due_at, *attempts, last_error).await?,
+                } => {
+                    tx.retry_entry(subject, *id, *due_at, *attempts, last_error)
+                        .await?
+                }
             }
         }
         for s in &uow.schedule {

@@ -121,6 +121,8 @@ pub enum MailboxUpdate {
     Done {
         /// Entry.
         id: i64,
+        /// The entry's subject.
+        subject: String,
         /// Short outcome (`applied`, `ignored:stale`, ...).
         outcome: String,
     },
@@ -128,6 +130,8 @@ pub enum MailboxUpdate {
     Retry {
         /// Entry.
         id: i64,
+        /// The entry's subject.
+        subject: String,
         /// When.
         due_at: Timestamp,
         /// Attempts so far.

@@ -181,6 +181,7 @@ pub async fn reschedule(rt: &Runtime, entry: &MailboxEntry, error: &str) -> Resu
     let mut uow = unit(entry, rt.fences.for_commit(entry.partition), now);
     uow.mailbox.push(MailboxUpdate::Retry {
         id: entry.id,
+        subject: entry.subject.clone(),
         due_at: later(now, backoff(rt, attempts)),
         attempts,
         last_error: error.chars().take(500).collect(),
@@ -235,6 +236,7 @@ fn flush_events(c: &mut KeyCredential, uow: &mut UnitOfWork) {
 fn done(entry: &MailboxEntry, outcome: StepOutcome) -> MailboxUpdate {
     MailboxUpdate::Done {
         id: entry.id,
+        subject: entry.subject.clone(),
         outcome: outcome.to_string(),
     }
 }

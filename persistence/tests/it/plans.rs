@@ -170,6 +170,7 @@ async fn one_saga(store: &PgStore, reg: &Registry, i: i64) -> anyhow::Result<Str
     uow.audit.push(audit_row(reg.tenant, c.id(), t0()));
     uow.mailbox.push(MailboxUpdate::Done {
         id: entry.id,
+        subject: entry.subject.clone(),
         outcome: "applied".into(),
     });
     uow.schedule.push(ScheduleDrive {
@@ -368,6 +369,7 @@ async fn hot_path(store: &PgStore, reg: &Registry) -> Result<(), StoreError> {
     uow.audit.push(audit_row(tenant, c.id(), t0()));
     uow.mailbox.push(MailboxUpdate::Done {
         id: entry.id,
+        subject: entry.subject.clone(),
         outcome: "applied".into(),
     });
     uow.schedule.push(ScheduleDrive {

@@ -43,6 +43,7 @@ pub async fn next_mailbox_entry_returns_oldest_due_entry_and_skips_later_ones(
     let mut done = UnitOfWork::new(tenant, None, now);
     done.mailbox.push(MailboxUpdate::Done {
         id: e1.id,
+        subject: e1.subject.clone(),
         outcome: "applied".into(),
     });
     store.commit(done).await?;
@@ -59,6 +60,7 @@ pub async fn next_mailbox_entry_returns_oldest_due_entry_and_skips_later_ones(
     let mut retry = UnitOfWork::new(tenant, None, now);
     retry.mailbox.push(MailboxUpdate::Retry {
         id: e2.id,
+        subject: e2.subject.clone(),
         due_at: at(60),
         attempts: 1,
         last_error: "vendor timeout".into(),
@@ -150,6 +152,7 @@ pub async fn schedule_drive_keeps_one_open_entry_and_brings_it_forward(
     let mut uow = UnitOfWork::new(tenant, None, at(60));
     uow.mailbox.push(MailboxUpdate::Done {
         id: e.id,
+        subject: e.subject.clone(),
         outcome: "driven".into(),
     });
     uow.schedule.push(drive(at(120)));
@@ -227,8 +230,8 @@ pub async fn enqueued_entries_come_out_when_due_events_before_drives(
             .is_none(),
         "nothing is visible before the commit"
     );
-    tx.complete_entry(e.id, "applied", at(6)).await?;
-    tx.complete_entry(first.id, "driven", at(6)).await?;
+    tx.complete_entry(&e.subject, e.id, "applied", at(6)).await?;
+    tx.complete_entry(&first.subject, first.id, "driven", at(6)).await?;
     tx.commit().await?;
 
     let mut rtx = store.read(tenant).await?;
@@ -273,7 +276,7 @@ pub async fn retry_and_complete_touch_only_open_entries_and_outcomes_follow(
     rtx.commit().await?;
 
     let mut tx = store.begin(tenant, None).await?;
-    tx.retry_entry(e.id, at(30), 2, "vendor timeout").await?;
+    tx.retry_entry(subject, e.id, at(30), 2, "vendor timeout").await?;
     let later = tx
         .next_mailbox_entry(subject, at(29))
         .await?
@@ -281,14 +284,25 @@ pub async fn retry_and_complete_touch_only_open_entries_and_outcomes_follow(
     assert_ne!(later.id, e.id, "the retried entry waits");
     let again = tx.next_mailbox_entry(subject, at(30)).await?.context("e")?;
     assert_eq!((again.id, again.attempts, again.due_at), (e.id, 2, at(30)));
-    tx.complete_entry(e.id, "applied", at(31)).await?;
+    tx.complete_entry(subject, e.id, "applied", at(31)).await?;
     for res in [
-        tx.complete_entry(e.id, "again", at(32)).await,
-        tx.retry_entry(e.id, at(40), 3, "late").await,
+        tx.complete_entry(subject, e.id, "again", at(32)).await,
+        tx.retry_entry(subject, e.id, at(40), 3, "late").await,
     ] {
         ensure!(
             matches!(res, Err(StoreError::Conflict { entity: "mailbox" })),
             "a done entry: {res:?}"
+        );
+    }
+    for res in [
+        tx.complete_entry("reservation:rsv-other", later.id, "misnamed", at(32))
+            .await,
+        tx.retry_entry("reservation:rsv-other", later.id, at(40), 1, "misnamed")
+            .await,
+    ] {
+        ensure!(
+            matches!(res, Err(StoreError::Conflict { entity: "mailbox" })),
+            "an open entry named with another subject: {res:?}"
         );
     }
     tx.commit().await?;
@@ -303,8 +317,8 @@ pub async fn retry_and_complete_touch_only_open_entries_and_outcomes_follow(
 
     let mut theirs = store.begin(TenantId::generate(), None).await?;
     for res in [
-        theirs.complete_entry(later.id, "stolen", at(33)).await,
-        theirs.retry_entry(later.id, at(40), 1, "stolen").await,
+        theirs.complete_entry(subject, later.id, "stolen", at(33)).await,
+        theirs.retry_entry(subject, later.id, at(40), 1, "stolen").await,
     ] {
         ensure!(
             matches!(res, Err(StoreError::Conflict { entity: "mailbox" })),
@@ -559,7 +573,7 @@ pub async fn undecided_removals_count_due_open_removal_messages_at_the_adapters_
         .await?
         .context("due")?
         .id;
-    tx.complete_entry(done_id, "applied", at(10)).await?;
+    tx.complete_entry("reservation:rsv-u2", done_id, "applied", at(10)).await?;
     let adapters = std::slice::from_ref(&reg.adapter);
     assert_eq!(
         tx.undecided_removals(adapters, &topics, at(10)).await?,
@@ -629,7 +643,7 @@ pub async fn subject_partition_is_the_newest_entrys_open_or_done(
         .await?
         .context("due")?
         .id;
-    tx.complete_entry(id, "applied", at(2)).await?;
+    tx.complete_entry(subject, id, "applied", at(2)).await?;
     tx.commit().await?;
     let mut rtx = store.read(tenant).await?;
     assert_eq!(

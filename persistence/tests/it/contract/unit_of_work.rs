@@ -37,6 +37,7 @@ pub async fn commit_of_new_credential_makes_all_its_rows_visible(
     uow.audit.push(audit_row(tenant, cred.id(), t0()));
     uow.mailbox.push(MailboxUpdate::Done {
         id: entry.id,
+        subject: entry.subject.clone(),
         outcome: "applied".into(),
     });
     uow.schedule.push(ScheduleDrive {
@@ -279,6 +280,7 @@ pub async fn failed_commit_rolls_back_every_write_of_the_step(b: &Backend) -> an
     let mut first = insert(cred.snapshot(), t0());
     first.mailbox.push(MailboxUpdate::Done {
         id: entry.id,
+        subject: entry.subject.clone(),
         outcome: "applied".into(),
     });
     store.commit(first).await?;
@@ -305,6 +307,7 @@ pub async fn failed_commit_rolls_back_every_write_of_the_step(b: &Backend) -> an
     uow.audit.push(audit_row(tenant, cred.id(), at(1)));
     uow.mailbox.push(MailboxUpdate::Done {
         id: entry.id,
+        subject: entry.subject.clone(),
         outcome: "again".into(),
     });
     let err = store
@@ -381,6 +384,7 @@ pub async fn tenant_b_cannot_see_or_touch_tenant_a_data(b: &Backend) -> anyhow::
     let mut uow = UnitOfWork::new(other, None, at(1));
     uow.mailbox.push(MailboxUpdate::Done {
         id: entry.id,
+        subject: entry.subject.clone(),
         outcome: "stolen".into(),
     });
     let err = store
