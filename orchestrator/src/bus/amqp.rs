@@ -1216,7 +1216,7 @@ async fn serve_partition(
     let subscribed = tokio::time::Instant::now();
     let mut last_claim: Option<tokio::time::Instant> = None;
     let mut outage = Outage::new("partition");
-    let mut held = HeldWakes::default();
+    let mut held = HeldWakes::new(shared);
     // The owner fires the partition's due timers on its own beat, whether or not ticks
     // reach it (a backlog holds ticks back).
     let mut timers = tokio::time::interval(settings.tick_interval);
@@ -1231,13 +1231,13 @@ async fn serve_partition(
                 for d in cancel_and_collect(ch, &mut consumer, &tag).await {
                     partition_one(shared, partition, d, &mut outage, &mut wakes).await?;
                 }
-                held.settle(shared, wakes, false);
+                held.settle(wakes, false);
                 return Ok(Served::Shutdown);
             }
             () = tokio::time::sleep(HOLD_CHECK), if held.holding() => {
                 // a backlog is being stored: removals go first, the rest waits for it to
                 // end (at most HOLD_AT_MOST)
-                held.settle(shared, Vec::new(), shared.intake_backlog.recent());
+                held.settle(Vec::new(), shared.intake_backlog.recent());
                 continue;
             }
             _ = timers.tick() => {
@@ -1259,7 +1259,7 @@ async fn serve_partition(
                             } else {
                                 wakes
                             };
-                            held.settle(shared, wakes, backlog);
+                            held.settle(wakes, backlog);
                         }
                         Err(e) => outage.failed(shared, &e),
                     }
@@ -1297,13 +1297,13 @@ async fn serve_partition(
         // backlog that piled up behind it
         let backlog = full || shared.intake_backlog.recent();
         healed(shared, &mut outage);
-        held.settle(shared, wakes, backlog);
+        held.settle(wakes, backlog);
         if claimed {
             let mut wakes = Vec::new();
             for d in cancel_and_collect(ch, &mut consumer, &tag).await {
                 partition_one(shared, partition, d, &mut outage, &mut wakes).await?;
             }
-            held.settle(shared, wakes, false);
+            held.settle(wakes, false);
             if shared.rt.fences.get(partition).is_some() {
                 shared.rt.fences.remove(partition);
                 shared.rt.metrics.partitions_owned.dec();
@@ -1374,8 +1374,8 @@ fn fresh_home_claim(shared: &Shared, d: &Delivery) -> bool {
 /// subjects of removal messages are woken at once and every other wake is held back until
 /// the backlog is stored (or [`HOLD_AT_MOST`] passed), so the cancellations queued behind
 /// thousands of confirmations reach the vendor before the confirmations' new keys.
-#[derive(Default)]
 struct HeldWakes {
+    shared: Arc<Shared>,
     wakes: Vec<Wake>,
     since: Option<tokio::time::Instant>,
 }
@@ -1386,35 +1386,58 @@ const HOLD_AT_MOST: Duration = Duration::from_secs(10);
 const HOLD_CHECK: Duration = Duration::from_millis(100);
 
 impl HeldWakes {
-    fn settle(&mut self, shared: &Shared, wakes: Vec<Wake>, backlog: bool) {
+    fn new(shared: &Arc<Shared>) -> Self {
+        Self {
+            shared: shared.clone(),
+            wakes: Vec::new(),
+            since: None,
+        }
+    }
+
+    fn settle(&mut self, wakes: Vec<Wake>, backlog: bool) {
         let (removals, others): (Vec<Wake>, Vec<Wake>) = wakes.into_iter().partition(|w| w.removal);
         for w in removals {
-            shared.router.do_send(w);
+            self.shared.router.do_send(w);
         }
         self.wakes.extend(others);
         if self.since.is_none() {
             self.since = Some(tokio::time::Instant::now());
             // while it holds, the vendor accounts' removals first does not end on an
             // empty count: the backlog's cancellations may not be stored yet
-            shared.rt.ports.backlog_held(true);
+            self.shared.rt.ports.backlog_held(true);
         }
         let since = self.since.unwrap_or_else(tokio::time::Instant::now);
         if !backlog || since.elapsed() >= HOLD_AT_MOST {
-            self.release(shared);
+            self.release();
         }
     }
 
-    fn release(&mut self, shared: &Shared) {
-        if self.since.take().is_some() {
-            shared.rt.ports.backlog_held(false);
-        }
+    fn release(&mut self) {
+        self.uncount();
         for w in self.wakes.drain(..) {
-            shared.router.do_send(w);
+            self.shared.router.do_send(w);
+        }
+    }
+
+    /// Ends this consumer's share of the node's backlog count.
+    fn uncount(&mut self) {
+        if self.since.take().is_some() {
+            self.shared.rt.ports.backlog_held(false);
         }
     }
 
     fn holding(&self) -> bool {
         !self.wakes.is_empty()
+    }
+}
+
+impl Drop for HeldWakes {
+    /// A consumer that ends with an error (its subscription is retried) leaves no count
+    /// behind: after a store outage the vendor accounts would hold new keys for a backlog
+    /// nobody stores.
+    /// The wakes it held are found again by the next owner's ticks.
+    fn drop(&mut self) {
+        self.uncount();
     }
 }
 
