@@ -92,6 +92,18 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
     newest.context("no PostgreSQL server binary found (run scripts/services)")
 }
 
+/// Extra server settings from `LOCKSTEP_CHAOS_PG_SETTINGS` (`name=value` pairs separated
+/// by spaces), for diagnosing a run (e.g. `session_preload_libraries=auto_explain
+/// auto_explain.log_min_duration=50`); none by default.
+fn extra_settings() -> impl Iterator<Item = String> {
+    std::env::var("LOCKSTEP_CHAOS_PG_SETTINGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
 impl PgCluster {
     /// Initializes a cluster in a scratch directory, starts it and creates Lockstep's roles
     /// and database.
@@ -198,6 +210,8 @@ impl PgCluster {
                 "-c",
                 "shared_preload_libraries=pg_stat_statements",
             ])
+            // more settings for a diagnosis (`auto_explain.log_min_duration=50 ...`)
+            .args(extra_settings().flat_map(|kv| ["-c".to_owned(), kv]))
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))

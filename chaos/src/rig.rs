@@ -541,10 +541,15 @@ async fn queue_depths(url: &str, partitions: u32) -> anyhow::Result<u32> {
     )
     .await??;
     let ch = conn.create_channel().await?;
-    let mut total = 0;
-    let names = std::iter::once("lockstep.intake".to_owned())
-        .chain((0..partitions).map(|i| format!("lockstep.partition.{i}")));
-    for q in names {
+    let (intake, parts) = ready_messages(&ch, partitions).await?;
+    let _ = conn.close(200, "depths read".into()).await;
+    Ok(intake + parts)
+}
+
+/// Messages ready in the intake queue and in all partition queues together, read on `ch`
+/// (passive declares).
+pub async fn ready_messages(ch: &lapin::Channel, partitions: u32) -> anyhow::Result<(u32, u32)> {
+    let ready = |q: String| async move {
         let declared = ch
             .queue_declare(
                 q.as_str().into(),
@@ -555,10 +560,14 @@ async fn queue_depths(url: &str, partitions: u32) -> anyhow::Result<u32> {
                 FieldTable::default(),
             )
             .await?;
-        total += declared.message_count();
+        anyhow::Ok(declared.message_count())
+    };
+    let intake = ready("lockstep.intake".to_owned()).await?;
+    let mut parts = 0;
+    for i in 0..partitions {
+        parts += ready(format!("lockstep.partition.{i}")).await?;
     }
-    let _ = conn.close(200, "depths read".into()).await;
-    Ok(total)
+    Ok((intake, parts))
 }
 
 /// The outcome of [`Rig::converge`].

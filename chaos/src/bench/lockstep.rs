@@ -120,6 +120,11 @@ pub struct Burst {
     pub latencies_s: Vec<f64>,
     /// Cancellation's broker confirm → removal at the door, seconds.
     pub cancel_to_delete_s: Vec<f64>,
+    /// The same cancellations' path in three legs, seconds (empty when the mailbox could
+    /// not be read): [`CancelLegs`].
+    pub cancel_legs: CancelLegs,
+    /// When the broker's queues last held ready messages of the burst.
+    pub queued: QueuesDrained,
     /// Lockstep's transactions per second while idle (measured before the burst).
     pub background_xacts_per_sec: f64,
     /// The statements Lockstep ran most while idle, over [`Burst::background_window`].
@@ -141,6 +146,108 @@ pub struct Burst {
     pub transactions: Option<std::collections::BTreeMap<String, f64>>,
     /// The statements Lockstep ran most often during the burst (its round trips).
     pub busiest: Vec<probe::StatementFigure>,
+}
+
+/// The last sample (seconds since the burst's first publish) at which the intake queue,
+/// and the partition queues, still held ready messages, with the most each held.
+#[derive(Clone, Debug, Default)]
+pub struct QueuesDrained {
+    /// Intake: last seen non-empty, most ready.
+    pub intake: Option<(f64, u32)>,
+    /// The partition queues together: last seen non-empty, most ready.
+    pub partitions: Option<(f64, u32)>,
+}
+
+impl QueuesDrained {
+    fn saw(&mut self, at: Duration, intake: u32, partitions: u32) {
+        let at = at.as_secs_f64();
+        for (slot, n) in [
+            (&mut self.intake, intake),
+            (&mut self.partitions, partitions),
+        ] {
+            if n > 0 {
+                let most = slot.map_or(0, |(_, m)| m).max(n);
+                *slot = Some((at, most));
+            }
+        }
+    }
+}
+
+/// Where a cancellation's time went, one value per cancellation that reached the door:
+/// broker confirm → its mailbox row (intake, the partition queue and its store),
+/// mailbox row → the row done (waiting for the step and deciding the revoke), and
+/// decided → the removal in the simulator's journal (the vendor worker and the call).
+/// The node's clock stamps the mailbox, the benchmark's the rest (one machine).
+#[derive(Clone, Debug, Default)]
+pub struct CancelLegs {
+    /// Broker confirm → mailbox row created.
+    pub stored_s: Vec<f64>,
+    /// Mailbox row created → done.
+    pub decided_s: Vec<f64>,
+    /// Done → door removal.
+    pub door_s: Vec<f64>,
+    /// Every event row the burst stored in the mailbox: seconds from the burst's first
+    /// publish to the row's creation (how fast intake and the partitions took the burst).
+    pub burst_stored_s: Vec<f64>,
+}
+
+impl CancelLegs {
+    /// Reads each cancellation's mailbox row (worker role: it reads every tenant) and
+    /// splits `published → removed` of each stay at its stamps.
+    fn read(
+        rig: &Rig,
+        subjects: &HashMap<usize, String>,
+        published: &HashMap<usize, DateTime<Utc>>,
+        removed: &HashMap<usize, DateTime<Utc>>,
+        burst_started: DateTime<Utc>,
+    ) -> anyhow::Result<Self> {
+        let rows = rig.pg.psql_url(
+            &rig.pg.urls().worker,
+            "SELECT subject, (extract(epoch FROM created_at) * 1000)::bigint, \
+             (extract(epoch FROM done_at) * 1000)::bigint FROM mailbox \
+             WHERE kind = 'event' AND topic LIKE '%reservation.cancelled%' AND done_at IS NOT NULL",
+        )?;
+        let mut stamps: HashMap<&str, (i64, i64)> = HashMap::new();
+        for line in rows.lines() {
+            let mut f = line.split('|');
+            if let (Some(subject), Some(Ok(created)), Some(Ok(done))) = (
+                f.next(),
+                f.next().map(str::parse::<i64>),
+                f.next().map(str::parse::<i64>),
+            ) {
+                stamps.insert(subject, (created, done));
+            }
+        }
+        let mut legs = Self::default();
+        let since = rig.pg.psql_url(
+            &rig.pg.urls().worker,
+            &format!(
+                "SELECT (extract(epoch FROM created_at) * 1000)::bigint - {} FROM mailbox \
+                 WHERE kind = 'event' AND topic NOT LIKE 'lockstep.internal.%' \
+                 AND created_at >= to_timestamp({})",
+                burst_started.timestamp_millis(),
+                burst_started.timestamp_millis() as f64 / 1000.0
+            ),
+        )?;
+        legs.burst_stored_s = since
+            .lines()
+            .filter_map(|l| l.trim().parse::<i64>().ok())
+            .map(|ms| ms.max(0) as f64 / 1000.0)
+            .collect();
+        for (stay, gone) in removed {
+            let (Some(subject), Some(sent)) = (subjects.get(stay), published.get(stay)) else {
+                continue;
+            };
+            let Some((created, done)) = stamps.get(subject.as_str()) else {
+                continue;
+            };
+            let s = |ms: i64| ms.max(0) as f64 / 1000.0;
+            legs.stored_s.push(s(created - sent.timestamp_millis()));
+            legs.decided_s.push(s(done - created));
+            legs.door_s.push(s(gone.timestamp_millis() - done));
+        }
+        Ok(legs)
+    }
 }
 
 impl Burst {
@@ -545,6 +652,8 @@ impl Session {
         let mut before = self.snapshot(rig).await;
         before.read_pg(&rig.pg).await?;
         let started = Instant::now();
+        #[allow(clippy::disallowed_methods)] // the wall clock the node's stamps are compared with
+        let burst_started = Utc::now();
         let mut sent_at = vec![started; messages.len()];
         let confirmed_at = self
             .publish(&messages, |i| sent_at[i] = Instant::now())
@@ -567,7 +676,25 @@ impl Session {
         // wait: every confirmation issued, every cancelled key off its door
         let mut removed_at: HashMap<usize, DateTime<Utc>> = HashMap::new();
         let mut cursor = journal_from;
+        // where the burst waits: the queues' ready messages, sampled with the journal
+        let depths_conn = Connection::connect(
+            &rig.rabbit.url(LOCKSTEP_USER),
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .ok();
+        let depths_ch = match &depths_conn {
+            Some(c) => c.create_channel().await.ok(),
+            None => None,
+        };
+        let mut queued = QueuesDrained::default();
+        let partitions = rig.nodes[0].config().partitions;
         let (last_issued, timed_out) = loop {
+            if let Some(ch) = &depths_ch {
+                if let Ok((intake, parts)) = crate::rig::ready_messages(ch, partitions).await {
+                    queued.saw(started.elapsed(), intake, parts);
+                }
+            }
             for c in self.sim().journal_since(cursor) {
                 cursor = c.seq + 1;
                 if c.op == DoorOp::Remove && c.remaining == 0 {
@@ -590,6 +717,9 @@ impl Session {
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         let waited = started.elapsed();
+        if let Some(c) = depths_conn {
+            let _ = c.close(200, "depths read".into()).await;
+        }
         let mut after = self.snapshot(rig).await;
         let (backends, backend_samples) = sampler.finish().await;
         tokio::time::sleep(probe::PG_STATS_LAG).await;
@@ -621,6 +751,26 @@ impl Session {
                 Some((*gone - *published).num_milliseconds().max(0) as f64 / 1000.0)
             })
             .collect();
+        let subjects: HashMap<usize, String> = to_cancel
+            .iter()
+            .map(|i| {
+                (
+                    *i,
+                    format!("reservation:{}", self.world.stay(*i).reservation),
+                )
+            })
+            .collect();
+        let cancel_legs = CancelLegs::read(
+            rig,
+            &subjects,
+            &cancel_published,
+            &removed_at,
+            burst_started,
+        )
+        .unwrap_or_else(|e| {
+            eprintln!("[bench] the cancellations' mailbox rows could not be read: {e:#}");
+            CancelLegs::default()
+        });
         let burst = Burst {
             confirmations: n,
             cancellations: to_cancel.len(),
@@ -632,6 +782,8 @@ impl Session {
             timed_out,
             latencies_s,
             cancel_to_delete_s,
+            cancel_legs,
+            queued,
             background_xacts_per_sec: background.xacts_per_sec,
             background_statements: background.statements,
             background_window: background.window,

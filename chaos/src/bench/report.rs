@@ -160,6 +160,41 @@ fn burst(b: &Burst) -> String {
         b.removed,
         b.cancellations,
     );
+    let legs = &b.cancel_legs;
+    if !legs.stored_s.is_empty() {
+        let _ = writeln!(
+            s,
+            "      its legs, p50/p99: confirm→stored {}/{} · stored→decided {}/{} · decided→door {}/{} ({} cancellations)",
+            secs(quantile(&legs.stored_s, 0.5)),
+            secs(quantile(&legs.stored_s, 0.99)),
+            secs(quantile(&legs.decided_s, 0.5)),
+            secs(quantile(&legs.decided_s, 0.99)),
+            secs(quantile(&legs.door_s, 0.5)),
+            secs(quantile(&legs.door_s, 0.99)),
+            legs.stored_s.len(),
+        );
+    }
+    let q = |d: Option<(f64, u32)>| {
+        d.map_or("never seen holding any".to_owned(), |(at, most)| {
+            format!("held ready messages until {at:.1} s (at most {most})")
+        })
+    };
+    let _ = writeln!(
+        s,
+        "      queues (sampled every ~0.2 s): intake {} · partitions {}",
+        q(b.queued.intake),
+        q(b.queued.partitions),
+    );
+    if !legs.burst_stored_s.is_empty() {
+        let _ = writeln!(
+            s,
+            "      the burst stored in the mailbox (first publish → row created): p50 {} p90 {} max {} ({} rows)",
+            secs(quantile(&legs.burst_stored_s, 0.5)),
+            secs(quantile(&legs.burst_stored_s, 0.9)),
+            secs(quantile(&legs.burst_stored_s, 1.0)),
+            legs.burst_stored_s.len(),
+        );
+    }
     let bg = b.background_xacts_per_sec * b.usage.pg_window;
     let _ = writeln!(
         s,
