@@ -137,7 +137,8 @@ async fn setup(store: &Arc<dyn Store>, clock: &dyn Clock) -> anyhow::Result<Fixt
         .next_mailbox_entry("reservation:rsv_1", now)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the confirm's entry"))?;
-    tx.complete_entry(&confirm.subject, confirm.id, "applied", now).await?;
+    tx.complete_entry(&confirm.subject, confirm.id, "applied", now)
+        .await?;
     tx.commit().await?;
     let mut seed = [0u8; 32];
     seed[..16].copy_from_slice(&ulid::Ulid::new().0.to_le_bytes());

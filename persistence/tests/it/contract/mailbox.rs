@@ -230,8 +230,10 @@ pub async fn enqueued_entries_come_out_when_due_events_before_drives(
             .is_none(),
         "nothing is visible before the commit"
     );
-    tx.complete_entry(&e.subject, e.id, "applied", at(6)).await?;
-    tx.complete_entry(&first.subject, first.id, "driven", at(6)).await?;
+    tx.complete_entry(&e.subject, e.id, "applied", at(6))
+        .await?;
+    tx.complete_entry(&first.subject, first.id, "driven", at(6))
+        .await?;
     tx.commit().await?;
 
     let mut rtx = store.read(tenant).await?;
@@ -276,7 +278,8 @@ pub async fn retry_and_complete_touch_only_open_entries_and_outcomes_follow(
     rtx.commit().await?;
 
     let mut tx = store.begin(tenant, None).await?;
-    tx.retry_entry(subject, e.id, at(30), 2, "vendor timeout").await?;
+    tx.retry_entry(subject, e.id, at(30), 2, "vendor timeout")
+        .await?;
     let later = tx
         .next_mailbox_entry(subject, at(29))
         .await?
@@ -317,8 +320,12 @@ pub async fn retry_and_complete_touch_only_open_entries_and_outcomes_follow(
 
     let mut theirs = store.begin(TenantId::generate(), None).await?;
     for res in [
-        theirs.complete_entry(subject, later.id, "stolen", at(33)).await,
-        theirs.retry_entry(subject, later.id, at(40), 1, "stolen").await,
+        theirs
+            .complete_entry(subject, later.id, "stolen", at(33))
+            .await,
+        theirs
+            .retry_entry(subject, later.id, at(40), 1, "stolen")
+            .await,
     ] {
         ensure!(
             matches!(res, Err(StoreError::Conflict { entity: "mailbox" })),
@@ -573,7 +580,8 @@ pub async fn undecided_removals_count_due_open_removal_messages_at_the_adapters_
         .await?
         .context("due")?
         .id;
-    tx.complete_entry("reservation:rsv-u2", done_id, "applied", at(10)).await?;
+    tx.complete_entry("reservation:rsv-u2", done_id, "applied", at(10))
+        .await?;
     let adapters = std::slice::from_ref(&reg.adapter);
     assert_eq!(
         tx.undecided_removals(adapters, &topics, at(10)).await?,
