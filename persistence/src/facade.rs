@@ -97,17 +97,25 @@ pub trait Store: Storage {
             });
         }
         let mut tx = self.begin(first.tenant_id, fence).await?;
-        let mut out = Vec::with_capacity(msgs.len());
-        for msg in msgs {
-            if tx.insert_inbox(msg).await? {
-                tx.enqueue_event(msg).await?;
-                out.push(IntakeOutcome::Accepted);
-            } else {
-                out.push(IntakeOutcome::Duplicate);
-            }
-        }
+        // two statements for the batch, however long (issue 11)
+        let recorded = tx.insert_inbox_batch(msgs).await?;
+        let new: Vec<&IntakeMessage> = msgs
+            .iter()
+            .zip(&recorded)
+            .filter_map(|(m, new)| new.then_some(m))
+            .collect();
+        tx.enqueue_events(&new).await?;
         tx.commit().await?;
-        Ok(out)
+        Ok(recorded
+            .into_iter()
+            .map(|new| {
+                if new {
+                    IntakeOutcome::Accepted
+                } else {
+                    IntakeOutcome::Duplicate
+                }
+            })
+            .collect())
     }
 
     /// The oldest open, due mailbox entry of a subject.

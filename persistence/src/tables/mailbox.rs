@@ -53,6 +53,11 @@ pub trait MailboxTable: ReadOnlyMailboxTable {
     /// The mailbox entry of a consumed message, due when it was received.
     async fn enqueue_event(&mut self, msg: &IntakeMessage) -> StoreResult<()>;
 
+    /// [`MailboxTable::enqueue_event`] of many messages in ONE statement (a partition
+    /// consumer's batch, issue 11); their entries' ids follow the order of `msgs`, so each
+    /// subject's events keep the order they were delivered in.
+    async fn enqueue_events(&mut self, msgs: &[&IntakeMessage]) -> StoreResult<()>;
+
     /// An event a saga sends itself (a durable timer or feedback), due at `event.due_at`.
     async fn enqueue_internal(&mut self, event: &InternalEvent, now: Timestamp) -> StoreResult<()>;
 
@@ -242,6 +247,35 @@ impl MailboxTable for Tx<ReadWrite> {
             .bind(&msg.payload)
             .bind(msg.received_at)
             .bind(msg.received_at);
+        self.conn.execute(stmt).await?;
+        Ok(())
+    }
+
+    async fn enqueue_events(&mut self, msgs: &[&IntakeMessage]) -> StoreResult<()> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        for m in msgs {
+            self.own(m.tenant_id, "mailbox message")?;
+        }
+        // a multi-row VALUES is inserted in its order: the ids follow it
+        let mut stmt = Stmt::new(format!(
+            "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, message_id, topic, payload, due_at, created_at) VALUES {}",
+            crate::tables::inbox::values(msgs.len(), 10)
+        ));
+        for m in msgs {
+            stmt = stmt
+                .bind(self.tenant)
+                .bind(m.property_id.as_str())
+                .bind(m.partition)
+                .bind(&m.subject)
+                .bind("event")
+                .bind(&m.message_id)
+                .bind(&m.topic)
+                .bind(&m.payload)
+                .bind(m.received_at)
+                .bind(m.received_at);
+        }
         self.conn.execute(stmt).await?;
         Ok(())
     }

@@ -22,6 +22,7 @@ macro_rules! store_contract_tests {
                 intake_stores_once_and_rejects_duplicate_message_id,
                 insert_inbox_is_true_once_per_tenant_message_and_consumer,
                 intake_batch_dedupes_each_message_in_one_transaction,
+                insert_inbox_batch_records_each_new_message_once_in_order,
             },
             mailbox {
                 next_mailbox_entry_returns_oldest_due_entry_and_skips_later_ones,
@@ -33,6 +34,7 @@ macro_rules! store_contract_tests {
                 resume_parked_brings_a_vendors_drives_forward_removals_first,
                 undecided_removals_count_due_open_removal_messages_at_the_adapters_properties,
                 subject_partition_is_the_newest_entrys_open_or_done,
+                enqueue_events_store_a_batch_in_its_order,
             },
             credentials {
                 get_credential_round_trips_every_field,

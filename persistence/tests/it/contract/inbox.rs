@@ -159,3 +159,48 @@ pub async fn intake_batch_dedupes_each_message_in_one_transaction(
     assert_eq!(b.count("mailbox", tenant).await?, 3);
     Ok(())
 }
+
+/// Issue 11 (one statement per batch): `insert_inbox_batch` answers in order, `true` once
+/// per new (message id, consumer): a message the inbox had and a repeat within the batch
+/// are `false`; another consumer's copy is its own; it enqueues nothing; an empty batch
+/// is nothing; a message of another tenant refuses the whole batch.
+pub async fn insert_inbox_batch_records_each_new_message_once_in_order(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let p = random_partition();
+    let had = intake_msg(tenant, "reservation:rsv-ib1", p, t0());
+    let mut tx = store.begin(tenant, None).await?;
+    ensure!(tx.insert_inbox(&had).await?, "stored before the batch");
+    let fresh = intake_msg(tenant, "reservation:rsv-ib2", p, t0());
+    let mut copy = fresh.clone();
+    copy.consumer = "lockstep.other".into();
+    let batch = [fresh.clone(), had.clone(), fresh.clone(), copy];
+    assert_eq!(
+        tx.insert_inbox_batch(&batch).await?,
+        vec![true, false, false, true]
+    );
+    assert!(tx.insert_inbox_batch(&[]).await?.is_empty());
+    let mut theirs = intake_msg(TenantId::generate(), "reservation:rsv-ib3", p, t0());
+    theirs.partition = p;
+    let res = tx
+        .insert_inbox_batch(&[intake_msg(tenant, "reservation:rsv-ib4", p, t0()), theirs])
+        .await;
+    ensure!(
+        matches!(res, Err(StoreError::Constraint(_))),
+        "a batch with another tenant's message: {res:?}"
+    );
+    tx.commit().await?;
+    assert_eq!(
+        b.count("inbox", tenant).await?,
+        3,
+        "had, fresh and its copy"
+    );
+    assert_eq!(
+        b.count("mailbox", tenant).await?,
+        0,
+        "the inbox enqueues nothing"
+    );
+    Ok(())
+}

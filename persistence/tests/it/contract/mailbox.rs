@@ -665,3 +665,68 @@ pub async fn subject_partition_is_the_newest_entrys_open_or_done(
     assert_eq!(theirs.subject_partition(subject).await?, None);
     Ok(())
 }
+
+/// Issue 11 (one statement per batch): `enqueue_events` stores each message as
+/// `enqueue_event` would, with ids in the order given, so a subject's events come out in
+/// delivery order; an empty batch is nothing; another tenant's message refuses the batch.
+pub async fn enqueue_events_store_a_batch_in_its_order(b: &Backend) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let p = random_partition();
+    let subject = "reservation:rsv-batch";
+    let confirmed = intake_msg(tenant, subject, p, at(5));
+    let mut cancelled = intake_msg(tenant, subject, p, at(5));
+    cancelled.topic = "melmastoon.reservation.cancelled.v1".into();
+    let elsewhere = intake_msg(tenant, "reservation:rsv-batch-2", p, at(5));
+    let mut tx = store.begin(tenant, None).await?;
+    tx.enqueue_events(&[]).await?;
+    tx.enqueue_events(&[&confirmed, &elsewhere, &cancelled])
+        .await?;
+    let mut theirs = intake_msg(TenantId::generate(), subject, p, at(5));
+    theirs.partition = p;
+    let res = tx.enqueue_events(&[&theirs]).await;
+    ensure!(
+        matches!(res, Err(StoreError::Constraint(_))),
+        "another tenant's message: {res:?}"
+    );
+    let first = tx
+        .next_mailbox_entry(subject, at(5))
+        .await?
+        .context("the first event")?;
+    assert_eq!(
+        (
+            first.kind.clone(),
+            first.partition,
+            first.due_at,
+            first.created_at,
+            first.payload.clone()
+        ),
+        (
+            MailboxKind::Event {
+                message_id: confirmed.message_id.clone(),
+                topic: confirmed.topic.clone()
+            },
+            p,
+            at(5),
+            at(5),
+            confirmed.payload.clone()
+        )
+    );
+    tx.complete_entry(subject, first.id, "applied", at(6))
+        .await?;
+    let second = tx
+        .next_mailbox_entry(subject, at(6))
+        .await?
+        .context("the second event")?;
+    assert!(second.id > first.id);
+    assert_eq!(
+        second.kind,
+        MailboxKind::Event {
+            message_id: cancelled.message_id.clone(),
+            topic: cancelled.topic.clone()
+        }
+    );
+    tx.commit().await?;
+    assert_eq!(b.count("mailbox", tenant).await?, 3);
+    Ok(())
+}
