@@ -236,19 +236,7 @@ impl<A: Access> ReadOnlyMailboxTable for Tx<A> {
 #[async_trait]
 impl MailboxTable for Tx<ReadWrite> {
     async fn enqueue_event(&mut self, msg: &IntakeMessage) -> StoreResult<()> {
-        self.own(msg.tenant_id, "mailbox message")?;
-        let stmt = Stmt::new(INSERT_EVENT)
-            .bind(self.tenant)
-            .bind(msg.property_id.as_str())
-            .bind(msg.partition)
-            .bind(&msg.subject)
-            .bind(&msg.message_id)
-            .bind(&msg.topic)
-            .bind(&msg.payload)
-            .bind(msg.received_at)
-            .bind(msg.received_at);
-        self.conn.execute(stmt).await?;
-        Ok(())
+        self.enqueue_events(&[msg]).await
     }
 
     async fn enqueue_events(&mut self, msgs: &[&IntakeMessage]) -> StoreResult<()> {
