@@ -715,6 +715,18 @@ impl PortRegistry {
             .and_then(|a| a.gate_for(true, false))
     }
 
+    /// How many rounds adapter `id`'s account has looked at its waiting removals and kept
+    /// new keys back (removals first; one every 250 ms while it lasts), since start: a
+    /// round that ended removals first is not counted. For diagnostics and tests, which
+    /// wait on it instead of sleeping.
+    pub fn removal_rounds(&self, id: &VendorAdapterId) -> u64 {
+        self.by_adapter
+            .read()
+            .expect("account map lock is never poisoned")
+            .get(id)
+            .map_or(0, |a| a.removal_rounds.load(Ordering::SeqCst))
+    }
+
     /// Removals first on every vendor account of this node (issue 11): nothing new goes on
     /// a door until the removals that waited (at doors, or stored and not yet decided) are
     /// done, or make no progress for `removals_first_stall`, as after a vendor outage. The
@@ -905,6 +917,8 @@ pub struct AccountState {
     removals_first: std::sync::atomic::AtomicBool,
     /// Removals pending on the account's devices as last counted (`i64::MAX`: unknown).
     pending_removals: std::sync::atomic::AtomicI64,
+    /// Rounds of removals first that counted and kept new keys waiting (since start).
+    removal_rounds: std::sync::atomic::AtomicU64,
     supervising: std::sync::atomic::AtomicBool,
     /// The account's calls answered as unwell in a row (5xx, 429, transport, timeout);
     /// any other answer resets it.
@@ -956,6 +970,7 @@ impl AccountState {
             held: Mutex::new(None),
             removals_first: std::sync::atomic::AtomicBool::new(false),
             pending_removals: std::sync::atomic::AtomicI64::new(0),
+            removal_rounds: std::sync::atomic::AtomicU64::new(0),
             supervising: std::sync::atomic::AtomicBool::new(false),
             consecutive_unwell: std::sync::atomic::AtomicU32::new(0),
             last_well_ms: std::sync::atomic::AtomicI64::new(started_ms),
@@ -1147,6 +1162,7 @@ impl AccountState {
                 }
                 Err(e) => warn!(error = %e, "counting pending removals failed"),
             }
+            self.removal_rounds.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }

@@ -95,13 +95,12 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
 /// Extra server settings from `LOCKSTEP_CHAOS_PG_SETTINGS` (`name=value` pairs separated
 /// by spaces), for diagnosing a run (e.g. `session_preload_libraries=auto_explain
 /// auto_explain.log_min_duration=50`); none by default.
-fn extra_settings() -> impl Iterator<Item = String> {
+fn extra_settings() -> Vec<String> {
     std::env::var("LOCKSTEP_CHAOS_PG_SETTINGS")
         .unwrap_or_default()
         .split_whitespace()
         .map(str::to_owned)
-        .collect::<Vec<_>>()
-        .into_iter()
+        .collect()
 }
 
 impl PgCluster {
@@ -211,7 +210,11 @@ impl PgCluster {
                 "shared_preload_libraries=pg_stat_statements",
             ])
             // more settings for a diagnosis (`auto_explain.log_min_duration=50 ...`)
-            .args(extra_settings().flat_map(|kv| ["-c".to_owned(), kv]))
+            .args(
+                extra_settings()
+                    .into_iter()
+                    .flat_map(|kv| ["-c".to_owned(), kv]),
+            )
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))

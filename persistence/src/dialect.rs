@@ -7,7 +7,8 @@
 //! - **values**: a bound [`Arg`] becomes `timestamptz`, `jsonb` and `uuid` in Postgres, and
 //!   integer milliseconds, text and text in SQLite; [`Row`] reads them back the same way;
 //! - **lists**: `= ANY($n)` with one array argument in Postgres, a spelled-out `IN ($n, …)`
-//!   in SQLite, in chunks ([`Dialect::in_list`], [`Dialect::chunk`]);
+//!   in SQLite, in chunks ([`Dialect::in_list`], [`Dialect::chunk`]); multi-row `VALUES`
+//!   are the same text in both, in chunks of [`values_rows`] ([`values`]);
 //! - **row locks**: `FOR UPDATE` / `FOR SHARE` in Postgres; nothing in SQLite, whose single
 //!   writer already holds the whole database ([`Dialect::for_update`]);
 //! - the few statements whose text really differs (the I-9 room links, which are a
@@ -100,6 +101,26 @@ impl Dialect {
     pub(crate) fn chunks<'a, T>(self, items: &'a [T]) -> std::slice::Chunks<'a, T> {
         items.chunks(self.chunk())
     }
+}
+
+/// How many rows of `columns` bound values one multi-row `VALUES` statement takes: as many
+/// bound values as an SQLite `IN` list ([`IN_CHUNK`]), far under either backend's limit.
+pub(crate) fn values_rows(columns: usize) -> usize {
+    (IN_CHUNK / columns.max(1)).max(1)
+}
+
+/// `($1, …, $k), ($k+1, …), …`: the placeholders of `rows` rows of `columns` values of a
+/// multi-row `VALUES`, the same text in both backends (at most [`values_rows`] rows).
+pub(crate) fn values(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A value bound to a statement, converted to each backend's column type when bound.

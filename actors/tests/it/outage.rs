@@ -265,12 +265,20 @@ async fn after_a_store_outage_new_keys_wait_for_the_backlog_and_its_removals() -
     let open = |ports: &lockstep_actors::PortRegistry| ports.addition_gate(&adapter).is_none();
     assert!(open(&ports), "nothing holds new keys before");
 
-    // the backlog held: closed, and still closed well after the account's removals were
-    // counted (every 250 ms: none waits), until the backlog is stored
+    // the backlog held: closed, and still closed after the account counted its removals
+    // (none waits) in two rounds, until the backlog is stored
+    let rounds = ports.removal_rounds(&adapter);
     ports.backlog_held(true);
     ports.removals_first_everywhere();
     assert_eq!(ports.addition_gate(&adapter), Some("removals_first"));
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    wait_until(|| async {
+        Ok(if ports.removal_rounds(&adapter) >= rounds + 2 {
+            Ok(())
+        } else {
+            Err("the account has not counted its removals twice".to_owned())
+        })
+    })
+    .await?;
     assert_eq!(
         ports.addition_gate(&adapter),
         Some("removals_first"),

@@ -1450,13 +1450,15 @@ impl HeldWakes {
             self.shared.router.do_send(w);
         }
         self.wakes.extend(others);
-        if self.since.is_none() {
-            self.since = Some(tokio::time::Instant::now());
-            // while it holds, the vendor accounts' removals first does not end on an
-            // empty count: the backlog's cancellations may not be stored yet
-            self.shared.rt.ports.backlog_held(true);
-        }
-        let since = self.since.unwrap_or_else(tokio::time::Instant::now);
+        let since = match self.since {
+            Some(since) => since,
+            None => {
+                // while it holds, the vendor accounts' removals first does not end on an
+                // empty count: the backlog's cancellations may not be stored yet
+                self.shared.rt.ports.backlog_held(true);
+                *self.since.insert(tokio::time::Instant::now())
+            }
+        };
         if !backlog || since.elapsed() >= HOLD_AT_MOST {
             self.release();
         }
@@ -1484,8 +1486,7 @@ impl HeldWakes {
 impl Drop for HeldWakes {
     /// A consumer that ends with an error (its subscription is retried) leaves no count
     /// behind: after a store outage the vendor accounts would hold new keys for a backlog
-    /// nobody stores.
-    /// The wakes it held are found again by the next owner's ticks.
+    /// nobody stores. The wakes it held are found again by the next owner's ticks.
     fn drop(&mut self) {
         self.uncount();
     }

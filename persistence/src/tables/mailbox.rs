@@ -7,7 +7,7 @@ use lockstep_domain::{
     KeyCredentialId, PropertyId, TenantId, Timestamp, VendorAdapterId, VendorCode,
 };
 
-use crate::dialect::{corrupt, Row, Stmt};
+use crate::dialect::{corrupt, values, values_rows, Row, Stmt};
 use crate::model::{
     DueSubject, IntakeMessage, InternalEvent, MailboxEntry, MailboxKind, ScheduleDrive, SubjectRef,
 };
@@ -240,31 +240,32 @@ impl MailboxTable for Tx<ReadWrite> {
     }
 
     async fn enqueue_events(&mut self, msgs: &[&IntakeMessage]) -> StoreResult<()> {
-        if msgs.is_empty() {
-            return Ok(());
-        }
         for m in msgs {
             self.own(m.tenant_id, "mailbox message")?;
         }
-        // a multi-row VALUES is inserted in its order: the ids follow it
-        let mut stmt = Stmt::new(format!(
-            "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, message_id, topic, payload, due_at, created_at) VALUES {}",
-            crate::tables::inbox::values(msgs.len(), 10)
-        ));
-        for m in msgs {
-            stmt = stmt
-                .bind(self.tenant)
-                .bind(m.property_id.as_str())
-                .bind(m.partition)
-                .bind(&m.subject)
-                .bind("event")
-                .bind(&m.message_id)
-                .bind(&m.topic)
-                .bind(&m.payload)
-                .bind(m.received_at)
-                .bind(m.received_at);
+        const COLUMNS: usize = 10;
+        // a multi-row VALUES is inserted in its order, and the chunks one after the other:
+        // the ids follow `msgs`
+        for chunk in msgs.chunks(values_rows(COLUMNS)) {
+            let mut stmt = Stmt::new(format!(
+                "INSERT INTO mailbox (tenant_id, property_id, partition, subject, kind, message_id, topic, payload, due_at, created_at) VALUES {}",
+                values(chunk.len(), COLUMNS)
+            ));
+            for m in chunk {
+                stmt = stmt
+                    .bind(self.tenant)
+                    .bind(m.property_id.as_str())
+                    .bind(m.partition)
+                    .bind(&m.subject)
+                    .bind("event")
+                    .bind(&m.message_id)
+                    .bind(&m.topic)
+                    .bind(&m.payload)
+                    .bind(m.received_at)
+                    .bind(m.received_at);
+            }
+            self.conn.execute(stmt).await?;
         }
-        self.conn.execute(stmt).await?;
         Ok(())
     }
 

@@ -23,6 +23,7 @@ macro_rules! store_contract_tests {
                 insert_inbox_is_true_once_per_tenant_message_and_consumer,
                 intake_batch_dedupes_each_message_in_one_transaction,
                 insert_inbox_batch_records_each_new_message_once_in_order,
+                intake_batch_longer_than_one_statement_keeps_order_and_dedupe,
             },
             mailbox {
                 next_mailbox_entry_returns_oldest_due_entry_and_skips_later_ones,

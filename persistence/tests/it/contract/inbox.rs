@@ -204,3 +204,51 @@ pub async fn insert_inbox_batch_records_each_new_message_once_in_order(
     );
     Ok(())
 }
+
+/// Issue 11 with DESIGN §3.1: a batch longer than one statement takes (100 inbox rows, 50
+/// mailbox rows) is stored in several, one after the other: a message repeated across
+/// them is still a duplicate, and the subject's entries keep the batch's order.
+pub async fn intake_batch_longer_than_one_statement_keeps_order_and_dedupe(
+    b: &Backend,
+) -> anyhow::Result<()> {
+    let store = b.store();
+    let tenant = TenantId::generate();
+    let p = random_partition();
+    let subject = "reservation:rsv-long";
+    let mut batch: Vec<_> = (0..130)
+        .map(|_| intake_msg(tenant, subject, p, t0()))
+        .collect();
+    batch[125] = batch[0].clone();
+    let outcomes = store.intake_batch(&batch, None).await?;
+    let duplicates: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| **o == IntakeOutcome::Duplicate)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(duplicates, vec![125], "only the repeat across statements");
+    assert_eq!(b.count("inbox", tenant).await?, 129);
+    assert_eq!(b.count("mailbox", tenant).await?, 129);
+
+    let mut tx = store.begin(tenant, None).await?;
+    let mut order = Vec::new();
+    while let Some(e) = tx.next_mailbox_entry(subject, t0()).await? {
+        let MailboxKind::Event { message_id, .. } = &e.kind else {
+            anyhow::bail!("an event: {:?}", e.kind);
+        };
+        order.push(message_id.clone());
+        tx.complete_entry(subject, e.id, "applied", t0()).await?;
+    }
+    tx.commit().await?;
+    let expected: Vec<String> = batch
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 125)
+        .map(|(_, m)| m.message_id.clone())
+        .collect();
+    assert_eq!(
+        order, expected,
+        "the subject's entries in the batch's order"
+    );
+    Ok(())
+}
